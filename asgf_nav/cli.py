@@ -1,0 +1,31 @@
+"""Argument parsing pieces shared by the thin scripts in scripts/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from asgf_nav.config import ConfigError, ExperimentConfig, load_config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument(
+        "--config",
+        default=default,
+        help="config name in configs/ (e.g. replica_unheard.yaml) or a path to a YAML file",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides such as ppo.lr=1e-4 train.run_dir=runs/exp1 (see configs/ and asgf_nav/config.py)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """Load the config or exit with status 2 and a message naming the bad key."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,272 @@
+"""Typed experiment configuration: dataclasses filled from YAML files and ``key.sub=value`` overrides.
+
+Every field has a documented default; a YAML file in ``configs/`` states only what differs. Unknown keys
+and wrongly typed values fail early with a :class:`ConfigError` that names the key and lists valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the offending key."""
+
+
+# --------------------------------------------------------------------------------------------- schema
+@dataclass
+class ScenesConfig:
+    """Which scene set to use and how its embedded stand-in is baked."""
+
+    dataset: Literal["replica", "mp3d"] = "replica"
+    data_root: str = "data"  # baked scenes live in {data_root}/scenes/{dataset}/{scene}
+    num_scenes: int | None = None  # None: the preset's full count (replica 18, mp3d 85)
+    image_size: int = 128
+    workers: int = 0  # parallel scene builds; 0 = number of CPU cores
+
+
+@dataclass
+class AcousticsConfig:
+    """Room-acoustics baking (image sources + ray tracing, binaural with a measured HRTF)."""
+
+    sources_per_scene: int = 24
+    ism_order: int = 3
+    rays: int = 3000
+    max_rir_seconds: float = 1.0
+
+
+@dataclass
+class TaskConfig:
+    """AudioGoal task semantics (SoundSpaces 1.0 defaults)."""
+
+    sound_split: Literal["heard", "unheard"] = "unheard"
+    sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "spectrogram"])
+    max_steps: int = 500
+    success_distance: float = 1.0
+    slack_reward: float = -0.01
+    success_reward: float = 10.0
+    distance_reward_scale: float = 1.0
+    train_episodes_per_scene: int = 5000
+    val_episodes: int = 500
+    test_episodes: int = 1000
+    min_geodesic_distance: float = 1.0
+    max_geodesic_distance: float = 1000.0
+    use_doa: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """Policy architecture; ``policy`` is a name in the policy registry."""
+
+    policy: str = "asgf"
+    hidden_size: int = 512
+    fusion_dim: int = 256  # D in the ASGF equations
+    fusion_heads: int = 4
+    ase_dim: int = 512  # BiGRU frame-embedding size (256 per direction)
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyper-parameters; defaults are SoundSpaces' AV-Nav settings."""
+
+    num_envs: int = 5
+    num_steps: int = 150
+    ppo_epoch: int = 4
+    num_mini_batch: int = 1
+    clip_param: float = 0.1
+    value_loss_coef: float = 0.5
+    entropy_coef: float = 0.2
+    lr: float = 2.5e-4
+    eps: float = 1e-5
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    use_linear_lr_decay: bool = True
+    use_linear_clip_decay: bool = True
+    use_clipped_value_loss: bool = True
+    use_normalized_advantage: bool = True
+    total_frames: int = 30_000_000
+
+
+@dataclass
+class TrainConfig:
+    """Run bookkeeping: where outputs go, how often to log, validate and checkpoint."""
+
+    run_dir: str = "runs/default"
+    seed: int = 1
+    device: str = "auto"  # auto: cuda when available
+    log_interval: int = 1  # updates between log lines
+    checkpoint_interval: int = 50  # updates between checkpoints
+    keep_checkpoints: int = 3
+    val_interval: int = 500  # updates between validations; 0 disables
+    val_episodes: int = 50
+    torch_threads: int = 0  # 0: torch default
+
+
+@dataclass
+class ExperimentConfig:
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    acoustics: AcousticsConfig = field(default_factory=AcousticsConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def resolve_config_path(name: str | Path) -> Path:
+    """A path to an existing file, or a bare name (with or without .yaml) looked up in ``configs/``."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    available = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {str(name)!r} not found as a file or in {CONFIG_DIR}; available: {available}")
+
+
+def load_config(name: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Defaults, then the YAML file ``name`` (if given), then ``key.sub=value`` overrides."""
+    cfg = ExperimentConfig()
+    if name is not None:
+        path = resolve_config_path(name)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        _merge(cfg, data, prefix="", source=str(path))
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        _set_dotted(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else "", source="command line")
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> Path:
+    from asgf_nav.io import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
+
+
+def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in _field_names(obj):
+            raise ConfigError(
+                f"unknown config key {full!r} (in {source}); valid keys here: {_valid_keys(obj, prefix)}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"config key {full!r} (in {source}) is a section; give a mapping with keys "
+                    f"{_valid_keys(current, full + '.')}"
+                )
+            _merge(current, value, prefix=f"{full}.", source=source)
+        else:
+            hint = get_type_hints(type(obj))[key]
+            setattr(obj, key, _coerce(value, hint, full, source))
+
+
+def _set_dotted(cfg: ExperimentConfig, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    nested: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    _merge(cfg, nested, prefix="", source=source)
+
+
+def _valid_keys(obj: Any, prefix: str) -> list[str]:
+    return [f"{prefix}{n}" for n in _field_names(obj)]
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; allow lossless int->float and str->number."""
+    origin = get_origin(hint)
+    args = get_args(hint)
+
+    def fail() -> typing.NoReturn:
+        raise ConfigError(
+            f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                continue
+        fail()
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"config key {key!r} (in {source}) must be one of {list(args)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            fail()
+        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)] if args else value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        fail()
+    if hint is int:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else fail()
+            except ValueError:
+                fail()
+        fail()
+    if hint is float:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        fail()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        fail()
+    return value

@@ -1,0 +1,171 @@
+"""Baked scene store: one directory per (dataset, scene) holding memory-mappable ``.npy`` arrays.
+
+A scene is baked in *stages* ("layout", "vision", "acoustics", ...). Each stage writes its arrays
+atomically and is recorded in ``manifest.json`` only after all of them are on disk, so an interrupted
+build leaves either the previous complete stage or no stage, never a half one that loads.
+
+Layout::
+
+    {root}/scenes/{dataset}/{scene}/manifest.json
+    {root}/scenes/{dataset}/{scene}/{array}.npy
+    {root}/scenes/{dataset}/{scene}/{file}          # small extra files, e.g. floorplan.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asgf_nav.io import atomic_save_npy, atomic_write_bytes, atomic_write_text
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class SceneStoreError(RuntimeError):
+    """A scene directory is missing, incomplete, of another format version, or corrupt."""
+
+
+def scene_dir(root: str | Path, dataset: str, scene: str) -> Path:
+    return Path(root) / "scenes" / dataset / scene
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.exists():
+        return {"format_version": FORMAT_VERSION, "stages": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SceneStoreError(f"unreadable scene manifest {path}: {exc}") from exc
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise SceneStoreError(
+            f"scene manifest {path} has format_version {version!r}, this code reads {FORMAT_VERSION}; "
+            "rebuild the scene with scripts/build_scenes.py --force"
+        )
+    return manifest
+
+
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def write_stage(
+    directory: str | Path,
+    stage: str,
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any] | None = None,
+    files: dict[str, bytes | str] | None = None,
+) -> None:
+    """Write one stage's arrays and files, then record the stage in the manifest (last, atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(directory)
+    if stage in manifest["stages"]:  # forget the old stage first: a crash below must not pair old meta with new data
+        del manifest["stages"][stage]
+        _write_manifest(directory, manifest)
+    entries = {}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        atomic_save_npy(directory / f"{name}.npy", array)
+        entries[name] = {"file": f"{name}.npy", "shape": list(array.shape), "dtype": str(array.dtype)}
+    for name, content in (files or {}).items():
+        data = content.encode() if isinstance(content, str) else content
+        atomic_write_bytes(directory / name, data)
+    manifest["stages"][stage] = {"arrays": entries, "files": sorted(files or {}), "meta": meta or {}}
+    _write_manifest(directory, manifest)
+
+
+def remove_stage(directory: str | Path, stage: str) -> None:
+    directory = Path(directory)
+    manifest = _read_manifest(directory)
+    if manifest["stages"].pop(stage, None) is not None:
+        _write_manifest(directory, manifest)
+
+
+def stage_complete(directory: str | Path, stage: str) -> bool:
+    """True when ``stage`` is recorded and every file it lists exists (cheap check for build skipping)."""
+    directory = Path(directory)
+    try:
+        info = _read_manifest(directory)["stages"].get(stage)
+    except SceneStoreError:
+        return False
+    if info is None:
+        return False
+    names = [e["file"] for e in info["arrays"].values()] + list(info["files"])
+    return all((directory / n).exists() for n in names)
+
+
+class SceneStore:
+    """Read-only view of one baked scene; arrays are memory-mapped and checked against the manifest."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        if not (self.directory / MANIFEST).exists():
+            raise SceneStoreError(
+                f"no baked scene at {self.directory} (missing {MANIFEST}); build it with scripts/build_scenes.py"
+            )
+        self.manifest = _read_manifest(self.directory)
+        self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def stages(self) -> list[str]:
+        return sorted(self.manifest["stages"])
+
+    def has_stage(self, stage: str) -> bool:
+        return stage in self.manifest["stages"]
+
+    def require(self, *stages: str) -> None:
+        missing = [s for s in stages if not self.has_stage(s)]
+        if missing:
+            raise SceneStoreError(
+                f"scene {self.directory} lacks stage(s) {missing} (has {self.stages}); "
+                "run scripts/build_scenes.py for this dataset"
+            )
+
+    def meta(self, stage: str) -> dict[str, Any]:
+        self.require(stage)
+        return self.manifest["stages"][stage]["meta"]
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        for info in self.manifest["stages"].values():
+            if name in info["arrays"]:
+                return info["arrays"][name]
+        known = sorted(n for info in self.manifest["stages"].values() for n in info["arrays"])
+        raise SceneStoreError(f"scene {self.directory} has no array {name!r}; it has {known}")
+
+    def array(self, name: str) -> np.ndarray:
+        """Memory-mapped array ``name``; shape and dtype are checked against the manifest."""
+        if name in self._cache:
+            return self._cache[name]
+        entry = self._entry(name)
+        path = self.directory / entry["file"]
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise SceneStoreError(f"cannot read scene array {path}: {exc}") from exc
+        if list(arr.shape) != entry["shape"] or str(arr.dtype) != entry["dtype"]:
+            raise SceneStoreError(
+                f"scene array {path} is {arr.dtype}{list(arr.shape)} but the manifest says "
+                f"{entry['dtype']}{entry['shape']}; the file is corrupt, rebuild the scene"
+            )
+        self._cache[name] = arr
+        return arr
+
+    def file_bytes(self, name: str) -> bytes:
+        path = self.directory / name
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise SceneStoreError(f"cannot read scene file {path}: {exc}") from exc
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())

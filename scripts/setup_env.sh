@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates the project's virtual environment and installs the package with its test tools.
+# An existing torch (e.g. a CUDA build in the base interpreter) is kept: the venv sees system site-packages.
+# Without one, the CPU build of torch is installed, never the multi-GB CUDA wheels.
+set -euo pipefail
+venv="${1:-.venv}"
+python="${PYTHON:-python3}"
+
+"$python" - <<'PY'
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(f"ASGF-Nav needs Python >= 3.10, found {sys.version.split()[0]}")
+PY
+
+if [ ! -x "$venv/bin/python" ]; then
+    if ! "$python" -m venv --system-site-packages "$venv"; then
+        echo "python venv failed; on Debian install it with: apt-get install python3-venv" >&2
+        exit 1
+    fi
+fi
+pip=("$venv/bin/python" -m pip)
+
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    # A plain `pip install torch` on Linux pulls the CUDA build. First a CPU wheel from pip's configured
+    # find-links (no index), else PyTorch's CPU wheel index.
+    if ! "${pip[@]}" install --no-index "torch==2.13.0" 2>/dev/null; then
+        "${pip[@]}" install torch --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+    fi
+fi
+"${pip[@]}" install -e ".[dev]"
+"$venv/bin/python" -c "import torch, asgf_nav; print('asgf_nav ready; torch', torch.__version__, \
+'cuda' if torch.cuda.is_available() else 'cpu')"

@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""Train an audio-visual navigation agent with PPO (or DD-PPO under torchrun).
+
+    python scripts/train_ppo.py --config replica_unheard.yaml
+    python scripts/train_ppo.py --config replica_heard.yaml model.policy=av_nav ppo.num_envs=16
+    torchrun --nproc_per_node 2 scripts/train_ppo.py --config replica_unheard.yaml
+"""
+
+import argparse
+
+from asgf_nav.cli import add_config_arguments, config_from_args
+from asgf_nav.experiment import run_training
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, default="replica_unheard.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.run_dir")
+    args = parser.parse_args()
+    run_training(config_from_args(args), resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()

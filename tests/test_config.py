@@ -1,0 +1,111 @@
+"""Config loading, overrides and the two error kinds (unknown key, wrong type)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asgf_nav.config import CONFIG_DIR, ConfigError, ExperimentConfig, load_config, save_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_soundspaces_av_nav_ppo():
+    cfg = ExperimentConfig()
+    assert (cfg.ppo.num_steps, cfg.ppo.ppo_epoch, cfg.ppo.clip_param, cfg.ppo.entropy_coef) == (150, 4, 0.1, 0.2)
+    assert cfg.ppo.lr == pytest.approx(2.5e-4)
+    assert (cfg.ppo.gamma, cfg.ppo.gae_lambda) == (0.99, 0.95)
+    assert cfg.task.max_steps == 500 and cfg.task.success_distance == 1.0
+
+
+@pytest.mark.parametrize("name", ["replica_heard", "replica_unheard.yaml", "mp3d_heard", "mp3d_unheard.yaml"])
+def test_bundled_configs_load_by_bare_name(name):
+    cfg = load_config(name)
+    dataset, split = name.removesuffix(".yaml").split("_")
+    assert cfg.scenes.dataset == dataset
+    assert cfg.task.sound_split == split
+    assert cfg.ppo.total_frames == (30_000_000 if dataset == "replica" else 60_000_000)
+
+
+def test_config_by_path_and_overrides(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("ppo:\n  lr: 1.0e-3\nmodel:\n  policy: av_nav\n")
+    cfg = load_config(str(path), ["ppo.lr=1e-4", "ppo.num_envs=16", "task.sensors=[depth,spectrogram]",
+                                  "scenes.num_scenes=3", "ppo.use_linear_lr_decay=false"])
+    assert cfg.model.policy == "av_nav"
+    assert cfg.ppo.lr == pytest.approx(1e-4)  # "1e-4" is a string to YAML 1.1, coerced to float
+    assert cfg.ppo.num_envs == 16 and isinstance(cfg.ppo.num_envs, int)
+    assert cfg.task.sensors == ["depth", "spectrogram"]
+    assert cfg.scenes.num_scenes == 3
+    assert cfg.ppo.use_linear_lr_decay is False
+
+
+def test_optional_accepts_null():
+    assert load_config(None, ["scenes.num_scenes=null"]).scenes.num_scenes is None
+
+
+def test_unknown_key_names_key_and_lists_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config("replica_unheard", ["ppo.learning_rate=0.1"])
+    msg = str(err.value)
+    assert "ppo.learning_rate" in msg and "ppo.lr" in msg and "ppo.clip_param" in msg
+
+
+def test_unknown_section_in_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optimiser:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert "optimiser" in str(err.value) and str(path) in str(err.value) and "ppo" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("ppo.num_envs=abc", "ppo.num_envs"), ("ppo.lr=fast", "ppo.lr"), ("ppo.num_envs=2.5", "ppo.num_envs"),
+     ("ppo.use_clipped_value_loss=3", "ppo.use_clipped_value_loss"), ("scenes.dataset=gibson", "scenes.dataset"),
+     ("task.sensors=depth", "task.sensors"), ("ppo=3", "ppo")],
+)
+def test_wrong_type_names_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert repr(key) in str(err.value)
+
+
+def test_malformed_override_and_missing_file():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["ppo.lr"])
+    with pytest.raises(ConfigError, match="available"):
+        load_config("no_such_config")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("mp3d_heard", ["ppo.lr=3e-4"])
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(str(path)) == cfg
+    assert yaml.safe_load(path.read_text())["scenes"]["dataset"] == "mp3d"
+
+
+def test_every_bundled_config_is_valid():
+    for path in CONFIG_DIR.glob("*.yaml"):
+        load_config(str(path))
+
+
+def _run_script(*args):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "train_ppo.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_train_script_help():
+    result = _run_script("--help")
+    assert result.returncode == 0
+    assert "--config" in result.stdout and "--resume" in result.stdout
+
+
+def test_train_script_rejects_bad_override_with_key_name():
+    result = _run_script("--config", "replica_unheard.yaml", "ppo.not_a_key=1")
+    assert result.returncode == 2
+    assert "ppo.not_a_key" in result.stderr and "ppo.lr" in result.stderr
+    result = _run_script("--config", "replica_unheard.yaml", "ppo.num_steps=many")
+    assert result.returncode == 2 and "ppo.num_steps" in result.stderr
