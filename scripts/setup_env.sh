@@ -21,11 +21,17 @@ fi
 pip=("$venv/bin/python" -m pip)
 
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-    # A plain `pip install torch` on Linux pulls the CUDA build. First a CPU wheel from pip's configured
-    # find-links (no index), else PyTorch's CPU wheel index.
-    if ! "${pip[@]}" install --no-index "torch==2.13.0" 2>/dev/null; then
-        "${pip[@]}" install torch --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+    # A plain `pip install torch` on Linux pulls the CUDA build. Use a CPU wheel that pip's configured
+    # find-links provide (it sorts above the index's build), else PyTorch's CPU wheel index.
+    probe=$(mktemp -d)
+    if "${pip[@]}" download -q --no-deps --no-index -d "$probe" "torch==2.13.0" 2>/dev/null \
+        && ls "$probe"/torch-*+cpu-*.whl >/dev/null 2>&1; then
+        "${pip[@]}" install "torch==2.13.0"
+    else
+        # The CPU index's "+cpu" build sorts above the default index's CUDA build of the same version.
+        "${pip[@]}" install torch --extra-index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
     fi
+    rm -rf "$probe"
 fi
 "${pip[@]}" install -e ".[dev]"
 "$venv/bin/python" -c "import torch, asgf_nav; print('asgf_nav ready; torch', torch.__version__, \
