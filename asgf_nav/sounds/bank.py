@@ -1,0 +1,196 @@
+"""The sound bank: one-second mono source sounds with categories, instances and heard/unheard splits.
+
+The default bank ships inside the package (``asgf_nav/sounds/data``), built by ``asgf_nav.sounds.curate``;
+a directory with the same layout (``sounds.json``, ``splits.json``, ``clips/*.flac``) can be loaded instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SPLITS = ("heard", "train", "val", "test", "all")
+_CLIP_KEYS = ("name", "category", "instance", "file", "source", "license", "copyright")
+
+
+class SoundBankError(ValueError):
+    """A bad sound name, split name or sound-bank file."""
+
+
+@dataclass(frozen=True)
+class SoundClip:
+    name: str
+    category: str
+    instance: str
+    path: Path
+    source: str
+    license: str
+    copyright: str
+    sha256: str | None = None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise SoundBankError(f"sound bank file is missing: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SoundBankError(f"sound bank file {path} is not valid JSON: {err}") from err
+
+
+class SoundBank:
+    """Named one-second sounds; waveforms are read lazily and cached per (name, sample rate)."""
+
+    def __init__(
+        self, clips: dict[str, SoundClip], splits: dict[str, list[str]], sample_rate: int, root: Path
+    ):
+        self.root = root
+        self.sample_rate = sample_rate
+        self._clips = clips
+        self._splits = {**splits, "all": list(clips)}
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None) -> SoundBank:
+        """Read ``sounds.json`` and ``splits.json`` from ``directory`` (default: the packaged bank)."""
+        root = Path(directory) if directory is not None else DATA_DIR
+        meta_path, splits_path = root / "sounds.json", root / "splits.json"
+        meta, splits = _read_json(meta_path), _read_json(splits_path)
+        clips: dict[str, SoundClip] = {}
+        for index, record in enumerate(meta.get("clips", [])):
+            missing = [k for k in _CLIP_KEYS if k not in record]
+            if missing:
+                raise SoundBankError(f"{meta_path}: clip #{index} lacks keys {missing}")
+            if record["name"] in clips:
+                raise SoundBankError(f"{meta_path}: clip name {record['name']!r} appears twice")
+            clips[record["name"]] = SoundClip(
+                name=record["name"],
+                category=record["category"],
+                instance=record["instance"],
+                path=root / record["file"],
+                source=record["source"],
+                license=record["license"],
+                copyright=record["copyright"],
+                sha256=record.get("sha256"),
+            )
+        if not clips:
+            raise SoundBankError(f"{meta_path} lists no clips")
+        for split in ("heard", "train", "val", "test"):
+            if split not in splits:
+                raise SoundBankError(f"{splits_path} lacks the {split!r} split")
+            unknown = [n for n in splits[split] if n not in clips]
+            if unknown:
+                raise SoundBankError(f"{splits_path}: split {split!r} names unknown sounds {unknown}")
+        bank = cls(clips, {s: list(splits[s]) for s in ("heard", "train", "val", "test")},
+                   int(meta.get("sample_rate", 44100)), root)  # fmt: skip
+        logger.debug("loaded sound bank with %d clips from %s", len(clips), root)
+        return bank
+
+    # --- lookup ------------------------------------------------------------------------------------
+
+    def _clip(self, name: str) -> SoundClip:
+        if name not in self._clips:
+            close = difflib.get_close_matches(name, self._clips, n=5)
+            hint = f"; did you mean {close}?" if close else ""
+            raise SoundBankError(
+                f"unknown sound {name!r} in the sound bank at {self.root} ({len(self._clips)} sounds){hint}"
+            )
+        return self._clips[name]
+
+    def names(self, split: str = "all") -> list[str]:
+        """Sound names of a split: heard, train, val, test or all."""
+        if split not in self._splits:
+            raise SoundBankError(f"unknown sound split {split!r}; valid splits: {list(SPLITS)}")
+        return list(self._splits[split])
+
+    def category(self, name: str) -> str:
+        return self._clip(name).category
+
+    def instance(self, name: str) -> str:
+        return self._clip(name).instance
+
+    def clip(self, name: str) -> SoundClip:
+        """Metadata of one sound (category, instance, file, source, licence)."""
+        return self._clip(name)
+
+    def categories(self) -> list[str]:
+        return sorted({c.category for c in self._clips.values()})
+
+    def other_instance(
+        self, name: str, rng: np.random.Generator | None = None, among: str = "all"
+    ) -> str | None:
+        """A sound of the same category but a different instance (a reference prompt for selective
+        localisation), drawn from split ``among``; None when the category has no other instance there."""
+        clip = self._clip(name)
+        candidates = [
+            n
+            for n in self.names(among)
+            if self._clips[n].category == clip.category and self._clips[n].instance != clip.instance
+        ]
+        if not candidates:
+            return None
+        rng = rng if rng is not None else np.random.default_rng()
+        return candidates[int(rng.integers(len(candidates)))]
+
+    # --- audio -------------------------------------------------------------------------------------
+
+    def _read_native(self, name: str) -> np.ndarray:
+        clip = self._clip(name)
+        if not clip.path.is_file():
+            raise SoundBankError(f"audio file of sound {name!r} is missing: {clip.path}")
+        if clip.sha256 is not None:
+            digest = hashlib.sha256(clip.path.read_bytes()).hexdigest()
+            if digest != clip.sha256:
+                raise SoundBankError(
+                    f"audio file of sound {name!r} is corrupt (checksum mismatch): {clip.path}"
+                )
+        try:
+            audio, rate = sf.read(str(clip.path), dtype="float32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise SoundBankError(
+                f"audio file of sound {name!r} cannot be decoded: {clip.path}: {err}"
+            ) from err
+        if rate != self.sample_rate:
+            raise SoundBankError(f"{clip.path} has sample rate {rate}, the bank declares {self.sample_rate}")
+        mono = audio.mean(axis=1)
+        if not np.isfinite(mono).all():
+            raise SoundBankError(f"audio file of sound {name!r} holds non-finite samples: {clip.path}")
+        return mono
+
+    def waveform(self, name: str, sample_rate: int = 44100) -> np.ndarray:
+        """One second of the sound at ``sample_rate``: float32 array of shape (sample_rate,).
+
+        Resampled with a polyphase filter (scipy.signal.resample_poly); the result is cached and a fresh
+        copy is returned, so callers may modify it.
+        """
+        if sample_rate <= 0:
+            raise SoundBankError(f"sample rate must be positive, got {sample_rate}")
+        key = (name, int(sample_rate))
+        if key not in self._cache:
+            audio = self._read_native(name)
+            if sample_rate != self.sample_rate:
+                ratio = Fraction(int(sample_rate), self.sample_rate)
+                audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
+            out = np.zeros(sample_rate, dtype=np.float32)
+            n = min(sample_rate, len(audio))
+            out[:n] = audio[:n]
+            self._cache[key] = out
+        return self._cache[key].copy()
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._clips

@@ -1,0 +1,396 @@
+"""Build the packaged sound bank: read, render and condition every clip of ``catalog.CLIPS``, write the
+FLAC files, the metadata (``sounds.json``), the unheard splits (``splits.json``) and ``ATTRIBUTION.md``.
+
+Run once by a developer on Debian with the packages in ``REQUIRED_PACKAGES``; the outputs are committed,
+so users never need these tools. Rendering is deterministic (fixed seeds, dry FluidSynth float output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm import tqdm
+
+from asgf_nav.io import atomic_write, atomic_write_text
+from asgf_nav.sounds import synth
+from asgf_nav.sounds.catalog import CLIPS, LICENSE_URLS, ClipSpec, DebianFile, MidiRender, Procedural, Speech
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+HEARD_SOUND = "telephone"
+SPLIT_PROPORTIONS = {"train": 73, "val": 11, "test": 18}  # SoundSpaces unheard split of its 102 sounds
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "data"
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+TARGET_RMS_DBFS = -20.0
+PEAK_LIMIT = 0.95
+ONSET_DB = -30.0  # a clip starts where the 10 ms frame level first comes within this of its loudest frame
+DECAY_DB = -50.0  # and its active part ends where the level last exceeds this
+MIN_RMS = 0.01
+
+# Debian package -> a file or program it installs (used to tell whether it is present).
+REQUIRED_PACKAGES = {
+    "sound-theme-freedesktop": "/usr/share/sounds/freedesktop/stereo/phone-incoming-call.oga",
+    "lomiri-sounds": "/usr/share/sounds/lomiri/ringtones/Ubuntu.ogg",
+    "oxygen-sounds": "/usr/share/sounds/Oxygen-Im-Phone-Ring.ogg",
+    "asterisk-core-sounds-en-wav": "/usr/share/asterisk/sounds/en_US_f_Allison/hello-world.wav",
+    "fluid-soundfont-gm": str(SOUNDFONT),
+    "fluidsynth": "fluidsynth",
+    "espeak-ng": "espeak-ng",
+}
+
+
+class MissingToolsError(RuntimeError):
+    """Raised when Debian packages the curation needs are not installed."""
+
+
+def check_requirements() -> None:
+    """Fail with the exact ``apt-get install`` line when a needed package is missing."""
+    missing = [
+        package
+        for package, probe in REQUIRED_PACKAGES.items()
+        if not (Path(probe).exists() if probe.startswith("/") else shutil.which(probe))
+    ]
+    if missing:
+        raise MissingToolsError(
+            "the sound-bank curation needs Debian packages that are not installed: "
+            + ", ".join(missing)
+            + "\nrun: apt-get update && apt-get install -y --no-install-recommends "
+            + " ".join(missing)
+        )
+
+
+def package_version(package: str) -> str:
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() or "unknown"
+
+
+# --- reading and rendering sources ---------------------------------------------------------------
+
+
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    try:
+        audio, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise RuntimeError(f"cannot read source audio {path}: {err}") from err
+    return audio.mean(axis=1), rate
+
+
+def _render_midi(source: MidiRender, workdir: Path, name: str) -> tuple[np.ndarray, int]:
+    midi_path = workdir / f"{name}.mid"
+    wav_path = workdir / f"{name}.wav"
+    midi_path.write_bytes(synth.midi_file(list(source.notes), source.program, source.percussion))
+    command = [
+        "fluidsynth", "-n", "-i", "-q", "-R", "0", "-C", "0", "-g", "0.8", "-r", str(SAMPLE_RATE),
+        "-O", "float", "-T", "wav", "-F", str(wav_path), str(SOUNDFONT), str(midi_path),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    return _read(wav_path)
+
+
+def _speak(source: Speech, workdir: Path, name: str) -> tuple[np.ndarray, int]:
+    wav_path = workdir / f"{name}.wav"
+    command = [
+        "espeak-ng",
+        "-v",
+        source.voice,
+        "-s",
+        str(source.words_per_minute),
+        "-w",
+        str(wav_path),
+        source.text,
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return _read(wav_path)
+
+
+def load_source(spec: ClipSpec, workdir: Path) -> tuple[np.ndarray, int]:
+    """Mono float64 audio and its sample rate for one catalogue entry."""
+    source = spec.source
+    if isinstance(source, DebianFile):
+        return _read(Path(source.path))
+    if isinstance(source, MidiRender):
+        return _render_midi(source, workdir, spec.name)
+    if isinstance(source, Speech):
+        return _speak(source, workdir, spec.name)
+    if isinstance(source, Procedural):
+        if source.generator not in synth.PROCEDURAL:
+            raise KeyError(f"clip {spec.name!r}: unknown procedural generator {source.generator!r}")
+        return synth.PROCEDURAL[source.generator](np.random.default_rng(source.seed)), synth.SAMPLE_RATE
+    raise TypeError(f"clip {spec.name!r}: unsupported source type {type(source).__name__}")
+
+
+# --- conditioning ------------------------------------------------------------------------------------
+
+
+def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling by the exact rational factor between the two rates."""
+    if rate == target_rate:
+        return audio
+    ratio = Fraction(target_rate, rate)
+    return resample_poly(audio, ratio.numerator, ratio.denominator)
+
+
+def _frame_db(audio: np.ndarray, frame: int) -> np.ndarray:
+    n = len(audio) // frame
+    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-12))
+
+
+def active_part(audio: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The clip from just before its onset to the end of its audible decay."""
+    frame = rate // 100
+    levels = _frame_db(audio, frame)
+    if len(levels) == 0 or levels.max() < -100:
+        raise ValueError("audio is silent")
+    loud = levels.max()
+    onset = int(np.argmax(levels >= loud + ONSET_DB))
+    last = len(levels) - 1 - int(np.argmax(levels[::-1] >= loud + DECAY_DB))
+    start = max(0, onset * frame - rate // 200)
+    return audio[start : (last + 1) * frame]
+
+
+def _fade(audio: np.ndarray, fade_in: int, fade_out: int) -> np.ndarray:
+    audio = audio.copy()
+    audio[:fade_in] *= np.linspace(0.0, 1.0, fade_in)
+    audio[-fade_out:] *= np.linspace(1.0, 0.0, fade_out)
+    return audio
+
+
+def condition(audio: np.ndarray, rate: int) -> np.ndarray:
+    """1.000 s mono float32 at 44.1 kHz: trimmed to the active part (looped when shorter), faded at the
+    edges against clicks, loudness-normalised to -20 dBFS RMS with the peak limited to 0.95."""
+    audio = resample(np.asarray(audio, dtype=np.float64), rate, SAMPLE_RATE)
+    audio = audio - audio.mean()
+    active = active_part(audio)
+    if len(active) < SAMPLE_RATE:
+        ramp = min(len(active) // 4, SAMPLE_RATE // 200)
+        cycle = _fade(active, ramp, ramp)
+        active = np.tile(cycle, math.ceil(SAMPLE_RATE / len(cycle)))
+    clip = _fade(active[:SAMPLE_RATE], SAMPLE_RATE // 500, SAMPLE_RATE // 100)
+    clip *= 10 ** (TARGET_RMS_DBFS / 20) / np.sqrt(np.mean(clip**2))
+    peak = np.abs(clip).max()
+    if peak > PEAK_LIMIT:
+        clip *= PEAK_LIMIT / peak
+    rms = float(np.sqrt(np.mean(clip**2)))
+    if not np.isfinite(clip).all() or rms < MIN_RMS:
+        raise ValueError(f"conditioned clip is silent or not finite (RMS {rms:.4f})")
+    return clip.astype(np.float32)
+
+
+# --- splits ------------------------------------------------------------------------------------------
+
+
+def split_sizes(total: int) -> dict[str, int]:
+    """SoundSpaces proportions 73/11/18; exact for 102 sounds."""
+    whole = sum(SPLIT_PROPORTIONS.values())
+    val = round(total * SPLIT_PROPORTIONS["val"] / whole)
+    test = round(total * SPLIT_PROPORTIONS["test"] / whole)
+    return {"train": total - val - test, "val": val, "test": test}
+
+
+def assign_splits(clips: list[tuple[str, str]], seed: int = 0) -> dict[str, list[str]]:
+    """Disjoint train/val/test sound sets from (name, category) pairs.
+
+    Held-out clips are taken one per category in turn, largest categories first, never the heard sound
+    and never a category's last training clip, so that val/test sounds are unheard while their
+    categories stay represented in training wherever the category has two or more clips.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = split_sizes(len(clips))
+    by_category: dict[str, list[str]] = defaultdict(list)
+    for name, category in clips:
+        by_category[category].append(name)
+    categories = sorted(by_category)
+    order = rng.permutation(len(categories))
+    categories = sorted((categories[i] for i in order), key=lambda c: -len(by_category[c]))
+    remaining = {c: [by_category[c][i] for i in rng.permutation(len(by_category[c]))] for c in categories}
+    held_out: list[str] = []
+    needed = sizes["val"] + sizes["test"]
+    while len(held_out) < needed:
+        progressed = False
+        for category in categories:
+            candidates = [n for n in remaining[category] if n != HEARD_SOUND]
+            if len(held_out) < needed and len(remaining[category]) > 1 and candidates:
+                held_out.append(candidates[0])
+                remaining[category].remove(candidates[0])
+                progressed = True
+        if not progressed:
+            raise ValueError(
+                f"cannot hold out {needed} sounds from {len(clips)} while keeping every category"
+            )
+    held_out = [held_out[i] for i in rng.permutation(len(held_out))]
+    order_of = {name: i for i, (name, _) in enumerate(clips)}
+    test = sorted(held_out[: sizes["test"]], key=order_of.get)
+    val = sorted(held_out[sizes["test"] :], key=order_of.get)
+    train = [name for name, _ in clips if name not in set(held_out)]
+    return {"heard": [HEARD_SOUND], "train": train, "val": val, "test": test}
+
+
+# --- outputs -----------------------------------------------------------------------------------------
+
+
+def _provenance(spec: ClipSpec, versions: dict[str, str]) -> dict[str, str]:
+    source = spec.source
+    if isinstance(source, DebianFile):
+        return {
+            "source": f"Debian package {source.package} {versions[source.package]}",
+            "original_file": source.path,
+            "copyright": source.copyright,
+            "license": source.license,
+        }
+    if isinstance(source, MidiRender):
+        kind = "percussion kit" if source.percussion else f"General MIDI program {source.program}"
+        return {
+            "source": f"rendered with FluidSynth {versions['fluidsynth']} from the FluidR3_GM soundfont "
+            f"(fluid-soundfont-gm {versions['fluid-soundfont-gm']}), {kind}",
+            "original_file": str(SOUNDFONT),
+            "copyright": "FluidR3_GM soundfont (c) 2000-2002, 2008 Frank Wen; rendering by ASGF-Nav",
+            "license": "MIT",
+        }
+    if isinstance(source, Speech):
+        return {
+            "source": f"synthesised with espeak-ng {versions['espeak-ng']}, "
+            f"voice {source.voice}: {source.text!r}",
+            "original_file": "",
+            "copyright": "ASGF-Nav contributors",
+            "license": "CC0-1.0",
+        }
+    return {
+        "source": f"procedural synthesis asgf_nav.sounds.synth.{source.generator} (seed {source.seed})",
+        "original_file": "",
+        "copyright": "ASGF-Nav contributors",
+        "license": "CC0-1.0",
+    }
+
+
+def _write_flac(path: Path, clip: np.ndarray) -> None:
+    atomic_write(path, lambda p: sf.write(str(p), clip, SAMPLE_RATE, format="FLAC", subtype="PCM_16"))
+
+
+LICENSE_NOTES = """\
+## Licence notes
+
+Every clip was changed from its original: mixed down to mono, resampled to 44.1 kHz, trimmed to its
+active part (short sounds repeated to fill the second), cut to exactly 1.000 s with short fades, and
+loudness-normalised. `asgf_nav/sounds/curate.py` performs exactly these steps from the original files
+named above, which are the preferred form for modification; the Debian source packages hold them.
+
+- **CC-BY-3.0 / CC-BY-4.0**: free to share and adapt with credit; the credit is the copyright line above.
+- **CC-BY-SA-3.0** (ShareAlike): the adapted clip is distributed under CC-BY-SA-3.0 as well; keep the
+  credit and licence when you redistribute it.
+- **GPL-2.0-only / GPL-2.0-or-later**: the clip may be redistributed and modified under the GPL; whoever
+  redistributes it must offer the corresponding source (the original file from the Debian package and
+  the curation script).
+- **LGPL-3.0-or-later** (Oxygen sounds by Nuno Filipe Povoa, KDE): same obligations as above under
+  the LGPL.
+- **MIT** (FluidR3_GM soundfont by Frank Wen): renderings of its instruments; keep the copyright notice.
+- **CC0-1.0**: clips synthesised by this project (procedural models, espeak-ng speech), dedicated to
+  the public domain; the camera click by freesound user jdaniel1999 is also CC0.
+
+The licences of the individual clips do not extend to the rest of ASGF-Nav, which is MIT-licensed;
+the clips are separate data files aggregated with it.
+"""
+
+
+def attribution_markdown(records: list[dict]) -> str:
+    lines = [
+        "# Sound bank attribution",
+        "",
+        f"{len(records)} one-second mono clips (44.1 kHz FLAC). "
+        "Source, copyright holder and licence of each:",
+        "",
+        "| clip | category | source | original file | copyright | licence |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        license_link = f"[{r['license']}]({LICENSE_URLS[r['license']]})"
+        cells = [
+            r["name"],
+            r["category"],
+            r["source"],
+            r["original_file"] or "-",
+            r["copyright"],
+            license_link,
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n\n" + LICENSE_NOTES
+
+
+def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[str]]:
+    """Build every clip and write clips/*.flac, sounds.json, splits.json and ATTRIBUTION.md."""
+    check_requirements()
+    names = [c.name for c in CLIPS]
+    if len(set(names)) != len(names):
+        raise ValueError("catalogue has duplicate clip names")
+    versions = {p: package_version(p) for p in REQUIRED_PACKAGES}
+    clip_dir = output_dir / "clips"
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="asgf-sounds-") as tmp:
+        for spec in tqdm(CLIPS, desc="curating sounds", unit="clip"):
+            audio, rate = load_source(spec, Path(tmp))
+            try:
+                clip = condition(audio, rate)
+            except ValueError as err:
+                raise ValueError(f"clip {spec.name!r}: {err}") from err
+            path = clip_dir / f"{spec.name}.flac"
+            _write_flac(path, clip)
+            provenance = _provenance(spec, versions)
+            records.append(
+                {
+                    "name": spec.name,
+                    "category": spec.category,
+                    "instance": spec.instance,
+                    "file": f"clips/{spec.name}.flac",
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    **provenance,
+                    "license_url": LICENSE_URLS[provenance["license"]],
+                }
+            )
+    for stale in set(clip_dir.glob("*.flac")) - {clip_dir / f"{n}.flac" for n in names}:
+        stale.unlink()
+    splits = assign_splits([(c.name, c.category) for c in CLIPS], seed)
+    metadata = {"sample_rate": SAMPLE_RATE, "duration_s": 1.0, "heard_sound": HEARD_SOUND, "clips": records}
+    atomic_write_text(output_dir / "sounds.json", json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(output_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
+    atomic_write_text(output_dir / "ATTRIBUTION.md", attribution_markdown(records))
+    for path in [
+        *clip_dir.glob("*.flac"),
+        *(output_dir / n for n in ("sounds.json", "splits.json", "ATTRIBUTION.md")),
+    ]:
+        path.chmod(0o644)  # temporary files are created private; the packaged data is world-readable
+    total = sum(p.stat().st_size for p in output_dir.rglob("*") if p.is_file())
+    logger.info(
+        "wrote %d clips in %d categories to %s (%.2f MB); splits %s",
+        len(records), len({r["category"] for r in records}), output_dir, total / 1e6,
+        {k: len(v) for k, v in splits.items()},
+    )  # fmt: skip
+    return splits
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="where to write the bank")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        curate(args.output_dir, args.seed)
+    except MissingToolsError as err:
+        raise SystemExit(str(err)) from err

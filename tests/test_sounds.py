@@ -1,0 +1,208 @@
+"""Sound bank: packaged clips, splits, attribution, resampling, errors, and the curation's pure parts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asgf_nav.sounds import curate, synth
+from asgf_nav.sounds.bank import DATA_DIR, SoundBank, SoundBankError
+from asgf_nav.sounds.catalog import CLIPS, LICENSE_URLS
+
+MIN_RMS = 0.01  # -40 dBFS
+
+
+@pytest.fixture(scope="module")
+def bank() -> SoundBank:
+    return SoundBank.load()
+
+
+@pytest.fixture(scope="module")
+def metadata() -> dict:
+    return json.loads((DATA_DIR / "sounds.json").read_text())
+
+
+def test_bank_size_and_categories(bank: SoundBank) -> None:
+    assert len(bank) >= 102
+    assert len(bank.categories()) >= 30
+    assert sorted(bank.names("all")) == sorted(c.name for c in CLIPS)
+
+
+def test_splits_disjoint_soundspaces_sizes_and_cover_all(bank: SoundBank) -> None:
+    train, val, test = (set(bank.names(s)) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (73, 11, 18)
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == set(bank.names("all"))
+    assert bank.names("heard") == ["telephone"]
+    assert "telephone" in train
+
+
+def test_held_out_categories_stay_represented_in_training(bank: SoundBank) -> None:
+    train_categories = Counter(bank.category(n) for n in bank.names("train"))
+    for name in bank.names("val") + bank.names("test"):
+        assert train_categories[bank.category(name)] >= 1, name
+
+
+def test_every_clip_is_one_second_mono_finite_and_audible(metadata: dict) -> None:
+    for record in metadata["clips"]:
+        path = DATA_DIR / record["file"]
+        info = sf.info(str(path))
+        assert info.samplerate == 44100 and info.channels == 1 and info.frames == 44100, path
+        audio, _ = sf.read(str(path), dtype="float32")
+        assert np.isfinite(audio).all(), path
+        assert np.sqrt(np.mean(audio**2)) > MIN_RMS, path
+        assert np.abs(audio).max() <= 1.0, path
+
+
+def test_other_instance_exists_for_every_multi_clip_category(bank: SoundBank) -> None:
+    rng = np.random.default_rng(0)
+    by_category = defaultdict(list)
+    for name in bank.names("all"):
+        by_category[bank.category(name)].append(name)
+    for names in by_category.values():
+        for name in names:
+            other = bank.other_instance(name, rng)
+            if len({bank.instance(n) for n in names}) >= 2:
+                assert other is not None and other != name
+                assert bank.category(other) == bank.category(name)
+                assert bank.instance(other) != bank.instance(name)
+            else:
+                assert other is None
+
+
+def test_other_instance_skips_clips_of_the_same_instance(bank: SoundBank) -> None:
+    # the two grand-piano renderings share an instance, so neither is a reference for the other
+    assert bank.instance("piano_melody") == bank.instance("piano_chords")
+    rng = np.random.default_rng(1)
+    drawn = {bank.other_instance("piano_melody", rng) for _ in range(50)}
+    assert "piano_chords" not in drawn and "piano_melody" not in drawn
+    assert drawn <= {"melody_piano", "electric_piano"}
+    assert all(bank.other_instance("telephone", rng, among="train") in bank.names("train") for _ in range(20))
+
+
+def test_resample_to_16k_keeps_length_and_tone_frequency(tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    (root / "clips").mkdir(parents=True)
+    t = np.arange(44100) / 44100
+    sf.write(str(root / "clips" / "tone.flac"), 0.5 * np.sin(2 * np.pi * 1000 * t), 44100, subtype="PCM_16")
+    record = {
+        "name": "tone",
+        "category": "tone",
+        "instance": "a",
+        "file": "clips/tone.flac",
+        "source": "test",
+        "license": "CC0-1.0",
+        "copyright": "none",
+    }
+    (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
+    (root / "splits.json").write_text(
+        json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []})
+    )
+    bank = SoundBank.load(root)
+    wave = bank.waveform("tone", 16000)
+    assert wave.shape == (16000,) and wave.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    assert abs(np.argmax(spectrum) * 16000 / len(wave) - 1000) <= 1.0
+    assert np.sqrt(np.mean(wave[1000:-1000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+    assert bank.waveform("tone", 44100).shape == (44100,)
+
+
+def test_waveform_is_cached_and_safe_to_modify(bank: SoundBank) -> None:
+    first = bank.waveform("telephone", 16000)
+    first[:] = 0
+    second = bank.waveform("telephone", 16000)
+    assert second.shape == (16000,) and np.abs(second).max() > 0.05
+    assert ("telephone", 16000) in bank._cache
+
+
+def test_attribution_covers_every_clip(metadata: dict) -> None:
+    text = (DATA_DIR / "ATTRIBUTION.md").read_text()
+    for record in metadata["clips"]:
+        assert f"| {record['name']} |" in text, record["name"]
+        assert record["license"] in LICENSE_URLS, record["name"]
+        assert record["license_url"] == LICENSE_URLS[record["license"]]
+        assert record["copyright"] and record["source"], record["name"]
+    for license_id in ("CC-BY-SA-3.0", "GPL-2.0-or-later", "LGPL-3.0-or-later"):
+        assert license_id in text.split("## Licence notes")[1]
+
+
+def test_total_data_size_at_most_10_mb() -> None:
+    total = sum(p.stat().st_size for p in DATA_DIR.rglob("*") if p.is_file())
+    assert total <= 10 * 1024 * 1024
+
+
+def test_errors_name_the_bad_sound_and_split(bank: SoundBank) -> None:
+    with pytest.raises(SoundBankError, match="telephon_x"):
+        bank.waveform("telephon_x")
+    with pytest.raises(SoundBankError, match="did you mean"):
+        bank.category("telephon")
+    with pytest.raises(SoundBankError, match="'validation'.*heard.*train.*val.*test.*all"):
+        bank.names("validation")
+
+
+def test_missing_and_corrupt_files_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    shutil.copytree(DATA_DIR, root)
+    (root / "clips" / "fan.flac").unlink()
+    (root / "clips" / "rain.flac").write_bytes(b"not a flac file")
+    bank = SoundBank.load(root)
+    with pytest.raises(SoundBankError, match=r"'fan'.*missing.*fan\.flac"):
+        bank.waveform("fan")
+    with pytest.raises(SoundBankError, match=r"'rain'.*corrupt.*rain\.flac"):
+        bank.waveform("rain")
+    (root / "splits.json").write_text(json.dumps({"heard": ["nope"], "train": [], "val": [], "test": []}))
+    with pytest.raises(SoundBankError, match="nope"):
+        SoundBank.load(root)
+    with pytest.raises(SoundBankError, match="missing"):
+        SoundBank.load(tmp_path / "absent")
+
+
+def test_split_assignment_is_deterministic_and_proportional() -> None:
+    clips = [(f"s{i}", f"c{i % 34}") for i in range(102)]
+    clips[0] = ("telephone", "c0")
+    first, second = curate.assign_splits(clips, seed=3), curate.assign_splits(clips, seed=3)
+    assert first == second
+    assert [len(first[s]) for s in ("train", "val", "test")] == [73, 11, 18]
+    assert "telephone" in first["train"]
+    assert curate.split_sizes(204) == {"train": 146, "val": 22, "test": 36}
+
+
+def test_conditioning_trims_loops_and_normalises() -> None:
+    rate = 22050
+    burst = np.zeros(rate * 2)
+    burst[rate // 2 : rate // 2 + rate // 10] = np.sin(2 * np.pi * 500 * np.arange(rate // 10) / rate)
+    clip = curate.condition(burst, rate)
+    assert clip.shape == (44100,) and clip.dtype == np.float32
+    frames = clip.reshape(100, 441)
+    active = np.sqrt(np.mean(frames**2, axis=1)) > 0.01
+    assert active[:5].all() and active.mean() > 0.7  # starts at the onset and repeats the short burst
+    assert np.sqrt(np.mean(clip**2)) == pytest.approx(0.1, rel=0.05)
+    with pytest.raises(ValueError, match="silent"):
+        curate.condition(np.zeros(rate), rate)
+
+
+def test_procedural_generators_are_deterministic_and_nonsilent() -> None:
+    for name, generate in synth.PROCEDURAL.items():
+        a, b = generate(np.random.default_rng(7)), generate(np.random.default_rng(7))
+        assert np.array_equal(a, b), name
+        assert np.isfinite(a).all() and np.sqrt(np.mean(a**2)) > 1e-3, name
+
+
+def test_midi_file_structure() -> None:
+    data = synth.midi_file([(0.0, 0.5, 60, 100), (0.5, 0.5, 64, 90)], program=40)
+    assert data[:4] == b"MThd" and data[14:18] == b"MTrk"
+    assert bytes([0xC0, 40]) in data and data.endswith(b"\xff\x2f\x00")
+    with pytest.raises(ValueError, match="128"):
+        synth.midi_file([], program=128)
+
+
+def test_missing_tools_name_the_apt_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(curate.REQUIRED_PACKAGES, "no-such-sound-package", "/nonexistent/sound.ogg")
+    with pytest.raises(curate.MissingToolsError, match="apt-get install -y .*no-such-sound-package"):
+        curate.check_requirements()
