@@ -1,0 +1,221 @@
+"""Bake embedded scenes into the scene store, stage by stage, in parallel over scenes.
+
+Stages: "layout" (floor plan, navigation graph, geodesic table), "vision" (RGB-D per node and yaw) and
+"acoustics" (binaural impulse responses, from :mod:`asgf_nav.acoustics.bake`, imported only when asked
+for). A stage already complete and up to date is skipped, so an interrupted build resumes where it
+stopped; every stage is written atomically by :func:`asgf_nav.scenes.store.write_stage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from asgf_nav.scenes.generator import GENERATOR_VERSION, generate_floorplan, scene_seed
+from asgf_nav.scenes.mesh import floorplan_mesh
+from asgf_nav.scenes.navgraph import build_navgraph
+from asgf_nav.scenes.presets import get_preset
+from asgf_nav.scenes.render import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV, RayRenderer
+from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS
+from asgf_nav.scenes.store import SceneStore, remove_stage, scene_dir, stage_complete, write_stage
+
+logger = logging.getLogger(__name__)
+
+StageFn = Callable[[Path, Any], None]
+STAGE_ORDER: tuple[str, ...] = ("layout", "vision", "acoustics")
+DEPENDS_ON: dict[str, tuple[str, ...]] = {"layout": (), "vision": ("layout",), "acoustics": ("layout",)}
+
+
+class StageUnavailableError(RuntimeError):
+    """A requested stage's implementation cannot be imported."""
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def bake_layout(directory: Path, cfg: Any) -> None:
+    """Floor plan + navigation graph + geodesic table; dataset and scene come from the directory."""
+    dataset, scene = directory.parent.name, directory.name
+    preset = get_preset(dataset)
+    plan = generate_floorplan(dataset, scene)
+    graph = build_navgraph(plan, preset.grid_size)
+    previous = _old_positions(directory)
+    meta = {
+        "grid_size": preset.grid_size,
+        "dataset": dataset,
+        "preset": preset.name,
+        "seed": plan.seed,
+        "name_seed": scene_seed(dataset, scene),
+        "kind": plan.kind,
+        "split": preset.split_of(scene),
+        "sample_rate": preset.sample_rate,
+        "num_nodes": graph.num_nodes,
+        "floor_area": round(plan.floor_area, 2),
+        "generator_version": GENERATOR_VERSION,
+    }
+    arrays = {"positions": graph.positions, "neighbors": graph.neighbors, "geodesic_hops": graph.geodesic_hops}
+    write_stage(directory, "layout", arrays, meta=meta, files={FLOORPLAN_FILE: plan.to_json()})
+    if previous is not None and not np.array_equal(previous, graph.positions):
+        for stage in STAGE_ORDER:
+            if "layout" in DEPENDS_ON[stage]:
+                remove_stage(directory, stage)
+        logger.info("%s/%s: layout changed, dependent stages dropped", dataset, scene)
+
+
+def _old_positions(directory: Path) -> np.ndarray | None:
+    if not stage_complete(directory, "layout"):
+        return None
+    return np.array(SceneStore(directory).array("positions"))
+
+
+def bake_vision(directory: Path, cfg: Any) -> None:
+    """RGB-D view for every node and yaw 0/90/180/270 at the configured image size."""
+    store = SceneStore(directory)
+    store.require("layout")
+    plan_path = directory / FLOORPLAN_FILE
+    from asgf_nav.scenes.floorplan import FloorPlan
+
+    plan = FloorPlan.load(plan_path)
+    image_size = int(getattr(cfg.scenes, "image_size", 128))
+    renderer = RayRenderer(floorplan_mesh(plan), image_size, DEFAULT_HFOV, DEFAULT_CAMERA_HEIGHT)
+    rgb, depth = renderer.render_all(np.asarray(store.array("positions")), tuple(float(y) for y in YAWS))
+    meta = {"image_size": image_size, "hfov": DEFAULT_HFOV, "camera_height": DEFAULT_CAMERA_HEIGHT}
+    write_stage(directory, "vision", {"rgb": rgb, "depth": depth.astype(np.float16)}, meta=meta)
+
+
+def bake_acoustics_stage(directory: Path, cfg: Any) -> None:
+    try:
+        from asgf_nav.acoustics.bake import bake_acoustics
+    except ImportError as exc:
+        raise StageUnavailableError(
+            f"stage 'acoustics' needs asgf_nav.acoustics.bake.bake_acoustics, which cannot be imported: {exc}"
+        ) from exc
+    bake_acoustics(directory, cfg)
+
+
+STAGES: dict[str, StageFn] = {"layout": bake_layout, "vision": bake_vision, "acoustics": bake_acoustics_stage}
+
+
+def stage_is_current(directory: Path, stage: str, cfg: Any) -> bool:
+    """Complete, and baked with the settings ``cfg`` asks for (generator version, image size)."""
+    if not stage_complete(directory, stage):
+        return False
+    meta = SceneStore(directory).meta(stage)
+    if stage == "layout":
+        return meta.get("generator_version") == GENERATOR_VERSION
+    if stage == "vision":
+        return meta.get("image_size") == int(getattr(cfg.scenes, "image_size", 128))
+    return True
+
+
+def _with_dependencies(stages: Iterable[str]) -> list[str]:
+    wanted = set()
+    for stage in stages:
+        if stage not in STAGES:
+            raise ValueError(f"unknown scene stage {stage!r}; available: {list(STAGE_ORDER)}")
+        wanted.add(stage)
+        wanted.update(DEPENDS_ON[stage])
+    return [s for s in STAGE_ORDER if s in wanted]
+
+
+def stages_to_build(directory: Path, stages: Sequence[str], cfg: Any, force: bool = False) -> list[str]:
+    """Stages (in build order) that ``directory`` still needs; dependencies are added when missing."""
+    todo = []
+    for stage in _with_dependencies(stages):
+        forced = force and stage in stages
+        if forced or any(d in todo for d in DEPENDS_ON[stage]) or not stage_is_current(directory, stage, cfg):
+            todo.append(stage)
+    return todo
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool]) -> tuple[str, list[str], float]:
+    """Build one scene's missing stages (module level so that spawned worker processes can run it)."""
+    cfg, dataset, scene, stages, force = job
+    start = time.perf_counter()
+    directory = scene_dir(cfg.scenes.data_root, dataset, scene)
+    todo = stages_to_build(directory, stages, cfg, force)
+    for stage in todo:
+        t0 = time.perf_counter()
+        STAGES[stage](directory, cfg)
+        logger.debug("%s/%s: stage %s in %.1f s", dataset, scene, stage, time.perf_counter() - t0)
+    return scene, todo, time.perf_counter() - start
+
+
+def _resolve_workers(workers: int | None, cfg: Any, jobs: int) -> int:
+    if workers is None:
+        workers = int(getattr(cfg.scenes, "workers", 0))
+    if workers <= 0:
+        workers = os.cpu_count() or 1
+    return max(1, min(workers, jobs))
+
+
+def build_scenes(
+    cfg: Any,
+    dataset: str,
+    scenes: Sequence[str] | None = None,
+    stages: Sequence[str] = ("layout", "vision", "acoustics"),
+    workers: int | None = None,
+    force: bool = False,
+) -> dict[str, list[str]]:
+    """Bake ``stages`` of ``scenes`` (default: the preset's ``cfg.scenes.num_scenes`` scenes).
+
+    Returns scene name -> stages built now (empty when everything was already current).
+    """
+    preset = get_preset(dataset)
+    names = list(scenes) if scenes else preset.scene_names(getattr(cfg.scenes, "num_scenes", None))
+    for name in names:
+        preset.spec(name)  # unknown names fail here, before any work starts
+    stages = tuple(_with_dependencies(stages))
+    root = Path(cfg.scenes.data_root)
+    pending = [n for n in names if stages_to_build(scene_dir(root, dataset, n), stages, cfg, force)]
+    result: dict[str, list[str]] = {n: [] for n in names}
+    if not pending:
+        logger.info("scenes %s: all %d scenes have stages %s", dataset, len(names), list(stages))
+        return result
+    n_workers = _resolve_workers(workers, cfg, len(pending))
+    logger.info(
+        "building %d %s scene(s) (stages %s) under %s with %d worker(s)",
+        len(pending), dataset, list(stages), root / "scenes" / dataset, n_workers,
+    )  # fmt: skip
+    jobs = [(cfg, dataset, name, stages, force) for name in pending]
+    progress = tqdm(total=len(jobs), desc=f"build {dataset} scenes", unit="scene")
+    start = time.perf_counter()
+    try:
+        if n_workers == 1:
+            outcomes = map(_build_scene, jobs)
+            _collect(outcomes, result, progress)
+        else:
+            with multiprocessing.get_context("spawn").Pool(n_workers) as pool:
+                _collect(pool.imap_unordered(_build_scene, jobs), result, progress)
+    finally:
+        progress.close()
+    logger.info("built %d %s scene(s) in %.1f s", len(pending), dataset, time.perf_counter() - start)
+    return result
+
+
+def _collect(outcomes: Iterable[tuple[str, list[str], float]], result: dict[str, list[str]], progress: tqdm) -> None:
+    for scene, built, seconds in outcomes:
+        result[scene] = built
+        progress.set_postfix_str(f"{scene} {seconds:.1f}s")
+        progress.update(1)
+
+
+def ensure_scenes(
+    cfg: Any,
+    dataset: str,
+    scenes: Sequence[str] | None = None,
+    stages: Sequence[str] = ("layout", "vision"),
+    workers: int | None = None,
+) -> list[Path]:
+    """Build whatever ``stages`` of ``scenes`` are missing or stale; return the scene directories."""
+    build_scenes(cfg, dataset, scenes, stages, workers=workers)
+    preset = get_preset(dataset)
+    names = list(scenes) if scenes else preset.scene_names(getattr(cfg.scenes, "num_scenes", None))
+    return [scene_dir(cfg.scenes.data_root, dataset, n) for n in names]

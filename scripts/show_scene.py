@@ -1,0 +1,48 @@
+"""Draw one embedded scene: top-down floor plan with its navigation graph, plus egocentric RGB-D views.
+
+Builds the scene's layout and vision stages first if they are missing.
+Example:
+  python scripts/show_scene.py --dataset replica --scene apartment_0 --out docs/images/scene_replica_apartment_0.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.config import load_config  # noqa: E402
+from asgf_nav.scenes.build import ensure_scenes  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.scenes.scene import Scene  # noqa: E402
+from asgf_nav.viz.scene_sheet import make_scene_sheet  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica")
+    parser.add_argument("--scene", required=True, help="scene name, e.g. apartment_0")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--views", type=int, default=4, help="number of egocentric views to show")
+    parser.add_argument("--data-root", help="store root (default: cfg scenes.data_root)")
+    parser.add_argument("--image-size", type=int, help="RGB-D resolution (default: cfg scenes.image_size)")
+    parser.add_argument("--config", help="experiment config (YAML file or name in configs/)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config)
+    if args.data_root:
+        cfg.scenes.data_root = args.data_root
+    if args.image_size:
+        cfg.scenes.image_size = args.image_size
+    (directory,) = ensure_scenes(cfg, args.dataset, [args.scene], ("layout", "vision"), workers=1)
+    make_scene_sheet(Scene(directory), args.out, num_views=args.views)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Navigation graph: connectivity, geodesic table, edges that never cross walls or furniture."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+
+from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room, yaw_forward
+from asgf_nav.scenes.generator import generate_floorplan
+from asgf_nav.scenes.navgraph import axis_segments_blocked, build_navgraph, solid_rects
+from asgf_nav.scenes.presets import get_preset
+
+SCENES = [("tiny", "tiny_apartment"), ("replica", "frl_apartment_0"), ("replica", "apartment_1"), ("mp3d", "house_06")]
+
+
+def _graph(preset: str, scene: str):
+    plan = generate_floorplan(preset, scene)
+    return plan, build_navgraph(plan, get_preset(preset).grid_size)
+
+
+def _bfs(neighbors: np.ndarray, source: int) -> np.ndarray:
+    dist = np.full(len(neighbors), -1)
+    dist[source] = 0
+    queue = deque([source])
+    while queue:
+        a = queue.popleft()
+        for b in neighbors[a]:
+            if b >= 0 and dist[b] < 0:
+                dist[b] = dist[a] + 1
+                queue.append(b)
+    return dist
+
+
+@pytest.mark.parametrize("preset,scene", SCENES)
+def test_graph_is_connected_and_geodesics_are_bfs(preset: str, scene: str) -> None:
+    _, g = _graph(preset, scene)
+    hops = g.geodesic_hops.astype(np.int64)
+    assert g.positions.dtype == np.float32 and g.neighbors.dtype == np.int32
+    assert hops.shape == (g.num_nodes, g.num_nodes)
+    assert np.all(_bfs(g.neighbors, 0) >= 0), "graph must be one connected component"
+    assert np.array_equal(hops, hops.T)
+    assert np.all(np.diag(hops) == 0) and np.all(hops[~np.eye(len(hops), dtype=bool)] > 0)
+    rng = np.random.default_rng(0)
+    for source in rng.choice(g.num_nodes, size=5, replace=False):
+        assert np.array_equal(hops[source], _bfs(g.neighbors, int(source)))
+    for k in rng.choice(g.num_nodes, size=10, replace=False):  # triangle inequality through node k
+        assert np.all(hops <= hops[:, k : k + 1] + hops[k : k + 1, :])
+    # hop distance can never be shorter than the Manhattan distance on the grid
+    xz = g.positions[:, [0, 2]].astype(np.float64)
+    manhattan = np.abs(xz[:, None] - xz[None]).sum(-1) / g.grid_size
+    assert np.all(hops >= np.rint(manhattan) - 1e-9)
+
+
+@pytest.mark.parametrize("preset,scene", SCENES)
+def test_edges_are_axis_steps_that_do_not_cross_solids(preset: str, scene: str) -> None:
+    plan, g = _graph(preset, scene)
+    assert g.positions[:, 1].max() == 0.0 and g.positions[:, 1].min() == 0.0
+    for k in range(4):
+        src = np.flatnonzero(g.neighbors[:, k] >= 0)
+        dst = g.neighbors[src, k]
+        step = (g.positions[dst] - g.positions[src])[:, [0, 2]]
+        np.testing.assert_allclose(step, np.tile(yaw_forward(90 * k) * g.grid_size, (len(src), 1)), atol=1e-5)
+        assert np.all(g.neighbors[dst, (k + 2) % 4] == src), "edges must be symmetric"
+        for a, b in zip(src, dst):
+            pa, pb = g.positions[a], g.positions[b]
+            assert not plan.segment_blocked((pa[0], pa[2]), (pb[0], pb[2])), f"edge {a}->{b} crosses a solid"
+    # every node keeps clearance from walls and furniture
+    for node in range(0, g.num_nodes, 7):
+        p = g.positions[node]
+        assert not plan.segment_blocked((p[0], p[2]), (p[0], p[2]), margin=0.14)
+
+
+@pytest.mark.parametrize("preset,scene", SCENES)
+def test_every_room_is_reachable(preset: str, scene: str) -> None:
+    plan, g = _graph(preset, scene)
+    xz = g.positions[:, [0, 2]]
+    for room in plan.rooms:
+        inside = (xz[:, 0] >= room.x0) & (xz[:, 0] <= room.x1) & (xz[:, 1] >= room.z0) & (xz[:, 1] <= room.z1)
+        assert inside.any(), f"room {room.name} of {scene} has no navigation node"
+
+
+def test_graph_is_deterministic() -> None:
+    _, a = _graph("replica", "apartment_1")
+    _, b = _graph("replica", "apartment_1")
+    assert np.array_equal(a.positions, b.positions)
+    assert np.array_equal(a.neighbors, b.neighbors)
+    assert np.array_equal(a.geodesic_hops, b.geodesic_hops)
+
+
+def test_vectorised_blocking_matches_floorplan_check() -> None:
+    plan = generate_floorplan("replica", "frl_apartment_1")
+    rects = solid_rects(plan)
+    rng = np.random.default_rng(1)
+    x0, z0, x1, z1 = plan.bounds
+    a = rng.uniform([x0, z0], [x1, z1], size=(400, 2))
+    horizontal = rng.random(400) < 0.5
+    length = rng.uniform(-1.5, 1.5, 400)
+    b = a + np.stack([np.where(horizontal, length, 0), np.where(horizontal, 0, length)], axis=1)
+    for margin in (0.0, 0.1):
+        fast = axis_segments_blocked(a, b, rects, margin)
+        slow = [plan.segment_blocked(tuple(p), tuple(q), margin) for p, q in zip(a, b)]
+        assert np.array_equal(fast, np.array(slow))
+
+
+def _two_rooms_with_door() -> FloorPlan:
+    """Two 3 x 2.5 m rooms side by side along x, wall at x = 3.25, a 1 m door centred on z = 1.5."""
+    mat = Material("m", (0.5, 0.5, 0.5))
+    t = 0.06
+    walls = [
+        Box(0.25 - t, 0.25 - t, 6.25 + t, 0.25 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 2.75 - t, 6.25 + t, 2.75 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 0.25 - t, 0.25 + t, 2.75 + t, 0, 2.5, "m"),
+        Box(6.25 - t, 0.25 - t, 6.25 + t, 2.75 + t, 0, 2.5, "m"),
+        Box(3.25 - t, 0.25, 3.25 + t, 1.0, 0, 2.5, "m"),
+        Box(3.25 - t, 2.0, 3.25 + t, 2.75, 0, 2.5, "m"),
+        Box(3.25 - t, 1.0, 3.25 + t, 2.0, 2.1, 2.5, "m", kind="lintel"),
+    ]
+    rooms = [
+        Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 2.75 - t, "m", "m"),
+        Room("b", "bedroom", 3.25 + t, 0.25 + t, 6.25 - t, 2.75 - t, "m", "m"),
+    ]
+    door = Doorway(3.25 - t, 1.0, 3.25 + t, 2.0, 2.1, ("a", "b"))
+    return FloorPlan("two", "apartment", 0, 2.5, "m", rooms, walls, [], [door], {"m": mat})
+
+
+def test_hand_made_plan_passes_only_through_the_door() -> None:
+    plan = _two_rooms_with_door()
+    g = build_navgraph(plan, 0.5)
+    xz = g.positions[:, [0, 2]]
+    crossing = [
+        (a, b)
+        for a in range(g.num_nodes)
+        for b in g.neighbors[a]
+        if b >= 0 and (xz[a, 0] - 3.25) * (xz[b, 0] - 3.25) < 0
+    ]
+    assert crossing and all(abs(xz[a, 1] - 1.5) < 1e-6 for a, _ in crossing), "only the z=1.5 row crosses"
+    # from (1.0, 0.5) to (5.5, 0.5): down to the door row, across, back: 2 + 9 + 2 hops
+    src = int(np.flatnonzero((np.abs(xz[:, 0] - 1.0) < 1e-6) & (np.abs(xz[:, 1] - 0.5) < 1e-6))[0])
+    dst = int(np.flatnonzero((np.abs(xz[:, 0] - 5.5) < 1e-6) & (np.abs(xz[:, 1] - 0.5) < 1e-6))[0])
+    assert g.geodesic_hops[src, dst] == 13
+    # furniture that blocks the doorway cuts the second room off: only the largest part is kept
+    plan.furniture = [Box(2.6, 1.0, 3.1, 2.0, 0, 1.0, "m", kind="furniture:shelf")]
+    g2 = build_navgraph(plan, 0.5)
+    assert g2.num_nodes < g.num_nodes
+    assert np.all(_bfs(g2.neighbors, 0) >= 0)

@@ -1,0 +1,130 @@
+"""Ray-cast RGB-D rendering: exact z-depth, habitat yaw convention, determinism, mesh files from disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from asgf_nav.scenes.floorplan import Box, FloorPlan, Material, Room
+from asgf_nav.scenes.generator import generate_floorplan
+from asgf_nav.scenes.mesh import floorplan_mesh, load_mesh_file
+from asgf_nav.scenes.navgraph import build_navgraph
+from asgf_nav.scenes.render import RayRenderer, render_mesh_file
+
+SIZE = 64
+CEILING = 2.5
+
+
+def _box_room(furniture: list[Box] | None = None) -> FloorPlan:
+    """Room interior x in [0, 6], z in [0, 8]; walls 0.1 m thick outside it."""
+    mats = {
+        "wall": Material("wall", (0.8, 0.8, 0.7), "stripes"),
+        "floor": Material("floor", (0.6, 0.4, 0.2), "planks"),
+        "ceil": Material("ceil", (0.9, 0.9, 0.9)),
+        "red": Material("red", (0.9, 0.1, 0.1)),
+    }
+    t = 0.1
+    walls = [
+        Box(-t, -t, 6 + t, 0, 0, CEILING, "wall"),
+        Box(-t, 8, 6 + t, 8 + t, 0, CEILING, "wall"),
+        Box(-t, 0, 0, 8, 0, CEILING, "wall"),
+        Box(6, 0, 6 + t, 8, 0, CEILING, "wall"),
+    ]
+    room = Room("r", "living", 0, 0, 6, 8, "floor", "wall")
+    return FloorPlan("box", "room", 0, CEILING, "ceil", [room], walls, furniture or [], [], mats)
+
+
+def _render(plan: FloorPlan, position: tuple[float, float, float], yaw: float, size: int = SIZE):
+    rgb, depth = RayRenderer(floorplan_mesh(plan), size).render(np.array([position]), np.array([yaw]))
+    return rgb[0], depth[0]
+
+
+@pytest.mark.parametrize("yaw,distance", [(0, 3.0), (90, 2.0), (180, 5.0), (270, 4.0)])
+def test_depth_facing_a_wall_is_exact_z_depth(yaw: float, distance: float) -> None:
+    # camera at x=2, z=3: -Z wall 3 m away, -X wall 2 m, +Z wall 5 m, +X wall 4 m
+    _, depth = _render(_box_room(), (2.0, 0.0, 3.0), yaw)
+    centre_row = depth[SIZE // 2]
+    # a fronto-parallel wall has the same z-depth in every pixel (ray length would grow to the sides)
+    half_width = int(SIZE / 2 * min(1.0, 1.0 / distance))  # columns that still see this wall
+    cols = slice(SIZE // 2 - half_width + 1, SIZE // 2 + half_width - 1)
+    one_pixel = distance * np.tan(np.pi / 4) * 2 / SIZE
+    assert np.all(np.abs(centre_row[cols] - distance) < min(one_pixel, 1e-3))
+
+
+def test_floor_and_ceiling_depth_follow_the_pinhole_model() -> None:
+    _, depth = _render(_box_room(), (3.0, 0.0, 7.5), 0.0)  # looking down the 8 m room
+    # bottom pixel row centre: ray hits the floor 1.25 m below the camera at v = (1 - 2 * 63.5 / 64)
+    v = -(1 - 2 * (SIZE - 0.5) / SIZE)
+    assert depth[-1, SIZE // 2] == pytest.approx(1.25 / v, rel=1e-4)
+    assert depth[0, SIZE // 2] == pytest.approx((CEILING - 1.25) / v, rel=1e-4)
+
+
+def test_yaw_convention_and_image_orientation() -> None:
+    red = Box(4.5, 0.0, 6.0, 1.0, 0.0, CEILING, "red", kind="furniture:shelf")  # at +X, far -Z corner
+    rgb, _ = _render(_box_room([red]), (2.0, 0.0, 3.0), 0.0)  # facing -Z, +X is to the right
+    redness = (rgb[..., 0].astype(int) - rgb[..., 1].astype(int)) > 80
+    assert redness[:, SIZE // 2 :].sum() > 20 and redness[:, : SIZE // 2].sum() == 0
+    rgb_back, _ = _render(_box_room([red]), (2.0, 0.0, 3.0), 180.0)
+    assert ((rgb_back[..., 0].astype(int) - rgb_back[..., 1].astype(int)) > 80).sum() == 0
+
+
+def test_rgb_distinguishes_surfaces_and_carries_texture() -> None:
+    rgb, depth = _render(_box_room(), (3.0, 0.0, 6.0), 0.0, size=128)
+    floor, wall, ceiling = rgb[120, 40:90].astype(float), rgb[64, 40:90].astype(float), rgb[5, 40:90].astype(float)
+    assert np.abs(floor.mean(0) - wall.mean(0)).sum() > 30
+    assert np.abs(ceiling.mean(0) - wall.mean(0)).sum() > 15
+    assert floor.std() > 3 and wall.std() > 3, "planks and stripes must show up"
+    assert rgb.dtype == np.uint8 and depth.dtype == np.float32 and np.all(depth > 0)
+
+
+def test_rendering_is_deterministic() -> None:
+    plan = generate_floorplan("replica", "frl_apartment_0")
+    positions = build_navgraph(plan, 0.5).positions[:6]
+    a = RayRenderer(floorplan_mesh(plan), SIZE).render_all(positions)
+    b = RayRenderer(floorplan_mesh(generate_floorplan("replica", "frl_apartment_0")), SIZE).render_all(positions)
+    assert a[0].shape == (6, 4, SIZE, SIZE, 3) and a[1].shape == (6, 4, SIZE, SIZE)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert np.all(a[1] > 0), "inside a closed scene every ray hits something"
+
+
+def test_nothing_hit_gives_zero_depth_and_black() -> None:
+    rgb, depth = _render(_box_room(), (3.0, 0.0, 40.0), 180.0)  # outside, looking away
+    assert np.all(depth == 0) and np.all(rgb == 0)
+
+
+@pytest.mark.parametrize("suffix", ["ply", "glb"])
+def test_mesh_file_renders_like_the_floorplan(tmp_path: Path, suffix: str) -> None:
+    plan = generate_floorplan("tiny", "tiny_apartment")
+    scene = floorplan_mesh(plan)
+    mesh = scene.mesh.copy()
+    mesh.visual = trimesh.visual.ColorVisuals(mesh, face_colors=np.rint(scene.face_colors * 255).astype(np.uint8))
+    path = tmp_path / f"scene.{suffix}"
+    mesh.export(path)
+    positions = build_navgraph(plan, 0.5).positions[:3]
+    yaws = np.array([0.0, 90.0, 270.0])
+    rgb_file, depth_file = render_mesh_file(path, positions, yaws, image_size=SIZE)
+    _, depth_ref = RayRenderer(scene, SIZE).render(positions, yaws)
+    np.testing.assert_allclose(depth_file, depth_ref, atol=1e-4)
+    loaded = load_mesh_file(path)
+    if suffix == "ply":  # PLY keeps per-face colours; GLB may turn them into vertex colours
+        np.testing.assert_allclose(loaded.face_colors, scene.face_colors, atol=1 / 255 + 1e-6)
+    assert rgb_file.std() > 5
+
+
+def test_z_up_mesh_is_converted(tmp_path: Path) -> None:
+    plan = generate_floorplan("tiny", "tiny_room_val")
+    scene = floorplan_mesh(plan)
+    v = scene.mesh.vertices
+    z_up = trimesh.Trimesh(np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1), scene.mesh.faces, process=False)
+    path = tmp_path / "zup.ply"
+    z_up.export(path)
+    positions = build_navgraph(plan, 0.5).positions[:2]
+    yaws = np.array([0.0, 180.0])
+    _, depth = render_mesh_file(path, positions, yaws, image_size=32, up_axis="z")
+    _, ref = RayRenderer(scene, 32).render(positions, yaws)
+    np.testing.assert_allclose(depth, ref, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="nope.ply"):
+        load_mesh_file(tmp_path / "nope.ply")

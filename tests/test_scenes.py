@@ -1,0 +1,197 @@
+"""Scene presets, procedural floor plans, the scene build pipeline and the read-side Scene."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.scenes.build import StageUnavailableError, build_scenes, ensure_scenes
+from asgf_nav.scenes.floorplan import OCTAVE_BANDS, FloorPlan
+from asgf_nav.scenes.generator import generate, generate_floorplan
+from asgf_nav.scenes.presets import SPLITS, get_preset
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.scenes.store import SceneStoreError, remove_stage, scene_dir
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def test_replica_preset_follows_soundspaces_protocol() -> None:
+    p = get_preset("replica")
+    assert (p.grid_size, p.sample_rate, len(p.scene_names())) == (0.5, 44100, 18)
+    splits = {s: set(p.split_scenes(s)) for s in SPLITS}
+    assert [len(splits[s]) for s in SPLITS] == [9, 4, 5]
+    assert not (splits["train"] & splits["val"]) and not (splits["train"] & splits["test"])
+    assert not (splits["val"] & splits["test"])
+    names = set(p.scene_names())
+    assert {"apartment_0", "frl_apartment_5", "office_4", "hotel_0", "room_2"} <= names
+    assert p.split_of("apartment_0") == "train" and p.spec("office_3").kind == "office"
+
+
+def test_mp3d_preset_keeps_split_proportions() -> None:
+    p = get_preset("mp3d")
+    assert (p.grid_size, p.sample_rate) == (1.0, 16000)
+    assert [len(p.split_scenes(s)) for s in SPLITS] == [59, 11, 15]
+    assert p.split_counts(10) == {"train": 7, "val": 1, "test": 2}
+    assert p.split_counts(3) == {"train": 1, "val": 1, "test": 1}
+    small = p.scene_names(17)
+    assert len(small) == 17 and all(p.split_of(n) in SPLITS for n in small)
+    with pytest.raises(ValueError, match="num_scenes=2"):
+        p.scene_names(2)
+    with pytest.raises(KeyError, match="no_such_scene"):
+        p.spec("no_such_scene")
+    with pytest.raises(KeyError, match="available"):
+        get_preset("matterport")
+
+
+# ---------------------------------------------------------------------------------------------- generator
+def test_generator_is_deterministic_per_name() -> None:
+    a = generate_floorplan("replica", "apartment_1").to_dict()
+    assert a == generate_floorplan("replica", "apartment_1").to_dict()
+    assert a != generate_floorplan("replica", "apartment_2").to_dict()
+    assert generate("house", 5, (120, 200), 1.0).to_dict() == generate("house", 5, (120, 200), 1.0).to_dict()
+
+
+@pytest.mark.parametrize(
+    "preset,scene,area",
+    [("replica", "apartment_0", (70, 170)), ("replica", "office_0", (10, 35)), ("replica", "hotel_0", (18, 50)),
+     ("mp3d", "house_00", (60, 160)), ("mp3d", "house_03", (200, 420)), ("tiny", "tiny_apartment", (8, 16))],
+)  # fmt: skip
+def test_floorplan_is_well_formed(preset: str, scene: str, area: tuple[float, float]) -> None:
+    plan = generate_floorplan(preset, scene)
+    assert area[0] <= plan.floor_area <= area[1]
+    names = [r.name for r in plan.rooms]
+    assert len(set(names)) == len(names)
+    for i, a in enumerate(plan.rooms):  # room interiors do not overlap
+        for b in plan.rooms[i + 1 :]:
+            assert min(a.x1, b.x1) <= max(a.x0, b.x0) or min(a.z1, b.z1) <= max(a.z0, b.z0)
+    for w in plan.walls:  # finite thickness, full height (lintels above doors)
+        assert min(w.x1 - w.x0, w.z1 - w.z0) > 0.05 and w.y1 == pytest.approx(plan.ceiling_height)
+    for f in plan.furniture:
+        room = plan.room_at((f.x0 + f.x1) / 2, (f.z0 + f.z1) / 2)
+        assert room is not None and room.x0 <= f.x0 and f.x1 <= room.x1 and room.z0 <= f.z0 and f.z1 <= room.z1
+    for d in plan.doorways:
+        assert set(d.rooms) <= set(names) and d.height > 2.0
+        assert plan.room_at(d.x0 - 0.01, d.z0 - 0.01) or plan.room_at(d.x1 + 0.01, d.z1 + 0.01)
+    for m in plan.materials.values():
+        assert len(m.absorption) == len(OCTAVE_BANDS) and all(0 < a < 1 for a in m.absorption)
+        assert all(0 <= c <= 1 for c in m.color)
+    for name in [plan.ceiling_material, *(r.floor_material for r in plan.rooms), *(b.material for b in plan.walls)]:
+        plan.material(name)
+    assert FloorPlan.from_dict(json.loads(plan.to_json())).to_dict() == plan.to_dict()
+
+
+def test_layouts_include_loops_and_multiroom_homes() -> None:
+    p = get_preset("mp3d")
+    plans = [generate_floorplan("mp3d", n) for n in p.scene_names()[:8]]
+    assert all(len(plan.rooms) >= 4 and any(r.kind == "corridor" for r in plan.rooms) for plan in plans)
+    assert any(len(plan.doorways) > len(plan.rooms) - 1 for plan in plans), "some layout must contain a loop"
+    assert all(len(plan.furniture) > 0 for plan in plans)
+
+
+# ---------------------------------------------------------------------------------------------- build + Scene
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, float]:
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path_factory.mktemp("data"))
+    start = time.perf_counter()
+    build_scenes(cfg, "tiny", stages=("layout", "vision"), workers=1)
+    return cfg, time.perf_counter() - start
+
+
+def test_tiny_preset_builds_quickly(tiny_build: tuple[ExperimentConfig, float]) -> None:
+    cfg, seconds = tiny_build
+    assert seconds < 20.0, f"tiny preset took {seconds:.1f} s"
+    for split in SPLITS:
+        assert len(get_preset("tiny").split_scenes(split)) == 1
+    scene = Scene.open(cfg.scenes.data_root, "tiny", "tiny_apartment")
+    assert scene.num_nodes <= 60 and scene.has_vision
+
+
+def test_scene_exposes_layout_and_views(tiny_build: tuple[ExperimentConfig, float]) -> None:
+    cfg, _ = tiny_build
+    scene = Scene.open(cfg.scenes.data_root, "tiny", "tiny_apartment")
+    n, s = scene.num_nodes, cfg.scenes.image_size
+    assert (scene.name, scene.dataset, scene.grid_size) == ("tiny_apartment", "tiny", 0.5)
+    assert scene.positions.shape == (n, 3) and scene.neighbors.shape == (n, 4) and scene.neighbors.dtype == np.int32
+    assert scene.rgb.shape == (n, 4, s, s, 3) and scene.rgb.dtype == np.uint8
+    assert scene.depth.shape == (n, 4, s, s) and scene.depth.dtype == np.float16
+    assert isinstance(scene.rgb, np.memmap) and scene.image_size == s
+    assert scene.store.meta("vision") == {"image_size": s, "hfov": 90.0, "camera_height": 1.25}
+    assert scene.floorplan.name == "tiny_apartment" and len(scene.floorplan.rooms) == 2
+    for node in (0, n // 2, n - 1):
+        assert scene.node_at(scene.positions[node]) == node
+    with pytest.raises(KeyError, match="not a navigation node"):
+        scene.node_at((scene.positions[0][0] + 0.25, 0.0, scene.positions[0][2]))
+    a, b = 0, n - 1
+    assert scene.geodesic_distance(a, b) == pytest.approx(float(scene.geodesic_hops[a, b]) * 0.5)
+    assert scene.geodesic_distance(a, b) >= np.abs(scene.positions[a] - scene.positions[b]).max()
+    # moving forward from node n at yaw 90k lands on neighbours[n, k]; the view ahead is deeper than a step
+    k = int(np.flatnonzero(scene.neighbors[0] >= 0)[0])
+    centre = scene.depth[0, k, s // 2 - 2 : s // 2 + 2, s // 2 - 2 : s // 2 + 2].astype(np.float32)
+    assert centre.min() > scene.grid_size - 0.1
+
+
+def test_build_skips_complete_stages_and_rebuilds_stale_ones(tiny_build: tuple[ExperimentConfig, float]) -> None:
+    cfg, _ = tiny_build
+    assert build_scenes(cfg, "tiny", stages=("layout", "vision"), workers=1) == {
+        n: [] for n in get_preset("tiny").scene_names()
+    }
+    directory = scene_dir(cfg.scenes.data_root, "tiny", "tiny_room_val")
+    remove_stage(directory, "vision")  # as if interrupted before the vision stage was recorded
+    with pytest.raises(SceneStoreError, match="tiny_room_val"):
+        _ = Scene(directory).rgb
+    built = build_scenes(cfg, "tiny", ["tiny_room_val"], stages=("vision",), workers=1)
+    assert built == {"tiny_room_val": ["vision"]}
+    assert Scene(directory).has_vision
+
+
+def test_corrupt_store_errors_name_the_file(tiny_build: tuple[ExperimentConfig, float], tmp_path: Path) -> None:
+    cfg, _ = tiny_build
+    import shutil
+
+    directory = tmp_path / "scenes" / "tiny" / "tiny_room_test"
+    shutil.copytree(scene_dir(cfg.scenes.data_root, "tiny", "tiny_room_test"), directory)
+    depth_file = directory / "depth.npy"
+    depth_file.write_bytes(depth_file.read_bytes()[:1000])  # truncated write
+    with pytest.raises(SceneStoreError, match="depth.npy"):
+        _ = Scene(directory).depth
+    (directory / "manifest.json").write_text("{ not json")
+    with pytest.raises(SceneStoreError, match="manifest.json"):
+        Scene(directory)
+    with pytest.raises(SceneStoreError, match="missing manifest.json"):
+        Scene(tmp_path / "scenes" / "tiny" / "absent")
+
+
+def test_image_size_change_and_acoustics_stage(
+    tiny_build: tuple[ExperimentConfig, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    cfg.scenes.image_size = 32
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
+    assert Scene(directory).rgb.shape[2:] == (32, 32, 3)
+    cfg.scenes.image_size = 16
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("vision",), workers=1) == {"tiny_room_test": ["vision"]}
+    assert Scene(directory).depth.shape[2:] == (16, 16)
+    monkeypatch.setitem(sys.modules, "asgf_nav.acoustics.bake", None)  # make the import fail
+    with pytest.raises(StageUnavailableError, match="acoustics"):
+        build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision", "acoustics"), workers=1)
+    with pytest.raises(ValueError, match="unknown scene stage"):
+        build_scenes(cfg, "tiny", ["tiny_room_test"], ("photons",), workers=1)
+
+
+def test_parallel_build_matches_serial(tiny_build: tuple[ExperimentConfig, float], tmp_path: Path) -> None:
+    cfg, _ = tiny_build
+    parallel = ExperimentConfig()
+    parallel.scenes.data_root = str(tmp_path)
+    parallel.scenes.image_size = 32
+    build_scenes(parallel, "tiny", ["tiny_room_val", "tiny_room_test"], ("layout",), workers=2)
+    for name in ("tiny_room_val", "tiny_room_test"):
+        a, b = Scene.open(tmp_path, "tiny", name), Scene.open(cfg.scenes.data_root, "tiny", name)
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.geodesic_hops, b.geodesic_hops)
+        assert not a.has_vision
