@@ -29,6 +29,10 @@ class ScenesConfig:
 
     dataset: Literal["replica", "mp3d"] = "replica"
     data_root: str = "data"  # baked scenes live in {data_root}/scenes/{dataset}/{scene}
+    source: Literal["auto", "embedded", "soundspaces"] = "auto"  # auto: SoundSpaces data when found, else embedded
+    soundspaces_root: str | None = None  # None: {data_root}/soundspaces (layout in docs/data.md)
+    rir_cache_mb: int = 256  # bound on SoundSpaces RIRs cached per process
+    rir_on_missing: Literal["error", "silence"] = "error"  # "silence": warn, count and report instead of failing
     num_scenes: int | None = None  # None: the preset's full count (replica 18, mp3d 85)
     image_size: int = 128
     workers: int = 0  # parallel scene builds; 0 = number of CPU cores
@@ -109,6 +113,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     val_interval: int = 500  # updates between validations; 0 disables
     val_episodes: int = 50
+    stats_window_episodes: int = 50  # finished episodes behind the logged reward / SR / SPL / SNA
     torch_threads: int = 0  # 0: torch default
 
 

@@ -1,0 +1,110 @@
+"""Per-modality CNN encoders with SoundSpaces' AV-Nav layout, so parameter counts match the baseline.
+
+Both encoders read batch-first, channels-last observations as the env produces them and return (B, 512)
+feature vectors. Convolutions use Kaiming-normal weights (ReLU gain) and zero biases, as in SoundSpaces.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VISUAL_SENSORS = ("rgb", "depth")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    """Spatial size after one convolution (no dilation)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def init_conv_and_linear(module: nn.Module) -> None:
+    """Kaiming-normal (ReLU gain) weights and zero biases for every Conv2d / Linear inside ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class VisualEncoder(nn.Module):
+    """SoundSpaces' three-conv CNN over RGB-D: rgb/255 and depth are concatenated on channels.
+
+    Conv(C,32,k8,s4)-ReLU-Conv(32,64,k4,s2)-ReLU-Conv(64,64,k3,s2)-Flatten-Linear(->512)-ReLU.
+    """
+
+    def __init__(self, observation_shapes: dict[str, tuple[int, ...]], output_size: int = 512) -> None:
+        super().__init__()
+        self.sensors = [name for name in VISUAL_SENSORS if name in observation_shapes]
+        if not self.sensors:
+            raise ValueError(f"VisualEncoder needs 'rgb' or 'depth', got {sorted(observation_shapes)}")
+        sizes = {observation_shapes[name][:2] for name in self.sensors}
+        if len(sizes) != 1:
+            raise ValueError(f"rgb and depth must share height/width to be stacked, got {sorted(sizes)}")
+        height, width = sizes.pop()
+        in_channels = sum(observation_shapes[name][2] for name in self.sensors)
+        for kernel, stride in ((8, 4), (4, 2), (3, 2)):
+            height, width = conv_output_size(height, kernel, stride), conv_output_size(width, kernel, stride)
+        if height < 1 or width < 1:
+            raise ValueError(f"visual observations of size {sizes} are too small for the 8/4/3 conv stack")
+        self.output_size = output_size
+        self.cnn = nn.Sequential(
+            nn.Conv2d(in_channels, 32, kernel_size=8, stride=4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, kernel_size=3, stride=2),
+            nn.Flatten(),
+            nn.Linear(64 * height * width, output_size),
+            nn.ReLU(inplace=True),
+        )
+        init_conv_and_linear(self.cnn)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        channels = []
+        for name in self.sensors:
+            x = observations[name].float()
+            if name == "rgb":
+                x = x / 255.0
+            channels.append(x)
+        x = torch.cat(channels, dim=-1).permute(0, 3, 1, 2)  # (B,H,W,C) -> (B,C,H,W)
+        return self.cnn(x)
+
+
+def audio_cnn_geometry(freq_bins: int, frames: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """SoundSpaces' audio CNN kernels and strides: a side < 30 (MP3D, 65x26) uses the smaller stack."""
+    if min(freq_bins, frames) < 30:
+        return (5, 3, 3), (2, 2, 1)
+    return (8, 4, 3), (4, 2, 1)
+
+
+class AudioEncoder(nn.Module):
+    """SoundSpaces' audio CNN over the (65, T, 2) binaural spectrogram: channels 2-32-64-64 -> Linear(512).
+
+    ReLU follows the first two convolutions and the Linear, as in the reference implementation.
+    """
+
+    def __init__(self, spectrogram_shape: tuple[int, int, int], output_size: int = 512) -> None:
+        super().__init__()
+        freq_bins, frames, channels = spectrogram_shape
+        kernels, strides = audio_cnn_geometry(freq_bins, frames)
+        height, width = freq_bins, frames
+        for kernel, stride in zip(kernels, strides):
+            height, width = conv_output_size(height, kernel, stride), conv_output_size(width, kernel, stride)
+        if height < 1 or width < 1:
+            raise ValueError(f"spectrogram shape {spectrogram_shape} is too small for the audio CNN")
+        self.output_size = output_size
+        self.flat_size = 64 * height * width
+        self.cnn = nn.Sequential(
+            nn.Conv2d(channels, 32, kernel_size=kernels[0], stride=strides[0]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, kernel_size=kernels[1], stride=strides[1]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, kernel_size=kernels[2], stride=strides[2]),
+            nn.Flatten(),
+            nn.Linear(self.flat_size, output_size),
+            nn.ReLU(inplace=True),
+        )
+        init_conv_and_linear(self.cnn)
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        return self.cnn(spectrogram.float().permute(0, 3, 1, 2))  # (B,F,T,C) -> (B,C,F,T)

@@ -1,0 +1,99 @@
+"""Atomic training checkpoints (``ckpt_000050.pt``) keeping the newest K, plus RNG state capture/restore."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import random
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asgf_nav.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
+REQUIRED_KEYS = ("model", "optimizer", "update", "frames", "rng", "config")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or lacks required entries; the message names the file."""
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA, when present) generator states."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints of a run, oldest first (ordered by update number)."""
+    directory = checkpoint_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` atomically as checkpoints/ckpt_{update:06d}.pt; delete all but the newest ``keep``."""
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint state lacks keys {missing}")
+    path = checkpoint_dir(run_dir) / f"ckpt_{int(state['update']):06d}.pt"
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    logger.info("saved checkpoint %s", path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint from :func:`save_checkpoint`; corrupt or incomplete files raise CheckpointError."""
+    path = Path(path)
+    try:
+        # The file holds RNG states (numpy arrays, Python tuples), so the full unpickler is needed;
+        # only load checkpoints this project wrote.
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a dict (got {type(state).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks required entries {missing}")
+    return state
+
+
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest checkpoint of ``run_dir`` (None when there is none); a corrupt newest file raises."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        return None
+    return load_checkpoint(checkpoints[-1], map_location)

@@ -1,0 +1,117 @@
+"""DD-PPO plumbing over torch.distributed: init from torchrun variables, gradient averaging, broadcasts.
+
+Every helper also works in a plain single process (world size 1): then they do nothing, so the trainer
+has one code path. Each rank steps its own batched env and gathers its own rollout; ranks meet only to
+average gradients after every backward pass (and to share episode statistics for logging).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def default_backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_distributed(
+    backend: str | None = None,
+    init_method: str | None = None,
+    rank_id: int | None = None,
+    world: int | None = None,
+    timeout_s: float = 1800.0,
+) -> tuple[int, int, int]:
+    """Join the process group described by RANK / WORLD_SIZE / LOCAL_RANK (torchrun) or by the arguments.
+
+    Returns (rank, world_size, local_rank). Without torchrun variables and arguments this is a no-op
+    that returns (0, 1, 0). NCCL is chosen when CUDA is available, gloo otherwise.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
+    rank_id = int(os.environ.get("RANK", "0")) if rank_id is None else rank_id
+    local = int(os.environ.get("LOCAL_RANK", str(rank_id)))
+    if world <= 1 or is_distributed():
+        return rank(), world_size(), local
+    backend = backend or default_backend()
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(
+        backend=backend,
+        init_method=init_method or "env://",
+        rank=rank_id,
+        world_size=world,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    logger.info("joined process group: rank %d of %d (local rank %d, %s)", rank_id, world, local, backend)
+    return rank_id, world, local
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def broadcast_parameters(module: nn.Module, source: int = 0) -> None:
+    """Copy rank ``source``'s parameters and buffers to every rank so all start from the same weights."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=source)
+
+
+def all_reduce_gradients(module: nn.Module) -> None:
+    """Average gradients over ranks in one flat all-reduce (missing gradients count as zeros)."""
+    world = world_size()
+    if world == 1:
+        return
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    offset = 0
+    for param in params:
+        count = param.numel()
+        param.grad = flat[offset : offset + count].view_as(param).clone()
+        offset += count
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over ranks (a copy; the input is left unchanged)."""
+    out = tensor.clone()
+    if world_size() > 1:
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()

@@ -1,0 +1,103 @@
+"""PPO update (clipped surrogate, clipped value loss, entropy bonus) with linear lr / clip decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from asgf_nav.rl.rollout import RolloutStorage
+
+GradientHook = Callable[[nn.Module], None]
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var(target - prediction) / Var(target); nan when the targets are constant."""
+    target_var = targets.var()
+    if target_var.item() == 0:
+        return float("nan")
+    return float(1.0 - (targets - predictions).var() / target_var)
+
+
+class PPO:
+    """One optimiser and the schedule state; ``update(storage)`` runs ppo_epoch passes over the rollout.
+
+    ``gradient_hook`` runs after every backward pass and before clipping: DD-PPO passes the gradient
+    all-reduce there so that every rank clips and steps with the same averaged gradient.
+    """
+
+    def __init__(self, policy: nn.Module, ppo_cfg: Any, gradient_hook: GradientHook | None = None) -> None:
+        self.policy, self.cfg, self.gradient_hook = policy, ppo_cfg, gradient_hook
+        self.parameters = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.parameters, lr=ppo_cfg.lr, eps=ppo_cfg.eps)
+        self.lr, self.clip = float(ppo_cfg.lr), float(ppo_cfg.clip_param)
+
+    def set_progress(self, update: int, num_updates: int) -> None:
+        """Linear decay of lr and clip range from their configured values towards 0 at ``num_updates``."""
+        remaining = 1.0 - update / max(num_updates, 1)
+        self.lr = self.cfg.lr * (remaining if self.cfg.use_linear_lr_decay else 1.0)
+        self.clip = self.cfg.clip_param * (remaining if self.cfg.use_linear_clip_decay else 1.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def update(self, storage: RolloutStorage) -> dict[str, float]:
+        cfg, clip = self.cfg, self.clip
+        advantages = storage.advantages
+        if cfg.use_normalized_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+        totals: dict[str, torch.Tensor] = {}
+        num_updates = 0
+        for _ in range(cfg.ppo_epoch):
+            for batch in storage.recurrent_minibatches(advantages, cfg.num_mini_batch):
+                values, log_probs, entropy, _ = self.policy.evaluate_actions(
+                    batch.obs, batch.hidden, batch.masks, batch.actions
+                )
+                log_ratio = log_probs - batch.old_log_probs
+                ratio = log_ratio.exp()
+                surrogate = ratio * batch.advantages
+                clipped_surrogate = ratio.clamp(1.0 - clip, 1.0 + clip) * batch.advantages
+                policy_loss = -torch.min(surrogate, clipped_surrogate).mean()
+                if cfg.use_clipped_value_loss:
+                    clipped_values = batch.old_values + (values - batch.old_values).clamp(-clip, clip)
+                    value_loss = 0.5 * torch.max(
+                        (values - batch.returns).pow(2), (clipped_values - batch.returns).pow(2)
+                    ).mean()
+                else:
+                    value_loss = 0.5 * (values - batch.returns).pow(2).mean()
+                entropy_mean = entropy.mean()
+                loss = policy_loss + cfg.value_loss_coef * value_loss - cfg.entropy_coef * entropy_mean
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.gradient_hook is not None:
+                    self.gradient_hook(self.policy)
+                grad_norm = nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
+                self.optimizer.step()
+
+                with torch.no_grad():
+                    step_stats = {
+                        "policy_loss": policy_loss.detach(),
+                        "value_loss": value_loss.detach(),
+                        "entropy": entropy_mean.detach(),
+                        "approx_kl": ((ratio - 1.0) - log_ratio).mean(),
+                        "clip_fraction": ((ratio - 1.0).abs() > clip).float().mean(),
+                        "grad_norm": grad_norm.detach(),
+                    }
+                for key, value in step_stats.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                num_updates += 1
+        stats = {key: float(value) / num_updates for key, value in totals.items()}
+        stats["explained_variance"] = explained_variance(storage.values[:-1], storage.returns)
+        stats["lr"], stats["clip"] = self.lr, clip
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "lr": self.lr, "clip": self.clip}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr, self.clip = float(state["lr"]), float(state["clip"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr

@@ -1,0 +1,320 @@
+"""One PPO / DD-PPO trainer for every registered policy.
+
+``Trainer(cfg, env_factory, run_dir).train()`` collects ``ppo.num_steps`` steps from a batched env,
+runs the PPO update, logs to TensorBoard and a tqdm bar, validates every ``train.val_interval`` updates
+and checkpoints every ``train.checkpoint_interval`` updates until ``ppo.total_frames`` frames are used.
+
+Exact resume: a checkpoint holds the model, optimiser, schedule, counters, RNG states, the rollout's
+carried-over state (last observation, mask and GRU state) and ``env.state_dict()`` when the env offers
+it, so a single-process run on CPU resumed from update K reaches the same parameters as an uninterrupted
+run. Under DD-PPO rank 0 checkpoints its own env/RNG state; other ranks resume with fresh episodes.
+
+Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside
+an isolated RNG scope, on a val env restored to the same initial state each time (when the env offers
+``state_dict``), so numbers are comparable across validations and training randomness is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asgf_nav.config import config_to_dict, save_config
+from asgf_nav.models.policies import build_policy, count_parameters
+from asgf_nav.rl import distributed
+from asgf_nav.rl.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
+from asgf_nav.rl.ppo import PPO
+from asgf_nav.rl.rollout import RolloutStorage
+
+logger = logging.getLogger(__name__)
+
+EnvFactory = Callable[[Any, str, int], Any]
+EPISODE_METRICS = ("success", "spl", "softspl", "sna", "distance_to_goal", "num_actions")
+VALIDATION_SEED_OFFSET = 7919
+SUMMARY_KEYS = {"fps", "value_loss", "episode/success", "episode/spl", "success", "spl", "sna"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int) -> Iterator[None]:
+    """Run a block with freshly seeded global generators and restore the previous states afterwards."""
+    saved = capture_rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        restore_rng_state(saved)
+
+
+class EpisodeWindow:
+    """Running window of finished-episode metrics (return and the env's info fields)."""
+
+    def __init__(self, size: int) -> None:
+        self.episodes: deque[dict[str, float]] = deque(maxlen=size)
+
+    def add(self, returns: torch.Tensor, done: torch.Tensor, info: dict[str, torch.Tensor]) -> None:
+        done_idx = done.nonzero().flatten().tolist()
+        if not done_idx:
+            return
+        columns = {"reward": returns.detach().cpu()}
+        columns.update({k: info[k].detach().float().cpu() for k in EPISODE_METRICS if k in info})
+        for i in done_idx:
+            self.episodes.append({k: float(v[i]) for k, v in columns.items()})
+
+    def means(self) -> dict[str, float]:
+        if not self.episodes:
+            return {}
+        keys = self.episodes[0].keys()
+        return {k: float(np.mean([e[k] for e in self.episodes if k in e])) for k in keys}
+
+
+def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in obs.items()}
+
+
+class Trainer:
+    def __init__(
+        self, cfg: Any, env_factory: EnvFactory, run_dir: str | Path | None = None, resume: bool = False
+    ) -> None:
+        self.cfg, self.env_factory = cfg, env_factory
+        self.run_dir = Path(run_dir if run_dir is not None else cfg.train.run_dir)
+        self.rank, self.world, local_rank = distributed.init_distributed()
+        self.is_main = self.rank == 0
+        self.device = resolve_device(cfg.train.device, local_rank)
+        if cfg.train.torch_threads > 0:
+            torch.set_num_threads(cfg.train.torch_threads)
+        seed_everything(cfg.train.seed + self.rank)
+
+        self.env = env_factory(cfg, "train", self.rank)
+        self.num_envs = int(self.env.num_envs)
+        self.env_device = torch.device(getattr(self.env, "device", "cpu"))
+        self.policy = build_policy(cfg, self.env.observation_space).to(self.device)
+        distributed.broadcast_parameters(self.policy)
+        hook = distributed.all_reduce_gradients if self.world > 1 else None
+        self.ppo = PPO(self.policy, cfg.ppo, gradient_hook=hook)
+        hidden_shape = (self.policy.num_recurrent_layers, self.policy.hidden_size)
+        self.storage = RolloutStorage.for_space(
+            cfg.ppo.num_steps, self.num_envs, self.env.observation_space, hidden_shape, self.device
+        )
+        self.frames_per_update = cfg.ppo.num_steps * self.num_envs * self.world
+        self.num_updates = max(1, math.ceil(cfg.ppo.total_frames / self.frames_per_update))
+        self.update, self.frames = 0, 0
+        self.window = EpisodeWindow(int(cfg.train.stats_window_episodes))
+        self.episode_returns = torch.zeros(self.num_envs, device=self.device)
+        self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
+        self.val_env: Any = None
+        self.val_env_initial_state: Any = None
+        self.writer: Any = None
+
+        state = load_latest(self.run_dir, map_location=self.device) if resume else None
+        if state is not None:
+            self.restore(state)
+        else:
+            if resume:
+                logger.info("no checkpoint under %s; starting from scratch", self.run_dir)
+            obs = to_device(self.env.reset(), self.device)
+            self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
+        if self.is_main:
+            logger.info(
+                "policy %s: %d parameters; %d updates of %d frames on %s (world size %d)",
+                cfg.model.policy, count_parameters(self.policy), self.num_updates,
+                self.frames_per_update, self.device, self.world,
+            )
+
+    # ------------------------------------------------------------------------------------ rollouts
+    def collect_rollout(self) -> dict[str, float]:
+        """Fill the storage with num_steps transitions; returns policy diagnostics averaged over steps."""
+        self.policy.eval()
+        diagnostics: dict[str, torch.Tensor] = {}
+        hidden = self.storage.hidden.clone()
+        with torch.no_grad():
+            for _ in range(self.storage.num_steps):
+                obs, masks = self.storage.current()
+                value, action, log_prob, hidden = self.policy.act(obs, hidden, masks)
+                for key, val in self.policy.diagnostics().items():
+                    diagnostics[key] = diagnostics.get(key, 0.0) + val
+                next_obs, reward, done, info = self.env.step(action.to(self.env_device))
+                next_obs = to_device(next_obs, self.device)
+                reward = torch.as_tensor(reward, device=self.device, dtype=torch.float32)
+                done = torch.as_tensor(done, device=self.device, dtype=torch.bool)
+                self.episode_returns += reward
+                self.window.add(self.episode_returns, done, info)
+                self.episode_returns.masked_fill_(done, 0.0)
+                self.storage.insert(next_obs, action, log_prob, value, reward, (~done).float())
+            last_obs, last_masks = self.storage.current()
+            next_value = self.policy.get_value(last_obs, hidden, last_masks)
+        self.storage.compute_returns(next_value, self.cfg.ppo.gamma, self.cfg.ppo.gae_lambda)
+        self.last_hidden = hidden
+        return {k: float(v) / self.storage.num_steps for k, v in diagnostics.items()}
+
+    # ------------------------------------------------------------------------------------ main loop
+    def train(self, max_updates: int | None = None) -> dict[str, float]:
+        """Train until the frame budget (or ``max_updates`` total updates) is used; returns the last stats."""
+        stop = self.num_updates if max_updates is None else min(self.num_updates, max_updates)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.update or None)
+        progress = tqdm(
+            total=self.num_updates * self.frames_per_update, initial=self.frames, unit="frame",
+            disable=not self.is_main, dynamic_ncols=True, desc=f"train {self.cfg.model.policy}",
+        )
+        stats: dict[str, float] = {}
+        last_saved = self.update
+        try:
+            while self.update < stop:
+                start = time.perf_counter()
+                self.ppo.set_progress(self.update, self.num_updates)
+                diagnostics = self.collect_rollout()
+                self.policy.train()
+                stats = self.ppo.update(self.storage)
+                self.storage.after_update(self.last_hidden)
+                self.update += 1
+                self.frames += self.frames_per_update
+                stats.update(diagnostics)
+                stats["fps"] = self.frames_per_update / (time.perf_counter() - start)
+                stats.update({f"episode/{k}": v for k, v in self.window.means().items()})
+                progress.update(self.frames_per_update)
+                progress.set_postfix(
+                    fps=f"{stats['fps']:.0f}", SR=f"{stats.get('episode/success', float('nan')):.2f}",
+                    SPL=f"{stats.get('episode/spl', float('nan')):.2f}",
+                )
+                if self.is_main and self.update % max(self.cfg.train.log_interval, 1) == 0:
+                    self.log_scalars("train", stats)
+                val_interval = self.cfg.train.val_interval
+                if self.is_main and val_interval > 0 and self.update % val_interval == 0:
+                    self.log_scalars("val", self.validate())
+                if self.update % self.cfg.train.checkpoint_interval == 0:
+                    self.save()
+                    last_saved = self.update
+            if self.update != last_saved:
+                self.save()
+        finally:
+            progress.close()
+            if self.writer is not None:
+                self.writer.flush()
+                self.writer.close()
+                self.writer = None
+        return stats
+
+    def log_scalars(self, prefix: str, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            if self.writer is not None and math.isfinite(value):
+                self.writer.add_scalar(f"{prefix}/{key}", value, self.frames)
+        if prefix == "val" or self.update % max(self.cfg.train.log_interval, 1) == 0:
+            shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS}
+            logger.info("%s update %d frames %d: %s", prefix, self.update, self.frames, shown)
+
+    # ------------------------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """Mean metrics over ``train.val_episodes`` finished episodes on the val split (sampled actions)."""
+        if self.val_env is None:
+            self.val_env = self.env_factory(self.cfg, "val", self.rank)
+            if hasattr(self.val_env, "state_dict"):
+                self.val_env_initial_state = self.val_env.state_dict()
+        elif self.val_env_initial_state is not None:
+            self.val_env.load_state_dict(self.val_env_initial_state)
+        env, episodes = self.val_env, int(self.cfg.train.val_episodes)
+        num_envs = int(env.num_envs)
+        window = EpisodeWindow(episodes)
+        max_steps = (math.ceil(episodes / num_envs) + 1) * int(self.cfg.task.max_steps)
+        self.policy.eval()
+        with isolated_rng(self.cfg.train.seed + VALIDATION_SEED_OFFSET), torch.no_grad():
+            obs = to_device(env.reset(), self.device)
+            hidden = self.policy.initial_hidden(num_envs, self.device)
+            masks = torch.zeros(num_envs, device=self.device)
+            returns = torch.zeros(num_envs, device=self.device)
+            for _ in range(max_steps):
+                _, action, _, hidden = self.policy.act(obs, hidden, masks, deterministic=False)
+                obs, reward, done, info = env.step(action.to(getattr(env, "device", "cpu")))
+                obs = to_device(obs, self.device)
+                done = torch.as_tensor(done, device=self.device, dtype=torch.bool)
+                returns += torch.as_tensor(reward, device=self.device, dtype=torch.float32)
+                window.add(returns, done, info)
+                returns.masked_fill_(done, 0.0)
+                masks = (~done).float()
+                if len(window.episodes) >= episodes:
+                    break
+        result = window.means()
+        result["episodes"] = float(len(window.episodes))
+        return result
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self.policy.state_dict(),
+            "optimizer": self.ppo.state_dict(),
+            "update": self.update,
+            "frames": self.frames,
+            "num_updates": self.num_updates,
+            "rng": capture_rng_state(),
+            "config": config_to_dict(self.cfg),
+            "policy_name": self.cfg.model.policy,
+            "rollout": {
+                "obs": {k: v[0].clone() for k, v in self.storage.obs.items()},
+                "masks": self.storage.masks[0].clone(),
+                "hidden": self.storage.hidden.clone(),
+                "episode_returns": self.episode_returns.clone(),
+            },
+            "episode_window": list(self.window.episodes),
+        }
+        if hasattr(self.env, "state_dict"):
+            state["env"] = self.env.state_dict()
+        return state
+
+    def save(self) -> Path | None:
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.run_dir, self.state_dict(), self.cfg.train.keep_checkpoints)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("policy_name", self.cfg.model.policy) != self.cfg.model.policy:
+            raise ValueError(
+                f"checkpoint in {self.run_dir} was trained with policy {state['policy_name']!r}, "
+                f"config asks for {self.cfg.model.policy!r}"
+            )
+        self.policy.load_state_dict(state["model"])
+        distributed.broadcast_parameters(self.policy)
+        self.ppo.load_state_dict(state["optimizer"])
+        self.update, self.frames = int(state["update"]), int(state["frames"])
+        self.window.episodes.extend(state.get("episode_window", []))
+        rollout = state["rollout"]
+        exact = self.world == 1 and "env" in state and hasattr(self.env, "load_state_dict")
+        if exact:
+            self.env.load_state_dict(state["env"])
+            obs, masks = rollout["obs"], rollout["masks"].to(self.device)
+            self.last_hidden = rollout["hidden"].to(self.device)
+            self.episode_returns = rollout["episode_returns"].to(self.device)
+            restore_rng_state(state["rng"])
+        else:
+            logger.warning("env state not restored (world size %d); resuming with fresh episodes", self.world)
+            seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.update)
+            obs = self.env.reset()
+            masks = torch.zeros(self.num_envs, device=self.device)
+            self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
+        self.storage.start(to_device(obs, self.device), self.last_hidden, masks)
+        logger.info("resumed from update %d (%d frames) in %s", self.update, self.frames, self.run_dir)

@@ -1,0 +1,235 @@
+"""Policies, encoders, ASE and ASGF: shapes, parameter counts, attention/gate behaviour, recurrence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.models import POLICY_REGISTRY, build_policy, count_parameters
+from asgf_nav.models.ase import AudioSpatialStateEncoder, frame_intensity, pool_frames
+from asgf_nav.models.asgf import AudioSpatialGuidedFusion
+from asgf_nav.models.encoders import AudioEncoder
+
+FAMILIES = {"replica": 69, "mp3d": 26}
+SOUNDSPACES_AV_NAV_REPLICA_DEPTH = 4.35e6
+
+
+def make_space(
+    frames: int, sensors: tuple[str, ...] = ("depth",), size: int = 128, doa: int = 0
+) -> spaces.Dict:
+    entries = {"spectrogram": spaces.Box(0.0, 50.0, (65, frames, 2), np.float32)}
+    if "rgb" in sensors:
+        entries["rgb"] = spaces.Box(0, 255, (size, size, 3), np.uint8)
+    if "depth" in sensors:
+        entries["depth"] = spaces.Box(0.0, 1.0, (size, size, 1), np.float32)
+    if doa:
+        entries["doa"] = spaces.Box(-1.0, 1.0, (doa,), np.float32)
+    return spaces.Dict(entries)
+
+
+def make_obs(space: spaces.Dict, batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    obs = {}
+    for key, box in space.spaces.items():
+        shape = (batch, *box.shape)
+        if key == "rgb":
+            obs[key] = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+        elif key == "spectrogram":
+            obs[key] = torch.rand(shape, generator=generator) * 3.0
+        else:
+            obs[key] = torch.rand(shape, generator=generator)
+    return obs
+
+
+def make_cfg(policy: str, use_doa: bool = False) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.model.policy = policy
+    cfg.task.use_doa = use_doa
+    return cfg
+
+
+def test_av_nav_parameter_count_matches_soundspaces() -> None:
+    counts = {}
+    for family, frames in FAMILIES.items():
+        for sensors in (("depth",), ("rgb",), ("rgb", "depth")):
+            for name in sorted(POLICY_REGISTRY):
+                policy = build_policy(make_cfg(name), make_space(frames, sensors))
+                counts[(family, "+".join(sensors), name)] = count_parameters(policy)
+    for key, value in sorted(counts.items()):
+        print(f"{key[0]:8s} {key[1]:10s} {key[2]:14s} {value:>10,d}")
+    replica_depth = counts[("replica", "depth", "av_nav")]
+    assert abs(replica_depth - SOUNDSPACES_AV_NAV_REPLICA_DEPTH) / SOUNDSPACES_AV_NAV_REPLICA_DEPTH < 0.01
+    assert abs(counts[("mp3d", "rgb", "av_nav")] - 4.96e6) / 4.96e6 < 0.01
+    # The ablations remove or replace parts of the full model.
+    assert counts[("replica", "depth", "asgf_no_ase")] < counts[("replica", "depth", "asgf")]
+
+
+def test_audio_encoder_geometry_per_family() -> None:
+    assert AudioEncoder((65, 69, 2)).flat_size == 1280
+    assert AudioEncoder((65, 26, 2)).flat_size == 2496
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_REGISTRY))
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_policy_act_and_evaluate_shapes(name: str, family: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    space = make_space(FAMILIES[family], ("rgb", "depth"), size=64)
+    policy = build_policy(make_cfg(name), space)
+    batch, steps = 3, 4
+    obs = make_obs(space, batch, gen)
+    hidden = policy.initial_hidden(batch)
+    value, action, log_prob, new_hidden = policy.act(obs, hidden, torch.ones(batch))
+    assert value.shape == (batch,) and log_prob.shape == (batch,)
+    assert action.dtype == torch.long and ((action >= 0) & (action < 4)).all()
+    assert new_hidden.shape == (1, batch, 512)
+    assert (log_prob <= 0).all()
+    seq_obs = {k: torch.stack([make_obs(space, batch, gen)[k] for _ in range(steps)]) for k in space.spaces}
+    actions = torch.randint(0, 4, (steps, batch), generator=gen)
+    masks = torch.ones(steps, batch)
+    values, log_probs, entropy, _ = policy.evaluate_actions(seq_obs, hidden, masks, actions)
+    assert values.shape == log_probs.shape == entropy.shape == (steps, batch)
+    assert ((entropy > 0) & (entropy <= math.log(4) + 1e-5)).all()
+    assert policy.get_value(obs, hidden, torch.ones(batch)).shape == (batch,)
+
+
+def test_blind_policy_uses_audio_only() -> None:
+    space = make_space(26, sensors=())
+    for name in sorted(POLICY_REGISTRY):
+        policy = build_policy(make_cfg(name), space)
+        assert policy.visual_encoder is None
+        obs = make_obs(space, 2, torch.Generator().manual_seed(1))
+        value, *_ = policy.act(obs, policy.initial_hidden(2), torch.ones(2))
+        assert value.shape == (2,)
+
+
+@pytest.mark.parametrize("name", ["asgf", "av_nav"])
+def test_sequence_evaluation_matches_stepwise_acting(name: str) -> None:
+    """A recurrent minibatch with an episode reset inside gives the same values as step-by-step acting."""
+    gen = torch.Generator().manual_seed(3)
+    space = make_space(26, ("depth",), size=48)
+    policy = build_policy(make_cfg(name), space)
+    steps, batch = 6, 3
+    seq_obs = {k: torch.stack([make_obs(space, batch, gen)[k] for _ in range(steps)]) for k in space.spaces}
+    masks = torch.ones(steps, batch)
+    masks[3, 1] = 0.0
+    masks[0] = 0.0
+    actions = torch.randint(0, 4, (steps, batch), generator=gen)
+    hidden = torch.randn(1, batch, 512, generator=gen)
+    with torch.no_grad():
+        values, log_probs, _, final_hidden = policy.evaluate_actions(seq_obs, hidden, masks, actions)
+        h = hidden
+        for t in range(steps):
+            obs_t = {k: v[t] for k, v in seq_obs.items()}
+            dist, value, h = policy.distribution_and_value(obs_t, h, masks[t])
+            torch.testing.assert_close(value, values[t], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(dist.log_prob(actions[t]), log_probs[t], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h, final_hidden, atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_state_reset_by_mask() -> None:
+    space = make_space(26, ("depth",), size=48)
+    policy = build_policy(make_cfg("av_nav"), space)
+    obs = make_obs(space, 2, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        fresh = policy.get_value(obs, policy.initial_hidden(2), torch.ones(2))
+        reset = policy.get_value(obs, torch.randn(1, 2, 512), torch.zeros(2))
+        carried = policy.get_value(obs, torch.randn(1, 2, 512), torch.ones(2))
+    torch.testing.assert_close(fresh, reset)
+    assert not torch.allclose(fresh, carried)
+
+
+def test_unknown_policy_lists_registered_names() -> None:
+    with pytest.raises(ValueError, match="registered: .*asgf.*av_nav"):
+        build_policy(make_cfg("transformer"), make_space(26))
+
+
+@pytest.mark.parametrize("frames", sorted(FAMILIES.values()))
+def test_intensity_weights_sum_to_one_and_follow_loudness(frames: int) -> None:
+    gen = torch.Generator().manual_seed(5)
+    ase = AudioSpatialStateEncoder((65, frames, 2))
+    levels = torch.randperm(frames, generator=gen).float() / frames * 2.0  # distinct per-frame loudness
+    jitter = 1 + 0.01 * torch.rand(2, 65, frames, 2, generator=gen)
+    spectrogram = torch.log1p(levels.view(1, 1, frames, 1) * jitter)
+    state, weights = ase(spectrogram)
+    assert state.shape == (2, 512)
+    assert weights.shape == (2, ase.num_frames)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
+    pooled = pool_frames(frame_intensity(spectrogram), ase.time_pool)
+    torch.testing.assert_close(weights, torch.softmax(pooled, dim=1))
+    order = torch.argsort(pooled[0])
+    assert (weights[0, order].diff() > 0).all(), "a louder frame must get a larger weight"
+
+
+def test_intensity_undoes_log1p() -> None:
+    magnitude = torch.rand(1, 65, 10, 2) * 5
+    torch.testing.assert_close(frame_intensity(torch.log1p(magnitude)), magnitude.mean(dim=(1, 3)))
+
+
+def test_ase_state_is_weighted_sum_of_frame_embeddings() -> None:
+    ase = AudioSpatialStateEncoder((65, 26, 2))
+    spectrogram = torch.rand(3, 65, 26, 2)
+    state, weights = ase(spectrogram)
+    embeddings = ase.frame_embeddings(spectrogram)
+    torch.testing.assert_close(state, (weights.unsqueeze(-1) * embeddings).sum(dim=1), atol=1e-5, rtol=1e-5)
+    assert ase.time_pool == 1 and AudioSpatialStateEncoder((65, 69, 2)).num_frames == 35
+
+
+def test_asgf_gate_and_attention() -> None:
+    gen = torch.Generator().manual_seed(6)
+    fusion = AudioSpatialGuidedFusion({"visual": 512, "audio": 512, "doa": 8}, 512, 256, 4)
+    state = torch.randn(16, 512, generator=gen) * 3
+    sizes = {"visual": 512, "audio": 512, "doa": 8}
+    memory = {k: torch.randn(16, n, generator=gen) for k, n in sizes.items()}
+    fused = fusion(state, memory)
+    assert fused.shape == (16, 256)
+    torch.testing.assert_close(fused.mean(-1), torch.zeros(16), atol=1e-5, rtol=0)  # LN_out
+    alpha = torch.sigmoid(fusion.gate(fusion.gate_norm(state)))
+    assert ((alpha > 0) & (alpha < 1)).all()
+    assert 0.0 < float(fusion.last_gate) < 1.0
+    torch.testing.assert_close(fusion.last_attention.sum(-1), torch.ones(16, 4))
+    assert fusion.last_attention.shape == (16, 4, 3)
+    assert 0.0 <= float(fusion.last_attention_entropy) <= math.log(3) + 1e-6
+
+
+def test_asgf_gate_closed_gives_projected_state() -> None:
+    """With alpha -> 0 the fused output is LN_out(W_e e_t): eq. (10) reduces to the audio state path."""
+    fusion = AudioSpatialGuidedFusion({"audio": 512}, 512, 256, 4)
+    with torch.no_grad():
+        fusion.gate[-1].bias.fill_(-50.0)
+    state = torch.randn(4, 512)
+    fused = fusion(state, {"audio": torch.randn(4, 512)})
+    expected = fusion.output_norm(fusion.state_projection(state))
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_doa_is_an_extra_memory_token() -> None:
+    space = make_space(26, ("depth",), size=48, doa=8)
+    with_doa = build_policy(make_cfg("asgf", use_doa=True), space)
+    without = build_policy(make_cfg("asgf", use_doa=False), space)
+    assert with_doa.fusion.token_names == ["visual", "audio", "doa"]
+    assert without.fusion.token_names == ["visual", "audio"]
+    obs = make_obs(space, 2, torch.Generator().manual_seed(7))
+    other = dict(obs, doa=-obs["doa"])
+    with torch.no_grad():
+        h = with_doa.initial_hidden(2)
+        masks = torch.ones(2)
+        assert not torch.allclose(with_doa.get_value(obs, h, masks), with_doa.get_value(other, h, masks))
+    av_nav = build_policy(make_cfg("av_nav", use_doa=True), space)
+    assert av_nav.state_encoder.gru.input_size == 512 + 512 + 8
+
+
+def test_policy_diagnostics_and_ase_state() -> None:
+    space = make_space(69, ("depth",), size=48)
+    obs = make_obs(space, 2, torch.Generator().manual_seed(8))
+    policy = build_policy(make_cfg("asgf"), space)
+    policy.act(obs, policy.initial_hidden(2), torch.ones(2))
+    diagnostics = policy.diagnostics()
+    assert set(diagnostics) == {"gate_alpha", "attention_entropy"}
+    assert policy.last_ase_state is not None and policy.last_ase_state.shape == (2, 512)
+    no_ase = build_policy(make_cfg("asgf_no_ase"), space)
+    assert no_ase.ase is None and no_ase.learned_state.shape == (512,)
+    assert build_policy(make_cfg("av_nav"), space).diagnostics() == {}

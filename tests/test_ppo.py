@@ -1,0 +1,232 @@
+"""PPO / DD-PPO machinery: GAE, minibatches, learning on a toy env, distributed sync, exact resume."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from gymnasium import spaces
+
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.rl.checkpoint import CheckpointError, list_checkpoints, load_latest
+from asgf_nav.rl.ppo import PPO, explained_variance
+from asgf_nav.rl.rollout import RolloutStorage, compute_gae
+from asgf_nav.rl.trainer import Trainer
+
+TURN_LEFT, TURN_RIGHT = 2, 3
+
+
+class ToySoundSideEnv:
+    """Test double following the batched env contract.
+
+    Each step the sound is louder in the left or the right ear (chosen afresh, so no memory is needed);
+    turning towards it pays 1. Episodes last ``episode_length`` steps; info reports the fraction of
+    correct turns as SPL, and success when every turn was correct.
+    """
+
+    def __init__(self, num_envs: int, seed: int, episode_length: int = 5, frames: int = 26) -> None:
+        self.num_envs, self.episode_length, self.frames = num_envs, episode_length, frames
+        self.generator = torch.Generator().manual_seed(seed)
+        box = spaces.Box(0.0, 50.0, (65, frames, 2), np.float32)
+        self.observation_space = spaces.Dict({"spectrogram": box})
+        self.side = torch.zeros(num_envs, dtype=torch.long)
+        self.steps = torch.zeros(num_envs, dtype=torch.long)
+        self.correct = torch.zeros(num_envs, dtype=torch.long)
+
+    def observe(self) -> dict[str, torch.Tensor]:
+        spectrogram = torch.rand(self.num_envs, 65, self.frames, 2, generator=self.generator) * 0.3
+        loud = torch.nn.functional.one_hot(self.side, 2).float().view(self.num_envs, 1, 1, 2)
+        return {"spectrogram": spectrogram + 1.5 * loud}
+
+    def draw_sides(self) -> None:
+        self.side = torch.randint(0, 2, (self.num_envs,), generator=self.generator)
+
+    def reset(self) -> dict[str, torch.Tensor]:
+        self.steps.zero_()
+        self.correct.zero_()
+        self.draw_sides()
+        return self.observe()
+
+    def step(self, actions: torch.Tensor):
+        hit = actions.cpu() == (TURN_LEFT + self.side)
+        self.correct += hit.long()
+        self.steps += 1
+        done = self.steps >= self.episode_length
+        fraction = self.correct.float() / self.steps.float()
+        info = {
+            "success": (self.correct == self.steps).float(),
+            "spl": fraction,
+            "softspl": fraction,
+            "sna": fraction,
+            "distance_to_goal": (self.steps - self.correct).float(),
+            "num_actions": self.steps.float(),
+        }
+        self.steps[done] = 0
+        self.correct[done] = 0
+        self.draw_sides()
+        return self.observe(), hit.float(), done, info
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state(), "side": self.side.clone(),
+                "steps": self.steps.clone(), "correct": self.correct.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self.side, self.steps = state["side"].clone(), state["steps"].clone()
+        self.correct = state["correct"].clone()
+
+
+def toy_env_factory(cfg: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+    seed = cfg.train.seed * 1000 + rank * 10 + (1 if split == "val" else 0)
+    return ToySoundSideEnv(cfg.ppo.num_envs, seed)
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """One torch thread: these tiny models run faster without thread sync on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def small_cfg(
+    policy: str = "av_nav", updates: int = 4, num_envs: int = 4, num_steps: int = 8, small_model: bool = True
+) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.model.policy = policy
+    if small_model:
+        cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim, cfg.model.fusion_heads = 64, 64, 32, 2
+    cfg.ppo.num_envs, cfg.ppo.num_steps = num_envs, num_steps
+    cfg.ppo.ppo_epoch, cfg.ppo.num_mini_batch = 2, 2
+    cfg.ppo.total_frames = updates * num_envs * num_steps
+    cfg.train.device = "cpu"
+    cfg.train.val_interval = 0
+    cfg.train.checkpoint_interval = 3
+    cfg.train.keep_checkpoints = 2
+    cfg.task.max_steps = 5
+    return cfg
+
+
+def test_gae_matches_hand_computation() -> None:
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [1.0], [1.5], [2.0]])
+    masks = torch.tensor([[1.0], [1.0], [0.0], [1.0]])  # the episode ends after step 1
+    advantages, returns = compute_gae(rewards, values, masks, gamma=0.9, gae_lambda=0.8)
+    # t=2: 3 + 0.9*2.0 - 1.5 = 3.3; t=1: no bootstrap, 2 - 1.0 = 1.0; t=0: (1 + 0.9 - 0.5) + 0.72 * 1.0 = 2.12
+    torch.testing.assert_close(advantages, torch.tensor([[2.12], [1.0], [3.3]]))
+    torch.testing.assert_close(returns, torch.tensor([[2.62], [2.0], [4.8]]))
+
+
+def test_recurrent_minibatches_cover_each_env_once() -> None:
+    steps, envs = 5, 6
+    storage = RolloutStorage(steps, envs, {"x": ((3,), np.float32)}, (1, 4))
+    storage.obs["x"].copy_(torch.arange(envs).float().view(1, envs, 1).expand(steps + 1, envs, 3))
+    storage.hidden.copy_(torch.arange(envs).float().view(1, envs, 1).expand(1, envs, 4))
+    storage.actions.copy_(torch.arange(envs).expand(steps, envs))
+    advantages = torch.arange(envs).float().expand(steps, envs)
+    for _ in range(3):  # epochs
+        seen = []
+        for batch in storage.recurrent_minibatches(advantages, num_mini_batch=3):
+            assert batch.obs["x"].shape == (steps, 2, 3) and batch.masks.shape == (steps, 2)
+            ids = batch.env_indices
+            assert (batch.obs["x"][:, :, 0] == ids.float()).all() and (batch.actions == ids).all()
+            assert (batch.hidden[0, :, 0] == ids.float()).all() and (batch.advantages == ids.float()).all()
+            seen += ids.tolist()
+        assert sorted(seen) == list(range(envs))
+    with pytest.raises(ValueError, match="num_mini_batch"):
+        next(storage.recurrent_minibatches(advantages, num_mini_batch=7))
+
+
+def test_explained_variance() -> None:
+    returns = torch.randn(100)
+    assert explained_variance(returns, returns) == pytest.approx(1.0)
+    assert explained_variance(torch.zeros(100), returns) == pytest.approx(0.0, abs=0.05)
+
+
+def test_linear_lr_and_clip_decay() -> None:
+    cfg = small_cfg()
+    ppo = PPO(torch.nn.Linear(2, 2), cfg.ppo)
+    ppo.set_progress(update=3, num_updates=4)
+    assert ppo.lr == pytest.approx(cfg.ppo.lr / 4) and ppo.clip == pytest.approx(cfg.ppo.clip_param / 4)
+    assert ppo.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.ppo.lr / 4)
+
+
+def test_ppo_learns_sound_side(tmp_path: Path) -> None:
+    """From chance (1/4 correct turns) to nearly always turning towards the louder ear within ~3k frames."""
+    cfg = small_cfg("av_nav", updates=12, num_envs=8, num_steps=16, small_model=False)
+    cfg.ppo.ppo_epoch, cfg.ppo.lr, cfg.ppo.entropy_coef = 4, 1e-3, 0.01
+    cfg.ppo.use_linear_lr_decay = False
+    cfg.train.checkpoint_interval, cfg.train.val_interval, cfg.train.val_episodes = 100, 12, 40
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    stats = trainer.train()
+    expected = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance",
+                "grad_norm", "lr", "clip", "fps"}
+    assert expected <= set(stats)
+    validation = trainer.validate()
+    assert validation["episodes"] >= 40
+    assert validation["spl"] > 0.7, validation  # chance: 0.25
+    assert stats["episode/spl"] > 0.5, stats
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_kill_and_resume_gives_identical_parameters(tmp_path: Path) -> None:
+    cfg = small_cfg("asgf", updates=4)
+    uninterrupted = Trainer(cfg, toy_env_factory, tmp_path / "full")
+    uninterrupted.train()
+    partial = Trainer(cfg, toy_env_factory, tmp_path / "resumed")
+    partial.train(max_updates=2)  # stops (as if killed) after a checkpoint at update 2
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["ckpt_000002.pt"]
+    resumed = Trainer(cfg, toy_env_factory, tmp_path / "resumed", resume=True)
+    assert resumed.update == 2 and resumed.frames == 2 * cfg.ppo.num_envs * cfg.ppo.num_steps
+    resumed.train()
+    assert resumed.update == 4
+    full_state, resumed_state = uninterrupted.policy.state_dict(), resumed.policy.state_dict()
+    for key, value in full_state.items():
+        assert torch.equal(value, resumed_state[key]), f"parameter {key} differs after resume"
+    # checkpoints at 2, 3 (interval) and 4 (end); only the newest 2 are kept
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["ckpt_000003.pt", "ckpt_000004.pt"]
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "checkpoints" / "ckpt_000007.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="ckpt_000007.pt"):
+        load_latest(tmp_path)
+    assert load_latest(tmp_path / "empty") is None
+
+
+def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        # 6 updates' worth of single-process frames = 3 updates of 2 ranks
+        trainer = Trainer(small_cfg("asgf", updates=6), toy_env_factory, run_dir)
+        initial = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+        trainer.train()
+        final = trainer.policy.state_dict()
+        torch.save({"initial": initial, "final": final}, os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddppo_two_ranks_keep_identical_parameters(tmp_path: Path) -> None:
+    world = 2
+    mp.spawn(ddppo_worker, args=(world, str(tmp_path / "init"), str(tmp_path / "run"), str(tmp_path)),
+             nprocs=world, join=True)
+    states = [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
+    changed = False
+    for key, value in states[0]["final"].items():
+        assert torch.equal(value, states[1]["final"][key]), f"{key} differs between ranks"
+        assert torch.equal(states[0]["initial"][key], states[1]["initial"][key]), f"{key} not broadcast"
+        changed |= not torch.equal(value, states[0]["initial"][key])
+    assert changed, "training did not change the parameters"
+    assert (tmp_path / "run" / "checkpoints" / "ckpt_000003.pt").is_file()
