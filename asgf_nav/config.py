@@ -46,6 +46,9 @@ class AcousticsConfig:
     ism_order: int = 3
     rays: int = 3000
     max_rir_seconds: float = 1.0
+    ear_height: float = 1.5  # listener and source height above the floor (m)
+    furniture_obstacles: bool = True  # furniture as absorbing boxes in the acoustic model
+    max_image_sources: int = 30000  # walls**order cap: lowers the image-source order on large plans
 
 
 @dataclass
@@ -65,6 +68,7 @@ class TaskConfig:
     min_geodesic_distance: float = 1.0
     max_geodesic_distance: float = 1000.0
     use_doa: bool = False
+    spectrogram_cache_size: int = 8192  # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz)
 
 
 @dataclass

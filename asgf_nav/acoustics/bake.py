@@ -1,0 +1,218 @@
+"""Bake a scene's acoustics: one pyroomacoustics simulation per source node, heard at every graph node.
+
+Stored compactly (see docs/acoustics.md): per (source, receiver) the specular paths (delay float32,
+direction and per-band level float16) and the late energy envelope per octave band (float16 dB); the
+binaural responses for any yaw are rendered from these at load time by
+:class:`asgf_nav.acoustics.rir.SceneRirs`.
+
+The unit of parallel work is :func:`bake_source`; :func:`bake_acoustics` runs the missing ones (resuming
+from ``acoustics_partial/`` after an interruption) and writes the "acoustics" stage once all are done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate_source
+from asgf_nav.io import atomic_write, atomic_write_text
+from asgf_nav.scenes.floorplan import FloorPlan
+from asgf_nav.scenes.store import SceneStore, write_stage
+
+logger = logging.getLogger(__name__)
+
+STAGE = "acoustics"
+PARTIAL_DIR = "acoustics_partial"
+FLOORPLAN_FILE = "floorplan.json"
+ACOUSTICS_VERSION = 1
+LATE_FLOOR_DB = -200.0  # stored late level at or below this means "no energy"
+PATH_FLOOR_DB = -120.0  # specular paths weaker than this (amplitude re 1 at 1 m) are not stored
+
+
+# --------------------------------------------------------------------------------------------- settings
+def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
+    """Everything that determines the baked result (it keys the partial cache and goes into the meta)."""
+    store = SceneStore(scene_dir)
+    store.require("layout")
+    layout = store.meta("layout")
+    sample_rate = layout.get("sample_rate")
+    if sample_rate is None:
+        from asgf_nav.scenes.presets import get_preset
+
+        sample_rate = get_preset(layout.get("preset") or layout["dataset"]).sample_rate
+    ac = cfg.acoustics
+    return {
+        "version": ACOUSTICS_VERSION,
+        "sample_rate": int(sample_rate),
+        "dataset": layout.get("dataset", scene_dir.parent.name),
+        "preset": layout.get("preset", scene_dir.parent.name),
+        "scene": scene_dir.name,
+        "sources_per_scene": int(getattr(ac, "sources_per_scene", 24)),
+        "ism_order": int(getattr(ac, "ism_order", 3)),
+        "rays": int(getattr(ac, "rays", 3000)),
+        "max_rir_seconds": float(getattr(ac, "max_rir_seconds", 1.0)),
+        "ear_height": float(ac.ear_height),
+        "furniture_obstacles": bool(ac.furniture_obstacles),
+        "max_images": int(ac.max_image_sources),
+        "hist_bin_seconds": HIST_BIN_SECONDS,
+        "layout_digest": _layout_digest(store),
+    }
+
+
+def _layout_digest(store: SceneStore) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(store.array("positions")).tobytes())
+    h.update(store.file_bytes(FLOORPLAN_FILE))
+    return h.hexdigest()[:16]
+
+
+def select_source_nodes(positions: np.ndarray, count: int) -> np.ndarray:
+    """``count`` nodes spread over the scene (farthest-point sampling from the node nearest the centre)."""
+    pts = np.asarray(positions, dtype=np.float64)[:, [0, 2]]
+    n = len(pts)
+    if count >= n:
+        return np.arange(n, dtype=np.int32)
+    chosen = [int(np.argmin(np.linalg.norm(pts - pts.mean(axis=0), axis=1)))]
+    dist = np.linalg.norm(pts - pts[chosen[0]], axis=1)
+    for _ in range(count - 1):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(pts - pts[nxt], axis=1))
+    return np.sort(np.asarray(chosen, dtype=np.int32))
+
+
+def _ears(positions: np.ndarray, ear_height: float, ceiling: float) -> np.ndarray:
+    ears = np.asarray(positions, dtype=np.float64).copy()
+    ears[:, 1] += min(ear_height, ceiling - 0.3)
+    return ears
+
+
+def _partial_dir(scene_dir: Path, params: dict[str, Any]) -> Path:
+    """Partial-results directory, emptied when it holds results of other settings."""
+    directory = Path(scene_dir) / PARTIAL_DIR
+    stamp = directory / "params.json"
+    text = json.dumps(params, sort_keys=True)
+    if directory.exists() and (not stamp.exists() or stamp.read_text() != text):
+        logger.info("%s: bake settings changed, dropping partial acoustics", scene_dir)
+        shutil.rmtree(directory)
+    if not stamp.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(stamp, text)
+    return directory
+
+
+def _source_file(partial: Path, slot: int) -> Path:
+    return partial / f"source_{slot:03d}.npz"
+
+
+# --------------------------------------------------------------------------------------------- baking
+def bake_source(scene_dir: str | Path, cfg: Any, source_slot: int) -> Path:
+    """Simulate source ``source_slot`` at every node and save it atomically; skip if already saved."""
+    scene_dir = Path(scene_dir)
+    params = bake_params(scene_dir, cfg)
+    partial = _partial_dir(scene_dir, params)
+    out = _source_file(partial, source_slot)
+    if out.exists():
+        return out
+    store = SceneStore(scene_dir)
+    plan = FloorPlan.load(scene_dir / FLOORPLAN_FILE)
+    positions = np.asarray(store.array("positions"))
+    sources = select_source_nodes(positions, params["sources_per_scene"])
+    if not 0 <= source_slot < len(sources):
+        raise IndexError(f"scene {scene_dir}: source slot {source_slot} out of range (0..{len(sources) - 1})")
+    ears = _ears(positions, params["ear_height"], plan.ceiling_height)
+    node = int(sources[source_slot])
+    field = simulate_source(
+        plan,
+        ears[node],
+        ears,
+        params["sample_rate"],
+        ism_order=params["ism_order"],
+        rays=params["rays"],
+        max_seconds=params["max_rir_seconds"],
+        furniture=params["furniture_obstacles"],
+        seed=node,
+        max_images=params["max_images"],
+    )
+    level = 20.0 * np.log10(np.maximum(field.band_amplitude, 1e-12))
+    strong = level.max(axis=1) > PATH_FLOOR_DB if len(level) else np.zeros(0, dtype=bool)
+    counts = np.array([strong[field.images(r)].sum() for r in range(field.num_receivers)], dtype=np.int64)
+    late_db = 10.0 * np.log10(np.maximum(field.histogram, 1e-30))
+    late_db[field.histogram <= 0] = LATE_FLOOR_DB
+    arrays = {
+        "counts": counts,
+        "delay": field.delay[strong].astype(np.float32),
+        "direction": np.stack([field.azimuth[strong], field.elevation[strong]], axis=1).astype(np.float16),
+        "level_db": level[strong].astype(np.float16),
+        "late_db": np.maximum(late_db, LATE_FLOOR_DB).astype(np.float16),
+    }
+
+    def _write(path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(out, _write)
+    return out
+
+
+def bake_acoustics(scene_dir: Path, cfg: Any) -> None:
+    """Bake every source (resuming finished ones) and write the "acoustics" stage."""
+    scene_dir = Path(scene_dir)
+    params = bake_params(scene_dir, cfg)
+    store = SceneStore(scene_dir)
+    positions = np.asarray(store.array("positions"))
+    sources = select_source_nodes(positions, params["sources_per_scene"])
+    partial = _partial_dir(scene_dir, params)
+    todo = [s for s in range(len(sources)) if not _source_file(partial, s).exists()]
+    for slot in tqdm(
+        todo,
+        desc=f"acoustics {params['dataset']}/{scene_dir.name}",
+        unit="source",
+        disable=not todo,
+        leave=False,
+    ):
+        bake_source(scene_dir, cfg, slot)
+    write_acoustics_stage(scene_dir, params, sources, partial)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_acoustics_stage(
+    scene_dir: Path, params: dict[str, Any], sources: np.ndarray, partial: Path
+) -> None:
+    """Concatenate the per-source files into the stage's arrays (offsets index source-major pairs)."""
+    counts, delay, direction, level, late = [], [], [], [], []
+    for slot in range(len(sources)):
+        path = _source_file(partial, slot)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                counts.append(data["counts"])
+                delay.append(data["delay"])
+                direction.append(data["direction"])
+                level.append(data["level_db"])
+                late.append(data["late_db"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise RuntimeError(
+                f"partial acoustics file {path} is unreadable ({exc}); delete it and rebake"
+            ) from exc
+    offsets = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.concatenate(counts))
+    arrays = {
+        "acoustic_source_nodes": sources.astype(np.int32),
+        "rir_path_offsets": offsets,
+        "rir_path_delay": np.concatenate(delay),
+        "rir_path_direction": np.concatenate(direction),
+        "rir_path_level_db": np.concatenate(level),
+        "rir_late_db": np.stack(late),
+    }
+    meta = {k: v for k, v in params.items()}
+    meta["band_centers"] = [float(c) for c in band_centers(params["sample_rate"])]
+    meta["late_floor_db"] = LATE_FLOOR_DB
+    write_stage(scene_dir, STAGE, arrays, meta=meta)
+    size = sum(a.nbytes for a in arrays.values())
+    logger.info("%s: acoustics stage written (%d sources, %.1f MB)", scene_dir, len(sources), size / 1e6)

@@ -1,0 +1,127 @@
+"""Read side of the baked acoustics: binaural room impulse responses per (receiver, source, yaw).
+
+``SceneRirs(store).rir(receiver, source_node, yaw_index)`` returns a float32 (L, 2) response (channel 0 =
+left ear) for an agent at node ``receiver`` with habitat yaw ``90 * yaw_index`` degrees, the sound at
+node ``source_node``; L = max_rir_seconds x sample rate and time 0 is the emission (travel time kept).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from asgf_nav.acoustics.binaural import EarlyPaths, noise_offsets, render_early, render_late
+from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.scenes.store import SceneStore
+
+logger = logging.getLogger(__name__)
+
+YAW_STEP_DEG = 90.0
+NUM_YAWS = 4
+
+
+class SceneRirs:
+    """Binaural RIRs of one baked scene, rendered on demand from the compact "acoustics" stage."""
+
+    def __init__(self, store: SceneStore) -> None:
+        store.require("acoustics")
+        self.store = store
+        meta = store.meta("acoustics")
+        self.meta = meta
+        self.sample_rate = int(meta["sample_rate"])
+        self.length = int(round(float(meta["max_rir_seconds"]) * self.sample_rate))
+        self.band_centers = np.asarray(meta["band_centers"], dtype=float)
+        self.hist_bin_seconds = float(meta["hist_bin_seconds"])
+        self.late_floor_db = float(meta["late_floor_db"])
+        self.source_nodes = np.asarray(store.array("acoustic_source_nodes"), dtype=np.int32)
+        self._slots = {int(n): i for i, n in enumerate(self.source_nodes)}
+        self._offsets = store.array("rir_path_offsets")
+        self._delay = store.array("rir_path_delay")
+        self._direction = store.array("rir_path_direction")
+        self._level = store.array("rir_path_level_db")
+        self._late = store.array("rir_late_db")
+        self.num_receivers = int(self._late.shape[1])
+        self.hrtf = load_hrtf(self.sample_rate)
+
+    @property
+    def scene(self) -> str:
+        return self.store.name
+
+    def source_slot(self, node: int) -> int:
+        try:
+            return self._slots[int(node)]
+        except KeyError:
+            raise KeyError(
+                f"node {node} is not a sound source of scene {self.scene!r}; "
+                f"source nodes: {self.source_nodes.tolist()}"
+            ) from None
+
+    def _check(self, receiver: int, yaw_index: int) -> None:
+        if not 0 <= int(receiver) < self.num_receivers:
+            raise IndexError(
+                f"scene {self.scene!r}: receiver {receiver} out of range 0..{self.num_receivers - 1}"
+            )
+        if not 0 <= int(yaw_index) < NUM_YAWS:
+            raise IndexError(f"yaw_index {yaw_index} out of range 0..{NUM_YAWS - 1} (yaw = 90 * index)")
+
+    def paths(self, receiver: int, source_node: int) -> EarlyPaths:
+        """Specular paths (float64, dequantised) from ``source_node`` to ``receiver``."""
+        pair = self.source_slot(source_node) * self.num_receivers + int(receiver)
+        lo, hi = int(self._offsets[pair]), int(self._offsets[pair + 1])
+        direction = np.asarray(self._direction[lo:hi], dtype=np.float64)
+        return EarlyPaths(
+            delay=np.asarray(self._delay[lo:hi], dtype=np.float64),
+            azimuth=direction[:, 0],
+            elevation=direction[:, 1],
+            band_amplitude=10.0 ** (np.asarray(self._level[lo:hi], dtype=np.float64) / 20.0),
+        )
+
+    def late_energy(self, receiver: int, source_node: int) -> np.ndarray:
+        """Late energy per band and histogram bin (B, bins), float64; zero where nothing arrived."""
+        db = np.asarray(self._late[self.source_slot(source_node), int(receiver)], dtype=np.float64)
+        return np.where(db <= self.late_floor_db, 0.0, 10.0 ** (db / 10.0))
+
+    def _render(self, receiver: int, source_node: int, yaw_indices: Sequence[int]) -> np.ndarray:
+        """(Y, L, 2) responses of one pair for several yaws (the paths are dequantised once)."""
+        paths = self.paths(receiver, source_node)
+        yaws = np.asarray(yaw_indices, dtype=float) * YAW_STEP_DEG
+        out = render_early(paths, yaws, self.hrtf, self.band_centers, self.length)
+        energy = self.late_energy(receiver, source_node)
+        span = self._noise_span()
+        for y, k in enumerate(yaw_indices):
+            offsets = noise_offsets(int(receiver), int(source_node), int(k), span)
+            out[y] += render_late(energy, self.hist_bin_seconds, self.sample_rate, self.length, offsets)
+        return out
+
+    def _noise_span(self) -> int:
+        from asgf_nav.acoustics.binaural import NOISE_SECONDS
+
+        return int(NOISE_SECONDS * self.sample_rate) - self.length
+
+    def rir(self, receiver: int, source_node: int, yaw_index: int) -> np.ndarray:
+        """Binaural RIR (L, 2) float32 for an agent at ``receiver`` facing yaw ``90 * yaw_index``."""
+        self._check(receiver, yaw_index)
+        return self._render(receiver, source_node, [int(yaw_index)])[0]
+
+    def rirs(
+        self, receivers: Sequence[int], source_nodes: Sequence[int], yaw_indices: Sequence[int]
+    ) -> np.ndarray:
+        """Batched :meth:`rir`: (B, L, 2); items sharing (receiver, source) are rendered together."""
+        receivers = np.asarray(receivers, dtype=np.int64).ravel()
+        source_nodes = np.asarray(source_nodes, dtype=np.int64).ravel()
+        yaw_indices = np.asarray(yaw_indices, dtype=np.int64).ravel()
+        if not len(receivers) == len(source_nodes) == len(yaw_indices):
+            raise ValueError(
+                f"rirs needs equally long inputs, got {len(receivers)} receivers, "
+                f"{len(source_nodes)} sources, {len(yaw_indices)} yaws"
+            )
+        out = np.empty((len(receivers), self.length, 2), dtype=np.float32)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (r, s, k) in enumerate(zip(receivers, source_nodes, yaw_indices)):
+            self._check(int(r), int(k))
+            groups.setdefault((int(r), int(s)), []).append(i)
+        for (r, s), items in groups.items():
+            out[items] = self._render(r, s, [int(yaw_indices[i]) for i in items])
+        return out

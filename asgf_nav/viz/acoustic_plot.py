@@ -1,0 +1,92 @@
+"""Acoustics figure: received energy at every node for one source over the floor plan, plus RIR pairs."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from asgf_nav.acoustics.rir import SceneRirs  # noqa: E402
+from asgf_nav.scenes.floorplan import FloorPlan  # noqa: E402
+from asgf_nav.viz.floorplan_plot import draw_floorplan  # noqa: E402
+
+
+def received_energy_db(rirs: SceneRirs, source_node: int, yaw_index: int = 0) -> np.ndarray:
+    """Energy (dB, both ears summed) of the RIR at every node for ``source_node``."""
+    out = np.empty(rirs.num_receivers)
+    for r in range(rirs.num_receivers):
+        x = rirs.rir(r, source_node, yaw_index).astype(np.float64)
+        out[r] = 10 * np.log10((x**2).sum() + 1e-20)
+    return out
+
+
+def acoustics_figure(
+    plan: FloorPlan, positions: np.ndarray, rirs: SceneRirs, source_node: int, probe_nodes: list[int]
+) -> Figure:
+    """Heat map of received energy over the plan, and the binaural RIR (yaw 0) at each probe node."""
+    energy = received_energy_db(rirs, source_node)
+    energy = energy - energy.max()
+    fig = plt.figure(figsize=(13, 6.5))
+    grid = fig.add_gridspec(len(probe_nodes), 2, width_ratios=(1.25, 1.0))
+    ax = fig.add_subplot(grid[:, 0])
+    draw_floorplan(ax, plan, room_labels=True)
+    pts = np.asarray(positions)[:, [0, 2]]
+    sc = ax.scatter(
+        pts[:, 0],
+        pts[:, 1],
+        c=energy,
+        cmap="inferno",
+        vmin=max(energy.min(), -60),
+        vmax=0,
+        s=28,
+        zorder=7,
+        edgecolors="none",
+    )
+    ax.scatter(
+        *pts[source_node], marker="*", s=260, color="cyan", edgecolors="black", zorder=8, label="source"
+    )
+    for i, node in enumerate(probe_nodes):
+        ax.annotate(
+            str(i + 1),
+            pts[node],
+            color="white",
+            fontsize=9,
+            ha="center",
+            va="center",
+            zorder=9,
+            bbox={"boxstyle": "circle,pad=0.2", "fc": "#3a7bd5", "ec": "none"},
+        )
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("z (m)")
+    ax.set_title(f"{rirs.scene}: received energy (dB re max), source node {source_node}")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.colorbar(sc, ax=ax, shrink=0.7, label="dB")
+    t_ms = np.arange(rirs.length) / rirs.sample_rate * 1000
+    for i, node in enumerate(probe_nodes):
+        sub = fig.add_subplot(grid[i, 1])
+        rir = rirs.rir(node, source_node, 0)
+        shown = t_ms < 150
+        sub.plot(t_ms[shown], rir[shown, 0], lw=0.6, color="#d1495b", label="left")
+        sub.plot(t_ms[shown], rir[shown, 1], lw=0.6, color="#00798c", alpha=0.8, label="right")
+        dist = float(np.linalg.norm(positions[node] - positions[source_node]))
+        sub.set_title(f"{i + 1}: node {node}, {dist:.1f} m, {energy[node]:.0f} dB, yaw 0", fontsize=9)
+        sub.tick_params(labelsize=7)
+        if i == 0:
+            sub.legend(fontsize=7, loc="upper right")
+        if i == len(probe_nodes) - 1:
+            sub.set_xlabel("time (ms)")
+    fig.tight_layout()
+    return fig
+
+
+def pick_probe_nodes(positions: np.ndarray, source_node: int, count: int = 3) -> list[int]:
+    """Nodes at increasing distance from the source (near, middle, far)."""
+    dist = np.linalg.norm(np.asarray(positions) - np.asarray(positions)[source_node], axis=1)
+    order = np.argsort(dist)
+    picks = [order[int(q * (len(order) - 1))] for q in np.linspace(0.05, 1.0, count)]
+    return [int(p) for p in picks]

@@ -1,0 +1,51 @@
+"""The shipped MIT KEMAR HRTF: layout, conventions (channel 0 = left, azimuth counter-clockwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asgf_nav.acoustics.hrtf import KEMAR_FILE, load_hrtf
+
+
+def _onset(x: np.ndarray) -> int:
+    return int(np.argmax(np.abs(x) > 0.2 * np.abs(x).max()))
+
+
+def test_file_is_compact_and_complete():
+    assert KEMAR_FILE.stat().st_size < 2_000_000
+    assert (KEMAR_FILE.parent / "MIT_KEMAR_ATTRIBUTION.md").exists()
+    h = load_hrtf(44100)
+    assert h.hrir.shape[0] == 710 and h.hrir.shape[1] == 2
+    assert h.azimuth.min() >= 0 and h.azimuth.max() < 360
+    assert h.elevation.min() == pytest.approx(-40) and h.elevation.max() == pytest.approx(90)
+
+
+@pytest.mark.parametrize("rate", [44100, 16000])
+def test_source_on_the_left_is_louder_and_earlier_in_the_left_ear(rate: int):
+    h = load_hrtf(rate)
+    left = int(h.nearest(np.array([90.0]), np.array([0.0]))[0])
+    right = int(h.nearest(np.array([270.0]), np.array([0.0]))[0])
+    ir = h.hrir[left]
+    ild = 10 * np.log10((ir[0] ** 2).sum() / (ir[1] ** 2).sum())
+    assert ild > 6.0
+    assert _onset(ir[0]) < _onset(ir[1])
+    np.testing.assert_allclose(
+        h.hrir[right][::-1], ir, atol=0.05 * np.abs(ir).max()
+    )  # KEMAR set is symmetric
+
+
+def test_nearest_returns_the_exact_grid_direction():
+    h = load_hrtf(44100)
+    idx = h.nearest(h.azimuth[::37], h.elevation[::37])
+    np.testing.assert_array_equal(idx, np.arange(len(h.azimuth))[::37])
+
+
+def test_front_and_back_differ_in_spectrum():
+    h = load_hrtf(44100)
+    front, back = h.nearest(np.array([0.0, 180.0]), np.array([0.0, 0.0]))
+    spec = np.abs(np.fft.rfft(h.hrir[[front, back]], n=1024, axis=-1)) + 1e-9
+    freqs = np.fft.rfftfreq(1024, 1 / 44100)
+    band = (freqs > 2000) & (freqs < 12000)
+    diff_db = np.abs(20 * np.log10(spec[0, :, band] / spec[1, :, band])).mean()
+    assert diff_db > 2.0
