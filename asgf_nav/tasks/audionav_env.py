@@ -1,0 +1,188 @@
+"""Reference AudioGoal environment (gymnasium id ``AudioNav-v0``): one agent, computed step by step.
+
+This is the readable statement of the task: every observation is computed with scipy at each step,
+the way SoundSpaces 1.0 computes it. The batched env must reproduce it exactly (tests compare them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from asgf_nav.tasks import metrics
+from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, resolve_episodes
+from asgf_nav.tasks.navigation import NUM_ACTIONS, STOP, check_action, step_pose
+from asgf_nav.tasks.observations import BUILTIN_SENSORS, ObservationState, check_sensors, get_observation
+from asgf_nav.tasks.spectrogram import spectrogram_np, spectrogram_shape
+from asgf_nav.tasks.world import TaskWorld
+
+logger = logging.getLogger(__name__)
+
+
+def task_setting(task_cfg: Any, name: str, default: Any) -> Any:
+    return getattr(task_cfg, name, default) if task_cfg is not None else default
+
+
+def observation_space_for(world: TaskWorld, sensors: Sequence[str]) -> gym.spaces.Dict:
+    """Per-env Dict space: rgb (H,W,3) uint8, depth (H,W,1) in [0,1], spectrogram (F,T,2), extras."""
+    scene = next(iter(world.scenes.values()))
+    spaces: dict[str, gym.Space] = {}
+    for name in sensors:
+        if name == "rgb":
+            if scene.rgb is None:
+                raise ValueError(f"sensor 'rgb' requested but scene {scene.name} has no rgb views")
+            h, w = scene.rgb.shape[2:4]
+            spaces[name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        elif name == "depth":
+            if scene.depth is None:
+                raise ValueError(f"sensor 'depth' requested but scene {scene.name} has no depth views")
+            h, w = scene.depth.shape[2:4]
+            spaces[name] = gym.spaces.Box(0.0, 1.0, (h, w, 1), np.float32)
+        elif name == "spectrogram":
+            spaces[name] = gym.spaces.Box(0.0, np.inf, spectrogram_shape(world.sample_rate), np.float32)
+        else:
+            spaces[name] = get_observation(name).space(world)
+    return gym.spaces.Dict(spaces)
+
+
+class AudioNavEnv(gym.Env):
+    """SoundSpaces 1.0 AudioGoal: walk to the sounding node and STOP.
+
+    Actions: 0 STOP, 1 MOVE_FORWARD, 2 TURN_LEFT, 3 TURN_RIGHT. Episodes come from ``episodes`` (stored
+    :class:`Episode` or already resolved) drawn by an :class:`EpisodeSampler` seeded with ``seed`` and
+    ``env_index``; ``reset(options={"episode_index": i})`` runs a given one. With no ``world`` the scenes
+    of ``split`` are loaded from ``cfg`` (see :func:`asgf_nav.tasks.factory.load_task_data`).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        world: TaskWorld | None = None,
+        episodes: Sequence[Episode | ResolvedEpisode] | None = None,
+        cfg: Any = None,
+        split: str = "train",
+        sensors: Sequence[str] | None = None,
+        seed: int = 0,
+        env_index: int = 0,
+        num_envs: int = 1,
+        sampler_mode: str = "shuffle",
+    ) -> None:
+        task_cfg = getattr(cfg, "task", cfg)
+        if world is None or episodes is None:
+            from asgf_nav.tasks.factory import load_task_data
+
+            world, episodes = load_task_data(cfg, split)
+        self.world = world
+        self.episodes = _resolved(episodes, world)
+        self.sensors = check_sensors(list(sensors if sensors is not None
+                                          else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS))))
+        self.max_steps = int(task_setting(task_cfg, "max_steps", 500))
+        self.success_distance = float(task_setting(task_cfg, "success_distance", 1.0))
+        self.slack_reward = float(task_setting(task_cfg, "slack_reward", -0.01))
+        self.success_reward = float(task_setting(task_cfg, "success_reward", 10.0))
+        self.distance_scale = float(task_setting(task_cfg, "distance_reward_scale", 1.0))
+        self.observation_space = observation_space_for(world, self.sensors)
+        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        self._sampler_args = (len(self.episodes), env_index, num_envs, sampler_mode)
+        self.sampler = EpisodeSampler(len(self.episodes), seed, env_index, num_envs, sampler_mode)
+        self.episode: ResolvedEpisode | None = None
+        self._done = True
+
+    # -------------------------------------------------------------------------------------- API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            n, env_index, num_envs, mode = self._sampler_args
+            self.sampler = EpisodeSampler(n, seed, env_index, num_envs, mode)
+        options = options or {}
+        if "episode_index" in options:
+            index = int(options["episode_index"])
+            if not 0 <= index < len(self.episodes):
+                raise IndexError(f"episode_index {index} out of range (0..{len(self.episodes) - 1})")
+        else:
+            index = self.sampler.next()
+        ep = self.episodes[index]
+        self.episode = ep
+        self.scene = self.world.scene(ep.scene)
+        self.node, self.yaw = ep.start_node, ep.start_yaw
+        self.steps = 0
+        self.path_length = 0.0
+        self.prev_distance = float(ep.geodesic_distance)
+        self.called_stop = False
+        self._done = False
+        return self._observe(), {"episode_id": ep.episode_id, "scene": ep.scene, "episode_index": index}
+
+    def step(self, action):
+        action = check_action(action)
+        if self._done:
+            raise RuntimeError("AudioNavEnv.step called on a finished episode; call reset() first")
+        ep = self.episode
+        old = self.node
+        self.node, self.yaw, collided = step_pose(self.scene.neighbors, self.node, self.yaw, action)
+        if self.node != old:
+            delta = self.scene.positions[self.node].astype(np.float64) - self.scene.positions[old]
+            self.path_length += float(np.linalg.norm(delta))
+        self.steps += 1
+        distance = self.distance_to_goal()
+        self.called_stop = action == STOP
+        reward = float(metrics.step_reward(
+            self.prev_distance, distance, float(self.called_stop and self.node == ep.goal_node),
+            self.slack_reward, self.distance_scale, self.success_reward,
+        ))
+        self.prev_distance = distance
+        terminated = self.called_stop
+        truncated = not terminated and self.steps >= self.max_steps
+        info: dict[str, Any] = {"collided": collided, "distance_to_goal": distance, "episode_id": ep.episode_id}
+        if terminated or truncated:
+            self._done = True
+            info.update(metrics.episode_metrics(
+                self.called_stop, float(ep.geodesic_distance), distance, self.path_length,
+                ep.num_action, self.steps, self.success_distance,
+            ))
+        return self._observe(), reward, terminated, truncated, info
+
+    # -------------------------------------------------------------------------------------- state
+    def distance_to_goal(self) -> float:
+        return float(self.scene.geodesic_hops[self.node, self.episode.goal_node]) * float(self.scene.grid_size)
+
+    def state(self) -> ObservationState:
+        return ObservationState(self.world, self.scene, self.episode, self.node, self.yaw, self.steps)
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        obs: dict[str, np.ndarray] = {}
+        spec = None
+        if "spectrogram" in self.sensors or any(s not in BUILTIN_SENSORS for s in self.sensors):
+            rir = self.scene.rir(self.node, self.episode.goal_node, self.yaw)
+            spec = spectrogram_np(self.world.sound(self.episode.sound), rir, self.world.sample_rate)
+        for name in self.sensors:
+            if name == "rgb":
+                obs[name] = np.array(self.scene.rgb[self.node, self.yaw], dtype=np.uint8)
+            elif name == "depth":
+                depth = np.asarray(self.scene.depth[self.node, self.yaw], dtype=np.float32)
+                obs[name] = (np.clip(depth, 0.0, 10.0) / np.float32(10.0))[..., None]
+            elif name == "spectrogram":
+                obs[name] = spec
+            else:
+                state = ObservationState(self.world, self.scene, self.episode, self.node, self.yaw, self.steps, spec)
+                obs[name] = np.asarray(get_observation(name).compute(state), dtype=self.observation_space[name].dtype)
+        return obs
+
+
+def _resolved(episodes: Sequence[Episode | ResolvedEpisode], world: TaskWorld) -> list[ResolvedEpisode]:
+    """Stored episodes are resolved against the world; resolved ones are checked against it."""
+    if not episodes:
+        raise ValueError("AudioNavEnv needs at least one episode")
+    if all(isinstance(e, ResolvedEpisode) for e in episodes):
+        for e in episodes:
+            scene = world.scene(e.scene)
+            scene.check_node(e.start_node, f"episode {e.episode_id} start node")
+            scene.check_node(e.goal_node, f"episode {e.episode_id} goal node")
+        return list(episodes)
+    if all(isinstance(e, Episode) for e in episodes):
+        return resolve_episodes(list(episodes), world)
+    raise TypeError("episodes must be all Episode or all ResolvedEpisode")

@@ -1,0 +1,343 @@
+"""AudioGoal episode datasets in the SoundSpaces schema: generation, json.gz storage, loading, resolution.
+
+Layout (relative to a data root, as SoundSpaces)::
+
+    datasets/audionav/{dataset}/v1/{split}_{telephone|multiple}/{split}_{...}.json.gz   ({"episodes": []})
+    datasets/audionav/{dataset}/v1/{split}_{telephone|multiple}/content/{scene}.json.gz
+
+``telephone`` is the heard-sound split and ``multiple`` the unheard one, as in SoundSpaces. Episodes are
+generated deterministically from the scene graphs: same world and settings, same episodes. Real
+SoundSpaces episode files load through the same code: positions map to nodes with SoundSpaces'
+2-decimal key and a position that matches no node raises.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from asgf_nav.io import atomic_write_bytes
+from asgf_nav.tasks.navigation import oracle_num_actions, quaternion_to_yaw_index, yaw_to_quaternion
+from asgf_nav.tasks.world import TaskScene, TaskWorld
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SOUND_SPLIT_SUFFIX = {"heard": "telephone", "unheard": "multiple"}
+
+
+class EpisodeError(ValueError):
+    """An episode file or record is malformed, or names a scene, node or sound the world lacks."""
+
+
+@dataclass
+class Episode:
+    """One AudioGoal episode as stored (SoundSpaces fields)."""
+
+    episode_id: str
+    scene_id: str
+    start_position: list[float]
+    start_rotation: list[float]
+    goal_position: list[float]
+    sound: str
+    geodesic_distance: float
+    num_action: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scene_name(self) -> str:
+        return scene_name_from_id(self.scene_id)
+
+    def to_json(self) -> dict[str, Any]:
+        info = {"sound": self.sound, "geodesic_distance": self.geodesic_distance}
+        if self.num_action is not None:
+            info["num_action"] = self.num_action
+        return {
+            "episode_id": self.episode_id,
+            "scene_id": self.scene_id,
+            "start_position": self.start_position,
+            "start_rotation": self.start_rotation,
+            "goals": [{"position": self.goal_position, "radius": 1e-5}],
+            "info": info,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any], source: str = "") -> Episode:
+        try:
+            info = record["info"]
+            extra = {k: v for k, v in record.items()
+                     if k not in ("episode_id", "scene_id", "start_position", "start_rotation", "goals", "info")}
+            num_action = info.get("num_action")
+            return cls(
+                episode_id=str(record["episode_id"]),
+                scene_id=str(record["scene_id"]),
+                start_position=[float(v) for v in record["start_position"]],
+                start_rotation=[float(v) for v in record["start_rotation"]],
+                goal_position=[float(v) for v in record["goals"][0]["position"]],
+                sound=str(info["sound"]),
+                geodesic_distance=float(info["geodesic_distance"]),
+                num_action=None if num_action is None else int(num_action),
+                extra=extra,
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            eid = record.get("episode_id", "?") if isinstance(record, dict) else "?"
+            raise EpisodeError(f"episode {eid} in {source or 'record'} is malformed: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class ResolvedEpisode:
+    """An episode mapped onto a loaded world: graph nodes and a yaw index instead of coordinates."""
+
+    episode_id: str
+    scene: str
+    start_node: int
+    start_yaw: int
+    goal_node: int
+    sound: str
+    geodesic_distance: float
+    num_action: int
+
+
+def scene_name_from_id(scene_id: str) -> str:
+    """'office_1/habitat/mesh_semantic.ply', 'x/x.glb' or 'data/scene_datasets/replica/office_1/...' -> name."""
+    parts = Path(scene_id).parts
+    if "scene_datasets" in parts:
+        i = parts.index("scene_datasets")
+        if len(parts) > i + 2:
+            return parts[i + 2]
+    if not parts:
+        raise EpisodeError(f"empty scene_id {scene_id!r}")
+    return parts[0]
+
+
+def scene_id_for(dataset: str, scene: str) -> str:
+    return f"{scene}/habitat/mesh_semantic.ply" if dataset == "replica" else f"{scene}/{scene}.glb"
+
+
+def split_dir_name(split: str, sound_split: str) -> str:
+    if split not in SPLITS:
+        raise EpisodeError(f"unknown split {split!r}; valid: {SPLITS}")
+    if sound_split not in SOUND_SPLIT_SUFFIX:
+        raise EpisodeError(f"unknown sound split {sound_split!r}; valid: {sorted(SOUND_SPLIT_SUFFIX)}")
+    return f"{split}_{SOUND_SPLIT_SUFFIX[sound_split]}"
+
+
+def episode_dataset_path(root: str | Path, dataset: str, split: str, sound_split: str) -> Path:
+    name = split_dir_name(split, sound_split)
+    return Path(root) / "datasets" / "audionav" / dataset / "v1" / name / f"{name}.json.gz"
+
+
+# ------------------------------------------------------------------------------------------ generation
+def generate_scene_episodes(
+    scene: TaskScene,
+    count: int,
+    sounds: Sequence[str],
+    seed: int,
+    min_distance: float = 1.0,
+    max_distance: float = 1000.0,
+    first_id: int = 0,
+) -> list[Episode]:
+    """``count`` episodes in one scene: goal among the acoustic source nodes, start within the distance bounds."""
+    if not sounds:
+        raise EpisodeError(f"no sounds given for episodes of scene {scene.name}")
+    rng = np.random.default_rng(seed)
+    hops = np.asarray(scene.geodesic_hops)
+    dist = np.where(hops >= 0, hops * scene.grid_size, -1.0)
+    goals = [int(g) for g in scene.source_nodes
+             if np.any((dist[:, g] >= min_distance) & (dist[:, g] <= max_distance))]
+    if not goals:
+        raise EpisodeError(
+            f"scene {scene.name}: no source node has a start node within geodesic distance "
+            f"[{min_distance}, {max_distance}] m"
+        )
+    episodes = []
+    for i in range(count):
+        goal = goals[int(rng.integers(len(goals)))]
+        starts = np.flatnonzero((dist[:, goal] >= min_distance) & (dist[:, goal] <= max_distance))
+        start = int(starts[int(rng.integers(starts.size))])
+        yaw = int(rng.integers(4))
+        sound = str(sounds[int(rng.integers(len(sounds)))])
+        num_action = oracle_num_actions(scene.neighbors, hops[:, goal], start, yaw)
+        episodes.append(
+            Episode(
+                episode_id=str(first_id + i),
+                scene_id=scene_id_for(scene.dataset, scene.name),
+                start_position=[round(float(v), 6) for v in scene.positions[start]],
+                start_rotation=yaw_to_quaternion(yaw),
+                goal_position=[round(float(v), 6) for v in scene.positions[goal]],
+                sound=sound,
+                geodesic_distance=round(float(dist[start, goal]), 6),
+                num_action=num_action,
+            )
+        )
+    return episodes
+
+
+def episode_counts(split: str, scenes: Sequence[str], task_cfg) -> dict[str, int]:
+    """Episodes per scene: train has a per-scene count, val/test a total spread evenly over the scenes."""
+    if split == "train":
+        return {s: int(task_cfg.train_episodes_per_scene) for s in scenes}
+    total = int(task_cfg.val_episodes if split == "val" else task_cfg.test_episodes)
+    base, extra = divmod(total, len(scenes))
+    return {s: base + (1 if i < extra else 0) for i, s in enumerate(scenes)}
+
+
+def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Sequence[str], task_cfg) -> list[Episode]:
+    """All episodes of one split over the world's scenes (sorted by name), deterministic."""
+    names = sorted(world.scenes)
+    counts = episode_counts(split, names, task_cfg)
+    episodes: list[Episode] = []
+    for name in tqdm(names, desc=f"episodes {world.dataset}/{split}", disable=len(names) < 4):
+        seed = zlib.crc32(f"{world.dataset}/{split}/{sound_split}/{name}".encode())
+        episodes += generate_scene_episodes(
+            world.scene(name), counts[name], sounds, seed,
+            float(task_cfg.min_geodesic_distance), float(task_cfg.max_geodesic_distance), first_id=len(episodes),
+        )
+    return episodes
+
+
+# ------------------------------------------------------------------------------------------ storage
+def _write_json_gz(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(path, gzip.compress(json.dumps(payload).encode(), mtime=0))
+
+
+def _read_json_gz(path: Path) -> dict[str, Any]:
+    try:
+        with gzip.open(path, "rt") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError, EOFError) as exc:
+        raise EpisodeError(f"cannot read episode file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("episodes"), list):
+        raise EpisodeError(f"episode file {path} must hold {{'episodes': [...]}}")
+    return data
+
+
+def save_episodes(path: str | Path, episodes: Sequence[Episode]) -> Path:
+    """Write the split file (empty episode list) and one content file per scene, each atomically."""
+    path = Path(path)
+    by_scene: dict[str, list[dict[str, Any]]] = {}
+    for ep in episodes:
+        by_scene.setdefault(ep.scene_name, []).append(ep.to_json())
+    for scene, records in by_scene.items():
+        _write_json_gz(path.parent / "content" / f"{scene}.json.gz", {"episodes": records})
+    _write_json_gz(path, {"episodes": []})
+    return path
+
+
+def load_episodes(path: str | Path, scenes: Sequence[str] | None = None) -> list[Episode]:
+    """Episodes of a split file and its per-scene content files (only ``scenes`` when given)."""
+    path = Path(path)
+    if not path.exists():
+        raise EpisodeError(f"episode dataset {path} does not exist")
+    records = [(r, str(path)) for r in _read_json_gz(path)["episodes"]]
+    content = path.parent / "content"
+    if content.is_dir():
+        for file in sorted(content.glob("*.json.gz")):
+            name = file.name[: -len(".json.gz")]
+            if scenes is None or name in scenes:
+                records += [(r, str(file)) for r in _read_json_gz(file)["episodes"]]
+    episodes = [Episode.from_json(r, src) for r, src in records]
+    if scenes is not None:
+        episodes = [e for e in episodes if e.scene_name in set(scenes)]
+    return episodes
+
+
+def resolve_episode(ep: Episode, world: TaskWorld) -> ResolvedEpisode:
+    """Map positions and rotation to nodes and a yaw index; unknown scenes, nodes or goals raise."""
+    try:
+        scene = world.scene(ep.scene_name)
+    except KeyError as exc:
+        raise EpisodeError(f"episode {ep.episode_id}: {exc}") from None
+    try:
+        start = scene.node_at(ep.start_position)
+        goal = scene.node_at(ep.goal_position)
+        yaw = quaternion_to_yaw_index(ep.start_rotation)
+    except ValueError as exc:
+        raise EpisodeError(f"episode {ep.episode_id} ({scene.name}): {exc}") from None
+    if goal not in set(int(s) for s in scene.source_nodes):
+        raise EpisodeError(f"episode {ep.episode_id} ({scene.name}): goal node {goal} is not an acoustic source node")
+    hops = int(scene.geodesic_hops[start, goal])
+    if hops < 0:
+        raise EpisodeError(f"episode {ep.episode_id} ({scene.name}): goal node {goal} unreachable from start {start}")
+    num_action = ep.num_action
+    if num_action is None:
+        num_action = oracle_num_actions(scene.neighbors, np.asarray(scene.geodesic_hops[:, goal]), start, yaw)
+    return ResolvedEpisode(ep.episode_id, scene.name, start, yaw, goal, ep.sound, ep.geodesic_distance, num_action)
+
+
+def resolve_episodes(episodes: Sequence[Episode], world: TaskWorld) -> list[ResolvedEpisode]:
+    if not episodes:
+        raise EpisodeError("no episodes to resolve")
+    return [resolve_episode(e, world) for e in episodes]
+
+
+def load_or_generate(
+    root: str | Path, world: TaskWorld, split: str, sound_split: str, sounds: Sequence[str], task_cfg
+) -> list[Episode]:
+    """Read the split's episode dataset under ``root``; generate and save it first when it is missing."""
+    path = episode_dataset_path(root, world.dataset, split, sound_split)
+    if path.exists():
+        episodes = load_episodes(path, scenes=list(world.scenes))
+        if episodes:
+            return episodes
+    episodes = generate_split(world, split, sound_split, sounds, task_cfg)
+    save_episodes(path, episodes)
+    logger.info("wrote %d %s episodes to %s", len(episodes), split, path)
+    return episodes
+
+
+# ------------------------------------------------------------------------------------------ sampling
+class EpisodeSampler:
+    """Which episode an env runs next: ``shuffle`` walks reshuffled permutations, ``sequential`` strides.
+
+    In ``sequential`` mode env ``i`` of ``n`` runs episodes i, i+n, i+2n, ... so that n envs together
+    cover a dataset once (evaluation). The state is plain data for checkpoints.
+    """
+
+    def __init__(self, num_episodes: int, seed: int, env_index: int = 0, num_envs: int = 1,
+                 mode: str = "shuffle") -> None:
+        if num_episodes <= 0:
+            raise EpisodeError("episode sampler needs at least one episode")
+        if mode not in ("shuffle", "sequential"):
+            raise ValueError(f"sampler mode must be 'shuffle' or 'sequential', got {mode!r}")
+        self.num_episodes = num_episodes
+        self.mode = mode
+        self.env_index = env_index
+        self.num_envs = num_envs
+        self.rng = np.random.default_rng([int(seed), int(env_index)])
+        self.order: list[int] = []
+        self.cursor = 0
+
+    def next(self) -> int:
+        if self.mode == "sequential":
+            idx = (self.env_index + self.cursor * self.num_envs) % self.num_episodes
+            self.cursor += 1
+            return idx
+        if self.cursor >= len(self.order):
+            self.order = self.rng.permutation(self.num_episodes).tolist()
+            self.cursor = 0
+        idx = self.order[self.cursor]
+        self.cursor += 1
+        return int(idx)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "order": list(self.order), "cursor": self.cursor,
+                "mode": self.mode, "env_index": self.env_index, "num_envs": self.num_envs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.order = list(state["order"])
+        self.cursor = int(state["cursor"])
+        self.mode = state["mode"]
+        self.env_index = int(state["env_index"])
+        self.num_envs = int(state["num_envs"])

@@ -1,0 +1,64 @@
+"""Build AudioGoal environments from an experiment config: world, episodes, reference or batched env."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.episodes import Episode, load_or_generate
+from asgf_nav.tasks.world import TaskWorld, load_world, sound_names
+
+logger = logging.getLogger(__name__)
+
+
+def episodes_root(cfg: Any) -> Path:
+    """Where episode datasets live: SoundSpaces' own root when its data is used, else {data_root}."""
+    from asgf_nav.scenes.soundspaces import scene_source, soundspaces_root
+
+    return soundspaces_root(cfg) if scene_source(cfg) == "soundspaces" else Path(cfg.scenes.data_root)
+
+
+def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) -> tuple[TaskWorld, list[Episode]]:
+    """The split's world and its episodes (generated and saved on first use)."""
+    world = load_world(cfg, split, scenes)
+    sounds = sound_names(cfg, split)
+    episodes = load_or_generate(episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task)
+    logger.info("%s %s/%s (%s sounds): %d episodes in %d scenes", cfg.scenes.dataset, split, cfg.task.sound_split,
+                len(set(e.sound for e in episodes)), len(episodes), len(world.scenes))
+    return world, episodes
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_env(
+    cfg: Any,
+    split: str,
+    device: str | torch.device | None = "auto",
+    num_envs: int | None = None,
+    scenes: Sequence[str] | None = None,
+    seed: int | None = None,
+    sampler_mode: str | None = None,
+    world: TaskWorld | None = None,
+    episodes: Sequence[Episode] | None = None,
+) -> BatchedAudioNavEnv:
+    """Batched env for ``split``: training samples shuffled episodes, val/test stride through them once."""
+    if world is None or episodes is None:
+        world, episodes = load_task_data(cfg, split, scenes)
+    return BatchedAudioNavEnv(
+        world,
+        episodes,
+        num_envs=int(num_envs if num_envs is not None else cfg.ppo.num_envs),
+        device=resolve_device(device),
+        cfg=cfg,
+        seed=int(seed if seed is not None else cfg.train.seed),
+        sampler_mode=sampler_mode or ("shuffle" if split == "train" else "sequential"),
+    )

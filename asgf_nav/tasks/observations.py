@@ -1,0 +1,131 @@
+"""Registry of extra observations (beyond rgb / depth / spectrogram) by name.
+
+A provider turns the environment state into an array. The reference env calls ``compute`` on one
+:class:`ObservationState`; the batched env calls ``compute_batch`` on a :class:`BatchObservationState`
+when the provider has one, else ``compute`` per environment. Listing the name in ``cfg.task.sensors``
+(or the env's ``sensors`` argument) adds it to the observation dict. ``pointgoal`` (GPS+compass in
+habitat's polar form) is built in; a direction-of-arrival head registers itself as e.g. ``"doa"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from asgf_nav.tasks.episodes import ResolvedEpisode
+from asgf_nav.tasks.navigation import pointgoal_polar
+from asgf_nav.tasks.world import TaskScene, TaskWorld
+
+BUILTIN_SENSORS = ("rgb", "depth", "spectrogram")
+
+
+@dataclass(frozen=True)
+class ObservationState:
+    """One environment's state after a reset or step."""
+
+    world: TaskWorld
+    scene: TaskScene
+    episode: ResolvedEpisode
+    node: int
+    yaw: int
+    step: int
+    spectrogram: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class BatchObservationState:
+    """B environments' state as tensors on the env device (node indices are scene-local)."""
+
+    world: TaskWorld
+    episodes: list[ResolvedEpisode]
+    node: torch.Tensor  # (B,) long
+    yaw: torch.Tensor  # (B,) long
+    step: torch.Tensor  # (B,) long
+    position: torch.Tensor  # (B, 3) float32
+    goal_position: torch.Tensor  # (B, 3) float32
+    spectrogram: torch.Tensor | None = None
+
+    def single(self, i: int) -> ObservationState:
+        ep = self.episodes[i]
+        spec = None if self.spectrogram is None else self.spectrogram[i].cpu().numpy()
+        return ObservationState(self.world, self.world.scene(ep.scene), ep, int(self.node[i]), int(self.yaw[i]),
+                                int(self.step[i]), spec)
+
+
+@dataclass(frozen=True)
+class ObservationProvider:
+    name: str
+    compute: Callable[[ObservationState], np.ndarray]
+    space: Callable[[TaskWorld], gym.spaces.Box]
+    compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None
+
+
+_REGISTRY: dict[str, ObservationProvider] = {}
+
+
+def register_observation(
+    name: str,
+    compute: Callable[[ObservationState], np.ndarray],
+    space: Callable[[TaskWorld], gym.spaces.Box],
+    compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None,
+    overwrite: bool = False,
+) -> ObservationProvider:
+    """Make ``name`` available as an observation; ``space(world)`` gives its per-env Box."""
+    if name in BUILTIN_SENSORS:
+        raise ValueError(f"observation name {name!r} is a built-in sensor")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"observation {name!r} is already registered (pass overwrite=True to replace it)")
+    provider = ObservationProvider(name, compute, space, compute_batch)
+    _REGISTRY[name] = provider
+    return provider
+
+
+def get_observation(name: str) -> ObservationProvider:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown observation {name!r}; built-in sensors {list(BUILTIN_SENSORS)}, registered {sorted(_REGISTRY)}"
+        ) from None
+
+
+def registered_observations() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def check_sensors(sensors: list[str]) -> list[str]:
+    """Validate sensor names early (unknown names raise with the list of valid ones)."""
+    for name in sensors:
+        if name not in BUILTIN_SENSORS:
+            get_observation(name)
+    if len(set(sensors)) != len(sensors):
+        raise ValueError(f"sensor list {sensors} names a sensor twice")
+    return list(sensors)
+
+
+# ------------------------------------------------------------------------------------------ pointgoal
+def _pointgoal(state: ObservationState) -> np.ndarray:
+    goal = state.scene.positions[state.episode.goal_node]
+    return pointgoal_polar(state.scene.positions[state.node], state.yaw, goal)
+
+
+def _pointgoal_batch(state: BatchObservationState) -> torch.Tensor:
+    delta = (state.goal_position - state.position).double()
+    theta = state.yaw.double() * (math.pi / 2.0)
+    ax = delta[:, 0] * torch.cos(theta) - delta[:, 2] * torch.sin(theta)
+    az = delta[:, 0] * torch.sin(theta) + delta[:, 2] * torch.cos(theta)
+    rho = torch.hypot(ax, az)
+    phi = torch.atan2(ax, -az)
+    return torch.stack([rho, -phi], dim=1).float()
+
+
+def _pointgoal_space(world: TaskWorld) -> gym.spaces.Box:
+    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(2,), dtype=np.float32)
+
+
+register_observation("pointgoal", _pointgoal, _pointgoal_space, _pointgoal_batch)

@@ -1,0 +1,166 @@
+"""What the AudioNav task needs from the baked world, behind one small adapter.
+
+:class:`TaskScene` holds one scene's navigation graph, views and an RIR lookup; :class:`TaskWorld` holds
+the scenes of a split plus the sound lookup. :func:`load_world` fills them from the scene store
+(``Scene``, ``SceneRirs``) and the sound bank; tests and benchmarks can build them directly from arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RirFn = Callable[[int, int, int], np.ndarray]  # (receiver node, source node, yaw index) -> (L, 2) float32
+
+
+class UnknownSceneError(KeyError):
+    """An episode or caller names a scene that the loaded world does not contain."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+@dataclass
+class TaskScene:
+    """One scene as the task sees it; arrays may be memory-mapped."""
+
+    name: str
+    dataset: str
+    grid_size: float
+    positions: np.ndarray  # (N, 3) float32, habitat coordinates
+    neighbors: np.ndarray  # (N, 4) int, node reached by MOVE_FORWARD at yaw index k, -1 = wall
+    geodesic_hops: np.ndarray  # (N, N) int, -1 = unreachable
+    source_nodes: np.ndarray  # (S,) nodes that can hold a sound source (RIRs exist for them)
+    sample_rate: int
+    rir: RirFn
+    rgb: np.ndarray | None = None  # (N, 4, H, W, 3) uint8
+    depth: np.ndarray | None = None  # (N, 4, H, W) float16 metres
+
+    def __post_init__(self) -> None:
+        n = len(self.positions)
+        if self.neighbors.shape != (n, 4):
+            raise ValueError(f"scene {self.name}: neighbors must be ({n}, 4), got {self.neighbors.shape}")
+        if self.geodesic_hops.shape != (n, n):
+            raise ValueError(f"scene {self.name}: geodesic_hops must be ({n}, {n}), got {self.geodesic_hops.shape}")
+        for label, arr in (("rgb", self.rgb), ("depth", self.depth)):
+            if arr is not None and arr.shape[:2] != (n, 4):
+                raise ValueError(f"scene {self.name}: {label} must start with ({n}, 4), got {arr.shape}")
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.positions)
+
+    @cached_property
+    def position_keys(self) -> dict[str, int]:
+        """SoundSpaces' position -> node lookup key '{:.2f}_{:.2f}_{:.2f}'."""
+        return {position_key(p): i for i, p in enumerate(np.asarray(self.positions, dtype=np.float64))}
+
+    def node_at(self, position: Sequence[float]) -> int:
+        key = position_key(position)
+        node = self.position_keys.get(key)
+        if node is None:
+            raise ValueError(f"Position misalignment: {list(position)} (key {key}) is no node of scene {self.name}")
+        return node
+
+    def check_node(self, node: int, what: str = "node") -> int:
+        if not 0 <= int(node) < self.num_nodes:
+            raise ValueError(f"{what} {node} is not a node of scene {self.name} (it has {self.num_nodes} nodes)")
+        return int(node)
+
+
+def position_key(position: Sequence[float]) -> str:
+    return "{:.2f}_{:.2f}_{:.2f}".format(*(float(v) for v in position[:3]))
+
+
+@dataclass
+class TaskWorld:
+    """The scenes of one split plus their sounds, all at one sample rate."""
+
+    dataset: str
+    sample_rate: int
+    scenes: dict[str, TaskScene]
+    sound_fn: Callable[[str], np.ndarray]  # name -> (sample_rate,) float32
+    _sounds: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def scene(self, name: str) -> TaskScene:
+        try:
+            return self.scenes[name]
+        except KeyError:
+            raise UnknownSceneError(
+                f"unknown scene {name!r} for dataset {self.dataset}; loaded scenes: {sorted(self.scenes)}"
+            ) from None
+
+    def sound(self, name: str) -> np.ndarray:
+        """One-second mono waveform at the world's sample rate (loaded once)."""
+        if name not in self._sounds:
+            wave = np.asarray(self.sound_fn(name), dtype=np.float32)
+            if wave.ndim != 1:
+                raise ValueError(f"sound {name!r} must be mono, got shape {wave.shape}")
+            fixed = np.zeros(self.sample_rate, dtype=np.float32)
+            fixed[: min(wave.size, self.sample_rate)] = wave[: self.sample_rate]
+            self._sounds[name] = fixed
+        return self._sounds[name]
+
+
+def task_scene_from_store(scene, rirs) -> TaskScene:
+    """Adapter from ``asgf_nav.scenes.scene.Scene`` and ``asgf_nav.acoustics.rir.SceneRirs``."""
+    return TaskScene(
+        name=scene.name,
+        dataset=scene.dataset,
+        grid_size=float(scene.grid_size),
+        positions=np.asarray(scene.positions, dtype=np.float32),
+        neighbors=np.asarray(scene.neighbors),
+        geodesic_hops=scene.geodesic_hops,
+        source_nodes=np.asarray(rirs.source_nodes, dtype=np.int64),
+        sample_rate=int(rirs.sample_rate),
+        rir=rirs.rir,
+        rgb=scene.rgb if scene.has_vision else None,
+        depth=scene.depth if scene.has_vision else None,
+    )
+
+
+def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorld:
+    """Open the baked scenes of ``split`` (or the named ``scenes``) and the sound bank for ``cfg``."""
+    from asgf_nav.acoustics.rir import SceneRirs
+    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.scene import Scene
+    from asgf_nav.scenes.soundspaces import load_soundspaces_world
+    from asgf_nav.sounds.bank import SoundBank
+
+    # --- SoundSpaces 1.0 data, when cfg resolves to it (asgf_nav.scenes.soundspaces) ---
+    soundspaces_world = load_soundspaces_world(cfg, split, scenes)
+    if soundspaces_world is not None:
+        return soundspaces_world
+    # --- embedded scenes ---
+    dataset = cfg.scenes.dataset
+    preset = get_preset(dataset)
+    names = list(scenes) if scenes is not None else list(preset.split_scenes(split, cfg.scenes.num_scenes))
+    if not names:
+        raise ValueError(f"dataset {dataset} has no scenes in split {split!r}")
+    task_scenes: dict[str, TaskScene] = {}
+    for name in names:
+        scene = Scene.open(cfg.scenes.data_root, dataset, name)
+        task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store))
+    rates = {s.sample_rate for s in task_scenes.values()}
+    if len(rates) != 1:
+        raise ValueError(f"scenes of {dataset}/{split} mix RIR sample rates {sorted(rates)}")
+    sample_rate = rates.pop()
+    bank = SoundBank.load()
+    logger.info("loaded %d %s scenes for split %s at %d Hz", len(task_scenes), dataset, split, sample_rate)
+    return TaskWorld(dataset, sample_rate, task_scenes, lambda n: bank.waveform(n, sample_rate))
+
+
+def sound_names(cfg, split: str) -> list[str]:
+    """Sounds of an episode split: the heard task uses the telephone everywhere, unheard the split's list."""
+    from asgf_nav.sounds.bank import SoundBank
+
+    bank = SoundBank.load()
+    if cfg.task.sound_split == "heard":
+        return list(bank.names("heard"))
+    return list(bank.names(split))

@@ -1,0 +1,142 @@
+"""Environment throughput: batched env (CPU / CUDA) next to the per-step reference, heard and unheard.
+
+The reference is :class:`asgf_nav.tasks.audionav_env.AudioNavEnv`, which computes every observation at
+every step the way SoundSpaces does (scipy fftconvolve + STFT per env per step, views from arrays).
+Both run a random policy; throughput is env-steps per second (B steps per batched step).
+
+    python benchmarks/env_throughput.py                       # synthetic replica-sized world, CPU (+CUDA)
+    python benchmarks/env_throughput.py --world embedded      # baked scenes from the config's data root
+    python benchmarks/env_throughput.py --sizes 64 --steps 100 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+import numpy as np
+import torch
+
+from asgf_nav.config import TaskConfig, load_config
+from asgf_nav.tasks.audionav_env import AudioNavEnv
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.episodes import generate_split, resolve_episodes
+from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+
+SENSORS = ["rgb", "depth", "spectrogram"]
+POLICY = np.array([0.02, 0.5, 0.24, 0.24])  # STOP, FORWARD, LEFT, RIGHT
+
+
+def build_synthetic(image_size: int, sample_rate: int, nx: int, nz: int, sources: int):
+    scenes = [
+        grid_scene(f"bench_{i}", nx=nx, nz=nz, grid_size=0.5, blocked=((nx // 2, nz // 2),), image_size=image_size,
+                   sample_rate=sample_rate, rir_seconds=1.0, num_sources=sources, dataset="replica")
+        for i in range(2)
+    ]
+    return synthetic_world(scenes, sample_rate=sample_rate, dataset="replica")
+
+
+def episodes_for(world, sound_split: str, per_scene: int):
+    sounds = ["telephone"] if sound_split == "heard" else [f"sound_{i:02d}" for i in range(73)]
+    cfg = TaskConfig(train_episodes_per_scene=per_scene)
+    return resolve_episodes(generate_split(world, "train", sound_split, sounds, cfg), world)
+
+
+def time_batched(world, episodes, num_envs: int, device: str, steps: int, warmup: int, cache_size: int,
+                 seed: int = 0) -> dict:
+    """Cold: ``steps`` timed steps after ``warmup`` steps (misses included, at the hit rate reached).
+    Warm: the same steps replayed from a saved env state, so every spectrogram is already cached."""
+    env = BatchedAudioNavEnv(world, episodes, num_envs, device=device, sensors=SENSORS, seed=seed,
+                             cache_size=cache_size, cfg=TaskConfig(sensors=SENSORS))
+    rng = np.random.default_rng(seed)
+    env.reset()
+    sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        env.step(rng.choice(4, size=num_envs, p=POLICY))
+    actions = [rng.choice(4, size=num_envs, p=POLICY) for _ in range(steps)]
+    state = env.state_dict()
+    before = env.cache_stats()
+    result = {}
+    for phase in ("cold", "warm"):
+        env.load_state_dict(state)
+        sync()
+        start = time.perf_counter()
+        for a in actions:
+            env.step(a)
+        sync()
+        result[phase] = num_envs * steps / (time.perf_counter() - start)
+        if phase == "cold":
+            after = env.cache_stats()
+            hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
+            result["hit_rate"] = hits / max(hits + misses, 1)
+    return result
+
+
+def time_reference(world, episodes, steps: int, seed: int = 0) -> float:
+    env = AudioNavEnv(world, episodes, TaskConfig(sensors=SENSORS), seed=seed)
+    rng = np.random.default_rng(seed)
+    env.reset()
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(int(rng.choice(4, p=POLICY)))
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", choices=["synthetic", "embedded"], default="synthetic")
+    parser.add_argument("--config", default=None, help="config for --world embedded")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256, 1024])
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument("--sound-splits", nargs="+", default=["heard", "unheard"])
+    parser.add_argument("--steps", type=int, default=30, help="timed batched steps per setting")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed steps first (fills the cache)")
+    parser.add_argument("--ref-steps", type=int, default=40)
+    parser.add_argument("--cache-size", type=int, default=8192)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--sample-rate", type=int, default=44100)
+    parser.add_argument("--grid", type=int, nargs=2, default=[14, 10], help="synthetic grid nodes (nx nz)")
+    parser.add_argument("--sources", type=int, default=24)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+
+    if args.world == "embedded":
+        from asgf_nav.tasks.factory import load_task_data
+
+        cfg = load_config(args.config)
+        world, _ = load_task_data(cfg, "train")
+    else:
+        world = build_synthetic(args.image_size, args.sample_rate, args.grid[0], args.grid[1], args.sources)
+    results = []
+    print(f"world: {args.world}, {len(world.scenes)} scenes, {world.sample_rate} Hz, sensors {SENSORS}, "
+          f"torch threads {torch.get_num_threads()}")
+    for sound_split in args.sound_splits:
+        episodes = episodes_for(world, sound_split, per_scene=500)
+        ref = time_reference(world, episodes, args.ref_steps)
+        print(f"\n[{sound_split}] per-step reference: {ref:.1f} env-steps/s")
+        print(f"{'device':>6} {'B':>5} {'cold steps/s':>13} {'x ref':>7} {'hit rate':>9} {'warm steps/s':>13} "
+              f"{'x ref':>7}")
+        for device in devices:
+            for b in args.sizes:
+                r = time_batched(world, episodes, b, device, args.steps, args.warmup, max(args.cache_size, b))
+                row = {"sound_split": sound_split, "device": device, "num_envs": b, "reference": ref, **r,
+                       "cold_ratio": r["cold"] / ref, "warm_ratio": r["warm"] / ref}
+                results.append(row)
+                print(f"{device:>6} {b:>5} {r['cold']:>13.0f} {r['cold'] / ref:>7.1f} {r['hit_rate']:>9.2f} "
+                      f"{r['warm']:>13.0f} {r['warm'] / ref:>7.1f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

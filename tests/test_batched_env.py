@@ -1,0 +1,135 @@
+"""Batched env vs the reference env: same observations, rewards, dones and metrics for the same seeds."""
+
+import numpy as np
+import pytest
+import torch
+
+from asgf_nav.config import ExperimentConfig, TaskConfig
+from asgf_nav.tasks.audionav_env import AudioNavEnv
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.factory import make_env
+from asgf_nav.tasks.metrics import METRIC_NAMES
+from asgf_nav.tasks.synthetic import synthetic_world
+
+SENSORS = ["rgb", "depth", "spectrogram", "pointgoal"]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return synthetic_world(sample_rate=16000)
+
+
+@pytest.fixture(scope="module")
+def episodes(world):
+    return generate_split(world, "train", "unheard", ["bell", "drum", "horn"], TaskConfig(train_episodes_per_scene=12))
+
+
+def _compare_obs(batched, refs):
+    for name in SENSORS:
+        stacked = np.stack([r[name] for r in refs])
+        got = batched[name].cpu().numpy()
+        assert got.shape == stacked.shape and got.dtype == stacked.dtype, name
+        if name in ("rgb", "depth"):
+            np.testing.assert_array_equal(got, stacked, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, stacked, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def _scripted_actions(steps, num_envs, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.choice(4, size=(steps, num_envs), p=[0.07, 0.51, 0.21, 0.21])
+
+
+@pytest.mark.parametrize("cache_size,steps", [(4096, 200), (4, 40)])
+def test_agrees_with_reference_over_200_steps(world, episodes, cache_size, steps):
+    b, seed = 4, 11
+    cfg = TaskConfig(max_steps=40, sensors=SENSORS)
+    env = BatchedAudioNavEnv(world, episodes, b, cfg=cfg, seed=seed, cache_size=cache_size)
+    refs = [AudioNavEnv(world, episodes, cfg, seed=seed, env_index=i, num_envs=b) for i in range(b)]
+    ref_obs = [r.reset()[0] for r in refs]
+    _compare_obs(env.reset(), ref_obs)
+    finished = 0
+    for actions in _scripted_actions(steps, b):
+        obs, reward, done, info = env.step(torch.from_numpy(actions))
+        assert reward.dtype == torch.float32 and done.dtype == torch.bool
+        for i, r in enumerate(refs):
+            o, rr, term, trunc, rinfo = r.step(int(actions[i]))
+            assert bool(done[i]) == (term or trunc)
+            assert reward[i].item() == pytest.approx(rr, abs=1e-5)
+            if term or trunc:
+                finished += 1
+                for k in METRIC_NAMES:
+                    assert info[k][i].item() == pytest.approx(rinfo[k], abs=1e-5), k
+                o = r.reset()[0]
+                assert env.current_episodes()[i] == r.episode
+            ref_obs[i] = o
+        _compare_obs(obs, ref_obs)
+    assert finished >= steps // 10  # many episodes, STOP and the step limit both exercised
+    stats = env.cache_stats()
+    assert stats["size"] <= stats["capacity"] and stats["capacity"] == max(cache_size, b)
+
+
+def test_state_dict_resumes_exactly(world, episodes):
+    cfg = TaskConfig(max_steps=25, sensors=["depth", "spectrogram"])
+    actions = _scripted_actions(60, 3, seed=4)
+    env = BatchedAudioNavEnv(world, episodes, 3, cfg=cfg, seed=2)
+    env.reset()
+    for a in actions[:30]:
+        env.step(a)
+    state = env.state_dict()
+    tail = [env.step(a) for a in actions[30:]]
+    other = BatchedAudioNavEnv(world, episodes, 3, cfg=cfg, seed=99)
+    other.load_state_dict(state)
+    for a, (obs, reward, done, info) in zip(actions[30:], tail):
+        obs2, reward2, done2, info2 = other.step(a)
+        assert torch.equal(done, done2) and torch.allclose(reward, reward2)
+        assert torch.allclose(obs["spectrogram"], obs2["spectrogram"], atol=1e-5)
+        assert torch.equal(info["spl"], info2["spl"])
+
+
+def test_invalid_actions_raise(world, episodes):
+    env = BatchedAudioNavEnv(world, episodes, 2, sensors=["depth"])
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.step(torch.tensor([0, 1]))
+    env.reset()
+    with pytest.raises(ValueError, match=r"invalid action\(s\) \[7\] for env\(s\) \[1\]"):
+        env.step(torch.tensor([1, 7]))
+    with pytest.raises(ValueError, match="expected 2 actions"):
+        env.step(torch.tensor([1, 1, 1]))
+    with pytest.raises(TypeError, match="integer"):
+        env.step(torch.tensor([1.0, 0.0]))
+
+
+def test_sequential_sampler_covers_dataset_once(world, episodes):
+    env = BatchedAudioNavEnv(world, episodes, 4, sensors=["depth"], sampler_mode="sequential")
+    env.reset()
+    seen = [e.episode_id for e in env.current_episodes()]
+    for _ in range(5):
+        env.step(np.zeros(4, dtype=np.int64))  # STOP: every env moves to its next episode
+        seen += [e.episode_id for e in env.current_episodes()]
+    assert sorted(seen) == sorted(e.episode_id for e in episodes)
+
+
+def test_make_env_with_given_world(world, episodes):
+    cfg = ExperimentConfig()
+    cfg.task.sensors = ["depth", "spectrogram"]
+    env = make_env(cfg, "train", device="cpu", num_envs=3, world=world, episodes=episodes, seed=5)
+    obs = env.reset()
+    assert env.num_envs == 3 and set(obs) == {"depth", "spectrogram"}
+    assert obs["depth"].shape == (3, *env.observation_space["depth"].shape)
+    assert obs["spectrogram"].shape == (3, 65, 26, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(world, episodes):
+    cfg = TaskConfig(max_steps=30, sensors=SENSORS)
+    cpu = BatchedAudioNavEnv(world, episodes, 8, cfg=cfg, seed=1)
+    gpu = BatchedAudioNavEnv(world, episodes, 8, cfg=cfg, seed=1, device="cuda")
+    cpu.reset(), gpu.reset()
+    for a in _scripted_actions(50, 8):
+        o1, r1, d1, i1 = cpu.step(a)
+        o2, r2, d2, i2 = gpu.step(torch.from_numpy(a).cuda())
+        assert torch.equal(d1, d2.cpu()) and torch.allclose(r1, r2.cpu())
+        assert torch.equal(o1["rgb"], o2["rgb"].cpu())
+        assert torch.allclose(o1["spectrogram"], o2["spectrogram"].cpu(), atol=1e-3)

@@ -1,0 +1,89 @@
+"""Spectrogram observation: numpy reference vs an independent librosa computation vs the batched torch one."""
+
+import librosa
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from asgf_nav.tasks.spectrogram import TorchSpectrogram, binaural_audio_np, spectrogram_np, spectrogram_shape
+
+
+def _block_mean_4x4(x: np.ndarray) -> np.ndarray:
+    """4x4 mean pooling, partial blocks padded with zeros (what skimage.block_reduce(np.mean) does)."""
+    f, t = x.shape
+    padded = np.zeros((-(-f // 4) * 4, -(-t // 4) * 4), dtype=np.float64)
+    padded[:f, :t] = x
+    return padded.reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4, 4).mean(axis=(1, 3))
+
+
+def _librosa_spectrogram(sound: np.ndarray, rir: np.ndarray, sr: int) -> np.ndarray:
+    chans = []
+    for c in range(2):
+        signal = scipy.signal.fftconvolve(sound, rir[:, c])[:sr]
+        mag = np.abs(librosa.stft(signal, n_fft=512, hop_length=160, win_length=400, center=True,
+                                  pad_mode="constant"))
+        chans.append(np.log1p(_block_mean_4x4(mag)))
+    return np.stack(chans, axis=-1)
+
+
+def _pair(sr: int, rir_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sound = rng.standard_normal(sr).astype(np.float32) * 0.2
+    decay = np.exp(-np.arange(rir_len) / (0.05 * sr))[:, None]
+    rir = (rng.standard_normal((rir_len, 2)) * decay).astype(np.float32)
+    rir[int(0.004 * sr)] += [1.0, 0.6]
+    return sound, rir
+
+
+@pytest.mark.parametrize("sr,shape", [(44100, (65, 69, 2)), (16000, (65, 26, 2))])
+def test_shapes_match_soundspaces(sr, shape):
+    assert spectrogram_shape(sr) == shape
+    sound, rir = _pair(sr, sr // 3, 0)
+    assert spectrogram_np(sound, rir, sr).shape == shape
+
+
+@pytest.mark.parametrize("sr,rir_len", [(16000, 4000), (16000, 24000), (44100, 13000)])
+def test_reference_matches_librosa(sr, rir_len):
+    sound, rir = _pair(sr, rir_len, 1)
+    ours = spectrogram_np(sound, rir, sr)
+    theirs = _librosa_spectrogram(sound, rir, sr)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert ours.max() > 0.1  # a real signal, not zeros
+
+
+def test_audio_is_truncated_full_convolution():
+    sr = 16000
+    sound, rir = _pair(sr, 20000, 2)  # RIR longer than the sound: the tail beyond one second is dropped
+    audio = binaural_audio_np(sound, rir, sr)
+    full = np.convolve(sound.astype(np.float64), rir[:, 1].astype(np.float64))
+    assert audio.shape == (sr, 2)
+    np.testing.assert_allclose(audio[:, 1], full[:sr], atol=1e-4)
+
+
+def test_torch_batch_matches_reference():
+    sr = 16000
+    pairs = [_pair(sr, n, 10 + i) for i, n in enumerate([500, 4000, 16000, 30000])]
+    length = max(r.shape[0] for _, r in pairs)
+    rirs = np.zeros((len(pairs), length, 2), dtype=np.float32)
+    for i, (_, r) in enumerate(pairs):
+        rirs[i, : len(r)] = r  # zero padding a RIR must not change its spectrogram
+    sounds = np.stack([s for s, _ in pairs])
+    out = TorchSpectrogram(sr)(torch.from_numpy(sounds), torch.from_numpy(rirs)).numpy()
+    assert out.shape == (4, 65, 26, 2)
+    for i, (s, r) in enumerate(pairs):
+        np.testing.assert_allclose(out[i], spectrogram_np(s, r, sr), rtol=1e-4, atol=1e-4)
+
+
+def test_channels_are_left_then_right():
+    sr = 16000
+    sound, rir = _pair(sr, 2000, 3)
+    rir[:, 1] *= 0.1  # right ear much quieter
+    spec = spectrogram_np(sound, rir, sr)
+    assert spec[..., 0].mean() > spec[..., 1].mean() * 2
+
+
+def test_bad_rir_shape_raises():
+    with pytest.raises(ValueError, match="shape"):
+        spectrogram_np(np.zeros(16000), np.zeros((100,)), 16000)

@@ -1,0 +1,310 @@
+"""AudioGoal task semantics on synthetic grid worlds: moves, episodes, reward, metrics, reference env."""
+
+import gzip
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import asgf_nav.tasks  # noqa: F401  (registers AudioNav-v0)
+from asgf_nav.config import TaskConfig
+from asgf_nav.scenes.floorplan import yaw_forward
+from asgf_nav.tasks.audionav_env import AudioNavEnv
+from asgf_nav.tasks.episodes import (
+    Episode,
+    EpisodeError,
+    ResolvedEpisode,
+    episode_dataset_path,
+    generate_split,
+    load_episodes,
+    load_or_generate,
+    resolve_episode,
+    resolve_episodes,
+    save_episodes,
+)
+from asgf_nav.tasks.navigation import (
+    MOVE_FORWARD,
+    STOP,
+    TURN_LEFT,
+    TURN_RIGHT,
+    InvalidActionError,
+    oracle_next_action,
+    oracle_plan,
+    quaternion_to_yaw_index,
+    yaw_to_quaternion,
+)
+from asgf_nav.tasks.observations import get_observation, register_observation
+from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def world():
+    return synthetic_world(sample_rate=SR)
+
+
+@pytest.fixture(scope="module")
+def val_episodes(world):
+    return generate_split(world, "val", "unheard", ["bell", "drum", "horn"], TaskConfig(val_episodes=60))
+
+
+def _episode(scene, start, yaw, goal, sound="bell"):
+    hops = int(scene.geodesic_hops[start, goal])
+    plan = oracle_plan(scene.neighbors, np.asarray(scene.geodesic_hops[:, goal]), start, yaw)
+    return ResolvedEpisode("x", scene.name, start, yaw, goal, sound, hops * scene.grid_size, len(plan))
+
+
+def _run(env, actions):
+    rewards, info = [], {}
+    for a in actions:
+        _, r, term, trunc, info = env.step(a)
+        rewards.append(r)
+        if term or trunc:
+            break
+    return rewards, info
+
+
+# ------------------------------------------------------------------------------------------ navigation
+def test_forward_follows_habitat_heading(world):
+    for scene in world.scenes.values():
+        for n in range(scene.num_nodes):
+            for k in range(4):
+                m = scene.neighbors[n, k]
+                if m >= 0:
+                    d = scene.positions[m] - scene.positions[n]
+                    np.testing.assert_allclose(d[[0, 2]] / np.linalg.norm(d), yaw_forward(90 * k), atol=1e-6)
+                    # SoundSpaces: heading (270 - yaw) % 360 is atan2(dz, dx)
+                    assert np.isclose(np.degrees(np.arctan2(d[2], d[0])) % 360, (270 - 90 * k) % 360)
+
+
+def test_quaternion_round_trip_and_errors():
+    for k in range(4):
+        assert quaternion_to_yaw_index(yaw_to_quaternion(k)) == k
+    assert quaternion_to_yaw_index([0, -0.7071068, 0, 0.7071068]) == 3
+    with pytest.raises(ValueError, match="not a multiple of 90"):
+        quaternion_to_yaw_index([0, np.sin(np.radians(22.5)), 0, np.cos(np.radians(22.5))])
+
+
+def test_oracle_counts_turns_and_prefers_fewest_actions():
+    scene = grid_scene("g", nx=5, nz=4)
+    hops = np.asarray(scene.geodesic_hops[:, 2])
+    # node 0 = cell (0,0), goal node 2 = cell (2,0): facing +X (yaw 3) -> F F STOP
+    assert oracle_plan(scene.neighbors, hops, 0, 3) == [MOVE_FORWARD, MOVE_FORWARD, STOP]
+    # facing -X (yaw 1): a 180-degree turn is two turns
+    assert oracle_plan(scene.neighbors, hops, 0, 1) == [TURN_LEFT, TURN_LEFT, MOVE_FORWARD, MOVE_FORWARD, STOP]
+    # facing -Z (yaw 0): one right turn
+    assert oracle_plan(scene.neighbors, hops, 0, 0) == [TURN_RIGHT, MOVE_FORWARD, MOVE_FORWARD, STOP]
+    # diagonal goal: among shortest paths take the one with one turn (L shape), not a staircase
+    goal = 2 * 5 + 2  # cell (2, 2)
+    plan = oracle_plan(scene.neighbors, np.asarray(scene.geodesic_hops[:, goal]), 0, 3)
+    assert plan == [MOVE_FORWARD, MOVE_FORWARD, TURN_RIGHT, MOVE_FORWARD, MOVE_FORWARD, STOP]
+
+
+# ------------------------------------------------------------------------------------------ episodes
+def test_episodes_deterministic_within_bounds(world, val_episodes):
+    again = generate_split(world, "val", "unheard", ["bell", "drum", "horn"], TaskConfig(val_episodes=60))
+    assert [e.to_json() for e in again] == [e.to_json() for e in val_episodes]
+    assert len(val_episodes) == 60
+    assert {e.scene_name for e in val_episodes} == {"grid_a", "grid_b"}
+    for ep in resolve_episodes(val_episodes, world):
+        scene = world.scene(ep.scene)
+        assert ep.goal_node in set(scene.source_nodes.tolist())
+        assert ep.geodesic_distance >= 1.0
+        assert ep.geodesic_distance == scene.geodesic_hops[ep.start_node, ep.goal_node] * scene.grid_size
+        hops = np.asarray(scene.geodesic_hops[:, ep.goal_node])
+        assert ep.num_action == len(oracle_plan(scene.neighbors, hops, ep.start_node, ep.start_yaw))
+        assert ep.num_action >= scene.geodesic_hops[ep.start_node, ep.goal_node] + 1
+
+
+def test_heard_split_uses_one_sound_and_bounds(world):
+    cfg = TaskConfig(val_episodes=30, min_geodesic_distance=2.0, max_geodesic_distance=3.0)
+    eps = generate_split(world, "val", "heard", ["telephone"], cfg)
+    assert {e.sound for e in eps} == {"telephone"}
+    assert all(2.0 <= e.geodesic_distance <= 3.0 for e in eps)
+
+
+def test_soundspaces_schema_round_trip(tmp_path, world, val_episodes):
+    path = episode_dataset_path(tmp_path, "replica", "val", "unheard")
+    assert path.as_posix().endswith("datasets/audionav/replica/v1/val_multiple/val_multiple.json.gz")
+    save_episodes(path, val_episodes)
+    with gzip.open(path.parent / "content" / "grid_a.json.gz", "rt") as f:
+        record = json.load(f)["episodes"][0]
+    assert set(record) >= {"episode_id", "scene_id", "start_position", "start_rotation", "goals", "info"}
+    assert set(record["info"]) == {"sound", "geodesic_distance", "num_action"}
+    assert record["scene_id"] == "grid_a/grid_a.glb"
+    loaded = load_episodes(path)
+    assert sorted(e.episode_id for e in loaded) == sorted(e.episode_id for e in val_episodes)
+    assert resolve_episodes(loaded, world) and len(load_episodes(path, scenes=["grid_b"])) < len(loaded)
+
+
+def test_load_or_generate_writes_once(tmp_path, world):
+    cfg = TaskConfig(test_episodes=10)
+    first = load_or_generate(tmp_path, world, "test", "heard", ["telephone"], cfg)
+    path = episode_dataset_path(tmp_path, world.dataset, "test", "heard")
+    mtime = path.stat().st_mtime_ns
+    second = load_or_generate(tmp_path, world, "test", "heard", ["telephone"], cfg)
+    assert path.stat().st_mtime_ns == mtime
+    assert sorted(e.episode_id for e in first) == sorted(e.episode_id for e in second)
+
+
+def test_real_soundspaces_record_and_scene_ids(world):
+    scene = world.scene("grid_a")
+    record = {
+        "episode_id": 7, "scene_id": "data/scene_datasets/replica/grid_a/habitat/mesh_semantic.ply",
+        "start_position": [1.0000001, 0.0, 2.0], "start_rotation": [0, 1.0, 0, 0.0],
+        "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
+        "info": {"sound": "telephone", "geodesic_distance": 4.0},
+    }
+    ep = resolve_episode(Episode.from_json(record), world)
+    assert (ep.scene, ep.start_yaw) == ("grid_a", 2)
+    assert ep.start_node == scene.node_at([1, 0, 2]) and ep.goal_node == scene.node_at([4, 0, 3])
+    assert ep.num_action == len(oracle_plan(scene.neighbors, np.asarray(scene.geodesic_hops[:, ep.goal_node]),
+                                            ep.start_node, 2))
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"scene_id": "nowhere/nowhere.glb"}, "unknown scene 'nowhere'"),
+        ({"start_position": [1.03, 0.0, 2.0]}, "Position misalignment"),
+        ({"goals": [{"position": [9.0, 0.0, 9.0]}]}, "Position misalignment"),
+        ({"start_rotation": [0, 0.3826834, 0, 0.9238795]}, "not a multiple of 90"),
+        ({"info": {"sound": "x"}}, "malformed"),
+    ],
+)
+def test_bad_episodes_raise_clear_errors(world, change, match):
+    record = {"episode_id": "1", "scene_id": "grid_a/grid_a.glb", "start_position": [1.0, 0.0, 2.0],
+              "start_rotation": [0, 0, 0, 1], "goals": [{"position": [4.0, 0.0, 3.0]}],
+              "info": {"sound": "bell", "geodesic_distance": 4.0}}
+    record.update(change)
+    with pytest.raises(EpisodeError, match=match):
+        resolve_episode(Episode.from_json(record), world)
+
+
+def test_goal_must_be_a_source_node():
+    scene = grid_scene("few", num_sources=2)
+    world = synthetic_world([scene])
+    non_source = next(n for n in range(scene.num_nodes) if n not in set(scene.source_nodes.tolist()))
+    rec = Episode("1", "few/few.glb", scene.positions[0].tolist(), [0, 0, 0, 1],
+                  scene.positions[non_source].tolist(), "bell", 1.0)
+    with pytest.raises(EpisodeError, match="not an acoustic source node"):
+        resolve_episode(rec, world)
+
+
+# ------------------------------------------------------------------------------------------ reference env
+def test_scripted_success_reward_spl_sna(world):
+    scene = world.scene("grid_a")
+    env = AudioNavEnv(world, [_episode(scene, 0, 3, 2)], sensors=["depth"])
+    env.reset()
+    rewards, info = _run(env, [TURN_LEFT, TURN_RIGHT, MOVE_FORWARD, MOVE_FORWARD, STOP])
+    np.testing.assert_allclose(rewards, [-0.01, -0.01, 0.99, 0.99, 9.99])
+    assert info["success"] == 1.0 and info["spl"] == 1.0 and info["softspl"] == 1.0
+    assert info["sna"] == pytest.approx(3 / 5) and info["num_actions"] == 5 and info["distance_to_goal"] == 0.0
+
+
+def test_scripted_detour(world):
+    scene = world.scene("grid_a")
+    env = AudioNavEnv(world, [_episode(scene, 0, 3, 2)], sensors=["depth"])
+    env.reset()
+    plan = [MOVE_FORWARD, TURN_RIGHT, MOVE_FORWARD, TURN_LEFT, MOVE_FORWARD, TURN_LEFT, MOVE_FORWARD, STOP]
+    rewards, info = _run(env, plan)
+    np.testing.assert_allclose(rewards, [0.99, -0.01, -1.01, -0.01, 0.99, -0.01, 0.99, 9.99], atol=1e-12)
+    assert info["spl"] == pytest.approx(0.5) and info["sna"] == pytest.approx(3 / 8)
+
+
+def test_stop_one_hop_away(world):
+    scene = world.scene("grid_a")  # grid 1.0 m: one hop away is not < 1.0 m
+    env = AudioNavEnv(world, [_episode(scene, 0, 3, 2)], sensors=["depth"])
+    env.reset()
+    rewards, info = _run(env, [MOVE_FORWARD, STOP])
+    assert info["success"] == 0.0 and info["spl"] == 0.0 and info["softspl"] == pytest.approx(0.5)
+    fine = grid_scene("fine", grid_size=0.5)  # Replica grid: one hop is 0.5 m -> success, but no +10
+    fine_world = synthetic_world([fine])
+    env = AudioNavEnv(fine_world, [_episode(fine, 0, 3, 2)], sensors=["depth"])
+    env.reset()
+    rewards, info = _run(env, [MOVE_FORWARD, STOP])
+    assert info["success"] == 1.0 and info["spl"] == 1.0 and info["sna"] == pytest.approx(1.0)
+    np.testing.assert_allclose(rewards, [0.49, -0.01])
+
+
+def test_collision_and_step_limit(world):
+    scene = world.scene("grid_a")
+    env = AudioNavEnv(world, [_episode(scene, 0, 1, 2)], TaskConfig(max_steps=7), sensors=["depth"])
+    env.reset()
+    _, r, term, trunc, info = env.step(MOVE_FORWARD)  # facing -X at x=0: wall
+    assert info["collided"] and env.node == 0 and r == pytest.approx(-0.01)
+    rewards, info = _run(env, [TURN_LEFT] * 10)
+    assert len(rewards) == 6 and info["num_actions"] == 7 and info["success"] == 0.0
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(TURN_LEFT)
+
+
+def test_oracle_agent_is_perfect(world, val_episodes):
+    env = AudioNavEnv(world, val_episodes, sensors=["depth"], sampler_mode="sequential")
+    totals = []
+    for i in range(50):
+        env.reset(options={"episode_index": i})
+        for _ in range(100):
+            hops = np.asarray(env.scene.geodesic_hops[:, env.episode.goal_node])
+            _, _, term, trunc, info = env.step(oracle_next_action(env.scene.neighbors, hops, env.node, env.yaw))
+            if term or trunc:
+                break
+        totals.append((info["success"], info["spl"], info["sna"]))
+    assert np.mean(totals, axis=0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_observations(world, val_episodes):
+    env = AudioNavEnv(world, val_episodes, sensors=["rgb", "depth", "spectrogram", "pointgoal"], seed=5)
+    obs, info = env.reset()
+    assert obs["rgb"].shape == (16, 16, 3) and obs["rgb"].dtype == np.uint8
+    assert obs["spectrogram"].shape == (65, 26, 2) and obs["spectrogram"].dtype == np.float32
+    raw = env.scene.depth[env.node, env.yaw].astype(np.float32)
+    np.testing.assert_array_equal(obs["depth"][..., 0], np.clip(raw, 0, 10) / np.float32(10))
+    assert obs["depth"].max() <= 1.0 and (raw > 10).any()
+    rho, _ = obs["pointgoal"]
+    goal = env.scene.positions[env.episode.goal_node]
+    assert rho == pytest.approx(np.linalg.norm(goal - env.scene.positions[env.node]))
+
+
+def test_pointgoal_frame():
+    scene = grid_scene("pg")
+    world = synthetic_world([scene])
+    env = AudioNavEnv(world, [_episode(scene, 0, 3, 2)], sensors=["pointgoal"])
+    obs, _ = env.reset()
+    np.testing.assert_allclose(obs["pointgoal"], [2.0, 0.0], atol=1e-6)  # straight ahead
+    obs, *_ = env.step(TURN_LEFT)  # now facing -Z: goal (+X) is to the right -> phi = -90 deg
+    np.testing.assert_allclose(obs["pointgoal"], [2.0, -np.pi / 2], atol=1e-6)
+
+
+def test_registered_observation_and_errors(world, val_episodes):
+    register_observation("goal_hops", lambda s: np.array([s.scene.geodesic_hops[s.node, s.episode.goal_node]],
+                                                          dtype=np.float32),
+                         lambda w: gymnasium.spaces.Box(0, np.inf, (1,), np.float32), overwrite=True)
+    env = AudioNavEnv(world, val_episodes, sensors=["depth", "goal_hops"])
+    obs, _ = env.reset()
+    assert obs["goal_hops"][0] == env.scene.geodesic_hops[env.node, env.episode.goal_node]
+    with pytest.raises(KeyError, match="unknown observation 'nope'"):
+        get_observation("nope")
+    with pytest.raises(KeyError, match="unknown observation"):
+        AudioNavEnv(world, val_episodes, sensors=["depth", "nope"])
+    for bad in (4, -1, 1.5, "go"):
+        with pytest.raises(InvalidActionError, match="valid actions"):
+            env.step(bad)
+
+
+def test_resolved_episode_with_unknown_node_raises(world):
+    with pytest.raises(ValueError, match="not a node of scene grid_a"):
+        AudioNavEnv(world, [ResolvedEpisode("1", "grid_a", 999, 0, 2, "bell", 1.0, 2)])
+    with pytest.raises(KeyError, match="unknown scene 'zzz'"):
+        AudioNavEnv(world, [ResolvedEpisode("1", "zzz", 0, 0, 2, "bell", 1.0, 2)])
+
+
+def test_gymnasium_check_env_and_registry(world, val_episodes):
+    env = AudioNavEnv(world, val_episodes[:8], seed=0)
+    check_env(env, skip_render_check=True)
+    made = gymnasium.make("AudioNav-v0", world=world, episodes=val_episodes[:4], disable_env_checker=True)
+    obs, _ = made.reset(seed=1)
+    assert made.observation_space.contains(obs) and made.action_space.n == 4
