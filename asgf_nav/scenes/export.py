@@ -1,0 +1,231 @@
+"""Write project scenes in the SoundSpaces 1.0 data layout, so SoundSpaces code (or ours) can read them.
+
+Everything a task world holds is written: ``metadata/`` (points.txt in mesh Z-up coordinates and a
+pickled networkx graph with 'point' attributes), ``binaural_rirs/`` (float32 stereo wav per azimuth
+folder, receiver and source node ids in the name), ``scene_observations/`` (pickle keyed by (node, yaw)),
+episode datasets (json.gz with per-scene ``content/``) and ``sounds/1s_all``. Scenes whose RIRs cover
+only some source nodes also get ``metadata/.../source_nodes.txt``, which SoundSpaces ignores and the
+importer reads. Every file is written atomically; ``skip_existing`` resumes an interrupted export.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import soundfile as sf
+from scipy.io import wavfile
+from tqdm import tqdm
+
+from asgf_nav.io import atomic_write_bytes, atomic_write_text
+from asgf_nav.scenes.soundspaces import (
+    YAW_DEGREES,
+    SoundSpacesPaths,
+    dataset_spec,
+    habitat_to_mesh,
+)
+
+logger = logging.getLogger(__name__)
+PICKLE_PROTOCOL = 4  # readable by every Python SoundSpaces runs on (>= 3.6)
+
+
+class ExportError(ValueError):
+    """A scene cannot be expressed in the SoundSpaces layout (rate, grid or positions do not fit)."""
+
+
+@dataclass
+class ExportStats:
+    """What one export wrote (files counted include skipped existing ones)."""
+
+    scenes: int = 0
+    rir_files: int = 0
+    rir_bytes: int = 0
+    skipped: int = 0
+    episodes: int = 0
+    sounds: int = 0
+
+
+def _position_keys_unique(scene) -> None:
+    keys = [
+        "{:.2f}_{:.2f}_{:.2f}".format(*map(float, p)) for p in np.asarray(scene.positions, dtype=np.float64)
+    ]
+    if len(set(keys)) != len(keys):
+        raise ExportError(
+            f"scene {scene.name}: two nodes share a 2-decimal position key; SoundSpaces cannot tell "
+            "them apart"
+        )
+
+
+def check_exportable(scene, dataset: str) -> None:
+    """SoundSpaces fixes rate and grid per dataset; a scene that differs would change meaning on import."""
+    spec = dataset_spec(dataset)
+    if int(scene.sample_rate) != spec.sample_rate:
+        raise ExportError(
+            f"scene {scene.name} has {scene.sample_rate} Hz RIRs; SoundSpaces {dataset} uses "
+            f"{spec.sample_rate} Hz"
+        )
+    if not np.isclose(float(scene.grid_size), spec.grid_size):
+        raise ExportError(
+            f"scene {scene.name} has a {scene.grid_size} m grid; SoundSpaces {dataset} uses "
+            f"{spec.grid_size} m"
+        )
+    _position_keys_unique(scene)
+
+
+def scene_graph(scene) -> nx.Graph:
+    """networkx graph as SoundSpaces pickles it: integer nodes, 'point' = habitat (x, y, z) tuple."""
+    graph = nx.Graph()
+    positions = np.asarray(scene.positions, dtype=np.float64)
+    for i, p in enumerate(positions):
+        graph.add_node(i, point=tuple(float(v) for v in p))
+    neighbors = np.asarray(scene.neighbors)
+    for i in range(len(neighbors)):
+        for j in neighbors[i]:
+            if j >= 0:
+                graph.add_edge(i, int(j))
+    return graph
+
+
+def _write_wav(path: Path, sample_rate: int, data: np.ndarray) -> int:
+    buffer = io.BytesIO()
+    wavfile.write(buffer, sample_rate, np.ascontiguousarray(data, dtype=np.float32))
+    payload = buffer.getvalue()
+    atomic_write_bytes(path, payload)
+    return len(payload)
+
+
+def export_scene(
+    scene,
+    root: str | Path,
+    dataset: str,
+    skip_existing: bool = False,
+    views: bool = True,
+    stats: ExportStats | None = None,
+) -> ExportStats:
+    """Write one ``TaskScene``: metadata, every (receiver, source node, azimuth) RIR and its views."""
+    stats = stats if stats is not None else ExportStats()
+    check_exportable(scene, dataset)
+    paths = SoundSpacesPaths(Path(root), dataset)
+    name = scene.name
+    positions = np.asarray(scene.positions, dtype=np.float64)
+    mesh = habitat_to_mesh(positions, dataset)
+    rows = "".join(f"{i}\t{x:.7f}\t{y:.7f}\t{z:.7f}\n" for i, (x, y, z) in enumerate(mesh))
+    atomic_write_text(paths.points_file(name), rows)
+    atomic_write_bytes(paths.graph_file(name), pickle.dumps(scene_graph(scene), protocol=PICKLE_PROTOCOL))
+    sources = np.asarray(scene.source_nodes, dtype=np.int64)
+    source_list = paths.source_nodes_file(name)
+    if len(sources) < len(positions):
+        atomic_write_text(source_list, "".join(f"{int(s)}\n" for s in sources))
+    else:
+        source_list.unlink(missing_ok=True)
+    receivers = range(len(positions))
+    for receiver in tqdm(receivers, desc=f"RIRs {dataset}/{name}", unit="node", disable=len(positions) < 50):
+        for k in range(len(YAW_DEGREES)):
+            for source in sources:
+                path = paths.rir_file(name, receiver, int(source), k)
+                stats.rir_files += 1
+                if skip_existing and path.exists():
+                    stats.skipped += 1
+                    continue
+                rir = np.asarray(scene.rir(receiver, int(source), k), dtype=np.float32)
+                stats.rir_bytes += _write_wav(path, int(scene.sample_rate), rir)
+    if views and scene.rgb is not None and scene.depth is not None:
+        write_observations(scene, paths.observations_file(name))
+    elif views:
+        logger.warning("scene %s has no views; %s not written", name, paths.observations_file(name))
+    stats.scenes += 1
+    return stats
+
+
+def write_observations(scene, path: Path) -> None:
+    """(node, yaw degrees) -> {'rgb': (H, W, 3) uint8, 'depth': (H, W) float32 metres}, as habitat-sim
+    renders them (alpha dropped)."""
+    frames = {}
+    for i in range(scene.num_nodes):
+        for k, yaw in enumerate(YAW_DEGREES):
+            frames[(i, yaw)] = {
+                "rgb": np.array(scene.rgb[i, k], dtype=np.uint8),
+                "depth": np.array(scene.depth[i, k], dtype=np.float32),
+            }
+    atomic_write_bytes(path, pickle.dumps(frames, protocol=PICKLE_PROTOCOL))
+
+
+def export_episodes(
+    root: str | Path,
+    dataset: str,
+    split: str,
+    sound_split: str,
+    episodes: Sequence,
+    stats: ExportStats | None = None,
+) -> Path:
+    """Episodes of one split in SoundSpaces' json.gz layout, scene ids rewritten for ``dataset``."""
+    from dataclasses import replace
+
+    from asgf_nav.tasks.episodes import episode_dataset_path, save_episodes, scene_id_for
+
+    rewritten = [replace(e, scene_id=scene_id_for(dataset, e.scene_name)) for e in episodes]
+    path = save_episodes(episode_dataset_path(root, dataset, split, sound_split), rewritten)
+    if stats is not None:
+        stats.episodes += len(rewritten)
+    return path
+
+
+def export_sounds(
+    root: str | Path,
+    names: Iterable[str],
+    waveform: Callable[[str], np.ndarray],
+    sample_rate: int,
+    stats: ExportStats | None = None,
+) -> Path:
+    """``sounds/1s_all/{name}.wav`` as float32 mono at the RIR rate (what the task hears, unresampled)."""
+    directory = SoundSpacesPaths(Path(root), "").sounds_dir()
+    for name in sorted(set(names)):
+        buffer = io.BytesIO()
+        sf.write(
+            buffer,
+            np.asarray(waveform(name), dtype=np.float32),
+            int(sample_rate),
+            format="WAV",
+            subtype="FLOAT",
+        )
+        atomic_write_bytes(directory / f"{name}.wav", buffer.getvalue())
+        if stats is not None:
+            stats.sounds += 1
+    return directory
+
+
+def export_world(
+    world,
+    root: str | Path,
+    dataset: str,
+    episodes: dict[tuple[str, str], Sequence] | None = None,
+    skip_existing: bool = False,
+    views: bool = True,
+    stats: ExportStats | None = None,
+) -> ExportStats:
+    """A whole ``TaskWorld``: its scenes, the given episodes per (split, sound split), and their sounds."""
+    stats = stats if stats is not None else ExportStats()
+    for name in sorted(world.scenes):
+        export_scene(world.scene(name), root, dataset, skip_existing=skip_existing, views=views, stats=stats)
+    sounds: set[str] = set()
+    for (split, sound_split), eps in (episodes or {}).items():
+        export_episodes(root, dataset, split, sound_split, eps, stats)
+        sounds.update(e.sound for e in eps)
+    export_sounds(root, sounds, world.sound, world.sample_rate, stats)
+    logger.info(
+        "exported %d scenes, %d RIR files (%.1f MB written, %d kept), %d episodes, %d sounds to %s",
+        stats.scenes,
+        stats.rir_files,
+        stats.rir_bytes / 2**20,
+        stats.skipped,
+        stats.episodes,
+        stats.sounds,
+        root,
+    )
+    return stats

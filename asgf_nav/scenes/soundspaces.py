@@ -1,0 +1,707 @@
+"""SoundSpaces 1.0 data (Replica / Matterport3D) as project scenes: layout import, lazy RIRs, sounds.
+
+The SoundSpaces layout under a root (see docs/data.md)::
+
+    metadata/{dataset}/{scene}/points.txt, graph.pkl          navigation graph (node id = points.txt row)
+    binaural_rirs/{dataset}/{scene}/{azimuth}/{recv}_{src}.wav float32 stereo, azimuth = (-yaw) % 360
+    scene_observations/{dataset}/{scene}.pkl                  {(node, yaw): {'rgb', 'depth'}}, optional
+    datasets/audionav/{dataset}/v1/{split}_{telephone|multiple}/...json.gz
+    sounds/1s_all/{sound}.wav
+
+Graph and views are small and are converted once into the scene store (``{data_root}/scenes/
+soundspaces_{dataset}/{scene}``, re-imported when their source files change). The binaural RIRs
+(81 GB for Replica, 682 GB for Matterport3D) are never converted: :class:`SoundSpacesRirs` reads each
+wav file on demand through a bounded LRU cache. Unlike SoundSpaces, a missing, empty or unreadable RIR
+is an error naming the file; ``on_missing="silence"`` substitutes one second of silence instead, with a
+warning, and the substitutions are counted and summarised at exit (:func:`silence_fallback_summary`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import pickle
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+from scipy.io import wavfile
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import shortest_path
+from tqdm import tqdm
+
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.scenes.store import SceneStore, SceneStoreError, remove_stage, scene_dir, write_stage
+
+logger = logging.getLogger(__name__)
+
+SOURCE_NODES_FILE = "source_nodes.txt"  # optional, written by the exporter; SoundSpaces ignores it
+SOUNDS_SUBDIR = Path("sounds") / "1s_all"
+YAW_DEGREES: tuple[int, ...] = (0, 90, 180, 270)  # yaw index k <-> yaw 90*k degrees
+IMPORT_VERSION = 1
+
+
+class SoundSpacesDataError(RuntimeError):
+    """A SoundSpaces file is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Constants SoundSpaces hard-codes per dataset."""
+
+    sample_rate: int  # Hz of the binaural RIRs (sounds are resampled to it)
+    height_offset: float  # points.txt z (up) minus this = habitat y
+    grid_size: float  # metres between graph nodes (geodesic distance = hops x grid size)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "replica": DatasetSpec(sample_rate=44100, height_offset=1.5528907, grid_size=0.5),
+    "mp3d": DatasetSpec(sample_rate=16000, height_offset=1.5, grid_size=1.0),
+}
+
+
+def dataset_spec(dataset: str) -> DatasetSpec:
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise SoundSpacesDataError(
+            f"SoundSpaces has no dataset {dataset!r}; known: {sorted(DATASETS)}"
+        ) from None
+
+
+def azimuth_for_yaw(yaw_index: int) -> int:
+    """RIR folder of a yaw index: SoundSpaces' azimuth = (-yaw) % 360 (yaw 90 -> folder 270)."""
+    return (-YAW_DEGREES[yaw_index % 4]) % 360
+
+
+def mesh_to_habitat(columns: np.ndarray, dataset: str) -> np.ndarray:
+    """points.txt columns 1..3 (mesh x, y, z with Z up) -> habitat (x, y, z) with Y up and -Z forward."""
+    c = np.asarray(columns, dtype=np.float64).reshape(-1, 3)
+    return np.stack([c[:, 0], c[:, 2] - dataset_spec(dataset).height_offset, -c[:, 1]], axis=1)
+
+
+def habitat_to_mesh(points: np.ndarray, dataset: str) -> np.ndarray:
+    """Inverse of :func:`mesh_to_habitat`."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return np.stack([p[:, 0], -p[:, 2], p[:, 1] + dataset_spec(dataset).height_offset], axis=1)
+
+
+# ------------------------------------------------------------------------------------------ paths
+@dataclass(frozen=True)
+class SoundSpacesPaths:
+    """Where SoundSpaces keeps each file of one dataset under ``root``."""
+
+    root: Path
+    dataset: str
+
+    def metadata_dir(self, scene: str) -> Path:
+        return self.root / "metadata" / self.dataset / scene
+
+    def points_file(self, scene: str) -> Path:
+        return self.metadata_dir(scene) / "points.txt"
+
+    def graph_file(self, scene: str) -> Path:
+        return self.metadata_dir(scene) / "graph.pkl"
+
+    def source_nodes_file(self, scene: str) -> Path:
+        return self.metadata_dir(scene) / SOURCE_NODES_FILE
+
+    def rir_dir(self, scene: str) -> Path:
+        return self.root / "binaural_rirs" / self.dataset / scene
+
+    def rir_file(self, scene: str, receiver_id: int, source_id: int, yaw_index: int) -> Path:
+        return self.rir_dir(scene) / str(azimuth_for_yaw(yaw_index)) / f"{receiver_id}_{source_id}.wav"
+
+    def observations_file(self, scene: str) -> Path:
+        return self.root / "scene_observations" / self.dataset / f"{scene}.pkl"
+
+    def sounds_dir(self) -> Path:
+        return self.root / SOUNDS_SUBDIR
+
+    def available_scenes(self) -> list[str]:
+        """Scenes with both metadata (points.txt + graph.pkl) and a binaural RIR folder: a partial
+        download is usable for exactly these."""
+        meta = self.root / "metadata" / self.dataset
+        if not meta.is_dir():
+            return []
+        return sorted(
+            d.name
+            for d in meta.iterdir()
+            if d.is_dir()
+            and (d / "graph.pkl").is_file()
+            and (d / "points.txt").is_file()
+            and self.rir_dir(d.name).is_dir()
+        )
+
+
+# ------------------------------------------------------------------------------------------ metadata
+def read_points(path: Path, dataset: str) -> np.ndarray:
+    """points.txt (tab separated; column 0 ignored, 1..3 mesh x y z) -> (M, 3) habitat coordinates."""
+    try:
+        data = np.loadtxt(path, delimiter="\t", ndmin=2)
+    except FileNotFoundError:
+        raise SoundSpacesDataError(f"SoundSpaces points file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise SoundSpacesDataError(f"SoundSpaces points file {path} is unreadable: {exc}") from exc
+    if data.shape[1] < 4 or data.shape[0] == 0:
+        raise SoundSpacesDataError(
+            f"SoundSpaces points file {path} must have >= 1 row of 4 columns, got {data.shape}"
+        )
+    return mesh_to_habitat(data[:, 1:4], dataset)
+
+
+def read_graph(path: Path) -> nx.Graph:
+    """graph.pkl: a pickled networkx graph with integer nodes (rows of points.txt)."""
+    try:
+        with open(path, "rb") as f:
+            graph = pickle.load(f)
+    except FileNotFoundError:
+        raise SoundSpacesDataError(f"SoundSpaces graph file {path} does not exist") from None
+    except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
+        raise SoundSpacesDataError(f"SoundSpaces graph file {path} is unreadable: {exc!r}") from exc
+    if not isinstance(graph, nx.Graph):
+        raise SoundSpacesDataError(
+            f"SoundSpaces graph file {path} holds {type(graph).__name__}, not a networkx graph"
+        )
+    if graph.number_of_nodes() == 0:
+        raise SoundSpacesDataError(f"SoundSpaces graph file {path} has no nodes")
+    bad = [n for n in graph.nodes if not isinstance(n, (int, np.integer)) or int(n) < 0]
+    if bad:
+        raise SoundSpacesDataError(f"SoundSpaces graph file {path} has non-integer node ids, e.g. {bad[:3]}")
+    return graph
+
+
+@dataclass
+class GraphLayout:
+    """A SoundSpaces graph in the project's arrays; index i <-> SoundSpaces node ``node_ids[i]``."""
+
+    node_ids: np.ndarray  # (N,) int64, sorted
+    positions: np.ndarray  # (N, 3) float64 habitat coordinates (the graph's 'point' attribute)
+    neighbors: np.ndarray  # (N, 4) int32: node MOVE_FORWARD reaches at yaw index k, -1 = collision
+    geodesic_hops: np.ndarray  # (N, N) int16/int32 graph hop counts, -1 = unreachable
+
+
+def graph_layout(graph: nx.Graph, points: np.ndarray, graph_path: Path) -> GraphLayout:
+    """Positions, forward neighbours (SoundSpaces' direction rule) and hop table of a SoundSpaces graph.
+
+    MOVE_FORWARD at yaw ``90k`` goes to the first graph neighbour (in adjacency order, as SoundSpaces
+    iterates) whose direction round(atan2(dz, dx)) in degrees equals (270 - 90k) % 360.
+    """
+    node_ids = np.array(sorted(int(n) for n in graph.nodes), dtype=np.int64)
+    index = {int(n): i for i, n in enumerate(node_ids)}
+    positions = np.zeros((len(node_ids), 3), dtype=np.float64)
+    mismatched = 0
+    for i, node in enumerate(node_ids):
+        attrs = graph.nodes[int(node)]
+        from_points = points[node] if node < len(points) else None
+        if "point" in attrs:
+            positions[i] = np.asarray(attrs["point"], dtype=np.float64).reshape(3)
+            if from_points is not None and np.abs(positions[i] - from_points).max() > 1e-3:
+                mismatched += 1
+        elif from_points is not None:
+            positions[i] = from_points
+        else:
+            raise SoundSpacesDataError(
+                f"node {node} of {graph_path} has no 'point' attribute and no row in points.txt "
+                f"({len(points)} rows)"
+            )
+    if mismatched:
+        logger.warning(
+            "%s: %d nodes' 'point' differs from points.txt by > 1 mm; using the graph's",
+            graph_path,
+            mismatched,
+        )
+    neighbors = np.full((len(node_ids), 4), -1, dtype=np.int32)
+    orientation_to_yaw = {(270 - d) % 360: k for k, d in enumerate(YAW_DEGREES)}
+    for i, node in enumerate(node_ids):
+        p1 = positions[i]
+        for other in graph[int(node)]:
+            j = index[int(other)]
+            p2 = positions[j]
+            direction = int(np.around(np.rad2deg(np.arctan2(p2[2] - p1[2], p2[0] - p1[0])))) % 360
+            k = orientation_to_yaw.get(direction)
+            if k is not None and neighbors[i, k] < 0:
+                neighbors[i, k] = j
+    rows, cols = [], []
+    for a, b in graph.edges:
+        rows.append(index[int(a)])
+        cols.append(index[int(b)])
+    n = len(node_ids)
+    adj = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    dist = shortest_path(adj, unweighted=True, directed=False)
+    finite = np.isfinite(dist)
+    hop_type = np.int16 if (not finite.any() or dist[finite].max() < np.iinfo(np.int16).max) else np.int32
+    hops = np.where(finite, dist, -1).astype(hop_type)
+    return GraphLayout(node_ids, positions, neighbors, hops)
+
+
+def read_source_nodes(path: Path, node_ids: np.ndarray) -> np.ndarray:
+    """Project indices of the nodes with RIRs: all nodes (SoundSpaces), or those listed in ``path``."""
+    if not path.exists():
+        return np.arange(len(node_ids), dtype=np.int64)
+    try:
+        ids = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise SoundSpacesDataError(f"source node list {path} is unreadable: {exc}") from exc
+    index = {int(n): i for i, n in enumerate(node_ids)}
+    unknown = [int(s) for s in ids if int(s) not in index]
+    if unknown:
+        raise SoundSpacesDataError(f"source node list {path} names nodes not in the graph: {unknown[:5]}")
+    return np.array(sorted(index[int(s)] for s in ids), dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------ views
+def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scene_observations pickle -> rgb (N, 4, H, W, 3) uint8 and depth (N, 4, H, W) float16 metres.
+
+    Keys are (node id, yaw degrees); values hold 'rgb' (H, W, 3 or 4: alpha dropped, as habitat does)
+    and 'depth' (H, W) or (H, W, 1) in metres, as habitat-sim renders them.
+    """
+    try:
+        with open(path, "rb") as f:
+            frames = pickle.load(f)
+    except FileNotFoundError:
+        raise SoundSpacesDataError(f"SoundSpaces scene observations {path} do not exist") from None
+    except Exception as exc:
+        raise SoundSpacesDataError(f"SoundSpaces scene observations {path} are unreadable: {exc!r}") from exc
+    if not isinstance(frames, dict):
+        raise SoundSpacesDataError(
+            f"{path} must hold a dict keyed by (node, yaw), got {type(frames).__name__}"
+        )
+    rgb = depth = None
+    for i, node in enumerate(node_ids):
+        for k, yaw in enumerate(YAW_DEGREES):
+            frame = frames.get((int(node), yaw))
+            if not isinstance(frame, dict) or "rgb" not in frame or "depth" not in frame:
+                raise SoundSpacesDataError(
+                    f"{path} has no rgb+depth view for key (node {int(node)}, yaw {yaw}); "
+                    "render all graph nodes at yaws 0/90/180/270"
+                )
+            img = np.asarray(frame["rgb"])
+            dep = np.asarray(frame["depth"], dtype=np.float32)
+            if dep.ndim == 3 and dep.shape[2] == 1:
+                dep = dep[..., 0]
+            if (
+                img.ndim != 3
+                or img.shape[2] not in (3, 4)
+                or img.dtype != np.uint8
+                or dep.shape != img.shape[:2]
+            ):
+                raise SoundSpacesDataError(
+                    f"{path} view (node {int(node)}, yaw {yaw}): rgb must be (H, W, 3|4) uint8 and depth "
+                    "(H, W[, 1]), "
+                    f"got rgb {img.dtype}{img.shape} and depth {dep.shape}"
+                )
+            if rgb is None:
+                h, w = img.shape[:2]
+                rgb = np.zeros((len(node_ids), 4, h, w, 3), dtype=np.uint8)
+                depth = np.zeros((len(node_ids), 4, h, w), dtype=np.float16)
+            if img.shape[:2] != rgb.shape[2:4]:
+                raise SoundSpacesDataError(
+                    f"{path} view (node {int(node)}, yaw {yaw}) is {img.shape[:2]}, "
+                    f"other views {rgb.shape[2:4]}"
+                )
+            rgb[i, k] = img[..., :3]
+            depth[i, k] = dep
+    assert rgb is not None and depth is not None
+    return rgb, depth
+
+
+# ------------------------------------------------------------------------------------------ RIRs
+def read_rir(path: Path, sample_rate: int) -> np.ndarray:
+    """One SoundSpaces binaural RIR wav -> (L, 2) float32; every defect raises naming the file."""
+    try:
+        rate, data = wavfile.read(path)
+    except FileNotFoundError:
+        raise SoundSpacesDataError(f"binaural RIR {path} does not exist") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise SoundSpacesDataError(f"binaural RIR {path} is unreadable: {exc}") from exc
+    if rate != sample_rate:
+        raise SoundSpacesDataError(
+            f"binaural RIR {path} is sampled at {rate} Hz, this dataset's RIRs at {sample_rate}"
+        )
+    if data.ndim != 2 or data.shape[1] != 2:
+        raise SoundSpacesDataError(f"binaural RIR {path} must have 2 channels, got shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.floating):
+        raise SoundSpacesDataError(
+            f"binaural RIR {path} holds {data.dtype} samples; SoundSpaces RIRs are float32"
+        )
+    if len(data) == 0:
+        raise SoundSpacesDataError(f"binaural RIR {path} is empty")
+    if not np.isfinite(data).all():
+        raise SoundSpacesDataError(f"binaural RIR {path} holds non-finite samples")
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+_SILENCED: Counter[str] = Counter()  # scene -> RIRs replaced by silence in this process
+_SILENCED_EXAMPLES: dict[str, str] = {}
+
+
+def silence_fallback_summary() -> dict[str, int]:
+    """RIRs replaced by silence so far in this process, per ``dataset/scene``."""
+    return dict(_SILENCED)
+
+
+def _log_silence_summary() -> None:
+    if _SILENCED:
+        total = sum(_SILENCED.values())
+        detail = ", ".join(f"{s}: {n} (e.g. {_SILENCED_EXAMPLES[s]})" for s, n in sorted(_SILENCED.items()))
+        logger.warning(
+            "%d binaural RIRs were missing or unreadable and replaced by silence: %s", total, detail
+        )
+
+
+class SoundSpacesRirs:
+    """Lazy binaural RIRs of one SoundSpaces scene, read per (receiver, source, yaw) from the wav files.
+
+    Same interface as the baked ``SceneRirs``: ``source_nodes``, ``sample_rate`` and
+    ``rir(receiver, source_node, yaw_index) -> (L, 2) float32`` with project node indices. At most
+    ``cache_bytes`` of RIRs are kept (least recently used evicted), so memory stays bounded whatever
+    the dataset size. ``on_missing="silence"`` returns ``sample_rate`` zeros for a bad file, warns and
+    counts it; the default ``"error"`` raises :class:`SoundSpacesDataError`.
+    """
+
+    def __init__(
+        self,
+        paths: SoundSpacesPaths,
+        scene: str,
+        node_ids: np.ndarray,
+        source_nodes: np.ndarray,
+        cache_bytes: int = 256 * 2**20,
+        on_missing: str = "error",
+    ) -> None:
+        if on_missing not in ("error", "silence"):
+            raise ValueError(f"on_missing must be 'error' or 'silence', got {on_missing!r}")
+        self.paths = paths
+        self.scene = scene
+        self.node_ids = np.asarray(node_ids, dtype=np.int64)
+        self.source_nodes = np.asarray(source_nodes, dtype=np.int64)
+        self.sample_rate = dataset_spec(paths.dataset).sample_rate
+        self.cache_bytes = int(cache_bytes)
+        self.on_missing = on_missing
+        self._cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self.reads = 0
+
+    def path(self, receiver: int, source: int, yaw_index: int) -> Path:
+        return self.paths.rir_file(
+            self.scene, int(self.node_ids[receiver]), int(self.node_ids[source]), yaw_index
+        )
+
+    def rir(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
+        key = (int(receiver), int(source), int(yaw_index) % 4)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        path = self.path(*key)
+        try:
+            rir = read_rir(path, self.sample_rate)
+        except SoundSpacesDataError as exc:
+            if self.on_missing == "error":
+                raise
+            label = f"{self.paths.dataset}/{self.scene}"
+            if not _SILENCED:
+                atexit.register(_log_silence_summary)
+            _SILENCED[label] += 1
+            _SILENCED_EXAMPLES.setdefault(label, str(path))
+            logger.warning("%s; using silence instead", exc)
+            rir = np.zeros((self.sample_rate, 2), dtype=np.float32)
+        self.reads += 1
+        rir.setflags(write=False)
+        self._cache[key] = rir
+        self._cached_bytes += rir.nbytes
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+        return rir
+
+    def __call__(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
+        return self.rir(receiver, source, yaw_index)
+
+
+class SoundSpacesSounds:
+    """``sounds/1s_all/{name}.wav`` loaded as SoundSpaces does: mono, resampled by librosa to the RIR rate."""
+
+    def __init__(self, directory: Path, sample_rate: int) -> None:
+        self.directory = Path(directory)
+        self.sample_rate = int(sample_rate)
+
+    def waveform(self, name: str) -> np.ndarray:
+        import librosa
+
+        path = self.directory / f"{name}.wav"
+        if not path.is_file():
+            raise SoundSpacesDataError(f"sound {name!r} has no file {path}")
+        try:
+            audio, _ = librosa.load(path, sr=self.sample_rate, mono=True)
+        except Exception as exc:  # audioread/soundfile raise many types on a corrupt file
+            raise SoundSpacesDataError(f"sound file {path} is unreadable: {exc!r}") from exc
+        if audio.size == 0 or not np.isfinite(audio).all():
+            raise SoundSpacesDataError(f"sound file {path} is empty or holds non-finite samples")
+        return audio.astype(np.float32)
+
+    def __call__(self, name: str) -> np.ndarray:
+        return self.waveform(name)
+
+
+# ------------------------------------------------------------------------------------------ import
+def imported_scene_dir(data_root: str | Path, dataset: str, scene: str) -> Path:
+    """Store directory of an imported SoundSpaces scene (kept apart from the embedded scene of that name)."""
+    return scene_dir(data_root, f"soundspaces_{dataset}", scene)
+
+
+def _fingerprint(files: Sequence[Path]) -> dict[str, list[int]]:
+    """Size and modification time of each existing file: a changed source triggers a re-import."""
+    out = {}
+    for path in files:
+        if path.exists():
+            st = path.stat()
+            out[path.name] = [int(st.st_size), int(st.st_mtime_ns)]
+    return out
+
+
+def _stage_matches(directory: Path, stage: str, fingerprint: dict[str, list[int]]) -> bool:
+    try:
+        store = SceneStore(directory)
+    except SceneStoreError:
+        return False
+    if not store.has_stage(stage):
+        return False
+    meta = store.meta(stage)
+    return meta.get("import_version") == IMPORT_VERSION and meta.get("fingerprint") == fingerprint
+
+
+def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, force: bool = False) -> Path:
+    """Convert one scene's graph (and views, when rendered) into the scene store; skip what is up to date."""
+    spec = dataset_spec(paths.dataset)
+    directory = imported_scene_dir(data_root, paths.dataset, scene)
+    layout_fp = _fingerprint(
+        [paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)]
+    )
+    if force or not _stage_matches(directory, "layout", layout_fp):
+        points = read_points(paths.points_file(scene), paths.dataset)
+        graph_path = paths.graph_file(scene)
+        layout = graph_layout(read_graph(graph_path), points, graph_path)
+        sources = read_source_nodes(paths.source_nodes_file(scene), layout.node_ids)
+        meta = {
+            "dataset": paths.dataset,
+            "grid_size": spec.grid_size,
+            "sample_rate": spec.sample_rate,
+            "num_nodes": int(len(layout.node_ids)),
+            "source": "soundspaces",
+            "soundspaces_root": str(paths.root),
+            "fingerprint": layout_fp,
+            "import_version": IMPORT_VERSION,
+        }
+        arrays = {
+            "positions": layout.positions,
+            "neighbors": layout.neighbors,
+            "geodesic_hops": layout.geodesic_hops,
+            "soundspaces_node_ids": layout.node_ids,
+            "source_nodes": sources,
+        }
+        if (directory / "manifest.json").exists():
+            remove_stage(directory, "vision")  # views are indexed by the old node list
+        write_stage(directory, "layout", arrays, meta=meta)
+        logger.info(
+            "imported SoundSpaces %s/%s: %d nodes, %d sources",
+            paths.dataset,
+            scene,
+            len(layout.node_ids),
+            len(sources),
+        )
+    obs_path = paths.observations_file(scene)
+    if obs_path.exists():
+        vision_fp = _fingerprint([obs_path])
+        if force or not _stage_matches(directory, "vision", vision_fp):
+            node_ids = np.array(SceneStore(directory).array("soundspaces_node_ids"))
+            rgb, depth = read_observations(obs_path, node_ids)
+            meta = {
+                "image_size": int(rgb.shape[2]),
+                "fingerprint": vision_fp,
+                "import_version": IMPORT_VERSION,
+            }
+            write_stage(directory, "vision", {"rgb": rgb, "depth": depth}, meta=meta)
+            logger.info("imported SoundSpaces views of %s/%s: %s", paths.dataset, scene, rgb.shape)
+    elif SceneStore(directory).has_stage("vision"):
+        remove_stage(directory, "vision")
+    return directory
+
+
+def import_dataset(
+    paths: SoundSpacesPaths, data_root: str | Path, scenes: Sequence[str] | None = None, force: bool = False
+) -> list[Path]:
+    """Import ``scenes`` (default: every downloaded scene) with a progress bar; returns their directories."""
+    available = paths.available_scenes()
+    names = list(scenes) if scenes is not None else available
+    if not names:
+        raise SoundSpacesDataError(
+            f"no SoundSpaces {paths.dataset} scene found: need "
+            f"{paths.root / 'metadata' / paths.dataset}/<scene>/"
+            f"{{points.txt,graph.pkl}} and {paths.root / 'binaural_rirs' / paths.dataset}/<scene>/"
+        )
+    _check_downloaded(paths, names, available)
+    dirs = []
+    for name in tqdm(names, desc=f"import soundspaces/{paths.dataset}", unit="scene"):
+        dirs.append(import_scene(paths, data_root, name, force=force))
+        if not paths.observations_file(name).exists():
+            logger.warning(
+                "%s/%s has no rendered views (%s is missing): it can run with sensors that exclude "
+                "rgb and depth only",
+                paths.dataset,
+                name,
+                paths.observations_file(name),
+            )
+    return dirs
+
+
+def _check_downloaded(paths: SoundSpacesPaths, names: Sequence[str], available: Sequence[str]) -> None:
+    missing = [n for n in names if n not in set(available)]
+    if missing:
+        n = missing[0]
+        raise SoundSpacesDataError(
+            f"SoundSpaces {paths.dataset} scene(s) {missing} are not downloaded: "
+            f"need {paths.points_file(n)}, "
+            f"{paths.graph_file(n)} and the folder {paths.rir_dir(n)}; downloaded: {list(available)}"
+        )
+
+
+# ------------------------------------------------------------------------------------------ task world
+def soundspaces_root(cfg: Any) -> Path:
+    """``cfg.scenes.soundspaces_root``, or ``{data_root}/soundspaces`` when unset."""
+    root = cfg.scenes.soundspaces_root
+    return Path(root) if root else Path(cfg.scenes.data_root) / "soundspaces"
+
+
+def scene_source(cfg: Any) -> str:
+    """ "soundspaces" or "embedded" for ``cfg.scenes.source`` (auto: SoundSpaces when its data is there)."""
+    source = cfg.scenes.source
+    if source == "embedded":
+        return "embedded"
+    if cfg.scenes.dataset not in DATASETS:
+        if source == "soundspaces":
+            raise SoundSpacesDataError(
+                f"scenes.source=soundspaces needs dataset replica or mp3d, not {cfg.scenes.dataset!r}"
+            )
+        return "embedded"
+    paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
+    found = bool(paths.available_scenes())
+    if source == "soundspaces" and not found:
+        raise SoundSpacesDataError(
+            f"scenes.source=soundspaces but no {cfg.scenes.dataset} scene is under {paths.root} (need "
+            f"metadata/{cfg.scenes.dataset}/<scene>/graph.pkl + points.txt and "
+            f"binaural_rirs/{cfg.scenes.dataset}/"
+            "<scene>/; see docs/data.md)"
+        )
+    if source not in ("auto", "soundspaces"):
+        raise SoundSpacesDataError(f"scenes.source must be auto, embedded or soundspaces, got {source!r}")
+    return "soundspaces" if found else "embedded"
+
+
+def split_scene_names(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
+    """Downloaded scenes of a split; the split's scenes are those of its SoundSpaces episode dataset."""
+    from asgf_nav.tasks.episodes import episode_dataset_path, load_episodes
+
+    path = episode_dataset_path(paths.root, paths.dataset, split, sound_split)
+    content = path.parent / "content"
+    if content.is_dir() and any(content.glob("*.json.gz")):
+        names = sorted(f.name[: -len(".json.gz")] for f in content.glob("*.json.gz"))
+    elif path.exists():
+        names = sorted({e.scene_name for e in load_episodes(path)})
+    else:
+        raise SoundSpacesDataError(
+            f"SoundSpaces episode dataset {path} does not exist; the {split} scenes are the scenes of its "
+            f"content/ folder (download datasets/audionav/{paths.dataset}, see docs/data.md)"
+        )
+    available = set(paths.available_scenes())
+    chosen = [n for n in names if n in available]
+    if not chosen:
+        raise SoundSpacesDataError(
+            f"none of the {split} scenes {names} of {path} is downloaded under {paths.root}"
+        )
+    if len(chosen) < len(names):
+        logger.info(
+            "SoundSpaces %s/%s: using the %d downloaded scenes of %d (%s missing)",
+            paths.dataset,
+            split,
+            len(chosen),
+            len(names),
+            sorted(set(names) - available),
+        )
+    return chosen
+
+
+def open_task_scene(
+    paths: SoundSpacesPaths,
+    data_root: str | Path,
+    scene: str,
+    need_vision: bool = False,
+    rir_cache_bytes: int = 64 * 2**20,
+    on_missing: str = "error",
+):
+    """One SoundSpaces scene as a ``TaskScene``: imported graph/views, RIRs read lazily from the wav files."""
+    from asgf_nav.tasks.world import TaskScene
+
+    store_scene = Scene(import_scene(paths, data_root, scene))
+    if need_vision and not store_scene.has_vision:
+        raise SoundSpacesDataError(
+            f"scene {paths.dataset}/{scene} has no rendered views: {paths.observations_file(scene)} "
+            "does not exist. "
+            "Render them with SoundSpaces' scripts/cache_observations.py, or run audio-only by removing "
+            "rgb and "
+            "depth from task.sensors"
+        )
+    node_ids = np.array(store_scene.store.array("soundspaces_node_ids"))
+    sources = np.array(store_scene.store.array("source_nodes"))
+    rirs = SoundSpacesRirs(
+        paths, scene, node_ids, sources, cache_bytes=rir_cache_bytes, on_missing=on_missing
+    )
+    return TaskScene(
+        name=scene,
+        dataset=paths.dataset,
+        grid_size=store_scene.grid_size,
+        positions=np.asarray(store_scene.positions, dtype=np.float64),  # float64: SoundSpaces' position keys
+        neighbors=np.asarray(store_scene.neighbors),
+        geodesic_hops=store_scene.geodesic_hops,
+        source_nodes=sources,
+        sample_rate=rirs.sample_rate,
+        rir=rirs.rir,
+        rgb=store_scene.rgb if store_scene.has_vision else None,
+        depth=store_scene.depth if store_scene.has_vision else None,
+    )
+
+
+def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = None):
+    """The split's ``TaskWorld`` from SoundSpaces data, or None when ``cfg`` resolves to embedded scenes."""
+    from asgf_nav.tasks.world import TaskWorld
+
+    if scene_source(cfg) != "soundspaces":
+        return None
+    paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
+    if scenes is not None:
+        names = list(scenes)
+        _check_downloaded(paths, names, paths.available_scenes())
+    else:
+        names = split_scene_names(paths, split, cfg.task.sound_split)
+    need_vision = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
+    cache_bytes = max(8 * 2**20, int(cfg.scenes.rir_cache_mb * 2**20) // len(names))
+    on_missing = cfg.scenes.rir_on_missing
+    task_scenes = {
+        name: open_task_scene(paths, cfg.scenes.data_root, name, need_vision, cache_bytes, on_missing)
+        for name in tqdm(names, desc=f"soundspaces {paths.dataset}/{split}", disable=len(names) < 4)
+    }
+    rate = dataset_spec(paths.dataset).sample_rate
+    logger.info(
+        "scenes: SoundSpaces %s data from %s (%d %s scenes, RIRs read on demand at %d Hz)",
+        paths.dataset,
+        paths.root,
+        len(names),
+        split,
+        rate,
+    )
+    return TaskWorld(paths.dataset, rate, task_scenes, SoundSpacesSounds(paths.sounds_dir(), rate))

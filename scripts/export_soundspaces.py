@@ -1,0 +1,106 @@
+"""Export embedded scenes in the SoundSpaces 1.0 layout (metadata, RIR wavs, views, episodes, sounds).
+
+RIRs are written for every (receiver node, source node, azimuth): about N x S x 4 files per scene, so
+choose scenes with --scenes; --skip-existing resumes an interrupted export.
+
+Example: python scripts/export_soundspaces.py --out exports/soundspaces --dataset tiny --splits val
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.config import load_config  # noqa: E402
+from asgf_nav.scenes.export import ExportStats, export_episodes, export_scene, export_sounds  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
+from asgf_nav.scenes.soundspaces import DATASETS  # noqa: E402
+from asgf_nav.tasks.factory import load_task_data  # noqa: E402
+
+logger = logging.getLogger("export_soundspaces")
+
+
+def soundspaces_name(preset_name: str) -> str:
+    """SoundSpaces dataset whose rate and grid match the preset (replica: 44.1 kHz / 0.5 m)."""
+    if preset_name in DATASETS:
+        return preset_name
+    preset = get_preset(preset_name)
+    for name, spec in DATASETS.items():
+        if spec.sample_rate == preset.sample_rate and spec.grid_size == preset.grid_size:
+            return name
+    raise SystemExit(
+        f"preset {preset_name!r} ({preset.sample_rate} Hz, {preset.grid_size} m) matches no "
+        f"SoundSpaces dataset {sorted(DATASETS)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", required=True, help="SoundSpaces data root to write")
+    parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica", help="embedded scene preset")
+    parser.add_argument("--as-dataset", choices=sorted(DATASETS), help="SoundSpaces dataset name to write as")
+    parser.add_argument("--scenes", nargs="+", help="only these scenes (default: all scenes of the splits)")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    parser.add_argument(
+        "--sound-splits", nargs="+", choices=("heard", "unheard"), default=["heard", "unheard"]
+    )
+    parser.add_argument("--skip-existing", action="store_true", help="keep RIR files already written")
+    parser.add_argument("--no-views", action="store_true", help="do not write scene_observations pickles")
+    parser.add_argument("--config", help="experiment config (YAML file or name in configs/)")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    cfg = load_config(args.config, args.overrides)
+    cfg.scenes.dataset = args.dataset
+    cfg.scenes.source = "embedded"  # export the embedded scenes even when SoundSpaces data is present
+    target = args.as_dataset or soundspaces_name(args.dataset)
+    preset = get_preset(args.dataset)
+    stats = ExportStats()
+    exported: set[str] = set()
+    sound_names: set[str] = set()
+    sound_world = None
+    for split in args.splits:
+        names = preset.split_scenes(split, cfg.scenes.num_scenes)
+        if args.scenes:
+            names = [n for n in names if n in set(args.scenes)]
+        if not names:
+            continue
+        for sound_split in args.sound_splits:
+            cfg.task.sound_split = sound_split
+            world, episodes = load_task_data(cfg, split, names)
+            for name in names:
+                if name not in exported:
+                    export_scene(
+                        world.scene(name), args.out, target, args.skip_existing, not args.no_views, stats
+                    )
+                    exported.add(name)
+            export_episodes(args.out, target, split, sound_split, episodes, stats)
+            sound_names.update(ep.sound for ep in episodes)
+            sound_world = world
+    unknown = sorted(set(args.scenes or []) - exported)
+    if unknown:
+        logger.error("scenes %s are not in splits %s of preset %s", unknown, args.splits, args.dataset)
+        return 1
+    if sound_world is None:
+        logger.error("nothing to export: no scene of preset %s in splits %s", args.dataset, args.splits)
+        return 1
+    export_sounds(args.out, sound_names, sound_world.sound, sound_world.sample_rate, stats)
+    print(
+        f"exported {stats.scenes} scenes as SoundSpaces {target} to {args.out}: {stats.rir_files} RIR files "
+        f"({stats.rir_bytes / 2**20:.1f} MB written, {stats.skipped} kept), {stats.episodes} episodes, "
+        f"{stats.sounds} sounds"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

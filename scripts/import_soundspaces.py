@@ -1,0 +1,99 @@
+"""Import SoundSpaces 1.0 scenes (Replica / Matterport3D) into the scene store and check their files.
+
+Graphs and rendered views are converted into {data_root}/scenes/soundspaces_{dataset}/{scene}; binaural
+RIRs stay where they are and are read on demand during training. Only downloaded scenes are imported.
+
+Example: python scripts/import_soundspaces.py --root data/soundspaces --dataset replica --check-rirs 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.scenes.scene import Scene  # noqa: E402
+from asgf_nav.scenes.soundspaces import (  # noqa: E402
+    DATASETS,
+    SoundSpacesDataError,
+    SoundSpacesPaths,
+    SoundSpacesRirs,
+    import_dataset,
+)
+
+logger = logging.getLogger("import_soundspaces")
+
+
+def check_rirs(paths: SoundSpacesPaths, scene: Scene, samples: int, seed: int = 0) -> list[str]:
+    """Read ``samples`` random (receiver, source, azimuth) RIRs of a scene; return the errors found."""
+    node_ids = np.array(scene.store.array("soundspaces_node_ids"))
+    sources = np.array(scene.store.array("source_nodes"))
+    rirs = SoundSpacesRirs(paths, scene.name, node_ids, sources, cache_bytes=0)
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _ in range(samples):
+        receiver = int(rng.integers(len(node_ids)))
+        source = int(sources[int(rng.integers(len(sources)))])
+        try:
+            rirs.rir(receiver, source, int(rng.integers(4)))
+        except SoundSpacesDataError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root", required=True, help="SoundSpaces data root (holds metadata/, binaural_rirs/, ...)"
+    )
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument(
+        "--data-root", default="data", help="project data root; the store goes to its scenes/"
+    )
+    parser.add_argument("--scenes", nargs="+", help="scene names (default: every downloaded scene)")
+    parser.add_argument("--force", action="store_true", help="re-import even when up to date")
+    parser.add_argument(
+        "--check-rirs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="read N random RIR files per scene and report missing or broken ones",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    paths = SoundSpacesPaths(Path(args.root), args.dataset)
+    try:
+        directories = import_dataset(paths, args.data_root, args.scenes, force=args.force)
+    except SoundSpacesDataError as exc:
+        logger.error("%s", exc)
+        return 1
+    failed = 0
+    print(f"{'scene':<24} {'nodes':>6} {'sources':>7} {'views':>12} {'RIR check':>12}")
+    for directory in directories:
+        scene = Scene(directory)
+        views = f"{scene.image_size}px" if scene.has_vision else "none"
+        check = "-"
+        if args.check_rirs:
+            errors = check_rirs(paths, scene, args.check_rirs)
+            check = f"{args.check_rirs - len(errors)}/{args.check_rirs} ok"
+            for message in errors[:5]:
+                logger.error("%s", message)
+            failed += bool(errors)
+        sources = len(scene.store.array("source_nodes"))
+        print(f"{scene.name:<24} {scene.num_nodes:>6} {sources:>7} {views:>12} {check:>12}")
+    if failed:
+        logger.error("%d scene(s) have missing or unreadable RIR files (see above)", failed)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,417 @@
+"""SoundSpaces 1.0 data: import of a hand-written dataset, export/import round trip, errors naming files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import networkx as nx
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.io import wavfile
+
+from asgf_nav.scenes import soundspaces as ss
+from asgf_nav.scenes.export import ExportError, export_world
+from asgf_nav.tasks.audionav_env import AudioNavEnv
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.episodes import episode_dataset_path, generate_scene_episodes, load_episodes
+from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, oracle_plan
+from asgf_nav.tasks.spectrogram import spectrogram_np
+from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+
+REPLICA_OFFSET = 1.5528907
+SR = 44100
+
+
+def make_cfg(
+    tmp: Path,
+    ss_root: Path,
+    sensors=("rgb", "depth", "spectrogram"),
+    source="soundspaces",
+    on_missing="error",
+) -> SimpleNamespace:
+    scenes = SimpleNamespace(
+        dataset="replica",
+        data_root=str(tmp / "data"),
+        source=source,
+        soundspaces_root=str(ss_root),
+        rir_cache_mb=4,
+        rir_on_missing=on_missing,
+    )
+    task = SimpleNamespace(
+        sound_split="heard",
+        sensors=list(sensors),
+        max_steps=500,
+        success_distance=1.0,
+        slack_reward=-0.01,
+        success_reward=10.0,
+        distance_reward_scale=1.0,
+    )
+    return SimpleNamespace(scenes=scenes, task=task)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A tiny dataset written the way SoundSpaces writes it, without the exporter.
+# 3 x 3 grid, 0.5 m apart; points.txt has an extra row 9 that is not a graph node and node 4 (the centre)
+# is missing, so node ids are not contiguous. RIR sample [0] encodes receiver, [1] source, [2] azimuth.
+CELLS = {0: (0, 0), 1: (1, 0), 2: (2, 0), 3: (0, 1), 5: (2, 1), 6: (0, 2), 7: (1, 2), 8: (2, 2)}
+FLOOR_Z = 0.0625  # mesh height of the nodes -> habitat y = FLOOR_Z - 1.5528907
+
+
+def node_point(node: int) -> tuple[float, float, float]:
+    ix, iz = CELLS[node]
+    return (1.0 + 0.5 * ix, FLOOR_Z - REPLICA_OFFSET, -2.0 + 0.5 * iz)
+
+
+def encoded_rir(receiver: int, source: int, azimuth: int, length: int = 300) -> np.ndarray:
+    rir = np.zeros((length, 2), dtype=np.float32)
+    rir[0] = receiver / 10.0
+    rir[1] = source / 10.0
+    rir[2, 0] = azimuth / 360.0
+    rir[2, 1] = -azimuth / 360.0
+    rir[10:, 0] = np.float32(0.01) * (1 + receiver)
+    return rir
+
+
+def yaw_quaternion(deg: float) -> list[float]:
+    half = math.radians(deg) / 2.0
+    return [0.0, math.sin(half), 0.0, math.cos(half)]
+
+
+def write_soundspaces_dataset(root: Path, scene: str = "office_9") -> None:
+    meta = root / "metadata" / "replica" / scene
+    meta.mkdir(parents=True)
+    rows = []
+    for node in range(10):
+        if node in CELLS:
+            x, y, z = node_point(node)
+        else:
+            x, y, z = 9.0, FLOOR_Z - REPLICA_OFFSET, 9.0
+        rows.append(f"{node}\t{x}\t{-z}\t{y + REPLICA_OFFSET}")  # Z-up mesh columns
+    (meta / "points.txt").write_text("\n".join(rows) + "\n")
+    graph = nx.Graph()
+    for node in CELLS:
+        graph.add_node(node, point=node_point(node))
+    for a, (ax, az) in CELLS.items():
+        for b, (bx, bz) in CELLS.items():
+            if a < b and abs(ax - bx) + abs(az - bz) == 1:
+                graph.add_edge(a, b)
+    with open(meta / "graph.pkl", "wb") as f:
+        pickle.dump(graph, f)
+    for azimuth in (0, 90, 180, 270):
+        folder = root / "binaural_rirs" / "replica" / scene / str(azimuth)
+        folder.mkdir(parents=True)
+        for r in CELLS:
+            for s in CELLS:
+                wavfile.write(folder / f"{r}_{s}.wav", SR, encoded_rir(r, s, azimuth))
+    frames = {}
+    for node in CELLS:
+        for yaw in (0, 90, 180, 270):
+            rgb = np.full((6, 6, 4), 255, dtype=np.uint8)  # RGBA as habitat-sim renders it
+            rgb[..., 0], rgb[..., 1], rgb[..., 2] = node, yaw // 90, 7
+            depth = np.full((6, 6, 1), 0.5 * node + yaw / 360.0, dtype=np.float32)
+            frames[(node, yaw)] = {"rgb": rgb, "depth": depth}
+    (root / "scene_observations" / "replica").mkdir(parents=True)
+    with open(root / "scene_observations" / "replica" / f"{scene}.pkl", "wb") as f:
+        pickle.dump(frames, f)
+    episodes = [
+        {
+            "episode_id": "0",
+            "scene_id": f"{scene}/habitat/mesh_semantic.ply",
+            "start_position": list(node_point(6)),
+            "start_rotation": yaw_quaternion(0.0),
+            "goals": [{"position": list(node_point(2)), "radius": 1e-5}],
+            "info": {"sound": "telephone", "geodesic_distance": 2.0, "num_action": 7},
+        },
+        {
+            "episode_id": "1",
+            "scene_id": f"{scene}/habitat/mesh_semantic.ply",
+            "start_position": list(node_point(7)),
+            "start_rotation": yaw_quaternion(90.0),
+            "goals": [{"position": list(node_point(5)), "radius": 1e-5}],
+            "info": {"sound": "telephone", "geodesic_distance": 1.0},
+        },
+    ]
+    split_dir = root / "datasets" / "audionav" / "replica" / "v1" / "train_telephone"
+    (split_dir / "content").mkdir(parents=True)
+    with gzip.open(split_dir / "train_telephone.json.gz", "wt") as f:
+        json.dump({"episodes": []}, f)
+    with gzip.open(split_dir / "content" / f"{scene}.json.gz", "wt") as f:
+        json.dump({"episodes": episodes}, f)
+    sounds = root / "sounds" / "1s_all"
+    sounds.mkdir(parents=True)
+    t = np.arange(22050) / 22050.0
+    sf.write(sounds / "telephone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 22050)
+
+
+@pytest.fixture()
+def ss_dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "soundspaces"
+    write_soundspaces_dataset(root)
+    return root
+
+
+def test_points_conversion_is_soundspaces():
+    habitat = ss.mesh_to_habitat(np.array([[1.0, 2.0, 3.0]]), "replica")
+    np.testing.assert_allclose(habitat, [[1.0, 3.0 - 1.5528907, -2.0]])
+    np.testing.assert_allclose(ss.mesh_to_habitat(np.array([[1.0, 2.0, 3.0]]), "mp3d"), [[1.0, 1.5, -2.0]])
+    np.testing.assert_allclose(ss.habitat_to_mesh(habitat, "replica"), [[1.0, 2.0, 3.0]])
+    assert [ss.azimuth_for_yaw(k) for k in range(4)] == [0, 270, 180, 90]
+
+
+def test_import_handwritten_dataset(tmp_path: Path, ss_dataset: Path):
+    cfg = make_cfg(tmp_path, ss_dataset)
+    assert ss.scene_source(cfg) == "soundspaces"
+    world = ss.load_soundspaces_world(cfg, "train")
+    scene = world.scene("office_9")
+    assert world.sample_rate == 44100 and scene.grid_size == 0.5 and scene.num_nodes == 8
+    ids = [0, 1, 2, 3, 5, 6, 7, 8]
+    np.testing.assert_array_equal(scene.positions, [node_point(n) for n in ids])  # graph 'point', float64
+    idx = {n: i for i, n in enumerate(ids)}
+    # yaw 0 faces -Z: from node 7 (ix 1, iz 2) that is the missing centre node 4, a collision;
+    # from node 6 (0, 2) it reaches node 3 (0, 1).
+    assert scene.neighbors[idx[7], 0] == -1
+    assert scene.neighbors[idx[6], 0] == idx[3]
+    assert scene.neighbors[idx[6], 3] == idx[7]  # yaw 270 faces +X
+    assert scene.neighbors[idx[7], 1] == idx[6]  # yaw 90 faces -X
+    assert scene.neighbors[idx[3], 2] == idx[6]  # yaw 180 faces +Z
+    assert scene.geodesic_hops[idx[6], idx[2]] == 4 and scene.geodesic_hops[idx[7], idx[5]] == 2
+    np.testing.assert_array_equal(scene.source_nodes, np.arange(8))
+    # views: alpha dropped, keyed by yaw (not azimuth), depth kept in metres
+    assert scene.rgb.shape == (8, 4, 6, 6, 3)
+    assert scene.rgb[idx[5], 1, 0, 0].tolist() == [5, 1, 7]
+    assert float(scene.depth[idx[5], 3, 0, 0]) == pytest.approx(2.5 + 0.75, abs=1e-3)
+    # RIR folder = (-yaw) % 360 and node ids (not indices) in the file name
+    for k, azimuth in enumerate((0, 270, 180, 90)):
+        rir = scene.rir(idx[7], idx[5], k)
+        np.testing.assert_array_equal(rir, encoded_rir(7, 5, azimuth))
+    # the sound is resampled to the RIR rate
+    assert world.sound("telephone").shape == (44100,)
+
+
+def test_turning_left_changes_the_rir_folder_the_right_way(tmp_path: Path, ss_dataset: Path):
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
+    world = ss.load_soundspaces_world(cfg, "train")
+    episodes = load_episodes(episode_dataset_path(ss_dataset, "replica", "train", "heard"))
+    env = AudioNavEnv(world, episodes, sensors=["spectrogram"])
+    obs, _ = env.reset(options={"episode_index": 1})  # start node 7, yaw 90 (quaternion) -> folder 270
+    assert env.yaw == 1
+    sound = world.sound("telephone")
+    expect = {az: spectrogram_np(sound, encoded_rir(7, 5, az), SR) for az in (0, 90, 180, 270)}
+    np.testing.assert_array_equal(obs["spectrogram"], expect[270])
+    for action, azimuth in ((TURN_LEFT, 180), (TURN_LEFT, 90), (TURN_LEFT, 0), (TURN_RIGHT, 90)):
+        obs, *_ = env.step(action)
+        np.testing.assert_array_equal(obs["spectrogram"], expect[azimuth])
+    assert env.episodes[0].num_action == 7 and env.episodes[1].num_action is not None
+
+
+def test_missing_views_are_reported_and_audio_only_runs(tmp_path: Path, ss_dataset: Path):
+    (ss_dataset / "scene_observations" / "replica" / "office_9.pkl").unlink()
+    with pytest.raises(ss.SoundSpacesDataError, match=r"office_9\.pkl"):
+        ss.load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train")
+    world = ss.load_soundspaces_world(make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"]), "train")
+    assert world.scene("office_9").rgb is None
+
+
+def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
+    folder = ss_dataset / "binaural_rirs" / "replica" / "office_9"
+    (folder / "270" / "7_5.wav").unlink()
+    (folder / "0" / "7_5.wav").write_bytes(b"RIFF garbage")
+    wavfile.write(folder / "180" / "7_5.wav", SR, np.zeros((0, 2), dtype=np.float32))
+    wavfile.write(folder / "90" / "7_5.wav", 16000, encoded_rir(7, 5, 90))
+    scene = ss.load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train").scene("office_9")
+    seven, five = 6, 4
+    for k, pattern in (
+        (1, r"270/7_5\.wav does not exist"),
+        (0, r"0/7_5\.wav is unreadable"),
+        (2, r"180/7_5\.wav is empty"),
+        (3, r"90/7_5\.wav is sampled at 16000"),
+    ):
+        with pytest.raises(ss.SoundSpacesDataError, match=pattern):
+            scene.rir(seven, five, k)
+
+
+def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog):
+    (ss_dataset / "binaural_rirs" / "replica" / "office_9" / "270" / "7_5.wav").unlink()
+    cfg = make_cfg(tmp_path, ss_dataset, on_missing="silence")
+    scene = ss.load_soundspaces_world(cfg, "train").scene("office_9")
+    before = ss.silence_fallback_summary().get("replica/office_9", 0)
+    with caplog.at_level(logging.WARNING):
+        rir = scene.rir(6, 4, 1)
+    assert "270/7_5.wav" in caplog.text
+    np.testing.assert_array_equal(rir, np.zeros((SR, 2), dtype=np.float32))
+    assert ss.silence_fallback_summary()["replica/office_9"] == before + 1
+
+
+def test_corrupt_metadata_views_and_sounds_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
+    meta = ss_dataset / "metadata" / "replica" / "office_9"
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    graph_bytes = (meta / "graph.pkl").read_bytes()
+    (meta / "graph.pkl").write_bytes(graph_bytes[:20])
+    with pytest.raises(ss.SoundSpacesDataError, match=r"graph\.pkl is unreadable"):
+        ss.import_scene(paths, tmp_path / "data", "office_9")
+    (meta / "graph.pkl").write_bytes(graph_bytes)
+    (meta / "points.txt").write_text("0\tone\ttwo\n")
+    with pytest.raises(ss.SoundSpacesDataError, match=r"points\.txt"):
+        ss.import_scene(paths, tmp_path / "data", "office_9")
+    obs = ss_dataset / "scene_observations" / "replica" / "office_9.pkl"
+    frames = pickle.loads(obs.read_bytes())
+    del frames[(8, 180)]
+    obs.write_bytes(pickle.dumps(frames))
+    with pytest.raises(
+        ss.SoundSpacesDataError, match=r"office_9\.pkl has no rgb\+depth view for key \(node 8, yaw 180"
+    ):
+        ss.read_observations(obs, np.array(sorted(CELLS)))
+    sounds = ss.SoundSpacesSounds(ss_dataset / "sounds" / "1s_all", SR)
+    with pytest.raises(ss.SoundSpacesDataError, match=r"1s_all/dog\.wav"):
+        sounds("dog")
+    assert not ss.SoundSpacesPaths(tmp_path / "nowhere", "replica").available_scenes()
+
+
+def test_reimport_follows_source_changes(tmp_path: Path, ss_dataset: Path):
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    directory = ss.import_scene(paths, tmp_path / "data", "office_9")
+    stamp = (directory / "positions.npy").stat().st_mtime_ns
+    ss.import_scene(paths, tmp_path / "data", "office_9")
+    assert (directory / "positions.npy").stat().st_mtime_ns == stamp  # up to date: untouched
+    graph = pickle.loads((paths.graph_file("office_9")).read_bytes())
+    graph.remove_node(8)
+    paths.graph_file("office_9").write_bytes(pickle.dumps(graph))
+    ss.import_scene(paths, tmp_path / "data", "office_9")
+    assert len(np.load(directory / "positions.npy")) == 7
+
+
+def test_auto_source_prefers_soundspaces_only_when_present(tmp_path: Path, ss_dataset: Path):
+    assert ss.scene_source(make_cfg(tmp_path, ss_dataset, source="auto")) == "soundspaces"
+    assert ss.scene_source(make_cfg(tmp_path, ss_dataset, source="embedded")) == "embedded"
+    assert ss.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="auto")) == "embedded"
+    assert ss.load_soundspaces_world(make_cfg(tmp_path, tmp_path / "empty", source="auto"), "train") is None
+    with pytest.raises(ss.SoundSpacesDataError, match="no replica scene"):
+        ss.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="soundspaces"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Round trip: project world -> export -> import gives identical observations, rewards and metrics.
+def scripted_actions(scene, episode, rng: np.random.Generator) -> list[int]:
+    """Some wandering (turns, forward moves and collisions), then the oracle path and STOP."""
+    hops = np.asarray(scene.geodesic_hops[:, episode.goal_node])
+    node, yaw = episode.start_node, episode.start_yaw
+    actions = [int(a) for a in rng.choice([MOVE_FORWARD, TURN_LEFT, TURN_RIGHT], size=6)]
+    for a in actions:
+        if a == MOVE_FORWARD and scene.neighbors[node, yaw] >= 0:
+            node = int(scene.neighbors[node, yaw])
+        elif a == TURN_LEFT:
+            yaw = (yaw + 1) % 4
+        elif a == TURN_RIGHT:
+            yaw = (yaw - 1) % 4
+    return actions + oracle_plan(scene.neighbors, hops, node, yaw)
+
+
+def test_round_trip_export_import_is_identical(tmp_path: Path):
+    scenes = [
+        grid_scene(
+            "grid_a",
+            nx=4,
+            nz=3,
+            grid_size=0.5,
+            image_size=8,
+            sample_rate=SR,
+            rir_seconds=0.02,
+            num_sources=5,
+            dataset="replica",
+        ),
+        grid_scene(
+            "grid_b",
+            nx=3,
+            nz=3,
+            grid_size=0.5,
+            blocked=((1, 1),),
+            image_size=8,
+            sample_rate=SR,
+            rir_seconds=0.02,
+            dataset="replica",
+        ),
+    ]
+    world = synthetic_world(scenes, sample_rate=SR, dataset="replica")
+    episodes = []
+    for scene in scenes:
+        episodes += generate_scene_episodes(
+            scene, 4, ["chirp", "hum"], seed=len(episodes), first_id=len(episodes)
+        )
+    root = tmp_path / "soundspaces"
+    stats = export_world(world, root, "replica", episodes={("train", "heard"): episodes})
+    assert stats.rir_files == (12 * 5 + 8 * 8) * 4 and stats.episodes == 8 and stats.sounds == 2
+    assert (root / "metadata/replica/grid_a/source_nodes.txt").exists()
+    assert not (root / "metadata/replica/grid_b/source_nodes.txt").exists()
+    graph = pickle.loads((root / "metadata/replica/grid_a/graph.pkl").read_bytes())
+    assert isinstance(graph, nx.Graph) and len(graph.nodes[0]["point"]) == 3
+    rate, data = wavfile.read(root / f"binaural_rirs/replica/grid_a/90/0_{scenes[0].source_nodes[0]}.wav")
+    assert rate == SR and data.dtype == np.float32 and data.shape[1] == 2
+
+    cfg = make_cfg(tmp_path, root, sensors=["rgb", "depth", "spectrogram", "pointgoal"])
+    imported = ss.load_soundspaces_world(cfg, "train")
+    imported_episodes = load_episodes(episode_dataset_path(root, "replica", "train", "heard"))
+    for scene in scenes:
+        other = imported.scene(scene.name)
+        for name in ("positions", "neighbors", "geodesic_hops", "source_nodes", "rgb", "depth"):
+            np.testing.assert_array_equal(
+                np.asarray(getattr(other, name)), np.asarray(getattr(scene, name)), name
+            )
+    for name in ("chirp", "hum"):
+        np.testing.assert_array_equal(imported.sound(name), world.sound(name))
+
+    sensors = ["rgb", "depth", "spectrogram", "pointgoal"]
+    env_a = AudioNavEnv(world, episodes, sensors=sensors)
+    env_b = AudioNavEnv(imported, imported_episodes, sensors=sensors)
+    assert len(env_a.episodes) == len(env_b.episodes)
+    rng = np.random.default_rng(0)
+    for i in range(len(episodes)):
+        obs_a, _ = env_a.reset(options={"episode_index": i})
+        obs_b, _ = env_b.reset(options={"episode_index": i})
+        assert env_a.episode == env_b.episode
+        actions = scripted_actions(env_a.scene, env_a.episode, rng)
+        for action in actions:
+            for key in sensors:
+                np.testing.assert_array_equal(obs_a[key], obs_b[key], key)
+            obs_a, r_a, term_a, trunc_a, info_a = env_a.step(action)
+            obs_b, r_b, term_b, trunc_b, info_b = env_b.step(action)
+            assert (r_a, term_a, trunc_a) == (r_b, term_b, trunc_b)
+            assert info_a == info_b
+        assert actions[-1] == STOP and info_a["success"] == 1.0
+
+    # the batched env (what training uses) runs on the imported world and agrees with the original
+    batched = [BatchedAudioNavEnv(w, e, num_envs=2, sensors=sensors, sampler_mode="sequential")
+               for w, e in ((world, episodes), (imported, imported_episodes))]
+    obs = [b.reset() for b in batched]
+    for step in range(6):
+        for key in sensors:
+            torch.testing.assert_close(obs[0][key], obs[1][key], rtol=0, atol=0)
+        actions = np.array([(step % 3) + 1, MOVE_FORWARD])
+        results = [b.step(actions) for b in batched]
+        obs = [r[0] for r in results]
+        torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=0)
+
+
+def test_export_refuses_what_soundspaces_cannot_express(tmp_path: Path):
+    scene = grid_scene("g", nx=2, nz=2, grid_size=1.0, sample_rate=16000, image_size=4, rir_seconds=0.01)
+    with pytest.raises(ExportError, match="44100 Hz"):
+        export_world(synthetic_world([scene], 16000), tmp_path, "replica")
+
+
+def test_task_data_loads_soundspaces_when_found_under_the_data_root(tmp_path: Path, ss_dataset: Path):
+    from asgf_nav.tasks.factory import load_task_data
+
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"], source="auto")
+    cfg.scenes.data_root = str(tmp_path)  # SoundSpaces root defaults to {data_root}/soundspaces
+    cfg.scenes.soundspaces_root = None
+    cfg.scenes.num_scenes = None
+    world, episodes = load_task_data(cfg, "train")
+    assert sorted(world.scenes) == ["office_9"] and world.sample_rate == SR
+    assert [e.episode_id for e in episodes] == ["0", "1"]
