@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 class ScenesConfig:
     """Which scene set to use and how its embedded stand-in is baked."""
 
-    dataset: Literal["replica", "mp3d"] = "replica"
+    dataset: Literal["replica", "mp3d", "tiny"] = "replica"  # tiny: three small scenes for tests and demos
     data_root: str = "data"  # baked scenes live in {data_root}/scenes/{dataset}/{scene}
     source: Literal["auto", "embedded", "soundspaces"] = "auto"  # auto: SoundSpaces data when found, else embedded
     soundspaces_root: str | None = None  # None: {data_root}/soundspaces (layout in docs/data.md)
@@ -118,7 +118,7 @@ class TrainConfig:
     val_interval: int = 500  # updates between validations; 0 disables
     val_episodes: int = 50
     stats_window_episodes: int = 50  # finished episodes behind the logged reward / SR / SPL / SNA
-    torch_threads: int = 0  # 0: torch default
+    torch_threads: int = 0  # 0: the cores per rank, less one while scenes bake in the background
 
 
 @dataclass

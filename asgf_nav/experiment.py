@@ -1,13 +1,17 @@
 """The main job, wired end to end: config -> scenes -> environments -> policy -> PPO trainer.
 
-Only orchestration lives here; each step is one call into the package that owns it.
+Only orchestration lives here; each step is one call into the package that owns it. On the embedded
+scene set the smallest training scene is baked first (all cores), training starts on it, and the other
+scenes bake in a background process and join the training pool as they complete.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from asgf_nav.config import ExperimentConfig, save_config
 from asgf_nav.logging_utils import setup_logging
@@ -23,38 +27,88 @@ def prepare_run_dir(cfg: ExperimentConfig) -> Path:
     return run_dir
 
 
-def prepare_training_data(cfg: ExperimentConfig) -> None:
-    """Say which data the run uses and bake what the first updates need."""
-    from asgf_nav.scenes.build import ensure_scenes
-    from asgf_nav.scenes.presets import get_preset
+def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None = None) -> Any:
+    """Batched env of one DD-PPO rank: its own share of the (baked) scenes and its own seed."""
+    from asgf_nav.rl.distributed import world_size
+    from asgf_nav.scenes.background import ScenesNotReadyError
+    from asgf_nav.tasks.factory import make_env
 
-    preset = get_preset(cfg.scenes.dataset)
-    train_scenes = preset.split_scenes("train", cfg.scenes.num_scenes)
+    scenes = None
+    if pool is not None:
+        scenes = pool.ready(split)
+        if not scenes:
+            raise ScenesNotReadyError(f"no {split} scene of {cfg.scenes.dataset} is baked yet")
+        ranks = world_size()
+        if len(scenes) >= ranks:
+            scenes = scenes[rank::ranks]
+    return make_env(cfg, split, device=cfg.train.device, scenes=scenes, seed=cfg.train.seed + 1000 * rank)
+
+
+def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any | None:
+    """Say which data the run uses; for embedded scenes bake the first one and start the rest in background."""
+    from asgf_nav.scenes.soundspaces import scene_source, soundspaces_root
+
+    if scene_source(cfg) == "soundspaces":
+        logger.info("dataset: SoundSpaces %s data under %s", cfg.scenes.dataset, soundspaces_root(cfg))
+        return None
+
+    from asgf_nav.rl.distributed import barrier
+    from asgf_nav.scenes.background import ScenePool, quick_start_order
+    from asgf_nav.scenes.build import build_scenes
+
+    pool = ScenePool(cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log")
+    train = quick_start_order(cfg.scenes.dataset, pool.split_scenes("train"))
     logger.info(
-        "dataset: embedded %s scene set (%d train scenes) under %s/scenes/%s",
-        preset.name, len(train_scenes), cfg.scenes.data_root, preset.name,
-    )
-    ensure_scenes(cfg, preset.name, train_scenes, stages=("layout", "vision", "acoustics"))
+        "dataset: embedded %s scene set (%d train / %d val / %d test scenes) under %s/scenes/%s",
+        cfg.scenes.dataset, len(train), len(pool.split_scenes("val")), len(pool.split_scenes("test")),
+        cfg.scenes.data_root, cfg.scenes.dataset,
+    )  # fmt: skip
+    if is_main:
+        if not pool.ready("train"):
+            logger.info("baking the first training scene (%s) before training starts", train[0])
+            build_scenes(cfg, cfg.scenes.dataset, [train[0]], workers=cfg.scenes.workers)
+        later = train + quick_start_order(cfg.scenes.dataset, pool.split_scenes("val"))
+        later += quick_start_order(cfg.scenes.dataset, pool.split_scenes("test"))
+        pool.start_background_build(later)
+    barrier()
+    pool.changed("train")
+    pool.changed("val")
+    return pool
+
+
+def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
+    """``train.torch_threads`` or, when 0, this rank's share of the cores less one for background baking.
+
+    Oversubscribed intra-op threads make small CPU models several times slower, so never exceed the cores.
+    """
+    import torch
+
+    from asgf_nav.rl.distributed import world_size
+
+    threads = cfg.train.torch_threads
+    if threads <= 0:
+        threads = max(1, (os.cpu_count() or 1) // world_size() - (1 if background_build else 0))
+    torch.set_num_threads(threads)
+    logger.info("torch uses %d CPU thread(s) per process", threads)
 
 
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     from asgf_nav.rl.distributed import init_distributed, is_main_process
+    from asgf_nav.rl.trainer import Trainer
 
     init_distributed()
+    is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
-    setup_logging("INFO" if is_main_process() else "WARNING", run_dir / "train.log" if is_main_process() else None)
-    if is_main_process():
+    setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
+    if is_main:
         prepare_run_dir(cfg)
-    if cfg.train.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(cfg.train.torch_threads)
-
-    prepare_training_data(cfg)
-
-    from asgf_nav.rl.trainer import Trainer
-    from asgf_nav.tasks.batched_env import make_env
-
-    trainer = Trainer(cfg, env_factory=make_env, run_dir=run_dir)
-    trainer.train(resume=resume)
+    pool = prepare_scenes(cfg, run_dir, is_main)
+    set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)
+    try:
+        trainer = Trainer(cfg, env_factory=partial(make_rank_env, pool=pool), run_dir=run_dir, resume=resume,
+                          scenes_changed=pool.changed if pool is not None else None)
+        trainer.train()
+    finally:
+        if pool is not None:
+            pool.stop()
     logger.info("training finished; outputs in %s (rank %s)", run_dir, os.environ.get("RANK", "0"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import shutil
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,10 @@ def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
         "dataset": layout.get("dataset", scene_dir.parent.name),
         "preset": layout.get("preset", scene_dir.parent.name),
         "scene": scene_dir.name,
-        "sources_per_scene": int(getattr(ac, "sources_per_scene", 24)),
-        "ism_order": int(getattr(ac, "ism_order", 3)),
-        "rays": int(getattr(ac, "rays", 3000)),
-        "max_rir_seconds": float(getattr(ac, "max_rir_seconds", 1.0)),
+        "sources_per_scene": int(ac.sources_per_scene),
+        "ism_order": int(ac.ism_order),
+        "rays": int(ac.rays),
+        "max_rir_seconds": float(ac.max_rir_seconds),
         "ear_height": float(ac.ear_height),
         "furniture_obstacles": bool(ac.furniture_obstacles),
         "max_images": int(ac.max_image_sources),
@@ -161,8 +162,13 @@ def bake_source(scene_dir: str | Path, cfg: Any, source_slot: int) -> Path:
     return out
 
 
-def bake_acoustics(scene_dir: Path, cfg: Any) -> None:
-    """Bake every source (resuming finished ones) and write the "acoustics" stage."""
+def _bake_source_job(job: tuple[Path, Any, int]) -> int:
+    bake_source(*job)
+    return job[2]
+
+
+def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
+    """Bake every source (resuming finished ones), over ``workers`` processes, and write the "acoustics" stage."""
     scene_dir = Path(scene_dir)
     params = bake_params(scene_dir, cfg)
     store = SceneStore(scene_dir)
@@ -170,14 +176,20 @@ def bake_acoustics(scene_dir: Path, cfg: Any) -> None:
     sources = select_source_nodes(positions, params["sources_per_scene"])
     partial = _partial_dir(scene_dir, params)
     todo = [s for s in range(len(sources)) if not _source_file(partial, s).exists()]
-    for slot in tqdm(
-        todo,
-        desc=f"acoustics {params['dataset']}/{scene_dir.name}",
-        unit="source",
-        disable=not todo,
-        leave=False,
-    ):
-        bake_source(scene_dir, cfg, slot)
+    progress = tqdm(
+        total=len(todo), desc=f"acoustics {params['dataset']}/{scene_dir.name}", unit="source",
+        disable=not todo, leave=False,
+    )  # fmt: skip
+    jobs = [(scene_dir, cfg, slot) for slot in todo]
+    with progress:
+        if workers > 1 and len(todo) > 1:
+            with multiprocessing.get_context("spawn").Pool(min(workers, len(todo))) as pool:
+                for _ in pool.imap_unordered(_bake_source_job, jobs):
+                    progress.update(1)
+        else:
+            for job in jobs:
+                _bake_source_job(job)
+                progress.update(1)
     write_acoustics_stage(scene_dir, params, sources, partial)
     shutil.rmtree(partial, ignore_errors=True)
 

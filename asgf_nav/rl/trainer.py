@@ -36,6 +36,7 @@ from asgf_nav.rl import distributed
 from asgf_nav.rl.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage
+from asgf_nav.scenes.background import ScenesNotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +97,16 @@ def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, t
 
 class Trainer:
     def __init__(
-        self, cfg: Any, env_factory: EnvFactory, run_dir: str | Path | None = None, resume: bool = False
+        self,
+        cfg: Any,
+        env_factory: EnvFactory,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        scenes_changed: Callable[[str], bool] | None = None,
     ) -> None:
-        self.cfg, self.env_factory = cfg, env_factory
+        """``scenes_changed(split)`` reports that more scenes of a split became available (they bake in the
+        background); the trainer then rebuilds that split's env between updates."""
+        self.cfg, self.env_factory, self.scenes_changed = cfg, env_factory, scenes_changed
         self.run_dir = Path(run_dir if run_dir is not None else cfg.train.run_dir)
         self.rank, self.world, local_rank = distributed.init_distributed()
         self.is_main = self.rank == 0
@@ -187,6 +195,8 @@ class Trainer:
         last_saved = self.update
         try:
             while self.update < stop:
+                if self.scenes_changed is not None and self.scenes_changed("train"):
+                    self.reload_train_env()
                 start = time.perf_counter()
                 self.ppo.set_progress(self.update, self.num_updates)
                 diagnostics = self.collect_rollout()
@@ -207,7 +217,10 @@ class Trainer:
                     self.log_scalars("train", stats)
                 val_interval = self.cfg.train.val_interval
                 if self.is_main and val_interval > 0 and self.update % val_interval == 0:
-                    self.log_scalars("val", self.validate())
+                    try:
+                        self.log_scalars("val", self.validate())
+                    except ScenesNotReadyError as exc:
+                        logger.info("validation skipped at update %d: %s", self.update, exc)
                 if self.update % self.cfg.train.checkpoint_interval == 0:
                     self.save()
                     last_saved = self.update
@@ -221,6 +234,15 @@ class Trainer:
                 self.writer = None
         return stats
 
+    def reload_train_env(self) -> None:
+        """Rebuild the training env on the grown scene pool; episodes in flight are dropped."""
+        self.env = self.env_factory(self.cfg, "train", self.rank)
+        self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
+        self.episode_returns.zero_()
+        obs = to_device(self.env.reset(), self.device)
+        self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
+        logger.info("training env rebuilt at update %d on the grown scene pool", self.update)
+
     def log_scalars(self, prefix: str, values: dict[str, float]) -> None:
         for key, value in values.items():
             if self.writer is not None and math.isfinite(value):
@@ -232,6 +254,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
         """Mean metrics over ``train.val_episodes`` finished episodes on the val split (sampled actions)."""
+        if self.scenes_changed is not None and self.scenes_changed("val"):
+            self.val_env = None
         if self.val_env is None:
             self.val_env = self.env_factory(self.cfg, "val", self.rank)
             if hasattr(self.val_env, "state_dict"):
@@ -305,7 +329,12 @@ class Trainer:
         rollout = state["rollout"]
         exact = self.world == 1 and "env" in state and hasattr(self.env, "load_state_dict")
         if exact:
-            self.env.load_state_dict(state["env"])
+            try:
+                self.env.load_state_dict(state["env"])
+            except ValueError as exc:  # e.g. more scenes are baked now than when the checkpoint was written
+                logger.warning("env state not restored (%s)", exc)
+                exact = False
+        if exact:
             obs, masks = rollout["obs"], rollout["masks"].to(self.device)
             self.last_hidden = rollout["hidden"].to(self.device)
             self.episode_returns = rollout["episode_returns"].to(self.device)

@@ -89,14 +89,14 @@ def bake_vision(directory: Path, cfg: Any) -> None:
     write_stage(directory, "vision", {"rgb": rgb, "depth": depth.astype(np.float16)}, meta=meta)
 
 
-def bake_acoustics_stage(directory: Path, cfg: Any) -> None:
+def bake_acoustics_stage(directory: Path, cfg: Any, workers: int = 1) -> None:
     try:
         from asgf_nav.acoustics.bake import bake_acoustics
     except ImportError as exc:
         raise StageUnavailableError(
             f"stage 'acoustics' needs asgf_nav.acoustics.bake.bake_acoustics, which cannot be imported: {exc}"
         ) from exc
-    bake_acoustics(directory, cfg)
+    bake_acoustics(directory, cfg, workers=workers)
 
 
 STAGES: dict[str, StageFn] = {"layout": bake_layout, "vision": bake_vision, "acoustics": bake_acoustics_stage}
@@ -111,6 +111,11 @@ def stage_is_current(directory: Path, stage: str, cfg: Any) -> bool:
         return meta.get("generator_version") == GENERATOR_VERSION
     if stage == "vision":
         return meta.get("image_size") == int(getattr(cfg.scenes, "image_size", 128))
+    if stage == "acoustics":
+        from asgf_nav.acoustics.bake import bake_params
+
+        wanted = bake_params(directory, cfg)
+        return all(meta.get(k) == v for k, v in wanted.items())
     return True
 
 
@@ -135,15 +140,22 @@ def stages_to_build(directory: Path, stages: Sequence[str], cfg: Any, force: boo
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool]) -> tuple[str, list[str], float]:
-    """Build one scene's missing stages (module level so that spawned worker processes can run it)."""
-    cfg, dataset, scene, stages, force = job
+def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple[str, list[str], float]:
+    """Build one scene's missing stages (module level so that spawned worker processes can run it).
+
+    ``inner_workers`` > 1 lets a stage that supports it (acoustics, over sources) use several processes:
+    used when fewer scenes than workers are pending, e.g. the first scene a training run needs.
+    """
+    cfg, dataset, scene, stages, force, inner_workers = job
     start = time.perf_counter()
     directory = scene_dir(cfg.scenes.data_root, dataset, scene)
     todo = stages_to_build(directory, stages, cfg, force)
     for stage in todo:
         t0 = time.perf_counter()
-        STAGES[stage](directory, cfg)
+        if stage == "acoustics":
+            STAGES[stage](directory, cfg, workers=inner_workers)
+        else:
+            STAGES[stage](directory, cfg)
         logger.debug("%s/%s: stage %s in %.1f s", dataset, scene, stage, time.perf_counter() - t0)
     return scene, todo, time.perf_counter() - start
 
@@ -184,7 +196,9 @@ def build_scenes(
         "building %d %s scene(s) (stages %s) under %s with %d worker(s)",
         len(pending), dataset, list(stages), root / "scenes" / dataset, n_workers,
     )  # fmt: skip
-    jobs = [(cfg, dataset, name, stages, force) for name in pending]
+    requested = _resolve_workers(workers, cfg, 1 << 30)
+    inner = max(1, requested // len(pending)) if n_workers == 1 else 1
+    jobs = [(cfg, dataset, name, stages, force, inner) for name in pending]
     progress = tqdm(total=len(jobs), desc=f"build {dataset} scenes", unit="scene")
     start = time.perf_counter()
     try:
