@@ -150,6 +150,22 @@ def test_load_or_generate_writes_once(tmp_path, world):
     assert sorted(e.episode_id for e in first) == sorted(e.episode_id for e in second)
 
 
+def test_episodes_follow_a_growing_world_and_changed_settings(tmp_path, world):
+    cfg = TaskConfig(train_episodes_per_scene=7)
+    only_a = synthetic_world([world.scene("grid_a")], sample_rate=SR)
+    first = load_or_generate(tmp_path, only_a, "train", "heard", ["telephone"], cfg)
+    assert {e.scene_name for e in first} == {"grid_a"} and len(first) == 7
+    content = episode_dataset_path(tmp_path, world.dataset, "train", "heard").parent / "content"
+    mtime_a = (content / "grid_a.json.gz").stat().st_mtime_ns
+    grown = load_or_generate(tmp_path, world, "train", "heard", ["telephone"], cfg)
+    assert {e.scene_name for e in grown} == {"grid_a", "grid_b"} and len(grown) == 14
+    assert (content / "grid_a.json.gz").stat().st_mtime_ns == mtime_a  # the first scene's episodes are kept
+    assert len({(e.scene_name, e.episode_id) for e in grown}) == len({e.episode_id for e in grown}) == 14
+    closer = TaskConfig(train_episodes_per_scene=7, max_geodesic_distance=2.0)
+    regenerated = load_or_generate(tmp_path, world, "train", "heard", ["telephone"], closer)
+    assert max(e.geodesic_distance for e in regenerated) <= 2.0 < max(e.geodesic_distance for e in grown)
+
+
 def test_real_soundspaces_record_and_scene_ids(world):
     scene = world.scene("grid_a")
     record = {

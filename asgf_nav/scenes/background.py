@@ -8,6 +8,8 @@ pool between updates as scenes complete (:meth:`ScenePool.ready`).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -77,8 +79,9 @@ class ScenePool:
             "--workers", "1", "--scenes", *missing,
         ]  # fmt: skip
         log = open(self.log_file, "a") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - child owns it
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_lower_priority
+        self.process = subprocess.Popen(  # own session: stop() ends the builder and its worker processes
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_lower_priority,
         )
         logger.info(
             "baking %d more %s scene(s) in the background (pid %d, log %s); training grows onto them as they finish",
@@ -86,16 +89,15 @@ class ScenePool:
         )
 
     def stop(self) -> None:
+        """End the background build (finished scenes and baked sources stay; a later run resumes)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
 
 
 def _lower_priority() -> None:
-    import os
-
     os.nice(10)

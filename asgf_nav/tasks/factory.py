@@ -23,11 +23,23 @@ def episodes_root(cfg: Any) -> Path:
     return soundspaces_root(cfg) if scene_source(cfg) == "soundspaces" else Path(cfg.scenes.data_root)
 
 
+def split_scene_count(cfg: Any, split: str) -> int | None:
+    """Scenes a val/test episode total is spread over: the whole split, even while some still bake."""
+    from asgf_nav.scenes.presets import PRESETS
+    from asgf_nav.scenes.soundspaces import scene_source
+
+    if scene_source(cfg) == "soundspaces" or cfg.scenes.dataset not in PRESETS:
+        return None
+    return len(PRESETS[cfg.scenes.dataset].split_scenes(split, cfg.scenes.num_scenes))
+
+
 def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) -> tuple[TaskWorld, list[Episode]]:
     """The split's world and its episodes (generated and saved on first use)."""
     world = load_world(cfg, split, scenes)
     sounds = sound_names(cfg, split)
-    episodes = load_or_generate(episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task)
+    episodes = load_or_generate(
+        episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task, split_scene_count(cfg, split)
+    )
     logger.info("%s %s/%s (%s sounds): %d episodes in %d scenes", cfg.scenes.dataset, split, cfg.task.sound_split,
                 len(set(e.sound for e in episodes)), len(episodes), len(world.scenes))
     return world, episodes
