@@ -1,0 +1,86 @@
+"""The main job end to end on the tiny scene set: bake, train, checkpoint, resume; background scene baking."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asgf_nav.config import load_config
+from asgf_nav.scenes.background import ScenePool, quick_start_order
+from asgf_nav.scenes.build import build_scenes
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_ACOUSTICS = ["acoustics.sources_per_scene=3", "acoustics.rays=300"]
+SMALL_RUN = [
+    "ppo.num_envs=4", "ppo.num_steps=8", "model.hidden_size=64", "model.fusion_dim=32", "model.fusion_heads=2",
+    "model.ase_dim=32", "train.val_interval=1", "train.val_episodes=4", "train.checkpoint_interval=1",
+    "train.torch_threads=1",
+]  # fmt: skip
+
+
+def train(data_root: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_ppo.py"), "--config", "tiny_heard.yaml",
+        f"scenes.data_root={data_root}", f"train.run_dir={run_dir}", *FAST_ACOUSTICS, *SMALL_RUN, *extra,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+
+
+def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
+    data_root, run_dir = tmp_path / "data", tmp_path / "run"
+    first = train(data_root, run_dir, "ppo.total_frames=32")
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = first.stderr
+    assert "dataset: embedded tiny scene set" in log
+    assert "baking the first training scene (tiny_apartment)" in log
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "ckpt_000001.pt").exists()
+    assert list((run_dir / "tb").iterdir()), "TensorBoard events written"
+    assert "frame/s" in log  # progress bar with throughput
+    assert load_config(str(run_dir / "config.yaml")).ppo.num_envs == 4
+
+    resumed = train(data_root, run_dir, "ppo.total_frames=64", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from update 1" in resumed.stderr
+    assert "baking the first training scene" not in resumed.stderr  # already baked
+    assert (run_dir / "checkpoints" / "ckpt_000002.pt").exists()
+
+
+def test_scene_pool_grows_in_background_and_stops(tmp_path):
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", *FAST_ACOUSTICS])
+    pool = ScenePool(cfg, "tiny", log_file=tmp_path / "build.log")
+    assert pool.ready("train") == [] and pool.ready("val") == []
+    train_scenes = quick_start_order("tiny", pool.split_scenes("train"))
+    build_scenes(cfg, "tiny", [train_scenes[0]], workers=1)
+    assert pool.ready("train") == train_scenes[:1]
+    assert pool.changed("val") is False  # first call records
+    pool.start_background_build(pool.split_scenes("val") + pool.split_scenes("test"))
+    group = pool.process.pid
+    try:
+        deadline = time.monotonic() + 300
+        while not pool.ready("val") and time.monotonic() < deadline:
+            time.sleep(1)
+        assert pool.ready("val") == pool.split_scenes("val")
+        assert pool.changed("val") is True and pool.changed("val") is False
+    finally:
+        pool.stop()
+    assert pool.process is None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the builder and its worker processes are all gone
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("background build processes survived ScenePool.stop()")
+
+
+@pytest.mark.parametrize("bad", ["ppo.num_envs=zero", "task.not_a_key=1"])
+def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
+    result = train(tmp_path / "data", tmp_path / "run", bad)
+    assert result.returncode == 2
+    assert bad.split("=")[0] in result.stderr
+    assert not (tmp_path / "data").exists()
