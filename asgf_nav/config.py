@@ -67,7 +67,8 @@ class TaskConfig:
     test_episodes: int = 1000
     min_geodesic_distance: float = 1.0
     max_geodesic_distance: float = 1000.0
-    use_doa: bool = False
+    use_doa: bool = False  # add the frozen selective DoA head's posterior as a "doa" observation
+    doa_checkpoint: str = ""  # empty: the packaged weights (asgf_nav/models/doa/weights/selective_doa.pt)
     spectrogram_cache_size: int = 8192  # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz)
 
 

@@ -92,6 +92,17 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
     logger.info("torch uses %d CPU thread(s) per process", threads)
 
 
+def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
+    """Plug optional observation providers into the task before any env is built."""
+    if cfg.task.use_doa:
+        from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS, register_doa_observation
+
+        register_doa_observation(cfg.task.doa_checkpoint or DEFAULT_WEIGHTS)
+        if "doa" not in cfg.task.sensors:
+            cfg.task.sensors = [*cfg.task.sensors, "doa"]
+        logger.info("auxiliary observation: frozen selective DoA head (%s)", cfg.task.doa_checkpoint or "packaged")
+
+
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     from asgf_nav.rl.distributed import init_distributed, is_main_process
     from asgf_nav.rl.trainer import Trainer
@@ -102,6 +113,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
     if is_main:
         prepare_run_dir(cfg)
+    register_auxiliary_observations(cfg)
     pool = prepare_scenes(cfg, run_dir, is_main)
     set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)
     try:

@@ -1,0 +1,136 @@
+"""Direction-of-arrival benchmark: the selective head against audio-only and classical methods on the
+same clips (unseen rooms; unheard test sounds and heard training sounds; target plus a distractor of
+another category at 0, -5 and -10 dB).
+
+Metrics, per method, SNR and sound split: MAE (degrees, circular), ACC within 5 degrees (AV-SSAN's
+metrics), ACC within 20 degrees, and the MAE after folding truth and estimate onto the front hemisphere
+(``mae_lateral``), which shows how much of a two-microphone method's error is front/back confusion, and
+the share of estimates within 20 degrees of the distractor (``hit_distractor20``), which shows selectivity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asgf_nav.io import atomic_write_text
+from asgf_nav.models.doa.classical import ArrayDoa, GmmRegression, gcc_phat, interaural_summary, lateral_fold
+from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
+from asgf_nav.models.doa.features import circular_distance
+from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, load_model, predict, rir_pool
+from asgf_nav.sounds.bank import SoundBank
+
+logger = logging.getLogger(__name__)
+
+TEST_POOL_SEED = 3000
+TEST_SET_SEED = 11
+
+
+@dataclass
+class EvalConfig:
+    selective: str = "data/doa/selective.pt"
+    crnn: str = "data/doa/crnn.pt"
+    pool_dir: str = "data/doa/pools"
+    test_poses: int = 120
+    examples: int = 400  # per (SNR, split) condition
+    snrs: tuple[float, ...] = (0.0, -5.0, -10.0)
+    gmm_train_examples: int = 3000
+    out: str = "data/doa/eval.json"
+    threads: int = 2
+
+
+def test_sets(cfg: EvalConfig, bank: SoundBank) -> tuple[dict[tuple[str, float], DoaBatch], int]:
+    """The fixed evaluation clips (unheard test sounds at every SNR, heard training sounds at 0 dB) and
+    their sample rate."""
+    pool = rir_pool(DoaTrainConfig(pool_dir=cfg.pool_dir), "test", cfg.test_poses, TEST_POOL_SEED)
+    categories = bank.categories()
+    sets: dict[tuple[str, float], DoaBatch] = {}
+    conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
+    for i, (split, snr) in enumerate(conditions):
+        sampler = DoaExampleSampler(
+            bank, pool, "test" if split == "unheard" else "train", categories=categories
+        )
+        sets[(split, snr)] = sampler.sample(cfg.examples, snr, np.random.default_rng(TEST_SET_SEED + i))
+    return sets, pool.sample_rate
+
+
+def _per_clip(fn: Callable[[np.ndarray], float], batch: DoaBatch, desc: str) -> np.ndarray:
+    audio = batch.mixture.numpy().astype(np.float64)
+    return np.array([fn(a) for a in tqdm(audio, desc=desc, mininterval=5, leave=False)])
+
+
+def fit_gmm(bank: SoundBank, cfg: EvalConfig) -> GmmRegression:
+    """GMM regression trained on mixtures of training sounds in training rooms (-5..5 dB)."""
+    train_cfg = DoaTrainConfig(pool_dir=cfg.pool_dir)
+    pool = rir_pool(train_cfg, "train", train_cfg.train_poses, 1000 + train_cfg.seed)
+    sampler = DoaExampleSampler(bank, pool, "train", categories=bank.categories())
+    batch = sampler.sample(cfg.gmm_train_examples, (-5.0, 5.0), np.random.default_rng(99))
+    return GmmRegression().fit(_summaries(batch), batch.azimuth.numpy())
+
+
+def _summaries(batch: DoaBatch) -> np.ndarray:
+    return np.stack([interaural_summary(a) for a in batch.mixture.numpy().astype(np.float64)])
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run every method on every condition; returns {method: {condition: metrics}} plus timings."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    bank = SoundBank.load()
+    sets, sr = test_sets(cfg, bank)
+    methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}
+    for name, path in (("selective (audio prompt)", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
+        if Path(path).is_file():
+            model = load_model(path)
+            methods[name] = lambda b, m=model: predict(m, b)
+        else:
+            logger.warning("no checkpoint %s: %s is left out of the table", path, name)
+    methods["GCC-PHAT"] = lambda b: _per_clip(lambda a: gcc_phat(a, sr), b, "GCC-PHAT")
+    srp, music = ArrayDoa("SRP", sr), ArrayDoa("MUSIC", sr)
+    methods["SRP-PHAT (pyroomacoustics)"] = lambda b: _per_clip(srp, b, "SRP-PHAT")
+    methods["MUSIC (pyroomacoustics)"] = lambda b: _per_clip(music, b, "MUSIC")
+    gmm = fit_gmm(bank, cfg)
+    methods["GMM regression (ILD/IPD)"] = lambda b: gmm.predict(_summaries(b))
+    results: dict = {"methods": {}, "examples": cfg.examples}
+    for name, fn in methods.items():
+        results["methods"][name] = {}
+        for (split, snr), batch in sets.items():
+            start = time.monotonic()
+            pred = fn(batch)
+            truth = batch.azimuth.numpy()
+            m = angular_metrics(pred, truth)
+            m["mae_lateral"] = float(circular_distance(lateral_fold(pred), lateral_fold(truth)).mean())
+            m["hit_distractor20"] = float(
+                (circular_distance(pred, batch.distractor_azimuth.numpy().astype(np.float64)) <= 20).mean()
+                * 100
+            )
+            m["seconds"] = time.monotonic() - start
+            results["methods"][name][f"{split} {snr:+.0f} dB"] = m
+            logger.info("%s | %s %+.0f dB | %s", name, split, snr, m)
+    atomic_write_text(cfg.out, json.dumps(results, indent=1))
+    return results
+
+
+def markdown_table(results: dict) -> str:
+    """One table: rows = methods, columns = conditions, cells = MAE / ACC5 / ACC20."""
+    methods = results["methods"]
+    conditions = list(next(iter(methods.values())))
+    lines = [
+        "| method | " + " | ".join(f"{c}: MAE / ACC5 / ACC20 (lateral MAE)" for c in conditions) + " |",
+        "|---" * (len(conditions) + 1) + "|",
+    ]
+    for name, per in methods.items():
+        cells = [
+            f"{m['mae']:.1f} / {m['acc5']:.1f} / {m['acc20']:.1f} ({m['mae_lateral']:.1f})"
+            for m in (per[c] for c in conditions)
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Non-selective binaural DoA baselines: GCC-PHAT, SRP-PHAT and MUSIC on a two-microphone model of the
+head, and a supervised Gaussian-mixture regression on interaural features (after binaural GLLiM).
+
+The two ears are treated as a free-field pair 0.18 m apart on the left-right axis. Such a pair only
+measures the lateral angle (time difference), so GCC-PHAT, SRP-PHAT and MUSIC cannot tell front from
+back: their estimates mirror about the interaural axis, and this module returns the front-hemisphere
+solution. The regression learns from labelled examples and can use the level and spectral cues of the
+head for front/back, but like the classical methods it has no way to tell the target from a distractor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyroomacoustics as pra
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+
+from asgf_nav.models.doa.features import EPS
+
+SPEED_OF_SOUND = 343.0
+EAR_SPACING = 0.18  # metres
+
+
+def lateral_fold(azimuth_deg: np.ndarray) -> np.ndarray:
+    """Map azimuths onto the front hemisphere by mirroring about the interaural axis (a - > 180 - a)."""
+    a = np.mod(np.asarray(azimuth_deg, dtype=np.float64), 360.0)
+    lateral = np.rad2deg(np.arcsin(np.clip(np.sin(np.deg2rad(a)), -1, 1)))
+    return np.mod(lateral, 360.0)
+
+
+def _stft(audio: np.ndarray, nfft: int, hop: int) -> np.ndarray:
+    """(2, N) -> (2, nfft // 2 + 1, frames) Hann STFT."""
+    frames = 1 + max(0, audio.shape[1] - nfft) // hop
+    idx = np.arange(nfft)[None, :] + hop * np.arange(frames)[:, None]
+    return np.fft.rfft(audio[:, idx] * np.hanning(nfft), axis=-1).transpose(0, 2, 1)
+
+
+def gcc_phat(audio: np.ndarray, sample_rate: int, upsample: int = 16) -> float:
+    """Front-hemisphere azimuth (deg) from the GCC-PHAT delay of a (2, N) left/right signal."""
+    n = 2 * audio.shape[1]
+    cross = np.fft.rfft(audio[0], n) * np.conj(np.fft.rfft(audio[1], n))
+    cc = np.fft.irfft(cross / (np.abs(cross) + EPS), n * upsample)
+    max_shift = int(np.ceil(EAR_SPACING / SPEED_OF_SOUND * sample_rate * upsample))
+    cc = np.concatenate([cc[-max_shift:], cc[: max_shift + 1]])
+    lag = (np.argmax(np.abs(cc)) - max_shift) / (sample_rate * upsample)  # > 0: right ear lags -> left
+    return float(np.mod(np.rad2deg(np.arcsin(np.clip(-lag * SPEED_OF_SOUND / EAR_SPACING, -1, 1))), 360.0))
+
+
+class ArrayDoa:
+    """pyroomacoustics' SRP-PHAT or MUSIC on the two-ear array, searched over 1-degree azimuths."""
+
+    def __init__(self, method: str, sample_rate: int, nfft: int = 512, freq_range=(200.0, 950.0)) -> None:
+        if method not in ("SRP", "MUSIC"):
+            raise ValueError(f"unknown array DoA method {method!r}; expected 'SRP' or 'MUSIC'")
+        # x = front, y = left: channel 0 (left ear) at +y
+        mics = np.array([[0.0, 0.0], [EAR_SPACING / 2, -EAR_SPACING / 2]])
+        self.nfft = nfft
+        self.freq_range = list(freq_range)
+        self.algo = pra.doa.algorithms[method](
+            mics, sample_rate, nfft, c=SPEED_OF_SOUND, num_src=1, azimuth=np.deg2rad(np.arange(360.0))
+        )
+
+    def __call__(self, audio: np.ndarray) -> float:
+        """Azimuth (deg) of the strongest source in a (2, N) left/right signal (front/back ambiguous)."""
+        self.algo.locate_sources(_stft(audio, self.nfft, self.nfft // 2), freq_range=self.freq_range)
+        return float(lateral_fold(np.rad2deg(self.algo.azimuth_recon[0])))
+
+
+# --------------------------------------------------------------------------------------------- GMM
+def interaural_summary(audio: np.ndarray, nfft: int = 512, bands: int = 32) -> np.ndarray:
+    """(2, N) -> energy-weighted time average of cos/sin IPD and ILD in ``bands`` bands: (3 * bands,)."""
+    spec = _stft(audio, nfft, nfft // 2)[:, 1 : 1 + (nfft // 2 // bands) * bands]
+    cross = spec[0] * np.conj(spec[1])
+    weight = np.abs(spec[0]) * np.abs(spec[1]) + EPS
+    ipd = np.angle(cross)
+    ild = 20 * np.log10((np.abs(spec[0]) + EPS) / (np.abs(spec[1]) + EPS))
+    feats = []
+    for values in (np.cos(ipd), np.sin(ipd), np.clip(ild, -30, 30) / 10):
+        num = (values * weight).reshape(bands, -1, values.shape[1]).sum(axis=(1, 2))
+        den = weight.reshape(bands, -1, weight.shape[1]).sum(axis=(1, 2))
+        feats.append(num / den)
+    return np.concatenate(feats)
+
+
+class GmmRegression:
+    """Gaussian-mixture regression from PCA-reduced interaural features to (cos, sin) of the azimuth.
+
+    A joint GMM over [x, y] gives E[y | x] as a gated mixture of linear regressions, the forward
+    counterpart of binaural GLLiM's inverse mixture of locally linear maps.
+    """
+
+    def __init__(self, components: int = 12, dims: int = 24, seed: int = 0) -> None:
+        self.pca = PCA(dims, random_state=seed)
+        self.gmm = GaussianMixture(components, covariance_type="full", reg_covar=1e-3, random_state=seed)
+        self.dims = dims
+
+    def fit(self, features: np.ndarray, azimuth_deg: np.ndarray) -> GmmRegression:
+        x = self.pca.fit_transform(features)
+        a = np.deg2rad(azimuth_deg)
+        self.gmm.fit(np.concatenate([x, np.cos(a)[:, None], np.sin(a)[:, None]], axis=1))
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        x = self.pca.transform(features)
+        d = self.dims
+        log_resp, expected = [], []
+        for k in range(self.gmm.n_components):
+            mu, cov = self.gmm.means_[k], self.gmm.covariances_[k]
+            cxx, cyx = cov[:d, :d], cov[d:, :d]
+            diff = x - mu[:d]
+            sol = np.linalg.solve(cxx, diff.T).T
+            _, logdet = np.linalg.slogdet(cxx)
+            log_resp.append(np.log(self.gmm.weights_[k]) - 0.5 * (logdet + np.sum(diff * sol, axis=1)))
+            expected.append(mu[d:] + sol @ cyx.T)
+        log_resp = np.stack(log_resp, axis=1)
+        resp = np.exp(log_resp - log_resp.max(axis=1, keepdims=True))
+        resp /= resp.sum(axis=1, keepdims=True)
+        y = np.einsum("nk,knj->nj", resp, np.stack(expected))
+        return np.mod(np.rad2deg(np.arctan2(y[:, 1], y[:, 0])), 360.0)

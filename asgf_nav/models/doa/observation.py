@@ -1,0 +1,174 @@
+"""A frozen, pretrained selective DoA head as an auxiliary ``doa`` observation for navigation policies.
+
+:class:`DoaObservation` wraps a checkpoint: ``compute(binaural, prompts)`` maps a batch of binaural
+waveforms to the (B, K) posterior over azimuth bins (bin k centred on ``k * bin_width`` degrees,
+counter-clockwise from the agent's heading). The head's parameters never require gradients and it
+always runs in eval mode under ``torch.no_grad``, so a policy's optimizer cannot change it.
+
+:func:`register_doa_observation` adds it to the task's observation registry: the env renders the goal
+sound through the binaural RIR of the agent's node and yaw (one second, as the spectrogram sensor does)
+and prompts the head with a fixed other instance of the episode sound's category.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+
+from asgf_nav.models.doa.network import SelectiveDoaNet
+from asgf_nav.models.doa.train import load_model
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "selective_doa.pt"
+
+
+def _resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    if source_rate == target_rate:
+        return audio
+    ratio = Fraction(int(target_rate), int(source_rate))
+    return resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1)
+
+
+class DoaObservation:
+    """Frozen selective DoA head: binaural waveforms (+ prompt) -> posterior over azimuth bins."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path = DEFAULT_WEIGHTS,
+        device: str | torch.device = "cpu",
+        window_seconds: float = 0.5,
+    ) -> None:
+        model = load_model(checkpoint, map_location=device)
+        if not isinstance(model, SelectiveDoaNet):
+            raise ValueError(
+                f"DoA checkpoint {checkpoint} holds a {type(model).__name__}, not a selective head"
+            )
+        self.model = model
+        self.device = torch.device(device)
+        self.sample_rate = model.cfg.stft.sample_rate
+        self.window = int(window_seconds * self.sample_rate)
+        self._prompts: dict[str, torch.Tensor] = {}
+        self._bank = None
+
+    @property
+    def num_bins(self) -> int:
+        return self.model.cfg.grid.num_bins
+
+    @property
+    def bin_width(self) -> float:
+        return self.model.cfg.bin_width
+
+    # ------------------------------------------------------------------------------------------ prompts
+    def prompt_for(self, sound: str) -> torch.Tensor:
+        """The prompt of sound ``sound``: a fixed other instance of its category (a reference clip, or the
+        category index for category-prompted heads)."""
+        if sound not in self._prompts:
+            from asgf_nav.sounds.bank import SoundBank
+
+            self._bank = self._bank or SoundBank.load()
+            if self.model.cfg.prompt == "category":
+                cats = self.model.cfg.categories
+                category = self._bank.category(sound)
+                if category not in cats:
+                    raise ValueError(f"sound {sound!r} has category {category!r}, unknown to the DoA head")
+                self._prompts[sound] = torch.tensor(cats.index(category))
+            else:
+                rng = np.random.default_rng(zlib.crc32(sound.encode()))
+                other = self._bank.other_instance(sound, rng, among="train") or self._bank.other_instance(
+                    sound, rng
+                )
+                if other is None:
+                    raise ValueError(
+                        f"sound {sound!r}: its category has no other instance to prompt the DoA head"
+                    )
+                wave = self._bank.waveform(other, self.sample_rate)
+                energy = np.convolve(wave**2, np.ones(self.window), mode="valid")
+                start = int(np.argmax(energy[:: self.window // 8]) * (self.window // 8))
+                clip = wave[start : start + self.window]
+                self._prompts[sound] = torch.from_numpy(clip / (np.sqrt(np.mean(clip**2)) + 1e-9)).float()
+        return self._prompts[sound]
+
+    # ------------------------------------------------------------------------------------------ compute
+    @torch.no_grad()
+    def compute(
+        self,
+        binaural: np.ndarray | torch.Tensor,
+        prompts: list[str] | torch.Tensor,
+        sample_rate: int | None = None,
+    ) -> torch.Tensor:
+        """(B, 2, N) binaural waveforms (channel 0 left) at ``sample_rate`` (default: the head's) and the
+        prompts (sound names, or a tensor of reference clips / category indices) -> (B, K) posterior.
+
+        The signal is cut into windows of the training clip length, each normalised to unit RMS, and the
+        posteriors of the windows that carry sound are averaged.
+        """
+        audio = np.asarray(
+            binaural.cpu() if isinstance(binaural, torch.Tensor) else binaural, dtype=np.float64
+        )
+        if audio.ndim != 3 or audio.shape[1] != 2:
+            raise ValueError(f"binaural batch must be (B, 2, N), got {audio.shape}")
+        audio = _resample(audio, sample_rate or self.sample_rate, self.sample_rate)
+        if isinstance(prompts, torch.Tensor):
+            prompt = prompts
+        else:
+            if len(prompts) != audio.shape[0]:
+                raise ValueError(f"{len(prompts)} prompts for a batch of {audio.shape[0]}")
+            prompt = torch.stack([self.prompt_for(name) for name in prompts])
+        self.model.eval()
+        n = audio.shape[-1]
+        starts = list(range(0, max(1, n - self.window + 1), self.window)) or [0]
+        total = torch.zeros(audio.shape[0], self.num_bins)
+        weight = torch.zeros(audio.shape[0], 1)
+        for s in starts:
+            piece = audio[..., s : s + self.window]
+            if piece.shape[-1] < self.window:
+                piece = np.pad(piece, [(0, 0), (0, 0), (0, self.window - piece.shape[-1])])
+            rms = np.sqrt(np.mean(piece**2, axis=(1, 2)))
+            active = torch.from_numpy(rms > 1e-6).float()[:, None]
+            x = torch.from_numpy(piece / (rms[:, None, None] + 1e-9)).float().to(self.device)
+            post = self.model(x, prompt.to(self.device))["posterior"].cpu()
+            total += active * post
+            weight += active
+        uniform = torch.full_like(total, 1.0 / self.num_bins)
+        return torch.where(weight > 0, total / weight.clamp_min(1), uniform)
+
+
+def register_doa_observation(
+    checkpoint: str | Path = DEFAULT_WEIGHTS, name: str = "doa", overwrite: bool = True
+) -> DoaObservation:
+    """Register ``name`` in the task's observation registry, backed by a frozen head from ``checkpoint``."""
+    import gymnasium as gym
+
+    from asgf_nav.tasks.observations import register_observation
+    from asgf_nav.tasks.spectrogram import binaural_audio_np
+
+    head = DoaObservation(checkpoint)
+
+    def received(state) -> np.ndarray:
+        sound = state.world.sound(state.episode.sound)
+        rir = state.scene.rir(state.node, state.episode.goal_node, state.yaw)
+        return binaural_audio_np(sound, rir, state.world.sample_rate).T  # (2, sr)
+
+    def compute(state) -> np.ndarray:
+        post = head.compute(received(state)[None], [state.episode.sound], state.world.sample_rate)
+        return post[0].numpy().astype(np.float32)
+
+    def compute_batch(state) -> torch.Tensor:
+        singles = [state.single(i) for i in range(len(state.episodes))]
+        audio = np.stack([received(s) for s in singles])
+        post = head.compute(audio, [ep.sound for ep in state.episodes], state.world.sample_rate)
+        return post.to(state.node.device)
+
+    def space(world) -> gym.spaces.Box:
+        return gym.spaces.Box(low=0.0, high=1.0, shape=(head.num_bins,), dtype=np.float32)
+
+    register_observation(name, compute, space, compute_batch, overwrite=overwrite)
+    logger.info("registered observation %r from DoA head %s (%d bins)", name, checkpoint, head.num_bins)
+    return head

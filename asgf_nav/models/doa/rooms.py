@@ -1,0 +1,212 @@
+"""Pools of binaural room impulse responses with direct-path azimuth labels, for training DoA heads.
+
+A pool holds, for P listening poses (room, receiver, yaw), the binaural RIRs of J source positions in the
+same room: ``rirs`` (P, J, L, 2) with channel 0 the left ear and ``azimuth`` (P, J) in the convention of
+:mod:`asgf_nav.models.doa.features`. A target and a distractor are two different sources of one pose.
+
+Two builders: :func:`shoebox_pool` renders random shoebox rooms from the KEMAR HRTF (image sources up
+to second order, each arriving through the HRIR of its own direction, plus an exponentially decaying
+diffuse tail), which needs nothing baked; :func:`scene_pool` reads the baked binaural RIRs of an embedded
+scene (``asgf_nav.acoustics.rir.SceneRirs``) at graph nodes, labelled from node positions and yaw.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import resample_poly
+from tqdm import tqdm
+
+from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.models.doa.features import relative_azimuth
+
+logger = logging.getLogger(__name__)
+
+SPEED_OF_SOUND = 343.0
+EAR_HEIGHT = 1.5  # metres, as the SoundSpaces agent
+
+
+@dataclass
+class RirPool:
+    rirs: np.ndarray  # (P, J, L, 2) float32
+    azimuth: np.ndarray  # (P, J) degrees
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        p, j = self.azimuth.shape
+        if self.rirs.ndim != 4 or self.rirs.shape[:2] != (p, j) or self.rirs.shape[3] != 2:
+            raise ValueError(f"RIR pool: rirs {self.rirs.shape} do not match azimuth {self.azimuth.shape}")
+        if j < 2:
+            raise ValueError("RIR pool needs at least two sources per pose (target and distractor)")
+
+    @property
+    def num_poses(self) -> int:
+        return int(self.azimuth.shape[0])
+
+    @property
+    def sources_per_pose(self) -> int:
+        return int(self.azimuth.shape[1])
+
+    def save(self, path) -> None:
+        from asgf_nav.io import atomic_write
+
+        def _write(p) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate)
+
+        atomic_write(path, _write)
+
+    @classmethod
+    def load(cls, path) -> RirPool:
+        try:
+            data = np.load(path)
+            return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]))
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"cannot read RIR pool {path}: {err}") from err
+
+
+# --------------------------------------------------------------------------------------------- shoebox
+def _image_sources(source: np.ndarray, room: np.ndarray, max_order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image positions (M, 3) and reflection orders (M,) of a shoebox [0, room] up to ``max_order``."""
+    per_axis = []
+    for axis in range(3):
+        options = []
+        for p, q in itertools.product((0, 1), range(-max_order, max_order + 1)):
+            order = abs(2 * q - p)
+            if order <= max_order:
+                options.append((2 * q * room[axis] + (1 - 2 * p) * source[axis], order))
+        per_axis.append(options)
+    positions, orders = [], []
+    for (x, ox), (y, oy), (z, oz) in itertools.product(*per_axis):
+        if ox + oy + oz <= max_order:
+            positions.append((x, y, z))
+            orders.append(ox + oy + oz)
+    return np.asarray(positions), np.asarray(orders)
+
+
+def render_shoebox_rir(
+    room: np.ndarray,
+    receiver: np.ndarray,
+    source: np.ndarray,
+    yaw_deg: float,
+    reflection: float,
+    drr_db: float,
+    t60: float,
+    sample_rate: int,
+    length: int,
+    rng: np.random.Generator,
+    max_order: int = 2,
+) -> np.ndarray:
+    """(length, 2) binaural RIR of a point source in a shoebox room (habitat axes, Y up).
+
+    Specular paths up to ``max_order`` each go through the KEMAR HRIR nearest to their arrival
+    direction in the head frame; the later field is decorrelated noise decaying with ``t60`` whose
+    energy sits ``drr_db`` below the direct path's.
+    """
+    hrtf = load_hrtf(sample_rate)
+    images, orders = _image_sources(source, room, max_order)
+    vec = images - receiver[None, :]
+    dist = np.linalg.norm(vec, axis=1)
+    azimuth = relative_azimuth(np.zeros((1, 3)), vec, yaw_deg)
+    elevation = np.rad2deg(np.arcsin(np.clip(vec[:, 1] / dist, -1, 1)))
+    hrir_index = hrtf.nearest(azimuth, elevation)
+    taps = hrtf.num_taps
+    rir = np.zeros((length + taps, 2), dtype=np.float64)
+    delays = np.rint(dist / SPEED_OF_SOUND * sample_rate).astype(int)
+    gains = reflection**orders / np.maximum(dist, 0.1)
+    for i in np.argsort(delays):
+        if delays[i] >= length:
+            continue
+        rir[delays[i] : delays[i] + taps] += gains[i] * hrtf.hrir[hrir_index[i]].T
+    direct = int(np.argmin(dist))
+    direct_energy = float(np.sum((gains[direct] * hrtf.hrir[hrir_index[direct]]) ** 2))
+    start = int(delays[orders == max_order].min()) if np.any(orders == max_order) else delays[direct]
+    if start < length:
+        t = np.arange(length - start) / sample_rate
+        tail = rng.standard_normal((t.size, 2)) * np.exp(-6.9 * t / t60)[:, None]
+        tail *= np.sqrt(direct_energy * 10 ** (-drr_db / 10) / max(float(np.sum(tail**2)), 1e-12))
+        rir[start:length] += tail
+    return rir[:length].astype(np.float32)
+
+
+def shoebox_pool(
+    num_poses: int,
+    sources_per_pose: int,
+    seed: int,
+    sample_rate: int = 16000,
+    rir_seconds: float = 0.25,
+    progress: bool = True,
+) -> RirPool:
+    """Random rooms (3-9 m x 3-9 m x 2.4-3.2 m), one receiver and yaw each, sources >= 1 m away."""
+    rng = np.random.default_rng(seed)
+    length = int(rir_seconds * sample_rate)
+    rirs = np.zeros((num_poses, sources_per_pose, length, 2), dtype=np.float32)
+    azimuth = np.zeros((num_poses, sources_per_pose))
+    for p in tqdm(range(num_poses), desc=f"shoebox RIRs (seed {seed})", disable=not progress, mininterval=2):
+        room = np.array([rng.uniform(3, 9), rng.uniform(2.4, 3.2), rng.uniform(3, 9)])
+        receiver = np.array([rng.uniform(0.5, room[0] - 0.5), EAR_HEIGHT, rng.uniform(0.5, room[2] - 0.5)])
+        yaw = float(rng.uniform(0, 360))
+        reflection = float(rng.uniform(0.55, 0.9))
+        t60 = float(rng.uniform(0.25, 0.8))
+        for j in range(sources_per_pose):
+            while True:
+                source = np.array(
+                    [rng.uniform(0.3, room[0] - 0.3), rng.uniform(0.3, 1.8), rng.uniform(0.3, room[2] - 0.3)]
+                )
+                if np.hypot(*(source - receiver)[[0, 2]]) >= 1.0:
+                    break
+            rirs[p, j] = render_shoebox_rir(
+                room,
+                receiver,
+                source,
+                yaw,
+                reflection,
+                drr_db=float(rng.uniform(-2, 8)),
+                t60=t60,
+                sample_rate=sample_rate,
+                length=length,
+                rng=rng,
+            )
+            azimuth[p, j] = relative_azimuth(receiver, source, yaw)
+    return RirPool(rirs, azimuth, sample_rate)
+
+
+# --------------------------------------------------------------------------------------------- baked
+def scene_pool(
+    scene,
+    scene_rirs,
+    num_poses: int,
+    sources_per_pose: int,
+    seed: int,
+    sample_rate: int = 16000,
+    rir_seconds: float = 0.25,
+) -> RirPool:
+    """Poses at random graph nodes and yaws of a baked scene; sources at other RIR source nodes.
+
+    ``scene`` is an ``asgf_nav.scenes.scene.Scene`` and ``scene_rirs`` its ``SceneRirs``; RIRs are
+    resampled to ``sample_rate`` and cut to ``rir_seconds``; labels come from node positions and yaw.
+    """
+    rng = np.random.default_rng(seed)
+    positions = np.asarray(scene.positions, dtype=np.float64)
+    sources = np.asarray(scene_rirs.source_nodes)
+    if sources.size < sources_per_pose + 1:
+        raise ValueError(f"scene {scene.name} has {sources.size} source nodes, need > {sources_per_pose}")
+    native = int(scene_rirs.sample_rate)
+    length = int(rir_seconds * sample_rate)
+    rirs = np.zeros((num_poses, sources_per_pose, length, 2), dtype=np.float32)
+    azimuth = np.zeros((num_poses, sources_per_pose))
+    for p in tqdm(range(num_poses), desc=f"scene RIRs {scene.name}", mininterval=2):
+        receiver = int(rng.integers(scene.num_nodes))
+        yaw_index = int(rng.integers(4))
+        chosen = [s for s in rng.permutation(sources) if int(s) != receiver][:sources_per_pose]
+        for j, src in enumerate(chosen):
+            rir = np.asarray(scene_rirs.rir(receiver, int(src), yaw_index), dtype=np.float32)
+            if native != sample_rate:
+                rir = resample_poly(rir, sample_rate, native, axis=0).astype(np.float32)
+            n = min(length, rir.shape[0])
+            rirs[p, j, :n] = rir[:n]
+            azimuth[p, j] = relative_azimuth(positions[receiver], positions[int(src)], 90.0 * yaw_index)
+    return RirPool(rirs, azimuth, sample_rate)

@@ -1,0 +1,286 @@
+"""Training of DoA heads (the selective network and the audio-only CRNN) with atomic, resumable checkpoints.
+
+Examples are generated on the fly from an RIR pool and the sound bank's training sounds, so every step
+sees new mixtures. A checkpoint holds the model kind, its config, weights, optimizer state, the step and
+the category list; :func:`load_model` rebuilds a frozen model from one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asgf_nav.io import atomic_write
+from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
+from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
+from asgf_nav.models.doa.features import StftConfig, binaural_stft, circular_distance, compressed_magnitude
+from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss
+from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
+from asgf_nav.sounds.bank import SoundBank
+
+logger = logging.getLogger(__name__)
+
+MODEL_KINDS = ("selective", "crnn")
+
+
+@dataclass
+class DoaTrainConfig:
+    """Hyper-parameters of one DoA training run (command-line arguments of scripts/pretrain_doa.py)."""
+
+    model: str = "selective"  # selective | crnn
+    prompt: str = "audio"  # audio | category (selective only)
+    out: str = "data/doa/selective.pt"
+    pool_dir: str = "data/doa/pools"
+    scenes_root: str = ""  # baked scene data root; empty: shoebox rooms rendered from the HRTF
+    scenes_dataset: str = "replica"
+    train_poses: int = 600
+    val_poses: int = 60
+    sources_per_pose: int = 6
+    batch_size: int = 24
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    doa_weight: float = 10.0
+    snr_low: float = -5.0
+    snr_high: float = 5.0
+    clip_seconds: float = 0.5
+    bin_width: float = 5.0
+    patch_dim: int = 48
+    model_dim: int = 48
+    max_steps: int = 20000
+    max_minutes: float = 15.0
+    checkpoint_every: int = 50
+    val_every: int = 200
+    val_examples: int = 192
+    seed: int = 0
+    threads: int = 2
+
+
+# --------------------------------------------------------------------------------------------- pools
+def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirPool:
+    """The cached RIR pool of ``split`` (shoebox rooms, or baked scenes of that split when configured)."""
+    tag = "shoebox" if not cfg.scenes_root else f"{cfg.scenes_dataset}"
+    path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}.npz"
+    if path.exists():
+        return RirPool.load(path)
+    if not cfg.scenes_root:
+        pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed)
+    else:
+        pool = _baked_pool(cfg, split, num_poses, seed)
+    pool.save(path)
+    logger.info("wrote RIR pool %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return pool
+
+
+def _baked_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirPool:
+    from asgf_nav.acoustics.rir import SceneRirs
+    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.scene import Scene
+
+    names = get_preset(cfg.scenes_dataset).split_scenes(split)
+    pools = []
+    for i, name in enumerate(names):
+        scene = Scene.open(cfg.scenes_root, cfg.scenes_dataset, name)
+        per_scene = max(1, num_poses // len(names))
+        pools.append(scene_pool(scene, SceneRirs(scene.store), per_scene, cfg.sources_per_pose, seed + i))
+    return RirPool(
+        np.concatenate([p.rirs for p in pools]),
+        np.concatenate([p.azimuth for p in pools]),
+        pools[0].sample_rate,
+    )
+
+
+# --------------------------------------------------------------------------------------------- models
+def build_model(
+    kind: str,
+    cfg: DoaTrainConfig | None = None,
+    categories: list[str] | None = None,
+    config: dict | None = None,
+) -> torch.nn.Module:
+    """A fresh model of ``kind``; ``config`` (from a checkpoint) overrides the training config."""
+    if kind == "selective":
+        if config is not None:
+            return SelectiveDoaNet(DoaNetConfig.from_dict(config))
+        cats = list(categories or [])
+        return SelectiveDoaNet(
+            DoaNetConfig(
+                bin_width=cfg.bin_width,
+                prompt=cfg.prompt,
+                patch_dim=cfg.patch_dim,
+                model_dim=cfg.model_dim,
+                num_categories=len(cats),
+                categories=cats,
+                stft=StftConfig(),
+            )
+        )
+    if kind == "crnn":
+        return SeldCrnn(
+            CrnnConfig.from_dict(config) if config is not None else CrnnConfig(bin_width=cfg.bin_width)
+        )
+    raise ValueError(f"unknown DoA model kind {kind!r}; expected one of {MODEL_KINDS}")
+
+
+def model_prompt(model: torch.nn.Module, batch: DoaBatch) -> torch.Tensor:
+    """What the model takes as its prompt: the reference clip or the category index."""
+    if isinstance(model, SelectiveDoaNet) and model.cfg.prompt == "category":
+        return batch.category
+    return batch.prompt
+
+
+def save_checkpoint(
+    path: str | Path,
+    kind: str,
+    model: torch.nn.Module,
+    optimizer,
+    step: int,
+    train_cfg: DoaTrainConfig,
+    metrics: dict,
+) -> None:
+    payload = {
+        "kind": kind,
+        "config": model.cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "step": step,
+        "train_config": asdict(train_cfg),
+        "metrics": metrics,
+    }
+    atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model stored in checkpoint ``path``, in eval mode with gradients off."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"DoA checkpoint {path} does not exist; train one with scripts/pretrain_doa.py"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        model = build_model(ckpt["kind"], config=ckpt["config"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise ValueError(f"DoA checkpoint {path} is not a valid DoA model: {err}") from err
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# --------------------------------------------------------------------------------------------- steps
+def training_loss(model: torch.nn.Module, batch: DoaBatch, doa_weight: float):
+    out = model(batch.mixture, model_prompt(model, batch))
+    target_post = model.cfg.grid.encode(batch.azimuth)
+    if "masked" in out:
+        target_mag = compressed_magnitude(binaural_stft(batch.target, model.cfg.stft))
+        return doa_loss(out, target_mag, target_post, doa_weight)
+    loss = torch.sum((out["posterior"] - target_post) ** 2, dim=1).mean() * doa_weight
+    return loss, {"posterior_mse": float(loss.detach()) / doa_weight}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, batch: DoaBatch, chunk: int = 64) -> np.ndarray:
+    """Decoded azimuths (B,) for a batch, evaluated in chunks with the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    preds = []
+    for i in range(0, len(batch), chunk):
+        part = batch.slice(i, i + chunk)
+        preds.append(model.cfg.grid.decode(model(part.mixture, model_prompt(model, part))["posterior"]))
+    model.train(was_training)
+    return np.concatenate(preds)
+
+
+def angular_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    err = circular_distance(np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64))
+    return {
+        "mae": float(err.mean()),
+        "acc5": float((err <= 5).mean() * 100),
+        "acc20": float((err <= 20).mean() * 100),
+    }
+
+
+def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = True) -> dict[str, float]:
+    """Train (or resume) until ``max_steps`` or ``max_minutes``; returns the last validation metrics."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    bank = bank or SoundBank.load()
+    categories = bank.categories()
+    sampler = DoaExampleSampler(
+        bank,
+        rir_pool(cfg, "train", cfg.train_poses, 1000 + cfg.seed),
+        "train",
+        cfg.clip_seconds,
+        categories=categories,
+    )
+    val_sampler = DoaExampleSampler(
+        bank, rir_pool(cfg, "val", cfg.val_poses, 2000), "val", cfg.clip_seconds, categories=categories
+    )
+    val_batch = val_sampler.sample(cfg.val_examples, 0.0, np.random.default_rng(7))
+    model = build_model(cfg.model, cfg, categories)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, metrics = 0, {}
+    out = Path(cfg.out)
+    if out.exists():
+        ckpt = torch.load(out, map_location="cpu", weights_only=False)
+        if ckpt.get("kind") != cfg.model:
+            raise ValueError(f"checkpoint {out} holds a {ckpt.get('kind')!r} model, not {cfg.model!r}")
+        model.load_state_dict(ckpt["state_dict"])
+        if ckpt.get("optimizer"):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        step, metrics = int(ckpt["step"]), dict(ckpt.get("metrics", {}))
+        logger.info("resumed %s from %s at step %d", cfg.model, out, step)
+    rng = np.random.default_rng(cfg.seed * 100003 + step)
+    logger.info(
+        "training %s DoA head (%d parameters) on %d target sounds",
+        cfg.model,
+        sum(p.numel() for p in model.parameters()),
+        len(sampler.targets),
+    )
+    start = time.monotonic()
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, desc=f"train {cfg.model} DoA", disable=not progress, mininterval=5
+    )
+    model.train()
+    while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60:
+        batch = sampler.sample(cfg.batch_size, (cfg.snr_low, cfg.snr_high), rng)
+        loss, parts = training_loss(model, batch, cfg.doa_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
+        if step % cfg.val_every == 0:
+            metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
+            logger.info("step %d loss %.4f %s val(0 dB) %s", step, float(loss), parts, metrics)
+        if step % cfg.checkpoint_every == 0:
+            save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+    bar.close()
+    metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
+    save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+    logger.info(
+        "stopped %s at step %d after %.1f min; val(0 dB) %s",
+        cfg.model,
+        step,
+        (time.monotonic() - start) / 60,
+        metrics,
+    )
+    return metrics
+
+
+def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
+    """Copy ``checkpoint`` without its optimizer state (small enough to ship with the package)."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt["optimizer"] = None
+    ckpt["state_dict"] = {k: v.contiguous() for k, v in ckpt["state_dict"].items()}
+    atomic_write(out, lambda p: torch.save(ckpt, p))
+    logger.info("exported DoA weights %s -> %s (%.2f MB)", checkpoint, out, Path(out).stat().st_size / 1e6)
+    return Path(out)

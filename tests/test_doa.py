@@ -1,0 +1,276 @@
+"""Selective DoA head: features, label coding, geometry, learning, classical baselines and frozen use."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from asgf_nav.models.doa.classical import ArrayDoa, gcc_phat, lateral_fold
+from asgf_nav.models.doa.data import DoaExampleSampler
+from asgf_nav.models.doa.features import (
+    AzimuthGrid,
+    StftConfig,
+    binaural_stft,
+    circular_distance,
+    interaural_features,
+    relative_azimuth,
+    tri_band_patches,
+)
+from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss
+from asgf_nav.models.doa.rooms import render_shoebox_rir, scene_pool, shoebox_pool
+from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, predict, save_checkpoint, training_loss
+from asgf_nav.sounds.bank import SoundBank
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def bank() -> SoundBank:
+    return SoundBank.load()
+
+
+def _source_at(receiver: np.ndarray, azimuth: float, yaw: float, distance: float = 2.0) -> np.ndarray:
+    """Habitat position at ``azimuth`` (CCW from the heading) seen from ``receiver`` facing ``yaw``."""
+    world = np.deg2rad(yaw + azimuth)  # heading at yaw y points to (-sin y, -cos y) in (x, z)
+    return receiver + distance * np.array([-np.sin(world), 0.0, -np.cos(world)])
+
+
+# ------------------------------------------------------------------------------------------- features
+def test_tri_band_feature_shapes():
+    cfg = StftConfig()
+    audio = torch.randn(3, 2, SR // 2)
+    spec = binaural_stft(audio, cfg)
+    frames = cfg.frames(SR // 2)
+    assert spec.shape == (3, 2, cfg.num_bins, frames)
+    feats = interaural_features(spec)
+    assert feats.shape == (3, 4, frames, cfg.num_bins)
+    fine, mid, full = tri_band_patches(feats, (32, 128))
+    assert fine.shape == (3, cfg.num_bins // 32, 4, frames, 32)
+    assert mid.shape == (3, cfg.num_bins // 128, 4, frames, 128)
+    assert full.shape == (3, 1, 4, frames, cfg.num_bins)
+    # patches are views of the same spectrum: the second fine patch is bins 32..63
+    assert torch.equal(fine[:, 1], feats[..., 32:64])
+    # identical ears: zero phase and level difference
+    same = interaural_features(binaural_stft(audio[:, :1].repeat(1, 2, 1), cfg))
+    assert torch.allclose(same[:, 0], torch.ones_like(same[:, 0]), atol=1e-4)
+    assert same[:, 1:3].abs().max() < 1e-4
+
+
+def test_circular_label_encoding_and_decoding():
+    assert circular_distance(359.0, 1.0) == pytest.approx(2.0)
+    assert circular_distance(np.array([10.0, 180.0]), np.array([350.0, 0.0])).tolist() == [20.0, 180.0]
+    grid = AzimuthGrid(bin_width=5.0, laplace_scale=5.0)
+    assert grid.num_bins == 72
+    azimuths = np.array([0.0, 1.0, 359.0, 92.5, 181.0, 271.3])
+    target = grid.encode(azimuths)
+    assert target.shape == (6, 72)
+    assert torch.allclose(target.sum(1), torch.ones(6))
+    # 359 and 1 degrees share their peak bin (0) and their targets are mirror images across it
+    assert int(target[1].argmax()) == int(target[2].argmax()) == 0
+    assert torch.allclose(target[1, 1:6], torch.flip(target[2, 67:72], [0]))
+    decoded = grid.decode(target)
+    assert circular_distance(decoded, azimuths).max() < 1.5
+    with pytest.raises(ValueError):
+        AzimuthGrid(bin_width=7.0)
+
+
+def test_relative_azimuth_follows_habitat_yaw():
+    origin = np.zeros(3)
+    assert relative_azimuth(origin, np.array([0, 0, -1.0]), 0.0) == pytest.approx(0.0)  # ahead
+    assert relative_azimuth(origin, np.array([-1.0, 0, 0]), 0.0) == pytest.approx(90.0)  # left
+    assert relative_azimuth(origin, np.array([0, 0, 1.0]), 90.0) == pytest.approx(90.0)  # yaw 90 faces -X
+    assert relative_azimuth(origin, np.array([1.0, 0, 0]), 0.0) == pytest.approx(270.0)  # right
+    for az, yaw in [(30.0, 0.0), (200.0, 90.0), (315.0, 270.0)]:
+        assert relative_azimuth(origin, _source_at(origin, az, yaw), yaw) == pytest.approx(az)
+
+
+def test_shoebox_rir_puts_a_left_source_in_the_left_ear():
+    rng = np.random.default_rng(0)
+    room, receiver = np.array([6.0, 3.0, 6.0]), np.array([3.0, 1.5, 3.0])
+    for yaw in (0.0, 90.0, 230.0):
+        left = render_shoebox_rir(
+            room, receiver, _source_at(receiver, 90.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng
+        )
+        right = render_shoebox_rir(
+            room, receiver, _source_at(receiver, 270.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng
+        )
+        early = slice(0, 200)
+        assert (left[early, 0] ** 2).sum() > 3 * (left[early, 1] ** 2).sum()
+        assert (right[early, 1] ** 2).sum() > 3 * (right[early, 0] ** 2).sum()
+        assert np.argmax(np.abs(left[:, 0])) < np.argmax(np.abs(left[:, 1]))  # the near ear hears it first
+
+
+def test_scene_pool_labels_from_node_positions():
+    class FakeScene:
+        name = "line"
+        positions = np.array([[0.0, 0, 0], [-2.0, 0, 0], [0, 0, -2.0], [2.0, 0, 0], [0, 0, 2.0]])
+        num_nodes = 5
+
+    class FakeRirs:
+        sample_rate = 32000
+        source_nodes = np.arange(5)
+
+        def rir(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
+            out = np.zeros((1000, 2), dtype=np.float32)
+            out[source, 0] = 1.0
+            return out
+
+    pool = scene_pool(FakeScene(), FakeRirs(), num_poses=6, sources_per_pose=3, seed=0, rir_seconds=0.02)
+    assert pool.rirs.shape == (6, 3, 320, 2)
+    assert np.all(pool.rirs.max(axis=(2, 3)) > 0.1)  # resampled to 16 kHz, impulse kept
+    # every label matches the geometry of some receiver/yaw: angles are multiples of 45 degrees here
+    assert np.allclose(np.mod(pool.azimuth, 45.0) * np.mod(-pool.azimuth, 45.0), 0.0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- data
+def test_sampler_mixes_at_the_requested_snr_and_respects_splits(bank):
+    pool = shoebox_pool(4, 3, seed=5, progress=False)
+    sampler = DoaExampleSampler(bank, pool, "test")
+    assert set(sampler.targets) <= set(bank.names("test"))
+    batch = sampler.sample(6, -5.0, np.random.default_rng(0))
+    assert batch.mixture.shape == (6, 2, SR // 2) and batch.prompt.shape == (6, SR // 2)
+    assert torch.allclose(batch.mixture.pow(2).mean(dim=(1, 2)), torch.ones(6), atol=1e-3)
+    distractor = batch.mixture - batch.target
+    snr = 10 * torch.log10(batch.target.pow(2).sum(dim=(1, 2)) / distractor.pow(2).sum(dim=(1, 2)))
+    assert torch.allclose(snr, torch.full((6,), -5.0), atol=0.05)
+    assert set(np.round(batch.azimuth.numpy(), 4)) <= set(
+        np.round(pool.azimuth.ravel().astype(np.float32), 4)
+    )
+
+
+# ------------------------------------------------------------------------------------------- learning
+def _tiny_config() -> DoaNetConfig:
+    return DoaNetConfig(
+        band_widths=(32, 64),
+        patch_dim=32,
+        model_dim=32,
+        stft=StftConfig(sample_rate=SR, n_fft=256, hop=256, num_bins=128),
+    )
+
+
+def test_loss_parts_and_output_shapes(bank):
+    net = SelectiveDoaNet(_tiny_config())
+    sampler = DoaExampleSampler(bank, shoebox_pool(3, 3, seed=1, progress=False), "train", clip_seconds=0.25)
+    batch = sampler.sample(4, 0.0, np.random.default_rng(1))
+    out = net(batch.mixture, batch.prompt)
+    assert out["posterior"].shape == (4, 72)
+    assert torch.allclose(out["posterior"].sum(1), torch.ones(4), atol=1e-5)
+    assert out["mask"].min() >= 0 and out["mask"].max() <= 1
+    assert torch.allclose(out["band_weights"].sum(-1), torch.ones_like(out["band_weights"][..., 0]))
+    assert [b.shape[1] for b in out["patch_weights"]] == [4, 2, 1]
+    loss, parts = training_loss(net, batch, doa_weight=1.0)
+    assert loss.item() == pytest.approx(parts["recon"] + parts["posterior_mse"], rel=1e-4)
+    perfect = {"masked": out["masked"], "posterior": net.cfg.grid.encode(batch.azimuth)}
+    assert doa_loss(perfect, out["masked"], net.cfg.grid.encode(batch.azimuth))[0].item() == pytest.approx(
+        0.0
+    )
+
+
+def test_head_learns_on_a_tiny_generated_set(bank):
+    torch.manual_seed(0)
+    pool = shoebox_pool(6, 4, seed=3, progress=False)
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25)
+    data = sampler.sample(48, 30.0, np.random.default_rng(2))
+    net = SelectiveDoaNet(_tiny_config())
+    before = angular_metrics(predict(net, data), data.azimuth.numpy())["mae"]
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    start = time.monotonic()
+    for step in range(150):
+        part = data.slice((step % 3) * 16, (step % 3) * 16 + 16)
+        loss, _ = training_loss(net, part, doa_weight=10.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 10 == 9 and angular_metrics(predict(net, data), data.azimuth.numpy())["mae"] < 30:
+            break
+        if time.monotonic() - start > 50:
+            break
+    after = angular_metrics(predict(net, data), data.azimuth.numpy())["mae"]
+    assert before > 60  # an untrained head is near chance (90 degrees)
+    assert after < 40, f"MAE {before:.1f} -> {after:.1f} degrees"
+
+
+# ------------------------------------------------------------------------------------------- classical
+def test_two_microphone_methods_find_the_lateral_angle():
+    rng = np.random.default_rng(4)
+    room, receiver = np.array([7.0, 3.0, 7.0]), np.array([3.5, 1.5, 3.5])
+    noise = rng.standard_normal(SR // 2)
+    srp = ArrayDoa("SRP", SR)
+    for az in (0.0, 25.0, 155.0, 335.0):  # beyond ~50 degrees the head's wider ITD saturates the pair model
+        rir = render_shoebox_rir(
+            room, receiver, _source_at(receiver, az, 0.0), 0.0, 0.5, 10.0, 0.3, SR, 4000, rng
+        )
+        audio = np.stack([np.convolve(noise, rir[:, c])[: SR // 2] for c in range(2)])
+        truth = lateral_fold(az)
+        # a real head delays the far ear more than a 0.18 m free-field pair, which overstates lateral angles
+        assert circular_distance(gcc_phat(audio, SR), truth) < 25
+        assert circular_distance(srp(audio), truth) < 25
+    assert lateral_fold(np.array([150.0, 210.0, 30.0])).tolist() == pytest.approx([30.0, 330.0, 30.0])
+
+
+# ------------------------------------------------------------------------------------------- frozen use
+def test_frozen_head_is_unchanged_by_a_policy_update(bank, tmp_path):
+    from gymnasium import spaces
+
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.models.doa.observation import DoaObservation
+    from asgf_nav.models.policies import build_policy
+
+    net = SelectiveDoaNet(_tiny_config())
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", net, None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt, window_seconds=0.25)
+    assert not head.model.training
+    assert all(not p.requires_grad for p in head.model.parameters())
+    frozen = {k: v.clone() for k, v in head.model.state_dict().items()}
+
+    cfg = ExperimentConfig()
+    cfg.model.policy, cfg.model.hidden_size, cfg.task.use_doa = "av_nav", 32, True
+    space = spaces.Dict(
+        {
+            "spectrogram": spaces.Box(0, np.inf, (65, 69, 2), np.float32),
+            "doa": spaces.Box(0, 1, (head.num_bins,), np.float32),
+        }
+    )
+    policy = build_policy(cfg, space)
+    assert policy.use_doa
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    sounds = bank.names("test")[:2]
+    audio = np.random.default_rng(0).standard_normal((2, 2, SR)).astype(np.float32)
+    doa = head.compute(audio, sounds)
+    assert doa.shape == (2, head.num_bins) and not doa.requires_grad
+    assert torch.allclose(doa.sum(1), torch.ones(2), atol=1e-5)
+    obs = {"spectrogram": torch.rand(2, 65, 69, 2), "doa": doa}
+    value, log_prob, entropy, _ = policy.evaluate_actions(
+        obs, policy.initial_hidden(2), torch.ones(2), torch.tensor([0, 1])
+    )
+    loss = -(log_prob.mean() + 0.1 * entropy.mean()) + value.pow(2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is None for p in head.model.parameters())
+    assert not head.model.training
+    for key, value in head.model.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+
+
+def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.episodes import ResolvedEpisode
+    from asgf_nav.tasks.observations import ObservationState, get_observation
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = register_doa_observation(ckpt, name="doa_test")
+    provider = get_observation("doa_test")
+    world = synthetic_world(sample_rate=SR)
+    scene = world.scene("grid_a")
+    episode = ResolvedEpisode("0", "grid_a", 0, 0, int(scene.num_nodes - 1), "telephone", 3.0, 5)
+    state = ObservationState(world, scene, episode, node=0, yaw=1, step=0)
+    obs = provider.compute(state)
+    assert obs.shape == provider.space(world).shape == (head.num_bins,)
+    assert obs.dtype == np.float32 and abs(float(obs.sum()) - 1.0) < 1e-4
