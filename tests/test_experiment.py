@@ -1,6 +1,8 @@
 """The main job end to end on the tiny scene set: bake, train, checkpoint, resume; background scene baking."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -84,3 +86,33 @@ def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
     assert result.returncode == 2
     assert bad.split("=")[0] in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_killed_main_job_stops_its_background_build(tmp_path):
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_ppo.py"), "--config", "tiny_heard.yaml",
+        f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", *FAST_ACOUSTICS, *SMALL_RUN,
+        "ppo.total_frames=100000",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    builder = None
+    try:
+        for line in process.stderr:
+            match = re.search(r"in the background \(pid (\d+)", line)
+            if match:
+                builder = int(match.group(1))
+                break
+        assert builder is not None, "main job did not start a background build"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(builder, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    pytest.fail("the background build outlived the killed main job")
