@@ -23,6 +23,17 @@ from asgf_nav.tasks.world import TaskWorld
 logger = logging.getLogger(__name__)
 
 
+def apply_task_rules(env: Any, task_cfg: Any, sensors: Sequence[str] | None) -> None:
+    """Sensors, step limit, success radius and reward terms of ``task_cfg`` (SoundSpaces defaults when absent)."""
+    env.sensors = check_sensors(list(sensors if sensors is not None
+                                     else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS))))
+    env.max_steps = int(task_setting(task_cfg, "max_steps", 500))
+    env.success_distance = float(task_setting(task_cfg, "success_distance", 1.0))
+    env.slack_reward = float(task_setting(task_cfg, "slack_reward", -0.01))
+    env.success_reward = float(task_setting(task_cfg, "success_reward", 10.0))
+    env.distance_scale = float(task_setting(task_cfg, "distance_reward_scale", 1.0))
+
+
 def task_setting(task_cfg: Any, name: str, default: Any) -> Any:
     return getattr(task_cfg, name, default) if task_cfg is not None else default
 
@@ -79,13 +90,7 @@ class AudioNavEnv(gym.Env):
             world, episodes = load_task_data(cfg, split)
         self.world = world
         self.episodes = _resolved(episodes, world)
-        self.sensors = check_sensors(list(sensors if sensors is not None
-                                          else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS))))
-        self.max_steps = int(task_setting(task_cfg, "max_steps", 500))
-        self.success_distance = float(task_setting(task_cfg, "success_distance", 1.0))
-        self.slack_reward = float(task_setting(task_cfg, "slack_reward", -0.01))
-        self.success_reward = float(task_setting(task_cfg, "success_reward", 10.0))
-        self.distance_scale = float(task_setting(task_cfg, "distance_reward_scale", 1.0))
+        apply_task_rules(self, task_cfg, sensors)
         self.observation_space = observation_space_for(world, self.sensors)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
         self._sampler_args = (len(self.episodes), env_index, num_envs, sampler_mode)

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from asgf_nav.tasks.audionav_env import _resolved, observation_space_for, task_setting
+from asgf_nav.tasks.audionav_env import _resolved, apply_task_rules, observation_space_for, task_setting
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
-from asgf_nav.tasks.observations import BUILTIN_SENSORS, BatchObservationState, check_sensors, get_observation
+from asgf_nav.tasks.observations import BatchObservationState, get_observation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 from asgf_nav.tasks.world import TaskWorld
@@ -58,13 +58,7 @@ class BatchedAudioNavEnv:
         self.episodes = _resolved(episodes, world)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
-        self.sensors = check_sensors(list(sensors if sensors is not None
-                                          else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS))))
-        self.max_steps = int(task_setting(task_cfg, "max_steps", 500))
-        self.success_distance = float(task_setting(task_cfg, "success_distance", 1.0))
-        self.slack_reward = float(task_setting(task_cfg, "slack_reward", -0.01))
-        self.success_reward = float(task_setting(task_cfg, "success_reward", 10.0))
-        self.distance_scale = float(task_setting(task_cfg, "distance_reward_scale", 1.0))
+        apply_task_rules(self, task_cfg, sensors)
         cache_size = int(cache_size or task_setting(task_cfg, "spectrogram_cache_size", DEFAULT_CACHE_SIZE))
         self.spectrogram_batch = int(spectrogram_batch or DEFAULT_SPECTROGRAM_BATCH)
         self.observation_space = observation_space_for(world, self.sensors)
