@@ -1,0 +1,43 @@
+"""Non-learned and supervised baselines of the AudioGoal task, run by the same evaluator as the policies.
+
+``random`` (SoundSpaces' random agent), ``direction_follower`` and ``gan`` (Gan et al.) with a supervised
+audio model trained by scripts/train_baselines.py, and ``oracle`` (shortest path, an upper bound).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from asgf_nav.eval.evaluator import Agent
+
+BASELINES: tuple[str, ...] = ("random", "direction_follower", "gan", "oracle")
+
+
+def make_baseline(name: str, cfg: Any, model_path: str | Path | None = None, seed: int = 0,
+                  random_stop_rule: str = "goal") -> Agent:
+    """The baseline ``name``; the audio-model baselines load ``model_path`` (default under the data root)."""
+    if name == "random":
+        from baselines.random_agent import RandomAgent
+
+        return RandomAgent(seed=seed, stop_rule=random_stop_rule)
+    if name == "oracle":
+        from baselines.oracle import OracleAgent
+
+        return OracleAgent()
+    if name in ("direction_follower", "gan"):
+        from baselines.audio_model import default_model_path, load_model
+
+        path = model_path or default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, cfg.task.sound_split)
+        model = load_model(path)
+        if name == "gan":
+            from baselines.gan import GanAgent
+
+            return GanAgent(model)
+        from baselines.direction_follower import DirectionFollowerAgent
+
+        return DirectionFollowerAgent(model)
+    raise ValueError(f"unknown baseline {name!r}; available: {list(BASELINES)}")
+
+
+__all__ = ["BASELINES", "make_baseline"]

@@ -1,0 +1,284 @@
+"""Run an agent over a split's episodes in the batched env and record every trajectory with its metrics.
+
+An :class:`Agent` sees the observation batch plus an :class:`AgentContext` (the scene, scene-local node,
+yaw and episode of every env). Learned policies use only the observations; the non-learned baselines
+use what their published versions use (the map and the agent's pose; the oracle also the goal).
+
+Episodes: the split's episodes (or an evenly spaced subset of ``num_episodes``) are run once each. The
+batched env in ``sequential`` mode gives env ``i`` the episodes ``i, i+B, ...``; each env's quota is
+known in advance, so every selected episode is recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
+from asgf_nav.io import atomic_write_text
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.episodes import Episode, ResolvedEpisode
+from asgf_nav.tasks.navigation import ACTION_NAMES, step_pose
+from asgf_nav.tasks.world import TaskScene, TaskWorld
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ agents
+@dataclass
+class AgentContext:
+    """Per-env state the evaluator shows an agent before each step (node indices are scene-local)."""
+
+    scenes: list[TaskScene]
+    nodes: np.ndarray  # (B,) int
+    yaws: np.ndarray  # (B,) int, yaw index (90 * k degrees)
+    episodes: list[ResolvedEpisode]
+    steps: np.ndarray  # (B,) actions taken so far in the episode
+    new_episode: np.ndarray  # (B,) bool, true on an episode's first step
+    collided: np.ndarray  # (B,) bool, last MOVE_FORWARD was blocked
+    success_distance: float
+    sample_rate: int
+
+
+class Agent:
+    """Base class: ``act`` returns (B,) integer actions; ``sensors`` names the observations it needs."""
+
+    name = "agent"
+    sensors: tuple[str, ...] = ("spectrogram",)
+
+    def reset(self, num_envs: int) -> None:
+        """Called once before the first step of an evaluation."""
+
+    def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement act()")
+
+
+class PolicyAgent(Agent):
+    """A trained recurrent policy; samples actions (as SoundSpaces evaluates) unless ``deterministic``."""
+
+    def __init__(self, policy: torch.nn.Module, sensors: Sequence[str], deterministic: bool = False,
+                 device: torch.device | str = "cpu", name: str = "policy") -> None:
+        self.policy = policy.to(device).eval()
+        self.sensors = tuple(sensors)
+        self.deterministic = deterministic
+        self.device = torch.device(device)
+        self.name = name
+        self.hidden: torch.Tensor | None = None
+        self.last_ase_state: torch.Tensor | None = None
+
+    def reset(self, num_envs: int) -> None:
+        self.hidden = self.policy.initial_hidden(num_envs, self.device)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
+        if self.hidden is None:
+            self.reset(len(ctx.nodes))
+        obs = {k: v.to(self.device) for k, v in obs.items()}
+        masks = torch.from_numpy((~ctx.new_episode).astype(np.float32)).to(self.device)
+        _, action, _, self.hidden = self.policy.act(obs, self.hidden, masks, deterministic=self.deterministic)
+        self.last_ase_state = getattr(self.policy, "last_ase_state", None)
+        return action.cpu().numpy().astype(np.int64)
+
+
+ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa")))
+
+
+def config_for_checkpoint(cfg: Any, checkpoint: str | Path) -> Any:
+    """A copy of ``cfg`` whose model section, sensors and DoA flag are the checkpoint's (the weights need them)."""
+    from asgf_nav.rl.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(checkpoint).get("config") or {}
+    out = copy.deepcopy(cfg)
+    for section, keys in ARCHITECTURE_KEYS:
+        values = saved.get(section) or {}
+        target = getattr(out, section)
+        for key, value in values.items():
+            if (keys is None or key in keys) and hasattr(target, key) and getattr(target, key) != value:
+                logger.info("using the checkpoint's %s.%s=%r (config has %r)", section, key, value,
+                            getattr(target, key))
+                setattr(target, key, value)
+    return out
+
+
+def load_policy_agent(cfg: Any, checkpoint: str | Path, observation_space: Any, deterministic: bool = False,
+                      device: str | torch.device = "cpu") -> PolicyAgent:
+    """Build ``cfg.model.policy`` for ``observation_space`` and load the weights of a training checkpoint."""
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.rl.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint, map_location=device)
+    trained = state.get("policy_name", cfg.model.policy)
+    if trained != cfg.model.policy:
+        raise ValueError(f"checkpoint {checkpoint} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
+    policy = build_policy(cfg, observation_space)
+    policy.load_state_dict(state["model"])
+    sensors = list(getattr(observation_space, "spaces", observation_space))
+    return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy)
+
+
+# ------------------------------------------------------------------------------------------ records
+@dataclass
+class EpisodeRecord:
+    """One finished episode: where it started and ended, what the agent did and how it scored."""
+
+    episode_id: str
+    scene: str
+    sound: str
+    start_node: int
+    start_yaw: int
+    goal_node: int
+    start_position: list[float]
+    goal_position: list[float]
+    geodesic_distance: float
+    num_action: int
+    actions: list[int] = field(default_factory=list)
+    path: list[list[int]] = field(default_factory=list)  # [node, yaw] before each action and at the end
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EpisodeRecord:
+        return cls(**data)
+
+    @property
+    def action_names(self) -> list[str]:
+        return [ACTION_NAMES[a] for a in self.actions]
+
+
+def select_episodes(episodes: Sequence[Episode], num_episodes: int | None) -> list[Episode]:
+    """All episodes, or ``num_episodes`` evenly spaced ones (so every scene of the split is represented)."""
+    if num_episodes is None or num_episodes >= len(episodes):
+        return list(episodes)
+    if num_episodes <= 0:
+        raise ValueError(f"num_episodes must be positive, got {num_episodes}")
+    index = np.unique(np.round(np.linspace(0, len(episodes) - 1, num_episodes)).astype(np.int64))
+    return [episodes[int(i)] for i in index]
+
+
+def _context(env: BatchedAudioNavEnv, new_episode: np.ndarray, collided: np.ndarray) -> AgentContext:
+    return AgentContext(
+        scenes=[env.scenes[s] for s in env.scene_idx],
+        nodes=env.node - env.offsets[env.scene_idx],
+        yaws=env.yaw.copy(),
+        episodes=env.current_episodes(),
+        steps=env.steps.copy(),
+        new_episode=new_episode.copy(),
+        collided=collided.copy(),
+        success_distance=env.success_distance,
+        sample_rate=env.world.sample_rate,
+    )
+
+
+def _new_record(env: BatchedAudioNavEnv, i: int) -> EpisodeRecord:
+    ep = env.episodes[int(env.ep_index[i])]
+    scene = env.world.scene(ep.scene)
+    return EpisodeRecord(
+        episode_id=ep.episode_id, scene=ep.scene, sound=ep.sound, start_node=ep.start_node,
+        start_yaw=ep.start_yaw, goal_node=ep.goal_node,
+        start_position=[float(v) for v in scene.positions[ep.start_node]],
+        goal_position=[float(v) for v in scene.positions[ep.goal_node]],
+        geodesic_distance=float(ep.geodesic_distance), num_action=int(ep.num_action),
+    )  # fmt: skip
+
+
+def run_episodes(
+    agent: Agent,
+    world: TaskWorld,
+    episodes: Sequence[Episode | ResolvedEpisode],
+    cfg: Any,
+    num_envs: int = 8,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    step_callback: Any = None,
+) -> list[EpisodeRecord]:
+    """Run every episode once with ``agent``; records come back in episode order.
+
+    ``step_callback(obs, ctx, agent)``, when given, is called before each step (t-SNE collection uses it).
+    """
+    num_envs = max(1, min(int(num_envs), len(episodes)))
+    env = BatchedAudioNavEnv(world, list(episodes), num_envs, device=device, cfg=cfg, sensors=list(agent.sensors),
+                             seed=int(getattr(getattr(cfg, "train", None), "seed", 0)), sampler_mode="sequential")
+    total = len(env.episodes)
+    quota = np.array([len(range(i, total, num_envs)) for i in range(num_envs)], dtype=np.int64)
+    finished = np.zeros(num_envs, dtype=np.int64)
+    records: dict[int, EpisodeRecord] = {}
+    agent.reset(num_envs)
+    obs = env.reset()
+    current = [_new_record(env, i) for i in range(num_envs)]
+    new_episode = np.ones(num_envs, dtype=bool)
+    collided = np.zeros(num_envs, dtype=bool)
+    bar = tqdm(total=total, desc=f"eval {agent.name}", unit="ep", disable=not progress)
+    start = time.perf_counter()
+    while len(records) < total:
+        ctx = _context(env, new_episode, collided)
+        if step_callback is not None:
+            step_callback(obs, ctx, agent)
+        actions = np.asarray(agent.act(obs, ctx), dtype=np.int64).reshape(-1)
+        before = list(zip(ctx.nodes.tolist(), ctx.yaws.tolist()))
+        obs, _, done, info = env.step(torch.from_numpy(actions))
+        done_np = done.cpu().numpy()
+        collided = info["collided"].cpu().numpy().astype(bool)
+        for i in range(num_envs):
+            rec = current[i]
+            rec.actions.append(int(actions[i]))
+            rec.path.append([int(before[i][0]), int(before[i][1])])
+            if not done_np[i]:
+                continue
+            scene = ctx.scenes[i]
+            node, yaw, _ = step_pose(scene.neighbors, before[i][0], before[i][1], int(actions[i]))
+            rec.path.append([int(node), int(yaw)])
+            rec.metrics = {k: float(info[k][i]) for k in REPORTED_METRICS}
+            index = int(info["episode_index"][i])
+            if finished[i] < quota[i]:
+                records[index] = rec
+                finished[i] += 1
+                bar.update(1)
+            current[i] = _new_record(env, i)
+        new_episode = done_np.astype(bool)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    logger.info("%s: %d episodes in %.1f s", agent.name, total, elapsed)
+    return [records[i] for i in range(total)]
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def summarize(records: Sequence[EpisodeRecord], level: float = 0.95) -> dict[str, Any]:
+    """Metric means with confidence intervals (and the Wilson interval of SR), overall and per scene."""
+    metrics = [r.metrics for r in records]
+    summary = {k: v.to_dict() for k, v in aggregate(metrics, level=level).items()}
+    low, high = success_wilson(metrics, level)
+    summary["success"]["wilson_low"], summary["success"]["wilson_high"] = low, high
+    per_scene = {}
+    for scene in sorted({r.scene for r in records}):
+        rows = [r.metrics for r in records if r.scene == scene]
+        per_scene[scene] = {k: v.to_dict() for k, v in aggregate(rows, level=level).items()}
+    return {"episodes": len(records), "metrics": summary, "per_scene": per_scene}
+
+
+def write_jsonl(path: str | Path, records: Sequence[EpisodeRecord]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(r.to_json()) + "\n" for r in records))
+
+
+def read_jsonl(path: str | Path) -> list[EpisodeRecord]:
+    path = Path(path)
+    out = []
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(EpisodeRecord.from_json(json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{path}:{line_no}: not an episode record: {exc}") from exc
+    return out

@@ -1,0 +1,173 @@
+"""Evaluation outputs: per-episode JSONL, summary JSON and Markdown, and Table-I-style comparisons.
+
+An evaluation directory holds ``episodes.jsonl`` (one :class:`EpisodeRecord` a line), ``summary.json``
+(metrics with confidence intervals plus what was evaluated: agent, dataset, sound split, split, command)
+and ``summary.md``. :func:`comparison_table` and :func:`comparison_chart` combine several directories.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asgf_nav.eval.evaluator import EpisodeRecord, summarize, write_jsonl
+from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
+from asgf_nav.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+EPISODES_FILE = "episodes.jsonl"
+TABLE_METRICS: tuple[str, ...] = ("spl", "success", "sna")  # the paper's Table I columns
+SOUND_SPLITS: tuple[str, ...] = ("heard", "unheard")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """One evaluation as Markdown: an overall row and one row per scene, mean ± 95 % CI half-width."""
+    meta = summary.get("meta", {})
+    title = " / ".join(str(meta[k]) for k in ("agent", "dataset", "sound_split", "split") if k in meta)
+    header = "| scope | episodes | " + " | ".join(METRIC_LABELS[m] for m in REPORTED_METRICS) + " |"
+    lines = [f"## {title or 'evaluation'}", "", f"Mean ± half-width of the {_level(summary):.0%} confidence "
+             "interval (Student t); rates in %.", "", header, "|" + "---|" * (len(REPORTED_METRICS) + 2)]
+
+    def row(scope: str, metrics: dict[str, Any]) -> str:
+        cells = [format_summary(MetricSummary.from_dict(metrics[m]), m) for m in REPORTED_METRICS]
+        return f"| {scope} | {int(metrics['success']['count'])} | " + " | ".join(cells) + " |"
+
+    lines.append(row("all", summary["metrics"]))
+    for scene, metrics in summary.get("per_scene", {}).items():
+        lines.append(row(scene, metrics))
+    sr = summary["metrics"]["success"]
+    if "wilson_low" in sr:
+        lines += ["", f"SR Wilson interval: [{100 * sr['wilson_low']:.1f}, {100 * sr['wilson_high']:.1f}] %."]
+    if meta.get("command"):
+        lines += ["", f"Command: `{meta['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _level(summary: dict[str, Any]) -> float:
+    return float(summary["metrics"]["success"].get("level", 0.95))
+
+
+def write_evaluation(out_dir: str | Path, records: Sequence[EpisodeRecord], meta: dict[str, Any]) -> dict[str, Any]:
+    """Write episodes.jsonl, summary.json and summary.md into ``out_dir``; return the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / EPISODES_FILE, records)
+    summary = {"meta": dict(meta), **summarize(records)}
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", summary_markdown(summary))
+    logger.info("wrote %d episodes and the summary to %s", len(records), out)
+    return summary
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    """summary.json of an evaluation directory (or the file itself)."""
+    path = Path(path)
+    file = path / SUMMARY_FILE if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"no {SUMMARY_FILE} at {path}; run scripts/evaluate.py first")
+    data = json.loads(file.read_text())
+    for key in ("meta", "metrics"):
+        if key not in data:
+            raise ValueError(f"{file} lacks {key!r}; it is not an evaluation summary")
+    return data
+
+
+def find_summaries(paths: Sequence[str | Path]) -> list[Path]:
+    """Evaluation directories named directly or found below the given paths."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / SUMMARY_FILE).exists() or (p.is_file() and p.name == SUMMARY_FILE):
+            found.append(p if p.is_dir() else p.parent)
+        elif p.is_dir():
+            found += sorted(f.parent for f in p.rglob(SUMMARY_FILE))
+        else:
+            raise FileNotFoundError(f"{p} is neither an evaluation directory nor holds any")
+    return found
+
+
+def _cell_key(meta: dict[str, Any]) -> tuple[str, str]:
+    return str(meta.get("dataset", "?")), str(meta.get("sound_split", "?"))
+
+
+def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]], dict]:
+    """Agents (first-seen order), (dataset, sound split) columns and {(agent, column): summary}."""
+    agents: list[str] = []
+    columns: set[tuple[str, str]] = set()
+    cells: dict[tuple[str, tuple[str, str]], dict[str, Any]] = {}
+    for s in summaries:
+        agent = str(s["meta"].get("agent", "?"))
+        key = _cell_key(s["meta"])
+        if agent not in agents:
+            agents.append(agent)
+        columns.add(key)
+        if (agent, key) in cells:
+            logger.warning("two evaluations of %s on %s; keeping the later one", agent, key)
+        cells[(agent, key)] = s
+    order = sorted(columns, key=lambda c: (c[0], SOUND_SPLITS.index(c[1]) if c[1] in SOUND_SPLITS else 9, c[1]))
+    return agents, order, cells
+
+
+def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) -> str:
+    """Table I: rows are agents, column groups (dataset, heard/unheard) of SPL / SR / SNA in %."""
+    agents, columns, cells = collect(summaries)
+    group = " | ".join(f"{d} {s} {METRIC_LABELS[m]}" for d, s in columns for m in TABLE_METRICS)
+    lines = [f"| method | {group} |", "|---|" + "---|" * (len(columns) * len(TABLE_METRICS))]
+    for agent in agents:
+        row = []
+        for col in columns:
+            s = cells.get((agent, col))
+            for m in TABLE_METRICS:
+                if s is None:
+                    row.append("-")
+                    continue
+                ms = MetricSummary.from_dict(s["metrics"][m])
+                row.append(format_summary(ms, m) if with_ci else f"{100 * ms.mean:.1f}")
+        lines.append(f"| {agent} | " + " | ".join(row) + " |")
+    counts = sorted({int(s["episodes"]) for s in summaries})
+    note = (f"SPL / SR / SNA in %, mean ± half-width of the 95 % confidence interval; episodes per evaluation: "
+            f"{', '.join(map(str, counts))}.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Grouped bar chart (one panel per dataset / sound split) of SPL, SR and SNA with CI error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    agents, columns, cells = collect(summaries)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns) + 1, 3.8), squeeze=False, sharey=True)
+    width = 0.8 / max(1, len(agents))
+    colors = plt.get_cmap("tab10")
+    x = np.arange(len(TABLE_METRICS))
+    for ax, col in zip(axes[0], columns):
+        for j, agent in enumerate(agents):
+            s = cells.get((agent, col))
+            if s is None:
+                continue
+            ms = [MetricSummary.from_dict(s["metrics"][m]) for m in TABLE_METRICS]
+            means = [100 * m.mean for m in ms]
+            err = [100 * m.half_width for m in ms]
+            ax.bar(x + (j - (len(agents) - 1) / 2) * width, means, width, yerr=err, capsize=2,
+                   label=agent, color=colors(j % 10))
+        ax.set_xticks(x, [METRIC_LABELS[m] for m in TABLE_METRICS])
+        ax.set_title(f"{col[0]} {col[1]}")
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("%")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(agents), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+

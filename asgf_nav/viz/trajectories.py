@@ -1,0 +1,127 @@
+"""Top-down trajectory maps: floor plan, navigation graph, shortest path, the agent's path coloured by time.
+
+The map uses :func:`asgf_nav.viz.floorplan_plot.draw_floorplan` (x right, z down, so yaw 0 points up).
+The agent's path runs from dark (start) to light (end) along the ``magma`` colour map; small arrows mark
+its heading where it turned and at the start and the end; the shortest path is the oracle's route.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from asgf_nav.eval.evaluator import EpisodeRecord  # noqa: E402
+from asgf_nav.scenes.scene import Scene  # noqa: E402
+from asgf_nav.tasks.navigation import oracle_plan, step_pose  # noqa: E402
+
+PATH_CMAP = "magma"
+SHORTEST_COLOR = "#2ca02c"
+GOAL_COLOR = "#d62728"
+
+
+def heading_vector(yaw_index: int) -> tuple[float, float]:
+    """(dx, dz) of yaw 90*k degrees in the map (yaw 0 faces -Z, yaw 90 faces -X)."""
+    theta = math.radians(90.0 * yaw_index)
+    return -math.sin(theta), -math.cos(theta)
+
+
+def shortest_path_nodes(scene: Scene, start: int, yaw: int, goal: int) -> list[int]:
+    """Nodes visited by the oracle's fewest-action shortest path from (start, yaw) to ``goal``."""
+    neighbors = np.asarray(scene.neighbors)
+    hops = np.asarray(scene.geodesic_hops[:, goal])
+    nodes, node = [start], start
+    for action in oracle_plan(neighbors, hops, start, yaw):
+        node, yaw, _ = step_pose(neighbors, node, yaw, action)
+        if node != nodes[-1]:
+            nodes.append(node)
+    return nodes
+
+
+def draw_episode(ax: Axes, scene: Scene, record: EpisodeRecord, title: str | None = None,
+                 upto: int | None = None, show_graph: bool = True, colorbar: bool = False) -> Axes:
+    """Draw one episode on ``ax``; ``upto`` limits the agent's path to its first poses (video frames)."""
+    from asgf_nav.viz.floorplan_plot import draw_floorplan
+
+    positions = np.asarray(scene.positions, dtype=np.float64)
+    draw_floorplan(ax, scene.floorplan, positions if show_graph else None,
+                   np.asarray(scene.neighbors) if show_graph else None, room_labels=False)
+    shortest = positions[shortest_path_nodes(scene, record.start_node, record.start_yaw, record.goal_node)]
+    ax.plot(shortest[:, 0], shortest[:, 2], "-", color=SHORTEST_COLOR, lw=6.0, alpha=0.45, zorder=8,
+            solid_capstyle="round", label="shortest path")
+    poses = np.asarray(record.path if upto is None else record.path[: max(1, upto)], dtype=np.int64)
+    xz = positions[poses[:, 0]][:, [0, 2]]
+    steps = len(record.path) - 1
+    if len(xz) > 1:
+        segments = np.stack([xz[:-1], xz[1:]], axis=1)
+        keep = np.any(segments[:, 0] != segments[:, 1], axis=1)
+        t = np.arange(len(segments)) / max(1, steps - 1)
+        lines = LineCollection(segments[keep], cmap=PATH_CMAP, norm=plt.Normalize(0, 1), linewidths=2.8, zorder=9)
+        lines.set_array(t[keep])
+        ax.add_collection(lines)
+        if colorbar:
+            cb = ax.figure.colorbar(lines, ax=ax, fraction=0.035, pad=0.02)
+            cb.set_label("time (start -> end)")
+    turns = [0, len(poses) - 1] + [i for i in range(1, len(poses)) if poses[i, 1] != poses[i - 1, 1]]
+    cmap = plt.get_cmap(PATH_CMAP)
+    for i in sorted(set(turns)):
+        dx, dz = heading_vector(int(poses[i, 1]))
+        color = cmap(0.85 * i / max(1, steps))
+        ax.annotate("", xy=(xz[i, 0] + 0.3 * dx, xz[i, 1] + 0.3 * dz), xytext=(xz[i, 0], xz[i, 1]), zorder=11,
+                    arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2, "mutation_scale": 9})
+    start = positions[record.start_node]
+    goal = positions[record.goal_node]
+    ax.scatter([start[0]], [start[2]], s=90, marker="o", color="#1f77b4", edgecolor="white", zorder=12, label="start")
+    ax.scatter([goal[0]], [goal[2]], s=260, marker="*", color=GOAL_COLOR, edgecolor="white", zorder=13,
+               label="goal (sound)")
+    ax.scatter([xz[-1, 0]], [xz[-1, 1]], s=60, marker="s", color=cmap(0.85), edgecolor="black", zorder=12,
+               label="agent")
+    if title is None:
+        m = record.metrics
+        title = (f"{scene.name} ep {record.episode_id} ({record.sound}): "
+                 f"{'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, {steps} actions")
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Sequence[str]) -> Figure:
+    """One panel per record (side by side; e.g. two agents on the same episode) with a shared legend."""
+    if len(records) != len(labels):
+        raise ValueError(f"{len(records)} records but {len(labels)} labels")
+    x0, z0, x1, z1 = scene.floorplan.bounds
+    aspect = (z1 - z0 + 0.6) / max(x1 - x0 + 0.6, 1e-6)
+    width = 5.2
+    fig, axes = plt.subplots(1, len(records), figsize=(width * len(records) + 0.6, width * aspect + 1.2),
+                             squeeze=False)
+    for k, (ax, rec, label) in enumerate(zip(axes[0], records, labels)):
+        m = rec.metrics
+        title = (f"{label}: {'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, "
+                 f"{len(rec.actions)} actions")
+        draw_episode(ax, scene, rec, title=title, colorbar=k == len(records) - 1)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    first = records[0]
+    fig.suptitle(f"{scene.dataset}/{scene.name}, episode {first.episode_id}, sound '{first.sound}', "
+                 f"geodesic distance {first.geodesic_distance:.1f} m", fontsize=10)
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    return fig
+
+
+def save_trajectories(path: str | Path, scene: Scene, records: Sequence[EpisodeRecord],
+                      labels: Sequence[str], dpi: int = 130) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = trajectory_figure(scene, records, labels)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+

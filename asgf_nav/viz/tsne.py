@@ -1,0 +1,136 @@
+"""t-SNE of the audio spatial state e_t (the paper's Fig. 4): collected from rollouts, coloured by geometry.
+
+Every step of a policy with an ASE module leaves its state in ``policy.last_ase_state``; the collector
+records it with the agent's geodesic distance to the target and the target's azimuth relative to the
+agent's heading (degrees, counter-clockwise = left, as habitat's compass).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asgf_nav.eval.evaluator import Agent, AgentContext, PolicyAgent, run_episodes
+from asgf_nav.tasks.navigation import pointgoal_polar
+from asgf_nav.tasks.world import TaskWorld
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SpatialStates:
+    states: np.ndarray  # (N, D) float32
+    distance: np.ndarray  # (N,) geodesic metres to the target
+    azimuth: np.ndarray  # (N,) degrees in (-180, 180], left positive
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, states=self.states, distance=self.distance, azimuth=self.azimuth)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpatialStates:
+        with np.load(path) as data:
+            return cls(data["states"], data["distance"], data["azimuth"])
+
+
+class _Collected(Exception):
+    """Raised inside the rollout once enough states are collected."""
+
+
+class _StateCollector(Agent):
+    """Wraps a policy agent and records (e_t, distance, azimuth) after every action choice."""
+
+    def __init__(self, inner: PolicyAgent, samples: int) -> None:
+        self.inner = inner
+        self.name = f"{inner.name} (ASE states)"
+        self.sensors = inner.sensors
+        self.samples = samples
+        self.states: list[np.ndarray] = []
+        self.distance: list[float] = []
+        self.azimuth: list[float] = []
+
+    def reset(self, num_envs: int) -> None:
+        self.inner.reset(num_envs)
+
+    def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
+        actions = self.inner.act(obs, ctx)
+        state = self.inner.last_ase_state
+        if state is None:
+            raise ValueError(f"policy {self.inner.name!r} has no ASE module (last_ase_state is None); use asgf "
+                             "or asgf_no_asgf")
+        state = state.float().cpu().numpy()
+        for i, (scene, ep) in enumerate(zip(ctx.scenes, ctx.episodes)):
+            node, goal = int(ctx.nodes[i]), ep.goal_node
+            _, phi = pointgoal_polar(np.asarray(scene.positions[node]), int(ctx.yaws[i]),
+                                     np.asarray(scene.positions[goal]))
+            self.states.append(state[i])
+            self.distance.append(float(scene.geodesic_hops[node, goal]) * scene.grid_size)
+            self.azimuth.append(math.degrees(float(phi)))
+            if len(self.states) >= self.samples:
+                raise _Collected
+        return actions
+
+
+def collect_spatial_states(agent: PolicyAgent, world: TaskWorld, episodes: Sequence[Any], cfg: Any,
+                           samples: int = 2000, num_envs: int = 8, device: str | torch.device = "cpu") -> SpatialStates:
+    """Run ``agent`` on ``episodes`` until ``samples`` steps are recorded (or the episodes run out)."""
+    collector = _StateCollector(agent, samples)
+    try:
+        run_episodes(collector, world, episodes, cfg, num_envs=num_envs, device=device)
+    except _Collected:
+        pass
+    if not collector.states:
+        raise ValueError("no ASE states were collected")
+    if len(collector.states) < samples:
+        logger.warning("collected %d of %d states: the episodes ran out", len(collector.states), samples)
+    return SpatialStates(np.stack(collector.states).astype(np.float32),
+                         np.asarray(collector.distance, dtype=np.float32),
+                         np.asarray(collector.azimuth, dtype=np.float32))
+
+
+def embed(states: np.ndarray, perplexity: float = 30.0, seed: int = 0, max_iter: int = 1000) -> np.ndarray:
+    """2-D t-SNE embedding (scikit-learn, PCA initialisation)."""
+    from sklearn.manifold import TSNE
+
+    n = len(states)
+    if n < 5:
+        raise ValueError(f"t-SNE needs at least 5 samples, got {n}")
+    perplexity = min(perplexity, (n - 1) / 3.0)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                max_iter=max_iter).fit_transform(states)
+
+
+def plot_tsne(data: SpatialStates, path: str | Path, title: str = "", perplexity: float = 30.0,
+              seed: int = 0, max_iter: int = 1000) -> Path:
+    """Two panels of the same embedding: coloured by distance to the target and by relative azimuth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xy = embed(data.states, perplexity, seed, max_iter)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    panels = ((data.distance, "viridis", "geodesic distance to target (m)", None),
+              (data.azimuth, "twilight", "relative azimuth of target (deg, left +)", (-180, 180)))
+    for ax, (values, cmap, label, limits) in zip(axes, panels):
+        vmin, vmax = limits if limits else (float(values.min()), float(values.max()))
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap=cmap, vmin=vmin, vmax=vmax, s=5, linewidths=0)
+        fig.colorbar(sc, ax=ax, label=label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"t-SNE of ASE audio spatial states ({len(xy)} samples)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -1,0 +1,128 @@
+"""Episode videos: egocentric RGB, depth, binaural spectrogram and a top-down inset, one frame per pose.
+
+MP4 files carry the binaural audio the agent heard: for every frame the first ``1 / fps`` seconds of the
+received signal at that pose (the sound convolved with the baked RIR), muxed in with the ffmpeg binary
+that imageio-ffmpeg ships. GIF files have no audio track.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import imageio.v2 as imageio  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from asgf_nav.eval.evaluator import EpisodeRecord  # noqa: E402
+from asgf_nav.scenes.scene import Scene  # noqa: E402
+from asgf_nav.tasks.navigation import ACTION_NAMES  # noqa: E402
+from asgf_nav.tasks.spectrogram import binaural_audio_np, spectrogram_np  # noqa: E402
+from asgf_nav.tasks.world import TaskScene, TaskWorld  # noqa: E402
+from asgf_nav.viz.trajectories import draw_episode  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def received_audio(world: TaskWorld, task_scene: TaskScene, record: EpisodeRecord, node: int, yaw: int) -> np.ndarray:
+    """(sample_rate, 2) binaural signal at (node, yaw) for the episode's sound and goal."""
+    rir = task_scene.rir(node, record.goal_node, yaw)
+    return binaural_audio_np(world.sound(record.sound), rir, world.sample_rate)
+
+
+def _frame(fig: plt.Figure) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def render_frames(scene: Scene, world: TaskWorld, record: EpisodeRecord, max_frames: int | None = None,
+                  dpi: int = 80) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """RGB frames and the matching binaural signals, one per pose of ``record.path``."""
+    task_scene = world.scene(record.scene)
+    poses = record.path[: max_frames] if max_frames else record.path
+    fig, axes = plt.subplots(1, 4, figsize=(14.4, 4.0), gridspec_kw={"width_ratios": [1, 1, 1.3, 1.2]})
+    frames, audio = [], []
+    for k, (node, yaw) in enumerate(tqdm(poses, desc=f"video ep {record.episode_id}", unit="frame")):
+        signal = received_audio(world, task_scene, record, node, yaw)
+        audio.append(signal)
+        for ax in axes:
+            ax.clear()
+        if scene.has_vision:
+            axes[0].imshow(np.asarray(scene.rgb[node, yaw]))
+            axes[1].imshow(np.asarray(scene.depth[node, yaw], dtype=np.float32), cmap="viridis", vmin=0, vmax=10)
+        else:
+            for ax in axes[:2]:
+                ax.text(0.5, 0.5, "no vision stage", ha="center", va="center", transform=ax.transAxes)
+        axes[0].set_title("RGB", fontsize=9)
+        axes[1].set_title("depth (0-10 m)", fontsize=9)
+        spec = spectrogram_np(world.sound(record.sound), task_scene.rir(node, record.goal_node, yaw), world.sample_rate)
+        axes[2].imshow(np.concatenate([spec[..., 0], np.full((2, spec.shape[1]), np.nan), spec[..., 1]]),
+                       origin="lower", aspect="auto", cmap="magma")
+        axes[2].set_title("spectrogram: left (bottom) / right (top)", fontsize=9)
+        draw_episode(axes[3], scene, record, title="", upto=k + 1, show_graph=False)
+        axes[3].set_xlabel("")
+        axes[3].set_ylabel("")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        action = ACTION_NAMES[record.actions[k]] if k < len(record.actions) else "end"
+        fig.suptitle(f"{record.scene} ep {record.episode_id} '{record.sound}'  step {k}/{len(record.actions)}  "
+                     f"next: {action}", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        frames.append(_frame(fig))
+    plt.close(fig)
+    return frames, audio
+
+
+def audio_track(signals: list[np.ndarray], sample_rate: int, fps: float) -> np.ndarray:
+    """First 1/fps seconds of each pose's signal, concatenated and normalised to a 0.9 peak."""
+    length = int(round(sample_rate / fps))
+    track = np.concatenate([s[:length] for s in signals]).astype(np.float32)
+    peak = float(np.abs(track).max()) if track.size else 0.0
+    return track * (0.9 / peak) if peak > 0 else track
+
+
+def write_video(path: str | Path, scene: Scene, world: TaskWorld, record: EpisodeRecord, fps: float = 2.0,
+                max_frames: int | None = 200, with_audio: bool = True) -> Path:
+    """Write the episode as MP4 (with audio unless ``with_audio`` is False) or GIF, chosen by the suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".mp4", ".gif"):
+        raise ValueError(f"video path {path} must end in .mp4 or .gif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames, signals = render_frames(scene, world, record, max_frames)
+    if suffix == ".gif":
+        imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
+        return path
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        silent = Path(tmp) / "video.mp4"
+        writer = imageio.get_writer(silent, fps=fps, codec="libx264", quality=7, macro_block_size=16,
+                                    pixelformat="yuv420p")
+        for frame in frames:
+            writer.append_data(frame)
+        writer.close()
+        if not with_audio:
+            silent.replace(path)
+            return path
+        wav = Path(tmp) / "audio.wav"
+        soundfile.write(wav, audio_track(signals, world.sample_rate, fps), world.sample_rate, subtype="PCM_16")
+        mux_audio(silent, wav, path)
+    return path
+
+
+def mux_audio(video: Path, wav: Path, out: Path) -> None:
+    """Copy the video stream and add the WAV as an AAC track with imageio-ffmpeg's ffmpeg binary."""
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-i", str(wav),
+           "-c:v", "copy", "-c:a", "aac", "-b:a", "160k", "-shortest", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed to mux {wav} into {out}: {result.stderr.strip()}")

@@ -1,0 +1,206 @@
+"""Supervised audio model of the Direction Follower and Gan et al. baselines, and its training data.
+
+One small CNN reads the binaural spectrogram (F, T, 2) and predicts, in the agent's frame:
+
+- ``direction``: logits over ``NUM_DIRECTION_BINS`` bins of the source azimuth (bin 0 straight ahead,
+  counter-clockwise = to the left, as habitat's compass),
+- ``close``: logit of "the goal is within the success distance" (geodesic), the stop signal,
+- ``position``: the source position (forward, left) in metres.
+
+Labels come from the episodes' geometry only (receiver node, source node, yaw); samples are drawn from
+the train split's scenes, sounds and acoustic source nodes. The Direction Follower uses the first two
+heads, Gan et al. the last two.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from asgf_nav.io import atomic_write
+from asgf_nav.tasks.navigation import pointgoal_polar
+from asgf_nav.tasks.spectrogram import TorchSpectrogram
+from asgf_nav.tasks.world import TaskWorld
+
+logger = logging.getLogger(__name__)
+
+NUM_DIRECTION_BINS = 8
+MODEL_VERSION = 1
+
+
+def direction_bin(phi: np.ndarray | float, bins: int = NUM_DIRECTION_BINS) -> np.ndarray:
+    """Bin of an agent-frame azimuth (radians, left positive); bin k is centred on k * 360 / bins degrees."""
+    width = 2 * math.pi / bins
+    return (np.floor((np.asarray(phi) % (2 * math.pi) + width / 2) / width) % bins).astype(np.int64)
+
+
+def bin_angle(index: np.ndarray | int, bins: int = NUM_DIRECTION_BINS) -> np.ndarray:
+    """Centre azimuth (radians, left positive, in (-pi, pi]) of direction bins."""
+    angle = np.asarray(index, dtype=np.float64) * 2 * math.pi / bins
+    return np.where(angle > math.pi, angle - 2 * math.pi, angle)
+
+
+class AudioGoalNet(nn.Module):
+    """Conv(2-16-32-64) on the log spectrogram -> 128-d feature -> direction / close / position heads."""
+
+    def __init__(self, spectrogram_shape: Sequence[int], bins: int = NUM_DIRECTION_BINS) -> None:
+        super().__init__()
+        self.spectrogram_shape = tuple(int(s) for s in spectrogram_shape)
+        self.bins = bins
+        self.features = nn.Sequential(
+            nn.BatchNorm2d(2),
+            nn.Conv2d(2, 16, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d((4, 4)), nn.Flatten(),
+            nn.Linear(64 * 16, 128), nn.ReLU(),
+        )  # fmt: skip
+        self.direction = nn.Linear(128, bins)
+        self.close = nn.Linear(128, 1)
+        self.position = nn.Linear(128, 2)
+
+    def forward(self, spectrogram: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``spectrogram`` (B, F, T, 2) as the env gives it."""
+        h = self.features(spectrogram.float().permute(0, 3, 1, 2))
+        return {"direction": self.direction(h), "close": self.close(h).squeeze(-1), "position": self.position(h)}
+
+
+@dataclass
+class AudioSamples:
+    spectrogram: torch.Tensor  # (N, F, T, 2)
+    direction: torch.Tensor  # (N,) long
+    close: torch.Tensor  # (N,) float 0/1
+    position: torch.Tensor  # (N, 2) float, (forward, left) metres
+
+
+def sample_geometry(world: TaskWorld, count: int, sounds: Sequence[str], seed: int, success_distance: float = 1.0,
+                    near_fraction: float = 0.3) -> list[tuple[str, int, int, int, str]]:
+    """(scene, receiver, source, yaw, sound) tuples; ``near_fraction`` of them within 2x the success distance."""
+    rng = np.random.default_rng(seed)
+    names = sorted(world.scenes)
+    out = []
+    for _ in range(count):
+        scene = world.scene(names[int(rng.integers(len(names)))])
+        source = int(scene.source_nodes[int(rng.integers(len(scene.source_nodes)))])
+        dist = np.asarray(scene.geodesic_hops[:, source]) * scene.grid_size
+        reachable = np.flatnonzero(np.asarray(scene.geodesic_hops[:, source]) >= 0)
+        if rng.random() < near_fraction:
+            near = reachable[dist[reachable] < 2 * success_distance]
+            reachable = near if near.size else reachable
+        receiver = int(reachable[int(rng.integers(reachable.size))])
+        out.append((scene.name, receiver, source, int(rng.integers(4)), str(sounds[int(rng.integers(len(sounds)))])))
+    return out
+
+
+def render_rirs(world: TaskWorld, geometry: Sequence[tuple[str, int, int, int, str]],
+                progress: bool = True) -> list[np.ndarray]:
+    """Binaural RIRs of each (scene, receiver, source, yaw, _); the costly part, shared by sound splits."""
+    return [np.asarray(world.scene(s).rir(r, src, y), dtype=np.float32)
+            for s, r, src, y, _ in tqdm(geometry, desc="render RIRs", unit="rir", disable=not progress)]
+
+
+def build_samples(world: TaskWorld, geometry: Sequence[tuple[str, int, int, int, str]], success_distance: float = 1.0,
+                  batch: int = 64, progress: bool = True, rirs: Sequence[np.ndarray] | None = None) -> AudioSamples:
+    """Spectrograms (as the env computes them) and geometric labels for each (scene, receiver, source, yaw, sound)."""
+    if rirs is None:
+        rirs = render_rirs(world, geometry, progress)
+    if len(rirs) != len(geometry):
+        raise ValueError(f"{len(rirs)} RIRs for {len(geometry)} samples")
+    spec = TorchSpectrogram(world.sample_rate, "cpu")
+    specs, directions, closes, positions = [], [], [], []
+    for start in tqdm(range(0, len(geometry), batch), desc="spectrograms", disable=not progress):
+        part = geometry[start: start + batch]
+        part_rirs = rirs[start: start + batch]
+        length = max(len(r) for r in part_rirs)
+        padded = np.zeros((len(part_rirs), length, 2), dtype=np.float32)
+        for j, r in enumerate(part_rirs):
+            padded[j, : len(r)] = r
+        sounds = torch.from_numpy(np.stack([world.sound(snd) for *_, snd in part]))
+        specs.append(spec(sounds, torch.from_numpy(padded)))
+        for s, r, src, y, _ in part:
+            scene = world.scene(s)
+            rho, phi = pointgoal_polar(np.asarray(scene.positions[r]), y, np.asarray(scene.positions[src]))
+            directions.append(int(direction_bin(phi)))
+            closes.append(float(scene.geodesic_hops[r, src] * scene.grid_size < success_distance))
+            positions.append((rho * math.cos(phi), rho * math.sin(phi)))
+    return AudioSamples(torch.cat(specs), torch.tensor(directions), torch.tensor(closes),
+                        torch.tensor(positions, dtype=torch.float32))
+
+
+def losses(out: dict[str, torch.Tensor], samples: AudioSamples, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "direction": nn.functional.cross_entropy(out["direction"], samples.direction[index]),
+        "close": nn.functional.binary_cross_entropy_with_logits(out["close"], samples.close[index]),
+        "position": nn.functional.smooth_l1_loss(out["position"], samples.position[index]),
+    }
+
+
+@torch.no_grad()
+def evaluate_model(model: AudioGoalNet, samples: AudioSamples, batch: int = 256) -> dict[str, float]:
+    """Direction accuracy, close accuracy and mean position error (m) on ``samples``."""
+    model.eval()
+    preds = [model(samples.spectrogram[i: i + batch]) for i in range(0, len(samples.direction), batch)]
+    direction = torch.cat([p["direction"] for p in preds]).argmax(-1)
+    close = torch.cat([p["close"] for p in preds]) > 0
+    position = torch.cat([p["position"] for p in preds])
+    return {
+        "direction_accuracy": float((direction == samples.direction).float().mean()),
+        "close_accuracy": float((close == (samples.close > 0.5)).float().mean()),
+        "position_error_m": float((position - samples.position).norm(dim=-1).mean()),
+    }
+
+
+def train_model(train: AudioSamples, val: AudioSamples | None, epochs: int = 8, batch: int = 64, lr: float = 1e-3,
+                seed: int = 0, progress: bool = True) -> tuple[AudioGoalNet, dict[str, float]]:
+    """Adam on the sum of the three losses; returns the model and its validation (else training) scores."""
+    torch.manual_seed(seed)
+    model = AudioGoalNet(train.spectrogram.shape[1:])
+    optim = torch.optim.Adam(model.parameters(), lr=lr)
+    n = len(train.direction)
+    for epoch in tqdm(range(epochs), desc="train audio model", disable=not progress):
+        model.train()
+        order = torch.randperm(n)
+        total = 0.0
+        for start in range(0, n, batch):
+            index = order[start: start + batch]
+            if len(index) < 2:
+                continue
+            loss = sum(losses(model(train.spectrogram[index]), train, index).values())
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            total += float(loss.detach()) * len(index)
+        logger.info("epoch %d: train loss %.4f", epoch + 1, total / n)
+    scores = evaluate_model(model, val if val is not None else train)
+    return model.eval(), scores
+
+
+def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> Path:
+    state = {"version": MODEL_VERSION, "spectrogram_shape": model.spectrogram_shape, "bins": model.bins,
+             "model": model.state_dict(), "meta": meta}
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_model(path: str | Path) -> AudioGoalNet:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"baseline audio model {path} not found; train it with scripts/train_baselines.py")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("version") != MODEL_VERSION:
+        raise ValueError(f"{path} is not a baseline audio model of version {MODEL_VERSION}")
+    model = AudioGoalNet(state["spectrogram_shape"], state["bins"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def default_model_path(data_root: str | Path, dataset: str, sound_split: str) -> Path:
+    return Path(data_root) / "baselines" / f"audio_goal_{dataset}_{sound_split}.pt"

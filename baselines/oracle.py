@@ -1,0 +1,25 @@
+"""Oracle agent: follows the fewest-action shortest path to the goal on the navigation graph and stops there.
+
+It reads the goal from the episode, so it is an upper bound (SR = SPL = SNA = 1 on every reachable
+episode), used to check the evaluator and to draw the reference path in trajectory maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from asgf_nav.eval.evaluator import Agent, AgentContext
+from asgf_nav.tasks.navigation import oracle_next_action
+
+
+class OracleAgent(Agent):
+    name = "oracle"
+    sensors: tuple[str, ...] = ()
+
+    def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
+        actions = np.empty(len(ctx.nodes), dtype=np.int64)
+        for i, (scene, ep) in enumerate(zip(ctx.scenes, ctx.episodes)):
+            hops = np.asarray(scene.geodesic_hops[:, ep.goal_node])
+            actions[i] = oracle_next_action(scene.neighbors, hops, int(ctx.nodes[i]), int(ctx.yaws[i]))
+        return actions

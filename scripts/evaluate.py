@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Evaluate a trained policy or a baseline on a split: per-episode JSONL, summary JSON and Markdown table.
+
+    python scripts/evaluate.py --config replica_unheard --checkpoint runs/replica_unheard/checkpoints/ckpt_000050.pt
+    python scripts/evaluate.py --config replica_heard --agent oracle --split test --episodes 200
+    python scripts/evaluate.py --config replica_unheard --agent gan --sound-split both --out runs/eval
+
+Outputs go to {out}/{agent}_{dataset}_{sound_split}_{split}/ (episodes.jsonl, summary.json, summary.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
+from asgf_nav.eval.evaluator import (  # noqa: E402
+    config_for_checkpoint,
+    load_policy_agent,
+    run_episodes,
+    select_episodes,
+)
+from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
+from baselines import BASELINES, make_baseline  # noqa: E402
+
+logger = logging.getLogger("evaluate")
+
+
+def build_agent(args: argparse.Namespace, cfg, world):
+    """The baseline named by --agent, or the policy of --checkpoint with the config's sensors."""
+    if args.agent:
+        return make_baseline(args.agent, cfg, args.baseline_model, seed=args.seed, random_stop_rule=args.random_stop)
+    from asgf_nav.tasks.audionav_env import observation_space_for
+
+    if getattr(cfg.task, "use_doa", False) and "doa" in cfg.task.sensors:
+        from asgf_nav.models.doa.observation import register_doa_observation
+
+        register_doa_observation()
+    space = observation_space_for(world, list(cfg.task.sensors))
+    return load_policy_agent(cfg, args.checkpoint, space, args.deterministic, resolve_device(args.device))
+
+
+def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
+    cfg = config_for_checkpoint(cfg, args.checkpoint) if args.checkpoint else copy.deepcopy(cfg)
+    cfg.task.sound_split = sound_split
+    world, episodes = load_task_data(cfg, args.split, args.scenes)
+    episodes = select_episodes(episodes, args.episodes)
+    agent = build_agent(args, cfg, world)
+    label = args.name or (args.agent if args.agent else cfg.model.policy)
+    if args.agent == "random" and args.random_stop != "goal":
+        label = f"{label}_{args.random_stop}_stop"
+    records = run_episodes(agent, world, episodes, cfg, num_envs=args.num_envs, device=resolve_device(args.device))
+    out = Path(args.out) / f"{label}_{cfg.scenes.dataset}_{sound_split}_{args.split}"
+    meta = {
+        "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
+        "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic), "episodes_requested": args.episodes,
+        "scenes": sorted({r.scene for r in records}), "command": "python " + shlex.join(sys.argv),
+    }  # fmt: skip
+    summary = write_evaluation(out, records, meta)
+    print(summary_markdown(summary))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, default="replica_unheard.yaml")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--checkpoint", help="training checkpoint (.pt) of the config's policy")
+    who.add_argument("--agent", choices=BASELINES, help="evaluate a baseline instead of a checkpoint")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--sound-split", choices=("heard", "unheard", "both"),
+                        help="override the config's task.sound_split ('both' runs heard and unheard)")
+    parser.add_argument("--episodes", type=int, help="evaluate this many evenly spaced episodes (default: all)")
+    parser.add_argument("--scenes", nargs="+", help="restrict to these scenes of the split")
+    parser.add_argument("--deterministic", action="store_true", help="policy takes its most likely action")
+    parser.add_argument("--num-envs", type=int, default=8, help="episodes stepped together")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--out", default="runs/eval", help="parent directory of the evaluation outputs")
+    parser.add_argument("--name", help="label of the agent in outputs and tables")
+    parser.add_argument("--baseline-model", help="audio model of direction_follower / gan (default under data root)")
+    parser.add_argument("--random-stop", default="goal", choices=("goal", "random"),
+                        help="random agent's STOP rule (see baselines/random_agent.py)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
+    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    if args.dataset:
+        cfg.scenes.dataset = args.dataset
+    if args.data_root:
+        cfg.scenes.data_root = args.data_root
+    splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
+    for sound_split in splits:
+        out = evaluate_one(args, cfg, sound_split)
+        logger.info("evaluation written to %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

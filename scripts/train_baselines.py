@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Train the supervised audio model of the Direction Follower and Gan et al. baselines (train split only).
+
+    python scripts/train_baselines.py --config replica_heard
+    python scripts/train_baselines.py --config replica_unheard --samples 6000 --epochs 8
+    python scripts/train_baselines.py --config replica_unheard --sound-split both --scenes office_0 room_0
+
+Samples (receiver, source, yaw, sound) are drawn from the train split's scenes and sounds (telephone for
+heard, the train sound list for unheard); 10 % of them are held out to report accuracy. The model goes
+to {data_root}/baselines/audio_goal_{dataset}_{sound_split}.pt unless --out is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
+from baselines.audio_model import (  # noqa: E402
+    AudioSamples,
+    build_samples,
+    default_model_path,
+    render_rirs,
+    sample_geometry,
+    save_model,
+    train_model,
+)
+
+logger = logging.getLogger("train_baselines")
+
+
+def split_samples(samples: AudioSamples, val_fraction: float) -> tuple[AudioSamples, AudioSamples]:
+    n = len(samples.direction)
+    cut = max(1, int(round(n * (1 - val_fraction))))
+
+    def part(sl: slice) -> AudioSamples:
+        return AudioSamples(samples.spectrogram[sl], samples.direction[sl], samples.close[sl], samples.position[sl])
+
+    return part(slice(0, cut)), part(slice(cut, n))
+
+
+def train_splits(args: argparse.Namespace, cfg, sound_splits: list[str]) -> list[Path]:
+    """One model per sound split; the sampled geometry and its RIRs are shared, only the sounds differ."""
+    world = load_world(cfg, "train", args.scenes)
+    success = float(cfg.task.success_distance)
+    start = time.perf_counter()
+    geometry = sample_geometry(world, args.samples, ["-"], args.seed, success)
+    rirs = render_rirs(world, geometry)
+    outputs = []
+    for k, sound_split in enumerate(sound_splits):
+        split_cfg = copy.deepcopy(cfg)
+        split_cfg.task.sound_split = sound_split
+        sounds = sound_names(split_cfg, "train")
+        rng = np.random.default_rng(args.seed + 1 + k)
+        with_sounds = [(s, r, src, y, str(sounds[int(rng.integers(len(sounds)))])) for s, r, src, y, _ in geometry]
+        train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), 0.1)
+        model, scores = train_model(train, val, epochs=args.epochs, seed=args.seed)
+        out = Path(args.out) if args.out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset,
+                                                                 sound_split)
+        meta = {"dataset": cfg.scenes.dataset, "sound_split": sound_split, "scenes": sorted(world.scenes),
+                "sounds": len(sounds), "samples": args.samples, "epochs": args.epochs, "seed": args.seed,
+                "val_scores": scores, "seconds": round(time.perf_counter() - start, 1)}
+        save_model(out, model, meta)
+        logger.info("saved %s: %s", out, json.dumps(meta))
+        outputs.append(out)
+    return outputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, default="replica_unheard.yaml")
+    parser.add_argument("--sound-split", choices=("heard", "unheard", "both"), help="override task.sound_split")
+    parser.add_argument("--scenes", nargs="+", help="train scenes to use (default: the whole train split)")
+    parser.add_argument("--samples", type=int, default=6000, help="spectrogram samples to draw")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--out", help="model path (only with a single sound split)")
+    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
+    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    if args.dataset:
+        cfg.scenes.dataset = args.dataset
+    if args.data_root:
+        cfg.scenes.data_root = args.data_root
+    splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
+    if args.out and len(splits) > 1:
+        parser.error("--out names one file; give a single --sound-split")
+    train_splits(args, cfg, splits)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

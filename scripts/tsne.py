@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""t-SNE of ASGF-Nav's audio spatial states on the unheard split (the paper's Fig. 4).
+
+    python scripts/tsne.py --config replica_unheard --checkpoint runs/replica_unheard/checkpoints/ckpt_040000.pt
+    python scripts/tsne.py --config replica_unheard --checkpoint CKPT --samples 2000 --split test --out tsne.png
+
+States come from rollouts of the checkpoint's policy (sampled actions) on the split's episodes of the
+unheard sound split; each is coloured by the distance to the target and by the target's relative azimuth.
+The collected states are kept next to the figure as .npz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
+from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
+from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
+from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
+
+logger = logging.getLogger("tsne")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, default="replica_unheard.yaml")
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint of an ASE policy")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--samples", type=int, default=2000, help="states to collect")
+    parser.add_argument("--episodes", type=int, help="evenly spaced episodes to roll out (default: all)")
+    parser.add_argument("--perplexity", type=float, default=30.0)
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--title", default="", help="figure title")
+    parser.add_argument("--out", default="tsne.png")
+    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
+    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    if args.dataset:
+        cfg.scenes.dataset = args.dataset
+    if args.data_root:
+        cfg.scenes.data_root = args.data_root
+    cfg = config_for_checkpoint(cfg, args.checkpoint)
+    cfg.task.sound_split = "unheard"
+    world, episodes = load_task_data(cfg, args.split)
+    episodes = select_episodes(episodes, args.episodes)
+    device = resolve_device(args.device)
+    agent = load_policy_agent(cfg, args.checkpoint, observation_space_for(world, list(cfg.task.sensors)),
+                              device=device)
+    data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
+    out = Path(args.out)
+    data.save(out.with_suffix(".npz"))
+    plot_tsne(data, out, args.title, args.perplexity, args.seed)
+    logger.info("wrote %s from %d states", out, len(data.states))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Top-down trajectory maps (one agent, or two agents side by side on the same episode) and episode videos.
+
+    python scripts/visualize_trajectories.py runs/eval/oracle_replica_heard_test --out traj.png
+    python scripts/visualize_trajectories.py runs/eval/gan_replica_heard_test runs/eval/random_replica_heard_test \\
+        --episode 17 --out compare.png --video episode17.mp4
+
+The inputs are evaluation directories written by scripts/evaluate.py (their episodes.jsonl). Without
+--episode, the episode where the agents' SPL differs most (ties: the longest one) is drawn. The video
+shows the first agent's run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
+from asgf_nav.eval.evaluator import EpisodeRecord, read_jsonl  # noqa: E402
+from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.scenes.scene import Scene  # noqa: E402
+
+logger = logging.getLogger("visualize_trajectories")
+
+
+def pick_episode(runs: list[dict[str, EpisodeRecord]]) -> str:
+    """Episode present in every run where SPL differs most between runs; ties go to the longest episode."""
+    common = set(runs[0])
+    for run in runs[1:]:
+        common &= set(run)
+    if not common:
+        raise ValueError("the evaluations share no episode; evaluate the agents on the same split and episodes")
+
+    def score(eid: str) -> tuple[float, float, float]:
+        spl = [run[eid].metrics["spl"] for run in runs]
+        return max(spl) - min(spl), runs[0][eid].metrics["success"], runs[0][eid].geodesic_distance
+
+    return max(sorted(common), key=score)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="one or two evaluation directories")
+    add_config_arguments(parser, default=None)
+    parser.add_argument("--episode", help="episode id to draw")
+    parser.add_argument("--labels", nargs="+", help="panel labels (default: the agents' names)")
+    parser.add_argument("--out", default="trajectories.png", help="PNG of the map(s)")
+    parser.add_argument("--video", help="also write the first run's episode as .mp4 (with audio) or .gif")
+    parser.add_argument("--fps", type=float, default=2.0, help="video frames (agent steps) per second")
+    parser.add_argument("--max-frames", type=int, default=200, help="video length cap in steps")
+    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (default: the evaluation's)")
+    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if len(args.runs) > 2:
+        parser.error("give one or two evaluation directories")
+    cfg = config_from_args(args)
+    summaries = [load_summary(r) for r in args.runs]
+    meta = summaries[0]["meta"]
+    cfg.scenes.dataset = args.dataset or meta.get("dataset", cfg.scenes.dataset)
+    if args.data_root:
+        cfg.scenes.data_root = args.data_root
+    runs = [{r.episode_id: r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
+    episode = args.episode or pick_episode(runs)
+    missing = [d for d, run in zip(args.runs, runs) if episode not in run]
+    if missing:
+        parser.error(f"episode {episode} is not in {missing}")
+    records = [run[episode] for run in runs]
+    labels = args.labels or [str(s["meta"].get("agent", f"run {i}")) for i, s in enumerate(summaries)]
+    scene = Scene.open(cfg.scenes.data_root, cfg.scenes.dataset, records[0].scene)
+
+    from asgf_nav.viz.trajectories import save_trajectories
+
+    out = save_trajectories(args.out, scene, records, labels)
+    logger.info("wrote %s (episode %s)", out, episode)
+    if args.video:
+        from asgf_nav.tasks.world import load_world
+        from asgf_nav.viz.video import write_video
+
+        world = load_world(cfg, meta.get("split", "test"), [records[0].scene])
+        video = write_video(args.video, scene, world, records[0], fps=args.fps, max_frames=args.max_frames)
+        logger.info("wrote %s", video)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

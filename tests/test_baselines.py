@@ -1,0 +1,164 @@
+"""Baselines: geometry helpers, the audio model's labels and training, and each agent's behaviour."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.eval.evaluator import Agent, AgentContext, run_episodes, summarize
+from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.navigation import pointgoal_polar
+from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+from baselines import BASELINES, make_baseline
+from baselines.audio_model import (
+    AudioGoalNet,
+    bin_angle,
+    build_samples,
+    direction_bin,
+    evaluate_model,
+    load_model,
+    sample_geometry,
+    save_model,
+    train_model,
+)
+from baselines.direction_follower import DirectionFollowerAgent
+from baselines.gan import GanAgent
+from baselines.planning import agent_to_world
+from baselines.random_agent import RandomAgent
+
+
+@pytest.fixture(scope="module")
+def setup():
+    world = synthetic_world(
+        [grid_scene("open", nx=7, nz=6, sample_rate=16000), grid_scene("wall", nx=7, nz=6, sample_rate=16000,
+                                                                        blocked=((3, 1), (3, 2), (3, 3), (3, 4)))])
+    cfg = ExperimentConfig()
+    cfg.task.test_episodes = 24
+    cfg.task.max_steps = 120
+    cfg.task.min_geodesic_distance = 2.0
+    episodes = generate_split(world, "test", "unheard", ["bell", "drum"], cfg.task)
+    return world, episodes, cfg
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def test_direction_bins_round_trip():
+    angles = bin_angle(np.arange(8))
+    assert np.array_equal(direction_bin(angles), np.arange(8))
+    assert direction_bin(math.radians(22.0)) == 0 and direction_bin(math.radians(23.0)) == 1
+    assert direction_bin(math.radians(-30.0)) == 7 and direction_bin(math.pi) == 4
+
+
+@pytest.mark.parametrize("yaw", range(4))
+def test_agent_to_world_inverts_the_pointgoal_sensor(yaw):
+    rng = np.random.default_rng(yaw)
+    for _ in range(20):
+        here = np.array([rng.uniform(-5, 5), 0.0, rng.uniform(-5, 5)])
+        goal = np.array([rng.uniform(-5, 5), 0.0, rng.uniform(-5, 5)])
+        rho, phi = pointgoal_polar(here, yaw, goal)
+        back = agent_to_world(here, yaw, rho * math.cos(phi), rho * math.sin(phi))
+        np.testing.assert_allclose(back, goal[[0, 2]], atol=1e-4)
+    # facing yaw 0 (-Z), a point ahead lies at smaller z; to the left at smaller x
+    np.testing.assert_allclose(agent_to_world(np.zeros(3), 0, 1.0, 0.0), [0.0, -1.0], atol=1e-12)
+    np.testing.assert_allclose(agent_to_world(np.zeros(3), 0, 0.0, 1.0), [-1.0, 0.0], atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ audio model
+def test_audio_model_learns_from_geometry_labels(setup, tmp_path):
+    world, _, _ = setup
+    torch.set_num_threads(1)
+    geometry = sample_geometry(world, 700, ["bell", "drum"], seed=0)
+    samples = build_samples(world, geometry, progress=False)
+    assert samples.spectrogram.shape == (700, 65, 26, 2)
+    for (name, receiver, source, yaw, _), direction, close in zip(geometry[:50], samples.direction, samples.close):
+        scene = world.scene(name)
+        _, phi = pointgoal_polar(scene.positions[receiver], yaw, scene.positions[source])
+        assert int(direction) == int(direction_bin(phi))
+        assert float(close) == float(scene.geodesic_hops[receiver, source] * scene.grid_size < 1.0)
+    train = type(samples)(samples.spectrogram[:600], samples.direction[:600], samples.close[:600],
+                          samples.position[:600])
+    val = type(samples)(samples.spectrogram[600:], samples.direction[600:], samples.close[600:],
+                        samples.position[600:])
+    untrained = evaluate_model(AudioGoalNet(samples.spectrogram.shape[1:]), val)
+    model, scores = train_model(train, val, epochs=6, progress=False)
+    assert scores["position_error_m"] < untrained["position_error_m"] - 0.3
+    assert scores["direction_accuracy"] > 0.25  # chance is 1/8
+    path = save_model(tmp_path / "m.pt", model, {"note": "test"})
+    again = load_model(path)
+    x = samples.spectrogram[:4]
+    torch.testing.assert_close(again(x)["position"], model(x)["position"])
+    with pytest.raises(FileNotFoundError, match="train_baselines"):
+        load_model(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------------------------------ agents
+class _TruthModel(nn.Module):
+    """Decodes the true (forward, left, close) that _TruthAgent writes into the 'spectrogram'."""
+
+    def forward(self, spec: torch.Tensor) -> dict[str, torch.Tensor]:
+        forward, left, close = spec[:, 0, 0, 0], spec[:, 0, 0, 1], spec[:, 0, 0, 2]
+        bins = torch.from_numpy(direction_bin(torch.atan2(left, forward).numpy()))
+        return {"direction": nn.functional.one_hot(bins, 8).float() * 10, "close": (close * 2 - 1) * 10,
+                "position": torch.stack([forward, left], dim=1)}
+
+
+class _TruthAgent(Agent):
+    """Feeds an audio-model baseline perfect predictions, to test its navigation logic alone."""
+
+    def __init__(self, inner: Agent) -> None:
+        self.inner, self.name, self.sensors = inner, inner.name, ()
+
+    def reset(self, num_envs: int) -> None:
+        self.inner.reset(num_envs)
+
+    def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
+        spec = torch.zeros(len(ctx.nodes), 1, 1, 3)
+        for i, (scene, ep) in enumerate(zip(ctx.scenes, ctx.episodes)):
+            rho, phi = pointgoal_polar(scene.positions[ctx.nodes[i]], int(ctx.yaws[i]), scene.positions[ep.goal_node])
+            close = scene.geodesic_hops[ctx.nodes[i], ep.goal_node] * scene.grid_size < ctx.success_distance
+            spec[i, 0, 0] = torch.tensor([rho * math.cos(phi), rho * math.sin(phi), float(close)])
+        return self.inner.act({"spectrogram": spec}, ctx)
+
+
+def test_gan_with_perfect_predictions_walks_the_shortest_path(setup):
+    world, episodes, cfg = setup
+    records = run_episodes(_TruthAgent(GanAgent(_TruthModel())), world, episodes, cfg, num_envs=5, progress=False)
+    m = summarize(records)["metrics"]
+    assert m["success"]["mean"] == 1.0 and m["spl"]["mean"] == 1.0
+
+
+def test_direction_follower_with_perfect_predictions_reaches_the_goal(setup):
+    world, episodes, cfg = setup
+    agent = _TruthAgent(DirectionFollowerAgent(_TruthModel(), waypoint_distance=2.0))
+    records = run_episodes(agent, world, episodes, cfg, num_envs=5, progress=False)
+    m = summarize(records)["metrics"]
+    assert m["success"]["mean"] >= 0.9 and m["spl"]["mean"] >= 0.6  # a wall can send it around
+
+
+def test_random_agent_stop_rules(setup):
+    world, episodes, cfg = setup
+    goal = summarize(run_episodes(RandomAgent(seed=1), world, episodes, cfg, num_envs=6, progress=False))
+    uniform = run_episodes(RandomAgent(seed=1, stop_rule="random"), world, episodes, cfg, num_envs=6, progress=False)
+    for rec in uniform:
+        assert rec.actions[-1] == 0 or len(rec.actions) == cfg.task.max_steps
+    assert np.mean([len(r.actions) for r in uniform]) < 8  # STOP is drawn with probability 1/4
+    assert goal["metrics"]["success"]["mean"] > summarize(uniform)["metrics"]["success"]["mean"]
+    assert goal["metrics"]["spl"]["mean"] < goal["metrics"]["success"]["mean"]
+    with pytest.raises(ValueError, match="stop rule"):
+        RandomAgent(stop_rule="never")
+
+
+def test_registry_builds_every_baseline(tmp_path):
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    model = AudioGoalNet((65, 26, 2))
+    path = save_model(tmp_path / "m.pt", model, {})
+    for name in BASELINES:
+        agent = make_baseline(name, cfg, model_path=path)
+        assert agent.name == name
+    with pytest.raises(FileNotFoundError, match="audio_goal_replica_unheard.pt"):
+        make_baseline("gan", cfg)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("teleport", cfg)

@@ -1,0 +1,218 @@
+"""Evaluation: metric aggregation and intervals, the episode runner, scripts/evaluate.py and reports."""
+
+import copy
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.eval.evaluator import (
+    PolicyAgent,
+    config_for_checkpoint,
+    load_policy_agent,
+    read_jsonl,
+    run_episodes,
+    select_episodes,
+    summarize,
+)
+from asgf_nav.eval.metrics import aggregate, format_summary, mean_confidence_interval, wilson_interval
+from asgf_nav.eval.report import comparison_chart, comparison_table, find_summaries, load_summary
+from asgf_nav.scenes.build import build_scenes
+from asgf_nav.tasks.audionav_env import observation_space_for
+from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.navigation import step_pose
+from asgf_nav.tasks.synthetic import synthetic_world
+from baselines.oracle import OracleAgent
+from baselines.random_agent import RandomAgent
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """The tiny preset's test scene with cheap acoustics (a few seconds)."""
+    root = tmp_path_factory.mktemp("data")
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(root)
+    cfg.scenes.image_size = 32
+    cfg.acoustics.sources_per_scene = 4
+    cfg.acoustics.rays = 200
+    cfg.acoustics.ism_order = 1
+    cfg.acoustics.max_rir_seconds = 0.3
+    build_scenes(cfg, "tiny", ["tiny_room_test"], workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    world = synthetic_world(sample_rate=16000)
+    cfg = ExperimentConfig()
+    cfg.task.test_episodes = 23
+    cfg.task.max_steps = 60
+    episodes = generate_split(world, "test", "unheard", ["bell", "drum"], cfg.task)
+    return world, episodes, cfg
+
+
+def _evaluate(tiny_root: Path, out: Path, *extra: str) -> None:
+    import evaluate
+
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    options = [a for a in extra if a not in overrides]
+    argv = ["--dataset", "tiny", "--data-root", str(tiny_root), "--out", str(out), "--num-envs", "3", *options,
+            "task.test_episodes=16", *overrides]
+    assert evaluate.main(argv) == 0
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_t_interval_on_known_values():
+    s = mean_confidence_interval([0.0, 1.0, 1.0, 1.0])
+    half = 3.182446305284263 * 0.5 / 2.0  # t(0.975, 3) * std / sqrt(n)
+    assert s.mean == pytest.approx(0.75) and s.std == pytest.approx(0.5) and s.count == 4
+    assert s.low == pytest.approx(0.75 - half) and s.high == pytest.approx(0.75 + half)
+    assert format_summary(s, "success") == f"75.0 ± {100 * half:.1f}"
+    wide = mean_confidence_interval(np.r_[np.zeros(50), np.ones(50)], level=0.99)
+    narrow = mean_confidence_interval(np.r_[np.zeros(50), np.ones(50)], level=0.9)
+    assert wide.half_width > narrow.half_width > 0
+
+
+def test_degenerate_and_bad_inputs():
+    one = mean_confidence_interval([0.4])
+    assert one.low == one.high == one.mean == pytest.approx(0.4)
+    constant = mean_confidence_interval([1.0] * 10)
+    assert constant.half_width == 0.0
+    with pytest.raises(ValueError, match="zero episodes"):
+        mean_confidence_interval([])
+    with pytest.raises(ValueError, match="finite"):
+        mean_confidence_interval([1.0, math.nan])
+    with pytest.raises(KeyError, match="spl"):
+        aggregate([{"success": 1.0}], metrics=("success", "spl"))
+
+
+def test_wilson_interval_known_value_and_bounds():
+    low, high = wilson_interval(3, 4)
+    assert low == pytest.approx(0.3006418, abs=1e-6) and high == pytest.approx(0.9544127, abs=1e-6)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(0, 10)[0] == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+# ------------------------------------------------------------------------------------------ runner
+def test_every_selected_episode_is_run_once_in_order(synthetic):
+    world, episodes, cfg = synthetic
+    chosen = select_episodes(episodes, 17)
+    assert len(chosen) == 17 and {e.scene_name for e in chosen} == set(world.scenes)
+    records = run_episodes(OracleAgent(), world, chosen, cfg, num_envs=5, progress=False)
+    assert [r.episode_id for r in records] == [e.episode_id for e in chosen]
+    for rec in records:
+        assert rec.metrics["success"] == rec.metrics["spl"] == rec.metrics["sna"] == 1.0
+        assert len(rec.actions) == rec.num_action and rec.actions[-1] == 0
+        assert rec.path[-1][0] == rec.goal_node and len(rec.path) == len(rec.actions) + 1
+
+
+def test_recorded_path_replays_the_actions(synthetic):
+    world, episodes, cfg = synthetic
+    records = run_episodes(RandomAgent(seed=3), world, episodes, cfg, num_envs=4, progress=False)
+    assert len(records) == len(episodes)
+    for rec in records:
+        scene = world.scene(rec.scene)
+        node, yaw = rec.start_node, rec.start_yaw
+        assert rec.path[0] == [node, yaw]
+        for action, pose in zip(rec.actions, rec.path[1:]):
+            node, yaw, _ = step_pose(scene.neighbors, node, yaw, action)
+            assert [node, yaw] == pose
+        hops = scene.geodesic_hops[node, rec.goal_node]
+        assert rec.metrics["distance_to_goal"] == pytest.approx(hops * scene.grid_size)
+        assert rec.metrics["num_actions"] == len(rec.actions) <= cfg.task.max_steps
+        stopped = rec.actions[-1] == 0
+        assert rec.metrics["success"] == float(stopped and hops * scene.grid_size < 1.0)
+    summary = summarize(records)
+    assert summary["episodes"] == len(episodes)
+    assert 0.0 <= summary["metrics"]["spl"]["mean"] <= summary["metrics"]["success"]["mean"] <= 1.0
+
+
+def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_path):
+    from asgf_nav.models.policies import build_policy
+
+    world, episodes, base = synthetic
+    cfg = copy.deepcopy(base)
+    cfg.task.max_steps = 8
+    cfg.model.policy, cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim = "asgf", 32, 32, 16
+    cfg.task.sensors = ["spectrogram"]
+    space = observation_space_for(world, cfg.task.sensors)
+    torch.manual_seed(0)
+    policy = build_policy(cfg, space)
+    path = tmp_path / "ckpt_000001.pt"
+    saved = {"model": {"policy": "asgf", "hidden_size": 32, "ase_dim": 32, "fusion_dim": 16},
+             "task": {"sensors": ["spectrogram"], "max_steps": 3}}
+    torch.save({"model": policy.state_dict(), "optimizer": {}, "update": 1, "frames": 10, "rng": {},
+                "config": saved, "policy_name": "asgf"}, path)
+    restored = config_for_checkpoint(ExperimentConfig(), path)
+    assert restored.model.hidden_size == 32 and restored.model.fusion_dim == 16
+    assert restored.task.sensors == ["spectrogram"] and restored.task.max_steps == 500  # only architecture keys
+    runs = []
+    for _ in range(2):
+        agent = load_policy_agent(cfg, path, space, deterministic=True)
+        assert isinstance(agent, PolicyAgent) and agent.sensors == ("spectrogram",)
+        runs.append(run_episodes(agent, world, episodes[:4], cfg, num_envs=3, progress=False))
+    assert [r.actions for r in runs[0]] == [r.actions for r in runs[1]]
+    cfg.model.policy = "av_nav"
+    with pytest.raises(ValueError, match="asgf"):
+        load_policy_agent(cfg, path, space)
+
+
+# ------------------------------------------------------------------------------------------ script + report
+def test_evaluate_script_oracle_is_perfect_on_tiny_scene(tiny_root, tmp_path):
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--sound-split", "both")
+    for sound_split in ("heard", "unheard"):
+        out = tmp_path / f"oracle_tiny_{sound_split}_test"
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["episodes"] == 16 and summary["meta"]["sound_split"] == sound_split
+        for metric in ("success", "spl", "sna", "softspl"):
+            assert summary["metrics"][metric]["mean"] == 1.0
+        assert summary["metrics"]["distance_to_goal"]["mean"] == 0.0
+        assert "| all | 16 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |" in (out / "summary.md").read_text()
+        records = read_jsonl(out / "episodes.jsonl")
+        assert len(records) == 16 and all(r.actions[-1] == 0 for r in records)
+    heard = read_jsonl(tmp_path / "oracle_tiny_heard_test" / "episodes.jsonl")
+    assert {r.sound for r in heard} == {"telephone"}
+
+
+def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):
+    _evaluate(tiny_root, tmp_path, "--agent", "random", "--episodes", "9", "task.max_steps=40")
+    out = tmp_path / "random_tiny_unheard_test"
+    summary = load_summary(out)
+    assert summary["episodes"] == 9
+    m = summary["metrics"]
+    for metric in ("success", "spl", "sna", "softspl"):
+        assert m[metric]["low"] <= m[metric]["mean"] <= m[metric]["high"] and 0.0 <= m[metric]["mean"] <= 1.0
+    assert m["spl"]["mean"] <= m["success"]["mean"]
+    assert all(r.metrics["num_actions"] <= 40 for r in read_jsonl(out / "episodes.jsonl"))
+    assert m["success"]["wilson_low"] <= m["success"]["mean"] <= m["success"]["wilson_high"]
+
+
+def test_comparison_table_and_chart(tiny_root, tmp_path):
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6", "--sound-split", "both")
+    _evaluate(tiny_root, tmp_path, "--agent", "random", "--episodes", "6", "--sound-split", "heard",
+              "task.max_steps=20")
+    summaries = [load_summary(p) for p in find_summaries([tmp_path])]
+    assert len(summaries) == 3
+    table = comparison_table(summaries)
+    lines = table.splitlines()
+    assert lines[0] == ("| method | tiny heard SPL | tiny heard SR | tiny heard SNA | tiny unheard SPL | "
+                        "tiny unheard SR | tiny unheard SNA |")
+    oracle = next(line for line in lines if line.startswith("| oracle"))
+    random_row = next(line for line in lines if line.startswith("| random"))
+    assert oracle.count("100.0 ± 0.0") == 6
+    assert random_row.endswith("| - | - | - |")
+    png = comparison_chart(summaries, tmp_path / "chart.png")
+    assert png.stat().st_size > 5000
+    import imageio.v2 as imageio
+
+    assert imageio.imread(png).shape[2] in (3, 4)

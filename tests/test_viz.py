@@ -1,0 +1,149 @@
+"""Visualisation: trajectory maps, side-by-side comparisons, episode videos (MP4 with audio, GIF), t-SNE."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.eval.evaluator import run_episodes
+from asgf_nav.scenes.build import build_scenes
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.tasks.factory import load_task_data
+from asgf_nav.viz.trajectories import shortest_path_nodes
+from asgf_nav.viz.tsne import SpatialStates, plot_tsne
+from baselines.oracle import OracleAgent
+from baselines.random_agent import RandomAgent
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Baked tiny test scene, its world and oracle / random records of the same episodes."""
+    root = tmp_path_factory.mktemp("data")
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size, cfg.scenes.dataset = str(root), 32, "tiny"
+    cfg.acoustics.sources_per_scene, cfg.acoustics.rays, cfg.acoustics.ism_order = 4, 200, 1
+    cfg.acoustics.max_rir_seconds = 0.3
+    cfg.task.test_episodes, cfg.task.max_steps = 6, 30
+    build_scenes(cfg, "tiny", ["tiny_room_test"], workers=1)
+    world, episodes = load_task_data(cfg, "test")
+    oracle = run_episodes(OracleAgent(), world, episodes, cfg, num_envs=2, progress=False)
+    random = run_episodes(RandomAgent(seed=2), world, episodes, cfg, num_envs=2, progress=False)
+    return cfg, Scene.open(root, "tiny", "tiny_room_test"), world, oracle, random
+
+
+def _ffprobe(path: Path) -> str:
+    import imageio_ffmpeg
+
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True).stderr
+
+
+def test_shortest_path_nodes_follow_the_geodesic(tiny):
+    _, scene, _, oracle, _ = tiny
+    for rec in oracle:
+        nodes = shortest_path_nodes(scene, rec.start_node, rec.start_yaw, rec.goal_node)
+        assert nodes[0] == rec.start_node and nodes[-1] == rec.goal_node
+        assert len(nodes) - 1 == scene.geodesic_hops[rec.start_node, rec.goal_node]
+        assert nodes == [n for i, (n, _) in enumerate(rec.path) if i == 0 or n != rec.path[i - 1][0]]
+
+
+def test_trajectory_map_and_comparison_images(tiny, tmp_path):
+    from asgf_nav.viz.trajectories import save_trajectories
+
+    _, scene, _, oracle, random = tiny
+    single = save_trajectories(tmp_path / "one.png", scene, [oracle[0]], ["oracle"])
+    pair = save_trajectories(tmp_path / "two.png", scene, [oracle[0], random[0]], ["oracle", "random"])
+    a, b = imageio.imread(single), imageio.imread(pair)
+    assert a.ndim == 3 and b.shape[1] > 1.6 * a.shape[1]
+    for img in (a, b):
+        rgb = img[..., :3].astype(np.float64)
+        assert rgb.std() > 20  # drawn content, not a blank canvas
+        # the goal star's red is present
+        assert np.any((rgb[..., 0] > 190) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80))
+    with pytest.raises(ValueError, match="labels"):
+        save_trajectories(tmp_path / "bad.png", scene, [oracle[0]], ["a", "b"])
+
+
+def test_video_mp4_has_frames_and_audio(tiny, tmp_path):
+    from asgf_nav.viz.video import audio_track, write_video
+
+    _, scene, world, oracle, _ = tiny
+    rec = max(oracle, key=lambda r: len(r.path))
+    path = write_video(tmp_path / "ep.mp4", scene, world, rec, fps=4.0)
+    reader = imageio.get_reader(path)
+    frames = [reader.get_data(i) for i in range(2)]
+    reader.close()
+    assert frames[0].shape[0] >= 300 and frames[0].shape[2] == 3 and frames[0].std() > 10
+    info = _ffprobe(path)
+    assert "Video: h264" in info and "Audio: aac" in info and "stereo" in info
+    track = audio_track([np.ones((44100, 2)), np.zeros((44100, 2))], 44100, 4.0)
+    assert track.shape == (2 * 11025, 2) and np.abs(track).max() == pytest.approx(0.9)
+
+
+def test_video_gif_and_script(tiny, tmp_path):
+    import visualize_trajectories
+
+    from asgf_nav.eval.report import write_evaluation
+
+    cfg, _, _, oracle, random = tiny
+    for name, records in (("oracle", oracle), ("random", random)):
+        write_evaluation(tmp_path / name, records, {"agent": name, "dataset": "tiny", "sound_split": "unheard",
+                                                    "split": "test"})
+    argv = [str(tmp_path / "oracle"), str(tmp_path / "random"), "--data-root", cfg.scenes.data_root,
+            "--out", str(tmp_path / "cmp.png"), "--video", str(tmp_path / "ep.gif"), "--max-frames", "3"]
+    assert visualize_trajectories.main(argv) == 0
+    assert imageio.imread(tmp_path / "cmp.png").std() > 20
+    gif = imageio.mimread(tmp_path / "ep.gif")
+    assert 1 <= len(gif) <= 3 and gif[0].ndim == 3
+
+
+def test_tsne_plot_separates_structured_states(tmp_path):
+    rng = np.random.default_rng(0)
+    distance = rng.uniform(0, 8, 150).astype(np.float32)
+    azimuth = rng.uniform(-180, 180, 150).astype(np.float32)
+    rad = np.deg2rad(azimuth)
+    states = np.stack([distance, np.cos(rad), np.sin(rad)], 1) @ rng.normal(size=(3, 32))
+    data = SpatialStates(states.astype(np.float32), distance, azimuth)
+    npz = data.save(tmp_path / "s.npz")
+    again = SpatialStates.load(npz)
+    np.testing.assert_array_equal(again.states, data.states)
+    png = plot_tsne(data, tmp_path / "tsne.png", perplexity=20, max_iter=250)
+    img = imageio.imread(png)
+    assert img.shape[1] > img.shape[0] and img[..., :3].std() > 20
+
+
+def test_spatial_states_come_from_the_policy_with_geometric_labels():
+    import torch
+
+    from asgf_nav.eval.evaluator import PolicyAgent
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.tasks.audionav_env import observation_space_for
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+    from asgf_nav.viz.tsne import collect_spatial_states
+
+    world = synthetic_world(sample_rate=16000)
+    cfg = ExperimentConfig()
+    cfg.task.test_episodes, cfg.task.max_steps, cfg.task.sensors = 6, 10, ["spectrogram"]
+    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim = 32, 16, 16
+    episodes = generate_split(world, "test", "unheard", ["bell"], cfg.task)
+    torch.manual_seed(0)
+    policy = build_policy(cfg, observation_space_for(world, cfg.task.sensors))
+    agent = PolicyAgent(policy, cfg.task.sensors)
+    data = collect_spatial_states(agent, world, episodes, cfg, samples=25, num_envs=3)
+    assert data.states.shape == (25, 16) and data.distance.shape == data.azimuth.shape == (25,)
+    assert np.all(data.distance >= 0) and np.all(np.abs(data.azimuth) <= 180)
+    first = episodes[:3]  # the first step of env i is episode i at its start pose
+    for i, ep in enumerate(first):
+        assert data.distance[i] == pytest.approx(ep.geodesic_distance)
+    cfg.model.policy = "av_nav"
+    no_ase = PolicyAgent(build_policy(cfg, observation_space_for(world, cfg.task.sensors)), cfg.task.sensors)
+    with pytest.raises(ValueError, match="no ASE"):
+        collect_spatial_states(no_ase, world, episodes, cfg, samples=5, num_envs=2)
