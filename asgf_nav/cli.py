@@ -22,10 +22,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
     )
 
 
+def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dataset / --data-root shortcuts for scenes.dataset / scenes.data_root (applied by config_from_args)."""
+    from asgf_nav.scenes.presets import PRESETS
+
+    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
+    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """Load the config or exit with status 2 and a message naming the bad key."""
+    """Load the config (plus any --dataset / --data-root) or exit with status 2 naming the bad key."""
     try:
-        return load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if getattr(args, "dataset", None):
+        cfg.scenes.dataset = args.dataset
+    if getattr(args, "data_root", None):
+        cfg.scenes.data_root = args.data_root
+    return cfg

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
+from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args  # noqa: E402
 from asgf_nav.eval.evaluator import (  # noqa: E402
     config_for_checkpoint,
     load_policy_agent,
@@ -27,7 +27,6 @@ from asgf_nav.eval.evaluator import (  # noqa: E402
     select_episodes,
 )
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
-from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
 from baselines import BASELINES, make_baseline  # noqa: E402
 
@@ -89,15 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-stop", default="goal", choices=("goal", "random"),
                         help="random agent's STOP rule (see baselines/random_agent.py)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
-    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
-    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    add_scene_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
-    if args.dataset:
-        cfg.scenes.dataset = args.dataset
-    if args.data_root:
-        cfg.scenes.data_root = args.data_root
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     for sound_split in splits:
         out = evaluate_one(args, cfg, sound_split)

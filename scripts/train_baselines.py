@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
-from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 from baselines.audio_model import (  # noqa: E402
     AudioSamples,
@@ -88,16 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", help="model path (only with a single sound split)")
-    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
-    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    add_scene_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
-    if args.dataset:
-        cfg.scenes.dataset = args.dataset
-    if args.data_root:
-        cfg.scenes.data_root = args.data_root
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     if args.out and len(splits) > 1:
         parser.error("--out names one file; give a single --sound-split")

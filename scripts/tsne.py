@@ -18,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
+from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
-from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
 from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
@@ -41,15 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default="", help="figure title")
     parser.add_argument("--out", default="tsne.png")
-    parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
-    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    add_scene_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
-    if args.dataset:
-        cfg.scenes.dataset = args.dataset
-    if args.data_root:
-        cfg.scenes.data_root = args.data_root
     cfg = config_for_checkpoint(cfg, args.checkpoint)
     cfg.task.sound_split = "unheard"
     world, episodes = load_task_data(cfg, args.split)
