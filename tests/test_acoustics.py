@@ -319,3 +319,17 @@ def test_late_tail_energy_agrees_with_pyroomacoustics_own_tail(single_room):
     )
     for ear in range(2):
         assert energy_db(mine[:, ear]) == pytest.approx(energy_db(reference), abs=2.0)
+
+
+@pytest.mark.parametrize("hbss,bins,length", [(176, 250, 44100), (64, 250, 16000), (176, 40, 44100), (175, 30, 8000),
+                                              (64, 2, 100)])
+def test_late_envelope_equals_linear_interpolation_between_bin_centres(hbss, bins, length):
+    from asgf_nav.acoustics.binaural import _envelope
+
+    rng = np.random.default_rng(hbss + bins)
+    energy = rng.random((8, bins))
+    energy[:, -min(3, bins - 1):] = 0.0
+    centres = (np.arange(bins) + 0.5) * hbss
+    t = np.arange(length)
+    expected = np.stack([np.interp(t, centres, e, left=e[0], right=0.0) for e in energy])
+    np.testing.assert_allclose(_envelope(energy, hbss, length), expected, rtol=0, atol=1e-12)

@@ -97,6 +97,7 @@ class BatchedAudioNavEnv:
         sounds = sorted({e.sound for e in self.episodes})
         self.sound_index = {n: i for i, n in enumerate(sounds)}
         self.sound_table = torch.from_numpy(np.stack([self.world.sound(n) for n in sounds])).to(self.device)
+        self._spectra: dict[int, torch.Tensor] = {}  # FFT size -> (num sounds, F) sound spectra
 
     def _init_state(self) -> None:
         b = self.num_envs
@@ -211,7 +212,7 @@ class BatchedAudioNavEnv:
         obs: dict[str, torch.Tensor] = {}
         spec = None
         if self.cache is not None:
-            spec = self.cache.lookup(self._spectrogram_keys())
+            spec = self.cache.lookup(self.spectrogram_keys())
         for name in self.sensors:
             if name == "rgb":
                 obs[name] = self.views["rgb"][view_index]
@@ -242,7 +243,8 @@ class BatchedAudioNavEnv:
         rows = [np.asarray(provider.compute(state.single(i))) for i in range(self.num_envs)]
         return torch.from_numpy(np.stack(rows)).to(device=self.device, dtype=dtype)
 
-    def _spectrogram_keys(self) -> np.ndarray:
+    def spectrogram_keys(self) -> np.ndarray:
+        """(B,) int64 cache keys of the current spectrograms: codes of (scene, receiver, source, yaw, sound)."""
         sound = np.array([self.sound_index[self.episodes[i].sound] for i in self.ep_index], dtype=np.int64)
         local = self.node - self.offsets[self.scene_idx]
         source = self.goal - self.offsets[self.scene_idx]
@@ -269,9 +271,19 @@ class BatchedAudioNavEnv:
             padded = np.zeros((len(rirs), length, 2), dtype=np.float32)
             for j, r in enumerate(rirs):
                 padded[j, : len(r)] = r
-            sounds = self.sound_table[torch.from_numpy(sound[part]).to(self.device)]
-            out.append(self.spectrogram(sounds, torch.from_numpy(padded)))
+            index = torch.from_numpy(sound[part]).to(self.device)
+            spectra = self._sound_spectra(length)[index]
+            out.append(self.spectrogram(self.sound_table[index], torch.from_numpy(padded), spectra))
         return torch.cat(out)
+
+    def _sound_spectra(self, rir_length: int) -> torch.Tensor:
+        """rfft of every episode sound at the convolution size for ``rir_length``, kept for reuse."""
+        n = self.spectrogram.fft_length(self.sound_table.shape[1], rir_length)
+        if n not in self._spectra:
+            if len(self._spectra) >= 4:  # RIR lengths vary only in synthetic worlds; keep the table small
+                self._spectra.pop(next(iter(self._spectra)))
+            self._spectra[n] = torch.fft.rfft(self.sound_table, n=n)
+        return self._spectra[n]
 
     # ------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -311,6 +323,10 @@ class BatchedAudioNavEnv:
     # ------------------------------------------------------------------------------------ introspection
     def current_episodes(self) -> list[ResolvedEpisode]:
         return [self.episodes[i] for i in self.ep_index]
+
+    def local_nodes(self) -> np.ndarray:
+        """(B,) each env's current node within its own scene."""
+        return self.node - self.offsets[self.scene_idx]
 
     def cache_stats(self) -> dict[str, int]:
         if self.cache is None:

@@ -1,0 +1,95 @@
+"""Spectrogram-cache hit rate over a long run, for several cache sizes at once, without computing audio.
+
+The batched env's CPU speed is set by its spectrogram cache: a hit is a gather, a miss costs about one
+reference step (RIR rendering, FFT convolution, STFT). This replays the cache's keys (scene, receiver,
+source, yaw, sound) through key-only LRU caches of each size while B envs walk, and prints the hit rate
+per window of the run, so a cache size can be chosen from measurements instead of guesses.
+
+    python benchmarks/cache_hit_rate.py --data-root /tmp/asgf_data --config replica_heard.yaml \\
+        --policy random --steps 4000 --sizes 8192 16384 32768 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from env_throughput import Policy  # noqa: E402
+
+from asgf_nav.config import TaskConfig, load_config  # noqa: E402
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv  # noqa: E402
+from asgf_nav.tasks.factory import load_task_data  # noqa: E402
+
+BYTES_PER_ENTRY_44K = 65 * 69 * 2 * 4  # one (65, 69, 2) float32 Replica spectrogram
+
+
+class KeyLru:
+    """The replacement policy of ``SpectrogramCache`` on keys alone."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.keys: OrderedDict[int, None] = OrderedDict()
+
+    def touch(self, key: int) -> bool:
+        if key in self.keys:
+            self.keys.move_to_end(key)
+            return True
+        self.keys[key] = None
+        if len(self.keys) > self.capacity:
+            self.keys.popitem(last=False)
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="replica_heard.yaml")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4000, help="batched steps")
+    parser.add_argument("--windows", type=int, default=8, help="report the hit rate over this many windows")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768, 65536])
+    parser.add_argument("--policy", choices=["random", "guided"], default="random")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = load_config(args.config, [f"scenes.data_root={args.data_root}"] if args.data_root else [])
+    world, episodes = load_task_data(cfg, "train")
+    env = BatchedAudioNavEnv(world, episodes, args.num_envs, sensors=["depth"], cfg=TaskConfig(sensors=["depth"]),
+                             seed=args.seed)  # no spectrogram sensor: only its keys are needed
+    act = Policy(args.policy, args.seed)
+    caches = [KeyLru(size) for size in args.sizes] + [KeyLru(1 << 62)]
+    labels = [str(size) for size in args.sizes] + ["unbounded"]
+    print(f"{args.config}: {len(world.scenes)} train scenes, {len(episodes)} episodes, B = {args.num_envs}, "
+          f"policy {args.policy}; cache sizes in entries ({BYTES_PER_ENTRY_44K / 2**20:.3f} MiB each at 44.1 kHz)")
+    print(f"{'env-steps':>10} " + " ".join(f"{label:>10}" for label in labels) + f" {'distinct':>9}")
+    env.reset()
+    window = max(args.steps // args.windows, 1)
+    hits, lookups, rows = np.zeros(len(caches)), 0, []
+    for step in range(1, args.steps + 1):
+        keys = list(dict.fromkeys(int(k) for k in env.spectrogram_keys()))
+        lookups += len(keys)
+        for j, cache in enumerate(caches):
+            hits[j] += sum(cache.touch(k) for k in keys)
+        if step % window == 0:
+            rates = hits / max(lookups, 1)
+            rows.append({"env_steps": step * args.num_envs, **dict(zip(labels, rates.tolist())),
+                         "distinct": len(caches[-1].keys)})
+            print(f"{step * args.num_envs:>10} " + " ".join(f"{r:>10.3f}" for r in rates)
+                  + f" {len(caches[-1].keys):>9}", flush=True)
+            hits[:], lookups = 0, 0
+        env.step(act(env, args.num_envs))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "windows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
