@@ -274,3 +274,24 @@ def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
     obs = provider.compute(state)
     assert obs.shape == provider.space(world).shape == (head.num_bins,)
     assert obs.dtype == np.float32 and abs(float(obs.sum()) - 1.0) < 1e-4
+
+
+def test_learning_rate_and_snr_curriculum_follow_the_step():
+    from asgf_nav.models.doa.train import learning_rate, snr_lift
+
+    cfg = DoaTrainConfig(lr=1e-3, lr_final_fraction=0.1, max_steps=100, curriculum_db=30.0, curriculum_steps=40)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50) == pytest.approx(0.55e-3)
+    assert learning_rate(cfg, 100) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 500) == pytest.approx(1e-4)
+    assert snr_lift(cfg, 0) == 30.0 and snr_lift(cfg, 20) == 15.0 and snr_lift(cfg, 40) == 0.0
+    assert snr_lift(DoaTrainConfig(curriculum_steps=0), 0) == 0.0
+
+
+def test_rir_pool_rejects_unknown_rooms_and_scenes_without_a_root(tmp_path):
+    from asgf_nav.models.doa.train import rir_pool
+
+    with pytest.raises(ValueError, match="rooms must be one of"):
+        rir_pool(DoaTrainConfig(rooms="castle", pool_dir=str(tmp_path)), "train", 2, 0)
+    with pytest.raises(ValueError, match="needs scenes_root"):
+        rir_pool(DoaTrainConfig(rooms="both", pool_dir=str(tmp_path)), "train", 2, 0)

@@ -39,6 +39,9 @@ class EvalConfig:
     selective: str = "data/doa/selective.pt"
     crnn: str = "data/doa/crnn.pt"
     pool_dir: str = "data/doa/pools"
+    rooms: str = "shoebox"  # test rooms: shoebox | scenes | both (the baked test scenes need scenes_root)
+    scenes_root: str = ""
+    scenes_dataset: str = "replica"
     test_poses: int = 120
     examples: int = 400  # per (SNR, split) condition
     snrs: tuple[float, ...] = (0.0, -5.0, -10.0)
@@ -47,10 +50,15 @@ class EvalConfig:
     threads: int = 2
 
 
+def _rooms_config(cfg: EvalConfig) -> DoaTrainConfig:
+    return DoaTrainConfig(pool_dir=cfg.pool_dir, rooms=cfg.rooms, scenes_root=cfg.scenes_root,
+                          scenes_dataset=cfg.scenes_dataset)
+
+
 def test_sets(cfg: EvalConfig, bank: SoundBank) -> tuple[dict[tuple[str, float], DoaBatch], int]:
     """The fixed evaluation clips (unheard test sounds at every SNR, heard training sounds at 0 dB) and
     their sample rate."""
-    pool = rir_pool(DoaTrainConfig(pool_dir=cfg.pool_dir), "test", cfg.test_poses, TEST_POOL_SEED)
+    pool = rir_pool(_rooms_config(cfg), "test", cfg.test_poses, TEST_POOL_SEED)
     categories = bank.categories()
     sets: dict[tuple[str, float], DoaBatch] = {}
     conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
@@ -69,7 +77,7 @@ def _per_clip(fn: Callable[[np.ndarray], float], batch: DoaBatch, desc: str) -> 
 
 def fit_gmm(bank: SoundBank, cfg: EvalConfig) -> GmmRegression:
     """GMM regression trained on mixtures of training sounds in training rooms (-5..5 dB)."""
-    train_cfg = DoaTrainConfig(pool_dir=cfg.pool_dir)
+    train_cfg = _rooms_config(cfg)
     pool = rir_pool(train_cfg, "train", train_cfg.train_poses, 1000 + train_cfg.seed)
     sampler = DoaExampleSampler(bank, pool, "train", categories=bank.categories())
     batch = sampler.sample(cfg.gmm_train_examples, (-5.0, 5.0), np.random.default_rng(99))

@@ -8,6 +8,7 @@ the category list; :func:`load_model` rebuilds a frozen model from one.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,17 +38,21 @@ class DoaTrainConfig:
     prompt: str = "audio"  # audio | category (selective only)
     out: str = "data/doa/selective.pt"
     pool_dir: str = "data/doa/pools"
-    scenes_root: str = ""  # baked scene data root; empty: shoebox rooms rendered from the HRTF
+    rooms: str = "shoebox"  # shoebox | scenes | both (scenes need scenes_root)
+    scenes_root: str = ""  # baked scene data root, for rooms = scenes | both
     scenes_dataset: str = "replica"
     train_poses: int = 600
     val_poses: int = 60
     sources_per_pose: int = 6
     batch_size: int = 24
     lr: float = 2e-3
+    lr_final_fraction: float = 0.05  # cosine decay from lr to lr * this at max_steps
     weight_decay: float = 1e-4
     doa_weight: float = 10.0
     snr_low: float = -5.0
     snr_high: float = 5.0
+    curriculum_db: float = 30.0  # the SNR range starts this much higher (a nearly clean target) ...
+    curriculum_steps: int = 4000  # ... and falls linearly to [snr_low, snr_high] over these steps
     clip_seconds: float = 0.5
     bin_width: float = 5.0
     patch_dim: int = 48
@@ -62,13 +67,32 @@ class DoaTrainConfig:
 
 
 # --------------------------------------------------------------------------------------------- pools
+ROOM_KINDS = ("shoebox", "scenes", "both")
+
+
 def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirPool:
-    """The cached RIR pool of ``split`` (shoebox rooms, or baked scenes of that split when configured)."""
-    tag = "shoebox" if not cfg.scenes_root else f"{cfg.scenes_dataset}"
+    """The RIR pool of ``split``: shoebox rooms, baked scenes of that split, or both (half the poses each).
+
+    Pools are cached in ``cfg.pool_dir`` under a name that encodes how they were drawn.
+    """
+    if cfg.rooms not in ROOM_KINDS:
+        raise ValueError(f"DoA rooms must be one of {ROOM_KINDS}, got {cfg.rooms!r}")
+    if cfg.rooms != "shoebox" and not cfg.scenes_root:
+        raise ValueError(f"DoA rooms = {cfg.rooms!r} needs scenes_root (the baked scene data root)")
+    if cfg.rooms == "both":
+        half = max(1, num_poses // 2)
+        parts = [_cached_pool(cfg, "shoebox", split, half, seed), _cached_pool(cfg, "scenes", split, half, seed)]
+        return RirPool(np.concatenate([p.rirs for p in parts]), np.concatenate([p.azimuth for p in parts]),
+                       parts[0].sample_rate)
+    return _cached_pool(cfg, cfg.rooms, split, num_poses, seed)
+
+
+def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, seed: int) -> RirPool:
+    tag = "shoebox" if rooms == "shoebox" else cfg.scenes_dataset
     path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}.npz"
     if path.exists():
         return RirPool.load(path)
-    if not cfg.scenes_root:
+    if rooms == "shoebox":
         pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed)
     else:
         pool = _baked_pool(cfg, split, num_poses, seed)
@@ -196,6 +220,20 @@ def predict(model: torch.nn.Module, batch: DoaBatch, chunk: int = 64) -> np.ndar
     return np.concatenate(preds)
 
 
+def learning_rate(cfg: DoaTrainConfig, step: int) -> float:
+    """Cosine decay over ``max_steps``; a function of the step alone, so resumed runs follow the same curve."""
+    progress = min(max(step / max(cfg.max_steps, 1), 0.0), 1.0)
+    final = cfg.lr * cfg.lr_final_fraction
+    return final + (cfg.lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def snr_lift(cfg: DoaTrainConfig, step: int) -> float:
+    """dB added to the training SNR range: localising a clean target first makes the selective task learnable."""
+    if cfg.curriculum_steps <= 0:
+        return 0.0
+    return cfg.curriculum_db * max(0.0, 1.0 - step / cfg.curriculum_steps)
+
+
 def angular_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     err = circular_distance(np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64))
     return {
@@ -249,7 +287,10 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
     )
     model.train()
     while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60:
-        batch = sampler.sample(cfg.batch_size, (cfg.snr_low, cfg.snr_high), rng)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        lift = snr_lift(cfg, step)
+        batch = sampler.sample(cfg.batch_size, (cfg.snr_low + lift, cfg.snr_high + lift), rng)
         loss, parts = training_loss(model, batch, cfg.doa_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
