@@ -46,6 +46,7 @@ class EvalConfig:
     examples: int = 400  # per (SNR, split) condition
     snrs: tuple[float, ...] = (0.0, -5.0, -10.0)
     gmm_train_examples: int = 3000
+    train_poses: int = 600  # the training pool the GMM regression is fitted on (as in pretrain_doa.py)
     out: str = "data/doa/eval.json"
     threads: int = 2
 
@@ -78,7 +79,7 @@ def _per_clip(fn: Callable[[np.ndarray], float], batch: DoaBatch, desc: str) -> 
 def fit_gmm(bank: SoundBank, cfg: EvalConfig) -> GmmRegression:
     """GMM regression trained on mixtures of training sounds in training rooms (-5..5 dB)."""
     train_cfg = _rooms_config(cfg)
-    pool = rir_pool(train_cfg, "train", train_cfg.train_poses, 1000 + train_cfg.seed)
+    pool = rir_pool(train_cfg, "train", cfg.train_poses, 1000 + train_cfg.seed)
     sampler = DoaExampleSampler(bank, pool, "train", categories=bank.categories())
     batch = sampler.sample(cfg.gmm_train_examples, (-5.0, 5.0), np.random.default_rng(99))
     return GmmRegression().fit(_summaries(batch), batch.azimuth.numpy())
@@ -95,9 +96,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     bank = SoundBank.load()
     sets, sr = test_sets(cfg, bank)
     methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}
-    for name, path in (("selective (audio prompt)", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
+    for name, path in (("selective", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
         if Path(path).is_file():
             model = load_model(path)
+            if name == "selective":
+                name = f"selective ({model.cfg.prompt} prompt)"
             methods[name] = lambda b, m=model: predict(m, b)
         else:
             logger.warning("no checkpoint %s: %s is left out of the table", path, name)
