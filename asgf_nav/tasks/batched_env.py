@@ -97,7 +97,6 @@ class BatchedAudioNavEnv:
         sounds = sorted({e.sound for e in self.episodes})
         self.sound_index = {n: i for i, n in enumerate(sounds)}
         self.sound_table = torch.from_numpy(np.stack([self.world.sound(n) for n in sounds])).to(self.device)
-        self._spectra: dict[int, torch.Tensor] = {}  # FFT size -> (num sounds, F) sound spectra
 
     def _init_state(self) -> None:
         b = self.num_envs
@@ -271,19 +270,9 @@ class BatchedAudioNavEnv:
             padded = np.zeros((len(rirs), length, 2), dtype=np.float32)
             for j, r in enumerate(rirs):
                 padded[j, : len(r)] = r
-            index = torch.from_numpy(sound[part]).to(self.device)
-            spectra = self._sound_spectra(length)[index]
-            out.append(self.spectrogram(self.sound_table[index], torch.from_numpy(padded), spectra))
+            sounds = self.sound_table[torch.from_numpy(sound[part]).to(self.device)]
+            out.append(self.spectrogram(sounds, torch.from_numpy(padded)))
         return torch.cat(out)
-
-    def _sound_spectra(self, rir_length: int) -> torch.Tensor:
-        """rfft of every episode sound at the convolution size for ``rir_length``, kept for reuse."""
-        n = self.spectrogram.fft_length(self.sound_table.shape[1], rir_length)
-        if n not in self._spectra:
-            if len(self._spectra) >= 4:  # RIR lengths vary only in synthetic worlds; keep the table small
-                self._spectra.pop(next(iter(self._spectra)))
-            self._spectra[n] = torch.fft.rfft(self.sound_table, n=n)
-        return self._spectra[n]
 
     # ------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

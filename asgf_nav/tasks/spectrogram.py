@@ -89,30 +89,17 @@ class TorchSpectrogram:
         ).to(self.device)
         self.shape = spectrogram_shape(self.sample_rate)
 
-    def fft_length(self, sound_length: int, rir_length: int) -> int:
-        """FFT size of the full linear convolution of a sound and an RIR."""
-        return scipy.fft.next_fast_len(sound_length + rir_length - 1, real=True)
-
-    def audio(
-        self, sounds: torch.Tensor, rirs: torch.Tensor, sound_spectra: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(B, sr) sounds and (B, L, 2) RIRs -> (B, 2, sr) received signals (truncated full convolution).
-
-        ``sound_spectra`` (B, n // 2 + 1), ``rfft(sounds, n=fft_length(...))``, may be passed when the
-        caller keeps them (sounds repeat across many RIRs), saving one FFT per item.
-        """
+    def audio(self, sounds: torch.Tensor, rirs: torch.Tensor) -> torch.Tensor:
+        """(B, sr) sounds and (B, L, 2) RIRs -> (B, 2, sr) received signals (truncated full convolution)."""
         if sounds.ndim != 2 or rirs.ndim != 3 or rirs.shape[2] != 2 or sounds.shape[0] != rirs.shape[0]:
             raise ValueError(f"expected sounds (B, S) and rirs (B, L, 2), got {tuple(sounds.shape)}, "
                              f"{tuple(rirs.shape)}")
         sr = self.sample_rate
-        n = self.fft_length(sounds.shape[1], rirs.shape[1])
-        if sound_spectra is None:
-            sound_spectra = torch.fft.rfft(sounds.float(), n=n)  # (B, F)
-        elif sound_spectra.shape != (sounds.shape[0], n // 2 + 1):
-            raise ValueError(f"sound_spectra must be (B, {n // 2 + 1}) for FFT size {n}, got "
-                             f"{tuple(sound_spectra.shape)}")
+        length = sounds.shape[1] + rirs.shape[1] - 1
+        n = scipy.fft.next_fast_len(length, real=True)
+        sound_f = torch.fft.rfft(sounds.float(), n=n)  # (B, F)
         rir_f = torch.fft.rfft(rirs.float().transpose(1, 2), n=n)  # (B, 2, F)
-        conv = torch.fft.irfft(rir_f * sound_spectra[:, None, :], n=n)[..., :sr]
+        conv = torch.fft.irfft(rir_f * sound_f[:, None, :], n=n)[..., :sr]
         if conv.shape[-1] < sr:
             conv = torch.nn.functional.pad(conv, (0, sr - conv.shape[-1]))
         return conv
@@ -120,7 +107,7 @@ class TorchSpectrogram:
     def from_audio(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 2, sr) signals -> (B, freq, time, 2) pooled log spectrograms."""
         b = audio.shape[0]
-        stft = torch.stft(
+        spec = torch.stft(
             audio.reshape(b * 2, -1),
             n_fft=N_FFT,
             hop_length=HOP_LENGTH,
@@ -129,15 +116,12 @@ class TorchSpectrogram:
             center=True,
             pad_mode="constant",
             return_complex=True,
-        )
-        spec = torch.hypot(stft.real, stft.imag)  # |STFT| (2B, bins, frames); hypot is faster than abs on CPU
+        ).abs()  # (2B, bins, frames)
         f, t = spec.shape[-2:]
         spec = torch.nn.functional.pad(spec, (0, (-t) % POOL, 0, (-f) % POOL))
         pooled = torch.nn.functional.avg_pool2d(spec[:, None], POOL)[:, 0]
         return torch.log1p(pooled).reshape(b, 2, *pooled.shape[-2:]).permute(0, 2, 3, 1).contiguous()
 
-    def __call__(
-        self, sounds: torch.Tensor, rirs: torch.Tensor, sound_spectra: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, sounds: torch.Tensor, rirs: torch.Tensor) -> torch.Tensor:
         """(B, sr) sounds and (B, L, 2) RIRs -> (B, freq, time, 2) float32 spectrogram observations."""
-        return self.from_audio(self.audio(sounds.to(self.device), rirs.to(self.device), sound_spectra))
+        return self.from_audio(self.audio(sounds.to(self.device), rirs.to(self.device)))
