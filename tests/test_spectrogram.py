@@ -87,4 +87,3 @@ def test_channels_are_left_then_right():
 def test_bad_rir_shape_raises():
     with pytest.raises(ValueError, match="shape"):
         spectrogram_np(np.zeros(16000), np.zeros((100,)), 16000)
-

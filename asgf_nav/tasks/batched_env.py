@@ -149,7 +149,7 @@ class BatchedAudioNavEnv:
         self.yaw = np.where(act == TURN_LEFT, (self.yaw + 1) % 4, np.where(act == TURN_RIGHT, (self.yaw + 3) % 4,
                                                                             self.yaw))
         self.steps += 1
-        local = self.node - self.offsets[self.scene_idx]
+        local = self.local_nodes()
         distance = self.goal_hops[b, local].astype(np.float64) * self.grid_sizes[self.scene_idx]
         stop = act == STOP
         at_goal = self.node == self.goal
@@ -229,7 +229,7 @@ class BatchedAudioNavEnv:
         state = BatchObservationState(
             world=self.world,
             episodes=[self.episodes[i] for i in self.ep_index],
-            node=torch.from_numpy(self.node - self.offsets[self.scene_idx]).to(self.device),
+            node=torch.from_numpy(self.local_nodes()).to(self.device),
             yaw=torch.from_numpy(self.yaw).to(self.device),
             step=torch.from_numpy(self.steps).to(self.device),
             position=self.positions_t[node_t],
@@ -245,7 +245,7 @@ class BatchedAudioNavEnv:
     def spectrogram_keys(self) -> np.ndarray:
         """(B,) int64 cache keys of the current spectrograms: codes of (scene, receiver, source, yaw, sound)."""
         sound = np.array([self.sound_index[self.episodes[i].sound] for i in self.ep_index], dtype=np.int64)
-        local = self.node - self.offsets[self.scene_idx]
+        local = self.local_nodes()
         source = self.goal - self.offsets[self.scene_idx]
         n, s = self.max_nodes, len(self.sound_index)
         return (((self.scene_idx * n + local) * n + source) * 4 + self.yaw) * s + sound
@@ -283,7 +283,7 @@ class BatchedAudioNavEnv:
             "started": self._started,
             "samplers": [s.state_dict() for s in self.samplers],
             "ep_index": self.ep_index.copy(),
-            "node_local": self.node - self.offsets[self.scene_idx],
+            "node_local": self.local_nodes(),
             "yaw": self.yaw.copy(),
             "steps": self.steps.copy(),
             "path_length": self.path_length.copy(),
