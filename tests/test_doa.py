@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from asgf_nav.acoustics.binaural import EarlyPaths
 from asgf_nav.models.doa.classical import ArrayDoa, gcc_phat, lateral_fold
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.features import (
@@ -20,7 +21,14 @@ from asgf_nav.models.doa.features import (
     tri_band_patches,
 )
 from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss
-from asgf_nav.models.doa.rooms import render_shoebox_rir, scene_pool, shoebox_pool
+from asgf_nav.models.doa.rooms import (
+    SPEED_OF_SOUND,
+    RirPool,
+    has_direct_path,
+    render_shoebox_rir,
+    scene_pool,
+    shoebox_pool,
+)
 from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, predict, save_checkpoint, training_loss
 from asgf_nav.sounds.bank import SoundBank
 
@@ -118,11 +126,37 @@ def test_scene_pool_labels_from_node_positions():
             out[source, 0] = 1.0
             return out
 
+        def paths(self, receiver: int, source: int) -> EarlyPaths:
+            straight = np.linalg.norm(FakeScene.positions[receiver] - FakeScene.positions[source])
+            # a wall between nodes 1 and 3: only a reflection, 1 m longer than the straight line, arrives
+            first = straight + (1.0 if {receiver, source} == {1, 3} else 0.0)
+            delay = np.array([first, first + 3.0]) / SPEED_OF_SOUND
+            return EarlyPaths(delay, np.zeros(2), np.zeros(2), np.ones((2, 1)))
+
     pool = scene_pool(FakeScene(), FakeRirs(), num_poses=6, sources_per_pose=3, seed=0, rir_seconds=0.02)
     assert pool.rirs.shape == (6, 3, 320, 2)
     assert np.all(pool.rirs.max(axis=(2, 3)) > 0.1)  # resampled to 16 kHz, impulse kept
     # every label matches the geometry of some receiver/yaw: angles are multiples of 45 degrees here
     assert np.allclose(np.mod(pool.azimuth, 45.0) * np.mod(-pool.azimuth, 45.0), 0.0, atol=1e-6)
+    # line of sight: exactly the pairs whose first arrival travels the straight distance
+    assert pool.line_of_sight.dtype == bool and pool.line_of_sight.shape == (6, 3)
+    positions, rirs = FakeScene.positions, FakeRirs()
+    assert has_direct_path(rirs, positions, 0, 1) and not has_direct_path(rirs, positions, 1, 3)
+
+
+def test_rir_pool_keeps_line_of_sight_through_save_and_load(tmp_path):
+    pool = shoebox_pool(3, 2, seed=2, progress=False)
+    assert pool.line_of_sight.all()  # an empty shoebox hides nothing
+    pool.line_of_sight = np.array([[True, False], [True, True], [False, True]])
+    pool.save(tmp_path / "pool.npz")
+    assert np.array_equal(RirPool.load(tmp_path / "pool.npz").line_of_sight, pool.line_of_sight)
+    np.savez(tmp_path / "old.npz", rirs=pool.rirs, azimuth=pool.azimuth, sample_rate=pool.sample_rate)
+    assert RirPool.load(tmp_path / "old.npz").line_of_sight is None  # saved before the flag existed
+    sampler = DoaExampleSampler(SoundBank.load(), pool, "train", clip_seconds=0.1)
+    batch = sampler.sample(40, 0.0, np.random.default_rng(0))
+    assert batch.line_of_sight.dtype == torch.bool and not batch.line_of_sight.all()
+    with pytest.raises(ValueError, match="line_of_sight"):
+        RirPool(pool.rirs, pool.azimuth, pool.sample_rate, np.ones((2, 2), dtype=bool))
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -167,6 +201,25 @@ def test_loss_parts_and_output_shapes(bank):
     assert doa_loss(perfect, out["masked"], net.cfg.grid.encode(batch.azimuth))[0].item() == pytest.approx(
         0.0
     )
+
+
+def test_mask_head_kinds_and_old_checkpoint_configs(bank):
+    cfg = _tiny_config()
+    old = cfg.to_dict()
+    del old["mask_head"]  # configs stored before the template mask head existed
+    assert DoaNetConfig.from_dict(old).mask_head == "mlp"
+    assert SelectiveDoaNet(DoaNetConfig.from_dict(old)).mask_head is None
+    with pytest.raises(ValueError, match="mask head 'unet'"):
+        SelectiveDoaNet(DoaNetConfig(**{**cfg.to_dict(), "mask_head": "unet", "stft": cfg.stft}))
+    # the template head reads the prompt per bin: two prompts give two different masks of one mixture
+    torch.manual_seed(0)
+    net = SelectiveDoaNet(cfg).eval()
+    sampler = DoaExampleSampler(bank, shoebox_pool(2, 3, seed=1, progress=False), "train", clip_seconds=0.25)
+    batch = sampler.sample(2, 0.0, np.random.default_rng(3))
+    mixture = batch.mixture[:1].expand(2, -1, -1)
+    with torch.no_grad():
+        mask = net(mixture, batch.prompt)["mask"]
+    assert not torch.allclose(mask[0], mask[1], atol=1e-4)
 
 
 def test_head_learns_on_a_tiny_generated_set(bank):

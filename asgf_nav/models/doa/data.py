@@ -29,6 +29,7 @@ class DoaBatch:
     category: torch.Tensor  # (B,) long index into the sampler's category list
     azimuth: torch.Tensor  # (B,) degrees, the target's direct path
     distractor_azimuth: torch.Tensor  # (B,) degrees
+    line_of_sight: torch.Tensor  # (B,) bool: the target's direct path reaches the listener
 
     def __len__(self) -> int:
         return int(self.azimuth.shape[0])
@@ -117,7 +118,8 @@ class DoaExampleSampler:
         self, batch_size: int, snr_db: float | tuple[float, float], rng: np.random.Generator
     ) -> DoaBatch:
         """``batch_size`` examples; ``snr_db`` a fixed value or a (low, high) range drawn per example."""
-        out = {k: [] for k in ("mixture", "target", "prompt", "category", "azimuth", "distractor_azimuth")}
+        out = {k: [] for k in DoaBatch.__dataclass_fields__}
+        los = self.pool.line_of_sight
         for _ in range(batch_size):
             target = self.targets[int(rng.integers(len(self.targets)))]
             cat = self.bank.category(target)
@@ -151,6 +153,7 @@ class DoaExampleSampler:
             out["category"].append(self.categories.index(cat))
             out["azimuth"].append(self.pool.azimuth[pose, j_t])
             out["distractor_azimuth"].append(self.pool.azimuth[pose, j_d])
+            out["line_of_sight"].append(True if los is None else bool(los[pose, j_t]))
         return DoaBatch(
             mixture=torch.from_numpy(np.stack(out["mixture"]).astype(np.float32)),
             target=torch.from_numpy(np.stack(out["target"]).astype(np.float32)),
@@ -158,4 +161,5 @@ class DoaExampleSampler:
             category=torch.as_tensor(out["category"], dtype=torch.long),
             azimuth=torch.as_tensor(out["azimuth"], dtype=torch.float32),
             distractor_azimuth=torch.as_tensor(out["distractor_azimuth"], dtype=torch.float32),
+            line_of_sight=torch.as_tensor(out["line_of_sight"], dtype=torch.bool),
         )

@@ -11,7 +11,11 @@ Pipeline for a binaural mixture and a prompt that names the target:
    (per-patch projections W^q, W^k, W^v); band-importance weights are the softmax over patches of the
    mean-pooled raw attention maps q k^T; the patch outputs are summed with those weights.
 4. Spatial refiner: an MLP gives per-frame softmax weights over the three resolutions; the fused (T, 64)
-   feature drives an MLP predicting a time-frequency mask over the mixture's spectrogram.
+   feature drives an MLP predicting a time-frequency mask over the mixture's spectrogram. With
+   ``mask_head="template"`` (the default) that MLP's output is one input of a small prompt-conditioned
+   conv net over the (T, F) grid, which also sees the mixture's level, the prompt's spectral template
+   per bin and the interaural cues per bin, and whose hidden channels are modulated (FiLM) by the prompt
+   embedding: a per-frame 64-d feature alone cannot say which of 256 bins belong to the target.
 5. The mask weights the interaural spectrum (a mask-weighted temporal average of cos/sin IPD and ILD per
    bin); an MLP with softmax gives the posterior over azimuth bins covering 360 degrees.
 
@@ -51,6 +55,7 @@ class DoaNetConfig:
     prompt: str = "audio"  # audio | category
     num_categories: int = 0  # size of the category vocabulary (prompt="category")
     categories: list[str] = field(default_factory=list)
+    mask_head: str = "template"  # template | mlp (the fused-feature MLP alone)
     stft: StftConfig = field(default_factory=StftConfig)
 
     def to_dict(self) -> dict:
@@ -61,6 +66,7 @@ class DoaNetConfig:
         data = dict(data)
         data["stft"] = StftConfig(**data.get("stft", {}))
         data["band_widths"] = tuple(data.get("band_widths", (32, 128)))
+        data.setdefault("mask_head", "mlp")  # checkpoints from before the template mask head
         return cls(**data)
 
     @property
@@ -113,6 +119,11 @@ class AudioPromptEncoder(nn.Module):
         self.proj = nn.Linear(128, out_dim)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.embed_and_template(clip)[0]
+
+    def embed_and_template(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) clip -> embedding (B, D) and spectral template (B, F): the clip's time-averaged log
+        power per 4-bin band, repeated to every bin, mean removed."""
         window = torch.hann_window(self.stft.n_fft, device=clip.device)
         spec = torch.stft(
             clip.float(),
@@ -127,7 +138,42 @@ class AudioPromptEncoder(nn.Module):
         logmag = torch.log(power + 1e-8)
         logmag = (logmag - logmag.mean(dim=(1, 2), keepdim=True)) / 8.0
         h = self.net(logmag[:, None])  # (B, 64, F', T')
-        return self.proj(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
+        embedding = self.proj(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
+        template = 0.5 * torch.log(power.mean(dim=2) + 1e-8)  # log magnitude, as the level feature
+        template = (template - template.mean(dim=1, keepdim=True)) / 4.0
+        return embedding, template.repeat_interleave(4, dim=1)
+
+
+class PromptMaskHead(nn.Module):
+    """Time-frequency mask from per-bin evidence, conditioned on the prompt.
+
+    Input channels per (t, f): the fused-feature MLP's mask logit, the mixture's log level, the prompt's
+    template, their difference, cos/sin IPD and ILD; two 3x3 conv layers whose hidden channels are
+    scaled and shifted by the prompt embedding (FiLM), then a 1x1 conv to the mask logit.
+    """
+
+    IN_CHANNELS = 7
+
+    def __init__(self, prompt_dim: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(self.IN_CHANNELS, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=(1, 2), dilation=(1, 2))
+        self.out = nn.Conv2d(hidden, 1, 1)
+        self.film = nn.Linear(prompt_dim, 4 * hidden)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(
+        self, mlp_logit: torch.Tensor, feats: torch.Tensor, template: torch.Tensor, prompt: torch.Tensor
+    ) -> torch.Tensor:
+        """mlp_logit (B, T, F), feats (B, 4, T, F), template (B, F), prompt (B, D) -> logit (B, T, F)."""
+        level = feats[:, 3]
+        tmpl = template[:, None, :].expand_as(level)
+        x = torch.stack([mlp_logit, level, tmpl, level - tmpl, feats[:, 0], feats[:, 1], feats[:, 2]], dim=1)
+        g1, b1, g2, b2 = self.film(prompt)[:, :, None, None].chunk(4, dim=1)
+        h = nn.functional.gelu(self.conv1(x) * (1 + g1) + b1)
+        h = nn.functional.gelu(self.conv2(h) * (1 + g2) + b2)
+        return mlp_logit + self.out(h)[:, 0]
 
 
 class SelectiveDoaNet(nn.Module):
@@ -159,6 +205,15 @@ class SelectiveDoaNet(nn.Module):
             self.prompt_encoder = nn.Embedding(cfg.num_categories, d)
         else:
             raise ValueError(f"unknown DoA prompt kind {cfg.prompt!r}; expected 'audio' or 'category'")
+        if cfg.mask_head == "template":
+            self.mask_head: PromptMaskHead | None = PromptMaskHead(d)
+            if cfg.prompt == "category":  # a learned spectral template per category
+                self.category_template = nn.Embedding(cfg.num_categories, f)
+                nn.init.zeros_(self.category_template.weight)
+        elif cfg.mask_head == "mlp":
+            self.mask_head = None
+        else:
+            raise ValueError(f"unknown DoA mask head {cfg.mask_head!r}; expected 'template' or 'mlp'")
         self.mixture_semantic = nn.Sequential(nn.Linear(f // 4, d), nn.GELU(), nn.Linear(d, d))
         self.sbf_in = nn.Linear(2 * d, d)
         self.sbf = nn.TransformerEncoderLayer(
@@ -179,6 +234,14 @@ class SelectiveDoaNet(nn.Module):
     def encode_prompt(self, prompt: torch.Tensor) -> torch.Tensor:
         """(B, N) reference waveforms (prompt="audio") or (B,) category indices -> (B, D)."""
         return self.prompt_encoder(prompt)
+
+    def _prompt_and_template(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prompt embedding (B, D) and, for the template mask head, the spectral template (B, F)."""
+        if self.mask_head is None:
+            return self.encode_prompt(prompt), None
+        if self.cfg.prompt == "audio":
+            return self.prompt_encoder.embed_and_template(prompt)
+        return self.encode_prompt(prompt), self.category_template(prompt)
 
     def _semantic_query(self, level: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
         """(B, T, F) mixture log level and (B, D) prompt -> SBF query sequence (B, T, D)."""
@@ -206,7 +269,8 @@ class SelectiveDoaNet(nn.Module):
         (B, K), ``mask`` (B, T, F), ``masked`` (B, T, F) compressed magnitude, ``band_weights`` (B, T, 3)."""
         spec = binaural_stft(audio, self.cfg.stft)
         feats = interaural_features(spec)  # (B, 4, T, F)
-        query = self._semantic_query(feats[:, 3], self.encode_prompt(prompt))
+        prompt_emb, template = self._prompt_and_template(prompt)
+        query = self._semantic_query(feats[:, 3], prompt_emb)
         fused_bands, betas = [], []
         for band, patches in enumerate(tri_band_patches(feats, self.cfg.band_widths)):
             z, beta = self._align_band(band, patches, query)
@@ -215,7 +279,10 @@ class SelectiveDoaNet(nn.Module):
         stacked = torch.stack(fused_bands, dim=2)  # (B, T, 3, P)
         alpha = torch.softmax(self.band_weights(stacked.flatten(2)), dim=-1)  # (B, T, 3)
         fused = (alpha[..., None] * stacked).sum(dim=2)  # (B, T, P)
-        mask = torch.sigmoid(self.mask_mlp(fused))  # (B, T, F)
+        mask_logit = self.mask_mlp(fused)  # (B, T, F)
+        if self.mask_head is not None:
+            mask_logit = self.mask_head(mask_logit, feats, template, prompt_emb)
+        mask = torch.sigmoid(mask_logit)
         magnitude = compressed_magnitude(spec)
         masked = mask * magnitude
         posterior = torch.softmax(self.doa_mlp(self._masked_spatial_spectrum(feats, masked)), dim=-1)
@@ -253,4 +320,7 @@ def doa_loss(
     recon = torch.mean((out["masked"] - target_magnitude) ** 2)
     posterior = torch.sum((out["posterior"] - target_posterior) ** 2, dim=1).mean()
     total = recon + doa_weight * posterior
-    return total, {"recon": float(recon.detach()), "posterior_mse": float(posterior.detach())}
+    parts = {"recon": float(recon.detach()), "posterior_mse": float(posterior.detach())}
+    if "mask" in out:  # a mean near 1 means the mask has saturated open and selects nothing
+        parts["mask_mean"] = float(out["mask"].detach().mean())
+    return total, parts

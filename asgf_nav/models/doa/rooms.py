@@ -3,6 +3,8 @@
 A pool holds, for P listening poses (room, receiver, yaw), the binaural RIRs of J source positions in the
 same room: ``rirs`` (P, J, L, 2) with channel 0 the left ear and ``azimuth`` (P, J) in the convention of
 :mod:`asgf_nav.models.doa.features`. A target and a distractor are two different sources of one pose.
+``line_of_sight`` (P, J) says whether the direct path reaches the receiver: behind a wall the labelled
+direct-path azimuth cannot be heard (the sound arrives through doorways), which evaluations report apart.
 
 Two builders: :func:`shoebox_pool` renders random shoebox rooms from the KEMAR HRTF (image sources up
 to second order, each arriving through the HRIR of its own direction, plus an exponentially decaying
@@ -34,6 +36,7 @@ class RirPool:
     rirs: np.ndarray  # (P, J, L, 2) float32
     azimuth: np.ndarray  # (P, J) degrees
     sample_rate: int
+    line_of_sight: np.ndarray | None = None  # (P, J) bool; None = not recorded (pools saved before it)
 
     def __post_init__(self) -> None:
         p, j = self.azimuth.shape
@@ -41,6 +44,8 @@ class RirPool:
             raise ValueError(f"RIR pool: rirs {self.rirs.shape} do not match azimuth {self.azimuth.shape}")
         if j < 2:
             raise ValueError("RIR pool needs at least two sources per pose (target and distractor)")
+        if self.line_of_sight is not None and self.line_of_sight.shape != (p, j):
+            raise ValueError(f"RIR pool: line_of_sight {self.line_of_sight.shape} does not match ({p}, {j})")
 
     @property
     def num_poses(self) -> int:
@@ -55,7 +60,8 @@ class RirPool:
 
         def _write(p) -> None:
             with open(p, "wb") as f:
-                np.savez(f, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate)
+                extra = {} if self.line_of_sight is None else {"line_of_sight": self.line_of_sight}
+                np.savez(f, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate, **extra)
 
         atomic_write(path, _write)
 
@@ -63,7 +69,8 @@ class RirPool:
     def load(cls, path) -> RirPool:
         try:
             data = np.load(path)
-            return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]))
+            los = data["line_of_sight"].astype(bool) if "line_of_sight" in data.files else None
+            return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]), los)
         except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"cannot read RIR pool {path}: {err}") from err
 
@@ -171,7 +178,7 @@ def shoebox_pool(
                 rng=rng,
             )
             azimuth[p, j] = relative_azimuth(receiver, source, yaw)
-    return RirPool(rirs, azimuth, sample_rate)
+    return RirPool(rirs, azimuth, sample_rate, np.ones(azimuth.shape, dtype=bool))  # empty box: always seen
 
 
 # --------------------------------------------------------------------------------------------- baked
@@ -198,6 +205,7 @@ def scene_pool(
     length = int(rir_seconds * sample_rate)
     rirs = np.zeros((num_poses, sources_per_pose, length, 2), dtype=np.float32)
     azimuth = np.zeros((num_poses, sources_per_pose))
+    line_of_sight = np.zeros((num_poses, sources_per_pose), dtype=bool)
     for p in tqdm(range(num_poses), desc=f"scene RIRs {scene.name}", mininterval=2):
         receiver = int(rng.integers(scene.num_nodes))
         yaw_index = int(rng.integers(4))
@@ -209,4 +217,15 @@ def scene_pool(
             n = min(length, rir.shape[0])
             rirs[p, j, :n] = rir[:n]
             azimuth[p, j] = relative_azimuth(positions[receiver], positions[int(src)], 90.0 * yaw_index)
-    return RirPool(rirs, azimuth, sample_rate)
+            line_of_sight[p, j] = has_direct_path(scene_rirs, positions, receiver, int(src))
+    return RirPool(rirs, azimuth, sample_rate, line_of_sight)
+
+
+def has_direct_path(scene_rirs, positions: np.ndarray, receiver: int, source: int, tolerance: float = 0.05) -> bool:
+    """Whether the direct sound is among the baked visible specular paths: the first path's travel
+    distance equals the straight receiver-source distance (within ``tolerance`` metres)."""
+    delays = scene_rirs.paths(receiver, source).delay
+    if len(delays) == 0:
+        return False
+    straight = float(np.linalg.norm(positions[receiver] - positions[source]))
+    return abs(float(np.min(delays)) * SPEED_OF_SOUND - straight) < tolerance

@@ -36,6 +36,7 @@ class DoaTrainConfig:
 
     model: str = "selective"  # selective | crnn
     prompt: str = "audio"  # audio | category (selective only)
+    mask_head: str = "template"  # template | mlp (selective only; see network.py)
     out: str = "data/doa/selective.pt"
     pool_dir: str = "data/doa/pools"
     rooms: str = "shoebox"  # shoebox | scenes | both (scenes need scenes_root)
@@ -51,7 +52,7 @@ class DoaTrainConfig:
     doa_weight: float = 10.0
     snr_low: float = -5.0
     snr_high: float = 5.0
-    curriculum_db: float = 30.0  # the SNR range starts this much higher (a nearly clean target) ...
+    curriculum_db: float = 0.0  # the SNR range may start this much higher (a cleaner target) ...
     curriculum_steps: int = 4000  # ... and falls linearly to [snr_low, snr_high] over these steps
     clip_seconds: float = 0.5
     bin_width: float = 5.0
@@ -83,7 +84,7 @@ def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirP
         half = max(1, num_poses // 2)
         parts = [_cached_pool(cfg, "shoebox", split, half, seed), _cached_pool(cfg, "scenes", split, half, seed)]
         return RirPool(np.concatenate([p.rirs for p in parts]), np.concatenate([p.azimuth for p in parts]),
-                       parts[0].sample_rate)
+                       parts[0].sample_rate, np.concatenate([p.line_of_sight for p in parts]))
     return _cached_pool(cfg, cfg.rooms, split, num_poses, seed)
 
 
@@ -91,7 +92,13 @@ def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, se
     tag = "shoebox" if rooms == "shoebox" else cfg.scenes_dataset
     path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}.npz"
     if path.exists():
-        return RirPool.load(path)
+        pool = RirPool.load(path)
+        if pool.line_of_sight is not None:
+            return pool
+        if rooms == "shoebox":  # an empty box: every source is in sight
+            pool.line_of_sight = np.ones(pool.azimuth.shape, dtype=bool)
+            return pool
+        logger.info("RIR pool %s predates line-of-sight flags; rebuilding it", path)
     if rooms == "shoebox":
         pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed)
     else:
@@ -116,6 +123,7 @@ def _baked_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> R
         np.concatenate([p.rirs for p in pools]),
         np.concatenate([p.azimuth for p in pools]),
         pools[0].sample_rate,
+        np.concatenate([p.line_of_sight for p in pools]),
     )
 
 
@@ -139,6 +147,7 @@ def build_model(
                 model_dim=cfg.model_dim,
                 num_categories=len(cats),
                 categories=cats,
+                mask_head=cfg.mask_head,
                 stft=StftConfig(),
             )
         )
@@ -228,7 +237,8 @@ def learning_rate(cfg: DoaTrainConfig, step: int) -> float:
 
 
 def snr_lift(cfg: DoaTrainConfig, step: int) -> float:
-    """dB added to the training SNR range: localising a clean target first makes the selective task learnable."""
+    """dB added to the training SNR range early on (off by default: with the template mask head a clean
+    start taught the mask to stay open)."""
     if cfg.curriculum_steps <= 0:
         return 0.0
     return cfg.curriculum_db * max(0.0, 1.0 - step / cfg.curriculum_steps)
