@@ -152,6 +152,9 @@ def test_rir_pool_keeps_line_of_sight_through_save_and_load(tmp_path):
     assert np.array_equal(RirPool.load(tmp_path / "pool.npz").line_of_sight, pool.line_of_sight)
     np.savez(tmp_path / "old.npz", rirs=pool.rirs, azimuth=pool.azimuth, sample_rate=pool.sample_rate)
     assert RirPool.load(tmp_path / "old.npz").line_of_sight is None  # saved before the flag existed
+    both = RirPool.concat([pool, shoebox_pool(2, 2, seed=3, progress=False)])
+    assert both.num_poses == 5 and np.array_equal(both.line_of_sight[:3], pool.line_of_sight)
+    assert RirPool.concat([pool, RirPool.load(tmp_path / "old.npz")]).line_of_sight is None
     sampler = DoaExampleSampler(SoundBank.load(), pool, "train", clip_seconds=0.1)
     batch = sampler.sample(40, 0.0, np.random.default_rng(0))
     assert batch.line_of_sight.dtype == torch.bool and not batch.line_of_sight.all()

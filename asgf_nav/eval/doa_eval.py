@@ -137,29 +137,28 @@ def evaluate(cfg: EvalConfig) -> dict:
     return results
 
 
+def _table(methods: dict, conditions: list[str], header: list[str], cell) -> list[str]:
+    lines = ["| method | " + " | ".join(header) + " |", "|---" * (len(conditions) + 1) + "|"]
+    for name, per in methods.items():
+        lines.append(f"| {name} | " + " | ".join(cell(per[c]) for c in conditions) + " |")
+    return lines
+
+
 def markdown_table(results: dict) -> str:
-    """One table: rows = methods, columns = conditions, cells = MAE / ACC5 / ACC20."""
+    """Rows = methods, columns = conditions, cells = MAE / ACC5 / ACC20 (lateral MAE); then the same
+    metrics over the line-of-sight clips when the results have them."""
     methods = results["methods"]
     conditions = list(next(iter(methods.values())))
-    lines = [
-        "| method | " + " | ".join(f"{c}: MAE / ACC5 / ACC20 (lateral MAE)" for c in conditions) + " |",
-        "|---" * (len(conditions) + 1) + "|",
-    ]
-    for name, per in methods.items():
-        cells = [
-            f"{m['mae']:.1f} / {m['acc5']:.1f} / {m['acc20']:.1f} ({m['mae_lateral']:.1f})"
-            for m in (per[c] for c in conditions)
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines = _table(
+        methods, conditions, [f"{c}: MAE / ACC5 / ACC20 (lateral MAE)" for c in conditions],
+        lambda m: f"{m['mae']:.1f} / {m['acc5']:.1f} / {m['acc20']:.1f} ({m['mae_lateral']:.1f})",
+    )
     first = next(iter(methods.values()))
     if all("line_of_sight" in first[c] for c in conditions):
         shares = ", ".join(f"{c}: {first[c]['line_of_sight_share']:.0f} %" for c in conditions)
-        lines += ["", f"Line-of-sight clips only ({shares} of the clips): MAE / ACC5 / ACC20", "",
-                  "| method | " + " | ".join(conditions) + " |", "|---" * (len(conditions) + 1) + "|"]
-        for name, per in methods.items():
-            cells = [
-                f"{m['mae']:.1f} / {m['acc5']:.1f} / {m['acc20']:.1f}"
-                for m in (per[c]["line_of_sight"] for c in conditions)
-            ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"Line-of-sight clips only ({shares} of the clips): MAE / ACC5 / ACC20", ""]
+        lines += _table(
+            methods, conditions, conditions,
+            lambda m: "{mae:.1f} / {acc5:.1f} / {acc20:.1f}".format(**m["line_of_sight"]),
+        )
     return "\n".join(lines)

@@ -66,6 +66,14 @@ class RirPool:
         atomic_write(path, _write)
 
     @classmethod
+    def concat(cls, pools: list[RirPool]) -> RirPool:
+        """One pool with the poses of ``pools`` (same sample rate, sources per pose and RIR length)."""
+        flags = [p.line_of_sight for p in pools]
+        los = None if any(f is None for f in flags) else np.concatenate(flags)
+        return cls(np.concatenate([p.rirs for p in pools]), np.concatenate([p.azimuth for p in pools]),
+                   pools[0].sample_rate, los)
+
+    @classmethod
     def load(cls, path) -> RirPool:
         try:
             data = np.load(path)

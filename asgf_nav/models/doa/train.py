@@ -82,9 +82,9 @@ def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirP
         raise ValueError(f"DoA rooms = {cfg.rooms!r} needs scenes_root (the baked scene data root)")
     if cfg.rooms == "both":
         half = max(1, num_poses // 2)
-        parts = [_cached_pool(cfg, "shoebox", split, half, seed), _cached_pool(cfg, "scenes", split, half, seed)]
-        return RirPool(np.concatenate([p.rirs for p in parts]), np.concatenate([p.azimuth for p in parts]),
-                       parts[0].sample_rate, np.concatenate([p.line_of_sight for p in parts]))
+        return RirPool.concat(
+            [_cached_pool(cfg, "shoebox", split, half, seed), _cached_pool(cfg, "scenes", split, half, seed)]
+        )
     return _cached_pool(cfg, cfg.rooms, split, num_poses, seed)
 
 
@@ -119,12 +119,7 @@ def _baked_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> R
         scene = Scene.open(cfg.scenes_root, cfg.scenes_dataset, name)
         per_scene = max(1, num_poses // len(names))
         pools.append(scene_pool(scene, SceneRirs(scene.store), per_scene, cfg.sources_per_pose, seed + i))
-    return RirPool(
-        np.concatenate([p.rirs for p in pools]),
-        np.concatenate([p.azimuth for p in pools]),
-        pools[0].sample_rate,
-        np.concatenate([p.line_of_sight for p in pools]),
-    )
+    return RirPool.concat(pools)
 
 
 # --------------------------------------------------------------------------------------------- models
