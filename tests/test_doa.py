@@ -351,3 +351,15 @@ def test_rir_pool_rejects_unknown_rooms_and_scenes_without_a_root(tmp_path):
         rir_pool(DoaTrainConfig(rooms="castle", pool_dir=str(tmp_path)), "train", 2, 0)
     with pytest.raises(ValueError, match="needs scenes_root"):
         rir_pool(DoaTrainConfig(rooms="both", pool_dir=str(tmp_path)), "train", 2, 0)
+
+
+def test_benchmark_table_has_a_line_of_sight_section():
+    from asgf_nav.eval.doa_eval import markdown_table
+
+    m = {"mae": 10.0, "acc5": 50.0, "acc20": 80.0, "mae_lateral": 5.0, "line_of_sight_share": 75.0,
+         "line_of_sight": {"mae": 8.0, "acc5": 60.0, "acc20": 90.0}}
+    table = markdown_table({"methods": {"a": {"unheard +0 dB": m}, "b": {"unheard +0 dB": m}}})
+    assert "| a | 10.0 / 50.0 / 80.0 (5.0) |" in table
+    assert "(unheard +0 dB: 75 % of the clips)" in table and "| b | 8.0 / 60.0 / 90.0 |" in table
+    without = {k: v for k, v in m.items() if not k.startswith("line_of_sight")}
+    assert "Line-of-sight" not in markdown_table({"methods": {"a": {"unheard +0 dB": without}}})
