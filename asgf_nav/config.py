@@ -70,6 +70,9 @@ class TaskConfig:
     use_doa: bool = False  # add the frozen selective DoA head's posterior as a "doa" observation
     doa_checkpoint: str = ""  # empty: the packaged weights (asgf_nav/models/doa/weights/selective_doa.pt)
     spectrogram_cache_size: int = 8192  # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz)
+    # baked spectrograms (scripts/bake_spectrograms.py) the batched env reads its misses from:
+    # "auto" = {data root}/spectrograms, used for the (scene, sound) pairs baked there; "" = never; or a path
+    spectrogram_store: str = "auto"
 
 
 @dataclass

@@ -9,12 +9,17 @@ Two columns for the batched env, because its speed depends on its spectrogram ca
   reached by then (printed). This is what training sees after that many steps.
 - "cached": the same steps replayed with every spectrogram already cached (the upper bound).
 
+With ``--spectrogram-store DIR`` (baked by scripts/bake_spectrograms.py) the batched env reads its misses
+from the store where it covers them; the "store" column is the share of misses read from it.
+
 ``--policy random`` (default) walks randomly; ``--policy guided`` follows the shortest path with
 probability 0.7 and acts randomly otherwise, a stand-in for a learning agent (fewer revisits).
 
     python benchmarks/env_throughput.py                       # synthetic replica-sized world, CPU (+CUDA)
     python benchmarks/env_throughput.py --world embedded --config replica_heard.yaml --sizes 64 \
         --warmup 300 --cache-size 16384                       # baked scenes, training-like cache state
+    python benchmarks/env_throughput.py --world embedded --config replica_heard.yaml --sizes 64 \
+        --sound-splits heard --spectrogram-store DATA/spectrograms   # misses read from baked spectrograms
     python benchmarks/env_throughput.py --sizes 64 --steps 100 --json out.json
 """
 
@@ -75,11 +80,12 @@ def episodes_for(world, sound_split: str, per_scene: int, unheard_sounds: list[s
 
 
 def time_batched(world, episodes, num_envs: int, device: str, steps: int, warmup: int, cache_size: int,
-                 policy: str, seed: int = 0) -> dict:
+                 policy: str, seed: int = 0, spectrogram_store: str | None = None) -> dict:
     """Live: ``steps`` steps after ``warmup`` steps, timing only ``env.step`` (misses included, at the hit
     rate reached). Cached: the same actions replayed from the saved env state, every spectrogram cached."""
     env = BatchedAudioNavEnv(world, episodes, num_envs, device=device, sensors=SENSORS, seed=seed,
-                             cache_size=cache_size, cfg=TaskConfig(sensors=SENSORS))
+                             cache_size=cache_size, cfg=TaskConfig(sensors=SENSORS),
+                             spectrogram_store=spectrogram_store)
     act = Policy(policy, seed)
     env.reset()
     sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
@@ -97,7 +103,9 @@ def time_batched(world, episodes, num_envs: int, device: str, steps: int, warmup
         elapsed += time.perf_counter() - start
     after = env.cache_stats()
     hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
-    result = {"live": num_envs * steps / elapsed, "hit_rate": hits / max(hits + misses, 1)}
+    reads = after["store_reads"] - before["store_reads"]
+    result = {"live": num_envs * steps / elapsed, "hit_rate": hits / max(hits + misses, 1),
+              "store_share": reads / max(misses, 1)}
     env.load_state_dict(state)
     sync()
     start = time.perf_counter()
@@ -138,6 +146,7 @@ def main() -> None:
     parser.add_argument("--sample-rate", type=int, default=44100)
     parser.add_argument("--grid", type=int, nargs=2, default=[14, 10], help="synthetic grid nodes (nx nz)")
     parser.add_argument("--sources", type=int, default=24)
+    parser.add_argument("--spectrogram-store", default=None, help="baked spectrograms for the batched env")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
@@ -163,18 +172,18 @@ def main() -> None:
         episodes = episodes_for(world, sound_split, 500, unheard)
         ref = time_reference(world, episodes, args.ref_steps)
         print(f"\n[{sound_split}] per-step reference: {ref:.1f} env-steps/s")
-        print(f"{'device':>6} {'B':>5} {'live steps/s':>13} {'x ref':>7} {'hit rate':>9} {'cached steps/s':>15} "
-              f"{'x ref':>7}")
+        print(f"{'device':>6} {'B':>5} {'live steps/s':>13} {'x ref':>7} {'hit rate':>9} {'store':>6} "
+              f"{'cached steps/s':>15} {'x ref':>7}")
         for device in devices:
             for b in args.sizes:
                 r = time_batched(world, episodes, b, device, args.steps, args.warmup, max(args.cache_size, b),
-                                 args.policy)
+                                 args.policy, spectrogram_store=args.spectrogram_store)
                 row = {"sound_split": sound_split, "device": device, "num_envs": b, "policy": args.policy,
                        "warmup": args.warmup, "cache_size": max(args.cache_size, b), "reference": ref, **r,
                        "live_ratio": r["live"] / ref, "cached_ratio": r["cached"] / ref}
                 results.append(row)
                 print(f"{device:>6} {b:>5} {r['live']:>13.0f} {r['live'] / ref:>7.1f} {r['hit_rate']:>9.2f} "
-                      f"{r['cached']:>15.0f} {r['cached'] / ref:>7.1f}", flush=True)
+                      f"{r['store_share']:>6.2f} {r['cached']:>15.0f} {r['cached'] / ref:>7.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

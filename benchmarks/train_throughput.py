@@ -9,6 +9,7 @@ updates, then times full updates (rollout + PPO epochs). Envs:
     python benchmarks/train_throughput.py
     python benchmarks/train_throughput.py --env random --policies asgf av_nav --devices cpu cuda --updates 3
     python benchmarks/train_throughput.py --env embedded --config replica_unheard --json out.json
+    python benchmarks/train_throughput.py --env embedded --config replica_heard task.spectrogram_store=
 """
 
 from __future__ import annotations
@@ -125,13 +126,14 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     results = []
     for device in args.devices:
         for policy in args.policies:
-            cfg = load_config(args.config)
+            cfg = load_config(args.config, args.overrides)
             cfg.model.policy, cfg.ppo.num_steps = policy, args.num_steps
             if args.num_envs:
                 cfg.ppo.num_envs = args.num_envs

@@ -1,4 +1,5 @@
-"""The main job end to end on the tiny scene set: bake, train, checkpoint, resume; background scene baking."""
+"""The main job end to end on the tiny scene set: bake, train, checkpoint, baked spectrograms, resume;
+background scene baking."""
 
 import os
 import re
@@ -43,9 +44,17 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     assert "frame/s" in log  # progress bar with throughput
     assert load_config(str(run_dir / "config.yaml")).ppo.num_envs == 4
 
+    bake = [sys.executable, str(REPO / "scripts" / "bake_spectrograms.py"), "--config", "tiny_heard.yaml",
+            f"scenes.data_root={data_root}", *FAST_ACOUSTICS, "--scenes", "tiny_apartment"]
+    baked = subprocess.run(bake, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert baked.returncode == 0, baked.stderr[-3000:]
+    store = data_root / "spectrograms" / "tiny" / "tiny_apartment" / "telephone.npy"
+    assert store.exists() and "1 files to bake" in baked.stdout
+
     resumed = train(data_root, run_dir, "ppo.total_frames=64", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from update 1" in resumed.stderr
+    assert f"spectrogram store {store}" in resumed.stderr and "verified" in resumed.stderr  # read by the env
     assert "baking the first training scene" not in resumed.stderr  # already baked
     assert (run_dir / "checkpoints" / "ckpt_000002.pt").exists()
 

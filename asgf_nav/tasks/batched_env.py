@@ -6,7 +6,9 @@ and metrics agree step by step for the same seeds), organised for throughput:
 - the pose logic is a few vectorised numpy operations over B (cheap and exact),
 - RGB-D views are preloaded once into device tensors and gathered by (node, yaw),
 - spectrograms come from a bounded LRU cache of device tensors keyed (scene, receiver, source, yaw,
-  sound); misses are computed together on the device (FFT convolution + STFT).
+  sound); misses are read from a baked spectrogram store when one covers them
+  (:mod:`asgf_nav.tasks.spectrogram_store`), else computed together on the device (FFT convolution +
+  STFT).
 
 Finished episodes are reset automatically: the observation returned with ``done`` is the first
 observation of the env's next episode, and ``info`` holds the finished episode's metrics.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,7 @@ from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, S
 from asgf_nav.tasks.observations import BatchObservationState, get_observation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
+from asgf_nav.tasks.spectrogram_store import SpectrogramStore, spectrograms_from_rirs
 from asgf_nav.tasks.world import TaskWorld
 
 logger = logging.getLogger(__name__)
@@ -50,7 +54,9 @@ class BatchedAudioNavEnv:
         sampler_mode: str = "shuffle",
         cache_size: int | None = None,
         spectrogram_batch: int | None = None,
+        spectrogram_store: str | Path | None = None,
     ) -> None:
+        """``spectrogram_store``: root of baked spectrograms (scripts/bake_spectrograms.py), or None."""
         if num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
         task_cfg = getattr(cfg, "task", cfg)
@@ -66,6 +72,10 @@ class BatchedAudioNavEnv:
         self.samplers = [EpisodeSampler(len(self.episodes), seed, i, num_envs, sampler_mode) for i in range(num_envs)]
         self._build_tables()
         self.spectrogram = TorchSpectrogram(world.sample_rate, self.device)
+        self.store = SpectrogramStore(spectrogram_store, world, self.spectrogram) if spectrogram_store else None
+        if self.store is not None:
+            logger.info("spectrogram misses are read from %s where baked", spectrogram_store)
+        self.store_reads = 0
         self.cache: SpectrogramCache | None = None
         if "spectrogram" in self.sensors:
             shape = self.observation_space["spectrogram"].shape
@@ -94,9 +104,9 @@ class BatchedAudioNavEnv:
                 flat = np.concatenate([a.reshape(a.shape[0] * 4, *a.shape[2:]) for a in arrays])
                 self.views[name] = torch.from_numpy(flat).to(self.device)
                 logger.info("preloaded %s views: %.1f MB on %s", name, flat.nbytes / 2**20, self.device)
-        sounds = sorted({e.sound for e in self.episodes})
-        self.sound_index = {n: i for i, n in enumerate(sounds)}
-        self.sound_table = torch.from_numpy(np.stack([self.world.sound(n) for n in sounds])).to(self.device)
+        self.sound_names = sorted({e.sound for e in self.episodes})
+        self.sound_index = {n: i for i, n in enumerate(self.sound_names)}
+        self.sound_table = torch.from_numpy(np.stack([self.world.sound(n) for n in self.sound_names])).to(self.device)
 
     def _init_state(self) -> None:
         b = self.num_envs
@@ -259,20 +269,29 @@ class BatchedAudioNavEnv:
         return scene, receiver, source, yaw, sound
 
     def _compute_spectrograms(self, keys: np.ndarray) -> torch.Tensor:
-        """Spectrograms for unique cache misses, computed in chunks on the device."""
+        """Spectrograms for unique cache misses: read from the store where baked, else computed on the device."""
         scene, receiver, source, yaw, sound = self._decode_keys(keys)
-        out = []
-        for start in range(0, len(keys), self.spectrogram_batch):
-            part = slice(start, start + self.spectrogram_batch)
+        out = torch.empty((len(keys), *self.spectrogram.shape), dtype=torch.float32, device=self.device)
+        live = np.ones(len(keys), dtype=bool)
+        if self.store is not None:
+            pairs = scene * len(self.sound_names) + sound
+            for pair in np.unique(pairs):
+                items = np.flatnonzero(pairs == pair)
+                a, s = divmod(int(pair), len(self.sound_names))
+                stored = self.store.lookup(self.scenes[a], self.sound_names[s], receiver[items], source[items],
+                                           yaw[items])
+                if stored is not None:
+                    out[torch.from_numpy(items).to(self.device)] = torch.from_numpy(stored).to(self.device)
+                    live[items] = False
+                    self.store_reads += len(items)
+        items = np.flatnonzero(live)
+        if items.size:
             rirs = [np.asarray(self.scenes[a].rir(int(r), int(src), int(y)), dtype=np.float32)
-                    for a, r, src, y in zip(scene[part], receiver[part], source[part], yaw[part])]
-            length = max(max(len(r) for r in rirs), 1)
-            padded = np.zeros((len(rirs), length, 2), dtype=np.float32)
-            for j, r in enumerate(rirs):
-                padded[j, : len(r)] = r
-            sounds = self.sound_table[torch.from_numpy(sound[part]).to(self.device)]
-            out.append(self.spectrogram(sounds, torch.from_numpy(padded)))
-        return torch.cat(out)
+                    for a, r, src, y in zip(scene[items], receiver[items], source[items], yaw[items])]
+            waves = self.sound_table[torch.from_numpy(sound[items]).to(self.device)]
+            values = spectrograms_from_rirs(self.spectrogram, waves, rirs, self.spectrogram_batch)
+            out[torch.from_numpy(items).to(self.device)] = values
+        return out
 
     # ------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -319,6 +338,6 @@ class BatchedAudioNavEnv:
 
     def cache_stats(self) -> dict[str, int]:
         if self.cache is None:
-            return {"hits": 0, "misses": 0, "size": 0, "capacity": 0}
+            return {"hits": 0, "misses": 0, "size": 0, "capacity": 0, "store_reads": 0}
         return {"hits": self.cache.hits, "misses": self.cache.misses, "size": len(self.cache),
-                "capacity": self.cache.capacity}
+                "capacity": self.cache.capacity, "store_reads": self.store_reads}

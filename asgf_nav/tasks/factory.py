@@ -23,6 +23,14 @@ def episodes_root(cfg: Any) -> Path:
     return soundspaces_root(cfg) if scene_source(cfg) == "soundspaces" else Path(cfg.scenes.data_root)
 
 
+def spectrogram_store_root(cfg: Any) -> Path | None:
+    """Root of baked spectrograms for ``cfg`` (``task.spectrogram_store``), or None when switched off."""
+    value = str(cfg.task.spectrogram_store or "")
+    if not value:
+        return None
+    return episodes_root(cfg) / "spectrograms" if value == "auto" else Path(value)
+
+
 def split_scene_count(cfg: Any, split: str) -> int | None:
     """Scenes a val/test episode total is spread over: the whole split, even while some still bake."""
     from asgf_nav.scenes.presets import PRESETS
@@ -73,4 +81,5 @@ def make_env(
         cfg=cfg,
         seed=int(seed if seed is not None else cfg.train.seed),
         sampler_mode=sampler_mode or ("shuffle" if split == "train" else "sequential"),
+        spectrogram_store=spectrogram_store_root(cfg),
     )
