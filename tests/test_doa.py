@@ -162,6 +162,23 @@ def test_rir_pool_keeps_line_of_sight_through_save_and_load(tmp_path):
         RirPool(pool.rirs, pool.azimuth, pool.sample_rate, np.ones((2, 2), dtype=bool))
 
 
+def test_line_of_sight_targets_draw_only_audible_direct_paths():
+    pool = shoebox_pool(3, 3, seed=2, progress=False)
+    pool.line_of_sight = np.array([[True, False, False], [False, False, False], [False, True, True]])
+    bank = SoundBank.load()
+    batch = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1, targets="line_of_sight").sample(
+        60, 0.0, np.random.default_rng(1))
+    assert batch.line_of_sight.all()
+    visible = {float(a) for a in pool.azimuth[pool.line_of_sight].astype(np.float32)}
+    assert {float(a) for a in batch.azimuth} == visible  # every audible source is drawn, nothing else
+    assert (batch.distractor_azimuth != batch.azimuth).all()
+    # the default keeps its draws (the benchmark's clips) and includes sources behind walls
+    every = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1).sample(60, 0.0, np.random.default_rng(1))
+    assert not every.line_of_sight.all()
+    with pytest.raises(ValueError, match="targets"):
+        DoaExampleSampler(bank, pool, "train", targets="visible")
+
+
 # ------------------------------------------------------------------------------------------- data
 def test_sampler_mixes_at_the_requested_snr_and_respects_splits(bank):
     pool = shoebox_pool(4, 3, seed=5, progress=False)

@@ -75,7 +75,12 @@ class DoaExampleSampler:
         clip_seconds: float = 0.5,
         prompt_split: str = "train",
         categories: list[str] | None = None,
+        targets: str = "all",
     ) -> None:
+        """``targets="line_of_sight"`` draws targets only among sources the direct path reaches: behind a
+        wall the direct-path label cannot be heard, and training on it is label noise."""
+        if targets not in ("all", "line_of_sight"):
+            raise ValueError(f"targets must be 'all' or 'line_of_sight', got {targets!r}")
         self.bank = bank
         self.pool = pool
         self.sample_rate = pool.sample_rate
@@ -94,10 +99,28 @@ class DoaExampleSampler:
                 sound_split,
                 prompt_split,
             )
+        self.targets_kind = targets
+        los = pool.line_of_sight if pool.line_of_sight is not None else np.ones(pool.azimuth.shape, dtype=bool)
+        self._los = los
+        self._los_poses = np.flatnonzero(los.any(axis=1))
+        if targets == "line_of_sight" and self._los_poses.size == 0:
+            raise ValueError("no pose of the RIR pool has a line-of-sight source to draw targets from")
         self._waves = {n: bank.waveform(n, self.sample_rate) for n in set(self.sounds)}
         for n in self.targets:
             for p in self._prompts(n):
                 self._waves.setdefault(p, bank.waveform(p, self.sample_rate))
+
+    def _draw_pair(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(pose, target source, distractor source); ``all`` keeps the draws the benchmark clips were made with."""
+        if self.targets_kind == "all":
+            pose = int(rng.integers(self.pool.num_poses))
+            j_t, j_d = rng.choice(self.pool.sources_per_pose, size=2, replace=False)
+            return pose, int(j_t), int(j_d)
+        pose = int(self._los_poses[rng.integers(self._los_poses.size)])
+        visible = np.flatnonzero(self._los[pose])
+        j_t = int(visible[rng.integers(visible.size)])
+        others = np.delete(np.arange(self.pool.sources_per_pose), j_t)
+        return pose, j_t, int(others[rng.integers(others.size)])
 
     def _prompts(self, name: str) -> list[str]:
         cat, inst = self.bank.category(name), self.bank.instance(name)
@@ -127,8 +150,7 @@ class DoaExampleSampler:
             distractor = others[int(rng.integers(len(others)))]
             prompts = self._prompts(target)
             prompt = prompts[int(rng.integers(len(prompts)))]
-            pose = int(rng.integers(self.pool.num_poses))
-            j_t, j_d = rng.choice(self.pool.sources_per_pose, size=2, replace=False)
+            pose, j_t, j_d = self._draw_pair(rng)
             rx_t = self._received(self._waves[target], self.pool.rirs[pose, j_t])
             rx_d = self._received(self._waves[distractor], self.pool.rirs[pose, j_d])
             hop = self.clip // 8

@@ -55,6 +55,7 @@ class DoaTrainConfig:
     curriculum_db: float = 0.0  # the SNR range may start this much higher (a cleaner target) ...
     curriculum_steps: int = 4000  # ... and falls linearly to [snr_low, snr_high] over these steps
     clip_seconds: float = 0.5
+    targets: str = "all"  # all | line_of_sight (training targets only where the direct path is audible)
     bin_width: float = 5.0
     patch_dim: int = 48
     model_dim: int = 48
@@ -261,6 +262,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         "train",
         cfg.clip_seconds,
         categories=categories,
+        targets=cfg.targets,
     )
     val_sampler = DoaExampleSampler(
         bank, rir_pool(cfg, "val", cfg.val_poses, 2000), "val", cfg.clip_seconds, categories=categories
