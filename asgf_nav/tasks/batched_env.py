@@ -30,7 +30,7 @@ from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, S
 from asgf_nav.tasks.observations import BatchObservationState, get_observation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
-from asgf_nav.tasks.spectrogram_store import SpectrogramStore, spectrograms_from_rirs
+from asgf_nav.tasks.spectrogram_store import SpectrogramStore
 from asgf_nav.tasks.world import TaskWorld
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ class BatchedAudioNavEnv:
             rirs = [np.asarray(self.scenes[a].rir(int(r), int(src), int(y)), dtype=np.float32)
                     for a, r, src, y in zip(scene[items], receiver[items], source[items], yaw[items])]
             waves = self.sound_table[torch.from_numpy(sound[items]).to(self.device)]
-            values = spectrograms_from_rirs(self.spectrogram, waves, rirs, self.spectrogram_batch)
+            values = self.spectrogram.from_rirs(waves, rirs, self.spectrogram_batch)
             out[torch.from_numpy(items).to(self.device)] = values
         return out
 

@@ -122,6 +122,18 @@ class TorchSpectrogram:
         pooled = torch.nn.functional.avg_pool2d(spec[:, None], POOL)[:, 0]
         return torch.log1p(pooled).reshape(b, 2, *pooled.shape[-2:]).permute(0, 2, 3, 1).contiguous()
 
+    def from_rirs(self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int = 64) -> torch.Tensor:
+        """(B, sr) sounds and B binaural RIRs (L_i, 2) of any lengths -> (B, freq, time, 2), ``batch`` at a
+        time (each chunk zero-pads its RIRs to its longest one)."""
+        out = []
+        for start in range(0, len(rirs), batch):
+            chunk = rirs[start : start + batch]
+            padded = np.zeros((len(chunk), max(max(len(r) for r in chunk), 1), 2), dtype=np.float32)
+            for j, r in enumerate(chunk):
+                padded[j, : len(r)] = r
+            out.append(self(sounds[start : start + len(chunk)], torch.from_numpy(padded)))
+        return torch.cat(out)
+
     def __call__(self, sounds: torch.Tensor, rirs: torch.Tensor) -> torch.Tensor:
         """(B, sr) sounds and (B, L, 2) RIRs -> (B, freq, time, 2) float32 spectrogram observations."""
         return self.from_audio(self.audio(sounds.to(self.device), rirs.to(self.device)))

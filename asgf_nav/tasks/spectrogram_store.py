@@ -37,21 +37,6 @@ logger = logging.getLogger(__name__)
 VERIFY_TOLERANCE = 1e-3  # log1p magnitudes are O(1-10); FFT-size rounding differences are ~1e-6
 
 
-def spectrograms_from_rirs(
-    spectrogram: TorchSpectrogram, waves: torch.Tensor, rirs: Sequence[np.ndarray], batch: int = 64
-) -> torch.Tensor:
-    """(B, sr) sounds and B binaural RIRs (L_i, 2) -> (B, freq, time, 2), ``batch`` FFT convolutions at a time."""
-    out = []
-    for start in range(0, len(rirs), batch):
-        chunk = rirs[start : start + batch]
-        length = max(max(len(r) for r in chunk), 1)
-        padded = np.zeros((len(chunk), length, 2), dtype=np.float32)
-        for j, r in enumerate(chunk):
-            padded[j, : len(r)] = r
-        out.append(spectrogram(waves[start : start + len(chunk)], torch.from_numpy(padded)))
-    return torch.cat(out)
-
-
 def spectrograms_for(
     scene: TaskScene,
     wave: torch.Tensor,
@@ -65,7 +50,7 @@ def spectrograms_for(
     rirs = [np.asarray(scene.rir(int(r), int(s), int(y)), dtype=np.float32)
             for r, s, y in zip(receivers, sources, yaws)]
     waves = wave.to(spectrogram.device)[None].expand(len(rirs), -1)
-    return spectrograms_from_rirs(spectrogram, waves, rirs, batch)
+    return spectrogram.from_rirs(waves, rirs, batch)
 
 
 def store_path(root: str | Path, scene: TaskScene, sound: str) -> Path:

@@ -100,9 +100,8 @@ class DoaExampleSampler:
                 prompt_split,
             )
         self.targets_kind = targets
-        los = pool.line_of_sight if pool.line_of_sight is not None else np.ones(pool.azimuth.shape, dtype=bool)
-        self._los = los
-        self._los_poses = np.flatnonzero(los.any(axis=1))
+        self._los = pool.line_of_sight if pool.line_of_sight is not None else np.ones(pool.azimuth.shape, bool)
+        self._los_poses = np.flatnonzero(self._los.any(axis=1))
         if targets == "line_of_sight" and self._los_poses.size == 0:
             raise ValueError("no pose of the RIR pool has a line-of-sight source to draw targets from")
         self._waves = {n: bank.waveform(n, self.sample_rate) for n in set(self.sounds)}
