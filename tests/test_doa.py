@@ -10,7 +10,7 @@ import torch
 
 from asgf_nav.acoustics.binaural import EarlyPaths
 from asgf_nav.models.doa.classical import ArrayDoa, gcc_phat, lateral_fold
-from asgf_nav.models.doa.data import DoaExampleSampler
+from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import (
     AzimuthGrid,
     StftConfig,
@@ -20,7 +20,7 @@ from asgf_nav.models.doa.features import (
     relative_azimuth,
     tri_band_patches,
 )
-from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss
+from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss, posterior_loss
 from asgf_nav.models.doa.rooms import (
     SPEED_OF_SOUND,
     RirPool,
@@ -195,6 +195,54 @@ def test_sampler_mixes_at_the_requested_snr_and_respects_splits(bank):
     )
 
 
+def _reference_example(sampler: DoaExampleSampler, draw) -> dict[str, np.ndarray]:
+    """One example rendered the plain way (numpy, float64, one example at a time) from its draws."""
+    clip, hop = sampler.clip, sampler.clip // 8
+    names = (draw.target, draw.distractor, draw.prompt)
+    dry = {n: sampler._waves[sampler._wave_row[n]].double().numpy() for n in names}
+
+    def received(name, source):
+        rir = sampler.pool.rirs[draw.pose, source].astype(np.float64)
+        n = dry[name].size + rir.shape[0] - 1
+        return np.stack([np.convolve(dry[name], rir[:, ear]) for ear in range(2)])[:, :n]
+
+    def loudest(signal):  # energies as differences of a running sum: exact ties break the same way
+        energy = np.concatenate([[0.0], np.cumsum(np.reshape(signal**2, (-1, signal.shape[-1])).sum(0))])
+        starts = np.arange(0, max(1, signal.shape[-1] - clip + 1), hop)
+        return int(starts[int(np.argmax(energy[starts + clip] - energy[starts]))])
+
+    rx_t, rx_d = received(draw.target, draw.target_source), received(draw.distractor, draw.distractor_source)
+    seg_t = rx_t[:, loudest(rx_t) :][:, :clip]
+    s_d = draw.distractor_start
+    quiet = np.sum(rx_d[:, s_d : s_d + clip] ** 2) < 0.25 * np.sum(rx_d**2) * clip / rx_d.shape[1]
+    seg_d = rx_d[:, (loudest(rx_d) if quiet else s_d) :][:, :clip]
+    seg_d = seg_d * np.sqrt(np.sum(seg_t**2) / np.sum(seg_d**2) * 10 ** (-draw.snr_db / 10))
+    mix = seg_t + seg_d
+    scale = 1 / np.sqrt(np.mean(mix**2))
+    prompt = dry[draw.prompt][loudest(dry[draw.prompt]) :][:clip]
+    return {"mixture": mix * scale, "target": seg_t * scale, "prompt": prompt / np.sqrt(np.mean(prompt**2)),
+            "quiet": quiet}
+
+
+def test_batched_rendering_matches_a_per_example_reference(bank):
+    pool = shoebox_pool(4, 3, seed=5, progress=False)
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25)
+    sampler._waves[:, SR // 2 :] = 0.0  # silent second halves: some distractor clips start in silence
+    batch = sampler.sample(24, (-5.0, 5.0), np.random.default_rng(4))
+    draw_rng = np.random.default_rng(4)
+    refs = [_reference_example(sampler, sampler._draw((-5.0, 5.0), draw_rng)) for _ in range(24)]
+    assert 0 < sum(r["quiet"] for r in refs) < 24  # both branches of the distractor's window are exercised
+    for field in ("mixture", "target", "prompt"):
+        expected = torch.from_numpy(np.stack([r[field] for r in refs])).float()
+        assert torch.allclose(getattr(batch, field), expected, atol=1e-4), field
+    # float32 rendering (the default off the CPU) picks the same windows and agrees to float32 precision
+    single = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, dtype=torch.float32)
+    single._waves[:, SR // 2 :] = 0.0
+    fast = single.sample(24, (-5.0, 5.0), np.random.default_rng(4))
+    for field in DoaBatch.__dataclass_fields__:
+        assert torch.allclose(getattr(fast, field).double(), getattr(batch, field).double(), atol=1e-4), field
+
+
 # ------------------------------------------------------------------------------------------- learning
 def _tiny_config() -> DoaNetConfig:
     return DoaNetConfig(
@@ -217,10 +265,17 @@ def test_loss_parts_and_output_shapes(bank):
     assert [b.shape[1] for b in out["patch_weights"]] == [4, 2, 1]
     loss, parts = training_loss(net, batch, doa_weight=1.0)
     assert loss.item() == pytest.approx(parts["recon"] + parts["posterior_mse"], rel=1e-4)
-    perfect = {"masked": out["masked"], "posterior": net.cfg.grid.encode(batch.azimuth)}
-    assert doa_loss(perfect, out["masked"], net.cfg.grid.encode(batch.azimuth))[0].item() == pytest.approx(
-        0.0
-    )
+    target = net.cfg.grid.encode(batch.azimuth)
+    perfect = {"masked": out["masked"], "posterior": target, "log_posterior": target.log()}
+    assert doa_loss(perfect, out["masked"], target)[0].item() == pytest.approx(0.0)
+    # cross-entropy against the soft target: its minimum is the target's entropy, reached at the target
+    entropy = -(target * target.log()).sum(1).mean().item()
+    assert doa_loss(perfect, out["masked"], target, posterior_kind="cross_entropy")[0].item() == pytest.approx(
+        entropy, rel=1e-5)
+    ce, parts = posterior_loss(out, target, "cross_entropy")
+    assert ce.item() > entropy and set(parts) == {"posterior_cross_entropy"}
+    with pytest.raises(ValueError, match="posterior loss"):
+        posterior_loss(out, target, "hinge")
 
 
 def test_mask_head_kinds_and_old_checkpoint_configs(bank):
@@ -242,7 +297,8 @@ def test_mask_head_kinds_and_old_checkpoint_configs(bank):
     assert not torch.allclose(mask[0], mask[1], atol=1e-4)
 
 
-def test_head_learns_on_a_tiny_generated_set(bank):
+@pytest.mark.parametrize("posterior_kind, doa_weight", [("mse", 10.0), ("cross_entropy", 1.0)])
+def test_head_learns_on_a_tiny_generated_set(bank, posterior_kind, doa_weight):
     torch.manual_seed(0)
     pool = shoebox_pool(6, 4, seed=3, progress=False)
     sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25)
@@ -253,7 +309,7 @@ def test_head_learns_on_a_tiny_generated_set(bank):
     start = time.monotonic()
     for step in range(150):
         part = data.slice((step % 3) * 16, (step % 3) * 16 + 16)
-        loss, _ = training_loss(net, part, doa_weight=10.0)
+        loss, _ = training_loss(net, part, doa_weight, posterior_kind)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -362,12 +418,14 @@ def test_learning_rate_and_snr_curriculum_follow_the_step():
 
 
 def test_rir_pool_rejects_unknown_rooms_and_scenes_without_a_root(tmp_path):
-    from asgf_nav.models.doa.train import rir_pool
+    from asgf_nav.models.doa.train import rir_pool, train
 
     with pytest.raises(ValueError, match="rooms must be one of"):
         rir_pool(DoaTrainConfig(rooms="castle", pool_dir=str(tmp_path)), "train", 2, 0)
     with pytest.raises(ValueError, match="needs scenes_root"):
         rir_pool(DoaTrainConfig(rooms="both", pool_dir=str(tmp_path)), "train", 2, 0)
+    with pytest.raises(ValueError, match="posterior_loss must be one of"):
+        train(DoaTrainConfig(posterior_loss="hinge", pool_dir=str(tmp_path)))
 
 
 def test_benchmark_table_has_a_line_of_sight_section():

@@ -58,4 +58,5 @@ class SeldCrnn(nn.Module):
         feats = interaural_features(binaural_stft(audio, self.cfg.stft))  # (B, 4, T, F)
         h = self.conv(feats)  # (B, C, T, F/128)
         h, _ = self.rnn(h.permute(0, 2, 1, 3).flatten(2))
-        return {"posterior": torch.softmax(self.head(h.mean(dim=1)), dim=-1)}
+        logits = self.head(h.mean(dim=1))
+        return {"posterior": torch.softmax(logits, dim=-1), "log_posterior": torch.log_softmax(logits, dim=-1)}

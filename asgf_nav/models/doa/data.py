@@ -34,6 +34,9 @@ class DoaBatch:
     def __len__(self) -> int:
         return int(self.azimuth.shape[0])
 
+    def to(self, device: str | torch.device) -> DoaBatch:
+        return DoaBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
     def slice(self, start: int, stop: int) -> DoaBatch:
         return DoaBatch(*(getattr(self, f)[start:stop] for f in self.__dataclass_fields__))
 
@@ -57,15 +60,50 @@ class DoaBatch:
         return cls(*(torch.from_numpy(data[k]) for k in cls.__dataclass_fields__))
 
 
-def _loudest_window(signal: np.ndarray, length: int, hop: int) -> int:
-    """Start of the ``length``-sample window with the most energy (signal (..., N), last axis time)."""
-    energy = np.cumsum(np.concatenate([[0.0], (signal.reshape(-1, signal.shape[-1]) ** 2).sum(0)]))
-    starts = np.arange(0, max(1, signal.shape[-1] - length + 1), hop)
-    return int(starts[np.argmax(energy[np.minimum(starts + length, signal.shape[-1])] - energy[starts])])
+@dataclass(frozen=True)
+class _Draw:
+    """One example's random choices, all drawn before any audio is rendered."""
+
+    target: str
+    distractor: str
+    prompt: str
+    pose: int
+    target_source: int
+    distractor_source: int
+    distractor_start: int  # where the distractor's clip starts, unless that stretch is near-silent
+    snr_db: float
+
+
+def loudest_window(signal: torch.Tensor, lengths: torch.Tensor, length: int, hop: int) -> torch.Tensor:
+    """(B,) start of the ``length``-sample window with the most energy, on a grid of ``hop`` samples.
+
+    ``signal`` (B, C, M) is zero-padded after each row's ``lengths`` (B,); windows end inside a row's own
+    length, and a row shorter than ``length`` gets start 0. Ties go to the earliest start. Energies are
+    differences of a running sum, so they are taken in float64 whatever the signal's precision.
+    """
+    b, _, m = signal.shape
+    energy = torch.nn.functional.pad(signal.double().pow(2).sum(dim=1).cumsum(dim=1), (1, 0))  # (B, M + 1)
+    starts = torch.arange(0, max(1, m - length + 1), hop, device=signal.device)
+    ends = torch.minimum(starts[None, :] + length, lengths[:, None])
+    window = energy.gather(1, ends) - energy.gather(1, starts.expand(b, -1))
+    too_late = starts[None, :] > (lengths[:, None] - length).clamp_min(0)
+    return starts[window.masked_fill(too_late, -torch.inf).argmax(dim=1)]
+
+
+def _windows(signal: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, C, M) signals and (B,) starts -> (B, C, length) clips."""
+    index = starts[:, None] + torch.arange(length, device=signal.device)[None, :]
+    return signal.gather(2, index[:, None, :].expand(-1, signal.shape[1], -1))
 
 
 class DoaExampleSampler:
-    """Draws :class:`DoaBatch` es from one RIR pool and one sound split, on the fly."""
+    """Draws :class:`DoaBatch` es from one RIR pool and one sound split, on the fly.
+
+    Each example's random choices are drawn first (:class:`_Draw`, in a fixed order, so a seed gives the
+    same examples on every device); the audio is then rendered for the whole batch at once with torch FFT
+    convolution on ``device``. On a CPU the arithmetic is float64 by default (the benchmark's clips), on
+    other devices float32 (``dtype`` overrides either).
+    """
 
     def __init__(
         self,
@@ -76,6 +114,8 @@ class DoaExampleSampler:
         prompt_split: str = "train",
         categories: list[str] | None = None,
         targets: str = "all",
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
     ) -> None:
         """``targets="line_of_sight"`` draws targets only among sources the direct path reaches: behind a
         wall the direct-path label cannot be heard, and training on it is label noise."""
@@ -104,10 +144,18 @@ class DoaExampleSampler:
         self._los_poses = np.flatnonzero(self._los.any(axis=1))
         if targets == "line_of_sight" and self._los_poses.size == 0:
             raise ValueError("no pose of the RIR pool has a line-of-sight source to draw targets from")
-        self._waves = {n: bank.waveform(n, self.sample_rate) for n in set(self.sounds)}
-        for n in self.targets:
-            for p in self._prompts(n):
-                self._waves.setdefault(p, bank.waveform(p, self.sample_rate))
+        self.device = torch.device(device)
+        self.dtype = dtype or (torch.float64 if self.device.type == "cpu" else torch.float32)
+        names = sorted(set(self.sounds) | {p for n in self.targets for p in self._prompts(n)})
+        waves = [bank.waveform(n, self.sample_rate) for n in names]
+        self._wave_row = {n: i for i, n in enumerate(names)}
+        self._wave_size = np.array([w.size for w in waves])  # on the host: draws read it per example
+        self._wave_length = torch.as_tensor(self._wave_size, device=self.device)
+        table = np.zeros((len(waves), max(w.size for w in waves)), dtype=np.float64)
+        for i, w in enumerate(waves):
+            table[i, : w.size] = w
+        self._waves = torch.from_numpy(table).to(self.device, self.dtype)  # (sounds, longest), zero-padded
+        self._rirs = torch.from_numpy(pool.rirs).to(self.device)  # (P, J, L, 2), converted per batch
 
     def _draw_pair(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """(pose, target source, distractor source); ``all`` keeps the draws the benchmark clips were made with."""
@@ -129,58 +177,64 @@ class DoaExampleSampler:
             if self.bank.category(n) == cat and self.bank.instance(n) != inst
         ]
 
-    def _received(self, wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
-        """(N,) dry sound and (L, 2) RIR -> (2, N + L - 1) received signal."""
-        n = wave.size + rir.shape[0] - 1
-        nfft = 1 << (n - 1).bit_length()
-        spec = np.fft.rfft(wave, nfft)[None, :] * np.fft.rfft(rir.T, nfft)
-        return np.fft.irfft(spec, nfft)[:, :n]
+    def _draw(self, snr_db: float | tuple[float, float], rng: np.random.Generator) -> _Draw:
+        target = self.targets[int(rng.integers(len(self.targets)))]
+        cat = self.bank.category(target)
+        others = [n for n in self.sounds if self.bank.category(n) != cat]
+        distractor = others[int(rng.integers(len(others)))]
+        prompts = self._prompts(target)
+        prompt = prompts[int(rng.integers(len(prompts)))]
+        pose, j_t, j_d = self._draw_pair(rng)
+        received = int(self._wave_size[self._wave_row[distractor]]) + self.pool.rirs.shape[2] - 1
+        start = int(rng.integers(0, max(1, received - self.clip)))
+        snr = float(rng.uniform(*snr_db)) if isinstance(snr_db, tuple) else float(snr_db)
+        return _Draw(target, distractor, prompt, pose, j_t, j_d, start, snr)
+
+    def _received(self, names: list[str], poses: np.ndarray, sources: np.ndarray):
+        """Dry sounds through the RIRs of (pose, source): (B, 2, M) zero-padded signals and (B,) lengths."""
+        rows = torch.as_tensor([self._wave_row[n] for n in names], device=self.device)
+        waves, lengths = self._waves[rows], self._wave_length[rows]
+        index = torch.as_tensor(poses, device=self.device), torch.as_tensor(sources, device=self.device)
+        rirs = self._rirs[index].to(self.dtype)
+        received = lengths + rirs.shape[1] - 1
+        m = int(received.max())
+        nfft = 1 << (m - 1).bit_length()
+        spec = torch.fft.rfft(waves, nfft)[:, None, :] * torch.fft.rfft(rirs.transpose(1, 2), nfft)
+        return torch.fft.irfft(spec, nfft)[..., :m], received
 
     def sample(
         self, batch_size: int, snr_db: float | tuple[float, float], rng: np.random.Generator
     ) -> DoaBatch:
         """``batch_size`` examples; ``snr_db`` a fixed value or a (low, high) range drawn per example."""
-        out = {k: [] for k in DoaBatch.__dataclass_fields__}
-        los = self.pool.line_of_sight
-        for _ in range(batch_size):
-            target = self.targets[int(rng.integers(len(self.targets)))]
-            cat = self.bank.category(target)
-            others = [n for n in self.sounds if self.bank.category(n) != cat]
-            distractor = others[int(rng.integers(len(others)))]
-            prompts = self._prompts(target)
-            prompt = prompts[int(rng.integers(len(prompts)))]
-            pose, j_t, j_d = self._draw_pair(rng)
-            rx_t = self._received(self._waves[target], self.pool.rirs[pose, j_t])
-            rx_d = self._received(self._waves[distractor], self.pool.rirs[pose, j_d])
-            hop = self.clip // 8
-            s_t = _loudest_window(rx_t, self.clip, hop)
-            s_d = int(rng.integers(0, max(1, rx_d.shape[1] - self.clip)))
-            mean_energy = np.sum(rx_d**2) * self.clip / rx_d.shape[1]
-            if np.sum(rx_d[:, s_d : s_d + self.clip] ** 2) < 0.25 * mean_energy:  # a near-silent stretch
-                s_d = _loudest_window(rx_d, self.clip, hop)
-            seg_t = rx_t[:, s_t : s_t + self.clip]
-            seg_d = rx_d[:, s_d : s_d + self.clip]
-            snr = float(rng.uniform(*snr_db)) if isinstance(snr_db, tuple) else float(snr_db)
-            e_t, e_d = np.sum(seg_t**2) + 1e-12, np.sum(seg_d**2) + 1e-12
-            seg_d = seg_d * np.sqrt(e_t / e_d * 10 ** (-snr / 10))
-            mix = seg_t + seg_d
-            scale = 1.0 / (np.sqrt(np.mean(mix**2)) + 1e-9)
-            p_wave = self._waves[prompt]
-            s_p = _loudest_window(p_wave[None], self.clip, hop)
-            p_seg = p_wave[s_p : s_p + self.clip]
-            out["mixture"].append(mix * scale)
-            out["target"].append(seg_t * scale)
-            out["prompt"].append(p_seg / (np.sqrt(np.mean(p_seg**2)) + 1e-9))
-            out["category"].append(self.categories.index(cat))
-            out["azimuth"].append(self.pool.azimuth[pose, j_t])
-            out["distractor_azimuth"].append(self.pool.azimuth[pose, j_d])
-            out["line_of_sight"].append(True if los is None else bool(los[pose, j_t]))
-        return DoaBatch(
-            mixture=torch.from_numpy(np.stack(out["mixture"]).astype(np.float32)),
-            target=torch.from_numpy(np.stack(out["target"]).astype(np.float32)),
-            prompt=torch.from_numpy(np.stack(out["prompt"]).astype(np.float32)),
-            category=torch.as_tensor(out["category"], dtype=torch.long),
-            azimuth=torch.as_tensor(out["azimuth"], dtype=torch.float32),
-            distractor_azimuth=torch.as_tensor(out["distractor_azimuth"], dtype=torch.float32),
-            line_of_sight=torch.as_tensor(out["line_of_sight"], dtype=torch.bool),
+        draws = [self._draw(snr_db, rng) for _ in range(batch_size)]
+        clip, hop = self.clip, self.clip // 8
+        poses = np.array([d.pose for d in draws])
+        rx_t, len_t = self._received([d.target for d in draws], poses, np.array([d.target_source for d in draws]))
+        rx_d, len_d = self._received(
+            [d.distractor for d in draws], poses, np.array([d.distractor_source for d in draws])
         )
+        seg_t = _windows(rx_t, loudest_window(rx_t, len_t, clip, hop), clip)
+        s_d = torch.as_tensor([d.distractor_start for d in draws], device=self.device)
+        mean_energy = rx_d.pow(2).sum(dim=(1, 2)) * clip / len_d
+        quiet = _windows(rx_d, s_d, clip).pow(2).sum(dim=(1, 2)) < 0.25 * mean_energy  # near-silent stretches
+        seg_d = _windows(rx_d, torch.where(quiet, loudest_window(rx_d, len_d, clip, hop), s_d), clip)
+        snr = torch.as_tensor([d.snr_db for d in draws], device=self.device, dtype=self.dtype)
+        e_t, e_d = seg_t.pow(2).sum(dim=(1, 2)) + 1e-12, seg_d.pow(2).sum(dim=(1, 2)) + 1e-12
+        mix = seg_t + seg_d * torch.sqrt(e_t / e_d * 10 ** (-snr / 10))[:, None, None]
+        scale = 1.0 / (mix.pow(2).mean(dim=(1, 2)).sqrt() + 1e-9)
+        rows = torch.as_tensor([self._wave_row[d.prompt] for d in draws], device=self.device)
+        dry = self._waves[rows][:, None, :]
+        dry_len = self._wave_length[rows]
+        prompt = _windows(dry, loudest_window(dry, dry_len, clip, hop), clip)[:, 0]
+        los = self._los[poses, [d.target_source for d in draws]]
+        return DoaBatch(
+            mixture=(mix * scale[:, None, None]).float(),
+            target=(seg_t * scale[:, None, None]).float(),
+            prompt=(prompt / (prompt.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-9)).float(),
+            category=torch.as_tensor([self.categories.index(self.bank.category(d.target)) for d in draws]),
+            azimuth=torch.as_tensor(self.pool.azimuth[poses, [d.target_source for d in draws]], dtype=torch.float32),
+            distractor_azimuth=torch.as_tensor(
+                self.pool.azimuth[poses, [d.distractor_source for d in draws]], dtype=torch.float32
+            ),
+            line_of_sight=torch.as_tensor(los, dtype=torch.bool),
+        ).to(self.device)

@@ -285,9 +285,10 @@ class SelectiveDoaNet(nn.Module):
         mask = torch.sigmoid(mask_logit)
         magnitude = compressed_magnitude(spec)
         masked = mask * magnitude
-        posterior = torch.softmax(self.doa_mlp(self._masked_spatial_spectrum(feats, masked)), dim=-1)
+        logits = self.doa_mlp(self._masked_spatial_spectrum(feats, masked))
         return {
-            "posterior": posterior,
+            "posterior": torch.softmax(logits, dim=-1),
+            "log_posterior": torch.log_softmax(logits, dim=-1),
             "mask": mask,
             "masked": masked,
             "band_weights": alpha,
@@ -307,20 +308,39 @@ class SelectiveDoaNet(nn.Module):
         return torch.cat([spatial, (level - level.mean(dim=1, keepdim=True)) / 4.0], dim=1)
 
 
+POSTERIOR_LOSSES = ("mse", "cross_entropy")
+
+
+def posterior_loss(
+    out: dict[str, torch.Tensor], target_posterior: torch.Tensor, kind: str = "mse"
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``mse``: sum over bins of (p_hat - p)^2, as AV-SSAN. ``cross_entropy``: -sum p log p_hat against the
+    same soft target (KL up to a constant), whose gradient does not vanish while p_hat is still spread
+    out over the 72 bins, as the squared error's does."""
+    if kind == "mse":
+        loss = torch.sum((out["posterior"] - target_posterior) ** 2, dim=1).mean()
+    elif kind == "cross_entropy":
+        loss = -torch.sum(target_posterior * out["log_posterior"], dim=1).mean()
+    else:
+        raise ValueError(f"posterior loss must be one of {POSTERIOR_LOSSES}, got {kind!r}")
+    return loss, {f"posterior_{kind}": float(loss.detach())}
+
+
 def doa_loss(
     out: dict[str, torch.Tensor],
     target_magnitude: torch.Tensor,
     target_posterior: torch.Tensor,
     doa_weight: float = 1.0,
+    posterior_kind: str = "mse",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """AV-SSAN's joint loss: MSE(masked, target-only spectrogram) + sum over bins of (p_hat - p)^2.
+    """AV-SSAN's joint loss: MSE(masked, target-only spectrogram) + the posterior loss (:func:`posterior_loss`).
 
     The posterior term is scaled by ``doa_weight`` (1 in the paper's equation (14)).
     """
     recon = torch.mean((out["masked"] - target_magnitude) ** 2)
-    posterior = torch.sum((out["posterior"] - target_posterior) ** 2, dim=1).mean()
+    posterior, posterior_parts = posterior_loss(out, target_posterior, posterior_kind)
     total = recon + doa_weight * posterior
-    parts = {"recon": float(recon.detach()), "posterior_mse": float(posterior.detach())}
+    parts = {"recon": float(recon.detach()), **posterior_parts}
     if "mask" in out:  # a mean near 1 means the mask has saturated open and selects nothing
         parts["mask_mean"] = float(out["mask"].detach().mean())
     return total, parts

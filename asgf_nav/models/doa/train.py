@@ -21,7 +21,13 @@ from asgf_nav.io import atomic_write
 from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import StftConfig, binaural_stft, circular_distance, compressed_magnitude
-from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss
+from asgf_nav.models.doa.network import (
+    POSTERIOR_LOSSES,
+    DoaNetConfig,
+    SelectiveDoaNet,
+    doa_loss,
+    posterior_loss,
+)
 from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
 from asgf_nav.sounds.bank import SoundBank
 
@@ -50,6 +56,7 @@ class DoaTrainConfig:
     lr_final_fraction: float = 0.05  # cosine decay from lr to lr * this at max_steps
     weight_decay: float = 1e-4
     doa_weight: float = 10.0
+    posterior_loss: str = "mse"  # mse (AV-SSAN) | cross_entropy (see network.posterior_loss)
     snr_low: float = -5.0
     snr_high: float = 5.0
     curriculum_db: float = 0.0  # the SNR range may start this much higher (a cleaner target) ...
@@ -66,6 +73,7 @@ class DoaTrainConfig:
     val_examples: int = 192
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"  # cpu | cuda: where examples are rendered and the model trains
 
 
 # --------------------------------------------------------------------------------------------- pools
@@ -202,25 +210,27 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> to
 
 
 # --------------------------------------------------------------------------------------------- steps
-def training_loss(model: torch.nn.Module, batch: DoaBatch, doa_weight: float):
+def training_loss(model: torch.nn.Module, batch: DoaBatch, doa_weight: float, posterior_kind: str = "mse"):
     out = model(batch.mixture, model_prompt(model, batch))
     target_post = model.cfg.grid.encode(batch.azimuth)
     if "masked" in out:
         target_mag = compressed_magnitude(binaural_stft(batch.target, model.cfg.stft))
-        return doa_loss(out, target_mag, target_post, doa_weight)
-    loss = torch.sum((out["posterior"] - target_post) ** 2, dim=1).mean() * doa_weight
-    return loss, {"posterior_mse": float(loss.detach()) / doa_weight}
+        return doa_loss(out, target_mag, target_post, doa_weight, posterior_kind)
+    loss, parts = posterior_loss(out, target_post, posterior_kind)
+    return loss * doa_weight, parts
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, batch: DoaBatch, chunk: int = 64) -> np.ndarray:
-    """Decoded azimuths (B,) for a batch, evaluated in chunks with the model in eval mode."""
+    """Decoded azimuths (B,) for a batch, evaluated in chunks on the model's device in eval mode."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     preds = []
     for i in range(0, len(batch), chunk):
-        part = batch.slice(i, i + chunk)
-        preds.append(model.cfg.grid.decode(model(part.mixture, model_prompt(model, part))["posterior"]))
+        part = batch.slice(i, i + chunk).to(device)
+        posterior = model(part.mixture, model_prompt(model, part))["posterior"]
+        preds.append(model.cfg.grid.decode(posterior.cpu()))
     model.train(was_training)
     return np.concatenate(preds)
 
@@ -253,6 +263,10 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
     """Train (or resume) until ``max_steps`` or ``max_minutes``; returns the last validation metrics."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if cfg.posterior_loss not in POSTERIOR_LOSSES:
+        raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"DoA training device {cfg.device!r} is not available (torch sees no CUDA device)")
     torch.manual_seed(cfg.seed)
     bank = bank or SoundBank.load()
     categories = bank.categories()
@@ -263,12 +277,13 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         cfg.clip_seconds,
         categories=categories,
         targets=cfg.targets,
+        device=cfg.device,
     )
     val_sampler = DoaExampleSampler(
         bank, rir_pool(cfg, "val", cfg.val_poses, 2000), "val", cfg.clip_seconds, categories=categories
     )
     val_batch = val_sampler.sample(cfg.val_examples, 0.0, np.random.default_rng(7))
-    model = build_model(cfg.model, cfg, categories)
+    model = build_model(cfg.model, cfg, categories).to(cfg.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, metrics = 0, {}
     out = Path(cfg.out)
@@ -298,7 +313,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
             group["lr"] = learning_rate(cfg, step)
         lift = snr_lift(cfg, step)
         batch = sampler.sample(cfg.batch_size, (cfg.snr_low + lift, cfg.snr_high + lift), rng)
-        loss, parts = training_loss(model, batch, cfg.doa_weight)
+        loss, parts = training_loss(model, batch, cfg.doa_weight, cfg.posterior_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -1,0 +1,92 @@
+"""DoA head training throughput: example rendering and full training steps, per device, side by side.
+
+Rows, all measured in one run on the same RIR pool and batch size:
+  render float64   the sampler's default on a CPU (the benchmark's clips)
+  render float32   the default on a GPU
+  step <model>     one training step (render + forward + backward + AdamW), the model on that device
+
+    python benchmarks/doa_train_throughput.py                      # shoebox rooms, cpu (and cuda if present)
+    python benchmarks/doa_train_throughput.py --devices cuda --batch-size 32 --repeats 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from asgf_nav.models.doa.data import DoaExampleSampler
+from asgf_nav.models.doa.rooms import shoebox_pool
+from asgf_nav.models.doa.train import DoaTrainConfig, build_model, training_loss
+from asgf_nav.sounds.bank import SoundBank
+
+
+def _timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Seconds per call after two untimed calls."""
+    for _ in range(2):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def _train_step(model: torch.nn.Module, sampler: DoaExampleSampler, batch_size: int, rng) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss, _ = training_loss(model, sampler.sample(batch_size, (-5.0, 5.0), rng), 10.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def device_rows(device: torch.device, args: argparse.Namespace, bank: SoundBank, pool) -> list[tuple[str, float]]:
+    """(work, seconds per batch) on one device."""
+    categories = bank.categories()
+    rng = np.random.default_rng(0)
+    rows = []
+    for dtype in (torch.float64, torch.float32):
+        sampler = DoaExampleSampler(bank, pool, "train", categories=categories, device=device, dtype=dtype)
+        seconds = _timed(lambda s=sampler: s.sample(args.batch_size, (-5.0, 5.0), rng), args.repeats, device)
+        rows.append((f"render {str(dtype).removeprefix('torch.')}", seconds))
+    sampler = DoaExampleSampler(bank, pool, "train", categories=categories, device=device)  # the device's default
+    for kind in args.models:
+        model = build_model(kind, DoaTrainConfig(model=kind), categories).to(device)
+        rows.append((f"step {kind}", _timed(_train_step(model, sampler, args.batch_size, rng), args.repeats, device)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
+    parser.add_argument("--models", nargs="+", default=["selective", "crnn"])
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--poses", type=int, default=24, help="shoebox poses in the RIR pool")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    devices = [torch.device(d) for d in args.devices if d != "cuda" or torch.cuda.is_available()]
+    bank, pool = SoundBank.load(), shoebox_pool(args.poses, 6, seed=11, progress=False)
+    rows = {device.type: device_rows(device, args, bank, pool) for device in devices}
+    baseline = dict(rows.get("cpu", []))
+    print(f"batch {args.batch_size}, {args.threads} CPU thread(s), {args.repeats} timed calls per row")
+    print("| device | work | ms per batch | examples/s | x cpu |\n|---|---|---|---|---|")
+    for dev, measured in rows.items():
+        for name, seconds in measured:
+            ratio = f"{baseline[name] / seconds:.1f}x" if name in baseline else "-"
+            print(f"| {dev} | {name} | {seconds * 1e3:.1f} | {args.batch_size / seconds:,.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
