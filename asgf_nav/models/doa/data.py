@@ -209,32 +209,32 @@ class DoaExampleSampler:
         draws = [self._draw(snr_db, rng) for _ in range(batch_size)]
         clip, hop = self.clip, self.clip // 8
         poses = np.array([d.pose for d in draws])
-        rx_t, len_t = self._received([d.target for d in draws], poses, np.array([d.target_source for d in draws]))
-        rx_d, len_d = self._received(
-            [d.distractor for d in draws], poses, np.array([d.distractor_source for d in draws])
-        )
+        j_t, j_d = np.array([d.target_source for d in draws]), np.array([d.distractor_source for d in draws])
+        rx_t, len_t = self._received([d.target for d in draws], poses, j_t)
+        rx_d, len_d = self._received([d.distractor for d in draws], poses, j_d)
+        # the target's loudest stretch; the distractor's drawn one, or its loudest where that is near-silent
         seg_t = _windows(rx_t, loudest_window(rx_t, len_t, clip, hop), clip)
         s_d = torch.as_tensor([d.distractor_start for d in draws], device=self.device)
         mean_energy = rx_d.pow(2).sum(dim=(1, 2)) * clip / len_d
-        quiet = _windows(rx_d, s_d, clip).pow(2).sum(dim=(1, 2)) < 0.25 * mean_energy  # near-silent stretches
+        quiet = _windows(rx_d, s_d, clip).pow(2).sum(dim=(1, 2)) < 0.25 * mean_energy
         seg_d = _windows(rx_d, torch.where(quiet, loudest_window(rx_d, len_d, clip, hop), s_d), clip)
+        # mix at the drawn SNR (energies of the two clips), then scale the mixture to unit RMS
         snr = torch.as_tensor([d.snr_db for d in draws], device=self.device, dtype=self.dtype)
         e_t, e_d = seg_t.pow(2).sum(dim=(1, 2)) + 1e-12, seg_d.pow(2).sum(dim=(1, 2)) + 1e-12
         mix = seg_t + seg_d * torch.sqrt(e_t / e_d * 10 ** (-snr / 10))[:, None, None]
-        scale = 1.0 / (mix.pow(2).mean(dim=(1, 2)).sqrt() + 1e-9)
+        scale = (1.0 / (mix.pow(2).mean(dim=(1, 2)).sqrt() + 1e-9))[:, None, None]
+        # the prompt: the loudest stretch of the dry reference clip, unit RMS
         rows = torch.as_tensor([self._wave_row[d.prompt] for d in draws], device=self.device)
         dry = self._waves[rows][:, None, :]
-        dry_len = self._wave_length[rows]
-        prompt = _windows(dry, loudest_window(dry, dry_len, clip, hop), clip)[:, 0]
-        los = self._los[poses, [d.target_source for d in draws]]
+        prompt = _windows(dry, loudest_window(dry, self._wave_length[rows], clip, hop), clip)[:, 0]
+        prompt = prompt / (prompt.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-9)
+        categories = [self.categories.index(self.bank.category(d.target)) for d in draws]
         return DoaBatch(
-            mixture=(mix * scale[:, None, None]).float(),
-            target=(seg_t * scale[:, None, None]).float(),
-            prompt=(prompt / (prompt.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-9)).float(),
-            category=torch.as_tensor([self.categories.index(self.bank.category(d.target)) for d in draws]),
-            azimuth=torch.as_tensor(self.pool.azimuth[poses, [d.target_source for d in draws]], dtype=torch.float32),
-            distractor_azimuth=torch.as_tensor(
-                self.pool.azimuth[poses, [d.distractor_source for d in draws]], dtype=torch.float32
-            ),
-            line_of_sight=torch.as_tensor(los, dtype=torch.bool),
+            mixture=(mix * scale).float(),
+            target=(seg_t * scale).float(),
+            prompt=prompt.float(),
+            category=torch.as_tensor(categories, dtype=torch.long),
+            azimuth=torch.as_tensor(self.pool.azimuth[poses, j_t], dtype=torch.float32),
+            distractor_azimuth=torch.as_tensor(self.pool.azimuth[poses, j_d], dtype=torch.float32),
+            line_of_sight=torch.as_tensor(self._los[poses, j_t], dtype=torch.bool),
         ).to(self.device)
