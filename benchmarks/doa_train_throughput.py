@@ -3,7 +3,8 @@
 Rows, all measured in one run on the same RIR pool and batch size:
   render float64   the sampler's default on a CPU (the benchmark's clips)
   render float32   the default on a GPU
-  step <model>     one training step (render + forward + backward + AdamW), the model on that device
+  step <model>     one training step as scripts/pretrain_doa.py takes it (render + forward + backward +
+                   clipping + AdamW), the model on that device
 
     python benchmarks/doa_train_throughput.py                      # shoebox rooms, cpu (and cuda if present)
     python benchmarks/doa_train_throughput.py --devices cuda --batch-size 32 --repeats 50
@@ -20,7 +21,7 @@ import torch
 
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.rooms import shoebox_pool
-from asgf_nav.models.doa.train import DoaTrainConfig, build_model, training_loss
+from asgf_nav.models.doa.train import DoaTrainConfig, build_model, optimization_step
 from asgf_nav.sounds.bank import SoundBank
 
 
@@ -38,16 +39,10 @@ def _timed(fn: Callable[[], object], repeats: int, device: torch.device) -> floa
     return (time.perf_counter() - start) / repeats
 
 
-def _train_step(model: torch.nn.Module, sampler: DoaExampleSampler, batch_size: int, rng) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        loss, _ = training_loss(model, sampler.sample(batch_size, (-5.0, 5.0), rng), 10.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+def _train_step(model: torch.nn.Module, sampler: DoaExampleSampler, cfg: DoaTrainConfig, rng) -> Callable[[], None]:
+    """The training loop's step: render a batch, then :func:`optimization_step`."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return lambda: optimization_step(model, optimizer, sampler.sample(cfg.batch_size, (-5.0, 5.0), rng), cfg)
 
 
 def device_rows(device: torch.device, args: argparse.Namespace, bank: SoundBank, pool) -> list[tuple[str, float]]:
@@ -61,8 +56,9 @@ def device_rows(device: torch.device, args: argparse.Namespace, bank: SoundBank,
         rows.append((f"render {str(dtype).removeprefix('torch.')}", seconds))
     sampler = DoaExampleSampler(bank, pool, "train", categories=categories, device=device)  # the device's default
     for kind in args.models:
-        model = build_model(kind, DoaTrainConfig(model=kind), categories).to(device)
-        rows.append((f"step {kind}", _timed(_train_step(model, sampler, args.batch_size, rng), args.repeats, device)))
+        cfg = DoaTrainConfig(model=kind, batch_size=args.batch_size)
+        model = build_model(kind, cfg, categories).to(device)
+        rows.append((f"step {kind}", _timed(_train_step(model, sampler, cfg, rng), args.repeats, device)))
     return rows
 
 

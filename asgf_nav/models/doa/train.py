@@ -220,6 +220,16 @@ def training_loss(model: torch.nn.Module, batch: DoaBatch, doa_weight: float, po
     return loss * doa_weight, parts
 
 
+def optimization_step(model: torch.nn.Module, optimizer, batch: DoaBatch, cfg: DoaTrainConfig):
+    """One gradient step on ``batch`` (gradient norm clipped at 5); returns the loss and its parts."""
+    loss, parts = training_loss(model, batch, cfg.doa_weight, cfg.posterior_loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    return loss, parts
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, batch: DoaBatch, chunk: int = 64) -> np.ndarray:
     """Decoded azimuths (B,) for a batch, evaluated in chunks on the model's device in eval mode."""
@@ -313,11 +323,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
             group["lr"] = learning_rate(cfg, step)
         lift = snr_lift(cfg, step)
         batch = sampler.sample(cfg.batch_size, (cfg.snr_low + lift, cfg.snr_high + lift), rng)
-        loss, parts = training_loss(model, batch, cfg.doa_weight, cfg.posterior_loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        loss, parts = optimization_step(model, optimizer, batch, cfg)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
