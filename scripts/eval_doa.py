@@ -1,6 +1,11 @@
 """Benchmark DoA methods on the same clips: the selective head, the audio-only CRNN, GCC-PHAT, SRP-PHAT,
-MUSIC and a GMM regression on ILD/IPD; unseen rooms, unheard test sounds at 0 / -5 / -10 dB and heard
-sounds at 0 dB. Writes a JSON of all metrics and prints one markdown table.
+MUSIC, binaural HRTF template matching (not for --rooms shoebox_pair, which has no head) and a GMM
+regression on ILD/IPD; unseen rooms, unheard test sounds at 0 / -5 / -10 dB and heard sounds at 0 dB.
+Writes a JSON of all metrics and prints one markdown table.
+
+--rooms: shoebox (KEMAR head), scenes (baked scenes, needs --scenes-root), both, or shoebox_pair
+(AV-SSAN's protocol: a free-field microphone pair, front-hemisphere labels); the heads must have been
+trained on the same kind.
 
 Example: python scripts/eval_doa.py --selective data/doa/selective.pt --crnn data/doa/crnn.pt
 """

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from asgf_nav.acoustics.binaural import EarlyPaths
-from asgf_nav.models.doa.classical import ArrayDoa, gcc_phat, lateral_fold
+from asgf_nav.models.doa.classical import ArrayDoa, HrtfTemplateDoa, gcc_phat, lateral_fold
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import (
     AzimuthGrid,
@@ -22,9 +22,11 @@ from asgf_nav.models.doa.features import (
 )
 from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss, posterior_loss
 from asgf_nav.models.doa.rooms import (
+    PAIR_SPACING,
     SPEED_OF_SOUND,
     RirPool,
     has_direct_path,
+    render_pair_rir,
     render_shoebox_rir,
     scene_pool,
     shoebox_pool,
@@ -109,6 +111,61 @@ def test_shoebox_rir_puts_a_left_source_in_the_left_ear():
         assert (left[early, 0] ** 2).sum() > 3 * (left[early, 1] ** 2).sum()
         assert (right[early, 1] ** 2).sum() > 3 * (right[early, 0] ** 2).sum()
         assert np.argmax(np.abs(left[:, 0])) < np.argmax(np.abs(left[:, 1]))  # the near ear hears it first
+
+
+def _tdoa_us(rir: np.ndarray, upsample: int = 32) -> float:
+    """Left-minus-right arrival time (microseconds) of the strongest common component of a (L, 2) RIR."""
+    n = 2 * rir.shape[0]
+    cross = np.fft.rfft(rir[:, 0], n) * np.conj(np.fft.rfft(rir[:, 1], n))
+    cc = np.fft.irfft(cross, n * upsample)
+    span = 40 * upsample
+    lag = np.argmax(np.concatenate([cc[-span:], cc[: span + 1]])) - span
+    return lag / (SR * upsample) * 1e6
+
+
+def test_pair_receiver_delays_follow_the_array_geometry():
+    rng = np.random.default_rng(0)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    for yaw in (0.0, 130.0):
+        for az in (0.0, 30.0, 75.0, 90.0, 150.0, 300.0):
+            # no reflections and no tail: the direct path alone, at a fractional inter-microphone delay
+            rir = render_pair_rir(room, receiver, _source_at(receiver, az, yaw), yaw, 0.0, 300.0, 0.3, SR, 2000, rng)
+            expected = -PAIR_SPACING * np.sin(np.deg2rad(az)) / SPEED_OF_SOUND * 1e6  # left first when left
+            assert _tdoa_us(rir) == pytest.approx(expected, abs=3.0), (yaw, az)
+    reverberant = render_pair_rir(room, receiver, _source_at(receiver, 90.0, 0.0), 0.0, 0.8, 0.0, 0.5, SR, 4000, rng)
+    assert np.abs(reverberant[2000:]).max() > 0  # reflections and the diffuse tail are there
+
+
+def test_direct_to_reverberant_ratio_falls_with_reverberation():
+    rng = np.random.default_rng(1)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    source = _source_at(receiver, 60.0, 0.0, distance=3.0)
+    rirs = [render_pair_rir(room, receiver, source, 0.0, reflection, drr, 0.5, SR, 4000, rng)
+            for reflection, drr in ((0.0, 300.0), (0.6, 6.0), (0.9, -3.0))]
+    pool = RirPool(np.stack(rirs)[:, None].repeat(2, axis=1), np.full((3, 2), 60.0), SR)
+    drr = pool.direct_to_reverberant_db()[:, 0]
+    assert drr[0] > 15  # anechoic: the direct sound (and the fractional delay's sinc ringing) is all there is
+    assert drr[0] > drr[1] > drr[2]
+    assert drr[2] < 0  # a tail 3 dB above the direct sound plus strong reflections
+
+
+def test_pair_pool_is_labelled_with_the_front_hemisphere_angle(tmp_path):
+    from asgf_nav.models.doa.train import rir_pool
+
+    pool = shoebox_pool(4, 3, seed=1, progress=False, receiver="pair")
+    assert np.all(np.cos(np.deg2rad(pool.azimuth)) >= -1e-9)  # never behind the array
+    for p in range(4):  # the labelled lateral angle is the one the direct path's delay measures
+        for j in range(3):
+            rir = pool.rirs[p, j]
+            onset = int(np.argmax(np.abs(rir).max(axis=1) > 0.3 * np.abs(rir).max()))
+            direct = rir[max(onset - 16, 0) : onset + 16]
+            expected = -PAIR_SPACING * np.sin(np.deg2rad(pool.azimuth[p, j])) / SPEED_OF_SOUND * 1e6
+            assert _tdoa_us(direct) == pytest.approx(expected, abs=15.0), (p, j)
+    with pytest.raises(ValueError, match="receiver must be one of"):
+        shoebox_pool(1, 2, seed=1, progress=False, receiver="dummy-head")
+    cached = rir_pool(DoaTrainConfig(rooms="shoebox_pair", pool_dir=str(tmp_path), sources_per_pose=2), "train", 2, 5)
+    assert (tmp_path / "shoebox_pair_train_2x2_s5.npz").is_file()
+    assert np.all(np.cos(np.deg2rad(cached.azimuth)) >= -1e-9) and cached.line_of_sight.all()
 
 
 def test_scene_pool_labels_from_node_positions():
@@ -222,6 +279,22 @@ def _reference_example(sampler: DoaExampleSampler, draw) -> dict[str, np.ndarray
     prompt = dry[draw.prompt][loudest(dry[draw.prompt]) :][:clip]
     return {"mixture": mix * scale, "target": seg_t * scale, "prompt": prompt / np.sqrt(np.mean(prompt**2)),
             "quiet": quiet}
+
+
+def test_loudest_distractor_windows_change_only_the_distractor(bank):
+    pool = shoebox_pool(3, 3, seed=4, progress=False)
+    drawn = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25).sample(16, 0.0, np.random.default_rng(3))
+    loudest = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, distractor_window="loudest").sample(
+        16, 0.0, np.random.default_rng(3)
+    )
+    for name in ("prompt", "category", "azimuth", "distractor_azimuth"):
+        assert torch.equal(getattr(drawn, name), getattr(loudest, name)), name
+    # the target clip is the same stretch (the mixtures are scaled to unit RMS, so compare shapes)
+    cos = torch.nn.functional.cosine_similarity(drawn.target.flatten(1), loudest.target.flatten(1))
+    assert torch.allclose(cos, torch.ones(16), atol=1e-5)
+    assert not torch.allclose(drawn.mixture, loudest.mixture)
+    with pytest.raises(ValueError, match="distractor_window must be one of"):
+        DoaExampleSampler(bank, pool, "train", distractor_window="random")
 
 
 def test_batched_rendering_matches_a_per_example_reference(bank):
@@ -340,6 +413,19 @@ def test_two_microphone_methods_find_the_lateral_angle():
     assert lateral_fold(np.array([150.0, 210.0, 30.0])).tolist() == pytest.approx([30.0, 330.0, 30.0])
 
 
+def test_hrtf_template_matching_localises_over_the_full_circle():
+    rng = np.random.default_rng(2)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    noise = rng.standard_normal(SR // 2)
+    template = HrtfTemplateDoa(SR)
+    for az in (0.0, 40.0, 135.0, 200.0, 290.0):  # front and back: the head's templates tell them apart
+        rir = render_shoebox_rir(
+            room, receiver, _source_at(receiver, az, 0.0), 0.0, 0.0, 300.0, 0.3, SR, 2000, rng
+        )  # anechoic: the direct path only
+        audio = np.stack([np.convolve(noise, rir[:, c])[: SR // 2] for c in range(2)])
+        assert circular_distance(template(audio), az) <= 5, az
+
+
 # ------------------------------------------------------------------------------------------- frozen use
 def test_frozen_head_is_unchanged_by_a_policy_update(bank, tmp_path):
     from gymnasium import spaces
@@ -438,3 +524,7 @@ def test_benchmark_table_has_a_line_of_sight_section():
     assert "(unheard +0 dB: 75 % of the clips)" in table and "| b | 8.0 / 60.0 / 90.0 |" in table
     without = {k: v for k, v in m.items() if not k.startswith("line_of_sight")}
     assert "Line-of-sight" not in markdown_table({"methods": {"a": {"unheard +0 dB": without}}})
+    all_in_sight = {**m, "line_of_sight_share": 100.0}
+    assert "Line-of-sight" not in markdown_table({"methods": {"a": {"unheard +0 dB": all_in_sight}}})
+    selection = {**without, "hit_distractor5": 30.0, "either5": 85.0}
+    assert "| a | 10.0 / 50.0 / 80.0 (5.0) [30.0 / 85.0] |" in markdown_table({"methods": {"a": {"c": selection}}})

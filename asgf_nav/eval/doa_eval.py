@@ -5,7 +5,9 @@ another category at 0, -5 and -10 dB).
 Metrics, per method, SNR and sound split: MAE (degrees, circular), ACC within 5 degrees (AV-SSAN's
 metrics), ACC within 20 degrees, and the MAE after folding truth and estimate onto the front hemisphere
 (``mae_lateral``), which shows how much of a two-microphone method's error is front/back confusion, and
-the share of estimates within 20 degrees of the distractor (``hit_distractor20``), which shows selectivity.
+the share of estimates within 20 (5) degrees of the distractor (``hit_distractor20``, ``hit_distractor5``),
+which shows selectivity, and within 5 degrees of either source (``either5``), which shows localisation
+whatever the selection.
 The same metrics are also given over the clips whose target is in line of sight (``line_of_sight``): in
 the embedded scenes a source behind a wall is heard through doorways, so its direct-path azimuth, the
 label, cannot be heard.
@@ -25,9 +27,10 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.io import atomic_write_text
-from asgf_nav.models.doa.classical import ArrayDoa, GmmRegression, gcc_phat, interaural_summary, lateral_fold
+from asgf_nav.models.doa.classical import ArrayDoa, GmmRegression, HrtfTemplateDoa, gcc_phat, interaural_summary
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
-from asgf_nav.models.doa.features import circular_distance
+from asgf_nav.models.doa.features import circular_distance, lateral_fold
+from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, load_model, predict, rir_pool
 from asgf_nav.sounds.bank import SoundBank
 
@@ -42,7 +45,7 @@ class EvalConfig:
     selective: str = "data/doa/selective.pt"
     crnn: str = "data/doa/crnn.pt"
     pool_dir: str = "data/doa/pools"
-    rooms: str = "shoebox"  # test rooms: shoebox | scenes | both (the baked test scenes need scenes_root)
+    rooms: str = "shoebox"  # test rooms: shoebox | scenes | both (baked test scenes) | shoebox_pair
     scenes_root: str = ""
     scenes_dataset: str = "replica"
     test_poses: int = 120
@@ -50,8 +53,13 @@ class EvalConfig:
     snrs: tuple[float, ...] = (0.0, -5.0, -10.0)
     gmm_train_examples: int = 3000
     train_poses: int = 600  # the training pool the GMM regression is fitted on (as in pretrain_doa.py)
+    distractor_window: str = "drawn"  # drawn (the benchmark's clips) | loudest (no steadiness cue)
     out: str = "data/doa/eval.json"
     threads: int = 2
+
+
+def _receiver(rooms: str | None) -> str:
+    return "pair" if rooms == "shoebox_pair" else "kemar"
 
 
 def _rooms_config(cfg: EvalConfig) -> DoaTrainConfig:
@@ -59,16 +67,21 @@ def _rooms_config(cfg: EvalConfig) -> DoaTrainConfig:
                           scenes_dataset=cfg.scenes_dataset)
 
 
+def test_pool(cfg: EvalConfig) -> RirPool:
+    return rir_pool(_rooms_config(cfg), "test", cfg.test_poses, TEST_POOL_SEED)
+
+
 def test_sets(cfg: EvalConfig, bank: SoundBank) -> tuple[dict[tuple[str, float], DoaBatch], int]:
     """The fixed evaluation clips (unheard test sounds at every SNR, heard training sounds at 0 dB) and
     their sample rate."""
-    pool = rir_pool(_rooms_config(cfg), "test", cfg.test_poses, TEST_POOL_SEED)
+    pool = test_pool(cfg)
     categories = bank.categories()
     sets: dict[tuple[str, float], DoaBatch] = {}
     conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
     for i, (split, snr) in enumerate(conditions):
         sampler = DoaExampleSampler(
-            bank, pool, "test" if split == "unheard" else "train", categories=categories
+            bank, pool, "test" if split == "unheard" else "train", categories=categories,
+            distractor_window=cfg.distractor_window,
         )
         sets[(split, snr)] = sampler.sample(cfg.examples, snr, np.random.default_rng(TEST_SET_SEED + i))
     return sets, pool.sample_rate
@@ -102,6 +115,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     for name, path in (("selective", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
         if Path(path).is_file():
             model = load_model(path)
+            if _receiver(model.trained_on_rooms) != _receiver(cfg.rooms):
+                logger.warning(
+                    "%s was trained on rooms=%s but is tested on rooms=%s: a head trained at one receiver "
+                    "(KEMAR head or free-field pair) does not transfer to the other",
+                    path, model.trained_on_rooms, cfg.rooms,
+                )
             if name == "selective":
                 name = f"selective ({model.cfg.prompt} prompt)"
             methods[name] = lambda b, m=model: predict(m, b)
@@ -111,9 +130,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     srp, music = ArrayDoa("SRP", sr), ArrayDoa("MUSIC", sr)
     methods["SRP-PHAT (pyroomacoustics)"] = lambda b: _per_clip(srp, b, "SRP-PHAT")
     methods["MUSIC (pyroomacoustics)"] = lambda b: _per_clip(music, b, "MUSIC")
+    if cfg.rooms != "shoebox_pair":  # the microphone pair has no head to match templates of
+        template = HrtfTemplateDoa(sr)
+        methods["HRTF template matching (KEMAR)"] = lambda b: _per_clip(template, b, "HRTF templates")
     gmm = fit_gmm(bank, cfg)
     methods["GMM regression (ILD/IPD)"] = lambda b: gmm.predict(_summaries(b))
-    results: dict = {"methods": {}, "examples": cfg.examples}
+    pool = test_pool(cfg)
+    drr = pool.direct_to_reverberant_db()[pool.line_of_sight]
+    results: dict = {"methods": {}, "examples": cfg.examples, "rooms": cfg.rooms,
+                     "distractor_window": cfg.distractor_window,
+                     "test_rooms_drr_db": {"median": float(np.median(drr)), "q10": float(np.percentile(drr, 10)),
+                                           "q90": float(np.percentile(drr, 90))}}
+    logger.info("test rooms, line-of-sight pairs: direct-to-reverberant ratio %s", results["test_rooms_drr_db"])
     for name, fn in methods.items():
         results["methods"][name] = {}
         for (split, snr), batch in sets.items():
@@ -122,10 +150,11 @@ def evaluate(cfg: EvalConfig) -> dict:
             truth = batch.azimuth.numpy()
             m = angular_metrics(pred, truth)
             m["mae_lateral"] = float(circular_distance(lateral_fold(pred), lateral_fold(truth)).mean())
-            m["hit_distractor20"] = float(
-                (circular_distance(pred, batch.distractor_azimuth.numpy().astype(np.float64)) <= 20).mean()
-                * 100
-            )
+            to_distractor = circular_distance(pred, batch.distractor_azimuth.numpy().astype(np.float64))
+            m["hit_distractor20"] = float((to_distractor <= 20).mean() * 100)
+            m["hit_distractor5"] = float((to_distractor <= 5).mean() * 100)
+            # localisation whatever the selection: within 5 degrees of either source
+            m["either5"] = float(((to_distractor <= 5) | (circular_distance(pred, truth) <= 5)).mean() * 100)
             los = batch.line_of_sight.numpy()
             m["line_of_sight_share"] = float(los.mean() * 100)
             if los.any():  # the same clips where the direct path is audible (not behind a wall)
@@ -144,17 +173,26 @@ def _table(methods: dict, conditions: list[str], header: list[str], cell) -> lis
     return lines
 
 
+def _cell(m: dict) -> str:
+    text = f"{m['mae']:.1f} / {m['acc5']:.1f} / {m['acc20']:.1f} ({m['mae_lateral']:.1f})"
+    if "either5" in m:
+        text += f" [{m['hit_distractor5']:.1f} / {m['either5']:.1f}]"
+    return text
+
+
 def markdown_table(results: dict) -> str:
-    """Rows = methods, columns = conditions, cells = MAE / ACC5 / ACC20 (lateral MAE); then the same
-    metrics over the line-of-sight clips when the results have them."""
+    """Rows = methods, columns = conditions, cells = MAE / ACC5 / ACC20 (lateral MAE) [ACC5 to the
+    distractor / to either source]; then the same metrics over the line-of-sight clips when some clips
+    are not in sight."""
     methods = results["methods"]
     conditions = list(next(iter(methods.values())))
     lines = _table(
         methods, conditions, [f"{c}: MAE / ACC5 / ACC20 (lateral MAE)" for c in conditions],
-        lambda m: f"{m['mae']:.1f} / {m['acc5']:.1f} / {m['acc20']:.1f} ({m['mae_lateral']:.1f})",
+        _cell,
     )
     first = next(iter(methods.values()))
-    if all("line_of_sight" in first[c] for c in conditions):
+    in_sight = [first[c].get("line_of_sight_share", 100.0) for c in conditions]
+    if all("line_of_sight" in first[c] for c in conditions) and min(in_sight) < 100:  # some clips are not
         shares = ", ".join(f"{c}: {first[c]['line_of_sight_share']:.0f} %" for c in conditions)
         lines += ["", f"Line-of-sight clips only ({shares} of the clips): MAE / ACC5 / ACC20", ""]
         lines += _table(

@@ -33,6 +33,17 @@ def relative_azimuth(receiver: np.ndarray, source: np.ndarray, yaw_deg: np.ndarr
     return np.mod(np.rad2deg(np.arctan2(left, front)), 360.0)
 
 
+def lateral_fold(azimuth_deg: np.ndarray) -> np.ndarray:
+    """Map azimuths onto the front hemisphere by mirroring about the interaural axis (a -> 180 - a).
+
+    All a two-microphone array can measure: the label of the ``shoebox_pair`` rooms and the answer of
+    the classical two-microphone methods.
+    """
+    a = np.mod(np.asarray(azimuth_deg, dtype=np.float64), 360.0)
+    lateral = np.rad2deg(np.arcsin(np.clip(np.sin(np.deg2rad(a)), -1, 1)))
+    return np.mod(lateral, 360.0)
+
+
 def circular_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor):
     """Absolute angular difference in degrees, in [0, 180] (359 and 1 are 2 degrees apart)."""
     diff = (a - b) % 360.0

@@ -8,8 +8,9 @@ direct-path azimuth cannot be heard (the sound arrives through doorways), which 
 
 Two builders: :func:`shoebox_pool` renders random shoebox rooms from the KEMAR HRTF (image sources up
 to second order, each arriving through the HRIR of its own direction, plus an exponentially decaying
-diffuse tail), which needs nothing baked; :func:`scene_pool` reads the baked binaural RIRs of an embedded
-scene (``asgf_nav.acoustics.rir.SceneRirs``) at graph nodes, labelled from node positions and yaw.
+diffuse tail), which needs nothing baked, or (AV-SSAN's protocol) at a free-field microphone pair;
+:func:`scene_pool` reads the baked binaural RIRs of an embedded scene (``asgf_nav.acoustics.rir.SceneRirs``)
+at graph nodes, labelled from node positions and yaw.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from asgf_nav.acoustics.hrtf import load_hrtf
-from asgf_nav.models.doa.features import relative_azimuth
+from asgf_nav.models.doa.features import lateral_fold, relative_azimuth
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,18 @@ class RirPool:
                 np.savez(f, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate, **extra)
 
         atomic_write(path, _write)
+
+    def direct_to_reverberant_db(self, direct_ms: float = 2.5, lead_ms: float = 1.0) -> np.ndarray:
+        """(P, J) energy ratio (dB) of the direct sound (``lead_ms`` before to ``direct_ms`` after the
+        onset, both ears) to the rest of the stored response: how much of what a receiver hears comes
+        straight from the source, which bounds how precisely any method can localise it."""
+        energy = (self.rirs.astype(np.float64) ** 2).sum(axis=-1)  # (P, J, L)
+        onset = np.argmax(energy > 0.05 * energy.max(axis=-1, keepdims=True), axis=-1)
+        t = np.arange(energy.shape[-1])
+        lead, after = round(lead_ms * self.sample_rate / 1000), round(direct_ms * self.sample_rate / 1000)
+        direct = (t >= onset[..., None] - lead) & (t < onset[..., None] + after)
+        direct_energy = (energy * direct).sum(axis=-1)
+        return 10 * np.log10(direct_energy / np.maximum((energy * ~direct).sum(axis=-1), 1e-20) + 1e-20)
 
     @classmethod
     def concat(cls, pools: list[RirPool]) -> RirPool:
@@ -139,12 +152,68 @@ def render_shoebox_rir(
     direct = int(np.argmin(dist))
     direct_energy = float(np.sum((gains[direct] * hrtf.hrir[hrir_index[direct]]) ** 2))
     start = int(delays[orders == max_order].min()) if np.any(orders == max_order) else delays[direct]
-    if start < length:
-        t = np.arange(length - start) / sample_rate
-        tail = rng.standard_normal((t.size, 2)) * np.exp(-6.9 * t / t60)[:, None]
-        tail *= np.sqrt(direct_energy * 10 ** (-drr_db / 10) / max(float(np.sum(tail**2)), 1e-12))
-        rir[start:length] += tail
+    _add_diffuse_tail(rir, start, length, direct_energy * 10 ** (-drr_db / 10), t60, sample_rate, rng)
     return rir[:length].astype(np.float32)
+
+
+def _add_diffuse_tail(
+    rir: np.ndarray, start: int, length: int, energy: float, t60: float, sample_rate: int,
+    rng: np.random.Generator,
+) -> None:
+    """Add to ``rir[start:length]`` (both channels) decorrelated noise decaying with ``t60``, of ``energy``."""
+    if start >= length:
+        return
+    t = np.arange(length - start) / sample_rate
+    tail = rng.standard_normal((t.size, 2)) * np.exp(-6.9 * t / t60)[:, None]
+    tail *= np.sqrt(energy / max(float(np.sum(tail**2)), 1e-12))
+    rir[start:length] += tail
+
+
+PAIR_SPACING = 0.18  # metres between the two microphones of the ``pair`` receiver
+
+
+def render_pair_rir(
+    room: np.ndarray,
+    receiver: np.ndarray,
+    source: np.ndarray,
+    yaw_deg: float,
+    reflection: float,
+    drr_db: float,
+    t60: float,
+    sample_rate: int,
+    length: int,
+    rng: np.random.Generator,
+    max_order: int = 2,
+    spacing: float = PAIR_SPACING,
+) -> np.ndarray:
+    """(length, 2) RIR of a point source at a free-field pair of omnidirectional microphones.
+
+    The pair lies on the receiver's left-right axis, ``spacing`` apart and centred on ``receiver``;
+    channel 0 is the left microphone. Specular paths up to ``max_order`` arrive at each microphone with
+    their own (fractional, band-limited) delay and 1/r spreading, then the same diffuse tail as
+    :func:`render_shoebox_rir`. This is the receiver AV-SSAN simulates its data with (a two-microphone
+    array in image-source rooms), where only the lateral angle of a source can be measured.
+    """
+    yaw = np.deg2rad(yaw_deg)
+    left = np.array([-np.cos(yaw), 0.0, np.sin(yaw)])
+    mics = receiver[None, :] + np.outer([0.5, -0.5], left) * spacing  # (2, 3): left, right
+    images, orders = _image_sources(source, room, max_order)
+    dist = np.linalg.norm(images[None, :, :] - mics[:, None, :], axis=2)  # (2, M)
+    delays = dist / SPEED_OF_SOUND * sample_rate  # samples
+    gains = np.where(delays < length - 1, reflection**orders / np.maximum(dist, 0.1), 0.0)
+    nfft = 1 << int(np.ceil(np.log2(2 * length)))
+    freqs = np.arange(nfft // 2 + 1) / nfft  # cycles per sample
+    spectra = np.einsum("em,emf->ef", gains, np.exp(-2j * np.pi * delays[:, :, None] * freqs[None, None, :]))
+    rir = np.fft.irfft(spectra, nfft, axis=1)[:, :length].T.copy()  # (length, 2)
+    direct = int(np.argmin(dist.mean(axis=0)))
+    direct_energy = float(np.sum(gains[:, direct] ** 2))  # a band-limited unit impulse has unit energy
+    second = orders == max_order
+    start = int(np.rint(delays[:, second].min() if second.any() else delays[:, direct].min()))
+    _add_diffuse_tail(rir, start, length, direct_energy * 10 ** (-drr_db / 10), t60, sample_rate, rng)
+    return rir.astype(np.float32)
+
+
+RECEIVERS = ("kemar", "pair")
 
 
 def shoebox_pool(
@@ -154,15 +223,24 @@ def shoebox_pool(
     sample_rate: int = 16000,
     rir_seconds: float = 0.25,
     progress: bool = True,
+    receiver: str = "kemar",
 ) -> RirPool:
-    """Random rooms (3-9 m x 3-9 m x 2.4-3.2 m), one receiver and yaw each, sources >= 1 m away."""
+    """Random rooms (3-9 m x 3-9 m x 2.4-3.2 m), one receiver and yaw each, sources >= 1 m away.
+
+    ``receiver="kemar"``: the KEMAR head, labels over the full circle. ``receiver="pair"``: the free-field
+    microphone pair of :func:`render_pair_rir` with the sources at its height, labelled with the
+    front-hemisphere (lateral) angle (:func:`lateral_fold`), all such a pair can tell, as in AV-SSAN.
+    """
+    if receiver not in RECEIVERS:
+        raise ValueError(f"shoebox receiver must be one of {RECEIVERS}, got {receiver!r}")
+    render = render_shoebox_rir if receiver == "kemar" else render_pair_rir
     rng = np.random.default_rng(seed)
     length = int(rir_seconds * sample_rate)
     rirs = np.zeros((num_poses, sources_per_pose, length, 2), dtype=np.float32)
     azimuth = np.zeros((num_poses, sources_per_pose))
     for p in tqdm(range(num_poses), desc=f"shoebox RIRs (seed {seed})", disable=not progress, mininterval=2):
         room = np.array([rng.uniform(3, 9), rng.uniform(2.4, 3.2), rng.uniform(3, 9)])
-        receiver = np.array([rng.uniform(0.5, room[0] - 0.5), EAR_HEIGHT, rng.uniform(0.5, room[2] - 0.5)])
+        position = np.array([rng.uniform(0.5, room[0] - 0.5), EAR_HEIGHT, rng.uniform(0.5, room[2] - 0.5)])
         yaw = float(rng.uniform(0, 360))
         reflection = float(rng.uniform(0.55, 0.9))
         t60 = float(rng.uniform(0.25, 0.8))
@@ -171,11 +249,13 @@ def shoebox_pool(
                 source = np.array(
                     [rng.uniform(0.3, room[0] - 0.3), rng.uniform(0.3, 1.8), rng.uniform(0.3, room[2] - 0.3)]
                 )
-                if np.hypot(*(source - receiver)[[0, 2]]) >= 1.0:
+                if np.hypot(*(source - position)[[0, 2]]) >= 1.0:
                     break
-            rirs[p, j] = render_shoebox_rir(
+            if receiver == "pair":
+                source[1] = EAR_HEIGHT  # in the array's plane: the labelled angle is the one it measures
+            rirs[p, j] = render(
                 room,
-                receiver,
+                position,
                 source,
                 yaw,
                 reflection,
@@ -185,7 +265,9 @@ def shoebox_pool(
                 length=length,
                 rng=rng,
             )
-            azimuth[p, j] = relative_azimuth(receiver, source, yaw)
+            azimuth[p, j] = relative_azimuth(position, source, yaw)
+    if receiver == "pair":
+        azimuth = lateral_fold(azimuth)
     return RirPool(rirs, azimuth, sample_rate, np.ones(azimuth.shape, dtype=bool))  # empty box: always seen
 
 

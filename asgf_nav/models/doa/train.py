@@ -45,7 +45,7 @@ class DoaTrainConfig:
     mask_head: str = "template"  # template | mlp (selective only; see network.py)
     out: str = "data/doa/selective.pt"
     pool_dir: str = "data/doa/pools"
-    rooms: str = "shoebox"  # shoebox | scenes | both (scenes need scenes_root)
+    rooms: str = "shoebox"  # shoebox | scenes | both (scenes need scenes_root) | shoebox_pair (AV-SSAN's array)
     scenes_root: str = ""  # baked scene data root, for rooms = scenes | both
     scenes_dataset: str = "replica"
     train_poses: int = 600
@@ -63,6 +63,7 @@ class DoaTrainConfig:
     curriculum_steps: int = 4000  # ... and falls linearly to [snr_low, snr_high] over these steps
     clip_seconds: float = 0.5
     targets: str = "all"  # all | line_of_sight (training targets only where the direct path is audible)
+    distractor_window: str = "drawn"  # drawn | loudest (see DoaExampleSampler; validation clips follow it)
     bin_width: float = 5.0
     patch_dim: int = 48
     model_dim: int = 48
@@ -77,17 +78,20 @@ class DoaTrainConfig:
 
 
 # --------------------------------------------------------------------------------------------- pools
-ROOM_KINDS = ("shoebox", "scenes", "both")
+ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")
+SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
 
 
 def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirPool:
-    """The RIR pool of ``split``: shoebox rooms, baked scenes of that split, or both (half the poses each).
+    """The RIR pool of ``split``: shoebox rooms, baked scenes of that split, or both (half the poses each);
+    ``shoebox_pair`` is AV-SSAN's protocol: shoebox rooms heard by a free-field microphone pair, labelled
+    with the front-hemisphere angle (``rooms.render_pair_rir``).
 
     Pools are cached in ``cfg.pool_dir`` under a name that encodes how they were drawn.
     """
     if cfg.rooms not in ROOM_KINDS:
         raise ValueError(f"DoA rooms must be one of {ROOM_KINDS}, got {cfg.rooms!r}")
-    if cfg.rooms != "shoebox" and not cfg.scenes_root:
+    if cfg.rooms not in SHOEBOX_RECEIVERS and not cfg.scenes_root:
         raise ValueError(f"DoA rooms = {cfg.rooms!r} needs scenes_root (the baked scene data root)")
     if cfg.rooms == "both":
         half = max(1, num_poses // 2)
@@ -98,18 +102,18 @@ def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirP
 
 
 def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, seed: int) -> RirPool:
-    tag = "shoebox" if rooms == "shoebox" else cfg.scenes_dataset
+    tag = rooms if rooms in SHOEBOX_RECEIVERS else cfg.scenes_dataset
     path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}.npz"
     if path.exists():
         pool = RirPool.load(path)
         if pool.line_of_sight is not None:
             return pool
-        if rooms == "shoebox":  # an empty box: every source is in sight
+        if rooms in SHOEBOX_RECEIVERS:  # an empty box: every source is in sight
             pool.line_of_sight = np.ones(pool.azimuth.shape, dtype=bool)
             return pool
         logger.info("RIR pool %s predates line-of-sight flags; rebuilding it", path)
-    if rooms == "shoebox":
-        pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed)
+    if rooms in SHOEBOX_RECEIVERS:
+        pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=SHOEBOX_RECEIVERS[rooms])
     else:
         pool = _baked_pool(cfg, split, num_poses, seed)
     pool.save(path)
@@ -206,6 +210,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> to
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    model.trained_on_rooms = (ckpt.get("train_config") or {}).get("rooms")  # checked by the benchmark
     return model
 
 
@@ -288,9 +293,11 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         categories=categories,
         targets=cfg.targets,
         device=cfg.device,
+        distractor_window=cfg.distractor_window,
     )
     val_sampler = DoaExampleSampler(
-        bank, rir_pool(cfg, "val", cfg.val_poses, 2000), "val", cfg.clip_seconds, categories=categories
+        bank, rir_pool(cfg, "val", cfg.val_poses, 2000), "val", cfg.clip_seconds, categories=categories,
+        distractor_window=cfg.distractor_window,
     )
     val_batch = val_sampler.sample(cfg.val_examples, 0.0, np.random.default_rng(7))
     model = build_model(cfg.model, cfg, categories).to(cfg.device)
