@@ -514,6 +514,35 @@ def test_rir_pool_rejects_unknown_rooms_and_scenes_without_a_root(tmp_path):
         train(DoaTrainConfig(posterior_loss="hinge", pool_dir=str(tmp_path)))
 
 
+def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
+    import json
+    import logging
+
+    from asgf_nav.eval.doa_eval import EvalConfig, evaluate, markdown_table
+
+    ckpt = tmp_path / "selective.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0,
+                    DoaTrainConfig(rooms="shoebox_pair"), {})
+    cfg = EvalConfig(selective=str(ckpt), crnn=str(tmp_path / "missing.pt"), pool_dir=str(tmp_path),
+                     test_poses=3, examples=6, snrs=(0.0,), gmm_train_examples=40, train_poses=3,
+                     out=str(tmp_path / "eval.json"), threads=1, distractor_window="loudest")
+    with caplog.at_level(logging.WARNING):
+        results = evaluate(cfg)
+    assert "trained on rooms=shoebox_pair but is tested on rooms=shoebox" in caplog.text
+    assert "CRNN (audio only) is left out" in caplog.text
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["distractor_window"] == "loudest" and saved["rooms"] == "shoebox"
+    assert saved["test_rooms_drr_db"]["q10"] <= saved["test_rooms_drr_db"]["median"]
+    methods = results["methods"]
+    assert "HRTF template matching (KEMAR)" in methods and "selective (audio prompt)" in methods
+    for per_condition in methods.values():
+        assert set(per_condition) == {"unheard +0 dB", "heard +0 dB"}
+        for m in per_condition.values():
+            assert m["acc5"] <= m["acc20"] and m["acc5"] <= m["either5"] <= 100
+            assert m["hit_distractor5"] <= m["hit_distractor20"]
+    assert "[" in markdown_table(results)
+
+
 def test_benchmark_table_has_a_line_of_sight_section():
     from asgf_nav.eval.doa_eval import markdown_table
 

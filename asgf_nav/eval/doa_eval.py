@@ -71,10 +71,12 @@ def test_pool(cfg: EvalConfig) -> RirPool:
     return rir_pool(_rooms_config(cfg), "test", cfg.test_poses, TEST_POOL_SEED)
 
 
-def test_sets(cfg: EvalConfig, bank: SoundBank) -> tuple[dict[tuple[str, float], DoaBatch], int]:
+def test_sets(
+    cfg: EvalConfig, bank: SoundBank, pool: RirPool | None = None
+) -> tuple[dict[tuple[str, float], DoaBatch], int]:
     """The fixed evaluation clips (unheard test sounds at every SNR, heard training sounds at 0 dB) and
-    their sample rate."""
-    pool = test_pool(cfg)
+    their sample rate; ``pool`` is the test pool when the caller already has it."""
+    pool = pool if pool is not None else test_pool(cfg)
     categories = bank.categories()
     sets: dict[tuple[str, float], DoaBatch] = {}
     conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
@@ -110,7 +112,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     bank = SoundBank.load()
-    sets, sr = test_sets(cfg, bank)
+    pool = test_pool(cfg)
+    sets, sr = test_sets(cfg, bank, pool)
     methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}
     for name, path in (("selective", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
         if Path(path).is_file():
@@ -135,7 +138,6 @@ def evaluate(cfg: EvalConfig) -> dict:
         methods["HRTF template matching (KEMAR)"] = lambda b: _per_clip(template, b, "HRTF templates")
     gmm = fit_gmm(bank, cfg)
     methods["GMM regression (ILD/IPD)"] = lambda b: gmm.predict(_summaries(b))
-    pool = test_pool(cfg)
     drr = pool.direct_to_reverberant_db()[pool.line_of_sight]
     results: dict = {"methods": {}, "examples": cfg.examples, "rooms": cfg.rooms,
                      "distractor_window": cfg.distractor_window,
