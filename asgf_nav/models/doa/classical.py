@@ -18,10 +18,11 @@ import pyroomacoustics as pra
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.models.doa.features import EPS, lateral_fold
+from asgf_nav.models.doa.rooms import PAIR_SPACING, SPEED_OF_SOUND
 
-SPEED_OF_SOUND = 343.0
-EAR_SPACING = 0.18  # metres (the spacing of the ``shoebox_pair`` rooms' array too)
+EAR_SPACING = PAIR_SPACING  # metres: the ears as the free-field pair of the ``shoebox_pair`` rooms
 
 
 def _stft(audio: np.ndarray, nfft: int, hop: int) -> np.ndarray:
@@ -75,8 +76,6 @@ class HrtfTemplateDoa:
         self, sample_rate: int, nfft: int = 512, elevations=(-20.0, -10.0, 0.0, 10.0, 20.0),
         freq_range=(100.0, 7500.0), azimuth_step: float = 5.0,
     ) -> None:
-        from asgf_nav.acoustics.hrtf import load_hrtf
-
         hrtf = load_hrtf(sample_rate)
         if hrtf.num_taps > nfft:
             raise ValueError(f"nfft {nfft} is shorter than the HRIRs ({hrtf.num_taps} taps)")
