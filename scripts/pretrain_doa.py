@@ -1,7 +1,8 @@
 """Train a direction-of-arrival head: the selective (prompted) network or the audio-only CRNN baseline.
 
-Every field of ``DoaTrainConfig`` is a flag. Runs resume from ``--out`` when it exists; checkpoints are
-written atomically every ``--checkpoint-every`` steps. ``--export`` also writes weights-only copies.
+Every field of ``DoaTrainConfig`` is a flag (on/off ones as ``--augment`` / ``--no-augment``). Runs
+resume from ``--out`` when it exists; checkpoints are written atomically every ``--checkpoint-every``
+steps. ``--export`` also writes weights-only copies.
 
 Example: python scripts/pretrain_doa.py --model selective --out data/doa/selective.pt --max-minutes 15
 """
@@ -24,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     for f in dataclasses.fields(DoaTrainConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):  # --augment / --no-augment
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default)
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
     export = args.pop("export")

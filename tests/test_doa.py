@@ -25,6 +25,7 @@ from asgf_nav.models.doa.rooms import (
     PAIR_SPACING,
     SPEED_OF_SOUND,
     RirPool,
+    first_reflection,
     has_direct_path,
     render_pair_rir,
     render_shoebox_rir,
@@ -149,6 +150,33 @@ def test_direct_to_reverberant_ratio_falls_with_reverberation():
     assert drr[2] < 0  # a tail 3 dB above the direct sound plus strong reflections
 
 
+def test_direct_sound_windows_and_the_direct_sound_reference():
+    from asgf_nav.eval.doa_eval import direct_sound_reference
+
+    rng = np.random.default_rng(3)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    azimuths = np.array([[10.0, 100.0, 170.0], [220.0, 300.0, 355.0]])
+    rirs = np.stack([np.stack([
+        render_shoebox_rir(room, receiver, _source_at(receiver, az, 0.0, distance=2.5), 0.0, 0.8, 0.0, 0.4,
+                           SR, 2000, rng) for az in row]) for row in azimuths])  # direct path + equal-energy tail
+    pool = RirPool(rirs, azimuths, SR)
+    windows = pool.direct_sound(direct_ms=2.5, lead_ms=1.0)
+    assert windows.shape == (2, 3, 56, 2)
+    for p, j in ((0, 0), (1, 2)):  # a contiguous stretch of the response: 1 ms before its onset to 2.5 ms after
+        rir = rirs[p, j]
+        starts = [k for k in range(2000 - 56) if np.array_equal(rir[k : k + 56], windows[p, j])]
+        assert len(starts) == 1
+        energy = (rir.astype(np.float64) ** 2).sum(axis=1)
+        assert energy[: starts[0] + 16].max() < 0.05 * energy.max() <= energy[starts[0] + 16]
+        assert starts[0] + 16 <= np.argmax(energy) < starts[0] + 56  # the direct path's peak is inside
+        assert 0 <= starts[0] + 16 - 2.5 / SPEED_OF_SOUND * SR < 20  # the travel time of 2.5 m plus the HRIR lead
+    reference = direct_sound_reference(pool, HrtfTemplateDoa(SR))
+    assert reference["responses"] == 6 and reference["acc5"] == 100.0  # the tail is cut off
+    # the same template matcher on the whole responses, tail included, does worse
+    whole = [HrtfTemplateDoa(SR)(r.T.astype(np.float64)) for r in rirs.reshape(-1, 2000, 2)]
+    assert circular_distance(np.array(whole), azimuths.ravel()).mean() > reference["mae"]
+
+
 def test_pair_pool_is_labelled_with_the_front_hemisphere_angle(tmp_path):
     from asgf_nav.models.doa.train import rir_pool
 
@@ -199,6 +227,9 @@ def test_scene_pool_labels_from_node_positions():
     assert pool.line_of_sight.dtype == bool and pool.line_of_sight.shape == (6, 3)
     positions, rirs = FakeScene.positions, FakeRirs()
     assert has_direct_path(rirs, positions, 0, 1) and not has_direct_path(rirs, positions, 1, 3)
+    gap, level = first_reflection(rirs, positions, 0, 1)  # the second path: 3 m longer, as loud
+    assert gap == pytest.approx(3.0 / SPEED_OF_SOUND) and level == pytest.approx(0.0)
+    assert first_reflection(rirs, positions, 1, 3) is None  # no line of sight
 
 
 def test_rir_pool_keeps_line_of_sight_through_save_and_load(tmp_path):
@@ -533,6 +564,7 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["distractor_window"] == "loudest" and saved["rooms"] == "shoebox"
     assert saved["test_rooms_drr_db"]["q10"] <= saved["test_rooms_drr_db"]["median"]
+    assert saved["direct_sound_reference"]["responses"] == 3 * 6  # every shoebox source is in sight
     methods = results["methods"]
     assert "HRTF template matching (KEMAR)" in methods and "selective (audio prompt)" in methods
     for per_condition in methods.values():
@@ -540,7 +572,8 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
         for m in per_condition.values():
             assert m["acc5"] <= m["acc20"] and m["acc5"] <= m["either5"] <= 100
             assert m["hit_distractor5"] <= m["hit_distractor20"]
-    assert "[" in markdown_table(results)
+    table = markdown_table(results)
+    assert "[" in table and "HRTF templates on the direct sound alone (18 line-of-sight" in table
 
 
 def test_benchmark_table_has_a_line_of_sight_section():

@@ -107,6 +107,25 @@ def _summaries(batch: DoaBatch) -> np.ndarray:
     return np.stack([interaural_summary(a) for a in batch.mixture.numpy().astype(np.float64)])
 
 
+def direct_sound_reference(pool: RirPool, template: HrtfTemplateDoa) -> dict:
+    """HRTF template matching on the direct-sound window of every line-of-sight response alone (no
+    sound, no distractor, nothing later; :meth:`RirPool.direct_sound`): how well the direct sound,
+    with whatever arrives within those milliseconds, tells the azimuth in these rooms. A reference
+    point, not a bound: a method may use later parts of a response or spectral cues the templates
+    ignore."""
+    los = pool.line_of_sight if pool.line_of_sight is not None else np.ones(pool.azimuth.shape, bool)
+    windows = pool.direct_sound()[los]  # (N, W, 2)
+    frame = np.zeros((2, template.nfft))
+    offset = (template.nfft - windows.shape[1]) // 2  # centred in one analysis frame
+    pred = []
+    for w in windows:
+        frame[:, offset : offset + w.shape[0]] = w.T
+        pred.append(template(frame))
+    metrics = angular_metrics(np.array(pred), pool.azimuth[los])
+    metrics["responses"] = int(los.sum())
+    return metrics
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Run every method on every condition; returns {method: {condition: metrics}} plus timings."""
     if cfg.threads > 0:
@@ -133,6 +152,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     srp, music = ArrayDoa("SRP", sr), ArrayDoa("MUSIC", sr)
     methods["SRP-PHAT (pyroomacoustics)"] = lambda b: _per_clip(srp, b, "SRP-PHAT")
     methods["MUSIC (pyroomacoustics)"] = lambda b: _per_clip(music, b, "MUSIC")
+    template = None
     if cfg.rooms != "shoebox_pair":  # the microphone pair has no head to match templates of
         template = HrtfTemplateDoa(sr)
         methods["HRTF template matching (KEMAR)"] = lambda b: _per_clip(template, b, "HRTF templates")
@@ -144,6 +164,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                      "test_rooms_drr_db": {"median": float(np.median(drr)), "q10": float(np.percentile(drr, 10)),
                                            "q90": float(np.percentile(drr, 90))}}
     logger.info("test rooms, line-of-sight pairs: direct-to-reverberant ratio %s", results["test_rooms_drr_db"])
+    if template is not None:
+        results["direct_sound_reference"] = direct_sound_reference(pool, template)
+        logger.info("HRTF templates on the direct sound alone: %s", results["direct_sound_reference"])
     for name, fn in methods.items():
         results["methods"][name] = {}
         for (split, snr), batch in sets.items():
@@ -185,7 +208,7 @@ def _cell(m: dict) -> str:
 def markdown_table(results: dict) -> str:
     """Rows = methods, columns = conditions, cells = MAE / ACC5 / ACC20 (lateral MAE) [ACC5 to the
     distractor / to either source]; then the same metrics over the line-of-sight clips when some clips
-    are not in sight."""
+    are not in sight; then the direct-sound reference where there is one."""
     methods = results["methods"]
     conditions = list(next(iter(methods.values())))
     lines = _table(
@@ -201,4 +224,8 @@ def markdown_table(results: dict) -> str:
             methods, conditions, conditions,
             lambda m: "{mae:.1f} / {acc5:.1f} / {acc20:.1f}".format(**m["line_of_sight"]),
         )
+    if "direct_sound_reference" in results:
+        ref = results["direct_sound_reference"]
+        lines += ["", f"HRTF templates on the direct sound alone ({ref['responses']} line-of-sight test responses, "
+                  f"no sound, no distractor): {ref['mae']:.1f} / {ref['acc5']:.1f} / {ref['acc20']:.1f}"]
     return "\n".join(lines)

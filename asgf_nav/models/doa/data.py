@@ -15,6 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from asgf_nav.models.doa.augment import (
+    apply_spectral_gains,
+    change_speed,
+    random_timbre,
+    resampled_length,
+    spectral_gains,
+)
 from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.sounds.bank import SoundBank
 
@@ -72,6 +79,7 @@ class _Draw:
     distractor_source: int
     distractor_start: int  # where the distractor's clip starts, unless that stretch is near-silent
     snr_db: float
+    timbres: np.ndarray | None = None  # (3, TIMBRE_SIZE) of target, distractor, prompt (augment.py); None = as recorded
 
 
 def loudest_window(signal: torch.Tensor, lengths: torch.Tensor, length: int, hop: int) -> torch.Tensor:
@@ -120,6 +128,7 @@ class DoaExampleSampler:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         distractor_window: str = "drawn",
+        augment: bool = False,
     ) -> None:
         """``targets="line_of_sight"`` draws targets only among sources the direct path reaches: behind a
         wall the direct-path label cannot be heard, and training on it is label noise.
@@ -128,12 +137,16 @@ class DoaExampleSampler:
         clips) takes the distractor at a drawn start, its loudest stretch only where that is
         near-silent; ``"loudest"`` always takes its loudest stretch. With ``drawn`` the target is the
         steadier of the two more often, a cue an audio-only method can learn (measured in docs/doa.md);
-        ``loudest`` removes it and keeps every other draw the same."""
+        ``loudest`` removes it and keeps every other draw the same.
+
+        ``augment`` changes the playback rate and spectral envelope of the target, the distractor and the
+        prompt independently per example (:mod:`asgf_nav.models.doa.augment`), for training only."""
         if targets not in ("all", "line_of_sight"):
             raise ValueError(f"targets must be 'all' or 'line_of_sight', got {targets!r}")
         if distractor_window not in DISTRACTOR_WINDOWS:
             raise ValueError(f"distractor_window must be one of {DISTRACTOR_WINDOWS}, got {distractor_window!r}")
         self.distractor_window = distractor_window
+        self.augment = augment
         self.bank = bank
         self.pool = pool
         self.sample_rate = pool.sample_rate
@@ -198,21 +211,31 @@ class DoaExampleSampler:
         prompts = self._prompts(target)
         prompt = prompts[int(rng.integers(len(prompts)))]
         pose, j_t, j_d = self._draw_pair(rng)
-        received = int(self._wave_size[self._wave_row[distractor]]) + self.pool.rirs.shape[2] - 1
+        size = int(self._wave_size[self._wave_row[distractor]])
+        timbres = np.stack([random_timbre(rng) for _ in range(3)]) if self.augment else None
+        if timbres is not None:
+            size = resampled_length(size, float(timbres[1, 0]))
+        received = size + self.pool.rirs.shape[2] - 1
         start = int(rng.integers(0, max(1, received - self.clip)))
         snr = float(rng.uniform(*snr_db)) if isinstance(snr_db, tuple) else float(snr_db)
-        return _Draw(target, distractor, prompt, pose, j_t, j_d, start, snr)
+        return _Draw(target, distractor, prompt, pose, j_t, j_d, start, snr, timbres)
 
-    def _received(self, names: list[str], poses: np.ndarray, sources: np.ndarray):
-        """Dry sounds through the RIRs of (pose, source): (B, 2, M) zero-padded signals and (B,) lengths."""
+    def _received(self, names: list[str], poses: np.ndarray, sources: np.ndarray, timbre: torch.Tensor | None = None):
+        """Dry sounds (in ``timbre`` (B, TIMBRE_SIZE) where given) through the RIRs of (pose, source):
+        (B, 2, M) zero-padded signals and (B,) lengths."""
         rows = torch.as_tensor([self._wave_row[n] for n in names], device=self.device)
         waves, lengths = self._waves[rows], self._wave_length[rows]
+        if timbre is not None:
+            waves, lengths = change_speed(waves, lengths, timbre[:, 0])
         index = torch.as_tensor(poses, device=self.device), torch.as_tensor(sources, device=self.device)
         rirs = self._rirs[index].to(self.dtype)
         received = lengths + rirs.shape[1] - 1
         m = int(received.max())
         nfft = 1 << (m - 1).bit_length()
         spec = torch.fft.rfft(waves, nfft)[:, None, :] * torch.fft.rfft(rirs.transpose(1, 2), nfft)
+        if timbre is not None:
+            freqs = torch.fft.rfftfreq(nfft, 1.0 / self.sample_rate).to(self.device, torch.float64)
+            spec = spec * spectral_gains(timbre.to(torch.float64), freqs).to(spec.real.dtype)[:, None, :]
         return torch.fft.irfft(spec, nfft)[..., :m], received
 
     def sample(
@@ -223,8 +246,12 @@ class DoaExampleSampler:
         clip, hop = self.clip, self.clip // 8
         poses = np.array([d.pose for d in draws])
         j_t, j_d = np.array([d.target_source for d in draws]), np.array([d.distractor_source for d in draws])
-        rx_t, len_t = self._received([d.target for d in draws], poses, j_t)
-        rx_d, len_d = self._received([d.distractor for d in draws], poses, j_d)
+        timbres = None
+        if self.augment:
+            timbres = torch.as_tensor(np.stack([d.timbres for d in draws]), device=self.device)  # (B, 3, T)
+        t_timbre, d_timbre = (None, None) if timbres is None else (timbres[:, 0], timbres[:, 1])
+        rx_t, len_t = self._received([d.target for d in draws], poses, j_t, t_timbre)
+        rx_d, len_d = self._received([d.distractor for d in draws], poses, j_d, d_timbre)
         # the target's loudest stretch; the distractor's drawn one, or its loudest where that is near-silent
         seg_t = _windows(rx_t, loudest_window(rx_t, len_t, clip, hop), clip)
         s_d = torch.as_tensor([d.distractor_start for d in draws], device=self.device)
@@ -240,8 +267,12 @@ class DoaExampleSampler:
         scale = (1.0 / (mix.pow(2).mean(dim=(1, 2)).sqrt() + 1e-9))[:, None, None]
         # the prompt: the loudest stretch of the dry reference clip, unit RMS
         rows = torch.as_tensor([self._wave_row[d.prompt] for d in draws], device=self.device)
-        dry = self._waves[rows][:, None, :]
-        prompt = _windows(dry, loudest_window(dry, self._wave_length[rows], clip, hop), clip)[:, 0]
+        dry, dry_length = self._waves[rows], self._wave_length[rows]
+        if timbres is not None:
+            dry, dry_length = change_speed(dry, dry_length, timbres[:, 2, 0])
+            dry = apply_spectral_gains(dry, timbres[:, 2], self.sample_rate)
+        dry = dry[:, None, :]
+        prompt = _windows(dry, loudest_window(dry, dry_length, clip, hop), clip)[:, 0]
         prompt = prompt / (prompt.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-9)
         categories = [self.categories.index(self.bank.category(d.target)) for d in draws]
         return DoaBatch(

@@ -66,17 +66,30 @@ class RirPool:
 
         atomic_write(path, _write)
 
+    def _onsets(self) -> np.ndarray:
+        """(P, J) first sample whose energy (both ears) reaches 5 % of the response's peak."""
+        energy = (self.rirs.astype(np.float64) ** 2).sum(axis=-1)
+        return np.argmax(energy > 0.05 * energy.max(axis=-1, keepdims=True), axis=-1)
+
     def direct_to_reverberant_db(self, direct_ms: float = 2.5, lead_ms: float = 1.0) -> np.ndarray:
         """(P, J) energy ratio (dB) of the direct sound (``lead_ms`` before to ``direct_ms`` after the
         onset, both ears) to the rest of the stored response: how much of what a receiver hears comes
         straight from the source, which bounds how precisely any method can localise it."""
         energy = (self.rirs.astype(np.float64) ** 2).sum(axis=-1)  # (P, J, L)
-        onset = np.argmax(energy > 0.05 * energy.max(axis=-1, keepdims=True), axis=-1)
+        onset = self._onsets()
         t = np.arange(energy.shape[-1])
         lead, after = round(lead_ms * self.sample_rate / 1000), round(direct_ms * self.sample_rate / 1000)
         direct = (t >= onset[..., None] - lead) & (t < onset[..., None] + after)
         direct_energy = (energy * direct).sum(axis=-1)
         return 10 * np.log10(direct_energy / np.maximum((energy * ~direct).sum(axis=-1), 1e-20) + 1e-20)
+
+    def direct_sound(self, direct_ms: float = 2.5, lead_ms: float = 1.0) -> np.ndarray:
+        """(P, J, W, 2) each response from ``lead_ms`` before its onset to ``direct_ms`` after, the window
+        :meth:`direct_to_reverberant_db` calls direct (zero-filled where it starts before time 0)."""
+        lead, after = round(lead_ms * self.sample_rate / 1000), round(direct_ms * self.sample_rate / 1000)
+        padded = np.pad(self.rirs, ((0, 0), (0, 0), (lead, after), (0, 0)))
+        index = self._onsets()[..., None] + np.arange(lead + after)  # (P, J, W) in padded samples
+        return np.take_along_axis(padded, index[..., None], axis=2)
 
     @classmethod
     def concat(cls, pools: list[RirPool]) -> RirPool:
@@ -319,3 +332,21 @@ def has_direct_path(scene_rirs, positions: np.ndarray, receiver: int, source: in
         return False
     straight = float(np.linalg.norm(positions[receiver] - positions[source]))
     return abs(float(np.min(delays)) * SPEED_OF_SOUND - straight) < tolerance
+
+
+def first_reflection(
+    scene_rirs, positions: np.ndarray, receiver: int, source: int
+) -> tuple[float, float] | None:
+    """(seconds after the direct sound, level in dB relative to it, averaged over octave bands) of the
+    earliest baked reflection of a line-of-sight pair; ``None`` without line of sight or reflections.
+    A reflection within a millisecond or two of the direct sound overlaps it inside the head's own
+    response, which blurs the interaural cues of even the first arrival."""
+    if not has_direct_path(scene_rirs, positions, receiver, source):
+        return None
+    paths = scene_rirs.paths(receiver, source)
+    order = np.argsort(paths.delay, kind="stable")
+    if order.size < 2:
+        return None
+    direct, reflection = order[0], order[1]
+    level = 20 * np.log10(paths.band_amplitude[reflection].mean() / paths.band_amplitude[direct].mean())
+    return float(paths.delay[reflection] - paths.delay[direct]), float(level)

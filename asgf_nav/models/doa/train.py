@@ -64,6 +64,7 @@ class DoaTrainConfig:
     clip_seconds: float = 0.5
     targets: str = "all"  # all | line_of_sight (training targets only where the direct path is audible)
     distractor_window: str = "drawn"  # drawn | loudest (see DoaExampleSampler; validation clips follow it)
+    augment: bool = False  # training sounds in random playback rates and spectral envelopes (augment.py)
     bin_width: float = 5.0
     patch_dim: int = 48
     model_dim: int = 48
@@ -294,6 +295,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         targets=cfg.targets,
         device=cfg.device,
         distractor_window=cfg.distractor_window,
+        augment=cfg.augment,
     )
     val_sampler = DoaExampleSampler(
         bank, rir_pool(cfg, "val", cfg.val_poses, 2000), "val", cfg.clip_seconds, categories=categories,
