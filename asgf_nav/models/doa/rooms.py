@@ -66,19 +66,19 @@ class RirPool:
 
         atomic_write(path, _write)
 
-    def _onsets(self) -> np.ndarray:
-        """(P, J) first sample whose energy (both ears) reaches 5 % of the response's peak."""
+    def _direct_window(self, direct_ms: float, lead_ms: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Energy (P, J, L) over both ears, onsets (P, J) (the first sample reaching 5 % of the peak) and
+        the direct-sound window's samples before and after the onset."""
         energy = (self.rirs.astype(np.float64) ** 2).sum(axis=-1)
-        return np.argmax(energy > 0.05 * energy.max(axis=-1, keepdims=True), axis=-1)
+        onset = np.argmax(energy > 0.05 * energy.max(axis=-1, keepdims=True), axis=-1)
+        return energy, onset, round(lead_ms * self.sample_rate / 1000), round(direct_ms * self.sample_rate / 1000)
 
     def direct_to_reverberant_db(self, direct_ms: float = 2.5, lead_ms: float = 1.0) -> np.ndarray:
         """(P, J) energy ratio (dB) of the direct sound (``lead_ms`` before to ``direct_ms`` after the
         onset, both ears) to the rest of the stored response: how much of what a receiver hears comes
         straight from the source, which bounds how precisely any method can localise it."""
-        energy = (self.rirs.astype(np.float64) ** 2).sum(axis=-1)  # (P, J, L)
-        onset = self._onsets()
+        energy, onset, lead, after = self._direct_window(direct_ms, lead_ms)
         t = np.arange(energy.shape[-1])
-        lead, after = round(lead_ms * self.sample_rate / 1000), round(direct_ms * self.sample_rate / 1000)
         direct = (t >= onset[..., None] - lead) & (t < onset[..., None] + after)
         direct_energy = (energy * direct).sum(axis=-1)
         return 10 * np.log10(direct_energy / np.maximum((energy * ~direct).sum(axis=-1), 1e-20) + 1e-20)
@@ -86,9 +86,9 @@ class RirPool:
     def direct_sound(self, direct_ms: float = 2.5, lead_ms: float = 1.0) -> np.ndarray:
         """(P, J, W, 2) each response from ``lead_ms`` before its onset to ``direct_ms`` after, the window
         :meth:`direct_to_reverberant_db` calls direct (zero-filled where it starts before time 0)."""
-        lead, after = round(lead_ms * self.sample_rate / 1000), round(direct_ms * self.sample_rate / 1000)
+        _, onset, lead, after = self._direct_window(direct_ms, lead_ms)
         padded = np.pad(self.rirs, ((0, 0), (0, 0), (lead, after), (0, 0)))
-        index = self._onsets()[..., None] + np.arange(lead + after)  # (P, J, W) in padded samples
+        index = onset[..., None] + np.arange(lead + after)  # (P, J, W) in padded samples
         return np.take_along_axis(padded, index[..., None], axis=2)
 
     @classmethod
