@@ -38,11 +38,6 @@ from asgf_nav.sounds.bank import SoundBank
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def bank() -> SoundBank:
-    return SoundBank.load()
-
-
 def _source_at(receiver: np.ndarray, azimuth: float, yaw: float, distance: float = 2.0) -> np.ndarray:
     """Habitat position at ``azimuth`` (CCW from the heading) seen from ``receiver`` facing ``yaw``."""
     world = np.deg2rad(yaw + azimuth)  # heading at yaw y points to (-sin y, -cos y) in (x, z)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 import asgf_nav.models.doa.data as doa_data
@@ -19,14 +18,8 @@ from asgf_nav.models.doa.augment import (
 )
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.rooms import shoebox_pool
-from asgf_nav.sounds.bank import SoundBank
 
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def bank() -> SoundBank:
-    return SoundBank.load()
 
 
 def _peak_hz(x: np.ndarray) -> float:

@@ -19,11 +19,6 @@ MIN_RMS = 0.01  # -40 dBFS
 
 
 @pytest.fixture(scope="module")
-def bank() -> SoundBank:
-    return SoundBank.load()
-
-
-@pytest.fixture(scope="module")
 def metadata() -> dict:
     return json.loads((DATA_DIR / "sounds.json").read_text())
 
