@@ -69,6 +69,7 @@ class TaskConfig:
     max_geodesic_distance: float = 1000.0
     use_doa: bool = False  # add the frozen selective DoA head's posterior as a "doa" observation
     doa_checkpoint: str = ""  # empty: the packaged weights (asgf_nav/models/doa/weights/selective_doa.pt)
+    doa_cache_size: int = 65536  # DoA posteriors kept per process (LRU by scene, node, goal, yaw, sound); 0 = none
     spectrogram_cache_size: int = 8192  # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz)
     # baked spectrograms (scripts/bake_spectrograms.py) the batched env reads its misses from:
     # "auto" = {data root}/spectrograms, used for the (scene, sound) pairs baked there; "" = never; or a path

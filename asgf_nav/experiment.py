@@ -98,7 +98,7 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
     if cfg.task.use_doa:
         from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS, register_doa_observation
 
-        register_doa_observation(cfg.task.doa_checkpoint or DEFAULT_WEIGHTS)
+        register_doa_observation(cfg.task.doa_checkpoint or DEFAULT_WEIGHTS, cache_size=cfg.task.doa_cache_size)
         if "doa" not in cfg.task.sensors:
             cfg.task.sensors = [*cfg.task.sensors, "doa"]
         logger.info("auxiliary observation: frozen selective DoA head (%s)", cfg.task.doa_checkpoint or "packaged")

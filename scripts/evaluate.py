@@ -27,6 +27,7 @@ from asgf_nav.eval.evaluator import (  # noqa: E402
     select_episodes,
 )
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
+from asgf_nav.experiment import register_auxiliary_observations  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
 from baselines import BASELINES, make_baseline  # noqa: E402
 
@@ -39,10 +40,7 @@ def build_agent(args: argparse.Namespace, cfg, world):
         return make_baseline(args.agent, cfg, args.baseline_model, seed=args.seed, random_stop_rule=args.random_stop)
     from asgf_nav.tasks.audionav_env import observation_space_for
 
-    if getattr(cfg.task, "use_doa", False) and "doa" in cfg.task.sensors:
-        from asgf_nav.models.doa.observation import register_doa_observation
-
-        register_doa_observation()
+    register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     space = observation_space_for(world, list(cfg.task.sensors))
     return load_policy_agent(cfg, args.checkpoint, space, args.deterministic, resolve_device(args.device))
 

@@ -515,6 +515,42 @@ def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
     obs = provider.compute(state)
     assert obs.shape == provider.space(world).shape == (head.num_bins,)
     assert obs.dtype == np.float32 and abs(float(obs.sum()) - 1.0) < 1e-4
+    assert (head.cache.hits, head.cache.misses) == (0, 1)
+
+    # the same state again is served from the cache; another yaw is computed and differs
+    assert np.array_equal(provider.compute(state), obs)
+    turned = provider.compute(ObservationState(world, scene, episode, node=0, yaw=2, step=1))
+    assert (head.cache.hits, head.cache.misses) == (1, 2)
+    assert not np.allclose(turned, obs)
+    uncached = register_doa_observation(ckpt, name="doa_test", cache_size=0)
+    assert np.allclose(get_observation("doa_test").compute(state), obs, atol=1e-6)
+    assert len(uncached.cache.rows) == 0
+
+
+def test_posterior_cache_computes_each_missing_key_once_and_evicts_the_oldest():
+    from asgf_nav.models.doa.observation import PosteriorCache
+
+    calls = []
+
+    def fill(keys):
+        def rows(indices):
+            calls.append([keys[i] for i in indices])
+            return np.array([[keys[i], 0.0] for i in indices])
+
+        return rows
+
+    cache = PosteriorCache(capacity=2)
+    keys = [1, 2, 1]
+    assert cache.get(keys, fill(keys))[:, 0].tolist() == [1, 2, 1]
+    assert calls == [[1, 2]] and (cache.hits, cache.misses) == (1, 2)
+    keys = [3, 1]
+    cache.get(keys, fill(keys))  # 1 is used again, so 3 evicts 2, the least recently used
+    assert calls[-1] == [3] and list(cache.rows) == [1, 3]
+    keys = [2]
+    cache.get(keys, fill(keys))
+    assert calls[-1] == [2] and list(cache.rows) == [3, 2]
+    with pytest.raises(ValueError, match="cache size"):
+        PosteriorCache(-1)
 
 
 def test_learning_rate_and_snr_curriculum_follow_the_step():

@@ -150,12 +150,13 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
     policy = build_policy(cfg, space)
     path = tmp_path / "ckpt_000001.pt"
     saved = {"model": {"policy": "asgf", "hidden_size": 32, "ase_dim": 32, "fusion_dim": 16},
-             "task": {"sensors": ["spectrogram"], "max_steps": 3}}
+             "task": {"sensors": ["spectrogram"], "max_steps": 3, "doa_checkpoint": "heads/mine.pt"}}
     torch.save({"model": policy.state_dict(), "optimizer": {}, "update": 1, "frames": 10, "rng": {},
                 "config": saved, "policy_name": "asgf"}, path)
     restored = config_for_checkpoint(ExperimentConfig(), path)
     assert restored.model.hidden_size == 32 and restored.model.fusion_dim == 16
     assert restored.task.sensors == ["spectrogram"] and restored.task.max_steps == 500  # only architecture keys
+    assert restored.task.doa_checkpoint == "heads/mine.pt"  # the DoA head the policy was trained with
     runs = []
     for _ in range(2):
         agent = load_policy_agent(cfg, path, space, deterministic=True)

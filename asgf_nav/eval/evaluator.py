@@ -90,7 +90,7 @@ class PolicyAgent(Agent):
         return action.cpu().numpy().astype(np.int64)
 
 
-ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa")))
+ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa", "doa_checkpoint")))
 
 
 def config_for_checkpoint(cfg: Any, checkpoint: str | Path) -> Any:

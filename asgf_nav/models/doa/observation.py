@@ -7,13 +7,17 @@ always runs in eval mode under ``torch.no_grad``, so a policy's optimizer cannot
 
 :func:`register_doa_observation` adds it to the task's observation registry: the env renders the goal
 sound through the binaural RIR of the agent's node and yaw (one second, as the spectrogram sensor does)
-and prompts the head with a fixed other instance of the episode sound's category.
+and prompts the head with a fixed other instance of the episode sound's category. The posterior depends
+only on (scene, node, goal, yaw, sound), and agents revisit those states all the time, so the provider
+keeps the most recent ``cache_size`` of them (an LRU of 288-byte rows) and runs the head only on misses.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -56,6 +60,7 @@ class DoaObservation:
         self.window = int(window_seconds * self.sample_rate)
         self._prompts: dict[str, torch.Tensor] = {}
         self._bank = None
+        self.cache: PosteriorCache | None = None  # set by register_doa_observation
 
     @property
     def num_bins(self) -> int:
@@ -140,35 +145,95 @@ class DoaObservation:
         return torch.where(weight > 0, total / weight.clamp_min(1), uniform)
 
 
+class PosteriorCache:
+    """LRU map from a hashable state key to a posterior row; ``fill`` computes the missing rows in one batch."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"DoA cache size must be >= 0, got {capacity}")
+        self.capacity = int(capacity)
+        self.rows: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, keys: list[Hashable], fill: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+        """Rows for ``keys``; ``fill(indices)`` returns the (len(indices), K) rows of the uncached ``keys[i]``.
+
+        ``misses`` counts the rows computed (a key repeated within one call is computed once).
+        """
+        found: dict[Hashable, np.ndarray] = {}
+        pending: dict[Hashable, int] = {}
+        for i, key in enumerate(keys):
+            if key in found or key in pending:
+                continue
+            row = self.rows.get(key)
+            if row is None:
+                pending[key] = i
+            else:
+                self.rows.move_to_end(key)
+                found[key] = row
+        self.hits += len(keys) - len(pending)
+        self.misses += len(pending)
+        if pending:
+            rows = np.asarray(fill(list(pending.values())), dtype=np.float32)
+            for key, row in zip(pending, rows):
+                found[key] = row
+                self._put(key, row)
+        return np.stack([found[key] for key in keys])
+
+    def _put(self, key: Hashable, row: np.ndarray) -> None:
+        if self.capacity == 0:
+            return
+        self.rows[key] = row
+        while len(self.rows) > self.capacity:
+            self.rows.popitem(last=False)
+
+
 def register_doa_observation(
-    checkpoint: str | Path = DEFAULT_WEIGHTS, name: str = "doa", overwrite: bool = True
+    checkpoint: str | Path = DEFAULT_WEIGHTS, name: str = "doa", overwrite: bool = True, cache_size: int = 65536
 ) -> DoaObservation:
-    """Register ``name`` in the task's observation registry, backed by a frozen head from ``checkpoint``."""
+    """Register ``name`` in the task's observation registry, backed by a frozen head from ``checkpoint``.
+
+    ``cache_size`` posteriors are kept (LRU, keyed by scene, node, goal, yaw and sound; 0 disables it).
+    """
     import gymnasium as gym
 
     from asgf_nav.tasks.observations import register_observation
     from asgf_nav.tasks.spectrogram import binaural_audio_np
 
     head = DoaObservation(checkpoint)
+    cache = PosteriorCache(cache_size)
+    head.cache = cache
 
     def received(state) -> np.ndarray:
         sound = state.world.sound(state.episode.sound)
         rir = state.scene.rir(state.node, state.episode.goal_node, state.yaw)
         return binaural_audio_np(sound, rir, state.world.sample_rate).T  # (2, sr)
 
+    def key(state) -> tuple:
+        return state.scene.name, state.node, state.episode.goal_node, state.yaw, state.episode.sound
+
+    def posteriors(states: Iterable) -> np.ndarray:
+        states = list(states)
+
+        def fill(indices: list[int]) -> np.ndarray:
+            audio = np.stack([received(states[i]) for i in indices])
+            prompts = [states[i].episode.sound for i in indices]
+            return head.compute(audio, prompts, states[0].world.sample_rate).numpy()
+
+        return cache.get([key(s) for s in states], fill)
+
     def compute(state) -> np.ndarray:
-        post = head.compute(received(state)[None], [state.episode.sound], state.world.sample_rate)
-        return post[0].numpy().astype(np.float32)
+        return posteriors([state])[0]
 
     def compute_batch(state) -> torch.Tensor:
-        singles = [state.single(i) for i in range(len(state.episodes))]
-        audio = np.stack([received(s) for s in singles])
-        post = head.compute(audio, [ep.sound for ep in state.episodes], state.world.sample_rate)
-        return post.to(state.node.device)
+        rows = posteriors(state.single(i) for i in range(len(state.episodes)))
+        return torch.from_numpy(rows).to(state.node.device)
 
     def space(world) -> gym.spaces.Box:
         return gym.spaces.Box(low=0.0, high=1.0, shape=(head.num_bins,), dtype=np.float32)
 
     register_observation(name, compute, space, compute_batch, overwrite=overwrite)
-    logger.info("registered observation %r from DoA head %s (%d bins)", name, checkpoint, head.num_bins)
+    logger.info("registered observation %r from DoA head %s (%d bins, cache of %d)", name, checkpoint,
+                head.num_bins, cache_size)
     return head
