@@ -19,7 +19,8 @@ from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica", help="scene preset to build")
+    parser.add_argument("--dataset", choices=sorted(PRESETS),
+                        help="scene preset to build (default: the config's scenes.dataset, replica without --config)")
     parser.add_argument("--scenes", nargs="+", help="scene names (default: the preset's scenes)")
     parser.add_argument("--num-scenes", type=int, help="build only this many scenes, keeping split proportions")
     parser.add_argument("--stages", nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER))
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.scenes.image_size = args.image_size
     if args.num_scenes:
         cfg.scenes.num_scenes = args.num_scenes
-    build_scenes(cfg, args.dataset, args.scenes, args.stages, workers=args.workers, force=args.force)
+    build_scenes(cfg, args.dataset or cfg.scenes.dataset, args.scenes, args.stages, workers=args.workers, force=args.force)
     return 0
 
 
