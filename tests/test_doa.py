@@ -522,6 +522,20 @@ def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
     turned = provider.compute(ObservationState(world, scene, episode, node=0, yaw=2, step=1))
     assert (head.cache.hits, head.cache.misses) == (1, 2)
     assert not np.allclose(turned, obs)
+
+    # the batched path shares the cache: known states are hits, a repeated new state is computed once
+    from asgf_nav.tasks.observations import BatchObservationState
+
+    nodes, yaws = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 0, 0])
+    batch = BatchObservationState(world, [episode] * 4, nodes, yaws, torch.zeros(4, dtype=torch.long),
+                                  torch.zeros(4, 3), torch.zeros(4, 3))
+    rows = provider.compute_batch(batch)
+    assert rows.shape == (4, head.num_bins) and rows.dtype == torch.float32
+    assert (head.cache.hits, head.cache.misses) == (4, 3)
+    assert np.array_equal(rows[0].numpy(), obs) and np.array_equal(rows[1].numpy(), turned)
+    assert torch.equal(rows[2], rows[3])
+    moved = provider.compute(ObservationState(world, scene, episode, node=1, yaw=0, step=2))
+    assert np.allclose(rows[2].numpy(), moved) and (head.cache.hits, head.cache.misses) == (5, 3)
     uncached = register_doa_observation(ckpt, name="doa_test", cache_size=0)
     assert np.allclose(get_observation("doa_test").compute(state), obs, atol=1e-6)
     assert len(uncached.cache.rows) == 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from fractions import Fraction
 from pathlib import Path
 
@@ -205,29 +205,25 @@ def register_doa_observation(
     cache = PosteriorCache(cache_size)
     head.cache = cache
 
-    def received(state) -> np.ndarray:
-        sound = state.world.sound(state.episode.sound)
-        rir = state.scene.rir(state.node, state.episode.goal_node, state.yaw)
-        return binaural_audio_np(sound, rir, state.world.sample_rate).T  # (2, sr)
+    def received(world, scene, node: int, yaw: int, episode) -> np.ndarray:
+        rir = scene.rir(node, episode.goal_node, yaw)
+        return binaural_audio_np(world.sound(episode.sound), rir, world.sample_rate).T  # (2, sr)
 
-    def key(state) -> tuple:
-        return state.scene.name, state.node, state.episode.goal_node, state.yaw, state.episode.sound
-
-    def posteriors(states: Iterable) -> np.ndarray:
-        states = list(states)
+    def posteriors(world, scenes: list, nodes: list[int], yaws: list[int], episodes: list) -> np.ndarray:
+        keys = [(sc.name, n, ep.goal_node, y, ep.sound) for sc, n, y, ep in zip(scenes, nodes, yaws, episodes)]
 
         def fill(indices: list[int]) -> np.ndarray:
-            audio = np.stack([received(states[i]) for i in indices])
-            prompts = [states[i].episode.sound for i in indices]
-            return head.compute(audio, prompts, states[0].world.sample_rate).numpy()
+            audio = np.stack([received(world, scenes[i], nodes[i], yaws[i], episodes[i]) for i in indices])
+            return head.compute(audio, [episodes[i].sound for i in indices], world.sample_rate).numpy()
 
-        return cache.get([key(s) for s in states], fill)
+        return cache.get(keys, fill)
 
     def compute(state) -> np.ndarray:
-        return posteriors([state])[0]
+        return posteriors(state.world, [state.scene], [state.node], [state.yaw], [state.episode])[0]
 
     def compute_batch(state) -> torch.Tensor:
-        rows = posteriors(state.single(i) for i in range(len(state.episodes)))
+        scenes = [state.world.scene(ep.scene) for ep in state.episodes]
+        rows = posteriors(state.world, scenes, state.node.tolist(), state.yaw.tolist(), state.episodes)
         return torch.from_numpy(rows).to(state.node.device)
 
     def space(world) -> gym.spaces.Box:
