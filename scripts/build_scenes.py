@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.scenes.image_size = args.image_size
     if args.num_scenes:
         cfg.scenes.num_scenes = args.num_scenes
-    build_scenes(cfg, args.dataset or cfg.scenes.dataset, args.scenes, args.stages, workers=args.workers, force=args.force)
+    dataset = args.dataset or cfg.scenes.dataset
+    build_scenes(cfg, dataset, args.scenes, args.stages, workers=args.workers, force=args.force)
     return 0
 
 

@@ -109,3 +109,11 @@ def test_train_script_rejects_bad_override_with_key_name():
     assert "ppo.not_a_key" in result.stderr and "ppo.lr" in result.stderr
     result = _run_script("--config", "replica_unheard.yaml", "ppo.num_steps=many")
     assert result.returncode == 2 and "ppo.num_steps" in result.stderr
+
+
+def test_build_scenes_script_takes_the_dataset_from_the_config(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_scenes.py"), "--config", "tiny_heard",
+                             "--data-root", str(tmp_path), "--stages", "layout", "--workers", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "scenes").iterdir()] == ["tiny"]

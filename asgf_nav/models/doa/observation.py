@@ -9,7 +9,8 @@ always runs in eval mode under ``torch.no_grad``, so a policy's optimizer cannot
 sound through the binaural RIR of the agent's node and yaw (one second, as the spectrogram sensor does)
 and prompts the head with a fixed other instance of the episode sound's category. The posterior depends
 only on (scene, node, goal, yaw, sound), and agents revisit those states all the time, so the provider
-keeps the most recent ``cache_size`` of them (an LRU of 288-byte rows) and runs the head only on misses.
+keeps the most recent ``cache_size`` of them (an LRU of 288-byte rows, about 40 MB with keys at the
+default 65,536) and runs the head only on misses.
 """
 
 from __future__ import annotations
