@@ -16,7 +16,8 @@ from asgf_nav.rl.trainer import Trainer
 from asgf_nav.scenes.build import build_scenes
 
 TARGET_SR = 0.8
-MAX_UPDATES = 120  # 61k frames; seeds 2 and 3 needed 45 and 65 updates
+MAX_UPDATES = 120  # 61k frames; at lr 1e-3 seeds 1, 2 and 3 needed 55, 70 and 65 updates
+# (at lr 2e-3, seed 1 oscillated around SR 0.5 and collapsed to SR 0 after update 80)
 
 
 @pytest.mark.slow
@@ -27,7 +28,7 @@ def test_asgf_policy_learns_tiny_heard_scene(tmp_path):
         "task.max_steps=20", "task.max_geodesic_distance=1.0",
         "model.policy=asgf", "model.hidden_size=128", "model.fusion_dim=64", "model.fusion_heads=2",
         "model.ase_dim=64",
-        "ppo.num_envs=16", "ppo.num_steps=32", "ppo.lr=2e-3", "ppo.entropy_coef=0.01", "ppo.clip_param=0.2",
+        "ppo.num_envs=16", "ppo.num_steps=32", "ppo.lr=1e-3", "ppo.entropy_coef=0.01", "ppo.clip_param=0.2",
         "ppo.num_mini_batch=4", "ppo.use_linear_lr_decay=false", "ppo.use_linear_clip_decay=false",
         "ppo.total_frames=1000000", "train.val_interval=0", "train.checkpoint_interval=1000",
         "train.stats_window_episodes=100", "train.torch_threads=2",
