@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from asgf_nav.acoustics.binaural import EarlyPaths
-from asgf_nav.models.doa.classical import ArrayDoa, HrtfTemplateDoa, gcc_phat, lateral_fold
+from asgf_nav.models.doa.classical import ArrayDoa, HrtfTemplateDoa, gcc_phat, lateral_fold, spectral_shape
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import (
     AzimuthGrid,
@@ -452,6 +452,44 @@ def test_hrtf_template_matching_localises_over_the_full_circle():
         assert circular_distance(template(audio), az) <= 5, az
 
 
+def _band_noise(rng: np.random.Generator, low: float, high: float, n: int = SR // 2) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / SR)
+    return np.fft.irfft(spec * ((freqs >= low) & (freqs < high)), n)
+
+
+def test_spectral_shape_ignores_gain_and_tells_spectra_apart():
+    rng = np.random.default_rng(5)
+    low, other_low, high = _band_noise(rng, 200, 800), _band_noise(rng, 200, 800), _band_noise(rng, 2000, 6000)
+    shape = spectral_shape(low, SR)
+    assert np.linalg.norm(shape) == pytest.approx(1.0)
+    assert spectral_shape(7.0 * low, SR) == pytest.approx(shape, abs=1e-6)
+    assert spectral_shape(np.stack([low, low]), SR) == pytest.approx(shape, abs=1e-6)  # channels summed
+    assert spectral_shape(other_low, SR) @ shape > 0.9 > spectral_shape(high, SR) @ shape + 0.5
+
+
+def test_prompt_choice_reference_counts_the_source_the_prompt_resembles():
+    from asgf_nav.eval.doa_eval import prompt_choice_reference
+
+    rng = np.random.default_rng(6)
+    low = [_band_noise(rng, 200, 800) for _ in range(3)]
+    high = [_band_noise(rng, 2000, 6000) for _ in range(3)]
+    # clip 0: low target, low prompt; clip 1: high target, high prompt; clip 2: low target, high prompt
+    targets = [low[0], high[0], low[1]]
+    distractors = [high[1], low[2], high[2]]
+    prompts = [_band_noise(rng, 200, 800), _band_noise(rng, 2000, 6000), _band_noise(rng, 2000, 6000)]
+    target = torch.tensor(np.stack([np.stack([t, 0.5 * t]) for t in targets]), dtype=torch.float32)
+    distractor = torch.tensor(np.stack([np.stack([d, d]) for d in distractors]), dtype=torch.float32)
+    batch = DoaBatch(
+        mixture=target + distractor, target=target, prompt=torch.tensor(np.stack(prompts), dtype=torch.float32),
+        category=torch.zeros(3, dtype=torch.long), azimuth=torch.zeros(3), distractor_azimuth=torch.zeros(3),
+        line_of_sight=torch.ones(3, dtype=torch.bool),
+    )
+    assert prompt_choice_reference(batch, SR) == pytest.approx(200 / 3)
+    assert prompt_choice_reference(batch.slice(0, 2), SR) == 100.0
+    assert prompt_choice_reference(batch.slice(2, 3), SR) == 0.0
+
+
 # ------------------------------------------------------------------------------------------- frozen use
 def test_frozen_head_is_unchanged_by_a_policy_update(bank, tmp_path):
     from gymnasium import spaces
@@ -617,8 +655,11 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
         for m in per_condition.values():
             assert m["acc5"] <= m["acc20"] and m["acc5"] <= m["either5"] <= 100
             assert m["hit_distractor5"] <= m["hit_distractor20"]
+    assert set(saved["prompt_choice_reference"]) == {"unheard +0 dB", "heard +0 dB"}
+    assert all(0 <= v <= 100 for v in saved["prompt_choice_reference"].values())
     table = markdown_table(results)
     assert "[" in table and "HRTF templates on the direct sound alone (18 line-of-sight" in table
+    assert "Prompt's spectral shape closer to the separated target's" in table
 
 
 def test_benchmark_table_has_a_line_of_sight_section():

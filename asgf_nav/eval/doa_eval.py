@@ -11,6 +11,10 @@ whatever the selection.
 The same metrics are also given over the clips whose target is in line of sight (``line_of_sight``): in
 the embedded scenes a source behind a wall is heard through doorways, so its direct-path azimuth, the
 label, cannot be heard.
+
+Two references frame the table: ``direct_sound_reference`` (HRTF templates on the direct sound alone:
+localisation) and ``prompt_choice_reference`` (the prompt's spectral shape against the separated target
+and distractor: selection).
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.io import atomic_write_text
-from asgf_nav.models.doa.classical import ArrayDoa, GmmRegression, HrtfTemplateDoa, gcc_phat, interaural_summary
+from asgf_nav.models.doa.classical import (
+    ArrayDoa,
+    GmmRegression,
+    HrtfTemplateDoa,
+    gcc_phat,
+    interaural_summary,
+    spectral_shape,
+)
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance, lateral_fold
 from asgf_nav.models.doa.rooms import RirPool
@@ -126,6 +137,20 @@ def direct_sound_reference(pool: RirPool, template: HrtfTemplateDoa) -> dict:
     return metrics
 
 
+def prompt_choice_reference(batch: DoaBatch, sample_rate: int) -> float:
+    """% of clips whose target, as received, has a spectral shape closer to the prompt's than the
+    distractor's (``mixture - target``) has: how often matching the prompt against perfectly separated
+    sources would choose the right one. A reference point for selection, not a bound: a learned
+    similarity may do better (or worse, on sounds it never heard)."""
+    mixture, target = batch.mixture.numpy().astype(np.float64), batch.target.numpy().astype(np.float64)
+    prompt = batch.prompt.numpy().astype(np.float64)
+    chosen = []
+    for m, t, p in zip(mixture, target, prompt):
+        reference = spectral_shape(p, sample_rate)
+        chosen.append(spectral_shape(t, sample_rate) @ reference > spectral_shape(m - t, sample_rate) @ reference)
+    return float(np.mean(chosen) * 100)
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Run every method on every condition; returns {method: {condition: metrics}} plus timings."""
     if cfg.threads > 0:
@@ -167,6 +192,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     if template is not None:
         results["direct_sound_reference"] = direct_sound_reference(pool, template)
         logger.info("HRTF templates on the direct sound alone: %s", results["direct_sound_reference"])
+    results["prompt_choice_reference"] = {
+        f"{split} {snr:+.0f} dB": prompt_choice_reference(batch, sr) for (split, snr), batch in sets.items()
+    }
+    logger.info("prompt's spectral shape against the separated sources: %s", results["prompt_choice_reference"])
     for name, fn in methods.items():
         results["methods"][name] = {}
         for (split, snr), batch in sets.items():
@@ -224,6 +253,9 @@ def markdown_table(results: dict) -> str:
             methods, conditions, conditions,
             lambda m: "{mae:.1f} / {acc5:.1f} / {acc20:.1f}".format(**m["line_of_sight"]),
         )
+    if "prompt_choice_reference" in results:
+        shares = ", ".join(f"{c}: {v:.1f} %" for c, v in results["prompt_choice_reference"].items())
+        lines += ["", f"Prompt's spectral shape closer to the separated target's than to the distractor's: {shares}"]
     if "direct_sound_reference" in results:
         ref = results["direct_sound_reference"]
         lines += ["", f"HRTF templates on the direct sound alone ({ref['responses']} line-of-sight test responses, "

@@ -1,6 +1,7 @@
 """Non-selective binaural DoA baselines: GCC-PHAT, SRP-PHAT and MUSIC on a two-microphone model of the
 head, binaural template matching against the KEMAR HRTF, and a supervised Gaussian-mixture regression on
-interaural features (after binaural GLLiM).
+interaural features (after binaural GLLiM); and a spectral-shape descriptor for measuring how well a
+prompt tells a target from a distractor at all.
 
 The two ears are treated as a free-field pair 0.18 m apart on the left-right axis. Such a pair only
 measures the lateral angle (time difference), so GCC-PHAT, SRP-PHAT and MUSIC cannot tell front from
@@ -95,6 +96,28 @@ class HrtfTemplateDoa:
         weight = np.abs(cross) / np.sqrt(power[0] * power[1] + EPS) * self.band
         score = (weight * np.cos(np.angle(cross) - self.template_ipd)).sum(axis=-1)  # (E, A)
         return float(self.azimuths[np.unravel_index(np.argmax(score), score.shape)[1]])
+
+
+def spectral_shape(
+    audio: np.ndarray, sample_rate: int, bands: int = 40, freq_range=(60.0, 8000.0), nfft: int = 512
+) -> np.ndarray:
+    """Unit-norm, gain-invariant descriptor of what a (N,) or (C, N) signal sounds like: per log-spaced
+    band, the time-averaged log energy (relative to its mean over bands) and its spread over frames.
+
+    The energy is summed over channels. A fixed, untrained similarity, so unheard sounds are treated like
+    heard ones: it shows how far the prompt, another recording of the target's category, points at the
+    target rather than at the distractor (``eval.doa_eval.prompt_choice_reference``).
+    """
+    audio = np.atleast_2d(np.asarray(audio, dtype=np.float64))
+    power = (np.abs(_stft(audio, nfft, nfft // 2)) ** 2).sum(axis=0)  # (F, T)
+    power /= power.mean() + 1e-30  # a floor relative to the level keeps the descriptor gain-invariant
+    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
+    edges = np.geomspace(freq_range[0], min(freq_range[1], sample_rate / 2), bands + 1)
+    member = (freqs[None, :] >= edges[:-1, None]) & (freqs[None, :] < edges[1:, None])  # (bands, F)
+    level = np.log(member.astype(np.float64) @ power + 1e-10)  # (bands, T)
+    shape = np.concatenate([level.mean(axis=1) - level.mean(), level.std(axis=1)])
+    shape -= shape.mean()
+    return shape / (np.linalg.norm(shape) + EPS)
 
 
 # --------------------------------------------------------------------------------------------- GMM
