@@ -3,7 +3,9 @@ MUSIC, binaural HRTF template matching (not for --rooms shoebox_pair, which has 
 regression on ILD/IPD; unseen rooms, unheard test sounds at 0 / -5 / -10 dB and heard sounds at 0 dB.
 Writes a JSON of all metrics and prints one markdown table. For head receivers the JSON also holds
 ``direct_sound_reference``: HRTF template matching on the direct-sound window of each line-of-sight test
-response alone, how well the direct sound tells the azimuth in the test rooms.
+response alone, how well the direct sound tells the azimuth in the test rooms. For every kind of room it
+holds ``prompt_choice_reference``: how often the prompt's spectral shape is closer to the separated
+target's than to the distractor's, how well the prompt tells the two sources apart at all.
 
 --rooms: shoebox (KEMAR head), scenes (baked scenes, needs --scenes-root), both, or shoebox_pair
 (AV-SSAN's protocol: a free-field microphone pair, front-hemisphere labels); the heads must have been
