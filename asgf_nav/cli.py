@@ -42,3 +42,18 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if getattr(args, "data_root", None):
         cfg.scenes.data_root = args.data_root
     return cfg
+
+
+def config_for_checkpoint_or_exit(cfg: ExperimentConfig, checkpoint: str) -> ExperimentConfig:
+    """``eval.evaluator.config_for_checkpoint``, or exit with status 2 naming a missing or unreadable file."""
+    from asgf_nav.eval.evaluator import config_for_checkpoint
+    from asgf_nav.rl.checkpoint import CheckpointError
+
+    try:
+        return config_for_checkpoint(cfg, checkpoint)
+    except FileNotFoundError:
+        print(f"error: checkpoint {checkpoint} does not exist (training writes them to "
+              "<train.run_dir>/checkpoints/ckpt_*.pt)", file=sys.stderr)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2)

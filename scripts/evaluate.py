@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args  # noqa: E402
-from asgf_nav.eval.evaluator import (  # noqa: E402
-    config_for_checkpoint,
-    load_policy_agent,
-    run_episodes,
-    select_episodes,
+from asgf_nav.cli import (  # noqa: E402
+    add_config_arguments,
+    add_scene_arguments,
+    config_for_checkpoint_or_exit,
+    config_from_args,
 )
+from asgf_nav.eval.evaluator import load_policy_agent, run_episodes, select_episodes  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
@@ -46,7 +46,7 @@ def build_agent(args: argparse.Namespace, cfg, world):
 
 
 def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
-    cfg = config_for_checkpoint(cfg, args.checkpoint) if args.checkpoint else copy.deepcopy(cfg)
+    cfg = config_for_checkpoint_or_exit(cfg, args.checkpoint) if args.checkpoint else copy.deepcopy(cfg)
     cfg.task.sound_split = sound_split
     world, episodes = load_task_data(cfg, args.split, args.scenes)
     episodes = select_episodes(episodes, args.episodes)

@@ -18,8 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args  # noqa: E402
-from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
+from asgf_nav.cli import (  # noqa: E402
+    add_config_arguments,
+    add_scene_arguments,
+    config_for_checkpoint_or_exit,
+    config_from_args,
+)
+from asgf_nav.eval.evaluator import load_policy_agent, select_episodes  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
 from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
-    cfg = config_for_checkpoint(cfg, args.checkpoint)
+    cfg = config_for_checkpoint_or_exit(cfg, args.checkpoint)
     cfg.task.sound_split = "unheard"
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)

@@ -185,6 +185,19 @@ def test_evaluate_script_oracle_is_perfect_on_tiny_scene(tiny_root, tmp_path):
     assert {r.sound for r in heard} == {"telephone"}
 
 
+def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys):
+    import evaluate
+
+    missing, corrupt = tmp_path / "ckpt_000009.pt", tmp_path / "ckpt_000010.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    for path, message in ((missing, "does not exist"), (corrupt, "corrupt or unreadable")):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(["--dataset", "tiny", "--data-root", str(tmp_path), "--checkpoint", str(path)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(path) in err and message in err
+
+
 def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):
     _evaluate(tiny_root, tmp_path, "--agent", "random", "--episodes", "9", "task.max_steps=40")
     out = tmp_path / "random_tiny_unheard_test"
