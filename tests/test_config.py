@@ -88,8 +88,12 @@ def test_saved_config_round_trips(tmp_path):
 
 
 def test_every_bundled_config_is_valid():
-    for path in CONFIG_DIR.glob("*.yaml"):
-        load_config(str(path))
+    paths = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"replica_heard", "replica_unheard", "mp3d_heard", "mp3d_unheard", "tiny_heard"}
+    for path in paths:
+        cfg = load_config(str(path))
+        dataset, sound_split = path.stem.split("_")
+        assert (cfg.scenes.dataset, cfg.task.sound_split) == (dataset, sound_split), path.name
 
 
 def _run_script(*args):
