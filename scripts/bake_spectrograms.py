@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from asgf_nav.config import load_config  # noqa: E402
+from asgf_nav.cli import add_scene_arguments, config_from_args  # noqa: E402
 from asgf_nav.tasks.factory import resolve_device, spectrogram_store_root  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be baked and its size, then stop")
-    parser.add_argument("overrides", nargs="*", help="config overrides like scenes.data_root=/data")
+    parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=/data/spec")
+    add_scene_arguments(parser)
     args = parser.parse_args(argv)
 
     for name in (args.scenes or []) + (args.sounds or []):
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_from_args(args)
     root = Path(args.out) if args.out else spectrogram_store_root(cfg)
     if root is None:
         parser.error("task.spectrogram_store is off in this config; pass --out DIR")
