@@ -5,7 +5,8 @@
     python scripts/tsne.py --config replica_unheard --checkpoint CKPT --samples 2000 --split test --out tsne.png
 
 States come from rollouts of the checkpoint's policy (sampled actions) on the split's episodes of the
-unheard sound split; each is coloured by the distance to the target and by the target's relative azimuth.
+unheard sound split (``--sound-split heard`` for a policy trained on the heard task); each is coloured by
+the distance to the target and by the target's relative azimuth.
 The collected states are kept next to the figure as .npz.
 """
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser, default="replica_unheard.yaml")
     parser.add_argument("--checkpoint", required=True, help="training checkpoint of an ASE policy")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--sound-split", default="unheard", choices=("heard", "unheard"),
+                        help="sounds of the rolled-out episodes (the paper's figure: unheard)")
     parser.add_argument("--samples", type=int, default=2000, help="states to collect")
     parser.add_argument("--episodes", type=int, help="evenly spaced episodes to roll out (default: all)")
     parser.add_argument("--perplexity", type=float, default=30.0)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
     cfg = config_for_checkpoint_or_exit(cfg, args.checkpoint)
-    cfg.task.sound_split = "unheard"
+    cfg.task.sound_split = args.sound_split
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)
     device = resolve_device(args.device)
