@@ -6,7 +6,14 @@ import pytest
 import scipy.signal
 import torch
 
-from asgf_nav.tasks.spectrogram import TorchSpectrogram, binaural_audio_np, spectrogram_np, spectrogram_shape
+from asgf_nav.tasks.spectrogram import (
+    CPU_BATCH,
+    TorchSpectrogram,
+    binaural_audio_np,
+    default_batch,
+    spectrogram_np,
+    spectrogram_shape,
+)
 
 
 def _block_mean_4x4(x: np.ndarray) -> np.ndarray:
@@ -87,3 +94,24 @@ def test_channels_are_left_then_right():
 def test_bad_rir_shape_raises():
     with pytest.raises(ValueError, match="shape"):
         spectrogram_np(np.zeros(16000), np.zeros((100,)), 16000)
+
+
+def test_from_rirs_chunking_does_not_change_values():
+    """RIRs of different lengths in chunks of any size (each chunk pads to its own longest RIR)."""
+    sr = 16000
+    pairs = [_pair(sr, n, 20 + i) for i, n in enumerate([300, 9000, 2500, 16000, 700])]
+    sounds = torch.from_numpy(np.stack([s for s, _ in pairs]))
+    rirs = [r for _, r in pairs]
+    spectrogram = TorchSpectrogram(sr)
+    whole = spectrogram.from_rirs(sounds, rirs, batch=len(rirs)).numpy()
+    for batch in (None, 1, 2, 3):
+        np.testing.assert_allclose(spectrogram.from_rirs(sounds, rirs, batch=batch).numpy(), whole, atol=1e-5)
+    for i, (s, r) in enumerate(pairs):
+        np.testing.assert_allclose(whole[i], spectrogram_np(s, r, sr), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="batch must be positive"):
+        spectrogram.from_rirs(sounds, rirs, batch=-1)
+
+
+def test_default_batch_is_small_on_cpu_and_large_elsewhere():
+    assert default_batch("cpu") == CPU_BATCH <= 16
+    assert default_batch("cuda") > CPU_BATCH

@@ -20,6 +20,17 @@ HOP_LENGTH = 160
 WIN_LENGTH = 400
 POOL = 4
 
+# Observations computed per torch call. On a CPU a chunk of 64 one-second FFT convolutions (about 2.5 MB of
+# spectra each) outgrows the caches and costs about 1.8x more per observation than chunks of 12-16
+# (benchmarks/spectrogram_batch.py); a GPU wants large chunks.
+CPU_BATCH = 16
+ACCELERATOR_BATCH = 64
+
+
+def default_batch(device: torch.device | str) -> int:
+    """Spectrograms per torch call on ``device``: :data:`CPU_BATCH` on a CPU, :data:`ACCELERATOR_BATCH` else."""
+    return CPU_BATCH if torch.device(device).type == "cpu" else ACCELERATOR_BATCH
+
 
 def spectrogram_shape(sample_rate: int) -> tuple[int, int, int]:
     """(freq, time, 2) of the pooled spectrogram of a one-second signal: (65, 69, 2) at 44.1 kHz."""
@@ -122,9 +133,12 @@ class TorchSpectrogram:
         pooled = torch.nn.functional.avg_pool2d(spec[:, None], POOL)[:, 0]
         return torch.log1p(pooled).reshape(b, 2, *pooled.shape[-2:]).permute(0, 2, 3, 1).contiguous()
 
-    def from_rirs(self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int = 64) -> torch.Tensor:
+    def from_rirs(self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None = None) -> torch.Tensor:
         """(B, sr) sounds and B binaural RIRs (L_i, 2) of any lengths -> (B, freq, time, 2), ``batch`` at a
-        time (each chunk zero-pads its RIRs to its longest one)."""
+        time (default: :func:`default_batch` of the device; each chunk zero-pads its RIRs to its longest)."""
+        batch = int(batch or default_batch(self.device))
+        if batch <= 0:
+            raise ValueError(f"spectrogram batch must be positive, got {batch}")
         out = []
         for start in range(0, len(rirs), batch):
             chunk = rirs[start : start + batch]

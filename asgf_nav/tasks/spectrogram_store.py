@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from asgf_nav.io import atomic_write_text
-from asgf_nav.tasks.spectrogram import TorchSpectrogram
+from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def spectrograms_for(
     receivers: Sequence[int],
     sources: Sequence[int],
     yaws: Sequence[int],
-    batch: int = 64,
+    batch: int | None = None,
 ) -> torch.Tensor:
     """(B, freq, time, 2) observations of one sound ``wave`` (sr,) at B (receiver, source node, yaw)."""
     rirs = [np.asarray(scene.rir(int(r), int(s), int(y)), dtype=np.float32)
@@ -131,7 +131,7 @@ def bake(
     sound: str,
     wave: np.ndarray,
     spectrogram: TorchSpectrogram,
-    batch: int = 64,
+    batch: int | None = None,
     progress=None,
 ) -> Path:
     """Bake (or finish baking) the store file of one (scene, sound); returns its path.
@@ -155,6 +155,7 @@ def bake(
         logger.info("resuming %s at source %d of %d", final, done, shape[0])
     else:
         array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+    batch = int(batch or default_batch(spectrogram.device))
     wave_t = torch.from_numpy(np.asarray(wave, dtype=np.float32))
     receivers = np.repeat(np.arange(scene.num_nodes), 4)
     yaws = np.tile(np.arange(4), scene.num_nodes)
@@ -183,7 +184,8 @@ def store_bytes(scenes: Sequence[TaskScene], sample_rate: int) -> int:
 
 
 def bake_world(
-    root: str | Path, world: TaskWorld, sounds: Sequence[str], device: str | torch.device = "cpu", batch: int = 64
+    root: str | Path, world: TaskWorld, sounds: Sequence[str], device: str | torch.device = "cpu",
+    batch: int | None = None,
 ) -> list[Path]:
     """Bake every (scene, sound) of ``world`` not yet baked, with one progress bar over all states."""
     from tqdm.auto import tqdm
