@@ -333,3 +333,6 @@ def test_late_envelope_equals_linear_interpolation_between_bin_centres(hbss, bin
     t = np.arange(length)
     expected = np.stack([np.interp(t, centres, e, left=e[0], right=0.0) for e in energy])
     np.testing.assert_allclose(_envelope(energy, hbss, length), expected, rtol=0, atol=1e-12)
+    single = _envelope(energy.astype(np.float32), hbss, length)  # the dtype render_late uses
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, expected, rtol=0, atol=1e-6)
