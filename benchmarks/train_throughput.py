@@ -10,6 +10,7 @@ updates, then times full updates (rollout + PPO epochs). Envs:
     python benchmarks/train_throughput.py --env random --policies asgf av_nav --devices cpu cuda --updates 3
     python benchmarks/train_throughput.py --env embedded --config replica_unheard --json out.json
     python benchmarks/train_throughput.py --env embedded --config replica_heard task.spectrogram_store=
+    python benchmarks/train_throughput.py --env synthetic task.use_doa=true --policies asgf   # with the DoA head
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from gymnasium import spaces
 
 from asgf_nav.config import load_config
+from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.models.policies import POLICY_REGISTRY
 from asgf_nav.rl.trainer import Trainer
 
@@ -76,7 +78,8 @@ def synthetic_env(cfg: Any, device: str, image_size: int) -> Any:
     episodes = resolve_episodes(
         generate_split(world, "train", "heard", ["telephone"], TaskConfig(train_episodes_per_scene=50)), world
     )
-    return BatchedAudioNavEnv(world, episodes, cfg.ppo.num_envs, device=device, sensors=SENSORS,
+    sensors = [*SENSORS, "doa"] if cfg.task.use_doa else SENSORS
+    return BatchedAudioNavEnv(world, episodes, cfg.ppo.num_envs, device=device, sensors=sensors,
                               seed=cfg.train.seed, cfg=cfg)
 
 
@@ -94,6 +97,8 @@ def measure(cfg: Any, env_kind: str, device: str, warmup: int, updates: int, ima
 
         return make_env(cfg, split, device=env_device, seed=cfg.train.seed + rank)
 
+    if env_kind != "random":
+        register_auxiliary_observations(cfg)  # task.use_doa=true adds the frozen DoA head's observation
     cfg.train.device = device
     cfg.ppo.total_frames = (warmup + updates) * cfg.ppo.num_steps * cfg.ppo.num_envs
     cfg.train.checkpoint_interval, cfg.train.val_interval = 10**9, 0
@@ -134,6 +139,8 @@ def main() -> None:
     for device in args.devices:
         for policy in args.policies:
             cfg = load_config(args.config, args.overrides)
+            if cfg.task.use_doa and args.env == "random":
+                parser.error("task.use_doa=true needs --env embedded or synthetic (random observations have no doa)")
             cfg.model.policy, cfg.ppo.num_steps = policy, args.num_steps
             if args.num_envs:
                 cfg.ppo.num_envs = args.num_envs
