@@ -4,7 +4,7 @@ The task is the real one (baked views and binaural RIRs, SoundSpaces rewards and
 enough for a CPU budget: two goal sources, starts two grid steps from the goal, 20-step episodes and a
 compact ASGF (D = 64, GRU 128). A uniformly random agent succeeds in about 11 % of these episodes, so
 reaching 80 % needs the policy to learn to approach the sound and STOP there. On an idle 2-core machine
-this takes about 30k frames (about 5 minutes).
+this takes 30-50k frames (5-8 minutes).
 """
 
 import pytest
@@ -16,7 +16,9 @@ from asgf_nav.rl.trainer import Trainer
 from asgf_nav.scenes.build import build_scenes
 
 TARGET_SR = 0.8
-MAX_UPDATES = 120  # 61k frames; at lr 1e-3 seeds 1, 2 and 3 needed 55, 70 and 65 updates
+MAX_UPDATES = 150  # 77k frames; at lr 1e-3 seeds 1, 2 and 3 needed 55, 70 and 65 updates, and seed 1
+# needed 90 after the RIR tails' float32 envelope (equal to 1e-7) changed its trajectory: SR sits at
+# 0.73-0.78 for a while before it crosses 0.8, so the cap leaves room for that plateau
 # (at lr 2e-3, seed 1 oscillated around SR 0.5 and collapsed to SR 0 after update 80)
 
 
