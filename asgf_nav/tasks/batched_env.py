@@ -28,7 +28,7 @@ from asgf_nav.tasks.audionav_env import _resolved, apply_task_rules, observation
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
 from asgf_nav.tasks.observations import BatchObservationState, get_observation
-from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
+from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 from asgf_nav.tasks.spectrogram_store import SpectrogramStore
 from asgf_nav.tasks.world import TaskWorld
@@ -65,7 +65,7 @@ class BatchedAudioNavEnv:
         self.device = torch.device(device)
         apply_task_rules(self, task_cfg, sensors)
         cache_size = int(cache_size or task_setting(task_cfg, "spectrogram_cache_size", DEFAULT_CACHE_SIZE))
-        self.spectrogram_batch = int(spectrogram_batch or default_batch(self.device))
+        self.spectrogram_batch = spectrogram_batch  # None: TorchSpectrogram's default for the device
         self.observation_space = observation_space_for(world, self.sensors)
         self.seed = int(seed)
         self.samplers = [EpisodeSampler(len(self.episodes), seed, i, num_envs, sampler_mode) for i in range(num_envs)]
