@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from asgf_nav.config import ExperimentConfig, save_config
 from asgf_nav.logging_utils import setup_logging
+from asgf_nav.termination import exit_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +104,12 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
         logger.info("auxiliary observation: frozen selective DoA head (%s)", cfg.task.doa_checkpoint or "packaged")
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     from asgf_nav.rl.distributed import init_distributed, is_main_process
     from asgf_nav.rl.trainer import Trainer
 
     init_distributed()
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # run the clean-up below (background build) on kill
+    exit_on_sigterm()  # run the clean-up below (background build) on kill
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
     setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)

@@ -1,11 +1,13 @@
 """The main job end to end on the tiny scene set: bake, train, checkpoint, baked spectrograms, resume;
 background scene baking."""
 
+import collections
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,21 +101,32 @@ def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
 
 def test_killed_main_job_stops_its_background_build(tmp_path):
     command = [
-        sys.executable, str(REPO / "scripts" / "train_ppo.py"), "--config", "tiny_heard.yaml",
+        sys.executable, "-X", "faulthandler", str(REPO / "scripts" / "train_ppo.py"), "--config", "tiny_heard.yaml",
         f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", *FAST_ACOUSTICS, *SMALL_RUN,
         "ppo.total_frames=100000",
     ]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
     builder = None
+    output: collections.deque[str] = collections.deque(maxlen=400)
     try:
         for line in process.stderr:
+            output.append(line)
             match = re.search(r"in the background \(pid (\d+)", line)
             if match:
                 builder = int(match.group(1))
                 break
         assert builder is not None, "main job did not start a background build"
+        # keep reading: a full stderr pipe would block the job's own exit
+        threading.Thread(target=output.extend, args=(process.stderr,), daemon=True).start()
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        try:
+            returncode = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is stuck
+            process.wait(timeout=30)
+            time.sleep(1)
+            pytest.fail("main job still running 60 s after SIGTERM; its last output:\n" + "".join(output)[-8000:])
+        assert returncode == 128 + signal.SIGTERM, "".join(output)[-4000:]
     finally:
         if process.poll() is None:
             process.kill()
