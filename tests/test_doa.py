@@ -579,6 +579,39 @@ def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
     assert len(uncached.cache.rows) == 0
 
 
+def test_batched_doa_observation_matches_a_per_item_numpy_reference(bank, tmp_path):
+    """The provider convolves its batch of misses in one torch call; the reference renders one item at a time
+    in numpy and runs the head window by window."""
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.episodes import ResolvedEpisode
+    from asgf_nav.tasks.observations import BatchObservationState, get_observation
+    from asgf_nav.tasks.spectrogram import binaural_audio_np
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = register_doa_observation(ckpt, name="doa_ref", cache_size=0)
+    world = synthetic_world(sample_rate=SR)
+    scene = world.scene("grid_a")
+    episodes = [ResolvedEpisode(str(i), "grid_a", 0, 0, int(scene.num_nodes - 1 - i), sound, 3.0, 5)
+                for i, sound in enumerate(["telephone", "telephone", bank.names("test")[0]])]  # fmt: skip
+    nodes, yaws = torch.tensor([0, 3, 5]), torch.tensor([1, 2, 3])
+    batch = BatchObservationState(world, episodes, nodes, yaws, torch.zeros(3, dtype=torch.long),
+                                  torch.zeros(3, 3), torch.zeros(3, 3))  # fmt: skip
+    rows = get_observation("doa_ref").compute_batch(batch)
+    assert head.window * 2 == SR  # two windows per second
+    for i, episode in enumerate(episodes):
+        rir = scene.rir(int(nodes[i]), episode.goal_node, int(yaws[i]))
+        audio = binaural_audio_np(world.sound(episode.sound), rir, SR).T.astype(np.float64)
+        posts = []
+        for start in range(0, SR - head.window + 1, head.window):
+            piece = audio[:, start : start + head.window]
+            piece = torch.from_numpy(piece / (np.sqrt(np.mean(piece**2)) + 1e-9)).float()
+            with torch.no_grad():
+                posts.append(head.model(piece[None], head.prompt_for(episode.sound)[None])["posterior"][0])
+        assert torch.allclose(rows[i], torch.stack(posts).mean(0), atol=1e-5), i
+
+
 def test_posterior_cache_computes_each_missing_key_once_and_evicts_the_oldest():
     from asgf_nav.models.doa.observation import PosteriorCache
 

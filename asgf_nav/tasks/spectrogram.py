@@ -10,6 +10,8 @@ checked against the reference in tests.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import scipy.fft
 import scipy.signal
@@ -136,17 +138,28 @@ class TorchSpectrogram:
     def from_rirs(self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None = None) -> torch.Tensor:
         """(B, sr) sounds and B binaural RIRs (L_i, 2) of any lengths -> (B, freq, time, 2), ``batch`` at a
         time (default: :func:`default_batch` of the device; each chunk zero-pads its RIRs to its longest)."""
+        return torch.cat([self.from_audio(audio) for audio in self._audio_chunks(sounds, rirs, batch)])
+
+    def audio_from_rirs(
+        self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None = None
+    ) -> torch.Tensor:
+        """(B, sr) sounds and B binaural RIRs (L_i, 2) of any lengths -> (B, 2, sr) received signals, chunked
+        as :meth:`from_rirs`."""
+        return torch.cat(list(self._audio_chunks(sounds, rirs, batch)))
+
+    def _audio_chunks(
+        self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None
+    ) -> Iterator[torch.Tensor]:
         batch = int(batch or default_batch(self.device))
         if batch <= 0:
             raise ValueError(f"spectrogram batch must be positive, got {batch}")
-        out = []
         for start in range(0, len(rirs), batch):
             chunk = rirs[start : start + batch]
             padded = np.zeros((len(chunk), max(max(len(r) for r in chunk), 1), 2), dtype=np.float32)
             for j, r in enumerate(chunk):
                 padded[j, : len(r)] = r
-            out.append(self(sounds[start : start + len(chunk)], torch.from_numpy(padded)))
-        return torch.cat(out)
+            chunk_sounds = sounds[start : start + len(chunk)].to(self.device)
+            yield self.audio(chunk_sounds, torch.from_numpy(padded).to(self.device))
 
     def __call__(self, sounds: torch.Tensor, rirs: torch.Tensor) -> torch.Tensor:
         """(B, sr) sounds and (B, L, 2) RIRs -> (B, freq, time, 2) float32 spectrogram observations."""

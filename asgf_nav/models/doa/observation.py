@@ -145,6 +145,12 @@ class DoaObservation:
         uniform = torch.full_like(total, 1.0 / self.num_bins)
         return torch.where(weight > 0, total / weight.clamp_min(1), uniform)
 
+    def to(self, device: str | torch.device) -> DoaObservation:
+        """Run the head on ``device`` (the provider follows the env's device)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
 
 class PosteriorCache:
     """LRU map from a hashable state key to a posterior row; ``fill`` computes the missing rows in one batch."""
@@ -200,31 +206,43 @@ def register_doa_observation(
     import gymnasium as gym
 
     from asgf_nav.tasks.observations import register_observation
-    from asgf_nav.tasks.spectrogram import binaural_audio_np
+    from asgf_nav.tasks.spectrogram import TorchSpectrogram
 
     head = DoaObservation(checkpoint)
     cache = PosteriorCache(cache_size)
     head.cache = cache
+    renderers: dict[tuple[int, torch.device], TorchSpectrogram] = {}
 
-    def received(world, scene, node: int, yaw: int, episode) -> np.ndarray:
-        rir = scene.rir(node, episode.goal_node, yaw)
-        return binaural_audio_np(world.sound(episode.sound), rir, world.sample_rate).T  # (2, sr)
+    def received(world, scenes: list, nodes: list[int], yaws: list[int], episodes: list, device) -> torch.Tensor:
+        """(B, 2, sr): each episode's goal sound through the RIR of the agent's node and yaw, on ``device``."""
+        key = (world.sample_rate, torch.device(device))
+        if key not in renderers:
+            renderers[key] = TorchSpectrogram(world.sample_rate, device)
+        rirs = [np.asarray(sc.rir(n, ep.goal_node, y), dtype=np.float32)
+                for sc, n, y, ep in zip(scenes, nodes, yaws, episodes)]  # fmt: skip
+        sounds = torch.from_numpy(np.stack([world.sound(ep.sound) for ep in episodes]))
+        return renderers[key].audio_from_rirs(sounds, rirs)
 
-    def posteriors(world, scenes: list, nodes: list[int], yaws: list[int], episodes: list) -> np.ndarray:
+    def posteriors(world, scenes: list, nodes: list[int], yaws: list[int], episodes: list, device) -> np.ndarray:
         keys = [(sc.name, n, ep.goal_node, y, ep.sound) for sc, n, y, ep in zip(scenes, nodes, yaws, episodes)]
 
         def fill(indices: list[int]) -> np.ndarray:
-            audio = np.stack([received(world, scenes[i], nodes[i], yaws[i], episodes[i]) for i in indices])
-            return head.compute(audio, [episodes[i].sound for i in indices], world.sample_rate).numpy()
+            if head.device != torch.device(device):
+                head.to(device)  # follow the env: on a GPU the head and the convolutions run there
+            pick = [[items[i] for i in indices] for items in (scenes, nodes, yaws, episodes)]
+            audio = received(world, *pick, device)
+            return head.compute(audio, [ep.sound for ep in pick[3]], world.sample_rate).numpy()
 
         return cache.get(keys, fill)
 
     def compute(state) -> np.ndarray:
-        return posteriors(state.world, [state.scene], [state.node], [state.yaw], [state.episode])[0]
+        return posteriors(state.world, [state.scene], [state.node], [state.yaw], [state.episode], "cpu")[0]
 
     def compute_batch(state) -> torch.Tensor:
         scenes = [state.world.scene(ep.scene) for ep in state.episodes]
-        rows = posteriors(state.world, scenes, state.node.tolist(), state.yaw.tolist(), state.episodes)
+        rows = posteriors(
+            state.world, scenes, state.node.tolist(), state.yaw.tolist(), state.episodes, state.node.device
+        )
         return torch.from_numpy(rows).to(state.node.device)
 
     def space(world) -> gym.spaces.Box:

@@ -1,0 +1,101 @@
+"""Cost of one DoA observation cache miss against a per-item numpy reference.
+
+A miss of the ``doa`` provider (``asgf_nav.models.doa.observation``) convolves the episode sound with
+the binaural RIR of the agent's pose, resamples to the head's rate and runs the frozen head on each
+half-second window. The provider convolves the whole batch of misses in one torch call on the env's
+device (``TorchSpectrogram.audio_from_rirs``), where the head runs too; the reference convolves one item
+at a time in numpy (``binaural_audio_np``). Both run in turns over ``--rounds`` so a noisy machine slows
+them alike; the table gives median milliseconds per miss and the speed-up. Rendering the RIR itself from
+the baked scene comes on top (the same for both). On a CPU, running all windows in one forward was
+measured 3-9 % slower than one forward per window, so the head keeps the per-window loop.
+
+    python benchmarks/doa_observation.py --threads 1
+    python benchmarks/doa_observation.py --devices cuda --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from asgf_nav.models.doa.observation import DoaObservation
+from asgf_nav.tasks.spectrogram import TorchSpectrogram, binaural_audio_np
+
+
+def decaying_rirs(count: int, sample_rate: int, seconds: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Binaural noise responses with a 0.5 s T60, as long as the embedded world's."""
+    length = int(seconds * sample_rate)
+    decay = np.exp(-6.9 * np.arange(length) / (0.5 * sample_rate))[:, None]
+    return [(rng.standard_normal((length, 2)) * decay).astype(np.float32) for _ in range(count)]
+
+
+def time_parts(device: torch.device, rirs: list[np.ndarray], sounds_np: np.ndarray, sample_rate: int,
+               rounds: int) -> dict[str, tuple[float, float]]:
+    """Median ms per miss of each part, (reference, provider), the two timed in turns."""
+    sr, b = sample_rate, len(rirs)
+    head = DoaObservation().to(device)
+    prompt = torch.stack([head.prompt_for("telephone")] * b).to(device)
+    spectrogram = TorchSpectrogram(sr, device)
+    sounds = torch.from_numpy(sounds_np).to(device)
+
+    def numpy_audio() -> np.ndarray:
+        return np.stack([binaural_audio_np(s, r, sr).T for s, r in zip(sounds_np, rirs)])
+
+    def torch_audio() -> torch.Tensor:
+        audio = spectrogram.audio_from_rirs(sounds, rirs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return audio
+
+    def numpy_miss() -> torch.Tensor:
+        return head.compute(numpy_audio(), prompt, sr)
+
+    def torch_miss() -> torch.Tensor:
+        return head.compute(torch_audio(), prompt, sr)
+
+    assert torch.allclose(numpy_miss(), torch_miss(), atol=1e-5), "provider != reference"
+    parts: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "convolution": (numpy_audio, torch_audio),
+        "whole miss (without the RIR)": (numpy_miss, torch_miss),
+    }
+    for pair in parts.values():
+        for fn in pair:
+            fn()  # warm-up
+    samples: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in parts}
+    for _ in range(rounds):
+        for part, pair in parts.items():
+            for i, fn in enumerate(pair):
+                start = time.perf_counter()
+                fn()
+                samples[part][i].append((time.perf_counter() - start) / b * 1000)
+    return {k: (float(np.median(r)), float(np.median(n))) for k, (r, n) in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument("--batch", type=int, default=16, help="misses per provider call (one per env at most)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sample-rate", type=int, default=44100, help="the world's rate (the head resamples)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rng = np.random.default_rng(0)
+    rirs = decaying_rirs(args.batch, args.sample_rate, 1.0, rng)
+    sounds = rng.standard_normal((args.batch, args.sample_rate)).astype(np.float32)
+    print(f"DoA observation misses: batch {args.batch}, {args.sample_rate} Hz world, 1 s RIRs, "
+          f"torch threads {torch.get_num_threads()}, median of {args.rounds} turns")
+    print(f"{'device':<7} {'part':<28} {'reference ms':>13} {'provider ms':>12} {'speed-up':>9}")
+    for name in devices:
+        for part, (ref, new) in time_parts(torch.device(name), rirs, sounds, args.sample_rate, args.rounds).items():
+            print(f"{name:<7} {part:<28} {ref:>13.2f} {new:>12.2f} {ref / new:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
