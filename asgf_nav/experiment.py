@@ -15,7 +15,7 @@ from typing import Any
 
 from asgf_nav.config import ExperimentConfig, save_config
 from asgf_nav.logging_utils import setup_logging
-from asgf_nav.termination import exit_on_sigterm
+from asgf_nav.termination import install_stop_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +64,20 @@ def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any |
         cfg.scenes.dataset, len(train), len(pool.split_scenes("val")), len(pool.split_scenes("test")),
         cfg.scenes.data_root, cfg.scenes.dataset,
     )  # fmt: skip
-    if is_main:
-        if not pool.ready("train"):
-            logger.info("baking the first training scene (%s) before training starts", train[0])
-            build_scenes(cfg, cfg.scenes.dataset, [train[0]], workers=cfg.scenes.workers)
-        later = train + quick_start_order(cfg.scenes.dataset, pool.split_scenes("val"))
-        later += quick_start_order(cfg.scenes.dataset, pool.split_scenes("test"))
-        pool.start_background_build(later)
-    barrier()
-    pool.changed("train")
-    pool.changed("val")
+    try:  # from here on the caller owns the background build; until we return, an exit must stop it here
+        if is_main:
+            if not pool.ready("train"):
+                logger.info("baking the first training scene (%s) before training starts", train[0])
+                build_scenes(cfg, cfg.scenes.dataset, [train[0]], workers=cfg.scenes.workers)
+            later = train + quick_start_order(cfg.scenes.dataset, pool.split_scenes("val"))
+            later += quick_start_order(cfg.scenes.dataset, pool.split_scenes("test"))
+            pool.start_background_build(later)
+        barrier()
+        pool.changed("train")
+        pool.changed("val")
+    except BaseException:
+        pool.stop()
+        raise
     return pool
 
 
@@ -109,7 +113,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     from asgf_nav.rl.trainer import Trainer
 
     init_distributed()
-    exit_on_sigterm()  # run the clean-up below (background build) on kill
+    install_stop_handlers()  # SIGTERM and Ctrl-C run the clean-up below (background build)
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
     setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
@@ -117,8 +121,8 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         prepare_run_dir(cfg)
     register_auxiliary_observations(cfg)
     pool = prepare_scenes(cfg, run_dir, is_main)
-    set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)
     try:
+        set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)
         trainer = Trainer(cfg, env_factory=partial(make_rank_env, pool=pool), run_dir=run_dir, resume=resume,
                           scenes_changed=pool.changed if pool is not None else None)
         trainer.train()

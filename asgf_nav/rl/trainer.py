@@ -37,7 +37,7 @@ from asgf_nav.rl.checkpoint import capture_rng_state, load_latest, restore_rng_s
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage
 from asgf_nav.scenes.background import ScenesNotReadyError
-from asgf_nav.termination import raise_if_terminated
+from asgf_nav.termination import raise_if_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Trainer:
         last_saved = self.update
         try:
             while self.update < stop:
-                raise_if_terminated()
+                raise_if_stopped()
                 if self.scenes_changed is not None and self.scenes_changed("train"):
                     self.reload_train_env()
                 start = time.perf_counter()
