@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from asgf_nav.config import ConfigError, ExperimentConfig, load_config
+
+T = TypeVar("T")
+
+
+def exit_on_config_error(run: Callable[[], T]) -> T:
+    """``run()``, or exit with status 2 and one ``error:`` line when it finds a bad config value (ConfigError)."""
+    try:
+        return run()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.config import ExperimentConfig, save_config
+from asgf_nav.config import ConfigError, ExperimentConfig, save_config
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.termination import install_stop_handlers
 
@@ -102,7 +102,10 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
     if cfg.task.use_doa:
         from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS, register_doa_observation
 
-        register_doa_observation(cfg.task.doa_checkpoint or DEFAULT_WEIGHTS, cache_size=cfg.task.doa_cache_size)
+        try:
+            register_doa_observation(cfg.task.doa_checkpoint or DEFAULT_WEIGHTS, cache_size=cfg.task.doa_cache_size)
+        except (FileNotFoundError, ValueError) as exc:  # missing, unreadable or not a selective head
+            raise ConfigError(f"task.doa_checkpoint: {exc}") from exc
         if "doa" not in cfg.task.sensors:
             cfg.task.sensors = [*cfg.task.sensors, "doa"]
         logger.info("auxiliary observation: frozen selective DoA head (%s)", cfg.task.doa_checkpoint or "packaged")
@@ -117,9 +120,9 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
     setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
+    register_auxiliary_observations(cfg)  # first: a bad DoA checkpoint stops the run before it writes anything
     if is_main:
         prepare_run_dir(cfg)
-    register_auxiliary_observations(cfg)
     pool = prepare_scenes(cfg, run_dir, is_main)
     try:
         set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)

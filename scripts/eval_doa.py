@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.eval.doa_eval import EvalConfig, evaluate, markdown_table  # noqa: E402
+from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         if f.name == "snrs":
             parser.add_argument("--snrs", type=float, nargs="+", default=list(f.default))
         else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                                choices=EVAL_CHOICES.get(f.name))
     args = vars(parser.parse_args(argv))
+    for key in ("selective", "crnn"):  # a missing default is left out of the table; a named file must exist
+        path, default = args[key], getattr(EvalConfig, key)
+        if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():
+            parser.error(f"--{key}: checkpoint {path} does not exist (use '--{key} none' to leave it out)")
     args["snrs"] = tuple(args["snrs"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     results = evaluate(EvalConfig(**args))

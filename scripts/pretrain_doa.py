@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.models.doa.train import DoaTrainConfig, export_weights, train  # noqa: E402
+from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(f.default, bool):  # --augment / --no-augment
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            parser.add_argument(flag, type=type(f.default), default=f.default)
+            parser.add_argument(flag, type=type(f.default), default=f.default, choices=TRAIN_CHOICES.get(f.name))
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
     export = args.pop("export")

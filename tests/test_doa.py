@@ -714,3 +714,40 @@ def test_benchmark_table_has_a_line_of_sight_section():
     assert "Line-of-sight" not in markdown_table({"methods": {"a": {"unheard +0 dB": all_in_sight}}})
     selection = {**without, "hit_distractor5": 30.0, "either5": 85.0}
     assert "| a | 10.0 / 50.0 / 80.0 (5.0) [30.0 / 85.0] |" in markdown_table({"methods": {"a": {"c": selection}}})
+
+
+def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
+    import eval_doa
+    import pretrain_doa
+
+    cases = [
+        (eval_doa.main, ["--selective", str(tmp_path / "nope.pt")], f"--selective: checkpoint {tmp_path / 'nope.pt'}"),
+        (eval_doa.main, ["--rooms", "kitchen"], "invalid choice: 'kitchen'"),
+        (pretrain_doa.main, ["--model", "transformer"], "invalid choice: 'transformer'"),
+        (pretrain_doa.main, ["--targets", "visible"], "invalid choice: 'visible'"),
+    ]
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+
+
+def test_bad_doa_checkpoint_is_a_config_error_naming_the_key(tmp_path):
+    from asgf_nav.config import ConfigError, ExperimentConfig
+    from asgf_nav.experiment import register_auxiliary_observations
+
+    corrupt, foreign = tmp_path / "corrupt.pt", tmp_path / "foreign.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    for path, message in (
+        (tmp_path / "missing.pt", "does not exist"),
+        (corrupt, "not readable as a torch checkpoint"),
+        (foreign, "not a valid DoA model"),
+    ):
+        cfg = ExperimentConfig()
+        cfg.task.use_doa, cfg.task.doa_checkpoint = True, str(path)
+        with pytest.raises(ConfigError) as error:
+            register_auxiliary_observations(cfg)
+        assert str(error.value).startswith("task.doa_checkpoint: ") and str(path) in str(error.value)
+        assert message in str(error.value) and "doa" not in cfg.task.sensors

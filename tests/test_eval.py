@@ -3,7 +3,6 @@
 import copy
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,6 @@ from asgf_nav.tasks.navigation import step_pose
 from asgf_nav.tasks.synthetic import synthetic_world
 from baselines.oracle import OracleAgent
 from baselines.random_agent import RandomAgent
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 # ------------------------------------------------------------------------------------------ fixtures

@@ -1,7 +1,6 @@
 """Visualisation: trajectory maps, side-by-side comparisons, episode videos (MP4 with audio, GIF), t-SNE."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -17,9 +16,6 @@ from asgf_nav.viz.trajectories import shortest_path_nodes
 from asgf_nav.viz.tsne import SpatialStates, plot_tsne
 from baselines.oracle import OracleAgent
 from baselines.random_agent import RandomAgent
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 @pytest.fixture(scope="module")

@@ -39,10 +39,10 @@ from asgf_nav.models.doa.classical import (
     interaural_summary,
     spectral_shape,
 )
-from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
+from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance, lateral_fold
 from asgf_nav.models.doa.rooms import RirPool
-from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, load_model, predict, rir_pool
+from asgf_nav.models.doa.train import ROOM_KINDS, DoaTrainConfig, angular_metrics, load_model, predict, rir_pool
 from asgf_nav.sounds.bank import SoundBank
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class EvalConfig:
     distractor_window: str = "drawn"  # drawn (the benchmark's clips) | loudest (no steadiness cue)
     out: str = "data/doa/eval.json"
     threads: int = 2
+
+
+EVAL_CHOICES: dict[str, tuple[str, ...]] = {"rooms": ROOM_KINDS, "distractor_window": DISTRACTOR_WINDOWS}
+NO_CHECKPOINT = ("", "none")  # --selective / --crnn values that leave the head out
 
 
 def _receiver(rooms: str | None) -> str:
@@ -160,6 +164,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     sets, sr = test_sets(cfg, bank, pool)
     methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}
     for name, path in (("selective", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
+        if path.lower() in NO_CHECKPOINT:
+            continue
         if Path(path).is_file():
             model = load_model(path)
             if _receiver(model.trained_on_rooms) != _receiver(cfg.rooms):

@@ -105,6 +105,7 @@ def _windows(signal: torch.Tensor, starts: torch.Tensor, length: int) -> torch.T
 
 
 DISTRACTOR_WINDOWS = ("drawn", "loudest")
+TARGET_KINDS = ("all", "line_of_sight")
 
 
 class DoaExampleSampler:
@@ -141,8 +142,8 @@ class DoaExampleSampler:
 
         ``augment`` changes the playback rate and spectral envelope of the target, the distractor and the
         prompt independently per example (:mod:`asgf_nav.models.doa.augment`), for training only."""
-        if targets not in ("all", "line_of_sight"):
-            raise ValueError(f"targets must be 'all' or 'line_of_sight', got {targets!r}")
+        if targets not in TARGET_KINDS:
+            raise ValueError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
         if distractor_window not in DISTRACTOR_WINDOWS:
             raise ValueError(f"distractor_window must be one of {DISTRACTOR_WINDOWS}, got {distractor_window!r}")
         self.distractor_window = distractor_window

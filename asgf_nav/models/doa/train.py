@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from asgf_nav.io import atomic_write
 from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
-from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
+from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, TARGET_KINDS, DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import StftConfig, binaural_stft, circular_distance, compressed_magnitude
 from asgf_nav.models.doa.network import (
     POSTERIOR_LOSSES,
@@ -80,6 +80,12 @@ class DoaTrainConfig:
 
 # --------------------------------------------------------------------------------------------- pools
 ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")
+# the values each string field of DoaTrainConfig may take (scripts/pretrain_doa.py offers them as choices)
+TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
+    "model": MODEL_KINDS, "prompt": ("audio", "category"), "mask_head": ("template", "mlp"),
+    "rooms": ROOM_KINDS, "posterior_loss": POSTERIOR_LOSSES, "targets": TARGET_KINDS,
+    "distractor_window": DISTRACTOR_WINDOWS,
+}  # fmt: skip
 SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
 
 
@@ -204,9 +210,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> to
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - unpickling a corrupt or foreign file can raise nearly anything
+        raise ValueError(f"DoA checkpoint {path} is not readable as a torch checkpoint: {err}") from err
+    try:
         model = build_model(ckpt["kind"], config=ckpt["config"])
         model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError, ValueError) as err:
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise ValueError(f"DoA checkpoint {path} is not a valid DoA model: {err}") from err
     model.eval()
     for p in model.parameters():
