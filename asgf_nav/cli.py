@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn
 
 from asgf_nav.config import ConfigError, ExperimentConfig, load_config
 
-T = TypeVar("T")
 
+def run_script(main: Callable[[], int | None]) -> NoReturn:
+    """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene) ends
+    with one ``error:`` line and exit status 2 instead of a traceback."""
+    from asgf_nav.scenes.presets import UnknownSceneError
+    from asgf_nav.scenes.store import SceneStoreError
 
-def exit_on_config_error(run: Callable[[], T]) -> T:
-    """``run()``, or exit with status 2 and one ``error:`` line when it finds a bad config value (ConfigError)."""
     try:
-        return run()
-    except ConfigError as exc:
+        code = main()
+    except (ConfigError, SceneStoreError, UnknownSceneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    raise SystemExit(code or 0)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from asgf_nav.cli import add_scene_arguments, config_from_args  # noqa: E402
+from asgf_nav.cli import add_scene_arguments, config_from_args, run_script  # noqa: E402
 from asgf_nav.tasks.factory import resolve_device, spectrogram_store_root  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
@@ -68,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.scenes.build import STAGE_ORDER, build_scenes  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
@@ -46,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -24,7 +24,7 @@ from asgf_nav.cli import (  # noqa: E402
     add_scene_arguments,
     config_for_checkpoint_or_exit,
     config_from_args,
-    exit_on_config_error,
+    run_script,
 )
 from asgf_nav.eval.evaluator import load_policy_agent, run_episodes, select_episodes  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
@@ -41,7 +41,7 @@ def build_agent(args: argparse.Namespace, cfg, world):
         return make_baseline(args.agent, cfg, args.baseline_model, seed=args.seed, random_stop_rule=args.random_stop)
     from asgf_nav.tasks.audionav_env import observation_space_for
 
-    exit_on_config_error(lambda: register_auxiliary_observations(cfg))  # the checkpoint's own DoA head, if any
+    register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     space = observation_space_for(world, list(cfg.task.sensors))
     return load_policy_agent(cfg, args.checkpoint, space, args.deterministic, resolve_device(args.device))
 
@@ -99,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.scenes.export import ExportStats, export_episodes, export_scene, export_sounds  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
@@ -103,4 +104,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

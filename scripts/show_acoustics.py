@@ -15,6 +15,7 @@ import numpy as np
 
 from asgf_nav.acoustics.bake import bake_acoustics
 from asgf_nav.acoustics.rir import SceneRirs
+from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
 from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.store import SceneStore, scene_dir, stage_complete
@@ -56,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args  # noqa: E402
+from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args, run_script  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 from baselines.audio_model import (  # noqa: E402
     AudioSamples,
@@ -100,4 +100,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

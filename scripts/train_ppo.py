@@ -8,7 +8,7 @@
 
 import argparse
 
-from asgf_nav.cli import add_config_arguments, config_from_args, exit_on_config_error
+from asgf_nav.cli import add_config_arguments, config_from_args, run_script
 from asgf_nav.experiment import run_training
 
 
@@ -17,9 +17,8 @@ def main() -> None:
     add_config_arguments(parser, default="replica_unheard.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.run_dir")
     args = parser.parse_args()
-    cfg = config_from_args(args)
-    exit_on_config_error(lambda: run_training(cfg, resume=args.resume))
+    run_training(config_from_args(args), resume=args.resume)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,6 +24,7 @@ from asgf_nav.cli import (  # noqa: E402
     add_scene_arguments,
     config_for_checkpoint_or_exit,
     config_from_args,
+    run_script,
 )
 from asgf_nav.eval.evaluator import load_policy_agent, select_episodes  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
@@ -68,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import add_config_arguments, config_from_args  # noqa: E402
+from asgf_nav.cli import add_config_arguments, config_from_args, run_script  # noqa: E402
 from asgf_nav.eval.evaluator import EpisodeRecord, read_jsonl  # noqa: E402
 from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
@@ -89,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
+class UnknownSceneError(KeyError):
+    """A preset, world or episode is asked for a scene it does not contain."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -34,7 +41,7 @@ class ScenePreset:
         for s in self.specs:
             if s.name == scene:
                 return s
-        raise KeyError(
+        raise UnknownSceneError(
             f"preset {self.name!r} has no scene {scene!r}; scenes: {[s.name for s in self.specs]}"
         )
 

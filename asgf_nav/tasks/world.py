@@ -14,16 +14,11 @@ from functools import cached_property
 
 import numpy as np
 
+from asgf_nav.scenes.presets import UnknownSceneError
+
 logger = logging.getLogger(__name__)
 
 RirFn = Callable[[int, int, int], np.ndarray]  # (receiver node, source node, yaw index) -> (L, 2) float32
-
-
-class UnknownSceneError(KeyError):
-    """An episode or caller names a scene that the loaded world does not contain."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
 
 
 @dataclass

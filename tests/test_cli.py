@@ -1,0 +1,57 @@
+"""Script entry points: input the user can fix ends with one ``error:`` line and status 2, not a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asgf_nav.cli import run_script
+from asgf_nav.config import ConfigError
+from asgf_nav.scenes.presets import UnknownSceneError, get_preset
+from asgf_nav.scenes.store import SceneStoreError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+USER_ERRORS = [ConfigError("bad key"), SceneStoreError("no baked scene"), UnknownSceneError("no scene")]
+
+
+@pytest.mark.parametrize("error", USER_ERRORS)
+def test_user_errors_become_one_error_line(error, capsys):
+    def main() -> int:
+        raise error
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(main)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_return_codes_pass_through_and_bugs_keep_their_traceback():
+    for returned, code in ((None, 0), (0, 0), (3, 3)):
+        with pytest.raises(SystemExit) as exit_info:
+            run_script(lambda value=returned: value)
+        assert exit_info.value.code == code
+
+    def buggy() -> int:
+        raise RuntimeError("a bug, not bad input")
+
+    with pytest.raises(RuntimeError):
+        run_script(buggy)
+
+
+def test_unknown_scene_is_named_with_the_choices():
+    with pytest.raises(UnknownSceneError, match="preset 'tiny' has no scene 'kitchen'; scenes: \\['tiny_apartment'"):
+        get_preset("tiny").spec("kitchen")
+
+
+def test_script_with_an_unknown_scene_exits_with_an_error_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_scenes.py"), "--dataset", "tiny", "--scenes", "kitchen",
+         "--data-root", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: preset 'tiny' has no scene 'kitchen'")
+    assert "Traceback" not in done.stderr
