@@ -751,3 +751,45 @@ def test_bad_doa_checkpoint_is_a_config_error_naming_the_key(tmp_path):
             register_auxiliary_observations(cfg)
         assert str(error.value).startswith("task.doa_checkpoint: ") and str(path) in str(error.value)
         assert message in str(error.value) and "doa" not in cfg.task.sensors
+
+
+def test_frozen_head_is_unchanged_by_ppo_training(tmp_path, monkeypatch):
+    """Real PPO updates of an ASGF policy that reads the doa observation leave the head's weights alone."""
+    from asgf_nav.config import ExperimentConfig, TaskConfig
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.rl.trainer import Trainer
+    from asgf_nav.tasks import observations
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split, resolve_episodes
+    from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = register_doa_observation(ckpt)
+    frozen = {k: v.clone() for k, v in head.model.state_dict().items()}
+    scenes = [grid_scene("grid_doa", nx=5, nz=4, image_size=48, sample_rate=SR)]
+    world = synthetic_world(scenes, sample_rate=SR)
+    split = generate_split(world, "train", "heard", ["telephone"], TaskConfig(train_episodes_per_scene=20))
+    episodes = resolve_episodes(split, world)
+    cfg = ExperimentConfig()
+    cfg.model.policy, cfg.model.hidden_size, cfg.model.ase_dim = "asgf", 32, 32
+    cfg.model.fusion_dim, cfg.model.fusion_heads = 16, 2
+    cfg.task.use_doa, cfg.task.sensors, cfg.task.max_steps = True, ["depth", "spectrogram", "doa"], 10
+    cfg.ppo.num_envs, cfg.ppo.num_steps, cfg.ppo.ppo_epoch, cfg.ppo.num_mini_batch = 4, 8, 2, 2
+    cfg.ppo.total_frames = 2 * 4 * 8
+    cfg.train.device, cfg.train.val_interval, cfg.train.checkpoint_interval = "cpu", 0, 100
+
+    def env_factory(cfg: ExperimentConfig, split: str, rank: int) -> BatchedAudioNavEnv:
+        return BatchedAudioNavEnv(world, episodes, cfg.ppo.num_envs, sensors=cfg.task.sensors, seed=rank, cfg=cfg.task)
+
+    trainer = Trainer(cfg, env_factory, tmp_path / "run")
+    assert trainer.policy.use_doa
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    trainer.train()
+    assert head.cache.misses > 0  # the rollouts rendered doa observations
+    changed = [k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "PPO did not update the policy"
+    assert not head.model.training and all(not p.requires_grad for p in head.model.parameters())
+    for key, value in head.model.state_dict().items():
+        assert torch.equal(value, frozen[key]), key

@@ -233,3 +233,11 @@ def test_policy_diagnostics_and_ase_state() -> None:
     no_ase = build_policy(make_cfg("asgf_no_ase"), space)
     assert no_ase.ase is None and no_ase.learned_state.shape == (512,)
     assert build_policy(make_cfg("av_nav"), space).diagnostics() == {}
+
+
+def test_too_small_images_are_named_with_their_size():
+    from asgf_nav.models.encoders import VisualEncoder
+
+    with pytest.raises(ValueError, match=r"size \(16, 16\) are too small for the 8/4/3 conv stack"):
+        VisualEncoder({"depth": (16, 16, 1)})
+    assert VisualEncoder({"depth": (36, 36, 1)}).output_size == 512

@@ -40,12 +40,13 @@ class VisualEncoder(nn.Module):
         sizes = {observation_shapes[name][:2] for name in self.sensors}
         if len(sizes) != 1:
             raise ValueError(f"rgb and depth must share height/width to be stacked, got {sorted(sizes)}")
-        height, width = sizes.pop()
+        image = sizes.pop()
+        height, width = image
         in_channels = sum(observation_shapes[name][2] for name in self.sensors)
         for kernel, stride in ((8, 4), (4, 2), (3, 2)):
             height, width = conv_output_size(height, kernel, stride), conv_output_size(width, kernel, stride)
         if height < 1 or width < 1:
-            raise ValueError(f"visual observations of size {sizes} are too small for the 8/4/3 conv stack")
+            raise ValueError(f"visual observations of size {image} are too small for the 8/4/3 conv stack (>= 36)")
         self.output_size = output_size
         self.cnn = nn.Sequential(
             nn.Conv2d(in_channels, 32, kernel_size=8, stride=4),
