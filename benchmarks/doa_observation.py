@@ -21,16 +21,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from spectrogram_batch import decaying_rirs  # the sibling benchmark's RIRs (benchmarks/ is the script's path)
 
 from asgf_nav.models.doa.observation import DoaObservation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, binaural_audio_np
-
-
-def decaying_rirs(count: int, sample_rate: int, seconds: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """Binaural noise responses with a 0.5 s T60, as long as the embedded world's."""
-    length = int(seconds * sample_rate)
-    decay = np.exp(-6.9 * np.arange(length) / (0.5 * sample_rate))[:, None]
-    return [(rng.standard_normal((length, 2)) * decay).astype(np.float32) for _ in range(count)]
 
 
 def time_parts(device: torch.device, rirs: list[np.ndarray], sounds_np: np.ndarray, sample_rate: int,

@@ -16,6 +16,7 @@ class UnknownSceneError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

@@ -229,9 +229,10 @@ def register_doa_observation(
         def fill(indices: list[int]) -> np.ndarray:
             if head.device != torch.device(device):
                 head.to(device)  # follow the env: on a GPU the head and the convolutions run there
-            pick = [[items[i] for i in indices] for items in (scenes, nodes, yaws, episodes)]
-            audio = received(world, *pick, device)
-            return head.compute(audio, [ep.sound for ep in pick[3]], world.sample_rate).numpy()
+            missed = [[items[i] for i in indices] for items in (scenes, nodes, yaws, episodes)]
+            audio = received(world, *missed, device)
+            sounds = [ep.sound for ep in missed[3]]
+            return head.compute(audio, sounds, world.sample_rate).numpy()
 
         return cache.get(keys, fill)
 
