@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from asgf_nav.config import ConfigError, ExperimentConfig, load_config
 
@@ -21,7 +21,18 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     except (ConfigError, SceneStoreError, UnknownSceneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        sys.excepthook = _report_interrupt  # Python still exits as killed by SIGINT, after its clean-up
+        raise
     raise SystemExit(code or 0)
+
+
+def _report_interrupt(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+    """A Ctrl-C is the user's choice, not a crash: one line instead of a traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, traceback)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:

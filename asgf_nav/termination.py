@@ -1,20 +1,29 @@
-"""SIGTERM and Ctrl-C end a run cleanly, even when the exception they raise gets lost.
+"""SIGTERM and Ctrl-C end a run cleanly, and a training loop first saves what it has learned.
 
-The handlers raise at once (``SystemExit(128 + SIGTERM)``, ``KeyboardInterrupt`` for SIGINT), so
-``finally`` blocks run: the background scene build stops, and the checkpoints already written stay for
-``--resume``. Python drops an exception raised while it is inside a ``__del__`` or a weakref callback
-("Exception ignored in ..."), and a library's bare ``except`` can swallow it too; so the handlers also
-remember the signal, and long loops call :func:`raise_if_stopped` at safe points to raise it again.
+Outside a :func:`stop_between_updates` block the handlers raise at once (``SystemExit(128 + SIGTERM)``,
+``KeyboardInterrupt`` for SIGINT), so ``finally`` blocks run and the background scene build stops.
+
+Inside the block (the trainer's update loop, single process) the first signal is only recorded: the
+loop finishes its update, saves a checkpoint and then raises, so an interrupted run loses nothing and
+``--resume`` continues exactly. A second signal raises at once, for when that update takes too long.
+
+Python drops an exception raised while it is inside a ``__del__`` or a weakref callback ("Exception
+ignored in ..."), and a library's bare ``except`` can swallow it too; so the handlers always remember
+the signal, and long loops call :func:`raise_if_stopped` at safe points to raise it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
-_received: int | None = None
+_received: int | None = None  # the first stop signal received, if any
+_deferring = False  # inside stop_between_updates: the first signal waits for the loop's safe point
+_deferred = False  # the first signal was recorded without raising
 
 
 def _raise_for(signum: int) -> None:
@@ -24,8 +33,14 @@ def _raise_for(signum: int) -> None:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    global _received
-    _received = signum
+    global _received, _deferred
+    first = _received is None
+    _received = _received or signum
+    if first and _deferring:
+        _deferred = True
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        logger.warning("%s: stopping after this update and saving a checkpoint (send it again to stop at once)", name)
+        return
     _raise_for(signum)
 
 
@@ -35,8 +50,27 @@ def install_stop_handlers() -> None:
     signal.signal(signal.SIGINT, _on_signal)
 
 
+@contextlib.contextmanager
+def stop_between_updates(enabled: bool = True) -> Iterator[None]:
+    """Within this block the first stop signal is only recorded; the loop polls :func:`stop_requested`."""
+    global _deferring
+    previous = _deferring
+    _deferring = enabled
+    try:
+        yield
+    finally:
+        _deferring = previous
+
+
+def stop_requested() -> bool:
+    """True once a SIGTERM or SIGINT has been received."""
+    return _received is not None
+
+
 def raise_if_stopped() -> None:
-    """Raise again for a SIGTERM or SIGINT received earlier whose first exception did not end the run."""
-    if _received is not None:
+    """Raise for a SIGTERM or SIGINT received earlier: a deferred one, or one whose exception got lost."""
+    if _received is None:
+        return
+    if not _deferred:
         logger.warning("signal %d was received but its exception got lost; stopping now", _received)
-        _raise_for(_received)
+    _raise_for(_received)

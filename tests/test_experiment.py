@@ -142,3 +142,43 @@ def test_killed_main_job_stops_its_background_build(tmp_path, stop):
         time.sleep(0.2)
     os.killpg(builder, signal.SIGKILL)
     pytest.fail("the background build outlived the killed main job")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_stopped_training_saves_its_last_update_and_resumes_there(tmp_path, stop):
+    """A stop signal during training loses nothing: the loop ends its update, saves it, and exits as killed."""
+    data_root, run_dir = tmp_path / "data", tmp_path / "run"
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_ppo.py"), "--config", "tiny_heard.yaml",
+        f"scenes.data_root={data_root}", f"train.run_dir={run_dir}", *FAST_ACOUSTICS, *SMALL_RUN,
+        "ppo.total_frames=100000", "train.checkpoint_interval=1000", "train.val_interval=0", "train.log_interval=1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    output: list[str] = []
+    try:
+        for line in process.stderr:
+            output.append(line)
+            if "train update 2 frames" in line:
+                break
+        assert "train update 2 frames" in output[-1], "".join(output)[-4000:]
+        process.send_signal(stop)
+        output.extend(process.stderr)  # to the end: the job finishes its update, saves it and exits
+        returncode = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = "".join(output)
+    assert returncode == (128 + stop if stop == signal.SIGTERM else -stop), log[-4000:]
+    assert "stopping after this update and saving a checkpoint" in log
+    saved = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))
+    assert len(saved) == 1, saved  # no periodic checkpoint was due: this is the stop's own
+    update = int(saved[0].stem.split("_")[1])
+    assert update >= 2 and f"stopped at update {update};" in log
+    assert "Traceback" not in log, log[-4000:]
+    if stop == signal.SIGINT:
+        assert "interrupted (Ctrl-C)" in log
+
+    resumed = train(data_root, run_dir, f"ppo.total_frames={(update + 1) * 32}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from update {update}" in resumed.stderr
+    assert (run_dir / "checkpoints" / f"ckpt_{update + 1:06d}.pt").exists()

@@ -32,3 +32,40 @@ def test_swallowed_stop_signal_is_raised_again(stop):
     assert done.returncode == (128 + stop if stop == signal.SIGTERM else -stop), done.stderr
     assert done.stdout.splitlines() == ["still running"]
     assert "exception got lost" in done.stderr
+
+
+DEFERRED_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from asgf_nav.termination import install_stop_handlers, raise_if_stopped, stop_between_updates, stop_requested
+
+    install_stop_handlers()
+    stop = int(sys.argv[1])
+    with stop_between_updates():
+        os.kill(os.getpid(), stop)  # the first signal is only recorded
+        print("recorded" if stop_requested() else "missed", flush=True)
+        if sys.argv[2] == "twice":
+            try:
+                os.kill(os.getpid(), stop)  # a second one raises at once
+            except BaseException as exc:
+                print("raised at once:", type(exc).__name__, flush=True)
+                raise
+        raise_if_stopped()  # the loop's safe point
+        print("not reached", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("times", ["once", "twice"])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_signal_inside_a_training_loop_waits_for_its_safe_point(stop, times):
+    done = subprocess.run(
+        [sys.executable, "-c", DEFERRED_SCRIPT, str(int(stop)), times], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == (128 + stop if stop == signal.SIGTERM else -stop), done.stderr
+    expected = ["recorded"]
+    if times == "twice":
+        expected.append("raised at once: " + ("SystemExit" if stop == signal.SIGTERM else "KeyboardInterrupt"))
+    assert done.stdout.splitlines() == expected
+    assert "stopping after this update" in done.stderr
+    assert "exception got lost" not in done.stderr  # a deferred signal is not a lost one

@@ -37,7 +37,7 @@ from asgf_nav.rl.checkpoint import capture_rng_state, load_latest, restore_rng_s
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage
 from asgf_nav.scenes.background import ScenesNotReadyError
-from asgf_nav.termination import raise_if_stopped
+from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 
 logger = logging.getLogger(__name__)
 
@@ -194,46 +194,60 @@ class Trainer:
         )
         stats: dict[str, float] = {}
         last_saved = self.update
+        # one process: the first SIGTERM / Ctrl-C stops the loop at its top, after a checkpoint (DD-PPO
+        # ranks could stop at different updates and hang in the all-reduce, so they stop at once)
+        single = self.world == 1
         try:
-            while self.update < stop:
-                raise_if_stopped()
-                if self.scenes_changed is not None and self.scenes_changed("train"):
-                    self.reload_train_env()
-                start = time.perf_counter()
-                self.ppo.set_progress(self.update, self.num_updates)
-                diagnostics = self.collect_rollout()
-                self.policy.train()
-                stats = self.ppo.update(self.storage)
-                self.storage.after_update(self.last_hidden)
-                self.update += 1
-                self.frames += self.frames_per_update
-                stats.update(diagnostics)
-                stats["fps"] = self.frames_per_update / (time.perf_counter() - start)
-                stats.update({f"episode/{k}": v for k, v in self.window.means().items()})
-                progress.update(self.frames_per_update)
-                progress.set_postfix(
-                    fps=f"{stats['fps']:.0f}", SR=f"{stats.get('episode/success', float('nan')):.2f}",
-                    SPL=f"{stats.get('episode/spl', float('nan')):.2f}",
-                )
-                if self.is_main and self.update % max(self.cfg.train.log_interval, 1) == 0:
-                    self.log_scalars("train", stats)
-                val_interval = self.cfg.train.val_interval
-                if self.is_main and val_interval > 0 and self.update % val_interval == 0:
-                    try:
-                        self.log_scalars("val", self.validate())
-                    except ScenesNotReadyError as exc:
-                        logger.info("validation skipped at update %d: %s", self.update, exc)
-                if self.update % self.cfg.train.checkpoint_interval == 0:
+            with stop_between_updates(enabled=single):
+                while self.update < stop:
+                    if stop_requested() and single and self.update != last_saved:
+                        path, last_saved = self.save(), self.update
+                        logger.info(
+                            "stopped at update %d; %s holds it and --resume continues from there", self.update, path
+                        )
+                    raise_if_stopped()
+                    if self.scenes_changed is not None and self.scenes_changed("train"):
+                        self.reload_train_env()
+                    stats = self.update_once(progress)
+                    if self.update % self.cfg.train.checkpoint_interval == 0:
+                        self.save()
+                        last_saved = self.update
+                if self.update != last_saved:
                     self.save()
-                    last_saved = self.update
-            if self.update != last_saved:
-                self.save()
         finally:
             progress.close()
             if self.writer is not None:
                 self.writer.flush()
                 self.writer.close()
                 self.writer = None
+        return stats
+
+    def update_once(self, progress: tqdm) -> dict[str, float]:
+        """Collect one rollout, run the PPO update on it, then log and validate when due."""
+        start = time.perf_counter()
+        self.ppo.set_progress(self.update, self.num_updates)
+        diagnostics = self.collect_rollout()
+        self.policy.train()
+        stats = self.ppo.update(self.storage)
+        self.storage.after_update(self.last_hidden)
+        self.update += 1
+        self.frames += self.frames_per_update
+        stats.update(diagnostics)
+        stats["fps"] = self.frames_per_update / (time.perf_counter() - start)
+        stats.update({f"episode/{k}": v for k, v in self.window.means().items()})
+        progress.update(self.frames_per_update)
+        progress.set_postfix(
+            fps=f"{stats['fps']:.0f}", SR=f"{stats.get('episode/success', float('nan')):.2f}",
+            SPL=f"{stats.get('episode/spl', float('nan')):.2f}",
+        )
+        if self.is_main and self.update % max(self.cfg.train.log_interval, 1) == 0:
+            self.log_scalars("train", stats)
+        val_interval = self.cfg.train.val_interval
+        if self.is_main and val_interval > 0 and self.update % val_interval == 0:
+            try:
+                self.log_scalars("val", self.validate())
+            except ScenesNotReadyError as exc:
+                logger.info("validation skipped at update %d: %s", self.update, exc)
         return stats
 
     def reload_train_env(self) -> None:
