@@ -331,6 +331,18 @@ class Trainer:
             return None
         return save_checkpoint(self.run_dir, self.state_dict(), self.cfg.train.keep_checkpoints)
 
+    def env_state_not_restored(self, state: dict[str, Any]) -> str | None:
+        """Load the checkpoint's env state into the env for an exact resume; else say why not."""
+        if self.world > 1:
+            return f"DD-PPO with {self.world} ranks"
+        if "env" not in state or not hasattr(self.env, "load_state_dict"):
+            return "the checkpoint or the env has none"
+        try:
+            self.env.load_state_dict(state["env"])
+        except ValueError as exc:  # e.g. more scenes are baked now than when the checkpoint was written
+            return str(exc)
+        return None
+
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("policy_name", self.cfg.model.policy) != self.cfg.model.policy:
             raise ValueError(
@@ -343,20 +355,14 @@ class Trainer:
         self.update, self.frames = int(state["update"]), int(state["frames"])
         self.window.episodes.extend(state.get("episode_window", []))
         rollout = state["rollout"]
-        exact = self.world == 1 and "env" in state and hasattr(self.env, "load_state_dict")
-        if exact:
-            try:
-                self.env.load_state_dict(state["env"])
-            except ValueError as exc:  # e.g. more scenes are baked now than when the checkpoint was written
-                logger.warning("env state not restored (%s)", exc)
-                exact = False
-        if exact:
+        not_restored = self.env_state_not_restored(state)
+        if not_restored is None:
             obs, masks = rollout["obs"], rollout["masks"].to(self.device)
             self.last_hidden = rollout["hidden"].to(self.device)
             self.episode_returns = rollout["episode_returns"].to(self.device)
             restore_rng_state(state["rng"])
         else:
-            logger.warning("env state not restored (world size %d); resuming with fresh episodes", self.world)
+            logger.warning("env state not restored (%s); resuming with fresh episodes", not_restored)
             seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.update)
             obs = self.env.reset()
             masks = torch.zeros(self.num_envs, device=self.device)
