@@ -2,7 +2,8 @@
 
 Every field of ``DoaTrainConfig`` is a flag (on/off ones as ``--augment`` / ``--no-augment``). Runs
 resume from ``--out`` when it exists; checkpoints are written atomically every ``--checkpoint-every``
-steps. ``--export`` also writes weights-only copies.
+steps, and when SIGTERM or Ctrl-C stops the run (after its current step). ``--export`` also writes
+weights-only copies.
 
 Example: python scripts/pretrain_doa.py --model selective --out data/doa/selective.pt --max-minutes 15
 """
@@ -17,7 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
+from asgf_nav.termination import install_stop_handlers  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     export = args.pop("export")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = DoaTrainConfig(**args)
+    install_stop_handlers()  # SIGTERM / Ctrl-C: the step finishes and is saved before the run ends
     metrics = train(cfg)
     if export:
         export_weights(cfg.out, export)
@@ -43,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -793,3 +793,43 @@ def test_frozen_head_is_unchanged_by_ppo_training(tmp_path, monkeypatch):
     assert not head.model.training and all(not p.requires_grad for p in head.model.parameters())
     for key, value in head.model.state_dict().items():
         assert torch.equal(value, frozen[key]), key
+
+
+def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
+    """SIGTERM during DoA pretraining: the step ends, is saved, and the same command continues from it."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pretrain_doa.py"
+    out = tmp_path / "crnn.pt"
+    command = [
+        sys.executable, str(script), "--model", "crnn", "--out", str(out), "--pool-dir", str(tmp_path / "pools"),
+        "--train-poses", "4", "--val-poses", "2", "--sources-per-pose", "2", "--batch-size", "4",
+        "--clip-seconds", "0.25", "--val-examples", "8", "--val-every", "1", "--checkpoint-every", "1000",
+        "--threads", "1", "--max-minutes", "5",
+    ]  # fmt: skip
+    process = subprocess.Popen([*command, "--max-steps", "100000"], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    output: list[str] = []
+    try:
+        for line in process.stderr:
+            output.append(line)
+            if " step 2 loss " in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        output.extend(process.stderr)
+        returncode = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = "".join(output)
+    assert returncode == 128 + signal.SIGTERM, log[-3000:]
+    step = int(torch.load(out, weights_only=False)["step"])  # no periodic checkpoint was due: the stop's own
+    assert step >= 2 and f"stopped at step {step};" in log, log[-3000:]
+
+    resumed = subprocess.run([*command, "--max-steps", str(step + 1)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed crnn from {out} at step {step}" in resumed.stderr
+    assert int(torch.load(out, weights_only=False)["step"]) == step + 1

@@ -30,6 +30,7 @@ from asgf_nav.models.doa.network import (
 )
 from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
 from asgf_nav.sounds.bank import SoundBank
+from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 
 logger = logging.getLogger(__name__)
 
@@ -336,20 +337,27 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         total=cfg.max_steps, initial=step, desc=f"train {cfg.model} DoA", disable=not progress, mininterval=5
     )
     model.train()
-    while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        lift = snr_lift(cfg, step)
-        batch = sampler.sample(cfg.batch_size, (cfg.snr_low + lift, cfg.snr_high + lift), rng)
-        loss, parts = optimization_step(model, optimizer, batch, cfg)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
-        if step % cfg.val_every == 0:
-            metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-            logger.info("step %d loss %.4f %s val(0 dB) %s", step, float(loss), parts, metrics)
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+    saved = step
+    with stop_between_updates():  # a SIGTERM / Ctrl-C (with the handlers installed) ends the step first
+        while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60:
+            if stop_requested() and step != saved:
+                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+                logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
+            raise_if_stopped()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            lift = snr_lift(cfg, step)
+            batch = sampler.sample(cfg.batch_size, (cfg.snr_low + lift, cfg.snr_high + lift), rng)
+            loss, parts = optimization_step(model, optimizer, batch, cfg)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
+            if step % cfg.val_every == 0:
+                metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
+                logger.info("step %d loss %.4f %s val(0 dB) %s", step, float(loss), parts, metrics)
+            if step % cfg.checkpoint_every == 0:
+                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+                saved = step
     bar.close()
     metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
     save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
