@@ -11,14 +11,15 @@ from asgf_nav.config import ConfigError, ExperimentConfig, load_config
 
 
 def run_script(main: Callable[[], int | None]) -> NoReturn:
-    """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene) ends
-    with one ``error:`` line and exit status 2 instead of a traceback."""
+    """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene, another
+    evaluation's progress file) ends with one ``error:`` line and exit status 2 instead of a traceback."""
+    from asgf_nav.eval.progress import EvaluationProgressError
     from asgf_nav.scenes.presets import UnknownSceneError
     from asgf_nav.scenes.store import SceneStoreError
 
     try:
         code = main()
-    except (ConfigError, SceneStoreError, UnknownSceneError) as exc:
+    except (ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@
     python scripts/evaluate.py --config replica_unheard --agent gan --sound-split both --out runs/eval
 
 Outputs go to {out}/{agent}_{dataset}_{sound_split}_{split}/ (episodes.jsonl, summary.json, summary.md).
+Finished episodes are saved as they end, so the same command resumes a killed evaluation.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from asgf_nav.cli import (  # noqa: E402
     run_script,
 )
 from asgf_nav.eval.evaluator import load_policy_agent, run_episodes, select_episodes  # noqa: E402
+from asgf_nav.eval.progress import EvaluationProgress, episodes_fingerprint  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
@@ -55,14 +57,25 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
     label = args.name or (args.agent if args.agent else cfg.model.policy)
     if args.agent == "random" and args.random_stop != "goal":
         label = f"{label}_{args.random_stop}_stop"
-    records = run_episodes(agent, world, episodes, cfg, num_envs=args.num_envs, device=resolve_device(args.device))
     out = Path(args.out) / f"{label}_{cfg.scenes.dataset}_{sound_split}_{args.split}"
+    identity = {
+        "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
+        "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic),
+        "seed": args.seed if args.agent else cfg.train.seed, "episodes": episodes_fingerprint(episodes),
+    }  # fmt: skip
+    progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
+    remaining = progress.remaining(episodes)
+    if remaining:
+        run_episodes(agent, world, remaining, cfg, num_envs=args.num_envs, device=resolve_device(args.device),
+                     on_record=progress.add)  # fmt: skip
+    records = progress.records(episodes)
     meta = {
         "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
         "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic), "episodes_requested": args.episodes,
         "scenes": sorted({r.scene for r in records}), "command": "python " + shlex.join(sys.argv),
     }  # fmt: skip
     summary = write_evaluation(out, records, meta)
+    progress.finish()
     print(summary_markdown(summary))
     return out
 

@@ -8,13 +8,17 @@ import pytest
 
 from asgf_nav.cli import run_script
 from asgf_nav.config import ConfigError
+from asgf_nav.eval.progress import EvaluationProgressError
 from asgf_nav.scenes.presets import UnknownSceneError, get_preset
 from asgf_nav.scenes.store import SceneStoreError
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-USER_ERRORS = [ConfigError("bad key"), SceneStoreError("no baked scene"), UnknownSceneError("no scene")]
+USER_ERRORS = [
+    ConfigError("bad key"), SceneStoreError("no baked scene"), UnknownSceneError("no scene"),
+    EvaluationProgressError("another evaluation's progress file"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("error", USER_ERRORS)

@@ -226,3 +226,48 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
     import imageio.v2 as imageio
 
     assert imageio.imread(png).shape[2] in (3, 4)
+
+
+def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_path, monkeypatch):
+    import evaluate
+
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
+
+    _evaluate(tiny_root, tmp_path / "whole", "--agent", "oracle", "--episodes", "10")
+    whole = read_jsonl(tmp_path / "whole" / "oracle_tiny_unheard_test" / "episodes.jsonl")
+
+    real_run, ran = evaluate.run_episodes, []
+
+    def run_then_die_after(limit):
+        def run(agent, world, episodes, cfg, **kwargs):
+            ran.append(len(episodes))
+            save = kwargs["on_record"]
+
+            def on_record(record):
+                save(record)
+                if limit is not None and len(ran) == 1 and sum(1 for _ in open(progress_file)) - 1 >= limit:
+                    raise KeyboardInterrupt  # killed after `limit` finished episodes
+
+            return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
+
+        return run
+
+    out = tmp_path / "resumed" / "oracle_tiny_unheard_test"
+    progress_file = out / PROGRESS_FILE
+    monkeypatch.setattr(evaluate, "run_episodes", run_then_die_after(4))
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10")
+    assert not (out / "episodes.jsonl").exists() and progress_file.exists()
+    with open(progress_file, "a") as f:
+        f.write('{"episode_id": "tru')  # killed while writing a line: it is dropped, not fatal
+
+    with pytest.raises(EvaluationProgressError, match="seed was 0, now 5"):  # another evaluation's file
+        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10", "--seed", "5")
+
+    _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10")
+    assert ran == [10, 6]  # the resume ran only the six episodes the first run had not finished
+    assert not progress_file.exists()
+    resumed = read_jsonl(out / "episodes.jsonl")
+    assert [(r.scene, r.episode_id) for r in resumed] == [(r.scene, r.episode_id) for r in whole]
+    assert [r.actions for r in resumed] == [r.actions for r in whole]  # the oracle is deterministic
+    assert load_summary(out)["episodes"] == 10

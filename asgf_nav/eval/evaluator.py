@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,10 +202,12 @@ def run_episodes(
     device: str | torch.device = "cpu",
     progress: bool = True,
     step_callback: Any = None,
+    on_record: Callable[[EpisodeRecord], None] | None = None,
 ) -> list[EpisodeRecord]:
     """Run every episode once with ``agent``; records come back in episode order.
 
-    ``step_callback(obs, ctx, agent)``, when given, is called before each step (t-SNE collection uses it).
+    ``step_callback(obs, ctx, agent)``, when given, is called before each step (t-SNE collection uses it);
+    ``on_record(record)`` as each episode ends (a resumable evaluation saves it there).
     """
     num_envs = max(1, min(int(num_envs), len(episodes)))
     env = BatchedAudioNavEnv(world, list(episodes), num_envs, device=device, cfg=cfg, sensors=list(agent.sensors),
@@ -245,6 +247,8 @@ def run_episodes(
                 records[index] = rec
                 finished[i] += 1
                 bar.update(1)
+                if on_record is not None:
+                    on_record(rec)
             current[i] = _new_record(env, i)
         new_episode = done_np.astype(bool)
     bar.close()

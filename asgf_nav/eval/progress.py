@@ -1,0 +1,103 @@
+"""Resumable evaluation: finished episodes are appended to a progress file as they end.
+
+A long evaluation (a thousand Replica episodes on a CPU takes hours) that is killed keeps every episode
+it finished in ``{out_dir}/episodes.partial.jsonl``; the same command later runs only the rest and then
+writes the usual outputs and removes the file. The file's first line records what is being evaluated
+(agent, checkpoint, split, the episode list's fingerprint ...), and a resume with anything different
+is refused with the differing key named, so two evaluations never mix.
+
+Resumed results are as valid as uninterrupted ones, but not bit-identical: a sampling policy draws its
+actions for the remaining episodes from a fresh random stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.io import atomic_write_text
+from asgf_nav.tasks.episodes import Episode
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_FILE = "episodes.partial.jsonl"
+
+
+class EvaluationProgressError(ValueError):
+    """A progress file that belongs to another evaluation, or cannot be read."""
+
+
+def episode_key(episode: Any) -> tuple[str, str]:
+    """(scene, episode id), unique within a split, of a stored Episode, a resolved one or an EpisodeRecord."""
+    scene = episode.scene_name if isinstance(episode, Episode) else episode.scene
+    return str(scene), str(episode.episode_id)
+
+
+def episodes_fingerprint(episodes: Sequence[Any]) -> str:
+    """A short hash of the ordered episode keys, so a resume runs over exactly the same episodes."""
+    text = "\n".join(f"{scene}/{episode_id}" for scene, episode_id in map(episode_key, episodes))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class EvaluationProgress:
+    """The finished episodes of one evaluation, read back on start and appended to as episodes end."""
+
+    def __init__(self, out_dir: str | Path, identity: dict[str, Any]) -> None:
+        self.path = Path(out_dir) / PROGRESS_FILE
+        self.identity = json.loads(json.dumps(identity))  # as it reads back from the file
+        self.done: dict[tuple[str, str], EpisodeRecord] = {}
+        if self.path.exists():
+            self._read()
+        else:
+            atomic_write_text(self.path, self._header())
+
+    def _read(self) -> None:
+        lines = self.path.read_text().splitlines()
+        try:
+            stored = json.loads(lines[0])["evaluation"]
+        except (IndexError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise EvaluationProgressError(
+                f"{self.path} is not an evaluation progress file ({exc}); delete it to start over"
+            ) from exc
+        for key in sorted(set(stored) | set(self.identity)):
+            if stored.get(key) != self.identity.get(key):
+                raise EvaluationProgressError(
+                    f"{self.path} belongs to another evaluation: {key} was {stored.get(key)!r}, now "
+                    f"{self.identity.get(key)!r}; delete the file, or pass another --out / --name"
+                )
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                record = EpisodeRecord.from_json(json.loads(line))
+            except (json.JSONDecodeError, TypeError) as exc:
+                if number == len(lines):  # the run was killed while writing its last line: drop it
+                    logger.warning("%s: dropping its unfinished last line", self.path)
+                    atomic_write_text(self.path, self._header() + "".join(l + "\n" for l in lines[1:-1]))
+                    break
+                raise EvaluationProgressError(f"{self.path} line {number} is not an episode record: {exc}") from exc
+            self.done[episode_key(record)] = record
+        logger.info("resuming the evaluation: %d episodes already done in %s", len(self.done), self.path)
+
+    def _header(self) -> str:
+        return json.dumps({"evaluation": self.identity}) + "\n"
+
+    def remaining(self, episodes: Sequence[Any]) -> list[Any]:
+        return [ep for ep in episodes if episode_key(ep) not in self.done]
+
+    def add(self, record: EpisodeRecord) -> None:
+        """Keep ``record`` and append it to the file at once (one whole line per episode)."""
+        self.done[episode_key(record)] = record
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record.to_json()) + "\n")
+
+    def records(self, episodes: Sequence[Any]) -> list[EpisodeRecord]:
+        """The records of ``episodes``, in their order; every one must be done."""
+        return [self.done[episode_key(ep)] for ep in episodes]
+
+    def finish(self) -> None:
+        """Remove the progress file once the final outputs are written."""
+        self.path.unlink(missing_ok=True)
