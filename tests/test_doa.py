@@ -802,6 +802,8 @@ def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
     import sys
     from pathlib import Path
 
+    from stopping import stop_when
+
     script = Path(__file__).resolve().parent.parent / "scripts" / "pretrain_doa.py"
     out = tmp_path / "crnn.pt"
     command = [
@@ -810,21 +812,7 @@ def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
         "--clip-seconds", "0.25", "--val-examples", "8", "--val-every", "1", "--checkpoint-every", "1000",
         "--threads", "1", "--max-minutes", "5",
     ]  # fmt: skip
-    process = subprocess.Popen([*command, "--max-steps", "100000"], stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True)  # fmt: skip
-    output: list[str] = []
-    try:
-        for line in process.stderr:
-            output.append(line)
-            if " step 2 loss " in line:
-                break
-        process.send_signal(signal.SIGTERM)
-        output.extend(process.stderr)
-        returncode = process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    log = "".join(output)
+    returncode, log = stop_when([*command, "--max-steps", "100000"], " step 2 loss ", signal.SIGTERM)
     assert returncode == 128 + signal.SIGTERM, log[-3000:]
     step = int(torch.load(out, weights_only=False)["step"])  # no periodic checkpoint was due: the stop's own
     assert step >= 2 and f"stopped at step {step};" in log, log[-3000:]

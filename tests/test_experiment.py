@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from stopping import stop_when
 
 from asgf_nav.config import load_config
 from asgf_nav.scenes.background import ScenePool, quick_start_order
@@ -153,21 +154,7 @@ def test_stopped_training_saves_its_last_update_and_resumes_there(tmp_path, stop
         f"scenes.data_root={data_root}", f"train.run_dir={run_dir}", *FAST_ACOUSTICS, *SMALL_RUN,
         "ppo.total_frames=100000", "train.checkpoint_interval=1000", "train.val_interval=0", "train.log_interval=1",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
-    output: list[str] = []
-    try:
-        for line in process.stderr:
-            output.append(line)
-            if "train update 2 frames" in line:
-                break
-        assert "train update 2 frames" in output[-1], "".join(output)[-4000:]
-        process.send_signal(stop)
-        output.extend(process.stderr)  # to the end: the job finishes its update, saves it and exits
-        returncode = process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    log = "".join(output)
+    returncode, log = stop_when(command, "train update 2 frames", stop, cwd=REPO)  # it ends the update first
     assert returncode == (128 + stop if stop == signal.SIGTERM else -stop), log[-4000:]
     assert "stopping after this update and saving a checkpoint" in log
     saved = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))
