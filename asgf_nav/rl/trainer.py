@@ -194,18 +194,13 @@ class Trainer:
         )
         stats: dict[str, float] = {}
         last_saved = self.update
-        # one process: the first SIGTERM / Ctrl-C stops the loop at its top, after a checkpoint (DD-PPO
-        # ranks could stop at different updates and hang in the all-reduce, so they stop at once)
+        # one process: the first SIGTERM / Ctrl-C ends the loop between updates and the run after a checkpoint
+        # (DD-PPO ranks could stop at different updates and hang in the all-reduce, so they stop at once)
         single = self.world == 1
         try:
             with stop_between_updates(enabled=single):
-                while self.update < stop:
-                    if stop_requested() and single and self.update != last_saved:
-                        path, last_saved = self.save(), self.update
-                        logger.info(
-                            "stopped at update %d; %s holds it and --resume continues from there", self.update, path
-                        )
-                    raise_if_stopped()
+                while self.update < stop and not (single and stop_requested()):
+                    raise_if_stopped()  # a stop whose exception library code swallowed
                     if self.scenes_changed is not None and self.scenes_changed("train"):
                         self.reload_train_env()
                     stats = self.update_once(progress)
@@ -214,6 +209,9 @@ class Trainer:
                         last_saved = self.update
                 if self.update != last_saved:
                     self.save()
+                if stop_requested():
+                    logger.info("stopped at update %d; --resume continues from its checkpoint", self.update)
+                    raise_if_stopped()
         finally:
             progress.close()
             if self.writer is not None:

@@ -337,13 +337,8 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         total=cfg.max_steps, initial=step, desc=f"train {cfg.model} DoA", disable=not progress, mininterval=5
     )
     model.train()
-    saved = step
     with stop_between_updates():  # a SIGTERM / Ctrl-C (with the handlers installed) ends the step first
-        while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60:
-            if stop_requested() and step != saved:
-                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
-                logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
-            raise_if_stopped()
+        while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60 and not stop_requested():
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step)
             lift = snr_lift(cfg, step)
@@ -357,10 +352,12 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
                 logger.info("step %d loss %.4f %s val(0 dB) %s", step, float(loss), parts, metrics)
             if step % cfg.checkpoint_every == 0:
                 save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
-                saved = step
-    bar.close()
-    metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-    save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+        bar.close()
+        metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
+        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+        if stop_requested():
+            logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
+            raise_if_stopped()
     logger.info(
         "stopped %s at step %d after %.1f min; val(0 dB) %s",
         cfg.model,
