@@ -111,6 +111,8 @@ def test_killed_main_job_stops_its_background_build(tmp_path, stop):
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
     builder = None
     output: collections.deque[str] = collections.deque(maxlen=400)
+    watchdog = threading.Timer(300, process.kill)  # a job that never starts its build fails the test, not CI
+    watchdog.start()
     try:
         for line in process.stderr:
             output.append(line)
@@ -132,6 +134,7 @@ def test_killed_main_job_stops_its_background_build(tmp_path, stop):
         # SIGTERM exits through SystemExit(143); Ctrl-C re-raises SIGINT once KeyboardInterrupt unwound
         assert returncode == (128 + stop if stop == signal.SIGTERM else -stop), "".join(output)[-4000:]
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
     deadline = time.monotonic() + 2  # the job reaps its builder before it exits, so it is gone already
