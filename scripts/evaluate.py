@@ -61,7 +61,7 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
     identity = {
         "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
         "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic),
-        "seed": args.seed if args.agent else cfg.train.seed, "episodes": episodes_fingerprint(episodes),
+        "seed": args.seed if args.agent else cfg.train.seed, "episode_list": episodes_fingerprint(episodes),
     }  # fmt: skip
     progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
     remaining = progress.remaining(episodes)
@@ -70,9 +70,8 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
                      on_record=progress.add)  # fmt: skip
     records = progress.records(episodes)
     meta = {
-        "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
-        "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic), "episodes_requested": args.episodes,
-        "scenes": sorted({r.scene for r in records}), "command": "python " + shlex.join(sys.argv),
+        **identity, "episodes_requested": args.episodes, "scenes": sorted({r.scene for r in records}),
+        "command": "python " + shlex.join(sys.argv),
     }  # fmt: skip
     summary = write_evaluation(out, records, meta)
     progress.finish()
