@@ -80,8 +80,11 @@ def config_for_checkpoint_or_exit(cfg: ExperimentConfig, checkpoint: str) -> Exp
     try:
         return config_for_checkpoint(cfg, checkpoint)
     except FileNotFoundError:
-        print(f"error: checkpoint {checkpoint} does not exist (training writes them to "
-              "<train.run_dir>/checkpoints/ckpt_*.pt)", file=sys.stderr)
+        print(
+            f"error: checkpoint {checkpoint} does not exist (training writes them to "
+            "<train.run_dir>/checkpoints/ckpt_*.pt)",
+            file=sys.stderr,
+        )
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(2)

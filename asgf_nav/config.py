@@ -187,9 +187,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in _field_names(obj):
-            raise ConfigError(
-                f"unknown config key {full!r} (in {source}); valid keys here: {_valid_keys(obj, prefix)}"
-            )
+            raise ConfigError(f"unknown config key {full!r} (in {source}); valid keys here: {_valid_keys(obj, prefix)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -226,8 +224,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
     def fail() -> typing.NoReturn:
         raise ConfigError(
-            f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} "
-            f"({type(value).__name__})"
+            f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({type(value).__name__})"
         )
 
     if origin in (Union, types.UnionType):

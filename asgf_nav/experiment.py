@@ -126,8 +126,13 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     pool = prepare_scenes(cfg, run_dir, is_main)
     try:
         set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)
-        trainer = Trainer(cfg, env_factory=partial(make_rank_env, pool=pool), run_dir=run_dir, resume=resume,
-                          scenes_changed=pool.changed if pool is not None else None)
+        trainer = Trainer(
+            cfg,
+            env_factory=partial(make_rank_env, pool=pool),
+            run_dir=run_dir,
+            resume=resume,
+            scenes_changed=pool.changed if pool is not None else None,
+        )
         trainer.train()
     finally:
         if pool is not None:

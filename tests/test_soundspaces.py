@@ -23,6 +23,7 @@ from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import episode_dataset_path, generate_scene_episodes, load_episodes
 from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, oracle_plan
+from asgf_nav.tasks.soundspaces_world import load_soundspaces_world
 from asgf_nav.tasks.spectrogram import spectrogram_np
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
@@ -169,7 +170,7 @@ def test_points_conversion_is_soundspaces():
 def test_import_handwritten_dataset(tmp_path: Path, ss_dataset: Path):
     cfg = make_cfg(tmp_path, ss_dataset)
     assert ss.scene_source(cfg) == "soundspaces"
-    world = ss.load_soundspaces_world(cfg, "train")
+    world = load_soundspaces_world(cfg, "train")
     scene = world.scene("office_9")
     assert world.sample_rate == 44100 and scene.grid_size == 0.5 and scene.num_nodes == 8
     ids = [0, 1, 2, 3, 5, 6, 7, 8]
@@ -198,7 +199,7 @@ def test_import_handwritten_dataset(tmp_path: Path, ss_dataset: Path):
 
 def test_turning_left_changes_the_rir_folder_the_right_way(tmp_path: Path, ss_dataset: Path):
     cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
-    world = ss.load_soundspaces_world(cfg, "train")
+    world = load_soundspaces_world(cfg, "train")
     episodes = load_episodes(episode_dataset_path(ss_dataset, "replica", "train", "heard"))
     env = AudioNavEnv(world, episodes, sensors=["spectrogram"])
     obs, _ = env.reset(options={"episode_index": 1})  # start node 7, yaw 90 (quaternion) -> folder 270
@@ -215,8 +216,8 @@ def test_turning_left_changes_the_rir_folder_the_right_way(tmp_path: Path, ss_da
 def test_missing_views_are_reported_and_audio_only_runs(tmp_path: Path, ss_dataset: Path):
     (ss_dataset / "scene_observations" / "replica" / "office_9.pkl").unlink()
     with pytest.raises(ss.SoundSpacesDataError, match=r"office_9\.pkl"):
-        ss.load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train")
-    world = ss.load_soundspaces_world(make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"]), "train")
+        load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train")
+    world = load_soundspaces_world(make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"]), "train")
     assert world.scene("office_9").rgb is None
 
 
@@ -226,7 +227,7 @@ def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
     (folder / "0" / "7_5.wav").write_bytes(b"RIFF garbage")
     wavfile.write(folder / "180" / "7_5.wav", SR, np.zeros((0, 2), dtype=np.float32))
     wavfile.write(folder / "90" / "7_5.wav", 16000, encoded_rir(7, 5, 90))
-    scene = ss.load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train").scene("office_9")
+    scene = load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train").scene("office_9")
     seven, five = 6, 4
     for k, pattern in (
         (1, r"270/7_5\.wav does not exist"),
@@ -241,7 +242,7 @@ def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
 def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog):
     (ss_dataset / "binaural_rirs" / "replica" / "office_9" / "270" / "7_5.wav").unlink()
     cfg = make_cfg(tmp_path, ss_dataset, on_missing="silence")
-    scene = ss.load_soundspaces_world(cfg, "train").scene("office_9")
+    scene = load_soundspaces_world(cfg, "train").scene("office_9")
     before = ss.silence_fallback_summary().get("replica/office_9", 0)
     with caplog.at_level(logging.WARNING):
         rir = scene.rir(6, 4, 1)
@@ -292,7 +293,7 @@ def test_auto_source_prefers_soundspaces_only_when_present(tmp_path: Path, ss_da
     assert ss.scene_source(make_cfg(tmp_path, ss_dataset, source="auto")) == "soundspaces"
     assert ss.scene_source(make_cfg(tmp_path, ss_dataset, source="embedded")) == "embedded"
     assert ss.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="auto")) == "embedded"
-    assert ss.load_soundspaces_world(make_cfg(tmp_path, tmp_path / "empty", source="auto"), "train") is None
+    assert load_soundspaces_world(make_cfg(tmp_path, tmp_path / "empty", source="auto"), "train") is None
     with pytest.raises(ss.SoundSpacesDataError, match="no replica scene"):
         ss.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="soundspaces"))
 
@@ -356,7 +357,7 @@ def test_round_trip_export_import_is_identical(tmp_path: Path):
     assert rate == SR and data.dtype == np.float32 and data.shape[1] == 2
 
     cfg = make_cfg(tmp_path, root, sensors=["rgb", "depth", "spectrogram", "pointgoal"])
-    imported = ss.load_soundspaces_world(cfg, "train")
+    imported = load_soundspaces_world(cfg, "train")
     imported_episodes = load_episodes(episode_dataset_path(root, "replica", "train", "heard"))
     for scene in scenes:
         other = imported.scene(scene.name)

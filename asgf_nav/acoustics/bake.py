@@ -194,9 +194,7 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def write_acoustics_stage(
-    scene_dir: Path, params: dict[str, Any], sources: np.ndarray, partial: Path
-) -> None:
+def write_acoustics_stage(scene_dir: Path, params: dict[str, Any], sources: np.ndarray, partial: Path) -> None:
     """Concatenate the per-source files into the stage's arrays (offsets index source-major pairs)."""
     counts, delay, direction, level, late = [], [], [], [], []
     for slot in range(len(sources)):
@@ -209,9 +207,7 @@ def write_acoustics_stage(
                 level.append(data["level_db"])
                 late.append(data["late_db"])
         except (OSError, KeyError, ValueError) as exc:
-            raise RuntimeError(
-                f"partial acoustics file {path} is unreadable ({exc}); delete it and rebake"
-            ) from exc
+            raise RuntimeError(f"partial acoustics file {path} is unreadable ({exc}); delete it and rebake") from exc
     offsets = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.concatenate(counts))
     arrays = {

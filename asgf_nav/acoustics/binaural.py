@@ -79,9 +79,7 @@ def render_early(
     span = int(n.max()) - start + hrtf.num_taps
     nfft = _next_pow2(span)
     nbins = nfft // 2 + 1
-    gains = (paths.band_amplitude[keep] @ band_gain_basis(band_centers, fs, nfft)).astype(
-        np.float32
-    )  # (I, F)
+    gains = (paths.band_amplitude[keep] @ band_gain_basis(band_centers, fs, nfft)).astype(np.float32)  # (I, F)
     k = np.arange(nbins, dtype=np.int64)
     roots = np.exp(-2j * np.pi * np.arange(nfft) / nfft).astype(np.complex64)
     paths_f = gains * roots[((n - start)[:, None] * k[None, :]) % nfft]  # (I, F) delayed, coloured impulses
@@ -132,9 +130,7 @@ def render_late(
     hbss = int(round(hist_bin_seconds * sample_rate))
     bank = noise_bank(sample_rate, hbss)
     if bank.shape[-1] < length + max(offsets):
-        raise ValueError(
-            f"noise bank of {bank.shape[-1]} samples too short for {length} + offset {max(offsets)}"
-        )
+        raise ValueError(f"noise bank of {bank.shape[-1]} samples too short for {length} + offset {max(offsets)}")
     # float32 like the noise: the tail agrees with a float64 envelope to ~1e-7 of its peak, in half the time
     amp = np.sqrt(np.maximum(_envelope(np.asarray(energy, dtype=np.float32), hbss, length), 0.0))
     out = np.empty((length, 2), dtype=np.float32)

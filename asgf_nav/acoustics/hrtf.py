@@ -88,6 +88,4 @@ def load_hrtf(sample_rate: int, path: str | Path = KEMAR_FILE) -> Hrtf:
         hrir = resample_poly(hrir, sample_rate // g, native_rate // g, axis=-1).astype(np.float32)
         logger.debug("resampled KEMAR HRIRs %d -> %d Hz (%d taps)", native_rate, sample_rate, hrir.shape[-1])
     hrir = _trim_common_lead(hrir)
-    return Hrtf(
-        hrir=np.ascontiguousarray(hrir), azimuth=azimuth, elevation=elevation, sample_rate=int(sample_rate)
-    )
+    return Hrtf(hrir=np.ascontiguousarray(hrir), azimuth=azimuth, elevation=elevation, sample_rate=int(sample_rate))

@@ -54,15 +54,12 @@ class SceneRirs:
             return self._slots[int(node)]
         except KeyError:
             raise KeyError(
-                f"node {node} is not a sound source of scene {self.scene!r}; "
-                f"source nodes: {self.source_nodes.tolist()}"
+                f"node {node} is not a sound source of scene {self.scene!r}; source nodes: {self.source_nodes.tolist()}"
             ) from None
 
     def _check(self, receiver: int, yaw_index: int) -> None:
         if not 0 <= int(receiver) < self.num_receivers:
-            raise IndexError(
-                f"scene {self.scene!r}: receiver {receiver} out of range 0..{self.num_receivers - 1}"
-            )
+            raise IndexError(f"scene {self.scene!r}: receiver {receiver} out of range 0..{self.num_receivers - 1}")
         if not 0 <= int(yaw_index) < NUM_YAWS:
             raise IndexError(f"yaw_index {yaw_index} out of range 0..{NUM_YAWS - 1} (yaw = 90 * index)")
 
@@ -105,9 +102,7 @@ class SceneRirs:
         self._check(receiver, yaw_index)
         return self._render(receiver, source_node, [int(yaw_index)])[0]
 
-    def rirs(
-        self, receivers: Sequence[int], source_nodes: Sequence[int], yaw_indices: Sequence[int]
-    ) -> np.ndarray:
+    def rirs(self, receivers: Sequence[int], source_nodes: Sequence[int], yaw_indices: Sequence[int]) -> np.ndarray:
         """Batched :meth:`rir`: (B, L, 2); items sharing (receiver, source) are rendered together."""
         receivers = np.asarray(receivers, dtype=np.int64).ravel()
         source_nodes = np.asarray(source_nodes, dtype=np.int64).ravel()

@@ -65,9 +65,7 @@ class SourceField:
 
 def band_centers(sample_rate: int) -> np.ndarray:
     """Octave band centres pyroomacoustics uses at ``sample_rate`` (125 Hz up to below Nyquist)."""
-    return np.asarray(
-        pra.acoustics.OctaveBandsFactory(fs=sample_rate, base_frequency=125).centers, dtype=float
-    )
+    return np.asarray(pra.acoustics.OctaveBandsFactory(fs=sample_rate, base_frequency=125).centers, dtype=float)
 
 
 def _band_values(values: tuple[float, ...], centers: np.ndarray) -> np.ndarray:
@@ -124,9 +122,7 @@ class _WallBuilder:
     def add(self, corners: list[list[float]], material: str, outward: np.ndarray) -> None:
         mat = self.fp.material(material)
         absorption = np.clip(_band_values(mat.absorption, self.centers), 0.0, 0.99)
-        scattering = np.full(
-            len(self.centers), float(np.clip(mat.scattering, 0.0, 1.0)) * self.scattering_scale
-        )
+        scattering = np.full(len(self.centers), float(np.clip(mat.scattering, 0.0, 1.0)) * self.scattering_scale)
         pts = np.asarray(corners, dtype=float).T  # (3, n)
         wall = pra.wall_factory(pts, absorption, scattering, name=material)
         if float(np.dot(wall.normal, outward)) < 0:
@@ -184,11 +180,7 @@ def _obstacles(fp: FloorPlan, free, ceiling: float) -> list[Box]:
     kept = []
     for f in fp.furniture:
         clipped = shapely_box(f.x0, f.z0, f.x1, f.z1).intersection(inner)
-        if (
-            clipped.is_empty
-            or clipped.geom_type != "Polygon"
-            or abs(clipped.area - clipped.envelope.area) > 1e-6
-        ):
+        if clipped.is_empty or clipped.geom_type != "Polygon" or abs(clipped.area - clipped.envelope.area) > 1e-6:
             continue
         x0, z0, x1, z1 = clipped.bounds
         top = min(f.y1, ceiling - 0.05)
@@ -198,9 +190,7 @@ def _obstacles(fp: FloorPlan, free, ceiling: float) -> list[Box]:
     return kept
 
 
-def build_walls(
-    fp: FloorPlan, sample_rate: int, region=None, furniture: bool = True, scattering: bool = True
-) -> list:
+def build_walls(fp: FloorPlan, sample_rate: int, region=None, furniture: bool = True, scattering: bool = True) -> list:
     """pyroomacoustics walls enclosing ``region`` (default: the whole free space) of floor plan ``fp``.
 
     ``scattering=False`` zeroes the materials' scattering coefficients (used for the specular ray tracer).
@@ -413,9 +403,7 @@ def simulate_source(
         damping = np.zeros((n_bands, 0))
         visibility = np.zeros((len(mics), 0), dtype=bool)
 
-    rt_histograms = _ray_trace(
-        fp, region, furniture, sample_rate, order, rays, max_seconds, source, mics, seed
-    )
+    rt_histograms = _ray_trace(fp, region, furniture, sample_rate, order, rays, max_seconds, source, mics, seed)
 
     delays, azimuths, elevations, amps = [], [], [], []
     counts = np.zeros(len(receivers), dtype=np.int64)

@@ -78,8 +78,9 @@ def _receiver(rooms: str | None) -> str:
 
 
 def _rooms_config(cfg: EvalConfig) -> DoaTrainConfig:
-    return DoaTrainConfig(pool_dir=cfg.pool_dir, rooms=cfg.rooms, scenes_root=cfg.scenes_root,
-                          scenes_dataset=cfg.scenes_dataset)
+    return DoaTrainConfig(
+        pool_dir=cfg.pool_dir, rooms=cfg.rooms, scenes_root=cfg.scenes_root, scenes_dataset=cfg.scenes_dataset
+    )
 
 
 def test_pool(cfg: EvalConfig) -> RirPool:
@@ -97,7 +98,10 @@ def test_sets(
     conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
     for i, (split, snr) in enumerate(conditions):
         sampler = DoaExampleSampler(
-            bank, pool, "test" if split == "unheard" else "train", categories=categories,
+            bank,
+            pool,
+            "test" if split == "unheard" else "train",
+            categories=categories,
             distractor_window=cfg.distractor_window,
         )
         sets[(split, snr)] = sampler.sample(cfg.examples, snr, np.random.default_rng(TEST_SET_SEED + i))
@@ -172,7 +176,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                 logger.warning(
                     "%s was trained on rooms=%s but is tested on rooms=%s: a head trained at one receiver "
                     "(KEMAR head or free-field pair) does not transfer to the other",
-                    path, model.trained_on_rooms, cfg.rooms,
+                    path,
+                    model.trained_on_rooms,
+                    cfg.rooms,
                 )
             if name == "selective":
                 name = f"selective ({model.cfg.prompt} prompt)"
@@ -190,10 +196,17 @@ def evaluate(cfg: EvalConfig) -> dict:
     gmm = fit_gmm(bank, cfg)
     methods["GMM regression (ILD/IPD)"] = lambda b: gmm.predict(_summaries(b))
     drr = pool.direct_to_reverberant_db()[pool.line_of_sight]
-    results: dict = {"methods": {}, "examples": cfg.examples, "rooms": cfg.rooms,
-                     "distractor_window": cfg.distractor_window,
-                     "test_rooms_drr_db": {"median": float(np.median(drr)), "q10": float(np.percentile(drr, 10)),
-                                           "q90": float(np.percentile(drr, 90))}}
+    results: dict = {
+        "methods": {},
+        "examples": cfg.examples,
+        "rooms": cfg.rooms,
+        "distractor_window": cfg.distractor_window,
+        "test_rooms_drr_db": {
+            "median": float(np.median(drr)),
+            "q10": float(np.percentile(drr, 10)),
+            "q90": float(np.percentile(drr, 90)),
+        },
+    }
     logger.info("test rooms, line-of-sight pairs: direct-to-reverberant ratio %s", results["test_rooms_drr_db"])
     if template is not None:
         results["direct_sound_reference"] = direct_sound_reference(pool, template)
@@ -247,7 +260,9 @@ def markdown_table(results: dict) -> str:
     methods = results["methods"]
     conditions = list(next(iter(methods.values())))
     lines = _table(
-        methods, conditions, [f"{c}: MAE / ACC5 / ACC20 (lateral MAE)" for c in conditions],
+        methods,
+        conditions,
+        [f"{c}: MAE / ACC5 / ACC20 (lateral MAE)" for c in conditions],
         _cell,
     )
     first = next(iter(methods.values()))
@@ -256,7 +271,9 @@ def markdown_table(results: dict) -> str:
         shares = ", ".join(f"{c}: {first[c]['line_of_sight_share']:.0f} %" for c in conditions)
         lines += ["", f"Line-of-sight clips only ({shares} of the clips): MAE / ACC5 / ACC20", ""]
         lines += _table(
-            methods, conditions, conditions,
+            methods,
+            conditions,
+            conditions,
             lambda m: "{mae:.1f} / {acc5:.1f} / {acc20:.1f}".format(**m["line_of_sight"]),
         )
     if "prompt_choice_reference" in results:
@@ -264,6 +281,9 @@ def markdown_table(results: dict) -> str:
         lines += ["", f"Prompt's spectral shape closer to the separated target's than to the distractor's: {shares}"]
     if "direct_sound_reference" in results:
         ref = results["direct_sound_reference"]
-        lines += ["", f"HRTF templates on the direct sound alone ({ref['responses']} line-of-sight test responses, "
-                  f"no sound, no distractor): {ref['mae']:.1f} / {ref['acc5']:.1f} / {ref['acc20']:.1f}"]
+        lines += [
+            "",
+            f"HRTF templates on the direct sound alone ({ref['responses']} line-of-sight test responses, "
+            f"no sound, no distractor): {ref['mae']:.1f} / {ref['acc5']:.1f} / {ref['acc20']:.1f}",
+        ]
     return "\n".join(lines)

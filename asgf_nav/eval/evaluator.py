@@ -66,8 +66,14 @@ class Agent:
 class PolicyAgent(Agent):
     """A trained recurrent policy; samples actions (as SoundSpaces evaluates) unless ``deterministic``."""
 
-    def __init__(self, policy: torch.nn.Module, sensors: Sequence[str], deterministic: bool = False,
-                 device: torch.device | str = "cpu", name: str = "policy") -> None:
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        sensors: Sequence[str],
+        deterministic: bool = False,
+        device: torch.device | str = "cpu",
+        name: str = "policy",
+    ) -> None:
         self.policy = policy.to(device).eval()
         self.sensors = tuple(sensors)
         self.deterministic = deterministic
@@ -104,14 +110,20 @@ def config_for_checkpoint(cfg: Any, checkpoint: str | Path) -> Any:
         target = getattr(out, section)
         for key, value in values.items():
             if (keys is None or key in keys) and hasattr(target, key) and getattr(target, key) != value:
-                logger.info("using the checkpoint's %s.%s=%r (config has %r)", section, key, value,
-                            getattr(target, key))
+                logger.info(
+                    "using the checkpoint's %s.%s=%r (config has %r)", section, key, value, getattr(target, key)
+                )
                 setattr(target, key, value)
     return out
 
 
-def load_policy_agent(cfg: Any, checkpoint: str | Path, observation_space: Any, deterministic: bool = False,
-                      device: str | torch.device = "cpu") -> PolicyAgent:
+def load_policy_agent(
+    cfg: Any,
+    checkpoint: str | Path,
+    observation_space: Any,
+    deterministic: bool = False,
+    device: str | torch.device = "cpu",
+) -> PolicyAgent:
     """Build ``cfg.model.policy`` for ``observation_space`` and load the weights of a training checkpoint."""
     from asgf_nav.models.policies import build_policy
     from asgf_nav.rl.checkpoint import load_checkpoint
@@ -210,8 +222,16 @@ def run_episodes(
     ``on_record(record)`` as each episode ends (a resumable evaluation saves it there).
     """
     num_envs = max(1, min(int(num_envs), len(episodes)))
-    env = BatchedAudioNavEnv(world, list(episodes), num_envs, device=device, cfg=cfg, sensors=list(agent.sensors),
-                             seed=int(getattr(getattr(cfg, "train", None), "seed", 0)), sampler_mode="sequential")
+    env = BatchedAudioNavEnv(
+        world,
+        list(episodes),
+        num_envs,
+        device=device,
+        cfg=cfg,
+        sensors=list(agent.sensors),
+        seed=int(getattr(getattr(cfg, "train", None), "seed", 0)),
+        sampler_mode="sequential",
+    )
     total = len(env.episodes)
     quota = np.array([len(range(i, total, num_envs)) for i in range(num_envs)], dtype=np.int64)
     finished = np.zeros(num_envs, dtype=np.int64)

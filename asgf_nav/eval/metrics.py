@@ -42,8 +42,14 @@ class MetricSummary:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, float]) -> MetricSummary:
-        return cls(float(data["mean"]), float(data["low"]), float(data["high"]), float(data["std"]),
-                   int(data["count"]), float(data.get("level", 0.95)))
+        return cls(
+            float(data["mean"]),
+            float(data["low"]),
+            float(data["high"]),
+            float(data["std"]),
+            int(data["count"]),
+            float(data.get("level", 0.95)),
+        )
 
 
 def mean_confidence_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> MetricSummary:
@@ -77,8 +83,9 @@ def wilson_interval(successes: int, count: int, level: float = 0.95) -> tuple[fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def aggregate(records: Iterable[Mapping[str, float]], metrics: Sequence[str] = REPORTED_METRICS,
-              level: float = 0.95) -> dict[str, MetricSummary]:
+def aggregate(
+    records: Iterable[Mapping[str, float]], metrics: Sequence[str] = REPORTED_METRICS, level: float = 0.95
+) -> dict[str, MetricSummary]:
     """Summaries of ``metrics`` over per-episode metric dicts (every record must hold every metric)."""
     rows = list(records)
     if not rows:

@@ -30,8 +30,14 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     meta = summary.get("meta", {})
     title = " / ".join(str(meta[k]) for k in ("agent", "dataset", "sound_split", "split") if k in meta)
     header = "| scope | episodes | " + " | ".join(METRIC_LABELS[m] for m in REPORTED_METRICS) + " |"
-    lines = [f"## {title or 'evaluation'}", "", f"Mean ± half-width of the {_level(summary):.0%} confidence "
-             "interval (Student t); rates in %.", "", header, "|" + "---|" * (len(REPORTED_METRICS) + 2)]
+    lines = [
+        f"## {title or 'evaluation'}",
+        "",
+        f"Mean ± half-width of the {_level(summary):.0%} confidence interval (Student t); rates in %.",
+        "",
+        header,
+        "|" + "---|" * (len(REPORTED_METRICS) + 2),
+    ]
 
     def row(scope: str, metrics: dict[str, Any]) -> str:
         cells = [format_summary(MetricSummary.from_dict(metrics[m]), m) for m in REPORTED_METRICS]
@@ -129,8 +135,10 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
                 row.append(format_summary(ms, m) if with_ci else f"{100 * ms.mean:.1f}")
         lines.append(f"| {agent} | " + " | ".join(row) + " |")
     counts = sorted({int(s["episodes"]) for s in summaries})
-    note = (f"SPL / SR / SNA in %, mean ± half-width of the 95 % confidence interval; episodes per evaluation: "
-            f"{', '.join(map(str, counts))}.")
+    note = (
+        f"SPL / SR / SNA in %, mean ± half-width of the 95 % confidence interval; episodes per evaluation: "
+        f"{', '.join(map(str, counts))}."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
@@ -155,8 +163,15 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> P
             ms = [MetricSummary.from_dict(s["metrics"][m]) for m in TABLE_METRICS]
             means = [100 * m.mean for m in ms]
             err = [100 * m.half_width for m in ms]
-            ax.bar(x + (j - (len(agents) - 1) / 2) * width, means, width, yerr=err, capsize=2,
-                   label=agent, color=colors(j % 10))
+            ax.bar(
+                x + (j - (len(agents) - 1) / 2) * width,
+                means,
+                width,
+                yerr=err,
+                capsize=2,
+                label=agent,
+                color=colors(j % 10),
+            )
         ax.set_xticks(x, [METRIC_LABELS[m] for m in TABLE_METRICS])
         ax.set_title(f"{col[0]} {col[1]}")
         ax.set_ylim(0, 105)
@@ -170,4 +185,3 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> P
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
-

@@ -84,9 +84,7 @@ class RecurrentStateEncoder(nn.Module):
             else:
                 nn.init.zeros_(param)
 
-    def forward(
-        self, x: torch.Tensor, hidden: torch.Tensor, masks: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         steps = x.shape[0]
         masks = masks.to(x.dtype)
         if steps == 1:

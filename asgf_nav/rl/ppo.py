@@ -61,9 +61,9 @@ class PPO:
                 policy_loss = -torch.min(surrogate, clipped_surrogate).mean()
                 if cfg.use_clipped_value_loss:
                     clipped_values = batch.old_values + (values - batch.old_values).clamp(-clip, clip)
-                    value_loss = 0.5 * torch.max(
-                        (values - batch.returns).pow(2), (clipped_values - batch.returns).pow(2)
-                    ).mean()
+                    value_loss = (
+                        0.5 * torch.max((values - batch.returns).pow(2), (clipped_values - batch.returns).pow(2)).mean()
+                    )
                 else:
                     value_loss = 0.5 * (values - batch.returns).pow(2).mean()
                 entropy_mean = entropy.mean()

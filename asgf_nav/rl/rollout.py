@@ -143,9 +143,7 @@ class RolloutStorage:
     def recurrent_minibatches(self, advantages: torch.Tensor, num_mini_batch: int) -> Iterator[Minibatch]:
         """Shuffle environments and yield ``num_mini_batch`` disjoint groups covering each exactly once."""
         if not 1 <= num_mini_batch <= self.num_envs:
-            raise ValueError(
-                f"ppo.num_mini_batch ({num_mini_batch}) must be in 1..number of envs ({self.num_envs})"
-            )
+            raise ValueError(f"ppo.num_mini_batch ({num_mini_batch}) must be in 1..number of envs ({self.num_envs})")
         permutation = torch.randperm(self.num_envs)
         for env_indices in permutation.chunk(num_mini_batch):
             idx = env_indices.to(self.device)

@@ -148,8 +148,12 @@ class Trainer:
         if self.is_main:
             logger.info(
                 "policy %s: %d parameters; %d updates of %d frames on %s (world size %d)",
-                cfg.model.policy, count_parameters(self.policy), self.num_updates,
-                self.frames_per_update, self.device, self.world,
+                cfg.model.policy,
+                count_parameters(self.policy),
+                self.num_updates,
+                self.frames_per_update,
+                self.device,
+                self.world,
             )
 
     # ------------------------------------------------------------------------------------ rollouts
@@ -189,8 +193,12 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.update or None)
         progress = tqdm(
-            total=self.num_updates * self.frames_per_update, initial=self.frames, unit="frame",
-            disable=not self.is_main, dynamic_ncols=True, desc=f"train {self.cfg.model.policy}",
+            total=self.num_updates * self.frames_per_update,
+            initial=self.frames,
+            unit="frame",
+            disable=not self.is_main,
+            dynamic_ncols=True,
+            desc=f"train {self.cfg.model.policy}",
         )
         stats: dict[str, float] = {}
         last_saved = self.update
@@ -235,7 +243,8 @@ class Trainer:
         stats.update({f"episode/{k}": v for k, v in self.window.means().items()})
         progress.update(self.frames_per_update)
         progress.set_postfix(
-            fps=f"{stats['fps']:.0f}", SR=f"{stats.get('episode/success', float('nan')):.2f}",
+            fps=f"{stats['fps']:.0f}",
+            SR=f"{stats.get('episode/success', float('nan')):.2f}",
             SPL=f"{stats.get('episode/spl', float('nan')):.2f}",
         )
         if self.is_main and self.update % max(self.cfg.train.log_interval, 1) == 0:

@@ -80,12 +80,19 @@ class ScenePool:
         ]  # fmt: skip
         log = open(self.log_file, "a") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - child owns it
         self.process = subprocess.Popen(  # own session: stop() ends the builder and its worker processes
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
             preexec_fn=_lower_priority,
         )
         logger.info(
             "baking %d more %s scene(s) in the background (pid %d, log %s); training grows onto them as they finish",
-            len(missing), self.dataset, self.process.pid, self.log_file,
+            len(missing),
+            self.dataset,
+            self.process.pid,
+            self.log_file,
         )
 
     def stop(self) -> None:

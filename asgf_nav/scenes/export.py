@@ -52,13 +52,10 @@ class ExportStats:
 
 
 def _position_keys_unique(scene) -> None:
-    keys = [
-        "{:.2f}_{:.2f}_{:.2f}".format(*map(float, p)) for p in np.asarray(scene.positions, dtype=np.float64)
-    ]
+    keys = ["{:.2f}_{:.2f}_{:.2f}".format(*map(float, p)) for p in np.asarray(scene.positions, dtype=np.float64)]
     if len(set(keys)) != len(keys):
         raise ExportError(
-            f"scene {scene.name}: two nodes share a 2-decimal position key; SoundSpaces cannot tell "
-            "them apart"
+            f"scene {scene.name}: two nodes share a 2-decimal position key; SoundSpaces cannot tell them apart"
         )
 
 
@@ -67,13 +64,11 @@ def check_exportable(scene, dataset: str) -> None:
     spec = dataset_spec(dataset)
     if int(scene.sample_rate) != spec.sample_rate:
         raise ExportError(
-            f"scene {scene.name} has {scene.sample_rate} Hz RIRs; SoundSpaces {dataset} uses "
-            f"{spec.sample_rate} Hz"
+            f"scene {scene.name} has {scene.sample_rate} Hz RIRs; SoundSpaces {dataset} uses {spec.sample_rate} Hz"
         )
     if not np.isclose(float(scene.grid_size), spec.grid_size):
         raise ExportError(
-            f"scene {scene.name} has a {scene.grid_size} m grid; SoundSpaces {dataset} uses "
-            f"{spec.grid_size} m"
+            f"scene {scene.name} has a {scene.grid_size} m grid; SoundSpaces {dataset} uses {spec.grid_size} m"
         )
     _position_keys_unique(scene)
 

@@ -335,9 +335,7 @@ def _door_between(
     return Door(a, b, vertical, fixed, float(rng.choice(candidates)), width)
 
 
-def _choose_doors(
-    rng: np.random.Generator, cells: list[Cell], grid: float, loop_probability: float
-) -> list[Door]:
+def _choose_doors(rng: np.random.Generator, cells: list[Cell], grid: float, loop_probability: float) -> list[Door]:
     """Spanning tree of doorways (corridors and living rooms as hubs), then extra loop-closing doors."""
     feasible: list[tuple[float, Door]] = []
     for a in range(len(cells)):
@@ -446,9 +444,7 @@ def _overlaps(r: tuple[float, ...], others: list[tuple[float, ...]], gap: float)
     return any(r[0] < o[2] + gap and o[0] < r[2] + gap and r[1] < o[3] + gap and o[1] < r[3] + gap for o in others)
 
 
-def _furnish(
-    rng: np.random.Generator, room: Room, doorways: list[Doorway], ceiling: float
-) -> list[Box]:
+def _furnish(rng: np.random.Generator, room: Room, doorways: list[Doorway], ceiling: float) -> list[Box]:
     """Place the room kind's furniture against walls or free-standing, never in front of a doorway."""
     keep_clear = []
     for d in doorways:

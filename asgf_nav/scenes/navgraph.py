@@ -95,9 +95,7 @@ def axis_segments_blocked(a: np.ndarray, b: np.ndarray, rects: np.ndarray, margi
 
 
 def _free_floor_mask(floorplan: FloorPlan, points: np.ndarray) -> np.ndarray:
-    rects = [(r.x0, r.z0, r.x1, r.z1) for r in floorplan.rooms] + [
-        (d.x0, d.z0, d.x1, d.z1) for d in floorplan.doorways
-    ]
+    rects = [(r.x0, r.z0, r.x1, r.z1) for r in floorplan.rooms] + [(d.x0, d.z0, d.x1, d.z1) for d in floorplan.doorways]
     arr = np.array(rects, dtype=np.float64).reshape(-1, 4)
     px, pz = points[:, 0:1], points[:, 1:2]
     inside = (arr[None, :, 0] <= px) & (px <= arr[None, :, 2]) & (arr[None, :, 1] <= pz) & (pz <= arr[None, :, 3])

@@ -42,9 +42,7 @@ class ScenePreset:
         for s in self.specs:
             if s.name == scene:
                 return s
-        raise UnknownSceneError(
-            f"preset {self.name!r} has no scene {scene!r}; scenes: {[s.name for s in self.specs]}"
-        )
+        raise UnknownSceneError(f"preset {self.name!r} has no scene {scene!r}; scenes: {[s.name for s in self.specs]}")
 
     def _split_specs(self, split: str) -> list[SceneSpec]:
         if split not in SPLITS:

@@ -34,7 +34,6 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 from tqdm import tqdm
 
-from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.store import SceneStore, SceneStoreError, remove_stage, scene_dir, write_stage
 
 logger = logging.getLogger(__name__)
@@ -68,9 +67,7 @@ def dataset_spec(dataset: str) -> DatasetSpec:
     try:
         return DATASETS[dataset]
     except KeyError:
-        raise SoundSpacesDataError(
-            f"SoundSpaces has no dataset {dataset!r}; known: {sorted(DATASETS)}"
-        ) from None
+        raise SoundSpacesDataError(f"SoundSpaces has no dataset {dataset!r}; known: {sorted(DATASETS)}") from None
 
 
 def azimuth_for_yaw(yaw_index: int) -> int:
@@ -148,9 +145,7 @@ def read_points(path: Path, dataset: str) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise SoundSpacesDataError(f"SoundSpaces points file {path} is unreadable: {exc}") from exc
     if data.shape[1] < 4 or data.shape[0] == 0:
-        raise SoundSpacesDataError(
-            f"SoundSpaces points file {path} must have >= 1 row of 4 columns, got {data.shape}"
-        )
+        raise SoundSpacesDataError(f"SoundSpaces points file {path} must have >= 1 row of 4 columns, got {data.shape}")
     return mesh_to_habitat(data[:, 1:4], dataset)
 
 
@@ -164,9 +159,7 @@ def read_graph(path: Path) -> nx.Graph:
     except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
         raise SoundSpacesDataError(f"SoundSpaces graph file {path} is unreadable: {exc!r}") from exc
     if not isinstance(graph, nx.Graph):
-        raise SoundSpacesDataError(
-            f"SoundSpaces graph file {path} holds {type(graph).__name__}, not a networkx graph"
-        )
+        raise SoundSpacesDataError(f"SoundSpaces graph file {path} holds {type(graph).__name__}, not a networkx graph")
     if graph.number_of_nodes() == 0:
         raise SoundSpacesDataError(f"SoundSpaces graph file {path} has no nodes")
     bad = [n for n in graph.nodes if not isinstance(n, (int, np.integer)) or int(n) < 0]
@@ -206,8 +199,7 @@ def graph_layout(graph: nx.Graph, points: np.ndarray, graph_path: Path) -> Graph
             positions[i] = from_points
         else:
             raise SoundSpacesDataError(
-                f"node {node} of {graph_path} has no 'point' attribute and no row in points.txt "
-                f"({len(points)} rows)"
+                f"node {node} of {graph_path} has no 'point' attribute and no row in points.txt ({len(points)} rows)"
             )
     if mismatched:
         logger.warning(
@@ -269,9 +261,7 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
     except Exception as exc:
         raise SoundSpacesDataError(f"SoundSpaces scene observations {path} are unreadable: {exc!r}") from exc
     if not isinstance(frames, dict):
-        raise SoundSpacesDataError(
-            f"{path} must hold a dict keyed by (node, yaw), got {type(frames).__name__}"
-        )
+        raise SoundSpacesDataError(f"{path} must hold a dict keyed by (node, yaw), got {type(frames).__name__}")
     rgb = depth = None
     for i, node in enumerate(node_ids):
         for k, yaw in enumerate(YAW_DEGREES):
@@ -285,12 +275,7 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
             dep = np.asarray(frame["depth"], dtype=np.float32)
             if dep.ndim == 3 and dep.shape[2] == 1:
                 dep = dep[..., 0]
-            if (
-                img.ndim != 3
-                or img.shape[2] not in (3, 4)
-                or img.dtype != np.uint8
-                or dep.shape != img.shape[:2]
-            ):
+            if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8 or dep.shape != img.shape[:2]:
                 raise SoundSpacesDataError(
                     f"{path} view (node {int(node)}, yaw {yaw}): rgb must be (H, W, 3|4) uint8 and depth "
                     "(H, W[, 1]), "
@@ -302,8 +287,7 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
                 depth = np.zeros((len(node_ids), 4, h, w), dtype=np.float16)
             if img.shape[:2] != rgb.shape[2:4]:
                 raise SoundSpacesDataError(
-                    f"{path} view (node {int(node)}, yaw {yaw}) is {img.shape[:2]}, "
-                    f"other views {rgb.shape[2:4]}"
+                    f"{path} view (node {int(node)}, yaw {yaw}) is {img.shape[:2]}, other views {rgb.shape[2:4]}"
                 )
             rgb[i, k] = img[..., :3]
             depth[i, k] = dep
@@ -321,15 +305,11 @@ def read_rir(path: Path, sample_rate: int) -> np.ndarray:
     except (OSError, ValueError, EOFError) as exc:
         raise SoundSpacesDataError(f"binaural RIR {path} is unreadable: {exc}") from exc
     if rate != sample_rate:
-        raise SoundSpacesDataError(
-            f"binaural RIR {path} is sampled at {rate} Hz, this dataset's RIRs at {sample_rate}"
-        )
+        raise SoundSpacesDataError(f"binaural RIR {path} is sampled at {rate} Hz, this dataset's RIRs at {sample_rate}")
     if data.ndim != 2 or data.shape[1] != 2:
         raise SoundSpacesDataError(f"binaural RIR {path} must have 2 channels, got shape {data.shape}")
     if not np.issubdtype(data.dtype, np.floating):
-        raise SoundSpacesDataError(
-            f"binaural RIR {path} holds {data.dtype} samples; SoundSpaces RIRs are float32"
-        )
+        raise SoundSpacesDataError(f"binaural RIR {path} holds {data.dtype} samples; SoundSpaces RIRs are float32")
     if len(data) == 0:
         raise SoundSpacesDataError(f"binaural RIR {path} is empty")
     if not np.isfinite(data).all():
@@ -350,9 +330,7 @@ def _log_silence_summary() -> None:
     if _SILENCED:
         total = sum(_SILENCED.values())
         detail = ", ".join(f"{s}: {n} (e.g. {_SILENCED_EXAMPLES[s]})" for s, n in sorted(_SILENCED.items()))
-        logger.warning(
-            "%d binaural RIRs were missing or unreadable and replaced by silence: %s", total, detail
-        )
+        logger.warning("%d binaural RIRs were missing or unreadable and replaced by silence: %s", total, detail)
 
 
 class SoundSpacesRirs:
@@ -388,9 +366,7 @@ class SoundSpacesRirs:
         self.reads = 0
 
     def path(self, receiver: int, source: int, yaw_index: int) -> Path:
-        return self.paths.rir_file(
-            self.scene, int(self.node_ids[receiver]), int(self.node_ids[source]), yaw_index
-        )
+        return self.paths.rir_file(self.scene, int(self.node_ids[receiver]), int(self.node_ids[source]), yaw_index)
 
     def rir(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
         key = (int(receiver), int(source), int(yaw_index) % 4)
@@ -480,9 +456,7 @@ def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, for
     """Convert one scene's graph (and views, when rendered) into the scene store; skip what is up to date."""
     spec = dataset_spec(paths.dataset)
     directory = imported_scene_dir(data_root, paths.dataset, scene)
-    layout_fp = _fingerprint(
-        [paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)]
-    )
+    layout_fp = _fingerprint([paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)])
     if force or not _stage_matches(directory, "layout", layout_fp):
         points = read_points(paths.points_file(scene), paths.dataset)
         graph_path = paths.graph_file(scene)
@@ -545,14 +519,13 @@ def import_dataset(
             f"{paths.root / 'metadata' / paths.dataset}/<scene>/"
             f"{{points.txt,graph.pkl}} and {paths.root / 'binaural_rirs' / paths.dataset}/<scene>/"
         )
-    _check_downloaded(paths, names, available)
+    check_downloaded(paths, names, available)
     dirs = []
     for name in tqdm(names, desc=f"import soundspaces/{paths.dataset}", unit="scene"):
         dirs.append(import_scene(paths, data_root, name, force=force))
         if not paths.observations_file(name).exists():
             logger.warning(
-                "%s/%s has no rendered views (%s is missing): it can run with sensors that exclude "
-                "rgb and depth only",
+                "%s/%s has no rendered views (%s is missing): it can run with sensors that exclude rgb and depth only",
                 paths.dataset,
                 name,
                 paths.observations_file(name),
@@ -560,7 +533,7 @@ def import_dataset(
     return dirs
 
 
-def _check_downloaded(paths: SoundSpacesPaths, names: Sequence[str], available: Sequence[str]) -> None:
+def check_downloaded(paths: SoundSpacesPaths, names: Sequence[str], available: Sequence[str]) -> None:
     missing = [n for n in names if n not in set(available)]
     if missing:
         n = missing[0]
@@ -571,7 +544,7 @@ def _check_downloaded(paths: SoundSpacesPaths, names: Sequence[str], available: 
         )
 
 
-# ------------------------------------------------------------------------------------------ task world
+# ------------------------------------------------------------------------------------------ data source
 def soundspaces_root(cfg: Any) -> Path:
     """``cfg.scenes.soundspaces_root``, or ``{data_root}/soundspaces`` when unset."""
     root = cfg.scenes.soundspaces_root
@@ -601,107 +574,3 @@ def scene_source(cfg: Any) -> str:
     if source not in ("auto", "soundspaces"):
         raise SoundSpacesDataError(f"scenes.source must be auto, embedded or soundspaces, got {source!r}")
     return "soundspaces" if found else "embedded"
-
-
-def split_scene_names(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
-    """Downloaded scenes of a split; the split's scenes are those of its SoundSpaces episode dataset."""
-    from asgf_nav.tasks.episodes import episode_dataset_path, load_episodes
-
-    path = episode_dataset_path(paths.root, paths.dataset, split, sound_split)
-    content = path.parent / "content"
-    if content.is_dir() and any(content.glob("*.json.gz")):
-        names = sorted(f.name[: -len(".json.gz")] for f in content.glob("*.json.gz"))
-    elif path.exists():
-        names = sorted({e.scene_name for e in load_episodes(path)})
-    else:
-        raise SoundSpacesDataError(
-            f"SoundSpaces episode dataset {path} does not exist; the {split} scenes are the scenes of its "
-            f"content/ folder (download datasets/audionav/{paths.dataset}, see docs/data.md)"
-        )
-    available = set(paths.available_scenes())
-    chosen = [n for n in names if n in available]
-    if not chosen:
-        raise SoundSpacesDataError(
-            f"none of the {split} scenes {names} of {path} is downloaded under {paths.root}"
-        )
-    if len(chosen) < len(names):
-        logger.info(
-            "SoundSpaces %s/%s: using the %d downloaded scenes of %d (%s missing)",
-            paths.dataset,
-            split,
-            len(chosen),
-            len(names),
-            sorted(set(names) - available),
-        )
-    return chosen
-
-
-def open_task_scene(
-    paths: SoundSpacesPaths,
-    data_root: str | Path,
-    scene: str,
-    need_vision: bool = False,
-    rir_cache_bytes: int = 64 * 2**20,
-    on_missing: str = "error",
-):
-    """One SoundSpaces scene as a ``TaskScene``: imported graph/views, RIRs read lazily from the wav files."""
-    from asgf_nav.tasks.world import TaskScene
-
-    store_scene = Scene(import_scene(paths, data_root, scene))
-    if need_vision and not store_scene.has_vision:
-        raise SoundSpacesDataError(
-            f"scene {paths.dataset}/{scene} has no rendered views: {paths.observations_file(scene)} "
-            "does not exist. "
-            "Render them with SoundSpaces' scripts/cache_observations.py, or run audio-only by removing "
-            "rgb and "
-            "depth from task.sensors"
-        )
-    node_ids = np.array(store_scene.store.array("soundspaces_node_ids"))
-    sources = np.array(store_scene.store.array("source_nodes"))
-    rirs = SoundSpacesRirs(
-        paths, scene, node_ids, sources, cache_bytes=rir_cache_bytes, on_missing=on_missing
-    )
-    return TaskScene(
-        name=scene,
-        dataset=paths.dataset,
-        grid_size=store_scene.grid_size,
-        positions=np.asarray(store_scene.positions, dtype=np.float64),  # float64: SoundSpaces' position keys
-        neighbors=np.asarray(store_scene.neighbors),
-        geodesic_hops=store_scene.geodesic_hops,
-        source_nodes=sources,
-        sample_rate=rirs.sample_rate,
-        rir=rirs.rir,
-        rgb=store_scene.rgb if store_scene.has_vision else None,
-        depth=store_scene.depth if store_scene.has_vision else None,
-    )
-
-
-def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = None):
-    """The split's ``TaskWorld`` from SoundSpaces data, or None when ``cfg`` resolves to embedded scenes."""
-    from asgf_nav.tasks.world import TaskWorld
-
-    if scene_source(cfg) != "soundspaces":
-        return None
-    paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
-    if scenes is not None:
-        names = list(scenes)
-        _check_downloaded(paths, names, paths.available_scenes())
-    else:
-        names = split_scene_names(paths, split, cfg.task.sound_split)
-    need_vision = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
-    cache_bytes = max(8 * 2**20, int(cfg.scenes.rir_cache_mb * 2**20) // len(names))
-    on_missing = cfg.scenes.rir_on_missing
-    task_scenes = {
-        name: open_task_scene(paths, cfg.scenes.data_root, name, need_vision, cache_bytes, on_missing)
-        for name in tqdm(names, desc=f"soundspaces {paths.dataset}/{split}", disable=len(names) < 4)
-    }
-    rate = dataset_spec(paths.dataset).sample_rate
-    logger.info(
-        "scenes: SoundSpaces %s data from %s (%d %s scenes, RIRs read on demand at %d Hz)",
-        paths.dataset,
-        paths.root,
-        len(names),
-        split,
-        rate,
-    )
-    return TaskWorld(paths.dataset, rate, task_scenes, SoundSpacesSounds(paths.sounds_dir(), rate))

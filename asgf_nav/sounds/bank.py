@@ -53,9 +53,7 @@ def _read_json(path: Path) -> dict:
 class SoundBank:
     """Named one-second sounds; waveforms are read lazily and cached per (name, sample rate)."""
 
-    def __init__(
-        self, clips: dict[str, SoundClip], splits: dict[str, list[str]], sample_rate: int, root: Path
-    ):
+    def __init__(self, clips: dict[str, SoundClip], splits: dict[str, list[str]], sample_rate: int, root: Path):
         self.root = root
         self.sample_rate = sample_rate
         self._clips = clips
@@ -128,9 +126,7 @@ class SoundBank:
     def categories(self) -> list[str]:
         return sorted({c.category for c in self._clips.values()})
 
-    def other_instance(
-        self, name: str, rng: np.random.Generator | None = None, among: str = "all"
-    ) -> str | None:
+    def other_instance(self, name: str, rng: np.random.Generator | None = None, among: str = "all") -> str | None:
         """A sound of the same category but a different instance (a reference prompt for selective
         localisation), drawn from split ``among``; None when the category has no other instance there."""
         clip = self._clip(name)
@@ -153,15 +149,11 @@ class SoundBank:
         if clip.sha256 is not None:
             digest = hashlib.sha256(clip.path.read_bytes()).hexdigest()
             if digest != clip.sha256:
-                raise SoundBankError(
-                    f"audio file of sound {name!r} is corrupt (checksum mismatch): {clip.path}"
-                )
+                raise SoundBankError(f"audio file of sound {name!r} is corrupt (checksum mismatch): {clip.path}")
         try:
             audio, rate = sf.read(str(clip.path), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as err:
-            raise SoundBankError(
-                f"audio file of sound {name!r} cannot be decoded: {clip.path}: {err}"
-            ) from err
+            raise SoundBankError(f"audio file of sound {name!r} cannot be decoded: {clip.path}: {err}") from err
         if rate != self.sample_rate:
             raise SoundBankError(f"{clip.path} has sample rate {rate}, the bank declares {self.sample_rate}")
         mono = audio.mean(axis=1)

@@ -81,9 +81,7 @@ def _melody(pitches: list[int], step: float, velocity: int = 96, legato: float =
     return tuple((i * step, step * legato, p, velocity) for i, p in enumerate(pitches))
 
 
-def _chords(
-    chords: list[list[int]], step: float, velocity: int = 90, spread: float = 0.0
-) -> tuple[Note, ...]:
+def _chords(chords: list[list[int]], step: float, velocity: int = 90, spread: float = 0.0) -> tuple[Note, ...]:
     return tuple(
         (i * step + j * spread, step - j * spread, p, velocity)
         for i, chord in enumerate(chords)
@@ -108,9 +106,7 @@ def _oxygen(file: str) -> DebianFile:
 
 
 def _asterisk(file: str) -> DebianFile:
-    return DebianFile(
-        "asterisk-core-sounds-en-wav", f"{ASTERISK}/{file}", "2003-2010, Allison Smith", "CC-BY-SA-3.0"
-    )
+    return DebianFile("asterisk-core-sounds-en-wav", f"{ASTERISK}/{file}", "2003-2010, Allison Smith", "CC-BY-SA-3.0")
 
 
 SANDRAS = "Damien Sandras <dsandras@seconix.com>"
@@ -123,8 +119,7 @@ DRUM_ROCK = tuple(
 )
 DRUM_ROLL = tuple((i * 0.04, 0.035, 38, 70 + (i * 3) % 50) for i in range(30))
 CONGAS = tuple(
-    (t, 0.12, p, 100)
-    for t, p in zip([0, 0.15, 0.3, 0.5, 0.65, 0.8, 0.9, 1.0], [63, 62, 64, 63, 62, 64, 63, 64])
+    (t, 0.12, p, 100) for t, p in zip([0, 0.15, 0.3, 0.5, 0.65, 0.8, 0.9, 1.0], [63, 62, 64, 63, 62, 64, 63, 64])
 )
 METRONOME = tuple((i * 0.25, 0.05, 76 if i % 4 == 0 else 77, 110) for i in range(5))
 
@@ -165,18 +160,12 @@ CLIPS: tuple[ClipSpec, ...] = (
     ClipSpec("alarm_digital", "alarm", "digital-alarm-clock", Procedural("digital_alarm", 103)),
     # bells
     ClipSpec("bell", "bell", "boulanger-bell", _fd("bell.oga", "Dr. Richard Boulanger et al", "CC-BY-3.0")),
-    ClipSpec(
-        "tubular_bells", "bell", "fluidr3-tubular-bells", MidiRender(14, _melody([72, 67, 69, 60], 0.3))
-    ),
-    ClipSpec(
-        "tinkle_bell", "bell", "fluidr3-tinkle-bell", MidiRender(112, _melody([84, 88, 91, 88, 84, 79], 0.17))
-    ),
+    ClipSpec("tubular_bells", "bell", "fluidr3-tubular-bells", MidiRender(14, _melody([72, 67, 69, 60], 0.3))),
+    ClipSpec("tinkle_bell", "bell", "fluidr3-tinkle-bell", MidiRender(112, _melody([84, 88, 91, 88, 84, 79], 0.17))),
     # chimes
     ClipSpec("wind_chime", "chime", "lomiri-wind-chime", _lomiri("ringtones/Wind chime.ogg")),
     ClipSpec("doorbell", "chime", "ding-dong-doorbell", Procedural("doorbell", 104)),
-    ClipSpec(
-        "glockenspiel", "chime", "fluidr3-glockenspiel", MidiRender(9, _melody([84, 88, 91, 96, 91], 0.2))
-    ),
+    ClipSpec("glockenspiel", "chime", "fluidr3-glockenspiel", MidiRender(9, _melody([84, 88, 91, 96, 91], 0.2))),
     # cameras
     ClipSpec(
         "camera_shutter",
@@ -212,12 +201,8 @@ CLIPS: tuple[ClipSpec, ...] = (
         _fd("message-new-instant.oga", SANDRAS, "GPL-2.0-or-later"),
     ),
     ClipSpec("message", "notification", "bukvic-message", _fd("message.oga", BUKVIC, "CC-BY-SA-3.0")),
-    ClipSpec(
-        "notification_amsterdam", "notification", "lomiri-amsterdam", _lomiri("notifications/Amsterdam.ogg")
-    ),
-    ClipSpec(
-        "notification_positive", "notification", "lomiri-positive", _lomiri("notifications/Positive.ogg")
-    ),
+    ClipSpec("notification_amsterdam", "notification", "lomiri-amsterdam", _lomiri("notifications/Amsterdam.ogg")),
+    ClipSpec("notification_positive", "notification", "lomiri-positive", _lomiri("notifications/Positive.ogg")),
     # error and warning alerts
     ClipSpec(
         "suspend_error",
@@ -225,14 +210,10 @@ CLIPS: tuple[ClipSpec, ...] = (
         "redhat-suspend-error",
         _fd("suspend-error.oga", "Red Hat, Inc.", "CC-BY-SA-3.0"),
     ),
-    ClipSpec(
-        "error_critical", "error_alert", "oxygen-error-critical", _oxygen("Oxygen-Sys-App-Error-Critical.ogg")
-    ),
+    ClipSpec("error_critical", "error_alert", "oxygen-error-critical", _oxygen("Oxygen-Sys-App-Error-Critical.ogg")),
     ClipSpec("low_battery", "error_alert", "lomiri-low-battery", _lomiri("notifications/LowBattery.ogg")),
     # device plug / unplug
-    ClipSpec(
-        "device_added", "device_plug", "bukvic-device-added", _fd("device-added.oga", BUKVIC, "CC-BY-SA-3.0")
-    ),
+    ClipSpec("device_added", "device_plug", "bukvic-device-added", _fd("device-added.oga", BUKVIC, "CC-BY-SA-3.0")),
     ClipSpec(
         "device_removed",
         "device_plug",
@@ -250,9 +231,7 @@ CLIPS: tuple[ClipSpec, ...] = (
     # recorded speech
     ClipSpec("speech_hello_world", "speech_recorded", "allison-hello-world", _asterisk("hello-world.wav")),
     ClipSpec("speech_try_again", "speech_recorded", "allison-try-again", _asterisk("please-try-again.wav")),
-    ClipSpec(
-        "speech_one_moment", "speech_recorded", "allison-one-moment", _asterisk("one-moment-please.wav")
-    ),
+    ClipSpec("speech_one_moment", "speech_recorded", "allison-one-moment", _asterisk("one-moment-please.wav")),
     ClipSpec(
         "speech_front_left",
         "speech_recorded",
@@ -285,9 +264,7 @@ CLIPS: tuple[ClipSpec, ...] = (
         "espeak-de-f2",
         Speech("de+f2", "Guten Morgen, wie geht es dir heute?"),
     ),
-    ClipSpec(
-        "speech_french", "speech_foreign", "espeak-fr-m2", Speech("fr+m2", "Bonjour, le dîner est prêt.")
-    ),
+    ClipSpec("speech_french", "speech_foreign", "espeak-fr-m2", Speech("fr+m2", "Bonjour, le dîner est prêt.")),
     ClipSpec(
         "speech_spanish",
         "speech_foreign",
@@ -296,9 +273,7 @@ CLIPS: tuple[ClipSpec, ...] = (
     ),
     # pianos (two clips of the same instrument share an instance)
     ClipSpec("melody_piano", "piano", "lomiri-melody-piano", _lomiri("ringtones/Melody piano.ogg")),
-    ClipSpec(
-        "piano_melody", "piano", "fluidr3-grand-piano", MidiRender(0, _melody([60, 64, 67, 72, 67, 64], 0.18))
-    ),
+    ClipSpec("piano_melody", "piano", "fluidr3-grand-piano", MidiRender(0, _melody([60, 64, 67, 72, 67, 64], 0.18))),
     ClipSpec(
         "piano_chords",
         "piano",
@@ -309,9 +284,7 @@ CLIPS: tuple[ClipSpec, ...] = (
     # tuned mallet percussion
     ClipSpec("glass_marimba", "mallet", "lomiri-glass-marimba", _lomiri("ringtones/Glass marimba.ogg")),
     ClipSpec("marimbach", "mallet", "lomiri-marimbach", _lomiri("ringtones/Marimbach.ogg")),
-    ClipSpec(
-        "marimba", "mallet", "fluidr3-marimba", MidiRender(12, _melody([67, 71, 74, 79, 74, 71, 67], 0.15))
-    ),
+    ClipSpec("marimba", "mallet", "fluidr3-marimba", MidiRender(12, _melody([67, 71, 74, 79, 74, 71, 67], 0.15))),
     # harps and plucked instruments
     ClipSpec("harp_arpeggio", "plucked", "lomiri-harp", _lomiri("ringtones/Harp arp.ogg")),
     ClipSpec("koto_chords", "plucked", "lomiri-koto", _lomiri("ringtones/Koto chords.ogg")),
@@ -340,19 +313,11 @@ CLIPS: tuple[ClipSpec, ...] = (
     ClipSpec("tongue_drum", "mbira", "lomiri-tongue-drum", _lomiri("ringtones/Tongue drum.ogg")),
     ClipSpec("kalimba", "mbira", "fluidr3-kalimba", MidiRender(108, _melody([72, 76, 79, 74, 72, 67], 0.17))),
     # organs and reeds
-    ClipSpec(
-        "church_organ", "organ", "fluidr3-church-organ", MidiRender(19, _chords([[48, 55, 60, 64, 67]], 1.3))
-    ),
-    ClipSpec(
-        "drawbar_organ", "organ", "fluidr3-drawbar-organ", MidiRender(16, _melody([60, 62, 64, 67, 64], 0.22))
-    ),
-    ClipSpec(
-        "accordion", "organ", "fluidr3-accordion", MidiRender(21, _melody([64, 65, 67, 72, 71, 67], 0.18))
-    ),
+    ClipSpec("church_organ", "organ", "fluidr3-church-organ", MidiRender(19, _chords([[48, 55, 60, 64, 67]], 1.3))),
+    ClipSpec("drawbar_organ", "organ", "fluidr3-drawbar-organ", MidiRender(16, _melody([60, 62, 64, 67, 64], 0.22))),
+    ClipSpec("accordion", "organ", "fluidr3-accordion", MidiRender(21, _melody([64, 65, 67, 72, 71, 67], 0.18))),
     # bowed strings
-    ClipSpec(
-        "violin", "strings", "fluidr3-violin", MidiRender(40, _melody([76, 74, 72, 71, 72], 0.24, legato=1.0))
-    ),
+    ClipSpec("violin", "strings", "fluidr3-violin", MidiRender(40, _melody([76, 74, 72, 71, 72], 0.24, legato=1.0))),
     ClipSpec("cello", "strings", "fluidr3-cello", MidiRender(42, _melody([36, 43, 48], 0.42, legato=1.0))),
     ClipSpec(
         "string_ensemble",
@@ -367,9 +332,7 @@ CLIPS: tuple[ClipSpec, ...] = (
     # woodwinds
     ClipSpec("flute", "woodwind", "fluidr3-flute", MidiRender(73, _melody([79, 81, 83, 86, 83, 81], 0.18))),
     ClipSpec("clarinet", "woodwind", "fluidr3-clarinet", MidiRender(71, _melody([58, 62, 65, 70, 65], 0.22))),
-    ClipSpec(
-        "saxophone", "woodwind", "fluidr3-alto-sax", MidiRender(65, _melody([61, 64, 66, 68, 71, 68], 0.18))
-    ),
+    ClipSpec("saxophone", "woodwind", "fluidr3-alto-sax", MidiRender(65, _melody([61, 64, 66, 68, 71, 68], 0.18))),
     # drums
     ClipSpec("drums_rock_beat", "drums", "fluidr3-standard-kit", MidiRender(0, DRUM_ROCK, percussion=True)),
     ClipSpec("snare_roll", "drums", "fluidr3-snare", MidiRender(0, DRUM_ROLL, percussion=True)),
@@ -388,9 +351,7 @@ CLIPS: tuple[ClipSpec, ...] = (
         MidiRender(53, _melody([64, 67, 69, 67], 0.3, legato=1.0)),
     ),
     # synthesiser music
-    ClipSpec(
-        "entropy", "synth_music", "lomiri-entropy", _lomiri("ringtones/Entropy.ogg", DUARTE, "CC-BY-4.0")
-    ),
+    ClipSpec("entropy", "synth_music", "lomiri-entropy", _lomiri("ringtones/Entropy.ogg", DUARTE, "CC-BY-4.0")),
     ClipSpec(
         "sakenointi",
         "synth_music",

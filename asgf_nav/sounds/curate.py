@@ -74,9 +74,7 @@ def check_requirements() -> None:
 
 
 def package_version(package: str) -> str:
-    result = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False)
     return result.stdout.strip() or "unknown"
 
 
@@ -231,9 +229,7 @@ def assign_splits(clips: list[tuple[str, str]], seed: int = 0) -> dict[str, list
                 remaining[category].remove(candidates[0])
                 progressed = True
         if not progressed:
-            raise ValueError(
-                f"cannot hold out {needed} sounds from {len(clips)} while keeping every category"
-            )
+            raise ValueError(f"cannot hold out {needed} sounds from {len(clips)} while keeping every category")
     held_out = [held_out[i] for i in rng.permutation(len(held_out))]
     order_of = {name: i for i, (name, _) in enumerate(clips)}
     test = sorted(held_out[: sizes["test"]], key=order_of.get)
@@ -265,8 +261,7 @@ def _provenance(spec: ClipSpec, versions: dict[str, str]) -> dict[str, str]:
         }
     if isinstance(source, Speech):
         return {
-            "source": f"synthesised with espeak-ng {versions['espeak-ng']}, "
-            f"voice {source.voice}: {source.text!r}",
+            "source": f"synthesised with espeak-ng {versions['espeak-ng']}, voice {source.voice}: {source.text!r}",
             "original_file": "",
             "copyright": "ASGF-Nav contributors",
             "license": "CC0-1.0",
@@ -312,8 +307,7 @@ def attribution_markdown(records: list[dict]) -> str:
     lines = [
         "# Sound bank attribution",
         "",
-        f"{len(records)} one-second mono clips (44.1 kHz FLAC). "
-        "Source, copyright holder and licence of each:",
+        f"{len(records)} one-second mono clips (44.1 kHz FLAC). Source, copyright holder and licence of each:",
         "",
         "| clip | category | source | original file | copyright | licence |",
         "|---|---|---|---|---|---|",

@@ -244,9 +244,7 @@ def rain(rng: np.random.Generator) -> np.ndarray:
 # --- animals and people --------------------------------------------------------------------------
 
 
-def _bird_song(
-    rng: np.random.Generator, f_low: float, f_high: float, syllable_s: tuple[float, float]
-) -> np.ndarray:
+def _bird_song(rng: np.random.Generator, f_low: float, f_high: float, syllable_s: tuple[float, float]) -> np.ndarray:
     out = np.zeros(len(_time()))
     time_s = 0.0
     while time_s < DURATION_S:
@@ -314,9 +312,7 @@ def door_knock(rng: np.random.Generator) -> np.ndarray:
     """Knuckles on a wooden door: three knocks exciting the door panel modes."""
     out = np.zeros(len(_time()))
     for k, time_s in enumerate([0.0, 0.2, 0.4, 0.8]):
-        knock = _modal(
-            [180, 410, 760, 1300, 2200], [0.05, 0.03, 0.02, 0.012, 0.006], [1, 0.8, 0.5, 0.3, 0.2], 0.2
-        )
+        knock = _modal([180, 410, 760, 1300, 2200], [0.05, 0.03, 0.02, 0.012, 0.006], [1, 0.8, 0.5, 0.3, 0.2], 0.2)
         _place(out, knock * (1.0 - 0.1 * k) * (0.9 + 0.2 * rng.random()), time_s)
     return out
 

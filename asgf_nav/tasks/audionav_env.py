@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 def apply_task_rules(env: Any, task_cfg: Any, sensors: Sequence[str] | None) -> None:
     """Sensors, step limit, success radius and reward terms of ``task_cfg`` (SoundSpaces defaults when absent)."""
-    env.sensors = check_sensors(list(sensors if sensors is not None
-                                     else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS))))
+    env.sensors = check_sensors(
+        list(sensors if sensors is not None else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS)))
+    )
     env.max_steps = int(task_setting(task_cfg, "max_steps", 500))
     env.success_distance = float(task_setting(task_cfg, "success_distance", 1.0))
     env.slack_reward = float(task_setting(task_cfg, "slack_reward", -0.01))
@@ -135,20 +136,33 @@ class AudioNavEnv(gym.Env):
         self.steps += 1
         distance = self.distance_to_goal()
         self.called_stop = action == STOP
-        reward = float(metrics.step_reward(
-            self.prev_distance, distance, float(self.called_stop and self.node == ep.goal_node),
-            self.slack_reward, self.distance_scale, self.success_reward,
-        ))
+        reward = float(
+            metrics.step_reward(
+                self.prev_distance,
+                distance,
+                float(self.called_stop and self.node == ep.goal_node),
+                self.slack_reward,
+                self.distance_scale,
+                self.success_reward,
+            )
+        )
         self.prev_distance = distance
         terminated = self.called_stop
         truncated = not terminated and self.steps >= self.max_steps
         info: dict[str, Any] = {"collided": collided, "distance_to_goal": distance, "episode_id": ep.episode_id}
         if terminated or truncated:
             self._done = True
-            info.update(metrics.episode_metrics(
-                self.called_stop, float(ep.geodesic_distance), distance, self.path_length,
-                ep.num_action, self.steps, self.success_distance,
-            ))
+            info.update(
+                metrics.episode_metrics(
+                    self.called_stop,
+                    float(ep.geodesic_distance),
+                    distance,
+                    self.path_length,
+                    ep.num_action,
+                    self.steps,
+                    self.success_distance,
+                )
+            )
         return self._observe(), reward, terminated, truncated, info
 
     # -------------------------------------------------------------------------------------- state

@@ -92,8 +92,10 @@ class BatchedAudioNavEnv:
         self.max_nodes = int(sizes.max())
         self.grid_sizes = np.array([s.grid_size for s in self.scenes], dtype=np.float64)
         self.positions = np.concatenate([np.asarray(s.positions, dtype=np.float64) for s in self.scenes])
-        nb = [np.where(np.asarray(s.neighbors) >= 0, np.asarray(s.neighbors) + off, -1)
-              for s, off in zip(self.scenes, self.offsets)]
+        nb = [
+            np.where(np.asarray(s.neighbors) >= 0, np.asarray(s.neighbors) + off, -1)
+            for s, off in zip(self.scenes, self.offsets)
+        ]
         self.neighbors = np.concatenate(nb).astype(np.int64)
         self.positions_t = torch.from_numpy(self.positions.astype(np.float32)).to(self.device)
         self.views: dict[str, torch.Tensor] = {}
@@ -153,17 +155,22 @@ class BatchedAudioNavEnv:
         forward = act == MOVE_FORWARD
         moved = forward & (ahead >= 0)
         self.node = np.where(moved, ahead, old)
-        self.path_length += np.where(moved, np.linalg.norm(self.positions[self.node] - self.positions[old], axis=1),
-                                     0.0)
-        self.yaw = np.where(act == TURN_LEFT, (self.yaw + 1) % 4, np.where(act == TURN_RIGHT, (self.yaw + 3) % 4,
-                                                                            self.yaw))
+        self.path_length += np.where(
+            moved, np.linalg.norm(self.positions[self.node] - self.positions[old], axis=1), 0.0
+        )
+        self.yaw = np.where(
+            act == TURN_LEFT, (self.yaw + 1) % 4, np.where(act == TURN_RIGHT, (self.yaw + 3) % 4, self.yaw)
+        )
         self.steps += 1
         local = self.local_nodes()
         distance = self.goal_hops[b, local].astype(np.float64) * self.grid_sizes[self.scene_idx]
         stop = act == STOP
         at_goal = self.node == self.goal
-        reward = (self.slack_reward + self.distance_scale * (self.prev_distance - distance)
-                  + self.success_reward * (stop & at_goal).astype(np.float64))
+        reward = (
+            self.slack_reward
+            + self.distance_scale * (self.prev_distance - distance)
+            + self.success_reward * (stop & at_goal).astype(np.float64)
+        )
         self.prev_distance = distance
         done = stop | (self.steps >= self.max_steps)
         info_np = self._metrics(stop, distance)
@@ -277,16 +284,19 @@ class BatchedAudioNavEnv:
             for pair in np.unique(pairs):
                 items = np.flatnonzero(pairs == pair)
                 a, s = divmod(int(pair), len(self.sound_names))
-                stored = self.store.lookup(self.scenes[a], self.sound_names[s], receiver[items], source[items],
-                                           yaw[items])
+                stored = self.store.lookup(
+                    self.scenes[a], self.sound_names[s], receiver[items], source[items], yaw[items]
+                )
                 if stored is not None:
                     out[torch.from_numpy(items).to(self.device)] = torch.from_numpy(stored).to(self.device)
                     live[items] = False
                     self.store_reads += len(items)
         items = np.flatnonzero(live)
         if items.size:
-            rirs = [np.asarray(self.scenes[a].rir(int(r), int(src), int(y)), dtype=np.float32)
-                    for a, r, src, y in zip(scene[items], receiver[items], source[items], yaw[items])]
+            rirs = [
+                np.asarray(self.scenes[a].rir(int(r), int(src), int(y)), dtype=np.float32)
+                for a, r, src, y in zip(scene[items], receiver[items], source[items], yaw[items])
+            ]
             waves = self.sound_table[torch.from_numpy(sound[items]).to(self.device)]
             values = self.spectrogram.from_rirs(waves, rirs, self.spectrogram_batch)
             out[torch.from_numpy(items).to(self.device)] = values
@@ -338,5 +348,10 @@ class BatchedAudioNavEnv:
     def cache_stats(self) -> dict[str, int]:
         if self.cache is None:
             return {"hits": 0, "misses": 0, "size": 0, "capacity": 0, "store_reads": 0}
-        return {"hits": self.cache.hits, "misses": self.cache.misses, "size": len(self.cache),
-                "capacity": self.cache.capacity, "store_reads": self.store_reads}
+        return {
+            "hits": self.cache.hits,
+            "misses": self.cache.misses,
+            "size": len(self.cache),
+            "capacity": self.cache.capacity,
+            "store_reads": self.store_reads,
+        }

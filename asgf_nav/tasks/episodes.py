@@ -75,8 +75,11 @@ class Episode:
     def from_json(cls, record: dict[str, Any], source: str = "") -> Episode:
         try:
             info = record["info"]
-            extra = {k: v for k, v in record.items()
-                     if k not in ("episode_id", "scene_id", "start_position", "start_rotation", "goals", "info")}
+            extra = {
+                k: v
+                for k, v in record.items()
+                if k not in ("episode_id", "scene_id", "start_position", "start_rotation", "goals", "info")
+            }
             num_action = info.get("num_action")
             return cls(
                 episode_id=str(record["episode_id"]),
@@ -154,8 +157,7 @@ def generate_scene_episodes(
     rng = np.random.default_rng(seed)
     hops = np.asarray(scene.geodesic_hops)
     dist = np.where(hops >= 0, hops * scene.grid_size, -1.0)
-    goals = [int(g) for g in scene.source_nodes
-             if np.any((dist[:, g] >= min_distance) & (dist[:, g] <= max_distance))]
+    goals = [int(g) for g in scene.source_nodes if np.any((dist[:, g] >= min_distance) & (dist[:, g] <= max_distance))]
     if not goals:
         raise EpisodeError(
             f"scene {scene.name}: no source node has a start node within geodesic distance "
@@ -201,8 +203,13 @@ def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Seque
     for name in tqdm(names, desc=f"episodes {world.dataset}/{split}", disable=len(names) < 4):
         seed = zlib.crc32(f"{world.dataset}/{split}/{sound_split}/{name}".encode())
         episodes += generate_scene_episodes(
-            world.scene(name), counts[name], sounds, seed,
-            float(task_cfg.min_geodesic_distance), float(task_cfg.max_geodesic_distance), first_id=len(episodes),
+            world.scene(name),
+            counts[name],
+            sounds,
+            seed,
+            float(task_cfg.min_geodesic_distance),
+            float(task_cfg.max_geodesic_distance),
+            first_id=len(episodes),
         )
     return episodes
 
@@ -352,8 +359,9 @@ class EpisodeSampler:
     cover a dataset once (evaluation). The state is plain data for checkpoints.
     """
 
-    def __init__(self, num_episodes: int, seed: int, env_index: int = 0, num_envs: int = 1,
-                 mode: str = "shuffle") -> None:
+    def __init__(
+        self, num_episodes: int, seed: int, env_index: int = 0, num_envs: int = 1, mode: str = "shuffle"
+    ) -> None:
         if num_episodes <= 0:
             raise EpisodeError("episode sampler needs at least one episode")
         if mode not in ("shuffle", "sequential"):
@@ -379,8 +387,14 @@ class EpisodeSampler:
         return int(idx)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "order": list(self.order), "cursor": self.cursor,
-                "mode": self.mode, "env_index": self.env_index, "num_envs": self.num_envs}
+        return {
+            "rng": self.rng.bit_generator.state,
+            "order": list(self.order),
+            "cursor": self.cursor,
+            "mode": self.mode,
+            "env_index": self.env_index,
+            "num_envs": self.num_envs,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]

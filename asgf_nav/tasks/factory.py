@@ -48,8 +48,15 @@ def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) ->
     episodes = load_or_generate(
         episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task, split_scene_count(cfg, split)
     )
-    logger.info("%s %s/%s (%s sounds): %d episodes in %d scenes", cfg.scenes.dataset, split, cfg.task.sound_split,
-                len(set(e.sound for e in episodes)), len(episodes), len(world.scenes))
+    logger.info(
+        "%s %s/%s (%s sounds): %d episodes in %d scenes",
+        cfg.scenes.dataset,
+        split,
+        cfg.task.sound_split,
+        len(set(e.sound for e in episodes)),
+        len(episodes),
+        len(world.scenes),
+    )
     return world, episodes
 
 

@@ -25,8 +25,9 @@ def _maximum(a: Any, b: Any) -> Any:
     return np.maximum(a, b)
 
 
-def step_reward(prev_distance, distance, stop_at_goal, slack: float = -0.01, scale: float = 1.0,
-                success_reward: float = 10.0):
+def step_reward(
+    prev_distance, distance, stop_at_goal, slack: float = -0.01, scale: float = 1.0, success_reward: float = 10.0
+):
     """Per-step reward; ``stop_at_goal`` is true only when STOP is called on the goal node itself."""
     return slack + scale * (prev_distance - distance) + success_reward * stop_at_goal
 
@@ -49,8 +50,15 @@ def sna(succ, num_action, num_actions):
     return succ * num_action / _maximum(num_action, num_actions)
 
 
-def episode_metrics(called_stop: bool, start_distance: float, distance: float, path_length: float,
-                    num_action: int, num_actions: int, success_distance: float = 1.0) -> dict[str, float]:
+def episode_metrics(
+    called_stop: bool,
+    start_distance: float,
+    distance: float,
+    path_length: float,
+    num_action: int,
+    num_actions: int,
+    success_distance: float = 1.0,
+) -> dict[str, float]:
     """All metrics of one finished episode as python floats (keys :data:`METRIC_NAMES`)."""
     succ = float(bool(called_stop) and distance < success_distance)
     return {

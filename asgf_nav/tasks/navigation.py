@@ -28,9 +28,7 @@ def check_action(action: int) -> int:
     except (TypeError, ValueError) as exc:
         raise InvalidActionError(f"action {action!r} is not an integer; valid actions are {ACTION_NAMES}") from exc
     if value != action or not 0 <= value < NUM_ACTIONS:
-        raise InvalidActionError(
-            f"action {action!r} is invalid; valid actions are 0..3 = {', '.join(ACTION_NAMES)}"
-        )
+        raise InvalidActionError(f"action {action!r} is invalid; valid actions are 0..3 = {', '.join(ACTION_NAMES)}")
     return value
 
 

@@ -53,8 +53,9 @@ class BatchObservationState:
     def single(self, i: int) -> ObservationState:
         ep = self.episodes[i]
         spec = None if self.spectrogram is None else self.spectrogram[i].cpu().numpy()
-        return ObservationState(self.world, self.world.scene(ep.scene), ep, int(self.node[i]), int(self.yaw[i]),
-                                int(self.step[i]), spec)
+        return ObservationState(
+            self.world, self.world.scene(ep.scene), ep, int(self.node[i]), int(self.yaw[i]), int(self.step[i]), spec
+        )
 
 
 @dataclass(frozen=True)

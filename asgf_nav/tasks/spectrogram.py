@@ -97,16 +97,17 @@ class TorchSpectrogram:
     def __init__(self, sample_rate: int, device: torch.device | str = "cpu") -> None:
         self.sample_rate = int(sample_rate)
         self.device = torch.device(device)
-        self.window = torch.from_numpy(
-            scipy.signal.get_window("hann", WIN_LENGTH, fftbins=True).astype(np.float32)
-        ).to(self.device)
+        self.window = torch.from_numpy(scipy.signal.get_window("hann", WIN_LENGTH, fftbins=True).astype(np.float32)).to(
+            self.device
+        )
         self.shape = spectrogram_shape(self.sample_rate)
 
     def audio(self, sounds: torch.Tensor, rirs: torch.Tensor) -> torch.Tensor:
         """(B, sr) sounds and (B, L, 2) RIRs -> (B, 2, sr) received signals (truncated full convolution)."""
         if sounds.ndim != 2 or rirs.ndim != 3 or rirs.shape[2] != 2 or sounds.shape[0] != rirs.shape[0]:
-            raise ValueError(f"expected sounds (B, S) and rirs (B, L, 2), got {tuple(sounds.shape)}, "
-                             f"{tuple(rirs.shape)}")
+            raise ValueError(
+                f"expected sounds (B, S) and rirs (B, L, 2), got {tuple(sounds.shape)}, {tuple(rirs.shape)}"
+            )
         sr = self.sample_rate
         length = sounds.shape[1] + rirs.shape[1] - 1
         n = scipy.fft.next_fast_len(length, real=True)
@@ -140,16 +141,12 @@ class TorchSpectrogram:
         time (default: :func:`default_batch` of the device; each chunk zero-pads its RIRs to its longest)."""
         return torch.cat([self.from_audio(audio) for audio in self._audio_chunks(sounds, rirs, batch)])
 
-    def audio_from_rirs(
-        self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None = None
-    ) -> torch.Tensor:
+    def audio_from_rirs(self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None = None) -> torch.Tensor:
         """(B, sr) sounds and B binaural RIRs (L_i, 2) of any lengths -> (B, 2, sr) received signals, chunked
         as :meth:`from_rirs`."""
         return torch.cat(list(self._audio_chunks(sounds, rirs, batch)))
 
-    def _audio_chunks(
-        self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None
-    ) -> Iterator[torch.Tensor]:
+    def _audio_chunks(self, sounds: torch.Tensor, rirs: list[np.ndarray], batch: int | None) -> Iterator[torch.Tensor]:
         batch = int(batch or default_batch(self.device))
         if batch <= 0:
             raise ValueError(f"spectrogram batch must be positive, got {batch}")

@@ -15,8 +15,13 @@ import torch
 
 
 class SpectrogramCache:
-    def __init__(self, capacity: int, shape: tuple[int, ...], device: torch.device | str,
-                 compute: Callable[[np.ndarray], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        shape: tuple[int, ...],
+        device: torch.device | str,
+        compute: Callable[[np.ndarray], torch.Tensor],
+    ) -> None:
         """``compute(keys)`` returns (len(keys), *shape) float32 observations for unique missing keys."""
         if capacity <= 0:
             raise ValueError(f"spectrogram cache capacity must be positive, got {capacity}")

@@ -47,8 +47,9 @@ def spectrograms_for(
     batch: int | None = None,
 ) -> torch.Tensor:
     """(B, freq, time, 2) observations of one sound ``wave`` (sr,) at B (receiver, source node, yaw)."""
-    rirs = [np.asarray(scene.rir(int(r), int(s), int(y)), dtype=np.float32)
-            for r, s, y in zip(receivers, sources, yaws)]
+    rirs = [
+        np.asarray(scene.rir(int(r), int(s), int(y)), dtype=np.float32) for r, s, y in zip(receivers, sources, yaws)
+    ]
     waves = wave.to(spectrogram.device)[None].expand(len(rirs), -1)
     return spectrogram.from_rirs(waves, rirs, batch)
 
@@ -93,12 +94,18 @@ class SpectrogramStore:
                 f"spectrogram store {path} holds {array.dtype} {array.shape}, scene {scene.name} at "
                 f"{self.spectrogram.sample_rate} Hz needs float32 {expected}; delete it and bake again"
             )
-        probes = [(0, 0, 0), (len(scene.source_nodes) - 1, scene.num_nodes - 1, 3),
-                  (len(scene.source_nodes) // 2, scene.num_nodes // 2, 1)]
+        probes = [
+            (0, 0, 0),
+            (len(scene.source_nodes) - 1, scene.num_nodes - 1, 3),
+            (len(scene.source_nodes) // 2, scene.num_nodes // 2, 1),
+        ]
         slots, receivers, yaws = (np.array(v) for v in zip(*probes))
         wave = torch.from_numpy(self.world.sound(sound))
-        live = spectrograms_for(scene, wave, self.spectrogram, receivers,
-                                np.asarray(scene.source_nodes)[slots], yaws).cpu().numpy()
+        live = (
+            spectrograms_for(scene, wave, self.spectrogram, receivers, np.asarray(scene.source_nodes)[slots], yaws)
+            .cpu()
+            .numpy()
+        )
         difference = float(np.max(np.abs(live - array[slots, receivers, yaws])))
         if not difference <= VERIFY_TOLERANCE:
             raise ValueError(
@@ -109,8 +116,9 @@ class SpectrogramStore:
         logger.info("spectrogram store %s: %.1f GB, verified", path, array.nbytes / 1e9)
         return array
 
-    def lookup(self, scene: TaskScene, sound: str, receivers: np.ndarray, sources: np.ndarray,
-               yaws: np.ndarray) -> np.ndarray | None:
+    def lookup(
+        self, scene: TaskScene, sound: str, receivers: np.ndarray, sources: np.ndarray, yaws: np.ndarray
+    ) -> np.ndarray | None:
         """(B, freq, time, 2) stored observations, or None when (scene, sound) is not baked."""
         array = self._open(scene, sound)
         if array is None:
@@ -184,15 +192,22 @@ def store_bytes(scenes: Sequence[TaskScene], sample_rate: int) -> int:
 
 
 def bake_world(
-    root: str | Path, world: TaskWorld, sounds: Sequence[str], device: str | torch.device = "cpu",
+    root: str | Path,
+    world: TaskWorld,
+    sounds: Sequence[str],
+    device: str | torch.device = "cpu",
     batch: int | None = None,
 ) -> list[Path]:
     """Bake every (scene, sound) of ``world`` not yet baked, with one progress bar over all states."""
     from tqdm.auto import tqdm
 
     spectrogram = TorchSpectrogram(world.sample_rate, device)
-    todo = [(scene, sound) for scene in world.scenes.values() for sound in sounds
-            if not store_path(root, scene, sound).is_file()]
+    todo = [
+        (scene, sound)
+        for scene in world.scenes.values()
+        for sound in sounds
+        if not store_path(root, scene, sound).is_file()
+    ]
     total = sum(len(scene.source_nodes) * scene.num_nodes * 4 for scene, _ in todo)
     paths = []
     with tqdm(total=total, unit="state", desc="baking spectrograms", smoothing=0.05) as bar:

@@ -125,10 +125,10 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     from asgf_nav.acoustics.rir import SceneRirs
     from asgf_nav.scenes.presets import get_preset
     from asgf_nav.scenes.scene import Scene
-    from asgf_nav.scenes.soundspaces import load_soundspaces_world
     from asgf_nav.sounds.bank import SoundBank
+    from asgf_nav.tasks.soundspaces_world import load_soundspaces_world
 
-    # --- SoundSpaces 1.0 data, when cfg resolves to it (asgf_nav.scenes.soundspaces) ---
+    # --- SoundSpaces 1.0 data, when cfg resolves to it (asgf_nav.tasks.soundspaces_world) ---
     soundspaces_world = load_soundspaces_world(cfg, split, scenes)
     if soundspaces_world is not None:
         return soundspaces_world

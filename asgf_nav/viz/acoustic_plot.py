@@ -45,9 +45,7 @@ def acoustics_figure(
         zorder=7,
         edgecolors="none",
     )
-    ax.scatter(
-        *pts[source_node], marker="*", s=260, color="cyan", edgecolors="black", zorder=8, label="source"
-    )
+    ax.scatter(*pts[source_node], marker="*", s=260, color="cyan", edgecolors="black", zorder=8, label="source")
     for i, node in enumerate(probe_nodes):
         ax.annotate(
             str(i + 1),

@@ -66,8 +66,17 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
             "", xy=(p[0] + d[0], p[2] + d[1]), xytext=(p[0], p[2]),
             arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 2}, zorder=8,
         )  # fmt: skip
-        ax_map.text(p[0], p[2], str(i + 1), color="white", fontsize=7, ha="center", va="center", zorder=9,
-                    bbox={"boxstyle": "circle,pad=0.15", "facecolor": "crimson", "linewidth": 0})
+        ax_map.text(
+            p[0],
+            p[2],
+            str(i + 1),
+            color="white",
+            fontsize=7,
+            ha="center",
+            va="center",
+            zorder=9,
+            bbox={"boxstyle": "circle,pad=0.15", "facecolor": "crimson", "linewidth": 0},
+        )
         ax_rgb = fig.add_subplot(grid[i, 1])
         ax_rgb.imshow(scene.rgb[node, k])
         ax_rgb.set_title(f"{i + 1}: node {node}, yaw {YAWS[k]}: RGB", fontsize=7)

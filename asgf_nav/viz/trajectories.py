@@ -47,17 +47,38 @@ def shortest_path_nodes(scene: Scene, start: int, yaw: int, goal: int) -> list[i
     return nodes
 
 
-def draw_episode(ax: Axes, scene: Scene, record: EpisodeRecord, title: str | None = None,
-                 upto: int | None = None, show_graph: bool = True, colorbar: bool = False) -> Axes:
+def draw_episode(
+    ax: Axes,
+    scene: Scene,
+    record: EpisodeRecord,
+    title: str | None = None,
+    upto: int | None = None,
+    show_graph: bool = True,
+    colorbar: bool = False,
+) -> Axes:
     """Draw one episode on ``ax``; ``upto`` limits the agent's path to its first poses (video frames)."""
     from asgf_nav.viz.floorplan_plot import draw_floorplan
 
     positions = np.asarray(scene.positions, dtype=np.float64)
-    draw_floorplan(ax, scene.floorplan, positions if show_graph else None,
-                   np.asarray(scene.neighbors) if show_graph else None, room_labels=False)
+    draw_floorplan(
+        ax,
+        scene.floorplan,
+        positions if show_graph else None,
+        np.asarray(scene.neighbors) if show_graph else None,
+        room_labels=False,
+    )
     shortest = positions[shortest_path_nodes(scene, record.start_node, record.start_yaw, record.goal_node)]
-    ax.plot(shortest[:, 0], shortest[:, 2], "-", color=SHORTEST_COLOR, lw=6.0, alpha=0.45, zorder=8,
-            solid_capstyle="round", label="shortest path")
+    ax.plot(
+        shortest[:, 0],
+        shortest[:, 2],
+        "-",
+        color=SHORTEST_COLOR,
+        lw=6.0,
+        alpha=0.45,
+        zorder=8,
+        solid_capstyle="round",
+        label="shortest path",
+    )
     poses = np.asarray(record.path if upto is None else record.path[: max(1, upto)], dtype=np.int64)
     xz = positions[poses[:, 0]][:, [0, 2]]
     steps = len(record.path) - 1
@@ -76,19 +97,28 @@ def draw_episode(ax: Axes, scene: Scene, record: EpisodeRecord, title: str | Non
     for i in sorted(set(turns)):
         dx, dz = heading_vector(int(poses[i, 1]))
         color = cmap(0.85 * i / max(1, steps))
-        ax.annotate("", xy=(xz[i, 0] + 0.3 * dx, xz[i, 1] + 0.3 * dz), xytext=(xz[i, 0], xz[i, 1]), zorder=11,
-                    arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2, "mutation_scale": 9})
+        ax.annotate(
+            "",
+            xy=(xz[i, 0] + 0.3 * dx, xz[i, 1] + 0.3 * dz),
+            xytext=(xz[i, 0], xz[i, 1]),
+            zorder=11,
+            arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2, "mutation_scale": 9},
+        )
     start = positions[record.start_node]
     goal = positions[record.goal_node]
     ax.scatter([start[0]], [start[2]], s=90, marker="o", color="#1f77b4", edgecolor="white", zorder=12, label="start")
-    ax.scatter([goal[0]], [goal[2]], s=260, marker="*", color=GOAL_COLOR, edgecolor="white", zorder=13,
-               label="goal (sound)")
-    ax.scatter([xz[-1, 0]], [xz[-1, 1]], s=60, marker="s", color=cmap(0.85), edgecolor="black", zorder=12,
-               label="agent")
+    ax.scatter(
+        [goal[0]], [goal[2]], s=260, marker="*", color=GOAL_COLOR, edgecolor="white", zorder=13, label="goal (sound)"
+    )
+    ax.scatter(
+        [xz[-1, 0]], [xz[-1, 1]], s=60, marker="s", color=cmap(0.85), edgecolor="black", zorder=12, label="agent"
+    )
     if title is None:
         m = record.metrics
-        title = (f"{scene.name} ep {record.episode_id} ({record.sound}): "
-                 f"{'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, {steps} actions")
+        title = (
+            f"{scene.name} ep {record.episode_id} ({record.sound}): "
+            f"{'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, {steps} actions"
+        )
     ax.set_title(title, fontsize=9)
     return ax
 
@@ -100,28 +130,32 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
     x0, z0, x1, z1 = scene.floorplan.bounds
     aspect = (z1 - z0 + 0.6) / max(x1 - x0 + 0.6, 1e-6)
     width = 5.2
-    fig, axes = plt.subplots(1, len(records), figsize=(width * len(records) + 0.6, width * aspect + 1.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(records), figsize=(width * len(records) + 0.6, width * aspect + 1.2), squeeze=False)
     for k, (ax, rec, label) in enumerate(zip(axes[0], records, labels)):
         m = rec.metrics
-        title = (f"{label}: {'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, "
-                 f"{len(rec.actions)} actions")
+        title = (
+            f"{label}: {'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, "
+            f"{len(rec.actions)} actions"
+        )
         draw_episode(ax, scene, rec, title=title, colorbar=k == len(records) - 1)
     handles, names = axes[0][0].get_legend_handles_labels()
     first = records[0]
-    fig.suptitle(f"{scene.dataset}/{scene.name}, episode {first.episode_id}, sound '{first.sound}', "
-                 f"geodesic distance {first.geodesic_distance:.1f} m", fontsize=10)
+    fig.suptitle(
+        f"{scene.dataset}/{scene.name}, episode {first.episode_id}, sound '{first.sound}', "
+        f"geodesic distance {first.geodesic_distance:.1f} m",
+        fontsize=10,
+    )
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     return fig
 
 
-def save_trajectories(path: str | Path, scene: Scene, records: Sequence[EpisodeRecord],
-                      labels: Sequence[str], dpi: int = 130) -> Path:
+def save_trajectories(
+    path: str | Path, scene: Scene, records: Sequence[EpisodeRecord], labels: Sequence[str], dpi: int = 130
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = trajectory_figure(scene, records, labels)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
-

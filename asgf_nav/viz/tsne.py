@@ -65,13 +65,15 @@ class _StateCollector(Agent):
         actions = self.inner.act(obs, ctx)
         state = self.inner.last_ase_state
         if state is None:
-            raise ValueError(f"policy {self.inner.name!r} has no ASE module (last_ase_state is None); use asgf "
-                             "or asgf_no_asgf")
+            raise ValueError(
+                f"policy {self.inner.name!r} has no ASE module (last_ase_state is None); use asgf or asgf_no_asgf"
+            )
         state = state.float().cpu().numpy()
         for i, (scene, ep) in enumerate(zip(ctx.scenes, ctx.episodes)):
             node, goal = int(ctx.nodes[i]), ep.goal_node
-            _, phi = pointgoal_polar(np.asarray(scene.positions[node]), int(ctx.yaws[i]),
-                                     np.asarray(scene.positions[goal]))
+            _, phi = pointgoal_polar(
+                np.asarray(scene.positions[node]), int(ctx.yaws[i]), np.asarray(scene.positions[goal])
+            )
             self.states.append(state[i])
             self.distance.append(float(scene.geodesic_hops[node, goal]) * scene.grid_size)
             self.azimuth.append(math.degrees(float(phi)))
@@ -80,8 +82,15 @@ class _StateCollector(Agent):
         return actions
 
 
-def collect_spatial_states(agent: PolicyAgent, world: TaskWorld, episodes: Sequence[Any], cfg: Any,
-                           samples: int = 2000, num_envs: int = 8, device: str | torch.device = "cpu") -> SpatialStates:
+def collect_spatial_states(
+    agent: PolicyAgent,
+    world: TaskWorld,
+    episodes: Sequence[Any],
+    cfg: Any,
+    samples: int = 2000,
+    num_envs: int = 8,
+    device: str | torch.device = "cpu",
+) -> SpatialStates:
     """Run ``agent`` on ``episodes`` until ``samples`` steps are recorded (or the episodes run out)."""
     collector = _StateCollector(agent, samples)
     try:
@@ -92,9 +101,11 @@ def collect_spatial_states(agent: PolicyAgent, world: TaskWorld, episodes: Seque
         raise ValueError("no ASE states were collected")
     if len(collector.states) < samples:
         logger.warning("collected %d of %d states: the episodes ran out", len(collector.states), samples)
-    return SpatialStates(np.stack(collector.states).astype(np.float32),
-                         np.asarray(collector.distance, dtype=np.float32),
-                         np.asarray(collector.azimuth, dtype=np.float32))
+    return SpatialStates(
+        np.stack(collector.states).astype(np.float32),
+        np.asarray(collector.distance, dtype=np.float32),
+        np.asarray(collector.azimuth, dtype=np.float32),
+    )
 
 
 def embed(states: np.ndarray, perplexity: float = 30.0, seed: int = 0, max_iter: int = 1000) -> np.ndarray:
@@ -105,12 +116,19 @@ def embed(states: np.ndarray, perplexity: float = 30.0, seed: int = 0, max_iter:
     if n < 5:
         raise ValueError(f"t-SNE needs at least 5 samples, got {n}")
     perplexity = min(perplexity, (n - 1) / 3.0)
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                max_iter=max_iter).fit_transform(states)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=max_iter).fit_transform(
+        states
+    )
 
 
-def plot_tsne(data: SpatialStates, path: str | Path, title: str = "", perplexity: float = 30.0,
-              seed: int = 0, max_iter: int = 1000) -> Path:
+def plot_tsne(
+    data: SpatialStates,
+    path: str | Path,
+    title: str = "",
+    perplexity: float = 30.0,
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> Path:
     """Two panels of the same embedding: coloured by distance to the target and by relative azimuth."""
     import matplotlib
 
@@ -119,8 +137,10 @@ def plot_tsne(data: SpatialStates, path: str | Path, title: str = "", perplexity
 
     xy = embed(data.states, perplexity, seed, max_iter)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-    panels = ((data.distance, "viridis", "geodesic distance to target (m)", None),
-              (data.azimuth, "twilight", "relative azimuth of target (deg, left +)", (-180, 180)))
+    panels = (
+        (data.distance, "viridis", "geodesic distance to target (m)", None),
+        (data.azimuth, "twilight", "relative azimuth of target (deg, left +)", (-180, 180)),
+    )
     for ax, (values, cmap, label, limits) in zip(axes, panels):
         vmin, vmax = limits if limits else (float(values.min()), float(values.max()))
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap=cmap, vmin=vmin, vmax=vmax, s=5, linewidths=0)

@@ -42,11 +42,12 @@ def _frame(fig: plt.Figure) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def render_frames(scene: Scene, world: TaskWorld, record: EpisodeRecord, max_frames: int | None = None,
-                  dpi: int = 80) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def render_frames(
+    scene: Scene, world: TaskWorld, record: EpisodeRecord, max_frames: int | None = None, dpi: int = 80
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """RGB frames and the matching binaural signals, one per pose of ``record.path``."""
     task_scene = world.scene(record.scene)
-    poses = record.path[: max_frames] if max_frames else record.path
+    poses = record.path[:max_frames] if max_frames else record.path
     fig, axes = plt.subplots(1, 4, figsize=(14.4, 4.0), gridspec_kw={"width_ratios": [1, 1, 1.3, 1.2]})
     frames, audio = [], []
     for k, (node, yaw) in enumerate(tqdm(poses, desc=f"video ep {record.episode_id}", unit="frame")):
@@ -63,8 +64,12 @@ def render_frames(scene: Scene, world: TaskWorld, record: EpisodeRecord, max_fra
         axes[0].set_title("RGB", fontsize=9)
         axes[1].set_title("depth (0-10 m)", fontsize=9)
         spec = spectrogram_np(world.sound(record.sound), task_scene.rir(node, record.goal_node, yaw), world.sample_rate)
-        axes[2].imshow(np.concatenate([spec[..., 0], np.full((2, spec.shape[1]), np.nan), spec[..., 1]]),
-                       origin="lower", aspect="auto", cmap="magma")
+        axes[2].imshow(
+            np.concatenate([spec[..., 0], np.full((2, spec.shape[1]), np.nan), spec[..., 1]]),
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+        )
         axes[2].set_title("spectrogram: left (bottom) / right (top)", fontsize=9)
         draw_episode(axes[3], scene, record, title="", upto=k + 1, show_graph=False)
         axes[3].set_xlabel("")
@@ -73,8 +78,10 @@ def render_frames(scene: Scene, world: TaskWorld, record: EpisodeRecord, max_fra
             ax.set_xticks([])
             ax.set_yticks([])
         action = ACTION_NAMES[record.actions[k]] if k < len(record.actions) else "end"
-        fig.suptitle(f"{record.scene} ep {record.episode_id} '{record.sound}'  step {k}/{len(record.actions)}  "
-                     f"next: {action}", fontsize=10)
+        fig.suptitle(
+            f"{record.scene} ep {record.episode_id} '{record.sound}'  step {k}/{len(record.actions)}  next: {action}",
+            fontsize=10,
+        )
         fig.tight_layout(rect=(0, 0, 1, 0.93))
         frames.append(_frame(fig))
     plt.close(fig)
@@ -89,8 +96,15 @@ def audio_track(signals: list[np.ndarray], sample_rate: int, fps: float) -> np.n
     return track * (0.9 / peak) if peak > 0 else track
 
 
-def write_video(path: str | Path, scene: Scene, world: TaskWorld, record: EpisodeRecord, fps: float = 2.0,
-                max_frames: int | None = 200, with_audio: bool = True) -> Path:
+def write_video(
+    path: str | Path,
+    scene: Scene,
+    world: TaskWorld,
+    record: EpisodeRecord,
+    fps: float = 2.0,
+    max_frames: int | None = 200,
+    with_audio: bool = True,
+) -> Path:
     """Write the episode as MP4 (with audio unless ``with_audio`` is False) or GIF, chosen by the suffix."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -103,8 +117,9 @@ def write_video(path: str | Path, scene: Scene, world: TaskWorld, record: Episod
         return path
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         silent = Path(tmp) / "video.mp4"
-        writer = imageio.get_writer(silent, fps=fps, codec="libx264", quality=7, macro_block_size=16,
-                                    pixelformat="yuv420p")
+        writer = imageio.get_writer(
+            silent, fps=fps, codec="libx264", quality=7, macro_block_size=16, pixelformat="yuv420p"
+        )
         for frame in frames:
             writer.append_data(frame)
         writer.close()
@@ -121,8 +136,24 @@ def mux_audio(video: Path, wav: Path, out: Path) -> None:
     """Copy the video stream and add the WAV as an AAC track with imageio-ffmpeg's ffmpeg binary."""
     import imageio_ffmpeg
 
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-i", str(wav),
-           "-c:v", "copy", "-c:a", "aac", "-b:a", "160k", "-shortest", str(out)]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-y",
+        "-loglevel",
+        "error",
+        "-i",
+        str(video),
+        "-i",
+        str(wav),
+        "-c:v",
+        "copy",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "160k",
+        "-shortest",
+        str(out),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ffmpeg failed to mux {wav} into {out}: {result.stderr.strip()}")

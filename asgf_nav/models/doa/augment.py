@@ -27,8 +27,12 @@ def random_timbre(rng: np.random.Generator) -> np.ndarray:
     speed = float(np.exp(rng.uniform(np.log(SPEED_RANGE[0]), np.log(SPEED_RANGE[1]))))
     tilt = float(rng.uniform(-TILT_DB_PER_OCTAVE, TILT_DB_PER_OCTAVE))
     bumps = np.stack(
-        [rng.uniform(-3.0, 3.0, NUM_BUMPS), rng.uniform(0.3, 1.5, NUM_BUMPS),
-         rng.uniform(-BUMP_GAIN_DB, BUMP_GAIN_DB, NUM_BUMPS)], axis=1
+        [
+            rng.uniform(-3.0, 3.0, NUM_BUMPS),
+            rng.uniform(0.3, 1.5, NUM_BUMPS),
+            rng.uniform(-BUMP_GAIN_DB, BUMP_GAIN_DB, NUM_BUMPS),
+        ],
+        axis=1,
     )
     return np.concatenate([[speed, tilt], bumps.ravel()])
 

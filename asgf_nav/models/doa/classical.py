@@ -74,8 +74,12 @@ class HrtfTemplateDoa:
     """
 
     def __init__(
-        self, sample_rate: int, nfft: int = 512, elevations=(-20.0, -10.0, 0.0, 10.0, 20.0),
-        freq_range=(100.0, 7500.0), azimuth_step: float = 5.0,
+        self,
+        sample_rate: int,
+        nfft: int = 512,
+        elevations=(-20.0, -10.0, 0.0, 10.0, 20.0),
+        freq_range=(100.0, 7500.0),
+        azimuth_step: float = 5.0,
     ) -> None:
         hrtf = load_hrtf(sample_rate)
         if hrtf.num_taps > nfft:

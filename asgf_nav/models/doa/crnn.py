@@ -49,9 +49,7 @@ class SeldCrnn(nn.Module):
         self.conv = nn.Sequential(*block(4, 8), *block(c, 4), *block(c, 4))
         bins_left = cfg.stft.num_bins // 128
         self.rnn = nn.GRU(c * bins_left, cfg.rnn_size, batch_first=True, bidirectional=True)
-        self.head = nn.Sequential(
-            nn.Linear(2 * cfg.rnn_size, 128), nn.ReLU(), nn.Linear(128, cfg.grid.num_bins)
-        )
+        self.head = nn.Sequential(nn.Linear(2 * cfg.rnn_size, 128), nn.ReLU(), nn.Linear(128, cfg.grid.num_bins))
 
     def forward(self, audio: torch.Tensor, prompt: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """(B, 2, N) binaural audio -> {"posterior": (B, K)}; ``prompt`` is accepted and ignored."""

@@ -239,9 +239,7 @@ class DoaExampleSampler:
             spec = spec * spectral_gains(timbre.to(torch.float64), freqs).to(spec.real.dtype)[:, None, :]
         return torch.fft.irfft(spec, nfft)[..., :m], received
 
-    def sample(
-        self, batch_size: int, snr_db: float | tuple[float, float], rng: np.random.Generator
-    ) -> DoaBatch:
+    def sample(self, batch_size: int, snr_db: float | tuple[float, float], rng: np.random.Generator) -> DoaBatch:
         """``batch_size`` examples; ``snr_db`` a fixed value or a (low, high) range drawn per example."""
         draws = [self._draw(snr_db, rng) for _ in range(batch_size)]
         clip, hop = self.clip, self.clip // 8

@@ -82,9 +82,7 @@ class PatchEncoder(nn.Module):
         super().__init__()
         stride = max(1, width // 16)
         self.net = nn.Sequential(
-            nn.Conv2d(
-                in_channels, 12, (3, max(3, stride)), stride=(1, stride), padding=(1, 1 if stride < 3 else 0)
-            ),
+            nn.Conv2d(in_channels, 12, (3, max(3, stride)), stride=(1, stride), padding=(1, 1 if stride < 3 else 0)),
             nn.BatchNorm2d(12),
             nn.GELU(),
             nn.Conv2d(12, 24, 3, stride=(1, 2), padding=1),
@@ -188,15 +186,9 @@ class SelectiveDoaNet(nn.Module):
         widths = [*cfg.band_widths, f]
         self.patch_encoders = nn.ModuleList(PatchEncoder(4, w, p) for w in widths)
         # per-patch projections W^k_{b,i}, W^v_{b,i} and a per-band query projection W^q_{b,i}
-        self.key = nn.ParameterList(
-            nn.Parameter(torch.randn(n, p, d) / math.sqrt(p)) for n in self.num_patches
-        )
-        self.value = nn.ParameterList(
-            nn.Parameter(torch.randn(n, p, p) / math.sqrt(p)) for n in self.num_patches
-        )
-        self.query = nn.ParameterList(
-            nn.Parameter(torch.randn(n, d, d) / math.sqrt(d)) for n in self.num_patches
-        )
+        self.key = nn.ParameterList(nn.Parameter(torch.randn(n, p, d) / math.sqrt(p)) for n in self.num_patches)
+        self.value = nn.ParameterList(nn.Parameter(torch.randn(n, p, p) / math.sqrt(p)) for n in self.num_patches)
+        self.query = nn.ParameterList(nn.Parameter(torch.randn(n, d, d) / math.sqrt(d)) for n in self.num_patches)
         if cfg.prompt == "audio":
             self.prompt_encoder: nn.Module = AudioPromptEncoder(cfg.stft, d)
         elif cfg.prompt == "category":
@@ -216,9 +208,7 @@ class SelectiveDoaNet(nn.Module):
             raise ValueError(f"unknown DoA mask head {cfg.mask_head!r}; expected 'template' or 'mlp'")
         self.mixture_semantic = nn.Sequential(nn.Linear(f // 4, d), nn.GELU(), nn.Linear(d, d))
         self.sbf_in = nn.Linear(2 * d, d)
-        self.sbf = nn.TransformerEncoderLayer(
-            d, nhead=4, dim_feedforward=2 * d, dropout=0.0, batch_first=True
-        )
+        self.sbf = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=2 * d, dropout=0.0, batch_first=True)
         self.band_weights = nn.Sequential(nn.Linear(3 * p, p), nn.GELU(), nn.Linear(p, 3))
         self.mask_mlp = nn.Sequential(nn.Linear(p, 2 * p), nn.GELU(), nn.Linear(2 * p, f))
         self.doa_mlp = nn.Sequential(

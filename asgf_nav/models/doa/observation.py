@@ -52,9 +52,7 @@ class DoaObservation:
     ) -> None:
         model = load_model(checkpoint, map_location=device)
         if not isinstance(model, SelectiveDoaNet):
-            raise ValueError(
-                f"DoA checkpoint {checkpoint} holds a {type(model).__name__}, not a selective head"
-            )
+            raise ValueError(f"DoA checkpoint {checkpoint} holds a {type(model).__name__}, not a selective head")
         self.model = model
         self.device = torch.device(device)
         self.sample_rate = model.cfg.stft.sample_rate
@@ -87,13 +85,9 @@ class DoaObservation:
                 self._prompts[sound] = torch.tensor(cats.index(category))
             else:
                 rng = np.random.default_rng(zlib.crc32(sound.encode()))
-                other = self._bank.other_instance(sound, rng, among="train") or self._bank.other_instance(
-                    sound, rng
-                )
+                other = self._bank.other_instance(sound, rng, among="train") or self._bank.other_instance(sound, rng)
                 if other is None:
-                    raise ValueError(
-                        f"sound {sound!r}: its category has no other instance to prompt the DoA head"
-                    )
+                    raise ValueError(f"sound {sound!r}: its category has no other instance to prompt the DoA head")
                 wave = self._bank.waveform(other, self.sample_rate)
                 energy = np.convolve(wave**2, np.ones(self.window), mode="valid")
                 start = int(np.argmax(energy[:: self.window // 8]) * (self.window // 8))
@@ -115,9 +109,7 @@ class DoaObservation:
         The signal is cut into windows of the training clip length, each normalised to unit RMS, and the
         posteriors of the windows that carry sound are averaged.
         """
-        audio = np.asarray(
-            binaural.cpu() if isinstance(binaural, torch.Tensor) else binaural, dtype=np.float64
-        )
+        audio = np.asarray(binaural.cpu() if isinstance(binaural, torch.Tensor) else binaural, dtype=np.float64)
         if audio.ndim != 3 or audio.shape[1] != 2:
             raise ValueError(f"binaural batch must be (B, 2, N), got {audio.shape}")
         audio = _resample(audio, sample_rate or self.sample_rate, self.sample_rate)
@@ -250,6 +242,7 @@ def register_doa_observation(
         return gym.spaces.Box(low=0.0, high=1.0, shape=(head.num_bins,), dtype=np.float32)
 
     register_observation(name, compute, space, compute_batch, overwrite=overwrite)
-    logger.info("registered observation %r from DoA head %s (%d bins, cache of %d)", name, checkpoint,
-                head.num_bins, cache_size)
+    logger.info(
+        "registered observation %r from DoA head %s (%d bins, cache of %d)", name, checkpoint, head.num_bins, cache_size
+    )
     return head

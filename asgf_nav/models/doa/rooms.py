@@ -96,8 +96,12 @@ class RirPool:
         """One pool with the poses of ``pools`` (same sample rate, sources per pose and RIR length)."""
         flags = [p.line_of_sight for p in pools]
         los = None if any(f is None for f in flags) else np.concatenate(flags)
-        return cls(np.concatenate([p.rirs for p in pools]), np.concatenate([p.azimuth for p in pools]),
-                   pools[0].sample_rate, los)
+        return cls(
+            np.concatenate([p.rirs for p in pools]),
+            np.concatenate([p.azimuth for p in pools]),
+            pools[0].sample_rate,
+            los,
+        )
 
     @classmethod
     def load(cls, path) -> RirPool:
@@ -170,7 +174,12 @@ def render_shoebox_rir(
 
 
 def _add_diffuse_tail(
-    rir: np.ndarray, start: int, length: int, energy: float, t60: float, sample_rate: int,
+    rir: np.ndarray,
+    start: int,
+    length: int,
+    energy: float,
+    t60: float,
+    sample_rate: int,
     rng: np.random.Generator,
 ) -> None:
     """Add to ``rir[start:length]`` (both channels) decorrelated noise decaying with ``t60``, of ``energy``."""
@@ -334,9 +343,7 @@ def has_direct_path(scene_rirs, positions: np.ndarray, receiver: int, source: in
     return abs(float(np.min(delays)) * SPEED_OF_SOUND - straight) < tolerance
 
 
-def first_reflection(
-    scene_rirs, positions: np.ndarray, receiver: int, source: int
-) -> tuple[float, float] | None:
+def first_reflection(scene_rirs, positions: np.ndarray, receiver: int, source: int) -> tuple[float, float] | None:
     """(seconds after the direct sound, level in dB relative to it, averaged over octave bands) of the
     earliest baked reflection of a line-of-sight pair; ``None`` without line of sight or reflections.
     A reflection within a millisecond or two of the direct sound overlaps it inside the head's own

@@ -168,9 +168,7 @@ def build_model(
             )
         )
     if kind == "crnn":
-        return SeldCrnn(
-            CrnnConfig.from_dict(config) if config is not None else CrnnConfig(bin_width=cfg.bin_width)
-        )
+        return SeldCrnn(CrnnConfig.from_dict(config) if config is not None else CrnnConfig(bin_width=cfg.bin_width))
     raise ValueError(f"unknown DoA model kind {kind!r}; expected one of {MODEL_KINDS}")
 
 
@@ -206,9 +204,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> to
     """The model stored in checkpoint ``path``, in eval mode with gradients off."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"DoA checkpoint {path} does not exist; train one with scripts/pretrain_doa.py"
-        )
+        raise FileNotFoundError(f"DoA checkpoint {path} does not exist; train one with scripts/pretrain_doa.py")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # noqa: BLE001 - unpickling a corrupt or foreign file can raise nearly anything
@@ -308,7 +304,11 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         augment=cfg.augment,
     )
     val_sampler = DoaExampleSampler(
-        bank, rir_pool(cfg, "val", cfg.val_poses, 2000), "val", cfg.clip_seconds, categories=categories,
+        bank,
+        rir_pool(cfg, "val", cfg.val_poses, 2000),
+        "val",
+        cfg.clip_seconds,
+        categories=categories,
         distractor_window=cfg.distractor_window,
     )
     val_batch = val_sampler.sample(cfg.val_examples, 0.0, np.random.default_rng(7))
@@ -333,9 +333,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         len(sampler.targets),
     )
     start = time.monotonic()
-    bar = tqdm(
-        total=cfg.max_steps, initial=step, desc=f"train {cfg.model} DoA", disable=not progress, mininterval=5
-    )
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.model} DoA", disable=not progress, mininterval=5)
     model.train()
     with stop_between_updates():  # a SIGTERM / Ctrl-C (with the handlers installed) ends the step first
         while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60 and not stop_requested():

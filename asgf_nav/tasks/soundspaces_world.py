@@ -1,0 +1,127 @@
+"""SoundSpaces 1.0 data as the task's world: the split's downloaded scenes as ``TaskScene``s.
+
+The readers of the SoundSpaces layout live in :mod:`asgf_nav.scenes.soundspaces`; this module only
+assembles what they read into the :class:`~asgf_nav.tasks.world.TaskWorld` that
+:func:`asgf_nav.tasks.world.load_world` returns when the config resolves to SoundSpaces data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.scenes.soundspaces import (
+    SoundSpacesDataError,
+    SoundSpacesPaths,
+    SoundSpacesRirs,
+    SoundSpacesSounds,
+    check_downloaded,
+    dataset_spec,
+    import_scene,
+    scene_source,
+    soundspaces_root,
+)
+from asgf_nav.tasks.episodes import episode_dataset_path, load_episodes
+from asgf_nav.tasks.world import TaskScene, TaskWorld
+
+logger = logging.getLogger(__name__)
+
+
+def split_scene_names(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
+    """Downloaded scenes of a split; the split's scenes are those of its SoundSpaces episode dataset."""
+    path = episode_dataset_path(paths.root, paths.dataset, split, sound_split)
+    content = path.parent / "content"
+    if content.is_dir() and any(content.glob("*.json.gz")):
+        names = sorted(f.name[: -len(".json.gz")] for f in content.glob("*.json.gz"))
+    elif path.exists():
+        names = sorted({e.scene_name for e in load_episodes(path)})
+    else:
+        raise SoundSpacesDataError(
+            f"SoundSpaces episode dataset {path} does not exist; the {split} scenes are the scenes of its "
+            f"content/ folder (download datasets/audionav/{paths.dataset}, see docs/data.md)"
+        )
+    available = set(paths.available_scenes())
+    chosen = [n for n in names if n in available]
+    if not chosen:
+        raise SoundSpacesDataError(f"none of the {split} scenes {names} of {path} is downloaded under {paths.root}")
+    if len(chosen) < len(names):
+        logger.info(
+            "SoundSpaces %s/%s: using the %d downloaded scenes of %d (%s missing)",
+            paths.dataset,
+            split,
+            len(chosen),
+            len(names),
+            sorted(set(names) - available),
+        )
+    return chosen
+
+
+def open_task_scene(
+    paths: SoundSpacesPaths,
+    data_root: str | Path,
+    scene: str,
+    need_vision: bool = False,
+    rir_cache_bytes: int = 64 * 2**20,
+    on_missing: str = "error",
+):
+    """One SoundSpaces scene as a ``TaskScene``: imported graph/views, RIRs read lazily from the wav files."""
+    store_scene = Scene(import_scene(paths, data_root, scene))
+    if need_vision and not store_scene.has_vision:
+        raise SoundSpacesDataError(
+            f"scene {paths.dataset}/{scene} has no rendered views: {paths.observations_file(scene)} "
+            "does not exist. "
+            "Render them with SoundSpaces' scripts/cache_observations.py, or run audio-only by removing "
+            "rgb and "
+            "depth from task.sensors"
+        )
+    node_ids = np.array(store_scene.store.array("soundspaces_node_ids"))
+    sources = np.array(store_scene.store.array("source_nodes"))
+    rirs = SoundSpacesRirs(paths, scene, node_ids, sources, cache_bytes=rir_cache_bytes, on_missing=on_missing)
+    return TaskScene(
+        name=scene,
+        dataset=paths.dataset,
+        grid_size=store_scene.grid_size,
+        positions=np.asarray(store_scene.positions, dtype=np.float64),  # float64: SoundSpaces' position keys
+        neighbors=np.asarray(store_scene.neighbors),
+        geodesic_hops=store_scene.geodesic_hops,
+        source_nodes=sources,
+        sample_rate=rirs.sample_rate,
+        rir=rirs.rir,
+        rgb=store_scene.rgb if store_scene.has_vision else None,
+        depth=store_scene.depth if store_scene.has_vision else None,
+    )
+
+
+def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = None):
+    """The split's ``TaskWorld`` from SoundSpaces data, or None when ``cfg`` resolves to embedded scenes."""
+    if scene_source(cfg) != "soundspaces":
+        return None
+    paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
+    if scenes is not None:
+        names = list(scenes)
+        check_downloaded(paths, names, paths.available_scenes())
+    else:
+        names = split_scene_names(paths, split, cfg.task.sound_split)
+    need_vision = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
+    cache_bytes = max(8 * 2**20, int(cfg.scenes.rir_cache_mb * 2**20) // len(names))
+    on_missing = cfg.scenes.rir_on_missing
+    task_scenes = {
+        name: open_task_scene(paths, cfg.scenes.data_root, name, need_vision, cache_bytes, on_missing)
+        for name in tqdm(names, desc=f"soundspaces {paths.dataset}/{split}", disable=len(names) < 4)
+    }
+    rate = dataset_spec(paths.dataset).sample_rate
+    logger.info(
+        "scenes: SoundSpaces %s data from %s (%d %s scenes, RIRs read on demand at %d Hz)",
+        paths.dataset,
+        paths.root,
+        len(names),
+        split,
+        rate,
+    )
+    return TaskWorld(paths.dataset, rate, task_scenes, SoundSpacesSounds(paths.sounds_dir(), rate))
