@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
-from asgf_nav.scenes.export import ExportStats, export_episodes, export_scene, export_sounds  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
 from asgf_nav.scenes.soundspaces import DATASETS  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
+from asgf_nav.tasks.soundspaces_export import ExportStats, export_episodes, export_scene, export_sounds  # noqa: E402
 
 logger = logging.getLogger("export_soundspaces")
 

@@ -18,11 +18,11 @@ import torch
 from scipy.io import wavfile
 
 from asgf_nav.scenes import soundspaces as ss
-from asgf_nav.scenes.export import ExportError, export_world
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import episode_dataset_path, generate_scene_episodes, load_episodes
 from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, oracle_plan
+from asgf_nav.tasks.soundspaces_export import ExportError, export_world
 from asgf_nav.tasks.soundspaces_world import load_soundspaces_world
 from asgf_nav.tasks.spectrogram import spectrogram_np
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world

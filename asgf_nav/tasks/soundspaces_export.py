@@ -14,7 +14,7 @@ import io
 import logging
 import pickle
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import networkx as nx
@@ -30,6 +30,7 @@ from asgf_nav.scenes.soundspaces import (
     dataset_spec,
     habitat_to_mesh,
 )
+from asgf_nav.tasks.episodes import episode_dataset_path, save_episodes, scene_id_for
 
 logger = logging.getLogger(__name__)
 PICKLE_PROTOCOL = 4  # readable by every Python SoundSpaces runs on (>= 3.6)
@@ -160,10 +161,6 @@ def export_episodes(
     stats: ExportStats | None = None,
 ) -> Path:
     """Episodes of one split in SoundSpaces' json.gz layout, scene ids rewritten for ``dataset``."""
-    from dataclasses import replace
-
-    from asgf_nav.tasks.episodes import episode_dataset_path, save_episodes, scene_id_for
-
     rewritten = [replace(e, scene_id=scene_id_for(dataset, e.scene_name)) for e in episodes]
     path = save_episodes(episode_dataset_path(root, dataset, split, sound_split), rewritten)
     if stats is not None:
