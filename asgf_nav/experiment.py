@@ -47,7 +47,7 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
 
 def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any | None:
     """Say which data the run uses; for embedded scenes bake the first one and start the rest in background."""
-    from asgf_nav.scenes.soundspaces import scene_source, soundspaces_root
+    from asgf_nav.scenes.soundspaces_import import scene_source, soundspaces_root
 
     if scene_source(cfg) == "soundspaces":
         logger.info("dataset: SoundSpaces %s data under %s", cfg.scenes.dataset, soundspaces_root(cfg))

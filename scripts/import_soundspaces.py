@@ -23,8 +23,8 @@ from asgf_nav.scenes.soundspaces import (  # noqa: E402
     SoundSpacesDataError,
     SoundSpacesPaths,
     SoundSpacesRirs,
-    import_dataset,
 )
+from asgf_nav.scenes.soundspaces_import import import_dataset  # noqa: E402
 
 logger = logging.getLogger("import_soundspaces")
 

@@ -18,6 +18,7 @@ import torch
 from scipy.io import wavfile
 
 from asgf_nav.scenes import soundspaces as ss
+from asgf_nav.scenes import soundspaces_import as ssi
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import episode_dataset_path, generate_scene_episodes, load_episodes
@@ -169,7 +170,7 @@ def test_points_conversion_is_soundspaces():
 
 def test_import_handwritten_dataset(tmp_path: Path, ss_dataset: Path):
     cfg = make_cfg(tmp_path, ss_dataset)
-    assert ss.scene_source(cfg) == "soundspaces"
+    assert ssi.scene_source(cfg) == "soundspaces"
     world = load_soundspaces_world(cfg, "train")
     scene = world.scene("office_9")
     assert world.sample_rate == 44100 and scene.grid_size == 0.5 and scene.num_nodes == 8
@@ -257,11 +258,11 @@ def test_corrupt_metadata_views_and_sounds_raise_naming_the_file(tmp_path: Path,
     graph_bytes = (meta / "graph.pkl").read_bytes()
     (meta / "graph.pkl").write_bytes(graph_bytes[:20])
     with pytest.raises(ss.SoundSpacesDataError, match=r"graph\.pkl is unreadable"):
-        ss.import_scene(paths, tmp_path / "data", "office_9")
+        ssi.import_scene(paths, tmp_path / "data", "office_9")
     (meta / "graph.pkl").write_bytes(graph_bytes)
     (meta / "points.txt").write_text("0\tone\ttwo\n")
     with pytest.raises(ss.SoundSpacesDataError, match=r"points\.txt"):
-        ss.import_scene(paths, tmp_path / "data", "office_9")
+        ssi.import_scene(paths, tmp_path / "data", "office_9")
     obs = ss_dataset / "scene_observations" / "replica" / "office_9.pkl"
     frames = pickle.loads(obs.read_bytes())
     del frames[(8, 180)]
@@ -278,24 +279,24 @@ def test_corrupt_metadata_views_and_sounds_raise_naming_the_file(tmp_path: Path,
 
 def test_reimport_follows_source_changes(tmp_path: Path, ss_dataset: Path):
     paths = ss.SoundSpacesPaths(ss_dataset, "replica")
-    directory = ss.import_scene(paths, tmp_path / "data", "office_9")
+    directory = ssi.import_scene(paths, tmp_path / "data", "office_9")
     stamp = (directory / "positions.npy").stat().st_mtime_ns
-    ss.import_scene(paths, tmp_path / "data", "office_9")
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
     assert (directory / "positions.npy").stat().st_mtime_ns == stamp  # up to date: untouched
     graph = pickle.loads((paths.graph_file("office_9")).read_bytes())
     graph.remove_node(8)
     paths.graph_file("office_9").write_bytes(pickle.dumps(graph))
-    ss.import_scene(paths, tmp_path / "data", "office_9")
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
     assert len(np.load(directory / "positions.npy")) == 7
 
 
 def test_auto_source_prefers_soundspaces_only_when_present(tmp_path: Path, ss_dataset: Path):
-    assert ss.scene_source(make_cfg(tmp_path, ss_dataset, source="auto")) == "soundspaces"
-    assert ss.scene_source(make_cfg(tmp_path, ss_dataset, source="embedded")) == "embedded"
-    assert ss.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="auto")) == "embedded"
+    assert ssi.scene_source(make_cfg(tmp_path, ss_dataset, source="auto")) == "soundspaces"
+    assert ssi.scene_source(make_cfg(tmp_path, ss_dataset, source="embedded")) == "embedded"
+    assert ssi.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="auto")) == "embedded"
     assert load_soundspaces_world(make_cfg(tmp_path, tmp_path / "empty", source="auto"), "train") is None
     with pytest.raises(ss.SoundSpacesDataError, match="no replica scene"):
-        ss.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="soundspaces"))
+        ssi.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="soundspaces"))
 
 
 # ------------------------------------------------------------------------------------------------------------

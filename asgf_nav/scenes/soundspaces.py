@@ -1,4 +1,4 @@
-"""SoundSpaces 1.0 data (Replica / Matterport3D) as project scenes: layout import, lazy RIRs, sounds.
+"""SoundSpaces 1.0 data (Replica / Matterport3D): the file layout, its readers, lazy RIRs and sounds.
 
 The SoundSpaces layout under a root (see docs/data.md)::
 
@@ -9,9 +9,10 @@ The SoundSpaces layout under a root (see docs/data.md)::
     sounds/1s_all/{sound}.wav
 
 Graph and views are small and are converted once into the scene store (``{data_root}/scenes/
-soundspaces_{dataset}/{scene}``, re-imported when their source files change). The binaural RIRs
-(81 GB for Replica, 682 GB for Matterport3D) are never converted: :class:`SoundSpacesRirs` reads each
-wav file on demand through a bounded LRU cache. Unlike SoundSpaces, a missing, empty or unreadable RIR
+soundspaces_{dataset}/{scene}``, re-imported when their source files change) by
+:mod:`asgf_nav.scenes.soundspaces_import`. The binaural RIRs (81 GB for Replica, 682 GB for
+Matterport3D) are never converted: :class:`SoundSpacesRirs` reads each wav file on demand through a
+bounded LRU cache. Unlike SoundSpaces, a missing, empty or unreadable RIR
 is an error naming the file; ``on_missing="silence"`` substitutes one second of silence instead, with a
 warning, and the substitutions are counted and summarised at exit (:func:`silence_fallback_summary`).
 """
@@ -22,26 +23,20 @@ import atexit
 import logging
 import pickle
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import networkx as nx
 import numpy as np
 from scipy.io import wavfile
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
-from tqdm import tqdm
-
-from asgf_nav.scenes.store import SceneStore, SceneStoreError, remove_stage, scene_dir, write_stage
 
 logger = logging.getLogger(__name__)
 
 SOURCE_NODES_FILE = "source_nodes.txt"  # optional, written by the exporter; SoundSpaces ignores it
 SOUNDS_SUBDIR = Path("sounds") / "1s_all"
 YAW_DEGREES: tuple[int, ...] = (0, 90, 180, 270)  # yaw index k <-> yaw 90*k degrees
-IMPORT_VERSION = 1
 
 
 class SoundSpacesDataError(RuntimeError):
@@ -423,154 +418,3 @@ class SoundSpacesSounds:
 
     def __call__(self, name: str) -> np.ndarray:
         return self.waveform(name)
-
-
-# ------------------------------------------------------------------------------------------ import
-def imported_scene_dir(data_root: str | Path, dataset: str, scene: str) -> Path:
-    """Store directory of an imported SoundSpaces scene (kept apart from the embedded scene of that name)."""
-    return scene_dir(data_root, f"soundspaces_{dataset}", scene)
-
-
-def _fingerprint(files: Sequence[Path]) -> dict[str, list[int]]:
-    """Size and modification time of each existing file: a changed source triggers a re-import."""
-    out = {}
-    for path in files:
-        if path.exists():
-            st = path.stat()
-            out[path.name] = [int(st.st_size), int(st.st_mtime_ns)]
-    return out
-
-
-def _stage_matches(directory: Path, stage: str, fingerprint: dict[str, list[int]]) -> bool:
-    try:
-        store = SceneStore(directory)
-    except SceneStoreError:
-        return False
-    if not store.has_stage(stage):
-        return False
-    meta = store.meta(stage)
-    return meta.get("import_version") == IMPORT_VERSION and meta.get("fingerprint") == fingerprint
-
-
-def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, force: bool = False) -> Path:
-    """Convert one scene's graph (and views, when rendered) into the scene store; skip what is up to date."""
-    spec = dataset_spec(paths.dataset)
-    directory = imported_scene_dir(data_root, paths.dataset, scene)
-    layout_fp = _fingerprint([paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)])
-    if force or not _stage_matches(directory, "layout", layout_fp):
-        points = read_points(paths.points_file(scene), paths.dataset)
-        graph_path = paths.graph_file(scene)
-        layout = graph_layout(read_graph(graph_path), points, graph_path)
-        sources = read_source_nodes(paths.source_nodes_file(scene), layout.node_ids)
-        meta = {
-            "dataset": paths.dataset,
-            "grid_size": spec.grid_size,
-            "sample_rate": spec.sample_rate,
-            "num_nodes": int(len(layout.node_ids)),
-            "source": "soundspaces",
-            "soundspaces_root": str(paths.root),
-            "fingerprint": layout_fp,
-            "import_version": IMPORT_VERSION,
-        }
-        arrays = {
-            "positions": layout.positions,
-            "neighbors": layout.neighbors,
-            "geodesic_hops": layout.geodesic_hops,
-            "soundspaces_node_ids": layout.node_ids,
-            "source_nodes": sources,
-        }
-        if (directory / "manifest.json").exists():
-            remove_stage(directory, "vision")  # views are indexed by the old node list
-        write_stage(directory, "layout", arrays, meta=meta)
-        logger.info(
-            "imported SoundSpaces %s/%s: %d nodes, %d sources",
-            paths.dataset,
-            scene,
-            len(layout.node_ids),
-            len(sources),
-        )
-    obs_path = paths.observations_file(scene)
-    if obs_path.exists():
-        vision_fp = _fingerprint([obs_path])
-        if force or not _stage_matches(directory, "vision", vision_fp):
-            node_ids = np.array(SceneStore(directory).array("soundspaces_node_ids"))
-            rgb, depth = read_observations(obs_path, node_ids)
-            meta = {
-                "image_size": int(rgb.shape[2]),
-                "fingerprint": vision_fp,
-                "import_version": IMPORT_VERSION,
-            }
-            write_stage(directory, "vision", {"rgb": rgb, "depth": depth}, meta=meta)
-            logger.info("imported SoundSpaces views of %s/%s: %s", paths.dataset, scene, rgb.shape)
-    elif SceneStore(directory).has_stage("vision"):
-        remove_stage(directory, "vision")
-    return directory
-
-
-def import_dataset(
-    paths: SoundSpacesPaths, data_root: str | Path, scenes: Sequence[str] | None = None, force: bool = False
-) -> list[Path]:
-    """Import ``scenes`` (default: every downloaded scene) with a progress bar; returns their directories."""
-    available = paths.available_scenes()
-    names = list(scenes) if scenes is not None else available
-    if not names:
-        raise SoundSpacesDataError(
-            f"no SoundSpaces {paths.dataset} scene found: need "
-            f"{paths.root / 'metadata' / paths.dataset}/<scene>/"
-            f"{{points.txt,graph.pkl}} and {paths.root / 'binaural_rirs' / paths.dataset}/<scene>/"
-        )
-    check_downloaded(paths, names, available)
-    dirs = []
-    for name in tqdm(names, desc=f"import soundspaces/{paths.dataset}", unit="scene"):
-        dirs.append(import_scene(paths, data_root, name, force=force))
-        if not paths.observations_file(name).exists():
-            logger.warning(
-                "%s/%s has no rendered views (%s is missing): it can run with sensors that exclude rgb and depth only",
-                paths.dataset,
-                name,
-                paths.observations_file(name),
-            )
-    return dirs
-
-
-def check_downloaded(paths: SoundSpacesPaths, names: Sequence[str], available: Sequence[str]) -> None:
-    missing = [n for n in names if n not in set(available)]
-    if missing:
-        n = missing[0]
-        raise SoundSpacesDataError(
-            f"SoundSpaces {paths.dataset} scene(s) {missing} are not downloaded: "
-            f"need {paths.points_file(n)}, "
-            f"{paths.graph_file(n)} and the folder {paths.rir_dir(n)}; downloaded: {list(available)}"
-        )
-
-
-# ------------------------------------------------------------------------------------------ data source
-def soundspaces_root(cfg: Any) -> Path:
-    """``cfg.scenes.soundspaces_root``, or ``{data_root}/soundspaces`` when unset."""
-    root = cfg.scenes.soundspaces_root
-    return Path(root) if root else Path(cfg.scenes.data_root) / "soundspaces"
-
-
-def scene_source(cfg: Any) -> str:
-    """ "soundspaces" or "embedded" for ``cfg.scenes.source`` (auto: SoundSpaces when its data is there)."""
-    source = cfg.scenes.source
-    if source == "embedded":
-        return "embedded"
-    if cfg.scenes.dataset not in DATASETS:
-        if source == "soundspaces":
-            raise SoundSpacesDataError(
-                f"scenes.source=soundspaces needs dataset replica or mp3d, not {cfg.scenes.dataset!r}"
-            )
-        return "embedded"
-    paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
-    found = bool(paths.available_scenes())
-    if source == "soundspaces" and not found:
-        raise SoundSpacesDataError(
-            f"scenes.source=soundspaces but no {cfg.scenes.dataset} scene is under {paths.root} (need "
-            f"metadata/{cfg.scenes.dataset}/<scene>/graph.pkl + points.txt and "
-            f"binaural_rirs/{cfg.scenes.dataset}/"
-            "<scene>/; see docs/data.md)"
-        )
-    if source not in ("auto", "soundspaces"):
-        raise SoundSpacesDataError(f"scenes.source must be auto, embedded or soundspaces, got {source!r}")
-    return "soundspaces" if found else "embedded"

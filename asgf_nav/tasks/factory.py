@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def episodes_root(cfg: Any) -> Path:
     """Where episode datasets live: SoundSpaces' own root when its data is used, else {data_root}."""
-    from asgf_nav.scenes.soundspaces import scene_source, soundspaces_root
+    from asgf_nav.scenes.soundspaces_import import scene_source, soundspaces_root
 
     return soundspaces_root(cfg) if scene_source(cfg) == "soundspaces" else Path(cfg.scenes.data_root)
 
@@ -34,7 +34,7 @@ def spectrogram_store_root(cfg: Any) -> Path | None:
 def split_scene_count(cfg: Any, split: str) -> int | None:
     """Scenes a val/test episode total is spread over: the whole split, even while some still bake."""
     from asgf_nav.scenes.presets import PRESETS
-    from asgf_nav.scenes.soundspaces import scene_source
+    from asgf_nav.scenes.soundspaces_import import scene_source
 
     if scene_source(cfg) == "soundspaces" or cfg.scenes.dataset not in PRESETS:
         return None

@@ -21,12 +21,9 @@ from asgf_nav.scenes.soundspaces import (
     SoundSpacesPaths,
     SoundSpacesRirs,
     SoundSpacesSounds,
-    check_downloaded,
     dataset_spec,
-    import_scene,
-    scene_source,
-    soundspaces_root,
 )
+from asgf_nav.scenes.soundspaces_import import check_downloaded, import_scene, scene_source, soundspaces_root
 from asgf_nav.tasks.episodes import episode_dataset_path, load_episodes
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
