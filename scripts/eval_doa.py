@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         path, default = args[key], getattr(EvalConfig, key)
         if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():
             parser.error(f"--{key}: checkpoint {path} does not exist (use '--{key} none' to leave it out)")
+    if not 0 < args["clip_seconds"] <= 1.0:
+        parser.error(f"--clip-seconds: {args['clip_seconds']} s is outside (0, 1], the length of the bank's sounds")
     args["snrs"] = tuple(args["snrs"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     results = evaluate(EvalConfig(**args))

@@ -677,13 +677,13 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
                     DoaTrainConfig(rooms="shoebox_pair"), {})
     cfg = EvalConfig(selective=str(ckpt), crnn=str(tmp_path / "missing.pt"), pool_dir=str(tmp_path),
                      test_poses=3, examples=6, snrs=(0.0,), gmm_train_examples=40, train_poses=3,
-                     out=str(tmp_path / "eval.json"), threads=1, distractor_window="loudest")
+                     out=str(tmp_path / "eval.json"), threads=1, distractor_window="loudest", clip_seconds=0.25)
     with caplog.at_level(logging.WARNING):
         results = evaluate(cfg)
     assert "trained on rooms=shoebox_pair but is tested on rooms=shoebox" in caplog.text
     assert "CRNN (audio only) is left out" in caplog.text
     saved = json.loads((tmp_path / "eval.json").read_text())
-    assert saved["distractor_window"] == "loudest" and saved["rooms"] == "shoebox"
+    assert saved["distractor_window"] == "loudest" and saved["rooms"] == "shoebox" and saved["clip_seconds"] == 0.25
     assert saved["test_rooms_drr_db"]["q10"] <= saved["test_rooms_drr_db"]["median"]
     assert saved["direct_sound_reference"]["responses"] == 3 * 6  # every shoebox source is in sight
     methods = results["methods"]
@@ -723,6 +723,7 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
     cases = [
         (eval_doa.main, ["--selective", str(tmp_path / "nope.pt")], f"--selective: checkpoint {tmp_path / 'nope.pt'}"),
         (eval_doa.main, ["--rooms", "kitchen"], "invalid choice: 'kitchen'"),
+        (eval_doa.main, ["--clip-seconds", "2"], "--clip-seconds: 2.0 s is outside (0, 1]"),
         (pretrain_doa.main, ["--model", "transformer"], "invalid choice: 'transformer'"),
         (pretrain_doa.main, ["--targets", "visible"], "invalid choice: 'visible'"),
     ]

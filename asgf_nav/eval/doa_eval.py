@@ -65,6 +65,7 @@ class EvalConfig:
     gmm_train_examples: int = 3000
     train_poses: int = 600  # the training pool the GMM regression is fitted on (as in pretrain_doa.py)
     distractor_window: str = "drawn"  # drawn (the benchmark's clips) | loudest (no steadiness cue)
+    clip_seconds: float = 0.5  # at most 1 s (the bank's sounds); the heads were trained on 0.5 s clips
     out: str = "data/doa/eval.json"
     threads: int = 2
 
@@ -92,6 +93,8 @@ def test_sets(
 ) -> tuple[dict[tuple[str, float], DoaBatch], int]:
     """The fixed evaluation clips (unheard test sounds at every SNR, heard training sounds at 0 dB) and
     their sample rate; ``pool`` is the test pool when the caller already has it."""
+    if not 0 < cfg.clip_seconds <= 1.0:  # SoundBank.waveform gives one second of every sound
+        raise ValueError(f"clip_seconds={cfg.clip_seconds}: must be in (0, 1], the length of the bank's sounds")
     pool = pool if pool is not None else test_pool(cfg)
     categories = bank.categories()
     sets: dict[tuple[str, float], DoaBatch] = {}
@@ -101,6 +104,7 @@ def test_sets(
             bank,
             pool,
             "test" if split == "unheard" else "train",
+            clip_seconds=cfg.clip_seconds,
             categories=categories,
             distractor_window=cfg.distractor_window,
         )
@@ -201,6 +205,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "examples": cfg.examples,
         "rooms": cfg.rooms,
         "distractor_window": cfg.distractor_window,
+        "clip_seconds": cfg.clip_seconds,
         "test_rooms_drr_db": {
             "median": float(np.median(drr)),
             "q10": float(np.percentile(drr, 10)),
