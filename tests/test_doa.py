@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from asgf_nav.acoustics.binaural import EarlyPaths
-from asgf_nav.models.doa.classical import ArrayDoa, HrtfTemplateDoa, gcc_phat, lateral_fold, spectral_shape
+from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.models.doa.classical import (
+    ArrayDoa,
+    HrirWaveformMatch,
+    HrtfTemplateDoa,
+    gcc_phat,
+    lateral_fold,
+    spectral_shape,
+)
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import (
     AzimuthGrid,
@@ -168,6 +176,7 @@ def test_direct_sound_windows_and_the_direct_sound_reference():
         assert 0 <= starts[0] + 16 - 2.5 / SPEED_OF_SOUND * SR < 20  # the travel time of 2.5 m plus the HRIR lead
     reference = direct_sound_reference(pool, HrtfTemplateDoa(SR))
     assert reference["responses"] == 6 and reference["acc5"] == 100.0  # the tail is cut off
+    assert reference["waveform"]["acc5"] == reference["waveform_2ms"]["acc5"] == 100.0
     # the same template matcher on the whole responses, tail included, does worse
     whole = [HrtfTemplateDoa(SR)(r.T.astype(np.float64)) for r in rirs.reshape(-1, 2000, 2)]
     assert circular_distance(np.array(whole), azimuths.ravel()).mean() > reference["mae"]
@@ -453,6 +462,25 @@ def test_hrtf_template_matching_localises_over_the_full_circle():
         assert circular_distance(template(audio), az) <= 5, az
 
 
+def test_hrir_waveform_match_reads_one_wavefront_and_is_fooled_by_a_close_second_one():
+    hrtf = load_hrtf(SR)
+    match = HrirWaveformMatch(SR)
+    taps = hrtf.num_taps
+
+    def wavefront(az: float) -> np.ndarray:
+        return hrtf.hrir[hrtf.nearest(np.array([az]), np.array([0.0]))[0]].astype(np.float64)
+
+    for az in (30.0, 150.0, 210.0, 330.0, 90.0, 275.0):  # front/back mirror pairs included
+        window = np.zeros((2, taps + 24))
+        window[:, 7 : 7 + taps] = 0.3 * wavefront(az)  # any delay and gain
+        assert match(window) == az
+    # a second, equally strong wavefront from 40 degrees away arriving 0.25 ms later pulls the reading off
+    window = np.zeros((2, taps + 24))
+    window[:, 7 : 7 + taps] += wavefront(30.0)
+    window[:, 11 : 11 + taps] += wavefront(70.0)
+    assert match(window) != 30.0
+
+
 def _band_noise(rng: np.random.Generator, low: float, high: float, n: int = SR // 2) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal(n))
     freqs = np.fft.rfftfreq(n, 1.0 / SR)
@@ -697,6 +725,7 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     assert all(0 <= v <= 100 for v in saved["prompt_choice_reference"].values())
     table = markdown_table(results)
     assert "[" in table and "HRTF templates on the direct sound alone (18 line-of-sight" in table
+    assert "Whole HRIR waveforms matched to their first 2 ms: " in table
     assert "Prompt's spectral shape closer to the separated target's" in table
 
 

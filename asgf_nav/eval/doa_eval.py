@@ -12,9 +12,9 @@ The same metrics are also given over the clips whose target is in line of sight 
 the embedded scenes a source behind a wall is heard through doorways, so its direct-path azimuth, the
 label, cannot be heard.
 
-Two references frame the table: ``direct_sound_reference`` (HRTF templates on the direct sound alone:
-localisation) and ``prompt_choice_reference`` (the prompt's spectral shape against the separated target
-and distractor: selection).
+Two references frame the table: ``direct_sound_reference`` (HRTF templates and whole HRIR waveforms
+matched to the direct sound alone: localisation) and ``prompt_choice_reference`` (the prompt's spectral
+shape against the separated target and distractor: selection).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from asgf_nav.io import atomic_write_text
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
     GmmRegression,
+    HrirWaveformMatch,
     HrtfTemplateDoa,
     gcc_phat,
     interaural_summary,
@@ -134,9 +135,13 @@ def direct_sound_reference(pool: RirPool, template: HrtfTemplateDoa) -> dict:
     """HRTF template matching on the direct-sound window of every line-of-sight response alone (no
     sound, no distractor, nothing later; :meth:`RirPool.direct_sound`): how well the direct sound,
     with whatever arrives within those milliseconds, tells the azimuth in these rooms. A reference
-    point, not a bound: a method may use later parts of a response or spectral cues the templates
-    ignore."""
+    point, not a bound: a method may use later parts of a response.
+
+    ``waveform`` and ``waveform_2ms`` match the whole binaural waveform instead (time and level
+    differences and spectral shape, :class:`HrirWaveformMatch`), on the same window and on the 2 ms from
+    1 ms before the onset to 1 ms after it."""
     los = pool.line_of_sight if pool.line_of_sight is not None else np.ones(pool.azimuth.shape, bool)
+    truth = pool.azimuth[los]
     windows = pool.direct_sound()[los]  # (N, W, 2)
     frame = np.zeros((2, template.nfft))
     offset = (template.nfft - windows.shape[1]) // 2  # centred in one analysis frame
@@ -144,8 +149,12 @@ def direct_sound_reference(pool: RirPool, template: HrtfTemplateDoa) -> dict:
     for w in windows:
         frame[:, offset : offset + w.shape[0]] = w.T
         pred.append(template(frame))
-    metrics = angular_metrics(np.array(pred), pool.azimuth[los])
+    metrics = angular_metrics(np.array(pred), truth)
     metrics["responses"] = int(los.sum())
+    match = HrirWaveformMatch(pool.sample_rate)
+    for key, direct_ms in (("waveform", 2.5), ("waveform_2ms", 1.0)):
+        short = pool.direct_sound(direct_ms=direct_ms)[los]
+        metrics[key] = angular_metrics(np.array([match(w.T) for w in short]), truth)
     return metrics
 
 
@@ -291,4 +300,10 @@ def markdown_table(results: dict) -> str:
             f"HRTF templates on the direct sound alone ({ref['responses']} line-of-sight test responses, "
             f"no sound, no distractor): {ref['mae']:.1f} / {ref['acc5']:.1f} / {ref['acc20']:.1f}",
         ]
+        for key, what in (("waveform", "the same windows"), ("waveform_2ms", "their first 2 ms")):
+            if key in ref:
+                m = ref[key]
+                lines.append(
+                    f"Whole HRIR waveforms matched to {what}: {m['mae']:.1f} / {m['acc5']:.1f} / {m['acc20']:.1f}"
+                )
     return "\n".join(lines)

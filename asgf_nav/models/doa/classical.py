@@ -10,6 +10,7 @@ solution. The regression learns from labelled examples and can use the level and
 head for front/back, but like the classical methods it has no way to tell the target from a distractor.
 Template matching knows the head exactly (the HRTF the embedded world renders with), so it answers over
 the full circle: it measures how far a model of the head, rather than learning, gets in these rooms.
+:class:`HrirWaveformMatch` reads a single wavefront (the direct-sound reference) against the whole HRIRs.
 """
 
 from __future__ import annotations
@@ -100,6 +101,32 @@ class HrtfTemplateDoa:
         weight = np.abs(cross) / np.sqrt(power[0] * power[1] + EPS) * self.band
         score = (weight * np.cos(np.angle(cross) - self.template_ipd)).sum(axis=-1)  # (E, A)
         return float(self.azimuths[np.unravel_index(np.argmax(score), score.shape)[1]])
+
+
+class HrirWaveformMatch:
+    """Whole-waveform matching of a short binaural window against every KEMAR HRIR pair within
+    ``max_elevation``: the cross-correlation summed over both ears at its best lag, normalised by both
+    energies. Time and level differences and the pinnae's spectral shape count together, so it is the
+    strongest head-model reading of one arriving wavefront; it does not apply to a clip with a sound
+    playing, whose spectrum is unknown. Used for the direct-sound reference of the benchmark."""
+
+    def __init__(self, sample_rate: int, max_elevation: float = 20.0) -> None:
+        hrtf = load_hrtf(sample_rate)
+        keep = np.abs(hrtf.elevation) <= max_elevation + 1e-6
+        if not keep.any():
+            raise ValueError(f"no HRIR within {max_elevation} degrees of elevation")
+        self.hrir = hrtf.hrir[keep].astype(np.float64)  # (D, 2, T)
+        self.azimuths = np.asarray(hrtf.azimuth[keep], dtype=np.float64)
+        self.norm = np.sqrt((self.hrir**2).sum(axis=(1, 2)))
+
+    def __call__(self, window: np.ndarray) -> float:
+        """Azimuth (deg, full circle) of the HRIR pair that best matches a (2, W) left/right window."""
+        window = np.asarray(window, dtype=np.float64)
+        nfft = 1 << int(np.ceil(np.log2(window.shape[-1] + self.hrir.shape[-1])))  # no circular wrap
+        spectra = np.fft.rfft(self.hrir, n=nfft, axis=-1)
+        cross = (np.fft.rfft(window, n=nfft, axis=-1)[None] * np.conj(spectra)).sum(axis=1)  # (D, F)
+        score = np.fft.irfft(cross, n=nfft, axis=-1).max(axis=1) / (self.norm * np.sqrt((window**2).sum()) + EPS)
+        return float(self.azimuths[np.argmax(score)])
 
 
 def spectral_shape(
