@@ -118,12 +118,15 @@ class HrirWaveformMatch:
         self.hrir = hrtf.hrir[keep].astype(np.float64)  # (D, 2, T)
         self.azimuths = np.asarray(hrtf.azimuth[keep], dtype=np.float64)
         self.norm = np.sqrt((self.hrir**2).sum(axis=(1, 2)))
+        self._spectra: dict[int, np.ndarray] = {}  # per FFT size: windows of one length share it
 
     def __call__(self, window: np.ndarray) -> float:
         """Azimuth (deg, full circle) of the HRIR pair that best matches a (2, W) left/right window."""
         window = np.asarray(window, dtype=np.float64)
         nfft = 1 << int(np.ceil(np.log2(window.shape[-1] + self.hrir.shape[-1])))  # no circular wrap
-        spectra = np.fft.rfft(self.hrir, n=nfft, axis=-1)
+        if nfft not in self._spectra:
+            self._spectra[nfft] = np.fft.rfft(self.hrir, n=nfft, axis=-1)
+        spectra = self._spectra[nfft]
         cross = (np.fft.rfft(window, n=nfft, axis=-1)[None] * np.conj(spectra)).sum(axis=1)  # (D, F)
         score = np.fft.irfft(cross, n=nfft, axis=-1).max(axis=1) / (self.norm * np.sqrt((window**2).sum()) + EPS)
         return float(self.azimuths[np.argmax(score)])
