@@ -1,6 +1,7 @@
 """Benchmark DoA methods on the same clips: the selective head, the audio-only CRNN, GCC-PHAT, SRP-PHAT,
-MUSIC, binaural HRTF template matching (not for --rooms shoebox_pair, which has no head) and a GMM
-regression on ILD/IPD; unseen rooms, unheard test sounds at 0 / -5 / -10 dB and heard sounds at 0 dB.
+MUSIC, binaural HRTF template matching, time-averaged and onset-weighted (not for --rooms shoebox_pair,
+which has no head) and a GMM regression on ILD/IPD; unseen rooms, unheard test sounds at 0 / -5 / -10 dB
+and heard sounds at 0 dB.
 Writes a JSON of all metrics and prints one markdown table. For head receivers the JSON also holds
 ``direct_sound_reference``: HRTF template matching on the direct-sound window of each line-of-sight test
 response alone, how well the direct sound tells the azimuth in the test rooms. For every kind of room it

@@ -462,6 +462,30 @@ def test_hrtf_template_matching_localises_over_the_full_circle():
         assert circular_distance(template(audio), az) <= 5, az
 
 
+def test_onset_weighted_templates_follow_the_first_arrival_not_a_louder_reflection():
+    hrtf = load_hrtf(SR)
+
+    def hrir(az: float) -> np.ndarray:
+        return hrtf.hrir[hrtf.nearest(np.array([az]), np.array([0.0]))[0]].astype(np.float64)
+
+    rng = np.random.default_rng(0)
+    n = SR // 2
+    source = np.zeros(n)
+    for start in range(400, n - 2000, 1600):  # 40 ms noise bursts every 100 ms: one onset each
+        source[start : start + 640] = rng.standard_normal(640)
+    time_averaged, precedence = HrtfTemplateDoa(SR), HrtfTemplateDoa.precedence(SR)
+    for direct, reflected in [(30.0, 100.0), (200.0, 300.0), (120.0, 20.0), (330.0, 250.0)]:
+        ears = np.zeros((2, 2 * n))
+        for c in range(2):  # the direct sound, then 4 ms later a reflection 6 dB louder from elsewhere
+            ears[c, : n + hrtf.num_taps - 1] += np.convolve(source, hrir(direct)[c])
+            ears[c, 64 : 64 + n + hrtf.num_taps - 1] += 2.0 * np.convolve(source, hrir(reflected)[c])
+        ears = ears[:, :n]
+        assert circular_distance(precedence(ears), direct) <= 5
+        assert circular_distance(time_averaged(ears), reflected) <= 5  # the average follows the energy
+    with pytest.raises(ValueError, match="onset_power"):
+        HrtfTemplateDoa(SR, onset_power=-1.0)
+
+
 def test_hrir_waveform_match_reads_one_wavefront_and_is_fooled_by_a_close_second_one():
     hrtf = load_hrtf(SR)
     match = HrirWaveformMatch(SR)
@@ -716,6 +740,7 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     assert saved["direct_sound_reference"]["responses"] == 3 * 6  # every shoebox source is in sight
     methods = results["methods"]
     assert "HRTF template matching (KEMAR)" in methods and "selective (audio prompt)" in methods
+    assert "HRTF templates, onset-weighted (precedence)" in methods
     for per_condition in methods.values():
         assert set(per_condition) == {"unheard +0 dB", "heard +0 dB"}
         for m in per_condition.values():

@@ -204,8 +204,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     methods["MUSIC (pyroomacoustics)"] = lambda b: _per_clip(music, b, "MUSIC")
     template = None
     if cfg.rooms != "shoebox_pair":  # the microphone pair has no head to match templates of
-        template = HrtfTemplateDoa(sr)
+        template, precedence = HrtfTemplateDoa(sr), HrtfTemplateDoa.precedence(sr)
         methods["HRTF template matching (KEMAR)"] = lambda b: _per_clip(template, b, "HRTF templates")
+        methods["HRTF templates, onset-weighted (precedence)"] = lambda b: _per_clip(
+            precedence, b, "onset-weighted templates"
+        )
     gmm = fit_gmm(bank, cfg)
     methods["GMM regression (ILD/IPD)"] = lambda b: gmm.predict(_summaries(b))
     drr = pool.direct_to_reverberant_db()[pool.line_of_sight]

@@ -9,7 +9,8 @@ back: their estimates mirror about the interaural axis, and this module returns 
 solution. The regression learns from labelled examples and can use the level and spectral cues of the
 head for front/back, but like the classical methods it has no way to tell the target from a distractor.
 Template matching knows the head exactly (the HRTF the embedded world renders with), so it answers over
-the full circle: it measures how far a model of the head, rather than learning, gets in these rooms.
+the full circle: it measures how far a model of the head, rather than learning, gets in these rooms; its
+onset-weighted variant listens, like the precedence effect, to where each new sound event first arrives.
 :class:`HrirWaveformMatch` reads a single wavefront (the direct-sound reference) against the whole HRIRs.
 """
 
@@ -72,6 +73,12 @@ class HrtfTemplateDoa:
     Score per direction: the sum over bins of ``coherence * cos(IPD - IPD_hrtf)``; the interaural
     coherence weights bins the direct sound dominates. Only phase is matched: time-averaged level
     differences in reverberant rooms lowered accuracy in every weighting tried.
+
+    ``onset_power > 0`` models the precedence effect: instead of averaging the cross-spectrum over the
+    clip, each time-frequency bin's unit interaural phase counts with the rise of its level over the
+    previous frame (``max(0, d log power) ** onset_power``), so the first arrival of each new sound event
+    outweighs the reflections that follow it. The defaults for that variant (256-point frames every 64
+    samples, power 1) were chosen on the validation scenes and sounds.
     """
 
     def __init__(
@@ -81,11 +88,17 @@ class HrtfTemplateDoa:
         elevations=(-20.0, -10.0, 0.0, 10.0, 20.0),
         freq_range=(100.0, 7500.0),
         azimuth_step: float = 5.0,
+        hop: int | None = None,
+        onset_power: float = 0.0,
     ) -> None:
         hrtf = load_hrtf(sample_rate)
         if hrtf.num_taps > nfft:
             raise ValueError(f"nfft {nfft} is shorter than the HRIRs ({hrtf.num_taps} taps)")
+        if onset_power < 0:
+            raise ValueError(f"onset_power must be >= 0 (0 = time-averaged), got {onset_power}")
         self.nfft = nfft
+        self.hop = hop or nfft // 2
+        self.onset_power = onset_power
         self.azimuths = np.arange(0.0, 360.0, azimuth_step)
         idx = np.stack([hrtf.nearest(self.azimuths, np.full_like(self.azimuths, e)) for e in elevations])
         spectra = np.fft.rfft(hrtf.hrir[idx], n=nfft, axis=-1)  # (E, A, 2, F)
@@ -93,12 +106,24 @@ class HrtfTemplateDoa:
         freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
         self.band = (freqs >= freq_range[0]) & (freqs <= freq_range[1])
 
+    @classmethod
+    def precedence(cls, sample_rate: int) -> HrtfTemplateDoa:
+        """The onset-weighted variant with the settings chosen on the validation scenes."""
+        return cls(sample_rate, nfft=256, hop=64, onset_power=1.0)
+
     def __call__(self, audio: np.ndarray) -> float:
         """Azimuth (deg, full circle) of a (2, N) left/right signal."""
-        spec = _stft(audio, self.nfft, self.nfft // 2)  # (2, F, T)
-        cross = (spec[0] * np.conj(spec[1])).sum(axis=1)
-        power = (np.abs(spec) ** 2).sum(axis=2)
-        weight = np.abs(cross) / np.sqrt(power[0] * power[1] + EPS) * self.band
+        spec = _stft(audio, self.nfft, self.hop)  # (2, F, T)
+        if self.onset_power > 0:
+            per_bin = spec[0] * np.conj(spec[1])
+            level = np.log((np.abs(spec) ** 2).sum(axis=0) + EPS)  # (F, T)
+            onset = np.maximum(0.0, np.diff(level, axis=1, prepend=level[:, :1])) ** self.onset_power
+            cross = (onset * per_bin / (np.abs(per_bin) + EPS)).sum(axis=1)
+            weight = np.abs(cross) * self.band
+        else:
+            cross = (spec[0] * np.conj(spec[1])).sum(axis=1)
+            power = (np.abs(spec) ** 2).sum(axis=2)
+            weight = np.abs(cross) / np.sqrt(power[0] * power[1] + EPS) * self.band
         score = (weight * np.cos(np.angle(cross) - self.template_ipd)).sum(axis=-1)  # (E, A)
         return float(self.azimuths[np.unravel_index(np.argmax(score), score.shape)[1]])
 
