@@ -28,7 +28,7 @@ from asgf_nav.models.doa.rooms import PAIR_SPACING, SPEED_OF_SOUND
 EAR_SPACING = PAIR_SPACING  # metres: the ears as the free-field pair of the ``shoebox_pair`` rooms
 
 
-def _stft(audio: np.ndarray, nfft: int, hop: int) -> np.ndarray:
+def hann_stft(audio: np.ndarray, nfft: int, hop: int) -> np.ndarray:
     """(2, N) -> (2, nfft // 2 + 1, frames) Hann STFT."""
     frames = 1 + max(0, audio.shape[1] - nfft) // hop
     idx = np.arange(nfft)[None, :] + hop * np.arange(frames)[:, None]
@@ -62,7 +62,7 @@ class ArrayDoa:
 
     def __call__(self, audio: np.ndarray) -> float:
         """Azimuth (deg) of the strongest source in a (2, N) left/right signal (front/back ambiguous)."""
-        self.algo.locate_sources(_stft(audio, self.nfft, self.nfft // 2), freq_range=self.freq_range)
+        self.algo.locate_sources(hann_stft(audio, self.nfft, self.nfft // 2), freq_range=self.freq_range)
         return float(lateral_fold(np.rad2deg(self.algo.azimuth_recon[0])))
 
 
@@ -113,7 +113,7 @@ class HrtfTemplateDoa:
 
     def __call__(self, audio: np.ndarray) -> float:
         """Azimuth (deg, full circle) of a (2, N) left/right signal."""
-        spec = _stft(audio, self.nfft, self.hop)  # (2, F, T)
+        spec = hann_stft(audio, self.nfft, self.hop)  # (2, F, T)
         if self.onset_power > 0:
             per_bin = spec[0] * np.conj(spec[1])
             level = np.log((np.abs(spec) ** 2).sum(axis=0) + EPS)  # (F, T)
@@ -168,7 +168,7 @@ def spectral_shape(
     target rather than at the distractor (``eval.doa_eval.prompt_choice_reference``).
     """
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float64))
-    power = (np.abs(_stft(audio, nfft, nfft // 2)) ** 2).sum(axis=0)  # (F, T)
+    power = (np.abs(hann_stft(audio, nfft, nfft // 2)) ** 2).sum(axis=0)  # (F, T)
     power /= power.mean() + 1e-30  # a floor relative to the level keeps the descriptor gain-invariant
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
     edges = np.geomspace(freq_range[0], min(freq_range[1], sample_rate / 2), bands + 1)
@@ -182,7 +182,7 @@ def spectral_shape(
 # --------------------------------------------------------------------------------------------- GMM
 def interaural_summary(audio: np.ndarray, nfft: int = 512, bands: int = 32) -> np.ndarray:
     """(2, N) -> energy-weighted time average of cos/sin IPD and ILD in ``bands`` bands: (3 * bands,)."""
-    spec = _stft(audio, nfft, nfft // 2)[:, 1 : 1 + (nfft // 2 // bands) * bands]
+    spec = hann_stft(audio, nfft, nfft // 2)[:, 1 : 1 + (nfft // 2 // bands) * bands]
     cross = spec[0] * np.conj(spec[1])
     weight = np.abs(spec[0]) * np.abs(spec[1]) + EPS
     ipd = np.angle(cross)
