@@ -462,12 +462,14 @@ def test_hrtf_template_matching_localises_over_the_full_circle():
         assert circular_distance(template(audio), az) <= 5, az
 
 
-def test_onset_weighted_templates_follow_the_first_arrival_not_a_louder_reflection():
+def _kemar_hrir(az: float) -> np.ndarray:
+    """(2, taps) KEMAR HRIR pair nearest to ``az`` on the horizontal plane."""
     hrtf = load_hrtf(SR)
+    return hrtf.hrir[hrtf.nearest(np.array([az]), np.array([0.0]))[0]].astype(np.float64)
 
-    def hrir(az: float) -> np.ndarray:
-        return hrtf.hrir[hrtf.nearest(np.array([az]), np.array([0.0]))[0]].astype(np.float64)
 
+def test_onset_weighted_templates_follow_the_first_arrival_not_a_louder_reflection():
+    taps = load_hrtf(SR).num_taps
     rng = np.random.default_rng(0)
     n = SR // 2
     source = np.zeros(n)
@@ -477,8 +479,8 @@ def test_onset_weighted_templates_follow_the_first_arrival_not_a_louder_reflecti
     for direct, reflected in [(30.0, 100.0), (200.0, 300.0), (120.0, 20.0), (330.0, 250.0)]:
         ears = np.zeros((2, 2 * n))
         for c in range(2):  # the direct sound, then 4 ms later a reflection 6 dB louder from elsewhere
-            ears[c, : n + hrtf.num_taps - 1] += np.convolve(source, hrir(direct)[c])
-            ears[c, 64 : 64 + n + hrtf.num_taps - 1] += 2.0 * np.convolve(source, hrir(reflected)[c])
+            ears[c, : n + taps - 1] += np.convolve(source, _kemar_hrir(direct)[c])
+            ears[c, 64 : 64 + n + taps - 1] += 2.0 * np.convolve(source, _kemar_hrir(reflected)[c])
         ears = ears[:, :n]
         assert circular_distance(precedence(ears), direct) <= 5
         assert circular_distance(time_averaged(ears), reflected) <= 5  # the average follows the energy
@@ -487,21 +489,16 @@ def test_onset_weighted_templates_follow_the_first_arrival_not_a_louder_reflecti
 
 
 def test_hrir_waveform_match_reads_one_wavefront_and_is_fooled_by_a_close_second_one():
-    hrtf = load_hrtf(SR)
     match = HrirWaveformMatch(SR)
-    taps = hrtf.num_taps
-
-    def wavefront(az: float) -> np.ndarray:
-        return hrtf.hrir[hrtf.nearest(np.array([az]), np.array([0.0]))[0]].astype(np.float64)
-
+    taps = load_hrtf(SR).num_taps
     for az in (30.0, 150.0, 210.0, 330.0, 90.0, 275.0):  # front/back mirror pairs included
         window = np.zeros((2, taps + 24))
-        window[:, 7 : 7 + taps] = 0.3 * wavefront(az)  # any delay and gain
+        window[:, 7 : 7 + taps] = 0.3 * _kemar_hrir(az)  # any delay and gain
         assert match(window) == az
     # a second, equally strong wavefront from 40 degrees away arriving 0.25 ms later pulls the reading off
     window = np.zeros((2, taps + 24))
-    window[:, 7 : 7 + taps] += wavefront(30.0)
-    window[:, 11 : 11 + taps] += wavefront(70.0)
+    window[:, 7 : 7 + taps] += _kemar_hrir(30.0)
+    window[:, 11 : 11 + taps] += _kemar_hrir(70.0)
     assert match(window) != 30.0
 
 
