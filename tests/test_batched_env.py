@@ -86,6 +86,11 @@ def test_state_dict_resumes_exactly(world, episodes):
         assert torch.equal(done, done2) and torch.allclose(reward, reward2)
         assert torch.allclose(obs["spectrogram"], obs2["spectrogram"], atol=1e-5)
         assert torch.equal(info["spl"], info2["spl"])
+    fewer_episodes = BatchedAudioNavEnv(world, episodes[:-1], 3, cfg=cfg, seed=2)
+    with pytest.raises(ValueError, match="the scene pool changed"):
+        fewer_episodes.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"for 3 envs .* this env has 2 / \d+$"):
+        BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=2).load_state_dict(state)
 
 
 def test_invalid_actions_raise(world, episodes):

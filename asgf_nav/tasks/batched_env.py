@@ -320,9 +320,10 @@ class BatchedAudioNavEnv:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["num_envs"] != self.num_envs or state["num_episodes"] != len(self.episodes):
+            why = "; the scene pool changed, e.g. more scenes were baked" if state["num_envs"] == self.num_envs else ""
             raise ValueError(
                 f"env state is for {state['num_envs']} envs / {state['num_episodes']} episodes, this env has "
-                f"{self.num_envs} / {len(self.episodes)}"
+                f"{self.num_envs} / {len(self.episodes)}{why}"
             )
         for sampler, s in zip(self.samplers, state["samplers"]):
             sampler.load_state_dict(s)
