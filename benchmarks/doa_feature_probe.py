@@ -23,7 +23,7 @@ import torch
 from sklearn.neural_network import MLPClassifier
 
 from asgf_nav.eval.doa_eval import EvalConfig, test_sets
-from asgf_nav.models.doa.classical import hann_stft
+from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance
 from asgf_nav.models.doa.train import DoaTrainConfig, rir_pool
@@ -39,8 +39,7 @@ def pooled_features(audio: np.ndarray, nfft: int = 256, hop: int = 64) -> dict[s
     cross = spec[0] * np.conj(spec[1])
     unit = cross / (np.abs(cross) + EPS)
     ild = np.clip(20 * np.log10((np.abs(spec[0]) + 1e-9) / (np.abs(spec[1]) + 1e-9)), -30, 30) / 10
-    level = np.log((np.abs(spec) ** 2).sum(axis=0) + EPS)
-    onset = np.maximum(0.0, np.diff(level, axis=1, prepend=level[:, :1]))
+    onset = level_rise(spec)
 
     def pool(weight: np.ndarray) -> np.ndarray:
         total = weight.sum(axis=1) + EPS

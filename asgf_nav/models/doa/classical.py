@@ -46,6 +46,13 @@ def gcc_phat(audio: np.ndarray, sample_rate: int, upsample: int = 16) -> float:
     return float(np.mod(np.rad2deg(np.arcsin(np.clip(-lag * SPEED_OF_SOUND / EAR_SPACING, -1, 1))), 360.0))
 
 
+def level_rise(spec: np.ndarray) -> np.ndarray:
+    """(2, F, T) binaural STFT -> (F, T) rise of each bin's log power over the previous frame (>= 0):
+    large where a new sound event first arrives, small under the reflections that follow it."""
+    level = np.log((np.abs(spec) ** 2).sum(axis=0) + EPS)
+    return np.maximum(0.0, np.diff(level, axis=1, prepend=level[:, :1]))
+
+
 class ArrayDoa:
     """pyroomacoustics' SRP-PHAT or MUSIC on the two-ear array, searched over 1-degree azimuths."""
 
@@ -116,8 +123,7 @@ class HrtfTemplateDoa:
         spec = hann_stft(audio, self.nfft, self.hop)  # (2, F, T)
         if self.onset_power > 0:
             per_bin = spec[0] * np.conj(spec[1])
-            level = np.log((np.abs(spec) ** 2).sum(axis=0) + EPS)  # (F, T)
-            onset = np.maximum(0.0, np.diff(level, axis=1, prepend=level[:, :1])) ** self.onset_power
+            onset = level_rise(spec) ** self.onset_power
             cross = (onset * per_bin / (np.abs(per_bin) + EPS)).sum(axis=1)
             weight = np.abs(cross) * self.band
         else:
