@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate_source
 from asgf_nav.io import atomic_write, atomic_write_text
+from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.store import SceneStore, write_stage
 
@@ -183,9 +183,8 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
     jobs = [(scene_dir, cfg, slot) for slot in todo]
     with progress:
         if workers > 1 and len(todo) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(todo))) as pool:
-                for _ in pool.imap_unordered(_bake_source_job, jobs):
-                    progress.update(1)
+            for _ in spawn_imap_unordered(_bake_source_job, jobs, min(workers, len(todo))):
+                progress.update(1)
         else:
             for job in jobs:
                 _bake_source_job(job)

@@ -9,7 +9,6 @@ stopped; every stage is written atomically by :func:`asgf_nav.scenes.store.write
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.generator import GENERATOR_VERSION, generate_floorplan, scene_seed
 from asgf_nav.scenes.mesh import floorplan_mesh
 from asgf_nav.scenes.navgraph import build_navgraph
@@ -206,8 +206,7 @@ def build_scenes(
             outcomes = map(_build_scene, jobs)
             _collect(outcomes, result, progress)
         else:
-            with multiprocessing.get_context("spawn").Pool(n_workers) as pool:
-                _collect(pool.imap_unordered(_build_scene, jobs), result, progress)
+            _collect(spawn_imap_unordered(_build_scene, jobs, n_workers), result, progress)
     finally:
         progress.close()
     logger.info("built %d %s scene(s) in %.1f s", len(pending), dataset, time.perf_counter() - start)
