@@ -123,7 +123,7 @@ class TrainConfig:
     val_interval: int = 500  # updates between validations; 0 disables
     val_episodes: int = 50
     stats_window_episodes: int = 50  # finished episodes behind the logged reward / SR / SPL / SNA
-    torch_threads: int = 0  # 0: the cores per rank, less one while scenes bake in the background
+    torch_threads: int = 0  # training and evaluation; 0: the cores per rank, less one while scenes bake
 
 
 @dataclass

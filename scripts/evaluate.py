@@ -30,7 +30,7 @@ from asgf_nav.cli import (  # noqa: E402
 from asgf_nav.eval.evaluator import load_policy_agent, run_episodes, select_episodes  # noqa: E402
 from asgf_nav.eval.progress import EvaluationProgress, episodes_fingerprint  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
-from asgf_nav.experiment import register_auxiliary_observations  # noqa: E402
+from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
 from baselines import BASELINES, make_baseline  # noqa: E402
 
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
+    set_torch_threads(cfg, background_build=False)  # train.torch_threads holds here too: no oversubscribing
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     for sound_split in splits:
         out = evaluate_one(args, cfg, sound_split)

@@ -27,6 +27,7 @@ from asgf_nav.cli import (  # noqa: E402
     run_script,
 )
 from asgf_nav.eval.evaluator import load_policy_agent, select_episodes  # noqa: E402
+from asgf_nav.experiment import set_torch_threads  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
 from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
+    set_torch_threads(cfg, background_build=False)
     cfg = config_for_checkpoint_or_exit(cfg, args.checkpoint)
     cfg.task.sound_split = args.sound_split
     world, episodes = load_task_data(cfg, args.split)

@@ -207,6 +207,18 @@ def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):
     assert m["success"]["wilson_low"] <= m["success"]["mean"] <= m["success"]["wilson_high"]
 
 
+def test_evaluate_script_uses_the_configured_torch_threads(tiny_root, tmp_path):
+    # Two evaluations side by side with torch's default threads each oversubscribe the cores, which
+    # made them many times slower; train.torch_threads must hold for evaluation as for training.
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    try:
+        _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "2", f"train.torch_threads={wanted}")
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_comparison_table_and_chart(tiny_root, tmp_path):
     _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6", "--sound-split", "both")
     _evaluate(tiny_root, tmp_path, "--agent", "random", "--episodes", "6", "--sound-split", "heard",
