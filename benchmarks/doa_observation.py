@@ -9,7 +9,13 @@ them alike; the table gives median milliseconds per miss and the speed-up. Rende
 the baked scene comes on top (the same for both). On a CPU, running all windows in one forward was
 measured 3-9 % slower than one forward per window, so the head keeps the per-window loop.
 
+A second table times whole observations of a batched env with the spectrogram and ``doa`` sensors, every
+state new to both caches (as on unheard test sounds): the env hands the audio it rendered for the
+spectrograms to the head (``reuse_audio``, the default) or the head renders RIR and audio again. With
+``--data-root`` the env uses baked scenes of ``--config`` (the real RIR rendering), else a synthetic world.
+
     python benchmarks/doa_observation.py --threads 1
+    python benchmarks/doa_observation.py --threads 1 --data-root DATA --config replica_unheard --split test
     python benchmarks/doa_observation.py --devices cuda --batch 64
 """
 
@@ -21,9 +27,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from spectrogram_batch import decaying_rirs  # the sibling benchmark's RIRs (benchmarks/ is the script's path)
+from env_throughput import build_synthetic, episodes_for  # sibling benchmarks (benchmarks/ is the script's path)
+from spectrogram_batch import decaying_rirs
 
-from asgf_nav.models.doa.observation import DoaObservation
+from asgf_nav.config import TaskConfig, load_config
+from asgf_nav.models.doa.observation import DoaObservation, register_doa_observation
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.factory import load_task_data
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, binaural_audio_np
 
 
@@ -69,6 +79,45 @@ def time_parts(device: torch.device, rirs: list[np.ndarray], sounds_np: np.ndarr
     return {k: (float(np.median(r)), float(np.median(n))) for k, (r, n) in samples.items()}
 
 
+def env_for(args: argparse.Namespace, device: torch.device) -> tuple[BatchedAudioNavEnv, DoaObservation]:
+    """A batched env with the spectrogram and packaged-head ``doa`` sensors on baked or synthetic scenes."""
+    head = register_doa_observation()
+    sensors = ["spectrogram", "doa"]
+    if args.data_root:
+        cfg = load_config(args.config, [f"scenes.data_root={args.data_root}"])
+        world, episodes = load_task_data(cfg, args.split)
+    else:
+        world = build_synthetic(16, args.sample_rate, 14, 10, 24)
+        episodes = episodes_for(world, "heard", 40, [])
+    env = BatchedAudioNavEnv(world, episodes, args.batch, device=device, sensors=sensors,
+                             cfg=TaskConfig(sensors=sensors), seed=1)
+    return env, head
+
+
+def time_observations(env: BatchedAudioNavEnv, head: DoaObservation, rounds: int) -> tuple[float, float]:
+    """Median ms per state of an observation whose states are new to both caches, (audio reused, audio
+    rendered again by the head), the two timed in turns on the same states."""
+    sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
+    rng = np.random.default_rng(0)
+    env.reset()
+    samples: tuple[list[float], list[float]] = ([], [])
+    for r in range(rounds + 1):  # the first round warms up
+        env.step(rng.choice(4, size=env.num_envs, p=[0.0, 0.6, 0.2, 0.2]))
+        states = len(set(env.spectrogram_keys().tolist()))
+        for i, reuse in enumerate((True, False)):
+            env.cache.clear()
+            head.cache.rows.clear()
+            env.reuse_audio = reuse
+            sync()
+            start = time.perf_counter()
+            env.observe()
+            sync()
+            if r:
+                samples[i].append((time.perf_counter() - start) / states * 1000)
+    env.reuse_audio = True
+    return float(np.median(samples[0])), float(np.median(samples[1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
@@ -76,6 +125,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample-rate", type=int, default=44100, help="the world's rate (the head resamples)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--data-root", default=None, help="baked scenes for the env table (default: synthetic)")
+    parser.add_argument("--config", default="replica_unheard", help="config of the baked scenes")
+    parser.add_argument("--split", default="test", help="scene split of the baked scenes")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -89,6 +141,13 @@ def main() -> None:
     for name in devices:
         for part, (ref, new) in time_parts(torch.device(name), rirs, sounds, args.sample_rate, args.rounds).items():
             print(f"{name:<7} {part:<28} {ref:>13.2f} {new:>12.2f} {ref / new:>8.2f}x")
+    world = f"baked {args.config} {args.split} scenes" if args.data_root else "synthetic world, 1 s RIRs"
+    print(f"\nEnv observations (spectrogram + doa), {args.batch} envs, states new to both caches, {world}")
+    print(f"{'device':<7} {'audio rendered twice ms':>24} {'audio reused ms':>16} {'speed-up':>9}")
+    for name in devices:
+        env, head = env_for(args, torch.device(name))
+        reused, twice = time_observations(env, head, args.rounds)
+        print(f"{name:<7} {twice:>24.2f} {reused:>16.2f} {twice / reused:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -138,3 +138,23 @@ def test_cuda_matches_cpu(world, episodes):
         assert torch.equal(d1, d2.cpu()) and torch.allclose(r1, r2.cpu())
         assert torch.equal(o1["rgb"], o2["rgb"].cpu())
         assert torch.allclose(o1["spectrogram"], o2["spectrogram"].cpu(), atol=1e-3)
+
+
+def test_spectrogram_cache_evicts_the_least_recent_and_clear_forgets_all():
+    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
+
+    computed = []
+
+    def compute(keys):
+        computed.append(keys.tolist())
+        return torch.from_numpy(keys.astype(np.float32))[:, None].repeat(1, 3)
+
+    cache = SpectrogramCache(3, (3,), "cpu", compute)
+    assert cache.lookup(np.array([5, 6, 5]))[:, 0].tolist() == [5.0, 6.0, 5.0] and computed == [[5, 6]]
+    cache.lookup(np.array([7, 5]))  # 6 is now the least recent
+    cache.lookup(np.array([8]))  # evicts 6
+    assert cache.lookup(np.array([6, 7]))[:, 0].tolist() == [6.0, 7.0] and computed[-1] == [6]
+    assert (cache.hits, cache.misses) == (2, 5) and len(cache) == 3
+    cache.clear()
+    assert len(cache) == 0 and cache.lookup(np.array([8, 5, 6]))[:, 0].tolist() == [8.0, 5.0, 6.0]
+    assert computed[-1] == [8, 5, 6] and (cache.hits, cache.misses) == (2, 8)

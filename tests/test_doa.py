@@ -666,6 +666,47 @@ def test_batched_doa_observation_matches_a_per_item_numpy_reference(bank, tmp_pa
         assert torch.allclose(rows[i], torch.stack(posts).mean(0), atol=1e-5 if device == "cpu" else 5e-4), i
 
 
+def test_batched_env_hands_the_audio_of_its_spectrograms_to_the_doa_head(bank, tmp_path, monkeypatch):
+    """A state the spectrogram cache misses is one the DoA cache misses too (the same key); its audio is
+    rendered once for both, and the posteriors equal those of a head that renders the audio itself."""
+    from asgf_nav.config import TaskConfig
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    world = synthetic_world(sample_rate=SR)
+    sounds = ["telephone", bank.names("test")[0]]
+    episodes = generate_split(world, "train", "unheard", sounds, TaskConfig(train_episodes_per_scene=6))
+    cfg = TaskConfig(max_steps=12, sensors=["spectrogram", "doa_shared"])
+    renders = []
+
+    def counted(rir):
+        def rir_and_count(*args):
+            renders.append(args)
+            return rir(*args)
+
+        return rir_and_count
+
+    for scene in world.scenes.values():
+        monkeypatch.setattr(scene, "rir", counted(scene.rir))
+    actions = torch.from_numpy(np.random.default_rng(3).choice(4, size=(16, 3), p=[0.05, 0.55, 0.2, 0.2]))
+    runs = {}
+    for reuse in (True, False):
+        head = register_doa_observation(ckpt, name="doa_shared", cache_size=4096)
+        env = BatchedAudioNavEnv(world, episodes, 3, cfg=cfg, seed=4, cache_size=4096)
+        env.reuse_audio = reuse
+        renders.clear()
+        seen = [env.reset()["doa_shared"]] + [env.step(a)[0]["doa_shared"] for a in actions]
+        assert head.cache.misses == env.cache.misses > 3
+        runs[reuse] = torch.stack(seen), len(renders), env.cache.misses
+    (shared, shared_renders, misses), (own, own_renders, _) = runs[True], runs[False]
+    assert shared_renders == misses and own_renders == 2 * misses
+    assert torch.allclose(shared, own, atol=1e-5)
+
+
 def test_posterior_cache_computes_each_missing_key_once_and_evicts_the_oldest():
     from asgf_nav.models.doa.observation import PosteriorCache
 

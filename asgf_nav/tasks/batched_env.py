@@ -28,7 +28,7 @@ from asgf_nav.tasks.audionav_env import _resolved, apply_task_rules, observation
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
 from asgf_nav.tasks.observations import BatchObservationState, get_observation
-from asgf_nav.tasks.spectrogram import TorchSpectrogram
+from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 from asgf_nav.tasks.spectrogram_store import SpectrogramStore
 from asgf_nav.tasks.world import TaskWorld
@@ -75,6 +75,10 @@ class BatchedAudioNavEnv:
         if self.store is not None:
             logger.info("spectrogram misses are read from %s where baked", spectrogram_store)
         self.store_reads = 0
+        # what this observation's spectrogram misses heard, by cache key, for providers that need the audio
+        # (the DoA head); emptied after each observation. False renders each provider's audio anew.
+        self.reuse_audio = True
+        self._heard: dict[int, torch.Tensor] = {}
         self.cache: SpectrogramCache | None = None
         if "spectrogram" in self.sensors:
             shape = self.observation_space["spectrogram"].shape
@@ -226,17 +230,20 @@ class BatchedAudioNavEnv:
         view_index = torch.from_numpy(self.node * 4 + self.yaw).to(self.device)
         obs: dict[str, torch.Tensor] = {}
         spec = None
-        if self.cache is not None:
-            spec = self.cache.lookup(self.spectrogram_keys())
-        for name in self.sensors:
-            if name == "rgb":
-                obs[name] = self.views["rgb"][view_index]
-            elif name == "depth":
-                obs[name] = self.views["depth"][view_index].float().clamp_(0.0, 10.0).div_(10.0).unsqueeze(-1)
-            elif name == "spectrogram":
-                obs[name] = spec
-            else:
-                obs[name] = self._extra_observation(name, spec)
+        try:
+            if self.cache is not None:
+                spec = self.cache.lookup(self.spectrogram_keys())
+            for name in self.sensors:
+                if name == "rgb":
+                    obs[name] = self.views["rgb"][view_index]
+                elif name == "depth":
+                    obs[name] = self.views["depth"][view_index].float().clamp_(0.0, 10.0).div_(10.0).unsqueeze(-1)
+                elif name == "spectrogram":
+                    obs[name] = spec
+                else:
+                    obs[name] = self._extra_observation(name, spec)
+        finally:
+            self._heard.clear()
         return obs
 
     def _extra_observation(self, name: str, spec: torch.Tensor | None) -> torch.Tensor:
@@ -251,6 +258,7 @@ class BatchedAudioNavEnv:
             position=self.positions_t[node_t],
             goal_position=self.positions_t[torch.from_numpy(self.goal).to(self.device)],
             spectrogram=spec,
+            received=self.received_audio,
         )
         dtype = torch.from_numpy(np.zeros(0, dtype=self.observation_space[name].dtype)).dtype
         if provider.compute_batch is not None:
@@ -293,14 +301,33 @@ class BatchedAudioNavEnv:
                     self.store_reads += len(items)
         items = np.flatnonzero(live)
         if items.size:
-            rirs = [
-                np.asarray(self.scenes[a].rir(int(r), int(src), int(y)), dtype=np.float32)
-                for a, r, src, y in zip(scene[items], receiver[items], source[items], yaw[items])
-            ]
-            waves = self.sound_table[torch.from_numpy(sound[items]).to(self.device)]
-            values = self.spectrogram.from_rirs(waves, rirs, self.spectrogram_batch)
+            audio = self._render_audio(keys[items])
+            if self.reuse_audio:
+                self._heard.update(zip(keys[items].tolist(), audio))
+            batch = self.spectrogram_batch or default_batch(self.device)
+            values = torch.cat([self.spectrogram.from_audio(chunk) for chunk in audio.split(batch)])
             out[torch.from_numpy(items).to(self.device)] = values
         return out
+
+    def _render_audio(self, keys: np.ndarray) -> torch.Tensor:
+        """(len(keys), 2, sr) sounds of cache ``keys`` through their binaural RIRs, on the device."""
+        scene, receiver, source, yaw, sound = self._decode_keys(keys)
+        rirs = [
+            np.asarray(self.scenes[a].rir(int(r), int(src), int(y)), dtype=np.float32)
+            for a, r, src, y in zip(scene, receiver, source, yaw)
+        ]
+        waves = self.sound_table[torch.from_numpy(sound).to(self.device)]
+        return self.spectrogram.audio_from_rirs(waves, rirs, self.spectrogram_batch)
+
+    def received_audio(self, items: Sequence[int]) -> torch.Tensor:
+        """(len(items), 2, sr): the goal sound as envs ``items`` hear it now, on the device; what this
+        observation's spectrogram misses already rendered is reused, the rest is rendered."""
+        keys = self.spectrogram_keys()[np.asarray(items, dtype=np.int64)].tolist()
+        if not keys:
+            return torch.zeros((0, 2, self.world.sample_rate), device=self.device)
+        fresh = [k for k in dict.fromkeys(keys) if k not in self._heard]
+        rendered = dict(zip(fresh, self._render_audio(np.asarray(fresh, dtype=np.int64)))) if fresh else {}
+        return torch.stack([self._heard[k] if k in self._heard else rendered[k] for k in keys])
 
     # ------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

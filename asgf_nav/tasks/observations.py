@@ -10,7 +10,7 @@ habitat's polar form) is built in; a direction-of-arrival head registers itself 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -49,6 +49,9 @@ class BatchObservationState:
     position: torch.Tensor  # (B, 3) float32
     goal_position: torch.Tensor  # (B, 3) float32
     spectrogram: torch.Tensor | None = None
+    # received(items) -> (len(items), 2, sr): the goal sound as envs ``items`` hear it, on the env device
+    # (the batched env reuses what it rendered for the spectrograms); None: providers render it themselves
+    received: Callable[[Sequence[int]], torch.Tensor] | None = None
 
     def single(self, i: int) -> ObservationState:
         ep = self.episodes[i]

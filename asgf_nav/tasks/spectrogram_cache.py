@@ -36,6 +36,11 @@ class SpectrogramCache:
     def __len__(self) -> int:
         return len(self.slots)
 
+    def clear(self) -> None:
+        """Forget every entry (the storage stays allocated); hit and miss counts are kept."""
+        self.slots.clear()
+        self.free = list(range(self.capacity - 1, -1, -1))
+
     def lookup(self, keys: np.ndarray) -> torch.Tensor:
         """(B,) int64 keys -> (B, *shape) observations; B distinct keys must fit in the cache."""
         unique = list(dict.fromkeys(int(k) for k in keys))

@@ -215,14 +215,17 @@ def register_doa_observation(
         sounds = torch.from_numpy(np.stack([world.sound(ep.sound) for ep in episodes]))
         return renderers[key].audio_from_rirs(sounds, rirs)
 
-    def posteriors(world, scenes: list, nodes: list[int], yaws: list[int], episodes: list, device) -> np.ndarray:
+    def posteriors(
+        world, scenes: list, nodes: list[int], yaws: list[int], episodes: list, device, heard=None
+    ) -> np.ndarray:
+        """``heard(indices)``: the received audio of those items when the env has it (else rendered here)."""
         keys = [(sc.name, n, ep.goal_node, y, ep.sound) for sc, n, y, ep in zip(scenes, nodes, yaws, episodes)]
 
         def fill(indices: list[int]) -> np.ndarray:
             if head.device != torch.device(device):
                 head.to(device)  # follow the env: on a GPU the head and the convolutions run there
             missed = [[items[i] for i in indices] for items in (scenes, nodes, yaws, episodes)]
-            audio = received(world, *missed, device)
+            audio = heard(indices) if heard is not None else received(world, *missed, device)
             sounds = [ep.sound for ep in missed[3]]
             return head.compute(audio, sounds, world.sample_rate).numpy()
 
@@ -234,8 +237,9 @@ def register_doa_observation(
     def compute_batch(state) -> torch.Tensor:
         scenes = [state.world.scene(ep.scene) for ep in state.episodes]
         rows = posteriors(
-            state.world, scenes, state.node.tolist(), state.yaw.tolist(), state.episodes, state.node.device
-        )
+            state.world, scenes, state.node.tolist(), state.yaw.tolist(), state.episodes, state.node.device,
+            state.received,
+        )  # fmt: skip
         return torch.from_numpy(rows).to(state.node.device)
 
     def space(world) -> gym.spaces.Box:
