@@ -5,11 +5,17 @@ dies before its finalizers run, and a named semaphore it created (tqdm's write l
 released: the resource tracker warns "There appear to be N leaked semaphore objects" at exit. Closing
 and joining the pool after the last result lets every worker exit normally; on an error, or when the
 caller stops early, the pool is still terminated so that nothing keeps running.
+
+Each worker gets its share of the cores for numpy's BLAS (``cores // workers``, at least one): with the
+default, every worker starts a BLAS thread per core; two workers on two cores baked the layout and
+acoustics of four Replica scenes in 40.4-42.7 s that way, against 37.2-38.2 s with one BLAS thread each
+(two runs each, in turns).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -17,9 +23,24 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
+def worker_threads(workers: int) -> int:
+    """BLAS threads per worker: the cores shared among ``workers`` processes, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker initializer: BLAS libraries loaded later read the variables, those already loaded are set."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # for the worker's lifetime
+
+
 def spawn_imap_unordered(fn: Callable[[Job], Result], jobs: Iterable[Job], workers: int) -> Iterator[Result]:
     """Yield ``fn(job)`` for every job, in completion order, from ``workers`` spawned processes."""
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_limit_threads, initargs=(worker_threads(workers),)) as pool:
         yield from pool.imap_unordered(fn, jobs)
         pool.close()
         pool.join()

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import multiprocessing
@@ -38,3 +40,34 @@ def test_spawned_workers_exit_cleanly(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str([i * i for i in range(6)])
     assert "leaked semaphore" not in done.stderr, done.stderr
+
+
+BLAS_SCRIPT = textwrap.dedent(
+    """
+    import os
+    {numpy_first}
+    from asgf_nav.parallel import spawn_imap_unordered
+
+    def blas_threads(_):
+        import numpy  # noqa: F401  (loads the BLAS the worker reports on)
+        from threadpoolctl import threadpool_info
+
+        return sorted({{pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}})
+
+    if __name__ == "__main__":
+        print(os.cpu_count(), sorted({{tuple(t) for t in spawn_imap_unordered(blas_threads, range(4), 2)}}))
+    """
+)
+
+
+@pytest.mark.parametrize("numpy_first", [True, False], ids=["blas-loaded-before-the-pool", "blas-loaded-by-the-job"])
+def test_workers_share_the_cores_for_blas(tmp_path: Path, numpy_first: bool) -> None:
+    from asgf_nav.parallel import worker_threads
+
+    script = tmp_path / "blas_job.py"
+    script.write_text(BLAS_SCRIPT.format(numpy_first="import numpy" if numpy_first else ""))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cores, threads = done.stdout.split(" ", 1)
+    assert threads.strip() == str([(worker_threads(2),)])
+    assert worker_threads(2) == max(1, int(cores) // 2) and worker_threads(1) == int(cores)
