@@ -8,7 +8,7 @@ and metrics agree step by step for the same seeds), organised for throughput:
 - spectrograms come from a bounded LRU cache of device tensors keyed (scene, receiver, source, yaw,
   sound); misses are read from a baked spectrogram store when one covers them
   (:mod:`asgf_nav.tasks.spectrogram_store`), else computed together on the device (FFT convolution +
-  STFT).
+  STFT); the convolved audio is handed on to extra observations that need it (the DoA head).
 
 Finished episodes are reset automatically: the observation returned with ``done`` is the first
 observation of the env's next episode, and ``info`` holds the finished episode's metrics.
@@ -75,10 +75,8 @@ class BatchedAudioNavEnv:
         if self.store is not None:
             logger.info("spectrogram misses are read from %s where baked", spectrogram_store)
         self.store_reads = 0
-        # what this observation's spectrogram misses heard, by cache key, for providers that need the audio
-        # (the DoA head); emptied after each observation. False renders each provider's audio anew.
-        self.reuse_audio = True
-        self._heard: dict[int, torch.Tensor] = {}
+        self.reuse_audio = True  # hand providers (the DoA head) the spectrogram misses' audio; False: they render it
+        self._heard: dict[int, torch.Tensor] = {}  # that audio by cache key, emptied after each observation
         self.cache: SpectrogramCache | None = None
         if "spectrogram" in self.sensors:
             shape = self.observation_space["spectrogram"].shape
