@@ -121,7 +121,10 @@ class TrainConfig:
     checkpoint_interval: int = 50  # updates between checkpoints
     keep_checkpoints: int = 3
     val_interval: int = 500  # updates between validations; 0 disables
-    val_episodes: int = 50
+    val_episodes: int = 50  # at least; every env runs ceil(val_episodes / num_envs) of them
+    # the validation metric that picks checkpoints/best.pt (SoundSpaces tests the checkpoint with the
+    # best val SPL); "none": keep no best checkpoint
+    best_metric: Literal["spl", "success", "sna", "softspl", "none"] = "spl"
     stats_window_episodes: int = 50  # finished episodes behind the logged reward / SR / SPL / SNA
     torch_threads: int = 0  # training and evaluation; 0: the cores per rank, less one while scenes bake
 

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from gymnasium import spaces
 
 from asgf_nav.config import ExperimentConfig
-from asgf_nav.rl.checkpoint import CheckpointError, list_checkpoints, load_latest
+from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, CheckpointError, list_checkpoints, load_checkpoint, load_latest
 from asgf_nav.rl.ppo import PPO, explained_variance
 from asgf_nav.rl.rollout import RolloutStorage, compute_gae
 from asgf_nav.rl.trainer import Trainer
@@ -175,6 +175,76 @@ def test_ppo_learns_sound_side(tmp_path: Path) -> None:
     assert stats["episode/spl"] > 0.5, stats
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     assert (tmp_path / "run" / "config.yaml").is_file()
+    # the one validation during training (update 12) made best.pt; validating again reproduces it
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT)
+    assert best["update"] == 12 and best["best_validation"]["spl"] == pytest.approx(validation["spl"])
+
+
+class LongFailuresEnv(ToySoundSideEnv):
+    """Env 0's episodes last 12 steps and fail; the others' last 2 and succeed."""
+
+    def step(self, actions: torch.Tensor):
+        obs, reward, _, info = super().step(actions)
+        self.age = getattr(self, "age", torch.zeros(self.num_envs, dtype=torch.long)) + 1
+        length = torch.full((self.num_envs,), 2)
+        length[0] = 12
+        done = self.age >= length
+        self.age[done] = 0
+        short = (length == 2).float()
+        info = {**info, "success": short, "spl": short, "num_actions": length.float()}
+        return obs, reward, done, info
+
+
+def test_validation_counts_the_same_episodes_per_env_so_long_ones_are_not_dropped(tmp_path: Path) -> None:
+    cfg = small_cfg("av_nav", updates=1)
+    cfg.train.val_episodes, cfg.task.max_steps = 8, 12  # 4 envs: the first 2 episodes of each
+    trainer = Trainer(cfg, lambda c, split, rank: LongFailuresEnv(c.ppo.num_envs, seed=0), tmp_path / "run")
+    validation = trainer.validate()
+    # the first 8 episodes to finish would all be short successes (SPL 1); per env, 2 of the 8 are failures
+    assert validation["episodes"] == 8
+    assert validation["spl"] == pytest.approx(0.75) and validation["num_actions"] == pytest.approx(4.5)
+
+
+def scripted_validations(monkeypatch: pytest.MonkeyPatch, spls: list[float]) -> list[dict[str, torch.Tensor]]:
+    """Make Trainer.validate return the given SPLs in turn; returns the policy weights seen at each call."""
+    seen: list[dict[str, torch.Tensor]] = []
+    values = iter(spls)
+
+    def validate(self: Trainer) -> dict[str, float]:
+        seen.append({k: v.clone() for k, v in self.policy.state_dict().items()})
+        spl = next(values)
+        return {"spl": spl, "success": spl, "sna": spl, "episodes": 10.0}
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    return seen
+
+
+def test_best_validated_checkpoint_is_kept_across_pruning_and_resume(tmp_path: Path, monkeypatch) -> None:
+    cfg = small_cfg("av_nav", updates=6)
+    cfg.train.val_interval, cfg.train.keep_checkpoints, cfg.train.checkpoint_interval = 1, 1, 1
+    run = tmp_path / "run"
+    best_path = run / "checkpoints" / BEST_CHECKPOINT
+    seen = scripted_validations(monkeypatch, [0.2, 0.5, 0.3, 0.5])
+    Trainer(cfg, toy_env_factory, run).train(max_updates=4)
+    best = load_checkpoint(best_path)
+    # update 2 had the best SPL; the tie at update 4 keeps the earlier one; pruning left only update 4
+    assert best["update"] == 2 and best["best_validation"]["spl"] == 0.5 and best["best_validation"]["update"] == 2
+    assert all(torch.equal(v, seen[1][k]) for k, v in best["model"].items())
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt_000004.pt"] and load_latest(run)["update"] == 4
+    # a resumed run remembers the best so far: 0.4 at update 5 does not replace it, 0.6 at update 6 does
+    seen = scripted_validations(monkeypatch, [0.4, 0.6])
+    resumed = Trainer(cfg, toy_env_factory, run, resume=True)
+    resumed.train(max_updates=5)
+    assert load_checkpoint(best_path)["update"] == 2
+    resumed.train()
+    best = load_checkpoint(best_path)
+    assert best["update"] == 6 and best["best_validation"]["spl"] == 0.6
+    assert all(torch.equal(v, seen[1][k]) for k, v in best["model"].items())
+    # train.best_metric=none keeps none
+    cfg.train.best_metric = "none"
+    scripted_validations(monkeypatch, [0.9])
+    Trainer(cfg, toy_env_factory, tmp_path / "none").train(max_updates=1)
+    assert not (tmp_path / "none" / "checkpoints" / BEST_CHECKPOINT).exists()
 
 
 def test_kill_and_resume_gives_identical_parameters(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Atomic training checkpoints (``ckpt_000050.pt``) keeping the newest K, plus RNG state capture/restore."""
+"""Atomic training checkpoints (``ckpt_000050.pt``) keeping the newest K, the best-validated one
+(``best.pt``), plus RNG state capture/restore."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from asgf_nav.io import atomic_write
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
+BEST_CHECKPOINT = "best.pt"  # outside CHECKPOINT_PATTERN: never pruned, never taken for the latest
 REQUIRED_KEYS = ("model", "optimizer", "update", "frames", "rng", "config")
 
 
@@ -58,17 +60,29 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` atomically as checkpoints/ckpt_{update:06d}.pt; delete all but the newest ``keep``."""
+def _write(path: Path, state: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks keys {missing}")
-    path = checkpoint_dir(run_dir) / f"ckpt_{int(state['update']):06d}.pt"
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` atomically as checkpoints/ckpt_{update:06d}.pt; delete all but the newest ``keep``."""
+    path = checkpoint_dir(run_dir) / f"ckpt_{int(state['update']):06d}.pt"
+    _write(path, state)
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             old.unlink(missing_ok=True)
     logger.info("saved checkpoint %s", path)
+    return path
+
+
+def save_best_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` atomically as checkpoints/best.pt, replacing the previous best."""
+    path = checkpoint_dir(run_dir) / BEST_CHECKPOINT
+    _write(path, state)
+    logger.info("saved best checkpoint %s (update %d)", path, int(state["update"]))
     return path
 
 

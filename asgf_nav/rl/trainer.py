@@ -12,6 +12,9 @@ run. Under DD-PPO rank 0 checkpoints its own env/RNG state; other ranks resume w
 Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside
 an isolated RNG scope, on a val env restored to the same initial state each time (when the env offers
 ``state_dict``), so numbers are comparable across validations and training randomness is untouched.
+The checkpoint of the best validation so far on ``train.best_metric`` is kept as ``checkpoints/best.pt``
+(SoundSpaces reports the test figures of the checkpoint with the best val SPL; short runs can get worse
+late in training, and the newest-K pruning would delete the better checkpoint).
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from tqdm import tqdm
 from asgf_nav.config import config_to_dict, save_config
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
-from asgf_nav.rl.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
+from asgf_nav.rl.checkpoint import (
+    capture_rng_state,
+    load_latest,
+    restore_rng_state,
+    save_best_checkpoint,
+    save_checkpoint,
+)
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage
 from asgf_nav.scenes.background import ScenesNotReadyError
@@ -135,6 +144,7 @@ class Trainer:
         self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.val_env: Any = None
         self.val_env_initial_state: Any = None
+        self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
         self.writer: Any = None
 
         state = load_latest(self.run_dir, map_location=self.device) if resume else None
@@ -252,9 +262,12 @@ class Trainer:
         val_interval = self.cfg.train.val_interval
         if self.is_main and val_interval > 0 and self.update % val_interval == 0:
             try:
-                self.log_scalars("val", self.validate())
+                metrics = self.validate()
             except ScenesNotReadyError as exc:
                 logger.info("validation skipped at update %d: %s", self.update, exc)
+            else:
+                self.log_scalars("val", metrics)
+                self.keep_if_best(metrics)
         return stats
 
     def reload_train_env(self) -> None:
@@ -276,7 +289,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """Mean metrics over ``train.val_episodes`` finished episodes on the val split (sampled actions)."""
+        """Mean metrics on the val split (sampled actions) over the first ``ceil(train.val_episodes /
+        num_envs)`` episodes of every env. Counting the same number per env keeps long episodes: stopping
+        at the first ``val_episodes`` to finish would favour short ones, and flatter a policy that wanders."""
         if self.scenes_changed is not None and self.scenes_changed("val"):
             self.val_env = None
         if self.val_env is None:
@@ -285,30 +300,43 @@ class Trainer:
                 self.val_env_initial_state = self.val_env.state_dict()
         elif self.val_env_initial_state is not None:
             self.val_env.load_state_dict(self.val_env_initial_state)
-        env, episodes = self.val_env, int(self.cfg.train.val_episodes)
+        env = self.val_env
         num_envs = int(env.num_envs)
-        window = EpisodeWindow(episodes)
-        max_steps = (math.ceil(episodes / num_envs) + 1) * int(self.cfg.task.max_steps)
+        per_env = math.ceil(int(self.cfg.train.val_episodes) / num_envs)
+        window = EpisodeWindow(per_env * num_envs)
+        finished = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.policy.eval()
         with isolated_rng(self.cfg.train.seed + VALIDATION_SEED_OFFSET), torch.no_grad():
             obs = to_device(env.reset(), self.device)
             hidden = self.policy.initial_hidden(num_envs, self.device)
             masks = torch.zeros(num_envs, device=self.device)
             returns = torch.zeros(num_envs, device=self.device)
-            for _ in range(max_steps):
+            for _ in range((per_env + 1) * int(self.cfg.task.max_steps)):  # a bound; episodes end sooner
                 _, action, _, hidden = self.policy.act(obs, hidden, masks, deterministic=False)
                 obs, reward, done, info = env.step(action.to(getattr(env, "device", "cpu")))
                 obs = to_device(obs, self.device)
                 done = torch.as_tensor(done, device=self.device, dtype=torch.bool)
                 returns += torch.as_tensor(reward, device=self.device, dtype=torch.float32)
-                window.add(returns, done, info)
+                window.add(returns, done & (finished < per_env), info)
+                finished += done.long()
                 returns.masked_fill_(done, 0.0)
                 masks = (~done).float()
-                if len(window.episodes) >= episodes:
+                if bool((finished >= per_env).all()):
                     break
         result = window.means()
         result["episodes"] = float(len(window.episodes))
         return result
+
+    def keep_if_best(self, metrics: dict[str, float]) -> None:
+        """Save checkpoints/best.pt when this validation beats every earlier one (ties keep the earlier)."""
+        name = self.cfg.train.best_metric
+        if name == "none" or not math.isfinite(metrics.get(name, math.nan)):
+            return
+        if self.best_validation is not None and metrics[name] <= self.best_validation[name]:
+            return
+        self.best_validation = {**metrics, "update": float(self.update), "frames": float(self.frames)}
+        save_best_checkpoint(self.run_dir, self.state_dict())
+        logger.info("best val %s so far: %.4f at update %d", name, metrics[name], self.update)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -328,6 +356,7 @@ class Trainer:
                 "episode_returns": self.episode_returns.clone(),
             },
             "episode_window": list(self.window.episodes),
+            "best_validation": self.best_validation,
         }
         if hasattr(self.env, "state_dict"):
             state["env"] = self.env.state_dict()
@@ -361,6 +390,7 @@ class Trainer:
         self.ppo.load_state_dict(state["optimizer"])
         self.update, self.frames = int(state["update"]), int(state["frames"])
         self.window.episodes.extend(state.get("episode_window", []))
+        self.best_validation = state.get("best_validation")
         rollout = state["rollout"]
         not_restored = self.env_state_not_restored(state)
         if not_restored is None:
