@@ -72,17 +72,16 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return cfg
 
 
-def config_for_checkpoint_or_exit(cfg: ExperimentConfig, checkpoint: str) -> ExperimentConfig:
-    """``eval.evaluator.config_for_checkpoint``, or exit with status 2 naming a missing or unreadable file."""
-    from asgf_nav.eval.evaluator import config_for_checkpoint
-    from asgf_nav.rl.checkpoint import CheckpointError
+def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
+    """``rl.checkpoint.load_checkpoint`` on the CPU, or exit with status 2 naming a missing or unreadable file."""
+    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        return config_for_checkpoint(cfg, checkpoint)
+        return load_checkpoint(checkpoint)
     except FileNotFoundError:
         print(
-            f"error: checkpoint {checkpoint} does not exist (training writes them to "
-            "<train.run_dir>/checkpoints/ckpt_*.pt)",
+            f"error: checkpoint {checkpoint} does not exist (training writes <train.run_dir>/checkpoints/"
+            "ckpt_*.pt, and best.pt from the first validation on)",
             file=sys.stderr,
         )
     except CheckpointError as exc:

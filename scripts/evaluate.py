@@ -2,11 +2,13 @@
 """Evaluate a trained policy or a baseline on a split: per-episode JSONL, summary JSON and Markdown table.
 
     python scripts/evaluate.py --config replica_unheard --checkpoint runs/replica_unheard/checkpoints/ckpt_000050.pt
+    python scripts/evaluate.py --config replica_unheard --checkpoint runs/replica_unheard/checkpoints/best.pt
     python scripts/evaluate.py --config replica_heard --agent oracle --split test --episodes 200
     python scripts/evaluate.py --config replica_unheard --agent gan --sound-split both --out runs/eval
 
 Outputs go to {out}/{agent}_{dataset}_{sound_split}_{split}/ (episodes.jsonl, summary.json, summary.md).
-Finished episodes are saved as they end, so the same command resumes a killed evaluation.
+Finished episodes are saved as they end, so the same command resumes a killed evaluation (not once the
+checkpoint file holds another update: best.pt is rewritten while training goes on).
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import (  # noqa: E402
     add_config_arguments,
     add_scene_arguments,
-    config_for_checkpoint_or_exit,
     config_from_args,
+    load_checkpoint_or_exit,
     run_script,
 )
-from asgf_nav.eval.evaluator import load_policy_agent, run_episodes, select_episodes  # noqa: E402
+from asgf_nav.eval.evaluator import (  # noqa: E402
+    config_for_checkpoint,
+    load_policy_agent,
+    run_episodes,
+    select_episodes,
+)
 from asgf_nav.eval.progress import EvaluationProgress, episodes_fingerprint  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
@@ -37,23 +44,24 @@ from baselines import BASELINES, make_baseline  # noqa: E402
 logger = logging.getLogger("evaluate")
 
 
-def build_agent(args: argparse.Namespace, cfg, world):
-    """The baseline named by --agent, or the policy of --checkpoint with the config's sensors."""
+def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
+    """The baseline named by --agent, or the policy of the loaded --checkpoint with the config's sensors."""
     if args.agent:
         return make_baseline(args.agent, cfg, args.baseline_model, seed=args.seed, random_stop_rule=args.random_stop)
     from asgf_nav.tasks.audionav_env import observation_space_for
 
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     space = observation_space_for(world, list(cfg.task.sensors))
-    return load_policy_agent(cfg, args.checkpoint, space, args.deterministic, resolve_device(args.device))
+    return load_policy_agent(cfg, checkpoint, space, args.deterministic, resolve_device(args.device))
 
 
 def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
-    cfg = config_for_checkpoint_or_exit(cfg, args.checkpoint) if args.checkpoint else copy.deepcopy(cfg)
+    checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None
+    cfg = config_for_checkpoint(cfg, checkpoint) if checkpoint else copy.deepcopy(cfg)
     cfg.task.sound_split = sound_split
     world, episodes = load_task_data(cfg, args.split, args.scenes)
     episodes = select_episodes(episodes, args.episodes)
-    agent = build_agent(args, cfg, world)
+    agent = build_agent(args, cfg, world, checkpoint)
     label = args.name or (args.agent if args.agent else cfg.model.policy)
     if args.agent == "random" and args.random_stop != "goal":
         label = f"{label}_{args.random_stop}_stop"
@@ -61,6 +69,8 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
     identity = {
         "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
         "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic),
+        # best.pt is rewritten while training goes on: a resume must not mix two checkpoints' episodes
+        "checkpoint_update": int(checkpoint["update"]) if checkpoint else None,
         "seed": args.seed if args.agent else cfg.train.seed, "episode_list": episodes_fingerprint(episodes),
     }  # fmt: skip
     progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import (  # noqa: E402
     add_config_arguments,
     add_scene_arguments,
-    config_for_checkpoint_or_exit,
     config_from_args,
+    load_checkpoint_or_exit,
     run_script,
 )
-from asgf_nav.eval.evaluator import load_policy_agent, select_episodes  # noqa: E402
+from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
 from asgf_nav.experiment import set_torch_threads  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
     set_torch_threads(cfg, background_build=False)
-    cfg = config_for_checkpoint_or_exit(cfg, args.checkpoint)
+    checkpoint = load_checkpoint_or_exit(args.checkpoint)
+    cfg = config_for_checkpoint(cfg, checkpoint)
     cfg.task.sound_split = args.sound_split
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)
     device = resolve_device(args.device)
-    agent = load_policy_agent(cfg, args.checkpoint, observation_space_for(world, list(cfg.task.sensors)),
+    agent = load_policy_agent(cfg, checkpoint, observation_space_for(world, list(cfg.task.sensors)),
                               device=device)
     data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
     out = Path(args.out)

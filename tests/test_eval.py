@@ -283,3 +283,49 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
     assert [(r.scene, r.episode_id) for r in resumed] == [(r.scene, r.episode_id) for r in whole]
     assert [r.actions for r in resumed] == [r.actions for r in whole]  # the oracle is deterministic
     assert load_summary(out)["episodes"] == 10
+
+
+def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_path, monkeypatch):
+    """best.pt is rewritten while training goes on; a resumed evaluation must not mix two checkpoints."""
+    import evaluate
+
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.rl.checkpoint import save_best_checkpoint
+    from asgf_nav.tasks.factory import load_task_data
+
+    cfg = ExperimentConfig()
+    cfg.scenes.dataset, cfg.scenes.data_root = "tiny", str(tiny_root)
+    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim, cfg.model.fusion_heads = 32, 32, 16, 2
+    cfg.task.sensors = ["spectrogram"]
+    world, _ = load_task_data(cfg, "test")
+    policy = build_policy(cfg, observation_space_for(world, cfg.task.sensors))
+
+    def write_best(update: int) -> Path:
+        state = {"model": policy.state_dict(), "optimizer": {}, "update": update, "frames": 10 * update,
+                 "rng": {}, "config": config_to_dict(cfg), "policy_name": "asgf"}
+        return save_best_checkpoint(tmp_path / "run", state)
+
+    best = write_best(1)
+    real_run = evaluate.run_episodes
+
+    def run_then_die(agent, world, episodes, cfg, **kwargs):
+        def on_record(record):
+            kwargs["on_record"](record)
+            raise KeyboardInterrupt  # killed after its first finished episode
+
+        return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
+
+    args = ("--checkpoint", str(best), "--episodes", "3", "task.max_steps=10")
+    monkeypatch.setattr(evaluate, "run_episodes", run_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path / "eval", *args)
+    assert (tmp_path / "eval" / "asgf_tiny_unheard_test" / PROGRESS_FILE).exists()
+    monkeypatch.setattr(evaluate, "run_episodes", real_run)
+    write_best(2)  # training found a better checkpoint meanwhile
+    with pytest.raises(EvaluationProgressError, match="checkpoint_update was 1, now 2"):
+        _evaluate(tiny_root, tmp_path / "eval", *args)
+    write_best(1)  # the same checkpoint again: the evaluation resumes and finishes
+    _evaluate(tiny_root, tmp_path / "eval", *args)
+    assert load_summary(tmp_path / "eval" / "asgf_tiny_unheard_test")["episodes"] == 3

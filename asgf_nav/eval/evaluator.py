@@ -99,11 +99,16 @@ class PolicyAgent(Agent):
 ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa", "doa_checkpoint")))
 
 
-def config_for_checkpoint(cfg: Any, checkpoint: str | Path) -> Any:
-    """A copy of ``cfg`` whose model section, sensors and DoA flag are the checkpoint's (the weights need them)."""
+def checkpoint_state(checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint given as a file, or one already loaded (the scripts load it once)."""
     from asgf_nav.rl.checkpoint import load_checkpoint
 
-    saved = load_checkpoint(checkpoint).get("config") or {}
+    return checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, map_location=device)
+
+
+def config_for_checkpoint(cfg: Any, checkpoint: str | Path | dict[str, Any]) -> Any:
+    """A copy of ``cfg`` whose model section, sensors and DoA flag are the checkpoint's (the weights need them)."""
+    saved = checkpoint_state(checkpoint).get("config") or {}
     out = copy.deepcopy(cfg)
     for section, keys in ARCHITECTURE_KEYS:
         values = saved.get(section) or {}
@@ -119,19 +124,19 @@ def config_for_checkpoint(cfg: Any, checkpoint: str | Path) -> Any:
 
 def load_policy_agent(
     cfg: Any,
-    checkpoint: str | Path,
+    checkpoint: str | Path | dict[str, Any],
     observation_space: Any,
     deterministic: bool = False,
     device: str | torch.device = "cpu",
 ) -> PolicyAgent:
     """Build ``cfg.model.policy`` for ``observation_space`` and load the weights of a training checkpoint."""
     from asgf_nav.models.policies import build_policy
-    from asgf_nav.rl.checkpoint import load_checkpoint
 
-    state = load_checkpoint(checkpoint, map_location=device)
+    state = checkpoint_state(checkpoint, device)
     trained = state.get("policy_name", cfg.model.policy)
     if trained != cfg.model.policy:
-        raise ValueError(f"checkpoint {checkpoint} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
+        where = "" if isinstance(checkpoint, dict) else f" {checkpoint}"
+        raise ValueError(f"checkpoint{where} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
     policy = build_policy(cfg, observation_space)
     policy.load_state_dict(state["model"])
     sensors = list(getattr(observation_space, "spaces", observation_space))
