@@ -55,8 +55,7 @@ def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
     return load_policy_agent(cfg, checkpoint, space, args.deterministic, resolve_device(args.device))
 
 
-def evaluate_one(args: argparse.Namespace, cfg, sound_split: str) -> Path:
-    checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None
+def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None) -> Path:
     cfg = config_for_checkpoint(cfg, checkpoint) if checkpoint else copy.deepcopy(cfg)
     cfg.task.sound_split = sound_split
     world, episodes = load_task_data(cfg, args.split, args.scenes)
@@ -114,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
     set_torch_threads(cfg, background_build=False)  # train.torch_threads holds here too: no oversubscribing
+    # loaded once: with --sound-split both, both splits evaluate the same version of a rewritten best.pt
+    checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     for sound_split in splits:
-        out = evaluate_one(args, cfg, sound_split)
+        out = evaluate_one(args, cfg, sound_split, checkpoint)
         logger.info("evaluation written to %s", out)
     return 0
 
