@@ -5,7 +5,7 @@ Outside a :func:`stop_between_updates` block the handlers raise at once (``Syste
 
 Inside the block (the trainer's update loop, single process) the first signal is only recorded: the
 loop finishes its update, saves a checkpoint and then raises, so an interrupted run loses nothing and
-``--resume`` continues exactly. A second signal raises at once, for when that update takes too long.
+``--resume`` continues from there. A second signal raises at once, for when that update takes too long.
 
 Python drops an exception raised while it is inside a ``__del__`` or a weakref callback ("Exception
 ignored in ..."), and a library's bare ``except`` can swallow it too; so the handlers always remember

@@ -247,6 +247,47 @@ def test_best_validated_checkpoint_is_kept_across_pruning_and_resume(tmp_path: P
     assert not (tmp_path / "none" / "checkpoints" / BEST_CHECKPOINT).exists()
 
 
+def test_validation_leaves_training_bit_identical_on_the_batched_env(tmp_path: Path, monkeypatch) -> None:
+    """Validation shares the process with training: the DoA posterior cache, the torch and numpy generators
+    and the allocator. The batched env recomputes an evicted observation in whatever batch it misses in,
+    and a batch's float results depend on its composition, so any contact would show in the weights."""
+    from asgf_nav.config import TaskConfig
+    from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, StftConfig
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
+    from asgf_nav.tasks import observations
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here
+    head_cfg = DoaNetConfig(band_widths=(32, 64), patch_dim=32, model_dim=32,
+                            stft=StftConfig(sample_rate=16000, n_fft=256, hop=256, num_bins=128))
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "head.pt", "selective", SelectiveDoaNet(head_cfg), None, 0, DoaTrainConfig(), {})
+    task = TaskConfig(max_steps=10, sensors=["spectrogram", "doa"], train_episodes_per_scene=12, use_doa=True)
+    worlds = {"train": synthetic_world([grid_scene("grid_a")]), "val": synthetic_world([grid_scene("grid_b")])}
+    episodes = {split: generate_split(world, split, "heard", ["telephone", "alarm_synth"], task)
+                for split, world in worlds.items()}  # fmt: skip
+
+    def factory(cfg: ExperimentConfig, split: str, rank: int) -> BatchedAudioNavEnv:
+        # a spectrogram cache of 6 for 4 envs evicts all the time, so observations are recomputed
+        return BatchedAudioNavEnv(worlds[split], episodes[split], cfg.ppo.num_envs, cfg=cfg.task, seed=cfg.train.seed,
+                                  cache_size=6, sampler_mode="shuffle" if split == "train" else "sequential")
+
+    weights = []
+    for val_interval in (0, 1):
+        register_doa_observation(tmp_path / "head.pt", cache_size=1000)  # a fresh shared cache per run
+        cfg = small_cfg("asgf", updates=3)
+        cfg.task, cfg.train.val_interval, cfg.train.val_episodes = task, val_interval, 4
+        trainer = Trainer(cfg, factory, tmp_path / f"val_{val_interval}")
+        trainer.train()
+        weights.append(trainer.policy.state_dict())
+    assert trainer.best_validation is not None  # the second run did validate
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), f"validation changed training: {key}"
+
+
 def test_kill_and_resume_gives_identical_parameters(tmp_path: Path) -> None:
     cfg = small_cfg("asgf", updates=4)
     uninterrupted = Trainer(cfg, toy_env_factory, tmp_path / "full")

@@ -4,10 +4,13 @@
 runs the PPO update, logs to TensorBoard and a tqdm bar, validates every ``train.val_interval`` updates
 and checkpoints every ``train.checkpoint_interval`` updates until ``ppo.total_frames`` frames are used.
 
-Exact resume: a checkpoint holds the model, optimiser, schedule, counters, RNG states, the rollout's
+Resume: a checkpoint holds the model, optimiser, schedule, counters, RNG states, the rollout's
 carried-over state (last observation, mask and GRU state) and ``env.state_dict()`` when the env offers
 it, so a single-process run on CPU resumed from update K reaches the same parameters as an uninterrupted
-run. Under DD-PPO rank 0 checkpoints its own env/RNG state; other ranks resume with fresh episodes.
+run when the env's observations do not depend on what it cached before. The batched env's caches are
+not saved: it recomputes their observations in other batches, which changes them in the last float bits,
+so there the resumed run is the same run up to rounding (docs/models.md). Under DD-PPO rank 0
+checkpoints its own env/RNG state; other ranks resume with fresh episodes.
 
 Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside
 an isolated RNG scope, on a val env restored to the same initial state each time (when the env offers
