@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from asgf_nav.config import ConfigError, ExperimentConfig, load_config
@@ -72,10 +73,24 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return cfg
 
 
+def checkpoint_choices(directory: Path) -> str:
+    """Which files to pass instead of a run (or checkpoints) directory: best.pt and the newest checkpoint."""
+    from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, list_checkpoints
+
+    run_dir = directory.parent if directory.name == "checkpoints" else directory
+    found = [p for p in (run_dir / "checkpoints" / BEST_CHECKPOINT,) if p.is_file()] + list_checkpoints(run_dir)[-1:]
+    if not found:
+        return "it holds no checkpoints/best.pt or checkpoints/ckpt_*.pt"
+    return "pass one of its checkpoint files, e.g. " + " or ".join(str(p) for p in found)
+
+
 def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
     """``rl.checkpoint.load_checkpoint`` on the CPU, or exit with status 2 naming a missing or unreadable file."""
     from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
 
+    if Path(checkpoint).is_dir():
+        print(f"error: checkpoint {checkpoint} is a directory; {checkpoint_choices(Path(checkpoint))}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         return load_checkpoint(checkpoint)
     except FileNotFoundError:

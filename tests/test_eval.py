@@ -192,6 +192,22 @@ def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and str(path) in err and message in err
+    # a run directory (or its checkpoints/) names the files to pass instead: best.pt and the newest
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("ckpt_000002.pt", "ckpt_000010.pt", "best.pt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    for directory in (run, run / "checkpoints", tmp_path):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(["--dataset", "tiny", "--data-root", str(tmp_path), "--checkpoint", str(directory)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: checkpoint {directory} is a directory")
+        if directory == tmp_path:
+            assert "holds no checkpoints/best.pt or checkpoints/ckpt_*.pt" in err
+        else:
+            assert str(run / "checkpoints" / "best.pt") in err and str(run / "checkpoints" / "ckpt_000010.pt") in err
+            assert "ckpt_000002.pt" not in err
 
 
 def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):
