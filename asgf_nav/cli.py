@@ -75,17 +75,19 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def checkpoint_choices(directory: Path) -> str:
     """Which files to pass instead of a run (or checkpoints) directory: best.pt and the newest checkpoint."""
-    from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, list_checkpoints
+    from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, checkpoint_dir, list_checkpoints
 
     run_dir = directory.parent if directory.name == "checkpoints" else directory
-    found = [p for p in (run_dir / "checkpoints" / BEST_CHECKPOINT,) if p.is_file()] + list_checkpoints(run_dir)[-1:]
+    best = checkpoint_dir(run_dir) / BEST_CHECKPOINT
+    found = ([best] if best.is_file() else []) + list_checkpoints(run_dir)[-1:]
     if not found:
         return "it holds no checkpoints/best.pt or checkpoints/ckpt_*.pt"
     return "pass one of its checkpoint files, e.g. " + " or ".join(str(p) for p in found)
 
 
 def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
-    """``rl.checkpoint.load_checkpoint`` on the CPU, or exit with status 2 naming a missing or unreadable file."""
+    """``rl.checkpoint.load_checkpoint`` on the CPU, or exit with status 2 naming a missing or unreadable file
+    (or, for a directory, the checkpoint files in it)."""
     from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
 
     if Path(checkpoint).is_dir():
