@@ -344,10 +344,11 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
             loss, parts = optimization_step(model, optimizer, batch, cfg)
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
+            loss_value = loss.item()  # float(loss) on a tensor that requires grad warns at every step
+            bar.set_postfix(loss=f"{loss_value:.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
             if step % cfg.val_every == 0:
                 metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-                logger.info("step %d loss %.4f %s val(0 dB) %s", step, float(loss), parts, metrics)
+                logger.info("step %d loss %.4f %s val(0 dB) %s", step, loss_value, parts, metrics)
             if step % cfg.checkpoint_every == 0:
                 save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
         bar.close()
