@@ -1,0 +1,183 @@
+"""Classical DoA baselines and the DoA benchmark's evaluation and tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from doa_helpers import SR, _source_at, _tiny_config
+
+from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.models.doa.classical import (
+    ArrayDoa,
+    HrirWaveformMatch,
+    HrtfTemplateDoa,
+    gcc_phat,
+    lateral_fold,
+    spectral_shape,
+)
+from asgf_nav.models.doa.data import DoaBatch
+from asgf_nav.models.doa.features import circular_distance
+from asgf_nav.models.doa.network import SelectiveDoaNet
+from asgf_nav.models.doa.rooms import render_shoebox_rir
+from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
+
+
+def test_two_microphone_methods_find_the_lateral_angle():
+    rng = np.random.default_rng(4)
+    room, receiver = np.array([7.0, 3.0, 7.0]), np.array([3.5, 1.5, 3.5])
+    noise = rng.standard_normal(SR // 2)
+    srp = ArrayDoa("SRP", SR)
+    for az in (0.0, 25.0, 155.0, 335.0):  # beyond ~50 degrees the head's wider ITD saturates the pair model
+        rir = render_shoebox_rir(
+            room, receiver, _source_at(receiver, az, 0.0), 0.0, 0.5, 10.0, 0.3, SR, 4000, rng
+        )
+        audio = np.stack([np.convolve(noise, rir[:, c])[: SR // 2] for c in range(2)])
+        truth = lateral_fold(az)
+        # a real head delays the far ear more than a 0.18 m free-field pair, which overstates lateral angles
+        assert circular_distance(gcc_phat(audio, SR), truth) < 25
+        assert circular_distance(srp(audio), truth) < 25
+    assert lateral_fold(np.array([150.0, 210.0, 30.0])).tolist() == pytest.approx([30.0, 330.0, 30.0])
+
+
+def test_hrtf_template_matching_localises_over_the_full_circle():
+    rng = np.random.default_rng(2)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    noise = rng.standard_normal(SR // 2)
+    template = HrtfTemplateDoa(SR)
+    for az in (0.0, 40.0, 135.0, 200.0, 290.0):  # front and back: the head's templates tell them apart
+        rir = render_shoebox_rir(
+            room, receiver, _source_at(receiver, az, 0.0), 0.0, 0.0, 300.0, 0.3, SR, 2000, rng
+        )  # anechoic: the direct path only
+        audio = np.stack([np.convolve(noise, rir[:, c])[: SR // 2] for c in range(2)])
+        assert circular_distance(template(audio), az) <= 5, az
+
+
+def _kemar_hrir(az: float) -> np.ndarray:
+    """(2, taps) KEMAR HRIR pair nearest to ``az`` on the horizontal plane."""
+    hrtf = load_hrtf(SR)
+    return hrtf.hrir[hrtf.nearest(np.array([az]), np.array([0.0]))[0]].astype(np.float64)
+
+
+def test_onset_weighted_templates_follow_the_first_arrival_not_a_louder_reflection():
+    taps = load_hrtf(SR).num_taps
+    rng = np.random.default_rng(0)
+    n = SR // 2
+    source = np.zeros(n)
+    for start in range(400, n - 2000, 1600):  # 40 ms noise bursts every 100 ms: one onset each
+        source[start : start + 640] = rng.standard_normal(640)
+    time_averaged, precedence = HrtfTemplateDoa(SR), HrtfTemplateDoa.precedence(SR)
+    for direct, reflected in [(30.0, 100.0), (200.0, 300.0), (120.0, 20.0), (330.0, 250.0)]:
+        ears = np.zeros((2, 2 * n))
+        for c in range(2):  # the direct sound, then 4 ms later a reflection 6 dB louder from elsewhere
+            ears[c, : n + taps - 1] += np.convolve(source, _kemar_hrir(direct)[c])
+            ears[c, 64 : 64 + n + taps - 1] += 2.0 * np.convolve(source, _kemar_hrir(reflected)[c])
+        ears = ears[:, :n]
+        assert circular_distance(precedence(ears), direct) <= 5
+        assert circular_distance(time_averaged(ears), reflected) <= 5  # the average follows the energy
+    with pytest.raises(ValueError, match="onset_power"):
+        HrtfTemplateDoa(SR, onset_power=-1.0)
+
+
+def test_hrir_waveform_match_reads_one_wavefront_and_is_fooled_by_a_close_second_one():
+    match = HrirWaveformMatch(SR)
+    taps = load_hrtf(SR).num_taps
+    for az in (30.0, 150.0, 210.0, 330.0, 90.0, 275.0):  # front/back mirror pairs included
+        window = np.zeros((2, taps + 24))
+        window[:, 7 : 7 + taps] = 0.3 * _kemar_hrir(az)  # any delay and gain
+        assert match(window) == az
+    # a second, equally strong wavefront from 40 degrees away arriving 0.25 ms later pulls the reading off
+    window = np.zeros((2, taps + 24))
+    window[:, 7 : 7 + taps] += _kemar_hrir(30.0)
+    window[:, 11 : 11 + taps] += _kemar_hrir(70.0)
+    assert match(window) != 30.0
+
+
+def _band_noise(rng: np.random.Generator, low: float, high: float, n: int = SR // 2) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / SR)
+    return np.fft.irfft(spec * ((freqs >= low) & (freqs < high)), n)
+
+
+def test_spectral_shape_ignores_gain_and_tells_spectra_apart():
+    rng = np.random.default_rng(5)
+    low, other_low, high = _band_noise(rng, 200, 800), _band_noise(rng, 200, 800), _band_noise(rng, 2000, 6000)
+    shape = spectral_shape(low, SR)
+    assert np.linalg.norm(shape) == pytest.approx(1.0)
+    assert spectral_shape(7.0 * low, SR) == pytest.approx(shape, abs=1e-6)
+    assert spectral_shape(np.stack([low, low]), SR) == pytest.approx(shape, abs=1e-6)  # channels summed
+    assert spectral_shape(other_low, SR) @ shape > 0.9 > spectral_shape(high, SR) @ shape + 0.5
+
+
+def test_prompt_choice_reference_counts_the_source_the_prompt_resembles():
+    from asgf_nav.eval.doa_eval import prompt_choice_reference
+
+    rng = np.random.default_rng(6)
+    low = [_band_noise(rng, 200, 800) for _ in range(3)]
+    high = [_band_noise(rng, 2000, 6000) for _ in range(3)]
+    # clip 0: low target, low prompt; clip 1: high target, high prompt; clip 2: low target, high prompt
+    targets = [low[0], high[0], low[1]]
+    distractors = [high[1], low[2], high[2]]
+    prompts = [_band_noise(rng, 200, 800), _band_noise(rng, 2000, 6000), _band_noise(rng, 2000, 6000)]
+    target = torch.tensor(np.stack([np.stack([t, 0.5 * t]) for t in targets]), dtype=torch.float32)
+    distractor = torch.tensor(np.stack([np.stack([d, d]) for d in distractors]), dtype=torch.float32)
+    batch = DoaBatch(
+        mixture=target + distractor, target=target, prompt=torch.tensor(np.stack(prompts), dtype=torch.float32),
+        category=torch.zeros(3, dtype=torch.long), azimuth=torch.zeros(3), distractor_azimuth=torch.zeros(3),
+        line_of_sight=torch.ones(3, dtype=torch.bool),
+    )
+    assert prompt_choice_reference(batch, SR) == pytest.approx(200 / 3)
+    assert prompt_choice_reference(batch.slice(0, 2), SR) == 100.0
+    assert prompt_choice_reference(batch.slice(2, 3), SR) == 0.0
+
+
+def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
+    import json
+    import logging
+
+    from asgf_nav.eval.doa_eval import EvalConfig, evaluate, markdown_table
+
+    ckpt = tmp_path / "selective.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0,
+                    DoaTrainConfig(rooms="shoebox_pair"), {})
+    cfg = EvalConfig(selective=str(ckpt), crnn=str(tmp_path / "missing.pt"), pool_dir=str(tmp_path),
+                     test_poses=3, examples=6, snrs=(0.0,), gmm_train_examples=40, train_poses=3,
+                     out=str(tmp_path / "eval.json"), threads=1, distractor_window="loudest", clip_seconds=0.25)
+    with caplog.at_level(logging.WARNING):
+        results = evaluate(cfg)
+    assert "trained on rooms=shoebox_pair but is tested on rooms=shoebox" in caplog.text
+    assert "CRNN (audio only) is left out" in caplog.text
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["distractor_window"] == "loudest" and saved["rooms"] == "shoebox" and saved["clip_seconds"] == 0.25
+    assert saved["test_rooms_drr_db"]["q10"] <= saved["test_rooms_drr_db"]["median"]
+    assert saved["direct_sound_reference"]["responses"] == 3 * 6  # every shoebox source is in sight
+    methods = results["methods"]
+    assert "HRTF template matching (KEMAR)" in methods and "selective (audio prompt)" in methods
+    assert "HRTF templates, onset-weighted (precedence)" in methods
+    for per_condition in methods.values():
+        assert set(per_condition) == {"unheard +0 dB", "heard +0 dB"}
+        for m in per_condition.values():
+            assert m["acc5"] <= m["acc20"] and m["acc5"] <= m["either5"] <= 100
+            assert m["hit_distractor5"] <= m["hit_distractor20"]
+    assert set(saved["prompt_choice_reference"]) == {"unheard +0 dB", "heard +0 dB"}
+    assert all(0 <= v <= 100 for v in saved["prompt_choice_reference"].values())
+    table = markdown_table(results)
+    assert "[" in table and "HRTF templates on the direct sound alone (18 line-of-sight" in table
+    assert "Whole HRIR waveforms matched to their first 2 ms: " in table
+    assert "Prompt's spectral shape closer to the separated target's" in table
+
+
+def test_benchmark_table_has_a_line_of_sight_section():
+    from asgf_nav.eval.doa_eval import markdown_table
+
+    m = {"mae": 10.0, "acc5": 50.0, "acc20": 80.0, "mae_lateral": 5.0, "line_of_sight_share": 75.0,
+         "line_of_sight": {"mae": 8.0, "acc5": 60.0, "acc20": 90.0}}
+    table = markdown_table({"methods": {"a": {"unheard +0 dB": m}, "b": {"unheard +0 dB": m}}})
+    assert "| a | 10.0 / 50.0 / 80.0 (5.0) |" in table
+    assert "(unheard +0 dB: 75 % of the clips)" in table and "| b | 8.0 / 60.0 / 90.0 |" in table
+    without = {k: v for k, v in m.items() if not k.startswith("line_of_sight")}
+    assert "Line-of-sight" not in markdown_table({"methods": {"a": {"unheard +0 dB": without}}})
+    all_in_sight = {**m, "line_of_sight_share": 100.0}
+    assert "Line-of-sight" not in markdown_table({"methods": {"a": {"unheard +0 dB": all_in_sight}}})
+    selection = {**without, "hit_distractor5": 30.0, "either5": 85.0}
+    assert "| a | 10.0 / 50.0 / 80.0 (5.0) [30.0 / 85.0] |" in markdown_table({"methods": {"a": {"c": selection}}})

@@ -1,0 +1,275 @@
+"""Selective DoA head's training data: rendered room responses, RIR pools and mixed examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from doa_helpers import SR, _source_at
+
+from asgf_nav.acoustics.binaural import EarlyPaths
+from asgf_nav.models.doa.classical import HrtfTemplateDoa
+from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
+from asgf_nav.models.doa.features import circular_distance
+from asgf_nav.models.doa.rooms import (
+    PAIR_SPACING,
+    SPEED_OF_SOUND,
+    RirPool,
+    first_reflection,
+    has_direct_path,
+    render_pair_rir,
+    render_shoebox_rir,
+    scene_pool,
+    shoebox_pool,
+)
+from asgf_nav.models.doa.train import DoaTrainConfig
+from asgf_nav.sounds.bank import SoundBank
+
+
+def test_shoebox_rir_puts_a_left_source_in_the_left_ear():
+    rng = np.random.default_rng(0)
+    room, receiver = np.array([6.0, 3.0, 6.0]), np.array([3.0, 1.5, 3.0])
+    for yaw in (0.0, 90.0, 230.0):
+        left = render_shoebox_rir(
+            room, receiver, _source_at(receiver, 90.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng
+        )
+        right = render_shoebox_rir(
+            room, receiver, _source_at(receiver, 270.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng
+        )
+        early = slice(0, 200)
+        assert (left[early, 0] ** 2).sum() > 3 * (left[early, 1] ** 2).sum()
+        assert (right[early, 1] ** 2).sum() > 3 * (right[early, 0] ** 2).sum()
+        assert np.argmax(np.abs(left[:, 0])) < np.argmax(np.abs(left[:, 1]))  # the near ear hears it first
+
+
+def _tdoa_us(rir: np.ndarray, upsample: int = 32) -> float:
+    """Left-minus-right arrival time (microseconds) of the strongest common component of a (L, 2) RIR."""
+    n = 2 * rir.shape[0]
+    cross = np.fft.rfft(rir[:, 0], n) * np.conj(np.fft.rfft(rir[:, 1], n))
+    cc = np.fft.irfft(cross, n * upsample)
+    span = 40 * upsample
+    lag = np.argmax(np.concatenate([cc[-span:], cc[: span + 1]])) - span
+    return lag / (SR * upsample) * 1e6
+
+
+def test_pair_receiver_delays_follow_the_array_geometry():
+    rng = np.random.default_rng(0)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    for yaw in (0.0, 130.0):
+        for az in (0.0, 30.0, 75.0, 90.0, 150.0, 300.0):
+            # no reflections and no tail: the direct path alone, at a fractional inter-microphone delay
+            rir = render_pair_rir(room, receiver, _source_at(receiver, az, yaw), yaw, 0.0, 300.0, 0.3, SR, 2000, rng)
+            expected = -PAIR_SPACING * np.sin(np.deg2rad(az)) / SPEED_OF_SOUND * 1e6  # left first when left
+            assert _tdoa_us(rir) == pytest.approx(expected, abs=3.0), (yaw, az)
+    reverberant = render_pair_rir(room, receiver, _source_at(receiver, 90.0, 0.0), 0.0, 0.8, 0.0, 0.5, SR, 4000, rng)
+    assert np.abs(reverberant[2000:]).max() > 0  # reflections and the diffuse tail are there
+
+
+def test_direct_to_reverberant_ratio_falls_with_reverberation():
+    rng = np.random.default_rng(1)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    source = _source_at(receiver, 60.0, 0.0, distance=3.0)
+    rirs = [render_pair_rir(room, receiver, source, 0.0, reflection, drr, 0.5, SR, 4000, rng)
+            for reflection, drr in ((0.0, 300.0), (0.6, 6.0), (0.9, -3.0))]
+    pool = RirPool(np.stack(rirs)[:, None].repeat(2, axis=1), np.full((3, 2), 60.0), SR)
+    drr = pool.direct_to_reverberant_db()[:, 0]
+    assert drr[0] > 15  # anechoic: the direct sound (and the fractional delay's sinc ringing) is all there is
+    assert drr[0] > drr[1] > drr[2]
+    assert drr[2] < 0  # a tail 3 dB above the direct sound plus strong reflections
+
+
+def test_direct_sound_windows_and_the_direct_sound_reference():
+    from asgf_nav.eval.doa_eval import direct_sound_reference
+
+    rng = np.random.default_rng(3)
+    room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
+    azimuths = np.array([[10.0, 100.0, 170.0], [220.0, 300.0, 355.0]])
+    rirs = np.stack([np.stack([
+        render_shoebox_rir(room, receiver, _source_at(receiver, az, 0.0, distance=2.5), 0.0, 0.8, 0.0, 0.4,
+                           SR, 2000, rng) for az in row]) for row in azimuths])  # direct path + equal-energy tail
+    pool = RirPool(rirs, azimuths, SR)
+    windows = pool.direct_sound(direct_ms=2.5, lead_ms=1.0)
+    assert windows.shape == (2, 3, 56, 2)
+    for p, j in ((0, 0), (1, 2)):  # a contiguous stretch of the response: 1 ms before its onset to 2.5 ms after
+        rir = rirs[p, j]
+        starts = [k for k in range(2000 - 56) if np.array_equal(rir[k : k + 56], windows[p, j])]
+        assert len(starts) == 1
+        energy = (rir.astype(np.float64) ** 2).sum(axis=1)
+        assert energy[: starts[0] + 16].max() < 0.05 * energy.max() <= energy[starts[0] + 16]
+        assert starts[0] + 16 <= np.argmax(energy) < starts[0] + 56  # the direct path's peak is inside
+        assert 0 <= starts[0] + 16 - 2.5 / SPEED_OF_SOUND * SR < 20  # the travel time of 2.5 m plus the HRIR lead
+    reference = direct_sound_reference(pool, HrtfTemplateDoa(SR))
+    assert reference["responses"] == 6 and reference["acc5"] == 100.0  # the tail is cut off
+    assert reference["waveform"]["acc5"] == reference["waveform_2ms"]["acc5"] == 100.0
+    # the same template matcher on the whole responses, tail included, does worse
+    whole = [HrtfTemplateDoa(SR)(r.T.astype(np.float64)) for r in rirs.reshape(-1, 2000, 2)]
+    assert circular_distance(np.array(whole), azimuths.ravel()).mean() > reference["mae"]
+
+
+def test_pair_pool_is_labelled_with_the_front_hemisphere_angle(tmp_path):
+    from asgf_nav.models.doa.train import rir_pool
+
+    pool = shoebox_pool(4, 3, seed=1, progress=False, receiver="pair")
+    assert np.all(np.cos(np.deg2rad(pool.azimuth)) >= -1e-9)  # never behind the array
+    for p in range(4):  # the labelled lateral angle is the one the direct path's delay measures
+        for j in range(3):
+            rir = pool.rirs[p, j]
+            onset = int(np.argmax(np.abs(rir).max(axis=1) > 0.3 * np.abs(rir).max()))
+            direct = rir[max(onset - 16, 0) : onset + 16]
+            expected = -PAIR_SPACING * np.sin(np.deg2rad(pool.azimuth[p, j])) / SPEED_OF_SOUND * 1e6
+            assert _tdoa_us(direct) == pytest.approx(expected, abs=15.0), (p, j)
+    with pytest.raises(ValueError, match="receiver must be one of"):
+        shoebox_pool(1, 2, seed=1, progress=False, receiver="dummy-head")
+    cached = rir_pool(DoaTrainConfig(rooms="shoebox_pair", pool_dir=str(tmp_path), sources_per_pose=2), "train", 2, 5)
+    assert (tmp_path / "shoebox_pair_train_2x2_s5.npz").is_file()
+    assert np.all(np.cos(np.deg2rad(cached.azimuth)) >= -1e-9) and cached.line_of_sight.all()
+
+
+def test_scene_pool_labels_from_node_positions():
+    class FakeScene:
+        name = "line"
+        positions = np.array([[0.0, 0, 0], [-2.0, 0, 0], [0, 0, -2.0], [2.0, 0, 0], [0, 0, 2.0]])
+        num_nodes = 5
+
+    class FakeRirs:
+        sample_rate = 32000
+        source_nodes = np.arange(5)
+
+        def rir(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
+            out = np.zeros((1000, 2), dtype=np.float32)
+            out[source, 0] = 1.0
+            return out
+
+        def paths(self, receiver: int, source: int) -> EarlyPaths:
+            straight = np.linalg.norm(FakeScene.positions[receiver] - FakeScene.positions[source])
+            # a wall between nodes 1 and 3: only a reflection, 1 m longer than the straight line, arrives
+            first = straight + (1.0 if {receiver, source} == {1, 3} else 0.0)
+            delay = np.array([first, first + 3.0]) / SPEED_OF_SOUND
+            return EarlyPaths(delay, np.zeros(2), np.zeros(2), np.ones((2, 1)))
+
+    pool = scene_pool(FakeScene(), FakeRirs(), num_poses=6, sources_per_pose=3, seed=0, rir_seconds=0.02)
+    assert pool.rirs.shape == (6, 3, 320, 2)
+    assert np.all(pool.rirs.max(axis=(2, 3)) > 0.1)  # resampled to 16 kHz, impulse kept
+    # every label matches the geometry of some receiver/yaw: angles are multiples of 45 degrees here
+    assert np.allclose(np.mod(pool.azimuth, 45.0) * np.mod(-pool.azimuth, 45.0), 0.0, atol=1e-6)
+    # line of sight: exactly the pairs whose first arrival travels the straight distance
+    assert pool.line_of_sight.dtype == bool and pool.line_of_sight.shape == (6, 3)
+    positions, rirs = FakeScene.positions, FakeRirs()
+    assert has_direct_path(rirs, positions, 0, 1) and not has_direct_path(rirs, positions, 1, 3)
+    gap, level = first_reflection(rirs, positions, 0, 1)  # the second path: 3 m longer, as loud
+    assert gap == pytest.approx(3.0 / SPEED_OF_SOUND) and level == pytest.approx(0.0)
+    assert first_reflection(rirs, positions, 1, 3) is None  # no line of sight
+
+
+def test_rir_pool_keeps_line_of_sight_through_save_and_load(tmp_path):
+    pool = shoebox_pool(3, 2, seed=2, progress=False)
+    assert pool.line_of_sight.all()  # an empty shoebox hides nothing
+    pool.line_of_sight = np.array([[True, False], [True, True], [False, True]])
+    pool.save(tmp_path / "pool.npz")
+    assert np.array_equal(RirPool.load(tmp_path / "pool.npz").line_of_sight, pool.line_of_sight)
+    np.savez(tmp_path / "old.npz", rirs=pool.rirs, azimuth=pool.azimuth, sample_rate=pool.sample_rate)
+    assert RirPool.load(tmp_path / "old.npz").line_of_sight is None  # saved before the flag existed
+    both = RirPool.concat([pool, shoebox_pool(2, 2, seed=3, progress=False)])
+    assert both.num_poses == 5 and np.array_equal(both.line_of_sight[:3], pool.line_of_sight)
+    assert RirPool.concat([pool, RirPool.load(tmp_path / "old.npz")]).line_of_sight is None
+    sampler = DoaExampleSampler(SoundBank.load(), pool, "train", clip_seconds=0.1)
+    batch = sampler.sample(40, 0.0, np.random.default_rng(0))
+    assert batch.line_of_sight.dtype == torch.bool and not batch.line_of_sight.all()
+    with pytest.raises(ValueError, match="line_of_sight"):
+        RirPool(pool.rirs, pool.azimuth, pool.sample_rate, np.ones((2, 2), dtype=bool))
+
+
+def test_line_of_sight_targets_draw_only_audible_direct_paths():
+    pool = shoebox_pool(3, 3, seed=2, progress=False)
+    pool.line_of_sight = np.array([[True, False, False], [False, False, False], [False, True, True]])
+    bank = SoundBank.load()
+    batch = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1, targets="line_of_sight").sample(
+        60, 0.0, np.random.default_rng(1))
+    assert batch.line_of_sight.all()
+    visible = {float(a) for a in pool.azimuth[pool.line_of_sight].astype(np.float32)}
+    assert {float(a) for a in batch.azimuth} == visible  # every audible source is drawn, nothing else
+    assert (batch.distractor_azimuth != batch.azimuth).all()
+    # the default keeps its draws (the benchmark's clips) and includes sources behind walls
+    every = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1).sample(60, 0.0, np.random.default_rng(1))
+    assert not every.line_of_sight.all()
+    with pytest.raises(ValueError, match="targets"):
+        DoaExampleSampler(bank, pool, "train", targets="visible")
+
+
+def test_sampler_mixes_at_the_requested_snr_and_respects_splits(bank):
+    pool = shoebox_pool(4, 3, seed=5, progress=False)
+    sampler = DoaExampleSampler(bank, pool, "test")
+    assert set(sampler.targets) <= set(bank.names("test"))
+    batch = sampler.sample(6, -5.0, np.random.default_rng(0))
+    assert batch.mixture.shape == (6, 2, SR // 2) and batch.prompt.shape == (6, SR // 2)
+    assert torch.allclose(batch.mixture.pow(2).mean(dim=(1, 2)), torch.ones(6), atol=1e-3)
+    distractor = batch.mixture - batch.target
+    snr = 10 * torch.log10(batch.target.pow(2).sum(dim=(1, 2)) / distractor.pow(2).sum(dim=(1, 2)))
+    assert torch.allclose(snr, torch.full((6,), -5.0), atol=0.05)
+    assert set(np.round(batch.azimuth.numpy(), 4)) <= set(
+        np.round(pool.azimuth.ravel().astype(np.float32), 4)
+    )
+
+
+def _reference_example(sampler: DoaExampleSampler, draw) -> dict[str, np.ndarray]:
+    """One example rendered the plain way (numpy, float64, one example at a time) from its draws."""
+    clip, hop = sampler.clip, sampler.clip // 8
+    names = (draw.target, draw.distractor, draw.prompt)
+    dry = {n: sampler._waves[sampler._wave_row[n]].double().numpy() for n in names}
+
+    def received(name, source):
+        rir = sampler.pool.rirs[draw.pose, source].astype(np.float64)
+        n = dry[name].size + rir.shape[0] - 1
+        return np.stack([np.convolve(dry[name], rir[:, ear]) for ear in range(2)])[:, :n]
+
+    def loudest(signal):  # energies as differences of a running sum: exact ties break the same way
+        energy = np.concatenate([[0.0], np.cumsum(np.reshape(signal**2, (-1, signal.shape[-1])).sum(0))])
+        starts = np.arange(0, max(1, signal.shape[-1] - clip + 1), hop)
+        return int(starts[int(np.argmax(energy[starts + clip] - energy[starts]))])
+
+    rx_t, rx_d = received(draw.target, draw.target_source), received(draw.distractor, draw.distractor_source)
+    seg_t = rx_t[:, loudest(rx_t) :][:, :clip]
+    s_d = draw.distractor_start
+    quiet = np.sum(rx_d[:, s_d : s_d + clip] ** 2) < 0.25 * np.sum(rx_d**2) * clip / rx_d.shape[1]
+    seg_d = rx_d[:, (loudest(rx_d) if quiet else s_d) :][:, :clip]
+    seg_d = seg_d * np.sqrt(np.sum(seg_t**2) / np.sum(seg_d**2) * 10 ** (-draw.snr_db / 10))
+    mix = seg_t + seg_d
+    scale = 1 / np.sqrt(np.mean(mix**2))
+    prompt = dry[draw.prompt][loudest(dry[draw.prompt]) :][:clip]
+    return {"mixture": mix * scale, "target": seg_t * scale, "prompt": prompt / np.sqrt(np.mean(prompt**2)),
+            "quiet": quiet}
+
+
+def test_loudest_distractor_windows_change_only_the_distractor(bank):
+    pool = shoebox_pool(3, 3, seed=4, progress=False)
+    drawn = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25).sample(16, 0.0, np.random.default_rng(3))
+    loudest = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, distractor_window="loudest").sample(
+        16, 0.0, np.random.default_rng(3)
+    )
+    for name in ("prompt", "category", "azimuth", "distractor_azimuth"):
+        assert torch.equal(getattr(drawn, name), getattr(loudest, name)), name
+    # the target clip is the same stretch (the mixtures are scaled to unit RMS, so compare shapes)
+    cos = torch.nn.functional.cosine_similarity(drawn.target.flatten(1), loudest.target.flatten(1))
+    assert torch.allclose(cos, torch.ones(16), atol=1e-5)
+    assert not torch.allclose(drawn.mixture, loudest.mixture)
+    with pytest.raises(ValueError, match="distractor_window must be one of"):
+        DoaExampleSampler(bank, pool, "train", distractor_window="random")
+
+
+def test_batched_rendering_matches_a_per_example_reference(bank):
+    pool = shoebox_pool(4, 3, seed=5, progress=False)
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25)
+    sampler._waves[:, SR // 2 :] = 0.0  # silent second halves: some distractor clips start in silence
+    batch = sampler.sample(24, (-5.0, 5.0), np.random.default_rng(4))
+    draw_rng = np.random.default_rng(4)
+    refs = [_reference_example(sampler, sampler._draw((-5.0, 5.0), draw_rng)) for _ in range(24)]
+    assert 0 < sum(r["quiet"] for r in refs) < 24  # both branches of the distractor's window are exercised
+    for field in ("mixture", "target", "prompt"):
+        expected = torch.from_numpy(np.stack([r[field] for r in refs])).float()
+        assert torch.allclose(getattr(batch, field), expected, atol=1e-4), field
+    # float32 rendering (the default off the CPU) picks the same windows and agrees to float32 precision
+    single = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, dtype=torch.float32)
+    single._waves[:, SR // 2 :] = 0.0
+    fast = single.sample(24, (-5.0, 5.0), np.random.default_rng(4))
+    for field in DoaBatch.__dataclass_fields__:
+        assert torch.allclose(getattr(fast, field).double(), getattr(batch, field).double(), atol=1e-4), field

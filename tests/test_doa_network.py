@@ -1,0 +1,114 @@
+"""Selective DoA head: tri-band features, azimuth labels, network outputs and losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from doa_helpers import SR, _source_at, _tiny_config
+
+from asgf_nav.models.doa.data import DoaExampleSampler
+from asgf_nav.models.doa.features import (
+    AzimuthGrid,
+    StftConfig,
+    binaural_stft,
+    circular_distance,
+    interaural_features,
+    relative_azimuth,
+    tri_band_patches,
+)
+from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, doa_loss, posterior_loss
+from asgf_nav.models.doa.rooms import shoebox_pool
+from asgf_nav.models.doa.train import training_loss
+
+
+def test_tri_band_feature_shapes():
+    cfg = StftConfig()
+    audio = torch.randn(3, 2, SR // 2)
+    spec = binaural_stft(audio, cfg)
+    frames = cfg.frames(SR // 2)
+    assert spec.shape == (3, 2, cfg.num_bins, frames)
+    feats = interaural_features(spec)
+    assert feats.shape == (3, 4, frames, cfg.num_bins)
+    fine, mid, full = tri_band_patches(feats, (32, 128))
+    assert fine.shape == (3, cfg.num_bins // 32, 4, frames, 32)
+    assert mid.shape == (3, cfg.num_bins // 128, 4, frames, 128)
+    assert full.shape == (3, 1, 4, frames, cfg.num_bins)
+    # patches are views of the same spectrum: the second fine patch is bins 32..63
+    assert torch.equal(fine[:, 1], feats[..., 32:64])
+    # identical ears: zero phase and level difference
+    same = interaural_features(binaural_stft(audio[:, :1].repeat(1, 2, 1), cfg))
+    assert torch.allclose(same[:, 0], torch.ones_like(same[:, 0]), atol=1e-4)
+    assert same[:, 1:3].abs().max() < 1e-4
+
+
+def test_circular_label_encoding_and_decoding():
+    assert circular_distance(359.0, 1.0) == pytest.approx(2.0)
+    assert circular_distance(np.array([10.0, 180.0]), np.array([350.0, 0.0])).tolist() == [20.0, 180.0]
+    grid = AzimuthGrid(bin_width=5.0, laplace_scale=5.0)
+    assert grid.num_bins == 72
+    azimuths = np.array([0.0, 1.0, 359.0, 92.5, 181.0, 271.3])
+    target = grid.encode(azimuths)
+    assert target.shape == (6, 72)
+    assert torch.allclose(target.sum(1), torch.ones(6))
+    # 359 and 1 degrees share their peak bin (0) and their targets are mirror images across it
+    assert int(target[1].argmax()) == int(target[2].argmax()) == 0
+    assert torch.allclose(target[1, 1:6], torch.flip(target[2, 67:72], [0]))
+    decoded = grid.decode(target)
+    assert circular_distance(decoded, azimuths).max() < 1.5
+    with pytest.raises(ValueError):
+        AzimuthGrid(bin_width=7.0)
+
+
+def test_relative_azimuth_follows_habitat_yaw():
+    origin = np.zeros(3)
+    assert relative_azimuth(origin, np.array([0, 0, -1.0]), 0.0) == pytest.approx(0.0)  # ahead
+    assert relative_azimuth(origin, np.array([-1.0, 0, 0]), 0.0) == pytest.approx(90.0)  # left
+    assert relative_azimuth(origin, np.array([0, 0, 1.0]), 90.0) == pytest.approx(90.0)  # yaw 90 faces -X
+    assert relative_azimuth(origin, np.array([1.0, 0, 0]), 0.0) == pytest.approx(270.0)  # right
+    for az, yaw in [(30.0, 0.0), (200.0, 90.0), (315.0, 270.0)]:
+        assert relative_azimuth(origin, _source_at(origin, az, yaw), yaw) == pytest.approx(az)
+
+
+def test_loss_parts_and_output_shapes(bank):
+    net = SelectiveDoaNet(_tiny_config())
+    sampler = DoaExampleSampler(bank, shoebox_pool(3, 3, seed=1, progress=False), "train", clip_seconds=0.25)
+    batch = sampler.sample(4, 0.0, np.random.default_rng(1))
+    out = net(batch.mixture, batch.prompt)
+    assert out["posterior"].shape == (4, 72)
+    assert torch.allclose(out["posterior"].sum(1), torch.ones(4), atol=1e-5)
+    assert out["mask"].min() >= 0 and out["mask"].max() <= 1
+    assert torch.allclose(out["band_weights"].sum(-1), torch.ones_like(out["band_weights"][..., 0]))
+    assert [b.shape[1] for b in out["patch_weights"]] == [4, 2, 1]
+    loss, parts = training_loss(net, batch, doa_weight=1.0)
+    assert loss.item() == pytest.approx(parts["recon"] + parts["posterior_mse"], rel=1e-4)
+    target = net.cfg.grid.encode(batch.azimuth)
+    perfect = {"masked": out["masked"], "posterior": target, "log_posterior": target.log()}
+    assert doa_loss(perfect, out["masked"], target)[0].item() == pytest.approx(0.0)
+    # cross-entropy against the soft target: its minimum is the target's entropy, reached at the target
+    entropy = -(target * target.log()).sum(1).mean().item()
+    assert doa_loss(perfect, out["masked"], target, posterior_kind="cross_entropy")[0].item() == pytest.approx(
+        entropy, rel=1e-5)
+    ce, parts = posterior_loss(out, target, "cross_entropy")
+    assert ce.item() > entropy and set(parts) == {"posterior_cross_entropy"}
+    with pytest.raises(ValueError, match="posterior loss"):
+        posterior_loss(out, target, "hinge")
+
+
+def test_mask_head_kinds_and_old_checkpoint_configs(bank):
+    cfg = _tiny_config()
+    old = cfg.to_dict()
+    del old["mask_head"]  # configs stored before the template mask head existed
+    assert DoaNetConfig.from_dict(old).mask_head == "mlp"
+    assert SelectiveDoaNet(DoaNetConfig.from_dict(old)).mask_head is None
+    with pytest.raises(ValueError, match="mask head 'unet'"):
+        SelectiveDoaNet(DoaNetConfig(**{**cfg.to_dict(), "mask_head": "unet", "stft": cfg.stft}))
+    # the template head reads the prompt per bin: two prompts give two different masks of one mixture
+    torch.manual_seed(0)
+    net = SelectiveDoaNet(cfg).eval()
+    sampler = DoaExampleSampler(bank, shoebox_pool(2, 3, seed=1, progress=False), "train", clip_seconds=0.25)
+    batch = sampler.sample(2, 0.0, np.random.default_rng(3))
+    mixture = batch.mixture[:1].expand(2, -1, -1)
+    with torch.no_grad():
+        mask = net(mixture, batch.prompt)["mask"]
+    assert not torch.allclose(mask[0], mask[1], atol=1e-4)

@@ -1,0 +1,267 @@
+"""The frozen DoA head as the ``doa`` observation: its cache, batched path and use by policies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from doa_helpers import SR, _tiny_config
+
+from asgf_nav.models.doa.network import SelectiveDoaNet
+from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_frozen_head_is_unchanged_by_a_policy_update(bank, tmp_path):
+    from gymnasium import spaces
+
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.models.doa.observation import DoaObservation
+    from asgf_nav.models.policies import build_policy
+
+    net = SelectiveDoaNet(_tiny_config())
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", net, None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt, window_seconds=0.25)
+    assert not head.model.training
+    assert all(not p.requires_grad for p in head.model.parameters())
+    frozen = {k: v.clone() for k, v in head.model.state_dict().items()}
+
+    cfg = ExperimentConfig()
+    cfg.model.policy, cfg.model.hidden_size, cfg.task.use_doa = "av_nav", 32, True
+    space = spaces.Dict(
+        {
+            "spectrogram": spaces.Box(0, np.inf, (65, 69, 2), np.float32),
+            "doa": spaces.Box(0, 1, (head.num_bins,), np.float32),
+        }
+    )
+    policy = build_policy(cfg, space)
+    assert policy.use_doa
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    sounds = bank.names("test")[:2]
+    audio = np.random.default_rng(0).standard_normal((2, 2, SR)).astype(np.float32)
+    doa = head.compute(audio, sounds)
+    assert doa.shape == (2, head.num_bins) and not doa.requires_grad
+    assert torch.allclose(doa.sum(1), torch.ones(2), atol=1e-5)
+    obs = {"spectrogram": torch.rand(2, 65, 69, 2), "doa": doa}
+    value, log_prob, entropy, _ = policy.evaluate_actions(
+        obs, policy.initial_hidden(2), torch.ones(2), torch.tensor([0, 1])
+    )
+    loss = -(log_prob.mean() + 0.1 * entropy.mean()) + value.pow(2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is None for p in head.model.parameters())
+    assert not head.model.training
+    for key, value in head.model.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+
+
+def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.episodes import ResolvedEpisode
+    from asgf_nav.tasks.observations import ObservationState, get_observation
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = register_doa_observation(ckpt, name="doa_test")
+    provider = get_observation("doa_test")
+    world = synthetic_world(sample_rate=SR)
+    scene = world.scene("grid_a")
+    episode = ResolvedEpisode("0", "grid_a", 0, 0, int(scene.num_nodes - 1), "telephone", 3.0, 5)
+    state = ObservationState(world, scene, episode, node=0, yaw=1, step=0)
+    obs = provider.compute(state)
+    assert obs.shape == provider.space(world).shape == (head.num_bins,)
+    assert obs.dtype == np.float32 and abs(float(obs.sum()) - 1.0) < 1e-4
+    assert (head.cache.hits, head.cache.misses) == (0, 1)
+
+    # the same state again is served from the cache; another yaw is computed and differs
+    assert np.array_equal(provider.compute(state), obs)
+    turned = provider.compute(ObservationState(world, scene, episode, node=0, yaw=2, step=1))
+    assert (head.cache.hits, head.cache.misses) == (1, 2)
+    assert not np.allclose(turned, obs)
+
+    # the batched path shares the cache: known states are hits, a repeated new state is computed once
+    from asgf_nav.tasks.observations import BatchObservationState
+
+    nodes, yaws = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 0, 0])
+    batch = BatchObservationState(world, [episode] * 4, nodes, yaws, torch.zeros(4, dtype=torch.long),
+                                  torch.zeros(4, 3), torch.zeros(4, 3))
+    rows = provider.compute_batch(batch)
+    assert rows.shape == (4, head.num_bins) and rows.dtype == torch.float32
+    assert (head.cache.hits, head.cache.misses) == (4, 3)
+    assert np.array_equal(rows[0].numpy(), obs) and np.array_equal(rows[1].numpy(), turned)
+    assert torch.equal(rows[2], rows[3])
+    moved = provider.compute(ObservationState(world, scene, episode, node=1, yaw=0, step=2))
+    assert np.allclose(rows[2].numpy(), moved) and (head.cache.hits, head.cache.misses) == (5, 3)
+    uncached = register_doa_observation(ckpt, name="doa_test", cache_size=0)
+    assert np.allclose(get_observation("doa_test").compute(state), obs, atol=1e-6)
+    assert len(uncached.cache.rows) == 0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_batched_doa_observation_matches_a_per_item_numpy_reference(bank, tmp_path, device):
+    """The provider convolves its batch of misses in one torch call on the env's device, where the head runs
+    too; the reference renders one item at a time in numpy and runs the head window by window on the CPU."""
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.episodes import ResolvedEpisode
+    from asgf_nav.tasks.observations import BatchObservationState, get_observation
+    from asgf_nav.tasks.spectrogram import binaural_audio_np
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = register_doa_observation(ckpt, name="doa_ref", cache_size=0)
+    world = synthetic_world(sample_rate=SR)
+    scene = world.scene("grid_a")
+    episodes = [ResolvedEpisode(str(i), "grid_a", 0, 0, int(scene.num_nodes - 1 - i), sound, 3.0, 5)
+                for i, sound in enumerate(["telephone", "telephone", bank.names("test")[0]])]  # fmt: skip
+    nodes, yaws = torch.tensor([0, 3, 5], device=device), torch.tensor([1, 2, 3], device=device)
+    batch = BatchObservationState(world, episodes, nodes, yaws, torch.zeros(3, dtype=torch.long, device=device),
+                                  torch.zeros(3, 3, device=device), torch.zeros(3, 3, device=device))  # fmt: skip
+    rows = get_observation("doa_ref").compute_batch(batch)
+    assert rows.device.type == head.device.type == device
+    rows, reference_head = rows.cpu(), head.to("cpu").model
+    assert head.window * 2 == SR  # two windows per second
+    for i, episode in enumerate(episodes):
+        rir = scene.rir(int(nodes[i]), episode.goal_node, int(yaws[i]))
+        audio = binaural_audio_np(world.sound(episode.sound), rir, SR).T.astype(np.float64)
+        posts = []
+        for start in range(0, SR - head.window + 1, head.window):
+            piece = audio[:, start : start + head.window]
+            piece = torch.from_numpy(piece / (np.sqrt(np.mean(piece**2)) + 1e-9)).float()
+            with torch.no_grad():
+                posts.append(reference_head(piece[None], head.prompt_for(episode.sound)[None])["posterior"][0])
+        # on a GPU, cuDNN's convolutions may round through TF32
+        assert torch.allclose(rows[i], torch.stack(posts).mean(0), atol=1e-5 if device == "cpu" else 5e-4), i
+
+
+def test_batched_env_hands_the_audio_of_its_spectrograms_to_the_doa_head(bank, tmp_path, monkeypatch):
+    """A state the spectrogram cache misses is one the DoA cache misses too (the same key); its audio is
+    rendered once for both, and the posteriors equal those of a head that renders the audio itself."""
+    from asgf_nav.config import TaskConfig
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    world = synthetic_world(sample_rate=SR)
+    sounds = ["telephone", bank.names("test")[0]]
+    episodes = generate_split(world, "train", "unheard", sounds, TaskConfig(train_episodes_per_scene=6))
+    cfg = TaskConfig(max_steps=12, sensors=["spectrogram", "doa_shared"])
+    renders = []
+
+    def counted(rir):
+        def rir_and_count(*args):
+            renders.append(args)
+            return rir(*args)
+
+        return rir_and_count
+
+    for scene in world.scenes.values():
+        monkeypatch.setattr(scene, "rir", counted(scene.rir))
+    actions = torch.from_numpy(np.random.default_rng(3).choice(4, size=(16, 3), p=[0.05, 0.55, 0.2, 0.2]))
+    runs = {}
+    for reuse in (True, False):
+        head = register_doa_observation(ckpt, name="doa_shared", cache_size=4096)
+        env = BatchedAudioNavEnv(world, episodes, 3, cfg=cfg, seed=4, cache_size=4096)
+        env.reuse_audio = reuse
+        renders.clear()
+        seen = [env.reset()["doa_shared"]] + [env.step(a)[0]["doa_shared"] for a in actions]
+        assert head.cache.misses == env.cache.misses > 3
+        runs[reuse] = torch.stack(seen), len(renders), env.cache.misses
+    (shared, shared_renders, misses), (own, own_renders, _) = runs[True], runs[False]
+    assert shared_renders == misses and own_renders == 2 * misses
+    assert torch.allclose(shared, own, atol=1e-5)
+
+
+def test_posterior_cache_computes_each_missing_key_once_and_evicts_the_oldest():
+    from asgf_nav.models.doa.observation import PosteriorCache
+
+    calls = []
+
+    def fill(keys):
+        def rows(indices):
+            calls.append([keys[i] for i in indices])
+            return np.array([[keys[i], 0.0] for i in indices])
+
+        return rows
+
+    cache = PosteriorCache(capacity=2)
+    keys = [1, 2, 1]
+    assert cache.get(keys, fill(keys))[:, 0].tolist() == [1, 2, 1]
+    assert calls == [[1, 2]] and (cache.hits, cache.misses) == (1, 2)
+    keys = [3, 1]
+    cache.get(keys, fill(keys))  # 1 is used again, so 3 evicts 2, the least recently used
+    assert calls[-1] == [3] and list(cache.rows) == [1, 3]
+    keys = [2]
+    cache.get(keys, fill(keys))
+    assert calls[-1] == [2] and list(cache.rows) == [3, 2]
+    with pytest.raises(ValueError, match="cache size"):
+        PosteriorCache(-1)
+
+
+def test_bad_doa_checkpoint_is_a_config_error_naming_the_key(tmp_path):
+    from asgf_nav.config import ConfigError, ExperimentConfig
+    from asgf_nav.experiment import register_auxiliary_observations
+
+    corrupt, foreign = tmp_path / "corrupt.pt", tmp_path / "foreign.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    for path, message in (
+        (tmp_path / "missing.pt", "does not exist"),
+        (corrupt, "not readable as a torch checkpoint"),
+        (foreign, "not a valid DoA model"),
+    ):
+        cfg = ExperimentConfig()
+        cfg.task.use_doa, cfg.task.doa_checkpoint = True, str(path)
+        with pytest.raises(ConfigError) as error:
+            register_auxiliary_observations(cfg)
+        assert str(error.value).startswith("task.doa_checkpoint: ") and str(path) in str(error.value)
+        assert message in str(error.value) and "doa" not in cfg.task.sensors
+
+
+def test_frozen_head_is_unchanged_by_ppo_training(tmp_path, monkeypatch):
+    """Real PPO updates of an ASGF policy that reads the doa observation leave the head's weights alone."""
+    from asgf_nav.config import ExperimentConfig, TaskConfig
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.rl.trainer import Trainer
+    from asgf_nav.tasks import observations
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split, resolve_episodes
+    from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = register_doa_observation(ckpt)
+    frozen = {k: v.clone() for k, v in head.model.state_dict().items()}
+    scenes = [grid_scene("grid_doa", nx=5, nz=4, image_size=48, sample_rate=SR)]
+    world = synthetic_world(scenes, sample_rate=SR)
+    split = generate_split(world, "train", "heard", ["telephone"], TaskConfig(train_episodes_per_scene=20))
+    episodes = resolve_episodes(split, world)
+    cfg = ExperimentConfig()
+    cfg.model.policy, cfg.model.hidden_size, cfg.model.ase_dim = "asgf", 32, 32
+    cfg.model.fusion_dim, cfg.model.fusion_heads = 16, 2
+    cfg.task.use_doa, cfg.task.sensors, cfg.task.max_steps = True, ["depth", "spectrogram", "doa"], 10
+    cfg.ppo.num_envs, cfg.ppo.num_steps, cfg.ppo.ppo_epoch, cfg.ppo.num_mini_batch = 4, 8, 2, 2
+    cfg.ppo.total_frames = 2 * 4 * 8
+    cfg.train.device, cfg.train.val_interval, cfg.train.checkpoint_interval = "cpu", 0, 100
+
+    def env_factory(cfg: ExperimentConfig, split: str, rank: int) -> BatchedAudioNavEnv:
+        return BatchedAudioNavEnv(world, episodes, cfg.ppo.num_envs, sensors=cfg.task.sensors, seed=rank, cfg=cfg.task)
+
+    trainer = Trainer(cfg, env_factory, tmp_path / "run")
+    assert trainer.policy.use_doa
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    trainer.train()
+    assert head.cache.misses > 0  # the rollouts rendered doa observations
+    changed = [k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "PPO did not update the policy"
+    assert not head.model.training and all(not p.requires_grad for p in head.model.parameters())
+    for key, value in head.model.state_dict().items():
+        assert torch.equal(value, frozen[key]), key

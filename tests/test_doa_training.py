@@ -1,0 +1,109 @@
+"""Selective DoA head's training: learning a tiny set, schedule, config errors and the scripts."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from doa_helpers import _tiny_config
+
+from asgf_nav.models.doa.data import DoaExampleSampler
+from asgf_nav.models.doa.network import SelectiveDoaNet
+from asgf_nav.models.doa.rooms import shoebox_pool
+from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, predict, training_loss
+
+
+@pytest.mark.parametrize("posterior_kind, doa_weight", [("mse", 10.0), ("cross_entropy", 1.0)])
+def test_head_learns_on_a_tiny_generated_set(bank, posterior_kind, doa_weight):
+    torch.manual_seed(0)
+    pool = shoebox_pool(6, 4, seed=3, progress=False)
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25)
+    data = sampler.sample(48, 30.0, np.random.default_rng(2))
+    net = SelectiveDoaNet(_tiny_config())
+    before = angular_metrics(predict(net, data), data.azimuth.numpy())["mae"]
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    start = time.monotonic()
+    for step in range(150):
+        part = data.slice((step % 3) * 16, (step % 3) * 16 + 16)
+        loss, _ = training_loss(net, part, doa_weight, posterior_kind)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 10 == 9 and angular_metrics(predict(net, data), data.azimuth.numpy())["mae"] < 30:
+            break
+        if time.monotonic() - start > 50:
+            break
+    after = angular_metrics(predict(net, data), data.azimuth.numpy())["mae"]
+    assert before > 60  # an untrained head is near chance (90 degrees)
+    assert after < 40, f"MAE {before:.1f} -> {after:.1f} degrees"
+
+
+def test_learning_rate_and_snr_curriculum_follow_the_step():
+    from asgf_nav.models.doa.train import learning_rate, snr_lift
+
+    cfg = DoaTrainConfig(lr=1e-3, lr_final_fraction=0.1, max_steps=100, curriculum_db=30.0, curriculum_steps=40)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50) == pytest.approx(0.55e-3)
+    assert learning_rate(cfg, 100) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 500) == pytest.approx(1e-4)
+    assert snr_lift(cfg, 0) == 30.0 and snr_lift(cfg, 20) == 15.0 and snr_lift(cfg, 40) == 0.0
+    assert snr_lift(DoaTrainConfig(curriculum_steps=0), 0) == 0.0
+
+
+def test_rir_pool_rejects_unknown_rooms_and_scenes_without_a_root(tmp_path):
+    from asgf_nav.models.doa.train import rir_pool, train
+
+    with pytest.raises(ValueError, match="rooms must be one of"):
+        rir_pool(DoaTrainConfig(rooms="castle", pool_dir=str(tmp_path)), "train", 2, 0)
+    with pytest.raises(ValueError, match="needs scenes_root"):
+        rir_pool(DoaTrainConfig(rooms="both", pool_dir=str(tmp_path)), "train", 2, 0)
+    with pytest.raises(ValueError, match="posterior_loss must be one of"):
+        train(DoaTrainConfig(posterior_loss="hinge", pool_dir=str(tmp_path)))
+
+
+def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
+    import eval_doa
+    import pretrain_doa
+
+    cases = [
+        (eval_doa.main, ["--selective", str(tmp_path / "nope.pt")], f"--selective: checkpoint {tmp_path / 'nope.pt'}"),
+        (eval_doa.main, ["--rooms", "kitchen"], "invalid choice: 'kitchen'"),
+        (eval_doa.main, ["--clip-seconds", "2"], "--clip-seconds: 2.0 s is outside (0, 1]"),
+        (pretrain_doa.main, ["--model", "transformer"], "invalid choice: 'transformer'"),
+        (pretrain_doa.main, ["--targets", "visible"], "invalid choice: 'visible'"),
+    ]
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+
+
+def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
+    """SIGTERM during DoA pretraining: the step ends, is saved, and the same command continues from it."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stopping import stop_when
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pretrain_doa.py"
+    out = tmp_path / "crnn.pt"
+    command = [
+        sys.executable, str(script), "--model", "crnn", "--out", str(out), "--pool-dir", str(tmp_path / "pools"),
+        "--train-poses", "4", "--val-poses", "2", "--sources-per-pose", "2", "--batch-size", "4",
+        "--clip-seconds", "0.25", "--val-examples", "8", "--val-every", "1", "--checkpoint-every", "1000",
+        "--threads", "1", "--max-minutes", "5",
+    ]  # fmt: skip
+    returncode, log = stop_when([*command, "--max-steps", "100000"], " step 2 loss ", signal.SIGTERM)
+    assert returncode == 128 + signal.SIGTERM, log[-3000:]
+    step = int(torch.load(out, weights_only=False)["step"])  # no periodic checkpoint was due: the stop's own
+    assert step >= 2 and f"stopped at step {step};" in log, log[-3000:]
+
+    resumed = subprocess.run([*command, "--max-steps", str(step + 1)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed crnn from {out} at step {step}" in resumed.stderr
+    assert int(torch.load(out, weights_only=False)["step"]) == step + 1
