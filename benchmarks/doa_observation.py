@@ -4,10 +4,12 @@ A miss of the ``doa`` provider (``asgf_nav.models.doa.observation``) convolves t
 the binaural RIR of the agent's pose, resamples to the head's rate and runs the frozen head on each
 half-second window. The provider convolves the whole batch of misses in one torch call on the env's
 device (``TorchSpectrogram.audio_from_rirs``), where the head runs too; the reference convolves one item
-at a time in numpy (``binaural_audio_np``). Both run in turns over ``--rounds`` so a noisy machine slows
-them alike; the table gives median milliseconds per miss and the speed-up. Rendering the RIR itself from
-the baked scene comes on top (the same for both). On a CPU, running all windows in one forward was
-measured 3-9 % slower than one forward per window, so the head keeps the per-window loop.
+at a time in numpy (``binaural_audio_np``). The provider resamples to the head's rate in torch; that
+part's reference is ``scipy.signal.resample_poly`` in float64, which the provider used before. Both run
+in turns over ``--rounds`` so a noisy machine slows them alike; the table gives median milliseconds per
+miss and the speed-up. Rendering the RIR itself from the baked scene comes on top (the same for both).
+On a CPU, running all windows in one forward was measured 3-9 % slower than one forward per window, so
+the head keeps the per-window loop.
 
 A second table times whole observations of a batched env with the spectrogram and ``doa`` sensors, every
 state new to both caches (as on unheard test sounds): the env hands the audio it rendered for the
@@ -28,8 +30,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from env_throughput import build_synthetic, episodes_for  # sibling benchmarks (benchmarks/ is the script's path)
+from scipy.signal import resample_poly
 from spectrogram_batch import decaying_rirs
 
+from asgf_nav.acoustics.resample import PolyphaseResampler
 from asgf_nav.config import TaskConfig, load_config
 from asgf_nav.models.doa.observation import DoaObservation, register_doa_observation
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
@@ -61,9 +65,23 @@ def time_parts(device: torch.device, rirs: list[np.ndarray], sounds_np: np.ndarr
     def torch_miss() -> torch.Tensor:
         return head.compute(torch_audio(), prompt, sr)
 
+    received = torch_audio()
+    resampler = PolyphaseResampler(sr, head.sample_rate)
+
+    def scipy_resample() -> np.ndarray:
+        return resample_poly(received.cpu().numpy().astype(np.float64), resampler.up, resampler.down, axis=-1)
+
+    def torch_resample() -> torch.Tensor:
+        out = resampler(received)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+
+    assert np.allclose(scipy_resample(), torch_resample().cpu().numpy(), atol=1e-5), "resampler != scipy"
     assert torch.allclose(numpy_miss(), torch_miss(), atol=1e-5), "provider != reference"
     parts: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
         "convolution": (numpy_audio, torch_audio),
+        "resampling to the head's rate": (scipy_resample, torch_resample),
         "whole miss (without the RIR)": (numpy_miss, torch_miss),
     }
     for pair in parts.values():

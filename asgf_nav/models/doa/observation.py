@@ -19,26 +19,18 @@ import logging
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
+from asgf_nav.acoustics.resample import PolyphaseResampler
 from asgf_nav.models.doa.network import SelectiveDoaNet
 from asgf_nav.models.doa.train import load_model
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "selective_doa.pt"
-
-
-def _resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    if source_rate == target_rate:
-        return audio
-    ratio = Fraction(int(target_rate), int(source_rate))
-    return resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1)
 
 
 class DoaObservation:
@@ -59,6 +51,7 @@ class DoaObservation:
         self.window = int(window_seconds * self.sample_rate)
         self._prompts: dict[str, torch.Tensor] = {}
         self._bank = None
+        self._resamplers: dict[int, PolyphaseResampler] = {}
         self.cache: PosteriorCache | None = None  # set by register_doa_observation
 
     @property
@@ -109,33 +102,37 @@ class DoaObservation:
         The signal is cut into windows of the training clip length, each normalised to unit RMS, and the
         posteriors of the windows that carry sound are averaged.
         """
-        audio = np.asarray(binaural.cpu() if isinstance(binaural, torch.Tensor) else binaural, dtype=np.float64)
+        audio = torch.as_tensor(binaural).to(self.device, torch.float32)
         if audio.ndim != 3 or audio.shape[1] != 2:
-            raise ValueError(f"binaural batch must be (B, 2, N), got {audio.shape}")
-        audio = _resample(audio, sample_rate or self.sample_rate, self.sample_rate)
+            raise ValueError(f"binaural batch must be (B, 2, N), got {tuple(audio.shape)}")
+        audio = self._resampler(sample_rate or self.sample_rate)(audio)
         if isinstance(prompts, torch.Tensor):
             prompt = prompts
         else:
             if len(prompts) != audio.shape[0]:
                 raise ValueError(f"{len(prompts)} prompts for a batch of {audio.shape[0]}")
             prompt = torch.stack([self.prompt_for(name) for name in prompts])
+        prompt = prompt.to(self.device)
         self.model.eval()
         n = audio.shape[-1]
-        starts = list(range(0, max(1, n - self.window + 1), self.window)) or [0]
-        total = torch.zeros(audio.shape[0], self.num_bins)
-        weight = torch.zeros(audio.shape[0], 1)
-        for s in starts:
+        if n < self.window:
+            audio = torch.nn.functional.pad(audio, (0, self.window - n))
+        total = torch.zeros(audio.shape[0], self.num_bins, device=self.device)
+        weight = torch.zeros(audio.shape[0], 1, device=self.device)
+        for s in range(0, max(1, n - self.window + 1), self.window):
             piece = audio[..., s : s + self.window]
-            if piece.shape[-1] < self.window:
-                piece = np.pad(piece, [(0, 0), (0, 0), (0, self.window - piece.shape[-1])])
-            rms = np.sqrt(np.mean(piece**2, axis=(1, 2)))
-            active = torch.from_numpy(rms > 1e-6).float()[:, None]
-            x = torch.from_numpy(piece / (rms[:, None, None] + 1e-9)).float().to(self.device)
-            post = self.model(x, prompt.to(self.device))["posterior"].cpu()
+            rms = piece.square().mean(dim=(1, 2)).sqrt()
+            active = (rms > 1e-6).float()[:, None]
+            post = self.model(piece / (rms[:, None, None] + 1e-9), prompt)["posterior"]
             total += active * post
             weight += active
         uniform = torch.full_like(total, 1.0 / self.num_bins)
-        return torch.where(weight > 0, total / weight.clamp_min(1), uniform)
+        return torch.where(weight > 0, total / weight.clamp_min(1), uniform).cpu()
+
+    def _resampler(self, source_rate: int) -> PolyphaseResampler:
+        if source_rate not in self._resamplers:
+            self._resamplers[source_rate] = PolyphaseResampler(source_rate, self.sample_rate)
+        return self._resamplers[source_rate]
 
     def to(self, device: str | torch.device) -> DoaObservation:
         """Run the head on ``device`` (the provider follows the env's device)."""
