@@ -137,7 +137,7 @@ class DoaExampleSampler:
         The target clip is its sound's loudest stretch. ``distractor_window="drawn"`` (the benchmark's
         clips) takes the distractor at a drawn start, its loudest stretch only where that is
         near-silent; ``"loudest"`` always takes its loudest stretch. With ``drawn`` the target is the
-        steadier of the two more often, a cue an audio-only method can learn (measured in docs/doa.md);
+        steadier of the two more often, a cue an audio-only method can learn (measured in docs/doa-benchmark.md);
         ``loudest`` removes it and keeps every other draw the same.
 
         ``augment`` changes the playback rate and spectral envelope of the target, the distractor and the
