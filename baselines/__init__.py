@@ -14,8 +14,9 @@ from asgf_nav.eval.evaluator import Agent
 BASELINES: tuple[str, ...] = ("random", "direction_follower", "gan", "oracle")
 
 
-def make_baseline(name: str, cfg: Any, model_path: str | Path | None = None, seed: int = 0,
-                  random_stop_rule: str = "goal") -> Agent:
+def make_baseline(
+    name: str, cfg: Any, model_path: str | Path | None = None, seed: int = 0, random_stop_rule: str = "goal"
+) -> Agent:
     """The baseline ``name``; the audio-model baselines load ``model_path`` (default under the data root)."""
     if name == "random":
         from baselines.random_agent import RandomAgent

@@ -82,8 +82,14 @@ class AudioSamples:
     position: torch.Tensor  # (N, 2) float, (forward, left) metres
 
 
-def sample_geometry(world: TaskWorld, count: int, sounds: Sequence[str], seed: int, success_distance: float = 1.0,
-                    near_fraction: float = 0.3) -> list[tuple[str, int, int, int, str]]:
+def sample_geometry(
+    world: TaskWorld,
+    count: int,
+    sounds: Sequence[str],
+    seed: int,
+    success_distance: float = 1.0,
+    near_fraction: float = 0.3,
+) -> list[tuple[str, int, int, int, str]]:
     """(scene, receiver, source, yaw, sound) tuples; ``near_fraction`` of them within 2x the success distance."""
     rng = np.random.default_rng(seed)
     names = sorted(world.scenes)
@@ -101,15 +107,24 @@ def sample_geometry(world: TaskWorld, count: int, sounds: Sequence[str], seed: i
     return out
 
 
-def render_rirs(world: TaskWorld, geometry: Sequence[tuple[str, int, int, int, str]],
-                progress: bool = True) -> list[np.ndarray]:
+def render_rirs(
+    world: TaskWorld, geometry: Sequence[tuple[str, int, int, int, str]], progress: bool = True
+) -> list[np.ndarray]:
     """Binaural RIRs of each (scene, receiver, source, yaw, _); the costly part, shared by sound splits."""
-    return [np.asarray(world.scene(s).rir(r, src, y), dtype=np.float32)
-            for s, r, src, y, _ in tqdm(geometry, desc="render RIRs", unit="rir", disable=not progress)]
+    return [
+        np.asarray(world.scene(s).rir(r, src, y), dtype=np.float32)
+        for s, r, src, y, _ in tqdm(geometry, desc="render RIRs", unit="rir", disable=not progress)
+    ]
 
 
-def build_samples(world: TaskWorld, geometry: Sequence[tuple[str, int, int, int, str]], success_distance: float = 1.0,
-                  batch: int = 64, progress: bool = True, rirs: Sequence[np.ndarray] | None = None) -> AudioSamples:
+def build_samples(
+    world: TaskWorld,
+    geometry: Sequence[tuple[str, int, int, int, str]],
+    success_distance: float = 1.0,
+    batch: int = 64,
+    progress: bool = True,
+    rirs: Sequence[np.ndarray] | None = None,
+) -> AudioSamples:
     """Spectrograms (as the env computes them) and geometric labels for each (scene, receiver, source, yaw, sound)."""
     if rirs is None:
         rirs = render_rirs(world, geometry, progress)
@@ -118,8 +133,8 @@ def build_samples(world: TaskWorld, geometry: Sequence[tuple[str, int, int, int,
     spec = TorchSpectrogram(world.sample_rate, "cpu")
     specs, directions, closes, positions = [], [], [], []
     for start in tqdm(range(0, len(geometry), batch), desc="spectrograms", disable=not progress):
-        part = geometry[start: start + batch]
-        part_rirs = rirs[start: start + batch]
+        part = geometry[start : start + batch]
+        part_rirs = rirs[start : start + batch]
         length = max(len(r) for r in part_rirs)
         padded = np.zeros((len(part_rirs), length, 2), dtype=np.float32)
         for j, r in enumerate(part_rirs):
@@ -132,8 +147,9 @@ def build_samples(world: TaskWorld, geometry: Sequence[tuple[str, int, int, int,
             directions.append(int(direction_bin(phi)))
             closes.append(float(scene.geodesic_hops[r, src] * scene.grid_size < success_distance))
             positions.append((rho * math.cos(phi), rho * math.sin(phi)))
-    return AudioSamples(torch.cat(specs), torch.tensor(directions), torch.tensor(closes),
-                        torch.tensor(positions, dtype=torch.float32))
+    return AudioSamples(
+        torch.cat(specs), torch.tensor(directions), torch.tensor(closes), torch.tensor(positions, dtype=torch.float32)
+    )
 
 
 def losses(out: dict[str, torch.Tensor], samples: AudioSamples, index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -148,7 +164,7 @@ def losses(out: dict[str, torch.Tensor], samples: AudioSamples, index: torch.Ten
 def evaluate_model(model: AudioGoalNet, samples: AudioSamples, batch: int = 256) -> dict[str, float]:
     """Direction accuracy, close accuracy and mean position error (m) on ``samples``."""
     model.eval()
-    preds = [model(samples.spectrogram[i: i + batch]) for i in range(0, len(samples.direction), batch)]
+    preds = [model(samples.spectrogram[i : i + batch]) for i in range(0, len(samples.direction), batch)]
     direction = torch.cat([p["direction"] for p in preds]).argmax(-1)
     close = torch.cat([p["close"] for p in preds]) > 0
     position = torch.cat([p["position"] for p in preds])
@@ -159,8 +175,15 @@ def evaluate_model(model: AudioGoalNet, samples: AudioSamples, batch: int = 256)
     }
 
 
-def train_model(train: AudioSamples, val: AudioSamples | None, epochs: int = 8, batch: int = 64, lr: float = 1e-3,
-                seed: int = 0, progress: bool = True) -> tuple[AudioGoalNet, dict[str, float]]:
+def train_model(
+    train: AudioSamples,
+    val: AudioSamples | None,
+    epochs: int = 8,
+    batch: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[AudioGoalNet, dict[str, float]]:
     """Adam on the sum of the three losses; returns the model and its validation (else training) scores."""
     torch.manual_seed(seed)
     model = AudioGoalNet(train.spectrogram.shape[1:])
@@ -171,7 +194,7 @@ def train_model(train: AudioSamples, val: AudioSamples | None, epochs: int = 8, 
         order = torch.randperm(n)
         total = 0.0
         for start in range(0, n, batch):
-            index = order[start: start + batch]
+            index = order[start : start + batch]
             if len(index) < 2:
                 continue
             loss = sum(losses(model(train.spectrogram[index]), train, index).values())
@@ -185,8 +208,13 @@ def train_model(train: AudioSamples, val: AudioSamples | None, epochs: int = 8, 
 
 
 def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> Path:
-    state = {"version": MODEL_VERSION, "spectrogram_shape": model.spectrogram_shape, "bins": model.bins,
-             "model": model.state_dict(), "meta": meta}
+    state = {
+        "version": MODEL_VERSION,
+        "spectrogram_shape": model.spectrogram_shape,
+        "bins": model.bins,
+        "model": model.state_dict(),
+        "meta": meta,
+    }
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 

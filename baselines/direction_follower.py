@@ -25,8 +25,9 @@ class DirectionFollowerAgent(Agent):
     name = "direction_follower"
     sensors: tuple[str, ...] = ("spectrogram",)
 
-    def __init__(self, model: AudioGoalNet, waypoint_distance: float = 2.0, replan_steps: int = 8,
-                 close_threshold: float = 0.5) -> None:
+    def __init__(
+        self, model: AudioGoalNet, waypoint_distance: float = 2.0, replan_steps: int = 8, close_threshold: float = 0.5
+    ) -> None:
         self.model = model.eval()
         self.waypoint_distance = waypoint_distance
         self.replan_steps = replan_steps
@@ -54,12 +55,19 @@ class DirectionFollowerAgent(Agent):
             if close[i]:
                 actions[i] = STOP
                 continue
-            stale = (self.waypoints[i] < 0 or self.waypoints[i] == node or self.age[i] >= self.replan_steps
-                     or ctx.collided[i])
+            stale = (
+                self.waypoints[i] < 0
+                or self.waypoints[i] == node
+                or self.age[i] >= self.replan_steps
+                or ctx.collided[i]
+            )
             if stale:
-                point = agent_to_world(np.asarray(scene.positions[node]), yaw,
-                                       self.waypoint_distance * math.cos(azimuth[i]),
-                                       self.waypoint_distance * math.sin(azimuth[i]))
+                point = agent_to_world(
+                    np.asarray(scene.positions[node]),
+                    yaw,
+                    self.waypoint_distance * math.cos(azimuth[i]),
+                    self.waypoint_distance * math.sin(azimuth[i]),
+                )
                 self.waypoints[i] = nearest_reachable_node(scene, point, node)
                 self.age[i] = 0
             self.age[i] += 1

@@ -63,13 +63,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(args.config, [f"scenes.data_root={args.data_root}"] if args.data_root else [])
     world, episodes = load_task_data(cfg, "train")
-    env = BatchedAudioNavEnv(world, episodes, args.num_envs, sensors=["depth"], cfg=TaskConfig(sensors=["depth"]),
-                             seed=args.seed)  # no spectrogram sensor: only its keys are needed
+    env = BatchedAudioNavEnv(
+        world, episodes, args.num_envs, sensors=["depth"], cfg=TaskConfig(sensors=["depth"]), seed=args.seed
+    )  # no spectrogram sensor: only its keys are needed
     act = Policy(args.policy, args.seed)
     caches = [KeyLru(size) for size in args.sizes] + [KeyLru(1 << 62)]
     labels = [str(size) for size in args.sizes] + ["unbounded"]
-    print(f"{args.config}: {len(world.scenes)} train scenes, {len(episodes)} episodes, B = {args.num_envs}, "
-          f"policy {args.policy}; cache sizes in entries ({BYTES_PER_ENTRY_44K / 2**20:.3f} MiB each at 44.1 kHz)")
+    print(
+        f"{args.config}: {len(world.scenes)} train scenes, {len(episodes)} episodes, B = {args.num_envs}, "
+        f"policy {args.policy}; cache sizes in entries ({BYTES_PER_ENTRY_44K / 2**20:.3f} MiB each at 44.1 kHz)"
+    )
     print(f"{'env-steps':>10} " + " ".join(f"{label:>10}" for label in labels) + f" {'distinct':>9}")
     env.reset()
     window = max(args.steps // args.windows, 1)
@@ -81,10 +84,17 @@ def main() -> None:
             hits[j] += sum(cache.touch(k) for k in keys)
         if step % window == 0:
             rates = hits / max(lookups, 1)
-            rows.append({"env_steps": step * args.num_envs, **dict(zip(labels, rates.tolist())),
-                         "distinct": len(caches[-1].keys)})
-            print(f"{step * args.num_envs:>10} " + " ".join(f"{r:>10.3f}" for r in rates)
-                  + f" {len(caches[-1].keys):>9}", flush=True)
+            rows.append(
+                {
+                    "env_steps": step * args.num_envs,
+                    **dict(zip(labels, rates.tolist())),
+                    "distinct": len(caches[-1].keys),
+                }
+            )
+            print(
+                f"{step * args.num_envs:>10} " + " ".join(f"{r:>10.3f}" for r in rates) + f" {len(caches[-1].keys):>9}",
+                flush=True,
+            )
             hits[:], lookups = 0, 0
         env.step(act(env, args.num_envs))
     if args.json:

@@ -41,8 +41,9 @@ from asgf_nav.tasks.factory import load_task_data
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, binaural_audio_np
 
 
-def time_parts(device: torch.device, rirs: list[np.ndarray], sounds_np: np.ndarray, sample_rate: int,
-               rounds: int) -> dict[str, tuple[float, float]]:
+def time_parts(
+    device: torch.device, rirs: list[np.ndarray], sounds_np: np.ndarray, sample_rate: int, rounds: int
+) -> dict[str, tuple[float, float]]:
     """Median ms per miss of each part, (reference, provider), the two timed in turns."""
     sr, b = sample_rate, len(rirs)
     head = DoaObservation().to(device)
@@ -107,8 +108,9 @@ def env_for(args: argparse.Namespace, device: torch.device) -> tuple[BatchedAudi
     else:
         world = build_synthetic(16, args.sample_rate, 14, 10, 24)
         episodes = episodes_for(world, "heard", 40, [])
-    env = BatchedAudioNavEnv(world, episodes, args.batch, device=device, sensors=sensors,
-                             cfg=TaskConfig(sensors=sensors), seed=1)
+    env = BatchedAudioNavEnv(
+        world, episodes, args.batch, device=device, sensors=sensors, cfg=TaskConfig(sensors=sensors), seed=1
+    )
     return env, head
 
 
@@ -153,8 +155,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rirs = decaying_rirs(args.batch, args.sample_rate, 1.0, rng)
     sounds = rng.standard_normal((args.batch, args.sample_rate)).astype(np.float32)
-    print(f"DoA observation misses: batch {args.batch}, {args.sample_rate} Hz world, 1 s RIRs, "
-          f"torch threads {torch.get_num_threads()}, median of {args.rounds} turns")
+    print(
+        f"DoA observation misses: batch {args.batch}, {args.sample_rate} Hz world, 1 s RIRs, "
+        f"torch threads {torch.get_num_threads()}, median of {args.rounds} turns"
+    )
     print(f"{'device':<7} {'part':<28} {'reference ms':>13} {'provider ms':>12} {'speed-up':>9}")
     for name in devices:
         for part, (ref, new) in time_parts(torch.device(name), rirs, sounds, args.sample_rate, args.rounds).items():

@@ -66,8 +66,18 @@ class Policy:
 
 def build_synthetic(image_size: int, sample_rate: int, nx: int, nz: int, sources: int):
     scenes = [
-        grid_scene(f"bench_{i}", nx=nx, nz=nz, grid_size=0.5, blocked=((nx // 2, nz // 2),), image_size=image_size,
-                   sample_rate=sample_rate, rir_seconds=1.0, num_sources=sources, dataset="replica")
+        grid_scene(
+            f"bench_{i}",
+            nx=nx,
+            nz=nz,
+            grid_size=0.5,
+            blocked=((nx // 2, nz // 2),),
+            image_size=image_size,
+            sample_rate=sample_rate,
+            rir_seconds=1.0,
+            num_sources=sources,
+            dataset="replica",
+        )
         for i in range(2)
     ]
     return synthetic_world(scenes, sample_rate=sample_rate, dataset="replica")
@@ -79,13 +89,31 @@ def episodes_for(world, sound_split: str, per_scene: int, unheard_sounds: list[s
     return resolve_episodes(generate_split(world, "train", sound_split, sounds, cfg), world)
 
 
-def time_batched(world, episodes, num_envs: int, device: str, steps: int, warmup: int, cache_size: int,
-                 policy: str, seed: int = 0, spectrogram_store: str | None = None) -> dict:
+def time_batched(
+    world,
+    episodes,
+    num_envs: int,
+    device: str,
+    steps: int,
+    warmup: int,
+    cache_size: int,
+    policy: str,
+    seed: int = 0,
+    spectrogram_store: str | None = None,
+) -> dict:
     """Live: ``steps`` steps after ``warmup`` steps, timing only ``env.step`` (misses included, at the hit
     rate reached). Cached: the same actions replayed from the saved env state, every spectrogram cached."""
-    env = BatchedAudioNavEnv(world, episodes, num_envs, device=device, sensors=SENSORS, seed=seed,
-                             cache_size=cache_size, cfg=TaskConfig(sensors=SENSORS),
-                             spectrogram_store=spectrogram_store)
+    env = BatchedAudioNavEnv(
+        world,
+        episodes,
+        num_envs,
+        device=device,
+        sensors=SENSORS,
+        seed=seed,
+        cache_size=cache_size,
+        cfg=TaskConfig(sensors=SENSORS),
+        spectrogram_store=spectrogram_store,
+    )
     act = Policy(policy, seed)
     env.reset()
     sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
@@ -104,8 +132,11 @@ def time_batched(world, episodes, num_envs: int, device: str, steps: int, warmup
     after = env.cache_stats()
     hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
     reads = after["store_reads"] - before["store_reads"]
-    result = {"live": num_envs * steps / elapsed, "hit_rate": hits / max(hits + misses, 1),
-              "store_share": reads / max(misses, 1)}
+    result = {
+        "live": num_envs * steps / elapsed,
+        "hit_rate": hits / max(hits + misses, 1),
+        "store_share": reads / max(misses, 1),
+    }
     env.load_state_dict(state)
     sync()
     start = time.perf_counter()
@@ -166,24 +197,49 @@ def main() -> None:
         world = build_synthetic(args.image_size, args.sample_rate, args.grid[0], args.grid[1], args.sources)
         unheard = [f"sound_{i:02d}" for i in range(73)]
     results = []
-    print(f"world: {args.world}, {len(world.scenes)} scenes, {world.sample_rate} Hz, sensors {SENSORS}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"world: {args.world}, {len(world.scenes)} scenes, {world.sample_rate} Hz, sensors {SENSORS}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     for sound_split in args.sound_splits:
         episodes = episodes_for(world, sound_split, 500, unheard)
         ref = time_reference(world, episodes, args.ref_steps)
         print(f"\n[{sound_split}] per-step reference: {ref:.1f} env-steps/s")
-        print(f"{'device':>6} {'B':>5} {'live steps/s':>13} {'x ref':>7} {'hit rate':>9} {'store':>6} "
-              f"{'cached steps/s':>15} {'x ref':>7}")
+        print(
+            f"{'device':>6} {'B':>5} {'live steps/s':>13} {'x ref':>7} {'hit rate':>9} {'store':>6} "
+            f"{'cached steps/s':>15} {'x ref':>7}"
+        )
         for device in devices:
             for b in args.sizes:
-                r = time_batched(world, episodes, b, device, args.steps, args.warmup, max(args.cache_size, b),
-                                 args.policy, spectrogram_store=args.spectrogram_store)
-                row = {"sound_split": sound_split, "device": device, "num_envs": b, "policy": args.policy,
-                       "warmup": args.warmup, "cache_size": max(args.cache_size, b), "reference": ref, **r,
-                       "live_ratio": r["live"] / ref, "cached_ratio": r["cached"] / ref}
+                r = time_batched(
+                    world,
+                    episodes,
+                    b,
+                    device,
+                    args.steps,
+                    args.warmup,
+                    max(args.cache_size, b),
+                    args.policy,
+                    spectrogram_store=args.spectrogram_store,
+                )
+                row = {
+                    "sound_split": sound_split,
+                    "device": device,
+                    "num_envs": b,
+                    "policy": args.policy,
+                    "warmup": args.warmup,
+                    "cache_size": max(args.cache_size, b),
+                    "reference": ref,
+                    **r,
+                    "live_ratio": r["live"] / ref,
+                    "cached_ratio": r["cached"] / ref,
+                }
                 results.append(row)
-                print(f"{device:>6} {b:>5} {r['live']:>13.0f} {r['live'] / ref:>7.1f} {r['hit_rate']:>9.2f} "
-                      f"{r['store_share']:>6.2f} {r['cached']:>15.0f} {r['cached'] / ref:>7.1f}", flush=True)
+                print(
+                    f"{device:>6} {b:>5} {r['live']:>13.0f} {r['live'] / ref:>7.1f} {r['hit_rate']:>9.2f} "
+                    f"{r['store_share']:>6.2f} {r['cached']:>15.0f} {r['cached'] / ref:>7.1f}",
+                    flush=True,
+                )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -29,8 +29,9 @@ def decaying_rirs(count: int, sample_rate: int, seconds: float, rng: np.random.G
     return [(rng.standard_normal((length, 2)) * decay).astype(np.float32) for _ in range(count)]
 
 
-def time_batches(device: torch.device, batches: list[int], observations: int, rounds: int, sample_rate: int,
-                 rir_seconds: float) -> dict[int, float]:
+def time_batches(
+    device: torch.device, batches: list[int], observations: int, rounds: int, sample_rate: int, rir_seconds: float
+) -> dict[int, float]:
     """Median seconds per observation for each chunk size, the sizes timed in turns."""
     rng = np.random.default_rng(0)
     spectrogram = TorchSpectrogram(sample_rate, device)

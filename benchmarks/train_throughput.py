@@ -40,19 +40,24 @@ class RandomObservationEnv:
     def __init__(self, num_envs: int, image_size: int, frames: int, device: str, seed: int = 0) -> None:
         self.num_envs, self.device = num_envs, torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.observation_space = spaces.Dict({
-            "rgb": spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
-            "depth": spaces.Box(0.0, 1.0, (image_size, image_size, 1), np.float32),
-            "spectrogram": spaces.Box(0.0, 50.0, (65, frames, 2), np.float32),
-        })
+        self.observation_space = spaces.Dict(
+            {
+                "rgb": spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+                "depth": spaces.Box(0.0, 1.0, (image_size, image_size, 1), np.float32),
+                "spectrogram": spaces.Box(0.0, 50.0, (65, frames, 2), np.float32),
+            }
+        )
 
     def observe(self) -> dict[str, torch.Tensor]:
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(self.num_envs, *shape, generator=self.generator, device=self.device)
 
         shapes = {k: s.shape for k, s in self.observation_space.spaces.items()}
-        return {"rgb": (rand(*shapes["rgb"]) * 255).to(torch.uint8), "depth": rand(*shapes["depth"]),
-                "spectrogram": rand(*shapes["spectrogram"]) * 3}
+        return {
+            "rgb": (rand(*shapes["rgb"]) * 255).to(torch.uint8),
+            "depth": rand(*shapes["depth"]),
+            "spectrogram": rand(*shapes["spectrogram"]) * 3,
+        }
 
     def reset(self) -> dict[str, torch.Tensor]:
         return self.observe()
@@ -71,16 +76,28 @@ def synthetic_env(cfg: Any, device: str, image_size: int) -> Any:
     from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
     sample_rate = 44100 if cfg.scenes.dataset == "replica" else 16000
-    scenes = [grid_scene(f"bench_{i}", nx=10, nz=8, grid_size=0.5, image_size=image_size,
-                         sample_rate=sample_rate, rir_seconds=0.5, num_sources=12, dataset=cfg.scenes.dataset)
-              for i in range(2)]
+    scenes = [
+        grid_scene(
+            f"bench_{i}",
+            nx=10,
+            nz=8,
+            grid_size=0.5,
+            image_size=image_size,
+            sample_rate=sample_rate,
+            rir_seconds=0.5,
+            num_sources=12,
+            dataset=cfg.scenes.dataset,
+        )
+        for i in range(2)
+    ]
     world = synthetic_world(scenes, sample_rate=sample_rate, dataset=cfg.scenes.dataset)
     episodes = resolve_episodes(
         generate_split(world, "train", "heard", ["telephone"], TaskConfig(train_episodes_per_scene=50)), world
     )
     sensors = [*SENSORS, "doa"] if cfg.task.use_doa else SENSORS
-    return BatchedAudioNavEnv(world, episodes, cfg.ppo.num_envs, device=device, sensors=sensors,
-                              seed=cfg.train.seed, cfg=cfg)
+    return BatchedAudioNavEnv(
+        world, episodes, cfg.ppo.num_envs, device=device, sensors=sensors, seed=cfg.train.seed, cfg=cfg
+    )
 
 
 def measure(cfg: Any, env_kind: str, device: str, warmup: int, updates: int, image_size: int) -> dict:
@@ -113,8 +130,15 @@ def measure(cfg: Any, env_kind: str, device: str, warmup: int, updates: int, ima
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     frames_done = updates * cfg.ppo.num_steps * cfg.ppo.num_envs
-    return {"policy": cfg.model.policy, "device": device, "env": env_kind, "num_envs": cfg.ppo.num_envs,
-            "num_steps": cfg.ppo.num_steps, "fps": frames_done / seconds, "seconds": seconds}
+    return {
+        "policy": cfg.model.policy,
+        "device": device,
+        "env": env_kind,
+        "num_envs": cfg.ppo.num_envs,
+        "num_steps": cfg.ppo.num_steps,
+        "fps": frames_done / seconds,
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -146,8 +170,11 @@ def main() -> None:
                 cfg.ppo.num_envs = args.num_envs
             result = measure(cfg, args.env, device, args.warmup, args.updates, args.image_size)
             results.append(result)
-            print(f"{policy:14s} {device:5s} env={args.env:9s} envs={result['num_envs']:3d} "
-                  f"steps={result['num_steps']:4d}  {result['fps']:8.1f} frames/s", flush=True)
+            print(
+                f"{policy:14s} {device:5s} env={args.env:9s} envs={result['num_envs']:3d} "
+                f"steps={result['num_steps']:4d}  {result['fps']:8.1f} frames/s",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

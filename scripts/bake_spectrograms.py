@@ -53,15 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     sounds = list(args.sounds or sound_names(cfg, args.split))
     missing = [(s, n) for s in world.scenes.values() for n in sounds if not store_path(root, s, n).is_file()]
     need = store_bytes([scene for scene, _ in missing], world.sample_rate)
-    print(f"{len(world.scenes)} scenes x {len(sounds)} sounds into {root}: {len(missing)} files to bake, "
-          f"about {need / 1e9:.1f} GB")
+    print(
+        f"{len(world.scenes)} scenes x {len(sounds)} sounds into {root}: {len(missing)} files to bake, "
+        f"about {need / 1e9:.1f} GB"
+    )
     if args.dry_run or not missing:
         return 0
     root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free
     if need > free:
-        print(f"error: baking needs about {need / 1e9:.1f} GB but {root} has {free / 1e9:.1f} GB free; "
-              "bake fewer scenes or sounds (--scenes, --sounds) or choose another --out", file=sys.stderr)
+        print(
+            f"error: baking needs about {need / 1e9:.1f} GB but {root} has {free / 1e9:.1f} GB free; "
+            "bake fewer scenes or sounds (--scenes, --sounds) or choose another --out",
+            file=sys.stderr,
+        )
         return 2
     bake_world(root, world, sounds, resolve_device(args.device))
     return 0

@@ -20,8 +20,11 @@ from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(PRESETS),
-                        help="scene preset to build (default: the config's scenes.dataset, replica without --config)")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(PRESETS),
+        help="scene preset to build (default: the config's scenes.dataset, replica without --config)",
+    )
     parser.add_argument("--scenes", nargs="+", help="scene names (default: the preset's scenes)")
     parser.add_argument("--num-scenes", type=int, help="build only this many scenes, keeping split proportions")
     parser.add_argument("--stages", nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER))

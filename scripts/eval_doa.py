@@ -29,15 +29,17 @@ from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, eval
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(EvalConfig):
         if f.name == "snrs":
             parser.add_argument("--snrs", type=float, nargs="+", default=list(f.default))
         else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                                choices=EVAL_CHOICES.get(f.name))
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=type(f.default),
+                default=f.default,
+                choices=EVAL_CHOICES.get(f.name),
+            )
     args = vars(parser.parse_args(argv))
     for key in ("selective", "crnn"):  # a missing default is left out of the table; a named file must exist
         path, default = args[key], getattr(EvalConfig, key)

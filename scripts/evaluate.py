@@ -95,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     who.add_argument("--checkpoint", help="training checkpoint (.pt) of the config's policy")
     who.add_argument("--agent", choices=BASELINES, help="evaluate a baseline instead of a checkpoint")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--sound-split", choices=("heard", "unheard", "both"),
-                        help="override the config's task.sound_split ('both' runs heard and unheard)")
+    parser.add_argument(
+        "--sound-split",
+        choices=("heard", "unheard", "both"),
+        help="override the config's task.sound_split ('both' runs heard and unheard)",
+    )
     parser.add_argument("--episodes", type=int, help="evaluate this many evenly spaced episodes (default: all)")
     parser.add_argument("--scenes", nargs="+", help="restrict to these scenes of the split")
     parser.add_argument("--deterministic", action="store_true", help="policy takes its most likely action")
@@ -105,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/eval", help="parent directory of the evaluation outputs")
     parser.add_argument("--name", help="label of the agent in outputs and tables")
     parser.add_argument("--baseline-model", help="audio model of direction_follower / gan (default under data root)")
-    parser.add_argument("--random-stop", default="goal", choices=("goal", "random"),
-                        help="random agent's STOP rule (see baselines/random_agent.py)")
+    parser.add_argument(
+        "--random-stop",
+        default="goal",
+        choices=("goal", "random"),
+        help="random agent's STOP rule (see baselines/random_agent.py)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)

@@ -40,23 +40,17 @@ def soundspaces_name(preset_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="SoundSpaces data root to write")
     parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica", help="embedded scene preset")
     parser.add_argument("--as-dataset", choices=sorted(DATASETS), help="SoundSpaces dataset name to write as")
     parser.add_argument("--scenes", nargs="+", help="only these scenes (default: all scenes of the splits)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    parser.add_argument(
-        "--sound-splits", nargs="+", choices=("heard", "unheard"), default=["heard", "unheard"]
-    )
+    parser.add_argument("--sound-splits", nargs="+", choices=("heard", "unheard"), default=["heard", "unheard"])
     parser.add_argument("--skip-existing", action="store_true", help="keep RIR files already written")
     parser.add_argument("--no-views", action="store_true", help="do not write scene_observations pickles")
     parser.add_argument("--config", help="experiment config (YAML file or name in configs/)")
-    parser.add_argument(
-        "overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100"
-    )
+    parser.add_argument("overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -80,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             world, episodes = load_task_data(cfg, split, names)
             for name in names:
                 if name not in exported:
-                    export_scene(
-                        world.scene(name), args.out, target, args.skip_existing, not args.no_views, stats
-                    )
+                    export_scene(world.scene(name), args.out, target, args.skip_existing, not args.no_views, stats)
                     exported.add(name)
             export_episodes(args.out, target, split, sound_split, episodes, stats)
             sound_names.update(ep.sound for ep in episodes)

@@ -47,16 +47,10 @@ def check_rirs(paths: SoundSpacesPaths, scene: Scene, samples: int, seed: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root", required=True, help="SoundSpaces data root (holds metadata/, binaural_rirs/, ...)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="SoundSpaces data root (holds metadata/, binaural_rirs/, ...)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
-    parser.add_argument(
-        "--data-root", default="data", help="project data root; the store goes to its scenes/"
-    )
+    parser.add_argument("--data-root", default="data", help="project data root; the store goes to its scenes/")
     parser.add_argument("--scenes", nargs="+", help="scene names (default: every downloaded scene)")
     parser.add_argument("--force", action="store_true", help="re-import even when up to date")
     parser.add_argument(

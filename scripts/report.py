@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         summaries = [s for s in summaries if s["meta"].get("split") == args.split]
     if args.agents:
         order = {a: i for i, a in enumerate(args.agents)}
-        summaries = sorted((s for s in summaries if s["meta"].get("agent") in order),
-                           key=lambda s: order[s["meta"]["agent"]])
+        summaries = sorted(
+            (s for s in summaries if s["meta"].get("agent") in order), key=lambda s: order[s["meta"]["agent"]]
+        )
     if not summaries:
         parser.error(f"no evaluation summaries found under {args.runs} with the given filters")
     table = comparison_table(summaries, with_ci=not args.no_ci)

@@ -66,11 +66,18 @@ def train_splits(args: argparse.Namespace, cfg, sound_splits: list[str]) -> list
         with_sounds = [(s, r, src, y, str(sounds[int(rng.integers(len(sounds)))])) for s, r, src, y, _ in geometry]
         train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), 0.1)
         model, scores = train_model(train, val, epochs=args.epochs, seed=args.seed)
-        out = Path(args.out) if args.out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset,
-                                                                 sound_split)
-        meta = {"dataset": cfg.scenes.dataset, "sound_split": sound_split, "scenes": sorted(world.scenes),
-                "sounds": len(sounds), "samples": args.samples, "epochs": args.epochs, "seed": args.seed,
-                "val_scores": scores, "seconds": round(time.perf_counter() - start, 1)}
+        out = Path(args.out) if args.out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, sound_split)
+        meta = {
+            "dataset": cfg.scenes.dataset,
+            "sound_split": sound_split,
+            "scenes": sorted(world.scenes),
+            "sounds": len(sounds),
+            "samples": args.samples,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "val_scores": scores,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         save_model(out, model, meta)
         logger.info("saved %s: %s", out, json.dumps(meta))
         outputs.append(out)

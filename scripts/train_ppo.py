@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train an audio-visual navigation agent with PPO (or DD-PPO under torchrun).
 
-    python scripts/train_ppo.py --config replica_unheard.yaml
-    python scripts/train_ppo.py --config replica_heard.yaml model.policy=av_nav ppo.num_envs=16
-    torchrun --nproc_per_node 2 scripts/train_ppo.py --config replica_unheard.yaml
+python scripts/train_ppo.py --config replica_unheard.yaml
+python scripts/train_ppo.py --config replica_heard.yaml model.policy=av_nav ppo.num_envs=16
+torchrun --nproc_per_node 2 scripts/train_ppo.py --config replica_unheard.yaml
 """
 
 import argparse

@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser, default="replica_unheard.yaml")
     parser.add_argument("--checkpoint", required=True, help="training checkpoint of an ASE policy")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--sound-split", default="unheard", choices=("heard", "unheard"),
-                        help="sounds of the rolled-out episodes (the paper's figure: unheard)")
+    parser.add_argument(
+        "--sound-split",
+        default="unheard",
+        choices=("heard", "unheard"),
+        help="sounds of the rolled-out episodes (the paper's figure: unheard)",
+    )
     parser.add_argument("--samples", type=int, default=2000, help="states to collect")
     parser.add_argument("--episodes", type=int, help="evenly spaced episodes to roll out (default: all)")
     parser.add_argument("--perplexity", type=float, default=30.0)
@@ -61,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)
     device = resolve_device(args.device)
-    agent = load_policy_agent(cfg, checkpoint, observation_space_for(world, list(cfg.task.sensors)),
-                              device=device)
+    agent = load_policy_agent(cfg, checkpoint, observation_space_for(world, list(cfg.task.sensors)), device=device)
     data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
     out = Path(args.out)
     data.save(out.with_suffix(".npz"))

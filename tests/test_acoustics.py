@@ -21,18 +21,10 @@ from asgf_nav.scenes.store import SceneStore, write_stage
 FS = 16000
 EAR = 1.5
 MATERIALS = {
-    "plaster": Material(
-        "plaster", (0.9, 0.9, 0.9), absorption=(0.10, 0.08, 0.06, 0.05, 0.05, 0.05), scattering=0.1
-    ),
-    "wood": Material(
-        "wood", (0.6, 0.4, 0.2), absorption=(0.15, 0.11, 0.10, 0.07, 0.06, 0.07), scattering=0.1
-    ),
-    "tiles": Material(
-        "tiles", (1.0, 1.0, 1.0), absorption=(0.30, 0.35, 0.40, 0.45, 0.50, 0.55), scattering=0.1
-    ),
-    "sofa": Material(
-        "sofa", (0.3, 0.3, 0.6), absorption=(0.30, 0.40, 0.50, 0.60, 0.65, 0.65), scattering=0.5
-    ),
+    "plaster": Material("plaster", (0.9, 0.9, 0.9), absorption=(0.10, 0.08, 0.06, 0.05, 0.05, 0.05), scattering=0.1),
+    "wood": Material("wood", (0.6, 0.4, 0.2), absorption=(0.15, 0.11, 0.10, 0.07, 0.06, 0.07), scattering=0.1),
+    "tiles": Material("tiles", (1.0, 1.0, 1.0), absorption=(0.30, 0.35, 0.40, 0.45, 0.50, 0.55), scattering=0.1),
+    "sofa": Material("sofa", (0.3, 0.3, 0.6), absorption=(0.30, 0.40, 0.50, 0.60, 0.65, 0.65), scattering=0.5),
 }
 
 
@@ -61,9 +53,7 @@ def single_room() -> FloorPlan:
 @pytest.fixture(scope="module")
 def two_rooms() -> FloorPlan:
     """Room A [0,4]x[0,4] and room B [4.2,8.2]x[0,4], a 1 m doorway at z in [1.5, 2.5], a sofa in A."""
-    return make_plan(
-        [(0, 0, 4, 4), (4.2, 0, 8.2, 4)], [(4.0, 1.5, 4.2, 2.5)], furniture=[(0.5, 0.5, 1.5, 1.2)]
-    )
+    return make_plan([(0, 0, 4, 4), (4.2, 0, 8.2, 4)], [(4.0, 1.5, 4.2, 2.5)], furniture=[(0.5, 0.5, 1.5, 1.2)])
 
 
 def at(x: float, z: float) -> np.ndarray:
@@ -128,10 +118,7 @@ def test_front_and_back_differ_in_spectrum(single_room):
 def test_direct_sound_follows_the_inverse_distance_law(single_room):
     receivers = np.stack([at(1.0 + d, 2.5) for d in (1.0, 2.0, 4.0)])
     field = simulate_source(single_room, at(1.0, 2.5), receivers, FS, ism_order=1, rays=500)
-    direct = [
-        field.band_amplitude[field.images(r)][np.argmin(field.delay[field.images(r)])].mean()
-        for r in range(3)
-    ]
+    direct = [field.band_amplitude[field.images(r)][np.argmin(field.delay[field.images(r)])].mean() for r in range(3)]
     np.testing.assert_allclose(direct, [1.0, 0.5, 0.25], rtol=0.02)
     energies = [energy_db(binaural(field, r, 90.0)) for r in range(3)]  # facing the source
     assert energies[0] > energies[1] > energies[2]
@@ -162,11 +149,7 @@ def test_receiver_behind_a_doorway_is_attenuated_and_late(door_field):
 
 def test_no_connected_receiver_is_silent(two_rooms):
     xs, zs = np.meshgrid(np.arange(0.25, 8.2, 0.5), np.arange(0.25, 4.0, 0.5))
-    pts = [
-        (x, z)
-        for x, z in zip(xs.ravel(), zs.ravel())
-        if two_rooms.room_at(x, z) and not 0.4 < x < 1.6 or z > 1.3
-    ]
+    pts = [(x, z) for x, z in zip(xs.ravel(), zs.ravel()) if two_rooms.room_at(x, z) and not 0.4 < x < 1.6 or z > 1.3]
     receivers = np.stack([at(x, z) for x, z in pts if two_rooms.room_at(x, z)])
     field = simulate_source(two_rooms, at(1.0, 3.0), receivers, FS, ism_order=1, rays=1000)
     assert field.audible.all()
@@ -259,9 +242,7 @@ def test_stored_rirs_match_the_simulation_within_quantisation(baked_scene, two_r
     node = int(rirs.source_nodes[0])
     receiver = int(np.argmax(np.linalg.norm(positions - positions[node], axis=1)))
     ears = positions + np.array([0, EAR, 0])
-    field = simulate_source(
-        two_rooms, ears[node], ears[[node, receiver]], FS, ism_order=3, rays=1000, seed=node
-    )
+    field = simulate_source(two_rooms, ears[node], ears[[node, receiver]], FS, ism_order=3, rays=1000, seed=node)
     hrtf = load_hrtf(FS)
     span = 4 * FS - FS
     for col, rec in enumerate((node, receiver)):
@@ -321,14 +302,15 @@ def test_late_tail_energy_agrees_with_pyroomacoustics_own_tail(single_room):
         assert energy_db(mine[:, ear]) == pytest.approx(energy_db(reference), abs=2.0)
 
 
-@pytest.mark.parametrize("hbss,bins,length", [(176, 250, 44100), (64, 250, 16000), (176, 40, 44100), (175, 30, 8000),
-                                              (64, 2, 100)])
+@pytest.mark.parametrize(
+    "hbss,bins,length", [(176, 250, 44100), (64, 250, 16000), (176, 40, 44100), (175, 30, 8000), (64, 2, 100)]
+)
 def test_late_envelope_equals_linear_interpolation_between_bin_centres(hbss, bins, length):
     from asgf_nav.acoustics.binaural import _envelope
 
     rng = np.random.default_rng(hbss + bins)
     energy = rng.random((8, bins))
-    energy[:, -min(3, bins - 1):] = 0.0
+    energy[:, -min(3, bins - 1) :] = 0.0
     centres = (np.arange(bins) + 0.5) * hbss
     t = np.arange(length)
     expected = np.stack([np.interp(t, centres, e, left=e[0], right=0.0) for e in energy])

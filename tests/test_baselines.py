@@ -33,8 +33,11 @@ from baselines.random_agent import RandomAgent
 @pytest.fixture(scope="module")
 def setup():
     world = synthetic_world(
-        [grid_scene("open", nx=7, nz=6, sample_rate=16000), grid_scene("wall", nx=7, nz=6, sample_rate=16000,
-                                                                        blocked=((3, 1), (3, 2), (3, 3), (3, 4)))])
+        [
+            grid_scene("open", nx=7, nz=6, sample_rate=16000),
+            grid_scene("wall", nx=7, nz=6, sample_rate=16000, blocked=((3, 1), (3, 2), (3, 3), (3, 4))),
+        ]
+    )
     cfg = ExperimentConfig()
     cfg.task.test_episodes = 24
     cfg.task.max_steps = 120
@@ -77,10 +80,10 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path):
         _, phi = pointgoal_polar(scene.positions[receiver], yaw, scene.positions[source])
         assert int(direction) == int(direction_bin(phi))
         assert float(close) == float(scene.geodesic_hops[receiver, source] * scene.grid_size < 1.0)
-    train = type(samples)(samples.spectrogram[:600], samples.direction[:600], samples.close[:600],
-                          samples.position[:600])
-    val = type(samples)(samples.spectrogram[600:], samples.direction[600:], samples.close[600:],
-                        samples.position[600:])
+    train = type(samples)(
+        samples.spectrogram[:600], samples.direction[:600], samples.close[:600], samples.position[:600]
+    )
+    val = type(samples)(samples.spectrogram[600:], samples.direction[600:], samples.close[600:], samples.position[600:])
     untrained = evaluate_model(AudioGoalNet(samples.spectrogram.shape[1:]), val)
     model, scores = train_model(train, val, epochs=6, progress=False)
     assert scores["position_error_m"] < untrained["position_error_m"] - 0.3
@@ -100,8 +103,11 @@ class _TruthModel(nn.Module):
     def forward(self, spec: torch.Tensor) -> dict[str, torch.Tensor]:
         forward, left, close = spec[:, 0, 0, 0], spec[:, 0, 0, 1], spec[:, 0, 0, 2]
         bins = torch.from_numpy(direction_bin(torch.atan2(left, forward).numpy()))
-        return {"direction": nn.functional.one_hot(bins, 8).float() * 10, "close": (close * 2 - 1) * 10,
-                "position": torch.stack([forward, left], dim=1)}
+        return {
+            "direction": nn.functional.one_hot(bins, 8).float() * 10,
+            "close": (close * 2 - 1) * 10,
+            "position": torch.stack([forward, left], dim=1),
+        }
 
 
 class _TruthAgent(Agent):

@@ -32,8 +32,16 @@ def test_bundled_configs_load_by_bare_name(name):
 def test_config_by_path_and_overrides(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("ppo:\n  lr: 1.0e-3\nmodel:\n  policy: av_nav\n")
-    cfg = load_config(str(path), ["ppo.lr=1e-4", "ppo.num_envs=16", "task.sensors=[depth,spectrogram]",
-                                  "scenes.num_scenes=3", "ppo.use_linear_lr_decay=false"])
+    cfg = load_config(
+        str(path),
+        [
+            "ppo.lr=1e-4",
+            "ppo.num_envs=16",
+            "task.sensors=[depth,spectrogram]",
+            "scenes.num_scenes=3",
+            "ppo.use_linear_lr_decay=false",
+        ],
+    )
     assert cfg.model.policy == "av_nav"
     assert cfg.ppo.lr == pytest.approx(1e-4)  # "1e-4" is a string to YAML 1.1, coerced to float
     assert cfg.ppo.num_envs == 16 and isinstance(cfg.ppo.num_envs, int)
@@ -63,9 +71,15 @@ def test_unknown_section_in_file(tmp_path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("ppo.num_envs=abc", "ppo.num_envs"), ("ppo.lr=fast", "ppo.lr"), ("ppo.num_envs=2.5", "ppo.num_envs"),
-     ("ppo.use_clipped_value_loss=3", "ppo.use_clipped_value_loss"), ("scenes.dataset=gibson", "scenes.dataset"),
-     ("task.sensors=depth", "task.sensors"), ("ppo=3", "ppo")],
+    [
+        ("ppo.num_envs=abc", "ppo.num_envs"),
+        ("ppo.lr=fast", "ppo.lr"),
+        ("ppo.num_envs=2.5", "ppo.num_envs"),
+        ("ppo.use_clipped_value_loss=3", "ppo.use_clipped_value_loss"),
+        ("scenes.dataset=gibson", "scenes.dataset"),
+        ("task.sensors=depth", "task.sensors"),
+        ("ppo=3", "ppo"),
+    ],
 )
 def test_wrong_type_names_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -97,8 +111,9 @@ def test_every_bundled_config_is_valid():
 
 
 def _run_script(*args):
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train_ppo.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train_ppo.py"), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_train_script_help():
@@ -116,8 +131,22 @@ def test_train_script_rejects_bad_override_with_key_name():
 
 
 def test_build_scenes_script_takes_the_dataset_from_the_config(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_scenes.py"), "--config", "tiny_heard",
-                             "--data-root", str(tmp_path), "--stages", "layout", "--workers", "1"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "build_scenes.py"),
+            "--config",
+            "tiny_heard",
+            "--data-root",
+            str(tmp_path),
+            "--stages",
+            "layout",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "scenes").iterdir()] == ["tiny"]

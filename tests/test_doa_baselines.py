@@ -29,9 +29,7 @@ def test_two_microphone_methods_find_the_lateral_angle():
     noise = rng.standard_normal(SR // 2)
     srp = ArrayDoa("SRP", SR)
     for az in (0.0, 25.0, 155.0, 335.0):  # beyond ~50 degrees the head's wider ITD saturates the pair model
-        rir = render_shoebox_rir(
-            room, receiver, _source_at(receiver, az, 0.0), 0.0, 0.5, 10.0, 0.3, SR, 4000, rng
-        )
+        rir = render_shoebox_rir(room, receiver, _source_at(receiver, az, 0.0), 0.0, 0.5, 10.0, 0.3, SR, 4000, rng)
         audio = np.stack([np.convolve(noise, rir[:, c])[: SR // 2] for c in range(2)])
         truth = lateral_fold(az)
         # a real head delays the far ear more than a 0.18 m free-field pair, which overstates lateral angles
@@ -122,8 +120,12 @@ def test_prompt_choice_reference_counts_the_source_the_prompt_resembles():
     target = torch.tensor(np.stack([np.stack([t, 0.5 * t]) for t in targets]), dtype=torch.float32)
     distractor = torch.tensor(np.stack([np.stack([d, d]) for d in distractors]), dtype=torch.float32)
     batch = DoaBatch(
-        mixture=target + distractor, target=target, prompt=torch.tensor(np.stack(prompts), dtype=torch.float32),
-        category=torch.zeros(3, dtype=torch.long), azimuth=torch.zeros(3), distractor_azimuth=torch.zeros(3),
+        mixture=target + distractor,
+        target=target,
+        prompt=torch.tensor(np.stack(prompts), dtype=torch.float32),
+        category=torch.zeros(3, dtype=torch.long),
+        azimuth=torch.zeros(3),
+        distractor_azimuth=torch.zeros(3),
         line_of_sight=torch.ones(3, dtype=torch.bool),
     )
     assert prompt_choice_reference(batch, SR) == pytest.approx(200 / 3)
@@ -138,11 +140,23 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     from asgf_nav.eval.doa_eval import EvalConfig, evaluate, markdown_table
 
     ckpt = tmp_path / "selective.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0,
-                    DoaTrainConfig(rooms="shoebox_pair"), {})
-    cfg = EvalConfig(selective=str(ckpt), crnn=str(tmp_path / "missing.pt"), pool_dir=str(tmp_path),
-                     test_poses=3, examples=6, snrs=(0.0,), gmm_train_examples=40, train_poses=3,
-                     out=str(tmp_path / "eval.json"), threads=1, distractor_window="loudest", clip_seconds=0.25)
+    save_checkpoint(
+        ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(rooms="shoebox_pair"), {}
+    )
+    cfg = EvalConfig(
+        selective=str(ckpt),
+        crnn=str(tmp_path / "missing.pt"),
+        pool_dir=str(tmp_path),
+        test_poses=3,
+        examples=6,
+        snrs=(0.0,),
+        gmm_train_examples=40,
+        train_poses=3,
+        out=str(tmp_path / "eval.json"),
+        threads=1,
+        distractor_window="loudest",
+        clip_seconds=0.25,
+    )
     with caplog.at_level(logging.WARNING):
         results = evaluate(cfg)
     assert "trained on rooms=shoebox_pair but is tested on rooms=shoebox" in caplog.text
@@ -170,8 +184,14 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
 def test_benchmark_table_has_a_line_of_sight_section():
     from asgf_nav.eval.doa_eval import markdown_table
 
-    m = {"mae": 10.0, "acc5": 50.0, "acc20": 80.0, "mae_lateral": 5.0, "line_of_sight_share": 75.0,
-         "line_of_sight": {"mae": 8.0, "acc5": 60.0, "acc20": 90.0}}
+    m = {
+        "mae": 10.0,
+        "acc5": 50.0,
+        "acc20": 80.0,
+        "mae_lateral": 5.0,
+        "line_of_sight_share": 75.0,
+        "line_of_sight": {"mae": 8.0, "acc5": 60.0, "acc20": 90.0},
+    }
     table = markdown_table({"methods": {"a": {"unheard +0 dB": m}, "b": {"unheard +0 dB": m}}})
     assert "| a | 10.0 / 50.0 / 80.0 (5.0) |" in table
     assert "(unheard +0 dB: 75 % of the clips)" in table and "| b | 8.0 / 60.0 / 90.0 |" in table

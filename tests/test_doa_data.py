@@ -30,12 +30,8 @@ def test_shoebox_rir_puts_a_left_source_in_the_left_ear():
     rng = np.random.default_rng(0)
     room, receiver = np.array([6.0, 3.0, 6.0]), np.array([3.0, 1.5, 3.0])
     for yaw in (0.0, 90.0, 230.0):
-        left = render_shoebox_rir(
-            room, receiver, _source_at(receiver, 90.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng
-        )
-        right = render_shoebox_rir(
-            room, receiver, _source_at(receiver, 270.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng
-        )
+        left = render_shoebox_rir(room, receiver, _source_at(receiver, 90.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng)
+        right = render_shoebox_rir(room, receiver, _source_at(receiver, 270.0, yaw), yaw, 0.7, 6.0, 0.4, SR, 4000, rng)
         early = slice(0, 200)
         assert (left[early, 0] ** 2).sum() > 3 * (left[early, 1] ** 2).sum()
         assert (right[early, 1] ** 2).sum() > 3 * (right[early, 0] ** 2).sum()
@@ -69,8 +65,10 @@ def test_direct_to_reverberant_ratio_falls_with_reverberation():
     rng = np.random.default_rng(1)
     room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
     source = _source_at(receiver, 60.0, 0.0, distance=3.0)
-    rirs = [render_pair_rir(room, receiver, source, 0.0, reflection, drr, 0.5, SR, 4000, rng)
-            for reflection, drr in ((0.0, 300.0), (0.6, 6.0), (0.9, -3.0))]
+    rirs = [
+        render_pair_rir(room, receiver, source, 0.0, reflection, drr, 0.5, SR, 4000, rng)
+        for reflection, drr in ((0.0, 300.0), (0.6, 6.0), (0.9, -3.0))
+    ]
     pool = RirPool(np.stack(rirs)[:, None].repeat(2, axis=1), np.full((3, 2), 60.0), SR)
     drr = pool.direct_to_reverberant_db()[:, 0]
     assert drr[0] > 15  # anechoic: the direct sound (and the fractional delay's sinc ringing) is all there is
@@ -84,9 +82,19 @@ def test_direct_sound_windows_and_the_direct_sound_reference():
     rng = np.random.default_rng(3)
     room, receiver = np.array([8.0, 3.0, 8.0]), np.array([4.0, 1.5, 4.0])
     azimuths = np.array([[10.0, 100.0, 170.0], [220.0, 300.0, 355.0]])
-    rirs = np.stack([np.stack([
-        render_shoebox_rir(room, receiver, _source_at(receiver, az, 0.0, distance=2.5), 0.0, 0.8, 0.0, 0.4,
-                           SR, 2000, rng) for az in row]) for row in azimuths])  # direct path + equal-energy tail
+    rirs = np.stack(
+        [
+            np.stack(
+                [
+                    render_shoebox_rir(
+                        room, receiver, _source_at(receiver, az, 0.0, distance=2.5), 0.0, 0.8, 0.0, 0.4, SR, 2000, rng
+                    )
+                    for az in row
+                ]
+            )
+            for row in azimuths
+        ]
+    )  # direct path + equal-energy tail
     pool = RirPool(rirs, azimuths, SR)
     windows = pool.direct_sound(direct_ms=2.5, lead_ms=1.0)
     assert windows.shape == (2, 3, 56, 2)
@@ -184,7 +192,8 @@ def test_line_of_sight_targets_draw_only_audible_direct_paths():
     pool.line_of_sight = np.array([[True, False, False], [False, False, False], [False, True, True]])
     bank = SoundBank.load()
     batch = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1, targets="line_of_sight").sample(
-        60, 0.0, np.random.default_rng(1))
+        60, 0.0, np.random.default_rng(1)
+    )
     assert batch.line_of_sight.all()
     visible = {float(a) for a in pool.azimuth[pool.line_of_sight].astype(np.float32)}
     assert {float(a) for a in batch.azimuth} == visible  # every audible source is drawn, nothing else
@@ -206,9 +215,7 @@ def test_sampler_mixes_at_the_requested_snr_and_respects_splits(bank):
     distractor = batch.mixture - batch.target
     snr = 10 * torch.log10(batch.target.pow(2).sum(dim=(1, 2)) / distractor.pow(2).sum(dim=(1, 2)))
     assert torch.allclose(snr, torch.full((6,), -5.0), atol=0.05)
-    assert set(np.round(batch.azimuth.numpy(), 4)) <= set(
-        np.round(pool.azimuth.ravel().astype(np.float32), 4)
-    )
+    assert set(np.round(batch.azimuth.numpy(), 4)) <= set(np.round(pool.azimuth.ravel().astype(np.float32), 4))
 
 
 def _reference_example(sampler: DoaExampleSampler, draw) -> dict[str, np.ndarray]:
@@ -236,8 +243,12 @@ def _reference_example(sampler: DoaExampleSampler, draw) -> dict[str, np.ndarray
     mix = seg_t + seg_d
     scale = 1 / np.sqrt(np.mean(mix**2))
     prompt = dry[draw.prompt][loudest(dry[draw.prompt]) :][:clip]
-    return {"mixture": mix * scale, "target": seg_t * scale, "prompt": prompt / np.sqrt(np.mean(prompt**2)),
-            "quiet": quiet}
+    return {
+        "mixture": mix * scale,
+        "target": seg_t * scale,
+        "prompt": prompt / np.sqrt(np.mean(prompt**2)),
+        "quiet": quiet,
+    }
 
 
 def test_loudest_distractor_windows_change_only_the_distractor(bank):

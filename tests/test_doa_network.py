@@ -88,7 +88,8 @@ def test_loss_parts_and_output_shapes(bank):
     # cross-entropy against the soft target: its minimum is the target's entropy, reached at the target
     entropy = -(target * target.log()).sum(1).mean().item()
     assert doa_loss(perfect, out["masked"], target, posterior_kind="cross_entropy")[0].item() == pytest.approx(
-        entropy, rel=1e-5)
+        entropy, rel=1e-5
+    )
     ce, parts = posterior_loss(out, target, "cross_entropy")
     assert ce.item() > entropy and set(parts) == {"posterior_cross_entropy"}
     with pytest.raises(ValueError, match="posterior loss"):

@@ -87,8 +87,9 @@ def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
     from asgf_nav.tasks.observations import BatchObservationState
 
     nodes, yaws = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 0, 0])
-    batch = BatchObservationState(world, [episode] * 4, nodes, yaws, torch.zeros(4, dtype=torch.long),
-                                  torch.zeros(4, 3), torch.zeros(4, 3))
+    batch = BatchObservationState(
+        world, [episode] * 4, nodes, yaws, torch.zeros(4, dtype=torch.long), torch.zeros(4, 3), torch.zeros(4, 3)
+    )
     rows = provider.compute_batch(batch)
     assert rows.shape == (4, head.num_bins) and rows.dtype == torch.float32
     assert (head.cache.hits, head.cache.misses) == (4, 3)

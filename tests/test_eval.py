@@ -61,8 +61,19 @@ def _evaluate(tiny_root: Path, out: Path, *extra: str) -> None:
 
     overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     options = [a for a in extra if a not in overrides]
-    argv = ["--dataset", "tiny", "--data-root", str(tiny_root), "--out", str(out), "--num-envs", "3", *options,
-            "task.test_episodes=16", *overrides]
+    argv = [
+        "--dataset",
+        "tiny",
+        "--data-root",
+        str(tiny_root),
+        "--out",
+        str(out),
+        "--num-envs",
+        "3",
+        *options,
+        "task.test_episodes=16",
+        *overrides,
+    ]
     assert evaluate.main(argv) == 0
 
 
@@ -145,10 +156,22 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
     torch.manual_seed(0)
     policy = build_policy(cfg, space)
     path = tmp_path / "ckpt_000001.pt"
-    saved = {"model": {"policy": "asgf", "hidden_size": 32, "ase_dim": 32, "fusion_dim": 16},
-             "task": {"sensors": ["spectrogram"], "max_steps": 3, "doa_checkpoint": "heads/mine.pt"}}
-    torch.save({"model": policy.state_dict(), "optimizer": {}, "update": 1, "frames": 10, "rng": {},
-                "config": saved, "policy_name": "asgf"}, path)
+    saved = {
+        "model": {"policy": "asgf", "hidden_size": 32, "ase_dim": 32, "fusion_dim": 16},
+        "task": {"sensors": ["spectrogram"], "max_steps": 3, "doa_checkpoint": "heads/mine.pt"},
+    }
+    torch.save(
+        {
+            "model": policy.state_dict(),
+            "optimizer": {},
+            "update": 1,
+            "frames": 10,
+            "rng": {},
+            "config": saved,
+            "policy_name": "asgf",
+        },
+        path,
+    )
     restored = config_for_checkpoint(ExperimentConfig(), path)
     assert restored.model.hidden_size == 32 and restored.model.fusion_dim == 16
     assert restored.task.sensors == ["spectrogram"] and restored.task.max_steps == 500  # only architecture keys
@@ -237,14 +260,17 @@ def test_evaluate_script_uses_the_configured_torch_threads(tiny_root, tmp_path):
 
 def test_comparison_table_and_chart(tiny_root, tmp_path):
     _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6", "--sound-split", "both")
-    _evaluate(tiny_root, tmp_path, "--agent", "random", "--episodes", "6", "--sound-split", "heard",
-              "task.max_steps=20")
+    _evaluate(
+        tiny_root, tmp_path, "--agent", "random", "--episodes", "6", "--sound-split", "heard", "task.max_steps=20"
+    )
     summaries = [load_summary(p) for p in find_summaries([tmp_path])]
     assert len(summaries) == 3
     table = comparison_table(summaries)
     lines = table.splitlines()
-    assert lines[0] == ("| method | tiny heard SPL | tiny heard SR | tiny heard SNA | tiny unheard SPL | "
-                        "tiny unheard SR | tiny unheard SNA |")
+    assert lines[0] == (
+        "| method | tiny heard SPL | tiny heard SR | tiny heard SNA | tiny unheard SPL | "
+        "tiny unheard SR | tiny unheard SNA |"
+    )
     oracle = next(line for line in lines if line.startswith("| oracle"))
     random_row = next(line for line in lines if line.startswith("| random"))
     assert oracle.count("100.0 ± 0.0") == 6
@@ -319,8 +345,15 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
     policy = build_policy(cfg, observation_space_for(world, cfg.task.sensors))
 
     def write_best(update: int) -> Path:
-        state = {"model": policy.state_dict(), "optimizer": {}, "update": update, "frames": 10 * update,
-                 "rng": {}, "config": config_to_dict(cfg), "policy_name": "asgf"}
+        state = {
+            "model": policy.state_dict(),
+            "optimizer": {},
+            "update": update,
+            "frames": 10 * update,
+            "rng": {},
+            "config": config_to_dict(cfg),
+            "policy_name": "asgf",
+        }
         return save_best_checkpoint(tmp_path / "run", state)
 
     best = write_best(1)

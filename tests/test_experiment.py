@@ -47,8 +47,17 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     assert "frame/s" in log  # progress bar with throughput
     assert load_config(str(run_dir / "config.yaml")).ppo.num_envs == 4
 
-    bake = [sys.executable, str(REPO / "scripts" / "bake_spectrograms.py"), "--config", "tiny_heard.yaml",
-            "--data-root", str(data_root), *FAST_ACOUSTICS, "--scenes", "tiny_apartment"]
+    bake = [
+        sys.executable,
+        str(REPO / "scripts" / "bake_spectrograms.py"),
+        "--config",
+        "tiny_heard.yaml",
+        "--data-root",
+        str(data_root),
+        *FAST_ACOUSTICS,
+        "--scenes",
+        "tiny_apartment",
+    ]
     baked = subprocess.run(bake, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert baked.returncode == 0, baked.stderr[-3000:]
     store = data_root / "spectrograms" / "tiny" / "tiny_apartment" / "telephone.npy"

@@ -30,9 +30,7 @@ def test_source_on_the_left_is_louder_and_earlier_in_the_left_ear(rate: int):
     ild = 10 * np.log10((ir[0] ** 2).sum() / (ir[1] ** 2).sum())
     assert ild > 6.0
     assert _onset(ir[0]) < _onset(ir[1])
-    np.testing.assert_allclose(
-        h.hrir[right][::-1], ir, atol=0.05 * np.abs(ir).max()
-    )  # KEMAR set is symmetric
+    np.testing.assert_allclose(h.hrir[right][::-1], ir, atol=0.05 * np.abs(ir).max())  # KEMAR set is symmetric
 
 
 def test_nearest_returns_the_exact_grid_direction():

@@ -19,9 +19,7 @@ FAMILIES = {"replica": 69, "mp3d": 26}
 SOUNDSPACES_AV_NAV_REPLICA_DEPTH = 4.35e6
 
 
-def make_space(
-    frames: int, sensors: tuple[str, ...] = ("depth",), size: int = 128, doa: int = 0
-) -> spaces.Dict:
+def make_space(frames: int, sensors: tuple[str, ...] = ("depth",), size: int = 128, doa: int = 0) -> spaces.Dict:
     entries = {"spectrogram": spaces.Box(0.0, 50.0, (65, frames, 2), np.float32)}
     if "rgb" in sensors:
         entries["rgb"] = spaces.Box(0, 255, (size, size, 3), np.uint8)

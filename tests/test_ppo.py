@@ -73,8 +73,12 @@ class ToySoundSideEnv:
         return self.observe(), hit.float(), done, info
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state(), "side": self.side.clone(),
-                "steps": self.steps.clone(), "correct": self.correct.clone()}
+        return {
+            "generator": self.generator.get_state(),
+            "side": self.side.clone(),
+            "steps": self.steps.clone(),
+            "correct": self.correct.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["generator"])
@@ -166,8 +170,18 @@ def test_ppo_learns_sound_side(tmp_path: Path) -> None:
     cfg.train.checkpoint_interval, cfg.train.val_interval, cfg.train.val_episodes = 100, 12, 40
     trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
     stats = trainer.train()
-    expected = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance",
-                "grad_norm", "lr", "clip", "fps"}
+    expected = {
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clip_fraction",
+        "explained_variance",
+        "grad_norm",
+        "lr",
+        "clip",
+        "fps",
+    }
     assert expected <= set(stats)
     validation = trainer.validate()
     assert validation["episodes"] >= 40
@@ -261,8 +275,12 @@ def test_validation_leaves_training_bit_identical_on_the_batched_env(tmp_path: P
     from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
     monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here
-    head_cfg = DoaNetConfig(band_widths=(32, 64), patch_dim=32, model_dim=32,
-                            stft=StftConfig(sample_rate=16000, n_fft=256, hop=256, num_bins=128))
+    head_cfg = DoaNetConfig(
+        band_widths=(32, 64),
+        patch_dim=32,
+        model_dim=32,
+        stft=StftConfig(sample_rate=16000, n_fft=256, hop=256, num_bins=128),
+    )
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "head.pt", "selective", SelectiveDoaNet(head_cfg), None, 0, DoaTrainConfig(), {})
     task = TaskConfig(max_steps=10, sensors=["spectrogram", "doa"], train_episodes_per_scene=12, use_doa=True)
@@ -272,8 +290,15 @@ def test_validation_leaves_training_bit_identical_on_the_batched_env(tmp_path: P
 
     def factory(cfg: ExperimentConfig, split: str, rank: int) -> BatchedAudioNavEnv:
         # a spectrogram cache of 6 for 4 envs evicts all the time, so observations are recomputed
-        return BatchedAudioNavEnv(worlds[split], episodes[split], cfg.ppo.num_envs, cfg=cfg.task, seed=cfg.train.seed,
-                                  cache_size=6, sampler_mode="shuffle" if split == "train" else "sequential")
+        return BatchedAudioNavEnv(
+            worlds[split],
+            episodes[split],
+            cfg.ppo.num_envs,
+            cfg=cfg.task,
+            seed=cfg.train.seed,
+            cache_size=6,
+            sampler_mode="shuffle" if split == "train" else "sequential",
+        )
 
     weights = []
     for val_interval in (0, 1):
@@ -331,8 +356,12 @@ def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: s
 
 def test_ddppo_two_ranks_keep_identical_parameters(tmp_path: Path) -> None:
     world = 2
-    mp.spawn(ddppo_worker, args=(world, str(tmp_path / "init"), str(tmp_path / "run"), str(tmp_path)),
-             nprocs=world, join=True)
+    mp.spawn(
+        ddppo_worker,
+        args=(world, str(tmp_path / "init"), str(tmp_path / "run"), str(tmp_path)),
+        nprocs=world,
+        join=True,
+    )
     states = [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
     changed = False
     for key, value in states[0]["final"].items():

@@ -96,9 +96,7 @@ def test_resample_to_16k_keeps_length_and_tone_frequency(tmp_path: Path) -> None
         "copyright": "none",
     }
     (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
-    (root / "splits.json").write_text(
-        json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []})
-    )
+    (root / "splits.json").write_text(json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []}))
     bank = SoundBank.load(root)
     wave = bank.waveform("tone", 16000)
     assert wave.shape == (16000,) and wave.dtype == np.float32

@@ -344,9 +344,7 @@ def test_round_trip_export_import_is_identical(tmp_path: Path):
     world = synthetic_world(scenes, sample_rate=SR, dataset="replica")
     episodes = []
     for scene in scenes:
-        episodes += generate_scene_episodes(
-            scene, 4, ["chirp", "hum"], seed=len(episodes), first_id=len(episodes)
-        )
+        episodes += generate_scene_episodes(scene, 4, ["chirp", "hum"], seed=len(episodes), first_id=len(episodes))
     root = tmp_path / "soundspaces"
     stats = export_world(world, root, "replica", episodes={("train", "heard"): episodes})
     assert stats.rir_files == (12 * 5 + 8 * 8) * 4 and stats.episodes == 8 and stats.sounds == 2
@@ -363,9 +361,7 @@ def test_round_trip_export_import_is_identical(tmp_path: Path):
     for scene in scenes:
         other = imported.scene(scene.name)
         for name in ("positions", "neighbors", "geodesic_hops", "source_nodes", "rgb", "depth"):
-            np.testing.assert_array_equal(
-                np.asarray(getattr(other, name)), np.asarray(getattr(scene, name)), name
-            )
+            np.testing.assert_array_equal(np.asarray(getattr(other, name)), np.asarray(getattr(scene, name)), name)
     for name in ("chirp", "hum"):
         np.testing.assert_array_equal(imported.sound(name), world.sound(name))
 
@@ -389,8 +385,10 @@ def test_round_trip_export_import_is_identical(tmp_path: Path):
         assert actions[-1] == STOP and info_a["success"] == 1.0
 
     # the batched env (what training uses) runs on the imported world and agrees with the original
-    batched = [BatchedAudioNavEnv(w, e, num_envs=2, sensors=sensors, sampler_mode="sequential")
-               for w, e in ((world, episodes), (imported, imported_episodes))]
+    batched = [
+        BatchedAudioNavEnv(w, e, num_envs=2, sensors=sensors, sampler_mode="sequential")
+        for w, e in ((world, episodes), (imported, imported_episodes))
+    ]
     obs = [b.reset() for b in batched]
     for step in range(6):
         for key in sensors:

@@ -28,8 +28,7 @@ def _librosa_spectrogram(sound: np.ndarray, rir: np.ndarray, sr: int) -> np.ndar
     chans = []
     for c in range(2):
         signal = scipy.signal.fftconvolve(sound, rir[:, c])[:sr]
-        mag = np.abs(librosa.stft(signal, n_fft=512, hop_length=160, win_length=400, center=True,
-                                  pad_mode="constant"))
+        mag = np.abs(librosa.stft(signal, n_fft=512, hop_length=160, win_length=400, center=True, pad_mode="constant"))
         chans.append(np.log1p(_block_mean_4x4(mag)))
     return np.stack(chans, axis=-1)
 

@@ -28,8 +28,10 @@ class CountingRirs:
 
 
 def _world():
-    scenes = [grid_scene("grid_a", num_sources=3, sample_rate=SR),
-              grid_scene("grid_b", blocked=((2, 1),), num_sources=2, sample_rate=SR)]
+    scenes = [
+        grid_scene("grid_a", num_sources=3, sample_rate=SR),
+        grid_scene("grid_b", blocked=((2, 1),), num_sources=2, sample_rate=SR),
+    ]
     return synthetic_world(scenes, sample_rate=SR)
 
 
@@ -45,8 +47,15 @@ def test_baked_values_match_live_and_reference_spectrograms(tmp_path):
     receivers = np.repeat(np.arange(scene.num_nodes), 4)
     yaws = np.tile(np.arange(4), scene.num_nodes)
     for slot, source in enumerate(scene.source_nodes):
-        live = spectrograms_for(scene, torch.from_numpy(world.sound("bell")), spectrogram, receivers,
-                                np.full(receivers.size, source), yaws, batch=32).numpy()
+        live = spectrograms_for(
+            scene,
+            torch.from_numpy(world.sound("bell")),
+            spectrogram,
+            receivers,
+            np.full(receivers.size, source),
+            yaws,
+            batch=32,
+        ).numpy()
         np.testing.assert_allclose(stored[slot, receivers, yaws], live, atol=1e-5)
     reference = spectrogram_np(world.sound("bell"), scene.rir(5, int(scene.source_nodes[1]), 2), SR)
     np.testing.assert_allclose(stored[1, 5, 2], reference, atol=1e-4)

@@ -169,16 +169,19 @@ def test_episodes_follow_a_growing_world_and_changed_settings(tmp_path, world):
 def test_real_soundspaces_record_and_scene_ids(world):
     scene = world.scene("grid_a")
     record = {
-        "episode_id": 7, "scene_id": "data/scene_datasets/replica/grid_a/habitat/mesh_semantic.ply",
-        "start_position": [1.0000001, 0.0, 2.0], "start_rotation": [0, 1.0, 0, 0.0],
+        "episode_id": 7,
+        "scene_id": "data/scene_datasets/replica/grid_a/habitat/mesh_semantic.ply",
+        "start_position": [1.0000001, 0.0, 2.0],
+        "start_rotation": [0, 1.0, 0, 0.0],
         "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
         "info": {"sound": "telephone", "geodesic_distance": 4.0},
     }
     ep = resolve_episode(Episode.from_json(record), world)
     assert (ep.scene, ep.start_yaw) == ("grid_a", 2)
     assert ep.start_node == scene.node_at([1, 0, 2]) and ep.goal_node == scene.node_at([4, 0, 3])
-    assert ep.num_action == len(oracle_plan(scene.neighbors, np.asarray(scene.geodesic_hops[:, ep.goal_node]),
-                                            ep.start_node, 2))
+    assert ep.num_action == len(
+        oracle_plan(scene.neighbors, np.asarray(scene.geodesic_hops[:, ep.goal_node]), ep.start_node, 2)
+    )
 
 
 @pytest.mark.parametrize(
@@ -192,9 +195,14 @@ def test_real_soundspaces_record_and_scene_ids(world):
     ],
 )
 def test_bad_episodes_raise_clear_errors(world, change, match):
-    record = {"episode_id": "1", "scene_id": "grid_a/grid_a.glb", "start_position": [1.0, 0.0, 2.0],
-              "start_rotation": [0, 0, 0, 1], "goals": [{"position": [4.0, 0.0, 3.0]}],
-              "info": {"sound": "bell", "geodesic_distance": 4.0}}
+    record = {
+        "episode_id": "1",
+        "scene_id": "grid_a/grid_a.glb",
+        "start_position": [1.0, 0.0, 2.0],
+        "start_rotation": [0, 0, 0, 1],
+        "goals": [{"position": [4.0, 0.0, 3.0]}],
+        "info": {"sound": "bell", "geodesic_distance": 4.0},
+    }
     record.update(change)
     with pytest.raises(EpisodeError, match=match):
         resolve_episode(Episode.from_json(record), world)
@@ -204,8 +212,9 @@ def test_goal_must_be_a_source_node():
     scene = grid_scene("few", num_sources=2)
     world = synthetic_world([scene])
     non_source = next(n for n in range(scene.num_nodes) if n not in set(scene.source_nodes.tolist()))
-    rec = Episode("1", "few/few.glb", scene.positions[0].tolist(), [0, 0, 0, 1],
-                  scene.positions[non_source].tolist(), "bell", 1.0)
+    rec = Episode(
+        "1", "few/few.glb", scene.positions[0].tolist(), [0, 0, 0, 1], scene.positions[non_source].tolist(), "bell", 1.0
+    )
     with pytest.raises(EpisodeError, match="not an acoustic source node"):
         resolve_episode(rec, world)
 
@@ -296,9 +305,12 @@ def test_pointgoal_frame():
 
 
 def test_registered_observation_and_errors(world, val_episodes):
-    register_observation("goal_hops", lambda s: np.array([s.scene.geodesic_hops[s.node, s.episode.goal_node]],
-                                                          dtype=np.float32),
-                         lambda w: gymnasium.spaces.Box(0, np.inf, (1,), np.float32), overwrite=True)
+    register_observation(
+        "goal_hops",
+        lambda s: np.array([s.scene.geodesic_hops[s.node, s.episode.goal_node]], dtype=np.float32),
+        lambda w: gymnasium.spaces.Box(0, np.inf, (1,), np.float32),
+        overwrite=True,
+    )
     env = AudioNavEnv(world, val_episodes, sensors=["depth", "goal_hops"])
     obs, _ = env.reset()
     assert obs["goal_hops"][0] == env.scene.geodesic_hops[env.node, env.episode.goal_node]

@@ -37,8 +37,9 @@ def tiny(tmp_path_factory):
 def _ffprobe(path: Path) -> str:
     import imageio_ffmpeg
 
-    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
-                          capture_output=True, text=True).stderr
+    return subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True
+    ).stderr
 
 
 def test_shortest_path_nodes_follow_the_geodesic(tiny):
@@ -90,10 +91,21 @@ def test_video_gif_and_script(tiny, tmp_path):
 
     cfg, _, _, oracle, random = tiny
     for name, records in (("oracle", oracle), ("random", random)):
-        write_evaluation(tmp_path / name, records, {"agent": name, "dataset": "tiny", "sound_split": "unheard",
-                                                    "split": "test"})
-    argv = [str(tmp_path / "oracle"), str(tmp_path / "random"), "--data-root", cfg.scenes.data_root,
-            "--out", str(tmp_path / "cmp.png"), "--video", str(tmp_path / "ep.gif"), "--max-frames", "3"]
+        write_evaluation(
+            tmp_path / name, records, {"agent": name, "dataset": "tiny", "sound_split": "unheard", "split": "test"}
+        )
+    argv = [
+        str(tmp_path / "oracle"),
+        str(tmp_path / "random"),
+        "--data-root",
+        cfg.scenes.data_root,
+        "--out",
+        str(tmp_path / "cmp.png"),
+        "--video",
+        str(tmp_path / "ep.gif"),
+        "--max-frames",
+        "3",
+    ]
     assert visualize_trajectories.main(argv) == 0
     assert imageio.imread(tmp_path / "cmp.png").std() > 20
     gif = imageio.mimread(tmp_path / "ep.gif")
