@@ -139,6 +139,30 @@ def test_batched_doa_observation_matches_a_per_item_numpy_reference(bank, tmp_pa
         assert torch.allclose(rows[i], torch.stack(posts).mean(0), atol=1e-5 if device == "cpu" else 5e-4), i
 
 
+def test_doa_observation_resamples_a_44k_world_as_scipy_does(tmp_path):
+    """A Replica world renders at 44.1 kHz and the head listens at 16 kHz: the head's torch resampling must
+    give the posterior of the same audio resampled by scipy."""
+    from scipy.signal import resample_poly
+
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt)
+    rng = np.random.default_rng(3)
+    audio = rng.standard_normal((3, 2, 44100)) * np.linspace(0.1, 1.0, 44100)
+    audio[2] = 0.0  # silence gets the uniform posterior
+    prompt = torch.from_numpy(rng.standard_normal((3, head.window))).float()
+    resampled = resample_poly(audio, 160, 441, axis=-1)
+    assert resampled.shape[-1] == SR
+    expected = head.compute(resampled, prompt, SR)
+    got = head.compute(torch.from_numpy(audio).float(), prompt, 44100)
+    assert got.shape == (3, head.num_bins)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got[2], torch.full((head.num_bins,), 1.0 / head.num_bins))
+    assert not torch.allclose(got[0], got[1], atol=1e-4)
+
+
 def test_batched_env_hands_the_audio_of_its_spectrograms_to_the_doa_head(bank, tmp_path, monkeypatch):
     """A state the spectrogram cache misses is one the DoA cache misses too (the same key); its audio is
     rendered once for both, and the posteriors equal those of a head that renders the audio itself."""
