@@ -104,3 +104,22 @@ def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def check_doa_arguments(
+    parser: argparse.ArgumentParser, args: dict[str, Any], positive: tuple[str, ...], non_negative: tuple[str, ...] = ()
+) -> None:
+    """The DoA scripts' numbers and rooms, checked before any pool is drawn: each bad value ends the script with
+    an error naming its flag (a zero count would otherwise fail deep inside the sampler)."""
+    flag = {name: "--" + name.replace("_", "-") for name in (*positive, *non_negative)}
+    for name in positive:
+        if not args[name] > 0:
+            parser.error(f"{flag[name]}: must be positive, got {args[name]}")
+    for name in non_negative:
+        if not args[name] >= 0:
+            parser.error(f"{flag[name]}: must be >= 0, got {args[name]}")
+    if args["rooms"] in ("scenes", "both") and not args["scenes_root"]:
+        parser.error(
+            f"--scenes-root: --rooms {args['rooms']} uses baked scenes; give their data root "
+            f"(bake them with: python scripts/build_scenes.py --dataset {args['scenes_dataset']} --data-root DATA)"
+        )

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from asgf_nav.cli import check_doa_arguments, run_script  # noqa: E402
 from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         path, default = args[key], getattr(EvalConfig, key)
         if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():
             parser.error(f"--{key}: checkpoint {path} does not exist (use '--{key} none' to leave it out)")
+    check_doa_arguments(parser, args, ("test_poses", "examples", "gmm_train_examples", "train_poses"), ("threads",))
     if not 0 < args["clip_seconds"] <= 1.0:
         parser.error(f"--clip-seconds: {args['clip_seconds']} s is outside (0, 1], the length of the bank's sounds")
     args["snrs"] = tuple(args["snrs"])
@@ -55,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

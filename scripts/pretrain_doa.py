@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import run_script  # noqa: E402
+from asgf_nav.cli import check_doa_arguments, run_script  # noqa: E402
 from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
 from asgf_nav.termination import install_stop_handlers  # noqa: E402
 
@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
     export = args.pop("export")
+    positive = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
+    positive += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
+    check_doa_arguments(parser, args, positive, ("weight_decay", "curriculum_db", "curriculum_steps", "threads"))
+    if args["snr_low"] > args["snr_high"]:
+        parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = DoaTrainConfig(**args)
     install_stop_handlers()  # SIGTERM / Ctrl-C: the step finishes and is saved before the run ends

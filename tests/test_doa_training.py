@@ -73,6 +73,13 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
         (eval_doa.main, ["--clip-seconds", "2"], "--clip-seconds: 2.0 s is outside (0, 1]"),
         (pretrain_doa.main, ["--model", "transformer"], "invalid choice: 'transformer'"),
         (pretrain_doa.main, ["--targets", "visible"], "invalid choice: 'visible'"),
+        # numbers and rooms are checked before any pool is drawn
+        (eval_doa.main, ["--rooms", "scenes", "--crnn", "none"], "--scenes-root: --rooms scenes uses baked scenes"),
+        (eval_doa.main, ["--examples", "0"], "--examples: must be positive, got 0"),
+        (pretrain_doa.main, ["--rooms", "both"], "--scenes-root: --rooms both uses baked scenes"),
+        (pretrain_doa.main, ["--train-poses", "0"], "--train-poses: must be positive, got 0"),
+        (pretrain_doa.main, ["--curriculum-steps", "-1"], "--curriculum-steps: must be >= 0, got -1"),
+        (pretrain_doa.main, ["--snr-low", "5", "--snr-high", "0"], "--snr-low: 5.0 dB is above --snr-high 0.0 dB"),
     ]
     for main, argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
