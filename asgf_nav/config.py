@@ -1,7 +1,8 @@
 """Typed experiment configuration: dataclasses filled from YAML files and ``key.sub=value`` overrides.
 
-Every field has a documented default; a YAML file in ``configs/`` states only what differs. Unknown keys
-and wrongly typed values fail early with a :class:`ConfigError` that names the key and lists valid ones.
+Every field has a documented default; a YAML file in ``configs/`` states only what differs. Unknown keys,
+wrongly typed values and values out of range fail early with a :class:`ConfigError` that names the key
+(and, for unknown keys, lists the valid ones).
 """
 
 from __future__ import annotations
@@ -169,7 +170,63 @@ def load_config(name: str | Path | None = None, overrides: list[str] | None = No
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         _set_dotted(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else "", source="command line")
+    check_values(cfg)
     return cfg
+
+
+# keys whose value must be > 0, >= 0 or in [0, 1]; anything else would fail later, deep inside a run
+POSITIVE = (
+    "scenes.image_size", "scenes.rir_cache_mb", "scenes.num_scenes",
+    "acoustics.sources_per_scene", "acoustics.rays", "acoustics.max_rir_seconds", "acoustics.ear_height",
+    "acoustics.max_image_sources",
+    "task.max_steps", "task.success_distance", "task.train_episodes_per_scene", "task.val_episodes",
+    "task.test_episodes",
+    "model.hidden_size", "model.fusion_dim", "model.fusion_heads", "model.ase_dim",
+    "ppo.num_envs", "ppo.num_steps", "ppo.ppo_epoch", "ppo.num_mini_batch", "ppo.clip_param", "ppo.lr",
+    "ppo.eps", "ppo.max_grad_norm", "ppo.total_frames",
+    "train.checkpoint_interval", "train.val_episodes", "train.stats_window_episodes",
+)  # fmt: skip
+NON_NEGATIVE = (
+    "scenes.workers", "acoustics.ism_order", "task.min_geodesic_distance", "task.doa_cache_size",
+    "task.spectrogram_cache_size", "ppo.value_loss_coef", "ppo.entropy_coef", "train.log_interval",
+    "train.keep_checkpoints", "train.val_interval", "train.torch_threads",
+)  # fmt: skip
+UNIT_INTERVAL = ("ppo.gamma", "ppo.gae_lambda")
+
+
+def check_values(cfg: ExperimentConfig) -> None:
+    """Ranges and relations between values, checked once a config is loaded; a :class:`ConfigError` names the key."""
+
+    def value(dotted: str) -> Any:
+        section, key = dotted.split(".")
+        return getattr(getattr(cfg, section), key)
+
+    for key in POSITIVE:
+        if value(key) is not None and not value(key) > 0:
+            raise ConfigError(f"config key {key!r} must be positive, got {value(key)!r}")
+    for key in NON_NEGATIVE:
+        if not value(key) >= 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {value(key)!r}")
+    for key in UNIT_INTERVAL:
+        if not 0 <= value(key) <= 1:
+            raise ConfigError(f"config key {key!r} must be in [0, 1], got {value(key)!r}")
+    if cfg.ppo.num_mini_batch > cfg.ppo.num_envs:
+        raise ConfigError(
+            f"config key 'ppo.num_mini_batch' ({cfg.ppo.num_mini_batch}) must be at most ppo.num_envs "
+            f"({cfg.ppo.num_envs}): each minibatch holds whole env trajectories"
+        )
+    if cfg.model.fusion_dim % cfg.model.fusion_heads:
+        raise ConfigError(
+            f"config key 'model.fusion_dim' ({cfg.model.fusion_dim}) must be a multiple of model.fusion_heads "
+            f"({cfg.model.fusion_heads})"
+        )
+    if cfg.model.ase_dim % 2:
+        raise ConfigError(f"config key 'model.ase_dim' must be even (two GRU directions), got {cfg.model.ase_dim}")
+    if cfg.task.min_geodesic_distance > cfg.task.max_geodesic_distance:
+        raise ConfigError(
+            f"config key 'task.min_geodesic_distance' ({cfg.task.min_geodesic_distance}) is above "
+            f"task.max_geodesic_distance ({cfg.task.max_geodesic_distance})"
+        )
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

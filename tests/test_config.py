@@ -1,4 +1,4 @@
-"""Config loading, overrides and the two error kinds (unknown key, wrong type)."""
+"""Config loading, overrides and the error kinds (unknown key, wrong type, value out of range)."""
 
 import subprocess
 import sys
@@ -85,6 +85,32 @@ def test_wrong_type_names_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     assert repr(key) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["ppo.num_envs=0"], "'ppo.num_envs' must be positive, got 0"),
+        (["ppo.lr=-1e-4"], "'ppo.lr' must be positive"),
+        (["train.checkpoint_interval=0"], "'train.checkpoint_interval' must be positive"),
+        (["scenes.num_scenes=0"], "'scenes.num_scenes' must be positive"),
+        (["train.val_interval=-5"], "'train.val_interval' must be >= 0"),
+        (["ppo.gamma=1.01"], "'ppo.gamma' must be in [0, 1]"),
+        (["ppo.num_envs=4", "ppo.num_mini_batch=5"], "'ppo.num_mini_batch' (5) must be at most ppo.num_envs (4)"),
+        (["model.fusion_dim=100", "model.fusion_heads=3"], "'model.fusion_dim' (100) must be a multiple"),
+        (["model.ase_dim=63"], "'model.ase_dim' must be even"),
+        (["task.min_geodesic_distance=5", "task.max_geodesic_distance=2"], "'task.min_geodesic_distance' (5.0)"),
+    ],
+)
+def test_values_out_of_range_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)
+
+
+def test_range_limits_themselves_are_accepted():
+    cfg = load_config(None, ["scenes.num_scenes=null", "train.val_interval=0", "ppo.gamma=1", "ppo.num_mini_batch=5"])
+    assert cfg.scenes.num_scenes is None and cfg.train.val_interval == 0 and cfg.ppo.num_mini_batch == cfg.ppo.num_envs
 
 
 def test_malformed_override_and_missing_file():
