@@ -71,3 +71,61 @@ def test_workers_share_the_cores_for_blas(tmp_path: Path, numpy_first: bool) -> 
     cores, threads = done.stdout.split(" ", 1)
     assert threads.strip() == str([(worker_threads(2),)])
     assert worker_threads(2) == max(1, int(cores) // 2) and worker_threads(1) == int(cores)
+
+
+STOPPED_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    from asgf_nav.cli import run_script
+    from asgf_nav.parallel import spawn_imap_unordered
+
+    def job(i):
+        print(f"worker {os.getpid()} busy", file=sys.stderr, flush=True)
+        time.sleep(120)  # a scene bake: far longer than the test waits
+        return i
+
+    if __name__ == "__main__":
+        run_script(lambda: list(spawn_imap_unordered(job, range(2), 2)) and 0)
+    """
+)
+
+
+def test_a_script_stopped_by_sigterm_takes_its_pool_workers_with_it(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM to a bake script must not leave its workers baking on, orphaned."""
+    import os
+    import re
+    import signal
+    import time
+
+    script = tmp_path / "stopped_job.py"
+    script.write_text(STOPPED_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    alive: set[int] = set()
+    try:
+        for line in process.stderr:
+            workers += [int(pid) for pid in re.findall(r"worker (\d+) busy", line)]
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2, "the workers never started"
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=60)
+        alive = set(workers)
+        deadline = time.monotonic() + 10
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers {sorted(alive)} outlived the stopped script"
+    assert returncode == 128 + signal.SIGTERM  # SystemExit from the handler, not death by the signal
