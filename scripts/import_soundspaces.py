@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.scenes.soundspaces import (  # noqa: E402
     DATASETS,
@@ -90,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

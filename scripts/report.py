@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.eval.report import comparison_chart, comparison_table, find_summaries, load_summary  # noqa: E402
 from asgf_nav.io import atomic_write_text  # noqa: E402
 
@@ -33,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ci", action="store_true", help="means only, without interval half-widths")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summaries = [load_summary(d) for d in find_summaries(args.runs)]
+    try:
+        summaries = [load_summary(d) for d in find_summaries(args.runs)]
+    except (FileNotFoundError, ValueError) as exc:  # a wrong path, or a file that is not a summary (bad JSON too)
+        parser.error(str(exc))
     if args.split:
         summaries = [s for s in summaries if s["meta"].get("split") == args.split]
     if args.agents:
@@ -54,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

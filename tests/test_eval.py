@@ -378,3 +378,24 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
     write_best(1)  # the same checkpoint again: the evaluation resumes and finishes
     _evaluate(tiny_root, tmp_path / "eval", *args)
     assert load_summary(tmp_path / "eval" / "asgf_tiny_unheard_test")["episodes"] == 3
+
+
+def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
+    import report
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "summary.json").write_text('{"meta": {')
+    not_a_summary = tmp_path / "other"
+    not_a_summary.mkdir()
+    (not_a_summary / "summary.json").write_text('{"meta": {}}')
+    cases = [
+        ([str(tmp_path / "missing")], f"{tmp_path / 'missing'} is neither an evaluation directory"),
+        ([str(broken)], f"{broken / 'summary.json'} is not valid JSON"),
+        ([str(not_a_summary)], "lacks 'metrics'; it is not an evaluation summary"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            report.main(argv)
+        assert exit_info.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv

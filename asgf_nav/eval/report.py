@@ -76,7 +76,10 @@ def load_summary(path: str | Path) -> dict[str, Any]:
     file = path / SUMMARY_FILE if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(f"no {SUMMARY_FILE} at {path}; run scripts/evaluate.py first")
-    data = json.loads(file.read_text())
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file} is not valid JSON ({exc}); it is not an evaluation summary") from exc
     for key in ("meta", "metrics"):
         if key not in data:
             raise ValueError(f"{file} lacks {key!r}; it is not an evaluation summary")
