@@ -60,13 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.runs) > 2:
         parser.error("give one or two evaluation directories")
     cfg = config_from_args(args)
-    summaries = [load_summary(r) for r in args.runs]
+    try:  # a wrong directory, or files that are not an evaluation's, end with an error naming them
+        summaries = [load_summary(r) for r in args.runs]
+        runs = [{r.episode_id: r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
+        episode = args.episode or pick_episode(runs)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
     meta = summaries[0]["meta"]
     cfg.scenes.dataset = args.dataset or meta.get("dataset", cfg.scenes.dataset)
     if args.data_root:
         cfg.scenes.data_root = args.data_root
-    runs = [{r.episode_id: r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
-    episode = args.episode or pick_episode(runs)
     missing = [d for d, run in zip(args.runs, runs) if episode not in run]
     if missing:
         parser.error(f"episode {episode} is not in {missing}")

@@ -155,3 +155,21 @@ def test_spatial_states_come_from_the_policy_with_geometric_labels():
     no_ase = PolicyAgent(build_policy(cfg, observation_space_for(world, cfg.task.sensors)), cfg.task.sensors)
     with pytest.raises(ValueError, match="no ASE"):
         collect_spatial_states(no_ase, world, episodes, cfg, samples=5, num_envs=2)
+
+
+def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
+    import visualize_trajectories
+
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "summary.json").write_text('{"meta": {}, "metrics": {}}')
+    (garbled / "episodes.jsonl").write_text("not json\n")
+    cases = [
+        ([str(tmp_path / "missing")], f"no summary.json at {tmp_path / 'missing'}"),
+        ([str(garbled)], f"{garbled / 'episodes.jsonl'}:1: not an episode record"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            visualize_trajectories.main([*argv, "--out", str(tmp_path / "map.png")])
+        assert exit_info.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
