@@ -43,6 +43,22 @@ def _report_interrupt(kind: type[BaseException], value: BaseException, traceback
         sys.__excepthook__(kind, value, traceback)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (``argument --episodes: must be positive, got -3``)."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     parser.add_argument(
         "--config",

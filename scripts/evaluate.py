@@ -27,6 +27,7 @@ from asgf_nav.cli import (  # noqa: E402
     add_scene_arguments,
     config_from_args,
     load_checkpoint_or_exit,
+    positive_int,
     run_script,
 )
 from asgf_nav.eval.evaluator import (  # noqa: E402
@@ -100,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("heard", "unheard", "both"),
         help="override the config's task.sound_split ('both' runs heard and unheard)",
     )
-    parser.add_argument("--episodes", type=int, help="evaluate this many evenly spaced episodes (default: all)")
+    parser.add_argument(
+        "--episodes", type=positive_int, help="evaluate this many evenly spaced episodes (default: all)"
+    )
     parser.add_argument("--scenes", nargs="+", help="restrict to these scenes of the split")
     parser.add_argument("--deterministic", action="store_true", help="policy takes its most likely action")
-    parser.add_argument("--num-envs", type=int, default=8, help="episodes stepped together")
+    parser.add_argument("--num-envs", type=positive_int, default=8, help="episodes stepped together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--out", default="runs/eval", help="parent directory of the evaluation outputs")
     parser.add_argument("--name", help="label of the agent in outputs and tables")

@@ -25,7 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from asgf_nav.cli import add_config_arguments, add_scene_arguments, config_from_args, run_script  # noqa: E402
+from asgf_nav.cli import (  # noqa: E402
+    add_config_arguments,
+    add_scene_arguments,
+    config_from_args,
+    positive_int,
+    run_script,
+)
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 from baselines.audio_model import (  # noqa: E402
     AudioSamples,
@@ -89,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser, default="replica_unheard.yaml")
     parser.add_argument("--sound-split", choices=("heard", "unheard", "both"), help="override task.sound_split")
     parser.add_argument("--scenes", nargs="+", help="train scenes to use (default: the whole train split)")
-    parser.add_argument("--samples", type=int, default=6000, help="spectrogram samples to draw")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--samples", type=positive_int, default=6000, help="spectrogram samples to draw")
+    parser.add_argument("--epochs", type=positive_int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", help="model path (only with a single sound split)")

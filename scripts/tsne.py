@@ -24,6 +24,8 @@ from asgf_nav.cli import (  # noqa: E402
     add_scene_arguments,
     config_from_args,
     load_checkpoint_or_exit,
+    positive_float,
+    positive_int,
     run_script,
 )
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
@@ -46,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         choices=("heard", "unheard"),
         help="sounds of the rolled-out episodes (the paper's figure: unheard)",
     )
-    parser.add_argument("--samples", type=int, default=2000, help="states to collect")
-    parser.add_argument("--episodes", type=int, help="evenly spaced episodes to roll out (default: all)")
-    parser.add_argument("--perplexity", type=float, default=30.0)
-    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--samples", type=positive_int, default=2000, help="states to collect")
+    parser.add_argument("--episodes", type=positive_int, help="evenly spaced episodes to roll out (default: all)")
+    parser.add_argument("--perplexity", type=positive_float, default=30.0)
+    parser.add_argument("--num-envs", type=positive_int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default="", help="figure title")

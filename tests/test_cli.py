@@ -59,3 +59,22 @@ def test_script_with_an_unknown_scene_exits_with_an_error_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: preset 'tiny' has no scene 'kitchen'")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("evaluate", ["--agent", "oracle", "--episodes", "-3"], "argument --episodes: must be positive, got -3"),
+        ("evaluate", ["--agent", "oracle", "--num-envs", "0"], "argument --num-envs: must be positive, got 0"),
+        ("tsne", ["--checkpoint", "x.pt", "--perplexity", "0"], "argument --perplexity: must be positive, got 0.0"),
+        ("train_baselines", ["--epochs", "0"], "argument --epochs: must be positive, got 0"),
+    ],
+)
+def test_counts_that_must_be_positive_are_named(script, argv, message, capsys):
+    import importlib
+
+    main = importlib.import_module(script).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", "tiny_heard", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
