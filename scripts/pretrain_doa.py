@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_doa_arguments, run_script  # noqa: E402
 from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
-from asgf_nav.termination import install_stop_handlers  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = DoaTrainConfig(**args)
-    install_stop_handlers()  # SIGTERM / Ctrl-C: the step finishes and is saved before the run ends
     metrics = train(cfg)
     if export:
         export_weights(cfg.out, export)
