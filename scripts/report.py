@@ -34,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ci", action="store_true", help="means only, without interval half-widths")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        summaries = [load_summary(d) for d in find_summaries(args.runs)]
-    except (FileNotFoundError, ValueError) as exc:  # a wrong path, or a file that is not a summary (bad JSON too)
-        parser.error(str(exc))
+    summaries = [load_summary(d) for d in find_summaries(args.runs)]
     if args.split:
         summaries = [s for s in summaries if s["meta"].get("split") == args.split]
     if args.agents:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import add_config_arguments, config_from_args, run_script  # noqa: E402
-from asgf_nav.eval.evaluator import EpisodeRecord, read_jsonl  # noqa: E402
+from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl  # noqa: E402
 from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
@@ -34,7 +34,9 @@ def pick_episode(runs: list[dict[str, EpisodeRecord]]) -> str:
     for run in runs[1:]:
         common &= set(run)
     if not common:
-        raise ValueError("the evaluations share no episode; evaluate the agents on the same split and episodes")
+        raise EvaluationFileError(
+            "the evaluations share no episode; evaluate the agents on the same split and episodes"
+        )
 
     def score(eid: str) -> tuple[float, float, float]:
         spl = [run[eid].metrics["spl"] for run in runs]
@@ -60,12 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.runs) > 2:
         parser.error("give one or two evaluation directories")
     cfg = config_from_args(args)
-    try:  # a wrong directory, or files that are not an evaluation's, end with an error naming them
-        summaries = [load_summary(r) for r in args.runs]
-        runs = [{r.episode_id: r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
-        episode = args.episode or pick_episode(runs)
-    except (FileNotFoundError, ValueError) as exc:
-        parser.error(str(exc))
+    summaries = [load_summary(r) for r in args.runs]
+    runs = [{r.episode_id: r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
+    episode = args.episode or pick_episode(runs)
     meta = summaries[0]["meta"]
     cfg.scenes.dataset = args.dataset or meta.get("dataset", cfg.scenes.dataset)
     if args.data_root:

@@ -8,6 +8,7 @@ import pytest
 
 from asgf_nav.cli import run_script
 from asgf_nav.config import ConfigError
+from asgf_nav.eval.evaluator import EvaluationFileError
 from asgf_nav.eval.progress import EvaluationProgressError
 from asgf_nav.scenes.presets import UnknownSceneError, get_preset
 from asgf_nav.scenes.store import SceneStoreError
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 USER_ERRORS = [
     ConfigError("bad key"), SceneStoreError("no baked scene"), UnknownSceneError("no scene"),
-    EvaluationProgressError("another evaluation's progress file"),
+    EvaluationProgressError("another evaluation's progress file"), EvaluationFileError("no summary.json"),
 ]  # fmt: skip
 
 

@@ -383,6 +383,8 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
 def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
     import report
 
+    from asgf_nav.cli import run_script
+
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "summary.json").write_text('{"meta": {')
@@ -396,6 +398,6 @@ def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            report.main(argv)
+            run_script(lambda: report.main(argv))  # noqa: B023 (called at once)
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv

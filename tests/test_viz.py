@@ -160,6 +160,8 @@ def test_spatial_states_come_from_the_policy_with_geometric_labels():
 def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
     import visualize_trajectories
 
+    from asgf_nav.cli import run_script
+
     garbled = tmp_path / "garbled"
     garbled.mkdir()
     (garbled / "summary.json").write_text('{"meta": {}, "metrics": {}}')
@@ -170,6 +172,6 @@ def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            visualize_trajectories.main([*argv, "--out", str(tmp_path / "map.png")])
+            run_script(lambda: visualize_trajectories.main([*argv, "--out", str(tmp_path / "map.png")]))  # noqa: B023
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv

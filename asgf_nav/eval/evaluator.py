@@ -300,8 +300,14 @@ def write_jsonl(path: str | Path, records: Sequence[EpisodeRecord]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r.to_json()) + "\n" for r in records))
 
 
+class EvaluationFileError(ValueError):
+    """An evaluation's files are missing or are not what evaluate.py writes; the message names the file."""
+
+
 def read_jsonl(path: str | Path) -> list[EpisodeRecord]:
     path = Path(path)
+    if not path.is_file():
+        raise EvaluationFileError(f"no episode records at {path}; run scripts/evaluate.py first")
     out = []
     for line_no, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -309,5 +315,5 @@ def read_jsonl(path: str | Path) -> list[EpisodeRecord]:
         try:
             out.append(EpisodeRecord.from_json(json.loads(line)))
         except (json.JSONDecodeError, TypeError) as exc:
-            raise ValueError(f"{path}:{line_no}: not an episode record: {exc}") from exc
+            raise EvaluationFileError(f"{path}:{line_no}: not an episode record: {exc}") from exc
     return out

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.eval.evaluator import EpisodeRecord, summarize, write_jsonl
+from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, summarize, write_jsonl
 from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
 from asgf_nav.io import atomic_write_text
 
@@ -75,14 +75,14 @@ def load_summary(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     file = path / SUMMARY_FILE if path.is_dir() else path
     if not file.exists():
-        raise FileNotFoundError(f"no {SUMMARY_FILE} at {path}; run scripts/evaluate.py first")
+        raise EvaluationFileError(f"no {SUMMARY_FILE} at {path}; run scripts/evaluate.py first")
     try:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{file} is not valid JSON ({exc}); it is not an evaluation summary") from exc
+        raise EvaluationFileError(f"{file} is not valid JSON ({exc}); it is not an evaluation summary") from exc
     for key in ("meta", "metrics"):
         if key not in data:
-            raise ValueError(f"{file} lacks {key!r}; it is not an evaluation summary")
+            raise EvaluationFileError(f"{file} lacks {key!r}; it is not an evaluation summary")
     return data
 
 
@@ -95,7 +95,7 @@ def find_summaries(paths: Sequence[str | Path]) -> list[Path]:
         elif p.is_dir():
             found += sorted(f.parent for f in p.rglob(SUMMARY_FILE))
         else:
-            raise FileNotFoundError(f"{p} is neither an evaluation directory nor holds any")
+            raise EvaluationFileError(f"{p} is neither an evaluation directory nor holds any")
     return found
 
 
