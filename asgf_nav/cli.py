@@ -45,20 +45,33 @@ def _report_interrupt(kind: type[BaseException], value: BaseException, traceback
         sys.__excepthook__(kind, value, traceback)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0 (``argument --episodes: must be positive, got -3``)."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def _bounded(kind: type, accept: Callable[[Any], bool], wording: str, name: str) -> Callable[[str], Any]:
+    """argparse type: ``kind`` within a bound; a value outside it reads
+    ``argument --episodes: must be positive, got -3``."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {value}")
+        return value
+
+    parse.__name__ = name  # argparse shows it for text that is no number: "invalid positive_int value: 'x'"
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+positive_int = _bounded(int, lambda v: v > 0, "positive", "positive_int")
+positive_float = _bounded(float, lambda v: v > 0, "positive", "positive_float")
+non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0", "non_negative_int")
+non_negative_float = _bounded(float, lambda v: v >= 0, ">= 0", "non_negative_float")
+
+
+def number_type(kind: type, name: str, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> Callable:
+    """argparse type of the field ``name`` of a dataclass of script arguments, bounded when it is listed."""
+    if name in positive:
+        return positive_int if kind is int else positive_float
+    if name in non_negative:
+        return non_negative_int if kind is int else non_negative_float
+    return kind
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -130,18 +143,8 @@ def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
     raise SystemExit(2)
 
 
-def check_doa_arguments(
-    parser: argparse.ArgumentParser, args: dict[str, Any], positive: tuple[str, ...], non_negative: tuple[str, ...] = ()
-) -> None:
-    """The DoA scripts' numbers and rooms, checked before any pool is drawn: each bad value ends the script with
-    an error naming its flag (a zero count would otherwise fail deep inside the sampler)."""
-    flag = {name: "--" + name.replace("_", "-") for name in (*positive, *non_negative)}
-    for name in positive:
-        if not args[name] > 0:
-            parser.error(f"{flag[name]}: must be positive, got {args[name]}")
-    for name in non_negative:
-        if not args[name] >= 0:
-            parser.error(f"{flag[name]}: must be >= 0, got {args[name]}")
+def check_doa_rooms(parser: argparse.ArgumentParser, args: dict[str, Any]) -> None:
+    """The DoA scripts' rooms, checked before any pool is drawn: baked scenes need their data root."""
     if args["rooms"] in ("scenes", "both") and not args["scenes_root"]:
         parser.error(
             f"--scenes-root: --rooms {args['rooms']} uses baked scenes; give their data root "

@@ -25,8 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_arguments, run_script  # noqa: E402
+from asgf_nav.cli import check_doa_rooms, number_type, run_script  # noqa: E402
 from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
+
+POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}",
-                type=type(f.default),
+                type=number_type(type(f.default), f.name, POSITIVE, ("threads",)),
                 default=f.default,
                 choices=EVAL_CHOICES.get(f.name),
             )
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         path, default = args[key], getattr(EvalConfig, key)
         if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():
             parser.error(f"--{key}: checkpoint {path} does not exist (use '--{key} none' to leave it out)")
-    check_doa_arguments(parser, args, ("test_poses", "examples", "gmm_train_examples", "train_poses"), ("threads",))
+    check_doa_rooms(parser, args)
     if not 0 < args["clip_seconds"] <= 1.0:
         parser.error(f"--clip-seconds: {args['clip_seconds']} s is outside (0, 1], the length of the bank's sounds")
     args["snrs"] = tuple(args["snrs"])

@@ -18,8 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_arguments, run_script  # noqa: E402
+from asgf_nav.cli import check_doa_rooms, number_type, run_script  # noqa: E402
 from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
+
+# numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler
+POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
+POSITIVE += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
+NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(f.default, bool):  # --augment / --no-augment
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            parser.add_argument(flag, type=type(f.default), default=f.default, choices=TRAIN_CHOICES.get(f.name))
+            kind = number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE)
+            parser.add_argument(flag, type=kind, default=f.default, choices=TRAIN_CHOICES.get(f.name))
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
     export = args.pop("export")
-    positive = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
-    positive += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
-    check_doa_arguments(parser, args, positive, ("weight_decay", "curriculum_db", "curriculum_steps", "threads"))
+    check_doa_rooms(parser, args)
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
