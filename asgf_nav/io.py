@@ -40,3 +40,23 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
             np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
     return atomic_write(path, _write)
+
+
+def atomic_savez(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
+    """``np.savez`` (or ``savez_compressed``) to exactly ``path``, atomically; no ``.npz`` is appended."""
+    save = np.savez_compressed if compressed else np.savez
+
+    def _write(p: Path) -> None:
+        with open(p, "wb") as f:
+            save(f, **arrays)
+
+    return atomic_write(path, _write)
+
+
+def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
+    """``fig.savefig`` atomically; the format follows ``path``'s suffix as matplotlib's own would."""
+    import matplotlib
+
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".").lower() or matplotlib.rcParams["savefig.format"])
+    return atomic_write(path, lambda p: fig.savefig(p, **kwargs))

@@ -17,6 +17,7 @@ from asgf_nav.acoustics.bake import bake_acoustics
 from asgf_nav.acoustics.rir import SceneRirs
 from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
+from asgf_nav.io import atomic_savefig
 from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.store import SceneStore, scene_dir, stage_complete
 from asgf_nav.viz.acoustic_plot import acoustics_figure, pick_probe_nodes
@@ -49,8 +50,7 @@ def main() -> None:
     plan = FloorPlan.load(directory / "floorplan.json")
     source = int(rirs.source_nodes[args.source_slot])
     fig = acoustics_figure(plan, positions, rirs, source, pick_probe_nodes(positions, source))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    atomic_savefig(fig, args.out, dpi=110)
     logger.info("wrote %s", args.out)
 
 

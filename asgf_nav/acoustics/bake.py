@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate_source
-from asgf_nav.io import atomic_write, atomic_write_text
+from asgf_nav.io import atomic_savez, atomic_write_text
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.store import SceneStore, write_stage
@@ -154,12 +154,7 @@ def bake_source(scene_dir: str | Path, cfg: Any, source_slot: int) -> Path:
         "late_db": np.maximum(late_db, LATE_FLOOR_DB).astype(np.float16),
     }
 
-    def _write(path: Path) -> None:
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-
-    atomic_write(out, _write)
-    return out
+    return atomic_savez(out, **arrays)
 
 
 def _bake_source_job(job: tuple[Path, Any, int]) -> int:

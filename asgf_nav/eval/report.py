@@ -15,7 +15,7 @@ from typing import Any
 
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, summarize, write_jsonl
 from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
-from asgf_nav.io import atomic_write_text
+from asgf_nav.io import atomic_savefig, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +183,6 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> P
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=len(agents), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    path = atomic_savefig(fig, path, dpi=130)
     plt.close(fig)
     return path

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from asgf_nav.io import atomic_savefig  # noqa: E402
 from asgf_nav.scenes.floorplan import yaw_forward  # noqa: E402
 from asgf_nav.scenes.scene import YAWS, Scene  # noqa: E402
 from asgf_nav.viz.floorplan_plot import draw_floorplan  # noqa: E402
@@ -87,9 +88,7 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, bbox_inches="tight")
+    out_path = atomic_savefig(fig, out_path, bbox_inches="tight")
     plt.close(fig)
     logger.info("scene sheet written to %s", out_path)
     return out_path

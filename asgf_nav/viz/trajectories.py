@@ -21,6 +21,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from asgf_nav.eval.evaluator import EpisodeRecord  # noqa: E402
+from asgf_nav.io import atomic_savefig  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.tasks.navigation import oracle_plan, step_pose  # noqa: E402
 
@@ -153,9 +154,7 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
 def save_trajectories(
     path: str | Path, scene: Scene, records: Sequence[EpisodeRecord], labels: Sequence[str], dpi: int = 130
 ) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = trajectory_figure(scene, records, labels)
-    fig.savefig(path, dpi=dpi)
+    path = atomic_savefig(fig, path, dpi=dpi)
     plt.close(fig)
     return path

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from asgf_nav.eval.evaluator import Agent, AgentContext, PolicyAgent, run_episodes
+from asgf_nav.io import atomic_savefig, atomic_savez
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.world import TaskWorld
 
@@ -31,10 +32,7 @@ class SpatialStates:
     azimuth: np.ndarray  # (N,) degrees in (-180, 180], left positive
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, states=self.states, distance=self.distance, azimuth=self.azimuth)
-        return path
+        return atomic_savez(path, compressed=True, states=self.states, distance=self.distance, azimuth=self.azimuth)
 
     @classmethod
     def load(cls, path: str | Path) -> SpatialStates:
@@ -149,8 +147,6 @@ def plot_tsne(
         ax.set_yticks([])
     fig.suptitle(title or f"t-SNE of ASE audio spatial states ({len(xy)} samples)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    path = atomic_savefig(fig, path, dpi=130)
     plt.close(fig)
     return path

@@ -53,13 +53,9 @@ class DoaBatch:
         return DoaBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in fields))
 
     def save(self, path) -> None:
-        from asgf_nav.io import atomic_write
+        from asgf_nav.io import atomic_savez
 
-        def _write(p) -> None:
-            with open(p, "wb") as f:
-                np.savez(f, **{k: getattr(self, k).numpy() for k in self.__dataclass_fields__})
-
-        atomic_write(path, _write)
+        atomic_savez(path, **{k: getattr(self, k).numpy() for k in self.__dataclass_fields__})
 
     @classmethod
     def load(cls, path) -> DoaBatch:

@@ -57,14 +57,10 @@ class RirPool:
         return int(self.azimuth.shape[1])
 
     def save(self, path) -> None:
-        from asgf_nav.io import atomic_write
+        from asgf_nav.io import atomic_savez
 
-        def _write(p) -> None:
-            with open(p, "wb") as f:
-                extra = {} if self.line_of_sight is None else {"line_of_sight": self.line_of_sight}
-                np.savez(f, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate, **extra)
-
-        atomic_write(path, _write)
+        extra = {} if self.line_of_sight is None else {"line_of_sight": self.line_of_sight}
+        atomic_savez(path, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate, **extra)
 
     def _direct_window(self, direct_ms: float, lead_ms: float) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Energy (P, J, L) over both ears, onsets (P, J) (the first sample reaching 5 % of the peak) and
