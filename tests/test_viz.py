@@ -80,6 +80,9 @@ def test_video_mp4_has_frames_and_audio(tiny, tmp_path):
     assert frames[0].shape[0] >= 300 and frames[0].shape[2] == 3 and frames[0].std() > 10
     info = _ffprobe(path)
     assert "Video: h264" in info and "Audio: aac" in info and "stereo" in info
+    silent = write_video(tmp_path / "silent.mp4", scene, world, rec, fps=4.0, max_frames=3, with_audio=False)
+    assert "Video: h264" in _ffprobe(silent) and "Audio:" not in _ffprobe(silent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep.mp4", "silent.mp4"]  # no temporaries left
     track = audio_track([np.ones((44100, 2)), np.zeros((44100, 2))], 44100, 4.0)
     assert track.shape == (2 * 11025, 2) and np.abs(track).max() == pytest.approx(0.9)
 

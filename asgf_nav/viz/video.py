@@ -112,23 +112,28 @@ def write_video(
         raise ValueError(f"video path {path} must end in .mp4 or .gif")
     path.parent.mkdir(parents=True, exist_ok=True)
     frames, signals = render_frames(scene, world, record, max_frames)
-    if suffix == ".gif":
-        imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
-        return path
+    # Everything is written inside a temporary directory beside ``path`` and renamed into place last,
+    # so an interrupted write never leaves a truncated video under the final name.
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        silent = Path(tmp) / "video.mp4"
-        writer = imageio.get_writer(
-            silent, fps=fps, codec="libx264", quality=7, macro_block_size=16, pixelformat="yuv420p"
-        )
-        for frame in frames:
-            writer.append_data(frame)
-        writer.close()
-        if not with_audio:
-            silent.replace(path)
-            return path
-        wav = Path(tmp) / "audio.wav"
-        soundfile.write(wav, audio_track(signals, world.sample_rate, fps), world.sample_rate, subtype="PCM_16")
-        mux_audio(silent, wav, path)
+        finished = Path(tmp) / f"episode{suffix}"
+        if suffix == ".gif":
+            imageio.mimsave(finished, frames, duration=1000.0 / fps, loop=0)
+        else:
+            silent = Path(tmp) / "silent.mp4"
+            writer = imageio.get_writer(
+                silent, fps=fps, codec="libx264", quality=7, macro_block_size=16, pixelformat="yuv420p"
+            )
+            for frame in frames:
+                writer.append_data(frame)
+            writer.close()
+            if with_audio:
+                wav = Path(tmp) / "audio.wav"
+                track = audio_track(signals, world.sample_rate, fps)
+                soundfile.write(wav, track, world.sample_rate, subtype="PCM_16")
+                mux_audio(silent, wav, finished)
+            else:
+                silent.replace(finished)
+        finished.replace(path)
     return path
 
 
