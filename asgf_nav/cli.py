@@ -78,13 +78,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
     parser.add_argument(
         "--config",
         default=default,
-        help="config name in configs/ (e.g. replica_unheard.yaml) or a path to a YAML file",
+        help="config name in asgf_nav/configs/ (e.g. replica_unheard.yaml) or a path to a YAML file",
     )
     parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="config overrides such as ppo.lr=1e-4 train.run_dir=runs/exp1 (see configs/ and asgf_nav/config.py)",
+        help="config overrides such as ppo.lr=1e-4 train.run_dir=runs/exp1 (see asgf_nav/configs/ and asgf_nav/config.py)",
     )
 
 

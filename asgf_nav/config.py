@@ -1,6 +1,6 @@
 """Typed experiment configuration: dataclasses filled from YAML files and ``key.sub=value`` overrides.
 
-Every field has a documented default; a YAML file in ``configs/`` states only what differs. Unknown keys,
+Every field has a documented default; a YAML file in ``asgf_nav/configs/`` states only what differs. Unknown keys,
 wrongly typed values and values out of range fail early with a :class:`ConfigError` that names the key
 (and, for unknown keys, lists the valid ones).
 """
@@ -16,7 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped inside the package, so a wheel has them
 
 
 class ConfigError(ValueError):
@@ -142,7 +142,7 @@ class ExperimentConfig:
 
 # --------------------------------------------------------------------------------------------- loading
 def resolve_config_path(name: str | Path) -> Path:
-    """A path to an existing file, or a bare name (with or without .yaml) looked up in ``configs/``."""
+    """A path to an existing file, or a bare name (with or without .yaml) looked up in ``asgf_nav/configs/``."""
     path = Path(name)
     if path.is_file():
         return path

@@ -27,7 +27,7 @@ from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment config (YAML file or name in configs/)")
+    parser.add_argument("--config", required=True, help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
     parser.add_argument("--scenes", nargs="+", help="only these scenes of the split")
     parser.add_argument("--sounds", nargs="+", help="only these sounds (default: the split's sounds)")

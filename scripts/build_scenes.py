@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild the requested stages even if present")
     parser.add_argument("--data-root", help="store root (default: cfg scenes.data_root)")
     parser.add_argument("--image-size", type=int, help="RGB-D resolution (default: cfg scenes.image_size)")
-    parser.add_argument("--config", help="experiment config (YAML file or name in configs/)")
+    parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like scenes.image_size=64")
     args = parser.parse_args(argv)
 

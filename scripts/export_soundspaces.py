@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sound-splits", nargs="+", choices=("heard", "unheard"), default=["heard", "unheard"])
     parser.add_argument("--skip-existing", action="store_true", help="keep RIR files already written")
     parser.add_argument("--no-views", action="store_true", help="do not write scene_observations pickles")
-    parser.add_argument("--config", help="experiment config (YAML file or name in configs/)")
+    parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=4, help="number of egocentric views to show")
     parser.add_argument("--data-root", help="store root (default: cfg scenes.data_root)")
     parser.add_argument("--image-size", type=int, help="RGB-D resolution (default: cfg scenes.image_size)")
-    parser.add_argument("--config", help="experiment config (YAML file or name in configs/)")
+    parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

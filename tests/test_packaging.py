@@ -1,0 +1,31 @@
+"""What a wheel of the package carries: every data file the code reads at run time, the named configs included."""
+
+from __future__ import annotations
+
+import fnmatch
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from asgf_nav.config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMED_CONFIGS = {"replica_heard", "replica_unheard", "mp3d_heard", "mp3d_unheard", "tiny_heard"}
+
+
+def test_every_tracked_data_file_of_the_packages_matches_a_package_data_pattern() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]
+    tracked = subprocess.run(
+        ["git", "ls-files", "asgf_nav", "baselines"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    data = [f for f in tracked if not f.endswith(".py")]
+    left_out = [f for f in data if not any(fnmatch.fnmatch(Path(f).name, p) for p in patterns)]
+    assert len(data) > 100 and not left_out, f"not shipped in a wheel: {left_out}"
+    assert {Path(f).stem for f in data if f.startswith("asgf_nav/configs/")} == NAMED_CONFIGS
+
+
+def test_named_configs_are_looked_up_inside_the_package() -> None:
+    assert CONFIG_DIR == ROOT / "asgf_nav" / "configs"
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == NAMED_CONFIGS
