@@ -84,7 +84,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="config overrides such as ppo.lr=1e-4 train.run_dir=runs/exp1 (see asgf_nav/configs/ and asgf_nav/config.py)",
+        help="config overrides such as ppo.lr=1e-4 train.run_dir=runs/exp1 (every key: asgf_nav/config.py)",
     )
 
 

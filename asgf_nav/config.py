@@ -169,7 +169,12 @@ def load_config(name: str | Path | None = None, overrides: list[str] | None = No
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
-        _set_dotted(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else "", source="command line")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({problem})") from None
+        _set_dotted(cfg, key.strip(), value, source="command line")
     check_values(cfg)
     return cfg
 

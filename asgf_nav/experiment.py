@@ -20,12 +20,26 @@ from asgf_nav.termination import install_stop_handlers
 logger = logging.getLogger(__name__)
 
 
-def prepare_run_dir(cfg: ExperimentConfig) -> Path:
-    """Create the run directory and save the resolved config beside the outputs."""
-    run_dir = Path(cfg.train.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    return run_dir
+def make_config_dir(path: str | Path, key: str, writable: bool = True) -> Path:
+    """Create the directory a config key names, before any work is done; one that cannot be created (or,
+    with ``writable``, written to) is a ConfigError naming the key."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot create directory {path}: {exc.strerror or exc}") from None
+    if writable and not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: directory {path} is not writable")
+    return path
+
+
+def check_components(cfg: ExperimentConfig) -> None:
+    """The names the config looks up in registries (policy, sensors) exist, checked before any scene is baked."""
+    from asgf_nav.models.policies import policy_class
+    from asgf_nav.tasks.observations import check_sensors
+
+    policy_class(cfg.model.policy)
+    check_sensors(cfg.task.sensors)
 
 
 def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None = None) -> Any:
@@ -57,6 +71,8 @@ def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any |
     from asgf_nav.scenes.background import ScenePool, quick_start_order
     from asgf_nav.scenes.build import build_scenes
 
+    if is_main:  # baked scenes may sit on a read-only share; only a bake needs to write there
+        make_config_dir(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset, "scenes.data_root", writable=False)
     pool = ScenePool(cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log")
     train = quick_start_order(cfg.scenes.dataset, pool.split_scenes("train"))
     logger.info(
@@ -119,10 +135,14 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     install_stop_handlers()  # SIGTERM and Ctrl-C run the clean-up below (background build)
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
-    setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
-    register_auxiliary_observations(cfg)  # first: a bad DoA checkpoint stops the run before it writes anything
     if is_main:
-        prepare_run_dir(cfg)
+        make_config_dir(run_dir, "train.run_dir")
+    setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
+    # a bad DoA checkpoint, policy or sensor name stops the run before its config is saved or a scene baked
+    register_auxiliary_observations(cfg)
+    check_components(cfg)
+    if is_main:
+        save_config(cfg, run_dir / "config.yaml")  # the resolved config beside the outputs
     pool = prepare_scenes(cfg, run_dir, is_main)
     try:
         set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)

@@ -116,6 +116,8 @@ def test_range_limits_themselves_are_accepted():
 def test_malformed_override_and_missing_file():
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(None, ["ppo.lr"])
+    with pytest.raises(ConfigError, match=r"override 'task.sensors=\[depth': the value '\[depth' is not valid YAML"):
+        load_config(None, ["task.sensors=[depth"])
     with pytest.raises(ConfigError, match="available"):
         load_config("no_such_config")
 

@@ -101,12 +101,24 @@ def test_scene_pool_grows_in_background_and_stops(tmp_path):
         pytest.fail("background build processes survived ScenePool.stop()")
 
 
-@pytest.mark.parametrize("bad", ["ppo.num_envs=zero", "task.not_a_key=1"])
+@pytest.mark.parametrize(
+    "bad", ["ppo.num_envs=zero", "task.not_a_key=1", "ppo.lr=[1", "model.policy=asgff", "task.sensors=[depth,sonar]"]
+)
 def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
     result = train(tmp_path / "data", tmp_path / "run", bad)
     assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in result.stderr
     assert bad.split("=")[0] in result.stderr
-    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "data").exists()  # nothing baked
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_main_job_names_a_directory_it_cannot_create(tmp_path):
+    (tmp_path / "file").write_text("a file where a directory is asked for")
+    for key in ("scenes.data_root", "train.run_dir"):
+        result = train(tmp_path / "data", tmp_path / "run", f"{key}={tmp_path / 'file' / 'sub'}")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"error: {key}: cannot create directory {tmp_path / 'file' / 'sub'}" in result.stderr
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
+from asgf_nav.config import ConfigError
 from asgf_nav.models.ase import AudioSpatialStateEncoder
 from asgf_nav.models.asgf import AudioSpatialGuidedFusion
 from asgf_nav.models.encoders import VISUAL_SENSORS, AudioEncoder, VisualEncoder
@@ -45,13 +46,17 @@ def register_policy(name: str) -> Callable[[type[Policy]], type[Policy]]:
     return decorator
 
 
+def policy_class(name: str) -> type[Policy]:
+    """The registered policy class of ``model.policy``; an unknown name is a ConfigError listing the known ones."""
+    if name not in POLICY_REGISTRY:
+        raise ConfigError(f"model.policy: unknown policy {name!r}; registered: {sorted(POLICY_REGISTRY)}")
+    return POLICY_REGISTRY[name]
+
+
 def build_policy(cfg: Any, observation_space: Any) -> Policy:
     """The policy named by ``cfg.model.policy``, built for one env's ``observation_space``."""
     name = cfg.model.policy
-    if name not in POLICY_REGISTRY:
-        known = sorted(POLICY_REGISTRY)
-        raise ValueError(f"unknown policy {name!r} (config key model.policy); registered: {known}")
-    policy = POLICY_REGISTRY[name](cfg, observation_space)
+    policy = policy_class(name)(cfg, observation_space)
     logger.info("built policy %s with %d parameters", name, count_parameters(policy))
     return policy
 

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from asgf_nav.config import ConfigError
 from asgf_nav.tasks.episodes import ResolvedEpisode
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.world import TaskScene, TaskWorld
@@ -103,12 +104,16 @@ def registered_observations() -> list[str]:
 
 
 def check_sensors(sensors: list[str]) -> list[str]:
-    """Validate sensor names early (unknown names raise with the list of valid ones)."""
+    """Validate the sensor names of ``task.sensors`` early: an unknown name or a repeated one is a ConfigError
+    that lists the valid names."""
     for name in sensors:
         if name not in BUILTIN_SENSORS:
-            get_observation(name)
+            try:
+                get_observation(name)
+            except KeyError as exc:
+                raise ConfigError(f"task.sensors: {exc.args[0]}") from None
     if len(set(sensors)) != len(sensors):
-        raise ValueError(f"sensor list {sensors} names a sensor twice")
+        raise ConfigError(f"task.sensors: {sensors} names a sensor twice")
     return list(sensors)
 
 
