@@ -88,6 +88,32 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
 
 
+def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_path, capsys):
+    import eval_doa
+    import pretrain_doa
+
+    from asgf_nav.cli import run_script
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    crnn = tmp_path / "crnn.pt"
+    torch.save({"kind": "crnn", "state_dict": {}}, crnn)
+    cases = [
+        (eval_doa.main, ["--selective", str(corrupt), "--crnn", "none"], "not readable as a torch checkpoint"),
+        (pretrain_doa.main, ["--out", str(corrupt)], "not readable as a torch checkpoint"),
+        (pretrain_doa.main, ["--model", "selective", "--out", str(crnn)], "holds a 'crnn' model, not 'selective'"),
+    ]
+    for main, argv, message in cases:
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as exit_info:
+            run_script(lambda main=main, argv=argv: main(argv))
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err, argv
+        assert err.strip().splitlines()[-1].startswith("error: ") and str(tmp_path) in err, argv
+        assert message in err, argv
+        assert time.monotonic() - started < 20, argv  # stopped before any RIR pool was drawn
+
+
 def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
     """SIGTERM during DoA pretraining: the step ends, is saved, and the same command continues from it."""
     import signal

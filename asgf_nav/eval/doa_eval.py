@@ -177,9 +177,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     bank = SoundBank.load()
-    pool = test_pool(cfg)
-    sets, sr = test_sets(cfg, bank, pool)
-    methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}
+    methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}  # the heads first: a bad checkpoint stops at once
     for name, path in (("selective", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
         if path.lower() in NO_CHECKPOINT:
             continue
@@ -198,6 +196,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             methods[name] = lambda b, m=model: predict(m, b)
         else:
             logger.warning("no checkpoint %s: %s is left out of the table", path, name)
+    pool = test_pool(cfg)
+    sets, sr = test_sets(cfg, bank, pool)
     methods["GCC-PHAT"] = lambda b: _per_clip(lambda a: gcc_phat(a, sr), b, "GCC-PHAT")
     srp, music = ArrayDoa("SRP", sr), ArrayDoa("MUSIC", sr)
     methods["SRP-PHAT (pyroomacoustics)"] = lambda b: _per_clip(srp, b, "SRP-PHAT")

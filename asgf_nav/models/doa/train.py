@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,20 +201,33 @@ def save_checkpoint(
     atomic_write(path, lambda p: torch.save(payload, p))
 
 
+class DoaCheckpointError(ValueError):
+    """A DoA checkpoint that is not readable or holds no usable DoA model; the message names the file."""
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict stored by :func:`save_checkpoint` at ``path``."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - unpickling a corrupt or foreign file can raise nearly anything
+        raise DoaCheckpointError(f"DoA checkpoint {path} is not readable as a torch checkpoint: {err}") from err
+    if not isinstance(ckpt, dict) or not {"kind", "state_dict"} <= ckpt.keys():
+        raise DoaCheckpointError(f"DoA checkpoint {path} is not a valid DoA model: it holds no 'kind' and 'state_dict'")
+    return ckpt
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """The model stored in checkpoint ``path``, in eval mode with gradients off."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"DoA checkpoint {path} does not exist; train one with scripts/pretrain_doa.py")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - unpickling a corrupt or foreign file can raise nearly anything
-        raise ValueError(f"DoA checkpoint {path} is not readable as a torch checkpoint: {err}") from err
+    ckpt = read_checkpoint(path, map_location)
     try:
         model = build_model(ckpt["kind"], config=ckpt["config"])
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
-        raise ValueError(f"DoA checkpoint {path} is not a valid DoA model: {err}") from err
+        raise DoaCheckpointError(f"DoA checkpoint {path} is not a valid DoA model: {err}") from err
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -289,6 +303,12 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"DoA training device {cfg.device!r} is not available (torch sees no CUDA device)")
+    out = Path(cfg.out)
+    resumed = read_checkpoint(out) if out.exists() else None  # before the pools: a bad file stops at once
+    if resumed is not None and resumed["kind"] != cfg.model:
+        raise DoaCheckpointError(
+            f"checkpoint {out} holds a {resumed['kind']!r} model, not {cfg.model!r}; another --out starts afresh"
+        )
     torch.manual_seed(cfg.seed)
     bank = bank or SoundBank.load()
     categories = bank.categories()
@@ -315,15 +335,14 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
     model = build_model(cfg.model, cfg, categories).to(cfg.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, metrics = 0, {}
-    out = Path(cfg.out)
-    if out.exists():
-        ckpt = torch.load(out, map_location="cpu", weights_only=False)
-        if ckpt.get("kind") != cfg.model:
-            raise ValueError(f"checkpoint {out} holds a {ckpt.get('kind')!r} model, not {cfg.model!r}")
-        model.load_state_dict(ckpt["state_dict"])
-        if ckpt.get("optimizer"):
-            optimizer.load_state_dict(ckpt["optimizer"])
-        step, metrics = int(ckpt["step"]), dict(ckpt.get("metrics", {}))
+    if resumed is not None:
+        try:
+            model.load_state_dict(resumed["state_dict"])
+        except RuntimeError as err:  # another architecture (widths, prompt or mask head) under the same kind
+            raise DoaCheckpointError(f"checkpoint {out} does not fit this configuration: {err}") from err
+        if resumed.get("optimizer"):
+            optimizer.load_state_dict(resumed["optimizer"])
+        step, metrics = int(resumed["step"]), dict(resumed.get("metrics", {}))
         logger.info("resumed %s from %s at step %d", cfg.model, out, step)
     rng = np.random.default_rng(cfg.seed * 100003 + step)
     logger.info(
@@ -369,7 +388,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
 
 def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     """Copy ``checkpoint`` without its optimizer state (small enough to ship with the package)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(checkpoint)
     ckpt["optimizer"] = None
     ckpt["state_dict"] = {k: v.contiguous() for k, v in ckpt["state_dict"].items()}
     atomic_write(out, lambda p: torch.save(ckpt, p))
