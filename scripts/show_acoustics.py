@@ -9,49 +9,49 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 
-from asgf_nav.acoustics.bake import bake_acoustics
 from asgf_nav.acoustics.rir import SceneRirs
-from asgf_nav.cli import run_script
+from asgf_nav.cli import non_negative_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.io import atomic_savefig
+from asgf_nav.scenes.build import ensure_scenes
 from asgf_nav.scenes.floorplan import FloorPlan
-from asgf_nav.scenes.store import SceneStore, scene_dir, stage_complete
+from asgf_nav.scenes.presets import PRESETS
+from asgf_nav.scenes.store import SceneStore
 from asgf_nav.viz.acoustic_plot import acoustics_figure, pick_probe_nodes
 
 logger = logging.getLogger(__name__)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="replica")
-    parser.add_argument("--scene", required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica")
+    parser.add_argument("--scene", required=True, help="scene name, e.g. apartment_0")
+    parser.add_argument("--out", required=True, help="image file to write (PNG, PDF, SVG)")
     parser.add_argument("--data-root", default=None, help="default: the config's scenes.data_root")
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--source-slot", type=int, default=0)
+    parser.add_argument("--config", default=None, help="experiment config (YAML file or name in asgf_nav/configs/)")
+    parser.add_argument("--source-slot", type=non_negative_int, default=0, help="which of the scene's sources")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = load_config(args.config, args.overrides)
-    directory = scene_dir(args.data_root or cfg.scenes.data_root, args.dataset, args.scene)
-    if not stage_complete(directory, "layout"):
-        from asgf_nav.scenes.build import bake_layout
-
-        bake_layout(directory, cfg)
-    if not stage_complete(directory, "acoustics"):
-        bake_acoustics(directory, cfg)
+    if args.data_root:
+        cfg.scenes.data_root = args.data_root
+    (directory,) = ensure_scenes(cfg, args.dataset, [args.scene], ("layout", "acoustics"), workers=1)
     store = SceneStore(directory)
     rirs = SceneRirs(store)
+    sources = len(rirs.source_nodes)
+    if args.source_slot >= sources:
+        parser.error(f"--source-slot: {args.scene} has {sources} sources (slots 0-{sources - 1})")
     positions = np.asarray(store.array("positions"), dtype=float)
     plan = FloorPlan.load(directory / "floorplan.json")
     source = int(rirs.source_nodes[args.source_slot])
     fig = acoustics_figure(plan, positions, rirs, source, pick_probe_nodes(positions, source))
     atomic_savefig(fig, args.out, dpi=110)
     logger.info("wrote %s", args.out)
+    return 0
 
 
 if __name__ == "__main__":

@@ -178,3 +178,19 @@ def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
             run_script(lambda: visualize_trajectories.main([*argv, "--out", str(tmp_path / "map.png")]))  # noqa: B023
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_show_acoustics_draws_a_baked_scene_and_names_a_bad_source_slot(tiny, tmp_path, capsys):
+    import show_acoustics
+
+    cfg = tiny[0]
+    same_bake = ["acoustics.sources_per_scene=4", "acoustics.rays=200", "acoustics.ism_order=1"]
+    argv = ["--dataset", "tiny", "--scene", "tiny_room_test", "--data-root", cfg.scenes.data_root, *same_bake]
+    argv.append("acoustics.max_rir_seconds=0.3")
+    assert show_acoustics.main([*argv, "--out", str(tmp_path / "field.png")]) == 0
+    image = imageio.imread(tmp_path / "field.png")
+    assert image.shape[0] > 200 and image.std() > 20
+    with pytest.raises(SystemExit) as exit_info:
+        show_acoustics.main([*argv, "--out", str(tmp_path / "other.png"), "--source-slot", "4"])
+    assert exit_info.value.code == 2
+    assert "--source-slot: tiny_room_test has 4 sources (slots 0-3)" in capsys.readouterr().err
