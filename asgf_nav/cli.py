@@ -13,8 +13,8 @@ from asgf_nav.config import ConfigError, ExperimentConfig, load_config
 
 def run_script(main: Callable[[], int | None]) -> NoReturn:
     """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene, another
-    evaluation's progress file, files that are not an evaluation's, an unreadable DoA checkpoint) ends with one
-    ``error:`` line and exit status 2 instead of a traceback.
+    evaluation's progress file, files that are not an evaluation's, an unreadable or mismatched checkpoint) ends
+    with one ``error:`` line and exit status 2 instead of a traceback.
 
     SIGTERM raises ``SystemExit`` (``asgf_nav.termination``) instead of killing the process outright, so
     ``finally`` blocks run: a bake's process pool terminates its workers rather than leaving them running.
@@ -22,6 +22,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     from asgf_nav.eval.evaluator import EvaluationFileError
     from asgf_nav.eval.progress import EvaluationProgressError
     from asgf_nav.models.doa.train import DoaCheckpointError
+    from asgf_nav.rl.checkpoint import CheckpointError
     from asgf_nav.scenes.presets import UnknownSceneError
     from asgf_nav.scenes.store import SceneStoreError
     from asgf_nav.termination import install_stop_handlers
@@ -29,7 +30,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     install_stop_handlers()
     user_errors = (
         ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError, EvaluationFileError,
-        DoaCheckpointError,
+        DoaCheckpointError, CheckpointError,
     )  # fmt: skip
     try:
         code = main()

@@ -70,6 +70,21 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     assert "baking the first training scene" not in resumed.stderr  # already baked
     assert (run_dir / "checkpoints" / "ckpt_000002.pt").exists()
 
+    # a resume whose config no longer fits the checkpoints, or whose newest checkpoint is garbage, is named
+    own_config = f"--config {run_dir / 'config.yaml'} --resume"
+    garbage = run_dir / "checkpoints" / "ckpt_000003.pt"
+    for extra, messages in (
+        ("model.hidden_size=32", ["does not fit the policy this config builds", own_config]),
+        ("model.policy=av_nav", ["was trained with policy 'asgf', config asks for 'av_nav'", own_config]),
+        (None, [f"checkpoint {garbage} is corrupt or unreadable"]),
+    ):
+        if extra is None:
+            garbage.write_bytes(b"not a checkpoint")
+        failed = train(data_root, run_dir, *([extra] if extra else []), "--resume")
+        assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+        last = failed.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: checkpoint") and all(m in last for m in messages), last
+
 
 def test_scene_pool_grows_in_background_and_stops(tmp_path):
     cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", *FAST_ACOUSTICS])

@@ -40,6 +40,7 @@ from asgf_nav.config import config_to_dict, save_config
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
 from asgf_nav.rl.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_latest,
     restore_rng_state,
@@ -383,12 +384,20 @@ class Trainer:
         return None
 
     def restore(self, state: dict[str, Any]) -> None:
+        same_run = f"resume with the run's own config: --config {self.run_dir / 'config.yaml'} --resume"
         if state.get("policy_name", self.cfg.model.policy) != self.cfg.model.policy:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint in {self.run_dir} was trained with policy {state['policy_name']!r}, "
-                f"config asks for {self.cfg.model.policy!r}"
+                f"config asks for {self.cfg.model.policy!r}; {same_run}"
             )
-        self.policy.load_state_dict(state["model"])
+        try:
+            self.policy.load_state_dict(state["model"])
+        except RuntimeError as exc:  # widths or sensors changed since the checkpoint was written
+            first = str(exc).strip().splitlines()
+            raise CheckpointError(
+                f"checkpoint in {self.run_dir} does not fit the policy this config builds (a model.* or "
+                f"task.sensors value changed?): {' '.join(first[:3])}; {same_run}"
+            ) from None
         distributed.broadcast_parameters(self.policy)
         self.ppo.load_state_dict(state["optimizer"])
         self.update, self.frames = int(state["update"]), int(state["frames"])
