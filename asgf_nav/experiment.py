@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from asgf_nav.config import ConfigError, ExperimentConfig, save_config
+from asgf_nav.devices import resolve_device
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.termination import install_stop_handlers
 
@@ -34,12 +35,13 @@ def make_config_dir(path: str | Path, key: str, writable: bool = True) -> Path:
 
 
 def check_components(cfg: ExperimentConfig) -> None:
-    """The names the config looks up in registries (policy, sensors) exist, checked before any scene is baked."""
+    """The names the config looks up (policy, sensors, device) exist here, checked before any scene is baked."""
     from asgf_nav.models.policies import policy_class
     from asgf_nav.tasks.observations import check_sensors
 
     policy_class(cfg.model.policy)
     check_sensors(cfg.task.sensors)
+    resolve_device(cfg.train.device)
 
 
 def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None = None) -> Any:

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from asgf_nav.cli import add_scene_arguments, config_from_args, run_script  # noqa: E402
-from asgf_nav.tasks.factory import resolve_device, spectrogram_store_root  # noqa: E402
+from asgf_nav.devices import resolve_device  # noqa: E402
+from asgf_nav.tasks.factory import spectrogram_store_root  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
+    device = resolve_device(args.device, key="--device")
     root = Path(args.out) if args.out else spectrogram_store_root(cfg)
     if root is None:
         parser.error("task.spectrogram_store is off in this config; pass --out DIR")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    bake_world(root, world, sounds, resolve_device(args.device))
+    bake_world(root, world, sounds, device)
     return 0
 
 

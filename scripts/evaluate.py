@@ -30,6 +30,7 @@ from asgf_nav.cli import (  # noqa: E402
     positive_int,
     run_script,
 )
+from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import (  # noqa: E402
     config_for_checkpoint,
     load_policy_agent,
@@ -39,7 +40,7 @@ from asgf_nav.eval.evaluator import (  # noqa: E402
 from asgf_nav.eval.progress import EvaluationProgress, episodes_fingerprint  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
-from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
+from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 from baselines import BASELINES, make_baseline  # noqa: E402
 
 logger = logging.getLogger("evaluate")
@@ -53,7 +54,7 @@ def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
 
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     space = observation_space_for(world, list(cfg.task.sensors))
-    return load_policy_agent(cfg, checkpoint, space, args.deterministic, resolve_device(args.device))
+    return load_policy_agent(cfg, checkpoint, space, args.deterministic, args.device)
 
 
 def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None) -> Path:
@@ -76,7 +77,7 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: di
     progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
     remaining = progress.remaining(episodes)
     if remaining:
-        run_episodes(agent, world, remaining, cfg, num_envs=args.num_envs, device=resolve_device(args.device),
+        run_episodes(agent, world, remaining, cfg, num_envs=args.num_envs, device=args.device,
                      on_record=progress.add)  # fmt: skip
     records = progress.records(episodes)
     meta = {
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
+    args.device = resolve_device(args.device, key="--device")  # a device this machine lacks stops here
     set_torch_threads(cfg, background_build=False)  # train.torch_threads holds here too: no oversubscribing
     # loaded once: with --sound-split both, both splits evaluate the same version of a rewritten best.pt
     checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None

@@ -28,10 +28,11 @@ from asgf_nav.cli import (  # noqa: E402
     positive_int,
     run_script,
 )
+from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
 from asgf_nav.experiment import set_torch_threads  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
-from asgf_nav.tasks.factory import load_task_data, resolve_device  # noqa: E402
+from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
 
 logger = logging.getLogger("tsne")
@@ -60,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
+    device = resolve_device(args.device, key="--device")
     set_torch_threads(cfg, background_build=False)
     checkpoint = load_checkpoint_or_exit(args.checkpoint)
     cfg = config_for_checkpoint(cfg, checkpoint)
     cfg.task.sound_split = args.sound_split
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)
-    device = resolve_device(args.device)
     agent = load_policy_agent(cfg, checkpoint, observation_space_for(world, list(cfg.task.sensors)), device=device)
     data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
     out = Path(args.out)

@@ -117,8 +117,12 @@ def test_scene_pool_grows_in_background_and_stops(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", ["ppo.num_envs=zero", "task.not_a_key=1", "ppo.lr=[1", "model.policy=asgff", "task.sensors=[depth,sonar]"]
-)
+    "bad",
+    [
+        "ppo.num_envs=zero", "task.not_a_key=1", "ppo.lr=[1", "model.policy=asgff", "task.sensors=[depth,sonar]",
+        "train.device=gpu0",
+    ],
+)  # fmt: skip
 def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
     result = train(tmp_path / "data", tmp_path / "run", bad)
     assert result.returncode == 2

@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import asgf_nav.tasks  # noqa: F401  (registers AudioNav-v0)
-from asgf_nav.config import TaskConfig
+from asgf_nav.config import ConfigError, TaskConfig
 from asgf_nav.scenes.floorplan import yaw_forward
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.episodes import (
@@ -316,8 +316,10 @@ def test_registered_observation_and_errors(world, val_episodes):
     assert obs["goal_hops"][0] == env.scene.geodesic_hops[env.node, env.episode.goal_node]
     with pytest.raises(KeyError, match="unknown observation 'nope'"):
         get_observation("nope")
-    with pytest.raises(KeyError, match="unknown observation"):
+    with pytest.raises(ConfigError, match="^task.sensors: unknown observation 'nope'"):
         AudioNavEnv(world, val_episodes, sensors=["depth", "nope"])
+    with pytest.raises(ConfigError, match=r"^task.sensors: \['depth', 'depth'\] names a sensor twice"):
+        AudioNavEnv(world, val_episodes, sensors=["depth", "depth"])
     for bad in (4, -1, 1.5, "go"):
         with pytest.raises(InvalidActionError, match="valid actions"):
             env.step(bad)

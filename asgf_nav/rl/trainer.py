@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.config import config_to_dict, save_config
+from asgf_nav.devices import resolve_device
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
 from asgf_nav.rl.checkpoint import (
@@ -64,12 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @contextlib.contextmanager

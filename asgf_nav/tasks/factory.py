@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from asgf_nav.devices import resolve_device
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, load_or_generate
 from asgf_nav.tasks.world import TaskWorld, load_world, sound_names
@@ -58,12 +59,6 @@ def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) ->
         len(world.scenes),
     )
     return world, episodes
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def make_env(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from asgf_nav.devices import resolve_device
 from asgf_nav.io import atomic_write
 from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
 from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, TARGET_KINDS, DoaBatch, DoaExampleSampler
@@ -77,7 +78,7 @@ class DoaTrainConfig:
     val_examples: int = 192
     seed: int = 0
     threads: int = 2
-    device: str = "cpu"  # cpu | cuda: where examples are rendered and the model trains
+    device: str = "cpu"  # cpu | cuda | auto: where examples are rendered and the model trains
 
 
 # --------------------------------------------------------------------------------------------- pools
@@ -301,8 +302,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         torch.set_num_threads(cfg.threads)
     if cfg.posterior_loss not in POSTERIOR_LOSSES:
         raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
-    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"DoA training device {cfg.device!r} is not available (torch sees no CUDA device)")
+    cfg = replace(cfg, device=str(resolve_device(cfg.device, key="--device")))  # "auto" becomes a device
     out = Path(cfg.out)
     resumed = read_checkpoint(out) if out.exists() else None  # before the pools: a bad file stops at once
     if resumed is not None and resumed["kind"] != cfg.model:
