@@ -35,12 +35,24 @@ def make_config_dir(path: str | Path, key: str, writable: bool = True) -> Path:
 
 
 def check_components(cfg: ExperimentConfig) -> None:
-    """The names the config looks up (policy, sensors, device) exist here, checked before any scene is baked."""
+    """What the config names exists here and fits together (policy, sensors, image size, device), checked
+    before any scene is baked."""
+    from asgf_nav.models.encoders import VISUAL_SENSORS, smallest_visual_size
     from asgf_nav.models.policies import policy_class
+    from asgf_nav.scenes.soundspaces_import import scene_source
     from asgf_nav.tasks.observations import check_sensors
 
-    policy_class(cfg.model.policy)
-    check_sensors(cfg.task.sensors)
+    policy = policy_class(cfg.model.policy)
+    sensors = check_sensors(cfg.task.sensors)
+    missing = [name for name in policy.required_sensors if name not in sensors]
+    if missing:
+        raise ConfigError(f"task.sensors: policy {cfg.model.policy!r} needs {missing}, got {sensors}")
+    smallest = smallest_visual_size()
+    visual = any(name in VISUAL_SENSORS for name in sensors)
+    if visual and cfg.scenes.image_size < smallest and scene_source(cfg) == "embedded":
+        raise ConfigError(
+            f"scenes.image_size: {cfg.scenes.image_size} px is too small for the policies' visual CNN (>= {smallest})"
+        )
     resolve_device(cfg.train.device)
 
 

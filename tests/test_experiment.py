@@ -132,6 +132,27 @@ def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["task.sensors=[depth]"], "task.sensors: policy 'asgf' needs ['spectrogram'], got ['depth']"),
+        (["model.policy=av_nav", "task.sensors=[]"], "task.sensors: policy 'av_nav' needs ['spectrogram']"),
+        (["scenes.image_size=35"], "scenes.image_size: 35 px is too small for the policies' visual CNN (>= 36)"),
+        (["task.sensors=[gps]"], "task.sensors: unknown observation 'gps'"),
+        (["train.device=tpu9"], "train.device: 'tpu9' is not a torch device"),
+    ],
+)
+def test_components_the_config_names_are_checked_before_any_bake(overrides, message):
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import check_components
+
+    check_components(load_config("tiny_heard", ["scenes.image_size=36", "task.sensors=[rgb,depth,spectrogram]"]))
+    check_components(load_config("tiny_heard", ["scenes.image_size=8", "task.sensors=[spectrogram]"]))  # blind
+    with pytest.raises(ConfigError) as error:
+        check_components(load_config("tiny_heard", overrides))
+    assert message in str(error.value)
+
+
 def test_main_job_names_a_directory_it_cannot_create(tmp_path):
     (tmp_path / "file").write_text("a file where a directory is asked for")
     for key in ("scenes.data_root", "train.run_dir"):

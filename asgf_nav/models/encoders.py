@@ -12,9 +12,20 @@ from torch import nn
 VISUAL_SENSORS = ("rgb", "depth")
 
 
+VISUAL_CONV_STACK = ((8, 4), (4, 2), (3, 2))  # (kernel, stride) of SoundSpaces' visual CNN
+
+
 def conv_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
     """Spatial size after one convolution (no dilation)."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def smallest_visual_size() -> int:
+    """The smallest image side the visual CNN leaves at least one output pixel of (36)."""
+    size = 1
+    for kernel, stride in reversed(VISUAL_CONV_STACK):
+        size = (size - 1) * stride + kernel
+    return size
 
 
 def init_conv_and_linear(module: nn.Module) -> None:
@@ -43,10 +54,13 @@ class VisualEncoder(nn.Module):
         image = sizes.pop()
         height, width = image
         in_channels = sum(observation_shapes[name][2] for name in self.sensors)
-        for kernel, stride in ((8, 4), (4, 2), (3, 2)):
+        for kernel, stride in VISUAL_CONV_STACK:
             height, width = conv_output_size(height, kernel, stride), conv_output_size(width, kernel, stride)
         if height < 1 or width < 1:
-            raise ValueError(f"visual observations of size {image} are too small for the 8/4/3 conv stack (>= 36)")
+            raise ValueError(
+                f"visual observations of size {image} are too small for the 8/4/3 conv stack "
+                f"(>= {smallest_visual_size()})"
+            )
         self.output_size = output_size
         self.cnn = nn.Sequential(
             nn.Conv2d(in_channels, 32, kernel_size=8, stride=4),

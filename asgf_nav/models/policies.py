@@ -108,12 +108,16 @@ class Policy(nn.Module):
     """Shared actor-critic machinery; subclasses define ``step_features(obs) -> (N, feature_size)``."""
 
     policy_name = "policy"
+    required_sensors: tuple[str, ...] = ("spectrogram",)  # checked against task.sensors before any bake
 
     def __init__(self, cfg: Any, observation_space: Any) -> None:
         super().__init__()
         self.shapes = observation_shapes(observation_space)
-        if "spectrogram" not in self.shapes:
-            raise ValueError(f"policies need a 'spectrogram' observation, got keys {sorted(self.shapes)}")
+        missing = [name for name in self.required_sensors if name not in self.shapes]
+        if missing:
+            raise ValueError(
+                f"policy {self.policy_name!r} needs observations {missing}, got keys {sorted(self.shapes)}"
+            )
         self.hidden_size = int(cfg.model.hidden_size)
         self.num_recurrent_layers = 1
         self.use_doa = bool(getattr(cfg.task, "use_doa", False)) and "doa" in self.shapes
