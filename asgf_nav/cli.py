@@ -12,9 +12,9 @@ from asgf_nav.config import ConfigError, ExperimentConfig, load_config
 
 
 def run_script(main: Callable[[], int | None]) -> NoReturn:
-    """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene, another
-    evaluation's progress file, files that are not an evaluation's, an unreadable or mismatched checkpoint) ends
-    with one ``error:`` line and exit status 2 instead of a traceback.
+    """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene, missing
+    or malformed SoundSpaces data, another evaluation's progress file, files that are not an evaluation's, an
+    unreadable or mismatched checkpoint) ends with one ``error:`` line and exit status 2 instead of a traceback.
 
     SIGTERM raises ``SystemExit`` (``asgf_nav.termination``) instead of killing the process outright, so
     ``finally`` blocks run: a bake's process pool terminates its workers rather than leaving them running.
@@ -24,13 +24,14 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     from asgf_nav.models.doa.train import DoaCheckpointError
     from asgf_nav.rl.checkpoint import CheckpointError
     from asgf_nav.scenes.presets import UnknownSceneError
+    from asgf_nav.scenes.soundspaces import SoundSpacesDataError
     from asgf_nav.scenes.store import SceneStoreError
     from asgf_nav.termination import install_stop_handlers
 
     install_stop_handlers()
     user_errors = (
         ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError, EvaluationFileError,
-        DoaCheckpointError, CheckpointError,
+        DoaCheckpointError, CheckpointError, SoundSpacesDataError,
     )  # fmt: skip
     try:
         code = main()

@@ -10,7 +10,10 @@ from asgf_nav.cli import run_script
 from asgf_nav.config import ConfigError
 from asgf_nav.eval.evaluator import EvaluationFileError
 from asgf_nav.eval.progress import EvaluationProgressError
+from asgf_nav.models.doa.train import DoaCheckpointError
+from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.scenes.presets import UnknownSceneError, get_preset
+from asgf_nav.scenes.soundspaces import SoundSpacesDataError
 from asgf_nav.scenes.store import SceneStoreError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 USER_ERRORS = [
     ConfigError("bad key"), SceneStoreError("no baked scene"), UnknownSceneError("no scene"),
     EvaluationProgressError("another evaluation's progress file"), EvaluationFileError("no summary.json"),
+    DoaCheckpointError("DoA checkpoint x.pt is not readable"), CheckpointError("checkpoint y.pt is corrupt"),
+    SoundSpacesDataError("no replica scene under data/soundspaces"),
 ]  # fmt: skip
 
 
