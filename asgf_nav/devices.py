@@ -35,3 +35,10 @@ def resolve_device(
                 f"({torch.cuda.device_count()} CUDA device(s))"
             )
     return device
+
+
+def devices_to_compare(names: list[str] | None) -> list[torch.device]:
+    """The benchmarks' ``--devices``: the CPU, and the GPU when torch sees one, unless names are given."""
+    if not names:
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [resolve_device(name, key="--devices") for name in names]

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from env_throughput import Policy  # noqa: E402
 
+from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.config import TaskConfig, load_config  # noqa: E402
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

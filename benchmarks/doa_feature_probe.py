@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from sklearn.neural_network import MLPClassifier
 
+from asgf_nav.cli import run_script
 from asgf_nav.eval.doa_eval import EvalConfig, test_sets
 from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaExampleSampler
@@ -95,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -34,7 +34,9 @@ from scipy.signal import resample_poly
 from spectrogram_batch import decaying_rirs
 
 from asgf_nav.acoustics.resample import PolyphaseResampler
+from asgf_nav.cli import run_script
 from asgf_nav.config import TaskConfig, load_config
+from asgf_nav.devices import devices_to_compare
 from asgf_nav.models.doa.observation import DoaObservation, register_doa_observation
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.factory import load_task_data
@@ -151,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = devices_to_compare(args.devices)
     rng = np.random.default_rng(0)
     rirs = decaying_rirs(args.batch, args.sample_rate, 1.0, rng)
     sounds = rng.standard_normal((args.batch, args.sample_rate)).astype(np.float32)
@@ -160,17 +162,17 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}, median of {args.rounds} turns"
     )
     print(f"{'device':<7} {'part':<28} {'reference ms':>13} {'provider ms':>12} {'speed-up':>9}")
-    for name in devices:
-        for part, (ref, new) in time_parts(torch.device(name), rirs, sounds, args.sample_rate, args.rounds).items():
-            print(f"{name:<7} {part:<28} {ref:>13.2f} {new:>12.2f} {ref / new:>8.2f}x")
+    for device in devices:
+        for part, (ref, new) in time_parts(device, rirs, sounds, args.sample_rate, args.rounds).items():
+            print(f"{device.type:<7} {part:<28} {ref:>13.2f} {new:>12.2f} {ref / new:>8.2f}x")
     world = f"baked {args.config} {args.split} scenes" if args.data_root else "synthetic world, 1 s RIRs"
     print(f"\nEnv observations (spectrogram + doa), {args.batch} envs, states new to both caches, {world}")
     print(f"{'device':<7} {'audio rendered twice ms':>24} {'audio reused ms':>16} {'speed-up':>9}")
-    for name in devices:
-        env, head = env_for(args, torch.device(name))
+    for device in devices:
+        env, head = env_for(args, device)
         reused, twice = time_observations(env, head, args.rounds)
-        print(f"{name:<7} {twice:>24.2f} {reused:>16.2f} {twice / reused:>8.2f}x")
+        print(f"{device.type:<7} {twice:>24.2f} {reused:>16.2f} {twice / reused:>8.2f}x")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,6 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from asgf_nav.cli import run_script
+from asgf_nav.devices import devices_to_compare
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.rooms import shoebox_pool
 from asgf_nav.models.doa.train import DoaTrainConfig, build_model, optimization_step
@@ -64,7 +66,7 @@ def device_rows(device: torch.device, args: argparse.Namespace, bank: SoundBank,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--models", nargs="+", default=["selective", "crnn"])
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=10)
@@ -72,7 +74,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    devices = [torch.device(d) for d in args.devices if d != "cuda" or torch.cuda.is_available()]
+    devices = devices_to_compare(args.devices)
     bank, pool = SoundBank.load(), shoebox_pool(args.poses, 6, seed=11, progress=False)
     rows = {device.type: device_rows(device, args, bank, pool) for device in devices}
     baseline = dict(rows.get("cpu", []))
@@ -85,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

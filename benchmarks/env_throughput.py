@@ -33,6 +33,7 @@ import time
 import numpy as np
 import torch
 
+from asgf_nav.cli import run_script
 from asgf_nav.config import TaskConfig, load_config
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
@@ -246,4 +247,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

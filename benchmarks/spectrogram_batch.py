@@ -19,6 +19,8 @@ import time
 import numpy as np
 import torch
 
+from asgf_nav.cli import run_script
+from asgf_nav.devices import devices_to_compare
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 
 
@@ -63,21 +65,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    devices = devices_to_compare(args.devices)
     if any(b <= 0 for b in args.batches) or args.observations <= 0 or args.rounds <= 0:
         parser.error("--batches, --observations and --rounds must be positive")
     print(f"{args.observations} observations per call, {args.rounds} rounds, torch threads {torch.get_num_threads()}")
     print("| device | batch | ms per observation | x default |")
     print("|---|---|---|---|")
-    for name in devices:
-        device = torch.device(name)
+    for device in devices:
         default = default_batch(device)
         batches = sorted(set(args.batches) | {default})
         seconds = time_batches(device, batches, args.observations, args.rounds, args.sample_rate, args.rir_seconds)
         for batch in batches:
             mark = " (default)" if batch == default else ""
-            print(f"| {name} | {batch}{mark} | {1000 * seconds[batch]:.2f} | {seconds[batch] / seconds[default]:.2f} |")
+            ratio = seconds[batch] / seconds[default]
+            print(f"| {device} | {batch}{mark} | {1000 * seconds[batch]:.2f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

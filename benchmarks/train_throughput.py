@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.models.policies import POLICY_REGISTRY
@@ -181,4 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

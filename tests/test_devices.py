@@ -43,3 +43,15 @@ def test_a_device_this_machine_lacks_is_named_with_its_key(gpus, name, count, me
     with pytest.raises(ConfigError) as error:
         resolve_device(name, key="--device")
     assert str(error.value).startswith("--device: ") and message in str(error.value)
+
+
+def test_benchmarks_compare_the_cpu_and_the_gpu_torch_sees_unless_told(gpus):
+    from asgf_nav.devices import devices_to_compare
+
+    gpus(0)
+    assert devices_to_compare(None) == [torch.device("cpu")]
+    with pytest.raises(ConfigError, match="^--devices: 'cuda' asks for a GPU"):
+        devices_to_compare(["cpu", "cuda"])
+    gpus(1)
+    assert devices_to_compare([]) == [torch.device("cpu"), torch.device("cuda")]
+    assert devices_to_compare(["cuda:0"]) == [torch.device("cuda:0")]
