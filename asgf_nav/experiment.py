@@ -21,7 +21,7 @@ from asgf_nav.termination import install_stop_handlers
 logger = logging.getLogger(__name__)
 
 
-def make_config_dir(path: str | Path, key: str, writable: bool = True) -> Path:
+def make_named_dir(path: str | Path, key: str, writable: bool = True) -> Path:
     """Create the directory a config key names, before any work is done; one that cannot be created (or,
     with ``writable``, written to) is a ConfigError naming the key."""
     path = Path(path)
@@ -86,7 +86,7 @@ def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any |
     from asgf_nav.scenes.build import build_scenes
 
     if is_main:  # baked scenes may sit on a read-only share; only a bake needs to write there
-        make_config_dir(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset, "scenes.data_root", writable=False)
+        make_named_dir(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset, "scenes.data_root", writable=False)
     pool = ScenePool(cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log")
     train = quick_start_order(cfg.scenes.dataset, pool.split_scenes("train"))
     logger.info(
@@ -150,7 +150,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
     if is_main:
-        make_config_dir(run_dir, "train.run_dir")
+        make_named_dir(run_dir, "train.run_dir")
     setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
     # a bad DoA checkpoint, policy or sensor name stops the run before its config is saved or a scene baked
     register_auxiliary_observations(cfg)
