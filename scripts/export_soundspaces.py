@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg.scenes.source = "embedded"  # export the embedded scenes even when SoundSpaces data is present
     target = args.as_dataset or soundspaces_name(args.dataset)
     preset = get_preset(args.dataset)
+    in_splits = {n for split in args.splits for n in preset.split_scenes(split, cfg.scenes.num_scenes)}
+    unknown = sorted(set(args.scenes or []) - in_splits)
+    if unknown:  # checked before anything is written, not after the other scenes are exported
+        parser.error(f"--scenes: {unknown} are not in splits {args.splits} of preset {args.dataset}; "
+                     f"those splits hold {sorted(in_splits)}")  # fmt: skip
     stats = ExportStats()
     exported: set[str] = set()
     sound_names: set[str] = set()
@@ -79,10 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             export_episodes(args.out, target, split, sound_split, episodes, stats)
             sound_names.update(ep.sound for ep in episodes)
             sound_world = world
-    unknown = sorted(set(args.scenes or []) - exported)
-    if unknown:
-        logger.error("scenes %s are not in splits %s of preset %s", unknown, args.splits, args.dataset)
-        return 1
     if sound_world is None:
         logger.error("nothing to export: no scene of preset %s in splits %s", args.dataset, args.splits)
         return 1

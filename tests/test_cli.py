@@ -84,3 +84,20 @@ def test_counts_that_must_be_positive_are_named(script, argv, message, capsys):
         main(["--config", "tiny_heard", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_soundspaces_scripts_name_missing_data_and_unknown_scenes_before_writing(tmp_path, capsys):
+    import export_soundspaces
+    import import_soundspaces
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: import_soundspaces.main(["--root", str(tmp_path / "none"), "--dataset", "replica"]))
+    assert exit_info.value.code == 2
+    assert "error: no SoundSpaces replica scene found" in capsys.readouterr().err
+
+    out = tmp_path / "export"
+    with pytest.raises(SystemExit) as exit_info:
+        export_soundspaces.main(["--out", str(out), "--dataset", "tiny", "--scenes", "tiny_room_test", "nope"])
+    assert exit_info.value.code == 2
+    assert "--scenes: ['nope'] are not in splits ['train', 'val', 'test'] of preset tiny" in capsys.readouterr().err
+    assert not out.exists()
