@@ -150,6 +150,21 @@ def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
     raise SystemExit(2)
 
 
+def check_output(parser: argparse.ArgumentParser, flag: str, path: str | Path | None, directory: bool = False) -> None:
+    """Before any work: the output ``path`` of ``flag`` (a file, or with ``directory`` a directory) can be
+    written, so that a long run does not fail at its last write."""
+    from asgf_nav.io import writable_dir_problem
+
+    if path is None:
+        return
+    path = Path(path)
+    if not directory and path.is_dir():
+        parser.error(f"{flag}: {path} is a directory; give a file name")
+    problem = writable_dir_problem(path if directory else path.parent)
+    if problem:
+        parser.error(f"{flag}: {problem}")
+
+
 def check_doa_rooms(parser: argparse.ArgumentParser, args: dict[str, Any]) -> None:
     """The DoA scripts' rooms, checked before any pool is drawn: baked scenes need their data root."""
     if args["rooms"] in ("scenes", "both") and not args["scenes_root"]:

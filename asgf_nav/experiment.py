@@ -15,6 +15,7 @@ from typing import Any
 
 from asgf_nav.config import ConfigError, ExperimentConfig, save_config
 from asgf_nav.devices import resolve_device
+from asgf_nav.io import writable_dir_problem
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.termination import install_stop_handlers
 
@@ -24,14 +25,10 @@ logger = logging.getLogger(__name__)
 def make_named_dir(path: str | Path, key: str, writable: bool = True) -> Path:
     """Create the directory a config key names, before any work is done; one that cannot be created (or,
     with ``writable``, written to) is a ConfigError naming the key."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot create directory {path}: {exc.strerror or exc}") from None
-    if writable and not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: directory {path} is not writable")
-    return path
+    problem = writable_dir_problem(path)
+    if problem and (writable or not Path(path).is_dir()):
+        raise ConfigError(f"{key}: {problem}")
+    return Path(path)
 
 
 def check_components(cfg: ExperimentConfig) -> None:

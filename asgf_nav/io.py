@@ -60,3 +60,18 @@ def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
     path = Path(path)
     kwargs.setdefault("format", path.suffix.lstrip(".").lower() or matplotlib.rcParams["savefig.format"])
     return atomic_write(path, lambda p: fig.savefig(p, **kwargs))
+
+
+def writable_dir_problem(path: str | Path) -> str | None:
+    """Create directory ``path`` (with its parents) if needed; what stops writing there, or None.
+
+    Checked before long work starts, so that a run does not fail at its last write.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create directory {path}: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"directory {path} is not writable"
+    return None

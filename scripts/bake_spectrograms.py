@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from asgf_nav.cli import add_scene_arguments, config_from_args, run_script  # noqa: E402
+from asgf_nav.cli import add_scene_arguments, check_output, config_from_args, run_script  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.tasks.factory import spectrogram_store_root  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path  # noqa: E402
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=/data/spec")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    check_output(parser, "--out", None if args.out in (None, "auto") else args.out, directory=True)
 
     for name in (args.scenes or []) + (args.sounds or []):
         if "=" in name:

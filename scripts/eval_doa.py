@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_rooms, number_type, run_script  # noqa: E402
+from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
 from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 choices=EVAL_CHOICES.get(f.name),
             )
     args = vars(parser.parse_args(argv))
+    check_output(parser, "--out", args["out"])
     for key in ("selective", "crnn"):  # a missing default is left out of the table; a named file must exist
         path, default = args[key], getattr(EvalConfig, key)
         if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():

@@ -22,9 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import (  # noqa: E402
+from asgf_nav.cli import (
     add_config_arguments,
     add_scene_arguments,
+    check_output,  # noqa: E402
     config_from_args,
     load_checkpoint_or_exit,
     positive_int,
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    check_output(parser, "--out", args.out, directory=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
     args.device = resolve_device(args.device, key="--device")  # a device this machine lacks stops here

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import run_script  # noqa: E402
+from asgf_nav.cli import check_output, run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
 from asgf_nav.scenes.soundspaces import DATASETS  # noqa: E402
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # checked before anything is written, not after the other scenes are exported
         parser.error(f"--scenes: {unknown} are not in splits {args.splits} of preset {args.dataset}; "
                      f"those splits hold {sorted(in_splits)}")  # fmt: skip
+    check_output(parser, "--out", args.out, directory=True)
     stats = ExportStats()
     exported: set[str] = set()
     sound_names: set[str] = set()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_rooms, number_type, run_script  # noqa: E402
+from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
 from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
 
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, type=kind, default=f.default, choices=TRAIN_CHOICES.get(f.name))
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
+    check_output(parser, "--out", args["out"])
     export = args.pop("export")
     check_doa_rooms(parser, args)
     if args["snr_low"] > args["snr_high"]:

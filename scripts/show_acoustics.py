@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from asgf_nav.acoustics.rir import SceneRirs
-from asgf_nav.cli import non_negative_int, run_script
+from asgf_nav.cli import check_output, non_negative_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.io import atomic_savefig
 from asgf_nav.scenes.build import ensure_scenes
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-slot", type=non_negative_int, default=0, help="which of the scene's sources")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     args = parser.parse_args(argv)
+    check_output(parser, "--out", args.out)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = load_config(args.config, args.overrides)
     if args.data_root:

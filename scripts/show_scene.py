@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import run_script  # noqa: E402
+from asgf_nav.cli import check_output, run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.scenes.build import ensure_scenes  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, help="RGB-D resolution (default: cfg scenes.image_size)")
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     args = parser.parse_args(argv)
+    check_output(parser, "--out", args.out)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config)

@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from asgf_nav.cli import (  # noqa: E402
+from asgf_nav.cli import (
     add_config_arguments,
     add_scene_arguments,
+    check_output,  # noqa: E402
     config_from_args,
     positive_int,
     run_script,
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="model path (only with a single sound split)")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    check_output(parser, "--out", args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)

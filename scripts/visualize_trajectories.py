@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import add_config_arguments, config_from_args, run_script  # noqa: E402
+from asgf_nav.cli import add_config_arguments, check_output, config_from_args, run_script  # noqa: E402
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl  # noqa: E402
 from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (default: the evaluation's)")
     parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
     args = parser.parse_args(argv)
+    check_output(parser, "--out", args.out)
+    check_output(parser, "--video", args.video)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if len(args.runs) > 2:
         parser.error("give one or two evaluation directories")

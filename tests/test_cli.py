@@ -101,3 +101,25 @@ def test_soundspaces_scripts_name_missing_data_and_unknown_scenes_before_writing
     assert exit_info.value.code == 2
     assert "--scenes: ['nope'] are not in splits ['train', 'val', 'test'] of preset tiny" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_check_output_names_an_output_that_cannot_be_written(tmp_path, capsys):
+    import argparse
+
+    from asgf_nav.cli import check_output
+
+    parser = argparse.ArgumentParser(prog="script")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    check_output(parser, "--out", tmp_path / "new" / "deeper" / "table.json")  # parents are created
+    assert (tmp_path / "new" / "deeper").is_dir()
+    check_output(parser, "--out", tmp_path / "runs", directory=True)
+    check_output(parser, "--out", None)
+    for path, directory, message in (
+        (blocked / "table.json", False, f"--out: cannot create directory {blocked}"),
+        (blocked, True, f"--out: cannot create directory {blocked}"),
+        (tmp_path, False, f"--out: {tmp_path} is a directory; give a file name"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            check_output(parser, "--out", path, directory=directory)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -67,6 +67,8 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
     import eval_doa
     import pretrain_doa
 
+    blocked = tmp_path / "a_file"  # a file where a directory is needed
+    blocked.write_text("")
     cases = [
         (eval_doa.main, ["--selective", str(tmp_path / "nope.pt")], f"--selective: checkpoint {tmp_path / 'nope.pt'}"),
         (eval_doa.main, ["--rooms", "kitchen"], "invalid choice: 'kitchen'"),
@@ -80,6 +82,14 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
         (pretrain_doa.main, ["--train-poses", "0"], "--train-poses: must be positive, got 0"),
         (pretrain_doa.main, ["--curriculum-steps", "-1"], "--curriculum-steps: must be >= 0, got -1"),
         (pretrain_doa.main, ["--snr-low", "5", "--snr-high", "0"], "--snr-low: 5.0 dB is above --snr-high 0.0 dB"),
+        # an output that cannot be written is named before the run, not at its last write
+        (pretrain_doa.main, ["--out", str(blocked / "head.pt")], f"--out: cannot create directory {blocked}"),
+        (
+            eval_doa.main,
+            ["--crnn", "none", "--out", str(blocked / "t.json")],
+            f"--out: cannot create directory {blocked}",
+        ),
+        (eval_doa.main, ["--crnn", "none", "--out", str(tmp_path)], f"--out: {tmp_path} is a directory"),
     ]
     for main, argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
