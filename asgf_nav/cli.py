@@ -130,9 +130,10 @@ def checkpoint_choices(directory: Path) -> str:
 
 
 def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
-    """``rl.checkpoint.load_checkpoint`` on the CPU, or exit with status 2 naming a missing or unreadable file
-    (or, for a directory, the checkpoint files in it)."""
-    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+    """``rl.checkpoint.load_checkpoint`` on the CPU, or exit with status 2 naming a missing file (or, for a
+    directory, the checkpoint files in it); an unreadable one raises CheckpointError, which ``run_script``
+    reports as one error line."""
+    from asgf_nav.rl.checkpoint import load_checkpoint
 
     if Path(checkpoint).is_dir():
         print(f"error: checkpoint {checkpoint} is a directory; {checkpoint_choices(Path(checkpoint))}", file=sys.stderr)
@@ -145,9 +146,7 @@ def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
             "ckpt_*.pt, and best.pt from the first validation on)",
             file=sys.stderr,
         )
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    raise SystemExit(2)
+        raise SystemExit(2) from None
 
 
 def check_output(parser: argparse.ArgumentParser, flag: str, path: str | Path | None, directory: bool = False) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from asgf_nav.cli import run_script
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import (
     PolicyAgent,
@@ -210,8 +211,9 @@ def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys)
     missing, corrupt = tmp_path / "ckpt_000009.pt", tmp_path / "ckpt_000010.pt"
     corrupt.write_bytes(b"not a checkpoint")
     for path, message in ((missing, "does not exist"), (corrupt, "corrupt or unreadable")):
+        argv = ["--dataset", "tiny", "--data-root", str(tmp_path), "--checkpoint", str(path)]
         with pytest.raises(SystemExit) as exit_info:
-            evaluate.main(["--dataset", "tiny", "--data-root", str(tmp_path), "--checkpoint", str(path)])
+            run_script(lambda argv=argv: evaluate.main(argv))
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and str(path) in err and message in err
