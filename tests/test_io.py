@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import matplotlib
@@ -56,3 +58,30 @@ def test_atomic_savefig_rejects_an_unknown_format_without_leaving_a_file(tmp_pat
         atomic_savefig(fig, tmp_path / "map.xyz")
     plt.close(fig)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_new_file_gets_the_mode_of_a_plain_open(tmp_path: Path, umask, mask: int, mode: int) -> None:
+    umask(mask)  # baked data in a shared directory must stay readable by the group where the umask allows
+    target = atomic_write_text(tmp_path / "manifest.json", "{}")
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    with open(tmp_path / "plain.txt", "w") as f:
+        f.write("{}")
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == mode
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path: Path, umask) -> None:
+    target = tmp_path / "ckpt.pt"
+    atomic_write_text(target, "old")
+    target.chmod(0o640)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640

@@ -364,11 +364,6 @@ def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[s
     atomic_write_text(output_dir / "sounds.json", json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     atomic_write_text(output_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
     atomic_write_text(output_dir / "ATTRIBUTION.md", attribution_markdown(records))
-    for path in [
-        *clip_dir.glob("*.flac"),
-        *(output_dir / n for n in ("sounds.json", "splits.json", "ATTRIBUTION.md")),
-    ]:
-        path.chmod(0o644)  # temporary files are created private; the packaged data is world-readable
     total = sum(p.stat().st_size for p in output_dir.rglob("*") if p.is_file())
     logger.info(
         "wrote %d clips in %d categories to %s (%.2f MB); splits %s",
