@@ -195,3 +195,27 @@ def test_parallel_build_matches_serial(tiny_build: tuple[ExperimentConfig, float
         a, b = Scene.open(tmp_path, "tiny", name), Scene.open(cfg.scenes.data_root, "tiny", name)
         assert np.array_equal(a.positions, b.positions) and np.array_equal(a.geodesic_hops, b.geodesic_hops)
         assert not a.has_vision
+
+
+def test_a_scene_being_baked_elsewhere_is_waited_for_not_baked_twice(tmp_path: Path) -> None:
+    import threading
+
+    from asgf_nav.scenes.build import bake_layout
+    from asgf_nav.scenes.store import bake_lock, stage_complete
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    directory = scene_dir(tmp_path, "tiny", "tiny_room_test")
+    result: dict[str, list[str]] = {}
+    with bake_lock(directory):  # "another process" is baking this scene
+        second = threading.Thread(
+            target=lambda: result.update(build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1))
+        )
+        second.start()
+        time.sleep(1.0)
+        assert second.is_alive() and not stage_complete(directory, "layout")  # it waits, it does not bake
+        bake_layout(directory, cfg)
+    second.join(timeout=60)
+    assert result == {"tiny_room_test": []}  # it found the stage current once the lock was free
+    with bake_lock(directory):  # released: taken again at once
+        pass

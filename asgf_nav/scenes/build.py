@@ -3,7 +3,8 @@
 Stages: "layout" (floor plan, navigation graph, geodesic table), "vision" (RGB-D per node and yaw) and
 "acoustics" (binaural impulse responses, from :mod:`asgf_nav.acoustics.bake`, imported only when asked
 for). A stage already complete and up to date is skipped, so an interrupted build resumes where it
-stopped; every stage is written atomically by :func:`asgf_nav.scenes.store.write_stage`.
+stopped; every stage is written atomically by :func:`asgf_nav.scenes.store.write_stage`. Processes that
+share a data root bake each scene once: a scene's bake holds :func:`asgf_nav.scenes.store.bake_lock`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from asgf_nav.scenes.navgraph import build_navgraph
 from asgf_nav.scenes.presets import get_preset
 from asgf_nav.scenes.render import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV, RayRenderer
 from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS
-from asgf_nav.scenes.store import SceneStore, remove_stage, scene_dir, stage_complete, write_stage
+from asgf_nav.scenes.store import SceneStore, bake_lock, remove_stage, scene_dir, stage_complete, write_stage
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +150,15 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
     cfg, dataset, scene, stages, force, inner_workers = job
     start = time.perf_counter()
     directory = scene_dir(cfg.scenes.data_root, dataset, scene)
-    todo = stages_to_build(directory, stages, cfg, force)
-    for stage in todo:
-        t0 = time.perf_counter()
-        if stage == "acoustics":
-            STAGES[stage](directory, cfg, workers=inner_workers)
-        else:
-            STAGES[stage](directory, cfg)
-        logger.debug("%s/%s: stage %s in %.1f s", dataset, scene, stage, time.perf_counter() - t0)
+    with bake_lock(directory):  # another process may be baking this scene: wait, then bake only what it left
+        todo = stages_to_build(directory, stages, cfg, force)
+        for stage in todo:
+            t0 = time.perf_counter()
+            if stage == "acoustics":
+                STAGES[stage](directory, cfg, workers=inner_workers)
+            else:
+                STAGES[stage](directory, cfg)
+            logger.debug("%s/%s: stage %s in %.1f s", dataset, scene, stage, time.perf_counter() - t0)
     return scene, todo, time.perf_counter() - start
 
 
@@ -209,7 +211,9 @@ def build_scenes(
             _collect(spawn_imap_unordered(_build_scene, jobs, n_workers), result, progress)
     finally:
         progress.close()
-    logger.info("built %d %s scene(s) in %.1f s", len(pending), dataset, time.perf_counter() - start)
+    built = sum(1 for n in pending if result[n])
+    elsewhere = f" ({len(pending) - built} baked meanwhile by another process)" if built < len(pending) else ""
+    logger.info("built %d %s scene(s) in %.1f s%s", built, dataset, time.perf_counter() - start, elsewhere)
     return result
 
 

@@ -9,11 +9,16 @@ Layout::
     {root}/scenes/{dataset}/{scene}/manifest.json
     {root}/scenes/{dataset}/{scene}/{array}.npy
     {root}/scenes/{dataset}/{scene}/{file}          # small extra files, e.g. floorplan.json
+    {root}/scenes/{dataset}/{scene}/.bake.lock      # held while a process bakes the scene
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,9 @@ from asgf_nav.io import atomic_save_npy, atomic_write_bytes, atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BAKE_LOCK = ".bake.lock"
+
+logger = logging.getLogger(__name__)
 
 
 class SceneStoreError(RuntimeError):
@@ -78,6 +86,28 @@ def write_stage(
         atomic_write_bytes(directory / name, data)
     manifest["stages"][stage] = {"arrays": entries, "files": sorted(files or {}), "meta": meta or {}}
     _write_manifest(directory, manifest)
+
+
+@contextmanager
+def bake_lock(directory: str | Path) -> Iterator[None]:
+    """Hold a scene's bake lock while deciding what to bake and baking it.
+
+    Two runs started on one fresh data root (heard and unheard side by side) would otherwise bake every
+    scene twice and overwrite each other's manifest; with the lock the second waits, then finds the
+    stages current. The OS drops the lock of a killed process, so none is ever left stale.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / BAKE_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s is being baked by another process; waiting for it", directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def remove_stage(directory: str | Path, stage: str) -> None:
