@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -76,6 +81,27 @@ def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
     path = Path(path)
     kwargs.setdefault("format", path.suffix.lstrip(".").lower() or matplotlib.rcParams["savefig.format"])
     return atomic_write(path, lambda p: fig.savefig(p, **kwargs))
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed), waiting for another holder first.
+
+    Processes that share a data root take it around baking ``what``, so that it is baked once and never
+    by two writers at a time. The OS drops the lock of a killed process, so none is ever left stale.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s is being baked by another process; waiting for it", what)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def writable_dir_problem(path: str | Path) -> str | None:

@@ -1,10 +1,14 @@
 """Baked spectrogram store: same values as live computation, resumable bakes, stale stores refused."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from asgf_nav.config import ExperimentConfig, TaskConfig
+from asgf_nav.io import exclusive_lock
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.factory import spectrogram_store_root
@@ -124,6 +128,26 @@ def test_interrupted_bake_resumes_at_the_next_source(tmp_path):
     fresh = bake(tmp_path / "fresh", scene, "bell", world.sound("bell"), spectrogram)
     np.testing.assert_allclose(np.load(final), np.load(fresh), atol=1e-5)
     assert not list(final.parent.glob("*partial*"))
+
+
+def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp_path):
+    world = _world()
+    scene = world.scenes["grid_b"]
+    spectrogram = TorchSpectrogram(SR)
+    final = store_path(tmp_path, scene, "drum")
+    finished = []
+    with exclusive_lock(final.with_name("drum.lock"), "test"):  # "another process" holds the file
+        second = threading.Thread(
+            target=lambda: finished.append(bake(tmp_path, scene, "drum", world.sound("drum"), spectrogram))
+        )
+        second.start()
+        time.sleep(1.0)
+        assert second.is_alive() and not list(final.parent.glob("drum.partial*"))  # waits, writes nothing
+        other = bake(tmp_path / "other", scene, "drum", world.sound("drum"), spectrogram)
+        other.replace(final)  # the other process finishes the file
+        counter = scene.rir = CountingRirs(scene.rir)
+    second.join(timeout=60)
+    assert finished == [final] and counter.calls == 0  # found finished: nothing rendered again
 
 
 def test_store_from_other_data_is_refused_with_the_file_named(tmp_path):

@@ -14,23 +14,18 @@ Layout::
 
 from __future__ import annotations
 
-import fcntl
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asgf_nav.io import atomic_save_npy, atomic_write_bytes, atomic_write_text
+from asgf_nav.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, exclusive_lock
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BAKE_LOCK = ".bake.lock"
-
-logger = logging.getLogger(__name__)
 
 
 class SceneStoreError(RuntimeError):
@@ -88,26 +83,14 @@ def write_stage(
     _write_manifest(directory, manifest)
 
 
-@contextmanager
-def bake_lock(directory: str | Path) -> Iterator[None]:
-    """Hold a scene's bake lock while deciding what to bake and baking it.
+def bake_lock(directory: str | Path) -> AbstractContextManager[None]:
+    """A scene's bake lock, held while deciding what to bake and baking it.
 
     Two runs started on one fresh data root (heard and unheard side by side) would otherwise bake every
     scene twice and overwrite each other's manifest; with the lock the second waits, then finds the
-    stages current. The OS drops the lock of a killed process, so none is ever left stale.
+    stages current.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / BAKE_LOCK, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("%s is being baked by another process; waiting for it", directory)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(Path(directory) / BAKE_LOCK, f"scene {directory}")
 
 
 def remove_stage(directory: str | Path, stage: str) -> None:

@@ -12,7 +12,7 @@ Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, fre
 
 - Baking writes ``{sound}.partial.npy`` plus ``{sound}.partial.json`` (sources done) and renames the
   file when complete: an interrupted bake resumes at the next source, and readers never see a partial
-  file.
+  file. A process bakes a file only while it holds ``{sound}.lock``, so runs may share a root.
 - Opening a file recomputes a few of its states and compares them, so a store baked from other RIRs,
   another sound or other spectrogram settings is refused with an error naming the file.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asgf_nav.io import atomic_write_text
+from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
@@ -145,11 +145,27 @@ def bake(
     """Bake (or finish baking) the store file of one (scene, sound); returns its path.
 
     ``progress(n)`` is called with the number of states done after each chunk (a tqdm ``update``).
+    Two processes baking one root take turns on a file (the partial one is resumed in place, so two
+    writers would corrupt it); the second finds it finished.
     """
     final = store_path(root, scene, sound)
     if final.is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(final.with_name(f"{sound}.lock"), f"spectrogram store {final}"):
+        if final.is_file():
+            return final
+        return _bake_locked(final, scene, sound, wave, spectrogram, batch, progress)
+
+
+def _bake_locked(
+    final: Path,
+    scene: TaskScene,
+    sound: str,
+    wave: np.ndarray,
+    spectrogram: TorchSpectrogram,
+    batch: int | None,
+    progress,
+) -> Path:
     partial = final.with_name(f"{sound}.partial.npy")
     state_file = final.with_name(f"{sound}.partial.json")
     shape = (len(scene.source_nodes), scene.num_nodes, 4, *spectrogram.shape)
