@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from asgf_nav.config import ConfigError, ExperimentConfig, save_config
 from asgf_nav.devices import resolve_device
-from asgf_nav.io import writable_dir_problem
+from asgf_nav.io import exclusive_lock, writable_dir_problem
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.termination import install_stop_handlers
 
@@ -29,6 +31,28 @@ def make_named_dir(path: str | Path, key: str, writable: bool = True) -> Path:
     if problem and (writable or not Path(path).is_dir()):
         raise ConfigError(f"{key}: {problem}")
     return Path(path)
+
+
+RUN_LOCK = ".run.lock"
+
+
+@contextmanager
+def claim_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
+    """Hold the run directory for this run: never one another live run writes, and never a previous run's
+    checkpoints to overwrite and prune by accident (they are continued with ``--resume``)."""
+    from asgf_nav.rl.checkpoint import list_checkpoints
+
+    def in_use() -> ConfigError:
+        return ConfigError(f"train.run_dir: {run_dir} is in use by another training process; choose another")
+
+    with exclusive_lock(run_dir / RUN_LOCK, f"run directory {run_dir}", busy=in_use):
+        checkpoints = list_checkpoints(run_dir)
+        if checkpoints and not resume:
+            raise ConfigError(
+                f"train.run_dir: {run_dir} already holds a run (latest checkpoint {checkpoints[-1].name}); "
+                "continue it with --resume, or choose another train.run_dir"
+            )
+        yield
 
 
 def check_components(cfg: ExperimentConfig) -> None:
@@ -140,14 +164,21 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
 
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     from asgf_nav.rl.distributed import init_distributed, is_main_process
-    from asgf_nav.rl.trainer import Trainer
 
     init_distributed()
     install_stop_handlers()  # SIGTERM and Ctrl-C run the clean-up below (background build)
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
-    if is_main:
-        make_named_dir(run_dir, "train.run_dir")
+    with ExitStack() as held:
+        if is_main:
+            make_named_dir(run_dir, "train.run_dir")
+            held.enter_context(claim_run_dir(run_dir, resume))
+        _train_in(cfg, run_dir, resume, is_main)
+
+
+def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
+    from asgf_nav.rl.trainer import Trainer
+
     setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
     # a bad DoA checkpoint, policy or sensor name stops the run before its config is saved or a scene baked
     register_auxiliary_observations(cfg)

@@ -84,11 +84,12 @@ def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
 
 
 @contextmanager
-def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed), waiting for another holder first.
+def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) while ``what`` is being written.
 
-    Processes that share a data root take it around baking ``what``, so that it is baked once and never
-    by two writers at a time. The OS drops the lock of a killed process, so none is ever left stale.
+    Another holder is waited for, or with ``busy`` the exception it makes is raised at once. Processes
+    that share a data root take it around baking, so that a thing is baked once and never by two writers
+    at a time. The OS drops the lock of a killed process, so none is ever left stale.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,9 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logger.info("%s is being baked by another process; waiting for it", what)
+            if busy is not None:
+                raise busy() from None
+            logger.info("%s is being written by another process; waiting for it", what)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -161,6 +161,32 @@ def test_main_job_names_a_directory_it_cannot_create(tmp_path):
         assert f"error: {key}: cannot create directory {tmp_path / 'file' / 'sub'}" in result.stderr
 
 
+def test_a_run_directory_is_never_taken_over_by_accident(tmp_path):
+    from asgf_nav.experiment import RUN_LOCK
+    from asgf_nav.io import exclusive_lock
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    previous = {"checkpoints/ckpt_000040.pt": b"a previous run's checkpoint", "config.yaml": b"its config"}
+    for name, content in previous.items():
+        (run_dir / name).write_bytes(content)
+    again = train(tmp_path / "data", run_dir)  # the same command once more, without --resume
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    last = again.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: train.run_dir: {run_dir} already holds a run (latest checkpoint ckpt_000040.pt)")
+    assert "--resume" in last
+    assert all((run_dir / name).read_bytes() == content for name, content in previous.items())  # nothing lost
+    assert not (tmp_path / "data").exists()  # nothing baked
+
+    fresh = tmp_path / "fresh"
+    with exclusive_lock(fresh / RUN_LOCK, "test"):  # another training process is writing there
+        busy = train(tmp_path / "data", fresh)
+    assert busy.returncode == 2 and "Traceback" not in busy.stderr, busy.stderr[-3000:]
+    last = busy.stderr.strip().splitlines()[-1]
+    assert last == f"error: train.run_dir: {fresh} is in use by another training process; choose another"
+    assert not (fresh / "config.yaml").exists()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
 def test_killed_main_job_stops_its_background_build(tmp_path, stop):
     """Stopped the moment the build starts (the earliest and riskiest point), the job takes the build with it."""
