@@ -35,7 +35,7 @@ class ScenesConfig:
     rir_cache_mb: int = 256  # bound on SoundSpaces RIRs cached per process
     rir_on_missing: Literal["error", "silence"] = "error"  # "silence": warn, count and report instead of failing
     num_scenes: int | None = None  # None: the preset's full count (replica 18, mp3d 85)
-    image_size: int = 128
+    image_size: int = 128  # RGB-D views are image_size x image_size (SoundSpaces: 128)
     workers: int = 0  # parallel scene builds; 0 = number of CPU cores
 
 
@@ -43,10 +43,10 @@ class ScenesConfig:
 class AcousticsConfig:
     """Room-acoustics baking (image sources + ray tracing, binaural with a measured HRTF)."""
 
-    sources_per_scene: int = 24
-    ism_order: int = 3
-    rays: int = 3000
-    max_rir_seconds: float = 1.0
+    sources_per_scene: int = 24  # nodes that can hold the sound, spread over the scene; RIRs from each to every node
+    ism_order: int = 3  # image-source reflection order of the early part
+    rays: int = 3000  # rays traced per source for the late reverberation
+    max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut)
     ear_height: float = 1.5  # listener and source height above the floor (m)
     furniture_obstacles: bool = True  # furniture as absorbing boxes in the acoustic model
     max_image_sources: int = 30000  # walls**order cap: lowers the image-source order on large plans
@@ -56,18 +56,18 @@ class AcousticsConfig:
 class TaskConfig:
     """AudioGoal task semantics (SoundSpaces 1.0 defaults)."""
 
-    sound_split: Literal["heard", "unheard"] = "unheard"
-    sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "spectrogram"])
-    max_steps: int = 500
-    success_distance: float = 1.0
-    slack_reward: float = -0.01
-    success_reward: float = 10.0
-    distance_reward_scale: float = 1.0
-    train_episodes_per_scene: int = 5000
-    val_episodes: int = 500
-    test_episodes: int = 1000
-    min_geodesic_distance: float = 1.0
-    max_geodesic_distance: float = 1000.0
+    sound_split: Literal["heard", "unheard"] = "unheard"  # heard: the telephone; unheard: sounds disjoint per split
+    sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "spectrogram"])  # plus "pointgoal", "doa"
+    max_steps: int = 500  # actions before an episode ends unsuccessfully
+    success_distance: float = 1.0  # success: STOP with the geodesic distance to the goal below this (m)
+    slack_reward: float = -0.01  # every step
+    success_reward: float = 10.0  # on success
+    distance_reward_scale: float = 1.0  # times the decrease of the geodesic distance to the goal (m) per step
+    train_episodes_per_scene: int = 5000  # episodes generated per training scene
+    val_episodes: int = 500  # episodes of the val split, over its scenes
+    test_episodes: int = 1000  # episodes of the test split, over its scenes
+    min_geodesic_distance: float = 1.0  # start-to-goal geodesic distance of generated episodes (m), from
+    max_geodesic_distance: float = 1000.0  # ... to (1000: no upper bound)
     use_doa: bool = False  # add the frozen selective DoA head's posterior as a "doa" observation
     doa_checkpoint: str = ""  # empty: the packaged weights (asgf_nav/models/doa/weights/selective_doa.pt)
     doa_cache_size: int = 65536  # DoA posteriors kept per process (LRU by scene, node, goal, yaw, sound); 0 = none
@@ -81,10 +81,10 @@ class TaskConfig:
 class ModelConfig:
     """Policy architecture; ``policy`` is a name in the policy registry."""
 
-    policy: str = "asgf"
-    hidden_size: int = 512
+    policy: str = "asgf"  # asgf | asgf_no_ase | asgf_no_asgf | av_nav (models/policies.py)
+    hidden_size: int = 512  # GRU state size (the actor and critic read it)
     fusion_dim: int = 256  # D in the ASGF equations
-    fusion_heads: int = 4
+    fusion_heads: int = 4  # attention heads of the ASGF cross-attention (fusion_dim must divide by it)
     ase_dim: int = 512  # BiGRU frame-embedding size (256 per direction)
 
 
@@ -92,35 +92,35 @@ class ModelConfig:
 class PPOConfig:
     """PPO hyper-parameters; defaults are SoundSpaces' AV-Nav settings."""
 
-    num_envs: int = 5
-    num_steps: int = 150
-    ppo_epoch: int = 4
-    num_mini_batch: int = 1
-    clip_param: float = 0.1
-    value_loss_coef: float = 0.5
-    entropy_coef: float = 0.2
-    lr: float = 2.5e-4
-    eps: float = 1e-5
-    max_grad_norm: float = 0.5
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    use_linear_lr_decay: bool = True
-    use_linear_clip_decay: bool = True
-    use_clipped_value_loss: bool = True
-    use_normalized_advantage: bool = True
-    total_frames: int = 30_000_000
+    num_envs: int = 5  # episodes stepped in parallel (per DD-PPO rank)
+    num_steps: int = 150  # rollout length per env: an update learns from num_envs x num_steps frames
+    ppo_epoch: int = 4  # passes over each rollout
+    num_mini_batch: int = 1  # minibatches per pass, each a subset of whole env sequences (<= num_envs)
+    clip_param: float = 0.1  # PPO ratio clip (and value clip)
+    value_loss_coef: float = 0.5  # weight of the value loss
+    entropy_coef: float = 0.2  # weight of the entropy bonus
+    lr: float = 2.5e-4  # Adam learning rate
+    eps: float = 1e-5  # Adam epsilon
+    max_grad_norm: float = 0.5  # gradient-norm clip
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
+    use_linear_lr_decay: bool = True  # lr falls linearly to 0 over total_frames
+    use_linear_clip_decay: bool = True  # clip_param falls linearly to 0 over total_frames
+    use_clipped_value_loss: bool = True  # PPO's clipped value loss
+    use_normalized_advantage: bool = True  # advantages normalised per minibatch
+    total_frames: int = 30_000_000  # training length in environment steps, all envs and ranks together
 
 
 @dataclass
 class TrainConfig:
     """Run bookkeeping: where outputs go, how often to log, validate and checkpoint."""
 
-    run_dir: str = "runs/default"
-    seed: int = 1
+    run_dir: str = "runs/default"  # checkpoints, config.yaml, train.log and TensorBoard events; one run each
+    seed: int = 1  # of python, numpy and torch (plus the rank under DD-PPO)
     device: str = "auto"  # auto: cuda when available
     log_interval: int = 1  # updates between log lines
     checkpoint_interval: int = 50  # updates between checkpoints
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # newest ckpt_*.pt kept (best.pt is kept besides); 0: all
     val_interval: int = 500  # updates between validations; 0 disables
     val_episodes: int = 50  # at least; every env runs ceil(val_episodes / num_envs) of them
     # the validation metric that picks checkpoints/best.pt (SoundSpaces tests the checkpoint with the

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -26,6 +25,7 @@ from env_throughput import Policy  # noqa: E402
 
 from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.config import TaskConfig, load_config  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
     cfg = load_config(args.config, [f"scenes.data_root={args.data_root}"] if args.data_root else [])
     world, episodes = load_task_data(cfg, "train")
     env = BatchedAudioNavEnv(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import tempfile
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from gymnasium import spaces
 from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
 from asgf_nav.experiment import register_auxiliary_observations
+from asgf_nav.logging_utils import setup_logging
 from asgf_nav.models.policies import POLICY_REGISTRY
 from asgf_nav.rl.trainer import Trainer
 
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
 
     results = []
     for device in args.devices:

@@ -10,7 +10,6 @@ Example: python scripts/bake_spectrograms.py --config replica_heard.yaml --split
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch  # noqa: E402
 
 from asgf_nav.cli import add_scene_arguments, check_output, config_from_args, run_script  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.factory import spectrogram_store_root  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in (args.scenes or []) + (args.sounds or []):
         if "=" in name:
             parser.error(f"{name!r} looks like a config override; put overrides before --scenes / --sounds")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)

@@ -6,7 +6,6 @@ Example: python scripts/build_scenes.py --dataset replica --workers 2 --stages l
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.build import STAGE_ORDER, build_scenes  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides like scenes.image_size=64")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     cfg = load_config(args.config, args.overrides)
     if args.data_root:
         cfg.scenes.data_root = args.data_root

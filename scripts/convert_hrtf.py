@@ -25,6 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from asgf_nav.cli import check_output, run_script
+from asgf_nav.io import atomic_savez
+from asgf_nav.logging_utils import setup_logging
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +78,10 @@ def main() -> None:
     parser.add_argument("--wheel", type=Path, help="local slab wheel (default: pip download it)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.wheel is not None and not zipfile.is_zipfile(args.wheel):
+        parser.error(f"--wheel: {args.wheel} is not a wheel (no such file, or not a zip archive)")
+    check_output(parser, "--out", args.out)
+    setup_logging()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         wheel = args.wheel or download_wheel(tmp_path)
@@ -83,9 +90,9 @@ def main() -> None:
     peak = float(np.abs(hrir).max())
     if peak > 60000:
         raise ValueError(f"HRIR peak {peak} does not fit float16")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
+    atomic_savez(
         args.out,
+        compressed=True,
         hrir=hrir.astype(np.float16),
         azimuth=azimuth.astype(np.float32) % 360.0,
         elevation=elevation.astype(np.float32),
@@ -102,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

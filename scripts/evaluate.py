@@ -41,6 +41,7 @@ from asgf_nav.eval.evaluator import (  # noqa: E402
 from asgf_nav.eval.progress import EvaluationProgress, episodes_fingerprint  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 from baselines import BASELINES, make_baseline  # noqa: E402
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out, directory=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     cfg = config_from_args(args)
     args.device = resolve_device(args.device, key="--device")  # a device this machine lacks stops here
     set_torch_threads(cfg, background_build=False)  # train.torch_threads holds here too: no oversubscribing

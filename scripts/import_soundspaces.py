@@ -18,6 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import run_script  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.scenes.soundspaces import (  # noqa: E402
     DATASETS,
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         help="read N random RIR files per scene and report missing or broken ones",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
 
     paths = SoundSpacesPaths(Path(args.root), args.dataset)
     directories = import_dataset(paths, args.data_root, args.scenes, force=args.force)  # bad data: one error line

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
 
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler
@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
     check_output(parser, "--out", args["out"])
+    check_output(parser, "--export", args["export"])
     export = args.pop("export")
     check_doa_rooms(parser, args)
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     cfg = DoaTrainConfig(**args)
     metrics = train(cfg)
     if export:

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import check_output, run_script  # noqa: E402
 from asgf_nav.eval.report import comparison_chart, comparison_table, find_summaries, load_summary  # noqa: E402
 from asgf_nav.io import atomic_write_text  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 
 logger = logging.getLogger("report")
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ci", action="store_true", help="means only, without interval half-widths")
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_output(parser, "--table", args.table)
+    setup_logging("INFO")
     summaries = [load_summary(d) for d in find_summaries(args.runs)]
     if args.split:
         summaries = [s for s in summaries if s["meta"].get("split") == args.split]

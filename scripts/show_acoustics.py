@@ -16,6 +16,7 @@ from asgf_nav.acoustics.rir import SceneRirs
 from asgf_nav.cli import check_output, non_negative_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.io import atomic_savefig
+from asgf_nav.logging_utils import setup_logging
 from asgf_nav.scenes.build import ensure_scenes
 from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.presets import PRESETS
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging("INFO")
     cfg = load_config(args.config, args.overrides)
     if args.data_root:
         cfg.scenes.data_root = args.data_root

@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_output, run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.build import ensure_scenes  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     cfg = load_config(args.config)
     if args.data_root:
         cfg.scenes.data_root = args.data_root

@@ -33,6 +33,7 @@ from asgf_nav.cli import (
     positive_int,
     run_script,
 )
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 from baselines.audio_model import (  # noqa: E402
     AudioSamples,
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]

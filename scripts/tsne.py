@@ -32,6 +32,7 @@ from asgf_nav.cli import (
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
 from asgf_nav.experiment import set_torch_threads  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     cfg = config_from_args(args)
     device = resolve_device(args.device, key="--device")
     set_torch_threads(cfg, background_build=False)

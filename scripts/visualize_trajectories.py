@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import add_config_arguments, check_output, config_from_args, run_script  # noqa: E402
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl  # noqa: E402
 from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)
     check_output(parser, "--video", args.video)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     if len(args.runs) > 2:
         parser.error("give one or two evaluation directories")
     cfg = config_from_args(args)

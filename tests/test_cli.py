@@ -123,3 +123,21 @@ def test_check_output_names_an_output_that_cannot_be_written(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             check_output(parser, "--out", path, directory=directory)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("report.py", ["runs", "--table", "{blocked}/t.md"], "--table: cannot create directory {blocked}"),
+        ("pretrain_doa.py", ["--export", "{blocked}/w.pt"], "--export: cannot create directory {blocked}"),
+        ("convert_hrtf.py", ["--out", "{blocked}/k.npz"], "--out: cannot create directory {blocked}"),
+        ("convert_hrtf.py", ["--wheel", "{blocked}"], "--wheel: {blocked} is not a wheel"),
+    ],
+)
+def test_every_output_flag_is_checked_before_work(tmp_path, script, args, message):
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a directory, not a wheel")
+    command = [sys.executable, str(REPO / "scripts" / script), *(a.format(blocked=blocked) for a in args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert message.format(blocked=blocked) in done.stderr.strip().splitlines()[-1]

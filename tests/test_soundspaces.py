@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import pickle
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -275,6 +276,12 @@ def test_corrupt_metadata_views_and_sounds_raise_naming_the_file(tmp_path: Path,
     with pytest.raises(ss.SoundSpacesDataError, match=r"1s_all/dog\.wav"):
         sounds("dog")
     assert not ss.SoundSpacesPaths(tmp_path / "nowhere", "replica").available_scenes()
+
+
+def test_sounds_without_librosa_name_the_install_when_the_world_loads(ss_dataset: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "librosa", None)  # a plain pip install has no librosa
+    with pytest.raises(ss.SoundSpacesDataError, match=r"pip install 'asgf-nav\[soundspaces\]'"):
+        ss.SoundSpacesSounds(ss_dataset / "sounds" / "1s_all", SR)
 
 
 def test_reimport_follows_source_changes(tmp_path: Path, ss_dataset: Path):

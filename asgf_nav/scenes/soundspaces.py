@@ -399,6 +399,13 @@ class SoundSpacesSounds:
     """``sounds/1s_all/{name}.wav`` loaded as SoundSpaces does: mono, resampled by librosa to the RIR rate."""
 
     def __init__(self, directory: Path, sample_rate: int) -> None:
+        try:  # checked when the world loads, not at the first sound an episode asks for
+            import librosa  # noqa: F401
+        except ImportError as exc:
+            raise SoundSpacesDataError(
+                "SoundSpaces sounds are resampled with librosa, as SoundSpaces does; install it with "
+                "pip install 'asgf-nav[soundspaces]' (or pip install librosa)"
+            ) from exc
         self.directory = Path(directory)
         self.sample_rate = int(sample_rate)
 

@@ -25,6 +25,7 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from asgf_nav.io import atomic_write, atomic_write_text
+from asgf_nav.logging_utils import setup_logging
 from asgf_nav.sounds import synth
 from asgf_nav.sounds.catalog import CLIPS, LICENSE_URLS, ClipSpec, DebianFile, MidiRender, Procedural, Speech
 
@@ -374,11 +375,11 @@ def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="where to write the bank")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     try:
         curate(args.output_dir, args.seed)
     except MissingToolsError as err:
