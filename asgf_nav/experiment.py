@@ -183,7 +183,7 @@ def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool)
     # a bad DoA checkpoint, policy or sensor name stops the run before its config is saved or a scene baked
     register_auxiliary_observations(cfg)
     check_components(cfg)
-    if is_main:
+    if is_main and not resume:  # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train)
         save_config(cfg, run_dir / "config.yaml")  # the resolved config beside the outputs
     pool = prepare_scenes(cfg, run_dir, is_main)
     try:

@@ -12,6 +12,7 @@ import torch
 from asgf_nav.cli import run_script
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import (
+    EvaluationFileError,
     PolicyAgent,
     config_for_checkpoint,
     load_policy_agent,
@@ -215,7 +216,7 @@ def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys)
         with pytest.raises(SystemExit) as exit_info:
             run_script(lambda argv=argv: evaluate.main(argv))
         assert exit_info.value.code == 2
-        err = capsys.readouterr().err
+        err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error: ") and str(path) in err and message in err
     # a run directory (or its checkpoints/) names the files to pass instead: best.pt and the newest
     run = tmp_path / "run"
@@ -226,7 +227,7 @@ def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys)
         with pytest.raises(SystemExit) as exit_info:
             evaluate.main(["--dataset", "tiny", "--data-root", str(tmp_path), "--checkpoint", str(directory)])
         assert exit_info.value.code == 2
-        err = capsys.readouterr().err
+        err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith(f"error: checkpoint {directory} is a directory")
         if directory == tmp_path:
             assert "holds no checkpoints/best.pt or checkpoints/ckpt_*.pt" in err
@@ -283,6 +284,14 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
 
     assert imageio.imread(png).shape[2] in (3, 4)
 
+    # a table compares one split, and one evaluation per agent and column: never one picked silently
+    val = {**summaries[2], "meta": {**summaries[2]["meta"], "split": "val"}}
+    with pytest.raises(EvaluationFileError, match=r"the evaluations are of splits \['test', 'val'\]"):
+        comparison_table([*summaries, val])
+    twice = [*summaries, {**summaries[0], "meta": {**summaries[0]["meta"], "checkpoint": "other.pt"}}]
+    with pytest.raises(EvaluationFileError, match=r"two evaluations of agent 'oracle' on tiny heard"):
+        comparison_table(twice)
+
 
 def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_path, monkeypatch):
     import evaluate
@@ -327,6 +336,13 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
     assert [(r.scene, r.episode_id) for r in resumed] == [(r.scene, r.episode_id) for r in whole]
     assert [r.actions for r in resumed] == [r.actions for r in whole]  # the oracle is deterministic
     assert load_summary(out)["episodes"] == 10
+
+    finished = (out / "summary.json").read_bytes()  # another evaluation into the same directory: refused
+    with pytest.raises(EvaluationProgressError, match=r"holds a finished evaluation of something else: seed was 0"):
+        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10", "--seed", "5")
+    assert (out / "summary.json").read_bytes() == finished and not progress_file.exists()
+    _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10")  # the same one: runs again
+    assert load_summary(out)["episodes"] == 10 and ran[-1] == 10
 
 
 def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_path, monkeypatch):

@@ -84,6 +84,8 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
         assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
         last = failed.stderr.strip().splitlines()[-1]
         assert last.startswith("error: checkpoint") and all(m in last for m in messages), last
+        kept = load_config(str(run_dir / "config.yaml"))  # the run's own config, which the message points to
+        assert (kept.model.policy, kept.model.hidden_size, kept.ppo.total_frames) == ("asgf", 64, 64)
 
 
 def test_scene_pool_grows_in_background_and_stops(tmp_path):

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.eval.report import SUMMARY_FILE
 from asgf_nav.io import atomic_write_text
 from asgf_nav.tasks.episodes import Episode
 
@@ -51,10 +52,34 @@ class EvaluationProgress:
         self.path = Path(out_dir) / PROGRESS_FILE
         self.identity = json.loads(json.dumps(identity))  # as it reads back from the file
         self.done: dict[tuple[str, str], EpisodeRecord] = {}
+        self._check_finished(Path(out_dir) / SUMMARY_FILE)
         if self.path.exists():
             self._read()
         else:
             atomic_write_text(self.path, self._header())
+
+    def _difference(self, stored: dict[str, Any], keys: Iterable[str]) -> str | None:
+        """The first of ``keys`` whose stored value differs from this evaluation's, worded; None if none."""
+        for key in sorted(keys):
+            if stored.get(key) != self.identity.get(key):
+                return f"{key} was {stored.get(key)!r}, now {self.identity.get(key)!r}"
+        return None
+
+    def _check_finished(self, summary: Path) -> None:
+        """A finished evaluation of something else (another checkpoint, seed, episode list) is never
+        overwritten; the same evaluation again is run again."""
+        if not summary.exists():
+            return
+        try:
+            stored = json.loads(summary.read_text())["meta"]
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise EvaluationProgressError(f"{summary} is not an evaluation summary ({exc}); delete it") from exc
+        difference = self._difference(stored, self.identity)  # the summary's meta holds more than the identity
+        if difference:
+            raise EvaluationProgressError(
+                f"{summary.parent} holds a finished evaluation of something else: {difference}; "
+                "pass another --name (or --out) to keep both, or delete the directory"
+            )
 
     def _read(self) -> None:
         lines = self.path.read_text().splitlines()
@@ -64,12 +89,12 @@ class EvaluationProgress:
             raise EvaluationProgressError(
                 f"{self.path} is not an evaluation progress file ({exc}); delete it to start over"
             ) from exc
-        for key in sorted(set(stored) | set(self.identity)):
-            if stored.get(key) != self.identity.get(key):
-                raise EvaluationProgressError(
-                    f"{self.path} belongs to another evaluation: {key} was {stored.get(key)!r}, now "
-                    f"{self.identity.get(key)!r}; delete the file, or pass another --out / --name"
-                )
+        difference = self._difference(stored, set(stored) | set(self.identity))
+        if difference:
+            raise EvaluationProgressError(
+                f"{self.path} belongs to another evaluation: {difference}; delete the file, or pass another "
+                "--out / --name"
+            )
         for number, line in enumerate(lines[1:], start=2):
             try:
                 record = EpisodeRecord.from_json(json.loads(line))

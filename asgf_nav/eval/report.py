@@ -105,6 +105,9 @@ def _cell_key(meta: dict[str, Any]) -> tuple[str, str]:
 
 def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]], dict]:
     """Agents (first-seen order), (dataset, sound split) columns and {(agent, column): summary}."""
+    splits = sorted({str(s["meta"].get("split", "?")) for s in summaries})
+    if len(splits) > 1:
+        raise EvaluationFileError(f"the evaluations are of splits {splits}; a table compares one (report.py --split)")
     agents: list[str] = []
     columns: set[tuple[str, str]] = set()
     cells: dict[tuple[str, tuple[str, str]], dict[str, Any]] = {}
@@ -115,7 +118,11 @@ def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[
             agents.append(agent)
         columns.add(key)
         if (agent, key) in cells:
-            logger.warning("two evaluations of %s on %s; keeping the later one", agent, key)
+            first, second = (str(c["meta"].get("checkpoint")) for c in (cells[(agent, key)], s))
+            raise EvaluationFileError(
+                f"two evaluations of agent {agent!r} on {' '.join(key)} (checkpoints {first} and {second}); "
+                "evaluate them under different --name labels, or pass only one"
+            )
         cells[(agent, key)] = s
     order = sorted(columns, key=lambda c: (c[0], SOUND_SPLITS.index(c[1]) if c[1] in SOUND_SPLITS else 9, c[1]))
     return agents, order, cells

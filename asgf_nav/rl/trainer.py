@@ -151,7 +151,7 @@ class Trainer:
             self.restore(state)
         else:
             if resume:
-                logger.info("no checkpoint under %s; starting from scratch", self.run_dir)
+                logger.warning("--resume found no checkpoint under %s; starting from scratch", self.run_dir)
             obs = to_device(self.env.reset(), self.device)
             self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
         if self.is_main:
