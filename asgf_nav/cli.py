@@ -164,6 +164,15 @@ def check_output(parser: argparse.ArgumentParser, flag: str, path: str | Path | 
         parser.error(f"{flag}: {problem}")
 
 
+def reject_swallowed_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace, *dests: str) -> None:
+    """A ``key=value`` that a list option took in (``--scenes a b ppo.lr=1``) was meant as a config override."""
+    for dest in dests:
+        flag = "--" + dest.replace("_", "-")
+        for value in getattr(args, dest) or ():
+            if "=" in value:
+                parser.error(f"{flag}: {value!r} looks like a config override; put overrides before {flag}")
+
+
 def check_doa_rooms(parser: argparse.ArgumentParser, args: dict[str, Any]) -> None:
     """The DoA scripts' rooms, checked before any pool is drawn: baked scenes need their data root."""
     if args["rooms"] in ("scenes", "both") and not args["scenes_root"]:

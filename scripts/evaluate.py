@@ -29,6 +29,7 @@ from asgf_nav.cli import (
     config_from_args,
     load_checkpoint_or_exit,
     positive_int,
+    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    reject_swallowed_overrides(parser, args, "scenes")
     check_output(parser, "--out", args.out, directory=True)
     setup_logging("INFO")
     cfg = config_from_args(args)

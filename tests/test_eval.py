@@ -236,6 +236,19 @@ def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys)
             assert "ckpt_000002.pt" not in err
 
 
+def test_scenes_outside_the_split_are_refused_not_evaluated_under_its_name(tiny_root, tmp_path, capsys):
+    from asgf_nav.scenes.presets import UnknownSceneError
+
+    for split, scene in (("val", "tiny_room_test"), ("test", "no_such_room")):
+        with pytest.raises(UnknownSceneError, match=rf"tiny split '{split}' has no scene '{scene}'; its scenes: \["):
+            _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--split", split, "--scenes", scene, "--seed", "0")
+    with pytest.raises(SystemExit):  # an override after --scenes is named, not taken for a scene
+        _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--scenes", "tiny_room_test")
+    assert "--scenes: 'task.test_episodes=16' looks like a config override" in capsys.readouterr().err
+    assert not (tiny_root / "datasets" / "tiny" / "val_telephone").exists()  # nothing written for it
+    assert not list(tmp_path.iterdir())
+
+
 def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):
     _evaluate(tiny_root, tmp_path, "--agent", "random", "--episodes", "9", "task.max_steps=40")
     out = tmp_path / "random_tiny_unheard_test"

@@ -123,7 +123,7 @@ def task_scene_from_store(scene, rirs) -> TaskScene:
 def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorld:
     """Open the baked scenes of ``split`` (or the named ``scenes``) and the sound bank for ``cfg``."""
     from asgf_nav.acoustics.rir import SceneRirs
-    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.presets import UnknownSceneError, get_preset
     from asgf_nav.scenes.scene import Scene
     from asgf_nav.sounds.bank import SoundBank
     from asgf_nav.tasks.soundspaces_world import load_soundspaces_world
@@ -136,6 +136,12 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     dataset = cfg.scenes.dataset
     preset = get_preset(dataset)
     names = list(scenes) if scenes is not None else list(preset.split_scenes(split, cfg.scenes.num_scenes))
+    outside = [n for n in names if n not in preset.split_scenes(split)]
+    if outside:  # a test scene evaluated as val, or trained on, would leak silently
+        raise UnknownSceneError(
+            f"{dataset} split {split!r} has no scene {', '.join(map(repr, outside))}; "
+            f"its scenes: {preset.split_scenes(split)}"
+        )
     if not names:
         raise ValueError(f"dataset {dataset} has no scenes in split {split!r}")
     task_scenes: dict[str, TaskScene] = {}
