@@ -184,8 +184,14 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
         assert isinstance(agent, PolicyAgent) and agent.sensors == ("spectrogram",)
         runs.append(run_episodes(agent, world, episodes[:4], cfg, num_envs=3, progress=False))
     assert [r.actions for r in runs[0]] == [r.actions for r in runs[1]]
+    from asgf_nav.rl.checkpoint import CheckpointError
+
+    wider = copy.deepcopy(cfg)  # e.g. views of another size: named, not a torch size-mismatch traceback
+    wider.model.hidden_size = 48
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} does not fit the policy built for these"):
+        load_policy_agent(wider, path, space)
     cfg.model.policy = "av_nav"
-    with pytest.raises(ValueError, match="asgf"):
+    with pytest.raises(CheckpointError, match="holds policy 'asgf', config asks for 'av_nav'"):
         load_policy_agent(cfg, path, space)
 
 
@@ -247,6 +253,23 @@ def test_scenes_outside_the_split_are_refused_not_evaluated_under_its_name(tiny_
     assert "--scenes: 'task.test_episodes=16' looks like a config override" in capsys.readouterr().err
     assert not (tiny_root / "datasets" / "tiny" / "val_telephone").exists()  # nothing written for it
     assert not list(tmp_path.iterdir())
+
+
+def test_scenes_without_views_are_named_with_the_bake_command(tiny_root, tmp_path):
+    import shutil
+
+    from asgf_nav.scenes.store import SceneStoreError, remove_stage
+    from asgf_nav.tasks.world import load_world
+
+    copy_dir = tmp_path / "scenes" / "tiny" / "tiny_room_test"
+    shutil.copytree(tiny_root / "scenes" / "tiny" / "tiny_room_test", copy_dir)
+    remove_stage(copy_dir, "vision")  # baked for audio only (layout + acoustics)
+    cfg = ExperimentConfig()
+    cfg.scenes.dataset, cfg.scenes.data_root, cfg.task.sensors = "tiny", str(tmp_path), ["depth", "spectrogram"]
+    with pytest.raises(SceneStoreError, match=r"has no views \(stage 'vision'\), which task.sensors \['depth'\]"):
+        load_world(cfg, "test")
+    cfg.task.sensors = ["spectrogram"]
+    assert load_world(cfg, "test").scenes["tiny_room_test"].depth is None  # audio-only runs need none
 
 
 def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):

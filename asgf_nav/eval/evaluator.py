@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
 from asgf_nav.io import atomic_write_text
+from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, ResolvedEpisode
 from asgf_nav.tasks.navigation import ACTION_NAMES, step_pose
@@ -134,11 +135,19 @@ def load_policy_agent(
 
     state = checkpoint_state(checkpoint, device)
     trained = state.get("policy_name", cfg.model.policy)
+    where = "" if isinstance(checkpoint, dict) else f" {checkpoint}"
     if trained != cfg.model.policy:
-        where = "" if isinstance(checkpoint, dict) else f" {checkpoint}"
-        raise ValueError(f"checkpoint{where} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
+        raise CheckpointError(f"checkpoint{where} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
     policy = build_policy(cfg, observation_space)
-    policy.load_state_dict(state["model"])
+    try:
+        policy.load_state_dict(state["model"])
+    except RuntimeError as exc:  # the model section is the checkpoint's, so the observations differ
+        size = (state.get("config") or {}).get("scenes", {}).get("image_size")
+        first = " ".join(str(exc).strip().splitlines()[:3])
+        raise CheckpointError(
+            f"checkpoint{where} does not fit the policy built for these observations (it was trained on "
+            f"{size} px views: are the scenes baked at another scenes.image_size?): {first}"
+        ) from None
     sensors = list(getattr(observation_space, "spaces", observation_space))
     return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy)
 

@@ -125,6 +125,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     from asgf_nav.acoustics.rir import SceneRirs
     from asgf_nav.scenes.presets import UnknownSceneError, get_preset
     from asgf_nav.scenes.scene import Scene
+    from asgf_nav.scenes.store import SceneStoreError
     from asgf_nav.sounds.bank import SoundBank
     from asgf_nav.tasks.soundspaces_world import load_soundspaces_world
 
@@ -145,8 +146,15 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     if not names:
         raise ValueError(f"dataset {dataset} has no scenes in split {split!r}")
     task_scenes: dict[str, TaskScene] = {}
+    visual = [s for s in getattr(cfg.task, "sensors", ()) if s in ("rgb", "depth")]
     for name in names:
         scene = Scene.open(cfg.scenes.data_root, dataset, name)
+        if visual and not scene.has_vision:
+            raise SceneStoreError(
+                f"scene {scene.directory} has no views (stage 'vision'), which task.sensors {visual} need; "
+                f"bake them: python scripts/build_scenes.py --dataset {dataset} --data-root {cfg.scenes.data_root} "
+                f"--stages vision --scenes {name} --image-size {cfg.scenes.image_size}"
+            )
         task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store))
     rates = {s.sample_rate for s in task_scenes.values()}
     if len(rates) != 1:
