@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from asgf_nav.io import atomic_write
+from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.world import TaskWorld
@@ -219,12 +220,20 @@ def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> P
 
 
 def load_model(path: str | Path) -> AudioGoalNet:
+    """The model :func:`save_model` wrote; a missing, unreadable or foreign file raises CheckpointError."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"baseline audio model {path} not found; train it with scripts/train_baselines.py")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not path.is_file():
+        problem = "is a directory; give the .pt file" if path.is_dir() else "does not exist"
+        raise CheckpointError(
+            f"baseline audio model {path} {problem} (train one with scripts/train_baselines.py; "
+            "evaluate.py --baseline-model names another)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - unpickling a corrupt or foreign file can raise nearly anything
+        raise CheckpointError(f"baseline audio model {path} is corrupt or unreadable: {exc}") from exc
     if not isinstance(state, dict) or state.get("version") != MODEL_VERSION:
-        raise ValueError(f"{path} is not a baseline audio model of version {MODEL_VERSION}")
+        raise CheckpointError(f"{path} is not a baseline audio model of version {MODEL_VERSION}")
     model = AudioGoalNet(state["spectrogram_shape"], state["bins"])
     model.load_state_dict(state["model"])
     return model.eval()

@@ -1,6 +1,7 @@
 """Baselines: geometry helpers, the audio model's labels and training, and each agent's behaviour."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from torch import nn
 
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import Agent, AgentContext, run_episodes, summarize
+from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
@@ -92,8 +94,16 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path):
     again = load_model(path)
     x = samples.spectrogram[:4]
     torch.testing.assert_close(again(x)["position"], model(x)["position"])
-    with pytest.raises(FileNotFoundError, match="train_baselines"):
-        load_model(tmp_path / "missing.pt")
+    (tmp_path / "notes.yaml").write_text("model: not a torch file\n")
+    torch.save({"model": {}, "update": 3}, tmp_path / "ppo.pt")  # a training checkpoint, not this model
+    for wrong, message in (
+        (tmp_path / "missing.pt", "does not exist (train one with scripts/train_baselines.py"),
+        (tmp_path, "is a directory; give the .pt file"),
+        (tmp_path / "notes.yaml", "is corrupt or unreadable"),
+        (tmp_path / "ppo.pt", "is not a baseline audio model of version"),
+    ):
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            load_model(wrong)
 
 
 # ------------------------------------------------------------------------------------------ agents
@@ -164,7 +174,7 @@ def test_registry_builds_every_baseline(tmp_path):
     for name in BASELINES:
         agent = make_baseline(name, cfg, model_path=path)
         assert agent.name == name
-    with pytest.raises(FileNotFoundError, match="audio_goal_replica_unheard.pt"):
+    with pytest.raises(CheckpointError, match="audio_goal_replica_unheard.pt"):
         make_baseline("gan", cfg)
     with pytest.raises(ValueError, match="unknown baseline"):
         make_baseline("teleport", cfg)
