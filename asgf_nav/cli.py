@@ -149,9 +149,11 @@ def load_checkpoint_or_exit(checkpoint: str) -> dict[str, Any]:
         raise SystemExit(2) from None
 
 
-def check_output(parser: argparse.ArgumentParser, flag: str, path: str | Path | None, directory: bool = False) -> None:
-    """Before any work: the output ``path`` of ``flag`` (a file, or with ``directory`` a directory) can be
-    written, so that a long run does not fail at its last write."""
+def check_output(
+    parser: argparse.ArgumentParser, flag: str, path: str | Path | None, directory: bool = False, figure: bool = False
+) -> None:
+    """Before any work: the output ``path`` of ``flag`` (a file, or with ``directory`` a directory; with
+    ``figure`` of a format matplotlib writes) can be written, so that a long run does not fail at its last write."""
     from asgf_nav.io import writable_dir_problem
 
     if path is None:
@@ -159,6 +161,12 @@ def check_output(parser: argparse.ArgumentParser, flag: str, path: str | Path | 
     path = Path(path)
     if not directory and path.is_dir():
         parser.error(f"{flag}: {path} is a directory; give a file name")
+    if figure:
+        from matplotlib.figure import Figure
+
+        formats = sorted(Figure().canvas.get_supported_filetypes())
+        if path.suffix.lstrip(".").lower() not in formats:
+            parser.error(f"{flag}: {path} is no figure format matplotlib writes; end it in one of {formats}")
     problem = writable_dir_problem(path if directory else path.parent)
     if problem:
         parser.error(f"{flag}: {problem}")

@@ -117,6 +117,9 @@ def writable_dir_problem(path: str | Path) -> str | None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot create directory {path}: {exc.strerror or exc}"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f"directory {path} is not writable"
+    try:  # a real write: os.access says yes to root even where nothing can be created (/proc)
+        probe = _new_temporary(path / ".write-probe")
+    except OSError as exc:
+        return f"directory {path} is not writable: {exc.strerror or exc}"
+    probe.unlink()
     return None

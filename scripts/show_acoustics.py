@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-slot", type=non_negative_int, default=0, help="which of the scene's sources")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     args = parser.parse_args(argv)
-    check_output(parser, "--out", args.out)
+    check_output(parser, "--out", args.out, figure=True)
     setup_logging("INFO")
     cfg = load_config(args.config, args.overrides)
     if args.data_root:

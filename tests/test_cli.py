@@ -119,10 +119,19 @@ def test_check_output_names_an_output_that_cannot_be_written(tmp_path, capsys):
         (blocked / "table.json", False, f"--out: cannot create directory {blocked}"),
         (blocked, True, f"--out: cannot create directory {blocked}"),
         (tmp_path, False, f"--out: {tmp_path} is a directory; give a file name"),
+        (Path("/proc/map.png"), False, "--out: directory /proc is not writable"),  # even for root
     ):
         with pytest.raises(SystemExit) as exit_info:
             check_output(parser, "--out", path, directory=directory)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    check_output(parser, "--out", tmp_path / "map.PDF", figure=True)
+    for name in ("map.npz", "map"):  # the states file's suffix, or none: no figure format
+        with pytest.raises(SystemExit):
+            check_output(parser, "--out", tmp_path / name, figure=True)
+        assert f"--out: {tmp_path / name} is no figure format matplotlib writes; end it in one of [" in (
+            capsys.readouterr().err
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "new", "runs"]  # no probe file left
 
 
 @pytest.mark.parametrize(
