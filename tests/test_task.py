@@ -150,6 +150,24 @@ def test_load_or_generate_writes_once(tmp_path, world):
     assert sorted(e.episode_id for e in first) == sorted(e.episode_id for e in second)
 
 
+def test_episodes_are_generated_without_caching_on_a_read_only_data_root(tmp_path, world, monkeypatch, caplog):
+    import errno
+
+    from asgf_nav.tasks import episodes as episodes_module
+
+    cfg = TaskConfig(test_episodes=10)
+    cached = load_or_generate(tmp_path / "writable", world, "test", "heard", ["telephone"], cfg)
+
+    def read_only(path, payload):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(episodes_module, "_write_json_gz", read_only)
+    with caplog.at_level("WARNING"):
+        generated = load_or_generate(tmp_path / "shared", world, "test", "heard", ["telephone"], cfg)
+    assert [e.to_json() for e in generated] == [e.to_json() for e in cached]  # the same episodes, not cached
+    assert "episodes not cached: cannot write" in caplog.text and "Read-only file system" in caplog.text
+
+
 def test_episodes_follow_a_growing_world_and_changed_settings(tmp_path, world):
     cfg = TaskConfig(train_episodes_per_scene=7)
     only_a = synthetic_world([world.scene("grid_a")], sample_rate=SR)

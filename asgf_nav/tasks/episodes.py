@@ -219,6 +219,17 @@ def _write_json_gz(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, gzip.compress(json.dumps(payload).encode(), mtime=0))
 
 
+def _cache_json_gz(path: Path, payload: dict[str, Any]) -> bool:
+    """Save generated episodes for the next run; a data root shared read-only is used as it is (the same
+    episodes are generated again, deterministically)."""
+    try:
+        _write_json_gz(path, payload)
+    except OSError as exc:
+        logger.warning("episodes not cached: cannot write %s (%s); they are generated for this run", path, exc.strerror)
+        return False
+    return True
+
+
 def _read_json_gz(path: Path) -> dict[str, Any]:
     try:
         with gzip.open(path, "rt") as f:
@@ -343,11 +354,11 @@ def load_or_generate(
             world.scene(name), per_scene, sounds, seed,
             float(task_cfg.min_geodesic_distance), float(task_cfg.max_geodesic_distance), id_prefix=f"{name}:",
         )  # fmt: skip
-        _write_json_gz(file, {"episodes": [e.to_json() for e in generated], GENERATION_KEY: wanted})
-        logger.info("wrote %d %s episodes of %s to %s", len(generated), split, name, file)
+        if _cache_json_gz(file, {"episodes": [e.to_json() for e in generated], GENERATION_KEY: wanted}):
+            logger.info("wrote %d %s episodes of %s to %s", len(generated), split, name, file)
         episodes += generated
     if not path.exists():
-        _write_json_gz(path, {"episodes": []})
+        _cache_json_gz(path, {"episodes": []})
     return episodes
 
 
