@@ -76,7 +76,7 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     for extra, messages in (
         ("model.hidden_size=32", ["does not fit the policy this config builds", own_config]),
         ("model.policy=av_nav", ["was trained with policy 'asgf', config asks for 'av_nav'", own_config]),
-        (None, [f"checkpoint {garbage} is corrupt or unreadable"]),
+        (None, [f"checkpoint {garbage} is corrupt or unreadable", "the run also has ckpt_000002.pt"]),
     ):
         if extra is None:
             garbage.write_bytes(b"not a checkpoint")

@@ -335,7 +335,11 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "checkpoints" / "ckpt_000007.pt"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="ckpt_000007.pt"):
+    with pytest.raises(CheckpointError, match="ckpt_000007.pt") as only:
+        load_latest(tmp_path)
+    assert "also has" not in str(only.value)
+    (bad.parent / "ckpt_000005.pt").write_bytes(b"")  # an older one: the message says how to fall back to it
+    with pytest.raises(CheckpointError, match="the run also has ckpt_000005.pt: move the broken file aside"):
         load_latest(tmp_path)
     assert load_latest(tmp_path / "empty") is None
 

@@ -110,4 +110,11 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         return None
-    return load_checkpoint(checkpoints[-1], map_location)
+    try:
+        return load_checkpoint(checkpoints[-1], map_location)
+    except CheckpointError as exc:
+        if len(checkpoints) == 1:
+            raise
+        raise CheckpointError(
+            f"{exc}; the run also has {checkpoints[-2].name}: move the broken file aside to resume from it"
+        ) from exc
