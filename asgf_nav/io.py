@@ -93,7 +93,8 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: another user's lock file serves too
+    try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,10 +102,9 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
                 raise busy() from None
             logger.info("%s is being written by another process; waiting for it", what)
             fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def writable_dir_problem(path: str | Path) -> str | None:
