@@ -102,6 +102,8 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
                 raise busy() from None
             logger.info("%s is being written by another process; waiting for it", what)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # some network file systems have no flock: go on as before locks existed
+            logger.warning("cannot lock %s (%s); processes sharing it are not kept apart", path, exc.strerror)
         yield
     finally:
         os.close(handle)  # releases the lock

@@ -85,3 +85,19 @@ def test_a_replaced_file_keeps_its_mode(tmp_path: Path, umask) -> None:
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_a_file_system_without_locks_is_used_unlocked(tmp_path: Path, monkeypatch, caplog) -> None:
+    import errno
+    import fcntl
+
+    from asgf_nav.io import exclusive_lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with caplog.at_level("WARNING"), exclusive_lock(tmp_path / ".bake.lock", "scene"):
+        ran.append(True)
+    assert ran and "cannot lock" in caplog.text and "No locks available" in caplog.text
