@@ -66,6 +66,11 @@ def _bounded(kind: type, accept: Callable[[Any], bool], wording: str, name: str)
     return parse
 
 
+def int_at_least(minimum: int, why: str) -> Callable[[str], int]:
+    """argparse type: an int of at least ``minimum``; ``why`` explains the bound in the message."""
+    return _bounded(int, lambda v: v >= minimum, f">= {minimum} ({why})", f"int_at_least_{minimum}")
+
+
 positive_int = _bounded(int, lambda v: v > 0, "positive", "positive_int")
 positive_float = _bounded(float, lambda v: v > 0, "positive", "positive_float")
 non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0", "non_negative_int")

@@ -18,12 +18,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from asgf_nav.cli import add_scene_arguments, check_output, config_from_args, run_script  # noqa: E402
+from asgf_nav.cli import (  # noqa: E402
+    add_scene_arguments,
+    check_output,
+    config_from_args,
+    non_negative_int,
+    reject_swallowed_overrides,
+    run_script,
+)
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.factory import spectrogram_store_root  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
+
+
+def unknown_sounds_problem(cfg, split: str, sounds: list[str]) -> str | None:
+    """What is wrong with the --sounds of an embedded world (names the sound bank lacks), or None."""
+    from asgf_nav.scenes.soundspaces_import import scene_source
+    from asgf_nav.sounds.bank import SoundBank
+
+    if scene_source(cfg) == "soundspaces":  # SoundSpaces sounds are files: checked once the world is open
+        return None
+    bank = SoundBank.load()
+    unknown = [name for name in sounds if name not in bank]
+    if not unknown:
+        return None
+    split_sounds = sound_names(cfg, split)
+    shown = split_sounds if len(split_sounds) <= 12 else split_sounds[:12] + ["..."]
+    return (
+        f"the sound bank has no sound {unknown}; the {split} split's sounds ({cfg.task.sound_split} task): {shown} "
+        f"(all {len(bank.names())} names of the sound bank by split: asgf_nav/sounds/data/splits.json, "
+        "see docs/sounds.md)"
+    )
+
+
+def missing_soundspaces_sounds(world, sounds: list[str]) -> list[str]:
+    """Sounds a SoundSpaces world has no file for."""
+    from asgf_nav.scenes.soundspaces import SoundSpacesSounds
+
+    if not isinstance(world.sound_fn, SoundSpacesSounds):
+        return []
+    return [name for name in sounds if not (world.sound_fn.directory / f"{name}.wav").is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,26 +70,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sounds", nargs="+", help="only these sounds (default: the split's sounds)")
     parser.add_argument("--out", help="store root (default: task.spectrogram_store, 'auto' = DATA/spectrograms)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be baked and its size, then stop")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=/data/spec")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    reject_swallowed_overrides(parser, args, "scenes", "sounds")
     check_output(parser, "--out", None if args.out in (None, "auto") else args.out, directory=True)
-
-    for name in (args.scenes or []) + (args.sounds or []):
-        if "=" in name:
-            parser.error(f"{name!r} looks like a config override; put overrides before --scenes / --sounds")
     setup_logging("INFO")
+    cfg = config_from_args(args)
+    problem = unknown_sounds_problem(cfg, args.split, args.sounds) if args.sounds else None
+    if problem:
+        parser.error(f"--sounds: {problem}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
     device = resolve_device(args.device, key="--device")
     root = Path(args.out) if args.out else spectrogram_store_root(cfg)
     if root is None:
         parser.error("task.spectrogram_store is off in this config; pass --out DIR")
     world = load_world(cfg, args.split, args.scenes)
     sounds = list(args.sounds or sound_names(cfg, args.split))
+    missing_files = missing_soundspaces_sounds(world, sounds) if args.sounds else []
+    if missing_files:
+        parser.error(f"--sounds: {missing_files} have no sound file in {world.sound_fn.directory}")
     missing = [(s, n) for s in world.scenes.values() for n in sounds if not store_path(root, s, n).is_file()]
     need = store_bytes([scene for scene, _ in missing], world.sample_rate)
     print(

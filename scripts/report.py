@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.split:
         summaries = [s for s in summaries if s["meta"].get("split") == args.split]
     if args.agents:
+        available = list(dict.fromkeys(s["meta"]["agent"] for s in summaries if "agent" in s["meta"]))
+        unknown = [a for a in args.agents if a not in available]
+        if unknown:
+            where = f" of split {args.split!r}" if args.split else ""
+            parser.error(
+                f"--agents: no evaluation{where} of {unknown} under {args.runs}; available agents: {available}"
+            )
         order = {a: i for i, a in enumerate(args.agents)}
         summaries = sorted(
             (s for s in summaries if s["meta"].get("agent") in order), key=lambda s: order[s["meta"]["agent"]]

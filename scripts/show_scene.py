@@ -13,26 +13,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, run_script  # noqa: E402
+from asgf_nav.cli import check_output, positive_int, run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.scenes.build import ensure_scenes  # noqa: E402
-from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.scenes.build import ensure_scenes, stages_to_build  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS, get_preset  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
+from asgf_nav.scenes.store import scene_dir  # noqa: E402
 from asgf_nav.viz.scene_sheet import make_scene_sheet  # noqa: E402
+
+STAGES = ("layout", "vision")  # what the sheet draws
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(PRESETS),
+        help="scene preset (default: the config's scenes.dataset, replica without --config)",
+    )
     parser.add_argument("--scene", required=True, help="scene name, e.g. apartment_0")
     parser.add_argument("--out", required=True, help="PNG file to write")
-    parser.add_argument("--views", type=int, default=4, help="number of egocentric views to show")
+    parser.add_argument("--views", type=positive_int, default=4, help="number of egocentric views to show")
     parser.add_argument("--data-root", help="store root (default: cfg scenes.data_root)")
-    parser.add_argument("--image-size", type=int, help="RGB-D resolution (default: cfg scenes.image_size)")
+    parser.add_argument("--image-size", type=positive_int, help="RGB-D resolution (default: cfg scenes.image_size)")
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     args = parser.parse_args(argv)
-    check_output(parser, "--out", args.out)
+    check_output(parser, "--out", args.out, figure=True)
 
     setup_logging("INFO")
     cfg = load_config(args.config)
@@ -40,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg.scenes.data_root = args.data_root
     if args.image_size:
         cfg.scenes.image_size = args.image_size
-    (directory,) = ensure_scenes(cfg, args.dataset, [args.scene], ("layout", "vision"), workers=1)
+    dataset = args.dataset or cfg.scenes.dataset
+    get_preset(dataset).spec(args.scene)  # an unknown scene is named before the data root is touched
+    if stages_to_build(scene_dir(cfg.scenes.data_root, dataset, args.scene), STAGES, cfg):  # a bake writes there
+        flag = "--data-root" if args.data_root else "scenes.data_root"
+        check_output(parser, flag, cfg.scenes.data_root, directory=True)
+    (directory,) = ensure_scenes(cfg, dataset, [args.scene], STAGES, workers=1)
     make_scene_sheet(Scene(directory), args.out, num_views=args.views)
     print(args.out)
     return 0

@@ -25,12 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from asgf_nav.cli import (
+from asgf_nav.cli import (  # noqa: E402
     add_config_arguments,
     add_scene_arguments,
-    check_output,  # noqa: E402
+    check_output,
     config_from_args,
+    int_at_least,
     positive_int,
+    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -47,10 +49,36 @@ from baselines.audio_model import (  # noqa: E402
 
 logger = logging.getLogger("train_baselines")
 
+VAL_FRACTION = 0.1  # of the samples, held out to report accuracy
+
+
+def train_size(n: int, val_fraction: float = VAL_FRACTION) -> int:
+    """How many of ``n`` samples split_samples trains on (the rest are validated on)."""
+    return max(1, int(round(n * (1 - val_fraction))))
+
+
+# the fewest samples whose split leaves both the training and the validation part non-empty
+MIN_SAMPLES = next(n for n in range(2, 1000) if train_size(n) < n)
+
+
+def train_scene_names(cfg) -> list[str]:
+    """The scenes of the train split that --scenes may name (SoundSpaces data: its downloaded train scenes)."""
+    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.soundspaces_import import scene_source
+
+    if scene_source(cfg) == "soundspaces":
+        from asgf_nav.scenes.soundspaces import SoundSpacesPaths
+        from asgf_nav.scenes.soundspaces_import import soundspaces_root
+        from asgf_nav.tasks.soundspaces_world import split_scene_names
+
+        paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
+        return split_scene_names(paths, "train", cfg.task.sound_split)
+    return get_preset(cfg.scenes.dataset).split_scenes("train")
+
 
 def split_samples(samples: AudioSamples, val_fraction: float) -> tuple[AudioSamples, AudioSamples]:
     n = len(samples.direction)
-    cut = max(1, int(round(n * (1 - val_fraction))))
+    cut = train_size(n, val_fraction)
 
     def part(sl: slice) -> AudioSamples:
         return AudioSamples(samples.spectrogram[sl], samples.direction[sl], samples.close[sl], samples.position[sl])
@@ -72,7 +100,7 @@ def train_splits(args: argparse.Namespace, cfg, sound_splits: list[str]) -> list
         sounds = sound_names(split_cfg, "train")
         rng = np.random.default_rng(args.seed + 1 + k)
         with_sounds = [(s, r, src, y, str(sounds[int(rng.integers(len(sounds)))])) for s, r, src, y, _ in geometry]
-        train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), 0.1)
+        train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), VAL_FRACTION)
         model, scores = train_model(train, val, epochs=args.epochs, seed=args.seed)
         out = Path(args.out) if args.out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, sound_split)
         meta = {
@@ -97,20 +125,33 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser, default="replica_unheard.yaml")
     parser.add_argument("--sound-split", choices=("heard", "unheard", "both"), help="override task.sound_split")
     parser.add_argument("--scenes", nargs="+", help="train scenes to use (default: the whole train split)")
-    parser.add_argument("--samples", type=positive_int, default=6000, help="spectrogram samples to draw")
+    parser.add_argument(
+        "--samples",
+        type=int_at_least(MIN_SAMPLES, f"{VAL_FRACTION:.0%} are held out for validation, and fewer leave none"),
+        default=6000,
+        help=f"spectrogram samples to draw (at least {MIN_SAMPLES})",
+    )
     parser.add_argument("--epochs", type=positive_int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--out", help="model path (only with a single sound split)")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    reject_swallowed_overrides(parser, args, "scenes")
     check_output(parser, "--out", args.out)
     setup_logging("INFO")
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     if args.out and len(splits) > 1:
-        parser.error("--out names one file; give a single --sound-split")
+        parser.error("--out: a model path names one file; give a single --sound-split, not both")
+    if args.scenes:  # a val or test scene trained on would leak into the evaluation
+        valid = train_scene_names(cfg)
+        outside = [n for n in args.scenes if n not in valid]
+        if outside:
+            parser.error(
+                f"--scenes: {outside} not in the train split of {cfg.scenes.dataset}; its train scenes: {valid}"
+            )
     train_splits(args, cfg, splits)
     return 0
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import (
+from asgf_nav.cli import (  # noqa: E402
     add_config_arguments,
     add_scene_arguments,
-    check_output,  # noqa: E402
+    check_output,
     config_from_args,
+    int_at_least,
     load_checkpoint_or_exit,
     positive_float,
     positive_int,
@@ -33,11 +34,14 @@ from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
 from asgf_nav.experiment import set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from asgf_nav.models.policies import POLICY_REGISTRY, policy_class  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
 
 logger = logging.getLogger("tsne")
+
+MIN_SAMPLES = 5  # viz.tsne.embed needs at least this many states
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,23 +55,35 @@ def main(argv: list[str] | None = None) -> int:
         choices=("heard", "unheard"),
         help="sounds of the rolled-out episodes (the paper's figure: unheard)",
     )
-    parser.add_argument("--samples", type=positive_int, default=2000, help="states to collect")
+    parser.add_argument(
+        "--samples",
+        type=int_at_least(MIN_SAMPLES, "t-SNE needs that many states"),
+        default=2000,
+        help=f"states to collect (at least {MIN_SAMPLES})",
+    )
     parser.add_argument("--episodes", type=positive_int, help="evenly spaced episodes to roll out (default: all)")
     parser.add_argument("--perplexity", type=positive_float, default=30.0)
     parser.add_argument("--num-envs", type=positive_int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default="", help="figure title")
-    parser.add_argument("--out", default="tsne.png")
+    parser.add_argument("--out", default="tsne.png", help="figure (the states go next to it as .npz)")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
-    check_output(parser, "--out", args.out)
+    check_output(parser, "--out", args.out, figure=True)
     setup_logging("INFO")
     cfg = config_from_args(args)
     device = resolve_device(args.device, key="--device")
     set_torch_threads(cfg, background_build=False)
     checkpoint = load_checkpoint_or_exit(args.checkpoint)
     cfg = config_for_checkpoint(cfg, checkpoint)
+    policy = checkpoint.get("policy_name", cfg.model.policy)
+    if not policy_class(policy).has_spatial_state:
+        with_state = sorted(name for name, cls in POLICY_REGISTRY.items() if cls.has_spatial_state)
+        parser.error(
+            f"--checkpoint: {args.checkpoint} holds policy {policy!r}, which has no ASE module (no audio spatial "
+            f"states to embed); give a checkpoint of {' or '.join(with_state)}"
+        )
     cfg.task.sound_split = args.sound_split
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)

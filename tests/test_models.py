@@ -82,6 +82,7 @@ def test_policy_act_and_evaluate_shapes(name: str, family: str) -> None:
     hidden = policy.initial_hidden(batch)
     value, action, log_prob, new_hidden = policy.act(obs, hidden, torch.ones(batch))
     assert value.shape == (batch,) and log_prob.shape == (batch,)
+    assert (policy.last_ase_state is not None) == policy.has_spatial_state  # what tsne.py relies on
     assert action.dtype == torch.long and ((action >= 0) & (action < 4)).all()
     assert new_hidden.shape == (1, batch, 512)
     assert (log_prob <= 0).all()

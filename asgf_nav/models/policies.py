@@ -109,6 +109,7 @@ class Policy(nn.Module):
 
     policy_name = "policy"
     required_sensors: tuple[str, ...] = ("spectrogram",)  # checked against task.sensors before any bake
+    has_spatial_state = False  # an ASE whose state e_t (last_ase_state) the t-SNE figure embeds
 
     def __init__(self, cfg: Any, observation_space: Any) -> None:
         super().__init__()
@@ -214,6 +215,8 @@ class AVNavPolicy(Policy):
 class ASENoFusionPolicy(Policy):
     """Ablation 'w/o ASGF': [ASE state e_t, audio a_t, visual d_t (, doa)] concatenated into the GRU."""
 
+    has_spatial_state = True
+
     def __init__(self, cfg: Any, observation_space: Any) -> None:
         super().__init__(cfg, observation_space)
         self.audio_encoder = AudioEncoder(self.shapes["spectrogram"], FEATURE_SIZE)
@@ -231,6 +234,8 @@ class ASENoFusionPolicy(Policy):
 @register_policy("asgf")
 class ASGFPolicy(Policy):
     """ASGF-Nav: ASE state e_t queries visual / audio (/ doa) tokens; gated residual fusion -> GRU."""
+
+    has_spatial_state = True
 
     def __init__(self, cfg: Any, observation_space: Any) -> None:
         super().__init__(cfg, observation_space)
@@ -264,6 +269,8 @@ class ASGFPolicy(Policy):
 @register_policy("asgf_no_ase")
 class ASGFNoASEPolicy(ASGFPolicy):
     """Ablation 'w/o ASE': a learnable vector replaces e_t everywhere e_t appears (query, residual, gate)."""
+
+    has_spatial_state = False
 
     def build_state_source(self) -> nn.Module | None:
         self.learned_state = nn.Parameter(torch.randn(self.state_size) * 0.02)
