@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="bar chart PNG")
     parser.add_argument("--no-ci", action="store_true", help="means only, without interval half-widths")
     args = parser.parse_args(argv)
-    check_output(parser, "--out", args.out)
+    check_output(parser, "--out", args.out, figure=True)
     check_output(parser, "--table", args.table)
     setup_logging("INFO")
     summaries = [load_summary(d) for d in find_summaries(args.runs)]
