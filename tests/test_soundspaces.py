@@ -20,6 +20,7 @@ from scipy.io import wavfile
 
 from asgf_nav.scenes import soundspaces as ss
 from asgf_nav.scenes import soundspaces_import as ssi
+from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import episode_dataset_path, generate_scene_episodes, load_episodes
@@ -221,6 +222,20 @@ def test_missing_views_are_reported_and_audio_only_runs(tmp_path: Path, ss_datas
         load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train")
     world = load_soundspaces_world(make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"]), "train")
     assert world.scene("office_9").rgb is None
+
+
+def test_named_scenes_outside_the_split_are_refused(tmp_path: Path, ss_dataset: Path):
+    """A downloaded scene of another split, named for this one, would leak test scenes into training."""
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
+    assert list(load_soundspaces_world(cfg, "train", ["office_9"]).scenes) == ["office_9"]
+    val = episode_dataset_path(ss_dataset, "replica", "val", "heard")
+    (val.parent / "content").mkdir(parents=True)
+    with gzip.open(val.parent / "content" / "room_1.json.gz", "wt") as f:
+        json.dump({"episodes": []}, f)
+    with pytest.raises(UnknownSceneError, match=r"split 'val' has no scene 'office_9'.*room_1"):
+        load_soundspaces_world(cfg, "val", ["office_9"])
+    with pytest.raises(UnknownSceneError, match=r"split 'train' has no scene 'room_1'"):
+        load_soundspaces_world(cfg, "train", ["room_1"])
 
 
 def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):

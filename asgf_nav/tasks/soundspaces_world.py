@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces import (
     SoundSpacesDataError,
@@ -30,19 +31,24 @@ from asgf_nav.tasks.world import TaskScene, TaskWorld
 logger = logging.getLogger(__name__)
 
 
-def split_scene_names(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
-    """Downloaded scenes of a split; the split's scenes are those of its SoundSpaces episode dataset."""
+def split_scenes(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
+    """Every scene of a split, downloaded or not: the scenes of its SoundSpaces episode dataset."""
     path = episode_dataset_path(paths.root, paths.dataset, split, sound_split)
     content = path.parent / "content"
     if content.is_dir() and any(content.glob("*.json.gz")):
-        names = sorted(f.name[: -len(".json.gz")] for f in content.glob("*.json.gz"))
-    elif path.exists():
-        names = sorted({e.scene_name for e in load_episodes(path)})
-    else:
-        raise SoundSpacesDataError(
-            f"SoundSpaces episode dataset {path} does not exist; the {split} scenes are the scenes of its "
-            f"content/ folder (download datasets/audionav/{paths.dataset}, see docs/data.md)"
-        )
+        return sorted(f.name[: -len(".json.gz")] for f in content.glob("*.json.gz"))
+    if path.exists():
+        return sorted({e.scene_name for e in load_episodes(path)})
+    raise SoundSpacesDataError(
+        f"SoundSpaces episode dataset {path} does not exist; the {split} scenes are the scenes of its "
+        f"content/ folder (download datasets/audionav/{paths.dataset}, see docs/data.md)"
+    )
+
+
+def split_scene_names(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
+    """Downloaded scenes of a split."""
+    names = split_scenes(paths, split, sound_split)
+    path = episode_dataset_path(paths.root, paths.dataset, split, sound_split)
     available = set(paths.available_scenes())
     chosen = [n for n in names if n in available]
     if not chosen:
@@ -102,6 +108,13 @@ def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = 
     paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
     if scenes is not None:
         names = list(scenes)
+        in_split = split_scenes(paths, split, cfg.task.sound_split)
+        outside = [n for n in names if n not in in_split]
+        if outside:  # a test scene evaluated as val, or trained on, would leak silently
+            raise UnknownSceneError(
+                f"SoundSpaces {paths.dataset} split {split!r} has no scene {', '.join(map(repr, outside))}; "
+                f"its scenes: {in_split}"
+            )
         check_downloaded(paths, names, paths.available_scenes())
     else:
         names = split_scene_names(paths, split, cfg.task.sound_split)
