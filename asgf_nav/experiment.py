@@ -78,7 +78,8 @@ def check_components(cfg: ExperimentConfig) -> None:
 
 
 def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None = None) -> Any:
-    """Batched env of one DD-PPO rank: its own share of the (baked) scenes and its own seed."""
+    """Batched env of one DD-PPO rank: its own share of the (baked) training scenes and its own seed. Only
+    rank 0 validates, so a val env holds every baked val scene."""
     from asgf_nav.rl.distributed import world_size
     from asgf_nav.scenes.background import ScenesNotReadyError
     from asgf_nav.tasks.factory import make_env
@@ -89,7 +90,7 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
         if not scenes:
             raise ScenesNotReadyError(f"no {split} scene of {cfg.scenes.dataset} is baked yet")
         ranks = world_size()
-        if len(scenes) >= ranks:
+        if split == "train" and len(scenes) >= ranks:
             scenes = scenes[rank::ranks]
     return make_env(cfg, split, device=cfg.train.device, scenes=scenes, seed=cfg.train.seed + 1000 * rank)
 

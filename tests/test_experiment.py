@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,22 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
         assert last.startswith("error: checkpoint") and all(m in last for m in messages), last
         kept = load_config(str(run_dir / "config.yaml"))  # the run's own config, which the message points to
         assert (kept.model.policy, kept.model.hidden_size, kept.ppo.total_frames) == ("asgf", 64, 64)
+
+
+def test_ddppo_ranks_share_the_training_scenes_and_rank_0_validates_on_all(monkeypatch):
+    from asgf_nav.experiment import make_rank_env
+    from asgf_nav.rl import distributed
+    from asgf_nav.tasks import factory
+
+    built = collections.defaultdict(list)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(factory, "make_env", lambda cfg, split, device, scenes, seed: built[split].append(scenes))
+    pool = types.SimpleNamespace(ready=lambda split: ["a", "b", "c", "d"])
+    cfg = load_config("tiny_heard")
+    for rank in (0, 1):
+        make_rank_env(cfg, "train", rank, pool)
+    make_rank_env(cfg, "val", 0, pool)  # only rank 0 validates: best.pt must rest on the whole val split
+    assert built == {"train": [["a", "c"], ["b", "d"]], "val": [["a", "b", "c", "d"]]}
 
 
 def test_scene_pool_grows_in_background_and_stops(tmp_path):

@@ -146,6 +146,9 @@ def test_recurrent_minibatches_cover_each_env_once() -> None:
         assert sorted(seen) == list(range(envs))
     with pytest.raises(ValueError, match="num_mini_batch"):
         next(storage.recurrent_minibatches(advantages, num_mini_batch=7))
+    # as many gradient steps as configured when the envs do not divide evenly (torch.chunk gives 3 of 2)
+    sizes = [len(b.env_indices) for b in storage.recurrent_minibatches(advantages, num_mini_batch=4)]
+    assert sizes == [2, 2, 1, 1]
 
 
 def test_explained_variance() -> None:
@@ -219,15 +222,18 @@ def test_validation_counts_the_same_episodes_per_env_so_long_ones_are_not_droppe
     assert validation["spl"] == pytest.approx(0.75) and validation["num_actions"] == pytest.approx(4.5)
 
 
-def scripted_validations(monkeypatch: pytest.MonkeyPatch, spls: list[float]) -> list[dict[str, torch.Tensor]]:
-    """Make Trainer.validate return the given SPLs in turn; returns the policy weights seen at each call."""
+def scripted_validations(
+    monkeypatch: pytest.MonkeyPatch, spls: list[float], scenes: list[float] | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """Make Trainer.validate return the given SPLs (on the given numbers of val scenes) in turn; returns the
+    policy weights seen at each call."""
     seen: list[dict[str, torch.Tensor]] = []
-    values = iter(spls)
+    values = iter(zip(spls, scenes or [None] * len(spls)))
 
     def validate(self: Trainer) -> dict[str, float]:
         seen.append({k: v.clone() for k, v in self.policy.state_dict().items()})
-        spl = next(values)
-        return {"spl": spl, "success": spl, "sna": spl, "episodes": 10.0}
+        spl, count = next(values)
+        return {"spl": spl, "success": spl, "sna": spl, "episodes": 10.0} | ({} if count is None else {"scenes": count})
 
     monkeypatch.setattr(Trainer, "validate", validate)
     return seen
@@ -259,6 +265,67 @@ def test_best_validated_checkpoint_is_kept_across_pruning_and_resume(tmp_path: P
     scripted_validations(monkeypatch, [0.9])
     Trainer(cfg, toy_env_factory, tmp_path / "none").train(max_updates=1)
     assert not (tmp_path / "none" / "checkpoints" / BEST_CHECKPOINT).exists()
+
+
+def test_resume_keeps_a_best_pt_newer_than_its_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """Validation every update, checkpoints every 2: a run killed after update 3's validation leaves a best.pt
+    that its newest checkpoint (update 2) does not know of; the resumed run must not replace it by worse."""
+    cfg = small_cfg("av_nav", updates=5)
+    cfg.train.val_interval, cfg.train.checkpoint_interval, cfg.train.keep_checkpoints = 1, 2, 5
+    run = tmp_path / "run"
+    best_path = run / "checkpoints" / BEST_CHECKPOINT
+    scripted_validations(monkeypatch, [0.2, 0.5, 0.9])
+    Trainer(cfg, toy_env_factory, run).train(max_updates=3)
+    (run / "checkpoints" / "ckpt_000003.pt").unlink()  # killed before update 3's checkpoint
+    assert load_checkpoint(best_path)["update"] == 3
+    scripted_validations(monkeypatch, [0.6, 0.95])
+    resumed = Trainer(cfg, toy_env_factory, run, resume=True)
+    assert resumed.update == 2 and resumed.best_validation["spl"] == 0.9
+    resumed.train(max_updates=3)
+    assert load_checkpoint(best_path)["best_validation"]["update"] == 3  # 0.6 does not replace 0.9
+    resumed.train(max_updates=4)
+    assert load_checkpoint(best_path)["best_validation"] == resumed.best_validation
+    assert resumed.best_validation["spl"] == 0.95 and resumed.best_validation["update"] == 4
+
+
+def test_best_pt_is_chosen_afresh_when_the_val_split_grows(tmp_path: Path, monkeypatch) -> None:
+    """Val scenes bake in the background: a validation on one scene is not comparable with one on all four."""
+    cfg = small_cfg("av_nav", updates=4)
+    cfg.train.val_interval = 1
+    scripted_validations(monkeypatch, [0.9, 0.4, 0.3, 0.5], scenes=[1.0, 4.0, 4.0, 4.0])
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    trainer.train(max_updates=2)
+    assert trainer.best_validation["update"] == 2 and trainer.best_validation["spl"] == 0.4
+    trainer.train()
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT)
+    assert best["update"] == 4 and best["best_validation"]["spl"] == 0.5
+
+
+def test_tensorboard_keeps_the_history_of_a_resumed_run(tmp_path: Path) -> None:
+    """Scalars are logged at frame counts; a resume hides only what was logged after its checkpoint."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_cfg("av_nav", updates=4)
+    cfg.train.checkpoint_interval, cfg.train.keep_checkpoints = 1, 5
+    run, frames = tmp_path / "run", cfg.ppo.num_envs * cfg.ppo.num_steps
+    Trainer(cfg, toy_env_factory, run).train(max_updates=3)
+    (run / "checkpoints" / "ckpt_000003.pt").unlink()  # killed after logging update 3, before saving it
+    Trainer(cfg, toy_env_factory, run, resume=True).train()
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/value_loss")] == [frames * k for k in (1, 2, 3, 4)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda(tmp_path: Path) -> None:
+    """The checkpoint's RNG states must reach torch as CPU tensors, whatever device the policy runs on."""
+    cfg = small_cfg("asgf", updates=3)
+    cfg.train.device = "cuda"
+    Trainer(cfg, toy_env_factory, tmp_path / "run").train(max_updates=2)
+    resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
+    assert resumed.update == 2 and next(resumed.policy.parameters()).is_cuda
+    resumed.train()
+    assert resumed.update == 3
 
 
 def test_validation_leaves_training_bit_identical_on_the_batched_env(tmp_path: Path, monkeypatch) -> None:

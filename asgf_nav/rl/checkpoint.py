@@ -44,11 +44,13 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set the generators from :func:`capture_rng_state`; the torch states may have been loaded onto a GPU
+    (``map_location``), and torch takes them only as CPU byte tensors."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

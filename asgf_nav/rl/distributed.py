@@ -2,7 +2,7 @@
 
 Every helper also works in a plain single process (world size 1): then they do nothing, so the trainer
 has one code path. Each rank steps its own batched env and gathers its own rollout; ranks meet only to
-average gradients after every backward pass (and to share episode statistics for logging).
+average gradients after every backward pass. Rank 0 logs its own episodes' statistics.
 """
 
 from __future__ import annotations
@@ -102,14 +102,6 @@ def all_reduce_gradients(module: nn.Module) -> None:
         count = param.numel()
         param.grad = flat[offset : offset + count].view_as(param).clone()
         offset += count
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over ranks (a copy; the input is left unchanged)."""
-    out = tensor.clone()
-    if world_size() > 1:
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
 
 
 def barrier() -> None:

@@ -145,7 +145,7 @@ class RolloutStorage:
         if not 1 <= num_mini_batch <= self.num_envs:
             raise ValueError(f"ppo.num_mini_batch ({num_mini_batch}) must be in 1..number of envs ({self.num_envs})")
         permutation = torch.randperm(self.num_envs)
-        for env_indices in permutation.chunk(num_mini_batch):
+        for env_indices in permutation.tensor_split(num_mini_batch):  # chunk() may give fewer groups
             idx = env_indices.to(self.device)
             t = self.num_steps
             yield Minibatch(

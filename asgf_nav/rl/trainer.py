@@ -10,7 +10,7 @@ it, so a single-process run on CPU resumed from update K reaches the same parame
 run when the env's observations do not depend on what it cached before. The batched env's caches are
 not saved: it recomputes their observations in other batches, which changes them in the last float bits,
 so there the resumed run is the same run up to rounding (docs/models.md). Under DD-PPO rank 0
-checkpoints its own env/RNG state; other ranks resume with fresh episodes.
+checkpoints, and every rank resumes with fresh episodes (the ranks' envs differ, and one file holds one env).
 
 Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside
 an isolated RNG scope, on a val env restored to the same initial state each time (when the env offers
@@ -41,8 +41,11 @@ from asgf_nav.devices import resolve_device
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
 from asgf_nav.rl.checkpoint import (
+    BEST_CHECKPOINT,
     CheckpointError,
     capture_rng_state,
+    checkpoint_dir,
+    load_checkpoint,
     load_latest,
     restore_rng_state,
     save_best_checkpoint,
@@ -146,7 +149,8 @@ class Trainer:
         self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
         self.writer: Any = None
 
-        state = load_latest(self.run_dir, map_location=self.device) if resume else None
+        # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there
+        state = load_latest(self.run_dir, map_location="cpu") if resume else None
         if state is not None:
             self.restore(state)
         else:
@@ -200,7 +204,9 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.update or None)
+            # scalars are logged at frame counts: a resumed run hides what the run it continues logged after
+            # its checkpoint (TensorBoard drops events at steps >= purge_step), not before
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.frames + 1 if self.frames else None)
         progress = tqdm(
             total=self.num_updates * self.frames_per_update,
             initial=self.frames,
@@ -324,6 +330,8 @@ class Trainer:
                     break
         result = window.means()
         result["episodes"] = float(len(window.episodes))
+        if hasattr(env, "scene_names"):  # the val split grows while its scenes bake in the background
+            result["scenes"] = float(len(env.scene_names))
         return result
 
     def keep_if_best(self, metrics: dict[str, float]) -> None:
@@ -331,7 +339,15 @@ class Trainer:
         name = self.cfg.train.best_metric
         if name == "none" or not math.isfinite(metrics.get(name, math.nan)):
             return
-        if self.best_validation is not None and metrics[name] <= self.best_validation[name]:
+        earlier = self.best_validation
+        if earlier is not None and earlier.get("scenes") != metrics.get("scenes"):
+            logger.info(
+                "the val split has grown to %s scenes (the best so far was validated on %s); best.pt is "
+                "chosen afresh among validations on all of them",
+                metrics.get("scenes"),
+                earlier.get("scenes"),
+            )
+        elif earlier is not None and metrics[name] <= earlier[name]:
             return
         self.best_validation = {**metrics, "update": float(self.update), "frames": float(self.frames)}
         save_best_checkpoint(self.run_dir, self.state_dict())
@@ -378,6 +394,21 @@ class Trainer:
             return str(exc)
         return None
 
+    def remembered_best(self, in_checkpoint: dict[str, float] | None) -> dict[str, float] | None:
+        """The best validation a resumed run has to beat. Validation can run more often than checkpointing,
+        so a run stopped between the two may have written a best.pt newer than its last checkpoint knows."""
+        path = checkpoint_dir(self.run_dir) / BEST_CHECKPOINT
+        if not path.is_file():
+            return in_checkpoint
+        try:
+            on_disk = load_checkpoint(path).get("best_validation")
+        except CheckpointError as exc:
+            logger.warning("%s; the best validation is taken from the resumed checkpoint", exc)
+            return in_checkpoint
+        if on_disk is not None and (in_checkpoint is None or on_disk["update"] > in_checkpoint["update"]):
+            return on_disk
+        return in_checkpoint
+
     def restore(self, state: dict[str, Any]) -> None:
         same_run = f"resume with the run's own config: --config {self.run_dir / 'config.yaml'} --resume"
         if state.get("policy_name", self.cfg.model.policy) != self.cfg.model.policy:
@@ -397,7 +428,7 @@ class Trainer:
         self.ppo.load_state_dict(state["optimizer"])
         self.update, self.frames = int(state["update"]), int(state["frames"])
         self.window.episodes.extend(state.get("episode_window", []))
-        self.best_validation = state.get("best_validation")
+        self.best_validation = self.remembered_best(state.get("best_validation"))
         rollout = state["rollout"]
         not_restored = self.env_state_not_restored(state)
         if not_restored is None:
