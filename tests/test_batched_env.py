@@ -158,3 +158,26 @@ def test_spectrogram_cache_evicts_the_least_recent_and_clear_forgets_all():
     cache.clear()
     assert len(cache) == 0 and cache.lookup(np.array([8, 5, 6]))[:, 0].tolist() == [8.0, 5.0, 6.0]
     assert computed[-1] == [8, 5, 6] and (cache.hits, cache.misses) == (2, 8)
+
+
+def test_a_provider_that_reads_the_spectrogram_gets_it_without_the_spectrogram_sensor(world, episodes, monkeypatch):
+    import gymnasium
+
+    from asgf_nav.tasks import observations
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's names stay here
+    space = lambda w: gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)  # noqa: E731
+    level = lambda s: np.array([-1.0 if s.spectrogram is None else s.spectrogram.mean()], np.float32)  # noqa: E731
+    observations.register_observation("level", level, space, needs_spectrogram=True)
+    observations.register_observation("blind_level", level, space)
+    cfg = TaskConfig(max_steps=40, sensors=["depth", "level", "blind_level"])
+    env = BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=3)
+    refs = [AudioNavEnv(world, episodes, cfg, seed=3, env_index=i, num_envs=2) for i in range(2)]
+    batched, ref_obs = env.reset(), [r.reset()[0] for r in refs]
+    for name in ("level", "blind_level"):
+        np.testing.assert_allclose(batched[name].cpu().numpy(), np.stack([o[name] for o in ref_obs]), rtol=1e-4)
+    assert (batched["level"] > 0).all() and "spectrogram" not in batched
+    # a provider that does not ask for it costs no spectrogram, in either env
+    cfg = TaskConfig(max_steps=40, sensors=["depth", "blind_level", "pointgoal"])
+    assert (BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=3).reset()["blind_level"] == -1).all()
+    assert AudioNavEnv(world, episodes, cfg, seed=3).reset()[0]["blind_level"][0] == -1

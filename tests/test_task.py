@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 import asgf_nav.tasks  # noqa: F401  (registers AudioNav-v0)
 from asgf_nav.config import ConfigError, TaskConfig
 from asgf_nav.scenes.floorplan import yaw_forward
+from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.episodes import (
     Episode,
@@ -83,7 +84,11 @@ def test_forward_follows_habitat_heading(world):
 def test_quaternion_round_trip_and_errors():
     for k in range(4):
         assert quaternion_to_yaw_index(yaw_to_quaternion(k)) == k
-    assert quaternion_to_yaw_index([0, -0.7071068, 0, 0.7071068]) == 3
+    # SoundSpaces reads the angle of habitat-sim's quat_to_angle_axis, whose axis sign is dropped
+    assert yaw_to_quaternion(3) == pytest.approx([0, 0.7071068, 0, -0.7071068])
+    assert quaternion_to_yaw_index([0, -0.7071068, 0, 0.7071068]) == 1
+    assert quaternion_to_yaw_index([0, -0.7071068, 0, -0.7071068]) == 3
+    assert quaternion_to_yaw_index([0, 0, 0, -1]) == 0 and quaternion_to_yaw_index([0, -1, 0, 0]) == 2
     with pytest.raises(ValueError, match="not a multiple of 90"):
         quaternion_to_yaw_index([0, np.sin(np.radians(22.5)), 0, np.cos(np.radians(22.5))])
 
@@ -166,6 +171,19 @@ def test_episodes_are_generated_without_caching_on_a_read_only_data_root(tmp_pat
         generated = load_or_generate(tmp_path / "shared", world, "test", "heard", ["telephone"], cfg)
     assert [e.to_json() for e in generated] == [e.to_json() for e in cached]  # the same episodes, not cached
     assert "episodes not cached: cannot write" in caplog.text and "Read-only file system" in caplog.text
+
+
+def test_val_and_test_totals_are_the_configured_ones_while_the_split_bakes(tmp_path, world):
+    """5 test episodes over 2 scenes are 3 + 2, as generate_split spreads them, not 3 + 3."""
+    cfg = TaskConfig(test_episodes=5)
+    whole = load_or_generate(tmp_path, world, "test", "heard", ["telephone"], cfg)
+    expected = generate_split(world, "test", "heard", ["telephone"], cfg)
+    assert len(whole) == 5 and [e.scene_name for e in whole] == [e.scene_name for e in expected]
+    only_b = synthetic_world([world.scene("grid_b")], sample_rate=SR)  # grid_a still bakes
+    partial = load_or_generate(tmp_path / "partial", only_b, "test", "heard", ["telephone"], cfg, ["grid_a", "grid_b"])
+    assert len(partial) == 2
+    with pytest.raises(UnknownSceneError, match="grid_b"):
+        load_or_generate(tmp_path / "other", only_b, "test", "heard", ["telephone"], cfg, ["grid_a"])
 
 
 def test_episodes_follow_a_growing_world_and_changed_settings(tmp_path, world):

@@ -16,7 +16,13 @@ import numpy as np
 from asgf_nav.tasks import metrics
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, resolve_episodes
 from asgf_nav.tasks.navigation import NUM_ACTIONS, STOP, check_action, step_pose
-from asgf_nav.tasks.observations import BUILTIN_SENSORS, ObservationState, check_sensors, get_observation
+from asgf_nav.tasks.observations import (
+    BUILTIN_SENSORS,
+    ObservationState,
+    check_sensors,
+    get_observation,
+    spectrogram_needed,
+)
 from asgf_nav.tasks.spectrogram import spectrogram_np, spectrogram_shape
 from asgf_nav.tasks.world import TaskWorld
 
@@ -175,7 +181,7 @@ class AudioNavEnv(gym.Env):
     def _observe(self) -> dict[str, np.ndarray]:
         obs: dict[str, np.ndarray] = {}
         spec = None
-        if "spectrogram" in self.sensors or any(s not in BUILTIN_SENSORS for s in self.sensors):
+        if spectrogram_needed(self.sensors):
             rir = self.scene.rir(self.node, self.episode.goal_node, self.yaw)
             spec = spectrogram_np(self.world.sound(self.episode.sound), rir, self.world.sample_rate)
         for name in self.sensors:

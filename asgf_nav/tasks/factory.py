@@ -32,14 +32,14 @@ def spectrogram_store_root(cfg: Any) -> Path | None:
     return episodes_root(cfg) / "spectrograms" if value == "auto" else Path(value)
 
 
-def split_scene_count(cfg: Any, split: str) -> int | None:
+def split_scene_names(cfg: Any, split: str) -> list[str] | None:
     """Scenes a val/test episode total is spread over: the whole split, even while some still bake."""
     from asgf_nav.scenes.presets import PRESETS
     from asgf_nav.scenes.soundspaces_import import scene_source
 
     if scene_source(cfg) == "soundspaces" or cfg.scenes.dataset not in PRESETS:
         return None
-    return len(PRESETS[cfg.scenes.dataset].split_scenes(split, cfg.scenes.num_scenes))
+    return list(PRESETS[cfg.scenes.dataset].split_scenes(split, cfg.scenes.num_scenes))
 
 
 def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) -> tuple[TaskWorld, list[Episode]]:
@@ -47,7 +47,7 @@ def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) ->
     world = load_world(cfg, split, scenes)
     sounds = sound_names(cfg, split)
     episodes = load_or_generate(
-        episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task, split_scene_count(cfg, split)
+        episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task, split_scene_names(cfg, split)
     )
     logger.info(
         "%s %s/%s (%s sounds): %d episodes in %d scenes",

@@ -61,22 +61,26 @@ def turn_actions(from_yaw: int, to_yaw: int) -> list[int]:
 
 
 def yaw_to_quaternion(yaw_index: int) -> list[float]:
-    """Quaternion [x, y, z, w] of a rotation by ``90*yaw_index`` degrees about +Y."""
+    """Quaternion [x, y, z, w] of a rotation by ``90*yaw_index`` degrees about +Y, axis kept at +Y (yaw 270
+    is [0, 0.707, 0, -0.707], not the same rotation as [0, -0.707, 0, 0.707], which SoundSpaces reads as 90)."""
     half = math.radians(90.0 * (yaw_index % 4)) / 2.0
-    y, w = math.sin(half), math.cos(half)
-    if w < 0:  # q and -q are the same rotation; keep w >= 0
-        y, w = -y, -w
-    return [0.0, y, 0.0, w]
+    return [0.0, math.sin(half), 0.0, math.cos(half)]
 
 
 def quaternion_to_yaw_index(q: list[float] | tuple[float, ...], tol_deg: float = 1.0) -> int:
-    """Yaw index of a [x, y, z, w] rotation about +Y; raises if it is not a multiple of 90 degrees."""
+    """Yaw index of a [x, y, z, w] rotation about +Y as SoundSpaces reads it; raises if it is not a multiple
+    of 90 degrees.
+
+    SoundSpaces takes the start yaw as the angle of habitat-sim's ``quat_to_angle_axis``, 2 atan2(|v|, w),
+    and drops the axis' sign, so [0, -0.707, 0, 0.707] is yaw 90 there, not 270; the RIRs and views it
+    serves follow that angle, and so does this reader.
+    """
     if len(q) != 4:
         raise ValueError(f"rotation {q!r} must be a quaternion [x, y, z, w]")
     x, y, z, w = (float(v) for v in q)
     if abs(x) > 1e-3 or abs(z) > 1e-3:
         raise ValueError(f"rotation {q!r} is not a rotation about +Y")
-    deg = math.degrees(2.0 * math.atan2(y, w)) % 360.0
+    deg = math.degrees(2.0 * math.atan2(abs(y), w)) % 360.0
     k = round(deg / 90.0) % 4
     off = abs((deg - 90.0 * k + 180.0) % 360.0 - 180.0)
     if off > tol_deg:

@@ -68,6 +68,7 @@ class ObservationProvider:
     compute: Callable[[ObservationState], np.ndarray]
     space: Callable[[TaskWorld], gym.spaces.Box]
     compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None
+    needs_spectrogram: bool = False  # the envs compute it for the provider even when it is not a sensor
 
 
 _REGISTRY: dict[str, ObservationProvider] = {}
@@ -79,13 +80,16 @@ def register_observation(
     space: Callable[[TaskWorld], gym.spaces.Box],
     compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None,
     overwrite: bool = False,
+    needs_spectrogram: bool = False,
 ) -> ObservationProvider:
-    """Make ``name`` available as an observation; ``space(world)`` gives its per-env Box."""
+    """Make ``name`` available as an observation; ``space(world)`` gives its per-env Box. With
+    ``needs_spectrogram`` the state it is given holds the spectrogram; otherwise only when the env computes it
+    anyway (a sensor, or another provider's input), else None."""
     if name in BUILTIN_SENSORS:
         raise ValueError(f"observation name {name!r} is a built-in sensor")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"observation {name!r} is already registered (pass overwrite=True to replace it)")
-    provider = ObservationProvider(name, compute, space, compute_batch)
+    provider = ObservationProvider(name, compute, space, compute_batch, needs_spectrogram)
     _REGISTRY[name] = provider
     return provider
 
@@ -97,6 +101,14 @@ def get_observation(name: str) -> ObservationProvider:
         raise KeyError(
             f"unknown observation {name!r}; built-in sensors {list(BUILTIN_SENSORS)}, registered {sorted(_REGISTRY)}"
         ) from None
+
+
+def spectrogram_needed(sensors: Sequence[str]) -> bool:
+    """Whether an env with these sensors computes the spectrogram: a sensor itself, or a provider's input."""
+    return any(
+        name == "spectrogram" or (name not in BUILTIN_SENSORS and get_observation(name).needs_spectrogram)
+        for name in sensors
+    )
 
 
 def registered_observations() -> list[str]:
