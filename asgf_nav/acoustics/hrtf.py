@@ -59,11 +59,15 @@ class Hrtf:
         return self._spectra[nfft]
 
 
-def _trim_common_lead(hrir: np.ndarray, guard: int = 8) -> np.ndarray:
-    """Drop the leading samples silent in every HRIR (the measurement's travel time), keeping ITDs."""
+TRIM_GUARD_SECONDS = 8 / 44100  # silence kept before the earliest HRIR onset (8 samples at the native rate)
+
+
+def _trim_common_lead(hrir: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Drop the leading samples silent in every HRIR (the measurement's travel time), keeping ITDs and a
+    guard of the same duration at every rate."""
     peak = np.abs(hrir).max(axis=-1, keepdims=True)
     onsets = np.argmax(np.abs(hrir) > 0.1 * np.maximum(peak, 1e-12), axis=-1)
-    lead = max(int(onsets.min()) - guard, 0)
+    lead = max(int(onsets.min()) - round(TRIM_GUARD_SECONDS * sample_rate), 0)
     return hrir[..., lead:]
 
 
@@ -85,7 +89,10 @@ def load_hrtf(sample_rate: int, path: str | Path = KEMAR_FILE) -> Hrtf:
         raise ValueError(f"HRTF file {path}: hrir has shape {hrir.shape}, expected (directions, 2, taps)")
     if sample_rate != native_rate:
         g = gcd(int(sample_rate), native_rate)
-        hrir = resample_poly(hrir, sample_rate // g, native_rate // g, axis=-1).astype(np.float32)
+        # resampling keeps the waveform's sample values, which scales an impulse response's frequency response
+        # by the rate ratio (-8.8 dB at 16 kHz); undo that so the early paths keep their level against the tail
+        hrir = resample_poly(hrir, sample_rate // g, native_rate // g, axis=-1) * (native_rate / sample_rate)
+        hrir = hrir.astype(np.float32)
         logger.debug("resampled KEMAR HRIRs %d -> %d Hz (%d taps)", native_rate, sample_rate, hrir.shape[-1])
-    hrir = _trim_common_lead(hrir)
+    hrir = _trim_common_lead(hrir, sample_rate)
     return Hrtf(hrir=np.ascontiguousarray(hrir), azimuth=azimuth, elevation=elevation, sample_rate=int(sample_rate))

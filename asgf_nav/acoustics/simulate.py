@@ -305,8 +305,10 @@ def _ray_trace(fp, region, furniture, sample_rate, ism_order, rays, max_seconds,
     """Specular ray tracing (scattering off): late energy histograms per receiver, or None without rays.
 
     pyroomacoustics' diffuse-rain scattering costs receivers x walls per bounce (60x slower measured on a
-    300-receiver apartment); a specular tracer with 0.5 m receiver spheres keeps the tail's energy and
-    decay while staying affordable for every grid node at once.
+    300-receiver apartment), so the tracer runs specular with 0.5 m receiver spheres, affordable for every
+    grid node at once. The price: nothing mixes the rays' directions, so the tails decay 2-4x (with
+    absorbing floors and ceilings far more) slower than with scattering, and the tracer logs reflections
+    from the image-source order on, which the image sources hold too (docs/acoustics.md, Known limits).
     """
     if rays <= 0:
         return None

@@ -1,0 +1,123 @@
+"""Reverberation time of the baked responses against Sabine, Eyring and pyroomacoustics with scattering.
+
+The bake traces rays specularly (``simulate._ray_trace``: diffuse rain is 60x slower on a whole apartment),
+so nothing mixes the rays' directions and the energy of grazing rays between weakly absorbing surfaces
+lingers. This measures what that does in one empty shoebox room with the scene generator's materials:
+T20 per octave band of the project's energy response (image-source paths plus the ray-traced tail, as
+``simulate_source`` returns them), of pyroomacoustics' hybrid simulator with the materials' scattering,
+and the Sabine and Eyring estimates of the room. One receiver, so a minute on one core.
+
+    python benchmarks/reverberation_time.py
+    python benchmarks/reverberation_time.py --walls brick_red --floor carpet_grey --ceiling ceiling_tiles
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pyroomacoustics as pra
+
+from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, _band_values, band_centers, build_walls, simulate_source
+from asgf_nav.cli import run_script
+from asgf_nav.scenes.floorplan import Box, FloorPlan, Room
+from asgf_nav.scenes.furnish import MATERIALS
+
+EAR_HEIGHT = 1.5
+
+
+def shoebox(width: float, depth: float, height: float, walls: str, floor: str, ceiling: str) -> FloorPlan:
+    room = Room("room", "living", 0.0, 0.0, width, depth, floor, walls)
+    t = 0.2
+    boxes = [
+        Box(-t, -t, width + t, 0.0, 0.0, height, walls),
+        Box(-t, depth, width + t, depth + t, 0.0, height, walls),
+        Box(-t, 0.0, 0.0, depth, 0.0, height, walls),
+        Box(width, 0.0, width + t, depth, 0.0, height, walls),
+    ]
+    return FloorPlan("shoebox", "room", 0, height, ceiling, [room], boxes, [], [], dict(MATERIALS))
+
+
+def t20(energy_per_bin: np.ndarray, bin_seconds: float) -> float:
+    """Decay time from the -5..-25 dB stretch of the Schroeder curve, extrapolated to 60 dB."""
+    curve = np.cumsum(energy_per_bin[::-1])[::-1]
+    level = 10 * np.log10(curve / curve[0] + 1e-30)
+    t = np.arange(len(level)) * bin_seconds
+    fit = (level <= -5) & (level >= -25)
+    return float(-60.0 / np.polyfit(t[fit], level[fit], 1)[0])
+
+
+def project_t20(plan: FloorPlan, source, receiver, sample_rate: int, rays: int, seconds: float) -> list[float]:
+    field = simulate_source(plan, source, receiver[None], sample_rate, ism_order=3, rays=rays, max_seconds=seconds)
+    paths = field.images(0)
+    times = []
+    for band in range(len(field.band_centers)):
+        energy = field.histogram[0, band].copy()
+        for delay, amplitude in zip(field.delay[paths], field.band_amplitude[paths][:, band]):
+            if int(delay / HIST_BIN_SECONDS) < len(energy):
+                energy[int(delay / HIST_BIN_SECONDS)] += amplitude**2
+        times.append(t20(energy, HIST_BIN_SECONDS))
+    return times
+
+
+def scattering_t20(plan: FloorPlan, source, receiver, sample_rate: int, rays: int, seconds: float) -> list[float]:
+    pra.constants.set("rir_hpf_enable", False)
+    pra.random.seed(0)
+    room = pra.Room(build_walls(plan, sample_rate, scattering=True), fs=sample_rate, max_order=3, air_absorption=False)
+    room.set_ray_tracing(n_rays=rays, receiver_radius=0.5, hist_bin_size=HIST_BIN_SECONDS, time_thres=seconds)
+    room.add_source(source[[0, 2, 1]])
+    room.add_microphone(receiver[[0, 2, 1]])
+    room.compute_rir()
+    bands = pra.acoustics.OctaveBandsFactory(fs=sample_rate, base_frequency=125)
+    rir = room.rir[0][0]
+    return [t20(bands.analysis(rir, band=b) ** 2, 1.0 / sample_rate) for b in range(len(band_centers(sample_rate)))]
+
+
+def room_estimates(plan: FloorPlan, width: float, depth: float, height: float, sample_rate: int):
+    """Sabine and Eyring T60 per band from the surfaces' areas and absorption."""
+    centers = band_centers(sample_rate)
+    room = plan.rooms[0]
+    absorption = lambda name: np.clip(_band_values(MATERIALS[name].absorption, centers), 0.0, 0.99)  # noqa: E731
+    surfaces = [
+        (room.wall_material, 2 * (width + depth) * height),
+        (room.floor_material, width * depth),
+        (plan.ceiling_material, width * depth),
+    ]
+    total = sum(area for _, area in surfaces)
+    sabin = sum(area * absorption(name) for name, area in surfaces)
+    volume = width * depth * height
+    return 0.161 * volume / sabin, 0.161 * volume / (-total * np.log(1.0 - sabin / total))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=float, nargs=3, default=(6.0, 5.0, 2.6), metavar=("W", "D", "H"))
+    parser.add_argument("--walls", default="paint_white", choices=sorted(MATERIALS))
+    parser.add_argument("--floor", default="wood_floor", choices=sorted(MATERIALS))
+    parser.add_argument("--ceiling", default="ceiling_plaster", choices=sorted(MATERIALS))
+    parser.add_argument("--rays", type=int, default=20000, help="rays for both tracers (the bake uses 3000)")
+    parser.add_argument("--sample-rate", type=int, default=16000)
+    args = parser.parse_args()
+    width, depth, height = args.size
+    plan = shoebox(width, depth, height, args.walls, args.floor, args.ceiling)
+    source = np.array([1.5, EAR_HEIGHT, 1.2])
+    receiver = np.array([width - 1.8, EAR_HEIGHT, depth - 1.4])
+    seconds = 3.0
+    rows = {
+        "project (specular tracer)": project_t20(plan, source, receiver, args.sample_rate, args.rays, seconds),
+        "pyroomacoustics, scattering": scattering_t20(plan, source, receiver, args.sample_rate, args.rays, seconds),
+    }
+    sabine, eyring = room_estimates(plan, width, depth, height, args.sample_rate)
+    rows["Sabine"], rows["Eyring"] = list(sabine), list(eyring)
+    centers = band_centers(args.sample_rate)
+    print(f"T20 / T60 (s), {width} x {depth} x {height} m, walls {args.walls}, floor {args.floor}, "
+          f"ceiling {args.ceiling}, {args.rays} rays")  # fmt: skip
+    print(f"{'band (Hz)':30s}" + "".join(f"{c:>8.0f}" for c in centers))
+    for name, values in rows.items():
+        print(f"{name:30s}" + "".join(f"{v:8.2f}" for v in values))
+    ratio = np.array(rows["project (specular tracer)"]) / np.array(rows["Eyring"])
+    print(f"{'project / Eyring':30s}" + "".join(f"{v:8.2f}" for v in ratio))
+
+
+if __name__ == "__main__":
+    run_script(main)
