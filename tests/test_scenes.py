@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from asgf_nav.config import ExperimentConfig
-from asgf_nav.scenes.build import StageUnavailableError, build_scenes, ensure_scenes
+from asgf_nav.scenes.build import StageUnavailableError, build_scenes, ensure_scenes, stages_to_build
 from asgf_nav.scenes.floorplan import OCTAVE_BANDS, FloorPlan
 from asgf_nav.scenes.generator import generate, generate_floorplan
 from asgf_nav.scenes.presets import SPLITS, get_preset
-from asgf_nav.scenes.scene import Scene
+from asgf_nav.scenes.scene import FLOORPLAN_FILE, Scene, layout_digest
 from asgf_nav.scenes.store import SceneStoreError, remove_stage, scene_dir
 
 
@@ -121,7 +121,8 @@ def test_scene_exposes_layout_and_views(tiny_build: tuple[ExperimentConfig, floa
     assert scene.rgb.shape == (n, 4, s, s, 3) and scene.rgb.dtype == np.uint8
     assert scene.depth.shape == (n, 4, s, s) and scene.depth.dtype == np.float16
     assert isinstance(scene.rgb, np.memmap) and scene.image_size == s
-    assert scene.store.meta("vision") == {"image_size": s, "hfov": 90.0, "camera_height": 1.25}
+    digest = layout_digest(scene.store)
+    assert scene.store.meta("vision") == {"image_size": s, "hfov": 90.0, "camera_height": 1.25, "layout_digest": digest}
     assert scene.floorplan.name == "tiny_apartment" and len(scene.floorplan.rooms) == 2
     for node in (0, n // 2, n - 1):
         assert scene.node_at(scene.positions[node]) == node
@@ -183,6 +184,30 @@ def test_image_size_change_and_acoustics_stage(
         build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision", "acoustics"), workers=1)
     with pytest.raises(ValueError, match="unknown scene stage"):
         build_scenes(cfg, "tiny", ["tiny_room_test"], ("photons",), workers=1)
+
+
+def test_views_of_another_layout_are_baked_again(tmp_path: Path) -> None:
+    """A rebuilt layout must not keep views rendered from the one before: a changed floor plan with the same
+    nodes, or a layout rewrite that was interrupted (its entry is dropped from the manifest first)."""
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size = str(tmp_path), 16
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
+    manifest = directory / "manifest.json"
+    content = json.loads(manifest.read_text())
+    content["stages"]["layout"]["meta"]["generator_version"] = 0  # an older generator's floor plan
+    manifest.write_text(json.dumps(content))
+    plan = json.loads((directory / FLOORPLAN_FILE).read_text())
+    (directory / FLOORPLAN_FILE).write_text(json.dumps({**plan, "furniture": []}))
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1) == {"tiny_room_test": ["layout"]}
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == ["vision"]
+    ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
+    remove_stage(directory, "layout")  # interrupted while the layout was rewritten
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1) == {"tiny_room_test": ["layout"]}
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == ["vision"]
+    ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == []
+    (directory / FLOORPLAN_FILE).write_text(json.dumps({**plan, "furniture": []}))  # views that recorded their layout
+    assert "vision" in stages_to_build(directory, ("layout", "vision"), cfg)
 
 
 def test_parallel_build_matches_serial(tiny_build: tuple[ExperimentConfig, float], tmp_path: Path) -> None:

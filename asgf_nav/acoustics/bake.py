@@ -11,7 +11,6 @@ from ``acoustics_partial/`` after an interruption) and writes the "acoustics" st
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -25,13 +24,13 @@ from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate
 from asgf_nav.io import atomic_savez, atomic_write_text
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.floorplan import FloorPlan
+from asgf_nav.scenes.scene import FLOORPLAN_FILE, layout_digest
 from asgf_nav.scenes.store import SceneStore, write_stage
 
 logger = logging.getLogger(__name__)
 
 STAGE = "acoustics"
 PARTIAL_DIR = "acoustics_partial"
-FLOORPLAN_FILE = "floorplan.json"
 ACOUSTICS_VERSION = 1
 LATE_FLOOR_DB = -200.0  # stored late level at or below this means "no energy"
 PATH_FLOOR_DB = -120.0  # specular paths weaker than this (amplitude re 1 at 1 m) are not stored
@@ -63,14 +62,8 @@ def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
         "furniture_obstacles": bool(ac.furniture_obstacles),
         "max_images": int(ac.max_image_sources),
         "hist_bin_seconds": HIST_BIN_SECONDS,
-        "layout_digest": _layout_digest(store),
+        "layout_digest": layout_digest(store),
     }
-
-
-def _layout_digest(store: SceneStore) -> str:
-    h = hashlib.sha256(np.ascontiguousarray(store.array("positions")).tobytes())
-    h.update(store.file_bytes(FLOORPLAN_FILE))
-    return h.hexdigest()[:16]
 
 
 def select_source_nodes(positions: np.ndarray, count: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from asgf_nav.scenes.mesh import floorplan_mesh
 from asgf_nav.scenes.navgraph import build_navgraph
 from asgf_nav.scenes.presets import get_preset
 from asgf_nav.scenes.render import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV, RayRenderer
-from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS
+from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS, layout_digest
 from asgf_nav.scenes.store import SceneStore, bake_lock, remove_stage, scene_dir, stage_complete, write_stage
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def bake_layout(directory: Path, cfg: Any) -> None:
     preset = get_preset(dataset)
     plan = generate_floorplan(dataset, scene)
     graph = build_navgraph(plan, preset.grid_size)
-    previous = _old_positions(directory)
+    previous = _old_layout_digest(directory)
     meta = {
         "grid_size": preset.grid_size,
         "dataset": dataset,
@@ -62,17 +62,18 @@ def bake_layout(directory: Path, cfg: Any) -> None:
     }
     arrays = {"positions": graph.positions, "neighbors": graph.neighbors, "geodesic_hops": graph.geodesic_hops}
     write_stage(directory, "layout", arrays, meta=meta, files={FLOORPLAN_FILE: plan.to_json()})
-    if previous is not None and not np.array_equal(previous, graph.positions):
-        for stage in STAGE_ORDER:
-            if "layout" in DEPENDS_ON[stage]:
-                remove_stage(directory, stage)
-        logger.info("%s/%s: layout changed, dependent stages dropped", dataset, scene)
+    if previous != layout_digest(SceneStore(directory)):  # None: new, or a rewrite was interrupted
+        dependents = [s for s in STAGE_ORDER if "layout" in DEPENDS_ON[s] and stage_complete(directory, s)]
+        for stage in dependents:
+            remove_stage(directory, stage)
+        if dependents:
+            logger.info("%s/%s: layout changed, stages %s dropped", dataset, scene, dependents)
 
 
-def _old_positions(directory: Path) -> np.ndarray | None:
+def _old_layout_digest(directory: Path) -> str | None:
     if not stage_complete(directory, "layout"):
         return None
-    return np.array(SceneStore(directory).array("positions"))
+    return layout_digest(SceneStore(directory))
 
 
 def bake_vision(directory: Path, cfg: Any) -> None:
@@ -86,7 +87,12 @@ def bake_vision(directory: Path, cfg: Any) -> None:
     image_size = int(getattr(cfg.scenes, "image_size", 128))
     renderer = RayRenderer(floorplan_mesh(plan), image_size, DEFAULT_HFOV, DEFAULT_CAMERA_HEIGHT)
     rgb, depth = renderer.render_all(np.asarray(store.array("positions")), tuple(float(y) for y in YAWS))
-    meta = {"image_size": image_size, "hfov": DEFAULT_HFOV, "camera_height": DEFAULT_CAMERA_HEIGHT}
+    meta = {
+        "image_size": image_size,
+        "hfov": DEFAULT_HFOV,
+        "camera_height": DEFAULT_CAMERA_HEIGHT,
+        "layout_digest": layout_digest(store),
+    }
     write_stage(directory, "vision", {"rgb": rgb, "depth": depth.astype(np.float16)}, meta=meta)
 
 
@@ -110,8 +116,12 @@ def stage_is_current(directory: Path, stage: str, cfg: Any) -> bool:
     meta = SceneStore(directory).meta(stage)
     if stage == "layout":
         return meta.get("generator_version") == GENERATOR_VERSION
-    if stage == "vision":
-        return meta.get("image_size") == int(getattr(cfg.scenes, "image_size", 128))
+    if stage == "vision":  # views baked before they recorded their layout pass on the image size alone
+        digest = meta.get("layout_digest")
+        if not stage_complete(directory, "layout"):
+            return False
+        same_layout = digest is None or digest == layout_digest(SceneStore(directory))
+        return same_layout and meta.get("image_size") == int(getattr(cfg.scenes, "image_size", 128))
     if stage == "acoustics":
         from asgf_nav.acoustics.bake import bake_params
 

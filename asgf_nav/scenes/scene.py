@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 
@@ -11,6 +12,15 @@ from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.store import SceneStore, SceneStoreError, scene_dir
 
 FLOORPLAN_FILE = "floorplan.json"
+
+
+def layout_digest(store: SceneStore) -> str:
+    """Fingerprint of a scene's layout (node positions and floor plan): stages baked from it record it."""
+    h = hashlib.sha256(np.ascontiguousarray(store.array("positions")).tobytes())
+    h.update(store.file_bytes(FLOORPLAN_FILE))
+    return h.hexdigest()[:16]
+
+
 YAWS: tuple[int, ...] = (0, 90, 180, 270)  # yaw index k <-> yaw 90*k degrees
 
 
