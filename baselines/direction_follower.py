@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from asgf_nav.eval.evaluator import Agent, AgentContext
-from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP
+from asgf_nav.tasks.navigation import STOP
 from baselines.audio_model import AudioGoalNet, bin_angle
 from baselines.planning import agent_to_world, nearest_reachable_node, next_action_towards
 
@@ -68,11 +68,10 @@ class DirectionFollowerAgent(Agent):
                     self.waypoint_distance * math.cos(azimuth[i]),
                     self.waypoint_distance * math.sin(azimuth[i]),
                 )
-                self.waypoints[i] = nearest_reachable_node(scene, point, node)
+                # another node: where the direction points into a wall the agent's own node can be the
+                # closest, and it would stand (or bump ahead) there until the step limit
+                self.waypoints[i] = nearest_reachable_node(scene, point, node, leave=True)
                 self.age[i] = 0
             self.age[i] += 1
-            if self.waypoints[i] == node:  # the predicted direction points into a wall: step ahead if possible
-                actions[i] = MOVE_FORWARD
-                continue
             actions[i] = next_action_towards(scene, node, yaw, int(self.waypoints[i]))
         return actions

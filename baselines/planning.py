@@ -18,9 +18,11 @@ def agent_to_world(position: np.ndarray, yaw_index: int, forward: float, left: f
     return np.array([position[0] + forward * fx + left * lx, position[2] + forward * fz + left * lz])
 
 
-def nearest_reachable_node(scene: TaskScene, point_xz: np.ndarray, from_node: int) -> int:
-    """Node reachable from ``from_node`` closest (Euclidean, floor plane) to ``point_xz``."""
-    reachable = np.flatnonzero(np.asarray(scene.geodesic_hops[from_node]) >= 0)
+def nearest_reachable_node(scene: TaskScene, point_xz: np.ndarray, from_node: int, leave: bool = False) -> int:
+    """Node reachable from ``from_node`` closest (Euclidean, floor plane) to ``point_xz``; with ``leave``, the
+    closest other than ``from_node`` itself (a scene with one node has no other)."""
+    hops = np.asarray(scene.geodesic_hops[from_node])
+    reachable = np.flatnonzero(hops > 0 if leave and (hops > 0).any() else hops >= 0)
     pos = np.asarray(scene.positions, dtype=np.float64)[reachable][:, [0, 2]]
     return int(reachable[int(np.argmin(np.sum((pos - point_xz) ** 2, axis=1)))])
 

@@ -153,6 +153,20 @@ def test_direction_follower_with_perfect_predictions_reaches_the_goal(setup):
     assert m["success"]["mean"] >= 0.9 and m["spl"]["mean"] >= 0.6  # a wall can send it around
 
 
+def test_direction_follower_does_not_press_into_a_wall_until_the_step_limit():
+    """Perfect directions behind a thick obstacle: the waypoint 2 m ahead can resolve to the agent's own node,
+    which must not make it bump ahead on one pose for the rest of the episode."""
+    blocked = tuple((x, z) for x in range(3, 7) for z in range(4))
+    world = synthetic_world([grid_scene("thick", nx=9, nz=5, sample_rate=16000, blocked=blocked)])
+    cfg = ExperimentConfig()
+    cfg.task.test_episodes, cfg.task.max_steps, cfg.task.min_geodesic_distance = 40, 120, 2.0
+    episodes = generate_split(world, "test", "unheard", ["bell"], cfg.task)
+    agent = _TruthAgent(DirectionFollowerAgent(_TruthModel(), waypoint_distance=2.0))
+    records = run_episodes(agent, world, episodes, cfg, num_envs=5, progress=False)
+    stuck = [r.episode_id for r in records if len({tuple(pose) for pose in r.path[-20:]}) == 1]
+    assert not stuck and summarize(records)["metrics"]["success"]["mean"] >= 0.85
+
+
 def test_random_agent_stop_rules(setup):
     world, episodes, cfg = setup
     goal = summarize(run_episodes(RandomAgent(seed=1), world, episodes, cfg, num_envs=6, progress=False))
