@@ -12,6 +12,14 @@ from typing import Any
 from asgf_nav.eval.evaluator import Agent
 
 BASELINES: tuple[str, ...] = ("random", "direction_follower", "gan", "oracle")
+AUDIO_MODEL_BASELINES: tuple[str, ...] = ("direction_follower", "gan")
+
+
+def audio_model_path(cfg: Any, model_path: str | Path | None = None) -> Path:
+    """The audio model an audio-model baseline loads: ``model_path``, else the config's sound split's own."""
+    from baselines.audio_model import default_model_path
+
+    return Path(model_path or default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, cfg.task.sound_split))
 
 
 def make_baseline(
@@ -26,11 +34,10 @@ def make_baseline(
         from baselines.oracle import OracleAgent
 
         return OracleAgent()
-    if name in ("direction_follower", "gan"):
-        from baselines.audio_model import default_model_path, load_model
+    if name in AUDIO_MODEL_BASELINES:
+        from baselines.audio_model import load_model
 
-        path = model_path or default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, cfg.task.sound_split)
-        model = load_model(path)
+        model = load_model(audio_model_path(cfg, model_path))
         if name == "gan":
             from baselines.gan import GanAgent
 
@@ -41,4 +48,4 @@ def make_baseline(
     raise ValueError(f"unknown baseline {name!r}; available: {list(BASELINES)}")
 
 
-__all__ = ["BASELINES", "make_baseline"]
+__all__ = ["AUDIO_MODEL_BASELINES", "BASELINES", "audio_model_path", "make_baseline"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import logging
 import shlex
 import sys
@@ -44,7 +45,7 @@ from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E40
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
-from baselines import BASELINES, make_baseline  # noqa: E402
+from baselines import AUDIO_MODEL_BASELINES, BASELINES, audio_model_path, make_baseline  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 
@@ -58,6 +59,12 @@ def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     space = observation_space_for(world, list(cfg.task.sensors))
     return load_policy_agent(cfg, checkpoint, space, args.deterministic, args.device)
+
+
+def audio_model_identity(cfg, args: argparse.Namespace) -> dict[str, str]:
+    """Path and content digest of the audio model a baseline evaluates with."""
+    path = audio_model_path(cfg, args.baseline_model)
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
 
 
 def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None) -> Path:
@@ -76,6 +83,8 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: di
         # best.pt is rewritten while training goes on: a resume must not mix two checkpoints' episodes
         "checkpoint_update": int(checkpoint["update"]) if checkpoint else None,
         "seed": args.seed if args.agent else cfg.train.seed, "episode_list": episodes_fingerprint(episodes),
+        # another audio model is another agent: its episodes must not be mixed with these, nor replace them
+        "audio_model": audio_model_identity(cfg, args) if args.agent in AUDIO_MODEL_BASELINES else None,
     }  # fmt: skip
     progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
     remaining = progress.remaining(episodes)
@@ -125,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     reject_swallowed_overrides(parser, args, "scenes")
+    if args.baseline_model and args.sound_split == "both":
+        parser.error(
+            "--baseline-model names one audio model, and --sound-split both evaluates heard and unheard sounds, "
+            "each with its own model by default; evaluate each split with its model"
+        )
+    if args.baseline_model and args.agent not in AUDIO_MODEL_BASELINES:
+        parser.error(
+            f"--baseline-model is the audio model of {' / '.join(AUDIO_MODEL_BASELINES)}, not of --agent {args.agent}"
+        )
     check_output(parser, "--out", args.out, directory=True)
     setup_logging("INFO")
     cfg = config_from_args(args)

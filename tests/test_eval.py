@@ -314,6 +314,9 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
     random_row = next(line for line in lines if line.startswith("| random"))
     assert oracle.count("100.0 ± 0.0") == 6
     assert random_row.endswith("| - | - | - |")
+    assert "mean ± half-width of the 95 % confidence interval" in lines[-1]
+    means_only = comparison_table(summaries, with_ci=False).splitlines()
+    assert "±" not in "\n".join(means_only) and "SPL / SR / SNA in %, mean; episodes" in means_only[-1]
     png = comparison_chart(summaries, tmp_path / "chart.png")
     assert png.stat().st_size > 5000
     import imageio.v2 as imageio
@@ -432,6 +435,35 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
     write_best(1)  # the same checkpoint again: the evaluation resumes and finishes
     _evaluate(tiny_root, tmp_path / "eval", *args)
     assert load_summary(tmp_path / "eval" / "asgf_tiny_unheard_test")["episodes"] == 3
+
+
+def test_an_evaluation_with_another_audio_model_is_another_evaluation(tiny_root, tmp_path, capsys):
+    """The Direction Follower with model A, then with model B into the same directory: not the same agent."""
+    import evaluate
+
+    from asgf_nav.eval.progress import EvaluationProgressError
+    from asgf_nav.tasks.spectrogram import spectrogram_shape
+    from baselines.audio_model import AudioGoalNet, save_model
+
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        models.append(save_model(tmp_path / f"model_{seed}.pt", AudioGoalNet(spectrogram_shape(16000)), {}))
+    args = ("--agent", "direction_follower", "--sound-split", "unheard", "--episodes", "2", "task.max_steps=5")
+    _evaluate(tiny_root, tmp_path / "eval", *args, "--baseline-model", str(models[0]))
+    summary = load_summary(tmp_path / "eval" / "direction_follower_tiny_unheard_test")
+    assert summary["meta"]["audio_model"]["path"] == str(models[0])
+    with pytest.raises(EvaluationProgressError, match="audio_model"):
+        _evaluate(tiny_root, tmp_path / "eval", *args, "--baseline-model", str(models[1]))
+    for bad, message in (
+        (["--sound-split", "both"], "each with its own model"),
+        (["--agent", "oracle"], "not of --agent oracle"),
+    ):
+        argv = ["--dataset", "tiny", "--data-root", str(tiny_root), "--agent", "gan", "--baseline-model",
+                str(models[0]), "--out", str(tmp_path / "bad"), *bad]  # fmt: skip
+        with pytest.raises(SystemExit):
+            evaluate.main(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):

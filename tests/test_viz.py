@@ -194,3 +194,16 @@ def test_show_acoustics_draws_a_baked_scene_and_names_a_bad_source_slot(tiny, tm
         show_acoustics.main([*argv, "--out", str(tmp_path / "other.png"), "--source-slot", "4"])
     assert exit_info.value.code == 2
     assert "--source-slot: tiny_room_test has 4 sources (slots 0-3)" in capsys.readouterr().err
+
+
+def test_acoustics_map_has_the_floor_plan_orientation(tiny):
+    """The heat map is drawn on the floor plan: z grows downwards as on every other map (yaw 0 points up)."""
+    from asgf_nav.acoustics.rir import SceneRirs
+    from asgf_nav.viz.acoustic_plot import acoustics_figure
+
+    _, scene, _, _, _ = tiny
+    rirs = SceneRirs(scene.store)
+    fig = acoustics_figure(scene.floorplan, scene.positions, rirs, int(rirs.source_nodes[0]), [0])
+    low, high = fig.axes[0].get_ylim()
+    assert low > high, "z must grow downwards"
+    fig.clf()

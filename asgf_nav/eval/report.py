@@ -145,10 +145,8 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
                 row.append(format_summary(ms, m) if with_ci else f"{100 * ms.mean:.1f}")
         lines.append(f"| {agent} | " + " | ".join(row) + " |")
     counts = sorted({int(s["episodes"]) for s in summaries})
-    note = (
-        f"SPL / SR / SNA in %, mean ± half-width of the 95 % confidence interval; episodes per evaluation: "
-        f"{', '.join(map(str, counts))}."
-    )
+    shown = "mean ± half-width of the 95 % confidence interval" if with_ci else "mean"
+    note = f"SPL / SR / SNA in %, {shown}; episodes per evaluation: {', '.join(map(str, counts))}."
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -58,7 +58,6 @@ def acoustics_figure(
             bbox={"boxstyle": "circle,pad=0.2", "fc": "#3a7bd5", "ec": "none"},
         )
     ax.set_aspect("equal")
-    ax.invert_yaxis()
     ax.set_xlabel("x (m)")
     ax.set_ylabel("z (m)")
     ax.set_title(f"{rirs.scene}: received energy (dB re max), source node {source_node}")
