@@ -5,23 +5,42 @@ so nothing mixes the rays' directions and the energy of grazing rays between wea
 lingers. This measures what that does in one empty shoebox room with the scene generator's materials:
 T20 per octave band of the project's energy response (image-source paths plus the ray-traced tail, as
 ``simulate_source`` returns them), of pyroomacoustics' hybrid simulator with the materials' scattering,
-and the Sabine and Eyring estimates of the room. One receiver, so a minute on one core.
+and the Sabine and Eyring estimates of the room. One receiver, so a minute on one core. With
+``--scene-dir`` it traces a baked scene's first source instead, both ways with the bake's own settings, to
+three receivers 1.5-5 m away in the source's room, and also prints the late energy within the stored
+response (seconds).
 
     python benchmarks/reverberation_time.py
     python benchmarks/reverberation_time.py --walls brick_red --floor carpet_grey --ceiling ceiling_tiles
+    python benchmarks/reverberation_time.py --scene-dir DATA/scenes/replica/frl_apartment_0
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pyroomacoustics as pra
+from shapely.geometry import Point
 
-from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, _band_values, band_centers, build_walls, simulate_source
+from asgf_nav.acoustics.bake import _ears
+from asgf_nav.acoustics.simulate import (
+    HIST_BIN_SECONDS,
+    RECEIVER_RADIUS,
+    _band_values,
+    _polygons,
+    band_centers,
+    build_walls,
+    effective_ism_order,
+    free_space,
+    simulate_source,
+)
 from asgf_nav.cli import run_script
 from asgf_nav.scenes.floorplan import Box, FloorPlan, Room
 from asgf_nav.scenes.furnish import MATERIALS
+from asgf_nav.scenes.scene import FLOORPLAN_FILE
+from asgf_nav.scenes.store import SceneStore
 
 EAR_HEIGHT = 1.5
 
@@ -89,6 +108,43 @@ def room_estimates(plan: FloorPlan, width: float, depth: float, height: float, s
     return 0.161 * volume / sabin, 0.161 * volume / (-total * np.log(1.0 - sabin / total))
 
 
+def scene_tails(scene_dir: Path, receivers: int = 3) -> None:
+    """T20 and late energy of a baked scene's first source, traced specular (as baked) and with scattering."""
+    store = SceneStore(scene_dir)
+    plan = FloorPlan.load(scene_dir / FLOORPLAN_FILE)
+    baked = store.meta("acoustics")
+    rate = int(baked["sample_rate"])
+    ears = _ears(np.asarray(store.array("positions")), float(baked["ear_height"]), plan.ceiling_height)
+    source_node = int(store.array("acoustic_source_nodes")[0])
+    source = ears[source_node]
+    room = next(r for r in plan.rooms if r.x0 <= source[0] <= r.x1 and r.z0 <= source[2] <= r.z1)
+    distance = np.linalg.norm(ears - source, axis=1)
+    inside = (ears[:, 0] >= room.x0) & (ears[:, 0] <= room.x1) & (ears[:, 2] >= room.z0) & (ears[:, 2] <= room.z1)
+    chosen = np.flatnonzero(inside & (distance > 1.5) & (distance < 5.0))[:receivers]
+    region = next(g for g in _polygons(free_space(plan)) if g.buffer(1e-6).contains(Point(source[0], source[2])))
+    order = effective_ism_order(len(build_walls(plan, rate, region=region)), baked["ism_order"], baked["max_images"])
+    print(f"{scene_dir.name}: source node {source_node} in {room.name}, receivers {chosen.tolist()} "
+          f"({', '.join(f'{d:.1f}' for d in distance[chosen])} m), {baked['rays']} rays, {rate} Hz")  # fmt: skip
+    print(f"{'T20 (s), band (Hz)':34s}" + "".join(f"{c:>7.0f}" for c in band_centers(rate)) + "   late energy (dB)")
+    for scattering in (False, True):
+        pra.random.seed(source_node)
+        walls = build_walls(plan, rate, region=region, scattering=scattering)
+        traced = pra.Room(walls, fs=rate, max_order=order, air_absorption=False)
+        traced.set_ray_tracing(
+            n_rays=int(baked["rays"]), receiver_radius=RECEIVER_RADIUS, hist_bin_size=HIST_BIN_SECONDS,
+            energy_thres=1e-7, time_thres=float(baked["max_rir_seconds"]),
+        )  # fmt: skip
+        traced.sources.append(pra.SoundSource(source[[0, 2, 1]]))
+        traced.add_microphone_array(pra.MicrophoneArray(ears[chosen][:, [0, 2, 1]].T, rate))
+        traced.ray_tracing()
+        for i, node in enumerate(chosen):
+            histogram = np.asarray(traced.rt_histograms[i][0][0], dtype=np.float64)  # (bands, bins)
+            times = [t20(band, HIST_BIN_SECONDS) for band in histogram]
+            label = f"{'scattering' if scattering else 'specular (baked)'}, node {node}"
+            energy = 10 * np.log10(histogram.sum(axis=1).mean())
+            print(f"{label:34s}" + "".join(f"{t:7.2f}" for t in times) + f"   {energy:8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=float, nargs=3, default=(6.0, 5.0, 2.6), metavar=("W", "D", "H"))
@@ -97,7 +153,11 @@ def main() -> None:
     parser.add_argument("--ceiling", default="ceiling_plaster", choices=sorted(MATERIALS))
     parser.add_argument("--rays", type=int, default=20000, help="rays for both tracers (the bake uses 3000)")
     parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--scene-dir", type=Path, help="a baked scene (layout and acoustics) instead of the room")
     args = parser.parse_args()
+    if args.scene_dir is not None:
+        scene_tails(args.scene_dir)
+        return
     width, depth, height = args.size
     plan = shoebox(width, depth, height, args.walls, args.floor, args.ceiling)
     source = np.array([1.5, EAR_HEIGHT, 1.2])
