@@ -210,6 +210,18 @@ def test_views_of_another_layout_are_baked_again(tmp_path: Path) -> None:
     assert "vision" in stages_to_build(directory, ("layout", "vision"), cfg)
 
 
+def test_a_scene_of_another_store_format_is_named_and_baked_again(tmp_path: Path) -> None:
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
+    manifest = directory / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format_version": 0}))
+    with pytest.raises(SceneStoreError, match=r"format_version 0, this code reads 1; bake the scene again"):
+        Scene(directory)
+    assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1) == {"tiny_room_val": ["layout"]}
+    assert Scene(directory).num_nodes > 0
+
+
 def test_parallel_build_matches_serial(tiny_build: tuple[ExperimentConfig, float], tmp_path: Path) -> None:
     cfg, _ = tiny_build
     parallel = ExperimentConfig()

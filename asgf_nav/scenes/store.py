@@ -36,19 +36,24 @@ def scene_dir(root: str | Path, dataset: str, scene: str) -> Path:
     return Path(root) / "scenes" / dataset / scene
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
+def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
+    """The scene's manifest. One of another format version cannot be read; a write starts a new one, so
+    baking the scene again replaces the stages of the old format."""
     path = directory / MANIFEST
+    empty = {"format_version": FORMAT_VERSION, "stages": {}}
     if not path.exists():
-        return {"format_version": FORMAT_VERSION, "stages": {}}
+        return empty
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SceneStoreError(f"unreadable scene manifest {path}: {exc}") from exc
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
+        if writing:
+            return empty
         raise SceneStoreError(
             f"scene manifest {path} has format_version {version!r}, this code reads {FORMAT_VERSION}; "
-            "rebuild the scene with scripts/build_scenes.py --force"
+            "bake the scene again with scripts/build_scenes.py"
         )
     return manifest
 
@@ -67,7 +72,7 @@ def write_stage(
     """Write one stage's arrays and files, then record the stage in the manifest (last, atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(directory)
+    manifest = _read_manifest(directory, writing=True)
     if stage in manifest["stages"]:  # forget the old stage first: a crash below must not pair old meta with new data
         del manifest["stages"][stage]
         _write_manifest(directory, manifest)
@@ -95,7 +100,7 @@ def bake_lock(directory: str | Path) -> AbstractContextManager[None]:
 
 def remove_stage(directory: str | Path, stage: str) -> None:
     directory = Path(directory)
-    manifest = _read_manifest(directory)
+    manifest = _read_manifest(directory, writing=True)
     if manifest["stages"].pop(stage, None) is not None:
         _write_manifest(directory, manifest)
 
