@@ -32,7 +32,7 @@ from asgf_nav.cli import (  # noqa: E402
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
-from asgf_nav.experiment import set_torch_threads  # noqa: E402
+from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.policies import POLICY_REGISTRY, policy_class  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     set_torch_threads(cfg, background_build=False)
     checkpoint = load_checkpoint_or_exit(args.checkpoint)
     cfg = config_for_checkpoint(cfg, checkpoint)
+    register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     policy = checkpoint.get("policy_name", cfg.model.policy)
     if not policy_class(policy).has_spatial_state:
         with_state = sorted(name for name, cls in POLICY_REGISTRY.items() if cls.has_spatial_state)

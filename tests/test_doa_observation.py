@@ -226,6 +226,8 @@ def test_posterior_cache_computes_each_missing_key_once_and_evicts_the_oldest():
     keys = [2]
     cache.get(keys, fill(keys))
     assert calls[-1] == [2] and list(cache.rows) == [3, 2]
+    # a kept row owns its memory: it must not hold its whole miss batch alive after the others are evicted
+    assert all(row.base is None and row.shape == (2,) for row in cache.rows.values())
     with pytest.raises(ValueError, match="cache size"):
         PosteriorCache(-1)
 

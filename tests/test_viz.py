@@ -1,11 +1,13 @@
 """Visualisation: trajectory maps, side-by-side comparisons, episode videos (MP4 with audio, GIF), t-SNE."""
 
+import copy
 import subprocess
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+import torch
 
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import run_episodes
@@ -207,3 +209,37 @@ def test_acoustics_map_has_the_floor_plan_orientation(tiny):
     low, high = fig.axes[0].get_ylim()
     assert low > high, "z must grow downwards"
     fig.clf()
+
+
+def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monkeypatch):
+    """A checkpoint trained with task.use_doa lists 'doa' among its sensors: the script plugs the head in."""
+    import tsne
+
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.experiment import register_auxiliary_observations
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.tasks import observations
+    from asgf_nav.tasks.audionav_env import observation_space_for
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here
+
+    cfg, _, world, _, _ = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim, cfg.model.fusion_heads = 32, 32, 16, 2
+    cfg.task.sensors, cfg.task.use_doa = ["spectrogram"], True
+    register_auxiliary_observations(cfg)  # adds "doa" to the sensors, as training does
+    policy = build_policy(cfg, observation_space_for(world, cfg.task.sensors))
+    state = {
+        "model": policy.state_dict(),
+        "optimizer": {},
+        "rng": {},
+        "update": 1,
+        "frames": 1,
+        "config": config_to_dict(cfg),
+        "policy_name": "asgf",
+    }
+    torch.save(state, tmp_path / "doa.pt")
+    observations._REGISTRY.pop("doa")  # a fresh process: only the checkpoint says a DoA head is needed
+    argv = ["--dataset", "tiny", "--data-root", cfg.scenes.data_root, "--checkpoint", str(tmp_path / "doa.pt"),
+            "--samples", "6", "--episodes", "2", "--perplexity", "2", "--out", str(tmp_path / "t.png")]  # fmt: skip
+    assert tsne.main(argv) == 0 and (tmp_path / "t.png").stat().st_size > 0

@@ -180,7 +180,7 @@ class PosteriorCache:
     def _put(self, key: Hashable, row: np.ndarray) -> None:
         if self.capacity == 0:
             return
-        self.rows[key] = row
+        self.rows[key] = row.copy()  # a view would keep its whole miss batch alive after the others are evicted
         while len(self.rows) > self.capacity:
             self.rows.popitem(last=False)
 
