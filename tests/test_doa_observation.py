@@ -163,6 +163,27 @@ def test_doa_observation_resamples_a_44k_world_as_scipy_does(tmp_path):
     assert not torch.allclose(got[0], got[1], atol=1e-4)
 
 
+def test_training_sounds_are_never_prompted_by_held_out_clips(bank, tmp_path):
+    """The unheard task's val and test clips are never heard in training, not even as the DoA head's prompt:
+    a training sound whose category has no other instance in the training split gets no prompt and the
+    uniform posterior."""
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt)
+    train = set(bank.names("train"))
+    prompts = {sound: head.prompt_sound(sound) for sound in bank.names("all")}
+    alone = sorted(s for s in train if prompts[s] is None)
+    assert alone and len(alone) < 5  # the bank's splits leave a few such training sounds
+    assert all(prompts[s] in train for s in train if s not in alone)
+    assert all(prompts[s] is not None for s in bank.names("val") + bank.names("test"))
+    audio = np.random.default_rng(0).standard_normal((2, 2, SR)).astype(np.float32)
+    posterior = head.compute(audio, [alone[0], "telephone"], SR)
+    assert torch.allclose(posterior[0], torch.full((head.num_bins,), 1.0 / head.num_bins))
+    assert not torch.allclose(posterior[1], posterior[0], atol=1e-5)
+
+
 def test_batched_env_hands_the_audio_of_its_spectrograms_to_the_doa_head(bank, tmp_path, monkeypatch):
     """A state the spectrogram cache misses is one the DoA cache misses too (the same key); its audio is
     rendered once for both, and the posteriors equal those of a head that renders the audio itself."""

@@ -49,7 +49,7 @@ class DoaObservation:
         self.device = torch.device(device)
         self.sample_rate = model.cfg.stft.sample_rate
         self.window = int(window_seconds * self.sample_rate)
-        self._prompts: dict[str, torch.Tensor] = {}
+        self._prompts: dict[str, torch.Tensor | None] = {}
         self._bank = None
         self._resamplers: dict[int, PolyphaseResampler] = {}
         self.cache: PosteriorCache | None = None  # set by register_doa_observation
@@ -63,24 +63,40 @@ class DoaObservation:
         return self.model.cfg.bin_width
 
     # ------------------------------------------------------------------------------------------ prompts
-    def prompt_for(self, sound: str) -> torch.Tensor:
-        """The prompt of sound ``sound``: a fixed other instance of its category (a reference clip, or the
-        category index for category-prompted heads)."""
-        if sound not in self._prompts:
-            from asgf_nav.sounds.bank import SoundBank
+    def prompt_sound(self, sound: str) -> str | None:
+        """The reference clip that prompts the head for ``sound``: a fixed other instance of its category from
+        the training split. A held-out sound whose category has none there may take a held-out clip (that is
+        evaluation); a training sound never does, so no held-out audio reaches training: None when it has none.
+        """
+        from asgf_nav.sounds.bank import SoundBank
 
-            self._bank = self._bank or SoundBank.load()
+        self._bank = self._bank or SoundBank.load()
+        rng = np.random.default_rng(zlib.crc32(sound.encode()))
+        other = self._bank.other_instance(sound, rng, among="train")
+        if other is None and sound not in self._bank.names("train"):
+            other = self._bank.other_instance(sound, rng)
+        if other is None and sound not in self._bank.names("train"):
+            raise ValueError(f"sound {sound!r}: its category has no other instance to prompt the DoA head")
+        return other
+
+    def prompt_for(self, sound: str) -> torch.Tensor | None:
+        """The prompt of sound ``sound``: its reference clip's loudest window (the category index for
+        category-prompted heads); None for a training sound without one, whose posterior is then uniform."""
+        if sound not in self._prompts:
             if self.model.cfg.prompt == "category":
+                from asgf_nav.sounds.bank import SoundBank
+
+                self._bank = self._bank or SoundBank.load()
                 cats = self.model.cfg.categories
                 category = self._bank.category(sound)
                 if category not in cats:
                     raise ValueError(f"sound {sound!r} has category {category!r}, unknown to the DoA head")
                 self._prompts[sound] = torch.tensor(cats.index(category))
+            elif (other := self.prompt_sound(sound)) is None:
+                logger.info("DoA head: training sound %r has no other instance in the training split; no prompt, "
+                            "its doa observation is the uniform posterior", sound)  # fmt: skip
+                self._prompts[sound] = None
             else:
-                rng = np.random.default_rng(zlib.crc32(sound.encode()))
-                other = self._bank.other_instance(sound, rng, among="train") or self._bank.other_instance(sound, rng)
-                if other is None:
-                    raise ValueError(f"sound {sound!r}: its category has no other instance to prompt the DoA head")
                 wave = self._bank.waveform(other, self.sample_rate)
                 energy = np.convolve(wave**2, np.ones(self.window), mode="valid")
                 start = int(np.argmax(energy[:: self.window // 8]) * (self.window // 8))
@@ -106,12 +122,16 @@ class DoaObservation:
         if audio.ndim != 3 or audio.shape[1] != 2:
             raise ValueError(f"binaural batch must be (B, 2, N), got {tuple(audio.shape)}")
         audio = self._resampler(sample_rate or self.sample_rate)(audio)
+        unprompted = torch.zeros(audio.shape[0], dtype=torch.bool, device=self.device)
         if isinstance(prompts, torch.Tensor):
             prompt = prompts
         else:
             if len(prompts) != audio.shape[0]:
                 raise ValueError(f"{len(prompts)} prompts for a batch of {audio.shape[0]}")
-            prompt = torch.stack([self.prompt_for(name) for name in prompts])
+            found = [self.prompt_for(name) for name in prompts]
+            unprompted = torch.tensor([p is None for p in found], device=self.device)
+            blank = torch.zeros(self.window)  # stands in for a missing prompt; that row's posterior is replaced
+            prompt = torch.stack([blank if p is None else p for p in found])
         prompt = prompt.to(self.device)
         self.model.eval()
         n = audio.shape[-1]
@@ -127,7 +147,8 @@ class DoaObservation:
             total += active * post
             weight += active
         uniform = torch.full_like(total, 1.0 / self.num_bins)
-        return torch.where(weight > 0, total / weight.clamp_min(1), uniform).cpu()
+        heard = (weight > 0) & ~unprompted[:, None]
+        return torch.where(heard, total / weight.clamp_min(1), uniform).cpu()
 
     def _resampler(self, source_rate: int) -> PolyphaseResampler:
         if source_rate not in self._resamplers:
