@@ -112,6 +112,10 @@ def test_waveform_is_cached_and_safe_to_modify(bank: SoundBank) -> None:
     second = bank.waveform("telephone", 16000)
     assert second.shape == (16000,) and np.abs(second).max() > 0.05
     assert ("telephone", 16000) in bank._cache
+    fresh = SoundBank.load()  # a whole-number float rate works the same whatever was cached before
+    assert np.array_equal(fresh.waveform("telephone", 22050.0), bank.waveform("telephone", 22050))
+    with pytest.raises(SoundBankError, match="whole number of Hz, got 16000.5"):
+        bank.waveform("telephone", 16000.5)
 
 
 def test_attribution_covers_every_clip(metadata: dict) -> None:

@@ -167,13 +167,14 @@ class SoundBank:
         Resampled with a polyphase filter (scipy.signal.resample_poly); the result is cached and a fresh
         copy is returned, so callers may modify it.
         """
-        if sample_rate <= 0:
-            raise SoundBankError(f"sample rate must be positive, got {sample_rate}")
-        key = (name, int(sample_rate))
+        if sample_rate <= 0 or sample_rate != int(sample_rate):
+            raise SoundBankError(f"sample rate must be a positive whole number of Hz, got {sample_rate}")
+        sample_rate = int(sample_rate)  # 16000.0 and np.int64(16000) are 16000, and share its cache entry
+        key = (name, sample_rate)
         if key not in self._cache:
             audio = self._read_native(name)
             if sample_rate != self.sample_rate:
-                ratio = Fraction(int(sample_rate), self.sample_rate)
+                ratio = Fraction(sample_rate, self.sample_rate)
                 audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
             out = np.zeros(sample_rate, dtype=np.float32)
             n = min(sample_rate, len(audio))
