@@ -1,5 +1,5 @@
 # Two commands do all the set-up: `make train` (the main job) and `make test` (the test suite).
-# Both create .venv on first use (re-created only when pyproject.toml changes) and are safe to re-run.
+# Both create .venv on first use (re-installed when pyproject.toml or setup_env.sh changes) and are safe to re-run.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
