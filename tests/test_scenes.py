@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from asgf_nav.config import ExperimentConfig
-from asgf_nav.scenes.build import StageUnavailableError, build_scenes, ensure_scenes, stages_to_build
+from asgf_nav.scenes.build import StageUnavailableError, bake_vision, build_scenes, ensure_scenes, stages_to_build
 from asgf_nav.scenes.floorplan import OCTAVE_BANDS, FloorPlan
 from asgf_nav.scenes.generator import generate, generate_floorplan
 from asgf_nav.scenes.presets import SPLITS, get_preset
@@ -193,15 +193,22 @@ def test_views_of_another_layout_are_baked_again(tmp_path: Path) -> None:
     cfg.scenes.data_root, cfg.scenes.image_size = str(tmp_path), 16
     (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
     manifest = directory / "manifest.json"
-    content = json.loads(manifest.read_text())
-    content["stages"]["layout"]["meta"]["generator_version"] = 0  # an older generator's floor plan
-    manifest.write_text(json.dumps(content))
     plan = json.loads((directory / FLOORPLAN_FILE).read_text())
-    (directory / FLOORPLAN_FILE).write_text(json.dumps({**plan, "furniture": []}))
+    (directory / FLOORPLAN_FILE).write_text(json.dumps({**plan, "furniture": []}))  # an older generator's plan
+    bake_vision(directory, cfg)  # and views rendered from it
+    content = json.loads(manifest.read_text())
+    content["stages"]["layout"]["meta"]["generator_version"] = 0
+    manifest.write_text(json.dumps(content))
     assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1) == {"tiny_room_test": ["layout"]}
     assert stages_to_build(directory, ("layout", "vision"), cfg) == ["vision"]
     ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
-    remove_stage(directory, "layout")  # interrupted while the layout was rewritten
+    remove_stage(directory, "layout")  # interrupted while the layout was rewritten to the same plan:
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1) == {"tiny_room_test": ["layout"]}
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == []  # the views recorded this very layout
+    content = json.loads(manifest.read_text())
+    del content["stages"]["vision"]["meta"]["layout_digest"]  # views of a version that did not record it
+    manifest.write_text(json.dumps(content))
+    remove_stage(directory, "layout")
     assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1) == {"tiny_room_test": ["layout"]}
     assert stages_to_build(directory, ("layout", "vision"), cfg) == ["vision"]
     ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)

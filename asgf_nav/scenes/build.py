@@ -62,12 +62,21 @@ def bake_layout(directory: Path, cfg: Any) -> None:
     }
     arrays = {"positions": graph.positions, "neighbors": graph.neighbors, "geodesic_hops": graph.geodesic_hops}
     write_stage(directory, "layout", arrays, meta=meta, files={FLOORPLAN_FILE: plan.to_json()})
-    if previous != layout_digest(SceneStore(directory)):  # None: new, or a rewrite was interrupted
-        dependents = [s for s in STAGE_ORDER if "layout" in DEPENDS_ON[s] and stage_complete(directory, s)]
-        for stage in dependents:
+    store = SceneStore(directory)
+    digest = layout_digest(store)
+    if previous != digest:  # None: a new scene, or a rewrite that was interrupted
+        # a stage that records the layout it was baked from is kept when that is this one
+        stale = [
+            stage
+            for stage in STAGE_ORDER
+            if "layout" in DEPENDS_ON[stage]
+            and stage_complete(directory, stage)
+            and store.meta(stage).get("layout_digest") != digest
+        ]
+        for stage in stale:
             remove_stage(directory, stage)
-        if dependents:
-            logger.info("%s/%s: layout changed, stages %s dropped", dataset, scene, dependents)
+        if stale:
+            logger.info("%s/%s: layout changed, stages %s dropped", dataset, scene, stale)
 
 
 def _old_layout_digest(directory: Path) -> str | None:
