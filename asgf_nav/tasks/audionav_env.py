@@ -34,6 +34,7 @@ def apply_task_rules(env: Any, task_cfg: Any, sensors: Sequence[str] | None) -> 
     env.sensors = check_sensors(
         list(sensors if sensors is not None else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS)))
     )
+    env.needs_spectrogram = spectrogram_needed(env.sensors)  # a sensor, or a provider's input
     env.max_steps = int(task_setting(task_cfg, "max_steps", 500))
     env.success_distance = float(task_setting(task_cfg, "success_distance", 1.0))
     env.slack_reward = float(task_setting(task_cfg, "slack_reward", -0.01))
@@ -181,7 +182,7 @@ class AudioNavEnv(gym.Env):
     def _observe(self) -> dict[str, np.ndarray]:
         obs: dict[str, np.ndarray] = {}
         spec = None
-        if spectrogram_needed(self.sensors):
+        if self.needs_spectrogram:
             rir = self.scene.rir(self.node, self.episode.goal_node, self.yaw)
             spec = spectrogram_np(self.world.sound(self.episode.sound), rir, self.world.sample_rate)
         for name in self.sensors:

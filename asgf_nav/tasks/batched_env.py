@@ -27,7 +27,7 @@ import torch
 from asgf_nav.tasks.audionav_env import _resolved, apply_task_rules, observation_space_for, task_setting
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
-from asgf_nav.tasks.observations import BatchObservationState, get_observation, spectrogram_needed
+from asgf_nav.tasks.observations import BatchObservationState, get_observation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 from asgf_nav.tasks.spectrogram_store import SpectrogramStore
@@ -78,7 +78,7 @@ class BatchedAudioNavEnv:
         self.reuse_audio = True  # hand providers (the DoA head) the spectrogram misses' audio; False: they render it
         self._heard: dict[int, torch.Tensor] = {}  # that audio by cache key, emptied after each observation
         self.cache: SpectrogramCache | None = None
-        if spectrogram_needed(self.sensors):
+        if self.needs_spectrogram:
             shape = self.spectrogram.shape
             self.cache = SpectrogramCache(max(cache_size, num_envs), shape, self.device, self._compute_spectrograms)
         self._init_state()
