@@ -6,7 +6,8 @@
     python scripts/evaluate.py --config replica_heard --agent oracle --split test --episodes 200
     python scripts/evaluate.py --config replica_unheard --agent gan --sound-split both --out runs/eval
 
-Outputs go to {out}/{agent}_{dataset}_{sound_split}_{split}/ (episodes.jsonl, summary.json, summary.md).
+Outputs go to {out}/{agent}_{dataset}_{sound_split}_{split}/ (episodes.jsonl, summary.json, summary.md);
+the summary's meta names the scenes' source (embedded: generated scenes, soundspaces: imported graphs).
 Finished episodes are saved as they end, so the same command resumes a killed evaluation (not once the
 checkpoint file holds another update: best.pt is rewritten while training goes on).
 """
@@ -44,6 +45,7 @@ from asgf_nav.eval.progress import EvaluationProgress, episodes_fingerprint  # n
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from asgf_nav.scenes.soundspaces_import import scene_source  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 from baselines import AUDIO_MODEL_BASELINES, BASELINES, audio_model_path, make_baseline  # noqa: E402
 
@@ -94,6 +96,9 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: di
     records = progress.records(episodes)
     meta = {
         **identity, "episodes_requested": args.episodes, "scenes": sorted({r.scene for r in records}),
+        # node indices are those of this source's graphs: a generated scene and the imported SoundSpaces
+        # scene of the same name number their nodes differently (read by visualize_trajectories.py)
+        "scene_source": scene_source(cfg),
         "command": "python " + shlex.join(sys.argv),
     }  # fmt: skip
     summary = write_evaluation(out, records, meta)

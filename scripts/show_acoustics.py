@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(PRESETS),
+        help="scene preset (default: the config's scenes.dataset, replica without --config)",
+    )
     parser.add_argument("--scene", required=True, help="scene name, e.g. apartment_0")
     parser.add_argument("--out", required=True, help="image file to write (PNG, PDF, SVG)")
     parser.add_argument("--data-root", default=None, help="default: the config's scenes.data_root")
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.data_root:
         cfg.scenes.data_root = args.data_root
-    (directory,) = ensure_scenes(cfg, args.dataset, [args.scene], ("layout", "acoustics"), workers=1)
+    dataset = args.dataset or cfg.scenes.dataset
+    (directory,) = ensure_scenes(cfg, dataset, [args.scene], ("layout", "acoustics"), workers=1)
     store = SceneStore(directory)
     rirs = SceneRirs(store)
     sources = len(rirs.source_nodes)

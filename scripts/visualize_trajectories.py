@@ -3,43 +3,94 @@
 
     python scripts/visualize_trajectories.py runs/eval/oracle_replica_heard_test --out traj.png
     python scripts/visualize_trajectories.py runs/eval/gan_replica_heard_test runs/eval/random_replica_heard_test \\
-        --episode 17 --out compare.png --video episode17.mp4
+        --episode apartment_0/apartment_0:17 --out compare.png --video episode17.mp4
+    python scripts/visualize_trajectories.py runs/eval/oracle_replica_heard_test scenes.data_root=data --out traj.png
 
-The inputs are evaluation directories written by scripts/evaluate.py (their episodes.jsonl). Without
---episode, the episode where the agents' SPL differs most (ties: the longest one) is drawn. The video
-shows the first agent's run.
+The inputs are evaluation directories written by scripts/evaluate.py (their episodes.jsonl), followed by
+any KEY=VALUE config overrides. An episode is named SCENE/EPISODE_ID (episode ids repeat across the scenes
+of a SoundSpaces split), or by its id alone where only one scene has it. Without --episode, the episode
+where the agents' SPL differs most (ties: the longest one) is drawn. The video shows the first agent's run.
+Only evaluations of generated scenes can be drawn: imported SoundSpaces graphs have no floor plan.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import (  # noqa: E402
-    add_config_arguments,
     check_output,
     config_from_args,
     positive_float,
     positive_int,
+    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl  # noqa: E402
+from asgf_nav.eval.progress import episode_key  # noqa: E402
 from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
+from asgf_nav.scenes.soundspaces_import import imported_scene_dir  # noqa: E402
+from asgf_nav.scenes.store import SceneStoreError, scene_dir  # noqa: E402
 
 logger = logging.getLogger("visualize_trajectories")
 
 VIDEO_SUFFIXES = (".mp4", ".gif")  # what viz.video.write_video writes
-SAME_EPISODES_KEYS = ("dataset", "split", "sound_split")  # summary meta that fixes which episodes were evaluated
+# summary meta that fixes which episodes were evaluated, on which scenes' graphs
+SAME_EPISODES_KEYS = ("dataset", "split", "sound_split", "scene_source")
+POSITION_TOLERANCE = 1e-3  # metres between a record's start / goal position and the drawn scene's node
+
+EpisodeKey = tuple[str, str]  # (scene, episode id): ids alone repeat across the scenes of a SoundSpaces split
+Run = dict[EpisodeKey, EpisodeRecord]
 
 
-def pick_episode(runs: list[dict[str, EpisodeRecord]]) -> str:
+def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The evaluation directories and the KEY=VALUE config overrides among the positional arguments.
+
+    One positional list holds both (two of them could not be told apart by argparse); an item with '='
+    that is not an existing path is an override, so a bad key is named by the config loader.
+    """
+    runs, overrides = [], []
+    for item in items:
+        (overrides if "=" in item and not Path(item).exists() else runs).append(item)
+    return runs, overrides
+
+
+def episode_name(key: EpisodeKey) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+def resolve_episode(value: str, runs: Sequence[Run]) -> EpisodeKey:
+    """The episode ``--episode`` names: SCENE/ID, or an ID that only one scene of the evaluations has."""
+    keys = {key for run in runs for key in run}
+    if not keys:
+        raise ValueError("the evaluations hold no episodes")
+    scene, sep, episode_id = value.partition("/")
+    if sep and (scene, episode_id) in keys:
+        return scene, episode_id
+    matches = sorted(key for key in keys if key[1] == value)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        scenes = ", ".join(scene for scene, _ in matches)
+        raise ValueError(
+            f"episode id {value!r} is in several scenes ({scenes}); name one as SCENE/ID, e.g. "
+            f"{episode_name(matches[0])}"
+        )
+    raise ValueError(f"no episode {value!r} in the evaluations; name one as SCENE/ID, e.g. {episode_name(min(keys))}")
+
+
+def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
     """Episode present in every run where SPL differs most between runs; ties go to the longest episode."""
     common = set(runs[0])
     for run in runs[1:]:
@@ -49,9 +100,9 @@ def pick_episode(runs: list[dict[str, EpisodeRecord]]) -> str:
             "the evaluations share no episode; evaluate the agents on the same split and episodes"
         )
 
-    def score(eid: str) -> tuple[float, float, float]:
-        spl = [run[eid].metrics["spl"] for run in runs]
-        return max(spl) - min(spl), runs[0][eid].metrics["success"], runs[0][eid].geodesic_distance
+    def score(key: EpisodeKey) -> tuple[float, float, float]:
+        spl = [run[key].metrics["spl"] for run in runs]
+        return max(spl) - min(spl), runs[0][key].metrics["success"], runs[0][key].geodesic_distance
 
     return max(sorted(common), key=score)
 
@@ -73,6 +124,57 @@ def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
     )
 
 
+def scene_mismatch(run_dir: str, record: EpisodeRecord, scene: Scene) -> str | None:
+    """Why ``record`` was not run on ``scene``'s graph (its start or goal is not at that node), or None."""
+    positions = np.asarray(scene.positions, dtype=np.float64)
+    for what, node, position in (
+        ("start", record.start_node, record.start_position),
+        ("goal", record.goal_node, record.goal_position),
+    ):
+        if not 0 <= node < len(positions):
+            return f"its {what} node {node} is not one of the {len(positions)} nodes of {scene.directory}"
+        if not np.allclose(positions[node], position, rtol=0.0, atol=POSITION_TOLERANCE):
+            return (
+                f"its {what} node {node} is at {[round(float(v), 3) for v in position]} in {run_dir}, "
+                f"at {[round(float(v), 3) for v in positions[node]]} in {scene.directory}"
+            )
+    return None
+
+
+def other_scene_error(run_dir: str, record: EpisodeRecord, data_root: str, dataset: str, why: str) -> str:
+    """The refusal of an evaluation whose node indices are not those of the generated scene."""
+    generated = scene_dir(data_root, dataset, record.scene)
+    imported = imported_scene_dir(data_root, dataset, record.scene)
+    return (
+        f"{run_dir}: episode {episode_name(episode_key(record))} was not run on the generated scene {generated} "
+        f"({why}); an evaluation on the imported SoundSpaces scene {imported} numbers its nodes by that graph, "
+        "which has no floor plan to draw; draw evaluations of generated scenes (scenes.source=embedded)"
+    )
+
+
+def open_scene_of(
+    run_dirs: Sequence[str], summaries: Sequence[dict], records: Sequence[EpisodeRecord], data_root: str, dataset: str
+) -> Scene:
+    """The generated scene the records were run on; ValueError (naming both scene directories) when they
+    were run on an imported SoundSpaces graph, or on any other scene than the one at that path."""
+    first = records[0]
+    for run_dir, summary in zip(run_dirs, summaries):
+        if summary["meta"].get("scene_source") == "soundspaces":
+            why = "its summary's scene_source is 'soundspaces'"
+            raise ValueError(other_scene_error(run_dir, first, data_root, dataset, why))
+    try:
+        scene = Scene.open(data_root, dataset, first.scene)
+    except SceneStoreError as exc:
+        if imported_scene_dir(data_root, dataset, first.scene).is_dir():  # an older evaluation of SoundSpaces
+            raise ValueError(other_scene_error(run_dirs[0], first, data_root, dataset, str(exc))) from None
+        raise
+    for run_dir, record in zip(run_dirs, records):
+        why = scene_mismatch(run_dir, record, scene)
+        if why:
+            raise ValueError(other_scene_error(run_dir, record, data_root, dataset, why))
+    return scene
+
+
 def default_labels(run_dirs: list[str], summaries: list[dict]) -> list[str]:
     """The agents' names; the run directories' names where two runs share an agent name."""
     labels = [str(s["meta"].get("agent", f"run {i}")) for i, s in enumerate(summaries)]
@@ -84,9 +186,14 @@ def default_labels(run_dirs: list[str], summaries: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="one or two evaluation directories")
-    add_config_arguments(parser, default=None)
-    parser.add_argument("--episode", help="episode id to draw")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="one or two evaluation directories, then any KEY=VALUE config overrides (every key: asgf_nav/config.py)",
+    )
+    parser.add_argument("--config", help="config name in asgf_nav/configs/ or a path to a YAML file")
+    parser.add_argument("--episode", help="episode to draw: SCENE/EPISODE_ID, or EPISODE_ID where one scene has it")
     parser.add_argument(
         "--labels",
         nargs="+",
@@ -100,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (default: the evaluation's)")
     parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
     args = parser.parse_args(argv)
+    reject_swallowed_overrides(parser, args, "labels")
+    args.runs, args.overrides = split_overrides(args.runs)
+    if not args.runs:
+        parser.error(f"runs: give one or two evaluation directories (got only the overrides {args.overrides})")
     if len(args.runs) > 2:
         parser.error(f"runs: give one or two evaluation directories, got {len(args.runs)}")
     if args.labels and len(args.labels) != len(args.runs):
@@ -114,28 +225,39 @@ def main(argv: list[str] | None = None) -> int:
     mismatch = episode_mismatch(args.runs, summaries) if len(args.runs) == 2 else None
     if mismatch:
         parser.error(f"runs: {mismatch}")
-    runs = [{r.episode_id: r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
-    episode = args.episode or pick_episode(runs)
+    runs = [{episode_key(r): r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
+    if args.episode:
+        try:
+            key = resolve_episode(args.episode, runs)
+        except ValueError as exc:
+            parser.error(f"--episode: {exc}")
+    else:
+        key = pick_episode(runs)
     meta = summaries[0]["meta"]
     cfg.scenes.dataset = args.dataset or meta.get("dataset", cfg.scenes.dataset)
-    if args.data_root:
-        cfg.scenes.data_root = args.data_root
-    missing = [d for d, run in zip(args.runs, runs) if episode not in run]
+    missing = [d for d, run in zip(args.runs, runs) if key not in run]
     if missing:
-        parser.error(f"--episode: episode {episode} is not in {missing}")
-    records = [run[episode] for run in runs]
+        parser.error(f"--episode: episode {episode_name(key)} is not in {missing}")
+    records = [run[key] for run in runs]
     labels = args.labels or default_labels(args.runs, summaries)
-    scene = Scene.open(cfg.scenes.data_root, cfg.scenes.dataset, records[0].scene)
+    try:
+        scene = open_scene_of(args.runs, summaries, records, cfg.scenes.data_root, cfg.scenes.dataset)
+    except ValueError as exc:
+        parser.error(f"runs: {exc}")
 
     from asgf_nav.viz.trajectories import save_trajectories
 
     out = save_trajectories(args.out, scene, records, labels)
-    logger.info("wrote %s (episode %s)", out, episode)
+    logger.info("wrote %s (episode %s)", out, episode_name(key))
     if args.video:
         from asgf_nav.tasks.world import load_world
         from asgf_nav.viz.video import write_video
 
-        world = load_world(cfg, meta.get("split", "test"), [records[0].scene])
+        # the views come from ``scene``: the world gives the RIRs and the sound only, so a scene baked
+        # without the vision stage has a video too (its view panels say so)
+        video_cfg = copy.deepcopy(cfg)
+        video_cfg.task.sensors, video_cfg.scenes.source = ["spectrogram"], "embedded"
+        world = load_world(video_cfg, meta.get("split", "test"), [records[0].scene])
         video = write_video(args.video, scene, world, records[0], fps=args.fps, max_frames=args.max_frames)
         logger.info("wrote %s", video)
     return 0

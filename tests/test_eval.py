@@ -125,6 +125,23 @@ def test_every_selected_episode_is_run_once_in_order(synthetic):
         assert rec.path[-1][0] == rec.goal_node and len(rec.path) == len(rec.actions) + 1
 
 
+def test_context_marks_the_envs_whose_episodes_are_recorded(synthetic):
+    """Envs past their share keep stepping through discarded episodes; ``ctx.active`` is False for them."""
+    world, episodes, cfg = synthetic
+
+    class Counting(RandomAgent):
+        def act(self, obs, ctx):
+            self.active_steps = getattr(self, "active_steps", 0) + int(np.sum(ctx.active))
+            self.inactive_seen = getattr(self, "inactive_seen", False) or not ctx.active.all()
+            return super().act(obs, ctx)
+
+    agent = Counting(seed=5)
+    chosen = select_episodes(episodes, 7)  # 3 envs: shares of 3, 2 and 2 episodes
+    records = run_episodes(agent, world, chosen, cfg, num_envs=3, progress=False)
+    assert agent.inactive_seen
+    assert agent.active_steps == sum(len(r.actions) for r in records)
+
+
 def test_recorded_path_replays_the_actions(synthetic):
     world, episodes, cfg = synthetic
     records = run_episodes(RandomAgent(seed=3), world, episodes, cfg, num_envs=4, progress=False)
@@ -202,6 +219,7 @@ def test_evaluate_script_oracle_is_perfect_on_tiny_scene(tiny_root, tmp_path):
         out = tmp_path / f"oracle_tiny_{sound_split}_test"
         summary = json.loads((out / "summary.json").read_text())
         assert summary["episodes"] == 16 and summary["meta"]["sound_split"] == sound_split
+        assert summary["meta"]["scene_source"] == "embedded"  # node indices are the generated scene's
         for metric in ("success", "spl", "sna", "softspl"):
             assert summary["metrics"][metric]["mean"] == 1.0
         assert summary["metrics"]["distance_to_goal"]["mean"] == 0.0

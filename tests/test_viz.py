@@ -1,6 +1,7 @@
 """Visualisation: trajectory maps, side-by-side comparisons, episode videos (MP4 with audio, GIF), t-SNE."""
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 
@@ -44,6 +45,29 @@ def _ffprobe(path: Path) -> str:
     ).stderr
 
 
+def _decoded_frames(path: Path) -> int:
+    """Video frames ffmpeg decodes from ``path`` (after muxing, so a cut by -shortest shows)."""
+    import imageio_ffmpeg
+
+    err = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    ).stderr
+    counts = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("frame=")]
+    return int(counts[-1].split("=")[1].split()[0])
+
+
+def _write_evaluations(tmp_path: Path, **runs) -> list[str]:
+    """Evaluation directories of the tiny scene's records, as scripts/evaluate.py writes them."""
+    from asgf_nav.eval.report import write_evaluation
+
+    meta = {"dataset": "tiny", "sound_split": "unheard", "split": "test", "scene_source": "embedded"}
+    for name, records in runs.items():
+        write_evaluation(tmp_path / name, records, {"agent": name, **meta})
+    return [str(tmp_path / name) for name in runs]
+
+
 def test_shortest_path_nodes_follow_the_geodesic(tiny):
     _, scene, _, oracle, _ = tiny
     for rec in oracle:
@@ -79,14 +103,50 @@ def test_video_mp4_has_frames_and_audio(tiny, tmp_path):
     reader = imageio.get_reader(path)
     frames = [reader.get_data(i) for i in range(2)]
     reader.close()
-    assert frames[0].shape[0] >= 300 and frames[0].shape[2] == 3 and frames[0].std() > 10
+    assert frames[0].shape == (320, 1152, 3) and frames[0].std() > 10  # FIGSIZE (14.4 x 4 in) at 80 dpi
+    assert _decoded_frames(path) == len(rec.path)
     info = _ffprobe(path)
     assert "Video: h264" in info and "Audio: aac" in info and "stereo" in info
     silent = write_video(tmp_path / "silent.mp4", scene, world, rec, fps=4.0, max_frames=3, with_audio=False)
     assert "Video: h264" in _ffprobe(silent) and "Audio:" not in _ffprobe(silent)
+    assert _decoded_frames(silent) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ep.mp4", "silent.mp4"]  # no temporaries left
     track = audio_track([np.ones((44100, 2)), np.zeros((44100, 2))], 44100, 4.0)
     assert track.shape == (2 * 11025, 2) and np.abs(track).max() == pytest.approx(0.9)
+
+
+def test_slow_video_keeps_every_frame_and_its_audio(tiny, tmp_path):
+    """Below 1 fps a frame outlasts the 1 s signal: the audio is padded with silence, no frame is cut."""
+    from asgf_nav.viz.video import audio_track, write_video
+
+    _, scene, world, oracle, _ = tiny
+    track = audio_track([np.ones((44100, 2)), np.ones((44100, 2))], 44100, 0.5)
+    assert track.shape == (4 * 44100, 2)
+    assert np.all(track[:44100] == pytest.approx(0.9)) and np.all(track[44100 : 2 * 44100] == 0)
+    rec = max(oracle, key=lambda r: len(r.path))
+    path = write_video(tmp_path / "slow.mp4", scene, world, rec, fps=0.5, max_frames=3)
+    assert "Audio: aac" in _ffprobe(path) and _decoded_frames(path) == 3
+
+
+def test_frame_size_follows_dpi(tiny):
+    from asgf_nav.viz.video import render_frames
+
+    _, scene, world, oracle, _ = tiny
+    frames, audio = render_frames(scene, world, oracle[0], max_frames=1, dpi=40)
+    assert len(frames) == len(audio) == 1 and frames[0].shape == (160, 576, 3)
+
+
+def test_final_agent_marker_is_drawn_over_the_goal(tiny):
+    import matplotlib.pyplot as plt
+
+    from asgf_nav.viz.trajectories import draw_episode
+
+    _, scene, _, oracle, _ = tiny
+    fig, ax = plt.subplots()
+    draw_episode(ax, scene, oracle[0])  # the oracle stops on the goal
+    zorder = {c.get_label(): c.get_zorder() for c in ax.collections}
+    plt.close(fig)
+    assert zorder["agent"] > zorder["goal (sound)"]
 
 
 def test_video_gif_and_script(tiny, tmp_path):
@@ -114,7 +174,91 @@ def test_video_gif_and_script(tiny, tmp_path):
     assert visualize_trajectories.main(argv) == 0
     assert imageio.imread(tmp_path / "cmp.png").std() > 20
     gif = imageio.mimread(tmp_path / "ep.gif")
-    assert 1 <= len(gif) <= 3 and gif[0].ndim == 3
+    assert len(gif) == min(3, len(oracle[0].path)) and gif[0].ndim == 3
+
+
+def test_visualize_script_takes_config_overrides_and_films_a_scene_without_views(tiny, tmp_path, capsys):
+    """KEY=VALUE after the runs reach the config; the video needs only the scene's layout and acoustics."""
+    import shutil
+
+    import visualize_trajectories
+
+    from asgf_nav.scenes.store import remove_stage
+
+    cfg, _, _, oracle, _ = tiny
+    root = tmp_path / "data"
+    shutil.copytree(Path(cfg.scenes.data_root) / "scenes", root / "scenes")
+    remove_stage(root / "scenes" / "tiny" / "tiny_room_test", "vision")  # layout + acoustics only
+    (run,) = _write_evaluations(tmp_path, oracle=oracle)
+    episode = f"tiny_room_test/{oracle[0].episode_id}"
+    argv = [run, f"scenes.data_root={root}", "--episode", episode, "--out", str(tmp_path / "map.png")]
+    assert visualize_trajectories.main([*argv, "--video", str(tmp_path / "ep.mp4"), "--max-frames", "2"]) == 0
+    assert _decoded_frames(tmp_path / "ep.mp4") == 2
+    with pytest.raises(SystemExit) as exit_info:
+        visualize_trajectories.main([*argv, "task.no_such_key=1"])
+    assert exit_info.value.code == 2 and "task.no_such_key" in capsys.readouterr().err
+
+
+def test_visualize_script_keys_episodes_by_scene_and_id(tiny, tmp_path, capsys):
+    """Episode ids repeat across the scenes of a SoundSpaces split: SCENE/ID names one, a shared id is refused."""
+    import visualize_trajectories
+
+    cfg, _, _, oracle, _ = tiny
+    twin = copy.deepcopy(oracle[1])
+    twin.scene, twin.episode_id = "tiny_room_other", oracle[0].episode_id
+    (run,) = _write_evaluations(tmp_path, oracle=[oracle[0], twin])
+    argv = [run, "--data-root", cfg.scenes.data_root, "--out", str(tmp_path / "map.png")]
+    assert visualize_trajectories.main([*argv, "--episode", f"tiny_room_test/{oracle[0].episode_id}"]) == 0
+    assert (tmp_path / "map.png").stat().st_size > 0
+    for value, message in (
+        (oracle[0].episode_id, "is in several scenes (tiny_room_other, tiny_room_test)"),
+        ("tiny_room_test/nope", "no episode 'tiny_room_test/nope'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            visualize_trajectories.main([*argv, "--episode", value])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, value
+    (unique,) = _write_evaluations(tmp_path, unique=oracle[:2])
+    argv[0] = unique
+    assert visualize_trajectories.main([*argv, "--episode", oracle[1].episode_id]) == 0
+
+
+def test_visualize_script_refuses_records_of_another_graph(tiny, tmp_path, capsys):
+    """Records whose start / goal node is elsewhere in the opened scene (an older SoundSpaces evaluation)."""
+    import visualize_trajectories
+
+    cfg, _, _, oracle, _ = tiny
+    moved = copy.deepcopy(oracle[0])
+    moved.start_position = [p + 0.5 for p in moved.start_position]
+    (run,) = _write_evaluations(tmp_path, moved=[moved])
+    with pytest.raises(SystemExit) as exit_info:
+        visualize_trajectories.main([run, "--data-root", cfg.scenes.data_root, "--out", str(tmp_path / "m.png")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"its start node {moved.start_node} is at" in err
+    root = Path(cfg.scenes.data_root) / "scenes"
+    assert str(root / "tiny" / "tiny_room_test") in err and str(root / "soundspaces_tiny" / "tiny_room_test") in err
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_soundspaces_evaluation_is_refused_naming_both_scene_directories(tmp_path, capsys):
+    """A SoundSpaces evaluation's nodes are the imported graph's, not the generated scene's of that name."""
+    import evaluate
+    import visualize_trajectories
+    from test_soundspaces import write_soundspaces_dataset
+
+    write_soundspaces_dataset(tmp_path / "soundspaces")
+    data = tmp_path / "data"
+    argv = ["--config", "replica_heard", "--agent", "oracle", "--split", "train", "--data-root", str(data),
+            "--out", str(tmp_path / "eval"), "--num-envs", "1", "scenes.source=soundspaces",
+            f"scenes.soundspaces_root={tmp_path / 'soundspaces'}", "task.sensors=[spectrogram]"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    run = tmp_path / "eval" / "oracle_replica_heard_train"
+    assert json.loads((run / "summary.json").read_text())["meta"]["scene_source"] == "soundspaces"
+    with pytest.raises(SystemExit) as exit_info:
+        visualize_trajectories.main([str(run), "--data-root", str(data), "--out", str(tmp_path / "map.png")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert str(data / "scenes" / "replica" / "office_9") in err
+    assert str(data / "scenes" / "soundspaces_replica" / "office_9") in err
 
 
 def test_tsne_plot_separates_structured_states(tmp_path):
@@ -162,6 +306,35 @@ def test_spatial_states_come_from_the_policy_with_geometric_labels():
         collect_spatial_states(no_ase, world, episodes, cfg, samples=5, num_envs=2)
 
 
+def test_spatial_states_are_those_of_the_recorded_episodes():
+    """Envs that ran their share of the episodes keep stepping through discarded ones: no state from those."""
+    from asgf_nav.eval.evaluator import PolicyAgent
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.tasks.audionav_env import observation_space_for
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+    from asgf_nav.viz.tsne import _StateCollector
+
+    world = synthetic_world(sample_rate=16000)
+    cfg = ExperimentConfig()
+    cfg.task.test_episodes, cfg.task.max_steps, cfg.task.sensors = 5, 12, ["spectrogram"]
+    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim = 32, 16, 16
+    episodes = generate_split(world, "test", "unheard", ["bell"], cfg.task)
+    torch.manual_seed(0)
+    agent = PolicyAgent(build_policy(cfg, observation_space_for(world, cfg.task.sensors)), cfg.task.sensors)
+    collector = _StateCollector(agent, samples=10**9)
+    records = run_episodes(collector, world, episodes, cfg, num_envs=3, progress=False)  # shares 2, 2, 1
+    assert len(records) == 5
+    assert len(collector.states) == len(collector.distance) == sum(len(r.actions) for r in records)
+
+
+def test_tsne_of_identical_states_is_refused(tmp_path):
+    data = SpatialStates(np.ones((20, 8), np.float32), np.full(20, 2.0, np.float32), np.zeros(20, np.float32))
+    with pytest.raises(ValueError, match="all 20 t-SNE states are identical"):
+        plot_tsne(data, tmp_path / "t.png", max_iter=250)
+    assert not (tmp_path / "t.png").exists()
+
+
 def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
     import visualize_trajectories
 
@@ -196,6 +369,18 @@ def test_show_acoustics_draws_a_baked_scene_and_names_a_bad_source_slot(tiny, tm
         show_acoustics.main([*argv, "--out", str(tmp_path / "other.png"), "--source-slot", "4"])
     assert exit_info.value.code == 2
     assert "--source-slot: tiny_room_test has 4 sources (slots 0-3)" in capsys.readouterr().err
+
+
+def test_show_acoustics_takes_the_dataset_from_the_config(tiny, tmp_path):
+    import show_acoustics
+
+    cfg = tiny[0]
+    (tmp_path / "tiny.yaml").write_text("scenes:\n  dataset: tiny\n")
+    argv = ["--config", str(tmp_path / "tiny.yaml"), "--scene", "tiny_room_test", "--data-root", cfg.scenes.data_root,
+            "--out", str(tmp_path / "field.png"), "acoustics.sources_per_scene=4", "acoustics.rays=200",
+            "acoustics.ism_order=1", "acoustics.max_rir_seconds=0.3"]  # fmt: skip
+    assert show_acoustics.main(argv) == 0
+    assert imageio.imread(tmp_path / "field.png").std() > 20
 
 
 def test_acoustics_map_has_the_floor_plan_orientation(tiny):

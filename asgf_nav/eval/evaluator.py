@@ -6,7 +6,8 @@ use what their published versions use (the map and the agent's pose; the oracle 
 
 Episodes: the split's episodes (or an evenly spaced subset of ``num_episodes``) are run once each. The
 batched env in ``sequential`` mode gives env ``i`` the episodes ``i, i+B, ...``; each env's quota is
-known in advance, so every selected episode is recorded exactly once.
+known in advance, so every selected episode is recorded exactly once. An env whose quota is done keeps
+stepping with the batch through episodes that are discarded; ``AgentContext.active`` marks it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class AgentContext:
     steps: np.ndarray  # (B,) actions taken so far in the episode
     new_episode: np.ndarray  # (B,) bool, true on an episode's first step
     collided: np.ndarray  # (B,) bool, last MOVE_FORWARD was blocked
+    # (B,) bool: the env's current episode will be recorded. An env that has run its share of the episodes
+    # keeps stepping (the batch moves together) through episodes that are thrown away; per-step
+    # statistics (t-SNE states) must skip it.
+    active: np.ndarray
     success_distance: float
     sample_rate: int
 
@@ -193,7 +198,9 @@ def select_episodes(episodes: Sequence[Episode], num_episodes: int | None) -> li
     return [episodes[int(i)] for i in index]
 
 
-def _context(env: BatchedAudioNavEnv, new_episode: np.ndarray, collided: np.ndarray) -> AgentContext:
+def _context(
+    env: BatchedAudioNavEnv, new_episode: np.ndarray, collided: np.ndarray, active: np.ndarray
+) -> AgentContext:
     return AgentContext(
         scenes=[env.scenes[s] for s in env.scene_idx],
         nodes=env.node - env.offsets[env.scene_idx],
@@ -202,6 +209,7 @@ def _context(env: BatchedAudioNavEnv, new_episode: np.ndarray, collided: np.ndar
         steps=env.steps.copy(),
         new_episode=new_episode.copy(),
         collided=collided.copy(),
+        active=active.copy(),
         success_distance=env.success_distance,
         sample_rate=env.world.sample_rate,
     )
@@ -258,7 +266,7 @@ def run_episodes(
     bar = tqdm(total=total, desc=f"eval {agent.name}", unit="ep", disable=not progress)
     start = time.perf_counter()
     while len(records) < total:
-        ctx = _context(env, new_episode, collided)
+        ctx = _context(env, new_episode, collided, finished < quota)
         if step_callback is not None:
             step_callback(obs, ctx, agent)
         actions = np.asarray(agent.act(obs, ctx), dtype=np.int64).reshape(-1)

@@ -111,8 +111,9 @@ def draw_episode(
     ax.scatter(
         [goal[0]], [goal[2]], s=260, marker="*", color=GOAL_COLOR, edgecolor="white", zorder=13, label="goal (sound)"
     )
+    # above the goal star: an agent that stopped on the goal must still be seen there
     ax.scatter(
-        [xz[-1, 0]], [xz[-1, 1]], s=60, marker="s", color=cmap(0.85), edgecolor="black", zorder=12, label="agent"
+        [xz[-1, 0]], [xz[-1, 1]], s=60, marker="s", color=cmap(0.85), edgecolor="black", zorder=14, label="agent"
     )
     if title is None:
         m = record.metrics

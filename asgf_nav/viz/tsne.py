@@ -45,7 +45,8 @@ class _Collected(Exception):
 
 
 class _StateCollector(Agent):
-    """Wraps a policy agent and records (e_t, distance, azimuth) after every action choice."""
+    """Wraps a policy agent and records (e_t, distance, azimuth) after every action choice of a recorded
+    episode (envs past their share of the episodes run discarded ones: ``ctx.active`` is False there)."""
 
     def __init__(self, inner: PolicyAgent, samples: int) -> None:
         self.inner = inner
@@ -68,6 +69,8 @@ class _StateCollector(Agent):
             )
         state = state.float().cpu().numpy()
         for i, (scene, ep) in enumerate(zip(ctx.scenes, ctx.episodes)):
+            if not ctx.active[i]:
+                continue
             node, goal = int(ctx.nodes[i]), ep.goal_node
             _, phi = pointgoal_polar(
                 np.asarray(scene.positions[node]), int(ctx.yaws[i]), np.asarray(scene.positions[goal])
@@ -113,6 +116,10 @@ def embed(states: np.ndarray, perplexity: float = 30.0, seed: int = 0, max_iter:
     n = len(states)
     if n < 5:
         raise ValueError(f"t-SNE needs at least 5 samples, got {n}")
+    if not np.all(np.isfinite(states)):
+        raise ValueError("t-SNE states hold NaN or infinite values")
+    if np.all(states == states[0]):  # PCA of zero variance gives NaNs, on which scikit-learn's t-SNE crashes
+        raise ValueError(f"all {n} t-SNE states are identical: there is nothing to embed (is the policy trained?)")
     perplexity = min(perplexity, (n - 1) / 3.0)
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=max_iter).fit_transform(
         states

@@ -1,8 +1,9 @@
 """Episode videos: egocentric RGB, depth, binaural spectrogram and a top-down inset, one frame per pose.
 
 MP4 files carry the binaural audio the agent heard: for every frame the first ``1 / fps`` seconds of the
-received signal at that pose (the sound convolved with the baked RIR), muxed in with the ffmpeg binary
-that imageio-ffmpeg ships. GIF files have no audio track.
+received signal at that pose (the sound convolved with the baked RIR; silence where the frame outlasts
+it), muxed in with the ffmpeg binary that imageio-ffmpeg ships. GIF files have no audio track. A frame is
+``FIGSIZE`` inches at ``dpi`` dots per inch (1152 x 320 pixels at the default 80).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from asgf_nav.viz.trajectories import draw_episode  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
+FIGSIZE = (14.4, 4.0)  # inches of one frame: four panels side by side
+
 
 def received_audio(world: TaskWorld, task_scene: TaskScene, record: EpisodeRecord, node: int, yaw: int) -> np.ndarray:
     """(sample_rate, 2) binaural signal at (node, yaw) for the episode's sound and goal."""
@@ -45,10 +48,11 @@ def _frame(fig: plt.Figure) -> np.ndarray:
 def render_frames(
     scene: Scene, world: TaskWorld, record: EpisodeRecord, max_frames: int | None = None, dpi: int = 80
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """RGB frames and the matching binaural signals, one per pose of ``record.path``."""
+    """RGB frames (``FIGSIZE`` times ``dpi`` pixels) and the matching binaural signals, one per pose of
+    ``record.path``."""
     task_scene = world.scene(record.scene)
     poses = record.path[:max_frames] if max_frames else record.path
-    fig, axes = plt.subplots(1, 4, figsize=(14.4, 4.0), gridspec_kw={"width_ratios": [1, 1, 1.3, 1.2]})
+    fig, axes = plt.subplots(1, 4, figsize=FIGSIZE, dpi=dpi, gridspec_kw={"width_ratios": [1, 1, 1.3, 1.2]})
     frames, audio = [], []
     for k, (node, yaw) in enumerate(tqdm(poses, desc=f"video ep {record.episode_id}", unit="frame")):
         signal = received_audio(world, task_scene, record, node, yaw)
@@ -89,9 +93,19 @@ def render_frames(
 
 
 def audio_track(signals: list[np.ndarray], sample_rate: int, fps: float) -> np.ndarray:
-    """First 1/fps seconds of each pose's signal, concatenated and normalised to a 0.9 peak."""
+    """First 1/fps seconds of each pose's signal, concatenated and normalised to a 0.9 peak.
+
+    Each chunk is exactly one frame long: a signal shorter than a frame (fps < 1 with 1 s sounds) is
+    padded with silence, so the track lasts as long as the video and ffmpeg's ``-shortest`` cuts no frame.
+    """
     length = int(round(sample_rate / fps))
-    track = np.concatenate([s[:length] for s in signals]).astype(np.float32)
+    chunks = []
+    for signal in signals:
+        chunk = np.zeros((length, *np.shape(signal)[1:]), dtype=np.float32)
+        head = np.asarray(signal[:length], dtype=np.float32)
+        chunk[: len(head)] = head
+        chunks.append(chunk)
+    track = np.concatenate(chunks) if chunks else np.zeros((0, 2), dtype=np.float32)
     peak = float(np.abs(track).max()) if track.size else 0.0
     return track * (0.9 / peak) if peak > 0 else track
 
@@ -104,14 +118,16 @@ def write_video(
     fps: float = 2.0,
     max_frames: int | None = 200,
     with_audio: bool = True,
+    dpi: int = 80,
 ) -> Path:
-    """Write the episode as MP4 (with audio unless ``with_audio`` is False) or GIF, chosen by the suffix."""
+    """Write the episode as MP4 (with audio unless ``with_audio`` is False) or GIF, chosen by the suffix;
+    ``dpi`` sets the frame size (see ``render_frames``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
         raise ValueError(f"video path {path} must end in .mp4 or .gif")
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames, signals = render_frames(scene, world, record, max_frames)
+    frames, signals = render_frames(scene, world, record, max_frames, dpi)
     # Everything is written inside a temporary directory beside ``path`` and renamed into place last,
     # so an interrupted write never leaves a truncated video under the final name.
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
