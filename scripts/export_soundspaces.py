@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -26,18 +27,39 @@ from asgf_nav.tasks.soundspaces_export import ExportStats, export_episodes, expo
 logger = logging.getLogger("export_soundspaces")
 
 
-def soundspaces_name(preset_name: str) -> str:
-    """SoundSpaces dataset whose rate and grid match the preset (replica: 44.1 kHz / 0.5 m)."""
-    if preset_name in DATASETS:
-        return preset_name
+def target_dataset(parser: argparse.ArgumentParser, preset_name: str, as_dataset: str | None) -> str:
+    """SoundSpaces dataset to write as: ``--as-dataset``, or the one whose rate and grid match the preset.
+
+    SoundSpaces fixes rate and grid per dataset, so a mismatch is refused here, before the scenes load
+    and episodes are generated, rather than by the first scene export.
+    """
     preset = get_preset(preset_name)
-    for name, spec in DATASETS.items():
-        if spec.sample_rate == preset.sample_rate and spec.grid_size == preset.grid_size:
-            return name
-    raise SystemExit(
-        f"preset {preset_name!r} ({preset.sample_rate} Hz, {preset.grid_size} m) matches no "
-        f"SoundSpaces dataset {sorted(DATASETS)}"
-    )
+    if as_dataset is None:
+        if preset_name in DATASETS:
+            return preset_name
+        matching = [
+            name
+            for name, spec in DATASETS.items()
+            if spec.sample_rate == preset.sample_rate and math.isclose(spec.grid_size, preset.grid_size)
+        ]
+        if not matching:
+            parser.error(
+                f"--dataset {preset_name} ({preset.sample_rate} Hz, {preset.grid_size} m grid) matches no "
+                f"SoundSpaces dataset: {_specs()}"
+            )
+        return matching[0]
+    spec = DATASETS[as_dataset]
+    if spec.sample_rate != preset.sample_rate or not math.isclose(spec.grid_size, preset.grid_size):
+        parser.error(
+            f"--as-dataset {as_dataset} needs {spec.sample_rate} Hz RIRs on a {spec.grid_size} m grid, but "
+            f"--dataset {preset_name} has {preset.sample_rate} Hz on a {preset.grid_size} m grid; SoundSpaces "
+            f"datasets: {_specs()}"
+        )
+    return as_dataset
+
+
+def _specs() -> str:
+    return ", ".join(f"{n} ({s.sample_rate} Hz, {s.grid_size} m)" for n, s in sorted(DATASETS.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,16 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     parser.add_argument("--sound-splits", nargs="+", choices=("heard", "unheard"), default=["heard", "unheard"])
     parser.add_argument("--skip-existing", action="store_true", help="keep RIR files already written")
-    parser.add_argument("--no-views", action="store_true", help="do not write scene_observations pickles")
+    parser.add_argument(
+        "--no-views",
+        action="store_true",
+        help="do not write scene_observations pickles (the scenes then need no baked views)",
+    )
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100")
     args = parser.parse_args(argv)
+    target = target_dataset(parser, args.dataset, args.as_dataset)
     setup_logging("INFO")
 
     cfg = load_config(args.config, args.overrides)
     cfg.scenes.dataset = args.dataset
     cfg.scenes.source = "embedded"  # export the embedded scenes even when SoundSpaces data is present
-    target = args.as_dataset or soundspaces_name(args.dataset)
+    if args.no_views:  # the world then loads scenes baked without views (layout + acoustics)
+        cfg.task.sensors = [s for s in cfg.task.sensors if s not in ("rgb", "depth")]
     preset = get_preset(args.dataset)
     in_splits = {n for split in args.splits for n in preset.split_scenes(split, cfg.scenes.num_scenes)}
     unknown = sorted(set(args.scenes or []) - in_splits)

@@ -8,6 +8,7 @@ import logging
 import math
 import pickle
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,9 +22,17 @@ from scipy.io import wavfile
 from asgf_nav.scenes import soundspaces as ss
 from asgf_nav.scenes import soundspaces_import as ssi
 from asgf_nav.scenes.presets import UnknownSceneError
+from asgf_nav.scenes.store import SceneStore, bake_lock
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import episode_dataset_path, generate_scene_episodes, load_episodes
+from asgf_nav.tasks.episodes import (
+    Episode,
+    EpisodeError,
+    episode_dataset_path,
+    generate_scene_episodes,
+    load_episodes,
+    resolve_episode,
+)
 from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, oracle_plan
 from asgf_nav.tasks.soundspaces_export import ExportError, export_world
 from asgf_nav.tasks.soundspaces_world import load_soundspaces_world
@@ -90,6 +99,7 @@ def yaw_quaternion(deg: float) -> list[float]:
 
 
 def write_soundspaces_dataset(root: Path, scene: str = "office_9") -> None:
+    """One scene; call again with another name for a split of several scenes."""
     meta = root / "metadata" / "replica" / scene
     meta.mkdir(parents=True)
     rows = []
@@ -122,7 +132,7 @@ def write_soundspaces_dataset(root: Path, scene: str = "office_9") -> None:
             rgb[..., 0], rgb[..., 1], rgb[..., 2] = node, yaw // 90, 7
             depth = np.full((6, 6, 1), 0.5 * node + yaw / 360.0, dtype=np.float32)
             frames[(node, yaw)] = {"rgb": rgb, "depth": depth}
-    (root / "scene_observations" / "replica").mkdir(parents=True)
+    (root / "scene_observations" / "replica").mkdir(parents=True, exist_ok=True)
     with open(root / "scene_observations" / "replica" / f"{scene}.pkl", "wb") as f:
         pickle.dump(frames, f)
     episodes = [
@@ -144,13 +154,13 @@ def write_soundspaces_dataset(root: Path, scene: str = "office_9") -> None:
         },
     ]
     split_dir = root / "datasets" / "audionav" / "replica" / "v1" / "train_telephone"
-    (split_dir / "content").mkdir(parents=True)
+    (split_dir / "content").mkdir(parents=True, exist_ok=True)
     with gzip.open(split_dir / "train_telephone.json.gz", "wt") as f:
         json.dump({"episodes": []}, f)
     with gzip.open(split_dir / "content" / f"{scene}.json.gz", "wt") as f:
         json.dump({"episodes": episodes}, f)
     sounds = root / "sounds" / "1s_all"
-    sounds.mkdir(parents=True)
+    sounds.mkdir(parents=True, exist_ok=True)
     t = np.arange(22050) / 22050.0
     sf.write(sounds / "telephone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 22050)
 
@@ -321,6 +331,59 @@ def test_auto_source_prefers_soundspaces_only_when_present(tmp_path: Path, ss_da
         ssi.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="soundspaces"))
 
 
+def test_rir_cache_limit_holds_for_the_whole_split(tmp_path: Path, ss_dataset: Path):
+    """scenes.rir_cache_mb bounds the process: a split of many scenes shares it, no scene gets more."""
+    for scene in ("office_7", "office_8"):
+        write_soundspaces_dataset(ss_dataset, scene)
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])  # rir_cache_mb=4
+    world = load_soundspaces_world(cfg, "train")
+    assert sorted(world.scenes) == ["office_7", "office_8", "office_9"]
+    shares = [scene.rir.__self__.cache_bytes for scene in world.scenes.values()]
+    assert sum(shares) <= 4 * 2**20 and min(shares) > 0
+    np.testing.assert_array_equal(world.scene("office_8").rir(6, 4, 0), encoded_rir(7, 5, 0))
+
+
+def test_episode_errors_name_soundspaces_node_ids(tmp_path: Path, ss_dataset: Path):
+    """Node ids skip 4 here, so a project index (7 for id 8) would send the user to the wrong node."""
+    meta = ss_dataset / "metadata" / "replica" / "office_9"
+    graph = pickle.loads((meta / "graph.pkl").read_bytes())
+    graph.add_node(9, point=(3.0, FLOOR_Z - REPLICA_OFFSET, -2.0))  # no edge: unreachable
+    (meta / "graph.pkl").write_bytes(pickle.dumps(graph))
+    (meta / "source_nodes.txt").write_text("".join(f"{n}\n" for n in (0, 1, 2, 3, 5, 6, 7, 9)))  # not 8
+    (ss_dataset / "scene_observations" / "replica" / "office_9.pkl").unlink()  # it has no views of node 9
+    world = load_soundspaces_world(make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"]), "train")
+    np.testing.assert_array_equal(world.scene("office_9").node_ids, [0, 1, 2, 3, 5, 6, 7, 8, 9])
+
+    def episode(goal: list[float]) -> Episode:
+        return Episode("3", "office_9/habitat/mesh_semantic.ply", list(node_point(6)), [0, 0, 0, 1], goal, "x", 1.0)
+
+    with pytest.raises(EpisodeError, match=r"goal node id 8 \(index 7\) at \[2\.0, .*\] is not an acoustic source"):
+        resolve_episode(episode(list(node_point(8))), world)
+    with pytest.raises(
+        EpisodeError,
+        match=r"goal node id 9 \(index 8\) at \[3\.0, .*\] is unreachable from start node id 6 \(index 5\)",
+    ):
+        resolve_episode(episode([3.0, FLOOR_Z - REPLICA_OFFSET, -2.0]), world)
+
+
+def test_concurrent_imports_of_a_scene_wait_for_the_first(tmp_path: Path, ss_dataset: Path):
+    """Ranks opening one scene at once import it once: the others wait for the scene's lock, then reuse it."""
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    directory = ssi.imported_scene_dir(tmp_path / "data", "replica", "office_9")
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (ssi.import_scene(paths, tmp_path / "data", "office_9"), done.set()))
+    with bake_lock(directory):  # another process is importing the scene
+        other.start()
+        assert not done.wait(0.5)
+        assert not (directory / "manifest.json").exists()
+    other.join(60)
+    assert done.is_set() and SceneStore(directory).has_stage("layout") and SceneStore(directory).has_stage("vision")
+    stamp = (directory / "positions.npy").stat().st_mtime_ns
+    with bake_lock(directory):  # up to date: opened without waiting for the lock, nothing rewritten
+        assert ssi.import_scene(paths, tmp_path / "data", "office_9") == directory
+    assert (directory / "positions.npy").stat().st_mtime_ns == stamp
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Round trip: project world -> export -> import gives identical observations, rewards and metrics.
 def scripted_actions(scene, episode, rng: np.random.Generator) -> list[int]:
@@ -437,3 +500,51 @@ def test_task_data_loads_soundspaces_when_found_under_the_data_root(tmp_path: Pa
     world, episodes = load_task_data(cfg, "train")
     assert sorted(world.scenes) == ["office_9"] and world.sample_rate == SR
     assert [e.episode_id for e in episodes] == ["0", "1"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scripts/export_soundspaces.py
+@pytest.fixture(scope="module")
+def tiny_audio_root(tmp_path_factory) -> Path:
+    """The tiny preset's test scene baked with layout and acoustics only (no views), cheaply."""
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.scenes.build import build_scenes
+
+    root = tmp_path_factory.mktemp("data")
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(root)
+    cfg.acoustics.sources_per_scene = 2
+    cfg.acoustics.rays = 100
+    cfg.acoustics.ism_order = 1
+    cfg.acoustics.max_rir_seconds = 0.05
+    build_scenes(cfg, "tiny", ["tiny_room_test"], stages=("layout", "acoustics"), workers=1)
+    return root
+
+
+def _export(out: Path, *argv: str) -> int:
+    import export_soundspaces
+
+    return export_soundspaces.main(["--out", str(out), *argv])
+
+
+def test_export_script_refuses_a_dataset_of_another_rate_before_loading(tmp_path: Path, capsys):
+    out = tmp_path / "export"
+    with pytest.raises(SystemExit) as exit_info:
+        _export(out, "--dataset", "replica", "--as-dataset", "mp3d", f"scenes.data_root={tmp_path / 'none'}")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--as-dataset mp3d needs 16000 Hz RIRs on a 1.0 m grid, but --dataset replica has 44100 Hz" in err
+    assert not out.exists()
+
+
+def test_export_script_without_views_exports_scenes_baked_without_views(tmp_path: Path, tiny_audio_root: Path):
+    out = tmp_path / "export"
+    argv = ["--dataset", "tiny", "--scenes", "tiny_room_test", "--splits", "test", "--sound-splits", "heard"]
+    overrides = [f"scenes.data_root={tiny_audio_root}", "task.test_episodes=3"]
+    assert _export(out, *argv, "--no-views", *overrides) == 0
+    paths = ss.SoundSpacesPaths(out, "replica")
+    assert paths.available_scenes() == ["tiny_room_test"]
+    assert not paths.observations_file("tiny_room_test").exists()
+    assert len(load_episodes(episode_dataset_path(out, "replica", "test", "heard"))) == 3
+    world = load_soundspaces_world(make_cfg(tmp_path, out, sensors=["spectrogram"]), "test")
+    assert world.scene("tiny_room_test").rgb is None and len(world.scene("tiny_room_test").source_nodes) == 2

@@ -2,11 +2,14 @@
 
 import gzip
 import json
+from dataclasses import replace
 
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import shortest_path
 
 import asgf_nav.tasks  # noqa: F401  (registers AudioNav-v0)
 from asgf_nav.config import ConfigError, TaskConfig
@@ -200,6 +203,34 @@ def test_episodes_follow_a_growing_world_and_changed_settings(tmp_path, world):
     closer = TaskConfig(train_episodes_per_scene=7, max_geodesic_distance=2.0)
     regenerated = load_or_generate(tmp_path, world, "train", "heard", ["telephone"], closer)
     assert max(e.geodesic_distance for e in regenerated) <= 2.0 < max(e.geodesic_distance for e in grown)
+
+
+def _walled(scene):
+    """``scene`` with a wall between columns 1 and 2 of rows 0-2: same nodes and sources, another graph."""
+    x, z = np.asarray(scene.positions)[:, 0], np.asarray(scene.positions)[:, 2]
+    neighbors = np.array(scene.neighbors)
+    for i, k in zip(*np.nonzero(neighbors >= 0)):
+        j = neighbors[i, k]
+        if {x[i], x[j]} == {1.0, 2.0} and max(z[i], z[j]) < 2.5:
+            neighbors[i, k] = -1
+    rows, cols = np.nonzero(neighbors >= 0)
+    adj = csr_matrix((np.ones(rows.size), (rows, neighbors[rows, cols])), shape=(scene.num_nodes,) * 2)
+    hops = shortest_path(adj, unweighted=True)
+    return replace(scene, neighbors=neighbors, geodesic_hops=np.where(np.isfinite(hops), hops, -1).astype(np.int32))
+
+
+def test_episodes_follow_a_scene_whose_graph_changed(tmp_path):
+    """A scene baked again with another graph but the same source nodes gets episodes of its new graph."""
+    cfg = TaskConfig(train_episodes_per_scene=30)
+    scene = grid_scene("g", nx=5, nz=4, sample_rate=SR, num_sources=4)
+    load_or_generate(tmp_path, synthetic_world([scene], SR), "train", "heard", ["telephone"], cfg)
+    walled = _walled(scene)
+    world = synthetic_world([walled], SR)
+    episodes = resolve_episodes(load_or_generate(tmp_path, world, "train", "heard", ["telephone"], cfg), world)
+    for ep in episodes:
+        assert ep.geodesic_distance == walled.geodesic_hops[ep.start_node, ep.goal_node] * walled.grid_size
+        hops = np.asarray(walled.geodesic_hops[:, ep.goal_node])
+        assert ep.num_action == len(oracle_plan(walled.neighbors, hops, ep.start_node, ep.start_yaw))
 
 
 def test_real_soundspaces_record_and_scene_ids(world):

@@ -27,7 +27,7 @@ from asgf_nav.scenes.soundspaces import (
     read_points,
     read_source_nodes,
 )
-from asgf_nav.scenes.store import SceneStore, SceneStoreError, remove_stage, scene_dir, write_stage
+from asgf_nav.scenes.store import SceneStore, SceneStoreError, bake_lock, remove_stage, scene_dir, write_stage
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,37 @@ def _stage_matches(directory: Path, stage: str, fingerprint: dict[str, list[int]
 
 
 def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, force: bool = False) -> Path:
-    """Convert one scene's graph (and views, when rendered) into the scene store; skip what is up to date."""
-    spec = dataset_spec(paths.dataset)
+    """Convert one scene's graph (and views, when rendered) into the scene store; skip what is up to date.
+
+    Holds the scene's bake lock, as a bake does: processes sharing a data root (DD-PPO ranks) that open
+    the same scene at once import it once, the others wait and then find it up to date.
+    """
     directory = imported_scene_dir(data_root, paths.dataset, scene)
-    layout_fp = _fingerprint([paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)])
+    if not force and _up_to_date(paths, directory, scene):  # no lock: a read-only shared store serves as it is
+        return directory
+    with bake_lock(directory):
+        _import_scene(paths, directory, scene, force)  # checks again: a process waited for may have done it
+    return directory
+
+
+def _layout_fingerprint(paths: SoundSpacesPaths, scene: str) -> dict[str, list[int]]:
+    return _fingerprint([paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)])
+
+
+def _up_to_date(paths: SoundSpacesPaths, directory: Path, scene: str) -> bool:
+    """True when the store holds the scene's current layout and exactly its current views."""
+    if not _stage_matches(directory, "layout", _layout_fingerprint(paths, scene)):
+        return False
+    obs_path = paths.observations_file(scene)
+    if obs_path.exists():
+        return _stage_matches(directory, "vision", _fingerprint([obs_path]))
+    return not SceneStore(directory).has_stage("vision")
+
+
+def _import_scene(paths: SoundSpacesPaths, directory: Path, scene: str, force: bool) -> None:
+    """The body of :func:`import_scene`, run under the scene's lock."""
+    spec = dataset_spec(paths.dataset)
+    layout_fp = _layout_fingerprint(paths, scene)
     if force or not _stage_matches(directory, "layout", layout_fp):
         points = read_points(paths.points_file(scene), paths.dataset)
         graph_path = paths.graph_file(scene)
@@ -113,7 +140,6 @@ def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, for
             logger.info("imported SoundSpaces views of %s/%s: %s", paths.dataset, scene, rgb.shape)
     elif SceneStore(directory).has_stage("vision"):
         remove_stage(directory, "vision")
-    return directory
 
 
 def import_dataset(

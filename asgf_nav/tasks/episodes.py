@@ -285,10 +285,15 @@ def resolve_episode(ep: Episode, world: TaskWorld) -> ResolvedEpisode:
     except ValueError as exc:
         raise EpisodeError(f"episode {ep.episode_id} ({scene.name}): {exc}") from None
     if goal not in set(int(s) for s in scene.source_nodes):
-        raise EpisodeError(f"episode {ep.episode_id} ({scene.name}): goal node {goal} is not an acoustic source node")
+        raise EpisodeError(
+            f"episode {ep.episode_id} ({scene.name}): goal {scene.describe_node(goal)} is not an acoustic source node"
+        )
     hops = int(scene.geodesic_hops[start, goal])
     if hops < 0:
-        raise EpisodeError(f"episode {ep.episode_id} ({scene.name}): goal node {goal} unreachable from start {start}")
+        raise EpisodeError(
+            f"episode {ep.episode_id} ({scene.name}): goal {scene.describe_node(goal)} is unreachable from "
+            f"start {scene.describe_node(start)}"
+        )
     num_action = ep.num_action
     if num_action is None:
         num_action = oracle_num_actions(scene.neighbors, np.asarray(scene.geodesic_hops[:, goal]), start, yaw)
@@ -302,7 +307,21 @@ def resolve_episodes(episodes: Sequence[Episode], world: TaskWorld) -> list[Reso
 
 
 GENERATION_KEY = "asgf_nav_generation"
-GENERATION_FORMAT = 2  # 2: yaw 270 written as [0, 0.707, 0, -0.707] (1 wrote [0, -0.707, 0, 0.707])
+GENERATION_FORMAT = 3  # 2: yaw 270 written as [0, 0.707, 0, -0.707] (1 wrote [0, -0.707, 0, 0.707]); 3: graph
+
+
+def graph_digest(scene: TaskScene) -> int:
+    """Checksum of what generated episodes read of a scene's navigation graph: grid, node positions (as
+    episodes store them), forward neighbours (num_action) and geodesic hops (distances, start choice).
+
+    A scene baked or imported again with another graph but the same source nodes thus gets new episodes.
+    """
+    crc = zlib.crc32(np.float64(scene.grid_size).tobytes())
+    positions = np.round(np.asarray(scene.positions, dtype=np.float64), 6)
+    hops = np.asarray(scene.geodesic_hops)  # N x N: hashed as stored (a memory map is read, not copied)
+    for array in (positions, np.asarray(scene.neighbors, dtype=np.int64), hops):
+        crc = zlib.crc32(np.ascontiguousarray(array), crc)
+    return crc
 
 
 def generation_record(
@@ -314,6 +333,7 @@ def generation_record(
         "dataset": world.dataset, "scene": scene, "split": split, "sound_split": sound_split, "count": int(count),
         "sounds": zlib.crc32("\n".join(sorted(sounds)).encode()),
         "source_nodes": zlib.crc32(np.asarray(world.scene(scene).source_nodes, dtype=np.int64).tobytes()),
+        "graph": graph_digest(world.scene(scene)),
         "min_geodesic_distance": float(task_cfg.min_geodesic_distance),
         "max_geodesic_distance": float(task_cfg.max_geodesic_distance),
     }  # fmt: skip
@@ -331,7 +351,8 @@ def load_or_generate(
     """The split's episodes for the world's scenes, generating (and saving) any scene whose file is missing.
 
     Generated per-scene files record their generation settings and are regenerated when those change
-    (e.g. other distance bounds, or a val/test total spread over a different number of scenes); files
+    (e.g. other distance bounds, a val/test total spread over a different number of scenes, or a scene
+    whose navigation graph changed when it was baked or imported again); files
     without that record (real SoundSpaces datasets) are read as they are. ``split_scenes`` are the scenes
     the val/test total is spread over, as ``generate_split`` spreads it (default: the world's scenes), so a
     scene's count does not depend on which of them are baked yet.

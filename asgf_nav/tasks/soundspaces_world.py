@@ -72,8 +72,11 @@ def open_task_scene(
     need_vision: bool = False,
     rir_cache_bytes: int = 64 * 2**20,
     on_missing: str = "error",
-):
-    """One SoundSpaces scene as a ``TaskScene``: imported graph/views, RIRs read lazily from the wav files."""
+) -> TaskScene:
+    """One SoundSpaces scene as a ``TaskScene``: imported graph/views, RIRs read lazily from the wav files.
+
+    The scene keeps SoundSpaces' node ids, so that messages name a node by the id its files use.
+    """
     store_scene = Scene(import_scene(paths, data_root, scene))
     if need_vision and not store_scene.has_vision:
         raise SoundSpacesDataError(
@@ -98,6 +101,7 @@ def open_task_scene(
         rir=rirs.rir,
         rgb=store_scene.rgb if store_scene.has_vision else None,
         depth=store_scene.depth if store_scene.has_vision else None,
+        node_ids=node_ids,
     )
 
 
@@ -119,7 +123,9 @@ def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = 
     else:
         names = split_scene_names(paths, split, cfg.task.sound_split)
     need_vision = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
-    cache_bytes = max(8 * 2**20, int(cfg.scenes.rir_cache_mb * 2**20) // len(names))
+    # scenes.rir_cache_mb bounds the whole process: each scene gets its share, with no floor that would
+    # let a split of many scenes exceed it (a scene's cache still keeps its latest RIR)
+    cache_bytes = int(cfg.scenes.rir_cache_mb * 2**20) // len(names)
     on_missing = cfg.scenes.rir_on_missing
     task_scenes = {
         name: open_task_scene(paths, cfg.scenes.data_root, name, need_vision, cache_bytes, on_missing)

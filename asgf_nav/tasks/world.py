@@ -36,9 +36,14 @@ class TaskScene:
     rir: RirFn
     rgb: np.ndarray | None = None  # (N, 4, H, W, 3) uint8
     depth: np.ndarray | None = None  # (N, 4, H, W) float16 metres
+    # (N,) ids the scene's own files give its nodes (SoundSpaces graph ids, which may skip numbers);
+    # None when the node ids are the indices. Only used to name nodes in messages.
+    node_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.positions)
+        if self.node_ids is not None and np.shape(self.node_ids) != (n,):
+            raise ValueError(f"scene {self.name}: node_ids must be ({n},), got {np.shape(self.node_ids)}")
         if self.neighbors.shape != (n, 4):
             raise ValueError(f"scene {self.name}: neighbors must be ({n}, 4), got {self.neighbors.shape}")
         if self.geodesic_hops.shape != (n, n):
@@ -62,6 +67,13 @@ class TaskScene:
         if node is None:
             raise ValueError(f"Position misalignment: {list(position)} (key {key}) is no node of scene {self.name}")
         return node
+
+    def describe_node(self, node: int) -> str:
+        """A node as a user finds it in the scene's files: its own id (when it differs) and its position."""
+        position = [round(float(v), 3) for v in np.asarray(self.positions[int(node)], dtype=np.float64)]
+        if self.node_ids is None or int(self.node_ids[int(node)]) == int(node):
+            return f"node {int(node)} at {position}"
+        return f"node id {int(self.node_ids[int(node)])} (index {int(node)}) at {position}"
 
     def check_node(self, node: int, what: str = "node") -> int:
         if not 0 <= int(node) < self.num_nodes:
