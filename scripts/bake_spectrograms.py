@@ -2,7 +2,9 @@
 
 The batched env then reads spectrogram misses from these files instead of computing them, which is what
 makes CPU training fast for splits with few sounds (the heard task). Sizes: about 36 kB per state at
-44.1 kHz, 6.1 GB for the heard sound over the nine Replica training scenes. An interrupted bake resumes.
+44.1 kHz, 6.1 GB for the heard sound over the nine Replica training scenes. An interrupted bake resumes;
+a file baked from other RIRs, another sound or other settings (its fingerprint {sound}.json differs) is baked
+again. Only the scenes' layout and acoustics are read: scenes baked without views will do.
 
 Example: python scripts/bake_spectrograms.py --config replica_heard.yaml --split train --threads 2
 """
@@ -29,7 +31,7 @@ from asgf_nav.cli import (  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.factory import spectrogram_store_root  # noqa: E402
-from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path  # noqa: E402
+from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path, stores_to_bake  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
     parser.add_argument("--scenes", nargs="+", help="only these scenes of the split")
     parser.add_argument("--sounds", nargs="+", help="only these sounds (default: the split's sounds)")
-    parser.add_argument("--out", help="store root (default: task.spectrogram_store, 'auto' = DATA/spectrograms)")
+    parser.add_argument("--out", help="store root (default: task.spectrogram_store; 'auto' = DATA/spectrograms)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be baked and its size, then stop")
@@ -67,24 +69,31 @@ def main(argv: list[str] | None = None) -> int:
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     reject_swallowed_overrides(parser, args, "scenes", "sounds")
-    check_output(parser, "--out", None if args.out in (None, "auto") else args.out, directory=True)
     setup_logging("INFO")
     cfg = config_from_args(args)
+    if args.out:  # read as task.spectrogram_store is: 'auto' is DATA/spectrograms
+        cfg.task.spectrogram_store = args.out
+    root = spectrogram_store_root(cfg)
+    if root is None:
+        parser.error("task.spectrogram_store is off in this config; pass --out DIR")
+    if args.out:
+        check_output(parser, "--out", root, directory=True)
     problem = unknown_sounds_problem(cfg, args.split, args.sounds) if args.sounds else None
     if problem:
         parser.error(f"--sounds: {problem}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device, key="--device")
-    root = Path(args.out) if args.out else spectrogram_store_root(cfg)
-    if root is None:
-        parser.error("task.spectrogram_store is off in this config; pass --out DIR")
+    cfg.task.sensors = ["spectrogram"]  # the scenes' views are never read here: audio-only scenes suffice
     world = load_world(cfg, args.split, args.scenes)
     sounds = list(args.sounds or sound_names(cfg, args.split))
     for name in args.sounds or ():  # before any work: a SoundSpaces sound without its file is named here
         world.sound(name)
-    missing = [(s, n) for s in world.scenes.values() for n in sounds if not store_path(root, s, n).is_file()]
-    need = store_bytes([scene for scene, _ in missing], world.sample_rate)
+    missing = stores_to_bake(root, world, sounds)
+    for scene, sound, why in missing:
+        if store_path(root, scene, sound).exists():
+            print(f"{store_path(root, scene, sound)} {why}: it is baked again")
+    need = store_bytes([scene for scene, _, _ in missing], world.sample_rate)
     print(
         f"{len(world.scenes)} scenes x {len(sounds)} sounds into {root}: {len(missing)} files to bake, "
         f"about {need / 1e9:.1f} GB"

@@ -1,19 +1,33 @@
 """Baked spectrogram store: same values as live computation, resumable bakes, stale stores refused."""
 
+import logging
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import ExperimentConfig, TaskConfig
 from asgf_nav.io import exclusive_lock
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.factory import spectrogram_store_root
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, spectrogram_np
-from asgf_nav.tasks.spectrogram_store import bake, bake_world, spectrograms_for, store_bytes, store_path
+from asgf_nav.tasks.spectrogram_store import (
+    SpectrogramStore,
+    SpectrogramStoreError,
+    bake,
+    bake_world,
+    fingerprint_path,
+    spectrograms_for,
+    store_bytes,
+    store_fingerprint,
+    store_path,
+    verification_probes,
+)
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
 SR = 16000
@@ -144,7 +158,8 @@ def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp
         time.sleep(1.0)
         assert second.is_alive() and not list(final.parent.glob("drum.partial*"))  # waits, writes nothing
         other = bake(tmp_path / "other", scene, "drum", world.sound("drum"), spectrogram)
-        other.replace(final)  # the other process finishes the file
+        fingerprint_path(other).replace(fingerprint_path(final))  # the other process finishes the file:
+        other.replace(final)  # fingerprint first, then the .npy under its name
         counter = scene.rir = CountingRirs(scene.rir)
     second.join(timeout=60)
     assert finished == [final] and counter.calls == 0  # found finished: nothing rendered again
@@ -158,8 +173,11 @@ def test_store_from_other_data_is_refused_with_the_file_named(tmp_path):
     target = store_path(tmp_path, scene, "bell")
     target.parent.mkdir(parents=True)
     target.write_bytes(wrong.read_bytes())  # the drum's spectrograms filed under the bell
+    fingerprint_path(target).write_bytes(fingerprint_path(wrong).read_bytes())
     env = BatchedAudioNavEnv(world, episodes, 2, cfg=TaskConfig(sensors=["spectrogram"]), spectrogram_store=tmp_path)
-    with pytest.raises(ValueError, match="bell.npy does not match"):
+    with pytest.raises(
+        SpectrogramStoreError, match="bell.npy was baked from other data .*sound.name: baked 'drum', now 'bell'"
+    ):
         for _ in range(5):
             env.reset()
     np.save(target, np.zeros((2, 3), dtype=np.float32))
@@ -177,3 +195,154 @@ def test_store_root_from_config(tmp_path):
     assert spectrogram_store_root(cfg) is None
     cfg.task.spectrogram_store = str(tmp_path / "elsewhere")
     assert spectrogram_store_root(cfg) == tmp_path / "elsewhere"
+
+
+def test_probes_hear_each_source_from_afar_so_stores_stale_away_from_it_are_refused(tmp_path):
+    # every node holds a source, as in SoundSpaces scenes: probes at (slot k, node k) would hear each
+    # source from where it stands, where a renderer change (such as the late tail's onset) may not show
+    scene = grid_scene("everywhere", nx=3, nz=2, sample_rate=SR)
+    world = synthetic_world([scene], sample_rate=SR)
+    slots = len(scene.source_nodes)
+    probes = verification_probes(scene)
+    assert [slot for slot, _, _ in probes] == [0, slots // 2, slots - 1]
+    assert all(receiver != scene.source_nodes[slot] for slot, receiver, _ in probes)
+    path = bake(tmp_path, scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
+    stored = np.load(path, mmap_mode="r+")
+    stored[np.asarray(scene.source_nodes)[:, None] != np.arange(scene.num_nodes)[None]] += 0.5
+    stored.flush()
+    del stored
+    store = SpectrogramStore(tmp_path, world, TorchSpectrogram(SR))
+    with pytest.raises(SpectrogramStoreError, match="bell.npy does not match .*delete it and bake it again"):
+        store.lookup(scene, "bell", np.array([0]), scene.source_nodes[:1], np.array([0]))
+
+
+def test_an_empty_store_file_is_refused_with_its_path_and_baked_again(tmp_path):
+    world = _world()
+    scene = world.scenes["grid_b"]
+    target = store_path(tmp_path, scene, "drum")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"")  # a copy that ran out of disk
+    store = SpectrogramStore(tmp_path, world, TorchSpectrogram(SR))
+    with pytest.raises(SpectrogramStoreError, match=f"spectrogram store {target} is not a readable .npy file"):
+        store.lookup(scene, "drum", np.array([0]), scene.source_nodes[:1], np.array([0]))
+    bake(tmp_path, scene, "drum", world.sound("drum"), TorchSpectrogram(SR))
+    assert np.load(target).shape[:2] == (2, scene.num_nodes)
+
+
+def test_a_finished_store_of_another_waveform_is_baked_again(tmp_path, caplog):
+    world = _world()
+    scene = world.scenes["grid_b"]
+    spectrogram = TorchSpectrogram(SR)
+    path = bake(tmp_path, scene, "drum", world.sound("drum"), spectrogram)
+    counter = scene.rir = CountingRirs(scene.rir)
+    assert bake(tmp_path, scene, "drum", world.sound("drum"), spectrogram) == path and counter.calls == 0
+    louder = 2.0 * world.sound("drum")  # the sound bank's file changed under the same name
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"):
+        bake(tmp_path, scene, "drum", louder, spectrogram)
+    assert "sound.sha256" in caplog.text and "baking it again" in caplog.text
+    assert counter.calls == len(scene.source_nodes) * scene.num_nodes * 4
+    live = spectrograms_for(scene, torch.from_numpy(louder), spectrogram, [3], [scene.source_nodes[1]], [2]).numpy()
+    np.testing.assert_allclose(np.load(path)[1, 3, 2], live[0], atol=1e-5)
+
+
+def test_soundspaces_rirs_are_identified_by_their_scene_folder_and_missing_file_policy(tmp_path):
+    from dataclasses import replace
+
+    from asgf_nav.scenes.soundspaces import SoundSpacesPaths, SoundSpacesRirs
+
+    scene = grid_scene("room", sample_rate=SR)
+    rirs = SoundSpacesRirs(
+        SoundSpacesPaths(tmp_path, "mp3d"), "room", np.arange(scene.num_nodes), scene.source_nodes, on_missing="silence"
+    )
+    fingerprint = store_fingerprint(replace(scene, rir=rirs.rir), "bell", np.zeros(SR), TorchSpectrogram(SR))
+    assert fingerprint["rirs"] == {
+        "source": "soundspaces",
+        "dataset": "mp3d",
+        "scene": "room",
+        "rir_dir": str(tmp_path / "binaural_rirs" / "mp3d" / "room"),
+        "on_missing": "silence",
+    }
+
+
+# ------------------------------------------------------------------------------------------ baked scenes
+@pytest.fixture(scope="module")
+def audio_only_root(tmp_path_factory) -> Path:
+    """The tiny preset's test scene baked for audio only (layout + acoustics, no views), cheaply."""
+    from asgf_nav.scenes.build import build_scenes
+
+    root = tmp_path_factory.mktemp("data")
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(root)
+    cfg.acoustics.sources_per_scene, cfg.acoustics.rays, cfg.acoustics.ism_order = 2, 200, 1
+    cfg.acoustics.max_rir_seconds = 0.3
+    build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "acoustics"), workers=1)
+    return root
+
+
+def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(
+    audio_only_root, tmp_path, monkeypatch, caplog
+):
+    from asgf_nav.tasks.world import load_world
+
+    cfg = ExperimentConfig()
+    cfg.scenes.dataset, cfg.scenes.data_root, cfg.task.sensors = "tiny", str(audio_only_root), ["spectrogram"]
+    world = load_world(cfg, "test")
+    scene = world.scenes["tiny_room_test"]
+    spectrogram, wave = TorchSpectrogram(world.sample_rate), world.sound("telephone")
+    states_per_source = scene.num_nodes * 4
+    final = bake(tmp_path, scene, "telephone", wave, spectrogram)
+    version = rendered_rirs.RENDER_VERSION
+
+    monkeypatch.setattr(rendered_rirs, "RENDER_VERSION", version + 1)  # the same acoustics render differently now
+    store = SpectrogramStore(tmp_path, world, spectrogram)
+    with pytest.raises(SpectrogramStoreError) as refused:
+        store.lookup(scene, "telephone", np.array([0]), scene.source_nodes[:1], np.array([0]))
+    message = str(refused.value)
+    assert f"spectrogram store {final} was baked from other data" in message
+    assert f"rirs.render_version: baked {version}, now {version + 1}" in message
+    assert f"scripts/bake_spectrograms.py --config <config> --split <split> --out {tmp_path}" in message
+    assert "--scenes tiny_room_test --sounds telephone" in message
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after(states):
+        done = []
+
+        def progress(n):
+            done.append(n)
+            if sum(done) > states:
+                raise Interrupt
+
+        return done, progress
+
+    _, progress = stop_after(states_per_source)
+    with pytest.raises(Interrupt):  # the stale file is baked again; interrupted after its first source
+        bake(tmp_path, scene, "telephone", wave, spectrogram, progress=progress)
+    assert final.with_name("telephone.partial.json").exists() and not final.exists()
+    monkeypatch.setattr(rendered_rirs, "RENDER_VERSION", version + 2)
+    resumed, progress = stop_after(0)
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"), pytest.raises(Interrupt):
+        bake(tmp_path, scene, "telephone", wave, spectrogram, progress=progress)
+    assert "discarding the partial bake" in caplog.text
+    assert f"rirs.render_version: baked {version + 1}, now {version + 2}" in caplog.text
+    assert resumed[0] < states_per_source  # started over at source 0, not resumed at source 1
+
+
+def test_bake_script_reads_scenes_baked_without_views(audio_only_root, capsys):
+    import bake_spectrograms
+
+    # tiny_heard's task.sensors hold depth, which the bake never reads
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--dry-run"]
+    assert bake_spectrograms.main(argv) == 0
+    assert f"1 scenes x 1 sounds into {audio_only_root / 'spectrograms'}: 1 files to bake" in capsys.readouterr().out
+
+
+def test_bake_script_out_auto_is_the_data_roots_store(audio_only_root, capsys, tmp_path, monkeypatch):
+    import bake_spectrograms
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--dry-run"]
+    assert bake_spectrograms.main([*argv, "--out", "auto"]) == 0
+    assert f"into {audio_only_root / 'spectrograms'}: 1 files to bake" in capsys.readouterr().out
+    assert not (tmp_path / "auto").exists()

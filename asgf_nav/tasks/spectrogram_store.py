@@ -10,31 +10,47 @@ would have computed (the same torch pipeline wrote them).
 Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, freq, time, 2), indexed
 (source slot, receiver node, yaw index); source slots follow ``TaskScene.source_nodes``.
 
-- Baking writes ``{sound}.partial.npy`` plus ``{sound}.partial.json`` (sources done) and renames the
-  file when complete: an interrupted bake resumes at the next source, and readers never see a partial
-  file. A process bakes a file only while it holds ``{sound}.lock``, so runs may share a root.
-- Opening a file recomputes a few of its states and compares them, so a store baked from other RIRs,
-  another sound or other spectrogram settings is refused with an error naming the file.
+- Each file has a fingerprint ``{sound}.json`` next to it: what it was baked from (see
+  :func:`store_fingerprint`: the scene's RIRs with ``RENDER_VERSION``, a digest of the sound's
+  waveform, the spectrogram settings). It is written before the ``.npy`` gets its final name, so a
+  finished file always has the fingerprint of its own bake.
+- Baking writes ``{sound}.partial.npy`` plus ``{sound}.partial.json`` (fingerprint, sources done) and
+  renames the file when complete: an interrupted bake resumes at the next source when nothing it was
+  baked from has changed, and starts over otherwise; readers never see a partial file. A finished
+  file whose fingerprint differs is baked again. A process bakes a file only while it holds
+  ``{sound}.lock``, so runs may share a root.
+- Opening a file checks its fingerprint, then recomputes three of its states (the first, middle and
+  last source, each heard from the node farthest from it) and compares them; a store baked from other
+  RIRs, another sound or other spectrogram settings is refused with a
+  :class:`SpectrogramStoreError` naming the file, what differs and the command that bakes it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.io import atomic_write_text, exclusive_lock
-from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
+from asgf_nav.scenes.soundspaces import SoundSpacesRirs
+from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
 logger = logging.getLogger(__name__)
 
 VERIFY_TOLERANCE = 1e-3  # log1p magnitudes are O(1-10); FFT-size rounding differences are ~1e-6
+
+
+class SpectrogramStoreError(ValueError):
+    """A store file that cannot serve the run: unreadable, or baked from other RIRs, sound or settings."""
 
 
 def spectrograms_for(
@@ -56,6 +72,148 @@ def spectrograms_for(
 
 def store_path(root: str | Path, scene: TaskScene, sound: str) -> Path:
     return Path(root) / scene.dataset / scene.name / f"{sound}.npy"
+
+
+def fingerprint_path(path: Path) -> Path:
+    """The fingerprint file ``{sound}.json`` of the store file ``{sound}.npy``."""
+    return path.with_name(f"{path.name[: -len('.npy')]}.json")
+
+
+# ------------------------------------------------------------------------------------------ fingerprints
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def rir_identity(scene: TaskScene) -> dict[str, Any]:
+    """What the RIRs of ``scene`` are made from, as far as the scene tells.
+
+    Baked scenes (``SceneRirs``): the acoustics stage's meta (bake settings, layout digest) and
+    ``RENDER_VERSION``, which together fix every rendered response. SoundSpaces scenes: the dataset,
+    scene, RIR folder and missing-file policy; RIR files replaced in place under the same folder are
+    not seen here (only the verification probes catch them). Other RIR functions (synthetic and test
+    worlds) are unidentified: only the probes guard them.
+    """
+    owner = getattr(scene.rir, "__self__", None)
+    if isinstance(owner, rendered_rirs.SceneRirs):
+        return {"source": "baked acoustics", "render_version": rendered_rirs.RENDER_VERSION, "acoustics": owner.meta}
+    if isinstance(owner, SoundSpacesRirs):
+        return {
+            "source": "soundspaces",
+            "dataset": owner.paths.dataset,
+            "scene": owner.scene,
+            "rir_dir": str(owner.paths.rir_dir(owner.scene)),
+            "on_missing": owner.on_missing,
+        }
+    return {"source": "unidentified"}
+
+
+def store_fingerprint(scene: TaskScene, sound: str, wave: np.ndarray, spectrogram: TorchSpectrogram) -> dict[str, Any]:
+    """Everything a store file's values depend on, as JSON data (compared on open and on resume)."""
+    fingerprint = {
+        "scene": {
+            "dataset": scene.dataset,
+            "name": scene.name,
+            "shape": [len(scene.source_nodes), scene.num_nodes, 4, *spectrogram.shape],
+            "source_nodes": _digest(np.asarray(scene.source_nodes, dtype=np.int64).tobytes()),
+        },
+        "rirs": rir_identity(scene),
+        "sound": {"name": sound, "sha256": _digest(np.ascontiguousarray(wave, dtype=np.float32).tobytes())},
+        "spectrogram": {
+            "sample_rate": spectrogram.sample_rate,
+            "n_fft": N_FFT,
+            "hop_length": HOP_LENGTH,
+            "win_length": WIN_LENGTH,
+            "pool": POOL,
+        },
+    }
+    return json.loads(json.dumps(fingerprint))  # tuples as lists: equal to what a file reads back
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def fingerprint_differences(baked: Any, now: dict[str, Any], limit: int = 6) -> str:
+    """``key: baked X, now Y`` for each differing entry (the first ``limit``), e.g. ``rirs.render_version``."""
+    old, new = _flatten(baked), _flatten(now)
+    missing = "(none)"
+    lines = [
+        f"{key}: baked {old.get(key, missing)!r}, now {new.get(key, missing)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, missing) != new.get(key, missing)
+    ]
+    more = f" and {len(lines) - limit} more" if len(lines) > limit else ""
+    return "; ".join(lines[:limit]) + more
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """(content, None), or (None, what is wrong with the file)."""
+    try:
+        return json.loads(path.read_text()), None
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as err:
+        return None, f"unreadable ({err})"
+
+
+def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
+    """Why the finished store file ``path`` cannot serve ``fingerprint``, or None when it can.
+
+    The cheap checks only (the .npy header and the fingerprint file); opening a store also recomputes a
+    few states. The text follows ``spectrogram store {path}``.
+    """
+    if not path.is_file():
+        return "does not exist"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, EOFError, OSError) as err:
+        return f"is not a readable .npy file ({type(err).__name__}: {err})"
+    expected = tuple(fingerprint["scene"]["shape"])
+    if array.shape != expected or array.dtype != np.float32:
+        return (
+            f"holds {array.dtype} {array.shape}, scene {fingerprint['scene']['name']} at "
+            f"{fingerprint['spectrogram']['sample_rate']} Hz needs float32 {expected}"
+        )
+    sidecar = fingerprint_path(path)
+    baked, problem = _read_json(sidecar)
+    if problem == "missing":
+        return f"has no fingerprint file {sidecar.name} (it was baked before stores recorded what they come from)"
+    if problem:
+        return f"has a fingerprint file {sidecar} that is {problem}"
+    if baked != fingerprint:
+        return f"was baked from other data than the run uses ({fingerprint_differences(baked, fingerprint)})"
+    return None
+
+
+def rebake_command(root: Path, scene: TaskScene, sound: str) -> str:
+    """The command that bakes one store file again (it replaces a stale one)."""
+    return (
+        f"python scripts/bake_spectrograms.py --config <config> --split <split> --out {root} "
+        f"--scenes {scene.name} --sounds {sound}"
+    )
+
+
+# ------------------------------------------------------------------------------------------ reading
+def verification_probes(scene: TaskScene) -> list[tuple[int, int, int]]:
+    """(source slot, receiver, yaw) states recomputed when a store opens.
+
+    The first, middle and last source slot, each heard from the node farthest from its source: a
+    receiver at the source hears the direct sound at time 0, where a renderer change (such as where
+    the late tail starts) may not show, while most states change.
+    """
+    positions = np.asarray(scene.positions, dtype=np.float64)
+    slots = len(scene.source_nodes)
+    probes = []
+    for slot, yaw in ((0, 0), (slots // 2, 1), (slots - 1, 3)):
+        source = int(scene.source_nodes[slot])
+        receiver = int(np.argmax(np.linalg.norm(positions - positions[source], axis=1)))
+        probes.append((slot, receiver, yaw))
+    return probes
 
 
 class SpectrogramStore:
@@ -84,34 +242,30 @@ class SpectrogramStore:
         return self._arrays[key]
 
     def _verified(self, path: Path, scene: TaskScene, sound: str) -> np.ndarray:
-        try:
-            array = np.load(path, mmap_mode="r")
-        except ValueError as err:
-            raise ValueError(f"spectrogram store {path} is not a readable .npy file: {err}") from None
-        expected = (len(scene.source_nodes), scene.num_nodes, 4, *self.spectrogram.shape)
-        if array.shape != expected or array.dtype != np.float32:
-            raise ValueError(
-                f"spectrogram store {path} holds {array.dtype} {array.shape}, scene {scene.name} at "
-                f"{self.spectrogram.sample_rate} Hz needs float32 {expected}; delete it and bake again"
+        """The memory-mapped file, once its header, fingerprint and a few recomputed states match the run."""
+        wave = self.world.sound(sound)
+        problem = store_problem(path, store_fingerprint(scene, sound, wave, self.spectrogram))
+        if problem is not None:
+            raise SpectrogramStoreError(
+                f"spectrogram store {path} {problem}; bake it again (this replaces it): "
+                f"{rebake_command(self.root, scene, sound)}"
             )
-        probes = [
-            (0, 0, 0),
-            (len(scene.source_nodes) - 1, scene.num_nodes - 1, 3),
-            (len(scene.source_nodes) // 2, scene.num_nodes // 2, 1),
-        ]
-        slots, receivers, yaws = (np.array(v) for v in zip(*probes))
-        wave = torch.from_numpy(self.world.sound(sound))
+        array = np.load(path, mmap_mode="r")
+        slots, receivers, yaws = (np.array(v) for v in zip(*verification_probes(scene)))
         live = (
-            spectrograms_for(scene, wave, self.spectrogram, receivers, np.asarray(scene.source_nodes)[slots], yaws)
+            spectrograms_for(
+                scene, torch.from_numpy(wave), self.spectrogram, receivers, np.asarray(scene.source_nodes)[slots], yaws
+            )
             .cpu()
             .numpy()
         )
         difference = float(np.max(np.abs(live - array[slots, receivers, yaws])))
         if not difference <= VERIFY_TOLERANCE:
-            raise ValueError(
+            raise SpectrogramStoreError(
                 f"spectrogram store {path} does not match the spectrograms computed now from scene "
-                f"{scene.name} and sound {sound!r} (max difference {difference:.3g} > {VERIFY_TOLERANCE}); it was "
-                "baked from other data or settings: delete it and run scripts/bake_spectrograms.py again"
+                f"{scene.name} and sound {sound!r} (max difference {difference:.3g} > {VERIFY_TOLERANCE}) although "
+                f"its fingerprint {fingerprint_path(path).name} does; it was baked from other data or settings: "
+                f"delete it and bake it again: {rebake_command(self.root, scene, sound)}"
             )
         logger.info("spectrogram store %s: %.1f GB, verified", path, array.nbytes / 1e9)
         return array
@@ -133,6 +287,7 @@ class SpectrogramStore:
         return [k for k, v in self._arrays.items() if v is not None]
 
 
+# ------------------------------------------------------------------------------------------ baking
 def bake(
     root: str | Path,
     scene: TaskScene,
@@ -140,44 +295,73 @@ def bake(
     wave: np.ndarray,
     spectrogram: TorchSpectrogram,
     batch: int | None = None,
-    progress=None,
+    progress: Callable[[int], Any] | None = None,
 ) -> Path:
     """Bake (or finish baking) the store file of one (scene, sound); returns its path.
 
-    ``progress(n)`` is called with the number of states done after each chunk (a tqdm ``update``).
-    Two processes baking one root take turns on a file (the partial one is resumed in place, so two
-    writers would corrupt it); the second finds it finished.
+    A finished file baked from other data (its fingerprint differs) is baked again. ``progress(n)`` is
+    called with the number of states done after each chunk (a tqdm ``update``). Two processes baking
+    one root take turns on a file (the partial one is resumed in place, so two writers would corrupt
+    it); the second finds it finished.
     """
     final = store_path(root, scene, sound)
-    if final.is_file():
+    fingerprint = store_fingerprint(scene, sound, wave, spectrogram)
+    if store_problem(final, fingerprint) is None:
         return final
     with exclusive_lock(final.with_name(f"{sound}.lock"), f"spectrogram store {final}"):
-        if final.is_file():
+        problem = store_problem(final, fingerprint)
+        if problem is None:
             return final
-        return _bake_locked(final, scene, sound, wave, spectrogram, batch, progress)
+        if final.exists():  # gone first: its fingerprint file is about to describe the new bake
+            logger.warning("spectrogram store %s %s: baking it again", final, problem)
+            final.unlink()
+        return _bake_locked(final, scene, wave, spectrogram, fingerprint, batch, progress)
+
+
+def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, Any]) -> int:
+    """Sources an interrupted bake finished for the same fingerprint; 0 (logged) when it must start over."""
+    if not partial.is_file():
+        return 0
+    state, problem = _read_json(state_file)
+    if problem is None and isinstance(state, dict) and state.get("fingerprint") == fingerprint:
+        try:
+            array = np.load(partial, mmap_mode="r")
+        except (ValueError, EOFError, OSError) as err:
+            logger.warning("discarding the partial bake %s: it is not a readable .npy file (%s)", partial, err)
+            return 0
+        if list(array.shape) == fingerprint["scene"]["shape"] and array.dtype == np.float32:
+            return int(state.get("sources_done", 0))
+        logger.warning("discarding the partial bake %s: it holds %s %s", partial, array.dtype, array.shape)
+        return 0
+    if problem is not None:
+        why = f"its state file {state_file.name} is {problem}"
+    elif not isinstance(state, dict) or "fingerprint" not in state:
+        why = f"its state file {state_file.name} records no fingerprint"
+    else:
+        why = f"it was baked from other data ({fingerprint_differences(state['fingerprint'], fingerprint)})"
+    logger.warning("discarding the partial bake %s: %s", partial, why)
+    return 0
 
 
 def _bake_locked(
     final: Path,
     scene: TaskScene,
-    sound: str,
     wave: np.ndarray,
     spectrogram: TorchSpectrogram,
+    fingerprint: dict[str, Any],
     batch: int | None,
-    progress,
+    progress: Callable[[int], Any] | None,
 ) -> Path:
-    partial = final.with_name(f"{sound}.partial.npy")
-    state_file = final.with_name(f"{sound}.partial.json")
-    shape = (len(scene.source_nodes), scene.num_nodes, 4, *spectrogram.shape)
-    done = 0
-    if partial.is_file() and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        if tuple(state.get("shape", ())) == shape:
-            done = int(state["sources_done"])
+    stem = final.name[: -len(".npy")]
+    partial = final.with_name(f"{stem}.partial.npy")
+    state_file = final.with_name(f"{stem}.partial.json")
+    shape = tuple(fingerprint["scene"]["shape"])
+    done = _resumable_sources(partial, state_file, fingerprint)
     if done:
         array = np.load(partial, mmap_mode="r+")
         logger.info("resuming %s at source %d of %d", final, done, shape[0])
     else:
+        state_file.unlink(missing_ok=True)  # describes the old partial file, not the one written now
         array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
     batch = int(batch or default_batch(spectrogram.device))
     wave_t = torch.from_numpy(np.asarray(wave, dtype=np.float32))
@@ -194,8 +378,10 @@ def _bake_locked(
             if progress is not None:
                 progress(len(values))
         array.flush()
-        atomic_write_text(state_file, json.dumps({"shape": list(shape), "sources_done": slot + 1}))
+        atomic_write_text(state_file, json.dumps({"fingerprint": fingerprint, "sources_done": slot + 1}))
     del array
+    # the fingerprint before the name: a finished file always has the fingerprint of its own bake
+    atomic_write_text(fingerprint_path(final), json.dumps(fingerprint, indent=1))
     os.replace(partial, final)
     state_file.unlink(missing_ok=True)
     return final
@@ -207,6 +393,19 @@ def store_bytes(scenes: Sequence[TaskScene], sample_rate: int) -> int:
     return per_state * sum(len(s.source_nodes) * s.num_nodes * 4 for s in scenes)
 
 
+def stores_to_bake(root: str | Path, world: TaskWorld, sounds: Sequence[str]) -> list[tuple[TaskScene, str, str]]:
+    """(scene, sound, why) of every store file of ``world`` that is missing or stale (to be baked)."""
+    spectrogram = TorchSpectrogram(world.sample_rate)
+    todo = []
+    for scene in world.scenes.values():
+        for sound in sounds:
+            fingerprint = store_fingerprint(scene, sound, world.sound(sound), spectrogram)
+            problem = store_problem(store_path(root, scene, sound), fingerprint)
+            if problem is not None:
+                todo.append((scene, sound, problem))
+    return todo
+
+
 def bake_world(
     root: str | Path,
     world: TaskWorld,
@@ -214,20 +413,15 @@ def bake_world(
     device: str | torch.device = "cpu",
     batch: int | None = None,
 ) -> list[Path]:
-    """Bake every (scene, sound) of ``world`` not yet baked, with one progress bar over all states."""
+    """Bake every (scene, sound) of ``world`` not yet baked (or stale), with one progress bar over all states."""
     from tqdm.auto import tqdm
 
     spectrogram = TorchSpectrogram(world.sample_rate, device)
-    todo = [
-        (scene, sound)
-        for scene in world.scenes.values()
-        for sound in sounds
-        if not store_path(root, scene, sound).is_file()
-    ]
-    total = sum(len(scene.source_nodes) * scene.num_nodes * 4 for scene, _ in todo)
+    todo = stores_to_bake(root, world, sounds)
+    total = sum(len(scene.source_nodes) * scene.num_nodes * 4 for scene, _, _ in todo)
     paths = []
     with tqdm(total=total, unit="state", desc="baking spectrograms", smoothing=0.05) as bar:
-        for scene, sound in todo:
+        for scene, sound, _ in todo:
             bar.set_postfix_str(f"{scene.name}/{sound}")
             paths.append(bake(root, scene, sound, world.sound(sound), spectrogram, batch, bar.update))
     return paths
