@@ -13,7 +13,8 @@ from asgf_nav.config import ConfigError, ExperimentConfig, load_config
 
 def run_script(main: Callable[[], int | None]) -> NoReturn:
     """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene, missing
-    or malformed SoundSpaces data, another evaluation's progress file, files that are not an evaluation's, an
+    or malformed SoundSpaces data or episode files, an export that cannot be written, an unreadable or stale
+    baked spectrogram store, another evaluation's progress file, files that are not an evaluation's, an
     unreadable or mismatched checkpoint) ends with one ``error:`` line and exit status 2 instead of a traceback.
 
     SIGTERM raises ``SystemExit`` (``asgf_nav.termination``) instead of killing the process outright, so
@@ -26,12 +27,15 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     from asgf_nav.scenes.presets import UnknownSceneError
     from asgf_nav.scenes.soundspaces import SoundSpacesDataError
     from asgf_nav.scenes.store import SceneStoreError
+    from asgf_nav.tasks.episodes import EpisodeError
+    from asgf_nav.tasks.soundspaces_export import ExportError
+    from asgf_nav.tasks.spectrogram_store import SpectrogramStoreError
     from asgf_nav.termination import install_stop_handlers
 
     install_stop_handlers()
     user_errors = (
         ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError, EvaluationFileError,
-        DoaCheckpointError, CheckpointError, SoundSpacesDataError,
+        DoaCheckpointError, CheckpointError, SoundSpacesDataError, EpisodeError, ExportError, SpectrogramStoreError,
     )  # fmt: skip
     try:
         code = main()
@@ -87,6 +91,10 @@ def number_type(kind: type, name: str, positive: tuple[str, ...], non_negative: 
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--config`` and the ``KEY=VALUE`` overrides, which may stand on both sides of the script's options
+    (``a=1 --resume b=2``): the parser's ``parse_args`` becomes ``parse_intermixed_args``, since plain argparse
+    fills a positional list from one run of arguments only and calls the rest unrecognized."""
+    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
     parser.add_argument(
         "--config",
         default=default,

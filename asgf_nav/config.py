@@ -8,6 +8,7 @@ wrongly typed values and values out of range fail early with a :class:`ConfigErr
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from asgf_nav.scenes.presets import get_preset
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped inside the package, so a wheel has them
 
@@ -142,10 +145,17 @@ class ExperimentConfig:
 
 # --------------------------------------------------------------------------------------------- loading
 def resolve_config_path(name: str | Path) -> Path:
-    """A path to an existing file, or a bare name (with or without .yaml) looked up in ``asgf_nav/configs/``."""
+    """A path to an existing file, or a bare name (with or without .yaml) looked up in ``asgf_nav/configs/``.
+
+    Only a bare name falls back to the packaged configs: ``exp/replica_heard.yaml`` that does not exist is an
+    error, not silently the packaged file of the same name.
+    """
     path = Path(name)
     if path.is_file():
         return path
+    if str(name) != path.name:  # a directory part: the user means that very file
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"config file {str(name)!r} {problem}")
     for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
         if candidate.is_file():
             return candidate
@@ -170,13 +180,57 @@ def load_config(name: str | Path | None = None, overrides: list[str] | None = No
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _parse_override(raw, _field_hint(key.strip()))
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or "not valid YAML"
             raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({problem})") from None
         _set_dotted(cfg, key.strip(), value, source="command line")
     check_values(cfg)
     return cfg
+
+
+NULL_SPELLINGS = ("null", "Null", "NULL", "~")  # YAML's, for the optional text fields
+
+
+def _field_hint(dotted: str) -> Any | None:
+    """The annotation of the leaf field ``dotted`` (``train.run_dir``), or None for a section or an unknown key."""
+    obj: Any = ExperimentConfig
+    hint: Any = None
+    for part in dotted.split("."):
+        if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+            return None
+        hint = get_type_hints(obj).get(part)
+        if hint is None:
+            return None
+        obj = hint
+    return None if dataclasses.is_dataclass(hint) else hint
+
+
+def _is_text(hint: Any) -> bool:
+    """``str`` or a Literal of strings: a value whose text is the value itself."""
+    if hint is str:
+        return True
+    return get_origin(hint) is Literal and all(isinstance(arg, str) for arg in get_args(hint))
+
+
+def _parse_override(raw: str, hint: Any | None) -> Any:
+    """The value of an override, read by the type of its field.
+
+    Text fields keep the text as typed: YAML 1.1 would turn ``0755`` into 493, ``1:30`` into 90, ``2024_06_01``
+    into 20240601 and ``2024-06-01`` into a date. Lists of text read each item as text (YAML's base loader);
+    everything else (numbers, bools, sections given as mappings) is parsed as YAML.
+    """
+    if not raw.strip():
+        return ""
+    if hint is not None and (get_origin(hint) in (Union, types.UnionType)):
+        members = [arg for arg in get_args(hint) if arg is not type(None)]
+        if type(None) in get_args(hint) and all(_is_text(arg) for arg in members):
+            return None if raw.strip() in NULL_SPELLINGS else raw
+    if hint is not None and _is_text(hint):
+        return raw
+    if hint is not None and get_origin(hint) is list and all(_is_text(arg) for arg in get_args(hint)):
+        return yaml.load(raw, Loader=yaml.BaseLoader)
+    return yaml.safe_load(raw)
 
 
 # keys whose value must be > 0, >= 0 or in [0, 1]; anything else would fail later, deep inside a run
@@ -194,7 +248,7 @@ POSITIVE = (
 NON_NEGATIVE = (
     "scenes.workers", "acoustics.ism_order", "task.min_geodesic_distance", "task.doa_cache_size",
     "task.spectrogram_cache_size", "ppo.value_loss_coef", "ppo.entropy_coef", "train.log_interval",
-    "train.keep_checkpoints", "train.val_interval", "train.torch_threads",
+    "train.keep_checkpoints", "train.val_interval", "train.torch_threads", "train.seed",
 )  # fmt: skip
 UNIT_INTERVAL = ("ppo.gamma", "ppo.gae_lambda")
 
@@ -215,6 +269,11 @@ def check_values(cfg: ExperimentConfig) -> None:
     for key in UNIT_INTERVAL:
         if not 0 <= value(key) <= 1:
             raise ConfigError(f"config key {key!r} must be in [0, 1], got {value(key)!r}")
+    if cfg.scenes.num_scenes is not None:
+        try:
+            get_preset(cfg.scenes.dataset).split_counts(cfg.scenes.num_scenes)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'scenes.num_scenes': {exc}") from None
     if cfg.ppo.num_mini_batch > cfg.ppo.num_envs:
         raise ConfigError(
             f"config key 'ppo.num_mini_batch' ({cfg.ppo.num_mini_batch}) must be at most ppo.num_envs "
@@ -331,14 +390,17 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, bool):
             fail()
-        if isinstance(value, (int, float)):
-            return float(value)
+        number = value
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 fail()
-        fail()
+        if not isinstance(number, (int, float)):
+            fail()
+        if not math.isfinite(number):  # nan passes every range check and inf every upper bound
+            raise ConfigError(f"config key {key!r} (in {source}) must be a finite number, got {value!r}")
+        return float(number)
     if hint is str:
         if isinstance(value, str):
             return value

@@ -1,10 +1,12 @@
 """The one place where a device name from a config or a command line becomes a torch device.
 
-A name torch cannot use on this machine (a typo, ``cuda`` on a CPU-only torch, ``cuda:3`` with one GPU) is
-a ConfigError naming where it came from, raised before any scene is baked or model built.
+A name torch cannot use on this machine (a typo, ``cuda`` on a CPU-only torch, ``cuda:3`` with one GPU, ``mps``
+off a Mac) is a ConfigError naming where it came from, raised before any scene is baked or model built.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -34,7 +36,22 @@ def resolve_device(
                 f"{key}: {str(name)!r} asks for a GPU index torch does not see "
                 f"({torch.cuda.device_count()} CUDA device(s))"
             )
+    elif device.type == "meta":
+        raise ConfigError(f"{key}: {str(name)!r} holds no data, nothing can run on it; use auto, cpu or cuda")
+    elif device.type != "cpu":
+        _check_allocates(device, str(name), key)
     return device
+
+
+def _check_allocates(device: torch.device, name: str, key: str) -> None:
+    """A device type without CUDA's cheap checks (mps, xpu, ...) is tried with an empty tensor, so that a
+    backend this torch lacks fails here, naming ``key``, not deep inside a run. CUDA keeps its count checks
+    instead: a probe would create a CUDA context (hundreds of MB), for a bare ``cuda`` on GPU 0 from every rank."""
+    try:
+        torch.empty(0, device=device)
+    except Exception as exc:  # each backend fails its own way: RuntimeError, AssertionError, NotImplementedError
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise ConfigError(f"{key}: {name!r} is not usable with this torch ({torch.__version__}): {reason}") from None
 
 
 def devices_to_compare(names: list[str] | None) -> list[torch.device]:
@@ -42,3 +59,14 @@ def devices_to_compare(names: list[str] | None) -> list[torch.device]:
     if not names:
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     return [resolve_device(name, key="--devices") for name in names]
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (taskset, cgroup cpusets, batch schedulers) where the
+    OS has one, else every core of the machine; ``os.cpu_count()`` alone oversubscribes a restricted process."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except OSError:
+            pass
+    return os.cpu_count() or 1

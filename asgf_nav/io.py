@@ -21,6 +21,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
     The file ends with the permissions a plain ``open(path, "w")`` would give it (an existing file's
     mode, else 0o666 less the umask), so data baked into a shared directory stays readable by others.
+    The data reaches the disk before the rename, and the rename before this returns: after a power loss
+    ``path`` is the old file or the whole new one, never an empty one, so callers may delete what it replaces.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,11 +31,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         if path.exists():
             os.chmod(tmp_path, stat.S_IMODE(path.stat().st_mode))
+        _fsync(tmp_path, os.O_RDONLY)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    try:
+        _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # some file systems refuse to sync a directory; the file itself is on disk
+        pass
     return path
+
+
+def _fsync(path: Path, flags: int) -> None:
+    """Flush ``path``'s data (``write`` callbacks close their own handles, so it is opened anew)."""
+    handle = os.open(path, flags)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _new_temporary(path: Path) -> Path:

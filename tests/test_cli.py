@@ -15,6 +15,9 @@ from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.scenes.presets import UnknownSceneError, get_preset
 from asgf_nav.scenes.soundspaces import SoundSpacesDataError
 from asgf_nav.scenes.store import SceneStoreError
+from asgf_nav.tasks.episodes import EpisodeError
+from asgf_nav.tasks.soundspaces_export import ExportError
+from asgf_nav.tasks.spectrogram_store import SpectrogramStoreError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +27,9 @@ USER_ERRORS = [
     EvaluationProgressError("another evaluation's progress file"), EvaluationFileError("no summary.json"),
     DoaCheckpointError("DoA checkpoint x.pt is not readable"), CheckpointError("checkpoint y.pt is corrupt"),
     SoundSpacesDataError("no replica scene under data/soundspaces"),
+    EpisodeError("episode 3 in val_multiple.json.gz is malformed: KeyError('goal_position')"),
+    ExportError("scene tiny_room_test has 16000 Hz RIRs; SoundSpaces replica uses 44100 Hz"),
+    SpectrogramStoreError("spectrograms/tiny/a/telephone.npy was baked from other RIRs"),
 ]  # fmt: skip
 
 
@@ -49,6 +55,20 @@ def test_return_codes_pass_through_and_bugs_keep_their_traceback():
 
     with pytest.raises(RuntimeError):
         run_script(buggy)
+
+
+def test_overrides_may_stand_on_both_sides_of_an_option():
+    import argparse
+
+    from asgf_nav.cli import add_config_arguments
+
+    parser = argparse.ArgumentParser(prog="train_ppo.py")  # as scripts/train_ppo.py builds it
+    add_config_arguments(parser, default="replica_unheard.yaml")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(["ppo.lr=1e-4", "--resume", "train.run_dir=runs/b", "--config", "tiny_heard"])
+    assert args.overrides == ["ppo.lr=1e-4", "train.run_dir=runs/b"]
+    assert args.resume and args.config == "tiny_heard"
+    assert parser.parse_args([]).overrides == [] and not parser.parse_args([]).resume
 
 
 def test_unknown_scene_is_named_with_the_choices():

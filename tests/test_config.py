@@ -100,6 +100,12 @@ def test_wrong_type_names_key(override, key):
         (["model.fusion_dim=100", "model.fusion_heads=3"], "'model.fusion_dim' (100) must be a multiple"),
         (["model.ase_dim=63"], "'model.ase_dim' must be even"),
         (["task.min_geodesic_distance=5", "task.max_geodesic_distance=2"], "'task.min_geodesic_distance' (5.0)"),
+        (["train.seed=-1"], "'train.seed' must be >= 0, got -1"),
+        (["scenes.dataset=tiny", "scenes.num_scenes=2"], "'scenes.num_scenes': preset 'tiny': num_scenes=2 is too"),
+        (["task.max_geodesic_distance=nan"], "'task.max_geodesic_distance' (in command line) must be a finite"),
+        (["task.slack_reward=-inf"], "'task.slack_reward' (in command line) must be a finite number, got '-inf'"),
+        (["ppo.lr=.inf"], "'ppo.lr' (in command line) must be a finite number, got inf"),
+        (["ppo.total_frames=.nan"], "'ppo.total_frames' (in command line) expects int"),
     ],
 )
 def test_values_out_of_range_name_the_key(overrides, message):
@@ -111,6 +117,52 @@ def test_values_out_of_range_name_the_key(overrides, message):
 def test_range_limits_themselves_are_accepted():
     cfg = load_config(None, ["scenes.num_scenes=null", "train.val_interval=0", "ppo.gamma=1", "ppo.num_mini_batch=5"])
     assert cfg.scenes.num_scenes is None and cfg.train.val_interval == 0 and cfg.ppo.num_mini_batch == cfg.ppo.num_envs
+
+
+@pytest.mark.parametrize(
+    "override, key, expected",
+    [
+        ("train.run_dir=0755", "train.run_dir", "0755"),  # YAML 1.1: octal 493
+        ("train.run_dir=2024_06_01", "train.run_dir", "2024_06_01"),  # YAML 1.1: 20240601
+        ("train.run_dir=1:30", "train.run_dir", "1:30"),  # YAML 1.1: sexagesimal 90
+        ("train.run_dir=2024-06-01", "train.run_dir", "2024-06-01"),  # YAML 1.1: a date
+        ("train.run_dir=null", "train.run_dir", "null"),  # a run directory named so, not "no value"
+        ("task.doa_checkpoint=0x1F", "task.doa_checkpoint", "0x1F"),  # YAML 1.1: 31
+        ("model.policy=yes", "model.policy", "yes"),  # YAML 1.1: True (the registry names it later)
+        ("scenes.soundspaces_root=0755", "scenes.soundspaces_root", "0755"),
+        ("scenes.soundspaces_root=null", "scenes.soundspaces_root", None),  # optional: YAML's null spellings
+        ("scenes.soundspaces_root=~", "scenes.soundspaces_root", None),
+        ("train.best_metric=none", "train.best_metric", "none"),
+        ("task.sensors=[spectrogram]", "task.sensors", ["spectrogram"]),
+        ("task.sensors=[rgb, 'depth', spectrogram]", "task.sensors", ["rgb", "depth", "spectrogram"]),
+        ("task.sensors=[0755, 1:30]", "task.sensors", ["0755", "1:30"]),
+        ("task.sensors=[]", "task.sensors", []),
+        ("ppo.num_envs=0x10", "ppo.num_envs", 16),  # numbers are still YAML
+    ],
+)
+def test_text_overrides_keep_the_text_as_typed(override, key, expected):
+    section, name = key.split(".")
+    assert getattr(getattr(load_config(None, [override]), section), name) == expected
+
+
+def test_a_config_path_with_a_directory_is_that_file_or_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("nonexistent_dir/replica_heard.yaml", "./replica_heard.yaml", str(tmp_path / "replica_heard")):
+        with pytest.raises(ConfigError, match=f"^config file {name!r} does not exist$"):
+            load_config(name)
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(ConfigError, match="^config file 'dir/' is not a file$"):
+        load_config("dir/")
+    (tmp_path / "dir" / "replica_heard.yaml").write_text("train:\n  run_dir: mine\n")
+    assert load_config("dir/replica_heard.yaml").train.run_dir == "mine"
+    assert load_config("replica_heard.yaml").train.run_dir == load_config("replica_heard").train.run_dir != "mine"
+
+
+def test_a_config_file_with_a_non_finite_number_names_the_key(tmp_path):
+    path = tmp_path / "inf.yaml"
+    path.write_text("task:\n  max_geodesic_distance: .inf\n")
+    with pytest.raises(ConfigError, match=f"'task.max_geodesic_distance' \\(in {path}\\) must be a finite number"):
+        load_config(str(path))
 
 
 def test_malformed_override_and_missing_file():

@@ -55,3 +55,43 @@ def test_benchmarks_compare_the_cpu_and_the_gpu_torch_sees_unless_told(gpus):
     gpus(1)
     assert devices_to_compare([]) == [torch.device("cpu"), torch.device("cuda")]
     assert devices_to_compare(["cuda:0"]) == [torch.device("cuda:0")]
+
+
+def test_another_backend_is_tried_before_it_is_accepted(monkeypatch):
+    """mps, xpu, ...: torch names them on any build, so only an allocation tells whether this one has them."""
+    tried = []
+
+    def empty(*shape, device):
+        tried.append(torch.device(device))
+        if torch.device(device).type == "xpu":
+            raise AssertionError("Torch not compiled with XPU enabled")
+        return torch.zeros(0)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    with pytest.raises(ConfigError, match=r"^train.device: 'xpu' is not usable with this torch \(.*\): Torch not "):
+        resolve_device("xpu")
+    assert resolve_device("mps", key="--device") == torch.device("mps")  # a build that has it
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert tried == [torch.device("xpu"), torch.device("mps")]  # the CPU is never probed
+
+
+def test_a_backend_this_torch_lacks_and_the_meta_device_are_named_with_their_key():
+    # a device type torch names on every build, but no released wheel can allocate on
+    with pytest.raises(ConfigError, match="^--device: 'vulkan' is not usable with this torch"):
+        resolve_device("vulkan", key="--device")
+    with pytest.raises(ConfigError, match="^train.device: 'meta' holds no data"):
+        resolve_device("meta")
+
+
+def test_usable_cpus_follow_the_affinity_mask(monkeypatch):
+    import os
+
+    from asgf_nav.devices import usable_cpus
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5, 7}, raising=False)
+    assert usable_cpus() == 3  # taskset / cpuset: 3 of the machine's 64 cores
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    assert usable_cpus() == 64
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cpus() == 1

@@ -101,3 +101,21 @@ def test_a_file_system_without_locks_is_used_unlocked(tmp_path: Path, monkeypatc
     with caplog.at_level("WARNING"), exclusive_lock(tmp_path / ".bake.lock", "scene"):
         ran.append(True)
     assert ran and "cannot lock" in caplog.text and "No locks available" in caplog.text
+
+
+def test_the_new_file_and_its_directory_reach_the_disk(tmp_path: Path, monkeypatch) -> None:
+    """The file is synced before the rename (else a crash can leave it empty while its predecessor is deleted),
+    the directory after it; a file system that refuses a directory sync does not fail the write."""
+    target = tmp_path / "ckpt.pt"
+    synced: list[tuple[int, bool]] = []  # (inode, whether the target existed then)
+
+    def fsync(fd: int) -> None:
+        synced.append((os.fstat(fd).st_ino, target.exists()))
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_text(target, "weights")
+    assert target.read_text() == "weights"
+    assert synced == [(target.stat().st_ino, False), (tmp_path.stat().st_ino, True)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]

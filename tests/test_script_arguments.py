@@ -218,6 +218,7 @@ def test_visualize_trajectories_default_labels_tell_runs_of_one_agent_apart(eval
 
     monkeypatch.setattr(trajectories, "save_trajectories", fake_save)
     monkeypatch.setattr(visualize_trajectories.Scene, "open", classmethod(lambda cls, *args: None))
+    monkeypatch.setattr(visualize_trajectories, "scene_mismatch", lambda *args: None)  # no scene to check against
     runs = [str(evaluations["oracle"]), str(evaluations["oracle_rerun"])]
     assert visualize_trajectories.main([*runs, "--out", str(tmp_path / "map.png")]) == 0
     assert drawn["labels"] == ["oracle", "oracle_rerun"] and len(drawn["episodes"]) == 1
