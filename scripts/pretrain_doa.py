@@ -19,7 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.models.doa.train import TRAIN_CHOICES, DoaTrainConfig, export_weights, train  # noqa: E402
+from asgf_nav.models.doa.train import (  # noqa: E402
+    TRAIN_CHOICES,
+    DoaTrainConfig,
+    export_weights,
+    train,
+    train_pool_seed,
+)
 
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler
 POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
@@ -42,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     check_output(parser, "--export", args["export"])
     export = args.pop("export")
     check_doa_rooms(parser, args)
+    if args["clip_seconds"] > 1.0:
+        parser.error(f"--clip-seconds: {args['clip_seconds']} s is longer than the bank's 1 s sounds")
+    try:
+        train_pool_seed(args["seed"])
+    except ValueError as err:
+        parser.error(f"--seed: {err}")
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
     setup_logging("INFO")

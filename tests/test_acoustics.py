@@ -104,6 +104,16 @@ def test_turning_180_degrees_mirrors_the_ears(left_source_field):
     assert onset(turned[:, 1]) < onset(turned[:, 0])
 
 
+def test_turning_left_puts_a_source_ahead_on_the_right(single_room):
+    """Yaws 90 and 270 tell a left turn from a right one (0 and 180 cannot): after TURN_LEFT the agent
+    faces -X, so a source that was ahead (-Z) is on its right."""
+    field = simulate_source(single_room, at(3.0, 1.0), at(3.0, 2.5)[None], FS, ism_order=2, rays=200)
+    for yaw, louder in ((90.0, 1), (270.0, 0)):
+        rir = binaural(field, 0, yaw)
+        n = onset(rir[:, louder]) + 48
+        assert energy_db(rir[:n, louder]) - energy_db(rir[:n, 1 - louder]) > 3.0, yaw
+
+
 def test_front_and_back_differ_in_spectrum(single_room):
     field = simulate_source(single_room, at(3.0, 1.0), at(3.0, 2.5)[None], FS, ism_order=1, rays=0)
     front = binaural(field, 0, 0.0)  # facing -Z: source ahead
@@ -256,11 +266,33 @@ def test_stored_rirs_match_the_simulation_within_quantisation(baked_scene, two_r
         )
         for k in range(4):
             expected = render_early(paths, [90.0 * k], hrtf, field.band_centers, FS)[0]
-            expected += render_late(field.histogram[col], 0.004, FS, FS, noise_offsets(rec, node, k, span))
+            onset = rirs.direct_sample(rec, node)
+            expected += render_late(field.histogram[col], 0.004, FS, FS, noise_offsets(rec, node, k, span), onset)
             got = rirs.rir(rec, node, k)
             assert got.shape == (FS, 2) and got.dtype == np.float32
             scale = np.abs(expected).max()
             np.testing.assert_allclose(got, expected, atol=0.01 * scale)
+
+
+def test_nothing_arrives_before_the_straight_line_sound(baked_scene):
+    """The late tail's envelope interpolates between 4 ms bin centres; it must still start no earlier
+    than the direct sound (the histogram bin holding it would otherwise leak up to 6 ms ahead)."""
+    directory, _ = baked_scene
+    rirs = SceneRirs(SceneStore(directory))
+    positions = np.asarray(SceneStore(directory).array("positions"), dtype=float)
+    leaked = 0
+    for node in rirs.source_nodes:
+        for receiver in range(rirs.num_receivers):
+            if receiver == node:
+                continue
+            first = rirs.direct_sample(receiver, int(node))
+            assert first == int(np.linalg.norm(positions[receiver] - positions[node]) / SPEED_OF_SOUND * FS)
+            response = rirs.rir(receiver, int(node), 0)
+            assert np.abs(response[:first]).max(initial=0.0) == 0.0, (receiver, node)
+            energy = rirs.late_energy(receiver, int(node))
+            before = render_late(energy, 0.004, FS, FS, (100, 20000))[:first]
+            leaked += np.abs(before).max(initial=0.0) > 0
+    assert leaked > 0  # without the onset the tail does start early for some pairs
 
 
 def test_batched_rirs_equal_single_ones_and_errors_name_the_scene(baked_scene):
@@ -318,3 +350,25 @@ def test_late_envelope_equals_linear_interpolation_between_bin_centres(hbss, bin
     single = _envelope(energy.astype(np.float32), hbss, length)  # the dtype render_late uses
     assert single.dtype == np.float32
     np.testing.assert_allclose(single, expected, rtol=0, atol=1e-6)
+
+
+def test_responses_longer_than_the_noise_bank_are_refused_by_name(baked_scene):
+    directory, _ = baked_scene
+    real = SceneStore(directory)
+
+    class LongStore:
+        """The baked scene, as if baked with 4 s responses."""
+
+        name = real.name
+
+        def require(self, stage: str) -> None:
+            real.require(stage)
+
+        def array(self, key: str):
+            return real.array(key)
+
+        def meta(self, stage: str) -> dict:
+            return {**real.meta(stage), "max_rir_seconds": 4.0}
+
+    with pytest.raises(ValueError, match=r"scene 'hand': acoustics max_rir_seconds 4.0 .*4.0 s noise bank"):
+        SceneRirs(LongStore())

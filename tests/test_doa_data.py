@@ -160,6 +160,29 @@ def test_scene_pool_labels_from_node_positions():
     assert np.all(pool.rirs.max(axis=(2, 3)) > 0.1)  # resampled to 16 kHz, impulse kept
     # every label matches the geometry of some receiver/yaw: angles are multiples of 45 degrees here
     assert np.allclose(np.mod(pool.azimuth, 45.0) * np.mod(-pool.azimuth, 45.0), 0.0, atol=1e-6)
+
+    class CodedRirs(FakeRirs):
+        """The impulse's sample tells which receiver, source and yaw the pool rendered."""
+
+        def rir(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
+            out = np.zeros((1000, 2), dtype=np.float32)
+            out[2 * (20 * (5 * receiver + source) + 4 * yaw_index), 0] = 1.0
+            return out
+
+    # habitat: yaw 0 faces -Z, azimuth counter-clockwise from the heading (90 = left), turning left adds 90
+    # to the yaw; node 0 at the origin, 1 at -X, 2 at -Z, 3 at +X, 4 at +Z (2 m each)
+    at_yaw_0 = {0: {1: 90.0, 2: 0.0, 3: 270.0, 4: 180.0}, 1: {0: 270.0, 2: 315.0, 3: 270.0, 4: 225.0}}
+    coded = scene_pool(FakeScene(), CodedRirs(), num_poses=40, sources_per_pose=3, seed=1, rir_seconds=0.07)
+    checked = 0
+    for p in range(coded.num_poses):
+        for j in range(3):
+            code = int(np.argmax(coded.rirs[p, j, :, 0]))  # 16 kHz: half the sample
+            receiver, source, yaw = code // 20 // 5, code // 20 % 5, code % 20 // 4
+            if receiver in at_yaw_0:
+                expected = (at_yaw_0[receiver][source] - 90.0 * yaw) % 360.0
+                assert coded.azimuth[p, j] == pytest.approx(expected, abs=1e-9), (receiver, source, yaw)
+                checked += 1
+    assert checked >= 10
     # line of sight: exactly the pairs whose first arrival travels the straight distance
     assert pool.line_of_sight.dtype == bool and pool.line_of_sight.shape == (6, 3)
     positions, rirs = FakeScene.positions, FakeRirs()
@@ -284,3 +307,58 @@ def test_batched_rendering_matches_a_per_example_reference(bank):
     fast = single.sample(24, (-5.0, 5.0), np.random.default_rng(4))
     for field in DoaBatch.__dataclass_fields__:
         assert torch.allclose(getattr(fast, field).double(), getattr(batch, field).double(), atol=1e-4), field
+
+
+def test_cached_pools_are_rebuilt_when_their_responses_would_differ(tmp_path, monkeypatch):
+    from asgf_nav.models.doa import train
+
+    cfg = DoaTrainConfig(rooms="shoebox", pool_dir=str(tmp_path), sources_per_pose=2)
+    first = train.rir_pool(cfg, "train", 2, 5)
+    assert first.source == "shoebox:1" and RirPool.load(tmp_path / "shoebox_train_2x2_s5.npz").source == "shoebox:1"
+    built = []
+    monkeypatch.setattr(train, "shoebox_pool", lambda *a, **k: built.append(a) or shoebox_pool(*a, **k))
+    train.rir_pool(cfg, "train", 2, 5)
+    assert built == []  # same renderer: the cache serves
+    monkeypatch.setattr(train, "SHOEBOX_POOL_VERSION", 2)
+    assert train.rir_pool(cfg, "train", 2, 5).source == "shoebox:2" and len(built) == 1
+
+
+def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):
+    from asgf_nav.acoustics import rir
+    from asgf_nav.models.doa.train import pool_source
+    from asgf_nav.scenes import scene
+
+    metas = {"rays": 3000, "layout_digest": "abc"}
+
+    class FakeStore:
+        def meta(self, stage: str) -> dict:
+            assert stage == "acoustics"
+            return dict(metas)
+
+    monkeypatch.setattr(scene.Scene, "open", staticmethod(lambda root, dataset, name: type("S", (), {"store": FakeStore()})))
+    cfg = DoaTrainConfig(rooms="scenes", scenes_root="DATA", scenes_dataset="tiny")
+    base = pool_source(cfg, "scenes", "train")
+    assert base == pool_source(cfg, "scenes", "train") and base.startswith("scenes:")
+    metas["layout_digest"] = "abd"  # the layout was rebuilt
+    rebuilt = pool_source(cfg, "scenes", "train")
+    monkeypatch.setattr(rir, "RENDER_VERSION", rir.RENDER_VERSION + 1)
+    assert len({base, rebuilt, pool_source(cfg, "scenes", "train")}) == 3
+
+
+def test_seeds_whose_training_pool_repeats_the_test_poses_are_refused():
+    from asgf_nav.models.doa.train import TEST_POOL_SEED, VAL_POOL_SEED, train_pool_seed
+
+    assert train_pool_seed(0) == 1000
+    for seed in (VAL_POOL_SEED - 1000, TEST_POOL_SEED - 1000):
+        with pytest.raises(ValueError, match=f"DoA seed {seed}"):
+            train_pool_seed(seed)
+    with pytest.raises(ValueError, match="clip_seconds 1.5"):
+        DoaExampleSampler(SoundBank.load(), shoebox_pool(1, 2, seed=1, progress=False), "train", clip_seconds=1.5)
+
+
+def test_relative_azimuth_stays_below_360():
+    from asgf_nav.models.doa.features import relative_azimuth
+
+    yaw = 37.0
+    ahead = np.array([-np.sin(np.deg2rad(yaw)), 0.0, -np.cos(np.deg2rad(yaw))])
+    assert 0.0 <= float(relative_azimuth(np.zeros(3), ahead, yaw)) < 360.0

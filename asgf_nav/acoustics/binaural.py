@@ -124,15 +124,27 @@ def noise_offsets(receiver: int, source_node: int, yaw_index: int, span: int) ->
 
 
 def render_late(
-    energy: np.ndarray, hist_bin_seconds: float, sample_rate: int, length: int, offsets: tuple[int, int]
+    energy: np.ndarray,
+    hist_bin_seconds: float,
+    sample_rate: int,
+    length: int,
+    offsets: tuple[int, int],
+    onset: int = 0,
 ) -> np.ndarray:
-    """Late tail (length, 2) from per-band energies ``energy`` (B, bins) per histogram bin."""
+    """Late tail (length, 2) from per-band energies ``energy`` (B, bins) per histogram bin, silent before
+    sample ``onset``.
+
+    Pass the straight-line travel time as ``onset``: the envelope interpolates between bin centres, so
+    the energy of the bin that holds the direct sound would otherwise start up to a bin and a half before
+    it (pyroomacoustics starts its own tail sequence at the direct sound's time too).
+    """
     hbss = int(round(hist_bin_seconds * sample_rate))
     bank = noise_bank(sample_rate, hbss)
     if bank.shape[-1] < length + max(offsets):
         raise ValueError(f"noise bank of {bank.shape[-1]} samples too short for {length} + offset {max(offsets)}")
     # float32 like the noise: the tail agrees with a float64 envelope to ~1e-7 of its peak, in half the time
     amp = np.sqrt(np.maximum(_envelope(np.asarray(energy, dtype=np.float32), hbss, length), 0.0))
+    amp[:, : max(int(onset), 0)] = 0.0
     out = np.empty((length, 2), dtype=np.float32)
     for ear in range(2):
         noise = bank[ear, : energy.shape[0], offsets[ear] : offsets[ear] + length]

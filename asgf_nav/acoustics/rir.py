@@ -12,14 +12,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from asgf_nav.acoustics.binaural import EarlyPaths, noise_offsets, render_early, render_late
+from asgf_nav.acoustics.binaural import NOISE_SECONDS, EarlyPaths, noise_offsets, render_early, render_late
 from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
 from asgf_nav.scenes.store import SceneStore
 
 logger = logging.getLogger(__name__)
 
 YAW_STEP_DEG = 90.0
 NUM_YAWS = 4
+# Bumped when the same baked data renders to different responses; caches of rendered responses
+# (baked spectrograms, DoA RIR pools) record it. 2: the late tail starts at the direct sound's time.
+RENDER_VERSION = 2
 
 
 class SceneRirs:
@@ -43,6 +47,13 @@ class SceneRirs:
         self._level = store.array("rir_path_level_db")
         self._late = store.array("rir_late_db")
         self.num_receivers = int(self._late.shape[1])
+        self._positions = np.asarray(store.array("positions"), dtype=np.float64)
+        if self._noise_span() <= 0:
+            raise ValueError(
+                f"scene {store.name!r}: acoustics max_rir_seconds {meta['max_rir_seconds']} is not below the "
+                f"{NOISE_SECONDS} s noise bank the late tails are cut from; bake with a shorter "
+                "acoustics.max_rir_seconds"
+            )
         self.hrtf = load_hrtf(self.sample_rate)
 
     @property
@@ -75,6 +86,11 @@ class SceneRirs:
             band_amplitude=10.0 ** (np.asarray(self._level[lo:hi], dtype=np.float64) / 20.0),
         )
 
+    def direct_sample(self, receiver: int, source_node: int) -> int:
+        """The sample at which the straight-line sound arrives (ears and source share the ear height)."""
+        distance = np.linalg.norm(self._positions[int(receiver)] - self._positions[int(source_node)])
+        return int(np.floor(distance / SPEED_OF_SOUND * self.sample_rate))
+
     def late_energy(self, receiver: int, source_node: int) -> np.ndarray:
         """Late energy per band and histogram bin (B, bins), float64; zero where nothing arrived."""
         db = np.asarray(self._late[self.source_slot(source_node), int(receiver)], dtype=np.float64)
@@ -87,14 +103,13 @@ class SceneRirs:
         out = render_early(paths, yaws, self.hrtf, self.band_centers, self.length)
         energy = self.late_energy(receiver, source_node)
         span = self._noise_span()
+        onset = self.direct_sample(receiver, source_node)
         for y, k in enumerate(yaw_indices):
             offsets = noise_offsets(int(receiver), int(source_node), int(k), span)
-            out[y] += render_late(energy, self.hist_bin_seconds, self.sample_rate, self.length, offsets)
+            out[y] += render_late(energy, self.hist_bin_seconds, self.sample_rate, self.length, offsets, onset)
         return out
 
     def _noise_span(self) -> int:
-        from asgf_nav.acoustics.binaural import NOISE_SECONDS
-
         return int(NOISE_SECONDS * self.sample_rate) - self.length
 
     def rir(self, receiver: int, source_node: int, yaw_index: int) -> np.ndarray:

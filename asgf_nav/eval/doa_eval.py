@@ -43,12 +43,20 @@ from asgf_nav.models.doa.classical import (
 from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance, lateral_fold
 from asgf_nav.models.doa.rooms import RirPool
-from asgf_nav.models.doa.train import ROOM_KINDS, DoaTrainConfig, angular_metrics, load_model, predict, rir_pool
+from asgf_nav.models.doa.train import (
+    ROOM_KINDS,
+    TEST_POOL_SEED,
+    DoaTrainConfig,
+    angular_metrics,
+    load_model,
+    predict,
+    rir_pool,
+    train_pool_seed,
+)
 from asgf_nav.sounds.bank import SoundBank
 
 logger = logging.getLogger(__name__)
 
-TEST_POOL_SEED = 3000
 TEST_SET_SEED = 11
 
 
@@ -121,7 +129,7 @@ def _per_clip(fn: Callable[[np.ndarray], float], batch: DoaBatch, desc: str) -> 
 def fit_gmm(bank: SoundBank, cfg: EvalConfig) -> GmmRegression:
     """GMM regression trained on mixtures of training sounds in training rooms (-5..5 dB)."""
     train_cfg = _rooms_config(cfg)
-    pool = rir_pool(train_cfg, "train", cfg.train_poses, 1000 + train_cfg.seed)
+    pool = rir_pool(train_cfg, "train", cfg.train_poses, train_pool_seed(train_cfg.seed))
     sampler = DoaExampleSampler(bank, pool, "train", categories=bank.categories())
     batch = sampler.sample(cfg.gmm_train_examples, (-5.0, 5.0), np.random.default_rng(99))
     return GmmRegression().fit(_summaries(batch), batch.azimuth.numpy())

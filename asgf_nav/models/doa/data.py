@@ -147,6 +147,8 @@ class DoaExampleSampler:
         self.bank = bank
         self.pool = pool
         self.sample_rate = pool.sample_rate
+        if not 0 < clip_seconds <= 1.0:
+            raise ValueError(f"clip_seconds {clip_seconds} is outside (0, 1], the length of the bank's sounds")
         self.clip = int(round(clip_seconds * self.sample_rate))
         self.categories = list(categories) if categories is not None else bank.categories()
         self.sounds = bank.names(sound_split)

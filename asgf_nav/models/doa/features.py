@@ -30,7 +30,8 @@ def relative_azimuth(receiver: np.ndarray, source: np.ndarray, yaw_deg: np.ndarr
     dz = source[..., 2] - receiver[..., 2]
     front = dx * -np.sin(yaw) + dz * -np.cos(yaw)
     left = dx * -np.cos(yaw) + dz * np.sin(yaw)
-    return np.mod(np.rad2deg(np.arctan2(left, front)), 360.0)
+    azimuth = np.mod(np.rad2deg(np.arctan2(left, front)), 360.0)
+    return np.where(azimuth >= 360.0, 0.0, azimuth)  # np.mod(-1e-15, 360) rounds to 360.0
 
 
 def lateral_fold(azimuth_deg: np.ndarray) -> np.ndarray:

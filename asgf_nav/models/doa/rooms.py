@@ -38,6 +38,7 @@ class RirPool:
     azimuth: np.ndarray  # (P, J) degrees
     sample_rate: int
     line_of_sight: np.ndarray | None = None  # (P, J) bool; None = not recorded (pools saved before it)
+    source: str = ""  # what the responses were rendered from (a cached pool of another source is rebuilt)
 
     def __post_init__(self) -> None:
         p, j = self.azimuth.shape
@@ -60,7 +61,9 @@ class RirPool:
         from asgf_nav.io import atomic_savez
 
         extra = {} if self.line_of_sight is None else {"line_of_sight": self.line_of_sight}
-        atomic_savez(path, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate, **extra)
+        atomic_savez(
+            path, rirs=self.rirs, azimuth=self.azimuth, sample_rate=self.sample_rate, source=self.source, **extra
+        )
 
     def _direct_window(self, direct_ms: float, lead_ms: float) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Energy (P, J, L) over both ears, onsets (P, J) (the first sample reaching 5 % of the peak) and
@@ -104,7 +107,8 @@ class RirPool:
         try:
             data = np.load(path)
             los = data["line_of_sight"].astype(bool) if "line_of_sight" in data.files else None
-            return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]), los)
+            source = str(data["source"]) if "source" in data.files else ""
+            return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]), los, source)
         except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"cannot read RIR pool {path}: {err}") from err
 

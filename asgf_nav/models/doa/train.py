@@ -7,6 +7,8 @@ the category list; :func:`load_model` rebuilds a frozen model from one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -90,6 +92,9 @@ TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
     "distractor_window": DISTRACTOR_WINDOWS,
 }  # fmt: skip
 SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
+SHOEBOX_POOL_VERSION = 1  # bump when shoebox_pool renders the same poses differently
+VAL_POOL_SEED = 2000
+TEST_POOL_SEED = 3000  # the benchmark's (asgf_nav/eval/doa_eval.py)
 
 
 def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirPool:
@@ -111,21 +116,47 @@ def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirP
     return _cached_pool(cfg, cfg.rooms, split, num_poses, seed)
 
 
+def pool_source(cfg: DoaTrainConfig, rooms: str, split: str) -> str:
+    """What a pool of ``rooms`` and ``split`` is rendered from: the shoebox renderer's version, or a digest
+    of the split's baked acoustics (bake settings, layout digest) and of how they are rendered."""
+    if rooms in SHOEBOX_RECEIVERS:
+        return f"{rooms}:{SHOEBOX_POOL_VERSION}"
+    from asgf_nav.acoustics.rir import RENDER_VERSION
+    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.scene import Scene
+
+    metas = {
+        name: Scene.open(cfg.scenes_root, cfg.scenes_dataset, name).store.meta("acoustics")
+        for name in get_preset(cfg.scenes_dataset).split_scenes(split)
+    }
+    text = json.dumps({"render_version": RENDER_VERSION, "acoustics": metas}, sort_keys=True)
+    return f"scenes:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def train_pool_seed(seed: int) -> int:
+    """The training pool's seed; refuses a seed whose pool would repeat the validation or test poses."""
+    if 1000 + seed in (VAL_POOL_SEED, TEST_POOL_SEED):
+        raise ValueError(
+            f"DoA seed {seed}: its training pool (seed {1000 + seed}) would hold the validation (seed "
+            f"{VAL_POOL_SEED}) or test (seed {TEST_POOL_SEED}) poses; choose another --seed"
+        )
+    return 1000 + seed
+
+
 def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, seed: int) -> RirPool:
     tag = rooms if rooms in SHOEBOX_RECEIVERS else cfg.scenes_dataset
     path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}.npz"
+    source = pool_source(cfg, rooms, split)
     if path.exists():
         pool = RirPool.load(path)
-        if pool.line_of_sight is not None:
+        if pool.source == source and pool.line_of_sight is not None:
             return pool
-        if rooms in SHOEBOX_RECEIVERS:  # an empty box: every source is in sight
-            pool.line_of_sight = np.ones(pool.azimuth.shape, dtype=bool)
-            return pool
-        logger.info("RIR pool %s predates line-of-sight flags; rebuilding it", path)
+        logger.info("RIR pool %s was rendered from other data or by an older renderer; rebuilding it", path)
     if rooms in SHOEBOX_RECEIVERS:
         pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=SHOEBOX_RECEIVERS[rooms])
     else:
         pool = _baked_pool(cfg, split, num_poses, seed)
+    pool.source = source
     pool.save(path)
     logger.info("wrote RIR pool %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return pool
@@ -314,7 +345,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
     categories = bank.categories()
     sampler = DoaExampleSampler(
         bank,
-        rir_pool(cfg, "train", cfg.train_poses, 1000 + cfg.seed),
+        rir_pool(cfg, "train", cfg.train_poses, train_pool_seed(cfg.seed)),
         "train",
         cfg.clip_seconds,
         categories=categories,
@@ -325,7 +356,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
     )
     val_sampler = DoaExampleSampler(
         bank,
-        rir_pool(cfg, "val", cfg.val_poses, 2000),
+        rir_pool(cfg, "val", cfg.val_poses, VAL_POOL_SEED),
         "val",
         cfg.clip_seconds,
         categories=categories,
