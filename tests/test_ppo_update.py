@@ -1,0 +1,73 @@
+"""One PPO update on a one-parameter bandit: each loss term moves the parameters the way it should, and
+the reported statistics have their hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.rl.ppo import PPO, explained_variance
+from asgf_nav.rl.rollout import RolloutStorage
+
+
+class Bandit(nn.Module):
+    """A policy without observations: four action logits and one value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([2.0, 0.0, 0.0, 0.0]))
+        self.value = nn.Parameter(torch.tensor(0.0))
+
+    def dist(self, shape: tuple[int, ...]) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.logits.expand(*shape, 4))
+
+    def evaluate_actions(self, obs, hidden, masks, actions):
+        d = self.dist(tuple(actions.shape))
+        return self.value.expand(actions.shape), d.log_prob(actions), d.entropy(), hidden
+
+
+def _storage(policy: Bandit, ratio: torch.Tensor) -> RolloutStorage:
+    """Four steps of two envs, all action 0, zero advantages; old log-probabilities giving ``ratio``."""
+    storage = RolloutStorage(4, 2, {"x": ((1,), "float32")}, (1, 1))
+    with torch.no_grad():
+        storage.log_probs.copy_(policy.dist((4, 2)).log_prob(storage.actions) - ratio.log())
+    storage.returns = torch.ones(4, 2)
+    return storage
+
+
+def _ppo_config(**changes):
+    cfg = ExperimentConfig().ppo
+    cfg.ppo_epoch, cfg.num_mini_batch = 1, 1
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def test_entropy_bonus_raises_entropy_and_the_value_moves_towards_the_returns():
+    policy = Bandit()
+    before = policy.dist(()).entropy().item()
+    PPO(policy, _ppo_config(entropy_coef=0.5, lr=1e-2)).update(_storage(policy, torch.ones(4, 2)))
+    assert policy.dist(()).entropy().item() > before  # zero advantages: only the bonus moves the logits
+    assert policy.value.item() > 0.0  # returns of 1 pull the value up from 0
+
+
+def test_approx_kl_and_clip_fraction_have_their_hand_computed_values():
+    policy = Bandit()
+    ratio = torch.ones(4, 2)
+    ratio[:2] = 1.5  # half the samples moved by 50 %, outside the 0.2 clip range
+    stats = PPO(policy, _ppo_config(clip_param=0.2, lr=1e-6)).update(_storage(policy, ratio))
+    assert stats["approx_kl"] == pytest.approx(0.5 * (0.5 - math.log(1.5)), rel=1e-4)
+    assert stats["clip_fraction"] == pytest.approx(0.5)
+    assert stats["clip"] == pytest.approx(0.2) and stats["lr"] == pytest.approx(1e-6)
+
+
+def test_explained_variance_of_known_predictions():
+    targets = torch.randn(1000, generator=torch.Generator().manual_seed(0)) + 3.0
+    assert explained_variance(torch.zeros(1000), targets) == pytest.approx(0.0, abs=1e-6)
+    assert explained_variance(targets + 5.0, targets) == pytest.approx(1.0, abs=1e-6)  # a constant offset is not variance
+    assert explained_variance(0.5 * targets, targets) == pytest.approx(0.75, abs=1e-5)
+    assert math.isnan(explained_variance(torch.zeros(4), torch.ones(4)))
