@@ -251,6 +251,7 @@ NON_NEGATIVE = (
     "train.keep_checkpoints", "train.val_interval", "train.torch_threads", "train.seed",
 )  # fmt: skip
 UNIT_INTERVAL = ("ppo.gamma", "ppo.gae_lambda")
+LATE_NOISE_SECONDS = 4.0  # acoustics.binaural.NOISE_SECONDS (tested equal): responses must be shorter
 
 
 def check_values(cfg: ExperimentConfig) -> None:
@@ -274,6 +275,11 @@ def check_values(cfg: ExperimentConfig) -> None:
             get_preset(cfg.scenes.dataset).split_counts(cfg.scenes.num_scenes)
         except ValueError as exc:
             raise ConfigError(f"config key 'scenes.num_scenes': {exc}") from None
+    if cfg.acoustics.max_rir_seconds >= LATE_NOISE_SECONDS:
+        raise ConfigError(
+            f"config key 'acoustics.max_rir_seconds' must be below {LATE_NOISE_SECONDS} s, the noise bank the "
+            f"late tails are cut from, got {cfg.acoustics.max_rir_seconds!r}"
+        )
     if cfg.ppo.num_mini_batch > cfg.ppo.num_envs:
         raise ConfigError(
             f"config key 'ppo.num_mini_batch' ({cfg.ppo.num_mini_batch}) must be at most ppo.num_envs "

@@ -10,7 +10,7 @@ from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.factory import make_env
 from asgf_nav.tasks.metrics import METRIC_NAMES
-from asgf_nav.tasks.synthetic import synthetic_world
+from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
 SENSORS = ["rgb", "depth", "spectrogram", "pointgoal"]
 
@@ -70,6 +70,35 @@ def test_agrees_with_reference_over_200_steps(world, episodes, cache_size, steps
     assert stats["size"] <= stats["capacity"] and stats["capacity"] == max(cache_size, b)
 
 
+def test_agrees_with_reference_on_a_half_metre_grid():
+    """On Replica's 0.5 m grid STOP one hop from the goal succeeds (distance < 1 m) and an episode can be
+    shorter than the oracle's action count, which a 1 m grid cannot show."""
+    world = synthetic_world(
+        [grid_scene("fa", grid_size=0.5), grid_scene("fb", grid_size=0.5, blocked=((2, 1), (2, 2)))]
+    )
+    episodes = generate_split(world, "train", "unheard", ["bell", "drum"], TaskConfig(train_episodes_per_scene=12))
+    b, seed = 4, 11
+    cfg = TaskConfig(max_steps=40, sensors=["depth"])
+    env = BatchedAudioNavEnv(world, episodes, b, cfg=cfg, seed=seed)
+    refs = [AudioNavEnv(world, episodes, cfg, seed=seed, env_index=i, num_envs=b) for i in range(b)]
+    env.reset()
+    for r in refs:
+        r.reset()
+    near_successes = 0
+    for actions in np.random.default_rng(0).choice(4, size=(400, b), p=[0.15, 0.45, 0.2, 0.2]):
+        _, reward, _, info = env.step(torch.from_numpy(actions))
+        for i, r in enumerate(refs):
+            _, ref_reward, term, trunc, ref_info = r.step(int(actions[i]))
+            assert reward[i].item() == pytest.approx(ref_reward, abs=1e-5)
+            if term or trunc:
+                for name in METRIC_NAMES:
+                    assert info[name][i].item() == pytest.approx(ref_info[name], abs=1e-5), name
+                assert 0.0 <= ref_info["sna"] <= 1.0
+                near_successes += ref_info["success"] == 1.0 and ref_info["distance_to_goal"] > 0
+                r.reset()
+    assert near_successes > 0
+
+
 def test_state_dict_resumes_exactly(world, episodes):
     cfg = TaskConfig(max_steps=25, sensors=["depth", "spectrogram"])
     actions = _scripted_actions(60, 3, seed=4)
@@ -81,6 +110,10 @@ def test_state_dict_resumes_exactly(world, episodes):
     tail = [env.step(a) for a in actions[30:]]
     other = BatchedAudioNavEnv(world, episodes, 3, cfg=cfg, seed=99)
     other.load_state_dict(state)
+    restored = other.state_dict()
+    for key, value in state.items():  # every per-env field, path lengths included (SPL after a resume)
+        if key != "samplers":
+            np.testing.assert_array_equal(restored[key], value, err_msg=key)
     for a, (obs, reward, done, info) in zip(actions[30:], tail):
         obs2, reward2, done2, info2 = other.step(a)
         assert torch.equal(done, done2) and torch.allclose(reward, reward2)

@@ -106,6 +106,7 @@ def test_wrong_type_names_key(override, key):
         (["task.slack_reward=-inf"], "'task.slack_reward' (in command line) must be a finite number, got '-inf'"),
         (["ppo.lr=.inf"], "'ppo.lr' (in command line) must be a finite number, got inf"),
         (["ppo.total_frames=.nan"], "'ppo.total_frames' (in command line) expects int"),
+        (["acoustics.max_rir_seconds=4"], "'acoustics.max_rir_seconds' must be below 4.0 s"),
     ],
 )
 def test_values_out_of_range_name_the_key(overrides, message):
@@ -230,3 +231,11 @@ def test_build_scenes_script_takes_the_dataset_from_the_config(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "scenes").iterdir()] == ["tiny"]
+
+
+def test_the_response_length_limit_is_the_late_noise_bank():
+    from asgf_nav.acoustics.binaural import NOISE_SECONDS
+    from asgf_nav.config import LATE_NOISE_SECONDS
+
+    assert LATE_NOISE_SECONDS == NOISE_SECONDS
+    assert load_config(None, ["acoustics.max_rir_seconds=3.5"]).acoustics.max_rir_seconds == 3.5
