@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print what would be baked and its size, then stop")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=/data/spec")
     add_scene_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     reject_swallowed_overrides(parser, args, "scenes", "sounds")
     setup_logging("INFO")
     cfg = config_from_args(args)

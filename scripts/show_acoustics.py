@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("--source-slot", type=non_negative_int, default=0, help="which of the scene's sources")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     check_output(parser, "--out", args.out, figure=True)
     setup_logging("INFO")
     cfg = load_config(args.config, args.overrides)

@@ -346,3 +346,6 @@ def test_bake_script_out_auto_is_the_data_roots_store(audio_only_root, capsys, t
     assert bake_spectrograms.main([*argv, "--out", "auto"]) == 0
     assert f"into {audio_only_root / 'spectrograms'}: 1 files to bake" in capsys.readouterr().out
     assert not (tmp_path / "auto").exists()
+    # overrides on both sides of an option (parse_intermixed_args): the second one is not "unrecognized"
+    assert bake_spectrograms.main(["scenes.workers=1", *argv, "task.spectrogram_store=elsewhere"]) == 0
+    assert "into elsewhere: 1 files to bake" in capsys.readouterr().out
