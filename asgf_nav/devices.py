@@ -7,16 +7,20 @@ off a Mac) is a ConfigError naming where it came from, raised before any scene i
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from asgf_nav.config import ConfigError
+
+if TYPE_CHECKING:
+    import torch  # imported where used: bake workers import usable_cpus and need no torch
 
 
 def resolve_device(
     name: str | torch.device | None, local_rank: int | None = None, key: str = "train.device"
 ) -> torch.device:
     """``auto`` (or None) is the GPU when torch sees one (``cuda:local_rank`` under DD-PPO), else the CPU."""
+    import torch
+
     if name is None or str(name) == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -47,6 +51,8 @@ def _check_allocates(device: torch.device, name: str, key: str) -> None:
     """A device type without CUDA's cheap checks (mps, xpu, ...) is tried with an empty tensor, so that a
     backend this torch lacks fails here, naming ``key``, not deep inside a run. CUDA keeps its count checks
     instead: a probe would create a CUDA context (hundreds of MB), for a bare ``cuda`` on GPU 0 from every rank."""
+    import torch
+
     try:
         torch.empty(0, device=device)
     except Exception as exc:  # each backend fails its own way: RuntimeError, AssertionError, NotImplementedError
@@ -56,6 +62,8 @@ def _check_allocates(device: torch.device, name: str, key: str) -> None:
 
 def devices_to_compare(names: list[str] | None) -> list[torch.device]:
     """The benchmarks' ``--devices``: the CPU, and the GPU when torch sees one, unless names are given."""
+    import torch
+
     if not names:
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     return [resolve_device(name, key="--devices") for name in names]

@@ -15,8 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.config import ConfigError, ExperimentConfig, save_config
-from asgf_nav.devices import resolve_device
+from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
+from asgf_nav.devices import resolve_device, usable_cpus
 from asgf_nav.io import exclusive_lock, writable_dir_problem
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.termination import install_stop_handlers
@@ -133,8 +133,19 @@ def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any |
     return pool
 
 
+def check_resumed_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Refuse (CheckpointError naming the keys) to continue the newest checkpoint of ``run_dir`` with a
+    config that changes the experiment; the trainer checks again when it restores the checkpoint."""
+    from asgf_nav.rl.checkpoint import check_resume_config, load_latest
+
+    state = load_latest(run_dir, map_location="cpu")
+    if state is not None:
+        check_resume_config(state, config_to_dict(cfg), run_dir)
+
+
 def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
-    """``train.torch_threads`` or, when 0, this rank's share of the cores less one for background baking.
+    """``train.torch_threads`` or, when 0, this rank's share of the usable cores (the process's affinity:
+    taskset, Slurm) less one for background baking.
 
     Oversubscribed intra-op threads make small CPU models several times slower, so never exceed the cores.
     """
@@ -144,7 +155,7 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
 
     threads = cfg.train.torch_threads
     if threads <= 0:
-        threads = max(1, (os.cpu_count() or 1) // world_size() - (1 if background_build else 0))
+        threads = max(1, usable_cpus() // world_size() - (1 if background_build else 0))
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU thread(s) per process", threads)
 
@@ -184,6 +195,8 @@ def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool)
     # a bad DoA checkpoint, policy or sensor name stops the run before its config is saved or a scene baked
     register_auxiliary_observations(cfg)
     check_components(cfg)
+    if resume:  # a config the checkpoint was not trained with stops the run before any scene is baked
+        check_resumed_config(cfg, run_dir)
     if is_main and not resume:  # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train)
         save_config(cfg, run_dir / "config.yaml")  # the resolved config beside the outputs
     pool = prepare_scenes(cfg, run_dir, is_main)

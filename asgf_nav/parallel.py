@@ -19,13 +19,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from asgf_nav.devices import usable_cpus
+
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
 def worker_threads(workers: int) -> int:
-    """BLAS threads per worker: the cores shared among ``workers`` processes, at least one."""
-    return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
+    """BLAS threads per worker: the usable cores (the process's affinity) shared among ``workers`` processes,
+    at least one."""
+    return max(1, usable_cpus() // max(1, int(workers)))
 
 
 def _limit_threads(threads: int) -> None:

@@ -75,7 +75,8 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     own_config = f"--config {run_dir / 'config.yaml'} --resume"
     garbage = run_dir / "checkpoints" / "ckpt_000003.pt"
     for extra, messages in (
-        ("model.hidden_size=32", ["does not fit the policy this config builds", own_config]),
+        ("model.hidden_size=32", ["trained with another config (model.hidden_size: 64 -> 32)", own_config]),
+        ("task.sound_split=unheard", ["trained with another config (task.sound_split: 'heard' -> 'unheard')"]),
         ("model.policy=av_nav", ["was trained with policy 'asgf', config asks for 'av_nav'", own_config]),
         (None, [f"checkpoint {garbage} is corrupt or unreadable", "the run also has ckpt_000002.pt"]),
     ):
@@ -133,6 +134,98 @@ def test_scene_pool_grows_in_background_and_stops(tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("background build processes survived ScenePool.stop()")
+
+
+def test_a_failed_background_build_is_reported_once_with_its_log(tmp_path, monkeypatch, caplog):
+    """A builder that exits non-zero (here: one that cannot even start) must not go unnoticed: training would
+    stay on its first scene and skip every validation without a word."""
+    from asgf_nav.scenes import background
+
+    monkeypatch.setattr(background, "BUILD_MODULE", "asgf_nav.no_such_module")
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path / 'data'}"])
+    log = tmp_path / "build_scenes.log"
+    pool = ScenePool(cfg, "tiny", log_file=log)
+    pool.start_background_build(pool.split_scenes("val"))
+    try:
+        pool.process.wait(timeout=60)
+        with caplog.at_level("INFO", logger=background.__name__):
+            assert pool.changed("val") is False and pool.changed("val") is False
+    finally:
+        pool.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, errors  # once, not at every poll
+    assert "failed with exit status 1" in errors[0] and str(log) in errors[0] and "tiny_room_val" in errors[0]
+    assert pool.exit_status == 1 and "asgf_nav.no_such_module" in log.read_text()
+
+
+def test_the_background_builder_is_a_module_of_the_package(tmp_path):
+    """An installed wheel has no scripts/ folder: the builder must start from the package alone."""
+    from asgf_nav.scenes.background import BUILD_MODULE
+
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}"])
+    command = ScenePool(cfg, "tiny").builder_command(["tiny_room_val"])
+    assert command[1:3] == ["-m", BUILD_MODULE] and not any("scripts" in part for part in command)
+    shown = subprocess.run([sys.executable, "-m", BUILD_MODULE, "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0 and "--scenes" in shown.stdout, shown.stderr
+
+
+CHILD_OF_KILLED_PARENT = """
+import sys, time
+from asgf_nav.scenes.background import start_child
+
+child = start_child([sys.executable, "-c", "import time; time.sleep(120)"], None)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (one nobody has reaped yet is dead all the same)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_background_build_dies_with_its_parent_even_when_killed(tmp_path):
+    """A SIGKILL runs no clean-up in the training process; the kernel still ends its background build."""
+    script = tmp_path / "parent.py"
+    script.write_text(CHILD_OF_KILLED_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        assert _running(child)
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(child), "the background child outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child is not None and _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_torch_threads_follow_the_usable_cores_not_the_machine(monkeypatch):
+    """Under taskset or a Slurm allocation the process may use fewer cores than the machine has."""
+    import torch
+
+    from asgf_nav import experiment
+
+    monkeypatch.setattr(experiment, "usable_cpus", lambda: 3)
+    previous = torch.get_num_threads()
+    try:
+        cfg = load_config("tiny_heard", ["train.torch_threads=0"])
+        experiment.set_torch_threads(cfg, background_build=True)
+        assert torch.get_num_threads() == 2  # one core left to the background bake
+        experiment.set_torch_threads(cfg, background_build=False)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize(

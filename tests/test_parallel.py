@@ -44,8 +44,8 @@ def test_spawned_workers_exit_cleanly(tmp_path: Path) -> None:
 
 BLAS_SCRIPT = textwrap.dedent(
     """
-    import os
     {numpy_first}
+    from asgf_nav.devices import usable_cpus
     from asgf_nav.parallel import spawn_imap_unordered
 
     def blas_threads(_):
@@ -55,7 +55,7 @@ BLAS_SCRIPT = textwrap.dedent(
         return sorted({{pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}})
 
     if __name__ == "__main__":
-        print(os.cpu_count(), sorted({{tuple(t) for t in spawn_imap_unordered(blas_threads, range(4), 2)}}))
+        print(usable_cpus(), sorted({{tuple(t) for t in spawn_imap_unordered(blas_threads, range(4), 2)}}))
     """
 )
 
@@ -71,6 +71,15 @@ def test_workers_share_the_cores_for_blas(tmp_path: Path, numpy_first: bool) -> 
     cores, threads = done.stdout.split(" ", 1)
     assert threads.strip() == str([(worker_threads(2),)])
     assert worker_threads(2) == max(1, int(cores) // 2) and worker_threads(1) == int(cores)
+
+
+def test_workers_share_the_usable_cores_not_the_machines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under taskset or a Slurm allocation the process may use fewer cores than the machine has."""
+    from asgf_nav import parallel
+    from asgf_nav.parallel import worker_threads
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 6)
+    assert [worker_threads(n) for n in (1, 2, 4, 12)] == [6, 3, 1, 1]
 
 
 STOPPED_SCRIPT = textwrap.dedent(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -394,6 +395,9 @@ def test_kill_and_resume_gives_identical_parameters(tmp_path: Path) -> None:
     full_state, resumed_state = uninterrupted.policy.state_dict(), resumed.policy.state_dict()
     for key, value in full_state.items():
         assert torch.equal(value, resumed_state[key]), f"parameter {key} differs after resume"
+    # the logged episode statistics too: returns of episodes that span the resume, and the window's episodes
+    assert torch.equal(uninterrupted.episode_returns, resumed.episode_returns)
+    assert list(uninterrupted.window.episodes) == list(resumed.window.episodes)
     # checkpoints at 2, 3 (interval) and 4 (end); only the newest 2 are kept
     assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["ckpt_000003.pt", "ckpt_000004.pt"]
 
@@ -409,6 +413,75 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="the run also has ckpt_000005.pt: move the broken file aside"):
         load_latest(tmp_path)
     assert load_latest(tmp_path / "empty") is None
+
+
+def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path) -> None:
+    """A resume continues the run it names: another sound split, env count or learning rate would make the
+    checkpoint's run something else under its name (and overrun its frame budget), so it is refused."""
+    import copy
+
+    from asgf_nav.config import load_config
+
+    cfg = small_cfg("av_nav", updates=4)
+    run, frames = tmp_path / "run", cfg.ppo.num_envs * cfg.ppo.num_steps
+    Trainer(cfg, toy_env_factory, run).train(max_updates=2)
+    saved_config = (run / "config.yaml").read_text()
+    other = copy.deepcopy(cfg)
+    other.task.sound_split, other.ppo.num_envs, other.ppo.num_mini_batch, other.ppo.lr = "heard", 2, 1, 0.5
+    with pytest.raises(CheckpointError) as refused:
+        Trainer(other, toy_env_factory, run, resume=True)
+    message = str(refused.value)
+    for named in ("task.sound_split: 'unheard' -> 'heard'", "ppo.num_envs: 4 -> 2", "ppo.lr: 0.00025 -> 0.5"):
+        assert named in message, message
+    assert f"--config {run / 'config.yaml'} --resume" in message
+    assert (run / "config.yaml").read_text() == saved_config  # the run's own config is kept
+
+    # a longer budget, another device, thread count and cadence continue the run; frames end at the budget
+    longer = copy.deepcopy(cfg)
+    longer.ppo.total_frames, longer.train.log_interval, longer.train.checkpoint_interval = 5 * frames, 5, 100
+    longer.train.torch_threads, longer.train.device, longer.train.val_interval = 1, "auto", 100
+    resumed = Trainer(longer, toy_env_factory, run, resume=True)
+    assert (resumed.update, resumed.frames, resumed.num_updates) == (2, 2 * frames, 5)
+    resumed.train()
+    assert (resumed.update, resumed.frames) == (5, longer.ppo.total_frames)
+    assert load_config(run / "config.yaml").ppo.total_frames == 5 * frames  # what --resume will continue with
+
+
+class StopDuringValidationEnv(ToySoundSideEnv):
+    """A val env that receives SIGTERM (as the trainer's handler records it) at its third step."""
+
+    steps_taken = 0
+
+    def step(self, actions: torch.Tensor):
+        from asgf_nav import termination
+
+        StopDuringValidationEnv.steps_taken += 1
+        if StopDuringValidationEnv.steps_taken == 3:
+            termination._on_signal(signal.SIGTERM, None)
+        return super().step(actions)
+
+
+def test_a_stop_during_validation_cuts_it_short_and_checkpoints_at_once(tmp_path: Path, monkeypatch) -> None:
+    """The first SIGTERM waits for the update to end, not for a long validation after it (a scheduler's grace
+    period is short); the cut-short validation neither logs nor chooses best.pt."""
+    from asgf_nav import termination
+
+    monkeypatch.setattr(termination, "_received", None)  # restored after the test: the signal was only simulated
+    monkeypatch.setattr(termination, "_deferred", False)
+    monkeypatch.setattr(StopDuringValidationEnv, "steps_taken", 0)
+    cfg = small_cfg("av_nav", updates=4)
+    cfg.train.val_interval, cfg.train.val_episodes, cfg.task.max_steps = 1, 400, 5  # 100 episodes per env
+
+    def factory(c: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+        return StopDuringValidationEnv(c.ppo.num_envs, 1) if split == "val" else toy_env_factory(c, split, rank)
+
+    trainer = Trainer(cfg, factory, tmp_path / "run")
+    with pytest.raises(SystemExit) as stopped:
+        trainer.train()
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert StopDuringValidationEnv.steps_taken == 3  # a whole validation is 100 episodes x 5 steps
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000001.pt"]
+    assert trainer.best_validation is None and not (tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT).exists()
 
 
 def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:

@@ -263,3 +263,15 @@ def test_a_scene_being_baked_elsewhere_is_waited_for_not_baked_twice(tmp_path: P
     assert result == {"tiny_room_test": []}  # it found the stage current once the lock was free
     with bake_lock(directory):  # released: taken again at once
         pass
+
+
+def test_zero_workers_means_one_per_usable_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scenes.workers=0`` counts the cores this process may use (taskset, Slurm), not the machine's."""
+    from asgf_nav.scenes import build
+    from asgf_nav.scenes.build import _resolve_workers
+
+    monkeypatch.setattr(build, "usable_cpus", lambda: 5)
+    cfg = ExperimentConfig()
+    cfg.scenes.workers = 0
+    assert _resolve_workers(None, cfg, jobs=100) == 5 and _resolve_workers(0, cfg, jobs=3) == 3
+    assert _resolve_workers(2, cfg, jobs=100) == 2

@@ -1,5 +1,5 @@
 """Atomic training checkpoints (``ckpt_000050.pt``) keeping the newest K, the best-validated one
-(``best.pt``), plus RNG state capture/restore."""
+(``best.pt``), RNG state capture/restore, and the check that a resumed run is the run it continues."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
 BEST_CHECKPOINT = "best.pt"  # outside CHECKPOINT_PATTERN: never pruned, never taken for the latest
 REQUIRED_KEYS = ("model", "optimizer", "update", "frames", "rng", "config")
+# config keys a resumed run may change: where and how fast it runs, how often it logs, validates and saves,
+# what it caches, and (ppo.total_frames) how long it trains; every other key changes the experiment itself
+RESUMABLE_KEYS = frozenset(
+    {
+        "scenes.data_root", "scenes.soundspaces_root", "scenes.rir_cache_mb", "scenes.workers",
+        "task.doa_cache_size", "task.spectrogram_cache_size", "task.spectrogram_store",
+        "ppo.total_frames",
+        "train.run_dir", "train.device", "train.torch_threads", "train.log_interval", "train.checkpoint_interval",
+        "train.keep_checkpoints", "train.val_interval", "train.stats_window_episodes",
+    }
+)  # fmt: skip
 
 
 class CheckpointError(RuntimeError):
@@ -120,3 +131,44 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
         raise CheckpointError(
             f"{exc}; the run also has {checkpoints[-2].name}: move the broken file aside to resume from it"
         ) from exc
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for each key outside :data:`RESUMABLE_KEYS` that differs.
+
+    A key only one side has (added to or dropped from the schema since the checkpoint was written) is not
+    compared: the checkpoint cannot say what it was."""
+    old, new = _flatten(saved), _flatten(current)
+    return [
+        (k, old[k], new[k]) for k in sorted(old.keys() & new.keys()) if k not in RESUMABLE_KEYS and old[k] != new[k]
+    ]
+
+
+def check_resume_config(state: dict[str, Any], config: dict[str, Any], run_dir: str | Path) -> None:
+    """Raise CheckpointError, naming each key with its old and new value, when ``config`` (the resumed run's,
+    as a dict) would continue ``state`` (a checkpoint of ``run_dir``) as another experiment."""
+    same_run = f"resume with the run's own config: --config {Path(run_dir) / 'config.yaml'} --resume"
+    policy = config["model"]["policy"]
+    if state.get("policy_name", policy) != policy:
+        raise CheckpointError(
+            f"checkpoint in {run_dir} was trained with policy {state['policy_name']!r}, config asks for "
+            f"{policy!r}; {same_run}"
+        )
+    changes = config_changes(state["config"], config)
+    if changes:
+        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
+        raise CheckpointError(
+            f"checkpoint in {run_dir} was trained with another config ({listed}); a resumed run may change only "
+            "ppo.total_frames and how it runs (train.device, train.torch_threads, paths, caches, log / validation "
+            f"/ checkpoint intervals); {same_run}"
+        )

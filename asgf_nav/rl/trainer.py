@@ -4,20 +4,25 @@
 runs the PPO update, logs to TensorBoard and a tqdm bar, validates every ``train.val_interval`` updates
 and checkpoints every ``train.checkpoint_interval`` updates until ``ppo.total_frames`` frames are used.
 
-Resume: a checkpoint holds the model, optimiser, schedule, counters, RNG states, the rollout's
-carried-over state (last observation, mask and GRU state) and ``env.state_dict()`` when the env offers
-it, so a single-process run on CPU resumed from update K reaches the same parameters as an uninterrupted
-run when the env's observations do not depend on what it cached before. The batched env's caches are
-not saved: it recomputes their observations in other batches, which changes them in the last float bits,
-so there the resumed run is the same run up to rounding (docs/models.md). Under DD-PPO rank 0
-checkpoints, and every rank resumes with fresh episodes (the ranks' envs differ, and one file holds one env).
+Resume: the resumed run must be the run it continues. A config that differs from the checkpoint's in a
+key other than ``ppo.total_frames`` and how the run executes (``checkpoint.RESUMABLE_KEYS``) is refused,
+naming the keys; a larger ``ppo.total_frames`` extends the run by the frames it adds. A checkpoint holds
+the model, optimiser, schedule, counters, RNG states, the rollout's carried-over state (last observation,
+mask and GRU state) and ``env.state_dict()`` when the env offers it, so a single-process run on CPU
+resumed from update K reaches the same parameters as an uninterrupted run when the env's observations
+do not depend on what it cached before. The batched env's caches are not saved: it recomputes their
+observations in other batches, which changes them in the last float bits, so there the resumed run is
+the same run up to rounding (docs/models.md). Under DD-PPO rank 0 checkpoints, and every rank resumes
+with fresh episodes (the ranks' envs differ, and one file holds one env).
 
 Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside
 an isolated RNG scope, on a val env restored to the same initial state each time (when the env offers
 ``state_dict``), so numbers are comparable across validations and training randomness is untouched.
-The checkpoint of the best validation so far on ``train.best_metric`` is kept as ``checkpoints/best.pt``
-(SoundSpaces reports the test figures of the checkpoint with the best val SPL; short runs can get worse
-late in training, and the newest-K pruning would delete the better checkpoint).
+A pending stop (SIGTERM, Ctrl-C) cuts a validation short and drops its partial numbers, so the checkpoint
+the stop waits for is written at once. The checkpoint of the best validation so far on
+``train.best_metric`` is kept as ``checkpoints/best.pt`` (SoundSpaces reports the test figures of the
+checkpoint with the best val SPL; short runs can get worse late in training, and the newest-K pruning
+would delete the better checkpoint).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from asgf_nav.rl.checkpoint import (
     BEST_CHECKPOINT,
     CheckpointError,
     capture_rng_state,
+    check_resume_config,
     checkpoint_dir,
     load_checkpoint,
     load_latest,
@@ -62,6 +68,10 @@ EnvFactory = Callable[[Any, str, int], Any]
 EPISODE_METRICS = ("success", "spl", "softspl", "sna", "distance_to_goal", "num_actions")
 VALIDATION_SEED_OFFSET = 7919
 SUMMARY_KEYS = {"fps", "value_loss", "episode/success", "episode/spl", "success", "spl", "sna"}
+
+
+class ValidationStopped(RuntimeError):
+    """A stop signal arrived during a validation; its partial metrics are not comparable and are dropped."""
 
 
 def seed_everything(seed: int) -> None:
@@ -208,7 +218,7 @@ class Trainer:
             # its checkpoint (TensorBoard drops events at steps >= purge_step), not before
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.frames + 1 if self.frames else None)
         progress = tqdm(
-            total=self.num_updates * self.frames_per_update,
+            total=self.frames + (self.num_updates - self.update) * self.frames_per_update,
             initial=self.frames,
             unit="frame",
             disable=not self.is_main,
@@ -268,7 +278,7 @@ class Trainer:
         if self.is_main and val_interval > 0 and self.update % val_interval == 0:
             try:
                 metrics = self.validate()
-            except ScenesNotReadyError as exc:
+            except (ScenesNotReadyError, ValidationStopped) as exc:
                 logger.info("validation skipped at update %d: %s", self.update, exc)
             else:
                 self.log_scalars("val", metrics)
@@ -296,7 +306,11 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Mean metrics on the val split (sampled actions) over the first ``ceil(train.val_episodes /
         num_envs)`` episodes of every env. Counting the same number per env keeps long episodes: stopping
-        at the first ``val_episodes`` to finish would favour short ones, and flatter a policy that wanders."""
+        at the first ``val_episodes`` to finish would favour short ones, and flatter a policy that wanders.
+
+        Raises ValidationStopped once a stop signal is pending: a stopped run checkpoints first."""
+        if stop_requested():
+            raise ValidationStopped("a stop was requested")
         if self.scenes_changed is not None and self.scenes_changed("val"):
             self.val_env = None
         if self.val_env is None:
@@ -317,6 +331,8 @@ class Trainer:
             masks = torch.zeros(num_envs, device=self.device)
             returns = torch.zeros(num_envs, device=self.device)
             for _ in range((per_env + 1) * int(self.cfg.task.max_steps)):  # a bound; episodes end sooner
+                if stop_requested():
+                    raise ValidationStopped(f"a stop was requested after {len(window.episodes)} episode(s)")
                 _, action, _, hidden = self.policy.act(obs, hidden, masks, deterministic=False)
                 obs, reward, done, info = env.step(action.to(getattr(env, "device", "cpu")))
                 obs = to_device(obs, self.device)
@@ -410,12 +426,10 @@ class Trainer:
         return in_checkpoint
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Continue the checkpointed run; a config that would make it another experiment raises CheckpointError
+        before anything is loaded (so ``train`` never overwrites the run's config.yaml with it)."""
+        check_resume_config(state, config_to_dict(self.cfg), self.run_dir)
         same_run = f"resume with the run's own config: --config {self.run_dir / 'config.yaml'} --resume"
-        if state.get("policy_name", self.cfg.model.policy) != self.cfg.model.policy:
-            raise CheckpointError(
-                f"checkpoint in {self.run_dir} was trained with policy {state['policy_name']!r}, "
-                f"config asks for {self.cfg.model.policy!r}; {same_run}"
-            )
         try:
             self.policy.load_state_dict(state["model"])
         except RuntimeError as exc:  # widths or sensors changed since the checkpoint was written
@@ -427,6 +441,17 @@ class Trainer:
         distributed.broadcast_parameters(self.policy)
         self.ppo.load_state_dict(state["optimizer"])
         self.update, self.frames = int(state["update"]), int(state["frames"])
+        # the frames still to go decide the updates still to go: ppo.total_frames may have grown, and under
+        # DD-PPO the frames per update change with the number of ranks
+        remaining = max(0, int(self.cfg.ppo.total_frames) - self.frames)
+        self.num_updates = self.update + math.ceil(remaining / self.frames_per_update)
+        if not remaining:
+            logger.warning(
+                "the checkpoint has used %d frames of ppo.total_frames=%d: nothing left to train (raise "
+                "ppo.total_frames to extend the run)",
+                self.frames,
+                self.cfg.ppo.total_frames,
+            )
         self.window.episodes.extend(state.get("episode_window", []))
         self.best_validation = self.remembered_best(state.get("best_validation"))
         rollout = state["rollout"]

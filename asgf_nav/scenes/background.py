@@ -3,27 +3,37 @@
 Baking a full preset's acoustics takes far longer than a first PPO update, so the main job bakes the
 first training scene in the foreground, starts this builder for everything else, and grows its training
 pool between updates as scenes complete (:meth:`ScenePool.ready`).
+
+The builder runs as ``python -m asgf_nav.scenes.build`` (a module of the package, so an installed
+wheel has it too). A builder that fails is reported once, as an ERROR naming its log, the next time the
+trainer polls the pool (:meth:`ScenePool.changed`); training goes on with the scenes baked so far, since
+its checkpoints stay valid and ``--resume`` bakes the rest. On Linux the kernel sends the builder SIGTERM
+when the training process dies, even by SIGKILL, so no bake outlives its run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from asgf_nav.scenes.build import stage_is_current
-from asgf_nav.scenes.presets import get_preset
+from asgf_nav.scenes.presets import SPLITS, get_preset
 from asgf_nav.scenes.store import scene_dir
 
 logger = logging.getLogger(__name__)
 
 TASK_STAGES: tuple[str, ...] = ("layout", "vision", "acoustics")
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_scenes.py"
+BUILD_MODULE = "asgf_nav.scenes.build"  # its main() bakes
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding asgf_nav/, put first on the child's path
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ScenesNotReadyError(RuntimeError):
@@ -51,6 +61,7 @@ class ScenePool:
         self.cfg, self.dataset, self.log_file = cfg, dataset, log_file
         self.preset = get_preset(dataset)
         self.process: subprocess.Popen | None = None
+        self.exit_status: int | None = None  # the builder's, once it has ended on its own
         self._known: dict[str, list[str]] = {}
 
     def split_scenes(self, split: str) -> list[str]:
@@ -61,32 +72,31 @@ class ScenePool:
         return [s for s in self.split_scenes(split) if scene_ready(self.cfg, self.dataset, s)]
 
     def changed(self, split: str) -> bool:
-        """True when ``split`` gained scenes since the last call (the first call only records)."""
+        """True when ``split`` gained scenes since the last call (the first call only records).
+
+        The trainer polls this between updates, so it is also where a finished or failed build is noticed."""
+        self.check_build()
         now = self.ready(split)
         before = self._known.get(split)
         self._known[split] = now
         return before is not None and now != before
+
+    def builder_command(self, scenes: Sequence[str]) -> list[str]:
+        """The child's command line: the package's builder module with this run's bake settings."""
+        overrides = [f"acoustics.{k}={v}" for k, v in vars(self.cfg.acoustics).items()]
+        return [
+            sys.executable, "-m", BUILD_MODULE, *overrides, "--dataset", self.dataset,
+            "--data-root", str(self.cfg.scenes.data_root), "--image-size", str(self.cfg.scenes.image_size),
+            "--workers", "1", "--scenes", *scenes,
+        ]  # fmt: skip
 
     def start_background_build(self, order: Sequence[str]) -> None:
         """Bake ``order`` (skipping what is already done) in a low-priority child process."""
         missing = [s for s in order if not scene_ready(self.cfg, self.dataset, s)]
         if not missing:
             return
-        overrides = [f"acoustics.{k}={v}" for k, v in vars(self.cfg.acoustics).items()]
-        command = [
-            sys.executable, str(BUILD_SCRIPT), *overrides, "--dataset", self.dataset,
-            "--data-root", self.cfg.scenes.data_root, "--image-size", str(self.cfg.scenes.image_size),
-            "--workers", "1", "--scenes", *missing,
-        ]  # fmt: skip
-        log = open(self.log_file, "a") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - child owns it
-        self.process = subprocess.Popen(  # own session: stop() ends the builder and its worker processes
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_lower_priority,
-        )
+        self.exit_status = None
+        self.process = start_child(self.builder_command(missing), self.log_file)
         logger.info(
             "baking %d more %s scene(s) in the background (pid %d, log %s); training grows onto them as they finish",
             len(missing),
@@ -95,16 +105,99 @@ class ScenePool:
             self.log_file,
         )
 
+    def check_build(self) -> None:
+        """Note once that the builder has ended: INFO when it succeeded, ERROR naming its log when not.
+
+        A failed bake does not stop training: the run keeps learning on the scenes baked so far and its
+        checkpoints stay valid, so it is reported loudly instead; ``--resume`` restarts the bake."""
+        if self.process is None or self.process.poll() is None:
+            return
+        self.exit_status = status = self.process.returncode
+        self.process = None
+        if status == 0:
+            logger.info("background scene build finished (log %s)", self.log_file)
+            return
+        how = f"was killed by signal {-status}" if status < 0 else f"failed with exit status {status}"
+        with contextlib.suppress(ValueError):  # a signal Python knows by name
+            how = f"was killed by {signal.Signals(-status).name}" if status < 0 else how
+        unbaked = [
+            s for split in SPLITS for s in self.split_scenes(split) if not scene_ready(self.cfg, self.dataset, s)
+        ]
+        logger.error(
+            "the background build of the %s scenes %s; see its log %s. Training goes on with the scenes baked so "
+            "far (validation is skipped while no val scene is baked); %d scene(s) stay unbaked: %s. Fix the cause "
+            "and continue the run with --resume, which bakes them",
+            self.dataset,
+            how,
+            self.log_file if self.log_file is not None else "(none: ScenePool got no log_file)",
+            len(unbaked),
+            unbaked,
+        )
+
     def stop(self) -> None:
         """End the background build (finished scenes and baked sources stay; a later run resumes)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.process = None
+        if self.process is not None and self.process.poll() is not None:
+            self.check_build()  # it ended on its own: report how, once
+        process, self.process = self.process, None
+        if process is None:
+            return
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)  # reap it, or it stays a zombie for the rest of this process
 
 
-def _lower_priority() -> None:
-    os.nice(10)
+def start_child(command: Sequence[str], log_file: Path | None) -> subprocess.Popen:
+    """Start ``command`` at low priority in its own session (so the whole group can be stopped), with its
+    output appended to ``log_file``, and on Linux set to receive SIGTERM when this process dies."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    with contextlib.ExitStack() as stack:  # the child has its own copy of the log's descriptor
+        log = stack.enter_context(open(log_file, "a")) if log_file is not None else subprocess.DEVNULL
+        return subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=child_setup(),
+        )
+
+
+def child_setup() -> Callable[[], None]:
+    """The ``preexec_fn`` of a background child: lower its priority and tie its life to this process.
+
+    ``PR_SET_PDEATHSIG`` makes the kernel send the child SIGTERM when its parent dies, however it dies (a
+    SIGKILL runs no clean-up in the parent); its own session would otherwise keep it running. Strictly it
+    fires when the thread that started the child ends, so start children from the main thread. libc is
+    looked up here, before the fork, so the child only makes the call."""
+    parent = os.getpid()
+    prctl = _prctl()
+
+    def setup() -> None:
+        os.nice(10)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the call: no signal will come
+                os._exit(1)
+
+    return setup
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, else None (elsewhere a child outlives a parent killed by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _signal_group(pid: int, signum: signal.Signals) -> None:
+    """Signal the child's process group (it and its workers); one that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)

@@ -5,12 +5,16 @@ Stages: "layout" (floor plan, navigation graph, geodesic table), "vision" (RGB-D
 for). A stage already complete and up to date is skipped, so an interrupted build resumes where it
 stopped; every stage is written atomically by :func:`asgf_nav.scenes.store.write_stage`. Processes that
 share a data root bake each scene once: a scene's bake holds :func:`asgf_nav.scenes.store.bake_lock`.
+
+``python -m asgf_nav.scenes.build`` (:func:`main`) is the background build a training run starts
+(:mod:`asgf_nav.scenes.background`): a module of the package, so an installed wheel, which has no
+``scripts/`` folder, has it too. To bake scenes by hand use ``scripts/build_scenes.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -19,11 +23,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.devices import usable_cpus
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.generator import GENERATOR_VERSION, generate_floorplan, scene_seed
 from asgf_nav.scenes.mesh import floorplan_mesh
 from asgf_nav.scenes.navgraph import build_navgraph
-from asgf_nav.scenes.presets import get_preset
+from asgf_nav.scenes.presets import PRESETS, get_preset
 from asgf_nav.scenes.render import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV, RayRenderer
 from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS, layout_digest
 from asgf_nav.scenes.store import SceneStore, bake_lock, remove_stage, scene_dir, stage_complete, write_stage
@@ -182,10 +187,11 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
 
 
 def _resolve_workers(workers: int | None, cfg: Any, jobs: int) -> int:
+    """``workers`` (None: ``cfg.scenes.workers``; 0: one per usable core) capped at the number of jobs."""
     if workers is None:
         workers = int(getattr(cfg.scenes, "workers", 0))
     if workers <= 0:
-        workers = os.cpu_count() or 1
+        workers = usable_cpus()
     return max(1, min(workers, jobs))
 
 
@@ -255,3 +261,31 @@ def ensure_scenes(
     preset = get_preset(dataset)
     names = list(scenes) if scenes else preset.scene_names(getattr(cfg.scenes, "num_scenes", None))
     return [scene_dir(cfg.scenes.data_root, dataset, n) for n in names]
+
+
+# ---------------------------------------------------------------------------------------------- background build
+def main(argv: list[str] | None = None) -> int:
+    """Bake ``--scenes`` with a training run's data root, image size and ``acoustics.*`` overrides; a failed
+    bake exits non-zero (a traceback in the build log), which the run reports."""
+    from asgf_nav.config import load_config
+    from asgf_nav.logging_utils import setup_logging
+    from asgf_nav.termination import install_stop_handlers
+
+    parser = argparse.ArgumentParser(prog="python -m asgf_nav.scenes.build", description=main.__doc__)
+    parser.add_argument("--dataset", required=True, choices=sorted(PRESETS))
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--image-size", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--scenes", nargs="+", required=True)
+    parser.add_argument("overrides", nargs="*", help="config overrides like acoustics.rays=300 (before --scenes)")
+    args = parser.parse_args(argv)
+    install_stop_handlers()  # SIGTERM (the run's stop, or its death) raises SystemExit: a process pool is closed
+    setup_logging("INFO")
+    cfg = load_config(None, args.overrides)
+    cfg.scenes.data_root, cfg.scenes.image_size = args.data_root, args.image_size
+    build_scenes(cfg, args.dataset, args.scenes, workers=args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
