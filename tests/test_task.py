@@ -405,3 +405,13 @@ def test_gymnasium_check_env_and_registry(world, val_episodes):
     made = gymnasium.make("AudioNav-v0", world=world, episodes=val_episodes[:4], disable_env_checker=True)
     obs, _ = made.reset(seed=1)
     assert made.observation_space.contains(obs) and made.action_space.n == 4
+
+
+def test_scenes_whose_views_differ_in_size_are_refused_by_name():
+    from asgf_nav.scenes.store import SceneStoreError
+    from asgf_nav.tasks.world import check_view_sizes
+
+    check_view_sizes({"data/scenes/replica/a": 128, "data/scenes/replica/b": 128}, 128)
+    check_view_sizes({}, 128)  # blind tasks read no views
+    with pytest.raises(SceneStoreError, match=r"replica/a: 128 px, data/scenes/replica/b: 64 px.*--image-size 128"):
+        check_view_sizes({"data/scenes/replica/a": 128, "data/scenes/replica/b": 64}, 128)

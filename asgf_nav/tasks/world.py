@@ -159,6 +159,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
         raise ValueError(f"dataset {dataset} has no scenes in split {split!r}")
     task_scenes: dict[str, TaskScene] = {}
     visual = [s for s in getattr(cfg.task, "sensors", ()) if s in ("rgb", "depth")]
+    view_sizes: dict[str, int] = {}
     for name in names:
         scene = Scene.open(cfg.scenes.data_root, dataset, name)
         if visual and not scene.has_vision:
@@ -167,7 +168,10 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
                 f"bake them: python scripts/build_scenes.py --dataset {dataset} --data-root {cfg.scenes.data_root} "
                 f"--stages vision --scenes {name} --image-size {cfg.scenes.image_size}"
             )
+        if visual:
+            view_sizes[str(scene.directory)] = scene.image_size
         task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store))
+    check_view_sizes(view_sizes, cfg.scenes.image_size)
     rates = {s.sample_rate for s in task_scenes.values()}
     if len(rates) != 1:
         raise ValueError(f"scenes of {dataset}/{split} mix RIR sample rates {sorted(rates)}")
@@ -175,6 +179,19 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     bank = SoundBank.load()
     logger.info("loaded %d %s scenes for split %s at %d Hz", len(task_scenes), dataset, split, sample_rate)
     return TaskWorld(dataset, sample_rate, task_scenes, lambda n: bank.waveform(n, sample_rate))
+
+
+def check_view_sizes(view_sizes: dict[str, int], configured: int) -> None:
+    """One observation space and one visual CNN serve a world, so its scenes' views must share one size;
+    ``view_sizes`` maps scene directories to their baked image size."""
+    from asgf_nav.scenes.store import SceneStoreError
+
+    if len(set(view_sizes.values())) > 1:
+        listed = ", ".join(f"{directory}: {size} px" for directory, size in view_sizes.items())
+        raise SceneStoreError(
+            f"the scenes' views differ in size ({listed}); bake them at one size: python scripts/build_scenes.py "
+            f"--stages vision --image-size {configured} --scenes ... (scenes.image_size is {configured})"
+        )
 
 
 def sound_names(cfg, split: str) -> list[str]:
