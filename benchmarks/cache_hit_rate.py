@@ -21,13 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from env_throughput import Policy  # noqa: E402
+from env_throughput import Policy, load_baked_world  # noqa: E402
 
 from asgf_nav.cli import run_script  # noqa: E402
-from asgf_nav.config import TaskConfig, load_config  # noqa: E402
+from asgf_nav.config import TaskConfig  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv  # noqa: E402
-from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 
 BYTES_PER_ENTRY_44K = 65 * 69 * 2 * 4  # one (65, 69, 2) float32 Replica spectrogram
 
@@ -62,11 +61,10 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     setup_logging("WARNING")
-    cfg = load_config(args.config, [f"scenes.data_root={args.data_root}"] if args.data_root else [])
-    world, episodes = load_task_data(cfg, "train")
-    env = BatchedAudioNavEnv(
-        world, episodes, args.num_envs, sensors=["depth"], cfg=TaskConfig(sensors=["depth"]), seed=args.seed
-    )  # no spectrogram sensor: only its keys are needed
+    # only the acoustics are loaded (a data root baked for audio only will do), and the env has no sensor at
+    # all: the cache's keys come from the agents' states, no spectrogram or view is computed
+    world, episodes = load_baked_world(args.config, args.data_root, "train", ["spectrogram"])
+    env = BatchedAudioNavEnv(world, episodes, args.num_envs, sensors=[], cfg=TaskConfig(sensors=[]), seed=args.seed)
     act = Policy(args.policy, args.seed)
     caches = [KeyLru(size) for size in args.sizes] + [KeyLru(1 << 62)]
     labels = [str(size) for size in args.sizes] + ["unbounded"]

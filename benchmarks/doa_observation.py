@@ -29,17 +29,18 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from env_throughput import build_synthetic, episodes_for  # sibling benchmarks (benchmarks/ is the script's path)
+
+# sibling benchmarks (benchmarks/ is the script's path)
+from env_throughput import build_synthetic, episodes_for, load_baked_world
 from scipy.signal import resample_poly
 from spectrogram_batch import decaying_rirs
 
 from asgf_nav.acoustics.resample import PolyphaseResampler
 from asgf_nav.cli import run_script
-from asgf_nav.config import TaskConfig, load_config
+from asgf_nav.config import TaskConfig
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.models.doa.observation import DoaObservation, register_doa_observation
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.factory import load_task_data
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, binaural_audio_np
 
 
@@ -104,9 +105,8 @@ def env_for(args: argparse.Namespace, device: torch.device) -> tuple[BatchedAudi
     """A batched env with the spectrogram and packaged-head ``doa`` sensors on baked or synthetic scenes."""
     head = register_doa_observation()
     sensors = ["spectrogram", "doa"]
-    if args.data_root:
-        cfg = load_config(args.config, [f"scenes.data_root={args.data_root}"])
-        world, episodes = load_task_data(cfg, args.split)
+    if args.data_root:  # the acoustics only: no views are loaded, a data root baked for audio only will do
+        world, episodes = load_baked_world(args.config, args.data_root, args.split, ["spectrogram"])
     else:
         world = build_synthetic(16, args.sample_rate, 14, 10, 24)
         episodes = episodes_for(world, "heard", 40, [])

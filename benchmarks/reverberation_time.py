@@ -8,7 +8,7 @@ T20 per octave band of the project's energy response (image-source paths plus th
 and the Sabine and Eyring estimates of the room. One receiver, so a minute on one core. With
 ``--scene-dir`` it traces a baked scene's first source instead, both ways with the bake's own settings, to
 three receivers 1.5-5 m away in the source's room, and also prints the late energy within the stored
-response (seconds).
+response (dB); that runs in seconds.
 
     python benchmarks/reverberation_time.py
     python benchmarks/reverberation_time.py --walls brick_red --floor carpet_grey --ceiling ceiling_tiles

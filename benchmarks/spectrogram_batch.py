@@ -5,7 +5,8 @@ of a one-second sound with a one-second binaural RIR plus an STFT (``TorchSpectr
 chunk size that call works in sets its speed: large chunks amortise launches on a GPU, while on a CPU a
 chunk whose spectra outgrow the caches is slower per observation. The batch sizes are timed in turns
 (round robin over ``--rounds``) so that a noisy machine slows them alike; the table gives the median
-milliseconds per observation and the ratio to the device's default (``spectrogram.default_batch``).
+milliseconds per observation and that time relative to the device's default chunk
+(``spectrogram.default_batch``): above 1 is slower than the default, below 1 faster.
 
     python benchmarks/spectrogram_batch.py --threads 1
     python benchmarks/spectrogram_batch.py --devices cuda --observations 1024 --batches 16 64 256 1024
@@ -69,7 +70,7 @@ def main() -> None:
     if any(b <= 0 for b in args.batches) or args.observations <= 0 or args.rounds <= 0:
         parser.error("--batches, --observations and --rounds must be positive")
     print(f"{args.observations} observations per call, {args.rounds} rounds, torch threads {torch.get_num_threads()}")
-    print("| device | batch | ms per observation | x default |")
+    print("| device | batch | ms per observation | time / default's (>1: slower) |")
     print("|---|---|---|---|")
     for device in devices:
         default = default_batch(device)

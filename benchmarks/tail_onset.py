@@ -4,9 +4,9 @@ The late tail is noise shaped by the ray-traced energy envelope, interpolated be
 so the bin that holds the direct sound used to spread its energy up to a bin and a half ahead of it.
 Responses now start the tail at the straight-line travel time (``SceneRirs.direct_sample``). This renders
 random (receiver, source, yaw) triples of one baked scene both ways and prints the energy that arrived
-before the direct sound and the share of each response's energy the onset removes (seconds per scene):
-the first says what a direction-of-arrival estimate heard ahead of the direct sound, the second how much
-a whole-second spectrogram changes.
+before the direct sound and the share of each response's energy the onset removes: the first says what a
+direction-of-arrival estimate heard ahead of the direct sound, the second how much a whole-second
+spectrogram changes. It runs in seconds per scene.
 
     python benchmarks/tail_onset.py --scene-dir DATA/scenes/replica/frl_apartment_5 --pairs 200
 """

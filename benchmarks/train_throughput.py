@@ -1,7 +1,8 @@
 """End-to-end PPO training throughput (frames/s) per policy, on CPU and (when present) CUDA.
 
 Each measurement builds the real :class:`asgf_nav.rl.trainer.Trainer` around an env, runs warm-up
-updates, then times full updates (rollout + PPO epochs). Envs:
+updates, then times full updates (``Trainer.update_once``: rollout + PPO epochs; no checkpoint, config file
+or TensorBoard writer is timed). Envs:
   synthetic  the batched AudioGoal env on a synthetic grid world (no baked scenes needed; default)
   embedded   the batched env on the config's baked scenes (asgf_nav.tasks.factory.make_env)
   random     random observations of the right shapes: the learner's own ceiling, no env cost
@@ -11,6 +12,15 @@ updates, then times full updates (rollout + PPO epochs). Envs:
     python benchmarks/train_throughput.py --env embedded --config replica_unheard --json out.json
     python benchmarks/train_throughput.py --env embedded --config replica_heard task.spectrogram_store=
     python benchmarks/train_throughput.py --env synthetic task.use_doa=true --policies asgf   # with the DoA head
+
+Ratios between configs come from one run: each ``--variant NAME:KEY=V,KEY=V`` (repeatable; applied after
+the positional overrides) gets its own trainer, and their timed updates run in turns (A, B, A, B, ...), so
+a busy machine slows them alike. Each variant's frames/s is printed with its ratio to the first:
+
+    python benchmarks/train_throughput.py --env embedded --config replica_heard --policies asgf --num-envs 16 \
+        --updates 6 --variant store --variant no_store:task.spectrogram_store=
+    python benchmarks/train_throughput.py --env synthetic --policies asgf --variant plain \
+        --variant doa:task.use_doa=true,task.doa_cache_size=0
 """
 
 from __future__ import annotations
@@ -19,18 +29,22 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
+from tqdm import tqdm
 
 from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
+from asgf_nav.devices import devices_to_compare
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.models.policies import POLICY_REGISTRY
 from asgf_nav.rl.trainer import Trainer
+from asgf_nav.tasks.observations import BUILTIN_SENSORS, ObservationProvider, get_observation, register_observation
 
 SENSORS = ["rgb", "depth", "spectrogram"]
 
@@ -38,7 +52,7 @@ SENSORS = ["rgb", "depth", "spectrogram"]
 class RandomObservationEnv:
     """Random observations in the env contract's shapes; episodes end with probability 1/100 per step."""
 
-    def __init__(self, num_envs: int, image_size: int, frames: int, device: str, seed: int = 0) -> None:
+    def __init__(self, num_envs: int, image_size: int, frames: int, device: str | torch.device, seed: int = 0) -> None:
         self.num_envs, self.device = num_envs, torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.observation_space = spaces.Dict(
@@ -70,7 +84,7 @@ class RandomObservationEnv:
         return self.observe(), zeros - 0.01, done, info
 
 
-def synthetic_env(cfg: Any, device: str, image_size: int) -> Any:
+def synthetic_env(cfg: Any, device: torch.device, image_size: int) -> Any:
     from asgf_nav.config import TaskConfig
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
     from asgf_nav.tasks.episodes import generate_split, resolve_episodes
@@ -101,45 +115,120 @@ def synthetic_env(cfg: Any, device: str, image_size: int) -> Any:
     )
 
 
-def measure(cfg: Any, env_kind: str, device: str, warmup: int, updates: int, image_size: int) -> dict:
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``--variant NAME:KEY=V,KEY=V`` -> (NAME, overrides). A comma inside brackets belongs to its value
+    (``task.sensors=[depth,spectrogram]``); ``NAME`` alone (or ``NAME:``) times the base config."""
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} has no name; use NAME:KEY=V,KEY=V")
+    overrides, depth, item = [], 0, ""
+    for char in rest:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            overrides.append(item)
+            item = ""
+        else:
+            item += char
+    overrides = [o.strip() for o in [*overrides, item] if o.strip()]
+    bad = [o for o in overrides if "=" not in o or not o.partition("=")[0].strip()]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: {bad[0]!r} is not a KEY=V override")
+    return name.strip(), overrides
+
+
+@dataclass
+class Contender:
+    """One config variant's trainer, its own observation providers and the seconds its timed updates took."""
+
+    name: str
+    overrides: list[str]
+    trainer: Trainer
+    providers: dict[str, ObservationProvider]
+    seconds: float = 0.0
+
+    def update(self, progress: tqdm) -> float:
+        """Seconds of one ``Trainer.update_once`` (rollout + PPO epochs), the device synchronised on both sides;
+        nothing else the trainer does (config file, TensorBoard writer, checkpoints) is timed."""
+        for name, p in self.providers.items():  # the registry is process-wide: this variant's own head and cache
+            register_observation(name, p.compute, p.space, p.compute_batch, True, p.needs_spectrogram)
+        device = self.trainer.device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        self.trainer.update_once(progress)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+
+def build_trainer(
+    cfg: Any, env_kind: str, device: torch.device, warmup: int, updates: int, image_size: int, run_dir: str
+) -> Trainer:
+    """The real trainer around an env of ``env_kind``, with a frame budget of ``warmup + updates`` updates (its
+    learning-rate schedule) and no checkpoints or validation."""
     frames = 69 if cfg.scenes.dataset == "replica" else 26
-    env_device = device
 
     def factory(cfg: Any, split: str, rank: int) -> Any:
         if env_kind == "random":
             seed = cfg.train.seed + rank
-            return RandomObservationEnv(cfg.ppo.num_envs, image_size, frames, env_device, seed)
+            return RandomObservationEnv(cfg.ppo.num_envs, image_size, frames, device, seed)
         if env_kind == "synthetic":
-            return synthetic_env(cfg, env_device, image_size)
+            return synthetic_env(cfg, device, image_size)
         from asgf_nav.tasks.factory import make_env
 
-        return make_env(cfg, split, device=env_device, seed=cfg.train.seed + rank)
+        return make_env(cfg, split, device=device, seed=cfg.train.seed + rank)
 
     if env_kind != "random":
         register_auxiliary_observations(cfg)  # task.use_doa=true adds the frozen DoA head's observation
-    cfg.train.device = device
+    cfg.train.device = str(device)
     cfg.ppo.total_frames = (warmup + updates) * cfg.ppo.num_steps * cfg.ppo.num_envs
     cfg.train.checkpoint_interval, cfg.train.val_interval = 10**9, 0
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(cfg, factory, run_dir)
-        trainer.train(max_updates=warmup)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        trainer.train(max_updates=warmup + updates)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    frames_done = updates * cfg.ppo.num_steps * cfg.ppo.num_envs
-    return {
-        "policy": cfg.model.policy,
-        "device": device,
-        "env": env_kind,
-        "num_envs": cfg.ppo.num_envs,
-        "num_steps": cfg.ppo.num_steps,
-        "fps": frames_done / seconds,
-        "seconds": seconds,
-    }
+    return Trainer(cfg, factory, run_dir)
+
+
+def measure(
+    variants: list[tuple[str, list[str], Any]],
+    env_kind: str,
+    device: torch.device,
+    warmup: int,
+    updates: int,
+    image_size: int,
+) -> list[dict]:
+    """Frames/s of each (name, overrides, config) variant: ``warmup`` untimed updates each, then ``updates``
+    timed ones in turns (A, B, A, B, ...), so that a busy machine slows every variant alike and their
+    ratios hold even where the absolute numbers drift."""
+    progress = tqdm(disable=True)
+    contenders = []
+    with tempfile.TemporaryDirectory() as run_dir:  # update_once writes nothing there; a trainer needs one
+        for i, (name, overrides, cfg) in enumerate(variants):
+            trainer = build_trainer(cfg, env_kind, device, warmup, updates, image_size, f"{run_dir}/{i}")
+            extra = [s for s in cfg.task.sensors if s not in BUILTIN_SENSORS]  # providers it just registered
+            contenders.append(Contender(name, overrides, trainer, {s: get_observation(s) for s in extra}))
+        for contender in contenders:
+            for _ in range(warmup):
+                contender.update(progress)
+        for _ in range(updates):
+            for contender in contenders:
+                contender.seconds += contender.update(progress)
+    results = []
+    for contender in contenders:
+        trainer = contender.trainer
+        results.append(
+            {
+                "variant": contender.name,
+                "overrides": contender.overrides,
+                "policy": trainer.cfg.model.policy,
+                "device": str(device),
+                "env": env_kind,
+                "num_envs": trainer.num_envs,
+                "num_steps": trainer.cfg.ppo.num_steps,
+                "fps": updates * trainer.frames_per_update / contender.seconds,
+                "seconds": contender.seconds,
+            }
+        )
+    for result in results:
+        result["ratio"] = result["fps"] / results[0]["fps"]
+    return results
 
 
 def main() -> None:
@@ -148,34 +237,61 @@ def main() -> None:
     parser.add_argument("--env", choices=["synthetic", "embedded", "random"], default="synthetic")
     parser.add_argument("--config", default=None, help="config name or YAML path (default: defaults)")
     parser.add_argument("--policies", nargs="+", default=sorted(POLICY_REGISTRY))
-    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-    parser.add_argument("--devices", nargs="+", default=devices)
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--num-envs", type=int, default=None)
     parser.add_argument("--num-steps", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--updates", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="NAME:KEY=V,...",
+        help="a config variant timed in turns with the others (repeat; the first is the ratios' base)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=")
     args = parser.parse_args()
     setup_logging("WARNING")
+    devices = devices_to_compare(args.devices)  # a device this machine lacks ends the run before any work
+    variants = args.variants or [("", [])]
+    names = [name for name, _ in variants]
+    width = max(len(name) for name in names)
+    if len(set(names)) != len(names):
+        parser.error(f"--variant: the names {names} repeat one")
+    if args.warmup < 0 or args.updates <= 0:
+        parser.error("--warmup must be >= 0 and --updates positive")
 
     results = []
-    for device in args.devices:
+    for device in devices:
         for policy in args.policies:
-            cfg = load_config(args.config, args.overrides)
-            if cfg.task.use_doa and args.env == "random":
-                parser.error("task.use_doa=true needs --env embedded or synthetic (random observations have no doa)")
-            cfg.model.policy, cfg.ppo.num_steps = policy, args.num_steps
-            if args.num_envs:
-                cfg.ppo.num_envs = args.num_envs
-            result = measure(cfg, args.env, device, args.warmup, args.updates, args.image_size)
-            results.append(result)
-            print(
-                f"{policy:14s} {device:5s} env={args.env:9s} envs={result['num_envs']:3d} "
-                f"steps={result['num_steps']:4d}  {result['fps']:8.1f} frames/s",
-                flush=True,
-            )
+            configs = []
+            for name, overrides in variants:
+                cfg = load_config(args.config, [*args.overrides, *overrides])
+                if cfg.task.use_doa and args.env == "random":
+                    where = f"--variant {name}: " if name else ""
+                    parser.error(
+                        f"{where}task.use_doa=true needs --env embedded or synthetic (random observations have no doa)"
+                    )
+                cfg.model.policy, cfg.ppo.num_steps = policy, args.num_steps
+                if args.num_envs:
+                    cfg.ppo.num_envs = args.num_envs
+                configs.append((name, overrides, cfg))
+            for result in measure(configs, args.env, device, args.warmup, args.updates, args.image_size):
+                results.append(result)
+                line = (
+                    f"{policy:14s} {str(device):5s} env={args.env:9s} envs={result['num_envs']:3d} "
+                    f"steps={result['num_steps']:4d}  "
+                )
+                if args.variants:
+                    line += f"{result['variant']:>{width}s} {result['fps']:8.1f} frames/s "
+                    line += f"{result['ratio']:6.2f}x {names[0]}  ({','.join(result['overrides']) or 'no overrides'})"
+                else:
+                    line += f"{result['fps']:8.1f} frames/s"
+                print(line, flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,0 +1,211 @@
+"""The benchmarks measure what they print: cached replays hit, training time is updates only, variants run in
+turns, missing devices fail first, spectrogram-only runs need no views, and the labels say what they mean."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from asgf_nav.cli import run_script
+from asgf_nav.config import load_config
+from asgf_nav.scenes.build import build_scenes
+from asgf_nav.tasks import observations
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import their siblings, as when run as scripts
+
+import env_throughput  # noqa: E402
+import train_throughput  # noqa: E402
+
+TINY_TRAINING = ["--env", "random", "--policies", "av_nav", "--num-envs", "2", "--num-steps", "4", "--image-size", "36"]
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A copy of the observation registry for the test (the DoA head registers itself process-wide)."""
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+
+
+def run_benchmark(monkeypatch, module, *argv: str) -> None:
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv])
+    module.main()
+
+
+# ------------------------------------------------------------------------------------------ env_throughput
+def test_the_cached_replay_hits_every_lookup_even_where_the_cache_is_smaller_than_the_timed_steps():
+    world = env_throughput.build_synthetic(8, 16000, 5, 4, 3)
+    episodes = env_throughput.episodes_for(world, "heard", 20, [])
+    r = env_throughput.time_batched(world, episodes, 4, "cpu", steps=6, warmup=3, cache_size=4, policy="random")
+    assert r["hit_rate"] < 1.0  # 4 entries for 24 lookups: the live env misses
+    assert r["cached_hit_rate"] == 1.0 and r["cached_cache_size"] > 4  # the replay's cache holds them all
+    assert r["cached"] > 0 and r["live"] > 0
+
+
+def test_env_throughput_prints_the_cached_replays_hit_rate(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "et.json"
+    world = ["--image-size", "8", "--sample-rate", "16000", "--grid", "5", "4", "--sources", "3"]
+    sizes = ["--sizes", "3", "--steps", "4", "--warmup", "2", "--ref-steps", "2", "--cache-size", "3"]
+    run_benchmark(monkeypatch, env_throughput, *world, *sizes, "--sound-splits", "heard", "--json", str(out))
+    printed = capsys.readouterr().out
+    assert "cached hits" in printed and "warning" not in printed
+    (row,) = json.loads(out.read_text())
+    assert row["device"] == "cpu" and row["cached_hit_rate"] == 1.0
+
+
+def test_the_reference_is_documented_as_walking_randomly_whatever_the_policy():
+    doc = env_throughput.__doc__
+    assert "Both run the same policy" not in doc and "The reference always walks randomly" in doc
+
+
+# ------------------------------------------------------------------------------------------ devices
+def test_a_device_this_machine_lacks_ends_the_benchmarks_before_any_work(monkeypatch, capsys, no_gpu):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the devices were checked")
+
+    monkeypatch.setattr(env_throughput, "build_synthetic", no_work)
+    monkeypatch.setattr(env_throughput, "load_baked_world", no_work)
+    monkeypatch.setattr(train_throughput, "load_config", no_work)
+    for module in (env_throughput, train_throughput):
+        monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", "--devices", "cpu", "cuda"])
+        with pytest.raises(SystemExit) as stop:
+            run_script(module.main)
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.startswith("error: --devices: 'cuda' asks for a GPU, but this torch")
+
+
+# ------------------------------------------------------------------------------------------ train_throughput
+def test_training_throughput_times_the_updates_only(monkeypatch):
+    from asgf_nav.rl.trainer import Trainer
+
+    saves, updates = [], []
+    update_once = Trainer.update_once
+
+    def slow_save(self):
+        saves.append(self.update)
+        time.sleep(1.0)
+
+    def timed_update_once(self, progress):
+        start = time.perf_counter()
+        stats = update_once(self, progress)
+        updates.append(time.perf_counter() - start)
+        return stats
+
+    monkeypatch.setattr(Trainer, "save", slow_save)
+    monkeypatch.setattr(Trainer, "update_once", timed_update_once)
+    cfg = load_config(None, ["model.policy=av_nav", "ppo.num_envs=2", "ppo.num_steps=4", "ppo.ppo_epoch=1"])
+    (result,) = train_throughput.measure([("", [], cfg)], "random", torch.device("cpu"), 1, 2, 36)
+    assert len(updates) == 3 and not saves  # one warm-up and two timed updates; no checkpoint
+    assert sum(updates[1:]) <= result["seconds"] < sum(updates[1:]) + 0.5  # not the 1 s a save takes
+    assert result["fps"] == pytest.approx(2 * 2 * 4 / result["seconds"])
+
+
+def test_a_variant_names_its_overrides_and_commas_in_brackets_stay_in_their_value():
+    parse = train_throughput.parse_variant
+    assert parse("store") == parse("store:") == ("store", [])
+    assert parse("v:task.spectrogram_store=,task.sensors=[depth,spectrogram]") == (
+        "v",
+        ["task.spectrogram_store=", "task.sensors=[depth,spectrogram]"],
+    )
+    with pytest.raises(argparse.ArgumentTypeError, match="'a:ppo.lr': 'ppo.lr' is not a KEY=V override"):
+        parse("a:ppo.lr")
+    with pytest.raises(argparse.ArgumentTypeError, match="has no name"):
+        parse(":ppo.lr=1")
+
+
+def test_variants_are_timed_in_turns_and_printed_with_their_ratio_to_the_first(monkeypatch, capsys, tmp_path):
+    from asgf_nav.rl.trainer import Trainer
+
+    order = []
+    update_once = Trainer.update_once
+
+    def recorded(self, progress):
+        order.append(self.cfg.ppo.lr)
+        return update_once(self, progress)
+
+    monkeypatch.setattr(Trainer, "update_once", recorded)
+    out = tmp_path / "tt.json"
+    variants = ["--variant", "a", "--variant", "b:ppo.lr=0.001"]
+    run_benchmark(monkeypatch, train_throughput, *TINY_TRAINING, *variants, "--json", str(out), "ppo.ppo_epoch=1")
+    lr = load_config(None, []).ppo.lr
+    assert order == [lr, 0.001] * 3  # warm-up, then two timed turns each
+    a, b = json.loads(out.read_text())
+    assert (a["variant"], a["ratio"], b["variant"]) == ("a", 1.0, "b")
+    assert b["ratio"] == pytest.approx(b["fps"] / a["fps"]) and b["overrides"] == ["ppo.lr=0.001"]
+    lines = capsys.readouterr().out.splitlines()
+    assert "1.00x a  (no overrides)" in lines[0] and f"{b['ratio']:6.2f}x a  (ppo.lr=0.001)" in lines[1]
+
+
+def test_each_variant_observes_through_its_own_providers(registry):
+    """The observation registry is process-wide: a variant's turn must not use the head (and cache) that
+    the variant built after it registered."""
+    mine = observations.register_observation("probe", lambda state: 1, lambda world: None, overwrite=True)
+    observations.register_observation("probe", lambda state: 2, lambda world: None, overwrite=True)  # another's
+    seen = []
+
+    class Trainer:
+        device = torch.device("cpu")
+
+        def update_once(self, progress):
+            seen.append(observations.get_observation("probe").compute(None))
+
+    contender = train_throughput.Contender("a", [], Trainer(), {"probe": mine})
+    assert contender.update(None) >= 0.0 and seen == [1]
+
+
+# ------------------------------------------------------------------------------------------ audio-only data
+@pytest.fixture(scope="module")
+def audio_only_root(tmp_path_factory) -> Path:
+    """The tiny preset's train and test scenes baked for audio only (layout + acoustics, no views)."""
+    root = tmp_path_factory.mktemp("audio_only")
+    overrides = ["acoustics.sources_per_scene=4", "acoustics.rays=200", "acoustics.ism_order=1"]
+    cfg = load_config("tiny_heard", [f"scenes.data_root={root}", "acoustics.max_rir_seconds=0.3", *overrides])
+    build_scenes(cfg, "tiny", ["tiny_apartment", "tiny_room_test"], stages=("layout", "acoustics"), workers=1)
+    return root
+
+
+def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root, monkeypatch, capsys):
+    import cache_hit_rate
+
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--num-envs", "2", "--steps", "4"]
+    run_benchmark(monkeypatch, cache_hit_rate, *argv, "--windows", "2", "--sizes", "4")
+    assert "tiny_heard: 1 train scenes" in capsys.readouterr().out
+
+
+def test_doa_observation_env_runs_on_a_data_root_baked_for_audio_only(audio_only_root, registry):
+    import doa_observation
+
+    args = argparse.Namespace(data_root=str(audio_only_root), config="tiny_heard", split="test", batch=2)
+    env, _ = doa_observation.env_for(args, torch.device("cpu"))
+    obs = env.reset()
+    assert set(obs) == {"spectrogram", "doa"} and obs["doa"].shape[0] == 2
+
+
+# ------------------------------------------------------------------------------------------ labels
+def test_spectrogram_batch_labels_its_time_ratio_as_one(monkeypatch, capsys):
+    import spectrogram_batch
+
+    argv = ["--devices", "cpu", "--batches", "2", "--observations", "4", "--rounds", "1", "--rir-seconds", "0.05"]
+    run_benchmark(monkeypatch, spectrogram_batch, *argv, "--sample-rate", "8000")
+    printed = capsys.readouterr().out
+    assert "x default" not in printed and "| time / default's (>1: slower) |" in printed
+
+
+def test_run_times_are_not_promised_as_output():
+    import reverberation_time
+    import tail_onset
+
+    assert "(seconds per scene)" not in tail_onset.__doc__ and "It runs in seconds per scene." in tail_onset.__doc__
+    doc = reverberation_time.__doc__
+    assert "response (seconds)" not in doc and "that runs in seconds" in doc
