@@ -245,23 +245,25 @@ def test_a_finished_store_of_another_waveform_is_baked_again(tmp_path, caplog):
     np.testing.assert_allclose(np.load(path)[1, 3, 2], live[0], atol=1e-5)
 
 
-def test_soundspaces_rirs_are_identified_by_their_scene_folder_and_missing_file_policy(tmp_path):
+def test_soundspaces_rirs_are_identified_by_dataset_and_scene_not_by_path(tmp_path, monkeypatch):
+    """The same SoundSpaces data read through a relative or an absolute root, or with another missing-file
+    policy, keeps its store valid."""
     from dataclasses import replace
 
     from asgf_nav.scenes.soundspaces import SoundSpacesPaths, SoundSpacesRirs
 
+    monkeypatch.chdir(tmp_path)
     scene = grid_scene("room", sample_rate=SR)
-    rirs = SoundSpacesRirs(
-        SoundSpacesPaths(tmp_path, "mp3d"), "room", np.arange(scene.num_nodes), scene.source_nodes, on_missing="silence"
-    )
-    fingerprint = store_fingerprint(replace(scene, rir=rirs.rir), "bell", np.zeros(SR), TorchSpectrogram(SR))
-    assert fingerprint["rirs"] == {
-        "source": "soundspaces",
-        "dataset": "mp3d",
-        "scene": "room",
-        "rir_dir": str(tmp_path / "binaural_rirs" / "mp3d" / "room"),
-        "on_missing": "silence",
-    }
+
+    def fingerprint(root: Path, on_missing: str) -> dict:
+        rirs = SoundSpacesRirs(
+            SoundSpacesPaths(root, "mp3d"), "room", np.arange(scene.num_nodes), scene.source_nodes, on_missing=on_missing
+        )
+        return store_fingerprint(replace(scene, rir=rirs.rir), "bell", np.zeros(SR), TorchSpectrogram(SR))
+
+    relative = fingerprint(Path("soundspaces"), "error")
+    assert relative["rirs"] == {"source": "soundspaces", "dataset": "mp3d", "scene": "room"}
+    assert fingerprint(tmp_path / "soundspaces", "silence") == relative
 
 
 # ------------------------------------------------------------------------------------------ baked scenes
