@@ -39,7 +39,7 @@ class ScenesConfig:
     rir_on_missing: Literal["error", "silence"] = "error"  # "silence": warn, count and report instead of failing
     num_scenes: int | None = None  # None: the preset's full count (replica 18, mp3d 85)
     image_size: int = 128  # RGB-D views are image_size x image_size (SoundSpaces: 128)
-    workers: int = 0  # parallel scene builds; 0 = number of CPU cores
+    workers: int = 0  # parallel scene builds; 0 = the CPU cores this process may use (its affinity mask)
 
 
 @dataclass

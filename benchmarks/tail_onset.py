@@ -64,10 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     lead = seen[seen > -200]
     share = 100 * found["removed"]
     print(f"{args.scene_dir.name}: {args.pairs} triples, {len(seen)} in line of sight")
-    print(f"  line of sight, energy before the direct sound in {len(lead)}; relative to the direct sound's first "
-          f"2.5 ms: median {np.median(lead):.1f} dB, max {lead.max():.1f} dB" if len(lead) else "  none before it")
-    print(f"  share of the response removed: median {np.median(share):.3f} %, 90th percentile "
-          f"{np.percentile(share, 90):.3f} %, max {share.max():.3f} %")
+    print(
+        f"  line of sight, energy before the direct sound in {len(lead)}; relative to the direct sound's first "
+        f"2.5 ms: median {np.median(lead):.1f} dB, max {lead.max():.1f} dB"
+        if len(lead)
+        else "  none before it"
+    )
+    print(
+        f"  share of the response removed: median {np.median(share):.3f} %, 90th percentile "
+        f"{np.percentile(share, 90):.3f} %, max {share.max():.3f} %"
+    )
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, run_script  # noqa: E402
+from asgf_nav.cli import check_output, reject_swallowed_overrides, run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
@@ -65,7 +65,9 @@ def _specs() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="SoundSpaces data root to write")
-    parser.add_argument("--dataset", choices=sorted(PRESETS), default="replica", help="embedded scene preset")
+    parser.add_argument(
+        "--dataset", choices=sorted(PRESETS), help="embedded scene preset (default: the config's scenes.dataset)"
+    )
     parser.add_argument("--as-dataset", choices=sorted(DATASETS), help="SoundSpaces dataset name to write as")
     parser.add_argument("--scenes", nargs="+", help="only these scenes (default: all scenes of the splits)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
@@ -79,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100")
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
+    reject_swallowed_overrides(parser, args, "scenes")
+    cfg = load_config(args.config, args.overrides)
+    args.dataset = args.dataset or cfg.scenes.dataset
     target = target_dataset(parser, args.dataset, args.as_dataset)
     setup_logging("INFO")
-
-    cfg = load_config(args.config, args.overrides)
     cfg.scenes.dataset = args.dataset
     cfg.scenes.source = "embedded"  # export the embedded scenes even when SoundSpaces data is present
     if args.no_views:  # the world then loads scenes baked without views (layout + acoustics)

@@ -108,7 +108,8 @@ def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
 
 
 def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
-    """Why the evaluations are not of the same episodes (dataset, split, sound split differ), or None."""
+    """Why the evaluations are not of the same episodes (dataset, split, sound split or scene source
+    differ), or None."""
     metas = [s["meta"] for s in summaries]
     differs = [
         f"{key} {metas[0][key]!r} vs {meta[key]!r}"
@@ -120,7 +121,7 @@ def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
         return None
     return (
         f"{run_dirs[0]} and {run_dirs[1]} are evaluations of different episodes ({', '.join(differs)}); "
-        "give evaluations of the same dataset, split and sound split"
+        "give evaluations of the same dataset, split, sound split and scene source"
     )
 
 
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=positive_int, default=200, help="video length cap in steps")
     parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (default: the evaluation's)")
     parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     reject_swallowed_overrides(parser, args, "labels")
     args.runs, args.overrides = split_overrides(args.runs)
     if not args.runs:

@@ -335,7 +335,9 @@ def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):
             assert stage == "acoustics"
             return dict(metas)
 
-    monkeypatch.setattr(scene.Scene, "open", staticmethod(lambda root, dataset, name: type("S", (), {"store": FakeStore()})))
+    monkeypatch.setattr(
+        scene.Scene, "open", staticmethod(lambda root, dataset, name: type("S", (), {"store": FakeStore()}))
+    )
     cfg = DoaTrainConfig(rooms="scenes", scenes_root="DATA", scenes_dataset="tiny")
     base = pool_source(cfg, "scenes", "train")
     assert base == pool_source(cfg, "scenes", "train") and base.startswith("scenes:")

@@ -158,15 +158,21 @@ def test_a_failed_background_build_is_reported_once_with_its_log(tmp_path, monke
     assert pool.exit_status == 1 and "asgf_nav.no_such_module" in log.read_text()
 
 
-def test_the_background_builder_is_a_module_of_the_package(tmp_path):
-    """An installed wheel has no scripts/ folder: the builder must start from the package alone."""
-    from asgf_nav.scenes.background import BUILD_MODULE
+def test_the_background_builder_is_a_module_of_this_package(tmp_path):
+    """An installed wheel has no scripts/ folder: the builder must start from the package alone, and from
+    this process's copy of it even when the working directory holds another ``asgf_nav``."""
+    from asgf_nav.scenes.background import BUILD_MODULE, run_module_command
 
     cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}"])
     command = ScenePool(cfg, "tiny").builder_command(["tiny_room_val"])
-    assert command[1:3] == ["-m", BUILD_MODULE] and not any("scripts" in part for part in command)
-    shown = subprocess.run([sys.executable, "-m", BUILD_MODULE, "--help"], capture_output=True, text=True, cwd=tmp_path)
-    assert shown.returncode == 0 and "--scenes" in shown.stdout, shown.stderr
+    assert command[:3] == run_module_command(BUILD_MODULE) and not any("scripts" in part for part in command)
+    impostor = tmp_path / "asgf_nav" / "scenes"
+    impostor.mkdir(parents=True)
+    for folder in (impostor.parent, impostor):
+        (folder / "__init__.py").write_text("")
+    (impostor / "build.py").write_text("print('another checkout')\n")
+    shown = subprocess.run([*run_module_command(BUILD_MODULE), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0 and "--scenes" in shown.stdout and "another" not in shown.stdout, shown.stderr
 
 
 CHILD_OF_KILLED_PARENT = """

@@ -119,3 +119,23 @@ def test_the_new_file_and_its_directory_reach_the_disk(tmp_path: Path, monkeypat
     assert target.read_text() == "weights"
     assert synced == [(target.stat().st_ino, False), (tmp_path.stat().st_ino, True)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_writes_that_are_not_durable_skip_the_syncs_and_an_export_flushes_once(tmp_path: Path, monkeypatch) -> None:
+    """An export writes one file per (receiver, source, yaw): two syncs each would cost ~8 ms a file."""
+    import numpy as np
+
+    from asgf_nav.io import atomic_write_bytes
+    from asgf_nav.tasks import soundspaces_export
+    from asgf_nav.tasks.synthetic import grid_scene
+
+    calls = {"fsync": 0, "sync": 0}
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.__setitem__("fsync", calls["fsync"] + 1))
+    monkeypatch.setattr(os, "sync", lambda: calls.__setitem__("sync", calls["sync"] + 1))
+    atomic_write_bytes(tmp_path / "a.bin", b"x", durable=False)
+    assert (tmp_path / "a.bin").read_bytes() == b"x" and calls == {"fsync": 0, "sync": 0}
+    scene = grid_scene("g", nx=3, nz=2, grid_size=1.0, sample_rate=16000, image_size=4, rir_seconds=0.01)
+    monkeypatch.setattr(soundspaces_export, "check_exportable", lambda scene, dataset: None)
+    stats = soundspaces_export.export_scene(scene, tmp_path / "out", "mp3d", views=False)
+    assert stats.rir_files == 6 * 4 * len(np.asarray(scene.source_nodes))
+    assert calls["sync"] == 1 and calls["fsync"] <= 2 * 3  # points, graph, source list: durable; RIRs: one flush

@@ -68,6 +68,8 @@ def test_approx_kl_and_clip_fraction_have_their_hand_computed_values():
 def test_explained_variance_of_known_predictions():
     targets = torch.randn(1000, generator=torch.Generator().manual_seed(0)) + 3.0
     assert explained_variance(torch.zeros(1000), targets) == pytest.approx(0.0, abs=1e-6)
-    assert explained_variance(targets + 5.0, targets) == pytest.approx(1.0, abs=1e-6)  # a constant offset is not variance
+    assert explained_variance(targets + 5.0, targets) == pytest.approx(
+        1.0, abs=1e-6
+    )  # a constant offset is not variance
     assert explained_variance(0.5 * targets, targets) == pytest.approx(0.75, abs=1e-5)
     assert math.isnan(explained_variance(torch.zeros(4), torch.ones(4)))

@@ -535,6 +535,12 @@ def test_export_script_refuses_a_dataset_of_another_rate_before_loading(tmp_path
     err = capsys.readouterr().err
     assert "--as-dataset mp3d needs 16000 Hz RIRs on a 1.0 m grid, but --dataset replica has 44100 Hz" in err
     assert not out.exists()
+    with pytest.raises(SystemExit):  # without --dataset the config's scenes.dataset is exported
+        _export(out, "--as-dataset", "mp3d", "scenes.dataset=tiny", f"scenes.data_root={tmp_path / 'none'}")
+    assert "but --dataset tiny has" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _export(out, "--scenes", "tiny_room_test", "task.test_episodes=3")
+    assert "--scenes: 'task.test_episodes=3' looks like a config override" in capsys.readouterr().err
 
 
 def test_export_script_without_views_exports_scenes_baked_without_views(tmp_path: Path, tiny_audio_root: Path):

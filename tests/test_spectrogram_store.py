@@ -257,7 +257,11 @@ def test_soundspaces_rirs_are_identified_by_dataset_and_scene_not_by_path(tmp_pa
 
     def fingerprint(root: Path, on_missing: str) -> dict:
         rirs = SoundSpacesRirs(
-            SoundSpacesPaths(root, "mp3d"), "room", np.arange(scene.num_nodes), scene.source_nodes, on_missing=on_missing
+            SoundSpacesPaths(root, "mp3d"),
+            "room",
+            np.arange(scene.num_nodes),
+            scene.source_nodes,
+            on_missing=on_missing,
         )
         return store_fingerprint(replace(scene, rir=rirs.rir), "bell", np.zeros(SR), TorchSpectrogram(SR))
 

@@ -12,7 +12,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
 import asgf_nav.tasks  # noqa: F401  (registers AudioNav-v0)
-from asgf_nav.config import ConfigError, TaskConfig
+from asgf_nav.config import ConfigError, ExperimentConfig, TaskConfig
 from asgf_nav.scenes.floorplan import yaw_forward
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.audionav_env import AudioNavEnv
@@ -411,7 +411,12 @@ def test_scenes_whose_views_differ_in_size_are_refused_by_name():
     from asgf_nav.scenes.store import SceneStoreError
     from asgf_nav.tasks.world import check_view_sizes
 
-    check_view_sizes({"data/scenes/replica/a": 128, "data/scenes/replica/b": 128}, 128)
-    check_view_sizes({}, 128)  # blind tasks read no views
-    with pytest.raises(SceneStoreError, match=r"replica/a: 128 px, data/scenes/replica/b: 64 px.*--image-size 128"):
-        check_view_sizes({"data/scenes/replica/a": 128, "data/scenes/replica/b": 64}, 128)
+    cfg = ExperimentConfig()
+    cfg.scenes.dataset, cfg.scenes.data_root = "replica", "DATA"
+    check_view_sizes({"DATA/scenes/replica/a": 128, "DATA/scenes/replica/b": 128}, cfg)
+    check_view_sizes({}, cfg)  # blind tasks read no views
+    with pytest.raises(
+        SceneStoreError,
+        match=r"replica/a: 128 px, DATA/scenes/replica/b: 64 px.*--dataset replica --data-root DATA .*--image-size 128",
+    ):
+        check_view_sizes({"DATA/scenes/replica/a": 128, "DATA/scenes/replica/b": 64}, cfg)

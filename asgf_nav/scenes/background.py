@@ -33,6 +33,18 @@ logger = logging.getLogger(__name__)
 TASK_STAGES: tuple[str, ...] = ("layout", "vision", "acoustics")
 BUILD_MODULE = "asgf_nav.scenes.build"  # its main() bakes
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding asgf_nav/, put first on the child's path
+
+
+def run_module_command(module: str) -> list[str]:
+    """``python -m module``, but with this process's package first on the path: ``-m`` would put the working
+    directory first, where another checkout's ``asgf_nav`` would bake with other code."""
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {str(PACKAGE_ROOT)!r}); "
+        f"runpy.run_module({module!r}, run_name='__main__')"
+    )
+    return [sys.executable, "-c", code]
+
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -85,7 +97,7 @@ class ScenePool:
         """The child's command line: the package's builder module with this run's bake settings."""
         overrides = [f"acoustics.{k}={v}" for k, v in vars(self.cfg.acoustics).items()]
         return [
-            sys.executable, "-m", BUILD_MODULE, *overrides, "--dataset", self.dataset,
+            *run_module_command(BUILD_MODULE), *overrides, "--dataset", self.dataset,
             "--data-root", str(self.cfg.scenes.data_root), "--image-size", str(self.cfg.scenes.image_size),
             "--workers", "1", "--scenes", *scenes,
         ]  # fmt: skip

@@ -23,7 +23,7 @@ import soundfile as sf
 from scipy.io import wavfile
 from tqdm import tqdm
 
-from asgf_nav.io import atomic_write_bytes, atomic_write_text
+from asgf_nav.io import atomic_write_bytes, atomic_write_text, flush_to_disk
 from asgf_nav.scenes.soundspaces import (
     YAW_DEGREES,
     SoundSpacesPaths,
@@ -92,7 +92,7 @@ def _write_wav(path: Path, sample_rate: int, data: np.ndarray) -> int:
     buffer = io.BytesIO()
     wavfile.write(buffer, sample_rate, np.ascontiguousarray(data, dtype=np.float32))
     payload = buffer.getvalue()
-    atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload, durable=False)  # export_scene flushes once; a rerun rewrites lost files
     return len(payload)
 
 
@@ -131,6 +131,7 @@ def export_scene(
                     continue
                 rir = np.asarray(scene.rir(receiver, int(source), k), dtype=np.float32)
                 stats.rir_bytes += _write_wav(path, int(scene.sample_rate), rir)
+    flush_to_disk()
     if views and scene.rgb is not None and scene.depth is not None:
         write_observations(scene, paths.observations_file(name))
     elif views:

@@ -171,7 +171,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
         if visual:
             view_sizes[str(scene.directory)] = scene.image_size
         task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store))
-    check_view_sizes(view_sizes, cfg.scenes.image_size)
+    check_view_sizes(view_sizes, cfg)
     rates = {s.sample_rate for s in task_scenes.values()}
     if len(rates) != 1:
         raise ValueError(f"scenes of {dataset}/{split} mix RIR sample rates {sorted(rates)}")
@@ -181,7 +181,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     return TaskWorld(dataset, sample_rate, task_scenes, lambda n: bank.waveform(n, sample_rate))
 
 
-def check_view_sizes(view_sizes: dict[str, int], configured: int) -> None:
+def check_view_sizes(view_sizes: dict[str, int], cfg) -> None:
     """One observation space and one visual CNN serve a world, so its scenes' views must share one size;
     ``view_sizes`` maps scene directories to their baked image size."""
     from asgf_nav.scenes.store import SceneStoreError
@@ -190,7 +190,8 @@ def check_view_sizes(view_sizes: dict[str, int], configured: int) -> None:
         listed = ", ".join(f"{directory}: {size} px" for directory, size in view_sizes.items())
         raise SceneStoreError(
             f"the scenes' views differ in size ({listed}); bake them at one size: python scripts/build_scenes.py "
-            f"--stages vision --image-size {configured} --scenes ... (scenes.image_size is {configured})"
+            f"--dataset {cfg.scenes.dataset} --data-root {cfg.scenes.data_root} --stages vision "
+            f"--image-size {cfg.scenes.image_size} --scenes ..."
         )
 
 
