@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from scene_helpers import bake_audio_only
 
 from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
-from asgf_nav.scenes.build import build_scenes
 from asgf_nav.tasks import observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -168,11 +168,7 @@ def test_each_variant_observes_through_its_own_providers(registry):
 @pytest.fixture(scope="module")
 def audio_only_root(tmp_path_factory) -> Path:
     """The tiny preset's train and test scenes baked for audio only (layout + acoustics, no views)."""
-    root = tmp_path_factory.mktemp("audio_only")
-    overrides = ["acoustics.sources_per_scene=4", "acoustics.rays=200", "acoustics.ism_order=1"]
-    cfg = load_config("tiny_heard", [f"scenes.data_root={root}", "acoustics.max_rir_seconds=0.3", *overrides])
-    build_scenes(cfg, "tiny", ["tiny_apartment", "tiny_room_test"], stages=("layout", "acoustics"), workers=1)
-    return root
+    return bake_audio_only(tmp_path_factory.mktemp("audio_only"), ["tiny_apartment", "tiny_room_test"], sources=4)
 
 
 def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root, monkeypatch, capsys):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from scene_helpers import bake_audio_only
 from scipy.io import wavfile
 
 from asgf_nav.scenes import soundspaces as ss
@@ -507,18 +508,7 @@ def test_task_data_loads_soundspaces_when_found_under_the_data_root(tmp_path: Pa
 @pytest.fixture(scope="module")
 def tiny_audio_root(tmp_path_factory) -> Path:
     """The tiny preset's test scene baked with layout and acoustics only (no views), cheaply."""
-    from asgf_nav.config import ExperimentConfig
-    from asgf_nav.scenes.build import build_scenes
-
-    root = tmp_path_factory.mktemp("data")
-    cfg = ExperimentConfig()
-    cfg.scenes.data_root = str(root)
-    cfg.acoustics.sources_per_scene = 2
-    cfg.acoustics.rays = 100
-    cfg.acoustics.ism_order = 1
-    cfg.acoustics.max_rir_seconds = 0.05
-    build_scenes(cfg, "tiny", ["tiny_room_test"], stages=("layout", "acoustics"), workers=1)
-    return root
+    return bake_audio_only(tmp_path_factory.mktemp("data"), ["tiny_room_test"], rays=100, max_rir_seconds=0.05)
 
 
 def _export(out: Path, *argv: str) -> int:

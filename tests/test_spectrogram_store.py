@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scene_helpers import bake_audio_only
 
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import ExperimentConfig, TaskConfig
@@ -274,15 +275,7 @@ def test_soundspaces_rirs_are_identified_by_dataset_and_scene_not_by_path(tmp_pa
 @pytest.fixture(scope="module")
 def audio_only_root(tmp_path_factory) -> Path:
     """The tiny preset's test scene baked for audio only (layout + acoustics, no views), cheaply."""
-    from asgf_nav.scenes.build import build_scenes
-
-    root = tmp_path_factory.mktemp("data")
-    cfg = ExperimentConfig()
-    cfg.scenes.data_root = str(root)
-    cfg.acoustics.sources_per_scene, cfg.acoustics.rays, cfg.acoustics.ism_order = 2, 200, 1
-    cfg.acoustics.max_rir_seconds = 0.3
-    build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "acoustics"), workers=1)
-    return root
+    return bake_audio_only(tmp_path_factory.mktemp("data"), ["tiny_room_test"])
 
 
 def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(
