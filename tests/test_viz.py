@@ -276,24 +276,35 @@ def test_tsne_plot_separates_structured_states(tmp_path):
     assert img.shape[1] > img.shape[0] and img[..., :3].std() > 20
 
 
-def test_spatial_states_come_from_the_policy_with_geometric_labels():
-    import torch
-
+def _spectrogram_policy(test_episodes: int, max_steps: int):
+    """A small untrained ASGF policy on the synthetic world's test episodes: (world, episodes, cfg, agent)."""
     from asgf_nav.eval.evaluator import PolicyAgent
     from asgf_nav.models.policies import build_policy
     from asgf_nav.tasks.audionav_env import observation_space_for
     from asgf_nav.tasks.episodes import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
-    from asgf_nav.viz.tsne import collect_spatial_states
 
     world = synthetic_world(sample_rate=16000)
     cfg = ExperimentConfig()
-    cfg.task.test_episodes, cfg.task.max_steps, cfg.task.sensors = 6, 10, ["spectrogram"]
+    cfg.task.test_episodes, cfg.task.max_steps, cfg.task.sensors = test_episodes, max_steps, ["spectrogram"]
     cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim = 32, 16, 16
     episodes = generate_split(world, "test", "unheard", ["bell"], cfg.task)
     torch.manual_seed(0)
-    policy = build_policy(cfg, observation_space_for(world, cfg.task.sensors))
-    agent = PolicyAgent(policy, cfg.task.sensors)
+    return (
+        world,
+        episodes,
+        cfg,
+        PolicyAgent(build_policy(cfg, observation_space_for(world, cfg.task.sensors)), cfg.task.sensors),
+    )
+
+
+def test_spatial_states_come_from_the_policy_with_geometric_labels():
+    from asgf_nav.eval.evaluator import PolicyAgent
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.tasks.audionav_env import observation_space_for
+    from asgf_nav.viz.tsne import collect_spatial_states
+
+    world, episodes, cfg, agent = _spectrogram_policy(test_episodes=6, max_steps=10)
     data = collect_spatial_states(agent, world, episodes, cfg, samples=25, num_envs=3)
     assert data.states.shape == (25, 16) and data.distance.shape == data.azimuth.shape == (25,)
     assert np.all(data.distance >= 0) and np.all(np.abs(data.azimuth) <= 180)
@@ -308,20 +319,9 @@ def test_spatial_states_come_from_the_policy_with_geometric_labels():
 
 def test_spatial_states_are_those_of_the_recorded_episodes():
     """Envs that ran their share of the episodes keep stepping through discarded ones: no state from those."""
-    from asgf_nav.eval.evaluator import PolicyAgent
-    from asgf_nav.models.policies import build_policy
-    from asgf_nav.tasks.audionav_env import observation_space_for
-    from asgf_nav.tasks.episodes import generate_split
-    from asgf_nav.tasks.synthetic import synthetic_world
     from asgf_nav.viz.tsne import _StateCollector
 
-    world = synthetic_world(sample_rate=16000)
-    cfg = ExperimentConfig()
-    cfg.task.test_episodes, cfg.task.max_steps, cfg.task.sensors = 5, 12, ["spectrogram"]
-    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim = 32, 16, 16
-    episodes = generate_split(world, "test", "unheard", ["bell"], cfg.task)
-    torch.manual_seed(0)
-    agent = PolicyAgent(build_policy(cfg, observation_space_for(world, cfg.task.sensors)), cfg.task.sensors)
+    world, episodes, cfg, agent = _spectrogram_policy(test_episodes=5, max_steps=12)
     collector = _StateCollector(agent, samples=10**9)
     records = run_episodes(collector, world, episodes, cfg, num_envs=3, progress=False)  # shares 2, 2, 1
     assert len(records) == 5
