@@ -222,12 +222,14 @@ def _parse_override(raw: str, hint: Any | None) -> Any:
     """
     if not raw.strip():
         return ""
+    text, optional = raw.strip(), False
     if hint is not None and (get_origin(hint) in (Union, types.UnionType)):
         members = [arg for arg in get_args(hint) if arg is not type(None)]
-        if type(None) in get_args(hint) and all(_is_text(arg) for arg in members):
-            return None if raw.strip() in NULL_SPELLINGS else raw
-    if hint is not None and _is_text(hint):
-        return raw
+        optional = type(None) in get_args(hint) and all(_is_text(arg) for arg in members)
+    if optional or (hint is not None and _is_text(hint)):
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            return str(yaml.safe_load(text))  # quoted as YAML (make ARGS keeps the quotes): the quoted text
+        return None if optional and text in NULL_SPELLINGS else raw
     if hint is not None and get_origin(hint) is list and all(_is_text(arg) for arg in get_args(hint)):
         return yaml.load(raw, Loader=yaml.BaseLoader)
     return yaml.safe_load(raw)

@@ -127,6 +127,8 @@ def test_range_limits_themselves_are_accepted():
         ("train.run_dir=2024_06_01", "train.run_dir", "2024_06_01"),  # YAML 1.1: 20240601
         ("train.run_dir=1:30", "train.run_dir", "1:30"),  # YAML 1.1: sexagesimal 90
         ("train.run_dir=2024-06-01", "train.run_dir", "2024-06-01"),  # YAML 1.1: a date
+        ("train.run_dir='runs/a b'", "train.run_dir", "runs/a b"),  # quotes that reached the program
+        ('scenes.soundspaces_root="null"', "scenes.soundspaces_root", "null"),  # quoted: the text, not None
         ("train.run_dir=null", "train.run_dir", "null"),  # a run directory named so, not "no value"
         ("task.doa_checkpoint=0x1F", "task.doa_checkpoint", "0x1F"),  # YAML 1.1: 31
         ("model.policy=yes", "model.policy", "yes"),  # YAML 1.1: True (the registry names it later)
