@@ -305,6 +305,17 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def flatten_dotted(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping of dotted keys (``{"ppo": {"lr": 1}}`` -> ``{"ppo.lr": 1}``), so that
+    two configs or fingerprints can be compared key by key; a value that is not a mapping is ``{prefix: value}``."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(flatten_dotted(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def save_config(cfg: ExperimentConfig, path: str | Path) -> Path:
     from asgf_nav.io import atomic_write_text
 

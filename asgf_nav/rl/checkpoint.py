@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from asgf_nav.config import flatten_dotted
 from asgf_nav.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -133,22 +134,12 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
         ) from exc
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, saved value, current value)`` for each key outside :data:`RESUMABLE_KEYS` that differs.
 
     A key only one side has (added to or dropped from the schema since the checkpoint was written) is not
     compared: the checkpoint cannot say what it was."""
-    old, new = _flatten(saved), _flatten(current)
+    old, new = flatten_dotted(saved), flatten_dotted(current)
     return [
         (k, old[k], new[k]) for k in sorted(old.keys() & new.keys()) if k not in RESUMABLE_KEYS and old[k] != new[k]
     ]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from asgf_nav.acoustics import rir as rendered_rirs
+from asgf_nav.config import flatten_dotted
 from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
@@ -124,18 +125,9 @@ def store_fingerprint(scene: TaskScene, sound: str, wave: np.ndarray, spectrogra
     return json.loads(json.dumps(fingerprint))  # tuples as lists: equal to what a file reads back
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
 def fingerprint_differences(baked: Any, now: dict[str, Any], limit: int = 6) -> str:
     """``key: baked X, now Y`` for each differing entry (the first ``limit``), e.g. ``rirs.render_version``."""
-    old, new = _flatten(baked), _flatten(now)
+    old, new = flatten_dotted(baked), flatten_dotted(now)
     missing = "(none)"
     lines = [
         f"{key}: baked {old.get(key, missing)!r}, now {new.get(key, missing)!r}"
