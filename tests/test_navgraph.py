@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room, yaw_forward
+from asgf_nav.scenes.furnish import doorway_crossed
 from asgf_nav.scenes.generator import generate_floorplan
 from asgf_nav.scenes.navgraph import axis_segments_blocked, build_navgraph, solid_rects
 from asgf_nav.scenes.presets import get_preset
@@ -79,6 +80,15 @@ def test_every_room_is_reachable(preset: str, scene: str) -> None:
     for room in plan.rooms:
         inside = (xz[:, 0] >= room.x0) & (xz[:, 0] <= room.x1) & (xz[:, 1] >= room.z0) & (xz[:, 1] <= room.z1)
         assert inside.any(), f"room {room.name} of {scene} has no navigation node"
+
+
+@pytest.mark.parametrize("preset,scene", [*SCENES, ("mp3d", "house_81")])
+def test_every_doorway_is_crossed_by_an_edge(preset: str, scene: str) -> None:
+    """No furniture may make a doorway impassable, also where it stands outside the door's clear zone but
+    within a coarse grid's reach (mp3d house_81: a bed two nodes behind a bedroom door)."""
+    plan, g = _graph(preset, scene)
+    for d in plan.doorways:
+        assert doorway_crossed(d, g.positions, g.neighbors), f"{scene}: no edge through doorway {d}"
 
 
 def test_graph_is_deterministic() -> None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from asgf_nav.devices import usable_cpus
 from asgf_nav.parallel import spawn_imap_unordered
-from asgf_nav.scenes.generator import GENERATOR_VERSION, generate_floorplan, scene_seed
+from asgf_nav.scenes.generator import GENERATOR_VERSION, footprint_area, generate_floorplan, scene_seed
 from asgf_nav.scenes.mesh import floorplan_mesh
 from asgf_nav.scenes.navgraph import build_navgraph
 from asgf_nav.scenes.presets import PRESETS, get_preset
@@ -63,6 +63,7 @@ def bake_layout(directory: Path, cfg: Any) -> None:
         "sample_rate": preset.sample_rate,
         "num_nodes": graph.num_nodes,
         "floor_area": round(plan.floor_area, 2),
+        "footprint_area": round(footprint_area(plan), 2),
         "generator_version": GENERATOR_VERSION,
     }
     arrays = {"positions": graph.positions, "neighbors": graph.neighbors, "geodesic_hops": graph.geodesic_hops}
@@ -155,7 +156,12 @@ def _with_dependencies(stages: Iterable[str]) -> list[str]:
 
 
 def stages_to_build(directory: Path, stages: Sequence[str], cfg: Any, force: bool = False) -> list[str]:
-    """Stages (in build order) that ``directory`` still needs; dependencies are added when missing."""
+    """Stages (in build order) that ``directory`` may still need; dependencies are added when missing.
+
+    A stage whose dependency is listed is listed too, since it may go stale; the build itself decides each
+    stage only once its dependencies are current (:func:`_build_scene`), so views and impulse responses
+    survive a layout rebuilt by a new generator version when the layout comes out identical.
+    """
     todo = []
     for stage in _with_dependencies(stages):
         forced = force and stage in stages
@@ -174,16 +180,21 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
     cfg, dataset, scene, stages, force, inner_workers = job
     start = time.perf_counter()
     directory = scene_dir(cfg.scenes.data_root, dataset, scene)
+    built: list[str] = []
     with bake_lock(directory):  # another process may be baking this scene: wait, then bake only what it left
-        todo = stages_to_build(directory, stages, cfg, force)
-        for stage in todo:
+        for stage in _with_dependencies(stages):
+            # judged after its dependencies were rebuilt: a rebuilt layout drops the stages it invalidates
+            # (bake_layout) and keeps those that recorded a layout with the same digest
+            if not (force and stage in stages) and stage_is_current(directory, stage, cfg):
+                continue
             t0 = time.perf_counter()
             if stage == "acoustics":
                 STAGES[stage](directory, cfg, workers=inner_workers)
             else:
                 STAGES[stage](directory, cfg)
+            built.append(stage)
             logger.debug("%s/%s: stage %s in %.1f s", dataset, scene, stage, time.perf_counter() - t0)
-    return scene, todo, time.perf_counter() - start
+    return scene, built, time.perf_counter() - start
 
 
 def _resolve_workers(workers: int | None, cfg: Any, jobs: int) -> int:

@@ -2,8 +2,8 @@
 
 Materials carry octave-band absorption (for the acoustic simulation) and a colour and pattern (for
 rendering). Furniture is placed against walls or free-standing, never in front of a doorway, within a
-floor-area budget; :func:`prune_blocking_furniture` removes the most recently placed pieces again until
-no room is cut off from the navigable space. Deterministic in the random generator passed in.
+floor-area budget; :func:`prune_blocking_furniture` then removes only the pieces that would cut a room
+or a doorway off from the navigable space. Deterministic in the random generator passed in.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room
-from asgf_nav.scenes.navgraph import build_grid_graph
+from asgf_nav.scenes.navgraph import build_grid_graph, largest_component
 
 DOOR_CLEAR_DEPTH = 1.0  # metres in front of a doorway kept free of furniture
+MAX_POCKET_AREA = 1.0  # m^2 of walkable grid (nodes x grid cell) that furniture may box in, per pocket
 
 # ---------------------------------------------------------------------------------------------- materials
 # Absorption per octave band 125..4000 Hz from standard tables (painted plaster, parquet, carpet on
@@ -148,7 +149,11 @@ def _overlaps(r: tuple[float, ...], others: list[tuple[float, ...]], gap: float)
 
 
 def furnish(rng: np.random.Generator, room: Room, doorways: list[Doorway], ceiling: float) -> list[Box]:
-    """Place the room kind's furniture against walls or free-standing, never in front of a doorway."""
+    """Place the room kind's furniture against walls or free-standing, never in front of a doorway.
+
+    The clear zone alone does not keep a doorway passable on a coarse grid (furniture just outside it can
+    still wall in the nodes behind the door): :func:`prune_blocking_furniture` checks that.
+    """
     keep_clear = []
     for d in doorways:
         if room.name in d.rooms:
@@ -203,20 +208,55 @@ def _candidate_rect(rng: np.random.Generator, room: Room, item: Item) -> tuple[f
     return (x1 - 0.02 - d, a, x1 - 0.02, a + w)
 
 
+def doorway_crossed(doorway: Doorway, positions: np.ndarray, neighbors: np.ndarray) -> bool:
+    """Whether some edge of the graph (``positions`` (N, 3), ``neighbors`` (N, 4), -1 for none) steps through
+    ``doorway``: it crosses the wall's centre line within the door's span."""
+    src, k = np.nonzero(neighbors >= 0)
+    a, b = positions[src][:, [0, 2]], positions[neighbors[src, k]][:, [0, 2]]
+    thin = 0 if doorway.x1 - doorway.x0 < doorway.z1 - doorway.z0 else 1  # axis across the wall
+    centre = ((doorway.x0 + doorway.x1) / 2, (doorway.z0 + doorway.z1) / 2)[thin]
+    lo, hi = ((doorway.z0, doorway.z1), (doorway.x0, doorway.x1))[thin]
+    along = a[:, 1 - thin]  # an edge that crosses the wall runs along the thin axis: constant here
+    crosses = (a[:, thin] - centre) * (b[:, thin] - centre) < 0
+    return bool(np.any(crosses & (along > lo) & (along < hi)))
+
+
+def is_walkable(plan: FloorPlan, grid_size: float) -> bool:
+    """The largest component of the plan's walkable grid graph holds a node of every room and an edge
+    through every doorway, and every other component (floor boxed in by furniture, e.g. a corner node
+    behind a bed) covers at most :data:`MAX_POCKET_AREA`."""
+    graph = build_grid_graph(plan, grid_size)
+    if not graph.num_nodes:
+        return False
+    sizes = np.sort(np.bincount(graph.components()))
+    if len(sizes) > 1 and sizes[-2] * grid_size**2 > MAX_POCKET_AREA + 1e-9:
+        return False
+    main = largest_component(graph)
+    pts = main.positions[:, [0, 2]]
+    reached = all(
+        np.any((pts[:, 0] >= r.x0) & (pts[:, 0] <= r.x1) & (pts[:, 1] >= r.z0) & (pts[:, 1] <= r.z1))
+        for r in plan.rooms
+    )
+    return reached and all(doorway_crossed(d, main.positions, main.neighbors) for d in plan.doorways)
+
+
 def prune_blocking_furniture(plan: FloorPlan, grid_size: float) -> FloorPlan:
-    """Drop the most recently placed furniture until every room is reachable in the main component."""
-    while True:
-        graph = build_grid_graph(plan, grid_size)
-        if graph.num_nodes:
-            labels = graph.components()
-            main = labels == np.argmax(np.bincount(labels))
-            pts = graph.positions[main][:, [0, 2]]
-            reached = all(
-                np.any((pts[:, 0] >= r.x0) & (pts[:, 0] <= r.x1) & (pts[:, 1] >= r.z0) & (pts[:, 1] <= r.z1))
-                for r in plan.rooms
-            )
-            if reached and main.mean() >= 0.9:
-                return plan
-        if not plan.furniture:
-            raise ValueError(f"floor plan {plan.name!r} is not walkable even without furniture")
-        plan.furniture = plan.furniture[:-1]
+    """Remove only the furniture that makes ``plan`` unwalkable (:func:`is_walkable`), in place.
+
+    A walkable plan is returned untouched. Otherwise the pieces are put back one by one in placement order
+    and a piece is kept only if the plan stays walkable with it, so one blocking piece costs that piece
+    alone, never the furniture of the rooms placed after it.
+    """
+    if is_walkable(plan, grid_size):
+        return plan
+    pieces, plan.furniture = list(plan.furniture), []
+    if not is_walkable(plan, grid_size):
+        raise ValueError(
+            f"floor plan {plan.name!r} is not walkable at grid size {grid_size} even without furniture: "
+            "a room or a doorway lies off the largest connected part of its navigation grid"
+        )
+    for box in pieces:
+        plan.furniture.append(box)
+        if not is_walkable(plan, grid_size):
+            plan.furniture.pop()
+    return plan

@@ -4,8 +4,9 @@ A building footprint is cut into rectangular rooms (binary space partition; hous
 first). Rooms that share a wall are joined by doorways along a random spanning tree, plus a few extra
 doorways that close loops. Walls have finite thickness: every room owns a half-thickness rim on each of
 its sides (in its own wall material, so the two faces of a wall may differ), exterior sides are full
-thickness, door gaps are cut out and a lintel closes each door above its height. Furniture is placed
-against walls or free-standing, away from doorways, and removed again if it cuts a room off
+thickness, door gaps are cut out and a lintel closes each door above its height (2.1 m for a 1 m door,
+0.3 m below the ceiling for a 2 m opening). Furniture is placed against walls or free-standing, away
+from doorways, and a piece is removed again if it cuts a room or a doorway off the navigation grid
 (:mod:`asgf_nav.scenes.furnish`, which also holds the materials).
 
 Wall centre lines sit on the 0.5 m lattice shifted by 0.25 m and door centres on multiples of the grid
@@ -27,7 +28,7 @@ from asgf_nav.scenes.presets import get_preset
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when the same seed would give a different floor plan
+GENERATOR_VERSION = 2  # bump when the same seed would give a different floor plan (2: furniture pruning)
 LATTICE = 0.5  # metres between candidate wall centre lines
 LATTICE_OFFSET = 0.25  # wall line i lies at LATTICE_OFFSET + LATTICE * i
 WALL_THICKNESS = 0.12
@@ -87,6 +88,9 @@ def _bsp(rng: np.random.Generator, cells: list[Cell], target: int, min_side: int
 
 
 def _footprint(rng: np.random.Generator, area_range: tuple[float, float]) -> tuple[int, int]:
+    """Footprint sides in lattice steps for an area drawn from ``area_range``, measured between the
+    exterior walls' centre lines: the first side is rounded to the lattice, the second chosen so that the
+    area misses the draw by at most a quarter lattice step times the first (see :func:`footprint_area`)."""
     area = rng.uniform(*area_range)
     aspect = rng.uniform(1.0, 1.7)
     width = max(3, int(round(np.sqrt(area * aspect) / LATTICE)))
@@ -317,6 +321,16 @@ def _wall_box(
 
 
 # ---------------------------------------------------------------------------------------------- entry points
+def footprint_area(plan: FloorPlan) -> float:
+    """Gross area of ``plan`` between its exterior walls' centre lines, the quantity a preset's
+    ``area_range`` bounds (up to lattice rounding). The rooms, each grown by its half-thickness wall rims,
+    tile this rectangle, so ``plan.floor_area`` (room interiors) is smaller by the area of the walls."""
+    half_t = WALL_THICKNESS / 2
+    x0, x1 = min(r.x0 for r in plan.rooms) - half_t, max(r.x1 for r in plan.rooms) + half_t
+    z0, z1 = min(r.z0 for r in plan.rooms) - half_t, max(r.z1 for r in plan.rooms) + half_t
+    return (x1 - x0) * (z1 - z0)
+
+
 def generate(
     kind: str,
     seed: int,
@@ -324,7 +338,11 @@ def generate(
     grid_size: float = 0.5,
     name: str | None = None,
 ) -> FloorPlan:
-    """Floor plan of ``kind`` (room | office | hotel | apartment | house), deterministic in ``seed``."""
+    """Floor plan of ``kind`` (room | office | hotel | apartment | house), deterministic in ``seed``.
+
+    ``area_range`` bounds the footprint between the exterior walls' centre lines (:func:`footprint_area`),
+    not the room interiors that ``FloorPlan.floor_area`` sums.
+    """
     rng = np.random.default_rng(seed)
     cells = _layout_cells(kind, rng, area_range)
     cells.sort(key=lambda c: (c.j0, c.i0))

@@ -26,7 +26,7 @@ class SceneSpec:
 
     name: str
     kind: str  # room | apartment | office | hotel | house
-    area_range: tuple[float, float]  # target floor area in m^2
+    area_range: tuple[float, float]  # target footprint between the exterior walls' centre lines, m^2
     split: str
 
 
