@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,8 +25,8 @@ def metadata() -> dict:
 
 
 def test_bank_size_and_categories(bank: SoundBank) -> None:
-    assert len(bank) >= 102
-    assert len(bank.categories()) >= 30
+    assert len(bank) == 102
+    assert len(bank.categories()) == 35
     assert sorted(bank.names("all")) == sorted(c.name for c in CLIPS)
 
 
@@ -81,11 +82,10 @@ def test_other_instance_skips_clips_of_the_same_instance(bank: SoundBank) -> Non
     assert all(bank.other_instance("telephone", rng, among="train") in bank.names("train") for _ in range(20))
 
 
-def test_resample_to_16k_keeps_length_and_tone_frequency(tmp_path: Path) -> None:
-    root = tmp_path / "bank"
+def one_clip_bank(root: Path, audio: np.ndarray) -> Path:
+    """A bank directory holding the single 44.1 kHz sound ``tone`` (no checksum)."""
     (root / "clips").mkdir(parents=True)
-    t = np.arange(44100) / 44100
-    sf.write(str(root / "clips" / "tone.flac"), 0.5 * np.sin(2 * np.pi * 1000 * t), 44100, subtype="PCM_16")
+    sf.write(str(root / "clips" / "tone.flac"), audio, 44100, subtype="PCM_16")
     record = {
         "name": "tone",
         "category": "tone",
@@ -97,7 +97,12 @@ def test_resample_to_16k_keeps_length_and_tone_frequency(tmp_path: Path) -> None
     }
     (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
     (root / "splits.json").write_text(json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []}))
-    bank = SoundBank.load(root)
+    return root
+
+
+def test_resample_to_16k_keeps_length_and_tone_frequency(tmp_path: Path) -> None:
+    t = np.arange(44100) / 44100
+    bank = SoundBank.load(one_clip_bank(tmp_path / "bank", 0.5 * np.sin(2 * np.pi * 1000 * t)))
     wave = bank.waveform("tone", 16000)
     assert wave.shape == (16000,) and wave.dtype == np.float32
     spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
@@ -127,6 +132,126 @@ def test_attribution_covers_every_clip(metadata: dict) -> None:
         assert record["copyright"] and record["source"], record["name"]
     for license_id in ("CC-BY-SA-3.0", "GPL-2.0-or-later", "LGPL-3.0-or-later"):
         assert license_id in text.split("## Licence notes")[1]
+
+
+def test_committed_splits_and_attribution_are_what_the_curation_writes(metadata: dict) -> None:
+    splits = json.loads((DATA_DIR / "splits.json").read_text())
+    assert splits == curate.assign_splits([(c.name, c.category) for c in CLIPS], seed=0)
+    assert (DATA_DIR / "ATTRIBUTION.md").read_text() == curate.attribution_markdown(metadata["clips"])
+
+
+def test_every_clip_reads_through_the_bank_with_its_checksum(metadata: dict) -> None:
+    bank = SoundBank.load()  # a fresh bank: nothing cached, so every file is hashed and decoded
+    assert all(record.get("sha256") for record in metadata["clips"])
+    for name in bank.names("all"):
+        assert bank.waveform(name).shape == (44100,), name
+
+
+def test_copyleft_clips_ship_the_licence_texts_they_require(metadata: dict) -> None:
+    notes = (DATA_DIR / "ATTRIBUTION.md").read_text().split("## Licence notes")[1]
+    copyleft = {r["license"] for r in metadata["clips"] if re.match(r"L?GPL-", r["license"])}
+    assert copyleft == {"GPL-2.0-only", "GPL-2.0-or-later", "LGPL-3.0-or-later"}
+    for license_id in copyleft:
+        family, version = re.match(r"(L?GPL)-(\d\.\d)", license_id).groups()
+        needed = {f"{family}-{version}.txt": (family, version)}
+        if family == "LGPL":  # the LGPL-3.0 only adds permissions to the GPL-3.0, so both texts are needed
+            needed["GPL-3.0.txt"] = ("GPL", "3.0")
+        for file_name, (kind, number) in needed.items():
+            path = DATA_DIR / "licenses" / file_name
+            assert path.is_file(), f"{license_id}: {path} is missing"
+            title = "GNU LESSER GENERAL PUBLIC LICENSE" if kind == "LGPL" else "GNU GENERAL PUBLIC LICENSE"
+            head = " ".join(path.read_text().split()[:12])
+            assert head.startswith(title) and f"Version {number[0]}," in head, path
+            assert f"licenses/{file_name}" in notes, file_name
+        assert set(needed) <= set(curate.license_files([license_id])), license_id
+
+
+@pytest.fixture
+def fake_curation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
+    """Curation without the Debian tools: noise for every source (a different noise than the committed
+    clips), licence texts from a temporary folder; the returned counter tells which source fails."""
+    texts = tmp_path / "common-licenses"
+    texts.mkdir()
+    for name in ("GPL-2", "GPL-3", "LGPL-3"):
+        (texts / name).write_text(f"text of {name}\n")
+    monkeypatch.setattr(curate, "COMMON_LICENSES", texts, raising=False)
+    monkeypatch.setattr(curate, "check_requirements", lambda: None)
+    monkeypatch.setattr(curate, "package_version", lambda package: "0-test")
+    state = {"calls": 0, "fail_at": 0}
+
+    def load_source(spec: curate.ClipSpec, workdir: Path) -> tuple[np.ndarray, int]:
+        state["calls"] += 1
+        if state["calls"] == state["fail_at"]:
+            raise RuntimeError(f"cannot read source audio of {spec.name}")
+        return 0.1 * np.random.default_rng(state["calls"]).standard_normal(22050), 22050
+
+    monkeypatch.setattr(curate, "load_source", load_source)
+    return state
+
+
+def test_failed_curation_leaves_the_bank_untouched(tmp_path: Path, fake_curation: dict[str, int]) -> None:
+    root = tmp_path / "bank"
+    shutil.copytree(DATA_DIR, root)
+    before = {p.name: p.read_bytes() for p in (root / "clips").iterdir()}
+    fake_curation["fail_at"] = 5
+    with pytest.raises(RuntimeError, match="source audio"):
+        curate.curate(root)
+    assert {p.name: p.read_bytes() for p in (root / "clips").iterdir()} == before
+    bank = SoundBank.load(root)
+    for name in bank.names("all"):
+        bank.waveform(name)  # every checksum still matches
+
+
+def test_curation_writes_a_loadable_bank_with_its_licence_texts(tmp_path: Path, fake_curation: dict[str, int]) -> None:
+    root = tmp_path / "bank"
+    (root / "clips").mkdir(parents=True)
+    (root / "clips" / "stale.flac").write_bytes(b"left over from an older catalogue")
+    curate.curate(root)
+    assert sorted(p.name for p in (root / "licenses").iterdir()) == ["GPL-2.0.txt", "GPL-3.0.txt", "LGPL-3.0.txt"]
+    assert (root / "licenses" / "LGPL-3.0.txt").read_text() == "text of LGPL-3\n"
+    assert not (root / "clips" / "stale.flac").exists()
+    bank = SoundBank.load(root)
+    assert len(bank) == len(CLIPS) and bank.waveform("telephone").shape == (44100,)
+    metadata = json.loads((root / "sounds.json").read_text())
+    assert (root / "ATTRIBUTION.md").read_text() == curate.attribution_markdown(metadata["clips"])
+
+
+def write_json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value))
+
+
+def test_malformed_bank_files_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    shutil.copytree(DATA_DIR, root, ignore=shutil.ignore_patterns("*.flac", "*.txt", "*.md"))
+    splits = json.loads((root / "splits.json").read_text())
+    cases = [
+        ("sounds.json", [], r"sounds\.json.*must hold a JSON object"),
+        ("splits.json", [splits], r"splits\.json.*must hold a JSON object"),
+        ("splits.json", {**splits, "heard": "telephone"}, r"splits\.json.*'heard'.*list of sound names"),
+        ("splits.json", {**splits, "heard": []}, r"splits\.json.*'heard' split is empty"),
+        ("splits.json", {**splits, "val": splits["val"] + [splits["train"][0]]},
+         rf"splits\.json.*'train' and 'val' share.*{splits['train'][0]}"),
+        ("splits.json", {**splits, "test": splits["test"] + [splits["val"][0]]},
+         rf"splits\.json.*'val' and 'test' share.*{splits['val'][0]}"),
+    ]  # fmt: skip
+    originals = {name: (root / name).read_text() for name in ("sounds.json", "splits.json")}
+    for file_name, value, message in cases:
+        write_json(root / file_name, value)
+        with pytest.raises(SoundBankError, match=message):
+            SoundBank.load(root)
+        (root / file_name).write_text(originals[file_name])
+    SoundBank.load(root)
+
+
+@pytest.mark.parametrize(
+    ("audio", "message"),
+    [(np.zeros(44100), r"'tone'.*silent.*tone\.flac"), (np.full(100, 0.1), r"'tone'.*100 samples.*44100.*tone\.flac")],
+    ids=["silent", "short"],
+)
+def test_silent_or_short_clips_are_reported(tmp_path: Path, audio: np.ndarray, message: str) -> None:
+    bank = SoundBank.load(one_clip_bank(tmp_path / "bank", audio))
+    with pytest.raises(SoundBankError, match=message):
+        bank.waveform("tone", 16000)
 
 
 def test_total_data_size_at_most_10_mb() -> None:

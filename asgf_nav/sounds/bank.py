@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("heard", "train", "val", "test", "all")
 _CLIP_KEYS = ("name", "category", "instance", "file", "source", "license", "copyright")
+SILENT_RMS = 1e-4  # -80 dBFS, a few 16-bit steps: a clip this quiet is empty, not a sound
 
 
 class SoundBankError(ValueError):
@@ -45,9 +46,12 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise SoundBankError(f"sound bank file is missing: {path}")
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise SoundBankError(f"sound bank file {path} is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise SoundBankError(f"sound bank file {path} must hold a JSON object, not a {type(value).__name__}")
+    return value
 
 
 class SoundBank:
@@ -62,12 +66,22 @@ class SoundBank:
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> SoundBank:
-        """Read ``sounds.json`` and ``splits.json`` from ``directory`` (default: the packaged bank)."""
+        """Read ``sounds.json`` and ``splits.json`` from ``directory`` (default: the packaged bank).
+
+        The splits must name known sounds, ``heard`` must not be empty, and train, val and test must share
+        no sound (an unheard evaluation would otherwise play training sounds). Audio files are checked when
+        first read (:meth:`waveform`).
+        """
         root = Path(directory) if directory is not None else DATA_DIR
         meta_path, splits_path = root / "sounds.json", root / "splits.json"
         meta, splits = _read_json(meta_path), _read_json(splits_path)
+        records = meta.get("clips", [])
+        if not isinstance(records, list):
+            raise SoundBankError(f"{meta_path}: 'clips' must be a list of clip records, not a {type(records).__name__}")
         clips: dict[str, SoundClip] = {}
-        for index, record in enumerate(meta.get("clips", [])):
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise SoundBankError(f"{meta_path}: clip #{index} is not a JSON object: {record!r}")
             missing = [k for k in _CLIP_KEYS if k not in record]
             if missing:
                 raise SoundBankError(f"{meta_path}: clip #{index} lacks keys {missing}")
@@ -88,9 +102,20 @@ class SoundBank:
         for split in ("heard", "train", "val", "test"):
             if split not in splits:
                 raise SoundBankError(f"{splits_path} lacks the {split!r} split")
-            unknown = [n for n in splits[split] if n not in clips]
+            names = splits[split]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise SoundBankError(f"{splits_path}: the {split!r} split must be a list of sound names, got {names!r}")
+            unknown = [n for n in names if n not in clips]
             if unknown:
                 raise SoundBankError(f"{splits_path}: split {split!r} names unknown sounds {unknown}")
+        if not splits["heard"]:
+            raise SoundBankError(f"{splits_path}: the 'heard' split is empty; it names the sound of the heard task")
+        for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = [n for n in splits[first] if n in set(splits[second])]
+            if shared:
+                raise SoundBankError(
+                    f"{splits_path}: splits {first!r} and {second!r} share sounds {shared}; they must be disjoint"
+                )
         bank = cls(clips, {s: list(splits[s]) for s in ("heard", "train", "val", "test")},
                    int(meta.get("sample_rate", 44100)), root)  # fmt: skip
         logger.debug("loaded sound bank with %d clips from %s", len(clips), root)
@@ -159,6 +184,14 @@ class SoundBank:
         mono = audio.mean(axis=1)
         if not np.isfinite(mono).all():
             raise SoundBankError(f"audio file of sound {name!r} holds non-finite samples: {clip.path}")
+        if len(mono) != self.sample_rate:
+            raise SoundBankError(
+                f"audio file of sound {name!r} has {len(mono)} samples; a bank clip is exactly 1 s, "
+                f"{self.sample_rate} samples: {clip.path}"
+            )
+        rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
+        if rms < SILENT_RMS:
+            raise SoundBankError(f"audio file of sound {name!r} is silent (RMS {rms:.2g}): {clip.path}")
         return mono
 
     def waveform(self, name: str, sample_rate: int = 44100) -> np.ndarray:

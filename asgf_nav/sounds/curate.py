@@ -1,5 +1,6 @@
 """Build the packaged sound bank: read, render and condition every clip of ``catalog.CLIPS``, write the
-FLAC files, the metadata (``sounds.json``), the unheard splits (``splits.json``) and ``ATTRIBUTION.md``.
+FLAC files, the metadata (``sounds.json``), the unheard splits (``splits.json``), ``ATTRIBUTION.md`` and
+the texts of the GPL/LGPL licences that some clips are under (``licenses/``).
 
 Run once by a developer on Debian with the packages in ``REQUIRED_PACKAGES``; the outputs are committed,
 so users never need these tools. Rendering is deterministic (fixed seeds, dry FluidSynth float output).
@@ -24,7 +25,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from asgf_nav.io import atomic_write, atomic_write_text
+from asgf_nav.io import atomic_write_bytes, atomic_write_text, flush_to_disk
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.sounds import synth
 from asgf_nav.sounds.catalog import CLIPS, LICENSE_URLS, ClipSpec, DebianFile, MidiRender, Procedural, Speech
@@ -41,6 +42,16 @@ PEAK_LIMIT = 0.95
 ONSET_DB = -30.0  # a clip starts where the 10 ms frame level first comes within this of its loudest frame
 DECAY_DB = -50.0  # and its active part ends where the level last exceeds this
 MIN_RMS = 0.01
+COMMON_LICENSES = Path("/usr/share/common-licenses")  # verbatim licence texts (Debian package base-files)
+LICENSE_DIR = "licenses"
+# Clip licence -> the licence texts that must travel with the clip (files in LICENSE_DIR); the LGPL-3.0 only
+# adds permissions to the GPL-3.0, so it needs both texts. The other licences are satisfied by their URL.
+LICENSE_TEXTS: dict[str, tuple[str, ...]] = {
+    "GPL-2.0-only": ("GPL-2.0.txt",),
+    "GPL-2.0-or-later": ("GPL-2.0.txt",),
+    "LGPL-3.0-or-later": ("LGPL-3.0.txt", "GPL-3.0.txt"),
+}
+_COMMON_LICENSE_FILES = {"GPL-2.0.txt": "GPL-2", "GPL-3.0.txt": "GPL-3", "LGPL-3.0.txt": "LGPL-3"}
 
 # Debian package -> a file or program it installs (used to tell whether it is present).
 REQUIRED_PACKAGES = {
@@ -51,6 +62,7 @@ REQUIRED_PACKAGES = {
     "fluid-soundfont-gm": str(SOUNDFONT),
     "fluidsynth": "fluidsynth",
     "espeak-ng": "espeak-ng",
+    "base-files": str(COMMON_LICENSES / "LGPL-3"),
 }
 
 
@@ -275,8 +287,15 @@ def _provenance(spec: ClipSpec, versions: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _write_flac(path: Path, clip: np.ndarray) -> None:
-    atomic_write(path, lambda p: sf.write(str(p), clip, SAMPLE_RATE, format="FLAC", subtype="PCM_16"))
+def _encode_flac(clip: np.ndarray, scratch: Path) -> bytes:
+    """The 16-bit FLAC file of ``clip`` (encoded through ``scratch``, a file path, as a bank file would be)."""
+    sf.write(str(scratch), clip, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return scratch.read_bytes()
+
+
+def license_files(licenses: list[str] | set[str]) -> list[str]:
+    """Names of the licence-text files (in ``licenses/``) that clips under ``licenses`` must be shipped with."""
+    return sorted({name for license_id in licenses for name in LICENSE_TEXTS.get(license_id, ())})
 
 
 LICENSE_NOTES = """\
@@ -291,10 +310,11 @@ named above, which are the preferred form for modification; the Debian source pa
 - **CC-BY-SA-3.0** (ShareAlike): the adapted clip is distributed under CC-BY-SA-3.0 as well; keep the
   credit and licence when you redistribute it.
 - **GPL-2.0-only / GPL-2.0-or-later**: the clip may be redistributed and modified under the GPL; whoever
-  redistributes it must offer the corresponding source (the original file from the Debian package and
-  the curation script).
+  redistributes it must pass on the licence text, `licenses/GPL-2.0.txt`, with it and offer the
+  corresponding source (the original file from the Debian package and the curation script).
 - **LGPL-3.0-or-later** (Oxygen sounds by Nuno Filipe Povoa, KDE): same obligations as above under
-  the LGPL.
+  the LGPL; its text, `licenses/LGPL-3.0.txt`, adds permissions to the GPL-3.0 in `licenses/GPL-3.0.txt`,
+  so both texts go with the clip.
 - **MIT** (FluidR3_GM soundfont by Frank Wen): renderings of its instruments; keep the copyright notice.
 - **CC0-1.0**: clips synthesised by this project (procedural models, espeak-ng speech), dedicated to
   the public domain; the camera click by freesound user jdaniel1999 is also CC0.
@@ -327,16 +347,10 @@ def attribution_markdown(records: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + LICENSE_NOTES
 
 
-def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[str]]:
-    """Build every clip and write clips/*.flac, sounds.json, splits.json and ATTRIBUTION.md."""
-    check_requirements()
-    names = [c.name for c in CLIPS]
-    if len(set(names)) != len(names):
-        raise ValueError("catalogue has duplicate clip names")
-    versions = {p: package_version(p) for p in REQUIRED_PACKAGES}
-    clip_dir = output_dir / "clips"
-    clip_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+def _build_clips(versions: dict[str, str]) -> tuple[list[dict], dict[str, bytes]]:
+    """Metadata records and FLAC bytes of every catalogue clip, made in memory: a clip that fails leaves
+    nothing half-written."""
+    records, encoded = [], {}
     with tempfile.TemporaryDirectory(prefix="asgf-sounds-") as tmp:
         for spec in tqdm(CLIPS, desc="curating sounds", unit="clip"):
             audio, rate = load_source(spec, Path(tmp))
@@ -344,8 +358,7 @@ def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[s
                 clip = condition(audio, rate)
             except ValueError as err:
                 raise ValueError(f"clip {spec.name!r}: {err}") from err
-            path = clip_dir / f"{spec.name}.flac"
-            _write_flac(path, clip)
+            encoded[spec.name] = _encode_flac(clip, Path(tmp) / f"{spec.name}.flac")
             provenance = _provenance(spec, versions)
             records.append(
                 {
@@ -353,18 +366,54 @@ def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[s
                     "category": spec.category,
                     "instance": spec.instance,
                     "file": f"clips/{spec.name}.flac",
-                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    "sha256": hashlib.sha256(encoded[spec.name]).hexdigest(),
                     **provenance,
                     "license_url": LICENSE_URLS[provenance["license"]],
                 }
             )
-    for stale in set(clip_dir.glob("*.flac")) - {clip_dir / f"{n}.flac" for n in names}:
-        stale.unlink()
+    return records, encoded
+
+
+def _read_license_texts(records: list[dict]) -> dict[str, bytes]:
+    """The verbatim GPL/LGPL texts the clips' licences require, by file name in ``licenses/``."""
+    texts = {}
+    for name in license_files({r["license"] for r in records}):
+        source = COMMON_LICENSES / _COMMON_LICENSE_FILES[name]
+        if not source.is_file():
+            raise MissingToolsError(f"licence text {source} (Debian package base-files) is missing; needed for {name}")
+        texts[name] = source.read_bytes()
+    return texts
+
+
+def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[str]]:
+    """Build every clip and write clips/*.flac, licenses/*.txt, sounds.json, splits.json and ATTRIBUTION.md.
+
+    Everything is made before anything is written, so a failing source leaves the bank in ``output_dir`` as
+    it was. The clips and licence texts are then replaced file by file (each atomically) and flushed to disk
+    before ``sounds.json`` records their checksums; clips no longer in the catalogue are removed last, once
+    no metadata names them.
+    """
+    check_requirements()
+    names = [c.name for c in CLIPS]
+    if len(set(names)) != len(names):
+        raise ValueError("catalogue has duplicate clip names")
+    versions = {p: package_version(p) for p in REQUIRED_PACKAGES}
+    records, encoded = _build_clips(versions)
+    license_texts = _read_license_texts(records)
     splits = assign_splits([(c.name, c.category) for c in CLIPS], seed)
     metadata = {"sample_rate": SAMPLE_RATE, "duration_s": 1.0, "heard_sound": HEARD_SOUND, "clips": records}
+
+    clip_dir = output_dir / "clips"
+    for name, data in encoded.items():
+        atomic_write_bytes(clip_dir / f"{name}.flac", data, durable=False)
+    for name, text in license_texts.items():
+        atomic_write_bytes(output_dir / LICENSE_DIR / name, text, durable=False)
+    flush_to_disk()
     atomic_write_text(output_dir / "sounds.json", json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     atomic_write_text(output_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
     atomic_write_text(output_dir / "ATTRIBUTION.md", attribution_markdown(records))
+    for stale in set(clip_dir.glob("*.flac")) - {clip_dir / f"{n}.flac" for n in names}:
+        stale.unlink()
     total = sum(p.stat().st_size for p in output_dir.rglob("*") if p.is_file())
     logger.info(
         "wrote %d clips in %d categories to %s (%.2f MB); splits %s",

@@ -309,7 +309,7 @@ def footsteps_carpet(rng: np.random.Generator) -> np.ndarray:
 
 
 def door_knock(rng: np.random.Generator) -> np.ndarray:
-    """Knuckles on a wooden door: three knocks exciting the door panel modes."""
+    """Knuckles on a wooden door: four knocks (three quick, one after a pause) exciting the panel modes."""
     out = np.zeros(len(_time()))
     for k, time_s in enumerate([0.0, 0.2, 0.4, 0.8]):
         knock = _modal([180, 410, 760, 1300, 2200], [0.05, 0.03, 0.02, 0.012, 0.006], [1, 0.8, 0.5, 0.3, 0.2], 0.2)
