@@ -12,9 +12,14 @@ if sys.version_info < (3, 10):
     sys.exit(f"ASGF-Nav needs Python >= 3.10, found {sys.version.split()[0]}")
 PY
 
-if [ ! -x "$venv/bin/python" ]; then
-    if ! "$python" -m venv --system-site-packages "$venv"; then
-        echo "python venv failed; on Debian install it with: apt-get install python3-venv" >&2
+# A venv without pip is remade: on Debian without python3-venv, `python3 -m venv` fails only after it has
+# written bin/python, and a re-run must not take that half-made venv for a finished one.
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    if ! "$python" -m venv --clear --system-site-packages "$venv"; then
+        # Remove the half-made venv (only a venv: pyvenv.cfg is its first file) so that no later command uses it.
+        if [ -f "$venv/pyvenv.cfg" ]; then rm -rf "$venv"; fi
+        echo "creating the virtual environment $venv with $python -m venv failed;" \
+            "on Debian install it with: apt-get install python3-venv" >&2
         exit 1
     fi
 fi
