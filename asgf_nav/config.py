@@ -60,7 +60,9 @@ class TaskConfig:
     """AudioGoal task semantics (SoundSpaces 1.0 defaults)."""
 
     sound_split: Literal["heard", "unheard"] = "unheard"  # heard: the telephone; unheard: sounds disjoint per split
-    sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "spectrogram"])  # plus "pointgoal", "doa"
+    # any of "rgb", "depth", "spectrogram", "pointgoal"; "doa" needs task.use_doa=true, which registers the DoA
+    # head's observation and appends "doa" here itself (experiment.register_auxiliary_observations)
+    sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "spectrogram"])
     max_steps: int = 500  # actions before an episode ends unsuccessfully
     success_distance: float = 1.0  # success: STOP with the geodesic distance to the goal below this (m)
     slack_reward: float = -0.01  # every step
@@ -286,6 +288,12 @@ def check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'ppo.num_mini_batch' ({cfg.ppo.num_mini_batch}) must be at most ppo.num_envs "
             f"({cfg.ppo.num_envs}): each minibatch holds whole env trajectories"
+        )
+    if cfg.ppo.num_envs * cfg.ppo.num_steps < 2:
+        raise ConfigError(
+            f"config keys 'ppo.num_envs' ({cfg.ppo.num_envs}) and 'ppo.num_steps' ({cfg.ppo.num_steps}) give a "
+            "rollout of one transition: PPO normalises advantages over the rollout and needs num_envs x "
+            "num_steps >= 2"
         )
     if cfg.model.fusion_dim % cfg.model.fusion_heads:
         raise ConfigError(

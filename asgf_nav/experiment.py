@@ -61,9 +61,10 @@ def check_components(cfg: ExperimentConfig) -> None:
     from asgf_nav.models.encoders import VISUAL_SENSORS, smallest_visual_size
     from asgf_nav.models.policies import policy_class
     from asgf_nav.scenes.soundspaces_import import scene_source
-    from asgf_nav.tasks.observations import check_sensors
+    from asgf_nav.tasks.observations import check_sensors, registered_observations
 
     policy = policy_class(cfg.model.policy)
+    check_doa_sensor(cfg, registered_observations())
     sensors = check_sensors(cfg.task.sensors)
     missing = [name for name in policy.required_sensors if name not in sensors]
     if missing:
@@ -75,6 +76,26 @@ def check_components(cfg: ExperimentConfig) -> None:
             f"scenes.image_size: {cfg.scenes.image_size} px is too small for the policies' visual CNN (>= {smallest})"
         )
     resolve_device(cfg.train.device)
+
+
+def check_doa_sensor(cfg: ExperimentConfig, registered: list[str]) -> None:
+    """``task.sensors`` and ``task.use_doa`` agree about the ``doa`` observation.
+
+    Only ``task.use_doa=true`` registers the DoA head (:func:`register_auxiliary_observations`, which also
+    appends "doa" to the sensors), so a "doa" sensor without it would otherwise be reported as an unknown
+    observation, and a DoA flag without the sensor as a policy that silently trains without DoA.
+    """
+    if cfg.task.use_doa and ("doa" not in registered or "doa" not in cfg.task.sensors):
+        raise ConfigError(
+            "task.use_doa=true but the 'doa' observation is not set up: register_auxiliary_observations(cfg) "
+            "registers the DoA head and adds 'doa' to task.sensors, and must run first"
+        )
+    if not cfg.task.use_doa and "doa" in cfg.task.sensors and "doa" not in registered:
+        raise ConfigError(
+            f"task.sensors: {cfg.task.sensors} lists 'doa', the DoA head's observation, which only "
+            "task.use_doa=true provides (it registers the head and adds 'doa' to task.sensors itself); "
+            "set task.use_doa=true instead of listing 'doa'"
+        )
 
 
 def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None = None) -> Any:

@@ -107,6 +107,7 @@ def test_wrong_type_names_key(override, key):
         (["ppo.lr=.inf"], "'ppo.lr' (in command line) must be a finite number, got inf"),
         (["ppo.total_frames=.nan"], "'ppo.total_frames' (in command line) expects int"),
         (["acoustics.max_rir_seconds=4"], "'acoustics.max_rir_seconds' must be below 4.0 s"),
+        (["ppo.num_envs=1", "ppo.num_steps=1", "ppo.num_mini_batch=1"], "'ppo.num_envs' (1) and 'ppo.num_steps' (1)"),
     ],
 )
 def test_values_out_of_range_name_the_key(overrides, message):
@@ -118,6 +119,9 @@ def test_values_out_of_range_name_the_key(overrides, message):
 def test_range_limits_themselves_are_accepted():
     cfg = load_config(None, ["scenes.num_scenes=null", "train.val_interval=0", "ppo.gamma=1", "ppo.num_mini_batch=5"])
     assert cfg.scenes.num_scenes is None and cfg.train.val_interval == 0 and cfg.ppo.num_mini_batch == cfg.ppo.num_envs
+    for envs, steps in ((1, 2), (2, 1)):  # the smallest rollouts PPO can normalise advantages over
+        cfg = load_config(None, [f"ppo.num_envs={envs}", f"ppo.num_steps={steps}", "ppo.num_mini_batch=1"])
+        assert cfg.ppo.num_envs * cfg.ppo.num_steps == 2
 
 
 @pytest.mark.parametrize(

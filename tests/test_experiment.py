@@ -271,6 +271,19 @@ def test_components_the_config_names_are_checked_before_any_bake(overrides, mess
     assert message in str(error.value)
 
 
+def test_a_doa_sensor_and_task_use_doa_are_checked_together(monkeypatch):
+    """'doa' is registered by task.use_doa=true, so listing it without the flag names the flag."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import check_components
+    from asgf_nav.tasks import observations
+
+    monkeypatch.setattr(observations, "_REGISTRY", {k: v for k, v in observations._REGISTRY.items() if k != "doa"})
+    with pytest.raises(ConfigError, match=r"^task.sensors: .* lists 'doa'.* only task.use_doa=true provides"):
+        check_components(load_config("tiny_heard", ["task.sensors=[depth,spectrogram,doa]"]))
+    with pytest.raises(ConfigError, match=r"^task.use_doa=true but the 'doa' observation is not set up"):
+        check_components(load_config("tiny_heard", ["task.use_doa=true"]))  # register_auxiliary_observations not run
+
+
 def test_main_job_names_a_directory_it_cannot_create(tmp_path):
     (tmp_path / "file").write_text("a file where a directory is asked for")
     for key in ("scenes.data_root", "train.run_dir"):

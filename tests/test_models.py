@@ -9,7 +9,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from asgf_nav.config import ExperimentConfig
+from asgf_nav.config import ConfigError, ExperimentConfig
 from asgf_nav.models import POLICY_REGISTRY, build_policy, count_parameters
 from asgf_nav.models.ase import AudioSpatialStateEncoder, frame_intensity, pool_frames
 from asgf_nav.models.asgf import AudioSpatialGuidedFusion
@@ -240,3 +240,47 @@ def test_too_small_images_are_named_with_their_size():
     with pytest.raises(ValueError, match=r"size \(16, 16\) are too small for the 8/4/3 conv stack"):
         VisualEncoder({"depth": (16, 16, 1)})
     assert VisualEncoder({"depth": (36, 36, 1)}).output_size == 512
+
+
+def compact_cfg(policy: str) -> ExperimentConfig:
+    cfg = make_cfg(policy)
+    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim, cfg.model.fusion_heads = 16, 16, 8, 2
+    return cfg
+
+
+def test_a_single_memory_token_is_warned_about_once(caplog, monkeypatch):
+    """Spectrogram-only ASGF has one memory token: the attention softmax is 1 and the query is dead weight."""
+    from asgf_nav.models import policies
+
+    monkeypatch.setattr(policies, "_WARNED_SINGLE_TOKEN", set())
+    caplog.set_level("WARNING", logger=policies.__name__)
+    blind, seeing = make_space(26, ()), make_space(26, ("depth",), size=36)
+    build_policy(compact_cfg("asgf"), seeing)
+    assert not caplog.records  # visual + audio: two tokens
+    for name in ("asgf", "asgf_no_ase"):
+        caplog.clear()
+        assert build_policy(compact_cfg(name), blind).fusion.token_names == ["audio"]
+        message = " ".join(r.getMessage() for r in caplog.records)
+        assert f"model.policy={name} has a single ASGF memory token ['audio']" in message
+        assert "task.sensors" in message and "task.use_doa=true" in message
+        caplog.clear()
+        build_policy(compact_cfg(name), blind)
+        assert not caplog.records  # once per process
+
+
+def test_the_query_and_keys_learn_with_two_memory_tokens():
+    space = make_space(26, ("depth",), size=36)
+    policy = build_policy(compact_cfg("asgf"), space)
+    obs = make_obs(space, 3, torch.Generator().manual_seed(9))
+    value = policy.get_value(obs, policy.initial_hidden(3), torch.ones(3))
+    value.pow(2).sum().backward()
+    for name in ("query.weight", "query_norm.weight", "key.weight"):
+        grad = policy.fusion.get_parameter(name).grad
+        assert grad is not None and grad.abs().max() > 0, name
+
+
+def test_use_doa_without_a_doa_observation_is_a_config_error():
+    cfg = compact_cfg("asgf")
+    cfg.task.use_doa = True
+    with pytest.raises(ConfigError, match=r"task.use_doa=true but the observation space has no 'doa'"):
+        build_policy(cfg, make_space(26, ("depth",), size=36))

@@ -73,3 +73,17 @@ def test_explained_variance_of_known_predictions():
     )  # a constant offset is not variance
     assert explained_variance(0.5 * targets, targets) == pytest.approx(0.75, abs=1e-5)
     assert math.isnan(explained_variance(torch.zeros(4), torch.ones(4)))
+
+
+def test_a_one_transition_rollout_leaves_the_parameters_finite():
+    """The unbiased std of one advantage is nan; normalising by it would write nan into every weight."""
+    policy = Bandit()
+    storage = RolloutStorage(1, 1, {"x": ((1,), "float32")}, (1, 1))
+    with torch.no_grad():
+        storage.log_probs.copy_(policy.dist((1, 1)).log_prob(storage.actions))
+    storage.returns, storage.advantages = torch.full((1, 1), 2.0), torch.full((1, 1), 1.5)
+    stats = PPO(policy, _ppo_config(use_normalized_advantage=True, entropy_coef=0.0, lr=1e-2)).update(storage)
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    assert math.isfinite(stats["policy_loss"]) and math.isfinite(stats["grad_norm"])
+    assert policy.dist(()).probs[0].item() > torch.softmax(torch.tensor([2.0, 0.0, 0.0, 0.0]), 0)[0].item()
+    assert math.isnan(explained_variance(torch.zeros(1), torch.ones(1)))  # undefined for one sample

@@ -420,3 +420,14 @@ def test_scenes_whose_views_differ_in_size_are_refused_by_name():
         match=r"replica/a: 128 px, DATA/scenes/replica/b: 64 px.*--dataset replica --data-root DATA .*--image-size 128",
     ):
         check_view_sizes({"DATA/scenes/replica/a": 128, "DATA/scenes/replica/b": 64}, cfg)
+
+
+def test_an_unregistered_doa_observation_names_task_use_doa(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asgf_nav.tasks import observations
+
+    monkeypatch.delitem(observations._REGISTRY, "doa", raising=False)
+    with pytest.raises(KeyError, match=r"'doa' is registered by task.use_doa=true"):
+        get_observation("doa")
+    with pytest.raises(KeyError) as other:
+        get_observation("gps")
+    assert "task.use_doa" not in str(other.value)

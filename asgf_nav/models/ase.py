@@ -9,10 +9,12 @@ The spectrogram observation holds log1p(|STFT|), so the magnitude in eq. (1) is 
 Time alignment: for long spectrograms (T >= 48, the 44.1 kHz Replica family with T = 69) frames are
 grouped in non-overlapping pairs (``time_pool`` = 2) to halve the CNN and BiGRU cost; short ones (MP3D,
 T = 26) keep every frame. The first convolution has time kernel = time stride = ``time_pool`` (the input is
-zero-padded at the end to a whole number of groups), so CNN column ``i`` reads exactly the frames of
-group ``i``; the later convolutions (time kernel 3, padding 1, stride 1) keep one column per group. The
-frame intensities are averaged over the same groups (a short last group averages only its real frames),
-so weight ``i`` always describes the frames that embedding ``i`` summarises.
+zero-padded at the end to a whole number of groups), so its column ``i`` reads exactly the frames of group
+``i``; the two later convolutions (time kernel 3, padding 1, stride 1) keep one column per group, each
+widening the view by one group on either side, so the CNN's column ``i`` is centred on group ``i`` and
+reads groups ``i-2 .. i+2`` (the BiGRU then sees every column). The frame intensities are averaged over
+the same groups (a short last group averages only its real frames), so weight ``i`` belongs to the
+embedding centred on the frames it measures.
 """
 
 from __future__ import annotations

@@ -121,7 +121,14 @@ class Policy(nn.Module):
             )
         self.hidden_size = int(cfg.model.hidden_size)
         self.num_recurrent_layers = 1
-        self.use_doa = bool(getattr(cfg.task, "use_doa", False)) and "doa" in self.shapes
+        self.use_doa = bool(getattr(cfg.task, "use_doa", False))
+        if self.use_doa and "doa" not in self.shapes:
+            # a "with DoA" run that silently trains without it would be mislabelled
+            raise ConfigError(
+                f"task.use_doa=true but the observation space has no 'doa' (keys {sorted(self.shapes)}): "
+                "asgf_nav.experiment.register_auxiliary_observations(cfg) registers the DoA head and adds 'doa' "
+                "to task.sensors; call it before the env is made, or set task.use_doa=false"
+            )
         self.doa_size = int(self.shapes["doa"][0]) if self.use_doa else 0
         visual = {k: self.shapes[k] for k in VISUAL_SENSORS if k in self.shapes}
         self.visual_encoder = VisualEncoder(visual, FEATURE_SIZE) if visual else None
@@ -231,6 +238,28 @@ class ASENoFusionPolicy(Policy):
         return torch.cat([state] + [features[k] for k in ("audio", "visual", "doa") if k in features], dim=-1)
 
 
+_WARNED_SINGLE_TOKEN: set[str] = set()  # policy names already warned about, so a process warns once each
+
+
+def warn_single_memory_token(policy_name: str, tokens: list[str]) -> None:
+    """Warn (once per process and policy) that ASGF over one memory token is not attention at all.
+
+    A softmax over one token is identically 1, so the query (W_q, LN_q) and the keys (W_K) get no gradient,
+    the attention entropy stays 0 and eq. (7) returns that token's value: the fusion is a gated MLP of e_t
+    and the audio features. Blind runs are legitimate (the t-SNE recipe), so this is a warning, not an error.
+    """
+    if policy_name in _WARNED_SINGLE_TOKEN:
+        return
+    _WARNED_SINGLE_TOKEN.add(policy_name)
+    logger.warning(
+        "model.policy=%s has a single ASGF memory token %s: its cross-attention softmax is always 1, so the "
+        "query and key weights get no gradient, attention_entropy stays 0 and the fusion reduces to a gated "
+        "MLP of the audio state and the audio features; add 'rgb' or 'depth' to task.sensors, or set "
+        "task.use_doa=true, for attention over two or more tokens",
+        policy_name, tokens,
+    )  # fmt: skip
+
+
 @register_policy("asgf")
 class ASGFPolicy(Policy):
     """ASGF-Nav: ASE state e_t queries visual / audio (/ doa) tokens; gated residual fusion -> GRU."""
@@ -246,6 +275,8 @@ class ASGFPolicy(Policy):
         memory["audio"] = FEATURE_SIZE
         if self.use_doa:
             memory["doa"] = self.doa_size
+        if len(memory) < 2:
+            warn_single_memory_token(self.policy_name, list(memory))
         self.fusion = AudioSpatialGuidedFusion(
             memory, self.state_size, int(cfg.model.fusion_dim), int(cfg.model.fusion_heads)
         )

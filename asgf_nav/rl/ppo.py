@@ -14,11 +14,24 @@ GradientHook = Callable[[nn.Module], None]
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
-    """1 - Var(target - prediction) / Var(target); nan when the targets are constant."""
+    """1 - Var(target - prediction) / Var(target); nan when the targets are constant or fewer than two."""
+    if targets.numel() < 2:  # the unbiased variance of one sample is undefined (and torch warns)
+        return float("nan")
     target_var = targets.var()
     if target_var.item() == 0:
         return float("nan")
     return float(1.0 - (targets - predictions).var() / target_var)
+
+
+def normalized_advantages(advantages: torch.Tensor) -> torch.Tensor:
+    """Advantages shifted to mean 0 and scaled to std 1 over the rollout.
+
+    A rollout of one transition is returned as it is: the unbiased std of one sample is nan, and a nan
+    advantage would write nan into every weight on the first optimiser step.
+    """
+    if advantages.numel() < 2:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-5)
 
 
 class PPO:
@@ -46,7 +59,7 @@ class PPO:
         cfg, clip = self.cfg, self.clip
         advantages = storage.advantages
         if cfg.use_normalized_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+            advantages = normalized_advantages(advantages)
         totals: dict[str, torch.Tensor] = {}
         num_updates = 0
         for _ in range(cfg.ppo_epoch):

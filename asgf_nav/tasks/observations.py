@@ -98,8 +98,14 @@ def get_observation(name: str) -> ObservationProvider:
     try:
         return _REGISTRY[name]
     except KeyError:
+        hint = (
+            "; 'doa' is registered by task.use_doa=true (asgf_nav.experiment.register_auxiliary_observations)"
+            if name == "doa"
+            else ""
+        )
         raise KeyError(
             f"unknown observation {name!r}; built-in sensors {list(BUILTIN_SENSORS)}, registered {sorted(_REGISTRY)}"
+            + hint
         ) from None
 
 
