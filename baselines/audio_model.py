@@ -3,7 +3,8 @@
 One small CNN reads the binaural spectrogram (F, T, 2) and predicts, in the agent's frame:
 
 - ``direction``: logits over ``NUM_DIRECTION_BINS`` bins of the source azimuth (bin 0 straight ahead,
-  counter-clockwise = to the left, as habitat's compass),
+  counter-clockwise = to the left, as habitat's compass; samples at the source itself have none and do
+  not train it),
 - ``close``: logit of "the goal is within the success distance" (geodesic), the stop signal,
 - ``position``: the source position (forward, left) in metres.
 
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 NUM_DIRECTION_BINS = 8
 MODEL_VERSION = 1
+# direction label of a sample heard at the source itself: it has no direction (pointgoal_polar's phi = -pi
+# there is arbitrary), so the direction loss and accuracy skip it
+NO_DIRECTION = -1
 
 
 def direction_bin(phi: np.ndarray | float, bins: int = NUM_DIRECTION_BINS) -> np.ndarray:
@@ -145,7 +149,7 @@ def build_samples(
         for s, r, src, y, _ in part:
             scene = world.scene(s)
             rho, phi = pointgoal_polar(np.asarray(scene.positions[r]), y, np.asarray(scene.positions[src]))
-            directions.append(int(direction_bin(phi)))
+            directions.append(int(direction_bin(phi)) if r != src else NO_DIRECTION)
             closes.append(float(scene.geodesic_hops[r, src] * scene.grid_size < success_distance))
             positions.append((rho * math.cos(phi), rho * math.sin(phi)))
     return AudioSamples(
@@ -154,8 +158,15 @@ def build_samples(
 
 
 def losses(out: dict[str, torch.Tensor], samples: AudioSamples, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The three heads' losses on the samples ``index``; samples without a direction add no direction loss."""
+    direction = samples.direction[index]
+    has_direction = direction != NO_DIRECTION
     return {
-        "direction": nn.functional.cross_entropy(out["direction"], samples.direction[index]),
+        "direction": (
+            nn.functional.cross_entropy(out["direction"][has_direction], direction[has_direction])
+            if has_direction.any()
+            else out["direction"].sum() * 0.0  # a batch heard only at the source: nothing to learn here
+        ),
         "close": nn.functional.binary_cross_entropy_with_logits(out["close"], samples.close[index]),
         "position": nn.functional.smooth_l1_loss(out["position"], samples.position[index]),
     }
@@ -163,14 +174,14 @@ def losses(out: dict[str, torch.Tensor], samples: AudioSamples, index: torch.Ten
 
 @torch.no_grad()
 def evaluate_model(model: AudioGoalNet, samples: AudioSamples, batch: int = 256) -> dict[str, float]:
-    """Direction accuracy, close accuracy and mean position error (m) on ``samples``."""
+    """Direction accuracy (over the samples that have a direction), close accuracy and mean position error (m)."""
     model.eval()
     preds = [model(samples.spectrogram[i : i + batch]) for i in range(0, len(samples.direction), batch)]
     direction = torch.cat([p["direction"] for p in preds]).argmax(-1)
     close = torch.cat([p["close"] for p in preds]) > 0
     position = torch.cat([p["position"] for p in preds])
     return {
-        "direction_accuracy": float((direction == samples.direction).float().mean()),
+        "direction_accuracy": float((direction == samples.direction)[samples.direction != NO_DIRECTION].float().mean()),
         "close_accuracy": float((close == (samples.close > 0.5)).float().mean()),
         "position_error_m": float((position - samples.position).norm(dim=-1).mean()),
     }

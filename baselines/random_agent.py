@@ -2,16 +2,21 @@
 
 SoundSpaces evaluates habitat-baselines' ``RandomAgent``: it samples uniformly among the three motion
 actions and calls STOP as soon as its goal sensor says the goal is within the success distance
-(``stop_rule="goal"``). habitat-baselines tests ``distance <= success_distance``; here it is ``<``, the
-success rule's own comparison. On habitat's float32 positions a nominal 1.0 m reads a little above or below
-1.0, so there that boundary falls either way by rounding; on this exact grid ``<=`` would stop at exactly
-1.0 m, which the strict success rule counts as a failure. A walker that never stops scores exactly 0 under
-"success = STOP within 1 m", so the published 18.5 % SR on Replica (SPL 4.9, SNA 1.8) can only come from
-such a stopping rule: the agent succeeds when its random walk passes near the source, and its long
-wandering path explains the small SPL / SR ratio (about 0.26) and the tiny SNA. ``stop_rule="random"`` is
-the other reading (STOP as one of four uniform actions); it ends most episodes within a few steps far from
-the goal and gives an SR near zero, far from the published numbers. docs/results.md compares both on the
-embedded test split.
+(``stop_rule="goal"``). That sensor (PointGoal) gives the straight-line distance in the floor plane,
+while success needs the geodesic distance (here grid steps x grid size) below 1 m, and this agent keeps
+habitat-baselines' rule as it is. So it also stops where the two distances disagree: on a diagonal
+neighbour of the goal (0.71 m in a straight line, two steps = 1.0 m along the graph, a failure under the
+strict success rule) and beside the goal behind a wall. On the Replica-like test split two thirds of its
+STOPs are such failures, almost all on diagonal neighbours (counts in docs/results.md, "The random
+agent's STOP rule"). The comparison is ``<``; habitat-baselines' ``<=`` would add STOPs on nodes exactly
+1.0 m away in a straight line (two steps along an axis), which fail too.
+
+A walker that never stops scores exactly 0 under "success = STOP within 1 m", so the published 18.5 % SR
+on Replica (SPL 4.9, SNA 1.8) can only come from such a stopping rule: the agent succeeds when its random
+walk passes near the source, and its long wandering path explains the small SPL / SR ratio (about 0.26)
+and the tiny SNA. ``stop_rule="random"`` is the other reading (STOP as one of four uniform actions); it
+ends most episodes within a few steps far from the goal and gives an SR near zero, far from the published
+numbers. docs/results.md compares both on the embedded test split.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@
 Outputs go to {out}/{agent}_{dataset}_{sound_split}_{split}/ (episodes.jsonl, summary.json, summary.md);
 the summary's meta names the scenes' source (embedded: generated scenes, soundspaces: imported graphs).
 Finished episodes are saved as they end, so the same command resumes a killed evaluation (not once the
-checkpoint file holds another update: best.pt is rewritten while training goes on).
+checkpoint file holds another update: best.pt is rewritten while training goes on, nor with other task
+limits, data or episodes). A checkpoint's sampled actions are seeded by train.seed, each episode with a
+stream of its own: the same command gives the same episodes, resumed or not.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ from baselines import AUDIO_MODEL_BASELINES, BASELINES, audio_model_path, make_b
 
 logger = logging.getLogger("evaluate")
 
+# task settings that change an episode's outcome (the step limit, the success radius, the DoA observation)
+OUTCOME_TASK_KEYS: tuple[str, ...] = ("max_steps", "success_distance", "use_doa", "doa_checkpoint")
+
 
 def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
     """The baseline named by --agent, or the policy of the loaded --checkpoint with the config's sensors."""
@@ -60,7 +65,7 @@ def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
 
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     space = observation_space_for(world, list(cfg.task.sensors))
-    return load_policy_agent(cfg, checkpoint, space, args.deterministic, args.device)
+    return load_policy_agent(cfg, checkpoint, space, args.deterministic, args.device, seed=cfg.train.seed)
 
 
 def audio_model_identity(cfg, args: argparse.Namespace) -> dict[str, str]:
@@ -87,6 +92,12 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: di
         "seed": args.seed if args.agent else cfg.train.seed, "episode_list": episodes_fingerprint(episodes),
         # another audio model is another agent: its episodes must not be mixed with these, nor replace them
         "audio_model": audio_model_identity(cfg, args) if args.agent in AUDIO_MODEL_BASELINES else None,
+        # the same episodes under another step limit or success radius, or in other scenes, score otherwise
+        "task": {key: getattr(cfg.task, key) for key in OUTCOME_TASK_KEYS},
+        "data_root": str(Path(cfg.scenes.data_root).resolve()),
+        # node indices are those of this source's graphs: a generated scene and the imported SoundSpaces
+        # scene of the same name number their nodes differently (read by visualize_trajectories.py)
+        "scene_source": scene_source(cfg),
     }  # fmt: skip
     progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
     remaining = progress.remaining(episodes)
@@ -96,9 +107,6 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: di
     records = progress.records(episodes)
     meta = {
         **identity, "episodes_requested": args.episodes, "scenes": sorted({r.scene for r in records}),
-        # node indices are those of this source's graphs: a generated scene and the imported SoundSpaces
-        # scene of the same name number their nodes differently (read by visualize_trajectories.py)
-        "scene_source": scene_source(cfg),
         "command": "python " + shlex.join(sys.argv),
     }  # fmt: skip
     summary = write_evaluation(out, records, meta)
@@ -135,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=("goal", "random"),
         help="random agent's STOP rule (see baselines/random_agent.py)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random baseline (a checkpoint's sampling: train.seed)"
+    )
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     reject_swallowed_overrides(parser, args, "scenes")

@@ -4,7 +4,7 @@
     python scripts/tsne.py --config replica_unheard --checkpoint runs/replica_unheard/checkpoints/ckpt_040000.pt
     python scripts/tsne.py --config replica_unheard --checkpoint CKPT --samples 2000 --split test --out tsne.png
 
-States come from rollouts of the checkpoint's policy (sampled actions) on the split's episodes of the
+States come from rollouts of the checkpoint's policy (sampled actions, seeded by --seed) on the split's episodes of the
 unheard sound split (``--sound-split heard`` for a policy trained on the heard task); each is coloured by
 the distance to the target and by the target's relative azimuth.
 The collected states are kept next to the figure as .npz.
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perplexity", type=positive_float, default=30.0)
     parser.add_argument("--num-envs", type=positive_int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled actions and of t-SNE")
     parser.add_argument("--title", default="", help="figure title")
     parser.add_argument("--out", default="tsne.png", help="figure (the states go next to it as .npz)")
     add_scene_arguments(parser)
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.task.sound_split = args.sound_split
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)
-    agent = load_policy_agent(cfg, checkpoint, observation_space_for(world, list(cfg.task.sensors)), device=device)
+    space = observation_space_for(world, list(cfg.task.sensors))
+    agent = load_policy_agent(cfg, checkpoint, space, device=device, seed=args.seed)  # reproducible rollouts
     data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
     out = Path(args.out)
     data.save(out.with_suffix(".npz"))

@@ -16,12 +16,14 @@ from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 from baselines import BASELINES, make_baseline
 from baselines.audio_model import (
+    NO_DIRECTION,
     AudioGoalNet,
     bin_angle,
     build_samples,
     direction_bin,
     evaluate_model,
     load_model,
+    losses,
     sample_geometry,
     save_model,
     train_model,
@@ -80,7 +82,7 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path):
     for (name, receiver, source, yaw, _), direction, close in zip(geometry[:50], samples.direction, samples.close):
         scene = world.scene(name)
         _, phi = pointgoal_polar(scene.positions[receiver], yaw, scene.positions[source])
-        assert int(direction) == int(direction_bin(phi))
+        assert int(direction) == (int(direction_bin(phi)) if receiver != source else NO_DIRECTION)
         assert float(close) == float(scene.geodesic_hops[receiver, source] * scene.grid_size < 1.0)
     train = type(samples)(
         samples.spectrogram[:600], samples.direction[:600], samples.close[:600], samples.position[:600]
@@ -104,6 +106,30 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path):
     ):
         with pytest.raises(CheckpointError, match=re.escape(message)):
             load_model(wrong)
+
+
+def test_samples_heard_at_the_source_have_no_direction_to_learn(setup):
+    """At the source itself the azimuth is arbitrary (pointgoal_polar gives -pi): no direction label."""
+    world, _, _ = setup
+    scene = world.scene("open")
+    source = int(scene.source_nodes[0])
+    other = int(np.flatnonzero(np.asarray(scene.geodesic_hops[:, source]) == 2)[0])
+    geometry = [("open", source, source, yaw, "bell") for yaw in range(4)] + [("open", other, source, 0, "bell")]
+    samples = build_samples(world, geometry, progress=False)
+    assert samples.direction[:4].tolist() == [NO_DIRECTION] * 4 and samples.direction[4] != NO_DIRECTION
+    assert samples.close[:4].tolist() == [1.0] * 4  # the stop head still learns from them
+
+    torch.manual_seed(0)
+    model = AudioGoalNet(samples.spectrogram.shape[1:]).eval()  # no batch statistics: batches compare
+    at_source = losses(model(samples.spectrogram[:4]), samples, torch.arange(4))
+    assert at_source["direction"].item() == 0.0 and torch.isfinite(at_source["close"])
+    at_source["direction"].backward()  # a batch of such samples trains the other heads, not a NaN
+    mixed = losses(model(samples.spectrogram), samples, torch.arange(5))
+    alone = nn.functional.cross_entropy(model(samples.spectrogram[4:])["direction"], samples.direction[4:])
+    torch.testing.assert_close(mixed["direction"], alone)
+    logits = model(samples.spectrogram)["direction"].argmax(-1)
+    expected = float(logits[4] == samples.direction[4])
+    assert evaluate_model(model, samples)["direction_accuracy"] == expected  # over the one sample with a direction
 
 
 # ------------------------------------------------------------------------------------------ agents

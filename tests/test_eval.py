@@ -348,6 +348,13 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
     twice = [*summaries, {**summaries[0], "meta": {**summaries[0]["meta"], "checkpoint": "other.pt"}}]
     with pytest.raises(EvaluationFileError, match=r"two evaluations of agent 'oracle' on tiny heard"):
         comparison_table(twice)
+    fewer = next(s for s in summaries if s["meta"]["agent"] == "random")
+    fewer = {**fewer, "meta": {**fewer["meta"], "episode_list": "0123456789abcdef"}}  # e.g. other --episodes
+    mixed = [s for s in summaries if s["meta"]["agent"] != "random"] + [fewer]
+    with pytest.raises(EvaluationFileError, match=r"'oracle' and 'random' on tiny heard ran different episodes"):
+        comparison_table(mixed)
+    with pytest.raises(EvaluationFileError, match="ran different episodes"):
+        comparison_chart(mixed, tmp_path / "mixed.png")
 
 
 def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_path, monkeypatch):
@@ -400,6 +407,118 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
     assert (out / "summary.json").read_bytes() == finished and not progress_file.exists()
     _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10")  # the same one: runs again
     assert load_summary(out)["episodes"] == 10 and ran[-1] == 10
+
+
+def _tiny_checkpoint(tiny_root: Path, path: Path) -> Path:
+    """A randomly initialised compact spectrogram-only ASGF checkpoint for the tiny scene."""
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.tasks.world import load_world
+
+    cfg = ExperimentConfig()
+    cfg.scenes.dataset, cfg.scenes.data_root = "tiny", str(tiny_root)
+    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim = 32, 32, 16
+    cfg.task.sensors = ["spectrogram"]
+    torch.manual_seed(0)
+    policy = build_policy(cfg, observation_space_for(load_world(cfg, "test"), cfg.task.sensors))
+    saved = {"model": {"policy": "asgf", "hidden_size": 32, "ase_dim": 32, "fusion_dim": 16},
+             "task": {"sensors": ["spectrogram"]}}  # fmt: skip
+    state = {"model": policy.state_dict(), "optimizer": {}, "update": 1, "frames": 10, "rng": {},
+             "config": saved, "policy_name": "asgf"}  # fmt: skip
+    torch.save(state, path)
+    return path
+
+
+def test_sampled_evaluation_is_seeded_and_a_resume_replays_it(tiny_root, tmp_path, monkeypatch):
+    """Sampled actions come from train.seed: the same command gives the same episodes, killed or not."""
+    import evaluate
+
+    checkpoint = _tiny_checkpoint(tiny_root, tmp_path / "ckpt_000001.pt")
+    args = ("--checkpoint", str(checkpoint), "--episodes", "6", "task.max_steps=30")
+
+    def actions(out: Path) -> list[list[int]]:
+        return [r.actions for r in read_jsonl(out / "asgf_tiny_unheard_test" / "episodes.jsonl")]
+
+    _evaluate(tiny_root, tmp_path / "a", *args)
+    _evaluate(tiny_root, tmp_path / "b", *args)
+    first = actions(tmp_path / "a")
+    assert actions(tmp_path / "b") == first
+    assert load_summary(tmp_path / "a" / "asgf_tiny_unheard_test")["meta"]["seed"] == 1  # train.seed's default
+    _evaluate(tiny_root, tmp_path / "c", *args, "--num-envs", "2")
+    assert actions(tmp_path / "c") == first  # each episode has its own stream, whichever env runs it
+    _evaluate(tiny_root, tmp_path / "d", *args, "train.seed=2")
+    assert actions(tmp_path / "d") != first  # the seed is the one drawn from
+
+    real_run = evaluate.run_episodes
+
+    def run_then_die(agent, world, episodes, cfg, **kwargs):
+        done = []
+
+        def on_record(record):
+            kwargs["on_record"](record)
+            done.append(record)
+            if len(done) == 2:
+                raise KeyboardInterrupt  # killed after two finished episodes
+
+        return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
+
+    monkeypatch.setattr(evaluate, "run_episodes", run_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path / "resumed", *args)
+    monkeypatch.setattr(evaluate, "run_episodes", real_run)
+    _evaluate(tiny_root, tmp_path / "resumed", *args)
+    assert actions(tmp_path / "resumed") == first  # the four episodes run after the resume drew the same
+
+
+def test_a_resume_with_other_task_limits_or_an_older_progress_file_is_refused(tiny_root, tmp_path, monkeypatch):
+    """Episodes run with another step limit (or recorded without it) must not be mixed into the results."""
+    import evaluate
+
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
+
+    real_run = evaluate.run_episodes
+
+    def run_then_die(agent, world, episodes, cfg, **kwargs):
+        done = []
+
+        def on_record(record):
+            kwargs["on_record"](record)
+            done.append(record)
+            if len(done) == 4:
+                raise KeyboardInterrupt
+
+        return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
+
+    args = ("--agent", "random", "--episodes", "10")
+    monkeypatch.setattr(evaluate, "run_episodes", run_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path, *args, "task.max_steps=5")
+    monkeypatch.setattr(evaluate, "run_episodes", real_run)
+    with pytest.raises(EvaluationProgressError, match=r"task was \{'max_steps': 5, .*now \{'max_steps': 500"):
+        _evaluate(tiny_root, tmp_path, *args)
+
+    progress_file = tmp_path / "random_tiny_unheard_test" / PROGRESS_FILE
+    header, *lines = progress_file.read_text().splitlines(keepends=True)
+    identity = json.loads(header)["evaluation"]
+    for key in ("task", "data_root", "scene_source"):  # a file written before these were recorded
+        identity.pop(key)
+    progress_file.write_text(json.dumps({"evaluation": identity}) + "\n" + "".join(lines))
+    with pytest.raises(EvaluationProgressError) as refused:
+        _evaluate(tiny_root, tmp_path, *args, "task.max_steps=5")
+    for key in ("task", "data_root", "scene_source"):
+        assert f"{key} is not recorded there" in str(refused.value)
+
+
+def test_the_episode_fingerprint_covers_each_episode_not_only_its_id(synthetic):
+    from dataclasses import replace
+
+    from asgf_nav.eval.progress import episodes_fingerprint
+
+    _, episodes, _ = synthetic
+    moved = replace(episodes[0], start_position=[v + 0.5 for v in episodes[0].start_position])
+    other_sound = replace(episodes[1], sound="drum" if episodes[1].sound != "drum" else "bell")
+    assert episodes_fingerprint(episodes) == episodes_fingerprint(list(episodes))
+    assert episodes_fingerprint([moved, *episodes[1:]]) != episodes_fingerprint(episodes)
+    assert episodes_fingerprint([episodes[0], other_sound, *episodes[2:]]) != episodes_fingerprint(episodes)
 
 
 def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_path, monkeypatch):

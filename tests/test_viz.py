@@ -426,5 +426,5 @@ def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monke
     torch.save(state, tmp_path / "doa.pt")
     observations._REGISTRY.pop("doa")  # a fresh process: only the checkpoint says a DoA head is needed
     argv = ["--dataset", "tiny", "--data-root", cfg.scenes.data_root, "--checkpoint", str(tmp_path / "doa.pt"),
-            "--samples", "6", "--episodes", "2", "--perplexity", "2", "--out", str(tmp_path / "t.png")]  # fmt: skip
+            "--samples", "6", "--episodes", "8", "--perplexity", "2", "--out", str(tmp_path / "t.png")]  # fmt: skip
     assert tsne.main(argv) == 0 and (tmp_path / "t.png").stat().st_size > 0

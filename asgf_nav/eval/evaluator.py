@@ -13,6 +13,7 @@ stepping with the batch through episodes that are discarded; ``AgentContext.acti
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import time
@@ -69,8 +70,22 @@ class Agent:
         raise NotImplementedError(f"{type(self).__name__} must implement act()")
 
 
+def episode_stream(seed: int, scene: str, episode_id: str) -> np.random.Generator:
+    """The random stream of one episode's sampled actions, fixed by (seed, scene, episode id) alone.
+
+    An episode then draws the same actions whichever env, batch size or resumed run it lands in.
+    """
+    digest = hashlib.sha256(f"{seed}/{scene}/{episode_id}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
 class PolicyAgent(Agent):
-    """A trained recurrent policy; samples actions (as SoundSpaces evaluates) unless ``deterministic``."""
+    """A trained recurrent policy; samples actions (as SoundSpaces evaluates) unless ``deterministic``.
+
+    With a ``seed``, each episode samples from its own :func:`episode_stream`, so an evaluation is
+    reproducible and a resumed one draws what the uninterrupted one would have; without, actions come
+    from torch's global generator.
+    """
 
     def __init__(
         self,
@@ -79,17 +94,21 @@ class PolicyAgent(Agent):
         deterministic: bool = False,
         device: torch.device | str = "cpu",
         name: str = "policy",
+        seed: int | None = None,
     ) -> None:
         self.policy = policy.to(device).eval()
         self.sensors = tuple(sensors)
         self.deterministic = deterministic
         self.device = torch.device(device)
         self.name = name
+        self.seed = seed
         self.hidden: torch.Tensor | None = None
         self.last_ase_state: torch.Tensor | None = None
+        self.streams: list[np.random.Generator | None] = []
 
     def reset(self, num_envs: int) -> None:
         self.hidden = self.policy.initial_hidden(num_envs, self.device)
+        self.streams = [None] * num_envs
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
@@ -97,9 +116,26 @@ class PolicyAgent(Agent):
             self.reset(len(ctx.nodes))
         obs = {k: v.to(self.device) for k, v in obs.items()}
         masks = torch.from_numpy((~ctx.new_episode).astype(np.float32)).to(self.device)
-        _, action, _, self.hidden = self.policy.act(obs, self.hidden, masks, deterministic=self.deterministic)
+        if self.deterministic or self.seed is None:
+            _, action, _, self.hidden = self.policy.act(obs, self.hidden, masks, deterministic=self.deterministic)
+            actions = action.cpu().numpy().astype(np.int64)
+        else:
+            dist, _, self.hidden = self.policy.distribution_and_value(obs, self.hidden, masks)
+            actions = self._draw(dist.probs, ctx, self.seed)
         self.last_ase_state = getattr(self.policy, "last_ase_state", None)
-        return action.cpu().numpy().astype(np.int64)
+        return actions
+
+    def _draw(self, probs: torch.Tensor, ctx: AgentContext, seed: int) -> np.ndarray:
+        """Each env's action by inverse CDF from its episode's stream (started on the episode's first step)."""
+        cdf = np.cumsum(probs.double().cpu().numpy(), axis=1)
+        actions = np.empty(len(cdf), dtype=np.int64)
+        for i, episode in enumerate(ctx.episodes):
+            stream = self.streams[i]
+            if stream is None or ctx.new_episode[i]:
+                stream = self.streams[i] = episode_stream(seed, episode.scene, episode.episode_id)
+            u = stream.random() * cdf[i, -1]
+            actions[i] = min(int(np.searchsorted(cdf[i], u, side="right")), cdf.shape[1] - 1)
+        return actions
 
 
 ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa", "doa_checkpoint")))
@@ -134,8 +170,12 @@ def load_policy_agent(
     observation_space: Any,
     deterministic: bool = False,
     device: str | torch.device = "cpu",
+    seed: int | None = None,
 ) -> PolicyAgent:
-    """Build ``cfg.model.policy`` for ``observation_space`` and load the weights of a training checkpoint."""
+    """Build ``cfg.model.policy`` for ``observation_space`` and load the weights of a training checkpoint.
+
+    ``seed`` makes its sampled actions reproducible (see :class:`PolicyAgent`).
+    """
     from asgf_nav.models.policies import build_policy
 
     state = checkpoint_state(checkpoint, device)
@@ -154,7 +194,7 @@ def load_policy_agent(
             f"{size} px views: are the scenes baked at another scenes.image_size?): {first}"
         ) from None
     sensors = list(getattr(observation_space, "spaces", observation_space))
-    return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy)
+    return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------ records

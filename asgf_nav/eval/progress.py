@@ -3,15 +3,17 @@
 A long evaluation (a thousand Replica episodes on a CPU takes hours) that is killed keeps every episode
 it finished in ``{out_dir}/episodes.partial.jsonl``; the same command later runs only the rest and then
 writes the usual outputs and removes the file. The file's first line records what is being evaluated
-(agent, checkpoint, split, the episode list's fingerprint ...), and a resume with anything different
-is refused with the differing key named, so two evaluations never mix.
+(agent, checkpoint, split, seed, task limits, data root, the episode list's fingerprint ...), and a
+resume with anything different is refused with the differing keys named, so two evaluations never mix.
 
-Resumed results are as valid as uninterrupted ones, but not bit-identical: a sampling policy draws its
-actions for the remaining episodes from a fresh random stream.
+A seeded policy draws each episode's actions from a stream of its own (``evaluator.episode_stream``), so
+a resumed evaluation replays the episodes an uninterrupted one would have run; the random baseline draws
+from one stream per run, so its resumed episodes are other draws (reproducible, as valid, not identical).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,10 +41,25 @@ def episode_key(episode: Any) -> tuple[str, str]:
     return str(scene), str(episode.episode_id)
 
 
+def episode_content(episode: Any) -> dict[str, Any]:
+    """Everything that defines an episode (scene, start, goal, sound, distances) of a stored or resolved one."""
+    if isinstance(episode, Episode):
+        return episode.to_json()
+    if dataclasses.is_dataclass(episode) and not isinstance(episode, type):
+        return dataclasses.asdict(episode)
+    raise TypeError(f"not an episode: {type(episode).__name__}")
+
+
 def episodes_fingerprint(episodes: Sequence[Any]) -> str:
-    """A short hash of the ordered episode keys, so a resume runs over exactly the same episodes."""
-    text = "\n".join(f"{scene}/{episode_id}" for scene, episode_id in map(episode_key, episodes))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A short hash of the ordered episodes' full content, so a resume runs over exactly the same episodes.
+
+    Ids alone would not do: generated episodes are numbered "{scene}:{i}", and regenerated ones (after a
+    rebake, or with other task settings) keep their ids with other starts, goals or sounds.
+    """
+    digest = hashlib.sha256()
+    for episode in episodes:
+        digest.update(json.dumps(episode_content(episode), sort_keys=True).encode() + b"\n")
+    return digest.hexdigest()[:16]
 
 
 class EvaluationProgress:
@@ -59,11 +76,14 @@ class EvaluationProgress:
             atomic_write_text(self.path, self._header())
 
     def _difference(self, stored: dict[str, Any], keys: Iterable[str]) -> str | None:
-        """The first of ``keys`` whose stored value differs from this evaluation's, worded; None if none."""
+        """Every key of ``keys`` whose stored value differs from this evaluation's, worded; None if none."""
+        differences = []
         for key in sorted(keys):
-            if stored.get(key) != self.identity.get(key):
-                return f"{key} was {stored.get(key)!r}, now {self.identity.get(key)!r}"
-        return None
+            if key not in stored and key in self.identity:  # written by an evaluate.py that did not record it
+                differences.append(f"{key} is not recorded there (now {self.identity[key]!r})")
+            elif stored.get(key) != self.identity.get(key):
+                differences.append(f"{key} was {stored.get(key)!r}, now {self.identity.get(key)!r}")
+        return "; ".join(differences) or None
 
     def _check_finished(self, summary: Path) -> None:
         """A finished evaluation of something else (another checkpoint, seed, episode list) is never

@@ -124,8 +124,26 @@ def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[
                 "evaluate them under different --name labels, or pass only one"
             )
         cells[(agent, key)] = s
+    _check_same_episodes(agents, columns, cells)
     order = sorted(columns, key=lambda c: (c[0], SOUND_SPLITS.index(c[1]) if c[1] in SOUND_SPLITS else 9, c[1]))
     return agents, order, cells
+
+
+def _check_same_episodes(agents: Sequence[str], columns: set[tuple[str, str]], cells: dict) -> None:
+    """The agents of one column must have run the same episodes (their meta's episode_list fingerprint)."""
+    for column in sorted(columns):
+        seen: dict[str, str] = {}  # fingerprint -> first agent that ran it
+        for agent in agents:
+            fingerprint = cells[(agent, column)]["meta"].get("episode_list") if (agent, column) in cells else None
+            if fingerprint is not None:
+                seen.setdefault(str(fingerprint), agent)
+        if len(seen) > 1:
+            (first_list, first), (second_list, second) = list(seen.items())[:2]
+            raise EvaluationFileError(
+                f"the evaluations of {first!r} and {second!r} on {' '.join(column)} ran different episodes "
+                f"(episode lists {first_list} and {second_list}); a column compares agents on the same episodes: "
+                "evaluate them with the same --episodes, --scenes and data"
+            )
 
 
 def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) -> str:
