@@ -134,6 +134,47 @@ def test_direct_sound_follows_the_inverse_distance_law(single_room):
     assert energies[0] > energies[1] > energies[2]
 
 
+def test_each_first_order_reflection_keeps_what_its_surface_reflects(single_room):
+    """Amplitude x distance of a path off one surface is sqrt(1 - absorption) x sqrt(1 - scattering) of that
+    surface's material per band (4 kHz values held above): wood floor, tiled ceiling, plaster walls."""
+    field = simulate_source(single_room, at(2.0, 2.0), at(4.0, 3.0)[None], FS, ism_order=1, rays=0)
+    s = field.images(0)
+    gain = field.band_amplitude[s] * (field.delay[s] * SPEED_OF_SOUND)[:, None]
+    elevation = field.elevation[s]
+    direct = np.argmin(field.delay[s])
+    np.testing.assert_allclose(gain[direct], 1.0, rtol=1e-3)
+
+    def reflected(name: str) -> np.ndarray:
+        mat = MATERIALS[name]
+        plan_bands = 125.0 * 2.0 ** np.arange(len(mat.absorption))  # 125 Hz - 4 kHz
+        absorption = np.interp(field.band_centers, plan_bands, mat.absorption)  # constant beyond 4 kHz
+        return np.sqrt((1.0 - absorption) * (1.0 - mat.scattering))
+
+    reflections = np.delete(np.arange(len(gain)), direct)
+    assert len(reflections) == 6  # floor, ceiling and four walls
+    for i in reflections:
+        surface = "wood" if elevation[i] < -1 else "tiles" if elevation[i] > 1 else "plaster"
+        np.testing.assert_allclose(gain[i], reflected(surface), rtol=1e-3, err_msg=surface)
+
+
+def test_a_path_is_coloured_by_its_band_amplitudes():
+    """Against a path with flat band amplitudes from the same direction (same HRIR), the rendered spectrum
+    has each band's amplitude at that band's centre, and the top band's above it."""
+    hrtf = load_hrtf(FS)
+    centers = np.array([125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0])
+    amplitudes = np.array([1.0, 0.8, 0.6, 0.4, 0.2, 0.1])
+
+    def spectrum(bands: np.ndarray) -> np.ndarray:
+        paths = EarlyPaths(np.array([0.01]), np.array([30.0]), np.array([0.0]), bands[None])
+        return np.abs(np.fft.rfft(render_early(paths, [0.0], hrtf, centers, 2048)[0], 4096, axis=0))
+
+    ratio = spectrum(amplitudes) / spectrum(np.ones(6))
+    freqs = np.fft.rfftfreq(4096, 1 / FS)
+    at_centres = ratio[np.searchsorted(freqs, centers)]  # (6, 2 ears)
+    np.testing.assert_allclose(at_centres, np.repeat(amplitudes[:, None], 2, axis=1), rtol=0.02)
+    np.testing.assert_allclose(ratio[(freqs > 4000) & (freqs < 7000)], 0.1, rtol=0.15)
+
+
 # --------------------------------------------------------------------------------------------- multi-room
 @pytest.fixture(scope="module")
 def door_field(two_rooms):

@@ -49,7 +49,7 @@ def test_agrees_with_reference_over_200_steps(world, episodes, cache_size, steps
     refs = [AudioNavEnv(world, episodes, cfg, seed=seed, env_index=i, num_envs=b) for i in range(b)]
     ref_obs = [r.reset()[0] for r in refs]
     _compare_obs(env.reset(), ref_obs)
-    finished = 0
+    finished = collisions = 0
     for actions in _scripted_actions(steps, b):
         obs, reward, done, info = env.step(torch.from_numpy(actions))
         assert reward.dtype == torch.float32 and done.dtype == torch.bool
@@ -57,6 +57,8 @@ def test_agrees_with_reference_over_200_steps(world, episodes, cache_size, steps
             o, rr, term, trunc, rinfo = r.step(int(actions[i]))
             assert bool(done[i]) == (term or trunc)
             assert reward[i].item() == pytest.approx(rr, abs=1e-5)
+            assert bool(info["collided"][i]) == rinfo["collided"]
+            collisions += rinfo["collided"]
             if term or trunc:
                 finished += 1
                 for k in METRIC_NAMES:
@@ -66,6 +68,7 @@ def test_agrees_with_reference_over_200_steps(world, episodes, cache_size, steps
             ref_obs[i] = o
         _compare_obs(obs, ref_obs)
     assert finished >= steps // 10  # many episodes, STOP and the step limit both exercised
+    assert collisions > 0  # some forward moves hit a wall
     stats = env.cache_stats()
     assert stats["size"] <= stats["capacity"] and stats["capacity"] == max(cache_size, b)
 

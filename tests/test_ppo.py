@@ -15,7 +15,14 @@ import torch.multiprocessing as mp
 from gymnasium import spaces
 
 from asgf_nav.config import ExperimentConfig
-from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, CheckpointError, list_checkpoints, load_checkpoint, load_latest
+from asgf_nav.rl.checkpoint import (
+    BEST_CHECKPOINT,
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    save_best_checkpoint,
+)
 from asgf_nav.rl.ppo import PPO, explained_variance
 from asgf_nav.rl.rollout import RolloutStorage, compute_gae
 from asgf_nav.rl.trainer import Trainer
@@ -164,6 +171,43 @@ def test_linear_lr_and_clip_decay() -> None:
     ppo.set_progress(update=3, num_updates=4)
     assert ppo.lr == pytest.approx(cfg.ppo.lr / 4) and ppo.clip == pytest.approx(cfg.ppo.clip_param / 4)
     assert ppo.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.ppo.lr / 4)
+
+
+def assert_minibatches_replay_the_rollout(trainer: Trainer) -> None:
+    """Before any optimiser step each minibatch, re-run from its stored GRU state with its stored masks,
+    gives back the log-probabilities and values the rollout acted with (ratio 1)."""
+    storage = trainer.storage
+    assert (storage.masks[1:] == 0).any()  # episode ends inside the rollout: the GRU resets mid-sequence
+    with torch.no_grad():
+        for batch in storage.recurrent_minibatches(storage.advantages, 2):
+            values, log_probs, _, _ = trainer.policy.evaluate_actions(
+                batch.obs, batch.hidden, batch.masks, batch.actions
+            )
+            torch.testing.assert_close(log_probs, batch.old_log_probs, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(values, batch.old_values, atol=1e-5, rtol=1e-5)
+
+
+def test_update_replays_the_recurrent_rollout_and_the_next_one_continues_it(tmp_path: Path) -> None:
+    cfg = small_cfg("av_nav", updates=3, num_envs=4, num_steps=12)  # toy episodes end after steps 5 and 10
+    first = Trainer(cfg, toy_env_factory, tmp_path / "first")
+    first.collect_rollout()
+    assert_minibatches_replay_the_rollout(first)  # the first rollout starts from a reset
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    trainer.train(max_updates=1)
+    # the second rollout starts from the GRU state and the mask the first one ended with, not from a reset
+    assert trainer.last_hidden.abs().sum() > 0 and torch.equal(trainer.storage.hidden, trainer.last_hidden)
+    assert torch.equal(trainer.storage.masks[0], trainer.storage.masks[-1]) and (trainer.storage.masks[0] == 1).all()
+    trainer.collect_rollout()
+    assert_minibatches_replay_the_rollout(trainer)
+
+
+def test_logged_episode_return_sums_over_that_episode_only(tmp_path: Path) -> None:
+    trainer = Trainer(small_cfg("av_nav", num_envs=4, num_steps=16), toy_env_factory, tmp_path / "run")
+    trainer.collect_rollout()  # three 5-step episodes per env end inside the rollout
+    episodes = list(trainer.window.episodes)
+    assert len(episodes) == 12
+    for episode in episodes:  # the toy env pays 1 per correct turn and reports SPL = correct turns / 5
+        assert episode["reward"] == pytest.approx(episode["spl"] * 5, abs=1e-5)
 
 
 def test_ppo_learns_sound_side(tmp_path: Path) -> None:
@@ -413,6 +457,25 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="the run also has ckpt_000005.pt: move the broken file aside"):
         load_latest(tmp_path)
     assert load_latest(tmp_path / "empty") is None
+
+
+def test_a_best_pt_write_that_dies_half_way_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    """best.pt is replaced in place: a run killed while writing it must not lose the best policy so far."""
+
+    def state(update: int) -> dict[str, object]:
+        return {"model": {"w": torch.full((3,), float(update))}, "optimizer": {}, "update": update, "frames": 0,
+                "rng": {}, "config": {}}  # fmt: skip
+
+    def dies_half_way(obj: object, f: str | Path, *args: object, **kwargs: object) -> None:
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    path = save_best_checkpoint(tmp_path, state(1))
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(torch, "save", dies_half_way)
+        save_best_checkpoint(tmp_path, state(2))
+    assert load_checkpoint(path)["update"] == 1
+    assert [p.name for p in path.parent.iterdir()] == [BEST_CHECKPOINT]  # no half-written file left beside it
 
 
 def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path) -> None:

@@ -30,12 +30,15 @@ class Bandit(nn.Module):
         return self.value.expand(actions.shape), d.log_prob(actions), d.entropy(), hidden
 
 
-def _storage(policy: Bandit, ratio: torch.Tensor) -> RolloutStorage:
-    """Four steps of two envs, all action 0, zero advantages; old log-probabilities giving ``ratio``."""
+def _storage(policy: Bandit, ratio: torch.Tensor, advantages: torch.Tensor | None = None) -> RolloutStorage:
+    """Four steps of two envs, all action 0, old values 0, returns 1; old log-probabilities giving ``ratio``;
+    the given advantages (zero by default)."""
     storage = RolloutStorage(4, 2, {"x": ((1,), "float32")}, (1, 1))
     with torch.no_grad():
         storage.log_probs.copy_(policy.dist((4, 2)).log_prob(storage.actions) - ratio.log())
     storage.returns = torch.ones(4, 2)
+    if advantages is not None:
+        storage.advantages = advantages
     return storage
 
 
@@ -87,3 +90,70 @@ def test_a_one_transition_rollout_leaves_the_parameters_finite():
     assert math.isfinite(stats["policy_loss"]) and math.isfinite(stats["grad_norm"])
     assert policy.dist(()).probs[0].item() > torch.softmax(torch.tensor([2.0, 0.0, 0.0, 0.0]), 0)[0].item()
     assert math.isnan(explained_variance(torch.zeros(1), torch.ones(1)))  # undefined for one sample
+
+
+# ---------------------------------------------------------------------------- each loss term, by hand
+# Adam's first step is nearly the same whatever the gradient's scale, so a dropped coefficient or clip
+# would not show in the parameters: these tests check the reported losses and the gradient itself.
+
+
+def test_value_loss_coefficient_scales_the_value_gradient():
+    policy = Bandit()
+    cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0, value_loss_coef=0.5)
+    stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))
+    assert stats["grad_norm"] == pytest.approx(0.5)  # d/dv of 0.5 * coef * (v - 1)^2 at v = 0; logits: none
+
+
+def test_gradient_is_clipped_to_max_grad_norm_before_the_step():
+    policy = Bandit()
+    cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=0.1, value_loss_coef=0.5)
+    ppo = PPO(policy, cfg)
+    stats = ppo.update(_storage(policy, torch.ones(4, 2)))
+    assert stats["grad_norm"] == pytest.approx(0.5)  # the norm before clipping is reported
+    exp_avg = torch.cat([ppo.optimizer.state[p]["exp_avg"].reshape(-1) for p in ppo.parameters])
+    assert exp_avg.norm().item() == pytest.approx((1 - 0.9) * 0.1, rel=1e-4)  # Adam saw the clipped gradient
+
+
+def test_value_loss_takes_the_worse_of_the_clipped_and_unclipped_prediction():
+    policy = Bandit()
+    with torch.no_grad():
+        policy.value.fill_(0.5)  # old values 0 and clip 0.1: the clipped prediction is 0.1
+    cfg = _ppo_config(entropy_coef=0.0, clip_param=0.1, lr=1e-6, use_clipped_value_loss=True)
+    stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))
+    assert stats["value_loss"] == pytest.approx(0.5 * max(0.5**2, 0.9**2), rel=1e-4)
+
+
+def test_policy_loss_is_the_pessimistic_clipped_surrogate():
+    policy = Bandit()
+    ratio, advantages = torch.ones(4, 2), -torch.ones(4, 2)
+    ratio[:2], advantages[:2] = 1.5, 1.0  # half: ratio 1.5 with A = +1 counts as 1.2; half: ratio 1, A = -1
+    cfg = _ppo_config(entropy_coef=0.0, clip_param=0.2, lr=1e-6, use_normalized_advantage=False)
+    stats = PPO(policy, cfg).update(_storage(policy, ratio, advantages))
+    assert stats["policy_loss"] == pytest.approx(-(0.5 * 1.2 - 0.5 * 1.0), rel=1e-4)
+
+
+def test_normalised_advantages_are_centred_before_the_surrogate():
+    policy = Bandit()
+    advantages = torch.arange(8.0).view(4, 2) + 10.0  # all positive: uncentred, every action looks good
+    cfg = _ppo_config(entropy_coef=0.0, lr=1e-6, use_normalized_advantage=True)
+    stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2), advantages))
+    assert stats["policy_loss"] == pytest.approx(0.0, abs=1e-4)  # ratio 1: minus the mean advantage
+
+
+def test_statistics_are_averaged_over_epochs_and_minibatches():
+    policy = Bandit()
+    ratio = torch.ones(4, 2)
+    ratio[:2] = 1.5  # each env's minibatch has 2 of its 4 steps outside the clip range
+    cfg = _ppo_config(clip_param=0.2, lr=1e-8, ppo_epoch=3, num_mini_batch=2)
+    stats = PPO(policy, cfg).update(_storage(policy, ratio))
+    assert stats["clip_fraction"] == pytest.approx(0.5)  # 6 gradient steps of 0.5 each
+
+
+def test_explained_variance_compares_each_value_with_its_own_return():
+    policy = Bandit()
+    storage = _storage(policy, torch.ones(4, 2))
+    storage.returns = torch.arange(8.0).view(4, 2)
+    storage.values[:-1] = storage.returns
+    storage.values[-1] = 100.0  # the bootstrap value after the last step predicts no return
+    stats = PPO(policy, _ppo_config(lr=1e-8)).update(storage)
+    assert stats["explained_variance"] == pytest.approx(1.0)
