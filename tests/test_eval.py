@@ -80,6 +80,25 @@ def _evaluate(tiny_root: Path, out: Path, *extra: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ metrics
+
+
+def killed_after(run_episodes, finished: int):
+    """``run_episodes`` that raises KeyboardInterrupt once ``finished`` episodes were saved (a killed run)."""
+
+    def run(agent, world, episodes, cfg, **kwargs):
+        done = []
+
+        def on_record(record):
+            kwargs["on_record"](record)
+            done.append(record)
+            if len(done) == finished:
+                raise KeyboardInterrupt
+
+        return run_episodes(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
+
+    return run
+
+
 def test_t_interval_on_known_values():
     s = mean_confidence_interval([0.0, 1.0, 1.0, 1.0])
     half = 3.182446305284263 * 0.5 / 2.0  # t(0.975, 3) * std / sqrt(n)
@@ -449,19 +468,7 @@ def test_sampled_evaluation_is_seeded_and_a_resume_replays_it(tiny_root, tmp_pat
     assert actions(tmp_path / "d") != first  # the seed is the one drawn from
 
     real_run = evaluate.run_episodes
-
-    def run_then_die(agent, world, episodes, cfg, **kwargs):
-        done = []
-
-        def on_record(record):
-            kwargs["on_record"](record)
-            done.append(record)
-            if len(done) == 2:
-                raise KeyboardInterrupt  # killed after two finished episodes
-
-        return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
-
-    monkeypatch.setattr(evaluate, "run_episodes", run_then_die)
+    monkeypatch.setattr(evaluate, "run_episodes", killed_after(real_run, 2))
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path / "resumed", *args)
     monkeypatch.setattr(evaluate, "run_episodes", real_run)
@@ -476,20 +483,8 @@ def test_a_resume_with_other_task_limits_or_an_older_progress_file_is_refused(ti
     from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
 
     real_run = evaluate.run_episodes
-
-    def run_then_die(agent, world, episodes, cfg, **kwargs):
-        done = []
-
-        def on_record(record):
-            kwargs["on_record"](record)
-            done.append(record)
-            if len(done) == 4:
-                raise KeyboardInterrupt
-
-        return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
-
     args = ("--agent", "random", "--episodes", "10")
-    monkeypatch.setattr(evaluate, "run_episodes", run_then_die)
+    monkeypatch.setattr(evaluate, "run_episodes", killed_after(real_run, 4))
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path, *args, "task.max_steps=5")
     monkeypatch.setattr(evaluate, "run_episodes", real_run)
@@ -552,16 +547,8 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
 
     best = write_best(1)
     real_run = evaluate.run_episodes
-
-    def run_then_die(agent, world, episodes, cfg, **kwargs):
-        def on_record(record):
-            kwargs["on_record"](record)
-            raise KeyboardInterrupt  # killed after its first finished episode
-
-        return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
-
     args = ("--checkpoint", str(best), "--episodes", "3", "task.max_steps=10")
-    monkeypatch.setattr(evaluate, "run_episodes", run_then_die)
+    monkeypatch.setattr(evaluate, "run_episodes", killed_after(real_run, 1))
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path / "eval", *args)
     assert (tmp_path / "eval" / "asgf_tiny_unheard_test" / PROGRESS_FILE).exists()
