@@ -1,0 +1,78 @@
+"""Interaural feature conventions the packaged DoA weights were trained with, and example draws."""
+
+import numpy as np
+import torch
+
+from asgf_nav.models.doa.data import DoaExampleSampler
+from asgf_nav.models.doa.features import StftConfig, binaural_stft, interaural_features
+from asgf_nav.models.doa.rooms import shoebox_pool
+from asgf_nav.sounds.bank import SoundBank
+
+SR = 16000
+
+
+def _left_leading(n=SR // 2, delay=2, gain=0.5, seed=0):
+    """Noise that reaches the left ear first and louder: right = gain x left delayed by ``delay`` samples."""
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal(n + delay)).float()
+    return torch.stack([x[delay:], gain * x[:-delay]])[None]  # (1, 2, n)
+
+
+def test_ild_is_left_over_right_and_ipd_is_left_minus_right_phase():
+    cfg = StftConfig()
+    feats = interaural_features(binaural_stft(_left_leading(), cfg))  # (1, 4, T, F)
+    ild_db = 10.0 * feats[0, 2]
+    assert abs(float(ild_db[:, 4:200].median()) - 20 * np.log10(1 / 0.5)) < 0.5  # +6 dB: left louder
+    # right lags by 2 samples: phase_L - phase_R = +2 pi f 2 / sr, positive below sr/4
+    low = slice(4, 100)
+    assert float(feats[0, 1][:, low].median()) > 0.1
+    expected = 2 * np.pi * np.arange(256)[low] * 2 / cfg.n_fft
+    np.testing.assert_allclose(feats[0, 1][:, low].median(0).values.numpy(), np.sin(expected), atol=0.05)
+
+
+def test_level_feature_is_per_example():
+    """The log level has each example's own mean removed: an example's features do not depend on its batch."""
+    cfg = StftConfig()
+    a = _left_leading(seed=1)
+    b = 30.0 * _left_leading(seed=2)
+    alone = interaural_features(binaural_stft(a, cfg))
+    batched = interaural_features(binaural_stft(torch.cat([a, b]), cfg))
+    torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=1e-5)
+    assert abs(float(batched[1, 3].mean())) < 1e-4
+
+
+def test_stft_keeps_dc_and_drops_nyquist():
+    cfg = StftConfig()
+    audio = torch.ones(1, 2, SR // 4)  # a constant: all energy in bin 0
+    spec = binaural_stft(audio, cfg).abs()
+    assert spec.shape[2] == cfg.num_bins == cfg.n_fft // 2
+    mid = spec.shape[-1] // 2
+    # a periodic Hann window of 512 sums to 256 (bin 0) and has 128 at bin 1
+    np.testing.assert_allclose(spec[0, 0, :3, mid].numpy(), [256.0, 128.0, 0.0], atol=1e-2)
+
+
+def test_distractor_is_of_another_category_and_prompt_is_another_instance():
+    bank = SoundBank.load()
+    sampler = DoaExampleSampler(bank, shoebox_pool(3, 3, seed=1, progress=False), "train", clip_seconds=0.1)
+    rng = np.random.default_rng(0)
+    for _ in range(1500):
+        d = sampler._draw(0.0, rng)
+        assert bank.category(d.distractor) != bank.category(d.target)
+        assert bank.category(d.prompt) == bank.category(d.target)
+        assert bank.instance(d.prompt) != bank.instance(d.target) and d.prompt != d.target
+
+
+def test_target_and_distractor_play_from_two_different_sources():
+    bank = SoundBank.load()
+    sampler = DoaExampleSampler(bank, shoebox_pool(3, 3, seed=1, progress=False), "train", clip_seconds=0.1)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        d = sampler._draw(0.0, rng)
+        assert d.target_source != d.distractor_source
+
+
+def test_the_loudest_window_may_end_exactly_at_the_signal_end():
+    from asgf_nav.models.doa.data import loudest_window
+
+    signal = torch.zeros(1, 2, 100, dtype=torch.float64)
+    signal[..., 80:100] = 1.0  # all energy in the last 20 samples
+    assert int(loudest_window(signal, torch.tensor([100]), 20, 10)[0]) == 80

@@ -1,0 +1,75 @@
+"""Episode generation details a researcher relies on."""
+
+import numpy as np
+import pytest
+
+from asgf_nav.config import TaskConfig
+from asgf_nav.tasks.episodes import (
+    Episode,
+    EpisodeError,
+    generate_scene_episodes,
+    generate_split,
+    load_or_generate,
+    resolve_episode,
+)
+from asgf_nav.tasks.navigation import quaternion_to_yaw_index, yaw_to_quaternion
+from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+
+SR = 16000
+
+
+def test_geodesic_distance_is_in_metres_and_bounds_are_inclusive_on_a_half_metre_grid():
+    """Replica's grid is 0.5 m: distances are hops x grid size, and min = max = 1.0 m means exactly 2 hops."""
+    scene = grid_scene("half", grid_size=0.5, sample_rate=SR)
+    episodes = generate_scene_episodes(scene, 40, ["bell"], seed=3, min_distance=1.0, max_distance=1.0)
+    world = synthetic_world([scene], SR)
+    for ep in episodes:
+        resolved = resolve_episode(ep, world)
+        assert scene.geodesic_hops[resolved.start_node, resolved.goal_node] == 2
+        assert ep.geodesic_distance == pytest.approx(1.0)
+    wide = generate_scene_episodes(scene, 40, ["bell"], seed=3, min_distance=0.5, max_distance=3.0)
+    for ep in wide:
+        r = resolve_episode(ep, world)
+        assert ep.geodesic_distance == pytest.approx(scene.geodesic_hops[r.start_node, r.goal_node] * 0.5)
+
+
+def test_start_yaws_cover_all_four_headings():
+    scene = grid_scene("yaws", sample_rate=SR)
+    episodes = generate_scene_episodes(scene, 200, ["bell"], seed=0)
+    assert {quaternion_to_yaw_index(ep.start_rotation) for ep in episodes} == {0, 1, 2, 3}
+
+
+def _content(episodes):
+    return [(e.start_position, e.start_rotation, e.goal_position, e.sound) for e in episodes]
+
+
+def test_cached_splits_are_drawn_independently_and_as_generate_split_draws_them(tmp_path):
+    """val and test (same counts) must not be the same episodes; the cached path must reproduce generate_split."""
+    world = synthetic_world(sample_rate=SR)
+    cfg = TaskConfig(val_episodes=12, test_episodes=12)
+    sounds = ["bell", "drum", "horn"]
+    val = load_or_generate(tmp_path, world, "val", "unheard", sounds, cfg)
+    test = load_or_generate(tmp_path, world, "test", "unheard", sounds, cfg)
+    assert _content(val) != _content(test)
+    assert _content(val) == _content(generate_split(world, "val", "unheard", sounds, cfg))
+    assert _content(test) == _content(generate_split(world, "test", "unheard", sounds, cfg))
+
+
+def test_an_episode_whose_goal_is_unreachable_is_refused_even_with_a_stored_num_action():
+    scene = grid_scene("split", nx=5, nz=3, blocked=((2, 0), (2, 1), (2, 2)), sample_rate=SR, num_sources=None)
+    world = synthetic_world([scene], SR)
+    hops = np.asarray(scene.geodesic_hops)
+    goal = int(scene.source_nodes[0])
+    start = int(np.flatnonzero(hops[:, goal] < 0)[0])
+    ep = Episode(
+        "1",
+        "split/split.glb",
+        scene.positions[start].tolist(),
+        yaw_to_quaternion(0),
+        scene.positions[goal].tolist(),
+        "bell",
+        3.0,
+        num_action=5,
+    )
+    with pytest.raises(EpisodeError, match="unreachable"):
+        resolve_episode(ep, world)

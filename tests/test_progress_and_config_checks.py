@@ -1,0 +1,44 @@
+"""Evaluation progress file corruption and config checks."""
+
+import json
+
+import pytest
+
+from asgf_nav.config import ConfigError, load_config
+from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError
+
+
+def _record(i):
+    return EpisodeRecord(str(i), "s", "bell", 0, 0, 1, [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], 1.0, 2, [1, 0])
+
+
+def test_a_corrupt_line_before_the_last_is_an_error_not_silently_dropped(tmp_path):
+    identity = {"agent": "oracle", "seed": 0}
+    progress = EvaluationProgress(tmp_path, identity)
+    for i in range(3):
+        progress.add(_record(i))
+    path = tmp_path / PROGRESS_FILE
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2][:20]  # the second record (file line 3) damaged, the third intact
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EvaluationProgressError, match="line 3 is not an episode record"):
+        EvaluationProgress(tmp_path, identity)
+    # a damaged LAST line is dropped (the run was killed while writing it) and the rest kept
+    path.write_text("\n".join(lines[:2] + [lines[3][:20]]) + "\n")
+    resumed = EvaluationProgress(tmp_path, identity)
+    assert sorted(resumed.done) == [("s", "0")]
+    assert len(path.read_text().splitlines()) == 2  # header + the intact record
+
+
+@pytest.mark.parametrize("key", ["task.max_steps", "task.success_distance", "ppo.num_envs", "ppo.num_steps", "ppo.lr"])
+def test_zero_for_a_quantity_that_must_be_positive_names_the_key(key):
+    with pytest.raises(ConfigError, match=rf"'{key}' must be positive"):
+        load_config(overrides=[f"{key}=0"])
+
+
+def test_a_quoted_false_in_a_yaml_file_is_not_read_as_true(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(json.dumps({"task": {"use_doa": "false"}}))  # JSON is YAML: "false" is a string
+    with pytest.raises(ConfigError, match="task.use_doa"):
+        load_config(path)
