@@ -50,23 +50,15 @@ def test_stft_keeps_dc_and_drops_nyquist():
     np.testing.assert_allclose(spec[0, 0, :3, mid].numpy(), [256.0, 128.0, 0.0], atol=1e-2)
 
 
-def test_distractor_is_of_another_category_and_prompt_is_another_instance():
+def test_draws_pair_another_category_from_another_source_with_another_instance_as_prompt():
     bank = SoundBank.load()
     sampler = DoaExampleSampler(bank, shoebox_pool(3, 3, seed=1, progress=False), "train", clip_seconds=0.1)
     rng = np.random.default_rng(0)
-    for _ in range(1500):
+    for _ in range(1500):  # fewer draws missed a same-category distractor now and then
         d = sampler._draw(0.0, rng)
         assert bank.category(d.distractor) != bank.category(d.target)
         assert bank.category(d.prompt) == bank.category(d.target)
         assert bank.instance(d.prompt) != bank.instance(d.target) and d.prompt != d.target
-
-
-def test_target_and_distractor_play_from_two_different_sources():
-    bank = SoundBank.load()
-    sampler = DoaExampleSampler(bank, shoebox_pool(3, 3, seed=1, progress=False), "train", clip_seconds=0.1)
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        d = sampler._draw(0.0, rng)
         assert d.target_source != d.distractor_source
 
 
