@@ -160,13 +160,12 @@ def build_samples(
 def losses(out: dict[str, torch.Tensor], samples: AudioSamples, index: torch.Tensor) -> dict[str, torch.Tensor]:
     """The three heads' losses on the samples ``index``; samples without a direction add no direction loss."""
     direction = samples.direction[index]
-    has_direction = direction != NO_DIRECTION
+    labelled = (direction != NO_DIRECTION).sum().clamp(min=1)  # a batch heard only at the source adds 0, not nan
     return {
-        "direction": (
-            nn.functional.cross_entropy(out["direction"][has_direction], direction[has_direction])
-            if has_direction.any()
-            else out["direction"].sum() * 0.0  # a batch heard only at the source: nothing to learn here
-        ),
+        "direction": nn.functional.cross_entropy(
+            out["direction"], direction, ignore_index=NO_DIRECTION, reduction="sum"
+        )
+        / labelled,
         "close": nn.functional.binary_cross_entropy_with_logits(out["close"], samples.close[index]),
         "position": nn.functional.smooth_l1_loss(out["position"], samples.position[index]),
     }
