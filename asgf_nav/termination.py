@@ -10,12 +10,17 @@ loop finishes its update, saves a checkpoint and then raises, so an interrupted 
 Python drops an exception raised while it is inside a ``__del__`` or a weakref callback ("Exception
 ignored in ..."), and a library's bare ``except`` can swallow it too; so the handlers always remember
 the signal, and long loops call :func:`raise_if_stopped` at safe points to raise it again.
+
+The handler never logs: it runs between two bytecodes of whatever the main thread was doing, which may be
+a log handler half-way through writing to the same file ("reentrant call inside BufferedWriter"). Its
+notice goes straight to file descriptor 2 instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -39,9 +44,15 @@ def _on_signal(signum: int, frame: Any) -> None:
     if first and _deferring:
         _deferred = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        logger.warning("%s: stopping after this update and saving a checkpoint (send it again to stop at once)", name)
+        _notify(f"{name}: stopping after this update and saving a checkpoint (send it again to stop at once)")
         return
     _raise_for(signum)
+
+
+def _notify(message: str) -> None:
+    """Write one line to stderr without Python's buffered streams, which the interrupted code may hold."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"\n{message}\n".encode())
 
 
 def install_stop_handlers() -> None:

@@ -69,3 +69,49 @@ def test_signal_inside_a_training_loop_waits_for_its_safe_point(stop, times):
     assert done.stdout.splitlines() == expected
     assert "stopping after this update" in done.stderr
     assert "exception got lost" not in done.stderr  # a deferred signal is not a lost one
+
+
+MID_LOG_SCRIPT = textwrap.dedent(
+    """
+    import logging, os, signal, sys
+    from asgf_nav.termination import install_stop_handlers, stop_between_updates, stop_requested
+
+    class SignalledStream:
+        '''A log file whose first write is interrupted by SIGTERM, as a scheduler's signal may land.'''
+        def __init__(self):
+            self.inside = False
+            self.sent = False
+            self.lines = []
+        def write(self, text):
+            if self.inside:
+                raise RuntimeError("reentrant call inside the log stream")
+            self.inside = True
+            try:
+                if not self.sent:
+                    self.sent = True
+                    os.kill(os.getpid(), signal.SIGTERM)
+                self.lines.append(text)
+            finally:
+                self.inside = False
+        def flush(self):
+            pass
+
+    stream = SignalledStream()
+    log = logging.getLogger()  # every logger's records, the handler's own too, reach this one stream
+    log.addHandler(logging.StreamHandler(stream))
+    install_stop_handlers()
+    with stop_between_updates():
+        log.warning("update 1 done")
+        print("recorded" if stop_requested() else "missed", flush=True)
+    print("".join(stream.lines).strip(), flush=True)
+    """
+)
+
+
+def test_a_signal_that_lands_inside_a_log_write_does_not_log_from_the_handler():
+    """The handler may interrupt a log handler mid-write; logging from it again raised RuntimeError in CI."""
+    done = subprocess.run([sys.executable, "-c", MID_LOG_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "reentrant" not in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout.splitlines() == ["recorded", "update 1 done"]
+    assert "SIGTERM: stopping after this update" in done.stderr
