@@ -55,6 +55,16 @@ def test_cached_splits_are_drawn_independently_and_as_generate_split_draws_them(
     assert _content(test) == _content(generate_split(world, "test", "unheard", sounds, cfg))
 
 
+def test_the_same_sounds_in_another_order_regenerate_the_cache_as_a_fresh_root_would(tmp_path):
+    """Generation draws a sound by its index, so a reordered list must not reuse episodes drawn from the old order."""
+    world = synthetic_world(sample_rate=SR)
+    cfg = TaskConfig(val_episodes=24, test_episodes=24)
+    load_or_generate(tmp_path / "cached", world, "test", "heard", ["bell", "drum", "horn"], cfg)
+    reordered = load_or_generate(tmp_path / "cached", world, "test", "heard", ["horn", "bell", "drum"], cfg)
+    fresh = load_or_generate(tmp_path / "fresh", world, "test", "heard", ["horn", "bell", "drum"], cfg)
+    assert _content(reordered) == _content(fresh)
+
+
 def test_an_episode_whose_goal_is_unreachable_is_refused_even_with_a_stored_num_action():
     scene = grid_scene("split", nx=5, nz=3, blocked=((2, 0), (2, 1), (2, 2)), sample_rate=SR, num_sources=None)
     world = synthetic_world([scene], SR)

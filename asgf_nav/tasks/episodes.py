@@ -331,7 +331,7 @@ def generation_record(
     return {
         "format": GENERATION_FORMAT,
         "dataset": world.dataset, "scene": scene, "split": split, "sound_split": sound_split, "count": int(count),
-        "sounds": zlib.crc32("\n".join(sorted(sounds)).encode()),
+        "sounds": zlib.crc32("\n".join(sounds).encode()),  # in order: generation draws sounds by index
         "source_nodes": zlib.crc32(np.asarray(world.scene(scene).source_nodes, dtype=np.int64).tobytes()),
         "graph": graph_digest(world.scene(scene)),
         "min_geodesic_distance": float(task_cfg.min_geodesic_distance),
