@@ -1,9 +1,10 @@
 """Oracle turn costs, sampler resume and split-file scene filtering."""
 
 import numpy as np
+import pytest
 
 from asgf_nav.config import TaskConfig
-from asgf_nav.tasks.episodes import EpisodeSampler, _write_json_gz, generate_split, load_episodes
+from asgf_nav.tasks.episodes import EpisodeError, EpisodeSampler, _write_json_gz, generate_split, load_episodes
 from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_RIGHT, oracle_plan, turn_cost
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
@@ -26,6 +27,17 @@ def test_shuffle_sampler_state_round_trip_continues_the_same_order_over_new_perm
     b = EpisodeSampler(7, seed=3, env_index=1, num_envs=2)  # as a resumed run rebuilds it
     b.load_state_dict(state)
     assert [a.next() for _ in range(30)] == [b.next() for _ in range(30)]  # spans several reshuffles
+
+
+def test_a_sampler_state_for_another_episode_count_is_refused():
+    """Its order indexes the saved dataset: loading it into a smaller one would later index past the end."""
+    a = EpisodeSampler(7, seed=3)
+    a.next()
+    with pytest.raises(EpisodeError, match="sampler state is for 7 episodes, this sampler has 5"):
+        EpisodeSampler(5, seed=3).load_state_dict(a.state_dict())
+    legacy = {k: v for k, v in a.state_dict().items() if k != "num_episodes"}  # written before the count was kept
+    with pytest.raises(EpisodeError, match="this sampler has 5"):
+        EpisodeSampler(5, seed=3).load_state_dict(legacy)
 
 
 def test_a_split_file_listing_episodes_is_filtered_to_the_requested_scenes(tmp_path):

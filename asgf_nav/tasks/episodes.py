@@ -427,6 +427,7 @@ class EpisodeSampler:
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "num_episodes": self.num_episodes,
             "rng": self.rng.bit_generator.state,
             "order": list(self.order),
             "cursor": self.cursor,
@@ -436,6 +437,10 @@ class EpisodeSampler:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a saved walk; its order indexes the saved dataset, so another episode count is refused."""
+        saved = state.get("num_episodes")
+        if (saved is not None and saved != self.num_episodes) or max(state["order"], default=-1) >= self.num_episodes:
+            raise EpisodeError(f"sampler state is for {saved} episodes, this sampler has {self.num_episodes}")
         self.rng.bit_generator.state = state["rng"]
         self.order = list(state["order"])
         self.cursor = int(state["cursor"])
