@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
                 choices=EVAL_CHOICES.get(f.name),
             )
     args = vars(parser.parse_args(argv))
-    check_output(parser, "--out", args["out"])
     for key in ("selective", "crnn"):  # a missing default is left out of the table; a named file must exist
         path, default = args[key], getattr(EvalConfig, key)
         if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():
@@ -53,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args["clip_seconds"] <= 1.0:
         parser.error(f"--clip-seconds: {args['clip_seconds']} s is outside (0, 1], the length of the bank's sounds")
     args["snrs"] = tuple(args["snrs"])
+    check_output(parser, "--out", args["out"])  # last: it creates the directory, which a refused run must not
     setup_logging("INFO")
     results = evaluate(EvalConfig(**args))
     print(markdown_table(results))

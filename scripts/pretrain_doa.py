@@ -44,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, type=kind, default=f.default, choices=TRAIN_CHOICES.get(f.name))
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
-    check_output(parser, "--out", args["out"])
-    check_output(parser, "--export", args["export"])
     export = args.pop("export")
     check_doa_rooms(parser, args)
     if args["clip_seconds"] > 1.0:
@@ -56,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed: {err}")
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
+    check_output(parser, "--out", args["out"])  # last: they create directories, which a refused run must not
+    check_output(parser, "--export", export)
     setup_logging("INFO")
     cfg = DoaTrainConfig(**args)
     metrics = train(cfg)

@@ -1,9 +1,14 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and guards that keep tests from leaking state."""
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from asgf_nav import termination
 from asgf_nav.sounds.bank import SoundBank
 
 
@@ -11,3 +16,37 @@ from asgf_nav.sounds.bank import SoundBank
 def bank() -> SoundBank:
     """The packaged sound bank (loaded once per module, as each module had it)."""
     return SoundBank.load()
+
+
+@pytest.fixture(autouse=True)
+def restore_stop_handling() -> Iterator[None]:
+    """A script run in-process installs the stop handlers; later tests get pytest's own again, and no
+    recorded signal, so a real Ctrl-C still stops the session and one test's stop does not stop the next."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    state = (termination._received, termination._deferring, termination._deferred)
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    termination._received, termination._deferring, termination._deferred = state
+
+
+def _visible_entries(root: Path) -> set[str]:
+    """Entries two levels deep (``runs/eval``, ``data/doa``), hidden ones and caches left out."""
+    found: set[str] = set()
+    for entry in root.iterdir():
+        if entry.name.startswith(".") or entry.name == "__pycache__" or entry.name.endswith(".egg-info"):
+            continue
+        found.add(entry.name)
+        if entry.is_dir():
+            found.update(f"{entry.name}/{child.name}" for child in entry.iterdir() if child.name != "__pycache__")
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def nothing_left_in_the_working_directory() -> Iterator[None]:
+    """Scripts' default outputs (``runs/eval``, ``data/doa``) are relative: a test passes its own paths."""
+    root = Path.cwd()
+    before = _visible_entries(root)
+    yield
+    created = sorted(_visible_entries(root) - before)
+    assert not created, f"tests created {created} in the working directory {root}"

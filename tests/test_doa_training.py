@@ -63,7 +63,7 @@ def test_rir_pool_rejects_unknown_rooms_and_scenes_without_a_root(tmp_path):
         train(DoaTrainConfig(posterior_loss="hinge", pool_dir=str(tmp_path)))
 
 
-def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
+def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
     import eval_doa
     import pretrain_doa
 
@@ -91,11 +91,15 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys):
         ),
         (eval_doa.main, ["--crnn", "none", "--out", str(tmp_path)], f"--out: {tmp_path} is a directory"),
     ]
+    workdir = tmp_path / "workdir"  # the default --out paths are relative: a refused run must not create them
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     for main, argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+        assert not any(workdir.iterdir()), (argv, list(workdir.rglob("*")))
 
 
 def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_path, capsys):
