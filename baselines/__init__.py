@@ -6,6 +6,7 @@ audio model trained by scripts/train_baselines.py, and ``oracle`` (shortest path
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +23,57 @@ def audio_model_path(cfg: Any, model_path: str | Path | None = None) -> Path:
     return Path(model_path or default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, cfg.task.sound_split))
 
 
-def make_baseline(
-    name: str, cfg: Any, model_path: str | Path | None = None, seed: int = 0, random_stop_rule: str = "goal"
-) -> Agent:
-    """The baseline ``name``; the audio-model baselines load ``model_path`` (default under the data root)."""
+def baseline_class(name: str) -> type[Agent]:
+    """The agent class of the baseline ``name`` (imported on demand: the audio ones pull in their model)."""
     if name == "random":
         from baselines.random_agent import RandomAgent
 
-        return RandomAgent(seed=seed, stop_rule=random_stop_rule)
+        return RandomAgent
     if name == "oracle":
         from baselines.oracle import OracleAgent
 
-        return OracleAgent()
-    if name in AUDIO_MODEL_BASELINES:
-        from baselines.audio_model import load_model
+        return OracleAgent
+    if name == "gan":
+        from baselines.gan import GanAgent
 
-        model = load_model(audio_model_path(cfg, model_path))
-        if name == "gan":
-            from baselines.gan import GanAgent
-
-            return GanAgent(model)
+        return GanAgent
+    if name == "direction_follower":
         from baselines.direction_follower import DirectionFollowerAgent
 
-        return DirectionFollowerAgent(model)
+        return DirectionFollowerAgent
     raise ValueError(f"unknown baseline {name!r}; available: {list(BASELINES)}")
 
 
-__all__ = ["AUDIO_MODEL_BASELINES", "BASELINES", "audio_model_path", "make_baseline"]
+def baseline_sensors(name: str) -> tuple[str, ...]:
+    """The observations the baseline ``name`` reads: an evaluation of it loads (and needs baked) no others."""
+    return tuple(baseline_class(name).sensors)
+
+
+def make_baseline(
+    name: str,
+    cfg: Any,
+    model_path: str | Path | None = None,
+    seed: int = 0,
+    random_stop_rule: str = "goal",
+    spectrogram_shape: Sequence[int] | None = None,
+) -> Agent:
+    """The baseline ``name``; the audio-model baselines load ``model_path`` (default under the data root) and,
+    given the env's ``spectrogram_shape``, refuse a model trained on another (CheckpointError)."""
+    agent_class: Any = baseline_class(name)  # an unknown name raises here; each class takes its own arguments
+    if name == "random":
+        return agent_class(seed=seed, stop_rule=random_stop_rule)
+    if name in AUDIO_MODEL_BASELINES:
+        from baselines.audio_model import load_model
+
+        return agent_class(load_model(audio_model_path(cfg, model_path), spectrogram_shape))
+    return agent_class()
+
+
+__all__ = [
+    "AUDIO_MODEL_BASELINES",
+    "BASELINES",
+    "audio_model_path",
+    "baseline_class",
+    "baseline_sensors",
+    "make_baseline",
+]

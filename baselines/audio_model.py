@@ -9,15 +9,16 @@ One small CNN reads the binaural spectrogram (F, T, 2) and predicts, in the agen
 - ``position``: the source position (forward, left) in metres.
 
 Labels come from the episodes' geometry only (receiver node, source node, yaw); samples are drawn from
-the train split's scenes, sounds and acoustic source nodes. The Direction Follower uses the first two
-heads, Gan et al. the last two.
+the train split's scenes, sounds and acoustic source nodes, the validation samples at source nodes held out
+of training (:func:`split_geometry`). The Direction Follower uses the first two heads, Gan et al. the last
+two.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,17 +92,26 @@ def sample_geometry(
     world: TaskWorld,
     count: int,
     sounds: Sequence[str],
-    seed: int,
+    seed: int | Sequence[int],
     success_distance: float = 1.0,
     near_fraction: float = 0.3,
+    sources: Mapping[str, Sequence[int]] | None = None,
 ) -> list[tuple[str, int, int, int, str]]:
-    """(scene, receiver, source, yaw, sound) tuples; ``near_fraction`` of them within 2x the success distance."""
+    """(scene, receiver, source, yaw, sound) tuples, drawn with replacement; ``near_fraction`` of them within 2x
+    the success distance. ``sources`` limits each scene's source nodes (a scene it gives none is skipped)."""
     rng = np.random.default_rng(seed)
-    names = sorted(world.scenes)
+    pools = {
+        name: np.asarray(world.scene(name).source_nodes if sources is None else sources.get(name, ()), dtype=np.int64)
+        for name in sorted(world.scenes)
+    }
+    names = [name for name, pool in pools.items() if pool.size]
+    if not names:
+        raise ValueError(f"no source nodes to draw samples from in scenes {sorted(world.scenes)}")
     out = []
     for _ in range(count):
         scene = world.scene(names[int(rng.integers(len(names)))])
-        source = int(scene.source_nodes[int(rng.integers(len(scene.source_nodes)))])
+        pool = pools[scene.name]
+        source = int(pool[int(rng.integers(pool.size))])
         dist = np.asarray(scene.geodesic_hops[:, source]) * scene.grid_size
         reachable = np.flatnonzero(np.asarray(scene.geodesic_hops[:, source]) >= 0)
         if rng.random() < near_fraction:
@@ -110,6 +120,38 @@ def sample_geometry(
         receiver = int(reachable[int(rng.integers(reachable.size))])
         out.append((scene.name, receiver, source, int(rng.integers(4)), str(sounds[int(rng.integers(len(sounds)))])))
     return out
+
+
+def held_out_sources(world: TaskWorld, fraction: float, seed: int) -> dict[str, list[int]]:
+    """Per scene, the source nodes whose samples only validate: ``fraction`` of them, at least one where the
+    scene has two or more, none where it has one (its only source must train).
+
+    Holding out whole source nodes keeps every validation (scene, receiver, source, yaw) out of the training
+    samples, which repeated draws would otherwise share (for the heard sound: the same spectrogram)."""
+    rng = np.random.default_rng([seed, 1])
+    held = {}
+    for name in sorted(world.scenes):
+        nodes = np.asarray(world.scene(name).source_nodes, dtype=np.int64)
+        count = min(max(1, int(round(fraction * nodes.size))), nodes.size - 1)
+        held[name] = sorted(int(n) for n in rng.choice(nodes, size=count, replace=False)) if count > 0 else []
+    if not any(held.values()):
+        raise ValueError(
+            f"scenes {sorted(world.scenes)} have one source node each: none can be held out for validation "
+            "(bake more with acoustics.sources_per_scene)"
+        )
+    return held
+
+
+def split_geometry(
+    world: TaskWorld, train_count: int, val_count: int, seed: int, success_distance: float = 1.0, fraction: float = 0.1
+) -> tuple[list[tuple[str, int, int, int, str]], list[tuple[str, int, int, int, str]], dict[str, list[int]]]:
+    """Training and validation geometry (sound '-') at disjoint source nodes, and the held-out sources per scene
+    (:func:`held_out_sources` with ``fraction``): validation samples share no geometry with training ones."""
+    held = held_out_sources(world, fraction, seed)
+    kept = {name: [int(n) for n in world.scene(name).source_nodes if int(n) not in held[name]] for name in held}
+    train = sample_geometry(world, train_count, ["-"], seed, success_distance, sources=kept)
+    val = sample_geometry(world, val_count, ["-"], [seed, 2], success_distance, sources=held)
+    return train, val, {name: nodes for name, nodes in held.items() if nodes}
 
 
 def render_rirs(
@@ -229,8 +271,10 @@ def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> P
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_model(path: str | Path) -> AudioGoalNet:
-    """The model :func:`save_model` wrote; a missing, unreadable or foreign file raises CheckpointError."""
+def load_model(path: str | Path, spectrogram_shape: Sequence[int] | None = None) -> AudioGoalNet:
+    """The model :func:`save_model` wrote; a missing, unreadable or foreign file raises CheckpointError, and so
+    does one trained on spectrograms of another shape than ``spectrogram_shape`` (the env's, when given): its
+    adaptive pooling would accept them and predict nonsense."""
     path = Path(path)
     if not path.is_file():
         problem = "is a directory; give the .pt file" if path.is_dir() else "does not exist"
@@ -245,6 +289,12 @@ def load_model(path: str | Path) -> AudioGoalNet:
     if not isinstance(state, dict) or state.get("version") != MODEL_VERSION:
         raise CheckpointError(f"{path} is not a baseline audio model of version {MODEL_VERSION}")
     model = AudioGoalNet(state["spectrogram_shape"], state["bins"])
+    if spectrogram_shape is not None and model.spectrogram_shape != tuple(int(s) for s in spectrogram_shape):
+        raise CheckpointError(
+            f"baseline audio model {path} was trained on spectrograms of shape {model.spectrogram_shape}, but this "
+            f"environment's are {tuple(int(s) for s in spectrogram_shape)} (another sample rate or dataset); "
+            "train one on its data with scripts/train_baselines.py"
+        )
     model.load_state_dict(state["model"])
     return model.eval()
 

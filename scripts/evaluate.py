@@ -12,6 +12,10 @@ Finished episodes are saved as they end, so the same command resumes a killed ev
 checkpoint file holds another update: best.pt is rewritten while training goes on, nor with other task
 limits, data or episodes). A checkpoint's sampled actions are seeded by train.seed, each episode with a
 stream of its own: the same command gives the same episodes, resumed or not.
+
+A baseline loads only the observations it reads (direction_follower and gan: the spectrogram; oracle and
+random: none), whatever task.sensors says, so scenes baked without views (no 'vision' stage) suffice;
+task.sensors applies to checkpoints, which hold their own.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from asgf_nav.cli import (
     check_output,  # noqa: E402
     config_from_args,
     load_checkpoint_or_exit,
+    non_negative_int,
     positive_int,
     reject_swallowed_overrides,
     run_script,
@@ -49,7 +54,14 @@ from asgf_nav.experiment import register_auxiliary_observations, set_torch_threa
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.soundspaces_import import scene_source  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
-from baselines import AUDIO_MODEL_BASELINES, BASELINES, audio_model_path, make_baseline  # noqa: E402
+from asgf_nav.tasks.spectrogram import spectrogram_shape  # noqa: E402
+from baselines import (  # noqa: E402
+    AUDIO_MODEL_BASELINES,
+    BASELINES,
+    audio_model_path,
+    baseline_sensors,
+    make_baseline,
+)
 
 logger = logging.getLogger("evaluate")
 
@@ -59,8 +71,11 @@ OUTCOME_TASK_KEYS: tuple[str, ...] = ("max_steps", "success_distance", "use_doa"
 
 def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
     """The baseline named by --agent, or the policy of the loaded --checkpoint with the config's sensors."""
-    if args.agent:
-        return make_baseline(args.agent, cfg, args.baseline_model, seed=args.seed, random_stop_rule=args.random_stop)
+    if args.agent:  # an audio model trained on spectrograms of another shape is refused
+        return make_baseline(
+            args.agent, cfg, args.baseline_model, seed=args.seed, random_stop_rule=args.random_stop,
+            spectrogram_shape=spectrogram_shape(world.sample_rate),
+        )  # fmt: skip
     from asgf_nav.tasks.audionav_env import observation_space_for
 
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
@@ -77,6 +92,8 @@ def audio_model_identity(cfg, args: argparse.Namespace) -> dict[str, str]:
 def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None) -> Path:
     cfg = config_for_checkpoint(cfg, checkpoint) if checkpoint else copy.deepcopy(cfg)
     cfg.task.sound_split = sound_split
+    if args.agent:  # a baseline needs (baked) only what it reads: no RGB-D views for an audio-only bake
+        cfg.task.sensors = list(baseline_sensors(args.agent))
     world, episodes = load_task_data(cfg, args.split, args.scenes)
     episodes = select_episodes(episodes, args.episodes)
     agent = build_agent(args, cfg, world, checkpoint)
@@ -144,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         help="random agent's STOP rule (see baselines/random_agent.py)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random baseline (a checkpoint's sampling: train.seed)"
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the random baseline, >= 0 (a checkpoint's sampling: train.seed)",
     )
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
@@ -158,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--baseline-model is the audio model of {' / '.join(AUDIO_MODEL_BASELINES)}, not of --agent {args.agent}"
         )
-    check_output(parser, "--out", args.out, directory=True)
     setup_logging("INFO")
     cfg = config_from_args(args)
     args.device = resolve_device(args.device, key="--device")  # a device this machine lacks stops here
     set_torch_threads(cfg, background_build=False)  # train.torch_threads holds here too: no oversubscribing
     # loaded once: with --sound-split both, both splits evaluate the same version of a rewritten best.pt
     checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None
+    check_output(parser, "--out", args.out, directory=True)  # after the inputs: it creates the directory
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     for sound_split in splits:
         out = evaluate_one(args, cfg, sound_split, checkpoint)

@@ -6,8 +6,14 @@
     python scripts/train_baselines.py --config replica_unheard --sound-split both --scenes office_0 room_0
 
 Samples (receiver, source, yaw, sound) are drawn from the train split's scenes and sounds (telephone for
-heard, the train sound list for unheard); 10 % of them are held out to report accuracy. The model goes
-to {data_root}/baselines/audio_goal_{dataset}_{sound_split}.pt unless --out is given.
+heard, the train sound list for unheard). 10 % of them validate the model: they are drawn at 10 % of each
+scene's source nodes, held out whole, so no validation sample repeats a training sample's geometry. The
+model goes to {data_root}/baselines/audio_goal_{dataset}_{sound_split}.pt unless --out is given; its meta
+records the held-out sources, the validation scores and the seconds the split's own spectrograms and
+training took (rir_seconds: the RIRs, rendered once for all sound splits).
+
+The model hears only the spectrogram, so scenes baked without views (no 'vision' stage) suffice, whatever
+task.sensors says.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from asgf_nav.cli import (  # noqa: E402
     check_output,
     config_from_args,
     int_at_least,
+    non_negative_int,
     positive_int,
     reject_swallowed_overrides,
     run_script,
@@ -42,14 +49,14 @@ from baselines.audio_model import (  # noqa: E402
     build_samples,
     default_model_path,
     render_rirs,
-    sample_geometry,
     save_model,
+    split_geometry,
     train_model,
 )
 
 logger = logging.getLogger("train_baselines")
 
-VAL_FRACTION = 0.1  # of the samples, held out to report accuracy
+VAL_FRACTION = 0.1  # of the samples (and of each scene's source nodes), held out to report accuracy
 
 
 def train_size(n: int, val_fraction: float = VAL_FRACTION) -> int:
@@ -76,9 +83,9 @@ def train_scene_names(cfg) -> list[str]:
     return get_preset(cfg.scenes.dataset).split_scenes("train")
 
 
-def split_samples(samples: AudioSamples, val_fraction: float) -> tuple[AudioSamples, AudioSamples]:
+def split_samples(samples: AudioSamples, cut: int) -> tuple[AudioSamples, AudioSamples]:
+    """The first ``cut`` samples (training) and the rest (validation)."""
     n = len(samples.direction)
-    cut = train_size(n, val_fraction)
 
     def part(sl: slice) -> AudioSamples:
         return AudioSamples(samples.spectrogram[sl], samples.direction[sl], samples.close[sl], samples.position[sl])
@@ -91,16 +98,22 @@ def train_splits(args: argparse.Namespace, cfg, sound_splits: list[str]) -> list
     world = load_world(cfg, "train", args.scenes)
     success = float(cfg.task.success_distance)
     start = time.perf_counter()
-    geometry = sample_geometry(world, args.samples, ["-"], args.seed, success)
+    cut = train_size(args.samples)
+    train_geometry, val_geometry, val_sources = split_geometry(
+        world, cut, args.samples - cut, args.seed, success, VAL_FRACTION
+    )
+    geometry = train_geometry + val_geometry
     rirs = render_rirs(world, geometry)
+    rir_seconds = round(time.perf_counter() - start, 1)
     outputs = []
     for k, sound_split in enumerate(sound_splits):
+        split_start = time.perf_counter()
         split_cfg = copy.deepcopy(cfg)
         split_cfg.task.sound_split = sound_split
         sounds = sound_names(split_cfg, "train")
         rng = np.random.default_rng(args.seed + 1 + k)
         with_sounds = [(s, r, src, y, str(sounds[int(rng.integers(len(sounds)))])) for s, r, src, y, _ in geometry]
-        train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), VAL_FRACTION)
+        train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), cut)
         model, scores = train_model(train, val, epochs=args.epochs, seed=args.seed)
         out = Path(args.out) if args.out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, sound_split)
         meta = {
@@ -109,10 +122,13 @@ def train_splits(args: argparse.Namespace, cfg, sound_splits: list[str]) -> list
             "scenes": sorted(world.scenes),
             "sounds": len(sounds),
             "samples": args.samples,
+            "val_samples": len(val_geometry),
+            "val_sources": val_sources,  # per scene: the source nodes only validation samples use
             "epochs": args.epochs,
             "seed": args.seed,
             "val_scores": scores,
-            "seconds": round(time.perf_counter() - start, 1),
+            "seconds": round(time.perf_counter() - split_start, 1),  # this split's spectrograms and training
+            "rir_seconds": rir_seconds,  # the geometry and RIRs all splits share, before the first
         }
         save_model(out, model, meta)
         logger.info("saved %s: %s", out, json.dumps(meta))
@@ -132,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"spectrogram samples to draw (at least {MIN_SAMPLES})",
     )
     parser.add_argument("--epochs", type=positive_int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the samples and the training (>= 0)")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--out", help="model path (only with a single sound split)")
     add_scene_arguments(parser)
@@ -142,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("INFO")
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
+    cfg.task.sensors = ["spectrogram"]  # all the model hears: scenes need no baked views
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     if args.out and len(splits) > 1:
         parser.error("--out: a model path names one file; give a single --sound-split, not both")

@@ -26,6 +26,7 @@ from asgf_nav.cli import (  # noqa: E402
     config_from_args,
     int_at_least,
     load_checkpoint_or_exit,
+    non_negative_int,
     positive_float,
     positive_int,
     run_script,
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perplexity", type=positive_float, default=30.0)
     parser.add_argument("--num-envs", type=positive_int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled actions and of t-SNE")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampled actions and of t-SNE")
     parser.add_argument("--title", default="", help="figure title")
     parser.add_argument("--out", default="tsne.png", help="figure (the states go next to it as .npz)")
     add_scene_arguments(parser)

@@ -1,7 +1,10 @@
 """Baselines: geometry helpers, the audio model's labels and training, and each agent's behaviour."""
 
+import json
 import math
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from torch import nn
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import Agent, AgentContext, run_episodes, summarize
 from asgf_nav.rl.checkpoint import CheckpointError
+from asgf_nav.scenes.build import build_scenes
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
@@ -18,6 +22,7 @@ from baselines import BASELINES, make_baseline
 from baselines.audio_model import (
     NO_DIRECTION,
     AudioGoalNet,
+    AudioSamples,
     bin_angle,
     build_samples,
     direction_bin,
@@ -218,3 +223,112 @@ def test_registry_builds_every_baseline(tmp_path):
         make_baseline("gan", cfg)
     with pytest.raises(ValueError, match="unknown baseline"):
         make_baseline("teleport", cfg)
+
+
+# ------------------------------------------------------------------------------------------ training script
+def _record_train_splits(monkeypatch, tmp_path, world, samples: int, splits: list[str], clock: list[float]) -> dict:
+    """Run train_baselines.train_splits on ``world`` with RIRs, spectrograms, training and saving faked: returns
+    each split's training and validation geometry and the saved meta. ``clock`` is its perf_counter; rendering
+    the RIRs advances it by 7 s, training a model by 100 s."""
+    import train_baselines
+
+    built: list[list[tuple]] = []
+    seen: dict[str, list] = {"train": [], "val": [], "meta": []}
+
+    def render(world, geometry, progress=True):
+        clock[0] += 7.0
+        return [None] * len(geometry)
+
+    def build(world, geometry, success_distance=1.0, batch=64, progress=True, rirs=None):
+        built.append(list(geometry))
+        n = len(geometry)  # each sample's 'direction' is its index, to find its geometry again
+        return AudioSamples(torch.zeros(n, 1, 1, 2), torch.arange(n), torch.zeros(n), torch.zeros(n, 2))
+
+    def train(train, val, **kwargs):
+        clock[0] += 100.0
+        seen["train"].append([built[-1][i] for i in train.direction.tolist()])
+        seen["val"].append([built[-1][i] for i in val.direction.tolist()])
+        return AudioGoalNet((1, 1, 2)), {}
+
+    monkeypatch.setattr(train_baselines, "load_world", lambda cfg, split, scenes=None: world)
+    monkeypatch.setattr(train_baselines, "sound_names", lambda cfg, split: ["bell", "drum"])
+    monkeypatch.setattr(train_baselines, "render_rirs", render)
+    monkeypatch.setattr(train_baselines, "build_samples", build)
+    monkeypatch.setattr(train_baselines, "train_model", train)
+    monkeypatch.setattr(train_baselines, "save_model", lambda path, model, meta: seen["meta"].append(meta) or path)
+    monkeypatch.setattr(train_baselines, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    args = SimpleNamespace(scenes=None, samples=samples, epochs=1, seed=0, out=None)
+    train_baselines.train_splits(args, cfg, splits)
+    return seen
+
+
+def test_validation_samples_share_no_geometry_with_training(setup, monkeypatch, tmp_path):
+    """Draws with replacement repeat (scene, receiver, source, yaw) tuples; a validation sample that repeats a
+    training one (the same spectrogram for the heard sound) would flatter the held-out scores."""
+    world, _, _ = setup
+    seen = _record_train_splits(monkeypatch, tmp_path, world, 4000, ["heard"], [0.0])
+    train, val = seen["train"][0], seen["val"][0]
+    assert len(train) + len(val) == 4000 and len(val) >= 300
+    assert not {g[:4] for g in train} & {g[:4] for g in val}
+    # whole source nodes are held out: validation hears sources at positions training never heard
+    assert not {g[0:3:2] for g in train} & {g[0:3:2] for g in val}
+    assert {g[0] for g in val} == set(world.scenes)  # every scene has held-out sources
+    assert seen["meta"][0]["val_sources"] == {s: sorted({g[2] for g in val if g[0] == s}) for s in world.scenes}
+
+
+def test_each_sound_split_model_records_its_own_training_time(setup, monkeypatch, tmp_path):
+    world, _, _ = setup
+    seen = _record_train_splits(monkeypatch, tmp_path, world, 40, ["heard", "unheard"], [0.0])
+    assert [m["seconds"] for m in seen["meta"]] == [100.0, 100.0]  # not 107 and 207 (cumulative)
+    assert [m["rir_seconds"] for m in seen["meta"]] == [7.0, 7.0]  # the shared RIRs, rendered once
+
+
+@pytest.fixture(scope="module")
+def audio_only_root(tmp_path_factory) -> Path:
+    """The tiny preset's train and test scenes baked without views (layout and cheap acoustics only)."""
+    root = tmp_path_factory.mktemp("audio_only")
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(root)
+    cfg.acoustics.sources_per_scene = 4
+    cfg.acoustics.rays = 200
+    cfg.acoustics.ism_order = 1
+    cfg.acoustics.max_rir_seconds = 0.3
+    build_scenes(cfg, "tiny", ["tiny_apartment", "tiny_room_test"], stages=("layout", "acoustics"), workers=1)
+    return root
+
+
+def _evaluate_tiny(root: Path, out: Path, *extra: str) -> None:
+    import evaluate
+
+    argv = ["--dataset", "tiny", "--data-root", str(root), "--out", str(out), "--num-envs", "2", "--episodes", "2",
+            "--sound-split", "heard", *extra, "task.test_episodes=4", "task.max_steps=6"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+
+
+def test_baselines_need_no_views_only_what_they_read(audio_only_root, tmp_path):
+    """The oracle reads nothing and the audio model only the spectrogram: an audio-only bake is enough, whatever
+    task.sensors (the default config's RGB-D) says."""
+    import train_baselines
+
+    _evaluate_tiny(audio_only_root, tmp_path / "eval", "--agent", "oracle")
+    assert json.loads((tmp_path / "eval" / "oracle_tiny_heard_test" / "summary.json").read_text())
+    out = tmp_path / "model.pt"
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--samples", "20", "--epochs", "1",
+            "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert train_baselines.main(argv) == 0  # tiny_heard's sensors are [depth, spectrogram]
+    meta = torch.load(out, weights_only=False)["meta"]
+    assert meta["samples"] == 20 and meta["val_samples"] == 2 and meta["seconds"] >= 0 <= meta["rir_seconds"]
+
+
+def test_a_model_of_another_spectrogram_shape_is_refused(audio_only_root, tmp_path):
+    """A model trained at another sample rate runs on any input size (adaptive pooling) and would evaluate
+    with meaningless predictions; the 44.1 kHz tiny world hears (65, 69, 2) spectrograms."""
+    path = save_model(tmp_path / "m16k.pt", AudioGoalNet((65, 26, 2)), {})
+    message = re.escape(f"{path} was trained on spectrograms of shape (65, 26, 2)") + r".*\(65, 69, 2\)"
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path, spectrogram_shape=(65, 69, 2))
+    assert load_model(path, spectrogram_shape=[65, 26, 2]).spectrogram_shape == (65, 26, 2)
+    with pytest.raises(CheckpointError, match=message):
+        _evaluate_tiny(audio_only_root, tmp_path / "eval", "--agent", "gan", "--baseline-model", str(path))

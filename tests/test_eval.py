@@ -249,8 +249,12 @@ def test_evaluate_script_oracle_is_perfect_on_tiny_scene(tiny_root, tmp_path):
     assert {r.sound for r in heard} == {"telephone"}
 
 
-def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys):
+def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys, monkeypatch):
     import evaluate
+
+    workdir = tmp_path / "workdir"  # the default --out is relative: a refused run must not create it
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
 
     missing, corrupt = tmp_path / "ckpt_000009.pt", tmp_path / "ckpt_000010.pt"
     corrupt.write_bytes(b"not a checkpoint")
@@ -261,6 +265,7 @@ def test_evaluate_script_names_a_missing_or_corrupt_checkpoint(tmp_path, capsys)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error: ") and str(path) in err and message in err
+        assert not any(workdir.iterdir()), list(workdir.rglob("*"))
     # a run directory (or its checkpoints/) names the files to pass instead: best.pt and the newest
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -572,7 +577,7 @@ def test_an_evaluation_with_another_audio_model_is_another_evaluation(tiny_root,
     models = []
     for seed in (1, 2):
         torch.manual_seed(seed)
-        models.append(save_model(tmp_path / f"model_{seed}.pt", AudioGoalNet(spectrogram_shape(16000)), {}))
+        models.append(save_model(tmp_path / f"model_{seed}.pt", AudioGoalNet(spectrogram_shape(44100)), {}))
     args = ("--agent", "direction_follower", "--sound-split", "unheard", "--episodes", "2", "task.max_steps=5")
     _evaluate(tiny_root, tmp_path / "eval", *args, "--baseline-model", str(models[0]))
     summary = load_summary(tmp_path / "eval" / "direction_follower_tiny_unheard_test")

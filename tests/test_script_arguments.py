@@ -113,6 +113,7 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
         ),
         # 2. tsne
         "tsne_av_nav": ("tsne", tsne, ["--checkpoint", str(checkpoint), "'av_nav'", "no ASE module"]),
+        "tsne_seed": ("tsne", [*tsne, "--seed", "-1"], ["--seed", "must be >= 0", "got -1"]),
         "tsne_samples": ("tsne", [*tsne, "--samples", "3"], ["--samples", "must be >= 5", "got 3"]),
         "tsne_out": ("tsne", [*tsne[:-2], "--out", str(work / "t3.npz")], ["--out", "t3.npz", "no figure format"]),
         # 3. train_baselines
@@ -124,6 +125,13 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
             "train_baselines",
             [*base, "--scenes", "tiny_apartment", "tiny_room_test"],
             ["--scenes", "['tiny_room_test'] not in the train split of tiny", "['tiny_apartment']"],
+        ),
+        "base_seed": ("train_baselines", [*base, "--seed", "-1"], ["--seed", "must be >= 0", "got -1"]),
+        # 3b. evaluate (the random agent's seed)
+        "eval_seed": (
+            "evaluate",
+            ["--config", "tiny_heard", "--data-root", empty, "--agent", "random", "--seed", "-1", "--out", str(work)],
+            ["--seed", "must be >= 0", "got -1"],
         ),
         # 4. bake_spectrograms
         "bake_threads": ("bake_spectrograms", [*bake, "--threads", "-1"], ["--threads", "must be >= 0"]),
@@ -232,6 +240,10 @@ def test_tsne_checks_policy_samples_and_figure_format_before_rollouts(outcomes):
 
 def test_train_baselines_checks_samples_threads_and_train_scenes(outcomes):
     _check(outcomes, "base_samples", "base_samples_4", "base_threads_0", "base_threads_neg", "base_scenes")
+
+
+def test_seeds_are_checked_before_the_data_loads(outcomes):
+    _check(outcomes, "base_seed", "eval_seed", "tsne_seed")
 
 
 def test_train_baselines_minimum_samples_leave_a_validation_split():
