@@ -127,7 +127,7 @@ class TrainConfig:
     checkpoint_interval: int = 50  # updates between checkpoints
     keep_checkpoints: int = 3  # newest ckpt_*.pt kept (best.pt is kept besides); 0: all
     val_interval: int = 500  # updates between validations; 0 disables
-    val_episodes: int = 50  # at least; every env runs ceil(val_episodes / num_envs) of them
+    val_episodes: int = 50  # spaced evenly over the val split, each counted once per validation
     # the validation metric that picks checkpoints/best.pt (SoundSpaces tests the checkpoint with the
     # best val SPL); "none": keep no best checkpoint
     best_metric: Literal["spl", "success", "sna", "softspl", "none"] = "spl"

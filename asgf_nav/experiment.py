@@ -100,10 +100,13 @@ def check_doa_sensor(cfg: ExperimentConfig, registered: list[str]) -> None:
 
 def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None = None) -> Any:
     """Batched env of one DD-PPO rank: its own share of the (baked) training scenes and its own seed. Only
-    rank 0 validates, so a val env holds every baked val scene."""
+    rank 0 validates, so a val env draws on every baked val scene: it holds ``train.val_episodes`` episodes
+    spaced evenly over the val split (evaluation's selection, so each scene counts in proportion and every
+    validation runs the same ones), which its sequential stride runs once."""
+    from asgf_nav.eval.evaluator import select_episodes
     from asgf_nav.rl.distributed import world_size
     from asgf_nav.scenes.background import ScenesNotReadyError
-    from asgf_nav.tasks.factory import make_env
+    from asgf_nav.tasks.factory import load_task_data, make_env
 
     scenes = None
     if pool is not None:
@@ -113,7 +116,12 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
         ranks = world_size()
         if split == "train" and len(scenes) >= ranks:
             scenes = scenes[rank::ranks]
-    return make_env(cfg, split, device=cfg.train.device, scenes=scenes, seed=cfg.train.seed + 1000 * rank)
+    seed = cfg.train.seed + 1000 * rank
+    if split != "val":
+        return make_env(cfg, split, device=cfg.train.device, scenes=scenes, seed=seed)
+    world, episodes = load_task_data(cfg, split, scenes)
+    chosen = select_episodes(episodes, int(cfg.train.val_episodes))
+    return make_env(cfg, split, device=cfg.train.device, seed=seed, world=world, episodes=chosen)
 
 
 def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any | None:

@@ -217,3 +217,18 @@ def test_a_provider_that_reads_the_spectrogram_gets_it_without_the_spectrogram_s
     cfg = TaskConfig(max_steps=40, sensors=["depth", "blind_level", "pointgoal"])
     assert (BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=3).reset()["blind_level"] == -1).all()
     assert AudioNavEnv(world, episodes, cfg, seed=3).reset()[0]["blind_level"][0] == -1
+
+
+def test_reseed_restarts_the_samplers_from_the_new_seed(world, episodes):
+    env = BatchedAudioNavEnv(world, episodes, 3, sensors=["depth"], seed=5)
+    env.reset()
+    start = env.ep_index.tolist()
+    env.reseed((5, 0, 7))  # e.g. seed, rank, update
+    env.reset()
+    fresh = env.ep_index.tolist()
+    env.reseed((5, 0, 7))
+    env.reset()
+    assert env.ep_index.tolist() == fresh != start
+    env.reseed(5)  # an int seed is the constructor's
+    env.reset()
+    assert env.ep_index.tolist() == start

@@ -97,7 +97,14 @@ def test_ddppo_ranks_share_the_training_scenes_and_rank_0_validates_on_all(monke
 
     built = collections.defaultdict(list)
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    monkeypatch.setattr(factory, "make_env", lambda cfg, split, device, scenes, seed: built[split].append(scenes))
+    monkeypatch.setattr(  # the val env gets its episodes from this: here the world stands for its scene list
+        factory, "load_task_data", lambda cfg, split, scenes: (scenes, [f"{s}:{i}" for s in scenes for i in range(25)])
+    )
+    monkeypatch.setattr(
+        factory,
+        "make_env",
+        lambda cfg, split, device, seed, scenes=None, world=None, episodes=None: built[split].append(scenes or world),
+    )
     pool = types.SimpleNamespace(ready=lambda split: ["a", "b", "c", "d"])
     cfg = load_config("tiny_heard")
     for rank in (0, 1):

@@ -13,11 +13,16 @@ resumed from update K reaches the same parameters as an uninterrupted run when t
 do not depend on what it cached before. The batched env's caches are not saved: it recomputes their
 observations in other batches, which changes them in the last float bits, so there the resumed run is
 the same run up to rounding (docs/models.md). Under DD-PPO rank 0 checkpoints, and every rank resumes
-with fresh episodes (the ranks' envs differ, and one file holds one env).
+with fresh episodes (the ranks' envs differ, and one file holds one env): an env with ``reseed(seed)`` gets
+its episode samplers reseeded from (train.seed, rank, update), so no resume replays the episodes the run
+began with; the same holds when the saved env state no longer fits (the scene pool grew).
 
 Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside
 an isolated RNG scope, on a val env restored to the same initial state each time (when the env offers
 ``state_dict``), so numbers are comparable across validations and training randomness is untouched.
+The val env holds the episodes to validate on (``experiment.make_rank_env``: ``train.val_episodes``
+evenly spaced over the whole val split, so every val scene counts in proportion); its sequential
+stride runs each of the first ``train.val_episodes`` once.
 A pending stop (SIGTERM, Ctrl-C) cuts a validation short and drops its partial numbers, so the checkpoint
 the stop waits for is written at once. The checkpoint of the best validation so far on
 ``train.best_metric`` is kept as ``checkpoints/best.pt`` (SoundSpaces reports the test figures of the
@@ -113,6 +118,14 @@ class EpisodeWindow:
         return {k: float(np.mean([e[k] for e in self.episodes if k in e])) for k in keys}
 
 
+def validation_quota(num_envs: int, val_episodes: int, dataset_size: int | None = None) -> list[int]:
+    """Episodes each val env counts. Env ``i`` of a sequential stride runs episodes i, i+n, ..., so these
+    shares count each of the first ``val_episodes`` episodes (all of them when the env has fewer,
+    ``dataset_size``; None: unknown) exactly once, none twice."""
+    total = val_episodes if dataset_size is None else min(val_episodes, dataset_size)
+    return [len(range(i, total, num_envs)) for i in range(num_envs)]
+
+
 def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in obs.items()}
 
@@ -137,6 +150,8 @@ class Trainer:
             torch.set_num_threads(cfg.train.torch_threads)
         seed_everything(cfg.train.seed + self.rank)
 
+        if scenes_changed is not None:  # the baseline, taken before the env reads the pool: a scene baked
+            scenes_changed("train")  # while the trainer starts up then rebuilds the env at the first update
         self.env = env_factory(cfg, "train", self.rank)
         self.num_envs = int(self.env.num_envs)
         self.env_device = torch.device(getattr(self.env, "device", "cpu"))
@@ -304,9 +319,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """Mean metrics on the val split (sampled actions) over the first ``ceil(train.val_episodes /
-        num_envs)`` episodes of every env. Counting the same number per env keeps long episodes: stopping
-        at the first ``val_episodes`` to finish would favour short ones, and flatter a policy that wanders.
+        """Mean metrics on the val split (sampled actions) over each env's share of the val env's first
+        ``train.val_episodes`` episodes (:func:`validation_quota`). Waiting for every env's fixed share
+        keeps long episodes: stopping at the first ``val_episodes`` to finish would favour short ones, and
+        flatter a policy that wanders.
 
         Raises ValidationStopped once a stop signal is pending: a stopped run checkpoints first."""
         if stop_requested():
@@ -321,8 +337,10 @@ class Trainer:
             self.val_env.load_state_dict(self.val_env_initial_state)
         env = self.val_env
         num_envs = int(env.num_envs)
-        per_env = math.ceil(int(self.cfg.train.val_episodes) / num_envs)
-        window = EpisodeWindow(per_env * num_envs)
+        dataset = len(env.episodes) if hasattr(env, "episodes") else None
+        shares = validation_quota(num_envs, int(self.cfg.train.val_episodes), dataset)
+        quota = torch.tensor(shares, dtype=torch.long, device=self.device)
+        window = EpisodeWindow(max(1, sum(shares)))
         finished = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.policy.eval()
         with isolated_rng(self.cfg.train.seed + VALIDATION_SEED_OFFSET), torch.no_grad():
@@ -330,7 +348,7 @@ class Trainer:
             hidden = self.policy.initial_hidden(num_envs, self.device)
             masks = torch.zeros(num_envs, device=self.device)
             returns = torch.zeros(num_envs, device=self.device)
-            for _ in range((per_env + 1) * int(self.cfg.task.max_steps)):  # a bound; episodes end sooner
+            for _ in range((max(shares) + 1) * int(self.cfg.task.max_steps)):  # a bound; episodes end sooner
                 if stop_requested():
                     raise ValidationStopped(f"a stop was requested after {len(window.episodes)} episode(s)")
                 _, action, _, hidden = self.policy.act(obs, hidden, masks, deterministic=False)
@@ -338,11 +356,11 @@ class Trainer:
                 obs = to_device(obs, self.device)
                 done = torch.as_tensor(done, device=self.device, dtype=torch.bool)
                 returns += torch.as_tensor(reward, device=self.device, dtype=torch.float32)
-                window.add(returns, done & (finished < per_env), info)
+                window.add(returns, done & (finished < quota), info)
                 finished += done.long()
                 returns.masked_fill_(done, 0.0)
                 masks = (~done).float()
-                if bool((finished >= per_env).all()):
+                if bool((finished >= quota).all()):
                     break
         result = window.means()
         result["episodes"] = float(len(window.episodes))
@@ -464,6 +482,8 @@ class Trainer:
         else:
             logger.warning("env state not restored (%s); resuming with fresh episodes", not_restored)
             seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.update)
+            if hasattr(self.env, "reseed"):  # the env draws episodes from samplers of its own
+                self.env.reseed((int(self.cfg.train.seed), self.rank, self.update))
             obs = self.env.reset()
             masks = torch.zeros(self.num_envs, device=self.device)
             self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)

@@ -343,6 +343,15 @@ class BatchedAudioNavEnv:
             "prev_distance": self.prev_distance.copy(),
         }
 
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """Restart every env's episode sampler from ``seed`` (an int or a sequence of ints); takes effect
+        at the next ``reset``. Shuffle samplers then walk fresh permutations, sequential ones restart their
+        stride. A resumed run whose saved sampler state cannot be loaded uses it with a seed of its own, so
+        it does not replay the episodes the run began with."""
+        mode = self.samplers[0].mode
+        n = self.num_envs
+        self.samplers = [EpisodeSampler(len(self.episodes), seed, i, n, mode) for i in range(n)]
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["num_envs"] != self.num_envs or state["num_episodes"] != len(self.episodes):
             why = "; the scene pool changed, e.g. more scenes were baked" if state["num_envs"] == self.num_envs else ""

@@ -395,11 +395,18 @@ class EpisodeSampler:
     """Which episode an env runs next: ``shuffle`` walks reshuffled permutations, ``sequential`` strides.
 
     In ``sequential`` mode env ``i`` of ``n`` runs episodes i, i+n, i+2n, ... so that n envs together
-    cover a dataset once (evaluation). The state is plain data for checkpoints.
+    cover a dataset once (evaluation). ``seed`` is an int or a sequence of ints (e.g. seed, rank, update:
+    distinct sequences give independent streams, where summing them into one int could collide). The
+    state is plain data for checkpoints.
     """
 
     def __init__(
-        self, num_episodes: int, seed: int, env_index: int = 0, num_envs: int = 1, mode: str = "shuffle"
+        self,
+        num_episodes: int,
+        seed: int | Sequence[int],
+        env_index: int = 0,
+        num_envs: int = 1,
+        mode: str = "shuffle",
     ) -> None:
         if num_episodes <= 0:
             raise EpisodeError("episode sampler needs at least one episode")
@@ -409,7 +416,8 @@ class EpisodeSampler:
         self.mode = mode
         self.env_index = env_index
         self.num_envs = num_envs
-        self.rng = np.random.default_rng([int(seed), int(env_index)])
+        seeds = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+        self.rng = np.random.default_rng([*seeds, int(env_index)])
         self.order: list[int] = []
         self.cursor = 0
 
