@@ -47,7 +47,7 @@ class AcousticsConfig:
     """Room-acoustics baking (image sources + ray tracing, binaural with a measured HRTF)."""
 
     sources_per_scene: int = 24  # nodes that can hold the sound, spread over the scene; RIRs from each to every node
-    ism_order: int = 3  # image-source reflection order of the early part
+    ism_order: int = 3  # image-source reflection order of the early part (>= 1)
     rays: int = 3000  # rays traced per source for the late reverberation
     max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut)
     ear_height: float = 1.5  # listener and source height above the floor (m)
@@ -283,6 +283,11 @@ def check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'acoustics.max_rir_seconds' must be below {LATE_NOISE_SECONDS} s, the noise bank the "
             f"late tails are cut from, got {cfg.acoustics.max_rir_seconds!r}"
+        )
+    if cfg.acoustics.ism_order < 1:
+        raise ConfigError(
+            "config key 'acoustics.ism_order' must be at least 1, got 0: the ray tracer logs rays from that many "
+            "bounces on, so at order 0 the direct sound would also be in the late tail (docs/acoustics.md)"
         )
     if cfg.ppo.num_mini_batch > cfg.ppo.num_envs:
         raise ConfigError(
