@@ -102,7 +102,7 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         assert not any(workdir.iterdir()), (argv, list(workdir.rglob("*")))
 
 
-def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_path, capsys):
+def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_path, capsys, monkeypatch):
     import eval_doa
     import pretrain_doa
 
@@ -117,6 +117,9 @@ def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_
         (pretrain_doa.main, ["--out", str(corrupt)], "not readable as a torch checkpoint"),
         (pretrain_doa.main, ["--model", "selective", "--out", str(crnn)], "holds a 'crnn' model, not 'selective'"),
     ]
+    workdir = tmp_path / "workdir"  # eval_doa's default --out is relative: a refused run must not create it
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     for main, argv, message in cases:
         started = time.monotonic()
         with pytest.raises(SystemExit) as exit_info:
@@ -126,6 +129,7 @@ def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_
         assert err.strip().splitlines()[-1].startswith("error: ") and str(tmp_path) in err, argv
         assert message in err, argv
         assert time.monotonic() - started < 20, argv  # stopped before any RIR pool was drawn
+        assert not any(workdir.iterdir()), (argv, list(workdir.rglob("*")))
 
 
 def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
