@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from asgf_nav import termination
 from asgf_nav.sounds.bank import SoundBank
@@ -16,6 +17,15 @@ from asgf_nav.sounds.bank import SoundBank
 def bank() -> SoundBank:
     """The packaged sound bank (loaded once per module, as each module had it)."""
     return SoundBank.load()
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One torch thread: tiny models run faster without thread sync on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from scene_helpers import bake_audio_only
 from torch import nn
 
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import Agent, AgentContext, run_episodes, summarize
 from asgf_nav.rl.checkpoint import CheckpointError
-from asgf_nav.scenes.build import build_scenes
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
@@ -288,15 +288,7 @@ def test_each_sound_split_model_records_its_own_training_time(setup, monkeypatch
 @pytest.fixture(scope="module")
 def audio_only_root(tmp_path_factory) -> Path:
     """The tiny preset's train and test scenes baked without views (layout and cheap acoustics only)."""
-    root = tmp_path_factory.mktemp("audio_only")
-    cfg = ExperimentConfig()
-    cfg.scenes.data_root = str(root)
-    cfg.acoustics.sources_per_scene = 4
-    cfg.acoustics.rays = 200
-    cfg.acoustics.ism_order = 1
-    cfg.acoustics.max_rir_seconds = 0.3
-    build_scenes(cfg, "tiny", ["tiny_apartment", "tiny_room_test"], stages=("layout", "acoustics"), workers=1)
-    return root
+    return bake_audio_only(tmp_path_factory.mktemp("audio_only"), ["tiny_apartment", "tiny_room_test"], sources=4)
 
 
 def _evaluate_tiny(root: Path, out: Path, *extra: str) -> None:

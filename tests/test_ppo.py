@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +98,7 @@ def toy_env_factory(cfg: ExperimentConfig, split: str, rank: int) -> ToySoundSid
     return ToySoundSideEnv(cfg.ppo.num_envs, seed)
 
 
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """One torch thread: these tiny models run faster without thread sync on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_cfg(

@@ -3,7 +3,6 @@ when a scene baked in the background joins training."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,7 @@ from asgf_nav.tasks.episodes import Episode, generate_scene_episodes
 from asgf_nav.tasks.synthetic import synthetic_world
 from asgf_nav.tasks.world import TaskWorld
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
