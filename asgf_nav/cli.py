@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -166,7 +167,8 @@ def check_output(
     parser: argparse.ArgumentParser, flag: str, path: str | Path | None, directory: bool = False, figure: bool = False
 ) -> None:
     """Before any work: the output ``path`` of ``flag`` (a file, or with ``directory`` a directory; with
-    ``figure`` of a format matplotlib writes) can be written, so that a long run does not fail at its last write."""
+    ``figure`` of a format matplotlib writes) can be written, so that a long run does not fail at its last write.
+    The folders a file's check creates are removed again: a run refused later leaves nothing behind."""
     from asgf_nav.io import writable_dir_problem
 
     if path is None:
@@ -180,7 +182,12 @@ def check_output(
         formats = sorted(Figure().canvas.get_supported_filetypes())
         if path.suffix.lstrip(".").lower() not in formats:
             parser.error(f"{flag}: {path} is no figure format matplotlib writes; end it in one of {formats}")
-    problem = writable_dir_problem(path if directory else path.parent)
+    folder = path if directory else path.parent
+    missing = [] if directory else [p for p in (folder, *folder.parents) if not p.exists()]
+    problem = writable_dir_problem(folder)
+    for created in missing:  # deepest first: a file's folders are made when it is written, by a run not refused
+        with contextlib.suppress(OSError):
+            created.rmdir()
     if problem:
         parser.error(f"{flag}: {problem}")
 

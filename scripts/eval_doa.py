@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
 from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.models.doa.train import load_model  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
 
@@ -53,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args["clip_seconds"] <= 1.0:
         parser.error(f"--clip-seconds: {args['clip_seconds']} s is outside (0, 1], the length of the bank's sounds")
     args["snrs"] = tuple(args["snrs"])
-    for key in ("selective", "crnn"):  # an unreadable or foreign file stops here, before --out is created
-        if args[key].lower() not in NO_CHECKPOINT and Path(args[key]).is_file():
-            load_model(args[key])
-    check_output(parser, "--out", args["out"])  # last: it creates the directory, which a refused run must not
+    check_output(parser, "--out", args["out"])
     setup_logging("INFO")
     results = evaluate(EvalConfig(**args))
     print(markdown_table(results))

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed: {err}")
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
-    check_output(parser, "--out", args["out"])  # last: they create directories, which a refused run must not
+    check_output(parser, "--out", args["out"])
     check_output(parser, "--export", export)
     setup_logging("INFO")
     cfg = DoaTrainConfig(**args)

@@ -36,7 +36,7 @@ def test_a_sampler_state_for_another_episode_count_is_refused():
     with pytest.raises(EpisodeError, match="sampler state is for 7 episodes, this sampler has 5"):
         EpisodeSampler(5, seed=3).load_state_dict(a.state_dict())
     legacy = {k: v for k, v in a.state_dict().items() if k != "num_episodes"}  # written before the count was kept
-    with pytest.raises(EpisodeError, match="this sampler has 5"):
+    with pytest.raises(EpisodeError, match="sampler state is for at least 7 episodes, this sampler has 5"):
         EpisodeSampler(5, seed=3).load_state_dict(legacy)
 
 

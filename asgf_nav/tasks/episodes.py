@@ -446,9 +446,11 @@ class EpisodeSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue a saved walk; its order indexes the saved dataset, so another episode count is refused."""
-        saved = state.get("num_episodes")
-        if (saved is not None and saved != self.num_episodes) or max(state["order"], default=-1) >= self.num_episodes:
-            raise EpisodeError(f"sampler state is for {saved} episodes, this sampler has {self.num_episodes}")
+        saved = state.get("num_episodes")  # absent from older states, whose order gives a lower bound
+        needed = max(state["order"], default=-1) + 1
+        if (saved is not None and saved != self.num_episodes) or needed > self.num_episodes:
+            count = saved if saved is not None else f"at least {needed}"
+            raise EpisodeError(f"sampler state is for {count} episodes, this sampler has {self.num_episodes}")
         self.rng.bit_generator.state = state["rng"]
         self.order = list(state["order"])
         self.cursor = int(state["cursor"])
