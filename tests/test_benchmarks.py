@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from scene_helpers import bake_audio_only
@@ -186,6 +187,28 @@ def test_doa_observation_env_runs_on_a_data_root_baked_for_audio_only(audio_only
     env, _ = doa_observation.env_for(args, torch.device("cpu"))
     obs = env.reset()
     assert set(obs) == {"spectrogram", "doa"} and obs["doa"].shape[0] == 2
+
+
+def test_goal_loudness_finds_no_goal_quieter_than_a_neighbour_as_rendered_now(audio_only_root, monkeypatch, capsys):
+    import goal_loudness
+
+    scene = audio_only_root / "scenes" / "tiny" / "tiny_apartment"
+    run_benchmark(monkeypatch, goal_loudness, str(scene))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "simulated paths only" in lines[0]
+    assert lines[1].startswith("tiny_apartment, rendered now: goal quieter than its loudest neighbour at 0 of 4 sources")
+
+
+def test_ase_attention_prints_weights_between_uniform_and_one_hot(audio_only_root, monkeypatch, capsys):
+    import ase_attention
+
+    weights = ase_attention.attention_weights(audio_only_root / "scenes" / "tiny" / "tiny_apartment", 5, seed=0)
+    assert weights.shape[0] == 5
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    assert (weights.max(axis=1) >= 1.0 / weights.shape[1]).all()
+    scene = audio_only_root / "scenes" / "tiny" / "tiny_apartment"
+    run_benchmark(monkeypatch, ase_attention, "--scene-dir", str(scene), "--triples", "3")
+    assert "tiny_apartment: 3 spectrograms" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------ labels

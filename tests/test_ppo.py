@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -471,7 +473,7 @@ def test_a_best_pt_write_that_dies_half_way_leaves_the_previous_one(tmp_path: Pa
     assert [p.name for p in path.parent.iterdir()] == [BEST_CHECKPOINT]  # no half-written file left beside it
 
 
-def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path) -> None:
+def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, caplog) -> None:
     """A resume continues the run it names: another sound split, env count or learning rate would make the
     checkpoint's run something else under its name (and overrun its frame budget), so it is refused."""
     import copy
@@ -496,8 +498,14 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path) -> 
     longer = copy.deepcopy(cfg)
     longer.ppo.total_frames, longer.train.log_interval, longer.train.checkpoint_interval = 5 * frames, 5, 100
     longer.train.torch_threads, longer.train.device, longer.train.val_interval = 1, "auto", 100
-    resumed = Trainer(longer, toy_env_factory, run, resume=True)
+    with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
+        resumed = Trainer(longer, toy_env_factory, run, resume=True)
     assert (resumed.update, resumed.frames, resumed.num_updates) == (2, 2 * frames, 5)
+    # the linear decay is stretched over the new end and says so: at update 2 of 5 instead of 2 of 4
+    expected = "now ends at update 5 instead of 4, so it continues at 0.600 of the configured values instead of 0.500"
+    assert expected in caplog.text
+    first_update = resumed.update_once(progress=mock.MagicMock())
+    assert first_update["lr"] == pytest.approx(cfg.ppo.lr * (1 - 2 / 5))
     resumed.train()
     assert (resumed.update, resumed.frames) == (5, longer.ppo.total_frames)
     assert load_config(run / "config.yaml").ppo.total_frames == 5 * frames  # what --resume will continue with

@@ -131,7 +131,6 @@ def bake_source(scene_dir: str | Path, cfg: Any, source_slot: int) -> Path:
         rays=params["rays"],
         max_seconds=params["max_rir_seconds"],
         furniture=params["furniture_obstacles"],
-        seed=node,
         max_images=params["max_images"],
     )
     level = 20.0 * np.log10(np.maximum(field.band_amplitude, 1e-12))

@@ -23,7 +23,24 @@ YAW_STEP_DEG = 90.0
 NUM_YAWS = 4
 # Bumped when the same baked data renders to different responses; caches of rendered responses
 # (baked spectrograms, DoA RIR pools) record it. 2: the late tail starts at the direct sound's time.
-RENDER_VERSION = 2
+# 3: a receiver on the source's own node hears the direct sound from AT_SOURCE_DISTANCE straight above.
+RENDER_VERSION = 3
+# The simulation gives a receiver on the source's own node no direct path (a zero-length path has neither
+# a level nor a direction), which left the goal node quieter than a neighbour one grid step away. The
+# renderer adds one from this distance (half the finest grid step, 0.5 m on Replica), from straight
+# above: as loud as a source can be to a listener standing on its node, from no horizontal direction.
+AT_SOURCE_DISTANCE = 0.25
+AT_SOURCE_ELEVATION = 90.0
+
+
+def with_at_source_path(paths: EarlyPaths, num_bands: int) -> EarlyPaths:
+    """``paths`` of a receiver on the source's node, plus the direct sound from :data:`AT_SOURCE_DISTANCE`."""
+    return EarlyPaths(
+        delay=np.concatenate([[AT_SOURCE_DISTANCE / SPEED_OF_SOUND], paths.delay]),
+        azimuth=np.concatenate([[0.0], paths.azimuth]),
+        elevation=np.concatenate([[AT_SOURCE_ELEVATION], paths.elevation]),
+        band_amplitude=np.concatenate([np.full((1, num_bands), 1.0 / AT_SOURCE_DISTANCE), paths.band_amplitude]),
+    )
 
 
 class SceneRirs:
@@ -75,7 +92,12 @@ class SceneRirs:
             raise IndexError(f"yaw_index {yaw_index} out of range 0..{NUM_YAWS - 1} (yaw = 90 * index)")
 
     def paths(self, receiver: int, source_node: int) -> EarlyPaths:
-        """Specular paths (float64, dequantised) from ``source_node`` to ``receiver``."""
+        """Specular paths (float64, dequantised) from ``source_node`` to ``receiver``, as rendered."""
+        paths = self.baked_paths(receiver, source_node)
+        return with_at_source_path(paths, len(self.band_centers)) if int(receiver) == int(source_node) else paths
+
+    def baked_paths(self, receiver: int, source_node: int) -> EarlyPaths:
+        """The simulated paths alone, without the renderer's direct sound on the source's own node."""
         pair = self.source_slot(source_node) * self.num_receivers + int(receiver)
         lo, hi = int(self._offsets[pair]), int(self._offsets[pair + 1])
         direction = np.asarray(self._direction[lo:hi], dtype=np.float64)
@@ -89,6 +111,7 @@ class SceneRirs:
     def direct_sample(self, receiver: int, source_node: int) -> int:
         """The sample at which the straight-line sound arrives (ears and source share the ear height)."""
         distance = np.linalg.norm(self._positions[int(receiver)] - self._positions[int(source_node)])
+        distance = max(float(distance), AT_SOURCE_DISTANCE)
         return int(np.floor(distance / SPEED_OF_SOUND * self.sample_rate))
 
     def late_energy(self, receiver: int, source_node: int) -> np.ndarray:

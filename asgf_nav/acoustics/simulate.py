@@ -301,7 +301,7 @@ def effective_ism_order(num_walls: int, ism_order: int, max_images: int) -> int:
     return order
 
 
-def _ray_trace(fp, region, furniture, sample_rate, ism_order, rays, max_seconds, source, mics, seed):
+def _ray_trace(fp, region, furniture, sample_rate, ism_order, rays, max_seconds, source, mics):
     """Specular ray tracing (scattering off): late energy histograms per receiver, or None without rays.
 
     pyroomacoustics' diffuse-rain scattering costs receivers x walls per bounce (60x slower measured on a
@@ -313,7 +313,6 @@ def _ray_trace(fp, region, furniture, sample_rate, ism_order, rays, max_seconds,
     if rays <= 0:
         return None
     walls = build_walls(fp, sample_rate, region=region, furniture=furniture, scattering=False)
-    pra.random.seed(seed)
     room = pra.Room(walls, fs=sample_rate, max_order=ism_order, air_absorption=False)
     room.set_ray_tracing(
         n_rays=rays,
@@ -337,13 +336,14 @@ def simulate_source(
     rays: int = 3000,
     max_seconds: float = 1.0,
     furniture: bool = True,
-    seed: int = 0,
     max_images: int = 30000,
 ) -> SourceField:
     """Simulate one omnidirectional source heard at many omnidirectional receivers.
 
     ``source`` (3,) and ``receivers`` (R, 3) are habitat positions at ear height. Receivers outside the
-    source's connected free space (or inside an obstacle) get no images and an empty histogram.
+    source's connected free space (or inside an obstacle) get no images and an empty histogram. Nothing
+    is random: the image sources are exact and the specular tracer casts a fixed set of rays, so the same
+    inputs give the same field.
     """
     source = np.asarray(source, dtype=float)
     receivers = np.atleast_2d(np.asarray(receivers, dtype=float))
@@ -383,7 +383,6 @@ def simulate_source(
 
     walls = build_walls(fp, sample_rate, region=region, furniture=furniture)
     order = effective_ism_order(len(walls), ism_order, max_images)
-    pra.random.seed(seed)
     room = pra.Room(walls, fs=sample_rate, max_order=order, air_absorption=False)
     # Hybrid flag on: the engine then scales each reflection by sqrt(1 - scattering), the specular share.
     room.set_ray_tracing(n_rays=max(rays, 1), receiver_radius=RECEIVER_RADIUS, hist_bin_size=HIST_BIN_SECONDS)
@@ -405,7 +404,7 @@ def simulate_source(
         damping = np.zeros((n_bands, 0))
         visibility = np.zeros((len(mics), 0), dtype=bool)
 
-    rt_histograms = _ray_trace(fp, region, furniture, sample_rate, order, rays, max_seconds, source, mics, seed)
+    rt_histograms = _ray_trace(fp, region, furniture, sample_rate, order, rays, max_seconds, source, mics)
 
     delays, azimuths, elevations, amps = [], [], [], []
     counts = np.zeros(len(receivers), dtype=np.int64)

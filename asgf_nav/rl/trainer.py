@@ -428,6 +428,28 @@ class Trainer:
             return str(exc)
         return None
 
+    def log_schedule_change(self, planned_frames: int, remaining: int) -> None:
+        """A resume with another ``ppo.total_frames`` decays lr and clip towards 0 at the new end: they
+        continue from the new run's share at this update, a step from where the stopped run left them."""
+        ppo = self.cfg.ppo
+        if planned_frames == int(ppo.total_frames) or not remaining:
+            return
+        if not (ppo.use_linear_lr_decay or ppo.use_linear_clip_decay):
+            return
+        planned_updates = self.update + math.ceil(max(0, planned_frames - self.frames) / self.frames_per_update)
+        before = 1.0 - self.update / max(planned_updates, 1)
+        after = 1.0 - self.update / max(self.num_updates, 1)
+        logger.info(
+            "ppo.total_frames %d -> %d: the linear lr / clip decay now ends at update %d instead of %d, so it "
+            "continues at %.3f of the configured values instead of %.3f",
+            planned_frames,
+            ppo.total_frames,
+            self.num_updates,
+            planned_updates,
+            after,
+            before,
+        )
+
     def remembered_best(self, in_checkpoint: dict[str, float] | None) -> dict[str, float] | None:
         """The best validation a resumed run has to beat. Validation can run more often than checkpointing,
         so a run stopped between the two may have written a best.pt newer than its last checkpoint knows."""
@@ -463,6 +485,7 @@ class Trainer:
         # DD-PPO the frames per update change with the number of ranks
         remaining = max(0, int(self.cfg.ppo.total_frames) - self.frames)
         self.num_updates = self.update + math.ceil(remaining / self.frames_per_update)
+        self.log_schedule_change(int(state["config"]["ppo"]["total_frames"]), remaining)
         if not remaining:
             logger.warning(
                 "the checkpoint has used %d frames of ppo.total_frames=%d: nothing left to train (raise "
