@@ -66,7 +66,7 @@ class TaskConfig:
     max_steps: int = 500  # actions before an episode ends unsuccessfully
     success_distance: float = 1.0  # success: STOP with the geodesic distance to the goal below this (m)
     slack_reward: float = -0.01  # every step
-    success_reward: float = 10.0  # on success
+    success_reward: float = 10.0  # STOP on the goal node itself (stricter than success within 1 m)
     distance_reward_scale: float = 1.0  # times the decrease of the geodesic distance to the goal (m) per step
     train_episodes_per_scene: int = 5000  # episodes generated per training scene
     val_episodes: int = 500  # episodes of the val split, over its scenes

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.io import atomic_write
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.navigation import pointgoal_polar
@@ -267,6 +268,7 @@ def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> P
         "bins": model.bins,
         "model": model.state_dict(),
         "meta": meta,
+        "render_version": RENDER_VERSION,  # how the baked scenes' responses it learnt from were rendered
     }
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -294,6 +296,16 @@ def load_model(path: str | Path, spectrogram_shape: Sequence[int] | None = None)
             f"baseline audio model {path} was trained on spectrograms of shape {model.spectrogram_shape}, but this "
             f"environment's are {tuple(int(s) for s in spectrogram_shape)} (another sample rate or dataset); "
             "train one on its data with scripts/train_baselines.py"
+        )
+    trained_on = state.get("render_version")
+    if trained_on != RENDER_VERSION:
+        logger.warning(
+            "baseline audio model %s was trained on responses rendered %s, and baked scenes now render version "
+            "%d (acoustics/rir.py RENDER_VERSION); its figures on them may differ from a model trained again "
+            "with scripts/train_baselines.py",
+            path,
+            "before models recorded it" if trained_on is None else f"by version {trained_on}",
+            RENDER_VERSION,
         )
     model.load_state_dict(state["model"])
     return model.eval()

@@ -48,11 +48,12 @@ from asgf_nav.eval.evaluator import (  # noqa: E402
     run_episodes,
     select_episodes,
 )
-from asgf_nav.eval.progress import EvaluationProgress, episodes_fingerprint  # noqa: E402
+from asgf_nav.eval.progress import EvaluationProgress  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.soundspaces_import import scene_source  # noqa: E402
+from asgf_nav.tasks.episodes import episodes_fingerprint  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
 from asgf_nav.tasks.spectrogram import spectrogram_shape  # noqa: E402
 from baselines import (  # noqa: E402

@@ -1,6 +1,7 @@
 """Baselines: geometry helpers, the audio model's labels and training, and each agent's behaviour."""
 
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_agent_to_world_inverts_the_pointgoal_sensor(yaw):
 
 
 # ------------------------------------------------------------------------------------------ audio model
-def test_audio_model_learns_from_geometry_labels(setup, tmp_path):
+def test_audio_model_learns_from_geometry_labels(setup, tmp_path, caplog):
     world, _, _ = setup
     torch.set_num_threads(1)
     geometry = sample_geometry(world, 700, ["bell", "drum"], seed=0)
@@ -98,9 +99,17 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path):
     assert scores["position_error_m"] < untrained["position_error_m"] - 0.3
     assert scores["direction_accuracy"] > 0.25  # chance is 1/8
     path = save_model(tmp_path / "m.pt", model, {"note": "test"})
-    again = load_model(path)
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        again = load_model(path)
+    assert "was trained on responses rendered" not in caplog.text
     x = samples.spectrogram[:4]
     torch.testing.assert_close(again(x)["position"], model(x)["position"])
+    older = torch.load(path, weights_only=False)
+    del older["render_version"]  # a model saved before models recorded how their responses were rendered
+    torch.save(older, tmp_path / "older.pt")
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(tmp_path / "older.pt")
+    assert "was trained on responses rendered before models recorded it" in caplog.text
     (tmp_path / "notes.yaml").write_text("model: not a torch file\n")
     torch.save({"model": {}, "update": 3}, tmp_path / "ppo.pt")  # a training checkpoint, not this model
     for wrong, message in (

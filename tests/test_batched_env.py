@@ -128,6 +128,20 @@ def test_state_dict_resumes_exactly(world, episodes):
     with pytest.raises(ValueError, match=r"for 3 envs .* this env has 2 / \d+$"):
         BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=2).load_state_dict(state)
 
+    # as many episodes, other content (a scene baked again under its name): not this state's episodes
+    regenerated = generate_split(
+        world, "train", "unheard", ["horn", "bell", "drum"], TaskConfig(train_episodes_per_scene=12)
+    )
+    assert len(regenerated) == len(episodes) and regenerated != episodes
+    with pytest.raises(ValueError, match="env state is for other episodes"):
+        BatchedAudioNavEnv(world, regenerated, 3, cfg=cfg, seed=2).load_state_dict(state)
+    # a state saved before it recorded its episodes is still checked for agents outside their scenes
+    older = {k: v for k, v in state.items() if k != "episodes"}
+    other.load_state_dict(older)
+    older["node_local"] = np.full(3, 10_000)
+    with pytest.raises(ValueError, match="outside their scenes"):
+        other.load_state_dict(older)
+
 
 def test_invalid_actions_raise(world, episodes):
     env = BatchedAudioNavEnv(world, episodes, 2, sensors=["depth"])

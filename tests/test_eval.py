@@ -511,7 +511,7 @@ def test_a_resume_with_other_task_limits_or_an_older_progress_file_is_refused(ti
 def test_the_episode_fingerprint_covers_each_episode_not_only_its_id(synthetic):
     from dataclasses import replace
 
-    from asgf_nav.eval.progress import episodes_fingerprint
+    from asgf_nav.tasks.episodes import episodes_fingerprint
 
     _, episodes, _ = synthetic
     moved = replace(episodes[0], start_position=[v + 0.5 for v in episodes[0].start_position])

@@ -502,13 +502,44 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, cap
         resumed = Trainer(longer, toy_env_factory, run, resume=True)
     assert (resumed.update, resumed.frames, resumed.num_updates) == (2, 2 * frames, 5)
     # the linear decay is stretched over the new end and says so: at update 2 of 5 instead of 2 of 4
-    expected = "now ends at update 5 instead of 4, so it continues at 0.600 of the configured values instead of 0.500"
+    expected = (
+        f"ppo.total_frames {4 * frames} -> {5 * frames}: the linear lr and clip decay now ends at update 5 instead "
+        "of 4, so it continues at 0.600 of the configured value instead of 0.500"
+    )
     assert expected in caplog.text
     first_update = resumed.update_once(progress=mock.MagicMock())
     assert first_update["lr"] == pytest.approx(cfg.ppo.lr * (1 - 2 / 5))
     resumed.train()
     assert (resumed.update, resumed.frames) == (5, longer.ppo.total_frames)
     assert load_config(run / "config.yaml").ppo.total_frames == 5 * frames  # what --resume will continue with
+
+
+def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Path, caplog) -> None:
+    """Under DD-PPO the frames per update scale with the ranks, so a resume on fewer ranks has more updates
+    left for the same ppo.total_frames; the decays then end later, and the log says where from."""
+    cfg = small_cfg("av_nav", updates=4)
+    cfg.ppo.use_linear_clip_decay = False
+    run, frames = tmp_path / "run", cfg.ppo.num_envs * cfg.ppo.num_steps
+    trainer = Trainer(cfg, toy_env_factory, run)
+    trainer.train(max_updates=1)
+    state = trainer.state_dict()
+    # as if a run on two ranks had stopped after its first update of 4: 2 x the frames per update
+    state["frames"], state["num_updates"] = 2 * frames, 4
+    state["config"]["ppo"]["total_frames"] = cfg.ppo.total_frames = 8 * frames
+    trainer.update, trainer.frames = 1, 2 * frames
+    trainer.num_updates = 1 + 6  # one rank: the 6 x frames still to go take 6 updates
+    with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
+        trainer.log_schedule_change(state, remaining=6 * frames)
+    expected = (
+        f"frames per update {2 * frames} -> {frames}: the linear lr decay now ends at update 7 instead of 4, so it "
+        "continues at 0.857 of the configured value instead of 0.750"
+    )
+    assert expected in caplog.text
+    caplog.clear()
+    trainer.num_updates = 4  # the same end: nothing to say
+    with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
+        trainer.log_schedule_change(state, remaining=6 * frames)
+    assert "decay now ends" not in caplog.text
 
 
 class StopDuringValidationEnv(ToySoundSideEnv):

@@ -485,6 +485,63 @@ def test_round_trip_export_import_is_identical(tmp_path: Path):
         torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=0)
 
 
+def test_a_resumed_export_keeps_only_rir_files_of_the_same_making(tmp_path: Path, monkeypatch, caplog):
+    """A renderer change (RENDER_VERSION) between an interrupted export and its resume must not leave RIR
+    files of both makings side by side."""
+    from asgf_nav.tasks import soundspaces_export
+
+    scene = grid_scene("g", 3, 2, grid_size=0.5, sample_rate=44100, image_size=4, rir_seconds=0.01, dataset="replica")
+    world = synthetic_world([scene], 44100, dataset="replica")
+    record = tmp_path / "metadata/replica/g" / soundspaces_export.RIR_RECORD
+    total = export_world(world, tmp_path, "replica").rir_files
+    assert json.loads(record.read_text()) == {"source": "unidentified"}
+    assert export_world(world, tmp_path, "replica", skip_existing=True).skipped == total
+
+    made_from = {"source": "baked acoustics", "render_version": 99}
+    monkeypatch.setattr(soundspaces_export, "rir_identity", lambda scene: made_from)
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.soundspaces_export"):
+        assert export_world(world, tmp_path, "replica", skip_existing=True).skipped == 0
+    assert "writing every RIR of g again" in caplog.text
+    assert json.loads(record.read_text()) == made_from
+
+    # files without a record (older code, or data from elsewhere) are overwritten, and the record comes
+    # only once every file is written: an interrupted export is not mistaken for a finished one
+    record.unlink()
+    calls, rir = {"n": 0}, scene.rir
+
+    def dies_half_way(*args):
+        calls["n"] += 1
+        if calls["n"] > total // 2:
+            raise KeyboardInterrupt
+        return rir(*args)
+
+    monkeypatch.setattr(scene, "rir", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        export_world(world, tmp_path, "replica", skip_existing=True)
+    assert not record.exists()
+    monkeypatch.setattr(scene, "rir", rir)
+    assert export_world(world, tmp_path, "replica", skip_existing=True).skipped == 0
+    assert json.loads(record.read_text()) == made_from
+
+
+def test_views_pickles_of_different_sizes_are_refused_by_name(tmp_path: Path):
+    scenes = [
+        grid_scene(name, 3, 2, grid_size=0.5, sample_rate=SR, image_size=size, rir_seconds=0.01, dataset="replica")
+        for name, size in (("small", 4), ("large", 8))
+    ]
+    world = synthetic_world(scenes, sample_rate=SR, dataset="replica")
+    episodes = []
+    for scene in scenes:
+        episodes += generate_scene_episodes(scene, 2, ["chirp"], seed=len(episodes), first_id=len(episodes))
+    root = tmp_path / "soundspaces"
+    export_world(world, root, "replica", episodes={("train", "heard"): episodes})
+    cfg = make_cfg(tmp_path, root, sensors=["depth", "spectrogram"])
+    with pytest.raises(ss.SoundSpacesDataError, match=r"large.pkl depth: 8x8.*small.pkl depth: 4x4"):
+        load_soundspaces_world(cfg, "train")
+    cfg = make_cfg(tmp_path, root, sensors=["spectrogram"])  # no views read, nothing to refuse
+    assert sorted(load_soundspaces_world(cfg, "train").scenes) == ["large", "small"]
+
+
 def test_export_refuses_what_soundspaces_cannot_express(tmp_path: Path):
     scene = grid_scene("g", nx=2, nz=2, grid_size=1.0, sample_rate=16000, image_size=4, rir_seconds=0.01)
     with pytest.raises(ExportError, match="44100 Hz"):

@@ -105,14 +105,14 @@ def test_env_reads_misses_from_the_store_with_the_same_observations(tmp_path):
     got, renders = _rollout(partly, actions, counters)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     reads = partly.cache_stats()["store_reads"]
-    assert reads > 0 and renders == plain_renders - reads + 3 * 2  # + three verification probes per file
+    assert reads > 0 and renders == plain_renders - reads + 4 * 2  # + four verification probes per file
 
     bake_world(tmp_path, world, SOUNDS)
     stored = BatchedAudioNavEnv(world, episodes, 4, cfg=cfg, seed=3, spectrogram_store=tmp_path)
     got, renders = _rollout(stored, actions, counters)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert stored.cache_stats()["store_reads"] == plain_renders
-    assert renders == 3 * len(stored.store.baked()) and len(stored.store.baked()) == 4
+    assert renders == 4 * len(stored.store.baked()) and len(stored.store.baked()) == 4
 
 
 def test_interrupted_bake_resumes_at_the_next_source(tmp_path):
@@ -204,7 +204,7 @@ def test_probes_hear_each_source_from_afar_so_stores_stale_away_from_it_are_refu
     scene = grid_scene("everywhere", nx=3, nz=2, sample_rate=SR)
     world = synthetic_world([scene], sample_rate=SR)
     slots = len(scene.source_nodes)
-    probes = verification_probes(scene)
+    probes = verification_probes(scene)[:3]
     assert [slot for slot, _, _ in probes] == [0, slots // 2, slots - 1]
     assert all(receiver != scene.source_nodes[slot] for slot, receiver, _ in probes)
     path = bake(tmp_path, scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
@@ -215,6 +215,23 @@ def test_probes_hear_each_source_from_afar_so_stores_stale_away_from_it_are_refu
     store = SpectrogramStore(tmp_path, world, TorchSpectrogram(SR))
     with pytest.raises(SpectrogramStoreError, match="bell.npy does not match .*delete it and bake it again"):
         store.lookup(scene, "bell", np.array([0]), scene.source_nodes[:1], np.array([0]))
+
+
+def test_a_store_stale_only_on_the_source_node_is_refused(tmp_path):
+    """The goal node's direct sound (RENDER_VERSION 3) changed only the responses heard on the source's
+    own node; a store baked before it must not pass its verification."""
+    scene = grid_scene("everywhere", nx=3, nz=2, sample_rate=SR)
+    world = synthetic_world([scene], sample_rate=SR)
+    assert verification_probes(scene)[-1] == (0, int(scene.source_nodes[0]), 2)
+    path = bake(tmp_path, scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
+    stored = np.load(path, mmap_mode="r+")
+    slots = np.arange(len(scene.source_nodes))
+    stored[slots, np.asarray(scene.source_nodes)] += 0.5
+    stored.flush()
+    del stored
+    store = SpectrogramStore(tmp_path, world, TorchSpectrogram(SR))
+    with pytest.raises(SpectrogramStoreError, match="bell.npy does not match"):
+        store.lookup(scene, "bell", np.array([0]), scene.source_nodes[:1], np.array([1]))
 
 
 def test_an_empty_store_file_is_refused_with_its_path_and_baked_again(tmp_path):

@@ -13,8 +13,6 @@ from one stream per run, so its resumed episodes are other draws (reproducible, 
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -39,27 +37,6 @@ def episode_key(episode: Any) -> tuple[str, str]:
     """(scene, episode id), unique within a split, of a stored Episode, a resolved one or an EpisodeRecord."""
     scene = episode.scene_name if isinstance(episode, Episode) else episode.scene
     return str(scene), str(episode.episode_id)
-
-
-def episode_content(episode: Any) -> dict[str, Any]:
-    """Everything that defines an episode (scene, start, goal, sound, distances) of a stored or resolved one."""
-    if isinstance(episode, Episode):
-        return episode.to_json()
-    if dataclasses.is_dataclass(episode) and not isinstance(episode, type):
-        return dataclasses.asdict(episode)
-    raise TypeError(f"not an episode: {type(episode).__name__}")
-
-
-def episodes_fingerprint(episodes: Sequence[Any]) -> str:
-    """A short hash of the ordered episodes' full content, so a resume runs over exactly the same episodes.
-
-    Ids alone would not do: generated episodes are numbered "{scene}:{i}", and regenerated ones (after a
-    rebake, or with other task settings) keep their ids with other starts, goals or sounds.
-    """
-    digest = hashlib.sha256()
-    for episode in episodes:
-        digest.update(json.dumps(episode_content(episode), sort_keys=True).encode() + b"\n")
-    return digest.hexdigest()[:16]
 
 
 class EvaluationProgress:

@@ -428,24 +428,30 @@ class Trainer:
             return str(exc)
         return None
 
-    def log_schedule_change(self, planned_frames: int, remaining: int) -> None:
-        """A resume with another ``ppo.total_frames`` decays lr and clip towards 0 at the new end: they
-        continue from the new run's share at this update, a step from where the stopped run left them."""
+    def log_schedule_change(self, state: dict[str, Any], remaining: int) -> None:
+        """The linear decays end at the resumed run's last update. Where that moved (a larger
+        ``ppo.total_frames``, or another DD-PPO world size changing the frames per update), they continue
+        from the new schedule's value at this update, a step from where the stopped run left them."""
         ppo = self.cfg.ppo
-        if planned_frames == int(ppo.total_frames) or not remaining:
+        decays = [name for name, on in (("lr", ppo.use_linear_lr_decay), ("clip", ppo.use_linear_clip_decay)) if on]
+        planned = state.get("num_updates")
+        if not self.is_main or not decays or not remaining or planned is None or int(planned) == self.num_updates:
             return
-        if not (ppo.use_linear_lr_decay or ppo.use_linear_clip_decay):
-            return
-        planned_updates = self.update + math.ceil(max(0, planned_frames - self.frames) / self.frames_per_update)
-        before = 1.0 - self.update / max(planned_updates, 1)
+        causes = []
+        planned_frames = int(state["config"]["ppo"]["total_frames"])
+        if planned_frames != int(ppo.total_frames):
+            causes.append(f"ppo.total_frames {planned_frames} -> {ppo.total_frames}")
+        if self.update and self.frames // self.update != self.frames_per_update:
+            causes.append(f"frames per update {self.frames // self.update} -> {self.frames_per_update}")
+        before = 1.0 - self.update / max(int(planned), 1)
         after = 1.0 - self.update / max(self.num_updates, 1)
         logger.info(
-            "ppo.total_frames %d -> %d: the linear lr / clip decay now ends at update %d instead of %d, so it "
-            "continues at %.3f of the configured values instead of %.3f",
-            planned_frames,
-            ppo.total_frames,
+            "%s: the linear %s decay now ends at update %d instead of %d, so it continues at %.3f of the "
+            "configured value instead of %.3f",
+            ", ".join(causes) or "another schedule",
+            " and ".join(decays),
             self.num_updates,
-            planned_updates,
+            int(planned),
             after,
             before,
         )
@@ -485,7 +491,7 @@ class Trainer:
         # DD-PPO the frames per update change with the number of ranks
         remaining = max(0, int(self.cfg.ppo.total_frames) - self.frames)
         self.num_updates = self.update + math.ceil(remaining / self.frames_per_update)
-        self.log_schedule_change(int(state["config"]["ppo"]["total_frames"]), remaining)
+        self.log_schedule_change(state, remaining)
         if not remaining:
             logger.warning(
                 "the checkpoint has used %d frames of ppo.total_frames=%d: nothing left to train (raise "

@@ -202,7 +202,11 @@ class AudioNavEnv(gym.Env):
 def _resolved(episodes: Sequence[Episode | ResolvedEpisode], world: TaskWorld) -> list[ResolvedEpisode]:
     """Stored episodes are resolved against the world; resolved ones are checked against it."""
     if not episodes:
-        raise ValueError("AudioNavEnv needs at least one episode")
+        raise ValueError(
+            f"no episodes to run in the {world.dataset} scenes {sorted(world.scenes)}: the episode count of this "
+            "split (task.train_episodes_per_scene, task.val_episodes, task.test_episodes) or its episode files "
+            "gave none"
+        )
     if all(isinstance(e, ResolvedEpisode) for e in episodes):
         for e in episodes:
             scene = world.scene(e.scene)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from asgf_nav.tasks.audionav_env import _resolved, apply_task_rules, observation_space_for, task_setting
-from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode
+from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, episodes_fingerprint
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
 from asgf_nav.tasks.observations import BatchObservationState, get_observation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
@@ -333,6 +333,7 @@ class BatchedAudioNavEnv:
         return {
             "num_envs": self.num_envs,
             "num_episodes": len(self.episodes),
+            "episodes": self.episodes_fingerprint(),
             "started": self._started,
             "samplers": [s.state_dict() for s in self.samplers],
             "ep_index": self.ep_index.copy(),
@@ -343,11 +344,19 @@ class BatchedAudioNavEnv:
             "prev_distance": self.prev_distance.copy(),
         }
 
+    def episodes_fingerprint(self) -> str:
+        """What the saved per-env state refers to: the episodes' content, not only their number (a scene
+        baked again under its name gets other episodes, as many as before)."""
+        if not hasattr(self, "_episodes_fingerprint"):
+            self._episodes_fingerprint = episodes_fingerprint(self.episodes)
+        return self._episodes_fingerprint
+
     def reseed(self, seed: int | Sequence[int]) -> None:
         """Restart every env's episode sampler from ``seed`` (an int or a sequence of ints); takes effect
-        at the next ``reset``. Shuffle samplers then walk fresh permutations, sequential ones restart their
-        stride. A resumed run whose saved sampler state cannot be loaded uses it with a seed of its own, so
-        it does not replay the episodes the run began with."""
+        at the next episode an env starts (``reset``, or the automatic reset inside ``step``). Shuffle
+        samplers then walk fresh permutations, sequential ones restart their stride. A resumed run whose
+        saved sampler state cannot be loaded uses it with a seed of its own, so it does not replay the
+        episodes the run began with."""
         mode = self.samplers[0].mode
         n = self.num_envs
         self.samplers = [EpisodeSampler(len(self.episodes), seed, i, n, mode) for i in range(n)]
@@ -359,6 +368,11 @@ class BatchedAudioNavEnv:
                 f"env state is for {state['num_envs']} envs / {state['num_episodes']} episodes, this env has "
                 f"{self.num_envs} / {len(self.episodes)}{why}"
             )
+        if state.get("episodes", self.episodes_fingerprint()) != self.episodes_fingerprint():
+            raise ValueError(
+                f"env state is for other episodes than this env's {len(self.episodes)} (as many, other content: "
+                "a scene baked again, or other episode files)"
+            )
         for sampler, s in zip(self.samplers, state["samplers"]):
             sampler.load_state_dict(s)
         self._started = bool(state["started"])
@@ -366,7 +380,13 @@ class BatchedAudioNavEnv:
             return
         for i, index in enumerate(np.asarray(state["ep_index"])):
             self._start_episode(i, int(index))
-        self.node = self.offsets[self.scene_idx] + np.asarray(state["node_local"], dtype=np.int64)
+        local = np.asarray(state["node_local"], dtype=np.int64)
+        sizes = np.array([self.scenes[k].num_nodes for k in self.scene_idx], dtype=np.int64)
+        if ((local < 0) | (local >= sizes)).any():  # a state saved before it recorded its episodes
+            raise ValueError(
+                f"env state places agents at nodes {local.tolist()} outside their scenes' {sizes.tolist()}"
+            )
+        self.node = self.offsets[self.scene_idx] + local
         self.yaw = np.asarray(state["yaw"], dtype=np.int64).copy()
         self.steps = np.asarray(state["steps"], dtype=np.int64).copy()
         self.path_length = np.asarray(state["path_length"], dtype=np.float64).copy()

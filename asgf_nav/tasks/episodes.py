@@ -13,7 +13,9 @@ SoundSpaces episode files load through the same code: positions map to nodes wit
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import json
 import logging
 import zlib
@@ -110,6 +112,27 @@ class ResolvedEpisode:
     sound: str
     geodesic_distance: float
     num_action: int
+
+
+def episode_content(episode: Any) -> dict[str, Any]:
+    """Everything that defines an episode (scene, start, goal, sound, distances) of a stored or resolved one."""
+    if isinstance(episode, Episode):
+        return episode.to_json()
+    if dataclasses.is_dataclass(episode) and not isinstance(episode, type):
+        return dataclasses.asdict(episode)
+    raise TypeError(f"not an episode: {type(episode).__name__}")
+
+
+def episodes_fingerprint(episodes: Sequence[Any]) -> str:
+    """A short hash of the ordered episodes' full content, so a resume runs over exactly the same episodes.
+
+    Ids alone would not do: generated episodes are numbered "{scene}:{i}", and regenerated ones (after a
+    rebake, or with other task settings) keep their ids with other starts, goals or sounds.
+    """
+    digest = hashlib.sha256()
+    for episode in episodes:
+        digest.update(json.dumps(episode_content(episode), sort_keys=True).encode() + b"\n")
+    return digest.hexdigest()[:16]
 
 
 def scene_name_from_id(scene_id: str) -> str:

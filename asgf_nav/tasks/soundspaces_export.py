@@ -6,13 +6,17 @@ folder, receiver and source node ids in the name), ``scene_observations/`` (pick
 episode datasets (json.gz with per-scene ``content/``) and ``sounds/1s_all``. Scenes whose RIRs cover
 only some source nodes also get ``metadata/.../source_nodes.txt``, which SoundSpaces ignores and the
 importer reads. Every file is written atomically; ``skip_existing`` resumes an interrupted export.
+``metadata/.../rirs_made_from.json`` records what a scene's RIR files were rendered from (for baked
+scenes the acoustics settings and ``RENDER_VERSION``), so a resume keeps only files of the same making.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import pickle
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,9 +35,11 @@ from asgf_nav.scenes.soundspaces import (
     habitat_to_mesh,
 )
 from asgf_nav.tasks.episodes import episode_dataset_path, save_episodes, scene_id_for
+from asgf_nav.tasks.spectrogram_store import rir_identity
 
 logger = logging.getLogger(__name__)
 PICKLE_PROTOCOL = 4  # readable by every Python SoundSpaces runs on (>= 3.6)
+RIR_RECORD = "rirs_made_from.json"
 
 
 class ExportError(ValueError):
@@ -120,6 +126,7 @@ def export_scene(
         atomic_write_text(source_list, "".join(f"{int(s)}\n" for s in sources))
     else:
         source_list.unlink(missing_ok=True)
+    skip_existing, record_when_done = _start_rir_files(scene, paths, skip_existing)
     receivers = range(len(positions))
     for receiver in tqdm(receivers, desc=f"RIRs {dataset}/{name}", unit="node", disable=len(positions) < 50):
         for k in range(len(YAW_DEGREES)):
@@ -132,12 +139,44 @@ def export_scene(
                 rir = np.asarray(scene.rir(receiver, int(source), k), dtype=np.float32)
                 stats.rir_bytes += _write_wav(path, int(scene.sample_rate), rir)
     flush_to_disk()
+    if record_when_done is not None:
+        atomic_write_text(paths.metadata_dir(name) / RIR_RECORD, record_when_done)
     if views and scene.rgb is not None and scene.depth is not None:
         write_observations(scene, paths.observations_file(name))
     elif views:
         logger.warning("scene %s has no views; %s not written", name, paths.observations_file(name))
     stats.scenes += 1
     return stats
+
+
+def _start_rir_files(scene, paths: SoundSpacesPaths, skip_existing: bool) -> tuple[bool, str | None]:
+    """(whether files already there may be kept, the record still to write once all RIRs are written).
+
+    Files are kept only where the record says they were rendered from what renders this scene now. A
+    folder of this exporter's files of another making is cleared and the new record written first, so
+    every file in it is of the recorded making however the export ends. Files without a record (an
+    export by older code, or data from elsewhere) are overwritten, never deleted, and the record is
+    written only after the last of them, so an interrupted export is not taken for a finished one.
+    """
+    record = paths.metadata_dir(scene.name) / RIR_RECORD
+    made_from = json.dumps(rir_identity(scene), sort_keys=True)
+    before = record.read_text() if record.exists() else None
+    if skip_existing and before == made_from:
+        return True, None
+    folder = paths.rir_dir(scene.name)
+    if skip_existing and folder.exists():
+        logger.warning(
+            "%s: RIR files rendered from %s, now %s; writing every RIR of %s again",
+            folder,
+            "an unrecorded source" if before is None else before,
+            made_from,
+            scene.name,
+        )
+    if before is None and folder.exists():
+        return False, made_from
+    shutil.rmtree(folder, ignore_errors=True)
+    atomic_write_text(record, made_from)
+    return False, None
 
 
 def write_observations(scene, path: Path) -> None:

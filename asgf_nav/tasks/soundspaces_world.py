@@ -105,6 +105,19 @@ def open_task_scene(
     )
 
 
+def check_soundspaces_view_sizes(paths: SoundSpacesPaths, scenes: dict[str, TaskScene]) -> None:
+    """One observation space and one visual CNN serve a world, so every views pickle must hold images of
+    one size (users render them with habitat-sim, so sizes can differ between scenes or sensors)."""
+    sizes = {}
+    for name, scene in scenes.items():
+        for sensor, views in (("rgb", scene.rgb), ("depth", scene.depth)):
+            if views is not None:
+                sizes[f"{paths.observations_file(name)} {sensor}"] = tuple(int(n) for n in np.shape(views)[2:4])
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{where}: {h}x{w}" for where, (h, w) in sizes.items())
+        raise SoundSpacesDataError(f"the views differ in size ({listed}); render them all at one size")
+
+
 def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = None):
     """The split's ``TaskWorld`` from SoundSpaces data, or None when ``cfg`` resolves to embedded scenes."""
     if scene_source(cfg) != "soundspaces":
@@ -131,6 +144,8 @@ def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = 
         name: open_task_scene(paths, cfg.scenes.data_root, name, need_vision, cache_bytes, on_missing)
         for name in tqdm(names, desc=f"soundspaces {paths.dataset}/{split}", disable=len(names) < 4)
     }
+    if need_vision:
+        check_soundspaces_view_sizes(paths, task_scenes)
     rate = dataset_spec(paths.dataset).sample_rate
     logger.info(
         "scenes: SoundSpaces %s data from %s (%d %s scenes, RIRs read on demand at %d Hz)",

@@ -189,9 +189,9 @@ def rebake_command(root: Path, scene: TaskScene, sound: str) -> str:
 def verification_probes(scene: TaskScene) -> list[tuple[int, int, int]]:
     """(source slot, receiver, yaw) states recomputed when a store opens.
 
-    The first, middle and last source slot, each heard from the node farthest from its source: a
-    receiver at the source hears the direct sound at time 0, where a renderer change (such as where
-    the late tail starts) may not show, while most states change.
+    The first, middle and last source slot, each heard from the node farthest from its source, where
+    most renderer changes (such as where the late tail starts) show; and the first source heard on its
+    own node, which alone changed when that node got its direct sound (``RENDER_VERSION`` 3).
     """
     positions = np.asarray(scene.positions, dtype=np.float64)
     slots = len(scene.source_nodes)
@@ -200,6 +200,7 @@ def verification_probes(scene: TaskScene) -> list[tuple[int, int, int]]:
         source = int(scene.source_nodes[slot])
         receiver = int(np.argmax(np.linalg.norm(positions - positions[source], axis=1)))
         probes.append((slot, receiver, yaw))
+    probes.append((0, int(scene.source_nodes[0]), 2))
     return probes
 
 
