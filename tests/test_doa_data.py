@@ -187,6 +187,7 @@ def test_scene_pool_labels_from_node_positions():
     assert pool.line_of_sight.dtype == bool and pool.line_of_sight.shape == (6, 3)
     positions, rirs = FakeScene.positions, FakeRirs()
     assert has_direct_path(rirs, positions, 0, 1) and not has_direct_path(rirs, positions, 1, 3)
+    assert has_direct_path(rirs, positions, 3, 3)  # on the source's own node (the renderer's direct sound)
     gap, level = first_reflection(rirs, positions, 0, 1)  # the second path: 3 m longer, as loud
     assert gap == pytest.approx(3.0 / SPEED_OF_SOUND) and level == pytest.approx(0.0)
     assert first_reflection(rirs, positions, 1, 3) is None  # no line of sight

@@ -335,7 +335,10 @@ def scene_pool(
 
 def has_direct_path(scene_rirs, positions: np.ndarray, receiver: int, source: int, tolerance: float = 0.05) -> bool:
     """Whether the direct sound is among the baked visible specular paths: the first path's travel
-    distance equals the straight receiver-source distance (within ``tolerance`` metres)."""
+    distance equals the straight receiver-source distance (within ``tolerance`` metres). On the source's
+    own node the renderer always adds one (``rir.with_at_source_path``)."""
+    if int(receiver) == int(source):
+        return True
     delays = scene_rirs.paths(receiver, source).delay
     if len(delays) == 0:
         return False
