@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     export_sounds(args.out, sound_names, sound_world.sound, sound_world.sample_rate, stats)
     print(
         f"exported {stats.scenes} scenes as SoundSpaces {target} to {args.out}: {stats.rir_files} RIR files "
-        f"({stats.rir_bytes / 2**20:.1f} MB written, {stats.skipped} kept), {stats.episodes} episodes, "
+        f"({stats.rir_bytes / 1e6:.1f} MB written, {stats.skipped} kept), {stats.episodes} episodes, "
         f"{stats.sounds} sounds"
     )
     return 0

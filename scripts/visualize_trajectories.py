@@ -9,7 +9,8 @@
 The inputs are evaluation directories written by scripts/evaluate.py (their episodes.jsonl), followed by
 any KEY=VALUE config overrides. An episode is named SCENE/EPISODE_ID (episode ids repeat across the scenes
 of a SoundSpaces split), or by its id alone where only one scene has it. Without --episode, the episode
-where the agents' SPL differs most (ties: the longest one) is drawn. The video shows the first agent's run.
+where the agents' SPL differs most is drawn (ties: one the first agent succeeded in, then the longest).
+The video shows the first agent's run.
 Only evaluations of generated scenes can be drawn: imported SoundSpaces graphs have no floor plan.
 """
 
@@ -91,7 +92,8 @@ def resolve_episode(value: str, runs: Sequence[Run]) -> EpisodeKey:
 
 
 def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
-    """Episode present in every run where SPL differs most between runs; ties go to the longest episode."""
+    """Episode present in every run where SPL differs most between runs; ties go to one the first run
+    succeeded in, then to the longest episode."""
     common = set(runs[0])
     for run in runs[1:]:
         common &= set(run)

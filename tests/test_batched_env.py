@@ -143,6 +143,22 @@ def test_state_dict_resumes_exactly(world, episodes):
         other.load_state_dict(older)
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_the_reference_env_draws_the_episodes_make_env_draws(world, episodes, split):
+    """Both take their sampler mode from the split: training shuffles, val and test stride through."""
+    cfg = ExperimentConfig()
+    cfg.task.sensors = ["depth"]
+    batched = make_env(cfg, split, device="cpu", num_envs=3, seed=5, world=world, episodes=episodes)
+    refs = [AudioNavEnv(world, episodes, cfg, split=split, seed=5, env_index=i, num_envs=3) for i in range(3)]
+    batched.reset()
+    for r in refs:
+        r.reset()
+    got = [e.episode_id for e in batched.current_episodes()]
+    assert got == [r.episode.episode_id for r in refs]
+    if split == "val":
+        assert got == [e.episode_id for e in episodes[:3]]  # env i starts at episode i
+
+
 def test_invalid_actions_raise(world, episodes):
     env = BatchedAudioNavEnv(world, episodes, 2, sensors=["depth"])
     with pytest.raises(RuntimeError, match="before reset"):

@@ -89,7 +89,7 @@ class AudioNavEnv(gym.Env):
         seed: int = 0,
         env_index: int = 0,
         num_envs: int = 1,
-        sampler_mode: str = "shuffle",
+        sampler_mode: str | None = None,
     ) -> None:
         task_cfg = getattr(cfg, "task", cfg)
         if world is None or episodes is None:
@@ -101,6 +101,8 @@ class AudioNavEnv(gym.Env):
         apply_task_rules(self, task_cfg, sensors)
         self.observation_space = observation_space_for(world, self.sensors)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        # as make_env: training shuffles, val and test stride through their episodes once
+        sampler_mode = sampler_mode or ("shuffle" if split == "train" else "sequential")
         self._sampler_args = (len(self.episodes), env_index, num_envs, sampler_mode)
         self.sampler = EpisodeSampler(len(self.episodes), seed, env_index, num_envs, sampler_mode)
         self.episode: ResolvedEpisode | None = None

@@ -254,7 +254,7 @@ def export_world(
         "exported %d scenes, %d RIR files (%.1f MB written, %d kept), %d episodes, %d sounds to %s",
         stats.scenes,
         stats.rir_files,
-        stats.rir_bytes / 2**20,
+        stats.rir_bytes / 1e6,
         stats.skipped,
         stats.episodes,
         stats.sounds,

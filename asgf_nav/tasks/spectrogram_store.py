@@ -19,8 +19,9 @@ Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, fre
   baked from has changed, and starts over otherwise; readers never see a partial file. A finished
   file whose fingerprint differs is baked again. A process bakes a file only while it holds
   ``{sound}.lock``, so runs may share a root.
-- Opening a file checks its fingerprint, then recomputes three of its states (the first, middle and
-  last source, each heard from the node farthest from it) and compares them; a store baked from other
+- Opening a file checks its fingerprint, then recomputes four of its states (the first, middle and
+  last source, each heard from the node farthest from it, and the first source on its own node) and
+  compares them; a store baked from other
   RIRs, another sound or other spectrogram settings is refused with a
   :class:`SpectrogramStoreError` naming the file, what differs and the command that bakes it again.
 """
