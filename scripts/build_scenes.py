@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--num-scenes",
         type=int_at_least(len(SPLITS), f"one scene per split {list(SPLITS)}"),
-        help=f"build only this many scenes (at least {len(SPLITS)}), keeping split proportions",
+        help=f"build only this many scenes (at least {len(SPLITS)}; all when the preset has fewer), keeping split "
+        "proportions",
     )
     parser.add_argument("--stages", nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER))
     parser.add_argument(
