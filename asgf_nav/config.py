@@ -132,7 +132,8 @@ class TrainConfig:
     # best val SPL); "none": keep no best checkpoint
     best_metric: Literal["spl", "success", "sna", "softspl", "none"] = "spl"
     stats_window_episodes: int = 50  # finished episodes behind the logged reward / SR / SPL / SNA
-    torch_threads: int = 0  # training and evaluation; 0: the cores per rank, less one while scenes bake
+    # training and evaluation; 0: the cores per rank, less one while scenes bake, at most OMP_NUM_THREADS
+    torch_threads: int = 0
 
 
 @dataclass

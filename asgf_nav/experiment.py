@@ -174,7 +174,7 @@ def check_resumed_config(cfg: ExperimentConfig, run_dir: Path) -> None:
 
 def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
     """``train.torch_threads`` or, when 0, this rank's share of the usable cores (the process's affinity:
-    taskset, Slurm) less one for background baking.
+    taskset, Slurm) less one for background baking, and no more than ``OMP_NUM_THREADS`` when it is set.
 
     Oversubscribed intra-op threads make small CPU models several times slower, so never exceed the cores.
     """
@@ -185,6 +185,9 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
     threads = cfg.train.torch_threads
     if threads <= 0:
         threads = max(1, usable_cpus() // world_size() - (1 if background_build else 0))
+        asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if asked.isdigit() and int(asked) > 0:  # the user's cap on this process's threads
+            threads = min(threads, int(asked))
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU thread(s) per process", threads)
 

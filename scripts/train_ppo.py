@@ -3,7 +3,7 @@
 
 python scripts/train_ppo.py --config replica_unheard.yaml
 python scripts/train_ppo.py --config replica_heard.yaml model.policy=av_nav ppo.num_envs=16
-torchrun --nproc_per_node 2 scripts/train_ppo.py --config replica_unheard.yaml
+python -m torch.distributed.run --nproc_per_node 2 scripts/train_ppo.py --config replica_unheard.yaml   # torchrun
 """
 
 import argparse

@@ -230,6 +230,7 @@ def test_torch_threads_follow_the_usable_cores_not_the_machine(monkeypatch):
     from asgf_nav import experiment
 
     monkeypatch.setattr(experiment, "usable_cpus", lambda: 3)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     previous = torch.get_num_threads()
     try:
         cfg = load_config("tiny_heard", ["train.torch_threads=0"])
@@ -237,6 +238,11 @@ def test_torch_threads_follow_the_usable_cores_not_the_machine(monkeypatch):
         assert torch.get_num_threads() == 2  # one core left to the background bake
         experiment.set_torch_threads(cfg, background_build=False)
         assert torch.get_num_threads() == 3
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's cap wins over the automatic count
+        experiment.set_torch_threads(cfg, background_build=False)
+        assert torch.get_num_threads() == 1
+        experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=2"]), background_build=False)
+        assert torch.get_num_threads() == 2  # an explicit count is taken as given
     finally:
         torch.set_num_threads(previous)
 

@@ -138,3 +138,56 @@ def test_a_script_stopped_by_sigterm_takes_its_pool_workers_with_it(tmp_path: Pa
             os.kill(pid, signal.SIGKILL)
     assert not alive, f"workers {sorted(alive)} outlived the stopped script"
     assert returncode == 128 + signal.SIGTERM  # SystemExit from the handler, not death by the signal
+
+
+INTERRUPTED_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    from asgf_nav.cli import run_script
+    from asgf_nav.parallel import spawn_imap_unordered
+
+    def job(i):
+        for _ in tqdm(range(2), desc=f"job {i}", file=sys.stdout):  # a bake's bar: tqdm's write lock
+            pass
+        print(f"worker {os.getpid()} busy", file=sys.stderr, flush=True)
+        time.sleep(120)
+        return i
+
+    if __name__ == "__main__":
+        run_script(lambda: list(spawn_imap_unordered(job, range(2), 2)) and 0)
+    """
+)
+
+
+def test_ctrl_c_stops_a_pool_without_worker_tracebacks_or_leaked_semaphores(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: the workers must leave it to the parent."""
+    import os
+    import re
+    import signal
+
+    script = tmp_path / "interrupted_job.py"
+    script.write_text(INTERRUPTED_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        for line in process.stderr:
+            seen += re.findall(r"worker (\d+) busy", line)
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2, "the workers never started"
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "interrupted (Ctrl-C)" in stderr, stderr
+    assert "SpawnPoolWorker" not in stderr and "Traceback" not in stderr, stderr
+    assert "leaked semaphore" not in stderr, stderr
