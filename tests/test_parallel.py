@@ -82,16 +82,20 @@ def test_workers_share_the_usable_cores_not_the_machines(monkeypatch: pytest.Mon
     assert [worker_threads(n) for n in (1, 2, 4, 12)] == [6, 3, 1, 1]
 
 
-STOPPED_SCRIPT = textwrap.dedent(
+BUSY_POOL_SCRIPT = textwrap.dedent(
     """
     import os
     import sys
     import time
 
+    from tqdm import tqdm
+
     from asgf_nav.cli import run_script
     from asgf_nav.parallel import spawn_imap_unordered
 
     def job(i):
+        for _ in tqdm(range(2), desc=f"job {i}", file=sys.stdout):  # a bake's bar: tqdm's write lock
+            pass
         print(f"worker {os.getpid()} busy", file=sys.stderr, flush=True)
         time.sleep(120)  # a scene bake: far longer than the test waits
         return i
@@ -102,24 +106,35 @@ STOPPED_SCRIPT = textwrap.dedent(
 )
 
 
+def start_busy_pool(tmp_path: Path, **popen: object) -> tuple[subprocess.Popen, list[int]]:
+    """A script whose two pool workers are busy baking, and their pids once both have started."""
+    import re
+
+    script = tmp_path / "busy_pool.py"
+    script.write_text(BUSY_POOL_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, **popen
+    )
+    workers: list[int] = []
+    for line in process.stderr:
+        workers += [int(pid) for pid in re.findall(r"worker (\d+) busy", line)]
+        if len(workers) == 2:
+            break
+    if len(workers) != 2:
+        process.kill()
+        raise AssertionError("the workers never started")
+    return process, workers
+
+
 def test_a_script_stopped_by_sigterm_takes_its_pool_workers_with_it(tmp_path: Path) -> None:
     """A scheduler's SIGTERM to a bake script must not leave its workers baking on, orphaned."""
     import os
-    import re
     import signal
     import time
 
-    script = tmp_path / "stopped_job.py"
-    script.write_text(STOPPED_SCRIPT)
-    process = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
-    workers: list[int] = []
+    process, workers = start_busy_pool(tmp_path)
     alive: set[int] = set()
     try:
-        for line in process.stderr:
-            workers += [int(pid) for pid in re.findall(r"worker (\d+) busy", line)]
-            if len(workers) == 2:
-                break
-        assert len(workers) == 2, "the workers never started"
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=60)
         alive = set(workers)
@@ -140,49 +155,13 @@ def test_a_script_stopped_by_sigterm_takes_its_pool_workers_with_it(tmp_path: Pa
     assert returncode == 128 + signal.SIGTERM  # SystemExit from the handler, not death by the signal
 
 
-INTERRUPTED_SCRIPT = textwrap.dedent(
-    """
-    import os
-    import sys
-    import time
-
-    from tqdm import tqdm
-
-    from asgf_nav.cli import run_script
-    from asgf_nav.parallel import spawn_imap_unordered
-
-    def job(i):
-        for _ in tqdm(range(2), desc=f"job {i}", file=sys.stdout):  # a bake's bar: tqdm's write lock
-            pass
-        print(f"worker {os.getpid()} busy", file=sys.stderr, flush=True)
-        time.sleep(120)
-        return i
-
-    if __name__ == "__main__":
-        run_script(lambda: list(spawn_imap_unordered(job, range(2), 2)) and 0)
-    """
-)
-
-
 def test_ctrl_c_stops_a_pool_without_worker_tracebacks_or_leaked_semaphores(tmp_path: Path) -> None:
     """A terminal's Ctrl-C goes to the whole process group: the workers must leave it to the parent."""
     import os
-    import re
     import signal
 
-    script = tmp_path / "interrupted_job.py"
-    script.write_text(INTERRUPTED_SCRIPT)
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    process, _ = start_busy_pool(tmp_path, start_new_session=True)
     try:
-        seen = []
-        for line in process.stderr:
-            seen += re.findall(r"worker (\d+) busy", line)
-            if len(seen) == 2:
-                break
-        assert len(seen) == 2, "the workers never started"
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
