@@ -9,7 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from asgf_nav.config import ConfigError, ExperimentConfig, load_config
+
+def _report_interrupt(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+    """A Ctrl-C is the user's choice, not a crash: one line instead of a traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+# Installed on import, before the heavy imports below and in the scripts (torch takes seconds), so a Ctrl-C
+# at start-up also ends in one line. Python still exits as killed by SIGINT, after its clean-up.
+sys.excepthook = _report_interrupt
+
+from asgf_nav.config import ConfigError, ExperimentConfig, load_config  # noqa: E402
 
 
 def run_script(main: Callable[[], int | None]) -> NoReturn:
@@ -43,18 +56,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     except user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        sys.excepthook = _report_interrupt  # Python still exits as killed by SIGINT, after its clean-up
-        raise
     raise SystemExit(code or 0)
-
-
-def _report_interrupt(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
-    """A Ctrl-C is the user's choice, not a crash: one line instead of a traceback."""
-    if issubclass(kind, KeyboardInterrupt):
-        print("interrupted (Ctrl-C)", file=sys.stderr)
-    else:
-        sys.__excepthook__(kind, value, traceback)
 
 
 def _bounded(kind: type, accept: Callable[[Any], bool], wording: str, name: str) -> Callable[[str], Any]:

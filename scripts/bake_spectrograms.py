@@ -18,8 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-
 from asgf_nav.cli import (  # noqa: E402
     add_scene_arguments,
     check_output,
@@ -82,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(f"--sounds: {problem}")
     if args.threads:
+        import torch  # below asgf_nav.cli, whose Ctrl-C hook comes first
+
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device, key="--device")
     cfg.task.sensors = ["spectrogram"]  # the scenes' views are never read here: audio-only scenes suffice

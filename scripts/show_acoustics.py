@@ -12,7 +12,6 @@ import logging
 
 import numpy as np
 
-from asgf_nav.acoustics.rir import SceneRirs
 from asgf_nav.cli import check_output, non_negative_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.io import atomic_savefig
@@ -48,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = args.dataset or cfg.scenes.dataset
     (directory,) = ensure_scenes(cfg, dataset, [args.scene], ("layout", "acoustics"), workers=1)
     store = SceneStore(directory)
+    from asgf_nav.acoustics.rir import SceneRirs  # below asgf_nav.cli, whose Ctrl-C hook comes first
+
     rirs = SceneRirs(store)
     sources = len(rirs.source_nodes)
     if args.source_slot >= sources:

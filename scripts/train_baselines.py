@@ -29,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from asgf_nav.cli import (  # noqa: E402
     add_config_arguments,
@@ -156,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     reject_swallowed_overrides(parser, args, "scenes")
     check_output(parser, "--out", args.out)
     setup_logging("INFO")
+    import torch  # below asgf_nav.cli, whose Ctrl-C hook comes first
+
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     cfg.task.sensors = ["spectrogram"]  # all the model hears: scenes need no baked views
