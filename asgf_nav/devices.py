@@ -18,13 +18,14 @@ if TYPE_CHECKING:
 def resolve_device(
     name: str | torch.device | None, local_rank: int | None = None, key: str = "train.device"
 ) -> torch.device:
-    """``auto`` (or None) is the GPU when torch sees one (``cuda:local_rank`` under DD-PPO), else the CPU."""
+    """``auto`` (or None) is the GPU when torch sees one, else the CPU. With a ``local_rank`` (a DD-PPO process's
+    LOCAL_RANK) a GPU without an index, from ``auto`` or ``cuda``, is that rank's own, ``cuda:local_rank``."""
     import torch
 
     if name is None or str(name) == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        return torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")
+        name = "cuda"
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -35,11 +36,17 @@ def resolve_device(
                 f"{key}: {str(name)!r} asks for a GPU, but this torch ({torch.__version__}) sees no CUDA device; "
                 "use auto or cpu"
             )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"{key}: {str(name)!r} asks for a GPU index torch does not see "
-                f"({torch.cuda.device_count()} CUDA device(s))"
-            )
+        count = torch.cuda.device_count()
+        if device.index is None and local_rank is not None:
+            if local_rank >= count:
+                raise ConfigError(
+                    f"{key}: {str(name)!r} puts the process with LOCAL_RANK={local_rank} on GPU {local_rank}, but "
+                    f"torch sees {count} CUDA device(s): start at most {count} process(es) per machine "
+                    "(torchrun --nproc_per_node) or train on cpu"
+                )
+            device = torch.device("cuda", local_rank)
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{key}: {str(name)!r} asks for a GPU index torch does not see ({count} CUDA device(s))")
     elif device.type == "meta":
         raise ConfigError(f"{key}: {str(name)!r} holds no data, nothing can run on it; use auto, cpu or cuda")
     elif device.type != "cpu":

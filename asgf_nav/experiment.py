@@ -207,9 +207,9 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
 
 
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
-    from asgf_nav.rl.distributed import init_distributed, is_main_process
+    from asgf_nav.rl.distributed import init_distributed, is_main_process, local_rank
 
-    init_distributed()
+    init_distributed(resolve_device(cfg.train.device, local_rank()))
     install_stop_handlers()  # SIGTERM and Ctrl-C run the clean-up below (background build)
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)

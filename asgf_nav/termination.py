@@ -3,7 +3,7 @@
 Outside a :func:`stop_between_updates` block the handlers raise at once (``SystemExit(128 + SIGTERM)``,
 ``KeyboardInterrupt`` for SIGINT), so ``finally`` blocks run and the background scene build stops.
 
-Inside the block (the trainer's update loop, single process) the first signal is only recorded: the
+Inside the block (the trainer's update loop) the first signal is only recorded: the
 loop finishes its update, saves a checkpoint and then raises, so an interrupted run loses nothing and
 ``--resume`` continues from there. A second signal raises at once, for when that update takes too long.
 

@@ -30,6 +30,31 @@ def test_auto_is_the_gpu_of_this_rank_when_there_is_one(gpus):
     assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cpu") == torch.device("cpu")
 
 
+def test_each_ddppo_rank_gets_its_own_gpu_and_more_ranks_than_gpus_is_named(gpus):
+    gpus(2)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda:1")  # bare cuda too, not every rank on GPU 0
+    gpus(1)
+    for name in ("auto", "cuda"):
+        with pytest.raises(ConfigError, match=r"^train.device: .* LOCAL_RANK=1 on GPU 1, but torch sees 1 CUDA"):
+            resolve_device(name, local_rank=1)
+
+
+def test_the_ddppo_backend_follows_the_training_device_not_the_machine(gpus, monkeypatch):
+    """On a machine with GPUs, ranks training on the CPU need gloo: NCCL cannot move CPU tensors."""
+    from asgf_nav.rl import distributed
+
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: calls.append(("init", backend)))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(distributed, "is_distributed", lambda: False)
+    gpus(2)
+    assert distributed.init_distributed(torch.device("cpu"), rank_id=1, world=2) == (1, 2, 1)
+    assert calls == [("init", "gloo")]
+    calls.clear()
+    distributed.init_distributed(resolve_device("auto", local_rank=1), rank_id=1, world=2)
+    assert calls == [("set_device", 1), ("init", "nccl")]
+
+
 @pytest.mark.parametrize(
     "name, count, message",
     [

@@ -609,3 +609,51 @@ def test_ddppo_two_ranks_keep_identical_parameters(tmp_path: Path) -> None:
         changed |= not torch.equal(value, states[0]["initial"][key])
     assert changed, "training did not change the parameters"
     assert (tmp_path / "run" / "checkpoints" / "ckpt_000003.pt").is_file()
+
+
+class StopAtStepEnv(ToySoundSideEnv):
+    """A training env that receives SIGTERM (as the trainer's handler records it) at its 12th step, in update 2."""
+
+    steps_taken = 0
+
+    def step(self, actions: torch.Tensor):
+        from asgf_nav import termination
+
+        StopAtStepEnv.steps_taken += 1
+        if StopAtStepEnv.steps_taken == 12:
+            termination._on_signal(signal.SIGTERM, None)
+        return super().step(actions)
+
+
+def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+
+    def factory(c: ExperimentConfig, split: str, r: int) -> ToySoundSideEnv:  # only rank 1 is signalled
+        return StopAtStepEnv(c.ppo.num_envs, r) if r == 1 else toy_env_factory(c, split, r)
+
+    try:
+        trainer = Trainer(small_cfg("av_nav", updates=12), factory, run_dir)  # 6 updates of 2 ranks
+        try:
+            trainer.train()
+            code = 0
+        except SystemExit as stopped:
+            code = stopped.code
+        torch.save({"code": code, "update": trainer.update}, os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddppo_a_stop_on_one_rank_stops_every_rank_after_the_same_update_with_a_checkpoint(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM may reach one rank first: the ranks agree before each update, so none waits in
+    an all-reduce for a peer that left, and rank 0 saves the update they all finished."""
+    world = 2
+    mp.spawn(
+        ddppo_stop_worker,
+        args=(world, str(tmp_path / "init"), str(tmp_path / "run"), str(tmp_path)),
+        nprocs=world,
+        join=True,
+    )
+    outcomes = [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
+    assert outcomes == [{"code": 128 + signal.SIGTERM, "update": 2}] * world
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000002.pt"]  # the interval is 3

@@ -38,11 +38,13 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def default_backend() -> str:
-    return "nccl" if torch.cuda.is_available() else "gloo"
+def backend_for(device: torch.device) -> str:
+    """NCCL for a model on a GPU, gloo for one on the CPU: the backend must move the training device's tensors."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def init_distributed(
+    device: torch.device | None = None,
     backend: str | None = None,
     init_method: str | None = None,
     rank_id: int | None = None,
@@ -52,16 +54,18 @@ def init_distributed(
     """Join the process group described by RANK / WORLD_SIZE / LOCAL_RANK (torchrun) or by the arguments.
 
     Returns (rank, world_size, local_rank). Without torchrun variables and arguments this is a no-op
-    that returns (0, 1, 0). NCCL is chosen when CUDA is available, gloo otherwise.
+    that returns (0, 1, 0). The backend follows the training ``device`` (:func:`backend_for`; the CPU when
+    None); on a GPU, a device without an index becomes this rank's GPU, ``cuda:LOCAL_RANK``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
     rank_id = int(os.environ.get("RANK", "0")) if rank_id is None else rank_id
     local = int(os.environ.get("LOCAL_RANK", str(rank_id)))
     if world <= 1 or is_distributed():
         return rank(), world_size(), local
-    backend = backend or default_backend()
-    if backend == "nccl":
-        torch.cuda.set_device(local)
+    device = torch.device("cpu") if device is None else device
+    backend = backend or backend_for(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(local if device.index is None else device.index)
     dist.init_process_group(
         backend=backend,
         init_method=init_method or "env://",
@@ -102,6 +106,16 @@ def all_reduce_gradients(module: nn.Module) -> None:
         count = param.numel()
         param.grad = flat[offset : offset + count].view_as(param).clone()
         offset += count
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on at least one (one tiny all-reduce; ``device`` is the
+    training device, whose backend moves the tensor)."""
+    if world_size() == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def barrier() -> None:

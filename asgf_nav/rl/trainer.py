@@ -36,6 +36,7 @@ import contextlib
 import logging
 import math
 import random
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -143,9 +144,9 @@ class Trainer:
         background); the trainer then rebuilds that split's env between updates."""
         self.cfg, self.env_factory, self.scenes_changed = cfg, env_factory, scenes_changed
         self.run_dir = Path(run_dir if run_dir is not None else cfg.train.run_dir)
-        self.rank, self.world, local_rank = distributed.init_distributed()
+        self.device = resolve_device(cfg.train.device, distributed.local_rank())
+        self.rank, self.world, _ = distributed.init_distributed(self.device)  # the backend follows the device
         self.is_main = self.rank == 0
-        self.device = resolve_device(cfg.train.device, local_rank)
         if cfg.train.torch_threads > 0:
             torch.set_num_threads(cfg.train.torch_threads)
         seed_everything(cfg.train.seed + self.rank)
@@ -242,13 +243,15 @@ class Trainer:
         )
         stats: dict[str, float] = {}
         last_saved = self.update
-        # one process: the first SIGTERM / Ctrl-C ends the loop between updates and the run after a checkpoint
-        # (DD-PPO ranks could stop at different updates and hang in the all-reduce, so they stop at once)
-        single = self.world == 1
+        # the first SIGTERM / Ctrl-C ends the loop between updates and the run after a checkpoint; under DD-PPO
+        # the ranks agree on it before each update, so all stop after the same one (none waits in an all-reduce)
+        stopping = False
         try:
-            with stop_between_updates(enabled=single):
-                while self.update < stop and not (single and stop_requested()):
-                    raise_if_stopped()  # a stop whose exception library code swallowed
+            with stop_between_updates():
+                while self.update < stop:
+                    stopping = distributed.any_rank(stop_requested(), self.device)
+                    if stopping:
+                        break
                     if self.scenes_changed is not None and self.scenes_changed("train"):
                         self.reload_train_env()
                     stats = self.update_once(progress)
@@ -257,9 +260,10 @@ class Trainer:
                         last_saved = self.update
                 if self.update != last_saved:
                     self.save()
-                if stop_requested():
+                if stopping:
                     logger.info("stopped at update %d; --resume continues from its checkpoint", self.update)
                     raise_if_stopped()
+                    raise SystemExit(128 + signal.SIGTERM)  # this rank's peer was stopped, not this rank
         finally:
             progress.close()
             if self.writer is not None:
