@@ -166,13 +166,44 @@ def resolve_config_path(name: str | Path) -> Path:
     raise ConfigError(f"config {str(name)!r} not found as a file or in {CONFIG_DIR}; available: {available}")
 
 
+class _ConfigFileLoader(yaml.SafeLoader):
+    """YAML for config files: a key given twice in one mapping is an error (YAML keeps the last one silently, so
+    a second ``ppo:`` section would reset the first one's keys), and only plain decimal integers are integers:
+    YAML 1.1 reads ``0755`` as 493, ``0x1F`` as 31 and ``12:30`` as 750, which would silently rename a text
+    field such as ``train.run_dir``; these stay text, as in overrides."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # << merges: explicit keys override them by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line})",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | str:
+        text = node.value.replace("_", "")
+        if text.lstrip("+-").isdigit() and (text.lstrip("+-") == "0" or not text.lstrip("+-").startswith("0")):
+            return super().construct_yaml_int(node)
+        return node.value
+
+
+_ConfigFileLoader.add_constructor("tag:yaml.org,2002:int", _ConfigFileLoader.construct_yaml_int)
+
+
 def load_config(name: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Defaults, then the YAML file ``name`` (if given), then ``key.sub=value`` overrides."""
     cfg = ExperimentConfig()
     if name is not None:
         path = resolve_config_path(name)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=_ConfigFileLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):

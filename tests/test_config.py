@@ -173,6 +173,28 @@ def test_a_config_file_with_a_non_finite_number_names_the_key(tmp_path):
         load_config(str(path))
 
 
+def test_a_key_given_twice_in_a_config_file_is_an_error_not_a_silent_reset(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("ppo:\n  lr: 1.0e-4\ntrain:\n  seed: 7\nppo:\n  num_steps: 32\n")  # would drop ppo.lr
+    with pytest.raises(ConfigError, match=f"^config file {path} .*key 'ppo' appears twice .*lines 1 and 5"):
+        load_config(str(path))
+    path.write_text("ppo:\n  lr: 1.0e-4\n  lr: 2.0e-4\n")
+    with pytest.raises(ConfigError, match="key 'lr' appears twice"):
+        load_config(str(path))
+
+
+def test_text_fields_in_a_config_file_keep_the_text_as_typed(tmp_path):
+    """YAML 1.1 reads 0755, 0x1F and 12:30 as the numbers 493, 31 and 750; in a text field they stay as typed."""
+    path = tmp_path / "text.yaml"
+    path.write_text("train:\n  run_dir: 0755\n  seed: 1_000\nscenes:\n  data_root: 12:30\ntask:\n  max_steps: 500\n")
+    cfg = load_config(str(path))
+    assert (cfg.train.run_dir, cfg.scenes.data_root) == ("0755", "12:30")
+    assert (cfg.train.seed, cfg.task.max_steps) == (1000, 500)  # plain decimals are still numbers
+    path.write_text("ppo:\n  num_envs: 0x10\n")
+    with pytest.raises(ConfigError, match="'ppo.num_envs' .* expects int, got '0x10'"):
+        load_config(str(path))
+
+
 def test_malformed_override_and_missing_file():
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(None, ["ppo.lr"])
