@@ -40,7 +40,7 @@ RUN_LOCK = ".run.lock"
 def claim_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
     """Hold the run directory for this run: never one another live run writes, and never a previous run's
     checkpoints to overwrite and prune by accident (they are continued with ``--resume``)."""
-    from asgf_nav.rl.checkpoint import list_checkpoints
+    from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, checkpoint_dir, list_checkpoints
 
     def in_use() -> ConfigError:
         return ConfigError(f"train.run_dir: {run_dir} is in use by another training process; choose another")
@@ -51,6 +51,13 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
             raise ConfigError(
                 f"train.run_dir: {run_dir} already holds a run (latest checkpoint {checkpoints[-1].name}); "
                 "continue it with --resume, or choose another train.run_dir"
+            )
+        best = checkpoint_dir(run_dir) / BEST_CHECKPOINT
+        if not checkpoints and best.exists():  # a run killed before its first periodic checkpoint
+            raise ConfigError(
+                f"train.run_dir: {run_dir} holds a previous run's {best.name} (its best validation) but no periodic "
+                "checkpoint to continue from; a new run there would overwrite it: move it aside, or choose "
+                "another train.run_dir"
             )
         yield
 

@@ -403,3 +403,19 @@ def test_stopped_training_saves_its_last_update_and_resumes_there(tmp_path, stop
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from update {update}" in resumed.stderr
     assert (run_dir / "checkpoints" / f"ckpt_{update + 1:06d}.pt").exists()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_directory_holding_only_a_best_checkpoint_is_not_overwritten(tmp_path, resume):
+    """A run killed before its first periodic checkpoint may leave checkpoints/best.pt: neither a new run nor
+    --resume (which would start from scratch and replace it at its first validation) may take it over."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import claim_run_dir
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"the best policy of a run killed early")
+    with pytest.raises(ConfigError, match=f"^train.run_dir: {run_dir} holds a previous run's best.pt"):
+        with claim_run_dir(run_dir, resume):
+            pass
+    assert (run_dir / "checkpoints" / "best.pt").read_bytes() == b"the best policy of a run killed early"
