@@ -616,3 +616,29 @@ def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
             run_script(lambda: report.main(argv))  # noqa: B023 (called at once)
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_a_checkpoint_of_another_project_is_named_not_a_traceback(tmp_path, monkeypatch):
+    """A foreign pickle (a SoundSpaces .pth with its yacs config, or classes of a numpy this machine lacks) and a
+    checkpoint whose entries have other types both raise CheckpointError naming the file."""
+    import sys
+    import types
+
+    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+
+    foreign = types.ModuleType("foreign_trainer")
+
+    class Config(dict):
+        pass
+
+    Config.__module__, Config.__qualname__ = "foreign_trainer", "Config"
+    foreign.Config = Config
+    monkeypatch.setitem(sys.modules, "foreign_trainer", foreign)
+    state = {"model": {}, "optimizer": {}, "update": 3, "frames": 96, "rng": {}, "config": Config()}
+    torch.save(state, tmp_path / "foreign.pth")
+    monkeypatch.delitem(sys.modules, "foreign_trainer")  # not installed where the file is read
+    with pytest.raises(CheckpointError, match=r"foreign.pth is corrupt or unreadable: ModuleNotFoundError"):
+        load_checkpoint(tmp_path / "foreign.pth")
+    torch.save({**state, "config": "a yacs dump"}, tmp_path / "text_config.pt")
+    with pytest.raises(CheckpointError, match=r"text_config.pt is not one of this project's: .*'config': 'str'"):
+        load_checkpoint(tmp_path / "text_config.pt")

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import random
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
 BEST_CHECKPOINT = "best.pt"  # outside CHECKPOINT_PATTERN: never pruned, never taken for the latest
 REQUIRED_KEYS = ("model", "optimizer", "update", "frames", "rng", "config")
+# what this project's trainer writes (another project's checkpoint may hold the same names, e.g. a yacs config)
+_ENTRY_TYPES = {"model": dict, "optimizer": dict, "update": int, "frames": int, "config": dict}
 # config keys a resumed run may change: where and how fast it runs, how often it logs, validates and saves,
 # what it caches, and (ppo.total_frames) how long it trains; every other key changes the experiment itself
 RESUMABLE_KEYS = frozenset(
@@ -109,13 +109,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=False)
     except FileNotFoundError:
         raise
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
+    except Exception as exc:  # also a pickle of classes not installed here: another project's or numpy version's
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dict (got {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks required entries {missing}")
+    wrong = {k: type(state[k]).__name__ for k, kind in _ENTRY_TYPES.items() if not isinstance(state[k], kind)}
+    if wrong or isinstance(state["update"], bool):
+        raise CheckpointError(f"checkpoint {path} is not one of this project's: entries of the wrong type {wrong}")
     return state
 
 
