@@ -322,6 +322,10 @@ def test_cached_pools_are_rebuilt_when_their_responses_would_differ(tmp_path, mo
     assert built == []  # same renderer: the cache serves
     monkeypatch.setattr(train, "SHOEBOX_POOL_VERSION", 2)
     assert train.rir_pool(cfg, "train", 2, 5).source == "shoebox:2" and len(built) == 1
+    for damaged in (b"PK\x03\x04 cut short", b""):  # an unreadable cache is rendered again, not a stop
+        (tmp_path / "shoebox_train_2x2_s5.npz").write_bytes(damaged)
+        assert train.rir_pool(cfg, "train", 2, 5).source == "shoebox:2"
+    assert len(built) == 3 and RirPool.load(tmp_path / "shoebox_train_2x2_s5.npz").source == "shoebox:2"
 
 
 def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):

@@ -18,7 +18,7 @@ from asgf_nav.scenes.furnish import is_walkable, prune_blocking_furniture
 from asgf_nav.scenes.generator import GENERATOR_VERSION, WALL_THICKNESS, footprint_area, generate, generate_floorplan
 from asgf_nav.scenes.presets import SPLITS, get_preset
 from asgf_nav.scenes.scene import FLOORPLAN_FILE, Scene, layout_digest
-from asgf_nav.scenes.store import SceneStoreError, remove_stage, scene_dir
+from asgf_nav.scenes.store import SceneStoreError, remove_stage, scene_dir, stage_complete
 
 
 # ---------------------------------------------------------------------------------------------- presets
@@ -229,11 +229,23 @@ def test_corrupt_store_errors_name_the_file(tiny_build: tuple[ExperimentConfig, 
     directory = tmp_path / "scenes" / "tiny" / "tiny_room_test"
     shutil.copytree(scene_dir(cfg.scenes.data_root, "tiny", "tiny_room_test"), directory)
     depth_file = directory / "depth.npy"
-    depth_file.write_bytes(depth_file.read_bytes()[:1000])  # truncated write
-    with pytest.raises(SceneStoreError, match="depth.npy"):
-        _ = Scene(directory).depth
+    intact = depth_file.read_bytes()
+    force = "build_scenes.py --dataset tiny --scenes tiny_room_test --stages vision --force"
+    for damaged in (intact[:1000], b""):  # a truncated write, an emptied file
+        depth_file.write_bytes(damaged)
+        with pytest.raises(SceneStoreError, match=f"depth.npy.*{force}"):
+            _ = Scene(directory).depth
+        assert not stage_complete(directory, "vision") and stage_complete(directory, "layout")
+    copy = replace(cfg, scenes=replace(cfg.scenes, data_root=str(tmp_path)))
+    assert build_scenes(copy, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1) == {
+        "tiny_room_test": ["vision"]  # a plain build repairs it: the recorded size no longer matches
+    }
+    assert depth_file.read_bytes() == intact
     (directory / "manifest.json").write_text("{ not json")
     with pytest.raises(SceneStoreError, match="manifest.json"):
+        Scene(directory)
+    (directory / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(SceneStoreError, match="manifest.json is not a manifest"):
         Scene(directory)
     with pytest.raises(SceneStoreError, match="missing manifest.json"):
         Scene(tmp_path / "scenes" / "tiny" / "absent")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +193,11 @@ def write_acoustics_stage(scene_dir: Path, params: dict[str, Any], sources: np.n
                 direction.append(data["direction"])
                 level.append(data["level_db"])
                 late.append(data["late_db"])
-        except (OSError, KeyError, ValueError) as exc:
-            raise RuntimeError(f"partial acoustics file {path} is unreadable ({exc}); delete it and rebake") from exc
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            problem = exc or type(exc).__name__
+            raise RuntimeError(
+                f"partial acoustics file {path} is unreadable ({problem}); delete it and rebake"
+            ) from exc
     offsets = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.concatenate(counts))
     arrays = {

@@ -47,6 +47,10 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SceneStoreError(f"unreadable scene manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
+        if writing:
+            return empty
+        raise SceneStoreError(f"scene manifest {path} is not a manifest (no 'stages' mapping); {_rebuild_hint(path)}")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         if writing:
@@ -56,6 +60,16 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
             "bake the scene again with scripts/build_scenes.py"
         )
     return manifest
+
+
+def _rebuild_hint(path: Path, stage: str | None = None) -> str:
+    """How to bake a damaged scene again: ``--force``, as its manifest may still call the stage complete."""
+    directory = path.parent
+    stages = f" --stages {stage}" if stage else ""
+    return (
+        f"bake it again: python scripts/build_scenes.py --dataset {directory.parent.name} --scenes {directory.name}"
+        f"{stages} --force (an imported SoundSpaces scene: import it again)"
+    )
 
 
 def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -79,12 +93,21 @@ def write_stage(
     entries = {}
     for name, array in arrays.items():
         array = np.asarray(array)
-        atomic_save_npy(directory / f"{name}.npy", array)
-        entries[name] = {"file": f"{name}.npy", "shape": list(array.shape), "dtype": str(array.dtype)}
+        path = atomic_save_npy(directory / f"{name}.npy", array)
+        entries[name] = {
+            "file": path.name, "shape": list(array.shape), "dtype": str(array.dtype), "bytes": path.stat().st_size,
+        }  # fmt: skip
+    file_bytes = {}
     for name, content in (files or {}).items():
         data = content.encode() if isinstance(content, str) else content
         atomic_write_bytes(directory / name, data)
-    manifest["stages"][stage] = {"arrays": entries, "files": sorted(files or {}), "meta": meta or {}}
+        file_bytes[name] = len(data)
+    manifest["stages"][stage] = {
+        "arrays": entries,
+        "files": sorted(file_bytes),
+        "file_bytes": file_bytes,
+        "meta": meta or {},
+    }
     _write_manifest(directory, manifest)
 
 
@@ -106,7 +129,9 @@ def remove_stage(directory: str | Path, stage: str) -> None:
 
 
 def stage_complete(directory: str | Path, stage: str) -> bool:
-    """True when ``stage`` is recorded and every file it lists exists (cheap check for build skipping)."""
+    """True when ``stage`` is recorded and every file it lists exists with the size it was written with (cheap
+    check for build skipping: a truncated or emptied file makes the stage incomplete, so a build bakes it again).
+    Manifests written before sizes were recorded are checked for existence only."""
     directory = Path(directory)
     try:
         info = _read_manifest(directory)["stages"].get(stage)
@@ -114,8 +139,17 @@ def stage_complete(directory: str | Path, stage: str) -> bool:
         return False
     if info is None:
         return False
-    names = [e["file"] for e in info["arrays"].values()] + list(info["files"])
-    return all((directory / n).exists() for n in names)
+    expected = {e["file"]: e.get("bytes") for e in info["arrays"].values()}
+    expected.update({name: info.get("file_bytes", {}).get(name) for name in info["files"]})
+    for name, size in expected.items():
+        path = directory / name
+        if not path.is_file() or (size is not None and path.stat().st_size != size):
+            return False
+    return True
+
+
+def _stage_files(info: dict[str, Any]) -> list[str]:
+    return [e["file"] for e in info["arrays"].values()] + list(info["files"])
 
 
 class SceneStore:
@@ -168,15 +202,21 @@ class SceneStore:
         path = self.directory / entry["file"]
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise SceneStoreError(f"cannot read scene array {path}: {exc}") from exc
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an emptied file
+            raise SceneStoreError(
+                f"cannot read scene array {path}: {exc or type(exc).__name__}; {self._rebuild_hint(path)}"
+            ) from exc
         if list(arr.shape) != entry["shape"] or str(arr.dtype) != entry["dtype"]:
             raise SceneStoreError(
                 f"scene array {path} is {arr.dtype}{list(arr.shape)} but the manifest says "
-                f"{entry['dtype']}{entry['shape']}; the file is corrupt, rebuild the scene"
+                f"{entry['dtype']}{entry['shape']}; the file is corrupt, {self._rebuild_hint(path)}"
             )
         self._cache[name] = arr
         return arr
+
+    def _rebuild_hint(self, path: Path) -> str:
+        stage = next((s for s, info in self.manifest["stages"].items() if path.name in _stage_files(info)), None)
+        return _rebuild_hint(path, stage)
 
     def file_bytes(self, name: str) -> bytes:
         path = self.directory / name

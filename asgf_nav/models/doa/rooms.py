@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,8 +110,8 @@ class RirPool:
             los = data["line_of_sight"].astype(bool) if "line_of_sight" in data.files else None
             source = str(data["source"]) if "source" in data.files else ""
             return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]), los, source)
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"cannot read RIR pool {path}: {err}") from err
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an emptied file
+            raise ValueError(f"cannot read RIR pool {path}: {err or type(err).__name__}") from err
 
 
 # --------------------------------------------------------------------------------------------- shoebox

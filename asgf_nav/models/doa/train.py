@@ -148,10 +148,14 @@ def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, se
     path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}.npz"
     source = pool_source(cfg, rooms, split)
     if path.exists():
-        pool = RirPool.load(path)
-        if pool.source == source and pool.line_of_sight is not None:
-            return pool
-        logger.info("RIR pool %s was rendered from other data or by an older renderer; rebuilding it", path)
+        try:
+            pool = RirPool.load(path)
+        except ValueError as exc:  # a cache: rendered again rather than stopping the run
+            logger.warning("%s; rebuilding it", exc)
+        else:
+            if pool.source == source and pool.line_of_sight is not None:
+                return pool
+            logger.info("RIR pool %s was rendered from other data or by an older renderer; rebuilding it", path)
     if rooms in SHOEBOX_RECEIVERS:
         pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=SHOEBOX_RECEIVERS[rooms])
     else:
