@@ -29,7 +29,8 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene, missing
     or malformed SoundSpaces data or episode files, an export that cannot be written, an unreadable or stale
     baked spectrogram store, another evaluation's progress file, files that are not an evaluation's, an
-    unreadable or mismatched checkpoint) ends with one ``error:`` line and exit status 2 instead of a traceback.
+    unreadable or mismatched checkpoint, a missing or corrupt sound-bank file) ends with one ``error:`` line and
+    exit status 2 instead of a traceback.
 
     SIGTERM raises ``SystemExit`` (``asgf_nav.termination``) instead of killing the process outright, so
     ``finally`` blocks run: a bake's process pool terminates its workers rather than leaving them running.
@@ -41,6 +42,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     from asgf_nav.scenes.presets import UnknownSceneError
     from asgf_nav.scenes.soundspaces import SoundSpacesDataError
     from asgf_nav.scenes.store import SceneStoreError
+    from asgf_nav.sounds.bank import SoundBankError
     from asgf_nav.tasks.episodes import EpisodeError
     from asgf_nav.tasks.soundspaces_export import ExportError
     from asgf_nav.tasks.spectrogram_store import SpectrogramStoreError
@@ -50,6 +52,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     user_errors = (
         ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError, EvaluationFileError,
         DoaCheckpointError, CheckpointError, SoundSpacesDataError, EpisodeError, ExportError, SpectrogramStoreError,
+        SoundBankError,
     )  # fmt: skip
     try:
         code = main()

@@ -25,6 +25,7 @@ from env_throughput import Policy, load_baked_world  # noqa: E402
 
 from asgf_nav.cli import run_script  # noqa: E402
 from asgf_nav.config import TaskConfig  # noqa: E402
+from asgf_nav.io import atomic_write_text  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv  # noqa: E402
 
@@ -97,7 +98,7 @@ def main() -> None:
             hits[:], lookups = 0, 0
         env.step(act(env, args.num_envs))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "windows": rows}, indent=1))
+        atomic_write_text(args.json, json.dumps({"args": vars(args), "windows": rows}, indent=1))
 
 
 if __name__ == "__main__":

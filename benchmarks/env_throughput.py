@@ -39,6 +39,7 @@ import torch
 from asgf_nav.cli import run_script
 from asgf_nav.config import TaskConfig, load_config
 from asgf_nav.devices import devices_to_compare
+from asgf_nav.io import atomic_write_text
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
@@ -296,8 +297,7 @@ def main() -> None:
                         flush=True,
                     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        atomic_write_text(args.json, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

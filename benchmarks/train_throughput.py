@@ -41,6 +41,7 @@ from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.experiment import register_auxiliary_observations
+from asgf_nav.io import atomic_write_text
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.models.policies import POLICY_REGISTRY
 from asgf_nav.rl.trainer import Trainer
@@ -293,8 +294,7 @@ def main() -> None:
                     line += f"{result['fps']:8.1f} frames/s"
                 print(line, flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_text(args.json, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

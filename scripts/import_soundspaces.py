@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import run_script  # noqa: E402
+from asgf_nav.cli import non_negative_int, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.scenes.soundspaces import (  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-import even when up to date")
     parser.add_argument(
         "--check-rirs",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="read N random RIR files per scene and report missing or broken ones",

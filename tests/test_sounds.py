@@ -278,6 +278,10 @@ def test_missing_and_corrupt_files_are_reported(tmp_path: Path) -> None:
         bank.waveform("fan")
     with pytest.raises(SoundBankError, match=r"'rain'.*corrupt.*rain\.flac"):
         bank.waveform("rain")
+    bank.check_files(n for n in bank.names("all") if n not in ("fan", "rain"))  # the checks a run starts with
+    for name in ("fan", "rain"):
+        with pytest.raises(SoundBankError, match=rf"'{name}'.*{name}\.flac"):
+            bank.check_files(["telephone", name])
     (root / "splits.json").write_text(json.dumps({"heard": ["nope"], "train": [], "val": [], "test": []}))
     with pytest.raises(SoundBankError, match="nope"):
         SoundBank.load(root)

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -167,14 +168,24 @@ class SoundBank:
 
     # --- audio -------------------------------------------------------------------------------------
 
-    def _read_native(self, name: str) -> np.ndarray:
-        clip = self._clip(name)
+    def check_files(self, names: Iterable[str]) -> None:
+        """Every named sound's audio file exists and matches its checksum (milliseconds for a split): checked when
+        a run starts, since a clip first drawn hours into training would otherwise stop it there."""
+        for name in names:
+            self._check_file(self._clip(name))
+
+    @staticmethod
+    def _check_file(clip: SoundClip) -> None:
         if not clip.path.is_file():
-            raise SoundBankError(f"audio file of sound {name!r} is missing: {clip.path}")
+            raise SoundBankError(f"audio file of sound {clip.name!r} is missing: {clip.path}")
         if clip.sha256 is not None:
             digest = hashlib.sha256(clip.path.read_bytes()).hexdigest()
             if digest != clip.sha256:
-                raise SoundBankError(f"audio file of sound {name!r} is corrupt (checksum mismatch): {clip.path}")
+                raise SoundBankError(f"audio file of sound {clip.name!r} is corrupt (checksum mismatch): {clip.path}")
+
+    def _read_native(self, name: str) -> np.ndarray:
+        clip = self._clip(name)
+        self._check_file(clip)
         try:
             audio, rate = sf.read(str(clip.path), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as err:

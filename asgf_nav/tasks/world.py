@@ -177,6 +177,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
         raise ValueError(f"scenes of {dataset}/{split} mix RIR sample rates {sorted(rates)}")
     sample_rate = rates.pop()
     bank = SoundBank.load()
+    bank.check_files(sound_names(cfg, split))
     logger.info("loaded %d %s scenes for split %s at %d Hz", len(task_scenes), dataset, split, sample_rate)
     return TaskWorld(dataset, sample_rate, task_scenes, lambda n: bank.waveform(n, sample_rate))
 
