@@ -83,6 +83,14 @@ def check_components(cfg: ExperimentConfig) -> None:
             f"scenes.image_size: {cfg.scenes.image_size} px is too small for the policies' visual CNN (>= {smallest})"
         )
     resolve_device(cfg.train.device)
+    store = str(cfg.task.spectrogram_store or "")
+    if store not in ("", "auto") and not Path(store).is_dir():  # a mistyped path: a baked store unused, silently
+        logger.warning(
+            "task.spectrogram_store: %s does not exist, so every spectrogram is computed; bake it with "
+            "scripts/bake_spectrograms.py --out %s",
+            store,
+            store,
+        )
 
 
 def check_doa_sensor(cfg: ExperimentConfig, registered: list[str]) -> None:

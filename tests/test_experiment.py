@@ -2,6 +2,7 @@
 background scene baking."""
 
 import collections
+import logging
 import os
 import re
 import signal
@@ -282,6 +283,18 @@ def test_components_the_config_names_are_checked_before_any_bake(overrides, mess
     with pytest.raises(ConfigError) as error:
         check_components(load_config("tiny_heard", overrides))
     assert message in str(error.value)
+
+
+def test_a_spectrogram_store_path_that_does_not_exist_is_warned_about(tmp_path, caplog):
+    """A mistyped store path would leave a baked store unused and training several times slower, silently."""
+    from asgf_nav.experiment import check_components
+
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.experiment"):
+        for value in ("auto", "", str(tmp_path)):  # the default, switched off, an existing store
+            check_components(load_config("tiny_heard", [f"task.spectrogram_store={value}"]))
+        assert caplog.text == ""
+        check_components(load_config("tiny_heard", [f"task.spectrogram_store={tmp_path / 'typo'}"]))
+    assert f"task.spectrogram_store: {tmp_path / 'typo'} does not exist, so every spectrogram" in caplog.text
 
 
 def test_a_doa_sensor_and_task_use_doa_are_checked_together(monkeypatch):
