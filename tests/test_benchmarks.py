@@ -236,3 +236,12 @@ def test_run_times_are_not_promised_as_output():
     assert "(seconds per scene)" not in tail_onset.__doc__ and "It runs in seconds per scene." in tail_onset.__doc__
     doc = reverberation_time.__doc__
     assert "response (seconds)" not in doc and "that runs in seconds" in doc
+
+
+def test_row_gather_checks_both_gathers_agree_and_prints_their_ratio(capsys):
+    import row_gather
+
+    assert row_gather.main(["--batch", "4", "--nodes", "3", "--image-size", "8", "--repeats", "2"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [row.split()[0] for row in rows] == ["rgb", "depth", "spectrogram"]
+    assert all(row.endswith("x") and float(row.split()[-1][:-1]) > 0 for row in rows)

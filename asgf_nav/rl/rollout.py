@@ -148,14 +148,14 @@ class RolloutStorage:
         for env_indices in permutation.tensor_split(num_mini_batch):  # chunk() may give fewer groups
             idx = env_indices.to(self.device)
             t = self.num_steps
-            yield Minibatch(
+            yield Minibatch(  # index_select: on the CPU much faster than v[:, idx] for the observations
                 env_indices=env_indices,
-                obs={k: v[:t, idx] for k, v in self.obs.items()},
-                hidden=self.hidden[:, idx],
-                masks=self.masks[:t, idx],
-                actions=self.actions[:, idx],
-                old_log_probs=self.log_probs[:, idx],
-                old_values=self.values[:t, idx],
-                returns=self.returns[:, idx],
-                advantages=advantages[:, idx],
+                obs={k: v[:t].index_select(1, idx) for k, v in self.obs.items()},
+                hidden=self.hidden.index_select(1, idx),
+                masks=self.masks[:t].index_select(1, idx),
+                actions=self.actions.index_select(1, idx),
+                old_log_probs=self.log_probs.index_select(1, idx),
+                old_values=self.values[:t].index_select(1, idx),
+                returns=self.returns.index_select(1, idx),
+                advantages=advantages.index_select(1, idx),
             )
