@@ -50,7 +50,7 @@ class AcousticsConfig:
     ism_order: int = 3  # image-source reflection order of the early part (>= 1)
     rays: int = 3000  # rays traced per source for the late reverberation
     max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut)
-    ear_height: float = 1.5  # listener and source height above the floor (m)
+    ear_height: float = 1.5  # listener and source height above the floor (m); at most 0.3 m below the ceiling
     furniture_obstacles: bool = True  # furniture as absorbing boxes in the acoustic model
     max_image_sources: int = 30000  # walls**order cap: lowers the image-source order on large plans
 
@@ -76,9 +76,11 @@ class TaskConfig:
     use_doa: bool = False  # add the frozen selective DoA head's posterior as a "doa" observation
     doa_checkpoint: str = ""  # empty: the packaged weights (asgf_nav/models/doa/weights/selective_doa.pt)
     doa_cache_size: int = 65536  # DoA posteriors kept per process (LRU by scene, node, goal, yaw, sound); 0 = none
-    spectrogram_cache_size: int = 8192  # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz)
+    # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz); at least ppo.num_envs (0 = that many)
+    spectrogram_cache_size: int = 8192
     # baked spectrograms (scripts/bake_spectrograms.py) the batched env reads its misses from:
-    # "auto" = {data root}/spectrograms, used for the (scene, sound) pairs baked there; "" = never; or a path
+    # "auto" = {data root}/spectrograms ({soundspaces root}/spectrograms on SoundSpaces data), used for the
+    # (scene, sound) pairs baked there; "" = never; or a path
     spectrogram_store: str = "auto"
 
 
@@ -121,9 +123,9 @@ class TrainConfig:
     """Run bookkeeping: where outputs go, how often to log, validate and checkpoint."""
 
     run_dir: str = "runs/default"  # checkpoints, config.yaml, train.log and TensorBoard events; one run each
-    seed: int = 1  # of python, numpy and torch (plus the rank under DD-PPO)
+    seed: int = 1  # of python, numpy and torch (plus the rank under DD-PPO); below 2**32
     device: str = "auto"  # auto: cuda when available
-    log_interval: int = 1  # updates between log lines
+    log_interval: int = 1  # updates between log lines (0: every update, as 1)
     checkpoint_interval: int = 50  # updates between checkpoints
     keep_checkpoints: int = 3  # newest ckpt_*.pt kept (best.pt is kept besides); 0: all
     val_interval: int = 500  # updates between validations; 0 disables
@@ -166,11 +168,21 @@ def resolve_config_path(name: str | Path) -> Path:
     raise ConfigError(f"config {str(name)!r} not found as a file or in {CONFIG_DIR}; available: {available}")
 
 
+class _WrittenInt(int):
+    """An integer from a config file that keeps the text it was written as, for a text field to take as typed."""
+
+    text: str
+
+
+class _WrittenFloat(float):
+    text: str
+
+
 class _ConfigFileLoader(yaml.SafeLoader):
     """YAML for config files: a key given twice in one mapping is an error (YAML keeps the last one silently, so
-    a second ``ppo:`` section would reset the first one's keys), and only plain decimal integers are integers:
-    YAML 1.1 reads ``0755`` as 493, ``0x1F`` as 31 and ``12:30`` as 750, which would silently rename a text
-    field such as ``train.run_dir``; these stay text, as in overrides."""
+    a second ``ppo:`` section would reset the first one's keys), and a number keeps its text, which a text field
+    such as ``train.run_dir`` takes as typed, as an override does (``2.10``, ``1_000``). Only plain decimal
+    integers are integers: YAML 1.1 reads ``0755`` as 493, ``0x1F`` as 31 and ``12:30`` as 750; these stay text."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -188,13 +200,21 @@ class _ConfigFileLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int | str:
-        text = node.value.replace("_", "")
-        if text.lstrip("+-").isdigit() and (text.lstrip("+-") == "0" or not text.lstrip("+-").startswith("0")):
-            return super().construct_yaml_int(node)
-        return node.value
+        digits = node.value.replace("_", "").lstrip("+-")
+        if not digits.isdigit() or (digits != "0" and digits.startswith("0")):
+            return node.value
+        number = _WrittenInt(super().construct_yaml_int(node))
+        number.text = node.value
+        return number
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        number = _WrittenFloat(super().construct_yaml_float(node))
+        number.text = node.value
+        return number
 
 
 _ConfigFileLoader.add_constructor("tag:yaml.org,2002:int", _ConfigFileLoader.construct_yaml_int)
+_ConfigFileLoader.add_constructor("tag:yaml.org,2002:float", _ConfigFileLoader.construct_yaml_float)
 
 
 def load_config(name: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -311,6 +331,8 @@ def check_values(cfg: ExperimentConfig) -> None:
             get_preset(cfg.scenes.dataset).split_counts(cfg.scenes.num_scenes)
         except ValueError as exc:
             raise ConfigError(f"config key 'scenes.num_scenes': {exc}") from None
+    if cfg.train.seed >= 2**32:  # runs seed with offsets (rank, update) that torch's 64-bit seeds must still hold
+        raise ConfigError(f"config key 'train.seed' must be below 2**32, got {cfg.train.seed!r}")
     if cfg.acoustics.max_rir_seconds >= LATE_NOISE_SECONDS:
         raise ConfigError(
             f"config key 'acoustics.max_rir_seconds' must be below {LATE_NOISE_SECONDS} s, the noise bank the "
@@ -411,9 +433,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     args = get_args(hint)
 
     def fail() -> typing.NoReturn:
-        raise ConfigError(
-            f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({type(value).__name__})"
-        )
+        kind = {_WrittenInt: "int", _WrittenFloat: "float"}.get(type(value), type(value).__name__)
+        raise ConfigError(f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({kind})")
 
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -442,7 +463,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, bool):
             fail()
         if isinstance(value, int):
-            return value
+            return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
@@ -469,6 +490,6 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+            return getattr(value, "text", str(value))  # as written in a config file, not as Python prints it
         fail()
     return value

@@ -237,8 +237,12 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
 
 def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
     from asgf_nav.rl.trainer import Trainer
+    from asgf_nav.scenes.soundspaces_import import scene_source
 
     setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
+    # scenes.source=auto resolved once and recorded in config.yaml and the checkpoints: a resume cannot switch
+    # between the embedded scenes and SoundSpaces data that appeared (or went missing) since the run began
+    cfg.scenes.source = scene_source(cfg)
     # a bad DoA checkpoint, policy or sensor name stops the run before its config is saved or a scene baked
     register_auxiliary_observations(cfg)
     check_components(cfg)

@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
     parser.add_argument("--scenes", nargs="+", help="only these scenes of the split")
     parser.add_argument("--sounds", nargs="+", help="only these sounds (default: the split's sounds)")
-    parser.add_argument("--out", help="store root (default: task.spectrogram_store; 'auto' = DATA/spectrograms)")
+    parser.add_argument(
+        "--out",
+        help="store root (default: task.spectrogram_store; 'auto' = DATA/spectrograms, or the SoundSpaces root's)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be baked and its size, then stop")

@@ -102,6 +102,7 @@ def test_wrong_type_names_key(override, key):
         (["model.ase_dim=63"], "'model.ase_dim' must be even"),
         (["task.min_geodesic_distance=5", "task.max_geodesic_distance=2"], "'task.min_geodesic_distance' (5.0)"),
         (["train.seed=-1"], "'train.seed' must be >= 0, got -1"),
+        ([f"train.seed={2**64 - 100}"], f"'train.seed' must be below 2**32, got {2**64 - 100}"),
         (["scenes.dataset=tiny", "scenes.num_scenes=2"], "'scenes.num_scenes': preset 'tiny': num_scenes=2 is too"),
         (["task.max_geodesic_distance=nan"], "'task.max_geodesic_distance' (in command line) must be a finite"),
         (["task.slack_reward=-inf"], "'task.slack_reward' (in command line) must be a finite number, got '-inf'"),
@@ -190,6 +191,16 @@ def test_text_fields_in_a_config_file_keep_the_text_as_typed(tmp_path):
     cfg = load_config(str(path))
     assert (cfg.train.run_dir, cfg.scenes.data_root) == ("0755", "12:30")
     assert (cfg.train.seed, cfg.task.max_steps) == (1000, 500)  # plain decimals are still numbers
+    assert type(cfg.train.seed) is int  # a plain int, which the saved config.yaml can hold
+    for written in ("2.10", "1_000", "1e3", "-0"):  # numbers in a text field: as written, as an override keeps them
+        path.write_text(f"train:\n  run_dir: {written}\nppo:\n  lr: 2.50e-4\n")
+        cfg = load_config(str(path))
+        assert cfg.train.run_dir == written and cfg.ppo.lr == 2.5e-4 and type(cfg.ppo.lr) is float
+        save_config(cfg, tmp_path / "saved.yaml")
+        assert load_config(str(tmp_path / "saved.yaml")).train.run_dir == written
+    path.write_text("task:\n  use_doa: 5\n")
+    with pytest.raises(ConfigError, match=r"'task.use_doa' .* expects bool, got 5 \(int\)$"):
+        load_config(str(path))
     path.write_text("ppo:\n  num_envs: 0x10\n")
     with pytest.raises(ConfigError, match="'ppo.num_envs' .* expects int, got '0x10'"):
         load_config(str(path))

@@ -47,7 +47,8 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "ckpt_000001.pt").exists()
     assert list((run_dir / "tb").iterdir()), "TensorBoard events written"
     assert "frame/s" in log  # progress bar with throughput
-    assert load_config(str(run_dir / "config.yaml")).ppo.num_envs == 4
+    saved = load_config(str(run_dir / "config.yaml"))
+    assert saved.ppo.num_envs == 4 and saved.scenes.source == "embedded"  # auto, as resolved: a resume keeps it
 
     bake = [
         sys.executable,

@@ -473,6 +473,18 @@ def test_a_best_pt_write_that_dies_half_way_leaves_the_previous_one(tmp_path: Pa
     assert [p.name for p in path.parent.iterdir()] == [BEST_CHECKPOINT]  # no half-written file left beside it
 
 
+def test_a_resume_may_not_switch_between_embedded_scenes_and_soundspaces_data() -> None:
+    """A run records scenes.source=auto as resolved; SoundSpaces data that appeared since must not take over."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import config_changes
+
+    began, now = ExperimentConfig(), ExperimentConfig()
+    began.scenes.source, now.scenes.source = "embedded", "soundspaces"
+    assert config_changes(config_to_dict(began), config_to_dict(now)) == [("scenes.source", "embedded", "soundspaces")]
+    began.scenes.source = "auto"  # a checkpoint from before the source was recorded cannot say which it was
+    assert config_changes(config_to_dict(began), config_to_dict(now)) == []
+
+
 def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, caplog) -> None:
     """A resume continues the run it names: another sound split, env count or learning rate would make the
     checkpoint's run something else under its name (and overrun its frame budget), so it is refused."""

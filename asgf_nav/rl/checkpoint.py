@@ -23,11 +23,12 @@ REQUIRED_KEYS = ("model", "optimizer", "update", "frames", "rng", "config")
 # what this project's trainer writes (another project's checkpoint may hold the same names, e.g. a yacs config)
 _ENTRY_TYPES = {"model": dict, "optimizer": dict, "update": int, "frames": int, "config": dict}
 # config keys a resumed run may change: where and how fast it runs, how often it logs, validates and saves,
-# what it caches, and (ppo.total_frames) how long it trains; every other key changes the experiment itself
+# what it caches, what only evaluation reads (task.test_episodes), and (ppo.total_frames) how long it trains;
+# every other key changes the experiment itself
 RESUMABLE_KEYS = frozenset(
     {
         "scenes.data_root", "scenes.soundspaces_root", "scenes.rir_cache_mb", "scenes.workers",
-        "task.doa_cache_size", "task.spectrogram_cache_size", "task.spectrogram_store",
+        "task.doa_cache_size", "task.spectrogram_cache_size", "task.spectrogram_store", "task.test_episodes",
         "ppo.total_frames",
         "train.run_dir", "train.device", "train.torch_threads", "train.log_interval", "train.checkpoint_interval",
         "train.keep_checkpoints", "train.val_interval", "train.stats_window_episodes",
@@ -137,14 +138,22 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
         ) from exc
 
 
+# keys a training run resolves before it starts (scenes.source=auto becomes embedded or soundspaces), with the
+# value that checkpoints written before that held: they cannot say what it resolved to, so it is not compared
+RESOLVED_WHEN_A_RUN_STARTS = {"scenes.source": "auto"}
+
+
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, saved value, current value)`` for each key outside :data:`RESUMABLE_KEYS` that differs.
 
     A key only one side has (added to or dropped from the schema since the checkpoint was written) is not
     compared: the checkpoint cannot say what it was."""
     old, new = flatten_dotted(saved), flatten_dotted(current)
+    unresolved = [k for k, value in RESOLVED_WHEN_A_RUN_STARTS.items() if old.get(k) == value]
     return [
-        (k, old[k], new[k]) for k in sorted(old.keys() & new.keys()) if k not in RESUMABLE_KEYS and old[k] != new[k]
+        (k, old[k], new[k])
+        for k in sorted(old.keys() & new.keys())
+        if k not in RESUMABLE_KEYS and k not in unresolved and old[k] != new[k]
     ]
 
 
