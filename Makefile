@@ -19,8 +19,8 @@ train: setup
 	$(PY) scripts/train_ppo.py --config $(CONFIG) $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: lint
 	$(PY) -m pytest -q $(ARGS)

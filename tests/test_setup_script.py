@@ -102,3 +102,35 @@ def test_a_rerun_after_a_failed_creation_succeeds(tmp_path: Path):
     result = run_setup(tmp_path, "ok")
     assert result.returncode == 0, result.stderr
     assert "-m pip install -e .[dev]" in (tmp_path / ".venv" / "calls.log").read_text().splitlines()
+
+
+def venv_with_torch(venv: Path, version: str, fake_dir: Path) -> None:
+    """A venv whose python runs `-c` code on the real interpreter with a stand-in torch of ``version``
+    (and succeeds at every other call, logging it)."""
+    package = fake_dir / "torch"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        f"import types\n__version__ = {version!r}\ncuda = types.SimpleNamespace(is_available=lambda: False)\n"
+    )
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    python = venv / "bin" / "python"
+    python.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> "$(dirname "$0")/../calls.log"
+if [ "$1" = -c ]; then PYTHONPATH={fake_dir} exec {sys.executable} "$@"; fi
+""")
+    python.chmod(0o755)
+
+
+def test_a_torch_older_than_the_pin_gets_the_cpu_build_not_the_cuda_one(tmp_path: Path):
+    """Debian 12's python3-torch is 1.13: kept, it would leave pip to resolve torch>=2.1 from the default
+    index, which on Linux is the multi-GB CUDA build."""
+    installs = {}
+    for version in ("1.13.1", "2.13.0+cpu"):
+        root = tmp_path / version
+        venv_with_torch(root / ".venv", version, root / "fake")
+        assert run_setup(root, "ok").returncode == 0
+        calls = (root / ".venv" / "calls.log").read_text().splitlines()
+        installs[version] = [call for call in calls if call.startswith("-m pip install torch")]
+    assert installs["1.13.1"] and all("download.pytorch.org/whl/cpu" in call for call in installs["1.13.1"])
+    assert installs["2.13.0+cpu"] == []  # a recent enough torch (CPU or CUDA build) is kept
