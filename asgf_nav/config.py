@@ -191,6 +191,8 @@ class _ConfigFileLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, typing.Hashable):  # a list as a key: PyYAML's own check below names it
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line})",

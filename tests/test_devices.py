@@ -53,6 +53,11 @@ def test_the_ddppo_backend_follows_the_training_device_not_the_machine(gpus, mon
     calls.clear()
     distributed.init_distributed(resolve_device("auto", local_rank=1), rank_id=1, world=2)
     assert calls == [("set_device", 1), ("init", "nccl")]
+    with pytest.raises(ConfigError, match=r"^train.device: 'cuda:0' puts .* LOCAL_RANK=1 on another rank's GPU"):
+        distributed.init_distributed(torch.device("cuda:0"), rank_id=1, world=2)  # NCCL fails on a shared GPU
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("RANK", "1")  # a launcher that sets no LOCAL_RANK: the rank, as init_distributed takes it
+    assert distributed.local_rank() == 1
 
 
 @pytest.mark.parametrize(

@@ -637,12 +637,12 @@ class StopAtStepEnv(ToySoundSideEnv):
         return super().step(actions)
 
 
-def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:
+def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str, signalled: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 
-    def factory(c: ExperimentConfig, split: str, r: int) -> ToySoundSideEnv:  # only rank 1 is signalled
-        return StopAtStepEnv(c.ppo.num_envs, r) if r == 1 else toy_env_factory(c, split, r)
+    def factory(c: ExperimentConfig, split: str, r: int) -> ToySoundSideEnv:  # only one rank is signalled
+        return StopAtStepEnv(c.ppo.num_envs, r) if r == signalled else toy_env_factory(c, split, r)
 
     try:
         trainer = Trainer(small_cfg("av_nav", updates=12), factory, run_dir)  # 6 updates of 2 ranks
@@ -656,13 +656,16 @@ def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_d
         dist.destroy_process_group()
 
 
-def test_ddppo_a_stop_on_one_rank_stops_every_rank_after_the_same_update_with_a_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signalled", [0, 1])
+def test_ddppo_a_stop_on_one_rank_stops_every_rank_after_the_same_update_with_a_checkpoint(
+    tmp_path: Path, signalled: int
+) -> None:
     """A scheduler's SIGTERM may reach one rank first: the ranks agree before each update, so none waits in
     an all-reduce for a peer that left, and rank 0 saves the update they all finished."""
     world = 2
     mp.spawn(
         ddppo_stop_worker,
-        args=(world, str(tmp_path / "init"), str(tmp_path / "run"), str(tmp_path)),
+        args=(world, str(tmp_path / "init"), str(tmp_path / "run"), str(tmp_path), signalled),
         nprocs=world,
         join=True,
     )

@@ -230,7 +230,7 @@ def test_corrupt_store_errors_name_the_file(tiny_build: tuple[ExperimentConfig, 
     shutil.copytree(scene_dir(cfg.scenes.data_root, "tiny", "tiny_room_test"), directory)
     depth_file = directory / "depth.npy"
     intact = depth_file.read_bytes()
-    force = "build_scenes.py --dataset tiny --scenes tiny_room_test --stages vision --force"
+    force = f"build_scenes.py --dataset tiny --data-root {tmp_path} --scenes tiny_room_test --stages vision --force"
     for damaged in (intact[:1000], b""):  # a truncated write, an emptied file
         depth_file.write_bytes(damaged)
         with pytest.raises(SceneStoreError, match=f"depth.npy.*{force}"):

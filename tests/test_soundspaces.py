@@ -23,7 +23,7 @@ from scipy.io import wavfile
 from asgf_nav.scenes import soundspaces as ss
 from asgf_nav.scenes import soundspaces_import as ssi
 from asgf_nav.scenes.presets import UnknownSceneError
-from asgf_nav.scenes.store import SceneStore, bake_lock
+from asgf_nav.scenes.store import SceneStore, SceneStoreError, bake_lock
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import (
@@ -321,6 +321,12 @@ def test_reimport_follows_source_changes(tmp_path: Path, ss_dataset: Path):
     paths.graph_file("office_9").write_bytes(pickle.dumps(graph))
     ssi.import_scene(paths, tmp_path / "data", "office_9")
     assert len(np.load(directory / "positions.npy")) == 7
+    intact = (directory / "positions.npy").read_bytes()
+    (directory / "positions.npy").write_bytes(intact[:100])  # damaged since: imported again without --force
+    with pytest.raises(SceneStoreError, match=r"positions.npy.*import_soundspaces.py .*--dataset replica --data-root"):
+        _ = SceneStore(directory).array("positions")
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    assert (directory / "positions.npy").read_bytes() == intact
 
 
 def test_auto_source_prefers_soundspaces_only_when_present(tmp_path: Path, ss_dataset: Path):

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from asgf_nav.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,7 +33,8 @@ def rank() -> int:
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    """This process's index on its machine: LOCAL_RANK (torchrun), else RANK as :func:`init_distributed` assumes."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
 
 
 def is_main_process() -> bool:
@@ -65,6 +68,11 @@ def init_distributed(
     device = torch.device("cpu") if device is None else device
     backend = backend or backend_for(device)
     if device.type == "cuda":
+        if device.index not in (None, local):  # NCCL fails on two ranks sharing a GPU
+            raise ConfigError(
+                f"train.device: {str(device)!r} puts the DD-PPO process with LOCAL_RANK={local} on another rank's "
+                "GPU; use cuda or auto, which give each rank its own (cuda:LOCAL_RANK)"
+            )
         torch.cuda.set_device(local if device.index is None else device.index)
     dist.init_process_group(
         backend=backend,

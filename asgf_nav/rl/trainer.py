@@ -261,6 +261,9 @@ class Trainer:
                 if self.update != last_saved:
                     self.save()
                 if stopping:
+                    # every rank waits for rank 0's checkpoint: torchrun answers a rank's exit by signalling the
+                    # others, and that second signal would stop rank 0 in the middle of writing it
+                    distributed.barrier()
                     logger.info("stopped at update %d; --resume continues from its checkpoint", self.update)
                     raise_if_stopped()
                     raise SystemExit(128 + signal.SIGTERM)  # this rank's peer was stopped, not this rank

@@ -27,7 +27,16 @@ from asgf_nav.scenes.soundspaces import (
     read_points,
     read_source_nodes,
 )
-from asgf_nav.scenes.store import SceneStore, SceneStoreError, bake_lock, remove_stage, scene_dir, write_stage
+from asgf_nav.scenes.store import (
+    IMPORTED_PREFIX,
+    SceneStore,
+    SceneStoreError,
+    bake_lock,
+    remove_stage,
+    scene_dir,
+    stage_complete,
+    write_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +46,7 @@ IMPORT_VERSION = 1  # bump when the same files would import differently
 # ------------------------------------------------------------------------------------------ import
 def imported_scene_dir(data_root: str | Path, dataset: str, scene: str) -> Path:
     """Store directory of an imported SoundSpaces scene (kept apart from the embedded scene of that name)."""
-    return scene_dir(data_root, f"soundspaces_{dataset}", scene)
+    return scene_dir(data_root, f"{IMPORTED_PREFIX}{dataset}", scene)
 
 
 def _fingerprint(files: Sequence[Path]) -> dict[str, list[int]]:
@@ -51,11 +60,11 @@ def _fingerprint(files: Sequence[Path]) -> dict[str, list[int]]:
 
 
 def _stage_matches(directory: Path, stage: str, fingerprint: dict[str, list[int]]) -> bool:
+    if not stage_complete(directory, stage):  # also a file truncated since: imported again
+        return False
     try:
         store = SceneStore(directory)
     except SceneStoreError:
-        return False
-    if not store.has_stage(stage):
         return False
     meta = store.meta(stage)
     return meta.get("import_version") == IMPORT_VERSION and meta.get("fingerprint") == fingerprint

@@ -62,13 +62,23 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
     return manifest
 
 
+IMPORTED_PREFIX = "soundspaces_"  # {root}/scenes/soundspaces_{dataset}/: imported SoundSpaces scenes
+
+
 def _rebuild_hint(path: Path, stage: str | None = None) -> str:
-    """How to bake a damaged scene again: ``--force``, as its manifest may still call the stage complete."""
+    """The command that bakes (or imports) a damaged scene again: with ``--force``, since a manifest written
+    before file sizes were recorded still calls the stage complete."""
     directory = path.parent
+    dataset, root = directory.parent.name, directory.parent.parent.parent
+    if dataset.startswith(IMPORTED_PREFIX):
+        return (
+            f"import it again: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
+            f"--dataset {dataset.removeprefix(IMPORTED_PREFIX)} --data-root {root} --scenes {directory.name} --force"
+        )
     stages = f" --stages {stage}" if stage else ""
     return (
-        f"bake it again: python scripts/build_scenes.py --dataset {directory.parent.name} --scenes {directory.name}"
-        f"{stages} --force (an imported SoundSpaces scene: import it again)"
+        f"bake it again: python scripts/build_scenes.py --dataset {dataset} --data-root {root} "
+        f"--scenes {directory.name}{stages} --force"
     )
 
 
