@@ -554,16 +554,18 @@ def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Pa
     assert "decay now ends" not in caplog.text
 
 
-class StopDuringValidationEnv(ToySoundSideEnv):
-    """A val env that receives SIGTERM (as the trainer's handler records it) at its third step."""
+class SignalledEnv(ToySoundSideEnv):
+    """A toy env that receives SIGTERM (as the trainer's handler records it) at its ``signal_at``-th step."""
 
-    steps_taken = 0
+    def __init__(self, num_envs: int, seed: int, signal_at: int) -> None:
+        super().__init__(num_envs, seed)
+        self.signal_at, self.steps_taken = signal_at, 0
 
     def step(self, actions: torch.Tensor):
         from asgf_nav import termination
 
-        StopDuringValidationEnv.steps_taken += 1
-        if StopDuringValidationEnv.steps_taken == 3:
+        self.steps_taken += 1
+        if self.steps_taken == self.signal_at:
             termination._on_signal(signal.SIGTERM, None)
         return super().step(actions)
 
@@ -575,18 +577,22 @@ def test_a_stop_during_validation_cuts_it_short_and_checkpoints_at_once(tmp_path
 
     monkeypatch.setattr(termination, "_received", None)  # restored after the test: the signal was only simulated
     monkeypatch.setattr(termination, "_deferred", False)
-    monkeypatch.setattr(StopDuringValidationEnv, "steps_taken", 0)
     cfg = small_cfg("av_nav", updates=4)
     cfg.train.val_interval, cfg.train.val_episodes, cfg.task.max_steps = 1, 400, 5  # 100 episodes per env
 
+    val_envs: list[SignalledEnv] = []
+
     def factory(c: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
-        return StopDuringValidationEnv(c.ppo.num_envs, 1) if split == "val" else toy_env_factory(c, split, rank)
+        if split != "val":
+            return toy_env_factory(c, split, rank)
+        val_envs.append(SignalledEnv(c.ppo.num_envs, 1, signal_at=3))
+        return val_envs[-1]
 
     trainer = Trainer(cfg, factory, tmp_path / "run")
     with pytest.raises(SystemExit) as stopped:
         trainer.train()
     assert stopped.value.code == 128 + signal.SIGTERM
-    assert StopDuringValidationEnv.steps_taken == 3  # a whole validation is 100 episodes x 5 steps
+    assert [env.steps_taken for env in val_envs] == [3]  # a whole validation is 100 episodes x 5 steps
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000001.pt"]
     assert trainer.best_validation is None and not (tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT).exists()
 
@@ -623,26 +629,14 @@ def test_ddppo_two_ranks_keep_identical_parameters(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "checkpoints" / "ckpt_000003.pt").is_file()
 
 
-class StopAtStepEnv(ToySoundSideEnv):
-    """A training env that receives SIGTERM (as the trainer's handler records it) at its 12th step, in update 2."""
-
-    steps_taken = 0
-
-    def step(self, actions: torch.Tensor):
-        from asgf_nav import termination
-
-        StopAtStepEnv.steps_taken += 1
-        if StopAtStepEnv.steps_taken == 12:
-            termination._on_signal(signal.SIGTERM, None)
-        return super().step(actions)
-
-
 def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str, signalled: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 
     def factory(c: ExperimentConfig, split: str, r: int) -> ToySoundSideEnv:  # only one rank is signalled
-        return StopAtStepEnv(c.ppo.num_envs, r) if r == signalled else toy_env_factory(c, split, r)
+        return (
+            SignalledEnv(c.ppo.num_envs, r, signal_at=12) if r == signalled else toy_env_factory(c, split, r)
+        )  # update 2
 
     try:
         trainer = Trainer(small_cfg("av_nav", updates=12), factory, run_dir)  # 6 updates of 2 ranks
