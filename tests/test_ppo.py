@@ -633,10 +633,8 @@ def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_d
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 
-    def factory(c: ExperimentConfig, split: str, r: int) -> ToySoundSideEnv:  # only one rank is signalled
-        return (
-            SignalledEnv(c.ppo.num_envs, r, signal_at=12) if r == signalled else toy_env_factory(c, split, r)
-        )  # update 2
+    def factory(c: ExperimentConfig, split: str, r: int) -> ToySoundSideEnv:  # one rank, at a step of update 2
+        return SignalledEnv(c.ppo.num_envs, r, signal_at=12) if r == signalled else toy_env_factory(c, split, r)
 
     try:
         trainer = Trainer(small_cfg("av_nav", updates=12), factory, run_dir)  # 6 updates of 2 ranks
