@@ -2,7 +2,8 @@
 
 Usage: python scripts/show_acoustics.py --dataset replica --scene apartment_0 \
            --out docs/images/acoustics_replica_apartment_0.png [--data-root data] [--source-slot 0]
-Builds the scene's layout and acoustics stages first when they are missing.
+Builds the scene's layout and acoustics stages first when they are missing. A scene already baked is drawn as
+it is, unless --config or overrides ask for other settings: then its stale stages are baked again.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from asgf_nav.cli import check_output, non_negative_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.io import atomic_savefig
 from asgf_nav.logging_utils import setup_logging
-from asgf_nav.scenes.build import ensure_scenes
+from asgf_nav.scenes.build import ensure_scenes, missing_stages
 from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.presets import PRESETS
-from asgf_nav.scenes.store import SceneStore
+from asgf_nav.scenes.store import SceneStore, scene_dir
 from asgf_nav.viz.acoustic_plot import acoustics_figure, pick_probe_nodes
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_root:
         cfg.scenes.data_root = args.data_root
     dataset = args.dataset or cfg.scenes.dataset
-    (directory,) = ensure_scenes(cfg, dataset, [args.scene], ("layout", "acoustics"), workers=1)
+    directory = scene_dir(cfg.scenes.data_root, dataset, args.scene)
+    # settings asked for, or stages missing: bake (a training run's store is not re-baked by just looking at it)
+    if args.config or args.overrides or missing_stages(directory, ("layout", "acoustics")):
+        ensure_scenes(cfg, dataset, [args.scene], ("layout", "acoustics"), workers=1)
     store = SceneStore(directory)
     from asgf_nav.acoustics.rir import SceneRirs  # below asgf_nav.cli, whose Ctrl-C hook comes first
 

@@ -1,6 +1,7 @@
 """Draw one embedded scene: top-down floor plan with its navigation graph, plus egocentric RGB-D views.
 
-Builds the scene's layout and vision stages first if they are missing.
+Builds the scene's layout and vision stages first if they are missing. A scene already baked is drawn as it
+is, unless --config or --image-size asks for other settings: then its stale stages are baked again.
 Example:
   python scripts/show_scene.py --dataset replica --scene apartment_0 --out docs/images/scene_replica_apartment_0.png
 """
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import check_output, positive_int, run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.scenes.build import ensure_scenes, stages_to_build  # noqa: E402
+from asgf_nav.scenes.build import ensure_scenes, missing_stages, stages_to_build  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, get_preset  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.scenes.store import scene_dir  # noqa: E402
@@ -49,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg.scenes.image_size = args.image_size
     dataset = args.dataset or cfg.scenes.dataset
     get_preset(dataset).spec(args.scene)  # an unknown scene is named before the data root is touched
-    if stages_to_build(scene_dir(cfg.scenes.data_root, dataset, args.scene), STAGES, cfg):  # a bake writes there
-        flag = "--data-root" if args.data_root else "scenes.data_root"
-        check_output(parser, flag, cfg.scenes.data_root, directory=True)
-    (directory,) = ensure_scenes(cfg, dataset, [args.scene], STAGES, workers=1)
+    directory = scene_dir(cfg.scenes.data_root, dataset, args.scene)
+    # settings asked for, or stages missing: bake (a training run's store is not re-baked by just looking at it)
+    if (args.config or args.image_size) or missing_stages(directory, STAGES):
+        if stages_to_build(directory, STAGES, cfg):  # a bake writes there
+            flag = "--data-root" if args.data_root else "scenes.data_root"
+            check_output(parser, flag, cfg.scenes.data_root, directory=True)
+        ensure_scenes(cfg, dataset, [args.scene], STAGES, workers=1)
     make_scene_sheet(Scene(directory), args.out, num_views=args.views)
     print(args.out)
     return 0

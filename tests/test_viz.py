@@ -371,6 +371,22 @@ def test_show_acoustics_draws_a_baked_scene_and_names_a_bad_source_slot(tiny, tm
     assert "--source-slot: tiny_room_test has 4 sources (slots 0-3)" in capsys.readouterr().err
 
 
+def test_looking_at_a_baked_scene_does_not_bake_it_again_with_the_default_settings(tiny, tmp_path):
+    """The tiny store was baked at 32 px with 4 sources; the default config asks for 128 px and 24 sources.
+    Without --config (or --image-size, or overrides) the scripts draw the scene as it is baked."""
+    import show_acoustics
+    import show_scene
+
+    cfg, scene = tiny[0], tiny[1]
+    manifest = scene.directory / "manifest.json"
+    before = manifest.read_bytes()
+    where = ["--dataset", "tiny", "--scene", "tiny_room_test", "--data-root", cfg.scenes.data_root]
+    assert show_scene.main([*where, "--out", str(tmp_path / "sheet.png")]) == 0
+    assert show_acoustics.main([*where, "--out", str(tmp_path / "field.png")]) == 0
+    assert manifest.read_bytes() == before  # nothing baked again
+    assert imageio.imread(tmp_path / "sheet.png").std() > 20 and imageio.imread(tmp_path / "field.png").std() > 20
+
+
 def test_show_acoustics_takes_the_dataset_from_the_config(tiny, tmp_path):
     import show_acoustics
 

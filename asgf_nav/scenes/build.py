@@ -155,6 +155,12 @@ def _with_dependencies(stages: Iterable[str]) -> list[str]:
     return [s for s in STAGE_ORDER if s in wanted]
 
 
+def missing_stages(directory: Path, stages: Sequence[str]) -> list[str]:
+    """Stages (with their dependencies) that ``directory`` lacks, whatever settings the present ones were baked
+    with: what a script that only looks at a scene must bake, without re-baking a training run's store."""
+    return [stage for stage in _with_dependencies(stages) if not stage_complete(directory, stage)]
+
+
 def stages_to_build(directory: Path, stages: Sequence[str], cfg: Any, force: bool = False) -> list[str]:
     """Stages (in build order) that ``directory`` may still need; dependencies are added when missing.
 
