@@ -3,14 +3,15 @@
 
     python scripts/visualize_trajectories.py runs/eval/oracle_replica_heard_test --out traj.png
     python scripts/visualize_trajectories.py runs/eval/gan_replica_heard_test runs/eval/random_replica_heard_test \\
-        --episode apartment_0/apartment_0:17 --out compare.png --video episode17.mp4
+        --episode room_2/room_2:17 --out compare.png --video episode17.mp4
     python scripts/visualize_trajectories.py runs/eval/oracle_replica_heard_test scenes.data_root=data --out traj.png
 
 The inputs are evaluation directories written by scripts/evaluate.py (their episodes.jsonl), followed by
 any KEY=VALUE config overrides. An episode is named SCENE/EPISODE_ID (episode ids repeat across the scenes
 of a SoundSpaces split), or by its id alone where only one scene has it. Without --episode, the episode
 where the agents' SPL differs most is drawn (ties: one the first agent succeeded in, then the longest).
-The video shows the first agent's run.
+The video shows the first agent's run. The scenes are read where the evaluation read them (its recorded data
+root) unless --data-root or scenes.data_root= says otherwise.
 Only evaluations of generated scenes can be drawn: imported SoundSpaces graphs have no floor plan.
 """
 
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=positive_float, default=2.0, help="video frames (agent steps) per second")
     parser.add_argument("--max-frames", type=positive_int, default=200, help="video length cap in steps")
     parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (default: the evaluation's)")
-    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    parser.add_argument("--data-root", help="data root (default: the evaluation's, else scenes.data_root)")
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     reject_swallowed_overrides(parser, args, "labels")
     args.runs, args.overrides = split_overrides(args.runs)
@@ -238,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         key = pick_episode(runs)
     meta = summaries[0]["meta"]
     cfg.scenes.dataset = args.dataset or meta.get("dataset", cfg.scenes.dataset)
+    root_given = args.data_root or any(item.startswith("scenes.data_root=") for item in args.overrides)
+    if not root_given and meta.get("data_root"):  # where the evaluation found its scenes
+        cfg.scenes.data_root = meta["data_root"]
     missing = [d for d, run in zip(args.runs, runs) if key not in run]
     if missing:
         parser.error(f"--episode: episode {episode_name(key)} is not in {missing}")

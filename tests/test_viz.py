@@ -14,6 +14,7 @@ from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import run_episodes
 from asgf_nav.scenes.build import build_scenes
 from asgf_nav.scenes.scene import Scene
+from asgf_nav.scenes.store import SceneStoreError
 from asgf_nav.tasks.factory import load_task_data
 from asgf_nav.viz.trajectories import shortest_path_nodes
 from asgf_nav.viz.tsne import SpatialStates, plot_tsne
@@ -58,11 +59,13 @@ def _decoded_frames(path: Path) -> int:
     return int(counts[-1].split("=")[1].split()[0])
 
 
-def _write_evaluations(tmp_path: Path, **runs) -> list[str]:
+def _write_evaluations(tmp_path: Path, data_root: str | None = None, **runs) -> list[str]:
     """Evaluation directories of the tiny scene's records, as scripts/evaluate.py writes them."""
     from asgf_nav.eval.report import write_evaluation
 
     meta = {"dataset": "tiny", "sound_split": "unheard", "split": "test", "scene_source": "embedded"}
+    if data_root is not None:
+        meta["data_root"] = data_root
     for name, records in runs.items():
         write_evaluation(tmp_path / name, records, {"agent": name, **meta})
     return [str(tmp_path / name) for name in runs]
@@ -175,6 +178,18 @@ def test_video_gif_and_script(tiny, tmp_path):
     assert imageio.imread(tmp_path / "cmp.png").std() > 20
     gif = imageio.mimread(tmp_path / "ep.gif")
     assert len(gif) == min(3, len(oracle[0].path)) and gif[0].ndim == 3
+
+
+def test_visualize_script_finds_the_scenes_where_the_evaluation_found_them(tiny, tmp_path, monkeypatch):
+    """evaluate.py records its data root; a map of an evaluation run with --data-root needs no --data-root."""
+    import visualize_trajectories
+
+    cfg, _, _, oracle, _ = tiny
+    (run,) = _write_evaluations(tmp_path, data_root=cfg.scenes.data_root, oracle=oracle)
+    monkeypatch.chdir(tmp_path)  # the default data root, ./data, holds no scene
+    assert visualize_trajectories.main([run, "--out", str(tmp_path / "map.png")]) == 0
+    with pytest.raises(SceneStoreError, match="no baked scene"):  # an explicit root still wins
+        visualize_trajectories.main([run, "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "x.png")])
 
 
 def test_visualize_script_takes_config_overrides_and_films_a_scene_without_views(tiny, tmp_path, capsys):

@@ -142,13 +142,14 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
         draw_episode(ax, scene, rec, title=title, colorbar=k == len(records) - 1)
     handles, names = axes[0][0].get_legend_handles_labels()
     first = records[0]
+    one_panel = len(records) == 1  # too narrow for the title on one line
     fig.suptitle(
-        f"{scene.dataset}/{scene.name}, episode {first.episode_id}, sound '{first.sound}', "
-        f"geodesic distance {first.geodesic_distance:.1f} m",
+        f"{scene.dataset}/{scene.name}, episode {first.episode_id}{chr(10) if one_panel else ', '}"
+        f"sound '{first.sound}', geodesic distance {first.geodesic_distance:.1f} m",
         fontsize=10,
     )
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.93 if one_panel else 0.96))
     return fig
 
 
