@@ -572,7 +572,7 @@ class SignalledEnv(ToySoundSideEnv):
 
 def test_a_stop_during_validation_cuts_it_short_and_checkpoints_at_once(tmp_path: Path, monkeypatch) -> None:
     """The first SIGTERM waits for the update to end, not for a long validation after it (a scheduler's grace
-    period is short); the cut-short validation neither logs nor chooses best.pt."""
+    period is short); the cut-short validation neither logs nor chooses best.pt, and the resumed run runs it."""
     from asgf_nav import termination
 
     monkeypatch.setattr(termination, "_received", None)  # restored after the test: the signal was only simulated
@@ -595,6 +595,16 @@ def test_a_stop_during_validation_cuts_it_short_and_checkpoints_at_once(tmp_path
     assert [env.steps_taken for env in val_envs] == [3]  # a whole validation is 100 episodes x 5 steps
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000001.pt"]
     assert trainer.best_validation is None and not (tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT).exists()
+
+    # the resumed run starts with the validation the stop cut short, of the checkpoint's update
+    monkeypatch.setattr(termination, "_received", None)
+    monkeypatch.setattr(termination, "_deferred", False)
+    resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
+    assert resumed.validation_pending and resumed.update == 1
+    resumed.train(max_updates=1)  # no update to run: only the pending validation
+    assert resumed.update == 1 and not resumed.validation_pending
+    assert resumed.best_validation is not None and resumed.best_validation["update"] == 1.0
+    assert (tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT).exists()
 
 
 def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:

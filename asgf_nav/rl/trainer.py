@@ -173,6 +173,7 @@ class Trainer:
         self.val_env: Any = None
         self.val_env_initial_state: Any = None
         self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
+        self.validation_pending = False  # the validation of self.update was cut short by a stop
         self.writer: Any = None
 
         # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there
@@ -248,6 +249,8 @@ class Trainer:
         stopping = False
         try:
             with stop_between_updates():
+                if self.is_main and self.validation_pending:  # the stopped run's last validation, first
+                    self.validate_and_keep_best()
                 while self.update < stop:
                     stopping = distributed.any_rank(stop_requested(), self.device)
                     if stopping:
@@ -298,14 +301,24 @@ class Trainer:
             self.log_scalars("train", stats)
         val_interval = self.cfg.train.val_interval
         if self.is_main and val_interval > 0 and self.update % val_interval == 0:
-            try:
-                metrics = self.validate()
-            except (ScenesNotReadyError, ValidationStopped) as exc:
-                logger.info("validation skipped at update %d: %s", self.update, exc)
-            else:
-                self.log_scalars("val", metrics)
-                self.keep_if_best(metrics)
+            self.validate_and_keep_best()
         return stats
+
+    def validate_and_keep_best(self) -> None:
+        """The validation due at this update; one a stop cut short stays pending in the checkpoint, and the
+        resumed run starts with it, so a stop never leaves a hole in the validations best.pt is chosen from."""
+        self.validation_pending = True
+        try:
+            metrics = self.validate()
+        except ValidationStopped as exc:
+            logger.info("validation at update %d cut short (%s); the resumed run starts with it", self.update, exc)
+            return
+        except ScenesNotReadyError as exc:
+            logger.info("validation skipped at update %d: %s", self.update, exc)
+        else:
+            self.log_scalars("val", metrics)
+            self.keep_if_best(metrics)
+        self.validation_pending = False
 
     def reload_train_env(self) -> None:
         """Rebuild the training env on the grown scene pool; episodes in flight are dropped."""
@@ -413,6 +426,7 @@ class Trainer:
             },
             "episode_window": list(self.window.episodes),
             "best_validation": self.best_validation,
+            "validation_pending": self.validation_pending,
         }
         if hasattr(self.env, "state_dict"):
             state["env"] = self.env.state_dict()
@@ -508,6 +522,7 @@ class Trainer:
             )
         self.window.episodes.extend(state.get("episode_window", []))
         self.best_validation = self.remembered_best(state.get("best_validation"))
+        self.validation_pending = bool(state.get("validation_pending", False))
         rollout = state["rollout"]
         not_restored = self.env_state_not_restored(state)
         if not_restored is None:
