@@ -15,7 +15,12 @@ from asgf_nav.experiment import run_training
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, default="replica_unheard.yaml")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.run_dir")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in train.run_dir; with none there a new run starts (with a "
+        "warning), so a job script can always pass it",
+    )
     args = parser.parse_args()
     run_training(config_from_args(args), resume=args.resume)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from asgf_nav.cli import run_script
-from asgf_nav.config import ExperimentConfig
+from asgf_nav.config import ExperimentConfig, load_config
 from asgf_nav.eval.evaluator import (
     EvaluationFileError,
     PolicyAgent,
@@ -180,6 +180,27 @@ def test_recorded_path_replays_the_actions(synthetic):
     summary = summarize(records)
     assert summary["episodes"] == len(episodes)
     assert 0.0 <= summary["metrics"]["spl"]["mean"] <= summary["metrics"]["success"]["mean"] <= 1.0
+
+
+def test_a_checkpoint_evaluated_on_another_scene_set_is_pointed_out(tmp_path, caplog):
+    """A tiny checkpoint evaluated with the default (replica) config is allowed, but a forgotten --config would
+    otherwise surface only as a missing replica bake."""
+    import logging
+
+    state = {
+        "model": {},
+        "optimizer": {},
+        "update": 1,
+        "frames": 8,
+        "rng": {},
+        "config": {"scenes": {"dataset": "tiny"}},
+    }
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.eval.evaluator"):
+        config_for_checkpoint(ExperimentConfig(), state)
+        assert "trained on tiny scenes and is evaluated on replica" in caplog.text
+        caplog.clear()
+        config_for_checkpoint(load_config("tiny_heard"), state)
+    assert caplog.text == ""
 
 
 def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_path):

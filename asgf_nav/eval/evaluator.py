@@ -161,6 +161,14 @@ def config_for_checkpoint(cfg: Any, checkpoint: str | Path | dict[str, Any]) -> 
                     "using the checkpoint's %s.%s=%r (config has %r)", section, key, value, getattr(target, key)
                 )
                 setattr(target, key, value)
+    trained_on = (saved.get("scenes") or {}).get("dataset")
+    if trained_on and trained_on != out.scenes.dataset:  # legitimate (another scene set), or a forgotten --config
+        logger.warning(
+            "the checkpoint was trained on %s scenes and is evaluated on %s (the config's scenes.dataset; "
+            "--config or --dataset chooses)",
+            trained_on,
+            out.scenes.dataset,
+        )
     return out
 
 

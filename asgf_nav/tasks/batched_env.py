@@ -72,7 +72,7 @@ class BatchedAudioNavEnv:
         self._build_tables()
         self.spectrogram = TorchSpectrogram(world.sample_rate, self.device)
         self.store = SpectrogramStore(spectrogram_store, world, self.spectrogram) if spectrogram_store else None
-        if self.store is not None:
+        if self.store is not None and Path(spectrogram_store).is_dir():  # "auto" points at a store none baked yet
             logger.info("spectrogram misses are read from %s where baked", spectrogram_store)
         self.store_reads = 0
         self.reuse_audio = True  # hand providers (the DoA head) the spectrogram misses' audio; False: they render it
