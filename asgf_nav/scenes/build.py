@@ -300,7 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("INFO")
     cfg = load_config(None, args.overrides)
     cfg.scenes.data_root, cfg.scenes.image_size = args.data_root, args.image_size
-    build_scenes(cfg, args.dataset, args.scenes, workers=args.workers)
+    try:
+        build_scenes(cfg, args.dataset, args.scenes, workers=args.workers)
+    except (KeyboardInterrupt, SystemExit):  # the run stopped it: the build log says so, not just ends
+        logger.info("background bake stopped; finished scenes and baked sources stay for the next run")
+        raise
     return 0
 
 
