@@ -3,7 +3,8 @@
 Usage: python scripts/show_acoustics.py --dataset replica --scene apartment_0 \
            --out docs/images/acoustics_replica_apartment_0.png [--data-root data] [--source-slot 0]
 Builds the scene's layout and acoustics stages first when they are missing. A scene already baked is drawn as
-it is, unless --config or overrides ask for other settings: then its stale stages are baked again.
+it is, unless --config or overrides other than scenes.data_root / scenes.dataset ask for other settings: then
+its stale stages are baked again.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = args.dataset or cfg.scenes.dataset
     directory = scene_dir(cfg.scenes.data_root, dataset, args.scene)
     # settings asked for, or stages missing: bake (a training run's store is not re-baked by just looking at it)
-    if args.config or args.overrides or missing_stages(directory, ("layout", "acoustics")):
+    where = ("scenes.data_root=", "scenes.dataset=")  # overrides that only say where the scene is
+    asked = args.config or any(not item.startswith(where) for item in args.overrides)
+    if asked or missing_stages(directory, ("layout", "acoustics")):
         ensure_scenes(cfg, dataset, [args.scene], ("layout", "acoustics"), workers=1)
     store = SceneStore(directory)
     from asgf_nav.acoustics.rir import SceneRirs  # below asgf_nav.cli, whose Ctrl-C hook comes first

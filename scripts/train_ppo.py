@@ -18,8 +18,9 @@ def main() -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the latest checkpoint in train.run_dir; with none there a new run starts (with a "
-        "warning), so a job script can always pass it",
+        help="continue from the latest checkpoint in train.run_dir; where the directory holds no checkpoint at "
+        "all a new run starts (with a warning), so a job script can always pass it (one holding only best.pt "
+        "is refused)",
     )
     args = parser.parse_args()
     run_training(config_from_args(args), resume=args.resume)

@@ -11,7 +11,7 @@ any KEY=VALUE config overrides. An episode is named SCENE/EPISODE_ID (episode id
 of a SoundSpaces split), or by its id alone where only one scene has it. Without --episode, the episode
 where the agents' SPL differs most is drawn (ties: one the first agent succeeded in, then the longest).
 The video shows the first agent's run. The scenes are read where the evaluation read them (its recorded data
-root) unless --data-root or scenes.data_root= says otherwise.
+root, where that exists here) unless --data-root or scenes.data_root= says otherwise.
 Only evaluations of generated scenes can be drawn: imported SoundSpaces graphs have no floor plan.
 """
 
@@ -240,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = summaries[0]["meta"]
     cfg.scenes.dataset = args.dataset or meta.get("dataset", cfg.scenes.dataset)
     root_given = args.data_root or any(item.startswith("scenes.data_root=") for item in args.overrides)
-    if not root_given and meta.get("data_root"):  # where the evaluation found its scenes
-        cfg.scenes.data_root = meta["data_root"]
+    recorded = meta.get("data_root")
+    if not root_given and recorded and Path(recorded).is_dir():  # where the evaluation found its scenes (not
+        cfg.scenes.data_root = recorded  # on a machine the evaluation directory was copied to)
     missing = [d for d, run in zip(args.runs, runs) if key not in run]
     if missing:
         parser.error(f"--episode: episode {episode_name(key)} is not in {missing}")

@@ -605,6 +605,33 @@ def test_a_stop_during_validation_cuts_it_short_and_checkpoints_at_once(tmp_path
     assert resumed.update == 1 and not resumed.validation_pending
     assert resumed.best_validation is not None and resumed.best_validation["update"] == 1.0
     assert (tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT).exists()
+    (latest,) = list_checkpoints(tmp_path / "run")  # saved again: a later resume does not repeat it
+    assert latest.name == "ckpt_000001.pt" and torch.load(latest, weights_only=False)["validation_pending"] is False
+
+
+def test_a_stop_during_the_last_updates_validation_still_stops_the_run(tmp_path: Path, monkeypatch) -> None:
+    """No update follows to see the stop, yet the run must end as stopped (not as finished, exit status 0, with
+    its last validation pending forever); resumed with validation switched off, nothing is left pending."""
+    from asgf_nav import termination
+
+    monkeypatch.setattr(termination, "_received", None)
+    monkeypatch.setattr(termination, "_deferred", False)
+    cfg = small_cfg("av_nav", updates=1)
+    cfg.train.val_interval, cfg.train.val_episodes, cfg.task.max_steps = 1, 400, 5
+
+    def factory(c: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+        return SignalledEnv(c.ppo.num_envs, 1, signal_at=3) if split == "val" else toy_env_factory(c, split, rank)
+
+    with pytest.raises(SystemExit) as stopped:
+        Trainer(cfg, factory, tmp_path / "run").train()
+    assert stopped.value.code == 128 + signal.SIGTERM
+    monkeypatch.setattr(termination, "_received", None)
+    monkeypatch.setattr(termination, "_deferred", False)
+    cfg.train.val_interval = 0  # may change on resume: "0 disables" holds for the pending one too
+    resumed = Trainer(cfg, factory, tmp_path / "run", resume=True)
+    assert resumed.validation_pending
+    resumed.train()
+    assert not resumed.validation_pending and resumed.best_validation is None
 
 
 def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:

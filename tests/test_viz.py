@@ -398,6 +398,8 @@ def test_looking_at_a_baked_scene_does_not_bake_it_again_with_the_default_settin
     where = ["--dataset", "tiny", "--scene", "tiny_room_test", "--data-root", cfg.scenes.data_root]
     assert show_scene.main([*where, "--out", str(tmp_path / "sheet.png")]) == 0
     assert show_acoustics.main([*where, "--out", str(tmp_path / "field.png")]) == 0
+    location = ["--scene", "tiny_room_test", "scenes.dataset=tiny", f"scenes.data_root={cfg.scenes.data_root}"]
+    assert show_acoustics.main([*location, "--out", str(tmp_path / "field2.png")]) == 0  # overrides saying where
     assert manifest.read_bytes() == before  # nothing baked again
     assert imageio.imread(tmp_path / "sheet.png").std() > 20 and imageio.imread(tmp_path / "field.png").std() > 20
 

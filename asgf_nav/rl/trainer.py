@@ -243,14 +243,18 @@ class Trainer:
             desc=f"train {self.cfg.model.policy}",
         )
         stats: dict[str, float] = {}
-        last_saved = self.update
+        last_saved: int | None = self.update
         # the first SIGTERM / Ctrl-C ends the loop between updates and the run after a checkpoint; under DD-PPO
         # the ranks agree on it before each update, so all stop after the same one (none waits in an all-reduce)
         stopping = False
         try:
             with stop_between_updates():
+                if self.validation_pending and self.cfg.train.val_interval <= 0:
+                    self.validation_pending = False  # validation is switched off now (train.val_interval=0)
                 if self.is_main and self.validation_pending:  # the stopped run's last validation, first
                     self.validate_and_keep_best()
+                    if not self.validation_pending:
+                        last_saved = None  # the checkpoint on disk still calls it pending: saved again below
                 while self.update < stop:
                     stopping = distributed.any_rank(stop_requested(), self.device)
                     if stopping:
@@ -261,6 +265,8 @@ class Trainer:
                     if self.update % self.cfg.train.checkpoint_interval == 0:
                         self.save()
                         last_saved = self.update
+                # a stop during the last update's validation: the loop ended without seeing it
+                stopping = stopping or distributed.any_rank(stop_requested(), self.device)
                 if self.update != last_saved:
                     self.save()
                 if stopping:
