@@ -149,17 +149,18 @@ def stage_complete(directory: str | Path, stage: str) -> bool:
         return False
     if info is None:
         return False
-    expected = {e["file"]: e.get("bytes") for e in info["arrays"].values()}
-    expected.update({name: info.get("file_bytes", {}).get(name) for name in info["files"]})
-    for name, size in expected.items():
+    for name, size in _stage_file_sizes(info).items():
         path = directory / name
         if not path.is_file() or (size is not None and path.stat().st_size != size):
             return False
     return True
 
 
-def _stage_files(info: dict[str, Any]) -> list[str]:
-    return [e["file"] for e in info["arrays"].values()] + list(info["files"])
+def _stage_file_sizes(info: dict[str, Any]) -> dict[str, int | None]:
+    """A stage's files and the sizes they were written with (None: recorded before sizes were)."""
+    sizes = {e["file"]: e.get("bytes") for e in info["arrays"].values()}
+    sizes.update({name: info.get("file_bytes", {}).get(name) for name in info["files"]})
+    return sizes
 
 
 class SceneStore:
@@ -225,7 +226,7 @@ class SceneStore:
         return arr
 
     def _rebuild_hint(self, path: Path) -> str:
-        stage = next((s for s, info in self.manifest["stages"].items() if path.name in _stage_files(info)), None)
+        stage = next((s for s, info in self.manifest["stages"].items() if path.name in _stage_file_sizes(info)), None)
         return _rebuild_hint(path, stage)
 
     def file_bytes(self, name: str) -> bytes:
