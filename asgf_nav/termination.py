@@ -11,6 +11,11 @@ Python drops an exception raised while it is inside a ``__del__`` or a weakref c
 ignored in ..."), and a library's bare ``except`` can swallow it too; so the handlers always remember
 the signal, and long loops call :func:`raise_if_stopped` at safe points to raise it again.
 
+A few standard-library calls are not safe to interrupt at all: ``Popen.poll()`` takes a lock just before
+its ``try``, and an exception raised between the two leaves the lock taken, so every later ``wait()`` on
+that child spins until its timeout. Such calls run inside :func:`uninterrupted`, which holds a signal
+until the call is done and raises it then.
+
 The handler never logs: it runs between two bytecodes of whatever the main thread was doing, which may be
 a log handler half-way through writing to the same file ("reentrant call inside BufferedWriter"). Its
 notice goes straight to file descriptor 2 instead.
@@ -29,6 +34,8 @@ logger = logging.getLogger(__name__)
 _received: int | None = None  # the first stop signal received, if any
 _deferring = False  # inside stop_between_updates: the first signal waits for the loop's safe point
 _deferred = False  # the first signal was recorded without raising
+_shielded = 0  # depth of uninterrupted() blocks
+_held: int | None = None  # a signal that arrived inside one, raised when it ends
 
 
 def _raise_for(signum: int) -> None:
@@ -38,13 +45,16 @@ def _raise_for(signum: int) -> None:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    global _received, _deferred
+    global _received, _deferred, _held
     first = _received is None
     _received = _received or signum
     if first and _deferring:
         _deferred = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         _notify(f"{name}: stopping after this update and saving a checkpoint (send it again to stop at once)")
+        return
+    if _shielded:
+        _held = signum
         return
     _raise_for(signum)
 
@@ -71,6 +81,21 @@ def stop_between_updates(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _deferring = previous
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold a stop signal that arrives inside this block and raise it as the block ends (keep it short: a
+    second Ctrl-C waits for it too). Only this module's handlers hold; Python's default SIGINT does not."""
+    global _shielded, _held
+    _shielded += 1
+    try:
+        yield
+    finally:
+        _shielded -= 1
+        if not _shielded and _held is not None:
+            signum, _held = _held, None
+            _raise_for(signum)
 
 
 def stop_requested() -> bool:

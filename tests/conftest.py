@@ -33,11 +33,13 @@ def restore_stop_handling() -> Iterator[None]:
     """A script run in-process installs the stop handlers; later tests get pytest's own again, and no
     recorded signal, so a real Ctrl-C still stops the session and one test's stop does not stop the next."""
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    state = (termination._received, termination._deferring, termination._deferred)
+    names = ("_received", "_deferring", "_deferred", "_shielded", "_held")
+    state = {name: getattr(termination, name) for name in names}
     yield
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
-    termination._received, termination._deferring, termination._deferred = state
+    for name, value in state.items():
+        setattr(termination, name, value)
 
 
 def _visible_entries(root: Path) -> set[str]:

@@ -375,7 +375,10 @@ def test_killed_main_job_stops_its_background_build(tmp_path, stop):
             process.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is stuck
             process.wait(timeout=30)
             time.sleep(1)
-            pytest.fail(f"main job still running 60 s after {stop.name}; its last output:\n" + "".join(output)[-8000:])
+            log = "".join(output)
+            stuck = log[log.find("Current thread") :] if "Current thread" in log else "(no faulthandler dump)"
+            where = f"main thread:\n{stuck[:3000]}\nlog:\n{log[-6000:]}"  # the stuck frame first: a CI log cuts tails
+            pytest.fail(f"main job still running 60 s after {stop.name}; {where}")
         # SIGTERM exits through SystemExit(143); Ctrl-C re-raises SIGINT once KeyboardInterrupt unwound
         assert returncode == (128 + stop if stop == signal.SIGTERM else -stop), "".join(output)[-4000:]
     finally:

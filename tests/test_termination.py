@@ -115,3 +115,47 @@ def test_a_signal_that_lands_inside_a_log_write_does_not_log_from_the_handler():
     assert "reentrant" not in done.stderr and "Traceback" not in done.stderr
     assert done.stdout.splitlines() == ["recorded", "update 1 done"]
     assert "SIGTERM: stopping after this update" in done.stderr
+
+
+POLL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, time
+    from asgf_nav.config import load_config
+    from asgf_nav.scenes.background import ScenePool
+    from asgf_nav.termination import install_stop_handlers
+
+    class SignalInsidePoll(subprocess.Popen):
+        '''CPython's poll() takes its wait lock just before its ``try``: a stop landing between the two, as
+        the first one does here, would leave the lock taken and every later wait() spinning to its timeout.'''
+        signalled = False
+
+        def poll(self):
+            if not self._waitpid_lock.acquire(False):
+                return None
+            if not self.signalled:
+                self.signalled = True
+                os.kill(os.getpid(), int(sys.argv[1]))
+            self._waitpid_lock.release()
+            return super().poll()
+
+    install_stop_handlers()
+    pool = ScenePool(load_config("tiny_heard", [f"scenes.data_root={sys.argv[2]}"]), "tiny")
+    child = pool.process = SignalInsidePoll(["sleep", "120"], start_new_session=True)
+    start = time.monotonic()
+    try:
+        pool.check_build()  # as the trainer polls the build between updates
+        print("not stopped", flush=True)
+    except BaseException as exc:
+        pool.stop()
+        print(f"{type(exc).__name__}; builder ended with {child.returncode} in {time.monotonic() - start:.0f} s")
+    """
+)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_a_stop_that_lands_inside_polling_the_background_build_still_stops_it_at_once(stop, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", POLL_SCRIPT, str(int(stop)), str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    exception = "SystemExit" if stop == signal.SIGTERM else "KeyboardInterrupt"
+    assert done.stdout.splitlines() == [f"{exception}; builder ended with -15 in 0 s"], done.stderr

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from asgf_nav.scenes.build import stage_is_current
 from asgf_nav.scenes.presets import SPLITS, get_preset
 from asgf_nav.scenes.store import scene_dir
+from asgf_nav.termination import uninterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ class ScenePool:
 
         A failed bake does not stop training: the run keeps learning on the scenes baked so far and its
         checkpoints stay valid, so it is reported loudly instead; ``--resume`` restarts the bake."""
-        if self.process is None or self.process.poll() is None:
+        if self.process is None or _poll(self.process) is None:
             return
         self.exit_status = status = self.process.returncode
         self.process = None
@@ -148,18 +150,32 @@ class ScenePool:
 
     def stop(self) -> None:
         """End the background build (finished scenes and baked sources stay; a later run resumes)."""
-        if self.process is not None and self.process.poll() is not None:
+        if self.process is not None and _poll(self.process) is not None:
             self.check_build()  # it ended on its own: report how, once
         process, self.process = self.process, None
         if process is None:
             return
         _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if not _reap(process, seconds=30):
             _signal_group(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=30)  # reap it, or it stays a zombie for the rest of this process
+            _reap(process, seconds=30)  # or it stays a zombie for the rest of this process
+
+
+def _poll(process: subprocess.Popen) -> int | None:
+    """``process.poll()``, which a stop signal must not interrupt (see :func:`uninterrupted`)."""
+    with uninterrupted():
+        return process.poll()
+
+
+def _reap(process: subprocess.Popen, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``process`` to end, in short uninterrupted waits, so that a second
+    Ctrl-C still stops this one between them; True once it has ended."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with uninterrupted(), contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+        if process.returncode is not None or time.monotonic() >= deadline:
+            return process.returncode is not None
 
 
 def start_child(command: Sequence[str], log_file: Path | None) -> subprocess.Popen:
