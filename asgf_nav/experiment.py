@@ -139,42 +139,48 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
     return make_env(cfg, split, device=cfg.train.device, seed=seed, world=world, episodes=chosen)
 
 
-def prepare_scenes(cfg: ExperimentConfig, run_dir: Path, is_main: bool) -> Any | None:
-    """Say which data the run uses; for embedded scenes bake the first one and start the rest in background."""
-    from asgf_nav.scenes.soundspaces_import import scene_source, soundspaces_root
+def scene_pool(cfg: ExperimentConfig, run_dir: Path) -> Any | None:
+    """The pool of baked embedded scenes the run trains on (nothing bakes yet); None for SoundSpaces data."""
+    from asgf_nav.scenes.soundspaces_import import scene_source
 
     if scene_source(cfg) == "soundspaces":
-        logger.info("dataset: SoundSpaces %s data under %s", cfg.scenes.dataset, soundspaces_root(cfg))
         return None
+    from asgf_nav.scenes.background import ScenePool
+
+    return ScenePool(cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log")
+
+
+def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> None:
+    """Say which data the run uses; for embedded scenes bake the first one and start the rest in background
+    (the caller stops ``pool``'s build however this ends)."""
+    if pool is None:
+        from asgf_nav.scenes.soundspaces_import import soundspaces_root
+
+        logger.info("dataset: SoundSpaces %s data under %s", cfg.scenes.dataset, soundspaces_root(cfg))
+        return
 
     from asgf_nav.rl.distributed import barrier
-    from asgf_nav.scenes.background import ScenePool, quick_start_order
+    from asgf_nav.scenes.background import quick_start_order
     from asgf_nav.scenes.build import build_scenes
 
     if is_main:  # baked scenes may sit on a read-only share; only a bake needs to write there
         make_named_dir(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset, "scenes.data_root", writable=False)
-    pool = ScenePool(cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log")
     train = quick_start_order(cfg.scenes.dataset, pool.split_scenes("train"))
     logger.info(
         "dataset: embedded %s scene set (%d train / %d val / %d test scenes) under %s/scenes/%s",
         cfg.scenes.dataset, len(train), len(pool.split_scenes("val")), len(pool.split_scenes("test")),
         cfg.scenes.data_root, cfg.scenes.dataset,
     )  # fmt: skip
-    try:  # from here on the caller owns the background build; until we return, an exit must stop it here
-        if is_main:
-            if not pool.ready("train"):
-                logger.info("baking the first training scene (%s) before training starts", train[0])
-                build_scenes(cfg, cfg.scenes.dataset, [train[0]], workers=cfg.scenes.workers)
-            later = train + quick_start_order(cfg.scenes.dataset, pool.split_scenes("val"))
-            later += quick_start_order(cfg.scenes.dataset, pool.split_scenes("test"))
-            pool.start_background_build(later)
-        barrier()
-        pool.changed("train")
-        pool.changed("val")
-    except BaseException:
-        pool.stop()
-        raise
-    return pool
+    if is_main:
+        if not pool.ready("train"):
+            logger.info("baking the first training scene (%s) before training starts", train[0])
+            build_scenes(cfg, cfg.scenes.dataset, [train[0]], workers=cfg.scenes.workers)
+        later = train + quick_start_order(cfg.scenes.dataset, pool.split_scenes("val"))
+        later += quick_start_order(cfg.scenes.dataset, pool.split_scenes("test"))
+        pool.start_background_build(later)
+    barrier()
+    pool.changed("train")
+    pool.changed("val")
 
 
 def check_resumed_config(cfg: ExperimentConfig, run_dir: Path) -> None:
@@ -250,8 +256,9 @@ def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool)
         check_resumed_config(cfg, run_dir)
     if is_main and not resume:  # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train)
         save_config(cfg, run_dir / "config.yaml")  # the resolved config beside the outputs
-    pool = prepare_scenes(cfg, run_dir, is_main)
-    try:
+    pool = scene_pool(cfg, run_dir)
+    try:  # however the run ends, its background build ends with it
+        prepare_scenes(cfg, pool, is_main)
         set_torch_threads(cfg, background_build=pool is not None and pool.process is not None)
         trainer = Trainer(
             cfg,

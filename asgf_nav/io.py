@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
@@ -60,6 +62,23 @@ def _fsync(path: Path, flags: int) -> None:
         os.fsync(handle)
     finally:
         os.close(handle)
+
+
+_TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # what _new_temporary creates
+
+
+def remove_stale_temporaries(directory: str | Path) -> int:
+    """Delete the temporary files an :func:`atomic_write` killed outright (SIGKILL, the OOM killer, a power
+    loss) left under ``directory``; the caller must hold the lock that keeps every other writer out.
+    Returns the bytes freed (a baked stage's temporary can be 150 MB)."""
+    freed = 0
+    for path in Path(directory).rglob(".*.tmp"):
+        if _TEMPORARY_NAME.fullmatch(path.name) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+    return freed
 
 
 def _new_temporary(path: Path) -> Path:

@@ -73,14 +73,19 @@ def install_stop_handlers() -> None:
 
 @contextlib.contextmanager
 def stop_between_updates(enabled: bool = True) -> Iterator[None]:
-    """Within this block the first stop signal is only recorded; the loop polls :func:`stop_requested`."""
-    global _deferring
+    """Within this block the first stop signal is only recorded; the loop polls :func:`stop_requested`.
+
+    Leaving the outermost block, by the stop's exception or not, clears the record: the stop has been
+    acted on, and a run started again in the same process (a notebook) must not stop at its first check."""
+    global _deferring, _received, _deferred
     previous = _deferring
     _deferring = enabled
     try:
         yield
     finally:
         _deferring = previous
+        if not previous:
+            _received, _deferred = None, False
 
 
 @contextlib.contextmanager

@@ -170,3 +170,50 @@ def test_ctrl_c_stops_a_pool_without_worker_tracebacks_or_leaked_semaphores(tmp_
     assert "interrupted (Ctrl-C)" in stderr, stderr
     assert "SpawnPoolWorker" not in stderr and "Traceback" not in stderr, stderr
     assert "leaked semaphore" not in stderr, stderr
+
+
+IDLE_WORKER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import time
+
+    from asgf_nav.cli import run_script
+    from asgf_nav.parallel import spawn_imap_unordered
+
+    def job(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    def main():
+        for seconds in spawn_imap_unordered(job, [0.0, 120.0], 2):
+            print("one result", file=sys.stderr, flush=True)  # the first worker now waits for a task
+
+    if __name__ == "__main__":
+        run_script(main)
+    """
+)
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_a_pool_with_an_idle_worker(tmp_path: Path) -> None:
+    """Slurm and ``timeout`` signal the whole group: an idle worker (it holds the pool's task-queue lock
+    while it waits) killed outright would leave the parent's terminate() waiting for that lock forever."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "idle_worker.py"
+    script.write_text(IDLE_WORKER_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert "one result" in process.stderr.readline()
+        time.sleep(0.5)  # the idle worker is back in the queue's get(), holding its lock
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr

@@ -324,6 +324,23 @@ def test_parallel_build_matches_serial(tiny_build: tuple[ExperimentConfig, float
         assert not a.has_vision
 
 
+def test_a_bake_removes_what_a_killed_bake_left_half_written(tmp_path: Path) -> None:
+    """A SIGKILLed or OOM-killed bake leaves its atomic writes' temporaries and an unfinished stage; the
+    bake that finishes it, holding the scene's lock, deletes them (a vision stage's can be 150 MB) and
+    nothing else."""
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
+    stale = [directory / ".rgb.npy.0a1b2c3d.tmp", directory / "acoustics_partial" / ".source_003.npz.deadbeef.tmp"]
+    kept = [directory / ".notes.tmp", directory / "rgb.npy.0a1b2c3d.tmp", directory / "acoustics_partial" / "x.npz"]
+    for path in stale + kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"\0" * 1000)
+    cfg.scenes.image_size = 16
+    assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("vision",), workers=1) == {"tiny_room_val": ["vision"]}
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+
+
 def test_a_scene_being_baked_elsewhere_is_waited_for_not_baked_twice(tmp_path: Path) -> None:
     import threading
 

@@ -143,19 +143,49 @@ POLL_SCRIPT = textwrap.dedent(
     child = pool.process = SignalInsidePoll(["sleep", "120"], start_new_session=True)
     start = time.monotonic()
     try:
-        pool.check_build()  # as the trainer polls the build between updates
+        if sys.argv[3] == "check_build":
+            pool.check_build()  # as the trainer polls the build between updates
+        else:
+            pool.stop()  # a second stop while a stopped run cleans up
         print("not stopped", flush=True)
     except BaseException as exc:
-        pool.stop()
-        print(f"{type(exc).__name__}; builder ended with {child.returncode} in {time.monotonic() - start:.0f} s")
+        if sys.argv[3] == "check_build":
+            pool.stop()  # the run's clean-up
+        ended = child.wait(timeout=10)
+        print(f"{type(exc).__name__}; builder ended with {ended} in {time.monotonic() - start:.0f} s")
     """
 )
 
 
+@pytest.mark.parametrize("where", ["check_build", "stop"])
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
-def test_a_stop_that_lands_inside_polling_the_background_build_still_stops_it_at_once(stop, tmp_path):
+def test_a_stop_that_lands_inside_polling_the_background_build_still_stops_it_at_once(stop, where, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-c", POLL_SCRIPT, str(int(stop)), str(tmp_path)], capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-c", POLL_SCRIPT, str(int(stop)), str(tmp_path), where],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     exception = "SystemExit" if stop == signal.SIGTERM else "KeyboardInterrupt"
     assert done.stdout.splitlines() == [f"{exception}; builder ended with -15 in 0 s"], done.stderr
+
+
+AGAIN_SCRIPT = textwrap.dedent(
+    """
+    import os, signal
+    from asgf_nav.termination import install_stop_handlers, raise_if_stopped, stop_between_updates, stop_requested
+
+    install_stop_handlers()
+    for run in ("first", "second"):  # a notebook: a stopped run, then the same run resumed in one process
+        try:
+            with stop_between_updates():
+                print(run, "starts stopped" if stop_requested() else "starts", flush=True)
+                os.kill(os.getpid(), signal.SIGINT)
+                raise_if_stopped()
+        except KeyboardInterrupt:
+            print(run, "stopped", flush=True)
+    """
+)
+
+
+def test_a_run_started_again_in_the_same_process_after_a_stop_does_not_stop_at_once():
+    done = subprocess.run([sys.executable, "-c", AGAIN_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["first starts", "first stopped", "second starts", "second stopped"], done.stderr

@@ -14,7 +14,6 @@ when the training process dies, even by SIGKILL, so no bake outlives its run.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asgf_nav.parallel import PR_SET_PDEATHSIG, linux_prctl
 from asgf_nav.scenes.build import stage_is_current
 from asgf_nav.scenes.presets import SPLITS, get_preset
 from asgf_nav.scenes.store import scene_dir
@@ -45,9 +45,6 @@ def run_module_command(module: str) -> list[str]:
         f"runpy.run_module({module!r}, run_name='__main__')"
     )
     return [sys.executable, "-c", code]
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ScenesNotReadyError(RuntimeError):
@@ -110,7 +107,8 @@ class ScenePool:
         if not missing:
             return
         self.exit_status = None
-        self.process = start_child(self.builder_command(missing), self.log_file)
+        with uninterrupted():  # a stop between the start and the assignment would leave the builder unknown
+            self.process = start_child(self.builder_command(missing), self.log_file)
         logger.info(
             "baking %d more %s scene(s) in the background (pid %d, log %s); training grows onto them as they finish",
             len(missing),
@@ -150,12 +148,14 @@ class ScenePool:
 
     def stop(self) -> None:
         """End the background build (finished scenes and baked sources stay; a later run resumes)."""
-        if self.process is not None and _poll(self.process) is not None:
-            self.check_build()  # it ended on its own: report how, once
-        process, self.process = self.process, None
+        with uninterrupted():  # a second stop arriving here must not keep the builder from being signalled
+            if self.process is not None and self.process.poll() is not None:
+                self.check_build()  # it ended on its own: report how, once
+            process, self.process = self.process, None
+            if process is not None:
+                _signal_group(process.pid, signal.SIGTERM)
         if process is None:
             return
-        _signal_group(process.pid, signal.SIGTERM)
         if not _reap(process, seconds=30):
             _signal_group(process.pid, signal.SIGKILL)
             _reap(process, seconds=30)  # or it stays a zombie for the rest of this process
@@ -203,7 +203,7 @@ def child_setup() -> Callable[[], None]:
     fires when the thread that started the child ends, so start children from the main thread. libc is
     looked up here, before the fork, so the child only makes the call."""
     parent = os.getpid()
-    prctl = _prctl()
+    prctl = linux_prctl()
 
     def setup() -> None:
         os.nice(10)
@@ -213,16 +213,6 @@ def child_setup() -> Callable[[], None]:
                 os._exit(1)
 
     return setup
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` on Linux, else None (elsewhere a child outlives a parent killed by SIGKILL)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
 
 
 def _signal_group(pid: int, signum: signal.Signals) -> None:

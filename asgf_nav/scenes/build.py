@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asgf_nav.devices import usable_cpus
+from asgf_nav.io import remove_stale_temporaries
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.generator import GENERATOR_VERSION, footprint_area, generate_floorplan, scene_seed
 from asgf_nav.scenes.mesh import floorplan_mesh
@@ -188,6 +189,9 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
     directory = scene_dir(cfg.scenes.data_root, dataset, scene)
     built: list[str] = []
     with bake_lock(directory):  # another process may be baking this scene: wait, then bake only what it left
+        freed = remove_stale_temporaries(directory)
+        if freed:
+            logger.info("%s/%s: removed %.1f MB an interrupted bake left half-written", dataset, scene, freed / 1e6)
         for stage in _with_dependencies(stages):
             # judged after its dependencies were rebuilt: a rebuilt layout drops the stages it invalidates
             # (bake_layout) and keeps those that recorded a layout with the same digest
