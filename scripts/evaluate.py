@@ -90,7 +90,11 @@ def audio_model_identity(cfg, args: argparse.Namespace) -> dict[str, str]:
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
 
 
-def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None) -> Path:
+def evaluate_one(
+    args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None
+) -> tuple[Path, EvaluationProgress]:
+    """Evaluate one sound split and write its outputs; the caller removes the progress file (``finish``)
+    once every split is written, so that a stopped ``--sound-split both`` reruns none of a finished one."""
     cfg = config_for_checkpoint(cfg, checkpoint) if checkpoint else copy.deepcopy(cfg)
     cfg.task.sound_split = sound_split
     if args.agent:  # a baseline needs (baked) only what it reads: no RGB-D views for an audio-only bake
@@ -128,9 +132,8 @@ def evaluate_one(args: argparse.Namespace, cfg, sound_split: str, checkpoint: di
         "command": "python " + shlex.join(sys.argv),
     }  # fmt: skip
     summary = write_evaluation(out, records, meta)
-    progress.finish()
     print(summary_markdown(summary))
-    return out
+    return out, progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None
     check_output(parser, "--out", args.out, directory=True)  # after the inputs: it creates the directory
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
+    finished = []
     for sound_split in splits:
-        out = evaluate_one(args, cfg, sound_split, checkpoint)
+        out, progress = evaluate_one(args, cfg, sound_split, checkpoint)
+        finished.append(progress)
         logger.info("evaluation written to %s", out)
+    for progress in finished:
+        progress.finish()
     return 0
 
 

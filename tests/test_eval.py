@@ -454,6 +454,32 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
     assert load_summary(out)["episodes"] == 10 and ran[-1] == 10
 
 
+def test_a_stopped_evaluation_of_both_sound_splits_reruns_none_of_the_finished_split(tiny_root, tmp_path, monkeypatch):
+    import evaluate
+
+    from asgf_nav.eval.progress import PROGRESS_FILE
+
+    real_run, ran = evaluate.run_episodes, []
+
+    def run(agent, world, episodes, cfg, **kwargs):
+        ran.append((cfg.task.sound_split, len(episodes)))
+        if ran == [("heard", 6), ("unheard", 6)]:
+            raise KeyboardInterrupt  # stopped at the start of the second split
+        return real_run(agent, world, episodes, cfg, **kwargs)
+
+    monkeypatch.setattr(evaluate, "run_episodes", run)
+    both = ("--agent", "oracle", "--episodes", "6", "--sound-split", "both")
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path, *both)
+    heard = tmp_path / "oracle_tiny_heard_test"
+    assert load_summary(heard)["episodes"] == 6 and (heard / PROGRESS_FILE).exists()
+    _evaluate(tiny_root, tmp_path, *both)
+    assert ran[2:] == [("unheard", 6)]  # the same command again ran only the unfinished split
+    for split in ("heard", "unheard"):
+        out = tmp_path / f"oracle_tiny_{split}_test"
+        assert load_summary(out)["episodes"] == 6 and not (out / PROGRESS_FILE).exists()
+
+
 def _tiny_checkpoint(tiny_root: Path, path: Path) -> Path:
     """A randomly initialised compact spectrogram-only ASGF checkpoint for the tiny scene."""
     from asgf_nav.models.policies import build_policy

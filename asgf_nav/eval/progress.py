@@ -2,9 +2,12 @@
 
 A long evaluation (a thousand Replica episodes on a CPU takes hours) that is killed keeps every episode
 it finished in ``{out_dir}/episodes.partial.jsonl``; the same command later runs only the rest and then
-writes the usual outputs and removes the file. The file's first line records what is being evaluated
-(agent, checkpoint, split, seed, task limits, data root, the episode list's fingerprint ...), and a
-resume with anything different is refused with the differing keys named, so two evaluations never mix.
+writes the usual outputs and removes the file (``--sound-split both``: once both splits are written, so
+that a stop during the second leaves the first one's episodes to its rerun).
+
+The file's first line records what is being evaluated (agent, checkpoint, split, seed, task limits, data
+root, the episode list's fingerprint ...), and a resume with anything different is refused with the
+differing keys named, so two evaluations never mix.
 
 A seeded policy draws each episode's actions from a stream of its own (``evaluator.episode_stream``), so
 a resumed evaluation replays the episodes an uninterrupted one would have run; the random baseline draws
