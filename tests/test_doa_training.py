@@ -158,3 +158,32 @@ def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed crnn from {out} at step {step}" in resumed.stderr
     assert int(torch.load(out, weights_only=False)["step"]) == step + 1
+
+
+def test_a_stopped_and_resumed_pretraining_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The checkpoint holds the example stream's and torch's generators, so the resumed steps draw the same
+    examples (and dropout masks) as the uninterrupted run; the packaged head was trained with stops."""
+    from asgf_nav.models.doa import train as doa_train
+
+    def config(out: str) -> DoaTrainConfig:
+        return DoaTrainConfig(
+            model="selective", out=str(tmp_path / out), pool_dir=str(tmp_path / "pools"), train_poses=4,
+            val_poses=2, sources_per_pose=2, batch_size=4, clip_seconds=0.25, val_examples=8, val_every=1000,
+            checkpoint_every=2, threads=1, max_steps=4,
+        )  # fmt: skip
+
+    doa_train.train(config("whole.pt"), progress=False)
+    save = doa_train.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # stopped right after the step-2 checkpoint
+
+    monkeypatch.setattr(doa_train, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        doa_train.train(config("parts.pt"), progress=False)
+    monkeypatch.setattr(doa_train, "save_checkpoint", save)
+    assert torch.load(tmp_path / "parts.pt", weights_only=False)["step"] == 2
+    doa_train.train(config("parts.pt"), progress=False)
+    whole, parts = (torch.load(tmp_path / f, weights_only=False)["state_dict"] for f in ("whole.pt", "parts.pt"))
+    assert all(torch.equal(whole[name], parts[name]) for name in whole)

@@ -224,6 +224,7 @@ def save_checkpoint(
     step: int,
     train_cfg: DoaTrainConfig,
     metrics: dict,
+    rng: np.random.Generator | None = None,
 ) -> None:
     payload = {
         "kind": kind,
@@ -233,8 +234,25 @@ def save_checkpoint(
         "step": step,
         "train_config": asdict(train_cfg),
         "metrics": metrics,
+        "rng": capture_rng(rng) if rng is not None else None,
     }
     atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def capture_rng(examples: np.random.Generator) -> dict[str, Any]:
+    """The example stream's generator and torch's (dropout; CUDA's on a GPU): with them a resumed
+    training draws what the uninterrupted one would have."""
+    state: dict[str, Any] = {"examples": examples.bit_generator.state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(examples: np.random.Generator, state: dict[str, Any]) -> None:
+    examples.bit_generator.state = state["examples"]
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class DoaCheckpointError(ValueError):
@@ -380,6 +398,8 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         step, metrics = int(resumed["step"]), dict(resumed.get("metrics", {}))
         logger.info("resumed %s from %s at step %d", cfg.model, out, step)
     rng = np.random.default_rng(cfg.seed * 100003 + step)
+    if resumed is not None and resumed.get("rng"):  # older checkpoints: a stream seeded from the step
+        restore_rng(rng, resumed["rng"])
     logger.info(
         "training %s DoA head (%d parameters) on %d target sounds",
         cfg.model,
@@ -404,10 +424,10 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
                 metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
                 logger.info("step %d loss %.4f %s val(0 dB) %s", step, loss_value, parts, metrics)
             if step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng)
         bar.close()
         metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics)
+        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng)
         if stop_requested():
             logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
             raise_if_stopped()
@@ -424,7 +444,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
 def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     """Copy ``checkpoint`` without its optimizer state (small enough to ship with the package)."""
     ckpt = read_checkpoint(checkpoint)
-    ckpt["optimizer"] = None
+    ckpt["optimizer"] = ckpt["rng"] = None
     ckpt["state_dict"] = {k: v.contiguous() for k, v in ckpt["state_dict"].items()}
     atomic_write(out, lambda p: torch.save(ckpt, p))
     logger.info("exported DoA weights %s -> %s (%.2f MB)", checkpoint, out, Path(out).stat().st_size / 1e6)
