@@ -29,6 +29,15 @@ def single_thread() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def restore_torch_threads() -> Iterator[None]:
+    """A test (or a Trainer it builds with train.torch_threads) that sets torch's thread count must not
+    change the numbers of the tests after it: thread counts change float rounding, hence trajectories."""
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
 def restore_stop_handling() -> Iterator[None]:
     """A script run in-process installs the stop handlers; later tests get pytest's own again, and no
     recorded signal, so a real Ctrl-C still stops the session and one test's stop does not stop the next."""

@@ -206,11 +206,14 @@ def test_logged_episode_return_sums_over_that_episode_only(tmp_path: Path) -> No
 
 
 def test_ppo_learns_sound_side(tmp_path: Path) -> None:
-    """From chance (1/4 correct turns) to nearly always turning towards the louder ear within ~3k frames."""
-    cfg = small_cfg("av_nav", updates=12, num_envs=8, num_steps=16, small_model=False)
+    """From chance (1/4 correct turns) to nearly always turning towards the louder ear within ~3k frames.
+
+    Seeds 0-9 reach val SPL 0.91-1.00 and train SPL 0.90-1.00 here (1 and 2 threads), so another CPU's
+    rounding cannot tip it; after 12 updates they spread over 0.55-0.91."""
+    cfg = small_cfg("av_nav", updates=24, num_envs=8, num_steps=16, small_model=False)
     cfg.ppo.ppo_epoch, cfg.ppo.lr, cfg.ppo.entropy_coef = 4, 1e-3, 0.01
     cfg.ppo.use_linear_lr_decay = False
-    cfg.train.checkpoint_interval, cfg.train.val_interval, cfg.train.val_episodes = 100, 12, 40
+    cfg.train.checkpoint_interval, cfg.train.val_interval, cfg.train.val_episodes = 100, 24, 40
     trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
     stats = trainer.train()
     expected = {
@@ -228,13 +231,13 @@ def test_ppo_learns_sound_side(tmp_path: Path) -> None:
     assert expected <= set(stats)
     validation = trainer.validate()
     assert validation["episodes"] >= 40
-    assert validation["spl"] > 0.7, validation  # chance: 0.25
-    assert stats["episode/spl"] > 0.5, stats
+    assert validation["spl"] > 0.8, validation  # chance: 0.25
+    assert stats["episode/spl"] > 0.7, stats
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     assert (tmp_path / "run" / "config.yaml").is_file()
-    # the one validation during training (update 12) made best.pt; validating again reproduces it
+    # the one validation during training (update 24) made best.pt; validating again reproduces it
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT)
-    assert best["update"] == 12 and best["best_validation"]["spl"] == pytest.approx(validation["spl"])
+    assert best["update"] == 24 and best["best_validation"]["spl"] == pytest.approx(validation["spl"])
 
 
 class LongFailuresEnv(ToySoundSideEnv):
