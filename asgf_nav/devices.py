@@ -2,6 +2,7 @@
 
 A name torch cannot use on this machine (a typo, ``cuda`` on a CPU-only torch, ``cuda:3`` with one GPU, ``mps``
 off a Mac) is a ConfigError naming where it came from, raised before any scene is baked or model built.
+Also where the CUDA generator of the device a run uses is saved and restored for its checkpoints.
 """
 
 from __future__ import annotations
@@ -85,3 +86,29 @@ def usable_cpus() -> int:
         except OSError:
             pass
     return os.cpu_count() or 1
+
+
+def cuda_rng_state(device: torch.device | str) -> torch.Tensor | None:
+    """The CUDA generator state of ``device`` when it is a GPU, else None. Only that GPU's: reading every
+    GPU's (``get_rng_state_all``) creates a CUDA context on each, in every DD-PPO rank and even in a CPU
+    run on a GPU machine."""
+    import torch
+
+    device = torch.device(device)
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def restore_cuda_rng_state(state: torch.Tensor | list | None, device: torch.device | str) -> None:
+    """Set ``device``'s CUDA generator from :func:`cuda_rng_state` (or from an older checkpoint's list of
+    every GPU's states: the entry of ``device``, if the list has one); nothing for a CPU device."""
+    import torch
+
+    device = torch.device(device)
+    if state is None or device.type != "cuda":
+        return
+    if isinstance(state, (list, tuple)):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= len(state):
+            return
+        state = state[index]
+    torch.cuda.set_rng_state(state.cpu(), device)

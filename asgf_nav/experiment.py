@@ -19,7 +19,7 @@ from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_
 from asgf_nav.devices import resolve_device, usable_cpus
 from asgf_nav.io import exclusive_lock, writable_dir_problem
 from asgf_nav.logging_utils import setup_logging
-from asgf_nav.termination import install_stop_handlers
+from asgf_nav.termination import stop_handling
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +231,10 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     from asgf_nav.rl.distributed import init_distributed, is_main_process, local_rank
 
     init_distributed(resolve_device(cfg.train.device, local_rank()))
-    install_stop_handlers()  # SIGTERM and Ctrl-C run the clean-up below (background build)
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
     with ExitStack() as held:
+        held.enter_context(stop_handling())  # SIGTERM and Ctrl-C run the clean-up (background build, run lock)
         if is_main:
             make_named_dir(run_dir, "train.run_dir")
             held.enter_context(claim_run_dir(run_dir, resume))

@@ -129,8 +129,9 @@ def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
 
 
 @contextmanager
-def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | None = None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed) while ``what`` is being written.
+def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | None = None) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) while ``what`` is being written; yields
+    whether it is really held (False where the file system has no ``flock``).
 
     Another holder is waited for, or with ``busy`` the exception it makes is raised at once. Processes
     that share a data root take it around baking, so that a thing is baked once and never by two writers
@@ -140,6 +141,7 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: another user's lock file serves too
     try:
+        held = True
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -149,7 +151,8 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError as exc:  # some network file systems have no flock: go on as before locks existed
             logger.warning("cannot lock %s (%s); processes sharing it are not kept apart", path, exc.strerror)
-        yield
+            held = False
+        yield held
     finally:
         os.close(handle)  # releases the lock
 

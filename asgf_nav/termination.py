@@ -66,9 +66,27 @@ def _notify(message: str) -> None:
 
 
 def install_stop_handlers() -> None:
-    """Handle SIGTERM and SIGINT as above (main thread only, as for every Python signal handler)."""
+    """Handle SIGTERM and SIGINT as above (main thread only, as for every Python signal handler), with no
+    stop recorded yet: one from before belongs to an earlier run in this process (a notebook)."""
+    global _received, _deferred, _held
+    _received, _deferred, _held = None, False, None
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+
+
+@contextlib.contextmanager
+def stop_handling() -> Iterator[None]:
+    """The stop handlers for one run: installed as it starts; as it ends, by a stop or not, the handlers
+    from before are back and no stop stays recorded, so code run next in the same process is unaffected."""
+    global _received, _deferred, _held
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    install_stop_handlers()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _received, _deferred, _held = None, False, None
 
 
 @contextlib.contextmanager

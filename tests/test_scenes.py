@@ -324,10 +324,13 @@ def test_parallel_build_matches_serial(tiny_build: tuple[ExperimentConfig, float
         assert not a.has_vision
 
 
-def test_a_bake_removes_what_a_killed_bake_left_half_written(tmp_path: Path) -> None:
+def test_a_bake_removes_what_a_killed_bake_left_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A SIGKILLed or OOM-killed bake leaves its atomic writes' temporaries and an unfinished stage; the
     bake that finishes it, holding the scene's lock, deletes them (a vision stage's can be 150 MB) and
-    nothing else."""
+    nothing else. Where the file system cannot lock, they may be another bake's: they stay."""
+    import errno
+    import fcntl
+
     cfg = ExperimentConfig()
     cfg.scenes.data_root = str(tmp_path)
     (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
@@ -337,6 +340,15 @@ def test_a_bake_removes_what_a_killed_bake_left_half_written(tmp_path: Path) -> 
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"\0" * 1000)
     cfg.scenes.image_size = 16
+
+    def no_locks(handle: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fcntl, "flock", no_locks)
+        assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("vision",), workers=1) == {"tiny_room_val": ["vision"]}
+    assert all(path.exists() for path in stale + kept)
+    cfg.scenes.image_size = 24
     assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("vision",), workers=1) == {"tiny_room_val": ["vision"]}
     assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
 

@@ -189,3 +189,26 @@ AGAIN_SCRIPT = textwrap.dedent(
 def test_a_run_started_again_in_the_same_process_after_a_stop_does_not_stop_at_once():
     done = subprocess.run([sys.executable, "-c", AGAIN_SCRIPT], capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines() == ["first starts", "first stopped", "second starts", "second stopped"], done.stderr
+
+
+SCOPED_SCRIPT = textwrap.dedent(
+    """
+    import os, signal
+    from asgf_nav.termination import stop_handling, stop_requested
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with stop_handling():  # run_training's: a Ctrl-C during its first bake, before the training loop
+            os.kill(os.getpid(), signal.SIGINT)
+            print("not reached", flush=True)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    print("stop still recorded" if stop_requested() else "nothing recorded", flush=True)
+    print("handlers from before" if signal.getsignal(signal.SIGINT) is before else "handlers left", flush=True)
+    """
+)
+
+
+def test_a_run_in_a_notebook_leaves_no_stop_and_no_handlers_behind():
+    done = subprocess.run([sys.executable, "-c", SCOPED_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["stopped", "nothing recorded", "handlers from before"], done.stderr

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from asgf_nav.config import flatten_dotted
+from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
 from asgf_nav.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -44,26 +45,26 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy, torch (and CUDA, when present) generator states."""
+def capture_rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Python, numpy and torch generator states, and ``device``'s CUDA generator when it is a GPU."""
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    cuda = cuda_rng_state(device)
+    if cuda is not None:
+        state["cuda"] = cuda
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device | str = "cpu") -> None:
     """Set the generators from :func:`capture_rng_state`; the torch states may have been loaded onto a GPU
     (``map_location``), and torch takes them only as CPU byte tensors."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    restore_cuda_rng_state(state.get("cuda"), device)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

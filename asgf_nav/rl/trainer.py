@@ -87,14 +87,14 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def isolated_rng(seed: int) -> Iterator[None]:
+def isolated_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
     """Run a block with freshly seeded global generators and restore the previous states afterwards."""
-    saved = capture_rng_state()
+    saved = capture_rng_state(device)
     seed_everything(seed)
     try:
         yield
     finally:
-        restore_rng_state(saved)
+        restore_rng_state(saved, device)
 
 
 class EpisodeWindow:
@@ -369,7 +369,7 @@ class Trainer:
         window = EpisodeWindow(max(1, sum(shares)))
         finished = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.policy.eval()
-        with isolated_rng(self.cfg.train.seed + VALIDATION_SEED_OFFSET), torch.no_grad():
+        with isolated_rng(self.cfg.train.seed + VALIDATION_SEED_OFFSET, self.device), torch.no_grad():
             obs = to_device(env.reset(), self.device)
             hidden = self.policy.initial_hidden(num_envs, self.device)
             masks = torch.zeros(num_envs, device=self.device)
@@ -421,7 +421,7 @@ class Trainer:
             "update": self.update,
             "frames": self.frames,
             "num_updates": self.num_updates,
-            "rng": capture_rng_state(),
+            "rng": capture_rng_state(self.device),
             "config": config_to_dict(self.cfg),
             "policy_name": self.cfg.model.policy,
             "rollout": {
@@ -535,7 +535,7 @@ class Trainer:
             obs, masks = rollout["obs"], rollout["masks"].to(self.device)
             self.last_hidden = rollout["hidden"].to(self.device)
             self.episode_returns = rollout["episode_returns"].to(self.device)
-            restore_rng_state(state["rng"])
+            restore_rng_state(state["rng"], self.device)
         else:
             logger.warning("env state not restored (%s); resuming with fresh episodes", not_restored)
             seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.update)

@@ -188,8 +188,9 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
     start = time.perf_counter()
     directory = scene_dir(cfg.scenes.data_root, dataset, scene)
     built: list[str] = []
-    with bake_lock(directory):  # another process may be baking this scene: wait, then bake only what it left
-        freed = remove_stale_temporaries(directory)
+    with bake_lock(directory) as locked:  # another process may be baking this scene: wait, then bake the rest
+        # without a lock (a file system with no flock) another bake's temporaries may be in use
+        freed = remove_stale_temporaries(directory) if locked else 0
         if freed:
             logger.info("%s/%s: removed %.1f MB an interrupted bake left half-written", dataset, scene, freed / 1e6)
         for stage in _with_dependencies(stages):

@@ -121,12 +121,12 @@ def write_stage(
     _write_manifest(directory, manifest)
 
 
-def bake_lock(directory: str | Path) -> AbstractContextManager[None]:
+def bake_lock(directory: str | Path) -> AbstractContextManager[bool]:
     """A scene's bake lock, held while deciding what to bake and baking it.
 
     Two runs started on one fresh data root (heard and unheard side by side) would otherwise bake every
     scene twice and overwrite each other's manifest; with the lock the second waits, then finds the
-    stages current.
+    stages current. Yields whether the lock is really held (see :func:`asgf_nav.io.exclusive_lock`).
     """
     return exclusive_lock(Path(directory) / BAKE_LOCK, f"scene {directory}")
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asgf_nav.devices import resolve_device
+from asgf_nav.devices import cuda_rng_state, resolve_device, restore_cuda_rng_state
 from asgf_nav.io import atomic_write
 from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
 from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, TARGET_KINDS, DoaBatch, DoaExampleSampler
@@ -225,6 +225,7 @@ def save_checkpoint(
     train_cfg: DoaTrainConfig,
     metrics: dict,
     rng: np.random.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> None:
     payload = {
         "kind": kind,
@@ -234,25 +235,26 @@ def save_checkpoint(
         "step": step,
         "train_config": asdict(train_cfg),
         "metrics": metrics,
-        "rng": capture_rng(rng) if rng is not None else None,
+        "rng": capture_rng(rng, device) if rng is not None else None,
     }
     atomic_write(path, lambda p: torch.save(payload, p))
 
 
-def capture_rng(examples: np.random.Generator) -> dict[str, Any]:
-    """The example stream's generator and torch's (dropout; CUDA's on a GPU): with them a resumed
-    training draws what the uninterrupted one would have."""
-    state: dict[str, Any] = {"examples": examples.bit_generator.state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def capture_rng(examples: np.random.Generator, device: torch.device | str) -> dict[str, Any]:
+    """The example stream's generator and torch's (dropout; the training GPU's CUDA generator): with them
+    a resumed training draws what the uninterrupted one would have."""
+    return {"examples": examples.bit_generator.state, "torch": torch.get_rng_state(), "cuda": cuda_rng_state(device)}
 
 
-def restore_rng(examples: np.random.Generator, state: dict[str, Any]) -> None:
-    examples.bit_generator.state = state["examples"]
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+def restore_rng(examples: np.random.Generator, state: dict[str, Any], device: torch.device | str, path: Path) -> None:
+    try:
+        examples.bit_generator.state = state["examples"]
+        torch.set_rng_state(state["torch"].cpu())
+        restore_cuda_rng_state(state.get("cuda"), device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise DoaCheckpointError(
+            f"checkpoint {path}: unreadable generator state ({exc!r}); another --out starts afresh"
+        ) from exc
 
 
 class DoaCheckpointError(ValueError):
@@ -399,7 +401,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         logger.info("resumed %s from %s at step %d", cfg.model, out, step)
     rng = np.random.default_rng(cfg.seed * 100003 + step)
     if resumed is not None and resumed.get("rng"):  # older checkpoints: a stream seeded from the step
-        restore_rng(rng, resumed["rng"])
+        restore_rng(rng, resumed["rng"], cfg.device, out)
     logger.info(
         "training %s DoA head (%d parameters) on %d target sounds",
         cfg.model,
@@ -424,10 +426,10 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
                 metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
                 logger.info("step %d loss %.4f %s val(0 dB) %s", step, loss_value, parts, metrics)
             if step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng)
+                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device)
         bar.close()
         metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng)
+        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device)
         if stop_requested():
             logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
             raise_if_stopped()
