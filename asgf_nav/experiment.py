@@ -7,6 +7,7 @@ scenes bake in a background process and join the training pool as they complete.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device, usable_cpus
 from asgf_nav.io import exclusive_lock, writable_dir_problem
-from asgf_nav.logging_utils import setup_logging
+from asgf_nav.logging_utils import logging_scope, setup_logging
 from asgf_nav.termination import stop_handling
 
 logger = logging.getLogger(__name__)
@@ -228,13 +229,20 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
 
 
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
+    """Train as ``scripts/train_ppo.py`` does. Called from Python (a notebook), it leaves ``cfg``, the
+    stop handlers, the logging set-up and torch's thread count as they were."""
+    import torch
+
     from asgf_nav.rl.distributed import init_distributed, is_main_process, local_rank
 
+    cfg = copy.deepcopy(cfg)  # the run resolves and fills in fields (scenes.source, the doa sensor)
     init_distributed(resolve_device(cfg.train.device, local_rank()))
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
     with ExitStack() as held:
         held.enter_context(stop_handling())  # SIGTERM and Ctrl-C run the clean-up (background build, run lock)
+        held.enter_context(logging_scope())
+        held.callback(torch.set_num_threads, torch.get_num_threads())
         if is_main:
             make_named_dir(run_dir, "train.run_dir")
             held.enter_context(claim_run_dir(run_dir, resume))

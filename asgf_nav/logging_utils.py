@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -36,3 +38,23 @@ def setup_logging(level: str | int = "INFO", log_file: str | Path | None = None)
         root.addHandler(file_handler)
     for noisy in ("matplotlib", "PIL", "trimesh", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def logging_scope() -> Iterator[None]:
+    """Undo, as the block ends, what :func:`setup_logging` did inside it: the root logger's handlers and
+    level from before are back, and the block's own (a run's ``train.log``) are closed. A run called from
+    a notebook must not send the notebook's later lines to its log file."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)

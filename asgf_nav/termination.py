@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,8 +78,12 @@ def install_stop_handlers() -> None:
 @contextlib.contextmanager
 def stop_handling() -> Iterator[None]:
     """The stop handlers for one run: installed as it starts; as it ends, by a stop or not, the handlers
-    from before are back and no stop stays recorded, so code run next in the same process is unaffected."""
+    from before are back and no stop stays recorded, so code run next in the same process is unaffected.
+    Off the main thread (a run started from a worker thread) there are none: Python allows them only there."""
     global _received, _deferred, _held
+    if threading.current_thread() is not threading.main_thread():  # Python runs handlers there only
+        yield
+        return
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     install_stop_handlers()
     try:

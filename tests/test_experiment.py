@@ -436,3 +436,35 @@ def test_a_run_directory_holding_only_a_best_checkpoint_is_not_overwritten(tmp_p
         with claim_run_dir(run_dir, resume):
             pass
     assert (run_dir / "checkpoints" / "best.pt").read_bytes() == b"the best policy of a run killed early"
+
+
+def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
+    """A notebook runs training, then more code: its config, log handlers, stop handlers and torch threads
+    must be those it had, or the next run and its own lines behave differently from a fresh process."""
+    import copy
+    import logging
+
+    import torch
+
+    from asgf_nav import termination
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.experiment import run_training
+
+    cfg = load_config(
+        "tiny_heard",
+        [f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", *FAST_ACOUSTICS, *SMALL_RUN,
+         "ppo.total_frames=32", "train.val_interval=0", "train.torch_threads=1"],
+    )  # fmt: skip
+    given = copy.deepcopy(config_to_dict(cfg))
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sigint, threads = signal.getsignal(signal.SIGINT), 2 if torch.get_num_threads() == 1 else 1
+    torch.set_num_threads(threads)
+    run_training(cfg)
+    assert (tmp_path / "run" / "checkpoints" / "ckpt_000001.pt").exists()
+    assert config_to_dict(cfg) == given  # scenes.source and the like were resolved in the run's own copy
+    assert root.handlers == handlers and root.level == level
+    assert signal.getsignal(signal.SIGINT) is sigint and not termination.stop_requested()
+    assert torch.get_num_threads() == threads
+    logging.getLogger("notebook").warning("a line of the notebook's own")
+    assert "a line of the notebook's own" not in (tmp_path / "run" / "train.log").read_text()
