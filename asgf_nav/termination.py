@@ -69,8 +69,7 @@ def _notify(message: str) -> None:
 def install_stop_handlers() -> None:
     """Handle SIGTERM and SIGINT as above (main thread only, as for every Python signal handler), with no
     stop recorded yet: one from before belongs to an earlier run in this process (a notebook)."""
-    global _received, _deferred, _held
-    _received, _deferred, _held = None, False, None
+    _forget_stop()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
@@ -80,7 +79,6 @@ def stop_handling() -> Iterator[None]:
     """The stop handlers for one run: installed as it starts; as it ends, by a stop or not, the handlers
     from before are back and no stop stays recorded, so code run next in the same process is unaffected.
     Off the main thread (a run started from a worker thread) there are none: Python allows them only there."""
-    global _received, _deferred, _held
     if threading.current_thread() is not threading.main_thread():  # Python runs handlers there only
         yield
         return
@@ -91,7 +89,12 @@ def stop_handling() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _received, _deferred, _held = None, False, None
+        _forget_stop()
+
+
+def _forget_stop() -> None:
+    global _received, _deferred, _held
+    _received, _deferred, _held = None, False, None
 
 
 @contextlib.contextmanager
@@ -100,7 +103,7 @@ def stop_between_updates(enabled: bool = True) -> Iterator[None]:
 
     Leaving the outermost block, by the stop's exception or not, clears the record: the stop has been
     acted on, and a run started again in the same process (a notebook) must not stop at its first check."""
-    global _deferring, _received, _deferred
+    global _deferring
     previous = _deferring
     _deferring = enabled
     try:
@@ -108,7 +111,7 @@ def stop_between_updates(enabled: bool = True) -> Iterator[None]:
     finally:
         _deferring = previous
         if not previous:
-            _received, _deferred = None, False
+            _forget_stop()
 
 
 @contextlib.contextmanager
