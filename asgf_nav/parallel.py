@@ -14,8 +14,13 @@ lines; nothing else in a worker needs a lock shared between processes).
 A SIGTERM (the parent's terminate, or a scheduler's to the whole process group) ends a worker through
 ``SystemExit``, not the default instant death: an idle worker holds the pool's task-queue lock while it
 waits, and one that died holding it would leave the parent's ``terminate()`` waiting for that lock
-forever; unwinding also lets :func:`asgf_nav.io.atomic_write` delete its temporary file. On Linux a
-worker also gets SIGTERM when the parent dies, however it dies.
+forever; unwinding also lets :func:`asgf_nav.io.atomic_write` delete its temporary file. The worker
+ignores any later SIGTERM while it unwinds: after a scheduler's signal to the group comes the parent's
+own terminate(), and a second exception would cut the first's clean-up short (landing in an import's
+weakref callback, it was only printed as "Exception ignored"). Should the exit itself be lost (Python
+drops an exception raised inside a weakref callback or ``__del__``) or hang, SIGALRM's default action
+ends the worker ``WORKER_EXIT_GRACE_S`` seconds later. On Linux a worker also gets SIGTERM when the
+parent dies, however it dies.
 
 Each worker gets its share of the cores for numpy's BLAS (``cores // workers``, at least one): with the
 default, every worker starts a BLAS thread per core; two workers on two cores baked the layout and
@@ -40,6 +45,7 @@ from asgf_nav.termination import uninterrupted
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WORKER_EXIT_GRACE_S = 10  # after a SIGTERM, a worker that has not exited by then is ended by SIGALRM
 
 
 def linux_prctl() -> Callable[..., int] | None:
@@ -53,6 +59,9 @@ def linux_prctl() -> Callable[..., int] | None:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already on the way out (see the module's notes)
+    if hasattr(signal, "alarm"):  # POSIX: nothing in a worker handles SIGALRM, so by default it ends the process
+        signal.alarm(WORKER_EXIT_GRACE_S)
     raise SystemExit(128 + signum)
 
 

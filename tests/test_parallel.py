@@ -217,3 +217,86 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_pool_with_an_idle_worker(t
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
+
+
+SECOND_SIGTERM_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import signal
+    import sys
+    import time
+
+    from asgf_nav.parallel import _exit_on_sigterm
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        print("ready", file=sys.stderr, flush=True)
+        time.sleep(60)
+    finally:  # the clean-up a worker's unwinding runs (atomic_write deleting its temporary file)
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent's terminate(), right after the group's signal
+        time.sleep(0.2)
+        print("cleaned up", file=sys.stderr, flush=True)
+    """
+)
+
+LOST_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import signal
+    import sys
+    import time
+
+    from asgf_nav import parallel
+
+    parallel.WORKER_EXIT_GRACE_S = 1
+    signal.signal(signal.SIGTERM, parallel._exit_on_sigterm)
+
+    class Dropper:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # its SystemExit, raised inside __del__, is only printed
+
+    Dropper()
+    print("exit lost", file=sys.stderr, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _run_until_exit(tmp_path: Path, source: str, timeout: float) -> tuple[int, str]:
+    import os
+    import signal
+
+    script = tmp_path / "worker.py"
+    script.write_text(source)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        first_line = process.stderr.readline()
+        if "ready" in first_line:
+            os.kill(process.pid, signal.SIGTERM)
+        _, rest = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, first_line + rest
+
+
+def test_a_worker_unwinding_from_a_sigterm_finishes_its_clean_up_through_a_second_one(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM to the group is followed by the parent's terminate(); the second must not cut
+    the first's clean-up short (nor print "Exception ignored" when it lands in a weakref callback)."""
+    import signal
+
+    returncode, stderr = _run_until_exit(tmp_path, SECOND_SIGTERM_SCRIPT, timeout=30)
+    assert returncode == 128 + signal.SIGTERM, stderr
+    assert "cleaned up" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_a_worker_whose_sigterm_exit_was_lost_still_ends(tmp_path: Path) -> None:
+    """Python drops an exception raised inside ``__del__`` or a weakref callback; with later SIGTERMs
+    ignored, such a worker would outlive the parent's terminate() and hang its join(). SIGALRM ends it."""
+    import signal
+
+    returncode, stderr = _run_until_exit(tmp_path, LOST_EXIT_SCRIPT, timeout=30)
+    assert "exit lost" in stderr, stderr
+    assert returncode == -signal.SIGALRM, stderr
