@@ -461,3 +461,27 @@ def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monke
     argv = ["--dataset", "tiny", "--data-root", cfg.scenes.data_root, "--checkpoint", str(tmp_path / "doa.pt"),
             "--samples", "6", "--episodes", "8", "--perplexity", "2", "--out", str(tmp_path / "t.png")]  # fmt: skip
     assert tsne.main(argv) == 0 and (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_the_plotting_modules_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook shows figures inline through its own backend: importing and using the package's plots
+    must not switch it (they draw on ``Figure`` objects, never through pyplot's global state)."""
+    script = tmp_path / "backend.py"
+    script.write_text(
+        "import matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "import asgf_nav.eval.report, asgf_nav.viz.acoustic_plot, asgf_nav.viz.scene_sheet\n"
+        "import asgf_nav.viz.trajectories, asgf_nav.viz.tsne, asgf_nav.viz.video\n"
+        "from asgf_nav.eval.report import comparison_chart\n"
+        "summary = {'meta': {'agent': 'a', 'dataset': 'replica', 'sound_split': 'heard'}, 'episodes': 3,\n"
+        "    'metrics': {m: {'mean': 0.5, 'low': 0.4, 'high': 0.6, 'std': 0.1, 'count': 3}\n"
+        "                for m in ('spl', 'success', 'sna')}}\n"
+        f"comparison_chart([summary], {str(tmp_path / 'chart.png')!r})\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    import sys
+
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "svg"
+    assert imageio.imread(tmp_path / "chart.png").std() > 10

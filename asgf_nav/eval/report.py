@@ -171,15 +171,14 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
 def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Grouped bar chart (one panel per dataset / sound split) of SPL, SR and SNA with CI error bars."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     agents, columns, cells = collect(summaries)
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns) + 1, 3.8), squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.2 * len(columns) + 1, 3.8))
+    axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)
     width = 0.8 / max(1, len(agents))
-    colors = plt.get_cmap("tab10")
+    colors = matplotlib.colormaps["tab10"]
     x = np.arange(len(TABLE_METRICS))
     for ax, col in zip(axes[0], columns):
         for j, agent in enumerate(agents):
@@ -206,6 +205,4 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> P
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=len(agents), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    path = atomic_savefig(fig, path, dpi=130)
-    plt.close(fig)
-    return path
+    return atomic_savefig(fig, path, dpi=130)

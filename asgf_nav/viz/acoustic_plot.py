@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from asgf_nav.acoustics.rir import SceneRirs  # noqa: E402
-from asgf_nav.scenes.floorplan import FloorPlan  # noqa: E402
-from asgf_nav.viz.floorplan_plot import draw_floorplan  # noqa: E402
+from asgf_nav.acoustics.rir import SceneRirs
+from asgf_nav.scenes.floorplan import FloorPlan
+from asgf_nav.viz.floorplan_plot import draw_floorplan
 
 
 def received_energy_db(rirs: SceneRirs, source_node: int, yaw_index: int = 0) -> np.ndarray:
@@ -29,7 +25,7 @@ def acoustics_figure(
     """Heat map of received energy over the plan, and the binaural RIR (yaw 0) at each probe node."""
     energy = received_energy_db(rirs, source_node)
     energy = energy - energy.max()
-    fig = plt.figure(figsize=(13, 6.5))
+    fig = Figure(figsize=(13, 6.5))
     grid = fig.add_gridspec(len(probe_nodes), 2, width_ratios=(1.25, 1.0))
     ax = fig.add_subplot(grid[:, 0])
     draw_floorplan(ax, plan, room_labels=True)

@@ -5,16 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from asgf_nav.io import atomic_savefig  # noqa: E402
-from asgf_nav.scenes.floorplan import yaw_forward  # noqa: E402
-from asgf_nav.scenes.scene import YAWS, Scene  # noqa: E402
-from asgf_nav.viz.floorplan_plot import draw_floorplan  # noqa: E402
+from asgf_nav.io import atomic_savefig
+from asgf_nav.scenes.floorplan import yaw_forward
+from asgf_nav.scenes.scene import YAWS, Scene
+from asgf_nav.viz.floorplan_plot import draw_floorplan
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +47,7 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
     row_height = 1.9
     height = row_height * len(views) + 0.6
     map_width = float(np.clip(height * (x1 - x0) / max(z1 - z0, 1e-6), 4.0, 14.0))
-    fig = plt.figure(figsize=(map_width + 2 * row_height + 0.4, height), dpi=110)
+    fig = Figure(figsize=(map_width + 2 * row_height + 0.4, height), dpi=110)
     grid = fig.add_gridspec(len(views), 3, width_ratios=[map_width, row_height, row_height])
     ax_map = fig.add_subplot(grid[:, 0])
     draw_floorplan(ax_map, plan, scene.positions, scene.neighbors)
@@ -89,6 +86,5 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
             ax.set_yticks([])
     fig.tight_layout()
     out_path = atomic_savefig(fig, out_path, bbox_inches="tight")
-    plt.close(fig)
     logger.info("scene sheet written to %s", out_path)
     return out_path

@@ -12,13 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
 from asgf_nav.eval.evaluator import EpisodeRecord  # noqa: E402
 from asgf_nav.io import atomic_savefig  # noqa: E402
@@ -87,14 +85,14 @@ def draw_episode(
         segments = np.stack([xz[:-1], xz[1:]], axis=1)
         keep = np.any(segments[:, 0] != segments[:, 1], axis=1)
         t = np.arange(len(segments)) / max(1, steps - 1)
-        lines = LineCollection(segments[keep], cmap=PATH_CMAP, norm=plt.Normalize(0, 1), linewidths=2.8, zorder=9)
+        lines = LineCollection(segments[keep], cmap=PATH_CMAP, norm=Normalize(0, 1), linewidths=2.8, zorder=9)
         lines.set_array(t[keep])
         ax.add_collection(lines)
         if colorbar:
             cb = ax.figure.colorbar(lines, ax=ax, fraction=0.035, pad=0.02)
             cb.set_label("time (start -> end)")
     turns = [0, len(poses) - 1] + [i for i in range(1, len(poses)) if poses[i, 1] != poses[i - 1, 1]]
-    cmap = plt.get_cmap(PATH_CMAP)
+    cmap = matplotlib.colormaps[PATH_CMAP]
     for i in sorted(set(turns)):
         dx, dz = heading_vector(int(poses[i, 1]))
         color = cmap(0.85 * i / max(1, steps))
@@ -132,7 +130,8 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
     x0, z0, x1, z1 = scene.floorplan.bounds
     aspect = (z1 - z0 + 0.6) / max(x1 - x0 + 0.6, 1e-6)
     width = 5.2
-    fig, axes = plt.subplots(1, len(records), figsize=(width * len(records) + 0.6, width * aspect + 1.2), squeeze=False)
+    fig = Figure(figsize=(width * len(records) + 0.6, width * aspect + 1.2))
+    axes = fig.subplots(1, len(records), squeeze=False)
     for k, (ax, rec, label) in enumerate(zip(axes[0], records, labels)):
         m = rec.metrics
         title = (
@@ -157,6 +156,4 @@ def save_trajectories(
     path: str | Path, scene: Scene, records: Sequence[EpisodeRecord], labels: Sequence[str], dpi: int = 130
 ) -> Path:
     fig = trajectory_figure(scene, records, labels)
-    path = atomic_savefig(fig, path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return atomic_savefig(fig, path, dpi=dpi)

@@ -135,13 +135,11 @@ def plot_tsne(
     max_iter: int = 1000,
 ) -> Path:
     """Two panels of the same embedding: coloured by distance to the target and by relative azimuth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     xy = embed(data.states, perplexity, seed, max_iter)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig = Figure(figsize=(11, 4.8))
+    axes = fig.subplots(1, 2)
     panels = (
         (data.distance, "viridis", "geodesic distance to target (m)", None),
         (data.azimuth, "twilight", "relative azimuth of target (deg, left +)", (-180, 180)),
@@ -154,6 +152,4 @@ def plot_tsne(
         ax.set_yticks([])
     fig.suptitle(title or f"t-SNE of ASE audio spatial states ({len(xy)} samples)", fontsize=10)
     fig.tight_layout()
-    path = atomic_savefig(fig, path, dpi=130)
-    plt.close(fig)
-    return path
+    return atomic_savefig(fig, path, dpi=130)

@@ -13,21 +13,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import imageio.v2 as imageio
+import numpy as np
+import soundfile
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import imageio.v2 as imageio  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from asgf_nav.eval.evaluator import EpisodeRecord  # noqa: E402
-from asgf_nav.scenes.scene import Scene  # noqa: E402
-from asgf_nav.tasks.navigation import ACTION_NAMES  # noqa: E402
-from asgf_nav.tasks.spectrogram import binaural_audio_np, spectrogram_np  # noqa: E402
-from asgf_nav.tasks.world import TaskScene, TaskWorld  # noqa: E402
-from asgf_nav.viz.trajectories import draw_episode  # noqa: E402
+from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.tasks.navigation import ACTION_NAMES
+from asgf_nav.tasks.spectrogram import binaural_audio_np, spectrogram_np
+from asgf_nav.tasks.world import TaskScene, TaskWorld
+from asgf_nav.viz.trajectories import draw_episode
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +38,9 @@ def received_audio(world: TaskWorld, task_scene: TaskScene, record: EpisodeRecor
     return binaural_audio_np(world.sound(record.sound), rir, world.sample_rate)
 
 
-def _frame(fig: plt.Figure) -> np.ndarray:
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+def _frame(canvas: FigureCanvasAgg) -> np.ndarray:
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def render_frames(
@@ -52,7 +50,9 @@ def render_frames(
     ``record.path``."""
     task_scene = world.scene(record.scene)
     poses = record.path[:max_frames] if max_frames else record.path
-    fig, axes = plt.subplots(1, 4, figsize=FIGSIZE, dpi=dpi, gridspec_kw={"width_ratios": [1, 1, 1.3, 1.2]})
+    fig = Figure(figsize=FIGSIZE, dpi=dpi)
+    canvas = FigureCanvasAgg(fig)  # pixels without pyplot: the caller's backend (a notebook's) stays as it was
+    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1.3, 1.2]})
     frames, audio = [], []
     for k, (node, yaw) in enumerate(tqdm(poses, desc=f"video ep {record.episode_id}", unit="frame")):
         signal = received_audio(world, task_scene, record, node, yaw)
@@ -87,8 +87,7 @@ def render_frames(
             fontsize=10,
         )
         fig.tight_layout(rect=(0, 0, 1, 0.93))
-        frames.append(_frame(fig))
-    plt.close(fig)
+        frames.append(_frame(canvas))
     return frames, audio
 
 
