@@ -284,3 +284,23 @@ def test_use_doa_without_a_doa_observation_is_a_config_error():
     cfg.task.use_doa = True
     with pytest.raises(ConfigError, match=r"task.use_doa=true but the observation space has no 'doa'"):
         build_policy(cfg, make_space(26, ("depth",), size=36))
+
+
+def test_a_policy_name_is_registered_once_unless_overwritten() -> None:
+    from asgf_nav.models import Policy, register_policy
+
+    class First(Policy):
+        pass
+
+    class Second(Policy):
+        pass
+
+    try:
+        register_policy("test_only_policy")(First)
+        with pytest.raises(ValueError, match="'test_only_policy' is already registered by First.*overwrite=True"):
+            register_policy("test_only_policy")(Second)
+        assert POLICY_REGISTRY["test_only_policy"] is First
+        register_policy("test_only_policy", overwrite=True)(Second)
+        assert POLICY_REGISTRY["test_only_policy"] is Second and Second.policy_name == "test_only_policy"
+    finally:
+        POLICY_REGISTRY.pop("test_only_policy", None)

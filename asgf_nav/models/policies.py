@@ -33,12 +33,16 @@ Observations = dict[str, torch.Tensor]
 POLICY_REGISTRY: dict[str, type[Policy]] = {}
 
 
-def register_policy(name: str) -> Callable[[type[Policy]], type[Policy]]:
-    """Class decorator adding a Policy subclass to the registry under ``name``."""
+def register_policy(name: str, overwrite: bool = False) -> Callable[[type[Policy]], type[Policy]]:
+    """Class decorator adding a Policy subclass to the registry under ``name``; ``overwrite`` replaces an
+    earlier class of that name (a notebook cell run again)."""
 
     def decorator(cls: type[Policy]) -> type[Policy]:
-        if name in POLICY_REGISTRY:
-            raise ValueError(f"policy {name!r} is already registered by {POLICY_REGISTRY[name].__name__}")
+        if name in POLICY_REGISTRY and not overwrite:
+            raise ValueError(
+                f"policy {name!r} is already registered by {POLICY_REGISTRY[name].__name__} "
+                "(pass overwrite=True to replace it)"
+            )
         POLICY_REGISTRY[name] = cls
         cls.policy_name = name
         return cls
