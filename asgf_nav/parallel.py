@@ -17,10 +17,15 @@ waits, and one that died holding it would leave the parent's ``terminate()`` wai
 forever; unwinding also lets :func:`asgf_nav.io.atomic_write` delete its temporary file. The worker
 ignores any later SIGTERM while it unwinds: after a scheduler's signal to the group comes the parent's
 own terminate(), and a second exception would cut the first's clean-up short (landing in an import's
-weakref callback, it was only printed as "Exception ignored"). Should the exit itself be lost (Python
-drops an exception raised inside a weakref callback or ``__del__``) or hang, SIGALRM's default action
-ends the worker ``WORKER_EXIT_GRACE_S`` seconds later. On Linux a worker also gets SIGTERM when the
-parent dies, however it dies.
+weakref callback, it was only printed as "Exception ignored"). Python drops an exception raised inside
+a weakref callback or ``__del__``: when that happens to the exit, the next SIGTERM raises again; and
+should the exit be swallowed some other way or hang, SIGALRM's default action ends the worker
+``WORKER_EXIT_GRACE_S`` seconds later. On Linux a worker also gets SIGTERM when the parent dies, however
+it dies.
+
+A worker that dies while jobs are outstanding (the kernel's out-of-memory killer, a signal meant for it
+alone) is replaced by ``multiprocessing.Pool``, but the job it held never returns: the caller would wait
+forever. :func:`spawn_imap_unordered` watches its workers and raises :class:`WorkerDiedError` instead.
 
 Each worker gets its share of the cores for numpy's BLAS (``cores // workers``, at least one): with the
 default, every worker starts a BLAS thread per core; two workers on two cores baked the layout and
@@ -40,12 +45,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from asgf_nav.devices import usable_cpus
-from asgf_nav.termination import uninterrupted
+from asgf_nav.termination import raise_if_stopped, uninterrupted
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WORKER_EXIT_GRACE_S = 10  # after a SIGTERM, a worker that has not exited by then is ended by SIGALRM
+_exiting = False  # this worker is unwinding from a SIGTERM
+
+
+class WorkerDiedError(RuntimeError):
+    """A pool worker ended before the jobs were done; the job it was running is lost."""
 
 
 def linux_prctl() -> Callable[..., int] | None:
@@ -59,10 +69,27 @@ def linux_prctl() -> Callable[..., int] | None:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already on the way out (see the module's notes)
+    global _exiting
+    if _exiting:  # already on the way out (see the module's notes)
+        return
+    _exiting = True
     if hasattr(signal, "alarm"):  # POSIX: nothing in a worker handles SIGALRM, so by default it ends the process
         signal.alarm(WORKER_EXIT_GRACE_S)
     raise SystemExit(128 + signum)
+
+
+def _notice_a_dropped_exit(unraisable: object) -> None:
+    """``sys.unraisablehook`` of a worker: the SIGTERM's exit was dropped, so the next SIGTERM raises again."""
+    global _exiting
+    if _exiting and isinstance(getattr(unraisable, "exc_value", None), SystemExit):
+        _exiting = False
+    sys.__unraisablehook__(unraisable)  # still printed: "Exception ignored in ..."
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind this process as a bake worker does (see the module's notes)."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    sys.unraisablehook = _notice_a_dropped_exit
 
 
 def worker_threads(workers: int) -> int:
@@ -76,7 +103,7 @@ def _init_worker(threads: int, parent: int) -> None:
     tqdm's lock is a thread lock, not a named semaphore; and BLAS libraries loaded later read the
     variables, those already loaded are set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_on_sigterm()
     prctl = linux_prctl()
     if prctl is not None:
         prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
@@ -97,7 +124,9 @@ def spawn_imap_unordered(fn: Callable[[Job], Result], jobs: Iterable[Job], worke
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(worker_threads(workers), os.getpid())) as pool:
         results = pool.imap_unordered(fn, jobs)
+        started: dict[int, multiprocessing.process.BaseProcess] = {}  # every worker the pool has run
         while True:
+            _check_workers(pool, started)
             try:
                 with uninterrupted():  # a stop landing in the iterator's lock would hang terminate() on it
                     result = results.next(timeout=0.2)
@@ -108,3 +137,28 @@ def spawn_imap_unordered(fn: Callable[[Job], Result], jobs: Iterable[Job], worke
             yield result
         pool.close()
         pool.join()
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _check_workers(pool: object, started: dict[int, multiprocessing.process.BaseProcess]) -> None:
+    """Raise WorkerDiedError once a worker has ended: before close(), none ends on its own. The pool replaces
+    (and forgets) a dead worker within 0.1 s, so ``started`` keeps every one seen; a worker that lived
+    under one 0.2 s wait would go unseen, but a worker dies in a job, which a bake's take longer."""
+    for process in getattr(pool, "_pool", ()):  # multiprocessing.Pool's list of its current workers
+        started.setdefault(process.pid, process)
+    for pid, process in started.items():
+        code = process.exitcode
+        if code is not None:
+            raise_if_stopped()  # the workers ended with this process's own stop (a signal to the whole group)
+            how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
+            oom = " (SIGKILL is what the kernel's out-of-memory killer sends)" if code == -signal.SIGKILL else ""
+            raise WorkerDiedError(
+                f"a worker process (pid {pid}) ended, {how}{oom}, while jobs were running; the job it held is "
+                "lost. What finished is kept: run the command again, with fewer workers if memory ran out"
+            )

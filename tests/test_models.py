@@ -302,5 +302,8 @@ def test_a_policy_name_is_registered_once_unless_overwritten() -> None:
         assert POLICY_REGISTRY["test_only_policy"] is First
         register_policy("test_only_policy", overwrite=True)(Second)
         assert POLICY_REGISTRY["test_only_policy"] is Second and Second.policy_name == "test_only_policy"
+        with pytest.raises(ValueError, match="'asgf' is a built-in policy"):
+            register_policy("asgf", overwrite=True)(First)
+        assert POLICY_REGISTRY["asgf"].__module__ == "asgf_nav.models.policies"
     finally:
         POLICY_REGISTRY.pop("test_only_policy", None)

@@ -226,9 +226,9 @@ SECOND_SIGTERM_SCRIPT = textwrap.dedent(
     import sys
     import time
 
-    from asgf_nav.parallel import _exit_on_sigterm
+    from asgf_nav.parallel import exit_on_sigterm
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_on_sigterm()
     try:
         print("ready", file=sys.stderr, flush=True)
         time.sleep(60)
@@ -239,7 +239,31 @@ SECOND_SIGTERM_SCRIPT = textwrap.dedent(
     """
 )
 
-LOST_EXIT_SCRIPT = textwrap.dedent(
+DROPPED_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import signal
+    import sys
+    import time
+
+    from asgf_nav import parallel
+
+    parallel.WORKER_EXIT_GRACE_S = 30
+    parallel.exit_on_sigterm()
+
+    class Dropper:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # its SystemExit, raised inside __del__, is only printed
+
+    Dropper()
+    try:
+        print("ready", file=sys.stderr, flush=True)  # the test's SIGTERM plays the parent's terminate()
+        time.sleep(60)
+    finally:
+        print("cleaned up", file=sys.stderr, flush=True)
+    """
+)
+
+SWALLOWED_EXIT_SCRIPT = textwrap.dedent(
     """
     import signal
     import sys
@@ -248,20 +272,19 @@ LOST_EXIT_SCRIPT = textwrap.dedent(
     from asgf_nav import parallel
 
     parallel.WORKER_EXIT_GRACE_S = 1
-    signal.signal(signal.SIGTERM, parallel._exit_on_sigterm)
-
-    class Dropper:
-        def __del__(self):
-            signal.raise_signal(signal.SIGTERM)  # its SystemExit, raised inside __del__, is only printed
-
-    Dropper()
-    print("exit lost", file=sys.stderr, flush=True)
+    parallel.exit_on_sigterm()
+    try:
+        signal.raise_signal(signal.SIGTERM)
+    except BaseException:  # a library's bare except
+        pass
+    print("exit swallowed", file=sys.stderr, flush=True)
     time.sleep(60)
     """
 )
 
 
 def _run_until_exit(tmp_path: Path, source: str, timeout: float) -> tuple[int, str]:
+    """Run ``source``; once it prints "ready", send it a SIGTERM; its exit status and stderr."""
     import os
     import signal
 
@@ -271,15 +294,18 @@ def _run_until_exit(tmp_path: Path, source: str, timeout: float) -> tuple[int, s
         [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
     try:
-        first_line = process.stderr.readline()
-        if "ready" in first_line:
-            os.kill(process.pid, signal.SIGTERM)
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "ready" in line:
+                os.kill(process.pid, signal.SIGTERM)
+                break
         _, rest = process.communicate(timeout=timeout)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    return process.returncode, first_line + rest
+    return process.returncode, "".join(lines) + rest
 
 
 def test_a_worker_unwinding_from_a_sigterm_finishes_its_clean_up_through_a_second_one(tmp_path: Path) -> None:
@@ -292,11 +318,81 @@ def test_a_worker_unwinding_from_a_sigterm_finishes_its_clean_up_through_a_secon
     assert "cleaned up" in stderr and "Traceback" not in stderr, stderr
 
 
-def test_a_worker_whose_sigterm_exit_was_lost_still_ends(tmp_path: Path) -> None:
-    """Python drops an exception raised inside ``__del__`` or a weakref callback; with later SIGTERMs
-    ignored, such a worker would outlive the parent's terminate() and hang its join(). SIGALRM ends it."""
+def test_a_worker_whose_sigterm_exit_was_dropped_exits_cleanly_at_the_next(tmp_path: Path) -> None:
+    """Python drops an exception raised inside ``__del__`` or a weakref callback: the worker carries on, and
+    the parent's terminate() that follows must still unwind it (not be ignored as a second signal)."""
     import signal
 
-    returncode, stderr = _run_until_exit(tmp_path, LOST_EXIT_SCRIPT, timeout=30)
-    assert "exit lost" in stderr, stderr
+    returncode, stderr = _run_until_exit(tmp_path, DROPPED_EXIT_SCRIPT, timeout=20)
+    assert "Exception ignored" in stderr  # the dropped exit really happened
+    assert returncode == 128 + signal.SIGTERM, stderr
+    assert "cleaned up" in stderr, stderr
+
+
+def test_a_worker_whose_sigterm_exit_was_swallowed_still_ends(tmp_path: Path) -> None:
+    """Swallowed by a bare ``except``, the exit leaves the worker ignoring SIGTERM; it would outlive the
+    parent's terminate() and hang its join(). SIGALRM ends it."""
+    import signal
+
+    returncode, stderr = _run_until_exit(tmp_path, SWALLOWED_EXIT_SCRIPT, timeout=30)
+    assert "exit swallowed" in stderr, stderr
     assert returncode == -signal.SIGALRM, stderr
+
+
+DYING_WORKER_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    from asgf_nav.cli import run_script
+    from asgf_nav.parallel import spawn_imap_unordered
+
+    def job(seconds):
+        print(f"worker {os.getpid()}", file=sys.stderr, flush=True)
+        time.sleep(seconds)
+        return seconds
+
+    def main():
+        for _ in spawn_imap_unordered(job, [60.0, 60.0], 2):
+            pass
+
+    if __name__ == "__main__":
+        run_script(main)
+    """
+)
+
+
+def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forever(tmp_path: Path) -> None:
+    """The out-of-memory killer takes one worker: Pool replaces it and its job never returns. The caller gets
+    one error line naming the worker and the signal, and the other worker stops too."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "dying_worker.py"
+    script.write_text(DYING_WORKER_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        workers = [int(process.stderr.readline().split()[-1]) for _ in range(2)]
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 2, stderr
+    assert f"error: a worker process (pid {workers[0]}) ended, killed by SIGKILL" in stderr, stderr
+    assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(workers[1], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(workers[1], signal.SIGKILL)
+        pytest.fail("the other worker outlived the failed bake")

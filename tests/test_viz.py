@@ -477,6 +477,11 @@ def test_the_plotting_modules_leave_the_callers_matplotlib_backend_alone(tmp_pat
         "    'metrics': {m: {'mean': 0.5, 'low': 0.4, 'high': 0.6, 'std': 0.1, 'count': 3}\n"
         "                for m in ('spl', 'success', 'sna')}}\n"
         f"comparison_chart([summary], {str(tmp_path / 'chart.png')!r})\n"
+        "import numpy as np\n"
+        "from asgf_nav.viz.tsne import SpatialStates, plot_tsne\n"
+        "rng = np.random.default_rng(0)\n"
+        "states = SpatialStates(rng.normal(size=(20, 4)), rng.uniform(0, 5, 20), rng.uniform(-180, 180, 20))\n"
+        f"plot_tsne(states, {str(tmp_path / 'tsne.png')!r}, max_iter=250)\n"
         "print(matplotlib.get_backend())\n"
     )
     import sys
@@ -484,4 +489,4 @@ def test_the_plotting_modules_leave_the_callers_matplotlib_backend_alone(tmp_pat
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "svg"
-    assert imageio.imread(tmp_path / "chart.png").std() > 10
+    assert imageio.imread(tmp_path / "chart.png").std() > 10 and imageio.imread(tmp_path / "tsne.png").std() > 10

@@ -38,6 +38,9 @@ def register_policy(name: str, overwrite: bool = False) -> Callable[[type[Policy
     earlier class of that name (a notebook cell run again)."""
 
     def decorator(cls: type[Policy]) -> type[Policy]:
+        earlier = POLICY_REGISTRY.get(name)
+        if earlier is not None and earlier.__module__ == __name__ and cls.__module__ != __name__:
+            raise ValueError(f"policy name {name!r} is a built-in policy; register yours under another name")
         if name in POLICY_REGISTRY and not overwrite:
             raise ValueError(
                 f"policy {name!r} is already registered by {POLICY_REGISTRY[name].__name__} "

@@ -18,10 +18,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from asgf_nav.eval.evaluator import EpisodeRecord  # noqa: E402
-from asgf_nav.io import atomic_savefig  # noqa: E402
-from asgf_nav.scenes.scene import Scene  # noqa: E402
-from asgf_nav.tasks.navigation import oracle_plan, step_pose  # noqa: E402
+from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.io import atomic_savefig
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.tasks.navigation import oracle_plan, step_pose
 
 PATH_CMAP = "magma"
 SHORTEST_COLOR = "#2ca02c"
