@@ -339,30 +339,6 @@ def test_a_worker_whose_sigterm_exit_was_swallowed_still_ends(tmp_path: Path) ->
     assert returncode == -signal.SIGALRM, stderr
 
 
-DYING_WORKER_SCRIPT = textwrap.dedent(
-    """
-    import os
-    import sys
-    import time
-
-    from asgf_nav.cli import run_script
-    from asgf_nav.parallel import spawn_imap_unordered
-
-    def job(seconds):
-        print(f"worker {os.getpid()}", file=sys.stderr, flush=True)
-        time.sleep(seconds)
-        return seconds
-
-    def main():
-        for _ in spawn_imap_unordered(job, [60.0, 60.0], 2):
-            pass
-
-    if __name__ == "__main__":
-        run_script(main)
-    """
-)
-
-
 def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forever(tmp_path: Path) -> None:
     """The out-of-memory killer takes one worker: Pool replaces it and its job never returns. The caller gets
     one error line naming the worker and the signal, and the other worker stops too."""
@@ -370,14 +346,8 @@ def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forev
     import signal
     import time
 
-    script = tmp_path / "dying_worker.py"
-    script.write_text(DYING_WORKER_SCRIPT)
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    process, workers = start_busy_pool(tmp_path, start_new_session=True)
     try:
-        workers = [int(process.stderr.readline().split()[-1]) for _ in range(2)]
         os.kill(workers[0], signal.SIGKILL)
         _, stderr = process.communicate(timeout=30)
     finally:
