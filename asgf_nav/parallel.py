@@ -13,19 +13,27 @@ lines; nothing else in a worker needs a lock shared between processes).
 
 A SIGTERM (the parent's terminate, or a scheduler's to the whole process group) ends a worker through
 ``SystemExit``, not the default instant death: an idle worker holds the pool's task-queue lock while it
-waits, and one that died holding it would leave the parent's ``terminate()`` waiting for that lock
-forever; unwinding also lets :func:`asgf_nav.io.atomic_write` delete its temporary file. The worker
+waits, and one that died holding it would keep the parent's ``terminate()`` waiting for that lock (see
+below); unwinding also lets :func:`asgf_nav.io.atomic_write` delete its temporary file. The worker
 ignores any later SIGTERM while it unwinds: after a scheduler's signal to the group comes the parent's
 own terminate(), and a second exception would cut the first's clean-up short (landing in an import's
 weakref callback, it was only printed as "Exception ignored"). Python drops an exception raised inside
 a weakref callback or ``__del__``: when that happens to the exit, the next SIGTERM raises again; and
 should the exit be swallowed some other way or hang, SIGALRM's default action ends the worker
-``WORKER_EXIT_GRACE_S`` seconds later. On Linux a worker also gets SIGTERM when the parent dies, however
-it dies.
+``WORKER_EXIT_GRACE_S`` seconds later.
+
+A worker also unwinds when the parent process dies, however it dies (a SIGKILL runs no clean-up in the
+parent): a thread of the worker waits on the parent's sentinel and then signals the worker's main thread.
+``PR_SET_PDEATHSIG`` would not do: it fires when the parent *thread* that started the worker ends, and
+the pool starts replacement workers from its worker-handler thread, which ends inside ``terminate()``;
+those workers then died at random moments, one holding the task queue's lock, and ``terminate()``
+waited for it forever.
 
 A worker that dies while jobs are outstanding (the kernel's out-of-memory killer, a signal meant for it
 alone) is replaced by ``multiprocessing.Pool``, but the job it held never returns: the caller would wait
 forever. :func:`spawn_imap_unordered` watches its workers and raises :class:`WorkerDiedError` instead.
+A worker killed outright while it waited for a task keeps the task queue's lock for good, so the pool's
+``terminate()`` takes that lock with a timeout (``QUEUE_LOCK_WAIT_S``) instead of waiting forever.
 
 Each worker gets its share of the cores for numpy's BLAS (``cores // workers``, at least one): with the
 default, every worker starts a BLAS thread per core; two workers on two cores baked the layout and
@@ -35,37 +43,32 @@ acoustics of four Replica scenes in 40.4-42.7 s that way, against 37.2-38.2 s wi
 
 from __future__ import annotations
 
-import ctypes
+import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.pool
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from asgf_nav.devices import usable_cpus
 from asgf_nav.termination import raise_if_stopped, uninterrupted
 
+logger = logging.getLogger(__name__)
+
 Job = TypeVar("Job")
 Result = TypeVar("Result")
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+QUEUE_LOCK_WAIT_S = 5.0  # terminate()'s wait for the task queue's lock, which a killed worker may hold
 WORKER_EXIT_GRACE_S = 10  # after a SIGTERM, a worker that has not exited by then is ended by SIGALRM
 _exiting = False  # this worker is unwinding from a SIGTERM
 
 
 class WorkerDiedError(RuntimeError):
     """A pool worker ended before the jobs were done; the job it was running is lost."""
-
-
-def linux_prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` on Linux, else None (elsewhere a child outlives a parent killed by SIGKILL)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -98,17 +101,22 @@ def worker_threads(workers: int) -> int:
     return max(1, usable_cpus() // max(1, int(workers)))
 
 
-def _init_worker(threads: int, parent: int) -> None:
-    """Worker initializer: Ctrl-C is the parent's to handle and SIGTERM unwinds (see the module's notes);
-    tqdm's lock is a thread lock, not a named semaphore; and BLAS libraries loaded later read the
-    variables, those already loaded are set."""
+def _watch_parent(sentinel: int) -> None:
+    """A worker's thread: SIGTERM to the worker's main thread (where Python runs handlers, and a blocking
+    call then returns) once the parent process has gone."""
+    multiprocessing.connection.wait([sentinel])
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+
+def _init_worker(threads: int) -> None:
+    """Worker initializer: Ctrl-C is the parent's to handle, SIGTERM unwinds and so does the parent's death
+    (see the module's notes); tqdm's lock is a thread lock, not a named semaphore; and BLAS libraries
+    loaded later read the variables, those already loaded are set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_on_sigterm()
-    prctl = linux_prctl()
-    if prctl is not None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the call: no signal will come
-            raise SystemExit(1)
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # its sentinel is ready already if the parent died before this call
+        threading.Thread(target=_watch_parent, args=(parent.sentinel,), name="watch-parent", daemon=True).start()
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
@@ -122,7 +130,7 @@ def _init_worker(threads: int, parent: int) -> None:
 def spawn_imap_unordered(fn: Callable[[Job], Result], jobs: Iterable[Job], workers: int) -> Iterator[Result]:
     """Yield ``fn(job)`` for every job, in completion order, from ``workers`` spawned processes."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(worker_threads(workers), os.getpid())) as pool:
+    with _Pool(workers, initializer=_init_worker, initargs=(worker_threads(workers),), context=context) as pool:
         results = pool.imap_unordered(fn, jobs)
         started: dict[int, multiprocessing.process.BaseProcess] = {}  # every worker the pool has run
         while True:
@@ -137,6 +145,22 @@ def spawn_imap_unordered(fn: Callable[[Job], Result], jobs: Iterable[Job], worke
             yield result
         pool.close()
         pool.join()
+
+
+class _Pool(multiprocessing.pool.Pool):
+    """``multiprocessing.pool.Pool`` whose ``terminate()`` waits at most ``QUEUE_LOCK_WAIT_S`` for the task
+    queue's lock (see the module's notes)."""
+
+    @staticmethod
+    def _help_stuff_finish(inqueue: Any, task_handler: threading.Thread, size: int) -> None:
+        # As the standard library's: hold the lock, so that no worker takes another task, and empty the queue
+        # for as long as the task-handler thread may still be blocked writing to it. Without the lock (its
+        # holder was killed) the other workers wait for it, so reading alone is still safe.
+        if not inqueue._rlock.acquire(timeout=QUEUE_LOCK_WAIT_S):
+            logger.warning("a killed worker kept the task queue's lock; terminating the pool without it")
+        while task_handler.is_alive() and inqueue._reader.poll():
+            inqueue._reader.recv()
+            time.sleep(0)
 
 
 def _signal_name(signum: int) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -174,19 +176,28 @@ def test_ctrl_c_stops_a_pool_without_worker_tracebacks_or_leaked_semaphores(tmp_
 
 IDLE_WORKER_SCRIPT = textwrap.dedent(
     """
+    import os
     import sys
+    import tempfile
     import time
+    from pathlib import Path
 
     from asgf_nav.cli import run_script
     from asgf_nav.parallel import spawn_imap_unordered
 
-    def job(seconds):
-        time.sleep(seconds)
-        return seconds
+    def job(task):
+        kind, flag = task
+        if kind == "long":  # the other worker's job: it cannot take this one too
+            Path(flag).touch()
+            time.sleep(120)
+        while not Path(flag).exists():
+            time.sleep(0.01)
+        return os.getpid()
 
     def main():
-        for seconds in spawn_imap_unordered(job, [0.0, 120.0], 2):
-            print("one result", file=sys.stderr, flush=True)  # the first worker now waits for a task
+        flag = os.path.join(tempfile.mkdtemp(), "long job started")
+        for pid in spawn_imap_unordered(job, [("short", flag), ("long", flag)], 2):
+            print(f"one result from {pid}", file=sys.stderr, flush=True)  # that worker now waits for a task
 
     if __name__ == "__main__":
         run_script(main)
@@ -366,3 +377,59 @@ def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forev
     else:
         os.kill(workers[1], signal.SIGKILL)
         pytest.fail("the other worker outlived the failed bake")
+
+
+def test_a_worker_killed_while_it_held_the_task_queue_lock_does_not_hang_the_pools_terminate(
+    tmp_path: Path,
+) -> None:
+    """An idle worker waits for a task holding the task queue's lock; killed outright there (the OOM killer),
+    it never releases it, and the stdlib's terminate() would wait for the lock forever."""
+    import os
+    import re
+    import signal
+
+    script = tmp_path / "idle_worker.py"
+    script.write_text(
+        IDLE_WORKER_SCRIPT.replace(
+            "import sys\n", "import sys\nfrom asgf_nav import parallel\nparallel.QUEUE_LOCK_WAIT_S = 1\n"
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        idle = int(re.search(r"one result from (\d+)", process.stderr.readline()).group(1))
+        time.sleep(0.5)  # back in the queue's get(), holding its lock
+        os.kill(idle, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 2, stderr
+    assert f"error: a worker process (pid {idle}) ended, killed by SIGKILL" in stderr, stderr
+    assert "kept the task queue's lock" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_workers_stop_when_their_parent_is_killed_outright(tmp_path: Path) -> None:
+    """A SIGKILL runs no clean-up in the parent; its workers must not bake on, orphaned."""
+    import os
+    import signal
+
+    process, workers = start_busy_pool(tmp_path, start_new_session=True)
+    try:
+        process.kill()
+        process.wait(timeout=30)
+        alive = set(workers)
+        deadline = time.monotonic() + 15
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert not alive, f"workers {sorted(alive)} outlived their killed parent"

@@ -387,3 +387,22 @@ def test_zero_workers_means_one_per_usable_core(monkeypatch: pytest.MonkeyPatch)
     cfg.scenes.workers = 0
     assert _resolve_workers(None, cfg, jobs=100) == 5 and _resolve_workers(0, cfg, jobs=3) == 3
     assert _resolve_workers(2, cfg, jobs=100) == 2
+
+
+def test_a_bake_ends_at_a_stop_whose_exception_was_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The background builder's stop can be dropped by Python (raised inside a ``__del__``); the bake then
+    ends before its next stage instead of baking on until the run kills it."""
+    import signal
+
+    from asgf_nav import termination
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    monkeypatch.setattr(termination, "_received", signal.SIGTERM)  # recorded by the handler, exception lost
+    with pytest.raises(SystemExit) as stopped:
+        build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert "exception got lost; stopping now" in caplog.text
+    assert not stage_complete(scene_dir(tmp_path, "tiny", "tiny_room_test"), "layout")

@@ -27,6 +27,7 @@ from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.floorplan import FloorPlan
 from asgf_nav.scenes.scene import FLOORPLAN_FILE, layout_digest
 from asgf_nav.scenes.store import SceneStore, write_stage
+from asgf_nav.termination import raise_if_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
                 progress.update(1)
         else:
             for job in jobs:
+                raise_if_stopped()  # a stop whose exception got lost: between two sources, nothing is lost
                 _bake_source_job(job)
                 progress.update(1)
     write_acoustics_stage(scene_dir, params, sources, partial)

@@ -14,6 +14,7 @@ when the training process dies, even by SIGKILL, so no bake outlives its run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -24,7 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.parallel import PR_SET_PDEATHSIG, linux_prctl
 from asgf_nav.scenes.build import stage_is_current
 from asgf_nav.scenes.presets import SPLITS, get_preset
 from asgf_nav.scenes.store import scene_dir
@@ -35,6 +35,17 @@ logger = logging.getLogger(__name__)
 TASK_STAGES: tuple[str, ...] = ("layout", "vision", "acoustics")
 BUILD_MODULE = "asgf_nav.scenes.build"  # its main() bakes
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding asgf_nav/, put first on the child's path
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def linux_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, else None (elsewhere a child outlives a parent killed by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def run_module_command(module: str) -> list[str]:

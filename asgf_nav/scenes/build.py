@@ -33,6 +33,7 @@ from asgf_nav.scenes.presets import PRESETS, get_preset
 from asgf_nav.scenes.render import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV, RayRenderer
 from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS, layout_digest
 from asgf_nav.scenes.store import SceneStore, bake_lock, remove_stage, scene_dir, stage_complete, write_stage
+from asgf_nav.termination import raise_if_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
         if freed:
             logger.info("%s/%s: removed %.1f MB an interrupted bake left half-written", dataset, scene, freed / 1e6)
         for stage in _with_dependencies(stages):
+            raise_if_stopped()  # a stop whose exception Python dropped (raised inside a __del__) ends it here
             # judged after its dependencies were rebuilt: a rebuilt layout drops the stages it invalidates
             # (bake_layout) and keeps those that recorded a layout with the same digest
             if not (force and stage in stages) and stage_is_current(directory, stage, cfg):
