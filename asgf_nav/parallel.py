@@ -34,6 +34,8 @@ alone) is replaced by ``multiprocessing.Pool``, but the job it held never return
 forever. :func:`spawn_imap_unordered` watches its workers and raises :class:`WorkerDiedError` instead.
 A worker killed outright while it waited for a task keeps the task queue's lock for good, so the pool's
 ``terminate()`` takes that lock with a timeout (``QUEUE_LOCK_WAIT_S``) instead of waiting forever.
+Two narrower windows remain: a worker killed in the microseconds it holds the result queue's lock to
+send a result, or one killed while idle after the last result (``close()`` then waits for it).
 
 Each worker gets its share of the cores for numpy's BLAS (``cores // workers``, at least one): with the
 default, every worker starts a BLAS thread per core; two workers on two cores baked the layout and
@@ -180,7 +182,12 @@ def _check_workers(pool: object, started: dict[int, multiprocessing.process.Base
         code = process.exitcode
         if code is not None:
             raise_if_stopped()  # the workers ended with this process's own stop (a signal to the whole group)
-            how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
+            if code < 0:
+                how = f"killed by {_signal_name(-code)}"
+            elif code > 128:  # a SIGTERM unwinds a worker as SystemExit(128 + SIGTERM)
+                how = f"exit code {code}, stopped by {_signal_name(code - 128)}"
+            else:
+                how = f"exit code {code}"
             oom = " (SIGKILL is what the kernel's out-of-memory killer sends)" if code == -signal.SIGKILL else ""
             raise WorkerDiedError(
                 f"a worker process (pid {pid}) ended, {how}{oom}, while jobs were running; the job it held is "

@@ -228,6 +228,7 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_pool_with_an_idle_worker(t
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
+    assert "kept the task queue's lock" not in stderr, stderr  # the idle worker unwound, releasing it
 
 
 SECOND_SIGTERM_SCRIPT = textwrap.dedent(
@@ -350,22 +351,29 @@ def test_a_worker_whose_sigterm_exit_was_swallowed_still_ends(tmp_path: Path) ->
     assert returncode == -signal.SIGALRM, stderr
 
 
-def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forever(tmp_path: Path) -> None:
-    """The out-of-memory killer takes one worker: Pool replaces it and its job never returns. The caller gets
-    one error line naming the worker and the signal, and the other worker stops too."""
+@pytest.mark.parametrize(
+    ("signum", "how"),
+    [(9, "killed by SIGKILL"), (15, "exit code 143, stopped by SIGTERM")],
+    ids=["sigkill", "sigterm"],
+)
+def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forever(
+    tmp_path: Path, signum: int, how: str
+) -> None:
+    """The out-of-memory killer (or a signal meant for one worker) takes one worker: Pool replaces it and its
+    job never returns. The caller gets one error line naming the worker and the signal, and the other
+    worker stops too."""
     import os
     import signal
-    import time
 
     process, workers = start_busy_pool(tmp_path, start_new_session=True)
     try:
-        os.kill(workers[0], signal.SIGKILL)
+        os.kill(workers[0], signum)
         _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 2, stderr
-    assert f"error: a worker process (pid {workers[0]}) ended, killed by SIGKILL" in stderr, stderr
+    assert f"error: a worker process (pid {workers[0]}) ended, {how}" in stderr, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
