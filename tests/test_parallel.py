@@ -108,6 +108,23 @@ BUSY_POOL_SCRIPT = textwrap.dedent(
 )
 
 
+def still_running(pids: list[int], within: float) -> list[int]:
+    """Those of ``pids`` still running after waiting up to ``within`` seconds for them to end. A zombie (ended,
+    not yet reaped by whoever inherited it) has ended."""
+
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + within
+    while any(map(running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if running(pid)]
+
+
 def start_busy_pool(tmp_path: Path, **popen: object) -> tuple[subprocess.Popen, list[int]]:
     """A script whose two pool workers are busy baking, and their pids once both have started."""
     import re
@@ -132,22 +149,13 @@ def test_a_script_stopped_by_sigterm_takes_its_pool_workers_with_it(tmp_path: Pa
     """A scheduler's SIGTERM to a bake script must not leave its workers baking on, orphaned."""
     import os
     import signal
-    import time
 
     process, workers = start_busy_pool(tmp_path)
-    alive: set[int] = set()
+    alive: list[int] = []
     try:
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=60)
-        alive = set(workers)
-        deadline = time.monotonic() + 10
-        while alive and time.monotonic() < deadline:
-            for pid in list(alive):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    alive.discard(pid)
-            time.sleep(0.1)
+        alive = still_running(workers, within=10)
     finally:
         if process.poll() is None:
             process.kill()
@@ -375,14 +383,7 @@ def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forev
     assert process.returncode == 2, stderr
     assert f"error: a worker process (pid {workers[0]}) ended, {how}" in stderr, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(workers[1], 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
+    if still_running(workers[1:], within=10):
         os.kill(workers[1], signal.SIGKILL)
         pytest.fail("the other worker outlived the failed bake")
 
@@ -428,15 +429,7 @@ def test_workers_stop_when_their_parent_is_killed_outright(tmp_path: Path) -> No
     try:
         process.kill()
         process.wait(timeout=30)
-        alive = set(workers)
-        deadline = time.monotonic() + 15
-        while alive and time.monotonic() < deadline:
-            for pid in list(alive):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    alive.discard(pid)
-            time.sleep(0.1)
+        alive = still_running(workers, within=15)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
