@@ -160,7 +160,7 @@ def test_doa_observation_resamples_a_44k_world_as_scipy_does(tmp_path):
     assert got.shape == (3, head.num_bins)
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.allclose(got[2], torch.full((head.num_bins,), 1.0 / head.num_bins))
-    assert not torch.allclose(got[0], got[1], atol=1e-4)
+    assert (got[0] - got[1]).abs().max() > 1e-6  # two clips, two posteriors (an untrained head's are near uniform)
 
 
 def test_training_sounds_are_never_prompted_by_held_out_clips(bank, tmp_path):

@@ -126,7 +126,8 @@ def test_degenerate_and_bad_inputs():
 def test_wilson_interval_known_value_and_bounds():
     low, high = wilson_interval(3, 4)
     assert low == pytest.approx(0.3006418, abs=1e-6) and high == pytest.approx(0.9544127, abs=1e-6)
-    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(0, 10)[0] == pytest.approx(0.0)
+    for n in (3, 9, 10, 2000):  # exact: rounding put 10/10's upper bound at 0.9999999999999999, below SR 1.0
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
 

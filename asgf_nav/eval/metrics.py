@@ -80,7 +80,10 @@ def wilson_interval(successes: int, count: int, level: float = 0.95) -> tuple[fl
     denom = 1.0 + z * z / count
     centre = (p + z * z / (2 * count)) / denom
     half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact at 0 / n and n / n, where rounding would put the bound one step inside and leave out p itself
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == count else min(1.0, centre + half)
+    return low, high
 
 
 def aggregate(
