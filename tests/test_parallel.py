@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -171,12 +172,9 @@ def test_ctrl_c_stops_a_pool_without_worker_tracebacks_or_leaked_semaphores(tmp_
     import signal
 
     process, _ = start_busy_pool(tmp_path, start_new_session=True)
-    try:
+    with group_killed_if_left_running(process):
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert "interrupted (Ctrl-C)" in stderr, stderr
     assert "SpawnPoolWorker" not in stderr and "Traceback" not in stderr, stderr
     assert "leaked semaphore" not in stderr, stderr
@@ -213,27 +211,49 @@ IDLE_WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_sigterm_to_the_whole_process_group_stops_a_pool_with_an_idle_worker(tmp_path: Path) -> None:
-    """Slurm and ``timeout`` signal the whole group: an idle worker (it holds the pool's task-queue lock
-    while it waits) killed outright would leave the parent's terminate() waiting for that lock forever."""
-    import os
-    import signal
-    import time
+def start_idle_worker_script(tmp_path: Path, source: str = IDLE_WORKER_SCRIPT) -> tuple[subprocess.Popen, int]:
+    """Run ``source`` in a session of its own; once one worker is idle (back in the task queue's get(),
+    holding its lock), return the process and that worker's pid."""
+    import re
 
     script = tmp_path / "idle_worker.py"
-    script.write_text(IDLE_WORKER_SCRIPT)
+    script.write_text(source)
     process = subprocess.Popen(
         [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         start_new_session=True,
     )  # fmt: skip
     try:
-        assert "one result" in process.stderr.readline()
-        time.sleep(0.5)  # the idle worker is back in the queue's get(), holding its lock
-        os.killpg(process.pid, signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
+        idle = int(re.search(r"one result from (\d+)", process.stderr.readline()).group(1))
+    except BaseException:
+        with group_killed_if_left_running(process):
+            raise
+    time.sleep(0.5)  # back in the queue's get()
+    return process, idle
+
+
+@contextlib.contextmanager
+def group_killed_if_left_running(process: subprocess.Popen) -> Iterator[None]:
+    """Kill ``process``'s whole session group if the block leaves it running (a failed or timed-out test)."""
+    import os
+    import signal
+
+    try:
+        yield
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_a_pool_with_an_idle_worker(tmp_path: Path) -> None:
+    """Slurm and ``timeout`` signal the whole group: an idle worker (it holds the pool's task-queue lock
+    while it waits) killed outright would leave the parent's terminate() waiting for that lock forever."""
+    import os
+    import signal
+
+    process, _ = start_idle_worker_script(tmp_path)
+    with group_killed_if_left_running(process):
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
     assert "kept the task queue's lock" not in stderr, stderr  # the idle worker unwound, releasing it
@@ -374,12 +394,9 @@ def test_a_worker_killed_on_its_own_ends_the_bake_with_an_error_not_a_wait_forev
     import signal
 
     process, workers = start_busy_pool(tmp_path, start_new_session=True)
-    try:
+    with group_killed_if_left_running(process):
         os.kill(workers[0], signum)
         _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 2, stderr
     assert f"error: a worker process (pid {workers[0]}) ended, {how}" in stderr, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
@@ -394,27 +411,13 @@ def test_a_worker_killed_while_it_held_the_task_queue_lock_does_not_hang_the_poo
     """An idle worker waits for a task holding the task queue's lock; killed outright there (the OOM killer),
     it never releases it, and the stdlib's terminate() would wait for the lock forever."""
     import os
-    import re
     import signal
 
-    script = tmp_path / "idle_worker.py"
-    script.write_text(
-        IDLE_WORKER_SCRIPT.replace(
-            "import sys\n", "import sys\nfrom asgf_nav import parallel\nparallel.QUEUE_LOCK_WAIT_S = 1\n"
-        )
-    )
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        idle = int(re.search(r"one result from (\d+)", process.stderr.readline()).group(1))
-        time.sleep(0.5)  # back in the queue's get(), holding its lock
+    short_wait = "import sys\nfrom asgf_nav import parallel\nparallel.QUEUE_LOCK_WAIT_S = 1\n"
+    process, idle = start_idle_worker_script(tmp_path, IDLE_WORKER_SCRIPT.replace("import sys\n", short_wait, 1))
+    with group_killed_if_left_running(process):
         os.kill(idle, signal.SIGKILL)
         _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 2, stderr
     assert f"error: a worker process (pid {idle}) ended, killed by SIGKILL" in stderr, stderr
     assert "kept the task queue's lock" in stderr and "Traceback" not in stderr, stderr
