@@ -102,6 +102,47 @@ def test_agrees_with_reference_on_a_half_metre_grid():
     assert near_successes > 0
 
 
+def test_spl_uses_the_graph_start_distance_in_both_envs(world, episodes):
+    """Stored ``info.geodesic_distance`` 0.5 m short of the graph distance: the oracle still scores SPL =
+    SoftSPL = 1 in both envs (d0 comes from the graph); only an episode's first reward sees the stored value."""
+    from dataclasses import replace
+
+    from asgf_nav.tasks.episodes import resolve_episodes
+    from asgf_nav.tasks.navigation import oracle_next_action
+
+    shifted = [replace(e, geodesic_distance=e.geodesic_distance - 0.5) for e in resolve_episodes(episodes, world)]
+    b, seed = 3, 7
+    cfg = TaskConfig(max_steps=100, sensors=["depth"])
+    env = BatchedAudioNavEnv(world, shifted, b, cfg=cfg, seed=seed)
+    refs = [AudioNavEnv(world, shifted, cfg, seed=seed, env_index=i, num_envs=b) for i in range(b)]
+    env.reset()
+    for r in refs:
+        r.reset()
+    finished, first_forward, first_step = 0, 0, np.ones(b, dtype=bool)
+    while finished < 12:
+        actions = []
+        for i, ep in enumerate(env.current_episodes()):
+            scene = world.scene(ep.scene)
+            hops = np.asarray(scene.geodesic_hops[:, ep.goal_node])
+            actions.append(oracle_next_action(scene.neighbors, hops, int(env.local_nodes()[i]), int(env.yaw[i])))
+        _, reward, done, info = env.step(np.asarray(actions))
+        for i, r in enumerate(refs):
+            _, ref_reward, term, trunc, ref_info = r.step(actions[i])
+            assert reward[i].item() == pytest.approx(ref_reward, abs=1e-5)
+            if first_step[i] and actions[i] == 1:  # a first forward step gains 0.5 m less than the graph says
+                assert ref_reward == pytest.approx(0.49)
+                first_forward += 1
+            first_step[i] = False
+            if term or trunc:
+                assert bool(done[i])
+                for name in ("success", "spl", "softspl"):
+                    assert info[name][i].item() == 1.0 and ref_info[name] == 1.0, name
+                finished += 1
+                first_step[i] = True
+                r.reset()
+    assert first_forward > 0
+
+
 def test_state_dict_resumes_exactly(world, episodes):
     cfg = TaskConfig(max_steps=25, sensors=["depth", "spectrogram"])
     actions = _scripted_actions(60, 3, seed=4)

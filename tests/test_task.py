@@ -322,6 +322,39 @@ def test_stop_one_hop_away(world):
     np.testing.assert_allclose(rewards, [0.49, -0.01])
 
 
+def test_spl_takes_d0_from_the_graph_and_warns_once_when_the_stored_distance_differs(world, monkeypatch, caplog):
+    """habitat's SPL reads d0 from the distance-to-goal measure at reset (graph hops x grid), not from
+    ``info.geodesic_distance``; the stored value only starts the reward, as in SoundSpaces."""
+    from asgf_nav.tasks import audionav_env
+
+    monkeypatch.setattr(audionav_env, "_warned_start_distances", set())
+    scene = world.scene("grid_a")
+    ep = replace(_episode(scene, 0, 3, 2), episode_id="stored-off", geodesic_distance=1.5)  # graph: 2.0 m
+    with caplog.at_level("WARNING", logger="asgf_nav.tasks.audionav_env"):
+        envs = [AudioNavEnv(world, [ep], sensors=["depth"]) for _ in range(3)]
+        env = envs[0]
+        env.reset()
+        rewards, info = _run(env, [MOVE_FORWARD, MOVE_FORWARD, STOP])
+        env.reset()
+        _run(env, [STOP])
+    np.testing.assert_allclose(rewards, [0.49, 0.99, 9.99])  # first step: 1.5 (stored) - 1.0
+    assert info["success"] == 1.0 and info["spl"] == 1.0 and info["softspl"] == 1.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # one per episode set, not per env, reset or step
+    assert "1 of 1 episodes" in warnings[0] and "stored-off" in warnings[0]
+    assert "stored 1.5 m" in warnings[0] and "graph 2 m" in warnings[0]
+
+
+def test_generated_episodes_store_the_graph_distance_and_raise_no_warning(world, val_episodes, monkeypatch, caplog):
+    from asgf_nav.tasks import audionav_env
+
+    monkeypatch.setattr(audionav_env, "_warned_start_distances", set())
+    with caplog.at_level("WARNING", logger="asgf_nav.tasks.audionav_env"):
+        env = AudioNavEnv(world, val_episodes, sensors=["depth"])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    np.testing.assert_array_equal(env.start_distances, [e.geodesic_distance for e in env.episodes])
+
+
 def test_collision_and_step_limit(world):
     scene = world.scene("grid_a")
     env = AudioNavEnv(world, [_episode(scene, 0, 1, 2)], TaskConfig(max_steps=7), sensors=["depth"])

@@ -1,7 +1,8 @@
 """Reference AudioGoal environment (gymnasium id ``AudioNav-v0``): one agent, computed step by step.
 
 This is the readable statement of the task: every observation is computed with scipy at each step,
-the way SoundSpaces 1.0 computes it. The batched env must reproduce it exactly (tests compare them).
+the way SoundSpaces 1.0 computes it. The batched env must reproduce it exactly (tests compare them); both
+take reward and metrics from :mod:`asgf_nav.tasks.metrics`.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class AudioNavEnv(gym.Env):
             world, episodes = load_task_data(cfg, split)
         self.world = world
         self.episodes = _resolved(episodes, world)
+        self.start_distances = graph_start_distances(self.episodes, world)
         apply_task_rules(self, task_cfg, sensors)
         self.observation_space = observation_space_for(world, self.sensors)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
@@ -127,7 +129,8 @@ class AudioNavEnv(gym.Env):
         self.node, self.yaw = ep.start_node, ep.start_yaw
         self.steps = 0
         self.path_length = 0.0
-        self.prev_distance = float(ep.geodesic_distance)
+        self.start_distance = float(self.start_distances[index])
+        self.prev_distance = float(ep.geodesic_distance)  # SoundSpaces' reward starts from the stored value
         self.called_stop = False
         self._done = False
         return self._observe(), {"episode_id": ep.episode_id, "scene": ep.scene, "episode_index": index}
@@ -164,7 +167,7 @@ class AudioNavEnv(gym.Env):
             info.update(
                 metrics.episode_metrics(
                     self.called_stop,
-                    float(ep.geodesic_distance),
+                    self.start_distance,
                     distance,
                     self.path_length,
                     ep.num_action,
@@ -199,6 +202,48 @@ class AudioNavEnv(gym.Env):
                 state = ObservationState(self.world, self.scene, self.episode, self.node, self.yaw, self.steps, spec)
                 obs[name] = np.asarray(get_observation(name).compute(state), dtype=self.observation_space[name].dtype)
         return obs
+
+
+START_DISTANCE_TOLERANCE = 1e-5  # m; generated episodes store the graph distance rounded to 6 decimals
+_warned_start_distances: set[tuple[str, str, float, float, int]] = set()
+
+
+def graph_start_distances(episodes: Sequence[ResolvedEpisode], world: TaskWorld) -> np.ndarray:
+    """(E,) float64 start-to-goal graph distances (hops x grid size): the d0 of SPL and SoftSPL.
+
+    habitat's SPL takes d0 from SoundSpaces' distance-to-goal measure at reset, i.e. from the graph, not
+    from the episode's ``info.geodesic_distance``. Where a dataset's stored values disagree with the graph,
+    one warning names the first such episode (once per process and episode set, not per env or step).
+    """
+    d0 = np.empty(len(episodes), dtype=np.float64)
+    by_scene: dict[str, list[int]] = {}
+    for i, e in enumerate(episodes):
+        by_scene.setdefault(e.scene, []).append(i)
+    for name, items in by_scene.items():
+        scene = world.scene(name)
+        start = np.array([episodes[i].start_node for i in items], dtype=np.int64)
+        goal = np.array([episodes[i].goal_node for i in items], dtype=np.int64)
+        hops = scene.geodesic_hops[start, goal]
+        d0[items] = hops.astype(np.float64) * float(scene.grid_size)
+    stored = np.array([e.geodesic_distance for e in episodes], dtype=np.float64)
+    off = np.flatnonzero(~np.isclose(stored, d0, rtol=1e-6, atol=START_DISTANCE_TOLERANCE))
+    if off.size:
+        first = episodes[int(off[0])]
+        key = (first.episode_id, first.scene, float(stored[off[0]]), float(d0[off[0]]), int(off.size))
+        if key not in _warned_start_distances:
+            _warned_start_distances.add(key)
+            logger.warning(
+                "%d of %d episodes store an info.geodesic_distance other than their graph distance (hops x grid "
+                "size), first episode %s in %s: stored %.6g m, graph %.6g m. SPL and SoftSPL use the graph "
+                "distance, as SoundSpaces does; the stored one is only the reward's first previous distance",
+                off.size,
+                len(episodes),
+                first.episode_id,
+                first.scene,
+                stored[off[0]],
+                d0[off[0]],
+            )
+    return d0
 
 
 def _resolved(episodes: Sequence[Episode | ResolvedEpisode], world: TaskWorld) -> list[ResolvedEpisode]:

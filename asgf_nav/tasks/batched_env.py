@@ -1,7 +1,8 @@
 """Batched AudioGoal environment: B episodes stepped at once, observations as torch tensors on a device.
 
 Same task as :class:`asgf_nav.tasks.audionav_env.AudioNavEnv` (tests check observations, rewards, dones
-and metrics agree step by step for the same seeds), organised for throughput:
+and metrics agree step by step for the same seeds; both take reward and metrics from
+:mod:`asgf_nav.tasks.metrics`, here applied to (B,) arrays), organised for throughput:
 
 - the pose logic is a few vectorised numpy operations over B (cheap and exact),
 - RGB-D views are preloaded once into device tensors and gathered by (node, yaw),
@@ -24,7 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from asgf_nav.tasks.audionav_env import _resolved, apply_task_rules, observation_space_for, task_setting
+from asgf_nav.tasks import metrics
+from asgf_nav.tasks.audionav_env import (
+    _resolved,
+    apply_task_rules,
+    graph_start_distances,
+    observation_space_for,
+    task_setting,
+)
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, episodes_fingerprint
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
 from asgf_nav.tasks.observations import BatchObservationState, get_observation
@@ -61,6 +69,7 @@ class BatchedAudioNavEnv:
         task_cfg = getattr(cfg, "task", cfg)
         self.world = world
         self.episodes = _resolved(episodes, world)
+        self.start_distances = graph_start_distances(self.episodes, world)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         apply_task_rules(self, task_cfg, sensors)
@@ -120,6 +129,8 @@ class BatchedAudioNavEnv:
         self.goal = np.zeros(b, dtype=np.int64)  # global node id
         self.steps = np.zeros(b, dtype=np.int64)
         self.path_length = np.zeros(b, dtype=np.float64)
+        self.start_distance = np.zeros(b, dtype=np.float64)  # d0 of SPL / SoftSPL: the graph distance
+        self.num_action = np.zeros(b, dtype=np.float64)  # the oracle's action count, for SNA
         self.prev_distance = np.zeros(b, dtype=np.float64)
         self.goal_hops = np.zeros((b, self.max_nodes), dtype=np.int64)
         self._started = False
@@ -135,7 +146,9 @@ class BatchedAudioNavEnv:
         self.goal[i] = self.offsets[s] + ep.goal_node
         self.steps[i] = 0
         self.path_length[i] = 0.0
-        self.prev_distance[i] = float(ep.geodesic_distance)
+        self.start_distance[i] = self.start_distances[index]
+        self.num_action[i] = ep.num_action
+        self.prev_distance[i] = float(ep.geodesic_distance)  # SoundSpaces' reward starts from the stored value
         self.goal_hops[i, : scene.num_nodes] = np.asarray(scene.geodesic_hops[:, ep.goal_node])
 
     # ------------------------------------------------------------------------------------ API
@@ -168,10 +181,13 @@ class BatchedAudioNavEnv:
         distance = self.goal_hops[b, local].astype(np.float64) * self.grid_sizes[self.scene_idx]
         stop = act == STOP
         at_goal = self.node == self.goal
-        reward = (
-            self.slack_reward
-            + self.distance_scale * (self.prev_distance - distance)
-            + self.success_reward * (stop & at_goal).astype(np.float64)
+        reward = metrics.step_reward(
+            self.prev_distance,
+            distance,
+            (stop & at_goal).astype(np.float64),
+            self.slack_reward,
+            self.distance_scale,
+            self.success_reward,
         )
         self.prev_distance = distance
         done = stop | (self.steps >= self.max_steps)
@@ -207,20 +223,17 @@ class BatchedAudioNavEnv:
         return act
 
     def _metrics(self, stop: np.ndarray, distance: np.ndarray) -> dict[str, np.ndarray]:
-        d0 = np.array([self.episodes[i].geodesic_distance for i in self.ep_index], dtype=np.float64)
-        num_action = np.array([self.episodes[i].num_action for i in self.ep_index], dtype=np.float64)
-        success = (stop & (distance < self.success_distance)).astype(np.float64)
-        ratio = np.where(d0 > 0, d0 / np.maximum(np.maximum(d0, self.path_length), 1e-12), 1.0)
-        progress = np.where(d0 > 0, np.maximum(1.0 - distance / np.maximum(d0, 1e-9), 0.0), success)
-        values = {
-            "success": success,
-            "spl": success * ratio,
-            "softspl": progress * ratio,
-            "sna": success * num_action / np.maximum(num_action, self.steps),
-            "distance_to_goal": distance,
-            "num_actions": self.steps.astype(np.float64),
-        }
-        return {k: v.astype(np.float32) for k, v in values.items()}
+        """Every env's metrics as if its episode ended now (only the rows of envs that are done mean anything)."""
+        values = metrics.episode_metrics_array(
+            stop,
+            self.start_distance,
+            distance,
+            self.path_length,
+            self.num_action,
+            self.steps,
+            self.success_distance,
+        )
+        return {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
 
     # ------------------------------------------------------------------------------------ observations
     def observe(self) -> dict[str, torch.Tensor]:

@@ -1,10 +1,11 @@
-"""Reward and episode metrics of SoundSpaces 1.0 AudioGoal (one formula each, shared by both envs).
+"""Reward and episode metrics of SoundSpaces 1.0 AudioGoal: one formula each, called by both envs.
 
-Every function works elementwise on python floats, numpy arrays and torch tensors alike.
+Every function works elementwise on python floats, numpy arrays and torch tensors alike, so the single
+env applies them to one agent and the batched env to its (B,) arrays in one call.
 
 - reward = slack + scale * (previous geodesic distance - current) + success_reward if STOP at the goal node
 - success = STOP called and distance to goal < success_distance (strict)
-- SPL = success * d0 / max(d0, L), L the Euclidean length walked
+- SPL = success * d0 / max(d0, L), L the Euclidean length walked, d0 the graph distance at the start
 - SoftSPL = max(0, 1 - dT / d0) * d0 / max(d0, L)
 - SNA = success * num_action / max(num_action, NA), NA the actions taken including STOP
 """
@@ -19,10 +20,20 @@ import torch
 METRIC_NAMES = ("success", "spl", "softspl", "sna", "distance_to_goal", "num_actions")
 
 
+def _is_tensor(*values: Any) -> bool:
+    return any(isinstance(v, torch.Tensor) for v in values)
+
+
 def _maximum(a: Any, b: Any) -> Any:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+    if _is_tensor(a, b):
         return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
     return np.maximum(a, b)
+
+
+def _where(cond: Any, a: Any, b: Any) -> Any:
+    if _is_tensor(cond, a, b):
+        return torch.where(torch.as_tensor(cond), torch.as_tensor(a), torch.as_tensor(b))
+    return np.where(cond, a, b)
 
 
 def step_reward(
@@ -37,17 +48,44 @@ def success(called_stop, distance, success_distance: float = 1.0):
 
 
 def spl(succ, start_distance, path_length):
-    return succ * start_distance / _maximum(start_distance, path_length)
+    # the 1e-12 floor only keeps d0 = L = 0 from dividing 0 by 0 (episode_metrics scores d0 = 0 apart)
+    return succ * start_distance / _maximum(_maximum(start_distance, path_length), 1e-12)
 
 
 def softspl(start_distance, distance, path_length):
     safe_d0 = _maximum(start_distance, 1e-9)
     progress = _maximum(1.0 - distance / safe_d0, 0.0)
-    return progress * start_distance / _maximum(start_distance, path_length)
+    return progress * start_distance / _maximum(_maximum(start_distance, path_length), 1e-12)
 
 
 def sna(succ, num_action, num_actions):
     return succ * num_action / _maximum(num_action, num_actions)
+
+
+def episode_metrics_array(
+    called_stop: Any,
+    start_distance: Any,
+    distance: Any,
+    path_length: Any,
+    num_action: Any,
+    num_actions: Any,
+    success_distance: float = 1.0,
+) -> dict[str, Any]:
+    """All metrics of finished episodes, elementwise (keys :data:`METRIC_NAMES`, float64 / float values).
+
+    A start on the goal (d0 = 0, possible only with ``task.min_geodesic_distance=0``) scores SPL and
+    SoftSPL as its success, where habitat would divide 0 by 0.
+    """
+    succ = success(called_stop, distance, success_distance) * 1.0
+    on_goal = start_distance <= 0
+    return {
+        "success": succ,
+        "spl": _where(on_goal, succ, spl(succ, start_distance, path_length)),
+        "softspl": _where(on_goal, succ, softspl(start_distance, distance, path_length)),
+        "sna": sna(succ, num_action, num_actions),
+        "distance_to_goal": distance * 1.0,
+        "num_actions": num_actions * 1.0,
+    }
 
 
 def episode_metrics(
@@ -60,12 +98,13 @@ def episode_metrics(
     success_distance: float = 1.0,
 ) -> dict[str, float]:
     """All metrics of one finished episode as python floats (keys :data:`METRIC_NAMES`)."""
-    succ = float(bool(called_stop) and distance < success_distance)
-    return {
-        "success": succ,
-        "spl": float(spl(succ, start_distance, path_length)) if start_distance > 0 else succ,
-        "softspl": float(softspl(start_distance, distance, path_length)) if start_distance > 0 else succ,
-        "sna": float(sna(succ, num_action, num_actions)),
-        "distance_to_goal": float(distance),
-        "num_actions": float(num_actions),
-    }
+    values = episode_metrics_array(
+        bool(called_stop),
+        float(start_distance),
+        float(distance),
+        float(path_length),
+        float(num_action),
+        float(num_actions),
+        success_distance,
+    )
+    return {k: float(v) for k, v in values.items()}

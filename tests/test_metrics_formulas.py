@@ -1,0 +1,82 @@
+"""Reward and metric formulas of tasks/metrics.py: one definition for both envs, scalar and array alike."""
+
+import numpy as np
+import pytest
+import torch
+
+from asgf_nav.config import TaskConfig
+from asgf_nav.tasks import metrics
+from asgf_nav.tasks.audionav_env import AudioNavEnv
+from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.metrics import METRIC_NAMES, episode_metrics, episode_metrics_array
+from asgf_nav.tasks.synthetic import synthetic_world
+
+
+def _random_episodes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    grid = rng.choice([0.5, 1.0], n)
+    steps = rng.integers(1, 60, n)
+    return {
+        "called_stop": rng.random(n) < 0.6,
+        "start_distance": rng.integers(0, 12, n) * grid,  # zeros included: a start on the goal
+        "distance": rng.integers(0, 6, n) * grid,
+        "path_length": rng.integers(0, 30, n) * grid,
+        "num_action": rng.integers(1, 40, n).astype(np.float64),
+        "num_actions": steps,
+    }
+
+
+def test_array_metrics_equal_the_per_episode_ones_on_random_inputs():
+    inputs = _random_episodes(2000)
+    arrays = episode_metrics_array(**inputs, success_distance=1.0)
+    tensors = episode_metrics_array(**{k: torch.from_numpy(v) for k, v in inputs.items()}, success_distance=1.0)
+    for i in range(2000):
+        one = episode_metrics(**{k: v[i].item() for k, v in inputs.items()}, success_distance=1.0)
+        for name in METRIC_NAMES:
+            assert arrays[name][i] == one[name], (name, i)
+            assert tensors[name][i].item() == pytest.approx(one[name], abs=1e-6), (name, i)
+    assert np.isfinite(np.stack([arrays[k] for k in METRIC_NAMES])).all()
+    on_goal = inputs["start_distance"] == 0
+    assert on_goal.any() and (arrays["spl"][on_goal] == arrays["success"][on_goal]).all()
+
+
+def test_step_reward_array_equals_scalar_on_random_inputs():
+    rng = np.random.default_rng(1)
+    prev, now = rng.integers(0, 12, (2, 500)) * 0.5
+    at_goal = (rng.random(500) < 0.1).astype(np.float64)
+    arrays = metrics.step_reward(prev, now, at_goal, -0.01, 1.0, 10.0)
+    for i in range(500):
+        assert arrays[i] == metrics.step_reward(prev[i].item(), now[i].item(), at_goal[i].item(), -0.01, 1.0, 10.0)
+
+
+def test_both_envs_take_reward_and_metrics_from_tasks_metrics(monkeypatch):
+    """A change to tasks/metrics.py reaches the batched env (used for training and evaluation) as well as
+    the single one: neither keeps its own copy of a formula."""
+    world = synthetic_world(sample_rate=16000)
+    episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=4))
+    original_reward, original_metrics = metrics.step_reward, metrics.episode_metrics_array
+
+    def reward_plus_100(*args, **kwargs):
+        return original_reward(*args, **kwargs) + 100.0
+
+    def spl_minus_7(*args, **kwargs):
+        values = original_metrics(*args, **kwargs)
+        return {**values, "spl": values["spl"] - 7.0}
+
+    monkeypatch.setattr(metrics, "step_reward", reward_plus_100)
+    monkeypatch.setattr(metrics, "episode_metrics_array", spl_minus_7)
+    cfg = TaskConfig(max_steps=3, sensors=["depth"])
+    batched = BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=3)
+    refs = [AudioNavEnv(world, episodes, cfg, seed=3, env_index=i, num_envs=2) for i in range(2)]
+    batched.reset()
+    for r in refs:
+        r.reset()
+    for _ in range(3):
+        _, reward, done, info = batched.step(np.array([2, 2]))  # turning: -0.01 a step, no success
+        ref_steps = [r.step(2) for r in refs]
+        for i, (_, ref_reward, _, _, _) in enumerate(ref_steps):
+            assert ref_reward == pytest.approx(99.99) and reward[i].item() == pytest.approx(99.99)
+    assert done.all()
+    for i, (_, _, _, truncated, ref_info) in enumerate(ref_steps):
+        assert truncated and info["spl"][i].item() == -7.0 and ref_info["spl"] == -7.0
