@@ -50,7 +50,7 @@ class AcousticsConfig:
     ism_order: int = 3  # image-source reflection order of the early part (>= 1)
     rays: int = 3000  # rays traced per source for the late reverberation
     max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut)
-    ear_height: float = 1.5  # listener and source height above the floor (m); at most 0.3 m below the ceiling
+    ear_height: float = 1.5  # listener and source height above the floor (m); lowered to 0.3 m below a lower ceiling
     furniture_obstacles: bool = True  # furniture as absorbing boxes in the acoustic model
     max_image_sources: int = 30000  # walls**order cap: lowers the image-source order on large plans
 
@@ -68,6 +68,9 @@ class TaskConfig:
     slack_reward: float = -0.01  # every step
     success_reward: float = 10.0  # STOP on the goal node itself (stricter than success within 1 m)
     distance_reward_scale: float = 1.0  # times the decrease of the geodesic distance to the goal (m) per step
+    # embedded scenes' responses start at the straight-line arrival, as SoundSpaces' stored ones have no
+    # time-of-flight padding (false), or at the emission (true: leading silence that tells the distance)
+    keep_travel_time: bool = False
     train_episodes_per_scene: int = 5000  # episodes generated per training scene
     val_episodes: int = 500  # episodes of the val split, over its scenes
     test_episodes: int = 1000  # episodes of the test split, over its scenes

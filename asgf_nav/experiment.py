@@ -230,10 +230,11 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
 
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     """Train as ``scripts/train_ppo.py`` does. Called from Python (a notebook), it leaves ``cfg``, the
-    stop handlers, the logging set-up and torch's thread count as they were."""
+    stop handlers, the logging set-up, torch's thread count and the observation registry as they were."""
     import torch
 
     from asgf_nav.rl.distributed import init_distributed, is_main_process, local_rank
+    from asgf_nav.tasks.observations import restored_observations
 
     cfg = copy.deepcopy(cfg)  # the run resolves and fills in fields (scenes.source, the doa sensor)
     init_distributed(resolve_device(cfg.train.device, local_rank()))
@@ -243,6 +244,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         held.enter_context(stop_handling())  # SIGTERM and Ctrl-C run the clean-up (background build, run lock)
         held.enter_context(logging_scope())
         held.callback(torch.set_num_threads, torch.get_num_threads())
+        held.enter_context(restored_observations())  # the run's DoA head is not left registered
         if is_main:
             make_named_dir(run_dir, "train.run_dir")
             held.enter_context(claim_run_dir(run_dir, resume))

@@ -63,9 +63,11 @@ def make_baseline(
     if name == "random":
         return agent_class(seed=seed, stop_rule=random_stop_rule)
     if name in AUDIO_MODEL_BASELINES:
+        from asgf_nav.scenes.soundspaces_import import scene_source
         from baselines.audio_model import load_model
 
-        return agent_class(load_model(audio_model_path(cfg, model_path), spectrogram_shape))
+        travel_time = cfg.task.keep_travel_time if scene_source(cfg) == "embedded" else None  # baked scenes only
+        return agent_class(load_model(audio_model_path(cfg, model_path), spectrogram_shape, travel_time))
     return agent_class()
 
 

@@ -273,10 +273,14 @@ def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> P
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_model(path: str | Path, spectrogram_shape: Sequence[int] | None = None) -> AudioGoalNet:
+def load_model(
+    path: str | Path, spectrogram_shape: Sequence[int] | None = None, keep_travel_time: bool | None = None
+) -> AudioGoalNet:
     """The model :func:`save_model` wrote; a missing, unreadable or foreign file raises CheckpointError, and so
     does one trained on spectrograms of another shape than ``spectrogram_shape`` (the env's, when given): its
-    adaptive pooling would accept them and predict nonsense."""
+    adaptive pooling would accept them and predict nonsense. Given the env's ``task.keep_travel_time`` (baked
+    scenes), a model trained with the other setting is loaded with a warning: the leading silence it learnt
+    distances from is there or not."""
     path = Path(path)
     if not path.is_file():
         problem = "is a directory; give the .pt file" if path.is_dir() else "does not exist"
@@ -306,6 +310,15 @@ def load_model(path: str | Path, spectrogram_shape: Sequence[int] | None = None)
             path,
             "before models recorded it" if trained_on is None else f"by version {trained_on}",
             RENDER_VERSION,
+        )
+    trained_with = (state.get("meta") or {}).get("keep_travel_time", True)  # True: saved before the key
+    if keep_travel_time is not None and trained_with is not None and bool(trained_with) != bool(keep_travel_time):
+        logger.warning(
+            "baseline audio model %s was trained with task.keep_travel_time=%s and is run with %s; its figures "
+            "differ from a model trained with scripts/train_baselines.py on these responses",
+            path,
+            str(bool(trained_with)).lower(),
+            str(bool(keep_travel_time)).lower(),
         )
     model.load_state_dict(state["model"])
     return model.eval()

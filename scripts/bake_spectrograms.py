@@ -28,7 +28,7 @@ from asgf_nav.cli import (  # noqa: E402
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.tasks.factory import spectrogram_store_root  # noqa: E402
+from asgf_nav.tasks.factory import spectrogram_store_root, split_sound_names  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path, stores_to_bake  # noqa: E402
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device, key="--device")
     cfg.task.sensors = ["spectrogram"]  # the scenes' views are never read here: audio-only scenes suffice
     world = load_world(cfg, args.split, args.scenes)
-    sounds = list(args.sounds or sound_names(cfg, args.split))
+    sounds = list(args.sounds or split_sound_names(cfg, args.split, world))
     for name in args.sounds or ():  # before any work: a SoundSpaces sound without its file is named here
         world.sound(name)
     missing = stores_to_bake(root, world, sounds)

@@ -66,8 +66,8 @@ from baselines import (  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 
-# task settings that change an episode's outcome (the step limit, the success radius, the DoA observation)
-OUTCOME_TASK_KEYS: tuple[str, ...] = ("max_steps", "success_distance", "use_doa", "doa_checkpoint")
+# task settings that change an episode's outcome (the step limit, the success radius, what the agent hears)
+OUTCOME_TASK_KEYS: tuple[str, ...] = ("max_steps", "success_distance", "use_doa", "doa_checkpoint", "keep_travel_time")
 
 
 def build_agent(args: argparse.Namespace, cfg, world, checkpoint: dict | None):
@@ -88,6 +88,27 @@ def audio_model_identity(cfg, args: argparse.Namespace) -> dict[str, str]:
     """Path and content digest of the audio model a baseline evaluates with."""
     path = audio_model_path(cfg, args.baseline_model)
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+
+
+def doa_head_identity(cfg, checkpoint: dict | None) -> dict[str, str] | None:
+    """Path and digest of the DoA head the agent observes through (None without one); a checkpoint trained
+    with other weights at that path is evaluated with a warning, as the policy's input has changed."""
+    if not cfg.task.use_doa:
+        return None
+    from asgf_nav.models.doa.observation import head_identity
+
+    head = head_identity(cfg.task.doa_checkpoint)
+    trained = (checkpoint or {}).get("doa_head")
+    if trained and trained.get("sha256") != head["sha256"]:
+        logger.warning(
+            "the checkpoint was trained with the DoA head %s of digest %s; %s now holds digest %s, which this "
+            "evaluation uses",
+            trained.get("path"),
+            trained.get("sha256"),
+            head["path"],
+            head["sha256"],
+        )
+    return head
 
 
 def evaluate_one(
@@ -116,6 +137,8 @@ def evaluate_one(
         "audio_model": audio_model_identity(cfg, args) if args.agent in AUDIO_MODEL_BASELINES else None,
         # the same episodes under another step limit or success radius, or in other scenes, score otherwise
         "task": {key: getattr(cfg.task, key) for key in OUTCOME_TASK_KEYS},
+        # the head's weights, not only its path: the file at that path may hold another head since
+        "doa_head": None if args.agent else doa_head_identity(cfg, checkpoint),
         "data_root": str(Path(cfg.scenes.data_root).resolve()),
         # node indices are those of this source's graphs: a generated scene and the imported SoundSpaces
         # scene of the same name number their nodes differently (read by visualize_trajectories.py)

@@ -2,8 +2,9 @@
 
 Every field of ``DoaTrainConfig`` is a flag (on/off ones as ``--augment`` / ``--no-augment``). Runs
 resume from ``--out`` when it exists; checkpoints are written atomically every ``--checkpoint-every``
-steps, and when SIGTERM or Ctrl-C stops the run (after its current step). ``--export`` also writes
-weights-only copies.
+steps, and when SIGTERM or Ctrl-C stops the run (after its current step). A resume may change only how long,
+where and how often it runs (``train.RESUMABLE_TRAIN_KEYS``), and a second run on an ``--out`` in use is
+refused. ``--export`` also writes weights-only copies.
 
 Example: python scripts/pretrain_doa.py --model selective --out data/doa/selective.pt --max-minutes 15
 """

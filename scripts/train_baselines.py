@@ -42,7 +42,9 @@ from asgf_nav.cli import (  # noqa: E402
     run_script,
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
+from asgf_nav.scenes.soundspaces_import import scene_source  # noqa: E402
+from asgf_nav.tasks.factory import split_sound_names  # noqa: E402
+from asgf_nav.tasks.world import load_world  # noqa: E402
 from baselines.audio_model import (  # noqa: E402
     AudioSamples,
     build_samples,
@@ -70,7 +72,6 @@ MIN_SAMPLES = next(n for n in range(2, 1000) if train_size(n) < n)
 def train_scene_names(cfg) -> list[str]:
     """The scenes of the train split that --scenes may name (SoundSpaces data: its downloaded train scenes)."""
     from asgf_nav.scenes.presets import get_preset
-    from asgf_nav.scenes.soundspaces_import import scene_source
 
     if scene_source(cfg) == "soundspaces":
         from asgf_nav.scenes.soundspaces import SoundSpacesPaths
@@ -109,7 +110,7 @@ def train_splits(args: argparse.Namespace, cfg, sound_splits: list[str]) -> list
         split_start = time.perf_counter()
         split_cfg = copy.deepcopy(cfg)
         split_cfg.task.sound_split = sound_split
-        sounds = sound_names(split_cfg, "train")
+        sounds = split_sound_names(split_cfg, "train", world)
         rng = np.random.default_rng(args.seed + 1 + k)
         with_sounds = [(s, r, src, y, str(sounds[int(rng.integers(len(sounds)))])) for s, r, src, y, _ in geometry]
         train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), cut)
@@ -125,6 +126,8 @@ def train_splits(args: argparse.Namespace, cfg, sound_splits: list[str]) -> list
             "val_sources": val_sources,  # per scene: the source nodes only validation samples use
             "epochs": args.epochs,
             "seed": args.seed,
+            # baked scenes: whether the responses kept their leading travel time (None on SoundSpaces data)
+            "keep_travel_time": cfg.task.keep_travel_time if scene_source(cfg) == "embedded" else None,
             "val_scores": scores,
             "seconds": round(time.perf_counter() - split_start, 1),  # this split's spectrograms and training
             "rir_seconds": rir_seconds,  # the geometry and RIRs all splits share, before the first

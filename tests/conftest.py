@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +28,15 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def seeded_global_generators() -> None:
+    """Tests that draw from torch's, numpy's or Python's global generator (a layer's initial weights, a
+    random batch) draw the same numbers whichever tests ran before, so a result does not hang on the order."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(autouse=True)

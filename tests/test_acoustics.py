@@ -390,6 +390,30 @@ def test_the_goal_node_is_louder_than_every_neighbour(replica_grid_scene):
     assert abs(energy_db(direct[:, 0]) - energy_db(direct[:, 1])) < 3.0
 
 
+def test_without_travel_time_a_response_starts_at_the_straight_line_arrival(baked_scene):
+    """SoundSpaces' stored responses have no time-of-flight padding: the same response, cut by the
+    straight-line travel time and padded at the end. A heard direct sound then starts at once, whatever the
+    distance; a pair behind a wall keeps only its detour's delay."""
+    directory, _ = baked_scene
+    kept, cut = SceneRirs(SceneStore(directory)), SceneRirs(SceneStore(directory), travel_time=False)
+    nodes = cut.source_nodes
+    receivers, sources, yaws = [0, 3, 5, int(nodes[1])], [nodes[0], nodes[1], nodes[2], nodes[1]], [0, 1, 3, 2]
+    delays = []
+    for r, s, y, batched in zip(receivers, sources, yaws, cut.rirs(receivers, sources, yaws)):
+        first, full = kept.direct_sample(r, int(s)), kept.rir(r, int(s), y)
+        response = cut.rir(r, int(s), y)
+        np.testing.assert_array_equal(batched, response)
+        np.testing.assert_array_equal(response[: len(full) - first], full[first:])
+        assert not response[len(full) - first :].any() and len(response) == len(full)
+    for receiver in range(cut.num_receivers):
+        first, full = kept.direct_sample(receiver, int(nodes[0])), kept.rir(receiver, int(nodes[0]), 0)
+        if receiver != nodes[0] and np.flatnonzero(np.abs(full).sum(axis=1))[0] == first:  # heard from that time on
+            response = cut.rir(receiver, int(nodes[0]), 0)
+            delays.append((first, int(np.flatnonzero(np.abs(response).sum(axis=1))[0])))
+    assert len(delays) >= 2 and max(first for first, _ in delays) * 1000 / FS > 3.0
+    assert all(start == 0 for _, start in delays)  # sound from the first sample on, whatever the distance
+
+
 def test_batched_rirs_equal_single_ones_and_errors_name_the_scene(baked_scene):
     directory, _ = baked_scene
     rirs = SceneRirs(SceneStore(directory))

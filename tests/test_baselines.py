@@ -260,7 +260,7 @@ def _record_train_splits(monkeypatch, tmp_path, world, samples: int, splits: lis
         return AudioGoalNet((1, 1, 2)), {}
 
     monkeypatch.setattr(train_baselines, "load_world", lambda cfg, split, scenes=None: world)
-    monkeypatch.setattr(train_baselines, "sound_names", lambda cfg, split: ["bell", "drum"])
+    monkeypatch.setattr(train_baselines, "split_sound_names", lambda cfg, split, world: ["bell", "drum"])
     monkeypatch.setattr(train_baselines, "render_rirs", render)
     monkeypatch.setattr(train_baselines, "build_samples", build)
     monkeypatch.setattr(train_baselines, "train_model", train)
@@ -333,3 +333,17 @@ def test_a_model_of_another_spectrogram_shape_is_refused(audio_only_root, tmp_pa
     assert load_model(path, spectrogram_shape=[65, 26, 2]).spectrogram_shape == (65, 26, 2)
     with pytest.raises(CheckpointError, match=message):
         _evaluate_tiny(audio_only_root, tmp_path / "eval", "--agent", "gan", "--baseline-model", str(path))
+
+
+def test_a_model_trained_with_the_other_travel_time_setting_loads_with_a_warning(tmp_path, caplog):
+    """A model that learnt distances from the leading silence of responses that kept their travel time
+    hears none in responses that start at the arrival: its figures differ, which the log says."""
+    older = save_model(tmp_path / "older.pt", AudioGoalNet((65, 26, 2)), {})  # before the key: travel time kept
+    cut = save_model(tmp_path / "cut.pt", AudioGoalNet((65, 26, 2)), {"keep_travel_time": False})
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(older, keep_travel_time=True)
+        load_model(cut, keep_travel_time=False)
+        load_model(cut)  # SoundSpaces data: no setting to compare
+        assert caplog.text == ""
+        load_model(older, keep_travel_time=False)
+    assert f"{older} was trained with task.keep_travel_time=true and is run with false" in caplog.text

@@ -187,3 +187,115 @@ def test_a_stopped_and_resumed_pretraining_ends_with_the_weights_of_an_uninterru
     doa_train.train(config("parts.pt"), progress=False)
     whole, parts = (torch.load(tmp_path / f, weights_only=False)["state_dict"] for f in ("whole.pt", "parts.pt"))
     assert all(torch.equal(whole[name], parts[name]) for name in whole)
+
+
+def _tiny_crnn_run(tmp_path, **changes) -> DoaTrainConfig:
+    """A CRNN pretraining of a few steps on a tiny shoebox pool."""
+    settings = dict(
+        model="crnn", out=str(tmp_path / "crnn.pt"), pool_dir=str(tmp_path / "pools"), train_poses=4, val_poses=2,
+        sources_per_pose=2, batch_size=4, clip_seconds=0.25, val_examples=8, val_every=1000, checkpoint_every=1000,
+        threads=1, max_steps=2,
+    )  # fmt: skip
+    return DoaTrainConfig(**(settings | changes))
+
+
+def _flags(cfg: DoaTrainConfig) -> list[str]:
+    """scripts/pretrain_doa.py's arguments for ``cfg`` (its on/off flags left at their defaults)."""
+    from dataclasses import asdict
+
+    return [f"--{k.replace('_', '-')}={v}" for k, v in asdict(cfg).items() if not isinstance(v, bool)]
+
+
+def test_resumed_pretraining_refuses_changed_settings_and_records_what_it_may_change(tmp_path, capsys, monkeypatch):
+    """Re-running the command resumes from --out: one with another --lr or --seed would silently train another
+    head and overwrite the record of what it was trained with (the benchmark reads its rooms)."""
+    import pretrain_doa
+
+    from asgf_nav.cli import run_script
+    from asgf_nav.models.doa.train import DoaCheckpointError, train
+
+    first = _tiny_crnn_run(tmp_path)
+    train(first, progress=False)
+    out = tmp_path / "crnn.pt"
+    saved = torch.load(out, weights_only=False)
+    with pytest.raises(DoaCheckpointError) as refused:
+        train(_tiny_crnn_run(tmp_path, lr=0.5, seed=7, max_steps=4), progress=False)
+    message = str(refused.value)
+    assert str(out) in message and "--lr: 0.002 -> 0.5" in message and "--seed: 0 -> 7" in message, message
+    assert "--max-steps" not in message.split("may change only")[0], message  # resumable: not named as a change
+    after = torch.load(out, weights_only=False)
+    assert after["step"] == 2 and after["train_config"] == saved["train_config"]  # untouched
+
+    # the script ends with one error line naming the file and the flag
+    argv = [*_flags(first), "--rooms=shoebox_pair"]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: pretrain_doa.main(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: checkpoint {out}") and "--rooms: 'shoebox' -> " in err
+
+    # the resumable settings change, and the checkpoint keeps what they were before
+    train(_tiny_crnn_run(tmp_path, max_steps=3, val_every=500), progress=False)
+    resumed = torch.load(out, weights_only=False)
+    assert resumed["step"] == 3 and resumed["train_config"]["max_steps"] == 3
+    assert resumed["train_config_history"] == [{"step": 2, "changed": {"max_steps": [2, 3], "val_every": [1000, 500]}}]
+
+
+def test_a_second_pretraining_on_the_same_out_is_refused_at_once(tmp_path):
+    """Two runs on one --out would both resume from it and overwrite each other's steps."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pretrain_doa.py"
+    out = tmp_path / "crnn.pt"
+    command = [
+        sys.executable, str(script), "--model", "crnn", "--out", str(out), "--pool-dir", str(tmp_path / "pools"),
+        "--train-poses", "4", "--val-poses", "2", "--sources-per-pose", "2", "--batch-size", "4",
+        "--clip-seconds", "0.25", "--val-examples", "8", "--val-every", "1", "--checkpoint-every", "1",
+        "--threads", "1", "--max-minutes", "5", "--max-steps", "100000",
+    ]  # fmt: skip
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    watchdog = threading.Timer(300, first.kill)
+    watchdog.start()
+    try:
+        log = []
+        for line in first.stderr:
+            log.append(line)
+            if " step 1 loss " in line:
+                break
+        assert first.poll() is None, "".join(log)[-3000:]
+        started = time.monotonic()
+        # the same command (a few seconds long, so that one let through ends instead of running on)
+        second = subprocess.run([*command, "--max-minutes", "0.05"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"error: checkpoint {out} is being written by another training process" in second.stderr
+        assert "Traceback" not in second.stderr and "resumed" not in second.stderr
+        assert time.monotonic() - started < 60
+        first.send_signal(signal.SIGTERM)
+        log.extend(first.stderr)
+        assert first.wait() == 128 + signal.SIGTERM, "".join(log)[-3000:]
+    finally:
+        watchdog.cancel()
+        if first.poll() is None:
+            first.kill()
+    stopped = int(torch.load(out, weights_only=False)["step"])
+    assert f"stopped at step {stopped};" in "".join(log)
+
+
+def test_pretraining_removes_temporaries_a_killed_save_of_its_out_left(tmp_path):
+    """A save killed outright (SIGKILL, the OOM killer) leaves its temporary; the next run on --out, which holds
+    the file's lock, removes it and nothing else."""
+    from asgf_nav.models.doa.train import train
+
+    out = tmp_path / "crnn.pt"
+    stale = tmp_path / ".crnn.pt.1a2b3c4d.tmp"
+    kept = [tmp_path / ".selective.pt.1a2b3c4d.tmp", tmp_path / ".crnn.pt.notatemp.tmp", tmp_path / "crnn.pt.tmp"]
+    for path in [stale, *kept]:
+        path.write_bytes(b"partial")
+    train(_tiny_crnn_run(tmp_path, max_steps=1), progress=False)
+    assert out.is_file() and not stale.exists()
+    assert all(path.read_bytes() == b"partial" for path in kept)

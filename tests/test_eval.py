@@ -2,6 +2,7 @@
 
 import copy
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -236,6 +237,7 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
     assert restored.model.hidden_size == 32 and restored.model.fusion_dim == 16
     assert restored.task.sensors == ["spectrogram"] and restored.task.max_steps == 500  # only architecture keys
     assert restored.task.doa_checkpoint == "heads/mine.pt"  # the DoA head the policy was trained with
+    assert restored.task.keep_travel_time  # a checkpoint from before the key heard the travel time
     runs = []
     for _ in range(2):
         agent = load_policy_agent(cfg, path, space, deterministic=True)
@@ -690,3 +692,25 @@ def test_a_checkpoint_of_another_project_is_named_not_a_traceback(tmp_path, monk
     torch.save({**state, "config": "a yacs dump"}, tmp_path / "text_config.pt")
     with pytest.raises(CheckpointError, match=r"text_config.pt is not one of this project's: .*'config': 'str'"):
         load_checkpoint(tmp_path / "text_config.pt")
+
+
+def test_an_evaluation_records_the_doa_heads_weights_and_warns_when_they_changed(tmp_path, caplog):
+    """The config names the head by path; the evaluation identity holds its digest, and a checkpoint trained
+    with other weights at that path is evaluated with a warning."""
+    import evaluate
+
+    from asgf_nav.models.doa.observation import head_identity
+
+    head = tmp_path / "head.pt"
+    head.write_bytes(b"weights")
+    cfg = ExperimentConfig()
+    assert evaluate.doa_head_identity(cfg, None) is None  # no head, nothing to record
+    cfg.task.use_doa, cfg.task.doa_checkpoint = True, str(head)
+    trained = head_identity(head)
+    with caplog.at_level(logging.WARNING, logger="evaluate"):
+        assert evaluate.doa_head_identity(cfg, {"doa_head": trained}) == trained
+        assert caplog.text == ""
+        head.write_bytes(b"weights trained further")
+        now = evaluate.doa_head_identity(cfg, {"doa_head": trained})
+    assert now["path"] == str(head) and now["sha256"] != trained["sha256"]
+    assert f"trained with the DoA head {head} of digest {trained['sha256']}" in caplog.text

@@ -439,8 +439,9 @@ def test_a_run_directory_holding_only_a_best_checkpoint_is_not_overwritten(tmp_p
 
 
 def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
-    """A notebook runs training, then more code: its config, log handlers, stop handlers and torch threads
-    must be those it had, or the next run and its own lines behave differently from a fresh process."""
+    """A notebook runs training, then more code: its config, log handlers, stop handlers, torch threads and
+    observation registry must be those it had, or the next run and its own lines behave differently from a
+    fresh process (a later run without task.use_doa must not find the first run's DoA head registered)."""
     import copy
     import logging
 
@@ -449,13 +450,15 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     from asgf_nav import termination
     from asgf_nav.config import config_to_dict
     from asgf_nav.experiment import run_training
+    from asgf_nav.tasks.observations import registered_observations
 
     cfg = load_config(
         "tiny_heard",
         [f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", *FAST_ACOUSTICS, *SMALL_RUN,
-         "ppo.total_frames=32", "train.val_interval=0", "train.torch_threads=1"],
+         "ppo.total_frames=32", "train.val_interval=0", "train.torch_threads=1", "task.use_doa=true"],
     )  # fmt: skip
-    given = copy.deepcopy(config_to_dict(cfg))
+    given, observations = copy.deepcopy(config_to_dict(cfg)), registered_observations()
+    assert "doa" not in observations
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     sigint, threads = signal.getsignal(signal.SIGINT), 2 if torch.get_num_threads() == 1 else 1
@@ -466,5 +469,6 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     assert root.handlers == handlers and root.level == level
     assert signal.getsignal(signal.SIGINT) is sigint and not termination.stop_requested()
     assert torch.get_num_threads() == threads
+    assert registered_observations() == observations
     logging.getLogger("notebook").warning("a line of the notebook's own")
     assert "a line of the notebook's own" not in (tmp_path / "run" / "train.log").read_text()

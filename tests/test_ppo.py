@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 from unittest import mock
@@ -359,6 +360,44 @@ def test_tensorboard_keeps_the_history_of_a_resumed_run(tmp_path: Path) -> None:
     assert [e.step for e in events.Scalars("train/value_loss")] == [frames * k for k in (1, 2, 3, 4)]
 
 
+def test_tensorboard_hides_a_dead_runs_curves_from_a_fresh_run_in_its_directory(tmp_path: Path) -> None:
+    """A run killed before its first checkpoint leaves only TensorBoard events; a new run there starts at frame
+    0 and must not show the dead run's points among its own."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_cfg("av_nav", updates=3)
+    run, frames = tmp_path / "run", cfg.ppo.num_envs * cfg.ppo.num_steps
+    Trainer(cfg, toy_env_factory, run).train()
+    for path in (run / "checkpoints").iterdir():  # killed before any checkpoint was written
+        path.unlink()
+    fresh = small_cfg("av_nav", updates=2)
+    fresh.train.seed = 5
+    Trainer(fresh, toy_env_factory, run).train()
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/value_loss")] == [frames, 2 * frames]
+
+
+def test_a_run_removes_the_temporaries_of_checkpoint_saves_that_were_killed(tmp_path: Path) -> None:
+    """A save killed outright (SIGKILL, the OOM killer) leaves a temporary as large as a checkpoint; the next
+    run in the directory, fresh or resumed, removes it, and no other file."""
+    cfg = small_cfg("av_nav", updates=2)
+    cfg.train.checkpoint_interval = 1
+    stale = [".ckpt_000002.pt.1a2b3c4d.tmp", f".{BEST_CHECKPOINT}.0f9e8d7c.tmp"]
+    kept = [".ckpt_000002.pt.notahex0.tmp", ".notes.txt.1a2b3c4d.tmp", "ckpt_000002.pt.1a2b3c4d.tmp", "notes.txt"]
+    for run, resume in ((tmp_path / "fresh", False), (tmp_path / "resumed", True)):
+        if resume:
+            Trainer(cfg, toy_env_factory, run).train(max_updates=1)
+        directory = run / "checkpoints"
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in stale + kept:
+            (directory / name).write_bytes(b"partial")
+        trainer = Trainer(cfg, toy_env_factory, run, resume=resume)
+        assert trainer.update == (1 if resume else 0)
+        assert not any((directory / name).exists() for name in stale), sorted(p.name for p in directory.iterdir())
+        assert all((directory / name).read_bytes() == b"partial" for name in kept), run
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_resume_on_cuda(tmp_path: Path) -> None:
     """The checkpoint's RNG states must reach torch as CPU tensors, whatever device the policy runs on."""
@@ -486,6 +525,52 @@ def test_a_resume_may_not_switch_between_embedded_scenes_and_soundspaces_data() 
     assert config_changes(config_to_dict(began), config_to_dict(now)) == [("scenes.source", "embedded", "soundspaces")]
     began.scenes.source = "auto"  # a checkpoint from before the source was recorded cannot say which it was
     assert config_changes(config_to_dict(began), config_to_dict(now)) == []
+
+
+def test_a_checkpoint_from_before_keep_travel_time_resumes_only_with_the_travel_time_it_heard() -> None:
+    """Checkpoints written before task.keep_travel_time heard responses with their travel time; resuming one
+    under the new default (cut) would change its observations, so it is refused with the override to pass."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import CheckpointError, check_resume_config, config_changes
+
+    saved = config_to_dict(ExperimentConfig())
+    del saved["task"]["keep_travel_time"]
+    now = ExperimentConfig()
+    assert config_changes(saved, config_to_dict(now)) == [("task.keep_travel_time", True, False)]
+    state = {"config": saved, "policy_name": now.model.policy}
+    with pytest.raises(CheckpointError, match=r"task\.keep_travel_time: True -> False.*task\.keep_travel_time=true"):
+        check_resume_config(state, config_to_dict(now), "runs/old")
+    now.task.keep_travel_time = True
+    check_resume_config(state, config_to_dict(now), "runs/old")
+
+
+def test_a_resume_refuses_a_doa_head_file_that_changed_under_the_run(tmp_path: Path) -> None:
+    """The config names the DoA head by path; pretraining continued at that path (or a new packaged head)
+    would change the policy's input under the resumed run, so the checkpoint records the head's digest."""
+    from asgf_nav.rl.checkpoint import CheckpointError
+
+    class WithPosterior(ToySoundSideEnv):  # a constant posterior stands in for the head's
+        def __init__(self, num_envs: int, seed: int) -> None:
+            super().__init__(num_envs, seed)
+            doa = spaces.Box(0.0, 1.0, (72,), np.float32)
+            self.observation_space = spaces.Dict({**self.observation_space.spaces, "doa": doa})
+
+        def observe(self) -> dict[str, torch.Tensor]:
+            return {**super().observe(), "doa": torch.full((self.num_envs, 72), 1 / 72)}
+
+    def factory(cfg: ExperimentConfig, split: str, rank: int) -> WithPosterior:
+        return WithPosterior(cfg.ppo.num_envs, cfg.train.seed)
+
+    head = tmp_path / "head.pt"
+    head.write_bytes(b"the weights it was trained with")
+    cfg = small_cfg("av_nav", updates=4)
+    cfg.task.use_doa, cfg.task.doa_checkpoint = True, str(head)
+    Trainer(cfg, factory, tmp_path / "run").train(max_updates=3)
+    head.write_bytes(b"weights trained further")
+    with pytest.raises(CheckpointError, match=rf"DoA head {re.escape(str(head))} of digest [0-9a-f]{{16}}, but"):
+        Trainer(cfg, factory, tmp_path / "run", resume=True)
+    head.write_bytes(b"the weights it was trained with")
+    assert Trainer(cfg, factory, tmp_path / "run", resume=True).update == 3
 
 
 def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, caplog) -> None:

@@ -7,8 +7,10 @@ import json
 import logging
 import math
 import pickle
+import shutil
 import sys
 import threading
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +36,7 @@ from asgf_nav.tasks.episodes import (
     load_episodes,
     resolve_episode,
 )
+from asgf_nav.tasks.factory import split_sound_names
 from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, oracle_plan
 from asgf_nav.tasks.soundspaces_export import ExportError, export_world
 from asgf_nav.tasks.soundspaces_world import load_soundspaces_world
@@ -235,6 +238,52 @@ def test_missing_views_are_reported_and_audio_only_runs(tmp_path: Path, ss_datas
     assert world.scene("office_9").rgb is None
 
 
+def test_a_soundspaces_splits_sounds_are_those_its_episodes_name(tmp_path: Path, ss_dataset: Path):
+    """Baking spectrograms or training the baselines' audio model on SoundSpaces data uses its sounds,
+    not the sound bank's names, which SoundSpaces does not have."""
+    versions = ss_dataset / "datasets" / "audionav" / "replica" / "v1"
+    with gzip.open(versions / "train_telephone" / "content" / "office_9.json.gz", "rt") as f:
+        records = json.load(f)["episodes"]
+    for record, sound in zip(records, ("siren", "fan")):
+        record["info"]["sound"] = sound
+    (versions / "train_multiple" / "content").mkdir(parents=True)
+    with gzip.open(versions / "train_multiple" / "content" / "office_9.json.gz", "wt") as f:
+        json.dump({"episodes": records}, f)
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
+    world = load_soundspaces_world(cfg, "train")
+    assert split_sound_names(cfg, "train", world) == ["telephone"]
+    cfg.task.sound_split = "unheard"
+    assert split_sound_names(cfg, "train", world) == ["fan", "siren"]
+
+
+def test_views_pickled_as_habitat_observations_load_without_habitat(ss_dataset: Path, monkeypatch):
+    """SoundSpaces' cache_observations.py has pickled habitat ``Observations`` since 2022: rgb without alpha,
+    depth normalised to [0, 1] by the sensor suite. They load without habitat, their depth back in metres."""
+    path = ss_dataset / "scene_observations" / "replica" / "office_9.pkl"
+    nodes = np.array(sorted(CELLS))
+    rgb, metres = ss.read_observations(path, nodes)
+    with open(path, "rb") as f:
+        frames = pickle.load(f)
+
+    class Observations(dict):
+        pass
+
+    Observations.__module__, Observations.__qualname__ = "habitat.core.simulator", "Observations"
+    module = types.ModuleType("habitat.core.simulator")
+    module.Observations = Observations
+    for name in ("habitat", "habitat.core", "habitat.core.simulator"):
+        monkeypatch.setitem(sys.modules, name, module)
+    for scale, name in ((1 / ss.HABITAT_MAX_DEPTH, "normalised.pkl"), (1.0, "metres.pkl")):
+        suite = {k: Observations(rgb=v["rgb"][..., :3], depth=v["depth"] * scale) for k, v in frames.items()}
+        (path.parent / name).write_bytes(pickle.dumps(suite))
+    for name in ("habitat", "habitat.core", "habitat.core.simulator"):
+        monkeypatch.delitem(sys.modules, name)
+    for name in ("normalised.pkl", "metres.pkl"):  # metres.pkl: depths above 1 m, so not normalised
+        got_rgb, got_depth = ss.read_observations(path.parent / name, nodes)
+        np.testing.assert_array_equal(got_rgb, rgb)
+        np.testing.assert_allclose(got_depth.astype(np.float32), metres.astype(np.float32), rtol=1e-3)
+
+
 def test_named_scenes_outside_the_split_are_refused(tmp_path: Path, ss_dataset: Path):
     """A downloaded scene of another split, named for this one, would leak test scenes into training."""
     cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
@@ -249,22 +298,48 @@ def test_named_scenes_outside_the_split_are_refused(tmp_path: Path, ss_dataset: 
         load_soundspaces_world(cfg, "train", ["room_1"])
 
 
+def test_unheard_val_and_test_read_soundspaces_unheard_folders(tmp_path: Path, ss_dataset: Path):
+    """SoundSpaces' baselines evaluate unheard sounds on {val,test}_multiple_unheard; some downloads call
+    them {split}_multiple. The first is used where both exist, either one alone is found."""
+    versions = ss_dataset / "datasets" / "audionav" / "replica" / "v1"
+    train = versions / "train_telephone" / "content" / "office_9.json.gz"
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
+    cfg.task.sound_split = "unheard"
+    with pytest.raises(
+        ss.SoundSpacesDataError, match=r"test_multiple\.json\.gz does not exist \(nor test_multiple_unheard/\)"
+    ):
+        load_soundspaces_world(cfg, "test")
+    for name in ("test_multiple", "test_multiple_unheard"):
+        (versions / name / "content").mkdir(parents=True)
+        shutil.copy(train, versions / name / "content" / "office_9.json.gz")
+        assert episode_dataset_path(ss_dataset, "replica", "test", "unheard").parent.name == name
+        assert list(load_soundspaces_world(cfg, "test").scenes) == ["office_9"]
+    assert episode_dataset_path(ss_dataset, "replica", "train", "unheard").parent.name == "train_multiple"
+
+
 def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
     folder = ss_dataset / "binaural_rirs" / "replica" / "office_9"
     (folder / "270" / "7_5.wav").unlink()
     (folder / "0" / "7_5.wav").write_bytes(b"RIFF garbage")
     wavfile.write(folder / "180" / "7_5.wav", SR, np.zeros((0, 2), dtype=np.float32))
     wavfile.write(folder / "90" / "7_5.wav", 16000, encoded_rir(7, 5, 90))
+    for folder_name, size in (("0", None), ("90", 30)):  # cut short (an interrupted download), a damaged header
+        wav = folder / folder_name / "8_5.wav"
+        data = wav.read_bytes()
+        wav.write_bytes(data[: size or len(data) // 2])
     scene = load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train").scene("office_9")
-    seven, five = 6, 4
-    for k, pattern in (
-        (1, r"270/7_5\.wav does not exist"),
-        (0, r"0/7_5\.wav is unreadable"),
-        (2, r"180/7_5\.wav is empty"),
-        (3, r"90/7_5\.wav is sampled at 16000"),
+    seven, eight, five = 6, 7, 4
+    for receiver, k, pattern in (
+        (seven, 1, r"270/7_5\.wav does not exist"),
+        (seven, 0, r"0/7_5\.wav is unreadable"),
+        (seven, 2, r"180/7_5\.wav is empty"),
+        (seven, 3, r"90/7_5\.wav is sampled at 16000"),
+        (eight, 0, r"0/8_5\.wav is unreadable.*EOF"),
+        (eight, 0, r"0/8_5\.wav is unreadable.*EOF"),  # scipy warns once per process; this is still an error
+        (eight, 3, r"90/8_5\.wav is unreadable"),
     ):
         with pytest.raises(ss.SoundSpacesDataError, match=pattern):
-            scene.rir(seven, five, k)
+            scene.rir(receiver, five, k)
 
 
 def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog):
@@ -502,6 +577,13 @@ def test_a_resumed_export_keeps_only_rir_files_of_the_same_making(tmp_path: Path
     total = export_world(world, tmp_path, "replica").rir_files
     assert json.loads(record.read_text()) == {"source": "unidentified"}
     assert export_world(world, tmp_path, "replica", skip_existing=True).skipped == total
+    # files written without a flush can be empty or cut short after a power loss: written again
+    wavs = sorted((tmp_path / "binaural_rirs/replica/g").rglob("*.wav"))[:2]
+    whole = [wav.read_bytes() for wav in wavs]
+    wavs[0].write_bytes(b"")
+    wavs[1].write_bytes(whole[1][:-8])
+    assert export_world(world, tmp_path, "replica", skip_existing=True).skipped == total - 2
+    assert [wav.read_bytes() for wav in wavs] == whole
 
     made_from = {"source": "baked acoustics", "render_version": 99}
     monkeypatch.setattr(soundspaces_export, "rir_identity", lambda scene: made_from)

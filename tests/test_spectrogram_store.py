@@ -295,6 +295,30 @@ def audio_only_root(tmp_path_factory) -> Path:
     return bake_audio_only(tmp_path_factory.mktemp("data"), ["tiny_room_test"])
 
 
+def test_the_world_cuts_the_travel_time_unless_kept_and_stores_tell_the_two_apart(audio_only_root, tmp_path):
+    """task.keep_travel_time chooses the responses the task hears; a store baked from one is refused for the other."""
+    from asgf_nav.tasks.world import load_world
+
+    cfg = ExperimentConfig()
+    cfg.scenes.dataset, cfg.scenes.data_root, cfg.task.sensors = "tiny", str(audio_only_root), ["spectrogram"]
+    cut = load_world(cfg, "test").scenes["tiny_room_test"]
+    cfg.task.keep_travel_time = True
+    kept = load_world(cfg, "test").scenes["tiny_room_test"]
+    source = int(cut.source_nodes[0])
+    receiver = int(np.argmax(np.linalg.norm(cut.positions - cut.positions[source], axis=1)))
+    first = kept.rir.__self__.direct_sample(receiver, source)
+    assert first > 0 and not kept.rir(receiver, source, 0)[:first].any()
+    np.testing.assert_array_equal(cut.rir(receiver, source, 0)[:-first], kept.rir(receiver, source, 0)[first:])
+    spectrogram, world = TorchSpectrogram(cut.sample_rate), load_world(cfg, "test")
+    bake(tmp_path, kept, "telephone", world.sound("telephone"), spectrogram)
+    cfg.task.keep_travel_time = False
+    world = load_world(cfg, "test")
+    with pytest.raises(SpectrogramStoreError, match=r"rirs\.start: baked '\(none\)', now 'straight-line arrival'"):
+        SpectrogramStore(tmp_path, world, spectrogram).lookup(
+            world.scenes["tiny_room_test"], "telephone", np.array([0]), cut.source_nodes[:1], np.array([0])
+        )
+
+
 def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(
     audio_only_root, tmp_path, monkeypatch, caplog
 ):

@@ -2,7 +2,8 @@
 
 ``SceneRirs(store).rir(receiver, source_node, yaw_index)`` returns a float32 (L, 2) response (channel 0 =
 left ear) for an agent at node ``receiver`` with habitat yaw ``90 * yaw_index`` degrees, the sound at
-node ``source_node``; L = max_rir_seconds x sample rate and time 0 is the emission (travel time kept).
+node ``source_node``; L = max_rir_seconds x sample rate. Time 0 is the emission (travel time kept), or
+with ``SceneRirs(store, travel_time=False)`` the straight-line arrival, as SoundSpaces stores its responses.
 """
 
 from __future__ import annotations
@@ -44,11 +45,18 @@ def with_at_source_path(paths: EarlyPaths, num_bands: int) -> EarlyPaths:
 
 
 class SceneRirs:
-    """Binaural RIRs of one baked scene, rendered on demand from the compact "acoustics" stage."""
+    """Binaural RIRs of one baked scene, rendered on demand from the compact "acoustics" stage.
 
-    def __init__(self, store: SceneStore) -> None:
+    ``travel_time=False`` starts each response at the straight-line travel time (:meth:`direct_sample`)
+    instead of the emission, as SoundSpaces' stored responses have no time-of-flight padding: a listener
+    of a sound that plays on does not hear the silence before its first arrival, which would tell the
+    distance. The tail is padded with zeros to keep the length.
+    """
+
+    def __init__(self, store: SceneStore, travel_time: bool = True) -> None:
         store.require("acoustics")
         self.store = store
+        self.travel_time = bool(travel_time)
         meta = store.meta("acoustics")
         self.meta = meta
         self.sample_rate = int(meta["sample_rate"])
@@ -130,6 +138,10 @@ class SceneRirs:
         for y, k in enumerate(yaw_indices):
             offsets = noise_offsets(int(receiver), int(source_node), int(k), span)
             out[y] += render_late(energy, self.hist_bin_seconds, self.sample_rate, self.length, offsets, onset)
+        if not self.travel_time:
+            shift = min(onset, self.length)
+            out[:, : self.length - shift] = out[:, shift:].copy()
+            out[:, self.length - shift :] = 0.0
         return out
 
     def _noise_span(self) -> int:

@@ -138,7 +138,8 @@ class PolicyAgent(Agent):
         return actions
 
 
-ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa", "doa_checkpoint")))
+# what the weights were trained on, taken from the checkpoint: the model, and what the policy observes
+ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa", "doa_checkpoint", "keep_travel_time")))
 
 
 def checkpoint_state(checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -150,10 +151,13 @@ def checkpoint_state(checkpoint: str | Path | dict[str, Any], device: str | torc
 
 def config_for_checkpoint(cfg: Any, checkpoint: str | Path | dict[str, Any]) -> Any:
     """A copy of ``cfg`` whose model section, sensors and DoA flag are the checkpoint's (the weights need them)."""
+    from asgf_nav.rl.checkpoint import FORMER_VALUES_OF_ADDED_KEYS
+
     saved = checkpoint_state(checkpoint).get("config") or {}
     out = copy.deepcopy(cfg)
     for section, keys in ARCHITECTURE_KEYS:
-        values = saved.get(section) or {}
+        former = {k.split(".", 1)[1]: v for k, v in FORMER_VALUES_OF_ADDED_KEYS.items() if k.startswith(f"{section}.")}
+        values = {**former, **(saved.get(section) or {})}  # a key the checkpoint predates: what it ran with
         target = getattr(out, section)
         for key, value in values.items():
             if (keys is None or key in keys) and hasattr(target, key) and getattr(target, key) != value:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -35,6 +36,10 @@ RESUMABLE_KEYS = frozenset(
         "train.keep_checkpoints", "train.val_interval", "train.stats_window_episodes",
     }
 )  # fmt: skip
+
+
+# the temporary io.atomic_write makes beside a checkpoint it writes (".ckpt_000050.pt.1a2b3c4d.tmp")
+STALE_TEMPORARY_PATTERN = re.compile(rf"\.(ckpt_\d+\.pt|{re.escape(BEST_CHECKPOINT)})\.[0-9a-f]{{8}}\.tmp")
 
 
 class CheckpointError(RuntimeError):
@@ -74,6 +79,24 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def remove_stale_temporaries(directory: str | Path) -> int:
+    """Delete the checkpoint temporaries a save killed outright (SIGKILL, the OOM killer) left in
+    ``directory`` (a run's checkpoints/; each one is as large as a checkpoint), and nothing else. The caller
+    must be the run's only writer (it holds the run lock). Returns the bytes freed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    freed = 0
+    for path in directory.iterdir():
+        if STALE_TEMPORARY_PATTERN.fullmatch(path.name) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+                logger.info("removed %s, left by a checkpoint save that was killed", path)
+    return freed
 
 
 def _write(path: Path, state: dict[str, Any]) -> None:
@@ -142,20 +165,36 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
 # keys a training run resolves before it starts (scenes.source=auto becomes embedded or soundspaces), with the
 # value that checkpoints written before that held: they cannot say what it resolved to, so it is not compared
 RESOLVED_WHEN_A_RUN_STARTS = {"scenes.source": "auto"}
+# keys added to the schema with a default that changed what a run hears, with the value every checkpoint
+# written before them was trained with: a checkpoint without the key is read as having that value
+FORMER_VALUES_OF_ADDED_KEYS = {"task.keep_travel_time": True}
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, saved value, current value)`` for each key outside :data:`RESUMABLE_KEYS` that differs.
 
     A key only one side has (added to or dropped from the schema since the checkpoint was written) is not
-    compared: the checkpoint cannot say what it was."""
-    old, new = flatten_dotted(saved), flatten_dotted(current)
+    compared: the checkpoint cannot say what it was, unless :data:`FORMER_VALUES_OF_ADDED_KEYS` does."""
+    old, new = {**FORMER_VALUES_OF_ADDED_KEYS, **flatten_dotted(saved)}, flatten_dotted(current)
     unresolved = [k for k, value in RESOLVED_WHEN_A_RUN_STARTS.items() if old.get(k) == value]
     return [
         (k, old[k], new[k])
         for k in sorted(old.keys() & new.keys())
         if k not in RESUMABLE_KEYS and k not in unresolved and old[k] != new[k]
     ]
+
+
+def check_same_doa_head(saved: dict[str, str] | None, current: dict[str, str] | None, run_dir: str | Path) -> None:
+    """Refuse to continue a run whose DoA head file now holds other weights than it was trained with (the
+    config names the head by path only); checkpoints that recorded no head are not compared."""
+    if not saved or not current or saved.get("sha256") == current.get("sha256"):
+        return
+    raise CheckpointError(
+        f"checkpoint in {run_dir} was trained with the DoA head {saved.get('path')} of digest {saved.get('sha256')}, "
+        f"but {current['path']} now holds digest {current['sha256']} (pretraining continued at that path, or another "
+        "release of the packaged head); put the head it was trained with back, or point task.doa_checkpoint at a "
+        "copy of it"
+    )
 
 
 def check_resume_config(state: dict[str, Any], config: dict[str, Any], run_dir: str | Path) -> None:
@@ -171,6 +210,13 @@ def check_resume_config(state: dict[str, Any], config: dict[str, Any], run_dir: 
     changes = config_changes(state["config"], config)
     if changes:
         listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
+        added = [
+            f"{key}={str(old).lower()}"
+            for key, old, _ in changes
+            if key in FORMER_VALUES_OF_ADDED_KEYS and key not in flatten_dotted(state["config"])
+        ]
+        if added:  # the run's own config.yaml predates the key too
+            same_run += f" {' '.join(added)} (the checkpoint predates {'these keys' if len(added) > 1 else 'the key'})"
         raise CheckpointError(
             f"checkpoint in {run_dir} was trained with another config ({listed}); a resumed run may change only "
             "ppo.total_frames and how it runs (train.device, train.torch_threads, paths, caches, log / validation "

@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from asgf_nav.config import config_to_dict, save_config
 from asgf_nav.devices import resolve_device
+from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
 from asgf_nav.rl.checkpoint import (
@@ -56,9 +57,11 @@ from asgf_nav.rl.checkpoint import (
     CheckpointError,
     capture_rng_state,
     check_resume_config,
+    check_same_doa_head,
     checkpoint_dir,
     load_checkpoint,
     load_latest,
+    remove_stale_temporaries,
     restore_rng_state,
     save_best_checkpoint,
     save_checkpoint,
@@ -174,8 +177,11 @@ class Trainer:
         self.val_env_initial_state: Any = None
         self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
         self.validation_pending = False  # the validation of self.update was cut short by a stop
+        self.doa_head = head_identity(cfg.task.doa_checkpoint) if cfg.task.use_doa else None
         self.writer: Any = None
 
+        if self.is_main:  # rank 0 writes the checkpoints; a run holds its directory (experiment.claim_run_dir)
+            remove_stale_temporaries(checkpoint_dir(self.run_dir))
         # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there
         state = load_latest(self.run_dir, map_location="cpu") if resume else None
         if state is not None:
@@ -231,9 +237,10 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
             from torch.utils.tensorboard import SummaryWriter
 
-            # scalars are logged at frame counts: a resumed run hides what the run it continues logged after
-            # its checkpoint (TensorBoard drops events at steps >= purge_step), not before
-            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.frames + 1 if self.frames else None)
+            # scalars are logged at frame counts (>= 1): TensorBoard hides earlier events at steps >= purge_step,
+            # so a resumed run hides what the run it continues logged after its checkpoint, not before, and a
+            # fresh run everything a run in this directory logged before it died without a checkpoint
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.frames + 1)
         progress = tqdm(
             total=self.frames + (self.num_updates - self.update) * self.frames_per_update,
             initial=self.frames,
@@ -424,6 +431,7 @@ class Trainer:
             "rng": capture_rng_state(self.device),
             "config": config_to_dict(self.cfg),
             "policy_name": self.cfg.model.policy,
+            "doa_head": self.doa_head,
             "rollout": {
                 "obs": {k: v[0].clone() for k, v in self.storage.obs.items()},
                 "masks": self.storage.masks[0].clone(),
@@ -502,6 +510,7 @@ class Trainer:
         """Continue the checkpointed run; a config that would make it another experiment raises CheckpointError
         before anything is loaded (so ``train`` never overwrites the run's config.yaml with it)."""
         check_resume_config(state, config_to_dict(self.cfg), self.run_dir)
+        check_same_doa_head(state.get("doa_head"), self.doa_head, self.run_dir)
         same_run = f"resume with the run's own config: --config {self.run_dir / 'config.yaml'} --resume"
         try:
             self.policy.load_state_dict(state["model"])

@@ -5,7 +5,7 @@ The SoundSpaces layout under a root (see docs/data.md)::
     metadata/{dataset}/{scene}/points.txt, graph.pkl          navigation graph (node id = points.txt row)
     binaural_rirs/{dataset}/{scene}/{azimuth}/{recv}_{src}.wav float32 stereo, azimuth = (-yaw) % 360
     scene_observations/{dataset}/{scene}.pkl                  {(node, yaw): {'rgb', 'depth'}}, optional
-    datasets/audionav/{dataset}/v1/{split}_{telephone|multiple}/...json.gz
+    datasets/audionav/{dataset}/v1/{split}_{telephone|multiple}[_unheard]/...json.gz
     sounds/1s_all/{sound}.wav
 
 Graph and views are small and are converted once into the scene store (``{data_root}/scenes/
@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import logging
 import pickle
+import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,21 +243,45 @@ def read_source_nodes(path: Path, node_ids: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ views
+HABITAT_MAX_DEPTH = 10.0  # habitat-lab's default DEPTH_SENSOR.MAX_DEPTH (MIN_DEPTH 0, NORMALIZE_DEPTH true)
+
+
+class SensorSuiteObservations(dict):
+    """Stands in for ``habitat.core.simulator.Observations`` (a dict), so its pickles load without habitat."""
+
+
+class _ViewsUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if module.startswith("habitat.") and name == "Observations":
+            return SensorSuiteObservations
+        return super().find_class(module, name)
+
+
 def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """scene_observations pickle -> rgb (N, 4, H, W, 3) uint8 and depth (N, 4, H, W) float16 metres.
 
     Keys are (node id, yaw degrees); values hold 'rgb' (H, W, 3 or 4: alpha dropped, as habitat does)
-    and 'depth' (H, W) or (H, W, 1) in metres, as habitat-sim renders them.
+    and 'depth' (H, W) or (H, W, 1). SoundSpaces' ``cache_observations.py`` wrote two kinds: before July
+    2022 plain dicts of what habitat-sim renders (depth in metres); since then habitat ``Observations``
+    from its sensor suite, whose depth is normalised to [0, 1] (clipped to 10 m and divided by 10, the
+    default), which is scaled back to metres here. A pickle whose ``Observations`` hold a depth above 1
+    was not normalised and is read as metres.
     """
     try:
         with open(path, "rb") as f:
-            frames = pickle.load(f)
+            frames = _ViewsUnpickler(f).load()
     except FileNotFoundError:
         raise SoundSpacesDataError(f"SoundSpaces scene observations {path} do not exist") from None
     except Exception as exc:
         raise SoundSpacesDataError(f"SoundSpaces scene observations {path} are unreadable: {exc!r}") from exc
     if not isinstance(frames, dict):
         raise SoundSpacesDataError(f"{path} must hold a dict keyed by (node, yaw), got {type(frames).__name__}")
+    suite_depths = [
+        np.asarray(f["depth"], dtype=np.float32)
+        for f in frames.values()
+        if isinstance(f, SensorSuiteObservations) and "depth" in f
+    ]
+    normalised = bool(suite_depths) and max(float(d.max(initial=0.0)) for d in suite_depths) <= 1.0
     rgb = depth = None
     for i, node in enumerate(node_ids):
         for k, yaw in enumerate(YAW_DEGREES):
@@ -284,6 +309,8 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
                 raise SoundSpacesDataError(
                     f"{path} view (node {int(node)}, yaw {yaw}) is {img.shape[:2]}, other views {rgb.shape[2:4]}"
                 )
+            if normalised and isinstance(frame, SensorSuiteObservations):
+                dep = dep * HABITAT_MAX_DEPTH
             rgb[i, k] = img[..., :3]
             depth[i, k] = dep
     assert rgb is not None and depth is not None
@@ -294,11 +321,13 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
 def read_rir(path: Path, sample_rate: int) -> np.ndarray:
     """One SoundSpaces binaural RIR wav -> (L, 2) float32; every defect raises naming the file."""
     try:
-        rate, data = wavfile.read(path)
+        with warnings.catch_warnings():  # scipy only warns (once per process) on a file cut short
+            warnings.simplefilter("error", wavfile.WavFileWarning)
+            rate, data = wavfile.read(path)
     except FileNotFoundError:
         raise SoundSpacesDataError(f"binaural RIR {path} does not exist") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise SoundSpacesDataError(f"binaural RIR {path} is unreadable: {exc}") from exc
+    except Exception as exc:  # a damaged header raises struct.error, ZeroDivisionError, TypeError, ...
+        raise SoundSpacesDataError(f"binaural RIR {path} is unreadable: {exc!r}") from exc
     if rate != sample_rate:
         raise SoundSpacesDataError(f"binaural RIR {path} is sampled at {rate} Hz, this dataset's RIRs at {sample_rate}")
     if data.ndim != 2 or data.shape[1] != 2:

@@ -42,6 +42,17 @@ def split_scene_names(cfg: Any, split: str) -> list[str] | None:
     return list(PRESETS[cfg.scenes.dataset].split_scenes(split, cfg.scenes.num_scenes))
 
 
+def split_sound_names(cfg: Any, split: str, world: TaskWorld) -> list[str]:
+    """The sounds a split's episodes play: the sound bank's list for the embedded scenes; for SoundSpaces
+    data the sounds its episode files name in ``world``'s scenes (its sounds are not the bank's)."""
+    from asgf_nav.scenes.soundspaces_import import scene_source
+
+    if scene_source(cfg) != "soundspaces":
+        return sound_names(cfg, split)
+    episodes = load_or_generate(episodes_root(cfg), world, split, cfg.task.sound_split, [], cfg.task)
+    return sorted({e.sound for e in episodes})
+
+
 def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) -> tuple[TaskWorld, list[Episode]]:
     """The split's world and its episodes (generated and saved on first use)."""
     world = load_world(cfg, split, scenes)

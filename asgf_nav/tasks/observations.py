@@ -10,7 +10,8 @@ habitat's polar form) is built in; a direction-of-arrival head registers itself 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -92,6 +93,18 @@ def register_observation(
     provider = ObservationProvider(name, compute, space, compute_batch, needs_spectrogram)
     _REGISTRY[name] = provider
     return provider
+
+
+@contextmanager
+def restored_observations() -> Iterator[None]:
+    """Providers registered inside (a run's DoA head) are dropped after it and replaced ones come back, so a
+    second run in the same process (a notebook) finds the registry the first one found."""
+    saved = dict(_REGISTRY)
+    try:
+        yield
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved)
 
 
 def get_observation(name: str) -> ObservationProvider:

@@ -17,6 +17,7 @@ import json
 import logging
 import pickle
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,10 +95,26 @@ def scene_graph(scene) -> nx.Graph:
     return graph
 
 
-def _write_wav(path: Path, sample_rate: int, data: np.ndarray) -> int:
+def _wav_bytes(sample_rate: int, data: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     wavfile.write(buffer, sample_rate, np.ascontiguousarray(data, dtype=np.float32))
-    payload = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def _whole_wav(path: Path) -> bool:
+    """Whether ``path`` holds a whole wav file: RIR files are written without a flush (one for the scene at
+    the end), so after a power loss one may be empty or cut short, and a resume must write it again."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", wavfile.WavFileWarning)
+            _, data = wavfile.read(path, mmap=True)  # the header and the file's size, not the samples
+        return data.ndim == 2 and len(data) > 0
+    except Exception:  # noqa: BLE001 - missing, empty, cut short or not a wav file: written again
+        return False
+
+
+def _write_wav(path: Path, sample_rate: int, data: np.ndarray) -> int:
+    payload = _wav_bytes(sample_rate, data)
     atomic_write_bytes(path, payload, durable=False)  # export_scene flushes once; a rerun rewrites lost files
     return len(payload)
 
@@ -133,7 +150,7 @@ def export_scene(
             for source in sources:
                 path = paths.rir_file(name, receiver, int(source), k)
                 stats.rir_files += 1
-                if skip_existing and path.exists():
+                if skip_existing and _whole_wav(path):
                     stats.skipped += 1
                     continue
                 rir = np.asarray(scene.rir(receiver, int(source), k), dtype=np.float32)

@@ -89,16 +89,17 @@ def _digest(data: bytes) -> str:
 def rir_identity(scene: TaskScene) -> dict[str, Any]:
     """What the RIRs of ``scene`` are made from, as far as the scene tells.
 
-    Baked scenes (``SceneRirs``): the acoustics stage's meta (bake settings, layout digest) and
-    ``RENDER_VERSION``, which together fix every rendered response. SoundSpaces scenes: the dataset and
-    scene only, so that the same data read through another path (relative or absolute root, a moved
-    folder) or another missing-file policy stays valid; RIR files replaced in place are caught by the
-    verification probes alone. Other RIR functions (synthetic and test worlds) are unidentified: only
-    the probes guard them.
+    Baked scenes (``SceneRirs``): the acoustics stage's meta (bake settings, layout digest),
+    ``RENDER_VERSION`` and whether the travel time is cut, which together fix every rendered response.
+    SoundSpaces scenes: the dataset and scene only, so that the same data read through another path
+    (relative or absolute root, a moved folder) or another missing-file policy stays valid; RIR files
+    replaced in place are caught by the verification probes alone. Other RIR functions (synthetic and
+    test worlds) are unidentified: only the probes guard them.
     """
     owner = getattr(scene.rir, "__self__", None)
     if isinstance(owner, rendered_rirs.SceneRirs):
-        return {"source": "baked acoustics", "render_version": rendered_rirs.RENDER_VERSION, "acoustics": owner.meta}
+        found = {"source": "baked acoustics", "render_version": rendered_rirs.RENDER_VERSION, "acoustics": owner.meta}
+        return found if owner.travel_time else {**found, "start": "straight-line arrival"}
     if isinstance(owner, SoundSpacesRirs):
         return {"source": "soundspaces", "dataset": owner.paths.dataset, "scene": owner.scene}
     return {"source": "unidentified"}

@@ -170,7 +170,8 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
             )
         if visual:
             view_sizes[str(scene.directory)] = scene.image_size
-        task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store))
+        travel_time = bool(getattr(cfg.task, "keep_travel_time", False))
+        task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store, travel_time=travel_time))
     check_view_sizes(view_sizes, cfg)
     rates = {s.sample_rate for s in task_scenes.values()}
     if len(rates) != 1:

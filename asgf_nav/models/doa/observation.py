@@ -33,6 +33,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "selective_doa.pt"
 
 
+def head_identity(checkpoint: str | Path = "") -> dict[str, str]:
+    """Path and content digest of the DoA head a run observes through (``""``: the packaged weights): a
+    checkpoint records it, since the file at that path can change under a run (pretraining continued there,
+    a new release of the packaged head)."""
+    import hashlib
+
+    path = Path(checkpoint or DEFAULT_WEIGHTS)
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+
+
 class DoaObservation:
     """Frozen selective DoA head: binaural waveforms (+ prompt) -> posterior over azimuth bins."""
 

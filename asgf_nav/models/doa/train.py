@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.devices import cuda_rng_state, resolve_device, restore_cuda_rng_state
-from asgf_nav.io import atomic_write
+from asgf_nav.io import atomic_write, exclusive_lock
 from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
 from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, TARGET_KINDS, DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import StftConfig, binaural_stft, circular_distance, compressed_magnitude
@@ -81,6 +82,14 @@ class DoaTrainConfig:
     seed: int = 0
     threads: int = 2
     device: str = "cpu"  # cpu | cuda | auto: where examples are rendered and the model trains
+
+
+# settings a run resumed from --out may change: how long, where and how fast it runs, how often it validates
+# and saves, and where its files are; every other one changes what the head learns, so a resume refuses it
+RESUMABLE_TRAIN_KEYS = frozenset(
+    {"max_steps", "max_minutes", "checkpoint_every", "val_every", "val_examples", "threads", "device", "out",
+     "pool_dir", "scenes_root"}
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- pools
@@ -226,7 +235,11 @@ def save_checkpoint(
     metrics: dict,
     rng: np.random.Generator | None = None,
     device: torch.device | str = "cpu",
+    history: list[dict[str, Any]] | None = None,
 ) -> None:
+    """``train_config`` holds the settings of the latest stretch of training; ``train_config_history`` keeps
+    what each resume changed (``{"step": s, "changed": {key: [old, new]}}``), so the earlier steps' settings
+    are not lost."""
     payload = {
         "kind": kind,
         "config": model.cfg.to_dict(),
@@ -234,6 +247,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "step": step,
         "train_config": asdict(train_cfg),
+        "train_config_history": list(history or []),
         "metrics": metrics,
         "rng": capture_rng(rng, device) if rng is not None else None,
     }
@@ -258,7 +272,8 @@ def restore_rng(examples: np.random.Generator, state: dict[str, Any], device: to
 
 
 class DoaCheckpointError(ValueError):
-    """A DoA checkpoint that is not readable or holds no usable DoA model; the message names the file."""
+    """A DoA checkpoint that is not readable, holds no usable DoA model or cannot be continued by this run;
+    the message names the file."""
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -351,19 +366,90 @@ def angular_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
+def train_config_changes(saved: dict[str, Any], cfg: DoaTrainConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for each setting outside :data:`RESUMABLE_TRAIN_KEYS` that differs.
+
+    A key the checkpoint lacks (added since it was written) is not compared: it cannot say what it was."""
+    current = asdict(cfg)
+    return [
+        (key, saved[key], current[key])
+        for key in current
+        if key in saved and key not in RESUMABLE_TRAIN_KEYS and saved[key] != current[key]
+    ]
+
+
+def check_resumable(resumed: dict[str, Any], cfg: DoaTrainConfig, out: Path) -> list[dict[str, Any]]:
+    """Refuse (naming each flag, old -> new) to continue checkpoint ``out`` with settings that change what the
+    head learns; returns its ``train_config_history`` with this resume's changes of resumable ones added."""
+    if resumed["kind"] != cfg.model:
+        raise DoaCheckpointError(
+            f"checkpoint {out} holds a {resumed['kind']!r} model, not {cfg.model!r}; another --out starts afresh"
+        )
+    saved = resumed.get("train_config")
+    history = list(resumed.get("train_config_history") or [])
+    if not isinstance(saved, dict):
+        logger.warning("checkpoint %s records no training settings; this resume cannot check them", out)
+        return history
+    refused = train_config_changes(saved, cfg)
+    if refused:
+        listed = ", ".join(f"--{key.replace('_', '-')}: {old!r} -> {new!r}" for key, old, new in refused)
+        allowed = ", ".join(f"--{key.replace('_', '-')}" for key in sorted(RESUMABLE_TRAIN_KEYS))
+        raise DoaCheckpointError(
+            f"checkpoint {out} was trained with other settings ({listed}); a resumed run may change only {allowed}. "
+            "Rerun with the checkpoint's settings to continue it, or give another --out to start afresh"
+        )
+    current = asdict(cfg)
+    changed = {key: [saved[key], current[key]] for key in current if key in saved and saved[key] != current[key]}
+    if changed:
+        history.append({"step": int(resumed["step"]), "changed": changed})
+        logger.info("%s continues with %s", out, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    return history
+
+
+def out_lock(out: Path) -> Path:
+    """The file whose lock a training run holds while it writes ``out``."""
+    return out.with_name(f".{out.name}.lock")
+
+
+def remove_stale_out_temporaries(out: Path) -> None:
+    """Delete the temporaries a save of ``out`` killed outright (SIGKILL, the OOM killer) left beside it;
+    only while holding :func:`out_lock`, which keeps out every other writer of ``out``."""
+    name = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{8}}\.tmp")  # what io.atomic_write names them
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.iterdir():
+        if name.fullmatch(path.name) and path.is_file():
+            logger.info("removing %s, left by a save of %s that was killed", path, out)
+            path.unlink(missing_ok=True)
+
+
 def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = True) -> dict[str, float]:
-    """Train (or resume) until ``max_steps`` or ``max_minutes``; returns the last validation metrics."""
+    """Train (or resume) until ``max_steps`` or ``max_minutes``; returns the last validation metrics.
+
+    The run holds a lock on ``out`` throughout: a second run on the same file would branch from it and
+    overwrite its steps, so it is refused at once."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if cfg.posterior_loss not in POSTERIOR_LOSSES:
         raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
     cfg = replace(cfg, device=str(resolve_device(cfg.device, key="--device")))  # "auto" becomes a device
     out = Path(cfg.out)
-    resumed = read_checkpoint(out) if out.exists() else None  # before the pools: a bad file stops at once
-    if resumed is not None and resumed["kind"] != cfg.model:
-        raise DoaCheckpointError(
-            f"checkpoint {out} holds a {resumed['kind']!r} model, not {cfg.model!r}; another --out starts afresh"
+
+    def in_use() -> DoaCheckpointError:
+        return DoaCheckpointError(
+            f"checkpoint {out} is being written by another training process (it holds {out_lock(out)}); "
+            "wait for it to finish, or give another --out"
         )
+
+    with exclusive_lock(out_lock(out), f"DoA checkpoint {out}", busy=in_use) as held:
+        if held:  # without a lock another run's save may be in flight
+            remove_stale_out_temporaries(out)
+        return _train_holding_out(cfg, out, bank, progress)
+
+
+def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, progress: bool) -> dict[str, float]:
+    resumed = read_checkpoint(out) if out.exists() else None  # before the pools: a bad file stops at once
+    history = check_resumable(resumed, cfg, out) if resumed is not None else []
     torch.manual_seed(cfg.seed)
     bank = bank or SoundBank.load()
     categories = bank.categories()
@@ -426,10 +512,10 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
                 metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
                 logger.info("step %d loss %.4f %s val(0 dB) %s", step, loss_value, parts, metrics)
             if step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device)
+                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history)
         bar.close()
         metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device)
+        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history)
         if stop_requested():
             logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
             raise_if_stopped()
