@@ -20,7 +20,10 @@ own terminate(), and a second exception would cut the first's clean-up short (la
 weakref callback, it was only printed as "Exception ignored"). Python drops an exception raised inside
 a weakref callback or ``__del__``: when that happens to the exit, the next SIGTERM raises again; and
 should the exit be swallowed some other way or hang, SIGALRM's default action ends the worker
-``WORKER_EXIT_GRACE_S`` seconds later.
+``WORKER_EXIT_GRACE_S`` seconds later. A worker that ends normally (it took the pool's end-of-work
+sentinel) can still get the parent's terminate() while Python runs its exit callbacks: from its first
+``atexit`` callback on it is treated as unwinding too, so the SIGTERM does not interrupt logging's
+shutdown (which printed "Exception ignored in atexit callback").
 
 A worker also unwinds when the parent process dies, however it dies (a SIGKILL runs no clean-up in the
 parent): a thread of the worker waits on the parent's sentinel and then signals the worker's main thread.
@@ -45,6 +48,7 @@ acoustics of four Replica scenes in 40.4-42.7 s that way, against 37.2-38.2 s wi
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -91,10 +95,21 @@ def _notice_a_dropped_exit(unraisable: object) -> None:
     sys.__unraisablehook__(unraisable)  # still printed: "Exception ignored in ..."
 
 
+def _ending_anyway() -> None:
+    """``atexit`` callback of a worker, registered after logging's so that it runs first: the process is
+    ending, so a SIGTERM from now on is ignored as during an unwind (with the same SIGALRM backstop)."""
+    global _exiting
+    if not _exiting:
+        _exiting = True
+        if hasattr(signal, "alarm"):
+            signal.alarm(WORKER_EXIT_GRACE_S)
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM unwind this process as a bake worker does (see the module's notes)."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.unraisablehook = _notice_a_dropped_exit
+    atexit.register(_ending_anyway)
 
 
 def worker_threads(workers: int) -> int:

@@ -358,6 +358,34 @@ def test_a_worker_unwinding_from_a_sigterm_finishes_its_clean_up_through_a_secon
     assert "cleaned up" in stderr and "Traceback" not in stderr, stderr
 
 
+ENDING_NORMALLY_SCRIPT = textwrap.dedent(
+    """
+    import atexit
+    import sys
+    import time
+
+    from asgf_nav.parallel import exit_on_sigterm
+
+    def earlier_callback():  # registered first, as logging's shutdown is: it runs after the worker's own
+        print("ready", file=sys.stderr, flush=True)  # the test's SIGTERM plays the parent's terminate()
+        time.sleep(1.0)
+        print("exit callbacks done", file=sys.stderr, flush=True)
+
+    atexit.register(earlier_callback)
+    exit_on_sigterm()
+    """
+)
+
+
+def test_a_worker_ending_normally_is_not_interrupted_in_its_exit_callbacks(tmp_path: Path) -> None:
+    """A worker that took the pool's end-of-work sentinel is ending when the parent's terminate() reaches
+    it; a SIGTERM raised inside logging's exit callback was printed as "Exception ignored in atexit
+    callback" and cut that callback short."""
+    returncode, stderr = _run_until_exit(tmp_path, ENDING_NORMALLY_SCRIPT, timeout=20)
+    assert returncode == 0, stderr
+    assert "exit callbacks done" in stderr and "Exception ignored" not in stderr, stderr
+
+
 def test_a_worker_whose_sigterm_exit_was_dropped_exits_cleanly_at_the_next(tmp_path: Path) -> None:
     """Python drops an exception raised inside ``__del__`` or a weakref callback: the worker carries on, and
     the parent's terminate() that follows must still unwind it (not be ignored as a second signal)."""
