@@ -132,23 +132,29 @@ def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_
         assert not any(workdir.iterdir()), (argv, list(workdir.rglob("*")))
 
 
+def tiny_pretraining_command(tmp_path, out, checkpoint_every: int) -> list[str]:
+    """``pretrain_doa.py`` on a few shoebox poses: seconds per step, for the tests that run the script."""
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pretrain_doa.py"
+    return [
+        sys.executable, str(script), "--model", "crnn", "--out", str(out), "--pool-dir", str(tmp_path / "pools"),
+        "--train-poses", "4", "--val-poses", "2", "--sources-per-pose", "2", "--batch-size", "4",
+        "--clip-seconds", "0.25", "--val-examples", "8", "--val-every", "1",
+        "--checkpoint-every", str(checkpoint_every), "--threads", "1", "--max-minutes", "5",
+    ]  # fmt: skip
+
+
 def test_stopped_pretraining_saves_its_last_step_and_resumes_there(tmp_path):
     """SIGTERM during DoA pretraining: the step ends, is saved, and the same command continues from it."""
     import signal
     import subprocess
-    import sys
-    from pathlib import Path
 
     from stopping import stop_when
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "pretrain_doa.py"
     out = tmp_path / "crnn.pt"
-    command = [
-        sys.executable, str(script), "--model", "crnn", "--out", str(out), "--pool-dir", str(tmp_path / "pools"),
-        "--train-poses", "4", "--val-poses", "2", "--sources-per-pose", "2", "--batch-size", "4",
-        "--clip-seconds", "0.25", "--val-examples", "8", "--val-every", "1", "--checkpoint-every", "1000",
-        "--threads", "1", "--max-minutes", "5",
-    ]  # fmt: skip
+    command = tiny_pretraining_command(tmp_path, out, checkpoint_every=1000)
     returncode, log = stop_when([*command, "--max-steps", "100000"], " step 2 loss ", signal.SIGTERM)
     assert returncode == 128 + signal.SIGTERM, log[-3000:]
     step = int(torch.load(out, weights_only=False)["step"])  # no periodic checkpoint was due: the stop's own
@@ -246,18 +252,10 @@ def test_a_second_pretraining_on_the_same_out_is_refused_at_once(tmp_path):
     """Two runs on one --out would both resume from it and overwrite each other's steps."""
     import signal
     import subprocess
-    import sys
     import threading
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "pretrain_doa.py"
     out = tmp_path / "crnn.pt"
-    command = [
-        sys.executable, str(script), "--model", "crnn", "--out", str(out), "--pool-dir", str(tmp_path / "pools"),
-        "--train-poses", "4", "--val-poses", "2", "--sources-per-pose", "2", "--batch-size", "4",
-        "--clip-seconds", "0.25", "--val-examples", "8", "--val-every", "1", "--checkpoint-every", "1",
-        "--threads", "1", "--max-minutes", "5", "--max-steps", "100000",
-    ]  # fmt: skip
+    command = [*tiny_pretraining_command(tmp_path, out, checkpoint_every=1), "--max-steps", "100000"]
     first = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     watchdog = threading.Timer(300, first.kill)
     watchdog.start()
