@@ -2,7 +2,8 @@
 
 Eq. (2) is a softmax over the raw mean magnitudes of eq. (1), with no temperature, so how peaked the
 weights are depends on the spectrogram's absolute scale. This renders spectrograms of random sounds of
-the bank at random (receiver, source, yaw) triples of one baked scene, as the task does, and prints the
+the bank at random (receiver, source, yaw) triples of one baked scene, as the task does (the responses
+from the straight-line arrival, ``task.keep_travel_time`` false), and prints the
 largest weight relative to uniform (1.0 = a plain mean) and the weights' entropy relative to the uniform
 one (1.0 = a plain mean). Seconds per hundred triples.
 
@@ -27,7 +28,7 @@ from asgf_nav.tasks.spectrogram import spectrogram_np
 
 def attention_weights(scene_dir: Path, triples: int, seed: int) -> np.ndarray:
     """(triples, N) weights of eq. (2) for random sounds heard at random poses of the scene."""
-    rirs, bank = SceneRirs(SceneStore(scene_dir)), SoundBank.load()
+    rirs, bank = SceneRirs(SceneStore(scene_dir), travel_time=False), SoundBank.load()
     names, rng = bank.names(), np.random.default_rng(seed)
     found = []
     for _ in range(triples):

@@ -247,6 +247,15 @@ def test_resumed_pretraining_refuses_changed_settings_and_records_what_it_may_ch
     assert resumed["step"] == 3 and resumed["train_config"]["max_steps"] == 3
     assert resumed["train_config_history"] == [{"step": 2, "changed": {"max_steps": [2, 3], "val_every": [1000, 500]}}]
 
+    # a path may change, what the training poses are rendered from may not (another --scenes-root's scenes)
+    from asgf_nav.models.doa import train as training
+
+    recorded = resumed["pool_sources"]["shoebox"]
+    monkeypatch.setattr(training, "pool_source", lambda cfg, rooms, split: "scenes:0123456789abcdef")
+    with pytest.raises(DoaCheckpointError, match=rf"other data \(shoebox: {recorded} -> scenes:0123456789abcdef\)"):
+        train(_tiny_crnn_run(tmp_path, max_steps=4, val_every=500), progress=False)
+    assert torch.load(out, weights_only=False)["step"] == 3
+
 
 def test_a_second_pretraining_on_the_same_out_is_refused_at_once(tmp_path):
     """Two runs on one --out would both resume from it and overwrite each other's steps."""

@@ -542,6 +542,8 @@ def test_a_checkpoint_from_before_keep_travel_time_resumes_only_with_the_travel_
         check_resume_config(state, config_to_dict(now), "runs/old")
     now.task.keep_travel_time = True
     check_resume_config(state, config_to_dict(now), "runs/old")
+    saved["scenes"]["source"], now.scenes.source, now.task.keep_travel_time = "soundspaces", "soundspaces", False
+    assert config_changes(saved, config_to_dict(now)) == []  # SoundSpaces' stored responses are heard as they are
 
 
 def test_a_resume_refuses_a_doa_head_file_that_changed_under_the_run(tmp_path: Path) -> None:

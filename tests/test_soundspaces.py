@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import pickle
+import re
 import shutil
 import sys
 import threading
@@ -300,17 +301,19 @@ def test_named_scenes_outside_the_split_are_refused(tmp_path: Path, ss_dataset: 
 
 def test_unheard_val_and_test_read_soundspaces_unheard_folders(tmp_path: Path, ss_dataset: Path):
     """SoundSpaces' baselines evaluate unheard sounds on {val,test}_multiple_unheard; some downloads call
-    them {split}_multiple. The first is used where both exist, either one alone is found."""
+    them {split}_multiple. The first is used where both hold episodes, either one alone is found, and an
+    empty _unheard folder is passed over."""
     versions = ss_dataset / "datasets" / "audionav" / "replica" / "v1"
     train = versions / "train_telephone" / "content" / "office_9.json.gz"
     cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
     cfg.task.sound_split = "unheard"
-    with pytest.raises(
-        ss.SoundSpacesDataError, match=r"test_multiple\.json\.gz does not exist \(nor test_multiple_unheard/\)"
-    ):
+    (versions / "test_multiple_unheard" / "content").mkdir(parents=True)  # empty: no split
+    missing = rf"{re.escape(str(versions / 'test_multiple' / 'test_multiple.json.gz'))} does not exist "
+    missing += rf"\(nor episodes in {re.escape(str(versions / 'test_multiple'))}_unheard/\)"
+    with pytest.raises(ss.SoundSpacesDataError, match=missing):
         load_soundspaces_world(cfg, "test")
     for name in ("test_multiple", "test_multiple_unheard"):
-        (versions / name / "content").mkdir(parents=True)
+        (versions / name / "content").mkdir(parents=True, exist_ok=True)
         shutil.copy(train, versions / name / "content" / "office_9.json.gz")
         assert episode_dataset_path(ss_dataset, "replica", "test", "unheard").parent.name == name
         assert list(load_soundspaces_world(cfg, "test").scenes) == ["office_9"]
@@ -327,6 +330,9 @@ def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
         wav = folder / folder_name / "8_5.wav"
         data = wav.read_bytes()
         wav.write_bytes(data[: size or len(data) // 2])
+    # libsndfile writes a PEAK chunk into float files, which scipy warns it does not know: still a whole file
+    sf.write(folder / "180" / "8_5.wav", encoded_rir(8, 5, 180), SR, subtype="FLOAT")
+    assert b"PEAK" in (folder / "180" / "8_5.wav").read_bytes()
     scene = load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train").scene("office_9")
     seven, eight, five = 6, 7, 4
     for receiver, k, pattern in (
@@ -340,6 +346,8 @@ def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
     ):
         with pytest.raises(ss.SoundSpacesDataError, match=pattern):
             scene.rir(receiver, five, k)
+    with pytest.warns(wavfile.WavFileWarning, match="not understood"):
+        np.testing.assert_array_equal(scene.rir(eight, five, 2), encoded_rir(8, 5, 180))
 
 
 def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog):

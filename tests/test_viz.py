@@ -490,3 +490,22 @@ def test_the_plotting_modules_leave_the_callers_matplotlib_backend_alone(tmp_pat
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "svg"
     assert imageio.imread(tmp_path / "chart.png").std() > 10 and imageio.imread(tmp_path / "tsne.png").std() > 10
+
+
+def test_the_video_plays_the_responses_the_evaluated_agent_heard(tiny, tmp_path, monkeypatch):
+    """An evaluation records task.keep_travel_time; one recorded before the key heard the travel time."""
+    import visualize_trajectories
+
+    from asgf_nav.eval.report import write_evaluation
+    from asgf_nav.viz import video
+
+    cfg, _, _, oracle, _ = tiny
+    heard = []
+    monkeypatch.setattr(video, "write_video", lambda path, scene, world, *a, **k: heard.append(world) or path)
+    for name, task in (("now", {"keep_travel_time": False}), ("older", None)):
+        meta = {"agent": name, "dataset": "tiny", "sound_split": "unheard", "split": "test"}
+        write_evaluation(tmp_path / name, oracle, {**meta, **({"task": task} if task else {})})
+        argv = [str(tmp_path / name), "--data-root", cfg.scenes.data_root, "--out", str(tmp_path / f"{name}.png")]
+        assert visualize_trajectories.main([*argv, "--video", str(tmp_path / f"{name}.gif")]) == 0
+    travel_time = [world.scene(oracle[0].scene).rir.__self__.travel_time for world in heard]
+    assert travel_time == [False, True]

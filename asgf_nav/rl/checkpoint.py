@@ -168,6 +168,8 @@ RESOLVED_WHEN_A_RUN_STARTS = {"scenes.source": "auto"}
 # keys added to the schema with a default that changed what a run hears, with the value every checkpoint
 # written before them was trained with: a checkpoint without the key is read as having that value
 FORMER_VALUES_OF_ADDED_KEYS = {"task.keep_travel_time": True}
+# keys that change nothing in a run on SoundSpaces data (it hears the stored responses as they are)
+EMBEDDED_SCENES_ONLY_KEYS = frozenset({"task.keep_travel_time"})
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -177,6 +179,8 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple
     compared: the checkpoint cannot say what it was, unless :data:`FORMER_VALUES_OF_ADDED_KEYS` does."""
     old, new = {**FORMER_VALUES_OF_ADDED_KEYS, **flatten_dotted(saved)}, flatten_dotted(current)
     unresolved = [k for k, value in RESOLVED_WHEN_A_RUN_STARTS.items() if old.get(k) == value]
+    if new.get("scenes.source") == "soundspaces" and old.get("scenes.source") in ("soundspaces", "auto"):
+        unresolved += EMBEDDED_SCENES_ONLY_KEYS
     return [
         (k, old[k], new[k])
         for k in sorted(old.keys() & new.keys())

@@ -318,12 +318,27 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
 
 
 # ------------------------------------------------------------------------------------------ RIRs
+CUT_SHORT_WARNINGS = ("Reached EOF prematurely", "Incomplete chunk ID")  # scipy's words for a truncated file
+
+
+def read_wav(path: Path, mmap: bool = False) -> tuple[int, np.ndarray]:
+    """``scipy.io.wavfile.read``, except that a file cut short (an interrupted download or copy), which
+    scipy only warns about once per process, raises ValueError; its other warnings (a chunk it does not
+    know, such as the PEAK chunk libsndfile writes into float files) pass as warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", wavfile.WavFileWarning)
+        rate, data = wavfile.read(path, mmap=mmap)
+    for warning in caught:
+        if issubclass(warning.category, wavfile.WavFileWarning) and str(warning.message).startswith(CUT_SHORT_WARNINGS):
+            raise ValueError(f"the file is cut short: {warning.message}")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return rate, data
+
+
 def read_rir(path: Path, sample_rate: int) -> np.ndarray:
     """One SoundSpaces binaural RIR wav -> (L, 2) float32; every defect raises naming the file."""
     try:
-        with warnings.catch_warnings():  # scipy only warns (once per process) on a file cut short
-            warnings.simplefilter("error", wavfile.WavFileWarning)
-            rate, data = wavfile.read(path)
+        rate, data = read_wav(path)
     except FileNotFoundError:
         raise SoundSpacesDataError(f"binaural RIR {path} does not exist") from None
     except Exception as exc:  # a damaged header raises struct.error, ZeroDivisionError, TypeError, ...

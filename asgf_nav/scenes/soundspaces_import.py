@@ -40,7 +40,7 @@ from asgf_nav.scenes.store import (
 
 logger = logging.getLogger(__name__)
 
-IMPORT_VERSION = 1  # bump when the same files would import differently
+IMPORT_VERSION = 2  # bump when the same files would import differently (2: normalised depth of habitat Observations)
 
 
 # ------------------------------------------------------------------------------------------ import

@@ -162,13 +162,19 @@ def split_dir_name(split: str, sound_split: str) -> str:
 def episode_dataset_path(root: str | Path, dataset: str, split: str, sound_split: str) -> Path:
     """The split's json.gz. SoundSpaces publishes the unheard val and test episodes as
     ``{val,test}_multiple_unheard`` (the folders its baselines evaluate on); some downloads name them
-    ``{split}_multiple``. The ``_unheard`` folder is used when it exists, else ``{split}_multiple``, which is
-    also where this project writes its own."""
+    ``{split}_multiple``. The ``_unheard`` folder is used when it holds episodes, else ``{split}_multiple``,
+    which is also where this project writes its own."""
     name = split_dir_name(split, sound_split)
     versions = Path(root) / "datasets" / "audionav" / dataset / "v1"
-    if sound_split == "unheard" and split != "train" and (versions / f"{name}_unheard").is_dir():
-        name = f"{name}_unheard"
+    unheard = versions / f"{name}_unheard"
+    if sound_split == "unheard" and split != "train" and _holds_episodes(unheard):
+        name = unheard.name
     return versions / name / f"{name}.json.gz"
+
+
+def _holds_episodes(folder: Path) -> bool:
+    """Whether an episode dataset folder has its split file or a per-scene file (an empty one is no split)."""
+    return (folder / f"{folder.name}.json.gz").is_file() or any((folder / "content").glob("*.json.gz"))
 
 
 # ------------------------------------------------------------------------------------------ generation

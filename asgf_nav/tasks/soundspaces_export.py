@@ -17,7 +17,6 @@ import json
 import logging
 import pickle
 import shutil
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from asgf_nav.scenes.soundspaces import (
     SoundSpacesPaths,
     dataset_spec,
     habitat_to_mesh,
+    read_wav,
 )
 from asgf_nav.tasks.episodes import episode_dataset_path, save_episodes, scene_id_for
 from asgf_nav.tasks.spectrogram_store import rir_identity
@@ -105,9 +105,7 @@ def _whole_wav(path: Path) -> bool:
     """Whether ``path`` holds a whole wav file: RIR files are written without a flush (one for the scene at
     the end), so after a power loss one may be empty or cut short, and a resume must write it again."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", wavfile.WavFileWarning)
-            _, data = wavfile.read(path, mmap=True)  # the header and the file's size, not the samples
+        _, data = read_wav(path, mmap=True)  # the header and the file's size, not the samples
         return data.ndim == 2 and len(data) > 0
     except Exception:  # noqa: BLE001 - missing, empty, cut short or not a wav file: written again
         return False

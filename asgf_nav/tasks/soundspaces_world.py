@@ -39,7 +39,7 @@ def split_scenes(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[
         return sorted(f.name[: -len(".json.gz")] for f in content.glob("*.json.gz"))
     if path.exists():
         return sorted({e.scene_name for e in load_episodes(path)})
-    also = f" (nor {path.parent.name}_unheard/)" if sound_split == "unheard" and split != "train" else ""
+    also = f" (nor episodes in {path.parent}_unheard/)" if sound_split == "unheard" and split != "train" else ""
     raise SoundSpacesDataError(
         f"SoundSpaces episode dataset {path} does not exist{also}; the {split} scenes are the scenes of its "
         f"content/ folder (download datasets/audionav/{paths.dataset}, see docs/data.md)"

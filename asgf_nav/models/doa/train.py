@@ -236,10 +236,11 @@ def save_checkpoint(
     rng: np.random.Generator | None = None,
     device: torch.device | str = "cpu",
     history: list[dict[str, Any]] | None = None,
+    pool_sources: dict[str, str] | None = None,
 ) -> None:
     """``train_config`` holds the settings of the latest stretch of training; ``train_config_history`` keeps
     what each resume changed (``{"step": s, "changed": {key: [old, new]}}``), so the earlier steps' settings
-    are not lost."""
+    are not lost; ``pool_sources`` what the training poses were rendered from (:func:`pool_source`)."""
     payload = {
         "kind": kind,
         "config": model.cfg.to_dict(),
@@ -248,6 +249,7 @@ def save_checkpoint(
         "step": step,
         "train_config": asdict(train_cfg),
         "train_config_history": list(history or []),
+        "pool_sources": dict(pool_sources or {}),
         "metrics": metrics,
         "rng": capture_rng(rng, device) if rng is not None else None,
     }
@@ -403,7 +405,24 @@ def check_resumable(resumed: dict[str, Any], cfg: DoaTrainConfig, out: Path) -> 
     if changed:
         history.append({"step": int(resumed["step"]), "changed": changed})
         logger.info("%s continues with %s", out, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    if "max_steps" in changed:  # the cosine now ends at the new last step: the rate steps to its value there
+        step = int(resumed["step"])
+        before = learning_rate(replace(cfg, max_steps=int(saved["max_steps"])), step)
+        logger.info("learning rate at step %d: %.3g -> %.3g (the schedule ends at step %d)", step, before,
+                    learning_rate(cfg, step), cfg.max_steps)  # fmt: skip
     return history
+
+
+def check_same_pool_sources(saved: dict[str, str] | None, sources: dict[str, str], out: Path) -> None:
+    """Refuse to continue ``out`` on training poses rendered from other data (``--scenes-root`` may move,
+    not change what the head hears); checkpoints that recorded none are not compared."""
+    changed = {rooms: (saved[rooms], now) for rooms, now in sources.items() if saved and saved.get(rooms, now) != now}
+    if changed:
+        listed = ", ".join(f"{rooms}: {old} -> {new}" for rooms, (old, new) in changed.items())
+        raise DoaCheckpointError(
+            f"checkpoint {out} was trained on RIR pools rendered from other data ({listed}); point --scenes-root "
+            "at the scenes it was trained on, or give another --out to start afresh"
+        )
 
 
 def out_lock(out: Path) -> Path:
@@ -473,6 +492,10 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
         distractor_window=cfg.distractor_window,
     )
     val_batch = val_sampler.sample(cfg.val_examples, 0.0, np.random.default_rng(7))
+    kinds = ["shoebox", "scenes"] if cfg.rooms == "both" else [cfg.rooms]
+    sources = {rooms: pool_source(cfg, rooms, "train") for rooms in kinds}
+    if resumed is not None:
+        check_same_pool_sources(resumed.get("pool_sources"), sources, out)
     model = build_model(cfg.model, cfg, categories).to(cfg.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, metrics = 0, {}
@@ -512,10 +535,10 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
                 metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
                 logger.info("step %d loss %.4f %s val(0 dB) %s", step, loss_value, parts, metrics)
             if step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history)
+                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history, sources)
         bar.close()
         metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history)
+        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history, sources)
         if stop_requested():
             logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
             raise_if_stopped()
