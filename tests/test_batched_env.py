@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from env_helpers import reset_env_pair
 
 from asgf_nav.config import ExperimentConfig, TaskConfig
 from asgf_nav.tasks.audionav_env import AudioNavEnv
@@ -82,11 +83,7 @@ def test_agrees_with_reference_on_a_half_metre_grid():
     episodes = generate_split(world, "train", "unheard", ["bell", "drum"], TaskConfig(train_episodes_per_scene=12))
     b, seed = 4, 11
     cfg = TaskConfig(max_steps=40, sensors=["depth"])
-    env = BatchedAudioNavEnv(world, episodes, b, cfg=cfg, seed=seed)
-    refs = [AudioNavEnv(world, episodes, cfg, seed=seed, env_index=i, num_envs=b) for i in range(b)]
-    env.reset()
-    for r in refs:
-        r.reset()
+    env, refs = reset_env_pair(world, episodes, b, cfg, seed)
     near_successes = 0
     for actions in np.random.default_rng(0).choice(4, size=(400, b), p=[0.15, 0.45, 0.2, 0.2]):
         _, reward, _, info = env.step(torch.from_numpy(actions))
@@ -113,11 +110,7 @@ def test_spl_uses_the_graph_start_distance_in_both_envs(world, episodes):
     shifted = [replace(e, geodesic_distance=e.geodesic_distance - 0.5) for e in resolve_episodes(episodes, world)]
     b, seed = 3, 7
     cfg = TaskConfig(max_steps=100, sensors=["depth"])
-    env = BatchedAudioNavEnv(world, shifted, b, cfg=cfg, seed=seed)
-    refs = [AudioNavEnv(world, shifted, cfg, seed=seed, env_index=i, num_envs=b) for i in range(b)]
-    env.reset()
-    for r in refs:
-        r.reset()
+    env, refs = reset_env_pair(world, shifted, b, cfg, seed)
     finished, first_forward, first_step = 0, 0, np.ones(b, dtype=bool)
     while finished < 12:
         actions = []

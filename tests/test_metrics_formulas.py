@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from env_helpers import reset_env_pair
 
 from asgf_nav.config import TaskConfig
 from asgf_nav.tasks import metrics
-from asgf_nav.tasks.audionav_env import AudioNavEnv
-from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.metrics import METRIC_NAMES, episode_metrics, episode_metrics_array
 from asgf_nav.tasks.synthetic import synthetic_world
@@ -67,11 +66,7 @@ def test_both_envs_take_reward_and_metrics_from_tasks_metrics(monkeypatch):
     monkeypatch.setattr(metrics, "step_reward", reward_plus_100)
     monkeypatch.setattr(metrics, "episode_metrics_array", spl_minus_7)
     cfg = TaskConfig(max_steps=3, sensors=["depth"])
-    batched = BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=3)
-    refs = [AudioNavEnv(world, episodes, cfg, seed=3, env_index=i, num_envs=2) for i in range(2)]
-    batched.reset()
-    for r in refs:
-        r.reset()
+    batched, refs = reset_env_pair(world, episodes, 2, cfg, 3)
     for _ in range(3):
         _, reward, done, info = batched.step(np.array([2, 2]))  # turning: -0.01 a step, no success
         ref_steps = [r.step(2) for r in refs]

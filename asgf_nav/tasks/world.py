@@ -160,6 +160,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     task_scenes: dict[str, TaskScene] = {}
     visual = [s for s in getattr(cfg.task, "sensors", ()) if s in ("rgb", "depth")]
     view_sizes: dict[str, int] = {}
+    travel_time = bool(getattr(cfg.task, "keep_travel_time", False))
     for name in names:
         scene = Scene.open(cfg.scenes.data_root, dataset, name)
         if visual and not scene.has_vision:
@@ -170,7 +171,6 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
             )
         if visual:
             view_sizes[str(scene.directory)] = scene.image_size
-        travel_time = bool(getattr(cfg.task, "keep_travel_time", False))
         task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store, travel_time=travel_time))
     check_view_sizes(view_sizes, cfg)
     rates = {s.sample_rate for s in task_scenes.values()}
