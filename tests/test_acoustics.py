@@ -175,6 +175,29 @@ def test_a_path_is_coloured_by_its_band_amplitudes():
     np.testing.assert_allclose(ratio[(freqs > 4000) & (freqs < 7000)], 0.1, rtol=0.15)
 
 
+def test_path_delays_round_to_the_nearest_sample():
+    hrtf = load_hrtf(FS)
+    centers = np.array([125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0])
+
+    def one_path(delay_samples: float) -> np.ndarray:
+        paths = EarlyPaths(np.array([delay_samples / FS]), np.array([30.0]), np.array([0.0]), np.ones((1, 6)))
+        return render_early(paths, [0.0], hrtf, centers, 2000)
+
+    np.testing.assert_array_equal(one_path(10.6), one_path(11.0))
+    np.testing.assert_array_equal(one_path(10.4), one_path(10.0))
+    assert not np.array_equal(one_path(10.0), one_path(11.0))
+
+
+def test_the_added_direct_sound_at_the_source_comes_from_straight_above():
+    """The goal node's extra direct sound carries no bearing: the same at every yaw, alike in both ears."""
+    centers = np.array([125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0])
+    nothing = EarlyPaths(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 6)))
+    early = render_early(with_at_source_path(nothing, 6), np.arange(4) * 90.0, load_hrtf(FS), centers, FS // 10)
+    early = early.astype(np.float64)
+    np.testing.assert_array_equal(early, np.broadcast_to(early[0], early.shape))
+    assert abs(energy_db(early[0, :, 0]) - energy_db(early[0, :, 1])) < 1.0
+
+
 # --------------------------------------------------------------------------------------------- multi-room
 @pytest.fixture(scope="module")
 def door_field(two_rooms):

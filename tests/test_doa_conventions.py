@@ -4,7 +4,13 @@ import numpy as np
 import torch
 
 from asgf_nav.models.doa.data import DoaExampleSampler
-from asgf_nav.models.doa.features import StftConfig, binaural_stft, interaural_features
+from asgf_nav.models.doa.features import (
+    AzimuthGrid,
+    StftConfig,
+    binaural_stft,
+    interaural_features,
+    relative_azimuth,
+)
 from asgf_nav.models.doa.rooms import shoebox_pool
 from asgf_nav.sounds.bank import SoundBank
 
@@ -15,6 +21,23 @@ def _left_leading(n=SR // 2, delay=2, gain=0.5, seed=0):
     """Noise that reaches the left ear first and louder: right = gain x left delayed by ``delay`` samples."""
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal(n + delay)).float()
     return torch.stack([x[delay:], gain * x[:-delay]])[None]  # (1, 2, n)
+
+
+def test_the_target_is_laplacian_in_circular_distance_with_the_configured_scale():
+    target = AzimuthGrid(bin_width=5.0, laplace_scale=5.0).encode(np.array([0.0]))[0].double()
+    ratios = (target / target[0]).numpy()
+    np.testing.assert_allclose(ratios[[1, 2, -1, -2]], np.exp([-1.0, -2.0, -1.0, -2.0]), rtol=1e-5)  # 355 deg: 5 away
+
+
+def test_relative_azimuth_stays_below_360_a_hair_to_the_right():
+    azimuth = float(relative_azimuth(np.zeros(3), np.array([1e-16, 0.0, -1.0]), 0.0))
+    assert 0.0 <= azimuth < 360.0
+
+
+def test_ild_is_clipped_at_30_db_where_an_ear_is_silent():
+    spec = torch.zeros(1, 2, 4, 3, dtype=torch.complex64)
+    spec[:, 0] = 1.0  # the right ear hears nothing: 120 dB before the clip
+    assert torch.equal(interaural_features(spec)[:, 2], torch.full((1, 3, 4), 3.0))
 
 
 def test_ild_is_left_over_right_and_ipd_is_left_minus_right_phase():

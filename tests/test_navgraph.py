@@ -10,7 +10,7 @@ import pytest
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room, yaw_forward
 from asgf_nav.scenes.furnish import doorway_crossed
 from asgf_nav.scenes.generator import generate_floorplan
-from asgf_nav.scenes.navgraph import axis_segments_blocked, build_navgraph, solid_rects
+from asgf_nav.scenes.navgraph import axis_segments_blocked, build_grid_graph, build_navgraph, solid_rects
 from asgf_nav.scenes.presets import get_preset
 
 SCENES = [("tiny", "tiny_apartment"), ("replica", "frl_apartment_0"), ("replica", "apartment_1"), ("mp3d", "house_06")]
@@ -155,3 +155,20 @@ def test_hand_made_plan_passes_only_through_the_door() -> None:
     g2 = build_navgraph(plan, 0.5)
     assert g2.num_nodes < g.num_nodes
     assert np.all(_bfs(g2.neighbors, 0) >= 0)
+    room_b = int(np.sum(xz[:, 0] > 3.25))  # the shelf takes room a's nodes next to the door: b is larger
+    assert g2.num_nodes == room_b and np.all(g2.positions[:, 0] > 3.25)
+
+
+def test_touching_counts_as_blocked_and_the_clearance_is_a_minimum() -> None:
+    """Blocking uses closed intervals, as FloorPlan.segment_blocked; a node exactly ``clearance`` from a
+    solid is kept."""
+    rect = np.array([[1.0, 0.0, 2.0, 1.0]])
+    a, b = np.array([[0.0, 0.5]]), np.array([[1.0, 0.5]])
+    assert axis_segments_blocked(a, b, rect, 0.0).tolist() == [True]
+    assert axis_segments_blocked(a, b - [[0.25, 0.0]], rect, 0.25).tolist() == [True]
+    assert axis_segments_blocked(a, b - [[0.25, 0.0]], rect, 0.2).tolist() == [False]
+    plan = _two_rooms_with_door()
+    plan.furniture = [Box(1.25, 0.75, 1.75, 1.25, 0, 1.0, "m", kind="furniture:table")]
+    xz = build_grid_graph(plan, 0.5, clearance=0.25).positions[:, [0, 2]]
+    assert np.any(np.all(xz == [1.0, 1.0], axis=1))  # 0.25 m from the table's edge at x = 1.25
+    assert not np.any(np.all(xz == [1.5, 1.0], axis=1))  # inside the table

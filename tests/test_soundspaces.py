@@ -317,6 +317,8 @@ def test_unheard_val_and_test_read_soundspaces_unheard_folders(tmp_path: Path, s
         shutil.copy(train, versions / name / "content" / "office_9.json.gz")
         assert episode_dataset_path(ss_dataset, "replica", "test", "unheard").parent.name == name
         assert list(load_soundspaces_world(cfg, "test").scenes) == ["office_9"]
+    (versions / "train_multiple_unheard" / "content").mkdir(parents=True)  # training never reads _unheard
+    shutil.copy(train, versions / "train_multiple_unheard" / "content" / "office_9.json.gz")
     assert episode_dataset_path(ss_dataset, "replica", "train", "unheard").parent.name == "train_multiple"
 
 

@@ -143,6 +143,16 @@ def test_interrupted_bake_resumes_at_the_next_source(tmp_path):
     fresh = bake(tmp_path / "fresh", scene, "bell", world.sound("bell"), spectrogram)
     np.testing.assert_allclose(np.load(final), np.load(fresh), atol=1e-5)
     assert not list(final.parent.glob("*partial*"))
+    # a partial file of another shape (the state file still matching) is not resumed but baked afresh
+    final.unlink()
+    with pytest.raises(Interrupt):
+        done.clear()
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, batch=8, progress=stop_in_second_source)
+    np.save(final.with_name("bell.partial.npy"), np.zeros((1, 2), dtype=np.float32))
+    counter.calls = 0
+    bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, batch=8)
+    assert counter.calls == 3 * states_per_source
+    np.testing.assert_allclose(np.load(final), np.load(fresh), atol=1e-5)
 
 
 def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp_path):
@@ -184,6 +194,11 @@ def test_store_from_other_data_is_refused_with_the_file_named(tmp_path):
     np.save(target, np.zeros((2, 3), dtype=np.float32))
     env = BatchedAudioNavEnv(world, episodes, 2, cfg=TaskConfig(sensors=["spectrogram"]), spectrogram_store=tmp_path)
     with pytest.raises(ValueError, match=r"bell.npy holds float32 \(2, 3\)"):
+        for _ in range(5):
+            env.reset()
+    np.save(target, np.load(wrong).astype(np.float64))  # the right shape in another dtype
+    env = BatchedAudioNavEnv(world, episodes, 2, cfg=TaskConfig(sensors=["spectrogram"]), spectrogram_store=tmp_path)
+    with pytest.raises(ValueError, match=r"bell.npy holds float64 \(3, .*needs float32 \(3,"):
         for _ in range(5):
             env.reset()
 

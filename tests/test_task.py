@@ -203,6 +203,10 @@ def test_episodes_follow_a_growing_world_and_changed_settings(tmp_path, world):
     closer = TaskConfig(train_episodes_per_scene=7, max_geodesic_distance=2.0)
     regenerated = load_or_generate(tmp_path, world, "train", "heard", ["telephone"], closer)
     assert max(e.geodesic_distance for e in regenerated) <= 2.0 < max(e.geodesic_distance for e in grown)
+    assert min(e.geodesic_distance for e in regenerated) < 2.0
+    only_far = replace(closer, min_geodesic_distance=2.0)  # a change of the lower bound alone also regenerates
+    regenerated = load_or_generate(tmp_path, world, "train", "heard", ["telephone"], only_far)
+    assert {e.geodesic_distance for e in regenerated} == {2.0}
 
 
 def _walled(scene):
@@ -319,6 +323,8 @@ def test_stop_one_hop_away(world):
     env.reset()
     rewards, info = _run(env, [MOVE_FORWARD, STOP])
     assert info["success"] == 1.0 and info["spl"] == 1.0 and info["sna"] == pytest.approx(1.0)
+    assert env.start_distance == pytest.approx(1.0)  # d0 in metres: 2 hops x 0.5 m
+    assert info["softspl"] == pytest.approx(0.5)  # 1 - 0.5 / 1.0 (0.75 if d0 were counted in hops)
     np.testing.assert_allclose(rewards, [0.49, -0.01])
 
 
