@@ -4,6 +4,7 @@ import copy
 import json
 import logging
 import math
+import types
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,28 @@ def test_wilson_interval_known_value_and_bounds():
 
 
 # ------------------------------------------------------------------------------------------ runner
+def test_select_episodes_spreads_evenly_from_the_first_to_the_last():
+    assert select_episodes(list(range(10)), 4) == [0, 3, 6, 9]
+    assert select_episodes(list(range(10)), 5) == [0, 2, 4, 7, 9]  # 0, 2.25, 4.5, 6.75, 9 to the nearest
+
+
+def test_the_policy_agent_resets_the_recurrent_state_where_an_episode_starts():
+    masks_seen = []
+
+    class RecordingPolicy(torch.nn.Module):
+        def initial_hidden(self, n, device="cpu"):
+            return torch.zeros(1, n, 4)
+
+        def act(self, obs, hidden, masks, deterministic=False):
+            masks_seen.append(masks.clone())
+            return None, torch.zeros(len(masks), dtype=torch.long), None, hidden
+
+    agent = PolicyAgent(RecordingPolicy(), ["spectrogram"], deterministic=True)
+    context = types.SimpleNamespace(nodes=np.zeros(2), new_episode=np.array([True, False]))
+    agent.act({"spectrogram": torch.zeros(2, 1)}, context)
+    assert masks_seen[0].tolist() == [0.0, 1.0]
+
+
 def test_every_selected_episode_is_run_once_in_order(synthetic):
     world, episodes, cfg = synthetic
     chosen = select_episodes(episodes, 17)

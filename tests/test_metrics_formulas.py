@@ -26,6 +26,16 @@ def _random_episodes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def test_softspl_by_hand_is_zero_past_twice_the_start_distance():
+    """SoftSPL = max(1 - d_T / d_0, 0) * d_0 / max(d_0, L): no negative progress pulls a mean down."""
+    assert episode_metrics(False, 2.0, 5.0, 6.0, 2, 10)["softspl"] == 0.0
+    assert episode_metrics(False, 2.0, 1.0, 6.0, 2, 10)["softspl"] == pytest.approx(0.5 * 2.0 / 6.0)
+    array = episode_metrics_array(
+        np.array([False, False]), np.full(2, 2.0), np.array([5.0, 1.0]), np.full(2, 6.0), 2, 10
+    )
+    np.testing.assert_allclose(array["softspl"], [0.0, 0.5 * 2.0 / 6.0])
+
+
 def test_array_metrics_equal_the_per_episode_ones_on_random_inputs():
     inputs = _random_episodes(2000)
     arrays = episode_metrics_array(**inputs, success_distance=1.0)

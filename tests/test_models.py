@@ -205,6 +205,50 @@ def test_asgf_gate_closed_gives_projected_state() -> None:
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_asgf_forward_follows_the_paper_equations() -> None:
+    """Eqs. (4)-(10) written out with einsum, on weights perturbed so that every term counts."""
+    gen = torch.Generator().manual_seed(0)
+    fusion = AudioSpatialGuidedFusion({"visual": 32, "audio": 32}, 48, 16, 2, 8)
+    with torch.no_grad():
+        for p in fusion.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    state = torch.randn(5, 48, generator=gen) * 3 + 1
+    memory = {n: torch.randn(5, 32, generator=gen) for n in ("visual", "audio")}
+    with torch.no_grad():
+        fused = fusion(state, memory)
+        tokens = torch.stack([fusion.token_projections[n](fusion.token_norms[n](memory[n])) for n in memory], 1)
+        heads, head_dim = fusion.num_heads, 16 // fusion.num_heads
+        keys = fusion.key(tokens).view(5, 2, heads, head_dim)
+        values = fusion.value(tokens).view(5, 2, heads, head_dim)
+        query = fusion.query(fusion.query_norm(state)).view(5, heads, head_dim)
+        attention = torch.softmax(torch.einsum("bhd,bmhd->bhm", query, keys) / math.sqrt(head_dim), dim=-1)
+        context = fusion.attention_output(torch.einsum("bhm,bmhd->bhd", attention, values).reshape(5, 16))
+        projected = fusion.state_projection(state)
+        alpha = torch.sigmoid(fusion.gate(fusion.gate_norm(state)))
+        expected = fusion.output_norm(alpha * (context + projected) + (1 - alpha) * projected)
+    torch.testing.assert_close(fusion.last_attention, attention)
+    torch.testing.assert_close(fused, expected)
+
+
+def test_pool_frames_averages_each_group_and_the_short_last_one() -> None:
+    pooled = pool_frames(torch.tensor([[1.0, 3.0, 5.0, 7.0, 9.0]]), 2)
+    torch.testing.assert_close(pooled, torch.tensor([[2.0, 6.0, 9.0]]))
+
+
+def test_the_first_conv_column_reads_exactly_its_group_of_frames() -> None:
+    ase = AudioSpatialStateEncoder((65, 69, 2))  # time_pool 2: 35 groups, the last one short
+    outputs = []
+    ase.cnn[0].register_forward_hook(lambda module, inputs, output: outputs.append(output.detach()))
+    quiet = torch.zeros(1, 65, 69, 2)
+    bumped = quiet.clone()
+    bumped[:, :, 1, :] = 1.0  # frame 1 belongs to group 0 (frames 0 and 1)
+    with torch.no_grad():
+        ase.frame_embeddings(quiet)
+        ase.frame_embeddings(bumped)
+    changed = (outputs[1] - outputs[0]).abs().sum(dim=(0, 1, 2)).nonzero().flatten().tolist()
+    assert changed == [0]
+
+
 def test_doa_is_an_extra_memory_token() -> None:
     space = make_space(26, ("depth",), size=48, doa=8)
     with_doa = build_policy(make_cfg("asgf", use_doa=True), space)

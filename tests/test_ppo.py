@@ -167,6 +167,12 @@ def test_linear_lr_and_clip_decay() -> None:
     ppo.set_progress(update=3, num_updates=4)
     assert ppo.lr == pytest.approx(cfg.ppo.lr / 4) and ppo.clip == pytest.approx(cfg.ppo.clip_param / 4)
     assert ppo.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.ppo.lr / 4)
+    for lr_decay, clip_decay in [(False, True), (True, False)]:  # each follows its own switch
+        cfg.ppo.use_linear_lr_decay, cfg.ppo.use_linear_clip_decay = lr_decay, clip_decay
+        ppo = PPO(torch.nn.Linear(2, 2), cfg.ppo)
+        ppo.set_progress(update=3, num_updates=4)
+        assert ppo.lr == pytest.approx(cfg.ppo.lr / 4 if lr_decay else cfg.ppo.lr)
+        assert ppo.clip == pytest.approx(cfg.ppo.clip_param / 4 if clip_decay else cfg.ppo.clip_param)
 
 
 def assert_minibatches_replay_the_rollout(trainer: Trainer) -> None:
@@ -791,3 +797,72 @@ def test_ddppo_a_stop_on_one_rank_stops_every_rank_after_the_same_update_with_a_
     outcomes = [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
     assert outcomes == [{"code": 128 + signal.SIGTERM, "update": 2}] * world
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000002.pt"]  # the interval is 3
+
+
+# ---------------------------------------------------------------------------- rollout boundaries
+def test_after_update_carries_the_last_observation_into_the_next_rollout() -> None:
+    storage = RolloutStorage(2, 1, {"x": ((1,), np.float32)}, (1, 1))
+    storage.start({"x": torch.zeros(1, 1)}, torch.zeros(1, 1, 1), torch.zeros(1))
+    for t in (1.0, 2.0):
+        step = (torch.zeros(1, dtype=torch.long), torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.ones(1))
+        storage.insert({"x": torch.full((1, 1), t)}, *step)
+    storage.after_update(torch.zeros(1, 1, 1))
+    assert storage.current()[0]["x"].item() == 2.0
+
+
+def test_the_bootstrap_value_reads_the_hidden_state_at_the_end_of_the_rollout(tmp_path: Path) -> None:
+    trainer = Trainer(small_cfg("av_nav", num_steps=8), toy_env_factory, tmp_path / "run")  # episodes end at 5
+    trainer.collect_rollout()
+    storage = trainer.storage
+    assert (storage.masks[-1] == 1).all()  # mid-episode: the value depends on the hidden state
+    with torch.no_grad():
+        last_obs = {k: v[-1] for k, v in storage.obs.items()}
+        expected = trainer.policy.get_value(last_obs, trainer.last_hidden, storage.masks[-1])
+    torch.testing.assert_close(storage.values[-1], expected)
+
+
+def test_a_checkpoint_keeps_an_episode_end_on_the_last_step_of_the_rollout(tmp_path: Path) -> None:
+    trainer = Trainer(small_cfg("av_nav", num_steps=5), toy_env_factory, tmp_path / "run")  # 5-step episodes
+    trainer.train(max_updates=1)
+    assert (trainer.state_dict()["rollout"]["masks"] == 0).all()
+
+
+def test_validation_resets_the_recurrent_state_at_each_new_episode(tmp_path: Path) -> None:
+    cfg = small_cfg("av_nav")
+    cfg.train.val_episodes = 8
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    seen, act = [], trainer.policy.act
+
+    def recording_act(obs, hidden, masks, **kwargs):
+        seen.append(masks.clone())
+        return act(obs, hidden, masks, **kwargs)
+
+    trainer.policy.act = recording_act
+    trainer.validate()
+    assert (seen[0] == 0).all() and (seen[1] == 1).all() and (seen[5] == 0).all()  # toy episodes: 5 steps
+
+
+def _another_value(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "_other"
+    if isinstance(value, list):
+        return [*value, value[0]] if value else ["other"]
+    return 1 if value is None else None
+
+
+@pytest.mark.parametrize("section", ["ppo", "model"])
+def test_a_resume_refuses_a_change_of_any_optimisation_or_architecture_key(section: str) -> None:
+    """Only how long a run trains may change between PPO's hyperparameters and the model's widths."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import config_changes
+
+    saved = config_to_dict(ExperimentConfig())
+    for name, value in saved[section].items():
+        changed = config_to_dict(ExperimentConfig())
+        changed[section][name] = _another_value(value)
+        expected = [] if f"{section}.{name}" == "ppo.total_frames" else [f"{section}.{name}"]
+        assert [key for key, *_ in config_changes(saved, changed)] == expected, name

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from asgf_nav.config import ExperimentConfig
-from asgf_nav.rl.ppo import PPO, explained_variance
+from asgf_nav.rl.ppo import PPO, explained_variance, normalized_advantages
 from asgf_nav.rl.rollout import RolloutStorage
 
 
@@ -121,6 +121,12 @@ def test_value_loss_takes_the_worse_of_the_clipped_and_unclipped_prediction():
     cfg = _ppo_config(entropy_coef=0.0, clip_param=0.1, lr=1e-6, use_clipped_value_loss=True)
     stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))
     assert stats["value_loss"] == pytest.approx(0.5 * max(0.5**2, 0.9**2), rel=1e-4)
+    with torch.no_grad():
+        policy.value.fill_(-0.5)  # the same below the old value: clipped to -0.1, returns -1
+    storage = _storage(policy, torch.ones(4, 2))
+    storage.returns = -torch.ones(4, 2)
+    stats = PPO(policy, cfg).update(storage)
+    assert stats["value_loss"] == pytest.approx(0.5 * max(0.5**2, 0.9**2), rel=1e-4)
 
 
 def test_policy_loss_is_the_pessimistic_clipped_surrogate():
@@ -130,6 +136,9 @@ def test_policy_loss_is_the_pessimistic_clipped_surrogate():
     cfg = _ppo_config(entropy_coef=0.0, clip_param=0.2, lr=1e-6, use_normalized_advantage=False)
     stats = PPO(policy, cfg).update(_storage(policy, ratio, advantages))
     assert stats["policy_loss"] == pytest.approx(-(0.5 * 1.2 - 0.5 * 1.0), rel=1e-4)
+    ratio, advantages = torch.full((4, 2), 0.5), -torch.ones(4, 2)  # below 1 - clip with A < 0: counts as 0.8
+    stats = PPO(policy, cfg).update(_storage(policy, ratio, advantages))
+    assert stats["policy_loss"] == pytest.approx(0.8, rel=1e-4)
 
 
 def test_normalised_advantages_are_centred_before_the_surrogate():
@@ -138,6 +147,11 @@ def test_normalised_advantages_are_centred_before_the_surrogate():
     cfg = _ppo_config(entropy_coef=0.0, lr=1e-6, use_normalized_advantage=True)
     stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2), advantages))
     assert stats["policy_loss"] == pytest.approx(0.0, abs=1e-4)  # ratio 1: minus the mean advantage
+
+
+def test_normalised_advantages_have_unit_standard_deviation():
+    out = normalized_advantages(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    torch.testing.assert_close(out, torch.tensor([-1.5, -0.5, 0.5, 1.5]) / (math.sqrt(5.0 / 3.0) + 1e-5))
 
 
 def test_statistics_are_averaged_over_epochs_and_minibatches():
@@ -157,3 +171,6 @@ def test_explained_variance_compares_each_value_with_its_own_return():
     storage.values[-1] = 100.0  # the bootstrap value after the last step predicts no return
     stats = PPO(policy, _ppo_config(lr=1e-8)).update(storage)
     assert stats["explained_variance"] == pytest.approx(1.0)
+    storage.values[:-1] = 0.5 * storage.returns  # 1 - Var(R - 0.5 R) / Var(R) = 0.75
+    stats = PPO(policy, _ppo_config(lr=1e-8)).update(storage)
+    assert stats["explained_variance"] == pytest.approx(0.75, abs=1e-5)
