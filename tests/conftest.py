@@ -21,6 +21,14 @@ def bank() -> SoundBank:
     return SoundBank.load()
 
 
+@pytest.fixture(scope="module")
+def sampler_parts(bank: SoundBank):
+    """The sound bank and a small pool of shoebox-room responses for drawing DoA examples."""
+    from asgf_nav.models.doa.rooms import shoebox_pool
+
+    return bank, shoebox_pool(4, 3, seed=5, progress=False)
+
+
 @pytest.fixture
 def single_thread() -> Iterator[None]:
     """One torch thread: tiny models run faster without thread sync on a shared machine."""

@@ -530,3 +530,21 @@ def test_responses_longer_than_the_noise_bank_are_refused_by_name(baked_scene):
 
     with pytest.raises(ValueError, match=r"scene 'hand': acoustics max_rir_seconds 4.0 .*4.0 s noise bank"):
         SceneRirs(LongStore())
+
+
+def test_partial_acoustics_of_other_settings_are_dropped(tmp_path: Path) -> None:
+    from asgf_nav.acoustics.bake import _partial_dir, _source_file
+
+    partial = _partial_dir(tmp_path, {"rays": 100})
+    _source_file(partial, 0).write_bytes(b"baked with 100 rays")
+    assert _source_file(_partial_dir(tmp_path, {"rays": 100}), 0).exists()  # same settings: resumed
+    assert not _source_file(_partial_dir(tmp_path, {"rays": 3000}), 0).exists()  # other settings: dropped
+
+
+def test_a_low_doorway_has_a_lintel_above_it() -> None:
+    from asgf_nav.acoustics.simulate import build_walls
+
+    plan = make_plan([(0, 0, 4, 4), (4.2, 0, 8.2, 4)], [(4.0, 1.5, 4.2, 2.5)])  # door 2.1 m, ceiling 2.6 m
+    spans = [(float(w.corners[2].min()), float(w.corners[2].max())) for w in build_walls(plan, 16000, furniture=False)]
+    assert any(lo == pytest.approx(2.1) and hi == pytest.approx(2.6) for lo, hi in spans)  # lintel faces
+    assert any(lo == pytest.approx(2.1) and hi == pytest.approx(2.1) for lo, hi in spans)  # doorway ceiling

@@ -347,3 +347,147 @@ def test_a_model_trained_with_the_other_travel_time_setting_loads_with_a_warning
         assert caplog.text == ""
         load_model(older, keep_travel_time=False)
     assert f"{older} was trained with task.keep_travel_time=true and is run with false" in caplog.text
+
+
+def _ctx(scene, node, yaw, goal, new_episode):
+    from asgf_nav.eval.evaluator import AgentContext
+    from asgf_nav.tasks.episodes import ResolvedEpisode
+
+    ep = ResolvedEpisode("0", scene.name, node, yaw, goal, "bell", 4.0, 5)
+    one = lambda v, t=np.int64: np.array([v], dtype=t)  # noqa: E731
+    return AgentContext(
+        [scene],
+        one(node),
+        one(yaw),
+        [ep],
+        one(0),
+        one(new_episode, bool),
+        one(False, bool),
+        one(True, bool),
+        1.0,
+        16000,
+    )
+
+
+def test_random_agent_stops_on_the_floor_plane_distance():
+    from asgf_nav.tasks.navigation import STOP
+    from asgf_nav.tasks.synthetic import grid_scene
+    from baselines.random_agent import RandomAgent
+
+    column = grid_scene("column", nx=1, nz=5)  # nodes 0..4 along +Z, 1 m apart, all at x = 0
+    agent = RandomAgent(seed=0)
+    agent.reset(1)
+    far = [int(agent.act({}, _ctx(column, 0, 0, 4, False))[0]) for _ in range(50)]
+    assert STOP not in far  # 4 m away along z
+    near = _ctx(column, 3, 0, 4, False)  # 1 m: not < 1 m
+    assert STOP not in [int(agent.act({}, near)[0]) for _ in range(50)]
+    column_fine = grid_scene("fine", nx=1, nz=5, grid_size=0.5)
+    assert int(agent.act({}, _ctx(column_fine, 3, 0, 4, False))[0]) == STOP  # 0.5 m
+
+
+def test_direction_follower_forgets_the_previous_episodes_waypoint():
+    from torch import nn
+
+    from asgf_nav.tasks.synthetic import grid_scene
+    from baselines.direction_follower import DirectionFollowerAgent
+
+    class LeftModel(nn.Module):  # the source is to the left (bin 2 = 90 degrees), not close
+        def forward(self, spec):
+            direction = torch.zeros(len(spec), 8)
+            direction[:, 2] = 10.0
+            return {"direction": direction, "close": torch.full((len(spec),), -10.0)}
+
+    row = grid_scene("row", nx=7, nz=1)  # nodes 0..6 along +X
+    agent = DirectionFollowerAgent(LeftModel(), waypoint_distance=2.0)
+    agent.reset(1)
+    agent.waypoints[:] = 6  # the last episode's waypoint, not reached
+    agent.act({"spectrogram": torch.zeros(1, 4, 4, 2)}, _ctx(row, 3, 0, 0, True))
+    assert agent.waypoints[0] == 1  # yaw 0 faces -Z, so left is -X: 2 m left of node 3 (x = 3) is node 1
+
+
+def test_audio_model_position_labels_are_forward_and_left():
+    from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+    from baselines.audio_model import build_samples
+    from baselines.planning import agent_to_world
+
+    scene = grid_scene("g", nx=5, nz=4)
+    world = synthetic_world([scene])
+    geometry = [("g", 0, 13, yaw, "bell") for yaw in range(4)] + [("g", 7, 2, 1, "bell")]
+    samples = build_samples(world, geometry, progress=False)
+    for (_, r, src, yaw, _), (forward, left) in zip(geometry, samples.position.tolist()):
+        back = agent_to_world(scene.positions[r], yaw, forward, left)
+        np.testing.assert_allclose(back, scene.positions[src][[0, 2]], atol=1e-4)
+
+
+def test_a_scene_with_one_source_keeps_it_for_training():
+    from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+    from baselines.audio_model import held_out_sources
+
+    world = synthetic_world([grid_scene("one", num_sources=1), grid_scene("many", num_sources=10)])
+    held = held_out_sources(world, 0.1, seed=0)
+    assert held["one"] == [] and len(held["many"]) == 1
+
+
+def test_a_reset_random_agent_replays_its_actions():
+    from asgf_nav.tasks.synthetic import grid_scene
+    from baselines.random_agent import RandomAgent
+
+    column = grid_scene("column", nx=1, nz=5)
+    agent = RandomAgent(seed=3)
+    runs = []
+    for _ in range(2):
+        agent.reset(1)
+        runs.append([int(agent.act({}, _ctx(column, 0, 0, 4, False))[0]) for _ in range(20)])
+    assert runs[0] == runs[1]
+
+
+def test_gan_agent_smoothing_weights_the_new_prediction():
+    from torch import nn
+
+    from asgf_nav.tasks.synthetic import grid_scene
+    from baselines.gan import GanAgent
+
+    class Ahead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.forward_m = 1.0
+
+        def forward(self, spec):
+            return {"position": torch.tensor([[self.forward_m, 0.0]] * len(spec))}
+
+    column = grid_scene("column", nx=1, nz=9)  # yaw 0 faces -Z: "ahead" of node 8 (z = 8) is smaller z
+    model = Ahead()
+    agent = GanAgent(model, smoothing=0.25)
+    agent.reset(1)
+    agent.act({"spectrogram": torch.zeros(1, 4, 4, 2)}, _ctx(column, 8, 0, 0, True))
+    np.testing.assert_allclose(agent.estimates[0], [0.0, 7.0])
+    model.forward_m = 5.0
+    agent.act({"spectrogram": torch.zeros(1, 4, 4, 2)}, _ctx(column, 8, 0, 0, False))
+    np.testing.assert_allclose(agent.estimates[0], [0.0, 0.75 * 7.0 + 0.25 * 3.0])
+
+
+def test_make_baseline_warns_about_a_model_of_the_other_travel_time_setting(tmp_path, caplog):
+    import logging
+
+    from asgf_nav.config import ExperimentConfig
+    from baselines import make_baseline
+    from baselines.audio_model import AudioGoalNet, save_model
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)  # no SoundSpaces data there: embedded scenes
+    cfg.task.keep_travel_time = False
+    path = save_model(tmp_path / "m.pt", AudioGoalNet((65, 26, 2)), {"keep_travel_time": True})
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        make_baseline("gan", cfg, model_path=path)
+    assert "trained with task.keep_travel_time=true and is run with false" in caplog.text
+
+
+def test_near_samples_lie_within_twice_the_success_distance():
+    from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
+    from baselines.audio_model import sample_geometry
+
+    scene = grid_scene("g", nx=6, nz=6)
+    world = synthetic_world([scene])
+    geometry = sample_geometry(world, 200, ["bell"], seed=0, success_distance=1.0, near_fraction=1.0)
+    hops = np.array([scene.geodesic_hops[r, s] for _, r, s, _, _ in geometry])
+    assert hops.max() * scene.grid_size < 2.0 and (hops == 1).any()  # within 2 m: the source and its neighbours

@@ -18,6 +18,14 @@ def test_defaults_are_soundspaces_av_nav_ppo():
     assert cfg.ppo.lr == pytest.approx(2.5e-4)
     assert (cfg.ppo.gamma, cfg.ppo.gae_lambda) == (0.99, 0.95)
     assert cfg.task.max_steps == 500 and cfg.task.success_distance == 1.0
+    p = cfg.ppo
+    assert (p.num_envs, p.num_mini_batch, p.value_loss_coef, p.max_grad_norm, p.eps) == (5, 1, 0.5, 0.5, 1e-5)
+    assert p.use_linear_lr_decay and p.use_linear_clip_decay and p.use_clipped_value_loss
+    assert p.use_normalized_advantage and p.total_frames == 30_000_000
+    t = cfg.task
+    assert (t.val_episodes, t.test_episodes) == (500, 1000)  # SoundSpaces evaluates on 500 val / 1000 test
+    assert (t.slack_reward, t.success_reward, t.distance_reward_scale) == (-0.01, 10.0, 1.0)
+    assert cfg.scenes.image_size == 128
 
 
 @pytest.mark.parametrize("name", ["replica_heard", "replica_unheard.yaml", "mp3d_heard", "mp3d_unheard.yaml"])
@@ -279,3 +287,30 @@ def test_the_response_length_limit_is_the_late_noise_bank():
 
     assert LATE_NOISE_SECONDS == NOISE_SECONDS
     assert load_config(None, ["acoustics.max_rir_seconds=3.5"]).acoustics.max_rir_seconds == 3.5
+
+
+def test_an_integer_key_refuses_a_fractional_number_written_as_text():
+    from asgf_nav.config import ConfigError, load_config
+
+    for text in ("2.5e0", "2.5E+0"):  # YAML 1.1 reads these as strings, not floats
+        with pytest.raises(ConfigError, match="'ppo.num_envs'"):
+            load_config(None, [f"ppo.num_envs={text}"])
+    assert load_config(None, ["ppo.total_frames=3e6"]).ppo.total_frames == 3_000_000
+
+
+def test_range_boundaries_documented_as_inclusive_or_exclusive():
+    from asgf_nav.config import ConfigError, load_config
+
+    cfg = load_config(
+        None,
+        [
+            "ppo.gamma=0",
+            "ppo.gae_lambda=0",
+            f"train.seed={2**32 - 1}",
+            "task.min_geodesic_distance=3",
+            "task.max_geodesic_distance=3",
+        ],
+    )
+    assert (cfg.ppo.gamma, cfg.train.seed, cfg.task.min_geodesic_distance) == (0.0, 2**32 - 1, 3.0)
+    with pytest.raises(ConfigError, match="below 2\\*\\*32"):
+        load_config(None, [f"train.seed={2**32}"])

@@ -201,3 +201,72 @@ def test_benchmark_table_has_a_line_of_sight_section():
     assert "Line-of-sight" not in markdown_table({"methods": {"a": {"unheard +0 dB": all_in_sight}}})
     selection = {**without, "hit_distractor5": 30.0, "either5": 85.0}
     assert "| a | 10.0 / 50.0 / 80.0 (5.0) [30.0 / 85.0] |" in markdown_table({"methods": {"a": {"c": selection}}})
+
+
+def test_benchmark_clips_use_the_test_sounds_for_unheard_and_the_training_sounds_for_heard(sampler_parts, monkeypatch):
+    from asgf_nav.eval import doa_eval
+
+    bank, pool = sampler_parts
+    splits = {}
+
+    class Recording(doa_eval.DoaExampleSampler):
+        def __init__(self, bank, pool, sound_split, **kw):
+            super().__init__(bank, pool, sound_split, **kw)
+            splits[len(splits)] = sound_split
+
+    monkeypatch.setattr(doa_eval, "DoaExampleSampler", Recording)
+    sets, _ = doa_eval.test_sets(doa_eval.EvalConfig(examples=2, snrs=(0.0, -5.0), clip_seconds=0.1), bank, pool)
+    assert list(sets) == [("unheard", 0.0), ("unheard", -5.0), ("heard", 0.0)]
+    assert list(splits.values()) == ["test", "test", "train"]
+
+
+def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa.features import circular_distance, lateral_fold
+    from asgf_nav.models.doa.network import SelectiveDoaNet
+    from asgf_nav.models.doa.rooms import shoebox_pool
+    from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, save_checkpoint
+
+    ckpt = tmp_path / "selective.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    pool = shoebox_pool(3, 4, seed=2, progress=False)
+    pool.line_of_sight = np.array([[True, False, True, True], [False, True, True, False], [True, True, False, True]])
+    monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
+    # the "selective" method answers 10 degrees beside the distractor
+    monkeypatch.setattr(doa_eval, "predict", lambda model, b: (b.distractor_azimuth.numpy() + 10.0) % 360.0)
+    cfg = doa_eval.EvalConfig(
+        selective=str(ckpt),
+        crnn="none",
+        pool_dir=str(tmp_path),
+        examples=12,
+        snrs=(0.0,),
+        gmm_train_examples=40,
+        train_poses=3,
+        out=str(tmp_path / "eval.json"),
+        threads=1,
+        clip_seconds=0.25,
+    )
+    results = doa_eval.evaluate(cfg)
+    sets, _ = doa_eval.test_sets(cfg, doa_eval.SoundBank.load(), pool)
+    for (split, snr), batch in sets.items():
+        m = results["methods"]["selective (audio prompt)"][f"{split} {snr:+.0f} dB"]
+        truth, pred = batch.azimuth.numpy(), (batch.distractor_azimuth.numpy() + 10.0) % 360.0
+        assert m["hit_distractor20"] == 100.0 and m["hit_distractor5"] == 0.0
+        assert m["mae_lateral"] == pytest.approx(circular_distance(lateral_fold(pred), lateral_fold(truth)).mean())
+        los = batch.line_of_sight.numpy()
+        assert 0 < los.sum() < len(los)
+        assert m["line_of_sight"] == pytest.approx(angular_metrics(pred[los], truth[los]))
+
+
+def test_the_gmm_baseline_is_fitted_on_the_training_rooms(monkeypatch):
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa.rooms import shoebox_pool
+
+    splits = []
+    monkeypatch.setattr(
+        doa_eval,
+        "rir_pool",
+        lambda cfg, split, n, seed: splits.append(split) or shoebox_pool(2, 3, seed=1, progress=False),
+    )
+    doa_eval.fit_gmm(doa_eval.SoundBank.load(), doa_eval.EvalConfig(gmm_train_examples=40, train_poses=2))
+    assert splits == ["train"]

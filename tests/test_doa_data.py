@@ -369,3 +369,42 @@ def test_relative_azimuth_stays_below_360():
     yaw = 37.0
     ahead = np.array([-np.sin(np.deg2rad(yaw)), 0.0, -np.cos(np.deg2rad(yaw))])
     assert 0.0 <= float(relative_azimuth(np.zeros(3), ahead, yaw)) < 360.0
+
+
+def test_draws_put_the_distractor_at_another_source_of_another_category(sampler_parts):
+    from asgf_nav.models.doa.data import DoaExampleSampler
+
+    bank, pool = sampler_parts
+    for split in ("train", "test"):
+        sampler = DoaExampleSampler(bank, pool, split, clip_seconds=0.1)
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            d = sampler._draw(0.0, rng)
+            assert d.target_source != d.distractor_source  # module docstring: "at two source positions"
+            assert bank.category(d.distractor) != bank.category(d.target)
+            assert d.distractor in bank.names(split)
+            # the prompt: another instance of the target's category from the training split
+            assert d.prompt in bank.names("train") and bank.category(d.prompt) == bank.category(d.target)
+            assert bank.instance(d.prompt) != bank.instance(d.target)
+
+
+def test_the_category_label_is_the_targets(sampler_parts):
+    from asgf_nav.models.doa.data import DoaExampleSampler
+
+    bank, pool = sampler_parts
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1)
+    batch = sampler.sample(24, 0.0, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    draws = [sampler._draw(0.0, rng) for _ in range(24)]
+    expected = [sampler.categories.index(bank.category(d.target)) for d in draws]
+    assert batch.category.tolist() == expected
+
+
+def test_the_loudest_window_may_end_at_the_rows_last_sample():
+    from asgf_nav.models.doa.data import loudest_window
+
+    signal = torch.zeros(2, 2, 1600, dtype=torch.float64)
+    signal[0, :, 1200:1600] = 1.0  # row 0: all energy in its last 400 samples
+    signal[1, :, 800:1200] = 1.0  # row 1 is 1200 long: its last window starts at 800
+    starts = loudest_window(signal, torch.tensor([1600, 1200]), 400, 50)
+    assert starts.tolist() == [1200, 800]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +116,55 @@ def test_mask_head_kinds_and_old_checkpoint_configs(bank):
     with torch.no_grad():
         mask = net(mixture, batch.prompt)["mask"]
     assert not torch.allclose(mask[0], mask[1], atol=1e-4)
+
+
+def test_network_outputs_are_per_example_and_the_mask_weights_the_magnitude(sampler_parts):
+    from asgf_nav.models.doa.data import DoaExampleSampler
+    from asgf_nav.models.doa.features import binaural_stft, compressed_magnitude
+    from asgf_nav.models.doa.network import SelectiveDoaNet
+
+    bank, pool = sampler_parts
+    torch.manual_seed(0)
+    net = SelectiveDoaNet(_tiny_config()).eval()
+    batch = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25).sample(4, 0.0, np.random.default_rng(1))
+    with torch.no_grad():
+        out = net(batch.mixture, batch.prompt)
+        alone = net(batch.mixture[:1], batch.prompt[:1])
+    # an example's posterior does not depend on the rest of its batch
+    assert torch.allclose(out["posterior"][:1], alone["posterior"], atol=1e-5)
+    # module docstring: band-importance weights are a softmax over patches
+    for beta in out["patch_weights"]:
+        assert torch.allclose(beta.sum(dim=1), torch.ones(4), atol=1e-5)
+    # stage 5: the mask weights the mixture's (compressed) magnitude
+    magnitude = compressed_magnitude(binaural_stft(batch.mixture, net.cfg.stft))
+    assert torch.allclose(out["masked"], out["mask"] * magnitude, atol=1e-6)
+
+
+GOLDEN_PATH = Path(__file__).parent / "data" / "doa_packaged_head_posteriors.json"  # see its test
+
+
+def _packaged_head_posteriors():
+    from asgf_nav.models.doa.data import DoaExampleSampler
+    from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS
+    from asgf_nav.models.doa.rooms import shoebox_pool
+    from asgf_nav.models.doa.train import load_model
+    from asgf_nav.sounds.bank import SoundBank
+
+    torch.manual_seed(0)
+    model = load_model(DEFAULT_WEIGHTS)
+    pool = shoebox_pool(3, 3, seed=5, progress=False)
+    batch = DoaExampleSampler(SoundBank.load(), pool, "test", clip_seconds=0.5).sample(6, 0.0, np.random.default_rng(0))
+    with torch.no_grad():
+        return model(batch.mixture, batch.prompt)["posterior"]
+
+
+def test_the_packaged_head_gives_its_recorded_posteriors():
+    """The packaged weights and the forward pass, against posteriors recorded from them. After replacing
+    the weights on purpose, record them again (from tests/):
+    python -c "import json, test_doa_network as t; p = t._packaged_head_posteriors(); t.GOLDEN_PATH.write_text(
+    json.dumps({'argmax': p.argmax(1).tolist(), 'every_8th_bin': p[:, ::8].tolist()}))"
+    """
+    posterior = _packaged_head_posteriors()
+    golden = json.loads(GOLDEN_PATH.read_text())
+    assert posterior.argmax(1).tolist() == golden["argmax"]
+    assert torch.allclose(posterior[:, ::8], torch.tensor(golden["every_8th_bin"]), atol=1e-4)

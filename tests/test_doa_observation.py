@@ -313,3 +313,58 @@ def test_frozen_head_is_unchanged_by_ppo_training(tmp_path, monkeypatch):
     assert not head.model.training and all(not p.requires_grad for p in head.model.parameters())
     for key, value in head.model.state_dict().items():
         assert torch.equal(value, frozen[key]), key
+
+
+def test_the_posterior_cache_tells_sounds_and_scenes_apart(tmp_path):
+    from asgf_nav.models.doa.network import SelectiveDoaNet
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
+    from asgf_nav.sounds.bank import SoundBank
+    from asgf_nav.tasks.episodes import ResolvedEpisode
+    from asgf_nav.tasks.observations import ObservationState, get_observation
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = register_doa_observation(ckpt, name="doa_keys")
+    provider = get_observation("doa_keys")
+    world = synthetic_world(sample_rate=SR)
+    other = SoundBank.load().names("test")[0]
+    rows = []
+    for scene_name, sound in (("grid_a", "telephone"), ("grid_a", other), ("grid_b", "telephone")):
+        scene = world.scene(scene_name)
+        episode = ResolvedEpisode("0", scene_name, 0, 0, 5, sound, 3.0, 5)
+        rows.append(provider.compute(ObservationState(world, scene, episode, node=0, yaw=1, step=0)))
+    assert head.cache.misses == 3  # three different states, three computations
+    assert not np.allclose(rows[0], rows[1]) and not np.allclose(rows[0], rows[2])
+
+
+def test_the_observation_prompt_is_the_loudest_window_of_the_reference_clip(tmp_path):
+    from asgf_nav.models.doa.network import SelectiveDoaNet
+    from asgf_nav.models.doa.observation import DoaObservation
+    from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
+    from asgf_nav.sounds.bank import SoundBank
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head, bank = DoaObservation(ckpt), SoundBank.load()
+    checked = 0
+    for sound in bank.names("test"):
+        wave = torch.from_numpy(bank.waveform(head.prompt_sound(sound), SR)).double()
+        hop = head.window // 8
+        starts = list(range(0, SR - head.window + 1, hop))
+        energy = [float(wave[s : s + head.window].pow(2).sum()) for s in starts]
+        prompt = head.prompt_for(sound).double()
+        # which window of the clip the prompt is (the windows are unit-RMS copies of the clip)
+        match = [
+            s
+            for s in starts
+            if torch.allclose(
+                prompt, wave[s : s + head.window] / wave[s : s + head.window].pow(2).mean().sqrt(), atol=1e-4
+            )
+        ]
+        assert match, sound  # the prompt is a window on the hop grid
+        assert energy[starts.index(match[0])] >= max(energy) * (1 - 1e-6), sound  # ... and the loudest one
+        checked += match[0] > 0
+    assert checked  # some prompts start later than the clip's first sample

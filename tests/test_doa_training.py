@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,3 +308,37 @@ def test_pretraining_removes_temporaries_a_killed_save_of_its_out_left(tmp_path)
     train(_tiny_crnn_run(tmp_path, max_steps=1), progress=False)
     assert out.is_file() and not stale.exists()
     assert all(path.read_bytes() == b"partial" for path in kept)
+
+
+def test_doa_training_follows_the_cosine_learning_rate(tmp_path: Path) -> None:
+    import torch
+
+    from asgf_nav.models.doa.train import DoaTrainConfig, learning_rate, train
+
+    cfg = DoaTrainConfig(
+        model="crnn", out=str(tmp_path / "crnn.pt"), pool_dir=str(tmp_path / "pools"), train_poses=4, val_poses=2,
+        sources_per_pose=2, batch_size=4, clip_seconds=0.25, val_examples=8, val_every=1000, checkpoint_every=1000,
+        threads=1, max_steps=2,
+    )  # fmt: skip
+    train(cfg, progress=False)
+    lr = torch.load(cfg.out, weights_only=False)["optimizer"]["param_groups"][0]["lr"]
+    final = cfg.lr * cfg.lr_final_fraction
+    assert lr == pytest.approx(learning_rate(cfg, 1)) == pytest.approx(final + (cfg.lr - final) * 0.5)  # cos(pi/2)
+
+
+RESUMABLE = {"max_steps", "max_minutes", "checkpoint_every", "val_every", "val_examples", "threads", "device",
+             "out", "pool_dir", "scenes_root"}  # fmt: skip
+
+
+def test_a_resume_refuses_a_change_of_every_setting_that_changes_what_is_learnt() -> None:
+    from asgf_nav.models.doa.train import DoaTrainConfig, train_config_changes
+
+    base = DoaTrainConfig()
+    for f in fields(DoaTrainConfig):
+        value = getattr(base, f.name)
+        other = (
+            (not value) if isinstance(value, bool) else value + 1 if isinstance(value, (int, float)) else f"{value}x"
+        )
+        saved = asdict(base) | {f.name: other}
+        refused = [key for key, _, _ in train_config_changes(saved, base)]
+        assert refused == ([] if f.name in RESUMABLE else [f.name]), f.name

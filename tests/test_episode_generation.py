@@ -83,3 +83,26 @@ def test_an_episode_whose_goal_is_unreachable_is_refused_even_with_a_stored_num_
     )
     with pytest.raises(EpisodeError, match="unreachable"):
         resolve_episode(ep, world)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_unheard_val_and_test_episodes_play_their_own_splits_sounds(tmp_path, monkeypatch, split):
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.sounds.bank import SoundBank
+    from asgf_nav.tasks import factory
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    seen = {}
+    monkeypatch.setattr(factory, "load_world", lambda cfg, split, scenes: synthetic_world())
+    monkeypatch.setattr(factory, "episodes_root", lambda cfg: tmp_path)
+    monkeypatch.setattr(factory, "split_scene_names", lambda cfg, split: None)
+    monkeypatch.setattr(
+        factory,
+        "load_or_generate",
+        lambda root, world, split, sound_split, sounds, *a: seen.setdefault("sounds", sounds) and [],
+    )
+    cfg = ExperimentConfig()
+    cfg.task.sound_split = "unheard"
+    factory.load_task_data(cfg, split)
+    bank = SoundBank.load()
+    assert seen["sounds"] == bank.names(split) and not set(seen["sounds"]) & set(bank.names("train"))

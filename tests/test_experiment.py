@@ -472,3 +472,20 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     assert registered_observations() == observations
     logging.getLogger("notebook").warning("a line of the notebook's own")
     assert "a line of the notebook's own" not in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_each_ddppo_rank_draws_its_own_episodes(monkeypatch) -> None:
+    import types
+
+    from asgf_nav.config import load_config
+    from asgf_nav.experiment import make_rank_env
+    from asgf_nav.rl import distributed
+    from asgf_nav.tasks import factory
+
+    seeds = []
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(factory, "make_env", lambda cfg, split, device, seed, **kw: seeds.append(seed))
+    cfg = load_config("tiny_heard")
+    for rank in (0, 1):
+        make_rank_env(cfg, "train", rank, types.SimpleNamespace(ready=lambda split: ["a", "b", "c", "d"]))
+    assert seeds == [cfg.train.seed, cfg.train.seed + 1000]

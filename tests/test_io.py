@@ -139,3 +139,11 @@ def test_writes_that_are_not_durable_skip_the_syncs_and_an_export_flushes_once(t
     stats = soundspaces_export.export_scene(scene, tmp_path / "out", "mp3d", views=False)
     assert stats.rir_files == 6 * 4 * len(np.asarray(scene.source_nodes))
     assert calls["sync"] == 1 and calls["fsync"] <= 2 * 3  # points, graph, source list: durable; RIRs: one flush
+
+
+def test_stale_temporaries_are_only_what_atomic_write_names(tmp_path):
+    from asgf_nav.io import remove_stale_temporaries
+
+    stale, kept = tmp_path / ".rgb.npy.0a1b2c3d.tmp", tmp_path / ".notes.backup12.tmp"
+    stale.write_bytes(b"x"), kept.write_bytes(b"y")
+    assert remove_stale_temporaries(tmp_path) == 1 and kept.exists() and not stale.exists()

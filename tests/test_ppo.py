@@ -866,3 +866,32 @@ def test_a_resume_refuses_a_change_of_any_optimisation_or_architecture_key(secti
         changed[section][name] = _another_value(value)
         expected = [] if f"{section}.{name}" == "ppo.total_frames" else [f"{section}.{name}"]
         assert [key for key, *_ in config_changes(saved, changed)] == expected, name
+
+
+def _average_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from asgf_nav.rl.distributed import all_reduce_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        layer = torch.nn.Linear(2, 1)
+        for p in layer.parameters():
+            p.grad = torch.full_like(p, float(rank + 1))
+        all_reduce_gradients(layer)
+        torch.save([p.grad for p in layer.parameters()], os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddppo_gradients_are_averaged_over_ranks(tmp_path: Path) -> None:
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_average_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        for grad in torch.load(tmp_path / f"{rank}.pt"):
+            assert torch.all(grad == 1.5)  # mean of 1 and 2, not their sum

@@ -128,3 +128,23 @@ def test_z_up_mesh_is_converted(tmp_path: Path) -> None:
     np.testing.assert_allclose(depth, ref, atol=1e-4)
     with pytest.raises(FileNotFoundError, match="nope.ply"):
         load_mesh_file(tmp_path / "nope.ply")
+
+
+def _plan_and_renderer(size: int = 8):
+    from asgf_nav.scenes.generator import generate_floorplan
+    from asgf_nav.scenes.mesh import floorplan_mesh
+    from asgf_nav.scenes.navgraph import build_navgraph
+    from asgf_nav.scenes.render import RayRenderer
+
+    plan = generate_floorplan("tiny", "tiny_apartment")
+    return build_navgraph(plan, 0.5).positions, RayRenderer(floorplan_mesh(plan), size)
+
+
+def test_render_all_pairs_every_position_with_every_yaw() -> None:
+    positions, renderer = _plan_and_renderer()
+    positions = positions[[0, len(positions) // 2, -1]]
+    rgb, depth = renderer.render_all(positions, (0.0, 90.0, 180.0, 270.0))
+    for n in range(3):
+        for k in range(4):
+            c, d = renderer.render(positions[n : n + 1], np.array([90.0 * k]))
+            assert np.array_equal(rgb[n, k], c[0]) and np.array_equal(depth[n, k], d[0])

@@ -406,3 +406,112 @@ def test_a_bake_ends_at_a_stop_whose_exception_was_lost(
     assert stopped.value.code == 128 + signal.SIGTERM
     assert "exception got lost; stopping now" in caplog.text
     assert not stage_complete(scene_dir(tmp_path, "tiny", "tiny_room_test"), "layout")
+
+
+def test_baked_view_k_is_the_view_at_yaw_90k(tmp_path: Path) -> None:
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.scenes.build import ensure_scenes
+    from asgf_nav.scenes.mesh import floorplan_mesh
+    from asgf_nav.scenes.render import RayRenderer
+    from asgf_nav.scenes.scene import Scene
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size = str(tmp_path), 8
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
+    scene = Scene(directory)
+    renderer = RayRenderer(floorplan_mesh(scene.floorplan), 8)
+    node = scene.num_nodes // 2
+    for k in range(4):
+        _, d = renderer.render(scene.positions[node : node + 1], np.array([90.0 * k]))
+        np.testing.assert_array_equal(scene.depth[node, k], d[0].astype(np.float16))
+
+
+def test_views_are_stale_when_the_layout_was_rewritten_but_they_were_not_dropped(tmp_path: Path) -> None:
+    """A bake killed between writing a new layout and dropping the views it invalidates."""
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.scenes.build import ensure_scenes, stages_to_build
+    from asgf_nav.scenes.scene import FLOORPLAN_FILE
+    from asgf_nav.scenes.store import SceneStore, write_stage
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size = str(tmp_path), 8
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
+    store = SceneStore(directory)
+    arrays = {n: np.array(store.array(n)) for n in ("positions", "neighbors", "geodesic_hops")}
+    arrays["positions"][:, 0] += 0.5  # another layout of the same size
+    write_stage(directory, "layout", arrays, meta=store.meta("layout"),
+                files={FLOORPLAN_FILE: (directory / FLOORPLAN_FILE).read_text()})  # fmt: skip
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == ["vision"]
+
+
+def test_a_stage_rewrite_that_dies_half_way_is_not_complete(tmp_path: Path, monkeypatch) -> None:
+    from asgf_nav.scenes import store as store_mod
+
+    write = store_mod.atomic_save_npy
+    store_mod.write_stage(tmp_path, "layout", {"a": np.zeros(4), "b": np.zeros(4)}, meta={"v": 1})
+    calls = []
+
+    def dies_on_second(path, array):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(path, array)
+
+    monkeypatch.setattr(store_mod, "atomic_save_npy", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        store_mod.write_stage(tmp_path, "layout", {"a": np.ones(4), "b": np.ones(4)}, meta={"v": 2})
+    assert not store_mod.stage_complete(tmp_path, "layout")  # never old meta {"v": 1} over new a + old b
+
+
+def test_an_array_of_another_shape_is_refused(tmp_path: Path) -> None:
+    from asgf_nav.scenes.store import SceneStore, SceneStoreError, write_stage
+
+    write_stage(tmp_path, "layout", {"positions": np.zeros((4, 3))})
+    np.save(tmp_path / "positions.npy", np.zeros((3, 4)))  # same dtype and size, other shape
+    with pytest.raises(SceneStoreError, match="manifest says"):
+        SceneStore(tmp_path).array("positions")
+
+
+PLANS = [("replica", "apartment_0"), ("replica", "office_0"), ("mp3d", "house_00"), ("mp3d", "house_03")]
+
+
+@pytest.mark.parametrize("preset,scene", PLANS)
+def test_door_heights_follow_the_documented_rule(preset: str, scene: str) -> None:
+    from asgf_nav.scenes.generator import generate_floorplan
+
+    plan = generate_floorplan(preset, scene)
+    for d in plan.doorways:
+        width = max(d.x1 - d.x0, d.z1 - d.z0)
+        expected = 2.1 if width <= 1.0 + 1e-6 else plan.ceiling_height - 0.3
+        assert d.height == pytest.approx(expected), (width, d.height)
+
+
+@pytest.mark.parametrize("preset,scene", PLANS)
+def test_every_room_edge_touches_a_wall_of_its_own_material_or_a_doorway(preset: str, scene: str) -> None:
+    from asgf_nav.scenes.generator import generate_floorplan
+
+    plan = generate_floorplan(preset, scene)
+    solid = [w for w in plan.walls if w.kind == "wall"]
+    openings = plan.doorways
+    for r in plan.rooms:
+        for t in np.linspace(0.05, 0.95, 7):
+            x, z = r.x0 + t * (r.x1 - r.x0), r.z0 + t * (r.z1 - r.z0)
+            for px, pz in ((r.x0 - 0.01, z), (r.x1 + 0.01, z), (x, r.z0 - 0.01), (x, r.z1 + 0.01)):
+                if any(d.x0 - 1e-6 <= px <= d.x1 + 1e-6 and d.z0 - 1e-6 <= pz <= d.z1 + 1e-6 for d in openings):
+                    continue
+                boxes = [w for w in solid if w.contains_xz(px, pz)]
+                assert boxes and all(w.material == r.wall_material for w in boxes), (r.name, px, pz)
+
+
+@pytest.mark.parametrize("preset,scene", PLANS)
+def test_furniture_keeps_clear_of_doorways(preset: str, scene: str) -> None:
+    from asgf_nav.scenes.furnish import DOOR_CLEAR_DEPTH
+    from asgf_nav.scenes.generator import generate_floorplan
+
+    plan = generate_floorplan(preset, scene)
+    m = DOOR_CLEAR_DEPTH - 1e-3
+    for f in plan.furniture:
+        room = plan.room_at((f.x0 + f.x1) / 2, (f.z0 + f.z1) / 2).name
+        for d in (d for d in plan.doorways if room in d.rooms):  # the doors of the piece's own room
+            overlap = f.x0 < d.x1 + m and d.x0 - m < f.x1 and f.z0 < d.z1 + m and d.z0 - m < f.z1
+            assert not overlap, (f, d)

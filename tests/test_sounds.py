@@ -332,3 +332,58 @@ def test_missing_tools_name_the_apt_line(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(curate.REQUIRED_PACKAGES, "no-such-sound-package", "/nonexistent/sound.ogg")
     with pytest.raises(curate.MissingToolsError, match="apt-get install -y .*no-such-sound-package"):
         curate.check_requirements()
+
+
+def test_train_and_test_splits_that_share_a_sound_are_refused(tmp_path):
+    from asgf_nav.sounds.bank import DATA_DIR, SoundBank, SoundBankError
+
+    root = tmp_path / "bank"
+    shutil.copytree(DATA_DIR, root, ignore=shutil.ignore_patterns("*.flac", "*.txt", "*.md"))
+    splits = json.loads((root / "splits.json").read_text())
+    leaked = splits["train"][0]
+    (root / "splits.json").write_text(json.dumps({**splits, "test": splits["test"] + [leaked]}))
+    with pytest.raises(SoundBankError, match=rf"'train' and 'test' share.*{leaked}"):
+        SoundBank.load(root)
+
+
+def test_a_clip_at_another_rate_than_the_bank_declares_is_refused(tmp_path):
+    from asgf_nav.sounds.bank import SoundBank, SoundBankError
+
+    root = tmp_path / "bank"
+    (root / "clips").mkdir(parents=True)
+    t = np.arange(44100) / 22050  # 44100 samples, so only the rate is wrong
+    sf.write(str(root / "clips" / "tone.flac"), 0.5 * np.sin(2 * np.pi * 500 * t), 22050, subtype="PCM_16")
+    record = {
+        "name": "tone",
+        "category": "tone",
+        "instance": "a",
+        "file": "clips/tone.flac",
+        "source": "test",
+        "license": "CC0-1.0",
+        "copyright": "none",
+    }
+    (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
+    (root / "splits.json").write_text(json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []}))
+    with pytest.raises(SoundBankError, match="sample rate 22050"):
+        SoundBank.load(root).waveform("tone", 16000)
+
+
+def test_a_stereo_clip_is_read_as_the_mean_of_its_channels(tmp_path):
+    from asgf_nav.sounds.bank import SoundBank
+
+    root = tmp_path / "bank"
+    (root / "clips").mkdir(parents=True)
+    tone = np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)
+    sf.write(str(root / "clips" / "tone.flac"), np.stack([0.5 * tone, 0.1 * tone], axis=1), 44100, subtype="PCM_16")
+    record = {
+        "name": "tone",
+        "category": "tone",
+        "instance": "a",
+        "file": "clips/tone.flac",
+        "source": "test",
+        "license": "CC0-1.0",
+        "copyright": "none",
+    }
+    (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
+    (root / "splits.json").write_text(json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []}))
+    np.testing.assert_allclose(SoundBank.load(root).waveform("tone", 44100), 0.3 * tone, atol=1e-3)

@@ -699,3 +699,104 @@ def test_export_script_without_views_exports_scenes_baked_without_views(tmp_path
     assert len(load_episodes(episode_dataset_path(out, "replica", "test", "heard"))) == 3
     world = load_soundspaces_world(make_cfg(tmp_path, out, sensors=["spectrogram"]), "test")
     assert world.scene("tiny_room_test").rgb is None and len(world.scene("tiny_room_test").source_nodes) == 2
+
+
+def test_store_root_on_soundspaces_data_is_under_the_soundspaces_root(tmp_path, monkeypatch):
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.scenes import soundspaces_import
+    from asgf_nav.tasks.factory import spectrogram_store_root
+
+    monkeypatch.setattr(soundspaces_import, "scene_source", lambda cfg: "soundspaces")
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.soundspaces_root = str(tmp_path / "data"), str(tmp_path / "ss")
+    assert spectrogram_store_root(cfg) == tmp_path / "ss" / "spectrograms"
+
+
+def test_a_soundspaces_splits_sounds_come_from_its_own_episodes(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.scenes import soundspaces_import
+    from asgf_nav.tasks import factory
+
+    monkeypatch.setattr(soundspaces_import, "scene_source", lambda cfg: "soundspaces")
+    monkeypatch.setattr(
+        factory,
+        "load_or_generate",
+        lambda root, world, split, *a: [
+            SimpleNamespace(sound={"train": "telephone", "val": "fan", "test": "siren"}[split])
+        ],
+    )
+    cfg = ExperimentConfig()
+    assert [factory.split_sound_names(cfg, s, None) for s in ("train", "val", "test")] == [
+        ["telephone"],
+        ["fan"],
+        ["siren"],
+    ]
+
+
+def test_points_txt_columns_1_to_3_are_mesh_xyz(tmp_path: Path) -> None:
+    path = tmp_path / "points.txt"
+    path.write_text("0\t1.0\t2.0\t3.0\n1\t-4.0\t5.0\t6.5\n")
+    np.testing.assert_allclose(
+        ss.read_points(path, "replica"),
+        [[1.0, 3.0 - REPLICA_OFFSET, -2.0], [-4.0, 6.5 - REPLICA_OFFSET, -5.0]],
+    )
+
+
+@pytest.mark.parametrize("first", [1, 2])
+def test_move_forward_goes_to_the_first_neighbour_in_that_direction(first: int) -> None:
+    graph = nx.Graph()
+    points = {0: (0.0, 0.0, 0.0), 1: (0.5, 0.0, 0.0), 2: (1.0, 0.0, 0.004)}  # 1 and 2 both round to +X
+    for n, p in points.items():
+        graph.add_node(n, point=p)
+    graph.add_edge(0, first)
+    graph.add_edge(0, 3 - first)
+    layout = ss.graph_layout(graph, np.zeros((0, 3)), Path("graph.pkl"))
+    assert layout.neighbors[0, 3] == first  # yaw 270 faces +X; SoundSpaces takes the first match
+
+
+def test_rir_cache_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    paths = ss.SoundSpacesPaths(tmp_path, "replica")
+    from scipy.io import wavfile
+
+    for s in range(3):
+        f = paths.rir_file("sc", 0, s, 0)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        wavfile.write(f, 44100, np.full((300, 2), s, dtype=np.float32))
+    rirs = ss.SoundSpacesRirs(paths, "sc", np.arange(3), np.arange(3), cache_bytes=2 * 300 * 2 * 4)
+    rirs.rir(0, 0, 0), rirs.rir(0, 1, 0), rirs.rir(0, 0, 0)  # A, B, A again (a hit)
+    rirs.rir(0, 2, 0)  # C evicts the least recently used: B
+    assert rirs.reads == 3
+    rirs.rir(0, 0, 0)
+    assert rirs.reads == 3, "A was used more recently than B and must still be cached"
+
+
+def test_normalised_depth_reaching_exactly_1_is_scaled_to_metres(tmp_path: Path) -> None:
+    """Every view that sees past 10 m holds normalised depth 1.0 exactly (habitat clips, then divides)."""
+    frames = {}
+    for yaw in (0, 90, 180, 270):
+        depth = np.full((4, 4, 1), 0.25, dtype=np.float32)
+        depth[0, 0] = 1.0  # clipped at 10 m
+        frames[(0, yaw)] = ss.SensorSuiteObservations(rgb=np.zeros((4, 4, 3), np.uint8), depth=depth)
+    path = tmp_path / "views.pkl"
+    path.write_bytes(pickle.dumps(frames))
+    _, depth = ss.read_observations(path, np.array([0]))
+    assert float(depth[0, 0, 0, 0]) == pytest.approx(10.0) and float(depth[0, 0, 1, 1]) == pytest.approx(2.5)
+
+
+def test_reimported_layout_drops_the_views_of_the_old_node_list(tmp_path: Path) -> None:
+    from asgf_nav.scenes import soundspaces_import as ssi
+    from asgf_nav.scenes.store import SceneStore
+
+    root = tmp_path / "ss"
+    write_soundspaces_dataset(root)
+    paths = ss.SoundSpacesPaths(root, "replica")
+    directory = ssi.import_scene(paths, tmp_path / "data", "office_9")
+    graph = pickle.loads(paths.graph_file("office_9").read_bytes())
+    graph.remove_node(0)  # node ids now 1, 2, 3, 5, 6, 7, 8; the views pickle is unchanged
+    paths.graph_file("office_9").write_bytes(pickle.dumps(graph))
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    rgb = SceneStore(directory).array("rgb")
+    assert rgb.shape[0] == 7
+    assert [int(rgb[i, 0, 0, 0, 0]) for i in range(7)] == [1, 2, 3, 5, 6, 7, 8]  # red channel = node id

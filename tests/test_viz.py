@@ -509,3 +509,98 @@ def test_the_video_plays_the_responses_the_evaluated_agent_heard(tiny, tmp_path,
         assert visualize_trajectories.main([*argv, "--video", str(tmp_path / f"{name}.gif")]) == 0
     travel_time = [world.scene(oracle[0].scene).rir.__self__.travel_time for world in heard]
     assert travel_time == [False, True]
+
+
+def test_heading_vectors_follow_the_yaw_convention() -> None:
+    from asgf_nav.viz.trajectories import heading_vector
+
+    np.testing.assert_allclose([heading_vector(k) for k in range(4)], [(0, -1), (-1, 0), (0, 1), (1, 0)], atol=1e-12)
+
+
+def _toy_scene_and_record():
+    """A 3 x 1 corridor scene and a record that walks 0 -> 1 -> 2 with a turn."""
+    from types import SimpleNamespace
+
+    from asgf_nav.eval.evaluator import EpisodeRecord
+    from asgf_nav.scenes.floorplan import Box, FloorPlan, Material, Room
+
+    positions = np.array([[0.0, 0, 0], [0.5, 0, 0], [1.0, 0, 0]])
+    neighbors = np.array([[-1, -1, -1, 1], [-1, 0, -1, 2], [-1, 1, -1, -1]], dtype=np.int32)
+    hops = np.array([[0, 1, 2], [1, 0, 1], [2, 1, 0]])
+    room = Room("r", "living", -0.2, -0.2, 1.2, 0.2, "m", "m")
+    wall = Box(-0.3, -0.3, 1.3, -0.2, 0, 2.5, "m")
+    plan = FloorPlan("toy", "room", 0, 2.5, "m", [room], [wall], [], [], {"m": Material("m", (0.5, 0.5, 0.5))})
+    scene = SimpleNamespace(
+        positions=positions, neighbors=neighbors, geodesic_hops=hops, floorplan=plan, name="toy", dataset="toy"
+    )
+    record = EpisodeRecord("0", "toy", "s", 0, 0, 2, [0, 0, 0], [1, 0, 0], 1.0, 3,
+                           actions=[3, 1, 1, 0], path=[[0, 0], [0, 3], [1, 3], [2, 3], [2, 3]])  # fmt: skip
+    return scene, record
+
+
+def test_the_drawn_path_is_the_path_the_agent_took() -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from asgf_nav.viz.trajectories import draw_episode
+
+    scene, record = _toy_scene_and_record()
+    fig, ax = plt.subplots()
+    draw_episode(ax, scene, record, show_graph=False)
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection) and c.get_cmap().name == "magma"]
+    np.testing.assert_allclose(lines.get_segments(), [[[0, 0], [0.5, 0]], [[0.5, 0], [1.0, 0]]])
+    agent = next(c for c in ax.collections if c.get_label() == "agent")
+    np.testing.assert_allclose(agent.get_offsets(), [[1.0, 0.0]])  # where the agent ended
+    plt.close(fig)
+
+
+def _toy_world(record):
+    from types import SimpleNamespace
+
+    sr = 16000
+
+    def rir(receiver, source, yaw):
+        out = np.zeros((64, 2), dtype=np.float32)
+        out[1 + 7 * yaw + receiver, 0] = 1.0  # a different delay for every (receiver, yaw)
+        out[3, 1] = 0.5
+        return out
+
+    task_scene = SimpleNamespace(rir=rir)
+    tone = np.sin(np.arange(sr) * 0.3).astype(np.float32)
+    return SimpleNamespace(scene=lambda name: task_scene, sound=lambda name: tone, sample_rate=sr), task_scene
+
+
+def test_the_video_hears_what_the_agent_heard_at_each_pose() -> None:
+    from asgf_nav.tasks.spectrogram import binaural_audio_np
+    from asgf_nav.viz.video import received_audio
+
+    _, record = _toy_scene_and_record()
+    world, task_scene = _toy_world(record)
+    for node, yaw in record.path:
+        expected = binaural_audio_np(world.sound("s"), task_scene.rir(node, record.goal_node, yaw), world.sample_rate)
+        np.testing.assert_array_equal(received_audio(world, task_scene, record, node, yaw), expected)
+
+
+def test_each_video_frame_shows_the_view_and_the_path_so_far(monkeypatch) -> None:
+    from matplotlib.axes import Axes
+
+    from asgf_nav.viz import video
+
+    scene, record = _toy_scene_and_record()
+    scene.has_vision = True
+    scene.rgb = np.arange(3 * 4 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 4, 2, 2, 3)  # every view differs
+    scene.depth = np.zeros((3, 4, 2, 2), dtype=np.float16)
+    world, _ = _toy_world(record)
+    shown, upto = [], []
+    imshow = Axes.imshow
+    monkeypatch.setattr(
+        Axes, "imshow", lambda ax, img, *a, **k: shown.append(np.asarray(img)) or imshow(ax, img, *a, **k)
+    )
+    draw = video.draw_episode
+    monkeypatch.setattr(video, "draw_episode", lambda *a, **k: upto.append(k["upto"]) or draw(*a, **k))
+    video.render_frames(scene, world, record, dpi=10)
+    rgb_shown = shown[0::3]  # rgb, depth, spectrogram per frame
+    assert len(rgb_shown) == len(record.path)
+    for img, (node, yaw) in zip(rgb_shown, record.path):
+        np.testing.assert_array_equal(img, scene.rgb[node, yaw])
+    assert upto == list(range(1, len(record.path) + 1))
