@@ -82,10 +82,11 @@ def test_other_instance_skips_clips_of_the_same_instance(bank: SoundBank) -> Non
     assert all(bank.other_instance("telephone", rng, among="train") in bank.names("train") for _ in range(20))
 
 
-def one_clip_bank(root: Path, audio: np.ndarray) -> Path:
-    """A bank directory holding the single 44.1 kHz sound ``tone`` (no checksum)."""
+def one_clip_bank(root: Path, audio: np.ndarray, file_rate: int = 44100) -> Path:
+    """A bank directory holding the single sound ``tone`` (no checksum), declared 44.1 kHz and written at
+    ``file_rate``."""
     (root / "clips").mkdir(parents=True)
-    sf.write(str(root / "clips" / "tone.flac"), audio, 44100, subtype="PCM_16")
+    sf.write(str(root / "clips" / "tone.flac"), audio, file_rate, subtype="PCM_16")
     record = {
         "name": "tone",
         "category": "tone",
@@ -349,21 +350,8 @@ def test_train_and_test_splits_that_share_a_sound_are_refused(tmp_path):
 def test_a_clip_at_another_rate_than_the_bank_declares_is_refused(tmp_path):
     from asgf_nav.sounds.bank import SoundBank, SoundBankError
 
-    root = tmp_path / "bank"
-    (root / "clips").mkdir(parents=True)
     t = np.arange(44100) / 22050  # 44100 samples, so only the rate is wrong
-    sf.write(str(root / "clips" / "tone.flac"), 0.5 * np.sin(2 * np.pi * 500 * t), 22050, subtype="PCM_16")
-    record = {
-        "name": "tone",
-        "category": "tone",
-        "instance": "a",
-        "file": "clips/tone.flac",
-        "source": "test",
-        "license": "CC0-1.0",
-        "copyright": "none",
-    }
-    (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
-    (root / "splits.json").write_text(json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []}))
+    root = one_clip_bank(tmp_path / "bank", 0.5 * np.sin(2 * np.pi * 500 * t), file_rate=22050)
     with pytest.raises(SoundBankError, match="sample rate 22050"):
         SoundBank.load(root).waveform("tone", 16000)
 
@@ -371,19 +359,6 @@ def test_a_clip_at_another_rate_than_the_bank_declares_is_refused(tmp_path):
 def test_a_stereo_clip_is_read_as_the_mean_of_its_channels(tmp_path):
     from asgf_nav.sounds.bank import SoundBank
 
-    root = tmp_path / "bank"
-    (root / "clips").mkdir(parents=True)
     tone = np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)
-    sf.write(str(root / "clips" / "tone.flac"), np.stack([0.5 * tone, 0.1 * tone], axis=1), 44100, subtype="PCM_16")
-    record = {
-        "name": "tone",
-        "category": "tone",
-        "instance": "a",
-        "file": "clips/tone.flac",
-        "source": "test",
-        "license": "CC0-1.0",
-        "copyright": "none",
-    }
-    (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
-    (root / "splits.json").write_text(json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []}))
+    root = one_clip_bank(tmp_path / "bank", np.stack([0.5 * tone, 0.1 * tone], axis=1))
     np.testing.assert_allclose(SoundBank.load(root).waveform("tone", 44100), 0.3 * tone, atol=1e-3)
