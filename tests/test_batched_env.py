@@ -296,3 +296,112 @@ def test_reseed_restarts_the_samplers_from_the_new_seed(world, episodes):
     env.reseed(5)  # an int seed is the constructor's
     env.reset()
     assert env.ep_index.tolist() == start
+
+
+def test_cache_failed_compute_leaves_no_entry_behind():
+    """The keys of a compute that raised are not hits afterwards (they would return the never-written
+    zeros of their slots), and their slots are free again."""
+    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
+
+    fail = [True]
+
+    def compute(keys):
+        if fail[0]:
+            raise RuntimeError("store unreadable")
+        return torch.from_numpy(keys.astype(np.float32))[:, None].repeat(1, 2)
+
+    cache = SpectrogramCache(2, (2,), "cpu", compute)
+    with pytest.raises(RuntimeError, match="store unreadable"):
+        cache.lookup(np.array([3, 4]))
+    assert len(cache) == 0 and sorted(cache.free) == [0, 1]
+    fail[0] = False
+    assert cache.lookup(np.array([3, 4]))[:, 0].tolist() == [3.0, 4.0]  # not stale hits of never-written slots
+    assert cache.misses == 4 and cache.hits == 0
+
+
+def test_cache_refuses_more_distinct_keys_than_it_holds_with_its_message():
+    """Capacity + 1 distinct keys raise the error that names the cache size; capacity is fine."""
+    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
+
+    cache = SpectrogramCache(2, (1,), "cpu", lambda k: torch.from_numpy(k.astype(np.float32))[:, None])
+    with pytest.raises(ValueError, match="3 distinct spectrograms requested at once but the cache holds 2"):
+        cache.lookup(np.array([1, 2, 3]))
+    assert cache.lookup(np.array([1, 2, 1]))[:, 0].tolist() == [1.0, 2.0, 1.0]  # exactly capacity is fine
+
+
+def test_per_env_and_batch_providers_see_each_envs_own_node_yaw_and_step(monkeypatch):
+    """Per-env and batch providers see each env's own scene-local node, yaw and step, as the per-step
+    env gives them, over steps that end and restart episodes in both scenes (grid_b's nodes are offset
+    by grid_a's count in the batched env)."""
+    import gymnasium
+
+    from asgf_nav.config import TaskConfig
+    from asgf_nav.tasks import observations
+    from asgf_nav.tasks.audionav_env import AudioNavEnv
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    world = synthetic_world(sample_rate=16000)
+    episodes = generate_split(world, "train", "unheard", ["bell", "drum"], TaskConfig(train_episodes_per_scene=6))
+    assert len({e.scene_name for e in episodes}) == 2
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    space = lambda w: gymnasium.spaces.Box(-np.inf, np.inf, (3,), np.float32)  # noqa: E731
+    per_env = lambda s: np.array([s.node, s.yaw, s.step], np.float32)  # noqa: E731
+    batch = lambda st: torch.stack([st.node, st.yaw, st.step], dim=1).float()  # noqa: E731
+    observations.register_observation("pose_single", per_env, space)
+    observations.register_observation("pose_batch", per_env, space, compute_batch=batch)
+    cfg = TaskConfig(max_steps=6, sensors=["pose_single", "pose_batch"])
+    b, seed = 4, 2
+    env = BatchedAudioNavEnv(world, episodes, b, cfg=cfg, seed=seed)
+    refs = [AudioNavEnv(world, episodes, cfg, seed=seed, env_index=i, num_envs=b) for i in range(b)]
+    obs, ref_obs = env.reset(), [r.reset()[0] for r in refs]
+    rng = np.random.default_rng(0)
+    steps_seen, scenes_seen = set(), set()
+    for _ in range(20):
+        expected = np.stack([o["pose_single"] for o in ref_obs])
+        np.testing.assert_array_equal(obs["pose_single"].numpy(), expected)
+        np.testing.assert_array_equal(obs["pose_batch"].numpy(), expected)
+        steps_seen.update(expected[:, 2].tolist())
+        scenes_seen.update(e.scene for e in env.current_episodes())
+        actions = rng.choice(4, size=b, p=[0.05, 0.55, 0.2, 0.2])
+        obs, _, done, _ = env.step(torch.from_numpy(actions))
+        for i, r in enumerate(refs):
+            o, _, term, trunc, _ = r.step(int(actions[i]))
+            ref_obs[i] = r.reset()[0] if term or trunc else o
+    assert len(steps_seen) > 2 and scenes_seen == {"grid_a", "grid_b"}
+
+
+def test_cache_holds_at_least_one_spectrogram_per_env():
+    """A spectrogram_cache_size below num_envs is raised to num_envs (else every observation would
+    raise "distinct spectrograms requested at once")."""
+    from asgf_nav.config import TaskConfig
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    world = synthetic_world(sample_rate=16000)
+    episodes = generate_split(world, "train", "unheard", ["bell", "drum"], TaskConfig(train_episodes_per_scene=6))
+    env = BatchedAudioNavEnv(world, episodes, 4, sensors=["spectrogram"], seed=0, cache_size=1)
+    assert env.cache_stats()["capacity"] == 4
+    obs = env.reset()
+    assert obs["spectrogram"].shape[0] == 4
+    env.step(torch.ones(4, dtype=torch.long))
+
+
+def test_rendered_audio_is_released_after_each_observation():
+    """The audio of spectrogram misses (2 x sample_rate floats each) is kept only for the observation
+    that rendered it, not for every key ever missed."""
+    from asgf_nav.config import TaskConfig
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    world = synthetic_world(sample_rate=16000)
+    episodes = generate_split(world, "train", "unheard", ["bell", "drum"], TaskConfig(train_episodes_per_scene=6))
+    env = BatchedAudioNavEnv(world, episodes, 3, sensors=["spectrogram"], seed=0)
+    env.reset()
+    assert env.cache.misses > 0 and env._heard == {}
+    for _ in range(5):
+        env.step(torch.ones(3, dtype=torch.long))
+        assert env._heard == {}

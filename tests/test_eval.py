@@ -737,3 +737,59 @@ def test_an_evaluation_records_the_doa_heads_weights_and_warns_when_they_changed
         now = evaluate.doa_head_identity(cfg, {"doa_head": trained})
     assert now["path"] == str(head) and now["sha256"] != trained["sha256"]
     assert f"trained with the DoA head {head} of digest {trained['sha256']}" in caplog.text
+
+
+def _summary(agent, dataset, sound_split, values, *, per_scene=None, half=0.0, episodes=10):
+    """A summary.json-shaped dict whose metric m has mean values[m] and a CI of +- half."""
+
+    def entry(mean):
+        return {"mean": mean, "low": mean - half, "high": mean + half, "std": 0.1, "count": episodes, "level": 0.95}
+
+    metrics = {m: entry(v) for m, v in values.items()}
+    meta = {"agent": agent, "dataset": dataset, "sound_split": sound_split, "split": "test"}
+    return {"meta": meta, "episodes": episodes, "metrics": metrics, "per_scene": per_scene or {}}
+
+
+_VALUES = {"success": 0.5, "spl": 0.25, "sna": 0.125, "softspl": 0.75, "distance_to_goal": 1.5, "num_actions": 30.0}
+
+
+def test_comparison_table_puts_each_metric_in_its_column():
+    """SPL, SR and SNA with distinct means land in their own columns."""
+    from asgf_nav.eval.report import comparison_table
+
+    lines = comparison_table([_summary("a", "replica", "heard", _VALUES, half=0.01)]).splitlines()
+    assert lines[0] == "| method | replica heard SPL | replica heard SR | replica heard SNA |"
+    assert lines[2] == "| a | 25.0 ± 1.0 | 50.0 ± 1.0 | 12.5 ± 1.0 |"
+    means = comparison_table([_summary("a", "replica", "heard", _VALUES)], with_ci=False).splitlines()
+    assert means[2] == "| a | 25.0 | 50.0 | 12.5 |"
+
+
+def test_summary_markdown_rows_per_scene_and_wilson_interval():
+    """Each scene's row shows that scene's metrics; the Wilson interval prints its low and high ends."""
+    from asgf_nav.eval.report import summary_markdown
+
+    scene_values = {**_VALUES, "success": 1.0, "spl": 0.9}
+    summary = _summary(
+        "a", "replica", "heard", _VALUES, per_scene={"room_0": _summary("", "", "", scene_values)["metrics"]}
+    )
+    summary["metrics"]["success"].update(wilson_low=0.2, wilson_high=0.8)
+    text = summary_markdown(summary)
+    assert "| all | 10 | 50.0 ± 0.0 | 25.0 ± 0.0 | 12.5 ± 0.0 | 75.0 ± 0.0 | 1.50 ± 0.00 | 30.00 ± 0.00 |" in text
+    assert "| room_0 | 10 | 100.0 ± 0.0 | 90.0 ± 0.0 | 12.5 ± 0.0 | 75.0 ± 0.0 | 1.50 ± 0.00 | 30.00 ± 0.00 |" in text
+    assert "SR Wilson interval: [20.0, 80.0] %." in text
+
+
+def test_comparison_chart_bars_and_error_bars_in_percent(tmp_path, monkeypatch):
+    """One agent's bars are 100 x its SPL, SR and SNA means, their error bars 100 x the CI half-widths."""
+    from asgf_nav.eval import report
+
+    figures = []
+    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    report.comparison_chart([_summary("a", "replica", "heard", _VALUES, half=0.05)], tmp_path / "c.png")
+    ax = figures[0].axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [25.0, 50.0, 12.5]
+    from matplotlib.container import BarContainer
+
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    segments = bars.errorbar.lines[2][0].get_segments()
+    assert [round(float(s[1, 1] - s[0, 1]), 6) for s in segments] == [10.0, 10.0, 10.0]  # 2 * 100 * 0.05

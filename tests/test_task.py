@@ -470,3 +470,21 @@ def test_an_unregistered_doa_observation_names_task_use_doa(monkeypatch: pytest.
     with pytest.raises(KeyError) as other:
         get_observation("gps")
     assert "task.use_doa" not in str(other.value)
+
+
+def test_registering_a_taken_name_without_overwrite_raises(monkeypatch):
+    """A second provider under a registered name does not silently replace the first."""
+    import gymnasium
+
+    from asgf_nav.tasks import observations
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    space = lambda w: gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)  # noqa: E731
+    first = observations.register_observation("probe_once", lambda s: np.zeros(1, np.float32), space)
+    with pytest.raises(ValueError, match="'probe_once' is already registered"):
+        observations.register_observation("probe_once", lambda s: np.ones(1, np.float32), space)
+    assert observations.get_observation("probe_once") is first
+    with pytest.raises(ValueError, match="built-in sensor"):
+        observations.register_observation("depth", lambda s: 0, space)
+    with pytest.raises(ValueError, match="already registered"):  # pointgoal is built in and registered
+        observations.register_observation("pointgoal", lambda s: 0, space)
