@@ -465,3 +465,30 @@ def test_workers_stop_when_their_parent_is_killed_outright(tmp_path: Path) -> No
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     assert not alive, f"workers {sorted(alive)} outlived their killed parent"
+
+
+def test_a_pool_whose_jobs_outlast_the_poll_interval_still_returns_every_result(tmp_path):
+    """Jobs slower than the pool's 0.2 s poll all come back (the other tests' jobs are instant)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "slow_jobs.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            from asgf_nav.parallel import spawn_imap_unordered
+
+            def job(i):
+                time.sleep(0.5)  # longer than the pool's 0.2 s poll
+                return i * i
+
+            if __name__ == "__main__":
+                print(sorted(spawn_imap_unordered(job, range(6), 2)))
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 4, 9, 16, 25]"

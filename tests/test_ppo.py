@@ -895,3 +895,36 @@ def test_ddppo_gradients_are_averaged_over_ranks(tmp_path: Path) -> None:
     for rank in range(2):
         for grad in torch.load(tmp_path / f"{rank}.pt"):
             assert torch.all(grad == 1.5)  # mean of 1 and 2, not their sum
+
+
+def _bare_state(update: int) -> dict:
+    return {"model": {}, "optimizer": {}, "update": update, "frames": 10 * update, "rng": {}, "config": {}}
+
+
+def test_load_latest_takes_the_highest_update_and_pruning_keeps_the_newest(tmp_path):
+    """With several checkpoints kept, pruning drops the oldest and a resume loads the highest update."""
+    from asgf_nav.rl.checkpoint import list_checkpoints, load_latest, save_checkpoint
+
+    for update in (5, 50, 500, 1000):  # numeric order, not the order of the names' digits
+        save_checkpoint(tmp_path, _bare_state(update), keep=3)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_000050.pt", "ckpt_000500.pt", "ckpt_001000.pt"]
+    latest = load_latest(tmp_path)
+    assert (latest["update"], latest["frames"]) == (1000, 10000)
+
+
+def test_restore_rng_state_restores_python_numpy_and_torch(tmp_path):
+    """All three global generators come back, numpy's included, though no project code draws from it today."""
+    import random
+
+    from asgf_nav.rl.checkpoint import capture_rng_state, restore_rng_state
+
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    state = capture_rng_state("cpu")
+    first = (random.random(), np.random.random(3).tolist(), torch.rand(3).tolist())
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    restore_rng_state(state, "cpu")
+    assert (random.random(), np.random.random(3).tolist(), torch.rand(3).tolist()) == first

@@ -515,3 +515,30 @@ def test_furniture_keeps_clear_of_doorways(preset: str, scene: str) -> None:
         for d in (d for d in plan.doorways if room in d.rooms):  # the doors of the piece's own room
             overlap = f.x0 < d.x1 + m and d.x0 - m < f.x1 and f.z0 < d.z1 + m and d.z0 - m < f.z1
             assert not overlap, (f, d)
+
+
+def test_mp3d_scene_names_are_unique_and_the_splits_disjoint():
+    """MP3D houses are named by their index in the whole set: train, val and test share no scene."""
+    from asgf_nav.scenes.presets import SPLITS, get_preset
+
+    p = get_preset("mp3d")
+    names = [s.name for s in p.specs]
+    assert len(names) == len(set(names)) == 85
+    splits = {s: set(p.split_scenes(s)) for s in SPLITS}
+    assert sum(len(v) for v in splits.values()) == len(set().union(*splits.values())) == 85
+    for split, scenes in splits.items():
+        assert all(p.split_of(n) == split for n in scenes), split
+    assert p.split_scenes("val")[0] == "house_59" and p.split_scenes("test")[-1] == "house_84"
+
+
+def test_a_limited_scene_set_is_the_first_scenes_of_each_split():
+    """A limited scene set is the first scenes of each split (docs/scenes.md), so a smaller build is a subset
+    of a larger one. replica, num_scenes=6: val = max(1, round(6*4/18)) = 1, test = max(1, round(6*5/18)) = 2."""
+    from asgf_nav.scenes.presets import get_preset
+
+    p = get_preset("replica")
+    assert p.split_counts(6) == {"train": 3, "val": 1, "test": 2}
+    assert p.scene_names(6) == [
+        "apartment_0", "apartment_1", "frl_apartment_0", "apartment_2", "frl_apartment_5", "hotel_0",
+    ]  # fmt: skip
+    assert set(p.scene_names(6)) <= set(p.scene_names(10)) <= set(p.scene_names())

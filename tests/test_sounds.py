@@ -362,3 +362,107 @@ def test_a_stereo_clip_is_read_as_the_mean_of_its_channels(tmp_path):
     tone = np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)
     root = one_clip_bank(tmp_path / "bank", np.stack([0.5 * tone, 0.1 * tone], axis=1))
     np.testing.assert_allclose(SoundBank.load(root).waveform("tone", 44100), 0.3 * tone, atol=1e-3)
+
+
+def test_active_part_keeps_a_quiet_tail_down_to_minus_50_db():
+    """The active part ends at DECAY_DB (-50 dB), keeping decay tails. 0.1 s of a 1 kHz sine at amplitude 1
+    (-3 dB per 10 ms frame), then 0.5 s at 0.01 (-43 dB), then silence: frames 0..59, 60 x 441 samples."""
+    from asgf_nav.sounds import curate
+
+    rate = 44100
+    t = np.arange(rate) / rate
+    x = np.sin(2 * np.pi * 1000 * t)
+    x[4410:26460] *= 0.01
+    x[26460:] = 0.0
+    active = curate.active_part(x, rate)
+    assert len(active) == 26460
+
+
+def test_active_part_starts_five_ms_before_the_onset_frame():
+    """The active part starts 5 ms before the onset frame, keeping the attack. A step to 1.0 at sample 4410
+    (the start of frame 10): the part starts at 4410 - 220 = 4190."""
+    from asgf_nav.sounds import curate
+
+    rate = 44100
+    x = np.zeros(rate)
+    x[4410:8820] = 1.0
+    active = curate.active_part(x, rate)
+    assert np.flatnonzero(active)[0] == 220
+    assert len(active) == 8820 - 4190
+
+
+def test_conditioning_limits_the_peak_of_a_spiky_clip():
+    """Ten unit clicks in one second, normalised to 0.1 RMS, would peak near 0.1 / sqrt(9 / 44100) ~ 7: the
+    limiter brings the peak down to 0.95."""
+    from asgf_nav.sounds import curate
+
+    rate = 44100
+    x = np.zeros(rate)
+    x[2205::4410] = 1.0  # ten clicks, away from the edge fades
+    clip = curate.condition(x, rate)
+    assert float(np.abs(clip).max()) == pytest.approx(0.95, abs=1e-6)
+    assert float(np.sqrt(np.mean(clip.astype(np.float64) ** 2))) < 0.1  # limiting lowered the RMS
+
+
+def test_conditioning_removes_a_dc_offset():
+    """A source with a DC offset (0.5 + a 0.1 sine) is conditioned to a centred sine at 0.1 RMS."""
+    from asgf_nav.sounds import curate
+
+    rate = 44100
+    t = np.arange(rate) / rate
+    clip = curate.condition(0.5 + 0.1 * np.sin(2 * np.pi * 440 * t), rate)
+    assert abs(float(clip.mean())) < 1e-3
+    assert float(np.sqrt(np.mean(clip.astype(np.float64) ** 2))) == pytest.approx(0.1, rel=0.02)
+
+
+def test_split_assignment_never_holds_out_the_last_clip_of_a_category():
+    """A one-clip category keeps its clip in training. 10 clips: val = round(10*11/102) = 1,
+    test = round(10*18/102) = 2; all three held-out clips come from category 'a' (8 clips)."""
+    from asgf_nav.sounds import curate
+
+    clips = [("telephone", "phone")] + [(f"a{i}", "a") for i in range(8)] + [("solo", "b")]
+    for seed in range(5):
+        splits = curate.assign_splits(clips, seed=seed)
+        assert (len(splits["val"]), len(splits["test"])) == (1, 2)
+        assert "solo" in splits["train"] and "telephone" in splits["train"], seed
+        assert all(name.startswith("a") for name in splits["val"] + splits["test"]), seed
+
+
+def test_midi_file_bytes_and_timing():
+    """The whole MIDI file against a hand-assembled one: 120 bpm and 480 ticks a beat make 0.5 s = 480 ticks
+    (variable-length 0x83 0x60); a note-off sorts before a note-on at the same tick."""
+    from asgf_nav.sounds import synth
+
+    data = synth.midi_file([(0.0, 0.5, 60, 100), (0.5, 0.5, 64, 90)], program=40)
+    track = bytes(
+        [0x00, 0xC0, 40,
+         0x00, 0x90, 60, 100,
+         0x83, 0x60, 0x80, 60, 0,
+         0x00, 0x90, 64, 90,
+         0x83, 0x60, 0x80, 64, 0,
+         0x83, 0x60, 0xFF, 0x2F, 0x00]
+    )  # fmt: skip
+    header = b"MThd" + bytes([0, 0, 0, 6, 0, 0, 0, 1, 0x01, 0xE0])  # format 0, one track, 480 ticks a beat
+    assert data == header + b"MTrk" + len(track).to_bytes(4, "big") + track
+
+
+def test_catalogue_licences_match_the_committed_bank():
+    """Every committed clip's licence, copyright and original file are what the catalogue that curation
+    writes them from says."""
+    import json
+    from collections import defaultdict
+
+    from asgf_nav.sounds import curate
+    from asgf_nav.sounds.bank import DATA_DIR
+    from asgf_nav.sounds.catalog import CLIPS
+
+    committed = {r["name"]: r for r in json.loads((DATA_DIR / "sounds.json").read_text())["clips"]}
+    versions = defaultdict(lambda: "any")
+    assert set(committed) == {spec.name for spec in CLIPS}
+    for spec in CLIPS:
+        made = curate._provenance(spec, versions)
+        record = committed[spec.name]
+        assert (made["license"], made["copyright"], made["original_file"]) == (
+            record["license"], record["copyright"], record["original_file"],
+        ), spec.name  # fmt: skip
+        assert (record["category"], record["instance"]) == (spec.category, spec.instance), spec.name
