@@ -604,3 +604,85 @@ def test_each_video_frame_shows_the_view_and_the_path_so_far(monkeypatch) -> Non
     for img, (node, yaw) in zip(rgb_shown, record.path):
         np.testing.assert_array_equal(img, scene.rgb[node, yaw])
     assert upto == list(range(1, len(record.path) + 1))
+
+
+def test_received_energy_is_ten_log10_of_the_summed_squared_samples_of_both_ears():
+    """Energy in dB is 10*log10(sum of squares over time and both ears) of the RIR at each receiver,
+    for the given source: amplitude 1 in one sample -> 0 dB; 0.1 in both ears -> 10*log10(0.02)."""
+    from asgf_nav.viz.acoustic_plot import received_energy_db
+
+    class _FakeRirs:
+        """Duck-typed SceneRirs: rir(receiver, source, yaw) -> (L, 2)."""
+
+        def __init__(self, table):
+            self.table = table  # {(receiver, source): (L, 2) array}
+            self.num_receivers = 1 + max(r for r, _ in table)
+
+        def rir(self, receiver, source, yaw):
+            return self.table[(receiver, source)]
+
+    a = np.zeros((8, 2), np.float32)
+    a[0, 0] = 1.0  # energy 1 -> 0 dB
+    b = np.zeros((8, 2), np.float32)
+    b[3] = 0.1  # energy 0.01 + 0.01 = 0.02 -> -16.99 dB (|x| summed would give 0.2 -> -6.99 dB)
+    c = np.full((8, 2), 0.5, np.float32)  # energy 16 * 0.25 = 4 -> 6.02 dB
+    other = np.full((8, 2), 9.0, np.float32)  # another source's RIRs must not be read
+    rirs = _FakeRirs({(0, 1): a, (1, 1): b, (2, 1): c, (0, 0): other, (1, 0): other, (2, 0): other})
+    energy = received_energy_db(rirs, source_node=1)
+    np.testing.assert_allclose(energy, [0.0, 10 * np.log10(0.02), 10 * np.log10(4.0)], atol=1e-5)
+
+
+def test_probe_nodes_are_near_middle_and_far_but_never_the_source_itself():
+    """Nodes on a line 0..40 m from the source: probes at the 5 %, 52.5 % and 100 % distance ranks,
+    i.e. nodes 2, 21 and 40 in increasing distance; the source node (distance 0) is not a probe."""
+    from asgf_nav.viz.acoustic_plot import pick_probe_nodes
+
+    positions = np.stack([np.arange(41.0), np.zeros(41), np.zeros(41)], axis=1)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(41)  # node index != distance rank
+    shuffled = positions[perm]
+    source = int(np.flatnonzero(perm == 0)[0])
+    picks = pick_probe_nodes(shuffled, source)
+    dists = [float(np.linalg.norm(shuffled[p] - shuffled[source])) for p in picks]
+    assert dists == [2.0, 21.0, 40.0]
+    assert source not in picks
+    few = positions[:5]  # a small scene: the nearest probe is still another node
+    assert pick_probe_nodes(few, 0) == [1, 2, 4]
+
+
+def test_spatial_state_distance_is_in_metres_on_a_half_metre_grid():
+    """The t-SNE distance label is geodesic hops times the grid size: 3 hops on a 0.5 m grid is 1.5 m."""
+    from types import SimpleNamespace
+
+    from asgf_nav.tasks.world import TaskScene
+    from asgf_nav.viz.tsne import _StateCollector
+
+    scene = TaskScene(
+        name="line",
+        dataset="tiny",
+        grid_size=0.5,
+        positions=np.array([[0, 0, 0], [0, 0, -1.5]], np.float32),
+        neighbors=np.full((2, 4), -1),
+        geodesic_hops=np.array([[0, 3], [3, 0]]),
+        source_nodes=np.array([1]),
+        sample_rate=16000,
+        rir=lambda r, s, y: np.zeros((4, 2), np.float32),
+    )
+
+    class Inner:
+        name, sensors = "stub", ("spectrogram",)
+        last_ase_state = torch.ones(1, 4)
+
+        def act(self, obs, ctx):
+            return np.zeros(1, np.int64)
+
+    collector = _StateCollector(Inner(), samples=10)
+    ctx = SimpleNamespace(
+        scenes=[scene],
+        episodes=[SimpleNamespace(goal_node=1)],
+        nodes=np.array([0]),
+        yaws=np.array([0]),
+        active=np.array([True]),
+    )
+    collector.act({}, ctx)
+    assert collector.distance == [pytest.approx(1.5)]

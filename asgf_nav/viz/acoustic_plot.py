@@ -78,8 +78,11 @@ def acoustics_figure(
 
 
 def pick_probe_nodes(positions: np.ndarray, source_node: int, count: int = 3) -> list[int]:
-    """Nodes at increasing distance from the source (near, middle, far)."""
+    """Nodes at increasing distance from the source (near, middle, far), never the source node itself
+    where the scene has another."""
     dist = np.linalg.norm(np.asarray(positions) - np.asarray(positions)[source_node], axis=1)
-    order = np.argsort(dist)
+    order = np.argsort(dist, kind="stable")
+    if len(order) > 1:
+        order = order[order != source_node]
     picks = [order[int(q * (len(order) - 1))] for q in np.linspace(0.05, 1.0, count)]
     return [int(p) for p in picks]
