@@ -170,3 +170,18 @@ def test_every_output_flag_is_checked_before_work(tmp_path, script, args, messag
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert message.format(blocked=blocked) in done.stderr.strip().splitlines()[-1]
+
+
+def test_non_negative_arguments_accept_zero_and_refuse_negatives():
+    """`--seed 0` / `--threads 0` are valid: the non-negative types accept 0 and refuse -1 with the bound named."""
+    import argparse
+
+    from asgf_nav.cli import non_negative_float, non_negative_int
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=non_negative_int)
+    parser.add_argument("--gap", type=non_negative_float)
+    args = parser.parse_args(["--seed", "0", "--gap", "0"])
+    assert args.seed == 0 and args.gap == 0.0
+    with pytest.raises(argparse.ArgumentTypeError, match=">= 0, got -1"):
+        non_negative_int("-1")

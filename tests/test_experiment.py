@@ -489,3 +489,31 @@ def test_each_ddppo_rank_draws_its_own_episodes(monkeypatch) -> None:
     for rank in (0, 1):
         make_rank_env(cfg, "train", rank, types.SimpleNamespace(ready=lambda split: ["a", "b", "c", "d"]))
     assert seeds == [cfg.train.seed, cfg.train.seed + 1000]
+
+
+@pytest.mark.parametrize("ends_on_sigterm", [True, False])
+def test_stopping_the_background_builder_kills_it_only_when_sigterm_did_not_end_it(monkeypatch, ends_on_sigterm):
+    """ScenePool.stop sends SIGTERM to the builder's group; only a builder still running after the wait
+    gets SIGKILL (then it is reaped again); one that ended on SIGTERM gets nothing more."""
+    import signal
+
+    from asgf_nav.scenes import background
+
+    sent = []
+    monkeypatch.setattr(background, "_signal_group", lambda pid, signum: sent.append((pid, signum)))
+    reaps = iter([ends_on_sigterm, True])
+    monkeypatch.setattr(background, "_reap", lambda process, seconds: next(reaps))
+
+    class StubbornChild:
+        pid = 4242
+        returncode = None
+
+        def poll(self):
+            return None
+
+    pool = background.ScenePool.__new__(background.ScenePool)
+    pool.process = StubbornChild()
+    pool.stop()
+    expected = [(4242, signal.SIGTERM)] + ([] if ends_on_sigterm else [(4242, signal.SIGKILL)])
+    assert sent == expected
+    assert pool.process is None

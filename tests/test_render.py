@@ -148,3 +148,21 @@ def test_render_all_pairs_every_position_with_every_yaw() -> None:
         for k in range(4):
             c, d = renderer.render(positions[n : n + 1], np.array([90.0 * k]))
             assert np.array_equal(rgb[n, k], c[0]) and np.array_equal(depth[n, k], d[0])
+
+
+def test_a_face_takes_the_mean_of_its_vertex_colours(tmp_path):
+    """A PLY triangle with red, green and blue vertices renders with the mean colour (1/3, 1/3, 1/3)."""
+    import trimesh
+
+    from asgf_nav.scenes.mesh import load_mesh_file
+
+    mesh = trimesh.Trimesh(
+        vertices=[[0, 0, 0], [1, 0, 0], [0, 0, 1]],
+        faces=[[0, 1, 2]],
+        vertex_colors=[[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255]],
+        process=False,
+    )
+    path = tmp_path / "rgb.ply"
+    mesh.export(path)
+    loaded = load_mesh_file(path)
+    np.testing.assert_allclose(loaded.face_colors, [[1 / 3, 1 / 3, 1 / 3]], atol=1e-6)

@@ -212,3 +212,25 @@ SCOPED_SCRIPT = textwrap.dedent(
 def test_a_run_in_a_notebook_leaves_no_stop_and_no_handlers_behind():
     done = subprocess.run([sys.executable, "-c", SCOPED_SCRIPT], capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines() == ["stopped", "nothing recorded", "handlers from before"], done.stderr
+
+
+def test_a_signal_held_by_nested_uninterrupted_blocks_is_raised_only_when_the_outermost_ends():
+    """A SIGTERM arriving inside nested uninterrupted() blocks is held through the inner block's end
+    (ScenePool.stop polls the builder inside its own uninterrupted block) and raised as
+    SystemExit(128 + SIGTERM) only when the outermost block ends."""
+    import os
+    import signal
+
+    from asgf_nav.termination import stop_handling, uninterrupted
+
+    reached = []
+    with stop_handling():
+        with pytest.raises(SystemExit) as info:
+            with uninterrupted():
+                with uninterrupted():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(1000):  # give the interpreter bytecodes at which to run the handler
+                        pass
+                reached.append("after inner block")
+        assert info.value.code == 128 + signal.SIGTERM
+    assert reached == ["after inner block"]
