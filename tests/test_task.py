@@ -492,19 +492,7 @@ def test_registering_a_taken_name_without_overwrite_raises(monkeypatch):
 
 def test_check_node_accepts_exactly_the_indices_of_the_scene():
     """A scene with 3 nodes accepts nodes 0..2 and refuses 3 (one past the end) and -1."""
-    from asgf_nav.tasks.world import TaskScene
-
-    scene = TaskScene(
-        name="three",
-        dataset="tiny",
-        grid_size=1.0,
-        positions=np.zeros((3, 3), np.float32),
-        neighbors=np.full((3, 4), -1),
-        geodesic_hops=np.zeros((3, 3), np.int64),
-        source_nodes=np.array([0]),
-        sample_rate=16000,
-        rir=lambda r, s, y: np.zeros((4, 2), np.float32),
-    )
+    scene = grid_scene("three", nx=3, nz=1)
     assert [scene.check_node(n) for n in (0, 1, 2)] == [0, 1, 2]
     for bad in (3, -1):
         with pytest.raises(ValueError, match="is not a node of scene three"):

@@ -654,20 +654,10 @@ def test_spatial_state_distance_is_in_metres_on_a_half_metre_grid():
     """The t-SNE distance label is geodesic hops times the grid size: 3 hops on a 0.5 m grid is 1.5 m."""
     from types import SimpleNamespace
 
-    from asgf_nav.tasks.world import TaskScene
+    from asgf_nav.tasks.synthetic import grid_scene
     from asgf_nav.viz.tsne import _StateCollector
 
-    scene = TaskScene(
-        name="line",
-        dataset="tiny",
-        grid_size=0.5,
-        positions=np.array([[0, 0, 0], [0, 0, -1.5]], np.float32),
-        neighbors=np.full((2, 4), -1),
-        geodesic_hops=np.array([[0, 3], [3, 0]]),
-        source_nodes=np.array([1]),
-        sample_rate=16000,
-        rir=lambda r, s, y: np.zeros((4, 2), np.float32),
-    )
+    scene = grid_scene("line", nx=4, nz=1, grid_size=0.5)  # node 3 is 3 hops from node 0
 
     class Inner:
         name, sensors = "stub", ("spectrogram",)
@@ -679,7 +669,7 @@ def test_spatial_state_distance_is_in_metres_on_a_half_metre_grid():
     collector = _StateCollector(Inner(), samples=10)
     ctx = SimpleNamespace(
         scenes=[scene],
-        episodes=[SimpleNamespace(goal_node=1)],
+        episodes=[SimpleNamespace(goal_node=3)],
         nodes=np.array([0]),
         yaws=np.array([0]),
         active=np.array([True]),
