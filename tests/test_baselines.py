@@ -491,3 +491,29 @@ def test_near_samples_lie_within_twice_the_success_distance():
     geometry = sample_geometry(world, 200, ["bell"], seed=0, success_distance=1.0, near_fraction=1.0)
     hops = np.array([scene.geodesic_hops[r, s] for _, r, s, _, _ in geometry])
     assert hops.max() * scene.grid_size < 2.0 and (hops == 1).any()  # within 2 m: the source and its neighbours
+
+
+def test_direction_follower_predicts_again_after_replan_steps_on_one_waypoint(monkeypatch):
+    """A waypoint is followed for exactly ``replan_steps`` steps: one step more per waypoint would let a
+    wrong first prediction lead the agent further before the model is asked again."""
+    import baselines.direction_follower as follower
+
+    class LeftModel(nn.Module):  # the source is to the left, never close
+        def forward(self, spec):
+            direction = torch.zeros(len(spec), 8)
+            direction[:, 2] = 10.0
+            return {"direction": direction, "close": torch.full((len(spec),), -10.0)}
+
+    replans: list[int] = []
+
+    def far_node(scene, point, node, leave):  # never reached: the agent is held on node 3 below
+        replans.append(step)
+        return 6
+
+    monkeypatch.setattr(follower, "nearest_reachable_node", far_node)
+    row = grid_scene("row", nx=7, nz=1)
+    agent = DirectionFollowerAgent(LeftModel(), waypoint_distance=2.0, replan_steps=3)
+    spectrogram = {"spectrogram": torch.zeros(1, 4, 4, 2)}
+    for step in range(8):
+        agent.act(spectrogram, _ctx(row, 3, 0, 0, step == 0))
+    assert replans == [0, 3, 6]

@@ -29,12 +29,12 @@ SMALL_RUN = [
 ]  # fmt: skip
 
 
-def train(data_root: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+def train(data_root: Path, run_dir: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
     command = [
         sys.executable, str(REPO / "scripts" / "train_ppo.py"), "--config", "tiny_heard.yaml",
         f"scenes.data_root={data_root}", f"train.run_dir={run_dir}", *FAST_ACOUSTICS, *SMALL_RUN, *extra,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
@@ -338,7 +338,7 @@ def test_a_run_directory_is_never_taken_over_by_accident(tmp_path):
 
     fresh = tmp_path / "fresh"
     with exclusive_lock(fresh / RUN_LOCK, "test"):  # another training process is writing there
-        busy = train(tmp_path / "data", fresh)
+        busy = train(tmp_path / "data", fresh, timeout=120)  # a lock that waited would hang here
     assert busy.returncode == 2 and "Traceback" not in busy.stderr, busy.stderr[-3000:]
     last = busy.stderr.strip().splitlines()[-1]
     assert last == f"error: train.run_dir: {fresh} is in use by another training process; choose another"

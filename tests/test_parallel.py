@@ -184,7 +184,6 @@ IDLE_WORKER_SCRIPT = textwrap.dedent(
     """
     import os
     import sys
-    import tempfile
     import time
     from pathlib import Path
 
@@ -201,7 +200,7 @@ IDLE_WORKER_SCRIPT = textwrap.dedent(
         return os.getpid()
 
     def main():
-        flag = os.path.join(tempfile.mkdtemp(), "long job started")
+        flag = os.path.join(os.path.dirname(os.path.abspath(__file__)), "long job started")  # the test's tmp_path
         for pid in spawn_imap_unordered(job, [("short", flag), ("long", flag)], 2):
             print(f"one result from {pid}", file=sys.stderr, flush=True)  # that worker now waits for a task
 
