@@ -352,16 +352,31 @@ def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
         np.testing.assert_array_equal(scene.rir(eight, five, 2), encoded_rir(8, 5, 180))
 
 
-def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog):
-    (ss_dataset / "binaural_rirs" / "replica" / "office_9" / "270" / "7_5.wav").unlink()
+def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog, monkeypatch):
+    """Every replaced RIR is warned about at once and counted, and the count is logged again at exit, where
+    a long run's log ends (this process's own count and exit hook are swapped for the test's)."""
+    from collections import Counter
+
+    at_exit: list = []
+    monkeypatch.setattr(ss, "_SILENCED", Counter())
+    monkeypatch.setattr(ss, "_SILENCED_EXAMPLES", {})
+    monkeypatch.setattr(ss.atexit, "register", at_exit.append)
+    missing = ss_dataset / "binaural_rirs" / "replica" / "office_9" / "270" / "7_5.wav"
+    missing.unlink()
     cfg = make_cfg(tmp_path, ss_dataset, on_missing="silence")
     scene = load_soundspaces_world(cfg, "train").scene("office_9")
-    before = ss.silence_fallback_summary().get("replica/office_9", 0)
     with caplog.at_level(logging.WARNING):
         rir = scene.rir(6, 4, 1)
     assert "270/7_5.wav" in caplog.text
     np.testing.assert_array_equal(rir, np.zeros((SR, 2), dtype=np.float32))
-    assert ss.silence_fallback_summary()["replica/office_9"] == before + 1
+    assert ss.silence_fallback_summary() == {"replica/office_9": 1}
+    assert at_exit == [ss._log_silence_summary]  # registered once, by the first replacement
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        at_exit[0]()
+    assert caplog.messages == [
+        f"1 binaural RIRs were missing or unreadable and replaced by silence: replica/office_9: 1 (e.g. {missing})"
+    ]
 
 
 def test_corrupt_metadata_views_and_sounds_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
