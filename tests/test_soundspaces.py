@@ -356,11 +356,12 @@ def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Pa
     """Every replaced RIR is warned about at once and counted, and the count is logged again at exit, where
     a long run's log ends (this process's own count and exit hook are swapped for the test's)."""
     from collections import Counter
+    from types import SimpleNamespace
 
     at_exit: list = []
     monkeypatch.setattr(ss, "_SILENCED", Counter())
     monkeypatch.setattr(ss, "_SILENCED_EXAMPLES", {})
-    monkeypatch.setattr(ss.atexit, "register", at_exit.append)
+    monkeypatch.setattr(ss, "atexit", SimpleNamespace(register=at_exit.append))  # this module's calls only
     missing = ss_dataset / "binaural_rirs" / "replica" / "office_9" / "270" / "7_5.wav"
     missing.unlink()
     cfg = make_cfg(tmp_path, ss_dataset, on_missing="silence")
