@@ -11,10 +11,12 @@ from asgf_nav.config import ConfigError
 from asgf_nav.eval.evaluator import EvaluationFileError
 from asgf_nav.eval.progress import EvaluationProgressError
 from asgf_nav.models.doa.train import DoaCheckpointError
+from asgf_nav.parallel import WorkerDiedError
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.scenes.presets import UnknownSceneError, get_preset
 from asgf_nav.scenes.soundspaces import SoundSpacesDataError
 from asgf_nav.scenes.store import SceneStoreError
+from asgf_nav.sounds.bank import SoundBankError
 from asgf_nav.tasks.episodes import EpisodeError
 from asgf_nav.tasks.soundspaces_export import ExportError
 from asgf_nav.tasks.spectrogram_store import SpectrogramStoreError
@@ -30,6 +32,7 @@ USER_ERRORS = [
     EpisodeError("episode 3 in val_multiple.json.gz is malformed: KeyError('goal_position')"),
     ExportError("scene tiny_room_test has 16000 Hz RIRs; SoundSpaces replica uses 44100 Hz"),
     SpectrogramStoreError("spectrograms/tiny/a/telephone.npy was baked from other RIRs"),
+    SoundBankError("sound 'telephon_x' is not in the bank"), WorkerDiedError("a bake worker died (SIGKILL)"),
 ]  # fmt: skip
 
 
@@ -185,3 +188,68 @@ def test_non_negative_arguments_accept_zero_and_refuse_negatives():
     assert args.seed == 0 and args.gap == 0.0
     with pytest.raises(argparse.ArgumentTypeError, match=">= 0, got -1"):
         non_negative_int("-1")
+
+
+def test_the_excepthook_shortens_only_ctrl_c_and_a_bug_keeps_its_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """The hook cli installs on import turns a KeyboardInterrupt into one line; any other uncaught exception is
+    a bug, and hiding its traceback behind "interrupted" would leave nothing to debug."""
+    from asgf_nav.cli import _report_interrupt
+
+    _report_interrupt(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+    try:
+        raise RuntimeError("a bug, not bad input")
+    except RuntimeError as exc:
+        _report_interrupt(RuntimeError, exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and err.endswith("RuntimeError: a bug, not bad input\n")
+    assert "interrupted" not in err
+
+
+def test_int_at_least_accepts_its_minimum_and_names_the_bound_below_it() -> None:
+    """`build_scenes.py --num-scenes 3` (one scene per split) is valid: the bound itself is accepted, one less is
+    refused with the reason."""
+    import argparse
+
+    from asgf_nav.cli import int_at_least
+
+    parse = int_at_least(3, "one scene per split")
+    assert parse("3") == 3 and parse("7") == 7
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be >= 3 \(one scene per split\), got 2"):
+        parse("2")
+
+
+def test_number_type_keeps_the_fields_kind_and_its_bound() -> None:
+    """A bounded count of the DoA scripts stays an int (`--examples 5` is 5, not 5.0, and 2.5 is refused); a
+    bounded float such as --lr stays a float; --threads may be 0, not -1; a field in neither list is the plain type."""
+    import argparse
+
+    from asgf_nav.cli import number_type
+
+    count = number_type(int, "examples", ("examples", "lr"), ("threads",))
+    assert count("5") == 5 and type(count("5")) is int
+    with pytest.raises(ValueError):
+        count("2.5")
+    with pytest.raises(argparse.ArgumentTypeError, match="must be positive, got 0"):
+        count("0")
+    rate = number_type(float, "lr", ("examples", "lr"), ("threads",))
+    assert rate("0.5") == 0.5 and type(rate("1")) is float
+    threads = number_type(int, "threads", ("examples", "lr"), ("threads",))
+    assert threads("0") == 0 and type(threads("0")) is int
+    with pytest.raises(argparse.ArgumentTypeError, match=">= 0, got -1"):
+        threads("-1")
+    assert number_type(int, "seed", ("examples",), ("threads",)) is int
+
+
+def test_dataset_and_data_root_flags_override_the_config(tmp_path: Path) -> None:
+    """--dataset / --data-root must replace scenes.dataset / scenes.data_root, or a run reads the config's scenes
+    while the user believes it reads theirs; left out, the config's values stand."""
+    import argparse
+
+    from asgf_nav.cli import config_from_args
+
+    given = argparse.Namespace(config="tiny_heard", overrides=[], dataset="replica", data_root=str(tmp_path))
+    cfg = config_from_args(given)
+    assert cfg.scenes.dataset == "replica" and cfg.scenes.data_root == str(tmp_path)
+    plain = config_from_args(argparse.Namespace(config="tiny_heard", overrides=["scenes.data_root=elsewhere"]))
+    assert plain.scenes.dataset == "tiny" and plain.scenes.data_root == "elsewhere"

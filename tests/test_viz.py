@@ -676,3 +676,155 @@ def test_spatial_state_distance_is_in_metres_on_a_half_metre_grid():
     )
     collector.act({}, ctx)
     assert collector.distance == [pytest.approx(1.5)]
+
+
+def _two_room_plan():
+    """Living room (oak floor) and kitchen (tile floor) split by a wall with a doorway under a lintel; a sofa."""
+    from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room
+
+    materials = {
+        "oak": Material("oak", (0.6, 0.4, 0.2)),
+        "tile": Material("tile", (0.9, 0.9, 0.9)),
+        "paint": Material("paint", (0.8, 0.1, 0.1)),
+        "fabric": Material("fabric", (0.1, 0.2, 0.7)),
+    }
+    rooms = [
+        Room("living_room", "living", 0.0, 0.0, 4.0, 3.0, "oak", "paint"),
+        Room("kitchen", "kitchen", 4.2, 0.0, 6.0, 3.0, "tile", "paint"),
+    ]
+    walls = [
+        Box(-0.1, -0.1, 6.1, 0.0, 0.0, 2.5, "paint"),  # north
+        Box(-0.1, 3.0, 6.1, 3.1, 0.0, 2.5, "paint"),  # south
+        Box(4.0, 0.0, 4.2, 1.0, 0.0, 2.5, "paint"),  # partition, north of the doorway
+        Box(4.0, 1.0, 4.2, 2.0, 2.0, 2.5, "paint", "lintel"),  # above the doorway: not a wall on the map
+        Box(4.0, 2.0, 4.2, 3.0, 0.0, 2.5, "paint"),  # partition, south of the doorway
+    ]
+    sofa = Box(0.5, 0.5, 1.5, 1.0, 0.0, 0.8, "fabric", "furniture:sofa")
+    door = Doorway(4.0, 1.0, 4.2, 2.0, 2.0, ("living_room", "kitchen"))
+    return FloorPlan("two", "apartment", 0, 2.5, "paint", rooms, walls, [sofa], [door], materials)
+
+
+def test_floor_plan_draws_each_part_where_it_is_in_its_colour_and_layer() -> None:
+    """Rooms are tinted by their floor (0.55 + 0.45 * colour), doorways show through (no lintel is drawn as
+    a wall), furniture lies over the walls; labels sit at the centres; z grows downwards with a 0.3 m margin."""
+    from matplotlib.figure import Figure
+
+    from asgf_nav.viz.floorplan_plot import draw_floorplan
+
+    ax = Figure().add_subplot()
+    draw_floorplan(ax, _two_room_plan(), furniture_labels=True)
+    drawn = sorted((*p.get_xy(), p.get_width(), p.get_height(), *p.get_facecolor(), p.get_zorder()) for p in ax.patches)
+    wall, door = (43 / 255,) * 3 + (1.0,), (242 / 255, 193 / 255, 78 / 255, 1.0)  # WALL_COLOR, DOORWAY_COLOR
+    expected = [
+        (-0.1, -0.1, 6.2, 0.1, *wall, 2),
+        (-0.1, 3.0, 6.2, 0.1, *wall, 2),
+        (0.0, 0.0, 4.0, 3.0, 0.82, 0.73, 0.64, 1.0, 0),  # oak floor
+        (0.5, 0.5, 1.0, 0.5, 0.1, 0.2, 0.7, 0.9, 3),  # the sofa in its fabric
+        (4.0, 0.0, 0.2, 1.0, *wall, 2),
+        (4.0, 1.0, 0.2, 1.0, *door, 1),
+        (4.0, 2.0, 0.2, 1.0, *wall, 2),
+        (4.2, 0.0, 1.8, 3.0, 0.955, 0.955, 0.955, 1.0, 0),  # tile floor
+    ]
+    np.testing.assert_allclose(drawn, expected, atol=1e-9)
+    labels = sorted((t.get_text(), *t.get_position()) for t in ax.texts)
+    assert labels == [("kitchen", 5.1, 1.5), ("living room", 2.0, 1.5), ("sofa", 1.0, 0.75)]
+    np.testing.assert_allclose([*ax.get_xlim(), *ax.get_ylim()], [-0.4, 6.4, 3.4, -0.4])
+
+
+def test_floor_plan_graph_is_drawn_from_x_and_z_with_each_edge_once() -> None:
+    """Nodes at height 1.2 m are plotted at (x, z); the edges 0-1 and 1-2 are each one segment."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+
+    from asgf_nav.viz.floorplan_plot import draw_floorplan
+
+    positions = np.array([[1.0, 1.2, 1.0], [2.0, 1.2, 1.0], [2.0, 1.2, 2.0]])
+    neighbors = np.array([[-1, -1, -1, 1], [-1, 0, 2, -1], [1, -1, -1, -1]])  # 0 -east- 1 -south- 2
+    ax = Figure().add_subplot()
+    draw_floorplan(ax, _two_room_plan(), positions, neighbors, room_labels=False)
+    (edges,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    segments = sorted(tuple(map(tuple, s)) for s in edges.get_segments())
+    assert segments == [((1.0, 1.0), (2.0, 1.0)), ((2.0, 1.0), (2.0, 2.0))]
+    (nodes,) = [c for c in ax.collections if not isinstance(c, LineCollection)]
+    np.testing.assert_allclose(nodes.get_offsets(), [[1.0, 1.0], [2.0, 1.0], [2.0, 2.0]])
+    one_way = np.array([[-1, -1, -1, -1], [-1, 0, -1, -1], [1, -1, -1, -1]])  # only 1 -> 0 and 2 -> 1 listed
+    ax = Figure().add_subplot()
+    draw_floorplan(ax, _two_room_plan(), positions, one_way, room_labels=False)
+    (edges,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert sorted(tuple(sorted(map(tuple, s))) for s in edges.get_segments()) == segments  # an imported graph's
+
+
+_DEEPEST = [0, 2, 1, 3, 0]  # the yaw index each node of _view_scene looks deepest at
+
+
+def _view_scene():
+    """Five nodes in four rooms (the 1 m^2 hall holds no node: its nearest is the mid room's centre node);
+    node n looks deepest at yaw index _DEEPEST[n]; every view's RGB differs."""
+    from types import SimpleNamespace
+
+    from asgf_nav.scenes.floorplan import FloorPlan, Material, Room
+
+    rooms = [
+        Room("small", "bathroom", 0.0, 3.0, 2.0, 4.0, "m", "m"),  # area 2, centre (1, 3.5)
+        Room("big", "living", 0.0, 0.0, 4.0, 3.0, "m", "m"),  # area 12, centre (2, 1.5)
+        Room("hall", "corridor", 6.0, 0.0, 7.0, 1.0, "m", "m"),  # area 1, centre (6.5, 0.5)
+        Room("mid", "kitchen", 4.0, 0.0, 6.0, 3.0, "m", "m"),  # area 6, centre (5, 1.5)
+    ]
+    plan = FloorPlan("views", "apartment", 0, 2.5, "m", rooms, [], [], [], {"m": Material("m", (0.5, 0.5, 0.5))})
+    positions = np.array([[1.0, 1.2, 3.5], [2.0, 1.2, 0.5], [2.0, 1.2, 1.5], [5.0, 1.2, 1.5], [5.5, 1.2, 2.5]])
+    depth = np.full((5, 4, 2, 2), 2.0, dtype=np.float16)
+    depth[np.arange(5), _DEEPEST] = 6.0
+    depth[:, :, 0, 0] += np.arange(4, dtype=np.float16)  # views differ; the deepest stays _DEEPEST
+    rgb = np.arange(5 * 4 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 4, 2, 2, 3)
+    neighbors = np.full((5, 4), -1, dtype=np.int32)
+    return SimpleNamespace(
+        positions=positions,
+        floorplan=plan,
+        depth=depth,
+        rgb=rgb,
+        neighbors=neighbors,
+        num_nodes=5,
+        dataset="toy",
+        name="views",
+        grid_size=1.0,
+    )
+
+
+def test_scene_views_go_to_the_largest_rooms_centres_looking_the_deepest_way() -> None:
+    """Largest room first: big (node 2), mid (node 3), small (node 0); the hall's nearest node is node 3
+    again, so further views are other nodes, never one twice, and never more than the scene has."""
+    from asgf_nav.viz.scene_sheet import pick_views
+
+    scene = _view_scene()
+    rooms = [(2, _DEEPEST[2]), (3, _DEEPEST[3]), (0, _DEEPEST[0])]
+    assert pick_views(scene, 2) == rooms[:2]
+    assert pick_views(scene, 3) == rooms
+    for count in (4, 5, 9):
+        picks = pick_views(scene, count)
+        assert picks[:3] == rooms and len(picks) == min(count, 5)
+        assert len({node for node, _ in picks}) == len(picks) and all(0 <= k < 4 for _, k in picks)
+
+
+def test_scene_sheet_marks_each_view_on_the_map_and_shows_its_rgb_and_depth(monkeypatch, tmp_path: Path) -> None:
+    """View i is numbered i+1 at its node with an arrow 0.8 m along its heading (yaw index 1 -> -X,
+    3 -> +X); its RGB and depth (scaled 0..max_depth) are that node's at that yaw."""
+    from matplotlib.text import Annotation
+
+    from asgf_nav.viz import scene_sheet
+
+    scene = _view_scene()
+    figures = []
+    monkeypatch.setattr(scene_sheet, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or Path(path))
+    scene_sheet.make_scene_sheet(scene, tmp_path / "sheet.png", num_views=2)
+    ax_map, rgb1, depth1, rgb2, depth2 = figures[0].axes
+    arrows = [(*a.xyann, *a.xy) for a in ax_map.texts if isinstance(a, Annotation)]
+    np.testing.assert_allclose(arrows, [(2.0, 1.5, 1.2, 1.5), (5.0, 1.5, 5.8, 1.5)], atol=1e-9)
+    numbers = {t.get_text(): t.get_position() for t in ax_map.texts if t.get_text().isdigit()}
+    assert numbers == {"1": (2.0, 1.5), "2": (5.0, 1.5)}
+    for (node, k), rgb, depth in (((2, 1), rgb1, depth1), ((3, 3), rgb2, depth2)):
+        np.testing.assert_array_equal(rgb.images[0].get_array(), scene.rgb[node, k])
+        np.testing.assert_array_equal(depth.images[0].get_array(), scene.depth[node, k].astype(np.float32))
+        assert depth.images[0].get_clim() == (0, 10.0) and depth.get_title() == "depth (0-10 m)"
+    scene_sheet.make_scene_sheet(scene, tmp_path / "sheet.png", num_views=1, max_depth=5.0)
+    depth = figures[1].axes[2]
+    assert depth.images[0].get_clim() == (0, 5.0) and depth.get_title() == "depth (0-5 m)"

@@ -50,8 +50,9 @@ def draw_floorplan(
         if neighbors is not None:
             nb = np.asarray(neighbors)
             src, k = np.nonzero(nb >= 0)
-            keep = src < nb[src, k]  # each undirected edge once
-            segments = np.stack([pts[src[keep]], pts[nb[src[keep], k[keep]]]], axis=1)
+            # each edge once, whichever way it goes: an imported graph need not list the way back
+            pairs = np.unique(np.sort(np.stack([src, nb[src, k]], axis=1), axis=1), axis=0).reshape(-1, 2)
+            segments = np.stack([pts[pairs[:, 0]], pts[pairs[:, 1]]], axis=1)
             ax.add_collection(LineCollection(segments, colors=GRAPH_COLOR, linewidths=0.5, alpha=0.6, zorder=4))
         ax.scatter(pts[:, 0], pts[:, 1], s=4, color=GRAPH_COLOR, zorder=5, linewidths=0)
     if room_labels:

@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def pick_views(scene: Scene, count: int = 4) -> list[tuple[int, int]]:
-    """(node, yaw index) pairs spread over the rooms, each looking the way with the most depth."""
+    """(node, yaw index) pairs: the node nearest each room's centre, largest rooms first, looking the way
+    with the most depth; where the rooms give fewer than ``count``, random other nodes and yaws (seeded)."""
     pos = np.asarray(scene.positions)[:, [0, 2]]
     rooms = sorted(scene.floorplan.rooms, key=lambda r: -r.area)
     picks: list[tuple[int, int]] = []
@@ -80,7 +81,7 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
         ax_rgb.set_title(f"{i + 1}: node {node}, yaw {YAWS[k]}: RGB", fontsize=7)
         ax_depth = fig.add_subplot(grid[i, 2])
         ax_depth.imshow(np.asarray(scene.depth[node, k], dtype=np.float32), cmap="viridis", vmin=0, vmax=max_depth)
-        ax_depth.set_title("depth (0-10 m)", fontsize=7)
+        ax_depth.set_title(f"depth (0-{max_depth:g} m)", fontsize=7)
         for ax in (ax_rgb, ax_depth):
             ax.set_xticks([])
             ax.set_yticks([])
