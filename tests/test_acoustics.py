@@ -188,6 +188,24 @@ def test_path_delays_round_to_the_nearest_sample():
     assert not np.array_equal(one_path(10.0), one_path(11.0))
 
 
+def test_a_flat_path_renders_its_hrir_scaled_and_delayed() -> None:
+    """Equal amplitude a in every band is a gain of exactly a at every frequency, also below the lowest band
+    centre and above the highest (the band curve is flat there). So each path renders as a x its measured
+    HRIR, starting at its delay in samples: not a sample late, no low end lost."""
+    hrtf = load_hrtf(FS)
+    centers = 125.0 * 2.0 ** np.arange(6)
+    delays, azimuths, amplitudes = np.array([40, 300]), np.array([30.0, 120.0]), np.array([0.5, 0.25])
+    paths = EarlyPaths(delays / FS, azimuths, np.zeros(2), amplitudes[:, None] * np.ones((2, 6)))
+    got = render_early(paths, [0.0, 90.0], hrtf, centers, 1000)
+    expected = np.zeros((2, 1000, 2))
+    for y, yaw in enumerate((0.0, 90.0)):
+        for delay, azimuth, amplitude in zip(delays, azimuths, amplitudes):
+            grid = np.flatnonzero((hrtf.elevation == 0.0) & (hrtf.azimuth == (azimuth - yaw) % 360.0))
+            assert len(grid) == 1  # a measured direction: the HRIR is that one, no nearest-neighbour choice
+            expected[y, delay : delay + hrtf.num_taps] += amplitude * hrtf.hrir[grid[0]].T
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
 def test_the_added_direct_sound_at_the_source_comes_from_straight_above():
     """The goal node's extra direct sound carries no bearing: the same at every yaw, alike in both ears."""
     centers = np.array([125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0])
@@ -453,6 +471,45 @@ def test_batched_rirs_equal_single_ones_and_errors_name_the_scene(baked_scene):
         rirs.source_slot(non_source)
 
 
+def test_batched_rirs_of_one_receiver_keep_each_source_apart(baked_scene) -> None:
+    """Items are grouped by (receiver, source): several agents at one node hearing different goals (or one
+    agent's several sources) each get their own source's response, not the first one's."""
+    directory, _ = baked_scene
+    rirs = SceneRirs(SceneStore(directory))
+    receiver = next(n for n in range(rirs.num_receivers) if n not in set(rirs.source_nodes.tolist()))
+    sources, yaws = [int(n) for n in rirs.source_nodes], [0, 0, 2]
+    batch = rirs.rirs([receiver] * 3, sources, yaws)
+    for i in range(3):
+        np.testing.assert_array_equal(batch[i], rirs.rir(receiver, sources[i], yaws[i]))
+    assert not np.allclose(batch[0], batch[1])  # different sources sound different
+
+
+def test_no_two_yaws_share_a_late_tail(baked_scene) -> None:
+    """The tail's noise offsets depend on the yaw too: after the early reflections (ISM order 3 ends well
+    before 250 ms here) the four headings of one pair are uncorrelated, not one tail repeated."""
+    directory, _ = baked_scene
+    rirs = SceneRirs(SceneStore(directory))
+    node = int(rirs.source_nodes[0])
+    late = rirs.rirs([3] * 4, [node] * 4, range(4))[:, FS // 4 :, 0].astype(np.float64)
+    assert np.abs(late).max() > 0
+    corr = np.corrcoef(late)
+    assert np.abs(corr[~np.eye(4, dtype=bool)]).max() < 0.5
+
+
+def test_out_of_range_receivers_and_yaws_are_refused_by_name(baked_scene) -> None:
+    """One past the last receiver, or yaw index 4 (360 degrees, a caller that forgot the modulo), is an
+    error naming the bound, not another pair's response or a silently re-keyed tail."""
+    directory, _ = baked_scene
+    rirs = SceneRirs(SceneStore(directory))
+    node = int(rirs.source_nodes[0])
+    with pytest.raises(IndexError, match=f"receiver {rirs.num_receivers} out of range"):
+        rirs.rir(rirs.num_receivers, node, 0)
+    with pytest.raises(IndexError, match="yaw_index 4 out of range"):
+        rirs.rir(0, node, 4)
+    with pytest.raises(IndexError, match="yaw_index 4 out of range"):
+        rirs.rirs([0], [node], [4])
+
+
 def test_the_simulation_draws_nothing_at_random(single_room):
     """Bakes are reproducible without a seed: the same inputs give the same field whatever the global
     random state."""
@@ -490,6 +547,20 @@ def test_late_tail_energy_agrees_with_pyroomacoustics_own_tail(single_room):
     )
     for ear in range(2):
         assert energy_db(mine[:, ear]) == pytest.approx(energy_db(reference), abs=2.0)
+
+
+@pytest.mark.parametrize("band", range(6))
+def test_each_band_of_the_late_tail_sounds_in_its_own_octave(band: int) -> None:
+    """Energy in one octave band (centre 125 x 2^band Hz) must come out in that octave, [c/sqrt2, c sqrt2):
+    the band's noise, not a neighbour's (the tail's colour is what the absorbing materials set)."""
+    energy = np.zeros((7, 100))
+    energy[band] = 1e-3
+    tail = render_late(energy, 0.004, FS, FS // 2, (0, 1000)).astype(np.float64)
+    power = np.abs(np.fft.rfft(tail, axis=0)) ** 2
+    freqs = np.fft.rfftfreq(FS // 2, 1 / FS)
+    centre = 125.0 * 2.0**band
+    in_octave = (freqs >= centre / np.sqrt(2)) & (freqs < centre * np.sqrt(2))
+    np.testing.assert_array_less(0.75, power[in_octave].sum(axis=0) / power.sum(axis=0))  # both ears
 
 
 @pytest.mark.parametrize(

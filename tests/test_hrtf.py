@@ -65,3 +65,18 @@ def test_resampled_hrtfs_keep_their_level_and_onset():
     # the trimmed lead before the earliest onset is the same time at both rates (about 0.18 ms)
     first = [min(_onset(ir) for ir in h.hrir.reshape(-1, h.num_taps)) / h.sample_rate for h in (native, low)]
     assert abs(first[0] - first[1]) < 2 / 16000  # a guard of 8 samples at 16 kHz put it 0.42 ms later
+
+
+@pytest.mark.parametrize("rate", [44100, 16000])
+def test_the_measurement_lead_is_trimmed_to_a_guard_of_8_native_samples(rate: int) -> None:
+    """The file's leading silence (the measurement's travel time, 28 samples at 44.1 kHz) is cut down to 8
+    samples at 44.1 kHz, the same 0.18 ms at every rate (3 samples at 16 kHz). Any more would put every
+    early path later than the late tail, which starts at the straight-line travel time."""
+    raw = np.load(KEMAR_FILE)["hrir"]
+    raw_onsets = np.argmax(np.abs(raw) > 0.1 * np.abs(raw).max(axis=-1, keepdims=True), axis=-1)
+    assert int(raw_onsets.min()) == 28
+    h = load_hrtf(rate)
+    onsets = np.argmax(np.abs(h.hrir) > 0.1 * np.abs(h.hrir).max(axis=-1, keepdims=True), axis=-1)
+    assert int(onsets.min()) == round(8 * rate / 44100)
+    if rate == 44100:  # native rate: the trimmed set is the file from sample 28 - 8 = 20 on
+        np.testing.assert_array_equal(h.hrir, raw[..., 20:].astype(np.float32))

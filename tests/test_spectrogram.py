@@ -114,3 +114,28 @@ def test_from_rirs_chunking_does_not_change_values():
 def test_default_batch_is_small_on_cpu_and_large_elsewhere():
     assert default_batch("cpu") == CPU_BATCH <= 16
     assert default_batch("cuda") > CPU_BATCH
+
+
+def test_torch_matches_reference_at_44100():
+    """At 44.1 kHz the pooled spectrogram pads 257 frequency bins (by 3) and 276 frames (by 0) to multiples
+    of 4; the torch version must pad each axis by its own amount, as the 16 kHz case (3 and 3) cannot show."""
+    sr = 44100
+    sound, rir = _pair(sr, 6000, 30)
+    out = TorchSpectrogram(sr)(torch.from_numpy(sound[None]), torch.from_numpy(rir[None])).numpy()
+    assert out.shape == (1, *spectrogram_shape(sr)) == (1, 65, 69, 2)
+    np.testing.assert_allclose(out[0], spectrogram_np(sound, rir, sr), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_pads_a_short_received_signal_at_the_end():
+    """A sound shorter than one second (0.25 s here) convolved with a short RIR ends early: the rest of the
+    second is silence after it, in torch as in the numpy reference, not silence before it."""
+    sr = 16000
+    sound, rir = _pair(sr, 300, 31)
+    sound = sound[: sr // 4]
+    spectrogram = TorchSpectrogram(sr)
+    audio = spectrogram.audio(torch.from_numpy(sound[None]), torch.from_numpy(rir[None])).numpy()[0]
+    expected = binaural_audio_np(sound, rir, sr)
+    assert not expected[sr // 4 + 300 :].any()
+    np.testing.assert_allclose(audio, expected.T, atol=1e-5)
+    out = spectrogram(torch.from_numpy(sound[None]), torch.from_numpy(rir[None])).numpy()[0]
+    np.testing.assert_allclose(out, spectrogram_np(sound, rir, sr), rtol=1e-4, atol=1e-4)
