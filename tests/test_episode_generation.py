@@ -1,5 +1,7 @@
 """Episode generation details a researcher relies on."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from asgf_nav.config import TaskConfig
 from asgf_nav.tasks.episodes import (
     Episode,
     EpisodeError,
+    EpisodeSampler,
     generate_scene_episodes,
     generate_split,
     load_or_generate,
@@ -106,3 +109,72 @@ def test_unheard_val_and_test_episodes_play_their_own_splits_sounds(tmp_path, mo
     factory.load_task_data(cfg, split)
     bank = SoundBank.load()
     assert seen["sounds"] == bank.names(split) and not set(seen["sounds"]) & set(bank.names("train"))
+
+
+def test_generate_split_orders_the_scenes_by_name_whatever_the_world_order():
+    """Ids (numbered across the scenes, each once) and the val/test spread (5 over 2 scenes: 3 + 2) follow
+    the sorted names, as load_or_generate reads them, not the order in which the world lists its scenes."""
+    world = synthetic_world(sample_rate=SR)
+    backwards = synthetic_world([world.scene("grid_b"), world.scene("grid_a")], SR)
+    assert list(backwards.scenes) == ["grid_b", "grid_a"]
+    cfg = TaskConfig(val_episodes=5)
+    episodes = generate_split(backwards, "val", "heard", ["bell"], cfg)
+    assert [e.scene_name for e in episodes] == ["grid_a"] * 3 + ["grid_b"] * 2
+    assert [e.episode_id for e in episodes] == ["0", "1", "2", "3", "4"]
+    in_order = generate_split(world, "val", "heard", ["bell"], cfg)
+    assert [e.to_json() for e in episodes] == [e.to_json() for e in in_order]
+
+
+def test_a_source_without_a_start_in_the_distance_bounds_is_never_a_goal():
+    """In a 5-node corridor with min = max = 3 m the middle node has no start 3 hops away: episodes use
+    only the four other sources (drawing it would leave no start to choose)."""
+    scene = grid_scene("corridor", nx=5, nz=1, sample_rate=SR)
+    assert len(scene.source_nodes) == 5
+    episodes = generate_scene_episodes(scene, 40, ["bell"], seed=0, min_distance=3.0, max_distance=3.0)
+    assert {ep.geodesic_distance for ep in episodes} == {3.0}
+    assert {ep.goal_position[0] for ep in episodes} == {0.0, 1.0, 3.0, 4.0}
+
+
+def test_a_changed_train_count_regenerates_the_cached_episodes(tmp_path):
+    """task.train_episodes_per_scene from 3 to 5 gives 5 episodes per scene, not the 3 cached ones."""
+    world = synthetic_world(sample_rate=SR)
+    fewer = load_or_generate(tmp_path, world, "train", "heard", ["bell"], TaskConfig(train_episodes_per_scene=3))
+    assert len(fewer) == 6
+    more = load_or_generate(tmp_path, world, "train", "heard", ["bell"], TaskConfig(train_episodes_per_scene=5))
+    assert len(more) == 10
+
+
+def test_changed_source_nodes_regenerate_the_cached_episodes(tmp_path):
+    """The same graph with other acoustic sources (another bake) must not keep goals that are no sources."""
+    cfg = TaskConfig(train_episodes_per_scene=20)
+    scene = replace(grid_scene("g", sample_rate=SR), source_nodes=np.array([0, 19]))
+    load_or_generate(tmp_path / "cached", synthetic_world([scene], SR), "train", "heard", ["bell"], cfg)
+    moved = synthetic_world([replace(scene, source_nodes=np.array([7, 12]))], SR)
+    episodes = load_or_generate(tmp_path / "cached", moved, "train", "heard", ["bell"], cfg)
+    assert {resolve_episode(ep, moved).goal_node for ep in episodes} <= {7, 12}
+    fresh = load_or_generate(tmp_path / "fresh", moved, "train", "heard", ["bell"], cfg)
+    assert [e.to_json() for e in episodes] == [e.to_json() for e in fresh]
+
+
+def test_the_envs_of_a_run_draw_different_episode_orders():
+    """Each env's sampler is seeded with its index too: envs sharing a seed must not run the same episodes
+    in lockstep."""
+    samplers = [EpisodeSampler(50, seed=0, env_index=i, num_envs=3) for i in range(3)]
+    orders = [tuple(s.next() for _ in range(10)) for s in samplers]
+    assert len(set(orders)) == 3
+    again = EpisodeSampler(50, seed=0, env_index=1, num_envs=3)
+    assert tuple(again.next() for _ in range(10)) == orders[1]
+
+
+def test_generated_episodes_resolve_in_a_scene_off_round_coordinates():
+    """Replica nodes sit at heights like -1.5528907 m and arbitrary x, z offsets: stored positions must keep
+    enough decimals to map back to their nodes with SoundSpaces' 2-decimal key."""
+    base = grid_scene("offset", grid_size=0.5, sample_rate=SR)
+    offset = np.array([0.1234567, -1.5528907, 0.3456789], dtype=np.float32)
+    scene = replace(base, positions=np.asarray(base.positions) + offset)
+    world = synthetic_world([scene], SR)
+    episodes = generate_scene_episodes(scene, 30, ["bell"], seed=1)
+    for ep in episodes:
+        resolved = resolve_episode(ep, world)
+        np.testing.assert_allclose(scene.positions[resolved.start_node], ep.start_position, atol=1e-6)
+        assert ep.geodesic_distance == pytest.approx(scene.geodesic_hops[resolved.start_node, resolved.goal_node] * 0.5)

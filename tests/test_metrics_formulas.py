@@ -85,3 +85,38 @@ def test_both_envs_take_reward_and_metrics_from_tasks_metrics(monkeypatch):
     assert done.all()
     for i, (_, _, _, truncated, ref_info) in enumerate(ref_steps):
         assert truncated and info["spl"][i].item() == -7.0 and ref_info["spl"] == -7.0
+
+
+def test_sna_is_zero_for_every_failed_episode() -> None:
+    """SNA = success * num_action / max(num_action, NA): an episode that ends on the goal without STOP, or
+    that stops too far away, scores 0 however short it was (without the success factor both would be 1)."""
+    assert episode_metrics(False, 2.0, 0.0, 2.0, 3, 3)["sna"] == 0.0  # reached the goal, never stopped
+    assert episode_metrics(True, 4.0, 2.0, 2.0, 5, 3)["sna"] == 0.0  # stopped 2 m away
+    assert episode_metrics(True, 4.0, 0.0, 4.0, 5, 8)["sna"] == pytest.approx(5 / 8)
+    array = episode_metrics_array(np.array([False, True]), np.full(2, 4.0), np.array([0.0, 2.0]), 4.0, 5, 3)
+    np.testing.assert_array_equal(array["sna"], [0.0, 0.0])
+
+
+def test_a_successful_start_on_the_goal_scores_one_in_spl_and_softspl() -> None:
+    """d0 = 0 (task.min_geodesic_distance = 0): STOP at once is a perfect episode, SoftSPL as SPL, where
+    the SoftSPL formula itself gives 0 * ... / 1e-12 = 0."""
+    done = episode_metrics(True, 0.0, 0.0, 0.0, 1, 1)
+    assert (done["success"], done["spl"], done["softspl"], done["sna"]) == (1.0, 1.0, 1.0, 1.0)
+    array = episode_metrics_array(np.array([True, False]), np.zeros(2), np.zeros(2), np.zeros(2), 1, 1)
+    np.testing.assert_array_equal(array["softspl"], [1.0, 0.0])
+
+
+def test_per_episode_metrics_honour_the_success_distance() -> None:
+    """task.success_distance reaches the single env's metrics: a STOP 1 m away succeeds with 1.5 m and fails
+    with the default 1.0 m (strict <)."""
+    wide = episode_metrics(True, 3.0, 1.0, 2.0, 4, 4, success_distance=1.5)
+    assert (wide["success"], wide["spl"], wide["sna"]) == (1.0, 1.0, 1.0)
+    assert episode_metrics(True, 3.0, 1.0, 2.0, 4, 4)["success"] == 0.0
+
+
+def test_step_reward_uses_its_scale_slack_and_success_reward() -> None:
+    """reward = slack + scale * (previous - current distance) + success_reward * stop_at_goal, each term
+    from its own argument (task.slack_reward, task.distance_reward_scale, task.success_reward)."""
+    assert metrics.step_reward(2.0, 1.5, 0.0, -0.01, 2.0, 10.0) == pytest.approx(-0.01 + 2.0 * 0.5)
+    assert metrics.step_reward(1.0, 0.0, 1.0, -0.05, 1.0, 5.0) == pytest.approx(-0.05 + 1.0 + 5.0)
+    assert metrics.step_reward(1.0, 1.5, 0.0, -0.01, 3.0, 10.0) == pytest.approx(-0.01 - 1.5)

@@ -111,6 +111,49 @@ def test_oracle_counts_turns_and_prefers_fewest_actions():
     assert plan == [MOVE_FORWARD, MOVE_FORWARD, TURN_RIGHT, MOVE_FORWARD, MOVE_FORWARD, STOP]
 
 
+def test_quaternion_reader_takes_the_nearest_multiple_of_90_and_refuses_other_axes():
+    """SoundSpaces files store 7-digit quaternions, so a yaw of 90 can read 89.99999 degrees: it rounds to
+    the nearest multiple (within 1 degree), not down; a rotation about X or Z alone is no start yaw."""
+    assert quaternion_to_yaw_index([0, 0.7071067, 0, 0.7071068]) == 1  # 89.99999 degrees
+    half = np.radians(179.6 / 2)  # 179.6 degrees
+    assert quaternion_to_yaw_index([0, np.sin(half), 0, np.cos(half)]) == 2
+    for tilted in ([0.7071068, 0, 0, 0.7071068], [0, 0, 0.7071068, 0.7071068]):
+        with pytest.raises(ValueError, match="not a rotation about"):
+            quaternion_to_yaw_index(tilted)
+
+
+def _fewest_actions_by_search(neighbors, hops, start, yaw):
+    """Breadth-first search over (node, yaw) poses, moving only to a neighbour one hop closer: the fewest
+    actions of any shortest-hop path, STOP included (an independent count for ``oracle_plan``)."""
+    frontier, seen, steps = {(start, yaw)}, {(start, yaw)}, 0
+    while not any(hops[n] == 0 for n, _ in frontier):
+        nxt = set()
+        for n, k in frontier:
+            m = int(neighbors[n, k])
+            moves = [(n, (k + 1) % 4), (n, (k + 3) % 4)] + ([(m, k)] if m >= 0 and hops[m] == hops[n] - 1 else [])
+            nxt.update(p for p in moves if p not in seen)
+        seen |= nxt
+        frontier, steps = nxt, steps + 1
+    return steps + 1
+
+
+def test_oracle_plan_has_the_fewest_actions_around_obstacles():
+    """num_action (SNA's reference) counts every turn of the whole path, not only the next one: around
+    blocked cells the oracle must not go straight first when that forces more turns later."""
+    scene = grid_scene("obstacles", nx=5, nz=4, blocked=((1, 1), (3, 1), (2, 3)))
+    start, goal = scene.node_at([3, 0, 0]), scene.node_at([3, 0, 3])
+    hops = np.asarray(scene.geodesic_hops[:, goal])
+    # facing +Z into the blocked cell (3, 1): left to +X, then up the x = 4 column and right to the goal
+    plan = oracle_plan(scene.neighbors, hops, start, 2)
+    assert plan == [TURN_LEFT, MOVE_FORWARD, TURN_RIGHT] + [MOVE_FORWARD] * 3 + [TURN_RIGHT, MOVE_FORWARD, STOP]
+    for goal in range(scene.num_nodes):
+        hops = np.asarray(scene.geodesic_hops[:, goal])
+        for start in range(scene.num_nodes):
+            for yaw in range(4):
+                expected = _fewest_actions_by_search(scene.neighbors, hops, start, yaw)
+                assert len(oracle_plan(scene.neighbors, hops, start, yaw)) == expected, (start, yaw, goal)
+
+
 # ------------------------------------------------------------------------------------------ episodes
 def test_episodes_deterministic_within_bounds(world, val_episodes):
     again = generate_split(world, "val", "unheard", ["bell", "drum", "horn"], TaskConfig(val_episodes=60))
@@ -288,6 +331,40 @@ def test_goal_must_be_a_source_node():
     )
     with pytest.raises(EpisodeError, match="not an acoustic source node"):
         resolve_episode(rec, world)
+
+
+def test_a_soundspaces_record_keeps_its_stored_distance_for_the_first_reward(world):
+    """SoundSpaces starts the reward's previous distance at info.geodesic_distance (navmesh, may differ
+    from the graph); resolving must keep the stored 4.5 m, not replace it with the graph's 4 hops x 1 m."""
+    record = {
+        "episode_id": "off",
+        "scene_id": "data/scene_datasets/replica/grid_a/habitat/mesh_semantic.ply",
+        "start_position": [1.0, 0.0, 2.0],
+        "start_rotation": [0, 0, 0, 1],
+        "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
+        "info": {"sound": "telephone", "geodesic_distance": 4.5},
+    }
+    resolved = resolve_episode(Episode.from_json(record), world)
+    assert resolved.geodesic_distance == 4.5
+    env = AudioNavEnv(world, [resolved], sensors=["depth"])
+    env.reset()
+    _, reward, *_ = env.step(TURN_LEFT)
+    assert reward == pytest.approx(-0.01 + 4.5 - 4.0)
+
+
+def test_a_record_round_trips_with_its_extra_fields():
+    """Fields this project does not read (e.g. SoundSpaces' shortest_paths) are written back unchanged."""
+    record = {
+        "episode_id": "3",
+        "scene_id": "grid_a/grid_a.glb",
+        "start_position": [1.0, 0.0, 2.0],
+        "start_rotation": [0.0, 0.0, 0.0, 1.0],
+        "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
+        "info": {"sound": "telephone", "geodesic_distance": 4.0, "num_action": 7},
+        "shortest_paths": None,
+        "start_room": "kitchen",
+    }
+    assert Episode.from_json(record).to_json() == record
 
 
 # ------------------------------------------------------------------------------------------ reference env
