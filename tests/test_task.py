@@ -280,16 +280,22 @@ def test_episodes_follow_a_scene_whose_graph_changed(tmp_path):
         assert ep.num_action == len(oracle_plan(walled.neighbors, hops, ep.start_node, ep.start_yaw))
 
 
-def test_real_soundspaces_record_and_scene_ids(world):
-    scene = world.scene("grid_a")
+def _grid_a_record(**fields) -> dict:
+    """A SoundSpaces episode record in grid_a from (1, 0, 2) to the source at (4, 0, 3), with ``fields`` replaced."""
     record = {
-        "episode_id": 7,
+        "episode_id": "3",
         "scene_id": "data/scene_datasets/replica/grid_a/habitat/mesh_semantic.ply",
-        "start_position": [1.0000001, 0.0, 2.0],
-        "start_rotation": [0, 1.0, 0, 0.0],
+        "start_position": [1.0, 0.0, 2.0],
+        "start_rotation": [0.0, 0.0, 0.0, 1.0],
         "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
         "info": {"sound": "telephone", "geodesic_distance": 4.0},
     }
+    return {**record, **fields}
+
+
+def test_real_soundspaces_record_and_scene_ids(world):
+    scene = world.scene("grid_a")
+    record = _grid_a_record(episode_id=7, start_position=[1.0000001, 0.0, 2.0], start_rotation=[0, 1.0, 0, 0.0])
     ep = resolve_episode(Episode.from_json(record), world)
     assert (ep.scene, ep.start_yaw) == ("grid_a", 2)
     assert ep.start_node == scene.node_at([1, 0, 2]) and ep.goal_node == scene.node_at([4, 0, 3])
@@ -336,14 +342,7 @@ def test_goal_must_be_a_source_node():
 def test_a_soundspaces_record_keeps_its_stored_distance_for_the_first_reward(world):
     """SoundSpaces starts the reward's previous distance at info.geodesic_distance (navmesh, may differ
     from the graph); resolving must keep the stored 4.5 m, not replace it with the graph's 4 hops x 1 m."""
-    record = {
-        "episode_id": "off",
-        "scene_id": "data/scene_datasets/replica/grid_a/habitat/mesh_semantic.ply",
-        "start_position": [1.0, 0.0, 2.0],
-        "start_rotation": [0, 0, 0, 1],
-        "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
-        "info": {"sound": "telephone", "geodesic_distance": 4.5},
-    }
+    record = _grid_a_record(info={"sound": "telephone", "geodesic_distance": 4.5})
     resolved = resolve_episode(Episode.from_json(record), world)
     assert resolved.geodesic_distance == 4.5
     env = AudioNavEnv(world, [resolved], sensors=["depth"])
@@ -354,16 +353,12 @@ def test_a_soundspaces_record_keeps_its_stored_distance_for_the_first_reward(wor
 
 def test_a_record_round_trips_with_its_extra_fields():
     """Fields this project does not read (e.g. SoundSpaces' shortest_paths) are written back unchanged."""
-    record = {
-        "episode_id": "3",
-        "scene_id": "grid_a/grid_a.glb",
-        "start_position": [1.0, 0.0, 2.0],
-        "start_rotation": [0.0, 0.0, 0.0, 1.0],
-        "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
-        "info": {"sound": "telephone", "geodesic_distance": 4.0, "num_action": 7},
-        "shortest_paths": None,
-        "start_room": "kitchen",
-    }
+    record = _grid_a_record(
+        scene_id="grid_a/grid_a.glb",
+        info={"sound": "telephone", "geodesic_distance": 4.0, "num_action": 7},
+        shortest_paths=None,
+        start_room="kitchen",
+    )
     assert Episode.from_json(record).to_json() == record
 
 
