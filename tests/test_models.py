@@ -11,9 +11,9 @@ from gymnasium import spaces
 
 from asgf_nav.config import ConfigError, ExperimentConfig
 from asgf_nav.models import POLICY_REGISTRY, build_policy, count_parameters
-from asgf_nav.models.ase import AudioSpatialStateEncoder, frame_intensity, pool_frames
+from asgf_nav.models.ase import AudioSpatialStateEncoder, default_time_pool, frame_intensity, pool_frames
 from asgf_nav.models.asgf import AudioSpatialGuidedFusion
-from asgf_nav.models.encoders import AudioEncoder
+from asgf_nav.models.encoders import AudioEncoder, VisualEncoder
 
 FAMILIES = {"replica": 69, "mp3d": 26}
 SOUNDSPACES_AV_NAV_REPLICA_DEPTH = 4.35e6
@@ -351,3 +351,117 @@ def test_a_policy_name_is_registered_once_unless_overwritten() -> None:
         assert POLICY_REGISTRY["asgf"].__module__ == "asgf_nav.models.policies"
     finally:
         POLICY_REGISTRY.pop("test_only_policy", None)
+
+
+def test_the_bigru_runs_forward_and_backward_over_the_frames_in_order() -> None:
+    """The ASE's BiGRU: the forward half of e_{t,i} (PyTorch's first ase_dim/2 entries) reads frames <= i only, the
+    backward half of e_{t,0} reads the last frame; a one-way GRU or embeddings out of frame order break this."""
+    ase = AudioSpatialStateEncoder((65, 8, 2), ase_dim=16, frame_feature_size=8)  # time_pool 1: one column a frame
+    spectrogram = torch.rand(2, 65, 8, 2, generator=torch.Generator().manual_seed(10))
+    bumped = spectrogram.clone()
+    bumped[:, :, 7, :] += 1.0  # the last frame: CNN columns 5..7 see it (time kernels 1, 3, 3)
+    with torch.no_grad():
+        change = (ase.frame_embeddings(bumped) - ase.frame_embeddings(spectrogram)).abs().amax(dim=0)  # (8, 16)
+    assert change[:5, :8].max() < 1e-6, "the forward direction at frame i must not see later frames"
+    assert change[7, :8].max() > 1e-3
+    assert change[0, 8:].max() > 1e-3, "the backward direction at frame 0 must see the last frame"
+
+
+def test_default_time_pool_pairs_frames_from_48_frames_on() -> None:
+    """The documented threshold: T >= 48 pools pairs of frames, shorter spectrograms keep every frame."""
+    assert (default_time_pool(47), default_time_pool(48)) == (1, 2)
+    assert AudioSpatialStateEncoder((65, 48, 2)).num_frames == 24
+
+
+def test_a_state_of_size_d_enters_the_residual_unprojected() -> None:
+    """Eq. (8) adds e_t itself when ase_dim == D (W_e is the identity): a closed gate gives LN_out(e_t)."""
+    fusion = AudioSpatialGuidedFusion({"visual": 8, "audio": 8}, 16, 16, 2, 8)
+    assert isinstance(fusion.state_projection, torch.nn.Identity)
+    with torch.no_grad():
+        fusion.gate[-1].bias.fill_(-50.0)
+    state = torch.randn(3, 16, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        fused = fusion(state, {"visual": torch.randn(3, 8), "audio": torch.randn(3, 8)})
+    torch.testing.assert_close(fused, fusion.output_norm(state), atol=1e-5, rtol=1e-5)
+
+
+def test_the_logged_gate_and_attention_entropy_follow_eq_9_and_the_attention() -> None:
+    """gate_alpha logs alpha itself (not 1 - alpha); attention_entropy is -sum_m p log p, log M when uniform."""
+    fusion = AudioSpatialGuidedFusion({"visual": 8, "audio": 8, "doa": 4}, 16, 8, 2, 8)
+    with torch.no_grad():
+        fusion.gate[-1].weight.zero_()
+        fusion.gate[-1].bias.fill_(2.0)  # alpha = sigmoid(2) for every sample
+        fusion.key.weight.zero_()
+        fusion.key.bias.zero_()  # every score 0: uniform attention over the 3 tokens
+        sizes = {"visual": 8, "audio": 8, "doa": 4}
+        fusion(torch.randn(4, 16), {k: torch.randn(4, n) for k, n in sizes.items()})
+    assert float(fusion.last_gate) == pytest.approx(1.0 / (1.0 + math.exp(-2.0)))  # 0.8808
+    torch.testing.assert_close(fusion.last_attention, torch.full((4, 2, 3), 1.0 / 3.0))
+    assert float(fusion.last_attention_entropy) == pytest.approx(math.log(3.0), rel=1e-5)
+
+
+def test_the_visual_cnn_reads_rgb_over_255_then_depth_on_the_channels() -> None:
+    """SoundSpaces' input: rgb/255 in channels 0-2, depth (unscaled) in channel 3, neither sensor dropped."""
+    encoder = VisualEncoder({"rgb": (36, 36, 3), "depth": (36, 36, 1)})
+    seen = []
+    encoder.cnn[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    gen = torch.Generator().manual_seed(12)
+    rgb = torch.randint(0, 256, (2, 36, 36, 3), dtype=torch.uint8, generator=gen)
+    depth = torch.rand(2, 36, 36, 1, generator=gen)
+    with torch.no_grad():
+        encoder({"rgb": rgb, "depth": depth})
+    expected = torch.cat([rgb.float() / 255.0, depth], dim=-1).permute(0, 3, 1, 2)
+    torch.testing.assert_close(seen[0], expected)
+
+
+def test_encoders_use_kaiming_relu_weights_and_zero_biases() -> None:
+    """Every conv / linear of the CNN encoders and the ASE: std sqrt(2 / fan_in) (ReLU gain) and zero biases."""
+    ase = AudioSpatialStateEncoder((65, 26, 2), ase_dim=16, frame_feature_size=64)
+    modules = [VisualEncoder({"depth": (36, 36, 1)}), AudioEncoder((65, 26, 2)), ase.cnn, ase.frame_projection]
+    layers = [m for module in modules for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 4 + 4 + 3 + 1
+    for layer in layers:
+        fan_in = layer.weight[0].numel()
+        assert float(layer.weight.detach().std()) == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.1), layer
+        assert not layer.bias.any(), layer
+
+
+def test_the_deterministic_action_is_the_most_likely_one() -> None:
+    """Evaluation acts deterministically: the argmax of the actor's distribution, here action 2."""
+    space = make_space(26, ("depth",), size=36)
+    policy = build_policy(compact_cfg("av_nav"), space)
+    with torch.no_grad():
+        policy.actor.weight.zero_()
+        policy.actor.bias.copy_(torch.tensor([0.0, 1.0, 3.0, -1.0]))
+        obs = make_obs(space, 3, torch.Generator().manual_seed(13))
+        _, action, log_prob, _ = policy.act(obs, policy.initial_hidden(3), torch.ones(3), deterministic=True)
+    assert action.tolist() == [2, 2, 2]
+    expected = 3.0 - math.log(sum(math.exp(x) for x in (0.0, 1.0, 3.0, -1.0)))
+    torch.testing.assert_close(log_prob, torch.full((3,), expected))
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_REGISTRY))
+def test_every_parameter_learns_from_the_value_and_the_log_probs(name: str) -> None:
+    """No observation is ignored and no part is frozen: the ASE (both in 'asgf' and 'w/o ASGF'), the audio and
+    visual CNNs and the 'w/o ASE' learnable query vector all get a gradient from one actor-critic step."""
+    space = make_space(26, ("depth",), size=36)
+    policy = build_policy(compact_cfg(name), space)
+    gen = torch.Generator().manual_seed(14)
+    obs = make_obs(space, 3, gen)
+    hidden = torch.randn(1, 3, 16, generator=gen)  # not zeros: W_hh gets a gradient too
+    actions = torch.tensor([0, 1, 3])
+    value, log_prob, _, _ = policy.evaluate_actions(obs, hidden, torch.ones(3), actions)
+    (value.sum() + log_prob.sum()).backward()
+    for param_name, param in policy.named_parameters():
+        assert param.grad is not None and param.grad.abs().max() > 0, param_name
+    if name == "asgf_no_ase":
+        assert "learned_state" in dict(policy.named_parameters())
+
+
+def test_the_actor_and_critic_are_orthogonal_with_gains_0_01_and_1() -> None:
+    """SoundSpaces' heads: orthogonal rows of norm 0.01 (near-uniform first policy) and 1, zero biases."""
+    policy = build_policy(compact_cfg("av_nav"), make_space(26, ("depth",), size=36))
+    actor, critic = policy.actor.weight.detach(), policy.critic.weight.detach()
+    torch.testing.assert_close(actor @ actor.T, 1e-4 * torch.eye(4), atol=1e-9, rtol=1e-5)
+    torch.testing.assert_close(critic @ critic.T, torch.eye(1), atol=1e-6, rtol=1e-5)
+    assert not policy.actor.bias.any() and not policy.critic.bias.any()
