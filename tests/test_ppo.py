@@ -928,3 +928,90 @@ def test_restore_rng_state_restores_python_numpy_and_torch(tmp_path):
     torch.manual_seed(99)
     restore_rng_state(state, "cpu")
     assert (random.random(), np.random.random(3).tolist(), torch.rand(3).tolist()) == first
+
+
+# ---------------------------------------------------------------------------- minibatches, resume, schedule
+def test_every_minibatch_field_comes_from_the_envs_and_steps_it_names() -> None:
+    """Masks, old log-probabilities, old values and returns travel with their env and their step: entry
+    (t, e) of each holds 100 t + e (plus an offset per field), so any other env or step shows."""
+    steps, envs = 3, 4
+    storage = RolloutStorage(steps, envs, {"x": ((1,), np.float32)}, (1, 2))
+    code = 100 * torch.arange(steps + 1).float().view(-1, 1) + torch.arange(envs).float().view(1, -1)
+    storage.masks.copy_(code)
+    storage.values.copy_(code + 0.25)
+    storage.log_probs.copy_(-code[:steps])
+    storage.returns = code[:steps] + 0.5
+    for _ in range(3):  # epochs: a new shuffle each
+        for batch in storage.recurrent_minibatches(torch.zeros(steps, envs), num_mini_batch=2):
+            expected = 100 * torch.arange(steps).float().view(-1, 1) + batch.env_indices.float().view(1, -1)
+            torch.testing.assert_close(batch.masks, expected)
+            torch.testing.assert_close(batch.old_values, expected + 0.25)
+            torch.testing.assert_close(batch.old_log_probs, -expected)
+            torch.testing.assert_close(batch.returns, expected + 0.5)
+
+
+def test_minibatches_draw_their_env_groups_afresh_each_epoch() -> None:
+    """The envs are shuffled before each pass (as CleanRL does): fixed groups would make every epoch's
+    gradient steps the same ones."""
+    storage = RolloutStorage(2, 6, {"x": ((1,), np.float32)}, (1, 1))
+    groups = {
+        tuple(sorted(batch.env_indices.tolist()))
+        for _ in range(10)
+        for batch in storage.recurrent_minibatches(torch.zeros(2, 6), num_mini_batch=3)
+    }
+    assert len(groups) > 3  # fixed groups: only 3 pairs, whatever the epoch
+
+
+def test_kill_and_resume_right_after_an_episode_end_gives_identical_parameters(tmp_path: Path) -> None:
+    """5-step rollouts of 5-step episodes: every checkpoint follows an episode end, so the resumed run's first
+    step must reset the GRU (mask 0) as the uninterrupted run's does, not carry the old episode's memory."""
+    cfg = small_cfg("av_nav", updates=2, num_steps=5)
+    uninterrupted = Trainer(cfg, toy_env_factory, tmp_path / "full")
+    uninterrupted.train()
+    Trainer(cfg, toy_env_factory, tmp_path / "resumed").train(max_updates=1)
+    resumed = Trainer(cfg, toy_env_factory, tmp_path / "resumed", resume=True)
+    assert (resumed.storage.masks[0] == 0).all() and resumed.storage.hidden.abs().sum() > 0
+    resumed.train()
+    resumed_state = resumed.policy.state_dict()
+    for key, value in uninterrupted.policy.state_dict().items():
+        assert torch.equal(value, resumed_state[key]), f"parameter {key} differs after resume"
+
+
+def test_a_resume_ends_a_budget_that_is_not_a_whole_number_of_updates_where_the_run_would(tmp_path: Path) -> None:
+    """ppo.total_frames of 2.5 updates runs 3 updates; a resumed run must still end at 3 (its lr and clip
+    decays with it), not at 2 because it rounded the frames left down."""
+    cfg = small_cfg("av_nav", updates=3)
+    cfg.ppo.total_frames = 5 * cfg.ppo.num_envs * cfg.ppo.num_steps // 2
+    first = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    assert first.num_updates == 3
+    first.train(max_updates=1)
+    resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
+    assert (resumed.update, resumed.num_updates) == (1, 3)
+
+
+# what a resumed run may change besides ppo.total_frames: where and how it runs, logs and caches
+RESUMABLE_OUTSIDE_PPO_AND_MODEL = {
+    "scenes.data_root", "scenes.soundspaces_root", "scenes.rir_cache_mb", "scenes.workers",
+    "task.doa_cache_size", "task.spectrogram_cache_size", "task.spectrogram_store", "task.test_episodes",
+    "train.run_dir", "train.device", "train.torch_threads", "train.log_interval", "train.checkpoint_interval",
+    "train.keep_checkpoints", "train.val_interval", "train.stats_window_episodes",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("section", ["scenes", "acoustics", "task", "train"])
+def test_a_resume_refuses_a_change_of_any_scene_task_or_training_key_but_how_it_runs(section: str) -> None:
+    """A reward, a sensor, the seed or the scenes' acoustics changed under a resumed run make it another
+    experiment; only the keys above may change (scenes.source recorded as resolved, so it is compared)."""
+    import copy
+
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import config_changes
+
+    saved = config_to_dict(ExperimentConfig())
+    saved["scenes"]["source"] = "embedded"
+    for name, value in saved[section].items():
+        changed = copy.deepcopy(saved)
+        changed[section][name] = _another_value(value)
+        key = f"{section}.{name}"
+        expected = [] if key in RESUMABLE_OUTSIDE_PPO_AND_MODEL else [key]
+        assert [k for k, *_ in config_changes(saved, changed)] == expected, key

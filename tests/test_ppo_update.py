@@ -174,3 +174,73 @@ def test_explained_variance_compares_each_value_with_its_own_return():
     storage.values[:-1] = 0.5 * storage.returns  # 1 - Var(R - 0.5 R) / Var(R) = 0.75
     stats = PPO(policy, _ppo_config(lr=1e-8)).update(storage)
     assert stats["explained_variance"] == pytest.approx(0.75, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------- schedule, optimiser, hooks
+def test_the_update_clips_with_the_decayed_clip_range() -> None:
+    """Halfway through the schedule clip_param 0.4 has decayed to 0.2: the ratio clip, the value clip and the
+    clip fraction must all use 0.2 (with 0.4 the policy loss is -0.15, the value loss 0.18, no sample clipped)."""
+    policy = Bandit()
+    with torch.no_grad():
+        policy.value.fill_(0.5)  # old values 0 and returns 1: clipped to 0.2 under the decayed range
+    ratio, advantages = torch.ones(4, 2), -torch.ones(4, 2)
+    ratio[:2], advantages[:2] = 1.3, 1.0  # inside 0.4 but outside 0.2: ratio 1.3 with A = +1 counts as 1.2
+    cfg = _ppo_config(entropy_coef=0.0, clip_param=0.4, lr=1e-6, use_normalized_advantage=False)
+    ppo = PPO(policy, cfg)
+    ppo.set_progress(update=1, num_updates=2)
+    stats = ppo.update(_storage(policy, ratio, advantages))
+    assert stats["clip"] == pytest.approx(0.2)
+    assert stats["policy_loss"] == pytest.approx(-(0.5 * 1.2 - 0.5 * 1.0), rel=1e-4)
+    assert stats["value_loss"] == pytest.approx(0.5 * max(0.5**2, 0.8**2), rel=1e-4)
+    assert stats["clip_fraction"] == pytest.approx(0.5)
+
+
+def test_each_gradient_step_uses_its_own_minibatch_gradient() -> None:
+    """The gradients are zeroed before every backward pass: accumulated over the 4 steps of 2 epochs x 2
+    minibatches, the value gradient would grow 0.5, 1.0, 1.5, 2.0 and its mean norm be 1.25, not 0.5."""
+    policy = Bandit()
+    cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0, value_loss_coef=0.5,
+                      lr=1e-8, ppo_epoch=2, num_mini_batch=2)  # fmt: skip
+    stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))
+    assert stats["grad_norm"] == pytest.approx(0.5, rel=1e-4)  # d/dv of 0.5 * coef * (v - 1)^2 at v = 0
+
+
+def test_the_gradient_hook_runs_before_the_gradient_is_clipped() -> None:
+    """DD-PPO all-reduces the gradients in the hook: the averaged gradient is the one clipped and stepped
+    with, else each rank would clip its own and the average could exceed max_grad_norm."""
+    policy = Bandit()
+
+    def average_with_a_peer(module: nn.Module) -> None:  # a peer rank whose gradient is 3 x this one's
+        for p in module.parameters():
+            p.grad.mul_(2.0)
+
+    cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=0.1, value_loss_coef=0.5)
+    ppo = PPO(policy, cfg, gradient_hook=average_with_a_peer)
+    stats = ppo.update(_storage(policy, torch.ones(4, 2)))
+    assert stats["grad_norm"] == pytest.approx(1.0)  # the averaged gradient (2 x 0.5), before clipping
+    exp_avg = torch.cat([ppo.optimizer.state[p]["exp_avg"].reshape(-1) for p in ppo.parameters])
+    assert exp_avg.norm().item() == pytest.approx((1 - 0.9) * 0.1, rel=1e-4)  # clipped after the hook: 0.1
+
+
+def test_adam_steps_with_the_configured_epsilon() -> None:
+    """Adam's first step is lr * g / (|g| + eps); with ppo.eps = |g| = 0.5 it is half the learning rate
+    (with torch's default eps of 1e-8 it would be the whole of it)."""
+    policy = Bandit()
+    cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0, value_loss_coef=0.5,
+                      lr=0.1, eps=0.5)  # fmt: skip
+    PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))
+    assert policy.value.item() == pytest.approx(0.1 * 0.5 / (0.5 + 0.5), rel=1e-4)  # value gradient -0.5
+
+
+def test_the_entropy_bonus_is_the_mean_entropy_per_step() -> None:
+    """The bonus is entropy_coef times the mean entropy over the steps, not their sum (8 x here): checked
+    against the analytic gradient of -c H(softmax(z)), c p_i (log p_i + H)."""
+    policy = Bandit()
+    p = torch.softmax(torch.tensor([2.0, 0.0, 0.0, 0.0]), 0)
+    entropy = -(p * p.log()).sum()
+    expected_grad = 0.5 * p * (p.log() + entropy)
+    cfg = _ppo_config(entropy_coef=0.5, value_loss_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0,
+                      lr=1e-8)  # fmt: skip
+    stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))  # zero advantages: no policy gradient
+    assert stats["entropy"] == pytest.approx(entropy.item(), rel=1e-5)
+    assert stats["grad_norm"] == pytest.approx(expected_grad.norm().item(), rel=1e-4)
