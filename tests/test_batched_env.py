@@ -8,7 +8,7 @@ from env_helpers import reset_env_pair
 from asgf_nav.config import ExperimentConfig, TaskConfig
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.episodes import ResolvedEpisode, generate_split
 from asgf_nav.tasks.factory import make_env
 from asgf_nav.tasks.metrics import METRIC_NAMES
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
@@ -204,6 +204,10 @@ def test_invalid_actions_raise(world, episodes):
         env.step(torch.tensor([1, 1, 1]))
     with pytest.raises(TypeError, match="integer"):
         env.step(torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"invalid action\(s\) \[4\] for env\(s\) \[1\]"):  # one past TURN_RIGHT
+        env.step(np.array([1, 4]))
+    with pytest.raises(TypeError, match="integers, got dtype float64"):  # 1.7 would truncate to MOVE_FORWARD
+        env.step(np.array([1.7, 0.0]))
 
 
 def test_sequential_sampler_covers_dataset_once(world, episodes):
@@ -405,3 +409,171 @@ def test_rendered_audio_is_released_after_each_observation():
     for _ in range(5):
         env.step(torch.ones(3, dtype=torch.long))
         assert env._heard == {}
+
+
+def _two_node_episode(scene) -> ResolvedEpisode:
+    """Start on node 0 at (0, 0) facing +x (yaw 3), goal on node 1 at (1, 0): FORWARD then STOP solves it."""
+    return ResolvedEpisode("near", scene.name, 0, 3, 1, "bell", 1.0, 2)
+
+
+def test_info_names_the_finished_episode_not_the_one_started_after_it(world, episodes):
+    """``info["episode_index"]`` is what the evaluator files a finished episode's record under: it names the
+    episode that ended at this step, not the one the automatic reset started in its place."""
+    env = BatchedAudioNavEnv(world, episodes, 3, sensors=["depth"], sampler_mode="sequential")
+    env.reset()
+    assert env.ep_index.tolist() == [0, 1, 2]
+    _, _, done, info = env.step(np.zeros(3, dtype=np.int64))  # STOP everywhere
+    assert done.all() and info["episode_index"].tolist() == [0, 1, 2]
+    assert env.ep_index.tolist() == [3, 4, 5]  # the next episodes already run
+    _, _, _, info = env.step(np.array([2, 2, 2]))  # no episode ends: each env names its current one
+    assert info["episode_index"].tolist() == [3, 4, 5]
+
+
+def test_each_scene_measures_distance_with_its_own_grid_size():
+    """A 1 m scene next to a 0.5 m one (sorted first, so index 0): rewards, the per-step distance to the goal
+    and the metrics of the 0.5 m scene use 0.5 m per hop in both envs, and both envs report the same
+    distance on every step, not only at an episode's end."""
+    world = synthetic_world([grid_scene("a_coarse"), grid_scene("b_fine", grid_size=0.5)])
+    episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=8))
+    b = 4
+    env, refs = reset_env_pair(world, episodes, b, TaskConfig(max_steps=12, sensors=["depth"]), seed=3)
+    fine_steps = 0
+    for actions in np.random.default_rng(1).choice(4, size=(60, b), p=[0.1, 0.5, 0.2, 0.2]):
+        fine = [e.scene == "b_fine" for e in env.current_episodes()]
+        _, reward, _, info = env.step(torch.from_numpy(actions))
+        for i, r in enumerate(refs):
+            _, ref_reward, term, trunc, ref_info = r.step(int(actions[i]))
+            assert reward[i].item() == pytest.approx(ref_reward, abs=1e-5)
+            assert info["distance_to_goal"][i].item() == pytest.approx(ref_info["distance_to_goal"], abs=1e-5)
+            if fine[i]:
+                fine_steps += 1
+                assert ref_info["distance_to_goal"] % 0.5 == 0.0
+            if term or trunc:
+                for name in METRIC_NAMES:
+                    assert info[name][i].item() == pytest.approx(ref_info[name], abs=1e-5), name
+                r.reset()
+    assert fine_steps > 20
+
+
+def test_running_out_of_steps_on_the_goal_is_no_success_and_stop_at_the_limit_terminates():
+    """SoundSpaces counts a success only for STOP: an episode cut at the step limit while standing on the
+    goal scores success = SPL = 0 (SoftSPL still 1: all the progress was made). STOP on the last allowed
+    step ends the episode as terminated, not also truncated (gymnasium: truncated only when not terminated)."""
+    scene = grid_scene("g")
+    world = synthetic_world([scene])
+    ep = _two_node_episode(scene)
+    cfg = TaskConfig(max_steps=2, sensors=["depth"])
+    env = BatchedAudioNavEnv(world, [ep], 1, cfg=cfg)
+    ref = AudioNavEnv(world, [ep], cfg)
+    env.reset(), ref.reset()
+    for action in (1, 2):  # FORWARD onto the goal, then TURN_LEFT on step 2 = max_steps
+        _, reward, done, info = env.step(np.array([action]))
+        _, ref_reward, term, trunc, ref_info = ref.step(action)
+    assert bool(done[0]) and (term, trunc) == (False, True)
+    assert reward[0].item() == pytest.approx(-0.01) and ref_reward == pytest.approx(-0.01)
+    for name, value in (("success", 0.0), ("spl", 0.0), ("softspl", 1.0), ("distance_to_goal", 0.0)):
+        assert info[name][0].item() == value and ref_info[name] == value, name
+    env.reset(), ref.reset()
+    for action in (1, 0):  # FORWARD, then STOP on step 2 = max_steps
+        _, reward, done, info = env.step(np.array([action]))
+        _, ref_reward, term, trunc, ref_info = ref.step(action)
+    assert bool(done[0]) and (term, trunc) == (True, False)
+    assert info["success"][0].item() == 1.0 and ref_info["success"] == 1.0
+    assert reward[0].item() == pytest.approx(9.99) and ref_reward == pytest.approx(9.99)
+
+
+def test_reseed_keeps_a_sequential_env_striding():
+    """A val/test env reseeded (a resume whose sampler state could not be loaded) still strides through the
+    episodes from env i's own index, as its docstring says, instead of switching to shuffled draws."""
+    world = synthetic_world([grid_scene("g")])
+    episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=12))
+    env = BatchedAudioNavEnv(world, episodes, 3, sensors=["depth"], sampler_mode="sequential")
+    env.reset()
+    env.step(np.zeros(3, dtype=np.int64))
+    assert env.ep_index.tolist() == [3, 4, 5]
+    env.reseed((9, 1, 4))
+    env.reset()
+    assert env.ep_index.tolist() == [0, 1, 2] and all(s.mode == "sequential" for s in env.samplers)
+    env.step(np.zeros(3, dtype=np.int64))
+    assert env.ep_index.tolist() == [3, 4, 5]
+
+
+def test_reference_env_refuses_episode_indices_outside_its_list():
+    """``options={"episode_index": -1}`` would silently run the last episode (a python negative index)."""
+    scene = grid_scene("g")
+    env = AudioNavEnv(synthetic_world([scene]), [_two_node_episode(scene)], sensors=["depth"])
+    for index in (-1, 1):
+        with pytest.raises(IndexError, match=rf"episode_index {index} out of range \(0\.\.0\)"):
+            env.reset(options={"episode_index": index})
+    assert env.reset(options={"episode_index": 0})[1]["episode_index"] == 0
+
+
+def test_a_saved_node_one_past_its_scene_is_refused(world, episodes):
+    """``node_local`` equal to a scene's node count is already outside it (in the batched env's global
+    numbering it would be the next scene's first node)."""
+    env = BatchedAudioNavEnv(world, episodes, 2, sensors=["depth"], seed=1)
+    env.reset()
+    state = env.state_dict()
+    state["node_local"] = np.array([env.scenes[k].num_nodes for k in env.scene_idx])
+    with pytest.raises(ValueError, match="outside their scenes"):
+        env.load_state_dict(state)
+    state["node_local"] -= 1  # each scene's last node is fine
+    env.load_state_dict(state)
+
+
+def test_per_env_providers_see_each_envs_own_spectrogram_and_scene(world, episodes, monkeypatch):
+    """A provider with only ``compute`` is called per env in the batched env: env i's call must get env i's
+    spectrogram and scene, as the reference env gives them, also when the envs are in different scenes."""
+    import gymnasium
+
+    from asgf_nav.tasks import observations
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    space = lambda w: gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)  # noqa: E731
+    level = lambda s: np.array([s.spectrogram.mean(), s.scene.num_nodes], np.float32)  # noqa: E731
+    observations.register_observation("level_and_size", level, space, needs_spectrogram=True)
+    b = 4
+    cfg = TaskConfig(max_steps=6, sensors=["level_and_size"])
+    env = BatchedAudioNavEnv(world, episodes, b, cfg=cfg, seed=11)
+    refs = [AudioNavEnv(world, episodes, cfg, seed=11, env_index=i, num_envs=b) for i in range(b)]
+    obs, ref_obs = env.reset(), [r.reset()[0] for r in refs]
+    mixed_scenes = distinct_levels = 0
+    for actions in np.random.default_rng(5).choice(4, size=(12, b), p=[0.1, 0.5, 0.2, 0.2]):
+        expected = np.stack([o["level_and_size"] for o in ref_obs])
+        np.testing.assert_allclose(obs["level_and_size"].numpy(), expected, rtol=1e-4)
+        mixed_scenes += len(set(expected[:, 1].tolist())) == 2
+        distinct_levels += len(set(np.round(expected[:, 0], 4).tolist())) > 1
+        obs, _, _, _ = env.step(torch.from_numpy(actions))
+        for i, r in enumerate(refs):
+            o, _, term, trunc, _ = r.step(int(actions[i]))
+            ref_obs[i] = r.reset()[0] if term or trunc else o
+    assert mixed_scenes > 0 and distinct_levels > 0
+
+
+def test_providers_hear_the_right_audio_when_some_misses_come_from_a_store(tmp_path, monkeypatch):
+    """With a store baked for one sound only, one observation's misses are part read, part rendered; the
+    audio handed on to providers (``received``) must be each env's own, the same as a provider that renders
+    it itself gets (``reuse_audio = False``)."""
+    import gymnasium
+
+    from asgf_nav.tasks import observations
+    from asgf_nav.tasks.spectrogram_store import bake_world
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    scenes = [grid_scene("grid_a", num_sources=2), grid_scene("grid_b", blocked=((2, 1),), num_sources=2)]
+    world = synthetic_world(scenes)
+    episodes = generate_split(world, "train", "unheard", ["bell", "drum"], TaskConfig(train_episodes_per_scene=6))
+    bake_world(tmp_path, world, ["bell"])
+    space = lambda w: gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)  # noqa: E731
+    energy = lambda st: st.received(list(range(len(st.episodes)))).pow(2).sum(dim=2)  # noqa: E731
+    observations.register_observation("ear_energy", lambda s: np.zeros(2, np.float32), space, compute_batch=energy)
+    cfg = TaskConfig(max_steps=8, sensors=["spectrogram", "ear_energy"])
+    actions = torch.from_numpy(np.random.default_rng(2).choice(4, size=(12, 4), p=[0.1, 0.5, 0.2, 0.2]))
+    runs = {}
+    for reuse in (True, False):
+        env = BatchedAudioNavEnv(world, episodes, 4, cfg=cfg, seed=1, spectrogram_store=tmp_path)
+        env.reuse_audio = reuse
+        runs[reuse] = torch.stack([env.reset()["ear_energy"]] + [env.step(a)[0]["ear_energy"] for a in actions])
+        stats = env.cache_stats()
+        assert 0 < stats["store_reads"] < stats["misses"]  # both kinds of miss happened
+    torch.testing.assert_close(runs[True], runs[False], rtol=1e-4, atol=1e-6)
