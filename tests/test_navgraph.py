@@ -172,3 +172,38 @@ def test_touching_counts_as_blocked_and_the_clearance_is_a_minimum() -> None:
     xz = build_grid_graph(plan, 0.5, clearance=0.25).positions[:, [0, 2]]
     assert np.any(np.all(xz == [1.0, 1.0], axis=1))  # 0.25 m from the table's edge at x = 1.25
     assert not np.any(np.all(xz == [1.5, 1.0], axis=1))  # inside the table
+
+
+def _node(xz: np.ndarray, x: float, z: float) -> int:
+    found = np.flatnonzero(np.all(np.abs(xz - [x, z]) < 1e-6, axis=1))
+    return int(found[0]) if len(found) else -1
+
+
+def test_a_step_keeps_the_edge_margin_from_furniture_on_either_side() -> None:
+    """Nodes far enough from a piece (0.206 m >= 0.15) may still not be joined when the step between them
+    passes 0.05 m from it (< the 0.10 m edge margin), on whichever side of the step the piece stands; a step
+    0.20 m away stays. Step k=3 is +X (yaw 270), k=2 is +Z."""
+    plan = _two_rooms_with_door()
+    plan.furniture = [
+        Box(1.2, 1.05, 1.3, 1.3, 0, 1.0, "m", kind="furniture:plant"),  # 0.05 m above the z = 1.0 step
+        Box(2.2, 0.7, 2.3, 0.95, 0, 1.0, "m", kind="furniture:plant"),  # 0.05 m below the z = 1.0 step
+    ]
+    g = build_navgraph(plan, 0.5)
+    xz = g.positions[:, [0, 2]]
+    for x in (1.0, 1.5, 2.0, 2.5):
+        assert _node(xz, x, 1.0) >= 0  # every end node keeps its clearance
+    assert g.neighbors[_node(xz, 1.0, 1.0), 3] == -1 and g.neighbors[_node(xz, 2.0, 1.0), 3] == -1
+    assert g.neighbors[_node(xz, 1.5, 1.0), 3] == _node(xz, 2.0, 1.0)  # 0.2 m from both pieces
+    assert g.neighbors[_node(xz, 1.0, 1.5), 3] == _node(xz, 1.5, 1.5)  # 0.2 m above the first piece
+    assert g.neighbors[_node(xz, 1.0, 1.0), 2] == _node(xz, 1.0, 1.5)  # 0.2 m left of it
+    loose = build_navgraph(plan, 0.5, edge_margin=0.04)
+    assert loose.neighbors[_node(xz, 1.0, 1.0), 3] == _node(xz, 1.5, 1.0)
+
+
+def test_nodes_are_numbered_row_by_row() -> None:
+    """Node ids are stored in every bake (views, impulse responses, episodes): they run along x within a
+    row of equal z, rows by increasing z, so the same plan always numbers its nodes the same way."""
+    g = build_navgraph(_two_rooms_with_door(), 0.5)
+    x, z = g.positions[:, 0], g.positions[:, 2]
+    assert np.array_equal(np.lexsort((x, z)), np.arange(g.num_nodes))
+    assert g.positions[0, [0, 2]].tolist() == [0.5, 0.5] and g.positions[1, [0, 2]].tolist() == [1.0, 0.5]

@@ -542,3 +542,216 @@ def test_a_limited_scene_set_is_the_first_scenes_of_each_split():
         "apartment_0", "apartment_1", "frl_apartment_0", "apartment_2", "frl_apartment_5", "hotel_0",
     ]  # fmt: skip
     assert set(p.scene_names(6)) <= set(p.scene_names(10)) <= set(p.scene_names())
+
+
+@pytest.mark.parametrize(
+    "preset,scene", [("replica", "apartment_0"), ("replica", "frl_apartment_1"), ("mp3d", "house_00")]
+)
+def test_bathrooms_are_dead_ends(preset: str, scene: str) -> None:
+    """Loop-closing doors never open into a bathroom and the spanning tree takes a bathroom door last (its
+    weight is 2 higher), so in these plans every bathroom has exactly one doorway (docs/scenes.md)."""
+    plan = generate_floorplan(preset, scene)
+    bathrooms = [r.name for r in plan.rooms if r.kind == "bathroom"]
+    assert bathrooms
+    for name in bathrooms:
+        assert sum(name in d.rooms for d in plan.doorways) == 1, name
+
+
+@pytest.mark.parametrize("scene", ["apartment_0", "apartment_1", "apartment_2", "frl_apartment_4"])
+def test_furniture_keeps_its_template_size_the_walkway_and_the_area_budget(scene: str) -> None:
+    """Each piece has its template's width and depth (either way round: along or across its wall), a
+    free-standing piece keeps 0.75 m of walkway from the pieces placed before it in its room, and a room's
+    furniture covers at most 28 % of its floor."""
+    from asgf_nav.scenes.furnish import FURNITURE
+
+    plan = generate_floorplan("replica", scene)
+    for room in plan.rooms:
+        pieces = [f for f in plan.furniture if plan.room_at((f.x0 + f.x1) / 2, (f.z0 + f.z1) / 2) == room]
+        templates = {item.kind: item for item in FURNITURE.get(room.kind, ())}
+        for j, f in enumerate(pieces):
+            item = templates[f.kind.removeprefix("furniture:")]
+            size = sorted((f.x1 - f.x0, f.z1 - f.z0))
+            assert size == pytest.approx(sorted((item.width, item.depth)), abs=1e-3), (room.name, f)
+            if item.placement == "centre":
+                g = 0.75
+                for o in pieces[:j]:
+                    assert not (f.x0 < o.x1 + g and o.x0 < f.x1 + g and f.z0 < o.z1 + g and o.z0 < f.z1 + g), (f, o)
+        assert sum((f.x1 - f.x0) * (f.z1 - f.z0) for f in pieces) <= 0.28 * room.area + 1e-9, room.name
+
+
+def test_a_column_reaches_the_ceiling() -> None:
+    """Office columns are templates of height 0, meaning floor to ceiling: a 0 m box would block walking
+    on the graph yet be invisible to the camera and to the sound."""
+    plan = generate("office", 0, (45, 50), 0.5)  # a 31 m^2 office: large enough for a column
+    columns = [f for f in plan.furniture if f.kind == "furniture:column"]
+    assert columns and all(c.y1 == pytest.approx(plan.ceiling_height) for c in columns)
+    assert all(0.0 < f.y1 <= plan.ceiling_height for f in plan.furniture)
+
+
+def test_a_room_reached_only_through_a_boxed_in_pocket_is_not_walkable() -> None:
+    """The walkability check looks at the largest component only. Room b (0.88 x 0.88 m, nodes (3.5, 1.5)
+    and (4.0, 1.5)) and the node (3.0, 1.5) in front of its door form a 3-node pocket (0.75 m^2, small
+    enough to be ignored as a pocket) once three pieces cut that node off from room a; the edge through
+    the door then lies outside the main component and room b is unreachable. Putting the pieces back in
+    order, the third (the one that closes the pocket) goes."""
+    t = WALL_THICKNESS / 2
+    rooms = [
+        Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 2.75 - t, "m", "m"),
+        Room("b", "bathroom", 3.25 + t, 1.0 + t, 4.25 - t, 2.0 - t, "m", "m"),
+    ]
+    walls = [Box(3.25 - t, 0.25, 3.25 + t, 1.1, 0, 2.5, "m"), Box(3.25 - t, 1.9, 3.25 + t, 2.75, 0, 2.5, "m")]
+    walls += [Box(3.25, 1.0 - t, 4.25 + t, 1.0 + t, 0, 2.5, "m"), Box(3.25, 2.0 - t, 4.25 + t, 2.0 + t, 0, 2.5, "m")]
+    walls += [Box(4.25 - t, 1.0, 4.25 + t, 2.0, 0, 2.5, "m"), Box(0.25 - t, 0.25, 0.25 + t, 2.75, 0, 2.5, "m")]
+    walls += [
+        Box(0.25 - t, 0.25 - t, 3.25 + t, 0.25 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 2.75 - t, 3.25 + t, 2.75 + t, 0, 2.5, "m"),
+    ]
+    door = Doorway(3.25 - t, 1.1, 3.25 + t, 1.9, 2.1, ("a", "b"))
+    plan = FloorPlan("pocket", "apartment", 0, 2.5, "m", rooms, walls, [], [door], {})
+    assert is_walkable(plan, 0.5)
+    pieces = [
+        Box(2.85, 1.2, 3.19, 1.3, 0, 1.0, "m", "furniture:plant"),  # cuts the step (3.0, 1.0) - (3.0, 1.5)
+        Box(2.85, 1.7, 3.19, 1.8, 0, 1.0, "m", "furniture:plant"),  # cuts the step (3.0, 1.5) - (3.0, 2.0)
+        Box(2.7, 1.3, 2.8, 1.7, 0, 1.0, "m", "furniture:plant"),  # cuts the step (2.5, 1.5) - (3.0, 1.5)
+    ]
+    plan.furniture = list(pieces)
+    assert not is_walkable(plan, 0.5)
+    assert prune_blocking_furniture(plan, 0.5).furniture == pieces[:2]
+
+
+def _one_room_plan() -> FloorPlan:
+    """A 6 x 5 m room with 0.2 m walls, a 2.6 m ceiling, the generator's plaster and oak materials."""
+    from asgf_nav.scenes.furnish import MATERIALS
+
+    room = Room("r", "living", 0.0, 0.0, 6.0, 5.0, "oak_floor", "paint_white")
+    walls = [
+        Box(-0.2, -0.2, 6.2, 0.0, 0, 2.6, "paint_white"),
+        Box(-0.2, 5.0, 6.2, 5.2, 0, 2.6, "paint_white"),
+        Box(-0.2, 0.0, 0.0, 5.0, 0, 2.6, "paint_white"),
+        Box(6.0, 0.0, 6.2, 5.0, 0, 2.6, "paint_white"),
+    ]
+    used = ("oak_floor", "paint_white", "ceiling_plaster")
+    return FloorPlan("one", "room", 0, 2.6, "ceiling_plaster", [room], walls, [], [], {m: MATERIALS[m] for m in used})
+
+
+def test_specular_paths_arrive_at_343_metres_per_second() -> None:
+    """Source and receiver 3 m apart at ear height 1.5 m under a 2.6 m ceiling: the direct sound arrives
+    after 3 / 343 s, the floor reflection (image 1.5 m below the floor) after sqrt(3^2 + 3^2) / 343 s and
+    the ceiling reflection after sqrt(3^2 + 2.2^2) / 343 s, each with the inverse-distance amplitude."""
+    from asgf_nav.acoustics.simulate import simulate_source
+
+    plan = _one_room_plan()
+    src, rec = np.array([1.5, 1.5, 2.5]), np.array([4.5, 1.5, 2.5])
+    field = simulate_source(plan, src, rec[None], 16000, ism_order=1, rays=0)
+    delays = np.sort(field.delay[field.images(0)])
+    for path in (3.0, np.hypot(3.0, 3.0), np.hypot(3.0, 2.2)):
+        assert np.min(np.abs(delays - path / 343.0)) < 1e-7, path  # 340 m/s would be 8e-5 s late
+    direct = int(np.argmin(field.delay[field.images(0)]))
+    assert field.delay[direct] == pytest.approx(3.0 / 343.0, abs=1e-7)
+    np.testing.assert_allclose(field.band_amplitude[direct], 1.0 / 3.0, rtol=1e-6)
+
+
+def test_a_tall_piece_of_furniture_reflects_sound_off_its_side() -> None:
+    """A wardrobe [2.5, 3.5] x [3.0, 3.6], 2 m tall: source (2, 1) and receiver (4, 1) at 1.5 m hear its
+    -Z face (z = 3) through the image source at (2, 5), path sqrt(2^2 + 4^2) m, reflected at (3, 1.5, 3)
+    inside the face, with sqrt((1 - absorption)(1 - scattering)) of wood per band times 1 / distance."""
+    from asgf_nav.acoustics.simulate import simulate_source
+    from asgf_nav.scenes.furnish import MATERIALS
+
+    plan = _one_room_plan()
+    plan.furniture = [Box(2.5, 3.0, 3.5, 3.6, 0.0, 2.0, "wood_furniture", "furniture:wardrobe")]
+    plan.materials["wood_furniture"] = wood = MATERIALS["wood_furniture"]
+    field = simulate_source(plan, np.array([2.0, 1.5, 1.0]), np.array([[4.0, 1.5, 1.0]]), 16000, ism_order=1, rays=0)
+    s = field.images(0)
+    path = np.hypot(2.0, 4.0)
+    (off_face,) = np.flatnonzero(np.abs(field.delay[s] - path / 343.0) < 1e-7)
+    absorption = np.interp(field.band_centers, 125.0 * 2.0 ** np.arange(6), wood.absorption)  # 4 kHz held
+    expected = np.sqrt((1.0 - absorption) * (1.0 - wood.scattering)) / path
+    np.testing.assert_allclose(field.band_amplitude[s][off_face], expected, rtol=1e-3)
+    assert field.elevation[s][off_face] == pytest.approx(0.0, abs=1e-6)
+    assert field.azimuth[s][off_face] == pytest.approx(np.rad2deg(np.arctan2(2.0, -4.0)))  # from (-2, +4)
+
+
+@pytest.mark.parametrize("scene", ["apartment_0", "apartment_1", "frl_apartment_0"])
+def test_the_building_shell_is_full_thickness_and_closed_at_its_corners(scene: str) -> None:
+    """Exterior walls are the full 0.12 m thick, reaching WALL_THICKNESS beyond the outermost room
+    interiors, and they overlap at the building's corners: points in the outer half of the shell (0.09 m
+    outside the interiors), at the corners and halfway along each side, lie inside a wall."""
+    plan = generate_floorplan("replica", scene)
+    t = WALL_THICKNESS
+    x0, z0 = min(r.x0 for r in plan.rooms), min(r.z0 for r in plan.rooms)
+    x1, z1 = max(r.x1 for r in plan.rooms), max(r.z1 for r in plan.rooms)
+    assert plan.bounds == pytest.approx((x0 - t, z0 - t, x1 + t, z1 + t))
+    walls = [w for w in plan.walls if w.kind == "wall"]
+    xs, zs = (x0 - 0.75 * t, (x0 + x1) / 2, x1 + 0.75 * t), (z0 - 0.75 * t, (z0 + z1) / 2, z1 + 0.75 * t)
+    shell = [(x, z) for x in xs for z in zs if (x, z) != (xs[1], zs[1])]
+    for x, z in shell:
+        assert any(w.contains_xz(x, z) for w in walls), (x, z)
+
+
+@pytest.mark.parametrize("scene", ["apartment_0", "apartment_1", "frl_apartment_0"])
+def test_a_home_of_three_or_more_rooms_has_a_bathroom_in_its_smallest_room(scene: str) -> None:
+    """Homes get max(1, n // 5) bathrooms for n >= 3 rooms, in the rooms of least footprint (the interior
+    grown by the wall thickness, as the partition sized them)."""
+    plan = generate_floorplan("replica", scene)
+    n = len(plan.rooms)
+    bathrooms = [r for r in plan.rooms if r.kind == "bathroom"]
+    assert n >= 3 and len(bathrooms) == max(1, n // 5)
+    t = WALL_THICKNESS
+    footprint = {r.name: round((r.x1 - r.x0 + t) * (r.z1 - r.z0 + t), 4) for r in plan.rooms}
+    assert max(footprint[b.name] for b in bathrooms) <= min(
+        footprint[r.name] for r in plan.rooms if r.kind != "bathroom"
+    )
+
+
+@pytest.mark.parametrize("pocket_nodes,walkable", [(4, True), (5, False)])
+def test_a_pocket_of_up_to_one_square_metre_is_tolerated(pocket_nodes: int, walkable: bool) -> None:
+    """Furniture may box in grid floor of at most 1 m^2 (MAX_POCKET_AREA): on the 0.5 m grid 4 nodes
+    (4 x 0.25 m^2) along the wall at z = 0.5 may be cut off, 5 may not."""
+    t = WALL_THICKNESS / 2
+    room = Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 2.75 - t, "m", "m")
+    walls = [
+        Box(0.25 - t, 0.25 - t, 3.25 + t, 0.25 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 2.75 - t, 3.25 + t, 2.75 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 0.25, 0.25 + t, 2.75, 0, 2.5, "m"),
+        Box(3.25 - t, 0.25, 3.25 + t, 2.75, 0, 2.5, "m"),
+    ]
+    end = 0.5 * pocket_nodes + 0.2  # the fence stops 0.2 m past the last boxed-in node
+    fence = [
+        Box(0.31, 0.7, end + 0.1, 0.8, 0, 1.0, "m", "furniture:sideboard"),  # 0.2 m above the z = 0.5 row
+        Box(end, 0.31, end + 0.1, 0.8, 0, 1.0, "m", "furniture:plant"),  # across the row
+    ]
+    plan = FloorPlan("pocket", "room", 0, 2.5, "m", [room], walls, fence, [], {})
+    assert is_walkable(plan, 0.5) == walkable
+
+
+def test_reducing_the_image_order_to_fit_max_images_equals_asking_for_that_order() -> None:
+    """simulate_source lowers ism_order while walls ** order exceeds max_images (6 walls: 216 > 100, 36 <= 100,
+    so order 2); the ray tracer must take over from that same order, so the late tail equals an order-2 run."""
+    from asgf_nav.acoustics.simulate import simulate_source
+
+    plan = _one_room_plan()
+    src, rec = np.array([1.5, 1.5, 2.5]), np.array([[4.5, 1.5, 2.0]])
+    capped = simulate_source(plan, src, rec, 16000, ism_order=3, rays=300, max_seconds=0.3, max_images=100)
+    asked = simulate_source(plan, src, rec, 16000, ism_order=2, rays=300, max_seconds=0.3)
+    assert capped.histogram.sum() > 0
+    np.testing.assert_array_equal(capped.histogram, asked.histogram)
+    np.testing.assert_array_equal(capped.delay, asked.delay)
+
+
+def test_a_source_hears_only_its_own_part_of_an_unconnected_plan() -> None:
+    """Two rooms with no doorway between them: a source in either room reaches the receiver in its own
+    room only, whichever part the free-space geometry lists first."""
+    from asgf_nav.acoustics.simulate import simulate_source
+
+    plan = _one_room_plan()
+    plan.rooms.append(replace(plan.rooms[0], name="s", x0=6.2, x1=9.0))
+    plan.walls += [Box(6.2, -0.2, 9.2, 0.0, 0, 2.6, "paint_white"), Box(6.2, 5.0, 9.2, 5.2, 0, 2.6, "paint_white")]
+    plan.walls += [Box(9.0, 0.0, 9.2, 5.0, 0, 2.6, "paint_white")]
+    ears = np.array([[3.0, 1.5, 2.5], [7.6, 1.5, 2.5]])
+    for own in (0, 1):
+        source = ears[own] + np.array([0.0, 0.0, 1.0])
+        field = simulate_source(plan, source, ears, 16000, ism_order=1, rays=0)
+        assert field.audible.tolist() == [own == 0, own == 1]
+        assert np.diff(field.offsets)[1 - own] == 0 and np.diff(field.offsets)[own] > 0
+        assert field.delay[field.images(own)].min() == pytest.approx(1.0 / 343.0, abs=1e-7)
