@@ -14,16 +14,25 @@ import torch
 from asgf_nav.cli import run_script
 from asgf_nav.config import ExperimentConfig, load_config
 from asgf_nav.eval.evaluator import (
+    EpisodeRecord,
     EvaluationFileError,
     PolicyAgent,
     config_for_checkpoint,
+    episode_stream,
     load_policy_agent,
     read_jsonl,
     run_episodes,
     select_episodes,
     summarize,
+    write_jsonl,
 )
-from asgf_nav.eval.metrics import aggregate, format_summary, mean_confidence_interval, wilson_interval
+from asgf_nav.eval.metrics import (
+    REPORTED_METRICS,
+    aggregate,
+    format_summary,
+    mean_confidence_interval,
+    wilson_interval,
+)
 from asgf_nav.eval.report import comparison_chart, comparison_table, find_summaries, load_summary
 from asgf_nav.scenes.build import build_scenes
 from asgf_nav.tasks.audionav_env import observation_space_for
@@ -793,3 +802,171 @@ def test_comparison_chart_bars_and_error_bars_in_percent(tmp_path, monkeypatch):
     (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
     segments = bars.errorbar.lines[2][0].get_segments()
     assert [round(float(s[1, 1] - s[0, 1]), 6) for s in segments] == [10.0, 10.0, 10.0]  # 2 * 100 * 0.05
+
+
+def _record(scene: str, episode_id: str, **metrics: float) -> EpisodeRecord:
+    """A finished episode of ``scene`` whose metrics are 0 except those given."""
+    values = {m: 0.0 for m in REPORTED_METRICS} | metrics
+    return EpisodeRecord(
+        episode_id, scene, "bell", 0, 0, 1, [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], 1.0, 2, [1, 0], metrics=values
+    )
+
+
+def test_summarize_gives_each_scene_the_metrics_of_its_own_episodes():
+    """Every scene gets a row, aggregated over that scene's episodes only; the overall row over all of them."""
+    from asgf_nav.eval.report import summary_markdown
+
+    records = [
+        _record("room_a", "0", success=1.0, spl=0.5),
+        _record("room_b", "1"),
+        _record("room_a", "2", success=1.0, spl=1.0),
+    ]
+    summary = summarize(records)
+    assert summary["episodes"] == 3 and list(summary["per_scene"]) == ["room_a", "room_b"]
+    assert summary["metrics"]["success"]["mean"] == pytest.approx(2 / 3) and summary["metrics"]["spl"]["count"] == 3
+    a, b = summary["per_scene"]["room_a"], summary["per_scene"]["room_b"]
+    assert a["success"]["count"] == 2 and a["success"]["mean"] == 1.0 and a["spl"]["mean"] == pytest.approx(0.75)
+    assert b["success"]["count"] == 1 and b["success"]["mean"] == 0.0 and b["spl"]["mean"] == 0.0
+    rows = [line for line in summary_markdown(summary).splitlines() if line.startswith("| ") and "SR" not in line]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        ["| all", "3", "66.7 ± 143.4"],  # SR: t(0.975, 2) * std(1, 1, 0) / sqrt(3) = 4.3027 * 0.5774 / 1.7321
+        ["| room_a", "2", "100.0 ± 0.0"],  # each scene's row counts its own episodes
+        ["| room_b", "1", "0.0 ± 0.0"],
+    ]
+
+
+def test_summarize_uses_the_requested_confidence_level_everywhere():
+    """A 90 % summary has 90 % t intervals (overall and per scene) and a 90 % Wilson interval, not 95 % ones."""
+    records = [_record("room", str(i), success=s) for i, s in enumerate((0.0, 1.0, 1.0, 1.0))]
+    summary = summarize(records, level=0.9)
+    half = 2.353363434801823 * 0.5 / 2.0  # t(0.95, 3) * std / sqrt(n)
+    for entry in (summary["metrics"]["success"], summary["per_scene"]["room"]["success"]):
+        assert entry["level"] == 0.9
+        assert entry["low"] == pytest.approx(0.75 - half) and entry["high"] == pytest.approx(0.75 + half)
+    z, n, p = 1.6448536269514722, 4, 0.75  # z(0.95) in Wilson's formula, by hand
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert summary["metrics"]["success"]["wilson_low"] == pytest.approx(centre - spread)
+    assert summary["metrics"]["success"]["wilson_high"] == pytest.approx(centre + spread)
+
+
+def test_episode_streams_differ_between_scenes_that_reuse_an_episode_id():
+    """SoundSpaces numbers episodes per scene: episode "0" of two scenes must not draw the same actions."""
+    first = episode_stream(1, "room_a", "0").random(4)
+    assert np.array_equal(episode_stream(1, "room_a", "0").random(4), first)  # reproducible
+    for other in ((1, "room_b", "0"), (2, "room_a", "0"), (1, "room_a", "1")):
+        assert not np.array_equal(episode_stream(*other).random(4), first), other
+
+
+def test_a_deterministic_policy_agent_with_a_seed_takes_the_most_likely_action():
+    """evaluate.py passes train.seed to every checkpoint's agent: --deterministic must still take the argmax."""
+    probs = torch.tensor([0.1, 0.5, 0.3, 0.1])
+
+    class Peaked(torch.nn.Module):
+        def initial_hidden(self, n, device="cpu"):
+            return torch.zeros(1, n, 4)
+
+        def distribution_and_value(self, obs, hidden, masks):
+            return torch.distributions.Categorical(probs=probs.expand(len(masks), 4)), None, hidden
+
+        def act(self, obs, hidden, masks, deterministic=False):
+            dist, _, hidden = self.distribution_and_value(obs, hidden, masks)
+            return None, dist.probs.argmax(-1) if deterministic else dist.sample(), None, hidden
+
+    n = 64
+    episodes = [types.SimpleNamespace(scene="room", episode_id=str(i)) for i in range(n)]
+    context = types.SimpleNamespace(nodes=np.zeros(n), new_episode=np.ones(n, dtype=bool), episodes=episodes)
+    agent = PolicyAgent(Peaked(), ["spectrogram"], deterministic=True, seed=3)
+    assert agent.act({"spectrogram": torch.zeros(n, 1)}, context).tolist() == [1] * n
+
+
+def test_a_key_the_checkpoint_recorded_wins_over_its_former_default():
+    """keep_travel_time saved as False is used; True (its value before the key existed) only where it is absent."""
+    state = {"model": {}, "optimizer": {}, "update": 1, "frames": 8, "rng": {}}
+    cfg = ExperimentConfig()
+    cfg.task.keep_travel_time = True
+    saved = {**state, "config": {"task": {"keep_travel_time": False}}}
+    assert config_for_checkpoint(cfg, saved).task.keep_travel_time is False
+    older = {**state, "config": {"task": {}}}
+    assert config_for_checkpoint(ExperimentConfig(), older).task.keep_travel_time is True
+
+
+def test_read_jsonl_skips_blank_lines(tmp_path):
+    """A records file with blank lines (files joined or edited by hand) reads back as its records."""
+    path = write_jsonl(tmp_path / "episodes.jsonl", [_record("room", "0"), _record("room", "1", success=1.0)])
+    path.write_text(path.read_text().replace("\n", "\n\n", 1) + "\n")
+    records = read_jsonl(path)
+    assert [r.episode_id for r in records] == ["0", "1"] and records[1].metrics["success"] == 1.0
+
+
+def test_a_progress_file_resumes_an_identity_with_tuples_and_keeps_each_scenes_episode(tmp_path):
+    """The identity is compared as it reads back from JSON (a tuple is written as a list), and episodes of two
+    scenes that share an id are two episodes."""
+    from asgf_nav.eval.progress import EvaluationProgress
+
+    identity = {"agent": "oracle", "scenes": ("room_a", "room_b")}
+    progress = EvaluationProgress(tmp_path, identity)
+    progress.add(_record("room_a", "0", success=1.0))
+    progress.add(_record("room_b", "0"))
+    resumed = EvaluationProgress(tmp_path, identity)
+    todo = [_record("room_a", "0"), _record("room_b", "0"), _record("room_b", "1")]
+    assert [(r.scene, r.episode_id) for r in resumed.remaining(todo)] == [("room_b", "1")]
+    assert [r.metrics["success"] for r in resumed.records(todo[:2])] == [1.0, 0.0]
+
+
+def test_comparison_chart_places_and_labels_every_agent_in_every_panel(tmp_path, monkeypatch):
+    """Each panel is titled by its column and holds, side by side, the bars of every agent evaluated there (an
+    agent missing from a column does not hide the ones after it); the legend names both agents."""
+    from asgf_nav.eval import report
+
+    figures = []
+    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    b_unheard = {**_VALUES, "spl": 0.1, "success": 0.2, "sna": 0.05}
+    summaries = [
+        _summary("a", "replica", "heard", _VALUES),
+        _summary("b", "replica", "heard", _VALUES),
+        _summary("b", "replica", "unheard", b_unheard),
+    ]
+    report.comparison_chart(summaries, tmp_path / "c.png")
+    heard, unheard = figures[0].axes
+    assert [heard.get_title(), unheard.get_title()] == ["replica heard", "replica unheard"]
+    # bar width 0.8 / 2 agents: a's bars left of each metric's tick (0, 1, 2), b's right of it
+    assert [round(p.get_x() + p.get_width() / 2, 6) for p in heard.patches] == [-0.2, 0.8, 1.8, 0.2, 1.2, 2.2]
+    assert [round(p.get_height(), 6) for p in unheard.patches] == [10.0, 20.0, 5.0]  # b's SPL, SR, SNA
+    assert [round(p.get_x() + p.get_width() / 2, 6) for p in unheard.patches] == [0.2, 1.2, 2.2]
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["a", "b"]
+
+
+def test_comparison_table_note_names_every_episode_count():
+    """Evaluations of different sizes are all named in the note under the table, smallest first."""
+    summaries = [
+        _summary("a", "replica", "heard", _VALUES, episodes=9),
+        _summary("b", "replica", "heard", _VALUES, episodes=6),
+    ]
+    assert comparison_table(summaries).splitlines()[-1].endswith("episodes per evaluation: 6, 9.")
+
+
+def test_the_chart_legend_names_an_agent_evaluated_only_in_a_later_panel(tmp_path, monkeypatch):
+    """A baseline run only on unheard sounds has bars in the second panel alone; the legend still names it,
+    in the table's agent order."""
+    from asgf_nav.eval import report
+
+    figures = []
+    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    summaries = [
+        _summary("asgf", "replica", "heard", _VALUES),
+        _summary("asgf", "replica", "unheard", _VALUES),
+        _summary("av_nav", "replica", "unheard", _VALUES),
+    ]
+    report.comparison_chart(summaries, tmp_path / "c.png")
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["asgf", "av_nav"]
+
+
+def test_comparison_table_note_gives_the_summaries_confidence_level():
+    """Summaries at 90 % are noted as 90 % intervals, not the default 95 %; mixed levels are all named."""
+    ninety = _summary("a", "replica", "heard", _VALUES)
+    for entry in ninety["metrics"].values():
+        entry["level"] = 0.9
+    assert "half-width of the 90 % confidence interval" in comparison_table([ninety]).splitlines()[-1]
+    both = comparison_table([ninety, _summary("b", "replica", "heard", _VALUES)]).splitlines()[-1]
+    assert "half-width of the 90 % / 95 % confidence interval" in both

@@ -26,7 +26,8 @@ SOUND_SPLITS: tuple[str, ...] = ("heard", "unheard")
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """One evaluation as Markdown: an overall row and one row per scene, mean ± 95 % CI half-width."""
+    """One evaluation as Markdown: an overall row and one row per scene, mean ± CI half-width at the
+    summary's confidence level."""
     meta = summary.get("meta", {})
     title = " / ".join(str(meta[k]) for k in ("agent", "dataset", "sound_split", "split") if k in meta)
     header = "| scope | episodes | " + " | ".join(METRIC_LABELS[m] for m in REPORTED_METRICS) + " |"
@@ -163,7 +164,8 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
                 row.append(format_summary(ms, m) if with_ci else f"{100 * ms.mean:.1f}")
         lines.append(f"| {agent} | " + " | ".join(row) + " |")
     counts = sorted({int(s["episodes"]) for s in summaries})
-    shown = "mean ± half-width of the 95 % confidence interval" if with_ci else "mean"
+    levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
+    shown = f"mean ± half-width of the {levels} confidence interval" if with_ci else "mean"
     note = f"SPL / SR / SNA in %, {shown}; episodes per evaluation: {', '.join(map(str, counts))}."
     return "\n".join(lines) + "\n\n" + note + "\n"
 
@@ -202,7 +204,11 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> P
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("%")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(agents), fontsize=8, frameon=False)
+    handles: dict[str, Any] = {}  # every agent once, also one evaluated only in a later panel
+    for ax in axes[0]:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    names = [agent for agent in agents if agent in handles]
+    fig.legend([handles[n] for n in names], names, loc="lower center", ncol=len(agents), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return atomic_savefig(fig, path, dpi=130)
