@@ -91,3 +91,17 @@ def test_the_loudest_window_may_end_exactly_at_the_signal_end():
     signal = torch.zeros(1, 2, 100, dtype=torch.float64)
     signal[..., 80:100] = 1.0  # all energy in the last 20 samples
     assert int(loudest_window(signal, torch.tensor([100]), 20, 10)[0]) == 80
+
+
+def test_decoding_is_the_symmetric_circular_mean_about_the_peak_in_0_to_360() -> None:
+    """decode refines the argmax bin by the weighted circular mean of the two bins either side and answers in
+    [0, 360): a posterior symmetric about bin 10 decodes to 50 degrees, one symmetric about bin 71 (its
+    neighbours on both sides of 0) to 355, not -5; a lopsided one to the mean of its unit vectors."""
+    grid = AzimuthGrid(bin_width=5.0)
+    posterior = np.zeros((3, 72))
+    posterior[0, [8, 9, 10, 11, 12]] = [0.1, 0.2, 0.4, 0.2, 0.1]
+    posterior[1, [69, 70, 71, 0, 1]] = [0.1, 0.2, 0.4, 0.2, 0.1]
+    posterior[2, [71, 0, 1]] = [0.3, 0.5, 0.2]  # peak at 0 degrees, pulled towards 355
+    lopsided = np.angle(0.3 * np.exp(1j * np.deg2rad(355.0)) + 0.5 + 0.2 * np.exp(1j * np.deg2rad(5.0)), deg=True)
+    np.testing.assert_allclose(grid.decode(posterior), [50.0, 355.0, lopsided % 360.0], atol=1e-9)
+    assert 359.0 < grid.decode(posterior)[2] < 360.0

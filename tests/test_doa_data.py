@@ -408,3 +408,129 @@ def test_the_loudest_window_may_end_at_the_rows_last_sample():
     signal[1, :, 800:1200] = 1.0  # row 1 is 1200 long: its last window starts at 800
     starts = loudest_window(signal, torch.tensor([1600, 1200]), 400, 50)
     assert starts.tolist() == [1200, 800]
+
+
+def test_draws_cover_every_pose_and_source_and_the_distractors_reverberant_tail(
+    sampler_parts: tuple[SoundBank, RirPool],
+) -> None:
+    """Plain draws reach every pose and source of the pool, and the distractor's start is drawn over its
+    whole received signal (the dry sound plus the response's length - 1), reverberant tail included."""
+    bank, pool = sampler_parts  # 4 poses x 3 sources, 4000-sample responses
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1)
+    rng = np.random.default_rng(0)
+    draws = [sampler._draw(0.0, rng) for _ in range(200)]
+    assert {d.pose for d in draws} == set(range(pool.num_poses))
+    assert {d.target_source for d in draws} == {d.distractor_source for d in draws} == set(range(3))
+    sizes = np.array([sampler._wave_size[sampler._wave_row[d.distractor]] for d in draws])
+    starts = np.array([d.distractor_start for d in draws])
+    received = sizes + pool.rirs.shape[2] - 1
+    assert np.all(starts < received - sampler.clip)
+    assert np.any(starts > sizes - sampler.clip)  # some clips start in the tail after the dry sound ends
+
+
+def test_augmented_draws_give_each_sound_its_own_timbre(bank: SoundBank, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timbres are drawn in the order target, distractor, prompt: with only the distractor's changed (a
+    faster rate and a tilt), the target and prompt clips are the plain ones, the mixture is not, and the
+    distractor's start is drawn inside its own (shorter) replayed signal."""
+    import asgf_nav.models.doa.data as doa_data
+    from asgf_nav.models.doa.augment import identity_timbre, resampled_length
+
+    changed = identity_timbre()
+    changed[:2] = [1.19, 3.0]
+    timbres = iter([identity_timbre(), changed, identity_timbre()] * 40)
+    pool = shoebox_pool(3, 3, seed=4, progress=False)
+    plain = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25).sample(12, 0.0, np.random.default_rng(2))
+    monkeypatch.setattr(doa_data, "random_timbre", lambda rng: next(timbres))
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, augment=True)
+    same = sampler.sample(12, 0.0, np.random.default_rng(2))
+    cos = torch.nn.functional.cosine_similarity(same.target.flatten(1), plain.target.flatten(1))
+    assert torch.allclose(cos, torch.ones(12), atol=1e-5)
+    assert torch.allclose(same.prompt, plain.prompt, atol=1e-5)
+    assert not torch.allclose(same.mixture, plain.mixture, atol=1e-2)
+    rng = np.random.default_rng(5)
+    for d in (sampler._draw(0.0, rng) for _ in range(25)):
+        received = resampled_length(sampler._wave_size[sampler._wave_row[d.distractor]], 1.19) + 4000 - 1
+        assert d.distractor_start < received - sampler.clip
+
+
+def test_pools_without_line_of_sight_flags_count_every_target_as_audible(
+    sampler_parts: tuple[SoundBank, RirPool],
+) -> None:
+    """A pool saved before the flag existed (``line_of_sight`` None) has every direct path audible."""
+    bank, pool = sampler_parts
+    old = RirPool(pool.rirs, pool.azimuth, pool.sample_rate)
+    assert old.line_of_sight is None
+    batch = DoaExampleSampler(bank, old, "train", clip_seconds=0.1).sample(8, 0.0, np.random.default_rng(0))
+    assert batch.line_of_sight.all()
+
+
+def test_an_snr_range_is_drawn_per_example_across_the_range(sampler_parts: tuple[SoundBank, RirPool]) -> None:
+    """``snr_db=(low, high)``: each example's measured SNR lies in the range and the batch spreads over it."""
+    bank, pool = sampler_parts
+    batch = DoaExampleSampler(bank, pool, "train", clip_seconds=0.1).sample(32, (-10.0, 10.0), np.random.default_rng(0))
+    distractor = batch.mixture - batch.target
+    snr = 10 * torch.log10(batch.target.pow(2).sum(dim=(1, 2)) / distractor.pow(2).sum(dim=(1, 2)))
+    assert snr.min() >= -10.05 and snr.max() <= 10.05
+    assert snr.max() - snr.min() > 10.0  # 32 uniform draws: a spread under half the range has odds ~1e-8
+
+
+def test_the_target_clip_is_its_loudest_stretch_whatever_the_distractors_length(
+    bank: SoundBank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target's loudest window is searched over the target's own received signal: with every sound's
+    energy in its last quarter and the distractor replayed 1.5 times faster (received 10667 + 3999 samples,
+    the target 16000 + 3999), the target clip is still the plain sampler's."""
+    import asgf_nav.models.doa.data as doa_data
+    from asgf_nav.models.doa.augment import identity_timbre
+
+    fast = identity_timbre()
+    fast[0] = 1.5
+    timbres = iter([identity_timbre(), fast, identity_timbre()] * 8)
+    pool = shoebox_pool(3, 3, seed=4, progress=False)
+    plain = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25)
+    plain._waves[:, : 3 * SR // 4] = 0.0
+    expected = plain.sample(8, 0.0, np.random.default_rng(2)).target
+    monkeypatch.setattr(doa_data, "random_timbre", lambda rng: next(timbres))
+    augmented = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, augment=True)
+    augmented._waves[:, : 3 * SR // 4] = 0.0
+    target = augmented.sample(8, 0.0, np.random.default_rng(2)).target
+    cos = torch.nn.functional.cosine_similarity(target.flatten(1), expected.flatten(1))
+    assert torch.allclose(cos, torch.ones(8), atol=1e-5)
+
+
+def test_a_replayed_distractors_near_silence_is_judged_against_its_own_length(
+    bank: SoundBank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drawn distractor window counts as near-silent against the mean energy per clip of the distractor's
+    own received signal: replayed at 0.7 times the speed that is 22856 + 3999 samples, not the target's
+    16000 + 3999, and the mixture's distractor part is the window this rule picks (two of these 48 draws
+    come out the other way when judged against the target's length)."""
+    import itertools
+
+    import asgf_nav.models.doa.data as doa_data
+    from asgf_nav.models.doa.augment import identity_timbre
+    from asgf_nav.models.doa.data import loudest_window
+
+    slow = identity_timbre()
+    slow[0] = 0.7
+    timbres = itertools.cycle([identity_timbre(), slow, identity_timbre()])
+    monkeypatch.setattr(doa_data, "random_timbre", lambda rng: next(timbres))
+    pool = shoebox_pool(3, 3, seed=4, progress=False)
+    sampler = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, augment=True)
+    batch = sampler.sample(48, 0.0, np.random.default_rng(2))
+    rng = np.random.default_rng(2)
+    draws = [sampler._draw(0.0, rng) for _ in range(48)]
+    poses, sources = np.array([d.pose for d in draws]), np.array([d.distractor_source for d in draws])
+    slows = torch.from_numpy(np.stack([slow] * 48))
+    rx_d, len_d = sampler._received([d.distractor for d in draws], poses, sources, slows)
+    assert set(len_d.tolist()) == {22856 + 3999}
+    clip = sampler.clip
+    loudest = loudest_window(rx_d, len_d, clip, clip // 8)
+    energy = rx_d.pow(2).sum(dim=1)
+    for i, d in enumerate(draws):
+        drawn = float(energy[i, d.distractor_start : d.distractor_start + clip].sum())
+        quiet = drawn < 0.25 * float(energy[i].sum()) * clip / int(len_d[i])
+        start = int(loudest[i]) if quiet else d.distractor_start
+        expected = rx_d[i, :, start : start + clip].flatten()
+        heard = (batch.mixture[i] - batch.target[i]).double().flatten()
+        assert float(torch.nn.functional.cosine_similarity(expected, heard, dim=0)) > 1 - 1e-5, i

@@ -168,3 +168,47 @@ def test_the_packaged_head_gives_its_recorded_posteriors():
     golden = json.loads(GOLDEN_PATH.read_text())
     assert posterior.argmax(1).tolist() == golden["argmax"]
     assert torch.allclose(posterior[:, ::8], torch.tensor(golden["every_8th_bin"]), atol=1e-4)
+
+
+def test_the_mse_posterior_term_sums_over_bins_and_doa_weight_scales_it_alone() -> None:
+    """AV-SSAN's equation (14): the reconstruction MSE plus the sum over the 72 bins of (p_hat - p)^2 (batch
+    mean); ``doa_weight`` scales the posterior term only. A uniform posterior against a one-hot target
+    scores (1 - 1/72)^2 + 71 / 72^2 = 71/72 (1/72^2 if averaged over bins instead) and log 72 in cross-entropy."""
+    uniform = torch.full((2, 72), 1.0 / 72)
+    target = torch.zeros(2, 72)
+    target[0, 0] = target[1, 36] = 1.0
+    out = {"posterior": uniform, "log_posterior": uniform.log(), "masked": torch.full((2, 3, 4), 2.0)}
+    assert posterior_loss(out, target, "mse")[0].item() == pytest.approx(71 / 72)
+    assert posterior_loss(out, target, "cross_entropy")[0].item() == pytest.approx(np.log(72.0))
+    total, parts = doa_loss(out, torch.zeros(2, 3, 4), target, doa_weight=3.0)
+    assert parts["recon"] == pytest.approx(4.0)  # (2 - 0)^2 on every bin: squared, not absolute, error
+    assert parts["posterior_mse"] == pytest.approx(71 / 72)
+    assert total.item() == pytest.approx(4.0 + 3.0 * 71 / 72)
+
+
+def test_the_network_config_grid_keeps_its_bin_width_and_laplace_scale() -> None:
+    """The training targets come from ``DoaNetConfig.grid``: a configured scale of 20 degrees gives
+    neighbouring 10-degree bins the ratio exp(-10 / 20), not the default scale's exp(-10 / 5)."""
+    grid = DoaNetConfig(bin_width=10.0, laplace_scale=20.0).grid
+    target = grid.encode(np.array([0.0]))[0].double()
+    assert grid.num_bins == 36
+    assert float(target[1] / target[0]) == pytest.approx(np.exp(-0.5), rel=1e-5)
+
+
+def test_a_category_prompt_steers_the_head_through_its_embedding_and_its_template() -> None:
+    """prompt="category": the category's embedding steers the query (two categories, one mixture, two masks
+    while the learned templates are still zero; untrained, the difference is small but far from 0), and
+    the category's spectral template reaches the mask head (changing category 1's template changes
+    category 1's mask and not category 0's)."""
+    from dataclasses import replace
+
+    net = SelectiveDoaNet(replace(_tiny_config(), prompt="category", num_categories=3)).eval()
+    mixture = torch.randn(1, 2, SR // 4).expand(2, -1, -1)
+    categories = torch.tensor([0, 1])
+    with torch.no_grad():
+        before = net(mixture, categories)
+        net.category_template.weight[1] = torch.linspace(-2.0, 2.0, net.cfg.stft.num_bins)
+        after = net(mixture, categories)
+    assert (before["mask"][0] - before["mask"][1]).abs().max() > 1e-5
+    assert torch.allclose(after["mask"][0], before["mask"][0])
+    assert not torch.allclose(after["mask"][1], before["mask"][1], atol=1e-4)
