@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from doa_helpers import SR, _source_at, _tiny_config
 
 from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.eval.doa_eval import EvalConfig
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
     HrirWaveformMatch,
@@ -133,29 +136,27 @@ def test_prompt_choice_reference_counts_the_source_the_prompt_resembles():
     assert prompt_choice_reference(batch.slice(2, 3), SR) == 0.0
 
 
+def _small_eval_config(ckpt: Path, tmp_path: Path, **fields) -> EvalConfig:
+    """A benchmark run small enough for a test (one SNR, 0.25 s clips, RIR pools in ``tmp_path``)."""
+    base = dict(
+        selective=str(ckpt), pool_dir=str(tmp_path), snrs=(0.0,), gmm_train_examples=40, train_poses=3,
+        out=str(tmp_path / "eval.json"), threads=1, clip_seconds=0.25,
+    )  # fmt: skip
+    return EvalConfig(**{**base, **fields})
+
+
 def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     import json
     import logging
 
-    from asgf_nav.eval.doa_eval import EvalConfig, evaluate, markdown_table
+    from asgf_nav.eval.doa_eval import evaluate, markdown_table
 
     ckpt = tmp_path / "selective.pt"
     save_checkpoint(
         ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(rooms="shoebox_pair"), {}
     )
-    cfg = EvalConfig(
-        selective=str(ckpt),
-        crnn=str(tmp_path / "missing.pt"),
-        pool_dir=str(tmp_path),
-        test_poses=3,
-        examples=6,
-        snrs=(0.0,),
-        gmm_train_examples=40,
-        train_poses=3,
-        out=str(tmp_path / "eval.json"),
-        threads=1,
-        distractor_window="loudest",
-        clip_seconds=0.25,
+    cfg = _small_eval_config(
+        ckpt, tmp_path, crnn=str(tmp_path / "missing.pt"), test_poses=3, examples=6, distractor_window="loudest"
     )
     with caplog.at_level(logging.WARNING):
         results = evaluate(cfg)
@@ -234,18 +235,7 @@ def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
     monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
     # the "selective" method answers 10 degrees beside the distractor
     monkeypatch.setattr(doa_eval, "predict", lambda model, b: (b.distractor_azimuth.numpy() + 10.0) % 360.0)
-    cfg = doa_eval.EvalConfig(
-        selective=str(ckpt),
-        crnn="none",
-        pool_dir=str(tmp_path),
-        examples=12,
-        snrs=(0.0,),
-        gmm_train_examples=40,
-        train_poses=3,
-        out=str(tmp_path / "eval.json"),
-        threads=1,
-        clip_seconds=0.25,
-    )
+    cfg = _small_eval_config(ckpt, tmp_path, crnn="none", examples=12)
     results = doa_eval.evaluate(cfg)
     sets, _ = doa_eval.test_sets(cfg, doa_eval.SoundBank.load(), pool)
     for (split, snr), batch in sets.items():
