@@ -82,9 +82,9 @@ def test_other_instance_skips_clips_of_the_same_instance(bank: SoundBank) -> Non
     assert all(bank.other_instance("telephone", rng, among="train") in bank.names("train") for _ in range(20))
 
 
-def one_clip_bank(root: Path, audio: np.ndarray, file_rate: int = 44100) -> Path:
-    """A bank directory holding the single sound ``tone`` (no checksum), declared 44.1 kHz and written at
-    ``file_rate``."""
+def one_clip_bank(root: Path, audio: np.ndarray, file_rate: int = 44100, declared_rate: int = 44100) -> Path:
+    """A bank directory holding the single sound ``tone`` (no checksum), declared ``declared_rate`` (44.1 kHz)
+    and written at ``file_rate``."""
     (root / "clips").mkdir(parents=True)
     sf.write(str(root / "clips" / "tone.flac"), audio, file_rate, subtype="PCM_16")
     record = {
@@ -96,7 +96,7 @@ def one_clip_bank(root: Path, audio: np.ndarray, file_rate: int = 44100) -> Path
         "license": "CC0-1.0",
         "copyright": "none",
     }
-    (root / "sounds.json").write_text(json.dumps({"sample_rate": 44100, "clips": [record]}))
+    (root / "sounds.json").write_text(json.dumps({"sample_rate": declared_rate, "clips": [record]}))
     (root / "splits.json").write_text(json.dumps({"heard": ["tone"], "train": ["tone"], "val": [], "test": []}))
     return root
 
@@ -466,3 +466,176 @@ def test_catalogue_licences_match_the_committed_bank():
             record["license"], record["copyright"], record["original_file"],
         ), spec.name  # fmt: skip
         assert (record["category"], record["instance"]) == (spec.category, spec.instance), spec.name
+
+
+def test_committed_sources_name_the_catalogue_program_kit_or_seed() -> None:
+    """Each committed clip's source line is what the catalogue entry says (its General MIDI program or
+    percussion kit, its procedural generator and seed), whatever the tool versions were."""
+    committed = {r["name"]: r["source"] for r in json.loads((DATA_DIR / "sounds.json").read_text())["clips"]}
+    versions = defaultdict(lambda: "VERSION")
+    for spec in CLIPS:
+        made = curate._provenance(spec, versions)["source"]
+        pattern = re.escape(made).replace("VERSION", r"\S+")
+        assert re.fullmatch(pattern, committed[spec.name]), (spec.name, made, committed[spec.name])
+    assert "General MIDI program 40" in committed["violin"]
+    assert committed["drums_rock_beat"].endswith("percussion kit")
+    assert committed["rain"].endswith("(seed 108)")
+
+
+def test_catalogue_strums_end_together_and_melodies_keep_their_legato() -> None:
+    """A strummed chord's notes start ``spread`` apart and all end at the next chord; a melody note lasts its
+    legato share of the step (0.95 by default, 1.0 for bowed strings)."""
+    notes = {spec.name: spec.source.notes for spec in CLIPS if spec.name in ("guitar_steel", "kalimba", "violin")}
+    strum = notes["guitar_steel"]  # chords of 6 then 5 strings, 0.5 s apart, spread 15 ms
+    starts = [0.015 * j for j in range(6)] + [0.5 + 0.015 * j for j in range(5)]
+    assert [start for start, *_ in strum] == pytest.approx(starts)
+    assert [start + duration for start, duration, *_ in strum] == pytest.approx([0.5] * 6 + [1.0] * 5)
+    for name, step, legato, count in (("kalimba", 0.17, 0.95, 6), ("violin", 0.24, 1.0, 5)):
+        assert [start for start, *_ in notes[name]] == pytest.approx([step * i for i in range(count)]), name
+        assert [duration for _, duration, *_ in notes[name]] == pytest.approx([step * legato] * count), name
+
+
+def test_a_stereo_debian_source_is_read_as_the_mean_of_its_channels(tmp_path: Path) -> None:
+    """A stereo recording is mixed down to mono as the mean of its two channels, not one channel."""
+    t = np.arange(4410) / 44100
+    left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 660 * t)
+    path = tmp_path / "stereo.wav"
+    sf.write(str(path), np.stack([left, right], axis=1), 44100, subtype="FLOAT")
+    spec = curate.ClipSpec("stereo", "test", "a", curate.DebianFile("pkg", str(path), "nobody", "CC0-1.0"))
+    audio, rate = curate.load_source(spec, tmp_path)
+    assert rate == 44100
+    np.testing.assert_allclose(audio, (left + right) / 2, atol=1e-6)
+
+
+def test_a_short_sound_is_looped_with_each_cycle_faded_out() -> None:
+    """A 0.1 s tone is repeated to fill the second; every repeat ends in a 5 ms fade to silence, so the loop
+    seams do not click. The active part is 220 samples before the onset plus the 4410-sample tone."""
+    rate = 44100
+    x = np.zeros(rate)
+    x[4410:8820] = np.sin(2 * np.pi * 1000 * np.arange(4410) / rate)
+    clip = curate.condition(x, rate)
+    cycle = 220 + 4410
+    peak = np.abs(clip).max()
+    for k in range(1, 9):  # the end of each of the first eight cycles
+        end = k * cycle
+        assert np.abs(clip[end - 20 : end]).max() <= 0.1 * peak, k
+        assert np.abs(clip[end - 400 : end - 300]).max() >= 0.9 * peak, k
+
+
+def test_curation_refuses_a_catalogue_with_duplicate_names(
+    tmp_path: Path, fake_curation: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two catalogue entries of one name would overwrite each other's clip: curation refuses before writing."""
+    monkeypatch.setattr(curate, "CLIPS", (*CLIPS, CLIPS[5]))
+    root = tmp_path / "bank"
+    with pytest.raises(ValueError, match="duplicate clip names"):
+        curate.curate(root)
+    assert not root.exists() and fake_curation["calls"] == 0
+
+
+def test_attribution_escapes_a_pipe_inside_a_cell() -> None:
+    """A '|' inside a copyright line is escaped, so the table row keeps its six cells."""
+    record = {
+        "name": "x",
+        "category": "c",
+        "source": "s",
+        "original_file": "",
+        "copyright": "Alice | Bob",
+        "license": "CC0-1.0",
+    }
+    row = curate.attribution_markdown([record]).splitlines()[6]
+    assert row == "| x | c | s | - | Alice \\| Bob | [CC0-1.0](https://creativecommons.org/publicdomain/zero/1.0/) |"
+
+
+def test_split_sizes_round_to_the_nearest_whole_sound() -> None:
+    """14 sounds: val = 14 * 11 / 102 = 1.51 -> 2 and test = 14 * 18 / 102 = 2.47 -> 2, the rest train."""
+    assert curate.split_sizes(14) == {"train": 10, "val": 2, "test": 2}
+    assert curate.split_sizes(5) == {"train": 3, "val": 1, "test": 1}  # 0.54 -> 1 and 0.88 -> 1
+
+
+def bank_records(root: Path) -> list[dict]:
+    return json.loads((root / "sounds.json").read_text())["clips"]
+
+
+def test_clip_records_with_a_repeated_name_or_a_missing_key_are_refused(tmp_path: Path) -> None:
+    """sounds.json naming a clip twice, or a clip record without its instance, is a SoundBankError naming it."""
+    root = one_clip_bank(tmp_path / "bank", 0.1 * np.ones(44100))
+    record = bank_records(root)[0]
+    write_json(root / "sounds.json", {"sample_rate": 44100, "clips": [record, {**record, "category": "other"}]})
+    with pytest.raises(SoundBankError, match=r"clip name 'tone' appears twice"):
+        SoundBank.load(root)
+    incomplete = {k: v for k, v in record.items() if k != "instance"}
+    write_json(root / "sounds.json", {"sample_rate": 44100, "clips": [incomplete]})
+    with pytest.raises(SoundBankError, match=r"clip #0 lacks keys \['instance'\]"):
+        SoundBank.load(root)
+
+
+def test_a_test_split_naming_an_unknown_sound_is_refused(tmp_path: Path) -> None:
+    """Every split, the test split too, may only name sounds of the bank."""
+    root = one_clip_bank(tmp_path / "bank", 0.1 * np.ones(44100))
+    write_json(root / "splits.json", {"heard": ["tone"], "train": ["tone"], "val": [], "test": ["nope"]})
+    with pytest.raises(SoundBankError, match=r"split 'test' names unknown sounds \['nope'\]"):
+        SoundBank.load(root)
+
+
+def test_a_clip_quieter_than_minus_80_dbfs_is_silent(tmp_path: Path) -> None:
+    """A clip of +-2 16-bit steps (RMS 6.1e-5, below the 1e-4 floor) is refused as silent; +-4 steps
+    (RMS 1.2e-4) is a sound."""
+    pattern = np.resize([1.0, -1.0], 44100)
+    quiet = SoundBank.load(one_clip_bank(tmp_path / "quiet", 2 / 32768 * pattern))
+    with pytest.raises(SoundBankError, match=r"'tone' is silent \(RMS 6.1e-05\)"):
+        quiet.waveform("tone")
+    audible = SoundBank.load(one_clip_bank(tmp_path / "audible", 4 / 32768 * pattern))
+    assert np.sqrt(np.mean(audible.waveform("tone").astype(np.float64) ** 2)) == pytest.approx(4 / 32768)
+
+
+def test_a_bank_declared_at_22050_hz_reads_and_resamples_its_clips(tmp_path: Path) -> None:
+    """A bank whose sounds.json declares 22.05 kHz holds 22050-sample clips; they read at that rate and
+    resample to 44.1 kHz keeping their tone."""
+    t = np.arange(22050) / 22050
+    tone = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    bank = SoundBank.load(one_clip_bank(tmp_path / "bank", tone, file_rate=22050, declared_rate=22050))
+    assert bank.sample_rate == 22050
+    np.testing.assert_allclose(bank.waveform("tone", 22050), tone, atol=1e-4)
+    upsampled = bank.waveform("tone", 44100)
+    expected = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(44100) / 44100)
+    np.testing.assert_allclose(upsampled[1000:-1000], expected[1000:-1000], atol=5e-3)
+
+
+def test_split_names_are_a_copy_the_caller_may_change() -> None:
+    """Changing the list that names() returns leaves the bank's splits as they were."""
+    bank = SoundBank.load()
+    train = bank.names("train")
+    train.clear()
+    assert len(bank.names("train")) == 73
+
+
+def test_other_instance_draws_every_candidate() -> None:
+    """The reference prompt is drawn among all clips of the category with another instance, not always the
+    first: for piano_melody both other piano instances come up."""
+    bank = SoundBank.load()
+    rng = np.random.default_rng(0)
+    assert {bank.other_instance("piano_melody", rng) for _ in range(60)} == {"melody_piano", "electric_piano"}
+
+
+@pytest.mark.parametrize("rate", [0, -16000])
+def test_a_sample_rate_that_is_not_positive_is_refused(bank: SoundBank, rate: int) -> None:
+    """A zero or negative sample rate is a SoundBankError naming the rule, not an error from the resampler."""
+    with pytest.raises(SoundBankError, match=rf"positive whole number of Hz, got {rate}"):
+        bank.waveform("telephone", rate)
+
+
+def test_a_ten_ms_click_is_looped_with_fades_of_a_quarter_of_its_length() -> None:
+    """A cycle shorter than 20 ms fades over a quarter of its length (not the full 5 ms), so its middle half
+    keeps its level: a 441-sample 1 kHz burst at the very start loops with samples 110..330 of each repeat
+    unchanged up to the normalising gain."""
+    rate = 44100
+    burst = np.sin(2 * np.pi * 1000 * np.arange(441) / rate)
+    x = np.zeros(rate)
+    x[:441] = burst
+    clip = curate.condition(x, rate).astype(np.float64)
+    body = np.arange(110, 331)
+    body = body[np.abs(burst[body]) > 0.5]
+    for k in (1, 2, 50):  # repeats away from the clip's own edge fades
+        gains = clip[k * 441 + body] / burst[body]
+        assert gains.max() - gains.min() <= 1e-3 * np.abs(gains).mean(), k

@@ -390,7 +390,11 @@ def midi_file(notes: list[Note], program: int, percussion: bool = False) -> byte
     channel = 9 if percussion else 0
     events: list[tuple[int, int, bytes]] = []  # (tick, order, message); note-offs sort before note-ons
     for start, duration, pitch, velocity in notes:
-        on, off = int(round(start * _TICKS_PER_SECOND)), int(round((start + duration) * _TICKS_PER_SECOND))
+        if duration <= 0:
+            raise ValueError(f"note {pitch} at {start} s has duration {duration} s; it must be positive")
+        on = int(round(start * _TICKS_PER_SECOND))
+        # at least one tick long: a note-off at its own note-on's tick would sort first and leave the note hanging
+        off = max(on + 1, int(round((start + duration) * _TICKS_PER_SECOND)))
         events.append((on, 1, bytes([0x90 | channel, pitch, velocity])))
         events.append((off, 0, bytes([0x80 | channel, pitch, 0])))
     events.sort(key=lambda e: (e[0], e[1]))
