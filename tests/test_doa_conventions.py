@@ -105,3 +105,11 @@ def test_decoding_is_the_symmetric_circular_mean_about_the_peak_in_0_to_360() ->
     lopsided = np.angle(0.3 * np.exp(1j * np.deg2rad(355.0)) + 0.5 + 0.2 * np.exp(1j * np.deg2rad(5.0)), deg=True)
     np.testing.assert_allclose(grid.decode(posterior), [50.0, 355.0, lopsided % 360.0], atol=1e-9)
     assert 359.0 < grid.decode(posterior)[2] < 360.0
+
+
+def test_a_peak_at_0_degrees_balanced_to_rounding_decodes_to_0_not_360() -> None:
+    """Neighbours of bin 0 that cancel but for rounding give a circular mean of about -1e-16 degrees; the
+    answer stays in [0, 360): 0, not 360 (np.mod alone rounds it up)."""
+    posterior = np.zeros((1, 72))
+    posterior[0, [71, 0, 1]] = [0.3 * (1 + 1e-15), 1.0, 0.3]
+    assert float(AzimuthGrid(bin_width=5.0).decode(posterior)[0]) == 0.0

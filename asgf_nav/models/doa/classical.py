@@ -22,7 +22,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from asgf_nav.acoustics.hrtf import load_hrtf
-from asgf_nav.models.doa.features import EPS, lateral_fold
+from asgf_nav.models.doa.features import EPS, lateral_fold, wrap_degrees
 from asgf_nav.models.doa.rooms import PAIR_SPACING, SPEED_OF_SOUND
 
 EAR_SPACING = PAIR_SPACING  # metres: the ears as the free-field pair of the ``shoebox_pair`` rooms
@@ -43,7 +43,7 @@ def gcc_phat(audio: np.ndarray, sample_rate: int, upsample: int = 16) -> float:
     max_shift = int(np.ceil(EAR_SPACING / SPEED_OF_SOUND * sample_rate * upsample))
     cc = np.concatenate([cc[-max_shift:], cc[: max_shift + 1]])
     lag = (np.argmax(np.abs(cc)) - max_shift) / (sample_rate * upsample)  # > 0: right ear lags -> left
-    return float(np.mod(np.rad2deg(np.arcsin(np.clip(-lag * SPEED_OF_SOUND / EAR_SPACING, -1, 1))), 360.0))
+    return float(wrap_degrees(np.rad2deg(np.arcsin(np.clip(-lag * SPEED_OF_SOUND / EAR_SPACING, -1, 1)))))
 
 
 def level_rise(spec: np.ndarray) -> np.ndarray:
@@ -235,4 +235,4 @@ class GmmRegression:
         resp = np.exp(log_resp - log_resp.max(axis=1, keepdims=True))
         resp /= resp.sum(axis=1, keepdims=True)
         y = np.einsum("nk,knj->nj", resp, np.stack(expected))
-        return np.mod(np.rad2deg(np.arctan2(y[:, 1], y[:, 0])), 360.0)
+        return wrap_degrees(np.rad2deg(np.arctan2(y[:, 1], y[:, 0])))

@@ -30,8 +30,13 @@ def relative_azimuth(receiver: np.ndarray, source: np.ndarray, yaw_deg: np.ndarr
     dz = source[..., 2] - receiver[..., 2]
     front = dx * -np.sin(yaw) + dz * -np.cos(yaw)
     left = dx * -np.cos(yaw) + dz * np.sin(yaw)
-    azimuth = np.mod(np.rad2deg(np.arctan2(left, front)), 360.0)
-    return np.where(azimuth >= 360.0, 0.0, azimuth)  # np.mod(-1e-15, 360) rounds to 360.0
+    return wrap_degrees(np.rad2deg(np.arctan2(left, front)))
+
+
+def wrap_degrees(angle: np.ndarray) -> np.ndarray:
+    """Angles (deg) into [0, 360): ``np.mod`` alone rounds a tiny negative angle, -1e-15, up to 360.0."""
+    wrapped = np.mod(angle, 360.0)
+    return np.where(wrapped >= 360.0, 0.0, wrapped)
 
 
 def lateral_fold(azimuth_deg: np.ndarray) -> np.ndarray:
@@ -42,7 +47,7 @@ def lateral_fold(azimuth_deg: np.ndarray) -> np.ndarray:
     """
     a = np.mod(np.asarray(azimuth_deg, dtype=np.float64), 360.0)
     lateral = np.rad2deg(np.arcsin(np.clip(np.sin(np.deg2rad(a)), -1, 1)))
-    return np.mod(lateral, 360.0)
+    return wrap_degrees(lateral)
 
 
 def circular_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor):
@@ -92,7 +97,7 @@ class AzimuthGrid:
         weights = torch.gather(p, 1, idx).clamp_min(0)
         angles = torch.deg2rad(torch.as_tensor(self.centers)[idx])
         mean = torch.atan2((weights * torch.sin(angles)).sum(1), (weights * torch.cos(angles)).sum(1))
-        return np.mod(np.rad2deg(mean.numpy()), 360.0)
+        return wrap_degrees(np.rad2deg(mean.numpy()))
 
 
 # --------------------------------------------------------------------------------------------- STFT
