@@ -264,6 +264,15 @@ def test_spectrogram_cache_evicts_the_least_recent_and_clear_forgets_all():
     assert computed[-1] == [8, 5, 6] and (cache.hits, cache.misses) == (2, 8)
 
 
+def test_a_spectrogram_cache_without_room_is_refused_when_made():
+    """A cache of capacity 0 (or less) is refused with its value named, not at its first lookup."""
+    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
+
+    for capacity in (0, -2):
+        with pytest.raises(ValueError, match=f"capacity must be positive, got {capacity}"):
+            SpectrogramCache(capacity, (3,), "cpu", lambda keys: torch.zeros(len(keys), 3))
+
+
 def test_a_provider_that_reads_the_spectrogram_gets_it_without_the_spectrogram_sensor(world, episodes, monkeypatch):
     import gymnasium
 

@@ -125,3 +125,66 @@ def test_usable_cpus_follow_the_affinity_mask(monkeypatch):
     assert usable_cpus() == 64
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert usable_cpus() == 1
+
+
+def test_rank_0_gets_gpu_0_by_index_like_every_other_rank(gpus):
+    """LOCAL_RANK 0 is a rank too: its GPU is cuda:0, not a bare cuda that follows whichever GPU is current."""
+    gpus(2)
+    assert resolve_device("auto", local_rank=0) == torch.device("cuda:0")
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda:0")
+
+
+def test_only_the_training_gpus_generator_is_saved_and_restored(monkeypatch):
+    """A checkpoint holds the run's own GPU's CUDA generator (none for the CPU or another backend); an older
+    checkpoint's list of every GPU's states restores that GPU's entry, or nothing when the list has none."""
+    from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
+
+    read: list[torch.device] = []
+    written: list[tuple[list[int], torch.device]] = []
+
+    def get_rng_state(device: torch.device) -> torch.Tensor:
+        read.append(torch.device(device))
+        return torch.tensor([7], dtype=torch.uint8)
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", get_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: written.append((state.tolist(), device)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert cuda_rng_state("cpu") is None and cuda_rng_state("mps") is None and read == []
+    state = cuda_rng_state("cuda:1")
+    assert state is not None and state.tolist() == [7] and read == [torch.device("cuda:1")]
+
+    every_gpu = [torch.tensor([10 + i], dtype=torch.uint8) for i in range(3)]
+    restore_cuda_rng_state(every_gpu, "cuda:2")
+    restore_cuda_rng_state(every_gpu, "cuda")  # no index: the current GPU's entry
+    restore_cuda_rng_state(every_gpu[:2], "cuda:2")  # saved on a machine with two GPUs: nothing to restore
+    restore_cuda_rng_state(torch.tensor([5], dtype=torch.uint8), "cuda:0")
+    restore_cuda_rng_state(torch.tensor([5], dtype=torch.uint8), "cpu")
+    restore_cuda_rng_state(None, "cuda:0")
+    expected = [([12], torch.device("cuda:2")), ([11], torch.device("cuda")), ([5], torch.device("cuda:0"))]
+    assert written == expected
+
+
+def test_a_ddppo_process_joins_with_its_global_rank_and_a_single_process_joins_nothing(monkeypatch):
+    """On the second of two machines RANK (global) and LOCAL_RANK (this machine's) differ: the group takes the
+    global rank, the GPU the local one; a single process (world size 1) joins no group and decides alone."""
+    from datetime import timedelta
+
+    from asgf_nav.rl import distributed
+
+    joined: list[dict] = []
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: joined.append(kw))
+    monkeypatch.setattr(distributed, "is_distributed", lambda: False)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert distributed.local_rank() == 1
+    assert distributed.init_distributed(torch.device("cpu"), timeout_s=600.0) == (3, 4, 1)
+    expected = {"backend": "gloo", "init_method": "env://", "rank": 3, "world_size": 4}
+    assert joined == [{**expected, "timeout": timedelta(seconds=600)}]
+
+    joined.clear()
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name)
+    assert distributed.init_distributed(torch.device("cpu")) == (0, 1, 0) and joined == []
+    assert distributed.any_rank(True, torch.device("cpu")) is True  # a stop asked for in this process is heard
+    assert distributed.any_rank(False, torch.device("cpu")) is False

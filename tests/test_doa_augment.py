@@ -7,7 +7,10 @@ import torch
 
 import asgf_nav.models.doa.data as doa_data
 from asgf_nav.models.doa.augment import (
+    BUMP_GAIN_DB,
+    NUM_BUMPS,
     SPEED_RANGE,
+    TILT_DB_PER_OCTAVE,
     TIMBRE_SIZE,
     apply_spectral_gains,
     change_speed,
@@ -70,6 +73,12 @@ def test_random_timbres_stay_in_their_ranges():
     timbres = np.stack([random_timbre(rng) for _ in range(500)])
     assert timbres.shape == (500, TIMBRE_SIZE)
     assert SPEED_RANGE[0] <= timbres[:, 0].min() < 0.9 and 1.12 < timbres[:, 0].max() <= SPEED_RANGE[1]
+    # tilts and bump gains cut as well as boost; bump centres span +-3 octaves, widths 0.3 to 1.5 octaves
+    assert -TILT_DB_PER_OCTAVE <= timbres[:, 1].min() < -2.5 and 2.5 < timbres[:, 1].max() <= TILT_DB_PER_OCTAVE
+    bumps = timbres[:, 2:].reshape(-1, NUM_BUMPS, 3)
+    assert -BUMP_GAIN_DB <= bumps[:, :, 2].min() < -5.5 and 5.5 < bumps[:, :, 2].max() <= BUMP_GAIN_DB
+    assert -3.0 <= bumps[:, :, 0].min() < -2.8 and 2.8 < bumps[:, :, 0].max() <= 3.0
+    assert 0.3 <= bumps[:, :, 1].min() < 0.4 and 1.4 < bumps[:, :, 1].max() <= 1.5
 
 
 def test_identity_timbres_reproduce_the_plain_clips(bank, monkeypatch):
@@ -109,3 +118,14 @@ def test_augmented_batches_keep_the_mixing_contract(bank):
         start = int(starts[np.argmax(energy[starts + clip] - energy[starts])])
         expected = shaped[start : start + clip] / np.sqrt(np.mean(shaped[start : start + clip] ** 2))
         assert np.allclose(prompt.numpy(), expected, atol=2e-3)
+
+
+def test_spectral_filtering_does_not_wrap_around_the_clip() -> None:
+    """The zero-phase envelope filter is applied linearly: an impulse at the start leaks nothing into the end."""
+    impulse = torch.zeros(1, 1000, dtype=torch.float64)
+    impulse[0, 0] = 1.0
+    bump = identity_timbre()
+    bump[2:5] = [0.0, 0.5, 6.0]  # +6 dB at 1 kHz, half an octave wide
+    out = apply_spectral_gains(impulse, torch.from_numpy(bump)[None], SR)[0]
+    assert out[0] > 1.0  # the boost's peak
+    assert out[-100:].abs().max() < 1e-9

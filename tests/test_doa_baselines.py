@@ -246,6 +246,10 @@ def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
         los = batch.line_of_sight.numpy()
         assert 0 < los.sum() < len(los)
         assert m["line_of_sight"] == pytest.approx(angular_metrics(pred[los], truth[los]))
+        assert m["line_of_sight_share"] == pytest.approx(100 * los.mean())
+    drr = pool.direct_to_reverberant_db()[pool.line_of_sight]  # the test rooms' DRR: line-of-sight pairs only
+    expected = {"median": np.median(drr), "q10": np.percentile(drr, 10), "q90": np.percentile(drr, 90)}
+    assert results["test_rooms_drr_db"] == pytest.approx(expected)
 
 
 def test_the_gmm_baseline_is_fitted_on_the_training_rooms(monkeypatch):
@@ -260,3 +264,95 @@ def test_the_gmm_baseline_is_fitted_on_the_training_rooms(monkeypatch):
     )
     doa_eval.fit_gmm(doa_eval.SoundBank.load(), doa_eval.EvalConfig(gmm_train_examples=40, train_poses=2))
     assert splits == ["train"]
+
+
+def test_spectral_shape_tells_a_steady_sound_from_the_same_sound_in_bursts() -> None:
+    """Same average spectrum, other level spread over frames: the descriptor's spread half tells them apart."""
+    rng = np.random.default_rng(7)
+    steady = rng.standard_normal(SR // 2)
+    bursts = rng.standard_normal(SR // 2) * ((np.arange(SR // 2) // 1600) % 2 == 0)  # 100 ms on, 100 ms off
+    assert spectral_shape(rng.standard_normal(SR // 2), SR) @ spectral_shape(steady, SR) > 0.99
+    assert spectral_shape(bursts, SR) @ spectral_shape(steady, SR) < 0.8
+
+
+def test_gmm_regression_is_a_weighted_mixture_of_linear_regressions() -> None:
+    """E[(cos, sin) | x]: exact for a linear map, and the components' weights gate clusters x cannot tell apart."""
+    from asgf_nav.models.doa.classical import GmmRegression
+
+    rng = np.random.default_rng(0)
+    azimuth = rng.uniform(0, 360, 400)
+    a = np.deg2rad(azimuth)
+    features = np.stack([10 * np.cos(a), 10 * np.sin(a), rng.normal(0, 0.01, 400)], axis=1)
+    linear = GmmRegression(components=1, dims=2).fit(features, azimuth)
+    test = np.deg2rad(np.array([10.0, 100.0, 190.0, 300.0]))
+    held_out = np.stack([10 * np.cos(test), 10 * np.sin(test), np.zeros(4)], axis=1)
+    assert linear.predict(held_out) == pytest.approx([10.0, 100.0, 190.0, 300.0], abs=0.01)
+    # the same features labelled 0 degrees nine times as often as 90: E[y] = (0.9, 0.1) whatever x is
+    x = rng.normal(0, 0.05, (50, 3))
+    mixed = GmmRegression(components=2, dims=2).fit(
+        np.concatenate([np.tile(x, (9, 1)), x]), np.repeat([0.0, 90.0], [450, 50])
+    )
+    expected = np.rad2deg(np.arctan2(0.1, 0.9))  # 6.34 degrees
+    assert mixed.predict(rng.normal(0, 0.05, (4, 3))) == pytest.approx([expected] * 4, abs=0.01)
+
+
+def test_the_direct_sound_reference_reads_the_line_of_sight_responses_in_their_windows(monkeypatch) -> None:
+    """Only responses in line of sight count; whole waveforms are matched on 3.5 ms and on 2 ms windows."""
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa.rooms import shoebox_pool
+
+    pool = shoebox_pool(2, 3, seed=2, progress=False)
+    pool.line_of_sight = np.array([[True, False, True], [False, False, True]])
+    widths = []
+
+    class Recording(doa_eval.HrirWaveformMatch):
+        def __call__(self, window: np.ndarray) -> float:
+            widths.append(window.shape[-1])
+            return super().__call__(window)
+
+    monkeypatch.setattr(doa_eval, "HrirWaveformMatch", Recording)
+    reference = doa_eval.direct_sound_reference(pool, HrtfTemplateDoa(SR))
+    assert reference["responses"] == 3
+    assert widths == [56] * 3 + [32] * 3  # at 16 kHz: 1 ms before the onset to 2.5 ms after, then 1 ms after
+
+
+def test_each_head_is_benchmarked_with_its_own_checkpoint_and_the_pair_gets_no_head_templates(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The selective head and the CRNN each answer with their own model; a microphone pair has no HRTF."""
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
+    from asgf_nav.models.doa.rooms import shoebox_pool
+
+    pair = DoaTrainConfig(rooms="shoebox_pair")
+    save_checkpoint(tmp_path / "selective.pt", "selective", SelectiveDoaNet(_tiny_config()), None, 0, pair, {})
+    save_checkpoint(tmp_path / "crnn.pt", "crnn", SeldCrnn(CrnnConfig(channels=8, rnn_size=8)), None, 0, pair, {})
+    pool = shoebox_pool(3, 4, seed=2, progress=False, receiver="pair")
+    monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
+    # the selective head answers the target, the CRNN 90 degrees beside it
+    monkeypatch.setattr(
+        doa_eval,
+        "predict",
+        lambda model, b: (b.azimuth.numpy() + (0.0 if isinstance(model, SelectiveDoaNet) else 90.0)) % 360.0,
+    )
+    cfg = _small_eval_config(
+        tmp_path / "selective.pt", tmp_path, crnn=str(tmp_path / "crnn.pt"), rooms="shoebox_pair", examples=6
+    )
+    results = doa_eval.evaluate(cfg)
+    methods = results["methods"]
+    assert methods["selective (audio prompt)"]["unheard +0 dB"]["acc5"] == 100.0
+    assert methods["CRNN (audio only)"]["unheard +0 dB"]["acc5"] == 0.0
+    assert methods["CRNN (audio only)"]["unheard +0 dB"]["mae"] == pytest.approx(90.0)
+    assert not any("HRTF" in name for name in methods) and "direct_sound_reference" not in results
+
+
+def test_interaural_summary_of_a_louder_left_ear() -> None:
+    """cos/sin of the IPD and the ILD (dB / 10, clipped at 30 dB) per band: left twice as loud, in phase."""
+    from asgf_nav.models.doa.classical import interaural_summary
+
+    noise = np.random.default_rng(3).standard_normal(SR // 4)
+    features = interaural_summary(np.stack([2.0 * noise, noise]))
+    assert features.shape == (96,)
+    assert features[:32] == pytest.approx(np.ones(32)) and features[32:64] == pytest.approx(np.zeros(32), abs=1e-9)
+    assert features[64:] == pytest.approx(np.full(32, 20 * np.log10(2.0) / 10), abs=1e-5)
+    assert interaural_summary(np.stack([noise, 1e3 * noise]))[64:] == pytest.approx(np.full(32, -3.0))

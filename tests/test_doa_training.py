@@ -11,7 +11,8 @@ import pytest
 import torch
 from doa_helpers import _tiny_config
 
-from asgf_nav.models.doa.data import DoaExampleSampler
+from asgf_nav.models.doa.crnn import CrnnConfig
+from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.network import SelectiveDoaNet
 from asgf_nav.models.doa.rooms import shoebox_pool
 from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, predict, training_loss
@@ -342,3 +343,144 @@ def test_a_resume_refuses_a_change_of_every_setting_that_changes_what_is_learnt(
         saved = asdict(base) | {f.name: other}
         refused = [key for key, _, _ in train_config_changes(saved, base)]
         assert refused == ([] if f.name in RESUMABLE else [f.name]), f.name
+
+
+class _FixedHead(torch.nn.Module):
+    """A stand-in head (72 bins): one-hot at the azimuth carried in each clip's first sample, or uniform."""
+
+    def __init__(self, uniform: bool = False) -> None:
+        super().__init__()
+        self.cfg = CrnnConfig()
+        self.uniform = uniform
+        self.gain = torch.nn.Parameter(torch.ones(()))
+        self.modes: list[bool] = []  # self.training at each call
+
+    def forward(self, audio: torch.Tensor, prompt: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        self.modes.append(self.training)
+        logits = torch.zeros(audio.shape[0], 72) * self.gain
+        if not self.uniform:
+            bins = torch.round(audio[:, 0, 0].double() / 5.0).long() % 72
+            logits[torch.arange(audio.shape[0]), bins] = 50.0
+        return {"posterior": torch.softmax(logits, dim=-1), "log_posterior": torch.log_softmax(logits, dim=-1)}
+
+
+def _labelled_batch(azimuths: list[float]) -> DoaBatch:
+    """Clips whose first sample is their target azimuth (what :class:`_FixedHead` answers)."""
+    n = len(azimuths)
+    mixture = torch.zeros(n, 2, 16)
+    mixture[:, 0, 0] = torch.tensor(azimuths)
+    return DoaBatch(
+        mixture=mixture,
+        target=mixture.clone(),
+        prompt=torch.zeros(n, 16),
+        category=torch.zeros(n, dtype=torch.long),
+        azimuth=torch.tensor(azimuths),
+        distractor_azimuth=torch.zeros(n),
+        line_of_sight=torch.ones(n, dtype=torch.bool),
+    )
+
+
+def test_prediction_runs_every_chunk_in_eval_mode_and_restores_the_training_mode() -> None:
+    """predict answers every clip across chunk boundaries and hands the model back in the mode it was in."""
+    head, azimuths = _FixedHead(), [0.0, 45.0, 90.0, 180.0, 275.0, 355.0, 10.0]
+    head.train()
+    from asgf_nav.models.doa.features import circular_distance
+
+    answers = predict(head, _labelled_batch(azimuths), chunk=3)
+    assert answers.shape == (7,) and circular_distance(answers, np.array(azimuths)).max() < 1e-6
+    assert head.modes == [False, False, False] and head.training  # three chunks of 3, 3 and 1 clips
+    head.eval()
+    predict(head, _labelled_batch(azimuths[:2]))
+    assert not head.training
+
+
+def test_the_audio_only_loss_is_the_posterior_loss_scaled_by_doa_weight() -> None:
+    """A head without a mask (the CRNN) is trained on doa_weight times its posterior loss alone."""
+    head = _FixedHead(uniform=True)
+    batch = _labelled_batch([30.0, 200.0])
+    loss, parts = training_loss(head, batch, 3.0, "cross_entropy")  # uniform over 72 bins: log 72 per clip
+    assert loss.item() == pytest.approx(3.0 * np.log(72.0), rel=1e-6)
+    assert parts == {"posterior_cross_entropy": pytest.approx(np.log(72.0), rel=1e-6)}
+
+
+def test_acc5_and_acc20_count_errors_of_exactly_5_and_20_degrees() -> None:
+    """Within 5 (20) degrees includes the boundary, and errors wrap around 360."""
+    metrics = angular_metrics(np.array([5.0, 20.0, 21.0, 0.0]), np.array([0.0, 0.0, 0.0, 355.0]))
+    assert metrics == {"mae": pytest.approx(51.0 / 4), "acc5": 50.0, "acc20": 75.0}
+
+
+def test_the_snr_lift_ends_at_zero_with_the_curriculum() -> None:
+    """After curriculum_steps the training SNRs stay at [snr_low, snr_high] instead of drifting below them."""
+    from asgf_nav.models.doa.train import snr_lift
+
+    cfg = DoaTrainConfig(curriculum_db=12.0, curriculum_steps=100)
+    assert [snr_lift(cfg, step) for step in (0, 75, 100, 150, 10_000)] == [12.0, 3.0, 0.0, 0.0, 0.0]
+
+
+def test_fresh_heads_take_their_architecture_from_the_training_settings() -> None:
+    """--bin-width, --prompt and --mask-head reach the model that build_model makes."""
+    from asgf_nav.models.doa.train import build_model
+
+    crnn = build_model("crnn", DoaTrainConfig(model="crnn", bin_width=10.0))
+    assert crnn.cfg.grid.num_bins == 36 and crnn.head[-1].out_features == 36
+    cfg = DoaTrainConfig(prompt="category", mask_head="mlp", bin_width=10.0, patch_dim=16, model_dim=16)
+    selective = build_model("selective", cfg, ["dog", "phone", "piano"])
+    assert selective.cfg.prompt == "category" and selective.cfg.mask_head == "mlp"
+    assert selective.cfg.categories == ["dog", "phone", "piano"] and selective.cfg.num_categories == 3
+    assert selective.cfg.grid.num_bins == 36 and selective.cfg.model_dim == 16
+
+
+def test_a_crnn_checkpoint_loads_back_frozen_with_its_own_config(tmp_path: Path) -> None:
+    """load_model rebuilds the saved CRNN config (label width, STFT) and returns it in eval mode, gradients off."""
+    from asgf_nav.models.doa.crnn import SeldCrnn
+    from asgf_nav.models.doa.features import AzimuthGrid, StftConfig
+    from asgf_nav.models.doa.train import load_model, save_checkpoint
+
+    cfg = CrnnConfig(bin_width=10.0, laplace_scale=8.0, channels=8, rnn_size=8, stft=StftConfig(hop=256))
+    model = SeldCrnn(cfg)
+    save_checkpoint(tmp_path / "crnn.pt", "crnn", model, None, 0, DoaTrainConfig(model="crnn"), {})
+    loaded = load_model(tmp_path / "crnn.pt")
+    assert loaded.cfg == cfg and loaded.cfg.grid == AzimuthGrid(10.0, 8.0)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    audio = torch.randn(3, 2, 4000)
+    model.eval()
+    assert torch.allclose(loaded(audio)["posterior"], model(audio)["posterior"], atol=1e-6)
+
+
+def test_exported_weights_drop_the_optimizer_and_generator_state_only(tmp_path: Path) -> None:
+    """export_weights keeps the model, its config and step, and leaves out the optimizer and RNG state."""
+    from asgf_nav.models.doa.crnn import SeldCrnn
+    from asgf_nav.models.doa.train import export_weights, load_model, read_checkpoint, save_checkpoint
+
+    model = SeldCrnn(CrnnConfig(channels=8, rnn_size=8))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 2, 4000))["log_posterior"].sum().backward()
+    optimizer.step()
+    full = tmp_path / "crnn.pt"
+    save_checkpoint(
+        full, "crnn", model, optimizer, 7, DoaTrainConfig(model="crnn"), {"mae": 1.0}, np.random.default_rng(0)
+    )
+    exported = read_checkpoint(export_weights(full, tmp_path / "weights.pt"))
+    saved = read_checkpoint(full)
+    assert saved["optimizer"] is not None and saved["rng"] is not None
+    assert exported["optimizer"] is None and exported["rng"] is None
+    assert exported["step"] == 7 and exported["metrics"] == {"mae": 1.0} and exported["config"] == saved["config"]
+    assert all(torch.equal(exported["state_dict"][k], v) for k, v in model.state_dict().items())
+    assert not load_model(tmp_path / "weights.pt").training
+
+
+def test_cached_pools_are_kept_apart_by_size_and_rebuilt_without_line_of_sight_flags(tmp_path: Path) -> None:
+    """Pools of another pose count are other files; a cached pool saved before the flags is rendered again."""
+    from asgf_nav.models.doa.rooms import RirPool
+    from asgf_nav.models.doa.train import rir_pool
+
+    cfg = DoaTrainConfig(rooms="shoebox", pool_dir=str(tmp_path), sources_per_pose=2)
+    assert rir_pool(cfg, "train", 2, 5).num_poses == 2
+    assert rir_pool(cfg, "train", 3, 5).num_poses == 3
+    assert rir_pool(cfg, "train", 2, 5).num_poses == 2
+    path = tmp_path / "shoebox_train_2x2_s5.npz"
+    old = RirPool.load(path)
+    np.savez(path, rirs=old.rirs, azimuth=old.azimuth, sample_rate=old.sample_rate, source=old.source)
+    assert RirPool.load(path).line_of_sight is None
+    assert rir_pool(cfg, "train", 2, 5).line_of_sight is not None
+    assert RirPool.load(path).line_of_sight is not None

@@ -517,3 +517,102 @@ def test_stopping_the_background_builder_kills_it_only_when_sigterm_did_not_end_
     expected = [(4242, signal.SIGTERM)] + ([] if ends_on_sigterm else [(4242, signal.SIGKILL)])
     assert sent == expected
     assert pool.process is None
+
+
+def test_a_run_directory_with_checkpoints_is_continued_only_by_resume(tmp_path: Path) -> None:
+    """A new run is refused a directory holding checkpoints; --resume takes it, best.pt beside them included."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import claim_run_dir
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for name in ("ckpt_000002.pt", "ckpt_000003.pt", "best.pt"):
+        (run_dir / "checkpoints" / name).write_bytes(b"a previous run's")
+    with pytest.raises(ConfigError, match=r"already holds a run \(latest checkpoint ckpt_000003.pt\)"):
+        with claim_run_dir(run_dir, resume=False):
+            pass
+    with claim_run_dir(run_dir, resume=True):  # a run that validated has best.pt: resuming it is the normal case
+        pass
+    (tmp_path / "new").mkdir()
+    with claim_run_dir(tmp_path / "new", resume=False):
+        pass
+
+
+def test_ddppo_ranks_each_train_on_their_own_scene_when_there_are_as_many_as_ranks(monkeypatch) -> None:
+    """Two ranks and two baked scenes: one scene each; with fewer scenes than ranks every rank trains on all."""
+    from asgf_nav.experiment import make_rank_env
+    from asgf_nav.rl import distributed
+    from asgf_nav.tasks import factory
+
+    built: list[list[str]] = []
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(factory, "make_env", lambda cfg, split, device, seed, scenes=None, **kw: built.append(scenes))
+    cfg = load_config("tiny_heard")
+    for ready in (["a", "b"], ["a"]):
+        for rank in (0, 1):
+            make_rank_env(cfg, "train", rank, types.SimpleNamespace(ready=lambda split, ready=ready: ready))
+    assert built == [["a"], ["b"], ["a"], ["a"]]
+
+
+def test_the_val_env_holds_train_val_episodes_spaced_over_the_split(monkeypatch) -> None:
+    """train.val_episodes=5 of 100 val episodes: indices round(99 k / 4), k = 0..4, i.e. 0, 25, 50, 74, 99."""
+    from asgf_nav.experiment import make_rank_env
+    from asgf_nav.tasks import factory
+
+    chosen: list[list[int]] = []
+    monkeypatch.setattr(factory, "load_task_data", lambda cfg, split, scenes: ("world", list(range(100))))
+    monkeypatch.setattr(factory, "make_env", lambda cfg, split, device, seed, episodes, **kw: chosen.append(episodes))
+    make_rank_env(load_config("tiny_heard", ["train.val_episodes=5"]), "val", 0)
+    assert chosen == [[0, 25, 50, 74, 99]]
+
+
+def test_torch_threads_are_each_ranks_share_and_ignore_a_zero_omp_num_threads(monkeypatch) -> None:
+    """Two DD-PPO ranks on 8 usable cores take 4 threads each (3 beside a background bake); OMP_NUM_THREADS=0
+    caps nothing."""
+    import torch
+
+    from asgf_nav import experiment
+    from asgf_nav.rl import distributed
+
+    monkeypatch.setattr(experiment, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")
+    previous = torch.get_num_threads()
+    try:
+        cfg = load_config("tiny_heard", ["train.torch_threads=0"])
+        experiment.set_torch_threads(cfg, background_build=False)
+        assert torch.get_num_threads() == 4
+        experiment.set_torch_threads(cfg, background_build=True)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_task_use_doa_registers_the_head_and_adds_its_sensor_once(monkeypatch) -> None:
+    """The DoA head is registered with the configured checkpoint; 'doa' joins task.sensors once; a checkpoint
+    that cannot be read is a ConfigError naming task.doa_checkpoint; without task.use_doa nothing is registered."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import check_doa_sensor, register_auxiliary_observations
+    from asgf_nav.models.doa import observation
+
+    registered: list[tuple[str, int]] = []
+
+    def register(checkpoint: str, cache_size: int) -> None:
+        if checkpoint == "missing.pt":
+            raise FileNotFoundError("missing.pt: no such file")
+        registered.append((checkpoint, cache_size))
+
+    monkeypatch.setattr(observation, "register_doa_observation", register)
+    cfg = load_config("tiny_heard", ["task.use_doa=true", "task.doa_checkpoint=head.pt", "task.doa_cache_size=7"])
+    sensors = list(cfg.task.sensors)
+    register_auxiliary_observations(cfg)
+    register_auxiliary_observations(cfg)
+    assert registered == [("head.pt", 7)] * 2 and cfg.task.sensors == [*sensors, "doa"]
+    cfg.task.doa_checkpoint = "missing.pt"
+    with pytest.raises(ConfigError, match="^task.doa_checkpoint: missing.pt: no such file"):
+        register_auxiliary_observations(cfg)
+    plain = load_config("tiny_heard")
+    register_auxiliary_observations(plain)
+    assert len(registered) == 2 and "doa" not in plain.task.sensors
+    # a 'doa' observation registered by the caller's own code may be listed without task.use_doa
+    check_doa_sensor(load_config("tiny_heard", ["task.sensors=[depth,spectrogram,doa]"]), ["spectrogram", "doa"])

@@ -1,5 +1,6 @@
 """Baked spectrogram store: same values as live computation, resumable bakes, stale stores refused."""
 
+import json
 import logging
 import threading
 import time
@@ -155,6 +156,30 @@ def test_interrupted_bake_resumes_at_the_next_source(tmp_path):
     np.testing.assert_allclose(np.load(final), np.load(fresh), atol=1e-5)
 
 
+def test_a_discarded_partial_bake_leaves_no_state_a_later_resume_trusts(tmp_path: Path) -> None:
+    """A partial file baked afresh loses its old state file, so a bake stopped in its first source restarts at 0."""
+    world = _world()
+    scene = world.scenes["grid_a"]
+    spectrogram = TorchSpectrogram(SR)
+    final = store_path(tmp_path, scene, "bell")
+    final.parent.mkdir(parents=True)
+    np.save(final.with_name("bell.partial.npy"), np.zeros((1, 2), dtype=np.float32))  # unusable: baked afresh
+    fingerprint = store_fingerprint(scene, "bell", world.sound("bell"), spectrogram)
+    final.with_name("bell.partial.json").write_text(json.dumps({"fingerprint": fingerprint, "sources_done": 2}))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(n: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):  # stopped after the first chunk of source 0, before any source is done
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, batch=8, progress=stop)
+    counter = scene.rir = CountingRirs(scene.rir)
+    bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, batch=8)
+    assert counter.calls == 3 * scene.num_nodes * 4  # all three sources baked: none taken as done
+
+
 def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp_path):
     world = _world()
     scene = world.scenes["grid_b"]
@@ -247,6 +272,28 @@ def test_a_store_stale_only_on_the_source_node_is_refused(tmp_path):
     store = SpectrogramStore(tmp_path, world, TorchSpectrogram(SR))
     with pytest.raises(SpectrogramStoreError, match="bell.npy does not match"):
         store.lookup(scene, "bell", np.array([0]), scene.source_nodes[:1], np.array([1]))
+
+
+def test_a_store_holding_nan_at_a_probe_is_refused(tmp_path: Path) -> None:
+    """A NaN where a probe reads (a corrupted file) fails the verification, not passes it as no difference."""
+    scene = grid_scene("g", nx=3, nz=2, num_sources=2, sample_rate=SR)
+    world = synthetic_world([scene], sample_rate=SR)
+    path = bake(tmp_path, scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
+    slot, receiver, yaw = verification_probes(scene)[0]
+    stored = np.load(path, mmap_mode="r+")
+    stored[slot, receiver, yaw, 0, 0, 0] = np.nan
+    stored.flush()
+    del stored
+    store = SpectrogramStore(tmp_path, world, TorchSpectrogram(SR))
+    with pytest.raises(SpectrogramStoreError, match=r"bell.npy does not match .*max difference nan"):
+        store.lookup(scene, "bell", np.array([0]), scene.source_nodes[:1], np.array([0]))
+
+
+def test_store_bytes_is_the_disk_space_of_every_state_of_one_sound() -> None:
+    """(sources x nodes x 4 yaws) states of 65 x 26 x 2 float32 values (16 kHz) for each scene, summed."""
+    scenes = list(_world().scenes.values())  # 3 sources on 20 nodes, 2 sources on 19 nodes
+    assert TorchSpectrogram(SR).shape == (65, 26, 2)
+    assert store_bytes(scenes, SR) == (3 * 20 + 2 * 19) * 4 * (65 * 26 * 2 * 4)
 
 
 def test_an_empty_store_file_is_refused_with_its_path_and_baked_again(tmp_path):

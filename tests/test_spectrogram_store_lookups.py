@@ -1,9 +1,19 @@
-"""Spectrogram store: non-source lookups and the fingerprint's STFT settings."""
+"""Spectrogram store: non-source lookups, source slots and the fingerprint's STFT settings."""
+
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
-from asgf_nav.tasks.spectrogram_store import SpectrogramStore, bake, store_fingerprint
+from asgf_nav.tasks.spectrogram_store import (
+    SpectrogramStore,
+    SpectrogramStoreError,
+    bake,
+    store_fingerprint,
+    verification_probes,
+)
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
 SR = 16000
@@ -28,3 +38,16 @@ def test_the_fingerprint_records_every_stft_setting():
     fp = store_fingerprint(scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
     assert fp["spectrogram"] == {"sample_rate": SR, "n_fft": 512, "hop_length": 160, "win_length": 400, "pool": 4}
     assert set(fp["sound"]) == {"name", "sha256"}
+
+
+def test_a_store_baked_with_other_source_slots_is_refused_though_the_probes_agree(tmp_path: Path) -> None:
+    """Sources reordered where no probe looks (slots 1 and 3 of 5) would serve one source's spectrograms for another."""
+    scene = grid_scene("g", nx=3, nz=2, num_sources=5, sample_rate=SR)
+    world = synthetic_world([scene], SR)
+    bake(tmp_path, scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
+    order = np.asarray(scene.source_nodes)[[0, 3, 2, 1, 4]]
+    reordered = replace(scene, source_nodes=order)
+    assert verification_probes(reordered) == verification_probes(scene)  # the probes cannot tell the two apart
+    store = SpectrogramStore(tmp_path, synthetic_world([reordered], SR), TorchSpectrogram(SR))
+    with pytest.raises(SpectrogramStoreError, match=r"bell.npy was baked from other data .*scene\.source_nodes: baked"):
+        store.lookup(reordered, "bell", np.array([0]), order[1:2], np.array([0]))
