@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import numpy as np
 import pytest
 
 from asgf_nav.config import ExperimentConfig
-from asgf_nav.scenes.build import StageUnavailableError, bake_vision, build_scenes, ensure_scenes, stages_to_build
+from asgf_nav.scenes.build import (
+    StageUnavailableError,
+    bake_vision,
+    build_scenes,
+    ensure_scenes,
+    stage_is_current,
+    stages_to_build,
+)
 from asgf_nav.scenes.floorplan import OCTAVE_BANDS, Box, Doorway, FloorPlan, Room
 from asgf_nav.scenes.furnish import is_walkable, prune_blocking_furniture
 from asgf_nav.scenes.generator import GENERATOR_VERSION, WALL_THICKNESS, footprint_area, generate, generate_floorplan
@@ -755,3 +763,153 @@ def test_a_source_hears_only_its_own_part_of_an_unconnected_plan() -> None:
         assert field.audible.tolist() == [own == 0, own == 1]
         assert np.diff(field.offsets)[1 - own] == 0 and np.diff(field.offsets)[own] > 0
         assert field.delay[field.images(own)].min() == pytest.approx(1.0 / 343.0, abs=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- stage decisions
+def _baked(root: Path, stages: tuple[str, ...] = ("layout",)) -> tuple[ExperimentConfig, Path]:
+    """The tiny test room baked under ``root`` with 8-pixel views where asked (well under a second)."""
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size = str(root), 8
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], stages, workers=1)
+    return cfg, directory
+
+
+def _edit_manifest(directory: Path, edit: Callable[[dict], None]) -> None:
+    manifest = directory / "manifest.json"
+    content = json.loads(manifest.read_text())
+    edit(content)
+    manifest.write_text(json.dumps(content))
+
+
+def test_node_at_refuses_a_position_off_by_more_than_the_tolerance(tmp_path: Path) -> None:
+    """A position 5 cm beside a node is no node at the default 1 cm tolerance; 5 mm beside it is that node."""
+    _, directory = _baked(tmp_path)
+    scene = Scene(directory)
+    x, y, z = (float(c) for c in scene.positions[3])
+    assert scene.node_at((x + 0.005, y, z - 0.005)) == 3
+    with pytest.raises(KeyError, match="not a navigation node"):
+        scene.node_at((x + 0.05, y, z))
+    assert scene.node_at((x + 0.05, y, z), tolerance=0.06) == 3
+
+
+def test_a_neighbour_table_of_another_shape_is_refused(tmp_path: Path) -> None:
+    """Every node needs one neighbour per yaw: a table of 3 columns for 4 nodes is refused by name."""
+    from asgf_nav.scenes.store import write_stage
+
+    arrays = {"positions": np.zeros((4, 3)), "neighbors": np.zeros((4, 3), np.int32), "geodesic_hops": np.zeros((4, 4))}
+    write_stage(tmp_path, "layout", arrays, meta={"grid_size": 0.5})
+    with pytest.raises(SceneStoreError, match=r"neighbors.npy has shape \(4, 3\), expected \(4, 4\)"):
+        Scene(tmp_path)
+
+
+def test_views_that_did_not_record_their_layout_pass_on_their_image_size(tmp_path: Path) -> None:
+    """Views baked before vision recorded its layout digest are kept while the layout and image size hold."""
+    cfg, directory = _baked(tmp_path, ("layout", "vision"))
+    _edit_manifest(directory, lambda content: content["stages"]["vision"]["meta"].pop("layout_digest"))
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == []
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1) == {"tiny_room_test": []}
+    cfg.scenes.image_size = 12
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == ["vision"]
+    cfg.scenes.image_size = 8
+    remove_stage(directory, "layout")
+    assert not stage_is_current(directory, "vision", cfg)  # no layout left to hold them
+
+
+ACOUSTIC_CHANGES = [
+    ("sources_per_scene", 9), ("ism_order", 1), ("rays", 123), ("max_rir_seconds", 0.7), ("ear_height", 1.1),
+    ("furniture_obstacles", False), ("max_image_sources", 77),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("setting,value", ACOUSTIC_CHANGES)
+def test_acoustics_baked_with_another_setting_are_baked_again(tmp_path: Path, setting: str, value: object) -> None:
+    """Every acoustics setting that shapes the responses makes a stage baked with another value stale."""
+    from asgf_nav.acoustics.bake import bake_params
+    from asgf_nav.scenes.store import write_stage
+
+    cfg, directory = _baked(tmp_path)
+    write_stage(directory, "acoustics", {"acoustic_source_nodes": np.zeros(1, np.int32)}, bake_params(directory, cfg))
+    assert stages_to_build(directory, ("layout", "acoustics"), cfg) == []
+    assert getattr(cfg.acoustics, setting) != value
+    setattr(cfg.acoustics, setting, value)
+    assert stages_to_build(directory, ("layout", "acoustics"), cfg) == ["acoustics"]
+
+
+def test_acoustics_of_another_layout_are_baked_again(tmp_path: Path) -> None:
+    """Impulse responses record the layout they were simulated in; a layout rewritten under them makes them stale."""
+    from asgf_nav.acoustics.bake import bake_params
+    from asgf_nav.scenes.store import SceneStore, write_stage
+
+    cfg, directory = _baked(tmp_path)
+    write_stage(directory, "acoustics", {"acoustic_source_nodes": np.zeros(1, np.int32)}, bake_params(directory, cfg))
+    store = SceneStore(directory)
+    arrays = {n: np.array(store.array(n)) for n in ("positions", "neighbors", "geodesic_hops")}
+    arrays["positions"][:, 2] += 0.5
+    write_stage(directory, "layout", arrays, meta=store.meta("layout"),
+                files={FLOORPLAN_FILE: (directory / FLOORPLAN_FILE).read_text()})  # fmt: skip
+    assert stages_to_build(directory, ("layout", "acoustics"), cfg) == ["acoustics"]
+
+
+def test_a_stage_brings_the_stages_it_depends_on(tmp_path: Path) -> None:
+    """Asking for views or impulse responses of an unbaked scene bakes (or reports) its layout first."""
+    from asgf_nav.scenes.build import missing_stages
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size = str(tmp_path), 8
+    directory = scene_dir(tmp_path, "tiny", "tiny_room_test")
+    assert missing_stages(directory, ("vision",)) == ["layout", "vision"]
+    assert missing_stages(directory, ("acoustics",)) == ["layout", "acoustics"]
+    assert stages_to_build(directory, ("vision",), cfg) == ["layout", "vision"]
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("vision",), workers=1) == {
+        "tiny_room_test": ["layout", "vision"]
+    }
+    assert missing_stages(directory, ("vision", "acoustics")) == ["acoustics"]
+
+
+def test_a_stale_layout_lists_the_stages_built_on_it(tmp_path: Path) -> None:
+    """A layout due for a rebuild lists the views too: they may go stale with it."""
+    cfg, directory = _baked(tmp_path, ("layout", "vision"))
+    _edit_manifest(directory, lambda content: content["stages"]["layout"]["meta"].update(generator_version=0))
+    assert stages_to_build(directory, ("layout", "vision"), cfg) == ["layout", "vision"]
+    assert stages_to_build(directory, ("vision",), cfg) == ["layout", "vision"]
+
+
+def test_force_lists_and_bakes_only_the_stages_it_names(tmp_path: Path) -> None:
+    """``--force --stages vision`` bakes the views again, not the current layout they depend on (the repair
+    that a damaged view file's error names)."""
+    cfg, directory = _baked(tmp_path, ("layout", "vision"))
+    assert stages_to_build(directory, ("vision",), cfg, force=True) == ["vision"]
+    assert stages_to_build(directory, ("layout", "vision"), cfg, force=True) == ["layout", "vision"]
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("vision",), workers=1, force=True) == {
+        "tiny_room_test": ["vision"]
+    }
+
+
+def test_a_lone_scene_gives_its_acoustics_every_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one scene to bake, its acoustics stage gets all requested workers (it spreads over sources)."""
+    from asgf_nav.scenes import build
+
+    given: list[int] = []
+    monkeypatch.setitem(build.STAGES, "acoustics", lambda directory, cfg, workers=1: given.append(workers))
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "acoustics"), workers=3) == {
+        "tiny_room_test": ["layout", "acoustics"]
+    }
+    assert given == [3]
+
+
+def test_a_layout_rebuilt_to_another_plan_drops_the_views_of_the_old_one(tmp_path: Path) -> None:
+    """A layout-only rebuild that changes the layout leaves no views of the old one for a Scene to serve."""
+    from asgf_nav.scenes.store import SceneStore, write_stage
+
+    cfg, directory = _baked(tmp_path)
+    store = SceneStore(directory)
+    arrays = {n: np.array(store.array(n)) for n in ("positions", "neighbors", "geodesic_hops")}
+    plan = json.loads((directory / FLOORPLAN_FILE).read_text())
+    old = json.dumps({**plan, "furniture": []})  # a complete layout of an older generator's plan
+    write_stage(directory, "layout", arrays, {**store.meta("layout"), "generator_version": 0}, {FLOORPLAN_FILE: old})
+    bake_vision(directory, cfg)  # and views rendered from it
+    assert Scene(directory).has_vision
+    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1) == {"tiny_room_test": ["layout"]}
+    assert not Scene(directory).has_vision

@@ -235,7 +235,8 @@ def build_scenes(
     names = list(scenes) if scenes else preset.scene_names(getattr(cfg.scenes, "num_scenes", None))
     for name in names:
         preset.spec(name)  # unknown names fail here, before any work starts
-    stages = tuple(_with_dependencies(stages))
+    _with_dependencies(stages)  # unknown stages fail here; the builds add the dependencies, forcing only `stages`
+    stages = tuple(stages)
     root = Path(cfg.scenes.data_root)
     pending = [n for n in names if stages_to_build(scene_dir(root, dataset, n), stages, cfg, force)]
     result: dict[str, list[str]] = {n: [] for n in names}
