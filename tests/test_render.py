@@ -166,3 +166,88 @@ def test_a_face_takes_the_mean_of_its_vertex_colours(tmp_path):
     mesh.export(path)
     loaded = load_mesh_file(path)
     np.testing.assert_allclose(loaded.face_colors, [[1 / 3, 1 / 3, 1 / 3]], atol=1e-6)
+
+
+def _plain_room() -> FloorPlan:
+    """The box room with untextured ("plain") walls and floor."""
+    plan = _box_room()
+    plan.materials["wall"] = Material("wall", (0.8, 0.8, 0.7))
+    plan.materials["floor"] = Material("floor", (0.6, 0.4, 0.2))
+    return plan
+
+
+def _expected_colour(base: tuple[float, ...], normal: np.ndarray, facing: float, point: np.ndarray, depth: float):
+    """The documented shading, written out: ambient 0.38, key and fill lights, a camera light of the cosine
+    between view and surface, darkening of walls near the floor, plain texture, then haze 25 m deep."""
+    key, fill = np.array([0.4, 0.85, 0.35]), np.array([-0.6, 0.3, -0.75])
+    key, fill = key / np.linalg.norm(key), fill / np.linalg.norm(fill)
+    light = 0.38 + 0.34 * max(normal @ key, 0.0) + 0.14 * max(normal @ fill, 0.0) + 0.22 * abs(facing)
+    wall = abs(normal[1]) < 0.5
+    occlusion = 1.0 - 0.3 * np.exp(-point[1] / 0.12) if wall else 1.0
+    u, v = (point[0], point[1]) if wall else (point[0], point[2])  # in the surface plane
+    texture = 0.97 + 0.03 * np.sin(1.3 * u) * np.sin(1.7 * v)
+    haze = 1.0 - np.exp(-depth / 25.0)
+    colour = np.asarray(base) * light * occlusion * texture
+    return 255.0 * (colour * (1 - haze) + np.array([0.78, 0.79, 0.82]) * haze)
+
+
+def test_a_wall_ahead_and_the_floor_are_shaded_as_documented() -> None:
+    """Centre pixels (odd image size: a ray straight ahead) of the walls ahead and behind and the bottom centre
+    pixel (the floor), to rounding."""
+    size, x, z = 33, 1.7, 3.0
+    rgb, depth = _render(_plain_room(), (x, 0.0, z), 0.0, size=size)
+    wall = _expected_colour((0.8, 0.8, 0.7), np.array([0.0, 0.0, 1.0]), -1.0, np.array([x, 1.25, 0.0]), z)
+    assert depth[size // 2, size // 2] == pytest.approx(z, abs=1e-5)
+    np.testing.assert_allclose(rgb[size // 2, size // 2], wall, atol=0.52)  # rounded, not truncated
+    down = (size - 0.5) / size * 2 - 1  # the bottom row's ray: 1 m ahead, `down` metres lower
+    ahead = 1.25 / down
+    floor = _expected_colour(
+        (0.6, 0.4, 0.2), np.array([0.0, 1.0, 0.0]), -down / np.hypot(1.0, down), np.array([x, 0.0, z - ahead]), ahead
+    )
+    assert depth[-1, size // 2] == pytest.approx(ahead, rel=1e-5)
+    np.testing.assert_allclose(rgb[-1, size // 2], floor, atol=0.52)
+    rgb, _ = _render(_plain_room(), (x, 0.0, z), 180.0, size=size)  # the +Z wall: lit by the fill light, not the key
+    back = _expected_colour((0.8, 0.8, 0.7), np.array([0.0, 0.0, -1.0]), -1.0, np.array([x, 1.25, 8.0]), 8.0 - z)
+    np.testing.assert_allclose(rgb[size // 2, size // 2], back, atol=0.52)
+
+
+def test_texture_patterns_follow_their_period_in_the_surface_plane() -> None:
+    """Stripes alternate every 0.15 m along a wall, tiles every 0.3 m with dark grout at their start."""
+    from asgf_nav.scenes.mesh import PATTERN_CODES
+    from asgf_nav.scenes.render import texture_factor
+
+    wall_z = np.array([[0.0, 0.0, 1.0]] * 4)  # a wall facing +z: x runs along it, y up it
+    points = np.array([[0.05, 1.0, 2.0], [0.2, 1.0, 2.0], [0.35, 1.0, 9.0], [0.5, 1.0, 9.0]])
+    stripes = np.full(4, PATTERN_CODES["stripes"])
+    np.testing.assert_allclose(texture_factor(stripes, points, wall_z), [1.0, 0.86, 1.0, 0.86])
+    wall_x = np.array([[1.0, 0.0, 0.0]] * 4)  # a wall facing +x: z runs along it
+    along_z = points[:, [2, 1, 0]]
+    np.testing.assert_allclose(texture_factor(stripes, along_z, wall_x), [1.0, 0.86, 1.0, 0.86])
+    checker = np.full(3, PATTERN_CODES["checker"])
+    tiles = np.array([[0.15, 0.0, 0.15], [0.45, 0.0, 0.15], [0.61, 0.0, 0.15]])  # a floor: x and z in its plane
+    floor = np.array([[0.0, 1.0, 0.0]] * 3)
+    np.testing.assert_allclose(texture_factor(checker, tiles, floor), [1.0, 0.88, 0.65])
+
+
+def test_positions_and_yaws_of_different_counts_are_refused() -> None:
+    """Each view needs one position and one yaw; a mismatch is named, not broadcast."""
+    renderer = RayRenderer(floorplan_mesh(_box_room()), 8)
+    with pytest.raises(ValueError, match="2 positions but 1 yaws"):
+        renderer.render(np.zeros((2, 3)), np.array([0.0]))
+    with pytest.raises(ValueError, match="image_size must be positive, got 0"):
+        RayRenderer(floorplan_mesh(_box_room()), 0)
+
+
+def test_the_first_triangle_of_a_mesh_is_seen(tmp_path: Path) -> None:
+    """A mesh of one triangle (face index 0) 2 m ahead fills the centre with depth 2 m and its colour."""
+    mesh = trimesh.Trimesh(
+        vertices=[[-5.0, -3.0, -2.0], [5.0, -3.0, -2.0], [0.0, 6.0, -2.0]],
+        faces=[[0, 1, 2]],
+        vertex_colors=[[255, 0, 0, 255]] * 3,
+        process=False,
+    )
+    path = tmp_path / "one.ply"
+    mesh.export(path)
+    rgb, depth = render_mesh_file(path, np.zeros((1, 3)), np.array([0.0]), image_size=9)
+    assert depth[0, 4, 4] == pytest.approx(2.0, abs=1e-5)
+    assert rgb[0, 4, 4, 0] > 100 and rgb[0, 4, 4, 1] < 60

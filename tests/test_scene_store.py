@@ -1,0 +1,206 @@
+"""The baked scene store: what makes a stage complete, what a read refuses, what a write replaces, and what
+the acoustics bake writes into it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asgf_nav.acoustics import bake
+from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, SourceField, band_centers
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.scenes.generator import generate_floorplan
+from asgf_nav.scenes.store import SceneStore, SceneStoreError, stage_complete, write_stage
+
+PLAN_TEXT = '{"name": "hand"}'  # 16 bytes
+FS = 16000
+
+
+def _layout(directory: Path) -> None:
+    """A layout stage of one (4, 3) float64 array (224 bytes as .npy) and one 16-byte extra file."""
+    write_stage(directory, "layout", {"positions": np.zeros((4, 3))}, meta={"v": 1}, files={"plan.json": PLAN_TEXT})
+
+
+# ---------------------------------------------------------------------------------------------- store
+def test_the_manifest_records_every_array_and_file_with_its_size(tmp_path: Path) -> None:
+    """A stage's entry lists its arrays (file, shape, dtype, bytes) and its extra files with their byte counts."""
+    _layout(tmp_path)
+    entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["layout"]
+    npy_bytes = 128 + 4 * 3 * 8  # a version-1 .npy header is 128 bytes, then 12 float64 values
+    assert entry == {
+        "arrays": {"positions": {"file": "positions.npy", "shape": [4, 3], "dtype": "float64", "bytes": npy_bytes}},
+        "files": ["plan.json"],
+        "file_bytes": {"plan.json": 16},
+        "meta": {"v": 1},
+    }
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_extra_file_makes_its_stage_incomplete(tmp_path: Path, damage: str) -> None:
+    """A stage is complete only while its extra files (the floor plan) are there with their written size."""
+    _layout(tmp_path)
+    assert stage_complete(tmp_path, "layout")
+    plan = tmp_path / "plan.json"
+    if damage == "truncated":
+        plan.write_text(PLAN_TEXT[:7])
+    else:
+        plan.unlink()
+    assert not stage_complete(tmp_path, "layout")
+
+
+def test_an_array_file_that_grew_makes_its_stage_incomplete(tmp_path: Path) -> None:
+    """A file larger than written (e.g. replaced by another bake's bigger array) is not the stage's file."""
+    _layout(tmp_path)
+    np.save(tmp_path / "positions.npy", np.zeros((5, 3)))
+    assert not stage_complete(tmp_path, "layout")
+
+
+def test_a_manifest_without_sizes_is_checked_for_existence_only(tmp_path: Path) -> None:
+    """Stages recorded before sizes were kept stay complete while their files exist, whatever their size."""
+    _layout(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    content = json.loads(manifest.read_text())
+    del content["stages"]["layout"]["arrays"]["positions"]["bytes"], content["stages"]["layout"]["file_bytes"]
+    manifest.write_text(json.dumps(content))
+    (tmp_path / "plan.json").write_text(PLAN_TEXT + " ")
+    assert stage_complete(tmp_path, "layout")
+    (tmp_path / "plan.json").unlink()
+    assert not stage_complete(tmp_path, "layout")
+
+
+def test_an_array_of_another_dtype_is_refused(tmp_path: Path) -> None:
+    """A file of the manifest's shape but another dtype is reported as corrupt, not read."""
+    _layout(tmp_path)
+    np.save(tmp_path / "positions.npy", np.zeros((4, 3), dtype=np.float32))
+    with pytest.raises(SceneStoreError, match=r"is float32\[4, 3\] but the manifest says float64\[4, 3\]"):
+        SceneStore(tmp_path).array("positions")
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"stages": 3}', '{"format_version": 1}'])
+def test_a_write_replaces_a_manifest_that_is_not_one(tmp_path: Path, content: str) -> None:
+    """Baking again starts a new manifest over one that has no 'stages' mapping, rather than failing forever."""
+    (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(SceneStoreError, match="is not a manifest"):
+        SceneStore(tmp_path)
+    _layout(tmp_path)
+    assert SceneStore(tmp_path).stages == ["layout"] and stage_complete(tmp_path, "layout")
+
+
+# ---------------------------------------------------------------------------------------------- acoustics bake
+def _acoustic_layout(directory: Path, meta: dict | None = None) -> None:
+    """Three nodes along x (1, 2, 3 m) in the tiny preset's test room; node 1 is nearest their centre."""
+    positions = np.array([[1.0, 0.0, 1.0], [2.0, 0.0, 1.0], [3.0, 0.0, 1.0]], dtype=np.float32)
+    plan = generate_floorplan("tiny", "tiny_room_test").to_json()
+    meta = {"dataset": "tiny", "preset": "tiny", "sample_rate": FS} if meta is None else meta
+    write_stage(directory, "layout", {"positions": positions}, meta=meta, files={"floorplan.json": plan})
+
+
+class FakeSimulation:
+    """Stands in for ``simulate_source``: records its calls and returns a hand-made field for 3 receivers.
+
+    Receiver 0 hears a strong path (0.5 in every band) and one below the -120 dB floor (1e-7); receiver 1 a
+    path loud only in the lowest band (0.1, the rest 1e-8); receiver 2 nothing. Only receiver 0 has late
+    energy: 1e-3 in band 0, bin 0.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[np.ndarray, np.ndarray, int, dict]] = []
+
+    def __call__(self, plan, source, receivers, sample_rate, **kwargs) -> SourceField:  # noqa: ANN001
+        self.calls.append((np.array(source), np.array(receivers), sample_rate, kwargs))
+        bands = len(band_centers(sample_rate))
+        amplitude = np.full((3, bands), 1e-8)
+        amplitude[0], amplitude[1], amplitude[2, 0] = 0.5, 1e-7, 0.1
+        histogram = np.zeros((3, bands, 5))
+        histogram[0, 0, 0] = 1e-3
+        return SourceField(
+            sample_rate=sample_rate,
+            band_centers=band_centers(sample_rate),
+            offsets=np.array([0, 2, 3, 3]),
+            delay=np.array([0.01, 0.02, 0.03]),
+            azimuth=np.array([10.0, 20.0, 30.0]),
+            elevation=np.array([-5.0, 0.0, 5.0]),
+            band_amplitude=amplitude,
+            histogram=histogram,
+            audible=np.array([True, True, False]),
+        )
+
+
+def _acoustics_cfg() -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.acoustics.sources_per_scene, cfg.acoustics.ear_height = 1, 1.5
+    return cfg
+
+
+def test_a_baked_source_keeps_the_paths_above_the_floor_and_marks_silence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per receiver, paths loud in any band are kept (in dB), weaker ones dropped, and no late energy is stored
+    at the -200 dB floor; the source sits at the central node, everything at ear height."""
+    fake = FakeSimulation()
+    monkeypatch.setattr(bake, "simulate_source", fake)
+    _acoustic_layout(tmp_path)
+    path = bake.bake_source(tmp_path, _acoustics_cfg(), 0)
+    with np.load(path) as data:
+        saved = {name: data[name] for name in data.files}
+    np.testing.assert_array_equal(saved["counts"], [1, 1, 0])
+    np.testing.assert_array_equal(saved["delay"], np.array([0.01, 0.03], dtype=np.float32))
+    np.testing.assert_array_equal(saved["direction"], np.array([[10.0, -5.0], [30.0, 5.0]], dtype=np.float16))
+    bands = len(band_centers(FS))
+    expected_level = np.full((2, bands), -160.0)  # 20 log10(1e-8)
+    expected_level[0], expected_level[1, 0] = 20 * np.log10(0.5), -20.0
+    np.testing.assert_allclose(saved["level_db"].astype(float), expected_level, atol=0.05)
+    late = np.full((3, bands, 5), -200.0)
+    late[0, 0, 0] = -30.0  # 10 log10(1e-3)
+    np.testing.assert_array_equal(saved["late_db"], late.astype(np.float16))
+    ((source, receivers, sample_rate, _),) = fake.calls
+    np.testing.assert_allclose(source, [2.0, 1.5, 1.0])
+    np.testing.assert_allclose(receivers, [[1.0, 1.5, 1.0], [2.0, 1.5, 1.0], [3.0, 1.5, 1.0]])
+    assert sample_rate == FS
+    assert bake.bake_source(tmp_path, _acoustics_cfg(), 0) == path and len(fake.calls) == 1  # saved: not again
+
+
+def test_ears_stay_below_a_low_ceiling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ear height above the ceiling puts the ears 0.3 m under the ceiling instead."""
+    fake = FakeSimulation()
+    monkeypatch.setattr(bake, "simulate_source", fake)
+    _acoustic_layout(tmp_path)
+    cfg = _acoustics_cfg()
+    cfg.acoustics.ear_height = 50.0
+    bake.bake_source(tmp_path, cfg, 0)
+    ceiling = generate_floorplan("tiny", "tiny_room_test").ceiling_height
+    np.testing.assert_allclose(fake.calls[0][1][:, 1], ceiling - 0.3, rtol=1e-6)
+
+
+def test_the_acoustics_stage_indexes_each_pair_and_records_its_bands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offsets start every (source, receiver) pair's paths; the meta holds the sample rate's band centres."""
+    monkeypatch.setattr(bake, "simulate_source", FakeSimulation())
+    _acoustic_layout(tmp_path)
+    bake.bake_acoustics(tmp_path, _acoustics_cfg())
+    store = SceneStore(tmp_path)
+    np.testing.assert_array_equal(store.array("acoustic_source_nodes"), [1])
+    np.testing.assert_array_equal(store.array("rir_path_offsets"), [0, 1, 2, 2])
+    np.testing.assert_array_equal(store.array("rir_path_delay"), np.array([0.01, 0.03], dtype=np.float32))
+    meta = store.meta("acoustics")
+    assert meta["band_centers"] == [125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0]
+    assert meta["late_floor_db"] == -200.0 and meta["hist_bin_seconds"] == HIST_BIN_SECONDS
+    assert not (tmp_path / bake.PARTIAL_DIR).exists()
+
+
+@pytest.mark.parametrize("preset,rate", [("mp3d", 16000), ("replica", 44100)])
+def test_a_layout_without_a_sample_rate_takes_its_presets(tmp_path: Path, preset: str, rate: int) -> None:
+    """Layouts baked before they recorded a sample rate are simulated at their preset's rate."""
+    _acoustic_layout(tmp_path, meta={"dataset": preset, "preset": preset})
+    assert bake.bake_params(tmp_path, _acoustics_cfg())["sample_rate"] == rate
+
+
+@pytest.mark.parametrize("count,expected", [(1, [12]), (2, [0, 12]), (3, [0, 4, 12])])
+def test_source_nodes_start_at_the_centre_and_go_farthest_first(count: int, expected: list[int]) -> None:
+    """Farthest-point sampling from the node nearest the centre of a 5 x 5 grid (node 12)."""
+    grid = np.array([[x, 0.0, z] for x in range(5) for z in range(5)], dtype=float)
+    assert bake.select_source_nodes(grid, count).tolist() == expected
