@@ -517,3 +517,163 @@ def test_direction_follower_predicts_again_after_replan_steps_on_one_waypoint(mo
     for step in range(8):
         agent.act(spectrogram, _ctx(row, 3, 0, 0, step == 0))
     assert replans == [0, 3, 6]
+
+
+def test_direction_bins_wrap_just_below_360_degrees_to_bin_0():
+    """Azimuths within 22.5 degrees of straight ahead are bin 0 from either side: -10 and 338 degrees too."""
+    angles = np.radians([-10.0, 337.0, 338.0, 359.0, -22.0])
+    assert direction_bin(angles).tolist() == [0, 7, 0, 0, 0]
+
+
+def test_training_geometry_covers_every_yaw_and_hears_the_source_itself():
+    """Near samples (near_fraction 1) include receivers on the source (the stop signal at 0 m) and all 4 yaws."""
+    scene = grid_scene("g", nx=4, nz=4)
+    world = synthetic_world([scene])
+    geometry = sample_geometry(world, 300, ["bell"], seed=1, success_distance=1.0, near_fraction=1.0)
+    assert {yaw for *_, yaw, _ in geometry} == {0, 1, 2, 3}
+    assert any(receiver == source for _, receiver, source, _, _ in geometry)
+
+
+def test_close_labels_follow_the_success_distance():
+    """With a 2 m success distance on a 1 m grid, receivers 0 and 1 hops from the source are close, 2 and 3 not."""
+    scene = grid_scene("row", nx=5, nz=1)
+    world = synthetic_world([scene])
+    geometry = [("row", receiver, 0, 0, "bell") for receiver in range(4)]
+    samples = build_samples(world, geometry, success_distance=2.0, progress=False)
+    assert samples.close.tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+class _FixedPredictions(nn.Module):
+    """Returns set predictions for the sample whose index is written in its 'spectrogram'; records its mode."""
+
+    def __init__(self, direction: list[int], close: list[float], position: list[list[float]]) -> None:
+        super().__init__()
+        self.direction, self.close, self.position = direction, torch.tensor(close), torch.tensor(position)
+        self.modes: list[bool] = []
+
+    def forward(self, spec: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.modes.append(self.training)
+        index = spec[:, 0, 0, 0].long()
+        logits = nn.functional.one_hot(torch.tensor(self.direction), 8).float()[index]
+        return {"direction": logits, "close": self.close[index], "position": self.position[index]}
+
+
+def test_audio_model_scores_are_in_eval_mode_over_the_right_samples_and_in_metres():
+    """Direction accuracy skips the sample at the source (1 of 2 right), close accuracy counts it (2 of 3 right),
+    the position error is the mean Euclidean distance ((5 + 0 + 0) / 3 m: a 3-4-5 triangle)."""
+    spectrogram = torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 1, 1, 2).contiguous()
+    samples = AudioSamples(
+        spectrogram, torch.tensor([2, NO_DIRECTION, 5]), torch.tensor([1.0, 1.0, 0.0]), torch.tensor([[0.0, 0.0]] * 3)
+    )
+    model = _FixedPredictions([2, 0, 4], [3.0, -2.0, -1.0], [[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]])
+    model.train()
+    scores = evaluate_model(model, samples, batch=2)
+    assert scores == pytest.approx({"direction_accuracy": 0.5, "close_accuracy": 2 / 3, "position_error_m": 5 / 3})
+    assert model.modes == [False, False]  # BatchNorm on its running statistics, not the batch's
+
+
+def _random_samples(n: int, seed: int) -> AudioSamples:
+    """``n`` samples of random (8, 8, 2) spectrograms and labels."""
+    g = torch.Generator().manual_seed(seed)
+    return AudioSamples(
+        torch.rand(n, 8, 8, 2, generator=g),
+        torch.randint(0, 8, (n,), generator=g),
+        torch.randint(0, 2, (n,), generator=g).float(),
+        torch.rand(n, 2, generator=g),
+    )
+
+
+def test_training_reports_the_validation_scores_and_is_seeded(monkeypatch):
+    """The scores train_model returns are the held-out samples' (the training ones only without them), and
+    the same seed trains the same weights."""
+    import baselines.audio_model as audio_model
+
+    train, val = _random_samples(6, 0), _random_samples(3, 1)
+    scored: list[AudioSamples] = []
+    monkeypatch.setattr(audio_model, "evaluate_model", lambda model, samples: scored.append(samples) or {})
+    first, _ = train_model(train, val, epochs=1, batch=4, seed=3, progress=False)
+    again, _ = train_model(train, None, epochs=1, batch=4, seed=3, progress=False)
+    assert scored[0] is val and scored[1] is train
+    for name, weights in first.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], weights)
+
+
+def test_a_saved_model_keeps_its_number_of_direction_bins(tmp_path):
+    """A 4-bin model loads as a 4-bin model with its own weights."""
+    model = AudioGoalNet((8, 8, 2), bins=4).eval()
+    again = load_model(save_model(tmp_path / "m4.pt", model, {}))
+    x = torch.rand(2, 8, 8, 2)
+    assert again.bins == 4 and again(x)["direction"].shape == (2, 4)
+    torch.testing.assert_close(again(x)["direction"], model(x)["direction"])
+
+
+def test_nearest_reachable_node_stays_on_the_agents_side_and_names_the_node():
+    """Row x = 0, 1, [blocked], 3, 4 (nodes 0, 1, 2, 3): from node 3 the nearest reachable node to x = 0 is node 2
+    (x = 3), not the unreachable node 0; with ``leave`` a one-node scene still answers its one node."""
+    from baselines.planning import nearest_reachable_node
+
+    row = grid_scene("split", nx=5, nz=1, blocked=((2, 0),))
+    assert nearest_reachable_node(row, np.array([0.0, 0.0]), 3) == 2
+    assert nearest_reachable_node(row, np.array([4.0, 0.0]), 3, leave=True) == 2
+    assert nearest_reachable_node(row, np.array([4.2, 0.0]), 3) == 3
+    single = grid_scene("single", nx=1, nz=1)
+    assert nearest_reachable_node(single, np.array([5.0, 5.0]), 0, leave=True) == 0
+
+
+def test_gan_agent_needs_a_positive_smoothing():
+    """Smoothing 0 would keep the first estimate for the whole episode: refused; 1 (no smoothing) is fine."""
+    with pytest.raises(ValueError, match="smoothing must be in"):
+        GanAgent(_TruthModel(), smoothing=0.0)
+    assert GanAgent(_TruthModel(), smoothing=1.0).smoothing == 1.0
+
+
+def test_gan_agent_plans_to_the_smoothed_estimate():
+    """On node 8 (z = 8) facing -Z: the first estimate is the node itself; the next prediction 2 m ahead (z = 6)
+    moves the 0.2-smoothed estimate to z = 7.6, still nearest node 8: STOP, where the raw prediction would walk.
+    The agent sizes itself on its first step without a reset."""
+    from asgf_nav.tasks.navigation import STOP
+
+    class Ahead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.forward_m = 0.0
+
+        def forward(self, spec: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"position": torch.tensor([[self.forward_m, 0.0]] * len(spec))}
+
+    column = grid_scene("column", nx=1, nz=9)
+    model = Ahead()
+    agent = GanAgent(model, smoothing=0.2)
+    spectrogram = {"spectrogram": torch.zeros(1, 4, 4, 2)}
+    assert agent.act(spectrogram, _ctx(column, 8, 0, 0, True)).tolist() == [STOP]
+    model.forward_m = 2.0
+    assert agent.act(spectrogram, _ctx(column, 8, 0, 0, False)).tolist() == [STOP]
+    np.testing.assert_allclose(agent.estimates[0], [0.0, 7.6])
+
+
+def test_losses_match_their_formulas_by_hand():
+    """Uniform logits cost ln 8 on the one labelled sample; close logits 0 (label 1) and 2 (label 0) cost
+    (ln 2 + ln(1 + e^2)) / 2; smooth L1 of errors (0, 0, 0.5, 3) is (0.125 + 2.5) / 4."""
+    samples = AudioSamples(
+        torch.zeros(2, 1, 1, 2), torch.tensor([3, NO_DIRECTION]), torch.tensor([1.0, 0.0]), torch.zeros(2, 2)
+    )
+    out = {
+        "direction": torch.zeros(2, 8),
+        "close": torch.tensor([0.0, 2.0]),
+        "position": torch.tensor([[0.0, 0.0], [0.5, 3.0]]),
+    }
+    got = {name: value.item() for name, value in losses(out, samples, torch.arange(2)).items()}
+    expected = {
+        "direction": math.log(8),
+        "close": (math.log(2) + math.log(1 + math.exp(2))) / 2,
+        "position": (0.125 + 2.5) / 4,
+    }
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_held_out_sources_are_the_rounded_fraction():
+    """15 % of 10 source nodes is 1.5, held out as 2 nodes (rounded, not truncated to 1)."""
+    from baselines.audio_model import held_out_sources
+
+    world = synthetic_world([grid_scene("many", num_sources=10)])
+    assert len(held_out_sources(world, 0.15, seed=0)["many"]) == 2

@@ -828,3 +828,237 @@ def test_scene_sheet_marks_each_view_on_the_map_and_shows_its_rgb_and_depth(monk
     scene_sheet.make_scene_sheet(scene, tmp_path / "sheet.png", num_views=1, max_depth=5.0)
     depth = figures[1].axes[2]
     assert depth.images[0].get_clim() == (0, 5.0) and depth.get_title() == "depth (0-5 m)"
+
+
+def _turning_scene_and_record():
+    """Three nodes at height 1.5 m on an L (0 -east- 1 -north- 2) and a record of the oracle's walk 0 -> 2:
+    turn right, forward, turn left, forward, stop."""
+    from types import SimpleNamespace
+
+    from asgf_nav.eval.evaluator import EpisodeRecord
+    from asgf_nav.scenes.floorplan import Box, FloorPlan, Material, Room
+
+    positions = np.array([[0.0, 1.5, 0.0], [0.5, 1.5, 0.0], [0.5, 1.5, -0.5]])
+    neighbors = np.array([[-1, -1, -1, 1], [2, 0, -1, -1], [-1, -1, 1, -1]], dtype=np.int32)  # yaw 0..3: -Z -X +Z +X
+    hops = np.array([[0, 1, 2], [1, 0, 1], [2, 1, 0]])
+    room = Room("r", "living", -0.2, -0.7, 0.7, 0.2, "m", "m")
+    wall = Box(-0.3, 0.2, 0.8, 0.3, 0, 2.5, "m")
+    plan = FloorPlan("toy", "room", 0, 2.5, "m", [room], [wall], [], [], {"m": Material("m", (0.5, 0.5, 0.5))})
+    scene = SimpleNamespace(
+        positions=positions, neighbors=neighbors, geodesic_hops=hops, floorplan=plan, name="toy", dataset="toy"
+    )
+    record = EpisodeRecord("0", "toy", "s", 0, 0, 2, [0, 1.5, 0], [0.5, 1.5, -0.5], 1.0, 5,
+                           actions=[3, 1, 2, 1, 0], path=[[0, 0], [0, 3], [1, 3], [1, 0], [2, 0], [2, 0]],
+                           metrics={"success": 1.0, "spl": 1.0})  # fmt: skip
+    return scene, record
+
+
+def _arrows(ax) -> list[tuple[float, ...]]:
+    """(tail x, tail z, head x, head z, r, g, b, a) of each heading arrow on ``ax``."""
+    return [(*a.xyann, *a.xy, *a.arrow_patch.get_edgecolor()) for a in ax.texts]
+
+
+def test_episode_map_draws_the_route_the_turns_and_the_markers_where_they_are() -> None:
+    """The shortest path runs through the nodes' (x, z); arrows 0.3 m long mark the heading at the start, at
+    each turn and at the end, coloured magma(0.85 * step / steps); moves are coloured by step / (steps - 1)."""
+    import matplotlib
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+
+    from asgf_nav.viz.trajectories import draw_episode
+
+    scene, record = _turning_scene_and_record()
+    magma = matplotlib.colormaps["magma"]
+    ax = Figure().add_subplot()
+    draw_episode(ax, scene, record, show_graph=False)
+    (shortest,) = [line for line in ax.lines if line.get_label() == "shortest path"]
+    np.testing.assert_allclose(shortest.get_xydata(), [[0.0, 0.0], [0.5, 0.0], [0.5, -0.5]])
+    # poses 0 (start, facing -Z), 1 (turned to +X), 3 (turned to -Z on node 1) and 5 (the end on node 2)
+    expected = [
+        (0.0, 0.0, 0.0, -0.3, *magma(0.0)),
+        (0.0, 0.0, 0.3, 0.0, *magma(0.85 * 1 / 5)),
+        (0.5, 0.0, 0.5, -0.3, *magma(0.85 * 3 / 5)),
+        (0.5, -0.5, 0.5, -0.8, *magma(0.85)),
+    ]
+    np.testing.assert_allclose(sorted(_arrows(ax), key=lambda a: a[4:]), expected, atol=1e-9)
+    (moves,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    np.testing.assert_allclose(moves.get_array(), [1 / 4, 3 / 4])  # the moves are steps 1 and 3 of 5
+    offsets = {c.get_label(): c.get_offsets().tolist() for c in ax.collections if c.get_label() != ""}
+    assert offsets["start"] == [[0.0, 0.0]] and offsets["goal (sound)"] == [[0.5, -0.5]]
+    assert offsets["agent"] == [[0.5, -0.5]]
+
+
+def test_a_video_frame_draws_the_first_poses_in_the_colours_of_the_whole_episode() -> None:
+    """``upto=3`` draws poses 0..2 only: the agent stands on node 1, and the step colours are those of the full
+    map (step / (steps - 1) for moves, 0.85 * step / steps for arrows), so they do not change from frame to frame."""
+    import matplotlib
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+
+    from asgf_nav.viz.trajectories import draw_episode
+
+    scene, record = _turning_scene_and_record()
+    magma = matplotlib.colormaps["magma"]
+    ax = Figure().add_subplot()
+    draw_episode(ax, scene, record, upto=3, show_graph=False)
+    (moves,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    np.testing.assert_allclose(moves.get_segments(), [[[0.0, 0.0], [0.5, 0.0]]])
+    np.testing.assert_allclose(moves.get_array(), [1 / 4])
+    expected = [
+        (0.0, 0.0, 0.0, -0.3, *magma(0.0)),
+        (0.0, 0.0, 0.3, 0.0, *magma(0.85 * 1 / 5)),
+        (0.5, 0.0, 0.8, 0.0, *magma(0.85 * 2 / 5)),  # the last pose drawn: node 1 facing +X
+    ]
+    np.testing.assert_allclose(sorted(_arrows(ax), key=lambda a: a[4:]), expected, atol=1e-9)
+    agent = next(c for c in ax.collections if c.get_label() == "agent")
+    np.testing.assert_allclose(agent.get_offsets(), [[0.5, 0.0]])
+
+
+def test_trajectory_figure_has_one_titled_panel_with_the_graph_per_record() -> None:
+    """Two records give two panels titled 'label: outcome, SPL, actions', each with the navigation graph."""
+    from matplotlib.collections import LineCollection
+
+    from asgf_nav.viz.trajectories import trajectory_figure
+
+    scene, record = _turning_scene_and_record()
+    failed = copy.deepcopy(record)
+    failed.metrics = {"success": 0.0, "spl": 0.0}
+    fig = trajectory_figure(scene, [record, failed], ["oracle", "other"])
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    titles = [ax.get_title() for ax in panels]
+    assert titles == ["oracle: success, SPL 1.00, 5 actions", "other: failure, SPL 0.00, 5 actions"]
+    for ax in panels:
+        graph = [c for c in ax.collections if isinstance(c, LineCollection) and c.get_array() is None]
+        assert len(graph) == 1 and len(graph[0].get_segments()) == 2  # the edges 0-1 and 1-2
+
+
+def test_each_video_frame_shows_the_depth_and_both_ears_of_its_pose(monkeypatch) -> None:
+    """Frame k shows depth[node, yaw] and the spectrogram of the response at (node, yaw): left ear below two
+    blank rows, right ear above."""
+    from matplotlib.axes import Axes
+
+    from asgf_nav.tasks.spectrogram import spectrogram_np
+    from asgf_nav.viz import video
+
+    scene, record = _toy_scene_and_record()
+    scene.has_vision = True
+    scene.rgb = np.zeros((3, 4, 2, 2, 3), dtype=np.uint8)
+    scene.depth = np.arange(3 * 4 * 2 * 2, dtype=np.float16).reshape(3, 4, 2, 2) / 10  # every view differs
+    world, task_scene = _toy_world(record)
+    shown = []
+    imshow = Axes.imshow
+    monkeypatch.setattr(
+        Axes, "imshow", lambda ax, img, *a, **k: shown.append(np.asarray(img)) or imshow(ax, img, *a, **k)
+    )
+    video.render_frames(scene, world, record, dpi=10)
+    assert len(shown) == 3 * len(record.path)
+    for k, (node, yaw) in enumerate(record.path):
+        np.testing.assert_array_equal(shown[3 * k + 1], scene.depth[node, yaw].astype(np.float32))
+        spec = spectrogram_np(world.sound("s"), task_scene.rir(node, record.goal_node, yaw), world.sample_rate)
+        blank = np.full((2, spec.shape[1]), np.nan)
+        np.testing.assert_array_equal(shown[3 * k + 2], np.concatenate([spec[..., 0], blank, spec[..., 1]]))
+
+
+def test_audio_track_takes_the_head_of_each_signal_and_scales_the_largest_magnitude_to_0_9() -> None:
+    """At 8 Hz and 2 fps a frame holds 4 samples: longer signals are cut, shorter padded with silence; the
+    peak is |-4| (not the largest positive sample, 2), scaled to 0.9."""
+    from asgf_nav.viz.video import audio_track
+
+    long = np.array([[1, 0], [-4, 2], [0, 0], [1, 1], [9, 9]], dtype=np.float32)  # [9, 9] lies past the frame
+    short = np.array([[2, -2]], dtype=np.float32)
+    track = audio_track([long, short], 8, 2.0)
+    heard = [[1, 0], [-4, 2], [0, 0], [1, 1], [2, -2], [0, 0], [0, 0], [0, 0]]
+    np.testing.assert_allclose(track, np.array(heard) * 0.9 / 4, rtol=1e-6)
+
+
+def test_gif_frames_last_one_over_fps_seconds(tmp_path: Path) -> None:
+    """A GIF at 4 fps has one 250 ms frame per pose."""
+    from PIL import Image
+
+    from asgf_nav.viz.video import write_video
+
+    scene, record = _toy_scene_and_record()
+    scene.has_vision = False
+    world, _ = _toy_world(record)
+    path = write_video(tmp_path / "ep.gif", scene, world, record, fps=4.0, dpi=10)
+    with Image.open(path) as gif:
+        assert gif.n_frames == len(record.path)
+        assert gif.info["duration"] == 250
+
+
+def test_spatial_state_azimuth_is_left_positive_in_each_agents_own_frame() -> None:
+    """Three envs on node 0 with the target 1.5 m to the east (+X): facing -Z it is to the right (-90 deg),
+    facing +Z to the left (+90), facing +X ahead (0); each env records its own row of the ASE state."""
+    from types import SimpleNamespace
+
+    from asgf_nav.tasks.synthetic import grid_scene
+    from asgf_nav.viz.tsne import _StateCollector
+
+    scene = grid_scene("line", nx=4, nz=1, grid_size=0.5)
+
+    class Inner:
+        name, sensors = "stub", ("spectrogram",)
+        last_ase_state = torch.arange(6.0).reshape(3, 2)
+
+        def act(self, obs, ctx):
+            return np.zeros(3, np.int64)
+
+    collector = _StateCollector(Inner(), samples=10)
+    ctx = SimpleNamespace(
+        scenes=[scene] * 3,
+        episodes=[SimpleNamespace(goal_node=3)] * 3,
+        nodes=np.array([0, 0, 0]),
+        yaws=np.array([0, 2, 3]),
+        active=np.array([True, True, True]),
+    )
+    collector.act({}, ctx)
+    np.testing.assert_allclose(collector.azimuth, [-90.0, 90.0, 0.0], atol=1e-4)
+    np.testing.assert_array_equal(np.stack(collector.states), [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+
+
+def test_spatial_states_load_what_was_saved(tmp_path: Path) -> None:
+    """Saving and loading keeps each of states, distance and azimuth under its own name."""
+    data = SpatialStates(
+        np.arange(6, dtype=np.float32).reshape(3, 2),
+        np.array([1.0, 2.5, 4.0], np.float32),
+        np.array([-90.0, 0.0, 135.0], np.float32),
+    )
+    again = SpatialStates.load(data.save(tmp_path / "s.npz"))
+    np.testing.assert_array_equal(again.states, data.states)
+    np.testing.assert_array_equal(again.distance, [1.0, 2.5, 4.0])
+    np.testing.assert_array_equal(again.azimuth, [-90.0, 0.0, 135.0])
+
+
+def test_tsne_panels_colour_the_embedding_by_distance_and_by_azimuth(monkeypatch, tmp_path: Path) -> None:
+    """Left panel: distance on its own range; right panel: azimuth on the fixed (-180, 180) range."""
+    from asgf_nav.viz import tsne
+
+    xy = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0], [8.0, 9.0]])
+    figures = []
+    monkeypatch.setattr(tsne, "embed", lambda states, *args: xy)
+    monkeypatch.setattr(tsne, "atomic_savefig", lambda fig, path, dpi: figures.append(fig) or Path(path))
+    distance = np.array([1.0, 2.0, 3.0, 4.0, 6.0], np.float32)
+    azimuth = np.array([-90.0, -45.0, 0.0, 45.0, 90.0], np.float32)
+    tsne.plot_tsne(SpatialStates(np.zeros((5, 2), np.float32), distance, azimuth), tmp_path / "t.png")
+    (fig,) = figures
+    by_distance, by_azimuth = (ax.collections[0] for ax in fig.axes[:2])
+    for panel in (by_distance, by_azimuth):
+        np.testing.assert_allclose(panel.get_offsets(), xy)
+    np.testing.assert_allclose(by_distance.get_array(), distance)
+    assert by_distance.get_clim() == (1.0, 6.0)
+    np.testing.assert_allclose(by_azimuth.get_array(), azimuth)
+    assert by_azimuth.get_clim() == (-180, 180)
+
+
+def test_tsne_refuses_too_few_or_non_finite_states_and_fits_the_perplexity_to_small_sets() -> None:
+    """Under 5 states or a NaN is a clear error; 10 states embed with the default perplexity (30 > 10)."""
+    from asgf_nav.viz.tsne import embed
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="at least 5 samples, got 4"):
+        embed(rng.normal(size=(4, 3)))
+    states = rng.normal(size=(10, 3))
+    states[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        embed(states)
+    assert embed(rng.normal(size=(10, 3)), max_iter=250).shape == (10, 2)

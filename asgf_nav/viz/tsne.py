@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 class SpatialStates:
     states: np.ndarray  # (N, D) float32
     distance: np.ndarray  # (N,) geodesic metres to the target
-    azimuth: np.ndarray  # (N,) degrees in (-180, 180], left positive
+    azimuth: np.ndarray  # (N,) degrees in [-180, 180], left positive (straight behind reads as either end)
 
     def save(self, path: str | Path) -> Path:
         return atomic_savez(path, compressed=True, states=self.states, distance=self.distance, azimuth=self.azimuth)
