@@ -816,3 +816,196 @@ def test_reimported_layout_drops_the_views_of_the_old_node_list(tmp_path: Path) 
     rgb = SceneStore(directory).array("rgb")
     assert rgb.shape[0] == 7
     assert [int(rgb[i, 0, 0, 0, 0]) for i in range(7)] == [1, 2, 3, 5, 6, 7, 8]  # red channel = node id
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Readers: what a damaged or unusual SoundSpaces file must not slip through as
+def test_points_txt_with_fewer_than_4_columns_is_refused_by_name(tmp_path: Path) -> None:
+    """Three rows of 3 columns would otherwise reshape silently into two wrong positions."""
+    path = tmp_path / "points.txt"
+    path.write_text("0\t1.0\t2.0\n1\t3.0\t4.0\n2\t5.0\t6.0\n")
+    with pytest.raises(ss.SoundSpacesDataError, match=r"points\.txt must have >= 1 row of 4 columns, got \(3, 3\)"):
+        ss.read_points(path, "replica")
+
+
+def test_graph_with_a_negative_node_id_is_refused_by_name(tmp_path: Path) -> None:
+    """Node ids are points.txt rows: -1 would read the last row's position."""
+    graph = nx.Graph()
+    graph.add_node(0, point=(0.0, 0.0, 0.0))
+    graph.add_node(-1, point=(0.5, 0.0, 0.0))
+    graph.add_edge(0, -1)
+    path = tmp_path / "graph.pkl"
+    path.write_bytes(pickle.dumps(graph))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"graph\.pkl has non-integer node ids, e\.g\. \[-1\]"):
+        ss.read_graph(path)
+
+
+def test_source_node_list_is_sorted_indices_and_unknown_ids_are_refused(tmp_path: Path) -> None:
+    """Ids listed in any order map to sorted project indices; an id the graph lacks names the file."""
+    node_ids = np.array([0, 1, 2, 3, 5, 6, 7, 8])
+    path = tmp_path / "source_nodes.txt"
+    path.write_text("7\n0\n3\n")
+    np.testing.assert_array_equal(ss.read_source_nodes(path, node_ids), [0, 3, 6])
+    path.write_text("0\n4\n")
+    with pytest.raises(ss.SoundSpacesDataError, match=r"source_nodes\.txt names nodes not in the graph: \[4\]"):
+        ss.read_source_nodes(path, node_ids)
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ("one_row", r"view \(node 8, yaw 90\) is \(1, 6\), other views \(6, 6\)"),  # would broadcast silently
+        ("float_rgb", r"view \(node 8, yaw 90\): rgb must be \(H, W, 3\|4\) uint8"),
+    ],
+)
+def test_views_of_another_size_or_type_are_refused_naming_the_view(ss_dataset: Path, change: str, pattern: str) -> None:
+    """One view 1 pixel high, or float rgb, in a views pickle is an error naming the pickle and the view."""
+    path = ss_dataset / "scene_observations" / "replica" / "office_9.pkl"
+    frames = pickle.loads(path.read_bytes())
+    view = frames[(8, 90)]
+    if change == "one_row":
+        frames[(8, 90)] = {"rgb": view["rgb"][:1], "depth": view["depth"][:1]}
+    else:
+        frames[(8, 90)] = {"rgb": view["rgb"].astype(np.float32), "depth": view["depth"]}
+    path.write_bytes(pickle.dumps(frames))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"office_9\.pkl " + pattern):
+        ss.read_observations(path, np.array(sorted(CELLS)))
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        (np.zeros((300, 4), dtype=np.float32), r"must have 2 channels, got shape \(300, 4\)"),
+        (np.ones((300, 2), dtype=np.int16), r"holds int16 samples; SoundSpaces RIRs are float32"),
+        (np.full((300, 2), np.nan, dtype=np.float32), r"holds non-finite samples"),
+    ],
+)
+def test_rir_files_of_the_wrong_shape_type_or_values_are_refused_by_name(
+    tmp_path: Path, data: np.ndarray, pattern: str
+) -> None:
+    """A 4-channel, integer or NaN RIR is an error naming the file, not a wrong observation."""
+    path = tmp_path / "0" / "7_5.wav"
+    path.parent.mkdir()
+    wavfile.write(path, SR, data)
+    with pytest.raises(ss.SoundSpacesDataError, match=r"0/7_5\.wav " + pattern):
+        ss.read_rir(path, SR)
+
+
+def test_rir_cache_reads_an_evicted_rir_again(tmp_path: Path) -> None:
+    """A cache with room for two RIRs holds two: the third read evicts the oldest, which is read again."""
+    paths = ss.SoundSpacesPaths(tmp_path, "replica")
+    for s in range(3):
+        f = paths.rir_file("sc", 0, s, 0)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        wavfile.write(f, SR, np.full((300, 2), s, dtype=np.float32))
+    rirs = ss.SoundSpacesRirs(paths, "sc", np.arange(3), np.arange(3), cache_bytes=2 * 300 * 2 * 4)
+    rirs.rir(0, 0, 0), rirs.rir(0, 1, 0), rirs.rir(0, 2, 0)  # A, B, C: A evicted
+    assert rirs.reads == 3
+    np.testing.assert_array_equal(rirs.rir(0, 0, 0), np.zeros((300, 2), dtype=np.float32))
+    assert rirs.reads == 4, "A must have been evicted to keep the cache within cache_bytes"
+
+
+def test_sounds_are_resampled_to_the_rir_rate(ss_dataset: Path) -> None:
+    """The 22050 Hz telephone sound (a 440 Hz sine) is one second at 44100 Hz, still at 440 Hz."""
+    wave = ss.SoundSpacesSounds(ss_dataset / "sounds" / "1s_all", SR)("telephone")
+    assert wave.shape == (SR,) and wave.dtype == np.float32
+    peak_hz = int(np.argmax(np.abs(np.fft.rfft(wave)))) * SR / len(wave)
+    assert peak_hz == pytest.approx(440.0, abs=1.0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Importer: when the scene store is rewritten
+def _record_stage_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stage names the importer writes from now on, in order."""
+    written: list[str] = []
+    write_stage = ssi.write_stage
+
+    def recording(directory, stage, *args, **kwargs):
+        written.append(stage)
+        return write_stage(directory, stage, *args, **kwargs)
+
+    monkeypatch.setattr(ssi, "write_stage", recording)
+    return written
+
+
+def test_forced_or_version_bumped_imports_rewrite_both_stages(
+    tmp_path: Path, ss_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """force=True, or stores made by an older IMPORT_VERSION, are imported again; up to date ones are not."""
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    written = _record_stage_writes(monkeypatch)
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    assert written == []
+    ssi.import_scene(paths, tmp_path / "data", "office_9", force=True)
+    assert written == ["layout", "vision"]
+    monkeypatch.setattr(ssi, "IMPORT_VERSION", ssi.IMPORT_VERSION + 1)
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    assert written == ["layout", "vision"] * 2
+
+
+def test_a_same_size_edit_of_the_graph_is_imported_again(tmp_path: Path, ss_dataset: Path) -> None:
+    """A moved node pickles to the same number of bytes: its newer modification time triggers the re-import."""
+    import os
+
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    graph_file = paths.graph_file("office_9")
+    graph = pickle.loads(graph_file.read_bytes())
+    graph_file.write_bytes(pickle.dumps(graph))  # pickled as the edit below will be
+    directory = ssi.import_scene(paths, tmp_path / "data", "office_9")
+    before = graph_file.stat()
+    graph.add_node(0, point=(1.25, *node_point(0)[1:]))  # graph.nodes would pickle a cached view too
+    graph_file.write_bytes(pickle.dumps(graph))
+    os.utime(graph_file, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert graph_file.stat().st_size == before.st_size
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    assert float(SceneStore(directory).array("positions")[0, 0]) == 1.25
+
+
+def test_changed_or_removed_views_pickle_is_followed_by_the_store(tmp_path: Path, ss_dataset: Path) -> None:
+    """New views replace the stored ones; views deleted from the download are dropped from the store."""
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    directory = ssi.import_scene(paths, tmp_path / "data", "office_9")
+    obs = paths.observations_file("office_9")
+    frames = pickle.loads(obs.read_bytes())
+    frames[(0, 0)]["rgb"][..., 0] = 99
+    obs.write_bytes(pickle.dumps(frames))
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    assert int(SceneStore(directory).array("rgb")[0, 0, 0, 0, 0]) == 99
+    obs.unlink()
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    assert not SceneStore(directory).has_stage("vision")
+
+
+def test_misspelt_scene_source_is_refused(tmp_path: Path, ss_dataset: Path) -> None:
+    """scenes.source=soundspace (a typo) is an error, not silently 'auto'."""
+    with pytest.raises(ss.SoundSpacesDataError, match=r"auto, embedded or soundspaces, got 'soundspace'"):
+        ssi.scene_source(make_cfg(tmp_path, ss_dataset, source="soundspace"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# World: which scenes of a split are loaded
+def test_a_split_scene_without_its_rir_folder_is_left_out_and_refused_when_named(
+    tmp_path: Path, ss_dataset: Path
+) -> None:
+    """Metadata alone is not a download: the split runs on the other scenes; naming it says what is missing."""
+    write_soundspaces_dataset(ss_dataset, "office_7")
+    shutil.rmtree(ss_dataset / "binaural_rirs" / "replica" / "office_7")
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
+    assert sorted(load_soundspaces_world(cfg, "train").scenes) == ["office_9"]
+    missing = r"\['office_7'\] are not downloaded.*binaural_rirs/replica/office_7"
+    with pytest.raises(ss.SoundSpacesDataError, match=missing):
+        load_soundspaces_world(cfg, "train", ["office_7"])
+
+
+def test_split_scenes_come_from_the_split_file_when_content_is_empty(tmp_path: Path, ss_dataset: Path) -> None:
+    """An empty content/ folder next to a split file that holds the episodes itself: the scenes are its episodes'."""
+    split_dir = ss_dataset / "datasets" / "audionav" / "replica" / "v1" / "train_telephone"
+    content = split_dir / "content" / "office_9.json.gz"
+    with gzip.open(content, "rt") as f:
+        records = json.load(f)
+    content.unlink()
+    with gzip.open(split_dir / "train_telephone.json.gz", "wt") as f:
+        json.dump(records, f)
+    world = load_soundspaces_world(make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"]), "train")
+    assert sorted(world.scenes) == ["office_9"]
