@@ -368,3 +368,52 @@ def test_the_observation_prompt_is_the_loudest_window_of_the_reference_clip(tmp_
         assert energy[starts.index(match[0])] >= max(energy) * (1 - 1e-6), sound  # ... and the loudest one
         checked += match[0] > 0
     assert checked  # some prompts start later than the clip's first sample
+
+
+def test_a_clip_shorter_than_a_window_is_zero_padded_to_one_window(tmp_path):
+    """A 0.3 s clip is heard as one 0.5 s window padded with silence, not as no window at all (uniform)."""
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    ckpt = tmp_path / "head.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt)
+    rng = np.random.default_rng(5)
+    short = rng.standard_normal((2, 2, int(0.3 * SR))).astype(np.float32)
+    prompt = torch.from_numpy(rng.standard_normal((2, head.window))).float()
+    got = head.compute(short, prompt, SR)
+    padded = np.zeros((2, 2, head.window), dtype=np.float64)
+    padded[..., : short.shape[-1]] = short
+    rms = np.sqrt((padded**2).mean(axis=(1, 2)))
+    piece = torch.from_numpy(padded / (rms[:, None, None] + 1e-9)).float()
+    with torch.no_grad():
+        expected = head.model.eval()(piece, prompt)["posterior"]
+    assert got.shape == (2, head.num_bins)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, torch.full_like(got, 1.0 / head.num_bins), atol=1e-6)
+
+
+def test_the_posterior_cache_tells_goals_apart(tmp_path):
+    """Two states that differ only in the goal node (the source the agent hears) are two cache misses."""
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks import observations
+    from asgf_nav.tasks.episodes import ResolvedEpisode
+    from asgf_nav.tasks.observations import ObservationState
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    with observations.restored_observations():
+        head = register_doa_observation(ckpt, name="doa_goals")
+        provider = observations.get_observation("doa_goals")
+        world = synthetic_world(sample_rate=SR)
+        scene = world.scene("grid_a")
+        rows = [
+            provider.compute(
+                ObservationState(world, scene, ResolvedEpisode("0", "grid_a", 0, 0, goal, "telephone", 3.0, 5), 0, 1, 0)
+            )
+            for goal in (4, 19)  # 4 m behind the agent (it faces -X), and 5 m away diagonally
+        ]
+    assert (head.cache.hits, head.cache.misses) == (0, 2)
+    assert not np.allclose(rows[0], rows[1])
