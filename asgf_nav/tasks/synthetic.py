@@ -13,6 +13,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
+from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
 # yaw index k faces (dx, dz): 0 -> -Z, 1 -> -X, 2 -> +Z, 3 -> +X
@@ -83,7 +84,7 @@ class _SyntheticRirs:
         length = int(sr * self.seconds * rng.uniform(0.5, 1.0))
         delta = self.positions[source] - self.positions[receiver]
         dist = float(np.hypot(delta[0], delta[2]))
-        delay = int(round(dist / 343.0 * sr))
+        delay = int(round(dist / SPEED_OF_SOUND * sr))
         t = np.arange(length) / sr
         decay = np.exp(-t / 0.08)
         theta = np.deg2rad(90.0 * yaw)

@@ -25,11 +25,11 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
 from asgf_nav.models.doa.features import lateral_fold, relative_azimuth
 
 logger = logging.getLogger(__name__)
 
-SPEED_OF_SOUND = 343.0
 EAR_HEIGHT = 1.5  # metres, as the SoundSpaces agent
 
 
