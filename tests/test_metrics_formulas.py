@@ -6,6 +6,7 @@ import torch
 from env_helpers import reset_env_pair
 
 from asgf_nav.config import TaskConfig
+from asgf_nav.eval.metrics import MetricSummary, mean_confidence_interval, wilson_interval
 from asgf_nav.tasks import metrics
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.metrics import METRIC_NAMES, episode_metrics, episode_metrics_array
@@ -120,3 +121,28 @@ def test_step_reward_uses_its_scale_slack_and_success_reward() -> None:
     assert metrics.step_reward(2.0, 1.5, 0.0, -0.01, 2.0, 10.0) == pytest.approx(-0.01 + 2.0 * 0.5)
     assert metrics.step_reward(1.0, 0.0, 1.0, -0.05, 1.0, 5.0) == pytest.approx(-0.05 + 1.0 + 5.0)
     assert metrics.step_reward(1.0, 1.5, 0.0, -0.01, 3.0, 10.0) == pytest.approx(-0.01 - 1.5)
+
+
+# ---------------------------------------------------------------------- eval/metrics.py: summaries of a split
+@pytest.mark.parametrize("level", [0.0, 1.0, 1.5])
+def test_a_confidence_level_outside_zero_to_one_is_refused(level: float) -> None:
+    """Level 0 would give a zero-width interval (t quantile 0.5 = 0) that looks like certainty: refused."""
+    with pytest.raises(ValueError, match="confidence level must be in"):
+        mean_confidence_interval([0.0, 1.0, 1.0], level=level)
+
+
+def test_a_wilson_interval_over_zero_episodes_is_a_clear_error() -> None:
+    """0 of 0 episodes is no proportion: a ValueError saying so, not a ZeroDivisionError."""
+    with pytest.raises(ValueError, match="at least one trial"):
+        wilson_interval(0, 0)
+
+
+def test_a_metric_summary_survives_its_dict_round_trip() -> None:
+    """summary.json stores each summary as a dict: reading it back keeps low, high and a 90 % level apart;
+    a dict written before levels were stored reads as 95 %."""
+    summary = MetricSummary(mean=0.5, low=0.25, high=0.75, std=0.3, count=7, level=0.9)
+    data = {"mean": 0.5, "low": 0.25, "high": 0.75, "std": 0.3, "count": 7, "level": 0.9}
+    assert summary.to_dict() == data
+    assert MetricSummary.from_dict(data) == summary
+    older = {key: value for key, value in data.items() if key != "level"}
+    assert MetricSummary.from_dict(older) == MetricSummary(0.5, 0.25, 0.75, 0.3, 7, 0.95)

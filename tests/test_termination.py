@@ -234,3 +234,85 @@ def test_a_signal_held_by_nested_uninterrupted_blocks_is_raised_only_when_the_ou
                 reached.append("after inner block")
         assert info.value.code == 128 + signal.SIGTERM
     assert reached == ["after inner block"]
+
+
+def _let_the_handler_run() -> None:
+    """Give the interpreter bytecodes at which to run a signal handler for a signal sent to this process."""
+    for _ in range(1000):
+        pass
+
+
+def _raised_by_signal(signum: int) -> BaseException | None:
+    """Send ``signum`` to this process and return what its handler raised (None when it only recorded it)."""
+    import os
+
+    try:
+        os.kill(os.getpid(), signum)
+        _let_the_handler_run()
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt must not reach pytest itself
+        return exc
+    return None
+
+
+def test_a_signal_after_the_training_loop_raises_at_once() -> None:
+    """Leaving stop_between_updates ends the deferral: a SIGTERM during evaluation or clean-up after the
+    loop stops the run at once instead of waiting for a safe point that never comes."""
+    from asgf_nav.termination import stop_between_updates, stop_handling
+
+    with stop_handling():
+        with stop_between_updates():
+            pass
+        raised = _raised_by_signal(signal.SIGTERM)
+    assert isinstance(raised, SystemExit) and raised.code == 128 + signal.SIGTERM
+
+
+def test_the_first_stop_signal_is_the_one_raised_at_the_safe_point() -> None:
+    """A SIGTERM recorded in the loop, then a Ctrl-C (raised at once but swallowed): the safe point raises
+    the first signal, SystemExit(128 + SIGTERM), so the scheduler sees the exit status of its own stop."""
+    from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_handling
+
+    with stop_handling():
+        with stop_between_updates():
+            assert _raised_by_signal(signal.SIGTERM) is None  # recorded only
+            assert isinstance(_raised_by_signal(signal.SIGINT), KeyboardInterrupt)  # the second one at once
+            try:
+                raise_if_stopped()
+                raised = None
+            except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt must not reach pytest itself
+                raised = exc
+    assert isinstance(raised, SystemExit) and raised.code == 128 + signal.SIGTERM
+
+
+def test_installing_the_stop_handlers_forgets_a_stop_of_an_earlier_run() -> None:
+    """A Ctrl-C swallowed in an earlier run of the same process (a notebook) must not stop the next run."""
+    from asgf_nav.termination import install_stop_handlers, stop_requested
+
+    install_stop_handlers()
+    assert isinstance(_raised_by_signal(signal.SIGINT), KeyboardInterrupt)  # swallowed here
+    assert stop_requested()
+    install_stop_handlers()
+    assert not stop_requested()
+
+
+def test_a_run_started_from_a_worker_thread_installs_no_handlers() -> None:
+    """Python accepts signal handlers only on the main thread: stop_handling in a worker thread is a no-op,
+    not a ValueError that keeps the run from starting."""
+    import threading
+
+    from asgf_nav.termination import stop_handling
+
+    before = signal.getsignal(signal.SIGTERM)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            with stop_handling():
+                outcome.append("ran")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=30)
+    assert outcome == ["ran"]
+    assert signal.getsignal(signal.SIGTERM) is before
