@@ -277,7 +277,8 @@ def _parse_override(raw: str, hint: Any | None) -> Any:
 
     Text fields keep the text as typed: YAML 1.1 would turn ``0755`` into 493, ``1:30`` into 90, ``2024_06_01``
     into 20240601 and ``2024-06-01`` into a date. Lists of text read each item as text (YAML's base loader);
-    everything else (numbers, bools, sections given as mappings) is parsed as YAML.
+    everything else (numbers, bools, sections given as mappings) is parsed as YAML the way a config file is,
+    so ``0755`` in a number field is refused on the command line as in a file, not read as 493.
     """
     if not raw.strip():
         return ""
@@ -291,7 +292,7 @@ def _parse_override(raw: str, hint: Any | None) -> Any:
         return None if optional and text in NULL_SPELLINGS else raw
     if hint is not None and get_origin(hint) is list and all(_is_text(arg) for arg in get_args(hint)):
         return yaml.load(raw, Loader=yaml.BaseLoader)
-    return yaml.safe_load(raw)
+    return yaml.load(raw, Loader=_ConfigFileLoader)
 
 
 # keys whose value must be > 0, >= 0 or in [0, 1]; anything else would fail later, deep inside a run
@@ -472,6 +473,12 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
+            digits = value.replace("_", "").lstrip("+-")
+            if digits.isdigit() and digits != "0" and digits.startswith("0"):  # YAML 1.1's octal 493, or 755?
+                raise ConfigError(
+                    f"config key {key!r} (in {source}) expects a decimal int, got {value!r}: a leading zero is "
+                    "octal in YAML 1.1, so write the number without it"
+                )
             try:
                 return int(float(value)) if float(value).is_integer() else fail()
             except ValueError:

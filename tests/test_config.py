@@ -154,7 +154,8 @@ def test_range_limits_themselves_are_accepted():
         ("task.sensors=[rgb, 'depth', spectrogram]", "task.sensors", ["rgb", "depth", "spectrogram"]),
         ("task.sensors=[0755, 1:30]", "task.sensors", ["0755", "1:30"]),
         ("task.sensors=[]", "task.sensors", []),
-        ("ppo.num_envs=0x10", "ppo.num_envs", 16),  # numbers are still YAML
+        ("ppo.num_envs=1_6", "ppo.num_envs", 16),  # numbers are still numbers, as in a config file
+        ("ppo.lr=1e-4", "ppo.lr", 1e-4),  # which YAML 1.1 reads as text
     ],
 )
 def test_text_overrides_keep_the_text_as_typed(override, key, expected):
@@ -212,6 +213,20 @@ def test_text_fields_in_a_config_file_keep_the_text_as_typed(tmp_path):
     path.write_text("ppo:\n  num_envs: 0x10\n")
     with pytest.raises(ConfigError, match="'ppo.num_envs' .* expects int, got '0x10'"):
         load_config(str(path))
+
+
+def test_a_number_with_a_leading_zero_is_refused_in_a_file_and_on_the_command_line(tmp_path: Path) -> None:
+    """``seed: 0755`` is 493 to YAML 1.1 and 755 to a reader: refused in both places, naming the key, where a
+    file once gave 755 and an override 493; a lone 0 and plain decimals still read as numbers."""
+    path = tmp_path / "octal.yaml"
+    path.write_text("train:\n  seed: 0755\n")
+    with pytest.raises(ConfigError, match=r"'train.seed' \(in .*octal.yaml\) expects a decimal int, got '0755'"):
+        load_config(str(path))
+    for written in ("0755", "-007", "0x1F"):
+        with pytest.raises(ConfigError, match=f"'train.seed' \\(in command line\\) expects .*int, got '{written}'"):
+            load_config(None, [f"train.seed={written}"])
+    assert load_config(None, ["train.seed=0", "ppo.num_envs=12"]).train.seed == 0
+    assert load_config(None, ["ppo.num_envs=12"]).ppo.num_envs == 12
 
 
 def test_malformed_override_and_missing_file():
@@ -314,3 +329,105 @@ def test_range_boundaries_documented_as_inclusive_or_exclusive():
     assert (cfg.ppo.gamma, cfg.train.seed, cfg.task.min_geodesic_distance) == (0.0, 2**32 - 1, 3.0)
     with pytest.raises(ConfigError, match="below 2\\*\\*32"):
         load_config(None, [f"train.seed={2**32}"])
+
+
+def test_a_yaml_merge_key_is_not_taken_for_a_key_given_twice(tmp_path: Path) -> None:
+    """``<<`` merges shared settings into a section, and the section's own keys override the merged ones."""
+    path = tmp_path / "merged.yaml"
+    path.write_text("ppo:\n  <<: {lr: 1.0e-3, num_steps: 32}\n  num_steps: 64\n")
+    cfg = load_config(str(path))
+    assert (cfg.ppo.lr, cfg.ppo.num_steps) == (1e-3, 64)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_an_empty_config_file_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    """A config file with nothing in it (or only comments) changes nothing."""
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    assert load_config(str(path)) == ExperimentConfig()
+
+
+def test_a_config_file_that_is_not_a_mapping_is_refused_by_name(tmp_path: Path) -> None:
+    """A list at the top level is a ConfigError naming the file, not an AttributeError from deep inside."""
+    path = tmp_path / "list.yaml"
+    path.write_text("- ppo.lr=1e-4\n- ppo.num_envs=4\n")
+    with pytest.raises(ConfigError, match=f"^config file {path} must hold a mapping at the top level$"):
+        load_config(str(path))
+
+
+# every key the field comments document as > 0, >= 0 or in [0, 1], written out independently of config.py
+DOCUMENTED_POSITIVE = [
+    "scenes.image_size", "scenes.rir_cache_mb", "scenes.num_scenes", "acoustics.sources_per_scene", "acoustics.rays",
+    "acoustics.max_rir_seconds", "acoustics.ear_height", "acoustics.max_image_sources", "task.max_steps",
+    "task.success_distance", "task.train_episodes_per_scene", "task.val_episodes", "task.test_episodes",
+    "model.hidden_size", "model.fusion_dim", "model.fusion_heads", "model.ase_dim", "ppo.num_envs", "ppo.num_steps",
+    "ppo.ppo_epoch", "ppo.num_mini_batch", "ppo.clip_param", "ppo.lr", "ppo.eps", "ppo.max_grad_norm",
+    "ppo.total_frames", "train.checkpoint_interval", "train.val_episodes", "train.stats_window_episodes",
+]  # fmt: skip
+DOCUMENTED_NON_NEGATIVE = [
+    "scenes.workers", "acoustics.ism_order", "task.min_geodesic_distance", "task.doa_cache_size",
+    "task.spectrogram_cache_size", "ppo.value_loss_coef", "ppo.entropy_coef", "train.log_interval",
+    "train.keep_checkpoints", "train.val_interval", "train.torch_threads", "train.seed",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", DOCUMENTED_POSITIVE)
+def test_every_quantity_that_must_be_positive_refuses_zero(key: str) -> None:
+    """A zero size, count or rate fails at load time naming its key, not deep inside a run."""
+    with pytest.raises(ConfigError, match=rf"^config key '{key}' must be positive, got 0(\.0)?$"):
+        load_config(None, [f"{key}=0"])
+
+
+@pytest.mark.parametrize("key", DOCUMENTED_NON_NEGATIVE)
+def test_every_quantity_that_must_not_be_negative_refuses_minus_one(key: str) -> None:
+    """A negative count, cache size, interval or coefficient fails at load time naming its key."""
+    with pytest.raises(ConfigError, match=rf"^config key '{key}' must be >= 0, got -1(\.0)?$"):
+        load_config(None, [f"{key}=-1"])
+
+
+@pytest.mark.parametrize("key", ["ppo.gamma", "ppo.gae_lambda"])
+@pytest.mark.parametrize("value", ["1.5", "-0.1"])
+def test_discount_and_gae_lambda_outside_zero_one_are_refused(key: str, value: str) -> None:
+    """gamma and GAE's lambda are weights in [0, 1]; anything else makes the returns diverge."""
+    with pytest.raises(ConfigError, match=rf"^config key '{key}' must be in \[0, 1\], got {value}$"):
+        load_config(None, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expects"),
+    [("ppo.num_envs=true", "ppo.num_envs", "int"), ("ppo.lr=true", "ppo.lr", "float")],
+)
+def test_a_boolean_is_not_taken_as_a_number(override: str, key: str, expects: str) -> None:
+    """``true`` for a count or a rate is a mistake, not 1."""
+    with pytest.raises(ConfigError, match=rf"'{key}' \(in command line\) expects {expects}, got True \(bool\)$"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("task:\n  sensors: [rgb, yes]\n", r"'task.sensors\[1\]' .* expects str, got True \(bool\)$"),
+        ("train:\n  run_dir: yes\n", r"'train.run_dir' .* expects str, got True \(bool\)$"),
+    ],
+)
+def test_a_boolean_in_a_text_field_of_a_config_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    """YAML 1.1 reads an unquoted ``yes`` as true: a text field or text list refuses it rather than keep "True"."""
+    path = tmp_path / "text.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+
+
+def test_nested_settings_flatten_to_dotted_keys() -> None:
+    """Configs are compared key by key as ``section.key``, with no leading dot at the top level."""
+    from asgf_nav.config import flatten_dotted
+
+    nested = {"ppo": {"lr": 1e-4, "clip": {"value": 0.1}}, "seed": 3}
+    assert flatten_dotted(nested) == {"ppo.lr": 1e-4, "ppo.clip.value": 0.1, "seed": 3}
+    assert flatten_dotted(5, "task.max_steps") == {"task.max_steps": 5}
+
+
+@pytest.mark.parametrize("override", ["task.spectrogram_store=", "task.spectrogram_store=  "])
+def test_an_empty_override_of_a_text_field_is_the_empty_text(override: str) -> None:
+    """``task.spectrogram_store=`` is the documented "never read a store"; it must not become null or fail."""
+    assert load_config(None, [override]).task.spectrogram_store == ""

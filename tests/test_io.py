@@ -147,3 +147,140 @@ def test_stale_temporaries_are_only_what_atomic_write_names(tmp_path):
     stale, kept = tmp_path / ".rgb.npy.0a1b2c3d.tmp", tmp_path / ".notes.backup12.tmp"
     stale.write_bytes(b"x"), kept.write_bytes(b"y")
     assert remove_stale_temporaries(tmp_path) == 1 and kept.exists() and not stale.exists()
+
+
+def test_stale_temporaries_free_their_bytes_in_subdirectories_too(tmp_path: Path) -> None:
+    """A killed bake's temporaries anywhere under the directory go, and the count is of bytes, not files."""
+    from asgf_nav.io import remove_stale_temporaries
+
+    top, deep = tmp_path / ".rgb.npy.0a1b2c3d.tmp", tmp_path / "acoustics_partial" / ".source_003.npz.deadbeef.tmp"
+    deep.parent.mkdir()
+    top.write_bytes(b"\0" * 1000)
+    deep.write_bytes(b"\0" * 24)
+    assert remove_stale_temporaries(tmp_path) == 1024
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["acoustics_partial"]
+
+
+def test_the_temporary_atomic_write_makes_is_one_a_later_bake_recognises_as_stale(tmp_path: Path) -> None:
+    """A write killed outright leaves its temporary: the name it has must be one remove_stale_temporaries deletes."""
+    from asgf_nav.io import remove_stale_temporaries
+
+    left_behind = tmp_path / "left_behind"
+    left_behind.mkdir()
+
+    def write_and_leave_a_copy(p: Path) -> None:
+        p.write_bytes(b"weights")
+        (left_behind / p.name).write_bytes(b"weights")  # what SIGKILL at this point would leave beside the target
+
+    atomic_write(tmp_path / "ckpt.pt", write_and_leave_a_copy)
+    (leftover,) = left_behind.iterdir()
+    assert leftover.name.startswith(".ckpt.pt.") and leftover.name.endswith(".tmp")
+    assert remove_stale_temporaries(left_behind) == len(b"weights") and not any(left_behind.iterdir())
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_atomic_savez_compresses_only_when_asked(tmp_path: Path, compressed: bool) -> None:
+    """``compressed=True`` deflates the members (as ``np.savez_compressed``); the default stores them."""
+    import zipfile
+
+    target = atomic_savez(tmp_path / "a.npz", compressed=compressed, zeros=np.zeros(1000, dtype=np.float32))
+    with zipfile.ZipFile(target) as archive:
+        kinds = {info.compress_type for info in archive.infolist()}
+    assert kinds == {zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED}
+
+
+def test_an_exclusive_lock_says_whether_it_is_held(tmp_path: Path, monkeypatch) -> None:
+    """The lock yields True where flock works and False where the file system has none."""
+    import errno
+    import fcntl
+
+    from asgf_nav.io import exclusive_lock
+
+    with exclusive_lock(tmp_path / ".bake.lock", "scene") as held:
+        assert held is True
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with exclusive_lock(tmp_path / ".bake.lock", "scene") as held:
+        assert held is False
+
+
+def test_an_exclusive_lock_keeps_others_out_only_until_its_block_ends(tmp_path: Path) -> None:
+    """While held, another taker is refused (``busy``); once the block ends the lock is free again."""
+    from asgf_nav.io import exclusive_lock
+
+    lock = tmp_path / ".bake.lock"
+
+    def busy() -> Exception:
+        return RuntimeError("busy")
+
+    with exclusive_lock(lock, "scene"):
+        with pytest.raises(RuntimeError, match="busy"), exclusive_lock(lock, "scene", busy=busy):
+            pass
+    with exclusive_lock(lock, "scene", busy=busy) as held:
+        assert held is True
+
+
+def test_a_lock_file_gets_the_mode_of_a_plain_open(tmp_path: Path, umask) -> None:
+    """Processes of other users sharing a data root must be able to open the lock file too."""
+    from asgf_nav.io import exclusive_lock
+
+    umask(0o002)
+    with exclusive_lock(tmp_path / ".bake.lock", "scene"):
+        pass
+    assert stat.S_IMODE((tmp_path / ".bake.lock").stat().st_mode) == 0o664
+
+
+def test_a_writable_directory_is_created_and_left_without_the_probe(tmp_path: Path) -> None:
+    """The check creates the directory and its parents, and leaves nothing in it."""
+    from asgf_nav.io import writable_dir_problem
+
+    run_dir = tmp_path / "runs" / "a"
+    assert writable_dir_problem(run_dir) is None
+    assert run_dir.is_dir() and list(run_dir.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ logging set-up (train.log)
+def test_setup_logging_sends_each_line_once_to_stderr_and_the_log_file(tmp_path: Path, capsys) -> None:
+    """Set up twice (a second run in one process), lines still appear once; the level filters; nothing on stdout."""
+    import logging
+
+    from asgf_nav.logging_utils import logging_scope, setup_logging
+
+    log_file = tmp_path / "run" / "logs" / "train.log"  # its directory does not exist yet
+    with logging_scope():
+        logging.getLogger().setLevel(logging.DEBUG)  # a caller's own level, which setup_logging replaces
+        setup_logging("INFO", tmp_path / "first.log")
+        assert logging.getLogger().level == logging.INFO
+        setup_logging("WARNING", log_file)
+        assert logging.getLogger().level == logging.WARNING
+        logging.getLogger("asgf_nav.test").warning("checkpoint saved")
+        logging.getLogger("asgf_nav.test").info("below the level")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("checkpoint saved") == 1 and "below the level" not in captured.err
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(" WARNING asgf_nav.test: checkpoint saved")
+    assert "checkpoint saved" not in (tmp_path / "first.log").read_text()
+
+
+def test_logging_scope_restores_the_callers_handlers_and_level_and_closes_its_own(tmp_path: Path) -> None:
+    """A run inside a notebook leaves the notebook's logging as it was, with the run's log file closed."""
+    import logging
+
+    from asgf_nav.logging_utils import logging_scope, setup_logging
+
+    root = logging.getLogger()
+    notebook = logging.StreamHandler()
+    root.addHandler(notebook)
+    try:
+        before_handlers, before_level = list(root.handlers), root.level
+        with logging_scope():
+            setup_logging("DEBUG", tmp_path / "train.log")
+            (file_handler,) = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        assert root.handlers == before_handlers and root.level == before_level
+        assert file_handler.stream is None  # closed: logging.FileHandler.close() drops its stream
+    finally:
+        root.removeHandler(notebook)

@@ -491,3 +491,65 @@ def test_a_pool_whose_jobs_outlast_the_poll_interval_still_returns_every_result(
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0, 1, 4, 9, 16, 25]"
+
+
+class _Worker:
+    """What ``_check_workers`` reads of a pool worker: its pid and exit code (None while it runs)."""
+
+    def __init__(self, pid: int, exitcode: int | None = None) -> None:
+        self.pid, self.exitcode = pid, exitcode
+
+
+@pytest.mark.parametrize(
+    ("exitcode", "how"),
+    [
+        (-9, "killed by SIGKILL (SIGKILL is what the kernel's out-of-memory killer sends)"),
+        (-11, "killed by SIGSEGV,"),
+        (143, "exit code 143, stopped by SIGTERM,"),
+        (1, "exit code 1,"),
+        (0, "exit code 0,"),  # a job's sys.exit(0) ends the worker too, and its job never returns
+    ],
+)
+def test_a_worker_that_ended_is_reported_with_how_it_ended(exitcode: int, how: str) -> None:
+    """Every ended worker, whatever its exit code, is an error naming its pid and how it ended; only a
+    SIGKILL gets the out-of-memory hint."""
+    import types
+
+    from asgf_nav.parallel import WorkerDiedError, _check_workers
+
+    pool = types.SimpleNamespace(_pool=[_Worker(101), _Worker(102, exitcode)])
+    with pytest.raises(WorkerDiedError) as error:
+        _check_workers(pool, {})
+    assert str(error.value).startswith(f"a worker process (pid 102) ended, {how}")
+    assert ("out-of-memory" in str(error.value)) == (exitcode == -9)
+
+
+def test_a_dead_worker_the_pool_already_replaced_is_still_reported() -> None:
+    """The pool swaps a dead worker for a new one within 0.1 s; the one seen earlier must still be noticed."""
+    import types
+
+    from asgf_nav.parallel import WorkerDiedError, _check_workers
+
+    first = _Worker(101)
+    pool = types.SimpleNamespace(_pool=[first, _Worker(102)])
+    started: dict = {}
+    _check_workers(pool, started)  # all running: nothing to report
+    first.exitcode = -9
+    pool._pool = [_Worker(103), pool._pool[1]]  # the replacement; the dead worker is no longer listed
+    with pytest.raises(WorkerDiedError, match=r"\(pid 101\) ended, killed by SIGKILL"):
+        _check_workers(pool, started)
+
+
+def test_workers_ended_by_this_processs_own_stop_raise_the_stop_not_a_worker_error(monkeypatch) -> None:
+    """A SIGTERM to the whole group ends the workers too: the stop (exit 143) is raised, not WorkerDiedError."""
+    import signal
+    import types
+
+    from asgf_nav import termination
+    from asgf_nav.parallel import _check_workers
+
+    monkeypatch.setattr(termination, "_received", signal.SIGTERM)  # the handler recorded the group's SIGTERM
+    pool = types.SimpleNamespace(_pool=[_Worker(101, 128 + signal.SIGTERM)])
+    with pytest.raises(SystemExit) as stop:
+        _check_workers(pool, {})
+    assert stop.value.code == 128 + signal.SIGTERM
