@@ -484,3 +484,24 @@ def test_cached_pools_are_kept_apart_by_size_and_rebuilt_without_line_of_sight_f
     assert RirPool.load(path).line_of_sight is None
     assert rir_pool(cfg, "train", 2, 5).line_of_sight is not None
     assert RirPool.load(path).line_of_sight is not None
+
+
+def test_each_baked_scene_draws_its_poses_from_its_own_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split's baked pool asks every scene for an equal share of the poses, with the seed plus the scene's
+    index, so the scenes' pose draws are not copies of one another."""
+    from types import SimpleNamespace
+
+    from asgf_nav.acoustics import rir
+    from asgf_nav.models.doa import train
+    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.scene import Scene
+
+    asked: list[tuple[str, int, int, int]] = []
+    monkeypatch.setattr(Scene, "open", staticmethod(lambda root, dataset, name: SimpleNamespace(name=name, store=name)))
+    monkeypatch.setattr(rir, "SceneRirs", lambda store: store)
+    monkeypatch.setattr(train, "scene_pool", lambda scene, rirs, n, k, seed: asked.append((scene.name, n, k, seed)))
+    monkeypatch.setattr(train.RirPool, "concat", staticmethod(lambda pools: pools))
+    cfg = DoaTrainConfig(rooms="scenes", scenes_root="unused", sources_per_pose=4)
+    train._baked_pool(cfg, "val", 23, seed=100)
+    names = get_preset("replica").split_scenes("val")
+    assert len(names) == 4 and asked == [(name, 5, 4, 100 + i) for i, name in enumerate(names)]  # 23 // 4 poses each
