@@ -113,9 +113,10 @@ CHILD_WITH_SIGTERM_HANDLER = textwrap.dedent(
         "time.sleep(60)\\n"
     )
     start_child([sys.executable, "-c", code, sys.argv[1], sys.argv[2]], None)
-    while not Path(sys.argv[2]).exists():
+    deadline = time.monotonic() + 30
+    while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    print("ready", flush=True)
+    print("ready" if Path(sys.argv[2]).exists() else "the builder never started", flush=True)
     time.sleep(120)
     """
 )
@@ -133,8 +134,8 @@ def test_the_builder_of_a_killed_parent_gets_sigterm_so_it_can_clean_up(tmp_path
         parent.kill()
         parent.wait(timeout=30)
         deadline = time.monotonic() + 10
-        while not got.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not (got.exists() and got.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the handler's write is whole, not only the file made
         assert got.exists() and got.read_text() == "SIGTERM"
     finally:
         if parent.poll() is None:
