@@ -181,6 +181,12 @@ class _WrittenFloat(float):
     text: str
 
 
+def _has_leading_zero(text: str) -> bool:
+    """Digits (``_`` and a sign allowed) with a leading zero, such as ``0755``: YAML 1.1 reads it as octal."""
+    digits = text.replace("_", "").lstrip("+-")
+    return digits.isdigit() and digits != "0" and digits.startswith("0")
+
+
 class _ConfigFileLoader(yaml.SafeLoader):
     """YAML for config files: a key given twice in one mapping is an error (YAML keeps the last one silently, so
     a second ``ppo:`` section would reset the first one's keys), and a number keeps its text, which a text field
@@ -206,7 +212,7 @@ class _ConfigFileLoader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int | str:
         digits = node.value.replace("_", "").lstrip("+-")
-        if not digits.isdigit() or (digits != "0" and digits.startswith("0")):
+        if not digits.isdigit() or _has_leading_zero(node.value):
             return node.value
         number = _WrittenInt(super().construct_yaml_int(node))
         number.text = node.value
@@ -473,8 +479,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            digits = value.replace("_", "").lstrip("+-")
-            if digits.isdigit() and digits != "0" and digits.startswith("0"):  # YAML 1.1's octal 493, or 755?
+            if _has_leading_zero(value):  # 0755: YAML 1.1's octal 493, or 755?
                 raise ConfigError(
                     f"config key {key!r} (in {source}) expects a decimal int, got {value!r}: a leading zero is "
                     "octal in YAML 1.1, so write the number without it"
