@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +11,17 @@ import pytest
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room, yaw_forward
 from asgf_nav.scenes.furnish import doorway_crossed
 from asgf_nav.scenes.generator import generate_floorplan
-from asgf_nav.scenes.navgraph import axis_segments_blocked, build_grid_graph, build_navgraph, solid_rects
+from asgf_nav.scenes.navgraph import (
+    axis_segments_blocked,
+    build_grid_graph,
+    build_navgraph,
+    geodesic_hops,
+    point_rect_distance,
+    solid_rects,
+)
 from asgf_nav.scenes.presets import get_preset
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.scenes.store import SceneStoreError, write_stage
 
 SCENES = [("tiny", "tiny_apartment"), ("replica", "frl_apartment_0"), ("replica", "apartment_1"), ("mp3d", "house_06")]
 
@@ -207,3 +217,61 @@ def test_nodes_are_numbered_row_by_row() -> None:
     x, z = g.positions[:, 0], g.positions[:, 2]
     assert np.array_equal(np.lexsort((x, z)), np.arange(g.num_nodes))
     assert g.positions[0, [0, 2]].tolist() == [0.5, 0.5] and g.positions[1, [0, 2]].tolist() == [1.0, 0.5]
+
+
+def test_point_rect_distance_is_euclidean_to_the_nearest_point() -> None:
+    """Clearance is the straight-line distance to a footprint: 0.5 m diagonally off a corner (0.3, 0.4), not
+    the 0.4 m of the larger axis gap or the 0.7 m of their sum; 1 m beside an edge; 0 inside."""
+    rect = np.array([[0.3, 0.4, 1.0, 1.0]])
+    points = np.array([[0.0, 0.0], [2.0, 0.7], [0.5, 0.5]])
+    np.testing.assert_allclose(point_rect_distance(points, rect), [[0.5], [1.0], [0.0]], atol=1e-12)
+
+
+def test_a_node_in_a_doorway_gap_joins_the_rooms_on_a_fine_grid() -> None:
+    """At 0.25 m the door of the 0.12 m wall at x = 3.25 holds grid points: they are free floor, so both rooms
+    stay in one graph and the step through the door is two hops (3.0 -> 3.25 -> 3.5)."""
+    g = build_navgraph(_two_rooms_with_door(), 0.25)
+    xz = g.positions[:, [0, 2]]
+    assert [_node(xz, 3.25, z) >= 0 for z in (1.0, 1.25, 1.5, 1.75, 2.0)] == [False, True, True, True, False]
+    assert np.any(xz[:, 0] < 3.25) and np.any(xz[:, 0] > 3.25)
+    assert g.geodesic_hops[_node(xz, 3.0, 1.5), _node(xz, 3.5, 1.5)] == 2
+
+
+def test_geodesic_hops_are_bfs_counts_and_refuse_a_disconnected_graph() -> None:
+    """A chain 0 - 1 - 2 (steps +X) has hop counts |i - j|; two nodes with no edge have no geodesic, which is
+    an error, not a number cast from infinity."""
+    chain = np.array([[-1, -1, -1, 1], [-1, 0, -1, 2], [-1, 1, -1, -1]], dtype=np.int32)
+    assert geodesic_hops(chain).tolist() == [[0, 1, 2], [1, 0, 1], [2, 1, 0]]
+    with pytest.raises(ValueError, match="not connected"):
+        geodesic_hops(np.full((2, 4), -1, dtype=np.int32))
+
+
+def test_a_plan_without_a_walkable_node_is_refused_by_name() -> None:
+    """A clearance wider than the rooms leaves no node: the error names the plan and the grid size."""
+    with pytest.raises(ValueError, match="'two' has no walkable grid node at grid size 0.5"):
+        build_navgraph(_two_rooms_with_door(), 0.5, clearance=2.0)
+
+
+def _layout_scene(directory: Path, hops: np.ndarray | None = None) -> Scene:
+    """A layout stage of three nodes on a 0.5 m grid (a row at z = 0.5, then one node above its end)."""
+    positions = np.array([[0.5, 0.0, 0.5], [1.0, 0.0, 0.5], [1.0, 0.0, 1.0]], dtype=np.float32)
+    neighbors = np.array([[-1, -1, -1, 1], [-1, 0, 2, -1], [1, -1, -1, -1]], dtype=np.int32)
+    hops = np.array([[0, 1, 2], [1, 0, 1], [2, 1, 0]], dtype=np.int16) if hops is None else hops
+    arrays = {"positions": positions, "neighbors": neighbors, "geodesic_hops": hops}
+    write_stage(directory, "layout", arrays, meta={"grid_size": 0.5})
+    return Scene(directory)
+
+
+def test_scene_node_at_rounds_to_the_nearest_grid_cell(tmp_path: Path) -> None:
+    """A position 5 mm short of a node in x (and 5 mm past it in z) is that node: the grid cell is rounded to
+    the nearest, not floored to the one below."""
+    scene = _layout_scene(tmp_path)
+    assert scene.node_at((0.995, 0.0, 0.505)) == 1
+    assert scene.node_at((0.995, 0.0, 0.995)) == 2
+    assert scene.geodesic_distance(0, 2) == pytest.approx(1.0)
+
+
+def test_a_geodesic_table_of_another_shape_is_refused(tmp_path: Path) -> None:
+    """A hop table that is not (N, N) for N nodes is refused when the scene opens, by name."""
+    with pytest.raises(SceneStoreError, match=r"geodesic_hops.npy has shape \(3, 2\), expected \(3, 3\)"):
+        _layout_scene(tmp_path, np.zeros((3, 2), dtype=np.int16))

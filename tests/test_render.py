@@ -251,3 +251,53 @@ def test_the_first_triangle_of_a_mesh_is_seen(tmp_path: Path) -> None:
     rgb, depth = render_mesh_file(path, np.zeros((1, 3)), np.array([0.0]), image_size=9)
     assert depth[0, 4, 4] == pytest.approx(2.0, abs=1e-5)
     assert rgb[0, 4, 4, 0] > 100 and rgb[0, 4, 4, 1] < 60
+
+
+def test_render_mesh_file_uses_the_given_camera_height_and_field_of_view(tmp_path: Path) -> None:
+    """On a floor plane, the bottom centre pixel of a 9-pixel image sees the floor at z-depth
+    h / (c * tan(hfov / 2)), c = 8.5 / 9 * 2 - 1 its image-plane offset: 0.5 m high with a 60 degree view here."""
+    floor = trimesh.Trimesh(
+        vertices=[[-50.0, 0.0, -50.0], [50.0, 0.0, -50.0], [50.0, 0.0, 50.0], [-50.0, 0.0, 50.0]],
+        faces=[[0, 1, 2], [0, 2, 3]],
+        vertex_colors=[[200, 200, 200, 255]] * 4,
+        process=False,
+    )
+    path = tmp_path / "floor.ply"
+    floor.export(path)
+    _, depth = render_mesh_file(path, np.zeros((1, 3)), np.array([0.0]), image_size=9, hfov=60.0, camera_height=0.5)
+    offset = (8.5 / 9 * 2 - 1) * np.tan(np.deg2rad(30.0))
+    assert depth[0, -1, 4] == pytest.approx(0.5 / offset, rel=1e-5)
+    assert np.all(depth[0, :4] == 0)  # at and above the horizon no ray meets the floor
+
+
+def test_a_fractional_yaw_is_rendered_at_that_yaw() -> None:
+    """A yaw of 30.4 degrees is not rounded to 30: straight ahead the -Z wall 3 m away lies 3 / cos(30.4 deg)
+    along the optical axis."""
+    size = 33
+    _, depth = _render(_box_room(), (2.0, 0.0, 3.0), 30.4, size=size)
+    assert depth[size // 2, size // 2] == pytest.approx(3.0 / np.cos(np.deg2rad(30.4)), rel=1e-5)
+
+
+def test_task_scene_refuses_views_without_one_per_yaw() -> None:
+    """A task scene's views hold one image per node and per yaw (N, 4, ...): views of 3 yaws are refused."""
+    from asgf_nav.tasks.world import TaskScene
+
+    def scene(**views: np.ndarray) -> TaskScene:
+        return TaskScene(
+            name="s",
+            dataset="d",
+            grid_size=0.5,
+            positions=np.zeros((2, 3), dtype=np.float32),
+            neighbors=np.full((2, 4), -1),
+            geodesic_hops=np.zeros((2, 2), dtype=np.int16),
+            source_nodes=np.arange(2),
+            sample_rate=16000,
+            rir=lambda receiver, source, yaw: np.zeros((1, 2), dtype=np.float32),
+            **views,
+        )
+
+    assert scene(rgb=np.zeros((2, 4, 8, 8, 3), np.uint8), depth=np.zeros((2, 4, 8, 8), np.float16)).num_nodes == 2
+    with pytest.raises(ValueError, match=r"rgb must start with \(2, 4\), got \(2, 3, 8, 8, 3\)"):
+        scene(rgb=np.zeros((2, 3, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"depth must start with \(2, 4\), got \(2, 3, 8, 8\)"):
+        scene(depth=np.zeros((2, 3, 8, 8), np.float16))

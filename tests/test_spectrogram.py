@@ -139,3 +139,48 @@ def test_torch_pads_a_short_received_signal_at_the_end():
     np.testing.assert_allclose(audio, expected.T, atol=1e-5)
     out = spectrogram(torch.from_numpy(sound[None]), torch.from_numpy(rir[None])).numpy()[0]
     np.testing.assert_allclose(out, spectrogram_np(sound, rir, sr), rtol=1e-4, atol=1e-4)
+
+
+def test_a_rir_with_ears_not_in_its_last_axis_is_refused() -> None:
+    """A channel-first (2, L) RIR, or one of three channels, is refused instead of read column by column."""
+    sound, rir = _pair(16000, 2000, 4)
+    with pytest.raises(ValueError, match=r"must have shape \(L, 2\), got \(2, 2000\)"):
+        spectrogram_np(sound, rir.T, 16000)
+    with pytest.raises(ValueError, match=r"must have shape \(L, 2\), got \(2000, 3\)"):
+        binaural_audio_np(sound, np.concatenate([rir, rir[:, :1]], axis=1), 16000)
+
+
+def test_torch_refuses_sounds_and_rirs_of_different_counts() -> None:
+    """One sound for three RIRs is refused, not broadcast to all three."""
+    sr = 16000
+    sound, rir = _pair(sr, 500, 5)
+    rirs = torch.from_numpy(np.stack([rir] * 3))
+    with pytest.raises(ValueError, match=r"expected sounds \(B, S\) and rirs \(B, L, 2\), got \(1, 16000\)"):
+        TorchSpectrogram(sr).audio(torch.from_numpy(sound[None]), rirs)
+
+
+def test_world_sounds_are_one_second_padded_or_cut_at_the_end() -> None:
+    """A sound shorter than one second is followed by silence (it starts at once); a longer one keeps its
+    first second."""
+    from asgf_nav.tasks.world import TaskWorld
+
+    clips = {"short": np.array([1.0, 2.0, 3.0]), "long": np.arange(1.0, 12.0)}
+    world = TaskWorld("d", 8, {}, lambda name: clips[name])
+    assert world.sound("short").tolist() == [1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert world.sound("long").tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert world.sound("short").dtype == np.float32
+
+
+def test_unheard_splits_play_their_own_sounds_and_heard_the_telephone() -> None:
+    """With unheard sounds (the default) train, val and test play disjoint sounds of their own; with heard
+    sounds every split plays the telephone."""
+    from asgf_nav.config import ExperimentConfig
+    from asgf_nav.tasks.world import sound_names
+
+    cfg = ExperimentConfig()
+    assert cfg.task.sound_split == "unheard"
+    train, val, test = (set(sound_names(cfg, split)) for split in ("train", "val", "test"))
+    assert "fan" in val and "bell" in test and "telephone" in train
+    assert not (train & val or train & test or val & test)
+    cfg.task.sound_split = "heard"
+    assert [sound_names(cfg, split) for split in ("train", "val", "test")] == [["telephone"]] * 3
