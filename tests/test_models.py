@@ -465,3 +465,175 @@ def test_the_actor_and_critic_are_orthogonal_with_gains_0_01_and_1() -> None:
     torch.testing.assert_close(actor @ actor.T, 1e-4 * torch.eye(4), atol=1e-9, rtol=1e-5)
     torch.testing.assert_close(critic @ critic.T, torch.eye(1), atol=1e-6, rtol=1e-5)
     assert not policy.actor.bias.any() and not policy.critic.bias.any()
+
+
+def test_the_gate_is_one_scalar_per_sample_from_an_mlp_with_relu() -> None:
+    """Eq. (9): the gate network maps LN(e_t) through Linear-ReLU-Linear to one scalar per sample (not per channel)."""
+    gen = torch.Generator().manual_seed(15)
+    fusion = AudioSpatialGuidedFusion({"visual": 8, "audio": 8}, 12, 8, 2, 6)
+    with torch.no_grad():
+        for p in fusion.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    outputs: list[torch.Tensor] = []
+    fusion.gate.register_forward_hook(lambda module, inputs, output: outputs.append(output.detach()))
+    state = torch.randn(5, 12, generator=gen) * 2
+    with torch.no_grad():
+        fusion(state, {"visual": torch.randn(5, 8, generator=gen), "audio": torch.randn(5, 8, generator=gen)})
+        norm = fusion.gate_norm
+        ln = (state - state.mean(-1, keepdim=True)) / torch.sqrt(state.var(-1, unbiased=False, keepdim=True) + 1e-5)
+        ln = ln * norm.weight + norm.bias
+        first, last = fusion.gate[0], fusion.gate[-1]
+        pre_activation = ln @ first.weight.T + first.bias
+        expected = pre_activation.clamp_min(0.0) @ last.weight.T + last.bias
+    assert (pre_activation < 0).any() and (pre_activation > 0).any()  # the ReLU matters here
+    assert outputs[0].shape == (5, 1)
+    torch.testing.assert_close(outputs[0], expected)
+    assert float(fusion.last_gate) == pytest.approx(float(torch.sigmoid(expected).mean()), rel=1e-5)
+
+
+def test_the_logged_entropy_is_the_mean_over_samples_and_heads_and_finite_when_saturated() -> None:
+    """attention_entropy is the mean of -sum_m p log p over samples and heads, and 0 (not NaN) for a one-hot softmax."""
+    gen = torch.Generator().manual_seed(16)
+    fusion = AudioSpatialGuidedFusion({"visual": 8, "audio": 8, "doa": 4}, 12, 8, 2, 6)
+    with torch.no_grad():
+        for p in fusion.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+        sizes = {"visual": 8, "audio": 8, "doa": 4}
+        fusion(torch.randn(6, 12, generator=gen), {k: torch.randn(6, n, generator=gen) for k, n in sizes.items()})
+    p = fusion.last_attention.double()  # (6, 2, 3), checked against the equations elsewhere
+    per_row = -torch.special.xlogy(p, p).sum(-1)
+    assert float(per_row.max() - per_row.min()) > 0.05  # rows differ, so the mean is not any one row
+    assert float(fusion.last_attention_entropy) == pytest.approx(float(per_row.mean()), rel=1e-5)
+
+    saturated = AudioSpatialGuidedFusion({"visual": 4, "audio": 4}, 4, 8, 2, 4)
+    with torch.no_grad():
+        for name, sign in (("visual", 1.0), ("audio", -1.0)):
+            saturated.token_projections[name].weight.zero_()
+            saturated.token_projections[name].bias.fill_(100.0 * sign)
+        saturated.key.weight.copy_(torch.eye(8))
+        saturated.key.bias.zero_()
+        saturated.query.weight.zero_()
+        saturated.query.bias.fill_(1.0)  # scores +-100 * 4 / sqrt(4): exp(-400) is exactly 0 in float32
+        saturated(torch.randn(2, 4), {"visual": torch.randn(2, 4), "audio": torch.randn(2, 4)})
+    assert saturated.last_attention[..., 1].eq(0).all()
+    assert float(saturated.last_attention_entropy) == 0.0
+
+
+def test_the_ase_cnn_column_sees_two_groups_either_side() -> None:
+    """The ASE CNN's column i reads groups i-2..i+2 (two time-kernel-3 convolutions), as the module documents."""
+    ase = AudioSpatialStateEncoder((65, 8, 2), ase_dim=16, frame_feature_size=8)  # time_pool 1: group = frame
+    outputs: list[torch.Tensor] = []
+    ase.cnn.register_forward_hook(lambda module, inputs, output: outputs.append(output.detach()))
+    spectrogram = torch.rand(1, 65, 8, 2, generator=torch.Generator().manual_seed(17))
+    bumped = spectrogram.clone()
+    bumped[:, :, 3, :] += 1.0
+    with torch.no_grad():
+        ase.frame_embeddings(spectrogram)
+        ase.frame_embeddings(bumped)
+    changed = (outputs[1] - outputs[0]).abs().sum(dim=(0, 1, 2)).nonzero().flatten().tolist()
+    assert changed == [1, 2, 3, 4, 5]
+
+
+def test_a_short_last_group_is_padded_with_silence() -> None:
+    """69 frames in pairs: the missing 70th frame is a zero (silent) frame, as if the clip had one more quiet frame."""
+    ase = AudioSpatialStateEncoder((65, 69, 2), ase_dim=16, frame_feature_size=8)
+    spectrogram = torch.rand(2, 65, 69, 2, generator=torch.Generator().manual_seed(18)) * 3
+    with_silence = torch.cat([spectrogram, torch.zeros(2, 65, 1, 2)], dim=2)
+    with torch.no_grad():
+        torch.testing.assert_close(ase.frame_embeddings(spectrogram), ase.frame_embeddings(with_silence))
+
+
+def test_an_explicit_time_pool_is_honoured_and_validated() -> None:
+    """time_pool overrides the frame-count default; 0 and too few frequency bins are clear construction errors."""
+    assert AudioSpatialStateEncoder((65, 69, 2), ase_dim=16, time_pool=1).num_frames == 69
+    ase = AudioSpatialStateEncoder((65, 26, 2), ase_dim=16, time_pool=2)
+    _, weights = ase(torch.rand(1, 65, 26, 2))
+    assert ase.num_frames == 13 and weights.shape == (1, 13)
+    with pytest.raises(ValueError, match="time_pool must be >= 1, got 0"):
+        AudioSpatialStateEncoder((65, 26, 2), time_pool=0)
+    with pytest.raises(ValueError, match="too few frequency bins"):
+        AudioSpatialStateEncoder((10, 26, 2))  # 10 -> 3 -> 1 -> 0 rows after the three stride-2 convolutions
+
+
+def test_visual_views_are_checked_and_sized_per_side() -> None:
+    """A side below 36 px or rgb/depth of different sizes fail at construction; a non-square view encodes."""
+    with pytest.raises(ValueError, match=r"size \(128, 20\) are too small"):
+        VisualEncoder({"depth": (128, 20, 1)})
+    with pytest.raises(ValueError, match="rgb and depth must share height/width"):
+        VisualEncoder({"rgb": (64, 64, 3), "depth": (48, 48, 1)})
+    encoder = VisualEncoder({"depth": (36, 64, 1)})  # widths 64 -> 15 -> 6 -> 2, heights 36 -> 8 -> 3 -> 1
+    assert encoder.cnn[-2].in_features == 64 * 1 * 2
+    assert encoder({"depth": torch.rand(2, 36, 64, 1)}).shape == (2, 512)
+
+
+def test_the_audio_cnn_takes_the_small_stack_below_30_only() -> None:
+    """SoundSpaces' rule: the 5/3/3 kernel stack when a spectrogram side is < 30, the 8/4/3 stack from 30 on."""
+    from asgf_nav.models.encoders import audio_cnn_geometry
+
+    assert audio_cnn_geometry(65, 29) == ((5, 3, 3), (2, 2, 1))
+    assert audio_cnn_geometry(65, 30) == ((8, 4, 3), (4, 2, 1))
+
+
+def test_the_logged_diagnostics_name_the_right_quantities() -> None:
+    """diagnostics()['gate_alpha'] is the fusion's mean gate, ['attention_entropy'] its attention entropy."""
+    space = make_space(26, ("depth",), size=36)
+    policy = build_policy(compact_cfg("asgf"), space)
+    with torch.no_grad():
+        policy.fusion.gate[-1].weight.zero_()
+        policy.fusion.gate[-1].bias.fill_(2.0)  # alpha = sigmoid(2) = 0.88, far from any entropy of 2 tokens
+        policy.act(make_obs(space, 2, torch.Generator().manual_seed(19)), policy.initial_hidden(2), torch.ones(2))
+    diagnostics = policy.diagnostics()
+    assert float(diagnostics["gate_alpha"]) == pytest.approx(1.0 / (1.0 + math.exp(-2.0)))
+    p = policy.fusion.last_attention
+    entropy = -torch.special.xlogy(p, p).sum(-1).mean()
+    assert float(diagnostics["attention_entropy"]) == pytest.approx(float(entropy), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["asgf", "asgf_no_asgf", "asgf_no_ase"])
+def test_the_model_sizes_in_the_config_reach_the_modules(name: str) -> None:
+    """model.ase_dim, fusion_dim and fusion_heads configure the ASE, the fusion and its heads in every ASGF variant."""
+    space = make_space(26, ("depth",), size=36)
+    cfg = compact_cfg(name)  # hidden 16, ase_dim 16, fusion_dim 8, 2 heads: none of them a default
+    policy = build_policy(cfg, space)
+    if policy.ase is not None:
+        assert policy.ase.output_size == 16 and policy.ase.bigru.hidden_size == 8
+    if name == "asgf_no_asgf":
+        assert policy.state_encoder.gru.input_size == 16 + 512 + 512
+        return
+    assert (policy.fusion.fusion_dim, policy.fusion.num_heads) == (8, 2)
+    with torch.no_grad():
+        policy.act(make_obs(space, 3, torch.Generator().manual_seed(20)), policy.initial_hidden(3), torch.ones(3))
+    assert policy.fusion.last_attention.shape == (3, 2, 2)
+    assert policy.state_encoder.gru.input_size == 8
+
+
+@pytest.mark.parametrize("name", ["asgf", "asgf_no_asgf"])
+def test_last_ase_state_is_the_latest_steps_state(name: str) -> None:
+    """The t-SNE reads policy.last_ase_state after every step: it must be e_t of the step just taken."""
+    space = make_space(26, ("depth",), size=36)
+    policy = build_policy(compact_cfg(name), space)
+    gen = torch.Generator().manual_seed(21)
+    with torch.no_grad():
+        for _ in range(2):
+            obs = make_obs(space, 2, gen)
+            policy.act(obs, policy.initial_hidden(2), torch.ones(2))
+        expected, _ = policy.ase(obs["spectrogram"])
+    torch.testing.assert_close(policy.last_ase_state, expected)
+
+
+def test_the_recurrent_weights_are_orthogonal_and_the_biases_zero() -> None:
+    """SoundSpaces' GRU init: orthogonal W_ih and W_hh (Gram matrix = identity on the short side), zero biases."""
+    policy = build_policy(compact_cfg("asgf"), make_space(26, ("depth",), size=36))  # GRU 8 -> 16
+    gru = policy.state_encoder.gru
+    w_ih, w_hh = gru.weight_ih_l0.detach(), gru.weight_hh_l0.detach()  # (48, 8), (48, 16)
+    torch.testing.assert_close(w_ih.T @ w_ih, torch.eye(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(w_hh.T @ w_hh, torch.eye(16), atol=1e-5, rtol=0)
+    assert not gru.bias_ih_l0.any() and not gru.bias_hh_l0.any()
+
+
+def test_a_policy_without_its_required_observation_is_a_clear_error() -> None:
+    """A missing 'spectrogram' is named at construction, not left to a KeyError inside an encoder."""
+    space = spaces.Dict({"depth": spaces.Box(0.0, 1.0, (36, 36, 1), np.float32)})
+    for name in sorted(POLICY_REGISTRY):
+        with pytest.raises(ValueError, match=rf"policy '{name}' needs observations \['spectrogram'\]"):
+            build_policy(compact_cfg(name), space)
