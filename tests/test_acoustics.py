@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyroomacoustics as pra
 import pytest
 
-from asgf_nav.acoustics.bake import bake_acoustics, bake_source, select_source_nodes
+from asgf_nav.acoustics import bake
+from asgf_nav.acoustics.bake import bake_acoustics, bake_source, select_source_nodes, write_acoustics_stage
 from asgf_nav.acoustics.binaural import EarlyPaths, noise_offsets, render_early, render_late
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.rir import AT_SOURCE_DISTANCE, SceneRirs, with_at_source_path
-from asgf_nav.acoustics.simulate import SPEED_OF_SOUND, build_walls, simulate_source
+from asgf_nav.acoustics.simulate import SPEED_OF_SOUND, build_walls, effective_ism_order, simulate_source
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room
 from asgf_nav.scenes.store import SceneStore, write_stage
@@ -619,3 +621,221 @@ def test_a_low_doorway_has_a_lintel_above_it() -> None:
     spans = [(float(w.corners[2].min()), float(w.corners[2].max())) for w in build_walls(plan, 16000, furniture=False)]
     assert any(lo == pytest.approx(2.1) and hi == pytest.approx(2.6) for lo, hi in spans)  # lintel faces
     assert any(lo == pytest.approx(2.1) and hi == pytest.approx(2.1) for lo, hi in spans)  # doorway ceiling
+
+
+def _reflection_factor(name: str, centers: np.ndarray) -> np.ndarray:
+    """sqrt((1 - absorption)(1 - scattering)) per band of material ``name`` (4 kHz absorption held above)."""
+    mat = MATERIALS[name]
+    absorption = np.interp(centers, 125.0 * 2.0 ** np.arange(len(mat.absorption)), mat.absorption)
+    return np.sqrt((1.0 - absorption) * (1.0 - mat.scattering))
+
+
+def test_a_lintel_face_reflects_sound_like_the_wall_around_it() -> None:
+    """Source (2, 2.35, 2) and receiver (3, 2.35, 2) sit above the 2.1 m door height in room A: the x = 4 wall
+    in front of them is the doorway's lintel face there (z in [1.5, 2.5], y in [2.1, 2.6]), so its image
+    at x = 6 gives a 3 m path with plaster's reflection factor / 3, as off any other plaster wall."""
+    plan = make_plan([(0, 0, 4, 4), (4.2, 0, 8.2, 4)], [(4.0, 1.5, 4.2, 2.5)])
+    field = simulate_source(plan, np.array([2.0, 2.35, 2.0]), np.array([[3.0, 2.35, 2.0]]), FS, ism_order=1, rays=0)
+    s = field.images(0)
+    hits = np.flatnonzero(np.abs(field.delay[s] - 3.0 / SPEED_OF_SOUND) < 1e-7)
+    assert len(hits) == 1, "no reflection off the lintel face"
+    off_lintel = hits[0]
+    plaster = _reflection_factor("plaster", field.band_centers)
+    np.testing.assert_allclose(field.band_amplitude[s][off_lintel], plaster / 3, rtol=1e-5)
+    assert field.azimuth[s][off_lintel] == pytest.approx(270.0)  # from +X: an agent turns to yaw 270 to face it
+
+
+def test_doorway_jambs_stop_at_the_door_height() -> None:
+    """The two side faces of a 2.1 m doorway gap (z = 1.5 and z = 2.5, x in [4.0, 4.2]) reach from the floor
+    to the doorway's ceiling, not to the room's: above 2.1 m the gap is solid lintel, and faces there give
+    phantom reflections."""
+    plan = make_plan([(0, 0, 4, 4), (4.2, 0, 8.2, 4)], [(4.0, 1.5, 4.2, 2.5)])
+    jambs = [
+        w.corners
+        for w in build_walls(plan, FS, furniture=False)
+        if np.ptp(w.corners[1]) < 1e-6 and w.corners[0].min() > 3.99 and w.corners[0].max() < 4.21
+    ]
+    assert sorted(round(float(c[1, 0]), 4) for c in jambs) == [1.5, 2.5]
+    for corners in jambs:
+        assert (corners[2].min(), corners[2].max()) == pytest.approx((0.0, 2.1))
+
+
+@pytest.mark.parametrize(
+    "walls,order,max_images,expected",
+    [(10, 3, 1000, 3), (10, 3, 999, 2), (10, 3, 100, 2), (10, 3, 99, 1), (200, 3, 100, 1), (200, 0, 100, 0)],
+)
+def test_the_image_order_is_lowered_to_fit_max_images_but_never_below_one(
+    walls: int, order: int, max_images: int, expected: int
+) -> None:
+    """walls ** order may equal max_images (10^3 = 1000 fits); however many walls, order 1 stays (the direct
+    sound and first reflections are always exact); order 0 asked for stays 0."""
+    assert effective_ism_order(walls, order, max_images) == expected
+
+
+def test_a_receiver_above_the_ceiling_hears_nothing(single_room) -> None:
+    """A receiver 3 m high under the 2.6 m ceiling is outside the air: inaudible, no paths, no tail."""
+    receivers = np.stack([at(4.0, 3.0), np.array([4.0, 3.0, 3.0])])
+    field = simulate_source(single_room, at(2.0, 2.0), receivers, FS, ism_order=1, rays=200, max_seconds=0.2)
+    assert field.audible.tolist() == [True, False]
+    assert np.diff(field.offsets).tolist()[1] == 0 and np.diff(field.offsets)[0] > 0
+    assert field.histogram[0].sum() > 0 and not field.histogram[1].any()
+
+
+def test_paths_later_than_the_response_are_not_kept(single_room) -> None:
+    """Source (2, 1.5, 2), receiver (4, 1.5, 3) in the 6 x 5 x 2.6 m room, responses 4 / 343 s long: of the
+    direct sound and six first-order paths only the direct (sqrt 5 m), ceiling (sqrt 9.84 m) and floor
+    (sqrt 14 m) ones arrive in time; the walls' (sqrt 29 m and longer) are dropped."""
+    field = simulate_source(single_room, at(2.0, 2.0), at(4.0, 3.0)[None], FS, ism_order=1, rays=0, max_seconds=4 / 343)
+    expected = np.sqrt([5.0, 9.84, 14.0]) / SPEED_OF_SOUND
+    np.testing.assert_allclose(np.sort(field.delay[field.images(0)]), expected, rtol=1e-6)
+    assert field.histogram.shape[-1] == 3  # ceil(11.7 ms / 4 ms) bins
+
+
+def test_late_energy_goes_to_the_receiver_that_heard_it() -> None:
+    """Two rooms without a doorway: a source in room B leaves the receiver in room A (listed first) with no
+    tail at all, and the receiver in B keeps its own."""
+    plan = make_plan([(0, 0, 4, 4), (4.2, 0, 8.2, 4)], [])
+    receivers = np.stack([at(2.0, 2.0), at(7.0, 3.0)])
+    field = simulate_source(plan, at(6.0, 2.0), receivers, FS, ism_order=1, rays=200, max_seconds=0.2)
+    assert field.audible.tolist() == [False, True]
+    assert not field.histogram[0].any()
+    assert field.histogram[1].sum() > 0
+
+
+def test_a_wall_reflects_with_the_material_of_its_own_box() -> None:
+    """The east wall box of a plaster room made of tiles: the path off it (image at x = 10, sqrt 37 m) carries
+    the tiles' reflection factor, the west wall's (image at x = -2, also sqrt 37 m) plaster's."""
+    plan = make_plan([(0, 0, 6, 5)], [])
+    assert plan.walls[3].x0 == 6.0  # the east wall box
+    plan.walls[3] = replace(plan.walls[3], material="tiles")
+    field = simulate_source(plan, at(2.0, 2.0), at(4.0, 3.0)[None], FS, ism_order=1, rays=0)
+    s = field.images(0)
+    side = np.flatnonzero(np.abs(field.delay[s] - np.sqrt(37.0) / SPEED_OF_SOUND) < 1e-7)
+    by_azimuth = {round(float(field.azimuth[s][i])): field.band_amplitude[s][i] for i in side}
+    east, west = round(np.rad2deg(np.arctan2(-6.0, 1.0)) % 360), round(np.rad2deg(np.arctan2(6.0, 1.0)))
+    assert sorted(by_azimuth) == sorted([east, west])
+    for azimuth, material in ((east, "tiles"), (west, "plaster")):
+        expected = _reflection_factor(material, field.band_centers) / np.sqrt(37.0)
+        np.testing.assert_allclose(by_azimuth[azimuth], expected, rtol=1e-5, err_msg=material)
+
+
+def _four_node_layout(directory: Path, plan: FloorPlan) -> Path:
+    """A layout stage of ``plan`` with four nodes at its corners (enough to pick sources from)."""
+    positions = np.array([(1.0, 0.0, 1.0), (5.0, 0.0, 1.0), (1.0, 0.0, 4.0), (5.0, 0.0, 4.0)], dtype=np.float32)
+    write_stage(
+        directory,
+        "layout",
+        {"positions": positions},
+        meta={"dataset": "tiny", "preset": "tiny", "sample_rate": FS},
+        files={"floorplan.json": plan.to_json()},
+    )
+    return directory
+
+
+@pytest.mark.parametrize("slot", [-1, 2])
+def test_a_source_slot_out_of_range_is_refused_by_name(
+    tmp_path: Path, single_room, monkeypatch: pytest.MonkeyPatch, slot: int
+) -> None:
+    """Two sources have slots 0 and 1: slot -1 is no alias for the last one, slot 2 no numpy index error;
+    both are refused before anything is simulated."""
+
+    def never(*args, **kwargs) -> None:
+        raise AssertionError("simulated a source slot that does not exist")
+
+    monkeypatch.setattr(bake, "simulate_source", never)
+    directory = _four_node_layout(tmp_path / "scenes" / "tiny" / "hand", single_room)
+    cfg = ExperimentConfig()
+    cfg.acoustics.sources_per_scene = 2
+    with pytest.raises(IndexError, match=rf"source slot {slot} out of range \(0\.\.1\)"):
+        bake_source(directory, cfg, slot)
+
+
+def test_a_bake_simulates_with_the_settings_it_records(
+    tmp_path: Path, single_room, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every acoustics setting that keys the bake reaches the simulation, not the simulator's defaults
+    (order 3, 3000 rays, 1 s, furniture on, 30000 images, which the default config happens to equal)."""
+    seen: list[tuple[int, dict]] = []
+
+    class Simulated(Exception):
+        pass
+
+    def record(plan, source, receivers, sample_rate, **kwargs) -> None:  # noqa: ANN001
+        seen.append((sample_rate, kwargs))
+        raise Simulated
+
+    monkeypatch.setattr(bake, "simulate_source", record)
+    directory = _four_node_layout(tmp_path / "scenes" / "tiny" / "hand", single_room)
+    cfg = ExperimentConfig()
+    ac = cfg.acoustics
+    ac.ism_order, ac.rays, ac.max_rir_seconds, ac.furniture_obstacles, ac.max_image_sources = 2, 77, 0.5, False, 1234
+    with pytest.raises(Simulated):
+        bake_source(directory, cfg, 0)
+    expected = {"ism_order": 2, "rays": 77, "max_seconds": 0.5, "furniture": False, "max_images": 1234}
+    assert seen == [(FS, expected)]
+
+
+def test_furniture_reflects_sound_off_its_top() -> None:
+    """A 0.8 m sofa [0.5, 1.5] x [0.5, 1.2]: source (0.8, 1.5, 0.85) and receiver (1.2, 1.5, 0.85) above it
+    hear its top through the image at y = 0.1, a sqrt(0.4^2 + 1.4^2) m path from 14 degrees below with the
+    sofa's reflection factor (the top faces the air, not the inside of the box)."""
+    plan = make_plan([(0, 0, 4, 4)], [], furniture=[(0.5, 0.5, 1.5, 1.2)])
+    field = simulate_source(plan, np.array([0.8, 1.5, 0.85]), np.array([[1.2, 1.5, 0.85]]), FS, ism_order=1, rays=0)
+    s = field.images(0)
+    path = np.hypot(0.4, 1.4)
+    hits = np.flatnonzero(np.abs(field.delay[s] - path / SPEED_OF_SOUND) < 1e-7)
+    assert len(hits) == 1, "no reflection off the sofa's top"
+    off_top = hits[0]
+    expected = _reflection_factor("sofa", field.band_centers) / path
+    np.testing.assert_allclose(field.band_amplitude[s][off_top], expected, rtol=1e-5)
+    assert field.elevation[s][off_top] == pytest.approx(-np.rad2deg(np.arctan2(1.4, 0.4)))
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated"])
+def test_an_unreadable_partial_source_file_is_named(tmp_path: Path, content: str) -> None:
+    """An empty (EOFError) or cut-off (BadZipFile) per-source file of an interrupted bake is reported with its
+    path and the repair, not as a bare numpy or zipfile error."""
+    partial = tmp_path / "acoustics_partial"
+    partial.mkdir()
+    path = partial / "source_000.npz"
+    np.savez(path, counts=np.zeros(3, dtype=np.int64), delay=np.zeros(50, dtype=np.float32))
+    path.write_bytes(b"" if content == "empty" else path.read_bytes()[:40])
+    with pytest.raises(RuntimeError, match=r"source_000\.npz is unreadable .*delete it and rebake"):
+        write_acoustics_stage(tmp_path, {"sample_rate": FS}, np.array([0]), partial)
+
+
+def test_negative_receivers_and_ragged_batches_are_refused(baked_scene) -> None:
+    """Receiver -1 is an error, not the last node's tail under an empty path list; a batch whose receivers,
+    sources and yaws differ in length is refused, not cut to the shortest (leaving items unrendered)."""
+    directory, _ = baked_scene
+    rirs = SceneRirs(SceneStore(directory))
+    node = int(rirs.source_nodes[0])
+    with pytest.raises(IndexError, match="receiver -1 out of range"):
+        rirs.rir(-1, node, 0)
+    with pytest.raises(ValueError, match="got 2 receivers, 1 sources, 1 yaws"):
+        rirs.rirs([0, 1], [node], [0])
+    with pytest.raises(ValueError, match="got 1 receivers, 1 sources, 2 yaws"):
+        rirs.rirs([0], [node], [0, 1])
+
+
+@pytest.mark.parametrize("offsets", [(0, 4 * FS - 500), (4 * FS - 500, 0)])
+def test_a_noise_offset_past_the_bank_is_refused_by_name(offsets: tuple[int, int]) -> None:
+    """The bank holds 4 s of noise: a 1000-sample tail from 500 samples before its end, in either ear, is an
+    error naming the bank, not a shape mismatch deep in numpy."""
+    with pytest.raises(ValueError, match=r"noise bank of 64000 samples too short for 1000 \+ offset 63500"):
+        render_late(np.full((7, 10), 1e-3), 0.004, FS, 1000, offsets)
+
+
+def test_each_room_floor_reflects_with_its_own_material() -> None:
+    """Room A has a wood floor, room B a tiled one: in each room the floor reflection (image 1.5 m below the
+    floor, a sqrt(1 + 4 + 9) m path from (x, 1.5, 1) to (x + 1, 1.5, 3)) carries that room's floor material,
+    though the doorway joins both floors into one polygon of free space."""
+    plan = make_plan([(0, 0, 4, 4), (4.2, 0, 8.2, 4)], [(4.0, 1.5, 4.2, 2.5)])
+    plan.rooms[1] = replace(plan.rooms[1], floor_material="tiles")
+    for x, material in ((1.0, "wood"), (6.0, "tiles")):
+        field = simulate_source(plan, at(x, 1.0), at(x + 1.0, 3.0)[None], FS, ism_order=1, rays=0)
+        s = field.images(0)
+        hits = np.flatnonzero(np.abs(field.delay[s] - np.sqrt(14.0) / SPEED_OF_SOUND) < 1e-7)
+        assert len(hits) == 1, material
+        expected = _reflection_factor(material, field.band_centers) / np.sqrt(14.0)
+        np.testing.assert_allclose(field.band_amplitude[s][hits[0]], expected, rtol=1e-5, err_msg=material)

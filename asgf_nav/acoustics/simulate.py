@@ -84,6 +84,8 @@ def _polygons(geometry) -> list[Polygon]:
         return []
     if geometry.geom_type == "Polygon":
         return [geometry]
+    if not hasattr(geometry, "geoms"):  # a line or point where two parts touch
+        return []
     return [g for part in geometry.geoms for g in _polygons(part)]
 
 
@@ -174,6 +176,24 @@ def _floor_material_at(fp: FloorPlan, x: float, z: float) -> str:
     return best.floor_material
 
 
+def _floor_parts(fp: FloorPlan, floor) -> list[tuple[str, Polygon]]:
+    """``floor`` cut into each room's part, in that room's floor material; doorway gaps take the nearest room's.
+
+    The free space of a connected plan is one polygon: without the cut, the whole floor would get the material
+    of whichever room its representative point falls in.
+    """
+    parts: list[tuple[str, Polygon]] = []
+    rest = floor
+    for r in fp.rooms:
+        cell = shapely_box(*(round(v, 4) for v in (r.x0, r.z0, r.x1, r.z1)))
+        parts += [(r.floor_material, g) for g in _polygons(rest.intersection(cell))]  # overlaps counted once
+        rest = rest.difference(cell)
+    for g in _polygons(rest):
+        c = g.representative_point()
+        parts.append((_floor_material_at(fp, c.x, c.y), g))
+    return parts
+
+
 def _obstacles(fp: FloorPlan, free, ceiling: float) -> list[Box]:
     """Furniture boxes clear of walls and ceiling (shrunk away from walls so no faces coincide)."""
     inner = free.buffer(-0.03, join_style="mitre")
@@ -206,9 +226,9 @@ def build_walls(fp: FloorPlan, sample_rate: int, region=None, furniture: bool = 
     floor = free
     for f in obstacles:  # the floor under an obstacle is inside the obstacle, not a boundary of the air
         floor = floor.difference(shapely_box(f.x0, f.z0, f.x1, f.z1))
-    for piece in _simple_pieces(floor):
-        c = piece.representative_point()
-        builder.horizontal(piece, 0.0, _floor_material_at(fp, c.x, c.y), up=False)
+    for material, part in _floor_parts(fp, floor):
+        for piece in _simple_pieces(part):
+            builder.horizontal(piece, 0.0, material, up=False)
     rooms_part = free
     for dp in door_polys:
         rooms_part = rooms_part.difference(dp)
