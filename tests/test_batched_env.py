@@ -208,6 +208,8 @@ def test_invalid_actions_raise(world, episodes):
         env.step(np.array([1, 4]))
     with pytest.raises(TypeError, match="integers, got dtype float64"):  # 1.7 would truncate to MOVE_FORWARD
         env.step(np.array([1.7, 0.0]))
+    with pytest.raises(ValueError, match=r"invalid action\(s\) \[-1\] for env\(s\) \[0\]"):  # not a silent no-op
+        env.step(np.array([-1, 1]))
 
 
 def test_sequential_sampler_covers_dataset_once(world, episodes):
@@ -528,6 +530,9 @@ def test_a_saved_node_one_past_its_scene_is_refused(world, episodes):
         env.load_state_dict(state)
     state["node_local"] -= 1  # each scene's last node is fine
     env.load_state_dict(state)
+    state["node_local"] = np.array([-1, 0])  # a negative node would wrap to the last scene's last node
+    with pytest.raises(ValueError, match="outside their scenes"):
+        env.load_state_dict(state)
 
 
 def test_per_env_providers_see_each_envs_own_spectrogram_and_scene(world, episodes, monkeypatch):
@@ -586,3 +591,101 @@ def test_providers_hear_the_right_audio_when_some_misses_come_from_a_store(tmp_p
         stats = env.cache_stats()
         assert 0 < stats["store_reads"] < stats["misses"]  # both kinds of miss happened
     torch.testing.assert_close(runs[True], runs[False], rtol=1e-4, atol=1e-6)
+
+
+def test_task_settings_reach_the_reward_and_metrics_of_both_envs():
+    """``task.success_distance``, ``slack_reward``, ``success_reward`` and ``distance_reward_scale`` are used by
+    both envs: with 1.5 m, -0.05, 2.5 and 0.5, STOP 1 m short of the goal succeeds without the success reward
+    and STOP on the goal earns 2.5 (SoundSpaces' defaults would give a failure and rewards 0.99 / 9.99)."""
+    scene = grid_scene("g")
+    world = synthetic_world([scene])
+    ep = ResolvedEpisode("far", "g", 0, 3, 2, "bell", 2.0, 3)  # goal 2 m straight ahead: FORWARD, FORWARD, STOP
+    cfg = TaskConfig(
+        max_steps=10,
+        sensors=["depth"],
+        success_distance=1.5,
+        slack_reward=-0.05,
+        success_reward=2.5,
+        distance_reward_scale=0.5,
+    )
+    env = BatchedAudioNavEnv(world, [ep], 1, cfg=cfg)
+    ref = AudioNavEnv(world, [ep], cfg)
+    short = {"success": 1.0, "spl": 1.0, "softspl": 0.5, "sna": 1.0, "distance_to_goal": 1.0}  # 1.0 < 1.5 m
+    on_goal = {"success": 1.0, "spl": 1.0, "softspl": 1.0, "sna": 1.0, "distance_to_goal": 0.0}
+    for actions, rewards, expected in (((1, 0), (0.45, -0.05), short), ((1, 1, 0), (0.45, 0.45, 2.45), on_goal)):
+        env.reset(), ref.reset()
+        for action, value in zip(actions, rewards):  # -0.05 + 0.5 x (metres gained) [+ 2.5 for STOP on the goal]
+            _, reward, done, info = env.step(np.array([action]))
+            _, ref_reward, term, trunc, ref_info = ref.step(action)
+            assert reward[0].item() == pytest.approx(value) and ref_reward == pytest.approx(value)
+        assert bool(done[0]) and (term, trunc) == (True, False)
+        for name, value in expected.items():
+            assert info[name][0].item() == pytest.approx(value) and ref_info[name] == pytest.approx(value), name
+
+
+def test_the_spectrogram_cache_size_comes_from_the_task_config():
+    """``task.spectrogram_cache_size`` bounds the cache (the memory a long run holds); an explicit
+    ``cache_size`` argument wins over it."""
+    scene = grid_scene("g")
+    world = synthetic_world([scene])
+    cfg = TaskConfig(sensors=["spectrogram"], spectrogram_cache_size=5)
+    assert BatchedAudioNavEnv(world, [_two_node_episode(scene)], 2, cfg=cfg).cache_stats()["capacity"] == 5
+    explicit = BatchedAudioNavEnv(world, [_two_node_episode(scene)], 2, cfg=cfg, cache_size=7)
+    assert explicit.cache_stats()["capacity"] == 7
+
+
+def test_an_env_count_below_one_is_refused_when_made():
+    """``num_envs`` 0 would build an env that runs no episode and returns empty batches: it is refused."""
+    scene = grid_scene("g")
+    world = synthetic_world([scene])
+    for num_envs in (0, -1):
+        with pytest.raises(ValueError, match=f"num_envs must be positive, got {num_envs}"):
+            BatchedAudioNavEnv(world, [_two_node_episode(scene)], num_envs, sensors=["depth"])
+
+
+def test_a_state_saved_before_the_first_reset_restores_an_env_that_must_be_reset(world, episodes):
+    """Loading the state of an env that was never reset leaves an env that refuses to step (not one that
+    steps agents from zeroed nodes) and whose reset draws the saved env's first episodes."""
+    fresh = BatchedAudioNavEnv(world, episodes, 2, sensors=["depth"], seed=1)
+    state = fresh.state_dict()
+    other = BatchedAudioNavEnv(world, episodes, 2, sensors=["depth"], seed=8)
+    other.reset()
+    other.load_state_dict(state)
+    with pytest.raises(RuntimeError, match="before reset"):
+        other.step(np.array([1, 1]))
+    fresh.reset(), other.reset()
+    assert other.ep_index.tolist() == fresh.ep_index.tolist()
+
+
+def test_store_reads_count_each_spectrogram_read_from_the_store(tmp_path):
+    """``cache_stats()["store_reads"]`` counts spectrograms, not store look-ups: with every sound baked, each
+    cache miss is one read."""
+    from asgf_nav.tasks.spectrogram_store import bake_world
+
+    world = synthetic_world([grid_scene("g", num_sources=2)])
+    episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=4))
+    bake_world(tmp_path, world, ["bell"])
+    env = BatchedAudioNavEnv(world, episodes, 3, sensors=["spectrogram"], seed=0, spectrogram_store=tmp_path)
+    env.reset()
+    for _ in range(3):
+        env.step(np.array([1, 2, 3]))
+    stats = env.cache_stats()
+    assert stats["misses"] > 4 and stats["store_reads"] == stats["misses"]
+
+
+def test_spectrograms_read_from_a_store_are_the_ones_computed_live(tmp_path):
+    """With every node a source, a store holds the spectrogram of each (receiver, source) pair and of its
+    reverse: the env must read the one of the agent's node hearing the goal, exactly what it computes live."""
+    from asgf_nav.tasks.spectrogram_store import bake_world
+
+    world = synthetic_world([grid_scene("g", nx=3, nz=2)])  # all 6 nodes are sources
+    episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=6))
+    bake_world(tmp_path, world, ["bell"])
+    stored = BatchedAudioNavEnv(world, episodes, 3, sensors=["spectrogram"], seed=2, spectrogram_store=tmp_path)
+    live = BatchedAudioNavEnv(world, episodes, 3, sensors=["spectrogram"], seed=2)
+    pairs = [(stored.reset(), live.reset())]
+    for actions in np.random.default_rng(3).choice(4, size=(8, 3), p=[0.1, 0.5, 0.2, 0.2]):
+        pairs.append((stored.step(actions)[0], live.step(actions)[0]))
+    assert stored.cache_stats()["store_reads"] == stored.cache_stats()["misses"] > 0
+    for a, b in pairs:
+        torch.testing.assert_close(a["spectrogram"], b["spectrogram"], rtol=1e-4, atol=1e-4)

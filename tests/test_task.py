@@ -467,6 +467,7 @@ def test_observations(world, val_episodes):
     raw = env.scene.depth[env.node, env.yaw].astype(np.float32)
     np.testing.assert_array_equal(obs["depth"][..., 0], np.clip(raw, 0, 10) / np.float32(10))
     assert obs["depth"].max() <= 1.0 and (raw > 10).any()
+    assert env.observation_space["depth"].high.max() == 1.0  # the space says what depth is: clipped / 10
     rho, _ = obs["pointgoal"]
     goal = env.scene.positions[env.episode.goal_node]
     assert rho == pytest.approx(np.linalg.norm(goal - env.scene.positions[env.node]))
@@ -508,6 +509,8 @@ def test_resolved_episode_with_unknown_node_raises(world):
         AudioNavEnv(world, [ResolvedEpisode("1", "grid_a", 999, 0, 2, "bell", 1.0, 2)])
     with pytest.raises(KeyError, match="unknown scene 'zzz'"):
         AudioNavEnv(world, [ResolvedEpisode("1", "zzz", 0, 0, 2, "bell", 1.0, 2)])
+    with pytest.raises(ValueError, match="episode 1 goal node 999 is not a node of scene grid_a"):
+        AudioNavEnv(world, [ResolvedEpisode("1", "grid_a", 0, 0, 999, "bell", 1.0, 2)])
 
 
 def test_gymnasium_check_env_and_registry(world, val_episodes):
@@ -569,3 +572,54 @@ def test_check_node_accepts_exactly_the_indices_of_the_scene():
     for bad in (3, -1):
         with pytest.raises(ValueError, match="is not a node of scene three"):
             scene.check_node(bad)
+
+
+def test_reference_env_gives_a_providers_value_the_dtype_of_its_space(world, val_episodes, monkeypatch):
+    """A provider that returns a list of python floats (float64) still yields its space's float32 in the
+    reference env, as the batched env gives it, so the observation lies in ``observation_space``."""
+    from asgf_nav.tasks import observations
+
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    space = lambda w: gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)  # noqa: E731
+    register_observation("step_and_yaw", lambda s: [float(s.step), float(s.yaw)], space)
+    env = AudioNavEnv(world, val_episodes, sensors=["step_and_yaw"])
+    obs, _ = env.reset()
+    yaw = env.yaw
+    assert obs["step_and_yaw"].dtype == np.float32 and env.observation_space.contains(obs)
+    obs, *_ = env.step(TURN_LEFT)
+    assert obs["step_and_yaw"].dtype == np.float32
+    np.testing.assert_array_equal(obs["step_and_yaw"], [1.0, (yaw + 1) % 4])
+
+
+def test_reset_with_a_seed_keeps_the_envs_share_of_a_sequential_split(world, val_episodes):
+    """``reset(seed=...)`` rebuilds the sampler for the same env slot: env 1 of 3 striding through val still
+    runs episodes 1, 4, 7 (not env 0's 0, 1, 2)."""
+    env = AudioNavEnv(world, val_episodes, split="val", sensors=["depth"], env_index=1, num_envs=3)
+    first = env.reset(seed=9)[1]["episode_index"]
+    assert [first] + [env.reset()[1]["episode_index"] for _ in range(2)] == [1, 4, 7]
+
+
+def test_an_explicit_sampler_mode_wins_over_the_splits_default(world, val_episodes):
+    """``sampler_mode`` given to the reference env is used: a train env asked to stride runs env 2 of 4's
+    episodes 2, 6, 10 in order, and a val env asked to shuffle shuffles."""
+    env = AudioNavEnv(
+        world, val_episodes, split="train", sensors=["depth"], sampler_mode="sequential", env_index=2, num_envs=4
+    )
+    assert [env.reset()[1]["episode_index"] for _ in range(3)] == [2, 6, 10]
+    shuffled = AudioNavEnv(world, val_episodes, split="val", sensors=["depth"], sampler_mode="shuffle")
+    assert shuffled.sampler.mode == "shuffle"
+    assert [shuffled.reset()[1]["episode_index"] for _ in range(5)] != [0, 1, 2, 3, 4]
+
+
+def test_the_episode_list_must_be_non_empty_and_of_one_kind(world, val_episodes):
+    """No episodes is refused with the settings that give them named (in both envs); a mix of stored and
+    resolved episodes is refused as a TypeError."""
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+
+    with pytest.raises(ValueError, match=r"no episodes to run .*task\.train_episodes_per_scene"):
+        AudioNavEnv(world, [], sensors=["depth"])
+    with pytest.raises(ValueError, match=r"no episodes to run .*task\.train_episodes_per_scene"):
+        BatchedAudioNavEnv(world, [], 2, sensors=["depth"])
+    mixed = [val_episodes[0], *resolve_episodes(val_episodes[1:2], world)]
+    with pytest.raises(TypeError, match="episodes must be all Episode or all ResolvedEpisode"):
+        AudioNavEnv(world, mixed, sensors=["depth"])

@@ -175,7 +175,8 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
     check_view_sizes(view_sizes, cfg)
     rates = {s.sample_rate for s in task_scenes.values()}
     if len(rates) != 1:
-        raise ValueError(f"scenes of {dataset}/{split} mix RIR sample rates {sorted(rates)}")
+        by_scene = ", ".join(f"{name}: {s.sample_rate} Hz" for name, s in task_scenes.items())
+        raise ValueError(f"scenes of {dataset}/{split} mix RIR sample rates ({by_scene}); bake them at one rate")
     sample_rate = rates.pop()
     bank = SoundBank.load()
     bank.check_files(sound_names(cfg, split))
