@@ -1015,3 +1015,167 @@ def test_a_resume_refuses_a_change_of_any_scene_task_or_training_key_but_how_it_
         key = f"{section}.{name}"
         expected = [] if key in RESUMABLE_OUTSIDE_PPO_AND_MODEL else [key]
         assert [k for k, *_ in config_changes(saved, changed)] == expected, key
+
+
+# ---------------------------------------------------------------------------- update inputs, validation, env rebuild
+def test_the_update_re_evaluates_the_rollout_with_its_gru_states_and_episode_resets(tmp_path: Path) -> None:
+    """Before the first gradient step the policy is the one that acted, so the ratio is 1 everywhere (approx
+    KL 0, nothing clipped) only when PPO replays each env from its stored GRU state with its stored resets."""
+    cfg = small_cfg("av_nav", num_steps=12)  # toy episodes end after steps 5 and 10: resets mid-sequence
+    cfg.ppo.ppo_epoch, cfg.ppo.num_mini_batch = 1, 1  # one gradient step, its statistics taken before it
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    trainer.train(max_updates=1)
+    trainer.collect_rollout()  # the second rollout starts from the first one's (non-zero) GRU state
+    assert trainer.storage.hidden.abs().sum() > 0 and (trainer.storage.masks[1:] == 0).any()
+    trainer.policy.train()
+    stats = trainer.ppo.update(trainer.storage)
+    assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-9)
+    assert stats["clip_fraction"] == 0.0
+
+
+def test_the_validation_return_sums_over_each_episode_only(tmp_path: Path) -> None:
+    """The toy env pays 1 per correct turn and reports SPL = correct turns / 5: a validated episode's return
+    is 5 x its SPL, not the sum over every episode its env ran before."""
+    cfg = small_cfg("av_nav")
+    cfg.train.val_episodes = 12  # 4 envs: 3 five-step episodes each
+    validation = Trainer(cfg, toy_env_factory, tmp_path / "run").validate()
+    assert validation["episodes"] == 12
+    assert validation["reward"] == pytest.approx(5 * validation["spl"], abs=1e-5)
+
+
+def test_the_policy_diagnostics_are_averaged_over_the_rollout_steps(tmp_path: Path) -> None:
+    """A policy that reports 2.0 at every step logs 2.0, not the sum over the rollout's 8 steps."""
+    trainer = Trainer(small_cfg("av_nav", num_steps=8), toy_env_factory, tmp_path / "run")
+    trainer.policy.diagnostics = lambda: {"attention_entropy": torch.tensor(2.0)}
+    assert trainer.collect_rollout() == {"attention_entropy": pytest.approx(2.0)}
+
+
+def test_a_rebuilt_training_env_starts_fresh_episodes_from_its_own_reset(tmp_path: Path) -> None:
+    """When the scene pool grows the training env is rebuilt: the next rollout acts on the new env's first
+    observation with a reset GRU (mask 0), and no return of a dropped episode carries into the new ones."""
+    cfg = small_cfg("av_nav", num_steps=3)  # 3 steps into 5-step episodes: every env is mid-episode
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    trainer.train(max_updates=1)
+    assert (trainer.storage.masks[0] == 1).all() and trainer.episode_returns.sum() > 0
+    trainer.reload_train_env()
+    expected = toy_env_factory(cfg, "train", 0).reset()  # the same seed: what the rebuilt env's reset returns
+    obs, masks = trainer.storage.current()
+    torch.testing.assert_close(obs["spectrogram"], expected["spectrogram"])
+    assert (masks == 0).all() and (trainer.episode_returns == 0).all()
+
+
+class ThreeEpisodeEnv(ToySoundSideEnv):
+    """A val split of only three episodes (its sequential stride would run them again and again)."""
+
+    episodes = ["a", "b", "c"]
+
+
+def test_a_val_split_smaller_than_val_episodes_counts_each_episode_once(tmp_path: Path) -> None:
+    """Early in a background bake the val split may hold fewer episodes than train.val_episodes: each is
+    counted once, not again as the envs' strides wrap around."""
+    cfg = small_cfg("av_nav")
+    cfg.train.val_episodes = 8  # 4 envs, 3 episodes: envs 0-2 count one each, env 3 none
+    trainer = Trainer(cfg, lambda c, split, rank: ThreeEpisodeEnv(c.ppo.num_envs, seed=0), tmp_path / "run")
+    assert trainer.validate()["episodes"] == 3
+
+
+def test_a_validation_without_any_metric_never_becomes_best_pt(tmp_path: Path, monkeypatch) -> None:
+    """A validation whose SPL is nan (no episode finished) is not better than anything: best.pt keeps the
+    earlier validation, and a run whose only validation is nan writes none."""
+    cfg = small_cfg("av_nav", updates=2)
+    cfg.train.val_interval = 1
+    best_path = tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT
+    scripted_validations(monkeypatch, [0.5, float("nan")])
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    trainer.train()
+    assert trainer.best_validation["update"] == 1 and load_checkpoint(best_path)["update"] == 1
+    scripted_validations(monkeypatch, [float("nan")])
+    Trainer(small_cfg("av_nav", updates=1), toy_env_factory, tmp_path / "nan").train()
+    assert not (tmp_path / "nan" / "checkpoints" / BEST_CHECKPOINT).exists()
+
+
+def test_validation_runs_on_a_rebuilt_val_env_once_the_val_split_grows(tmp_path: Path) -> None:
+    """A val scene baked in the background joins the next validation: the val env is rebuilt when
+    scenes_changed("val") reports new scenes, and kept otherwise."""
+    built: list[str] = []
+    grown = {"val": False}
+
+    def factory(c: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+        built.append(split)
+        return toy_env_factory(c, split, rank)
+
+    cfg = small_cfg("av_nav")
+    cfg.train.val_episodes = 4
+    trainer = Trainer(cfg, factory, tmp_path / "run", scenes_changed=lambda split: grown.get(split, False))
+    trainer.validate()
+    trainer.validate()
+    assert built.count("val") == 1
+    grown["val"] = True
+    trainer.validate()
+    assert built.count("val") == 2
+
+
+def test_two_validations_of_the_same_policy_give_the_same_numbers(tmp_path: Path) -> None:
+    """Validation restores the val env to its initial state each time (with its own action seed), so a
+    change in the numbers is the policy's, not the val env's generator having moved on."""
+    cfg = small_cfg("av_nav")
+    cfg.train.val_episodes = 8
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    assert trainer.validate() == trainer.validate()
+
+
+def test_validation_samples_its_actions_inside_its_own_random_state(tmp_path: Path) -> None:
+    """Validation samples actions (as SoundSpaces evaluates AV-Nav) and leaves the training generators where
+    they were: the torch, numpy and Python states after it are those before it."""
+    import random
+
+    cfg = small_cfg("av_nav")
+    cfg.train.val_episodes = 8
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
+    flags, act = [], trainer.policy.act
+
+    def recording_act(obs, hidden, masks, **kwargs):
+        flags.append(kwargs.get("deterministic"))
+        return act(obs, hidden, masks, **kwargs)
+
+    trainer.policy.act = recording_act
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    trainer.validate()
+    assert flags and all(flag is False for flag in flags)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
+
+
+# ---------------------------------------------------------------------------- checkpoint files and configs
+def test_a_checkpoint_state_without_a_required_entry_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """A state that could not be resumed (no RNG states here) raises at save time, and leaves no file."""
+    from asgf_nav.rl.checkpoint import save_checkpoint
+
+    state = _bare_state(3)
+    del state["rng"]
+    with pytest.raises(ValueError, match="rng"):
+        save_checkpoint(tmp_path, state, keep=2)
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_checkpoint_file_that_holds_no_dict_is_a_checkpoint_error(tmp_path: Path) -> None:
+    """A file holding a bare tensor (a saved weight, say) is named as no checkpoint, not a torch traceback."""
+    path = tmp_path / "checkpoints" / "ckpt_000001.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(CheckpointError, match="ckpt_000001.pt"):
+        load_checkpoint(path)
+
+
+def test_a_key_added_to_the_schema_after_the_checkpoint_is_not_compared() -> None:
+    """A checkpoint written before a config key existed resumes: the key is not listed as changed, and the
+    comparison does not fail on it."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import config_changes
+
+    saved, current = config_to_dict(ExperimentConfig()), config_to_dict(ExperimentConfig())
+    del saved["ppo"]["clip_param"], saved["train"]["best_metric"]
+    current["ppo"]["clip_param"] = 0.5  # unknown to the checkpoint: not comparable
+    assert config_changes(saved, current) == []
+    current["ppo"]["lr"] = 0.5
+    assert config_changes(saved, current) == [("ppo.lr", saved["ppo"]["lr"], 0.5)]

@@ -244,3 +244,38 @@ def test_the_entropy_bonus_is_the_mean_entropy_per_step() -> None:
     stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))  # zero advantages: no policy gradient
     assert stats["entropy"] == pytest.approx(entropy.item(), rel=1e-5)
     assert stats["grad_norm"] == pytest.approx(expected_grad.norm().item(), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------- logged statistics, edge cases
+def test_the_logged_lr_is_the_decayed_one_adam_steps_with() -> None:
+    """A quarter into the schedule the lr is 3/4 of ppo.lr: Adam's first step (lr * g / (|g| + eps), about
+    lr) moves the value by it, and the logged lr says so."""
+    policy = Bandit()
+    cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0, lr=0.1, eps=1e-8)
+    ppo = PPO(policy, cfg)
+    ppo.set_progress(update=1, num_updates=4)
+    stats = ppo.update(_storage(policy, torch.ones(4, 2)))  # returns 1 pull the value up from 0
+    assert stats["lr"] == pytest.approx(0.075)
+    assert policy.value.item() == pytest.approx(0.075, rel=1e-4)
+
+
+def test_clip_fraction_counts_ratios_below_one_minus_clip_too() -> None:
+    """A ratio of 0.5 is as far outside the 0.2 clip range as one of 1.5: both count as clipped."""
+    policy = Bandit()
+    ratio = torch.ones(4, 2)
+    ratio[:2] = 0.5  # half the samples halved in probability
+    stats = PPO(policy, _ppo_config(clip_param=0.2, lr=1e-6)).update(_storage(policy, ratio))
+    assert stats["clip_fraction"] == pytest.approx(0.5)
+    assert stats["approx_kl"] == pytest.approx(0.5 * (-0.5 - math.log(0.5)), rel=1e-4)
+
+
+def test_explained_variance_is_nan_for_constant_returns_whatever_the_predictions() -> None:
+    """Constant returns leave the statistic undefined: nan, not -inf from dividing by a zero variance."""
+    assert math.isnan(explained_variance(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.ones(4)))
+
+
+def test_two_advantages_are_normalised_too() -> None:
+    """Only a single advantage (std undefined) is left as it is: two are centred and scaled to -1/√2, 1/√2."""
+    out = normalized_advantages(torch.tensor([1.0, 3.0]))
+    std = math.sqrt(2.0)  # unbiased std of 1 and 3
+    torch.testing.assert_close(out, torch.tensor([-1.0, 1.0]) / (std + 1e-5))

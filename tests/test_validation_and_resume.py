@@ -117,3 +117,26 @@ def test_a_scene_baked_while_the_trainer_starts_joins_training(tmp_path: Path, w
     assert trainer.env.scene_names == ["grid_a"]
     trainer.train(max_updates=1)
     assert trainer.env.scene_names == ["grid_a", "grid_b"]
+
+
+def test_resumes_without_env_state_from_different_updates_sample_different_actions(
+    tmp_path: Path, world: TaskWorld, monkeypatch
+) -> None:
+    """The global generators (which sample the actions) of a resume with fresh episodes are seeded from
+    (seed, rank, update): resumes from updates 1 and 2 draw different streams, not the run's seed's again."""
+    episodes = scene_by_scene(world, 10)
+    cfg = tiny_cfg(updates=3)
+    cfg.train.checkpoint_interval, cfg.train.keep_checkpoints = 1, 5
+
+    def make(c: ExperimentConfig, split: str, rank: int) -> BatchedAudioNavEnv:
+        return BatchedAudioNavEnv(world, episodes, c.ppo.num_envs, "cpu", cfg=c, seed=c.train.seed)
+
+    run = tmp_path / "run"
+    Trainer(cfg, make, run).train(max_updates=2)
+    monkeypatch.setattr(Trainer, "env_state_not_restored", lambda self, state: "DD-PPO with 2 ranks")
+    draws: dict[int, torch.Tensor] = {}
+    for update in (2, 1):  # the newest checkpoint, then (with it gone) the one before
+        assert Trainer(cfg, make, run, resume=True).update == update
+        draws[update] = torch.rand(8)
+        (run / "checkpoints" / f"ckpt_{update:06d}.pt").unlink()
+    assert not torch.equal(draws[1], draws[2])
