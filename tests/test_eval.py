@@ -14,6 +14,8 @@ import torch
 from asgf_nav.cli import run_script
 from asgf_nav.config import ExperimentConfig, load_config
 from asgf_nav.eval.evaluator import (
+    Agent,
+    AgentContext,
     EpisodeRecord,
     EvaluationFileError,
     PolicyAgent,
@@ -970,3 +972,125 @@ def test_comparison_table_note_gives_the_summaries_confidence_level():
     assert "half-width of the 90 % confidence interval" in comparison_table([ninety]).splitlines()[-1]
     both = comparison_table([ninety, _summary("b", "replica", "heard", _VALUES)]).splitlines()[-1]
     assert "half-width of the 90 % / 95 % confidence interval" in both
+
+
+class _StopAtOnce(Agent):
+    """Calls STOP on every step (each episode is one action long) and keeps the success distance it was shown."""
+
+    name = "stop"
+    sensors: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.success_distances: list[float] = []
+
+    def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
+        self.success_distances.append(ctx.success_distance)
+        return np.zeros(len(ctx.nodes), dtype=np.int64)
+
+
+def test_only_the_recorded_episodes_reach_on_record(synthetic) -> None:
+    """Envs past their share step through discarded episodes; those never reach on_record (the progress file)."""
+    world, episodes, cfg = synthetic
+    chosen = episodes[:4]  # 3 envs: shares of 2, 1 and 1; at step 2 envs 1 and 2 end discarded episodes
+    saved: list[EpisodeRecord] = []
+    records = run_episodes(_StopAtOnce(), world, chosen, cfg, num_envs=3, progress=False, on_record=saved.append)
+    assert len(saved) == 4 and sorted(r.episode_id for r in saved) == sorted(e.episode_id for e in chosen)
+    assert sorted(map(id, saved)) == sorted(map(id, records))
+
+
+def test_the_context_carries_the_configured_success_distance(synthetic) -> None:
+    """Agents (the random baseline's STOP rule) see task.success_distance, not the 1 m default."""
+    world, episodes, base = synthetic
+    cfg = copy.deepcopy(base)
+    cfg.task.success_distance = 2.5
+    agent = _StopAtOnce()
+    run_episodes(agent, world, episodes[:2], cfg, num_envs=2, progress=False)
+    assert agent.success_distances == [2.5]
+
+
+def test_an_agent_evaluated_twice_is_reset_and_acts_the_same(synthetic) -> None:
+    """run_episodes resets the agent first: one seeded random agent run twice takes the same actions."""
+    world, episodes, cfg = synthetic
+    agent = RandomAgent(seed=4)
+    first = run_episodes(agent, world, episodes[:3], cfg, num_envs=3, progress=False)
+    second = run_episodes(agent, world, episodes[:3], cfg, num_envs=3, progress=False)
+    assert [r.actions for r in second] == [r.actions for r in first]
+
+
+def test_selecting_zero_episodes_is_a_clear_error() -> None:
+    """--episodes 0 is refused by name rather than evaluating nothing."""
+    with pytest.raises(ValueError, match="num_episodes must be positive, got 0"):
+        select_episodes(list(range(10)), 0)
+
+
+def test_a_seeded_sampling_policy_agent_draws_each_env_from_its_own_distribution() -> None:
+    """With a seed, env i samples from env i's action probabilities (one-hot here, so the draw is certain)."""
+    probs = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+    class OneHot(torch.nn.Module):
+        def initial_hidden(self, n, device="cpu"):
+            return torch.zeros(1, n, 4)
+
+        def distribution_and_value(self, obs, hidden, masks):
+            return torch.distributions.Categorical(probs=probs), None, hidden
+
+    episodes = [types.SimpleNamespace(scene="room", episode_id=str(i)) for i in range(3)]
+    context = types.SimpleNamespace(nodes=np.zeros(3), new_episode=np.ones(3, dtype=bool), episodes=episodes)
+    agent = PolicyAgent(OneHot(), ["spectrogram"], deterministic=False, seed=3)
+    assert agent.act({"spectrogram": torch.zeros(3, 1)}, context).tolist() == [0, 2, 3]
+
+
+def test_a_checkpoint_trained_with_the_doa_posterior_is_evaluated_with_it() -> None:
+    """task.use_doa is part of what the weights observe: the checkpoint's True wins over the config's False."""
+    state = {"model": {}, "optimizer": {}, "update": 1, "frames": 8, "rng": {}}
+    saved = {**state, "config": {"task": {"use_doa": True, "sensors": ["spectrogram", "doa"]}}}
+    restored = config_for_checkpoint(ExperimentConfig(), saved)
+    assert restored.task.use_doa is True and restored.task.sensors == ["spectrogram", "doa"]
+
+
+def test_read_jsonl_names_the_line_that_is_not_an_episode_record(tmp_path) -> None:
+    """Valid JSON that is not an episode record is an EvaluationFileError naming the file and line."""
+    path = write_jsonl(tmp_path / "episodes.jsonl", [_record("room", "0")])
+    path.write_text(path.read_text() + json.dumps({"episode_id": "1", "scene": "room"}) + "\n")
+    with pytest.raises(EvaluationFileError, match=r"episodes\.jsonl:2: not an episode record"):
+        read_jsonl(path)
+
+
+def test_markdown_delimiter_rows_have_a_cell_for_every_header_cell() -> None:
+    """summary.md and a two-column-group Table I are Markdown tables: delimiter row as wide as the header."""
+    from asgf_nav.eval.report import summary_markdown
+
+    tables = [
+        summary_markdown(_summary("a", "replica", "heard", _VALUES)),
+        comparison_table([_summary("a", "replica", "heard", _VALUES), _summary("a", "replica", "unheard", _VALUES)]),
+    ]
+    for text in tables:
+        header, delimiter = [line for line in text.splitlines() if line.startswith("|")][:2]
+        assert header.count("|") == delimiter.count("|") and set(delimiter) == {"|", "-"}
+    assert tables[0].splitlines()[5].count("|") == 9  # scope, episodes and six metrics
+    assert tables[1].splitlines()[1].count("|") == 8  # method and 2 x (SPL, SR, SNA)
+
+
+def test_comparison_columns_are_grouped_by_dataset_then_heard_before_unheard() -> None:
+    """Table I's column groups: each dataset's heard then unheard sounds, datasets in name order."""
+    summaries = [_summary("a", d, s, _VALUES) for d in ("replica", "mp3d") for s in ("unheard", "heard")]
+    groups = [cell.rsplit(" ", 1)[0] for cell in comparison_table(summaries).splitlines()[0].split(" | ")[1::3]]
+    assert groups == ["mp3d heard", "mp3d unheard", "replica heard", "replica unheard"]
+
+
+def test_comparison_chart_gives_each_agent_its_own_colour_in_every_panel(tmp_path, monkeypatch) -> None:
+    """Agents' bars differ in colour, and an agent keeps its colour (the legend's) from panel to panel."""
+    from asgf_nav.eval import report
+
+    figures = []
+    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    summaries = [
+        _summary("a", "replica", "heard", _VALUES),
+        _summary("b", "replica", "heard", _VALUES),
+        _summary("b", "replica", "unheard", _VALUES),
+    ]
+    report.comparison_chart(summaries, tmp_path / "c.png")
+    heard, unheard = figures[0].axes
+    a_colours = {p.get_facecolor() for p in heard.patches[:3]}
+    b_colours = {p.get_facecolor() for p in heard.patches[3:]} | {p.get_facecolor() for p in unheard.patches}
+    assert len(a_colours) == 1 and len(b_colours) == 1 and a_colours != b_colours

@@ -146,3 +146,15 @@ def test_a_metric_summary_survives_its_dict_round_trip() -> None:
     assert MetricSummary.from_dict(data) == summary
     older = {key: value for key, value in data.items() if key != "level"}
     assert MetricSummary.from_dict(older) == MetricSummary(0.5, 0.25, 0.75, 0.3, 7, 0.95)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_metric_value_is_refused(value: float) -> None:
+    """An infinite value (a distance to an unreachable goal) is named, not averaged into 'inf ± nan'."""
+    with pytest.raises(ValueError, match="metric values must be finite"):
+        mean_confidence_interval([1.0, value, 2.0])
+
+
+def test_a_single_episode_summary_keeps_the_requested_level() -> None:
+    """One episode (a one-episode scene of a 90 % summary) gives a zero-width interval recorded at 90 %."""
+    assert mean_confidence_interval([0.4], level=0.9) == MetricSummary(0.4, 0.4, 0.4, 0.0, 1, 0.9)

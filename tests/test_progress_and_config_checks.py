@@ -42,3 +42,11 @@ def test_a_quoted_false_in_a_yaml_file_is_not_read_as_true(tmp_path):
     path.write_text(json.dumps({"task": {"use_doa": "false"}}))  # JSON is YAML: "false" is a string
     with pytest.raises(ConfigError, match="task.use_doa"):
         load_config(path)
+
+
+def test_a_summary_without_meta_is_named_not_a_key_error(tmp_path):
+    """A summary.json in the output directory that lacks 'meta' is an EvaluationProgressError naming the file."""
+    (tmp_path / "summary.json").write_text(json.dumps({"episodes": 3, "metrics": {}}))
+    with pytest.raises(EvaluationProgressError, match=r"summary\.json is not an evaluation summary"):
+        EvaluationProgress(tmp_path, {"agent": "oracle", "seed": 0})
+    assert not (tmp_path / PROGRESS_FILE).exists()
