@@ -1,6 +1,7 @@
 """Episode generation details a researcher relies on."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,83 @@ def test_generated_episodes_resolve_in_a_scene_off_round_coordinates():
         resolved = resolve_episode(ep, world)
         np.testing.assert_allclose(scene.positions[resolved.start_node], ep.start_position, atol=1e-6)
         assert ep.geodesic_distance == pytest.approx(scene.geodesic_hops[resolved.start_node, resolved.goal_node] * 0.5)
+
+
+def test_a_zero_minimum_distance_puts_some_starts_on_their_goal_and_none_off_its_graph() -> None:
+    """min = 0 m, max = 1 m in a grid cut in two: starts are the goal itself (0 m, num_action 1: STOP) or a
+    neighbour on its side of the wall, never a node of the other half that cannot reach it."""
+    scene = grid_scene("cut", nx=5, nz=3, blocked=((2, 0), (2, 1), (2, 2)), sample_rate=SR, num_sources=None)
+    world = synthetic_world([scene], SR)
+    episodes = generate_scene_episodes(scene, 60, ["bell"], seed=2, min_distance=0.0, max_distance=1.0)
+    assert {ep.geodesic_distance for ep in episodes} == {0.0, 1.0}
+    for ep in episodes:
+        resolved = resolve_episode(ep, world)
+        assert scene.geodesic_hops[resolved.start_node, resolved.goal_node] == ep.geodesic_distance
+        assert (ep.start_position[0] < 2.0) == (ep.goal_position[0] < 2.0)  # same side of the wall at x = 2
+        if ep.geodesic_distance == 0.0:
+            assert ep.start_position == ep.goal_position and ep.num_action == resolved.num_action == 1
+
+
+def test_every_start_within_the_distance_bounds_can_be_drawn() -> None:
+    """A 5-node corridor with its only source at x = 0 and bounds [1, 4] m: starts cover x = 1, 2, 3 and 4."""
+    scene = replace(grid_scene("corridor", nx=5, nz=1, sample_rate=SR), source_nodes=np.array([0]))
+    episodes = generate_scene_episodes(scene, 100, ["bell"], seed=0, min_distance=1.0, max_distance=4.0)
+    assert {ep.goal_position[0] for ep in episodes} == {0.0}
+    assert {ep.start_position[0] for ep in episodes} == {1.0, 2.0, 3.0, 4.0}
+    assert {ep.geodesic_distance for ep in episodes} == {1.0, 2.0, 3.0, 4.0}
+
+
+def test_a_scene_imported_again_at_another_height_regenerates_its_episodes(tmp_path: Path) -> None:
+    """The same graph with its nodes 0.0528907 m lower (Replica's 1.5528907 offset instead of 1.5) must not
+    keep cached positions that no longer match a node."""
+    cfg = TaskConfig(train_episodes_per_scene=10)
+    scene = grid_scene("g", sample_rate=SR)
+    load_or_generate(tmp_path / "cached", synthetic_world([scene], SR), "train", "heard", ["bell"], cfg)
+    lowered = replace(scene, positions=np.asarray(scene.positions) + np.float32([0.0, -0.0528907, 0.0]))
+    world = synthetic_world([lowered], SR)
+    episodes = load_or_generate(tmp_path / "cached", world, "train", "heard", ["bell"], cfg)
+    assert {round(ep.start_position[1], 4) for ep in episodes} == {round(ep.goal_position[1], 4) for ep in episodes}
+    assert {round(ep.start_position[1], 4) for ep in episodes} == {-0.0529}
+    fresh = load_or_generate(tmp_path / "fresh", world, "train", "heard", ["bell"], cfg)
+    assert [e.to_json() for e in episodes] == [e.to_json() for e in fresh]
+
+
+def test_a_scene_whose_forward_directions_changed_regenerates_its_episodes(tmp_path: Path) -> None:
+    """Same nodes, edges and hop table, but yaw 1 and 3 swapped (a re-import with the other turn convention):
+    num_action counts turns, so the cached episodes must not be kept."""
+    cfg = TaskConfig(train_episodes_per_scene=20)
+    scene = grid_scene("g", sample_rate=SR)
+    before = load_or_generate(tmp_path / "cached", synthetic_world([scene], SR), "train", "heard", ["bell"], cfg)
+    mirrored = replace(scene, neighbors=np.asarray(scene.neighbors)[:, [0, 3, 2, 1]])
+    world = synthetic_world([mirrored], SR)
+    episodes = load_or_generate(tmp_path / "cached", world, "train", "heard", ["bell"], cfg)
+    fresh = load_or_generate(tmp_path / "fresh", world, "train", "heard", ["bell"], cfg)
+    assert [e.to_json() for e in episodes] == [e.to_json() for e in fresh]
+    assert [e.num_action for e in episodes] != [e.num_action for e in before]
+
+
+def test_a_yaw_just_under_360_degrees_reads_as_yaw_0_and_tilted_rotations_are_refused() -> None:
+    """[0, 1e-7, 0, -1] is 359.99999 degrees, i.e. yaw index 0 (not 4, nor an error); a 5.7-degree tilt about X
+    is no rotation about +Y; yaw indices outside 0..3 are written as their value modulo 4."""
+    assert quaternion_to_yaw_index([0.0, 1e-7, 0.0, -1.0]) == 0
+    with pytest.raises(ValueError, match="not a rotation about"):
+        quaternion_to_yaw_index([0.05, 0.0, 0.0, 0.99875])
+    half = 0.5**0.5
+    assert yaw_to_quaternion(-1) == pytest.approx([0.0, half, 0.0, -half])  # 270, as the module writes it
+    assert yaw_to_quaternion(5) == pytest.approx([0.0, half, 0.0, half])
+
+
+def test_a_changed_sound_of_a_read_record_is_written_back() -> None:
+    """A record's own fields are no extra fields: a read episode with another sound and num_action saves them."""
+    record = {
+        "episode_id": "3",
+        "scene_id": "grid_a/grid_a.glb",
+        "start_position": [1.0, 0.0, 2.0],
+        "start_rotation": [0.0, 0.0, 0.0, 1.0],
+        "goals": [{"position": [4.0, 0.0, 3.0], "radius": 1e-5}],
+        "info": {"sound": "telephone", "geodesic_distance": 4.0},
+    }
+    ep = Episode.from_json(record)
+    assert ep.extra == {}
+    info = replace(ep, sound="drum", num_action=9).to_json()["info"]
+    assert info == {"sound": "drum", "geodesic_distance": 4.0, "num_action": 9}
