@@ -913,3 +913,409 @@ def test_a_layout_rebuilt_to_another_plan_drops_the_views_of_the_old_one(tmp_pat
     assert Scene(directory).has_vision
     assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1) == {"tiny_room_test": ["layout"]}
     assert not Scene(directory).has_vision
+
+
+# ---------------------------------------------------------------------------------------------- room partition
+def test_the_partition_halves_a_cell_exactly_twice_the_minimum_side() -> None:
+    """A cell 8 x 4 lattice steps split into two with a 4-step minimum can only be cut at its middle, along
+    its longer side, whatever the seed: two 4 x 4 cells."""
+    from asgf_nav.scenes.generator import Cell, _bsp
+
+    for seed in range(6):
+        cells = _bsp(np.random.default_rng(seed), [Cell(0, 0, 8, 4)], 2, 4)
+        assert sorted((c.i0, c.j0, c.i1, c.j1) for c in cells) == [(0, 0, 4, 4), (4, 0, 8, 4)], seed
+
+
+HOMES = [("replica", n) for n in ("apartment_0", "apartment_1", "frl_apartment_0", "apartment_2", "frl_apartment_5")]
+HOMES += [("mp3d", n) for n in ("house_00", "house_01", "house_02", "house_03", "house_82")]
+
+
+@pytest.mark.parametrize("preset,scene", HOMES)
+def test_rooms_are_at_least_the_partition_minimum_across(preset: str, scene: str) -> None:
+    """Between wall centre lines an apartment room is at least 4 lattice steps (2 m) wide and deep, a house
+    room 5 steps (2.5 m) and a corridor 3 steps (1.5 m): the partition never cuts a sliver."""
+    plan = generate_floorplan(preset, scene)
+    t = WALL_THICKNESS
+    for r in plan.rooms:
+        least = 1.5 if r.kind == "corridor" else (2.0 if plan.kind == "apartment" else 2.5)
+        assert min(r.x1 - r.x0, r.z1 - r.z0) + t >= least - 1e-6, (r.name, r.x1 - r.x0, r.z1 - r.z0)
+
+
+def test_offices_above_32_square_metres_get_a_meeting_room() -> None:
+    """Replica offices under 32 m^2 of footprint are one office room; a larger one (office_2, 39 m^2) is cut
+    into the office and a smaller meeting room (docs/scenes.md)."""
+    p = get_preset("replica")
+    t = WALL_THICKNESS
+    large = []
+    for name in (n for n in p.scene_names() if p.spec(n).kind == "office"):
+        plan = generate_floorplan("replica", name)
+        kinds = sorted(r.kind for r in plan.rooms)
+        if footprint_area(plan) < 32:
+            assert kinds == ["office"], name
+            continue
+        large.append(name)
+        assert kinds == ["meeting", "office"], name
+        size = {r.kind: (r.x1 - r.x0 + t) * (r.z1 - r.z0 + t) for r in plan.rooms}
+        assert size["office"] >= size["meeting"], name
+    assert large == ["office_2"]
+
+
+def test_a_hotel_room_has_its_bathroom_as_a_strip_across_the_long_side() -> None:
+    """hotel_0: the bathroom takes max(3, min(5, L // 3)) lattice steps of the footprint's longer side (L
+    steps) at its low end and spans the whole shorter side; the bedroom gets the rest."""
+    plan = generate_floorplan("replica", "hotel_0")
+    t = WALL_THICKNESS
+    rooms = {r.kind: r for r in plan.rooms}
+    assert sorted(rooms) == ["bathroom", "bedroom"]
+    x0, z0 = min(r.x0 for r in plan.rooms) - t / 2, min(r.z0 for r in plan.rooms) - t / 2
+    x1, z1 = max(r.x1 for r in plan.rooms) + t / 2, max(r.z1 for r in plan.rooms) + t / 2
+    along_x = x1 - x0 >= z1 - z0
+    steps = round(max(x1 - x0, z1 - z0) / 0.5)
+    cut = (x0 if along_x else z0) + 0.5 * max(3, min(5, steps // 3))
+    bath, bed = rooms["bathroom"], rooms["bedroom"]
+    if along_x:
+        expected_bath, expected_bed = (x0, z0, cut, z1), (cut, z0, x1, z1)
+    else:
+        expected_bath, expected_bed = (x0, z0, x1, cut), (x0, cut, x1, z1)
+    for room, (a, b, c, d) in ((bath, expected_bath), (bed, expected_bed)):
+        grown = (room.x0 - t / 2, room.z0 - t / 2, room.x1 + t / 2, room.z1 + t / 2)
+        assert grown == pytest.approx((a, b, c, d)), room.name
+
+
+@pytest.mark.parametrize("scene,rooms", [("house_01", 8), ("house_02", 13), ("house_03", 19)])
+def test_a_house_gets_a_bathroom_per_five_rooms(scene: str, rooms: int) -> None:
+    """A house of n rooms besides its corridors gets max(1, n // 5) bathrooms (8 rooms: 1, 13: 2, 19: 3), in
+    its rooms of least footprint."""
+    plan = generate_floorplan("mp3d", scene)
+    t = WALL_THICKNESS
+    footprint = {r.name: round((r.x1 - r.x0 + t) * (r.z1 - r.z0 + t), 4) for r in plan.rooms}
+    homes = [r for r in plan.rooms if r.kind != "corridor"]
+    bathrooms = [r for r in homes if r.kind == "bathroom"]
+    assert (len(homes), len(bathrooms)) == (rooms, max(1, rooms // 5))
+    assert max(footprint[b.name] for b in bathrooms) <= min(footprint[r.name] for r in homes if r.kind != "bathroom")
+
+
+def test_a_two_room_home_has_a_living_room_and_a_bedroom_but_no_bathroom() -> None:
+    """Homes of fewer than three rooms get no bathroom: the tiny flat is its living room and a bedroom."""
+    plan = generate_floorplan("tiny", "tiny_apartment")
+    t = WALL_THICKNESS
+    size = {r.kind: (r.x1 - r.x0 + t) * (r.z1 - r.z0 + t) for r in plan.rooms}
+    assert sorted(size) == ["bedroom", "living"] and size["living"] >= size["bedroom"]
+
+
+@pytest.mark.parametrize("scene", ["apartment_0", "apartment_1", "frl_apartment_0", "apartment_2"])
+def test_room_kinds_follow_room_size(scene: str) -> None:
+    """Rooms ranked by footprint (ties by position, west then north first) are living, bedroom, kitchen,
+    dining, bedroom, study, bedroom, with the last max(1, n // 5) made bathrooms (docs/scenes.md)."""
+    plan = generate_floorplan("replica", scene)
+    t = WALL_THICKNESS
+    ranked = sorted(plan.rooms, key=lambda r: (-round((r.x1 - r.x0 + t) * (r.z1 - r.z0 + t), 4), r.x0, r.z0))
+    n = len(ranked)
+    bathrooms = max(1, n // 5)
+    expected = ["living", "bedroom", "kitchen", "dining", "bedroom", "study", "bedroom"][: n - bathrooms]
+    assert [r.kind for r in ranked] == expected + ["bathroom"] * bathrooms
+
+
+def test_houses_above_200_square_metres_get_a_cross_corridor() -> None:
+    """A house gets one corridor spine, and a second, cross corridor when its footprint exceeds 200 m^2."""
+    counts = set()
+    for name in get_preset("mp3d").scene_names()[:8]:
+        plan = generate_floorplan("mp3d", name)
+        corridors = sum(r.kind == "corridor" for r in plan.rooms)
+        assert corridors == (2 if footprint_area(plan) > 200 else 1), (name, footprint_area(plan))
+        counts.add(corridors)
+    assert counts == {1, 2}
+
+
+# ---------------------------------------------------------------------------------------------- furniture
+def test_no_column_stands_in_an_office_under_30_square_metres() -> None:
+    """Columns are for large offices only: no replica office (interiors 18-29 m^2) has one."""
+    p = get_preset("replica")
+    for name in (n for n in p.scene_names() if p.spec(n).kind == "office"):
+        plan = generate_floorplan("replica", name)
+        small = {r.name for r in plan.rooms if r.area < 30}
+        for f in plan.furniture:
+            if f.kind == "furniture:column":
+                assert plan.room_at((f.x0 + f.x1) / 2, (f.z0 + f.z1) / 2).name not in small, (name, f)
+
+
+@pytest.mark.parametrize("preset,scene", [("replica", "apartment_0"), ("replica", "office_2"), ("mp3d", "house_02")])
+def test_furniture_stands_on_the_floor_at_its_template_height(preset: str, scene: str) -> None:
+    """Every piece spans y = 0 up to its template's height (a column, height 0, up to the ceiling) and is
+    made of its template's material, which the plan defines."""
+    from asgf_nav.scenes.furnish import FURNITURE, MATERIALS
+
+    plan = generate_floorplan(preset, scene)
+    assert plan.furniture
+    for f in plan.furniture:
+        room = plan.room_at((f.x0 + f.x1) / 2, (f.z0 + f.z1) / 2)
+        item = {i.kind: i for i in FURNITURE[room.kind]}[f.kind.removeprefix("furniture:")]
+        assert (f.y0, f.y1) == pytest.approx((0.0, item.height or plan.ceiling_height)), (room.name, f)
+        assert plan.materials.get(f.material) == MATERIALS[item.material]  # the plan defines what its pieces use
+
+
+@pytest.mark.parametrize("preset,scene", [("replica", "apartment_0"), ("replica", "apartment_1"), ("mp3d", "house_02")])
+def test_free_standing_furniture_keeps_a_walkway_to_the_walls(preset: str, scene: str) -> None:
+    """A free-standing piece (coffee table, island, dining or meeting table, column) stands at least 0.8 m
+    from each wall of its room, so there is room to walk around it."""
+    from asgf_nav.scenes.furnish import FURNITURE
+
+    plan = generate_floorplan(preset, scene)
+    centre = {i.kind for items in FURNITURE.values() for i in items if i.placement == "centre"}
+    pieces = [f for f in plan.furniture if f.kind.removeprefix("furniture:") in centre]
+    assert pieces
+    for f in pieces:
+        room = plan.room_at((f.x0 + f.x1) / 2, (f.z0 + f.z1) / 2)
+        gaps = (f.x0 - room.x0, f.z0 - room.z0, room.x1 - f.x1, room.z1 - f.z1)
+        assert min(gaps) >= 0.8 - 1e-3, (room.name, f, gaps)
+
+
+def _three_rooms_two_doors_on_one_wall() -> FloorPlan:
+    """Room a (west) meets rooms c (south-east) and b (north-east) through doors in the same wall line
+    x = 3.25: a-c over z 0.5..1.5, a-b over z 2.5..3.5; c and b also share a door over x 4.5..5.5."""
+    t = WALL_THICKNESS / 2
+    rooms = [
+        Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 4.25 - t, "m", "m"),
+        Room("c", "bedroom", 3.25 + t, 0.25 + t, 6.25 - t, 2.25 - t, "m", "m"),
+        Room("b", "bedroom", 3.25 + t, 2.25 + t, 6.25 - t, 4.25 - t, "m", "m"),
+    ]
+    walls = [
+        Box(0.25 - t, 0.25 - t, 6.25 + t, 0.25 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 4.25 - t, 6.25 + t, 4.25 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 0.25, 0.25 + t, 4.25, 0, 2.5, "m"),
+        Box(6.25 - t, 0.25, 6.25 + t, 4.25, 0, 2.5, "m"),
+        Box(3.25 - t, 0.25, 3.25 + t, 0.5, 0, 2.5, "m"),
+        Box(3.25 - t, 1.5, 3.25 + t, 2.5, 0, 2.5, "m"),
+        Box(3.25 - t, 3.5, 3.25 + t, 4.25, 0, 2.5, "m"),
+        Box(3.25, 2.25 - t, 4.5, 2.25 + t, 0, 2.5, "m"),
+        Box(5.5, 2.25 - t, 6.25, 2.25 + t, 0, 2.5, "m"),
+    ]
+    doors = [
+        Doorway(3.25 - t, 0.5, 3.25 + t, 1.5, 2.1, ("a", "c")),
+        Doorway(3.25 - t, 2.5, 3.25 + t, 3.5, 2.1, ("a", "b")),
+        Doorway(4.5, 2.25 - t, 5.5, 2.25 + t, 2.1, ("c", "b")),
+    ]
+    return FloorPlan("three", "apartment", 0, 2.5, "m", rooms, walls, [], doors, {})
+
+
+def test_a_blocked_door_is_not_excused_by_another_door_in_the_same_wall() -> None:
+    """Every doorway needs its own crossing edge: with the a-c door walled in on a's side (room c is still
+    reached through b), the crossing through the a-b door further along the same wall line does not count."""
+    plan = _three_rooms_two_doors_on_one_wall()
+    assert is_walkable(plan, 0.5)
+    plan.furniture = [Box(2.7, 0.31, 3.19, 1.9, 0, 1.0, "m", "furniture:shelf")]  # covers nodes x = 3.0, z 0.5..1.5
+    assert not is_walkable(plan, 0.5)
+    assert prune_blocking_furniture(plan, 0.5).furniture == []
+
+
+def test_the_largest_boxed_in_pocket_is_the_one_held_to_one_square_metre() -> None:
+    """Two pockets, one node (0.25 m^2) and five nodes (1.25 m^2): the larger one makes the plan unwalkable,
+    whichever pocket is listed first."""
+    t = WALL_THICKNESS / 2
+    room = Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 2.75 - t, "m", "m")
+    walls = [
+        Box(0.25 - t, 0.25 - t, 3.25 + t, 0.25 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 2.75 - t, 3.25 + t, 2.75 + t, 0, 2.5, "m"),
+        Box(0.25 - t, 0.25, 0.25 + t, 2.75, 0, 2.5, "m"),
+        Box(3.25 - t, 0.25, 3.25 + t, 2.75, 0, 2.5, "m"),
+    ]
+    corner = [  # boxes in the node (3.0, 2.5) alone
+        Box(2.7, 2.2, 3.19, 2.3, 0, 1.0, "m", "furniture:shelf"),
+        Box(2.7, 2.2, 2.8, 2.69, 0, 1.0, "m", "furniture:plant"),
+    ]
+    five = [  # boxes in the row z = 0.5 for x = 0.5 .. 2.5
+        Box(0.31, 0.7, 2.8, 0.8, 0, 1.0, "m", "furniture:sideboard"),
+        Box(2.7, 0.31, 2.8, 0.8, 0, 1.0, "m", "furniture:plant"),
+    ]
+    plan = FloorPlan("pockets", "room", 0, 2.5, "m", [room], walls, corner, [], {})
+    assert is_walkable(plan, 0.5)
+    plan.furniture = corner + five
+    assert not is_walkable(plan, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------- doors, ceilings, seeds
+def test_two_metre_openings_join_only_living_kitchen_dining_and_corridor() -> None:
+    """Open-plan openings (2 m wide, lintel 0.3 m below the ceiling) occur, and only between living room,
+    kitchen, dining room and corridor; bedrooms, bathrooms and studies get 1 m doors."""
+    kinds_of = {"living", "kitchen", "dining", "corridor"}
+    wide = 0
+    for preset, scene in [("replica", "apartment_0"), ("replica", "apartment_1"), ("mp3d", "house_00"),
+                          ("mp3d", "house_02"), ("mp3d", "house_03")]:  # fmt: skip
+        plan = generate_floorplan(preset, scene)
+        kind = {r.name: r.kind for r in plan.rooms}
+        for d in plan.doorways:
+            width = max(d.x1 - d.x0, d.z1 - d.z0)
+            assert width == pytest.approx(1.0) or width == pytest.approx(2.0), (scene, d)
+            if width > 1.5:
+                wide += 1
+                assert {kind[n] for n in d.rooms} <= kinds_of, (scene, d.rooms)
+    assert wide >= 3
+
+
+def test_offices_have_higher_acoustic_tile_ceilings_than_homes() -> None:
+    """Offices get acoustic tiles 2.7-3.0 m up; rooms, hotel rooms and apartments plaster 2.5-2.8 m up."""
+    p = get_preset("replica")
+    for name in p.scene_names():
+        plan = generate_floorplan("replica", name)
+        office = p.spec(name).kind == "office"
+        assert plan.ceiling_material == ("ceiling_tiles" if office else "ceiling_plaster"), name
+        lo, hi = (2.7, 3.0) if office else (2.5, 2.8)
+        assert lo <= plan.ceiling_height <= hi, (name, plan.ceiling_height)
+
+
+def test_an_unjoinable_partition_is_retried_with_the_next_derived_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate_floorplan retries a plan that fails with seed + 7919 per attempt, and gives up after 20."""
+    from asgf_nav.scenes import generator
+    from asgf_nav.scenes.generator import scene_seed
+
+    seeds: list[int] = []
+    real = generator.generate
+
+    def fails_twice(kind: str, seed: int, *args: object, **kwargs: object) -> FloorPlan:
+        seeds.append(seed)
+        if len(seeds) <= 2:
+            raise ValueError("rooms cannot all be joined by doorways")
+        return real(kind, seed, *args, **kwargs)
+
+    monkeypatch.setattr(generator, "generate", fails_twice)
+    plan = generate_floorplan("tiny", "tiny_room_val")
+    first = scene_seed("tiny", "tiny_room_val")
+    assert seeds == [first, first + 7919, first + 2 * 7919]
+    assert (plan.seed, plan.name) == (first + 2 * 7919, "tiny_room_val")
+    seeds.clear()
+
+    def always_fails(kind: str, seed: int, *args: object, **kwargs: object) -> FloorPlan:
+        seeds.append(seed)
+        raise ValueError("rooms cannot all be joined by doorways")
+
+    monkeypatch.setattr(generator, "generate", always_fails)
+    with pytest.raises(RuntimeError, match="tiny/tiny_room_val"):
+        generate_floorplan("tiny", "tiny_room_val")
+    assert seeds == [first + 7919 * k for k in range(20)]
+
+
+def test_a_limited_set_keeps_a_training_scene_when_rounding_favours_the_small_splits() -> None:
+    """A preset of 1/3/5 train/val/test scenes cut to 5: rounding gives val round(5*3/9) = 2 and test
+    round(5*5/9) = 3, leaving no training scene, so the largest of them (test) gives one back: 1/2/2."""
+    from asgf_nav.scenes.presets import ScenePreset, SceneSpec
+
+    splits = ["train"] + ["val"] * 3 + ["test"] * 5
+    specs = tuple(SceneSpec(f"s{i}", "room", (20.0, 30.0), split) for i, split in enumerate(splits))
+    p = ScenePreset("custom", 0.5, 16000, specs)
+    assert p.split_counts(5) == {"train": 1, "val": 2, "test": 2}
+    assert p.scene_names(5) == ["s0", "s1", "s2", "s4", "s5"]
+    assert p.split_counts(3) == {"train": 1, "val": 1, "test": 1}
+
+
+def test_apartments_close_loops_too() -> None:
+    """Apartments, not only houses, get loop-closing doors: apartment_1 (5 rooms) and frl_apartment_0
+    (4 rooms) have as many doorways as rooms, one more than a spanning tree."""
+    for scene in ("apartment_1", "frl_apartment_0"):
+        plan = generate_floorplan("replica", scene)
+        assert len(plan.doorways) == len(plan.rooms), scene
+
+
+def test_the_corridor_spine_is_the_hub_of_a_house() -> None:
+    """The spanning tree prefers corridor doors, so in every one of the first ten houses a corridor has more
+    doorways than any room that is not a corridor."""
+    for name in get_preset("mp3d").scene_names()[:10]:
+        plan = generate_floorplan("mp3d", name)
+        kind = {r.name: r.kind for r in plan.rooms}
+        doors = {r: sum(r in d.rooms for d in plan.doorways) for r in kind}
+        busiest_corridor = max(doors[r] for r in kind if kind[r] == "corridor")
+        assert busiest_corridor > max(doors[r] for r in kind if kind[r] != "corridor"), (name, doors)
+
+
+@pytest.mark.parametrize("preset,scene", [("replica", "apartment_0"), ("mp3d", "house_02")])
+def test_a_lintel_closes_each_doorway_above_its_height_only(preset: str, scene: str) -> None:
+    """Each doorway has one lintel: the doorway's footprint, from the door height up to the ceiling, so the
+    opening below is free for the camera and the sound, not only for walking."""
+    plan = generate_floorplan(preset, scene)
+    lintels = [w for w in plan.walls if w.kind == "lintel"]
+    assert len(lintels) == len(plan.doorways) > 0
+    for d in plan.doorways:
+        over = [w for w in lintels if w.footprint == pytest.approx((d.x0, d.z0, d.x1, d.z1), abs=1e-4)]
+        assert len(over) == 1, d
+        assert (over[0].y0, over[0].y1) == pytest.approx((d.height, plan.ceiling_height)), d
+
+
+def test_the_furniture_budget_lets_a_room_be_furnished_beyond_a_fifth_of_its_floor() -> None:
+    """The area budget is 28 % of a room's floor, not a token amount: in house_02 some rooms are furnished
+    over 20 % of their floor (a budget of a tenth would cap every room at 10 %)."""
+    plan = generate_floorplan("mp3d", "house_02")
+    covered = {r.name: 0.0 for r in plan.rooms}
+    for f in plan.furniture:
+        covered[plan.room_at((f.x0 + f.x1) / 2, (f.z0 + f.z1) / 2).name] += (f.x1 - f.x0) * (f.z1 - f.z0)
+    share = sorted(covered[r.name] / r.area for r in plan.rooms)
+    assert 0.2 < share[-1] <= 0.28 and share[-3] > 0.2
+
+
+# ---------------------------------------------------------------------------------------------- floor-plan model
+def test_a_material_needs_one_absorption_per_octave_band() -> None:
+    """Six bands (125 Hz - 4 kHz): five or seven coefficients are refused by name."""
+    from asgf_nav.scenes.floorplan import Material
+
+    for bands in (5, 7):
+        with pytest.raises(ValueError, match=rf"'odd': absorption needs 6 bands, got {bands}"):
+            Material("odd", (0.5, 0.5, 0.5), "plain", (0.1,) * bands)
+
+
+def test_a_floor_plan_file_missing_a_field_is_named_in_a_value_error(tmp_path: Path) -> None:
+    """A floorplan.json without its rooms, or with a room of unknown fields, is a ValueError naming the file."""
+    plan = generate_floorplan("tiny", "tiny_room_val").to_dict()
+    path = tmp_path / "floorplan.json"
+    path.write_text(json.dumps({k: v for k, v in plan.items() if k != "rooms"}))
+    with pytest.raises(ValueError, match=r"cannot read floor plan .*floorplan.json: 'rooms'"):
+        FloorPlan.load(path)
+    path.write_text(json.dumps({**plan, "rooms": [{**plan["rooms"][0], "colour": 1}]}))
+    with pytest.raises(ValueError, match=r"cannot read floor plan .*floorplan.json"):
+        FloorPlan.load(path)
+
+
+def test_a_room_holds_the_points_on_its_edges() -> None:
+    """room_at treats a room interior as closed: its corners and edges belong to it, a point 1 mm out not."""
+    room = Room("r", "living", 1.0, 2.0, 4.0, 5.0, "m", "m")
+    plan = FloorPlan("one", "room", 0, 2.5, "m", [room], [], [], [], {})
+    for x, z in ((1.0, 2.0), (4.0, 5.0), (1.0, 5.0), (4.0, 3.0), (2.5, 5.0)):
+        assert plan.room_at(x, z) == room, (x, z)
+    for x, z in ((0.999, 3.0), (4.001, 3.0), (2.5, 1.999), (2.5, 5.001)):
+        assert plan.room_at(x, z) is None, (x, z)
+
+
+def test_each_mp3d_split_cycles_through_the_four_home_sizes_from_its_first_house() -> None:
+    """Area ranges cycle per split (80-140, 120-200, 180-280, 250-400 m^2), so val and test, like train,
+    start with a small home: house_59 (val) and house_70 (test) are 80-140 m^2."""
+    p = get_preset("mp3d")
+    sizes = [(80.0, 140.0), (120.0, 200.0), (180.0, 280.0), (250.0, 400.0)]
+    for split in SPLITS:
+        names = p.split_scenes(split)
+        assert [p.spec(n).area_range for n in names] == [sizes[i % 4] for i in range(len(names))], split
+    assert p.spec("house_59").area_range == p.spec("house_70").area_range == (80.0, 140.0)
+
+
+def test_a_segment_touching_a_solid_is_blocked() -> None:
+    """segment_blocked treats solids as closed rectangles, like the navigation graph: a step along a box's
+    edge or ending on its corner is blocked, one that stops 1 mm short or runs 1 mm beside it is not."""
+    box = Box(0.0, 0.0, 1.0, 1.0, 0.0, 1.0, "m", "furniture:plant")
+    plan = FloorPlan("one", "room", 0, 2.5, "m", [], [], [box], [], {})
+    assert plan.segment_blocked((0.0, -1.0), (0.0, 2.0))  # along the edge x = 0
+    assert plan.segment_blocked((-1.0, 0.0), (0.0, 0.0))  # ends on the corner (0, 0)
+    assert not plan.segment_blocked((-0.001, -1.0), (-0.001, 2.0))
+    assert not plan.segment_blocked((-1.0, 0.0), (-0.001, 0.0))
+    assert plan.segment_blocked((-1.0, 0.0), (-0.1, 0.0), margin=0.1)
+
+
+def test_free_space_is_the_rooms_joined_through_their_doorways() -> None:
+    """Two 3 x 2.38 m rooms and the 1 m doorway through the 0.12 m wall between them: one polygon of area
+    2 * 7.14 + 0.12 m^2; without the doorway the two rooms stay apart."""
+    t = WALL_THICKNESS / 2
+    rooms = [
+        Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 2.75 - t, "m", "m"),
+        Room("b", "bedroom", 3.25 + t, 0.25 + t, 6.25 - t, 2.75 - t, "m", "m"),
+    ]
+    door = Doorway(3.25 - t, 1.0, 3.25 + t, 2.0, 2.1, ("a", "b"))
+    plan = FloorPlan("two", "apartment", 0, 2.5, "m", rooms, [], [], [door], {})
+    space = plan.free_space_polygon()
+    assert space.geom_type == "Polygon" and space.area == pytest.approx(2 * (3 - 2 * t) * (2.5 - 2 * t) + 2 * t)
+    plan.doorways = []
+    assert plan.free_space_polygon().geom_type == "MultiPolygon"
