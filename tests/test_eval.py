@@ -790,12 +790,21 @@ def test_summary_markdown_rows_per_scene_and_wilson_interval():
     assert "SR Wilson interval: [20.0, 80.0] %." in text
 
 
-def test_comparison_chart_bars_and_error_bars_in_percent(tmp_path, monkeypatch):
+@pytest.fixture
+def chart_figures(monkeypatch) -> list:
+    """The figures report.comparison_chart draws, kept instead of written."""
+    from asgf_nav.eval import report
+
+    figures: list = []
+    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    return figures
+
+
+def test_comparison_chart_bars_and_error_bars_in_percent(tmp_path, chart_figures):
     """One agent's bars are 100 x its SPL, SR and SNA means, their error bars 100 x the CI half-widths."""
     from asgf_nav.eval import report
 
-    figures = []
-    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    figures = chart_figures
     report.comparison_chart([_summary("a", "replica", "heard", _VALUES, half=0.05)], tmp_path / "c.png")
     ax = figures[0].axes[0]
     assert [round(p.get_height(), 6) for p in ax.patches] == [25.0, 50.0, 12.5]
@@ -916,13 +925,12 @@ def test_a_progress_file_resumes_an_identity_with_tuples_and_keeps_each_scenes_e
     assert [r.metrics["success"] for r in resumed.records(todo[:2])] == [1.0, 0.0]
 
 
-def test_comparison_chart_places_and_labels_every_agent_in_every_panel(tmp_path, monkeypatch):
+def test_comparison_chart_places_and_labels_every_agent_in_every_panel(tmp_path, chart_figures):
     """Each panel is titled by its column and holds, side by side, the bars of every agent evaluated there (an
     agent missing from a column does not hide the ones after it); the legend names both agents."""
     from asgf_nav.eval import report
 
-    figures = []
-    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    figures = chart_figures
     b_unheard = {**_VALUES, "spl": 0.1, "success": 0.2, "sna": 0.05}
     summaries = [
         _summary("a", "replica", "heard", _VALUES),
@@ -948,13 +956,12 @@ def test_comparison_table_note_names_every_episode_count():
     assert comparison_table(summaries).splitlines()[-1].endswith("episodes per evaluation: 6, 9.")
 
 
-def test_the_chart_legend_names_an_agent_evaluated_only_in_a_later_panel(tmp_path, monkeypatch):
+def test_the_chart_legend_names_an_agent_evaluated_only_in_a_later_panel(tmp_path, chart_figures):
     """A baseline run only on unheard sounds has bars in the second panel alone; the legend still names it,
     in the table's agent order."""
     from asgf_nav.eval import report
 
-    figures = []
-    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    figures = chart_figures
     summaries = [
         _summary("asgf", "replica", "heard", _VALUES),
         _summary("asgf", "replica", "unheard", _VALUES),
@@ -1078,12 +1085,11 @@ def test_comparison_columns_are_grouped_by_dataset_then_heard_before_unheard() -
     assert groups == ["mp3d heard", "mp3d unheard", "replica heard", "replica unheard"]
 
 
-def test_comparison_chart_gives_each_agent_its_own_colour_in_every_panel(tmp_path, monkeypatch) -> None:
+def test_comparison_chart_gives_each_agent_its_own_colour_in_every_panel(tmp_path, chart_figures) -> None:
     """Agents' bars differ in colour, and an agent keeps its colour (the legend's) from panel to panel."""
     from asgf_nav.eval import report
 
-    figures = []
-    monkeypatch.setattr(report, "atomic_savefig", lambda fig, path, **kw: figures.append(fig) or path)
+    figures = chart_figures
     summaries = [
         _summary("a", "replica", "heard", _VALUES),
         _summary("b", "replica", "heard", _VALUES),

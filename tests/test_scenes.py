@@ -712,10 +712,9 @@ def test_a_home_of_three_or_more_rooms_has_a_bathroom_in_its_smallest_room(scene
     )
 
 
-@pytest.mark.parametrize("pocket_nodes,walkable", [(4, True), (5, False)])
-def test_a_pocket_of_up_to_one_square_metre_is_tolerated(pocket_nodes: int, walkable: bool) -> None:
-    """Furniture may box in grid floor of at most 1 m^2 (MAX_POCKET_AREA): on the 0.5 m grid 4 nodes
-    (4 x 0.25 m^2) along the wall at z = 0.5 may be cut off, 5 may not."""
+def _walled_room_3_by_2_5() -> tuple[Room, list[Box]]:
+    """One 3 x 2.5 m room, walls centred on x = 0.25, 3.25 and z = 0.25, 2.75: the 0.5 m grid's nodes
+    x = 0.5 .. 3.0, z = 0.5 .. 2.5 lie inside it."""
     t = WALL_THICKNESS / 2
     room = Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 2.75 - t, "m", "m")
     walls = [
@@ -724,6 +723,14 @@ def test_a_pocket_of_up_to_one_square_metre_is_tolerated(pocket_nodes: int, walk
         Box(0.25 - t, 0.25, 0.25 + t, 2.75, 0, 2.5, "m"),
         Box(3.25 - t, 0.25, 3.25 + t, 2.75, 0, 2.5, "m"),
     ]
+    return room, walls
+
+
+@pytest.mark.parametrize("pocket_nodes,walkable", [(4, True), (5, False)])
+def test_a_pocket_of_up_to_one_square_metre_is_tolerated(pocket_nodes: int, walkable: bool) -> None:
+    """Furniture may box in grid floor of at most 1 m^2 (MAX_POCKET_AREA): on the 0.5 m grid 4 nodes
+    (4 x 0.25 m^2) along the wall at z = 0.5 may be cut off, 5 may not."""
+    room, walls = _walled_room_3_by_2_5()
     end = 0.5 * pocket_nodes + 0.2  # the fence stops 0.2 m past the last boxed-in node
     fence = [
         Box(0.31, 0.7, end + 0.1, 0.8, 0, 1.0, "m", "furniture:sideboard"),  # 0.2 m above the z = 0.5 row
@@ -1111,14 +1118,7 @@ def test_a_blocked_door_is_not_excused_by_another_door_in_the_same_wall() -> Non
 def test_the_largest_boxed_in_pocket_is_the_one_held_to_one_square_metre() -> None:
     """Two pockets, one node (0.25 m^2) and five nodes (1.25 m^2): the larger one makes the plan unwalkable,
     whichever pocket is listed first."""
-    t = WALL_THICKNESS / 2
-    room = Room("a", "living", 0.25 + t, 0.25 + t, 3.25 - t, 2.75 - t, "m", "m")
-    walls = [
-        Box(0.25 - t, 0.25 - t, 3.25 + t, 0.25 + t, 0, 2.5, "m"),
-        Box(0.25 - t, 2.75 - t, 3.25 + t, 2.75 + t, 0, 2.5, "m"),
-        Box(0.25 - t, 0.25, 0.25 + t, 2.75, 0, 2.5, "m"),
-        Box(3.25 - t, 0.25, 3.25 + t, 2.75, 0, 2.5, "m"),
-    ]
+    room, walls = _walled_room_3_by_2_5()
     corner = [  # boxes in the node (3.0, 2.5) alone
         Box(2.7, 2.2, 3.19, 2.3, 0, 1.0, "m", "furniture:shelf"),
         Box(2.7, 2.2, 2.8, 2.69, 0, 1.0, "m", "furniture:plant"),
