@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 STAGE = "acoustics"
 PARTIAL_DIR = "acoustics_partial"
-ACOUSTICS_VERSION = 2  # 2: each room's floor in its own material
+ACOUSTICS_VERSION = 2  # 2: each room's floor in its own material, a doorway gap in its first room's
 LATE_FLOOR_DB = -200.0  # stored late level at or below this means "no energy"
 PATH_FLOOR_DB = -120.0  # specular paths weaker than this (amplitude re 1 at 1 m) are not stored
 

@@ -176,8 +176,22 @@ def _floor_material_at(fp: FloorPlan, x: float, z: float) -> str:
     return best.floor_material
 
 
+def _doorway_floor_material(fp: FloorPlan, x: float, z: float) -> str:
+    """Floor material of the doorway gap holding (x, z): its first room's, as the renderer's doorway slab.
+
+    A gap lies between its two rooms, 0.06 m from each, so "the nearest room" would be decided by float noise.
+    Points in no doorway fall back to the nearest room's floor.
+    """
+    floor_of = {r.name: r.floor_material for r in fp.rooms}
+    for d in fp.doorways:
+        if _door_box(d).buffer(_EPS).contains(Point(x, z)):
+            return floor_of[d.rooms[0]]
+    return _floor_material_at(fp, x, z)
+
+
 def _floor_parts(fp: FloorPlan, floor) -> list[tuple[str, Polygon]]:
-    """``floor`` cut into each room's part, in that room's floor material; doorway gaps take the nearest room's.
+    """``floor`` cut into each room's part, in that room's floor material; a doorway gap takes the floor of
+    its first room (``Doorway.rooms[0]``), as :func:`asgf_nav.scenes.mesh.floorplan_mesh` draws it.
 
     The free space of a connected plan is one polygon: without the cut, the whole floor would get the material
     of whichever room its representative point falls in.
@@ -190,7 +204,7 @@ def _floor_parts(fp: FloorPlan, floor) -> list[tuple[str, Polygon]]:
         rest = rest.difference(cell)
     for g in _polygons(rest):
         c = g.representative_point()
-        parts.append((_floor_material_at(fp, c.x, c.y), g))
+        parts.append((_doorway_floor_material(fp, c.x, c.y), g))
     return parts
 
 
