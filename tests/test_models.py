@@ -205,13 +205,18 @@ def test_asgf_gate_closed_gives_projected_state() -> None:
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
 
 
+def _perturb(module: torch.nn.Module, scale: float, gen: torch.Generator) -> None:
+    """Adds scale x N(0, 1) noise to every weight, so that no term of an equation hides behind an init of 0 or 1."""
+    for p in module.parameters():
+        p.add_(scale * torch.randn(p.shape, generator=gen))
+
+
 def test_asgf_forward_follows_the_paper_equations() -> None:
     """Eqs. (4)-(10) written out with einsum, on weights perturbed so that every term counts."""
     gen = torch.Generator().manual_seed(0)
     fusion = AudioSpatialGuidedFusion({"visual": 32, "audio": 32}, 48, 16, 2, 8)
     with torch.no_grad():
-        for p in fusion.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+        _perturb(fusion, 0.3, gen)
     state = torch.randn(5, 48, generator=gen) * 3 + 1
     memory = {n: torch.randn(5, 32, generator=gen) for n in ("visual", "audio")}
     with torch.no_grad():
@@ -472,8 +477,7 @@ def test_the_gate_is_one_scalar_per_sample_from_an_mlp_with_relu() -> None:
     gen = torch.Generator().manual_seed(15)
     fusion = AudioSpatialGuidedFusion({"visual": 8, "audio": 8}, 12, 8, 2, 6)
     with torch.no_grad():
-        for p in fusion.parameters():
-            p.add_(0.5 * torch.randn(p.shape, generator=gen))
+        _perturb(fusion, 0.5, gen)
     outputs: list[torch.Tensor] = []
     fusion.gate.register_forward_hook(lambda module, inputs, output: outputs.append(output.detach()))
     state = torch.randn(5, 12, generator=gen) * 2
@@ -496,8 +500,7 @@ def test_the_logged_entropy_is_the_mean_over_samples_and_heads_and_finite_when_s
     gen = torch.Generator().manual_seed(16)
     fusion = AudioSpatialGuidedFusion({"visual": 8, "audio": 8, "doa": 4}, 12, 8, 2, 6)
     with torch.no_grad():
-        for p in fusion.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+        _perturb(fusion, 0.3, gen)
         sizes = {"visual": 8, "audio": 8, "doa": 4}
         fusion(torch.randn(6, 12, generator=gen), {k: torch.randn(6, n, generator=gen) for k, n in sizes.items()})
     p = fusion.last_attention.double()  # (6, 2, 3), checked against the equations elsewhere
