@@ -138,3 +138,31 @@ def test_a_very_short_midi_note_still_ends_after_it_starts() -> None:
     for duration in (0.0, -0.1):
         with pytest.raises(ValueError, match="must be positive"):
             synth.midi_file([(0.0, duration, 60, 100)], program=0)
+
+
+def test_midi_notes_given_out_of_order_play_as_in_order() -> None:
+    """Two back-to-back notes of one pitch listed latest first give the same file as in time order: the first
+    note's off comes before the second's on at 0.5 s, so the second note is not cut off at once."""
+    in_order = synth.midi_file([(0.0, 0.5, 60, 100), (0.5, 0.5, 60, 100)], program=0)
+    reversed_order = synth.midi_file([(0.5, 0.5, 60, 100), (0.0, 0.5, 60, 100)], program=0)
+    track = bytes(
+        [0x00, 0xC0, 0,
+         0x00, 0x90, 60, 100,
+         0x83, 0x60, 0x80, 60, 0,
+         0x00, 0x90, 60, 100,
+         0x83, 0x60, 0x80, 60, 0,
+         0x83, 0x60, 0xFF, 0x2F, 0x00]
+    )  # fmt: skip
+    assert in_order[22:] == track and reversed_order == in_order
+
+
+def test_midi_note_times_round_to_the_nearest_tick() -> None:
+    """At 960 ticks a second, a note from 0.6 ms (0.576 ticks) to 3.0 ms (2.88 ticks) plays from tick 1 to
+    tick 3, the nearest ticks, not the truncated 0 and 2."""
+    track = synth.midi_file([(0.0006, 0.0024, 60, 100)], program=0)[22:]
+    assert track == bytes(
+        [0x00, 0xC0, 0,
+         0x01, 0x90, 60, 100,
+         0x02, 0x80, 60, 0,
+         0x83, 0x60, 0xFF, 0x2F, 0x00]
+    )  # fmt: skip

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asgf_nav.logging_utils import logging_scope
 from asgf_nav.sounds import curate, synth
 from asgf_nav.sounds.bank import DATA_DIR, SoundBank, SoundBankError
 from asgf_nav.sounds.catalog import CLIPS, LICENSE_URLS
@@ -639,3 +640,223 @@ def test_a_ten_ms_click_is_looped_with_fades_of_a_quarter_of_its_length() -> Non
     for k in (1, 2, 50):  # repeats away from the clip's own edge fades
         gains = clip[k * 441 + body] / burst[body]
         assert gains.max() - gains.min() <= 1e-3 * np.abs(gains).mean(), k
+
+
+def test_a_split_naming_a_non_string_is_refused_as_malformed(tmp_path: Path) -> None:
+    """A split entry that is not a sound name (a number) is reported as a malformed split, not as an unknown sound."""
+    root = one_clip_bank(tmp_path / "bank", 0.1 * np.ones(44100))
+    write_json(root / "splits.json", {"heard": ["tone"], "train": ["tone", 7], "val": [], "test": []})
+    with pytest.raises(SoundBankError, match=r"the 'train' split must be a list of sound names, got \['tone', 7\]"):
+        SoundBank.load(root)
+
+
+def test_categories_are_listed_in_sorted_order() -> None:
+    """categories() is sorted, so a category's index (a DoA classifier label) is the same in every process."""
+    categories = SoundBank.load().categories()
+    assert categories == sorted({spec.category for spec in CLIPS})
+    assert categories[:5] == ["alarm", "applause", "appliance", "beeper", "bell"]
+
+
+def test_other_instance_is_reproducible_with_a_seeded_generator() -> None:
+    """Two generators of one seed draw the same reference prompts: the caller's generator is the one used."""
+    bank = SoundBank.load()
+    first, second = np.random.default_rng(11), np.random.default_rng(11)
+    draws = [bank.other_instance("piano_melody", first) for _ in range(30)]
+    assert draws == [bank.other_instance("piano_melody", second) for _ in range(30)]
+    assert set(draws) == {"melody_piano", "electric_piano"}
+
+
+def test_an_undecodable_clip_without_a_checksum_is_a_sound_bank_error(tmp_path: Path) -> None:
+    """A clip file that libsndfile cannot decode (and that no checksum caught) is a SoundBankError naming it."""
+    root = one_clip_bank(tmp_path / "bank", 0.1 * np.ones(44100))
+    (root / "clips" / "tone.flac").write_bytes(b"not audio at all")
+    with pytest.raises(SoundBankError, match=r"'tone' cannot be decoded: .*tone\.flac"):
+        SoundBank.load(root).waveform("tone")
+
+
+def test_a_clip_holding_nan_samples_is_refused(tmp_path: Path) -> None:
+    """A float clip with NaN samples (its RMS is NaN, so the silence check passes it) is refused as non-finite."""
+    root = one_clip_bank(tmp_path / "bank", 0.1 * np.ones(44100))
+    audio = np.full(44100, 0.1, dtype=np.float32)
+    audio[1000] = np.nan
+    sf.write(str(root / "clips" / "tone.flac"), audio, 44100, format="WAV", subtype="FLOAT")
+    with pytest.raises(SoundBankError, match=r"'tone' holds non-finite samples"):
+        SoundBank.load(root).waveform("tone")
+
+
+def test_a_clip_longer_than_one_second_is_refused_not_cut(tmp_path: Path) -> None:
+    """A 2 s clip is an error naming its 88200 samples, not silently cut to its first second."""
+    tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(88200) / 44100)
+    bank = SoundBank.load(one_clip_bank(tmp_path / "bank", tone))
+    with pytest.raises(SoundBankError, match=r"'tone' has 88200 samples; a bank clip is exactly 1 s, 44100 samples"):
+        bank.waveform("tone")
+
+
+def test_catalogue_midi_notes_are_valid_midi() -> None:
+    """Every catalogue MIDI note has a pitch in 0..127, a velocity in 1..127 (a MIDI data byte, and a
+    note-on of velocity 0 is a note-off), a positive duration and a start at or after 0 s."""
+    for spec in CLIPS:
+        if isinstance(spec.source, curate.MidiRender):
+            for start, duration, pitch, velocity in spec.source.notes:
+                assert 0 <= pitch <= 127 and 1 <= velocity <= 127, (spec.name, pitch, velocity)
+                assert duration > 0 and start >= 0.0, (spec.name, start, duration)
+
+
+def test_sustained_midi_sounds_are_held_past_the_one_second_clip() -> None:
+    """The renders whose notes all start together hold them longer than the clip, so the second is one
+    sustained sound rather than a shorter note looped with fades."""
+    sustained = {
+        spec.name: spec.source.notes
+        for spec in CLIPS
+        if isinstance(spec.source, curate.MidiRender) and all(start == 0.0 for start, *_ in spec.source.notes)
+    }
+    assert set(sustained) == {"telephone_gm", "church_organ", "bird_tweet", "seashore", "helicopter", "applause"}
+    for name, notes in sustained.items():
+        assert min(duration for _, duration, *_ in notes) > 1.0, name
+
+
+def test_required_packages_are_probed_as_files_or_as_programs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe with a leading '/' is a file that must exist; any other probe is a program looked up on PATH."""
+    probe = tmp_path / "installed.ogg"
+    probe.write_bytes(b"")
+    packages = {"file-package": str(probe), "program-package": "sh"}
+    monkeypatch.setattr(curate, "REQUIRED_PACKAGES", packages)
+    curate.check_requirements()  # both present
+    packages["absent-package"] = "no-such-program-of-asgf-nav"
+    with pytest.raises(curate.MissingToolsError, match=r"not installed: absent-package\n"):
+        curate.check_requirements()
+
+
+def test_midi_sources_render_dry_at_44_1_khz_on_their_own_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drum part is written on MIDI channel 10 and FluidSynth renders it dry (no reverb, no chorus) at 44.1 kHz
+    in float; the rendered file is what the source reads."""
+    calls: list[tuple[list[str], bytes]] = []
+
+    def fake_fluidsynth(command: list[str], **kwargs: object) -> None:
+        calls.append((list(command), Path(command[-1]).read_bytes()))
+        sf.write(command[command.index("-F") + 1], np.full(441, 0.25), 44100, subtype="FLOAT")
+
+    monkeypatch.setattr(curate.subprocess, "run", fake_fluidsynth)
+    source = curate.MidiRender(0, ((0.0, 0.25, 36, 100),), percussion=True)
+    audio, rate = curate.load_source(curate.ClipSpec("kick", "drums", "kit", source), tmp_path)
+    assert rate == 44100 and np.allclose(audio, 0.25)
+    (command, midi), *_ = calls
+    options = set(zip(command, command[1:]))
+    assert {("-R", "0"), ("-C", "0"), ("-r", "44100"), ("-O", "float")} <= options
+    assert bytes([0x99, 36, 100]) in midi and bytes([0x89, 36, 0]) in midi  # note on and off on channel 10
+
+
+def test_speech_sources_use_their_voice_and_speaking_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """espeak-ng speaks the text with the source's voice at its words per minute."""
+    calls: list[list[str]] = []
+
+    def fake_espeak(command: list[str], **kwargs: object) -> None:
+        calls.append(list(command))
+        sf.write(command[command.index("-w") + 1], np.full(441, 0.25), 22050, subtype="FLOAT")
+
+    monkeypatch.setattr(curate.subprocess, "run", fake_espeak)
+    source = curate.Speech("en-us+m1", "hello there", words_per_minute=120)
+    _, rate = curate.load_source(curate.ClipSpec("hello", "speech", "m1", source), tmp_path)
+    assert rate == 22050
+    options = set(zip(calls[0], calls[0][1:]))
+    assert {("-v", "en-us+m1"), ("-s", "120")} <= options and calls[0][-1] == "hello there"
+
+
+def test_a_near_silent_source_is_refused_not_amplified() -> None:
+    """A source 120 dB down (a 1e-6 sine, frame level -123 dBFS) is silent rather than raised 100 dB to -20 dBFS;
+    a 1e-4 sine (-83 dBFS) is still a sound."""
+    tone = np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)
+    with pytest.raises(ValueError, match="audio is silent"):
+        curate.condition(1e-6 * tone, 44100)
+    quiet = curate.condition(1e-4 * tone, 44100).astype(np.float64)
+    assert np.sqrt(np.mean(quiet**2)) == pytest.approx(0.1, rel=0.02)
+
+
+def test_active_part_skips_a_quiet_lead_in_below_minus_30_db() -> None:
+    """The onset is the first frame within 30 dB of the loudest: 0.1 s of a 1 kHz sine at 0.01 (-40 dB relative),
+    then 0.1 s at 1.0, starts the active part 220 samples (5 ms) before sample 4410, not at the lead-in."""
+    t = np.arange(44100) / 44100
+    x = np.sin(2 * np.pi * 1000 * t)
+    x[:4410] *= 0.01
+    x[8820:] = 0.0
+    active = curate.active_part(x, 44100)
+    assert len(active) == 8820 - 4190
+    assert np.abs(active[:220]).max() <= 0.01 and np.abs(active[220:240]).max() > 0.5
+
+
+def test_a_clip_too_sparse_to_reach_minus_40_dbfs_after_limiting_is_refused() -> None:
+    """Two unit clicks 0.9 s apart loop into three clicks in the second: normalised to 0.1 RMS they peak at 12,
+    and limiting to 0.95 leaves an RMS of 0.95 * sqrt(3 / 44100) = 0.0078, below the 0.01 floor."""
+    x = np.zeros(44100)
+    x[[2205, 41895]] = 1.0
+    with pytest.raises(ValueError, match=r"silent or not finite \(RMS 0\.0078\)"):
+        curate.condition(x, 44100)
+
+
+def test_split_assignment_never_holds_out_the_heard_sound() -> None:
+    """The heard sound stays in training even when its category must give up a clip: with two categories of
+    two and three clips, one held-out clip comes from each, and from 'phone' it is always p1 or p2."""
+    clips = [("telephone", "phone"), ("p1", "phone"), ("p2", "phone"), ("b1", "b"), ("b2", "b")]
+    for seed in range(12):
+        splits = curate.assign_splits(clips, seed=seed)
+        held_out = splits["val"] + splits["test"]
+        assert (len(splits["val"]), len(splits["test"])) == (1, 1), seed  # round(5*11/102)=1, round(5*18/102)=1
+        assert "telephone" in splits["train"], seed
+        assert sorted(name[0] for name in held_out) == ["b", "p"], seed
+
+
+def test_split_assignment_that_cannot_keep_every_category_is_an_error() -> None:
+    """Five one-clip categories cannot give up the 2 held-out sounds without emptying a category: an error,
+    not shorter val and test splits."""
+    clips = [("telephone", "phone")] + [(f"s{i}", f"c{i}") for i in range(4)]
+    with pytest.raises(ValueError, match="cannot hold out 2 sounds from 5 while keeping every category"):
+        curate.assign_splits(clips, seed=0)
+
+
+def test_curation_names_the_clip_that_comes_out_silent(
+    tmp_path: Path, fake_curation: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source that conditions to silence stops the curation with an error naming the catalogue clip."""
+    noise = 0.1 * np.random.default_rng(0).standard_normal(22050)
+
+    def load_source(spec: curate.ClipSpec, workdir: Path) -> tuple[np.ndarray, int]:
+        return (np.zeros(22050) if spec.name == "telephone_bell" else noise), 22050
+
+    monkeypatch.setattr(curate, "load_source", load_source)
+    root = tmp_path / "bank"
+    with pytest.raises(ValueError, match=r"clip 'telephone_bell': audio is silent"):
+        curate.curate(root)
+    assert not root.exists()
+
+
+def test_licence_texts_are_copied_from_their_own_debian_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each licence file is the text of its own licence (GPL-2.0.txt from GPL-2, GPL-3.0.txt from GPL-3, ...);
+    a text missing from /usr/share/common-licenses is a MissingToolsError naming base-files."""
+    monkeypatch.setattr(curate, "COMMON_LICENSES", tmp_path)
+    for name in ("GPL-2", "GPL-3", "LGPL-3"):
+        (tmp_path / name).write_text(f"text of {name}\n")
+    records = [{"license": "GPL-2.0-only"}, {"license": "LGPL-3.0-or-later"}, {"license": "CC0-1.0"}]
+    assert curate._read_license_texts(records) == {
+        "GPL-2.0.txt": b"text of GPL-2\n",
+        "GPL-3.0.txt": b"text of GPL-3\n",
+        "LGPL-3.0.txt": b"text of LGPL-3\n",
+    }
+    (tmp_path / "GPL-3").unlink()
+    with pytest.raises(curate.MissingToolsError, match=r"GPL-3 \(Debian package base-files\) is missing"):
+        curate._read_license_texts(records)
+
+
+def test_the_curation_command_line_seed_chooses_the_splits(
+    tmp_path: Path, fake_curation: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--seed`` reaches the split assignment: the splits written for seed 1 are seed 1's, not seed 0's."""
+    clips = CLIPS[:20]
+    monkeypatch.setattr(curate, "CLIPS", clips)
+    pairs = [(spec.name, spec.category) for spec in clips]
+    assert curate.assign_splits(pairs, seed=1) != curate.assign_splits(pairs, seed=0)
+    root = tmp_path / "bank"
+    with logging_scope():
+        curate.main(["--output-dir", str(root), "--seed", "1"])
+    assert json.loads((root / "splits.json").read_text()) == curate.assign_splits(pairs, seed=1)
