@@ -130,6 +130,14 @@ def test_midi_programs_0_to_127_are_accepted_and_others_refused() -> None:
             synth.midi_file([], program=program)
 
 
+def test_midi_notes_outside_the_midi_ranges_are_refused() -> None:
+    """A negative start (which would never finish encoding), a pitch outside 0..127 or a velocity outside 1..127
+    is a clear error, not a hang or a corrupt file."""
+    for note in ((-0.01, 0.1, 60, 100), (0.0, 0.1, 128, 100), (0.0, 0.1, 60, 0), (0.0, 0.1, 60, 128)):
+        with pytest.raises(ValueError, match="before 0 s|MIDI needs pitch 0..127, velocity 1..127"):
+            synth.midi_file([note], program=0)
+
+
 def test_a_very_short_midi_note_still_ends_after_it_starts() -> None:
     """A note shorter than half a tick lasts one tick, so its note-off follows its note-on and does not
     leave it sounding to the end of the track; a note without positive duration is refused."""

@@ -392,6 +392,12 @@ def midi_file(notes: list[Note], program: int, percussion: bool = False) -> byte
     for start, duration, pitch, velocity in notes:
         if duration <= 0:
             raise ValueError(f"note {pitch} at {start} s has duration {duration} s; it must be positive")
+        if start < 0:  # a negative tick would make _varlen loop forever
+            raise ValueError(f"note {pitch} starts at {start} s; a note cannot start before 0 s")
+        if not (0 <= pitch <= 127 and 1 <= velocity <= 127):  # MIDI data bytes; a velocity-0 note-on is a note-off
+            raise ValueError(
+                f"note at {start} s has pitch {pitch} and velocity {velocity}; MIDI needs pitch 0..127, velocity 1..127"
+            )
         on = int(round(start * _TICKS_PER_SECOND))
         # at least one tick long: a note-off at its own note-on's tick would sort first and leave the note hanging
         off = max(on + 1, int(round((start + duration) * _TICKS_PER_SECOND)))
