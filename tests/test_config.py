@@ -431,3 +431,80 @@ def test_nested_settings_flatten_to_dotted_keys() -> None:
 def test_an_empty_override_of_a_text_field_is_the_empty_text(override: str) -> None:
     """``task.spectrogram_store=`` is the documented "never read a store"; it must not become null or fail."""
     assert load_config(None, [override]).task.spectrogram_store == ""
+
+
+def test_a_list_as_a_key_in_a_config_file_is_refused_as_invalid_yaml(tmp_path: Path) -> None:
+    """A mapping key that is a list (``? [a, b]``) is a ConfigError naming the file, not a TypeError."""
+    path = tmp_path / "listkey.yaml"
+    path.write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ConfigError, match=f"(?s)^config file {path} is not valid YAML: .*found unhashable key"):
+        load_config(str(path))
+
+
+def test_an_override_without_a_key_is_refused_as_malformed() -> None:
+    """``=5`` has no key: it is refused as a malformed override, not looked up as the config key ''."""
+    with pytest.raises(ConfigError, match=r"^override '=5' must look like key\.sub=value$"):
+        load_config(None, ["=5"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("train.run_dir =2024-06-01", "2024-06-01"), ("model.policy  =yes", "yes")],
+)
+def test_spaces_after_an_override_key_do_not_change_how_its_text_is_read(override: str, expected: str) -> None:
+    """A space between the key and ``=`` still finds the text field, so its value stays text, not a date or bool."""
+    section, name = override.split("=")[0].strip().split(".")
+    assert getattr(getattr(load_config(None, [override]), section), name) == expected
+
+
+@pytest.mark.parametrize("value", ["'runs/a", "'runs/a\"", '"runs'])
+def test_a_text_override_that_opens_a_quote_it_does_not_close_is_kept_as_typed(value: str) -> None:
+    """Only a value wrapped in one matching pair of quotes is unquoted; a lone opening quote is part of the text."""
+    assert load_config(None, [f"train.run_dir={value}"]).train.run_dir == value
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("scenes.num_scenes=abc", "'abc' \\(str\\)$"), ("scenes.num_scenes=[3]", "\\[3\\] \\(list\\)$")],
+)
+def test_an_optional_number_given_no_number_is_refused_by_name(override: str, message: str) -> None:
+    """An optional int field given text or a list is a ConfigError naming the key, not a TypeError later."""
+    prefix = r"^config key 'scenes.num_scenes' \(in command line\) expects int \| None, got "
+    with pytest.raises(ConfigError, match=prefix + message):
+        load_config(None, [override])
+
+
+def test_an_optional_text_field_of_a_config_file_refuses_a_boolean(tmp_path: Path) -> None:
+    """``soundspaces_root: yes`` (YAML 1.1's true) is refused naming the key, not kept as the path True."""
+    path = tmp_path / "root.yaml"
+    path.write_text("scenes:\n  soundspaces_root: yes\n")
+    with pytest.raises(ConfigError, match=r"'scenes.soundspaces_root' .* expects str \| None, got True \(bool\)$"):
+        load_config(str(path))
+
+
+def test_an_integral_float_in_a_config_file_is_taken_by_an_int_field(tmp_path: Path) -> None:
+    """``total_frames: 3.0e+7`` and ``num_envs: 8.0`` are whole numbers: read losslessly as the ints 30000000 and 8."""
+    path = tmp_path / "floats.yaml"
+    path.write_text("ppo:\n  total_frames: 3.0e+7\n  num_envs: 8.0\n")
+    cfg = load_config(str(path))
+    assert (cfg.ppo.total_frames, cfg.ppo.num_envs) == (30_000_000, 8)
+    assert type(cfg.ppo.total_frames) is int and type(cfg.ppo.num_envs) is int
+
+
+def test_list_items_of_text_stay_text_where_yaml_would_read_a_bool_null_or_date() -> None:
+    """``task.sensors=[yes, null, 2024-06-01]`` is three names, as typed, not True, None and a date."""
+    cfg = load_config(None, ["task.sensors=[yes, null, 2024-06-01]"])
+    assert cfg.task.sensors == ["yes", "null", "2024-06-01"]
+
+
+@pytest.mark.parametrize("spelling", ["null", "Null", "NULL", "~"])
+def test_every_yaml_null_spelling_clears_an_optional_text_field(spelling: str) -> None:
+    """Each of YAML's four null spellings gives None for ``scenes.soundspaces_root`` (its default location)."""
+    cfg = load_config(None, ["scenes.soundspaces_root=x", f"scenes.soundspaces_root={spelling}"])
+    assert cfg.scenes.soundspaces_root is None
+
+
+@pytest.mark.parametrize("value", ["2024-06-01", "yes", "off"])
+def test_an_optional_text_override_keeps_what_yaml_would_read_as_a_date_or_bool(value: str) -> None:
+    """``scenes.soundspaces_root`` is text or None: ``2024-06-01`` or ``yes`` there is a directory name as typed."""
+    assert load_config(None, [f"scenes.soundspaces_root={value}"]).scenes.soundspaces_root == value

@@ -184,3 +184,48 @@ def test_unheard_splits_play_their_own_sounds_and_heard_the_telephone() -> None:
     assert not (train & val or train & test or val & test)
     cfg.task.sound_split = "heard"
     assert [sound_names(cfg, split) for split in ("train", "val", "test")] == [["telephone"]] * 3
+
+
+def test_torch_refuses_a_rir_whose_ears_are_not_its_last_axis() -> None:
+    """A channel-first (B, 2, L) RIR batch, or one of three channels, is refused instead of convolved as is."""
+    sr = 16000
+    sound, rir = _pair(sr, 2000, 6)
+    spectrogram = TorchSpectrogram(sr)
+    with pytest.raises(ValueError, match=r"rirs \(B, L, 2\), got \(1, 16000\), \(1, 2, 2000\)$"):
+        spectrogram.audio(torch.from_numpy(sound[None]), torch.from_numpy(rir.T.copy()[None]))
+    three = np.concatenate([rir, rir[:, :1]], axis=1)[None]
+    with pytest.raises(ValueError, match=r"rirs \(B, L, 2\), got \(1, 16000\), \(1, 2000, 3\)$"):
+        spectrogram.audio(torch.from_numpy(sound[None]), torch.from_numpy(three))
+
+
+def test_audio_from_rirs_returns_every_chunk_in_order() -> None:
+    """Five RIRs of different lengths in chunks of two give five received signals, each its own pair's."""
+    sr = 16000
+    pairs = [_pair(sr, n, 40 + i) for i, n in enumerate([300, 5000, 1200, 16000, 800])]
+    sounds = torch.from_numpy(np.stack([s for s, _ in pairs]))
+    audio = TorchSpectrogram(sr).audio_from_rirs(sounds, [r for _, r in pairs], batch=2).numpy()
+    assert audio.shape == (5, 2, sr)
+    for i, (s, r) in enumerate(pairs):
+        full = np.stack([np.convolve(s.astype(np.float64), r[:, c].astype(np.float64))[:sr] for c in range(2)])
+        np.testing.assert_allclose(audio[i], full, atol=1e-4)
+
+
+def test_an_interrupted_cache_compute_leaves_no_entry_behind() -> None:
+    """Ctrl-C inside the compute (a KeyboardInterrupt, not an Exception) frees the keys' slots: the next lookup
+    computes them instead of returning the never-written zeros as hits."""
+    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
+
+    interrupt = [True]
+
+    def compute(keys: np.ndarray) -> torch.Tensor:
+        if interrupt[0]:
+            raise KeyboardInterrupt
+        return torch.from_numpy(keys.astype(np.float32))[:, None].repeat(1, 2) + 1.0
+
+    cache = SpectrogramCache(2, (2,), "cpu", compute)
+    with pytest.raises(KeyboardInterrupt):
+        cache.lookup(np.array([3, 4]))
+    assert len(cache) == 0 and sorted(cache.free) == [0, 1]
+    interrupt[0] = False
+    assert cache.lookup(np.array([4, 3])).tolist() == [[5.0, 5.0], [4.0, 4.0]]
+    assert (cache.hits, cache.misses) == (0, 4)
