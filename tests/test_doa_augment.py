@@ -129,3 +129,37 @@ def test_spectral_filtering_does_not_wrap_around_the_clip() -> None:
     out = apply_spectral_gains(impulse, torch.from_numpy(bump)[None], SR)[0]
     assert out[0] > 1.0  # the boost's peak
     assert out[-100:].abs().max() < 1e-9
+
+
+def test_playback_rates_are_log_uniform_so_slowing_and_speeding_are_equally_likely() -> None:
+    """The rate is drawn uniformly in log rate: the quartiles of log(rate) over 4000 draws sit at a quarter,
+    half and three quarters of [log 0.84, log 1.19] (a uniform draw in rate puts them about 0.012 higher)."""
+    rng = np.random.default_rng(0)
+    log_rates = np.log([random_timbre(rng)[0] for _ in range(4000)])
+    low, high = np.log(SPEED_RANGE)
+    expected = low + (high - low) * np.array([0.25, 0.5, 0.75])
+    np.testing.assert_allclose(np.quantile(log_rates, [0.25, 0.5, 0.75]), expected, atol=0.006)
+
+
+def test_a_bump_is_a_gaussian_in_octaves_whose_width_is_its_standard_deviation() -> None:
+    """A +6 dB bump at 2 kHz, 0.5 octave wide, adds 6 exp(-0.5) dB half an octave away and 6 exp(-2) dB
+    one octave away (1 kHz and 4 kHz)."""
+    bump = identity_timbre()
+    bump[2:5] = [1.0, 0.5, 6.0]
+    freqs = torch.tensor([1000.0, 2000.0 * 2**0.5, 4000.0], dtype=torch.float64)
+    db = 20 * torch.log10(spectral_gains(torch.from_numpy(bump)[None], freqs))[0]
+    expected = torch.tensor([6 * np.exp(-2.0), 6 * np.exp(-0.5), 6 * np.exp(-2.0)], dtype=torch.float64)
+    assert torch.allclose(db, expected, atol=1e-9)
+
+
+def test_filtering_a_batch_of_binaural_signals_gives_each_row_its_own_envelope() -> None:
+    """apply_spectral_gains on (B, 2, N): row 0 (identity timbre) keeps both ears as they are, row 1 (+6 dB at
+    2 kHz) has both ears 6 dB louder at 2 kHz; a row's envelope never lands on a channel of another row."""
+    tone = torch.from_numpy(np.sin(2 * np.pi * 2000 * np.arange(4000) / SR))
+    signal = tone.repeat(2, 2, 1)  # (2, 2, 4000)
+    bump = identity_timbre()
+    bump[2:5] = [1.0, 0.5, 6.0]
+    timbres = torch.from_numpy(np.stack([identity_timbre(), bump]))
+    filtered = apply_spectral_gains(signal, timbres, SR)
+    ratio_db = 10 * torch.log10(filtered[..., 500:3500].pow(2).mean(-1) / tone[500:3500].pow(2).mean())
+    assert torch.allclose(ratio_db, torch.tensor([[0.0, 0.0], [6.0, 6.0]], dtype=torch.float64), atol=0.2)

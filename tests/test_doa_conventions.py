@@ -1,13 +1,16 @@
 """Interaural feature conventions the packaged DoA weights were trained with, and example draws."""
 
 import numpy as np
+import pytest
 import torch
 
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.features import (
+    EPS,
     AzimuthGrid,
     StftConfig,
     binaural_stft,
+    compressed_magnitude,
     interaural_features,
     relative_azimuth,
 )
@@ -113,3 +116,43 @@ def test_a_peak_at_0_degrees_balanced_to_rounding_decodes_to_0_not_360() -> None
     posterior = np.zeros((1, 72))
     posterior[0, [71, 0, 1]] = [0.3 * (1 + 1e-15), 1.0, 0.3]
     assert float(AzimuthGrid(bin_width=5.0).decode(posterior)[0]) == 0.0
+
+
+def test_the_grid_rejects_negative_widths_and_keeps_every_bin_of_a_width_a_hair_above_a_divisor() -> None:
+    """A negative bin width is refused; a width accepted as a divisor of 360 though a rounding error above it
+    (51.4285715, 7 bins) keeps its 7 bins, not the 6 that truncating 6.99999999 would leave."""
+    with pytest.raises(ValueError, match="must divide 360"):
+        AzimuthGrid(bin_width=-5.0)
+    grid = AzimuthGrid(bin_width=51.4285715)
+    assert grid.num_bins == 7 and grid.encode(np.array([0.0])).shape == (1, 7)
+
+
+def test_decoding_averages_the_two_bins_either_side_of_the_peak() -> None:
+    """decode's circular mean reaches two bins past the peak: a second neighbour pulls the answer towards it
+    (a window of one bin would leave bin 8 out)."""
+    posterior = np.zeros((1, 72))
+    posterior[0, [8, 10, 11]] = [0.1, 0.4, 0.2]  # peak at 50 degrees, bin 9 empty
+    mean = np.angle(np.sum([0.1, 0.4, 0.2] * np.exp(1j * np.deg2rad([40.0, 50.0, 55.0]))), deg=True)
+    np.testing.assert_allclose(AzimuthGrid(bin_width=5.0).decode(posterior), [mean], atol=1e-9)
+
+
+def test_decoding_refuses_a_posterior_over_another_grid() -> None:
+    """A posterior with another number of bins is refused by name, not read modulo the grid's bins."""
+    grid = AzimuthGrid(bin_width=5.0)
+    for bins in (144, 36):  # 144: argmax read modulo 72; 36: neighbours past the end
+        with pytest.raises(ValueError, match=r"posterior must be \(B, 72\)"):
+            grid.decode(np.full((2, bins), 1.0 / bins))
+
+
+def test_silent_bins_carry_no_interaural_difference_and_sit_on_the_magnitude_floor() -> None:
+    """Where both ears are silent, ILD is 0 dB and the phase difference 0 (not the -30 dB clip of a silent
+    left ear); the compressed magnitude has the floor EPS**0.3 per ear, averaged over the ears."""
+    spec = torch.zeros(1, 2, 4, 3, dtype=torch.complex64)
+    spec[0, 0, 0] = 8.0  # bin 0: the left ear hears |X| = 8, the right ear nothing
+    feats = interaural_features(spec)  # (1, 4, T, F)
+    assert torch.equal(feats[0, 2, :, 1:], torch.zeros(3, 3))  # ILD / 10 dB where both ears are silent
+    assert torch.equal(feats[0, 0, :, 1:], torch.ones(3, 3)) and torch.equal(feats[0, 1, :, 1:], torch.zeros(3, 3))
+    magnitude = compressed_magnitude(spec)  # (1, T, F)
+    floor = EPS**0.3
+    torch.testing.assert_close(magnitude[0, :, 1:], torch.full((3, 3), floor))
+    torch.testing.assert_close(magnitude[0, :, 0], torch.full((3,), 0.5 * (8.0**0.3 + floor)))

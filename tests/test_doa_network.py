@@ -212,3 +212,75 @@ def test_a_category_prompt_steers_the_head_through_its_embedding_and_its_templat
     assert (before["mask"][0] - before["mask"][1]).abs().max() > 1e-5
     assert torch.allclose(after["mask"][0], before["mask"][0])
     assert not torch.allclose(after["mask"][1], before["mask"][1], atol=1e-4)
+
+
+def test_the_crnn_reads_its_own_stft_frames_averages_them_and_answers_per_clip() -> None:
+    """SeldCrnn: the BiGRU runs over the frames of the configured STFT (hop 256: 1 + 4000 // 256 = 16, not the
+    default hop's 11), the head reads the BiGRU output averaged over time, and each clip's posterior sums to
+    1 on its own and does not depend on the rest of its batch."""
+    from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
+
+    torch.manual_seed(0)
+    model = SeldCrnn(CrnnConfig(channels=8, rnn_size=8, stft=StftConfig(hop=256))).eval()
+    seen: dict[str, torch.Tensor] = {}
+    model.rnn.register_forward_hook(lambda module, args, out: seen.update(rnn_in=args[0], rnn_out=out[0]))
+    model.head.register_forward_hook(lambda module, args, out: seen.update(head_in=args[0]))
+    audio = torch.randn(3, 2, 4000)
+    with torch.no_grad():
+        out = model(audio)
+        torch.testing.assert_close(seen["head_in"], seen["rnn_out"].mean(dim=1))
+        assert seen["rnn_in"].shape[1] == 16
+        alone = model(audio[1:2])["posterior"]
+    torch.testing.assert_close(out["posterior"].sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(out["posterior"], out["log_posterior"].exp())
+    torch.testing.assert_close(out["posterior"][1:2], alone, atol=1e-6, rtol=1e-5)
+
+
+def test_the_mlp_mask_head_is_steered_by_the_audio_prompt() -> None:
+    """mask_head="mlp" with an audio prompt: each row's own prompt embedding, repeated over the frames, is the
+    first half of the SBF's input, so two reference clips give one mixture two different masks (untrained,
+    the difference is small but far from 0)."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    net = SelectiveDoaNet(replace(_tiny_config(), mask_head="mlp")).eval()
+    seen: dict[str, torch.Tensor] = {}
+    net.sbf_in.register_forward_hook(lambda module, args, out: seen.update(sbf_in=args[0]))
+    mixture = torch.randn(1, 2, SR // 4).expand(2, -1, -1)
+    tone = torch.sin(2 * np.pi * 500 * torch.arange(SR // 4) / SR)
+    prompts = torch.stack([tone, torch.randn(SR // 4)])
+    with torch.no_grad():
+        mask = net(mixture, prompts)["mask"]
+        embedding = net.encode_prompt(prompts)  # (2, D)
+    frames, dim = seen["sbf_in"].shape[1], embedding.shape[1]
+    torch.testing.assert_close(seen["sbf_in"][..., :dim], embedding[:, None].expand(-1, frames, -1))
+    assert (mask[0] - mask[1]).abs().max() > 1e-6
+
+
+def test_a_prompt_kind_is_audio_or_category_and_categories_need_a_vocabulary() -> None:
+    """An unknown prompt kind is refused even when a category vocabulary is given, and prompt="category"
+    without any category is refused when the head is built, not at its first forward pass."""
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="unknown DoA prompt kind 'image'"):
+        SelectiveDoaNet(replace(_tiny_config(), prompt="image", num_categories=3))
+    with pytest.raises(ValueError, match="num_categories >= 1"):
+        SelectiveDoaNet(replace(_tiny_config(), prompt="category", num_categories=0))
+
+
+def test_a_fresh_template_mask_head_starts_neutral_to_the_prompt() -> None:
+    """Untrained, the prompt's FiLM leaves the mask head's convolutions as they are (two prompt embeddings,
+    one output) and every category's learned spectral template is flat (all zeros)."""
+    from dataclasses import replace
+
+    from asgf_nav.models.doa.network import PromptMaskHead
+
+    torch.manual_seed(0)
+    head = PromptMaskHead(prompt_dim=8)
+    logit, feats, template = torch.randn(1, 5, 16), torch.randn(1, 4, 5, 16), torch.randn(1, 16)
+    with torch.no_grad():
+        first = head(logit, feats, template, torch.randn(1, 8))
+        second = head(logit, feats, template, torch.randn(1, 8))
+    assert torch.equal(first, second)
+    net = SelectiveDoaNet(replace(_tiny_config(), prompt="category", num_categories=3))
+    assert torch.count_nonzero(net.category_template.weight) == 0
