@@ -127,6 +127,21 @@ def test_the_grid_rejects_negative_widths_and_keeps_every_bin_of_a_width_a_hair_
     assert grid.num_bins == 7 and grid.encode(np.array([0.0])).shape == (1, 7)
 
 
+@pytest.mark.parametrize("width", [0.0, 400.0, 1e9, float("inf"), float("nan")])
+def test_the_grid_refuses_a_width_that_leaves_no_bins(width: float) -> None:
+    """A width of 0, past 360 degrees or nan is refused by name, not turned into a grid of 0 bins (whose
+    posteriors are empty and whose loss is 0) or a division by zero."""
+    with pytest.raises(ValueError, match="must divide 360"):
+        AzimuthGrid(bin_width=width)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_the_grid_refuses_a_laplacian_scale_that_is_not_positive(scale: float) -> None:
+    """A target scale of 0 would make every training target nan; it is refused where the grid is made."""
+    with pytest.raises(ValueError, match="scale must be a positive"):
+        AzimuthGrid(laplace_scale=scale)
+
+
 def test_decoding_averages_the_two_bins_either_side_of_the_peak() -> None:
     """decode's circular mean reaches two bins past the peak: a second neighbour pulls the answer towards it
     (a window of one bin would leave bin 8 out)."""

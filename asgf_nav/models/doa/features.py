@@ -67,9 +67,13 @@ class AzimuthGrid:
     laplace_scale: float = 5.0  # sigma of the Laplacian-shaped target, degrees
 
     def __post_init__(self) -> None:
-        k = 360.0 / self.bin_width
-        if self.bin_width <= 0 or abs(k - round(k)) > 1e-6:
+        # bounded first: a width of 0 would divide by zero, and one past 360 (1e9, inf) would round to 0 bins
+        if not 0 < self.bin_width <= 360 or abs(360.0 / self.bin_width - round(360.0 / self.bin_width)) > 1e-6:
             raise ValueError(f"azimuth bin width must divide 360 degrees, got {self.bin_width}")
+        if not self.laplace_scale > 0:  # exp(-d / 0) makes every target nan
+            raise ValueError(
+                f"the Laplacian target's scale must be a positive number of degrees, got {self.laplace_scale}"
+            )
 
     @property
     def num_bins(self) -> int:
