@@ -856,15 +856,18 @@ def test_source_node_list_is_sorted_indices_and_unknown_ids_are_refused(tmp_path
     [
         ("one_row", r"view \(node 8, yaw 90\) is \(1, 6\), other views \(6, 6\)"),  # would broadcast silently
         ("float_rgb", r"view \(node 8, yaw 90\): rgb must be \(H, W, 3\|4\) uint8"),
+        ("one_row_depth", r"view \(node 8, yaw 90\): .* got rgb uint8\(6, 6, 4\) and depth \(1, 6\)"),  # broadcast
     ],
 )
 def test_views_of_another_size_or_type_are_refused_naming_the_view(ss_dataset: Path, change: str, pattern: str) -> None:
-    """One view 1 pixel high, or float rgb, in a views pickle is an error naming the pickle and the view."""
+    """One view 1 pixel high, float rgb, or a depth image smaller than its rgb is an error naming the view."""
     path = ss_dataset / "scene_observations" / "replica" / "office_9.pkl"
     frames = pickle.loads(path.read_bytes())
     view = frames[(8, 90)]
     if change == "one_row":
         frames[(8, 90)] = {"rgb": view["rgb"][:1], "depth": view["depth"][:1]}
+    elif change == "one_row_depth":
+        frames[(8, 90)] = {"rgb": view["rgb"], "depth": view["depth"][:1]}
     else:
         frames[(8, 90)] = {"rgb": view["rgb"].astype(np.float32), "depth": view["depth"]}
     path.write_bytes(pickle.dumps(frames))
@@ -1009,3 +1012,174 @@ def test_split_scenes_come_from_the_split_file_when_content_is_empty(tmp_path: P
         json.dump(records, f)
     world = load_soundspaces_world(make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"]), "train")
     assert sorted(world.scenes) == ["office_9"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Readers: graph positions and directions, source lists, RIR and sound files
+def test_a_scene_without_points_txt_is_not_downloaded(ss_dataset: Path) -> None:
+    """A scene whose graph and RIRs are there but whose points.txt is not is no usable download."""
+    write_soundspaces_dataset(ss_dataset, "office_7")
+    (ss_dataset / "metadata" / "replica" / "office_7" / "points.txt").unlink()
+    assert ss.SoundSpacesPaths(ss_dataset, "replica").available_scenes() == ["office_9"]
+
+
+def test_a_graph_without_nodes_is_refused_by_name(tmp_path: Path) -> None:
+    """An empty graph.pkl (a failed SoundSpaces preprocessing) is an error naming the file, not a 0-node scene."""
+    path = tmp_path / "graph.pkl"
+    path.write_bytes(pickle.dumps(nx.Graph()))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"graph\.pkl has no nodes"):
+        ss.read_graph(path)
+
+
+def test_nodes_without_a_point_take_the_points_txt_row_of_their_node_id() -> None:
+    """Node ids are points.txt rows: node 2, the second node, takes row 2, not row 1."""
+    graph = nx.Graph()
+    graph.add_edge(0, 2)  # no 'point' attributes
+    points = np.array([(0.0, 0.0, 0.0), (9.0, 9.0, 9.0), (0.5, 0.0, 0.0)])
+    layout = ss.graph_layout(graph, points, Path("graph.pkl"))
+    np.testing.assert_array_equal(layout.positions, [(0.0, 0.0, 0.0), (0.5, 0.0, 0.0)])
+    assert layout.neighbors[0].tolist() == [-1, -1, -1, 1]  # node 2 lies at +X: yaw 270
+
+
+def test_a_node_with_no_point_and_no_points_txt_row_is_refused_by_name() -> None:
+    """Node 5 of a 3-row points.txt without a 'point' has no position: an error, not the origin."""
+    graph = nx.Graph()
+    graph.add_node(0, point=(0.0, 0.0, 0.0))
+    graph.add_edge(0, 5)
+    with pytest.raises(ss.SoundSpacesDataError, match=r"node 5 of graph\.pkl has no 'point' .* \(3 rows\)"):
+        ss.graph_layout(graph, np.zeros((3, 3)), Path("graph.pkl"))
+
+
+def test_move_forward_rounds_a_direction_off_by_float_noise_to_the_nearest_degree() -> None:
+    """Neighbours 1 um off an axis lie at 89.9999, 179.9999 and -89.9999 degrees: rounded, each is reached."""
+    graph = nx.Graph()
+    graph.add_node(0, point=(0.0, 0.0, 0.0))
+    offsets = {1: (1e-6, 0.0, 0.5), 2: (0.5, 0.0, 1e-6), 3: (1e-6, 0.0, -0.5), 4: (-0.5, 0.0, 1e-6)}
+    for node, point in offsets.items():
+        graph.add_node(node, point=point)
+        graph.add_edge(0, node)
+    layout = ss.graph_layout(graph, np.zeros((0, 3)), Path("graph.pkl"))
+    # yaw 0 faces -Z (node 3), 90 faces -X (node 4), 180 faces +Z (node 1), 270 faces +X (node 2)
+    assert layout.neighbors[0].tolist() == [3, 4, 1, 2]
+
+
+def test_a_source_node_list_of_one_id_is_read(tmp_path: Path) -> None:
+    """A scene with a single sound source lists one id: node 5 is project index 4 when node 4 is missing."""
+    path = tmp_path / "source_nodes.txt"
+    path.write_text("5\n")
+    np.testing.assert_array_equal(ss.read_source_nodes(path, np.array([0, 1, 2, 3, 5, 6, 7, 8])), [4])
+
+
+def test_a_float64_rir_file_is_read_as_float32(tmp_path: Path) -> None:
+    """A float64 RIR wav gives the same float32 (L, 2) array every other RIR is."""
+    path = tmp_path / "7_5.wav"
+    data = np.array([[0.5, -0.25], [0.125, 1.0], [0.0, -1.0]])
+    wavfile.write(path, SR, data)
+    rir = ss.read_rir(path, SR)
+    assert rir.dtype == np.float32
+    np.testing.assert_array_equal(rir, [[0.5, -0.25], [0.125, 1.0], [0.0, -1.0]])
+
+
+def _three_rir_files(tmp_path: Path) -> ss.SoundSpacesPaths:
+    """RIRs 0_s.wav at azimuth 0 for sources s = 0, 1, 2, each 300 samples of the value s."""
+    paths = ss.SoundSpacesPaths(tmp_path, "replica")
+    for s in range(3):
+        f = paths.rir_file("sc", 0, s, 0)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        wavfile.write(f, SR, np.full((300, 2), s, dtype=np.float32))
+    return paths
+
+
+def test_cached_rirs_are_read_only(tmp_path: Path) -> None:
+    """A caller writing into a returned RIR would change what every later step hears: the write is refused."""
+    rirs = ss.SoundSpacesRirs(_three_rir_files(tmp_path), "sc", np.arange(3), np.arange(3))
+    rir = rirs.rir(0, 1, 0)
+    with pytest.raises(ValueError, match="read-only"):
+        rir[0, 0] = 5.0
+    np.testing.assert_array_equal(rirs.rir(0, 1, 0), np.ones((300, 2), dtype=np.float32))
+
+
+def test_a_cache_smaller_than_one_rir_still_keeps_the_latest(tmp_path: Path) -> None:
+    """With a share below one RIR (many scenes, a small rir_cache_mb) a repeated read is still a cache hit."""
+    rirs = ss.SoundSpacesRirs(_three_rir_files(tmp_path), "sc", np.arange(3), np.arange(3), cache_bytes=1)
+    rirs.rir(0, 1, 0), rirs.rir(0, 1, 0)
+    assert rirs.reads == 1
+    rirs.rir(0, 2, 0), rirs.rir(0, 1, 0)  # the newer RIR replaces the older one
+    assert rirs.reads == 3
+
+
+def test_a_stereo_sound_is_mixed_down_to_the_mean_of_its_channels(tmp_path: Path) -> None:
+    """Sounds are mono, as SoundSpaces loads them: a stereo file (0.4 and 0.2 times a sine) gives 0.3 times it."""
+    sine = np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
+    sf.write(tmp_path / "duet.wav", np.stack([0.4 * sine, 0.2 * sine], axis=1), SR, subtype="FLOAT")
+    wave = ss.SoundSpacesSounds(tmp_path, SR)("duet")
+    assert wave.shape == (SR,)
+    np.testing.assert_allclose(wave, 0.3 * sine, atol=1e-6)
+
+
+def test_an_empty_sound_file_is_refused_by_name(tmp_path: Path) -> None:
+    """A 0-sample sound would make every episode silent: an error naming the file."""
+    (tmp_path / "1s_all").mkdir()
+    sf.write(tmp_path / "1s_all" / "hush.wav", np.zeros(0, dtype=np.float32), SR)
+    with pytest.raises(ss.SoundSpacesDataError, match=r"1s_all/hush\.wav is empty"):
+        ss.SoundSpacesSounds(tmp_path / "1s_all", SR)("hush")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Importer and data source: what is imported, and when
+def test_a_source_node_list_added_to_a_scene_is_imported(tmp_path: Path, ss_dataset: Path) -> None:
+    """source_nodes.txt is part of the layout: adding one after an import re-imports the scene's sources."""
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    directory = ssi.import_scene(paths, tmp_path / "data", "office_9")
+    np.testing.assert_array_equal(SceneStore(directory).array("source_nodes"), np.arange(8))
+    paths.source_nodes_file("office_9").write_text("8\n0\n")
+    ssi.import_scene(paths, tmp_path / "data", "office_9")
+    np.testing.assert_array_equal(SceneStore(directory).array("source_nodes"), [0, 7])  # node 8 is index 7
+
+
+def test_import_dataset_imports_only_the_named_scenes_and_forces_when_asked(
+    tmp_path: Path, ss_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/import_soundspaces.py --scenes office_7 [--force]: that scene alone, rewritten when forced."""
+    write_soundspaces_dataset(ss_dataset, "office_7")
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    data = tmp_path / "data"
+    office_7 = ssi.imported_scene_dir(data, "replica", "office_7")
+    assert ssi.import_dataset(paths, data, ["office_7"]) == [office_7]
+    assert not ssi.imported_scene_dir(data, "replica", "office_9").exists()
+    written = _record_stage_writes(monkeypatch)
+    ssi.import_dataset(paths, data, ["office_7"])
+    assert written == []
+    ssi.import_dataset(paths, data, ["office_7"], force=True)
+    assert written == ["layout", "vision"]
+
+
+def test_import_dataset_with_no_scene_downloaded_says_what_it_needs(tmp_path: Path) -> None:
+    """An import from a wrong or empty root is an error naming the folders it looked in, not 0 scenes imported."""
+    paths = ss.SoundSpacesPaths(tmp_path / "empty", "replica")
+    need = re.escape(f"{tmp_path / 'empty' / 'metadata' / 'replica'}/<scene>/{{points.txt,graph.pkl}}")
+    with pytest.raises(ss.SoundSpacesDataError, match=rf"no SoundSpaces replica scene found: need {need}"):
+        ssi.import_dataset(paths, tmp_path / "data")
+
+
+def test_soundspaces_source_with_a_dataset_soundspaces_lacks_is_refused(tmp_path: Path, ss_dataset: Path) -> None:
+    """scenes.source=soundspaces with dataset tiny is an error; with source auto, tiny runs on embedded scenes."""
+    cfg = make_cfg(tmp_path, ss_dataset)
+    cfg.scenes.dataset = "tiny"
+    with pytest.raises(ss.SoundSpacesDataError, match=r"source=soundspaces needs dataset replica or mp3d, not 'tiny'"):
+        ssi.scene_source(cfg)
+    cfg.scenes.source = "auto"
+    assert ssi.scene_source(cfg) == "embedded"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# World: a split none of whose scenes is downloaded
+def test_a_split_with_none_of_its_scenes_downloaded_is_refused_by_name(tmp_path: Path, ss_dataset: Path) -> None:
+    """Another split's scene is downloaded but none of this split's: an error naming them, not an empty world."""
+    write_soundspaces_dataset(ss_dataset, "office_7")
+    split_dir = ss_dataset / "datasets" / "audionav" / "replica" / "v1" / "train_telephone"
+    (split_dir / "content" / "office_7.json.gz").unlink()  # office_7 belongs to no train episode
+    shutil.rmtree(ss_dataset / "binaural_rirs" / "replica" / "office_9")
+    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
+    with pytest.raises(ss.SoundSpacesDataError, match=r"none of the train scenes \['office_9'\] of .* is downloaded"):
+        load_soundspaces_world(cfg, "train")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from asgf_nav.tasks.soundspaces_export import (
     export_scene,
     export_world,
     scene_graph,
+    write_observations,
 )
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
@@ -105,3 +107,47 @@ def test_exported_episodes_name_the_scene_as_the_dataset_does(tmp_path: Path, da
     with gzip.open(path.parent / "content" / "g.json.gz", "rt") as f:
         records = json.load(f)["episodes"]
     assert [r["scene_id"] for r in records] == [scene_id]
+
+
+def test_export_without_views_writes_no_views_pickle(tmp_path: Path) -> None:
+    """views=False (the script's --no-views) leaves scene_observations/ out even for a scene that has views."""
+    world = synthetic_world([small_scene()], SR, dataset="replica")
+    views = tmp_path / "scene_observations/replica/g.pkl"
+    export_world(world, tmp_path, "replica", views=False)
+    assert not views.exists()
+    export_world(world, tmp_path, "replica", skip_existing=True)
+    assert views.exists()
+
+
+def test_views_pickle_holds_what_habitat_sim_renders(tmp_path: Path) -> None:
+    """Keys (node, yaw in degrees); rgb (H, W, 3) uint8 and depth (H, W) float32 metres, as SoundSpaces reads them."""
+    scene = small_scene()
+    write_observations(scene, tmp_path / "g.pkl")
+    frames = pickle.loads((tmp_path / "g.pkl").read_bytes())
+    assert sorted(frames) == [(n, yaw) for n in range(4) for yaw in (0, 90, 180, 270)]
+    view = frames[(3, 180)]
+    assert view["rgb"].dtype == np.uint8 and view["rgb"].shape == (4, 4, 3)
+    assert view["depth"].dtype == np.float32 and view["depth"].shape == (4, 4)
+    np.testing.assert_array_equal(view["rgb"], scene.rgb[3, 2])
+    np.testing.assert_array_equal(view["depth"], scene.depth[3, 2].astype(np.float32))
+
+
+def test_an_interrupted_first_export_is_resumed_keeping_the_files_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first export cut off after 10 RIR files is of the recorded making: its resume keeps those 10."""
+    scene = small_scene()
+    calls, rir = {"n": 0}, scene.rir
+
+    def dies_after_ten(*args):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise KeyboardInterrupt
+        return rir(*args)
+
+    monkeypatch.setattr(scene, "rir", dies_after_ten)
+    with pytest.raises(KeyboardInterrupt):
+        export_scene(scene, tmp_path, "replica", views=False)
+    monkeypatch.setattr(scene, "rir", rir)
+    stats = export_scene(scene, tmp_path, "replica", skip_existing=True, views=False)
+    assert (stats.rir_files, stats.skipped) == (4 * 4 * 4, 10)
