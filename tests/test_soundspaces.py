@@ -1170,6 +1170,9 @@ def test_soundspaces_source_with_a_dataset_soundspaces_lacks_is_refused(tmp_path
         ssi.scene_source(cfg)
     cfg.scenes.source = "auto"
     assert ssi.scene_source(cfg) == "embedded"
+    cfg.scenes.source = "soundspace"  # a misspelling, built in code past load_config's check
+    with pytest.raises(ss.SoundSpacesDataError, match=r"must be auto, embedded or soundspaces, got 'soundspace'"):
+        ssi.scene_source(cfg)
 
 
 # ------------------------------------------------------------------------------------------------------------

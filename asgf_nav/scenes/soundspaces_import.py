@@ -198,6 +198,8 @@ def soundspaces_root(cfg: Any) -> Path:
 def scene_source(cfg: Any) -> str:
     """ "soundspaces" or "embedded" for ``cfg.scenes.source`` (auto: SoundSpaces when its data is there)."""
     source = cfg.scenes.source
+    if source not in ("auto", "embedded", "soundspaces"):  # checked first, whatever the dataset
+        raise SoundSpacesDataError(f"scenes.source must be auto, embedded or soundspaces, got {source!r}")
     if source == "embedded":
         return "embedded"
     if cfg.scenes.dataset not in DATASETS:
@@ -215,6 +217,4 @@ def scene_source(cfg: Any) -> str:
             f"binaural_rirs/{cfg.scenes.dataset}/"
             "<scene>/; see docs/data.md)"
         )
-    if source not in ("auto", "soundspaces"):
-        raise SoundSpacesDataError(f"scenes.source must be auto, embedded or soundspaces, got {source!r}")
     return "soundspaces" if found else "embedded"
