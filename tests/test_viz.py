@@ -562,7 +562,7 @@ def _toy_world(record):
     def rir(receiver, source, yaw):
         out = np.zeros((64, 2), dtype=np.float32)
         out[1 + 7 * yaw + receiver, 0] = 1.0  # a different delay for every (receiver, yaw)
-        out[3, 1] = 0.5
+        out[3 + source, 1] = 0.5  # and for every source: the goal's response is not the start's
         return out
 
     task_scene = SimpleNamespace(rir=rir)
@@ -1062,3 +1062,225 @@ def test_tsne_refuses_too_few_or_non_finite_states_and_fits_the_perplexity_to_sm
     with pytest.raises(ValueError, match="NaN or infinite"):
         embed(states)
     assert embed(rng.normal(size=(10, 3)), max_iter=250).shape == (10, 2)
+
+
+class _ProbeRirs:
+    """Duck-typed SceneRirs of source node 0 at 1 kHz: receiver r hears amplitude AMPLITUDE[r] * (1 + yaw) in the
+    left ear at sample 10 (r + 1) and half that in the right ear at sample 5; other sources read 9s everywhere."""
+
+    scene, sample_rate, length, num_receivers = "toy", 1000, 200, 5
+    AMPLITUDE = (2.0, 0.2, 0.02, 2e-4, 0.0)  # energy 1.25 a^2: 0, -20, -40, -80 dB re node 0; node 4 is silent
+
+    def rir(self, receiver: int, source: int, yaw: int) -> np.ndarray:
+        out = np.full((self.length, 2), 9.0 if source != 0 else 0.0, np.float32)
+        if source == 0:
+            out[10 * (receiver + 1), 0] = self.AMPLITUDE[receiver] * (1 + yaw)
+            out[5, 1] = 0.5 * self.AMPLITUDE[receiver] * (1 + yaw)
+        return out
+
+
+def test_received_energy_reads_the_asked_yaw_and_puts_a_silent_node_at_minus_200_db() -> None:
+    """At yaw 2 every amplitude is tripled (+20 log10 3 dB); a receiver that hears nothing reads the
+    -200 dB floor, not minus infinity."""
+    from asgf_nav.viz.acoustic_plot import received_energy_db
+
+    energy = received_energy_db(_ProbeRirs(), source_node=0, yaw_index=2)
+    expected = [10 * np.log10(1.25 * (3 * a) ** 2) if a else -200.0 for a in _ProbeRirs.AMPLITUDE]
+    np.testing.assert_allclose(energy, expected, atol=1e-6)
+
+
+def test_acoustics_figure_maps_the_energy_re_its_maximum_and_plots_each_probes_two_ears() -> None:
+    """The heat map sits at the nodes' (x, z) in dB re the loudest node on a -60..0 dB scale, the star on the
+    source, probe i numbered i + 1 at its node; probe panels show the first 150 ms (one sample per ms at
+    1 kHz) of the left and right ear of the response from the source, titled with distance and energy."""
+    from matplotlib.text import Annotation
+
+    from asgf_nav.viz.acoustic_plot import acoustics_figure
+
+    positions = np.array([[1.0, 1.5, 1.0], [2.0, 1.5, 1.0], [2.0, 1.5, 2.0], [5.0, 1.5, 2.0], [5.5, 1.5, 0.5]])
+    fig = acoustics_figure(_two_room_plan(), positions, _ProbeRirs(), source_node=0, probe_nodes=[1, 3])
+    ax_map = fig.axes[0]
+    heat, source = ax_map.collections
+    np.testing.assert_allclose(heat.get_offsets(), positions[:, [0, 2]])
+    np.testing.assert_allclose(heat.get_array(), [0.0, -20.0, -40.0, -80.0, -200.0 - 10 * np.log10(5)], atol=1e-6)
+    assert heat.get_clim() == (-60, 0)
+    assert source.get_label() == "source"
+    np.testing.assert_allclose(source.get_offsets(), [[1.0, 1.0]])
+    numbers = {a.get_text(): a.xy for a in ax_map.texts if isinstance(a, Annotation)}
+    assert {k: tuple(v) for k, v in numbers.items()} == {"1": (2.0, 1.0), "2": (5.0, 2.0)}
+    probes = [ax for ax in fig.axes if ax.get_title()[:1].isdigit()]
+    titles = [ax.get_title() for ax in probes]
+    assert titles == ["1: node 1, 1.0 m, -20 dB, yaw 0", "2: node 3, 4.1 m, -80 dB, yaw 0"]  # |(3, 1)| = 4.12 m
+    for ax, (node, amplitude) in zip(probes, ((1, 0.2), (3, 2e-4))):
+        left, right = ax.lines
+        assert (left.get_label(), right.get_label()) == ("left", "right")
+        for line in (left, right):
+            np.testing.assert_allclose(line.get_xdata(), np.arange(150.0))
+        expected_left, expected_right = np.zeros(150), np.zeros(150)
+        expected_left[10 * (node + 1)], expected_right[5] = amplitude, amplitude / 2
+        np.testing.assert_allclose(left.get_ydata(), expected_left, rtol=1e-6)
+        np.testing.assert_allclose(right.get_ydata(), expected_right, rtol=1e-6)
+
+
+def test_probe_nodes_of_a_one_node_scene_are_its_only_node() -> None:
+    """With no other node, every probe is the source node itself (rather than an error)."""
+    from asgf_nav.viz.acoustic_plot import pick_probe_nodes
+
+    assert pick_probe_nodes(np.zeros((1, 3)), 0) == [0, 0, 0]
+
+
+def test_each_video_frame_names_its_step_and_next_action_on_fixed_depth_colours_with_the_left_ear_below(
+    monkeypatch,
+) -> None:
+    """Frame k of 4 actions (turn right, forward, forward, stop) reads 'step k/4  next: <action k>', the last
+    'next: end'; depth is coloured on a fixed 0..10 m scale and the spectrogram drawn from the bottom up."""
+    from asgf_nav.viz import video
+
+    scene, record = _toy_scene_and_record()
+    scene.has_vision = True
+    scene.rgb = np.zeros((3, 4, 2, 2, 3), dtype=np.uint8)
+    scene.depth = np.arange(3 * 4 * 2 * 2, dtype=np.float16).reshape(3, 4, 2, 2) / 10  # far below 10 m
+    world, _ = _toy_world(record)
+    seen = []
+
+    def frame(canvas) -> np.ndarray:
+        axes = canvas.figure.axes
+        seen.append((canvas.figure.get_suptitle(), axes[1].images[0].get_clim(), axes[2].images[0].origin))
+        return np.zeros((1, 1, 3), np.uint8)
+
+    monkeypatch.setattr(video, "_frame", frame)
+    video.render_frames(scene, world, record, dpi=10)
+    nexts = ["TURN_RIGHT", "MOVE_FORWARD", "MOVE_FORWARD", "STOP", "end"]
+    assert [title for title, _, _ in seen] == [f"toy ep 0 's'  step {k}/4  next: {a}" for k, a in enumerate(nexts)]
+    assert all(clim == (0, 10) and origin == "lower" for _, clim, origin in seen)
+
+
+def test_audio_track_rounds_a_frame_to_the_nearest_sample_and_keeps_silence_silent() -> None:
+    """At 8 Hz and 3 fps a frame is round(2.67) = 3 samples; an all-silent track stays zeros (no 0/0 NaN)."""
+    from asgf_nav.viz.video import audio_track
+
+    track = audio_track([np.ones((10, 2), np.float32), np.ones((10, 2), np.float32)], 8, 3.0)
+    np.testing.assert_allclose(track, np.full((6, 2), 0.9), rtol=1e-6)
+    silent = audio_track([np.zeros((10, 2), np.float32)], 8, 2.0)
+    np.testing.assert_array_equal(silent, np.zeros((4, 2)))
+
+
+def test_a_gif_goes_into_a_new_folder_whatever_the_suffix_case_and_loops_forever(tmp_path: Path) -> None:
+    """'.GIF' is a GIF; the missing folder is made; the GIF loops (loop 0); '.avi' is refused by name."""
+    from PIL import Image
+
+    from asgf_nav.viz.video import write_video
+
+    scene, record = _toy_scene_and_record()
+    scene.has_vision = False
+    world, _ = _toy_world(record)
+    path = write_video(tmp_path / "new" / "ep.GIF", scene, world, record, fps=4.0, dpi=10)
+    assert path == tmp_path / "new" / "ep.GIF"
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == len(record.path) and gif.info["loop"] == 0
+    with pytest.raises(ValueError, match=r"ep\.avi must end in \.mp4 or \.gif"):
+        write_video(tmp_path / "ep.avi", scene, world, record)
+
+
+def test_a_failed_audio_mux_is_an_error_naming_ffmpeg(tmp_path: Path) -> None:
+    """ffmpeg cannot read a missing video: mux_audio raises instead of leaving no output silently."""
+    from asgf_nav.viz.video import mux_audio
+
+    with pytest.raises(RuntimeError, match="ffmpeg failed to mux"):
+        mux_audio(tmp_path / "none.mp4", tmp_path / "none.wav", tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_tsne_runs_scikit_learn_with_the_callers_seed_iterations_and_a_capped_perplexity(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """embed asks for a 2-D PCA-initialised t-SNE with the given seed and iterations, the perplexity capped at
+    (n - 1) / 3 = 3 for 10 states; plot_tsne hands its perplexity, seed and iterations to embed."""
+    import sklearn.manifold
+
+    from asgf_nav.viz import tsne
+
+    made = []
+
+    class FakeTSNE:
+        def __init__(self, **kwargs) -> None:
+            made.append(kwargs)
+
+        def fit_transform(self, states: np.ndarray) -> np.ndarray:
+            return np.zeros((len(states), 2))
+
+    monkeypatch.setattr(sklearn.manifold, "TSNE", FakeTSNE)
+    states = np.random.default_rng(0).normal(size=(10, 3))
+    tsne.embed(states, perplexity=30.0, seed=7, max_iter=300)
+    tsne.embed(states, perplexity=2.0, seed=1, max_iter=250)
+    assert made == [
+        {"n_components": 2, "perplexity": 3.0, "init": "pca", "random_state": 7, "max_iter": 300},
+        {"n_components": 2, "perplexity": 2.0, "init": "pca", "random_state": 1, "max_iter": 250},
+    ]
+    asked = []
+    monkeypatch.setattr(tsne, "embed", lambda states, *args: asked.append(args) or np.zeros((len(states), 2)))
+    monkeypatch.setattr(tsne, "atomic_savefig", lambda fig, path, dpi: Path(path))
+    data = SpatialStates(states.astype(np.float32), np.arange(10.0), np.zeros(10))
+    tsne.plot_tsne(data, tmp_path / "t.png", perplexity=5.0, seed=3, max_iter=400)
+    assert asked == [(5.0, 3, 400)]
+
+
+def test_collecting_resets_the_policy_and_names_an_empty_rollout(monkeypatch) -> None:
+    """The collector passes reset(num_envs) on to the policy (its recurrent state); a rollout that records no
+    step is a clear error."""
+    from types import SimpleNamespace
+
+    from asgf_nav.viz import tsne
+
+    resets = []
+    inner = SimpleNamespace(name="stub", sensors=("spectrogram",), reset=resets.append, last_ase_state=None)
+
+    def rollout(agent, world, episodes, cfg, num_envs, device):
+        agent.reset(num_envs)
+        return []
+
+    monkeypatch.setattr(tsne, "run_episodes", rollout)
+    with pytest.raises(ValueError, match="no ASE states were collected"):
+        tsne.collect_spatial_states(inner, None, [], None, samples=5, num_envs=3)
+    assert resets == [3]
+
+
+def test_floor_plan_without_labels_has_no_text_and_square_metres() -> None:
+    """room_labels=False draws no room name; one metre is as long along z as along x (equal aspect)."""
+    from matplotlib.figure import Figure
+
+    from asgf_nav.viz.floorplan_plot import draw_floorplan
+
+    ax = Figure().add_subplot()
+    draw_floorplan(ax, _two_room_plan(), room_labels=False)
+    assert len(ax.texts) == 0 and ax.get_aspect() == 1.0
+
+
+def test_scene_views_beyond_the_rooms_face_every_yaw() -> None:
+    """A plan with no room gives only random views: over 40 nodes they take all four yaws, each node once."""
+    from types import SimpleNamespace
+
+    from asgf_nav.viz.scene_sheet import pick_views
+
+    scene = SimpleNamespace(
+        positions=np.zeros((40, 3)), floorplan=SimpleNamespace(rooms=[]), depth=np.zeros((40, 4, 1, 1)), num_nodes=40
+    )
+    picks = pick_views(scene, 40)
+    assert sorted(node for node, _ in picks) == list(range(40))
+    assert {yaw for _, yaw in picks} == {0, 1, 2, 3}
+
+
+def test_an_episode_map_is_titled_with_its_outcome_and_action_count_by_default() -> None:
+    """Without a title the map reads 'scene ep id (sound): success|failure, SPL, actions taken'."""
+    from matplotlib.figure import Figure
+
+    from asgf_nav.viz.trajectories import draw_episode
+
+    scene, record = _turning_scene_and_record()
+    ax = Figure().add_subplot()
+    draw_episode(ax, scene, record, show_graph=False)
+    assert ax.get_title() == "toy ep 0 (s): success, SPL 1.00, 5 actions"
+    record.metrics = {"success": 0.0, "spl": 0.0}
+    ax = Figure().add_subplot()
+    draw_episode(ax, scene, record, show_graph=False)
+    assert ax.get_title() == "toy ep 0 (s): failure, SPL 0.00, 5 actions"
