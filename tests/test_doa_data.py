@@ -534,3 +534,86 @@ def test_a_replayed_distractors_near_silence_is_judged_against_its_own_length(
         expected = rx_d[i, :, start : start + clip].flatten()
         heard = (batch.mixture[i] - batch.target[i]).double().flatten()
         assert float(torch.nn.functional.cosine_similarity(expected, heard, dim=0)) > 1 - 1e-5, i
+
+
+def test_a_sampler_refuses_an_empty_clip_and_a_pool_without_audible_targets(
+    sampler_parts: tuple[SoundBank, RirPool],
+) -> None:
+    """clip_seconds 0 and line-of-sight targets in a pool where every direct path is hidden are refused when built."""
+    bank, pool = sampler_parts
+    with pytest.raises(ValueError, match="clip_seconds 0"):
+        DoaExampleSampler(bank, pool, "train", clip_seconds=0.0)
+    hidden = RirPool(pool.rirs, pool.azimuth, pool.sample_rate, np.zeros(pool.azimuth.shape, dtype=bool))
+    with pytest.raises(ValueError, match="no pose of the RIR pool has a line-of-sight source"):
+        DoaExampleSampler(bank, hidden, "train", clip_seconds=0.1, targets="line_of_sight")
+    assert DoaExampleSampler(bank, pool, "train", clip_seconds=1.0).clip == SR  # a whole one-second sound
+
+
+class _CodedScene:
+    """Five nodes: 0 at the origin, 1 at -X, 2 at -Z, 3 at +X, 4 at +Z (2 m each); a wall between 1 and 3."""
+
+    name = "cross"
+    positions = np.array([[0.0, 0, 0], [-2.0, 0, 0], [0, 0, -2.0], [2.0, 0, 0], [0, 0, 2.0]])
+    num_nodes = 5
+
+
+class _CodedRirs:
+    """16 kHz responses whose impulse sample codes (receiver, source, yaw); the pair (1, 3) hears no direct path."""
+
+    sample_rate = SR
+
+    def __init__(self, source_nodes: list[int]) -> None:
+        self.source_nodes = np.array(source_nodes)
+
+    def rir(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
+        out = np.zeros((600, 2), dtype=np.float32)
+        out[20 * (5 * receiver + source) + 4 * yaw_index, 0] = 1.0
+        return out
+
+    def paths(self, receiver: int, source: int) -> EarlyPaths:
+        straight = np.linalg.norm(_CodedScene.positions[receiver] - _CodedScene.positions[source])
+        first = straight + (1.0 if {receiver, source} == {1, 3} else 0.0)
+        return EarlyPaths(np.array([first]) / SPEED_OF_SOUND, np.zeros(1), np.zeros(1), np.ones((1, 1)))
+
+
+def test_scene_pools_draw_every_yaw_flag_hidden_sources_and_need_a_source_besides_the_receiver() -> None:
+    """Poses face all four yaws, each response's line-of-sight flag is its pair's, and a scene with no more
+    source nodes than sources per pose is refused (a receiver on one of them would leave a response empty)."""
+    pool = scene_pool(_CodedScene(), _CodedRirs([0, 1, 2, 3, 4]), num_poses=40, sources_per_pose=3, seed=1)
+    codes = np.argmax(pool.rirs[..., 0], axis=-1)  # (40, 3)
+    receiver, source, yaw = codes // 20 // 5, codes // 20 % 5, codes % 20 // 4
+    assert set(yaw.ravel().tolist()) == {0, 1, 2, 3} and np.all(receiver != source)
+    hidden = ((receiver == 1) & (source == 3)) | ((receiver == 3) & (source == 1))
+    assert hidden.any() and np.array_equal(pool.line_of_sight, ~hidden)
+    with pytest.raises(ValueError, match="has 3 source nodes, need > 3"):
+        scene_pool(_CodedScene(), _CodedRirs([1, 2, 3]), num_poses=4, sources_per_pose=3, seed=0)
+
+
+def test_a_pair_without_baked_paths_has_no_direct_path_and_the_first_reflection_follows_arrival_order() -> None:
+    """No specular path: hidden. The first reflection is the second path to arrive (whatever order the paths
+    are stored in), its level the band-averaged amplitude ratio in dB, and a lone direct path has none."""
+    positions = np.array([[0.0, 0, 0], [3.0, 0, 0]])
+    direct, reflected = 3.0 / SPEED_OF_SOUND, 5.0 / SPEED_OF_SOUND
+    paths = {
+        "none": EarlyPaths(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 2))),
+        "two": EarlyPaths(
+            np.array([reflected, 7.0 / SPEED_OF_SOUND, direct]),  # stored out of arrival order
+            np.zeros(3),
+            np.zeros(3),
+            np.array([[0.6, 0.15], [1.0, 1.0], [1.0, 0.5]]),  # band means 0.375, 1.0 and 0.75
+        ),
+        "alone": EarlyPaths(np.array([direct]), np.zeros(1), np.zeros(1), np.ones((1, 2))),
+    }
+
+    class Baked:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def paths(self, receiver: int, source: int) -> EarlyPaths:
+            return paths[self.kind]
+
+    assert not has_direct_path(Baked("none"), positions, 0, 1)
+    assert first_reflection(Baked("none"), positions, 0, 1) is None
+    gap, level = first_reflection(Baked("two"), positions, 0, 1)
+    assert gap == pytest.approx(2.0 / SPEED_OF_SOUND) and level == pytest.approx(20 * np.log10(0.5))
+    assert first_reflection(Baked("alone"), positions, 0, 1) is None

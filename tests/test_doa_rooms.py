@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from doa_helpers import SR, _source_at
 
-from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool, _image_sources, render_shoebox_rir
+from asgf_nav.acoustics.hrtf import Hrtf
+from asgf_nav.models.doa.features import circular_distance
+from asgf_nav.models.doa.rooms import (
+    PAIR_SPACING,
+    SPEED_OF_SOUND,
+    RirPool,
+    _image_sources,
+    render_pair_rir,
+    render_shoebox_rir,
+    shoebox_pool,
+)
 
 
 def test_image_sources_are_the_wall_mirrors_up_to_the_order() -> None:
@@ -70,3 +80,97 @@ def test_a_pool_needs_a_target_and_a_distractor_per_pose() -> None:
     with pytest.raises(ValueError, match="at least two sources per pose"):
         RirPool(rirs, np.zeros((2, 1)), SR)
     assert RirPool(np.zeros((2, 2, 10, 2), dtype=np.float32), np.zeros((2, 2)), SR).sources_per_pose == 2
+
+
+def _elevation_coded_hrtf() -> Hrtf:
+    """A one-tap HRTF whose gain tells the elevation it was measured at: 1 level, 2 at +60, 3 at -60 degrees."""
+    azimuth, elevation = np.meshgrid([0.0, 90.0, 180.0, 270.0], [-60.0, 0.0, 60.0])
+    gain = {-60.0: 3.0, 0.0: 1.0, 60.0: 2.0}
+    hrir = np.array([[[gain[e]], [gain[e]]] for e in elevation.ravel()], dtype=np.float32)  # (12, 2, 1)
+    return Hrtf(hrir=hrir, azimuth=azimuth.ravel(), elevation=elevation.ravel(), sample_rate=SR)
+
+
+def test_each_reflection_arrives_through_the_hrir_of_its_own_elevation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor's image arrives from below and the ceiling's from above, each through the HRIR of its direction."""
+    from asgf_nav.models.doa import rooms
+
+    monkeypatch.setattr(rooms, "load_hrtf", lambda sample_rate: _elevation_coded_hrtf())
+    room, receiver, source = np.array([20.0, 4.0, 20.0]), np.array([10.0, 1.5, 10.0]), np.array([12.0, 1.5, 10.0])
+    rir = render_shoebox_rir(room, receiver, source, 0.0, 0.5, 300.0, 0.3, SR, 2000, np.random.default_rng(0), 1)
+    floor = np.hypot(2.0, 3.0)  # the image at y = -1.5, 3 m below the ears
+    ceiling = np.hypot(2.0, 5.0)  # the image at y = 2 * 4 - 1.5 = 6.5, 5 m above them
+    for distance, gain in ((2.0, 1.0 / 2.0), (floor, 0.5 * 3.0 / floor), (ceiling, 0.5 * 2.0 / ceiling)):
+        arrival = round(distance / SPEED_OF_SOUND * SR)
+        assert rir[arrival] == pytest.approx([gain, gain], rel=1e-5), distance
+
+
+def test_the_diffuse_tail_starts_with_the_second_order_images_and_differs_between_the_ears() -> None:
+    """The tail begins at the earliest second-order image (not a first-order one) as independent noise per ear."""
+    room, receiver = np.array([20.0, 12.0, 20.0]), np.array([10.0, 6.0, 10.0])
+    source = np.array([11.0, 6.0, 10.0])
+    rir = render_shoebox_rir(room, receiver, source, 0.0, 0.0, 0.0, 0.8, SR, 4000, np.random.default_rng(2))
+    # nearest first-order images: floor and ceiling, 12 m; nearest second-order: the x = 20 wall and the floor
+    # (x = 29, y = -6), sqrt(19^2 + 12^2) m away
+    start = round(np.hypot(19.0, 12.0) / SPEED_OF_SOUND * SR)
+    heard = np.flatnonzero(np.abs(rir).max(axis=1) > 0)
+    direct_end = round(1.0 / SPEED_OF_SOUND * SR) + 181  # the direct path's 181-tap KEMAR HRIR at 16 kHz
+    assert heard[heard > direct_end][0] == start  # silence from there until the tail
+    tail = rir[start:].astype(np.float64)
+    correlation = np.sum(tail[:, 0] * tail[:, 1]) / np.sqrt(np.sum(tail[:, 0] ** 2) * np.sum(tail[:, 1] ** 2))
+    assert abs(correlation) < 0.2
+
+
+def test_the_direct_to_reverberant_ratio_counts_a_millisecond_before_the_onset_and_2_5_after() -> None:
+    """DRR (dB, energy) of a hand-made response: direct window [onset - 16, onset + 40) samples at 16 kHz."""
+    rir = np.zeros((1, 2, 800, 2), dtype=np.float32)
+    for sample, amplitude in ((83, 0.2), (90, 0.2), (100, 1.0), (139, 0.5), (140, 0.5), (400, 0.5)):
+        rir[0, :, sample, :] = amplitude  # both ears; 90 stays under 5 % of the peak's energy: 100 is the onset
+    pool = RirPool(rir, np.zeros((1, 2)), SR)
+    direct = 2 * (0.2**2 + 1.0 + 0.5**2)  # samples 90, 100 and 139, both ears
+    rest = 2 * (0.2**2 + 0.5**2 + 0.5**2)  # samples 83, 140 and 400
+    assert pool.direct_to_reverberant_db() == pytest.approx(np.full((1, 2), 10 * np.log10(direct / rest)), abs=1e-5)
+
+
+def test_a_microphone_pair_hears_each_path_at_one_over_distance_and_the_tail_drr_below_both() -> None:
+    """Pair receiver: each microphone's direct energy is 1 / r^2, and the tail's energy is drr below their sum."""
+    room, receiver = np.array([12.0, 3.0, 12.0]), np.array([6.0, 1.5, 6.0])
+    source = _source_at(receiver, 0.0, 0.0, distance=2.0)  # straight ahead: both microphones sqrt(4 + 0.09^2) away
+    r2 = 2.0**2 + (PAIR_SPACING / 2) ** 2
+
+    def render(drr_db: float) -> np.ndarray:
+        args = (room, receiver, source, 0.0, 0.0, drr_db, 0.5, SR, 3000, np.random.default_rng(4))
+        return render_pair_rir(*args).astype(np.float64)
+
+    dry, wet = render(300.0), render(3.0)  # the same noise, scaled to ~nothing and to 3 dB below the direct sound
+    assert np.sum(dry**2, axis=0) == pytest.approx([1 / r2, 1 / r2], rel=0.01)
+    assert np.sum((wet - dry) ** 2) == pytest.approx(2 / r2 * 10 ** (-3.0 / 10), rel=1e-4)
+
+
+def test_shoebox_pools_place_receivers_and_sources_in_the_room_and_label_them_from_the_geometry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each pose: one room, receiver (ears 1.5 m high, 0.5 m off the walls) and yaw; sources 0.3 m inside the
+    room and at least 1 m away across the floor, labelled with their azimuth from the heading (CCW)."""
+    from asgf_nav.models.doa import rooms
+
+    calls: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
+
+    def record(room, receiver, source, yaw, reflection, drr_db, t60, sample_rate, length, rng):
+        calls.append((room, receiver, source.copy(), yaw))
+        assert 0.55 <= reflection <= 0.9 and -2.0 <= drr_db <= 8.0 and 0.25 <= t60 <= 0.8
+        return np.zeros((length, 2), dtype=np.float32)
+
+    monkeypatch.setattr(rooms, "render_shoebox_rir", record)
+    pool = shoebox_pool(40, 3, seed=0, progress=False)
+    assert len(calls) == 120
+    for k, (room, receiver, source, yaw) in enumerate(calls):
+        first_room, first_receiver, _, first_yaw = calls[k - k % 3]
+        assert np.array_equal(room, first_room) and np.array_equal(receiver, first_receiver) and yaw == first_yaw
+        assert 3.0 <= room[0] <= 9.0 and 2.4 <= room[1] <= 3.2 and 3.0 <= room[2] <= 9.0
+        assert receiver[1] == 1.5 and np.all((0.5 <= receiver[[0, 2]]) & (receiver[[0, 2]] <= room[[0, 2]] - 0.5))
+        assert np.all((0.3 <= source[[0, 2]]) & (source[[0, 2]] <= room[[0, 2]] - 0.3)) and 0.3 <= source[1] <= 1.8
+        dx, dz = source[[0, 2]] - receiver[[0, 2]]
+        assert np.hypot(dx, dz) >= 1.0
+        # heading at yaw y points along (-sin y, -cos y) in (x, z): the world angle of (dx, dz) minus the yaw
+        expected = (np.rad2deg(np.arctan2(-dx, -dz)) - yaw) % 360.0
+        assert float(circular_distance(pool.azimuth[k // 3, k % 3], expected)) < 1e-9

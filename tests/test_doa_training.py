@@ -505,3 +505,148 @@ def test_each_baked_scene_draws_its_poses_from_its_own_seed(monkeypatch: pytest.
     train._baked_pool(cfg, "val", 23, seed=100)
     names = get_preset("replica").split_scenes("val")
     assert len(names) == 4 and asked == [(name, 5, 4, 100 + i) for i, name in enumerate(names)]  # 23 // 4 poses each
+
+
+class _MaskedUniformHead(torch.nn.Module):
+    """A stand-in selective head: a uniform posterior and a masked spectrogram of silence's compressed magnitude."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = _tiny_config()
+
+    def forward(self, audio: torch.Tensor, prompt: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = torch.zeros(audio.shape[0], 72)
+        silence = torch.full((1, 1, 1), 1e-6**0.3)  # features.compressed_magnitude clamps |X| at 1e-6, power 0.3
+        posterior, log_posterior = torch.softmax(logits, -1), torch.log_softmax(logits, -1)
+        return {"masked": silence, "posterior": posterior, "log_posterior": log_posterior}
+
+
+def test_the_mask_is_trained_to_reconstruct_the_target_not_the_mixture() -> None:
+    """With a silent target and a masked output of silence, the reconstruction term is 0 however loud the mixture."""
+    batch = _labelled_batch([30.0, 200.0])
+    batch.mixture = torch.randn(2, 2, 1024)
+    batch.target = torch.zeros(2, 2, 1024)
+    loss, parts = training_loss(_MaskedUniformHead(), batch, 2.0, "cross_entropy")
+    assert parts["recon"] == pytest.approx(0.0, abs=1e-12)
+    assert loss.item() == pytest.approx(2.0 * np.log(72.0), rel=1e-6)  # doa_weight x the uniform posterior's loss
+
+
+class _GainHead(torch.nn.Module):
+    """A one-parameter head: logits ``gain`` at 180 degrees (bin 36), 0 elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = CrnnConfig()
+        self.gain = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, audio: torch.Tensor, prompt: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = torch.nn.functional.one_hot(torch.full((audio.shape[0],), 36), 72) * self.gain
+        return {"posterior": torch.softmax(logits, -1), "log_posterior": torch.log_softmax(logits, -1)}
+
+
+class _PlainSgd:
+    """Gradient descent at rate 1 (torch.optim's first step imports torch._dynamo, seconds on a busy machine)."""
+
+    def __init__(self, params) -> None:
+        self.params = list(params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.params:
+            p -= p.grad
+
+
+def _gain_after_one_step(doa_weight: float, stale_gradient: float | None = None) -> float:
+    """The gain after one optimization_step (plain gradient descent, rate 1) on clips labelled 0 degrees."""
+    from asgf_nav.models.doa.train import optimization_step
+
+    head = _GainHead()
+    if stale_gradient is not None:
+        head.gain.grad = torch.tensor(stale_gradient)
+    cfg = DoaTrainConfig(doa_weight=doa_weight, posterior_loss="cross_entropy")
+    optimization_step(head, _PlainSgd(head.parameters()), _labelled_batch([0.0, 0.0]), cfg)
+    return float(head.gain.detach())
+
+
+def test_an_optimization_step_clips_the_gradient_norm_at_5_and_drops_stale_gradients() -> None:
+    """d loss / d gain = doa_weight * (1/72 - p(180)) at gain 0: 138.9 at weight 1e4 moves the gain by exactly 5;
+    at weight 36 (~0.5) it moves by the gradient alone, whatever gradient was left on the parameter before."""
+    assert _gain_after_one_step(1e4) == pytest.approx(-5.0, rel=1e-6)
+    fresh = _gain_after_one_step(36.0)
+    assert -5.0 < fresh < 0.0 and fresh == pytest.approx(-0.5, rel=0.01)  # the 0-degree target is ~0 at 180
+    assert _gain_after_one_step(36.0, stale_gradient=100.0) == pytest.approx(fresh, rel=1e-6)
+
+
+def test_training_draws_its_examples_and_validation_clips_as_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training examples come from the train split and pool with the run's targets, augmentation and SNR range
+    raised by the curriculum; the validation clips from the val split and pool, plain, at 0 dB."""
+    from asgf_nav.models.doa import train as doa_train
+
+    made: list[tuple[str, int, str, bool, str]] = []
+    drawn: list[tuple[str, int, float | tuple[float, float]]] = []
+
+    class Recording(DoaExampleSampler):
+        def __init__(self, bank, pool, split: str, *args, **kwargs) -> None:
+            super().__init__(bank, pool, split, *args, **kwargs)
+            self.split = split
+            made.append((split, pool.num_poses, self.targets_kind, self.augment, self.distractor_window))
+
+        def sample(self, batch_size: int, snr_db, rng: np.random.Generator) -> DoaBatch:
+            drawn.append((self.split, batch_size, snr_db))
+            return super().sample(batch_size, snr_db, rng)
+
+    monkeypatch.setattr(doa_train, "DoaExampleSampler", Recording)
+    cfg = _tiny_crnn_run(
+        tmp_path, augment=True, targets="line_of_sight", distractor_window="loudest", snr_low=-5.0, snr_high=5.0,
+        curriculum_db=8.0, curriculum_steps=4,
+    )  # fmt: skip
+    doa_train.train(cfg, progress=False)
+    assert made == [("train", 4, "line_of_sight", True, "loudest"), ("val", 2, "all", False, "loudest")]
+    # the lift: 8 dB at step 0, 8 * (1 - 1/4) = 6 dB at step 1
+    assert drawn == [("val", 8, 0.0), ("train", 4, (3.0, 13.0)), ("train", 4, (1.0, 11.0))]
+    assert sorted(p.name for p in (tmp_path / "pools").iterdir()) == [
+        "shoebox_train_4x2_s1000.npz",
+        "shoebox_val_2x2_s2000.npz",
+    ]
+
+
+def test_a_pool_of_both_room_kinds_takes_half_its_poses_from_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rooms=both: shoebox and baked-scene pools of num_poses // 2 poses each, drawn with the same seed."""
+    from asgf_nav.models.doa import train as doa_train
+
+    asked: list[tuple[str, str, int, int]] = []  # (rooms, split, poses, seed)
+    monkeypatch.setattr(doa_train, "_cached_pool", lambda cfg, *args: asked.append(args))
+    monkeypatch.setattr(doa_train.RirPool, "concat", staticmethod(lambda pools: pools))
+    doa_train.rir_pool(DoaTrainConfig(rooms="both", scenes_root="unused"), "val", 11, 9)
+    assert asked == [("shoebox", "val", 5, 9), ("scenes", "val", 5, 9)]
+
+
+def test_a_resume_compares_only_the_settings_and_pool_sources_the_checkpoint_recorded(tmp_path: Path) -> None:
+    """A setting or room kind added since the checkpoint was written is not refused; a recorded one that changed is,
+    and each resume's changes of resumable settings are appended to the earlier ones."""
+    from asgf_nav.models.doa.train import (
+        DoaCheckpointError,
+        check_resumable,
+        check_same_pool_sources,
+        train_config_changes,
+    )
+
+    cfg = DoaTrainConfig(max_steps=300)
+    older = {k: v for k, v in asdict(cfg).items() if k not in ("augment", "distractor_window")}
+    assert train_config_changes(older, cfg) == []
+    assert train_config_changes(older | {"lr": 0.5}, cfg) == [("lr", 0.5, cfg.lr)]
+    out = tmp_path / "selective.pt"
+    check_same_pool_sources({}, {"shoebox": "shoebox:1"}, out)  # recorded none
+    check_same_pool_sources({"shoebox": "shoebox:1"}, {"shoebox": "shoebox:1", "scenes": "scenes:ab"}, out)
+    with pytest.raises(DoaCheckpointError, match="shoebox: shoebox:1 -> shoebox:2"):
+        check_same_pool_sources({"shoebox": "shoebox:1"}, {"shoebox": "shoebox:2"}, out)
+    earlier = {"step": 100, "changed": {"max_steps": [100, 200]}}
+    resumed = {"kind": "selective", "step": 200, "train_config": asdict(cfg) | {"max_steps": 200},
+               "train_config_history": [earlier]}  # fmt: skip
+    assert check_resumable(resumed, cfg, out) == [earlier, {"step": 200, "changed": {"max_steps": [200, 300]}}]
