@@ -22,7 +22,7 @@ from asgf_nav.models.doa.classical import (
 from asgf_nav.models.doa.data import DoaBatch
 from asgf_nav.models.doa.features import circular_distance
 from asgf_nav.models.doa.network import SelectiveDoaNet
-from asgf_nav.models.doa.rooms import render_shoebox_rir
+from asgf_nav.models.doa.rooms import RirPool, render_shoebox_rir
 from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
 
 
@@ -356,3 +356,208 @@ def test_interaural_summary_of_a_louder_left_ear() -> None:
     assert features[:32] == pytest.approx(np.ones(32)) and features[32:64] == pytest.approx(np.zeros(32), abs=1e-9)
     assert features[64:] == pytest.approx(np.full(32, 20 * np.log10(2.0) / 10), abs=1e-5)
     assert interaural_summary(np.stack([noise, 1e3 * noise]))[64:] == pytest.approx(np.full(32, -3.0))
+
+
+def _delayed_pair(source: np.ndarray, delay: int, n: int) -> np.ndarray:
+    """(2, n) left/right copies of ``source`` whose right ear lags the left by ``delay`` samples."""
+    return np.stack([source[32 : 32 + n], source[32 - delay : 32 - delay + n]])
+
+
+def test_gcc_phat_reads_a_pure_delay_as_the_pair_angle_and_saturates_at_the_side() -> None:
+    """A d-sample delay is arcsin(d c / (fs spacing)) counter-clockwise, in [0, 360); a longer one is 90 / 270."""
+    from asgf_nav.models.doa.classical import EAR_SPACING, SPEED_OF_SOUND
+
+    n = SR // 2
+    source = np.random.default_rng(0).standard_normal(n + 64)
+    for delay in (4, 7):  # the right ear lags: the source is on the left, counter-clockwise from the front
+        angle = np.rad2deg(np.arcsin(delay / SR * SPEED_OF_SOUND / EAR_SPACING))  # 28.4 and 56.5 degrees
+        assert gcc_phat(_delayed_pair(source, delay, n), SR) == pytest.approx(angle, abs=1e-6)
+        assert gcc_phat(_delayed_pair(source, -delay, n), SR) == pytest.approx(360.0 - angle, abs=1e-6)
+    # a real head's delay exceeds the 0.18 m pair's largest (8.4 samples at 16 kHz): the pair's side, not NaN
+    assert gcc_phat(_delayed_pair(source, 12, n), SR) == pytest.approx(90.0)
+    assert gcc_phat(_delayed_pair(source, -12, n), SR) == pytest.approx(270.0)
+
+
+def test_phat_weighting_finds_a_broadband_source_beside_a_louder_narrowband_one() -> None:
+    """Whitened cross-spectrum: every frequency votes once, so 100-300 Hz noise 30x louder does not win."""
+    from asgf_nav.models.doa.classical import EAR_SPACING, SPEED_OF_SOUND
+
+    rng = np.random.default_rng(0)
+    n = SR // 2
+    broadband = rng.standard_normal(n + 64)
+    rumble = 30 * _band_noise(rng, 100, 300, n + 64)
+    audio = _delayed_pair(broadband, 4, n) + _delayed_pair(rumble, -6, n)
+    expected = np.rad2deg(np.arcsin(4 / SR * SPEED_OF_SOUND / EAR_SPACING))  # the broadband source's angle
+    assert gcc_phat(audio, SR) == pytest.approx(expected, abs=1e-6)
+
+
+def test_level_rise_is_the_step_up_of_log_power_and_the_clip_start_is_no_onset() -> None:
+    """Per bin: max(0, change of log power summed over the ears); the first frame has nothing before it."""
+    from asgf_nav.models.doa.classical import level_rise
+
+    spec = np.ones((2, 3, 4), dtype=complex)
+    spec[:, :, 2] *= np.e  # frame 2 is e times louder in amplitude: log power rises by 2, then falls by 2
+    assert level_rise(spec) == pytest.approx(np.tile([0.0, 0.0, 2.0, 0.0], (3, 1)), abs=1e-5)  # EPS aside
+
+
+def test_head_models_that_cannot_work_are_clear_errors() -> None:
+    """Frames shorter than the HRIRs (templates would be cut) and an elevation range with no HRIR."""
+    taps = load_hrtf(SR).num_taps
+    with pytest.raises(ValueError, match="shorter than the HRIRs"):
+        HrtfTemplateDoa(SR, nfft=1 << int(np.log2(taps)))  # the power of two just below the HRIR length
+    with pytest.raises(ValueError, match="no HRIR within"):
+        HrirWaveformMatch(SR, max_elevation=-1.0)
+
+
+def test_spectral_shapes_of_sounds_in_disjoint_bands_point_away_from_each_other() -> None:
+    """Band levels are relative to their mean over bands: a low and a high noise are anti-correlated."""
+    rng = np.random.default_rng(5)
+    low, high = _band_noise(rng, 200, 800), _band_noise(rng, 2000, 6000)
+    assert spectral_shape(low, SR) @ spectral_shape(high, SR) < -0.3
+
+
+def test_gmm_regression_gates_by_each_components_density_and_answers_far_from_the_data() -> None:
+    """At the shared centre the tight component's density is (3 / 0.1)^2 times the broad one's; far away no NaN."""
+    from asgf_nav.models.doa.classical import GmmRegression
+
+    rng = np.random.default_rng(1)
+    tight, broad = rng.normal(0, 0.1, (300, 2)), rng.normal(0, 3.0, (300, 2))
+    gmm = GmmRegression(components=2, dims=2).fit(np.concatenate([tight, broad]), np.repeat([0.0, 90.0], 300))
+    centre, inside_broad, far = gmm.predict(np.array([[0.0, 0.0], [4.0, 4.0], [300.0, -300.0]]))
+    assert centre == pytest.approx(0.0, abs=1.0)  # equal weights, so the density ratio alone decides: ~0.06 deg
+    assert inside_broad == pytest.approx(90.0, abs=0.01) and far == pytest.approx(90.0, abs=0.01)
+
+
+def _kemar_pool(reflection_gain: float) -> RirPool:
+    """Anechoic KEMAR responses, each with one reflection from 100 degrees further round, 1.5 ms after."""
+    hrtf = load_hrtf(SR)
+    azimuth = np.array([[40.0, 70.0, 135.0], [200.0, 250.0, 315.0]])
+    rirs = np.zeros((2, 3, 400, 2), np.float32)
+    for p, j in np.ndindex(azimuth.shape):
+        rirs[p, j, 30 : 30 + hrtf.num_taps] = _kemar_hrir(azimuth[p, j]).T
+        rirs[p, j, 54 : 54 + hrtf.num_taps] += reflection_gain * _kemar_hrir((azimuth[p, j] + 100.0) % 360.0).T
+    return RirPool(rirs, azimuth, SR, np.ones(azimuth.shape, bool))
+
+
+def test_the_direct_sound_reference_on_kemar_responses_with_one_reflection() -> None:
+    """Templates read the window centred in their frame; the 2 ms waveform window ends before the reflection."""
+    from asgf_nav.eval.doa_eval import direct_sound_reference
+
+    # a weak reflection inside the 3.5 ms window: the centred, near-flat part of the Hann frame keeps the
+    # direct sound ahead (at the frame's start the window's rising edge would weight the reflection most)
+    weak = direct_sound_reference(_kemar_pool(0.3), HrtfTemplateDoa(SR))
+    assert weak["responses"] == 6 and weak["acc5"] == 100.0
+    # a reflection twice as strong: the whole 3.5 ms waveform follows it, the first 2 ms still read the direct sound
+    strong = direct_sound_reference(_kemar_pool(2.0), HrtfTemplateDoa(SR))
+    assert strong["waveform"]["mae"] == pytest.approx(100.0) and strong["waveform_2ms"]["mae"] == 0.0
+
+
+def test_prompt_choice_compares_the_target_with_the_distractor_not_with_the_mixture() -> None:
+    """A prompt with a little of the distractor's band still resembles the target more than the distractor."""
+    from asgf_nav.eval.doa_eval import prompt_choice_reference
+
+    rng = np.random.default_rng(6)
+    target, distractor = _band_noise(rng, 200, 800), _band_noise(rng, 2000, 6000)
+    prompt = _band_noise(rng, 200, 800) + 0.3 * _band_noise(rng, 2000, 6000)  # the mixture resembles it most
+    t = torch.tensor(np.stack([target, target])[None], dtype=torch.float32)
+    batch = DoaBatch(
+        mixture=t + torch.tensor(np.stack([distractor, distractor])[None], dtype=torch.float32),
+        target=t,
+        prompt=torch.tensor(prompt[None], dtype=torch.float32),
+        category=torch.zeros(1, dtype=torch.long),
+        azimuth=torch.zeros(1),
+        distractor_azimuth=torch.zeros(1),
+        line_of_sight=torch.ones(1, dtype=torch.bool),
+    )
+    assert prompt_choice_reference(batch, SR) == 100.0
+
+
+def test_the_benchmark_is_run_in_the_held_out_test_rooms(monkeypatch) -> None:
+    """The test pool is drawn from the test split with a seed neither the training nor the validation pool uses."""
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa.train import VAL_POOL_SEED, train_pool_seed
+
+    calls = []
+    monkeypatch.setattr(doa_eval, "rir_pool", lambda cfg, split, n, seed: calls.append((split, n, seed)))
+    doa_eval.test_pool(EvalConfig(test_poses=7))
+    [(split, poses, seed)] = calls
+    assert (split, poses) == ("test", 7)
+    assert seed not in (train_pool_seed(DoaTrainConfig().seed), VAL_POOL_SEED)
+
+
+def test_the_gmm_baseline_learns_target_azimuths_of_training_sounds_at_minus_5_to_5_db(monkeypatch) -> None:
+    """fit_gmm draws training-sound mixtures at SNRs in [-5, 5] dB and regresses the target's azimuth."""
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa.rooms import shoebox_pool
+
+    drawn: dict = {}
+
+    class Sampler(doa_eval.DoaExampleSampler):
+        def __init__(self, bank, pool, sound_split, **kw):
+            super().__init__(bank, pool, sound_split, **kw)
+            drawn["split"] = sound_split
+
+        def sample(self, batch_size, snr_db, rng):
+            drawn["snr"], drawn["batch"] = snr_db, super().sample(batch_size, snr_db, rng)
+            return drawn["batch"]
+
+    class Regression(doa_eval.GmmRegression):
+        def fit(self, features, azimuth_deg):
+            drawn["labels"] = azimuth_deg
+            return super().fit(features, azimuth_deg)
+
+    monkeypatch.setattr(doa_eval, "rir_pool", lambda cfg, split, n, seed: shoebox_pool(2, 3, seed=1, progress=False))
+    monkeypatch.setattr(doa_eval, "DoaExampleSampler", Sampler)
+    monkeypatch.setattr(doa_eval, "GmmRegression", Regression)
+    doa_eval.fit_gmm(doa_eval.SoundBank.load(), EvalConfig(gmm_train_examples=40, train_poses=2))
+    assert drawn["split"] == "train" and tuple(drawn["snr"]) == (-5.0, 5.0)
+    assert np.array_equal(drawn["labels"], drawn["batch"].azimuth.numpy())
+    assert not np.array_equal(drawn["labels"], drawn["batch"].distractor_azimuth.numpy())
+
+
+def test_benchmark_clips_are_mixed_at_their_conditions_snr(sampler_parts) -> None:
+    """Each condition's clips hold the target and the distractor at that condition's energy ratio."""
+    from asgf_nav.eval import doa_eval
+
+    bank, pool = sampler_parts
+    sets, _ = doa_eval.test_sets(EvalConfig(examples=3, snrs=(0.0, -10.0), clip_seconds=0.1), bank, pool)
+    for (split, snr), batch in sets.items():
+        target = batch.target.double()
+        distractor = batch.mixture.double() - target
+        ratio = 10 * torch.log10(target.pow(2).sum(dim=(1, 2)) / distractor.pow(2).sum(dim=(1, 2)))
+        assert ratio.numpy() == pytest.approx(np.full(3, snr), abs=0.01), (split, snr)
+
+
+def test_an_answer_at_the_distractor_counts_for_either5_not_acc5(tmp_path: Path, monkeypatch) -> None:
+    """A head that always answers the distractor's azimuth: 100 % within 5 degrees of either source."""
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa.rooms import shoebox_pool
+
+    pair = DoaTrainConfig(rooms="shoebox_pair")
+    save_checkpoint(tmp_path / "selective.pt", "selective", SelectiveDoaNet(_tiny_config()), None, 0, pair, {})
+    pool = shoebox_pool(3, 4, seed=2, progress=False, receiver="pair")
+    monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
+    monkeypatch.setattr(doa_eval, "predict", lambda model, b: b.distractor_azimuth.numpy().astype(np.float64))
+    cfg = _small_eval_config(tmp_path / "selective.pt", tmp_path, crnn="none", rooms="shoebox_pair", examples=6)
+    m = doa_eval.evaluate(cfg)["methods"]["selective (audio prompt)"]["unheard +0 dB"]
+    assert m["hit_distractor5"] == 100.0 and m["either5"] == 100.0
+    assert m["acc5"] < 100.0  # the target is elsewhere
+
+
+def test_benchmark_table_cells_follow_the_header_and_the_reference_reads_mae_acc5_acc20() -> None:
+    """Columns in the conditions' order (not sorted), and the direct-sound line in MAE / ACC5 / ACC20 order."""
+    from asgf_nav.eval.doa_eval import markdown_table
+
+    def metrics(mae: float) -> dict:
+        return {"mae": mae, "acc5": 1.0, "acc20": 2.0, "mae_lateral": 3.0}
+
+    reference = {"responses": 9, "mae": 4.0, "acc5": 5.0, "acc20": 6.0, "waveform_2ms": metrics(7.0)}
+    results = {
+        "methods": {"a": {"unheard +0 dB": metrics(10.0), "heard +0 dB": metrics(20.0)}},
+        "direct_sound_reference": reference,
+    }
+    lines = markdown_table(results).splitlines()
+    assert lines[0].index("unheard +0 dB") < lines[0].index("heard +0 dB")
+    assert lines[2] == "| a | 10.0 / 1.0 / 2.0 (3.0) | 20.0 / 1.0 / 2.0 (3.0) |"
+    assert "(9 line-of-sight test responses, no sound, no distractor): 4.0 / 5.0 / 6.0" in lines[-2]
+    assert lines[-1] == "Whole HRIR waveforms matched to their first 2 ms: 7.0 / 1.0 / 2.0"

@@ -417,3 +417,115 @@ def test_the_posterior_cache_tells_goals_apart(tmp_path):
         ]
     assert (head.cache.hits, head.cache.misses) == (0, 2)
     assert not np.allclose(rows[0], rows[1])
+
+
+def test_a_checkpoint_of_another_doa_model_is_refused_as_the_observation_head(tmp_path) -> None:
+    """The doa observation needs a prompted (selective) head: an audio-only CRNN checkpoint is a clear error."""
+    from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    ckpt = tmp_path / "crnn.pt"
+    save_checkpoint(ckpt, "crnn", SeldCrnn(CrnnConfig(channels=8, rnn_size=8)), None, 0, DoaTrainConfig(), {})
+    with pytest.raises(ValueError, match="not a selective head"):
+        DoaObservation(ckpt)
+
+
+def test_held_out_sounds_may_be_prompted_by_held_out_clips_and_fail_clearly_without_one(tmp_path) -> None:
+    """A test sound whose category has no other training instance takes a val one; with none at all, an error."""
+    from asgf_nav.models.doa.observation import DoaObservation
+    from asgf_nav.sounds.bank import SoundBank, SoundClip
+
+    def clip(name: str) -> SoundClip:
+        category, instance = name.split("_")
+        return SoundClip(name, category, instance, tmp_path / f"{name}.wav", "test", "CC0", "")
+
+    splits = {"train": ["bell_a", "drum_a"], "val": ["harp_b"], "test": ["bell_b", "harp_a", "oboe_a"]}
+    names = [n for split in splits.values() for n in split]
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt)
+    head._bank = SoundBank({n: clip(n) for n in names}, {"heard": splits["train"], **splits}, SR, tmp_path)
+    assert head.prompt_sound("bell_b") == "bell_a"  # a training instance when there is one
+    assert head.prompt_sound("harp_a") == "harp_b"  # else a held-out one: that is evaluation
+    assert head.prompt_sound("drum_a") is None  # a training sound never hears held-out audio
+    with pytest.raises(ValueError, match="no other instance"):
+        head.prompt_sound("oboe_a")
+
+
+def test_a_category_prompted_head_is_prompted_with_the_index_of_the_sounds_category(bank, tmp_path) -> None:
+    """prompt="category": the prompt is the position of the sound's category in the head's vocabulary."""
+    from dataclasses import replace
+
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    vocabulary = ["alarm", "bell", "telephone"]
+    net = SelectiveDoaNet(replace(_tiny_config(), prompt="category", num_categories=3, categories=vocabulary))
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", net, None, 0, DoaTrainConfig(prompt="category"), {})
+    head = DoaObservation(ckpt)
+    assert bank.category("telephone") == "telephone" and bank.category("alarm_clock") == "alarm"
+    assert int(head.prompt_for("telephone")) == 2 and int(head.prompt_for("alarm_clock")) == 0
+    unknown = next(s for s in bank.names("all") if bank.category(s) not in vocabulary)
+    with pytest.raises(ValueError, match="unknown to the DoA head"):
+        head.prompt_for(unknown)
+
+
+def test_compute_refuses_audio_that_is_not_binaural_and_a_wrong_number_of_prompts(tmp_path) -> None:
+    """A mono or four-channel batch, or one prompt for two clips, is a clear error rather than a posterior."""
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    ckpt = tmp_path / "head.pt"
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt)
+    prompt = torch.zeros(2, head.window)
+    for channels in (1, 4):
+        with pytest.raises(ValueError, match=r"must be \(B, 2, N\)"):
+            head.compute(np.zeros((2, channels, head.window), np.float32), prompt)
+    with pytest.raises(ValueError, match="1 prompts for a batch of 2"):
+        head.compute(np.zeros((2, 2, head.window), np.float32), ["telephone"])
+
+
+def test_compute_runs_the_head_in_eval_mode_even_after_someone_trained_it(tmp_path) -> None:
+    """Dropout stays off: after ``model.train()`` the posterior is the eval-mode one, and the head is back in eval."""
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    ckpt = tmp_path / "head.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt)
+    rng = np.random.default_rng(2)
+    audio = rng.standard_normal((2, 2, head.window)).astype(np.float32)
+    prompt = torch.from_numpy(rng.standard_normal((2, head.window))).float()
+    expected = head.compute(audio, prompt)
+    head.model.train()
+    torch.manual_seed(1)
+    assert torch.allclose(head.compute(audio, prompt), expected, atol=1e-7, rtol=0)
+    assert not head.model.training
+
+
+def test_silent_windows_are_left_out_of_the_average_and_faint_ones_are_not(tmp_path) -> None:
+    """A clip silent in its second half is its first window's posterior; a clip 70 dB down is still heard."""
+    from asgf_nav.models.doa.observation import DoaObservation
+
+    ckpt = tmp_path / "head.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    head = DoaObservation(ckpt)
+    rng = np.random.default_rng(4)
+    audio = rng.standard_normal((2, 2, 2 * head.window))
+    audio[0, :, head.window :] = 0.0  # the sound stops half-way
+    audio[1] *= 3e-4  # -70 dB: far, but a sound
+    prompt = torch.from_numpy(rng.standard_normal((2, head.window))).float()
+    got = head.compute(audio.astype(np.float32), prompt)
+
+    def posterior(piece: np.ndarray, row: int) -> torch.Tensor:
+        """The head's posterior of one unit-RMS window."""
+        unit = torch.from_numpy(piece / np.sqrt(np.mean(piece**2))).float()[None]
+        with torch.no_grad():
+            return head.model(unit, prompt[row : row + 1])["posterior"][0]
+
+    halves = [audio[..., : head.window], audio[..., head.window :]]
+    assert torch.allclose(got[0], posterior(halves[0][0], 0), atol=1e-6)
+    faint = (posterior(halves[0][1], 1) + posterior(halves[1][1], 1)) / 2
+    assert torch.allclose(got[1], faint, atol=1e-6)
+    assert float(got.sum(dim=1).sub(1.0).abs().max()) < 1e-5
