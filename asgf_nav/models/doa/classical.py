@@ -179,6 +179,7 @@ def spectral_shape(
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
     edges = np.geomspace(freq_range[0], min(freq_range[1], sample_rate / 2), bands + 1)
     member = (freqs[None, :] >= edges[:-1, None]) & (freqs[None, :] < edges[1:, None])  # (bands, F)
+    member = member[member.any(axis=1)]  # a band narrower than the FFT bin spacing holds no bin: drop it
     level = np.log(member.astype(np.float64) @ power + 1e-10)  # (bands, T)
     shape = np.concatenate([level.mean(axis=1) - level.mean(), level.std(axis=1)])
     shape -= shape.mean()
