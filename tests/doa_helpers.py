@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from asgf_nav.models.doa.features import StftConfig
-from asgf_nav.models.doa.network import DoaNetConfig
+from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet
+from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
 
 SR = 16000
 
@@ -23,3 +26,9 @@ def _tiny_config() -> DoaNetConfig:
         model_dim=32,
         stft=StftConfig(sample_rate=SR, n_fft=256, hop=256, num_bins=128),
     )
+
+
+def tiny_head_checkpoint(path: Path, train_config: DoaTrainConfig | None = None) -> Path:
+    """A freshly initialised tiny selective head saved as a step-0 checkpoint (seed torch first for fixed weights)."""
+    save_checkpoint(path, "selective", SelectiveDoaNet(_tiny_config()), None, 0, train_config or DoaTrainConfig(), {})
+    return path

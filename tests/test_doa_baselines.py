@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doa_helpers import SR, _source_at, _tiny_config
+from doa_helpers import SR, _source_at, _tiny_config, tiny_head_checkpoint
 
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.eval.doa_eval import EvalConfig
@@ -224,12 +224,11 @@ def test_benchmark_clips_use_the_test_sounds_for_unheard_and_the_training_sounds
 def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
     from asgf_nav.eval import doa_eval
     from asgf_nav.models.doa.features import circular_distance, lateral_fold
-    from asgf_nav.models.doa.network import SelectiveDoaNet
     from asgf_nav.models.doa.rooms import shoebox_pool
-    from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, save_checkpoint
+    from asgf_nav.models.doa.train import angular_metrics
 
     ckpt = tmp_path / "selective.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     pool = shoebox_pool(3, 4, seed=2, progress=False)
     pool.line_of_sight = np.array([[True, False, True, True], [False, True, True, False], [True, True, False, True]])
     monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
@@ -325,7 +324,7 @@ def test_each_head_is_benchmarked_with_its_own_checkpoint_and_the_pair_gets_no_h
     from asgf_nav.models.doa.rooms import shoebox_pool
 
     pair = DoaTrainConfig(rooms="shoebox_pair")
-    save_checkpoint(tmp_path / "selective.pt", "selective", SelectiveDoaNet(_tiny_config()), None, 0, pair, {})
+    tiny_head_checkpoint(tmp_path / "selective.pt", pair)
     save_checkpoint(tmp_path / "crnn.pt", "crnn", SeldCrnn(CrnnConfig(channels=8, rnn_size=8)), None, 0, pair, {})
     pool = shoebox_pool(3, 4, seed=2, progress=False, receiver="pair")
     monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
@@ -546,7 +545,7 @@ def test_an_answer_at_the_distractor_counts_for_either5_not_acc5(tmp_path: Path,
     from asgf_nav.models.doa.rooms import shoebox_pool
 
     pair = DoaTrainConfig(rooms="shoebox_pair")
-    save_checkpoint(tmp_path / "selective.pt", "selective", SelectiveDoaNet(_tiny_config()), None, 0, pair, {})
+    tiny_head_checkpoint(tmp_path / "selective.pt", pair)
     pool = shoebox_pool(3, 4, seed=2, progress=False, receiver="pair")
     monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
     monkeypatch.setattr(doa_eval, "predict", lambda model, b: b.distractor_azimuth.numpy().astype(np.float64))

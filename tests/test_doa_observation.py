@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from doa_helpers import SR, _tiny_config
+from doa_helpers import SR, _tiny_config, tiny_head_checkpoint
 
 from asgf_nav.models.doa.network import SelectiveDoaNet
 from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
@@ -65,7 +65,7 @@ def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
     from asgf_nav.tasks.synthetic import synthetic_world
 
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = register_doa_observation(ckpt, name="doa_test")
     provider = get_observation("doa_test")
     world = synthetic_world(sample_rate=SR)
@@ -113,7 +113,7 @@ def test_batched_doa_observation_matches_a_per_item_numpy_reference(bank, tmp_pa
     from asgf_nav.tasks.synthetic import synthetic_world
 
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = register_doa_observation(ckpt, name="doa_ref", cache_size=0)
     world = synthetic_world(sample_rate=SR)
     scene = world.scene("grid_a")
@@ -147,7 +147,7 @@ def test_doa_observation_resamples_a_44k_world_as_scipy_does(tmp_path):
     from asgf_nav.models.doa.observation import DoaObservation
 
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = DoaObservation(ckpt)
     rng = np.random.default_rng(3)
     audio = rng.standard_normal((3, 2, 44100)) * np.linspace(0.1, 1.0, 44100)
@@ -170,7 +170,7 @@ def test_training_sounds_are_never_prompted_by_held_out_clips(bank, tmp_path):
     from asgf_nav.models.doa.observation import DoaObservation
 
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = DoaObservation(ckpt)
     train = set(bank.names("train"))
     prompts = {sound: head.prompt_sound(sound) for sound in bank.names("all")}
@@ -194,7 +194,7 @@ def test_batched_env_hands_the_audio_of_its_spectrograms_to_the_doa_head(bank, t
     from asgf_nav.tasks.synthetic import synthetic_world
 
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     world = synthetic_world(sample_rate=SR)
     sounds = ["telephone", bank.names("test")[0]]
     episodes = generate_split(world, "train", "unheard", sounds, TaskConfig(train_episodes_per_scene=6))
@@ -285,7 +285,7 @@ def test_frozen_head_is_unchanged_by_ppo_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = register_doa_observation(ckpt)
     frozen = {k: v.clone() for k, v in head.model.state_dict().items()}
     scenes = [grid_scene("grid_doa", nx=5, nz=4, image_size=48, sample_rate=SR)]
@@ -316,9 +316,7 @@ def test_frozen_head_is_unchanged_by_ppo_training(tmp_path, monkeypatch):
 
 
 def test_the_posterior_cache_tells_sounds_and_scenes_apart(tmp_path):
-    from asgf_nav.models.doa.network import SelectiveDoaNet
     from asgf_nav.models.doa.observation import register_doa_observation
-    from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
     from asgf_nav.sounds.bank import SoundBank
     from asgf_nav.tasks.episodes import ResolvedEpisode
     from asgf_nav.tasks.observations import ObservationState, get_observation
@@ -326,7 +324,7 @@ def test_the_posterior_cache_tells_sounds_and_scenes_apart(tmp_path):
 
     ckpt = tmp_path / "head.pt"
     torch.manual_seed(0)
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = register_doa_observation(ckpt, name="doa_keys")
     provider = get_observation("doa_keys")
     world = synthetic_world(sample_rate=SR)
@@ -341,13 +339,11 @@ def test_the_posterior_cache_tells_sounds_and_scenes_apart(tmp_path):
 
 
 def test_the_observation_prompt_is_the_loudest_window_of_the_reference_clip(tmp_path):
-    from asgf_nav.models.doa.network import SelectiveDoaNet
     from asgf_nav.models.doa.observation import DoaObservation
-    from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
     from asgf_nav.sounds.bank import SoundBank
 
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head, bank = DoaObservation(ckpt), SoundBank.load()
     checked = 0
     for sound in bank.names("test"):
@@ -376,7 +372,7 @@ def test_a_clip_shorter_than_a_window_is_zero_padded_to_one_window(tmp_path):
 
     ckpt = tmp_path / "head.pt"
     torch.manual_seed(0)
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = DoaObservation(ckpt)
     rng = np.random.default_rng(5)
     short = rng.standard_normal((2, 2, int(0.3 * SR))).astype(np.float32)
@@ -403,7 +399,7 @@ def test_the_posterior_cache_tells_goals_apart(tmp_path):
 
     ckpt = tmp_path / "head.pt"
     torch.manual_seed(0)
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     with observations.restored_observations():
         head = register_doa_observation(ckpt, name="doa_goals")
         provider = observations.get_observation("doa_goals")
@@ -442,7 +438,7 @@ def test_held_out_sounds_may_be_prompted_by_held_out_clips_and_fail_clearly_with
     splits = {"train": ["bell_a", "drum_a"], "val": ["harp_b"], "test": ["bell_b", "harp_a", "oboe_a"]}
     names = [n for split in splits.values() for n in split]
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = DoaObservation(ckpt)
     head._bank = SoundBank({n: clip(n) for n in names}, {"heard": splits["train"], **splits}, SR, tmp_path)
     assert head.prompt_sound("bell_b") == "bell_a"  # a training instance when there is one
@@ -475,7 +471,7 @@ def test_compute_refuses_audio_that_is_not_binaural_and_a_wrong_number_of_prompt
     from asgf_nav.models.doa.observation import DoaObservation
 
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = DoaObservation(ckpt)
     prompt = torch.zeros(2, head.window)
     for channels in (1, 4):
@@ -491,7 +487,7 @@ def test_compute_runs_the_head_in_eval_mode_even_after_someone_trained_it(tmp_pa
 
     ckpt = tmp_path / "head.pt"
     torch.manual_seed(0)
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = DoaObservation(ckpt)
     rng = np.random.default_rng(2)
     audio = rng.standard_normal((2, 2, head.window)).astype(np.float32)
@@ -509,7 +505,7 @@ def test_silent_windows_are_left_out_of_the_average_and_faint_ones_are_not(tmp_p
 
     ckpt = tmp_path / "head.pt"
     torch.manual_seed(0)
-    save_checkpoint(ckpt, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    tiny_head_checkpoint(ckpt)
     head = DoaObservation(ckpt)
     rng = np.random.default_rng(4)
     audio = rng.standard_normal((2, 2, 2 * head.window))
