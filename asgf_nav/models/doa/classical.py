@@ -139,9 +139,14 @@ class HrirWaveformMatch:
     ``max_elevation``: the cross-correlation summed over both ears at its best lag, normalised by both
     energies. Time and level differences and the pinnae's spectral shape count together, so it is the
     strongest head-model reading of one arriving wavefront; it does not apply to a clip with a sound
-    playing, whose spectrum is unknown. Used for the direct-sound reference of the benchmark."""
+    playing, whose spectrum is unknown. Used for the direct-sound reference of the benchmark.
 
-    def __init__(self, sample_rate: int, max_elevation: float = 20.0) -> None:
+    The lag is searched on a grid ``upsample`` times finer than a sample (band-limited interpolation of
+    the cross-correlation): a wavefront rendered at another rate and resampled (the baked scenes, 44.1 kHz)
+    arrives between samples, and at whole-sample lags its own HRIR loses to others (81 % of anechoic
+    KEMAR responses found within 5 degrees at ``upsample=1``, 100 % at 16)."""
+
+    def __init__(self, sample_rate: int, max_elevation: float = 20.0, upsample: int = 16) -> None:
         hrtf = load_hrtf(sample_rate)
         keep = np.abs(hrtf.elevation) <= max_elevation + 1e-6
         if not keep.any():
@@ -149,6 +154,9 @@ class HrirWaveformMatch:
         self.hrir = hrtf.hrir[keep].astype(np.float64)  # (D, 2, T)
         self.azimuths = np.asarray(hrtf.azimuth[keep], dtype=np.float64)
         self.norm = np.sqrt((self.hrir**2).sum(axis=(1, 2)))
+        if upsample < 1:
+            raise ValueError(f"upsample must be >= 1, got {upsample}")
+        self.upsample = int(upsample)
         self._spectra: dict[int, np.ndarray] = {}  # per FFT size: windows of one length share it
 
     def __call__(self, window: np.ndarray) -> float:
@@ -159,7 +167,8 @@ class HrirWaveformMatch:
             self._spectra[nfft] = np.fft.rfft(self.hrir, n=nfft, axis=-1)
         spectra = self._spectra[nfft]
         cross = (np.fft.rfft(window, n=nfft, axis=-1)[None] * np.conj(spectra)).sum(axis=1)  # (D, F)
-        score = np.fft.irfft(cross, n=nfft, axis=-1).max(axis=1) / (self.norm * np.sqrt((window**2).sum()) + EPS)
+        cc = np.fft.irfft(cross, n=nfft * self.upsample, axis=-1) * self.upsample  # fractional lags too
+        score = cc.max(axis=1) / (self.norm * np.sqrt((window**2).sum()) + EPS)
         return float(self.azimuths[np.argmax(score)])
 
 
