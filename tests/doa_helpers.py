@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from asgf_nav.models.doa.features import StftConfig
 from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet
@@ -28,7 +29,9 @@ def _tiny_config() -> DoaNetConfig:
     )
 
 
-def tiny_head_checkpoint(path: Path, train_config: DoaTrainConfig | None = None) -> Path:
-    """A freshly initialised tiny selective head saved as a step-0 checkpoint (seed torch first for fixed weights)."""
+def tiny_head_checkpoint(path: Path, train_config: DoaTrainConfig | None = None, seed: int | None = None) -> Path:
+    """A freshly initialised tiny selective head saved as a step-0 checkpoint; ``seed`` fixes its weights."""
+    if seed is not None:
+        torch.manual_seed(seed)
     save_checkpoint(path, "selective", SelectiveDoaNet(_tiny_config()), None, 0, train_config or DoaTrainConfig(), {})
     return path

@@ -323,8 +323,7 @@ def test_the_posterior_cache_tells_sounds_and_scenes_apart(tmp_path):
     from asgf_nav.tasks.synthetic import synthetic_world
 
     ckpt = tmp_path / "head.pt"
-    torch.manual_seed(0)
-    tiny_head_checkpoint(ckpt)
+    tiny_head_checkpoint(ckpt, seed=0)
     head = register_doa_observation(ckpt, name="doa_keys")
     provider = get_observation("doa_keys")
     world = synthetic_world(sample_rate=SR)
@@ -371,8 +370,7 @@ def test_a_clip_shorter_than_a_window_is_zero_padded_to_one_window(tmp_path):
     from asgf_nav.models.doa.observation import DoaObservation
 
     ckpt = tmp_path / "head.pt"
-    torch.manual_seed(0)
-    tiny_head_checkpoint(ckpt)
+    tiny_head_checkpoint(ckpt, seed=0)
     head = DoaObservation(ckpt)
     rng = np.random.default_rng(5)
     short = rng.standard_normal((2, 2, int(0.3 * SR))).astype(np.float32)
@@ -398,8 +396,7 @@ def test_the_posterior_cache_tells_goals_apart(tmp_path):
     from asgf_nav.tasks.synthetic import synthetic_world
 
     ckpt = tmp_path / "head.pt"
-    torch.manual_seed(0)
-    tiny_head_checkpoint(ckpt)
+    tiny_head_checkpoint(ckpt, seed=0)
     with observations.restored_observations():
         head = register_doa_observation(ckpt, name="doa_goals")
         provider = observations.get_observation("doa_goals")
@@ -486,8 +483,7 @@ def test_compute_runs_the_head_in_eval_mode_even_after_someone_trained_it(tmp_pa
     from asgf_nav.models.doa.observation import DoaObservation
 
     ckpt = tmp_path / "head.pt"
-    torch.manual_seed(0)
-    tiny_head_checkpoint(ckpt)
+    tiny_head_checkpoint(ckpt, seed=0)
     head = DoaObservation(ckpt)
     rng = np.random.default_rng(2)
     audio = rng.standard_normal((2, 2, head.window)).astype(np.float32)
@@ -504,8 +500,7 @@ def test_silent_windows_are_left_out_of_the_average_and_faint_ones_are_not(tmp_p
     from asgf_nav.models.doa.observation import DoaObservation
 
     ckpt = tmp_path / "head.pt"
-    torch.manual_seed(0)
-    tiny_head_checkpoint(ckpt)
+    tiny_head_checkpoint(ckpt, seed=0)
     head = DoaObservation(ckpt)
     rng = np.random.default_rng(4)
     audio = rng.standard_normal((2, 2, 2 * head.window))
