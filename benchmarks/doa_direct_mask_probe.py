@@ -1,0 +1,204 @@
+"""How well could the target be localised if one knew which time-frequency bins its direct sound rules?
+
+Each of the benchmark's clips (Replica-like test scenes, unheard sounds, 0 dB distractor) is split, by
+linearity, into the target's direct sound (the sound through the first milliseconds of its response,
+the window ``RirPool.direct_sound`` calls direct) and everything else (the target's reflections and the
+distractor). Interaural template matching against the exact KEMAR HRTF then reads the observed clip
+through several weightings of its short-time bins:
+
+- ``uniform``: every bin by its interaural cross-spectrum magnitude (what a time average sees);
+- ``onset``: by the rise of its level (the precedence effect, as ``HrtfTemplateDoa.precedence``);
+- ``oracle mask``: only the bins where the target's direct sound holds more energy than the rest, an
+  ideal binary mask that no listener has; it bounds what a perfect time-frequency selection (the heads'
+  mask, the prompt's attention) can give a reader of interaural cues in these rooms; ``+10 dB`` keeps
+  only the bins where it holds ten times more;
+- ``direct only``: the target's direct sound alone, nothing else in the clip (the reader's own limit).
+
+Two readers: ``phase`` matches interaural phase only (as ``HrtfTemplateDoa``); ``transfer`` matches the
+complex interaural transfer, level and phase together (the cross-relation ``|Y_L G_R - Y_R G_L|``
+against every HRIR pair, normalised per bin). Each is run on the mixture and on the clean target.
+
+    python benchmarks/doa_direct_mask_probe.py --scenes-root DATA   # DATA: the baked Replica-like scenes
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from asgf_nav.acoustics.binaural import EarlyPaths
+from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.acoustics.rir import SceneRirs
+from asgf_nav.cli import run_script
+from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig, test_pool
+from asgf_nav.models.doa.classical import hann_stft, level_rise
+from asgf_nav.models.doa.data import DoaExampleSampler, loudest_window
+from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool, scene_pool
+from asgf_nav.models.doa.train import TEST_POOL_SEED, angular_metrics
+from asgf_nav.scenes.presets import get_preset
+from asgf_nav.scenes.scene import Scene
+from asgf_nav.sounds.bank import SoundBank
+
+EPS = 1e-12
+
+
+class DirectPathRirs(SceneRirs):
+    """A scene's responses reduced to the straight path: its HRIR, delay and band levels, nothing else
+    (no reflection, no late tail; silent where a wall hides the source)."""
+
+    def paths(self, receiver: int, source_node: int) -> EarlyPaths:
+        paths = super().paths(receiver, source_node)
+        straight = np.linalg.norm(self._positions[int(receiver)] - self._positions[int(source_node)])
+        keep = np.abs(paths.delay * SPEED_OF_SOUND - straight) < 0.05
+        keep &= paths.delay <= paths.delay.min(initial=np.inf)  # the first arrival only
+        return EarlyPaths(paths.delay[keep], paths.azimuth[keep], paths.elevation[keep], paths.band_amplitude[keep])
+
+    def late_energy(self, receiver: int, source_node: int) -> np.ndarray:
+        return np.zeros_like(super().late_energy(receiver, source_node))
+
+
+def direct_path_pool(cfg: EvalConfig, pool: RirPool) -> RirPool:
+    """The test pool's poses and sources again, each response only its straight path (as ``_baked_pool``
+    draws them: the same scenes, poses per scene and seeds)."""
+    names = get_preset(cfg.scenes_dataset).split_scenes("test")
+    per_scene = max(1, cfg.test_poses // len(names))
+    parts = []
+    for i, name in enumerate(names):
+        scene = Scene.open(cfg.scenes_root, cfg.scenes_dataset, name)
+        rirs = DirectPathRirs(scene.store)
+        parts.append(scene_pool(scene, rirs, per_scene, pool.sources_per_pose, TEST_POOL_SEED + i))
+    direct = RirPool.concat(parts)
+    if not (np.allclose(direct.azimuth, pool.azimuth) and (direct.line_of_sight == pool.line_of_sight).all()):
+        raise RuntimeError("the direct-path pool does not repeat the test pool's poses")
+    return direct
+
+
+def clip_parts(sampler: DoaExampleSampler, direct: DoaExampleSampler, examples: int, snr_db: float, seed: int):
+    """The benchmark's clips of one condition, and the target's direct sound in each, on the same scale.
+
+    Replays the sampler's draws (they come first, in a fixed order) and renders the target once through
+    the direct-only responses, windowed as the full target was."""
+    batch = sampler.sample(examples, snr_db, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    draws = [sampler._draw(snr_db, rng) for _ in range(examples)]
+    names = [d.target for d in draws]
+    poses = np.array([d.pose for d in draws])
+    sources = np.array([d.target_source for d in draws])
+    full, lengths = sampler._received(names, poses, sources)
+    part, _ = direct._received(names, poses, sources)
+    starts = loudest_window(full, lengths, sampler.clip, sampler.clip // 8)
+    index = starts[:, None] + torch.arange(sampler.clip)[None, :]
+    seg_full = full.gather(2, index[:, None, :].expand(-1, 2, -1)).numpy()
+    seg_direct = part.gather(2, index[:, None, :].expand(-1, 2, -1)).numpy()
+    target = batch.target.numpy().astype(np.float64)
+    scale = np.sqrt((target**2).sum(axis=(1, 2)) / ((seg_full**2).sum(axis=(1, 2)) + EPS))[:, None, None]
+    if not np.allclose(seg_full * scale, target, atol=1e-4 * np.abs(target).max()):
+        raise RuntimeError("the replayed draws do not reproduce the benchmark's target clips")
+    return batch, seg_direct * scale
+
+
+class InterauralReader:
+    """Template matching of weighted short-time interaural cues against every KEMAR direction."""
+
+    def __init__(self, sample_rate: int, nfft: int, hop: int, azimuth_step: float = 5.0) -> None:
+        hrtf = load_hrtf(sample_rate)
+        self.nfft, self.hop = nfft, hop
+        self.azimuths = np.arange(0.0, 360.0, azimuth_step)
+        elevations = (-20.0, -10.0, 0.0, 10.0, 20.0)
+        idx = np.stack([hrtf.nearest(self.azimuths, np.full_like(self.azimuths, e)) for e in elevations])
+        freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
+        self.band = (freqs >= 100.0) & (freqs <= 7500.0)
+        g = np.fft.rfft(hrtf.hrir[idx].astype(np.float64), n=nfft, axis=-1)[..., self.band]  # (E, A, 2, F)
+        self.g_left, self.g_right = g[:, :, 0], g[:, :, 1]
+        self.template_phase = np.exp(-1j * np.angle(self.g_left * np.conj(self.g_right)))
+
+    def spec(self, audio: np.ndarray) -> np.ndarray:
+        return hann_stft(audio, self.nfft, self.hop)[:, self.band]  # (2, F, T)
+
+    def phase(self, spec: np.ndarray, weight: np.ndarray) -> float:
+        """Azimuth whose interaural phase best matches the weighted unit cross-spectrum."""
+        cross = spec[0] * np.conj(spec[1])
+        pooled = (weight * cross / (np.abs(cross) + EPS)).sum(axis=1)  # (F,)
+        score = (pooled * self.template_phase).real.sum(axis=-1)  # (E, A)
+        return float(self.azimuths[np.unravel_index(np.argmax(score), score.shape)[1]])
+
+    def transfer(self, spec: np.ndarray, weight: np.ndarray) -> float:
+        """Azimuth whose HRIR pair best satisfies Y_L G_R = Y_R G_L in the weighted bins (level and phase)."""
+        yl, yr = spec[0][None, None], spec[1][None, None]  # (1, 1, F, T)
+        gl, gr = self.g_left[..., None], self.g_right[..., None]  # (E, A, F, 1)
+        a, b = yl * gr, yr * gl
+        residual = np.abs(a - b) ** 2 / (np.abs(a) ** 2 + np.abs(b) ** 2 + EPS)  # 0 = match, 2 = opposite
+        score = -(weight[None, None] * residual).sum(axis=(2, 3))
+        return float(self.azimuths[np.unravel_index(np.argmax(score), score.shape)[1]])
+
+
+def weightings(reader: InterauralReader, observed: np.ndarray, direct: np.ndarray) -> dict[str, tuple]:
+    """(spectrum read, bin weights) per weighting of one (2, N) clip whose target's direct sound is ``direct``."""
+    spec = reader.spec(observed)
+    d_spec = reader.spec(direct)
+    d_power = (np.abs(d_spec) ** 2).sum(axis=0)
+    rest_power = (np.abs(spec - d_spec) ** 2).sum(axis=0)
+    magnitude = np.abs(spec[0] * np.conj(spec[1]))
+    return {
+        "uniform": (spec, magnitude),
+        "onset": (spec, level_rise(spec)),
+        "oracle mask": (spec, magnitude * (d_power > rest_power)),
+        "oracle mask +10 dB": (spec, magnitude * (d_power > 10 * rest_power)),
+        "direct only": (d_spec, np.abs(d_spec[0] * np.conj(d_spec[1]))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes-root", required=True, help="data root with the baked Replica-like scenes")
+    parser.add_argument("--pool-dir", default="data/doa/pools")
+    parser.add_argument("--examples", type=int, default=400, help="the benchmark's first clips")
+    parser.add_argument("--nfft", type=int, default=256)
+    parser.add_argument("--hop", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    bank = SoundBank.load()
+    cfg = EvalConfig(rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir)
+    pool = test_pool(cfg)
+    common = dict(categories=bank.categories(), distractor_window="drawn")
+    sampler = DoaExampleSampler(bank, pool, "test", **common)
+    direct = DoaExampleSampler(bank, direct_path_pool(cfg, pool), "test", **common)
+    batch, target_direct = clip_parts(sampler, direct, args.examples, 0.0, TEST_SET_SEED)  # unheard, 0 dB
+    truth, los = batch.azimuth.numpy(), batch.line_of_sight.numpy()
+    reader = InterauralReader(pool.sample_rate, args.nfft, args.hop)
+
+    print(
+        f"unheard 0 dB, {args.examples} clips ({los.mean() * 100:.0f} % in line of sight); "
+        f"frames of {args.nfft} samples every {args.hop}"
+    )
+    print("| signal | weighting | reader | ACC(5) % | MAE deg | line of sight: ACC(5) % | MAE deg | masked bins % |")
+    print("|---|---|---|---|---|---|---|---|")
+    for signal in ("mixture", "target"):
+        start = time.monotonic()
+        clips = getattr(batch, signal).numpy().astype(np.float64)
+        estimates: dict[tuple[str, str], list[float]] = {}
+        kept: dict[str, list[float]] = {}
+        for observed, d in zip(clips, target_direct):
+            parts = weightings(reader, observed, d)
+            for name, (_, weight) in parts.items():
+                kept.setdefault(name, []).append(float((weight > 0).mean()))
+            for name, (spec, weight) in parts.items():
+                for how in ("phase", "transfer"):
+                    estimates.setdefault((name, how), []).append(getattr(reader, how)(spec, weight))
+        for (name, how), est in estimates.items():
+            every, seen = angular_metrics(np.array(est), truth), angular_metrics(np.array(est)[los], truth[los])
+            share = f"{np.mean(kept[name]) * 100:.1f}" if name.startswith("oracle") else ""
+            print(
+                f"| {signal} | {name} | {how} | {every['acc5']:.1f} | {every['mae']:.1f} | "
+                f"{seen['acc5']:.1f} | {seen['mae']:.1f} | {share} |"
+            )
+        print(f"# {signal}: {time.monotonic() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    run_script(main)
