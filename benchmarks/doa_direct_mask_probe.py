@@ -36,10 +36,8 @@ from asgf_nav.cli import run_script
 from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig, test_pool
 from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaExampleSampler, loudest_window
-from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool, scene_pool
-from asgf_nav.models.doa.train import TEST_POOL_SEED, angular_metrics
-from asgf_nav.scenes.presets import get_preset
-from asgf_nav.scenes.scene import Scene
+from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool
+from asgf_nav.models.doa.train import TEST_POOL_SEED, DoaTrainConfig, angular_metrics, baked_pool
 from asgf_nav.sounds.bank import SoundBank
 
 EPS = 1e-12
@@ -61,16 +59,9 @@ class DirectPathRirs(SceneRirs):
 
 
 def direct_path_pool(cfg: EvalConfig, pool: RirPool) -> RirPool:
-    """The test pool's poses and sources again, each response only its straight path (as ``_baked_pool``
-    draws them: the same scenes, poses per scene and seeds)."""
-    names = get_preset(cfg.scenes_dataset).split_scenes("test")
-    per_scene = max(1, cfg.test_poses // len(names))
-    parts = []
-    for i, name in enumerate(names):
-        scene = Scene.open(cfg.scenes_root, cfg.scenes_dataset, name)
-        rirs = DirectPathRirs(scene.store)
-        parts.append(scene_pool(scene, rirs, per_scene, pool.sources_per_pose, TEST_POOL_SEED + i))
-    direct = RirPool.concat(parts)
+    """The test pool's poses and sources again, each response only its straight path."""
+    rooms = DoaTrainConfig(rooms="scenes", scenes_root=cfg.scenes_root, scenes_dataset=cfg.scenes_dataset)
+    direct = baked_pool(rooms, "test", cfg.test_poses, TEST_POOL_SEED, responses=DirectPathRirs)
     if not (np.allclose(direct.azimuth, pool.azimuth) and (direct.line_of_sight == pool.line_of_sight).all()):
         raise RuntimeError("the direct-path pool does not repeat the test pool's poses")
     return direct

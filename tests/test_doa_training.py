@@ -499,12 +499,15 @@ def test_each_baked_scene_draws_its_poses_from_its_own_seed(monkeypatch: pytest.
     asked: list[tuple[str, int, int, int]] = []
     monkeypatch.setattr(Scene, "open", staticmethod(lambda root, dataset, name: SimpleNamespace(name=name, store=name)))
     monkeypatch.setattr(rir, "SceneRirs", lambda store: store)
-    monkeypatch.setattr(train, "scene_pool", lambda scene, rirs, n, k, seed: asked.append((scene.name, n, k, seed)))
+    monkeypatch.setattr(train, "scene_pool", lambda scene, rirs, n, k, seed: asked.append((rirs, n, k, seed)))
     monkeypatch.setattr(train.RirPool, "concat", staticmethod(lambda pools: pools))
     cfg = DoaTrainConfig(rooms="scenes", scenes_root="unused", sources_per_pose=4)
-    train._baked_pool(cfg, "val", 23, seed=100)
+    train.baked_pool(cfg, "val", 23, seed=100)
     names = get_preset("replica").split_scenes("val")
     assert len(names) == 4 and asked == [(name, 5, 4, 100 + i) for i, name in enumerate(names)]  # 23 // 4 poses each
+    asked.clear()  # another renderer of the same draws gets each scene's store
+    train.baked_pool(cfg, "val", 23, seed=100, responses=lambda store: f"direct {store}")
+    assert [a[0] for a in asked] == [f"direct {name}" for name in names]
 
 
 class _MaskedUniformHead(torch.nn.Module):

@@ -168,24 +168,27 @@ def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, se
     if rooms in SHOEBOX_RECEIVERS:
         pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=SHOEBOX_RECEIVERS[rooms])
     else:
-        pool = _baked_pool(cfg, split, num_poses, seed)
+        pool = baked_pool(cfg, split, num_poses, seed)
     pool.source = source
     pool.save(path)
     logger.info("wrote RIR pool %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return pool
 
 
-def _baked_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirPool:
+def baked_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, responses: type | None = None) -> RirPool:
+    """The poses of ``split``'s baked scenes, spread evenly over them; ``responses`` (a ``SceneRirs``
+    subclass) renders them another way for the same draws (``benchmarks/doa_direct_mask_probe.py``)."""
     from asgf_nav.acoustics.rir import SceneRirs
     from asgf_nav.scenes.presets import get_preset
     from asgf_nav.scenes.scene import Scene
 
+    responses = responses or SceneRirs
     names = get_preset(cfg.scenes_dataset).split_scenes(split)
     pools = []
     for i, name in enumerate(names):
         scene = Scene.open(cfg.scenes_root, cfg.scenes_dataset, name)
         per_scene = max(1, num_poses // len(names))
-        pools.append(scene_pool(scene, SceneRirs(scene.store), per_scene, cfg.sources_per_pose, seed + i))
+        pools.append(scene_pool(scene, responses(scene.store), per_scene, cfg.sources_per_pose, seed + i))
     return RirPool.concat(pools)
 
 
