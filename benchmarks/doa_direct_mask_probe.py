@@ -1,17 +1,17 @@
 """How well could the target be localised if one knew which time-frequency bins its direct sound rules?
 
-Each of the benchmark's clips (Replica-like test scenes, unheard sounds, 0 dB distractor) is split, by
-linearity, into the target's direct sound (the sound through the first milliseconds of its response,
-the window ``RirPool.direct_sound`` calls direct) and everything else (the target's reflections and the
-distractor). Interaural template matching against the exact KEMAR HRTF then reads the observed clip
-through several weightings of its short-time bins:
+Each of the benchmark's clips (unheard sounds, 0 dB distractor; Replica-like test scenes, or the
+shoebox test rooms with ``--rooms shoebox``) is split, by linearity, into the target's direct sound (the
+sound through the straight path alone: the same HRIR, delay and level, rendered again without
+reflections or tail) and everything else (the target's reflections and the distractor). Interaural
+template matching against the exact KEMAR HRTF (elevations within 20 degrees, as
+``HrtfTemplateDoa``) then reads the observed clip through several weightings of its short-time bins:
 
 - ``uniform``: every bin by its interaural cross-spectrum magnitude (what a time average sees);
 - ``onset``: by the rise of its level (the precedence effect, as ``HrtfTemplateDoa.precedence``);
 - ``oracle mask``: only the bins where the target's direct sound holds more energy than the rest, an
-  ideal binary mask that no listener has; it bounds what a perfect time-frequency selection (the heads'
-  mask, the prompt's attention) can give a reader of interaural cues in these rooms; ``+10 dB`` keeps
-  only the bins where it holds ten times more;
+  ideal binary mask that no listener has (``+10 dB``: ten times more). It is not a bound: a weighting
+  that follows where sound events first arrive can do better (docs/doa-benchmark.md);
 - ``direct only``: the target's direct sound alone, nothing else in the clip (the reader's own limit).
 
 Two readers: ``phase`` matches interaural phase only (as ``HrtfTemplateDoa``); ``transfer`` matches the
@@ -19,12 +19,14 @@ complex interaural transfer, level and phase together (the cross-relation ``|Y_L
 against every HRIR pair, normalised per bin). Each is run on the mixture and on the clean target.
 
     python benchmarks/doa_direct_mask_probe.py --scenes-root DATA   # DATA: the baked Replica-like scenes
+    python benchmarks/doa_direct_mask_probe.py --rooms shoebox
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -34,13 +36,15 @@ from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.rir import SceneRirs
 from asgf_nav.cli import run_script
 from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig, test_pool
+from asgf_nav.models.doa import rooms
 from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaExampleSampler, loudest_window
-from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool
+from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool, shoebox_pool
 from asgf_nav.models.doa.train import TEST_POOL_SEED, DoaTrainConfig, angular_metrics, baked_pool
 from asgf_nav.sounds.bank import SoundBank
 
 EPS = 1e-12
+_render_shoebox_rir = rooms.render_shoebox_rir
 
 
 class DirectPathRirs(SceneRirs):
@@ -58,10 +62,22 @@ class DirectPathRirs(SceneRirs):
         return np.zeros_like(super().late_energy(receiver, source_node))
 
 
+def _direct_shoebox_rir(*args, **kwargs) -> np.ndarray:
+    """``rooms.render_shoebox_rir`` of the same room, its direct path alone: the full response is rendered
+    first, so the pool's generator makes the same draws for every later response."""
+    _render_shoebox_rir(*args, **kwargs)
+    kwargs.update(max_order=0, drr_db=np.inf, rng=np.random.default_rng(0))  # order 0 and no tail
+    return _render_shoebox_rir(*args, **kwargs)
+
+
 def direct_path_pool(cfg: EvalConfig, pool: RirPool) -> RirPool:
     """The test pool's poses and sources again, each response only its straight path."""
-    rooms = DoaTrainConfig(rooms="scenes", scenes_root=cfg.scenes_root, scenes_dataset=cfg.scenes_dataset)
-    direct = baked_pool(rooms, "test", cfg.test_poses, TEST_POOL_SEED, responses=DirectPathRirs)
+    if cfg.rooms == "shoebox":
+        with mock.patch.object(rooms, "render_shoebox_rir", _direct_shoebox_rir):
+            direct = shoebox_pool(cfg.test_poses, pool.sources_per_pose, TEST_POOL_SEED)
+    else:
+        baked = DoaTrainConfig(rooms="scenes", scenes_root=cfg.scenes_root, scenes_dataset=cfg.scenes_dataset)
+        direct = baked_pool(baked, "test", cfg.test_poses, TEST_POOL_SEED, responses=DirectPathRirs)
     if not (np.allclose(direct.azimuth, pool.azimuth) and (direct.line_of_sight == pool.line_of_sight).all()):
         raise RuntimeError("the direct-path pool does not repeat the test pool's poses")
     return direct
@@ -144,7 +160,8 @@ def weightings(reader: InterauralReader, observed: np.ndarray, direct: np.ndarra
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes-root", required=True, help="data root with the baked Replica-like scenes")
+    parser.add_argument("--rooms", choices=("scenes", "shoebox"), default="scenes", help="the test rooms")
+    parser.add_argument("--scenes-root", default="", help="data root with the baked Replica-like scenes")
     parser.add_argument("--pool-dir", default="data/doa/pools")
     parser.add_argument("--examples", type=int, default=400, help="the benchmark's first clips")
     parser.add_argument("--nfft", type=int, default=256)
@@ -154,7 +171,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     bank = SoundBank.load()
-    cfg = EvalConfig(rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir)
+    if args.rooms == "scenes" and not args.scenes_root:
+        parser.error("--rooms scenes needs --scenes-root (the baked Replica-like scenes)")
+    cfg = EvalConfig(rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir)
     pool = test_pool(cfg)
     common = dict(categories=bank.categories(), distractor_window="drawn")
     sampler = DoaExampleSampler(bank, pool, "test", **common)
@@ -164,7 +183,7 @@ def main() -> None:
     reader = InterauralReader(pool.sample_rate, args.nfft, args.hop)
 
     print(
-        f"unheard 0 dB, {args.examples} clips ({los.mean() * 100:.0f} % in line of sight); "
+        f"{args.rooms}, unheard 0 dB, {args.examples} clips ({los.mean() * 100:.0f} % in line of sight); "
         f"frames of {args.nfft} samples every {args.hop}"
     )
     print("| signal | weighting | reader | ACC(5) % | MAE deg | line of sight: ACC(5) % | MAE deg | masked bins % |")
