@@ -17,9 +17,11 @@ template matching against the exact KEMAR HRTF (elevations within 20 degrees, as
 Two readers: ``phase`` matches interaural phase only (as ``HrtfTemplateDoa``); ``transfer`` matches the
 complex interaural transfer, level and phase together (the cross-relation ``|Y_L G_R - Y_R G_L|``
 against every HRIR pair, normalised per bin). Each is run on the mixture and on the clean target.
+``--learned-clips N`` adds a learned reader: a small MLP fitted on N clips of the training rooms on the
+same pooled cues, with onset weights or the ideal mask (see ``learned_inputs``).
 
     python benchmarks/doa_direct_mask_probe.py --scenes-root DATA   # DATA: the baked Replica-like scenes
-    python benchmarks/doa_direct_mask_probe.py --rooms shoebox
+    python benchmarks/doa_direct_mask_probe.py --rooms shoebox --learned-clips 6000
 """
 
 from __future__ import annotations
@@ -30,20 +32,29 @@ from unittest import mock
 
 import numpy as np
 import torch
+from sklearn.neural_network import MLPClassifier
 
 from asgf_nav.acoustics.binaural import EarlyPaths
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.rir import SceneRirs
 from asgf_nav.cli import run_script
-from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig, test_pool
+from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig
 from asgf_nav.models.doa import rooms
 from asgf_nav.models.doa.classical import hann_stft, level_rise
-from asgf_nav.models.doa.data import DoaExampleSampler, loudest_window
+from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler, loudest_window
 from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool, shoebox_pool
-from asgf_nav.models.doa.train import TEST_POOL_SEED, DoaTrainConfig, angular_metrics, baked_pool
+from asgf_nav.models.doa.train import (
+    TEST_POOL_SEED,
+    DoaTrainConfig,
+    angular_metrics,
+    baked_pool,
+    rir_pool,
+    train_pool_seed,
+)
 from asgf_nav.sounds.bank import SoundBank
 
 EPS = 1e-12
+BIN_WIDTH = 5.0  # degrees per class of the learned reader
 _render_shoebox_rir = rooms.render_shoebox_rir
 
 
@@ -70,17 +81,18 @@ def _direct_shoebox_rir(*args, **kwargs) -> np.ndarray:
     return _render_shoebox_rir(*args, **kwargs)
 
 
-def direct_path_pool(cfg: EvalConfig, pool: RirPool) -> RirPool:
-    """The test pool's poses and sources again, each response only its straight path."""
+def pools(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> tuple[RirPool, RirPool]:
+    """The RIR pool of ``split`` (as the benchmark and training draw it) and the same poses and sources
+    again, each response only its straight path."""
+    pool = rir_pool(cfg, split, num_poses, seed)
     if cfg.rooms == "shoebox":
         with mock.patch.object(rooms, "render_shoebox_rir", _direct_shoebox_rir):
-            direct = shoebox_pool(cfg.test_poses, pool.sources_per_pose, TEST_POOL_SEED)
+            direct = shoebox_pool(num_poses, pool.sources_per_pose, seed)
     else:
-        baked = DoaTrainConfig(rooms="scenes", scenes_root=cfg.scenes_root, scenes_dataset=cfg.scenes_dataset)
-        direct = baked_pool(baked, "test", cfg.test_poses, TEST_POOL_SEED, responses=DirectPathRirs)
+        direct = baked_pool(cfg, split, num_poses, seed, responses=DirectPathRirs)
     if not (np.allclose(direct.azimuth, pool.azimuth) and (direct.line_of_sight == pool.line_of_sight).all()):
-        raise RuntimeError("the direct-path pool does not repeat the test pool's poses")
-    return direct
+        raise RuntimeError(f"the direct-path pool does not repeat the {split} pool's poses")
+    return pool, direct
 
 
 def clip_parts(sampler: DoaExampleSampler, direct: DoaExampleSampler, examples: int, snr_db: float, seed: int):
@@ -158,6 +170,78 @@ def weightings(reader: InterauralReader, observed: np.ndarray, direct: np.ndarra
     }
 
 
+def pooled_cues(spec: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per frequency bin the ``weight``-pooled unit interaural phase (cos, sin) and level difference / 10 dB,
+    and the log of the total weight: the input of the learned reader."""
+    cross = spec[0] * np.conj(spec[1])
+    ild = np.clip(20 * np.log10((np.abs(spec[0]) + 1e-9) / (np.abs(spec[1]) + 1e-9)), -30, 30) / 10
+    total = weight.sum(axis=1) + EPS
+    phase = (weight * cross / (np.abs(cross) + EPS)).sum(axis=1) / total
+    return np.concatenate([phase.real, phase.imag, (weight * ild).sum(axis=1) / total, [np.log(total.sum())]])
+
+
+LEARNED_INPUTS = ("onset", "oracle mask", "oracle mask, empty bins from onset", "mask pattern alone")
+
+
+def learned_inputs(reader: InterauralReader, observed: np.ndarray, direct: np.ndarray) -> dict[str, np.ndarray]:
+    """The learned reader's inputs for one clip. Where the ideal mask leaves a bin empty its pooled cues
+    are zero, which tells the reader where the direct sound is weak, a hint about the direction that the
+    cues themselves do not give: ``empty bins from onset`` fills those bins with the onset-pooled cues,
+    and ``mask pattern alone`` (the share of each bin's frames the mask keeps) measures the hint."""
+    parts = weightings(reader, observed, direct)
+    spec, mask = parts["oracle mask"]
+    onset = pooled_cues(*parts["onset"])
+    masked = pooled_cues(spec, mask)
+    empty = np.concatenate([np.tile((mask > 0).sum(axis=1) == 0, 3), [False]])
+    kept = mask > 0
+    return {
+        "onset": onset,
+        "oracle mask": masked,
+        "oracle mask, empty bins from onset": np.where(empty, onset, masked),
+        "mask pattern alone": np.concatenate([kept.mean(axis=1), [np.log(kept.sum() + 1)]]),
+    }
+
+
+def learned_reader_table(
+    args, cfg: DoaTrainConfig, reader: InterauralReader, test: tuple, bank: SoundBank, common: dict
+) -> None:
+    """A small MLP (72 classes of 5 degrees, as ``doa_feature_probe.py``) per input, fitted on
+    ``args.learned_clips`` clips of the training rooms and sounds at 0 dB with the target in line of sight
+    (a hidden target's label cannot be heard), tested on the benchmark's clips."""
+    pool, direct = pools(cfg, "train", args.train_poses, train_pool_seed(cfg.seed))
+    samplers = [DoaExampleSampler(bank, p, "train", targets="line_of_sight", **common) for p in (pool, direct)]
+    chunks = [  # rendered 500 clips at a time: a few GB of float64 signals at once otherwise
+        clip_parts(*samplers, min(500, args.learned_clips - start), 0.0, seed=1 + start)
+        for start in range(0, args.learned_clips, 500)
+    ]
+    train = DoaBatch.concat([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+    labels = np.round(train[0].azimuth.numpy() / BIN_WIDTH).astype(int) % int(360 / BIN_WIDTH)
+    truth, los = test[0].azimuth.numpy(), test[0].line_of_sight.numpy()
+    print(f"\nlearned reader, fitted on {args.learned_clips} clips with the target in line of sight")
+    print("| signal | input | ACC(5) % | MAE deg | line of sight: ACC(5) % | MAE deg |")
+    print("|---|---|---|---|---|---|")
+    for signal in ("mixture", "target"):
+        start = time.monotonic()
+        inputs = {}
+        for name, (batch, target_direct) in (("train", train), ("test", test)):
+            clips = getattr(batch, signal).numpy().astype(np.float64)
+            rows = [learned_inputs(reader, c, d) for c, d in zip(clips, target_direct)]
+            inputs[name] = {k: np.stack([r[k] for r in rows]) for k in LEARNED_INPUTS}
+        for kind in LEARNED_INPUTS:
+            x_train, x_test = inputs["train"][kind], inputs["test"][kind]
+            mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+            clf = MLPClassifier((256,), alpha=1e-3, max_iter=200, early_stopping=True, random_state=0)
+            clf.fit((x_train - mean) / std, labels)
+            pred = clf.classes_[np.argmax(clf.predict_proba((x_test - mean) / std), axis=1)] * BIN_WIDTH
+            every, seen = angular_metrics(pred, truth), angular_metrics(pred[los], truth[los])
+            print(
+                f"| {signal} | {kind} | {every['acc5']:.1f} | {every['mae']:.1f} | {seen['acc5']:.1f} | "
+                f"{seen['mae']:.1f} |",
+                flush=True,
+            )
+        print(f"# {signal}: {time.monotonic() - start:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", choices=("scenes", "shoebox"), default="scenes", help="the test rooms")
@@ -167,17 +251,19 @@ def main() -> None:
     parser.add_argument("--nfft", type=int, default=256)
     parser.add_argument("--hop", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--learned-clips", type=int, default=0, help="fit the learned reader on this many clips")
+    parser.add_argument("--train-poses", type=int, default=1200, help="the learned reader's training pool")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     bank = SoundBank.load()
     if args.rooms == "scenes" and not args.scenes_root:
         parser.error("--rooms scenes needs --scenes-root (the baked Replica-like scenes)")
-    cfg = EvalConfig(rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir)
-    pool = test_pool(cfg)
+    cfg = DoaTrainConfig(rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir)
+    pool, direct_pool = pools(cfg, "test", EvalConfig.test_poses, TEST_POOL_SEED)  # the benchmark's test pool
     common = dict(categories=bank.categories(), distractor_window="drawn")
     sampler = DoaExampleSampler(bank, pool, "test", **common)
-    direct = DoaExampleSampler(bank, direct_path_pool(cfg, pool), "test", **common)
+    direct = DoaExampleSampler(bank, direct_pool, "test", **common)
     batch, target_direct = clip_parts(sampler, direct, args.examples, 0.0, TEST_SET_SEED)  # unheard, 0 dB
     truth, los = batch.azimuth.numpy(), batch.line_of_sight.numpy()
     reader = InterauralReader(pool.sample_rate, args.nfft, args.hop)
@@ -208,6 +294,8 @@ def main() -> None:
                 f"{seen['acc5']:.1f} | {seen['mae']:.1f} | {share} |"
             )
         print(f"# {signal}: {time.monotonic() - start:.0f} s")
+    if args.learned_clips:
+        learned_reader_table(args, cfg, reader, (batch, target_direct), bank, common)
 
 
 if __name__ == "__main__":
