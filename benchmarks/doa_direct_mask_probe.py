@@ -37,7 +37,7 @@ from sklearn.neural_network import MLPClassifier
 from asgf_nav.acoustics.binaural import EarlyPaths
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.rir import SceneRirs
-from asgf_nav.cli import run_script
+from asgf_nav.cli import int_at_least, non_negative_int, positive_int, run_script
 from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig
 from asgf_nav.models.doa import rooms
 from asgf_nav.models.doa.classical import hann_stft, level_rise
@@ -192,8 +192,8 @@ def learned_inputs(reader: InterauralReader, observed: np.ndarray, direct: np.nd
     spec, mask = parts["oracle mask"]
     onset = pooled_cues(*parts["onset"])
     masked = pooled_cues(spec, mask)
-    empty = np.concatenate([np.tile((mask > 0).sum(axis=1) == 0, 3), [False]])
     kept = mask > 0
+    empty = np.concatenate([np.tile(~kept.any(axis=1), 3), [False]])  # the bins' phase, phase, level entries
     return {
         "onset": onset,
         "oracle mask": masked,
@@ -247,12 +247,12 @@ def main() -> None:
     parser.add_argument("--rooms", choices=("scenes", "shoebox"), default="scenes", help="the test rooms")
     parser.add_argument("--scenes-root", default="", help="data root with the baked Replica-like scenes")
     parser.add_argument("--pool-dir", default="data/doa/pools")
-    parser.add_argument("--examples", type=int, default=400, help="the benchmark's first clips")
-    parser.add_argument("--nfft", type=int, default=256)
-    parser.add_argument("--hop", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--learned-clips", type=int, default=0, help="fit the learned reader on this many clips")
-    parser.add_argument("--train-poses", type=int, default=1200, help="the learned reader's training pool")
+    parser.add_argument("--examples", type=positive_int, default=400, help="the benchmark's first clips")
+    parser.add_argument("--nfft", type=int_at_least(256, "the HRIRs are 181 taps at 16 kHz"), default=256)
+    parser.add_argument("--hop", type=positive_int, default=64)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--learned-clips", type=non_negative_int, default=0, help="learned reader clips (0: none)")
+    parser.add_argument("--train-poses", type=positive_int, default=1200, help="the learned reader's training pool")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
