@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,12 @@ def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, se
     return pool
 
 
-def baked_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, responses: type | None = None) -> RirPool:
+def baked_pool(
+    cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, responses: Callable[[Any], Any] | None = None
+) -> RirPool:
     """The poses of ``split``'s baked scenes, spread evenly over them; ``responses`` (a ``SceneRirs``
-    subclass) renders them another way for the same draws (``benchmarks/doa_direct_mask_probe.py``)."""
+    subclass, called with each scene's store) renders them another way for the same draws
+    (``benchmarks/doa_direct_mask_probe.py``)."""
     from asgf_nav.acoustics.rir import SceneRirs
     from asgf_nav.scenes.presets import get_preset
     from asgf_nav.scenes.scene import Scene
