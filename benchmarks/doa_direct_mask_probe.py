@@ -28,26 +28,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from unittest import mock
 
 import numpy as np
 import torch
 from sklearn.neural_network import MLPClassifier
 
-from asgf_nav.acoustics.binaural import EarlyPaths
 from asgf_nav.acoustics.hrtf import load_hrtf
-from asgf_nav.acoustics.rir import SceneRirs
 from asgf_nav.cli import int_at_least, non_negative_int, positive_int, run_script
 from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig
-from asgf_nav.models.doa import rooms
 from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler, loudest_window
-from asgf_nav.models.doa.rooms import SPEED_OF_SOUND, RirPool, shoebox_pool
+from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.models.doa.train import (
     TEST_POOL_SEED,
     DoaTrainConfig,
     angular_metrics,
-    baked_pool,
     rir_pool,
     train_pool_seed,
 )
@@ -55,41 +50,13 @@ from asgf_nav.sounds.bank import SoundBank
 
 EPS = 1e-12
 BIN_WIDTH = 5.0  # degrees per class of the learned reader
-_render_shoebox_rir = rooms.render_shoebox_rir
-
-
-class DirectPathRirs(SceneRirs):
-    """A scene's responses reduced to the straight path: its HRIR, delay and band levels, nothing else
-    (no reflection, no late tail; silent where a wall hides the source)."""
-
-    def paths(self, receiver: int, source_node: int) -> EarlyPaths:
-        paths = super().paths(receiver, source_node)
-        straight = np.linalg.norm(self._positions[int(receiver)] - self._positions[int(source_node)])
-        keep = np.abs(paths.delay * SPEED_OF_SOUND - straight) < 0.05
-        keep &= paths.delay <= paths.delay.min(initial=np.inf)  # the first arrival only
-        return EarlyPaths(paths.delay[keep], paths.azimuth[keep], paths.elevation[keep], paths.band_amplitude[keep])
-
-    def late_energy(self, receiver: int, source_node: int) -> np.ndarray:
-        return np.zeros_like(super().late_energy(receiver, source_node))
-
-
-def _direct_shoebox_rir(*args, **kwargs) -> np.ndarray:
-    """``rooms.render_shoebox_rir`` of the same room, its direct path alone: the full response is rendered
-    first, so the pool's generator makes the same draws for every later response."""
-    _render_shoebox_rir(*args, **kwargs)
-    kwargs.update(max_order=0, drr_db=np.inf, rng=np.random.default_rng(0))  # order 0 and no tail
-    return _render_shoebox_rir(*args, **kwargs)
 
 
 def pools(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> tuple[RirPool, RirPool]:
     """The RIR pool of ``split`` (as the benchmark and training draw it) and the same poses and sources
-    again, each response only its straight path."""
+    again, each response only its straight path (``rir_pool(direct_only=True)``, cached beside it)."""
     pool = rir_pool(cfg, split, num_poses, seed)
-    if cfg.rooms == "shoebox":
-        with mock.patch.object(rooms, "render_shoebox_rir", _direct_shoebox_rir):
-            direct = shoebox_pool(num_poses, pool.sources_per_pose, seed)
-    else:
-        direct = baked_pool(cfg, split, num_poses, seed, responses=DirectPathRirs)
+    direct = rir_pool(cfg, split, num_poses, seed, direct_only=True)
     if not (np.allclose(direct.azimuth, pool.azimuth) and (direct.line_of_sight == pool.line_of_sight).all()):
         raise RuntimeError(f"the direct-path pool does not repeat the {split} pool's poses")
     return pool, direct

@@ -4,7 +4,9 @@ Every field of ``DoaTrainConfig`` is a flag (on/off ones as ``--augment`` / ``--
 resume from ``--out`` when it exists; checkpoints are written atomically every ``--checkpoint-every``
 steps, and when SIGTERM or Ctrl-C stops the run (after its current step). A resume may change only how long,
 where and how often it runs (``train.RESUMABLE_TRAIN_KEYS``), and a second run on an ``--out`` in use is
-refused. ``--export`` also writes weights-only copies.
+refused. ``--init-from`` starts a new run from another checkpoint's weights (fine-tuning). ``--mask-target
+direct`` trains the mask to reconstruct the target's direct sound instead of all of it (renders a second
+RIR pool of the same poses, their direct paths alone). ``--export`` also writes weights-only copies.
 
 Example: python scripts/pretrain_doa.py --model selective --out data/doa/selective.pt --max-minutes 15
 """
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed: {err}")
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
+    if args["init_from"] and not Path(args["init_from"]).is_file():
+        parser.error(f"--init-from: DoA checkpoint {args['init_from']} does not exist")
     check_output(parser, "--out", args["out"])
     check_output(parser, "--export", export)
     setup_logging("INFO")

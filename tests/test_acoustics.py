@@ -14,7 +14,7 @@ from asgf_nav.acoustics import bake
 from asgf_nav.acoustics.bake import bake_acoustics, bake_source, select_source_nodes, write_acoustics_stage
 from asgf_nav.acoustics.binaural import EarlyPaths, noise_offsets, render_early, render_late
 from asgf_nav.acoustics.hrtf import load_hrtf
-from asgf_nav.acoustics.rir import AT_SOURCE_DISTANCE, SceneRirs, with_at_source_path
+from asgf_nav.acoustics.rir import AT_SOURCE_DISTANCE, DirectPathRirs, SceneRirs, with_at_source_path
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND, build_walls, effective_ism_order, simulate_source
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room
@@ -839,3 +839,29 @@ def test_each_room_floor_reflects_with_its_own_material() -> None:
         assert len(hits) == 1, material
         expected = _reflection_factor(material, field.band_centers) / np.sqrt(14.0)
         np.testing.assert_allclose(field.band_amplitude[s][hits[0]], expected, rtol=1e-5, err_msg=material)
+
+
+def test_direct_path_responses_keep_the_straight_sound_alone(baked_scene) -> None:
+    """DirectPathRirs: where the straight path reaches the receiver, one coloured HRIR at its arrival, less than the
+    full response; behind a wall, silence; on the source's node, the sound the renderer adds from above."""
+    from asgf_nav.models.doa.rooms import has_direct_path
+
+    directory, _ = baked_scene
+    store = SceneStore(directory)
+    full, direct = SceneRirs(store), DirectPathRirs(store)
+    positions = np.asarray(store.array("positions"), dtype=float)
+    seen = hidden = 0
+    for node in full.source_nodes:
+        for receiver in range(full.num_receivers):
+            part, whole = direct.rir(receiver, int(node), 1), full.rir(receiver, int(node), 1)
+            heard = np.flatnonzero(np.abs(part).sum(axis=1))
+            if receiver != node and not has_direct_path(full, positions, receiver, int(node)):
+                hidden += 1
+                assert heard.size == 0, (receiver, node)
+                continue
+            seen += 1
+            arrival = direct.direct_sample(receiver, int(node))
+            # one band-coloured HRIR (its band filter spans up to the next power of two) from the arrival on
+            assert heard.size and heard[0] >= arrival and heard[-1] < arrival + 2 * full.hrtf.num_taps, (receiver, node)
+            assert (part.astype(float) ** 2).sum() < (whole.astype(float) ** 2).sum()  # reflections and tail gone
+    assert seen > 10 and hidden > 0

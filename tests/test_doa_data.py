@@ -617,3 +617,31 @@ def test_a_pair_without_baked_paths_has_no_direct_path_and_the_first_reflection_
     gap, level = first_reflection(Baked("two"), positions, 0, 1)
     assert gap == pytest.approx(2.0 / SPEED_OF_SOUND) and level == pytest.approx(20 * np.log10(0.5))
     assert first_reflection(Baked("alone"), positions, 0, 1) is None
+
+
+def test_a_mask_pool_renders_the_target_through_its_own_responses_and_changes_nothing_else(
+    sampler_parts: tuple[SoundBank, RirPool],
+) -> None:
+    """With mask_pool the batch's target is the part of the received target its responses render (here the
+    direct sound), on the mixture's scale and window; the mixture, prompt and labels are the same draws.
+    Linearity: the pool itself as mask_pool gives back the received target."""
+    bank, pool = sampler_parts
+    direct = shoebox_pool(4, 3, seed=5, progress=False, direct_only=True)
+    plain = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25)
+    parted = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, mask_pool=direct)
+    itself = DoaExampleSampler(bank, pool, "train", clip_seconds=0.25, mask_pool=pool)
+    a, b, c = (s.sample(12, 0.0, np.random.default_rng(3)) for s in (plain, parted, itself))
+    for name in ("mixture", "prompt", "azimuth", "distractor_azimuth", "category"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    torch.testing.assert_close(c.target, a.target)
+    energy = lambda x: x.double().pow(2).sum(dim=(1, 2))  # noqa: E731
+    assert (energy(b.target) < energy(a.target)).all() and (energy(b.target) > 0).all()
+    # the part is rendered through the mask pool's responses, as a sampler of that pool renders the sound
+    reference = DoaExampleSampler(bank, direct, "train", clip_seconds=0.25)
+    names, poses, sources = [plain.targets[0]], np.array([1]), np.array([2])
+    whole, _ = plain._received(names, poses, sources)
+    part, _ = parted._received(names, poses, sources, responses=parted._mask_rirs)
+    torch.testing.assert_close(part, reference._received(names, poses, sources)[0])
+    assert not torch.equal(part, whole)
+    with pytest.raises(ValueError, match="mask_pool"):
+        DoaExampleSampler(bank, pool, "train", mask_pool=shoebox_pool(2, 3, seed=5, progress=False))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from doa_helpers import SR, _source_at
 
-from asgf_nav.acoustics.hrtf import Hrtf
+from asgf_nav.acoustics.hrtf import Hrtf, load_hrtf
 from asgf_nav.models.doa.features import circular_distance
 from asgf_nav.models.doa.rooms import (
     PAIR_SPACING,
@@ -174,3 +174,19 @@ def test_shoebox_pools_place_receivers_and_sources_in_the_room_and_label_them_fr
         # heading at yaw y points along (-sin y, -cos y) in (x, z): the world angle of (dx, dz) minus the yaw
         expected = (np.rad2deg(np.arctan2(-dx, -dz)) - yaw) % 360.0
         assert float(circular_distance(pool.azimuth[k // 3, k % 3], expected)) < 1e-9
+
+
+def test_a_direct_only_shoebox_pool_repeats_the_poses_with_each_response_its_straight_sound_alone() -> None:
+    """direct_only: the same rooms, poses and labels (its renders draw nothing the later poses depend on), each
+    response one HRIR at the straight path's delay, the start of the full response before any reflection."""
+    full = shoebox_pool(3, 3, seed=4, progress=False)
+    direct = shoebox_pool(3, 3, seed=4, progress=False, direct_only=True)
+    np.testing.assert_array_equal(direct.azimuth, full.azimuth)
+    taps = load_hrtf(SR).num_taps
+    for rir, whole in zip(direct.rirs.reshape(-1, *direct.rirs.shape[2:]), full.rirs.reshape(-1, *full.rirs.shape[2:])):
+        heard = np.flatnonzero(np.abs(rir).sum(axis=1))
+        assert heard.size and heard[-1] - heard[0] < taps  # one HRIR, nothing after it
+        rest = np.flatnonzero(np.abs(whole - rir).sum(axis=1) > 1e-7)
+        assert rest[0] > heard[0]  # every reflection arrives after the straight sound
+        np.testing.assert_allclose(whole[: rest[0]], rir[: rest[0]], atol=1e-7)
+        assert (rir.astype(np.float64) ** 2).sum() < (whole.astype(np.float64) ** 2).sum()

@@ -78,6 +78,12 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         (eval_doa.main, ["--clip-seconds", "2"], "--clip-seconds: 2.0 s is outside (0, 1]"),
         (pretrain_doa.main, ["--model", "transformer"], "invalid choice: 'transformer'"),
         (pretrain_doa.main, ["--targets", "visible"], "invalid choice: 'visible'"),
+        (pretrain_doa.main, ["--mask-target", "early"], "invalid choice: 'early'"),
+        (
+            pretrain_doa.main,
+            ["--init-from", str(tmp_path / "nope.pt")],
+            f"--init-from: DoA checkpoint {tmp_path / 'nope.pt'} does not exist",
+        ),
         # numbers and rooms are checked before any pool is drawn
         (eval_doa.main, ["--rooms", "scenes", "--crnn", "none"], "--scenes-root: --rooms scenes uses baked scenes"),
         (eval_doa.main, ["--examples", "0"], "--examples: must be positive, got 0"),
@@ -620,14 +626,19 @@ def test_training_draws_its_examples_and_validation_clips_as_configured(
 
 
 def test_a_pool_of_both_room_kinds_takes_half_its_poses_from_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    """rooms=both: shoebox and baked-scene pools of num_poses // 2 poses each, drawn with the same seed."""
+    """rooms=both: shoebox and baked-scene pools of num_poses // 2 poses each, drawn with the same seed (and
+    both of their direct paths alone for a direct-path pool)."""
     from asgf_nav.models.doa import train as doa_train
 
     asked: list[tuple[str, str, int, int]] = []  # (rooms, split, poses, seed)
     monkeypatch.setattr(doa_train, "_cached_pool", lambda cfg, *args: asked.append(args))
     monkeypatch.setattr(doa_train.RirPool, "concat", staticmethod(lambda pools: pools))
     doa_train.rir_pool(DoaTrainConfig(rooms="both", scenes_root="unused"), "val", 11, 9)
-    assert asked == [("shoebox", "val", 5, 9), ("scenes", "val", 5, 9)]
+    doa_train.rir_pool(DoaTrainConfig(rooms="both", scenes_root="unused"), "train", 4, 1, direct_only=True)
+    assert asked == [("shoebox", "val", 5, 9, False), ("scenes", "val", 5, 9, False)] + [
+        ("shoebox", "train", 2, 1, True),
+        ("scenes", "train", 2, 1, True),
+    ]
 
 
 def test_a_resume_compares_only_the_settings_and_pool_sources_the_checkpoint_recorded(tmp_path: Path) -> None:
@@ -653,3 +664,72 @@ def test_a_resume_compares_only_the_settings_and_pool_sources_the_checkpoint_rec
     resumed = {"kind": "selective", "step": 200, "train_config": asdict(cfg) | {"max_steps": 200},
                "train_config_history": [earlier]}  # fmt: skip
     assert check_resumable(resumed, cfg, out) == [earlier, {"step": 200, "changed": {"max_steps": [200, 300]}}]
+
+
+def _tiny_selective_run(tmp_path: Path, out: str, **changes) -> DoaTrainConfig:
+    """A selective-head pretraining of a few steps on a tiny shoebox pool."""
+    settings = dict(
+        model="selective", out=str(tmp_path / out), pool_dir=str(tmp_path / "pools"), train_poses=4, val_poses=2,
+        sources_per_pose=2, batch_size=4, clip_seconds=0.25, val_examples=8, val_every=1000, checkpoint_every=1000,
+        threads=1, max_steps=2,
+    )  # fmt: skip
+    return DoaTrainConfig(**(settings | changes))
+
+
+def test_a_direct_mask_target_trains_on_a_direct_path_pool_of_the_training_poses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mask_target=direct: the training sampler renders the mask's target through a second, cached pool of
+    the same poses holding their direct paths alone; validation is unchanged. The CRNN has no mask."""
+    from asgf_nav.models.doa import train as doa_train
+    from asgf_nav.models.doa.rooms import RirPool
+
+    given: list[RirPool | None] = []
+
+    class Recording(DoaExampleSampler):
+        def __init__(self, *args, mask_pool: RirPool | None = None, **kwargs) -> None:
+            super().__init__(*args, mask_pool=mask_pool, **kwargs)
+            given.append(mask_pool)
+
+    monkeypatch.setattr(doa_train, "DoaExampleSampler", Recording)
+    doa_train.train(_tiny_selective_run(tmp_path, "direct.pt", mask_target="direct"), progress=False)
+    train_mask, val_mask = given
+    assert val_mask is None
+    expected = shoebox_pool(4, 2, seed=1000, progress=False, direct_only=True)
+    np.testing.assert_array_equal(train_mask.rirs, expected.rirs)
+    assert train_mask.source.endswith("_direct")
+    assert sorted(p.name for p in (tmp_path / "pools").iterdir()) == [
+        "shoebox_train_4x2_s1000.npz",
+        "shoebox_train_4x2_s1000_direct.npz",
+        "shoebox_val_2x2_s2000.npz",
+    ]
+    with pytest.raises(ValueError, match="mask_target 'direct' needs the selective model"):
+        doa_train.train(_tiny_crnn_run(tmp_path, mask_target="direct"), progress=False)
+    with pytest.raises(ValueError, match="mask_target must be one of"):
+        doa_train.train(_tiny_selective_run(tmp_path, "x.pt", mask_target="early"), progress=False)
+
+
+def test_init_from_starts_a_new_run_from_another_checkpoints_weights(tmp_path: Path) -> None:
+    """Fine-tuning: a new --out starts at step 0 from --init-from's weights (a near-zero learning rate keeps
+    them); another model kind, a missing file or another architecture are refused by name."""
+    from asgf_nav.models.doa.train import DoaCheckpointError, train
+
+    train(_tiny_selective_run(tmp_path, "base.pt"), progress=False)
+    base = torch.load(tmp_path / "base.pt", weights_only=False)
+    tuned = _tiny_selective_run(tmp_path, "tuned.pt", init_from=str(tmp_path / "base.pt"), lr=1e-12, max_steps=1)
+    train(tuned, progress=False)
+    train(_tiny_selective_run(tmp_path, "fresh.pt", lr=1e-12, max_steps=1), progress=False)
+    tuned, scratch = (torch.load(tmp_path / f, weights_only=False) for f in ("tuned.pt", "fresh.pt"))
+    assert tuned["step"] == 1 and tuned["train_config"]["init_from"] == str(tmp_path / "base.pt")
+    learnt = [n for n in base["state_dict"] if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    for name in learnt:  # batch norms' running statistics follow the step's batch whatever the rate
+        torch.testing.assert_close(tuned["state_dict"][name], base["state_dict"][name], atol=1e-8, rtol=0)
+    assert any(not torch.allclose(scratch["state_dict"][n], base["state_dict"][n]) for n in learnt)
+
+    train(_tiny_crnn_run(tmp_path), progress=False)
+    with pytest.raises(DoaCheckpointError, match=r"--init-from: .*crnn.pt holds a 'crnn' model, not 'selective'"):
+        train(_tiny_selective_run(tmp_path, "a.pt", init_from=str(tmp_path / "crnn.pt")), progress=False)
+    with pytest.raises(FileNotFoundError, match=r"--init-from: DoA checkpoint .*missing.pt does not exist"):
+        train(_tiny_selective_run(tmp_path, "b.pt", init_from=str(tmp_path / "missing.pt")), progress=False)
+    with pytest.raises(DoaCheckpointError, match="--init-from: .*does not fit this configuration"):
+        train(_tiny_selective_run(tmp_path, "c.pt", init_from=str(tmp_path / "base.pt"), model_dim=16), progress=False)

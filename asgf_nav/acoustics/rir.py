@@ -32,6 +32,8 @@ RENDER_VERSION = 3
 # above: as loud as a source can be to a listener standing on its node, from no horizontal direction.
 AT_SOURCE_DISTANCE = 0.25
 AT_SOURCE_ELEVATION = 90.0
+# metres by which a path's travel distance may differ from the straight one and still be the direct sound
+DIRECT_PATH_TOLERANCE = 0.05
 
 
 def with_at_source_path(paths: EarlyPaths, num_bands: int) -> EarlyPaths:
@@ -170,3 +172,24 @@ class SceneRirs:
         for (r, s), items in groups.items():
             out[items] = self._render(r, s, [int(yaw_indices[i]) for i in items])
         return out
+
+
+class DirectPathRirs(SceneRirs):
+    """The same scene's responses reduced to the straight path: its HRIR, delay and band levels, with no
+    reflection and no late tail; silent where a wall hides the source.
+
+    Rendering the same sound through both splits a received clip exactly, by linearity, into the direct
+    sound (the only part whose direction is the labelled one) and everything else: the target a DoA
+    head's mask can learn to reconstruct (``DoaTrainConfig.mask_target``) and what the DoA benchmarks
+    weigh cues by."""
+
+    def paths(self, receiver: int, source_node: int) -> EarlyPaths:
+        paths = super().paths(receiver, source_node)
+        straight = np.linalg.norm(self._positions[int(receiver)] - self._positions[int(source_node)])
+        straight = max(float(straight), AT_SOURCE_DISTANCE)  # the renderer's own path on the source's node
+        keep = np.abs(paths.delay * SPEED_OF_SOUND - straight) < DIRECT_PATH_TOLERANCE
+        keep &= paths.delay <= paths.delay.min(initial=np.inf)  # the first arrival only
+        return EarlyPaths(paths.delay[keep], paths.azimuth[keep], paths.elevation[keep], paths.band_amplitude[keep])
+
+    def late_energy(self, receiver: int, source_node: int) -> np.ndarray:
+        return np.zeros_like(super().late_energy(receiver, source_node))

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class DoaBatch:
     mixture: torch.Tensor  # (B, 2, N) binaural mixture, unit RMS
-    target: torch.Tensor  # (B, 2, N) the target's binaural signal on the same scale
+    target: torch.Tensor  # (B, 2, N) the target's binaural signal on the same scale (the mask's target)
     prompt: torch.Tensor  # (B, N) dry reference clip of another instance of the target's category
     category: torch.Tensor  # (B,) long index into the sampler's category list
     azimuth: torch.Tensor  # (B,) degrees, the target's direct path
@@ -126,6 +126,7 @@ class DoaExampleSampler:
         dtype: torch.dtype | None = None,
         distractor_window: str = "drawn",
         augment: bool = False,
+        mask_pool: RirPool | None = None,
     ) -> None:
         """``targets="line_of_sight"`` draws targets only among sources the direct path reaches: behind a
         wall the direct-path label cannot be heard, and training on it is label noise.
@@ -137,7 +138,11 @@ class DoaExampleSampler:
         ``loudest`` removes it and keeps every other draw the same.
 
         ``augment`` changes the playback rate and spectral envelope of the target, the distractor and the
-        prompt independently per example (:mod:`asgf_nav.models.doa.augment`), for training only."""
+        prompt independently per example (:mod:`asgf_nav.models.doa.augment`), for training only.
+
+        ``mask_pool`` (the same poses and sources as ``pool``, each response another part of it, such as its
+        direct path alone) renders the batch's ``target`` through its responses instead: the part of the
+        received target a mask learns to reconstruct. Every draw and the mixture stay the same."""
         if targets not in TARGET_KINDS:
             raise ValueError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
         if distractor_window not in DISTRACTOR_WINDOWS:
@@ -181,6 +186,14 @@ class DoaExampleSampler:
             table[i, : w.size] = w
         self._waves = torch.from_numpy(table).to(self.device, self.dtype)  # (sounds, longest), zero-padded
         self._rirs = torch.from_numpy(pool.rirs).to(self.device)  # (P, J, L, 2), converted per batch
+        self._mask_rirs = None
+        if mask_pool is not None:
+            if mask_pool.rirs.shape != pool.rirs.shape or not np.allclose(mask_pool.azimuth, pool.azimuth):
+                raise ValueError(
+                    f"mask_pool (responses {mask_pool.rirs.shape}) does not hold the poses and sources of the "
+                    f"sampler's pool (responses {pool.rirs.shape})"
+                )
+            self._mask_rirs = torch.from_numpy(mask_pool.rirs).to(self.device)
 
     def _draw_pair(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """(pose, target source, distractor source); ``all`` keeps the draws the benchmark clips were made with."""
@@ -219,15 +232,22 @@ class DoaExampleSampler:
         snr = float(rng.uniform(*snr_db)) if isinstance(snr_db, tuple) else float(snr_db)
         return _Draw(target, distractor, prompt, pose, j_t, j_d, start, snr, timbres)
 
-    def _received(self, names: list[str], poses: np.ndarray, sources: np.ndarray, timbre: torch.Tensor | None = None):
-        """Dry sounds (in ``timbre`` (B, TIMBRE_SIZE) where given) through the RIRs of (pose, source):
-        (B, 2, M) zero-padded signals and (B,) lengths."""
+    def _received(
+        self,
+        names: list[str],
+        poses: np.ndarray,
+        sources: np.ndarray,
+        timbre: torch.Tensor | None = None,
+        responses: torch.Tensor | None = None,
+    ):
+        """Dry sounds (in ``timbre`` (B, TIMBRE_SIZE) where given) through the RIRs of (pose, source), from
+        ``responses`` (P, J, L, 2) or the pool's: (B, 2, M) zero-padded signals and (B,) lengths."""
         rows = torch.as_tensor([self._wave_row[n] for n in names], device=self.device)
         waves, lengths = self._waves[rows], self._wave_length[rows]
         if timbre is not None:
             waves, lengths = change_speed(waves, lengths, timbre[:, 0])
         index = torch.as_tensor(poses, device=self.device), torch.as_tensor(sources, device=self.device)
-        rirs = self._rirs[index].to(self.dtype)
+        rirs = (self._rirs if responses is None else responses)[index].to(self.dtype)
         received = lengths + rirs.shape[1] - 1
         m = int(received.max())
         nfft = 1 << (m - 1).bit_length()
@@ -247,10 +267,15 @@ class DoaExampleSampler:
         if self.augment:
             timbres = torch.as_tensor(np.stack([d.timbres for d in draws]), device=self.device)  # (B, 3, T)
         t_timbre, d_timbre = (None, None) if timbres is None else (timbres[:, 0], timbres[:, 1])
-        rx_t, len_t = self._received([d.target for d in draws], poses, j_t, t_timbre)
+        names = [d.target for d in draws]
+        rx_t, len_t = self._received(names, poses, j_t, t_timbre)
         rx_d, len_d = self._received([d.distractor for d in draws], poses, j_d, d_timbre)
         # the target's loudest stretch; the distractor's drawn one, or its loudest where that is near-silent
-        seg_t = _windows(rx_t, loudest_window(rx_t, len_t, clip, hop), clip)
+        start_t = loudest_window(rx_t, len_t, clip, hop)
+        seg_t = _windows(rx_t, start_t, clip)
+        part_t = seg_t  # what the mask learns to reconstruct: the target, or the part mask_pool renders
+        if self._mask_rirs is not None:
+            part_t = _windows(self._received(names, poses, j_t, t_timbre, self._mask_rirs)[0], start_t, clip)
         s_d = torch.as_tensor([d.distractor_start for d in draws], device=self.device)
         mean_energy = rx_d.pow(2).sum(dim=(1, 2)) * clip / len_d
         quiet = _windows(rx_d, s_d, clip).pow(2).sum(dim=(1, 2)) < 0.25 * mean_energy
@@ -274,7 +299,7 @@ class DoaExampleSampler:
         categories = [self.categories.index(self.bank.category(d.target)) for d in draws]
         return DoaBatch(
             mixture=(mix * scale).float(),
-            target=(seg_t * scale).float(),
+            target=(part_t * scale).float(),
             prompt=prompt.float(),
             category=torch.as_tensor(categories, dtype=torch.long),
             azimuth=torch.as_tensor(self.pool.azimuth[poses, j_t], dtype=torch.float32),

@@ -247,12 +247,15 @@ def shoebox_pool(
     rir_seconds: float = 0.25,
     progress: bool = True,
     receiver: str = "kemar",
+    direct_only: bool = False,
 ) -> RirPool:
     """Random rooms (3-9 m x 3-9 m x 2.4-3.2 m), one receiver and yaw each, sources >= 1 m away.
 
     ``receiver="kemar"``: the KEMAR head, labels over the full circle. ``receiver="pair"``: the free-field
     microphone pair of :func:`render_pair_rir` with the sources at its height, labelled with the
     front-hemisphere (lateral) angle (:func:`lateral_fold`), all such a pair can tell, as in AV-SSAN.
+    ``direct_only``: the same rooms, poses and sources, each response its direct path alone (no
+    reflection, no tail), as ``asgf_nav.acoustics.rir.DirectPathRirs`` for the scenes.
     """
     if receiver not in RECEIVERS:
         raise ValueError(f"shoebox receiver must be one of {RECEIVERS}, got {receiver!r}")
@@ -276,18 +279,12 @@ def shoebox_pool(
                     break
             if receiver == "pair":
                 source[1] = EAR_HEIGHT  # in the array's plane: the labelled angle is the one it measures
-            rirs[p, j] = render(
-                room,
-                position,
-                source,
-                yaw,
-                reflection,
-                drr_db=float(rng.uniform(-2, 8)),
-                t60=t60,
-                sample_rate=sample_rate,
-                length=length,
-                rng=rng,
-            )
+            args = (room, position, source, yaw, reflection)
+            drr_db = float(rng.uniform(-2, 8))
+            rirs[p, j] = render(*args, drr_db=drr_db, t60=t60, sample_rate=sample_rate, length=length, rng=rng)
+            if direct_only:  # after the full response, whose tail makes the draws every later one depends on
+                quiet = np.random.default_rng(0)  # draws a tail of zero energy
+                rirs[p, j] = render(*args, np.inf, t60, sample_rate, length, quiet, max_order=0)
             azimuth[p, j] = relative_azimuth(position, source, yaw)
     if receiver == "pair":
         azimuth = lateral_fold(azimuth)

@@ -50,6 +50,8 @@ class DoaTrainConfig:
     model: str = "selective"  # selective | crnn
     prompt: str = "audio"  # audio | category (selective only)
     mask_head: str = "template"  # template | mlp (selective only; see network.py)
+    mask_target: str = "received"  # received | direct: what the mask learns to reconstruct (see MASK_TARGETS)
+    init_from: str = ""  # a DoA checkpoint whose weights a new run starts from (fine-tuning); "" = random
     out: str = "data/doa/selective.pt"
     pool_dir: str = "data/doa/pools"
     rooms: str = "shoebox"  # shoebox | scenes | both (scenes need scenes_root) | shoebox_pair (AV-SSAN's array)
@@ -99,18 +101,22 @@ ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")
 TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODEL_KINDS, "prompt": ("audio", "category"), "mask_head": ("template", "mlp"),
     "rooms": ROOM_KINDS, "posterior_loss": POSTERIOR_LOSSES, "targets": TARGET_KINDS,
-    "distractor_window": DISTRACTOR_WINDOWS,
+    "distractor_window": DISTRACTOR_WINDOWS, "mask_target": ("received", "direct"),
 }  # fmt: skip
+# received: the target as the receiver hears it, reflections and tail included (AV-SSAN's target-only
+# spectrogram); direct: only its direct sound, the one part whose direction is the label
+MASK_TARGETS = TRAIN_CHOICES["mask_target"]
 SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
 SHOEBOX_POOL_VERSION = 1  # bump when shoebox_pool renders the same poses differently
 VAL_POOL_SEED = 2000
 TEST_POOL_SEED = 3000  # the benchmark's (asgf_nav/eval/doa_eval.py)
 
 
-def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirPool:
+def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, direct_only: bool = False) -> RirPool:
     """The RIR pool of ``split``: shoebox rooms, baked scenes of that split, or both (half the poses each);
     ``shoebox_pair`` is AV-SSAN's protocol: shoebox rooms heard by a free-field microphone pair, labelled
-    with the front-hemisphere angle (``rooms.render_pair_rir``).
+    with the front-hemisphere angle (``rooms.render_pair_rir``). ``direct_only``: the same poses and
+    sources, each response its direct path alone.
 
     Pools are cached in ``cfg.pool_dir`` under a name that encodes how they were drawn.
     """
@@ -121,9 +127,9 @@ def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> RirP
     if cfg.rooms == "both":
         half = max(1, num_poses // 2)
         return RirPool.concat(
-            [_cached_pool(cfg, "shoebox", split, half, seed), _cached_pool(cfg, "scenes", split, half, seed)]
+            [_cached_pool(cfg, rooms, split, half, seed, direct_only) for rooms in ("shoebox", "scenes")]
         )
-    return _cached_pool(cfg, cfg.rooms, split, num_poses, seed)
+    return _cached_pool(cfg, cfg.rooms, split, num_poses, seed, direct_only)
 
 
 def pool_source(cfg: DoaTrainConfig, rooms: str, split: str) -> str:
@@ -153,10 +159,13 @@ def train_pool_seed(seed: int) -> int:
     return 1000 + seed
 
 
-def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, seed: int) -> RirPool:
+def _cached_pool(
+    cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, seed: int, direct_only: bool = False
+) -> RirPool:
     tag = rooms if rooms in SHOEBOX_RECEIVERS else cfg.scenes_dataset
-    path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}.npz"
-    source = pool_source(cfg, rooms, split)
+    part = "_direct" if direct_only else ""
+    path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}{part}.npz"
+    source = pool_source(cfg, rooms, split) + part
     if path.exists():
         try:
             pool = RirPool.load(path)
@@ -167,9 +176,12 @@ def _cached_pool(cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, se
                 return pool
             logger.info("RIR pool %s was rendered from other data or by an older renderer; rebuilding it", path)
     if rooms in SHOEBOX_RECEIVERS:
-        pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=SHOEBOX_RECEIVERS[rooms])
+        receiver = SHOEBOX_RECEIVERS[rooms]
+        pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=receiver, direct_only=direct_only)
     else:
-        pool = baked_pool(cfg, split, num_poses, seed)
+        from asgf_nav.acoustics.rir import DirectPathRirs
+
+        pool = baked_pool(cfg, split, num_poses, seed, responses=DirectPathRirs if direct_only else None)
     pool.source = source
     pool.save(path)
     logger.info("wrote RIR pool %s (%.1f MB)", path, path.stat().st_size / 1e6)
@@ -180,8 +192,8 @@ def baked_pool(
     cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, responses: Callable[[Any], Any] | None = None
 ) -> RirPool:
     """The poses of ``split``'s baked scenes, spread evenly over them; ``responses`` (a ``SceneRirs``
-    subclass, called with each scene's store) renders them another way for the same draws
-    (``benchmarks/doa_direct_mask_probe.py``)."""
+    subclass, called with each scene's store) renders them another way for the same draws, as
+    ``DirectPathRirs`` does for the pools of :attr:`DoaTrainConfig.mask_target` ``direct``."""
     from asgf_nav.acoustics.rir import SceneRirs
     from asgf_nav.scenes.presets import get_preset
     from asgf_nav.scenes.scene import Scene
@@ -449,6 +461,24 @@ def remove_stale_out_temporaries(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def start_from_weights(model: torch.nn.Module, kind: str, path: Path) -> None:
+    """Load the weights of checkpoint ``path`` into a new run's ``model`` (fine-tuning: the step, optimizer and
+    schedule start afresh); refuses another kind, architecture or category list."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from: DoA checkpoint {path} does not exist")
+    ckpt = read_checkpoint(path)
+    if ckpt["kind"] != kind:
+        raise DoaCheckpointError(f"--init-from: {path} holds a {ckpt['kind']!r} model, not {kind!r}")
+    saved_categories = (ckpt.get("config") or {}).get("categories")
+    if saved_categories is not None and saved_categories != getattr(model.cfg, "categories", saved_categories):
+        raise DoaCheckpointError(f"--init-from: {path} was trained on another category list than the sound bank's")
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise DoaCheckpointError(f"--init-from: {path} does not fit this configuration: {err}") from err
+    logger.info("starting from the weights of %s (trained %s steps)", path, ckpt.get("step", "?"))
+
+
 def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = True) -> dict[str, float]:
     """Train (or resume) until ``max_steps`` or ``max_minutes``; returns the last validation metrics.
 
@@ -458,6 +488,10 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         torch.set_num_threads(cfg.threads)
     if cfg.posterior_loss not in POSTERIOR_LOSSES:
         raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
+    if cfg.mask_target not in MASK_TARGETS:
+        raise ValueError(f"mask_target must be one of {MASK_TARGETS}, got {cfg.mask_target!r}")
+    if cfg.mask_target != "received" and cfg.model != "selective":
+        raise ValueError(f"mask_target {cfg.mask_target!r} needs the selective model; the {cfg.model} has no mask")
     cfg = replace(cfg, device=str(resolve_device(cfg.device, key="--device")))  # "auto" becomes a device
     out = Path(cfg.out)
 
@@ -479,9 +513,10 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
     torch.manual_seed(cfg.seed)
     bank = bank or SoundBank.load()
     categories = bank.categories()
+    pool_args = (cfg, "train", cfg.train_poses, train_pool_seed(cfg.seed))
     sampler = DoaExampleSampler(
         bank,
-        rir_pool(cfg, "train", cfg.train_poses, train_pool_seed(cfg.seed)),
+        rir_pool(*pool_args),
         "train",
         cfg.clip_seconds,
         categories=categories,
@@ -489,6 +524,7 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
         device=cfg.device,
         distractor_window=cfg.distractor_window,
         augment=cfg.augment,
+        mask_pool=rir_pool(*pool_args, direct_only=True) if cfg.mask_target == "direct" else None,
     )
     val_sampler = DoaExampleSampler(
         bank,
@@ -515,6 +551,8 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
             optimizer.load_state_dict(resumed["optimizer"])
         step, metrics = int(resumed["step"]), dict(resumed.get("metrics", {}))
         logger.info("resumed %s from %s at step %d", cfg.model, out, step)
+    elif cfg.init_from:
+        start_from_weights(model, cfg.model, Path(cfg.init_from))
     rng = np.random.default_rng(cfg.seed * 100003 + step)
     if resumed is not None and resumed.get("rng"):  # older checkpoints: a stream seeded from the step
         restore_rng(rng, resumed["rng"], cfg.device, out)
