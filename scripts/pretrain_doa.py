@@ -33,6 +33,7 @@ from asgf_nav.models.doa.train import (  # noqa: E402
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler
 POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
 POSITIVE += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
+POSITIVE += ("stft_hop",)
 NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads")
 
 

@@ -424,14 +424,17 @@ def test_the_snr_lift_ends_at_zero_with_the_curriculum() -> None:
 
 
 def test_fresh_heads_take_their_architecture_from_the_training_settings() -> None:
-    """--bin-width, --prompt and --mask-head reach the model that build_model makes."""
+    """--bin-width, --prompt, --mask-head and --stft-hop reach the model that build_model makes."""
     from asgf_nav.models.doa.train import build_model
 
     crnn = build_model("crnn", DoaTrainConfig(model="crnn", bin_width=10.0))
     assert crnn.cfg.grid.num_bins == 36 and crnn.head[-1].out_features == 36
-    cfg = DoaTrainConfig(prompt="category", mask_head="mlp", bin_width=10.0, patch_dim=16, model_dim=16)
+    cfg = DoaTrainConfig(prompt="category", mask_head="mlp", bin_width=10.0, patch_dim=16, model_dim=16, stft_hop=128)
     selective = build_model("selective", cfg, ["dog", "phone", "piano"])
     assert selective.cfg.prompt == "category" and selective.cfg.mask_head == "mlp"
+    assert selective.cfg.stft.hop == 128 and selective(torch.zeros(1, 2, 8000), torch.zeros(1, dtype=torch.long))[
+        "mask"
+    ].shape == (1, 63, 256)
     assert selective.cfg.categories == ["dog", "phone", "piano"] and selective.cfg.num_categories == 3
     assert selective.cfg.grid.num_bins == 36 and selective.cfg.model_dim == 16
 

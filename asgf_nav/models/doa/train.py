@@ -77,6 +77,7 @@ class DoaTrainConfig:
     bin_width: float = 5.0
     patch_dim: int = 48
     model_dim: int = 48
+    stft_hop: int = 384  # samples between the selective head's STFT frames of 512 (finer frames: more onsets)
     max_steps: int = 20000
     max_minutes: float = 15.0
     checkpoint_every: int = 50
@@ -229,7 +230,7 @@ def build_model(
                 num_categories=len(cats),
                 categories=cats,
                 mask_head=cfg.mask_head,
-                stft=StftConfig(),
+                stft=StftConfig(hop=cfg.stft_hop),
             )
         )
     if kind == "crnn":
