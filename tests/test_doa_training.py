@@ -670,13 +670,8 @@ def test_a_resume_compares_only_the_settings_and_pool_sources_the_checkpoint_rec
 
 
 def _tiny_selective_run(tmp_path: Path, out: str, **changes) -> DoaTrainConfig:
-    """A selective-head pretraining of a few steps on a tiny shoebox pool."""
-    settings = dict(
-        model="selective", out=str(tmp_path / out), pool_dir=str(tmp_path / "pools"), train_poses=4, val_poses=2,
-        sources_per_pose=2, batch_size=4, clip_seconds=0.25, val_examples=8, val_every=1000, checkpoint_every=1000,
-        threads=1, max_steps=2,
-    )  # fmt: skip
-    return DoaTrainConfig(**(settings | changes))
+    """The same pretraining for the selective head, into ``tmp_path / out``."""
+    return _tiny_crnn_run(tmp_path, model="selective", out=str(tmp_path / out), **changes)
 
 
 def test_a_direct_mask_target_trains_on_a_direct_path_pool_of_the_training_poses(
