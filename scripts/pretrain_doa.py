@@ -6,7 +6,8 @@ steps, and when SIGTERM or Ctrl-C stops the run (after its current step). A resu
 where and how often it runs (``train.RESUMABLE_TRAIN_KEYS``), and a second run on an ``--out`` in use is
 refused. ``--init-from`` starts a new run from another checkpoint's weights (fine-tuning). ``--mask-target
 direct`` trains the mask to reconstruct the target's direct sound instead of all of it (renders a second
-RIR pool of the same poses, their direct paths alone). ``--export`` also writes weights-only copies.
+RIR pool of the same poses, their direct paths alone). ``--stft-nfft`` / ``--stft-hop`` set the selective
+head's frames. ``--export`` also writes weights-only copies.
 
 Example: python scripts/pretrain_doa.py --model selective --out data/doa/selective.pt --max-minutes 15
 """
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.doa.train import (  # noqa: E402
+    STFT_SIZES,
     TRAIN_CHOICES,
     DoaTrainConfig,
     export_weights,
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             kind = number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE)
-            parser.add_argument(flag, type=kind, default=f.default, choices=TRAIN_CHOICES.get(f.name))
+            choices = STFT_SIZES if f.name == "stft_nfft" else TRAIN_CHOICES.get(f.name)
+            parser.add_argument(flag, type=kind, default=f.default, choices=choices)
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
     export = args.pop("export")
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed: {err}")
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
+    if args["stft_hop"] > args["stft_nfft"]:
+        parser.error(f"--stft-hop: {args['stft_hop']} samples is longer than a frame (--stft-nfft {args['stft_nfft']})")
     if args["init_from"] and not Path(args["init_from"]).is_file():
         parser.error(f"--init-from: DoA checkpoint {args['init_from']} does not exist")
     check_output(parser, "--out", args["out"])

@@ -79,6 +79,8 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         (pretrain_doa.main, ["--model", "transformer"], "invalid choice: 'transformer'"),
         (pretrain_doa.main, ["--targets", "visible"], "invalid choice: 'visible'"),
         (pretrain_doa.main, ["--mask-target", "early"], "invalid choice: 'early'"),
+        (pretrain_doa.main, ["--stft-nfft", "384"], "invalid choice: 384"),
+        (pretrain_doa.main, ["--stft-nfft", "256", "--stft-hop", "384"], "--stft-hop: 384 samples is longer than a"),
         (
             pretrain_doa.main,
             ["--init-from", str(tmp_path / "nope.pt")],
@@ -437,6 +439,23 @@ def test_fresh_heads_take_their_architecture_from_the_training_settings() -> Non
     ].shape == (1, 63, 256)
     assert selective.cfg.categories == ["dog", "phone", "piano"] and selective.cfg.num_categories == 3
     assert selective.cfg.grid.num_bins == 36 and selective.cfg.model_dim == 16
+
+
+def test_the_selective_heads_frame_length_scales_its_bins_and_bands() -> None:
+    """--stft-nfft 256 halves the bins and keeps each band's width in Hz; bad sizes are refused by name."""
+    from asgf_nav.models.doa.train import build_model
+
+    cfg = DoaTrainConfig(patch_dim=16, model_dim=16, stft_nfft=256, stft_hop=64)
+    short = build_model("selective", cfg, [])
+    assert (short.cfg.stft.n_fft, short.cfg.stft.num_bins, short.cfg.band_widths) == (256, 128, (16, 64))
+    out = short(torch.zeros(1, 2, 8000), torch.zeros(1, 8000))
+    assert out["mask"].shape == (1, 126, 128) and out["posterior"].shape == (1, 72)
+    default = build_model("selective", DoaTrainConfig(patch_dim=16, model_dim=16), [])
+    assert (default.cfg.stft.n_fft, default.cfg.stft.num_bins, default.cfg.band_widths) == (512, 256, (32, 128))
+    with pytest.raises(ValueError, match="stft_nfft"):
+        build_model("selective", DoaTrainConfig(stft_nfft=384), [])
+    with pytest.raises(ValueError, match="stft_hop"):
+        build_model("selective", DoaTrainConfig(stft_nfft=256, stft_hop=384), [])
 
 
 def test_a_crnn_checkpoint_loads_back_frozen_with_its_own_config(tmp_path: Path) -> None:

@@ -77,7 +77,8 @@ class DoaTrainConfig:
     bin_width: float = 5.0
     patch_dim: int = 48
     model_dim: int = 48
-    stft_hop: int = 384  # samples between the selective head's STFT frames of 512 (finer frames: more onsets)
+    stft_nfft: int = 512  # the selective head's STFT frame length (see selective_stft: bins and bands scale)
+    stft_hop: int = 384  # samples between the selective head's STFT frames (finer frames: more onsets)
     max_steps: int = 20000
     max_minutes: float = 15.0
     checkpoint_every: int = 50
@@ -210,6 +211,24 @@ def baked_pool(
 
 
 # --------------------------------------------------------------------------------------------- models
+STFT_SIZES = (256, 512, 1024)
+
+
+def selective_stft(cfg: DoaTrainConfig) -> dict[str, Any]:
+    """The selective head's STFT and band widths for ``cfg.stft_nfft``: the bands keep their width in Hz
+    (32 and 128 bins of a 512-point frame, 1 and 4 kHz at 16 kHz), so a shorter frame has narrower bands."""
+    n_fft, hop = cfg.stft_nfft, cfg.stft_hop
+    if n_fft not in STFT_SIZES:
+        raise ValueError(f"stft_nfft must be one of {STFT_SIZES}, got {n_fft}")
+    if not 0 < hop <= n_fft:
+        raise ValueError(f"stft_hop must be in 1..stft_nfft ({n_fft}) so that no sample is skipped, got {hop}")
+    scale = n_fft // 256  # 1, 2 or 4
+    return {
+        "stft": StftConfig(n_fft=n_fft, hop=hop, num_bins=n_fft // 2),
+        "band_widths": (16 * scale, 64 * scale),
+    }
+
+
 def build_model(
     kind: str,
     cfg: DoaTrainConfig | None = None,
@@ -230,7 +249,7 @@ def build_model(
                 num_categories=len(cats),
                 categories=cats,
                 mask_head=cfg.mask_head,
-                stft=StftConfig(hop=cfg.stft_hop),
+                **selective_stft(cfg),
             )
         )
     if kind == "crnn":
