@@ -27,7 +27,8 @@ from asgf_nav.eval.doa_eval import EvalConfig, test_sets
 from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance
-from asgf_nav.models.doa.train import DoaTrainConfig, rir_pool
+from asgf_nav.models.doa.pools import rir_pool, train_pool_seed
+from asgf_nav.models.doa.train import DoaTrainConfig
 from asgf_nav.sounds.bank import SoundBank
 
 EPS = 1e-12
@@ -62,7 +63,7 @@ def main() -> None:
 
     bank = SoundBank.load()
     cfg = DoaTrainConfig(rooms="scenes", scenes_root=args.scenes_root)
-    pool = rir_pool(cfg, "train", args.train_poses, 1000 + cfg.seed)  # the GMM baseline's training pool
+    pool = rir_pool(cfg, "train", args.train_poses, train_pool_seed(cfg.seed))  # the GMM baseline's training pool
     sampler = DoaExampleSampler(bank, pool, "train", categories=bank.categories())
     train = sampler.sample(args.train_examples, 0.0, np.random.default_rng(1))
     eval_cfg = EvalConfig(rooms="scenes", scenes_root=args.scenes_root, snrs=(0.0,), examples=args.examples)

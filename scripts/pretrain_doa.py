@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from asgf_nav.models.doa.pools import train_pool_seed  # noqa: E402
 from asgf_nav.models.doa.train import (  # noqa: E402
     STFT_SIZES,
     TRAIN_CHOICES,
     DoaTrainConfig,
     export_weights,
     train,
-    train_pool_seed,
 )
 
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler

@@ -115,7 +115,7 @@ def test_direct_sound_windows_and_the_direct_sound_reference():
 
 
 def test_pair_pool_is_labelled_with_the_front_hemisphere_angle(tmp_path):
-    from asgf_nav.models.doa.train import rir_pool
+    from asgf_nav.models.doa.pools import rir_pool
 
     pool = shoebox_pool(4, 3, seed=1, progress=False, receiver="pair")
     assert np.all(np.cos(np.deg2rad(pool.azimuth)) >= -1e-9)  # never behind the array
@@ -311,26 +311,26 @@ def test_batched_rendering_matches_a_per_example_reference(bank):
 
 
 def test_cached_pools_are_rebuilt_when_their_responses_would_differ(tmp_path, monkeypatch):
-    from asgf_nav.models.doa import train
+    from asgf_nav.models.doa import pools
 
     cfg = DoaTrainConfig(rooms="shoebox", pool_dir=str(tmp_path), sources_per_pose=2)
-    first = train.rir_pool(cfg, "train", 2, 5)
+    first = pools.rir_pool(cfg, "train", 2, 5)
     assert first.source == "shoebox:1" and RirPool.load(tmp_path / "shoebox_train_2x2_s5.npz").source == "shoebox:1"
     built = []
-    monkeypatch.setattr(train, "shoebox_pool", lambda *a, **k: built.append(a) or shoebox_pool(*a, **k))
-    train.rir_pool(cfg, "train", 2, 5)
+    monkeypatch.setattr(pools, "shoebox_pool", lambda *a, **k: built.append(a) or shoebox_pool(*a, **k))
+    pools.rir_pool(cfg, "train", 2, 5)
     assert built == []  # same renderer: the cache serves
-    monkeypatch.setattr(train, "SHOEBOX_POOL_VERSION", 2)
-    assert train.rir_pool(cfg, "train", 2, 5).source == "shoebox:2" and len(built) == 1
+    monkeypatch.setattr(pools, "SHOEBOX_POOL_VERSION", 2)
+    assert pools.rir_pool(cfg, "train", 2, 5).source == "shoebox:2" and len(built) == 1
     for damaged in (b"PK\x03\x04 cut short", b""):  # an unreadable cache is rendered again, not a stop
         (tmp_path / "shoebox_train_2x2_s5.npz").write_bytes(damaged)
-        assert train.rir_pool(cfg, "train", 2, 5).source == "shoebox:2"
+        assert pools.rir_pool(cfg, "train", 2, 5).source == "shoebox:2"
     assert len(built) == 3 and RirPool.load(tmp_path / "shoebox_train_2x2_s5.npz").source == "shoebox:2"
 
 
 def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):
     from asgf_nav.acoustics import rir
-    from asgf_nav.models.doa.train import pool_source
+    from asgf_nav.models.doa.pools import pool_source
     from asgf_nav.scenes import scene
 
     metas = {"rays": 3000, "layout_digest": "abc"}
@@ -353,7 +353,7 @@ def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):
 
 
 def test_seeds_whose_training_pool_repeats_the_test_poses_are_refused():
-    from asgf_nav.models.doa.train import TEST_POOL_SEED, VAL_POOL_SEED, train_pool_seed
+    from asgf_nav.models.doa.pools import TEST_POOL_SEED, VAL_POOL_SEED, train_pool_seed
 
     assert train_pool_seed(0) == 1000
     for seed in (VAL_POOL_SEED - 1000, TEST_POOL_SEED - 1000):

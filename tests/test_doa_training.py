@@ -56,7 +56,8 @@ def test_learning_rate_and_snr_curriculum_follow_the_step():
 
 
 def test_rir_pool_rejects_unknown_rooms_and_scenes_without_a_root(tmp_path):
-    from asgf_nav.models.doa.train import rir_pool, train
+    from asgf_nav.models.doa.pools import rir_pool
+    from asgf_nav.models.doa.train import train
 
     with pytest.raises(ValueError, match="rooms must be one of"):
         rir_pool(DoaTrainConfig(rooms="castle", pool_dir=str(tmp_path)), "train", 2, 0)
@@ -499,8 +500,8 @@ def test_exported_weights_drop_the_optimizer_and_generator_state_only(tmp_path: 
 
 def test_cached_pools_are_kept_apart_by_size_and_rebuilt_without_line_of_sight_flags(tmp_path: Path) -> None:
     """Pools of another pose count are other files; a cached pool saved before the flags is rendered again."""
+    from asgf_nav.models.doa.pools import rir_pool
     from asgf_nav.models.doa.rooms import RirPool
-    from asgf_nav.models.doa.train import rir_pool
 
     cfg = DoaTrainConfig(rooms="shoebox", pool_dir=str(tmp_path), sources_per_pose=2)
     assert rir_pool(cfg, "train", 2, 5).num_poses == 2
@@ -520,21 +521,21 @@ def test_each_baked_scene_draws_its_poses_from_its_own_seed(monkeypatch: pytest.
     from types import SimpleNamespace
 
     from asgf_nav.acoustics import rir
-    from asgf_nav.models.doa import train
+    from asgf_nav.models.doa import pools
     from asgf_nav.scenes.presets import get_preset
     from asgf_nav.scenes.scene import Scene
 
     asked: list[tuple[str, int, int, int]] = []
     monkeypatch.setattr(Scene, "open", staticmethod(lambda root, dataset, name: SimpleNamespace(name=name, store=name)))
     monkeypatch.setattr(rir, "SceneRirs", lambda store: store)
-    monkeypatch.setattr(train, "scene_pool", lambda scene, rirs, n, k, seed: asked.append((rirs, n, k, seed)))
-    monkeypatch.setattr(train.RirPool, "concat", staticmethod(lambda pools: pools))
+    monkeypatch.setattr(pools, "scene_pool", lambda scene, rirs, n, k, seed: asked.append((rirs, n, k, seed)))
+    monkeypatch.setattr(pools.RirPool, "concat", staticmethod(lambda parts: parts))
     cfg = DoaTrainConfig(rooms="scenes", scenes_root="unused", sources_per_pose=4)
-    train.baked_pool(cfg, "val", 23, seed=100)
+    pools.baked_pool(cfg, "val", 23, seed=100)
     names = get_preset("replica").split_scenes("val")
     assert len(names) == 4 and asked == [(name, 5, 4, 100 + i) for i, name in enumerate(names)]  # 23 // 4 poses each
     asked.clear()  # another renderer of the same draws gets each scene's store
-    train.baked_pool(cfg, "val", 23, seed=100, responses=lambda store: f"direct {store}")
+    pools.baked_pool(cfg, "val", 23, seed=100, responses=lambda store: f"direct {store}")
     assert [a[0] for a in asked] == [f"direct {name}" for name in names]
 
 
@@ -650,13 +651,13 @@ def test_training_draws_its_examples_and_validation_clips_as_configured(
 def test_a_pool_of_both_room_kinds_takes_half_its_poses_from_each(monkeypatch: pytest.MonkeyPatch) -> None:
     """rooms=both: shoebox and baked-scene pools of num_poses // 2 poses each, drawn with the same seed (and
     both of their direct paths alone for a direct-path pool)."""
-    from asgf_nav.models.doa import train as doa_train
+    from asgf_nav.models.doa import pools
 
     asked: list[tuple[str, str, int, int]] = []  # (rooms, split, poses, seed)
-    monkeypatch.setattr(doa_train, "_cached_pool", lambda cfg, *args: asked.append(args))
-    monkeypatch.setattr(doa_train.RirPool, "concat", staticmethod(lambda pools: pools))
-    doa_train.rir_pool(DoaTrainConfig(rooms="both", scenes_root="unused"), "val", 11, 9)
-    doa_train.rir_pool(DoaTrainConfig(rooms="both", scenes_root="unused"), "train", 4, 1, direct_only=True)
+    monkeypatch.setattr(pools, "_cached_pool", lambda cfg, *args: asked.append(args))
+    monkeypatch.setattr(pools.RirPool, "concat", staticmethod(lambda parts: parts))
+    pools.rir_pool(DoaTrainConfig(rooms="both", scenes_root="unused"), "val", 11, 9)
+    pools.rir_pool(DoaTrainConfig(rooms="both", scenes_root="unused"), "train", 4, 1, direct_only=True)
     assert asked == [("shoebox", "val", 5, 9, False), ("scenes", "val", 5, 9, False)] + [
         ("shoebox", "train", 2, 1, True),
         ("scenes", "train", 2, 1, True),

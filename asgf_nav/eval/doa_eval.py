@@ -42,17 +42,9 @@ from asgf_nav.models.doa.classical import (
 )
 from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance, lateral_fold
+from asgf_nav.models.doa.pools import ROOM_KINDS, TEST_POOL_SEED, rir_pool, train_pool_seed
 from asgf_nav.models.doa.rooms import RirPool
-from asgf_nav.models.doa.train import (
-    ROOM_KINDS,
-    TEST_POOL_SEED,
-    DoaTrainConfig,
-    angular_metrics,
-    load_model,
-    predict,
-    rir_pool,
-    train_pool_seed,
-)
+from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, load_model, predict
 from asgf_nav.sounds.bank import SoundBank
 
 logger = logging.getLogger(__name__)

@@ -7,13 +7,10 @@ the category list; :func:`load_model` rebuilds a frozen model from one.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from asgf_nav.models.doa.network import (
     doa_loss,
     posterior_loss,
 )
-from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
+from asgf_nav.models.doa.pools import ROOM_KINDS, VAL_POOL_SEED, pool_source, rir_pool, train_pool_seed
 from asgf_nav.sounds.bank import SoundBank
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 
@@ -97,8 +94,7 @@ RESUMABLE_TRAIN_KEYS = frozenset(
 )  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------- pools
-ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")
+# --------------------------------------------------------------------------------------------- choices
 # the values each string field of DoaTrainConfig may take (scripts/pretrain_doa.py offers them as choices)
 TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODEL_KINDS, "prompt": ("audio", "category"), "mask_head": ("template", "mlp"),
@@ -108,106 +104,6 @@ TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
 # received: the target as the receiver hears it, reflections and tail included (AV-SSAN's target-only
 # spectrogram); direct: only its direct sound, the one part whose direction is the label
 MASK_TARGETS = TRAIN_CHOICES["mask_target"]
-SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
-SHOEBOX_POOL_VERSION = 1  # bump when shoebox_pool renders the same poses differently
-VAL_POOL_SEED = 2000
-TEST_POOL_SEED = 3000  # the benchmark's (asgf_nav/eval/doa_eval.py)
-
-
-def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, direct_only: bool = False) -> RirPool:
-    """The RIR pool of ``split``: shoebox rooms, baked scenes of that split, or both (half the poses each);
-    ``shoebox_pair`` is AV-SSAN's protocol: shoebox rooms heard by a free-field microphone pair, labelled
-    with the front-hemisphere angle (``rooms.render_pair_rir``). ``direct_only``: the same poses and
-    sources, each response its direct path alone.
-
-    Pools are cached in ``cfg.pool_dir`` under a name that encodes how they were drawn.
-    """
-    if cfg.rooms not in ROOM_KINDS:
-        raise ValueError(f"DoA rooms must be one of {ROOM_KINDS}, got {cfg.rooms!r}")
-    if cfg.rooms not in SHOEBOX_RECEIVERS and not cfg.scenes_root:
-        raise ValueError(f"DoA rooms = {cfg.rooms!r} needs scenes_root (the baked scene data root)")
-    if cfg.rooms == "both":
-        half = max(1, num_poses // 2)
-        return RirPool.concat(
-            [_cached_pool(cfg, rooms, split, half, seed, direct_only) for rooms in ("shoebox", "scenes")]
-        )
-    return _cached_pool(cfg, cfg.rooms, split, num_poses, seed, direct_only)
-
-
-def pool_source(cfg: DoaTrainConfig, rooms: str, split: str) -> str:
-    """What a pool of ``rooms`` and ``split`` is rendered from: the shoebox renderer's version, or a digest
-    of the split's baked acoustics (bake settings, layout digest) and of how they are rendered."""
-    if rooms in SHOEBOX_RECEIVERS:
-        return f"{rooms}:{SHOEBOX_POOL_VERSION}"
-    from asgf_nav.acoustics.rir import RENDER_VERSION
-    from asgf_nav.scenes.presets import get_preset
-    from asgf_nav.scenes.scene import Scene
-
-    metas = {
-        name: Scene.open(cfg.scenes_root, cfg.scenes_dataset, name).store.meta("acoustics")
-        for name in get_preset(cfg.scenes_dataset).split_scenes(split)
-    }
-    text = json.dumps({"render_version": RENDER_VERSION, "acoustics": metas}, sort_keys=True)
-    return f"scenes:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-
-
-def train_pool_seed(seed: int) -> int:
-    """The training pool's seed; refuses a seed whose pool would repeat the validation or test poses."""
-    if 1000 + seed in (VAL_POOL_SEED, TEST_POOL_SEED):
-        raise ValueError(
-            f"DoA seed {seed}: its training pool (seed {1000 + seed}) would hold the validation (seed "
-            f"{VAL_POOL_SEED}) or test (seed {TEST_POOL_SEED}) poses; choose another --seed"
-        )
-    return 1000 + seed
-
-
-def _cached_pool(
-    cfg: DoaTrainConfig, rooms: str, split: str, num_poses: int, seed: int, direct_only: bool = False
-) -> RirPool:
-    tag = rooms if rooms in SHOEBOX_RECEIVERS else cfg.scenes_dataset
-    part = "_direct" if direct_only else ""
-    path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}{part}.npz"
-    source = pool_source(cfg, rooms, split) + part
-    if path.exists():
-        try:
-            pool = RirPool.load(path)
-        except ValueError as exc:  # a cache: rendered again rather than stopping the run
-            logger.warning("%s; rebuilding it", exc)
-        else:
-            if pool.source == source and pool.line_of_sight is not None:
-                return pool
-            logger.info("RIR pool %s was rendered from other data or by an older renderer; rebuilding it", path)
-    if rooms in SHOEBOX_RECEIVERS:
-        receiver = SHOEBOX_RECEIVERS[rooms]
-        pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=receiver, direct_only=direct_only)
-    else:
-        from asgf_nav.acoustics.rir import DirectPathRirs
-
-        pool = baked_pool(cfg, split, num_poses, seed, responses=DirectPathRirs if direct_only else None)
-    pool.source = source
-    pool.save(path)
-    logger.info("wrote RIR pool %s (%.1f MB)", path, path.stat().st_size / 1e6)
-    return pool
-
-
-def baked_pool(
-    cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, responses: Callable[[Any], Any] | None = None
-) -> RirPool:
-    """The poses of ``split``'s baked scenes, spread evenly over them; ``responses`` (a ``SceneRirs``
-    subclass, called with each scene's store) renders them another way for the same draws, as
-    ``DirectPathRirs`` does for the pools of :attr:`DoaTrainConfig.mask_target` ``direct``."""
-    from asgf_nav.acoustics.rir import SceneRirs
-    from asgf_nav.scenes.presets import get_preset
-    from asgf_nav.scenes.scene import Scene
-
-    responses = responses or SceneRirs
-    names = get_preset(cfg.scenes_dataset).split_scenes(split)
-    pools = []
-    for i, name in enumerate(names):
-        scene = Scene.open(cfg.scenes_root, cfg.scenes_dataset, name)
-        per_scene = max(1, num_poses // len(names))
-        pools.append(scene_pool(scene, responses(scene.store), per_scene, cfg.sources_per_pose, seed + i))
-    return RirPool.concat(pools)
 
 
 # --------------------------------------------------------------------------------------------- models
