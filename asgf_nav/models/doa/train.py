@@ -104,10 +104,10 @@ TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
 # received: the target as the receiver hears it, reflections and tail included (AV-SSAN's target-only
 # spectrogram); direct: only its direct sound, the one part whose direction is the label
 MASK_TARGETS = TRAIN_CHOICES["mask_target"]
+STFT_SIZES = (256, 512, 1024)  # the selective head's frame lengths (stft_nfft)
 
 
 # --------------------------------------------------------------------------------------------- models
-STFT_SIZES = (256, 512, 1024)
 
 
 def selective_stft(cfg: DoaTrainConfig) -> dict[str, Any]:
