@@ -77,9 +77,14 @@ class WorkerDiedError(RuntimeError):
     """A pool worker ended before the jobs were done; the job it was running is lost."""
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
     global _exiting
     if _exiting:  # already on the way out (see the module's notes)
+        return
+    if getattr(frame, "f_code", None) is _ending_anyway.__code__:
+        # the signal came as the exit callbacks began, and Python ran this handler on entering the first one,
+        # before it could mark the process as ending: it is ending, not to be interrupted
+        _ending_anyway()
         return
     _exiting = True
     if hasattr(signal, "alarm"):  # POSIX: nothing in a worker handles SIGALRM, so by default it ends the process

@@ -385,6 +385,28 @@ def test_a_worker_ending_normally_is_not_interrupted_in_its_exit_callbacks(tmp_p
     assert "exit callbacks done" in stderr and "Exception ignored" not in stderr, stderr
 
 
+def test_a_sigterm_on_entering_the_first_exit_callback_does_not_interrupt_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that ends normally can get the parent's terminate() in the instant its exit callbacks begin;
+    Python then runs the handler on entering ``_ending_anyway``, before that marks the process as ending.
+    The handler sees where it landed and lets the exit go on (it raised SystemExit there, printed as
+    "Exception ignored in atexit callback"); anywhere else the first SIGTERM still unwinds the worker."""
+    import signal
+    from types import SimpleNamespace
+
+    from asgf_nav import parallel
+
+    alarms: list[int] = []
+    monkeypatch.setattr(parallel.signal, "alarm", alarms.append)
+    monkeypatch.setattr(parallel, "_exiting", False)
+    parallel._exit_on_sigterm(signal.SIGTERM, SimpleNamespace(f_code=parallel._ending_anyway.__code__))
+    assert parallel._exiting and alarms == [parallel.WORKER_EXIT_GRACE_S]
+    parallel._exit_on_sigterm(signal.SIGTERM, None)  # later signals are ignored while it ends
+    monkeypatch.setattr(parallel, "_exiting", False)
+    with pytest.raises(SystemExit) as exit_info:
+        parallel._exit_on_sigterm(signal.SIGTERM, SimpleNamespace(f_code=parallel.exit_on_sigterm.__code__))
+    assert exit_info.value.code == 128 + signal.SIGTERM and parallel._exiting
+
+
 def test_a_worker_whose_sigterm_exit_was_dropped_exits_cleanly_at_the_next(tmp_path: Path) -> None:
     """Python drops an exception raised inside ``__del__`` or a weakref callback: the worker carries on, and
     the parent's terminate() that follows must still unwind it (not be ignored as a second signal)."""
