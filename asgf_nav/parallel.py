@@ -23,7 +23,8 @@ should the exit be swallowed some other way or hang, SIGALRM's default action en
 ``WORKER_EXIT_GRACE_S`` seconds later. A worker that ends normally (it took the pool's end-of-work
 sentinel) can still get the parent's terminate() while Python runs its exit callbacks: from its first
 ``atexit`` callback on it is treated as unwinding too, so the SIGTERM does not interrupt logging's
-shutdown (which printed "Exception ignored in atexit callback").
+shutdown (which printed "Exception ignored in atexit callback"); that includes a SIGTERM that Python
+handles on entering the callback, before the callback's first line has run.
 
 A worker also unwinds when the parent process dies, however it dies (a SIGKILL runs no clean-up in the
 parent): a thread of the worker waits on the parent's sentinel and then signals the worker's main thread.
