@@ -116,9 +116,9 @@ def baked_pool(
 
     responses = responses or SceneRirs
     names = get_preset(cfg.scenes_dataset).split_scenes(split)
+    per_scene = max(1, num_poses // len(names))
     pools = []
     for i, name in enumerate(names):
         scene = Scene.open(cfg.scenes_root, cfg.scenes_dataset, name)
-        per_scene = max(1, num_poses // len(names))
         pools.append(scene_pool(scene, responses(scene.store), per_scene, cfg.sources_per_pose, seed + i))
     return RirPool.concat(pools)
