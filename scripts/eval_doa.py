@@ -1,7 +1,8 @@
 """Benchmark DoA methods on the same clips: the selective head, the audio-only CRNN, GCC-PHAT, SRP-PHAT,
-MUSIC, binaural HRTF template matching, time-averaged and onset-weighted (not for --rooms shoebox_pair,
-which has no head) and a GMM regression on ILD/IPD; unseen rooms, unheard test sounds at 0 / -5 / -10 dB
-and heard sounds at 0 dB.
+MUSIC, binaural HRTF template matching, time-averaged and onset-weighted, the selective head's posterior
+sharpened by the onset-weighted templates (--sharpen-smooth-bins, --sharpen-weight; the templates and
+the sharpened row not for --rooms shoebox_pair, which has no head) and a GMM regression on ILD/IPD;
+unseen rooms, unheard test sounds at 0 / -5 / -10 dB and heard sounds at 0 dB.
 Writes a JSON of all metrics and prints one markdown table. For head receivers the JSON also holds
 ``direct_sound_reference``: HRTF template matching on the direct-sound window of each line-of-sight test
 response alone, how well the direct sound tells the azimuth in the test rooms. For every kind of room it
@@ -29,6 +30,7 @@ from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, eval
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
+NON_NEGATIVE = ("threads", "sharpen_smooth_bins", "sharpen_weight")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}",
-                type=number_type(type(f.default), f.name, POSITIVE, ("threads",)),
+                type=number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE),
                 default=f.default,
                 choices=EVAL_CHOICES.get(f.name),
             )

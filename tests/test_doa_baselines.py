@@ -169,6 +169,7 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     methods = results["methods"]
     assert "HRTF template matching (KEMAR)" in methods and "selective (audio prompt)" in methods
     assert "HRTF templates, onset-weighted (precedence)" in methods
+    assert "selective (audio prompt) x onset templates" in methods
     for per_condition in methods.values():
         assert set(per_condition) == {"unheard +0 dB", "heard +0 dB"}
         for m in per_condition.values():
@@ -342,7 +343,8 @@ def test_each_head_is_benchmarked_with_its_own_checkpoint_and_the_pair_gets_no_h
     assert methods["selective (audio prompt)"]["unheard +0 dB"]["acc5"] == 100.0
     assert methods["CRNN (audio only)"]["unheard +0 dB"]["acc5"] == 0.0
     assert methods["CRNN (audio only)"]["unheard +0 dB"]["mae"] == pytest.approx(90.0)
-    assert not any("HRTF" in name for name in methods) and "direct_sound_reference" not in results
+    assert not any("HRTF" in name or "templates" in name for name in methods)
+    assert "direct_sound_reference" not in results
 
 
 def test_interaural_summary_of_a_louder_left_ear() -> None:

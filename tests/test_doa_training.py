@@ -90,6 +90,8 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         # numbers and rooms are checked before any pool is drawn
         (eval_doa.main, ["--rooms", "scenes", "--crnn", "none"], "--scenes-root: --rooms scenes uses baked scenes"),
         (eval_doa.main, ["--examples", "0"], "--examples: must be positive, got 0"),
+        (eval_doa.main, ["--sharpen-weight", "-1"], "--sharpen-weight: must be >= 0, got -1"),
+        (eval_doa.main, ["--sharpen-smooth-bins", "-2"], "--sharpen-smooth-bins: must be >= 0, got -2"),
         (pretrain_doa.main, ["--rooms", "both"], "--scenes-root: --rooms both uses baked scenes"),
         (pretrain_doa.main, ["--train-poses", "0"], "--train-poses: must be positive, got 0"),
         (pretrain_doa.main, ["--curriculum-steps", "-1"], "--curriculum-steps: must be >= 0, got -1"),

@@ -114,12 +114,18 @@ class HrtfTemplateDoa:
         self.band = (freqs >= freq_range[0]) & (freqs <= freq_range[1])
 
     @classmethod
-    def precedence(cls, sample_rate: int) -> HrtfTemplateDoa:
+    def precedence(cls, sample_rate: int, azimuth_step: float = 5.0) -> HrtfTemplateDoa:
         """The onset-weighted variant with the settings chosen on the validation scenes."""
-        return cls(sample_rate, nfft=256, hop=64, onset_power=1.0)
+        return cls(sample_rate, nfft=256, hop=64, onset_power=1.0, azimuth_step=azimuth_step)
 
     def __call__(self, audio: np.ndarray) -> float:
         """Azimuth (deg, full circle) of a (2, N) left/right signal."""
+        return float(self.azimuths[np.argmax(self.scores(audio))])
+
+    def scores(self, audio: np.ndarray) -> np.ndarray:
+        """(A,) match of a (2, N) left/right signal per azimuth of ``self.azimuths`` (its best elevation),
+        divided by the total bin weight so that it lies in [-1, 1] whatever the clip's level: the
+        templates' evidence, in a unit that can be weighed against another method's."""
         spec = hann_stft(audio, self.nfft, self.hop)  # (2, F, T)
         if self.onset_power > 0:
             per_bin = spec[0] * np.conj(spec[1])
@@ -131,7 +137,7 @@ class HrtfTemplateDoa:
             power = (np.abs(spec) ** 2).sum(axis=2)
             weight = np.abs(cross) / np.sqrt(power[0] * power[1] + EPS) * self.band
         score = (weight * np.cos(np.angle(cross) - self.template_ipd)).sum(axis=-1)  # (E, A)
-        return float(self.azimuths[np.unravel_index(np.argmax(score), score.shape)[1]])
+        return score.max(axis=0) / (weight.sum() + EPS)
 
 
 class HrirWaveformMatch:

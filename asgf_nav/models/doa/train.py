@@ -265,18 +265,22 @@ def optimization_step(model: torch.nn.Module, optimizer, batch: DoaBatch, cfg: D
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, batch: DoaBatch, chunk: int = 64) -> np.ndarray:
-    """Decoded azimuths (B,) for a batch, evaluated in chunks on the model's device in eval mode."""
+def posteriors(model: torch.nn.Module, batch: DoaBatch, chunk: int = 64) -> np.ndarray:
+    """(B, K) posteriors for a batch, evaluated in chunks on the model's device in eval mode."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    preds = []
+    out = []
     for i in range(0, len(batch), chunk):
         part = batch.slice(i, i + chunk).to(device)
-        posterior = model(part.mixture, model_prompt(model, part))["posterior"]
-        preds.append(model.cfg.grid.decode(posterior.cpu()))
+        out.append(model(part.mixture, model_prompt(model, part))["posterior"].cpu().numpy())
     model.train(was_training)
-    return np.concatenate(preds)
+    return np.concatenate(out)
+
+
+def predict(model: torch.nn.Module, batch: DoaBatch, chunk: int = 64) -> np.ndarray:
+    """Decoded azimuths (B,) for a batch."""
+    return model.cfg.grid.decode(posteriors(model, batch, chunk))
 
 
 def learning_rate(cfg: DoaTrainConfig, step: int) -> float:
