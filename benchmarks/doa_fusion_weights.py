@@ -37,7 +37,7 @@ WEIGHTS = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes-root", required=True, help="data root with the baked Replica-like scenes")
-    parser.add_argument("--selective", default=PACKAGED, help="the selective head's checkpoint")
+    parser.add_argument("--head", default=PACKAGED, help="checkpoint of the head (selective or CRNN)")
     parser.add_argument("--pool-dir", default="data/doa/pools", help="cache of the RIR pools")
     parser.add_argument("--examples", type=positive_int, default=600, help="validation clips at 0 dB")
     parser.add_argument("--poses", type=positive_int, default=60, help="validation poses (training's default)")
@@ -46,7 +46,7 @@ def main() -> None:
     setup_logging("INFO")
     torch.set_num_threads(args.threads)
 
-    model = load_model(args.selective)
+    model = load_model(args.head)
     bank = SoundBank.load()
     cfg = DoaTrainConfig(rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir)
     pool = rir_pool(cfg, "val", args.poses, VAL_POOL_SEED)

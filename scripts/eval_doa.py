@@ -1,7 +1,7 @@
 """Benchmark DoA methods on the same clips: the selective head, the audio-only CRNN, GCC-PHAT, SRP-PHAT,
-MUSIC, binaural HRTF template matching, time-averaged and onset-weighted, the selective head's posterior
+MUSIC, binaural HRTF template matching, time-averaged and onset-weighted, each learned head's posterior
 sharpened by the onset-weighted templates (--sharpen-smooth-bins, --sharpen-weight; the templates and
-the sharpened row not for --rooms shoebox_pair, which has no head) and a GMM regression on ILD/IPD;
+the sharpened rows not for --rooms shoebox_pair, which has no head) and a GMM regression on ILD/IPD;
 unseen rooms, unheard test sounds at 0 / -5 / -10 dB and heard sounds at 0 dB.
 Writes a JSON of all metrics and prints one markdown table. For head receivers the JSON also holds
 ``direct_sound_reference``: HRTF template matching on the direct-sound window of each line-of-sight test

@@ -181,6 +181,8 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     assert "[" in table and "HRTF templates on the direct sound alone (18 line-of-sight" in table
     assert "Whole HRIR waveforms matched to their first 2 ms: " in table
     assert "Prompt's spectral shape closer to the separated target's" in table
+    assert all(len(per["unheard +0 dB"]) == 6 for per in saved["per_clip_error"].values())
+    assert "ACC5 lead of " in table and ", paired over the same clips" in table
 
 
 def test_benchmark_table_has_a_line_of_sight_section():
@@ -602,3 +604,15 @@ def test_benchmark_table_cells_follow_the_header_and_the_reference_reads_mae_acc
     assert lines[2] == "| a | 10.0 / 1.0 / 2.0 (3.0) | 20.0 / 1.0 / 2.0 (3.0) |"
     assert "(9 line-of-sight test responses, no sound, no distractor): 4.0 / 5.0 / 6.0" in lines[-2]
     assert lines[-1] == "Whole HRIR waveforms matched to their first 2 ms: 7.0 / 1.0 / 2.0"
+
+
+def test_the_paired_lead_counts_the_clips_each_method_gets_within_5_degrees() -> None:
+    """a finds clips 0-2, b clips 2-3, c none: a leads b by 1/4 and c by 3/4 of the clips."""
+    from asgf_nav.eval.doa_eval import paired_acc5_lead
+
+    errors = {"a": [1.0, 4.0, 5.0, 30.0], "b": [90.0, 6.0, 2.0, 0.5], "c": [10.0, 10.0, 10.0, 10.0]}
+    best, lead = paired_acc5_lead({"per_clip_error": {k: {"x": v} for k, v in errors.items()}}, "x")
+    assert best == "a" and set(lead) == {"b", "c"}
+    # per clip a - b: +1, +1, 0, -1 (x100): mean 25, sample std sqrt(0.916..) * 100 over sqrt(4)
+    assert lead["b"] == pytest.approx((25.0, np.std([100, 100, 0, -100], ddof=1) / 2))
+    assert lead["c"] == pytest.approx((75.0, np.std([100, 100, 100, 0], ddof=1) / 2))

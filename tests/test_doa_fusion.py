@@ -10,8 +10,10 @@ from doa_helpers import SR, tiny_head_checkpoint
 
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.models.doa.classical import HrtfTemplateDoa
+from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
 from asgf_nav.models.doa.features import AzimuthGrid, circular_distance
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
+from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
 
 GRID = AzimuthGrid()
 
@@ -118,16 +120,18 @@ def test_mismatched_inputs_are_clear_errors() -> None:
 def test_the_benchmark_has_a_sharpened_row_that_reads_the_heads_posterior_and_the_templates(
     tmp_path: Path, monkeypatch
 ) -> None:
-    """A posterior peaked on the truth at weight 0 makes the row perfect; a flat one at a large weight makes
-    it the templates' row, which is what ``HrtfTemplateDoa.precedence`` answers clip by clip."""
+    """A posterior peaked on the truth at weight 0 makes the rows perfect; a flat one at a large weight
+    makes them the templates' row, which is what ``HrtfTemplateDoa.precedence`` answers clip by clip."""
     from asgf_nav.eval import doa_eval
     from asgf_nav.models.doa.rooms import shoebox_pool
 
     pool = shoebox_pool(3, 4, seed=2, progress=False)
     monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: pool)
     ckpt = tiny_head_checkpoint(tmp_path / "selective.pt")
+    crnn = tmp_path / "crnn.pt"
+    save_checkpoint(crnn, "crnn", SeldCrnn(CrnnConfig(channels=8, rnn_size=8)), None, 0, DoaTrainConfig(), {})
     base = dict(
-        selective=str(ckpt), crnn="none", pool_dir=str(tmp_path), snrs=(0.0,), gmm_train_examples=40,
+        selective=str(ckpt), crnn=str(crnn), pool_dir=str(tmp_path), snrs=(0.0,), gmm_train_examples=40,
         train_poses=3, examples=8, out=str(tmp_path / "eval.json"), threads=1, clip_seconds=0.25,
     )  # fmt: skip
     peaked = lambda model, b: GRID.encode(b.azimuth.numpy()).numpy() ** 8  # noqa: E731
@@ -139,9 +143,10 @@ def test_the_benchmark_has_a_sharpened_row_that_reads_the_heads_posterior_and_th
         rows[name] = {method: per["unheard +0 dB"] for method, per in doa_eval.evaluate(cfg)["methods"].items()}
     sharpened, onset = "selective (audio prompt) x onset templates", "HRTF templates, onset-weighted (precedence)"
     assert rows["peaked"][sharpened]["acc5"] == 100.0
+    assert rows["peaked"]["CRNN (audio only) x onset templates"]["acc5"] == 100.0  # every head gets the row
     sets, sr = doa_eval.test_sets(cfg, doa_eval.SoundBank.load(), pool)
     batch = sets[("unheard", 0.0)]
     per_clip = [HrtfTemplateDoa.precedence(sr)(clip) for clip in batch.mixture.numpy().astype(np.float64)]
     expected = doa_eval.angular_metrics(np.array(per_clip), batch.azimuth.numpy())
-    for method in (onset, sharpened):
+    for method in (onset, sharpened, "CRNN (audio only) x onset templates"):
         assert {k: rows["flat"][method][k] for k in expected} == pytest.approx(expected)

@@ -1,6 +1,6 @@
 """Direction-of-arrival benchmark: the selective head against audio-only and classical methods on the
 same clips (unseen rooms; unheard test sounds and heard training sounds; target plus a distractor of
-another category at 0, -5 and -10 dB). With a head receiver the selective head also gets a row with its
+another category at 0, -5 and -10 dB). With a head receiver each learned head also gets a row with its
 posterior sharpened by the onset-weighted templates (:mod:`asgf_nav.models.doa.fusion`).
 
 Metrics, per method, SNR and sound split: MAE (degrees, circular), ACC within 5 degrees (AV-SSAN's
@@ -69,7 +69,7 @@ class EvalConfig:
     train_poses: int = 600  # the training pool the GMM regression is fitted on (as in pretrain_doa.py)
     distractor_window: str = "drawn"  # drawn (the benchmark's clips) | loudest (no steadiness cue)
     clip_seconds: float = 0.5  # at most 1 s (the bank's sounds); the heads were trained on 0.5 s clips
-    sharpen_smooth_bins: int = TemplateSharpening.smooth_bins  # the selective head x onset templates row
+    sharpen_smooth_bins: int = TemplateSharpening.smooth_bins  # the heads' rows sharpened by the onset templates
     sharpen_weight: float = TemplateSharpening.template_weight
     out: str = "data/doa/eval.json"
     threads: int = 2
@@ -208,7 +208,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     sharpening = TemplateSharpening(cfg.sharpen_smooth_bins, cfg.sharpen_weight)  # bad settings stop at once
     bank = SoundBank.load()
     methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}  # the heads first: a bad checkpoint stops at once
-    selective = None  # (row name, model) of the selective head, for its row sharpened by the templates
+    heads: list[tuple[str, torch.nn.Module]] = []  # (row name, model): each also gets a row sharpened by templates
     for name, path in (("selective", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
         if path.lower() in NO_CHECKPOINT:
             continue
@@ -224,7 +224,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                 )
             if name == "selective":
                 name = f"selective ({model.cfg.prompt} prompt)"
-                selective = name, model
+            heads.append((name, model))
             methods[name] = lambda b, m=model: predict(m, b)
         else:
             logger.warning("no checkpoint %s: %s is left out of the table", path, name)
@@ -240,11 +240,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         methods["HRTF template matching (KEMAR)"] = lambda b: _per_clip(template, b, "HRTF templates")
         onset = _OnsetTemplateScores(sr)
         methods["HRTF templates, onset-weighted (precedence)"] = onset.azimuths
-        if selective is not None:
-            name, model = selective
-            grid = model.cfg.grid
-            methods[f"{name} x onset templates"] = lambda b: grid.decode(
-                sharpening.fuse(posteriors(model, b), onset(b, grid))
+        for name, model in heads:  # the audio-only CRNN too: how much of the gain is the templates' alone
+            methods[f"{name} x onset templates"] = lambda b, m=model: m.cfg.grid.decode(
+                sharpening.fuse(posteriors(m, b), onset(b, m.cfg.grid))
             )
     gmm = fit_gmm(bank, cfg)
     methods["GMM regression (ILD/IPD)"] = lambda b: gmm.predict(_summaries(b))
@@ -269,13 +267,15 @@ def evaluate(cfg: EvalConfig) -> dict:
         f"{split} {snr:+.0f} dB": prompt_choice_reference(batch, sr) for (split, snr), batch in sets.items()
     }
     logger.info("prompt's spectral shape against the separated sources: %s", results["prompt_choice_reference"])
+    results["per_clip_error"] = {}  # degrees, per method and condition: for paired comparisons of methods
     for name, fn in methods.items():
-        results["methods"][name] = {}
+        results["methods"][name], results["per_clip_error"][name] = {}, {}
         for (split, snr), batch in sets.items():
             start = time.monotonic()
             pred = fn(batch)
             truth = batch.azimuth.numpy()
             m = angular_metrics(pred, truth)
+            results["per_clip_error"][name][f"{split} {snr:+.0f} dB"] = circular_distance(pred, truth).tolist()
             m["mae_lateral"] = float(circular_distance(lateral_fold(pred), lateral_fold(truth)).mean())
             to_distractor = circular_distance(pred, batch.distractor_azimuth.numpy().astype(np.float64))
             m["hit_distractor20"] = float((to_distractor <= 20).mean() * 100)
@@ -291,6 +291,20 @@ def evaluate(cfg: EvalConfig) -> dict:
             logger.info("%s | %s %+.0f dB | %s", name, split, snr, m)
     atomic_write_text(cfg.out, json.dumps(results, indent=1))
     return results
+
+
+def paired_acc5_lead(results: dict, condition: str) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The method with the highest ACC(5) in ``condition`` and, for every other method, its lead in
+    points with one standard error, paired over the same clips: whether a lead of a few points over
+    400 clips is more than chance."""
+    errors = {name: np.asarray(per[condition]) for name, per in results["per_clip_error"].items()}
+    best = max(errors, key=lambda name: (errors[name] <= 5).mean())
+    lead = {}
+    for name, err in errors.items():
+        if name != best:
+            diff = ((errors[best] <= 5).astype(float) - (err <= 5)) * 100
+            lead[name] = (float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))))
+    return best, lead
 
 
 def _table(methods: dict, conditions: list[str], header: list[str], cell) -> list[str]:
@@ -310,7 +324,8 @@ def _cell(m: dict) -> str:
 def markdown_table(results: dict) -> str:
     """Rows = methods, columns = conditions, cells = MAE / ACC5 / ACC20 (lateral MAE) [ACC5 to the
     distractor / to either source]; then the same metrics over the line-of-sight clips when some clips
-    are not in sight; then the direct-sound reference where there is one."""
+    are not in sight; then the best method's paired ACC5 lead in the first condition; then the
+    references where there are some."""
     methods = results["methods"]
     conditions = list(next(iter(methods.values())))
     lines = _table(
@@ -330,6 +345,10 @@ def markdown_table(results: dict) -> str:
             conditions,
             lambda m: "{mae:.1f} / {acc5:.1f} / {acc20:.1f}".format(**m["line_of_sight"]),
         )
+    if len(results.get("per_clip_error", {})) > 1:
+        best, lead = paired_acc5_lead(results, conditions[0])
+        leads = ", ".join(f"{name} {d:+.1f} ± {se:.1f}" for name, (d, se) in lead.items())
+        lines += ["", f"ACC5 lead of {best} at {conditions[0]}, paired over the same clips (± one SE): {leads}"]
     if "prompt_choice_reference" in results:
         shares = ", ".join(f"{c}: {v:.1f} %" for c, v in results["prompt_choice_reference"].items())
         lines += ["", f"Prompt's spectral shape closer to the separated target's than to the distractor's: {shares}"]
