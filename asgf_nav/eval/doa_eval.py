@@ -124,8 +124,8 @@ def _per_clip(fn: Callable[[np.ndarray], float], batch: DoaBatch, desc: str) -> 
 
 class _OnsetTemplateScores:
     """Onset-weighted template scores per test batch and azimuth grid, computed once: the templates' own
-    row and the selective head's sharpened row read the same ones (the sharpened row's ``seconds`` then
-    count the head alone)."""
+    row and each head's sharpened row read the same ones (so the sharpened rows' ``seconds`` count the
+    head alone)."""
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
