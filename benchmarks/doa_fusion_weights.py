@@ -25,11 +25,11 @@ from asgf_nav.logging_utils import setup_logging
 from asgf_nav.models.doa.classical import HrtfTemplateDoa
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
+from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS
 from asgf_nav.models.doa.pools import VAL_POOL_SEED, rir_pool
 from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, load_model, posteriors
 from asgf_nav.sounds.bank import SoundBank
 
-PACKAGED = "asgf_nav/models/doa/weights/selective_doa.pt"
 SMOOTH_BINS = (0, 1, 2, 4, 6)
 WEIGHTS = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 
@@ -37,7 +37,7 @@ WEIGHTS = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes-root", required=True, help="data root with the baked Replica-like scenes")
-    parser.add_argument("--head", default=PACKAGED, help="checkpoint of the head (selective or CRNN)")
+    parser.add_argument("--head", default=str(DEFAULT_WEIGHTS), help="checkpoint of the head (selective or CRNN)")
     parser.add_argument("--pool-dir", default="data/doa/pools", help="cache of the RIR pools")
     parser.add_argument("--examples", type=positive_int, default=600, help="validation clips at 0 dB")
     parser.add_argument("--poses", type=positive_int, default=60, help="validation poses (training's default)")
