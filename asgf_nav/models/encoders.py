@@ -1,7 +1,8 @@
 """Per-modality CNN encoders with SoundSpaces' AV-Nav layout, so parameter counts match the baseline.
 
 Both encoders read batch-first, channels-last observations as the env produces them and return (B, 512)
-feature vectors. Convolutions use Kaiming-normal weights (ReLU gain) and zero biases, as in SoundSpaces.
+feature vectors. Convolutions and linear layers start Kaiming-normal with the ReLU gain and zero biases
+(``init_conv_and_linear``; its docstring says how this differs from SoundSpaces' effective scale).
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ def smallest_visual_size() -> int:
 
 
 def init_conv_and_linear(module: nn.Module) -> None:
-    """Kaiming-normal (ReLU gain) weights and zero biases for every Conv2d / Linear inside ``module``."""
+    """Kaiming-normal (ReLU gain) weights and zero biases for every Conv2d / Linear inside ``module``.
+
+    This is what SoundSpaces means, not what it does: its ``kaiming_normal_(weight, calculate_gain("relu"))``
+    passes the gain as the leaky-ReLU slope ``a``, so its weights have std sqrt(2 / 3) / sqrt(fan_in), a
+    factor sqrt(3) under these. With that smaller scale the tiny learning test (``tests/test_learning.py``)
+    stalled near SR 0.5 for 150 updates instead of passing 0.8 (one seed; docs/models.md).
+    """
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
