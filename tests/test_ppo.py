@@ -245,6 +245,7 @@ def test_ppo_learns_sound_side(tmp_path: Path) -> None:
     # the one validation during training (update 24) made best.pt; validating again reproduces it
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT)
     assert best["update"] == 24 and best["best_validation"]["spl"] == pytest.approx(validation["spl"])
+    assert best["validation_pending"] is False  # a run started from best.pt must not validate it again
 
 
 class LongFailuresEnv(ToySoundSideEnv):

@@ -328,10 +328,11 @@ class Trainer:
             return
         except ScenesNotReadyError as exc:
             logger.info("validation skipped at update %d: %s", self.update, exc)
-        else:
-            self.log_scalars("val", metrics)
-            self.keep_if_best(metrics)
-        self.validation_pending = False
+            self.validation_pending = False
+            return
+        self.validation_pending = False  # done before best.pt is written, which must not ask for it again
+        self.log_scalars("val", metrics)
+        self.keep_if_best(metrics)
 
     def reload_train_env(self) -> None:
         """Rebuild the training env on the grown scene pool; episodes in flight are dropped."""
