@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from pathlib import Path
 
@@ -269,6 +270,14 @@ def test_scene_node_at_rounds_to_the_nearest_grid_cell(tmp_path: Path) -> None:
     assert scene.node_at((0.995, 0.0, 0.505)) == 1
     assert scene.node_at((0.995, 0.0, 0.995)) == 2
     assert scene.geodesic_distance(0, 2) == pytest.approx(1.0)
+
+
+def test_geodesic_distance_between_unjoined_nodes_is_infinite(tmp_path: Path) -> None:
+    """An imported SoundSpaces graph stores -1 hops between nodes no path joins: that is no distance, not -0.5 m."""
+    hops = np.array([[0, 1, -1], [1, 0, -1], [-1, -1, 0]], dtype=np.int16)
+    scene = _layout_scene(tmp_path, hops)
+    assert scene.geodesic_distance(0, 1) == pytest.approx(0.5)
+    assert scene.geodesic_distance(0, 2) == math.inf and scene.geodesic_distance(2, 2) == 0.0
 
 
 def test_a_geodesic_table_of_another_shape_is_refused(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from asgf_nav.scenes.floorplan import Box, FloorPlan, Material, Room
 from asgf_nav.scenes.generator import generate_floorplan
 from asgf_nav.scenes.mesh import floorplan_mesh, load_mesh_file
 from asgf_nav.scenes.navgraph import build_navgraph
-from asgf_nav.scenes.render import RayRenderer, render_mesh_file
+from asgf_nav.scenes.render import RayRenderer, pixel_offsets, render_mesh_file
 
 SIZE = 64
 CEILING = 2.5
@@ -301,3 +301,10 @@ def test_task_scene_refuses_views_without_one_per_yaw() -> None:
         scene(rgb=np.zeros((2, 3, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match=r"depth must start with \(2, 4\), got \(2, 3, 8, 8\)"):
         scene(depth=np.zeros((2, 3, 8, 8), np.float16))
+
+
+@pytest.mark.parametrize("hfov", [0.0, 180.0, 200.0, -90.0])
+def test_a_field_of_view_outside_0_to_180_degrees_is_refused(hfov: float) -> None:
+    """At 180 degrees or more the pinhole image flips; at 0 every ray is the optical axis."""
+    with pytest.raises(ValueError, match=f"hfov must be between 0 and 180 degrees .*got {hfov}"):
+        pixel_offsets(8, hfov)

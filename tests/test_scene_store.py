@@ -79,12 +79,22 @@ def test_an_array_of_another_dtype_is_refused(tmp_path: Path) -> None:
         SceneStore(tmp_path).array("positions")
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", '{"stages": 3}', '{"format_version": 1}'])
-def test_a_write_replaces_a_manifest_that_is_not_one(tmp_path: Path, content: str) -> None:
-    """Baking again starts a new manifest over one that has no 'stages' mapping, rather than failing forever."""
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("[1, 2]", "is not a manifest"),
+        ('{"stages": 3}', "is not a manifest"),
+        ('{"format_version": 1}', "is not a manifest"),
+        ('{"format_version": 2, "stag', "is not valid JSON .*bake it again"),  # truncated
+    ],
+)
+def test_a_write_replaces_a_manifest_that_is_not_one(tmp_path: Path, content: str, error: str) -> None:
+    """Baking again starts a new manifest over one that has no 'stages' mapping or is not JSON, rather than
+    failing forever."""
     (tmp_path / "manifest.json").write_text(content)
-    with pytest.raises(SceneStoreError, match="is not a manifest"):
+    with pytest.raises(SceneStoreError, match=error):
         SceneStore(tmp_path)
+    assert not stage_complete(tmp_path, "layout")
     _layout(tmp_path)
     assert SceneStore(tmp_path).stages == ["layout"] and stage_complete(tmp_path, "layout")
 

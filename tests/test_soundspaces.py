@@ -849,6 +849,12 @@ def test_source_node_list_is_sorted_indices_and_unknown_ids_are_refused(tmp_path
     path.write_text("0\n4\n")
     with pytest.raises(ss.SoundSpacesDataError, match=r"source_nodes\.txt names nodes not in the graph: \[4\]"):
         ss.read_source_nodes(path, node_ids)
+    path.write_text("3\n7\n3\n")
+    with pytest.raises(ss.SoundSpacesDataError, match=r"source_nodes\.txt repeats nodes: \[3\]"):
+        ss.read_source_nodes(path, node_ids)
+    path.write_text("")
+    with pytest.raises(ss.SoundSpacesDataError, match=r"source_nodes\.txt is empty"):
+        ss.read_source_nodes(path, node_ids)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ def camera_basis(yaw_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def pixel_offsets(image_size: int, hfov: float = DEFAULT_HFOV) -> tuple[np.ndarray, np.ndarray]:
     """Image-plane offsets (u right, v up) of pixel centres at unit distance, each (H, W)."""
+    if not 0 < hfov < 180:
+        raise ValueError(f"hfov must be between 0 and 180 degrees (exclusive), got {hfov}")
     half = np.tan(np.deg2rad(hfov) / 2)
     centres = (np.arange(image_size) + 0.5) / image_size * 2 - 1
     u = np.broadcast_to(centres[None, :] * half, (image_size, image_size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from functools import cached_property
 from pathlib import Path
 
@@ -96,8 +97,10 @@ class Scene:
         return int(len(self.positions))
 
     def geodesic_distance(self, a: int, b: int) -> float:
-        """Shortest-path distance in metres between nodes ``a`` and ``b`` (hops times grid size)."""
-        return float(self.geodesic_hops[a, b]) * self.grid_size
+        """Shortest-path distance in metres between nodes ``a`` and ``b`` (hops times grid size); inf when
+        no path joins them (stored as -1 hops)."""
+        hops = int(self.geodesic_hops[a, b])
+        return math.inf if hops < 0 else hops * self.grid_size
 
     @cached_property
     def _node_index(self) -> dict[tuple[int, int], int]:

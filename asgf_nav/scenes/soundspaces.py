@@ -235,10 +235,15 @@ def read_source_nodes(path: Path, node_ids: np.ndarray) -> np.ndarray:
         ids = np.loadtxt(path, dtype=np.int64, ndmin=1)
     except (OSError, ValueError) as exc:
         raise SoundSpacesDataError(f"source node list {path} is unreadable: {exc}") from exc
+    if ids.size == 0:
+        raise SoundSpacesDataError(f"source node list {path} is empty: list the nodes with RIRs, or delete it")
     index = {int(n): i for i, n in enumerate(node_ids)}
     unknown = [int(s) for s in ids if int(s) not in index]
     if unknown:
         raise SoundSpacesDataError(f"source node list {path} names nodes not in the graph: {unknown[:5]}")
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():  # a repeated node would be drawn as a goal more often than the others
+        raise SoundSpacesDataError(f"source node list {path} repeats nodes: {values[counts > 1][:5].tolist()}")
     return np.array(sorted(index[int(s)] for s in ids), dtype=np.int64)
 
 

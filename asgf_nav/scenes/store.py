@@ -37,16 +37,22 @@ def scene_dir(root: str | Path, dataset: str, scene: str) -> Path:
 
 
 def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
-    """The scene's manifest. One of another format version cannot be read; a write starts a new one, so
-    baking the scene again replaces the stages of the old format."""
+    """The scene's manifest. One of another format version, or one that is not a manifest or not JSON at
+    all, cannot be read; a write starts a new one, so baking the scene again replaces its stages."""
     path = directory / MANIFEST
     empty = {"format_version": FORMAT_VERSION, "stages": {}}
     if not path.exists():
         return empty
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        text = path.read_text()
+    except OSError as exc:
         raise SceneStoreError(f"unreadable scene manifest {path}: {exc}") from exc
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # e.g. truncated by a full disk or a copy
+        if writing:
+            return empty
+        raise SceneStoreError(f"scene manifest {path} is not valid JSON ({exc}); {_rebuild_hint(path)}") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
         if writing:
             return empty
