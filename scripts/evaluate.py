@@ -52,6 +52,7 @@ from asgf_nav.eval.progress import EvaluationProgress  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from asgf_nav.rl.checkpoint import policy_digest  # noqa: E402
 from asgf_nav.scenes.soundspaces_import import scene_source  # noqa: E402
 from asgf_nav.tasks.episodes import episodes_fingerprint  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
@@ -130,8 +131,10 @@ def evaluate_one(
     identity = {
         "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
         "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic),
-        # best.pt is rewritten while training goes on: a resume must not mix two checkpoints' episodes
+        # best.pt is rewritten while training goes on, and a run directory retrained keeps its file names:
+        # a resume must not mix two checkpoints' episodes
         "checkpoint_update": int(checkpoint["update"]) if checkpoint else None,
+        "checkpoint_weights": policy_digest(checkpoint) if checkpoint else None,
         "seed": args.seed if args.agent else cfg.train.seed, "episode_list": episodes_fingerprint(episodes),
         # another audio model is another agent: its episodes must not be mixed with these, nor replace them
         "audio_model": audio_model_identity(cfg, args) if args.agent in AUDIO_MODEL_BASELINES else None,
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, default="replica_unheard.yaml")
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--checkpoint", help="training checkpoint (.pt) of the config's policy")
+    who.add_argument("--checkpoint", help="training checkpoint (.pt); its policy and settings come from the checkpoint")
     who.add_argument("--agent", choices=BASELINES, help="evaluate a baseline instead of a checkpoint")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument(
@@ -179,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=positive_int, default=8, help="episodes stepped together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--out", default="runs/eval", help="parent directory of the evaluation outputs")
-    parser.add_argument("--name", help="label of the agent in outputs and tables")
+    parser.add_argument(
+        "--name",
+        help="label of the agent in outputs and tables (--random-stop random appends _random_stop to it)",
+    )
     parser.add_argument("--baseline-model", help="audio model of direction_follower / gan (default under data root)")
     parser.add_argument(
         "--random-stop",

@@ -404,6 +404,8 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
     )
     summaries = [load_summary(p) for p in find_summaries([tmp_path])]
     assert len(summaries) == 3
+    # one directory reached twice (below a parent and by name, with a trailing slash) counts once
+    assert len(find_summaries([tmp_path, f"{tmp_path / 'oracle_tiny_heard_test'}/"])) == 3
     table = comparison_table(summaries)
     lines = table.splitlines()
     assert lines[0] == (
@@ -606,7 +608,8 @@ def test_the_episode_fingerprint_covers_each_episode_not_only_its_id(synthetic):
 
 
 def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_path, monkeypatch):
-    """best.pt is rewritten while training goes on; a resumed evaluation must not mix two checkpoints."""
+    """best.pt is rewritten while training goes on, and a retrained run reuses file names and update numbers;
+    a resumed evaluation must not mix two checkpoints."""
     import evaluate
 
     from asgf_nav.config import config_to_dict
@@ -645,6 +648,13 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
     write_best(2)  # training found a better checkpoint meanwhile
     with pytest.raises(EvaluationProgressError, match="checkpoint_update was 1, now 2"):
         _evaluate(tiny_root, tmp_path / "eval", *args)
+    original = {name: tensor.clone() for name, tensor in policy.state_dict().items()}
+    with torch.no_grad():
+        next(policy.parameters()).add_(1.0)
+    write_best(1)  # the run retrained: other weights under the same file name and update
+    with pytest.raises(EvaluationProgressError, match="checkpoint_weights was '[0-9a-f]{16}', now '[0-9a-f]{16}'"):
+        _evaluate(tiny_root, tmp_path / "eval", *args)
+    policy.load_state_dict(original)
     write_best(1)  # the same checkpoint again: the evaluation resumes and finishes
     _evaluate(tiny_root, tmp_path / "eval", *args)
     assert load_summary(tmp_path / "eval" / "asgf_tiny_unheard_test")["episodes"] == 3
@@ -690,8 +700,12 @@ def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
     not_a_summary = tmp_path / "other"
     not_a_summary.mkdir()
     (not_a_summary / "summary.json").write_text('{"meta": {}}')
+    unfinished = tmp_path / "unfinished" / "asgf_replica_unheard_test"
+    unfinished.mkdir(parents=True)
+    (unfinished / "episodes.partial.jsonl").write_text('{"evaluation": {}}\n')
     cases = [
         ([str(tmp_path / "missing")], f"{tmp_path / 'missing'} is neither an evaluation directory"),
+        ([str(tmp_path / "unfinished")], "holds any (an unfinished evaluation: run its command again to finish it)"),
         ([str(broken)], f"{broken / 'summary.json'} is not valid JSON"),
         ([str(not_a_summary)], "lacks 'metrics'; it is not an evaluation summary"),
     ]

@@ -50,3 +50,10 @@ def test_a_summary_without_meta_is_named_not_a_key_error(tmp_path):
     with pytest.raises(EvaluationProgressError, match=r"summary\.json is not an evaluation summary"):
         EvaluationProgress(tmp_path, {"agent": "oracle", "seed": 0})
     assert not (tmp_path / PROGRESS_FILE).exists()
+
+
+def test_a_file_where_the_evaluation_directory_goes_is_named_not_a_traceback(tmp_path):
+    (tmp_path / "oracle_tiny_heard_test").write_text("notes")
+    with pytest.raises(EvaluationProgressError, match=r"oracle_tiny_heard_test is a file, where this evaluation"):
+        EvaluationProgress(tmp_path / "oracle_tiny_heard_test", {"agent": "oracle", "seed": 0})
+    assert (tmp_path / "oracle_tiny_heard_test").read_text() == "notes"

@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from asgf_nav.eval.evaluator import EpisodeRecord
-from asgf_nav.eval.report import SUMMARY_FILE
+from asgf_nav.eval.report import PROGRESS_FILE, SUMMARY_FILE
 from asgf_nav.io import atomic_write_text
 from asgf_nav.tasks.episodes import Episode
 
 logger = logging.getLogger(__name__)
-
-PROGRESS_FILE = "episodes.partial.jsonl"
 
 
 class EvaluationProgressError(ValueError):
@@ -46,6 +44,8 @@ class EvaluationProgress:
     """The finished episodes of one evaluation, read back on start and appended to as episodes end."""
 
     def __init__(self, out_dir: str | Path, identity: dict[str, Any]) -> None:
+        if Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise EvaluationProgressError(f"{out_dir} is a file, where this evaluation writes its directory")
         self.path = Path(out_dir) / PROGRESS_FILE
         self.identity = json.loads(json.dumps(identity))  # as it reads back from the file
         self.done: dict[tuple[str, str], EpisodeRecord] = {}

@@ -20,6 +20,7 @@ from asgf_nav.io import atomic_savefig, atomic_write_text
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+PROGRESS_FILE = "episodes.partial.jsonl"  # an evaluation still running, or stopped (eval/progress.py)
 EPISODES_FILE = "episodes.jsonl"
 TABLE_METRICS: tuple[str, ...] = ("spl", "success", "sna")  # the paper's Table I columns
 SOUND_SPLITS: tuple[str, ...] = ("heard", "unheard")
@@ -88,16 +89,25 @@ def load_summary(path: str | Path) -> dict[str, Any]:
 
 
 def find_summaries(paths: Sequence[str | Path]) -> list[Path]:
-    """Evaluation directories named directly or found below the given paths."""
-    found: list[Path] = []
+    """Evaluation directories named directly or found below the given paths, each once; a path that holds
+    none (an unfinished evaluation included) is an error, so that nothing drops out of a table unnoticed."""
+    found: dict[Path, None] = {}  # resolved, in first-seen order: one directory reached twice counts once
     for p in map(Path, paths):
         if (p / SUMMARY_FILE).exists() or (p.is_file() and p.name == SUMMARY_FILE):
-            found.append(p if p.is_dir() else p.parent)
+            here = [p if p.is_dir() else p.parent]
         elif p.is_dir():
-            found += sorted(f.parent for f in p.rglob(SUMMARY_FILE))
+            here = sorted(f.parent for f in p.rglob(SUMMARY_FILE))
         else:
-            raise EvaluationFileError(f"{p} is neither an evaluation directory nor holds any")
-    return found
+            here = []
+        if not here:
+            unfinished = (
+                " (an unfinished evaluation: run its command again to finish it)"
+                if p.is_dir() and any(p.rglob(PROGRESS_FILE))
+                else ""
+            )
+            raise EvaluationFileError(f"{p} is neither an evaluation directory nor holds any{unfinished}")
+        found.update(dict.fromkeys(d.resolve() for d in here))
+    return list(found)
 
 
 def _cell_key(meta: dict[str, Any]) -> tuple[str, str]:

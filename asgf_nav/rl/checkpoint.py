@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import random
 import re
@@ -145,6 +146,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if wrong or isinstance(state["update"], bool):
         raise CheckpointError(f"checkpoint {path} is not one of this project's: entries of the wrong type {wrong}")
     return state
+
+
+def policy_digest(state: dict[str, Any]) -> str:
+    """Digest of a checkpoint's policy weights (names, dtypes, shapes and values): what an evaluation of it
+    depends on, whatever the file's path, and different for other weights of the same update."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state["model"].items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
