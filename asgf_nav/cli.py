@@ -97,6 +97,33 @@ def number_type(kind: type, name: str, positive: tuple[str, ...], non_negative: 
     return kind
 
 
+def field_help(cls: type) -> dict[str, str]:
+    """``--help`` text for each field of dataclass ``cls``: its trailing ``# comment`` in the class source (so
+    the documentation lives in one place) and its default."""
+    import dataclasses
+    import inspect
+    import io
+    import tokenize
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    comments: dict[str, str] = {}
+    field_line: dict[int, str] = {}  # source line -> the field declared on it
+    first_on_line = set()
+    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
+        line = token.start[0]
+        starts_line = line not in first_on_line and token.type not in (tokenize.INDENT, tokenize.DEDENT)
+        if starts_line:
+            first_on_line.add(line)
+            if token.type == tokenize.NAME and token.string in names:
+                field_line[line] = token.string
+        elif token.type == tokenize.COMMENT and line in field_line:
+            comments[field_line[line]] = token.string.lstrip("# ").strip()
+    return {
+        f.name: f"{comments[f.name]} (default: %(default)r)" if f.name in comments else "default: %(default)r"
+        for f in dataclasses.fields(cls)
+    }
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     """``--config`` and the ``KEY=VALUE`` overrides, which may stand on both sides of the script's options
     (``a=1 --resume b=2``): the parser's ``parse_args`` becomes ``parse_intermixed_args``, since plain argparse

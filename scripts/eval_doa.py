@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
+from asgf_nav.cli import check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
 from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 
@@ -35,15 +35,17 @@ NON_NEGATIVE = ("threads", "sharpen_smooth_bins", "sharpen_weight")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    helps = field_help(EvalConfig)
     for f in dataclasses.fields(EvalConfig):
         if f.name == "snrs":
-            parser.add_argument("--snrs", type=float, nargs="+", default=list(f.default))
+            parser.add_argument("--snrs", type=float, nargs="+", default=list(f.default), help=helps[f.name])
         else:
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}",
                 type=number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE),
                 default=f.default,
                 choices=EVAL_CHOICES.get(f.name),
+                help=helps[f.name],
             )
     args = vars(parser.parse_args(argv))
     for key in ("selective", "crnn"):  # a missing default is left out of the table; a named file must exist

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_rooms, check_output, number_type, run_script  # noqa: E402
+from asgf_nav.cli import check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.doa.pools import train_pool_seed  # noqa: E402
 from asgf_nav.models.doa.train import (  # noqa: E402
@@ -41,14 +41,15 @@ NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    helps = field_help(DoaTrainConfig)
     for f in dataclasses.fields(DoaTrainConfig):
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(f.default, bool):  # --augment / --no-augment
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps[f.name])
         else:
             kind = number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE)
             choices = STFT_SIZES if f.name == "stft_nfft" else TRAIN_CHOICES.get(f.name)
-            parser.add_argument(flag, type=kind, default=f.default, choices=choices)
+            parser.add_argument(flag, type=kind, default=f.default, choices=choices, help=helps[f.name])
     parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
     args = vars(parser.parse_args(argv))
     export = args.pop("export")

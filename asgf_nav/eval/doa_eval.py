@@ -56,23 +56,23 @@ TEST_SET_SEED = 11
 
 @dataclass
 class EvalConfig:
-    selective: str = "data/doa/selective.pt"
-    crnn: str = "data/doa/crnn.pt"
-    pool_dir: str = "data/doa/pools"
+    selective: str = "data/doa/selective.pt"  # checkpoint of the selective head; none: leave it out
+    crnn: str = "data/doa/crnn.pt"  # checkpoint of the audio-only CRNN; none: leave it out
+    pool_dir: str = "data/doa/pools"  # cache of the rendered RIR pools (built on the first run)
     rooms: str = "shoebox"  # test rooms: shoebox | scenes | both (baked test scenes) | shoebox_pair
-    scenes_root: str = ""
-    scenes_dataset: str = "replica"
-    test_poses: int = 120
+    scenes_root: str = ""  # data root of the baked scenes, for rooms = scenes | both
+    scenes_dataset: str = "replica"  # which baked scene set's test scenes
+    test_poses: int = 120  # listener poses of the test pool
     examples: int = 400  # per (SNR, split) condition
-    snrs: tuple[float, ...] = (0.0, -5.0, -10.0)
-    gmm_train_examples: int = 3000
+    snrs: tuple[float, ...] = (0.0, -5.0, -10.0)  # target-to-distractor ratios (dB) of the unheard conditions
+    gmm_train_examples: int = 3000  # training clips of the GMM regression
     train_poses: int = 600  # the training pool the GMM regression is fitted on (as in pretrain_doa.py)
     distractor_window: str = "drawn"  # drawn (the benchmark's clips) | loudest (no steadiness cue)
     clip_seconds: float = 0.5  # at most 1 s (the bank's sounds); the heads were trained on 0.5 s clips
-    sharpen_smooth_bins: int = TemplateSharpening.smooth_bins  # the heads' rows sharpened by the onset templates
-    sharpen_weight: float = TemplateSharpening.template_weight
-    out: str = "data/doa/eval.json"
-    threads: int = 2
+    sharpen_smooth_bins: int = TemplateSharpening.smooth_bins  # sharpened rows: the head's posterior spread
+    sharpen_weight: float = TemplateSharpening.template_weight  # sharpened rows: weight of the template scores
+    out: str = "data/doa/eval.json"  # where the JSON of every metric is written
+    threads: int = 2  # torch threads
 
 
 EVAL_CHOICES: dict[str, tuple[str, ...]] = {"rooms": ROOM_KINDS, "distractor_window": DISTRACTOR_WINDOWS}
