@@ -191,7 +191,8 @@ class _ConfigFileLoader(yaml.SafeLoader):
     """YAML for config files: a key given twice in one mapping is an error (YAML keeps the last one silently, so
     a second ``ppo:`` section would reset the first one's keys), and a number keeps its text, which a text field
     such as ``train.run_dir`` takes as typed, as an override does (``2.10``, ``1_000``). Only plain decimal
-    integers are integers: YAML 1.1 reads ``0755`` as 493, ``0x1F`` as 31 and ``12:30`` as 750; these stay text."""
+    integers are integers: YAML 1.1 reads ``0755`` as 493, ``0x1F`` as 31 and ``12:30`` as 750; these stay text,
+    and so does a date."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -226,6 +227,8 @@ class _ConfigFileLoader(yaml.SafeLoader):
 
 _ConfigFileLoader.add_constructor("tag:yaml.org,2002:int", _ConfigFileLoader.construct_yaml_int)
 _ConfigFileLoader.add_constructor("tag:yaml.org,2002:float", _ConfigFileLoader.construct_yaml_float)
+# a date (``run_dir: 2024-06-01``) is text, as on the command line: no config key holds a date
+_ConfigFileLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: node.value)
 
 
 def load_config(name: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -338,6 +341,9 @@ def check_values(cfg: ExperimentConfig) -> None:
     for key in UNIT_INTERVAL:
         if not 0 <= value(key) <= 1:
             raise ConfigError(f"config key {key!r} must be in [0, 1], got {value(key)!r}")
+    for key in ("scenes.data_root", "train.run_dir"):  # an empty path is the working directory, never meant
+        if not str(value(key)).strip():
+            raise ConfigError(f"config key {key!r} must name a directory, got {value(key)!r}")
     if cfg.scenes.num_scenes is not None:
         try:
             get_preset(cfg.scenes.dataset).split_counts(cfg.scenes.num_scenes)

@@ -163,6 +163,13 @@ def test_text_overrides_keep_the_text_as_typed(override, key, expected):
     assert getattr(getattr(load_config(None, [override]), section), name) == expected
 
 
+@pytest.mark.parametrize("override", ["train.run_dir=", "scenes.data_root=''", "train.run_dir=' '"])
+def test_an_empty_run_or_data_directory_is_refused_by_name(override):
+    """An empty path is the working directory: checkpoints or baked scenes would land beside the code."""
+    with pytest.raises(ConfigError, match=f"config key '{override.split('=')[0]}' must name a directory"):
+        load_config(None, [override])
+
+
 def test_a_config_path_with_a_directory_is_that_file_or_an_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("nonexistent_dir/replica_heard.yaml", "./replica_heard.yaml", str(tmp_path / "replica_heard")):
@@ -201,7 +208,7 @@ def test_text_fields_in_a_config_file_keep_the_text_as_typed(tmp_path):
     assert (cfg.train.run_dir, cfg.scenes.data_root) == ("0755", "12:30")
     assert (cfg.train.seed, cfg.task.max_steps) == (1000, 500)  # plain decimals are still numbers
     assert type(cfg.train.seed) is int  # a plain int, which the saved config.yaml can hold
-    for written in ("2.10", "1_000", "1e3", "-0"):  # numbers in a text field: as written, as an override keeps them
+    for written in ("2.10", "1_000", "1e3", "-0", "2024-06-01"):  # numbers and dates in a text field: as written
         path.write_text(f"train:\n  run_dir: {written}\nppo:\n  lr: 2.50e-4\n")
         cfg = load_config(str(path))
         assert cfg.train.run_dir == written and cfg.ppo.lr == 2.5e-4 and type(cfg.ppo.lr) is float
