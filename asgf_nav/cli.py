@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -225,12 +226,16 @@ def check_output(
         parser.error(f"{flag}: {problem}")
 
 
+OVERRIDE_PATTERN = re.compile(r"^\w+(\.\w+)+=")  # ppo.lr=1e-4, scenes.image_size=64
+
+
 def reject_swallowed_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace, *dests: str) -> None:
-    """A ``key=value`` that a list option took in (``--scenes a b ppo.lr=1``) was meant as a config override."""
+    """A ``section.key=value`` that a list option took in (``--scenes a b ppo.lr=1``) was meant as a config
+    override; other text with ``=`` (a label such as ``"asgf seed=1"``) is left alone."""
     for dest in dests:
         flag = "--" + dest.replace("_", "-")
         for value in getattr(args, dest) or ():
-            if "=" in value:
+            if OVERRIDE_PATTERN.match(value):
                 parser.error(f"{flag}: {value!r} looks like a config override; put overrides before {flag}")
 
 

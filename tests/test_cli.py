@@ -281,3 +281,16 @@ def test_field_help_reads_each_fields_trailing_comment_and_shows_its_default() -
     # the DoA scripts' flags all say what they set
     for config in (DoaTrainConfig, EvalConfig):
         assert not [name for name, text in field_help(config).items() if text.startswith("default")], config
+
+
+def test_only_dotted_key_value_items_of_a_list_option_are_taken_for_swallowed_overrides(capsys) -> None:
+    import argparse
+
+    from asgf_nav.cli import reject_swallowed_overrides
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--labels", nargs="+")
+    reject_swallowed_overrides(parser, parser.parse_args(["--labels", "asgf seed=1", "a=b"]), "labels")  # labels
+    with pytest.raises(SystemExit):
+        reject_swallowed_overrides(parser, parser.parse_args(["--labels", "oracle", "ppo.lr=1e-4"]), "labels")
+    assert "--labels: 'ppo.lr=1e-4' looks like a config override" in capsys.readouterr().err
