@@ -78,7 +78,7 @@ class TaskConfig:
     max_geodesic_distance: float = 1000.0  # ... to (1000: no upper bound)
     use_doa: bool = False  # add the frozen selective DoA head's posterior as a "doa" observation
     doa_checkpoint: str = ""  # empty: the packaged weights (asgf_nav/models/doa/weights/selective_doa.pt)
-    doa_cache_size: int = 65536  # DoA posteriors kept per process (LRU by scene, node, goal, yaw, sound); 0 = none
+    doa_cache_size: int = 65536  # DoA posteriors kept per split (LRU by scene, node, goal, yaw, sound); 0 = none
     # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz); at least ppo.num_envs (0 = that many)
     spectrogram_cache_size: int = 8192
     # baked spectrograms (scripts/bake_spectrograms.py) the batched env reads its misses from:

@@ -10,12 +10,16 @@ sound through the binaural RIR of the agent's node and yaw (one second, as the s
 and prompts the head with a fixed other instance of the episode sound's category. The posterior depends
 only on (scene, node, goal, yaw, sound), and agents revisit those states all the time, so the provider
 keeps the most recent ``cache_size`` of them (an LRU of 288-byte rows, about 40 MB with keys at the
-default 65,536) and runs the head only on misses.
+default 65,536) and runs the head only on misses. Each world (the scenes of one split) has a cache of its
+own, so a validation never evicts the training states: a training state computed again would come out of
+another batch, different in its last float bits, and training would no longer be the same with and
+without validation.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -62,7 +66,15 @@ class DoaObservation:
         self._prompts: dict[str, torch.Tensor | None] = {}
         self._bank = None
         self._resamplers: dict[int, PolyphaseResampler] = {}
-        self.cache: PosteriorCache | None = None  # set by register_doa_observation
+        self.caches: dict[int, tuple[weakref.ref, PosteriorCache]] = {}  # by id(world): register_doa_observation
+
+    @property
+    def cache(self) -> PosteriorCache:
+        """The posterior cache, where the head has served one world (a single env, as in tests and benchmarks)."""
+        caches = [cache for world, cache in self.caches.values() if world() is not None]
+        if len(caches) != 1:
+            raise ValueError(f"the DoA head serves {len(caches)} worlds, each with its own cache: see .caches")
+        return caches[0]
 
     @property
     def num_bins(self) -> int:
@@ -229,8 +241,16 @@ def register_doa_observation(
     from asgf_nav.tasks.spectrogram import TorchSpectrogram
 
     head = DoaObservation(checkpoint)
-    cache = PosteriorCache(cache_size)
-    head.cache = cache
+
+    def cache_of(world) -> PosteriorCache:
+        """The cache of ``world``: one per world (a split's scenes), dropped with the world."""
+        key = id(world)
+        entry = head.caches.get(key)
+        if entry is None or entry[0]() is not world:
+            forget = weakref.ref(world, lambda _, key=key: head.caches.pop(key, None))
+            entry = head.caches[key] = (forget, PosteriorCache(cache_size))
+        return entry[1]
+
     renderers: dict[tuple[int, torch.device], TorchSpectrogram] = {}
 
     def received(world, scenes: list, nodes: list[int], yaws: list[int], episodes: list, device) -> torch.Tensor:
@@ -257,7 +277,7 @@ def register_doa_observation(
             sounds = [ep.sound for ep in missed[3]]
             return head.compute(audio, sounds, world.sample_rate).numpy()
 
-        return cache.get(keys, fill)
+        return cache_of(world).get(keys, fill)
 
     def compute(state) -> np.ndarray:
         return posteriors(state.world, [state.scene], [state.node], [state.yaw], [state.episode], "cpu")[0]
