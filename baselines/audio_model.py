@@ -10,8 +10,8 @@ One small CNN reads the binaural spectrogram (F, T, 2) and predicts, in the agen
 
 Labels come from the episodes' geometry only (receiver node, source node, yaw); samples are drawn from
 the train split's scenes, sounds and acoustic source nodes, the validation samples at source nodes held out
-of training (:func:`split_geometry`). The Direction Follower uses the first two heads, Gan et al. the last
-two.
+of training (:func:`split_geometry`). The Direction Follower uses the direction and close heads, Gan et al.
+only the position head (it stops on its own goal estimate, never on ``close``).
 """
 
 from __future__ import annotations
