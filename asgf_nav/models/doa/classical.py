@@ -42,7 +42,7 @@ def gcc_phat(audio: np.ndarray, sample_rate: int, upsample: int = 16) -> float:
     cc = np.fft.irfft(cross / (np.abs(cross) + EPS), n * upsample)
     max_shift = int(np.ceil(EAR_SPACING / SPEED_OF_SOUND * sample_rate * upsample))
     cc = np.concatenate([cc[-max_shift:], cc[: max_shift + 1]])
-    lag = (np.argmax(np.abs(cc)) - max_shift) / (sample_rate * upsample)  # > 0: right ear lags -> left
+    lag = (np.argmax(np.abs(cc)) - max_shift) / (sample_rate * upsample)  # < 0: right ear lags -> left
     return float(wrap_degrees(np.rad2deg(np.arcsin(np.clip(-lag * SPEED_OF_SOUND / EAR_SPACING, -1, 1)))))
 
 
