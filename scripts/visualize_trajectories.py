@@ -24,8 +24,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import (  # noqa: E402
@@ -36,24 +34,23 @@ from asgf_nav.cli import (  # noqa: E402
     reject_swallowed_overrides,
     run_script,
 )
-from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl  # noqa: E402
+from asgf_nav.eval.evaluator import read_jsonl  # noqa: E402
 from asgf_nav.eval.progress import episode_key  # noqa: E402
 from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
-from asgf_nav.scenes.scene import Scene  # noqa: E402
-from asgf_nav.scenes.soundspaces_import import imported_scene_dir  # noqa: E402
-from asgf_nav.scenes.store import SceneStoreError, scene_dir  # noqa: E402
+from asgf_nav.viz.evaluated_episode import (  # noqa: E402
+    default_labels,
+    episode_mismatch,
+    episode_name,
+    open_scene_of,
+    pick_episode,
+    resolve_episode,
+)
 
 logger = logging.getLogger("visualize_trajectories")
 
 VIDEO_SUFFIXES = (".mp4", ".gif")  # what viz.video.write_video writes
-# summary meta that fixes which episodes were evaluated, on which scenes' graphs
-SAME_EPISODES_KEYS = ("dataset", "split", "sound_split", "scene_source")
-POSITION_TOLERANCE = 1e-3  # metres between a record's start / goal position and the drawn scene's node
-
-EpisodeKey = tuple[str, str]  # (scene, episode id): ids alone repeat across the scenes of a SoundSpaces split
-Run = dict[EpisodeKey, EpisodeRecord]
 
 
 def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -66,126 +63,6 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
     for item in items:
         (overrides if "=" in item and not Path(item).exists() else runs).append(item)
     return runs, overrides
-
-
-def episode_name(key: EpisodeKey) -> str:
-    return f"{key[0]}/{key[1]}"
-
-
-def resolve_episode(value: str, runs: Sequence[Run]) -> EpisodeKey:
-    """The episode ``--episode`` names: SCENE/ID, or an ID that only one scene of the evaluations has."""
-    keys = {key for run in runs for key in run}
-    if not keys:
-        raise ValueError("the evaluations hold no episodes")
-    scene, sep, episode_id = value.partition("/")
-    if sep and (scene, episode_id) in keys:
-        return scene, episode_id
-    matches = sorted(key for key in keys if key[1] == value)
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        scenes = ", ".join(scene for scene, _ in matches)
-        raise ValueError(
-            f"episode id {value!r} is in several scenes ({scenes}); name one as SCENE/ID, e.g. "
-            f"{episode_name(matches[0])}"
-        )
-    raise ValueError(f"no episode {value!r} in the evaluations; name one as SCENE/ID, e.g. {episode_name(min(keys))}")
-
-
-def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
-    """Episode present in every run where SPL differs most between runs; ties go to one the first run
-    succeeded in, then to the longest episode."""
-    common = set(runs[0])
-    for run in runs[1:]:
-        common &= set(run)
-    if not common:
-        raise EvaluationFileError(
-            "the evaluations share no episode; evaluate the agents on the same split and episodes"
-        )
-
-    def score(key: EpisodeKey) -> tuple[float, float, float]:
-        spl = [run[key].metrics["spl"] for run in runs]
-        return max(spl) - min(spl), runs[0][key].metrics["success"], runs[0][key].geodesic_distance
-
-    return max(sorted(common), key=score)
-
-
-def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
-    """Why the evaluations are not of the same episodes (dataset, split, sound split or scene source
-    differ), or None."""
-    metas = [s["meta"] for s in summaries]
-    differs = [
-        f"{key} {metas[0][key]!r} vs {meta[key]!r}"
-        for meta in metas[1:]
-        for key in SAME_EPISODES_KEYS
-        if key in metas[0] and key in meta and metas[0][key] != meta[key]
-    ]
-    if not differs:
-        return None
-    return (
-        f"{run_dirs[0]} and {run_dirs[1]} are evaluations of different episodes ({', '.join(differs)}); "
-        "give evaluations of the same dataset, split, sound split and scene source"
-    )
-
-
-def scene_mismatch(run_dir: str, record: EpisodeRecord, scene: Scene) -> str | None:
-    """Why ``record`` was not run on ``scene``'s graph (its start or goal is not at that node), or None."""
-    positions = np.asarray(scene.positions, dtype=np.float64)
-    for what, node, position in (
-        ("start", record.start_node, record.start_position),
-        ("goal", record.goal_node, record.goal_position),
-    ):
-        if not 0 <= node < len(positions):
-            return f"its {what} node {node} is not one of the {len(positions)} nodes of {scene.directory}"
-        if not np.allclose(positions[node], position, rtol=0.0, atol=POSITION_TOLERANCE):
-            return (
-                f"its {what} node {node} is at {[round(float(v), 3) for v in position]} in {run_dir}, "
-                f"at {[round(float(v), 3) for v in positions[node]]} in {scene.directory}"
-            )
-    return None
-
-
-def other_scene_error(run_dir: str, record: EpisodeRecord, data_root: str, dataset: str, why: str) -> str:
-    """The refusal of an evaluation whose node indices are not those of the generated scene."""
-    generated = scene_dir(data_root, dataset, record.scene)
-    imported = imported_scene_dir(data_root, dataset, record.scene)
-    return (
-        f"{run_dir}: episode {episode_name(episode_key(record))} was not run on the generated scene {generated} "
-        f"({why}); an evaluation on the imported SoundSpaces scene {imported} numbers its nodes by that graph, "
-        "which has no floor plan to draw; draw evaluations of generated scenes (scenes.source=embedded)"
-    )
-
-
-def open_scene_of(
-    run_dirs: Sequence[str], summaries: Sequence[dict], records: Sequence[EpisodeRecord], data_root: str, dataset: str
-) -> Scene:
-    """The generated scene the records were run on; ValueError (naming both scene directories) when they
-    were run on an imported SoundSpaces graph, or on any other scene than the one at that path."""
-    first = records[0]
-    for run_dir, summary in zip(run_dirs, summaries):
-        if summary["meta"].get("scene_source") == "soundspaces":
-            why = "its summary's scene_source is 'soundspaces'"
-            raise ValueError(other_scene_error(run_dir, first, data_root, dataset, why))
-    try:
-        scene = Scene.open(data_root, dataset, first.scene)
-    except SceneStoreError as exc:
-        if imported_scene_dir(data_root, dataset, first.scene).is_dir():  # an older evaluation of SoundSpaces
-            raise ValueError(other_scene_error(run_dirs[0], first, data_root, dataset, str(exc))) from None
-        raise
-    for run_dir, record in zip(run_dirs, records):
-        why = scene_mismatch(run_dir, record, scene)
-        if why:
-            raise ValueError(other_scene_error(run_dir, record, data_root, dataset, why))
-    return scene
-
-
-def default_labels(run_dirs: list[str], summaries: list[dict]) -> list[str]:
-    """The agents' names; the run directories' names where two runs share an agent name."""
-    labels = [str(s["meta"].get("agent", f"run {i}")) for i, s in enumerate(summaries)]
-    if len(set(labels)) == len(labels):
-        return labels
-    names = [Path(d).resolve().name for d in run_dirs]
-    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -216,6 +216,7 @@ def test_visualize_trajectories_refuses_evaluations_of_different_episodes(outcom
 def test_visualize_trajectories_default_labels_tell_runs_of_one_agent_apart(evaluations, tmp_path, monkeypatch):
     import visualize_trajectories
 
+    import asgf_nav.viz.evaluated_episode as evaluated_episode
     import asgf_nav.viz.trajectories as trajectories
 
     drawn = {}
@@ -225,8 +226,8 @@ def test_visualize_trajectories_default_labels_tell_runs_of_one_agent_apart(eval
         return Path(path)
 
     monkeypatch.setattr(trajectories, "save_trajectories", fake_save)
-    monkeypatch.setattr(visualize_trajectories.Scene, "open", classmethod(lambda cls, *args: None))
-    monkeypatch.setattr(visualize_trajectories, "scene_mismatch", lambda *args: None)  # no scene to check against
+    monkeypatch.setattr(evaluated_episode.Scene, "open", classmethod(lambda cls, *args: None))
+    monkeypatch.setattr(evaluated_episode, "scene_mismatch", lambda *args: None)  # no scene to check against
     runs = [str(evaluations["oracle"]), str(evaluations["oracle_rerun"])]
     assert visualize_trajectories.main([*runs, "--out", str(tmp_path / "map.png")]) == 0
     assert drawn["labels"] == ["oracle", "oracle_rerun"] and len(drawn["episodes"]) == 1
