@@ -117,7 +117,7 @@ class PPOConfig:
     use_linear_lr_decay: bool = True  # lr falls linearly to 0 over total_frames
     use_linear_clip_decay: bool = True  # clip_param falls linearly to 0 over total_frames
     use_clipped_value_loss: bool = True  # PPO's clipped value loss
-    use_normalized_advantage: bool = True  # advantages normalised over the rollout (each DD-PPO rank's own)
+    use_normalized_advantage: bool = True  # advantages normalised over the rollout (DD-PPO: every rank's)
     total_frames: int = 30_000_000  # training length in environment steps, all envs and ranks together
 
 

@@ -741,6 +741,9 @@ def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: s
     try:
         # 6 updates' worth of single-process frames = 3 updates of 2 ranks
         trainer = Trainer(small_cfg("asgf", updates=6), toy_env_factory, run_dir)
+        from asgf_nav.rl import distributed
+
+        assert trainer.ppo.mean_over_ranks is distributed.mean_over_ranks  # advantages over both rollouts
         initial = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
         trainer.train()
         final = trainer.policy.state_dict()
@@ -1184,3 +1187,31 @@ def test_a_key_added_to_the_schema_after_the_checkpoint_is_not_compared() -> Non
     assert config_changes(saved, current) == []
     current["ppo"]["lr"] = 0.5
     assert config_changes(saved, current) == [("ppo.lr", saved["ppo"]["lr"], 0.5)]
+
+
+def _advantage_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from asgf_nav.rl.distributed import mean_over_ranks
+    from asgf_nav.rl.ppo import normalized_advantages
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        advantages = torch.arange(6, dtype=torch.float32).reshape(3, 2) + 10.0 * rank  # ranks far apart
+        torch.save(normalized_advantages(advantages, mean_over_ranks), os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddppo_normalises_advantages_over_every_ranks_rollout(tmp_path: Path) -> None:
+    """Each rank normalised on its own would give both ranks the same advantages, though rank 1's rollout
+    went 10 better: over both rollouts together rank 1's are all above rank 0's."""
+    mp.spawn(_advantage_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
+    together = torch.cat([torch.arange(6.0), torch.arange(6.0) + 10.0])
+    expected = (together - together.mean()) / (together.var(unbiased=False).sqrt() + 1e-5)
+    torch.testing.assert_close(torch.cat([r.reshape(-1) for r in ranks]), expected)
+    assert ranks[1].min() > ranks[0].max()

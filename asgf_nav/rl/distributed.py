@@ -116,6 +116,16 @@ def all_reduce_gradients(module: nn.Module) -> None:
         offset += count
 
 
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` (same shape on every rank) over all ranks; ``value`` itself in one process."""
+    world = world_size()
+    if world == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / world
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when ``flag`` is True on at least one (one tiny all-reduce; ``device`` is the
     training device, whose backend moves the tensor)."""

@@ -23,12 +23,20 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
     return float(1.0 - (targets - predictions).var() / target_var)
 
 
-def normalized_advantages(advantages: torch.Tensor) -> torch.Tensor:
+def normalized_advantages(
+    advantages: torch.Tensor, mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
     """Advantages shifted to mean 0 and scaled to std 1 over the rollout.
 
     A rollout of one transition is returned as it is: the unbiased std of one sample is nan, and a nan
-    advantage would write nan into every weight on the first optimiser step.
+    advantage would write nan into every weight on the first optimiser step. Under DD-PPO
+    (``mean_over_ranks``) the mean and variance are those of every rank's rollout together, as
+    habitat-baselines' ``distributed_mean_and_var`` computes them (the ranks' rollouts are of one size).
     """
+    if mean_over_ranks is not None:
+        mean = mean_over_ranks(advantages.mean())
+        variance = mean_over_ranks((advantages - mean).pow(2).mean())
+        return (advantages - mean) / (variance.sqrt() + 1e-5)
     if advantages.numel() < 2:
         return advantages
     return (advantages - advantages.mean()) / (advantages.std() + 1e-5)
@@ -38,11 +46,19 @@ class PPO:
     """One optimiser and the schedule state; ``update(storage)`` runs ppo_epoch passes over the rollout.
 
     ``gradient_hook`` runs after every backward pass and before clipping: DD-PPO passes the gradient
-    all-reduce there so that every rank clips and steps with the same averaged gradient.
+    all-reduce there so that every rank clips and steps with the same averaged gradient. DD-PPO also
+    passes ``mean_over_ranks``, so that advantages are normalised over every rank's rollout.
     """
 
-    def __init__(self, policy: nn.Module, ppo_cfg: Any, gradient_hook: GradientHook | None = None) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        ppo_cfg: Any,
+        gradient_hook: GradientHook | None = None,
+        mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.policy, self.cfg, self.gradient_hook = policy, ppo_cfg, gradient_hook
+        self.mean_over_ranks = mean_over_ranks
         self.parameters = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.parameters, lr=ppo_cfg.lr, eps=ppo_cfg.eps)
         self.lr, self.clip = float(ppo_cfg.lr), float(ppo_cfg.clip_param)
@@ -59,7 +75,7 @@ class PPO:
         cfg, clip = self.cfg, self.clip
         advantages = storage.advantages
         if cfg.use_normalized_advantage:
-            advantages = normalized_advantages(advantages)
+            advantages = normalized_advantages(advantages, self.mean_over_ranks)
         totals: dict[str, torch.Tensor] = {}
         num_updates = 0
         for _ in range(cfg.ppo_epoch):

@@ -161,8 +161,13 @@ class Trainer:
         self.env_device = torch.device(getattr(self.env, "device", "cpu"))
         self.policy = build_policy(cfg, self.env.observation_space).to(self.device)
         distributed.broadcast_parameters(self.policy)
-        hook = distributed.all_reduce_gradients if self.world > 1 else None
-        self.ppo = PPO(self.policy, cfg.ppo, gradient_hook=hook)
+        several = self.world > 1
+        self.ppo = PPO(
+            self.policy,
+            cfg.ppo,
+            gradient_hook=distributed.all_reduce_gradients if several else None,
+            mean_over_ranks=distributed.mean_over_ranks if several else None,
+        )
         hidden_shape = (self.policy.num_recurrent_layers, self.policy.hidden_size)
         self.storage = RolloutStorage.for_space(
             cfg.ppo.num_steps, self.num_envs, self.env.observation_space, hidden_shape, self.device
