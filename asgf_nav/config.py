@@ -103,7 +103,7 @@ class PPOConfig:
     """PPO hyper-parameters; defaults are SoundSpaces' AV-Nav settings."""
 
     num_envs: int = 5  # episodes stepped in parallel (per DD-PPO rank)
-    num_steps: int = 150  # rollout length per env: an update learns from num_envs x num_steps frames
+    num_steps: int = 150  # rollout length per env: an update learns from num_envs x num_steps (x ranks) frames
     ppo_epoch: int = 4  # passes over each rollout
     num_mini_batch: int = 1  # minibatches per pass, each a subset of whole env sequences (<= num_envs)
     clip_param: float = 0.1  # PPO ratio clip (and value clip)
@@ -114,8 +114,8 @@ class PPOConfig:
     max_grad_norm: float = 0.5  # gradient-norm clip
     gamma: float = 0.99  # discount
     gae_lambda: float = 0.95  # GAE lambda
-    use_linear_lr_decay: bool = True  # lr falls linearly to 0 over total_frames
-    use_linear_clip_decay: bool = True  # clip_param falls linearly to 0 over total_frames
+    use_linear_lr_decay: bool = True  # lr falls linearly towards 0 over the run's updates
+    use_linear_clip_decay: bool = True  # clip_param falls linearly towards 0 over the run's updates
     use_clipped_value_loss: bool = True  # PPO's clipped value loss
     use_normalized_advantage: bool = True  # advantages normalised over the rollout (DD-PPO: every rank's)
     total_frames: int = 30_000_000  # training length in environment steps, all envs and ranks together
@@ -128,15 +128,15 @@ class TrainConfig:
     run_dir: str = "runs/default"  # checkpoints, config.yaml, train.log and TensorBoard events; one run each
     seed: int = 1  # of python, numpy and torch (plus the rank under DD-PPO); below 2**32
     device: str = "auto"  # auto: cuda when available
-    log_interval: int = 1  # updates between log lines (0: every update, as 1)
+    log_interval: int = 1  # updates between train/* log lines and scalars (val/* always; 0: every update, as 1)
     checkpoint_interval: int = 50  # updates between checkpoints
     keep_checkpoints: int = 3  # newest ckpt_*.pt kept (best.pt is kept besides); 0: all
     val_interval: int = 500  # updates between validations; 0 disables
-    val_episodes: int = 50  # spaced evenly over the val split, each counted once per validation
+    val_episodes: int = 50  # run per validation, spaced evenly over the task.val_episodes of the val split
     # the validation metric that picks checkpoints/best.pt (SoundSpaces tests the checkpoint with the
     # best val SPL); "none": keep no best checkpoint
     best_metric: Literal["spl", "success", "sna", "softspl", "none"] = "spl"
-    stats_window_episodes: int = 50  # finished episodes behind the logged reward / SR / SPL / SNA
+    stats_window_episodes: int = 50  # finished episodes behind the logged return ("reward") / SR / SPL / SNA
     # training and evaluation; 0: the cores per rank, less one while scenes bake, at most OMP_NUM_THREADS
     torch_threads: int = 0
 

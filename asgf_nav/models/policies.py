@@ -63,9 +63,7 @@ def policy_class(name: str) -> type[Policy]:
 def build_policy(cfg: Any, observation_space: Any) -> Policy:
     """The policy named by ``cfg.model.policy``, built for one env's ``observation_space``."""
     name = cfg.model.policy
-    policy = policy_class(name)(cfg, observation_space)
-    logger.info("built policy %s with %d parameters", name, count_parameters(policy))
-    return policy
+    return policy_class(name)(cfg, observation_space)
 
 
 def count_parameters(module: nn.Module) -> int:

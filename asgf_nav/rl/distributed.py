@@ -1,8 +1,9 @@
 """DD-PPO plumbing over torch.distributed: init from torchrun variables, gradient averaging, broadcasts.
 
 Every helper also works in a plain single process (world size 1): then they do nothing, so the trainer
-has one code path. Each rank steps its own batched env and gathers its own rollout; ranks meet only to
-average gradients after every backward pass. Rank 0 logs its own episodes' statistics.
+has one code path. Each rank steps its own batched env and gathers its own rollout; ranks meet to
+normalise advantages over all rollouts, to average gradients after every backward pass, and before each
+update to agree on a stop (``any_rank``). Rank 0 logs its own episodes' statistics.
 """
 
 from __future__ import annotations
@@ -83,11 +84,6 @@ def init_distributed(
     )
     logger.info("joined process group: rank %d of %d (local rank %d, %s)", rank_id, world, local, backend)
     return rank_id, world, local
-
-
-def cleanup() -> None:
-    if is_distributed():
-        dist.destroy_process_group()
 
 
 def broadcast_parameters(module: nn.Module, source: int = 0) -> None:

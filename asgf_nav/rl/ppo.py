@@ -72,12 +72,16 @@ class PPO:
             group["lr"] = self.lr
 
     def update(self, storage: RolloutStorage) -> dict[str, float]:
+        """One PPO update: ``ppo_epoch`` passes over ``num_mini_batch`` recurrent minibatches. Returns the
+        means over those gradient steps of policy_loss, value_loss, entropy, approx_kl (``(r - 1) - log r``),
+        clip_fraction and grad_norm (before clipping, after the DD-PPO all-reduce), the explained variance
+        of the rollout's values against its returns (this rank's), and the lr and clip it used."""
         cfg, clip = self.cfg, self.clip
         advantages = storage.advantages
         if cfg.use_normalized_advantage:
             advantages = normalized_advantages(advantages, self.mean_over_ranks)
         totals: dict[str, torch.Tensor] = {}
-        num_updates = 0
+        gradient_steps = 0
         for _ in range(cfg.ppo_epoch):
             for batch in storage.recurrent_minibatches(advantages, cfg.num_mini_batch):
                 values, log_probs, entropy, _ = self.policy.evaluate_actions(
@@ -116,8 +120,8 @@ class PPO:
                     }
                 for key, value in step_stats.items():
                     totals[key] = totals.get(key, 0.0) + value
-                num_updates += 1
-        stats = {key: float(value) / num_updates for key, value in totals.items()}
+                gradient_steps += 1
+        stats = {key: float(value) / gradient_steps for key, value in totals.items()}
         stats["explained_variance"] = explained_variance(storage.values[:-1], storage.returns)
         stats["lr"], stats["clip"] = self.lr, clip
         return stats

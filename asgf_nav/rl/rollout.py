@@ -35,7 +35,8 @@ def compute_gae(
 
 @dataclass
 class Minibatch:
-    """A subset of environments with their full sequences, time-major (T, b, ...)."""
+    """A subset of environments with their full sequences: time-major (T, b, ...) tensors, ``hidden`` their
+    state at the rollout's start (layers, b, H), ``env_indices`` (b,) which envs they are."""
 
     env_indices: torch.Tensor
     obs: dict[str, torch.Tensor]

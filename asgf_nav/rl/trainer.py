@@ -69,12 +69,12 @@ from asgf_nav.rl.checkpoint import (
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage
 from asgf_nav.scenes.background import ScenesNotReadyError
+from asgf_nav.tasks.metrics import METRIC_NAMES as EPISODE_METRICS
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 
 logger = logging.getLogger(__name__)
 
 EnvFactory = Callable[[Any, str, int], Any]
-EPISODE_METRICS = ("success", "spl", "softspl", "sna", "distance_to_goal", "num_actions")
 VALIDATION_SEED_OFFSET = 7919
 SUMMARY_KEYS = {"fps", "value_loss", "episode/success", "episode/spl", "success", "spl", "sna"}
 
