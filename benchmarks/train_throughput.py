@@ -37,7 +37,7 @@ import torch
 from gymnasium import spaces
 from tqdm import tqdm
 
-from asgf_nav.cli import run_script
+from asgf_nav.cli import check_output, non_negative_int, positive_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.experiment import register_auxiliary_observations
@@ -239,11 +239,11 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="config name or YAML path (default: defaults)")
     parser.add_argument("--policies", nargs="+", default=sorted(POLICY_REGISTRY))
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--num-envs", type=int, default=None)
-    parser.add_argument("--num-steps", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--updates", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--num-envs", type=positive_int, default=None, help="default: the config's")
+    parser.add_argument("--num-steps", type=positive_int, default=32)
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed updates per variant")
+    parser.add_argument("--updates", type=positive_int, default=2, help="timed updates per variant")
+    parser.add_argument("--image-size", type=positive_int, default=128)
     parser.add_argument(
         "--variant",
         dest="variants",
@@ -251,11 +251,16 @@ def main() -> None:
         type=parse_variant,
         default=[],
         metavar="NAME:KEY=V,...",
-        help="a config variant timed in turns with the others (repeat; the first is the ratios' base)",
+        help="a config variant timed in turns with the others (repeat; the first is the ratios' base); its "
+        "overrides come last, so a variant may set model.policy or ppo.num_steps itself",
     )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=")
     args = parser.parse_args()
+    unknown = sorted(set(args.policies) - set(POLICY_REGISTRY))
+    if unknown:
+        parser.error(f"--policies: {unknown} are not policies; choose from {sorted(POLICY_REGISTRY)}")
+    check_output(parser, "--json", args.json)
     setup_logging("WARNING")
     devices = devices_to_compare(args.devices)  # a device this machine lacks ends the run before any work
     variants = args.variants or [("", [])]
@@ -263,28 +268,25 @@ def main() -> None:
     width = max(len(name) for name in names)
     if len(set(names)) != len(names):
         parser.error(f"--variant: the names {names} repeat one")
-    if args.warmup < 0 or args.updates <= 0:
-        parser.error("--warmup must be >= 0 and --updates positive")
 
     results = []
     for device in devices:
         for policy in args.policies:
             configs = []
             for name, overrides in variants:
-                cfg = load_config(args.config, [*args.overrides, *overrides])
+                chosen = [f"model.policy={policy}", f"ppo.num_steps={args.num_steps}"]
+                chosen += [f"ppo.num_envs={args.num_envs}"] if args.num_envs else []
+                cfg = load_config(args.config, [*args.overrides, *chosen, *overrides])  # the variant's win
                 if cfg.task.use_doa and args.env == "random":
                     where = f"--variant {name}: " if name else ""
                     parser.error(
                         f"{where}task.use_doa=true needs --env embedded or synthetic (random observations have no doa)"
                     )
-                cfg.model.policy, cfg.ppo.num_steps = policy, args.num_steps
-                if args.num_envs:
-                    cfg.ppo.num_envs = args.num_envs
                 configs.append((name, overrides, cfg))
             for result in measure(configs, args.env, device, args.warmup, args.updates, args.image_size):
                 results.append(result)
                 line = (
-                    f"{policy:14s} {str(device):5s} env={args.env:9s} envs={result['num_envs']:3d} "
+                    f"{result['policy']:14s} {str(device):5s} env={args.env:9s} envs={result['num_envs']:3d} "
                     f"steps={result['num_steps']:4d}  "
                 )
                 if args.variants:

@@ -148,6 +148,31 @@ def test_variants_are_timed_in_turns_and_printed_with_their_ratio_to_the_first(m
     assert "1.00x a  (no overrides)" in lines[0] and f"{b['ratio']:6.2f}x a  (ppo.lr=0.001)" in lines[1]
 
 
+def test_a_variant_may_set_the_policy_and_rollout_length_itself(monkeypatch, capsys, tmp_path):
+    """--policies and --num-steps set every variant's defaults; a variant's own overrides come after them, so
+    two policies can be timed in turns."""
+    out = tmp_path / "tt.json"
+    variants = ["--variant", "av", "--variant", "ase:model.policy=asgf_no_asgf,ppo.num_steps=8"]
+    run_benchmark(monkeypatch, train_throughput, *TINY_TRAINING, *variants, "--updates", "1", "--json", str(out))
+    av, ase = json.loads(out.read_text())
+    assert (av["policy"], av["num_steps"], ase["policy"], ase["num_steps"]) == ("av_nav", 4, "asgf_no_asgf", 8)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("av_nav ") and lines[1].startswith("asgf_no_asgf ")
+
+
+def test_bad_throughput_arguments_end_before_any_work(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(train_throughput, "load_config", lambda *args: pytest.fail("work started"))
+    for argv, message in [
+        (["--num-steps", "0"], "--num-steps"),
+        (["--num-envs", "-1"], "--num-envs"),
+        (["--policies", "av_nav", "ppo.ppo_epoch=1"], "['ppo.ppo_epoch=1'] are not policies"),
+        (["--json", str(tmp_path)], "--json"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            run_benchmark(monkeypatch, train_throughput, *argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err, argv
+
+
 def test_each_variant_observes_through_its_own_providers(registry):
     """The observation registry is process-wide: a variant's turn must not use the head (and cache) that
     the variant built after it registered."""
