@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from env_throughput import Policy, load_baked_world  # noqa: E402
 
-from asgf_nav.cli import run_script  # noqa: E402
+from asgf_nav.cli import check_output, non_negative_int, positive_int, run_script  # noqa: E402
 from asgf_nav.config import TaskConfig  # noqa: E402
 from asgf_nav.io import atomic_write_text  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -33,34 +33,45 @@ BYTES_PER_ENTRY_44K = 65 * 69 * 2 * 4  # one (65, 69, 2) float32 Replica spectro
 
 
 class KeyLru:
-    """The replacement policy of ``SpectrogramCache`` on keys alone."""
+    """The replacement policy of ``SpectrogramCache.lookup`` on keys alone: a step's hits are refreshed
+    before its misses evict, so no key of the step is evicted by another of the same step."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.keys: OrderedDict[int, None] = OrderedDict()
 
-    def touch(self, key: int) -> bool:
-        if key in self.keys:
-            self.keys.move_to_end(key)
-            return True
-        self.keys[key] = None
-        if len(self.keys) > self.capacity:
-            self.keys.popitem(last=False)
-        return False
+    def lookup(self, keys: list[int]) -> int:
+        """Look up one step's distinct ``keys``; returns how many were hits."""
+        missing = []
+        for key in keys:
+            if key in self.keys:
+                self.keys.move_to_end(key)
+            else:
+                missing.append(key)
+        for key in missing:
+            self.keys[key] = None
+            if len(self.keys) > self.capacity:
+                self.keys.popitem(last=False)
+        return len(keys) - len(missing)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="replica_heard.yaml")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=4000, help="batched steps")
-    parser.add_argument("--windows", type=int, default=8, help="report the hit rate over this many windows")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768, 65536])
+    parser.add_argument("--num-envs", type=positive_int, default=64)
+    parser.add_argument("--steps", type=positive_int, default=4000, help="batched steps")
+    parser.add_argument("--windows", type=positive_int, default=8, help="report the hit rate over this many windows")
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[8192, 16384, 32768, 65536])
     parser.add_argument("--policy", choices=["random", "guided"], default="random")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    check_output(parser, "--json", args.json)
+    if min(args.sizes) < args.num_envs:  # as SpectrogramCache, which refuses a step that does not fit
+        parser.error(f"--sizes: {min(args.sizes)} entries cannot hold one step of {args.num_envs} envs")
+    if args.windows > args.steps:
+        parser.error(f"--windows: {args.windows} windows of {args.steps} steps leave some empty")
     setup_logging("WARNING")
     # only the acoustics are loaded (a data root baked for audio only will do), and the env has no sensor at
     # all: the cache's keys come from the agents' states, no spectrogram or view is computed
@@ -81,7 +92,7 @@ def main() -> None:
         keys = list(dict.fromkeys(int(k) for k in env.spectrogram_keys()))
         lookups += len(keys)
         for j, cache in enumerate(caches):
-            hits[j] += sum(cache.touch(k) for k in keys)
+            hits[j] += cache.lookup(keys)
         if step % window == 0:
             rates = hits / max(lookups, 1)
             rows.append(

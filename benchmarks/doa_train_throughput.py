@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from asgf_nav.cli import run_script
+from asgf_nav.cli import positive_int, run_script
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.rooms import shoebox_pool
@@ -67,11 +67,11 @@ def device_rows(device: torch.device, args: argparse.Namespace, bank: SoundBank,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--models", nargs="+", default=["selective", "crnn"])
-    parser.add_argument("--batch-size", type=int, default=24)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--poses", type=int, default=24, help="shoebox poses in the RIR pool")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--models", nargs="+", choices=["selective", "crnn"], default=["selective", "crnn"])
+    parser.add_argument("--batch-size", type=positive_int, default=24)
+    parser.add_argument("--repeats", type=positive_int, default=10)
+    parser.add_argument("--poses", type=positive_int, default=24, help="shoebox poses in the RIR pool")
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     devices = devices_to_compare(args.devices)

@@ -32,11 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from asgf_nav.cli import run_script
+from asgf_nav.cli import check_output, non_negative_int, positive_int, run_script
 from asgf_nav.config import TaskConfig, load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.io import atomic_write_text
@@ -216,22 +217,25 @@ def main() -> None:
     parser.add_argument("--world", choices=["synthetic", "embedded"], default="synthetic")
     parser.add_argument("--config", default="replica_heard.yaml", help="config for --world embedded")
     parser.add_argument("--data-root", default=None, help="scenes.data_root for --world embedded")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256, 1024])
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1, 16, 64, 256, 1024])
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--sound-splits", nargs="+", default=["heard", "unheard"])
+    parser.add_argument("--sound-splits", nargs="+", choices=["heard", "unheard"], default=["heard", "unheard"])
     parser.add_argument("--policy", choices=["random", "guided"], default="random")
-    parser.add_argument("--steps", type=int, default=30, help="timed batched steps per setting")
-    parser.add_argument("--warmup", type=int, default=30, help="untimed steps first (fills the cache)")
-    parser.add_argument("--ref-steps", type=int, default=40)
-    parser.add_argument("--cache-size", type=int, default=8192)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--sample-rate", type=int, default=44100)
-    parser.add_argument("--grid", type=int, nargs=2, default=[14, 10], help="synthetic grid nodes (nx nz)")
-    parser.add_argument("--sources", type=int, default=24)
+    parser.add_argument("--steps", type=positive_int, default=30, help="timed batched steps per setting")
+    parser.add_argument("--warmup", type=non_negative_int, default=30, help="untimed steps first (fills the cache)")
+    parser.add_argument("--ref-steps", type=positive_int, default=40)
+    parser.add_argument("--cache-size", type=non_negative_int, default=8192)
+    parser.add_argument("--image-size", type=positive_int, default=128)
+    parser.add_argument("--sample-rate", type=positive_int, default=44100)
+    parser.add_argument("--grid", type=positive_int, nargs=2, default=[14, 10], help="synthetic grid nodes (nx nz)")
+    parser.add_argument("--sources", type=positive_int, default=24)
     parser.add_argument("--spectrogram-store", default=None, help="baked spectrograms for the batched env")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
+    check_output(parser, "--json", args.json)
+    if args.spectrogram_store and not Path(args.spectrogram_store).is_dir():
+        parser.error(f"--spectrogram-store: {args.spectrogram_store} is not a directory")
     setup_logging("WARNING")
     if args.threads:
         torch.set_num_threads(args.threads)

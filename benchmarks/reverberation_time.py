@@ -36,7 +36,7 @@ from asgf_nav.acoustics.simulate import (
     free_space,
     simulate_source,
 )
-from asgf_nav.cli import run_script
+from asgf_nav.cli import positive_float, positive_int, run_script
 from asgf_nav.scenes.floorplan import Box, FloorPlan, Room
 from asgf_nav.scenes.furnish import MATERIALS
 from asgf_nav.scenes.scene import FLOORPLAN_FILE
@@ -147,12 +147,12 @@ def scene_tails(scene_dir: Path, receivers: int = 3) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=float, nargs=3, default=(6.0, 5.0, 2.6), metavar=("W", "D", "H"))
+    parser.add_argument("--size", type=positive_float, nargs=3, default=(6.0, 5.0, 2.6), metavar=("W", "D", "H"))
     parser.add_argument("--walls", default="paint_white", choices=sorted(MATERIALS))
     parser.add_argument("--floor", default="wood_floor", choices=sorted(MATERIALS))
     parser.add_argument("--ceiling", default="ceiling_plaster", choices=sorted(MATERIALS))
-    parser.add_argument("--rays", type=int, default=20000, help="rays for both tracers (the bake uses 3000)")
-    parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--rays", type=positive_int, default=20000, help="rays for both tracers (the bake uses 3000)")
+    parser.add_argument("--sample-rate", type=positive_int, default=16000)
     parser.add_argument("--scene-dir", type=Path, help="a baked scene (layout and acoustics) instead of the room")
     args = parser.parse_args()
     if args.scene_dir is not None:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from asgf_nav.cli import run_script
+from asgf_nav.cli import non_negative_int, positive_float, positive_int, run_script
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 
@@ -57,18 +57,16 @@ def time_batches(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16, 32, 64, 128])
-    parser.add_argument("--observations", type=int, default=256, help="spectrograms per timed call")
-    parser.add_argument("--rounds", type=int, default=5, help="timed turns over all batch sizes")
-    parser.add_argument("--sample-rate", type=int, default=44100)
-    parser.add_argument("--rir-seconds", type=float, default=1.0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--batches", type=positive_int, nargs="+", default=[4, 8, 16, 32, 64, 128])
+    parser.add_argument("--observations", type=positive_int, default=256, help="spectrograms per timed call")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="timed turns over all batch sizes")
+    parser.add_argument("--sample-rate", type=positive_int, default=44100)
+    parser.add_argument("--rir-seconds", type=positive_float, default=1.0)
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = devices_to_compare(args.devices)
-    if any(b <= 0 for b in args.batches) or args.observations <= 0 or args.rounds <= 0:
-        parser.error("--batches, --observations and --rounds must be positive")
     print(f"{args.observations} observations per call, {args.rounds} rounds, torch threads {torch.get_num_threads()}")
     print("| device | batch | ms per observation | time / default's (>1: slower) |")
     print("|---|---|---|---|")

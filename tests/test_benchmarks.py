@@ -21,6 +21,7 @@ from asgf_nav.tasks import observations
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import their siblings, as when run as scripts
 
+import cache_hit_rate  # noqa: E402
 import env_throughput  # noqa: E402
 import train_throughput  # noqa: E402
 
@@ -270,3 +271,19 @@ def test_row_gather_checks_both_gathers_agree_and_prints_their_ratio(capsys):
     rows = capsys.readouterr().out.strip().splitlines()[2:]
     assert [row.split()[0] for row in rows] == ["rgb", "depth", "spectrogram"]
     assert all(row.endswith("x") and float(row.split()[-1][:-1]) > 0 for row in rows)
+
+
+# ------------------------------------------------------------------------------------------ cache_hit_rate
+def test_the_key_lru_counts_the_hits_of_the_spectrogram_cache_it_models():
+    """Near capacity a step's misses must not evict a key the same step hits (the cache refreshes hits first)."""
+    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
+
+    rng = np.random.default_rng(0)
+    model = cache_hit_rate.KeyLru(4)
+    cache = SpectrogramCache(4, (1,), "cpu", lambda keys: torch.as_tensor(keys, dtype=torch.float32)[:, None])
+    steps = [[1, 2], [3, 1], *[list(dict.fromkeys(rng.integers(0, 7, size=3).tolist())) for _ in range(200)]]
+    for keys in steps:
+        before = cache.hits
+        values = cache.lookup(np.asarray(keys))
+        assert model.lookup(keys) == cache.hits - before, keys
+        assert values[:, 0].tolist() == keys
