@@ -3,7 +3,9 @@
 The reference is :class:`asgf_nav.tasks.audionav_env.AudioNavEnv`, which computes every observation at
 every step the way SoundSpaces does (scipy fftconvolve + STFT per env per step, views from arrays).
 The reference always walks randomly (its cost per step does not depend on the policy); the batched env
-follows ``--policy``. Throughput is env-steps per second (B steps per batched step).
+follows ``--policy``. Throughput is env-steps per second (B steps per batched step). Each row's
+``--ref-steps`` reference steps run in turns with its timed batched steps, so each row's ratios compare
+speeds measured over the same stretch of a noisy machine.
 
 Two columns for the batched env, because its speed depends on its spectrogram cache:
 - "live": ``--steps`` timed steps right after ``--warmup`` untimed ones, misses computed at the hit rate
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -161,11 +164,13 @@ def time_batched(
     policy: str,
     seed: int = 0,
     spectrogram_store: str | None = None,
+    between: Callable[[], None] = lambda: None,
 ) -> dict:
     """Live: ``steps`` steps after ``warmup`` steps, timing only ``env.step`` (misses included, at the hit
     rate reached). Cached: the same actions replayed from the saved env state by a second env whose cache
     holds every spectrogram of those steps: a cache of ``cache_size`` entries can hold fewer than the timed
-    steps look up (B x steps at most), and a replay through it would thrash instead of bounding the speed."""
+    steps look up (B x steps at most), and a replay through it would thrash instead of bounding the speed.
+    ``between`` runs after each timed step (live and cached): the reference's turn, timed by itself."""
     env = batched_env(world, episodes, num_envs, device, cache_size, seed, spectrogram_store)
     act = Policy(policy, seed)
     env.reset()
@@ -178,6 +183,7 @@ def time_batched(
         actions.append(act(env, num_envs))
         elapsed += timed_step(env, actions[-1])
         keys.update(env.spectrogram_keys().tolist())  # what this step's observation looked up
+        between()
     after = env.cache_stats()
     misses = after["misses"] - before["misses"]
     result = {
@@ -192,24 +198,45 @@ def time_batched(
         replay.step(a)
     replay.load_state_dict(state)
     before = replay.cache_stats()
-    elapsed = sum(timed_step(replay, a) for a in actions)
+    elapsed = 0.0
+    for a in actions:
+        elapsed += timed_step(replay, a)
+        between()
     result["cached"] = num_envs * steps / elapsed
     result["cached_hit_rate"] = hit_rate(before, replay.cache_stats())
     result["cached_cache_size"] = replay.cache_stats()["capacity"]
     return result
 
 
-def time_reference(world, episodes, steps: int, seed: int = 0) -> float:
-    """Per-step reference env under a random policy (its cost per step does not depend on the policy)."""
-    env = AudioNavEnv(world, episodes, TaskConfig(sensors=SENSORS), seed=seed)
-    rng = np.random.default_rng(seed)
-    env.reset()
-    start = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(int(rng.choice(4, p=POLICY)))
-        if term or trunc:
-            env.reset()
-    return steps / (time.perf_counter() - start)
+class ReferenceTimer:
+    """The per-step reference env under a random policy (its cost per step does not depend on the policy),
+    stepped in turns with the batched env's timed steps, so that both are timed over the same stretch of a
+    busy machine and their ratio holds where the absolute speeds drift."""
+
+    def __init__(self, world, episodes, seed: int = 0) -> None:
+        self.env = AudioNavEnv(world, episodes, TaskConfig(sensors=SENSORS), seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.env.reset()
+        self.steps, self.seconds = 0, 0.0
+
+    def run(self, steps: int) -> None:
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, _, term, trunc, _ = self.env.step(int(self.rng.choice(4, p=POLICY)))
+            if term or trunc:
+                self.env.reset()
+        self.seconds += time.perf_counter() - start
+        self.steps += steps
+
+    def spread(self, total: int, turns: int) -> Callable[[], None]:
+        """A ``between`` for ``turns`` timed batched steps that runs ``total`` reference steps over them."""
+        done = iter(range(1, turns + 1))
+
+        def turn() -> None:
+            i = next(done, turns)
+            self.run(i * total // turns - (i - 1) * total // turns)
+
+        return turn
 
 
 def main() -> None:
@@ -223,7 +250,9 @@ def main() -> None:
     parser.add_argument("--policy", choices=["random", "guided"], default="random")
     parser.add_argument("--steps", type=positive_int, default=30, help="timed batched steps per setting")
     parser.add_argument("--warmup", type=non_negative_int, default=30, help="untimed steps first (fills the cache)")
-    parser.add_argument("--ref-steps", type=positive_int, default=40)
+    parser.add_argument(
+        "--ref-steps", type=positive_int, default=40, help="reference steps per row, in turns with its timed steps"
+    )
     parser.add_argument("--cache-size", type=non_negative_int, default=8192)
     parser.add_argument("--image-size", type=positive_int, default=128)
     parser.add_argument("--sample-rate", type=positive_int, default=44100)
@@ -256,14 +285,15 @@ def main() -> None:
     )
     for sound_split in args.sound_splits:
         episodes = episodes_for(world, sound_split, 500, unheard)
-        ref = time_reference(world, episodes, args.ref_steps)
-        print(f"\n[{sound_split}] per-step reference: {ref:.1f} env-steps/s")
+        reference = ReferenceTimer(world, episodes)
+        print(f"\n[{sound_split}] the per-step reference timed in turns with each row's timed steps")
         print(
-            f"{'device':>6} {'B':>5} {'live steps/s':>13} {'x ref':>7} {'hit rate':>9} {'store':>6} "
-            f"{'cached steps/s':>15} {'x ref':>7} {'cached hits':>12}"
+            f"{'device':>6} {'B':>5} {'ref steps/s':>12} {'live steps/s':>13} {'x ref':>7} {'hit rate':>9} "
+            f"{'store':>6} {'cached steps/s':>15} {'x ref':>7} {'cached hits':>12}"
         )
         for device in devices:
             for b in args.sizes:
+                steps_before, seconds_before = reference.steps, reference.seconds
                 r = time_batched(
                     world,
                     episodes,
@@ -274,7 +304,9 @@ def main() -> None:
                     max(args.cache_size, b),
                     args.policy,
                     spectrogram_store=args.spectrogram_store,
+                    between=reference.spread(args.ref_steps, 2 * args.steps),  # live and cached turns
                 )
+                ref = (reference.steps - steps_before) / (reference.seconds - seconds_before)
                 row = {
                     "sound_split": sound_split,
                     "device": str(device),
@@ -289,8 +321,8 @@ def main() -> None:
                 }
                 results.append(row)
                 print(
-                    f"{str(device):>6} {b:>5} {r['live']:>13.0f} {r['live'] / ref:>7.1f} {r['hit_rate']:>9.2f} "
-                    f"{r['store_share']:>6.2f} {r['cached']:>15.0f} {r['cached'] / ref:>7.1f} "
+                    f"{str(device):>6} {b:>5} {ref:>12.1f} {r['live']:>13.0f} {r['live'] / ref:>7.1f} "
+                    f"{r['hit_rate']:>9.2f} {r['store_share']:>6.2f} {r['cached']:>15.0f} {r['cached'] / ref:>7.1f} "
                     f"{r['cached_hit_rate']:>12.2f}",
                     flush=True,
                 )

@@ -66,6 +66,25 @@ def test_env_throughput_prints_the_cached_replays_hit_rate(monkeypatch, capsys, 
     assert row["device"] == "cpu" and row["cached_hit_rate"] == 1.0
 
 
+def test_the_reference_runs_in_turns_with_every_timed_batched_step():
+    """--ref-steps reference steps spread over the live and the cached timed steps, none left out."""
+    world = env_throughput.build_synthetic(8, 16000, 5, 4, 3)
+    episodes = env_throughput.episodes_for(world, "heard", 20, [])
+    reference = env_throughput.ReferenceTimer(world, episodes)
+    turns = []
+    spread = reference.spread(7, 2 * 3)
+
+    def between():
+        before = reference.steps
+        spread()
+        turns.append(reference.steps - before)
+
+    env_throughput.time_batched(world, episodes, 2, "cpu", steps=3, warmup=1, cache_size=4, policy="random",
+                                between=between)  # fmt: skip
+    assert len(turns) == 6 and sum(turns) == 7 == reference.steps and max(turns) - min(turns) <= 1
+    assert reference.seconds > 0
+
+
 def test_the_reference_is_documented_as_walking_randomly_whatever_the_policy():
     doc = env_throughput.__doc__
     assert "Both run the same policy" not in doc and "The reference always walks randomly" in doc
