@@ -1,6 +1,7 @@
 """DoA head training throughput: example rendering and full training steps, per device, side by side.
 
-Rows, all measured in one run on the same RIR pool and batch size:
+Rows, all measured in one run on the same RIR pool and batch size, one call of each in turns per repeat
+(so a busy machine slows every row alike and the ratios hold where absolute speeds drift):
   render float64   the sampler's default on a CPU (the benchmark's clips)
   render float32   the default on a GPU
   step <model>     one training step as scripts/pretrain_doa.py takes it (render + forward + backward +
@@ -26,19 +27,30 @@ from asgf_nav.models.doa.rooms import shoebox_pool
 from asgf_nav.models.doa.train import DoaTrainConfig, build_model, optimization_step
 from asgf_nav.sounds.bank import SoundBank
 
+Work = tuple[str, torch.device, Callable[[], object]]  # (row name, device, one call)
 
-def _timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Seconds per call after two untimed calls."""
-    for _ in range(2):
-        fn()
+
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+
+
+def timed_in_turns(works: list[Work], repeats: int) -> list[float]:
+    """Seconds per call of each work: two untimed calls each, then ``repeats`` rounds of one timed call of
+    every work in turn."""
+    for _, device, fn in works:
+        for _ in range(2):
+            fn()
+        _sync(device)
+    seconds = [0.0] * len(works)
     for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / repeats
+        for i, (_, device, fn) in enumerate(works):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            seconds[i] += time.perf_counter() - start
+    return [total / repeats for total in seconds]
 
 
 def _train_step(model: torch.nn.Module, sampler: DoaExampleSampler, cfg: DoaTrainConfig, rng) -> Callable[[], None]:
@@ -47,21 +59,21 @@ def _train_step(model: torch.nn.Module, sampler: DoaExampleSampler, cfg: DoaTrai
     return lambda: optimization_step(model, optimizer, sampler.sample(cfg.batch_size, (-5.0, 5.0), rng), cfg)
 
 
-def device_rows(device: torch.device, args: argparse.Namespace, bank: SoundBank, pool) -> list[tuple[str, float]]:
-    """(work, seconds per batch) on one device."""
+def device_works(device: torch.device, args: argparse.Namespace, bank: SoundBank, pool) -> list[Work]:
+    """The rows' work on one device: rendering in float64 and float32, and each model's training step."""
     categories = bank.categories()
     rng = np.random.default_rng(0)
-    rows = []
+    works: list[Work] = []
     for dtype in (torch.float64, torch.float32):
         sampler = DoaExampleSampler(bank, pool, "train", categories=categories, device=device, dtype=dtype)
-        seconds = _timed(lambda s=sampler: s.sample(args.batch_size, (-5.0, 5.0), rng), args.repeats, device)
-        rows.append((f"render {str(dtype).removeprefix('torch.')}", seconds))
+        render = lambda s=sampler: s.sample(args.batch_size, (-5.0, 5.0), rng)  # noqa: E731
+        works.append((f"render {str(dtype).removeprefix('torch.')}", device, render))
     sampler = DoaExampleSampler(bank, pool, "train", categories=categories, device=device)  # the device's default
     for kind in args.models:
         cfg = DoaTrainConfig(model=kind, batch_size=args.batch_size)
         model = build_model(kind, cfg, categories).to(device)
-        rows.append((f"step {kind}", _timed(_train_step(model, sampler, cfg, rng), args.repeats, device)))
-    return rows
+        works.append((f"step {kind}", device, _train_step(model, sampler, cfg, rng)))
+    return works
 
 
 def main() -> None:
@@ -76,14 +88,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     devices = devices_to_compare(args.devices)
     bank, pool = SoundBank.load(), shoebox_pool(args.poses, 6, seed=11, progress=False)
-    rows = {device.type: device_rows(device, args, bank, pool) for device in devices}
-    baseline = dict(rows.get("cpu", []))
-    print(f"batch {args.batch_size}, {args.threads} CPU thread(s), {args.repeats} timed calls per row")
-    print("| device | work | ms per batch | examples/s | x cpu |\n|---|---|---|---|---|")
-    for dev, measured in rows.items():
-        for name, seconds in measured:
-            ratio = f"{baseline[name] / seconds:.1f}x" if name in baseline else "-"
-            print(f"| {dev} | {name} | {seconds * 1e3:.1f} | {args.batch_size / seconds:,.0f} | {ratio} |")
+    works = [work for device in devices for work in device_works(device, args, bank, pool)]
+    seconds = timed_in_turns(works, args.repeats)
+    measured = {(device.type, name): t for (name, device, _), t in zip(works, seconds)}
+    print(f"batch {args.batch_size}, {args.threads} CPU thread(s), {args.repeats} timed calls per row, in turns")
+    print("| device | work | ms per batch | examples/s | x cpu | x float64 render |\n|---|---|---|---|---|---|")
+    for (dev, name), t in measured.items():
+        cpu = measured.get(("cpu", name))
+        ratio = f"{cpu / t:.1f}x" if cpu is not None else "-"
+        float64 = measured[(dev, "render float64")] / t if name == "render float32" else None
+        versus = f"{float64:.2f}x" if float64 is not None else "-"
+        print(f"| {dev} | {name} | {t * 1e3:.1f} | {args.batch_size / t:,.0f} | {ratio} | {versus} |")
 
 
 if __name__ == "__main__":

@@ -306,3 +306,13 @@ def test_the_key_lru_counts_the_hits_of_the_spectrogram_cache_it_models():
         values = cache.lookup(np.asarray(keys))
         assert model.lookup(keys) == cache.hits - before, keys
         assert values[:, 0].tolist() == keys
+
+
+def test_doa_throughput_rows_take_turns_within_each_repeat():
+    import doa_train_throughput
+
+    calls = []
+    works = [(name, torch.device("cpu"), lambda name=name: calls.append(name)) for name in ("a", "b", "c")]
+    seconds = doa_train_throughput.timed_in_turns(works, repeats=3)
+    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3  # two untimed calls each, then turns
+    assert len(seconds) == 3 and all(t >= 0 for t in seconds)
