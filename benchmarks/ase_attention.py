@@ -5,7 +5,7 @@ weights are depends on the spectrogram's absolute scale. This renders spectrogra
 the bank at random (receiver, source, yaw) triples of one baked scene, as the task does (the responses
 from the straight-line arrival, ``task.keep_travel_time`` false), and prints the
 largest weight relative to uniform (1.0 = a plain mean) and the weights' entropy relative to the uniform
-one (1.0 = a plain mean). Seconds per hundred triples.
+one (1.0 = a plain mean). It takes seconds per hundred triples.
 
     python benchmarks/ase_attention.py --scene-dir DATA/scenes/replica/frl_apartment_5 --triples 200
 """

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.neural_network import MLPClassifier
 
-from asgf_nav.cli import run_script
+from asgf_nav.cli import positive_int, run_script
 from asgf_nav.eval.doa_eval import EvalConfig, test_sets
 from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaExampleSampler
@@ -54,19 +54,22 @@ def pooled_features(audio: np.ndarray, nfft: int = 256, hop: int = 64) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes-root", required=True, help="data root with the baked Replica-like scenes")
-    parser.add_argument("--train-examples", type=int, default=6000)
-    parser.add_argument("--train-poses", type=int, default=1200)
-    parser.add_argument("--examples", type=int, default=400, help="test clips (the benchmark's first ones)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pool-dir", default="data/doa/pools", help="cache of the RIR pools")
+    parser.add_argument("--train-examples", type=positive_int, default=6000)
+    parser.add_argument("--train-poses", type=positive_int, default=1200)
+    parser.add_argument("--examples", type=positive_int, default=400, help="test clips (the benchmark's first ones)")
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     bank = SoundBank.load()
-    cfg = DoaTrainConfig(rooms="scenes", scenes_root=args.scenes_root)
+    cfg = DoaTrainConfig(rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir)
     pool = rir_pool(cfg, "train", args.train_poses, train_pool_seed(cfg.seed))  # the GMM baseline's training pool
     sampler = DoaExampleSampler(bank, pool, "train", categories=bank.categories())
     train = sampler.sample(args.train_examples, 0.0, np.random.default_rng(1))
-    eval_cfg = EvalConfig(rooms="scenes", scenes_root=args.scenes_root, snrs=(0.0,), examples=args.examples)
+    eval_cfg = EvalConfig(
+        rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir, snrs=(0.0,), examples=args.examples
+    )
     test = test_sets(eval_cfg, bank)[0][("unheard", 0.0)]
     labels = np.round(train.azimuth.numpy() / BIN_WIDTH).astype(int) % int(360 / BIN_WIDTH)
     truth, los = test.azimuth.numpy(), test.line_of_sight.numpy()

@@ -6,7 +6,7 @@ path has no level and no direction), so the goal could sound quieter than a neig
 away, and loudness stopped rising on the last step to the goal. ``SceneRirs`` now adds a direct path
 from ``rir.AT_SOURCE_DISTANCE`` straight above (``RENDER_VERSION`` 3). For every source node of each
 scene this prints how often the goal's response energy (mean over the four yaws) falls below that of its
-loudest graph neighbour, both ways, measured side by side in one run. Seconds per scene.
+loudest graph neighbour, both ways, measured side by side in one run. It takes seconds per scene.
 
     python benchmarks/goal_loudness.py DATA/scenes/replica/frl_apartment_5 DATA/scenes/replica/room_0
 """

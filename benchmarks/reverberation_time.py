@@ -5,7 +5,7 @@ so nothing mixes the rays' directions and the energy of grazing rays between wea
 lingers. This measures what that does in one empty shoebox room with the scene generator's materials:
 T20 per octave band of the project's energy response (image-source paths plus the ray-traced tail, as
 ``simulate_source`` returns them), of pyroomacoustics' hybrid simulator with the materials' scattering,
-and the Sabine and Eyring estimates of the room. One receiver, so a minute on one core. With
+and the Sabine and Eyring estimates of the room. One receiver, so seconds on one core. With
 ``--scene-dir`` it traces a baked scene's first source instead, both ways with the bake's own settings, to
 three receivers 1.5-5 m away in the source's room, and also prints the late energy within the stored
 response (dB); that runs in seconds.
