@@ -101,12 +101,21 @@ def time_parts(
     return {k: (float(np.median(r)), float(np.median(n))) for k, (r, n) in samples.items()}
 
 
-def env_for(args: argparse.Namespace, device: torch.device) -> tuple[BatchedAudioNavEnv, DoaObservation]:
-    """A batched env with the spectrogram and packaged-head ``doa`` sensors on baked or synthetic scenes."""
+def baked_world(args: argparse.Namespace) -> tuple | None:
+    """The baked scenes of ``--data-root`` (None without one): the acoustics only, no views are loaded, so
+    a data root baked for audio only will do."""
+    return load_baked_world(args.config, args.data_root, args.split, ["spectrogram"]) if args.data_root else None
+
+
+def env_for(
+    args: argparse.Namespace, device: torch.device, baked: tuple | None = None
+) -> tuple[BatchedAudioNavEnv, DoaObservation]:
+    """A batched env with the spectrogram and packaged-head ``doa`` sensors on baked (``baked``, or loaded
+    here from ``--data-root``) or synthetic scenes."""
     head = register_doa_observation()
     sensors = ["spectrogram", "doa"]
-    if args.data_root:  # the acoustics only: no views are loaded, a data root baked for audio only will do
-        world, episodes = load_baked_world(args.config, args.data_root, args.split, ["spectrogram"])
+    if args.data_root:
+        world, episodes = baked if baked is not None else baked_world(args)
     else:
         world = build_synthetic(16, args.sample_rate, 14, 10, 24)
         episodes = episodes_for(world, "heard", 40, [])
@@ -156,6 +165,7 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     devices = devices_to_compare(args.devices)
+    baked = baked_world(args)  # a bad data root or split ends the run before any timing
     rng = np.random.default_rng(0)
     rirs = decaying_rirs(args.batch, args.sample_rate, 1.0, rng)
     sounds = rng.standard_normal((args.batch, args.sample_rate)).astype(np.float32)
@@ -171,7 +181,7 @@ def main() -> None:
     print(f"\nEnv observations (spectrogram + doa), {args.batch} envs, states new to both caches, {world}")
     print(f"{'device':<7} {'audio rendered twice ms':>24} {'audio reused ms':>16} {'speed-up':>9}")
     for device in devices:
-        env, head = env_for(args, device)
+        env, head = env_for(args, device, baked)
         reused, twice = time_observations(env, head, args.rounds)
         print(f"{device.type:<7} {twice:>24.2f} {reused:>16.2f} {twice / reused:>8.2f}x")
 
