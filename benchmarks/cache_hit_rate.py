@@ -2,8 +2,9 @@
 
 The batched env's CPU speed is set by its spectrogram cache: a hit is a gather, a miss costs about one
 reference step (RIR rendering, FFT convolution, STFT). This replays the cache's keys (scene, receiver,
-source, yaw, sound) through key-only LRU caches of each size while B envs walk, and prints the hit rate
-per window of the run, so a cache size can be chosen from measurements instead of guesses.
+source, yaw, sound) through the env's own LRU cache, one float per entry, at each size while B envs walk,
+and prints the hit rate per window of the run, so a cache size can be chosen from measurements instead of
+guesses.
 
     python benchmarks/cache_hit_rate.py --data-root /tmp/asgf_data --config replica_heard.yaml \\
         --policy random --steps 4000 --sizes 8192 16384 32768 65536
@@ -14,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -28,31 +29,15 @@ from asgf_nav.config import TaskConfig  # noqa: E402
 from asgf_nav.io import atomic_write_text  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv  # noqa: E402
+from asgf_nav.tasks.spectrogram_cache import SpectrogramCache  # noqa: E402
 
 BYTES_PER_ENTRY_44K = 65 * 69 * 2 * 4  # one (65, 69, 2) float32 Replica spectrogram
 
 
-class KeyLru:
-    """The replacement policy of ``SpectrogramCache.lookup`` on keys alone: a step's hits are refreshed
-    before its misses evict, so no key of the step is evicted by another of the same step."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.keys: OrderedDict[int, None] = OrderedDict()
-
-    def lookup(self, keys: list[int]) -> int:
-        """Look up one step's distinct ``keys``; returns how many were hits."""
-        missing = []
-        for key in keys:
-            if key in self.keys:
-                self.keys.move_to_end(key)
-            else:
-                missing.append(key)
-        for key in missing:
-            self.keys[key] = None
-            if len(self.keys) > self.capacity:
-                self.keys.popitem(last=False)
-        return len(keys) - len(missing)
+def key_only_cache(capacity: int) -> SpectrogramCache:
+    """The env's own cache with one float per entry in place of a spectrogram: the same replacement policy
+    and hit counting, with nothing computed on a miss."""
+    return SpectrogramCache(capacity, (1,), "cpu", lambda keys: torch.zeros(len(keys), 1))
 
 
 def main() -> None:
@@ -78,7 +63,8 @@ def main() -> None:
     world, episodes = load_baked_world(args.config, args.data_root, "train", ["spectrogram"])
     env = BatchedAudioNavEnv(world, episodes, args.num_envs, sensors=[], cfg=TaskConfig(sensors=[]), seed=args.seed)
     act = Policy(args.policy, args.seed)
-    caches = [KeyLru(size) for size in args.sizes] + [KeyLru(1 << 62)]
+    caches = [key_only_cache(size) for size in args.sizes]
+    seen: set[int] = set()  # the unbounded cache: a key seen before is a hit
     labels = [str(size) for size in args.sizes] + ["unbounded"]
     print(
         f"{args.config}: {len(world.scenes)} train scenes, {len(episodes)} episodes, B = {args.num_envs}, "
@@ -87,23 +73,27 @@ def main() -> None:
     print(f"{'env-steps':>10} " + " ".join(f"{label:>10}" for label in labels) + f" {'distinct':>9}")
     env.reset()
     window = max(args.steps // args.windows, 1)
-    hits, lookups, rows = np.zeros(len(caches)), 0, []
+    hits, lookups, rows = np.zeros(len(labels)), 0, []
     for step in range(1, args.steps + 1):
         keys = list(dict.fromkeys(int(k) for k in env.spectrogram_keys()))
         lookups += len(keys)
         for j, cache in enumerate(caches):
-            hits[j] += cache.lookup(keys)
+            before = cache.hits
+            cache.lookup(np.asarray(keys, dtype=np.int64))
+            hits[j] += cache.hits - before
+        hits[-1] += sum(key in seen for key in keys)
+        seen.update(keys)
         if step % window == 0:
             rates = hits / max(lookups, 1)
             rows.append(
                 {
                     "env_steps": step * args.num_envs,
                     **dict(zip(labels, rates.tolist())),
-                    "distinct": len(caches[-1].keys),
+                    "distinct": len(seen),
                 }
             )
             print(
-                f"{step * args.num_envs:>10} " + " ".join(f"{r:>10.3f}" for r in rates) + f" {len(caches[-1].keys):>9}",
+                f"{step * args.num_envs:>10} " + " ".join(f"{r:>10.3f}" for r in rates) + f" {len(seen):>9}",
                 flush=True,
             )
             hits[:], lookups = 0, 0

@@ -21,7 +21,6 @@ from asgf_nav.tasks import observations
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import their siblings, as when run as scripts
 
-import cache_hit_rate  # noqa: E402
 import env_throughput  # noqa: E402
 import train_throughput  # noqa: E402
 
@@ -217,12 +216,20 @@ def audio_only_root(tmp_path_factory) -> Path:
     return bake_audio_only(tmp_path_factory.mktemp("audio_only"), ["tiny_apartment", "tiny_room_test"], sources=4)
 
 
-def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root, monkeypatch, capsys):
+def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root, monkeypatch, capsys, tmp_path):
+    """A cache that holds every key of the run hits exactly as often as the unbounded one; a smaller one
+    never more often."""
     import cache_hit_rate
 
-    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--num-envs", "2", "--steps", "4"]
-    run_benchmark(monkeypatch, cache_hit_rate, *argv, "--windows", "2", "--sizes", "4")
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--num-envs", "2", "--steps", "40"]
+    out = tmp_path / "hits.json"
+    run_benchmark(monkeypatch, cache_hit_rate, *argv, "--windows", "2", "--sizes", "2", "1000", "--json", str(out))
     assert "tiny_heard: 1 train scenes" in capsys.readouterr().out
+    windows = json.loads(out.read_text())["windows"]
+    assert len(windows) == 2 and windows[-1]["distinct"] <= 80
+    for row in windows:
+        assert row["1000"] == row["unbounded"] and row["2"] <= row["1000"]
+    assert windows[-1]["unbounded"] > 0  # 2 agents walking 40 steps revisit states
 
 
 def test_doa_observation_env_runs_on_a_data_root_baked_for_audio_only(audio_only_root, registry):
@@ -290,22 +297,6 @@ def test_row_gather_checks_both_gathers_agree_and_prints_their_ratio(capsys):
     rows = capsys.readouterr().out.strip().splitlines()[2:]
     assert [row.split()[0] for row in rows] == ["rgb", "depth", "spectrogram"]
     assert all(row.endswith("x") and float(row.split()[-1][:-1]) > 0 for row in rows)
-
-
-# ------------------------------------------------------------------------------------------ cache_hit_rate
-def test_the_key_lru_counts_the_hits_of_the_spectrogram_cache_it_models():
-    """Near capacity a step's misses must not evict a key the same step hits (the cache refreshes hits first)."""
-    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
-
-    rng = np.random.default_rng(0)
-    model = cache_hit_rate.KeyLru(4)
-    cache = SpectrogramCache(4, (1,), "cpu", lambda keys: torch.as_tensor(keys, dtype=torch.float32)[:, None])
-    steps = [[1, 2], [3, 1], *[list(dict.fromkeys(rng.integers(0, 7, size=3).tolist())) for _ in range(200)]]
-    for keys in steps:
-        before = cache.hits
-        values = cache.lookup(np.asarray(keys))
-        assert model.lookup(keys) == cache.hits - before, keys
-        assert values[:, 0].tolist() == keys
 
 
 def test_doa_throughput_rows_take_turns_within_each_repeat():
