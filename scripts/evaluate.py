@@ -26,6 +26,7 @@ import hashlib
 import logging
 import shlex
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -113,10 +114,11 @@ def doa_head_identity(cfg, checkpoint: dict | None) -> dict[str, str] | None:
 
 
 def evaluate_one(
-    args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None
+    args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None, held: ExitStack
 ) -> tuple[Path, EvaluationProgress]:
     """Evaluate one sound split and write its outputs; the caller removes the progress file (``finish``)
-    once every split is written, so that a stopped ``--sound-split both`` reruns none of a finished one."""
+    once every split is written, so that a stopped ``--sound-split both`` reruns none of a finished one.
+    The output directory stays locked until ``held`` closes."""
     cfg = config_for_checkpoint(cfg, checkpoint) if checkpoint else copy.deepcopy(cfg)
     cfg.task.sound_split = sound_split
     if args.agent:  # a baseline needs (baked) only what it reads: no RGB-D views for an audio-only bake
@@ -147,7 +149,8 @@ def evaluate_one(
         # scene of the same name number their nodes differently (read by visualize_trajectories.py)
         "scene_source": scene_source(cfg),
     }  # fmt: skip
-    progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
+    # a killed evaluation resumes with the episodes it finished
+    progress = held.enter_context(EvaluationProgress(out, identity))
     remaining = progress.remaining(episodes)
     if remaining:
         run_episodes(agent, world, remaining, cfg, num_envs=args.num_envs, device=args.device,
@@ -219,13 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None
     check_output(parser, "--out", args.out, directory=True)  # after the inputs: it creates the directory
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
-    finished = []
-    for sound_split in splits:
-        out, progress = evaluate_one(args, cfg, sound_split, checkpoint)
-        finished.append(progress)
-        logger.info("evaluation written to %s", out)
-    for progress in finished:
-        progress.finish()
+    with ExitStack() as held:  # every split's directory stays locked until all are written
+        finished = []
+        for sound_split in splits:
+            out, progress = evaluate_one(args, cfg, sound_split, checkpoint, held)
+            finished.append(progress)
+            logger.info("evaluation written to %s", out)
+        for progress in finished:
+            progress.finish()
     return 0
 
 

@@ -933,6 +933,7 @@ def test_a_progress_file_resumes_an_identity_with_tuples_and_keeps_each_scenes_e
     progress = EvaluationProgress(tmp_path, identity)
     progress.add(_record("room_a", "0", success=1.0))
     progress.add(_record("room_b", "0"))
+    progress.release()
     resumed = EvaluationProgress(tmp_path, identity)
     todo = [_record("room_a", "0"), _record("room_b", "0"), _record("room_b", "1")]
     assert [(r.scene, r.episode_id) for r in resumed.remaining(todo)] == [("room_b", "1")]

@@ -18,6 +18,7 @@ def test_a_corrupt_line_before_the_last_is_an_error_not_silently_dropped(tmp_pat
     progress = EvaluationProgress(tmp_path, identity)
     for i in range(3):
         progress.add(_record(i))
+    progress.release()  # as the run that wrote it ends
     path = tmp_path / PROGRESS_FILE
     lines = path.read_text().splitlines()
     lines[2] = lines[2][:20]  # the second record (file line 3) damaged, the third intact
@@ -42,6 +43,24 @@ def test_a_quoted_false_in_a_yaml_file_is_not_read_as_true(tmp_path):
     path.write_text(json.dumps({"task": {"use_doa": "false"}}))  # JSON is YAML: "false" is a string
     with pytest.raises(ConfigError, match="task.use_doa"):
         load_config(path)
+
+
+def test_a_second_evaluation_into_a_directory_in_use_is_refused_at_once(tmp_path):
+    """Two processes evaluating into one directory would append the same episodes to one progress file."""
+    identity = {"agent": "oracle", "seed": 0}
+    with EvaluationProgress(tmp_path, identity) as running:
+        running.add(_record(0))
+        with pytest.raises(EvaluationProgressError, match=rf"another process is evaluating into {tmp_path}"):
+            EvaluationProgress(tmp_path, identity)
+        assert len((tmp_path / PROGRESS_FILE).read_text().splitlines()) == 2  # its file untouched
+    with EvaluationProgress(tmp_path, identity) as resumed:  # released at the end of the block
+        assert sorted(resumed.done) == [("s", "0")]
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(EvaluationProgressError, match="not an evaluation summary"):
+        EvaluationProgress(tmp_path, identity)
+    (tmp_path / "summary.json").unlink()
+    with EvaluationProgress(tmp_path, identity):  # the refused start released the directory
+        pass
 
 
 def test_a_summary_without_meta_is_named_not_a_key_error(tmp_path):
