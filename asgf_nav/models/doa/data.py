@@ -127,6 +127,8 @@ class DoaExampleSampler:
         distractor_window: str = "drawn",
         augment: bool = False,
         mask_pool: RirPool | None = None,
+        generated: frozenset[str] = frozenset(),
+        generated_share: float = 0.5,
     ) -> None:
         """``targets="line_of_sight"`` draws targets only among sources the direct path reaches: behind a
         wall the direct-path label cannot be heard, and training on it is label noise.
@@ -142,7 +144,12 @@ class DoaExampleSampler:
 
         ``mask_pool`` (the same poses and sources as ``pool``, each response another part of it, such as its
         direct path alone) renders the batch's ``target`` through its responses instead: the part of the
-        received target a mask learns to reconstruct. Every draw and the mixture stay the same."""
+        received target a mask learns to reconstruct. Every draw and the mixture stay the same.
+
+        ``generated`` names the split's generated sounds (:class:`asgf_nav.sounds.families.GeneratedBank`):
+        the target is one of them with probability ``generated_share`` and the distractor likewise, drawn
+        independently, so however many there are the bank's own sounds keep their share. Without them the
+        draws are those of the benchmark's clips."""
         if targets not in TARGET_KINDS:
             raise ValueError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
         if distractor_window not in DISTRACTOR_WINDOWS:
@@ -159,6 +166,13 @@ class DoaExampleSampler:
         self.sounds = bank.names(sound_split)
         self.prompt_split = prompt_split
         self.targets = [n for n in self.sounds if self._prompts(n)]
+        self.generated = frozenset(generated)
+        if self.generated - set(self.sounds):
+            outside = sorted(self.generated - set(self.sounds))[:3]
+            raise ValueError(f"generated sounds {outside} are not in split {sound_split!r}")
+        if self.generated and not 0 <= generated_share <= 1:
+            raise ValueError(f"generated_share must be in [0, 1], got {generated_share}")
+        self.generated_share = generated_share
         if not self.targets:
             raise ValueError(f"no sound of split {sound_split!r} has another instance in {prompt_split!r}")
         skipped = len(self.sounds) - len(self.targets)
@@ -215,11 +229,19 @@ class DoaExampleSampler:
             if self.bank.category(n) == cat and self.bank.instance(n) != inst
         ]
 
+    def _pick(self, names: list[str], rng: np.random.Generator) -> str:
+        """One of ``names``; with generated sounds first a draw of which kind, then one of that kind."""
+        if self.generated:
+            wanted = bool(rng.random() < self.generated_share)
+            kind = [n for n in names if (n in self.generated) == wanted]
+            names = kind or names
+        return names[int(rng.integers(len(names)))]
+
     def _draw(self, snr_db: float | tuple[float, float], rng: np.random.Generator) -> _Draw:
-        target = self.targets[int(rng.integers(len(self.targets)))]
+        target = self._pick(self.targets, rng)
         cat = self.bank.category(target)
         others = [n for n in self.sounds if self.bank.category(n) != cat]
-        distractor = others[int(rng.integers(len(others)))]
+        distractor = self._pick(others, rng)
         prompts = self._prompts(target)
         prompt = prompts[int(rng.integers(len(prompts)))]
         pose, j_t, j_d = self._draw_pair(rng)

@@ -33,6 +33,7 @@ from asgf_nav.models.doa.network import (
 )
 from asgf_nav.models.doa.pools import ROOM_KINDS, VAL_POOL_SEED, pool_source, rir_pool, train_pool_seed
 from asgf_nav.sounds.bank import SoundBank
+from asgf_nav.sounds.families import GeneratedBank
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ class DoaTrainConfig:
     targets: str = "all"  # all | line_of_sight (training targets only where the direct path is audible)
     distractor_window: str = "drawn"  # drawn | loudest (see DoaExampleSampler; validation clips follow it)
     augment: bool = False  # training sounds in random playback rates and spectral envelopes (augment.py)
+    generated_categories: int = 0  # made-up training categories added to the bank's (sounds/families.py); 0 = none
+    generated_instances: int = 4  # instances rendered per generated category (one prompts another)
+    generated_share: float = 0.5  # share of training targets (and, drawn apart, distractors) that are generated
     bin_width: float = 5.0  # azimuth bin width (degrees) of the posterior
     patch_dim: int = 48  # width of the band-patch encoder's output
     model_dim: int = 48  # width of the attention layers
@@ -432,19 +436,29 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
     history = check_resumable(resumed, cfg, out) if resumed is not None else []
     torch.manual_seed(cfg.seed)
     bank = bank or SoundBank.load()
-    categories = bank.categories()
+    categories = bank.categories()  # the model's: generated categories are never a prompt at evaluation
     pool_args = (cfg, "train", cfg.train_poses, train_pool_seed(cfg.seed))
+    train_pool = rir_pool(*pool_args)
+    train_bank = bank
+    if cfg.generated_categories:
+        if cfg.prompt == "category":
+            raise ValueError("generated_categories needs the audio prompt: a category embedding cannot name them")
+        train_bank = GeneratedBank(
+            bank, cfg.generated_categories, cfg.generated_instances, cfg.seed, train_pool.sample_rate
+        )
     sampler = DoaExampleSampler(
-        bank,
-        rir_pool(*pool_args),
+        train_bank,
+        train_pool,
         "train",
         cfg.clip_seconds,
-        categories=categories,
+        categories=train_bank.categories(),
         targets=cfg.targets,
         device=cfg.device,
         distractor_window=cfg.distractor_window,
         augment=cfg.augment,
         mask_pool=rir_pool(*pool_args, direct_only=True) if cfg.mask_target == "direct" else None,
+        generated=frozenset(getattr(train_bank, "generated", ())),
+        generated_share=cfg.generated_share,
     )
     val_sampler = DoaExampleSampler(
         bank,
