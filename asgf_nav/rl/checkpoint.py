@@ -51,6 +51,13 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (a rank's start, a validation's scope)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def capture_rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
     """Python, numpy and torch generator states, and ``device``'s CUDA generator when it is a GPU."""
     state: dict[str, Any] = {

@@ -17,9 +17,9 @@ with fresh episodes (the ranks' envs differ, and one file holds one env): an env
 its episode samplers reseeded from (train.seed, rank, update), so no resume replays the episodes the run
 began with; the same holds when the saved env state no longer fits (the scene pool grew).
 
-Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside
-an isolated RNG scope, on a val env restored to the same initial state each time (when the env offers
-``state_dict``), so numbers are comparable across validations and training randomness is untouched.
+Validation (``rl/validation.py``) samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its
+own seed, inside an isolated RNG scope, on a val env restored to the same initial state each time (when the
+env offers ``state_dict``), so numbers are comparable across validations and training randomness is untouched.
 The val env holds the episodes to validate on (``experiment.make_rank_env``: ``train.val_episodes``
 evenly spaced over the whole val split, so every val scene counts in proportion); its sequential
 stride runs each of the first ``train.val_episodes`` once.
@@ -32,18 +32,14 @@ would delete the better checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import random
 import signal
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -65,73 +61,18 @@ from asgf_nav.rl.checkpoint import (
     restore_rng_state,
     save_best_checkpoint,
     save_checkpoint,
+    seed_everything,
 )
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage
+from asgf_nav.rl.validation import EpisodeWindow, ValidationStopped, run_validation, to_device
 from asgf_nav.scenes.background import ScenesNotReadyError
-from asgf_nav.tasks.metrics import METRIC_NAMES as EPISODE_METRICS
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 
 logger = logging.getLogger(__name__)
 
 EnvFactory = Callable[[Any, str, int], Any]
-VALIDATION_SEED_OFFSET = 7919
 SUMMARY_KEYS = {"fps", "value_loss", "episode/success", "episode/spl", "success", "spl", "sna"}
-
-
-class ValidationStopped(RuntimeError):
-    """A stop signal arrived during a validation; its partial metrics are not comparable and are dropped."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def isolated_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Run a block with freshly seeded global generators and restore the previous states afterwards."""
-    saved = capture_rng_state(device)
-    seed_everything(seed)
-    try:
-        yield
-    finally:
-        restore_rng_state(saved, device)
-
-
-class EpisodeWindow:
-    """Running window of finished-episode metrics (return and the env's info fields)."""
-
-    def __init__(self, size: int) -> None:
-        self.episodes: deque[dict[str, float]] = deque(maxlen=size)
-
-    def add(self, returns: torch.Tensor, done: torch.Tensor, info: dict[str, torch.Tensor]) -> None:
-        done_idx = done.nonzero().flatten().tolist()
-        if not done_idx:
-            return
-        columns = {"reward": returns.detach().cpu()}
-        columns.update({k: info[k].detach().float().cpu() for k in EPISODE_METRICS if k in info})
-        for i in done_idx:
-            self.episodes.append({k: float(v[i]) for k, v in columns.items()})
-
-    def means(self) -> dict[str, float]:
-        if not self.episodes:
-            return {}
-        keys = self.episodes[0].keys()
-        return {k: float(np.mean([e[k] for e in self.episodes if k in e])) for k in keys}
-
-
-def validation_quota(num_envs: int, val_episodes: int, dataset_size: int | None = None) -> list[int]:
-    """Episodes each val env counts. Env ``i`` of a sequential stride runs episodes i, i+n, ..., so these
-    shares count each of the first ``val_episodes`` episodes (all of them when the env has fewer,
-    ``dataset_size``; None: unknown) exactly once, none twice."""
-    total = val_episodes if dataset_size is None else min(val_episodes, dataset_size)
-    return [len(range(i, total, num_envs)) for i in range(num_envs)]
-
-
-def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in obs.items()}
 
 
 class Trainer:
@@ -358,12 +299,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """Mean metrics on the val split (sampled actions) over each env's share of the val env's first
-        ``train.val_episodes`` episodes (:func:`validation_quota`). Waiting for every env's fixed share
-        keeps long episodes: stopping at the first ``val_episodes`` to finish would favour short ones, and
-        flatter a policy that wanders.
-
-        Raises ValidationStopped once a stop signal is pending: a stopped run checkpoints first."""
+        """Mean metrics on the val split (``validation.run_validation``), on a val env built once and put back
+        in its initial state each time. Raises ValidationStopped once a stop signal is pending."""
         if stop_requested():
             raise ValidationStopped("a stop was requested")
         if self.scenes_changed is not None and self.scenes_changed("val"):
@@ -374,38 +311,7 @@ class Trainer:
                 self.val_env_initial_state = self.val_env.state_dict()
         elif self.val_env_initial_state is not None:
             self.val_env.load_state_dict(self.val_env_initial_state)
-        env = self.val_env
-        num_envs = int(env.num_envs)
-        dataset = len(env.episodes) if hasattr(env, "episodes") else None
-        shares = validation_quota(num_envs, int(self.cfg.train.val_episodes), dataset)
-        quota = torch.tensor(shares, dtype=torch.long, device=self.device)
-        window = EpisodeWindow(max(1, sum(shares)))
-        finished = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-        self.policy.eval()
-        with isolated_rng(self.cfg.train.seed + VALIDATION_SEED_OFFSET, self.device), torch.no_grad():
-            obs = to_device(env.reset(), self.device)
-            hidden = self.policy.initial_hidden(num_envs, self.device)
-            masks = torch.zeros(num_envs, device=self.device)
-            returns = torch.zeros(num_envs, device=self.device)
-            for _ in range((max(shares) + 1) * int(self.cfg.task.max_steps)):  # a bound; episodes end sooner
-                if stop_requested():
-                    raise ValidationStopped(f"a stop was requested after {len(window.episodes)} episode(s)")
-                _, action, _, hidden = self.policy.act(obs, hidden, masks, deterministic=False)
-                obs, reward, done, info = env.step(action.to(getattr(env, "device", "cpu")))
-                obs = to_device(obs, self.device)
-                done = torch.as_tensor(done, device=self.device, dtype=torch.bool)
-                returns += torch.as_tensor(reward, device=self.device, dtype=torch.float32)
-                window.add(returns, done & (finished < quota), info)
-                finished += done.long()
-                returns.masked_fill_(done, 0.0)
-                masks = (~done).float()
-                if bool((finished >= quota).all()):
-                    break
-        result = window.means()
-        result["episodes"] = float(len(window.episodes))
-        if hasattr(env, "scene_names"):  # the val split grows while its scenes bake in the background
-            result["scenes"] = float(len(env.scene_names))
-        return result
+        return run_validation(self.policy, self.val_env, self.cfg, self.device)
 
     def keep_if_best(self, metrics: dict[str, float]) -> None:
         """Save checkpoints/best.pt when this validation beats every earlier one (ties keep the earlier)."""

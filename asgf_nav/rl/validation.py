@@ -1,0 +1,110 @@
+"""Validation during training: the policy's sampled actions on the val split, each episode counted once.
+
+Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside an
+isolated RNG scope, so numbers are comparable across validations and training randomness is untouched;
+the trainer restores the val env to the same initial state before each one (``Trainer.validate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from asgf_nav.rl.checkpoint import capture_rng_state, restore_rng_state, seed_everything
+from asgf_nav.tasks.metrics import METRIC_NAMES as EPISODE_METRICS
+from asgf_nav.termination import stop_requested
+
+VALIDATION_SEED_OFFSET = 7919
+
+
+class ValidationStopped(RuntimeError):
+    """A stop signal arrived during a validation; its partial metrics are not comparable and are dropped."""
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block with freshly seeded global generators and restore the previous states afterwards."""
+    saved = capture_rng_state(device)
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        restore_rng_state(saved, device)
+
+
+class EpisodeWindow:
+    """Running window of finished-episode metrics (return and the env's info fields)."""
+
+    def __init__(self, size: int) -> None:
+        self.episodes: deque[dict[str, float]] = deque(maxlen=size)
+
+    def add(self, returns: torch.Tensor, done: torch.Tensor, info: dict[str, torch.Tensor]) -> None:
+        done_idx = done.nonzero().flatten().tolist()
+        if not done_idx:
+            return
+        columns = {"reward": returns.detach().cpu()}
+        columns.update({k: info[k].detach().float().cpu() for k in EPISODE_METRICS if k in info})
+        for i in done_idx:
+            self.episodes.append({k: float(v[i]) for k, v in columns.items()})
+
+    def means(self) -> dict[str, float]:
+        if not self.episodes:
+            return {}
+        keys = self.episodes[0].keys()
+        return {k: float(np.mean([e[k] for e in self.episodes if k in e])) for k in keys}
+
+
+def validation_quota(num_envs: int, val_episodes: int, dataset_size: int | None = None) -> list[int]:
+    """Episodes each val env counts. Env ``i`` of a sequential stride runs episodes i, i+n, ..., so these
+    shares count each of the first ``val_episodes`` episodes (all of them when the env has fewer,
+    ``dataset_size``; None: unknown) exactly once, none twice."""
+    total = val_episodes if dataset_size is None else min(val_episodes, dataset_size)
+    return [len(range(i, total, num_envs)) for i in range(num_envs)]
+
+
+def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in obs.items()}
+
+
+def run_validation(policy: Any, env: Any, cfg: Any, device: torch.device) -> dict[str, float]:
+    """Mean metrics on ``env`` (sampled actions) over each env's share of its first ``train.val_episodes``
+    episodes (:func:`validation_quota`). Waiting for every env's fixed share keeps long episodes: stopping
+    at the first ``val_episodes`` to finish would favour short ones, and flatter a policy that wanders.
+
+    Raises ValidationStopped once a stop signal is pending: a stopped run checkpoints first."""
+    num_envs = int(env.num_envs)
+    dataset = len(env.episodes) if hasattr(env, "episodes") else None
+    shares = validation_quota(num_envs, int(cfg.train.val_episodes), dataset)
+    quota = torch.tensor(shares, dtype=torch.long, device=device)
+    window = EpisodeWindow(max(1, sum(shares)))
+    finished = torch.zeros(num_envs, dtype=torch.long, device=device)
+    policy.eval()
+    with isolated_rng(cfg.train.seed + VALIDATION_SEED_OFFSET, device), torch.no_grad():
+        obs = to_device(env.reset(), device)
+        hidden = policy.initial_hidden(num_envs, device)
+        masks = torch.zeros(num_envs, device=device)
+        returns = torch.zeros(num_envs, device=device)
+        for _ in range((max(shares) + 1) * int(cfg.task.max_steps)):  # a bound; episodes end sooner
+            if stop_requested():
+                raise ValidationStopped(f"a stop was requested after {len(window.episodes)} episode(s)")
+            _, action, _, hidden = policy.act(obs, hidden, masks, deterministic=False)
+            obs, reward, done, info = env.step(action.to(getattr(env, "device", "cpu")))
+            obs = to_device(obs, device)
+            done = torch.as_tensor(done, device=device, dtype=torch.bool)
+            returns += torch.as_tensor(reward, device=device, dtype=torch.float32)
+            window.add(returns, done & (finished < quota), info)
+            finished += done.long()
+            returns.masked_fill_(done, 0.0)
+            masks = (~done).float()
+            if bool((finished >= quota).all()):
+                break
+    result = window.means()
+    result["episodes"] = float(len(window.episodes))
+    if hasattr(env, "scene_names"):  # the val split grows while its scenes bake in the background
+        result["scenes"] = float(len(env.scene_names))
+    return result
