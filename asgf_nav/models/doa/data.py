@@ -165,7 +165,15 @@ class DoaExampleSampler:
         self.categories = list(categories) if categories is not None else bank.categories()
         self.sounds = bank.names(sound_split)
         self.prompt_split = prompt_split
-        self.targets = [n for n in self.sounds if self._prompts(n)]
+        same_category: dict[str, list[str]] = {}
+        for n in bank.names(prompt_split):
+            same_category.setdefault(bank.category(n), []).append(n)
+        # each sound's possible prompts: other instances of its category in the prompt split
+        self._prompt_names = {
+            n: [p for p in same_category.get(bank.category(n), []) if bank.instance(p) != bank.instance(n)]
+            for n in self.sounds
+        }
+        self.targets = [n for n in self.sounds if self._prompt_names[n]]
         self.generated = frozenset(generated)
         if self.generated - set(self.sounds):
             outside = sorted(self.generated - set(self.sounds))[:3]
@@ -173,6 +181,12 @@ class DoaExampleSampler:
         if self.generated and not 0 <= generated_share <= 1:
             raise ValueError(f"generated_share must be in [0, 1], got {generated_share}")
         self.generated_share = generated_share
+        # the names each draw chooses among, split by kind where there are generated sounds
+        self._target_kinds = self._by_kind(self.targets)
+        self._distractor_kinds = {
+            c: self._by_kind([n for n in self.sounds if bank.category(n) != c])
+            for c in {bank.category(n) for n in self.targets}
+        }
         if not self.targets:
             raise ValueError(f"no sound of split {sound_split!r} has another instance in {prompt_split!r}")
         skipped = len(self.sounds) - len(self.targets)
@@ -190,7 +204,7 @@ class DoaExampleSampler:
             raise ValueError("no pose of the RIR pool has a line-of-sight source to draw targets from")
         self.device = torch.device(device)
         self.dtype = dtype or (torch.float64 if self.device.type == "cpu" else torch.float32)
-        names = sorted(set(self.sounds) | {p for n in self.targets for p in self._prompts(n)})
+        names = sorted(set(self.sounds) | {p for n in self.targets for p in self._prompt_names[n]})
         waves = [bank.waveform(n, self.sample_rate) for n in names]
         self._wave_row = {n: i for i, n in enumerate(names)}
         self._wave_size = np.array([w.size for w in waves])  # on the host: draws read it per example
@@ -221,28 +235,26 @@ class DoaExampleSampler:
         others = np.delete(np.arange(self.pool.sources_per_pose), j_t)
         return pose, j_t, int(others[rng.integers(others.size)])
 
-    def _prompts(self, name: str) -> list[str]:
-        cat, inst = self.bank.category(name), self.bank.instance(name)
-        return [
-            n
-            for n in self.bank.names(self.prompt_split)
-            if self.bank.category(n) == cat and self.bank.instance(n) != inst
-        ]
+    def _by_kind(self, names: list[str]) -> tuple[list[str], ...]:
+        """``(names,)``, or with generated sounds ``(the bank's, the generated)``, each in ``names``' order."""
+        if not self.generated:
+            return (names,)
+        return [n for n in names if n not in self.generated], [n for n in names if n in self.generated]
 
-    def _pick(self, names: list[str], rng: np.random.Generator) -> str:
-        """One of ``names``; with generated sounds first a draw of which kind, then one of that kind."""
-        if self.generated:
-            wanted = bool(rng.random() < self.generated_share)
-            kind = [n for n in names if (n in self.generated) == wanted]
-            names = kind or names
+    def _pick(self, kinds: tuple[list[str], ...], rng: np.random.Generator) -> str:
+        """One name of :meth:`_by_kind`'s lists; with generated sounds first a draw of which kind (the other
+        where that kind has none), then one of that kind."""
+        names = kinds[0]
+        if len(kinds) == 2:
+            bank_sounds, generated = kinds
+            names = generated if rng.random() < self.generated_share else bank_sounds
+            names = names or bank_sounds or generated
         return names[int(rng.integers(len(names)))]
 
     def _draw(self, snr_db: float | tuple[float, float], rng: np.random.Generator) -> _Draw:
-        target = self._pick(self.targets, rng)
-        cat = self.bank.category(target)
-        others = [n for n in self.sounds if self.bank.category(n) != cat]
-        distractor = self._pick(others, rng)
-        prompts = self._prompts(target)
+        target = self._pick(self._target_kinds, rng)
+        distractor = self._pick(self._distractor_kinds[self.bank.category(target)], rng)
+        prompts = self._prompt_names[target]
         prompt = prompts[int(rng.integers(len(prompts)))]
         pose, j_t, j_d = self._draw_pair(rng)
         size = int(self._wave_size[self._wave_row[distractor]])
