@@ -232,7 +232,9 @@ def read_source_nodes(path: Path, node_ids: np.ndarray) -> np.ndarray:
     if not path.exists():
         return np.arange(len(node_ids), dtype=np.int64)
     try:
-        ids = np.loadtxt(path, dtype=np.int64, ndmin=1)
+        with warnings.catch_warnings():  # an empty list is refused below by name, not warned about
+            warnings.simplefilter("ignore", UserWarning)
+            ids = np.loadtxt(path, dtype=np.int64, ndmin=1)
     except (OSError, ValueError) as exc:
         raise SoundSpacesDataError(f"source node list {path} is unreadable: {exc}") from exc
     if ids.size == 0:
