@@ -36,7 +36,7 @@ from asgf_nav.models.doa.train import (  # noqa: E402
 POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
 POSITIVE += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
 POSITIVE += ("stft_hop",)
-NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads")
+NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads", "generated_categories")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
     if args["stft_hop"] > args["stft_nfft"]:
         parser.error(f"--stft-hop: {args['stft_hop']} samples is longer than a frame (--stft-nfft {args['stft_nfft']})")
+    if args["generated_instances"] < 2:
+        parser.error(f"--generated-instances: {args['generated_instances']}; a category needs 2, one to prompt another")
+    if not 0 <= args["generated_share"] <= 1:
+        parser.error(f"--generated-share: {args['generated_share']} is not a share in [0, 1]")
+    if args["generated_categories"] and args["prompt"] == "category":
+        parser.error("--generated-categories needs --prompt audio: a category embedding cannot name made-up categories")
     if args["init_from"] and not Path(args["init_from"]).is_file():
         parser.error(f"--init-from: DoA checkpoint {args['init_from']} does not exist")
     check_output(parser, "--out", args["out"])

@@ -96,6 +96,14 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         (pretrain_doa.main, ["--train-poses", "0"], "--train-poses: must be positive, got 0"),
         (pretrain_doa.main, ["--curriculum-steps", "-1"], "--curriculum-steps: must be >= 0, got -1"),
         (pretrain_doa.main, ["--snr-low", "5", "--snr-high", "0"], "--snr-low: 5.0 dB is above --snr-high 0.0 dB"),
+        (pretrain_doa.main, ["--generated-categories", "-3"], "--generated-categories: must be >= 0, got -3"),
+        (pretrain_doa.main, ["--generated-instances", "1"], "--generated-instances: 1; a category needs 2"),
+        (pretrain_doa.main, ["--generated-share", "1.5"], "--generated-share: 1.5 is not a share in [0, 1]"),
+        (
+            pretrain_doa.main,
+            ["--generated-categories", "5", "--prompt", "category"],
+            "--generated-categories needs --prompt audio",
+        ),
         # an output that cannot be written is named before the run, not at its last write
         (pretrain_doa.main, ["--out", str(blocked / "head.pt")], f"--out: cannot create directory {blocked}"),
         (

@@ -439,13 +439,14 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
     categories = bank.categories()  # the model's: generated categories are never a prompt at evaluation
     pool_args = (cfg, "train", cfg.train_poses, train_pool_seed(cfg.seed))
     train_pool = rir_pool(*pool_args)
-    train_bank = bank
+    train_bank, generated = bank, frozenset()
     if cfg.generated_categories:
         if cfg.prompt == "category":
             raise ValueError("generated_categories needs the audio prompt: a category embedding cannot name them")
         train_bank = GeneratedBank(
             bank, cfg.generated_categories, cfg.generated_instances, cfg.seed, train_pool.sample_rate
         )
+        generated = frozenset(train_bank.generated)
     sampler = DoaExampleSampler(
         train_bank,
         train_pool,
@@ -457,7 +458,7 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
         distractor_window=cfg.distractor_window,
         augment=cfg.augment,
         mask_pool=rir_pool(*pool_args, direct_only=True) if cfg.mask_target == "direct" else None,
-        generated=frozenset(getattr(train_bank, "generated", ())),
+        generated=generated,
         generated_share=cfg.generated_share,
     )
     val_sampler = DoaExampleSampler(
