@@ -31,6 +31,7 @@ from asgf_nav.models.doa.train import (  # noqa: E402
     export_weights,
     train,
 )
+from asgf_nav.sounds.families import MAX_INSTANCES  # noqa: E402
 
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler
 POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
@@ -64,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
     if args["stft_hop"] > args["stft_nfft"]:
         parser.error(f"--stft-hop: {args['stft_hop']} samples is longer than a frame (--stft-nfft {args['stft_nfft']})")
-    if args["generated_instances"] < 2:
-        parser.error(f"--generated-instances: {args['generated_instances']}; a category needs 2, one to prompt another")
+    if not 2 <= args["generated_instances"] <= MAX_INSTANCES:
+        parser.error(
+            f"--generated-instances: {args['generated_instances']}; a category needs 2 (one prompts another) "
+            f"to {MAX_INSTANCES}"
+        )
     if not 0 <= args["generated_share"] <= 1:
         parser.error(f"--generated-share: {args['generated_share']} is not a share in [0, 1]")
     if args["generated_categories"] and args["prompt"] == "category":

@@ -73,7 +73,7 @@ def test_the_generated_bank_adds_to_training_only_and_names_a_wrong_rate(bank: S
     with pytest.raises(ValueError, match=f"{name}.*16000 Hz only"):
         generated.waveform(name, 44100)
     generated.check_files(generated.names("train"))  # generated sounds have no file to check
-    with pytest.raises(ValueError, match="2 instances"):
+    with pytest.raises(ValueError, match="2 to 100 instances"):
         GeneratedBank(bank, categories=2, instances=1, seed=0, sample_rate=RATE)
 
 

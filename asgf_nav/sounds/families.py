@@ -23,6 +23,7 @@ from asgf_nav.sounds.bank import SoundBank, SoundClip
 FAMILIES = ("harmonic", "noise", "modal", "sweep")
 GENERATED_PREFIX = "generated"
 DURATION_S = 1.0
+MAX_INSTANCES = 100  # instance seeds are spaced 101 apart per category
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,10 @@ class GeneratedBank(SoundBank):
     at ``sample_rate``."""
 
     def __init__(self, bank: SoundBank, categories: int, instances: int, seed: int, sample_rate: int) -> None:
-        if instances < 2:
-            raise ValueError(f"a generated category needs >= 2 instances (one prompts another), got {instances}")
+        if not 2 <= instances <= MAX_INSTANCES:
+            raise ValueError(
+                f"a generated category needs 2 to {MAX_INSTANCES} instances (one prompts another), got {instances}"
+            )
         clips = dict(bank._clips)
         self.generated: dict[str, np.ndarray] = {}
         for c_index, category in enumerate(make_categories(categories, seed)):
