@@ -49,7 +49,7 @@ from asgf_nav.eval.evaluator import (  # noqa: E402
     run_episodes,
     select_episodes,
 )
-from asgf_nav.eval.progress import EvaluationProgress  # noqa: E402
+from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock  # noqa: E402
 from asgf_nav.eval.report import summary_markdown, write_evaluation  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -113,23 +113,38 @@ def doa_head_identity(cfg, checkpoint: dict | None) -> dict[str, str] | None:
     return head
 
 
-def evaluate_one(
-    args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None, held: ExitStack
-) -> tuple[Path, EvaluationProgress]:
-    """Evaluate one sound split and write its outputs; the caller removes the progress file (``finish``)
-    once every split is written, so that a stopped ``--sound-split both`` reruns none of a finished one.
-    The output directory stays locked until ``held`` closes."""
+def split_config(args: argparse.Namespace, cfg, sound_split: str, checkpoint: dict | None):
+    """The config one sound split is evaluated with: the checkpoint's, or the baseline's sensors."""
     cfg = config_for_checkpoint(cfg, checkpoint) if checkpoint else copy.deepcopy(cfg)
     cfg.task.sound_split = sound_split
     if args.agent:  # a baseline needs (baked) only what it reads: no RGB-D views for an audio-only bake
         cfg.task.sensors = list(baseline_sensors(args.agent))
-    world, episodes = load_task_data(cfg, args.split, args.scenes)
-    episodes = select_episodes(episodes, args.episodes)
-    agent = build_agent(args, cfg, world, checkpoint)
+    return cfg
+
+
+def agent_label(args: argparse.Namespace, cfg) -> str:
+    """The agent's name in output directories and tables: --name, else the baseline or the policy."""
     label = args.name or (args.agent if args.agent else cfg.model.policy)
     if args.agent == "random" and args.random_stop != "goal":
         label = f"{label}_{args.random_stop}_stop"
-    out = Path(args.out) / f"{label}_{cfg.scenes.dataset}_{sound_split}_{args.split}"
+    return label
+
+
+def output_dir(args: argparse.Namespace, cfg) -> Path:
+    """Where one split's evaluation is written (``cfg`` from :func:`split_config`)."""
+    return Path(args.out) / f"{agent_label(args, cfg)}_{cfg.scenes.dataset}_{cfg.task.sound_split}_{args.split}"
+
+
+def evaluate_one(args: argparse.Namespace, cfg, checkpoint: dict | None) -> tuple[Path, EvaluationProgress]:
+    """Evaluate one sound split (``cfg`` from :func:`split_config`) and write its outputs; the caller holds
+    the output directory's lock and removes the progress file (``finish``) once every split is written, so
+    that a stopped ``--sound-split both`` reruns none of a finished one."""
+    sound_split = cfg.task.sound_split
+    world, episodes = load_task_data(cfg, args.split, args.scenes)
+    episodes = select_episodes(episodes, args.episodes)
+    agent = build_agent(args, cfg, world, checkpoint)
+    label = agent_label(args, cfg)
+    out = output_dir(args, cfg)
     identity = {
         "agent": label, "dataset": cfg.scenes.dataset, "sound_split": sound_split, "split": args.split,
         "checkpoint": args.checkpoint, "deterministic": bool(args.deterministic),
@@ -149,8 +164,7 @@ def evaluate_one(
         # scene of the same name number their nodes differently (read by visualize_trajectories.py)
         "scene_source": scene_source(cfg),
     }  # fmt: skip
-    # a killed evaluation resumes with the episodes it finished
-    progress = held.enter_context(EvaluationProgress(out, identity))
+    progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
     remaining = progress.remaining(episodes)
     if remaining:
         run_episodes(agent, world, remaining, cfg, num_envs=args.num_envs, device=args.device,
@@ -222,10 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint_or_exit(args.checkpoint) if args.checkpoint else None
     check_output(parser, "--out", args.out, directory=True)  # after the inputs: it creates the directory
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
-    with ExitStack() as held:  # every split's directory stays locked until all are written
+    configs = [split_config(args, cfg, sound_split, checkpoint) for sound_split in splits]
+    with ExitStack() as held:  # every split's directory is locked before any loading, until all are written
+        for split_cfg in configs:
+            held.enter_context(evaluation_lock(output_dir(args, split_cfg)))
         finished = []
-        for sound_split in splits:
-            out, progress = evaluate_one(args, cfg, sound_split, checkpoint, held)
+        for split_cfg in configs:
+            out, progress = evaluate_one(args, split_cfg, checkpoint)
             finished.append(progress)
             logger.info("evaluation written to %s", out)
         for progress in finished:

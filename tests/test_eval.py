@@ -352,7 +352,7 @@ def test_scenes_outside_the_split_are_refused_not_evaluated_under_its_name(tiny_
         _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--scenes", "tiny_room_test")
     assert "--scenes: 'task.test_episodes=16' looks like a config override" in capsys.readouterr().err
     assert not (tiny_root / "datasets" / "tiny" / "val_telephone").exists()  # nothing written for it
-    assert not list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # no evaluation directory
 
 
 def test_scenes_without_views_are_named_with_the_bake_command(tiny_root, tmp_path):
@@ -517,6 +517,30 @@ def test_a_stopped_evaluation_of_both_sound_splits_reruns_none_of_the_finished_s
     for split in ("heard", "unheard"):
         out = tmp_path / f"oracle_tiny_{split}_test"
         assert load_summary(out)["episodes"] == 6 and not (out / PROGRESS_FILE).exists()
+
+
+def test_an_evaluation_into_a_directory_in_use_is_refused_before_anything_is_loaded(tiny_root, tmp_path, monkeypatch):
+    """Both splits' directories are locked first: a run into a directory another process holds stops at once,
+    not after loading scenes or after evaluating the splits before it."""
+    import evaluate
+
+    from asgf_nav.eval.progress import EvaluationProgressError, evaluation_lock
+
+    loaded: list[str] = []
+    real_load = evaluate.load_task_data
+
+    def load(cfg, *args, **kwargs):
+        loaded.append(cfg.task.sound_split)
+        return real_load(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "load_task_data", load)
+    busy = tmp_path / "oracle_tiny_unheard_test"
+    with evaluation_lock(busy):
+        with pytest.raises(EvaluationProgressError, match="another process is evaluating into"):
+            _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "2", "--sound-split", "both")
+        assert loaded == []
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "2", "--sound-split", "both")  # released
+    assert loaded == ["heard", "unheard"] and load_summary(busy)["episodes"] == 2
 
 
 def _tiny_checkpoint(tiny_root: Path, path: Path) -> Path:
@@ -933,7 +957,6 @@ def test_a_progress_file_resumes_an_identity_with_tuples_and_keeps_each_scenes_e
     progress = EvaluationProgress(tmp_path, identity)
     progress.add(_record("room_a", "0", success=1.0))
     progress.add(_record("room_b", "0"))
-    progress.release()
     resumed = EvaluationProgress(tmp_path, identity)
     todo = [_record("room_a", "0"), _record("room_b", "0"), _record("room_b", "1")]
     assert [(r.scene, r.episode_id) for r in resumed.remaining(todo)] == [("room_b", "1")]

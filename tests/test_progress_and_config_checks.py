@@ -1,12 +1,13 @@
 """Evaluation progress file corruption and config checks."""
 
 import json
+import re
 
 import pytest
 
 from asgf_nav.config import ConfigError, load_config
 from asgf_nav.eval.evaluator import EpisodeRecord
-from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError
+from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError, evaluation_lock
 
 
 def _record(i):
@@ -18,7 +19,6 @@ def test_a_corrupt_line_before_the_last_is_an_error_not_silently_dropped(tmp_pat
     progress = EvaluationProgress(tmp_path, identity)
     for i in range(3):
         progress.add(_record(i))
-    progress.release()  # as the run that wrote it ends
     path = tmp_path / PROGRESS_FILE
     lines = path.read_text().splitlines()
     lines[2] = lines[2][:20]  # the second record (file line 3) damaged, the third intact
@@ -47,20 +47,20 @@ def test_a_quoted_false_in_a_yaml_file_is_not_read_as_true(tmp_path):
 
 def test_a_second_evaluation_into_a_directory_in_use_is_refused_at_once(tmp_path):
     """Two processes evaluating into one directory would append the same episodes to one progress file."""
-    identity = {"agent": "oracle", "seed": 0}
-    with EvaluationProgress(tmp_path, identity) as running:
-        running.add(_record(0))
-        with pytest.raises(EvaluationProgressError, match=rf"another process is evaluating into {tmp_path}"):
-            EvaluationProgress(tmp_path, identity)
-        assert len((tmp_path / PROGRESS_FILE).read_text().splitlines()) == 2  # its file untouched
-    with EvaluationProgress(tmp_path, identity) as resumed:  # released at the end of the block
-        assert sorted(resumed.done) == [("s", "0")]
-    (tmp_path / "summary.json").write_text("{}")
-    with pytest.raises(EvaluationProgressError, match="not an evaluation summary"):
-        EvaluationProgress(tmp_path, identity)
-    (tmp_path / "summary.json").unlink()
-    with EvaluationProgress(tmp_path, identity):  # the refused start released the directory
+    run = tmp_path / "oracle_tiny_heard_test"
+    with evaluation_lock(run):
+        with pytest.raises(EvaluationProgressError, match=re.escape(f"another process is evaluating into {run}")):
+            with evaluation_lock(run):
+                pass
+        with evaluation_lock(tmp_path / "other"):  # another directory is free
+            pass
+    with evaluation_lock(run):  # released at the end of the block
         pass
+    (tmp_path / "notes").write_text("notes")
+    with pytest.raises(EvaluationProgressError, match="notes is a file, where this evaluation"):
+        with evaluation_lock(tmp_path / "notes"):
+            pass
+    assert (tmp_path / "notes").read_text() == "notes"
 
 
 def test_a_summary_without_meta_is_named_not_a_key_error(tmp_path):

@@ -8,8 +8,8 @@ that a stop during the second leaves the first one's episodes to its rerun).
 The file's first line records what is being evaluated (agent, checkpoint, split, seed, task limits, data
 root, the episode list's fingerprint ...), and a resume with anything different is refused with the
 differing keys named, so two evaluations never mix. While it runs an evaluation holds a lock on its
-directory (``.evaluation.lock``), so a second process evaluating into the same directory is refused at once
-instead of appending the same episodes to the same file.
+directory (:func:`evaluation_lock`, on a hidden file beside it), so a second process evaluating into the
+same directory is refused at once instead of appending the same episodes to the same file.
 
 A seeded policy draws each episode's actions from a stream of its own (``evaluator.episode_stream``), so
 a resumed evaluation replays the episodes an uninterrupted one would have run; the random baseline draws
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,6 @@ from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.tasks.episodes import Episode
 
 logger = logging.getLogger(__name__)
-
-LOCK_FILE = ".evaluation.lock"
 
 
 class EvaluationProgressError(ValueError):
@@ -45,33 +43,43 @@ def episode_key(episode: Any) -> tuple[str, str]:
     return str(scene), str(episode.episode_id)
 
 
+def _check_not_a_file(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EvaluationProgressError(f"{out_dir} is a file, where this evaluation writes its directory")
+
+
+def lock_path(out_dir: Path) -> Path:
+    """The file whose lock an evaluation holds: beside its directory, so that a refused or failed run
+    creates no evaluation directory."""
+    return out_dir.with_name(f".{out_dir.name}.lock")
+
+
+@contextmanager
+def evaluation_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock (:func:`lock_path`) for the block; another process holding it is refused at
+    once. The OS drops the lock of a killed process."""
+    out_dir = Path(out_dir)
+    _check_not_a_file(out_dir)
+    lock = lock_path(out_dir)
+
+    def busy() -> EvaluationProgressError:
+        return EvaluationProgressError(
+            f"another process is evaluating into {out_dir} (it holds {lock}); wait for it to finish, "
+            "or pass another --out / --name"
+        )
+
+    with exclusive_lock(lock, f"evaluation {out_dir}", busy=busy):
+        yield
+
+
 class EvaluationProgress:
     """The finished episodes of one evaluation, read back on start and appended to as episodes end.
 
-    It holds the directory's lock from its creation until :meth:`release` (the end of a ``with`` block, or
-    of the process)."""
+    Its writer holds :func:`evaluation_lock` on the directory throughout."""
 
     def __init__(self, out_dir: str | Path, identity: dict[str, Any]) -> None:
-        if Path(out_dir).exists() and not Path(out_dir).is_dir():
-            raise EvaluationProgressError(f"{out_dir} is a file, where this evaluation writes its directory")
-        lock = Path(out_dir) / LOCK_FILE
-
-        def busy() -> EvaluationProgressError:
-            return EvaluationProgressError(
-                f"another process is evaluating into {out_dir} (it holds {lock}); wait for it to finish, "
-                "or pass another --out / --name"
-            )
-
-        self._lock = ExitStack()
-        self._lock.enter_context(exclusive_lock(lock, f"evaluation {out_dir}", busy=busy))
-        try:
-            self._open(Path(out_dir), identity)
-        except BaseException:
-            self._lock.close()
-            raise
-
-    def _open(self, out_dir: Path, identity: dict[str, Any]) -> None:
-        self.path = out_dir / PROGRESS_FILE
+        _check_not_a_file(Path(out_dir))
+        self.path = Path(out_dir) / PROGRESS_FILE
         self.identity = json.loads(json.dumps(identity))  # as it reads back from the file
         self.done: dict[tuple[str, str], EpisodeRecord] = {}
         self._check_finished(Path(out_dir) / SUMMARY_FILE)
@@ -151,13 +159,3 @@ class EvaluationProgress:
     def finish(self) -> None:
         """Remove the progress file once the final outputs are written."""
         self.path.unlink(missing_ok=True)
-
-    def release(self) -> None:
-        """Let another process evaluate into the directory."""
-        self._lock.close()
-
-    def __enter__(self) -> EvaluationProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
