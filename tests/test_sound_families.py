@@ -96,6 +96,30 @@ def test_a_sampler_draws_generated_targets_and_distractors_at_the_share_asked_fo
     assert np.isfinite(batch.mixture.numpy()).all() and batch.prompt.shape == (4, int(0.1 * pool.sample_rate))
 
 
+def test_without_generated_sounds_a_draw_picks_its_sounds_as_plain_list_draws_did(sampler_parts) -> None:
+    """The benchmark's clips were drawn this way: a target among the targets, a distractor among the split's
+    sounds of other categories, a prompt among the other instances, each by one integer draw in list order."""
+    bank, pool = sampler_parts
+    for split in ("train", "test"):
+        sampler = DoaExampleSampler(bank, pool, split, clip_seconds=0.1)
+        for seed in range(150):
+            draw = sampler._draw(0.0, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            target = sampler.targets[int(rng.integers(len(sampler.targets)))]
+            others = [n for n in bank.names(split) if bank.category(n) != bank.category(target)]
+            distractor = others[int(rng.integers(len(others)))]
+            prompts = [
+                n
+                for n in bank.names("train")
+                if bank.category(n) == bank.category(target) and bank.instance(n) != bank.instance(target)
+            ]
+            assert (draw.target, draw.distractor, draw.prompt) == (
+                target,
+                distractor,
+                prompts[int(rng.integers(len(prompts)))],
+            )
+
+
 def test_a_sampler_refuses_generated_sounds_outside_its_split_and_a_share_outside_0_1(sampler_parts) -> None:
     bank, pool = sampler_parts
     generated = GeneratedBank(bank, categories=3, instances=2, seed=0, sample_rate=pool.sample_rate)
@@ -124,14 +148,20 @@ def test_training_with_generated_categories_keeps_the_models_categories_and_need
         model="selective", out=str(tmp_path / "sel.pt"), pool_dir=str(tmp_path / "pools"), train_poses=4,
         val_poses=2, sources_per_pose=2, batch_size=2, clip_seconds=0.25, val_examples=4, val_every=1000,
         checkpoint_every=1000, threads=1, max_steps=1, patch_dim=8, model_dim=8,
-        generated_categories=6, generated_instances=2, generated_share=0.5,
+        generated_categories=6, generated_instances=2, generated_share=0.3,
     )  # fmt: skip
     doa_train.train(cfg, progress=False)
     train_sampler, val_sampler = samplers
     assert len(train_sampler.generated) == 12 and set(train_sampler.generated) <= set(train_sampler.sounds)
+    assert train_sampler.generated_share == 0.3
     assert not val_sampler.generated and not set(val_sampler.sounds) & set(train_sampler.generated)
     assert load_model(cfg.out).cfg.categories == SoundBank.load().categories()
-    with pytest.raises(ValueError, match="audio prompt"):
-        doa_train.train(
-            DoaTrainConfig(**(vars(cfg) | {"prompt": "category", "out": str(tmp_path / "cat.pt")})), progress=False
-        )
+    for change, message in (
+        ({"prompt": "category"}, "audio prompt"),
+        ({"generated_share": 1.2}, "generated_share in"),
+        ({"generated_instances": 1}, "generated_instances must be in 2..100, got 1"),
+    ):
+        samplers.clear()
+        with pytest.raises(ValueError, match=message):  # refused before any pool or sampler is made
+            doa_train.train(DoaTrainConfig(**(vars(cfg) | change | {"out": str(tmp_path / "x.pt")})), progress=False)
+        assert samplers == []

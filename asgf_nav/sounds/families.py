@@ -219,8 +219,8 @@ def render_instance(category: Category, instance_seed: int, sample_rate: int) ->
 class GeneratedBank(SoundBank):
     """A sound bank whose training split also holds generated categories, rendered in memory once.
 
-    Every other split, and every sound of the bank itself, is unchanged; the generated sounds exist only
-    at ``sample_rate``."""
+    The heard, val and test splits and every sound of the bank itself are unchanged (``all`` holds the
+    generated sounds too); the generated sounds exist only at ``sample_rate``."""
 
     def __init__(self, bank: SoundBank, categories: int, instances: int, seed: int, sample_rate: int) -> None:
         if not 2 <= instances <= MAX_INSTANCES:
@@ -245,7 +245,7 @@ class GeneratedBank(SoundBank):
     def waveform(self, name: str, sample_rate: int = 44100) -> np.ndarray:
         if name not in self.generated:
             return super().waveform(name, sample_rate)
-        if int(sample_rate) != self.generated_rate:
+        if sample_rate != self.generated_rate:
             rate = self.generated_rate
             raise ValueError(f"generated sound {name!r} exists at {rate} Hz only, asked for {sample_rate}")
         return self.generated[name].copy()

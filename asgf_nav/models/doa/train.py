@@ -33,7 +33,7 @@ from asgf_nav.models.doa.network import (
 )
 from asgf_nav.models.doa.pools import ROOM_KINDS, VAL_POOL_SEED, pool_source, rir_pool, train_pool_seed
 from asgf_nav.sounds.bank import SoundBank
-from asgf_nav.sounds.families import GeneratedBank
+from asgf_nav.sounds.families import MAX_INSTANCES, GeneratedBank
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 
 logger = logging.getLogger(__name__)
@@ -416,6 +416,15 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         raise ValueError(f"mask_target must be one of {MASK_TARGETS}, got {cfg.mask_target!r}")
     if cfg.mask_target != "received" and cfg.model != "selective":
         raise ValueError(f"mask_target {cfg.mask_target!r} needs the selective model; the {cfg.model} has no mask")
+    if cfg.generated_categories and cfg.prompt == "category":
+        raise ValueError("generated_categories needs the audio prompt: a category embedding cannot name them")
+    if cfg.generated_categories < 0 or not 0 <= cfg.generated_share <= 1:
+        raise ValueError(
+            f"generated_categories must be >= 0 and generated_share in [0, 1], got {cfg.generated_categories} "
+            f"and {cfg.generated_share}"
+        )
+    if cfg.generated_categories and not 2 <= cfg.generated_instances <= MAX_INSTANCES:
+        raise ValueError(f"generated_instances must be in 2..{MAX_INSTANCES}, got {cfg.generated_instances}")
     cfg = replace(cfg, device=str(resolve_device(cfg.device, key="--device")))  # "auto" becomes a device
     out = Path(cfg.out)
 
@@ -441,8 +450,6 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
     train_pool = rir_pool(*pool_args)
     train_bank, generated = bank, frozenset()
     if cfg.generated_categories:
-        if cfg.prompt == "category":
-            raise ValueError("generated_categories needs the audio prompt: a category embedding cannot name them")
         train_bank = GeneratedBank(
             bank, cfg.generated_categories, cfg.generated_instances, cfg.seed, train_pool.sample_rate
         )
