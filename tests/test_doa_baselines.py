@@ -16,8 +16,10 @@ from asgf_nav.models.doa.classical import (
     HrirWaveformMatch,
     HrtfTemplateDoa,
     gcc_phat,
+    hann_stft,
     lateral_fold,
     spectral_shape,
+    spectral_shape_of_power,
 )
 from asgf_nav.models.doa.data import DoaBatch
 from asgf_nav.models.doa.features import circular_distance
@@ -108,6 +110,19 @@ def test_spectral_shape_ignores_gain_and_tells_spectra_apart():
     assert spectral_shape(7.0 * low, SR) == pytest.approx(shape, abs=1e-6)
     assert spectral_shape(np.stack([low, low]), SR) == pytest.approx(shape, abs=1e-6)  # channels summed
     assert spectral_shape(other_low, SR) @ shape > 0.9 > spectral_shape(high, SR) @ shape + 0.5
+
+
+def test_spectral_shape_of_a_share_of_the_bins():
+    rng = np.random.default_rng(6)
+    low, high = _band_noise(rng, 200, 800), _band_noise(rng, 2000, 6000)
+    power = np.abs(hann_stft(np.stack([low, low]), 512, 256)) ** 2  # (2, F, T)
+    assert spectral_shape_of_power(power.sum(axis=0), SR) == pytest.approx(spectral_shape(np.stack([low, low]), SR))
+    # the bins a mask keeps carry their own shape: the low band's half of a mixture looks like the low band
+    mix = np.abs(hann_stft((low + high)[None], 512, 256)[0]) ** 2
+    freqs = np.fft.rfftfreq(512, 1.0 / SR)
+    below = (freqs < 1500)[:, None].astype(float)
+    kept = spectral_shape_of_power(mix * below + 1e-12, SR)
+    assert kept @ spectral_shape(low, SR) > 0.8 > kept @ spectral_shape(high, SR) + 0.5
 
 
 def test_prompt_choice_reference_counts_the_source_the_prompt_resembles():

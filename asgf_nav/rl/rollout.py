@@ -1,4 +1,5 @@
-"""Preallocated rollout tensors, GAE, and recurrent minibatches split by environment.
+"""Preallocated rollout tensors, GAE, and recurrent minibatches split by environment; the window of
+finished-episode metrics that training and validation log.
 
 Time index convention: ``obs[t]`` and ``masks[t]`` describe the state before action ``t``;
 ``masks[t] = 0`` means obs[t] is the first observation of a new episode (the previous step ended one),
@@ -7,11 +8,14 @@ so the GRU state is reset there and no value is bootstrapped across that boundar
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from asgf_nav.tasks.metrics import METRIC_NAMES as EPISODE_METRICS
 
 
 def compute_gae(
@@ -160,3 +164,30 @@ class RolloutStorage:
                 returns=self.returns.index_select(1, idx),
                 advantages=advantages.index_select(1, idx),
             )
+
+
+def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """An env's observations (tensors or arrays) on the policy's device."""
+    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in obs.items()}
+
+
+class EpisodeWindow:
+    """Running window of finished-episode metrics (return and the env's info fields)."""
+
+    def __init__(self, size: int) -> None:
+        self.episodes: deque[dict[str, float]] = deque(maxlen=size)
+
+    def add(self, returns: torch.Tensor, done: torch.Tensor, info: dict[str, torch.Tensor]) -> None:
+        done_idx = done.nonzero().flatten().tolist()
+        if not done_idx:
+            return
+        columns = {"reward": returns.detach().cpu()}
+        columns.update({k: info[k].detach().float().cpu() for k in EPISODE_METRICS if k in info})
+        for i in done_idx:
+            self.episodes.append({k: float(v[i]) for k, v in columns.items()})
+
+    def means(self) -> dict[str, float]:
+        if not self.episodes:
+            return {}
+        keys = self.episodes[0].keys()
+        return {k: float(np.mean([e[k] for e in self.episodes if k in e])) for k in keys}

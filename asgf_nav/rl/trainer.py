@@ -64,8 +64,8 @@ from asgf_nav.rl.checkpoint import (
     seed_everything,
 )
 from asgf_nav.rl.ppo import PPO
-from asgf_nav.rl.rollout import RolloutStorage
-from asgf_nav.rl.validation import EpisodeWindow, ValidationStopped, run_validation, to_device
+from asgf_nav.rl.rollout import EpisodeWindow, RolloutStorage, to_device
+from asgf_nav.rl.validation import ValidationStopped, run_validation
 from asgf_nav.scenes.background import ScenesNotReadyError
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
 

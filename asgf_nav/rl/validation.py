@@ -8,15 +8,13 @@ the trainer restores the val env to the same initial state before each one (``Tr
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from asgf_nav.rl.checkpoint import capture_rng_state, restore_rng_state, seed_everything
-from asgf_nav.tasks.metrics import METRIC_NAMES as EPISODE_METRICS
+from asgf_nav.rl.rollout import EpisodeWindow, to_device
 from asgf_nav.termination import stop_requested
 
 VALIDATION_SEED_OFFSET = 7919
@@ -37,38 +35,12 @@ def isolated_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None
         restore_rng_state(saved, device)
 
 
-class EpisodeWindow:
-    """Running window of finished-episode metrics (return and the env's info fields)."""
-
-    def __init__(self, size: int) -> None:
-        self.episodes: deque[dict[str, float]] = deque(maxlen=size)
-
-    def add(self, returns: torch.Tensor, done: torch.Tensor, info: dict[str, torch.Tensor]) -> None:
-        done_idx = done.nonzero().flatten().tolist()
-        if not done_idx:
-            return
-        columns = {"reward": returns.detach().cpu()}
-        columns.update({k: info[k].detach().float().cpu() for k in EPISODE_METRICS if k in info})
-        for i in done_idx:
-            self.episodes.append({k: float(v[i]) for k, v in columns.items()})
-
-    def means(self) -> dict[str, float]:
-        if not self.episodes:
-            return {}
-        keys = self.episodes[0].keys()
-        return {k: float(np.mean([e[k] for e in self.episodes if k in e])) for k in keys}
-
-
 def validation_quota(num_envs: int, val_episodes: int, dataset_size: int | None = None) -> list[int]:
     """Episodes each val env counts. Env ``i`` of a sequential stride runs episodes i, i+n, ..., so these
     shares count each of the first ``val_episodes`` episodes (all of them when the env has fewer,
     ``dataset_size``; None: unknown) exactly once, none twice."""
     total = val_episodes if dataset_size is None else min(val_episodes, dataset_size)
     return [len(range(i, total, num_envs)) for i in range(num_envs)]
-
-
-def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in obs.items()}
 
 
 def run_validation(policy: Any, env: Any, cfg: Any, device: torch.device) -> dict[str, float]:

@@ -190,8 +190,17 @@ def spectral_shape(
     """
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float64))
     power = (np.abs(hann_stft(audio, nfft, nfft // 2)) ** 2).sum(axis=0)  # (F, T)
-    power /= power.mean() + 1e-30  # a floor relative to the level keeps the descriptor gain-invariant
-    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
+    return spectral_shape_of_power(power, sample_rate, bands, freq_range)
+
+
+def spectral_shape_of_power(
+    power: np.ndarray, sample_rate: int, bands: int = 40, freq_range=(60.0, 8000.0)
+) -> np.ndarray:
+    """:func:`spectral_shape` of an (F, T) short-time power spectrum (F = nfft // 2 + 1 bins), for
+    a share of a clip's bins rather than a whole signal."""
+    power = np.asarray(power, dtype=np.float64)
+    power = power / (power.mean() + 1e-30)  # a floor relative to the level keeps the descriptor gain-invariant
+    freqs = np.fft.rfftfreq(2 * (power.shape[0] - 1), 1.0 / sample_rate)
     edges = np.geomspace(freq_range[0], min(freq_range[1], sample_rate / 2), bands + 1)
     member = (freqs[None, :] >= edges[:-1, None]) & (freqs[None, :] < edges[1:, None])  # (bands, F)
     member = member[member.any(axis=1)]  # a band narrower than the FFT bin spacing holds no bin: drop it
