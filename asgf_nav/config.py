@@ -106,7 +106,7 @@ class PPOConfig:
     num_steps: int = 150  # rollout length per env: an update learns from num_envs x num_steps (x ranks) frames
     ppo_epoch: int = 4  # passes over each rollout
     num_mini_batch: int = 1  # minibatches per pass, each a subset of whole env sequences (<= num_envs)
-    clip_param: float = 0.1  # PPO ratio clip (and value clip)
+    clip_param: float = 0.1  # PPO ratio clip, also the value clip (both decay with use_linear_clip_decay)
     value_loss_coef: float = 0.5  # weight of the value loss
     entropy_coef: float = 0.2  # weight of the entropy bonus
     lr: float = 2.5e-4  # Adam learning rate
@@ -136,7 +136,7 @@ class TrainConfig:
     # the validation metric that picks checkpoints/best.pt (SoundSpaces tests the checkpoint with the
     # best val SPL); "none": keep no best checkpoint
     best_metric: Literal["spl", "success", "sna", "softspl", "none"] = "spl"
-    stats_window_episodes: int = 50  # finished episodes behind the logged return ("reward") / SR / SPL / SNA
+    stats_window_episodes: int = 50  # finished episodes behind the logged return / SR / SPL / SNA
     # training and evaluation; 0: the cores per rank, less one while scenes bake, at most OMP_NUM_THREADS
     torch_threads: int = 0
 

@@ -22,7 +22,7 @@ def _random_episodes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "start_distance": rng.integers(0, 12, n) * grid,  # zeros included: a start on the goal
         "distance": rng.integers(0, 6, n) * grid,
         "path_length": rng.integers(0, 30, n) * grid,
-        "num_action": rng.integers(1, 40, n).astype(np.float64),
+        "oracle_actions": rng.integers(1, 40, n).astype(np.float64),
         "num_actions": steps,
     }
 
@@ -89,7 +89,7 @@ def test_both_envs_take_reward_and_metrics_from_tasks_metrics(monkeypatch):
 
 
 def test_sna_is_zero_for_every_failed_episode() -> None:
-    """SNA = success * num_action / max(num_action, NA): an episode that ends on the goal without STOP, or
+    """SNA = success * oracle_actions / max(oracle_actions, NA): an episode that ends on the goal without STOP, or
     that stops too far away, scores 0 however short it was (without the success factor both would be 1)."""
     assert episode_metrics(False, 2.0, 0.0, 2.0, 3, 3)["sna"] == 0.0  # reached the goal, never stopped
     assert episode_metrics(True, 4.0, 2.0, 2.0, 5, 3)["sna"] == 0.0  # stopped 2 m away

@@ -276,7 +276,7 @@ def test_policy_diagnostics_and_ase_state() -> None:
     policy = build_policy(make_cfg("asgf"), space)
     policy.act(obs, policy.initial_hidden(2), torch.ones(2))
     diagnostics = policy.diagnostics()
-    assert set(diagnostics) == {"gate_alpha", "attention_entropy"}
+    assert set(diagnostics) == {"fusion/gate_alpha", "fusion/attention_entropy"}
     assert policy.last_ase_state is not None and policy.last_ase_state.shape == (2, 512)
     no_ase = build_policy(make_cfg("asgf_no_ase"), space)
     assert no_ase.ase is None and no_ase.learned_state.shape == (512,)
@@ -578,7 +578,8 @@ def test_the_audio_cnn_takes_the_small_stack_below_30_only() -> None:
 
 
 def test_the_logged_diagnostics_name_the_right_quantities() -> None:
-    """diagnostics()['gate_alpha'] is the fusion's mean gate, ['attention_entropy'] its attention entropy."""
+    """diagnostics()['fusion/gate_alpha'] is the fusion's mean gate, ['fusion/attention_entropy'] its
+    attention entropy."""
     space = make_space(26, ("depth",), size=36)
     policy = build_policy(compact_cfg("asgf"), space)
     with torch.no_grad():
@@ -586,10 +587,10 @@ def test_the_logged_diagnostics_name_the_right_quantities() -> None:
         policy.fusion.gate[-1].bias.fill_(2.0)  # alpha = sigmoid(2) = 0.88, far from any entropy of 2 tokens
         policy.act(make_obs(space, 2, torch.Generator().manual_seed(19)), policy.initial_hidden(2), torch.ones(2))
     diagnostics = policy.diagnostics()
-    assert float(diagnostics["gate_alpha"]) == pytest.approx(1.0 / (1.0 + math.exp(-2.0)))
+    assert float(diagnostics["fusion/gate_alpha"]) == pytest.approx(1.0 / (1.0 + math.exp(-2.0)))
     p = policy.fusion.last_attention
     entropy = -torch.special.xlogy(p, p).sum(-1).mean()
-    assert float(diagnostics["attention_entropy"]) == pytest.approx(float(entropy), rel=1e-5)
+    assert float(diagnostics["fusion/attention_entropy"]) == pytest.approx(float(entropy), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["asgf", "asgf_no_asgf", "asgf_no_ase"])

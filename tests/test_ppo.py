@@ -209,7 +209,7 @@ def test_logged_episode_return_sums_over_that_episode_only(tmp_path: Path) -> No
     episodes = list(trainer.window.episodes)
     assert len(episodes) == 12
     for episode in episodes:  # the toy env pays 1 per correct turn and reports SPL = correct turns / 5
-        assert episode["reward"] == pytest.approx(episode["spl"] * 5, abs=1e-5)
+        assert episode["return"] == pytest.approx(episode["spl"] * 5, abs=1e-5)
 
 
 def test_ppo_learns_sound_side(tmp_path: Path) -> None:
@@ -1048,14 +1048,14 @@ def test_the_validation_return_sums_over_each_episode_only(tmp_path: Path) -> No
     cfg.train.val_episodes = 12  # 4 envs: 3 five-step episodes each
     validation = Trainer(cfg, toy_env_factory, tmp_path / "run").validate()
     assert validation["episodes"] == 12
-    assert validation["reward"] == pytest.approx(5 * validation["spl"], abs=1e-5)
+    assert validation["return"] == pytest.approx(5 * validation["spl"], abs=1e-5)
 
 
 def test_the_policy_diagnostics_are_averaged_over_the_rollout_steps(tmp_path: Path) -> None:
     """A policy that reports 2.0 at every step logs 2.0, not the sum over the rollout's 8 steps."""
     trainer = Trainer(small_cfg("av_nav", num_steps=8), toy_env_factory, tmp_path / "run")
-    trainer.policy.diagnostics = lambda: {"attention_entropy": torch.tensor(2.0)}
-    assert trainer.collect_rollout() == {"attention_entropy": pytest.approx(2.0)}
+    trainer.policy.diagnostics = lambda: {"fusion/attention_entropy": torch.tensor(2.0)}
+    assert trainer.collect_rollout() == {"fusion/attention_entropy": pytest.approx(2.0)}
 
 
 def test_a_rebuilt_training_env_starts_fresh_episodes_from_its_own_reset(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from asgf_nav.io import atomic_write_text
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, ResolvedEpisode
-from asgf_nav.tasks.navigation import ACTION_NAMES, step_pose
+from asgf_nav.tasks.navigation import step_pose
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
 logger = logging.getLogger(__name__)
@@ -234,10 +234,6 @@ class EpisodeRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EpisodeRecord:
         return cls(**data)
-
-    @property
-    def action_names(self) -> list[str]:
-        return [ACTION_NAMES[a] for a in self.actions]
 
 
 def select_episodes(episodes: Sequence[Episode], num_episodes: int | None) -> list[Episode]:

@@ -258,7 +258,7 @@ def warn_single_memory_token(policy_name: str, tokens: list[str]) -> None:
     _WARNED_SINGLE_TOKEN.add(policy_name)
     logger.warning(
         "model.policy=%s has a single ASGF memory token %s: its cross-attention softmax is always 1, so the "
-        "query and key weights get no gradient, attention_entropy stays 0 and the fusion reduces to a gated "
+        "query and key weights get no gradient, fusion/attention_entropy stays 0 and the fusion reduces to a gated "
         "MLP of the audio state and the audio features; add 'rgb' or 'depth' to task.sensors, or set "
         "task.use_doa=true, for attention over two or more tokens",
         policy_name, tokens,
@@ -299,7 +299,10 @@ class ASGFPolicy(Policy):
         return self.fusion(self.spatial_state(obs), self.encode_modalities(obs))
 
     def diagnostics(self) -> dict[str, torch.Tensor]:
-        return {"gate_alpha": self.fusion.last_gate, "attention_entropy": self.fusion.last_attention_entropy}
+        return {
+            "fusion/gate_alpha": self.fusion.last_gate,
+            "fusion/attention_entropy": self.fusion.last_attention_entropy,
+        }
 
 
 @register_policy("asgf_no_ase")

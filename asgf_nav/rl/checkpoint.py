@@ -89,7 +89,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def remove_stale_temporaries(directory: str | Path) -> int:
+def remove_stale_checkpoint_temporaries(directory: str | Path) -> int:
     """Delete the checkpoint temporaries a save killed outright (SIGKILL, the OOM killer) left in
     ``directory`` (a run's checkpoints/; each one is as large as a checkpoint), and nothing else. The caller
     must be the run's only writer (it holds the run lock). Returns the bytes freed."""

@@ -73,9 +73,14 @@ class PPO:
 
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """One PPO update: ``ppo_epoch`` passes over ``num_mini_batch`` recurrent minibatches. Returns the
-        means over those gradient steps of policy_loss, value_loss, entropy, approx_kl (``(r - 1) - log r``),
-        clip_fraction and grad_norm (before clipping, after the DD-PPO all-reduce), the explained variance
-        of the rollout's values against its returns (this rank's), and the lr and clip it used."""
+        means over those gradient steps of policy_loss, value_loss (before ``value_loss_coef``), entropy,
+        approx_kl (``(r - 1) - log r``), clip_fraction and grad_norm (before clipping, after the DD-PPO
+        all-reduce); the explained variance of the rollout's values (before the update) against its
+        returns, on this rank's rollout; and the lr and clip it used.
+
+        The first gradient step of an update sees the rollout's own policy (r = 1), so approx_kl and
+        clip_fraction count it as 0: they measure the average drift over the update, not the final
+        policy's distance from the rollout's. The value loss is clipped with the same (decaying) clip."""
         cfg, clip = self.cfg, self.clip
         advantages = storage.advantages
         if cfg.use_normalized_advantage:

@@ -172,7 +172,8 @@ def to_device(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, t
 
 
 class EpisodeWindow:
-    """Running window of finished-episode metrics (return and the env's info fields)."""
+    """Running window of finished-episode metrics: ``return`` (the undiscounted sum of the episode's rewards)
+    and the env's info fields."""
 
     def __init__(self, size: int) -> None:
         self.episodes: deque[dict[str, float]] = deque(maxlen=size)
@@ -181,7 +182,7 @@ class EpisodeWindow:
         done_idx = done.nonzero().flatten().tolist()
         if not done_idx:
             return
-        columns = {"reward": returns.detach().cpu()}
+        columns = {"return": returns.detach().cpu()}
         columns.update({k: info[k].detach().float().cpu() for k in EPISODE_METRICS if k in info})
         for i in done_idx:
             self.episodes.append({k: float(v[i]) for k, v in columns.items()})

@@ -57,7 +57,7 @@ from asgf_nav.rl.checkpoint import (
     checkpoint_dir,
     load_checkpoint,
     load_latest,
-    remove_stale_temporaries,
+    remove_stale_checkpoint_temporaries,
     restore_rng_state,
     save_best_checkpoint,
     save_checkpoint,
@@ -127,7 +127,7 @@ class Trainer:
         self.writer: Any = None
 
         if self.is_main:  # rank 0 writes the checkpoints; a run holds its directory (experiment.claim_run_dir)
-            remove_stale_temporaries(checkpoint_dir(self.run_dir))
+            remove_stale_checkpoint_temporaries(checkpoint_dir(self.run_dir))
         # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there
         state = load_latest(self.run_dir, map_location="cpu") if resume else None
         if state is not None:
@@ -248,6 +248,7 @@ class Trainer:
         self.update += 1
         self.frames += self.frames_per_update
         stats.update(diagnostics)
+        # every rank's frames over this rank's rollout and update time (validation and checkpoints not counted)
         stats["fps"] = self.frames_per_update / (time.perf_counter() - start)
         stats.update({f"episode/{k}": v for k, v in self.window.means().items()})
         progress.update(self.frames_per_update)
@@ -290,12 +291,12 @@ class Trainer:
         logger.info("training env rebuilt at update %d on the grown scene pool", self.update)
 
     def log_scalars(self, prefix: str, values: dict[str, float]) -> None:
+        """Write ``prefix/key`` scalars to TensorBoard and a summary line to the log; the callers decide when."""
         for key, value in values.items():
             if self.writer is not None and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{key}", value, self.frames)
-        if prefix == "val" or self.update % max(self.cfg.train.log_interval, 1) == 0:
-            shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS}
-            logger.info("%s update %d frames %d: %s", prefix, self.update, self.frames, shown)
+        shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS}
+        logger.info("%s update %d frames %d: %s", prefix, self.update, self.frames, shown)
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

@@ -58,10 +58,6 @@ class Box:
     def footprint(self) -> tuple[float, float, float, float]:
         return (self.x0, self.z0, self.x1, self.z1)
 
-    @property
-    def is_furniture(self) -> bool:
-        return self.kind.startswith("furniture")
-
     def contains_xz(self, x: float, z: float, margin: float = 0.0) -> bool:
         return (self.x0 - margin <= x <= self.x1 + margin) and (self.z0 - margin <= z <= self.z1 + margin)
 

@@ -49,10 +49,6 @@ class Scene:
     def open(cls, data_root: str | Path, dataset: str, scene_name: str) -> Scene:
         return cls(scene_dir(data_root, dataset, scene_name))
 
-    @classmethod
-    def from_directory(cls, directory: str | Path) -> Scene:
-        return cls(directory)
-
     def __repr__(self) -> str:
         return f"Scene({self.dataset}/{self.name}, {self.num_nodes} nodes, stages={self.store.stages})"
 

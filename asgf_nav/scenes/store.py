@@ -241,6 +241,3 @@ class SceneStore:
             return path.read_bytes()
         except OSError as exc:
             raise SceneStoreError(f"cannot read scene file {path}: {exc}") from exc
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())

@@ -98,7 +98,7 @@ class AudioNavEnv(gym.Env):
 
             world, episodes = load_task_data(cfg, split)
         self.world = world
-        self.episodes = _resolved(episodes, world)
+        self.episodes = resolved_episodes(episodes, world)
         self.start_distances = graph_start_distances(self.episodes, world)
         apply_task_rules(self, task_cfg, sensors)
         self.observation_space = observation_space_for(world, self.sensors)
@@ -246,7 +246,7 @@ def graph_start_distances(episodes: Sequence[ResolvedEpisode], world: TaskWorld)
     return d0
 
 
-def _resolved(episodes: Sequence[Episode | ResolvedEpisode], world: TaskWorld) -> list[ResolvedEpisode]:
+def resolved_episodes(episodes: Sequence[Episode | ResolvedEpisode], world: TaskWorld) -> list[ResolvedEpisode]:
     """Stored episodes are resolved against the world; resolved ones are checked against it."""
     if not episodes:
         raise ValueError(

@@ -27,10 +27,10 @@ import torch
 
 from asgf_nav.tasks import metrics
 from asgf_nav.tasks.audionav_env import (
-    _resolved,
     apply_task_rules,
     graph_start_distances,
     observation_space_for,
+    resolved_episodes,
     task_setting,
 )
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, episodes_fingerprint
@@ -68,7 +68,7 @@ class BatchedAudioNavEnv:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
         task_cfg = getattr(cfg, "task", cfg)
         self.world = world
-        self.episodes = _resolved(episodes, world)
+        self.episodes = resolved_episodes(episodes, world)
         self.start_distances = graph_start_distances(self.episodes, world)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
@@ -130,7 +130,7 @@ class BatchedAudioNavEnv:
         self.steps = np.zeros(b, dtype=np.int64)
         self.path_length = np.zeros(b, dtype=np.float64)
         self.start_distance = np.zeros(b, dtype=np.float64)  # d0 of SPL / SoftSPL: the graph distance
-        self.num_action = np.zeros(b, dtype=np.float64)  # the oracle's action count, for SNA
+        self.oracle_actions = np.zeros(b, dtype=np.float64)  # the episode's num_action, for SNA
         self.prev_distance = np.zeros(b, dtype=np.float64)
         self.goal_hops = np.zeros((b, self.max_nodes), dtype=np.int64)
         self._started = False
@@ -147,7 +147,7 @@ class BatchedAudioNavEnv:
         self.steps[i] = 0
         self.path_length[i] = 0.0
         self.start_distance[i] = self.start_distances[index]
-        self.num_action[i] = ep.num_action
+        self.oracle_actions[i] = ep.num_action
         self.prev_distance[i] = float(ep.geodesic_distance)  # SoundSpaces' reward starts from the stored value
         self.goal_hops[i, : scene.num_nodes] = np.asarray(scene.geodesic_hops[:, ep.goal_node])
 
@@ -229,7 +229,7 @@ class BatchedAudioNavEnv:
             self.start_distance,
             distance,
             self.path_length,
-            self.num_action,
+            self.oracle_actions,
             self.steps,
             self.success_distance,
         )

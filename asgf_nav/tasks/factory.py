@@ -1,4 +1,5 @@
-"""Build AudioGoal environments from an experiment config: world, episodes, reference or batched env."""
+"""Build AudioGoal environments from an experiment config: the world, the episodes and the batched env
+(``make_env``); the per-step reference env reuses ``load_task_data``."""
 
 from __future__ import annotations
 

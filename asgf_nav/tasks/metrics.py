@@ -7,7 +7,8 @@ env applies them to one agent and the batched env to its (B,) arrays in one call
 - success = STOP called and distance to goal < success_distance (strict)
 - SPL = success * d0 / max(d0, L), L the Euclidean length walked, d0 the graph distance at the start
 - SoftSPL = max(0, 1 - dT / d0) * d0 / max(d0, L)
-- SNA = success * num_action / max(num_action, NA), NA the actions taken including STOP
+- SNA = success * oracle_actions / max(oracle_actions, NA), oracle_actions the episode's ``num_action``
+  (the oracle's action count), NA the agent's actions including STOP (logged as ``num_actions``)
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def softspl(start_distance, distance, path_length):
     return progress * start_distance / _maximum(_maximum(start_distance, path_length), 1e-12)
 
 
-def sna(succ, num_action, num_actions):
-    return succ * num_action / _maximum(num_action, num_actions)
+def sna(succ, oracle_actions, num_actions):
+    return succ * oracle_actions / _maximum(oracle_actions, num_actions)
 
 
 def episode_metrics_array(
@@ -67,7 +68,7 @@ def episode_metrics_array(
     start_distance: Any,
     distance: Any,
     path_length: Any,
-    num_action: Any,
+    oracle_actions: Any,
     num_actions: Any,
     success_distance: float = 1.0,
 ) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def episode_metrics_array(
         "success": succ,
         "spl": _where(on_goal, succ, spl(succ, start_distance, path_length)),
         "softspl": _where(on_goal, succ, softspl(start_distance, distance, path_length)),
-        "sna": sna(succ, num_action, num_actions),
+        "sna": sna(succ, oracle_actions, num_actions),
         "distance_to_goal": distance * 1.0,
         "num_actions": num_actions * 1.0,
     }
@@ -93,7 +94,7 @@ def episode_metrics(
     start_distance: float,
     distance: float,
     path_length: float,
-    num_action: int,
+    oracle_actions: int,
     num_actions: int,
     success_distance: float = 1.0,
 ) -> dict[str, float]:
@@ -103,7 +104,7 @@ def episode_metrics(
         float(start_distance),
         float(distance),
         float(path_length),
-        float(num_action),
+        float(oracle_actions),
         float(num_actions),
         success_distance,
     )
