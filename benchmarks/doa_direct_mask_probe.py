@@ -35,7 +35,7 @@ from sklearn.neural_network import MLPClassifier
 
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.cli import int_at_least, non_negative_int, positive_int, run_script
-from asgf_nav.eval.doa_eval import TEST_SET_SEED, EvalConfig
+from asgf_nav.eval.doa_eval import EvalConfig, condition_seed
 from asgf_nav.models.doa.classical import hann_stft, level_rise
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler, loudest_window
 from asgf_nav.models.doa.pools import TEST_POOL_SEED, rir_pool, train_pool_seed
@@ -57,7 +57,9 @@ def pools(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int) -> tuple[R
     return pool, direct
 
 
-def clip_parts(sampler: DoaExampleSampler, direct: DoaExampleSampler, examples: int, snr_db: float, seed: int):
+def clip_parts(
+    sampler: DoaExampleSampler, direct: DoaExampleSampler, examples: int, snr_db: float, seed: int | list[int]
+):
     """The benchmark's clips of one condition, and the target's direct sound in each, on the same scale.
 
     Replays the sampler's draws (they come first, in a fixed order) and renders the target once through
@@ -226,7 +228,7 @@ def main() -> None:
     common = dict(categories=bank.categories(), distractor_window="drawn")
     sampler = DoaExampleSampler(bank, pool, "test", **common)
     direct = DoaExampleSampler(bank, direct_pool, "test", **common)
-    batch, target_direct = clip_parts(sampler, direct, args.examples, 0.0, TEST_SET_SEED)  # unheard, 0 dB
+    batch, target_direct = clip_parts(sampler, direct, args.examples, 0.0, condition_seed("unheard", 0.0))
     truth, los = batch.azimuth.numpy(), batch.line_of_sight.numpy()
     reader = InterauralReader(pool.sample_rate, args.nfft, args.hop)
 

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output(parser, "--out", args.out, directory=True)  # after the inputs: it creates the directory
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     configs = [split_config(args, cfg, sound_split, checkpoint) for sound_split in splits]
-    with ExitStack() as held:  # every split's directory is locked before any loading, until all are written
+    with ExitStack() as held:  # every split's directory is locked before any task data loads, until all are written
         for split_cfg in configs:
             held.enter_context(evaluation_lock(output_dir(args, split_cfg)))
         finished = []

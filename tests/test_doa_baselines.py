@@ -239,6 +239,19 @@ def test_benchmark_clips_use_the_test_sounds_for_unheard_and_the_training_sounds
     assert list(splits.values()) == ["test", "test", "train"]
 
 
+def test_a_condition_draws_the_same_clips_whatever_other_snrs_are_asked_for(sampler_parts):
+    from asgf_nav.eval import doa_eval
+
+    bank, pool = sampler_parts
+    full, _ = doa_eval.test_sets(doa_eval.EvalConfig(examples=3, clip_seconds=0.1), bank, pool)
+    alone, _ = doa_eval.test_sets(doa_eval.EvalConfig(examples=3, snrs=(-5.0, -2.5), clip_seconds=0.1), bank, pool)
+    for condition in (("unheard", -5.0), ("heard", 0.0)):
+        assert torch.equal(alone[condition].mixture, full[condition].mixture), condition
+    seeds = [str(doa_eval.condition_seed(s, snr)) for s, snr in [*full, ("unheard", -2.5), ("unheard", 5.0)]]
+    assert len(set(seeds)) == len(seeds)  # every condition its own clips
+    assert doa_eval.condition_seed("unheard", 0.0) == doa_eval.TEST_SET_SEED  # the published tables' clips
+
+
 def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
     from asgf_nav.eval import doa_eval
     from asgf_nav.models.doa.features import circular_distance, lateral_fold

@@ -52,6 +52,16 @@ from asgf_nav.sounds.bank import SoundBank
 logger = logging.getLogger(__name__)
 
 TEST_SET_SEED = 11
+# the published tables' conditions, with the seeds their clips were drawn with
+_DEFAULT_CONDITIONS = (("unheard", 0.0), ("unheard", -5.0), ("unheard", -10.0), ("heard", 0.0))
+
+
+def condition_seed(split: str, snr: float) -> int | list[int]:
+    """Seed of one condition's clips, the same whatever other conditions a run asks for (``--snrs``):
+    the default conditions keep the seeds of the published tables, any other SNR gets its own."""
+    if (split, float(snr)) in _DEFAULT_CONDITIONS:
+        return TEST_SET_SEED + _DEFAULT_CONDITIONS.index((split, float(snr)))
+    return [TEST_SET_SEED, ("unheard", "heard").index(split), int(round(float(snr) * 100)) + 10**6]
 
 
 @dataclass
@@ -66,7 +76,7 @@ class EvalConfig:
     examples: int = 400  # per (SNR, split) condition
     snrs: tuple[float, ...] = (0.0, -5.0, -10.0)  # target-to-distractor ratios (dB) of the unheard conditions
     gmm_train_examples: int = 3000  # training clips of the GMM regression
-    train_poses: int = 600  # the training pool the GMM regression is fitted on (as in pretrain_doa.py)
+    train_poses: int = 600  # listener poses of the training pool the GMM regression is fitted on (as pretrain_doa.py's)
     distractor_window: str = "drawn"  # drawn (the benchmark's clips) | loudest (no steadiness cue)
     clip_seconds: float = 0.5  # at most 1 s (the bank's sounds); the heads were trained on 0.5 s clips
     sharpen_smooth_bins: int = TemplateSharpening.smooth_bins  # sharpened rows: the head's posterior spread
@@ -104,7 +114,7 @@ def test_sets(
     categories = bank.categories()
     sets: dict[tuple[str, float], DoaBatch] = {}
     conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
-    for i, (split, snr) in enumerate(conditions):
+    for split, snr in conditions:
         sampler = DoaExampleSampler(
             bank,
             pool,
@@ -113,7 +123,7 @@ def test_sets(
             categories=categories,
             distractor_window=cfg.distractor_window,
         )
-        sets[(split, snr)] = sampler.sample(cfg.examples, snr, np.random.default_rng(TEST_SET_SEED + i))
+        sets[(split, snr)] = sampler.sample(cfg.examples, snr, np.random.default_rng(condition_seed(split, snr)))
     return sets, pool.sample_rate
 
 

@@ -84,7 +84,7 @@ class HrtfTemplateDoa:
     ``onset_power > 0`` models the precedence effect: instead of averaging the cross-spectrum over the
     clip, each time-frequency bin's unit interaural phase counts with the rise of its level over the
     previous frame (``max(0, d log power) ** onset_power``), so the first arrival of each new sound event
-    outweighs the reflections that follow it. The defaults for that variant (256-point frames every 64
+    outweighs the reflections that follow it. The settings of :meth:`precedence` (256-point frames every 64
     samples, power 1) were chosen on the validation scenes and sounds.
     """
 

@@ -52,16 +52,6 @@ class DoaBatch:
         fields = DoaBatch.__dataclass_fields__
         return DoaBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in fields))
 
-    def save(self, path) -> None:
-        from asgf_nav.io import atomic_savez
-
-        atomic_savez(path, **{k: getattr(self, k).numpy() for k in self.__dataclass_fields__})
-
-    @classmethod
-    def load(cls, path) -> DoaBatch:
-        data = np.load(path)
-        return cls(*(torch.from_numpy(data[k]) for k in cls.__dataclass_fields__))
-
 
 @dataclass(frozen=True)
 class _Draw:

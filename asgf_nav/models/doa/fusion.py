@@ -1,4 +1,4 @@
-"""The selective head's posterior sharpened by the onset-weighted HRTF templates.
+"""A learned head's posterior (the selective head's or the CRNN's) sharpened by the onset-weighted HRTF templates.
 
 The two are right on different clips. The head chooses which source to follow and roughly where it is
 (the lowest MAE and highest ACC within 20 degrees of the benchmark), but its 24 ms frames blur the first

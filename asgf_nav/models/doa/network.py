@@ -3,14 +3,14 @@
 Pipeline for a binaural mixture and a prompt that names the target:
 
 1. STFT -> interaural features (cos/sin IPD, ILD, level) split into fine (32-bin), mid (128-bin) and
-   full-band patches; one conv encoder per band resolution, shared by that resolution's patches, maps each
-   patch to a (T, 64) sequence.
+   full-band patches (``band_widths``, at 512-point frames); one conv encoder per band resolution, shared
+   by that resolution's patches, maps each patch to a (T, patch_dim) sequence.
 2. Semantic-band fusion (SBF): the prompt embedding, broadcast over time and concatenated with a per-frame
    semantic embedding of the mixture, goes through a Transformer encoder layer -> query sequence (T, D).
 3. SSA: per patch, cross-attention with the SBF as query and that patch's sequence as keys/values
    (per-patch projections W^q, W^k, W^v); band-importance weights are the softmax over patches of the
    mean-pooled raw attention maps q k^T; the patch outputs are summed with those weights.
-4. Spatial refiner: an MLP gives per-frame softmax weights over the three resolutions; the fused (T, 64)
+4. Spatial refiner: an MLP gives per-frame softmax weights over the three resolutions; the fused (T, patch_dim)
    feature drives an MLP predicting a time-frequency mask over the mixture's spectrogram. With
    ``mask_head="template"`` (the default) that MLP's output is one input of a small prompt-conditioned
    conv net over the (T, F) grid, which also sees the mixture's level, the prompt's spectral template

@@ -80,10 +80,6 @@ class DoaObservation:
     def num_bins(self) -> int:
         return self.model.cfg.grid.num_bins
 
-    @property
-    def bin_width(self) -> float:
-        return self.model.cfg.bin_width
-
     # ------------------------------------------------------------------------------------------ prompts
     def prompt_sound(self, sound: str) -> str | None:
         """The reference clip that prompts the head for ``sound``: a fixed other instance of its category from
