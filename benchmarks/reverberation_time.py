@@ -33,7 +33,6 @@ from asgf_nav.acoustics.simulate import (
     band_centers,
     build_walls,
     effective_ism_order,
-    free_space,
     simulate_source,
 )
 from asgf_nav.cli import positive_float, positive_int, run_script
@@ -121,7 +120,9 @@ def scene_tails(scene_dir: Path, receivers: int = 3) -> None:
     distance = np.linalg.norm(ears - source, axis=1)
     inside = (ears[:, 0] >= room.x0) & (ears[:, 0] <= room.x1) & (ears[:, 2] >= room.z0) & (ears[:, 2] <= room.z1)
     chosen = np.flatnonzero(inside & (distance > 1.5) & (distance < 5.0))[:receivers]
-    region = next(g for g in _polygons(free_space(plan)) if g.buffer(1e-6).contains(Point(source[0], source[2])))
+    region = next(
+        g for g in _polygons(plan.free_space_polygon()) if g.buffer(1e-6).contains(Point(source[0], source[2]))
+    )
     order = effective_ism_order(len(build_walls(plan, rate, region=region)), baked["ism_order"], baked["max_images"])
     print(f"{scene_dir.name}: source node {source_node} in {room.name}, receivers {chosen.tolist()} "
           f"({', '.join(f'{d:.1f}' for d in distance[chosen])} m), {baked['rays']} rays, {rate} Hz")  # fmt: skip

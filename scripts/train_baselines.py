@@ -76,10 +76,10 @@ def train_scene_names(cfg) -> list[str]:
     if scene_source(cfg) == "soundspaces":
         from asgf_nav.scenes.soundspaces import SoundSpacesPaths
         from asgf_nav.scenes.soundspaces_import import soundspaces_root
-        from asgf_nav.tasks.soundspaces_world import split_scene_names
+        from asgf_nav.tasks.soundspaces_world import downloaded_split_scenes
 
         paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
-        return split_scene_names(paths, "train", cfg.task.sound_split)
+        return downloaded_split_scenes(paths, "train", cfg.task.sound_split)
     return get_preset(cfg.scenes.dataset).split_scenes("train")
 
 

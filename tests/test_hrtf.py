@@ -80,3 +80,11 @@ def test_the_measurement_lead_is_trimmed_to_a_guard_of_8_native_samples(rate: in
     assert int(onsets.min()) == round(8 * rate / 44100)
     if rate == 44100:  # native rate: the trimmed set is the file from sample 28 - 8 = 20 on
         np.testing.assert_array_equal(h.hrir, raw[..., 20:].astype(np.float32))
+
+
+def test_a_missing_or_malformed_hrtf_file_is_named_with_its_cause(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cannot read HRTF file .*absent.npz"):
+        load_hrtf(16000, tmp_path / "absent.npz")
+    np.savez(tmp_path / "no_hrir.npz", azimuth=np.zeros(3))
+    with pytest.raises(ValueError, match=r"HRTF file .*no_hrir.npz is malformed \(.*hrir"):
+        load_hrtf(16000, tmp_path / "no_hrir.npz")

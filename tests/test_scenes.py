@@ -314,7 +314,8 @@ def test_a_scene_of_another_store_format_is_named_and_baked_again(tmp_path: Path
     (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
     manifest = directory / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format_version": 0}))
-    with pytest.raises(SceneStoreError, match=r"format_version 0, this code reads 1; bake the scene again"):
+    hint = r"bake it again: python scripts/build_scenes.py --dataset tiny .* --scenes tiny_room_val --force"
+    with pytest.raises(SceneStoreError, match=r"format_version 0, this code reads 1; " + hint):
         Scene(directory)
     assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1) == {"tiny_room_val": ["layout"]}
     assert Scene(directory).num_nodes > 0

@@ -81,10 +81,12 @@ def load_hrtf(sample_rate: int, path: str | Path = KEMAR_FILE) -> Hrtf:
         azimuth = data["azimuth"].astype(np.float64)
         elevation = data["elevation"].astype(np.float64)
         native_rate = int(data["sample_rate"])
-    except (OSError, KeyError, ValueError) as exc:
+    except OSError as exc:
         raise FileNotFoundError(
             f"cannot read HRTF file {path} ({exc}); regenerate it with scripts/convert_hrtf.py"
         ) from exc
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"HRTF file {path} is malformed ({exc}); regenerate it with scripts/convert_hrtf.py") from exc
     if hrir.ndim != 3 or hrir.shape[1] != 2 or hrir.shape[0] != azimuth.shape[0]:
         raise ValueError(f"HRTF file {path}: hrir has shape {hrir.shape}, expected (directions, 2, taps)")
     if sample_rate != native_rate:

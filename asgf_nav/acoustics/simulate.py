@@ -148,16 +148,6 @@ class _WallBuilder:
         self.add(corners, material, np.array([outward_xz[0], outward_xz[1], 0.0]))
 
 
-def free_space(fp: FloorPlan):
-    """Rooms plus doorway gaps on a 0.1 mm grid, so float noise between touching boxes leaves no slivers."""
-    import shapely
-
-    parts = [shapely_box(*(round(v, 4) for v in (r.x0, r.z0, r.x1, r.z1))) for r in fp.rooms]
-    parts += [shapely_box(*(round(v, 4) for v in (d.x0, d.z0, d.x1, d.z1))) for d in fp.doorways]
-    snapped = shapely.set_precision(shapely.union_all(parts), 1e-4)
-    return shapely.set_precision(snapped, 0.0).buffer(0)  # drop the grid: later buffers must not snap
-
-
 def _door_box(d) -> Polygon:
     return shapely_box(round(d.x0, 4), round(d.z0, 4), round(d.x1, 4), round(d.z1, 4))
 
@@ -230,7 +220,7 @@ def build_walls(fp: FloorPlan, sample_rate: int, region=None, furniture: bool = 
     ``scattering=False`` zeroes the materials' scattering coefficients (used for the specular ray tracer).
     """
     centers = band_centers(sample_rate)
-    free = region if region is not None else free_space(fp)
+    free = region if region is not None else fp.free_space_polygon()
     height = fp.ceiling_height
     builder = _WallBuilder(fp, centers, scattering)
     low_doors = [d for d in fp.doorways if d.height < height - 1e-3]
@@ -384,7 +374,7 @@ def simulate_source(
     centers = band_centers(sample_rate)
     n_bands = len(centers)
     n_bins = int(np.ceil(max_seconds / HIST_BIN_SECONDS))
-    free = free_space(fp)
+    free = fp.free_space_polygon()
     region = next((g for g in _polygons(free) if g.buffer(_EPS).contains(Point(source[0], source[2]))), None)
     if region is None:
         raise ValueError(f"floor plan {fp.name!r}: source {source.tolist()} is outside the free space")

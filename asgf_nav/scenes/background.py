@@ -27,7 +27,7 @@ from typing import Any
 
 from asgf_nav.scenes.build import stage_is_current
 from asgf_nav.scenes.presets import SPLITS, get_preset
-from asgf_nav.scenes.store import scene_dir
+from asgf_nav.scenes.store import SceneStoreError, scene_dir
 from asgf_nav.termination import uninterrupted
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def scene_ready(cfg: Any, dataset: str, scene: str, stages: Sequence[str] = TASK
     directory = scene_dir(cfg.scenes.data_root, dataset, scene)
     try:
         return all(stage_is_current(directory, stage, cfg) for stage in stages)
-    except Exception:  # noqa: BLE001 - a scene being written right now is simply not ready yet
+    except (SceneStoreError, OSError, ValueError):  # a scene being written right now is simply not ready yet
         return False
 
 

@@ -95,7 +95,7 @@ class Doorway:
 @dataclass
 class FloorPlan:
     name: str
-    kind: str  # apartment | office | house | room
+    kind: str  # apartment | office | hotel | house | room
     seed: int
     ceiling_height: float
     ceiling_material: str
@@ -126,16 +126,18 @@ class FloorPlan:
         return [b for b in self.walls if b.kind == "wall"] + list(self.furniture)
 
     def free_space_polygon(self):
-        """Walkable-and-audible free space as a shapely geometry (room interiors plus doorway gaps).
+        """Walkable-and-audible free space as a shapely geometry (room interiors plus doorway gaps), the
+        space sound travels in. Rooms joined in a loop give a polygon with holes.
 
-        Rooms joined in a loop give a polygon with holes.
+        The boxes are joined on a 0.1 mm grid, so float noise between touching boxes leaves no slivers.
         """
+        import shapely
         from shapely.geometry import box as shapely_box
-        from shapely.ops import unary_union
 
-        parts = [shapely_box(r.x0, r.z0, r.x1, r.z1) for r in self.rooms]
-        parts += [shapely_box(d.x0, d.z0, d.x1, d.z1) for d in self.doorways]
-        return unary_union(parts).buffer(0)
+        parts = [shapely_box(*(round(v, 4) for v in (r.x0, r.z0, r.x1, r.z1))) for r in self.rooms]
+        parts += [shapely_box(*(round(v, 4) for v in (d.x0, d.z0, d.x1, d.z1))) for d in self.doorways]
+        snapped = shapely.set_precision(shapely.union_all(parts), 1e-4)
+        return shapely.set_precision(snapped, 0.0).buffer(0)  # drop the grid: later buffers must not snap
 
     def room_at(self, x: float, z: float) -> Room | None:
         for r in self.rooms:

@@ -90,7 +90,8 @@ def _bsp(rng: np.random.Generator, cells: list[Cell], target: int, min_side: int
 def _footprint(rng: np.random.Generator, area_range: tuple[float, float]) -> tuple[int, int]:
     """Footprint sides in lattice steps for an area drawn from ``area_range``, measured between the
     exterior walls' centre lines: the first side is rounded to the lattice, the second chosen so that the
-    area misses the draw by at most a quarter lattice step times the first (see :func:`footprint_area`)."""
+    area misses the draw by at most half a lattice step times the first (see :func:`footprint_area`), unless a
+    side is raised to its minimum of 3 steps."""
     area = rng.uniform(*area_range)
     aspect = rng.uniform(1.0, 1.7)
     width = max(3, int(round(np.sqrt(area * aspect) / LATTICE)))
@@ -392,9 +393,13 @@ def generate_floorplan(preset_name: str, scene_name: str) -> FloorPlan:
     preset = get_preset(preset_name)
     spec = preset.spec(scene_name)
     seed = scene_seed(preset_name, scene_name)
+    last_error: ValueError | None = None
     for attempt in range(20):
         try:
             return generate(spec.kind, seed + attempt * 7919, spec.area_range, preset.grid_size, name=scene_name)
         except ValueError as exc:  # a rare unjoinable partition: derive the next seed deterministically
             logger.debug("scene %s/%s attempt %d: %s", preset_name, scene_name, attempt, exc)
-    raise RuntimeError(f"could not generate a walkable floor plan for {preset_name}/{scene_name}")
+            last_error = exc
+    raise RuntimeError(
+        f"could not generate a walkable floor plan for {preset_name}/{scene_name} in 20 attempts (last: {last_error})"
+    ) from last_error

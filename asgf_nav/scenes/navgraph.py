@@ -4,8 +4,8 @@ A grid point is a node when it lies on the free floor (a room interior or a door
 ``clearance`` metres from every wall and furniture footprint. Two neighbouring nodes are joined when the
 straight step between them keeps ``edge_margin`` metres from every solid, so an edge never passes through
 a wall, a door jamb or a piece of furniture. Only the largest connected component is kept, and the
-geodesic distance between nodes is the hop count (times the grid size), computed by breadth-first search
-in :func:`scipy.sparse.csgraph.shortest_path`.
+geodesic distance between nodes is the hop count (times the grid size), computed by
+:func:`scipy.sparse.csgraph.shortest_path` on the unweighted graph.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def largest_component(graph: GridGraph) -> GridGraph:
 
 
 def geodesic_hops(neighbors: np.ndarray) -> np.ndarray:
-    """All-pairs hop counts by breadth-first search; raises if the graph is not connected."""
+    """All-pairs hop counts (shortest paths with unit edges); raises if the graph is not connected."""
     n = len(neighbors)
     if n == 0:
         return np.zeros((0, 0), dtype=np.int16)

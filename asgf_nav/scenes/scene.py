@@ -42,7 +42,7 @@ class Scene:
             if self.store.array(name).shape != shape:
                 raise SceneStoreError(
                     f"scene array {self.directory / (name + '.npy')} has shape {self.store.array(name).shape}, "
-                    f"expected {shape}; rebuild the scene"
+                    f"expected {shape}; {self.store.rebuild_hint(self.directory / (name + '.npy'))}"
                 )
 
     @classmethod

@@ -33,11 +33,12 @@ from scipy.io import wavfile
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
+from asgf_nav.scenes.scene import YAWS
+
 logger = logging.getLogger(__name__)
 
 SOURCE_NODES_FILE = "source_nodes.txt"  # optional, written by the exporter; SoundSpaces ignores it
 SOUNDS_SUBDIR = Path("sounds") / "1s_all"
-YAW_DEGREES: tuple[int, ...] = (0, 90, 180, 270)  # yaw index k <-> yaw 90*k degrees
 
 
 class SoundSpacesDataError(RuntimeError):
@@ -68,7 +69,7 @@ def dataset_spec(dataset: str) -> DatasetSpec:
 
 def azimuth_for_yaw(yaw_index: int) -> int:
     """RIR folder of a yaw index: SoundSpaces' azimuth = (-yaw) % 360 (yaw 90 -> folder 270)."""
-    return (-YAW_DEGREES[yaw_index % 4]) % 360
+    return (-YAWS[yaw_index % 4]) % 360
 
 
 def mesh_to_habitat(columns: np.ndarray, dataset: str) -> np.ndarray:
@@ -204,7 +205,7 @@ def graph_layout(graph: nx.Graph, points: np.ndarray, graph_path: Path) -> Graph
             mismatched,
         )
     neighbors = np.full((len(node_ids), 4), -1, dtype=np.int32)
-    orientation_to_yaw = {(270 - d) % 360: k for k, d in enumerate(YAW_DEGREES)}
+    orientation_to_yaw = {(270 - d) % 360: k for k, d in enumerate(YAWS)}
     for i, node in enumerate(node_ids):
         p1 = positions[i]
         for other in graph[int(node)]:
@@ -291,7 +292,7 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
     normalised = bool(suite_depths) and max(float(d.max(initial=0.0)) for d in suite_depths) <= 1.0
     rgb = depth = None
     for i, node in enumerate(node_ids):
-        for k, yaw in enumerate(YAW_DEGREES):
+        for k, yaw in enumerate(YAWS):
             frame = frames.get((int(node), yaw))
             if not isinstance(frame, dict) or "rgb" not in frame or "depth" not in frame:
                 raise SoundSpacesDataError(

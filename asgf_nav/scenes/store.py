@@ -63,7 +63,7 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
             return empty
         raise SceneStoreError(
             f"scene manifest {path} has format_version {version!r}, this code reads {FORMAT_VERSION}; "
-            "bake the scene again with scripts/build_scenes.py"
+            f"{_rebuild_hint(path)}"
         )
     return manifest
 
@@ -176,7 +176,7 @@ class SceneStore:
         self.directory = Path(directory)
         if not (self.directory / MANIFEST).exists():
             raise SceneStoreError(
-                f"no baked scene at {self.directory} (missing {MANIFEST}); build it with scripts/build_scenes.py"
+                f"no baked scene at {self.directory} (missing {MANIFEST}); {_rebuild_hint(self.directory / MANIFEST)}"
             )
         self.manifest = _read_manifest(self.directory)
         self._cache: dict[str, np.ndarray] = {}
@@ -197,7 +197,7 @@ class SceneStore:
         if missing:
             raise SceneStoreError(
                 f"scene {self.directory} lacks stage(s) {missing} (has {self.stages}); "
-                "run scripts/build_scenes.py for this dataset"
+                f"{_rebuild_hint(self.directory / MANIFEST, ' '.join(missing))}"
             )
 
     def meta(self, stage: str) -> dict[str, Any]:
@@ -221,17 +221,17 @@ class SceneStore:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:  # EOFError: an emptied file
             raise SceneStoreError(
-                f"cannot read scene array {path}: {exc or type(exc).__name__}; {self._rebuild_hint(path)}"
+                f"cannot read scene array {path}: {exc or type(exc).__name__}; {self.rebuild_hint(path)}"
             ) from exc
         if list(arr.shape) != entry["shape"] or str(arr.dtype) != entry["dtype"]:
             raise SceneStoreError(
                 f"scene array {path} is {arr.dtype}{list(arr.shape)} but the manifest says "
-                f"{entry['dtype']}{entry['shape']}; the file is corrupt, {self._rebuild_hint(path)}"
+                f"{entry['dtype']}{entry['shape']}; the file is corrupt, {self.rebuild_hint(path)}"
             )
         self._cache[name] = arr
         return arr
 
-    def _rebuild_hint(self, path: Path) -> str:
+    def rebuild_hint(self, path: Path) -> str:
         stage = next((s for s, info in self.manifest["stages"].items() if path.name in _stage_file_sizes(info)), None)
         return _rebuild_hint(path, stage)
 

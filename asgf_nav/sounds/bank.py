@@ -22,7 +22,7 @@ from scipy.signal import resample_poly
 logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-SPLITS = ("heard", "train", "val", "test", "all")
+SOUND_SPLITS = ("heard", "train", "val", "test", "all")
 _CLIP_KEYS = ("name", "category", "instance", "file", "source", "license", "copyright")
 SILENT_RMS = 1e-4  # -80 dBFS, a few 16-bit steps: a clip this quiet is empty, not a sound
 
@@ -136,7 +136,7 @@ class SoundBank:
     def names(self, split: str = "all") -> list[str]:
         """Sound names of a split: heard, train, val, test or all."""
         if split not in self._splits:
-            raise SoundBankError(f"unknown sound split {split!r}; valid splits: {list(SPLITS)}")
+            raise SoundBankError(f"unknown sound split {split!r}; valid splits: {list(SOUND_SPLITS)}")
         return list(self._splits[split])
 
     def category(self, name: str) -> str:

@@ -1,6 +1,6 @@
 """Generated sound categories: many made-up categories with several instances each, for training only.
 
-The bank has 35 training categories of two or three recordings each, too few for a prompt encoder to
+The bank has 35 training categories of one to three recordings each, too few for a prompt encoder to
 learn what makes two recordings "the same kind of sound" rather than the training clips themselves. Each
 generated category is a random point in one of four parametric families (harmonic notes, band noise,
 struck resonators, frequency sweeps), optionally layered with a second; its instances draw the same

@@ -233,7 +233,8 @@ def episode_counts(split: str, scenes: Sequence[str], task_cfg) -> dict[str, int
 
 
 def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Sequence[str], task_cfg) -> list[Episode]:
-    """All episodes of one split over the world's scenes (sorted by name), deterministic."""
+    """All episodes of one split over the world's scenes (sorted by name), deterministic: the episodes
+    ``load_or_generate`` writes for the same world and config, ids included (``scene:i``)."""
     names = sorted(world.scenes)
     counts = episode_counts(split, names, task_cfg)
     episodes: list[Episode] = []
@@ -246,7 +247,7 @@ def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Seque
             seed,
             float(task_cfg.min_geodesic_distance),
             float(task_cfg.max_geodesic_distance),
-            first_id=len(episodes),
+            id_prefix=f"{name}:",
         )
     return episodes
 

@@ -28,8 +28,8 @@ from scipy.io import wavfile
 from tqdm import tqdm
 
 from asgf_nav.io import atomic_write_bytes, atomic_write_text, flush_to_disk
+from asgf_nav.scenes.scene import YAWS
 from asgf_nav.scenes.soundspaces import (
-    YAW_DEGREES,
     SoundSpacesPaths,
     dataset_spec,
     habitat_to_mesh,
@@ -37,6 +37,7 @@ from asgf_nav.scenes.soundspaces import (
 )
 from asgf_nav.tasks.episodes import episode_dataset_path, save_episodes, scene_id_for
 from asgf_nav.tasks.spectrogram_store import rir_identity
+from asgf_nav.tasks.world import position_key
 
 logger = logging.getLogger(__name__)
 PICKLE_PROTOCOL = 4  # readable by every Python SoundSpaces runs on (>= 3.6)
@@ -60,7 +61,7 @@ class ExportStats:
 
 
 def _position_keys_unique(scene) -> None:
-    keys = ["{:.2f}_{:.2f}_{:.2f}".format(*map(float, p)) for p in np.asarray(scene.positions, dtype=np.float64)]
+    keys = [position_key(p) for p in np.asarray(scene.positions, dtype=np.float64)]
     if len(set(keys)) != len(keys):
         raise ExportError(
             f"scene {scene.name}: two nodes share a 2-decimal position key; SoundSpaces cannot tell them apart"
@@ -144,7 +145,7 @@ def export_scene(
     skip_existing, record_when_done = _start_rir_files(scene, paths, skip_existing)
     receivers = range(len(positions))
     for receiver in tqdm(receivers, desc=f"RIRs {dataset}/{name}", unit="node", disable=len(positions) < 50):
-        for k in range(len(YAW_DEGREES)):
+        for k in range(len(YAWS)):
             for source in sources:
                 path = paths.rir_file(name, receiver, int(source), k)
                 stats.rir_files += 1
@@ -199,7 +200,7 @@ def write_observations(scene, path: Path) -> None:
     renders them (alpha dropped)."""
     frames = {}
     for i in range(scene.num_nodes):
-        for k, yaw in enumerate(YAW_DEGREES):
+        for k, yaw in enumerate(YAWS):
             frames[(i, yaw)] = {
                 "rgb": np.array(scene.rgb[i, k], dtype=np.uint8),
                 "depth": np.array(scene.depth[i, k], dtype=np.float32),

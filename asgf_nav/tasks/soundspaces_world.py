@@ -46,7 +46,7 @@ def split_scenes(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[
     )
 
 
-def split_scene_names(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
+def downloaded_split_scenes(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[str]:
     """Downloaded scenes of a split."""
     names = split_scenes(paths, split, sound_split)
     path = episode_dataset_path(paths.root, paths.dataset, split, sound_split)
@@ -135,7 +135,9 @@ def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = 
             )
         check_downloaded(paths, names, paths.available_scenes())
     else:
-        names = split_scene_names(paths, split, cfg.task.sound_split)
+        names = downloaded_split_scenes(paths, split, cfg.task.sound_split)
+    if not names:
+        raise UnknownSceneError(f"SoundSpaces {paths.dataset} split {split!r}: no scene to load")
     need_vision = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
     # scenes.rir_cache_mb bounds the whole process: each scene gets its share, with no floor that would
     # let a split of many scenes exceed it (a scene's cache still keeps its latest RIR)

@@ -14,10 +14,10 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
+from asgf_nav.scenes.navgraph import YAW_STEPS
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
-# yaw index k faces (dx, dz): 0 -> -Z, 1 -> -X, 2 -> +Z, 3 -> +X
-YAW_STEPS = ((0, -1), (-1, 0), (0, 1), (1, 0))
+# navgraph.YAW_STEPS: yaw index k faces (dx, dz): 0 -> -Z, 1 -> -X, 2 -> +Z, 3 -> +X
 
 
 def _seed(*parts: object) -> int:
@@ -44,7 +44,7 @@ def grid_scene(
     neighbors = np.full((n, 4), -1, dtype=np.int32)
     for (ix, iz), i in index.items():
         for k, (dx, dz) in enumerate(YAW_STEPS):
-            neighbors[i, k] = index.get((ix + dx, iz + dz), -1)
+            neighbors[i, k] = index.get((ix + int(dx), iz + int(dz)), -1)
     rows, cols = np.nonzero(neighbors >= 0)
     adj = csr_matrix((np.ones(rows.size), (rows, neighbors[rows, cols])), shape=(n, n))
     dist = shortest_path(adj, unweighted=True, directed=False)
