@@ -175,7 +175,7 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
     if is_main:
         if not pool.ready("train"):
             logger.info("baking the first training scene (%s) before training starts", train[0])
-            build_scenes(cfg, cfg.scenes.dataset, [train[0]], workers=cfg.scenes.workers)
+            build_scenes(cfg, cfg.scenes.dataset, [train[0]], stages=pool.stages, workers=cfg.scenes.workers)
         later = train + quick_start_order(cfg.scenes.dataset, pool.split_scenes("val"))
         later += quick_start_order(cfg.scenes.dataset, pool.split_scenes("test"))
         pool.start_background_build(later)

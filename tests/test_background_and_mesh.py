@@ -19,6 +19,7 @@ import trimesh
 from asgf_nav.config import load_config
 from asgf_nav.scenes import background
 from asgf_nav.scenes.background import ScenePool, quick_start_order, scene_ready, start_child
+from asgf_nav.scenes.build import build_scenes
 from asgf_nav.scenes.floorplan import FloorPlan, Material, Room
 from asgf_nav.scenes.mesh import floorplan_mesh, load_mesh_file
 
@@ -197,3 +198,16 @@ def test_a_textured_mesh_takes_its_colours_from_the_texture(tmp_path: Path) -> N
     path = tmp_path / "textured.glb"
     mesh.export(path)
     np.testing.assert_allclose(load_mesh_file(path).face_colors, [[1.0, 0.0, 0.0]], atol=1e-6)
+
+
+def test_an_audio_only_run_neither_bakes_nor_waits_for_views(tmp_path: Path) -> None:
+    seeing = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", *FAST_ACOUSTICS])
+    hearing = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", "task.sensors=[spectrogram]", *FAST_ACOUSTICS])
+    assert ScenePool(seeing, "tiny").stages == ("layout", "vision", "acoustics")
+    pool = ScenePool(hearing, "tiny")
+    assert pool.stages == ("layout", "acoustics")
+    args = pool.builder_command(["tiny_room_val"])
+    assert args[args.index("--stages") + 1 : args.index("--scenes")] == ["layout", "acoustics"]
+    build_scenes(hearing, "tiny", ["tiny_room_val"], stages=pool.stages, workers=1)
+    assert pool.ready("val") == ["tiny_room_val"]  # no views, ready for this run
+    assert ScenePool(seeing, "tiny").ready("val") == []  # not for a run that sees

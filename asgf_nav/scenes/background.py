@@ -33,6 +33,15 @@ from asgf_nav.termination import uninterrupted
 logger = logging.getLogger(__name__)
 
 TASK_STAGES: tuple[str, ...] = ("layout", "vision", "acoustics")
+
+
+def task_stages(cfg: Any) -> tuple[str, ...]:
+    """The stages a run needs: the views only when it sees (``rgb`` or ``depth`` in ``task.sensors``), so an
+    audio-only run neither renders them nor waits for them."""
+    sees = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
+    return TASK_STAGES if sees else tuple(s for s in TASK_STAGES if s != "vision")
+
+
 BUILD_MODULE = "asgf_nav.scenes.build"  # its main() bakes
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding asgf_nav/, put first on the child's path
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -81,6 +90,7 @@ class ScenePool:
 
     def __init__(self, cfg: Any, dataset: str, log_file: Path | None = None) -> None:
         self.cfg, self.dataset, self.log_file = cfg, dataset, log_file
+        self.stages = task_stages(cfg)
         self.preset = get_preset(dataset)
         self.process: subprocess.Popen | None = None
         self.exit_status: int | None = None  # the builder's, once it has ended on its own
@@ -91,7 +101,7 @@ class ScenePool:
 
     def ready(self, split: str) -> list[str]:
         """Baked scenes of ``split`` in preset order (stable, so env episode lists are reproducible)."""
-        return [s for s in self.split_scenes(split) if scene_ready(self.cfg, self.dataset, s)]
+        return [s for s in self.split_scenes(split) if scene_ready(self.cfg, self.dataset, s, self.stages)]
 
     def changed(self, split: str) -> bool:
         """True when ``split`` gained scenes since the last call (the first call only records).
@@ -109,12 +119,12 @@ class ScenePool:
         return [
             *run_module_command(BUILD_MODULE), *overrides, "--dataset", self.dataset,
             "--data-root", str(self.cfg.scenes.data_root), "--image-size", str(self.cfg.scenes.image_size),
-            "--workers", "1", "--scenes", *scenes,
+            "--workers", "1", "--stages", *self.stages, "--scenes", *scenes,
         ]  # fmt: skip
 
     def start_background_build(self, order: Sequence[str]) -> None:
         """Bake ``order`` (skipping what is already done) in a low-priority child process."""
-        missing = [s for s in order if not scene_ready(self.cfg, self.dataset, s)]
+        missing = [s for s in order if not scene_ready(self.cfg, self.dataset, s, self.stages)]
         if not missing:
             return
         self.exit_status = None

@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--scenes", nargs="+", required=True)
+    parser.add_argument("--stages", nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER))
     parser.add_argument("overrides", nargs="*", help="config overrides like acoustics.rays=300 (before --scenes)")
     args = parser.parse_args(argv)
     install_stop_handlers()  # SIGTERM (the run's stop, or its death) raises SystemExit: a process pool is closed
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(None, args.overrides)
     cfg.scenes.data_root, cfg.scenes.image_size = args.data_root, args.image_size
     try:
-        build_scenes(cfg, args.dataset, args.scenes, workers=args.workers)
+        build_scenes(cfg, args.dataset, args.scenes, stages=args.stages, workers=args.workers)
     except (KeyboardInterrupt, SystemExit):  # the run stopped it: the build log says so, not just ends
         logger.info("background bake stopped; finished scenes and baked sources stay for the next run")
         raise
