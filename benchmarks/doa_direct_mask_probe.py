@@ -206,23 +206,34 @@ def learned_reader_table(
         print(f"# {signal}: {time.monotonic() - start:.0f} s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probe_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options of the DoA probes that read the benchmark's clips: which test rooms, where their data is."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", choices=("scenes", "shoebox"), default="scenes", help="the test rooms")
     parser.add_argument("--scenes-root", default="", help="data root with the baked Replica-like scenes")
     parser.add_argument("--pool-dir", default="data/doa/pools")
     parser.add_argument("--examples", type=positive_int, default=400, help="the benchmark's first clips")
-    parser.add_argument("--nfft", type=int_at_least(256, "the HRIRs are 181 taps at 16 kHz"), default=256)
-    parser.add_argument("--hop", type=positive_int, default=64)
     parser.add_argument("--threads", type=positive_int, default=1)
-    parser.add_argument("--learned-clips", type=non_negative_int, default=0, help="learned reader clips (0: none)")
-    parser.add_argument("--train-poses", type=positive_int, default=1200, help="the learned reader's training pool")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    return parser
 
-    bank = SoundBank.load()
+
+def parse_probe_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = parser.parse_args()
     if args.rooms == "scenes" and not args.scenes_root:
         parser.error("--rooms scenes needs --scenes-root (the baked Replica-like scenes)")
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    parser = probe_parser(__doc__)
+    parser.add_argument("--nfft", type=int_at_least(256, "the HRIRs are 181 taps at 16 kHz"), default=256)
+    parser.add_argument("--hop", type=positive_int, default=64)
+    parser.add_argument("--learned-clips", type=non_negative_int, default=0, help="learned reader clips (0: none)")
+    parser.add_argument("--train-poses", type=positive_int, default=1200, help="the learned reader's training pool")
+    args = parse_probe_args(parser)
+
+    bank = SoundBank.load()
     cfg = DoaTrainConfig(rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir)
     pool, direct_pool = pools(cfg, "test", EvalConfig.test_poses, TEST_POOL_SEED)  # the benchmark's test pool
     common = dict(categories=bank.categories(), distractor_window="drawn")

@@ -24,13 +24,11 @@ it: what the choice would be if the bins did separate by direction.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-import torch
+from doa_direct_mask_probe import parse_probe_args, probe_parser
 
 from asgf_nav.acoustics.hrtf import load_hrtf
-from asgf_nav.cli import positive_int, run_script
+from asgf_nav.cli import run_script
 from asgf_nav.eval.doa_eval import EvalConfig, prompt_choice_reference, test_sets
 from asgf_nav.models.doa.classical import hann_stft, level_rise, spectral_shape, spectral_shape_of_power
 from asgf_nav.sounds.bank import SoundBank
@@ -58,19 +56,11 @@ def target_side(spec: np.ndarray, ipd_target: np.ndarray, ipd_distractor: np.nda
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rooms", choices=("scenes", "shoebox"), default="scenes", help="the test rooms")
-    parser.add_argument("--scenes-root", default="", help="data root with the baked Replica-like scenes")
-    parser.add_argument("--pool-dir", default="data/doa/pools")
-    parser.add_argument("--examples", type=positive_int, default=400, help="the benchmark's clips per condition")
+    parser = probe_parser(__doc__)
     parser.add_argument("--kappas", type=float, nargs="+", default=[0.0, 2.0, 10.0], help="0: a hard choice")
-    parser.add_argument("--threads", type=positive_int, default=1)
-    args = parser.parse_args()
-    if args.rooms == "scenes" and not args.scenes_root:
-        parser.error("--rooms scenes needs --scenes-root (the baked Replica-like scenes)")
+    args = parse_probe_args(parser)
     if any(k < 0 for k in args.kappas):
         parser.error(f"--kappas must be >= 0, got {args.kappas}")
-    torch.set_num_threads(args.threads)
 
     cfg = EvalConfig(
         rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir, examples=args.examples, snrs=(0.0,)
