@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args["generated_share"] <= 1:
         parser.error(f"--generated-share: {args['generated_share']} is not a share in [0, 1]")
     if args["generated_categories"] and args["prompt"] == "category":
-        parser.error("--generated-categories needs --prompt audio: a category embedding cannot name made-up categories")
+        parser.error(
+            "--generated-categories needs --prompt audio or descriptor: a category embedding cannot name "
+            "made-up categories"
+        )
     if args["init_from"] and not Path(args["init_from"]).is_file():
         parser.error(f"--init-from: DoA checkpoint {args['init_from']} does not exist")
     check_output(parser, "--out", args["out"])

@@ -284,3 +284,37 @@ def test_a_fresh_template_mask_head_starts_neutral_to_the_prompt() -> None:
     assert torch.equal(first, second)
     net = SelectiveDoaNet(replace(_tiny_config(), prompt="category", num_categories=3))
     assert torch.count_nonzero(net.category_template.weight) == 0
+
+
+def test_the_descriptor_prompt_ignores_gain_tells_spectra_apart_and_steers_the_head() -> None:
+    """prompt="descriptor": the fixed spectral-shape summary is unit norm and gain-free, like
+    classical.spectral_shape; two noises of one band share it while another band's differs; the head built
+    on it trains its MLP through the loss and shares the audio prompt's spectral template."""
+    from dataclasses import replace
+
+    from asgf_nav.models.doa.network import AudioPromptEncoder, DescriptorPromptEncoder, prompt_power
+
+    torch.manual_seed(0)
+    cfg = replace(_tiny_config(), prompt="descriptor")
+    encoder = DescriptorPromptEncoder(cfg.stft, cfg.model_dim)
+    rng = np.random.default_rng(3)
+
+    def band_noise(low: float, high: float) -> torch.Tensor:
+        spec = np.fft.rfft(rng.standard_normal(SR // 2))
+        freqs = np.fft.rfftfreq(SR // 2, 1.0 / SR)
+        return torch.from_numpy(np.fft.irfft(spec * ((freqs >= low) & (freqs < high)), SR // 2)).float()
+
+    low, other_low, high = band_noise(200, 800), band_noise(200, 800), band_noise(2000, 6000)
+    shapes = encoder.descriptor(prompt_power(torch.stack([low, 7.0 * low, other_low, high]), cfg.stft))
+    torch.testing.assert_close(shapes.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(shapes[1], shapes[0], atol=1e-4, rtol=0)  # gain-free (float32)
+    assert float(shapes[2] @ shapes[0]) > 0.9 > float(shapes[3] @ shapes[0]) + 0.5
+
+    net = SelectiveDoaNet(cfg)
+    clips = torch.stack([low, high])
+    _, template = net._prompt_and_template(clips)
+    torch.testing.assert_close(template, AudioPromptEncoder(cfg.stft, cfg.model_dim).embed_and_template(clips)[1])
+    out = net(torch.randn(2, 2, SR // 2), clips)
+    assert out["posterior"].shape == (2, cfg.grid.num_bins)
+    out["posterior"][:, 0].sum().backward()
+    assert net.prompt_encoder.net[0].weight.grad.abs().sum() > 0

@@ -8,11 +8,11 @@
     α_t   = sigmoid(MLP(LN(e_t)))                              (9)
     h_t   = LN_out(α_t ê_t + (1 - α_t) W_e e_t)                (10)
 
-The paper's eq. (7) is single-head attention; here it has ``heads`` heads and an output projection W_O,
-eqs. (6) and (9) normalise e_t with separate LayerNorms, and every W is a Linear layer with a bias
-(docs/models.md lists these choices). c_t lives in R^D while e_t has ase_dim (512) entries, so the residual adds a linear projection W_e e_t;
-when ase_dim == D, W_e is the identity. An optional direction-of-arrival vector enters the memory as a third
-token. The module keeps the last mean gate and attention entropy (detached) for logging.
+The paper's eq. (7) is single-head attention; here it has ``heads`` heads and an output projection W_O, eqs.
+(6) and (9) normalise e_t with separate LayerNorms, and every W is a Linear layer with a bias (docs/models.md
+lists these choices). c_t lives in R^D while e_t has ase_dim (512) entries, so the residual adds a linear
+projection W_e e_t; when ase_dim == D, W_e is the identity. An optional direction-of-arrival vector enters the
+memory as a third token. The module keeps the last mean gate and attention entropy (detached) for logging.
 """
 
 from __future__ import annotations

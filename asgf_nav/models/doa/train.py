@@ -101,7 +101,7 @@ RESUMABLE_TRAIN_KEYS = frozenset(
 # --------------------------------------------------------------------------------------------- choices
 # the values each string field of DoaTrainConfig may take (scripts/pretrain_doa.py offers them as choices)
 TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODEL_KINDS, "prompt": ("audio", "category"), "mask_head": ("template", "mlp"),
+    "model": MODEL_KINDS, "prompt": ("audio", "descriptor", "category"), "mask_head": ("template", "mlp"),
     "rooms": ROOM_KINDS, "posterior_loss": POSTERIOR_LOSSES, "targets": TARGET_KINDS,
     "distractor_window": DISTRACTOR_WINDOWS, "mask_target": ("received", "direct"),
 }  # fmt: skip
@@ -417,7 +417,9 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
     if cfg.mask_target != "received" and cfg.model != "selective":
         raise ValueError(f"mask_target {cfg.mask_target!r} needs the selective model; the {cfg.model} has no mask")
     if cfg.generated_categories and cfg.prompt == "category":
-        raise ValueError("generated_categories needs the audio prompt: a category embedding cannot name them")
+        raise ValueError(
+            "generated_categories needs a prompt clip (audio or descriptor): a category embedding cannot name them"
+        )
     if cfg.generated_categories < 0 or not 0 <= cfg.generated_share <= 1:
         raise ValueError(
             f"generated_categories must be >= 0 and generated_share in [0, 1], got {cfg.generated_categories} "
