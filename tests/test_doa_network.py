@@ -310,6 +310,14 @@ def test_the_descriptor_prompt_ignores_gain_tells_spectra_apart_and_steers_the_h
     torch.testing.assert_close(shapes[1], shapes[0], atol=1e-4, rtol=0)  # gain-free (float32)
     assert float(shapes[2] @ shapes[0]) > 0.9 > float(shapes[3] @ shapes[0]) + 0.5
 
+    # the same descriptor as classical.spectral_shape_of_power (numpy), on the same short-time power
+    from asgf_nav.models.doa.classical import spectral_shape_of_power
+
+    bins = cfg.stft.num_bins + 1
+    power = torch.from_numpy(rng.gamma(0.5, size=(bins, 9)) * np.geomspace(1, 1e-3, bins)[:, None])
+    reference = spectral_shape_of_power(power.numpy(), cfg.stft.sample_rate)  # with the Nyquist bin
+    np.testing.assert_allclose(encoder.descriptor(power[None, :-1].float())[0].numpy(), reference, atol=1e-5)
+
     net = SelectiveDoaNet(cfg)
     clips = torch.stack([low, high])
     _, template = net._prompt_and_template(clips)
