@@ -33,15 +33,6 @@ from asgf_nav.termination import uninterrupted
 logger = logging.getLogger(__name__)
 
 TASK_STAGES: tuple[str, ...] = ("layout", "vision", "acoustics")
-
-
-def task_stages(cfg: Any) -> tuple[str, ...]:
-    """The stages a run needs: the views only when it sees (``rgb`` or ``depth`` in ``task.sensors``), so an
-    audio-only run neither renders them nor waits for them."""
-    sees = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
-    return TASK_STAGES if sees else tuple(s for s in TASK_STAGES if s != "vision")
-
-
 BUILD_MODULE = "asgf_nav.scenes.build"  # its main() bakes
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding asgf_nav/, put first on the child's path
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -69,6 +60,13 @@ def run_module_command(module: str) -> list[str]:
 
 class ScenesNotReadyError(RuntimeError):
     """A split has no baked scene yet (they are still being built in the background)."""
+
+
+def task_stages(cfg: Any) -> tuple[str, ...]:
+    """The stages a run needs: the views only when it sees (``rgb`` or ``depth`` in ``task.sensors``), so an
+    audio-only run neither renders them nor waits for them."""
+    sees = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
+    return TASK_STAGES if sees else tuple(s for s in TASK_STAGES if s != "vision")
 
 
 def scene_ready(cfg: Any, dataset: str, scene: str, stages: Sequence[str] = TASK_STAGES) -> bool:
