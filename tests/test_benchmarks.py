@@ -85,11 +85,6 @@ def test_the_reference_runs_in_turns_with_every_timed_batched_step():
     assert reference.seconds > 0
 
 
-def test_the_reference_is_documented_as_walking_randomly_whatever_the_policy():
-    doc = env_throughput.__doc__
-    assert "Both run the same policy" not in doc and "The reference always walks randomly" in doc
-
-
 # ------------------------------------------------------------------------------------------ devices
 def test_a_device_this_machine_lacks_ends_the_benchmarks_before_any_work(monkeypatch, capsys, no_gpu):
     def no_work(*args, **kwargs):
@@ -280,15 +275,6 @@ def test_spectrogram_batch_labels_its_time_ratio_as_one(monkeypatch, capsys):
     run_benchmark(monkeypatch, spectrogram_batch, *argv, "--sample-rate", "8000")
     printed = capsys.readouterr().out
     assert "x default" not in printed and "| time / default's (>1: slower) |" in printed
-
-
-def test_run_times_are_not_promised_as_output():
-    import reverberation_time
-    import tail_onset
-
-    assert "(seconds per scene)" not in tail_onset.__doc__ and "It runs in seconds per scene." in tail_onset.__doc__
-    doc = reverberation_time.__doc__
-    assert "response (seconds)" not in doc and "that runs in seconds" in doc
 
 
 def test_row_gather_checks_both_gathers_agree_and_prints_their_ratio(capsys):

@@ -56,7 +56,7 @@ def test_return_codes_pass_through_and_bugs_keep_their_traceback():
     def buggy() -> int:
         raise RuntimeError("a bug, not bad input")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="a bug, not bad input"):
         run_script(buggy)
 
 

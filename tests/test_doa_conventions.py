@@ -33,8 +33,8 @@ def test_the_target_is_laplacian_in_circular_distance_with_the_configured_scale(
 
 
 def test_relative_azimuth_stays_below_360_a_hair_to_the_right():
-    azimuth = float(relative_azimuth(np.zeros(3), np.array([1e-16, 0.0, -1.0]), 0.0))
-    assert 0.0 <= azimuth < 360.0
+    """A source a hair to the right of straight ahead is at -1e-16 deg, which np.mod alone turns into 360.0."""
+    assert float(relative_azimuth(np.zeros(3), np.array([1e-16, 0.0, -1.0]), 0.0)) == 0.0
 
 
 def test_ild_is_clipped_at_30_db_where_an_ear_is_silent():
@@ -86,14 +86,6 @@ def test_draws_pair_another_category_from_another_source_with_another_instance_a
         assert bank.category(d.prompt) == bank.category(d.target)
         assert bank.instance(d.prompt) != bank.instance(d.target) and d.prompt != d.target
         assert d.target_source != d.distractor_source
-
-
-def test_the_loudest_window_may_end_exactly_at_the_signal_end():
-    from asgf_nav.models.doa.data import loudest_window
-
-    signal = torch.zeros(1, 2, 100, dtype=torch.float64)
-    signal[..., 80:100] = 1.0  # all energy in the last 20 samples
-    assert int(loudest_window(signal, torch.tensor([100]), 20, 10)[0]) == 80
 
 
 def test_decoding_is_the_symmetric_circular_mean_about_the_peak_in_0_to_360() -> None:

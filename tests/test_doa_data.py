@@ -363,14 +363,6 @@ def test_seeds_whose_training_pool_repeats_the_test_poses_are_refused():
         DoaExampleSampler(SoundBank.load(), shoebox_pool(1, 2, seed=1, progress=False), "train", clip_seconds=1.5)
 
 
-def test_relative_azimuth_stays_below_360():
-    from asgf_nav.models.doa.features import relative_azimuth
-
-    yaw = 37.0
-    ahead = np.array([-np.sin(np.deg2rad(yaw)), 0.0, -np.cos(np.deg2rad(yaw))])
-    assert 0.0 <= float(relative_azimuth(np.zeros(3), ahead, yaw)) < 360.0
-
-
 def test_draws_put_the_distractor_at_another_source_of_another_category(sampler_parts):
     from asgf_nav.models.doa.data import DoaExampleSampler
 

@@ -59,7 +59,7 @@ def test_circular_label_encoding_and_decoding():
     assert torch.allclose(target[1, 1:6], torch.flip(target[2, 67:72], [0]))
     decoded = grid.decode(target)
     assert circular_distance(decoded, azimuths).max() < 1.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must divide 360 degrees, got 7.0"):
         AzimuthGrid(bin_width=7.0)
 
 

@@ -141,7 +141,7 @@ def test_wilson_interval_known_value_and_bounds():
     assert low == pytest.approx(0.3006418, abs=1e-6) and high == pytest.approx(0.9544127, abs=1e-6)
     for n in (3, 9, 10, 2000):  # exact: rounding put 10/10's upper bound at 0.9999999999999999, below SR 1.0
         assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"successes must be in \[0, 4\], got 5"):
         wilson_interval(5, 4)
 
 
@@ -381,8 +381,11 @@ def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):
     for metric in ("success", "spl", "sna", "softspl"):
         assert m[metric]["low"] <= m[metric]["mean"] <= m[metric]["high"] and 0.0 <= m[metric]["mean"] <= 1.0
     assert m["spl"]["mean"] <= m["success"]["mean"]
-    assert all(r.metrics["num_actions"] <= 40 for r in read_jsonl(out / "episodes.jsonl"))
+    records = read_jsonl(out / "episodes.jsonl")
+    assert all(r.metrics["num_actions"] <= 40 for r in records)
     assert m["success"]["wilson_low"] <= m["success"]["mean"] <= m["success"]["wilson_high"]
+    for metric in ("success", "spl", "sna", "softspl", "distance_to_goal"):  # the summary is of these episodes
+        assert m[metric]["mean"] == pytest.approx(np.mean([r.metrics[metric] for r in records]))
 
 
 def test_evaluate_script_uses_the_configured_torch_threads(tiny_root, tmp_path):

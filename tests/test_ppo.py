@@ -25,7 +25,7 @@ from asgf_nav.rl.checkpoint import (
     load_latest,
     save_best_checkpoint,
 )
-from asgf_nav.rl.ppo import PPO, explained_variance
+from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage, compute_gae
 from asgf_nav.rl.trainer import Trainer
 
@@ -153,12 +153,6 @@ def test_recurrent_minibatches_cover_each_env_once() -> None:
     # as many gradient steps as configured when the envs do not divide evenly (torch.chunk gives 3 of 2)
     sizes = [len(b.env_indices) for b in storage.recurrent_minibatches(advantages, num_mini_batch=4)]
     assert sizes == [2, 2, 1, 1]
-
-
-def test_explained_variance() -> None:
-    returns = torch.randn(100)
-    assert explained_variance(returns, returns) == pytest.approx(1.0)
-    assert explained_variance(torch.zeros(100), returns) == pytest.approx(0.0, abs=0.05)
 
 
 def test_linear_lr_and_clip_decay() -> None:

@@ -1132,6 +1132,8 @@ def test_the_largest_boxed_in_pocket_is_the_one_held_to_one_square_metre() -> No
     assert is_walkable(plan, 0.5)
     plan.furniture = corner + five
     assert not is_walkable(plan, 0.5)
+    plan.furniture = five + corner  # whichever pocket is listed first
+    assert not is_walkable(plan, 0.5)
 
 
 # ---------------------------------------------------------------------------------------------- doors, ceilings, seeds
