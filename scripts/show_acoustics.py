@@ -1,6 +1,6 @@
 """Draw a baked scene's acoustics: received energy per node for one source, and binaural RIR pairs.
 
-Usage: python scripts/show_acoustics.py --dataset replica --scene apartment_0 \
+Usage: python scripts/show_acoustics.py --dataset replica --scene apartment_0 \\
            --out docs/images/acoustics_replica_apartment_0.png [--data-root data] [--source-slot 0]
 Builds the scene's layout and acoustics stages first when they are missing. A scene already baked is drawn as
 it is, unless --config or overrides other than scenes.data_root / scenes.dataset ask for other settings: then
@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from asgf_nav.cli import check_output, non_negative_int, run_script
-from asgf_nav.config import load_config
-from asgf_nav.io import atomic_savefig
-from asgf_nav.logging_utils import setup_logging
-from asgf_nav.scenes.build import ensure_scenes, missing_stages
-from asgf_nav.scenes.floorplan import FloorPlan
-from asgf_nav.scenes.presets import PRESETS
-from asgf_nav.scenes.store import SceneStore, scene_dir
-from asgf_nav.viz.acoustic_plot import acoustics_figure, pick_probe_nodes
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.cli import check_output, non_negative_int, run_script  # noqa: E402
+from asgf_nav.config import load_config  # noqa: E402
+from asgf_nav.io import atomic_savefig  # noqa: E402
+from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from asgf_nav.scenes.build import ensure_scenes, missing_stages  # noqa: E402
+from asgf_nav.scenes.floorplan import FloorPlan  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.scenes.store import SceneStore, scene_dir  # noqa: E402
+from asgf_nav.viz.acoustic_plot import acoustics_figure, pick_probe_nodes  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

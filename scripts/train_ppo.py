@@ -7,9 +7,13 @@ python -m torch.distributed.run --nproc_per_node 2 scripts/train_ppo.py --config
 """
 
 import argparse
+import sys
+from pathlib import Path
 
-from asgf_nav.cli import add_config_arguments, config_from_args, run_script
-from asgf_nav.experiment import run_training
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asgf_nav.cli import add_config_arguments, config_from_args, run_script  # noqa: E402
+from asgf_nav.experiment import run_training  # noqa: E402
 
 
 def main() -> None:

@@ -456,7 +456,7 @@ class SoundSpacesSounds:
         except ImportError as exc:
             raise SoundSpacesDataError(
                 "SoundSpaces sounds are resampled with librosa, as SoundSpaces does; install it with "
-                "pip install 'asgf-nav[soundspaces]' (or pip install librosa)"
+                "pip install '.[soundspaces]' in the checkout (or pip install librosa)"
             ) from exc
         self.directory = Path(directory)
         self.sample_rate = int(sample_rate)

@@ -46,7 +46,7 @@ class DoaTrainConfig:
     """Hyper-parameters of one DoA training run (command-line arguments of scripts/pretrain_doa.py)."""
 
     model: str = "selective"  # selective | crnn
-    prompt: str = "audio"  # audio | category (selective only)
+    prompt: str = "audio"  # audio | descriptor | category (selective only)
     mask_head: str = "template"  # template | mlp (selective only; see network.py)
     mask_target: str = "received"  # received | direct: what the mask learns to reconstruct (see MASK_TARGETS)
     init_from: str = ""  # a DoA checkpoint whose weights a new run starts from (fine-tuning); "" = random
