@@ -157,7 +157,7 @@ def test_training_with_generated_categories_keeps_the_models_categories_and_need
     assert not val_sampler.generated and not set(val_sampler.sounds) & set(train_sampler.generated)
     assert load_model(cfg.out).cfg.categories == SoundBank.load().categories()
     for change, message in (
-        ({"prompt": "category"}, "audio prompt"),
+        ({"prompt": "category"}, r"needs a prompt clip \(audio or descriptor\)"),
         ({"generated_share": 1.2}, "generated_share in"),
         ({"generated_instances": 1}, "generated_instances must be in 2..100, got 1"),
     ):

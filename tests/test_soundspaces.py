@@ -407,7 +407,7 @@ def test_corrupt_metadata_views_and_sounds_raise_naming_the_file(tmp_path: Path,
 
 def test_sounds_without_librosa_name_the_install_when_the_world_loads(ss_dataset: Path, monkeypatch):
     monkeypatch.setitem(sys.modules, "librosa", None)  # a plain pip install has no librosa
-    with pytest.raises(ss.SoundSpacesDataError, match=r"pip install 'asgf-nav\[soundspaces\]'"):
+    with pytest.raises(ss.SoundSpacesDataError, match=r"pip install '\.\[soundspaces\]' in the checkout"):
         ss.SoundSpacesSounds(ss_dataset / "sounds" / "1s_all", SR)
 
 
