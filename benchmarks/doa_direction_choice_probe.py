@@ -80,17 +80,17 @@ def main() -> None:
     print("| kappa | weights | target's energy to its side % | distractor's energy to the target's side % | "
           "target chosen % | in line of sight % |")  # fmt: skip
     print("|---|---|---|---|---|---|")
+    spectra = [(hann_stft(m, NFFT, HOP), hann_stft(t, NFFT, HOP)) for m, t in zip(mixture, target)]  # once
     for kappa in args.kappas:
+        own, other, sides = [], [], []  # the energy shares depend on kappa only, not on the weights
+        for i, (spec_m, spec_t) in enumerate(spectra):
+            for spec, out in ((spec_t, own), (spec_m - spec_t, other)):  # the STFT is linear
+                power = (np.abs(spec) ** 2).sum(axis=0)
+                out.append((target_side(spec, ipd_t[i], ipd_d[i], kappa) * power).sum() / (power.sum() + EPS))
+            sides.append(target_side(spec_m, ipd_t[i], ipd_d[i], kappa))
         for weights in ("energy", "onset"):
-            own, other, chosen = [], [], []
-            for i in range(len(batch)):
-                spec_m = hann_stft(mixture[i], NFFT, HOP)
-                spec_t = hann_stft(target[i], NFFT, HOP)
-                spec_d = spec_m - spec_t  # the STFT is linear
-                for spec, out in ((spec_t, own), (spec_d, other)):
-                    power = (np.abs(spec) ** 2).sum(axis=0)
-                    out.append((target_side(spec, ipd_t[i], ipd_d[i], kappa) * power).sum() / (power.sum() + EPS))
-                side = target_side(spec_m, ipd_t[i], ipd_d[i], kappa)
+            chosen = []
+            for i, ((spec_m, _), side) in enumerate(zip(spectra, sides)):
                 power = (np.abs(spec_m) ** 2).sum(axis=0) * (level_rise(spec_m) if weights == "onset" else 1.0)
                 near = spectral_shape_of_power(side * power + EPS, sample_rate) @ prompts[i]
                 far = spectral_shape_of_power((1 - side) * power + EPS, sample_rate) @ prompts[i]
