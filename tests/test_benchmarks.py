@@ -109,7 +109,7 @@ def test_training_throughput_times_the_updates_only(monkeypatch):
     update_once = Trainer.update_once
 
     def slow_save(self):
-        saves.append(self.update)
+        saves.append(self.updates_done)
         time.sleep(1.0)
 
     def timed_update_once(self, progress):

@@ -40,9 +40,9 @@ def test_asgf_policy_learns_tiny_heard_scene(tmp_path):
     trainer = Trainer(cfg, env_factory=make_rank_env, run_dir=tmp_path / "run")
 
     history = []
-    while trainer.update < MAX_UPDATES:
-        stats = trainer.train(max_updates=trainer.update + 5)
-        history.append((trainer.update, round(stats["episode/success"], 3)))
+    while trainer.updates_done < MAX_UPDATES:
+        stats = trainer.train(max_updates=trainer.updates_done + 5)
+        history.append((trainer.updates_done, round(stats["episode/success"], 3)))
         if len(trainer.window.episodes) >= 100 and stats["episode/success"] >= TARGET_SR:
             break
     success = history[-1][1]

@@ -325,7 +325,7 @@ def test_resume_keeps_a_best_pt_newer_than_its_checkpoint(tmp_path: Path, monkey
     assert load_checkpoint(best_path)["update"] == 3
     scripted_validations(monkeypatch, [0.6, 0.95])
     resumed = Trainer(cfg, toy_env_factory, run, resume=True)
-    assert resumed.update == 2 and resumed.best_validation["spl"] == 0.9
+    assert resumed.updates_done == 2 and resumed.best_validation["spl"] == 0.9
     resumed.train(max_updates=3)
     assert load_checkpoint(best_path)["best_validation"]["update"] == 3  # 0.6 does not replace 0.9
     resumed.train(max_updates=4)
@@ -394,7 +394,7 @@ def test_a_run_removes_the_temporaries_of_checkpoint_saves_that_were_killed(tmp_
         for name in stale + kept:
             (directory / name).write_bytes(b"partial")
         trainer = Trainer(cfg, toy_env_factory, run, resume=resume)
-        assert trainer.update == (1 if resume else 0)
+        assert trainer.updates_done == (1 if resume else 0)
         assert not any((directory / name).exists() for name in stale), sorted(p.name for p in directory.iterdir())
         assert all((directory / name).read_bytes() == b"partial" for name in kept), run
 
@@ -406,9 +406,9 @@ def test_resume_on_cuda(tmp_path: Path) -> None:
     cfg.train.device = "cuda"
     Trainer(cfg, toy_env_factory, tmp_path / "run").train(max_updates=2)
     resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
-    assert resumed.update == 2 and next(resumed.policy.parameters()).is_cuda
+    assert resumed.updates_done == 2 and next(resumed.policy.parameters()).is_cuda
     resumed.train()
-    assert resumed.update == 3
+    assert resumed.updates_done == 3
 
 
 @pytest.mark.parametrize("doa_cache_size", [1000, 12])  # 12: the DoA cache evicts as a long run's does
@@ -475,9 +475,9 @@ def test_kill_and_resume_gives_identical_parameters(tmp_path: Path) -> None:
     partial.train(max_updates=2)  # stops (as if killed) after a checkpoint at update 2
     assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["ckpt_000002.pt"]
     resumed = Trainer(cfg, toy_env_factory, tmp_path / "resumed", resume=True)
-    assert resumed.update == 2 and resumed.frames == 2 * cfg.ppo.num_envs * cfg.ppo.num_steps
+    assert resumed.updates_done == 2 and resumed.frames == 2 * cfg.ppo.num_envs * cfg.ppo.num_steps
     resumed.train()
-    assert resumed.update == 4
+    assert resumed.updates_done == 4
     full_state, resumed_state = uninterrupted.policy.state_dict(), resumed.policy.state_dict()
     for key, value in full_state.items():
         assert torch.equal(value, resumed_state[key]), f"parameter {key} differs after resume"
@@ -577,7 +577,7 @@ def test_a_resume_refuses_a_doa_head_file_that_changed_under_the_run(tmp_path: P
     with pytest.raises(CheckpointError, match=rf"DoA head {re.escape(str(head))} of digest [0-9a-f]{{16}}, but"):
         Trainer(cfg, factory, tmp_path / "run", resume=True)
     head.write_bytes(b"the weights it was trained with")
-    assert Trainer(cfg, factory, tmp_path / "run", resume=True).update == 3
+    assert Trainer(cfg, factory, tmp_path / "run", resume=True).updates_done == 3
 
 
 def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, caplog) -> None:
@@ -607,7 +607,7 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, cap
     longer.train.torch_threads, longer.train.device, longer.train.val_interval = 1, "auto", 100
     with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
         resumed = Trainer(longer, toy_env_factory, run, resume=True)
-    assert (resumed.update, resumed.frames, resumed.num_updates) == (2, 2 * frames, 5)
+    assert (resumed.updates_done, resumed.frames, resumed.num_updates) == (2, 2 * frames, 5)
     # the linear decay is stretched over the new end and says so: at update 2 of 5 instead of 2 of 4
     expected = (
         f"ppo.total_frames {4 * frames} -> {5 * frames}: the linear lr and clip decay now ends at update 5 instead "
@@ -617,7 +617,7 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, cap
     first_update = resumed.update_once(progress=mock.MagicMock())
     assert first_update["lr"] == pytest.approx(cfg.ppo.lr * (1 - 2 / 5))
     resumed.train()
-    assert (resumed.update, resumed.frames) == (5, longer.ppo.total_frames)
+    assert (resumed.updates_done, resumed.frames) == (5, longer.ppo.total_frames)
     assert load_config(run / "config.yaml").ppo.total_frames == 5 * frames  # what --resume will continue with
 
 
@@ -633,7 +633,7 @@ def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Pa
     # as if a run on two ranks had stopped after its first update of 4: 2 x the frames per update
     state["frames"], state["num_updates"] = 2 * frames, 4
     state["config"]["ppo"]["total_frames"] = cfg.ppo.total_frames = 8 * frames
-    trainer.update, trainer.frames = 1, 2 * frames
+    trainer.updates_done, trainer.frames = 1, 2 * frames
     trainer.num_updates = 1 + 6  # one rank: the 6 x frames still to go take 6 updates
     with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
         trainer.log_schedule_change(state, remaining=6 * frames)
@@ -695,9 +695,9 @@ def test_a_stop_during_validation_cuts_it_short_and_checkpoints_at_once(tmp_path
     monkeypatch.setattr(termination, "_received", None)
     monkeypatch.setattr(termination, "_deferred", False)
     resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
-    assert resumed.validation_pending and resumed.update == 1
+    assert resumed.validation_pending and resumed.updates_done == 1
     resumed.train(max_updates=1)  # no update to run: only the pending validation
-    assert resumed.update == 1 and not resumed.validation_pending
+    assert resumed.updates_done == 1 and not resumed.validation_pending
     assert resumed.best_validation is not None and resumed.best_validation["update"] == 1.0
     assert (tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT).exists()
     (latest,) = list_checkpoints(tmp_path / "run")  # saved again: a later resume does not repeat it
@@ -778,7 +778,7 @@ def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_d
             code = 0
         except SystemExit as stopped:
             code = stopped.code
-        torch.save({"code": code, "update": trainer.update}, os.path.join(out_dir, f"{rank}.pt"))
+        torch.save({"code": code, "update": trainer.updates_done}, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -988,7 +988,7 @@ def test_a_resume_ends_a_budget_that_is_not_a_whole_number_of_updates_where_the_
     assert first.num_updates == 3
     first.train(max_updates=1)
     resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
-    assert (resumed.update, resumed.num_updates) == (1, 3)
+    assert (resumed.updates_done, resumed.num_updates) == (1, 3)
 
 
 # what a resumed run may change besides ppo.total_frames: where and how it runs, logs and caches

@@ -93,7 +93,7 @@ def test_a_resume_without_env_state_draws_fresh_episodes(tmp_path: Path, world: 
     # what every DD-PPO rank meets (one checkpoint holds one env), and a single process whose pool grew
     monkeypatch.setattr(Trainer, "env_state_not_restored", lambda self, state: "DD-PPO with 2 ranks")
     resumed = Trainer(cfg, make, tmp_path / "run", resume=True)
-    assert resumed.update == 2
+    assert resumed.updates_done == 2
     assert resumed.env.ep_index.tolist() != first_episodes  # not the start of the run again
     again = Trainer(cfg, make, tmp_path / "run", resume=True)
     assert again.env.ep_index.tolist() == resumed.env.ep_index.tolist()  # seeded by (seed, rank, update)
@@ -136,7 +136,7 @@ def test_resumes_without_env_state_from_different_updates_sample_different_actio
     monkeypatch.setattr(Trainer, "env_state_not_restored", lambda self, state: "DD-PPO with 2 ranks")
     draws: dict[int, torch.Tensor] = {}
     for update in (2, 1):  # the newest checkpoint, then (with it gone) the one before
-        assert Trainer(cfg, make, run, resume=True).update == update
+        assert Trainer(cfg, make, run, resume=True).updates_done == update
         draws[update] = torch.rand(8)
         (run / "checkpoints" / f"ckpt_{update:06d}.pt").unlink()
     assert not torch.equal(draws[1], draws[2])

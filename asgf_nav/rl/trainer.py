@@ -115,14 +115,14 @@ class Trainer:
         )
         self.frames_per_update = cfg.ppo.num_steps * self.num_envs * self.world
         self.num_updates = max(1, math.ceil(cfg.ppo.total_frames / self.frames_per_update))
-        self.update, self.frames = 0, 0
+        self.updates_done, self.frames = 0, 0
         self.window = EpisodeWindow(int(cfg.train.stats_window_episodes))
         self.episode_returns = torch.zeros(self.num_envs, device=self.device)
         self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.val_env: Any = None
         self.val_env_initial_state: Any = None
         self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
-        self.validation_pending = False  # the validation of self.update was cut short by a stop
+        self.validation_pending = False  # the validation due after the last update was cut short by a stop
         self.doa_head = head_identity(cfg.task.doa_checkpoint) if cfg.task.use_doa else None
         self.writer: Any = None
 
@@ -188,7 +188,7 @@ class Trainer:
             # fresh run everything a run in this directory logged before it died without a checkpoint
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.frames + 1)
         progress = tqdm(
-            total=self.frames + (self.num_updates - self.update) * self.frames_per_update,
+            total=self.frames + (self.num_updates - self.updates_done) * self.frames_per_update,
             initial=self.frames,
             unit="frame",
             disable=not self.is_main,
@@ -196,7 +196,7 @@ class Trainer:
             desc=f"train {self.cfg.model.policy}",
         )
         stats: dict[str, float] = {}
-        last_saved: int | None = self.update
+        last_saved: int | None = self.updates_done
         # the first SIGTERM / Ctrl-C ends the loop between updates and the run after a checkpoint; under DD-PPO
         # the ranks agree on it before each update, so all stop after the same one (none waits in an all-reduce)
         stopping = False
@@ -208,25 +208,25 @@ class Trainer:
                     self.validate_and_keep_best()
                     if not self.validation_pending:
                         last_saved = None  # the checkpoint on disk still calls it pending: saved again below
-                while self.update < stop:
+                while self.updates_done < stop:
                     stopping = distributed.any_rank(stop_requested(), self.device)
                     if stopping:
                         break
                     if self.scenes_changed is not None and self.scenes_changed("train"):
                         self.reload_train_env()
                     stats = self.update_once(progress)
-                    if self.update % self.cfg.train.checkpoint_interval == 0:
+                    if self.updates_done % self.cfg.train.checkpoint_interval == 0:
                         self.save()
-                        last_saved = self.update
+                        last_saved = self.updates_done
                 # a stop during the last update's validation: the loop ended without seeing it
                 stopping = stopping or distributed.any_rank(stop_requested(), self.device)
-                if self.update != last_saved:
+                if self.updates_done != last_saved:
                     self.save()
                 if stopping:
                     # every rank waits for rank 0's checkpoint: torchrun answers a rank's exit by signalling the
                     # others, and that second signal would stop rank 0 in the middle of writing it
                     distributed.barrier()
-                    logger.info("stopped at update %d; --resume continues from its checkpoint", self.update)
+                    logger.info("stopped at update %d; --resume continues from its checkpoint", self.updates_done)
                     raise_if_stopped()
                     raise SystemExit(128 + signal.SIGTERM)  # this rank's peer was stopped, not this rank
         finally:
@@ -240,12 +240,12 @@ class Trainer:
     def update_once(self, progress: tqdm) -> dict[str, float]:
         """Collect one rollout, run the PPO update on it, then log and validate when due."""
         start = time.perf_counter()
-        self.ppo.set_progress(self.update, self.num_updates)
+        self.ppo.set_progress(self.updates_done, self.num_updates)
         diagnostics = self.collect_rollout()
         self.policy.train()
         stats = self.ppo.update(self.storage)
         self.storage.after_update(self.last_hidden)
-        self.update += 1
+        self.updates_done += 1
         self.frames += self.frames_per_update
         stats.update(diagnostics)
         # every rank's frames over this rank's rollout and update time (validation and checkpoints not counted)
@@ -257,10 +257,10 @@ class Trainer:
             SR=f"{stats.get('episode/success', float('nan')):.2f}",
             SPL=f"{stats.get('episode/spl', float('nan')):.2f}",
         )
-        if self.is_main and self.update % max(self.cfg.train.log_interval, 1) == 0:
+        if self.is_main and self.updates_done % max(self.cfg.train.log_interval, 1) == 0:
             self.log_scalars("train", stats)
         val_interval = self.cfg.train.val_interval
-        if self.is_main and val_interval > 0 and self.update % val_interval == 0:
+        if self.is_main and val_interval > 0 and self.updates_done % val_interval == 0:
             self.validate_and_keep_best()
         return stats
 
@@ -271,10 +271,12 @@ class Trainer:
         try:
             metrics = self.validate()
         except ValidationStopped as exc:
-            logger.info("validation at update %d cut short (%s); the resumed run starts with it", self.update, exc)
+            logger.info(
+                "validation at update %d cut short (%s); the resumed run starts with it", self.updates_done, exc
+            )
             return
         except ScenesNotReadyError as exc:
-            logger.info("validation skipped at update %d: %s", self.update, exc)
+            logger.info("validation skipped at update %d: %s", self.updates_done, exc)
             self.validation_pending = False
             return
         self.validation_pending = False  # done before best.pt is written, which must not ask for it again
@@ -288,7 +290,7 @@ class Trainer:
         self.episode_returns.zero_()
         obs = to_device(self.env.reset(), self.device)
         self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
-        logger.info("training env rebuilt at update %d on the grown scene pool", self.update)
+        logger.info("training env rebuilt at update %d on the grown scene pool", self.updates_done)
 
     def log_scalars(self, prefix: str, values: dict[str, float]) -> None:
         """Write ``prefix/key`` scalars to TensorBoard and a summary line to the log; the callers decide when."""
@@ -296,7 +298,7 @@ class Trainer:
             if self.writer is not None and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{key}", value, self.frames)
         shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS}
-        logger.info("%s update %d frames %d: %s", prefix, self.update, self.frames, shown)
+        logger.info("%s update %d frames %d: %s", prefix, self.updates_done, self.frames, shown)
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -329,16 +331,16 @@ class Trainer:
             )
         elif earlier is not None and metrics[name] <= earlier[name]:
             return
-        self.best_validation = {**metrics, "update": float(self.update), "frames": float(self.frames)}
+        self.best_validation = {**metrics, "update": float(self.updates_done), "frames": float(self.frames)}
         save_best_checkpoint(self.run_dir, self.state_dict())
-        logger.info("best val %s so far: %.4f at update %d", name, metrics[name], self.update)
+        logger.info("best val %s so far: %.4f at update %d", name, metrics[name], self.updates_done)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "model": self.policy.state_dict(),
             "optimizer": self.ppo.state_dict(),
-            "update": self.update,
+            "update": self.updates_done,
             "frames": self.frames,
             "num_updates": self.num_updates,
             "rng": capture_rng_state(self.device),
@@ -389,10 +391,10 @@ class Trainer:
         planned_frames = int(state["config"]["ppo"]["total_frames"])
         if planned_frames != int(ppo.total_frames):
             causes.append(f"ppo.total_frames {planned_frames} -> {ppo.total_frames}")
-        if self.update and self.frames // self.update != self.frames_per_update:
-            causes.append(f"frames per update {self.frames // self.update} -> {self.frames_per_update}")
-        before = 1.0 - self.update / max(int(planned), 1)
-        after = 1.0 - self.update / max(self.num_updates, 1)
+        if self.updates_done and self.frames // self.updates_done != self.frames_per_update:
+            causes.append(f"frames per update {self.frames // self.updates_done} -> {self.frames_per_update}")
+        before = 1.0 - self.updates_done / max(int(planned), 1)
+        after = 1.0 - self.updates_done / max(self.num_updates, 1)
         logger.info(
             "%s: the linear %s decay now ends at update %d instead of %d, so it continues at %.3f of the "
             "configured value instead of %.3f",
@@ -435,11 +437,11 @@ class Trainer:
             ) from None
         distributed.broadcast_parameters(self.policy)
         self.ppo.load_state_dict(state["optimizer"])
-        self.update, self.frames = int(state["update"]), int(state["frames"])
+        self.updates_done, self.frames = int(state["update"]), int(state["frames"])
         # the frames still to go decide the updates still to go: ppo.total_frames may have grown, and under
         # DD-PPO the frames per update change with the number of ranks
         remaining = max(0, int(self.cfg.ppo.total_frames) - self.frames)
-        self.num_updates = self.update + math.ceil(remaining / self.frames_per_update)
+        self.num_updates = self.updates_done + math.ceil(remaining / self.frames_per_update)
         self.log_schedule_change(state, remaining)
         if not remaining:
             logger.warning(
@@ -460,11 +462,11 @@ class Trainer:
             restore_rng_state(state["rng"], self.device)
         else:
             logger.warning("env state not restored (%s); resuming with fresh episodes", not_restored)
-            seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.update)
+            seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.updates_done)
             if hasattr(self.env, "reseed"):  # the env draws episodes from samplers of its own
-                self.env.reseed((int(self.cfg.train.seed), self.rank, self.update))
+                self.env.reseed((int(self.cfg.train.seed), self.rank, self.updates_done))
             obs = self.env.reset()
             masks = torch.zeros(self.num_envs, device=self.device)
             self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.storage.start(to_device(obs, self.device), self.last_hidden, masks)
-        logger.info("resumed from update %d (%d frames) in %s", self.update, self.frames, self.run_dir)
+        logger.info("resumed from update %d (%d frames) in %s", self.updates_done, self.frames, self.run_dir)
