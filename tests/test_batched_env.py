@@ -313,25 +313,26 @@ def test_reseed_restarts_the_samplers_from_the_new_seed(world, episodes):
     assert env.ep_index.tolist() == start
 
 
-def test_cache_failed_compute_leaves_no_entry_behind():
-    """The keys of a compute that raised are not hits afterwards (they would return the never-written
-    zeros of their slots), and their slots are free again."""
+@pytest.mark.parametrize("failure", [RuntimeError("store unreadable"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_cache_compute_leaves_no_entry_behind(failure: BaseException):
+    """The keys of a compute that raised, or was stopped by Ctrl-C (a KeyboardInterrupt, not an Exception),
+    are not hits afterwards (they would return the never-written zeros of their slots): their slots are free."""
     from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 
     fail = [True]
 
     def compute(keys):
         if fail[0]:
-            raise RuntimeError("store unreadable")
-        return torch.from_numpy(keys.astype(np.float32))[:, None].repeat(1, 2)
+            raise failure
+        return torch.from_numpy(keys.astype(np.float32))[:, None].repeat(1, 2) + 1.0
 
     cache = SpectrogramCache(2, (2,), "cpu", compute)
-    with pytest.raises(RuntimeError, match="store unreadable"):
+    with pytest.raises(type(failure)):
         cache.lookup(np.array([3, 4]))
     assert len(cache) == 0 and sorted(cache.free) == [0, 1]
     fail[0] = False
-    assert cache.lookup(np.array([3, 4]))[:, 0].tolist() == [3.0, 4.0]  # not stale hits of never-written slots
-    assert cache.misses == 4 and cache.hits == 0
+    assert cache.lookup(np.array([4, 3])).tolist() == [[5.0, 5.0], [4.0, 4.0]]  # not never-written slots
+    assert (cache.hits, cache.misses) == (0, 4)
 
 
 def test_cache_refuses_more_distinct_keys_than_it_holds_with_its_message():

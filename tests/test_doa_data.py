@@ -370,14 +370,14 @@ def test_draws_put_the_distractor_at_another_source_of_another_category(sampler_
     for split in ("train", "test"):
         sampler = DoaExampleSampler(bank, pool, split, clip_seconds=0.1)
         rng = np.random.default_rng(0)
-        for _ in range(300):
+        for _ in range(750):  # a same-category distractor in 1 draw of a few hundred would be caught
             d = sampler._draw(0.0, rng)
             assert d.target_source != d.distractor_source  # module docstring: "at two source positions"
             assert bank.category(d.distractor) != bank.category(d.target)
             assert d.distractor in bank.names(split)
             # the prompt: another instance of the target's category from the training split
             assert d.prompt in bank.names("train") and bank.category(d.prompt) == bank.category(d.target)
-            assert bank.instance(d.prompt) != bank.instance(d.target)
+            assert bank.instance(d.prompt) != bank.instance(d.target) and d.prompt != d.target
 
 
 def test_the_category_label_is_the_targets(sampler_parts):

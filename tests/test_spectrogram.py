@@ -205,24 +205,3 @@ def test_audio_from_rirs_returns_every_chunk_in_order() -> None:
     for i, (s, r) in enumerate(pairs):
         full = np.stack([np.convolve(s.astype(np.float64), r[:, c].astype(np.float64))[:sr] for c in range(2)])
         np.testing.assert_allclose(audio[i], full, atol=1e-4)
-
-
-def test_an_interrupted_cache_compute_leaves_no_entry_behind() -> None:
-    """Ctrl-C inside the compute (a KeyboardInterrupt, not an Exception) frees the keys' slots: the next lookup
-    computes them instead of returning the never-written zeros as hits."""
-    from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
-
-    interrupt = [True]
-
-    def compute(keys: np.ndarray) -> torch.Tensor:
-        if interrupt[0]:
-            raise KeyboardInterrupt
-        return torch.from_numpy(keys.astype(np.float32))[:, None].repeat(1, 2) + 1.0
-
-    cache = SpectrogramCache(2, (2,), "cpu", compute)
-    with pytest.raises(KeyboardInterrupt):
-        cache.lookup(np.array([3, 4]))
-    assert len(cache) == 0 and sorted(cache.free) == [0, 1]
-    interrupt[0] = False
-    assert cache.lookup(np.array([4, 3])).tolist() == [[5.0, 5.0], [4.0, 4.0]]
-    assert (cache.hits, cache.misses) == (0, 4)
