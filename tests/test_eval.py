@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from asgf_nav import evaluation
 from asgf_nav.cli import run_script
 from asgf_nav.config import ExperimentConfig, load_config
 from asgf_nav.eval.evaluator import (
@@ -445,14 +446,13 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
 
 
 def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_path, monkeypatch):
-    import evaluate
 
     from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
 
     _evaluate(tiny_root, tmp_path / "whole", "--agent", "oracle", "--episodes", "10")
     whole = read_jsonl(tmp_path / "whole" / "oracle_tiny_unheard_test" / "episodes.jsonl")
 
-    real_run, ran = evaluate.run_episodes, []
+    real_run, ran = evaluation.run_episodes, []
 
     def run_then_die_after(limit):
         def run(agent, world, episodes, cfg, **kwargs):
@@ -470,7 +470,7 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
 
     out = tmp_path / "resumed" / "oracle_tiny_unheard_test"
     progress_file = out / PROGRESS_FILE
-    monkeypatch.setattr(evaluate, "run_episodes", run_then_die_after(4))
+    monkeypatch.setattr(evaluation, "run_episodes", run_then_die_after(4))
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10")
     assert not (out / "episodes.jsonl").exists() and progress_file.exists()
@@ -497,11 +497,10 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
 
 
 def test_a_stopped_evaluation_of_both_sound_splits_reruns_none_of_the_finished_split(tiny_root, tmp_path, monkeypatch):
-    import evaluate
 
     from asgf_nav.eval.progress import PROGRESS_FILE
 
-    real_run, ran = evaluate.run_episodes, []
+    real_run, ran = evaluation.run_episodes, []
 
     def run(agent, world, episodes, cfg, **kwargs):
         ran.append((cfg.task.sound_split, len(episodes)))
@@ -509,7 +508,7 @@ def test_a_stopped_evaluation_of_both_sound_splits_reruns_none_of_the_finished_s
             raise KeyboardInterrupt  # stopped at the start of the second split
         return real_run(agent, world, episodes, cfg, **kwargs)
 
-    monkeypatch.setattr(evaluate, "run_episodes", run)
+    monkeypatch.setattr(evaluation, "run_episodes", run)
     both = ("--agent", "oracle", "--episodes", "6", "--sound-split", "both")
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path, *both)
@@ -525,18 +524,17 @@ def test_a_stopped_evaluation_of_both_sound_splits_reruns_none_of_the_finished_s
 def test_an_evaluation_into_a_directory_in_use_is_refused_before_anything_is_loaded(tiny_root, tmp_path, monkeypatch):
     """Both splits' directories are locked first: a run into a directory another process holds stops at once,
     not after loading scenes or after evaluating the splits before it."""
-    import evaluate
 
     from asgf_nav.eval.progress import EvaluationProgressError, evaluation_lock
 
     loaded: list[str] = []
-    real_load = evaluate.load_task_data
+    real_load = evaluation.load_task_data
 
     def load(cfg, *args, **kwargs):
         loaded.append(cfg.task.sound_split)
         return real_load(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "load_task_data", load)
+    monkeypatch.setattr(evaluation, "load_task_data", load)
     busy = tmp_path / "oracle_tiny_unheard_test"
     with evaluation_lock(busy):
         with pytest.raises(EvaluationProgressError, match="another process is evaluating into"):
@@ -567,7 +565,6 @@ def _tiny_checkpoint(tiny_root: Path, path: Path) -> Path:
 
 def test_sampled_evaluation_is_seeded_and_a_resume_replays_it(tiny_root, tmp_path, monkeypatch):
     """Sampled actions come from train.seed: the same command gives the same episodes, killed or not."""
-    import evaluate
 
     checkpoint = _tiny_checkpoint(tiny_root, tmp_path / "ckpt_000001.pt")
     args = ("--checkpoint", str(checkpoint), "--episodes", "6", "task.max_steps=30")
@@ -585,27 +582,26 @@ def test_sampled_evaluation_is_seeded_and_a_resume_replays_it(tiny_root, tmp_pat
     _evaluate(tiny_root, tmp_path / "d", *args, "train.seed=2")
     assert actions(tmp_path / "d") != first  # the seed is the one drawn from
 
-    real_run = evaluate.run_episodes
-    monkeypatch.setattr(evaluate, "run_episodes", killed_after(real_run, 2))
+    real_run = evaluation.run_episodes
+    monkeypatch.setattr(evaluation, "run_episodes", killed_after(real_run, 2))
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path / "resumed", *args)
-    monkeypatch.setattr(evaluate, "run_episodes", real_run)
+    monkeypatch.setattr(evaluation, "run_episodes", real_run)
     _evaluate(tiny_root, tmp_path / "resumed", *args)
     assert actions(tmp_path / "resumed") == first  # the four episodes run after the resume drew the same
 
 
 def test_a_resume_with_other_task_limits_or_an_older_progress_file_is_refused(tiny_root, tmp_path, monkeypatch):
     """Episodes run with another step limit (or recorded without it) must not be mixed into the results."""
-    import evaluate
 
     from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
 
-    real_run = evaluate.run_episodes
+    real_run = evaluation.run_episodes
     args = ("--agent", "random", "--episodes", "10")
-    monkeypatch.setattr(evaluate, "run_episodes", killed_after(real_run, 4))
+    monkeypatch.setattr(evaluation, "run_episodes", killed_after(real_run, 4))
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path, *args, "task.max_steps=5")
-    monkeypatch.setattr(evaluate, "run_episodes", real_run)
+    monkeypatch.setattr(evaluation, "run_episodes", real_run)
     with pytest.raises(EvaluationProgressError, match=r"task was \{'max_steps': 5, .*now \{'max_steps': 500"):
         _evaluate(tiny_root, tmp_path, *args)
 
@@ -637,7 +633,6 @@ def test_the_episode_fingerprint_covers_each_episode_not_only_its_id(synthetic):
 def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_path, monkeypatch):
     """best.pt is rewritten while training goes on, and a retrained run reuses file names and update numbers;
     a resumed evaluation must not mix two checkpoints."""
-    import evaluate
 
     from asgf_nav.config import config_to_dict
     from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
@@ -665,13 +660,13 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
         return save_best_checkpoint(tmp_path / "run", state)
 
     best = write_best(1)
-    real_run = evaluate.run_episodes
+    real_run = evaluation.run_episodes
     args = ("--checkpoint", str(best), "--episodes", "3", "task.max_steps=10")
-    monkeypatch.setattr(evaluate, "run_episodes", killed_after(real_run, 1))
+    monkeypatch.setattr(evaluation, "run_episodes", killed_after(real_run, 1))
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tiny_root, tmp_path / "eval", *args)
     assert (tmp_path / "eval" / "asgf_tiny_unheard_test" / PROGRESS_FILE).exists()
-    monkeypatch.setattr(evaluate, "run_episodes", real_run)
+    monkeypatch.setattr(evaluation, "run_episodes", real_run)
     write_best(2)  # training found a better checkpoint meanwhile
     with pytest.raises(EvaluationProgressError, match="checkpoint_update was 1, now 2"):
         _evaluate(tiny_root, tmp_path / "eval", *args)
@@ -772,21 +767,20 @@ def test_a_checkpoint_of_another_project_is_named_not_a_traceback(tmp_path, monk
 def test_an_evaluation_records_the_doa_heads_weights_and_warns_when_they_changed(tmp_path, caplog):
     """The config names the head by path; the evaluation identity holds its digest, and a checkpoint trained
     with other weights at that path is evaluated with a warning."""
-    import evaluate
 
     from asgf_nav.models.doa.observation import head_identity
 
     head = tmp_path / "head.pt"
     head.write_bytes(b"weights")
     cfg = ExperimentConfig()
-    assert evaluate.doa_head_identity(cfg, None) is None  # no head, nothing to record
+    assert evaluation.doa_head_identity(cfg, None) is None  # no head, nothing to record
     cfg.task.use_doa, cfg.task.doa_checkpoint = True, str(head)
     trained = head_identity(head)
     with caplog.at_level(logging.WARNING, logger="evaluate"):
-        assert evaluate.doa_head_identity(cfg, {"doa_head": trained}) == trained
+        assert evaluation.doa_head_identity(cfg, {"doa_head": trained}) == trained
         assert caplog.text == ""
         head.write_bytes(b"weights trained further")
-        now = evaluate.doa_head_identity(cfg, {"doa_head": trained})
+        now = evaluation.doa_head_identity(cfg, {"doa_head": trained})
     assert now["path"] == str(head) and now["sha256"] != trained["sha256"]
     assert f"trained with the DoA head {head} of digest {trained['sha256']}" in caplog.text
 

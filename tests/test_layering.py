@@ -3,7 +3,7 @@
 A module may import from its own layer or the ones above it in that list, never from one below, not even
 inside a function (a lazy import hides a dependency, it does not remove it). The utilities (config, io, ...)
 serve every layer, so they import no layer beyond the documented exceptions; no layer or utility imports the
-orchestration (cli, experiment) or ``baselines``.
+orchestration (cli, experiment, evaluation) or ``baselines``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ LAYER = {  # subpackage -> position in the flow
     "eval": 4,
     "viz": 4,
 }
-ORCHESTRATION = ("experiment", "cli")  # top-level wiring that no layer or utility may depend on
+ORCHESTRATION = ("experiment", "evaluation", "cli")  # top-level wiring that no layer or utility may depend on
 UTILITIES = ("config", "io", "devices", "termination", "logging_utils", "parallel")  # every layer may use them
 # The layer modules a utility may import (docs/architecture.md names them): the config checks the scene count
 # against scenes/presets.py, which imports nothing of the package.
