@@ -90,6 +90,15 @@ def _windows(signal: torch.Tensor, starts: torch.Tensor, length: int) -> torch.T
     return signal.gather(2, index[:, None, :].expand(-1, signal.shape[1], -1))
 
 
+def prompt_clips(dry: torch.Tensor, lengths: torch.Tensor, clip: int) -> torch.Tensor:
+    """(B, M) dry reference recordings, zero-padded after their (B,) ``lengths`` (M >= ``clip``) -> (B, clip)
+    prompts: each recording's loudest stretch on a grid of clip // 8 samples, at unit RMS. Training and the
+    navigation observation (``observation.py``) take their prompts here, so the two cannot drift apart."""
+    rows = dry[:, None, :]
+    clips = _windows(rows, loudest_window(rows, lengths, clip, clip // 8), clip)[:, 0]
+    return clips / (clips.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-9)
+
+
 DISTRACTOR_WINDOWS = ("drawn", "loudest")
 TARGET_KINDS = ("all", "line_of_sight")
 
@@ -317,9 +326,7 @@ class DoaExampleSampler:
         if timbres is not None:
             dry, dry_length = change_speed(dry, dry_length, timbres[:, 2, 0])
             dry = apply_spectral_gains(dry, timbres[:, 2], self.sample_rate)
-        dry = dry[:, None, :]
-        prompt = _windows(dry, loudest_window(dry, dry_length, clip, hop), clip)[:, 0]
-        prompt = prompt / (prompt.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-9)
+        prompt = prompt_clips(dry, dry_length, clip)
         categories = [self.categories.index(self.bank.category(d.target)) for d in draws]
         return DoaBatch(
             mixture=(mix * scale).float(),

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from asgf_nav.acoustics.resample import PolyphaseResampler
+from asgf_nav.models.doa.data import prompt_clips
 from asgf_nav.models.doa.network import SelectiveDoaNet
 from asgf_nav.models.doa.train import load_model
 
@@ -115,11 +116,10 @@ class DoaObservation:
                             "its doa observation is the uniform posterior", sound)  # fmt: skip
                 self._prompts[sound] = None
             else:
-                wave = self._bank.waveform(other, self.sample_rate)
-                energy = np.convolve(wave**2, np.ones(self.window), mode="valid")
-                start = int(np.argmax(energy[:: self.window // 8]) * (self.window // 8))
-                clip = wave[start : start + self.window]
-                self._prompts[sound] = torch.from_numpy(clip / (np.sqrt(np.mean(clip**2)) + 1e-9)).float()
+                wave = torch.from_numpy(self._bank.waveform(other, self.sample_rate)).double()
+                padded = torch.nn.functional.pad(wave, (0, max(0, self.window - len(wave))))[None]
+                clip = prompt_clips(padded, torch.tensor([len(wave)]), self.window)[0]
+                self._prompts[sound] = clip.float()
         return self._prompts[sound]
 
     # ------------------------------------------------------------------------------------------ compute
