@@ -9,7 +9,6 @@ evaluation (not once the checkpoint holds another update, nor with other task li
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, ru
 from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock
 from asgf_nav.eval.report import summary_markdown, write_evaluation
 from asgf_nav.experiment import register_auxiliary_observations
+from asgf_nav.io import file_identity
 from asgf_nav.rl.checkpoint import policy_digest
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
@@ -74,8 +74,7 @@ def build_agent(request: EvaluationRequest, cfg: ExperimentConfig, world: Any, c
 
 def audio_model_identity(cfg: ExperimentConfig, baseline_model: str | None) -> dict[str, str]:
     """Path and content digest of the audio model a baseline evaluates with."""
-    path = audio_model_path(cfg, baseline_model)
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    return file_identity(audio_model_path(cfg, baseline_model))
 
 
 def doa_head_identity(cfg: ExperimentConfig, checkpoint: dict | None) -> dict[str, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -155,6 +156,12 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
         yield held
     finally:
         os.close(handle)  # releases the lock
+
+
+def file_identity(path: str | Path) -> dict[str, str]:
+    """Path and a 16-hex-digit SHA-256 of the file's bytes: what a run records of a model file it reads,
+    since the file at that path can be rewritten under it."""
+    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
 
 
 def writable_dir_problem(path: str | Path) -> str | None:

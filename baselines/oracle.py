@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from asgf_nav.eval.evaluator import Agent, AgentContext
-from asgf_nav.tasks.navigation import oracle_next_action
+from baselines.planning import next_action_towards
 
 
 class OracleAgent(Agent):
@@ -20,6 +20,5 @@ class OracleAgent(Agent):
     def act(self, obs: dict[str, torch.Tensor], ctx: AgentContext) -> np.ndarray:
         actions = np.empty(len(ctx.nodes), dtype=np.int64)
         for i, (scene, ep) in enumerate(zip(ctx.scenes, ctx.episodes)):
-            hops = np.asarray(scene.geodesic_hops[:, ep.goal_node])
-            actions[i] = oracle_next_action(scene.neighbors, hops, int(ctx.nodes[i]), int(ctx.yaws[i]))
+            actions[i] = next_action_towards(scene, int(ctx.nodes[i]), int(ctx.yaws[i]), ep.goal_node)
         return actions

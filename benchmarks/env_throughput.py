@@ -48,9 +48,9 @@ from asgf_nav.logging_utils import setup_logging
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, generate_split, resolve_episodes
-from asgf_nav.tasks.navigation import oracle_next_action
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 from asgf_nav.tasks.world import TaskWorld
+from baselines.planning import next_action_towards
 
 SENSORS = ["rgb", "depth", "spectrogram"]
 POLICY = np.array([0.02, 0.5, 0.24, 0.24])  # STOP, FORWARD, LEFT, RIGHT
@@ -70,9 +70,7 @@ class Policy:
             return actions
         for i, (ep, node, yaw) in enumerate(zip(env.current_episodes(), env.local_nodes(), env.yaw)):
             if self.rng.random() >= GUIDED_RANDOM_FRACTION:
-                scene = env.world.scene(ep.scene)
-                hops = np.asarray(scene.geodesic_hops[:, ep.goal_node])
-                actions[i] = oracle_next_action(np.asarray(scene.neighbors), hops, int(node), int(yaw))
+                actions[i] = next_action_towards(env.world.scene(ep.scene), int(node), int(yaw), ep.goal_node)
         return actions
 
 

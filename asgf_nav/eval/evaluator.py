@@ -29,6 +29,7 @@ from tqdm import tqdm
 from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
 from asgf_nav.io import atomic_write_text
 from asgf_nav.rl.checkpoint import CheckpointError
+from asgf_nav.rl.validation import validation_quota
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, ResolvedEpisode
 from asgf_nav.tasks.navigation import step_pose
@@ -251,7 +252,7 @@ def _context(
 ) -> AgentContext:
     return AgentContext(
         scenes=[env.scenes[s] for s in env.scene_idx],
-        nodes=env.node - env.offsets[env.scene_idx],
+        nodes=env.local_nodes(),
         yaws=env.yaw.copy(),
         episodes=env.current_episodes(),
         steps=env.steps.copy(),
@@ -303,7 +304,7 @@ def run_episodes(
         sampler_mode="sequential",
     )
     total = len(env.episodes)
-    quota = np.array([len(range(i, total, num_envs)) for i in range(num_envs)], dtype=np.int64)
+    quota = np.array(validation_quota(num_envs, total), dtype=np.int64)  # each episode once, none twice
     finished = np.zeros(num_envs, dtype=np.int64)
     records: dict[int, EpisodeRecord] = {}
     agent.reset(num_envs)

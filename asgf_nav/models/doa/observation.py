@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from asgf_nav.acoustics.resample import PolyphaseResampler
+from asgf_nav.io import file_identity
 from asgf_nav.models.doa.data import prompt_clips
 from asgf_nav.models.doa.network import SelectiveDoaNet
 from asgf_nav.models.doa.train import load_model
@@ -42,10 +43,7 @@ def head_identity(checkpoint: str | Path = "") -> dict[str, str]:
     """Path and content digest of the DoA head a run observes through (``""``: the packaged weights): a
     checkpoint records it, since the file at that path can change under a run (pretraining continued there,
     a new release of the packaged head)."""
-    import hashlib
-
-    path = Path(checkpoint or DEFAULT_WEIGHTS)
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    return file_identity(Path(checkpoint or DEFAULT_WEIGHTS))
 
 
 class DoaObservation:
