@@ -33,7 +33,7 @@ from asgf_nav.io import atomic_write
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
-from asgf_nav.tasks.world import TaskWorld
+from asgf_nav.tasks.world import TaskWorld, binaural_rirs
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +159,8 @@ def render_rirs(
     world: TaskWorld, geometry: Sequence[tuple[str, int, int, int, str]], progress: bool = True
 ) -> list[np.ndarray]:
     """Binaural RIRs of each (scene, receiver, source, yaw, _); the costly part, shared by sound splits."""
-    return [
-        np.asarray(world.scene(s).rir(r, src, y), dtype=np.float32)
-        for s, r, src, y, _ in tqdm(geometry, desc="render RIRs", unit="rir", disable=not progress)
-    ]
+    shown = tqdm(geometry, desc="render RIRs", unit="rir", disable=not progress)
+    return binaural_rirs((world.scene(s), r, src, y) for s, r, src, y, _ in shown)
 
 
 def build_samples(
@@ -183,12 +181,8 @@ def build_samples(
     for start in tqdm(range(0, len(geometry), batch), desc="spectrograms", disable=not progress):
         part = geometry[start : start + batch]
         part_rirs = rirs[start : start + batch]
-        length = max(len(r) for r in part_rirs)
-        padded = np.zeros((len(part_rirs), length, 2), dtype=np.float32)
-        for j, r in enumerate(part_rirs):
-            padded[j, : len(r)] = r
         sounds = torch.from_numpy(np.stack([world.sound(snd) for *_, snd in part]))
-        specs.append(spec(sounds, torch.from_numpy(padded)))
+        specs.append(spec.from_rirs(sounds, list(part_rirs), batch))
         for s, r, src, y, _ in part:
             scene = world.scene(s)
             rho, phi = pointgoal_polar(np.asarray(scene.positions[r]), y, np.asarray(scene.positions[src]))

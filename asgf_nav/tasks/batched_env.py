@@ -39,7 +39,7 @@ from asgf_nav.tasks.observations import BatchObservationState, get_observation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 from asgf_nav.tasks.spectrogram_store import SpectrogramStore
-from asgf_nav.tasks.world import TaskWorld
+from asgf_nav.tasks.world import TaskWorld, binaural_rirs
 
 logger = logging.getLogger(__name__)
 
@@ -324,10 +324,7 @@ class BatchedAudioNavEnv:
     def _render_audio(self, keys: np.ndarray) -> torch.Tensor:
         """(len(keys), 2, sr) sounds of cache ``keys`` through their binaural RIRs, on the device."""
         scene, receiver, source, yaw, sound = self._decode_keys(keys)
-        rirs = [
-            np.asarray(self.scenes[a].rir(int(r), int(src), int(y)), dtype=np.float32)
-            for a, r, src, y in zip(scene, receiver, source, yaw)
-        ]
+        rirs = binaural_rirs((self.scenes[a], r, src, y) for a, r, src, y in zip(scene, receiver, source, yaw))
         waves = self.sound_table[torch.from_numpy(sound).to(self.device)]
         return self.spectrogram.audio_from_rirs(waves, rirs, self.spectrogram_batch)
 

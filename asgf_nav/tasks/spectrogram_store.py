@@ -44,7 +44,7 @@ from asgf_nav.config import flatten_dotted
 from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
-from asgf_nav.tasks.world import TaskScene, TaskWorld
+from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def spectrograms_for(
     batch: int | None = None,
 ) -> torch.Tensor:
     """(B, freq, time, 2) observations of one sound ``wave`` (sr,) at B (receiver, source node, yaw)."""
-    rirs = [
-        np.asarray(scene.rir(int(r), int(s), int(y)), dtype=np.float32) for r, s, y in zip(receivers, sources, yaws)
-    ]
+    rirs = binaural_rirs((scene, r, s, y) for r, s, y in zip(receivers, sources, yaws))
     waves = wave.to(spectrogram.device)[None].expand(len(rirs), -1)
     return spectrogram.from_rirs(waves, rirs, batch)
 

@@ -8,7 +8,7 @@ the scenes of a split plus the sound lookup. :func:`load_world` fills them from 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -79,6 +79,14 @@ class TaskScene:
         if not 0 <= int(node) < self.num_nodes:
             raise ValueError(f"{what} {node} is not a node of scene {self.name} (it has {self.num_nodes} nodes)")
         return int(node)
+
+
+def binaural_rirs(items: Iterable[tuple[TaskScene, int, int, int]]) -> list[np.ndarray]:
+    """The float32 (L, 2) binaural response of each (scene, receiver, source node, yaw index): what every
+    renderer of received sound convolves (the env, the spectrogram store, the DoA observation, the audio
+    baselines' training set). A lazy ``items`` is read one response at a time, so a progress bar over it
+    follows the rendering."""
+    return [np.asarray(scene.rir(int(r), int(s), int(y)), dtype=np.float32) for scene, r, s, y in items]
 
 
 def position_key(position: Sequence[float]) -> str:

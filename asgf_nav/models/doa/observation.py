@@ -233,6 +233,7 @@ def register_doa_observation(
 
     from asgf_nav.tasks.observations import register_observation
     from asgf_nav.tasks.spectrogram import TorchSpectrogram
+    from asgf_nav.tasks.world import binaural_rirs
 
     head = DoaObservation(checkpoint)
 
@@ -252,8 +253,7 @@ def register_doa_observation(
         key = (world.sample_rate, torch.device(device))
         if key not in renderers:
             renderers[key] = TorchSpectrogram(world.sample_rate, device)
-        rirs = [np.asarray(sc.rir(n, ep.goal_node, y), dtype=np.float32)
-                for sc, n, y, ep in zip(scenes, nodes, yaws, episodes)]  # fmt: skip
+        rirs = binaural_rirs((sc, n, ep.goal_node, y) for sc, n, y, ep in zip(scenes, nodes, yaws, episodes))
         sounds = torch.from_numpy(np.stack([world.sound(ep.sound) for ep in episodes]))
         return renderers[key].audio_from_rirs(sounds, rirs)
 
