@@ -21,8 +21,7 @@ from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
 from asgf_nav.scenes.soundspaces import DATASETS  # noqa: E402
-from asgf_nav.tasks.factory import load_task_data  # noqa: E402
-from asgf_nav.tasks.soundspaces_export import ExportStats, export_episodes, export_scene, export_sounds  # noqa: E402
+from asgf_nav.tasks.soundspaces_export import export_splits  # noqa: E402
 
 logger = logging.getLogger("export_soundspaces")
 
@@ -87,9 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     target = target_dataset(parser, args.dataset, args.as_dataset)
     setup_logging("INFO")
     cfg.scenes.dataset = args.dataset
-    cfg.scenes.source = "embedded"  # export the embedded scenes even when SoundSpaces data is present
-    if args.no_views:  # the world then loads scenes baked without views (layout + acoustics)
-        cfg.task.sensors = [s for s in cfg.task.sensors if s not in ("rgb", "depth")]
     preset = get_preset(args.dataset)
     in_splits = {n for split in args.splits for n in preset.split_scenes(split, cfg.scenes.num_scenes)}
     unknown = sorted(set(args.scenes or []) - in_splits)
@@ -97,30 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--scenes: {unknown} are not in splits {args.splits} of preset {args.dataset}; "
                      f"those splits hold {sorted(in_splits)}")  # fmt: skip
     check_output(parser, "--out", args.out, directory=True)
-    stats = ExportStats()
-    exported: set[str] = set()
-    sound_names: set[str] = set()
-    sound_world = None
-    for split in args.splits:
-        names = preset.split_scenes(split, cfg.scenes.num_scenes)
-        if args.scenes:
-            names = [n for n in names if n in set(args.scenes)]
-        if not names:
-            continue
-        for sound_split in args.sound_splits:
-            cfg.task.sound_split = sound_split
-            world, episodes = load_task_data(cfg, split, names)
-            for name in names:
-                if name not in exported:
-                    export_scene(world.scene(name), args.out, target, args.skip_existing, not args.no_views, stats)
-                    exported.add(name)
-            export_episodes(args.out, target, split, sound_split, episodes, stats)
-            sound_names.update(ep.sound for ep in episodes)
-            sound_world = world
-    if sound_world is None:
+    stats = export_splits(cfg, args.out, target, args.splits, args.sound_splits, args.scenes,
+                          skip_existing=args.skip_existing, views=not args.no_views)  # fmt: skip
+    if stats is None:
         logger.error("nothing to export: no scene of preset %s in splits %s", args.dataset, args.splits)
         return 1
-    export_sounds(args.out, sound_names, sound_world.sound, sound_world.sample_rate, stats)
     print(
         f"exported {stats.scenes} scenes as SoundSpaces {target} to {args.out}: {stats.rir_files} RIR files "
         f"({stats.rir_bytes / 1e6:.1f} MB written, {stats.skipped} kept), {stats.episodes} episodes, "

@@ -12,6 +12,7 @@ scenes the acoustics settings and ``RENDER_VERSION``), so a resume keeps only fi
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -20,6 +21,7 @@ import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -28,6 +30,7 @@ from scipy.io import wavfile
 from tqdm import tqdm
 
 from asgf_nav.io import atomic_write_bytes, atomic_write_text, flush_to_disk
+from asgf_nav.scenes.presets import get_preset
 from asgf_nav.scenes.scene import YAWS
 from asgf_nav.scenes.soundspaces import (
     SoundSpacesPaths,
@@ -36,6 +39,7 @@ from asgf_nav.scenes.soundspaces import (
     read_wav,
 )
 from asgf_nav.tasks.episodes import episode_dataset_path, save_episodes, scene_id_for
+from asgf_nav.tasks.factory import load_task_data
 from asgf_nav.tasks.spectrogram_store import rir_identity
 from asgf_nav.tasks.world import position_key
 
@@ -276,4 +280,43 @@ def export_world(
         stats.sounds,
         root,
     )
+    return stats
+
+
+def export_splits(
+    cfg: Any,
+    root: str | Path,
+    dataset: str,
+    splits: Sequence[str],
+    sound_splits: Sequence[str],
+    scenes: Sequence[str] | None = None,
+    skip_existing: bool = False,
+    views: bool = True,
+) -> ExportStats | None:
+    """The embedded scenes of ``splits`` (only ``scenes`` among them, when given) with their episodes for
+    each sound split and the sounds those episodes play, loaded with ``cfg`` as a run would; each scene is
+    written once, however many splits hold it. None when no scene of the splits is left to export."""
+    cfg = copy.deepcopy(cfg)
+    cfg.scenes.source = "embedded"  # export the embedded scenes even when SoundSpaces data is present
+    if not views:  # the world then loads scenes baked without views (layout + acoustics)
+        cfg.task.sensors = [s for s in cfg.task.sensors if s not in ("rgb", "depth")]
+    preset = get_preset(cfg.scenes.dataset)
+    stats, exported, sound_names, sound_world = ExportStats(), set(), set(), None
+    for split in splits:
+        names = [n for n in preset.split_scenes(split, cfg.scenes.num_scenes) if scenes is None or n in scenes]
+        if not names:
+            continue
+        for sound_split in sound_splits:
+            cfg.task.sound_split = sound_split
+            world, episodes = load_task_data(cfg, split, names)
+            for name in names:
+                if name not in exported:
+                    export_scene(world.scene(name), root, dataset, skip_existing, views, stats)
+                    exported.add(name)
+            export_episodes(root, dataset, split, sound_split, episodes, stats)
+            sound_names.update(ep.sound for ep in episodes)
+            sound_world = world
+    if sound_world is None:
+        return None
+    export_sounds(root, sound_names, sound_world.sound, sound_world.sample_rate, stats)
     return stats
