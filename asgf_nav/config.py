@@ -72,7 +72,7 @@ class TaskConfig:
     # time-of-flight padding (false), or at the emission (true: leading silence that tells the distance)
     keep_travel_time: bool = False
     train_episodes_per_scene: int = 5000  # episodes generated per training scene
-    val_episodes: int = 500  # episodes of the val split, over its scenes
+    val_episodes: int = 500  # episodes the val split holds, over its scenes (train.val_episodes: run per validation)
     test_episodes: int = 1000  # episodes of the test split, over its scenes
     min_geodesic_distance: float = 1.0  # start-to-goal geodesic distance of generated episodes (m), from
     max_geodesic_distance: float = 1000.0  # ... to (1000: no upper bound)
@@ -137,7 +137,8 @@ class TrainConfig:
     # best val SPL); "none": keep no best checkpoint
     best_metric: Literal["spl", "success", "sna", "softspl", "none"] = "spl"
     stats_window_episodes: int = 50  # finished episodes behind the logged return / SR / SPL / SNA
-    # training and evaluation; 0: the cores per rank, less one while scenes bake, at most OMP_NUM_THREADS
+    # training and evaluation; 0: the cores per rank (less one while scenes bake in the background), at most
+    # OMP_NUM_THREADS
     torch_threads: int = 0
 
 

@@ -148,7 +148,11 @@ def scene_pool(cfg: ExperimentConfig, run_dir: Path) -> Any | None:
         return None
     from asgf_nav.scenes.background import ScenePool
 
-    return ScenePool(cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log")
+    # the core left to the builder while it bakes comes back to training when it ends
+    return ScenePool(
+        cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log",
+        on_build_end=partial(set_torch_threads, cfg, background_build=False),
+    )  # fmt: skip
 
 
 def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> None:

@@ -153,7 +153,8 @@ def test_a_failed_background_build_is_reported_once_with_its_log(tmp_path, monke
     monkeypatch.setattr(background, "BUILD_MODULE", "asgf_nav.no_such_module")
     cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path / 'data'}"])
     log = tmp_path / "build_scenes.log"
-    pool = ScenePool(cfg, "tiny", log_file=log)
+    ended: list[bool] = []
+    pool = ScenePool(cfg, "tiny", log_file=log, on_build_end=lambda: ended.append(True))
     pool.start_background_build(pool.split_scenes("val"))
     try:
         pool.process.wait(timeout=60)
@@ -163,8 +164,29 @@ def test_a_failed_background_build_is_reported_once_with_its_log(tmp_path, monke
         pool.stop()
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1, errors  # once, not at every poll
+    assert ended == [True]  # the run is told once that the builder's core is free again
     assert "failed with exit status 1" in errors[0] and str(log) in errors[0] and "tiny_room_val" in errors[0]
     assert pool.exit_status == 1 and "asgf_nav.no_such_module" in log.read_text()
+
+
+def test_the_runs_torch_threads_take_back_the_builders_core_when_the_build_ends(tmp_path, monkeypatch):
+    """While scenes bake in the background training leaves one core to the builder; not for the whole run."""
+    import torch
+
+    from asgf_nav import experiment
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(experiment, "usable_cpus", lambda: 3)
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", "train.torch_threads=0"])
+    pool = experiment.scene_pool(cfg, tmp_path / "run")
+    before = torch.get_num_threads()
+    try:
+        experiment.set_torch_threads(cfg, background_build=True)
+        assert torch.get_num_threads() == 2
+        pool.on_build_end()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_background_builder_is_a_module_of_this_package(tmp_path):

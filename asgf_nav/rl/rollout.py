@@ -178,11 +178,12 @@ class EpisodeWindow:
     def __init__(self, size: int) -> None:
         self.episodes: deque[dict[str, float]] = deque(maxlen=size)
 
-    def add(self, returns: torch.Tensor, done: torch.Tensor, info: dict[str, torch.Tensor]) -> None:
+    def add(self, episode_returns: torch.Tensor, done: torch.Tensor, info: dict[str, torch.Tensor]) -> None:
+        """``episode_returns``: each env's running reward sum (not the GAE targets of RolloutStorage.returns)."""
         done_idx = done.nonzero().flatten().tolist()
         if not done_idx:
             return
-        columns = {"return": returns.detach().cpu()}
+        columns = {"return": episode_returns.detach().cpu()}
         columns.update({k: info[k].detach().float().cpu() for k in EPISODE_METRICS if k in info})
         for i in done_idx:
             self.episodes.append({k: float(v[i]) for k, v in columns.items()})

@@ -60,7 +60,7 @@ def run_validation(policy: Any, env: Any, cfg: Any, device: torch.device) -> dic
         obs = to_device(env.reset(), device)
         hidden = policy.initial_hidden(num_envs, device)
         masks = torch.zeros(num_envs, device=device)
-        returns = torch.zeros(num_envs, device=device)
+        episode_returns = torch.zeros(num_envs, device=device)
         for _ in range((max(shares) + 1) * int(cfg.task.max_steps)):  # a bound; episodes end sooner
             if stop_requested():
                 raise ValidationStopped(f"a stop was requested after {len(window.episodes)} episode(s)")
@@ -68,10 +68,10 @@ def run_validation(policy: Any, env: Any, cfg: Any, device: torch.device) -> dic
             obs, reward, done, info = env.step(action.to(getattr(env, "device", "cpu")))
             obs = to_device(obs, device)
             done = torch.as_tensor(done, device=device, dtype=torch.bool)
-            returns += torch.as_tensor(reward, device=device, dtype=torch.float32)
-            window.add(returns, done & (finished < quota), info)
+            episode_returns += torch.as_tensor(reward, device=device, dtype=torch.float32)
+            window.add(episode_returns, done & (finished < quota), info)
             finished += done.long()
-            returns.masked_fill_(done, 0.0)
+            episode_returns.masked_fill_(done, 0.0)
             masks = (~done).float()
             if bool((finished >= quota).all()):
                 break

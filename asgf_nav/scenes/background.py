@@ -86,8 +86,12 @@ def quick_start_order(dataset: str, scenes: Sequence[str]) -> list[str]:
 class ScenePool:
     """The scenes of each split that are fully baked, with an optional background build of the rest."""
 
-    def __init__(self, cfg: Any, dataset: str, log_file: Path | None = None) -> None:
-        self.cfg, self.dataset, self.log_file = cfg, dataset, log_file
+    def __init__(
+        self, cfg: Any, dataset: str, log_file: Path | None = None, on_build_end: Callable[[], None] | None = None
+    ) -> None:
+        """``on_build_end`` runs once the background build has ended, however it ended (the run then takes
+        back the core it left to the builder)."""
+        self.cfg, self.dataset, self.log_file, self.on_build_end = cfg, dataset, log_file, on_build_end
         self.stages = task_stages(cfg)
         self.preset = get_preset(dataset)
         self.process: subprocess.Popen | None = None
@@ -145,6 +149,8 @@ class ScenePool:
             return
         self.exit_status = status = self.process.returncode
         self.process = None
+        if self.on_build_end is not None:
+            self.on_build_end()
         if status == 0:
             logger.info("background scene build finished (log %s)", self.log_file)
             return
