@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
+from asgf_nav.config import ConfigError, ExperimentConfig, check_values, config_to_dict, save_config
 from asgf_nav.devices import resolve_device, usable_cpus
 from asgf_nav.io import exclusive_lock, writable_dir_problem
 from asgf_nav.logging_utils import logging_scope, setup_logging
@@ -35,6 +35,18 @@ def make_named_dir(path: str | Path, key: str, writable: bool = True) -> Path:
 
 
 RUN_LOCK = ".run.lock"
+RUN_DIRECTORIES = ("checkpoints", "tb")  # what a run writes into its directory, made (or checked) up front
+RUN_FILES = ("config.yaml", "train.log", "build_scenes.log")
+
+
+def check_run_entries(run_dir: Path) -> None:
+    """Make the run's subdirectories and refuse a directory where it writes a file: found at the first
+    checkpoint instead, the training done until then would be lost."""
+    for name in RUN_DIRECTORIES:
+        make_named_dir(run_dir / name, "train.run_dir")
+    for name in RUN_FILES:
+        if (run_dir / name).is_dir():
+            raise ConfigError(f"train.run_dir: {run_dir / name} is a directory, where the run writes its {name}")
 
 
 @contextmanager
@@ -241,6 +253,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     from asgf_nav.tasks.observations import restored_observations
 
     cfg = copy.deepcopy(cfg)  # the run resolves and fills in fields (scenes.source, the doa sensor)
+    check_values(cfg)  # a config edited in code after load_config, before anything is written
     init_distributed(resolve_device(cfg.train.device, local_rank()))
     is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
@@ -251,6 +264,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         held.enter_context(restored_observations())  # the run's DoA head is not left registered
         if is_main:
             make_named_dir(run_dir, "train.run_dir")
+            check_run_entries(run_dir)
             held.enter_context(claim_run_dir(run_dir, resume))
         _train_in(cfg, run_dir, resume, is_main)
 

@@ -51,7 +51,8 @@ def main() -> None:
     parser.add_argument("--policy", choices=["random", "guided"], default="random")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--json", default=None)
-    args = parser.parse_args()
+    parser.add_argument("overrides", nargs="*", help="config overrides the scenes were baked with (acoustics.*=...)")
+    args = parser.parse_intermixed_args()
     check_output(parser, "--json", args.json)
     if min(args.sizes) < args.num_envs:  # as SpectrogramCache, which refuses a step that does not fit
         parser.error(f"--sizes: {min(args.sizes)} entries cannot hold one step of {args.num_envs} envs")
@@ -60,7 +61,7 @@ def main() -> None:
     setup_logging("WARNING")
     # only the acoustics are loaded (a data root baked for audio only will do), and the env has no sensor at
     # all: the cache's keys come from the agents' states, no spectrogram or view is computed
-    world, episodes = load_baked_world(args.config, args.data_root, "train", ["spectrogram"])
+    world, episodes = load_baked_world(args.config, args.data_root, "train", ["spectrogram"], args.overrides)
     env = BatchedAudioNavEnv(world, episodes, args.num_envs, sensors=[], cfg=TaskConfig(sensors=[]), seed=args.seed)
     act = Policy(args.policy, args.seed)
     caches = [key_only_cache(size) for size in args.sizes]

@@ -104,7 +104,9 @@ def time_parts(
 def baked_world(args: argparse.Namespace) -> tuple | None:
     """The baked scenes of ``--data-root`` (None without one): the acoustics only, no views are loaded, so
     a data root baked for audio only will do."""
-    return load_baked_world(args.config, args.data_root, args.split, ["spectrogram"]) if args.data_root else None
+    if not args.data_root:
+        return None
+    return load_baked_world(args.config, args.data_root, args.split, ["spectrogram"], args.overrides)
 
 
 def env_for(
@@ -161,7 +163,8 @@ def main() -> None:
     parser.add_argument(
         "--split", default="test", choices=["train", "val", "test"], help="scene split of the baked scenes"
     )
-    args = parser.parse_args()
+    parser.add_argument("overrides", nargs="*", help="config overrides the scenes were baked with (acoustics.*=...)")
+    args = parser.parse_intermixed_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     devices = devices_to_compare(args.devices)

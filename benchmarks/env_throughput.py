@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,15 +94,16 @@ def build_synthetic(image_size: int, sample_rate: int, nx: int, nz: int, sources
 
 
 def load_baked_world(
-    config: str, data_root: str | None, split: str, sensors: list[str]
+    config: str, data_root: str | None, split: str, sensors: list[str], overrides: Sequence[str] = ()
 ) -> tuple[TaskWorld, list[Episode]]:
     """The config's baked scenes of ``split`` and their episodes, loading only the views ``sensors`` need
     (``task.sensors`` is overridden): a spectrogram-only benchmark then runs on a data root baked for audio
-    only, and loads no RGB-D views it would not use."""
+    only, and loads no RGB-D views it would not use. ``overrides``: the config overrides of the bake
+    (``acoustics.*``), which the scenes must match."""
     from asgf_nav.tasks.factory import load_task_data
 
-    overrides = [f"scenes.data_root={data_root}"] if data_root else []
-    cfg = load_config(config, [*overrides, f"task.sensors=[{','.join(sensors)}]"])
+    root = [f"scenes.data_root={data_root}"] if data_root else []
+    cfg = load_config(config, [*overrides, *root, f"task.sensors=[{','.join(sensors)}]"])
     return load_task_data(cfg, split)
 
 
@@ -259,7 +260,8 @@ def main() -> None:
     parser.add_argument("--spectrogram-store", default=None, help="baked spectrograms for the batched env")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", default=None, help="write the results here")
-    args = parser.parse_args()
+    parser.add_argument("overrides", nargs="*", help="config overrides the scenes were baked with (acoustics.*=...)")
+    args = parser.parse_intermixed_args()
     check_output(parser, "--json", args.json)
     if args.spectrogram_store and not Path(args.spectrogram_store).is_dir():
         parser.error(f"--spectrogram-store: {args.spectrogram_store} is not a directory")
@@ -271,7 +273,7 @@ def main() -> None:
     if args.world == "embedded":
         from asgf_nav.sounds.bank import SoundBank
 
-        world, _ = load_baked_world(args.config, args.data_root, "train", SENSORS)
+        world, _ = load_baked_world(args.config, args.data_root, "train", SENSORS, args.overrides)
         unheard = list(SoundBank.load().names("train"))
     else:
         world = build_synthetic(args.image_size, args.sample_rate, args.grid[0], args.grid[1], args.sources)

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         video_cfg.task.sensors, video_cfg.scenes.source = ["spectrogram"], "embedded"
         # the responses the agent heard: an evaluation recorded before the key heard the travel time
         video_cfg.task.keep_travel_time = bool((meta.get("task") or {}).get("keep_travel_time", True))
-        world = load_world(video_cfg, meta.get("split", "test"), [records[0].scene])
+        world = load_world(video_cfg, meta.get("split", "test"), [records[0].scene], acoustics_as_baked=True)
         video = write_video(args.video, scene, world, records[0], fps=args.fps, max_frames=args.max_frames)
         logger.info("wrote %s", video)
     return 0

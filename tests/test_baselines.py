@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from scene_helpers import bake_audio_only
+from scene_helpers import bake_audio_only, cheap_acoustics
 from torch import nn
 
 from asgf_nav.config import ExperimentConfig
@@ -294,17 +294,22 @@ def test_each_sound_split_model_records_its_own_training_time(setup, monkeypatch
     assert [m["rir_seconds"] for m in seen["meta"]] == [7.0, 7.0]  # the shared RIRs, rendered once
 
 
+AUDIO_ONLY_ACOUSTICS = cheap_acoustics(sources=4)
+
+
 @pytest.fixture(scope="module")
 def audio_only_root(tmp_path_factory) -> Path:
     """The tiny preset's train and test scenes baked without views (layout and cheap acoustics only)."""
-    return bake_audio_only(tmp_path_factory.mktemp("audio_only"), ["tiny_apartment", "tiny_room_test"], sources=4)
+    root = tmp_path_factory.mktemp("audio_only")
+    return bake_audio_only(root, ["tiny_apartment", "tiny_room_test"], AUDIO_ONLY_ACOUSTICS)
 
 
 def _evaluate_tiny(root: Path, out: Path, *extra: str) -> None:
     import evaluate
 
     argv = ["--dataset", "tiny", "--data-root", str(root), "--out", str(out), "--num-envs", "2", "--episodes", "2",
-            "--sound-split", "heard", *extra, "task.test_episodes=4", "task.max_steps=6"]  # fmt: skip
+            "--sound-split", "heard", *extra, "task.test_episodes=4", "task.max_steps=6",
+            *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
     assert evaluate.main(argv) == 0
 
 
@@ -317,7 +322,7 @@ def test_baselines_need_no_views_only_what_they_read(audio_only_root, tmp_path):
     assert json.loads((tmp_path / "eval" / "oracle_tiny_heard_test" / "summary.json").read_text())
     out = tmp_path / "model.pt"
     argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--samples", "20", "--epochs", "1",
-            "--threads", "1", "--out", str(out)]  # fmt: skip
+            "--threads", "1", "--out", str(out), *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
     assert train_baselines.main(argv) == 0  # tiny_heard's sensors are [depth, spectrogram]
     meta = torch.load(out, weights_only=False)["meta"]
     assert meta["samples"] == 20 and meta["val_samples"] == 2 and meta["seconds"] >= 0 <= meta["rir_seconds"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scene_helpers import bake_audio_only
+from scene_helpers import bake_audio_only, cheap_acoustics
 
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.cli import run_script
@@ -206,10 +206,14 @@ def test_each_variant_observes_through_its_own_providers(registry):
 
 
 # ------------------------------------------------------------------------------------------ audio-only data
+AUDIO_ONLY_ACOUSTICS = cheap_acoustics(sources=4)
+
+
 @pytest.fixture(scope="module")
 def audio_only_root(tmp_path_factory) -> Path:
     """The tiny preset's train and test scenes baked for audio only (layout + acoustics, no views)."""
-    return bake_audio_only(tmp_path_factory.mktemp("audio_only"), ["tiny_apartment", "tiny_room_test"], sources=4)
+    root = tmp_path_factory.mktemp("audio_only")
+    return bake_audio_only(root, ["tiny_apartment", "tiny_room_test"], AUDIO_ONLY_ACOUSTICS)
 
 
 def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root, monkeypatch, capsys, tmp_path):
@@ -219,7 +223,8 @@ def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root
 
     argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--num-envs", "2", "--steps", "40"]
     out = tmp_path / "hits.json"
-    run_benchmark(monkeypatch, cache_hit_rate, *argv, "--windows", "2", "--sizes", "2", "1000", "--json", str(out))
+    run_benchmark(monkeypatch, cache_hit_rate, *argv, "--windows", "2", "--sizes", "2", "1000", "--json", str(out),
+                  *AUDIO_ONLY_ACOUSTICS)  # fmt: skip
     assert "tiny_heard: 1 train scenes" in capsys.readouterr().out
     windows = json.loads(out.read_text())["windows"]
     assert len(windows) == 2 and windows[-1]["distinct"] <= 80
@@ -231,7 +236,8 @@ def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root
 def test_doa_observation_env_runs_on_a_data_root_baked_for_audio_only(audio_only_root, registry):
     import doa_observation
 
-    args = argparse.Namespace(data_root=str(audio_only_root), config="tiny_heard", split="test", batch=2)
+    args = argparse.Namespace(data_root=str(audio_only_root), config="tiny_heard", split="test", batch=2,
+                              overrides=AUDIO_ONLY_ACOUSTICS)  # fmt: skip
     env, _ = doa_observation.env_for(args, torch.device("cpu"))
     obs = env.reset()
     assert set(obs) == {"spectrogram", "doa"} and obs["doa"].shape[0] == 2

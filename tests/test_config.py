@@ -112,6 +112,7 @@ def test_wrong_type_names_key(override, key):
         (["train.seed=-1"], "'train.seed' must be >= 0, got -1"),
         ([f"train.seed={2**64 - 100}"], f"'train.seed' must be below 2**32, got {2**64 - 100}"),
         (["scenes.dataset=tiny", "scenes.num_scenes=2"], "'scenes.num_scenes': preset 'tiny': num_scenes=2 is too"),
+        (["scenes.dataset=tiny", "scenes.num_scenes=4"], "'scenes.num_scenes': preset 'tiny' has 3 scenes, fewer than"),
         (["task.max_geodesic_distance=nan"], "'task.max_geodesic_distance' (in command line) must be a finite"),
         (["task.slack_reward=-inf"], "'task.slack_reward' (in command line) must be a finite number, got '-inf'"),
         (["ppo.lr=.inf"], "'ppo.lr' (in command line) must be a finite number, got inf"),
@@ -187,6 +188,13 @@ def test_a_config_file_with_a_non_finite_number_names_the_key(tmp_path):
     path = tmp_path / "inf.yaml"
     path.write_text("task:\n  max_geodesic_distance: .inf\n")
     with pytest.raises(ConfigError, match=f"'task.max_geodesic_distance' \\(in {path}\\) must be a finite number"):
+        load_config(str(path))
+
+
+def test_a_config_file_that_is_not_utf8_text_is_named(tmp_path):
+    path = tmp_path / "utf16.yaml"
+    path.write_bytes("ppo:\n  lr: 1.0e-4\n".encode("utf-16"))  # starts with the byte-order mark ff fe
+    with pytest.raises(ConfigError, match=f"^config file {path} is not UTF-8 text \\(invalid start byte at byte 0\\)"):
         load_config(str(path))
 
 

@@ -45,19 +45,25 @@ from asgf_nav.tasks.synthetic import synthetic_world
 from baselines.oracle import OracleAgent
 from baselines.random_agent import RandomAgent
 
-
 # ------------------------------------------------------------------------------------------ fixtures
+# the tiny_root scene's cheap acoustics: every run and world on it asks for the settings it was baked with
+TINY_ACOUSTICS = ["acoustics.sources_per_scene=4", "acoustics.rays=200", "acoustics.ism_order=1",
+                  "acoustics.max_rir_seconds=0.3"]  # fmt: skip
+
+
+def tiny_cfg(root: Path) -> ExperimentConfig:
+    """A config for the tiny scenes under ``root``, with the acoustics tiny_root was baked with."""
+    cfg = load_config(None, TINY_ACOUSTICS)
+    cfg.scenes.dataset, cfg.scenes.data_root = "tiny", str(root)
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
     """The tiny preset's test scene with cheap acoustics (a few seconds)."""
     root = tmp_path_factory.mktemp("data")
-    cfg = ExperimentConfig()
-    cfg.scenes.data_root = str(root)
+    cfg = tiny_cfg(root)
     cfg.scenes.image_size = 32
-    cfg.acoustics.sources_per_scene = 4
-    cfg.acoustics.rays = 200
-    cfg.acoustics.ism_order = 1
-    cfg.acoustics.max_rir_seconds = 0.3
     build_scenes(cfg, "tiny", ["tiny_room_test"], workers=1)
     return root
 
@@ -88,6 +94,7 @@ def _evaluate(tiny_root: Path, out: Path, *extra: str) -> None:
         "3",
         *options,
         "task.test_episodes=16",
+        *TINY_ACOUSTICS,
         *overrides,
     ]
     assert evaluate.main(argv) == 0
@@ -356,6 +363,28 @@ def test_scenes_outside_the_split_are_refused_not_evaluated_under_its_name(tiny_
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # no evaluation directory
 
 
+def test_a_scene_baked_with_other_acoustics_is_refused_naming_the_settings(tiny_root, tmp_path, capsys):
+    """A run or evaluation whose config asks for other acoustics than the scene was baked with would hear
+    other sound than its config says: refused, naming each setting with both values."""
+    import evaluate
+
+    from asgf_nav.scenes.store import SceneStoreError
+    from asgf_nav.tasks.world import load_world
+
+    cfg = tiny_cfg(tiny_root)
+    cfg.acoustics.rays, cfg.acoustics.max_rir_seconds = 1000, 1.0
+    with pytest.raises(SceneStoreError) as refused:
+        load_world(cfg, "test")
+    message = str(refused.value)
+    assert "tiny_room_test" in message and "rays: baked 200, the config asks 1000" in message
+    assert "max_rir_seconds: baked 0.3, the config asks 1.0" in message and "sources_per_scene" not in message
+    argv = ["--dataset", "tiny", "--data-root", str(tiny_root), "--agent", "oracle", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: evaluate.main(argv))  # the default acoustics: another bake than tiny_root's
+    assert exit_info.value.code == 2
+    assert "rays: baked 200, the config asks 3000" in capsys.readouterr().err
+
+
 def test_scenes_without_views_are_named_with_the_bake_command(tiny_root, tmp_path):
     import shutil
 
@@ -365,8 +394,8 @@ def test_scenes_without_views_are_named_with_the_bake_command(tiny_root, tmp_pat
     copy_dir = tmp_path / "scenes" / "tiny" / "tiny_room_test"
     shutil.copytree(tiny_root / "scenes" / "tiny" / "tiny_room_test", copy_dir)
     remove_stage(copy_dir, "vision")  # baked for audio only (layout + acoustics)
-    cfg = ExperimentConfig()
-    cfg.scenes.dataset, cfg.scenes.data_root, cfg.task.sensors = "tiny", str(tmp_path), ["depth", "spectrogram"]
+    cfg = tiny_cfg(tmp_path)
+    cfg.task.sensors = ["depth", "spectrogram"]
     with pytest.raises(SceneStoreError, match=r"has no views \(stage 'vision'\), which task.sensors \['depth'\]"):
         load_world(cfg, "test")
     cfg.task.sensors = ["spectrogram"]
@@ -549,8 +578,7 @@ def _tiny_checkpoint(tiny_root: Path, path: Path) -> Path:
     from asgf_nav.models.policies import build_policy
     from asgf_nav.tasks.world import load_world
 
-    cfg = ExperimentConfig()
-    cfg.scenes.dataset, cfg.scenes.data_root = "tiny", str(tiny_root)
+    cfg = tiny_cfg(tiny_root)
     cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim = 32, 32, 16
     cfg.task.sensors = ["spectrogram"]
     torch.manual_seed(0)
@@ -640,8 +668,7 @@ def test_evaluation_of_best_pt_does_not_resume_over_a_newer_best(tiny_root, tmp_
     from asgf_nav.rl.checkpoint import save_best_checkpoint
     from asgf_nav.tasks.factory import load_task_data
 
-    cfg = ExperimentConfig()
-    cfg.scenes.dataset, cfg.scenes.data_root = "tiny", str(tiny_root)
+    cfg = tiny_cfg(tiny_root)
     cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim, cfg.model.fusion_heads = 32, 32, 16, 2
     cfg.task.sensors = ["spectrogram"]
     world, _ = load_task_data(cfg, "test")
@@ -705,7 +732,7 @@ def test_an_evaluation_with_another_audio_model_is_another_evaluation(tiny_root,
         (["--agent", "oracle"], "not of --agent oracle"),
     ):
         argv = ["--dataset", "tiny", "--data-root", str(tiny_root), "--agent", "gan", "--baseline-model",
-                str(models[0]), "--out", str(tmp_path / "bad"), *bad]  # fmt: skip
+                str(models[0]), "--out", str(tmp_path / "bad"), *bad, *TINY_ACOUSTICS]  # fmt: skip
         with pytest.raises(SystemExit):
             evaluate.main(argv)
         assert message in capsys.readouterr().err

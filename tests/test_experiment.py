@@ -496,6 +496,32 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     assert "a line of the notebook's own" not in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.parametrize("entry", ["checkpoints", "tb", "train.log", "config.yaml"])
+def test_a_run_directory_entry_of_the_wrong_kind_is_refused_before_training(tmp_path, entry) -> None:
+    """A file where checkpoints/ goes would otherwise surface at the first save, losing the training before it."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import run_training
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / entry).mkdir() if "." in entry else (run / entry).write_text("")
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={run}"])
+    with pytest.raises(ConfigError, match=f"^train.run_dir: .*{re.escape(str(run / entry))}[: ]"):
+        run_training(cfg)
+    assert not (tmp_path / "data").exists()  # refused before any scene is baked
+
+
+def test_a_config_edited_in_code_is_checked_before_the_run_writes_anything(tmp_path) -> None:
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import run_training
+
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}"])
+    cfg.ppo.num_envs = 0  # as a notebook may, after load_config checked the file
+    with pytest.raises(ConfigError, match="'ppo.num_envs' must be positive, got 0"):
+        run_training(cfg)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
 def test_each_ddppo_rank_draws_its_own_episodes(monkeypatch) -> None:
     import types
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from scene_helpers import bake_audio_only
+from scene_helpers import bake_audio_only, cheap_acoustics
 from scipy.io import wavfile
 
 from asgf_nav.scenes import soundspaces as ss
@@ -676,10 +676,13 @@ def test_task_data_loads_soundspaces_when_found_under_the_data_root(tmp_path: Pa
 
 # ------------------------------------------------------------------------------------------------------------
 # scripts/export_soundspaces.py
+TINY_AUDIO_ACOUSTICS = cheap_acoustics(rays=100, max_rir_seconds=0.05)
+
+
 @pytest.fixture(scope="module")
 def tiny_audio_root(tmp_path_factory) -> Path:
     """The tiny preset's test scene baked with layout and acoustics only (no views), cheaply."""
-    return bake_audio_only(tmp_path_factory.mktemp("data"), ["tiny_room_test"], rays=100, max_rir_seconds=0.05)
+    return bake_audio_only(tmp_path_factory.mktemp("data"), ["tiny_room_test"], TINY_AUDIO_ACOUSTICS)
 
 
 def _export(out: Path, *argv: str) -> int:
@@ -707,7 +710,7 @@ def test_export_script_refuses_a_dataset_of_another_rate_before_loading(tmp_path
 def test_export_script_without_views_exports_scenes_baked_without_views(tmp_path: Path, tiny_audio_root: Path):
     out = tmp_path / "export"
     argv = ["--dataset", "tiny", "--scenes", "tiny_room_test", "--splits", "test", "--sound-splits", "heard"]
-    overrides = [f"scenes.data_root={tiny_audio_root}", "task.test_episodes=3"]
+    overrides = [f"scenes.data_root={tiny_audio_root}", "task.test_episodes=3", *TINY_AUDIO_ACOUSTICS]
     assert _export(out, *argv, "--no-views", *overrides) == 0
     paths = ss.SoundSpacesPaths(out, "replica")
     assert paths.available_scenes() == ["tiny_room_test"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scene_helpers import bake_audio_only
+from scene_helpers import bake_audio_only, cheap_acoustics
 
 from asgf_nav.acoustics import rir as rendered_rirs
-from asgf_nav.config import ExperimentConfig, TaskConfig
+from asgf_nav.config import ExperimentConfig, TaskConfig, load_config
 from asgf_nav.io import exclusive_lock
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import generate_split
@@ -351,18 +351,27 @@ def test_soundspaces_rirs_are_identified_by_dataset_and_scene_not_by_path(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------ baked scenes
+AUDIO_ONLY_ACOUSTICS = cheap_acoustics()
+
+
 @pytest.fixture(scope="module")
 def audio_only_root(tmp_path_factory) -> Path:
     """The tiny preset's test scene baked for audio only (layout + acoustics, no views), cheaply."""
-    return bake_audio_only(tmp_path_factory.mktemp("data"), ["tiny_room_test"])
+    return bake_audio_only(tmp_path_factory.mktemp("data"), ["tiny_room_test"], AUDIO_ONLY_ACOUSTICS)
+
+
+def audio_only_cfg(root: Path) -> ExperimentConfig:
+    """A spectrogram-only config for the scene of ``audio_only_root`` (with the acoustics it was baked with)."""
+    cfg = load_config(None, AUDIO_ONLY_ACOUSTICS)
+    cfg.scenes.dataset, cfg.scenes.data_root, cfg.task.sensors = "tiny", str(root), ["spectrogram"]
+    return cfg
 
 
 def test_the_world_cuts_the_travel_time_unless_kept_and_stores_tell_the_two_apart(audio_only_root, tmp_path):
     """task.keep_travel_time chooses the responses the task hears; a store baked from one is refused for the other."""
     from asgf_nav.tasks.world import load_world
 
-    cfg = ExperimentConfig()
-    cfg.scenes.dataset, cfg.scenes.data_root, cfg.task.sensors = "tiny", str(audio_only_root), ["spectrogram"]
+    cfg = audio_only_cfg(audio_only_root)
     cut = load_world(cfg, "test").scenes["tiny_room_test"]
     cfg.task.keep_travel_time = True
     kept = load_world(cfg, "test").scenes["tiny_room_test"]
@@ -386,8 +395,7 @@ def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(
 ):
     from asgf_nav.tasks.world import load_world
 
-    cfg = ExperimentConfig()
-    cfg.scenes.dataset, cfg.scenes.data_root, cfg.task.sensors = "tiny", str(audio_only_root), ["spectrogram"]
+    cfg = audio_only_cfg(audio_only_root)
     world = load_world(cfg, "test")
     scene = world.scenes["tiny_room_test"]
     spectrogram, wave = TorchSpectrogram(world.sample_rate), world.sound("telephone")
@@ -435,7 +443,8 @@ def test_bake_script_reads_scenes_baked_without_views(audio_only_root, capsys):
     import bake_spectrograms
 
     # tiny_heard's task.sensors hold depth, which the bake never reads
-    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--dry-run"]
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--dry-run",
+            *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
     assert bake_spectrograms.main(argv) == 0
     assert f"1 scenes x 1 sounds into {audio_only_root / 'spectrograms'}: 1 files to bake" in capsys.readouterr().out
 
@@ -444,7 +453,8 @@ def test_bake_script_out_auto_is_the_data_roots_store(audio_only_root, capsys, t
     import bake_spectrograms
 
     monkeypatch.chdir(tmp_path)
-    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--dry-run"]
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--dry-run",
+            *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
     assert bake_spectrograms.main([*argv, "--out", "auto"]) == 0
     assert f"into {audio_only_root / 'spectrograms'}: 1 files to bake" in capsys.readouterr().out
     assert not (tmp_path / "auto").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from asgf_nav.config import ExperimentConfig
+from asgf_nav.config import ExperimentConfig, load_config
 from asgf_nav.eval.evaluator import run_episodes
 from asgf_nav.scenes.build import build_scenes
 from asgf_nav.scenes.scene import Scene
@@ -21,15 +21,17 @@ from asgf_nav.viz.tsne import SpatialStates, embed, plot_tsne
 from baselines.oracle import OracleAgent
 from baselines.random_agent import RandomAgent
 
+# the tiny fixture's cheap acoustics: a script loading its world asks for them too
+TINY_ACOUSTICS = ["acoustics.sources_per_scene=4", "acoustics.rays=200", "acoustics.ism_order=1",
+                  "acoustics.max_rir_seconds=0.3"]  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """Baked tiny test scene, its world and oracle / random records of the same episodes."""
     root = tmp_path_factory.mktemp("data")
-    cfg = ExperimentConfig()
+    cfg = load_config(None, TINY_ACOUSTICS)
     cfg.scenes.data_root, cfg.scenes.image_size, cfg.scenes.dataset = str(root), 32, "tiny"
-    cfg.acoustics.sources_per_scene, cfg.acoustics.rays, cfg.acoustics.ism_order = 4, 200, 1
-    cfg.acoustics.max_rir_seconds = 0.3
     cfg.task.test_episodes, cfg.task.max_steps = 6, 30
     build_scenes(cfg, "tiny", ["tiny_room_test"], workers=1)
     world, episodes = load_task_data(cfg, "test")
@@ -379,9 +381,7 @@ def test_show_acoustics_draws_a_baked_scene_and_names_a_bad_source_slot(tiny, tm
     import show_acoustics
 
     cfg = tiny[0]
-    same_bake = ["acoustics.sources_per_scene=4", "acoustics.rays=200", "acoustics.ism_order=1"]
-    argv = ["--dataset", "tiny", "--scene", "tiny_room_test", "--data-root", cfg.scenes.data_root, *same_bake]
-    argv.append("acoustics.max_rir_seconds=0.3")
+    argv = ["--dataset", "tiny", "--scene", "tiny_room_test", "--data-root", cfg.scenes.data_root, *TINY_ACOUSTICS]
     assert show_acoustics.main([*argv, "--out", str(tmp_path / "field.png")]) == 0
     image = imageio.imread(tmp_path / "field.png")
     assert image.shape[0] > 200 and image.std() > 20
@@ -415,8 +415,7 @@ def test_show_acoustics_takes_the_dataset_from_the_config(tiny, tmp_path):
     cfg = tiny[0]
     (tmp_path / "tiny.yaml").write_text("scenes:\n  dataset: tiny\n")
     argv = ["--config", str(tmp_path / "tiny.yaml"), "--scene", "tiny_room_test", "--data-root", cfg.scenes.data_root,
-            "--out", str(tmp_path / "field.png"), "acoustics.sources_per_scene=4", "acoustics.rays=200",
-            "acoustics.ism_order=1", "acoustics.max_rir_seconds=0.3"]  # fmt: skip
+            "--out", str(tmp_path / "field.png"), *TINY_ACOUSTICS]  # fmt: skip
     assert show_acoustics.main(argv) == 0
     assert imageio.imread(tmp_path / "field.png").std() > 20
 
@@ -464,7 +463,8 @@ def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monke
     torch.save(state, tmp_path / "doa.pt")
     observations._REGISTRY.pop("doa")  # a fresh process: only the checkpoint says a DoA head is needed
     argv = ["--dataset", "tiny", "--data-root", cfg.scenes.data_root, "--checkpoint", str(tmp_path / "doa.pt"),
-            "--samples", "6", "--episodes", "8", "--perplexity", "2", "--out", str(tmp_path / "t.png")]  # fmt: skip
+            "--samples", "6", "--episodes", "8", "--perplexity", "2", "--out", str(tmp_path / "t.png"),
+            *TINY_ACOUSTICS]  # fmt: skip
     assert tsne.main(argv) == 0 and (tmp_path / "t.png").stat().st_size > 0
 
 

@@ -140,11 +140,17 @@ def stage_is_current(directory: Path, stage: str, cfg: Any) -> bool:
         same_layout = digest is None or digest == layout_digest(SceneStore(directory))
         return same_layout and meta.get("image_size") == int(getattr(cfg.scenes, "image_size", 128))
     if stage == "acoustics":
-        from asgf_nav.acoustics.bake import bake_params
-
-        wanted = bake_params(directory, cfg)
-        return all(meta.get(k) == v for k, v in wanted.items())
+        return not acoustics_changes(directory, cfg)
     return True
+
+
+def acoustics_changes(directory: Path, cfg: Any) -> dict[str, tuple[Any, Any]]:
+    """``{key: (baked, wanted)}`` for each setting the scene's complete acoustics stage was baked with that
+    ``cfg`` asks otherwise (the layout's digest included); empty when they agree."""
+    from asgf_nav.acoustics.bake import bake_params
+
+    meta = SceneStore(directory).meta("acoustics")
+    return {k: (meta.get(k), v) for k, v in bake_params(directory, cfg).items() if meta.get(k) != v}
 
 
 def _with_dependencies(stages: Iterable[str]) -> list[str]:
@@ -198,8 +204,17 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
             raise_if_stopped()  # a stop whose exception Python dropped (raised inside a __del__) ends it here
             # judged after its dependencies were rebuilt: a rebuilt layout drops the stages it invalidates
             # (bake_layout) and keeps those that recorded a layout with the same digest
-            if not (force and stage in stages) and stage_is_current(directory, stage, cfg):
+            forced = force and stage in stages
+            if not forced and stage_is_current(directory, stage, cfg):
                 continue
+            if stage == "acoustics" and not forced and stage_complete(directory, stage):
+                changed = acoustics_changes(directory, cfg)
+                if changed and "layout_digest" not in changed:  # a data root shared by runs of other settings
+                    logger.warning(
+                        "%s/%s: re-baking acoustics baked with other settings (%s); runs of those settings "
+                        "will re-bake them in turn, so give them a data root of their own",
+                        dataset, scene, ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
+                    )  # fmt: skip
             t0 = time.perf_counter()
             if stage == "acoustics":
                 STAGES[stage](directory, cfg, workers=inner_workers)

@@ -53,8 +53,10 @@ class ScenePreset:
         """Scenes per split when only ``num_scenes`` are built, keeping the full preset's proportions."""
         full = {split: len(self._split_specs(split)) for split in SPLITS}
         total = sum(full.values())
-        if num_scenes is None or num_scenes >= total:
+        if num_scenes is None or num_scenes == total:
             return full
+        if num_scenes > total:
+            raise ValueError(f"preset {self.name!r} has {total} scenes, fewer than num_scenes={num_scenes}")
         if num_scenes < len(SPLITS):
             raise ValueError(
                 f"preset {self.name!r}: num_scenes={num_scenes} is too small, need at least one scene per split "

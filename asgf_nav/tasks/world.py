@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -140,8 +141,28 @@ def task_scene_from_store(scene, rirs) -> TaskScene:
     )
 
 
-def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorld:
-    """Open the baked scenes of ``split`` (or the named ``scenes``) and the sound bank for ``cfg``."""
+def check_acoustics_settings(directory: Path, cfg) -> None:
+    """Refuse (SceneStoreError) a scene whose responses were baked with other acoustics settings than ``cfg``
+    asks: a run or an evaluation would otherwise hear other sound than its config says, without a word."""
+    from asgf_nav.scenes.build import acoustics_changes
+    from asgf_nav.scenes.store import SceneStoreError
+
+    changed = acoustics_changes(directory, cfg)
+    if changed:
+        listed = "; ".join(f"{key}: baked {old}, the config asks {new}" for key, (old, new) in changed.items())
+        raise SceneStoreError(
+            f"scene {directory}: its acoustics were baked with other settings than the config asks ({listed}). "
+            f"Use the settings they were baked with, or bake them again for these (training does; or "
+            f"python scripts/build_scenes.py --dataset {directory.parent.name} --data-root {cfg.scenes.data_root} "
+            f"--stages acoustics --scenes {directory.name} with the run's acoustics.* overrides)"
+        )
+
+
+def load_world(cfg, split: str, scenes: Sequence[str] | None = None, acoustics_as_baked: bool = False) -> TaskWorld:
+    """Open the baked scenes of ``split`` (or the named ``scenes``) and the sound bank for ``cfg``.
+
+    Scenes baked with other acoustics than ``cfg`` asks are refused, unless ``acoustics_as_baked``: a
+    figure of what an evaluation heard reads the responses as they were baked, whatever the config says."""
     from asgf_nav.acoustics.rir import SceneRirs
     from asgf_nav.scenes.presets import UnknownSceneError, get_preset
     from asgf_nav.scenes.scene import Scene
@@ -179,6 +200,8 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None) -> TaskWorl
             )
         if visual:
             view_sizes[str(scene.directory)] = scene.image_size
+        if not acoustics_as_baked:
+            check_acoustics_settings(scene.directory, cfg)
         task_scenes[name] = task_scene_from_store(scene, SceneRirs(scene.store, travel_time=travel_time))
     check_view_sizes(view_sizes, cfg)
     rates = {s.sample_rate for s in task_scenes.values()}
