@@ -240,7 +240,17 @@ def reject_swallowed_overrides(parser: argparse.ArgumentParser, args: argparse.N
 
 
 def check_doa_rooms(parser: argparse.ArgumentParser, args: dict[str, Any]) -> None:
-    """The DoA scripts' rooms, checked before any pool is drawn: baked scenes need their data root."""
+    """The DoA scripts' rooms and pool directory, checked before any pool is drawn: baked scenes need their
+    data root and a scene preset by that name."""
+    from asgf_nav.scenes.presets import PRESETS
+
+    if args["scenes_dataset"] not in PRESETS:
+        parser.error(f"--scenes-dataset: no scene preset {args['scenes_dataset']!r}; the presets: {sorted(PRESETS)}")
+    if args.get("pool_dir"):  # checked, not created: a refused run leaves nothing behind
+        pools = Path(args["pool_dir"])
+        existing = next(p for p in (pools, *pools.parents) if p.exists())
+        if not existing.is_dir():
+            parser.error(f"--pool-dir: {existing} is a file, where the RIR pools' directory {pools} would be")
     if args["rooms"] in ("scenes", "both") and not args["scenes_root"]:
         parser.error(
             f"--scenes-root: --rooms {args['rooms']} uses baked scenes; give their data root "

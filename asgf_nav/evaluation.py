@@ -69,7 +69,9 @@ def build_agent(request: EvaluationRequest, cfg: ExperimentConfig, world: Any, c
 
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     space = observation_space_for(world, list(cfg.task.sensors))
-    return load_policy_agent(cfg, checkpoint, space, request.deterministic, request.device, seed=cfg.train.seed)
+    return load_policy_agent(
+        cfg, checkpoint, space, request.deterministic, request.device, seed=cfg.train.seed, source=request.checkpoint
+    )
 
 
 def audio_model_identity(cfg: ExperimentConfig, baseline_model: str | None) -> dict[str, str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
 from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from asgf_nav.models.doa.classical import GMM_PCA_DIMS  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
 NON_NEGATIVE = ("threads", "sharpen_smooth_bins", "sharpen_weight")
@@ -56,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args["clip_seconds"] <= 1.0:
         parser.error(f"--clip-seconds: {args['clip_seconds']} s is outside (0, 1], the length of the bank's sounds")
     args["snrs"] = tuple(args["snrs"])
+    if not all(math.isfinite(snr) for snr in args["snrs"]):
+        parser.error(f"--snrs: {list(args['snrs'])} holds a value that is not a finite number of dB")
+    if args["gmm_train_examples"] < GMM_PCA_DIMS:
+        parser.error(
+            f"--gmm-train-examples: {args['gmm_train_examples']} clips cannot fit the GMM regression's "
+            f"{GMM_PCA_DIMS}-dimensional PCA; give at least {GMM_PCA_DIMS}"
+        )
     check_output(parser, "--out", args["out"])
     setup_logging("INFO")
     results = evaluate(EvalConfig(**args))

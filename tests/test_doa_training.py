@@ -112,6 +112,12 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
             f"--out: cannot create directory {blocked}",
         ),
         (eval_doa.main, ["--crnn", "none", "--out", str(tmp_path)], f"--out: {tmp_path} is a directory"),
+        (eval_doa.main, ["--crnn", "none", "--snrs", "0", "nan"], "--snrs: [0.0, nan] holds a value that is not"),
+        (eval_doa.main, ["--crnn", "none", "--gmm-train-examples", "4"], "--gmm-train-examples: 4 clips cannot fit"),
+        (eval_doa.main, ["--scenes-dataset", "nope"], "--scenes-dataset: no scene preset 'nope'; the presets:"),
+        (pretrain_doa.main, ["--scenes-dataset", "nope"], "--scenes-dataset: no scene preset 'nope'"),
+        (pretrain_doa.main, ["--pool-dir", str(blocked)], f"--pool-dir: {blocked} is a file"),
+        (eval_doa.main, ["--crnn", "none", "--pool-dir", str(blocked / "p")], f"--pool-dir: {blocked} is a file"),
     ]
     workdir = tmp_path / "workdir"  # the default --out paths are relative: a refused run must not create them
     workdir.mkdir()

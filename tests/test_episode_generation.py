@@ -70,6 +70,20 @@ def test_the_same_sounds_in_another_order_regenerate_the_cache_as_a_fresh_root_w
     assert _content(reordered) == _content(fresh)
 
 
+def test_a_damaged_generated_episode_file_says_deleting_it_generates_it_again(tmp_path):
+    from asgf_nav.tasks.episodes import EpisodeError
+
+    world = synthetic_world(sample_rate=SR)
+    cfg = TaskConfig(val_episodes=24, test_episodes=24)
+    first = load_or_generate(tmp_path, world, "test", "heard", ["bell", "drum"], cfg)
+    file = sorted(tmp_path.rglob("content/*.json.gz"))[0]  # one scene's episodes
+    file.write_bytes(file.read_bytes()[:40])  # cut off mid-stream
+    with pytest.raises(EpisodeError, match=f"cannot read episode file {file}: .*delete it and it is generated again"):
+        load_or_generate(tmp_path, world, "test", "heard", ["bell", "drum"], cfg)
+    file.unlink()
+    assert _content(load_or_generate(tmp_path, world, "test", "heard", ["bell", "drum"], cfg)) == _content(first)
+
+
 def test_an_episode_whose_goal_is_unreachable_is_refused_even_with_a_stored_num_action():
     scene = grid_scene("split", nx=5, nz=3, blocked=((2, 0), (2, 1), (2, 2)), sample_rate=SR, num_sources=None)
     world = synthetic_world([scene], SR)

@@ -288,10 +288,14 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
     assert [r.actions for r in runs[0]] == [r.actions for r in runs[1]]
     from asgf_nav.rl.checkpoint import CheckpointError
 
-    wider = copy.deepcopy(cfg)  # e.g. views of another size: named, not a torch size-mismatch traceback
+    wider = copy.deepcopy(cfg)  # named, not a torch size-mismatch traceback
     wider.model.hidden_size = 48
-    with pytest.raises(CheckpointError, match=rf"checkpoint {path} does not fit the policy built for these"):
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} does not fit the policy built for these") as info:
         load_policy_agent(wider, path, space)
+    assert "scenes.image_size" not in str(info.value)  # no visual encoder here: the view size is no suspect
+    loaded = torch.load(path, weights_only=False)  # a checkpoint loaded by the caller is named by ``source``
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {path} does not fit"):
+        load_policy_agent(wider, loaded, space, source=path)
     cfg.model.policy = "av_nav"
     with pytest.raises(CheckpointError, match="holds policy 'asgf', config asks for 'av_nav'"):
         load_policy_agent(cfg, path, space)

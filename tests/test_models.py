@@ -641,3 +641,21 @@ def test_a_policy_without_its_required_observation_is_a_clear_error() -> None:
     for name in sorted(POLICY_REGISTRY):
         with pytest.raises(ValueError, match=rf"policy '{name}' needs observations \['spectrogram'\]"):
             build_policy(compact_cfg(name), space)
+
+
+def test_a_checkpoint_of_other_view_sizes_is_named_with_the_image_size_it_was_trained_on(tmp_path) -> None:
+    """The visual encoder's shapes follow the views' size, so a mismatch there points at scenes.image_size;
+    sensors the checkpoint's policy cannot run on are a CheckpointError naming the file, not a traceback."""
+    from asgf_nav.eval.evaluator import load_policy_agent
+    from asgf_nav.rl.checkpoint import CheckpointError
+
+    cfg = make_cfg("av_nav")
+    cfg.task.sensors = ["depth", "spectrogram"]
+    policy = build_policy(cfg, make_space(69, ("depth",), size=64))
+    state = {"model": policy.state_dict(), "policy_name": "av_nav", "config": {"scenes": {"image_size": 64}}}
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} .*trained on 64 px views.*scenes.image_size"):
+        load_policy_agent(cfg, state, make_space(69, ("depth",), size=128), source=path)
+    no_audio = spaces.Dict({"depth": spaces.Box(0.0, 1.0, (64, 64, 1), np.float32)})
+    with pytest.raises(CheckpointError, match=f"^checkpoint {path}: .*spectrogram"):
+        load_policy_agent(cfg, state, no_audio, source=path)

@@ -333,6 +333,29 @@ def test_resume_keeps_a_best_pt_newer_than_its_checkpoint(tmp_path: Path, monkey
     assert resumed.best_validation["spl"] == 0.95 and resumed.best_validation["update"] == 4
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s.pop("rollout"),
+        lambda s: s.__setitem__("rng", {}),
+        lambda s: s["optimizer"]["optimizer"].pop("param_groups"),
+    ],
+    ids=["no rollout", "empty rng", "optimizer without param_groups"],
+)
+def test_a_checkpoint_with_a_damaged_inner_entry_is_refused_naming_where(tmp_path: Path, damage) -> None:
+    """The loader checks the top-level entries; a resume reads nested ones too, and names the file's
+    directory rather than failing with a bare KeyError."""
+    cfg = small_cfg("av_nav", updates=2)
+    run = tmp_path / "run"
+    Trainer(cfg, toy_env_factory, run).train(max_updates=1)
+    path = run / "checkpoints" / "ckpt_000001.pt"
+    state = torch.load(path, weights_only=False)
+    damage(state)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=f"the newest checkpoint in {run / 'checkpoints'} cannot be resumed"):
+        Trainer(cfg, toy_env_factory, run, resume=True)
+
+
 def test_best_pt_is_chosen_afresh_when_the_val_split_grows(tmp_path: Path, monkeypatch) -> None:
     """Val scenes bake in the background: a validation on one scene is not comparable with one on all four."""
     cfg = small_cfg("av_nav", updates=4)

@@ -1275,6 +1275,18 @@ def test_a_floor_plan_file_missing_a_field_is_named_in_a_value_error(tmp_path: P
         FloorPlan.load(path)
 
 
+def test_a_scenes_damaged_floor_plan_names_the_command_that_bakes_it_again(tmp_path: Path) -> None:
+    from asgf_nav.scenes.scene import read_floorplan
+
+    directory = tmp_path / "scenes" / "tiny" / "tiny_room_val"
+    directory.mkdir(parents=True)
+    with pytest.raises(SceneStoreError, match=r"lacks .*floorplan.json; bake it again: .*--stages layout --force"):
+        read_floorplan(directory)
+    (directory / "floorplan.json").write_text("{" + " " * 40)  # same-size garbage a size check cannot see
+    with pytest.raises(SceneStoreError, match=r"cannot read floor plan .*floorplan.json: .*--scenes tiny_room_val"):
+        read_floorplan(directory)
+
+
 def test_a_room_holds_the_points_on_its_edges() -> None:
     """room_at treats a room interior as closed: its corners and edges belong to it, a point 1 mm out not."""
     room = Room("r", "living", 1.0, 2.0, 4.0, 5.0, "m", "m")

@@ -433,7 +433,11 @@ def test_reimport_follows_source_changes(tmp_path: Path, ss_dataset: Path):
 def test_auto_source_prefers_soundspaces_only_when_present(tmp_path: Path, ss_dataset: Path):
     assert ssi.scene_source(make_cfg(tmp_path, ss_dataset, source="auto")) == "soundspaces"
     assert ssi.scene_source(make_cfg(tmp_path, ss_dataset, source="embedded")) == "embedded"
+    (tmp_path / "empty").mkdir()
     assert ssi.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="auto")) == "embedded"
+    typo = tmp_path / "sondspaces"  # a root named on purpose that is not there: never the generated scenes instead
+    with pytest.raises(ss.SoundSpacesDataError, match=f"^scenes.soundspaces_root: {typo} is not a directory"):
+        ssi.scene_source(make_cfg(tmp_path, typo, source="auto"))
     assert load_soundspaces_world(make_cfg(tmp_path, tmp_path / "empty", source="auto"), "train") is None
     with pytest.raises(ss.SoundSpacesDataError, match="no replica scene"):
         ssi.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="soundspaces"))

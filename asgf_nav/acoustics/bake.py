@@ -24,8 +24,7 @@ from tqdm import tqdm
 from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate_source
 from asgf_nav.io import atomic_savez, atomic_write_text
 from asgf_nav.parallel import spawn_imap_unordered
-from asgf_nav.scenes.floorplan import FloorPlan
-from asgf_nav.scenes.scene import FLOORPLAN_FILE, layout_digest
+from asgf_nav.scenes.scene import layout_digest, read_floorplan
 from asgf_nav.scenes.store import SceneStore, write_stage
 from asgf_nav.termination import raise_if_stopped
 
@@ -117,7 +116,7 @@ def bake_source(scene_dir: str | Path, cfg: Any, source_slot: int) -> Path:
     if out.exists():
         return out
     store = SceneStore(scene_dir)
-    plan = FloorPlan.load(scene_dir / FLOORPLAN_FILE)
+    plan = read_floorplan(scene_dir)
     positions = np.asarray(store.array("positions"))
     sources = select_source_nodes(positions, params["sources_per_scene"])
     if not 0 <= source_slot < len(sources):
@@ -164,7 +163,7 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
     positions = np.asarray(store.array("positions"))
     sources = select_source_nodes(positions, params["sources_per_scene"])
     partial = _partial_dir(scene_dir, params)
-    todo = [s for s in range(len(sources)) if not _source_file(partial, s).exists()]
+    todo = [s for s in range(len(sources)) if not _finished_source(_source_file(partial, s))]
     progress = tqdm(
         total=len(todo), desc=f"acoustics {params['dataset']}/{scene_dir.name}", unit="source",
         disable=not todo, leave=False,
@@ -181,6 +180,25 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
                 progress.update(1)
     write_acoustics_stage(scene_dir, params, sources, partial)
     shutil.rmtree(partial, ignore_errors=True)
+
+
+PARTIAL_KEYS = ("counts", "delay", "direction", "level_db", "late_db")  # what bake_source writes per source
+
+
+def _finished_source(path: Path) -> bool:
+    """Whether a resumed bake may keep this source's file: one damaged since it was written (a full disk,
+    a copy cut short) is baked again, with a warning, instead of stopping the stage at its end."""
+    if not path.exists():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in PARTIAL_KEYS if key not in data.files]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        missing = [f"all ({exc or type(exc).__name__})"]
+    if missing:
+        logger.warning("partial acoustics file %s is unreadable (missing %s); baking that source again", path, missing)
+        path.unlink()
+    return not missing
 
 
 def write_acoustics_stage(scene_dir: Path, params: dict[str, Any], sources: np.ndarray, partial: Path) -> None:

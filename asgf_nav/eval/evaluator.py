@@ -184,27 +184,35 @@ def load_policy_agent(
     deterministic: bool = False,
     device: str | torch.device = "cpu",
     seed: int | None = None,
+    source: str | Path | None = None,
 ) -> PolicyAgent:
     """Build ``cfg.model.policy`` for ``observation_space`` and load the weights of a training checkpoint.
 
-    ``seed`` makes its sampled actions reproducible (see :class:`PolicyAgent`).
+    ``seed`` makes its sampled actions reproducible (see :class:`PolicyAgent`); ``source`` names the file
+    of an already loaded ``checkpoint`` in errors.
     """
     from asgf_nav.models.policies import build_policy
 
     state = checkpoint_state(checkpoint, device)
     trained = state.get("policy_name", cfg.model.policy)
-    where = "" if isinstance(checkpoint, dict) else f" {checkpoint}"
+    named = source if isinstance(checkpoint, dict) else checkpoint
+    where = f" {named}" if named else ""
     if trained != cfg.model.policy:
         raise CheckpointError(f"checkpoint{where} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
-    policy = build_policy(cfg, observation_space)
+    try:
+        policy = build_policy(cfg, observation_space)
+    except ValueError as exc:  # the sensors are the checkpoint's: ones its policy cannot run on
+        raise CheckpointError(f"checkpoint{where}: {exc}") from None
     try:
         policy.load_state_dict(state["model"])
     except RuntimeError as exc:  # the model section is the checkpoint's, so the observations differ
-        size = (state.get("config") or {}).get("scenes", {}).get("image_size")
         first = " ".join(str(exc).strip().splitlines()[:3])
+        hint = ""
+        if "visual" in str(exc):  # the views' size sets the visual encoder's shapes
+            size = (state.get("config") or {}).get("scenes", {}).get("image_size")
+            hint = f" (it was trained on {size} px views: are the scenes baked at another scenes.image_size?)"
         raise CheckpointError(
-            f"checkpoint{where} does not fit the policy built for these observations (it was trained on "
-            f"{size} px views: are the scenes baked at another scenes.image_size?): {first}"
+            f"checkpoint{where} does not fit the policy built for these observations{hint}: {first}"
         ) from None
     sensors = list(getattr(observation_space, "spaces", observation_space))
     return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy, seed=seed)

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from asgf_nav.config import config_to_dict, save_config
+from asgf_nav.config import ConfigError, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
@@ -131,7 +131,16 @@ class Trainer:
         # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there
         state = load_latest(self.run_dir, map_location="cpu") if resume else None
         if state is not None:
-            self.restore(state)
+            try:
+                self.restore(state)
+            except ConfigError:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError) as exc:  # an entry the loader does not check
+                raise CheckpointError(
+                    f"the newest checkpoint in {checkpoint_dir(self.run_dir)} cannot be resumed: an entry is "
+                    f"missing or malformed ({type(exc).__name__}: {exc}); it was altered, or not written by this "
+                    "trainer"
+                ) from exc
         else:
             if resume:
                 logger.warning("--resume found no checkpoint under %s; starting from scratch", self.run_dir)

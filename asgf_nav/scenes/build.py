@@ -31,7 +31,7 @@ from asgf_nav.scenes.mesh import floorplan_mesh
 from asgf_nav.scenes.navgraph import build_navgraph
 from asgf_nav.scenes.presets import PRESETS, get_preset
 from asgf_nav.scenes.render import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV, RayRenderer
-from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS, layout_digest
+from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS, layout_digest, read_floorplan
 from asgf_nav.scenes.store import SceneStore, bake_lock, remove_stage, scene_dir, stage_complete, write_stage
 from asgf_nav.termination import raise_if_stopped
 
@@ -97,10 +97,7 @@ def bake_vision(directory: Path, cfg: Any) -> None:
     """RGB-D view for every node and yaw 0/90/180/270 at the configured image size."""
     store = SceneStore(directory)
     store.require("layout")
-    plan_path = directory / FLOORPLAN_FILE
-    from asgf_nav.scenes.floorplan import FloorPlan
-
-    plan = FloorPlan.load(plan_path)
+    plan = read_floorplan(directory)
     image_size = int(getattr(cfg.scenes, "image_size", 128))
     renderer = RayRenderer(floorplan_mesh(plan), image_size, DEFAULT_HFOV, DEFAULT_CAMERA_HEIGHT)
     rgb, depth = renderer.render_all(np.asarray(store.array("positions")), tuple(float(y) for y in YAWS))

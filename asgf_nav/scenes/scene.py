@@ -10,9 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from asgf_nav.scenes.floorplan import FloorPlan
-from asgf_nav.scenes.store import SceneStore, SceneStoreError, scene_dir
+from asgf_nav.scenes.store import SceneStore, SceneStoreError, rebuild_hint, scene_dir
 
 FLOORPLAN_FILE = "floorplan.json"
+
+
+def read_floorplan(directory: Path) -> FloorPlan:
+    """A scene's floor plan; a missing or damaged file is a SceneStoreError with the command that bakes it again."""
+    path = directory / FLOORPLAN_FILE
+    if not path.exists():
+        raise SceneStoreError(f"scene {directory} lacks {path}; {rebuild_hint(path, 'layout')}")
+    try:
+        return FloorPlan.load(path)
+    except ValueError as exc:
+        raise SceneStoreError(f"{exc}; {rebuild_hint(path, 'layout')}") from None
 
 
 def layout_digest(store: SceneStore) -> str:
@@ -71,10 +82,7 @@ class Scene:
 
     @cached_property
     def floorplan(self) -> FloorPlan:
-        path = self.directory / FLOORPLAN_FILE
-        if not path.exists():
-            raise SceneStoreError(f"scene {self.directory} lacks {path}; rebuild its layout stage")
-        return FloorPlan.load(path)
+        return read_floorplan(self.directory)
 
     @property
     def positions(self) -> np.ndarray:

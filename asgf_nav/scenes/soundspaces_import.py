@@ -210,6 +210,12 @@ def scene_source(cfg: Any) -> str:
         return "embedded"
     paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
     found = bool(paths.available_scenes())
+    if not found and cfg.scenes.soundspaces_root and not Path(cfg.scenes.soundspaces_root).is_dir():
+        # named on purpose: a mistyped path must not quietly train on the generated scenes instead
+        raise SoundSpacesDataError(
+            f"scenes.soundspaces_root: {cfg.scenes.soundspaces_root} is not a directory (the SoundSpaces data "
+            "root; leave the key unset for the generated scenes)"
+        )
     if source == "soundspaces" and not found:
         raise SoundSpacesDataError(
             f"scenes.source=soundspaces but no {cfg.scenes.dataset} scene is under {paths.root} (need "

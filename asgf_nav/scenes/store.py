@@ -52,18 +52,18 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # e.g. truncated by a full disk or a copy
         if writing:
             return empty
-        raise SceneStoreError(f"scene manifest {path} is not valid JSON ({exc}); {_rebuild_hint(path)}") from exc
+        raise SceneStoreError(f"scene manifest {path} is not valid JSON ({exc}); {rebuild_hint(path)}") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
         if writing:
             return empty
-        raise SceneStoreError(f"scene manifest {path} is not a manifest (no 'stages' mapping); {_rebuild_hint(path)}")
+        raise SceneStoreError(f"scene manifest {path} is not a manifest (no 'stages' mapping); {rebuild_hint(path)}")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         if writing:
             return empty
         raise SceneStoreError(
             f"scene manifest {path} has format_version {version!r}, this code reads {FORMAT_VERSION}; "
-            f"{_rebuild_hint(path)}"
+            f"{rebuild_hint(path)}"
         )
     return manifest
 
@@ -71,7 +71,7 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
 IMPORTED_PREFIX = "soundspaces_"  # {root}/scenes/soundspaces_{dataset}/: imported SoundSpaces scenes
 
 
-def _rebuild_hint(path: Path, stage: str | None = None) -> str:
+def rebuild_hint(path: Path, stage: str | None = None) -> str:
     """The command that bakes (or imports) a damaged scene again: with ``--force``, since a manifest written
     before file sizes were recorded still calls the stage complete."""
     directory = path.parent
@@ -176,7 +176,7 @@ class SceneStore:
         self.directory = Path(directory)
         if not (self.directory / MANIFEST).exists():
             raise SceneStoreError(
-                f"no baked scene at {self.directory} (missing {MANIFEST}); {_rebuild_hint(self.directory / MANIFEST)}"
+                f"no baked scene at {self.directory} (missing {MANIFEST}); {rebuild_hint(self.directory / MANIFEST)}"
             )
         self.manifest = _read_manifest(self.directory)
         self._cache: dict[str, np.ndarray] = {}
@@ -197,7 +197,7 @@ class SceneStore:
         if missing:
             raise SceneStoreError(
                 f"scene {self.directory} lacks stage(s) {missing} (has {self.stages}); "
-                f"{_rebuild_hint(self.directory / MANIFEST, ' '.join(missing))}"
+                f"{rebuild_hint(self.directory / MANIFEST, ' '.join(missing))}"
             )
 
     def meta(self, stage: str) -> dict[str, Any]:
@@ -233,7 +233,7 @@ class SceneStore:
 
     def rebuild_hint(self, path: Path) -> str:
         stage = next((s for s, info in self.manifest["stages"].items() if path.name in _stage_file_sizes(info)), None)
-        return _rebuild_hint(path, stage)
+        return rebuild_hint(path, stage)
 
     def file_bytes(self, name: str) -> bytes:
         path = self.directory / name

@@ -226,6 +226,9 @@ def interaural_summary(audio: np.ndarray, nfft: int = 512, bands: int = 32) -> n
     return np.concatenate(feats)
 
 
+GMM_PCA_DIMS = 24  # the GMM regression's PCA size: it needs at least this many training clips
+
+
 class GmmRegression:
     """Gaussian-mixture regression from PCA-reduced interaural features to (cos, sin) of the azimuth.
 
@@ -233,7 +236,7 @@ class GmmRegression:
     counterpart of binaural GLLiM's inverse mixture of locally linear maps.
     """
 
-    def __init__(self, components: int = 12, dims: int = 24, seed: int = 0) -> None:
+    def __init__(self, components: int = 12, dims: int = GMM_PCA_DIMS, seed: int = 0) -> None:
         self.pca = PCA(dims, random_state=seed)
         self.gmm = GaussianMixture(components, covariance_type="full", reg_covar=1e-3, random_state=seed)
         self.dims = dims
