@@ -24,6 +24,7 @@ from asgf_nav.rl.checkpoint import (
     load_checkpoint,
     load_latest,
     save_best_checkpoint,
+    save_checkpoint,
 )
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.rollout import RolloutStorage, compute_gae
@@ -522,6 +523,22 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="the run also has ckpt_000005.pt: move the broken file aside"):
         load_latest(tmp_path)
     assert load_latest(tmp_path / "empty") is None
+
+
+def test_damage_inside_the_weights_is_caught_by_their_digest(tmp_path: Path) -> None:
+    """A flipped bit in a weight still unpickles; the digest saved with the weights catches it. A checkpoint
+    written before digests were recorded loads as before."""
+    state = {"model": {"w": torch.arange(4.0)}, "optimizer": {}, "update": 3, "frames": 0, "rng": {}, "config": {}}
+    path = save_checkpoint(tmp_path, state, keep=0)
+    assert load_checkpoint(path)["model"]["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    on_disk = torch.load(path, weights_only=False)
+    on_disk["model"]["w"][2] = 2.5  # the file's bytes changed under the digest
+    torch.save(on_disk, path)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is damaged: its weights no longer match"):
+        load_checkpoint(path)
+    del on_disk["weights_digest"]
+    torch.save(on_disk, path)
+    assert load_checkpoint(path)["model"]["w"][2] == 2.5
 
 
 def test_a_best_pt_write_that_dies_half_way_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:

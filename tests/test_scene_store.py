@@ -202,6 +202,31 @@ def test_the_acoustics_stage_indexes_each_pair_and_records_its_bands(
     assert not (tmp_path / bake.PARTIAL_DIR).exists()
 
 
+@pytest.mark.parametrize(
+    "name,value,why",
+    [("rir_path_delay", np.nan, "holds values that are not finite"),
+     ("rir_path_delay", -1.0, "holds negative delays"),
+     ("rir_path_offsets", 5, "does not index the 2 paths in order")],
+)  # fmt: skip
+def test_acoustics_damaged_without_changing_size_are_named_when_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: float, why: str
+) -> None:
+    """Same size, shape and dtype pass the manifest's checks; values no bake writes are caught on opening."""
+    from asgf_nav.acoustics.rir import SceneRirs
+
+    monkeypatch.setattr(bake, "simulate_source", FakeSimulation())
+    _acoustic_layout(tmp_path)
+    bake.bake_acoustics(tmp_path, _acoustics_cfg())
+    path = tmp_path / f"{name}.npy"
+    values = np.load(path)
+    size = path.stat().st_size
+    values[-1] = value
+    np.save(path, values)
+    assert path.stat().st_size == size
+    with pytest.raises(SceneStoreError, match=f"scene array {path} {why}: the file is damaged; bake it again"):
+        SceneRirs(SceneStore(tmp_path))
+
+
 @pytest.mark.parametrize("preset,rate", [("mp3d", 16000), ("replica", 44100)])
 def test_a_layout_without_a_sample_rate_takes_its_presets(tmp_path: Path, preset: str, rate: int) -> None:
     """Layouts baked before they recorded a sample rate are simulated at their preset's rate."""

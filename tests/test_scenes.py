@@ -1287,6 +1287,19 @@ def test_a_scenes_damaged_floor_plan_names_the_command_that_bakes_it_again(tmp_p
         read_floorplan(directory)
 
 
+def test_a_navigation_graph_damaged_without_changing_size_is_named(tiny_build, tmp_path: Path) -> None:
+    import shutil
+
+    cfg, _ = tiny_build
+    directory = tmp_path / "scenes" / "tiny" / "tiny_apartment"
+    shutil.copytree(scene_dir(cfg.scenes.data_root, "tiny", "tiny_apartment"), directory)
+    neighbors = np.load(directory / "neighbors.npy")
+    neighbors[0, 0] = len(neighbors) + 7  # a node that is not there
+    np.save(directory / "neighbors.npy", neighbors)
+    with pytest.raises(SceneStoreError, match=r"neighbors.npy holds node indices outside \[-1, \d+\): the file is"):
+        _ = Scene.open(tmp_path, "tiny", "tiny_apartment").neighbors
+
+
 def test_a_room_holds_the_points_on_its_edges() -> None:
     """room_at treats a room interior as closed: its corners and edges belong to it, a point 1 mm out not."""
     room = Room("r", "living", 1.0, 2.0, 4.0, 5.0, "m", "m")

@@ -75,6 +75,7 @@ class SceneRirs:
         self._late = store.array("rir_late_db")
         self.num_receivers = int(self._late.shape[1])
         self._positions = np.asarray(store.array("positions"), dtype=np.float64)
+        self._check_values(store)
         if self._noise_span() <= 0:
             raise ValueError(
                 f"scene {store.name!r}: acoustics max_rir_seconds {meta['max_rir_seconds']} is not below the "
@@ -82,6 +83,18 @@ class SceneRirs:
                 "acoustics.max_rir_seconds"
             )
         self.hrtf = load_hrtf(self.sample_rate)
+
+    def _check_values(self, store: SceneStore) -> None:
+        """Values no bake writes: a file damaged without changing its size passes the store's shape checks
+        and would otherwise fail deep in the renderer, or render noise."""
+        offsets = np.asarray(self._offsets)
+        if offsets.size == 0 or offsets[0] != 0 or offsets[-1] != len(self._delay) or np.any(np.diff(offsets) < 0):
+            raise store.damaged("rir_path_offsets", f"does not index the {len(self._delay)} paths in order")
+        for name, values in (("rir_path_delay", self._delay), ("rir_path_level_db", self._level)):
+            if not np.isfinite(values).all():
+                raise store.damaged(name, "holds values that are not finite")
+        if np.any(np.asarray(self._delay) < 0):
+            raise store.damaged("rir_path_delay", "holds negative delays")
 
     @property
     def scene(self) -> str:

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
 BEST_CHECKPOINT = "best.pt"  # outside CHECKPOINT_PATTERN: never pruned, never taken for the latest
 REQUIRED_KEYS = ("model", "optimizer", "update", "frames", "rng", "config")
+WEIGHTS_DIGEST = "weights_digest"  # policy_digest of "model", added by every save
 # what this project's trainer writes (another project's checkpoint may hold the same names, e.g. a yacs config)
 _ENTRY_TYPES = {"model": dict, "optimizer": dict, "update": int, "frames": int, "config": dict}
 # config keys a resumed run may change: where and how fast it runs, how often it logs, validates and saves,
@@ -111,6 +112,8 @@ def _write(path: Path, state: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks keys {missing}")
+    # the weights' digest, checked on load: damage inside them (a flipped bit) still unpickles without a word
+    state = {**state, WEIGHTS_DIGEST: policy_digest(state)}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -152,6 +155,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     wrong = {k: type(state[k]).__name__ for k, kind in _ENTRY_TYPES.items() if not isinstance(state[k], kind)}
     if wrong or isinstance(state["update"], bool):
         raise CheckpointError(f"checkpoint {path} is not one of this project's: entries of the wrong type {wrong}")
+    recorded = state.pop(WEIGHTS_DIGEST, None)  # None: written before checkpoints recorded it
+    if recorded is not None and recorded != policy_digest(state):
+        raise CheckpointError(f"checkpoint {path} is damaged: its weights no longer match the digest saved with them")
     return state
 
 

@@ -90,7 +90,10 @@ class Scene:
 
     @property
     def neighbors(self) -> np.ndarray:
-        return self.store.array("neighbors")
+        neighbors = self.store.array("neighbors")
+        if neighbors.size and not (-1 <= neighbors.min() and neighbors.max() < len(neighbors)):
+            raise self.store.damaged("neighbors", f"holds node indices outside [-1, {len(neighbors)})")
+        return neighbors
 
     @property
     def geodesic_hops(self) -> np.ndarray:

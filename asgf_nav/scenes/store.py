@@ -231,6 +231,12 @@ class SceneStore:
         self._cache[name] = arr
         return arr
 
+    def damaged(self, name: str, why: str) -> SceneStoreError:
+        """The error for array ``name`` holding values no bake writes (a file damaged without changing its
+        size passes the manifest's checks)."""
+        path = self.directory / self._entry(name)["file"]
+        return SceneStoreError(f"scene array {path} {why}: the file is damaged; {self.rebuild_hint(path)}")
+
     def rebuild_hint(self, path: Path) -> str:
         stage = next((s for s, info in self.manifest["stages"].items() if path.name in _stage_file_sizes(info)), None)
         return rebuild_hint(path, stage)
