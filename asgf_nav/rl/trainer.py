@@ -144,8 +144,7 @@ class Trainer:
         else:
             if resume:
                 logger.warning("--resume found no checkpoint under %s; starting from scratch", self.run_dir)
-            obs = to_device(self.env.reset(), self.device)
-            self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
+            self.start_fresh_episodes()
         if self.is_main:
             logger.info(
                 "policy %s: %d parameters; %d updates of %d frames on %s (world size %d)",
@@ -292,13 +291,18 @@ class Trainer:
         self.log_scalars("val", metrics)
         self.keep_if_best(metrics)
 
-    def reload_train_env(self) -> None:
-        """Rebuild the training env on the grown scene pool; episodes in flight are dropped."""
-        self.env = self.env_factory(self.cfg, "train", self.rank)
+    def start_fresh_episodes(self) -> None:
+        """Reset every env and start the rollout on its first observations: zero hidden states, no reward
+        carried over, every mask 0 (no step before them)."""
         self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.episode_returns.zero_()
         obs = to_device(self.env.reset(), self.device)
         self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
+
+    def reload_train_env(self) -> None:
+        """Rebuild the training env on the grown scene pool; episodes in flight are dropped."""
+        self.env = self.env_factory(self.cfg, "train", self.rank)
+        self.start_fresh_episodes()
         logger.info("training env rebuilt at update %d on the grown scene pool", self.updates_done)
 
     def log_scalars(self, prefix: str, values: dict[str, float]) -> None:
@@ -465,17 +469,15 @@ class Trainer:
         rollout = state["rollout"]
         not_restored = self.env_state_not_restored(state)
         if not_restored is None:
-            obs, masks = rollout["obs"], rollout["masks"].to(self.device)
             self.last_hidden = rollout["hidden"].to(self.device)
             self.episode_returns = rollout["episode_returns"].to(self.device)
             restore_rng_state(state["rng"], self.device)
+            masks = rollout["masks"].to(self.device)
+            self.storage.start(to_device(rollout["obs"], self.device), self.last_hidden, masks)
         else:
             logger.warning("env state not restored (%s); resuming with fresh episodes", not_restored)
             seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.updates_done)
             if hasattr(self.env, "reseed"):  # the env draws episodes from samplers of its own
                 self.env.reseed((int(self.cfg.train.seed), self.rank, self.updates_done))
-            obs = self.env.reset()
-            masks = torch.zeros(self.num_envs, device=self.device)
-            self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
-        self.storage.start(to_device(obs, self.device), self.last_hidden, masks)
+            self.start_fresh_episodes()
         logger.info("resumed from update %d (%d frames) in %s", self.updates_done, self.frames, self.run_dir)
