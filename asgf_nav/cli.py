@@ -38,7 +38,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     """
     from asgf_nav.eval.evaluator import EvaluationFileError
     from asgf_nav.eval.progress import EvaluationProgressError
-    from asgf_nav.models.doa.train import DoaCheckpointError
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError
     from asgf_nav.parallel import WorkerDiedError
     from asgf_nav.rl.checkpoint import CheckpointError
     from asgf_nav.scenes.presets import UnknownSceneError

@@ -22,9 +22,10 @@ import torch
 
 from asgf_nav.cli import positive_int, run_script
 from asgf_nav.devices import devices_to_compare
+from asgf_nav.models.doa.config import DoaTrainConfig, build_model
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.rooms import shoebox_pool
-from asgf_nav.models.doa.train import DoaTrainConfig, build_model, optimization_step
+from asgf_nav.models.doa.train import optimization_step
 from asgf_nav.sounds.bank import SoundBank
 
 Work = tuple[str, torch.device, Callable[[], object]]  # (row name, device, one call)

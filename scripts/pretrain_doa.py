@@ -3,7 +3,7 @@
 Every field of ``DoaTrainConfig`` is a flag (on/off ones as ``--augment`` / ``--no-augment``). Runs
 resume from ``--out`` when it exists; checkpoints are written atomically every ``--checkpoint-every``
 steps, and when SIGTERM or Ctrl-C stops the run (after its current step). A resume may change only how long,
-where and how often it runs (``train.RESUMABLE_TRAIN_KEYS``), and a second run on an ``--out`` in use is
+where and how often it runs (``config.RESUMABLE_TRAIN_KEYS``), and a second run on an ``--out`` in use is
 refused. ``--init-from`` starts a new run from another checkpoint's weights (fine-tuning). ``--mask-target
 direct`` trains the mask to reconstruct the target's direct sound instead of all of it (renders a second
 RIR pool of the same poses, their direct paths alone). ``--stft-nfft`` / ``--stft-hop`` set the selective
@@ -23,14 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from asgf_nav.models.doa.checkpoint import export_weights  # noqa: E402
+from asgf_nav.models.doa.config import STFT_SIZES, TRAIN_CHOICES, DoaTrainConfig  # noqa: E402
 from asgf_nav.models.doa.pools import train_pool_seed  # noqa: E402
-from asgf_nav.models.doa.train import (  # noqa: E402
-    STFT_SIZES,
-    TRAIN_CHOICES,
-    DoaTrainConfig,
-    export_weights,
-    train,
-)
+from asgf_nav.models.doa.train import train  # noqa: E402
 from asgf_nav.sounds.families import MAX_INSTANCES  # noqa: E402
 
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler

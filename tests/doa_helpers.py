@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asgf_nav.models.doa.checkpoint import save_checkpoint
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.features import StftConfig
 from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet
-from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
 
 SR = 16000
 

@@ -10,7 +10,7 @@ from asgf_nav.cli import run_script
 from asgf_nav.config import ConfigError
 from asgf_nav.eval.evaluator import EvaluationFileError
 from asgf_nav.eval.progress import EvaluationProgressError
-from asgf_nav.models.doa.train import DoaCheckpointError
+from asgf_nav.models.doa.checkpoint import DoaCheckpointError
 from asgf_nav.parallel import WorkerDiedError
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.scenes.presets import UnknownSceneError, get_preset
@@ -261,7 +261,7 @@ def test_field_help_reads_each_fields_trailing_comment_and_shows_its_default() -
 
     from asgf_nav.cli import field_help
     from asgf_nav.eval.doa_eval import EvalConfig
-    from asgf_nav.models.doa.train import DoaTrainConfig
+    from asgf_nav.models.doa.config import DoaTrainConfig
 
     @dataclasses.dataclass
     class Settings:

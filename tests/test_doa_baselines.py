@@ -11,6 +11,7 @@ from doa_helpers import SR, _source_at, _tiny_config, tiny_head_checkpoint
 
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.eval.doa_eval import EvalConfig
+from asgf_nav.models.doa.checkpoint import save_checkpoint
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
     HrirWaveformMatch,
@@ -21,11 +22,11 @@ from asgf_nav.models.doa.classical import (
     spectral_shape,
     spectral_shape_of_power,
 )
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.data import DoaBatch
 from asgf_nav.models.doa.features import circular_distance
 from asgf_nav.models.doa.network import SelectiveDoaNet
 from asgf_nav.models.doa.rooms import RirPool, render_shoebox_rir
-from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
 
 
 def test_two_microphone_methods_find_the_lateral_angle():

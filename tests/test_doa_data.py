@@ -9,6 +9,7 @@ from doa_helpers import SR, _source_at
 
 from asgf_nav.acoustics.binaural import EarlyPaths
 from asgf_nav.models.doa.classical import HrtfTemplateDoa
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance
 from asgf_nav.models.doa.rooms import (
@@ -22,7 +23,6 @@ from asgf_nav.models.doa.rooms import (
     scene_pool,
     shoebox_pool,
 )
-from asgf_nav.models.doa.train import DoaTrainConfig
 from asgf_nav.sounds.bank import SoundBank
 
 

@@ -9,11 +9,12 @@ import pytest
 from doa_helpers import SR, tiny_head_checkpoint
 
 from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.models.doa.checkpoint import save_checkpoint
 from asgf_nav.models.doa.classical import HrtfTemplateDoa
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
 from asgf_nav.models.doa.features import AzimuthGrid, circular_distance
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
-from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
 
 GRID = AzimuthGrid()
 

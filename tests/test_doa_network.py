@@ -144,10 +144,10 @@ GOLDEN_PATH = Path(__file__).parent / "data" / "doa_packaged_head_posteriors.jso
 
 
 def _packaged_head_posteriors():
+    from asgf_nav.models.doa.checkpoint import load_model
     from asgf_nav.models.doa.data import DoaExampleSampler
     from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS
     from asgf_nav.models.doa.rooms import shoebox_pool
-    from asgf_nav.models.doa.train import load_model
     from asgf_nav.sounds.bank import SoundBank
 
     torch.manual_seed(0)

@@ -7,8 +7,9 @@ import pytest
 import torch
 from doa_helpers import SR, _tiny_config, tiny_head_checkpoint
 
+from asgf_nav.models.doa.checkpoint import save_checkpoint
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.network import SelectiveDoaNet
-from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

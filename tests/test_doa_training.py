@@ -11,11 +11,12 @@ import pytest
 import torch
 from doa_helpers import _tiny_config
 
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.crnn import CrnnConfig
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.network import SelectiveDoaNet
 from asgf_nav.models.doa.rooms import shoebox_pool
-from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, predict, training_loss
+from asgf_nav.models.doa.train import angular_metrics, predict, training_loss
 
 
 @pytest.mark.parametrize("posterior_kind, doa_weight", [("mse", 10.0), ("cross_entropy", 1.0)])
@@ -44,7 +45,8 @@ def test_head_learns_on_a_tiny_generated_set(bank, posterior_kind, doa_weight):
 
 
 def test_learning_rate_and_snr_curriculum_follow_the_step():
-    from asgf_nav.models.doa.train import learning_rate, snr_lift
+    from asgf_nav.models.doa.config import learning_rate
+    from asgf_nav.models.doa.train import snr_lift
 
     cfg = DoaTrainConfig(lr=1e-3, lr_final_fraction=0.1, max_steps=100, curriculum_db=30.0, curriculum_steps=40)
     assert learning_rate(cfg, 0) == pytest.approx(1e-3)
@@ -198,6 +200,7 @@ def test_a_stopped_and_resumed_pretraining_ends_with_the_weights_of_an_uninterru
     """The checkpoint holds the example stream's and torch's generators, so the resumed steps draw the same
     examples (and dropout masks) as the uninterrupted run; the packaged head was trained with stops."""
     from asgf_nav.models.doa import train as doa_train
+    from asgf_nav.models.doa.checkpoint import save_checkpoint as save
 
     def config(out: str) -> DoaTrainConfig:
         return DoaTrainConfig(
@@ -207,13 +210,12 @@ def test_a_stopped_and_resumed_pretraining_ends_with_the_weights_of_an_uninterru
         )  # fmt: skip
 
     doa_train.train(config("whole.pt"), progress=False)
-    save = doa_train.save_checkpoint
 
     def save_then_stop(*args, **kwargs):
         save(*args, **kwargs)
         raise KeyboardInterrupt  # stopped right after the step-2 checkpoint
 
-    monkeypatch.setattr(doa_train, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(doa_train, "save_checkpoint", save_then_stop)  # the name the training loop calls
     with pytest.raises(KeyboardInterrupt):
         doa_train.train(config("parts.pt"), progress=False)
     monkeypatch.setattr(doa_train, "save_checkpoint", save)
@@ -246,7 +248,8 @@ def test_resumed_pretraining_refuses_changed_settings_and_records_what_it_may_ch
     import pretrain_doa
 
     from asgf_nav.cli import run_script
-    from asgf_nav.models.doa.train import DoaCheckpointError, train
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError
+    from asgf_nav.models.doa.train import train
 
     first = _tiny_crnn_run(tmp_path)
     train(first, progress=False)
@@ -339,7 +342,8 @@ def test_pretraining_removes_temporaries_a_killed_save_of_its_out_left(tmp_path)
 def test_doa_training_follows_the_cosine_learning_rate(tmp_path: Path) -> None:
     import torch
 
-    from asgf_nav.models.doa.train import DoaTrainConfig, learning_rate, train
+    from asgf_nav.models.doa.config import DoaTrainConfig, learning_rate
+    from asgf_nav.models.doa.train import train
 
     cfg = DoaTrainConfig(
         model="crnn", out=str(tmp_path / "crnn.pt"), pool_dir=str(tmp_path / "pools"), train_poses=4, val_poses=2,
@@ -357,7 +361,8 @@ RESUMABLE = {"max_steps", "max_minutes", "checkpoint_every", "val_every", "val_e
 
 
 def test_a_resume_refuses_a_change_of_every_setting_that_changes_what_is_learnt() -> None:
-    from asgf_nav.models.doa.train import DoaTrainConfig, train_config_changes
+    from asgf_nav.models.doa.checkpoint import train_config_changes
+    from asgf_nav.models.doa.config import DoaTrainConfig
 
     base = DoaTrainConfig()
     for f in fields(DoaTrainConfig):
@@ -444,7 +449,7 @@ def test_the_snr_lift_ends_at_zero_with_the_curriculum() -> None:
 
 def test_fresh_heads_take_their_architecture_from_the_training_settings() -> None:
     """--bin-width, --prompt, --mask-head and --stft-hop reach the model that build_model makes."""
-    from asgf_nav.models.doa.train import build_model
+    from asgf_nav.models.doa.config import build_model
 
     crnn = build_model("crnn", DoaTrainConfig(model="crnn", bin_width=10.0))
     assert crnn.cfg.grid.num_bins == 36 and crnn.head[-1].out_features == 36
@@ -460,7 +465,7 @@ def test_fresh_heads_take_their_architecture_from_the_training_settings() -> Non
 
 def test_the_selective_heads_frame_length_scales_its_bins_and_bands() -> None:
     """--stft-nfft 256 halves the bins and keeps each band's width in Hz; bad sizes are refused by name."""
-    from asgf_nav.models.doa.train import build_model
+    from asgf_nav.models.doa.config import build_model
 
     cfg = DoaTrainConfig(patch_dim=16, model_dim=16, stft_nfft=256, stft_hop=64)
     short = build_model("selective", cfg, [])
@@ -477,9 +482,9 @@ def test_the_selective_heads_frame_length_scales_its_bins_and_bands() -> None:
 
 def test_a_crnn_checkpoint_loads_back_frozen_with_its_own_config(tmp_path: Path) -> None:
     """load_model rebuilds the saved CRNN config (label width, STFT) and returns it in eval mode, gradients off."""
+    from asgf_nav.models.doa.checkpoint import load_model, save_checkpoint
     from asgf_nav.models.doa.crnn import SeldCrnn
     from asgf_nav.models.doa.features import AzimuthGrid, StftConfig
-    from asgf_nav.models.doa.train import load_model, save_checkpoint
 
     cfg = CrnnConfig(bin_width=10.0, laplace_scale=8.0, channels=8, rnn_size=8, stft=StftConfig(hop=256))
     model = SeldCrnn(cfg)
@@ -494,8 +499,8 @@ def test_a_crnn_checkpoint_loads_back_frozen_with_its_own_config(tmp_path: Path)
 
 def test_exported_weights_drop_the_optimizer_and_generator_state_only(tmp_path: Path) -> None:
     """export_weights keeps the model, its config and step, and leaves out the optimizer and RNG state."""
+    from asgf_nav.models.doa.checkpoint import export_weights, load_model, read_checkpoint, save_checkpoint
     from asgf_nav.models.doa.crnn import SeldCrnn
-    from asgf_nav.models.doa.train import export_weights, load_model, read_checkpoint, save_checkpoint
 
     model = SeldCrnn(CrnnConfig(channels=8, rnn_size=8))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -683,7 +688,7 @@ def test_a_pool_of_both_room_kinds_takes_half_its_poses_from_each(monkeypatch: p
 def test_a_resume_compares_only_the_settings_and_pool_sources_the_checkpoint_recorded(tmp_path: Path) -> None:
     """A setting or room kind added since the checkpoint was written is not refused; a recorded one that changed is,
     and each resume's changes of resumable settings are appended to the earlier ones."""
-    from asgf_nav.models.doa.train import (
+    from asgf_nav.models.doa.checkpoint import (
         DoaCheckpointError,
         check_resumable,
         check_same_pool_sources,
@@ -746,7 +751,8 @@ def test_a_direct_mask_target_trains_on_a_direct_path_pool_of_the_training_poses
 def test_init_from_starts_a_new_run_from_another_checkpoints_weights(tmp_path: Path) -> None:
     """Fine-tuning: a new --out starts at step 0 from --init-from's weights (a near-zero learning rate keeps
     them); another model kind, a missing file or another architecture are refused by name."""
-    from asgf_nav.models.doa.train import DoaCheckpointError, train
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError
+    from asgf_nav.models.doa.train import train
 
     train(_tiny_selective_run(tmp_path, "base.pt"), progress=False)
     base = torch.load(tmp_path / "base.pt", weights_only=False)

@@ -444,9 +444,10 @@ def test_validation_leaves_training_bit_identical_on_the_batched_env(
     batch's float results depend on its composition, so any contact would show in the weights (validation
     states that evicted training ones from a shared DoA cache did, by 6e-8 within 3 updates)."""
     from asgf_nav.config import TaskConfig
+    from asgf_nav.models.doa.checkpoint import save_checkpoint
+    from asgf_nav.models.doa.config import DoaTrainConfig
     from asgf_nav.models.doa.network import DoaNetConfig, SelectiveDoaNet, StftConfig
     from asgf_nav.models.doa.observation import register_doa_observation
-    from asgf_nav.models.doa.train import DoaTrainConfig, save_checkpoint
     from asgf_nav.tasks import observations
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
     from asgf_nav.tasks.episodes import generate_split

@@ -134,7 +134,8 @@ def test_training_with_generated_categories_keeps_the_models_categories_and_need
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from asgf_nav.models.doa import train as doa_train
-    from asgf_nav.models.doa.train import DoaTrainConfig, load_model
+    from asgf_nav.models.doa.checkpoint import load_model
+    from asgf_nav.models.doa.config import DoaTrainConfig
 
     samplers: list[DoaExampleSampler] = []
 

@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.io import atomic_write_text
+from asgf_nav.models.doa.checkpoint import load_model
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
     GmmRegression,
@@ -41,12 +42,13 @@ from asgf_nav.models.doa.classical import (
     interaural_summary,
     spectral_shape,
 )
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import AzimuthGrid, circular_distance, lateral_fold
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
 from asgf_nav.models.doa.pools import ROOM_KINDS, TEST_POOL_SEED, rir_pool, train_pool_seed
 from asgf_nav.models.doa.rooms import RirPool
-from asgf_nav.models.doa.train import DoaTrainConfig, angular_metrics, load_model, posteriors, predict
+from asgf_nav.models.doa.train import angular_metrics, posteriors, predict
 from asgf_nav.sounds.bank import SoundBank
 
 logger = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ import torch
 
 from asgf_nav.acoustics.resample import PolyphaseResampler
 from asgf_nav.io import file_identity
+from asgf_nav.models.doa.checkpoint import load_model
 from asgf_nav.models.doa.data import prompt_clips
 from asgf_nav.models.doa.network import SelectiveDoaNet
-from asgf_nav.models.doa.train import load_model
 
 logger = logging.getLogger(__name__)
 

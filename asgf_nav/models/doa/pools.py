@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
 
 if TYPE_CHECKING:
-    from asgf_nav.models.doa.train import DoaTrainConfig
+    from asgf_nav.models.doa.config import DoaTrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,152 @@
+"""What a DoA training run is configured with, the values each setting may take, and the model it builds.
+
+Kept apart from the training loop so that the checkpoints (``checkpoint.py``), the benchmark, the scripts and the
+observation can read a run's settings and rebuild its model without importing the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
+from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, TARGET_KINDS, DoaBatch
+from asgf_nav.models.doa.features import StftConfig
+from asgf_nav.models.doa.network import POSTERIOR_LOSSES, DoaNetConfig, SelectiveDoaNet
+from asgf_nav.models.doa.pools import ROOM_KINDS
+
+MODEL_KINDS = ("selective", "crnn")
+
+
+@dataclass
+class DoaTrainConfig:
+    """Hyper-parameters of one DoA training run (command-line arguments of scripts/pretrain_doa.py)."""
+
+    model: str = "selective"  # selective | crnn
+    prompt: str = "audio"  # audio | descriptor | category (selective only)
+    mask_head: str = "template"  # template | mlp (selective only; see network.py)
+    mask_target: str = "received"  # received | direct: what the mask learns to reconstruct (see MASK_TARGETS)
+    init_from: str = ""  # a DoA checkpoint whose weights a new run starts from (fine-tuning); "" = random
+    out: str = "data/doa/selective.pt"  # the checkpoint written (and resumed from)
+    pool_dir: str = "data/doa/pools"  # cache of the rendered RIR pools
+    rooms: str = "shoebox"  # shoebox | scenes | both (scenes need scenes_root) | shoebox_pair (AV-SSAN's array)
+    scenes_root: str = ""  # baked scene data root, for rooms = scenes | both
+    scenes_dataset: str = "replica"  # which baked scene set
+    train_poses: int = 600  # listener poses of the training RIR pool
+    val_poses: int = 60  # listener poses of the validation RIR pool
+    sources_per_pose: int = 6  # source positions rendered per listener pose
+    batch_size: int = 24  # mixtures per step
+    lr: float = 2e-3  # AdamW learning rate at the start
+    lr_final_fraction: float = 0.05  # cosine decay from lr to lr * this at max_steps
+    weight_decay: float = 1e-4  # AdamW weight decay
+    doa_weight: float = 10.0  # weight of the posterior loss against the mask loss
+    posterior_loss: str = "mse"  # mse (AV-SSAN) | cross_entropy (see network.posterior_loss)
+    snr_low: float = -5.0  # training target-to-distractor ratios (dB) are drawn from [snr_low, snr_high]
+    snr_high: float = 5.0  # see snr_low
+    curriculum_db: float = 0.0  # the SNR range may start this much higher (a cleaner target) ...
+    curriculum_steps: int = 4000  # ... and falls linearly to [snr_low, snr_high] over these steps
+    clip_seconds: float = 0.5  # length of each clip, at most the bank's 1 s
+    targets: str = "all"  # all | line_of_sight (training targets only where the direct path is audible)
+    distractor_window: str = "drawn"  # drawn | loudest (see DoaExampleSampler; validation clips follow it)
+    augment: bool = False  # training sounds in random playback rates and spectral envelopes (augment.py)
+    generated_categories: int = 0  # made-up training categories added to the bank's (sounds/families.py); 0 = none
+    generated_instances: int = 4  # instances rendered per generated category (one prompts another)
+    generated_share: float = 0.5  # share of training targets (and, drawn apart, distractors) that are generated
+    bin_width: float = 5.0  # azimuth bin width (degrees) of the posterior
+    patch_dim: int = 48  # width of the band-patch encoder's output
+    model_dim: int = 48  # width of the attention layers
+    stft_nfft: int = 512  # the selective head's STFT frame length (see selective_stft: bins and bands scale)
+    stft_hop: int = 384  # samples between the selective head's STFT frames (finer frames: more onsets)
+    max_steps: int = 20000  # training stops after this many steps ...
+    max_minutes: float = 15.0  # ... or after this many minutes, whichever comes first
+    checkpoint_every: int = 50  # steps between checkpoints
+    val_every: int = 200  # steps between validations
+    val_examples: int = 192  # validation clips (validation rooms and sounds)
+    seed: int = 0  # seed of the training clips and the training RIR pool
+    threads: int = 2  # torch threads
+    device: str = "cpu"  # cpu | cuda | auto: where examples are rendered and the model trains
+
+
+# settings a run resumed from --out may change: how long, where and how fast it runs, how often it validates
+# and saves, and where its files are; every other one changes what the head learns, so a resume refuses it
+RESUMABLE_TRAIN_KEYS = frozenset(
+    {"max_steps", "max_minutes", "checkpoint_every", "val_every", "val_examples", "threads", "device", "out",
+     "pool_dir", "scenes_root"}
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- choices
+# the values each string field of DoaTrainConfig may take (scripts/pretrain_doa.py offers them as choices)
+TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
+    "model": MODEL_KINDS, "prompt": ("audio", "descriptor", "category"), "mask_head": ("template", "mlp"),
+    "rooms": ROOM_KINDS, "posterior_loss": POSTERIOR_LOSSES, "targets": TARGET_KINDS,
+    "distractor_window": DISTRACTOR_WINDOWS, "mask_target": ("received", "direct"),
+}  # fmt: skip
+# received: the target as the receiver hears it, reflections and tail included (AV-SSAN's target-only
+# spectrogram); direct: only its direct sound, the one part whose direction is the label
+MASK_TARGETS = TRAIN_CHOICES["mask_target"]
+STFT_SIZES = (256, 512, 1024)  # the selective head's frame lengths (stft_nfft)
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def selective_stft(cfg: DoaTrainConfig) -> dict[str, Any]:
+    """The selective head's STFT and band widths for ``cfg.stft_nfft``: the bands keep their width in Hz
+    (32 and 128 bins of a 512-point frame, 1 and 4 kHz at 16 kHz), so a shorter frame has narrower bands."""
+    n_fft, hop = cfg.stft_nfft, cfg.stft_hop
+    if n_fft not in STFT_SIZES:
+        raise ValueError(f"stft_nfft must be one of {STFT_SIZES}, got {n_fft}")
+    if not 0 < hop <= n_fft:
+        raise ValueError(f"stft_hop must be in 1..stft_nfft ({n_fft}) so that no sample is skipped, got {hop}")
+    scale = n_fft // 256  # 1, 2 or 4
+    return {
+        "stft": StftConfig(n_fft=n_fft, hop=hop, num_bins=n_fft // 2),
+        "band_widths": (16 * scale, 64 * scale),
+    }
+
+
+def build_model(
+    kind: str,
+    cfg: DoaTrainConfig | None = None,
+    categories: list[str] | None = None,
+    config: dict | None = None,
+) -> torch.nn.Module:
+    """A fresh model of ``kind``; ``config`` (from a checkpoint) overrides the training config."""
+    if kind == "selective":
+        if config is not None:
+            return SelectiveDoaNet(DoaNetConfig.from_dict(config))
+        cats = list(categories or [])
+        return SelectiveDoaNet(
+            DoaNetConfig(
+                bin_width=cfg.bin_width,
+                prompt=cfg.prompt,
+                patch_dim=cfg.patch_dim,
+                model_dim=cfg.model_dim,
+                num_categories=len(cats),
+                categories=cats,
+                mask_head=cfg.mask_head,
+                **selective_stft(cfg),
+            )
+        )
+    if kind == "crnn":
+        return SeldCrnn(CrnnConfig.from_dict(config) if config is not None else CrnnConfig(bin_width=cfg.bin_width))
+    raise ValueError(f"unknown DoA model kind {kind!r}; expected one of {MODEL_KINDS}")
+
+
+def model_prompt(model: torch.nn.Module, batch: DoaBatch) -> torch.Tensor:
+    """What the model takes as its prompt: the reference clip or the category index."""
+    if isinstance(model, SelectiveDoaNet) and model.cfg.prompt == "category":
+        return batch.category
+    return batch.prompt
+
+
+def learning_rate(cfg: DoaTrainConfig, step: int) -> float:
+    """Cosine decay over ``max_steps``; a function of the step alone, so resumed runs follow the same curve
+    (here rather than in train.py: :func:`checkpoint.check_resumable` logs how a new ``max_steps`` moves it)."""
+    progress = min(max(step / max(cfg.max_steps, 1), 0.0), 1.0)
+    final = cfg.lr * cfg.lr_final_fraction
+    return final + (cfg.lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
