@@ -595,6 +595,20 @@ def _tiny_checkpoint(tiny_root: Path, path: Path) -> Path:
     return path
 
 
+def test_seeded_sampling_draws_each_action_as_often_as_its_probability() -> None:
+    """The inverse-CDF draw of a seeded agent follows the policy's distribution, the last action included."""
+    from types import SimpleNamespace
+
+    agent = PolicyAgent(torch.nn.Linear(1, 1), ["spectrogram"], seed=3)
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4]]).repeat(4000, 1)
+    episodes = [SimpleNamespace(scene="s", episode_id=str(i)) for i in range(4000)]
+    ctx = SimpleNamespace(episodes=episodes, new_episode=np.ones(4000, dtype=bool))
+    agent.streams = [None] * 4000
+    drawn = agent._draw(probs, ctx, agent.seed)
+    shares = np.bincount(drawn, minlength=4) / len(drawn)
+    np.testing.assert_allclose(shares, [0.1, 0.2, 0.3, 0.4], atol=0.025)  # 3.3 binomial standard errors
+
+
 def test_sampled_evaluation_is_seeded_and_a_resume_replays_it(tiny_root, tmp_path, monkeypatch):
     """Sampled actions come from train.seed: the same command gives the same episodes, killed or not."""
 
