@@ -4,6 +4,7 @@ import json
 import logging
 import math
 import re
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -218,6 +219,20 @@ def test_random_agent_stop_rules(setup):
     assert goal["metrics"]["spl"]["mean"] < goal["metrics"]["success"]["mean"]
     with pytest.raises(ValueError, match="stop rule"):
         RandomAgent(stop_rule="never")
+
+
+def test_random_agent_draws_its_actions_uniformly(setup):
+    """Away from the goal the three motions each a third of the time; under the "random" rule STOP a quarter."""
+    world, _, _ = setup
+    scene = world.scene("open")
+    episode = types.SimpleNamespace(goal_node=int(scene.source_nodes[0]))
+    far = int(np.argmax(np.asarray(scene.geodesic_hops)[:, episode.goal_node]))  # never within 1 m of the goal
+    ctx = types.SimpleNamespace(
+        scenes=[scene] * 3000, nodes=np.full(3000, far), episodes=[episode] * 3000, success_distance=1.0
+    )
+    for rule, expected in (("goal", [0.0, 1 / 3, 1 / 3, 1 / 3]), ("random", [0.25] * 4)):
+        shares = np.bincount(RandomAgent(seed=4, stop_rule=rule).act({}, ctx), minlength=4) / 3000
+        np.testing.assert_allclose(shares, expected, atol=0.03)  # about 3.5 binomial standard errors
 
 
 def test_registry_builds_every_baseline(tmp_path):

@@ -34,6 +34,17 @@ def test_relative_azimuth_stays_below_360_a_hair_to_the_right():
     assert float(relative_azimuth(np.zeros(3), np.array([1e-16, 0.0, -1.0]), 0.0)) == 0.0
 
 
+def test_relative_azimuth_is_of_the_source_as_seen_from_the_receiver():
+    """The direction is source minus receiver, wherever the receiver stands; the same offset, the same angle."""
+    receiver = np.array([2.0, 0.0, 3.0])
+    for offset in ([0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]):
+        here = float(relative_azimuth(receiver, receiver + np.array(offset), 0.0))
+        assert here == pytest.approx(float(relative_azimuth(np.zeros(3), np.array(offset), 0.0)))
+    assert float(relative_azimuth(receiver, np.array([1.0, 0.0, 3.0]), 0.0)) != float(
+        relative_azimuth(receiver, np.array([3.0, 0.0, 3.0]), 0.0)
+    )  # left and right of it differ
+
+
 def test_ild_is_clipped_at_30_db_where_an_ear_is_silent():
     spec = torch.zeros(1, 2, 4, 3, dtype=torch.complex64)
     spec[:, 0] = 1.0  # the right ear hears nothing: 120 dB before the clip

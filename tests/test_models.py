@@ -71,12 +71,13 @@ def test_audio_encoder_geometry_per_family() -> None:
     assert AudioEncoder((65, 26, 2)).flat_size == 2496
 
 
+@pytest.mark.parametrize("use_doa", [False, True])
 @pytest.mark.parametrize("name", sorted(POLICY_REGISTRY))
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_policy_act_and_evaluate_shapes(name: str, family: str) -> None:
+def test_policy_act_and_evaluate_shapes(name: str, family: str, use_doa: bool) -> None:
     gen = torch.Generator().manual_seed(0)
-    space = make_space(FAMILIES[family], ("rgb", "depth"), size=64)
-    policy = build_policy(make_cfg(name), space)
+    space = make_space(FAMILIES[family], ("rgb", "depth"), size=64, doa=72 if use_doa else 0)
+    policy = build_policy(make_cfg(name, use_doa=use_doa), space)
     batch, steps = 3, 4
     obs = make_obs(space, batch, gen)
     hidden = policy.initial_hidden(batch)
