@@ -88,7 +88,7 @@ class Scene:
     def positions(self) -> np.ndarray:
         return self.store.array("positions")
 
-    @property
+    @cached_property  # checked once per opened scene
     def neighbors(self) -> np.ndarray:
         neighbors = self.store.array("neighbors")
         if neighbors.size and not (-1 <= neighbors.min() and neighbors.max() < len(neighbors)):
