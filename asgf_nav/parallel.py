@@ -24,7 +24,8 @@ should the exit be swallowed some other way or hang, SIGALRM's default action en
 sentinel) can still get the parent's terminate() while Python runs its exit callbacks: from its first
 ``atexit`` callback on it is treated as unwinding too, so the SIGTERM does not interrupt logging's
 shutdown (which printed "Exception ignored in atexit callback"); that includes a SIGTERM that Python
-handles on entering the callback, before the callback's first line has run.
+handles on entering the callback, before the callback's first line has run, and one it handles on
+entering the join of the threads that interpreter shutdown runs before any callback (``threading._shutdown``).
 
 A worker also unwinds when the parent process dies, however it dies (a SIGKILL runs no clean-up in the
 parent): a thread of the worker waits on the parent's sentinel and then signals the worker's main thread.
@@ -82,9 +83,10 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     global _exiting
     if _exiting:  # already on the way out (see the module's notes)
         return
-    if getattr(frame, "f_code", None) is _ending_anyway.__code__:
-        # the signal came as the exit callbacks began, and Python ran this handler on entering the first one,
-        # before it could mark the process as ending: it is ending, not to be interrupted
+    if getattr(frame, "f_code", None) in _ENDING_CODE:
+        # the signal came as the process began to end (joining its threads, then the exit callbacks), and
+        # Python ran this handler on entering that step, before it could mark the process as ending: it is
+        # ending, not to be interrupted
         _ending_anyway()
         return
     _exiting = True
@@ -109,6 +111,13 @@ def _ending_anyway() -> None:
         _exiting = True
         if hasattr(signal, "alarm"):
             signal.alarm(WORKER_EXIT_GRACE_S)
+
+
+# where an ending process runs first: interpreter shutdown joins the threads (threading._shutdown, before
+# any exit callback), then the exit callbacks, of which _ending_anyway is registered to run first
+_ENDING_CODE = tuple(
+    f.__code__ for f in (getattr(threading, "_shutdown", None), _ending_anyway) if hasattr(f, "__code__")
+)
 
 
 def exit_on_sigterm() -> None:

@@ -6,6 +6,7 @@ import contextlib
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -401,6 +402,9 @@ def test_a_sigterm_on_entering_the_first_exit_callback_does_not_interrupt_it(mon
     parallel._exit_on_sigterm(signal.SIGTERM, SimpleNamespace(f_code=parallel._ending_anyway.__code__))
     assert parallel._exiting and alarms == [parallel.WORKER_EXIT_GRACE_S]
     parallel._exit_on_sigterm(signal.SIGTERM, None)  # later signals are ignored while it ends
+    monkeypatch.setattr(parallel, "_exiting", False)  # the same on entering the join of threads, which comes first
+    parallel._exit_on_sigterm(signal.SIGTERM, SimpleNamespace(f_code=threading._shutdown.__code__))
+    assert parallel._exiting and alarms == [parallel.WORKER_EXIT_GRACE_S] * 2
     monkeypatch.setattr(parallel, "_exiting", False)
     with pytest.raises(SystemExit) as exit_info:
         parallel._exit_on_sigterm(signal.SIGTERM, SimpleNamespace(f_code=parallel.exit_on_sigterm.__code__))
