@@ -116,7 +116,7 @@ def test_turning_left_puts_a_source_ahead_on_the_right(single_room):
         assert energy_db(rir[:n, louder]) - energy_db(rir[:n, 1 - louder]) > 3.0, yaw
 
 
-def test_front_and_back_differ_in_spectrum(single_room):
+def test_a_source_ahead_and_behind_is_rendered_with_different_spectra(single_room):
     field = simulate_source(single_room, at(3.0, 1.0), at(3.0, 2.5)[None], FS, ism_order=1, rays=0)
     front = binaural(field, 0, 0.0)  # facing -Z: source ahead
     back = binaural(field, 0, 180.0)

@@ -39,7 +39,7 @@ def test_nearest_returns_the_exact_grid_direction():
     np.testing.assert_array_equal(idx, np.arange(len(h.azimuth))[::37])
 
 
-def test_front_and_back_differ_in_spectrum():
+def test_front_and_back_hrirs_differ_in_spectrum():
     h = load_hrtf(44100)
     front, back = h.nearest(np.array([0.0, 180.0]), np.array([0.0, 0.0]))
     spec = np.abs(np.fft.rfft(h.hrir[[front, back]], n=1024, axis=-1)) + 1e-9

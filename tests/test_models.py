@@ -50,7 +50,22 @@ def make_cfg(policy: str, use_doa: bool = False) -> ExperimentConfig:
     return cfg
 
 
-def test_av_nav_parameter_count_matches_soundspaces() -> None:
+def documented_parameter_counts() -> dict[tuple[str, str, str], int]:
+    """docs/models.md's parameter table, keyed as the test below counts: (family, sensors, policy)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    rows = text.split("## Parameter counts", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    columns = [(f, s) for f in ("replica", "mp3d") for s in ("depth", "rgb", "rgb+depth")]
+    table = {}
+    for row in rows:
+        name, *cells = (cell.strip() for cell in row.strip("|").split("|"))
+        for (family, sensors), cell in zip(columns, cells, strict=True):
+            table[(family, sensors, name.strip("`"))] = int(cell.replace(",", ""))
+    return table
+
+
+def test_av_nav_parameter_count_matches_soundspaces_and_the_docs() -> None:
     counts = {}
     for family, frames in FAMILIES.items():
         for sensors in (("depth",), ("rgb",), ("rgb", "depth")):
@@ -64,6 +79,7 @@ def test_av_nav_parameter_count_matches_soundspaces() -> None:
     assert abs(counts[("mp3d", "rgb", "av_nav")] - 4.96e6) / 4.96e6 < 0.01
     # The ablations remove or replace parts of the full model.
     assert counts[("replica", "depth", "asgf_no_ase")] < counts[("replica", "depth", "asgf")]
+    assert documented_parameter_counts() == counts  # docs/models.md's table, every policy
 
 
 def test_audio_encoder_geometry_per_family() -> None:

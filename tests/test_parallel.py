@@ -227,8 +227,25 @@ def start_idle_worker_script(tmp_path: Path, source: str = IDLE_WORKER_SCRIPT) -
     except BaseException:
         with group_killed_if_left_running(process):
             raise
-    time.sleep(0.5)  # back in the queue's get()
+    wait_until_reading_the_task_pipe(idle)
     return process, idle
+
+
+def wait_until_reading_the_task_pipe(pid: int, within: float = 10.0) -> None:
+    """Wait for worker ``pid`` to block in the task queue's pipe read (it then holds the queue's lock). On a
+    kernel that never names where a process sleeps (wchan always "0") the wait is the whole ``within``."""
+    deadline, where, named = time.monotonic() + within, "0", False
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/wchan") as wchan:
+                where = wchan.read()
+        except OSError:
+            where = "0"
+        if where.endswith("pipe_read"):
+            return
+        named = named or where not in ("", "0")
+        time.sleep(0.01)
+    assert not named, f"worker {pid} did not go back to the task queue within {within} s (it sleeps in {where!r})"
 
 
 @contextlib.contextmanager

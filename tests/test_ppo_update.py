@@ -97,13 +97,6 @@ def test_a_one_transition_rollout_leaves_the_parameters_finite():
 # would not show in the parameters: these tests check the reported losses and the gradient itself.
 
 
-def test_value_loss_coefficient_scales_the_value_gradient():
-    policy = Bandit()
-    cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0, value_loss_coef=0.5)
-    stats = PPO(policy, cfg).update(_storage(policy, torch.ones(4, 2)))
-    assert stats["grad_norm"] == pytest.approx(0.5)  # d/dv of 0.5 * coef * (v - 1)^2 at v = 0; logits: none
-
-
 def test_gradient_is_clipped_to_max_grad_norm_before_the_step():
     policy = Bandit()
     cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=0.1, value_loss_coef=0.5)
@@ -195,9 +188,10 @@ def test_the_update_clips_with_the_decayed_clip_range() -> None:
     assert stats["clip_fraction"] == pytest.approx(0.5)
 
 
-def test_each_gradient_step_uses_its_own_minibatch_gradient() -> None:
+def test_each_gradient_step_uses_its_own_minibatch_gradient_scaled_by_the_value_coefficient() -> None:
     """The gradients are zeroed before every backward pass: accumulated over the 4 steps of 2 epochs x 2
-    minibatches, the value gradient would grow 0.5, 1.0, 1.5, 2.0 and its mean norm be 1.25, not 0.5."""
+    minibatches, the value gradient would grow 0.5, 1.0, 1.5, 2.0 and its mean norm be 1.25, not 0.5.
+    Without value_loss_coef (0.5) each step's norm would be 1.0."""
     policy = Bandit()
     cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0, value_loss_coef=0.5,
                       lr=1e-8, ppo_epoch=2, num_mini_batch=2)  # fmt: skip

@@ -323,10 +323,20 @@ def _spectrogram_policy(test_episodes: int, max_steps: int):
 def test_spatial_states_come_from_the_policy_with_geometric_labels():
     from asgf_nav.eval.evaluator import PolicyAgent
     from asgf_nav.models.policies import build_policy
+    from asgf_nav.tasks import MOVE_FORWARD, STOP
     from asgf_nav.tasks.audionav_env import observation_space_for
     from asgf_nav.viz.tsne import collect_spatial_states
 
-    world, episodes, cfg, agent = _spectrogram_policy(test_episodes=6, max_steps=10)
+    class NeverStops(PolicyAgent):
+        """Walks on where the untrained policy would stop: each of the 6 episodes then lasts its 10 steps,
+        more than the 25 samples asked, whatever the initial weights."""
+
+        def act(self, obs, ctx):
+            actions = super().act(obs, ctx)
+            return np.where(actions == STOP, MOVE_FORWARD, actions)
+
+    world, episodes, cfg, untrained = _spectrogram_policy(test_episodes=6, max_steps=10)
+    agent = NeverStops(untrained.policy, untrained.sensors)
     data = collect_spatial_states(agent, world, episodes, cfg, samples=25, num_envs=3)
     assert data.states.shape == (25, 16) and data.distance.shape == data.azimuth.shape == (25,)
     assert np.all(data.distance >= 0) and np.all(np.abs(data.azimuth) <= 180)
