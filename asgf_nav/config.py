@@ -91,11 +91,15 @@ class TaskConfig:
 class ModelConfig:
     """Policy architecture; ``policy`` is a name in the policy registry."""
 
-    policy: str = "asgf"  # asgf | asgf_no_ase | asgf_no_asgf | av_nav (models/policies.py)
+    policy: str = "asgf"  # a name in POLICY_REGISTRY: asgf | asgf_no_ase | asgf_no_asgf | av_nav built in
     hidden_size: int = 512  # GRU state size (the actor and critic read it)
     fusion_dim: int = 256  # D in the ASGF equations
     fusion_heads: int = 4  # attention heads of the ASGF cross-attention (fusion_dim must divide by it)
     ase_dim: int = 512  # BiGRU frame-embedding size (256 per direction)
+    # modules of your own imported first, whose @register_policy / register_observation calls add the names
+    # model.policy and task.sensors then use (e.g. [my_lab.policies]); saved with the run, so evaluating its
+    # checkpoints imports them too (docs/models.md, New policies)
+    plugins: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -420,7 +424,11 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in _field_names(obj):
-            raise ConfigError(f"unknown config key {full!r} (in {source}); valid keys here: {_valid_keys(obj, prefix)}")
+            elsewhere = _sections_with(key) if prefix else []
+            hint = f" (did you mean {' or '.join(elsewhere)}?)" if elsewhere else ""
+            raise ConfigError(
+                f"unknown config key {full!r} (in {source}){hint}; valid keys here: {_valid_keys(obj, prefix)}"
+            )
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -432,6 +440,11 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
         else:
             hint = get_type_hints(type(obj))[key]
             setattr(obj, key, _coerce(value, hint, full, source))
+
+
+def _sections_with(key: str) -> list[str]:
+    """``section.key`` for each config section that has ``key`` (a key given under the wrong section)."""
+    return [f"{f.name}.{key}" for f in dataclasses.fields(ExperimentConfig) if key in _field_names(f.default_factory())]
 
 
 def _set_dotted(cfg: ExperimentConfig, dotted: str, value: Any, source: str) -> None:

@@ -81,14 +81,23 @@ def check_components(cfg: ExperimentConfig) -> None:
     from asgf_nav.models.encoders import VISUAL_SENSORS, smallest_visual_size
     from asgf_nav.models.policies import policy_class
     from asgf_nav.scenes.soundspaces_import import scene_source
-    from asgf_nav.tasks.observations import check_sensors, registered_observations
+    from asgf_nav.tasks.observations import BUILTIN_SENSORS, check_sensors, registered_observations
 
+    import_plugins(cfg)
     policy = policy_class(cfg.model.policy)
     check_doa_sensor(cfg, registered_observations())
     sensors = check_sensors(cfg.task.sensors)
     missing = [name for name in policy.required_sensors if name not in sensors]
     if missing:
-        raise ConfigError(f"task.sensors: policy {cfg.model.policy!r} needs {missing}, got {sensors}")
+        unknown = [name for name in missing if name not in (*BUILTIN_SENSORS, *registered_observations())]
+        hint = f" ({unknown} not registered: see register_observation in docs/task.md)" if unknown else ""
+        raise ConfigError(f"task.sensors: policy {cfg.model.policy!r} needs {missing}, got {sensors}{hint}")
+    unread = [name for name in sensors if name not in policy.reads_sensors]
+    if unread:  # computed every step and ignored: the run would be labelled with an input it never used
+        raise ConfigError(
+            f"task.sensors: policy {cfg.model.policy!r} does not read {unread} (it reads "
+            f"{list(policy.reads_sensors)}); remove them, or use a policy that reads them"
+        )
     smallest = smallest_visual_size()
     visual = any(name in VISUAL_SENSORS for name in sensors)
     if visual and cfg.scenes.image_size < smallest and scene_source(cfg) == "embedded":
@@ -230,8 +239,27 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
     logger.info("torch uses %d CPU thread(s) per process", threads)
 
 
+def import_plugins(cfg: ExperimentConfig) -> None:
+    """Import the modules named in ``model.plugins``: their ``@register_policy`` and ``register_observation``
+    calls add the names the config uses. Importing a module again is a no-op."""
+    import importlib
+
+    for name in cfg.model.plugins:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):  # the plugin imports something missing
+                raise ConfigError(f"model.plugins: importing {name!r} failed: {exc}") from exc
+            raise ConfigError(
+                f"model.plugins: no module {name!r} (install it, or add the folder holding it to PYTHONPATH)"
+            ) from exc
+        except Exception as exc:  # a bug in the plugin, or a name it registers twice
+            raise ConfigError(f"model.plugins: importing {name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
 def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
-    """Plug optional observation providers into the task before any env is built."""
+    """Plug the config's plugins and optional observation providers into the task before any env is built."""
+    import_plugins(cfg)
     if cfg.task.use_doa:
         from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS, register_doa_observation
 
@@ -261,7 +289,11 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         held.enter_context(stop_handling())  # SIGTERM and Ctrl-C run the clean-up (background build, run lock)
         held.enter_context(logging_scope())
         held.callback(torch.set_num_threads, torch.get_num_threads())
+        import_plugins(cfg)  # before the registry is saved: a plugin's providers stay, as its module stays imported
         held.enter_context(restored_observations())  # the run's DoA head is not left registered
+        # a bad DoA checkpoint, policy or sensor name stops the run before its directory is made or a scene baked
+        register_auxiliary_observations(cfg)
+        check_components(cfg)
         if is_main:
             make_named_dir(run_dir, "train.run_dir")
             check_run_entries(run_dir)
@@ -277,9 +309,6 @@ def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool)
     # scenes.source=auto resolved once and recorded in config.yaml and the checkpoints: a resume cannot switch
     # between the embedded scenes and SoundSpaces data that appeared (or went missing) since the run began
     cfg.scenes.source = scene_source(cfg)
-    # a bad DoA checkpoint, policy or sensor name stops the run before its config is saved or a scene baked
-    register_auxiliary_observations(cfg)
-    check_components(cfg)
     if resume:  # a config the checkpoint was not trained with stops the run before any scene is baked
         check_resumed_config(cfg, run_dir)
     if is_main and not resume:  # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train)

@@ -67,6 +67,12 @@ def test_unknown_key_names_key_and_lists_valid_ones():
         load_config("replica_unheard", ["ppo.learning_rate=0.1"])
     msg = str(err.value)
     assert "ppo.learning_rate" in msg and "ppo.lr" in msg and "ppo.clip_param" in msg
+    assert "did you mean" not in msg  # no section has learning_rate
+
+
+def test_a_key_under_the_wrong_section_names_the_right_one():
+    with pytest.raises(ConfigError, match=r"'train.data_root' \(in command line\) \(did you mean scenes.data_root\?\)"):
+        load_config("replica_unheard", ["train.data_root=DATA"])
 
 
 def test_unknown_section_in_file(tmp_path):

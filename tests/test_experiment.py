@@ -284,7 +284,7 @@ def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in result.stderr
     assert bad.split("=")[0] in result.stderr
     assert not (tmp_path / "data").exists()  # nothing baked
-    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 @pytest.mark.parametrize(
@@ -295,6 +295,8 @@ def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
         (["scenes.image_size=35"], "scenes.image_size: 35 px is too small for the policies' visual CNN (>= 36)"),
         (["task.sensors=[gps]"], "task.sensors: unknown observation 'gps'"),
         (["train.device=tpu9"], "train.device: 'tpu9' is not a torch device"),
+        (["task.sensors=[spectrogram,pointgoal]"], "task.sensors: policy 'asgf' does not read ['pointgoal']"),
+        (["model.plugins=[no_such_plugin_module]"], "model.plugins: no module 'no_such_plugin_module' (install"),
     ],
 )
 def test_components_the_config_names_are_checked_before_any_bake(overrides, message):
@@ -664,3 +666,115 @@ def test_task_use_doa_registers_the_head_and_adds_its_sensor_once(monkeypatch) -
     assert len(registered) == 2 and "doa" not in plain.task.sensors
     # a 'doa' observation registered by the caller's own code may be listed without task.use_doa
     check_doa_sensor(load_config("tiny_heard", ["task.sensors=[depth,spectrogram,doa]"]), ["spectrogram", "doa"])
+
+
+PLUGIN = """
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from asgf_nav.models import Policy, register_policy
+from asgf_nav.models.encoders import AudioEncoder
+from asgf_nav.tasks.observations import register_observation
+
+
+def steps_taken(state):
+    return np.array([state.step], np.float32)
+
+
+register_observation("plugin_steps", steps_taken, lambda world: spaces.Box(0, np.inf, (1,), np.float32))
+
+
+@register_policy("plugin_audio_gru")
+class AudioGRU(Policy):
+    required_sensors = ("spectrogram", "plugin_steps")
+    reads_sensors = required_sensors
+
+    def __init__(self, cfg, observation_space):
+        super().__init__(cfg, observation_space)
+        self.audio_encoder = AudioEncoder(self.shapes["spectrogram"], 32)
+        self.build_heads(32 + 1)
+
+    def step_features(self, obs):
+        return torch.cat([self.audio_encoder(obs["spectrogram"]), obs["plugin_steps"] / 10], dim=-1)
+"""
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """A researcher's own module defining a policy and an observation, importable as ``nav_plugin``; both
+    are unregistered after the test."""
+    from asgf_nav.models.policies import POLICY_REGISTRY
+    from asgf_nav.tasks import observations
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "nav_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(folder))
+    yield "nav_plugin"
+    POLICY_REGISTRY.pop("plugin_audio_gru", None)
+    observations._REGISTRY.pop("plugin_steps", None)
+    sys.modules.pop("nav_plugin", None)
+
+
+def test_a_policy_and_observation_of_your_own_train_through_model_plugins(tmp_path, plugin_module) -> None:
+    """model.plugins imports the module whose registrations the config names, before anything is checked;
+    the run saves it, and the module's observation stays registered after the run (its module stays imported)."""
+    import torch
+
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import check_components, run_training
+    from asgf_nav.tasks.observations import registered_observations
+
+    overrides = [
+        f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", *FAST_ACOUSTICS, *SMALL_RUN,
+        "ppo.total_frames=32", "train.val_interval=0", "model.policy=plugin_audio_gru",
+        "task.sensors=[spectrogram,plugin_steps]",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown policy 'plugin_audio_gru'.*name that module in model.plugins"):
+        run_training(load_config("tiny_heard", overrides))
+    assert not (tmp_path / "run").exists()
+    run_training(load_config("tiny_heard", [*overrides, f"model.plugins=[{plugin_module}]"]))
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "ckpt_000001.pt", weights_only=False)
+    weights = checkpoint["model"]
+    assert weights["state_encoder.gru.weight_ih_l0"].shape[1] == 33  # audio 32 + the plugin's observation
+    assert f"- {plugin_module}" in (tmp_path / "run" / "config.yaml").read_text()
+    assert "plugin_steps" in registered_observations()
+    with pytest.raises(ConfigError, match=r"policy 'plugin_audio_gru' does not read \['depth'\]"):
+        check_components(load_config("tiny_heard", [*overrides, "task.sensors=[depth,spectrogram,plugin_steps]"]))
+
+
+def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch) -> None:
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import check_components
+
+    (tmp_path / "broken_plugin.py").write_text("import not_installed_dependency\n")
+    (tmp_path / "raising_plugin.py").write_text("raise RuntimeError('bad weights file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cases = {
+        "broken_plugin": "model.plugins: importing 'broken_plugin' failed: No module named 'not_installed_dependency'",
+        "raising_plugin": "model.plugins: importing 'raising_plugin' failed: RuntimeError: bad weights file",
+    }
+    for module, message in cases.items():
+        with pytest.raises(ConfigError) as error:
+            check_components(load_config("tiny_heard", [f"model.plugins=[{module}]"]))
+        assert message in str(error.value)
+        sys.modules.pop(module, None)
+
+
+def test_a_policy_reading_an_observation_the_env_lacks_names_it() -> None:
+    from gymnasium import spaces
+
+    from asgf_nav.config import ConfigError, ExperimentConfig
+    from asgf_nav.models.policies import Policy
+
+    class ReadsCompass(Policy):
+        policy_name = "reads_compass"
+
+        def __init__(self, cfg, observation_space):
+            super().__init__(cfg, observation_space)
+            self.build_heads(self.shapes["compass"][0])
+
+    space = spaces.Dict({"spectrogram": spaces.Box(0.0, 1.0, (65, 26, 2))})
+    with pytest.raises(ConfigError, match=r"policy 'reads_compass' reads observation 'compass', which the env does"):
+        ReadsCompass(ExperimentConfig(), space)

@@ -56,7 +56,10 @@ def register_policy(name: str, overwrite: bool = False) -> Callable[[type[Policy
 def policy_class(name: str) -> type[Policy]:
     """The registered policy class of ``model.policy``; an unknown name is a ConfigError listing the known ones."""
     if name not in POLICY_REGISTRY:
-        raise ConfigError(f"model.policy: unknown policy {name!r}; registered: {sorted(POLICY_REGISTRY)}")
+        raise ConfigError(
+            f"model.policy: unknown policy {name!r}; registered: {sorted(POLICY_REGISTRY)} (a policy of your own "
+            "registers when its module is imported: name that module in model.plugins)"
+        )
     return POLICY_REGISTRY[name]
 
 
@@ -76,6 +79,21 @@ def observation_shapes(observation_space: Any) -> dict[str, tuple[int, ...]]:
     if not isinstance(spaces, Mapping):
         raise TypeError(f"observation_space must be a gymnasium Dict or mapping, not {type(spaces)}")
     return {k: tuple(getattr(v, "shape", v)) for k, v in spaces.items()}
+
+
+class ObservationShapes(dict):
+    """Per-key observation shapes; a key the env does not provide names the policy and what to declare."""
+
+    def __init__(self, policy_name: str, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        super().__init__(shapes)
+        self.policy_name = policy_name
+
+    def __missing__(self, key: str) -> tuple[int, ...]:
+        raise ConfigError(
+            f"policy {self.policy_name!r} reads observation {key!r}, which the env does not provide (it has "
+            f"{sorted(self)}): add {key!r} to task.sensors, and to the policy's required_sensors so that a config "
+            "without it is refused before any bake"
+        )
 
 
 class RecurrentStateEncoder(nn.Module):
@@ -114,11 +132,14 @@ class Policy(nn.Module):
 
     policy_name = "policy"
     required_sensors: tuple[str, ...] = ("spectrogram",)  # checked against task.sensors before any bake
+    # every observation the policy can use; a sensor outside it is refused before any bake, since it would be
+    # computed and silently ignored (a run labelled "with pointgoal" that never read it)
+    reads_sensors: tuple[str, ...] = (*VISUAL_SENSORS, "spectrogram", "doa")
     has_spatial_state = False  # an ASE whose state e_t (last_ase_state) the t-SNE figure embeds
 
     def __init__(self, cfg: Any, observation_space: Any) -> None:
         super().__init__()
-        self.shapes = observation_shapes(observation_space)
+        self.shapes = ObservationShapes(self.policy_name, observation_shapes(observation_space))
         missing = [name for name in self.required_sensors if name not in self.shapes]
         if missing:
             raise ValueError(
@@ -135,7 +156,7 @@ class Policy(nn.Module):
                 "to task.sensors; call it before the env is made, or set task.use_doa=false"
             )
         self.doa_size = int(self.shapes["doa"][0]) if self.use_doa else 0
-        visual = {k: self.shapes[k] for k in VISUAL_SENSORS if k in self.shapes}
+        visual = {k: self.shapes[k] for k in VISUAL_SENSORS if k in self.shapes and k in self.reads_sensors}
         self.visual_encoder = VisualEncoder(visual, FEATURE_SIZE) if visual else None
         self.last_ase_state: torch.Tensor | None = None
 
