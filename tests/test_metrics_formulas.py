@@ -158,3 +158,17 @@ def test_an_infinite_metric_value_is_refused(value: float) -> None:
 def test_a_single_episode_summary_keeps_the_requested_level() -> None:
     """One episode (a one-episode scene of a 90 % summary) gives a zero-width interval recorded at 90 %."""
     assert mean_confidence_interval([0.4], level=0.9) == MetricSummary(0.4, 0.4, 0.4, 0.0, 1, 0.9)
+
+
+def test_every_metric_the_envs_compute_is_reported_labelled_and_selectable() -> None:
+    """The metric names live in the task (what the envs compute), the report (order, labels, percent) and
+    the config (train.best_metric): a metric added to one place and not the others fails here."""
+    from typing import get_args, get_type_hints
+
+    from asgf_nav.config import TrainConfig
+    from asgf_nav.eval.metrics import METRIC_LABELS, PERCENT_METRICS, REPORTED_METRICS
+
+    assert sorted(REPORTED_METRICS) == sorted(METRIC_NAMES) == sorted(METRIC_LABELS)
+    assert PERCENT_METRICS <= set(METRIC_NAMES)
+    selectable = set(get_args(get_type_hints(TrainConfig)["best_metric"])) - {"none"}
+    assert selectable == PERCENT_METRICS  # the rates a best checkpoint can be picked by
