@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import signal
 from pathlib import Path
@@ -345,13 +346,15 @@ def test_resume_keeps_a_best_pt_newer_than_its_checkpoint(tmp_path: Path, monkey
 )
 def test_a_checkpoint_with_a_damaged_inner_entry_is_refused_naming_where(tmp_path: Path, damage) -> None:
     """The loader checks the top-level entries; a resume reads nested ones too, and names the file's
-    directory rather than failing with a bare KeyError."""
+    directory rather than failing with a bare KeyError (in checkpoints written before state digests were
+    recorded)."""
     cfg = small_cfg("av_nav", updates=2)
     run = tmp_path / "run"
     Trainer(cfg, toy_env_factory, run).train(max_updates=1)
     path = run / "checkpoints" / "ckpt_000001.pt"
     state = torch.load(path, weights_only=False)
     damage(state)
+    state.pop("state_digests")  # as a checkpoint written before they were recorded: the digests would catch it
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=f"the newest checkpoint in {run / 'checkpoints'} cannot be resumed"):
         Trainer(cfg, toy_env_factory, run, resume=True)
@@ -540,6 +543,33 @@ def test_damage_inside_the_weights_is_caught_by_their_digest(tmp_path: Path) -> 
     del on_disk["weights_digest"]
     torch.save(on_disk, path)
     assert load_checkpoint(path)["model"]["w"][2] == 2.5
+
+
+def test_damage_inside_the_optimizer_or_rng_state_is_caught_by_their_digests(tmp_path: Path) -> None:
+    """A resume would go on from damaged Adam moments or RNG states without a word: each entry besides the
+    weights has a digest too, and the error names the damaged entries."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))])
+    optimizer.param_groups[0]["params"][0].grad = torch.ones(3)
+    optimizer.step()  # moments, and a 0-dim step count
+    state = {"model": {"w": torch.zeros(2)}, "optimizer": optimizer.state_dict(), "update": 3, "frames": 0,
+             "rng": {"numpy": np.random.default_rng(0).bit_generator.state, "python": random.getstate(),
+                     "torch": torch.get_rng_state()},
+             "config": {"ppo": {"lr": 1e-3}},
+             "rollout": {"obs": np.arange(6, dtype=np.float32), "step": np.int64(4)}}  # fmt: skip
+    path = save_checkpoint(tmp_path, state, keep=0)
+    assert torch.equal(
+        load_checkpoint(path)["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"]
+    )
+    for entry, damage in [
+        ("optimizer", lambda s: s["optimizer"]["state"][0]["exp_avg_sq"].mul_(1e30)),
+        ("rng", lambda s: s["rng"]["torch"].__setitem__(5, 7)),
+        ("rollout", lambda s: s["rollout"]["obs"].__setitem__(2, 9.0)),
+    ]:
+        on_disk = torch.load(path, weights_only=False)
+        damage(on_disk)
+        torch.save(on_disk, tmp_path / "damaged.pt")
+        with pytest.raises(CheckpointError, match=rf"is damaged: its entries \['{entry}'\] no longer match"):
+            load_checkpoint(tmp_path / "damaged.pt")
 
 
 def test_a_best_pt_write_that_dies_half_way_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
 BEST_CHECKPOINT = "best.pt"  # outside CHECKPOINT_PATTERN: never pruned, never taken for the latest
 REQUIRED_KEYS = ("model", "optimizer", "update", "frames", "rng", "config")
 WEIGHTS_DIGEST = "weights_digest"  # policy_digest of "model", added by every save
+STATE_DIGESTS = "state_digests"  # a digest of every other entry (optimizer, rng, rollout, ...), added by every save
 # what this project's trainer writes (another project's checkpoint may hold the same names, e.g. a yacs config)
 _ENTRY_TYPES = {"model": dict, "optimizer": dict, "update": int, "frames": int, "config": dict}
 # config keys a resumed run may change: where and how fast it runs, how often it logs, validates and saves,
@@ -112,8 +114,9 @@ def _write(path: Path, state: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks keys {missing}")
-    # the weights' digest, checked on load: damage inside them (a flipped bit) still unpickles without a word
-    state = {**state, WEIGHTS_DIGEST: policy_digest(state)}
+    # digests checked on load: damage inside the weights or the optimizer's moments (a flipped bit) still
+    # unpickles without a word, and a resume would go on from it
+    state = {**state, WEIGHTS_DIGEST: policy_digest(state), STATE_DIGESTS: entry_digests(state)}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -158,6 +161,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     recorded = state.pop(WEIGHTS_DIGEST, None)  # None: written before checkpoints recorded it
     if recorded is not None and recorded != policy_digest(state):
         raise CheckpointError(f"checkpoint {path} is damaged: its weights no longer match the digest saved with them")
+    recorded_entries = state.pop(STATE_DIGESTS, None)  # None: written before checkpoints recorded them
+    if recorded_entries is not None:
+        current = entry_digests(state)
+        damaged = sorted(
+            k for k in recorded_entries.keys() | current.keys() if recorded_entries.get(k) != current.get(k)
+        )
+        if damaged:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: its entries {damaged} no longer match the digests saved with them"
+            )
     return state
 
 
@@ -170,6 +183,46 @@ def policy_digest(state: dict[str, Any]) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
+
+
+def entry_digests(state: dict[str, Any]) -> dict[str, str]:
+    """A digest of each entry but the weights (which :func:`policy_digest` covers) and the digests."""
+    skipped = ("model", WEIGHTS_DIGEST, STATE_DIGESTS)
+    digests = {}
+    for key, value in state.items():
+        if key not in skipped:
+            digest = hashlib.sha256()
+            _feed(digest, value)
+            digests[key] = digest.hexdigest()[:16]
+    return digests
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Add ``value`` (nested containers of tensors, arrays and plain values) to ``digest``, the same before
+    and after a save and load. Other objects count by their type alone: their repr may hold an address."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{tensor.dtype}{tuple(value.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, np.ndarray) and value.dtype != object:
+        digest.update(f"A{value.dtype}{value.shape};".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, Mapping):
+        digest.update(f"M{len(value)};".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple, np.ndarray)):  # an object array as a list of its elements
+        items = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+        digest.update(f"{type(value).__name__}{len(items)};".encode())
+        for item in items:
+            _feed(digest, item)
+    elif isinstance(value, np.generic):  # as its Python value: numpy 1 and 2 print scalars differently
+        _feed(digest, value.item())
+    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        digest.update(f"{repr(value)};".encode())
+    else:
+        digest.update(f"<{type(value).__qualname__}>;".encode())
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
