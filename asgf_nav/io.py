@@ -1,16 +1,20 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint, array or manifest."""
+"""Atomic file writes (a reader never sees a half-written checkpoint, array or manifest), and array reads
+that turn every kind of damage into one error."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import logging
 import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+import tokenize
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,8 +76,19 @@ def remove_stale_temporaries(directory: str | Path) -> int:
     """Delete the temporary files an :func:`atomic_write` killed outright (SIGKILL, the OOM killer, a power
     loss) left under ``directory``; the caller must hold the lock that keeps every other writer out.
     Returns the bytes freed (a baked stage's temporary can be 150 MB)."""
+    return _remove_temporaries(Path(directory).rglob(".*.tmp"))
+
+
+def remove_stale_temporaries_of(path: str | Path) -> int:
+    """Delete the temporaries an :func:`atomic_write` of ``path`` killed outright left beside it; the caller
+    must hold the lock that keeps every other writer of ``path`` out. Returns the bytes freed."""
+    path = Path(path)
+    return _remove_temporaries(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+def _remove_temporaries(candidates: Iterable[Path]) -> int:
     freed = 0
-    for path in Path(directory).rglob(".*.tmp"):
+    for path in candidates:
         if _TEMPORARY_NAME.fullmatch(path.name) and path.is_file():
             with contextlib.suppress(FileNotFoundError):
                 size = path.stat().st_size
@@ -118,6 +133,34 @@ def atomic_savez(path: str | Path, compressed: bool = False, **arrays: np.ndarra
             save(f, **arrays)
 
     return atomic_write(path, _write)
+
+
+# what numpy raises on a damaged .npy / .npz besides ValueError: an emptied file, a zip member whose CRC fails,
+# and a header its fallback parser tokenizes (a same-size overwrite of the header's bytes)
+_DAMAGED_ARRAY_FILE = (EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError)
+
+
+def load_npy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
+    """``np.load`` of one .npy file (never a pickle). Damage is a ValueError, whatever numpy raised; an
+    OSError (missing, not readable) passes through."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except _DAMAGED_ARRAY_FILE as exc:
+        raise ValueError(f"damaged array file ({type(exc).__name__}: {exc})") from exc
+
+
+def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Every member of an .npz file, read now (numpy reads members lazily, so damage would surface at the
+    first use). Damage or a missing ``required`` member is a ValueError; an OSError passes through."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except _DAMAGED_ARRAY_FILE as exc:
+        raise ValueError(f"damaged array file ({type(exc).__name__}: {exc})") from exc
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise ValueError(f"no member {missing} (it has {sorted(arrays)})")
+    return arrays
 
 
 def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:

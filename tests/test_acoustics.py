@@ -18,7 +18,7 @@ from asgf_nav.acoustics.rir import AT_SOURCE_DISTANCE, DirectPathRirs, SceneRirs
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND, build_walls, effective_ism_order, simulate_source
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room
-from asgf_nav.scenes.store import SceneStore, write_stage
+from asgf_nav.scenes.store import SceneStore, SceneStoreError, write_stage
 
 FS = 16000
 EAR = 1.5
@@ -309,7 +309,10 @@ def baked_scene(tmp_path_factory, two_rooms) -> tuple[Path, float]:
     cfg.acoustics.sources_per_scene = 3
     cfg.acoustics.rays = 1000
     bake_source(directory, cfg, 1)  # an interrupted bake leaves finished sources behind
-    assert (directory / "acoustics_partial" / "source_001.npz").exists()
+    overwritten = directory / "acoustics_partial" / "source_001.npz"
+    data = bytearray(overwritten.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # bytes overwritten, the size kept: baked again too
+    overwritten.write_bytes(bytes(data))
     bake_source(directory, cfg, 2)
     damaged = directory / "acoustics_partial" / "source_002.npz"
     damaged.write_bytes(damaged.read_bytes()[:100])  # cut short since: baked again, not a failure at the end
@@ -798,16 +801,22 @@ def test_furniture_reflects_sound_off_its_top() -> None:
     assert field.elevation[s][off_top] == pytest.approx(-np.rad2deg(np.arctan2(1.4, 0.4)))
 
 
-@pytest.mark.parametrize("content", ["empty", "truncated"])
+@pytest.mark.parametrize("content", ["empty", "truncated", "overwritten", "incomplete"])
 def test_an_unreadable_partial_source_file_is_named(tmp_path: Path, content: str) -> None:
-    """An empty (EOFError) or cut-off (BadZipFile) per-source file of an interrupted bake is reported with its
-    path and the repair, not as a bare numpy or zipfile error."""
+    """An empty (EOFError), cut-off (BadZipFile), overwritten (a member's CRC fails) or incomplete per-source
+    file of an interrupted bake is reported with its path and the repair, not as a bare numpy or zipfile error."""
+    from asgf_nav.acoustics.bake import PARTIAL_KEYS
+
     partial = tmp_path / "acoustics_partial"
     partial.mkdir()
     path = partial / "source_000.npz"
-    np.savez(path, counts=np.zeros(3, dtype=np.int64), delay=np.zeros(50, dtype=np.float32))
-    path.write_bytes(b"" if content == "empty" else path.read_bytes()[:40])
-    with pytest.raises(RuntimeError, match=r"source_000\.npz is unreadable .*delete it and rebake"):
+    keys = PARTIAL_KEYS[:2] if content == "incomplete" else PARTIAL_KEYS
+    np.savez(path, **{key: np.arange(4000, dtype=np.float32) for key in keys})
+    data = path.read_bytes()
+    if content == "overwritten":
+        data = data[:3000] + bytes(64) + data[3064:]
+    path.write_bytes({"empty": b"", "truncated": data[:40]}.get(content, data))
+    with pytest.raises(SceneStoreError, match=r"source_000\.npz is unreadable .*delete it and bake again"):
         write_acoustics_stage(tmp_path, {"sample_rate": FS}, np.array([0]), partial)
 
 

@@ -322,10 +322,19 @@ def test_cached_pools_are_rebuilt_when_their_responses_would_differ(tmp_path, mo
     assert built == []  # same renderer: the cache serves
     monkeypatch.setattr(pools, "SHOEBOX_POOL_VERSION", 2)
     assert pools.rir_pool(cfg, "train", 2, 5).source == "shoebox:2" and len(built) == 1
-    for damaged in (b"PK\x03\x04 cut short", b""):  # an unreadable cache is rendered again, not a stop
-        (tmp_path / "shoebox_train_2x2_s5.npz").write_bytes(damaged)
+    cached = tmp_path / "shoebox_train_2x2_s5.npz"
+    overwritten = cached.read_bytes()
+    overwritten = overwritten[:200] + b"\xff" * 64 + overwritten[264:]  # a member's bytes: its CRC fails
+    for damaged in (b"PK\x03\x04 cut short", b"", overwritten):  # an unreadable cache is rendered again
+        cached.write_bytes(damaged)
         assert pools.rir_pool(cfg, "train", 2, 5).source == "shoebox:2"
-    assert len(built) == 3 and RirPool.load(tmp_path / "shoebox_train_2x2_s5.npz").source == "shoebox:2"
+    assert len(built) == 4 and RirPool.load(cached).source == "shoebox:2"
+    killed_write = tmp_path / ".shoebox_train_2x2_s5.npz.0a1b2c3d.tmp"  # left by a write killed outright
+    other_pool = tmp_path / ".shoebox_train_9x2_s5.npz.0a1b2c3d.tmp"  # another run may be writing it
+    killed_write.write_bytes(b"x" * 100)
+    other_pool.write_bytes(b"x")
+    pools.rir_pool(cfg, "train", 2, 5)
+    assert not killed_write.exists() and other_pool.exists()
 
 
 def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):

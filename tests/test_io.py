@@ -270,3 +270,31 @@ def test_logging_scope_restores_the_callers_handlers_and_level_and_closes_its_ow
         assert file_handler.stream is None  # closed: logging.FileHandler.close() drops its stream
     finally:
         root.removeHandler(notebook)
+
+
+@pytest.mark.parametrize("damage", ["header", "emptied", "member"])
+def test_every_kind_of_array_file_damage_is_a_value_error(tmp_path: Path, damage: str) -> None:
+    """numpy raises TokenError for an overwritten .npy header, EOFError for an emptied file and BadZipFile for
+    an .npz member whose CRC fails: callers catch one ValueError (and OSError for a missing file)."""
+    from asgf_nav.io import load_npy, load_npz
+
+    npy, npz = tmp_path / "a.npy", tmp_path / "a.npz"
+    np.save(npy, np.zeros((3, 4), np.float32))
+    np.savez(npz, a=np.arange(4000, dtype=np.float32), b=np.ones(2))
+    assert load_npy(npy).shape == (3, 4) and sorted(load_npz(npz, ["a"])) == ["a", "b"]
+    if damage == "header":
+        data = bytearray(npy.read_bytes())
+        data[10:19] = b"{" * 9  # same size, as a byte overwrite leaves it
+        npy.write_bytes(bytes(data))
+    elif damage == "emptied":
+        npy.write_bytes(b"")
+    else:
+        data = npz.read_bytes()
+        npz.write_bytes(data[:3000] + bytes(64) + data[3064:])
+    with pytest.raises(ValueError, match="damaged array file" if damage != "member" else "Bad CRC-32"):
+        load_npy(npy) if damage != "member" else load_npz(npz)
+    np.savez(tmp_path / "b.npz", a=np.ones(1))
+    with pytest.raises(ValueError, match=r"no member \['c'\]"):
+        load_npz(tmp_path / "b.npz", ["a", "c"])
+    with pytest.raises(FileNotFoundError):
+        load_npy(tmp_path / "missing.npy")

@@ -274,6 +274,7 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_pool_with_an_idle_worker(t
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
     assert "kept the task queue's lock" not in stderr, stderr  # the idle worker unwound, releasing it
+    assert stderr.rstrip().endswith("terminated (SIGTERM)"), stderr  # one line says why it ended
 
 
 SECOND_SIGTERM_SCRIPT = textwrap.dedent(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate_source
-from asgf_nav.io import atomic_savez, atomic_write_text
+from asgf_nav.io import atomic_savez, atomic_write_text, load_npz
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.scene import layout_digest, read_floorplan
-from asgf_nav.scenes.store import SceneStore, write_stage
+from asgf_nav.scenes.store import SceneStore, SceneStoreError, write_stage
 from asgf_nav.termination import raise_if_stopped
 
 logger = logging.getLogger(__name__)
@@ -187,18 +186,17 @@ PARTIAL_KEYS = ("counts", "delay", "direction", "level_db", "late_db")  # what b
 
 def _finished_source(path: Path) -> bool:
     """Whether a resumed bake may keep this source's file: one damaged since it was written (a full disk,
-    a copy cut short) is baked again, with a warning, instead of stopping the stage at its end."""
+    a copy cut short, bytes overwritten) is baked again, with a warning, instead of stopping the stage at its
+    end. Every member is read (a few hundred kB), since a damaged one only shows when it is read."""
     if not path.exists():
         return False
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in PARTIAL_KEYS if key not in data.files]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        missing = [f"all ({exc or type(exc).__name__})"]
-    if missing:
-        logger.warning("partial acoustics file %s is unreadable (missing %s); baking that source again", path, missing)
+        load_npz(path, PARTIAL_KEYS)
+    except (OSError, ValueError) as exc:
+        logger.warning("partial acoustics file %s is unreadable (%s); baking that source again", path, exc)
         path.unlink()
-    return not missing
+        return False
+    return True
 
 
 def write_acoustics_stage(scene_dir: Path, params: dict[str, Any], sources: np.ndarray, partial: Path) -> None:
@@ -207,17 +205,16 @@ def write_acoustics_stage(scene_dir: Path, params: dict[str, Any], sources: np.n
     for slot in range(len(sources)):
         path = _source_file(partial, slot)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                counts.append(data["counts"])
-                delay.append(data["delay"])
-                direction.append(data["direction"])
-                level.append(data["level_db"])
-                late.append(data["late_db"])
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            problem = exc or type(exc).__name__
-            raise RuntimeError(
-                f"partial acoustics file {path} is unreadable ({problem}); delete it and rebake"
+            data = load_npz(path, PARTIAL_KEYS)
+        except (OSError, ValueError) as exc:  # damaged since the resume checked it
+            raise SceneStoreError(
+                f"partial acoustics file {path} is unreadable ({exc}); delete it and bake again"
             ) from exc
+        counts.append(data["counts"])
+        delay.append(data["delay"])
+        direction.append(data["direction"])
+        level.append(data["level_db"])
+        late.append(data["late_db"])
     offsets = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.concatenate(counts))
     arrays = {

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
+from asgf_nav.io import load_npz
+
 logger = logging.getLogger(__name__)
 
 KEMAR_FILE = Path(__file__).resolve().parent / "data" / "mit_kemar.npz"
@@ -76,17 +78,17 @@ def load_hrtf(sample_rate: int, path: str | Path = KEMAR_FILE) -> Hrtf:
     """The KEMAR set resampled (polyphase) to ``sample_rate``; cached per rate."""
     path = Path(path)
     try:
-        data = np.load(path, allow_pickle=False)
-        hrir = data["hrir"].astype(np.float32)
-        azimuth = data["azimuth"].astype(np.float64)
-        elevation = data["elevation"].astype(np.float64)
-        native_rate = int(data["sample_rate"])
+        data = load_npz(path, ("hrir", "azimuth", "elevation", "sample_rate"))
     except OSError as exc:
         raise FileNotFoundError(
             f"cannot read HRTF file {path} ({exc}); regenerate it with scripts/convert_hrtf.py"
         ) from exc
-    except (KeyError, ValueError) as exc:
+    except ValueError as exc:
         raise ValueError(f"HRTF file {path} is malformed ({exc}); regenerate it with scripts/convert_hrtf.py") from exc
+    hrir = data["hrir"].astype(np.float32)
+    azimuth = data["azimuth"].astype(np.float64)
+    elevation = data["elevation"].astype(np.float64)
+    native_rate = int(data["sample_rate"])
     if hrir.ndim != 3 or hrir.shape[1] != 2 or hrir.shape[0] != azimuth.shape[0]:
         raise ValueError(f"HRTF file {path}: hrir has shape {hrir.shape}, expected (directions, 2, taps)")
     if sample_rate != native_rate:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from asgf_nav.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, exclusive_lock
+from asgf_nav.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, exclusive_lock, load_npy
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -218,8 +218,8 @@ class SceneStore:
         entry = self._entry(name)
         path = self.directory / entry["file"]
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:  # EOFError: an emptied file
+            arr = load_npy(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
             raise SceneStoreError(
                 f"cannot read scene array {path}: {exc or type(exc).__name__}; {self.rebuild_hint(path)}"
             ) from exc

@@ -41,7 +41,7 @@ import torch
 
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
-from asgf_nav.io import atomic_write_text, exclusive_lock
+from asgf_nav.io import atomic_write_text, exclusive_lock, load_npy
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
@@ -157,8 +157,8 @@ def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
     if not path.is_file():
         return "does not exist"
     try:
-        array = np.load(path, mmap_mode="r")
-    except (ValueError, EOFError, OSError) as err:
+        array = load_npy(path, mmap_mode="r")
+    except (ValueError, OSError) as err:
         return f"is not a readable .npy file ({type(err).__name__}: {err})"
     expected = tuple(fingerprint["scene"]["shape"])
     if array.shape != expected or array.dtype != np.float32:
@@ -238,7 +238,7 @@ class SpectrogramStore:
                 f"spectrogram store {path} {problem}; bake it again (this replaces it): "
                 f"{rebake_command(self.root, scene, sound)}"
             )
-        array = np.load(path, mmap_mode="r")
+        array = load_npy(path, mmap_mode="r")
         slots, receivers, yaws = (np.array(v) for v in zip(*verification_probes(scene)))
         live = (
             spectrograms_for(
@@ -313,8 +313,8 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
     state, problem = _read_json(state_file)
     if problem is None and isinstance(state, dict) and state.get("fingerprint") == fingerprint:
         try:
-            array = np.load(partial, mmap_mode="r")
-        except (ValueError, EOFError, OSError) as err:
+            array = load_npy(partial, mmap_mode="r")
+        except (ValueError, OSError) as err:
             logger.warning("discarding the partial bake %s: it is not a readable .npy file (%s)", partial, err)
             return 0
         if list(array.shape) == fingerprint["scene"]["shape"] and array.dtype == np.float32:
@@ -346,7 +346,7 @@ def _bake_locked(
     shape = tuple(fingerprint["scene"]["shape"])
     done = _resumable_sources(partial, state_file, fingerprint)
     if done:
-        array = np.load(partial, mmap_mode="r+")
+        array = load_npy(partial, mmap_mode="r+")
         logger.info("resuming %s at source %d of %d", final, done, shape[0])
     else:
         state_file.unlink(missing_ok=True)  # describes the old partial file, not the one written now

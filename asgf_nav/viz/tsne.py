@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from asgf_nav.eval.evaluator import Agent, AgentContext, PolicyAgent, run_episodes
-from asgf_nav.io import atomic_savefig, atomic_savez
+from asgf_nav.io import atomic_savefig, atomic_savez, load_npz
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.world import TaskWorld
 
@@ -36,8 +36,11 @@ class SpatialStates:
 
     @classmethod
     def load(cls, path: str | Path) -> SpatialStates:
-        with np.load(path) as data:
-            return cls(data["states"], data["distance"], data["azimuth"])
+        try:
+            data = load_npz(path, ("states", "distance", "azimuth"))
+        except ValueError as exc:
+            raise ValueError(f"cannot read spatial states {path}: {exc}") from exc
+        return cls(data["states"], data["distance"], data["azimuth"])
 
 
 class _Collected(Exception):

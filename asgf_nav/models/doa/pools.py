@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from asgf_nav.io import exclusive_lock, remove_stale_temporaries_of
 from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
 
 if TYPE_CHECKING:
@@ -82,6 +83,17 @@ def _cached_pool(
     part = "_direct" if direct_only else ""
     path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}{part}.npz"
     source = pool_source(cfg, rooms, split) + part
+    # one writer per pool (two runs sharing a pool directory render it once), and the temporaries of a
+    # killed write removed (a pool is about 100 MB)
+    with exclusive_lock(path.with_name(f".{path.name}.lock"), f"RIR pool {path}"):
+        remove_stale_temporaries_of(path)
+        return _load_or_render_pool(cfg, rooms, path, source, split, num_poses, seed, direct_only)
+
+
+def _load_or_render_pool(
+    cfg: DoaTrainConfig, rooms: str, path: Path, source: str, split: str, num_poses: int, seed: int,
+    direct_only: bool,
+) -> RirPool:  # fmt: skip
     if path.exists():
         try:
             pool = RirPool.load(path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
+from asgf_nav.io import load_npz
 from asgf_nav.models.doa.features import lateral_fold, relative_azimuth
 
 logger = logging.getLogger(__name__)
@@ -106,12 +106,12 @@ class RirPool:
     @classmethod
     def load(cls, path) -> RirPool:
         try:
-            data = np.load(path)
-            los = data["line_of_sight"].astype(bool) if "line_of_sight" in data.files else None
-            source = str(data["source"]) if "source" in data.files else ""
-            return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]), los, source)
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an emptied file
+            data = load_npz(path, ("rirs", "azimuth", "sample_rate"))
+        except (OSError, ValueError) as err:
             raise ValueError(f"cannot read RIR pool {path}: {err or type(err).__name__}") from err
+        los = data["line_of_sight"].astype(bool) if "line_of_sight" in data else None
+        source = str(data["source"]) if "source" in data else ""
+        return cls(data["rirs"], data["azimuth"], int(data["sample_rate"]), los, source)
 
 
 # --------------------------------------------------------------------------------------------- shoebox
