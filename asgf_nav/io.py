@@ -12,11 +12,13 @@ import os
 import re
 import secrets
 import stat
+import sys
 import tokenize
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -205,6 +207,42 @@ def file_identity(path: str | Path) -> dict[str, str]:
     """Path and a 16-hex-digit SHA-256 of the file's bytes: what a run records of a model file it reads,
     since the file at that path can be rewritten under it."""
     return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
+
+
+def content_digest(value: Any) -> str:
+    """A digest of nested containers (mappings, lists, tuples) of tensors, arrays and plain values that is
+    the same before and after a ``torch.save`` / ``torch.load`` round trip: what checkpoints record, so
+    that damage which still unpickles (a flipped bit in an optimizer moment) is caught on loading."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()[:16]
+
+
+def _feed(digest: Any, value: Any) -> None:
+    torch = sys.modules.get("torch")  # only a tensor's owner has imported torch; this module never needs it
+    if torch is not None and isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{tensor.dtype}{tuple(value.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, np.ndarray) and value.dtype != object:
+        digest.update(f"A{value.dtype}{value.shape};".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, Mapping):
+        digest.update(f"M{len(value)};".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple, np.ndarray)):  # an object array as a list of its elements
+        items = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+        digest.update(f"{type(value).__name__}{len(items)};".encode())
+        for item in items:
+            _feed(digest, item)
+    elif isinstance(value, np.generic):  # as its Python value: numpy 1 and 2 print scalars differently
+        _feed(digest, value.item())
+    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        digest.update(f"{value!r};".encode())
+    else:  # by its type alone: the repr of another object may hold its address
+        digest.update(f"<{type(value).__qualname__}>;".encode())
 
 
 def writable_dir_problem(path: str | Path) -> str | None:

@@ -235,6 +235,28 @@ def _tiny_crnn_run(tmp_path, **changes) -> DoaTrainConfig:
     return DoaTrainConfig(**(settings | changes))
 
 
+def test_damage_that_still_unpickles_is_caught_in_a_doa_checkpoint_and_its_export(tmp_path):
+    """Every entry has a digest: a resume would otherwise go on from a damaged optimizer moment, and the
+    navigation observation would read damaged weights without a word."""
+    from asgf_nav.models.doa import train as doa_train
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError, export_weights, load_model, read_checkpoint
+
+    cfg = _tiny_crnn_run(tmp_path)
+    doa_train.train(cfg, progress=False)
+    exported = export_weights(cfg.out, tmp_path / "weights.pt")
+    assert read_checkpoint(cfg.out)["step"] == 2 and load_model(exported) is not None
+    for path, entry in ((Path(cfg.out), "optimizer"), (exported, "state_dict")):
+        saved = torch.load(path, weights_only=False)
+        if entry == "optimizer":
+            moment = next(iter(saved["optimizer"]["state"].values()))["exp_avg_sq"]
+        else:
+            moment = next(iter(saved["state_dict"].values()))
+        moment.view(-1)[0] += 1.0
+        torch.save(saved, tmp_path / "damaged.pt")
+        with pytest.raises(DoaCheckpointError, match=rf"is damaged: its entries \['{entry}'\] no longer match"):
+            read_checkpoint(tmp_path / "damaged.pt")
+
+
 def _flags(cfg: DoaTrainConfig) -> list[str]:
     """scripts/pretrain_doa.py's arguments for ``cfg`` (its on/off flags left at their defaults)."""
     from dataclasses import asdict

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import random
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 
 from asgf_nav.config import flatten_dotted
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
-from asgf_nav.io import atomic_write
+from asgf_nav.io import atomic_write, content_digest
 
 logger = logging.getLogger(__name__)
 
@@ -188,41 +187,7 @@ def policy_digest(state: dict[str, Any]) -> str:
 def entry_digests(state: dict[str, Any]) -> dict[str, str]:
     """A digest of each entry but the weights (which :func:`policy_digest` covers) and the digests."""
     skipped = ("model", WEIGHTS_DIGEST, STATE_DIGESTS)
-    digests = {}
-    for key, value in state.items():
-        if key not in skipped:
-            digest = hashlib.sha256()
-            _feed(digest, value)
-            digests[key] = digest.hexdigest()[:16]
-    return digests
-
-
-def _feed(digest: Any, value: Any) -> None:
-    """Add ``value`` (nested containers of tensors, arrays and plain values) to ``digest``, the same before
-    and after a save and load. Other objects count by their type alone: their repr may hold an address."""
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"T{tensor.dtype}{tuple(value.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    elif isinstance(value, np.ndarray) and value.dtype != object:
-        digest.update(f"A{value.dtype}{value.shape};".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, Mapping):
-        digest.update(f"M{len(value)};".encode())
-        for key in sorted(value, key=repr):
-            _feed(digest, key)
-            _feed(digest, value[key])
-    elif isinstance(value, (list, tuple, np.ndarray)):  # an object array as a list of its elements
-        items = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
-        digest.update(f"{type(value).__name__}{len(items)};".encode())
-        for item in items:
-            _feed(digest, item)
-    elif isinstance(value, np.generic):  # as its Python value: numpy 1 and 2 print scalars differently
-        _feed(digest, value.item())
-    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
-        digest.update(f"{repr(value)};".encode())
-    else:
-        digest.update(f"<{type(value).__qualname__}>;".encode())
+    return {key: content_digest(value) for key, value in state.items() if key not in skipped}
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

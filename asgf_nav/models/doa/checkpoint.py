@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
-from asgf_nav.io import atomic_write
+from asgf_nav.io import atomic_write, content_digest
 from asgf_nav.models.doa.config import RESUMABLE_TRAIN_KEYS, DoaTrainConfig, build_model, learning_rate
 
 logger = logging.getLogger(__name__)
+
+ENTRY_DIGESTS = "entry_digests"  # content_digest of every other entry, added by every save
 
 
 def save_checkpoint(
@@ -52,6 +54,7 @@ def save_checkpoint(
         "metrics": metrics,
         "rng": capture_rng(rng, device) if rng is not None else None,
     }
+    payload[ENTRY_DIGESTS] = {key: content_digest(value) for key, value in payload.items()}  # checked on reading
     atomic_write(path, lambda p: torch.save(payload, p))
 
 
@@ -86,6 +89,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DoaCheckpointError(f"DoA checkpoint {path} is not readable as a torch checkpoint: {err}") from err
     if not isinstance(ckpt, dict) or not {"kind", "state_dict"} <= ckpt.keys():
         raise DoaCheckpointError(f"DoA checkpoint {path} is not a valid DoA model: it holds no 'kind' and 'state_dict'")
+    recorded = ckpt.pop(ENTRY_DIGESTS, None)  # None: exported weights, or written before digests were recorded
+    if recorded is not None:
+        damaged = sorted(k for k in recorded.keys() | ckpt.keys() if recorded.get(k) != content_digest(ckpt.get(k)))
+        if damaged:
+            raise DoaCheckpointError(
+                f"DoA checkpoint {path} is damaged: its entries {damaged} no longer match the digests saved with them"
+            )
     return ckpt
 
 
@@ -112,6 +122,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     ckpt = read_checkpoint(checkpoint)
     ckpt["optimizer"] = ckpt["rng"] = None
     ckpt["state_dict"] = {k: v.contiguous() for k, v in ckpt["state_dict"].items()}
+    ckpt[ENTRY_DIGESTS] = {key: content_digest(value) for key, value in ckpt.items()}
     atomic_write(out, lambda p: torch.save(ckpt, p))
     logger.info("exported DoA weights %s -> %s (%.2f MB)", checkpoint, out, Path(out).stat().st_size / 1e6)
     return Path(out)
