@@ -49,7 +49,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     from asgf_nav.tasks.episodes import EpisodeError
     from asgf_nav.tasks.soundspaces_export import ExportError
     from asgf_nav.tasks.spectrogram_store import SpectrogramStoreError
-    from asgf_nav.termination import install_stop_handlers, stop_requested
+    from asgf_nav.termination import install_stop_handlers
 
     install_stop_handlers()
     user_errors = (
@@ -62,8 +62,8 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     except user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except SystemExit as exc:  # a SIGTERM ends in one line too, as a Ctrl-C does, wherever it lands
-        if exc.code == 128 + signal.SIGTERM and stop_requested():
+    except SystemExit as exc:  # a SIGTERM (asgf_nav.termination) ends in one line too, as a Ctrl-C does
+        if exc.code == 128 + signal.SIGTERM:
             print("terminated (SIGTERM)", file=sys.stderr)
         raise
     raise SystemExit(code or 0)

@@ -277,15 +277,15 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     stop handlers, the logging set-up, torch's thread count and the observation registry as they were."""
     import torch
 
-    from asgf_nav.rl.distributed import init_distributed, is_main_process, local_rank
+    from asgf_nav.rl.distributed import is_main_process, local_rank, process_group_for_run, rank0_error
     from asgf_nav.tasks.observations import restored_observations
 
     cfg = copy.deepcopy(cfg)  # the run resolves and fills in fields (scenes.source, the doa sensor)
     check_values(cfg)  # a config edited in code after load_config, before anything is written
-    init_distributed(resolve_device(cfg.train.device, local_rank()))
-    is_main = is_main_process()
     run_dir = Path(cfg.train.run_dir)
     with ExitStack() as held:
+        held.enter_context(process_group_for_run(resolve_device(cfg.train.device, local_rank())))
+        is_main = is_main_process()
         held.enter_context(stop_handling())  # SIGTERM and Ctrl-C run the clean-up (background build, run lock)
         held.enter_context(logging_scope())
         held.callback(torch.set_num_threads, torch.get_num_threads())
@@ -294,10 +294,19 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         # a bad DoA checkpoint, policy or sensor name stops the run before its directory is made or a scene baked
         register_auxiliary_observations(cfg)
         check_components(cfg)
+        refused = None
         if is_main:
-            make_named_dir(run_dir, "train.run_dir")
-            check_run_entries(run_dir)
-            held.enter_context(claim_run_dir(run_dir, resume))
+            try:
+                make_named_dir(run_dir, "train.run_dir")
+                check_run_entries(run_dir)
+                held.enter_context(claim_run_dir(run_dir, resume))
+            except ConfigError as exc:
+                refused = exc
+        message = rank0_error(refused)  # every rank meets here, so every rank stops with rank 0's message
+        if refused is not None:
+            raise refused
+        if message is not None:
+            raise ConfigError(f"{message} (found by rank 0)")
         _train_in(cfg, run_dir, resume, is_main)
 
 

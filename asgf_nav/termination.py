@@ -5,7 +5,9 @@ Outside a :func:`stop_between_updates` block the handlers raise at once (``Syste
 
 Inside the block (the trainer's update loop) the first signal is only recorded: the
 loop finishes its update, saves a checkpoint and then raises, so an interrupted run loses nothing and
-``--resume`` continues from there. A second signal raises at once, for when that update takes too long.
+``--resume`` continues from there. A second signal raises at once, for when that update takes too long;
+but a SIGTERM within half a second of the first is the same stop delivered twice (Slurm signals every
+process of a job step, and torchrun passes its own on to its workers), which must not cut the save short.
 
 Python drops an exception raised while it is inside a ``__del__`` or a weakref callback ("Exception
 ignored in ..."), and a library's bare ``except`` can swallow it too; so the handlers always remember
@@ -28,11 +30,14 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
 _received: int | None = None  # the first stop signal received, if any
+_received_at = 0.0  # its time.monotonic()
+REPEAT_WINDOW_S = 0.5  # a SIGTERM this soon after the first one repeats it
 _deferring = False  # inside stop_between_updates: the first signal waits for the loop's safe point
 _deferred = False  # the first signal was recorded without raising
 _shielded = 0  # depth of uninterrupted() blocks
@@ -46,8 +51,13 @@ def _raise_for(signum: int) -> None:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    global _received, _deferred, _held
+    global _received, _received_at, _deferred, _held
     first = _received is None
+    now = time.monotonic()
+    if not first and signum == _received == signal.SIGTERM and now - _received_at < REPEAT_WINDOW_S:
+        return  # the same stop delivered twice: Slurm signals each process, and torchrun passes its own on
+    if first:
+        _received_at = now
     _received = _received or signum
     if first and _deferring:
         _deferred = True

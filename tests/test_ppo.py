@@ -702,7 +702,7 @@ def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Pa
     trainer.train(max_updates=1)
     state = trainer.state_dict()
     # as if a run on two ranks had stopped after its first update of 4: 2 x the frames per update
-    state["frames"], state["num_updates"] = 2 * frames, 4
+    state["frames"], state["num_updates"], state["frames_per_update"] = 2 * frames, 4, 2 * frames
     state["config"]["ppo"]["total_frames"] = cfg.ppo.total_frames = 8 * frames
     trainer.updates_done, trainer.frames = 1, 2 * frames
     trainer.num_updates = 1 + 6  # one rank: the 6 x frames still to go take 6 updates
@@ -1280,3 +1280,56 @@ def test_ddppo_normalises_advantages_over_every_ranks_rollout(tmp_path: Path) ->
     expected = (together - together.mean()) / (together.var(unbiased=False).sqrt() + 1e-5)
     torch.testing.assert_close(torch.cat([r.reshape(-1) for r in ranks]), expected)
     assert ranks[1].min() > ranks[0].max()
+
+
+def _refused_run_worker(rank: int, world: int, ports: tuple[int, int], run_dir: str, out_dir: str) -> None:
+    import os
+
+    from asgf_nav.config import ConfigError, load_config
+    from asgf_nav.experiment import run_training
+    from asgf_nav.rl.distributed import is_distributed, process_group_for_run
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(ports[0]))  # fmt: skip
+    with process_group_for_run(None):
+        joined = is_distributed()
+    lines = [f"joined {joined}, left {not is_distributed()}"]
+    os.environ["MASTER_PORT"] = str(ports[1])  # a fresh rendezvous for the run's own group
+    try:
+        run_training(load_config("tiny_heard", [f"train.run_dir={run_dir}", f"scenes.data_root={out_dir}/data"]))
+    except ConfigError as exc:
+        lines.append(f"ConfigError: {exc}")
+    lines.append(f"left {not is_distributed()}")
+    Path(out_dir, f"{rank}.txt").write_text("\n".join(lines))
+
+
+def test_ddppo_ranks_all_stop_with_rank_0s_message_when_it_refuses_the_run_directory(tmp_path: Path) -> None:
+    """Only rank 0 claims the run directory: the others used to wait for it at a collective and die with a
+    gloo 'connection closed' traceback. Every rank also leaves the process group it joined for the run."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from asgf_nav.experiment import RUN_LOCK
+    from asgf_nav.io import exclusive_lock
+
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        ports = (first.getsockname()[1], second.getsockname()[1])
+    run = tmp_path / "run"
+    run.mkdir()
+    with exclusive_lock(run / RUN_LOCK, "a live run"):  # another training process holds it
+        mp.spawn(_refused_run_worker, args=(2, ports, str(run), str(tmp_path)), nprocs=2, join=True)
+    refusal = f"train.run_dir: {run} is in use by another training process; choose another"
+    assert (tmp_path / "0.txt").read_text().splitlines() == [
+        "joined True, left True",
+        f"ConfigError: {refusal}",
+        "left True",
+    ]
+    assert (tmp_path / "1.txt").read_text().splitlines() == [
+        "joined True, left True",
+        f"ConfigError: {refusal} (found by rank 0)",
+        "left True",
+    ]
+    assert not (tmp_path / "data").exists()  # refused before any bake

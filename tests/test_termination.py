@@ -36,7 +36,7 @@ def test_swallowed_stop_signal_is_raised_again(stop):
 
 DEFERRED_SCRIPT = textwrap.dedent(
     """
-    import os, sys
+    import os, sys, time
     from asgf_nav.termination import install_stop_handlers, raise_if_stopped, stop_between_updates, stop_requested
 
     install_stop_handlers()
@@ -45,6 +45,7 @@ DEFERRED_SCRIPT = textwrap.dedent(
         os.kill(os.getpid(), stop)  # the first signal is only recorded
         print("recorded" if stop_requested() else "missed", flush=True)
         if sys.argv[2] == "twice":
+            time.sleep(0.6)  # past the half second in which a repeated SIGTERM is the same stop
             try:
                 os.kill(os.getpid(), stop)  # a second one raises at once
             except BaseException as exc:
@@ -281,6 +282,21 @@ def test_the_first_stop_signal_is_the_one_raised_at_the_safe_point() -> None:
             except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt must not reach pytest itself
                 raised = exc
     assert isinstance(raised, SystemExit) and raised.code == 128 + signal.SIGTERM
+
+
+def test_a_sigterm_delivered_twice_at_once_is_one_stop(monkeypatch) -> None:
+    """Slurm signals every process of a job step and torchrun passes its own SIGTERM on, so each DD-PPO rank
+    gets two within milliseconds: counted as a second stop, it raised mid all-reduce and lost the update."""
+    from asgf_nav import termination
+    from asgf_nav.termination import stop_between_updates, stop_handling
+
+    with stop_handling():
+        with stop_between_updates():
+            assert _raised_by_signal(signal.SIGTERM) is None  # recorded only
+            assert _raised_by_signal(signal.SIGTERM) is None  # the same stop again
+            monkeypatch.setattr(termination, "REPEAT_WINDOW_S", 0.0)  # as if it came later: a second stop
+            raised = _raised_by_signal(signal.SIGTERM)
+            assert isinstance(raised, SystemExit) and raised.code == 128 + signal.SIGTERM
 
 
 def test_installing_the_stop_handlers_forgets_a_stop_of_an_earlier_run() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -19,6 +21,11 @@ from torch import nn
 from asgf_nav.config import ConfigError
 
 logger = logging.getLogger(__name__)
+
+# How long a rank waits for the others at a collective. The others wait there while rank 0 alone bakes the
+# first training scene or validates, which on CPUs can take well over torch's default half hour; a rank that
+# dies does not leave them waiting that long, since torchrun then ends every rank.
+COLLECTIVE_TIMEOUT_S = 6 * 3600.0
 
 
 def is_distributed() -> bool:
@@ -53,7 +60,7 @@ def init_distributed(
     init_method: str | None = None,
     rank_id: int | None = None,
     world: int | None = None,
-    timeout_s: float = 1800.0,
+    timeout_s: float = COLLECTIVE_TIMEOUT_S,
 ) -> tuple[int, int, int]:
     """Join the process group described by RANK / WORLD_SIZE / LOCAL_RANK (torchrun) or by the arguments.
 
@@ -84,6 +91,34 @@ def init_distributed(
     )
     logger.info("joined process group: rank %d of %d (local rank %d, %s)", rank_id, world, local, backend)
     return rank_id, world, local
+
+
+@contextmanager
+def process_group_for_run(device: torch.device | None) -> Iterator[None]:
+    """:func:`init_distributed` for one run, and the group it joined left as the run ends: an interpreter
+    that exits with gloo's threads still running can abort (exit -6) after a finished run. After a run that
+    ended well every rank first meets the others, so none leaves while a peer still talks to it."""
+    joined_here = not is_distributed()
+    init_distributed(device)
+    try:
+        yield
+    except BaseException:
+        if joined_here and is_distributed():
+            dist.destroy_process_group()
+        raise
+    if joined_here and is_distributed():
+        barrier()
+        dist.destroy_process_group()
+
+
+def rank0_error(error: BaseException | None) -> str | None:
+    """Rank 0's error message (None when it had none), on every rank. A check that only rank 0 makes (it
+    alone claims the run directory) then stops every rank with its message, not a peer's gloo error."""
+    if world_size() == 1:
+        return None if error is None else str(error)
+    message = [None if error is None else str(error)]
+    dist.broadcast_object_list(message, src=0)
+    return message[0]
 
 
 def broadcast_parameters(module: nn.Module, source: int = 0) -> None:

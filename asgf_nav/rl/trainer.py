@@ -355,6 +355,7 @@ class Trainer:
             "optimizer": self.ppo.state_dict(),
             "update": self.updates_done,
             "frames": self.frames,
+            "frames_per_update": self.frames_per_update,  # all ranks together: a resume on others can say so
             "num_updates": self.num_updates,
             "rng": capture_rng_state(self.device),
             "config": config_to_dict(self.cfg),
@@ -404,8 +405,11 @@ class Trainer:
         planned_frames = int(state["config"]["ppo"]["total_frames"])
         if planned_frames != int(ppo.total_frames):
             causes.append(f"ppo.total_frames {planned_frames} -> {ppo.total_frames}")
-        if self.updates_done and self.frames // self.updates_done != self.frames_per_update:
-            causes.append(f"frames per update {self.frames // self.updates_done} -> {self.frames_per_update}")
+        before = state.get("frames_per_update")  # None: a checkpoint written before it was recorded
+        if before is not None and int(before) != self.frames_per_update:
+            causes.append(f"frames per update {int(before)} -> {self.frames_per_update}")
+        elif before is None and self.updates_done and self.frames // self.updates_done != self.frames_per_update:
+            causes.append(f"frames per update now {self.frames_per_update}")
         before = 1.0 - self.updates_done / max(int(planned), 1)
         after = 1.0 - self.updates_done / max(self.num_updates, 1)
         logger.info(
