@@ -424,7 +424,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in _field_names(obj):
-            elsewhere = _sections_with(key) if prefix else []
+            elsewhere = _sections_with(key)
             hint = f" (did you mean {' or '.join(elsewhere)}?)" if elsewhere else ""
             raise ConfigError(
                 f"unknown config key {full!r} (in {source}){hint}; valid keys here: {_valid_keys(obj, prefix)}"

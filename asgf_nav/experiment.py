@@ -248,7 +248,7 @@ def import_plugins(cfg: ExperimentConfig) -> None:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):  # the plugin imports something missing
+            if exc.name != name and not name.startswith(f"{exc.name}."):  # the plugin imports something missing
                 raise ConfigError(f"model.plugins: importing {name!r} failed: {exc}") from exc
             raise ConfigError(
                 f"model.plugins: no module {name!r} (install it, or add the folder holding it to PYTHONPATH)"
@@ -288,6 +288,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         is_main = is_main_process()
         held.enter_context(stop_handling())  # SIGTERM and Ctrl-C run the clean-up (background build, run lock)
         held.enter_context(logging_scope())
+        setup_logging("INFO" if is_main else "WARNING")  # the console until the run's train.log is claimed
         held.callback(torch.set_num_threads, torch.get_num_threads())
         import_plugins(cfg)  # before the registry is saved: a plugin's providers stay, as its module stays imported
         held.enter_context(restored_observations())  # the run's DoA head is not left registered
@@ -300,7 +301,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
                 make_named_dir(run_dir, "train.run_dir")
                 check_run_entries(run_dir)
                 held.enter_context(claim_run_dir(run_dir, resume))
-            except ConfigError as exc:
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once the other ranks have its message
                 refused = exc
         message = rank0_error(refused)  # every rank meets here, so every rank stops with rank 0's message
         if refused is not None:

@@ -15,6 +15,7 @@ import stat
 import sys
 import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,9 +138,9 @@ def atomic_savez(path: str | Path, compressed: bool = False, **arrays: np.ndarra
     return atomic_write(path, _write)
 
 
-# what numpy raises on a damaged .npy / .npz besides ValueError: an emptied file, a zip member whose CRC fails,
-# and a header its fallback parser tokenizes (a same-size overwrite of the header's bytes)
-_DAMAGED_ARRAY_FILE = (EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError)
+# what numpy raises on a damaged .npy / .npz besides ValueError: an emptied file, a zip member whose CRC fails
+# or whose compressed stream is broken, and a header its fallback parser tokenizes (bytes overwritten)
+_DAMAGED_ARRAY_FILE = (EOFError, zipfile.BadZipFile, zlib.error, SyntaxError, tokenize.TokenError)
 
 
 def load_npy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
@@ -221,15 +222,21 @@ def content_digest(value: Any) -> str:
 def _feed(digest: Any, value: Any) -> None:
     torch = sys.modules.get("torch")  # only a tensor's owner has imported torch; this module never needs it
     if torch is not None and isinstance(value, torch.Tensor):
+        if value.is_sparse:
+            value = value.detach().coalesce()
+            digest.update(f"S{tuple(value.shape)};".encode())
+            _feed(digest, value.indices())
+            _feed(digest, value.values())
+            return
         tensor = value.detach().cpu().contiguous().reshape(-1)
         digest.update(f"T{tensor.dtype}{tuple(value.shape)};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    elif isinstance(value, np.ndarray) and value.dtype != object:
+    elif isinstance(value, np.ndarray) and not value.dtype.hasobject:
         digest.update(f"A{value.dtype}{value.shape};".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     elif isinstance(value, Mapping):
         digest.update(f"M{len(value)};".encode())
-        for key in sorted(value, key=repr):
+        for key in sorted(value, key=lambda k: repr(k.item() if isinstance(k, np.generic) else k)):
             _feed(digest, key)
             _feed(digest, value[key])
     elif isinstance(value, (list, tuple, np.ndarray)):  # an object array as a list of its elements
@@ -238,7 +245,11 @@ def _feed(digest: Any, value: Any) -> None:
         for item in items:
             _feed(digest, item)
     elif isinstance(value, np.generic):  # as its Python value: numpy 1 and 2 print scalars differently
-        _feed(digest, value.item())
+        plain = value.item()
+        if isinstance(plain, np.generic):  # one Python has no type for (a long double)
+            digest.update(f"G{value.dtype};".encode() + value.tobytes())
+        else:
+            _feed(digest, plain)
     elif value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         digest.update(f"{value!r};".encode())
     else:  # by its type alone: the repr of another object may hold its address

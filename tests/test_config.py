@@ -73,6 +73,8 @@ def test_unknown_key_names_key_and_lists_valid_ones():
 def test_a_key_under_the_wrong_section_names_the_right_one():
     with pytest.raises(ConfigError, match=r"'train.data_root' \(in command line\) \(did you mean scenes.data_root\?\)"):
         load_config("replica_unheard", ["train.data_root=DATA"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'lr' \(in command line\) \(did you mean ppo.lr\?\)"):
+        load_config("replica_unheard", ["lr=0.1"])  # a key without its section
 
 
 def test_unknown_section_in_file(tmp_path):

@@ -750,10 +750,12 @@ def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch) -> None:
 
     (tmp_path / "broken_plugin.py").write_text("import not_installed_dependency\n")
     (tmp_path / "raising_plugin.py").write_text("raise RuntimeError('bad weights file')\n")
+    (tmp_path / "prefixed_plugin.py").write_text("import prefixed\n")  # a missing module its name starts with
     monkeypatch.syspath_prepend(str(tmp_path))
     cases = {
         "broken_plugin": "model.plugins: importing 'broken_plugin' failed: No module named 'not_installed_dependency'",
         "raising_plugin": "model.plugins: importing 'raising_plugin' failed: RuntimeError: bad weights file",
+        "prefixed_plugin": "model.plugins: importing 'prefixed_plugin' failed: No module named 'prefixed'",
     }
     for module, message in cases.items():
         with pytest.raises(ConfigError) as error:

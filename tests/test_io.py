@@ -272,7 +272,7 @@ def test_logging_scope_restores_the_callers_handlers_and_level_and_closes_its_ow
         root.removeHandler(notebook)
 
 
-@pytest.mark.parametrize("damage", ["header", "emptied", "member"])
+@pytest.mark.parametrize("damage", ["header", "emptied", "member", "compressed member"])
 def test_every_kind_of_array_file_damage_is_a_value_error(tmp_path: Path, damage: str) -> None:
     """numpy raises TokenError for an overwritten .npy header, EOFError for an emptied file and BadZipFile for
     an .npz member whose CRC fails: callers catch one ValueError (and OSError for a missing file)."""
@@ -280,7 +280,8 @@ def test_every_kind_of_array_file_damage_is_a_value_error(tmp_path: Path, damage
 
     npy, npz = tmp_path / "a.npy", tmp_path / "a.npz"
     np.save(npy, np.zeros((3, 4), np.float32))
-    np.savez(npz, a=np.arange(4000, dtype=np.float32), b=np.ones(2))
+    save = np.savez_compressed if damage == "compressed member" else np.savez
+    save(npz, a=np.arange(4000, dtype=np.float32), b=np.ones(2))
     assert load_npy(npy).shape == (3, 4) and sorted(load_npz(npz, ["a"])) == ["a", "b"]
     if damage == "header":
         data = bytearray(npy.read_bytes())
@@ -288,11 +289,16 @@ def test_every_kind_of_array_file_damage_is_a_value_error(tmp_path: Path, damage
         npy.write_bytes(bytes(data))
     elif damage == "emptied":
         npy.write_bytes(b"")
-    else:
+    elif damage == "member":
         data = npz.read_bytes()
         npz.write_bytes(data[:3000] + bytes(64) + data[3064:])
-    with pytest.raises(ValueError, match="damaged array file" if damage != "member" else "Bad CRC-32"):
-        load_npy(npy) if damage != "member" else load_npz(npz)
+    else:  # a broken deflate stream: zlib.error, not a CRC failure
+        data = bytearray(npz.read_bytes())
+        data[100:140] = b"\xff" * 40
+        npz.write_bytes(bytes(data))
+    expected = {"member": "Bad CRC-32", "compressed member": "damaged array file"}.get(damage, "damaged array file")
+    with pytest.raises(ValueError, match=expected):
+        load_npy(npy) if damage in ("header", "emptied") else load_npz(npz)
     np.savez(tmp_path / "b.npz", a=np.ones(1))
     with pytest.raises(ValueError, match=r"no member \['c'\]"):
         load_npz(tmp_path / "b.npz", ["a", "c"])

@@ -552,7 +552,7 @@ def test_damage_inside_the_optimizer_or_rng_state_is_caught_by_their_digests(tmp
     optimizer.param_groups[0]["params"][0].grad = torch.ones(3)
     optimizer.step()  # moments, and a 0-dim step count
     state = {"model": {"w": torch.zeros(2)}, "optimizer": optimizer.state_dict(), "update": 3, "frames": 0,
-             "rng": {"numpy": np.random.default_rng(0).bit_generator.state, "python": random.getstate(),
+             "rng": {"numpy": np.random.get_state(), "python": random.getstate(),
                      "torch": torch.get_rng_state()},
              "config": {"ppo": {"lr": 1e-3}},
              "rollout": {"obs": np.arange(6, dtype=np.float32), "step": np.int64(4)}}  # fmt: skip
@@ -570,6 +570,11 @@ def test_damage_inside_the_optimizer_or_rng_state_is_caught_by_their_digests(tmp
         torch.save(on_disk, tmp_path / "damaged.pt")
         with pytest.raises(CheckpointError, match=rf"is damaged: its entries \['{entry}'\] no longer match"):
             load_checkpoint(tmp_path / "damaged.pt")
+    on_disk = torch.load(path, weights_only=False)
+    on_disk["state_digests"] = "not a mapping"
+    torch.save(on_disk, tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointError, match="its state_digests entry is not a mapping"):
+        load_checkpoint(tmp_path / "damaged.pt")
 
 
 def test_a_best_pt_write_that_dies_half_way_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:

@@ -161,6 +161,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if recorded is not None and recorded != policy_digest(state):
         raise CheckpointError(f"checkpoint {path} is damaged: its weights no longer match the digest saved with them")
     recorded_entries = state.pop(STATE_DIGESTS, None)  # None: written before checkpoints recorded them
+    if recorded_entries is not None and not isinstance(recorded_entries, dict):
+        raise CheckpointError(f"checkpoint {path} is damaged: its {STATE_DIGESTS} entry is not a mapping")
     if recorded_entries is not None:
         current = entry_digests(state)
         damaged = sorted(

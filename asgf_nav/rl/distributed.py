@@ -8,6 +8,7 @@ update to agree on a stop (``any_rank``). Rank 0 logs its own episodes' statisti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -104,7 +105,8 @@ def process_group_for_run(device: torch.device | None) -> Iterator[None]:
         yield
     except BaseException:
         if joined_here and is_distributed():
-            dist.destroy_process_group()
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                dist.destroy_process_group()
         raise
     if joined_here and is_distributed():
         barrier()

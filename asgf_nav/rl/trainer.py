@@ -405,11 +405,12 @@ class Trainer:
         planned_frames = int(state["config"]["ppo"]["total_frames"])
         if planned_frames != int(ppo.total_frames):
             causes.append(f"ppo.total_frames {planned_frames} -> {ppo.total_frames}")
-        before = state.get("frames_per_update")  # None: a checkpoint written before it was recorded
-        if before is not None and int(before) != self.frames_per_update:
-            causes.append(f"frames per update {int(before)} -> {self.frames_per_update}")
-        elif before is None and self.updates_done and self.frames // self.updates_done != self.frames_per_update:
-            causes.append(f"frames per update now {self.frames_per_update}")
+        # the checkpoint's own figure; one written before it recorded that, the mean over its updates
+        planned_per_update = state.get("frames_per_update")
+        if planned_per_update is None and self.updates_done:
+            planned_per_update = self.frames // self.updates_done
+        if planned_per_update is not None and int(planned_per_update) != self.frames_per_update:
+            causes.append(f"frames per update {int(planned_per_update)} -> {self.frames_per_update}")
         before = 1.0 - self.updates_done / max(int(planned), 1)
         after = 1.0 - self.updates_done / max(self.num_updates, 1)
         logger.info(

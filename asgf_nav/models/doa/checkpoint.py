@@ -89,7 +89,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DoaCheckpointError(f"DoA checkpoint {path} is not readable as a torch checkpoint: {err}") from err
     if not isinstance(ckpt, dict) or not {"kind", "state_dict"} <= ckpt.keys():
         raise DoaCheckpointError(f"DoA checkpoint {path} is not a valid DoA model: it holds no 'kind' and 'state_dict'")
-    recorded = ckpt.pop(ENTRY_DIGESTS, None)  # None: exported weights, or written before digests were recorded
+    recorded = ckpt.pop(ENTRY_DIGESTS, None)  # None: written before digests were recorded
+    if recorded is not None and not isinstance(recorded, dict):
+        raise DoaCheckpointError(f"DoA checkpoint {path} is damaged: its {ENTRY_DIGESTS} entry is not a mapping")
     if recorded is not None:
         damaged = sorted(k for k in recorded.keys() | ckpt.keys() if recorded.get(k) != content_digest(ckpt.get(k)))
         if damaged:
