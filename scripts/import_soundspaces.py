@@ -31,21 +31,23 @@ from asgf_nav.scenes.soundspaces_import import import_dataset  # noqa: E402
 logger = logging.getLogger("import_soundspaces")
 
 
-def check_rirs(paths: SoundSpacesPaths, scene: Scene, samples: int, seed: int = 0) -> list[str]:
-    """Read ``samples`` random (receiver, source, azimuth) RIRs of a scene; return the errors found."""
+def check_rirs(paths: SoundSpacesPaths, scene: Scene, samples: int, seed: int = 0) -> tuple[int, list[str]]:
+    """Read ``samples`` distinct random (receiver, source, azimuth) RIRs of a scene (every one when it has no
+    more); return how many were read and the errors found, one per bad file."""
     node_ids = np.array(scene.store.array("soundspaces_node_ids"))
     sources = np.array(scene.store.array("source_nodes"))
     rirs = SoundSpacesRirs(paths, scene.name, node_ids, sources, cache_bytes=0)
-    rng = np.random.default_rng(seed)
+    total = len(node_ids) * len(sources) * 4
+    picks = np.random.default_rng(seed).choice(total, size=min(samples, total), replace=False)
     errors = []
-    for _ in range(samples):
-        receiver = int(rng.integers(len(node_ids)))
-        source = int(sources[int(rng.integers(len(sources)))])
+    for pick in picks:
+        receiver, rest = divmod(int(pick), len(sources) * 4)
+        source, yaw = divmod(rest, 4)
         try:
-            rirs.rir(receiver, source, int(rng.integers(4)))
+            rirs.rir(receiver, int(sources[source]), yaw)
         except SoundSpacesDataError as exc:
             errors.append(str(exc))
-    return errors
+    return len(picks), errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         views = f"{scene.image_size}px" if scene.has_vision else "none"
         check = "-"
         if args.check_rirs:
-            errors = check_rirs(paths, scene, args.check_rirs)
-            check = f"{args.check_rirs - len(errors)}/{args.check_rirs} ok"
+            checked, errors = check_rirs(paths, scene, args.check_rirs)
+            check = f"{checked - len(errors)}/{checked} ok"
             for message in errors[:5]:
                 logger.error("%s", message)
             failed += bool(errors)

@@ -433,14 +433,24 @@ def test_reimport_follows_source_changes(tmp_path: Path, ss_dataset: Path):
 def test_auto_source_prefers_soundspaces_only_when_present(tmp_path: Path, ss_dataset: Path):
     assert ssi.scene_source(make_cfg(tmp_path, ss_dataset, source="auto")) == "soundspaces"
     assert ssi.scene_source(make_cfg(tmp_path, ss_dataset, source="embedded")) == "embedded"
-    (tmp_path / "empty").mkdir()
-    assert ssi.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="auto")) == "embedded"
-    typo = tmp_path / "sondspaces"  # a root named on purpose that is not there: never the generated scenes instead
+    default = make_cfg(tmp_path, tmp_path, source="auto")
+    default.scenes.soundspaces_root = None  # {data_root}/soundspaces, not there: the generated scenes
+    assert ssi.scene_source(default) == "embedded" and load_soundspaces_world(default, "train") is None
+    # a root named on purpose never falls back to the generated scenes: not there, empty, one level too high,
+    # or for a dataset SoundSpaces does not have
+    typo, empty = tmp_path / "sondspaces", tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(ss.SoundSpacesDataError, match=f"^scenes.soundspaces_root: {typo} is not a directory"):
         ssi.scene_source(make_cfg(tmp_path, typo, source="auto"))
-    assert load_soundspaces_world(make_cfg(tmp_path, tmp_path / "empty", source="auto"), "train") is None
-    with pytest.raises(ss.SoundSpacesDataError, match="no replica scene"):
-        ssi.scene_source(make_cfg(tmp_path, tmp_path / "empty", source="soundspaces"))
+    for root in (empty, ss_dataset.parent):
+        with pytest.raises(ss.SoundSpacesDataError, match=f"^scenes.soundspaces_root={root} but no replica scene"):
+            ssi.scene_source(make_cfg(tmp_path, root, source="auto"))
+    tiny = make_cfg(tmp_path, ss_dataset, source="auto")
+    tiny.scenes.dataset = "tiny"
+    with pytest.raises(ss.SoundSpacesDataError, match=r"needs scenes.dataset replica or mp3d, not 'tiny'"):
+        ssi.scene_source(tiny)
+    with pytest.raises(ss.SoundSpacesDataError, match="^scenes.source=soundspaces but no replica scene"):
+        ssi.scene_source(make_cfg(tmp_path, empty, source="soundspaces"))
 
 
 def test_rir_cache_limit_holds_for_the_whole_split(tmp_path: Path, ss_dataset: Path):
@@ -1117,6 +1127,22 @@ def test_a_stereo_sound_is_mixed_down_to_the_mean_of_its_channels(tmp_path: Path
     np.testing.assert_allclose(wave, 0.3 * sine, atol=1e-6)
 
 
+def test_files_cut_short_anywhere_are_refused_with_the_remedy(tmp_path: Path) -> None:
+    """An RIR cut part-way through a frame (scipy: 'cannot reshape array') and a sound cut short (which librosa
+    reads without a word, as 230 samples instead of 1 s) are errors naming the file; an RIR's says what to do."""
+    rir_path, sound_dir = tmp_path / "0_1.wav", tmp_path / "1s_all"
+    sound_dir.mkdir()
+    wavfile.write(rir_path, SR, np.ones((SR, 2), dtype=np.float32))
+    rir_path.write_bytes(rir_path.read_bytes()[:100_000])  # 24989 float samples: not a whole number of frames
+    with pytest.raises(ss.SoundSpacesDataError, match=r"0_1\.wav is unreadable.*part-way through a frame.*"
+                       r"binaural_rirs folder again.*rir_on_missing=silence"):  # fmt: skip
+        ss.read_rir(rir_path, SR)
+    wavfile.write(sound_dir / "bell.wav", SR, (np.sin(np.arange(SR) / 5) * 10000).astype(np.int16))
+    (sound_dir / "bell.wav").write_bytes((sound_dir / "bell.wav").read_bytes()[:1000])
+    with pytest.raises(ss.SoundSpacesDataError, match=r"1s_all/bell\.wav is unreadable.*cut short"):
+        ss.SoundSpacesSounds(sound_dir, SR)("bell")
+
+
 def test_an_empty_sound_file_is_refused_by_name(tmp_path: Path) -> None:
     """A 0-sample sound would make every episode silent: an error naming the file."""
     (tmp_path / "1s_all").mkdir()
@@ -1127,6 +1153,23 @@ def test_an_empty_sound_file_is_refused_by_name(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------------------
 # Importer and data source: what is imported, and when
+def test_the_rir_check_reads_distinct_files_and_names_each_bad_one_once(tmp_path: Path, ss_dataset: Path) -> None:
+    """--check-rirs N drew with replacement: asked for more files than a scene has, it read some several
+    times, reported one missing file five times and still never read every file."""
+    import import_soundspaces
+
+    from asgf_nav.scenes.scene import Scene
+
+    paths = ss.SoundSpacesPaths(ss_dataset, "replica")
+    scene = Scene(ssi.import_scene(paths, tmp_path / "data", "office_9"))
+    (ss_dataset / "binaural_rirs" / "replica" / "office_9" / "90" / "3_5.wav").unlink()
+    total = scene.num_nodes * len(scene.store.array("source_nodes")) * 4
+    checked, errors = import_soundspaces.check_rirs(paths, scene, samples=10 * total)
+    assert checked == total and len(errors) == 1 and "90/3_5.wav does not exist" in errors[0]
+    checked, errors = import_soundspaces.check_rirs(paths, scene, samples=5)
+    assert checked == 5
+
+
 def test_a_source_node_list_added_to_a_scene_is_imported(tmp_path: Path, ss_dataset: Path) -> None:
     """source_nodes.txt is part of the layout: adding one after an import re-imports the scene's sources."""
     paths = ss.SoundSpacesPaths(ss_dataset, "replica")
@@ -1163,12 +1206,13 @@ def test_import_dataset_with_no_scene_downloaded_says_what_it_needs(tmp_path: Pa
 
 
 def test_soundspaces_source_with_a_dataset_soundspaces_lacks_is_refused(tmp_path: Path, ss_dataset: Path) -> None:
-    """scenes.source=soundspaces with dataset tiny is an error; with source auto, tiny runs on embedded scenes."""
+    """scenes.source=soundspaces with dataset tiny is an error; with source auto (and no root named), tiny runs
+    on embedded scenes."""
     cfg = make_cfg(tmp_path, ss_dataset)
     cfg.scenes.dataset = "tiny"
-    with pytest.raises(ss.SoundSpacesDataError, match=r"source=soundspaces needs dataset replica or mp3d, not 'tiny'"):
+    with pytest.raises(ss.SoundSpacesDataError, match=r"source=soundspaces needs scenes.dataset replica or mp3d, not"):
         ssi.scene_source(cfg)
-    cfg.scenes.source = "auto"
+    cfg.scenes.source, cfg.scenes.soundspaces_root = "auto", None
     assert ssi.scene_source(cfg) == "embedded"
     cfg.scenes.source = "soundspace"  # a misspelling, built in code past load_config's check
     with pytest.raises(ss.SoundSpacesDataError, match=r"must be auto, embedded or soundspaces, got 'soundspace'"):

@@ -335,7 +335,12 @@ def read_wav(path: Path, mmap: bool = False) -> tuple[int, np.ndarray]:
     know, such as the PEAK chunk libsndfile writes into float files) pass as warnings."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", wavfile.WavFileWarning)
-        rate, data = wavfile.read(path, mmap=mmap)
+        try:
+            rate, data = wavfile.read(path, mmap=mmap)
+        except ValueError as exc:  # a cut that leaves part of a frame: its samples do not fill the channels
+            if "cannot reshape" in str(exc):
+                raise ValueError("the file is cut short: its data ends part-way through a frame") from exc
+            raise
     for warning in caught:
         if issubclass(warning.category, wavfile.WavFileWarning) and str(warning.message).startswith(CUT_SHORT_WARNINGS):
             raise ValueError(f"the file is cut short: {warning.message}")
@@ -343,24 +348,35 @@ def read_wav(path: Path, mmap: bool = False) -> tuple[int, np.ndarray]:
     return rate, data
 
 
+# what to do about any bad RIR file, appended to each error
+RIR_REMEDY = (
+    "extract that scene's binaural_rirs folder again from the SoundSpaces download (scripts/import_soundspaces.py "
+    "--check-rirs N checks a scene's files), or set scenes.rir_on_missing=silence to go on with silence for it"
+)
+
+
 def read_rir(path: Path, sample_rate: int) -> np.ndarray:
-    """One SoundSpaces binaural RIR wav -> (L, 2) float32; every defect raises naming the file."""
+    """One SoundSpaces binaural RIR wav -> (L, 2) float32; every defect raises naming the file and the remedy."""
+
+    def bad(problem: str) -> SoundSpacesDataError:
+        return SoundSpacesDataError(f"binaural RIR {path} {problem}; {RIR_REMEDY}")
+
     try:
         rate, data = read_wav(path)
     except FileNotFoundError:
-        raise SoundSpacesDataError(f"binaural RIR {path} does not exist") from None
+        raise bad("does not exist") from None
     except Exception as exc:  # a damaged header raises struct.error, ZeroDivisionError, TypeError, ...
-        raise SoundSpacesDataError(f"binaural RIR {path} is unreadable: {exc!r}") from exc
+        raise bad(f"is unreadable: {exc!r}") from exc
     if rate != sample_rate:
-        raise SoundSpacesDataError(f"binaural RIR {path} is sampled at {rate} Hz, this dataset's RIRs at {sample_rate}")
+        raise bad(f"is sampled at {rate} Hz, this dataset's RIRs at {sample_rate}")
     if data.ndim != 2 or data.shape[1] != 2:
-        raise SoundSpacesDataError(f"binaural RIR {path} must have 2 channels, got shape {data.shape}")
+        raise bad(f"must have 2 channels, got shape {data.shape}")
     if not np.issubdtype(data.dtype, np.floating):
-        raise SoundSpacesDataError(f"binaural RIR {path} holds {data.dtype} samples; SoundSpaces RIRs are float32")
+        raise bad(f"holds {data.dtype} samples; SoundSpaces RIRs are float32")
     if len(data) == 0:
-        raise SoundSpacesDataError(f"binaural RIR {path} is empty")
+        raise bad("is empty")
     if not np.isfinite(data).all():
-        raise SoundSpacesDataError(f"binaural RIR {path} holds non-finite samples")
+        raise bad("holds non-finite samples")
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
@@ -468,6 +484,9 @@ class SoundSpacesSounds:
         if not path.is_file():
             raise SoundSpacesDataError(f"sound {name!r} has no file {path}")
         try:
+            with warnings.catch_warnings():  # only a cut is of interest here, not a chunk scipy skips
+                warnings.simplefilter("ignore", wavfile.WavFileWarning)
+                read_wav(path)  # librosa reads a file cut short without a word
             audio, _ = librosa.load(path, sr=self.sample_rate, mono=True)
         except Exception as exc:  # audioread/soundfile raise many types on a corrupt file
             raise SoundSpacesDataError(f"sound file {path} is unreadable: {exc!r}") from exc

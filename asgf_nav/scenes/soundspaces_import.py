@@ -202,25 +202,26 @@ def scene_source(cfg: Any) -> str:
         raise SoundSpacesDataError(f"scenes.source must be auto, embedded or soundspaces, got {source!r}")
     if source == "embedded":
         return "embedded"
+    named = cfg.scenes.soundspaces_root  # set on purpose: a wrong path must not quietly train on generated scenes
+    asked = "scenes.source=soundspaces" if source == "soundspaces" else f"scenes.soundspaces_root={named}"
     if cfg.scenes.dataset not in DATASETS:
-        if source == "soundspaces":
+        if source == "soundspaces" or named:
             raise SoundSpacesDataError(
-                f"scenes.source=soundspaces needs dataset replica or mp3d, not {cfg.scenes.dataset!r}"
+                f"{asked} needs scenes.dataset replica or mp3d, not {cfg.scenes.dataset!r} (SoundSpaces 1.0 "
+                "has those two; an exported tiny set is written as replica)"
             )
         return "embedded"
     paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
     found = bool(paths.available_scenes())
-    if not found and cfg.scenes.soundspaces_root and not Path(cfg.scenes.soundspaces_root).is_dir():
-        # named on purpose: a mistyped path must not quietly train on the generated scenes instead
+    if not found and named and not Path(named).is_dir():
         raise SoundSpacesDataError(
-            f"scenes.soundspaces_root: {cfg.scenes.soundspaces_root} is not a directory (the SoundSpaces data "
-            "root; leave the key unset for the generated scenes)"
+            f"scenes.soundspaces_root: {named} is not a directory (the SoundSpaces data root; leave the key "
+            "unset for the generated scenes)"
         )
-    if source == "soundspaces" and not found:
+    if not found and (source == "soundspaces" or named):
         raise SoundSpacesDataError(
-            f"scenes.source=soundspaces but no {cfg.scenes.dataset} scene is under {paths.root} (need "
+            f"{asked} but no {cfg.scenes.dataset} scene is under {paths.root} (need "
             f"metadata/{cfg.scenes.dataset}/<scene>/graph.pkl + points.txt and "
-            f"binaural_rirs/{cfg.scenes.dataset}/"
-            "<scene>/; see docs/data.md)"
+            f"binaural_rirs/{cfg.scenes.dataset}/<scene>/ there; see docs/data.md)"
         )
     return "soundspaces" if found else "embedded"
