@@ -166,6 +166,11 @@ def evaluate_one(
         **identity, "episodes_requested": request.episodes, "scenes": sorted({r.scene for r in records}),
         "command": request.command,
     }  # fmt: skip
+    if identity["scene_source"] == "soundspaces":  # results heard with silence where RIRs were bad say so
+        from asgf_nav.scenes.soundspaces import silence_fallback_summary
+
+        meta["rir_on_missing"] = cfg.scenes.rir_on_missing
+        meta["rirs_replaced_by_silence"] = silence_fallback_summary()  # distinct files, this process
     summary = write_evaluation(out, records, meta)
     print(summary_markdown(summary))
     return out, progress

@@ -926,6 +926,17 @@ def test_summarize_gives_each_scene_the_metrics_of_its_own_episodes():
     ]
 
 
+def test_a_summary_says_how_many_rirs_were_heard_as_silence():
+    """Results on SoundSpaces data with scenes.rir_on_missing=silence are marked, not only logged."""
+    from asgf_nav.eval.report import summary_markdown
+
+    summary = summarize([_record("office_9", "0", success=1.0)])
+    assert "heard as silence" not in summary_markdown(summary)
+    summary["meta"] = {"rir_on_missing": "silence", "rirs_replaced_by_silence": {"replica/office_9": 3, "replica/a": 1}}
+    assert ("**4 binaural RIR files were missing or unreadable and heard as silence** (scenes.rir_on_missing="
+            "silence): replica/a: 1, replica/office_9: 3.") in summary_markdown(summary)  # fmt: skip
+
+
 def test_summarize_uses_the_requested_confidence_level_everywhere():
     """A 90 % summary has 90 % t intervals (overall and per scene) and a 90 % Wilson interval, not 95 % ones."""
     records = [_record("room", str(i), success=s) for i, s in enumerate((0.0, 1.0, 1.0, 1.0))]

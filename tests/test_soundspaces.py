@@ -355,12 +355,10 @@ def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
 def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog, monkeypatch):
     """Every replaced RIR is warned about at once and counted, and the count is logged again at exit, where
     a long run's log ends (this process's own count and exit hook are swapped for the test's)."""
-    from collections import Counter
     from types import SimpleNamespace
 
     at_exit: list = []
-    monkeypatch.setattr(ss, "_SILENCED", Counter())
-    monkeypatch.setattr(ss, "_SILENCED_EXAMPLES", {})
+    monkeypatch.setattr(ss, "_SILENCED", {})
     monkeypatch.setattr(ss, "atexit", SimpleNamespace(register=at_exit.append))  # this module's calls only
     missing = ss_dataset / "binaural_rirs" / "replica" / "office_9" / "270" / "7_5.wav"
     missing.unlink()
@@ -371,6 +369,8 @@ def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Pa
     assert "270/7_5.wav" in caplog.text
     np.testing.assert_array_equal(rir, np.zeros((SR, 2), dtype=np.float32))
     assert ss.silence_fallback_summary() == {"replica/office_9": 1}
+    scene.rir.__self__._cache.clear()  # dropped from the cache and read again: the same file, counted once
+    assert not scene.rir(6, 4, 1).any() and ss.silence_fallback_summary() == {"replica/office_9": 1}
     assert at_exit == [ss._log_silence_summary]  # registered once, by the first replacement
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -1168,6 +1168,29 @@ def test_the_rir_check_reads_distinct_files_and_names_each_bad_one_once(tmp_path
     assert checked == total and len(errors) == 1 and "90/3_5.wav does not exist" in errors[0]
     checked, errors = import_soundspaces.check_rirs(paths, scene, samples=5)
     assert checked == 5
+
+
+def test_a_partial_test_split_is_a_warning_and_hidden_files_are_no_scenes(tmp_path: Path, caplog, monkeypatch) -> None:
+    """Test results with scenes missing do not compare with the papers': a warning, not an info line. A macOS
+    '._' companion file in content/ is not a scene that is missing."""
+    from asgf_nav.tasks.soundspaces_world import downloaded_split_scenes
+
+    paths = ss.SoundSpacesPaths(tmp_path, "replica")
+    for split in ("val", "test"):
+        content = episode_dataset_path(tmp_path, "replica", split, "heard").parent / "content"
+        content.mkdir(parents=True)
+        for name in ("office_9", "room_0", "._office_9"):
+            (content / f"{name}.json.gz").write_bytes(b"")
+    monkeypatch.setattr(ss.SoundSpacesPaths, "available_scenes", lambda self: ["office_9"])
+    with caplog.at_level(logging.INFO, logger="asgf_nav.tasks.soundspaces_world"):
+        assert downloaded_split_scenes(paths, "val", "heard") == ["office_9"]
+        assert downloaded_split_scenes(paths, "test", "heard") == ["office_9"]
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]  # val, then test
+    ending = "using the 1 downloaded scenes of 2 (['room_0'] missing)"
+    assert all(r.getMessage().endswith(ending) for r in caplog.records)
+    monkeypatch.setattr(ss.SoundSpacesPaths, "available_scenes", lambda self: [])
+    with pytest.raises(ss.SoundSpacesDataError, match=r"each needs metadata/replica/<scene>/points.txt \+ graph"):
+        downloaded_split_scenes(paths, "test", "heard")
 
 
 def test_a_source_node_list_added_to_a_scene_is_imported(tmp_path: Path, ss_dataset: Path) -> None:

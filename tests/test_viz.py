@@ -269,7 +269,8 @@ def test_soundspaces_evaluation_is_refused_naming_both_scene_directories(tmp_pat
             f"scenes.soundspaces_root={tmp_path / 'soundspaces'}", "task.sensors=[spectrogram]"]  # fmt: skip
     assert evaluate.main(argv) == 0
     run = tmp_path / "eval" / "oracle_replica_heard_train"
-    assert json.loads((run / "summary.json").read_text())["meta"]["scene_source"] == "soundspaces"
+    meta = json.loads((run / "summary.json").read_text())["meta"]
+    assert meta["scene_source"] == "soundspaces" and meta["rir_on_missing"] == "error"  # what bad RIRs became
     with pytest.raises(SystemExit) as exit_info:
         visualize_trajectories.main([str(run), "--data-root", str(data), "--out", str(tmp_path / "map.png")])
     err = capsys.readouterr().err

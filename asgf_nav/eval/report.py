@@ -51,6 +51,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     sr = summary["metrics"]["success"]
     if "wilson_low" in sr:
         lines += ["", f"SR Wilson interval: [{100 * sr['wilson_low']:.1f}, {100 * sr['wilson_high']:.1f}] %."]
+    silenced = meta.get("rirs_replaced_by_silence") or {}
+    if silenced:
+        detail = ", ".join(f"{scene}: {n}" for scene, n in sorted(silenced.items()))
+        lines += ["", f"**{sum(silenced.values())} binaural RIR files were missing or unreadable and heard as "
+                      f"silence** (scenes.rir_on_missing=silence): {detail}."]  # fmt: skip
     if meta.get("command"):
         lines += ["", f"Command: `{meta['command']}`"]
     return "\n".join(lines) + "\n"

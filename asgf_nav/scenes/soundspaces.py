@@ -23,7 +23,7 @@ import atexit
 import logging
 import pickle
 import warnings
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -380,19 +380,20 @@ def read_rir(path: Path, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-_SILENCED: Counter[str] = Counter()  # scene -> RIRs replaced by silence in this process
-_SILENCED_EXAMPLES: dict[str, str] = {}
+_SILENCED: dict[str, set[str]] = {}  # dataset/scene -> the RIR files replaced by silence in this process
 
 
 def silence_fallback_summary() -> dict[str, int]:
-    """RIRs replaced by silence so far in this process, per ``dataset/scene``."""
-    return dict(_SILENCED)
+    """How many distinct RIR files were replaced by silence so far in this process, per ``dataset/scene``
+    (one read again after the cache dropped it counts once)."""
+    return {label: len(paths) for label, paths in _SILENCED.items()}
 
 
 def _log_silence_summary() -> None:
     if _SILENCED:
-        total = sum(_SILENCED.values())
-        detail = ", ".join(f"{s}: {n} (e.g. {_SILENCED_EXAMPLES[s]})" for s, n in sorted(_SILENCED.items()))
+        counts = silence_fallback_summary()
+        total = sum(counts.values())
+        detail = ", ".join(f"{s}: {n} (e.g. {min(_SILENCED[s])})" for s, n in sorted(counts.items()))
         logger.warning("%d binaural RIRs were missing or unreadable and replaced by silence: %s", total, detail)
 
 
@@ -446,9 +447,10 @@ class SoundSpacesRirs:
             label = f"{self.paths.dataset}/{self.scene}"
             if not _SILENCED:
                 atexit.register(_log_silence_summary)
-            _SILENCED[label] += 1
-            _SILENCED_EXAMPLES.setdefault(label, str(path))
-            logger.warning("%s; using silence instead", exc)
+            replaced = _SILENCED.setdefault(label, set())
+            if str(path) not in replaced:  # warned once: a file the cache dropped is read again
+                replaced.add(str(path))
+                logger.warning("%s; using silence instead", exc)
             rir = np.zeros((self.sample_rate, 2), dtype=np.float32)
         self.reads += 1
         rir.setflags(write=False)

@@ -35,8 +35,9 @@ def split_scenes(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[
     """Every scene of a split, downloaded or not: the scenes of its SoundSpaces episode dataset."""
     path = episode_dataset_path(paths.root, paths.dataset, split, sound_split)
     content = path.parent / "content"
-    if content.is_dir() and any(content.glob("*.json.gz")):
-        return sorted(f.name[: -len(".json.gz")] for f in content.glob("*.json.gz"))
+    files = [f for f in content.glob("*.json.gz") if not f.name.startswith(".")] if content.is_dir() else []
+    if files:  # a hidden file (macOS's "._" companions) is no scene
+        return sorted(f.name[: -len(".json.gz")] for f in files)
     if path.exists():
         return sorted({e.scene_name for e in load_episodes(path)})
     also = f" (nor episodes in {path.parent}_unheard/)" if sound_split == "unheard" and split != "train" else ""
@@ -53,9 +54,14 @@ def downloaded_split_scenes(paths: SoundSpacesPaths, split: str, sound_split: st
     available = set(paths.available_scenes())
     chosen = [n for n in names if n in available]
     if not chosen:
-        raise SoundSpacesDataError(f"none of the {split} scenes {names} of {path} is downloaded under {paths.root}")
+        raise SoundSpacesDataError(
+            f"none of the {split} scenes {names} of {path} is downloaded under {paths.root} (each needs "
+            f"metadata/{paths.dataset}/<scene>/points.txt + graph.pkl and binaural_rirs/{paths.dataset}/<scene>/)"
+        )
     if len(chosen) < len(names):
-        logger.info(
+        # results on a test split with scenes missing do not compare with the papers': said as a warning
+        logger.log(
+            logging.WARNING if split == "test" else logging.INFO,
             "SoundSpaces %s/%s: using the %d downloaded scenes of %d (%s missing)",
             paths.dataset,
             split,
