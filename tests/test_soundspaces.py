@@ -477,9 +477,14 @@ def test_episode_errors_name_soundspaces_node_ids(tmp_path: Path, ss_dataset: Pa
     np.testing.assert_array_equal(world.scene("office_9").node_ids, [0, 1, 2, 3, 5, 6, 7, 8, 9])
 
     def episode(goal: list[float]) -> Episode:
-        return Episode("3", "office_9/habitat/mesh_semantic.ply", list(node_point(6)), [0, 0, 0, 1], goal, "x", 1.0)
+        return Episode("3", "office_9/habitat/mesh_semantic.ply", list(node_point(6)), [0, 0, 0, 1], goal, "x", 1.0,
+                       source="content/office_9.json.gz")  # fmt: skip
 
-    with pytest.raises(EpisodeError, match=r"goal node id 8 \(index 7\) at \[2\.0, .*\] is not an acoustic source"):
+    with pytest.raises(
+        EpisodeError,
+        match=r"^episode 3 \(office_9 in content/office_9.json.gz\): goal node id 8 \(index 7\) at \[2\.0, .*\] is "
+        r"not an acoustic source node of the scene \(SoundSpaces data: listed in its metadata's source_nodes.txt\)",
+    ):
         resolve_episode(episode(list(node_point(8))), world)
     with pytest.raises(
         EpisodeError,
@@ -825,8 +830,17 @@ def test_points_txt_with_fewer_than_4_columns_is_refused_by_name(tmp_path: Path)
     """Three rows of 3 columns would otherwise reshape silently into two wrong positions."""
     path = tmp_path / "points.txt"
     path.write_text("0\t1.0\t2.0\n1\t3.0\t4.0\n2\t5.0\t6.0\n")
-    with pytest.raises(ss.SoundSpacesDataError, match=r"points\.txt must have >= 1 row of 4 columns, got \(3, 3\)"):
+    with pytest.raises(ss.SoundSpacesDataError, match=r"points\.txt, line 1: 3 tab-separated columns, not 4"):
         ss.read_points(path, "replica")
+    # numpy counted a bad value's row from 0 and a short row's from 1: lines as an editor numbers them
+    for text, message in [
+        ("0\t1\t2\t3\n\n1\t4\t5\t6\n2\tabc\t5\t6\n", r"line 4: could not convert string to float: 'abc'"),
+        ("0\t1\t2\t3\n1\t4\t5\n", r"line 2: 3 tab-separated columns"),
+        ("\n\n", r"holds no point; extract the scene's metadata folder again"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ss.SoundSpacesDataError, match=message):
+            ss.read_points(path, "replica")
 
 
 def test_graph_with_a_negative_node_id_is_refused_by_name(tmp_path: Path) -> None:

@@ -135,15 +135,27 @@ class SoundSpacesPaths:
 # ------------------------------------------------------------------------------------------ metadata
 def read_points(path: Path, dataset: str) -> np.ndarray:
     """points.txt (tab separated; column 0 ignored, 1..3 mesh x y z) -> (M, 3) habitat coordinates."""
+    remedy = "extract the scene's metadata folder again from the SoundSpaces download"
     try:
-        data = np.loadtxt(path, delimiter="\t", ndmin=2)
+        lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise SoundSpacesDataError(f"SoundSpaces points file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise SoundSpacesDataError(f"SoundSpaces points file {path} is unreadable: {exc}") from exc
-    if data.shape[1] < 4 or data.shape[0] == 0:
-        raise SoundSpacesDataError(f"SoundSpaces points file {path} must have >= 1 row of 4 columns, got {data.shape}")
-    return mesh_to_habitat(data[:, 1:4], dataset)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SoundSpacesDataError(f"SoundSpaces points file {path} is unreadable: {exc}; {remedy}") from exc
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        try:
+            if len(cells) < 4:
+                raise ValueError(f"{len(cells)} tab-separated columns, not 4 (id, x, y, z)")
+            rows.append([float(cell) for cell in cells[1:4]])
+        except ValueError as exc:
+            raise SoundSpacesDataError(f"SoundSpaces points file {path}, line {number}: {exc}; {remedy}") from None
+    if not rows:
+        raise SoundSpacesDataError(f"SoundSpaces points file {path} holds no point; {remedy}")
+    return mesh_to_habitat(np.asarray(rows, dtype=np.float64), dataset)
 
 
 def read_graph(path: Path) -> nx.Graph:

@@ -55,6 +55,11 @@ class Episode:
     geodesic_distance: float
     num_action: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = field(default="", compare=False, repr=False)  # the file it was read from, for errors
+
+    def where(self) -> str:
+        """How an error names the episode: its id, scene and file."""
+        return f"episode {self.episode_id} ({self.scene_name}{f' in {self.source}' if self.source else ''})"
 
     @property
     def scene_name(self) -> str:
@@ -94,6 +99,7 @@ class Episode:
                 geodesic_distance=float(info["geodesic_distance"]),
                 num_action=None if num_action is None else int(num_action),
                 extra=extra,
+                source=source,
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             eid = record.get("episode_id", "?") if isinstance(record, dict) else "?"
@@ -314,22 +320,22 @@ def resolve_episode(ep: Episode, world: TaskWorld) -> ResolvedEpisode:
     try:
         scene = world.scene(ep.scene_name)
     except KeyError as exc:
-        raise EpisodeError(f"episode {ep.episode_id}: {exc}") from None
+        raise EpisodeError(f"{ep.where()}: {exc}") from None
     try:
         start = scene.node_at(ep.start_position)
         goal = scene.node_at(ep.goal_position)
         yaw = quaternion_to_yaw_index(ep.start_rotation)
     except ValueError as exc:
-        raise EpisodeError(f"episode {ep.episode_id} ({scene.name}): {exc}") from None
+        raise EpisodeError(f"{ep.where()}: {exc}") from None
     if goal not in set(int(s) for s in scene.source_nodes):
         raise EpisodeError(
-            f"episode {ep.episode_id} ({scene.name}): goal {scene.describe_node(goal)} is not an acoustic source node"
+            f"{ep.where()}: goal {scene.describe_node(goal)} is not an acoustic source node of the scene "
+            "(SoundSpaces data: listed in its metadata's source_nodes.txt)"
         )
     hops = int(scene.geodesic_hops[start, goal])
     if hops < 0:
         raise EpisodeError(
-            f"episode {ep.episode_id} ({scene.name}): goal {scene.describe_node(goal)} is unreachable from "
-            f"start {scene.describe_node(start)}"
+            f"{ep.where()}: goal {scene.describe_node(goal)} is unreachable from start {scene.describe_node(start)}"
         )
     num_action = ep.num_action
     if num_action is None:
