@@ -380,6 +380,18 @@ def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Pa
     ]
 
 
+def test_a_missing_azimuth_folder_is_found_when_the_scene_opens(tmp_path: Path, ss_dataset: Path, caplog):
+    """A folder moved away was found file by file deep in training (with silence: one warning per RIR)."""
+    import shutil
+
+    shutil.rmtree(ss_dataset / "binaural_rirs" / "replica" / "office_9" / "90")
+    with pytest.raises(ss.SoundSpacesDataError, match=r"office_9 lacks the azimuth folders \['90'\]; extract"):
+        load_soundspaces_world(make_cfg(tmp_path, ss_dataset), "train")
+    with caplog.at_level(logging.WARNING):
+        world = load_soundspaces_world(make_cfg(tmp_path, ss_dataset, on_missing="silence"), "train")
+    assert world is not None and "every RIR of those azimuths is heard as silence" in caplog.text
+
+
 def test_corrupt_metadata_views_and_sounds_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
     meta = ss_dataset / "metadata" / "replica" / "office_9"
     paths = ss.SoundSpacesPaths(ss_dataset, "replica")

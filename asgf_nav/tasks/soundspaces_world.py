@@ -18,6 +18,7 @@ from tqdm import tqdm
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces import (
+    RIR_REMEDY,
     SoundSpacesDataError,
     SoundSpacesPaths,
     SoundSpacesRirs,
@@ -93,6 +94,12 @@ def open_task_scene(
             "rgb and "
             "depth from task.sensors"
         )
+    absent = [str(a) for a in (0, 90, 180, 270) if not (paths.rir_dir(scene) / str(a)).is_dir()]
+    if absent:  # found here, not as one error (or, with silence, one warning per file) deep in training
+        problem = f"{paths.rir_dir(scene)} lacks the azimuth folders {absent}; {RIR_REMEDY}"
+        if on_missing == "error":
+            raise SoundSpacesDataError(problem)
+        logger.warning("%s (every RIR of those azimuths is heard as silence)", problem)
     node_ids = np.array(store_scene.store.array("soundspaces_node_ids"))
     sources = np.array(store_scene.store.array("source_nodes"))
     rirs = SoundSpacesRirs(paths, scene, node_ids, sources, cache_bytes=rir_cache_bytes, on_missing=on_missing)
