@@ -277,7 +277,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     stop handlers, the logging set-up, torch's thread count and the observation registry as they were."""
     import torch
 
-    from asgf_nav.rl.distributed import is_main_process, local_rank, process_group_for_run, rank0_error
+    from asgf_nav.rl.distributed import is_main_process, local_rank, process_group_for_run
     from asgf_nav.tasks.observations import restored_observations
 
     cfg = copy.deepcopy(cfg)  # the run resolves and fills in fields (scenes.source, the doa sensor)
@@ -295,20 +295,28 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         # a bad DoA checkpoint, policy or sensor name stops the run before its directory is made or a scene baked
         register_auxiliary_observations(cfg)
         check_components(cfg)
-        refused = None
-        if is_main:
-            try:
-                make_named_dir(run_dir, "train.run_dir")
-                check_run_entries(run_dir)
-                held.enter_context(claim_run_dir(run_dir, resume))
-            except Exception as exc:  # noqa: BLE001 - re-raised below, once the other ranks have its message
-                refused = exc
-        message = rank0_error(refused)  # every rank meets here, so every rank stops with rank 0's message
-        if refused is not None:
-            raise refused
-        if message is not None:
-            raise ConfigError(f"{message} (found by rank 0)")
+        claim_on_rank0(held, run_dir, resume, is_main)
         _train_in(cfg, run_dir, resume, is_main)
+
+
+def claim_on_rank0(held: ExitStack, run_dir: Path, resume: bool, is_main: bool) -> None:
+    """Rank 0 makes, checks and claims the run directory (held until ``held`` closes). Every rank meets it
+    afterwards, so when rank 0 refuses, every rank stops with its message, not with a gloo error."""
+    from asgf_nav.rl.distributed import rank0_error
+
+    refused = None
+    if is_main:
+        try:
+            make_named_dir(run_dir, "train.run_dir")
+            check_run_entries(run_dir)
+            held.enter_context(claim_run_dir(run_dir, resume))
+        except Exception as exc:  # noqa: BLE001 - re-raised below, once the other ranks have its message
+            refused = exc
+    message = rank0_error(refused)
+    if refused is not None:
+        raise refused
+    if message is not None:
+        raise ConfigError(f"{message} (found by rank 0)")
 
 
 def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
