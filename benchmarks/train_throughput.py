@@ -13,9 +13,10 @@ or TensorBoard writer is timed). Envs:
     python benchmarks/train_throughput.py --env embedded --config replica_heard task.spectrogram_store=
     python benchmarks/train_throughput.py --env synthetic task.use_doa=true --policies asgf   # with the DoA head
 
-Ratios between configs come from one run: each ``--variant NAME:KEY=V,KEY=V`` (repeatable; applied after
-the positional overrides) gets its own trainer, and their timed updates run in turns (A, B, A, B, ...), so
-a busy machine slows them alike. Each variant's frames/s is printed with its ratio to the first:
+Every policy (and every ``--variant NAME:KEY=V,KEY=V``, repeatable, applied after the positional
+overrides) gets its own trainer, and on each device their timed updates run in turns (A, B, A, B, ...), so
+a busy machine slows them alike. Each one's frames/s is printed with its ratio to the first policy (and
+first variant) on that device:
 
     python benchmarks/train_throughput.py --env embedded --config replica_heard --policies asgf --num-envs 16 \
         --updates 6 --variant store --variant no_store:task.spectrogram_store=
@@ -270,9 +271,10 @@ def main() -> None:
         parser.error(f"--variant: the names {names} repeat one")
 
     results = []
+    base = f"{args.policies[0]}{'/' + names[0] if args.variants else ''}"
     for device in devices:
+        configs = []  # every policy and variant on this device, timed in turns: their ratios hold together
         for policy in args.policies:
-            configs = []
             for name, overrides in variants:
                 chosen = [f"model.policy={policy}", f"ppo.num_steps={args.num_steps}"]
                 chosen += [f"ppo.num_envs={args.num_envs}"] if args.num_envs else []
@@ -283,18 +285,18 @@ def main() -> None:
                         f"{where}task.use_doa=true needs --env embedded or synthetic (random observations have no doa)"
                     )
                 configs.append((name, overrides, cfg))
-            for result in measure(configs, args.env, device, args.warmup, args.updates, args.image_size):
-                results.append(result)
-                line = (
-                    f"{result['policy']:14s} {str(device):5s} env={args.env:9s} envs={result['num_envs']:3d} "
-                    f"steps={result['num_steps']:4d}  "
-                )
-                if args.variants:
-                    line += f"{result['variant']:>{width}s} {result['fps']:8.1f} frames/s "
-                    line += f"{result['ratio']:6.2f}x {names[0]}  ({','.join(result['overrides']) or 'no overrides'})"
-                else:
-                    line += f"{result['fps']:8.1f} frames/s"
-                print(line, flush=True)
+        for result in measure(configs, args.env, device, args.warmup, args.updates, args.image_size):
+            results.append(result)
+            line = (
+                f"{result['policy']:14s} {str(device):5s} env={args.env:9s} envs={result['num_envs']:3d} "
+                f"steps={result['num_steps']:4d}  "
+            )
+            if args.variants:
+                line += f"{result['variant']:>{width}s} "
+            line += f"{result['fps']:8.1f} frames/s {result['ratio']:6.2f}x {base}"
+            if args.variants:
+                line += f"  ({','.join(result['overrides']) or 'no overrides'})"
+            print(line, flush=True)
     if args.json:
         atomic_write_text(args.json, json.dumps(results, indent=2))
 

@@ -160,7 +160,30 @@ def test_variants_are_timed_in_turns_and_printed_with_their_ratio_to_the_first(m
     assert (a["variant"], a["ratio"], b["variant"]) == ("a", 1.0, "b")
     assert b["ratio"] == pytest.approx(b["fps"] / a["fps"]) and b["overrides"] == ["ppo.lr=0.001"]
     lines = capsys.readouterr().out.splitlines()
-    assert "1.00x a  (no overrides)" in lines[0] and f"{b['ratio']:6.2f}x a  (ppo.lr=0.001)" in lines[1]
+    assert "1.00x av_nav/a  (no overrides)" in lines[0] and f"{b['ratio']:6.2f}x av_nav/a  (ppo.lr=0.001)" in lines[1]
+
+
+def test_every_policy_is_timed_in_turns_with_its_ratio_to_the_first(monkeypatch, capsys, tmp_path):
+    """Without variants the policies used to be timed one after another and printed as bare frames/s."""
+    from asgf_nav.rl.trainer import Trainer
+
+    order = []
+    update_once = Trainer.update_once
+
+    def recorded(self, progress):
+        order.append(self.cfg.model.policy)
+        return update_once(self, progress)
+
+    monkeypatch.setattr(Trainer, "update_once", recorded)
+    out = tmp_path / "tt.json"
+    argv = [a for a in TINY_TRAINING if a != "av_nav"]
+    argv[argv.index("--policies") + 1 : argv.index("--policies") + 1] = ["av_nav", "asgf_no_ase"]
+    run_benchmark(monkeypatch, train_throughput, *argv, "--json", str(out), "ppo.ppo_epoch=1")
+    assert order == ["av_nav", "asgf_no_ase"] * 3  # warm-up, then two timed turns each
+    first, second = json.loads(out.read_text())
+    assert first["ratio"] == 1.0 and second["ratio"] == pytest.approx(second["fps"] / first["fps"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("1.00x av_nav") and lines[1].endswith(f"{second['ratio']:6.2f}x av_nav")
 
 
 def test_a_variant_may_set_the_policy_and_rollout_length_itself(monkeypatch, capsys, tmp_path):
