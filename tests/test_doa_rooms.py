@@ -190,3 +190,18 @@ def test_a_direct_only_shoebox_pool_repeats_the_poses_with_each_response_its_str
         assert rest[0] > heard[0]  # every reflection arrives after the straight sound
         np.testing.assert_allclose(whole[: rest[0]], rir[: rest[0]], atol=1e-7)
         assert (rir.astype(np.float64) ** 2).sum() < (whole.astype(np.float64) ** 2).sum()
+
+
+def test_a_scene_with_too_few_sources_and_a_missing_head_are_one_line_errors(tmp_path) -> None:
+    """Both ended the DoA scripts with a traceback; run_script prints these error kinds as one line."""
+    from types import SimpleNamespace
+
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError, load_model
+    from asgf_nav.models.doa.rooms import scene_pool
+    from asgf_nav.scenes.store import SceneStoreError
+
+    scene = SimpleNamespace(name="apartment_2", positions=np.zeros((5, 3)))
+    with pytest.raises(SceneStoreError, match=r"apartment_2 has 3 acoustic source nodes.*sources_per_scene >= 7"):
+        scene_pool(scene, SimpleNamespace(source_nodes=[0, 1, 2]), num_poses=2, sources_per_pose=6, seed=0)
+    with pytest.raises(DoaCheckpointError, match="missing.pt does not exist; train one with scripts/pretrain_doa.py"):
+        load_model(tmp_path / "missing.pt")

@@ -105,7 +105,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> to
     """The model stored in checkpoint ``path``, in eval mode with gradients off."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"DoA checkpoint {path} does not exist; train one with scripts/pretrain_doa.py")
+        raise DoaCheckpointError(f"DoA checkpoint {path} does not exist; train one with scripts/pretrain_doa.py")
     ckpt = read_checkpoint(path, map_location)
     try:
         model = build_model(ckpt["kind"], config=ckpt["config"])

@@ -27,6 +27,7 @@ from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
 from asgf_nav.io import load_npz
 from asgf_nav.models.doa.features import lateral_fold, relative_azimuth
+from asgf_nav.scenes.store import SceneStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +311,11 @@ def scene_pool(
     positions = np.asarray(scene.positions, dtype=np.float64)
     sources = np.asarray(scene_rirs.source_nodes)
     if sources.size < sources_per_pose + 1:
-        raise ValueError(f"scene {scene.name} has {sources.size} source nodes, need > {sources_per_pose}")
+        raise SceneStoreError(
+            f"scene {scene.name} has {sources.size} acoustic source nodes; a DoA pose draws {sources_per_pose} sources "
+            f"besides any at its own node, so bake the scenes with acoustics.sources_per_scene >= "
+            f"{sources_per_pose + 1}"
+        )
     native = int(scene_rirs.sample_rate)
     length = int(rir_seconds * sample_rate)
     rirs = np.zeros((num_poses, sources_per_pose, length, 2), dtype=np.float32)
