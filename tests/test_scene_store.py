@@ -239,3 +239,16 @@ def test_source_nodes_start_at_the_centre_and_go_farthest_first(count: int, expe
     """Farthest-point sampling from the node nearest the centre of a 5 x 5 grid (node 12)."""
     grid = np.array([[x, 0.0, z] for x in range(5) for z in range(5)], dtype=float)
     assert bake.select_source_nodes(grid, count).tolist() == expected
+
+
+def test_a_path_that_is_no_scene_directory_gets_no_made_up_bake_command(tmp_path: Path) -> None:
+    """The bake command is built from DATA_ROOT/scenes/DATASET/SCENE: for another path (a typo, or the
+    dataset's folder given for a scene's) it named '--dataset scenes' or '--data-root /'."""
+    scene = tmp_path / "data" / "scenes" / "tiny" / "tiny_room_test"
+    with pytest.raises(SceneStoreError, match=r"bake it again: python scripts/build_scenes.py --dataset tiny "):
+        SceneStore(scene).meta("layout")
+    write_stage(scene, "layout", {"positions": np.zeros((2, 3), np.float32)})
+    with pytest.raises(SceneStoreError, match=r"tiny is not a scene directory .*; it holds the scenes \['tiny_room_"):
+        SceneStore(scene.parent).meta("layout")
+    with pytest.raises(SceneStoreError, match=r"nothing is not a scene directory \(DATA_ROOT/scenes/DATASET/SCENE\)$"):
+        SceneStore(tmp_path / "nothing").meta("layout")

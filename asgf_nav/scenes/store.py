@@ -76,6 +76,12 @@ def rebuild_hint(path: Path, stage: str | None = None) -> str:
     before file sizes were recorded still calls the stage complete."""
     directory = path.parent
     dataset, root = directory.parent.name, directory.parent.parent.parent
+    if directory.parent.parent.name != "scenes":  # not DATA_ROOT/scenes/DATASET/SCENE: no arguments to make up
+        if (directory / MANIFEST).exists():
+            return f"bake it again with scripts/build_scenes.py --force (for the scene stored at {directory})"
+        inside = sorted(d.name for d in directory.glob("*") if (d / MANIFEST).is_file()) if directory.is_dir() else []
+        held = f"; it holds the scenes {inside}" if inside else ""
+        return f"{directory} is not a scene directory (DATA_ROOT/scenes/DATASET/SCENE){held}"
     if dataset.startswith(IMPORTED_PREFIX):
         return (
             f"import it again: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
