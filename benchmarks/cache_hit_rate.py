@@ -25,13 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from env_throughput import Policy, load_baked_world  # noqa: E402
 
 from asgf_nav.cli import check_output, non_negative_int, positive_int, run_script  # noqa: E402
-from asgf_nav.config import TaskConfig  # noqa: E402
+from asgf_nav.config import TaskConfig, load_config  # noqa: E402
 from asgf_nav.io import atomic_write_text  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv  # noqa: E402
+from asgf_nav.tasks.spectrogram import spectrogram_shape  # noqa: E402
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache  # noqa: E402
-
-BYTES_PER_ENTRY_44K = 65 * 69 * 2 * 4  # one (65, 69, 2) float32 Replica spectrogram
 
 
 def key_only_cache(capacity: int) -> SpectrogramCache:
@@ -67,9 +66,12 @@ def main() -> None:
     caches = [key_only_cache(size) for size in args.sizes]
     seen: set[int] = set()  # the unbounded cache: a key seen before is a hit
     labels = [str(size) for size in args.sizes] + ["unbounded"]
+    sound_split = load_config(args.config, args.overrides).task.sound_split
+    entry_mib = 4 * int(np.prod(spectrogram_shape(world.sample_rate))) / 2**20  # one float32 spectrogram
     print(
-        f"{args.config}: {len(world.scenes)} train scenes, {len(episodes)} episodes, B = {args.num_envs}, "
-        f"policy {args.policy}; cache sizes in entries ({BYTES_PER_ENTRY_44K / 2**20:.3f} MiB each at 44.1 kHz)"
+        f"{args.config} ({sound_split} sounds): {len(world.scenes)} train scenes, {len(episodes)} episodes, "
+        f"B = {args.num_envs}, policy {args.policy}; cache sizes in entries ({entry_mib:.3f} MiB each at "
+        f"{world.sample_rate} Hz)"
     )
     print(f"{'env-steps':>10} " + " ".join(f"{label:>10}" for label in labels) + f" {'distinct':>9}")
     env.reset()

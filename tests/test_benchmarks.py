@@ -248,7 +248,7 @@ def test_cache_hit_rate_runs_on_a_data_root_baked_for_audio_only(audio_only_root
     out = tmp_path / "hits.json"
     run_benchmark(monkeypatch, cache_hit_rate, *argv, "--windows", "2", "--sizes", "2", "1000", "--json", str(out),
                   *AUDIO_ONLY_ACOUSTICS)  # fmt: skip
-    assert "tiny_heard: 1 train scenes" in capsys.readouterr().out
+    assert "tiny_heard (heard sounds): 1 train scenes" in capsys.readouterr().out
     windows = json.loads(out.read_text())["windows"]
     assert len(windows) == 2 and windows[-1]["distinct"] <= 80
     for row in windows:
