@@ -127,6 +127,7 @@ def scene_tails(scene_dir: Path, receivers: int = 3) -> None:
     print(f"{scene_dir.name}: source node {source_node} in {room.name}, receivers {chosen.tolist()} "
           f"({', '.join(f'{d:.1f}' for d in distance[chosen])} m), {baked['rays']} rays, {rate} Hz")  # fmt: skip
     print(f"{'T20 (s), band (Hz)':34s}" + "".join(f"{c:>7.0f}" for c in band_centers(rate)) + "   late energy (dB)")
+    late_db: dict[bool, list[float]] = {False: [], True: []}
     for scattering in (False, True):
         pra.random.seed(source_node)
         walls = build_walls(plan, rate, region=region, scattering=scattering)
@@ -143,7 +144,10 @@ def scene_tails(scene_dir: Path, receivers: int = 3) -> None:
             times = [t20(band, HIST_BIN_SECONDS) for band in histogram]
             label = f"{'scattering' if scattering else 'specular (baked)'}, node {node}"
             energy = 10 * np.log10(histogram.sum(axis=1).mean())
+            late_db[scattering].append(energy)
             print(f"{label:34s}" + "".join(f"{t:7.2f}" for t in times) + f"   {energy:8.1f}")
+    differences = ", ".join(f"node {n}: {a - b:+.1f}" for n, a, b in zip(chosen, late_db[False], late_db[True]))
+    print(f"late energy, specular (baked) minus scattering, dB: {differences}")
 
 
 def main() -> None:
