@@ -320,9 +320,10 @@ def main() -> None:
                     "cached_ratio": r["cached"] / ref,
                 }
                 results.append(row)
+                share = f"{r['store_share']:>6.2f}" if args.spectrogram_store else f"{'-':>6}"  # no store, no share
                 print(
                     f"{str(device):>6} {b:>5} {ref:>12.1f} {r['live']:>13.0f} {r['live'] / ref:>7.1f} "
-                    f"{r['hit_rate']:>9.2f} {r['store_share']:>6.2f} {r['cached']:>15.0f} {r['cached'] / ref:>7.1f} "
+                    f"{r['hit_rate']:>9.2f} {share} {r['cached']:>15.0f} {r['cached'] / ref:>7.1f} "
                     f"{r['cached_hit_rate']:>12.2f}",
                     flush=True,
                 )
