@@ -60,7 +60,7 @@ def main() -> None:
     template = HrtfTemplateDoa.precedence(pool.sample_rate, azimuth_step=grid.bin_width)
     scores = template_scores(template, clips.mixture.numpy(), grid, "onset-weighted templates")
     truth = clips.azimuth.numpy()
-    print(f"{args.examples} validation clips at 0 dB; head and templates read in {time.monotonic() - start:.0f} s\n")
+    print(f"{args.examples} validation clips at 0 dB; head and templates read in {time.monotonic() - start:.1f} s\n")
 
     rows = []
     for smooth_bins, weight in itertools.product(SMOOTH_BINS, WEIGHTS):
