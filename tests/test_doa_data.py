@@ -23,6 +23,7 @@ from asgf_nav.models.doa.rooms import (
     scene_pool,
     shoebox_pool,
 )
+from asgf_nav.scenes.store import SceneStoreError
 from asgf_nav.sounds.bank import SoundBank
 
 
@@ -586,7 +587,7 @@ def test_scene_pools_draw_every_yaw_flag_hidden_sources_and_need_a_source_beside
     assert set(yaw.ravel().tolist()) == {0, 1, 2, 3} and np.all(receiver != source)
     hidden = ((receiver == 1) & (source == 3)) | ((receiver == 3) & (source == 1))
     assert hidden.any() and np.array_equal(pool.line_of_sight, ~hidden)
-    with pytest.raises(ValueError, match="has 3 source nodes, need > 3"):
+    with pytest.raises(SceneStoreError, match="has 3 acoustic source nodes.*acoustics.sources_per_scene >= 4"):
         scene_pool(_CodedScene(), _CodedRirs([1, 2, 3]), num_poses=4, sources_per_pose=3, seed=0)
 
 
