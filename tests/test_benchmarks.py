@@ -140,17 +140,23 @@ def test_a_variant_names_its_overrides_and_commas_in_brackets_stay_in_their_valu
         parse(":ppo.lr=1")
 
 
-def test_variants_are_timed_in_turns_and_printed_with_their_ratio_to_the_first(monkeypatch, capsys, tmp_path):
+def record_updates(monkeypatch, field) -> list:
+    """``field(trainer)`` of each trainer whose update runs, in order (the order the benchmark times them)."""
     from asgf_nav.rl.trainer import Trainer
 
     order = []
     update_once = Trainer.update_once
 
     def recorded(self, progress):
-        order.append(self.cfg.ppo.lr)
+        order.append(field(self))
         return update_once(self, progress)
 
     monkeypatch.setattr(Trainer, "update_once", recorded)
+    return order
+
+
+def test_variants_are_timed_in_turns_and_printed_with_their_ratio_to_the_first(monkeypatch, capsys, tmp_path):
+    order = record_updates(monkeypatch, lambda trainer: trainer.cfg.ppo.lr)
     out = tmp_path / "tt.json"
     variants = ["--variant", "a", "--variant", "b:ppo.lr=0.001"]
     run_benchmark(monkeypatch, train_throughput, *TINY_TRAINING, *variants, "--json", str(out), "ppo.ppo_epoch=1")
@@ -165,16 +171,7 @@ def test_variants_are_timed_in_turns_and_printed_with_their_ratio_to_the_first(m
 
 def test_every_policy_is_timed_in_turns_with_its_ratio_to_the_first(monkeypatch, capsys, tmp_path):
     """Without variants the policies used to be timed one after another and printed as bare frames/s."""
-    from asgf_nav.rl.trainer import Trainer
-
-    order = []
-    update_once = Trainer.update_once
-
-    def recorded(self, progress):
-        order.append(self.cfg.model.policy)
-        return update_once(self, progress)
-
-    monkeypatch.setattr(Trainer, "update_once", recorded)
+    order = record_updates(monkeypatch, lambda trainer: trainer.cfg.model.policy)
     out = tmp_path / "tt.json"
     argv = [a for a in TINY_TRAINING if a != "av_nav"]
     argv[argv.index("--policies") + 1 : argv.index("--policies") + 1] = ["av_nav", "asgf_no_ase"]
