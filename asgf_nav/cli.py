@@ -234,14 +234,19 @@ def check_output(
 OVERRIDE_PATTERN = re.compile(r"^\w+(\.\w+)+=")  # ppo.lr=1e-4, scenes.image_size=64
 
 
-def reject_swallowed_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace, *dests: str) -> None:
-    """A ``section.key=value`` that a list option took in (``--scenes a b ppo.lr=1``) was meant as a config
-    override; other text with ``=`` (a label such as ``"asgf seed=1"``) is left alone."""
-    for dest in dests:
-        flag = "--" + dest.replace("_", "-")
-        for value in getattr(args, dest) or ():
-            if OVERRIDE_PATTERN.match(value):
-                parser.error(f"{flag}: {value!r} looks like a config override; put overrides before {flag}")
+def list_item(convert: Callable[[str], Any] = str) -> Callable[[str], Any]:
+    """argparse type for the items of a list option (``nargs="+"``), which would otherwise take in the config
+    overrides after it: ``--splits train ppo.lr=1`` reads ``argument --splits: 'ppo.lr=1' looks like a config
+    override; put overrides before the option``. Other text with ``=`` (a label such as ``"asgf seed=1"``) is
+    left to ``convert``."""
+
+    def parse(text: str) -> Any:
+        if OVERRIDE_PATTERN.match(text):
+            raise argparse.ArgumentTypeError(f"{text!r} looks like a config override; put overrides before the option")
+        return convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it for text ``convert`` refuses
+    return parse
 
 
 def check_doa_rooms(parser: argparse.ArgumentParser, args: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from env_throughput import Policy, load_baked_world  # noqa: E402
 
-from asgf_nav.cli import check_output, non_negative_int, positive_int, run_script  # noqa: E402
+from asgf_nav.cli import check_output, list_item, non_negative_int, positive_int, run_script  # noqa: E402
 from asgf_nav.config import TaskConfig, load_config  # noqa: E402
 from asgf_nav.io import atomic_write_text  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=positive_int, default=64)
     parser.add_argument("--steps", type=positive_int, default=4000, help="batched steps")
     parser.add_argument("--windows", type=positive_int, default=8, help="report the hit rate over this many windows")
-    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[8192, 16384, 32768, 65536])
+    parser.add_argument("--sizes", type=list_item(positive_int), nargs="+", default=[8192, 16384, 32768, 65536])
     parser.add_argument("--policy", choices=["random", "guided"], default="random")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--json", default=None)

@@ -36,7 +36,7 @@ from scipy.signal import resample_poly
 from spectrogram_batch import decaying_rirs
 
 from asgf_nav.acoustics.resample import PolyphaseResampler
-from asgf_nav.cli import non_negative_int, positive_int, run_script
+from asgf_nav.cli import list_item, non_negative_int, positive_int, run_script
 from asgf_nav.config import TaskConfig
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.models.doa.observation import DoaObservation, register_doa_observation
@@ -153,7 +153,9 @@ def time_observations(env: BatchedAudioNavEnv, head: DoaObservation, rounds: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument(
+        "--devices", type=list_item(), nargs="+", default=None, help="default: cpu, plus cuda when available"
+    )
     parser.add_argument("--batch", type=positive_int, default=16, help="misses per provider call (one per env at most)")
     parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--sample-rate", type=positive_int, default=44100, help="the world's rate (the head resamples)")

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asgf_nav.cli import check_output, non_negative_int, positive_int, run_script
+from asgf_nav.cli import check_output, list_item, non_negative_int, positive_int, run_script
 from asgf_nav.config import TaskConfig, load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.io import atomic_write_text
@@ -238,14 +238,36 @@ class ReferenceTimer:
         return turn
 
 
+SYNTHETIC_ONLY = ("image_size", "sample_rate", "grid", "sources")
+EMBEDDED_ONLY = ("config", "data_root", "overrides")
+
+
+def check_world_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Each world takes only its own options: the embedded world's sizes come from its config and bake, the
+    synthetic world has no config; an option of the other world would be dropped without a word."""
+    other = SYNTHETIC_ONLY if args.world == "embedded" else EMBEDDED_ONLY
+    given = [name for name in other if getattr(args, name)]
+    if given:
+        flags = ", ".join(
+            f"config overrides {args.overrides}" if name == "overrides" else "--" + name.replace("_", "-")
+            for name in given
+        )
+        where = "its config (scenes.*=, acoustics.*= overrides)" if args.world == "embedded" else "its options"
+        parser.error(f"{flags}: not used by --world {args.world}, whose settings come from {where}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", choices=["synthetic", "embedded"], default="synthetic")
-    parser.add_argument("--config", default="replica_heard.yaml", help="config for --world embedded")
+    parser.add_argument("--config", default=None, help="config for --world embedded (default: replica_heard.yaml)")
     parser.add_argument("--data-root", default=None, help="scenes.data_root for --world embedded")
-    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1, 16, 64, 256, 1024])
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--sound-splits", nargs="+", choices=["heard", "unheard"], default=["heard", "unheard"])
+    parser.add_argument("--sizes", type=list_item(positive_int), nargs="+", default=[1, 16, 64, 256, 1024])
+    parser.add_argument(
+        "--devices", type=list_item(), nargs="+", default=None, help="default: cpu, plus cuda when available"
+    )
+    parser.add_argument(
+        "--sound-splits", type=list_item(), nargs="+", choices=["heard", "unheard"], default=["heard", "unheard"]
+    )
     parser.add_argument("--policy", choices=["random", "guided"], default="random")
     parser.add_argument("--steps", type=positive_int, default=30, help="timed batched steps per setting")
     parser.add_argument("--warmup", type=non_negative_int, default=30, help="untimed steps first (fills the cache)")
@@ -253,16 +275,19 @@ def main() -> None:
         "--ref-steps", type=positive_int, default=40, help="reference steps per row, in turns with its timed steps"
     )
     parser.add_argument("--cache-size", type=non_negative_int, default=8192)
-    parser.add_argument("--image-size", type=positive_int, default=128)
-    parser.add_argument("--sample-rate", type=positive_int, default=44100)
-    parser.add_argument("--grid", type=positive_int, nargs=2, default=[14, 10], help="synthetic grid nodes (nx nz)")
-    parser.add_argument("--sources", type=positive_int, default=24)
+    parser.add_argument("--image-size", type=positive_int, default=None, help="synthetic world (default: 128)")
+    parser.add_argument("--sample-rate", type=positive_int, default=None, help="synthetic world (default: 44100)")
+    parser.add_argument(
+        "--grid", type=positive_int, nargs=2, default=None, help="synthetic world's grid nodes nx nz (default: 14 10)"
+    )
+    parser.add_argument("--sources", type=positive_int, default=None, help="synthetic world's sources (default: 24)")
     parser.add_argument("--spectrogram-store", default=None, help="baked spectrograms for the batched env")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("overrides", nargs="*", help="config overrides the scenes were baked with (acoustics.*=...)")
     args = parser.parse_intermixed_args()
     check_output(parser, "--json", args.json)
+    check_world_options(parser, args)
     if args.spectrogram_store and not Path(args.spectrogram_store).is_dir():
         parser.error(f"--spectrogram-store: {args.spectrogram_store} is not a directory")
     setup_logging("WARNING")
@@ -273,10 +298,13 @@ def main() -> None:
     if args.world == "embedded":
         from asgf_nav.sounds.bank import SoundBank
 
-        world, _ = load_baked_world(args.config, args.data_root, "train", SENSORS, args.overrides)
+        world, _ = load_baked_world(
+            args.config or "replica_heard.yaml", args.data_root, "train", SENSORS, args.overrides
+        )
         unheard = list(SoundBank.load().names("train"))
     else:
-        world = build_synthetic(args.image_size, args.sample_rate, args.grid[0], args.grid[1], args.sources)
+        grid = args.grid or (14, 10)
+        world = build_synthetic(args.image_size or 128, args.sample_rate or 44100, *grid, args.sources or 24)
         unheard = [f"sound_{i:02d}" for i in range(73)]
     results = []
     print(

@@ -38,7 +38,7 @@ import torch
 from gymnasium import spaces
 from tqdm import tqdm
 
-from asgf_nav.cli import check_output, non_negative_int, positive_int, run_script
+from asgf_nav.cli import check_output, list_item, non_negative_int, positive_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.experiment import register_auxiliary_observations
@@ -238,8 +238,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--env", choices=["synthetic", "embedded", "random"], default="synthetic")
     parser.add_argument("--config", default=None, help="config name or YAML path (default: defaults)")
-    parser.add_argument("--policies", nargs="+", default=sorted(POLICY_REGISTRY))
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument("--policies", type=list_item(), nargs="+", default=sorted(POLICY_REGISTRY))
+    parser.add_argument(
+        "--devices", type=list_item(), nargs="+", default=None, help="default: cpu, plus cuda when available"
+    )
     parser.add_argument("--num-envs", type=positive_int, default=None, help="default: the config's")
     parser.add_argument("--num-steps", type=positive_int, default=32)
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed updates per variant")

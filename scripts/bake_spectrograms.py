@@ -22,8 +22,8 @@ from asgf_nav.cli import (  # noqa: E402
     add_scene_arguments,
     check_output,
     config_from_args,
+    list_item,
     non_negative_int,
-    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
-    parser.add_argument("--scenes", nargs="+", help="only these scenes of the split")
-    parser.add_argument("--sounds", nargs="+", help="only these sounds (default: the split's sounds)")
+    parser.add_argument("--scenes", type=list_item(), nargs="+", help="only these scenes of the split")
+    parser.add_argument("--sounds", type=list_item(), nargs="+", help="only these sounds (default: the split's sounds)")
     parser.add_argument(
         "--out",
         help="store root (default: task.spectrogram_store; 'auto' = DATA/spectrograms, or the SoundSpaces root's)",
@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=/data/spec")
     add_scene_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
-    reject_swallowed_overrides(parser, args, "scenes", "sounds")
     setup_logging("INFO")
     cfg = config_from_args(args)
     if args.out:  # read as task.spectrogram_store is: 'auto' is DATA/spectrograms

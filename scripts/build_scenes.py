@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import (  # noqa: E402
     check_output,
     int_at_least,
+    list_item,
     non_negative_int,
     positive_int,
-    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.config import load_config  # noqa: E402
@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(PRESETS),
         help="scene preset to build (default: the config's scenes.dataset, replica without --config)",
     )
-    parser.add_argument("--scenes", nargs="+", help="scene names (default: the preset's scenes)")
+    parser.add_argument("--scenes", type=list_item(), nargs="+", help="scene names (default: the preset's scenes)")
     parser.add_argument(
         "--num-scenes",
         type=int_at_least(len(SPLITS), f"one scene per split {list(SPLITS)}"),
         help=f"build only this many scenes (at least {len(SPLITS)}; all when the preset has fewer), keeping split "
         "proportions",
     )
-    parser.add_argument("--stages", nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER))
+    parser.add_argument("--stages", type=list_item(), nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER))
     parser.add_argument(
         "--workers",
         type=non_negative_int,
@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like scenes.image_size=64 (before --scenes)")
     args = parser.parse_args(argv)
-    reject_swallowed_overrides(parser, args, "scenes")
 
     setup_logging("INFO")
     cfg = load_config(args.config, args.overrides)

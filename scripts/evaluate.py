@@ -32,10 +32,10 @@ from asgf_nav.cli import (  # noqa: E402
     add_scene_arguments,
     check_output,
     config_from_args,
+    list_item,
     load_checkpoint_or_exit,
     non_negative_int,
     positive_int,
-    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--episodes", type=positive_int, help="evaluate this many evenly spaced episodes (default: all)"
     )
-    parser.add_argument("--scenes", nargs="+", help="restrict to these scenes of the split")
+    parser.add_argument("--scenes", type=list_item(), nargs="+", help="restrict to these scenes of the split")
     parser.add_argument("--deterministic", action="store_true", help="policy takes its most likely action")
     parser.add_argument("--num-envs", type=positive_int, default=8, help="episodes stepped together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
-    reject_swallowed_overrides(parser, args, "scenes")
     if args.baseline_model and args.sound_split == "both":
         parser.error(
             "--baseline-model names one audio model, and --sound-split both evaluates heard and unheard sounds, "

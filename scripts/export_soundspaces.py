@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, reject_swallowed_overrides, run_script  # noqa: E402
+from asgf_nav.cli import check_output, list_item, run_script  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
@@ -68,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         "--dataset", choices=sorted(PRESETS), help="embedded scene preset (default: the config's scenes.dataset)"
     )
     parser.add_argument("--as-dataset", choices=sorted(DATASETS), help="SoundSpaces dataset name to write as")
-    parser.add_argument("--scenes", nargs="+", help="only these scenes (default: all scenes of the splits)")
-    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    parser.add_argument("--sound-splits", nargs="+", choices=("heard", "unheard"), default=["heard", "unheard"])
+    parser.add_argument(
+        "--scenes", type=list_item(), nargs="+", help="only these scenes (default: all scenes of the splits)"
+    )
+    parser.add_argument("--splits", type=list_item(), nargs="+", choices=SPLITS, default=list(SPLITS))
+    parser.add_argument(
+        "--sound-splits", type=list_item(), nargs="+", choices=("heard", "unheard"), default=["heard", "unheard"]
+    )
     parser.add_argument("--skip-existing", action="store_true", help="keep RIR files already written")
     parser.add_argument(
         "--no-views",
@@ -80,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100")
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
-    reject_swallowed_overrides(parser, args, "scenes")
     cfg = load_config(args.config, args.overrides)
     args.dataset = args.dataset or cfg.scenes.dataset
     target = target_dataset(parser, args.dataset, args.as_dataset)

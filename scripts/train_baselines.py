@@ -36,9 +36,9 @@ from asgf_nav.cli import (  # noqa: E402
     check_output,
     config_from_args,
     int_at_least,
+    list_item,
     non_negative_int,
     positive_int,
-    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, default="replica_unheard.yaml")
     parser.add_argument("--sound-split", choices=("heard", "unheard", "both"), help="override task.sound_split")
-    parser.add_argument("--scenes", nargs="+", help="train scenes to use (default: the whole train split)")
+    parser.add_argument(
+        "--scenes", type=list_item(), nargs="+", help="train scenes to use (default: the whole train split)"
+    )
     parser.add_argument(
         "--samples",
         type=int_at_least(MIN_SAMPLES, f"{VAL_FRACTION:.0%} are held out for validation, and fewer leave none"),
@@ -155,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="model path (only with a single sound split)")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
-    reject_swallowed_overrides(parser, args, "scenes")
     check_output(parser, "--out", args.out)
     setup_logging("INFO")
     import torch  # below asgf_nav.cli, whose Ctrl-C hook comes first

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import (  # noqa: E402
     check_output,
     config_from_args,
+    list_item,
     positive_float,
     positive_int,
-    reject_swallowed_overrides,
     run_script,
 )
 from asgf_nav.eval.evaluator import read_jsonl  # noqa: E402
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episode", help="episode to draw: SCENE/EPISODE_ID, or EPISODE_ID where one scene has it")
     parser.add_argument(
         "--labels",
+        type=list_item(),
         nargs="+",
         help="panel labels, one per run (default: the agents' names, or the run directories' names when the "
         "agents share one)",
@@ -88,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (default: the evaluation's)")
     parser.add_argument("--data-root", help="data root (default: the evaluation's, else scenes.data_root)")
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
-    reject_swallowed_overrides(parser, args, "labels")
     args.runs, args.overrides = split_overrides(args.runs)
     if not args.runs:
         parser.error(f"runs: give one or two evaluation directories (got only the overrides {args.overrides})")

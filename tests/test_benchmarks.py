@@ -85,6 +85,29 @@ def test_the_reference_runs_in_turns_with_every_timed_batched_step():
     assert reference.seconds > 0
 
 
+def test_env_throughput_refuses_the_options_of_the_other_world(monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("a world was built from options that were refused")
+
+    monkeypatch.setattr(env_throughput, "build_synthetic", no_work)
+    monkeypatch.setattr(env_throughput, "load_baked_world", no_work)
+    for argv, wording in (
+        (
+            ["--world", "embedded", "--image-size", "64", "--grid", "3", "3"],
+            "--image-size, --grid: not used by --world embedded",
+        ),
+        (
+            ["--data-root", "DATA", "scenes.image_size=64"],
+            "--data-root, config overrides ['scenes.image_size=64']: not used by --world synthetic",
+        ),
+    ):
+        monkeypatch.setattr(sys, "argv", ["env_throughput.py", *argv])
+        with pytest.raises(SystemExit) as stop:
+            env_throughput.main()
+        assert stop.value.code == 2
+        assert wording in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ devices
 def test_a_device_this_machine_lacks_ends_the_benchmarks_before_any_work(monkeypatch, capsys, no_gpu):
     def no_work(*args, **kwargs):

@@ -286,11 +286,23 @@ def test_field_help_reads_each_fields_trailing_comment_and_shows_its_default() -
 def test_only_dotted_key_value_items_of_a_list_option_are_taken_for_swallowed_overrides(capsys) -> None:
     import argparse
 
-    from asgf_nav.cli import reject_swallowed_overrides
+    from asgf_nav.cli import list_item, positive_int
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--labels", nargs="+")
-    reject_swallowed_overrides(parser, parser.parse_args(["--labels", "asgf seed=1", "a=b"]), "labels")  # labels
+    parser.add_argument("--labels", type=list_item(), nargs="+")
+    parser.add_argument("--sizes", type=list_item(positive_int), nargs="+")
+    parser.add_argument("--splits", type=list_item(), nargs="+", choices=["train", "test"])
+    parser.add_argument("overrides", nargs="*")
+    assert parser.parse_args(["--labels", "asgf seed=1", "a=b"]).labels == ["asgf seed=1", "a=b"]  # labels
+    assert parser.parse_args(["--sizes", "8", "16"]).sizes == [8, 16]
+    for argv, flag in (
+        (["--labels", "oracle", "ppo.lr=1e-4"], "--labels"),
+        (["--sizes", "8", "ppo.lr=1e-4"], "--sizes"),  # typed items: not "invalid positive_int value"
+        (["--splits", "train", "ppo.lr=1e-4"], "--splits"),  # choices: not "invalid choice"
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert f"argument {flag}: 'ppo.lr=1e-4' looks like a config override" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        reject_swallowed_overrides(parser, parser.parse_args(["--labels", "oracle", "ppo.lr=1e-4"]), "labels")
-    assert "--labels: 'ppo.lr=1e-4' looks like a config override" in capsys.readouterr().err
+        parser.parse_args(["--sizes", "x"])
+    assert "invalid positive_int value: 'x'" in capsys.readouterr().err  # other refusals keep their wording

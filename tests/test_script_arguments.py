@@ -143,7 +143,7 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
         "bake_override": (
             "bake_spectrograms",
             [*bake, "--sounds", "telephone", "task.max_steps=5"],
-            ["--sounds", "'task.max_steps=5' looks like a config override; put overrides before --sounds"],
+            ["--sounds", "'task.max_steps=5' looks like a config override; put overrides before the option"],
         ),
         # 5. build_scenes and show_scene
         "build_num_neg": ("build_scenes", [*build, "--num-scenes", "-1"], ["--num-scenes", "must be >= 3"]),
@@ -155,7 +155,7 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
         "build_override": (
             "build_scenes",
             [*build, "--scenes", "tiny_room_val", "scenes.image_size=32"],
-            ["--scenes", "'scenes.image_size=32' looks like a config override; put overrides before --scenes"],
+            ["--scenes", "'scenes.image_size=32' looks like a config override; put overrides before the option"],
         ),
         # 0 means one worker per core; with a single pending scene this bakes in-process (show_ok needs it)
         "build_workers_0": ("build_scenes", [*build, "--workers", "0", "--scenes", "tiny_room_val"], []),
