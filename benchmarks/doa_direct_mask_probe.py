@@ -257,6 +257,8 @@ def main() -> None:
         kept: dict[str, list[float]] = {}
         for observed, d in zip(clips, target_direct):
             parts = weightings(reader, observed, d)
+            if signal != "mixture":  # the direct sound is the same whichever signal is read: one row of it
+                del parts["direct only"]
             for name, (_, weight) in parts.items():
                 kept.setdefault(name, []).append(float((weight > 0).mean()))
             for name, (spec, weight) in parts.items():
@@ -265,8 +267,9 @@ def main() -> None:
         for (name, how), est in estimates.items():
             every, seen = angular_metrics(np.array(est), truth), angular_metrics(np.array(est)[los], truth[los])
             share = f"{np.mean(kept[name]) * 100:.1f}" if name.startswith("oracle") else ""
+            read = "-" if name == "direct only" else signal  # the direct sound alone, no signal read
             print(
-                f"| {signal} | {name} | {how} | {every['acc5']:.1f} | {every['mae']:.1f} | "
+                f"| {read} | {name} | {how} | {every['acc5']:.1f} | {every['mae']:.1f} | "
                 f"{seen['acc5']:.1f} | {seen['mae']:.1f} | {share} |"
             )
         print(f"# {signal}: {time.monotonic() - start:.0f} s")
