@@ -2,7 +2,7 @@
 
 The same small MLP classifier (72 azimuth classes of 5 degrees, scikit-learn) is trained on clips from
 the baked training scenes (training sounds) and tested on the DoA benchmark's unheard 0 dB clips in the
-test scenes, once on the clean target signals and once on the mixtures with the distractor. Features,
+test scenes (``--rooms shoebox``: the shoebox rooms instead), once on the clean target signals and once on the mixtures with the distractor. Features,
 per STFT bin of 256-point frames every 64 samples (125-7400 Hz), are the interaural phase (cos, sin) and
 level difference pooled over the clip either by the bin's cross-spectrum magnitude (``avg``, what a
 time-averaged method sees) or by the rise of its level over the previous frame (``onset``, the
@@ -11,15 +11,15 @@ model to use: it says whether the heads' 24 ms hop hides a cue that a finer, ons
 give them, and whether that cue survives a distractor.
 
     python benchmarks/doa_feature_probe.py --scenes-root DATA   # DATA: the baked Replica-like scenes
+    python benchmarks/doa_feature_probe.py --rooms shoebox
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
-import torch
+from doa_direct_mask_probe import parse_probe_args, probe_parser
 from sklearn.neural_network import MLPClassifier
 
 from asgf_nav.cli import positive_int, run_script
@@ -52,28 +52,24 @@ def pooled_features(audio: np.ndarray, nfft: int = 256, hop: int = 64) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes-root", required=True, help="data root with the baked Replica-like scenes")
-    parser.add_argument("--pool-dir", default="data/doa/pools", help="cache of the RIR pools")
+    parser = probe_parser(__doc__)
     parser.add_argument("--train-examples", type=positive_int, default=6000)
     parser.add_argument("--train-poses", type=positive_int, default=1200)
-    parser.add_argument("--examples", type=positive_int, default=400, help="test clips (the benchmark's first ones)")
-    parser.add_argument("--threads", type=positive_int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_probe_args(parser)
 
     bank = SoundBank.load()
-    cfg = DoaTrainConfig(rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir)
+    cfg = DoaTrainConfig(rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir)
     pool = rir_pool(cfg, "train", args.train_poses, train_pool_seed(cfg.seed))  # the GMM baseline's training pool
     sampler = DoaExampleSampler(bank, pool, "train", categories=bank.categories())
     train = sampler.sample(args.train_examples, 0.0, np.random.default_rng(1))
     eval_cfg = EvalConfig(
-        rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir, snrs=(0.0,), examples=args.examples
+        rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir, snrs=(0.0,), examples=args.examples
     )
     test = test_sets(eval_cfg, bank)[0][("unheard", 0.0)]
     labels = np.round(train.azimuth.numpy() / BIN_WIDTH).astype(int) % int(360 / BIN_WIDTH)
     truth, los = test.azimuth.numpy(), test.line_of_sight.numpy()
 
+    print(f"{args.rooms}, unheard 0 dB, {len(truth)} clips ({los.mean() * 100:.0f} % in line of sight)")
     print("| signal | features | ACC(5) % | MAE deg | line of sight: ACC(5) % | MAE deg |")
     print("|---|---|---|---|---|---|")
     seconds = {}
