@@ -159,15 +159,18 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """Load the config (plus any --dataset / --data-root) or exit with status 2 naming the bad key."""
     try:
-        cfg = load_config(args.config, args.overrides)
+        return load_config(args.config, args.overrides, scene_options(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if getattr(args, "dataset", None):
-        cfg.scenes.dataset = args.dataset
-    if getattr(args, "data_root", None):
-        cfg.scenes.data_root = args.data_root
-    return cfg
+
+
+def scene_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The scene options a script was given (``--dataset``, ``--data-root``, ``--image-size``,
+    ``--num-scenes``) by config key, for ``load_config`` to check with the rest of the config."""
+    keys = {"dataset": "scenes.dataset", "data_root": "scenes.data_root"}
+    keys |= {"image_size": "scenes.image_size", "num_scenes": "scenes.num_scenes"}
+    return {key: getattr(args, name) for name, key in keys.items() if getattr(args, name, None) is not None}
 
 
 def checkpoint_choices(directory: Path) -> str:

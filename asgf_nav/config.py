@@ -1,8 +1,8 @@
 """Typed experiment configuration: dataclasses filled from YAML files and ``key.sub=value`` overrides.
 
-Every field has a documented default; a YAML file in ``asgf_nav/configs/`` states only what differs. Unknown keys,
-wrongly typed values and values out of range fail early with a :class:`ConfigError` that names the key
-(and, for unknown keys, lists the valid ones).
+Every field has a documented default; a YAML file in ``asgf_nav/configs/`` sets what its experiment needs
+(restating a default where it is part of the protocol). Unknown keys, wrongly typed values and values out of
+range fail early with a :class:`ConfigError` that names the key (and, for unknown keys, lists the valid ones).
 """
 
 from __future__ import annotations
@@ -236,8 +236,11 @@ _ConfigFileLoader.add_constructor("tag:yaml.org,2002:float", _ConfigFileLoader.c
 _ConfigFileLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: node.value)
 
 
-def load_config(name: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Defaults, then the YAML file ``name`` (if given), then ``key.sub=value`` overrides."""
+def load_config(
+    name: str | Path | None = None, overrides: list[str] | None = None, options: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Defaults, then the YAML file ``name`` (if given), then ``key.sub=value`` overrides, then the values of a
+    script's own options by dotted key (``--data-root`` as ``{"scenes.data_root": ...}``), all checked together."""
     cfg = ExperimentConfig()
     if name is not None:
         path = resolve_config_path(name)
@@ -262,6 +265,8 @@ def load_config(name: str | Path | None = None, overrides: list[str] | None = No
             problem = getattr(exc, "problem", None) or "not valid YAML"
             raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({problem})") from None
         _set_dotted(cfg, key.strip(), value, source="command line")
+    for key, value in (options or {}).items():
+        _set_dotted(cfg, key, value, source="command-line options")
     check_values(cfg)
     return cfg
 
@@ -307,7 +312,7 @@ def _parse_override(raw: str, hint: Any | None) -> Any:
     if optional or (hint is not None and _is_text(hint)):
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
             return str(yaml.safe_load(text))  # quoted as YAML (make ARGS keeps the quotes): the quoted text
-        return None if optional and text in NULL_SPELLINGS else raw
+        return None if text in NULL_SPELLINGS else raw  # refused where the field takes no null, as in a file
     if hint is not None and get_origin(hint) is list and all(_is_text(arg) for arg in get_args(hint)):
         return yaml.load(raw, Loader=yaml.BaseLoader)
     return yaml.load(raw, Loader=_ConfigFileLoader)
@@ -470,7 +475,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
     def fail() -> typing.NoReturn:
         kind = {_WrittenInt: "int", _WrittenFloat: "float"}.get(type(value), type(value).__name__)
-        raise ConfigError(f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({kind})")
+        quote = "; quote it ('null') for the text" if value is None and _is_text(hint) else ""
+        raise ConfigError(f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({kind}){quote}")
 
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:

@@ -2,13 +2,13 @@
 
 The same small MLP classifier (72 azimuth classes of 5 degrees, scikit-learn) is trained on clips from
 the baked training scenes (training sounds) and tested on the DoA benchmark's unheard 0 dB clips in the
-test scenes (``--rooms shoebox``: the shoebox rooms instead), once on the clean target signals and once on the mixtures with the distractor. Features,
-per STFT bin of 256-point frames every 64 samples (125-7400 Hz), are the interaural phase (cos, sin) and
-level difference pooled over the clip either by the bin's cross-spectrum magnitude (``avg``, what a
-time-averaged method sees) or by the rise of its level over the previous frame (``onset``, the
-precedence effect, as ``HrtfTemplateDoa.precedence``); ``both`` concatenates the two. A probe, not a
-model to use: it says whether the heads' 24 ms hop hides a cue that a finer, onset-weighted reading would
-give them, and whether that cue survives a distractor.
+test scenes (``--rooms shoebox``: the shoebox rooms instead), once on the clean target signals and once
+on the mixtures with the distractor. Features, per STFT bin of 256-point frames every 64 samples
+(125-7400 Hz), are the interaural phase (cos, sin) and level difference pooled over the clip either by
+the bin's cross-spectrum magnitude (``avg``, what a time-averaged method sees) or by the rise of its
+level over the previous frame (``onset``, the precedence effect, as ``HrtfTemplateDoa.precedence``);
+``both`` concatenates the two. A probe, not a model to use: it says whether the heads' 24 ms hop hides a
+cue that a finer, onset-weighted reading would give them, and whether that cue survives a distractor.
 
     python benchmarks/doa_feature_probe.py --scenes-root DATA   # DATA: the baked Replica-like scenes
     python benchmarks/doa_feature_probe.py --rooms shoebox

@@ -18,6 +18,7 @@ from asgf_nav.cli import (  # noqa: E402
     non_negative_int,
     positive_int,
     run_script,
+    scene_options,
 )
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -37,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--num-scenes",
         type=int_at_least(len(SPLITS), f"one scene per split {list(SPLITS)}"),
-        help=f"build only this many scenes (at least {len(SPLITS)}; all when the preset has fewer), keeping split "
-        "proportions",
+        help=f"build only this many scenes (at least {len(SPLITS)}, at most the preset's), keeping split proportions",
     )
     parser.add_argument("--stages", type=list_item(), nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER))
     parser.add_argument(
@@ -54,14 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     setup_logging("INFO")
-    cfg = load_config(args.config, args.overrides)
-    if args.data_root:
-        cfg.scenes.data_root = args.data_root
-    if args.image_size:
-        cfg.scenes.image_size = args.image_size
-    if args.num_scenes:
-        cfg.scenes.num_scenes = args.num_scenes
-    dataset = args.dataset or cfg.scenes.dataset
+    cfg = load_config(args.config, args.overrides, scene_options(args))  # a bad --num-scenes is named there
+    dataset = cfg.scenes.dataset
     preset = get_preset(dataset)
     names = list(args.scenes) if args.scenes else preset.scene_names(cfg.scenes.num_scenes)
     for name in names:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, list_item, run_script  # noqa: E402
+from asgf_nav.cli import check_output, list_item, run_script, scene_options  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
@@ -84,11 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100")
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
-    cfg = load_config(args.config, args.overrides)
-    args.dataset = args.dataset or cfg.scenes.dataset
+    cfg = load_config(args.config, args.overrides, scene_options(args))
+    args.dataset = cfg.scenes.dataset
     target = target_dataset(parser, args.dataset, args.as_dataset)
     setup_logging("INFO")
-    cfg.scenes.dataset = args.dataset
     preset = get_preset(args.dataset)
     in_splits = {n for split in args.splits for n in preset.split_scenes(split, cfg.scenes.num_scenes)}
     unknown = sorted(set(args.scenes or []) - in_splits)

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, non_negative_int, run_script  # noqa: E402
+from asgf_nav.cli import check_output, non_negative_int, run_script, scene_options  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.io import atomic_savefig  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -47,10 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     check_output(parser, "--out", args.out, figure=True)
     setup_logging("INFO")
-    cfg = load_config(args.config, args.overrides)
-    if args.data_root:
-        cfg.scenes.data_root = args.data_root
-    dataset = args.dataset or cfg.scenes.dataset
+    cfg = load_config(args.config, args.overrides, scene_options(args))
+    dataset = cfg.scenes.dataset
     directory = scene_dir(cfg.scenes.data_root, dataset, args.scene)
     # settings asked for, or stages missing: bake (a training run's store is not re-baked by just looking at it)
     where = ("scenes.data_root=", "scenes.dataset=")  # overrides that only say where the scene is

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, positive_int, run_script  # noqa: E402
+from asgf_nav.cli import check_output, positive_int, run_script, scene_options  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.build import ensure_scenes, missing_stages, stages_to_build  # noqa: E402
@@ -43,12 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     check_output(parser, "--out", args.out, figure=True)
 
     setup_logging("INFO")
-    cfg = load_config(args.config)
-    if args.data_root:
-        cfg.scenes.data_root = args.data_root
-    if args.image_size:
-        cfg.scenes.image_size = args.image_size
-    dataset = args.dataset or cfg.scenes.dataset
+    cfg = load_config(args.config, options=scene_options(args))
+    dataset = cfg.scenes.dataset
     get_preset(dataset).spec(args.scene)  # an unknown scene is named before the data root is touched
     directory = scene_dir(cfg.scenes.data_root, dataset, args.scene)
     # settings asked for, or stages missing: bake (a training run's store is not re-baked by just looking at it)

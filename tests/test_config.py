@@ -152,7 +152,7 @@ def test_range_limits_themselves_are_accepted():
         ("train.run_dir=2024-06-01", "train.run_dir", "2024-06-01"),  # YAML 1.1: a date
         ("train.run_dir='runs/a b'", "train.run_dir", "runs/a b"),  # quotes that reached the program
         ('scenes.soundspaces_root="null"', "scenes.soundspaces_root", "null"),  # quoted: the text, not None
-        ("train.run_dir=null", "train.run_dir", "null"),  # a run directory named so, not "no value"
+        ("train.run_dir='null'", "train.run_dir", "null"),  # quoted: a run directory named so
         ("task.doa_checkpoint=0x1F", "task.doa_checkpoint", "0x1F"),  # YAML 1.1: 31
         ("model.policy=yes", "model.policy", "yes"),  # YAML 1.1: True (the registry names it later)
         ("scenes.soundspaces_root=0755", "scenes.soundspaces_root", "0755"),
@@ -177,6 +177,32 @@ def test_an_empty_run_or_data_directory_is_refused_by_name(override):
     """An empty path is the working directory: checkpoints or baked scenes would land beside the code."""
     with pytest.raises(ConfigError, match=f"config key '{override.split('=')[0]}' must name a directory"):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("override", ["train.run_dir=null", "task.doa_checkpoint=~", "task.spectrogram_store=NULL"])
+def test_null_in_a_text_field_that_takes_none_is_refused_as_in_a_file(override: str, tmp_path: Path) -> None:
+    """``null`` is no path: read as the text it made a run directory or a store named ``null``."""
+    key, _, raw = override.partition("=")
+    section, name = key.split(".")
+    (tmp_path / "c.yaml").write_text(f"{section}:\n  {name}: {raw}\n")
+    for source, overrides in (("command line", [override]), (str(tmp_path / "c.yaml"), [])):
+        with pytest.raises(ConfigError) as refused:
+            load_config(tmp_path / "c.yaml" if overrides == [] else None, overrides)
+        message = str(refused.value)
+        assert (
+            message
+            == f"config key {key!r} (in {source}) expects str, got None (NoneType); quote it ('null') for the text"
+        )
+
+
+def test_script_options_are_checked_with_the_config_they_join() -> None:
+    """``--dataset tiny`` with ``scenes.num_scenes=10``: refused by key, not a ValueError when the bake starts."""
+    with pytest.raises(ConfigError, match="'scenes.num_scenes': preset 'tiny' has 3 scenes, fewer than num_scenes=10"):
+        load_config("replica_heard", ["scenes.num_scenes=10"], {"scenes.dataset": "tiny"})
+    with pytest.raises(ConfigError, match="config key 'scenes.image_size' \\(in command-line options\\) expects int"):
+        load_config(None, [], {"scenes.image_size": "big"})
+    cfg = load_config("replica_heard", ["scenes.data_root=a"], {"scenes.data_root": "b", "scenes.num_scenes": 3})
+    assert (cfg.scenes.data_root, cfg.scenes.num_scenes) == ("b", 3)  # an option wins over an override
 
 
 def test_a_config_path_with_a_directory_is_that_file_or_an_error(tmp_path, monkeypatch):

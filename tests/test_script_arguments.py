@@ -148,6 +148,11 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
         # 5. build_scenes and show_scene
         "build_num_neg": ("build_scenes", [*build, "--num-scenes", "-1"], ["--num-scenes", "must be >= 3"]),
         "build_num_0": ("build_scenes", [*build, "--num-scenes", "0"], ["--num-scenes", "got 0"]),
+        "build_num_over": (
+            "build_scenes",
+            [*build, "--num-scenes", "4"],
+            ["'scenes.num_scenes': preset 'tiny' has 3 scenes, fewer than num_scenes=4"],
+        ),
         "build_size_neg": ("build_scenes", [*build, "--image-size", "-5"], ["--image-size", "must be positive"]),
         "build_size_0": ("build_scenes", [*build, "--image-size", "0"], ["--image-size", "got 0"]),
         "build_workers": ("build_scenes", [*build, "--workers", "-1"], ["--workers", "must be >= 0"]),
@@ -262,6 +267,12 @@ def test_bake_spectrograms_checks_threads_and_sounds_before_loading_scenes(outco
 def test_build_scenes_checks_counts_sizes_workers_and_data_root(outcomes):
     _check(outcomes, "build_num_neg", "build_num_0", "build_size_neg", "build_size_0", "build_workers", "build_root")
     _check(outcomes, "build_override", "build_workers_0")
+
+
+def test_build_scenes_checks_the_scene_count_against_the_preset_with_the_config(outcomes):
+    code, err, _, expected = outcomes["build_num_over"]
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == f"error: config key {expected[0]}"
 
 
 def test_show_scene_checks_views_size_data_root_and_defaults_to_the_configs_dataset(outcomes):

@@ -319,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_stop_handlers()  # SIGTERM (the run's stop, or its death) raises SystemExit: a process pool is closed
     setup_logging("INFO")
-    cfg = load_config(None, args.overrides)
-    cfg.scenes.data_root, cfg.scenes.image_size = args.data_root, args.image_size
+    cfg = load_config(None, args.overrides, {"scenes.data_root": args.data_root, "scenes.image_size": args.image_size})
     try:
         build_scenes(cfg, args.dataset, args.scenes, stages=args.stages, workers=args.workers)
     except (KeyboardInterrupt, SystemExit):  # the run stopped it: the build log says so, not just ends
