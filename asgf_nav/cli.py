@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import re
 import signal
 import sys
@@ -75,6 +76,8 @@ def _bounded(kind: type, accept: Callable[[Any], bool], wording: str, name: str)
 
     def parse(text: str) -> Any:
         value = kind(text)
+        if kind is float and not math.isfinite(value):  # NaN would pass any bound; inf is no setting either
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
         if not accept(value):
             raise argparse.ArgumentTypeError(f"must be {wording}, got {value}")
         return value
@@ -92,6 +95,7 @@ positive_int = _bounded(int, lambda v: v > 0, "positive", "positive_int")
 positive_float = _bounded(float, lambda v: v > 0, "positive", "positive_float")
 non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0", "non_negative_int")
 non_negative_float = _bounded(float, lambda v: v >= 0, ">= 0", "non_negative_float")
+finite_float = _bounded(float, lambda v: True, "", "finite_float")
 
 
 def number_type(kind: type, name: str, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> Callable:
@@ -100,7 +104,7 @@ def number_type(kind: type, name: str, positive: tuple[str, ...], non_negative: 
         return positive_int if kind is int else positive_float
     if name in non_negative:
         return non_negative_int if kind is int else non_negative_float
-    return kind
+    return finite_float if kind is float else kind
 
 
 def field_help(cls: type) -> dict[str, str]:

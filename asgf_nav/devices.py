@@ -74,7 +74,11 @@ def devices_to_compare(names: list[str] | None) -> list[torch.device]:
 
     if not names:
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    return [resolve_device(name, key="--devices") for name in names]
+    devices = [resolve_device(name, key="--devices") for name in names]
+    repeated = sorted({str(d) for d in devices if devices.count(d) > 1})
+    if repeated:  # a row each: the second would be timed and printed as if it were another device
+        raise ConfigError(f"--devices: {names} names {', '.join(repeated)} more than once")
+    return devices
 
 
 def usable_cpus() -> int:

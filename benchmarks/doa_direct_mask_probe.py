@@ -32,6 +32,7 @@ import time
 import numpy as np
 import torch
 from sklearn.neural_network import MLPClassifier
+from tqdm import tqdm
 
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.cli import int_at_least, non_negative_int, positive_int, run_script
@@ -145,6 +146,7 @@ def pooled_cues(spec: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return np.concatenate([phase.real, phase.imag, (weight * ild).sum(axis=1) / total, [np.log(total.sum())]])
 
 
+MIN_LEARNED_CLIPS = 200  # a tenth held out to stop the fit early must still hold clips of many of the 72 classes
 LEARNED_INPUTS = ("onset", "oracle mask", "oracle mask, empty bins from onset", "mask pattern alone")
 
 
@@ -190,7 +192,8 @@ def learned_reader_table(
         inputs = {}
         for name, (batch, target_direct) in (("train", train), ("test", test)):
             clips = getattr(batch, signal).numpy().astype(np.float64)
-            rows = [learned_inputs(reader, c, d) for c, d in zip(clips, target_direct)]
+            bar = tqdm(zip(clips, target_direct), total=len(clips), desc=f"{signal}, {name} clips", mininterval=5)
+            rows = [learned_inputs(reader, c, d) for c, d in bar]
             inputs[name] = {k: np.stack([r[k] for r in rows]) for k in LEARNED_INPUTS}
         for kind in LEARNED_INPUTS:
             x_train, x_test = inputs["train"][kind], inputs["test"][kind]
@@ -233,6 +236,10 @@ def main() -> None:
     parser.add_argument("--learned-clips", type=non_negative_int, default=0, help="learned reader clips (0: none)")
     parser.add_argument("--train-poses", type=positive_int, default=1200, help="the learned reader's training pool")
     args = parse_probe_args(parser)
+    if args.hop > args.nfft:
+        parser.error(f"--hop: {args.hop} samples is longer than a frame (--nfft {args.nfft}): samples would be skipped")
+    if 0 < args.learned_clips < MIN_LEARNED_CLIPS:
+        parser.error(f"--learned-clips: {args.learned_clips}; the reader needs {MIN_LEARNED_CLIPS} or more (0: none)")
 
     bank = SoundBank.load()
     cfg = DoaTrainConfig(rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir)
@@ -255,7 +262,7 @@ def main() -> None:
         clips = getattr(batch, signal).numpy().astype(np.float64)
         estimates: dict[tuple[str, str], list[float]] = {}
         kept: dict[str, list[float]] = {}
-        for observed, d in zip(clips, target_direct):
+        for observed, d in tqdm(zip(clips, target_direct), total=len(clips), desc=signal, mininterval=5):
             parts = weightings(reader, observed, d)
             if signal != "mixture":  # the direct sound is the same whichever signal is read: one row of it
                 del parts["direct only"]

@@ -28,7 +28,7 @@ import numpy as np
 from doa_direct_mask_probe import parse_probe_args, probe_parser
 
 from asgf_nav.acoustics.hrtf import load_hrtf
-from asgf_nav.cli import run_script
+from asgf_nav.cli import non_negative_float, run_script
 from asgf_nav.eval.doa_eval import EvalConfig, prompt_choice_reference, test_sets
 from asgf_nav.models.doa.classical import hann_stft, level_rise, spectral_shape, spectral_shape_of_power
 from asgf_nav.sounds.bank import SoundBank
@@ -57,10 +57,10 @@ def target_side(spec: np.ndarray, ipd_target: np.ndarray, ipd_distractor: np.nda
 
 def main() -> None:
     parser = probe_parser(__doc__)
-    parser.add_argument("--kappas", type=float, nargs="+", default=[0.0, 2.0, 10.0], help="0: a hard choice")
+    parser.add_argument(
+        "--kappas", type=non_negative_float, nargs="+", default=[0.0, 2.0, 10.0], help="0: a hard choice"
+    )
     args = parse_probe_args(parser)
-    if any(k < 0 for k in args.kappas):
-        parser.error(f"--kappas must be >= 0, got {args.kappas}")
 
     cfg = EvalConfig(
         rooms=args.rooms, scenes_root=args.scenes_root, pool_dir=args.pool_dir, examples=args.examples, snrs=(0.0,)

@@ -21,6 +21,7 @@ import time
 import numpy as np
 from doa_direct_mask_probe import parse_probe_args, probe_parser
 from sklearn.neural_network import MLPClassifier
+from tqdm import tqdm
 
 from asgf_nav.cli import positive_int, run_script
 from asgf_nav.eval.doa_eval import EvalConfig, test_sets
@@ -75,8 +76,15 @@ def main() -> None:
     seconds = {}
     for signal in ("target", "mixture"):
         start = time.monotonic()
-        train_feats = [pooled_features(a) for a in getattr(train, signal).numpy().astype(np.float64)]
-        test_feats = [pooled_features(a) for a in getattr(test, signal).numpy().astype(np.float64)]
+        train_feats, test_feats = (
+            [
+                pooled_features(a)
+                for a in tqdm(
+                    getattr(batch, signal).numpy().astype(np.float64), desc=f"{signal}, {name}", mininterval=5
+                )
+            ]
+            for batch, name in ((train, "train clips"), (test, "test clips"))
+        )
         for kind in ("avg", "onset", "both"):
             keys = ("avg", "onset") if kind == "both" else (kind,)
             x_train = np.stack([np.concatenate([f[k] for k in keys]) for f in train_feats])

@@ -49,6 +49,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model = load_model(args.head)
+    if model.trained_on_rooms == "shoebox_pair":  # tuned against KEMAR templates, its choice would mean nothing
+        parser.error(f"--head: {args.head} was trained on the free-field pair (shoebox_pair), not a KEMAR head")
     bank = SoundBank.load()
     cfg = DoaTrainConfig(rooms="scenes", scenes_root=args.scenes_root, pool_dir=args.pool_dir)
     pool = rir_pool(cfg, "val", args.poses, VAL_POOL_SEED)

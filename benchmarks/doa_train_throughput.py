@@ -86,12 +86,14 @@ def main() -> None:
     parser.add_argument("--poses", type=positive_int, default=24, help="shoebox poses in the RIR pool")
     parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
+    if len(set(args.models)) < len(args.models):
+        parser.error(f"--models: {args.models} names a model more than once")
     torch.set_num_threads(args.threads)
     devices = devices_to_compare(args.devices)
     bank, pool = SoundBank.load(), shoebox_pool(args.poses, 6, seed=11, progress=False)
     works = [work for device in devices for work in device_works(device, args, bank, pool)]
     seconds = timed_in_turns(works, args.repeats)
-    measured = {(device.type, name): t for (name, device, _), t in zip(works, seconds)}
+    measured = {(str(device), name): t for (name, device, _), t in zip(works, seconds)}  # cuda:0 and cuda:1 apart
     print(f"batch {args.batch_size}, {args.threads} CPU thread(s), {args.repeats} timed calls per row, in turns")
     print("| device | work | ms per batch | examples/s | x cpu | x float64 render |\n|---|---|---|---|---|---|")
     for (dev, name), t in measured.items():

@@ -20,16 +20,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
-from asgf_nav.eval.doa_eval import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, evaluate, markdown_table  # noqa: E402
+from asgf_nav.cli import check_doa_rooms, check_output, field_help, finite_float, number_type, run_script  # noqa: E402
+from asgf_nav.eval.doa_eval import (  # noqa: E402
+    EVAL_CHOICES,
+    NO_CHECKPOINT,
+    EvalConfig,
+    condition_label,
+    evaluate,
+    markdown_table,
+)
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.doa.classical import GMM_PCA_DIMS  # noqa: E402
+from asgf_nav.models.doa.config import MIN_CLIP_SECONDS  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
 NON_NEGATIVE = ("threads", "sharpen_smooth_bins", "sharpen_weight")
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     helps = field_help(EvalConfig)
     for f in dataclasses.fields(EvalConfig):
         if f.name == "snrs":
-            parser.add_argument("--snrs", type=float, nargs="+", default=list(f.default), help=helps[f.name])
+            parser.add_argument("--snrs", type=finite_float, nargs="+", default=list(f.default), help=helps[f.name])
         else:
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}",
@@ -55,11 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():
             parser.error(f"--{key}: checkpoint {path} does not exist (use '--{key} none' to leave it out)")
     check_doa_rooms(parser, args)
-    if not 0 < args["clip_seconds"] <= 1.0:
-        parser.error(f"--clip-seconds: {args['clip_seconds']} s is outside (0, 1], the length of the bank's sounds")
+    if not MIN_CLIP_SECONDS <= args["clip_seconds"] <= 1.0:
+        parser.error(
+            f"--clip-seconds: {args['clip_seconds']} s is outside [{MIN_CLIP_SECONDS}, 1]: a few of the heads' "
+            "frames at least, the bank's 1 s sounds at most"
+        )
     args["snrs"] = tuple(args["snrs"])
-    if not all(math.isfinite(snr) for snr in args["snrs"]):
-        parser.error(f"--snrs: {list(args['snrs'])} holds a value that is not a finite number of dB")
+    labels = [condition_label("unheard", snr) for snr in args["snrs"]]
+    if len(set(labels)) < len(labels):  # one condition each: a repeat would replace the other's results
+        parser.error(f"--snrs: {list(args['snrs'])} names a condition twice")
     if args["gmm_train_examples"] < GMM_PCA_DIMS:
         parser.error(
             f"--gmm-train-examples: {args['gmm_train_examples']} clips cannot fit the GMM regression's "

@@ -23,8 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.models.doa.checkpoint import export_weights  # noqa: E402
-from asgf_nav.models.doa.config import STFT_SIZES, TRAIN_CHOICES, DoaTrainConfig  # noqa: E402
+from asgf_nav.models.doa.checkpoint import DoaCheckpointError, export_weights, read_checkpoint  # noqa: E402
+from asgf_nav.models.doa.config import (  # noqa: E402
+    MIN_CLIP_SECONDS,
+    STFT_SIZES,
+    TRAIN_CHOICES,
+    DoaTrainConfig,
+    unused_settings,
+)
+from asgf_nav.models.doa.features import AzimuthGrid  # noqa: E402
 from asgf_nav.models.doa.pools import train_pool_seed  # noqa: E402
 from asgf_nav.models.doa.train import train  # noqa: E402
 from asgf_nav.sounds.families import MAX_INSTANCES  # noqa: E402
@@ -33,7 +40,7 @@ from asgf_nav.sounds.families import MAX_INSTANCES  # noqa: E402
 POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
 POSITIVE += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
 POSITIVE += ("stft_hop",)
-NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads", "generated_categories")
+NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads", "generated_categories", "doa_weight")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     export = args.pop("export")
     check_doa_rooms(parser, args)
-    if args["clip_seconds"] > 1.0:
-        parser.error(f"--clip-seconds: {args['clip_seconds']} s is longer than the bank's 1 s sounds")
+    if not MIN_CLIP_SECONDS <= args["clip_seconds"] <= 1.0:
+        parser.error(
+            f"--clip-seconds: {args['clip_seconds']} s is outside [{MIN_CLIP_SECONDS}, 1]: a few of the heads' "
+            "frames at least, the bank's 1 s sounds at most"
+        )
+    try:
+        AzimuthGrid(args["bin_width"])
+    except ValueError as err:
+        parser.error(f"--bin-width: {err}")
+    if not 0 <= args["lr_final_fraction"] <= 1:
+        parser.error(f"--lr-final-fraction: {args['lr_final_fraction']} is not a fraction of --lr in [0, 1]")
+    unused = unused_settings(DoaTrainConfig(**args))
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        parser.error(f"{flags}: set the selective model only; --model {args['model']} does not read them")
     try:
         train_pool_seed(args["seed"])
     except ValueError as err:
@@ -75,8 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args["init_from"] and not Path(args["init_from"]).is_file():
         parser.error(f"--init-from: DoA checkpoint {args['init_from']} does not exist")
+    if args["init_from"]:  # the kind is known at once; the weights' fit is checked once the model is built
+        try:
+            kind = read_checkpoint(args["init_from"])["kind"]
+        except DoaCheckpointError as err:
+            parser.error(f"--init-from: {err}")
+        if kind != args["model"]:
+            parser.error(f"--init-from: {args['init_from']} holds a {kind!r} model, not --model {args['model']}")
     check_output(parser, "--out", args["out"])
     check_output(parser, "--export", export)
+    if export and Path(export).resolve() == Path(args["out"]).resolve():
+        parser.error(f"--export: {export} is --out; the weights-only copy would replace the checkpoint a resume needs")
     setup_logging("INFO")
     cfg = DoaTrainConfig(**args)
     metrics = train(cfg)

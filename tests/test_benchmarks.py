@@ -223,7 +223,8 @@ def test_bad_throughput_arguments_end_before_any_work(monkeypatch, capsys, tmp_p
     for argv, message in [
         (["--num-steps", "0"], "--num-steps"),
         (["--num-envs", "-1"], "--num-envs"),
-        (["--policies", "av_nav", "ppo.ppo_epoch=1"], "['ppo.ppo_epoch=1'] are not policies"),
+        (["--policies", "av_nav", "ppo.ppo_epoch=1"], "--policies: 'ppo.ppo_epoch=1' looks like a config override"),
+        (["--policies", "av_nav", "nope"], "--policies: ['nope'] are not policies"),
         (["--json", str(tmp_path)], "--json"),
     ]:
         with pytest.raises(SystemExit) as stop:

@@ -645,3 +645,11 @@ def test_the_paired_lead_counts_the_clips_each_method_gets_within_5_degrees() ->
     # per clip a - b: +1, +1, 0, -1 (x100): mean 25, sample std sqrt(0.916..) * 100 over sqrt(4)
     assert lead["b"] == pytest.approx((25.0, np.std([100, 100, 0, -100], ddof=1) / 2))
     assert lead["c"] == pytest.approx((75.0, np.std([100, 100, 100, 0], ddof=1) / 2))
+
+
+def test_each_snr_asked_for_is_a_condition_of_its_own() -> None:
+    """``--snrs 0 0.4`` is two columns; a label rounded to whole dB made the second replace the first."""
+    from asgf_nav.eval.doa_eval import condition_label
+
+    labels = [condition_label("unheard", snr) for snr in (0.0, 0.4, -0.2, -5.0, 2.5)]
+    assert labels == ["unheard +0 dB", "unheard +0.4 dB", "unheard -0.2 dB", "unheard -5 dB", "unheard +2.5 dB"]

@@ -112,7 +112,7 @@ def test_bad_settings_are_refused_by_name(fields: dict, match: str) -> None:
 def test_mismatched_inputs_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="same bins"):
         TemplateSharpening().fuse(np.ones((2, 72)) / 72, np.zeros((2, 36)))
-    with pytest.raises(ValueError, match="wider than the 4 bins"):
+    with pytest.raises(ValueError, match="wider than the head's 4 bins"):
         TemplateSharpening(smooth_bins=2).fuse(np.ones((1, 4)) / 4, np.zeros((1, 4)))
     with pytest.raises(ValueError, match="azimuth_step=10"):
         template_scores(HrtfTemplateDoa.precedence(SR), np.zeros((1, 2, 4000)), AzimuthGrid(bin_width=10.0))

@@ -75,10 +75,12 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
 
     blocked = tmp_path / "a_file"  # a file where a directory is needed
     blocked.write_text("")
+    crnn = tmp_path / "crnn.pt"
+    torch.save({"kind": "crnn", "state_dict": {}}, crnn)
     cases = [
         (eval_doa.main, ["--selective", str(tmp_path / "nope.pt")], f"--selective: checkpoint {tmp_path / 'nope.pt'}"),
         (eval_doa.main, ["--rooms", "kitchen"], "invalid choice: 'kitchen'"),
-        (eval_doa.main, ["--clip-seconds", "2"], "--clip-seconds: 2.0 s is outside (0, 1]"),
+        (eval_doa.main, ["--clip-seconds", "2"], "--clip-seconds: 2.0 s is outside [0.1, 1]"),
         (pretrain_doa.main, ["--model", "transformer"], "invalid choice: 'transformer'"),
         (pretrain_doa.main, ["--targets", "visible"], "invalid choice: 'visible'"),
         (pretrain_doa.main, ["--mask-target", "early"], "invalid choice: 'early'"),
@@ -114,12 +116,35 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
             f"--out: cannot create directory {blocked}",
         ),
         (eval_doa.main, ["--crnn", "none", "--out", str(tmp_path)], f"--out: {tmp_path} is a directory"),
-        (eval_doa.main, ["--crnn", "none", "--snrs", "0", "nan"], "--snrs: [0.0, nan] holds a value that is not"),
+        (eval_doa.main, ["--crnn", "none", "--snrs", "0", "nan"], "--snrs: must be a finite number, got nan"),
+        (eval_doa.main, ["--crnn", "none", "--snrs", "0", "-5", "0.0"], "--snrs: [0.0, -5.0, 0.0] names a condition"),
+        (eval_doa.main, ["--crnn", "none", "--clip-seconds", "0.01"], "--clip-seconds: 0.01 s is outside [0.1, 1]"),
+        (eval_doa.main, ["--crnn", "none", "--sharpen-weight", "inf"], "--sharpen-weight: must be a finite number"),
+        (pretrain_doa.main, ["--clip-seconds", "0.001"], "--clip-seconds: 0.001 s is outside [0.1, 1]"),
+        (pretrain_doa.main, ["--bin-width", "7"], "--bin-width: azimuth bin width must divide 360 degrees, got 7.0"),
+        (pretrain_doa.main, ["--snr-low", "nan"], "--snr-low: must be a finite number, got nan"),
+        (pretrain_doa.main, ["--doa-weight", "-1"], "--doa-weight: must be >= 0, got -1"),
+        (pretrain_doa.main, ["--lr-final-fraction", "-1"], "--lr-final-fraction: -1.0 is not a fraction of --lr"),
+        (
+            pretrain_doa.main,
+            ["--model", "crnn", "--prompt", "category", "--stft-hop", "128"],
+            "--prompt, --stft-hop: set the selective model only; --model crnn does not read them",
+        ),
+        (
+            pretrain_doa.main,
+            ["--out", str(tmp_path / "h.pt"), "--export", str(tmp_path / "." / "h.pt")],
+            f"--export: {tmp_path / '.' / 'h.pt'} is --out; the weights-only copy would replace",
+        ),
         (eval_doa.main, ["--crnn", "none", "--gmm-train-examples", "4"], "--gmm-train-examples: 4 clips cannot fit"),
         (eval_doa.main, ["--scenes-dataset", "nope"], "--scenes-dataset: no scene preset 'nope'; the presets:"),
         (pretrain_doa.main, ["--scenes-dataset", "nope"], "--scenes-dataset: no scene preset 'nope'"),
         (pretrain_doa.main, ["--pool-dir", str(blocked)], f"--pool-dir: {blocked} is a file"),
         (eval_doa.main, ["--crnn", "none", "--pool-dir", str(blocked / "p")], f"--pool-dir: {blocked} is a file"),
+        (
+            pretrain_doa.main,
+            ["--model", "selective", "--init-from", str(crnn)],
+            f"--init-from: {crnn} holds a 'crnn' model, not --model selective",
+        ),
     ]
     workdir = tmp_path / "workdir"  # the default --out paths are relative: a refused run must not create them
     workdir.mkdir()
@@ -140,12 +165,17 @@ def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_
 
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    crnn = tmp_path / "crnn.pt"
+    crnn, selective, exported = tmp_path / "crnn.pt", tmp_path / "selective.pt", tmp_path / "exported.pt"
     torch.save({"kind": "crnn", "state_dict": {}}, crnn)
+    torch.save({"kind": "selective", "state_dict": {}}, selective)
+    torch.save({"kind": "crnn", "state_dict": {}, "optimizer": None, "rng": None}, exported)  # as export_weights
     cases = [
         (eval_doa.main, ["--selective", str(corrupt), "--crnn", "none"], "not readable as a torch checkpoint"),
         (pretrain_doa.main, ["--out", str(corrupt)], "not readable as a torch checkpoint"),
         (pretrain_doa.main, ["--model", "selective", "--out", str(crnn)], "holds a 'crnn' model, not 'selective'"),
+        (pretrain_doa.main, ["--model", "crnn", "--out", str(exported)], "holds exported weights only, without the"),
+        (eval_doa.main, ["--selective", str(crnn), "--crnn", "none"], "holds a 'crnn' model, not a 'selective' one"),
+        (eval_doa.main, ["--selective", "none", "--crnn", str(selective)], "holds a 'selective' model, not a 'crnn'"),
     ]
     workdir = tmp_path / "workdir"  # eval_doa's default --out is relative: a refused run must not create it
     workdir.mkdir()
@@ -764,7 +794,7 @@ def test_a_direct_mask_target_trains_on_a_direct_path_pool_of_the_training_poses
         "shoebox_train_4x2_s1000_direct.npz",
         "shoebox_val_2x2_s2000.npz",
     ]
-    with pytest.raises(ValueError, match="mask_target 'direct' needs the selective model"):
+    with pytest.raises(ValueError, match=r"\['mask_target'\] set the selective model only; the crnn does not read"):
         doa_train.train(_tiny_crnn_run(tmp_path, mask_target="direct"), progress=False)
     with pytest.raises(ValueError, match="mask_target must be one of"):
         doa_train.train(_tiny_selective_run(tmp_path, "x.pt", mask_target="early"), progress=False)

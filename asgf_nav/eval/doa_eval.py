@@ -42,10 +42,11 @@ from asgf_nav.models.doa.classical import (
     interaural_summary,
     spectral_shape,
 )
-from asgf_nav.models.doa.config import DoaTrainConfig
+from asgf_nav.models.doa.config import MIN_CLIP_SECONDS, DoaTrainConfig
 from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import AzimuthGrid, circular_distance, lateral_fold
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
+from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS as PACKAGED_WEIGHTS
 from asgf_nav.models.doa.pools import ROOM_KINDS, TEST_POOL_SEED, rir_pool, train_pool_seed
 from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.models.doa.train import angular_metrics, posteriors, predict
@@ -56,6 +57,11 @@ logger = logging.getLogger(__name__)
 TEST_SET_SEED = 11
 # the published tables' conditions, with the seeds their clips were drawn with
 _DEFAULT_CONDITIONS = (("unheard", 0.0), ("unheard", -5.0), ("unheard", -10.0), ("heard", 0.0))
+
+
+def condition_label(split: str, snr: float) -> str:
+    """``unheard -5 dB``, ``unheard +0.5 dB``: the name of a condition in the results, one per SNR asked for."""
+    return f"{split} {snr:+g} dB"
 
 
 def condition_seed(split: str, snr: float) -> int | list[int]:
@@ -110,8 +116,11 @@ def test_sets(
 ) -> tuple[dict[tuple[str, float], DoaBatch], int]:
     """The fixed evaluation clips (unheard test sounds at every SNR, heard training sounds at 0 dB) and
     their sample rate; ``pool`` is the test pool when the caller already has it."""
-    if not 0 < cfg.clip_seconds <= 1.0:  # SoundBank.waveform gives one second of every sound
-        raise ValueError(f"clip_seconds={cfg.clip_seconds}: must be in (0, 1], the length of the bank's sounds")
+    if not MIN_CLIP_SECONDS <= cfg.clip_seconds <= 1.0:  # SoundBank.waveform gives one second of every sound
+        raise ValueError(
+            f"clip_seconds={cfg.clip_seconds}: must be in [{MIN_CLIP_SECONDS}, 1], a few of the heads' frames at "
+            "least and the length of the bank's sounds at most"
+        )
     pool = pool if pool is not None else test_pool(cfg)
     categories = bank.categories()
     sets: dict[tuple[str, float], DoaBatch] = {}
@@ -221,11 +230,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     bank = SoundBank.load()
     methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}  # the heads first: a bad checkpoint stops at once
     heads: list[tuple[str, torch.nn.Module]] = []  # (row name, model): each also gets a row sharpened by templates
-    for name, path in (("selective", cfg.selective), ("CRNN (audio only)", cfg.crnn)):
+    for name, kind, path in (("selective", "selective", cfg.selective), ("CRNN (audio only)", "crnn", cfg.crnn)):
         if path.lower() in NO_CHECKPOINT:
             continue
         if Path(path).is_file():
-            model = load_model(path)
+            model = load_model(path, kind=kind)  # a row is labelled by its slot: the wrong kind is refused
+            sharpening.check_bins(model.cfg.grid.num_bins)
             if _receiver(model.trained_on_rooms) != _receiver(cfg.rooms):
                 logger.warning(
                     "%s was trained on rooms=%s but is tested on rooms=%s: a head trained at one receiver "
@@ -238,6 +248,12 @@ def evaluate(cfg: EvalConfig) -> dict:
                 name = f"selective ({model.cfg.prompt} prompt)"
             heads.append((name, model))
             methods[name] = lambda b, m=model: predict(m, b)
+        elif kind == "selective":
+            logger.warning(
+                "no checkpoint %s: the selective head is left out of the table (the packaged head: --selective %s)",
+                path,
+                PACKAGED_WEIGHTS,
+            )
         else:
             logger.warning("no checkpoint %s: %s is left out of the table", path, name)
     pool = test_pool(cfg)
@@ -276,7 +292,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         results["direct_sound_reference"] = direct_sound_reference(pool, template)
         logger.info("HRTF templates on the direct sound alone: %s", results["direct_sound_reference"])
     results["prompt_choice_reference"] = {
-        f"{split} {snr:+.0f} dB": prompt_choice_reference(batch, sr) for (split, snr), batch in sets.items()
+        condition_label(split, snr): prompt_choice_reference(batch, sr) for (split, snr), batch in sets.items()
     }
     logger.info("prompt's spectral shape against the separated sources: %s", results["prompt_choice_reference"])
     results["per_clip_error"] = {}  # degrees, per method and condition: for paired comparisons of methods
@@ -287,7 +303,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             pred = fn(batch)
             truth = batch.azimuth.numpy()
             m = angular_metrics(pred, truth)
-            results["per_clip_error"][name][f"{split} {snr:+.0f} dB"] = circular_distance(pred, truth).tolist()
+            results["per_clip_error"][name][condition_label(split, snr)] = circular_distance(pred, truth).tolist()
             m["mae_lateral"] = float(circular_distance(lateral_fold(pred), lateral_fold(truth)).mean())
             to_distractor = circular_distance(pred, batch.distractor_azimuth.numpy().astype(np.float64))
             m["hit_distractor20"] = float((to_distractor <= 20).mean() * 100)
@@ -299,8 +315,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             if los.any():  # the same clips where the direct path is audible (not behind a wall)
                 m["line_of_sight"] = angular_metrics(pred[los], truth[los])
             m["seconds"] = time.monotonic() - start
-            results["methods"][name][f"{split} {snr:+.0f} dB"] = m
-            logger.info("%s | %s %+.0f dB | %s", name, split, snr, m)
+            results["methods"][name][condition_label(split, snr)] = m
+            logger.info("%s | %s | %s", name, condition_label(split, snr), m)
     atomic_write_text(cfg.out, json.dumps(results, indent=1))
     return results
 
@@ -312,6 +328,8 @@ def paired_acc5_lead(results: dict, condition: str) -> tuple[str, dict[str, tupl
     errors = {name: np.asarray(per[condition]) for name, per in results["per_clip_error"].items()}
     best = max(errors, key=lambda name: (errors[name] <= 5).mean())
     lead = {}
+    if len(errors[best]) < 2:  # no standard error from one clip
+        return best, lead
     for name, err in errors.items():
         if name != best:
             diff = ((errors[best] <= 5).astype(float) - (err <= 5)) * 100
@@ -340,13 +358,17 @@ def markdown_table(results: dict) -> str:
     references where there are some."""
     methods = results["methods"]
     conditions = list(next(iter(methods.values())))
+    first = next(iter(methods.values()))
     lines = _table(
         methods,
         conditions,
-        [f"{c}: MAE / ACC5 / ACC20 (lateral MAE)" for c in conditions],
+        [
+            f"{c}: MAE / ACC5 / ACC20 (lateral MAE)"
+            + (" [ACC5 to the distractor / to either]" if "either5" in first[c] else "")
+            for c in conditions
+        ],
         _cell,
     )
-    first = next(iter(methods.values()))
     in_sight = [first[c].get("line_of_sight_share", 100.0) for c in conditions]
     if all("line_of_sight" in first[c] for c in conditions) and min(in_sight) < 100:  # some clips are not
         shares = ", ".join(f"{c}: {first[c]['line_of_sight_share']:.0f} %" for c in conditions)
@@ -357,8 +379,8 @@ def markdown_table(results: dict) -> str:
             conditions,
             lambda m: "{mae:.1f} / {acc5:.1f} / {acc20:.1f}".format(**m["line_of_sight"]),
         )
-    if len(results.get("per_clip_error", {})) > 1:
-        best, lead = paired_acc5_lead(results, conditions[0])
+    best, lead = paired_acc5_lead(results, conditions[0]) if len(results.get("per_clip_error", {})) > 1 else ("", {})
+    if lead:
         leads = ", ".join(f"{name} {d:+.1f} ± {se:.1f}" for name, (d, se) in lead.items())
         lines += ["", f"ACC5 lead of {best} at {conditions[0]}, paired over the same clips (± one SE): {leads}"]
     if "prompt_choice_reference" in results:

@@ -101,12 +101,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
-    """The model stored in checkpoint ``path``, in eval mode with gradients off."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", kind: str | None = None) -> torch.nn.Module:
+    """The model stored in checkpoint ``path``, in eval mode with gradients off; of ``kind`` when one is named."""
     path = Path(path)
     if not path.is_file():
         raise DoaCheckpointError(f"DoA checkpoint {path} does not exist; train one with scripts/pretrain_doa.py")
     ckpt = read_checkpoint(path, map_location)
+    if kind is not None and ckpt["kind"] != kind:
+        raise DoaCheckpointError(f"DoA checkpoint {path} holds a {ckpt['kind']!r} model, not a {kind!r} one")
     try:
         model = build_model(ckpt["kind"], config=ckpt["config"])
         model.load_state_dict(ckpt["state_dict"])
@@ -148,6 +150,11 @@ def check_resumable(resumed: dict[str, Any], cfg: DoaTrainConfig, out: Path) -> 
     if resumed["kind"] != cfg.model:
         raise DoaCheckpointError(
             f"checkpoint {out} holds a {resumed['kind']!r} model, not {cfg.model!r}; another --out starts afresh"
+        )
+    if "optimizer" in resumed and resumed["optimizer"] is None:  # export_weights leaves it and the RNG out
+        raise DoaCheckpointError(
+            f"checkpoint {out} holds exported weights only, without the optimizer and example-stream state a "
+            f"resume continues; start a new run from them with --init-from {out} and another --out"
         )
     saved = resumed.get("train_config")
     history = list(resumed.get("train_config_history") or [])

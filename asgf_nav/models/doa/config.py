@@ -89,6 +89,18 @@ TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
 # spectrogram); direct: only its direct sound, the one part whose direction is the label
 MASK_TARGETS = TRAIN_CHOICES["mask_target"]
 STFT_SIZES = (256, 512, 1024)  # the selective head's frame lengths (stft_nfft)
+# settings of the selective network alone: the CRNN builds from bin_width only and has no mask
+SELECTIVE_ONLY = ("prompt", "mask_head", "mask_target", "patch_dim", "model_dim", "stft_nfft", "stft_hop")
+MIN_CLIP_SECONDS = 0.1  # a few of the heads' frames (512 samples every 384 at 16 kHz); the heads train on 0.5 s
+
+
+def unused_settings(cfg: DoaTrainConfig) -> list[str]:
+    """The settings ``cfg`` changes from their defaults that its model does not read (``--prompt`` for the
+    CRNN): they would be recorded, and later refuse a resume, without having changed anything."""
+    if cfg.model == "selective":
+        return []
+    default = DoaTrainConfig()
+    return [name for name in SELECTIVE_ONLY if getattr(cfg, name) != getattr(default, name)]
 
 
 # --------------------------------------------------------------------------------------------- models

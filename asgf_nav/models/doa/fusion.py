@@ -40,6 +40,11 @@ class TemplateSharpening:
         if not (math.isfinite(self.template_weight) and self.template_weight >= 0):
             raise ValueError(f"template_weight must be a finite number >= 0, got {self.template_weight!r}")
 
+    def check_bins(self, num_bins: int) -> None:
+        """Refuse a spread wider than a posterior of ``num_bins`` bins (known once the head is loaded)."""
+        if 2 * self.smooth_bins + 1 > num_bins:
+            raise ValueError(f"smooth_bins={self.smooth_bins} spreads wider than the head's {num_bins} bins")
+
     def fuse(self, posterior: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """(B, K) head posteriors and (B, K) template scores on the same azimuth bins -> (B, K) fused
         posteriors, each summing to 1."""
@@ -48,8 +53,7 @@ class TemplateSharpening:
             raise ValueError(
                 f"posterior {posterior.shape} and template scores {scores.shape} must both be (B, K) on the same bins"
             )
-        if 2 * self.smooth_bins + 1 > posterior.shape[1]:
-            raise ValueError(f"smooth_bins={self.smooth_bins} spreads wider than the {posterior.shape[1]} bins")
+        self.check_bins(posterior.shape[1])
         spread = sum(np.roll(posterior, shift, axis=1) for shift in range(-self.smooth_bins, self.smooth_bins + 1))
         log_fused = np.log(spread / (2 * self.smooth_bins + 1) + 1e-9) + self.template_weight * scores
         fused = np.exp(log_fused - log_fused.max(axis=1, keepdims=True))

@@ -30,7 +30,14 @@ from asgf_nav.models.doa.checkpoint import (
     save_checkpoint,
     start_from_weights,
 )
-from asgf_nav.models.doa.config import MASK_TARGETS, DoaTrainConfig, build_model, learning_rate, model_prompt
+from asgf_nav.models.doa.config import (
+    MASK_TARGETS,
+    DoaTrainConfig,
+    build_model,
+    learning_rate,
+    model_prompt,
+    unused_settings,
+)
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import binaural_stft, circular_distance, compressed_magnitude
 from asgf_nav.models.doa.network import POSTERIOR_LOSSES, doa_loss, posterior_loss
@@ -110,8 +117,8 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
     if cfg.mask_target not in MASK_TARGETS:
         raise ValueError(f"mask_target must be one of {MASK_TARGETS}, got {cfg.mask_target!r}")
-    if cfg.mask_target != "received" and cfg.model != "selective":
-        raise ValueError(f"mask_target {cfg.mask_target!r} needs the selective model; the {cfg.model} has no mask")
+    if unused_settings(cfg):
+        raise ValueError(f"{unused_settings(cfg)} set the selective model only; the {cfg.model} does not read them")
     if cfg.generated_categories and cfg.prompt == "category":
         raise ValueError(
             "generated_categories needs a prompt clip (audio or descriptor): a category embedding cannot name them"
