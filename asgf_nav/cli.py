@@ -8,7 +8,7 @@ import math
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -254,6 +254,23 @@ def list_item(convert: Callable[[str], Any] = str) -> Callable[[str], Any]:
 
     parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it for text ``convert`` refuses
     return parse
+
+
+def refuse_stale_stages(
+    parser: argparse.ArgumentParser, directory: Path, stages: Sequence[str], cfg: ExperimentConfig, rebake: bool
+) -> None:
+    """A script that draws a scene bakes what is missing, but replaces a stage baked with other settings (the
+    views a trained run reads) only when ``--rebake`` says so."""
+    from asgf_nav.scenes.build import missing_stages, stages_to_build
+
+    missing = missing_stages(directory, stages)
+    stale = [stage for stage in stages_to_build(directory, stages, cfg) if stage not in missing]
+    if stale and not rebake:
+        parser.error(
+            f"{directory} is baked with other settings than these ({', '.join(stale)}); drawing it with them would "
+            "bake those stages again, replacing what runs trained on this scene read: give --rebake, another "
+            "--data-root, or the settings it was baked with"
+        )
 
 
 def check_doa_rooms(parser: argparse.ArgumentParser, args: dict[str, Any]) -> None:

@@ -67,7 +67,8 @@ def make_baseline(
         from baselines.audio_model import load_model
 
         travel_time = cfg.task.keep_travel_time if scene_source(cfg) == "embedded" else None  # baked scenes only
-        return agent_class(load_model(audio_model_path(cfg, model_path), spectrogram_shape, travel_time))
+        path = audio_model_path(cfg, model_path)
+        return agent_class(load_model(path, spectrogram_shape, travel_time, cfg.task.sound_split))
     return agent_class()
 
 

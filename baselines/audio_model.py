@@ -268,7 +268,10 @@ def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> P
 
 
 def load_model(
-    path: str | Path, spectrogram_shape: Sequence[int] | None = None, keep_travel_time: bool | None = None
+    path: str | Path,
+    spectrogram_shape: Sequence[int] | None = None,
+    keep_travel_time: bool | None = None,
+    sound_split: str | None = None,
 ) -> AudioGoalNet:
     """The model :func:`save_model` wrote; a missing, unreadable or foreign file raises CheckpointError, and so
     does one trained on spectrograms of another shape than ``spectrogram_shape`` (the env's, when given): its
@@ -313,6 +316,16 @@ def load_model(
             path,
             str(bool(trained_with)).lower(),
             str(bool(keep_travel_time)).lower(),
+        )
+    trained_split = (state.get("meta") or {}).get("sound_split")
+    if sound_split is not None and trained_split is not None and trained_split != sound_split:
+        logger.warning(
+            "baseline audio model %s was trained on the %s sounds' split and is evaluated on %s sounds: its figures "
+            "are not those of the %s baseline, which trains on its own split (scripts/train_baselines.py)",
+            path,
+            trained_split,
+            sound_split,
+            sound_split,
         )
     model.load_state_dict(state["model"])
     return model.eval()

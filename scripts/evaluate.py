@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             "--baseline-model names one audio model, and --sound-split both evaluates heard and unheard sounds, "
             "each with its own model by default; evaluate each split with its model"
         )
+    if args.deterministic and args.agent:
+        parser.error(f"--deterministic sets how a checkpoint's policy acts; --agent {args.agent} has no policy")
+    if args.random_stop != "goal" and args.agent != "random":
+        parser.error(f"--random-stop is the random agent's STOP rule, not one of {args.agent or 'a checkpoint'}")
     if args.baseline_model and args.agent not in AUDIO_MODEL_BASELINES:
         parser.error(
             f"--baseline-model is the audio model of {' / '.join(AUDIO_MODEL_BASELINES)}, not of --agent {args.agent}"

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.table, table)
         logger.info("wrote %s", args.table)
     if args.out:
-        logger.info("wrote %s", comparison_chart(summaries, args.out))
+        logger.info("wrote %s", comparison_chart(summaries, args.out, with_ci=not args.no_ci))
     return 0
 
 

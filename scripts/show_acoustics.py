@@ -3,8 +3,9 @@
 Usage: python scripts/show_acoustics.py --dataset replica --scene apartment_0 \\
            --out docs/images/acoustics_replica_apartment_0.png [--data-root data] [--source-slot 0]
 Builds the scene's layout and acoustics stages first when they are missing. A scene already baked is drawn as
-it is, unless --config or overrides other than scenes.data_root / scenes.dataset ask for other settings: then
-its stale stages are baked again.
+it is; where --config or overrides other than scenes.data_root / scenes.dataset ask for other settings than
+it was baked with, the run stops, unless --rebake allows baking those stages again (which replaces what runs
+trained on the scene hear).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, non_negative_int, run_script, scene_options  # noqa: E402
+from asgf_nav.cli import check_output, non_negative_int, refuse_stale_stages, run_script, scene_options  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.io import atomic_savefig  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene", required=True, help="scene name, e.g. apartment_0")
     parser.add_argument("--out", required=True, help="image file to write (PNG, PDF, SVG)")
     parser.add_argument("--data-root", default=None, help="default: the config's scenes.data_root")
+    parser.add_argument(
+        "--rebake", action="store_true", help="bake again the stages baked with other settings than the ones asked for"
+    )
     parser.add_argument("--config", default=None, help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("--source-slot", type=non_negative_int, default=0, help="which of the scene's sources")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     where = ("scenes.data_root=", "scenes.dataset=")  # overrides that only say where the scene is
     asked = args.config or any(not item.startswith(where) for item in args.overrides)
     if asked or missing_stages(directory, ("layout", "acoustics")):
+        refuse_stale_stages(parser, directory, ("layout", "acoustics"), cfg, args.rebake)
         ensure_scenes(cfg, dataset, [args.scene], ("layout", "acoustics"), workers=1)
     store = SceneStore(directory)
     from asgf_nav.acoustics.rir import SceneRirs  # below asgf_nav.cli, whose Ctrl-C hook comes first

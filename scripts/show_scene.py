@@ -1,7 +1,8 @@
 """Draw one embedded scene: top-down floor plan with its navigation graph, plus egocentric RGB-D views.
 
 Builds the scene's layout and vision stages first if they are missing. A scene already baked is drawn as it
-is, unless --config or --image-size asks for other settings: then its stale stages are baked again.
+is; where --config or --image-size asks for other settings than it was baked with, the run stops, unless
+--rebake allows baking those stages again (which replaces what runs trained on the scene read).
 Example:
   python scripts/show_scene.py --dataset replica --scene apartment_0 --out docs/images/scene_replica_apartment_0.png
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, positive_int, run_script, scene_options  # noqa: E402
+from asgf_nav.cli import check_output, positive_int, refuse_stale_stages, run_script, scene_options  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.build import ensure_scenes, missing_stages, stages_to_build  # noqa: E402
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=positive_int, default=4, help="number of egocentric views to show")
     parser.add_argument("--data-root", help="store root (default: cfg scenes.data_root)")
     parser.add_argument("--image-size", type=positive_int, help="RGB-D resolution (default: cfg scenes.image_size)")
+    parser.add_argument(
+        "--rebake", action="store_true", help="bake again the stages baked with other settings than the ones asked for"
+    )
     parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out, figure=True)
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = scene_dir(cfg.scenes.data_root, dataset, args.scene)
     # settings asked for, or stages missing: bake (a training run's store is not re-baked by just looking at it)
     if (args.config or args.image_size) or missing_stages(directory, STAGES):
+        refuse_stale_stages(parser, directory, STAGES, cfg, args.rebake)
         if stages_to_build(directory, STAGES, cfg):  # a bake writes there
             flag = "--data-root" if args.data_root else "scenes.data_root"
             check_output(parser, flag, cfg.scenes.data_root, directory=True)

@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
     out = Path(args.out)
     data.save(out.with_suffix(".npz"))
-    plot_tsne(data, out, args.title, args.perplexity, args.seed)
+    title = args.title or (
+        f"t-SNE of ASE audio spatial states: {Path(args.checkpoint).name} on {cfg.scenes.dataset} "
+        f"{cfg.task.sound_split} sounds, {args.split} split ({len(data.states)} states)"
+    )
+    plot_tsne(data, out, title, args.perplexity, args.seed)
     logger.info("wrote %s from %d states", out, len(data.states))
     return 0
 

@@ -369,6 +369,17 @@ def test_a_model_trained_with_the_other_travel_time_setting_loads_with_a_warning
     assert f"{older} was trained with task.keep_travel_time=true and is run with false" in caplog.text
 
 
+def test_a_model_trained_on_the_other_sound_split_loads_with_a_warning(tmp_path, caplog):
+    """``--baseline-model`` of the heard split on unheard sounds is not the unheard baseline; the log says so."""
+    heard = save_model(tmp_path / "heard.pt", AudioGoalNet((65, 26, 2)), {"sound_split": "heard"})
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(heard, sound_split="heard")
+        load_model(heard)
+        assert caplog.text == ""
+        load_model(heard, sound_split="unheard")
+    assert f"{heard} was trained on the heard sounds' split and is evaluated on unheard sounds" in caplog.text
+
+
 def _ctx(scene, node, yaw, goal, new_episode):
     from asgf_nav.eval.evaluator import AgentContext
     from asgf_nav.tasks.episodes import ResolvedEpisode

@@ -97,6 +97,10 @@ def test_script_with_an_unknown_scene_exits_with_an_error_line(tmp_path):
         ("evaluate", ["--agent", "oracle", "--num-envs", "0"], "argument --num-envs: must be positive, got 0"),
         ("tsne", ["--checkpoint", "x.pt", "--perplexity", "0"], "argument --perplexity: must be positive, got 0.0"),
         ("train_baselines", ["--epochs", "0"], "argument --epochs: must be positive, got 0"),
+        ("tsne", ["--checkpoint", "x.pt", "--perplexity", "inf"], "argument --perplexity: must be a finite number"),
+        # options of another kind of agent would be recorded and ignored
+        ("evaluate", ["--agent", "random", "--deterministic"], "--deterministic sets how a checkpoint's policy acts"),
+        ("evaluate", ["--agent", "oracle", "--random-stop", "random"], "--random-stop is the random agent's STOP"),
     ],
 )
 def test_counts_that_must_be_positive_are_named(script, argv, message, capsys):

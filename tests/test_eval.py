@@ -770,11 +770,30 @@ def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
     unfinished = tmp_path / "unfinished" / "asgf_replica_unheard_test"
     unfinished.mkdir(parents=True)
     (unfinished / "episodes.partial.jsonl").write_text('{"evaluation": {}}\n')
+    (tmp_path / "only_unfinished" / "asgf").mkdir(parents=True)
+    (tmp_path / "only_unfinished" / "asgf" / "episodes.partial.jsonl").write_text('{"evaluation": {}}\n')
+    metric = {"mean": 0.5, "low": 0.1, "high": 0.9, "std": 0.5, "count": 4}
+    summary = {
+        "meta": {"agent": "random", "split": "test"},
+        "metrics": dict.fromkeys(("spl", "success", "sna"), metric),
+    }
+    no_sna = tmp_path / "no_sna"
+    no_sna.mkdir()
+    (no_sna / "summary.json").write_text(json.dumps(summary | {"metrics": {"spl": metric, "success": metric}}))
+    no_count = tmp_path / "no_count"
+    no_count.mkdir()
+    (no_count / "summary.json").write_text(json.dumps(summary))
+    finished = tmp_path / "unfinished" / "random_replica_unheard_test"  # beside the unfinished one
+    finished.mkdir(parents=True)
+    (finished / "summary.json").write_text(json.dumps(summary | {"episodes": 4}))
     cases = [
         ([str(tmp_path / "missing")], f"{tmp_path / 'missing'} is neither an evaluation directory"),
-        ([str(tmp_path / "unfinished")], "holds any (an unfinished evaluation: run its command again to finish it)"),
+        ([str(no_sna)], f"{no_sna / 'summary.json'}: metrics.sna is missing or damaged (KeyError"),
+        ([str(no_count)], f"{no_count / 'summary.json'}: 'episodes' (the episode count) is missing"),
+        ([str(tmp_path / "unfinished")], f"holds unfinished evaluations ['{unfinished}']: run their commands again"),
+        ([str(unfinished.parent.parent / "only_unfinished")], "holds any (an unfinished evaluation: run its command"),
         ([str(broken)], f"{broken / 'summary.json'} is not valid JSON"),
-        ([str(not_a_summary)], "lacks 'metrics'; it is not an evaluation summary"),
+        ([str(not_a_summary)], "lacks a 'metrics' mapping; it is not an evaluation summary"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -1030,12 +1049,26 @@ def test_comparison_chart_places_and_labels_every_agent_in_every_panel(tmp_path,
     ]
     report.comparison_chart(summaries, tmp_path / "c.png")
     heard, unheard = figures[0].axes
-    assert [heard.get_title(), unheard.get_title()] == ["replica heard", "replica unheard"]
+    assert [heard.get_title(), unheard.get_title()] == ["replica heard (test split)", "replica unheard (test split)"]
+    assert heard.get_ylabel() == "% (bars: 95 % confidence intervals)"
     # bar width 0.8 / 2 agents: a's bars left of each metric's tick (0, 1, 2), b's right of it
     assert [round(p.get_x() + p.get_width() / 2, 6) for p in heard.patches] == [-0.2, 0.8, 1.8, 0.2, 1.2, 2.2]
     assert [round(p.get_height(), 6) for p in unheard.patches] == [10.0, 20.0, 5.0]  # b's SPL, SR, SNA
     assert [round(p.get_x() + p.get_width() / 2, 6) for p in unheard.patches] == [0.2, 1.2, 2.2]
     assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["a", "b"]
+
+
+def test_comparison_chart_cuts_interval_bars_at_0_and_100_and_leaves_them_out_without_ci(tmp_path, chart_figures):
+    """A Student-t interval of a rate near 0 reaches below it; the bar drawn stops at 0 %."""
+    from asgf_nav.eval import report
+
+    summaries = [_summary("a", "replica", "heard", {**_VALUES, "success": 0.02}, half=0.05)]
+    report.comparison_chart(summaries, tmp_path / "c.png")
+    report.comparison_chart(summaries, tmp_path / "d.png", with_ci=False)
+    with_bars, without = (figure.axes[0] for figure in chart_figures)
+    (low, high), *_ = with_bars.collections[0].get_segments()[1:2]  # the SR bar's error line
+    assert low[1] == pytest.approx(0.0) and high[1] == pytest.approx(7.0)
+    assert not without.collections and without.get_ylabel() == "% (means)"
 
 
 def test_comparison_table_note_names_every_episode_count():

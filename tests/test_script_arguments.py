@@ -66,6 +66,8 @@ def evaluations(tmp_path_factory) -> dict[str, Path]:
         "random": ({**META, "agent": "random"}, 0.0),
         "oracle_rerun": ({**META, "agent": "oracle"}, 0.5),
         "oracle_unheard": ({**META, "agent": "oracle", "sound_split": "unheard"}, 1.0),
+        "oracle_far": ({**META, "agent": "oracle", "episode_list": "1051d1b0"}, 1.0),
+        "random_far": ({**META, "agent": "random", "episode_list": "ede2abd4"}, 0.0),  # longer episodes, say
     }
     for name, (meta, spl) in runs.items():
         write_evaluation(root / name, _records(spl), meta)
@@ -110,6 +112,11 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
             "visualize_trajectories",
             [oracle, unheard, "--data-root", empty, "--out", str(work / "m.png")],
             ["runs:", oracle, unheard, "sound_split 'heard' vs 'unheard'"],
+        ),
+        "vis_episode_list": (  # the same split and scene, but other episodes: side by side under one title
+            "visualize_trajectories",
+            [str(evals["oracle_far"]), str(evals["random_far"]), "--data-root", empty, "--out", str(work / "m.png")],
+            ["runs:", "episode_list '1051d1b0' vs 'ede2abd4'"],
         ),
         # 2. tsne
         "tsne_av_nav": ("tsne", tsne, ["--checkpoint", str(checkpoint), "'av_nav'", "no ASE module"]),
@@ -169,7 +176,7 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
         "show_size": ("show_scene", [*tiny_show, "--image-size", "-5"], ["--image-size", "must be positive"]),
         "show_root": ("show_scene", [*tiny_show, "--data-root", "/proc/x"], ["--data-root", "/proc/x"]),
         # --dataset defaults to the config's scenes.dataset (tiny), not replica
-        "show_ok": ("show_scene", [*show, "--image-size", "16"], []),
+        "show_ok": ("show_scene", [*show, "--image-size", "16", "--rebake"], []),
         # 6. report
         "report_agents": (
             "report",
@@ -215,7 +222,7 @@ def test_visualize_trajectories_checks_labels_video_and_numbers(outcomes):
 
 
 def test_visualize_trajectories_refuses_evaluations_of_different_episodes(outcomes):
-    _check(outcomes, "vis_episodes")
+    _check(outcomes, "vis_episodes", "vis_episode_list")
 
 
 def test_visualize_trajectories_default_labels_tell_runs_of_one_agent_apart(evaluations, tmp_path, monkeypatch):

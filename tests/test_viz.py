@@ -375,7 +375,9 @@ def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
 
     garbled = tmp_path / "garbled"
     garbled.mkdir()
-    (garbled / "summary.json").write_text('{"meta": {}, "metrics": {}}')
+    metric = {"mean": 0.5, "low": 0.1, "high": 0.9, "std": 0.5, "count": 1}
+    summary = {"meta": {}, "metrics": dict.fromkeys(("spl", "success", "sna"), metric), "episodes": 1}
+    (garbled / "summary.json").write_text(json.dumps(summary))  # a sound summary: the episodes are garbled
     (garbled / "episodes.jsonl").write_text("not json\n")
     cases = [
         ([str(tmp_path / "missing")], f"no summary.json at {tmp_path / 'missing'}"),
@@ -418,6 +420,12 @@ def test_looking_at_a_baked_scene_does_not_bake_it_again_with_the_default_settin
     assert show_acoustics.main([*location, "--out", str(tmp_path / "field2.png")]) == 0  # overrides saying where
     assert manifest.read_bytes() == before  # nothing baked again
     assert imageio.imread(tmp_path / "sheet.png").std() > 20 and imageio.imread(tmp_path / "field.png").std() > 20
+    # other settings asked for: refused, not baked over the views and responses runs trained on
+    for script, other in ((show_scene, ["--image-size", "16"]), (show_acoustics, ["acoustics.rays=77"])):
+        with pytest.raises(SystemExit) as stop:
+            script.main([*where, *other, "--out", str(tmp_path / "other.png")])
+        assert stop.value.code == 2 and manifest.read_bytes() == before, script
+    assert not (tmp_path / "other.png").exists()
 
 
 def test_show_acoustics_takes_the_dataset_from_the_config(tiny, tmp_path):

@@ -88,8 +88,18 @@ def load_summary(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise EvaluationFileError(f"{file} is not valid JSON ({exc}); it is not an evaluation summary") from exc
     for key in ("meta", "metrics"):
-        if key not in data:
-            raise EvaluationFileError(f"{file} lacks {key!r}; it is not an evaluation summary")
+        if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+            raise EvaluationFileError(f"{file} lacks a {key!r} mapping; it is not an evaluation summary")
+    for metric in TABLE_METRICS:  # what every table and chart reads, checked here rather than met as a KeyError
+        try:
+            MetricSummary.from_dict(data["metrics"][metric])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EvaluationFileError(
+                f"{file}: metrics.{metric} is missing or damaged ({type(exc).__name__}: {exc}); evaluate again"
+            ) from None
+    if not isinstance(data.get("episodes"), int):
+        raise EvaluationFileError(f"{file}: 'episodes' (the episode count) is missing or not a whole number")
+    data["directory"] = str(file.parent)  # not stored: where the table's errors point
     return data
 
 
@@ -102,6 +112,12 @@ def find_summaries(paths: Sequence[str | Path]) -> list[Path]:
             here = [p if p.is_dir() else p.parent]
         elif p.is_dir():
             here = sorted(f.parent for f in p.rglob(SUMMARY_FILE))
+            unfinished = sorted(str(f.parent) for f in p.rglob(PROGRESS_FILE) if not (f.parent / SUMMARY_FILE).exists())
+            if here and unfinished:
+                raise EvaluationFileError(
+                    f"{p} holds unfinished evaluations {unfinished}: run their commands again to finish them, "
+                    "or name the finished evaluation directories"
+                )
         else:
             here = []
         if not here:
@@ -134,9 +150,9 @@ def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[
             agents.append(agent)
         columns.add(key)
         if (agent, key) in cells:
-            first, second = (str(c["meta"].get("checkpoint")) for c in (cells[(agent, key)], s))
+            first, second = (str(c.get("directory", c["meta"].get("checkpoint"))) for c in (cells[(agent, key)], s))
             raise EvaluationFileError(
-                f"two evaluations of agent {agent!r} on {' '.join(key)} (checkpoints {first} and {second}); "
+                f"two evaluations of agent {agent!r} on {' '.join(key)} ({first} and {second}); "
                 "evaluate them under different --name labels, or pass only one"
             )
         cells[(agent, key)] = s
@@ -185,13 +201,15 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
-def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Grouped bar chart (one panel per dataset / sound split) of SPL, SR and SNA with CI error bars."""
+def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path, with_ci: bool = True) -> Path:
+    """Grouped bar chart (one panel per dataset / sound split) of SPL, SR and SNA, with the confidence
+    intervals as error bars (cut at 0 and 100 %, where a Student-t interval of a rate may reach past)."""
     import matplotlib
     import numpy as np
     from matplotlib.figure import Figure
 
     agents, columns, cells = collect(summaries)
+    split = summaries[0]["meta"].get("split", "?")  # one split: collect refuses several
     fig = Figure(figsize=(4.2 * len(columns) + 1, 3.8))
     axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)
     width = 0.8 / max(1, len(agents))
@@ -203,22 +221,23 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path) -> P
             if s is None:
                 continue
             ms = [MetricSummary.from_dict(s["metrics"][m]) for m in TABLE_METRICS]
-            means = [100 * m.mean for m in ms]
-            err = [100 * m.half_width for m in ms]
+            means = np.array([100 * m.mean for m in ms])
+            low, high = (np.clip([100 * getattr(m, end) for m in ms], 0, 100) for end in ("low", "high"))
             ax.bar(
                 x + (j - (len(agents) - 1) / 2) * width,
                 means,
                 width,
-                yerr=err,
+                yerr=np.stack([means - low, high - means]) if with_ci else None,
                 capsize=2,
                 label=agent,
                 color=colors(j % 10),
             )
         ax.set_xticks(x, [METRIC_LABELS[m] for m in TABLE_METRICS])
-        ax.set_title(f"{col[0]} {col[1]}")
+        ax.set_title(f"{col[0]} {col[1]} ({split} split)")
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("%")
+    levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
+    axes[0][0].set_ylabel(f"% (bars: {levels} confidence intervals)" if with_ci else "% (means)")
     handles: dict[str, Any] = {}  # every agent once, also one evaluated only in a later panel
     for ax in axes[0]:
         for handle, name in zip(*ax.get_legend_handles_labels()):

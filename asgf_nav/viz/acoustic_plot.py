@@ -56,7 +56,7 @@ def acoustics_figure(
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("z (m)")
-    ax.set_title(f"{rirs.scene}: received energy (dB re max), source node {source_node}")
+    ax.set_title(f"{rirs.scene}: received energy (dB re max) facing yaw 0, source node {source_node}")
     ax.legend(loc="upper right", fontsize=8)
     fig.colorbar(sc, ax=ax, shrink=0.7, label="dB")
     t_ms = np.arange(rirs.length) / rirs.sample_rate * 1000
@@ -69,6 +69,7 @@ def acoustics_figure(
         dist = float(np.linalg.norm(positions[node] - positions[source_node]))
         sub.set_title(f"{i + 1}: node {node}, {dist:.1f} m, {energy[node]:.0f} dB, yaw 0", fontsize=9)
         sub.tick_params(labelsize=7)
+        sub.set_ylabel("amplitude", fontsize=7)
         if i == 0:
             sub.legend(fontsize=7, loc="upper right")
         if i == len(probe_nodes) - 1:

@@ -19,7 +19,7 @@ from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces_import import imported_scene_dir
 from asgf_nav.scenes.store import SceneStoreError, scene_dir
 
-SAME_EPISODES_KEYS = ("dataset", "split", "sound_split", "scene_source")
+SAME_EPISODES_KEYS = ("dataset", "split", "sound_split", "scene_source", "episode_list")  # episode_list: a digest
 POSITION_TOLERANCE = 1e-3  # metres between a record's start / goal position and the drawn scene's node
 
 EpisodeKey = tuple[str, str]  # (scene, episode id): ids alone repeat across the scenes of a SoundSpaces split
@@ -69,8 +69,8 @@ def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
 
 
 def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
-    """Why the evaluations are not of the same episodes (dataset, split, sound split or scene source
-    differ), or None."""
+    """Why the evaluations are not of the same episodes (dataset, split, sound split, scene source or the
+    episode list itself differ: the same split generated on other data or settings is other episodes), or None."""
     metas = [s["meta"] for s in summaries]
     differs = [
         f"{key} {metas[0][key]!r} vs {meta[key]!r}"
@@ -82,7 +82,8 @@ def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
         return None
     return (
         f"{run_dirs[0]} and {run_dirs[1]} are evaluations of different episodes ({', '.join(differs)}); "
-        "give evaluations of the same dataset, split, sound split and scene source"
+        "give evaluations of the same episodes (the same dataset, split, sound split, scene source, --episodes, "
+        "--scenes and data)"
     )
 
 

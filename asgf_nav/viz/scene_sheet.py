@@ -64,6 +64,7 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
         ax_map.annotate(
             "", xy=(p[0] + d[0], p[2] + d[1]), xytext=(p[0], p[2]),
             arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 2}, zorder=8,
+            annotation_clip=False,  # a tip past the axes (a view near the map's edge) would drop the whole arrow
         )  # fmt: skip
         ax_map.text(
             p[0],

@@ -90,7 +90,7 @@ def draw_episode(
         ax.add_collection(lines)
         if colorbar:
             cb = ax.figure.colorbar(lines, ax=ax, fraction=0.035, pad=0.02)
-            cb.set_label("time (start -> end)")
+            cb.set_label("share of the episode (start -> end)")
     turns = [0, len(poses) - 1] + [i for i in range(1, len(poses)) if poses[i, 1] != poses[i - 1, 1]]
     cmap = matplotlib.colormaps[PATH_CMAP]
     for i in sorted(set(turns)):
@@ -132,13 +132,13 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
     width = 5.2
     fig = Figure(figsize=(width * len(records) + 0.6, width * aspect + 1.2))
     axes = fig.subplots(1, len(records), squeeze=False)
-    for k, (ax, rec, label) in enumerate(zip(axes[0], records, labels)):
+    for ax, rec, label in zip(axes[0], records, labels):
         m = rec.metrics
         title = (
             f"{label}: {'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, "
             f"{len(rec.actions)} actions"
         )
-        draw_episode(ax, scene, rec, title=title, colorbar=k == len(records) - 1)
+        draw_episode(ax, scene, rec, title=title, colorbar=True)  # on every panel: the maps keep one scale
     handles, names = axes[0][0].get_legend_handles_labels()
     first = records[0]
     one_panel = len(records) == 1  # too narrow for the title on one line

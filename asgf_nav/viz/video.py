@@ -53,6 +53,9 @@ def render_frames(
     fig = Figure(figsize=FIGSIZE, dpi=dpi)
     canvas = FigureCanvasAgg(fig)  # pixels without pyplot: the caller's backend (a notebook's) stays as it was
     axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1.3, 1.2]})
+    sound = world.sound(record.sound)
+    spectrograms = [spectrogram_np(sound, task_scene.rir(n, record.goal_node, y), world.sample_rate) for n, y in poses]
+    loudest = max([float(np.max(spec)) for spec in spectrograms] + [1e-6])  # one scale: loudness is the cue
     frames, audio = [], []
     for k, (node, yaw) in enumerate(tqdm(poses, desc=f"video ep {record.episode_id}", unit="frame")):
         signal = received_audio(world, task_scene, record, node, yaw)
@@ -67,14 +70,16 @@ def render_frames(
                 ax.text(0.5, 0.5, "no vision stage", ha="center", va="center", transform=ax.transAxes)
         axes[0].set_title("RGB", fontsize=9)
         axes[1].set_title("depth (0-10 m)", fontsize=9)
-        spec = spectrogram_np(world.sound(record.sound), task_scene.rir(node, record.goal_node, yaw), world.sample_rate)
+        spec = spectrograms[k]
         axes[2].imshow(
             np.concatenate([spec[..., 0], np.full((2, spec.shape[1]), np.nan), spec[..., 1]]),
             origin="lower",
             aspect="auto",
             cmap="magma",
+            vmin=0.0,
+            vmax=loudest,
         )
-        axes[2].set_title("spectrogram: left (bottom) / right (top)", fontsize=9)
+        axes[2].set_title("spectrogram, left (bottom) / right (top):\none scale for the episode", fontsize=9)
         draw_episode(axes[3], scene, record, title="", upto=k + 1, show_graph=False)
         axes[3].set_xlabel("")
         axes[3].set_ylabel("")
