@@ -273,6 +273,17 @@ def refuse_stale_stages(
         )
 
 
+def check_clip_seconds(parser: argparse.ArgumentParser, seconds: float) -> None:
+    """The DoA scripts' clip length: a few of the heads' frames at least, the bank's 1 s sounds at most."""
+    from asgf_nav.models.doa.config import MIN_CLIP_SECONDS
+
+    if not MIN_CLIP_SECONDS <= seconds <= 1.0:
+        parser.error(
+            f"--clip-seconds: {seconds} s is outside [{MIN_CLIP_SECONDS}, 1]: a few of the heads' frames at least, "
+            "the bank's 1 s sounds at most"
+        )
+
+
 def check_doa_rooms(parser: argparse.ArgumentParser, args: dict[str, Any]) -> None:
     """The DoA scripts' rooms and pool directory, checked before any pool is drawn: baked scenes need their
     data root and a scene preset by that name."""

@@ -25,7 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_rooms, check_output, field_help, finite_float, number_type, run_script  # noqa: E402
+from asgf_nav.cli import (  # noqa: E402
+    check_clip_seconds,
+    check_doa_rooms,
+    check_output,
+    field_help,
+    finite_float,
+    number_type,
+    run_script,
+)
 from asgf_nav.eval.doa_eval import (  # noqa: E402
     EVAL_CHOICES,
     NO_CHECKPOINT,
@@ -36,7 +44,6 @@ from asgf_nav.eval.doa_eval import (  # noqa: E402
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.doa.classical import GMM_PCA_DIMS  # noqa: E402
-from asgf_nav.models.doa.config import MIN_CLIP_SECONDS  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
 NON_NEGATIVE = ("threads", "sharpen_smooth_bins", "sharpen_weight")
@@ -62,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if path != default and path.lower() not in NO_CHECKPOINT and not Path(path).is_file():
             parser.error(f"--{key}: checkpoint {path} does not exist (use '--{key} none' to leave it out)")
     check_doa_rooms(parser, args)
-    if not MIN_CLIP_SECONDS <= args["clip_seconds"] <= 1.0:
-        parser.error(
-            f"--clip-seconds: {args['clip_seconds']} s is outside [{MIN_CLIP_SECONDS}, 1]: a few of the heads' "
-            "frames at least, the bank's 1 s sounds at most"
-        )
+    check_clip_seconds(parser, args["clip_seconds"])
     args["snrs"] = tuple(args["snrs"])
     labels = [condition_label("unheard", snr) for snr in args["snrs"]]
     if len(set(labels)) < len(labels):  # one condition each: a repeat would replace the other's results

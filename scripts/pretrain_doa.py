@@ -21,11 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
+from asgf_nav.cli import check_clip_seconds, check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.doa.checkpoint import DoaCheckpointError, export_weights, read_checkpoint  # noqa: E402
 from asgf_nav.models.doa.config import (  # noqa: E402
-    MIN_CLIP_SECONDS,
     STFT_SIZES,
     TRAIN_CHOICES,
     DoaTrainConfig,
@@ -58,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     export = args.pop("export")
     check_doa_rooms(parser, args)
-    if not MIN_CLIP_SECONDS <= args["clip_seconds"] <= 1.0:
-        parser.error(
-            f"--clip-seconds: {args['clip_seconds']} s is outside [{MIN_CLIP_SECONDS}, 1]: a few of the heads' "
-            "frames at least, the bank's 1 s sounds at most"
-        )
+    check_clip_seconds(parser, args["clip_seconds"])
     try:
         AzimuthGrid(args["bin_width"])
     except ValueError as err:
