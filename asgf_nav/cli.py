@@ -95,7 +95,7 @@ positive_int = _bounded(int, lambda v: v > 0, "positive", "positive_int")
 positive_float = _bounded(float, lambda v: v > 0, "positive", "positive_float")
 non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0", "non_negative_int")
 non_negative_float = _bounded(float, lambda v: v >= 0, ">= 0", "non_negative_float")
-finite_float = _bounded(float, lambda v: True, "", "finite_float")
+finite_float = _bounded(float, lambda v: True, "unbounded", "finite_float")  # _bounded refuses NaN and inf
 
 
 def number_type(kind: type, name: str, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> Callable:
@@ -161,7 +161,8 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """Load the config (plus any --dataset / --data-root) or exit with status 2 naming the bad key."""
+    """Load the config with the script's scene options (:func:`scene_options`), or exit with status 2 naming the
+    bad key."""
     try:
         return load_config(args.config, args.overrides, scene_options(args))
     except ConfigError as exc:

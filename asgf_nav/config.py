@@ -271,7 +271,7 @@ def load_config(
     return cfg
 
 
-NULL_SPELLINGS = ("null", "Null", "NULL", "~")  # YAML's, for the optional text fields
+NULL_SPELLINGS = ("null", "Null", "NULL", "~")  # YAML's: None for an optional text field, refused for another
 
 
 def _field_hint(dotted: str) -> Any | None:
@@ -298,10 +298,11 @@ def _is_text(hint: Any) -> bool:
 def _parse_override(raw: str, hint: Any | None) -> Any:
     """The value of an override, read by the type of its field.
 
-    Text fields keep the text as typed: YAML 1.1 would turn ``0755`` into 493, ``1:30`` into 90, ``2024_06_01``
-    into 20240601 and ``2024-06-01`` into a date. Lists of text read each item as text (YAML's base loader);
-    everything else (numbers, bools, sections given as mappings) is parsed as YAML the way a config file is,
-    so ``0755`` in a number field is refused on the command line as in a file, not read as 493.
+    Text fields keep the text as typed, except YAML's null spellings (None, as in a file): YAML 1.1 would turn
+    ``0755`` into 493, ``1:30`` into 90, ``2024_06_01`` into 20240601 and ``2024-06-01`` into a date. Lists of
+    text read each item as text (YAML's base loader); everything else (numbers, bools, sections given as
+    mappings) is parsed as YAML the way a config file is, so ``0755`` in a number field is refused on the
+    command line as in a file, not read as 493.
     """
     if not raw.strip():
         return ""
@@ -475,7 +476,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
     def fail() -> typing.NoReturn:
         kind = {_WrittenInt: "int", _WrittenFloat: "float"}.get(type(value), type(value).__name__)
-        quote = "; quote it ('null') for the text" if value is None and _is_text(hint) else ""
+        quote = "; quote it for the text (as 'null')" if value is None and _is_text(hint) else ""
         raise ConfigError(f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({kind}){quote}")
 
     if origin in (Union, types.UnionType):

@@ -75,7 +75,8 @@ def devices_to_compare(names: list[str] | None) -> list[torch.device]:
     if not names:
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     devices = [resolve_device(name, key="--devices") for name in names]
-    repeated = sorted({str(d) for d in devices if devices.count(d) > 1})
+    same = [(d.type, d.index or 0) for d in devices]  # cpu and cpu:0, cuda and cuda:0 are one device
+    repeated = sorted({str(d) for d, key in zip(devices, same) if same.count(key) > 1})
     if repeated:  # a row each: the second would be timed and printed as if it were another device
         raise ConfigError(f"--devices: {names} names {', '.join(repeated)} more than once")
     return devices

@@ -161,12 +161,21 @@ def main() -> None:
     parser.add_argument("--sample-rate", type=positive_int, default=44100, help="the world's rate (the head resamples)")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--data-root", default=None, help="baked scenes for the env table (default: synthetic)")
-    parser.add_argument("--config", default="replica_unheard", help="config of the baked scenes")
+    parser.add_argument("--config", default=None, help="config of the baked scenes (default: replica_unheard)")
     parser.add_argument(
-        "--split", default="test", choices=["train", "val", "test"], help="scene split of the baked scenes"
+        "--split",
+        default=None,
+        choices=["train", "val", "test"],
+        help="scene split of the baked scenes (default: test)",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides the scenes were baked with (acoustics.*=...)")
     args = parser.parse_intermixed_args()
+    given = [flag for flag, value in (("--config", args.config), ("--split", args.split)) if value is not None]
+    if args.overrides:
+        given.append(f"config overrides {args.overrides}")
+    if given and not args.data_root:  # they say which baked scenes; the synthetic world has none
+        parser.error(f"{', '.join(given)}: set the baked scenes of --data-root, and none is given")
+    args.config, args.split = args.config or "replica_unheard", args.split or "test"
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     devices = devices_to_compare(args.devices)

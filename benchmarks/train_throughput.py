@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from tqdm import tqdm
 
 from asgf_nav.cli import check_output, list_item, non_negative_int, positive_int, run_script
 from asgf_nav.config import load_config
@@ -148,7 +147,7 @@ class Contender:
     providers: dict[str, ObservationProvider]
     seconds: float = 0.0
 
-    def update(self, progress: tqdm) -> float:
+    def update(self) -> float:
         """Seconds of one ``Trainer.update_once`` (rollout + PPO epochs), the device synchronised on both sides;
         nothing else the trainer does (config file, TensorBoard writer, checkpoints) is timed."""
         for name, p in self.providers.items():  # the registry is process-wide: this variant's own head and cache
@@ -157,7 +156,7 @@ class Contender:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        self.trainer.update_once(progress)
+        self.trainer.update_once()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
@@ -199,7 +198,6 @@ def measure(
     """Frames/s of each (name, overrides, config) variant: ``warmup`` untimed updates each, then ``updates``
     timed ones in turns (A, B, A, B, ...), so that a busy machine slows every variant alike and their
     ratios hold even where the absolute numbers drift."""
-    progress = tqdm(disable=True)
     contenders = []
     with tempfile.TemporaryDirectory() as run_dir:  # update_once writes nothing there; a trainer needs one
         for i, (name, overrides, cfg) in enumerate(variants):
@@ -208,10 +206,10 @@ def measure(
             contenders.append(Contender(name, overrides, trainer, {s: get_observation(s) for s in extra}))
         for contender in contenders:
             for _ in range(warmup):
-                contender.update(progress)
+                contender.update()
         for _ in range(updates):
             for contender in contenders:
-                contender.seconds += contender.update(progress)
+                contender.seconds += contender.update()
     results = []
     for contender in contenders:
         trainer = contender.trainer

@@ -5,7 +5,7 @@
     python scripts/tsne.py --config replica_unheard --checkpoint CKPT --samples 2000 --split test --out tsne.png
 
 States come from rollouts of the checkpoint's policy (sampled actions, seeded by --seed) on the split's episodes of the
-unheard sound split (``--sound-split heard`` for a policy trained on the heard task); each is coloured by
+config's sound split (unheard in the default replica_unheard; ``--sound-split`` chooses); each is coloured by
 the distance to the target and by the target's relative azimuth.
 The collected states are kept next to the figure as .npz.
 """
@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument(
         "--sound-split",
-        default="unheard",
         choices=("heard", "unheard"),
-        help="sounds of the rolled-out episodes (the paper's figure: unheard)",
+        help="sounds of the rolled-out episodes (default: the config's task.sound_split; the paper's figure: unheard)",
     )
     parser.add_argument(
         "--samples",
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--checkpoint: {args.checkpoint} holds policy {policy!r}, which has no ASE module (no audio spatial "
             f"states to embed); give a checkpoint of {' or '.join(with_state)}"
         )
-    cfg.task.sound_split = args.sound_split
+    cfg.task.sound_split = args.sound_split or cfg.task.sound_split
     world, episodes = load_task_data(cfg, args.split)
     episodes = select_episodes(episodes, args.episodes)
     space = observation_space_for(world, list(cfg.task.sensors))

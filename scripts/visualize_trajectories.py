@@ -45,6 +45,7 @@ from asgf_nav.viz.evaluated_episode import (  # noqa: E402
     episode_name,
     open_scene_of,
     pick_episode,
+    record_mismatch,
     resolve_episode,
 )
 
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"--episode: episode {episode_name(key)} is not in {missing}")
     records = [run[key] for run in runs]
+    mismatch = record_mismatch(args.runs, records) if len(records) == 2 else None
+    if mismatch:
+        parser.error(f"--episode: {mismatch}")
     labels = args.labels or default_labels(args.runs, summaries)
     try:
         scene = open_scene_of(args.runs, summaries, records, cfg.scenes.data_root, cfg.scenes.dataset)

@@ -85,6 +85,16 @@ def test_the_reference_runs_in_turns_with_every_timed_batched_step():
     assert reference.seconds > 0
 
 
+def test_one_device_named_twice_is_refused_whatever_its_spelling():
+    from asgf_nav.config import ConfigError
+    from asgf_nav.devices import devices_to_compare
+
+    for names in (["cpu", "cpu"], ["cpu", "cpu:0"]):
+        with pytest.raises(ConfigError, match="more than once"):
+            devices_to_compare(names)
+    assert [str(d) for d in devices_to_compare(["cpu"])] == ["cpu"]
+
+
 def test_env_throughput_refuses_the_options_of_the_other_world(monkeypatch, capsys):
     def no_work(*args, **kwargs):
         raise AssertionError("a world was built from options that were refused")
@@ -135,9 +145,9 @@ def test_training_throughput_times_the_updates_only(monkeypatch):
         saves.append(self.updates_done)
         time.sleep(1.0)
 
-    def timed_update_once(self, progress):
+    def timed_update_once(self):
         start = time.perf_counter()
-        stats = update_once(self, progress)
+        stats = update_once(self)
         updates.append(time.perf_counter() - start)
         return stats
 
@@ -170,9 +180,9 @@ def record_updates(monkeypatch, field) -> list:
     order = []
     update_once = Trainer.update_once
 
-    def recorded(self, progress):
+    def recorded(self):
         order.append(field(self))
-        return update_once(self, progress)
+        return update_once(self)
 
     monkeypatch.setattr(Trainer, "update_once", recorded)
     return order
@@ -242,11 +252,11 @@ def test_each_variant_observes_through_its_own_providers(registry):
     class Trainer:
         device = torch.device("cpu")
 
-        def update_once(self, progress):
+        def update_once(self):
             seen.append(observations.get_observation("probe").compute(None))
 
     contender = train_throughput.Contender("a", [], Trainer(), {"probe": mine})
-    assert contender.update(None) >= 0.0 and seen == [1]
+    assert contender.update() >= 0.0 and seen == [1]
 
 
 # ------------------------------------------------------------------------------------------ audio-only data

@@ -103,7 +103,7 @@ def test_script_with_an_unknown_scene_exits_with_an_error_line(tmp_path):
         ("evaluate", ["--agent", "oracle", "--random-stop", "random"], "--random-stop is the random agent's STOP"),
     ],
 )
-def test_counts_that_must_be_positive_are_named(script, argv, message, capsys):
+def test_bad_option_values_are_named(script, argv, message, capsys):
     import importlib
 
     main = importlib.import_module(script).main

@@ -191,7 +191,7 @@ def test_null_in_a_text_field_that_takes_none_is_refused_as_in_a_file(override: 
         message = str(refused.value)
         assert (
             message
-            == f"config key {key!r} (in {source}) expects str, got None (NoneType); quote it ('null') for the text"
+            == f"config key {key!r} (in {source}) expects str, got None (NoneType); quote it for the text (as 'null')"
         )
 
 

@@ -8,7 +8,6 @@ import random
 import re
 import signal
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from asgf_nav.rl.checkpoint import (
     save_checkpoint,
 )
 from asgf_nav.rl.ppo import PPO
+from asgf_nav.rl.resume import schedule_change
 from asgf_nav.rl.rollout import RolloutStorage, compute_gae
 from asgf_nav.rl.trainer import Trainer
 
@@ -690,14 +690,14 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, cap
         "of 4, so it continues at 0.600 of the configured value instead of 0.500"
     )
     assert expected in caplog.text
-    first_update = resumed.update_once(progress=mock.MagicMock())
+    first_update = resumed.update_once()
     assert first_update["lr"] == pytest.approx(cfg.ppo.lr * (1 - 2 / 5))
     resumed.train()
     assert (resumed.updates_done, resumed.frames) == (5, longer.ppo.total_frames)
     assert load_config(run / "config.yaml").ppo.total_frames == 5 * frames  # what --resume will continue with
 
 
-def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Path, caplog) -> None:
+def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Path) -> None:
     """Under DD-PPO the frames per update scale with the ranks, so a resume on fewer ranks has more updates
     left for the same ppo.total_frames; the decays then end later, and the log says where from."""
     cfg = small_cfg("av_nav", updates=4)
@@ -709,20 +709,13 @@ def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Pa
     # as if a run on two ranks had stopped after its first update of 4: 2 x the frames per update
     state["frames"], state["num_updates"], state["frames_per_update"] = 2 * frames, 4, 2 * frames
     state["config"]["ppo"]["total_frames"] = cfg.ppo.total_frames = 8 * frames
-    trainer.updates_done, trainer.frames = 1, 2 * frames
-    trainer.num_updates = 1 + 6  # one rank: the 6 x frames still to go take 6 updates
-    with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
-        trainer.log_schedule_change(state, remaining=6 * frames)
+    # one rank: the 6 x frames still to go take 6 updates, to update 7
     expected = (
         f"frames per update {2 * frames} -> {frames}: the linear lr decay now ends at update 7 instead of 4, so it "
         "continues at 0.857 of the configured value instead of 0.750"
     )
-    assert expected in caplog.text
-    caplog.clear()
-    trainer.num_updates = 4  # the same end: nothing to say
-    with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
-        trainer.log_schedule_change(state, remaining=6 * frames)
-    assert "decay now ends" not in caplog.text
+    assert schedule_change(state, cfg.ppo, 1, 7, frames) == expected
+    assert schedule_change(state, cfg.ppo, 1, 4, frames) is None  # the same end: nothing to say
 
 
 class SignalledEnv(ToySoundSideEnv):

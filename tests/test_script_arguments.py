@@ -45,12 +45,12 @@ print(json.dumps(results))
 META = {"dataset": "tiny", "sound_split": "heard", "split": "test"}
 
 
-def _records(spl: float) -> list[EpisodeRecord]:
+def _records(spl: float, start_node: int = 0) -> list[EpisodeRecord]:
     """Three episodes of tiny_room_test, all with the given SPL (no scene is opened for them)."""
     metrics = {"spl": spl, "success": float(spl > 0), "sna": spl, "softspl": spl, "distance_to_goal": 0.0,
                "num_actions": 2.0}  # fmt: skip
     episode = {
-        "scene": "tiny_room_test", "sound": "telephone", "start_node": 0, "start_yaw": 0, "goal_node": 1,
+        "scene": "tiny_room_test", "sound": "telephone", "start_node": start_node, "start_yaw": 0, "goal_node": 1,
         "start_position": [0.0, 0.0, 0.0], "goal_position": [1.0, 0.0, 0.0], "geodesic_distance": 1.0,
         "num_action": 2, "actions": [1, 0], "path": [[0, 0], [1, 0], [1, 0]], "metrics": metrics,
     }  # fmt: skip
@@ -66,11 +66,10 @@ def evaluations(tmp_path_factory) -> dict[str, Path]:
         "random": ({**META, "agent": "random"}, 0.0),
         "oracle_rerun": ({**META, "agent": "oracle"}, 0.5),
         "oracle_unheard": ({**META, "agent": "oracle", "sound_split": "unheard"}, 1.0),
-        "oracle_far": ({**META, "agent": "oracle", "episode_list": "1051d1b0"}, 1.0),
-        "random_far": ({**META, "agent": "random", "episode_list": "ede2abd4"}, 0.0),  # longer episodes, say
+        "random_far": ({**META, "agent": "random"}, 0.0),  # its episode files started elsewhere
     }
     for name, (meta, spl) in runs.items():
-        write_evaluation(root / name, _records(spl), meta)
+        write_evaluation(root / name, _records(spl, start_node=5 if name == "random_far" else 0), meta)
     return {name: root / name for name in runs}
 
 
@@ -113,10 +112,15 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
             [oracle, unheard, "--data-root", empty, "--out", str(work / "m.png")],
             ["runs:", oracle, unheard, "sound_split 'heard' vs 'unheard'"],
         ),
-        "vis_episode_list": (  # the same split and scene, but other episodes: side by side under one title
+        "vis_episode_list": (  # the same split and scene, but other episodes under the same id
             "visualize_trajectories",
-            [str(evals["oracle_far"]), str(evals["random_far"]), "--data-root", empty, "--out", str(work / "m.png")],
-            ["runs:", "episode_list '1051d1b0' vs 'ede2abd4'"],
+            [oracle, str(evals["random_far"]), "--episode", "1", "--data-root", empty, "--out", str(work / "m.png")],
+            ["--episode: episode tiny_room_test/1 is another episode in", "(start_node 0 vs 5)"],
+        ),
+        "vis_no_common": (  # no episode is the same in both: none to pick
+            "visualize_trajectories",
+            [oracle, str(evals["random_far"]), "--data-root", empty, "--out", str(work / "m.png")],
+            ["error: the evaluations share no episode"],
         ),
         # 2. tsne
         "tsne_av_nav": ("tsne", tsne, ["--checkpoint", str(checkpoint), "'av_nav'", "no ASE module"]),
@@ -223,6 +227,8 @@ def test_visualize_trajectories_checks_labels_video_and_numbers(outcomes):
 
 def test_visualize_trajectories_refuses_evaluations_of_different_episodes(outcomes):
     _check(outcomes, "vis_episodes", "vis_episode_list")
+    code, err, _, expected = outcomes["vis_no_common"]  # ids in common, but each one another episode
+    assert code == 2 and err.strip().splitlines()[-1].startswith(expected[0]), err[-2000:]
 
 
 def test_visualize_trajectories_default_labels_tell_runs_of_one_agent_apart(evaluations, tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def test_a_resume_without_env_state_draws_fresh_episodes(tmp_path: Path, world: 
     first_episodes = original.env.ep_index.tolist()
     original.train(max_updates=2)
     # what every DD-PPO rank meets (one checkpoint holds one env), and a single process whose pool grew
-    monkeypatch.setattr(Trainer, "env_state_not_restored", lambda self, state: "DD-PPO with 2 ranks")
+    monkeypatch.setattr(Trainer, "try_restore_env_state", lambda self, state: "DD-PPO with 2 ranks")
     resumed = Trainer(cfg, make, tmp_path / "run", resume=True)
     assert resumed.updates_done == 2
     assert resumed.env.ep_index.tolist() != first_episodes  # not the start of the run again
@@ -133,7 +133,7 @@ def test_resumes_without_env_state_from_different_updates_sample_different_actio
 
     run = tmp_path / "run"
     Trainer(cfg, make, run).train(max_updates=2)
-    monkeypatch.setattr(Trainer, "env_state_not_restored", lambda self, state: "DD-PPO with 2 ranks")
+    monkeypatch.setattr(Trainer, "try_restore_env_state", lambda self, state: "DD-PPO with 2 ranks")
     draws: dict[int, torch.Tensor] = {}
     for update in (2, 1):  # the newest checkpoint, then (with it gone) the one before
         assert Trainer(cfg, make, run, resume=True).updates_done == update

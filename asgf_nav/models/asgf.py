@@ -12,7 +12,12 @@ The paper's eq. (7) is single-head attention; here it has ``heads`` heads and an
 (6) and (9) normalise e_t with separate LayerNorms, and every W is a Linear layer with a bias (docs/models.md
 lists these choices). c_t lives in R^D while e_t has ase_dim (512) entries, so the residual adds a linear
 projection W_e e_t; when ase_dim == D, W_e is the identity. An optional direction-of-arrival vector enters the
-memory as a third token. The module keeps the last mean gate and attention entropy (detached) for logging.
+memory as a third token. The module keeps the last mean gate and attention entropy (detached) for logging,
+and the last attention weights (``last_attention``, for tests and figures).
+
+With (8) in (10), h_t = LN_out(α_t c_t + W_e e_t): the gate weighs the attention's context against nothing,
+and the state's projection always passes whole. So ``fusion/gate_alpha`` is how much of the attended
+audio-visual context enters, not a mix between context and state.
 """
 
 from __future__ import annotations

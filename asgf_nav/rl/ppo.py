@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from asgf_nav.config import PPOConfig
 from asgf_nav.rl.rollout import RolloutStorage
 
 GradientHook = Callable[[nn.Module], None]
@@ -53,7 +54,7 @@ class PPO:
     def __init__(
         self,
         policy: nn.Module,
-        ppo_cfg: Any,
+        ppo_cfg: PPOConfig,
         gradient_hook: GradientHook | None = None,
         mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:

@@ -4,30 +4,12 @@
 runs the PPO update, logs to TensorBoard and a tqdm bar, validates every ``train.val_interval`` updates
 and checkpoints every ``train.checkpoint_interval`` updates until ``ppo.total_frames`` frames are used.
 
-Resume: the resumed run must be the run it continues. A config that differs from the checkpoint's in a
-key other than ``ppo.total_frames`` and how the run executes (``checkpoint.RESUMABLE_KEYS``) is refused,
-naming the keys; a larger ``ppo.total_frames`` extends the run by the frames it adds. A checkpoint holds
-the model, optimiser, schedule, counters, RNG states, the rollout's carried-over state (last observation,
-mask and GRU state) and ``env.state_dict()`` when the env offers it, so a single-process run on CPU
-resumed from update K reaches the same parameters as an uninterrupted run when the env's observations
-do not depend on what it cached before. The batched env's caches are not saved: it recomputes their
-observations in other batches, which changes them in the last float bits, so there the resumed run is
-the same run up to rounding (docs/models.md). Under DD-PPO rank 0 checkpoints, and every rank resumes
-with fresh episodes (the ranks' envs differ, and one file holds one env): an env with ``reseed(seed)`` gets
-its episode samplers reseeded from (train.seed, rank, update), so no resume replays the episodes the run
-began with; the same holds when the saved env state no longer fits (the scene pool grew).
-
-Validation (``rl/validation.py``) samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its
-own seed, inside an isolated RNG scope, on a val env restored to the same initial state each time (when the
-env offers ``state_dict``), so numbers are comparable across validations and training randomness is untouched.
-The val env holds the episodes to validate on (``experiment.make_rank_env``: ``train.val_episodes``
-evenly spaced over the whole val split, so every val scene counts in proportion); its sequential
-stride runs each of the first ``train.val_episodes`` once.
-A pending stop (SIGTERM, Ctrl-C) cuts a validation short and drops its partial numbers, so the checkpoint
-the stop waits for is written at once. The checkpoint of the best validation so far on
-``train.best_metric`` is kept as ``checkpoints/best.pt`` (SoundSpaces reports the test figures of the
-checkpoint with the best val SPL; short runs can get worse late in training, and the newest-K pruning
-would delete the better checkpoint).
+The loop (``train``) reads: collect a rollout, run the PPO update (``rl/ppo.py``), report it, checkpoint.
+Resuming is ``rl/resume.py``'s subject; validation, which samples actions on the val split, is
+``rl/validation.py``'s. The checkpoint of the best validation so far on ``train.best_metric`` is kept as
+``checkpoints/best.pt`` (SoundSpaces reports the test figures of the checkpoint with the best val SPL; short
+runs can get worse late in training, and the newest-K pruning would delete the better checkpoint). A pending
+stop (SIGTERM, Ctrl-C) ends the loop between updates, after a checkpoint.
 """
 
 from __future__ import annotations
@@ -43,19 +25,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from asgf_nav.config import ConfigError, config_to_dict, save_config
+from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
 from asgf_nav.rl.checkpoint import (
-    BEST_CHECKPOINT,
     CheckpointError,
     capture_rng_state,
     check_resume_config,
     check_same_doa_head,
     checkpoint_dir,
-    load_checkpoint,
     load_latest,
     remove_stale_checkpoint_temporaries,
     restore_rng_state,
@@ -64,6 +44,7 @@ from asgf_nav.rl.checkpoint import (
     seed_everything,
 )
 from asgf_nav.rl.ppo import PPO
+from asgf_nav.rl.resume import remembered_best, schedule_change
 from asgf_nav.rl.rollout import EpisodeWindow, RolloutStorage, to_device
 from asgf_nav.rl.validation import ValidationStopped, run_validation
 from asgf_nav.scenes.background import ScenesNotReadyError
@@ -71,14 +52,17 @@ from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_re
 
 logger = logging.getLogger(__name__)
 
-EnvFactory = Callable[[Any, str, int], Any]
-SUMMARY_KEYS = {"fps", "value_loss", "episode/success", "episode/spl", "success", "spl", "sna"}
+EnvFactory = Callable[[ExperimentConfig, str, int], Any]  # (config, split, rank) -> a batched env
+SUMMARY_KEYS = {  # what the log line of an update or a validation shows (TensorBoard gets every key)
+    "train": {"fps", "value_loss", "episode/success", "episode/spl"},
+    "val": {"success", "spl", "sna"},
+}
 
 
 class Trainer:
     def __init__(
         self,
-        cfg: Any,
+        cfg: ExperimentConfig,
         env_factory: EnvFactory,
         run_dir: str | Path | None = None,
         resume: bool = False,
@@ -158,7 +142,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ rollouts
     def collect_rollout(self) -> dict[str, float]:
-        """Fill the storage with num_steps transitions; returns policy diagnostics averaged over steps."""
+        """Fill the storage with num_steps transitions and their GAE returns; returns the policy's diagnostics
+        (the fusion gate and attention entropy) averaged over the steps."""
         self.policy.eval()
         diagnostics: dict[str, torch.Tensor] = {}
         hidden = self.storage.hidden.clone()
@@ -222,7 +207,8 @@ class Trainer:
                         break
                     if self.scenes_changed is not None and self.scenes_changed("train"):
                         self.reload_train_env()
-                    stats = self.update_once(progress)
+                    stats = self.update_once()
+                    self.report(stats, progress)
                     if self.updates_done % self.cfg.train.checkpoint_interval == 0:
                         self.save()
                         last_saved = self.updates_done
@@ -245,8 +231,8 @@ class Trainer:
                 self.writer = None
         return stats
 
-    def update_once(self, progress: tqdm) -> dict[str, float]:
-        """Collect one rollout, run the PPO update on it, then log and validate when due."""
+    def update_once(self) -> dict[str, float]:
+        """Collect one rollout and run the PPO update on it; returns the update's statistics."""
         start = time.perf_counter()
         self.ppo.set_progress(self.updates_done, self.num_updates)
         diagnostics = self.collect_rollout()
@@ -259,6 +245,10 @@ class Trainer:
         # every rank's frames over this rank's rollout and update time (validation and checkpoints not counted)
         stats["fps"] = self.frames_per_update / (time.perf_counter() - start)
         stats.update({f"episode/{k}": v for k, v in self.window.means().items()})
+        return stats
+
+    def report(self, stats: dict[str, float], progress: tqdm) -> None:
+        """Show the update on the progress bar, log it and validate when due."""
         progress.update(self.frames_per_update)
         progress.set_postfix(
             fps=f"{stats['fps']:.0f}",
@@ -270,7 +260,6 @@ class Trainer:
         val_interval = self.cfg.train.val_interval
         if self.is_main and val_interval > 0 and self.updates_done % val_interval == 0:
             self.validate_and_keep_best()
-        return stats
 
     def validate_and_keep_best(self) -> None:
         """The validation due at this update; one a stop cut short stays pending in the checkpoint, and the
@@ -310,7 +299,7 @@ class Trainer:
         for key, value in values.items():
             if self.writer is not None and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{key}", value, self.frames)
-        shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS}
+        shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS[prefix]}
         logger.info("%s update %d frames %d: %s", prefix, self.updates_done, self.frames, shown)
 
     # ------------------------------------------------------------------------------------ validation
@@ -380,8 +369,8 @@ class Trainer:
             return None
         return save_checkpoint(self.run_dir, self.state_dict(), self.cfg.train.keep_checkpoints)
 
-    def env_state_not_restored(self, state: dict[str, Any]) -> str | None:
-        """Load the checkpoint's env state into the env for an exact resume; else say why not."""
+    def try_restore_env_state(self, state: dict[str, Any]) -> str | None:
+        """Load the checkpoint's env state into the env for an exact resume; returns why it could not, or None."""
         if self.world > 1:
             return f"DD-PPO with {self.world} ranks"
         if "env" not in state or not hasattr(self.env, "load_state_dict"):
@@ -391,53 +380,6 @@ class Trainer:
         except ValueError as exc:  # e.g. more scenes are baked now than when the checkpoint was written
             return str(exc)
         return None
-
-    def log_schedule_change(self, state: dict[str, Any], remaining: int) -> None:
-        """The linear decays end at the resumed run's last update. Where that moved (a larger
-        ``ppo.total_frames``, or another DD-PPO world size changing the frames per update), they continue
-        from the new schedule's value at this update, a step from where the stopped run left them."""
-        ppo = self.cfg.ppo
-        decays = [name for name, on in (("lr", ppo.use_linear_lr_decay), ("clip", ppo.use_linear_clip_decay)) if on]
-        planned = state.get("num_updates")
-        if not self.is_main or not decays or not remaining or planned is None or int(planned) == self.num_updates:
-            return
-        causes = []
-        planned_frames = int(state["config"]["ppo"]["total_frames"])
-        if planned_frames != int(ppo.total_frames):
-            causes.append(f"ppo.total_frames {planned_frames} -> {ppo.total_frames}")
-        # the checkpoint's own figure; one written before it recorded that, the mean over its updates
-        planned_per_update = state.get("frames_per_update")
-        if planned_per_update is None and self.updates_done:
-            planned_per_update = self.frames // self.updates_done
-        if planned_per_update is not None and int(planned_per_update) != self.frames_per_update:
-            causes.append(f"frames per update {int(planned_per_update)} -> {self.frames_per_update}")
-        before = 1.0 - self.updates_done / max(int(planned), 1)
-        after = 1.0 - self.updates_done / max(self.num_updates, 1)
-        logger.info(
-            "%s: the linear %s decay now ends at update %d instead of %d, so it continues at %.3f of the "
-            "configured value instead of %.3f",
-            ", ".join(causes) or "another schedule",
-            " and ".join(decays),
-            self.num_updates,
-            int(planned),
-            after,
-            before,
-        )
-
-    def remembered_best(self, in_checkpoint: dict[str, float] | None) -> dict[str, float] | None:
-        """The best validation a resumed run has to beat. Validation can run more often than checkpointing,
-        so a run stopped between the two may have written a best.pt newer than its last checkpoint knows."""
-        path = checkpoint_dir(self.run_dir) / BEST_CHECKPOINT
-        if not path.is_file():
-            return in_checkpoint
-        try:
-            on_disk = load_checkpoint(path).get("best_validation")
-        except CheckpointError as exc:
-            logger.warning("%s; the best validation is taken from the resumed checkpoint", exc)
-            return in_checkpoint
-        if on_disk is not None and (in_checkpoint is None or on_disk["update"] > in_checkpoint["update"]):
-            return on_disk
-        return in_checkpoint
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue the checkpointed run; a config that would make it another experiment raises CheckpointError
@@ -460,7 +402,9 @@ class Trainer:
         # DD-PPO the frames per update change with the number of ranks
         remaining = max(0, int(self.cfg.ppo.total_frames) - self.frames)
         self.num_updates = self.updates_done + math.ceil(remaining / self.frames_per_update)
-        self.log_schedule_change(state, remaining)
+        moved = schedule_change(state, self.cfg.ppo, self.updates_done, self.num_updates, self.frames_per_update)
+        if self.is_main and remaining and moved:
+            logger.info(moved)
         if not remaining:
             logger.warning(
                 "the checkpoint has used %d frames of ppo.total_frames=%d: nothing left to train (raise "
@@ -469,10 +413,10 @@ class Trainer:
                 self.cfg.ppo.total_frames,
             )
         self.window.episodes.extend(state.get("episode_window", []))
-        self.best_validation = self.remembered_best(state.get("best_validation"))
+        self.best_validation = remembered_best(self.run_dir, state.get("best_validation"))
         self.validation_pending = bool(state.get("validation_pending", False))
         rollout = state["rollout"]
-        not_restored = self.env_state_not_restored(state)
+        not_restored = self.try_restore_env_state(state)
         if not_restored is None:
             self.last_hidden = rollout["hidden"].to(self.device)
             self.episode_returns = rollout["episode_returns"].to(self.device)

@@ -3,6 +3,10 @@
 Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) with its own seed, inside an
 isolated RNG scope, so numbers are comparable across validations and training randomness is untouched;
 the trainer restores the val env to the same initial state before each one (``Trainer.validate``).
+The val env holds the episodes to validate on (``experiment.make_rank_env``: ``train.val_episodes`` evenly
+spaced over the whole val split, so every val scene counts in proportion); its sequential stride runs each of
+them once. A pending stop (SIGTERM, Ctrl-C) cuts a validation short and drops its partial numbers, so the
+checkpoint the stop waits for is written at once; the resumed run starts with that validation.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 import torch
 
+from asgf_nav.config import ExperimentConfig
+from asgf_nav.models.policies import Policy
 from asgf_nav.rl.checkpoint import capture_rng_state, restore_rng_state, seed_everything
 from asgf_nav.rl.rollout import EpisodeWindow, to_device
 from asgf_nav.termination import stop_requested
@@ -43,7 +49,7 @@ def validation_quota(num_envs: int, val_episodes: int, dataset_size: int | None 
     return [len(range(i, total, num_envs)) for i in range(num_envs)]
 
 
-def run_validation(policy: Any, env: Any, cfg: Any, device: torch.device) -> dict[str, float]:
+def run_validation(policy: Policy, env: Any, cfg: ExperimentConfig, device: torch.device) -> dict[str, float]:
     """Mean metrics on ``env`` (sampled actions) over each env's share of its first ``train.val_episodes``
     episodes (:func:`validation_quota`). Waiting for every env's fixed share keeps long episodes: stopping
     at the first ``val_episodes`` to finish would favour short ones, and flatter a policy that wanders.

@@ -19,7 +19,7 @@ from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces_import import imported_scene_dir
 from asgf_nav.scenes.store import SceneStoreError, scene_dir
 
-SAME_EPISODES_KEYS = ("dataset", "split", "sound_split", "scene_source", "episode_list")  # episode_list: a digest
+SAME_EPISODES_KEYS = ("dataset", "split", "sound_split", "scene_source")
 POSITION_TOLERANCE = 1e-3  # metres between a record's start / goal position and the drawn scene's node
 
 EpisodeKey = tuple[str, str]  # (scene, episode id): ids alone repeat across the scenes of a SoundSpaces split
@@ -56,6 +56,7 @@ def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
     common = set(runs[0])
     for run in runs[1:]:
         common &= set(run)
+    common = {key for key in common if not differing_fields([run[key] for run in runs])}  # ids reused: not one
     if not common:
         raise EvaluationFileError(
             "the evaluations share no episode; evaluate the agents on the same split and episodes"
@@ -69,8 +70,9 @@ def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
 
 
 def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
-    """Why the evaluations are not of the same episodes (dataset, split, sound split, scene source or the
-    episode list itself differ: the same split generated on other data or settings is other episodes), or None."""
+    """Why the evaluations are not of the same episodes (dataset, split, sound split or scene source differ),
+    or None. Their episode lists may differ (``--episodes``, ``--scenes``): :func:`record_mismatch` checks the
+    one episode drawn."""
     metas = [s["meta"] for s in summaries]
     differs = [
         f"{key} {metas[0][key]!r} vs {meta[key]!r}"
@@ -82,8 +84,32 @@ def episode_mismatch(run_dirs: list[str], summaries: list[dict]) -> str | None:
         return None
     return (
         f"{run_dirs[0]} and {run_dirs[1]} are evaluations of different episodes ({', '.join(differs)}); "
-        "give evaluations of the same episodes (the same dataset, split, sound split, scene source, --episodes, "
-        "--scenes and data)"
+        "give evaluations of the same dataset, split, sound split and scene source"
+    )
+
+
+EPISODE_FIELDS = ("start_node", "start_yaw", "goal_node", "sound")  # what makes an episode under its id
+
+
+def differing_fields(records: Sequence[EpisodeRecord]) -> list[str]:
+    """``start_node 12 vs 40``, ... for each field of :data:`EPISODE_FIELDS` the records of one id disagree on."""
+    return [
+        f"{name} {getattr(records[0], name)!r} vs {getattr(record, name)!r}"
+        for record in records[1:]
+        for name in EPISODE_FIELDS
+        if getattr(records[0], name) != getattr(record, name)
+    ]
+
+
+def record_mismatch(run_dirs: Sequence[str], records: Sequence[EpisodeRecord]) -> str | None:
+    """Why the records of one episode id are not the same episode (episodes generated from other data or
+    settings reuse ids), or None: two panels under one title must show one start, goal and sound."""
+    differs = differing_fields(records)
+    if not differs:
+        return None
+    return (
+        f"episode {episode_name((records[0].scene, records[0].episode_id))} is another episode in {run_dirs[1]} "
+        f"than in {run_dirs[0]} ({', '.join(differs)}): the evaluations ran on other episode files"
     )
 
 

@@ -138,7 +138,7 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
             f"{label}: {'success' if m.get('success') else 'failure'}, SPL {m.get('spl', 0):.2f}, "
             f"{len(rec.actions)} actions"
         )
-        draw_episode(ax, scene, rec, title=title, colorbar=True)  # on every panel: the maps keep one scale
+        draw_episode(ax, scene, rec, title=title, colorbar=True)  # a bar beside each map: the panels keep one size
     handles, names = axes[0][0].get_legend_handles_labels()
     first = records[0]
     one_panel = len(records) == 1  # too narrow for the title on one line

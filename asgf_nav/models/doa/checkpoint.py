@@ -19,7 +19,13 @@ import torch
 
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
 from asgf_nav.io import atomic_write, content_digest
-from asgf_nav.models.doa.config import RESUMABLE_TRAIN_KEYS, DoaTrainConfig, build_model, learning_rate
+from asgf_nav.models.doa.config import (
+    RESUMABLE_TRAIN_KEYS,
+    SELECTIVE_ONLY,
+    DoaTrainConfig,
+    build_model,
+    learning_rate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +141,14 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
 def train_config_changes(saved: dict[str, Any], cfg: DoaTrainConfig) -> list[tuple[str, Any, Any]]:
     """``(key, saved value, current value)`` for each setting outside :data:`RESUMABLE_TRAIN_KEYS` that differs.
 
-    A key the checkpoint lacks (added since it was written) is not compared: it cannot say what it was."""
+    A key the checkpoint lacks (added since it was written) is not compared: it cannot say what it was; nor is a
+    setting the model does not read (the CRNN's ``--stft-hop``), which changed nothing it learned."""
     current = asdict(cfg)
+    unread = SELECTIVE_ONLY if cfg.model != "selective" else ()
     return [
         (key, saved[key], current[key])
         for key in current
-        if key in saved and key not in RESUMABLE_TRAIN_KEYS and saved[key] != current[key]
+        if key in saved and key not in RESUMABLE_TRAIN_KEYS and key not in unread and saved[key] != current[key]
     ]
 
 

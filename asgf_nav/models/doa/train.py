@@ -117,8 +117,9 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
         raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
     if cfg.mask_target not in MASK_TARGETS:
         raise ValueError(f"mask_target must be one of {MASK_TARGETS}, got {cfg.mask_target!r}")
-    if unused_settings(cfg):
-        raise ValueError(f"{unused_settings(cfg)} set the selective model only; the {cfg.model} does not read them")
+    unused = unused_settings(cfg)
+    if unused:
+        raise ValueError(f"{', '.join(unused)} set the selective model only; the {cfg.model} does not read them")
     if cfg.generated_categories and cfg.prompt == "category":
         raise ValueError(
             "generated_categories needs a prompt clip (audio or descriptor): a category embedding cannot name them"
