@@ -3,6 +3,11 @@
 Only orchestration lives here; each step is one call into the package that owns it. On the embedded
 scene set the smallest training scene is baked first (all cores), training starts on it, and the other
 scenes bake in a background process and join the training pool as they complete.
+
+Read ``run_training`` first: it checks the components, claims the run directory and hands over to
+``train_in_claimed_run_dir``. The package's layers are imported inside the functions that use them, so that
+importing this module stays cheap: ``scripts/train_ppo.py`` imports it before it parses its arguments, and
+``--help`` or a bad flag should not wait for torch.
 """
 
 from __future__ import annotations
@@ -296,7 +301,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         register_auxiliary_observations(cfg)
         check_components(cfg)
         claim_on_rank0(held, run_dir, resume, is_main)
-        _train_in(cfg, run_dir, resume, is_main)
+        train_in_claimed_run_dir(cfg, run_dir, resume, is_main)
 
 
 def claim_on_rank0(held: ExitStack, run_dir: Path, resume: bool, is_main: bool) -> None:
@@ -319,7 +324,9 @@ def claim_on_rank0(held: ExitStack, run_dir: Path, resume: bool, is_main: bool) 
         raise ConfigError(f"{message} (found by rank 0)")
 
 
-def _train_in(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
+def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
+    """The run proper, once its directory is held: the log file, the scenes (the first baked here, the rest in
+    the background, stopped however the run ends), the trainer."""
     from asgf_nav.rl.trainer import Trainer
     from asgf_nav.scenes.soundspaces_import import scene_source
 

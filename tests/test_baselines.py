@@ -251,10 +251,10 @@ def test_registry_builds_every_baseline(tmp_path):
 
 # ------------------------------------------------------------------------------------------ training script
 def _record_train_splits(monkeypatch, tmp_path, world, samples: int, splits: list[str], clock: list[float]) -> dict:
-    """Run train_baselines.train_splits on ``world`` with RIRs, spectrograms, training and saving faked: returns
-    each split's training and validation geometry and the saved meta. ``clock`` is its perf_counter; rendering
-    the RIRs advances it by 7 s, training a model by 100 s."""
-    import train_baselines
+    """Run baselines.training.train_audio_models on ``world`` with RIRs, spectrograms, training and saving faked:
+    returns each split's training and validation geometry and the saved meta. ``clock`` is its perf_counter;
+    rendering the RIRs advances it by 7 s, training a model by 100 s."""
+    from baselines import training
 
     built: list[list[tuple]] = []
     seen: dict[str, list] = {"train": [], "val": [], "meta": []}
@@ -274,17 +274,16 @@ def _record_train_splits(monkeypatch, tmp_path, world, samples: int, splits: lis
         seen["val"].append([built[-1][i] for i in val.direction.tolist()])
         return AudioGoalNet((1, 1, 2)), {}
 
-    monkeypatch.setattr(train_baselines, "load_world", lambda cfg, split, scenes=None: world)
-    monkeypatch.setattr(train_baselines, "split_sound_names", lambda cfg, split, world: ["bell", "drum"])
-    monkeypatch.setattr(train_baselines, "render_rirs", render)
-    monkeypatch.setattr(train_baselines, "build_samples", build)
-    monkeypatch.setattr(train_baselines, "train_model", train)
-    monkeypatch.setattr(train_baselines, "save_model", lambda path, model, meta: seen["meta"].append(meta) or path)
-    monkeypatch.setattr(train_baselines, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(training, "load_world", lambda cfg, split, scenes=None: world)
+    monkeypatch.setattr(training, "split_sound_names", lambda cfg, split, world: ["bell", "drum"])
+    monkeypatch.setattr(training, "render_rirs", render)
+    monkeypatch.setattr(training, "build_samples", build)
+    monkeypatch.setattr(training, "train_model", train)
+    monkeypatch.setattr(training, "save_model", lambda path, model, meta: seen["meta"].append(meta) or path)
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     cfg = ExperimentConfig()
     cfg.scenes.data_root = str(tmp_path)
-    args = SimpleNamespace(scenes=None, samples=samples, epochs=1, seed=0, out=None)
-    train_baselines.train_splits(args, cfg, splits)
+    training.train_audio_models(cfg, splits, scenes=None, samples=samples, epochs=1, seed=0)
     return seen
 
 

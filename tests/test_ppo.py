@@ -987,7 +987,7 @@ def test_restore_rng_state_restores_python_numpy_and_torch(tmp_path):
     """All three global generators come back, numpy's included, though no project code draws from it today."""
     import random
 
-    from asgf_nav.rl.checkpoint import capture_rng_state, restore_rng_state
+    from asgf_nav.rl.rng import capture_rng_state, restore_rng_state
 
     random.seed(1)
     np.random.seed(2)

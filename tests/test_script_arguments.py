@@ -266,11 +266,12 @@ def test_seeds_are_checked_before_the_data_loads(outcomes):
 
 
 def test_train_baselines_minimum_samples_leave_a_validation_split():
-    import train_baselines
 
-    n = train_baselines.MIN_SAMPLES
-    assert train_baselines.train_size(n) < n and train_baselines.train_size(n - 1) == n - 1
-    assert all(1 <= train_baselines.train_size(k) < k for k in range(n, 200))
+    from baselines.training import MIN_SAMPLES, train_size
+
+    n = MIN_SAMPLES
+    assert train_size(n) < n and train_size(n - 1) == n - 1
+    assert all(1 <= train_size(k) < k for k in range(n, 200))
 
 
 def test_bake_spectrograms_checks_threads_and_sounds_before_loading_scenes(outcomes):

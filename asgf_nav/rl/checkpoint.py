@@ -1,21 +1,18 @@
 """Atomic training checkpoints (``ckpt_000050.pt``) keeping the newest K, the best-validated one
-(``best.pt``), RNG state capture/restore, and the check that a resumed run is the run it continues."""
+(``best.pt``), and the check that a resumed run is the run it continues (the RNG states it holds: ``rl/rng.py``)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import logging
-import random
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from asgf_nav.config import flatten_dotted
-from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
 from asgf_nav.io import atomic_write, content_digest
 
 logger = logging.getLogger(__name__)
@@ -51,35 +48,6 @@ class CheckpointError(RuntimeError):
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators (a rank's start, a validation's scope)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def capture_rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Python, numpy and torch generator states, and ``device``'s CUDA generator when it is a GPU."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    cuda = cuda_rng_state(device)
-    if cuda is not None:
-        state["cuda"] = cuda
-    return state
-
-
-def restore_rng_state(state: dict[str, Any], device: torch.device | str = "cpu") -> None:
-    """Set the generators from :func:`capture_rng_state`; the torch states may have been loaded onto a GPU
-    (``map_location``), and torch takes them only as CPU byte tensors."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu())
-    restore_cuda_rng_state(state.get("cuda"), device)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

@@ -32,19 +32,17 @@ from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
 from asgf_nav.rl.checkpoint import (
     CheckpointError,
-    capture_rng_state,
     check_resume_config,
     check_same_doa_head,
     checkpoint_dir,
     load_latest,
     remove_stale_checkpoint_temporaries,
-    restore_rng_state,
     save_best_checkpoint,
     save_checkpoint,
-    seed_everything,
 )
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.resume import remembered_best, schedule_change
+from asgf_nav.rl.rng import capture_rng_state, restore_rng_state, seed_everything
 from asgf_nav.rl.rollout import EpisodeWindow, RolloutStorage, to_device
 from asgf_nav.rl.validation import ValidationStopped, run_validation
 from asgf_nav.scenes.background import ScenesNotReadyError
@@ -195,12 +193,8 @@ class Trainer:
         stopping = False
         try:
             with stop_between_updates():
-                if self.validation_pending and self.cfg.train.val_interval <= 0:
-                    self.validation_pending = False  # validation is switched off now (train.val_interval=0)
-                if self.is_main and self.validation_pending:  # the stopped run's last validation, first
-                    self.validate_and_keep_best()
-                    if not self.validation_pending:
-                        last_saved = None  # the checkpoint on disk still calls it pending: saved again below
+                if self.finish_pending_validation():
+                    last_saved = None  # the checkpoint on disk still calls it pending: saved again below
                 while self.updates_done < stop:
                     stopping = distributed.any_rank(stop_requested(), self.device)
                     if stopping:
@@ -260,6 +254,15 @@ class Trainer:
         val_interval = self.cfg.train.val_interval
         if self.is_main and val_interval > 0 and self.updates_done % val_interval == 0:
             self.validate_and_keep_best()
+
+    def finish_pending_validation(self) -> bool:
+        """Run the validation a stop cut short in the run this one resumes; True when it ran to the end now."""
+        if self.validation_pending and self.cfg.train.val_interval <= 0:
+            self.validation_pending = False  # validation is switched off now (train.val_interval=0)
+        if not (self.is_main and self.validation_pending):
+            return False
+        self.validate_and_keep_best()
+        return not self.validation_pending
 
     def validate_and_keep_best(self) -> None:
         """The validation due at this update; one a stop cut short stays pending in the checkpoint, and the

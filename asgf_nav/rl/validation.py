@@ -19,7 +19,7 @@ import torch
 
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.models.policies import Policy
-from asgf_nav.rl.checkpoint import capture_rng_state, restore_rng_state, seed_everything
+from asgf_nav.rl.rng import capture_rng_state, restore_rng_state, seed_everything
 from asgf_nav.rl.rollout import EpisodeWindow, to_device
 from asgf_nav.termination import stop_requested
 

@@ -14,11 +14,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from asgf_nav.config import TaskConfig
 from asgf_nav.tasks import metrics
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, resolve_episodes
 from asgf_nav.tasks.navigation import NUM_ACTIONS, STOP, check_action, step_pose
 from asgf_nav.tasks.observations import (
-    BUILTIN_SENSORS,
     ObservationState,
     check_sensors,
     get_observation,
@@ -30,21 +30,26 @@ from asgf_nav.tasks.world import TaskWorld
 logger = logging.getLogger(__name__)
 
 
-def apply_task_rules(env: Any, task_cfg: Any, sensors: Sequence[str] | None) -> None:
-    """Sensors, step limit, success radius and reward terms of ``task_cfg`` (SoundSpaces defaults when absent)."""
-    env.sensors = check_sensors(
-        list(sensors if sensors is not None else task_setting(task_cfg, "sensors", list(BUILTIN_SENSORS)))
-    )
+def apply_task_rules(env: Any, task_cfg: TaskConfig | None, sensors: Sequence[str] | None) -> None:
+    """Set what both envs (this reference and ``batched_env.BatchedAudioNavEnv``) play by, from ``task_cfg``:
+    ``sensors``, ``needs_spectrogram``, ``max_steps``, ``success_distance``, ``slack_reward``, ``success_reward``
+    and ``distance_scale``; here once, so that the two envs cannot drift apart."""
+    env.sensors = check_sensors(list(sensors if sensors is not None else task_setting(task_cfg, "sensors")))
     env.needs_spectrogram = spectrogram_needed(env.sensors)  # a sensor, or a provider's input
-    env.max_steps = int(task_setting(task_cfg, "max_steps", 500))
-    env.success_distance = float(task_setting(task_cfg, "success_distance", 1.0))
-    env.slack_reward = float(task_setting(task_cfg, "slack_reward", -0.01))
-    env.success_reward = float(task_setting(task_cfg, "success_reward", 10.0))
-    env.distance_scale = float(task_setting(task_cfg, "distance_reward_scale", 1.0))
+    env.max_steps = int(task_setting(task_cfg, "max_steps"))
+    env.success_distance = float(task_setting(task_cfg, "success_distance"))
+    env.slack_reward = float(task_setting(task_cfg, "slack_reward"))
+    env.success_reward = float(task_setting(task_cfg, "success_reward"))
+    env.distance_scale = float(task_setting(task_cfg, "distance_reward_scale"))
 
 
-def task_setting(task_cfg: Any, name: str, default: Any) -> Any:
-    return getattr(task_cfg, name, default) if task_cfg is not None else default
+_SOUNDSPACES_TASK = TaskConfig()  # the defaults: SoundSpaces 1.0's rules
+
+
+def task_setting(task_cfg: TaskConfig | None, name: str) -> Any:
+    """``task_cfg.name``, or its SoundSpaces default for an env made without a config (tests, benchmarks)."""
+    default = getattr(_SOUNDSPACES_TASK, name)
+    return default if task_cfg is None else getattr(task_cfg, name, default)
 
 
 def observation_space_for(world: TaskWorld, sensors: Sequence[str]) -> gym.spaces.Dict:

@@ -43,8 +43,6 @@ from asgf_nav.tasks.world import TaskWorld, binaural_rirs
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CACHE_SIZE = 8192
-
 
 class BatchedAudioNavEnv:
     """``num_envs`` AudioGoal episodes in one process; see the module docstring for the contract."""
@@ -73,7 +71,7 @@ class BatchedAudioNavEnv:
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         apply_task_rules(self, task_cfg, sensors)
-        cache_size = int(cache_size or task_setting(task_cfg, "spectrogram_cache_size", DEFAULT_CACHE_SIZE))
+        cache_size = int(cache_size or task_setting(task_cfg, "spectrogram_cache_size"))
         self.spectrogram_batch = spectrogram_batch  # None: TorchSpectrogram's default for the device
         self.observation_space = observation_space_for(world, self.sensors)
         self.seed = int(seed)
