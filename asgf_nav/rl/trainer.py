@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
@@ -50,7 +50,24 @@ from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_re
 
 logger = logging.getLogger(__name__)
 
-EnvFactory = Callable[[ExperimentConfig, str, int], Any]  # (config, split, rank) -> a batched env
+
+class TrainingEnv(Protocol):
+    """What the trainer and validation need of an env: B episodes stepped together, torch tensors in and out.
+
+    ``tasks.batched_env.BatchedAudioNavEnv`` is the one the runs use; tests use toy envs. Optional, used when
+    present: ``device`` (where actions go; cpu otherwise), ``state_dict`` / ``load_state_dict`` (an exact
+    resume, and every validation from the same start), ``reseed(seed)`` (fresh episodes on a resume that cannot
+    restore them), ``episodes`` and ``scene_names`` (what validation runs over, and how many scenes it saw)."""
+
+    num_envs: int
+    observation_space: Any
+
+    def reset(self) -> dict[str, torch.Tensor]: ...
+
+    def step(self, actions: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any, Any, list[dict[str, Any]]]: ...
+
+
+EnvFactory = Callable[[ExperimentConfig, str, int], TrainingEnv]  # (config, split, rank) -> a batched env
 SUMMARY_KEYS = {  # what the log line of an update or a validation shows (TensorBoard gets every key)
     "train": {"fps", "value_loss", "episode/success", "episode/spl"},
     "val": {"success", "spl", "sna"},
@@ -79,7 +96,7 @@ class Trainer:
 
         if scenes_changed is not None:  # the baseline, taken before the env reads the pool: a scene baked
             scenes_changed("train")  # while the trainer starts up then rebuilds the env at the first update
-        self.env = env_factory(cfg, "train", self.rank)
+        self.env: TrainingEnv = env_factory(cfg, "train", self.rank)
         self.num_envs = int(self.env.num_envs)
         self.env_device = torch.device(getattr(self.env, "device", "cpu"))
         self.policy = build_policy(cfg, self.env.observation_space).to(self.device)
@@ -101,7 +118,7 @@ class Trainer:
         self.window = EpisodeWindow(int(cfg.train.stats_window_episodes))
         self.episode_returns = torch.zeros(self.num_envs, device=self.device)
         self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
-        self.val_env: Any = None
+        self.val_env: TrainingEnv | None = None
         self.val_env_initial_state: Any = None
         self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
         self.validation_pending = False  # the validation due after the last update was cut short by a stop

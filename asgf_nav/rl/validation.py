@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +22,9 @@ from asgf_nav.models.policies import Policy
 from asgf_nav.rl.rng import capture_rng_state, restore_rng_state, seed_everything
 from asgf_nav.rl.rollout import EpisodeWindow, to_device
 from asgf_nav.termination import stop_requested
+
+if TYPE_CHECKING:  # the trainer imports this module
+    from asgf_nav.rl.trainer import TrainingEnv
 
 VALIDATION_SEED_OFFSET = 7919
 
@@ -49,7 +52,7 @@ def validation_quota(num_envs: int, val_episodes: int, dataset_size: int | None 
     return [len(range(i, total, num_envs)) for i in range(num_envs)]
 
 
-def run_validation(policy: Policy, env: Any, cfg: ExperimentConfig, device: torch.device) -> dict[str, float]:
+def run_validation(policy: Policy, env: TrainingEnv, cfg: ExperimentConfig, device: torch.device) -> dict[str, float]:
     """Mean metrics on ``env`` (sampled actions) over each env's share of its first ``train.val_episodes``
     episodes (:func:`validation_quota`). Waiting for every env's fixed share keeps long episodes: stopping
     at the first ``val_episodes`` to finish would favour short ones, and flatter a policy that wanders.
