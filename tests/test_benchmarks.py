@@ -328,13 +328,20 @@ def test_ase_attention_weighs_the_pooled_frames_of_the_task_spectrogram(audio_on
 
 
 # ------------------------------------------------------------------------------------------ labels
-def test_spectrogram_batch_labels_its_time_ratio_as_one(monkeypatch, capsys):
+def test_spectrogram_batch_prints_each_time_over_the_defaults(monkeypatch, capsys):
     import spectrogram_batch
 
     argv = ["--devices", "cpu", "--batches", "2", "--observations", "4", "--rounds", "1", "--rir-seconds", "0.05"]
     run_benchmark(monkeypatch, spectrogram_batch, *argv, "--sample-rate", "8000")
     printed = capsys.readouterr().out
     assert "x default" not in printed and "| time / default's (>1: slower) |" in printed
+    table = [
+        [c.strip() for c in line.strip("|").split("|")] for line in printed.splitlines() if line.startswith("| cpu")
+    ]
+    rows = {batch: (float(ms), float(ratio)) for _, batch, ms, ratio in table}  # device, batch, ms, ratio
+    default_ms, default_ratio = rows["16 (default)"]
+    assert default_ratio == 1.0  # the default's time over its own
+    assert rows["2"][1] == pytest.approx(rows["2"][0] / default_ms, rel=0.05, abs=0.01)
 
 
 def test_row_gather_checks_both_gathers_agree_and_prints_their_ratio(capsys):

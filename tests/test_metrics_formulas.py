@@ -37,6 +37,24 @@ def test_softspl_by_hand_is_zero_past_twice_the_start_distance():
     np.testing.assert_allclose(array["softspl"], [0.0, 0.5 * 2.0 / 6.0])
 
 
+def test_spl_and_sna_by_hand_count_only_successes_and_cap_at_one():
+    """SPL = S * d_0 / max(d_0, L) and SNA = S * N_oracle / max(N_oracle, N): a failure scores 0 however short its
+    path, and a path or action count below the optimum (a shorter measured path) cannot score above 1."""
+    # called_stop, start distance, final distance, path length, oracle actions, actions
+    won = episode_metrics(True, 2.0, 0.5, 4.0, 5, 8)
+    assert (won["success"], won["spl"], won["sna"]) == (1.0, pytest.approx(0.5), pytest.approx(5 / 8))
+    lost = episode_metrics(True, 2.0, 1.5, 2.0, 5, 5)  # stopped 1.5 m away: the optimal path, and still 0
+    assert (lost["success"], lost["spl"], lost["sna"]) == (0.0, 0.0, 0.0)
+    below = episode_metrics(True, 2.0, 0.5, 1.5, 5, 3)  # fewer actions and metres than the oracle's
+    assert (below["spl"], below["sna"]) == (1.0, 1.0)
+    array = episode_metrics_array(
+        np.array([True, True, True]), np.full(3, 2.0), np.array([0.5, 1.5, 0.5]), np.array([4.0, 2.0, 1.5]), 5,
+        np.array([8, 5, 3]),
+    )  # fmt: skip
+    np.testing.assert_allclose(array["spl"], [0.5, 0.0, 1.0])
+    np.testing.assert_allclose(array["sna"], [5 / 8, 0.0, 1.0])
+
+
 def test_array_metrics_equal_the_per_episode_ones_on_random_inputs():
     inputs = _random_episodes(2000)
     arrays = episode_metrics_array(**inputs, success_distance=1.0)
