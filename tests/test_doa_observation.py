@@ -10,6 +10,15 @@ from doa_helpers import SR, _tiny_config, tiny_head_checkpoint
 from asgf_nav.models.doa.checkpoint import save_checkpoint
 from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.network import SelectiveDoaNet
+from asgf_nav.tasks.observations import restored_observations
+
+
+@pytest.fixture(autouse=True)
+def own_observation_registry():
+    """The heads these tests register (doa_test, doa_ref, ...) leave the process-wide registry with the test."""
+    with restored_observations():
+        yield
+
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
