@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from stopping import stop_when
 
+from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
 from asgf_nav.scenes.background import ScenePool, quick_start_order
 from asgf_nav.scenes.build import build_scenes
@@ -29,15 +30,19 @@ SMALL_RUN = [
 ]  # fmt: skip
 
 
-def train(data_root: Path, run_dir: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    command = [
+def train_command(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
         sys.executable, str(REPO / "scripts" / "train_ppo.py"), "--config", "tiny_heard.yaml",
         f"scenes.data_root={data_root}", f"train.run_dir={run_dir}", *FAST_ACOUSTICS, *SMALL_RUN, *extra,
     ]  # fmt: skip
+
+
+def train(data_root: Path, run_dir: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    command = train_command(data_root, run_dir, *extra)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
-def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
+def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path, monkeypatch, capsys):
     data_root, run_dir = tmp_path / "data", tmp_path / "run"
     first = train(data_root, run_dir, "ppo.total_frames=32")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -74,6 +79,9 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     assert (run_dir / "checkpoints" / "ckpt_000002.pt").exists()
 
     # a resume whose config no longer fits the checkpoints, or whose newest checkpoint is garbage, is named
+    # (in this process: the script's own path to one error line, without starting a Python each time)
+    import train_ppo
+
     own_config = f"--config {run_dir / 'config.yaml'} --resume"
     garbage = run_dir / "checkpoints" / "ckpt_000003.pt"
     for extra, messages in (
@@ -84,9 +92,13 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path):
     ):
         if extra is None:
             garbage.write_bytes(b"not a checkpoint")
-        failed = train(data_root, run_dir, *([extra] if extra else []), "--resume")
-        assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
-        last = failed.stderr.strip().splitlines()[-1]
+        argv = train_command(data_root, run_dir, *([extra] if extra else []), "--resume")[1:]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as stop:
+            run_script(train_ppo.main)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "Traceback" not in err, err[-3000:]
+        last = err.strip().splitlines()[-1]
         assert last.startswith("error: checkpoint") and all(m in last for m in messages), last
         kept = load_config(str(run_dir / "config.yaml"))  # the run's own config, which the message points to
         assert (kept.model.policy, kept.model.hidden_size, kept.ppo.total_frames) == ("asgf", 64, 64)
