@@ -98,7 +98,7 @@ def train_audio_models(
         with_sounds = [(s, r, src, y, str(sounds[int(rng.integers(len(sounds)))])) for s, r, src, y, _ in geometry]
         train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), cut)
         model, scores = train_model(train, val, epochs=epochs, seed=seed)
-        out = Path(out) if out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, sound_split)
+        path = Path(out) if out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, sound_split)
         meta = {
             "dataset": cfg.scenes.dataset,
             "sound_split": sound_split,
@@ -115,7 +115,7 @@ def train_audio_models(
             "seconds": round(time.perf_counter() - split_start, 1),  # this split's spectrograms and training
             "rir_seconds": rir_seconds,  # the geometry and RIRs all splits share, before the first
         }
-        save_model(out, model, meta)
-        logger.info("saved %s: %s", out, json.dumps(meta))
-        outputs.append(out)
+        save_model(path, model, meta)
+        logger.info("saved %s: %s", path, json.dumps(meta))
+        outputs.append(path)
     return outputs

@@ -257,7 +257,7 @@ def _record_train_splits(monkeypatch, tmp_path, world, samples: int, splits: lis
     from baselines import training
 
     built: list[list[tuple]] = []
-    seen: dict[str, list] = {"train": [], "val": [], "meta": []}
+    seen: dict[str, list] = {"train": [], "val": [], "meta": [], "path": []}
 
     def render(world, geometry, progress=True):
         clock[0] += 7.0
@@ -279,7 +279,9 @@ def _record_train_splits(monkeypatch, tmp_path, world, samples: int, splits: lis
     monkeypatch.setattr(training, "render_rirs", render)
     monkeypatch.setattr(training, "build_samples", build)
     monkeypatch.setattr(training, "train_model", train)
-    monkeypatch.setattr(training, "save_model", lambda path, model, meta: seen["meta"].append(meta) or path)
+    monkeypatch.setattr(
+        training, "save_model", lambda path, model, meta: seen["meta"].append(meta) or seen["path"].append(path)
+    )
     monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     cfg = ExperimentConfig()
     cfg.scenes.data_root = str(tmp_path)
@@ -301,9 +303,14 @@ def test_validation_samples_share_no_geometry_with_training(setup, monkeypatch, 
     assert seen["meta"][0]["val_sources"] == {s: sorted({g[2] for g in val if g[0] == s}) for s in world.scenes}
 
 
-def test_each_sound_split_model_records_its_own_training_time(setup, monkeypatch, tmp_path):
+def test_each_sound_split_model_records_its_own_training_time_in_its_own_file(setup, monkeypatch, tmp_path):
     world, _, _ = setup
     seen = _record_train_splits(monkeypatch, tmp_path, world, 40, ["heard", "unheard"], [0.0])
+    dataset = ExperimentConfig().scenes.dataset
+    assert [m["sound_split"] for m in seen["meta"]] == ["heard", "unheard"]
+    assert seen["path"] == [
+        tmp_path / "baselines" / f"audio_goal_{dataset}_{split}.pt" for split in ("heard", "unheard")
+    ]
     assert [m["seconds"] for m in seen["meta"]] == [100.0, 100.0]  # not 107 and 207 (cumulative)
     assert [m["rir_seconds"] for m in seen["meta"]] == [7.0, 7.0]  # the shared RIRs, rendered once
 

@@ -699,7 +699,8 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, cap
 
 def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Path) -> None:
     """Under DD-PPO the frames per update scale with the ranks, so a resume on fewer ranks has more updates
-    left for the same ppo.total_frames; the decays then end later, and the log says where from."""
+    left for the same ppo.total_frames; the decays then end later, and the message the trainer logs says
+    where from (the trainer's logging of it: test_resume_refuses_a_config_that_changes_the_experiment)."""
     cfg = small_cfg("av_nav", updates=4)
     cfg.ppo.use_linear_clip_decay = False
     run, frames = tmp_path / "run", cfg.ppo.num_envs * cfg.ppo.num_steps

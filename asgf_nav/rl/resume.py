@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 def schedule_change(
     state: dict[str, Any], ppo: PPOConfig, updates_done: int, num_updates: int, frames_per_update: int
 ) -> str | None:
-    """What a resume does to the linear decays, or None when they end where the checkpoint planned.
+    """What a resume does to the linear decays, or None when they end where the checkpoint planned; the caller
+    says it only while updates remain (with none left there is no decay to continue).
 
     The decays end at the resumed run's last update. Where that moved (a larger ``ppo.total_frames``, or
     another DD-PPO world size changing the frames per update), they continue from the new schedule's value at

@@ -51,8 +51,9 @@ def resolve_episode(value: str, runs: Sequence[Run]) -> EpisodeKey:
 
 
 def pick_episode(runs: Sequence[Run]) -> EpisodeKey:
-    """Episode present in every run where SPL differs most between runs; ties go to one the first run
-    succeeded in, then to the longest episode."""
+    """Episode present in every run, as the same episode (:func:`differing_fields`: an id reused for another
+    start, goal or sound is not), where SPL differs most between runs; ties go to one the first run succeeded
+    in, then to the longest episode."""
     common = set(runs[0])
     for run in runs[1:]:
         common &= set(run)
