@@ -651,5 +651,7 @@ def test_each_snr_asked_for_is_a_condition_of_its_own() -> None:
     """``--snrs 0 0.4`` is two columns; a label rounded to whole dB made the second replace the first."""
     from asgf_nav.eval.doa_eval import condition_label
 
-    labels = [condition_label("unheard", snr) for snr in (0.0, 0.4, -0.2, -5.0, 2.5)]
-    assert labels == ["unheard +0 dB", "unheard +0.4 dB", "unheard -0.2 dB", "unheard -5 dB", "unheard +2.5 dB"]
+    labels = [condition_label("unheard", snr) for snr in (0.0, 0.4, -0.2, -5.0, 2.5, -0.0)]
+    assert labels == [
+        "unheard +0 dB", "unheard +0.4 dB", "unheard -0.2 dB", "unheard -5 dB", "unheard +2.5 dB", "unheard +0 dB"
+    ]  # fmt: skip

@@ -61,7 +61,7 @@ _DEFAULT_CONDITIONS = (("unheard", 0.0), ("unheard", -5.0), ("unheard", -10.0), 
 
 def condition_label(split: str, snr: float) -> str:
     """``unheard -5 dB``, ``unheard +0.5 dB``: the name of a condition in the results, one per SNR asked for."""
-    return f"{split} {snr:+g} dB"
+    return f"{split} {snr + 0.0:+g} dB"  # + 0.0: -0 dB is 0 dB
 
 
 def condition_seed(split: str, snr: float) -> int | list[int]:
