@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from asgf_nav.devices import usable_cpus
+from asgf_nav.logging_utils import setup_logging
 from asgf_nav.termination import raise_if_stopped, uninterrupted
 
 logger = logging.getLogger(__name__)
@@ -140,11 +141,13 @@ def _watch_parent(sentinel: int) -> None:
     signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, log_level: int) -> None:
     """Worker initializer: Ctrl-C is the parent's to handle, SIGTERM unwinds and so does the parent's death
-    (see the module's notes); tqdm's lock is a thread lock, not a named semaphore; and BLAS libraries
-    loaded later read the variables, those already loaded are set."""
+    (see the module's notes); tqdm's lock is a thread lock, not a named semaphore; BLAS libraries loaded later
+    read the variables, those already loaded are set; and the worker logs as its parent does (a spawned
+    process starts with no logging set up, where a warning would print bare and an INFO line be lost)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging(log_level)
     exit_on_sigterm()
     parent = multiprocessing.parent_process()
     if parent is not None:  # its sentinel is ready already if the parent died before this call
@@ -162,7 +165,8 @@ def _init_worker(threads: int) -> None:
 def spawn_imap_unordered(fn: Callable[[Job], Result], jobs: Iterable[Job], workers: int) -> Iterator[Result]:
     """Yield ``fn(job)`` for every job, in completion order, from ``workers`` spawned processes."""
     context = multiprocessing.get_context("spawn")
-    with _Pool(workers, initializer=_init_worker, initargs=(worker_threads(workers),), context=context) as pool:
+    initargs = (worker_threads(workers), logging.getLogger().getEffectiveLevel())
+    with _Pool(workers, initializer=_init_worker, initargs=initargs, context=context) as pool:
         results = pool.imap_unordered(fn, jobs)
         started: dict[int, multiprocessing.process.BaseProcess] = {}  # every worker the pool has run
         while True:

@@ -53,6 +53,11 @@ def unknown_sounds_problem(cfg, split: str, sounds: list[str]) -> str | None:
     )
 
 
+def readable_size(size: float) -> str:
+    """``6.1 GB``, or ``42 MB`` for a store that would read ``0.0 GB``."""
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment config (YAML file or name in asgf_nav/configs/)")
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     need = store_bytes([scene for scene, _, _ in missing], world.sample_rate)
     print(
         f"{len(world.scenes)} scenes x {len(sounds)} sounds into {root}: {len(missing)} files to bake, "
-        f"about {need / 1e9:.1f} GB"
+        f"about {readable_size(need)}"
     )
     if args.dry_run or not missing:
         return 0
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     free = shutil.disk_usage(root).free
     if need > free:
         print(
-            f"error: baking needs about {need / 1e9:.1f} GB but {root} has {free / 1e9:.1f} GB free; "
+            f"error: baking needs about {readable_size(need)} but {root} has {readable_size(free)} free; "
             "bake fewer scenes or sounds (--scenes, --sounds) or choose another --out",
             file=sys.stderr,
         )

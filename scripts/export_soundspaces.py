@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dataset", choices=sorted(PRESETS), help="embedded scene preset (default: the config's scenes.dataset)"
     )
+    parser.add_argument("--data-root", help="data root of the baked scenes (default: the config's scenes.data_root)")
     parser.add_argument("--as-dataset", choices=sorted(DATASETS), help="SoundSpaces dataset name to write as")
     parser.add_argument(
         "--scenes", type=list_item(), nargs="+", help="only these scenes (default: all scenes of the splits)"

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import non_negative_int, run_script  # noqa: E402
+from asgf_nav.cli import check_output, non_negative_int, run_script  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.scenes.soundspaces import (  # noqa: E402
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         help="read N random RIR files per scene and report missing or broken ones",
     )
     args = parser.parse_args(argv)
+    # checked, not made: the folders a file's check creates are removed again, so a refused import leaves none
+    check_output(parser, "--data-root", Path(args.data_root) / "scenes" / "import")
     setup_logging("INFO")
 
     paths = SoundSpacesPaths(Path(args.root), args.dataset)

@@ -121,6 +121,10 @@ def test_soundspaces_scripts_name_missing_data_and_unknown_scenes_before_writing
         run_script(lambda: import_soundspaces.main(["--root", str(tmp_path / "none"), "--dataset", "replica"]))
     assert exit_info.value.code == 2
     assert "error: no SoundSpaces replica scene found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # an import that could not be written is named first
+        import_soundspaces.main(["--root", str(tmp_path / "none"), "--dataset", "replica", "--data-root", "/proc/x"])
+    assert exit_info.value.code == 2
+    assert "--data-root: cannot create directory /proc/x" in capsys.readouterr().err
 
     out = tmp_path / "export"
     with pytest.raises(SystemExit) as exit_info:

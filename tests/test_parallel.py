@@ -46,6 +46,36 @@ def test_spawned_workers_exit_cleanly(tmp_path: Path) -> None:
     assert "leaked semaphore" not in done.stderr, done.stderr
 
 
+LOGGING_SCRIPT = textwrap.dedent(
+    """
+    import logging
+
+    from asgf_nav.logging_utils import setup_logging
+    from asgf_nav.parallel import spawn_imap_unordered
+
+    def job(i):
+        logging.getLogger("bake").info("job %d baked", i)
+        logging.getLogger("bake").debug("job %d details", i)
+        return i
+
+    if __name__ == "__main__":
+        setup_logging("INFO")
+        print(sorted(spawn_imap_unordered(job, range(2), 2)))
+    """
+)
+
+
+def test_workers_log_as_their_parent_does(tmp_path: Path) -> None:
+    """A spawned worker starts without logging: its INFO lines were lost and its warnings printed bare."""
+    script = tmp_path / "pool_log.py"
+    script.write_text(LOGGING_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "baked" in line]
+    assert sorted(line.split(" INFO bake: ")[-1] for line in lines) == ["job 0 baked", "job 1 baked"], done.stderr
+    assert "details" not in done.stderr  # the parent's level, not DEBUG
+
+
 BLAS_SCRIPT = textwrap.dedent(
     """
     {numpy_first}

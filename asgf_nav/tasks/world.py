@@ -153,8 +153,9 @@ def check_acoustics_settings(directory: Path, cfg) -> None:
         raise SceneStoreError(
             f"scene {directory}: its acoustics were baked with other settings than the config asks ({listed}). "
             f"Use the settings they were baked with, or bake them again for these (training does; or "
-            f"python scripts/build_scenes.py --dataset {directory.parent.name} --data-root {cfg.scenes.data_root} "
-            f"--stages acoustics --scenes {directory.name} with the run's acoustics.* overrides)"
+            f"python scripts/build_scenes.py --config CONFIG --dataset {directory.parent.name} --data-root "
+            f"{cfg.scenes.data_root} --stages acoustics --scenes {directory.name}, with the run's config, its "
+            "acoustics.* overrides given before --scenes)"
         )
 
 
