@@ -37,11 +37,16 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_spawned_workers_exit_cleanly(tmp_path: Path) -> None:
-    script = tmp_path / "pool_job.py"
-    script.write_text(SCRIPT)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+def run_source(path: Path, source: str) -> subprocess.CompletedProcess:
+    """Write ``source`` to ``path`` and run it to its end (a pool's workers spawn from a real file)."""
+    path.write_text(source)
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_spawned_workers_exit_cleanly(tmp_path: Path) -> None:
+    done = run_source(tmp_path / "pool_job.py", SCRIPT)
     assert done.stdout.strip() == str([i * i for i in range(6)])
     assert "leaked semaphore" not in done.stderr, done.stderr
 
@@ -67,10 +72,7 @@ LOGGING_SCRIPT = textwrap.dedent(
 
 def test_workers_log_as_their_parent_does(tmp_path: Path) -> None:
     """A spawned worker starts without logging: its INFO lines were lost and its warnings printed bare."""
-    script = tmp_path / "pool_log.py"
-    script.write_text(LOGGING_SCRIPT)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done = run_source(tmp_path / "pool_log.py", LOGGING_SCRIPT)
     lines = [line for line in done.stderr.splitlines() if "baked" in line]
     assert sorted(line.split(" INFO bake: ")[-1] for line in lines) == ["job 0 baked", "job 1 baked"], done.stderr
     assert "details" not in done.stderr  # the parent's level, not DEBUG
@@ -98,10 +100,7 @@ BLAS_SCRIPT = textwrap.dedent(
 def test_workers_share_the_cores_for_blas(tmp_path: Path, numpy_first: bool) -> None:
     from asgf_nav.parallel import worker_threads
 
-    script = tmp_path / "blas_job.py"
-    script.write_text(BLAS_SCRIPT.format(numpy_first="import numpy" if numpy_first else ""))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done = run_source(tmp_path / "blas_job.py", BLAS_SCRIPT.format(numpy_first="import numpy" if numpy_first else ""))
     cores, threads = done.stdout.split(" ", 1)
     assert threads.strip() == str([(worker_threads(2),)])
     assert worker_threads(2) == max(1, int(cores) // 2) and worker_threads(1) == int(cores)
