@@ -259,19 +259,21 @@ def list_item(convert: Callable[[str], Any] = str) -> Callable[[str], Any]:
 
 def refuse_stale_stages(
     parser: argparse.ArgumentParser, directory: Path, stages: Sequence[str], cfg: ExperimentConfig, rebake: bool
-) -> None:
+) -> list[str]:
     """A script that draws a scene bakes what is missing, but replaces a stage baked with other settings (the
-    views a trained run reads) only when ``--rebake`` says so."""
+    views a trained run reads) only when ``--rebake`` says so; returns the stages it will bake."""
     from asgf_nav.scenes.build import missing_stages, stages_to_build
 
     missing = missing_stages(directory, stages)
-    stale = [stage for stage in stages_to_build(directory, stages, cfg) if stage not in missing]
+    todo = stages_to_build(directory, stages, cfg)  # the missing ones too, in build order
+    stale = [stage for stage in todo if stage not in missing]
     if stale and not rebake:
         parser.error(
             f"{directory} is baked with other settings than these ({', '.join(stale)}); drawing it with them would "
             "bake those stages again, replacing what runs trained on this scene read: give --rebake, another "
             "--data-root, or the settings it was baked with"
         )
+    return todo
 
 
 def check_clip_seconds(parser: argparse.ArgumentParser, seconds: float) -> None:

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{key}: checkpoint {path} does not exist (use '--{key} none' to leave it out)")
     check_doa_rooms(parser, args)
     check_clip_seconds(parser, args["clip_seconds"])
-    args["snrs"] = tuple(snr + 0.0 for snr in args["snrs"])  # -0 dB is 0 dB: one condition, one label
+    args["snrs"] = tuple(args["snrs"])
     labels = [condition_label("unheard", snr) for snr in args["snrs"]]
     if len(set(labels)) < len(labels):  # one condition each: a repeat would replace the other's results
         parser.error(f"--snrs: {list(args['snrs'])} names a condition twice")

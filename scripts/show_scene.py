@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asgf_nav.cli import check_output, positive_int, refuse_stale_stages, run_script, scene_options  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.scenes.build import ensure_scenes, missing_stages, stages_to_build  # noqa: E402
+from asgf_nav.scenes.build import ensure_scenes, missing_stages  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, get_preset  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.scenes.store import scene_dir  # noqa: E402
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = scene_dir(cfg.scenes.data_root, dataset, args.scene)
     # settings asked for, or stages missing: bake (a training run's store is not re-baked by just looking at it)
     if (args.config or args.image_size) or missing_stages(directory, STAGES):
-        refuse_stale_stages(parser, directory, STAGES, cfg, args.rebake)
-        if stages_to_build(directory, STAGES, cfg):  # a bake writes there
+        if refuse_stale_stages(parser, directory, STAGES, cfg, args.rebake):  # a bake writes there
             flag = "--data-root" if args.data_root else "scenes.data_root"
             check_output(parser, flag, cfg.scenes.data_root, directory=True)
         ensure_scenes(cfg, dataset, [args.scene], STAGES, workers=1)

@@ -118,7 +118,7 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         (eval_doa.main, ["--crnn", "none", "--out", str(tmp_path)], f"--out: {tmp_path} is a directory"),
         (eval_doa.main, ["--crnn", "none", "--snrs", "0", "nan"], "--snrs: must be a finite number, got nan"),
         (eval_doa.main, ["--crnn", "none", "--snrs", "0", "-5", "0.0"], "--snrs: [0.0, -5.0, 0.0] names a condition"),
-        (eval_doa.main, ["--crnn", "none", "--snrs", "-0", "0"], "--snrs: [0.0, 0.0] names a condition twice"),
+        (eval_doa.main, ["--crnn", "none", "--snrs", "-0", "0"], "--snrs: [-0.0, 0.0] names a condition twice"),
         (eval_doa.main, ["--crnn", "none", "--clip-seconds", "0.01"], "--clip-seconds: 0.01 s is outside [0.1, 1]"),
         (eval_doa.main, ["--crnn", "none", "--sharpen-weight", "inf"], "--sharpen-weight: must be a finite number"),
         (pretrain_doa.main, ["--clip-seconds", "0.001"], "--clip-seconds: 0.001 s is outside [0.1, 1]"),
