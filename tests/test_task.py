@@ -120,6 +120,10 @@ def test_quaternion_reader_takes_the_nearest_multiple_of_90_and_refuses_other_ax
     for tilted in ([0.7071068, 0, 0, 0.7071068], [0, 0, 0.7071068, 0.7071068]):
         with pytest.raises(ValueError, match="not a rotation about"):
             quaternion_to_yaw_index(tilted)
+    assert quaternion_to_yaw_index([0, 0.5, 0, 0.5]) == 1  # normalised first, as habitat-sim does
+    for empty in ([0, 0, 0, 0], [0, 0, 0, float("nan")]):  # atan2(0, 0) is 0: a zero record is no yaw 0
+        with pytest.raises(ValueError, match="has no direction"):
+            quaternion_to_yaw_index(empty)
 
 
 def _fewest_actions_by_search(neighbors, hops, start, yaw):
@@ -499,7 +503,7 @@ def test_registered_observation_and_errors(world, val_episodes):
         AudioNavEnv(world, val_episodes, sensors=["depth", "nope"])
     with pytest.raises(ConfigError, match=r"^task.sensors: \['depth', 'depth'\] names a sensor twice"):
         AudioNavEnv(world, val_episodes, sensors=["depth", "depth"])
-    for bad in (4, -1, 1.5, "go"):
+    for bad in (4, -1, 1.5, "go", 1.0, np.float64(2.0), True, [1]):  # as the batched env: integers only
         with pytest.raises(InvalidActionError, match="valid actions"):
             env.step(bad)
 

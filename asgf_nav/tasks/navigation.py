@@ -23,13 +23,13 @@ class InvalidActionError(ValueError):
 
 
 def check_action(action: int) -> int:
-    try:
-        value = int(action)
-    except (TypeError, ValueError) as exc:
-        raise InvalidActionError(f"action {action!r} is not an integer; valid actions are {ACTION_NAMES}") from exc
-    if value != action or not 0 <= value < NUM_ACTIONS:
+    """The action as an int; refuses what the batched env refuses too (floats and bools, however whole)."""
+    value = np.asarray(action)
+    if value.ndim != 0 or value.dtype.kind not in "iu":
+        raise InvalidActionError(f"action {action!r} is not an integer; valid actions are {ACTION_NAMES}")
+    if not 0 <= int(value) < NUM_ACTIONS:
         raise InvalidActionError(f"action {action!r} is invalid; valid actions are 0..3 = {', '.join(ACTION_NAMES)}")
-    return value
+    return int(value)
 
 
 def step_pose(neighbors: np.ndarray, node: int, yaw: int, action: int) -> tuple[int, int, bool]:
@@ -77,7 +77,10 @@ def quaternion_to_yaw_index(q: list[float] | tuple[float, ...], tol_deg: float =
     """
     if len(q) != 4:
         raise ValueError(f"rotation {q!r} must be a quaternion [x, y, z, w]")
-    x, y, z, w = (float(v) for v in q)
+    norm = math.hypot(*(float(v) for v in q))
+    if not norm > 1e-6:  # habitat-sim normalises first; atan2(0, 0) = 0 would read [0, 0, 0, 0] as yaw 0
+        raise ValueError(f"rotation {q!r} has no direction: its norm is {norm:g}")
+    x, y, z, w = (float(v) / norm for v in q)
     if abs(x) > 1e-3 or abs(z) > 1e-3:
         raise ValueError(f"rotation {q!r} is not a rotation about +Y")
     deg = math.degrees(2.0 * math.atan2(abs(y), w)) % 360.0
