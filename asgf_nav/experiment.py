@@ -186,8 +186,11 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
     (the caller stops ``pool``'s build however this ends)."""
     if pool is None:
         from asgf_nav.scenes.soundspaces_import import soundspaces_root
+        from asgf_nav.tasks.factory import load_task_data
 
         logger.info("dataset: SoundSpaces %s data under %s", cfg.scenes.dataset, soundspaces_root(cfg))
+        if is_main and cfg.train.val_interval > 0:  # damaged val data found now, not at the first validation
+            load_task_data(cfg, "val")
         return
 
     from asgf_nav.rl.distributed import barrier

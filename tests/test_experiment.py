@@ -792,3 +792,22 @@ def test_a_policy_reading_an_observation_the_env_lacks_names_it() -> None:
     space = spaces.Dict({"spectrogram": spaces.Box(0.0, 1.0, (65, 26, 2))})
     with pytest.raises(ConfigError, match=r"policy 'reads_compass' reads observation 'compass', which the env does"):
         ReadsCompass(ExperimentConfig(), space)
+
+
+def test_soundspaces_val_data_is_checked_before_training_starts(monkeypatch) -> None:
+    """On SoundSpaces data nothing bakes, so damaged val data could only surface at the first validation, hours
+    in: rank 0 loads the val split up front (its errors name the file), unless validation is switched off."""
+    from asgf_nav.experiment import prepare_scenes
+    from asgf_nav.tasks import factory
+    from asgf_nav.tasks.episodes import EpisodeError
+
+    def damaged(cfg, split, scenes=None):
+        raise EpisodeError(f"no episodes: {split}_telephone/content lists none for the chosen scenes")
+
+    monkeypatch.setattr(factory, "load_task_data", damaged)
+    cfg = load_config("replica_heard", ["scenes.soundspaces_root=/nonexistent"])
+    with pytest.raises(EpisodeError, match="val_telephone"):
+        prepare_scenes(cfg, None, is_main=True)
+    prepare_scenes(cfg, None, is_main=False)  # only rank 0 validates
+    cfg.train.val_interval = 0
+    prepare_scenes(cfg, None, is_main=True)

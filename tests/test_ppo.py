@@ -799,6 +799,26 @@ def test_a_stop_during_the_last_updates_validation_still_stops_the_run(tmp_path:
     assert not resumed.validation_pending and resumed.best_validation is None
 
 
+def test_a_validation_that_fails_keeps_its_updates_checkpoint_and_stays_due(tmp_path: Path) -> None:
+    """Damaged val data found at the first validation, perhaps hours in, loses none of the training done: the
+    update is saved with its validation pending, which the resumed run (once the data is mended) runs first."""
+    cfg = small_cfg("av_nav", updates=4)
+    cfg.train.val_interval, cfg.train.val_episodes = 2, 8
+
+    def damaged_val(c: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+        if split == "val":
+            raise FileNotFoundError("val_telephone.json.gz")
+        return toy_env_factory(c, split, rank)
+
+    with pytest.raises(FileNotFoundError, match="val_telephone"):
+        Trainer(cfg, damaged_val, tmp_path / "run").train()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000002.pt"]
+    resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
+    assert resumed.updates_done == 2 and resumed.validation_pending
+    resumed.train(max_updates=2)
+    assert not resumed.validation_pending and resumed.best_validation["update"] == 2.0
+
+
 def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -742,6 +742,10 @@ def test_export_script_without_views_exports_scenes_baked_without_views(tmp_path
     out = tmp_path / "export"
     argv = ["--dataset", "tiny", "--scenes", "tiny_room_test", "--splits", "test", "--sound-splits", "heard"]
     overrides = [f"scenes.data_root={tiny_audio_root}", "task.test_episodes=3", *TINY_AUDIO_ACOUSTICS]
+    unbaked = ["--scenes", "tiny_room_test", "tiny_apartment", "--splits", "test", "train"]  # train: not baked
+    with pytest.raises(SceneStoreError, match="no baked scene at .*tiny_apartment"):
+        _export(out, "--dataset", "tiny", *unbaked, "--sound-splits", "heard", "--no-views", *overrides)
+    assert not out.exists() or not any(out.rglob("*.*")), "the baked test scene was written before the refusal"
     assert _export(out, *argv, "--no-views", *overrides) == 0
     paths = ss.SoundSpacesPaths(out, "replica")
     assert paths.available_scenes() == ["tiny_room_test"]
@@ -773,7 +777,7 @@ def test_a_soundspaces_splits_sounds_come_from_its_own_episodes(tmp_path, monkey
     monkeypatch.setattr(
         factory,
         "load_or_generate",
-        lambda root, world, split, *a: [
+        lambda root, world, split, *a, **kw: [
             SimpleNamespace(sound={"train": "telephone", "val": "fan", "test": "siren"}[split])
         ],
     )
@@ -1215,7 +1219,8 @@ def test_a_partial_test_split_is_a_warning_and_hidden_files_are_no_scenes(tmp_pa
     ending = "using the 1 downloaded scenes of 2 (['room_0'] missing)"
     assert all(r.getMessage().endswith(ending) for r in caplog.records)
     monkeypatch.setattr(ss.SoundSpacesPaths, "available_scenes", lambda self: [])
-    with pytest.raises(ss.SoundSpacesDataError, match=r"each needs metadata/replica/<scene>/points.txt \+ graph"):
+    lacks = r"office_9 lacks .*metadata/replica/office_9/points.txt and .*/graph.pkl and the folder .*binaural_rirs"
+    with pytest.raises(ss.SoundSpacesDataError, match=lacks):
         downloaded_split_scenes(paths, "test", "heard")
 
 

@@ -223,6 +223,32 @@ def test_episodes_are_generated_without_caching_on_a_read_only_data_root(tmp_pat
     assert "episodes not cached: cannot write" in caplog.text and "Read-only file system" in caplog.text
 
 
+def test_soundspaces_episodes_are_read_and_never_written(tmp_path, world):
+    """SoundSpaces' own download is read as it is: nothing is generated or written under its root, a missing or
+    damaged file is named with the download as its remedy, and a split without episodes is refused up front."""
+    cfg = TaskConfig(test_episodes=6)
+    path = save_episodes(episode_dataset_path(tmp_path, world.dataset, "test", "heard"),
+                         generate_split(world, "test", "heard", ["telephone"], cfg))  # fmt: skip
+    path.unlink()  # the split file lost, the scenes' content files kept
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    episodes = load_or_generate(tmp_path, world, "test", "heard", [], cfg, generate=False)
+    assert len(episodes) == 6 and sorted(p.name for p in tmp_path.rglob("*")) == before
+    content = path.parent / "content"
+    (content / "grid_a.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(EpisodeError, match="grid_a.json.gz.*extract it again from the SoundSpaces") as damaged:
+        load_or_generate(tmp_path, world, "test", "heard", [], cfg, generate=False)
+    assert "delete it" not in str(damaged.value)
+    (content / "grid_a.json.gz").unlink()
+    with pytest.raises(EpisodeError, match="grid_a.json.gz does not exist"):
+        load_or_generate(tmp_path, world, "test", "heard", [], cfg, generate=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(set(before) - {"grid_a.json.gz"})
+    only_b = synthetic_world([world.scene("grid_b")], sample_rate=SR)
+    save_episodes(path, [])
+    (content / "grid_b.json.gz").write_bytes(gzip.compress(b'{"episodes": []}'))
+    with pytest.raises(EpisodeError, match="no episodes: .*content lists none"):
+        load_or_generate(tmp_path, only_b, "test", "heard", [], cfg, generate=False)
+
+
 def test_val_and_test_totals_are_the_configured_ones_while_the_split_bakes(tmp_path, world):
     """5 test episodes over 2 scenes are 3 + 2, as generate_split spreads them, not 3 + 3."""
     cfg = TaskConfig(test_episodes=5)

@@ -219,7 +219,11 @@ class Trainer:
                     if self.scenes_changed is not None and self.scenes_changed("train"):
                         self.reload_train_env()
                     stats = self.update_once()
-                    self.report(stats, progress)
+                    try:
+                        self.report(stats, progress)
+                    except Exception:  # e.g. damaged val data: the update is kept, its validation still due
+                        self.save()
+                        raise
                     if self.updates_done % self.cfg.train.checkpoint_interval == 0:
                         self.save()
                         last_saved = self.updates_done

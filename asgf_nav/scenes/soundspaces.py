@@ -107,6 +107,12 @@ class SoundSpacesPaths:
     def rir_dir(self, scene: str) -> Path:
         return self.root / "binaural_rirs" / self.dataset / scene
 
+    def missing_parts(self, scene: str) -> list[str]:
+        """What a scene's download lacks of the three parts ``available_scenes`` needs."""
+        parts = (self.points_file(scene), self.graph_file(scene))
+        absent = [str(p) for p in parts if not p.is_file()]
+        return absent + ([f"the folder {self.rir_dir(scene)}"] if not self.rir_dir(scene).is_dir() else [])
+
     def rir_file(self, scene: str, receiver_id: int, source_id: int, yaw_index: int) -> Path:
         return self.rir_dir(scene) / str(azimuth_for_yaw(yaw_index)) / f"{receiver_id}_{source_id}.wav"
 

@@ -182,9 +182,8 @@ def check_downloaded(paths: SoundSpacesPaths, names: Sequence[str], available: S
     if missing:
         n = missing[0]
         raise SoundSpacesDataError(
-            f"SoundSpaces {paths.dataset} scene(s) {missing} are not downloaded: "
-            f"need {paths.points_file(n)}, "
-            f"{paths.graph_file(n)} and the folder {paths.rir_dir(n)}; downloaded: {list(available)}"
+            f"SoundSpaces {paths.dataset} scene(s) {missing} are not downloaded: {n} lacks "
+            f"{' and '.join(paths.missing_parts(n))}; downloaded: {list(available)}"
         )
 
 

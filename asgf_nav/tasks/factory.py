@@ -25,6 +25,18 @@ def episodes_root(cfg: Any) -> Path:
     return soundspaces_root(cfg) if scene_source(cfg) == "soundspaces" else Path(cfg.scenes.data_root)
 
 
+def split_episodes(
+    cfg: Any, world: TaskWorld, split: str, sounds: Sequence[str], split_scenes: Sequence[str] | None = None
+) -> list[Episode]:
+    """The split's episodes: generated for the embedded scenes; read, never written, from SoundSpaces data."""
+    from asgf_nav.scenes.soundspaces_import import scene_source
+
+    generate = scene_source(cfg) != "soundspaces"
+    return load_or_generate(
+        episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task, split_scenes, generate=generate
+    )
+
+
 def spectrogram_store_root(cfg: Any) -> Path | None:
     """Root of baked spectrograms for ``cfg`` (``task.spectrogram_store``), or None when switched off."""
     value = str(cfg.task.spectrogram_store or "")
@@ -50,17 +62,14 @@ def split_sound_names(cfg: Any, split: str, world: TaskWorld) -> list[str]:
 
     if scene_source(cfg) != "soundspaces":
         return sound_names(cfg, split)
-    episodes = load_or_generate(episodes_root(cfg), world, split, cfg.task.sound_split, [], cfg.task)
-    return sorted({e.sound for e in episodes})
+    return sorted({e.sound for e in split_episodes(cfg, world, split, [])})
 
 
 def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) -> tuple[TaskWorld, list[Episode]]:
     """The split's world and its episodes (generated and saved on first use)."""
     world = load_world(cfg, split, scenes)
     sounds = sound_names(cfg, split)
-    episodes = load_or_generate(
-        episodes_root(cfg), world, split, cfg.task.sound_split, sounds, cfg.task, split_scene_names(cfg, split)
-    )
+    episodes = split_episodes(cfg, world, split, sounds, split_scene_names(cfg, split))
     logger.info(
         "%s %s/%s (%s sounds): %d episodes in %d scenes",
         cfg.scenes.dataset,

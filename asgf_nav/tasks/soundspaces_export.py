@@ -301,22 +301,22 @@ def export_splits(
     if not views:  # the world then loads scenes baked without views (layout + acoustics)
         cfg.task.sensors = [s for s in cfg.task.sensors if s not in ("rgb", "depth")]
     preset = get_preset(cfg.scenes.dataset)
-    stats, exported, sound_names, sound_world = ExportStats(), set(), set(), None
+    loaded = []  # every split loaded before anything is written: a scene not baked stops the export up front
     for split in splits:
         names = [n for n in preset.split_scenes(split, cfg.scenes.num_scenes) if scenes is None or n in scenes]
-        if not names:
-            continue
-        for sound_split in sound_splits:
+        for sound_split in sound_splits if names else ():
             cfg.task.sound_split = sound_split
-            world, episodes = load_task_data(cfg, split, names)
-            for name in names:
-                if name not in exported:
-                    export_scene(world.scene(name), root, dataset, skip_existing, views, stats)
-                    exported.add(name)
-            export_episodes(root, dataset, split, sound_split, episodes, stats)
-            sound_names.update(ep.sound for ep in episodes)
-            sound_world = world
-    if sound_world is None:
+            loaded.append((split, sound_split, names, *load_task_data(cfg, split, names)))
+    if not loaded:
         return None
+    stats, exported, sound_names = ExportStats(), set(), set()
+    for split, sound_split, names, world, episodes in loaded:
+        for name in names:
+            if name not in exported:
+                export_scene(world.scene(name), root, dataset, skip_existing, views, stats)
+                exported.add(name)
+        export_episodes(root, dataset, split, sound_split, episodes, stats)
+        sound_names.update(ep.sound for ep in episodes)
+    sound_world = loaded[-1][3]
     export_sounds(root, sound_names, sound_world.sound, sound_world.sample_rate, stats)
     return stats

@@ -40,7 +40,13 @@ def split_scenes(paths: SoundSpacesPaths, split: str, sound_split: str) -> list[
     if files:  # a hidden file (macOS's "._" companions) is no scene
         return sorted(f.name[: -len(".json.gz")] for f in files)
     if path.exists():
-        return sorted({e.scene_name for e in load_episodes(path)})
+        names = sorted({e.scene_name for e in load_episodes(path)})
+        if not names:  # not "none of the scenes [] is downloaded"
+            raise SoundSpacesDataError(
+                f"SoundSpaces episode dataset {path} lists no episodes and {content} holds no scene file; "
+                "extract the split again from the SoundSpaces download"
+            )
+        return names
     also = f" (nor episodes in {path.parent}_unheard/)" if sound_split == "unheard" and split != "train" else ""
     raise SoundSpacesDataError(
         f"SoundSpaces episode dataset {path} does not exist{also}; the {split} scenes are the scenes of its "
@@ -56,8 +62,8 @@ def downloaded_split_scenes(paths: SoundSpacesPaths, split: str, sound_split: st
     chosen = [n for n in names if n in available]
     if not chosen:
         raise SoundSpacesDataError(
-            f"none of the {split} scenes {names} of {path} is downloaded under {paths.root} (each needs "
-            f"metadata/{paths.dataset}/<scene>/points.txt + graph.pkl and binaural_rirs/{paths.dataset}/<scene>/)"
+            f"none of the {split} scenes {names} of {path} is downloaded under {paths.root}: {names[0]} lacks "
+            f"{' and '.join(paths.missing_parts(names[0]))}"
         )
     if len(chosen) < len(names):
         # results on a test split with scenes missing do not compare with the papers': said as a warning

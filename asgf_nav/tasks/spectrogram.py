@@ -130,7 +130,9 @@ class TorchSpectrogram:
             center=True,
             pad_mode="constant",
             return_complex=True,
-        ).abs()  # (2B, bins, frames)
+        )
+        parts = torch.view_as_real(spec)  # hypot: the same magnitudes as .abs(), which is slower on the CPU
+        spec = torch.hypot(parts[..., 0], parts[..., 1])  # (2B, bins, frames)
         f, t = spec.shape[-2:]
         spec = torch.nn.functional.pad(spec, (0, (-t) % POOL, 0, (-f) % POOL))
         pooled = torch.nn.functional.avg_pool2d(spec[:, None], POOL)[:, 0]
