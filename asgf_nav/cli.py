@@ -170,6 +170,31 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         raise SystemExit(2) from None
 
 
+def check_config_beside_its_run(args: argparse.Namespace, cfg: ExperimentConfig) -> None:
+    """A run's own config.yaml (``--config RUN/config.yaml``, as the resume hints advise) names the directory it
+    was written in; in a run copied or moved since, it names the old one, where ``--resume`` would continue (and
+    write to) another run, or start a new one. Exits with status 2 unless ``train.run_dir`` is given."""
+    from asgf_nav.config import resolve_config_path
+    from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, checkpoint_dir, list_checkpoints
+
+    if args.config is None or any(o.partition("=")[0].strip() == "train.run_dir" for o in args.overrides):
+        return
+    path = resolve_config_path(args.config)
+    run_dir = path.parent
+    if path.name != "config.yaml" or not (
+        list_checkpoints(run_dir) or (checkpoint_dir(run_dir) / BEST_CHECKPOINT).exists()
+    ):
+        return
+    if Path(cfg.train.run_dir).resolve() != run_dir.resolve():
+        print(
+            f"error: --config {path} belongs to the run in {run_dir}, but its train.run_dir is {cfg.train.run_dir} "
+            f"(the run was copied or moved); add train.run_dir={run_dir} to continue it there, or name another "
+            "train.run_dir for a new run with its settings",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def scene_options(args: argparse.Namespace) -> dict[str, Any]:
     """The scene options a script was given (``--dataset``, ``--data-root``, ``--image-size``,
     ``--num-scenes``) by config key, for ``load_config`` to check with the rest of the config."""

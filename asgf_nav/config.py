@@ -245,13 +245,16 @@ def load_config(
     if name is not None:
         path = resolve_config_path(name)
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigFileLoader) or {}
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigFileLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        if data is None:  # e.g. cut to zero bytes by a copy: the defaults would bake and train another experiment
+            raise ConfigError(f"config file {path} holds no settings (it is empty or all comments); write {{}} "
+                              "in it for the defaults")  # fmt: skip
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         _merge(cfg, data, prefix="", source=str(path))

@@ -24,7 +24,7 @@ from asgf_nav.io import file_identity
 from asgf_nav.rl.checkpoint import policy_digest
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
-from asgf_nav.tasks.factory import load_task_data
+from asgf_nav.tasks.factory import load_task_data, spectrogram_store_root
 from asgf_nav.tasks.spectrogram import spectrogram_shape
 from baselines import AUDIO_MODEL_BASELINES, audio_model_path, baseline_sensors, make_baseline
 
@@ -160,7 +160,7 @@ def evaluate_one(
     remaining = progress.remaining(episodes)
     if remaining:
         run_episodes(agent, world, remaining, cfg, num_envs=request.num_envs, device=request.device,
-                     on_record=progress.add)  # fmt: skip
+                     on_record=progress.add, spectrogram_store=spectrogram_store_root(cfg))  # fmt: skip
     records = progress.records(episodes)
     meta = {
         **identity, "episodes_requested": request.episodes, "scenes": sorted({r.scene for r in records}),

@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)
+    if args.out and Path(args.out).is_file():  # replace an earlier audio model, never a checkpoint or other file
+        from asgf_nav.rl.checkpoint import CheckpointError
+        from baselines.audio_model import load_model
+
+        try:
+            load_model(args.out)
+        except CheckpointError as exc:
+            parser.error(f"--out: {args.out} exists and is no baseline audio model to replace ({exc})")
     setup_logging("INFO")
     import torch  # below asgf_nav.cli, whose Ctrl-C hook comes first
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import add_config_arguments, config_from_args, run_script  # noqa: E402
+from asgf_nav.cli import add_config_arguments, check_config_beside_its_run, config_from_args, run_script  # noqa: E402
 from asgf_nav.experiment import run_training  # noqa: E402
 
 
@@ -27,7 +27,9 @@ def main() -> None:
         "is refused)",
     )
     args = parser.parse_args()
-    run_training(config_from_args(args), resume=args.resume)
+    cfg = config_from_args(args)
+    check_config_beside_its_run(args, cfg)
+    run_training(cfg, resume=args.resume)
 
 
 if __name__ == "__main__":

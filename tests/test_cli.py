@@ -314,3 +314,35 @@ def test_only_dotted_key_value_items_of_a_list_option_are_taken_for_swallowed_ov
     with pytest.raises(SystemExit):
         parser.parse_args(["--sizes", "x"])
     assert "invalid positive_int value: 'x'" in capsys.readouterr().err  # other refusals keep their wording
+
+
+def test_a_copied_runs_config_does_not_resume_the_run_it_was_copied_from(tmp_path: Path, capsys) -> None:
+    """``--config COPY/config.yaml --resume`` would continue (and write to) the original run named inside the
+    file, or start afresh where a moved run's directory is gone; it is refused unless train.run_dir is given."""
+    import argparse
+
+    from asgf_nav.cli import add_config_arguments, check_config_beside_its_run, config_from_args
+    from asgf_nav.config import load_config, save_config
+
+    original, copy = tmp_path / "run1", tmp_path / "run1_copy"
+    for run in (original, copy):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "ckpt_000001.pt").write_bytes(b"")
+        save_config(load_config("tiny_heard", [f"train.run_dir={original}"]), run / "config.yaml")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+
+    def check(*argv: str) -> None:
+        args = parser.parse_args(list(argv))
+        check_config_beside_its_run(args, config_from_args(args))
+
+    check("--config", str(original / "config.yaml"))  # the run's own file, in its own directory
+    check("--config", str(copy / "config.yaml"), f"train.run_dir={copy}")
+    with pytest.raises(SystemExit) as refused:
+        check("--config", str(copy / "config.yaml"))
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert f"belongs to the run in {copy}, but its train.run_dir is {original}" in err
+    assert f"add train.run_dir={copy} to continue it there" in err
+    (copy / "checkpoints" / "ckpt_000001.pt").unlink()  # no run there: the file is a config like any other
+    check("--config", str(copy / "config.yaml"))

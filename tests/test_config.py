@@ -389,10 +389,14 @@ def test_a_yaml_merge_key_is_not_taken_for_a_key_given_twice(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"])
-def test_an_empty_config_file_gives_the_defaults(tmp_path: Path, text: str) -> None:
-    """A config file with nothing in it (or only comments) changes nothing."""
+def test_an_empty_config_file_is_refused_and_an_empty_mapping_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    """A file cut to nothing by a bad copy must not train the default experiment (Replica, 30 M frames) in its
+    place; ``{}`` says the defaults on purpose."""
     path = tmp_path / "empty.yaml"
     path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^config file {path} holds no settings .*write {{}}"):
+        load_config(str(path))
+    path.write_text(text + "{}\n")
     assert load_config(str(path)) == ExperimentConfig()
 
 

@@ -138,6 +138,11 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
             ["--scenes", "['tiny_room_test'] not in the train split of tiny", "['tiny_apartment']"],
         ),
         "base_seed": ("train_baselines", [*base, "--seed", "-1"], ["--seed", "must be >= 0", "got -1"]),
+        "base_out_checkpoint": (  # a policy checkpoint given as --out by mistake is not replaced
+            "train_baselines",
+            [*base, "--out", str(checkpoint)],
+            ["--out", str(checkpoint), "is no baseline audio model to replace"],
+        ),
         # 3b. evaluate (the random agent's seed)
         "eval_seed": (
             "evaluate",
@@ -259,6 +264,7 @@ def test_tsne_checks_policy_samples_and_figure_format_before_rollouts(outcomes):
 
 def test_train_baselines_checks_samples_threads_and_train_scenes(outcomes):
     _check(outcomes, "base_samples", "base_samples_4", "base_threads_0", "base_threads_neg", "base_scenes")
+    _check(outcomes, "base_out_checkpoint")
 
 
 def test_seeds_are_checked_before_the_data_loads(outcomes):

@@ -461,3 +461,24 @@ def test_bake_script_out_auto_is_the_data_roots_store(audio_only_root, capsys, t
     # overrides on both sides of an option (parse_intermixed_args): the second one is not "unrecognized"
     assert bake_spectrograms.main(["scenes.workers=1", *argv, "task.spectrogram_store=elsewhere"]) == 0
     assert "into elsewhere: 1 files to bake" in capsys.readouterr().out
+
+
+def test_an_evaluation_reads_the_test_splits_baked_spectrograms(audio_only_root, tmp_path, monkeypatch):
+    """``bake_spectrograms.py --split test`` is baked for evaluations: evaluate.py's env must be given it."""
+    import evaluate
+
+    from asgf_nav.eval import evaluator
+
+    given = []
+
+    class RecordingEnv(evaluator.BatchedAudioNavEnv):
+        def __init__(self, *args, **kwargs) -> None:
+            given.append(kwargs.get("spectrogram_store"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "BatchedAudioNavEnv", RecordingEnv)
+    argv = ["--dataset", "tiny", "--data-root", str(audio_only_root), "--agent", "random", "--episodes", "2",
+            "--out", str(tmp_path / "eval"), "task.test_episodes=2", "task.sensors=[spectrogram]",
+            f"task.spectrogram_store={tmp_path / 'store'}", *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    assert given == [tmp_path / "store"]

@@ -294,11 +294,13 @@ def run_episodes(
     progress: bool = True,
     step_callback: Any = None,
     on_record: Callable[[EpisodeRecord], None] | None = None,
+    spectrogram_store: str | Path | None = None,
 ) -> list[EpisodeRecord]:
     """Run every episode once with ``agent``; records come back in episode order.
 
     ``step_callback(obs, ctx, agent)``, when given, is called before each step (t-SNE collection uses it);
-    ``on_record(record)`` as each episode ends (a resumable evaluation saves it there).
+    ``on_record(record)`` as each episode ends (a resumable evaluation saves it there); ``spectrogram_store``
+    is the root of baked spectrograms the env reads its misses from (``tasks.factory.spectrogram_store_root``).
     """
     num_envs = max(1, min(int(num_envs), len(episodes)))
     env = BatchedAudioNavEnv(
@@ -310,6 +312,7 @@ def run_episodes(
         sensors=list(agent.sensors),
         seed=int(getattr(getattr(cfg, "train", None), "seed", 0)),
         sampler_mode="sequential",
+        spectrogram_store=spectrogram_store,
     )
     total = len(env.episodes)
     quota = np.array(validation_quota(num_envs, total), dtype=np.int64)  # each episode once, none twice
