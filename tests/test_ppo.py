@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -761,9 +762,24 @@ def test_a_stop_during_validation_cuts_it_short_and_checkpoints_at_once(tmp_path
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000001.pt"]
     assert trainer.best_validation is None and not (tmp_path / "run" / "checkpoints" / BEST_CHECKPOINT).exists()
 
-    # the resumed run starts with the validation the stop cut short, of the checkpoint's update
+    # the resumed run starts with the validation the stop cut short, of the checkpoint's update, and saves its
+    # outcome at once: a run killed before its next checkpoint must not make a later resume validate (and log) again
     monkeypatch.setattr(termination, "_received", None)
     monkeypatch.setattr(termination, "_deferred", False)
+
+    def crashing_factory(c: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+        env = toy_env_factory(c, split, rank)
+        if split == "train":
+            env.step = lambda actions: (_ for _ in ()).throw(MemoryError("killed"))
+        return env
+
+    saved = tmp_path / "saved"
+    shutil.copytree(tmp_path / "run", saved)
+    with pytest.raises(MemoryError):
+        Trainer(cfg, crashing_factory, tmp_path / "run", resume=True).train()
+    assert torch.load(list_checkpoints(tmp_path / "run")[-1], weights_only=False)["validation_pending"] is False
+    shutil.rmtree(tmp_path / "run")
+    shutil.move(saved, tmp_path / "run")
     resumed = Trainer(cfg, toy_env_factory, tmp_path / "run", resume=True)
     assert resumed.validation_pending and resumed.updates_done == 1
     resumed.train(max_updates=1)  # no update to run: only the pending validation

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
+from asgf_nav.io import remove_stale_temporaries_of
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
@@ -127,6 +128,7 @@ class Trainer:
 
         if self.is_main:  # rank 0 writes the checkpoints; a run holds its directory (experiment.claim_run_dir)
             remove_stale_checkpoint_temporaries(checkpoint_dir(self.run_dir))
+            remove_stale_temporaries_of(self.run_dir / "config.yaml")
         # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there
         state = load_latest(self.run_dir, map_location="cpu") if resume else None
         if state is not None:
@@ -210,8 +212,8 @@ class Trainer:
         stopping = False
         try:
             with stop_between_updates():
-                if self.finish_pending_validation():
-                    last_saved = None  # the checkpoint on disk still calls it pending: saved again below
+                if self.finish_pending_validation():  # saved at once: a later resume must not run (and log) it again
+                    self.save()
                 while self.updates_done < stop:
                     stopping = distributed.any_rank(stop_requested(), self.device)
                     if stopping:
