@@ -291,7 +291,7 @@ def load_model(
         raise CheckpointError(f"baseline audio model {path} is corrupt or unreadable: {exc}") from exc
     if not isinstance(state, dict) or state.get("version") != MODEL_VERSION:
         raise CheckpointError(f"{path} is not a baseline audio model of version {MODEL_VERSION}")
-    model = AudioGoalNet(state["spectrogram_shape"], state["bins"])
+    model = _model_of(path, state)
     if spectrogram_shape is not None and model.spectrogram_shape != tuple(int(s) for s in spectrogram_shape):
         raise CheckpointError(
             f"baseline audio model {path} was trained on spectrograms of shape {model.spectrogram_shape}, but this "
@@ -327,8 +327,43 @@ def load_model(
             sound_split,
             sound_split,
         )
-    model.load_state_dict(state["model"])
     return model.eval()
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _model_of(path: Path, state: dict[str, Any]) -> AudioGoalNet:
+    """The network a version-1 file records, with its weights; a file damaged or edited past its version
+    check (an entry missing, of the wrong kind, or weights of another network) raises CheckpointError naming
+    the entry, where it raised a bare KeyError, ValueError or size mismatch naming no file."""
+
+    def damaged(entry: str, problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"baseline audio model {path} is damaged: its {entry!r} entry {problem}; train it again with "
+            "scripts/train_baselines.py (evaluate.py --baseline-model names another)"
+        )
+
+    for entry in ("spectrogram_shape", "bins", "model"):
+        if entry not in state:
+            raise damaged(entry, "is missing")
+    shape, bins, weights = state["spectrogram_shape"], state["bins"], state["model"]
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(_is_count(n) for n in shape):
+        raise damaged("spectrogram_shape", f"is {shape!r}, not 3 positive integers (F, T, 2)")
+    if not _is_count(bins):
+        raise damaged("bins", f"is {bins!r}, not a positive integer")
+    if not isinstance(state.get("meta") or {}, dict):
+        raise damaged("meta", f"is a {type(state['meta']).__name__}, not a mapping")
+    if not isinstance(weights, Mapping):
+        raise damaged("model", f"is a {type(weights).__name__}, not the network's weights")
+    model = AudioGoalNet(shape, bins)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, ValueError, AttributeError, KeyError) as exc:  # missing, extra or resized
+        problem = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+        raise damaged("model", f"does not hold this network's weights ({problem})") from exc
+    return model
 
 
 def default_model_path(data_root: str | Path, dataset: str, sound_split: str) -> Path:

@@ -361,6 +361,30 @@ def test_a_model_of_another_spectrogram_shape_is_refused(audio_only_root, tmp_pa
         _evaluate_tiny(audio_only_root, tmp_path / "eval", "--agent", "gan", "--baseline-model", str(path))
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda state: state.pop("spectrogram_shape"), "its 'spectrogram_shape' entry is missing"),
+        (lambda state: state.pop("model"), "its 'model' entry is missing"),
+        (lambda state: state.update(spectrogram_shape=["65", "x", 2]), "its 'spectrogram_shape' entry is ['65', 'x'"),
+        (lambda state: state.update(meta=["notes"]), "its 'meta' entry is a list, not a mapping"),
+        (lambda state: state["model"].pop("position.bias"), "its 'model' entry does not hold this network's weights"),
+        (lambda state: state["model"].update({"position.weight": torch.zeros(3, 128)}), "size mismatch for position"),
+    ],
+    ids=["no shape", "no weights", "shape of strings", "meta a list", "a weight missing", "a weight resized"],
+)
+def test_a_damaged_model_of_the_right_version_is_named_with_its_entry(tmp_path, damage, message):
+    """A file that passes the version check but lost or changed an entry raised a bare KeyError, ValueError or
+    size mismatch naming no file; it is a CheckpointError naming the file, the entry and the remedy."""
+    path = save_model(tmp_path / "m.pt", AudioGoalNet((65, 26, 2)), {})
+    state = torch.load(path, weights_only=False)
+    damage(state)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"baseline audio model {re.escape(str(path))} is damaged: .*") as error:
+        load_model(path)
+    assert message in str(error.value) and "train it again with scripts/train_baselines.py" in str(error.value)
+
+
 def test_a_model_trained_with_the_other_travel_time_setting_loads_with_a_warning(tmp_path, caplog):
     """A model that learnt distances from the leading silence of responses that kept their travel time
     hears none in responses that start at the arrival: its figures differ, which the log says."""

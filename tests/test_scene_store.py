@@ -99,6 +99,79 @@ def test_a_write_replaces_a_manifest_that_is_not_one(tmp_path: Path, content: st
     assert SceneStore(tmp_path).stages == ["layout"] and stage_complete(tmp_path, "layout")
 
 
+def _drop_first_file(entry: dict) -> dict:
+    next(iter(entry["arrays"].values())).pop("file")
+    return entry
+
+
+# how a stage's manifest entry is malformed: (the edit, what the error says of the layout stage)
+MALFORMED_STAGES = {
+    "no meta": (lambda entry: {k: v for k, v in entry.items() if k != "meta"}, "has no 'meta' mapping"),
+    "no arrays": (lambda entry: {k: v for k, v in entry.items() if k != "arrays"}, "has no 'arrays' mapping"),
+    "no file": (_drop_first_file, "records array 'positions' without a 'file'"),
+    "a list": (lambda entry: sorted(entry["arrays"]), "is a JSON list, not a mapping"),
+}
+
+
+def _malform(directory: Path, stage: str, how: str) -> None:
+    manifest = directory / "manifest.json"
+    content = json.loads(manifest.read_text())
+    content["stages"][stage] = MALFORMED_STAGES[how][0](content["stages"][stage])
+    manifest.write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize("how", sorted(MALFORMED_STAGES))
+def test_a_malformed_stage_is_incomplete_named_when_read_and_replaced_by_a_write(tmp_path: Path, how: str) -> None:
+    """A manifest that is JSON but records a stage without its meta, arrays or files (edited by hand, or by
+    another tool) treats the stage as a damaged file does: incomplete, so a bake replaces it, and named with
+    manifest.json and the bake command when read; it was a bare KeyError or TypeError naming no file."""
+    _layout(tmp_path)
+    _malform(tmp_path, "layout", how)
+    assert not stage_complete(tmp_path, "layout")
+    store = SceneStore(tmp_path)
+    assert store.stages == ["layout"]
+    manifest = tmp_path / "manifest.json"
+    error = rf"scene manifest {manifest} is damaged: its stage 'layout' {MALFORMED_STAGES[how][1]}; bake it again"
+    with pytest.raises(SceneStoreError, match=error):
+        store.meta("layout")
+    with pytest.raises(SceneStoreError, match=error):
+        store.array("positions")
+    _layout(tmp_path)
+    assert stage_complete(tmp_path, "layout") and SceneStore(tmp_path).meta("layout") == {"v": 1}
+
+
+def test_a_malformed_stage_leaves_the_others_readable(tmp_path: Path) -> None:
+    """One stage's malformed entry makes that stage incomplete, not the scene: the layout's arrays, its bake
+    command and its completeness are as before."""
+    _layout(tmp_path)
+    write_stage(tmp_path, "vision", {"rgb": np.zeros((4, 2), np.uint8)}, meta={"image_size": 2})
+    _malform(tmp_path, "vision", "no file")
+    store = SceneStore(tmp_path)
+    assert stage_complete(tmp_path, "layout") and not stage_complete(tmp_path, "vision")
+    np.testing.assert_array_equal(store.array("positions"), np.zeros((4, 3)))
+    assert store.meta("layout") == {"v": 1}
+    with pytest.raises(SceneStoreError, match=r"its stage 'vision' records array 'rgb' without a 'file'"):
+        store.require("layout", "vision")
+
+
+@pytest.mark.parametrize("force", [True, False])
+@pytest.mark.parametrize("stage", ["layout", "vision"])
+def test_a_bake_repairs_a_stage_recorded_with_an_array_without_a_file(tmp_path: Path, stage: str, force: bool) -> None:
+    """``build_scenes.py`` (with ``--force`` or without: the stage is incomplete) bakes a stage again over an
+    array entry with no 'file'; that failed with KeyError 'file', so only deleting the scene helped."""
+    from asgf_nav.scenes.build import build_scenes, ensure_scenes
+    from asgf_nav.scenes.scene import Scene
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size = str(tmp_path), 8
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
+    _malform(directory, stage, "no file")
+    built = build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1, force=force)
+    assert stage in built["tiny_room_test"]
+    assert stage_complete(directory, "layout") and stage_complete(directory, "vision")
+    assert Scene(directory).rgb.shape[-1] == 3
+
+
 # ---------------------------------------------------------------------------------------------- acoustics bake
 def _acoustic_layout(directory: Path, meta: dict | None = None) -> None:
     """Three nodes along x (1, 2, 3 m) in the tiny preset's test room; node 1 is nearest their centre."""
@@ -225,6 +298,25 @@ def test_acoustics_damaged_without_changing_size_are_named_when_opened(
     assert path.stat().st_size == size
     with pytest.raises(SceneStoreError, match=f"scene array {path} {why}: the file is damaged; bake it again"):
         SceneRirs(SceneStore(tmp_path))
+
+
+def test_a_truncated_floor_plan_is_named_rather_than_read_as_another_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layout's digest hashes the floor plan: a truncated one was reported as acoustics "baked with other
+    settings than the config asks (layout_digest ...)"; it is named as the damaged file it is."""
+    from asgf_nav.tasks.world import check_acoustics_settings
+
+    monkeypatch.setattr(bake, "simulate_source", FakeSimulation())
+    _acoustic_layout(tmp_path)
+    bake.bake_acoustics(tmp_path, _acoustics_cfg())
+    check_acoustics_settings(tmp_path, _acoustics_cfg())
+    plan = tmp_path / "floorplan.json"
+    written = plan.stat().st_size
+    plan.write_bytes(plan.read_bytes()[:100])
+    message = rf"scene file {plan} is 100 bytes but was written with {written}: the file is damaged, .*; bake it again"
+    with pytest.raises(SceneStoreError, match=message):
+        check_acoustics_settings(tmp_path, _acoustics_cfg())
 
 
 @pytest.mark.parametrize("preset,rate", [("mp3d", 16000), ("replica", 44100)])

@@ -32,7 +32,18 @@ from asgf_nav.scenes.navgraph import build_navgraph
 from asgf_nav.scenes.presets import PRESETS, get_preset
 from asgf_nav.scenes.render import DEFAULT_CAMERA_HEIGHT, DEFAULT_HFOV, RayRenderer
 from asgf_nav.scenes.scene import FLOORPLAN_FILE, YAWS, layout_digest, read_floorplan
-from asgf_nav.scenes.store import SceneStore, bake_lock, remove_stage, scene_dir, stage_complete, write_stage
+from asgf_nav.scenes.store import (
+    MANIFEST,
+    SceneStore,
+    SceneStoreError,
+    bake_lock,
+    rebuild_hint,
+    remove_stage,
+    scene_dir,
+    stage_complete,
+    stage_damage,
+    write_stage,
+)
 from asgf_nav.termination import raise_if_stopped
 
 logger = logging.getLogger(__name__)
@@ -136,8 +147,8 @@ def stage_is_current(directory: Path, stage: str, cfg: Any) -> bool:
             return False
         same_layout = digest is None or digest == layout_digest(SceneStore(directory))
         return same_layout and meta.get("image_size") == int(getattr(cfg.scenes, "image_size", 128))
-    if stage == "acoustics":
-        return not acoustics_changes(directory, cfg)
+    if stage == "acoustics":  # a damaged layout is rebuilt first (acoustics_changes would refuse it)
+        return stage_complete(directory, "layout") and not acoustics_changes(directory, cfg)
     return True
 
 
@@ -146,6 +157,13 @@ def acoustics_changes(directory: Path, cfg: Any) -> dict[str, tuple[Any, Any]]:
     ``cfg`` asks otherwise (the layout's digest included); empty when they agree."""
     from asgf_nav.acoustics.bake import bake_params
 
+    # the layout's digest hashes its files: a truncated floor plan would read as acoustics of another layout
+    damage = stage_damage(directory, "layout")
+    if damage is not None:
+        raise SceneStoreError(
+            f"{damage}, so the layout its acoustics were baked from cannot be checked; "
+            f"{rebuild_hint(directory / MANIFEST, 'layout')}"
+        )
     meta = SceneStore(directory).meta("acoustics")
     return {k: (meta.get(k), v) for k, v in bake_params(directory, cfg).items() if meta.get(k) != v}
 

@@ -152,20 +152,59 @@ def remove_stage(directory: str | Path, stage: str) -> None:
 
 def stage_complete(directory: str | Path, stage: str) -> bool:
     """True when ``stage`` is recorded and every file it lists exists with the size it was written with (cheap
-    check for build skipping: a truncated or emptied file makes the stage incomplete, so a build bakes it again).
-    Manifests written before sizes were recorded are checked for existence only."""
+    check for build skipping: a truncated or emptied file makes the stage incomplete, so a build bakes it again;
+    so does a malformed entry in the manifest). Manifests written before sizes were recorded are checked for
+    existence only."""
+    return stage_damage(directory, stage) is None
+
+
+def stage_damage(directory: str | Path, stage: str) -> str | None:
+    """Why ``stage`` is not complete (see :func:`stage_complete`), naming the file at fault; None when it is."""
     directory = Path(directory)
     try:
         info = _read_manifest(directory)["stages"].get(stage)
-    except SceneStoreError:
-        return False
+    except SceneStoreError as exc:
+        return str(exc)
     if info is None:
-        return False
+        return f"scene {directory} lacks stage {stage!r}"
+    problem = _stage_problem(info)
+    if problem is not None:
+        return f"scene manifest {directory / MANIFEST} is damaged: its stage {stage!r} {problem}"
     for name, size in _stage_file_sizes(info).items():
         path = directory / name
-        if not path.is_file() or (size is not None and path.stat().st_size != size):
-            return False
-    return True
+        if not path.is_file():
+            return f"scene {directory} lacks {path}, a file of its stage {stage!r}"
+        if size is not None and path.stat().st_size != size:
+            return f"scene file {path} is {path.stat().st_size} bytes but was written with {size}: the file is damaged"
+    return None
+
+
+def _stage_problem(info: Any) -> str | None:
+    """What makes a recorded stage's manifest entry unusable (None: nothing). ``write_stage`` writes none of
+    these; a manifest edited by hand or damaged in a copy can hold them, and its stage is then incomplete."""
+    if not isinstance(info, dict):
+        return f"is a JSON {type(info).__name__}, not a mapping"
+    for key, kind in (("arrays", dict), ("files", list), ("meta", dict)):
+        if not isinstance(info.get(key), kind):
+            return f"has no {key!r} {'list' if kind is list else 'mapping'}"
+    if not isinstance(info.get("file_bytes", {}), dict):
+        return "has a 'file_bytes' that is not a mapping"
+    if not all(isinstance(name, str) and name for name in info["files"]):
+        return "lists a file that is not a name"
+    for name, entry in info["arrays"].items():
+        if not isinstance(entry, dict):
+            return f"records array {name!r} as a JSON {type(entry).__name__}, not a mapping"
+        if not isinstance(entry.get("file"), str) or not entry["file"]:
+            return f"records array {name!r} without a 'file'"
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+            return f"records array {name!r} without a 'shape' list of integers"
+        if not isinstance(entry.get("dtype"), str):
+            return f"records array {name!r} without a 'dtype'"
+    sizes = [e.get("bytes") for e in info["arrays"].values()] + list(info.get("file_bytes", {}).values())
+    if not all(size is None or (isinstance(size, int) and not isinstance(size, bool)) for size in sizes):
+        return "records a file size that is not an integer"
+    return None
 
 
 def _stage_file_sizes(info: dict[str, Any]) -> dict[str, int | None]:
@@ -185,6 +224,8 @@ class SceneStore:
                 f"no baked scene at {self.directory} (missing {MANIFEST}); {rebuild_hint(self.directory / MANIFEST)}"
             )
         self.manifest = _read_manifest(self.directory)
+        # stage -> what is wrong with its manifest entry; such a stage is recorded but cannot be read
+        self._malformed = {s: why for s, info in self.manifest["stages"].items() if (why := _stage_problem(info))}
         self._cache: dict[str, np.ndarray] = {}
 
     @property
@@ -199,21 +240,36 @@ class SceneStore:
         return stage in self.manifest["stages"]
 
     def require(self, *stages: str) -> None:
+        """Refuse a stage that is not recorded, or whose manifest entry is malformed (naming what is wrong)."""
         missing = [s for s in stages if not self.has_stage(s)]
         if missing:
             raise SceneStoreError(
                 f"scene {self.directory} lacks stage(s) {missing} (has {self.stages}); "
                 f"{rebuild_hint(self.directory / MANIFEST, ' '.join(missing))}"
             )
+        malformed = [s for s in stages if s in self._malformed]
+        if malformed:
+            raise self._malformed_error(malformed)
+
+    def _malformed_error(self, stages: list[str]) -> SceneStoreError:
+        path = self.directory / MANIFEST
+        problems = "; ".join(f"its stage {s!r} {self._malformed[s]}" for s in stages)  # as stage_damage says
+        return SceneStoreError(f"scene manifest {path} is damaged: {problems}; {rebuild_hint(path, ' '.join(stages))}")
+
+    def _stages_read(self) -> dict[str, dict[str, Any]]:
+        """The stages whose manifest entries are well formed."""
+        return {s: info for s, info in self.manifest["stages"].items() if s not in self._malformed}
 
     def meta(self, stage: str) -> dict[str, Any]:
         self.require(stage)
         return self.manifest["stages"][stage]["meta"]
 
     def _entry(self, name: str) -> dict[str, Any]:
-        for info in self.manifest["stages"].values():
+        for info in self._stages_read().values():
             if name in info["arrays"]:
                 return info["arrays"][name]
+        if self._malformed:  # the array may be one of theirs
+            raise self._malformed_error(sorted(self._malformed))
         known = sorted(n for info in self.manifest["stages"].values() for n in info["arrays"])
         raise SceneStoreError(f"scene {self.directory} has no array {name!r}; it has {known}")
 
@@ -244,7 +300,7 @@ class SceneStore:
         return SceneStoreError(f"scene array {path} {why}: the file is damaged; {self.rebuild_hint(path)}")
 
     def rebuild_hint(self, path: Path) -> str:
-        stage = next((s for s, info in self.manifest["stages"].items() if path.name in _stage_file_sizes(info)), None)
+        stage = next((s for s, info in self._stages_read().items() if path.name in _stage_file_sizes(info)), None)
         return rebuild_hint(path, stage)
 
     def file_bytes(self, name: str) -> bytes:
