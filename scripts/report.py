@@ -13,16 +13,38 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_output, run_script  # noqa: E402
-from asgf_nav.eval.report import comparison_chart, comparison_table, find_summaries, load_summary  # noqa: E402
+from asgf_nav.eval.report import (  # noqa: E402
+    comparison_chart,
+    comparison_table,
+    find_summaries,
+    load_summary,
+    owning_evaluation,
+)
 from asgf_nav.io import atomic_write_text  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 
 logger = logging.getLogger("report")
+
+
+def check_not_an_evaluation_file(
+    parser: argparse.ArgumentParser, flag: str, path: str | None, evaluations: Sequence[Path]
+) -> None:
+    """Beside :func:`check_output`: an output is none of the summaries read, nor any other file an evaluation
+    directory holds of its own (``--table RUN/summary.json`` would write the table over the summary)."""
+    if path is None:
+        return
+    owner = owning_evaluation(path, evaluations)
+    if owner is not None:
+        parser.error(
+            f"{flag}: {path} is the {Path(path).name} of the evaluation {owner}, which {flag} would overwrite; "
+            "write it outside the evaluation directories, or under another name"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out, figure=True)
     check_output(parser, "--table", args.table)
+    if args.table and args.out and Path(args.table).resolve() == Path(args.out).resolve():
+        parser.error(f"--table and --out both name {args.table}; the chart would overwrite the table")
     setup_logging("INFO")
-    summaries = [load_summary(d) for d in find_summaries(args.runs)]
+    evaluations = find_summaries(args.runs)
+    check_not_an_evaluation_file(parser, "--table", args.table, evaluations)
+    check_not_an_evaluation_file(parser, "--out", args.out, evaluations)
+    summaries = [load_summary(d) for d in evaluations]
     if args.split:
         summaries = [s for s in summaries if s["meta"].get("split") == args.split]
     if args.agents:

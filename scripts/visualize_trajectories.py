@@ -34,9 +34,7 @@ from asgf_nav.cli import (  # noqa: E402
     positive_int,
     run_script,
 )
-from asgf_nav.eval.evaluator import read_jsonl  # noqa: E402
-from asgf_nav.eval.progress import episode_key  # noqa: E402
-from asgf_nav.eval.report import EPISODES_FILE, load_summary  # noqa: E402
+from asgf_nav.eval.report import load_summary  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS  # noqa: E402
 from asgf_nav.viz.evaluated_episode import (  # noqa: E402
@@ -45,6 +43,7 @@ from asgf_nav.viz.evaluated_episode import (  # noqa: E402
     episode_name,
     open_scene_of,
     pick_episode,
+    read_run,
     record_mismatch,
     resolve_episode,
 )
@@ -103,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     check_output(parser, "--video", args.video)
     setup_logging("INFO")
     cfg = config_from_args(args)
-    summaries = [load_summary(r) for r in args.runs]
+    summaries = [load_summary(r, meta_keys=()) for r in args.runs]  # a map needs no table's names
     mismatch = episode_mismatch(args.runs, summaries) if len(args.runs) == 2 else None
     if mismatch:
         parser.error(f"runs: {mismatch}")
-    runs = [{episode_key(r): r for r in read_jsonl(Path(d) / EPISODES_FILE)} for d in args.runs]
+    runs = [read_run(d) for d in args.runs]
     if args.episode:
         try:
             key = resolve_episode(args.episode, runs)

@@ -4,6 +4,7 @@ import copy
 import json
 import logging
 import math
+import re
 import types
 from pathlib import Path
 
@@ -1224,3 +1225,118 @@ def test_comparison_chart_gives_each_agent_its_own_colour_in_every_panel(tmp_pat
     a_colours = {p.get_facecolor() for p in heard.patches[:3]}
     b_colours = {p.get_facecolor() for p in heard.patches[3:]} | {p.get_facecolor() for p in unheard.patches}
     assert len(a_colours) == 1 and len(b_colours) == 1 and a_colours != b_colours
+
+
+def _write_summary(directory: Path, summary: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(json.dumps(summary))
+    return directory
+
+
+def test_report_refuses_to_write_over_the_files_of_an_evaluation(tmp_path, capsys) -> None:
+    """--table / --out naming a summary read, or another file an evaluation directory holds of its own (also
+    of an evaluation not reported, or one still running), is refused before anything is written."""
+    import report
+
+    run = _write_summary(tmp_path / "runs" / "a_replica_heard_test", _summary("a", "replica", "heard", _VALUES))
+    running = tmp_path / "other"  # an unfinished evaluation: only its progress file so far
+    running.mkdir()
+    (running / "episodes.partial.jsonl").write_text('{"evaluation": {}}\n')
+    before = (run / "summary.json").read_bytes()
+    cases = [
+        ([str(run), "--table", str(run / "summary.json")], f"{run / 'summary.json'} is the summary.json of"),
+        ([str(tmp_path / "runs"), "--table", str(run / "summary.md")], "is the summary.md of the evaluation"),
+        ([str(run), "--table", str(run / "episodes.jsonl")], "is the episodes.jsonl of the evaluation"),
+        ([str(run), "--table", str(running / "episodes.jsonl")], f"the evaluation {running.resolve()}"),
+        ([str(run), "--table", str(tmp_path / "t.png"), "--out", str(tmp_path / "t.png")], "both name"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            report.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, argv
+    assert (run / "summary.json").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == ["summary.json"] and not (running / "episodes.jsonl").exists()
+    assert report.main([str(run), "--table", str(run / "table.md")]) == 0  # a file of its own name is fine
+    assert (run / "table.md").read_text().startswith("| method |")
+
+
+def test_a_summary_without_the_names_of_its_row_and_column_or_with_a_nan_mean_is_refused(tmp_path) -> None:
+    """The table's row (agent), column (dataset, sound split) and split come from meta: each must be a name,
+    and each table metric finite, or the summary is refused naming the file and the key."""
+    good = _summary("a", "tiny", "heard", _VALUES)
+    no_agent = copy.deepcopy(good)
+    del no_agent["meta"]["agent"]
+    no_dataset = copy.deepcopy(good)
+    del no_dataset["meta"]["dataset"]
+    null_split = copy.deepcopy(good)
+    null_split["meta"]["sound_split"] = None
+    nan_mean = copy.deepcopy(good)
+    nan_mean["metrics"]["spl"]["mean"] = float("nan")
+    cases = {
+        "no_agent": (no_agent, "meta.agent is missing"),
+        "no_dataset": (no_dataset, "meta.dataset is missing"),
+        "null_split": (null_split, "meta.sound_split is None, not a name"),
+        "nan_mean": (nan_mean, "metrics.spl is not finite (mean nan"),
+    }
+    for name, (summary, message) in cases.items():
+        directory = _write_summary(tmp_path / name, summary)
+        with pytest.raises(EvaluationFileError, match=re.escape(f"{directory / 'summary.json'}: {message}")):
+            load_summary(directory)
+    assert load_summary(_write_summary(tmp_path / "good", good))["meta"]["agent"] == "a"
+    assert load_summary(tmp_path / "no_agent", meta_keys=())["meta"]["dataset"] == "tiny"  # no table: not needed
+
+
+def test_a_resume_refuses_a_damaged_record_naming_its_line_before_any_episode_runs(tmp_path) -> None:
+    """A record of the progress file with a field of another type than an evaluation writes (metrics a string,
+    a distance 'far', a node given as text) or a field missing is refused naming the file and its line, also
+    when it is the last line (only a line cut short by a kill is dropped)."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError
+
+    identity = {"agent": "oracle", "seed": 0}
+    progress = EvaluationProgress(tmp_path, identity)
+    for i in range(3):
+        progress.add(_record("room", str(i), success=1.0))
+    path = tmp_path / PROGRESS_FILE
+    lines = path.read_text().splitlines()
+    cases = [
+        (2, {"metrics": "fast"}, "metrics is 'fast', not a mapping"),
+        (2, {"geodesic_distance": "far"}, "geodesic_distance is 'far', not a distance"),
+        (3, {"start_node": "3"}, "start_node is '3', not a whole number"),  # the last line: not dropped
+        (3, {"path": [[0, 0], ["1", 0]]}, "path[1] is ['1', 0], not a [node, yaw] pose"),
+        (2, {"metrics": {"success": "yes"}}, "metrics {'success': 'yes'} are not finite numbers"),
+        (2, {"episode_id": None}, "episode_id is None, not a string"),
+    ]
+    for index, change, message in cases:
+        damaged = list(lines)
+        damaged[index] = json.dumps(json.loads(lines[index]) | change)
+        path.write_text("\n".join(damaged) + "\n")
+        expected = f"{path} line {index + 1} is not an episode record: {message}"
+        with pytest.raises(EvaluationProgressError, match=re.escape(expected)) as error:
+            EvaluationProgress(tmp_path, identity)
+        assert "delete that line to run its episode again, or the file to start over" in str(error.value)
+    missing = list(lines)
+    missing[2] = json.dumps({k: v for k, v in json.loads(lines[2]).items() if k != "metrics"})
+    path.write_text("\n".join(missing) + "\n")
+    with pytest.raises(EvaluationProgressError, match=r"line 3 is not an episode record: it lacks the field\(s\)"):
+        EvaluationProgress(tmp_path, identity)
+    path.write_text("\n".join(lines) + "\n")
+    assert len(EvaluationProgress(tmp_path, identity).done) == 3  # the records as written resume
+
+
+def test_a_resumed_evaluation_with_a_damaged_record_runs_no_episode(tiny_root, tmp_path, monkeypatch) -> None:
+    """The damaged record is refused when the progress file is read, before the remaining episodes run (not
+    after them, as a KeyError, leaving episodes.jsonl without a summary)."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
+
+    out = tmp_path / "resumed" / "oracle_tiny_unheard_test"
+    monkeypatch.setattr(evaluation, "run_episodes", killed_after(evaluation.run_episodes, 3))
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "6")
+    lines = (out / PROGRESS_FILE).read_text().splitlines()
+    lines[2] = json.dumps(json.loads(lines[2]) | {"metrics": "fast"})
+    (out / PROGRESS_FILE).write_text("\n".join(lines) + "\n")
+    ran = []
+    monkeypatch.setattr(evaluation, "run_episodes", lambda *a, **k: ran.append(a) or [])
+    with pytest.raises(EvaluationProgressError, match=re.escape(f"{out / PROGRESS_FILE} line 3")):
+        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "6")
+    assert ran == [] and not (out / "episodes.jsonl").exists()

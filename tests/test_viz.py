@@ -1310,3 +1310,37 @@ def test_an_episode_map_is_titled_with_its_outcome_and_action_count_by_default()
     ax = Figure().add_subplot()
     draw_episode(ax, scene, record, show_graph=False)
     assert ax.get_title() == "toy ep 0 (s): failure, SPL 0.00, 5 actions"
+
+
+def test_visualize_script_names_a_record_it_cannot_draw_and_a_file_without_episodes(tiny, tmp_path, capsys):
+    """A record without a path, with a path or node that is not node numbers, or whose path leaves the scene's
+    graph is refused naming the file, the episode and what is wrong (not an IndexError / TypeError); an empty
+    episodes.jsonl is named as one, not as evaluations that share no episode."""
+    import visualize_trajectories
+
+    from asgf_nav.cli import run_script
+
+    cfg, _, _, oracle, _ = tiny
+    (run,) = _write_evaluations(tmp_path, oracle=oracle[:1])
+    file = Path(run) / "episodes.jsonl"
+    record = json.loads(file.read_text())
+    name = f"{oracle[0].scene}/{oracle[0].episode_id}"
+    far_path = [list(pose) for pose in record["path"]]
+    far_path[1][0] = 999
+    cases = [
+        ({k: v for k, v in record.items() if k != "path"}, f"{file}: episode {name} cannot be drawn: it has no path"),
+        (record | {"path": far_path}, f"its path goes to node 999 (pose 1 in {file}), which is not one of the"),
+        (record | {"path": "0,1,2"}, f"{file}: episode {name} cannot be drawn: path is '0,1,2', not a list"),
+        (record | {"start_node": str(record["start_node"])}, f"episode {name} cannot be drawn: start_node is '"),
+        (record | {"path": [[str(n), y] for n, y in record["path"]]}, f"{name} cannot be drawn: path[0] is ['"),
+        (None, f"{file} holds no episodes"),
+    ]
+    for damaged, message in cases:
+        file.write_text("" if damaged is None else json.dumps(damaged) + "\n")
+        argv = [run, "--data-root", cfg.scenes.data_root, "--out", str(tmp_path / "map.png")]
+        with pytest.raises(SystemExit) as exit_info:
+            run_script(lambda: visualize_trajectories.main(argv))  # noqa: B023 (called at once)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err, (message, err)
+        assert name in err or damaged is None
+    assert not (tmp_path / "map.png").exists()

@@ -16,9 +16,10 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,63 @@ class EpisodeRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EpisodeRecord:
         return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no node
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one field of an episode record as evaluate.py writes it, or None."""
+    if name in ("episode_id", "scene", "sound"):
+        return None if isinstance(value, str) else f"{name} is {value!r}, not a string"
+    if name in ("start_node", "goal_node", "num_action"):
+        return None if _is_int(value) and value >= 0 else f"{name} is {value!r}, not a whole number >= 0"
+    if name == "start_yaw":
+        return None if _is_int(value) and 0 <= value < 4 else f"start_yaw is {value!r}, not a yaw index 0-3"
+    if name in ("start_position", "goal_position"):
+        ok = isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))
+        return None if ok else f"{name} is {value!r}, not an [x, y, z] of 3 numbers"
+    if name == "geodesic_distance":
+        return None if _is_number(value) and value >= 0 else f"geodesic_distance is {value!r}, not a distance"
+    if name == "actions":
+        ok = isinstance(value, list) and all(map(_is_int, value))
+        return None if ok else f"actions is {value!r:.60}, not a list of action numbers"
+    if name == "path":
+        if not isinstance(value, list):
+            return f"path is {value!r:.60}, not a list of [node, yaw] poses"
+        for i, pose in enumerate(value):
+            if not (isinstance(pose, list) and len(pose) == 2 and _is_int(pose[0]) and pose[0] >= 0):
+                return f"path[{i}] is {pose!r}, not a [node, yaw] pose"
+            if not (_is_int(pose[1]) and 0 <= pose[1] < 4):
+                return f"path[{i}] is {pose!r}: its yaw is not a yaw index 0-3"
+        return None
+    if name == "metrics":
+        if not isinstance(value, dict):
+            return f"metrics is {value!r:.60}, not a mapping of metric names to values"
+        bad = {k: v for k, v in value.items() if not _is_number(v)}
+        return f"metrics {bad} are not finite numbers" if bad else None
+    return None
+
+
+def record_problem(data: Any) -> str | None:
+    """What is wrong with one parsed line of episodes.jsonl or episodes.partial.jsonl (a missing or unknown
+    field, or a field of another type than evaluate.py writes), or None; checked where a file is read, so
+    that a damaged record is named there rather than met as a KeyError after the episodes ran."""
+    if not isinstance(data, dict):
+        return f"it is a JSON {type(data).__name__}, not an object of episode fields"
+    names = [f.name for f in fields(EpisodeRecord)]
+    missing = [n for n in names if n not in data]
+    if missing:
+        return f"it lacks the field(s) {missing}"
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        return f"it has the unknown field(s) {unknown}"
+    return next(filter(None, (_field_problem(n, data[n]) for n in names)), None)
 
 
 def select_episodes(episodes: Sequence[Episode], num_episodes: int | None) -> list[Episode]:

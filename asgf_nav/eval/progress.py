@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.eval.evaluator import EpisodeRecord, record_problem
 from asgf_nav.eval.report import PROGRESS_FILE, SUMMARY_FILE
 from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.tasks.episodes import Episode
@@ -130,13 +130,22 @@ class EvaluationProgress:
             )
         for number, line in enumerate(lines[1:], start=2):
             try:
-                record = EpisodeRecord.from_json(json.loads(line))
-            except (json.JSONDecodeError, TypeError) as exc:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
                 if number == len(lines):  # the run was killed while writing its last line: drop it
                     logger.warning("%s: dropping its unfinished last line", self.path)
                     atomic_write_text(self.path, self._header() + "".join(l + "\n" for l in lines[1:-1]))
                     break
                 raise EvaluationProgressError(f"{self.path} line {number} is not an episode record: {exc}") from exc
+            # checked before any episode runs: a damaged record would otherwise end the resumed run, after
+            # the rest of the episodes, without a summary (or pass its wrong values into episodes.jsonl)
+            problem = record_problem(data)
+            if problem:
+                raise EvaluationProgressError(
+                    f"{self.path} line {number} is not an episode record: {problem}; delete that line to run "
+                    "its episode again, or the file to start over"
+                )
+            record = EpisodeRecord.from_json(data)
             self.done[episode_key(record)] = record
         logger.info("resuming the evaluation: %d episodes already done in %s", len(self.done), self.path)
 

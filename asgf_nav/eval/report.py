@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ SUMMARY_FILE = "summary.json"
 PROGRESS_FILE = "episodes.partial.jsonl"  # an evaluation still running, or stopped (eval/progress.py)
 EPISODES_FILE = "episodes.jsonl"
 TABLE_METRICS: tuple[str, ...] = ("spl", "success", "sna")  # the paper's Table I columns
+TABLE_META: tuple[str, ...] = ("agent", "dataset", "sound_split", "split")  # names of its rows, columns and split
+# what an evaluation directory holds of its own: no other command may write over them
+EVALUATION_FILES: tuple[str, ...] = (SUMMARY_FILE, "summary.md", EPISODES_FILE, PROGRESS_FILE)
 SOUND_SPLITS: tuple[str, ...] = ("heard", "unheard")
 
 
@@ -77,8 +81,9 @@ def write_evaluation(out_dir: str | Path, records: Sequence[EpisodeRecord], meta
     return summary
 
 
-def load_summary(path: str | Path) -> dict[str, Any]:
-    """summary.json of an evaluation directory (or the file itself)."""
+def load_summary(path: str | Path, meta_keys: Sequence[str] = TABLE_META) -> dict[str, Any]:
+    """summary.json of an evaluation directory (or the file itself), its ``meta_keys`` (by default what a
+    comparison table names its rows and columns by) checked to be names."""
     path = Path(path)
     file = path / SUMMARY_FILE if path.is_dir() else path
     if not file.exists():
@@ -92,15 +97,40 @@ def load_summary(path: str | Path) -> dict[str, Any]:
             raise EvaluationFileError(f"{file} lacks a {key!r} mapping; it is not an evaluation summary")
     for metric in TABLE_METRICS:  # what every table and chart reads, checked here rather than met as a KeyError
         try:
-            MetricSummary.from_dict(data["metrics"][metric])
+            summary = MetricSummary.from_dict(data["metrics"][metric])
         except (KeyError, TypeError, ValueError) as exc:
             raise EvaluationFileError(
                 f"{file}: metrics.{metric} is missing or damaged ({type(exc).__name__}: {exc}); evaluate again"
             ) from None
+        if not all(math.isfinite(v) for v in (summary.mean, summary.low, summary.high)):  # would print "nan ± 0.0"
+            raise EvaluationFileError(
+                f"{file}: metrics.{metric} is not finite (mean {summary.mean}, interval [{summary.low}, "
+                f"{summary.high}]); evaluate again"
+            )
     if not isinstance(data.get("episodes"), int):
         raise EvaluationFileError(f"{file}: 'episodes' (the episode count) is missing or not a whole number")
+    for key in meta_keys:  # else a table row "?" or a column "tiny None"
+        value = data["meta"].get(key)
+        if not isinstance(value, str) or not value.strip():
+            what = "missing" if key not in data["meta"] else f"{value!r}, not a name"
+            raise EvaluationFileError(
+                f"{file}: meta.{key} is {what}; a comparison table names its rows and columns by meta's "
+                f"{', '.join(TABLE_META)}; evaluate again"
+            )
     data["directory"] = str(file.parent)  # not stored: where the table's errors point
     return data
+
+
+def owning_evaluation(path: str | Path, evaluations: Sequence[str | Path] = ()) -> Path | None:
+    """The evaluation directory whose own file (:data:`EVALUATION_FILES`) ``path`` is, or None: a file of that
+    name in one of ``evaluations`` or in any directory holding an evaluation's files, written yet or not."""
+    target = Path(path).resolve()
+    if target.name not in EVALUATION_FILES:
+        return None
+    folder = target.parent
+    if folder in {Path(e).resolve() for e in evaluations} or any((folder / f).exists() for f in EVALUATION_FILES):
+        return folder
+    return None
 
 
 def find_summaries(paths: Sequence[str | Path]) -> list[Path]:

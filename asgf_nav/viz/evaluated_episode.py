@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError
+from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl, record_problem
 from asgf_nav.eval.progress import episode_key
+from asgf_nav.eval.report import EPISODES_FILE
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces_import import imported_scene_dir
 from asgf_nav.scenes.store import SceneStoreError, scene_dir
@@ -28,6 +29,25 @@ Run = dict[EpisodeKey, EpisodeRecord]
 
 def episode_name(key: EpisodeKey) -> str:
     return f"{key[0]}/{key[1]}"
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """The records of an evaluation directory's episodes.jsonl by (scene, episode id); EvaluationFileError
+    naming the file (and the episode) for a file without episodes or a record that cannot be drawn, before
+    one is picked by its metrics or drawn from its path."""
+    file = Path(run_dir) / EPISODES_FILE
+    records = read_jsonl(file)
+    if not records:
+        raise EvaluationFileError(f"{file} holds no episodes; evaluate again")
+    for record in records:
+        problem = record_problem(record.to_json())
+        if problem is None and not record.path:  # an older or edited file: every evaluated episode has a pose
+            problem = "it has no path (the [node, yaw] poses the agent went through)"
+        if problem:
+            raise EvaluationFileError(
+                f"{file}: episode {episode_name(episode_key(record))} cannot be drawn: {problem}; evaluate again"
+            )
+    return {episode_key(r): r for r in records}
 
 
 def resolve_episode(value: str, runs: Sequence[Run]) -> EpisodeKey:
@@ -127,6 +147,12 @@ def scene_mismatch(run_dir: str, record: EpisodeRecord, scene: Scene) -> str | N
             return (
                 f"its {what} node {node} is at {[round(float(v), 3) for v in position]} in {run_dir}, "
                 f"at {[round(float(v), 3) for v in positions[node]]} in {scene.directory}"
+            )
+    for step, (node, _) in enumerate(record.path):  # drawn by indexing the positions: an IndexError otherwise
+        if not 0 <= node < len(positions):
+            return (
+                f"its path goes to node {node} (pose {step} in {Path(run_dir) / EPISODES_FILE}), which is not one "
+                f"of the {len(positions)} nodes of {scene.directory}"
             )
     return None
 
