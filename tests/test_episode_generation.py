@@ -118,7 +118,7 @@ def test_unheard_val_and_test_episodes_play_their_own_splits_sounds(tmp_path, mo
     monkeypatch.setattr(
         factory,
         "load_or_generate",
-        lambda root, world, split, sound_split, sounds, *a: seen.setdefault("sounds", sounds) and [],
+        lambda root, world, split, sound_split, sounds, *a, **kw: seen.setdefault("sounds", sounds) and [],
     )
     cfg = ExperimentConfig()
     cfg.task.sound_split = "unheard"

@@ -76,7 +76,7 @@ def test_load_task_data_spreads_episodes_over_the_whole_split(monkeypatch: pytes
     seen = {}
     monkeypatch.setattr(factory, "load_world", lambda cfg, split, scenes: synthetic_world())
     monkeypatch.setattr(factory, "episodes_root", lambda cfg: tmp_path)
-    monkeypatch.setattr(factory, "load_or_generate", lambda *args: seen.setdefault("args", args) and [])
+    monkeypatch.setattr(factory, "load_or_generate", lambda *args, **kw: seen.setdefault("args", args) and [])
     cfg = ExperimentConfig()
     cfg.scenes.source, cfg.scenes.dataset, cfg.scenes.num_scenes = "embedded", "replica", None
     factory.load_task_data(cfg, "test")
