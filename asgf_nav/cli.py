@@ -185,11 +185,13 @@ def check_config_beside_its_run(args: argparse.Namespace, cfg: ExperimentConfig)
         list_checkpoints(run_dir) or (checkpoint_dir(run_dir) / BEST_CHECKPOINT).exists()
     ):
         return
-    if Path(cfg.train.run_dir).resolve() != run_dir.resolve():
+    named = Path(cfg.train.run_dir)
+    if named.resolve() != run_dir.resolve():
+        why = "the run was copied or moved" if named.is_absolute() else f"relative to this directory, {Path.cwd()}"
         print(
-            f"error: --config {path} belongs to the run in {run_dir}, but its train.run_dir is {cfg.train.run_dir} "
-            f"(the run was copied or moved); add train.run_dir={run_dir} to continue it there, or name another "
-            "train.run_dir for a new run with its settings",
+            f"error: --config {path} belongs to the run in {run_dir}, but its train.run_dir is {named} ({why}); "
+            f"add train.run_dir={run_dir} to continue it there, or name another train.run_dir for a new run with "
+            "its settings",
             file=sys.stderr,
         )
         raise SystemExit(2)

@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             load_model(args.out)
         except CheckpointError as exc:
-            parser.error(f"--out: {args.out} exists and is no baseline audio model to replace ({exc})")
+            parser.error(
+                f"--out: {args.out} exists and is no baseline audio model to replace ({exc}); if it is a damaged "
+                "audio model, delete it first"
+            )
     setup_logging("INFO")
     import torch  # below asgf_nav.cli, whose Ctrl-C hook comes first
 

@@ -344,5 +344,9 @@ def test_a_copied_runs_config_does_not_resume_the_run_it_was_copied_from(tmp_pat
     err = capsys.readouterr().err
     assert f"belongs to the run in {copy}, but its train.run_dir is {original}" in err
     assert f"add train.run_dir={copy} to continue it there" in err
+    save_config(load_config("tiny_heard", ["train.run_dir=runs/c"]), copy / "config.yaml")  # as packaged: relative
+    with pytest.raises(SystemExit):
+        check("--config", str(copy / "config.yaml"))  # run from another directory: not copied, but refused too
+    assert f"its train.run_dir is runs/c (relative to this directory, {Path.cwd()})" in capsys.readouterr().err
     (copy / "checkpoints" / "ckpt_000001.pt").unlink()  # no run there: the file is a config like any other
     check("--config", str(copy / "config.yaml"))

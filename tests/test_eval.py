@@ -1258,6 +1258,9 @@ def test_report_refuses_to_write_over_the_files_of_an_evaluation(tmp_path, capsy
     assert sorted(p.name for p in run.iterdir()) == ["summary.json"] and not (running / "episodes.jsonl").exists()
     assert report.main([str(run), "--table", str(run / "table.md")]) == 0  # a file of its own name is fine
     assert (run / "table.md").read_text().startswith("| method |")
+    table = tmp_path / "runs" / "summary.md"  # a table named summary.md beside the evaluations it reports
+    for _ in range(2):  # the same command again: its own earlier table does not make the folder an evaluation
+        assert report.main([str(tmp_path / "runs"), "--table", str(table)]) == 0
 
 
 def test_a_summary_without_the_names_of_its_row_and_column_or_with_a_nan_mean_is_refused(tmp_path) -> None:
@@ -1304,6 +1307,7 @@ def test_a_resume_refuses_a_damaged_record_naming_its_line_before_any_episode_ru
         (3, {"start_node": "3"}, "start_node is '3', not a whole number"),  # the last line: not dropped
         (3, {"path": [[0, 0], ["1", 0]]}, "path[1] is ['1', 0], not a [node, yaw] pose"),
         (2, {"metrics": {"success": "yes"}}, "metrics {'success': 'yes'} are not finite numbers"),
+        (2, {"metrics": {"success": 1.0}}, "metrics lacks ['spl', 'sna', 'softspl', 'distance_to_goal'"),
         (2, {"episode_id": None}, "episode_id is None, not a string"),
     ]
     for index, change, message in cases:

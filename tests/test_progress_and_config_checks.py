@@ -7,11 +7,13 @@ import pytest
 
 from asgf_nav.config import ConfigError, load_config
 from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.eval.metrics import REPORTED_METRICS
 from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError, evaluation_lock
 
 
 def _record(i):
-    return EpisodeRecord(str(i), "s", "bell", 0, 0, 1, [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], 1.0, 2, [1, 0])
+    metrics = dict.fromkeys(REPORTED_METRICS, 0.0)
+    return EpisodeRecord(str(i), "s", "bell", 0, 0, 1, [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], 1.0, 2, [1, 0], [], metrics)
 
 
 def test_a_corrupt_line_before_the_last_is_an_error_not_silently_dropped(tmp_path):

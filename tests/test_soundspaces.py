@@ -777,8 +777,8 @@ def test_a_soundspaces_splits_sounds_come_from_its_own_episodes(tmp_path, monkey
     monkeypatch.setattr(
         factory,
         "load_or_generate",
-        lambda root, world, split, *a, **kw: [
-            SimpleNamespace(sound={"train": "telephone", "val": "fan", "test": "siren"}[split])
+        lambda root, world, split, *a, generate: [  # SoundSpaces' own files are read, never generated or written
+            SimpleNamespace(sound={"train": "telephone", "val": "fan", "test": "siren"}[split] if not generate else "")
         ],
     )
     cfg = ExperimentConfig()

@@ -283,7 +283,10 @@ def _field_problem(name: str, value: Any) -> str | None:
         if not isinstance(value, dict):
             return f"metrics is {value!r:.60}, not a mapping of metric names to values"
         bad = {k: v for k, v in value.items() if not _is_number(v)}
-        return f"metrics {bad} are not finite numbers" if bad else None
+        if bad:
+            return f"metrics {bad} are not finite numbers"
+        missing = [k for k in REPORTED_METRICS if k not in value]  # every summary aggregates them all
+        return f"metrics lacks {missing}" if missing else None
     return None
 
 

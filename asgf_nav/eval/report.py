@@ -123,12 +123,14 @@ def load_summary(path: str | Path, meta_keys: Sequence[str] = TABLE_META) -> dic
 
 def owning_evaluation(path: str | Path, evaluations: Sequence[str | Path] = ()) -> Path | None:
     """The evaluation directory whose own file (:data:`EVALUATION_FILES`) ``path`` is, or None: a file of that
-    name in one of ``evaluations`` or in any directory holding an evaluation's files, written yet or not."""
+    name in one of ``evaluations`` or in any directory holding an evaluation's files, written yet or not. A
+    summary.md alone marks none: it may be a table this script wrote before."""
     target = Path(path).resolve()
     if target.name not in EVALUATION_FILES:
         return None
     folder = target.parent
-    if folder in {Path(e).resolve() for e in evaluations} or any((folder / f).exists() for f in EVALUATION_FILES):
+    marks = (SUMMARY_FILE, EPISODES_FILE, PROGRESS_FILE)
+    if folder in {Path(e).resolve() for e in evaluations} or any((folder / f).exists() for f in marks):
         return folder
     return None
 

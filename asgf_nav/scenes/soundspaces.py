@@ -128,14 +128,7 @@ class SoundSpacesPaths:
         meta = self.root / "metadata" / self.dataset
         if not meta.is_dir():
             return []
-        return sorted(
-            d.name
-            for d in meta.iterdir()
-            if d.is_dir()
-            and (d / "graph.pkl").is_file()
-            and (d / "points.txt").is_file()
-            and self.rir_dir(d.name).is_dir()
-        )
+        return sorted(d.name for d in meta.iterdir() if d.is_dir() and not self.missing_parts(d.name))
 
 
 # ------------------------------------------------------------------------------------------ metadata
