@@ -11,6 +11,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -241,6 +242,8 @@ def load_config(
 ) -> ExperimentConfig:
     """Defaults, then the YAML file ``name`` (if given), then ``key.sub=value`` overrides, then the values of a
     script's own options by dotted key (``--data-root`` as ``{"scenes.data_root": ...}``), all checked together."""
+    if isinstance(overrides, str):  # "ppo.lr=1e-4" would be read one character at a time
+        raise TypeError(f"overrides must be a list of 'key.sub=value' strings, not the string {overrides!r}")
     cfg = ExperimentConfig()
     if name is not None:
         path = resolve_config_path(name)
@@ -269,9 +272,30 @@ def load_config(
             raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({problem})") from None
         _set_dotted(cfg, key.strip(), value, source="command line")
     for key, value in (options or {}).items():
-        _set_dotted(cfg, key, value, source="command-line options")
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):  # np.int64(4) from a sweep is 4
+            value = value.item()
+        _set_dotted(cfg, key, list(value) if isinstance(value, tuple) else value, source="command-line options")
     check_values(cfg)
     return cfg
+
+
+def import_plugins(names: Sequence[str]) -> None:
+    """Import the modules named in ``model.plugins``: their ``@register_policy`` and ``register_observation``
+    calls add the names the config uses. Importing a module again is a no-op; the envs and the trainer's
+    entry call this, so a config of a run with plugins works from library code too."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name and not name.startswith(f"{exc.name}."):  # the plugin imports something missing
+                raise ConfigError(f"model.plugins: importing {name!r} failed: {exc}") from exc
+            raise ConfigError(
+                f"model.plugins: no module {name!r} (install it, or add the folder holding it to PYTHONPATH)"
+            ) from exc
+        except Exception as exc:  # a bug in the plugin, or a name it registers twice
+            raise ConfigError(f"model.plugins: importing {name!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 NULL_SPELLINGS = ("null", "Null", "NULL", "~")  # YAML's: None for an optional text field, refused for another

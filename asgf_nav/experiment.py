@@ -21,7 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.config import ConfigError, ExperimentConfig, check_values, config_to_dict, save_config
+from asgf_nav.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_values,
+    config_to_dict,
+    import_plugins,
+    save_config,
+)
 from asgf_nav.devices import resolve_device, usable_cpus
 from asgf_nav.io import exclusive_lock, writable_dir_problem
 from asgf_nav.logging_utils import logging_scope, setup_logging
@@ -88,7 +95,7 @@ def check_components(cfg: ExperimentConfig) -> None:
     from asgf_nav.scenes.soundspaces_import import scene_source
     from asgf_nav.tasks.observations import BUILTIN_SENSORS, check_sensors, registered_observations
 
-    import_plugins(cfg)
+    import_plugins(cfg.model.plugins)
     policy = policy_class(cfg.model.policy)
     check_doa_sensor(cfg, registered_observations())
     sensors = check_sensors(cfg.task.sensors)
@@ -247,27 +254,9 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
     logger.info("torch uses %d CPU thread(s) per process", threads)
 
 
-def import_plugins(cfg: ExperimentConfig) -> None:
-    """Import the modules named in ``model.plugins``: their ``@register_policy`` and ``register_observation``
-    calls add the names the config uses. Importing a module again is a no-op."""
-    import importlib
-
-    for name in cfg.model.plugins:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name and not name.startswith(f"{exc.name}."):  # the plugin imports something missing
-                raise ConfigError(f"model.plugins: importing {name!r} failed: {exc}") from exc
-            raise ConfigError(
-                f"model.plugins: no module {name!r} (install it, or add the folder holding it to PYTHONPATH)"
-            ) from exc
-        except Exception as exc:  # a bug in the plugin, or a name it registers twice
-            raise ConfigError(f"model.plugins: importing {name!r} failed: {type(exc).__name__}: {exc}") from exc
-
-
 def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
     """Plug the config's plugins and optional observation providers into the task before any env is built."""
-    import_plugins(cfg)
+    import_plugins(cfg.model.plugins)
     if cfg.task.use_doa:
         from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS, register_doa_observation
 
@@ -298,7 +287,9 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         held.enter_context(logging_scope())
         setup_logging("INFO" if is_main else "WARNING")  # the console until the run's train.log is claimed
         held.callback(torch.set_num_threads, torch.get_num_threads())
-        import_plugins(cfg)  # before the registry is saved: a plugin's providers stay, as its module stays imported
+        import_plugins(
+            cfg.model.plugins
+        )  # before the registry is saved: a plugin's providers stay, as its module stays imported
         held.enter_context(restored_observations())  # the run's DoA head is not left registered
         # a bad DoA checkpoint, policy or sensor name stops the run before its directory is made or a scene baked
         register_auxiliary_observations(cfg)

@@ -561,3 +561,16 @@ def test_every_yaml_null_spelling_clears_an_optional_text_field(spelling: str) -
 def test_an_optional_text_override_keeps_what_yaml_would_read_as_a_date_or_bool(value: str) -> None:
     """``scenes.soundspaces_root`` is text or None: ``2024-06-01`` or ``yes`` there is a directory name as typed."""
     assert load_config(None, [f"scenes.soundspaces_root={value}"]).scenes.soundspaces_root == value
+
+
+def test_load_config_from_python_takes_numpy_numbers_and_tuples_and_refuses_a_string_of_overrides() -> None:
+    """What a notebook's sweep hands it: np.int64(4) is 4 and a tuple a list; one override string is refused
+    instead of being read a character at a time."""
+    import numpy as np
+
+    cfg = load_config("tiny_heard", options={"ppo.num_envs": np.int64(4), "ppo.lr": np.float32(0.5),
+                                             "task.sensors": ("depth", "spectrogram")})  # fmt: skip
+    assert cfg.ppo.num_envs == 4 and type(cfg.ppo.num_envs) is int and cfg.ppo.lr == 0.5
+    assert cfg.task.sensors == ["depth", "spectrogram"]
+    with pytest.raises(TypeError, match="overrides must be a list of 'key.sub=value' strings, not the string"):
+        load_config("tiny_heard", "ppo.lr=1e-4")

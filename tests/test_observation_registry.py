@@ -8,7 +8,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from asgf_nav.config import ExperimentConfig, TaskConfig
+from asgf_nav.config import ConfigError, ExperimentConfig, TaskConfig
 from asgf_nav.tasks import factory, observations
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_sound, synthetic_world
@@ -58,6 +58,53 @@ def test_make_env_keeps_an_explicit_sampler_mode_and_store(tmp_path: Path) -> No
     env.reset()
     assert [e.episode_id for e in env.current_episodes()] == [e.episode_id for e in episodes[:3]]
     assert env.store is not None and env.store.root == tmp_path / "baked"
+
+
+def test_a_provider_whose_output_is_not_its_declared_shape_is_named(private_registry: None) -> None:
+    """Found at the first observation in both envs, naming the sensor and both shapes, not deep in a policy."""
+    from asgf_nav.tasks.audionav_env import AudioNavEnv
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+
+    world = synthetic_world(sample_rate=16000)
+    episodes = generate_split(world, "train", "heard", ["bell"], TaskConfig(train_episodes_per_scene=4))
+    observations.register_observation("probe_wide", lambda s: np.zeros(2, np.float32), _space)
+    batch = lambda state: np.zeros((len(state.episodes), 3), np.float32)  # noqa: E731 (numpy: accepted)
+    observations.register_observation("probe_batch", lambda s: np.zeros(1, np.float32), _space, compute_batch=batch)
+    cfg = TaskConfig(sensors=["depth", "probe_wide"])
+    with pytest.raises(ValueError, match=r"'probe_wide': its provider returned an array of shape \(2,\), .* \(1,\)"):
+        AudioNavEnv(world, episodes, cfg=cfg).reset()
+    with pytest.raises(ValueError, match=r"'probe_wide': .* shape \(2,\)"):
+        BatchedAudioNavEnv(world, episodes, 2, cfg=cfg).reset()
+    cfg.sensors = ["depth", "probe_batch"]
+    with pytest.raises(ValueError, match=r"'probe_batch': .* shape \(2, 3\), but its space declares \(2, 1\)"):
+        BatchedAudioNavEnv(world, episodes, 2, cfg=cfg).reset()
+
+
+def test_the_envs_import_the_plugins_a_config_names_and_refuse_no_config(tmp_path: Path, monkeypatch) -> None:
+    """A run's config.yaml with model.plugins builds its envs from library code as the scripts do; the
+    reference env made by gymnasium without a config says what it needs."""
+    from asgf_nav.tasks.audionav_env import AudioNavEnv
+
+    (tmp_path / "probe_plugin.py").write_text(
+        "import gymnasium, numpy as np\n"
+        "from asgf_nav.tasks.observations import register_observation\n"
+        "register_observation('probe_steps', lambda s: np.full(1, s.step, np.float32),\n"
+        "                     lambda w: gymnasium.spaces.Box(0, np.inf, (1,), np.float32), overwrite=True)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    world = synthetic_world(sample_rate=16000)
+    episodes = generate_split(world, "train", "heard", ["bell"], TaskConfig(train_episodes_per_scene=4))
+    cfg = ExperimentConfig()
+    cfg.model.plugins, cfg.task.sensors = ["probe_plugin"], ["depth", "probe_steps"]
+    env = factory.make_env(cfg, "train", device="cpu", num_envs=2, world=world, episodes=episodes)
+    assert env.reset()["probe_steps"].shape == (2, 1)
+    assert AudioNavEnv(world, episodes, cfg=cfg).reset()[0]["probe_steps"].shape == (1,)
+    cfg.task.max_steps = -3  # edited in code after load_config checked it
+    with pytest.raises(ConfigError, match="task.max_steps"):
+        factory.make_env(cfg, "train", device="cpu", num_envs=2, world=world, episodes=episodes)
+    with pytest.raises(TypeError, match="AudioNavEnv needs cfg"):
+        gymnasium.make("AudioNav-v0")
 
 
 def test_split_scene_names_are_the_presets_split_and_none_for_other_datasets() -> None:

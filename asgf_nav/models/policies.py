@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from asgf_nav.config import ConfigError
+from asgf_nav.config import ConfigError, import_plugins
 from asgf_nav.models.ase import AudioSpatialStateEncoder
 from asgf_nav.models.asgf import AudioSpatialGuidedFusion
 from asgf_nav.models.encoders import VISUAL_SENSORS, AudioEncoder, VisualEncoder
@@ -64,9 +64,10 @@ def policy_class(name: str) -> type[Policy]:
 
 
 def build_policy(cfg: Any, observation_space: Any) -> Policy:
-    """The policy named by ``cfg.model.policy``, built for one env's ``observation_space``."""
-    name = cfg.model.policy
-    return policy_class(name)(cfg, observation_space)
+    """The policy named by ``cfg.model.policy``, built for one env's ``observation_space`` (after importing the
+    modules of ``model.plugins``, where a policy of one's own is registered)."""
+    import_plugins(getattr(cfg.model, "plugins", ()))
+    return policy_class(cfg.model.policy)(cfg, observation_space)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -14,12 +14,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from asgf_nav.config import TaskConfig
+from asgf_nav.config import TaskConfig, import_plugins
 from asgf_nav.tasks import metrics
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, resolve_episodes
 from asgf_nav.tasks.navigation import NUM_ACTIONS, STOP, check_action, step_pose
 from asgf_nav.tasks.observations import (
     ObservationState,
+    check_provided,
     check_sensors,
     get_observation,
     spectrogram_needed,
@@ -30,10 +31,13 @@ from asgf_nav.tasks.world import TaskWorld
 logger = logging.getLogger(__name__)
 
 
-def apply_task_rules(env: Any, task_cfg: TaskConfig | None, sensors: Sequence[str] | None) -> None:
-    """Set what both envs (this reference and ``batched_env.BatchedAudioNavEnv``) play by, from ``task_cfg``:
-    ``sensors``, ``needs_spectrogram``, ``max_steps``, ``success_distance``, ``slack_reward``, ``success_reward``
-    and ``distance_scale``; here once, so that the two envs cannot drift apart."""
+def apply_task_rules(env: Any, cfg: Any, sensors: Sequence[str] | None) -> None:
+    """Set what both envs (this reference and ``batched_env.BatchedAudioNavEnv``) play by, from ``cfg`` (an
+    ExperimentConfig, its TaskConfig, or None for SoundSpaces' defaults): ``sensors``, ``needs_spectrogram``,
+    ``max_steps``, ``success_distance``, ``slack_reward``, ``success_reward`` and ``distance_scale``; here once,
+    so that the two envs cannot drift apart. The modules of ``model.plugins`` are imported first."""
+    task_cfg = getattr(cfg, "task", cfg)
+    import_plugins(getattr(getattr(cfg, "model", None), "plugins", ()))  # the observations they register
     env.sensors = check_sensors(list(sensors if sensors is not None else task_setting(task_cfg, "sensors")))
     env.needs_spectrogram = spectrogram_needed(env.sensors)  # a sensor, or a provider's input
     env.max_steps = int(task_setting(task_cfg, "max_steps"))
@@ -97,15 +101,19 @@ class AudioNavEnv(gym.Env):
         num_envs: int = 1,
         sampler_mode: str | None = None,
     ) -> None:
-        task_cfg = getattr(cfg, "task", cfg)
         if world is None or episodes is None:
             from asgf_nav.tasks.factory import load_task_data
+
+            if cfg is None:  # gymnasium.make("AudioNav-v0") without arguments
+                raise TypeError(
+                    "AudioNavEnv needs cfg (an ExperimentConfig: its split is loaded), or world and episodes"
+                )
 
             world, episodes = load_task_data(cfg, split)
         self.world = world
         self.episodes = resolved_episodes(episodes, world)
         self.start_distances = graph_start_distances(self.episodes, world)
-        apply_task_rules(self, task_cfg, sensors)
+        apply_task_rules(self, cfg, sensors)
         self.observation_space = observation_space_for(world, self.sensors)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
         # as make_env: training shuffles, val and test stride through their episodes once
@@ -205,7 +213,9 @@ class AudioNavEnv(gym.Env):
                 obs[name] = spec
             else:
                 state = ObservationState(self.world, self.scene, self.episode, self.node, self.yaw, self.steps, spec)
-                obs[name] = np.asarray(get_observation(name).compute(state), dtype=self.observation_space[name].dtype)
+                space = self.observation_space[name]
+                value = check_provided(name, np.asarray(get_observation(name).compute(state)), space.shape)
+                obs[name] = value.astype(space.dtype, copy=False)
         return obs
 
 

@@ -35,7 +35,7 @@ from asgf_nav.tasks.audionav_env import (
 )
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, episodes_fingerprint
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
-from asgf_nav.tasks.observations import BatchObservationState, get_observation
+from asgf_nav.tasks.observations import BatchObservationState, check_provided, get_observation
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 from asgf_nav.tasks.spectrogram_store import SpectrogramStore
@@ -70,7 +70,7 @@ class BatchedAudioNavEnv:
         self.start_distances = graph_start_distances(self.episodes, world)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
-        apply_task_rules(self, task_cfg, sensors)
+        apply_task_rules(self, cfg, sensors)
         cache_size = int(cache_size or task_setting(task_cfg, "spectrogram_cache_size"))
         self.spectrogram_batch = spectrogram_batch  # None: TorchSpectrogram's default for the device
         self.observation_space = observation_space_for(world, self.sensors)
@@ -270,10 +270,15 @@ class BatchedAudioNavEnv:
             spectrogram=spec,
             received=self.received_audio,
         )
-        dtype = torch.from_numpy(np.zeros(0, dtype=self.observation_space[name].dtype)).dtype
+        space = self.observation_space[name]
+        dtype = torch.from_numpy(np.zeros(0, dtype=space.dtype)).dtype
         if provider.compute_batch is not None:
-            return provider.compute_batch(state).to(device=self.device, dtype=dtype)
-        rows = [np.asarray(provider.compute(state.single(i))) for i in range(self.num_envs)]
+            batch = check_provided(name, provider.compute_batch(state), (self.num_envs, *space.shape))
+            return torch.as_tensor(batch).to(device=self.device, dtype=dtype)
+        rows = [
+            check_provided(name, np.asarray(provider.compute(state.single(i))), space.shape)
+            for i in range(self.num_envs)
+        ]
         return torch.from_numpy(np.stack(rows)).to(device=self.device, dtype=dtype)
 
     def spectrogram_keys(self) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from asgf_nav.config import ExperimentConfig, check_values
 from asgf_nav.devices import resolve_device
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, load_or_generate
@@ -94,6 +95,8 @@ def make_env(
     episodes: Sequence[Episode] | None = None,
 ) -> BatchedAudioNavEnv:
     """Batched env for ``split``: training samples shuffled episodes, val/test stride through them once."""
+    if isinstance(cfg, ExperimentConfig):  # load_config checked it, but code may have edited it since
+        check_values(cfg)
     if world is None or episodes is None:
         world, episodes = load_task_data(cfg, split, scenes)
     return BatchedAudioNavEnv(

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -114,12 +115,24 @@ def get_observation(name: str) -> ObservationProvider:
         hint = (
             "; 'doa' is registered by task.use_doa=true (asgf_nav.experiment.register_auxiliary_observations)"
             if name == "doa"
-            else ""
+            else "; a module of your own that registers it is named in model.plugins"
         )
         raise KeyError(
             f"unknown observation {name!r}; built-in sensors {list(BUILTIN_SENSORS)}, registered {sorted(_REGISTRY)}"
             + hint
         ) from None
+
+
+def check_provided(name: str, value: Any, expected: tuple[int, ...]) -> Any:
+    """``value`` as a provider returned it, checked to have its space's shape (with the batch in front for
+    ``compute_batch``): a wrong one would reach the policy's layers, or fail there without naming the sensor."""
+    shape = tuple(getattr(value, "shape", ()))
+    if shape != tuple(expected):
+        raise ValueError(
+            f"observation {name!r}: its provider returned an array of shape {shape}, but its space declares "
+            f"{tuple(expected)}"
+        )
+    return value
 
 
 def spectrogram_needed(sensors: Sequence[str]) -> bool:
