@@ -206,7 +206,10 @@ def _reap(process: subprocess.Popen, seconds: float) -> bool:
 def start_child(command: Sequence[str], log_file: Path | None) -> subprocess.Popen:
     """Start ``command`` at low priority in its own session (so the whole group can be stopped), with its
     output appended to ``log_file``, and on Linux set to receive SIGTERM when this process dies."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    # a checkout's package first (the child may start elsewhere); an installed one is found anyway, and its
+    # folder, site-packages, must not go ahead of the standard library
+    first = str(PACKAGE_ROOT) if (PACKAGE_ROOT / "pyproject.toml").is_file() else None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [first, os.environ.get("PYTHONPATH")]))}
     with contextlib.ExitStack() as stack:  # the child has its own copy of the log's descriptor
         log = stack.enter_context(open(log_file, "a")) if log_file is not None else subprocess.DEVNULL
         return subprocess.Popen(
