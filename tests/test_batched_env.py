@@ -400,6 +400,8 @@ def test_cache_holds_at_least_one_spectrogram_per_env():
     episodes = generate_split(world, "train", "unheard", ["bell", "drum"], TaskConfig(train_episodes_per_scene=6))
     env = BatchedAudioNavEnv(world, episodes, 4, sensors=["spectrogram"], seed=0, cache_size=1)
     assert env.cache_stats()["capacity"] == 4
+    for zero in ({"cache_size": 0}, {"cfg": TaskConfig(spectrogram_cache_size=0)}):  # 0 means num_envs, both ways
+        assert BatchedAudioNavEnv(world, episodes, 4, sensors=["spectrogram"], **zero).cache_stats()["capacity"] == 4
     obs = env.reset()
     assert obs["spectrogram"].shape[0] == 4
     env.step(torch.ones(4, dtype=torch.long))

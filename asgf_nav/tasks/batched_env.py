@@ -71,7 +71,8 @@ class BatchedAudioNavEnv:
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         apply_task_rules(self, cfg, sensors)
-        cache_size = int(cache_size or task_setting(task_cfg, "spectrogram_cache_size"))
+        # 0, from the constructor or the config, means num_envs (the floor below): the smallest working cache
+        cache_size = int(cache_size if cache_size is not None else task_setting(task_cfg, "spectrogram_cache_size"))
         self.spectrogram_batch = spectrogram_batch  # None: TorchSpectrogram's default for the device
         self.observation_space = observation_space_for(world, self.sensors)
         self.seed = int(seed)
