@@ -39,6 +39,12 @@ def key_only_cache(capacity: int) -> SpectrogramCache:
     return SpectrogramCache(capacity, (1,), "cpu", lambda keys: torch.zeros(len(keys), 1))
 
 
+def window_ends(steps: int, windows: int) -> list[int]:
+    """The last step of each of ``windows`` windows over steps 1..``steps``: the windows differ by one step at
+    most, the remainder spread over them, and the last ends at ``steps`` (no step left uncounted)."""
+    return [(i + 1) * steps // windows for i in range(windows)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="replica_heard.yaml")
@@ -75,7 +81,7 @@ def main() -> None:
     )
     print(f"{'env-steps':>10} " + " ".join(f"{label:>10}" for label in labels) + f" {'distinct':>9}")
     env.reset()
-    window = max(args.steps // args.windows, 1)
+    ends = set(window_ends(args.steps, args.windows))
     hits, lookups, rows = np.zeros(len(labels)), 0, []
     for step in range(1, args.steps + 1):
         keys = list(dict.fromkeys(int(k) for k in env.spectrogram_keys()))
@@ -86,7 +92,7 @@ def main() -> None:
             hits[j] += cache.hits - before
         hits[-1] += sum(key in seen for key in keys)
         seen.update(keys)
-        if step % window == 0:
+        if step in ends:
             rates = hits / max(lookups, 1)
             rows.append(
                 {

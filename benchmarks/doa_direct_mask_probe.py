@@ -215,7 +215,12 @@ def probe_parser(description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", choices=("scenes", "shoebox"), default="scenes", help="the test rooms")
     parser.add_argument("--scenes-root", default="", help="data root with the baked Replica-like scenes")
-    parser.add_argument("--pool-dir", default="data/doa/pools")
+    parser.add_argument(
+        "--pool-dir",
+        default="data/doa/pools",
+        help="where the rendered RIR pools are cached: read if there, rendered and written there if not "
+        "(default: %(default)s, relative to the working directory)",
+    )
     parser.add_argument("--examples", type=positive_int, default=400, help="the benchmark's first clips")
     parser.add_argument("--threads", type=positive_int, default=1)
     return parser

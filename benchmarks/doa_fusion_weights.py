@@ -40,7 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes-root", required=True, help="data root with the baked Replica-like scenes")
     parser.add_argument("--head", default=str(DEFAULT_WEIGHTS), help="checkpoint of the head (selective or CRNN)")
-    parser.add_argument("--pool-dir", default="data/doa/pools", help="cache of the RIR pools")
+    parser.add_argument(
+        "--pool-dir",
+        default="data/doa/pools",
+        help="where the rendered RIR pools are cached: read if there, rendered and written there if not "
+        "(default: %(default)s, relative to the working directory)",
+    )
     parser.add_argument("--examples", type=positive_int, default=600, help="validation clips at 0 dB")
     parser.add_argument("--poses", type=positive_int, default=60, help="validation poses (training's default)")
     parser.add_argument("--threads", type=positive_int, default=1)

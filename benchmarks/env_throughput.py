@@ -9,7 +9,8 @@ speeds measured over the same stretch of a noisy machine.
 
 Two columns for the batched env, because its speed depends on its spectrogram cache:
 - "live": ``--steps`` timed steps right after ``--warmup`` untimed ones, misses computed at the hit rate
-  reached by then (printed). This is what training sees after that many steps.
+  reached by then (printed). This is what training sees after that many steps. The reference also takes
+  ``--warmup`` untimed steps (once per sound split) before its first timed ones.
 - "cached": the same steps replayed from the same state by an env whose cache holds every spectrogram of
   those steps (the upper bound). Its cache is sized to the distinct spectrograms of the timed steps (at
   least ``--cache-size``) and filled by one untimed replay; the timed replay's hit rate is printed ("cached
@@ -210,20 +211,25 @@ def time_batched(
 class ReferenceTimer:
     """The per-step reference env under a random policy (its cost per step does not depend on the policy),
     stepped in turns with the batched env's timed steps, so that both are timed over the same stretch of a
-    busy machine and their ratio holds where the absolute speeds drift."""
+    busy machine and their ratio holds where the absolute speeds drift. ``warmup`` untimed steps come first,
+    as for the batched env: its cold start (memmap page-in, HRTF load, first FFTs) would slow the first row."""
 
-    def __init__(self, world, episodes, seed: int = 0) -> None:
+    def __init__(self, world, episodes, seed: int = 0, warmup: int = 0) -> None:
         self.env = AudioNavEnv(world, episodes, TaskConfig(sensors=SENSORS), seed=seed)
         self.rng = np.random.default_rng(seed)
         self.env.reset()
+        self._walk(warmup)
         self.steps, self.seconds = 0, 0.0
 
-    def run(self, steps: int) -> None:
-        start = time.perf_counter()
+    def _walk(self, steps: int) -> None:
         for _ in range(steps):
             _, _, term, trunc, _ = self.env.step(int(self.rng.choice(4, p=POLICY)))
             if term or trunc:
                 self.env.reset()
+
+    def run(self, steps: int) -> None:
+        start = time.perf_counter()
+        self._walk(steps)
         self.seconds += time.perf_counter() - start
         self.steps += steps
 
@@ -270,7 +276,12 @@ def main() -> None:
     )
     parser.add_argument("--policy", choices=["random", "guided"], default="random")
     parser.add_argument("--steps", type=positive_int, default=30, help="timed batched steps per setting")
-    parser.add_argument("--warmup", type=non_negative_int, default=30, help="untimed steps first (fills the cache)")
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=30,
+        help="untimed steps first, for the batched env (fills the cache) and for the reference (once per sound split)",
+    )
     parser.add_argument(
         "--ref-steps", type=positive_int, default=40, help="reference steps per row, in turns with its timed steps"
     )
@@ -313,7 +324,7 @@ def main() -> None:
     )
     for sound_split in args.sound_splits:
         episodes = episodes_for(world, sound_split, 500, unheard)
-        reference = ReferenceTimer(world, episodes)
+        reference = ReferenceTimer(world, episodes, warmup=args.warmup)
         print(f"\n[{sound_split}] the per-step reference timed in turns with each row's timed steps")
         print(
             f"{'device':>6} {'B':>5} {'ref steps/s':>12} {'live steps/s':>13} {'x ref':>7} {'hit rate':>9} "

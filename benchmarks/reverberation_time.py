@@ -42,6 +42,15 @@ from asgf_nav.scenes.scene import FLOORPLAN_FILE
 from asgf_nav.scenes.store import SceneStore
 
 EAR_HEIGHT = 1.5
+# the shoebox room's options and their defaults: --scene-dir traces with the bake's own settings instead
+ROOM_DEFAULTS = {
+    "size": (6.0, 5.0, 2.6),
+    "walls": "paint_white",
+    "floor": "wood_floor",
+    "ceiling": "ceiling_plaster",
+    "rays": 20000,
+    "sample_rate": 16000,
+}
 
 
 def shoebox(width: float, depth: float, height: float, walls: str, floor: str, ceiling: str) -> FloorPlan:
@@ -152,17 +161,28 @@ def scene_tails(scene_dir: Path, receivers: int = 3) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=positive_float, nargs=3, default=(6.0, 5.0, 2.6), metavar=("W", "D", "H"))
-    parser.add_argument("--walls", default="paint_white", choices=sorted(MATERIALS))
-    parser.add_argument("--floor", default="wood_floor", choices=sorted(MATERIALS))
-    parser.add_argument("--ceiling", default="ceiling_plaster", choices=sorted(MATERIALS))
-    parser.add_argument("--rays", type=positive_int, default=20000, help="rays for both tracers (the bake uses 3000)")
-    parser.add_argument("--sample-rate", type=positive_int, default=16000)
+    # the room's defaults are filled in after parsing, so that an option given with --scene-dir is seen
+    room = "the shoebox room only (default: %s)"
+    parser.add_argument("--size", type=positive_float, nargs=3, metavar=("W", "D", "H"), help=room % "6 5 2.6 m")
+    parser.add_argument("--walls", choices=sorted(MATERIALS), help=room % ROOM_DEFAULTS["walls"])
+    parser.add_argument("--floor", choices=sorted(MATERIALS), help=room % ROOM_DEFAULTS["floor"])
+    parser.add_argument("--ceiling", choices=sorted(MATERIALS), help=room % ROOM_DEFAULTS["ceiling"])
+    parser.add_argument("--rays", type=positive_int, help=room % "20000 rays for both tracers; the bake uses 3000")
+    parser.add_argument("--sample-rate", type=positive_int, help=room % "16000 Hz")
     parser.add_argument("--scene-dir", type=Path, help="a baked scene (layout and acoustics) instead of the room")
     args = parser.parse_args()
     if args.scene_dir is not None:
+        given = ["--" + name.replace("_", "-") for name in ROOM_DEFAULTS if getattr(args, name) is not None]
+        if given:
+            parser.error(
+                f"{', '.join(given)}: not used with --scene-dir, which traces with the bake's own settings "
+                "(they set the shoebox room)"
+            )
         scene_tails(args.scene_dir)
         return
+    for name, default in ROOM_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     width, depth, height = args.size
     plan = shoebox(width, depth, height, args.walls, args.floor, args.ceiling)
     source = np.array([1.5, EAR_HEIGHT, 1.2])

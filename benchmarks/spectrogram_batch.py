@@ -40,7 +40,9 @@ def time_batches(
     spectrogram = TorchSpectrogram(sample_rate, device)
     sounds = torch.from_numpy(rng.standard_normal((observations, sample_rate)).astype(np.float32)).to(device)
     rirs = decaying_rirs(observations, sample_rate, rir_seconds, rng)
-    spectrogram.from_rirs(sounds[: max(batches)], rirs[: max(batches)], max(batches))  # warm-up
+    for batch in batches:  # warm-up: every chunk shape a timed call makes (FFT plans, allocations) is made once
+        warm = min(observations, batch + observations % batch)  # a full chunk and the timed calls' last one
+        spectrogram.from_rirs(sounds[:warm], rirs[:warm], batch)
     samples: dict[int, list[float]] = {b: [] for b in batches}
     for _ in range(rounds):
         for batch in batches:

@@ -16,7 +16,7 @@ or TensorBoard writer is timed). Envs:
 Every policy (and every ``--variant NAME:KEY=V,KEY=V``, repeatable, applied after the positional
 overrides) gets its own trainer, and on each device their timed updates run in turns (A, B, A, B, ...), so
 a busy machine slows them alike. Each one's frames/s is printed with its ratio to the first policy (and
-first variant) on that device:
+first variant) on that device, each labelled by the policy it ran (a variant's model.policy= included):
 
     python benchmarks/train_throughput.py --env embedded --config replica_heard --policies asgf --num-envs 16 \
         --updates 6 --variant store --variant no_store:task.spectrogram_store=
@@ -37,12 +37,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from asgf_nav.cli import check_output, list_item, non_negative_int, positive_int, run_script
+from asgf_nav.cli import check_output, int_at_least, list_item, non_negative_int, positive_int, run_script
 from asgf_nav.config import load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.io import atomic_write_text
 from asgf_nav.logging_utils import setup_logging
+from asgf_nav.models.encoders import smallest_visual_size
 from asgf_nav.models.policies import POLICY_REGISTRY
 from asgf_nav.rl.trainer import Trainer
 from asgf_nav.tasks.observations import BUILTIN_SENSORS, ObservationProvider, get_observation, register_observation
@@ -244,7 +245,12 @@ def main() -> None:
     parser.add_argument("--num-steps", type=positive_int, default=32)
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed updates per variant")
     parser.add_argument("--updates", type=positive_int, default=2, help="timed updates per variant")
-    parser.add_argument("--image-size", type=positive_int, default=128)
+    parser.add_argument(
+        "--image-size",
+        type=int_at_least(smallest_visual_size(), "the policies' visual CNN leaves no pixel of a smaller image"),
+        default=None,
+        help="rgb/depth side for --env random and synthetic (default: 128); --env embedded takes its config's",
+    )
     parser.add_argument(
         "--variant",
         dest="variants",
@@ -258,6 +264,9 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=")
     args = parser.parse_args()
+    if args.image_size is not None and args.env == "embedded":  # its views are baked at scenes.image_size
+        parser.error("--image-size: not used by --env embedded, whose images come from its config (scenes.image_size=)")
+    image_size = args.image_size or 128
     unknown = sorted(set(args.policies) - set(POLICY_REGISTRY))
     if unknown:
         parser.error(f"--policies: {unknown} are not policies; choose from {sorted(POLICY_REGISTRY)}")
@@ -271,7 +280,7 @@ def main() -> None:
         parser.error(f"--variant: the names {names} repeat one")
 
     results = []
-    base = f"{args.policies[0]}{'/' + names[0] if args.variants else ''}"
+    print(f"torch threads {torch.get_num_threads()}", flush=True)  # the CPU frames/s depend on it
     for device in devices:
         configs = []  # every policy and variant on this device, timed in turns: their ratios hold together
         for policy in args.policies:
@@ -285,7 +294,11 @@ def main() -> None:
                         f"{where}task.use_doa=true needs --env embedded or synthetic (random observations have no doa)"
                     )
                 configs.append((name, overrides, cfg))
-        for result in measure(configs, args.env, device, args.warmup, args.updates, args.image_size):
+        measured = measure(configs, args.env, device, args.warmup, args.updates, image_size)
+        # the policy each ran, which a variant's model.policy= may have changed from --policies
+        base = f"{measured[0]['policy']}{'/' + measured[0]['variant'] if args.variants else ''}"
+        for result in measured:
+            result["threads"] = torch.get_num_threads()
             results.append(result)
             line = (
                 f"{result['policy']:14s} {str(device):5s} env={args.env:9s} envs={result['num_envs']:3d} "

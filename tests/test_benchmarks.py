@@ -17,6 +17,7 @@ from scene_helpers import bake_audio_only, cheap_acoustics
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.cli import run_script
 from asgf_nav.config import load_config
+from asgf_nav.models.encoders import smallest_visual_size
 from asgf_nav.tasks import observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -85,6 +86,34 @@ def test_the_reference_runs_in_turns_with_every_timed_batched_step():
     assert reference.seconds > 0
 
 
+def test_the_reference_takes_its_warmup_steps_untimed(monkeypatch):
+    """Its cold start (page-in, HRTF load, first FFTs) used to be timed in the first row of each sound split."""
+    world = env_throughput.build_synthetic(8, 16000, 5, 4, 3)
+    episodes = env_throughput.episodes_for(world, "heard", 20, [])
+    stepped = []
+    step = env_throughput.AudioNavEnv.step
+    monkeypatch.setattr(env_throughput.AudioNavEnv, "step", lambda self, a: stepped.append(a) or step(self, a))
+    reference = env_throughput.ReferenceTimer(world, episodes, warmup=3)
+    assert len(stepped) == 3 and (reference.steps, reference.seconds) == (0, 0.0)  # stepped, neither counted
+    reference.run(2)
+    assert len(stepped) == 5 and reference.steps == 2 and reference.seconds > 0
+
+
+def test_env_throughput_gives_the_reference_the_warmup_steps(monkeypatch, capsys):
+    warmups = []
+
+    class Recorded(env_throughput.ReferenceTimer):
+        def __init__(self, world, episodes, seed=0, warmup=0):
+            warmups.append(warmup)
+            super().__init__(world, episodes, seed, warmup)
+
+    monkeypatch.setattr(env_throughput, "ReferenceTimer", Recorded)
+    world = ["--image-size", "8", "--sample-rate", "16000", "--grid", "5", "4", "--sources", "3"]
+    sizes = ["--sizes", "2", "--steps", "2", "--warmup", "3", "--ref-steps", "2", "--cache-size", "2"]
+    run_benchmark(monkeypatch, env_throughput, *world, *sizes, "--sound-splits", "heard")
+    assert warmups == [3]
+
+
 def test_one_device_named_twice_is_refused_whatever_its_spelling():
     from asgf_nav.config import ConfigError
     from asgf_nav.devices import devices_to_compare
@@ -126,6 +155,21 @@ def test_env_throughput_refuses_the_options_of_the_other_world(monkeypatch, caps
             env_throughput.main()
         assert stop.value.code == 2
         assert wording in capsys.readouterr().err
+
+
+def test_reverberation_time_refuses_the_shoebox_options_with_a_scene_dir(monkeypatch, capsys, tmp_path):
+    import reverberation_time
+
+    monkeypatch.setattr(reverberation_time, "scene_tails", lambda *a: pytest.fail("traced with options it ignores"))
+    for argv, named in (
+        (["--rays", "20000", "--sample-rate", "8000"], "--rays, --sample-rate"),  # the default, given, too
+        (["--walls", "brick_red", "--floor", "wood_floor", "--ceiling", "metal"], "--walls, --floor, --ceiling"),
+        (["--size", "3", "3", "3"], "--size"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            run_benchmark(monkeypatch, reverberation_time, "--scene-dir", str(tmp_path), *argv)
+        assert stop.value.code == 2
+        assert f"{named}: not used with --scene-dir" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ devices
@@ -208,7 +252,8 @@ def test_variants_are_timed_in_turns_and_printed_with_their_ratio_to_the_first(m
     a, b = json.loads(out.read_text())
     assert (a["variant"], a["ratio"], b["variant"]) == ("a", 1.0, "b")
     assert b["ratio"] == pytest.approx(b["fps"] / a["fps"]) and b["overrides"] == ["ppo.lr=0.001"]
-    lines = capsys.readouterr().out.splitlines()
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header == f"torch threads {torch.get_num_threads()}" and a["threads"] == torch.get_num_threads()
     assert "1.00x av_nav/a  (no overrides)" in lines[0] and f"{b['ratio']:6.2f}x av_nav/a  (ppo.lr=0.001)" in lines[1]
 
 
@@ -222,7 +267,7 @@ def test_every_policy_is_timed_in_turns_with_its_ratio_to_the_first(monkeypatch,
     assert order == ["av_nav", "asgf_no_ase"] * 3  # warm-up, then two timed turns each
     first, second = json.loads(out.read_text())
     assert first["ratio"] == 1.0 and second["ratio"] == pytest.approx(second["fps"] / first["fps"])
-    lines = capsys.readouterr().out.splitlines()
+    _, *lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("1.00x av_nav") and lines[1].endswith(f"{second['ratio']:6.2f}x av_nav")
 
 
@@ -234,8 +279,17 @@ def test_a_variant_may_set_the_policy_and_rollout_length_itself(monkeypatch, cap
     run_benchmark(monkeypatch, train_throughput, *TINY_TRAINING, *variants, "--updates", "1", "--json", str(out))
     av, ase = json.loads(out.read_text())
     assert (av["policy"], av["num_steps"], ase["policy"], ase["num_steps"]) == ("av_nav", 4, "asgf_no_asgf", 8)
-    lines = capsys.readouterr().out.splitlines()
+    _, *lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("av_nav ") and lines[1].startswith("asgf_no_asgf ")
+
+
+def test_the_ratios_base_is_labelled_by_the_policy_it_ran(monkeypatch, capsys):
+    """--policies av_nav with a first variant that sets model.policy used to be labelled av_nav/first."""
+    variants = ["--variant", "x:model.policy=asgf_no_asgf", "--variant", "y"]
+    run_benchmark(monkeypatch, train_throughput, *TINY_TRAINING, *variants, "--updates", "1", "--warmup", "0")
+    _, x, y = capsys.readouterr().out.splitlines()
+    assert x.startswith("asgf_no_asgf ") and "1.00x asgf_no_asgf/x" in x
+    assert y.startswith("av_nav ") and "x asgf_no_asgf/x  (no overrides)" in y
 
 
 def test_bad_throughput_arguments_end_before_any_work(monkeypatch, capsys, tmp_path):
@@ -246,6 +300,8 @@ def test_bad_throughput_arguments_end_before_any_work(monkeypatch, capsys, tmp_p
         (["--policies", "av_nav", "ppo.ppo_epoch=1"], "--policies: 'ppo.ppo_epoch=1' looks like a config override"),
         (["--policies", "av_nav", "nope"], "--policies: ['nope'] are not policies"),
         (["--json", str(tmp_path)], "--json"),
+        (["--env", "embedded", "--image-size", "64"], "--image-size: not used by --env embedded"),
+        (["--image-size", "16"], f"--image-size: must be >= {smallest_visual_size()}"),
     ]:
         with pytest.raises(SystemExit) as stop:
             run_benchmark(monkeypatch, train_throughput, *argv)
@@ -353,6 +409,43 @@ def test_spectrogram_batch_prints_each_time_over_the_defaults(monkeypatch, capsy
     assert default_ratio == 1.0  # the default's time over its own
     # the times are printed to 0.01 ms: the ratio of the printed times is that far from the exact one
     assert rows["2"][1] == pytest.approx(rows["2"][0] / default_ms, rel=0.02, abs=0.01 + 0.012 / default_ms)
+
+
+def test_spectrogram_batch_warms_up_every_chunk_shape_it_times(monkeypatch):
+    """Only the largest chunk used to be warmed up: the smaller ones paid their first FFTs in the timing."""
+    import spectrogram_batch
+
+    calls = []
+    from_rirs = spectrogram_batch.TorchSpectrogram.from_rirs
+
+    def recorded(self, sounds, rirs, batch=None):
+        calls.append({min(batch, len(rirs) - start) for start in range(0, len(rirs), batch)})  # chunk sizes
+        return from_rirs(self, sounds, rirs, batch)
+
+    monkeypatch.setattr(spectrogram_batch.TorchSpectrogram, "from_rirs", recorded)
+    batches = [2, 3, 8]
+    spectrogram_batch.time_batches(torch.device("cpu"), batches, 5, 1, 8000, 0.02)
+    warm, timed = calls[: -len(batches)], calls[-len(batches) :]  # one round: the last calls are timed
+    assert timed == [{2, 1}, {3, 2}, {5}]
+    assert set().union(*timed) <= set().union(*warm)
+
+
+def test_cache_hit_rate_windows_cover_every_step_in_as_many_windows_as_asked():
+    import cache_hit_rate
+
+    assert cache_hit_rate.window_ends(11, 4) == [2, 5, 8, 11]  # used to be 5 windows of 2, step 11 left out
+    assert cache_hit_rate.window_ends(4, 4) == [1, 2, 3, 4] and cache_hit_rate.window_ends(7, 1) == [7]
+
+
+def test_the_doa_probes_help_says_where_they_cache_their_pools(monkeypatch, capsys):
+    import doa_fusion_weights
+    from doa_direct_mask_probe import probe_parser
+
+    with pytest.raises(SystemExit):
+        run_benchmark(monkeypatch, doa_fusion_weights, "--help")
+    for text in (probe_parser(None).format_help(), capsys.readouterr().out):
+        flat = " ".join(text.split())
+        assert "--pool-dir POOL_DIR where the rendered RIR pools are cached" in flat and "data/doa/pools" in flat
 
 
 def test_row_gather_checks_both_gathers_agree_and_prints_their_ratio(capsys):
