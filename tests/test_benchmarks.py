@@ -488,3 +488,19 @@ def test_direction_choice_probe_splits_free_field_sources_by_direction():
         for kappa in (0.0, 10.0):
             share = (probe.target_side(spec, ipd[k], ipd[1 - k], kappa) * power).sum() / power.sum()
             assert share > 0.9, (azimuth, kappa, share)
+
+
+def test_rir_render_times_one_yaw_and_four_in_turns(audio_only_root, monkeypatch, capsys):
+    import rir_render
+
+    from asgf_nav.acoustics.rir import SceneRirs
+    from asgf_nav.scenes.store import SceneStore
+
+    scene = audio_only_root / "scenes" / "tiny" / "tiny_apartment"
+    rirs = SceneRirs(SceneStore(scene))
+    source = int(rirs.source_nodes[0])
+    one, four = rir_render.time_pairs(rirs, [(n, source) for n in range(4)], warmup=1)
+    assert one.shape == four.shape == (3,) and (one > 0).all() and (four > 0).all()  # the warm-up pair untimed
+    run_benchmark(monkeypatch, rir_render, "--scene-dir", str(scene), "--pairs", "3", "--warmup", "1")
+    out = capsys.readouterr().out
+    assert out.startswith("tiny_apartment: 44100 Hz, 3 pairs in turns: 1 yaw ") and "x the time for 4x" in out
