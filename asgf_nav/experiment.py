@@ -68,7 +68,10 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
     from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, checkpoint_dir, list_checkpoints
 
     def in_use() -> ConfigError:
-        return ConfigError(f"train.run_dir: {run_dir} is in use by another training process; choose another")
+        return ConfigError(
+            f"train.run_dir: {run_dir} is in use by another training process (it holds {run_dir / RUN_LOCK}); "
+            "choose another"
+        )
 
     with exclusive_lock(run_dir / RUN_LOCK, f"run directory {run_dir}", busy=in_use):
         checkpoints = list_checkpoints(run_dir)

@@ -204,6 +204,24 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
         os.close(handle)  # releases the lock
 
 
+def lock_held_elsewhere(path: str | Path) -> bool:
+    """Whether another process holds the ``flock`` of ``path`` right now (a bake in progress), without waiting
+    or creating the file; False where there is no such file or the file system has no ``flock``."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(handle)  # releases the probe's lock, if it got one
+    return False
+
+
 def file_identity(path: str | Path) -> dict[str, str]:
     """Path and a 16-hex-digit SHA-256 of the file's bytes: what a run records of a model file it reads,
     since the file at that path can be rewritten under it."""

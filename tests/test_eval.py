@@ -761,6 +761,7 @@ def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
     import report
 
     from asgf_nav.cli import run_script
+    from asgf_nav.eval.progress import evaluation_lock
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -791,8 +792,11 @@ def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
         ([str(tmp_path / "missing")], f"{tmp_path / 'missing'} is neither an evaluation directory"),
         ([str(no_sna)], f"{no_sna / 'summary.json'}: metrics.sna is missing or damaged (KeyError"),
         ([str(no_count)], f"{no_count / 'summary.json'}: 'episodes' (the episode count) is missing"),
-        ([str(tmp_path / "unfinished")], f"holds unfinished evaluations ['{unfinished}']: run their commands again"),
-        ([str(unfinished.parent.parent / "only_unfinished")], "holds any (an unfinished evaluation: run its command"),
+        ([str(tmp_path / "unfinished")], f"without a summary ({unfinished} is unfinished: run its command again"),
+        (
+            [str(unfinished.parent.parent / "only_unfinished")],
+            "holds any (" + str(tmp_path / "only_unfinished" / "asgf") + " is unfinished: run its command again",
+        ),
         ([str(broken)], f"{broken / 'summary.json'} is not valid JSON"),
         ([str(not_a_summary)], "lacks a 'metrics' mapping; it is not an evaluation summary"),
     ]
@@ -801,6 +805,10 @@ def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
             run_script(lambda: report.main(argv))  # noqa: B023 (called at once)
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+    with evaluation_lock(unfinished):  # still running: rerunning its command would be refused by that lock
+        with pytest.raises(SystemExit):
+            run_script(lambda: report.main([str(tmp_path / "unfinished")]))
+    assert f"{unfinished} is still running (its lock is held): wait for it to finish" in capsys.readouterr().err
 
 
 def test_a_checkpoint_of_another_project_is_named_not_a_traceback(tmp_path, monkeypatch):

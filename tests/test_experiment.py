@@ -377,7 +377,8 @@ def test_a_run_directory_is_never_taken_over_by_accident(tmp_path):
         busy = train(tmp_path / "data", fresh, timeout=120)  # a lock that waited would hang here
     assert busy.returncode == 2 and "Traceback" not in busy.stderr, busy.stderr[-3000:]
     last = busy.stderr.strip().splitlines()[-1]
-    assert last == f"error: train.run_dir: {fresh} is in use by another training process; choose another"
+    held = f"(it holds {fresh / '.run.lock'})"
+    assert last == f"error: train.run_dir: {fresh} is in use by another training process {held}; choose another"
     assert not (fresh / "config.yaml").exists()
 
 

@@ -835,6 +835,26 @@ def test_a_validation_that_fails_keeps_its_updates_checkpoint_and_stays_due(tmp_
     assert not resumed.validation_pending and resumed.best_validation["update"] == 2.0
 
 
+def test_an_error_between_updates_keeps_the_updates_done(tmp_path: Path) -> None:
+    """A scene pool that fails under the run (another process re-baked its scenes) ends it after a checkpoint
+    of the updates done since the last one, not with them lost."""
+    cfg = small_cfg("av_nav", updates=6)
+    cfg.train.checkpoint_interval = 100
+
+    made: list[Trainer] = []
+
+    def scenes_changed(split: str) -> bool:
+        if made and made[0].updates_done == 3:
+            raise RuntimeError("no train scene of tiny is baked yet")
+        return False
+
+    trainer = Trainer(cfg, toy_env_factory, tmp_path / "run", scenes_changed=scenes_changed)
+    made.append(trainer)
+    with pytest.raises(RuntimeError, match="no train scene"):
+        trainer.train()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000003.pt"]
+
+
 def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -1356,7 +1376,7 @@ def test_ddppo_ranks_all_stop_with_rank_0s_message_when_it_refuses_the_run_direc
     run.mkdir()
     with exclusive_lock(run / RUN_LOCK, "a live run"):  # another training process holds it
         mp.spawn(_refused_run_worker, args=(2, ports, str(run), str(tmp_path)), nprocs=2, join=True)
-    refusal = f"train.run_dir: {run} is in use by another training process; choose another"
+    refusal = f"train.run_dir: {run} is in use by another training process (it holds {run / RUN_LOCK}); choose another"
     assert (tmp_path / "0.txt").read_text().splitlines() == [
         "joined True, left True",
         f"ConfigError: {refusal}",

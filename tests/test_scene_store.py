@@ -344,3 +344,18 @@ def test_a_path_that_is_no_scene_directory_gets_no_made_up_bake_command(tmp_path
         SceneStore(scene.parent).meta("layout")
     with pytest.raises(SceneStoreError, match=r"nothing is not a scene directory \(DATA_ROOT/scenes/DATASET/SCENE\)$"):
         SceneStore(tmp_path / "nothing").meta("layout")
+
+
+def test_a_scene_being_baked_by_another_process_is_named_as_such_not_as_damaged(tmp_path: Path) -> None:
+    """Read while another process bakes it, a scene lacks stages: the hint says to wait, not to bake it again
+    (which, without the run's config, would bake it with other settings)."""
+    from asgf_nav.scenes.store import bake_lock, rebuild_hint, scene_dir
+
+    directory = scene_dir(tmp_path, "tiny", "tiny_room_test")
+    directory.mkdir(parents=True)
+    assert rebuild_hint(directory / "manifest.json").endswith("--force (with the run's --config and acoustics.* "
+                                                              "overrides, if any)")  # fmt: skip
+    with bake_lock(directory):
+        assert rebuild_hint(directory / "manifest.json") == (
+            f"another process is baking it right now ({directory / '.bake.lock'} is held): wait for that bake to end"
+        )

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from asgf_nav.eval.evaluator import EpisodeRecord, record_problem
-from asgf_nav.eval.report import PROGRESS_FILE, SUMMARY_FILE
+from asgf_nav.eval.report import PROGRESS_FILE, SUMMARY_FILE, lock_path
 from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.tasks.episodes import Episode
 
@@ -46,12 +46,6 @@ def episode_key(episode: Any) -> tuple[str, str]:
 def _check_not_a_file(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise EvaluationProgressError(f"{out_dir} is a file, where this evaluation writes its directory")
-
-
-def lock_path(out_dir: Path) -> Path:
-    """The file whose lock an evaluation holds: beside its directory, so that a refused or failed run
-    creates no evaluation directory."""
-    return out_dir.with_name(f".{out_dir.name}.lock")
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, summarize, write_jsonl
 from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
-from asgf_nav.io import atomic_savefig, atomic_write_text
+from asgf_nav.io import atomic_savefig, atomic_write_text, lock_held_elsewhere
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,20 @@ def owning_evaluation(path: str | Path, evaluations: Sequence[str | Path] = ()) 
     return None
 
 
+def lock_path(out_dir: Path) -> Path:
+    """The file whose lock an evaluation holds: beside its directory, so that a refused or failed run
+    creates no evaluation directory."""
+    return out_dir.with_name(f".{out_dir.name}.lock")
+
+
+def _unfinished(directory: Path) -> str:
+    """How an evaluation without its summary stands: still running (another process holds its lock), or
+    stopped, which its command resumes."""
+    if lock_held_elsewhere(lock_path(directory)):
+        return "still running (its lock is held): wait for it to finish"
+    return "unfinished: run its command again to finish it"
+
+
 def find_summaries(paths: Sequence[str | Path]) -> list[Path]:
     """Evaluation directories named directly or found below the given paths, each once; a path that holds
     none (an unfinished evaluation included) is an error, so that nothing drops out of a table unnoticed."""
@@ -144,20 +158,17 @@ def find_summaries(paths: Sequence[str | Path]) -> list[Path]:
             here = [p if p.is_dir() else p.parent]
         elif p.is_dir():
             here = sorted(f.parent for f in p.rglob(SUMMARY_FILE))
-            unfinished = sorted(str(f.parent) for f in p.rglob(PROGRESS_FILE) if not (f.parent / SUMMARY_FILE).exists())
+            unfinished = sorted(f.parent for f in p.rglob(PROGRESS_FILE) if not (f.parent / SUMMARY_FILE).exists())
             if here and unfinished:
+                listed = "; ".join(f"{d} is {_unfinished(d)}" for d in unfinished)
                 raise EvaluationFileError(
-                    f"{p} holds unfinished evaluations {unfinished}: run their commands again to finish them, "
-                    "or name the finished evaluation directories"
+                    f"{p} holds evaluations without a summary ({listed}); or name the finished evaluation directories"
                 )
         else:
             here = []
         if not here:
-            unfinished = (
-                " (an unfinished evaluation: run its command again to finish it)"
-                if p.is_dir() and any(p.rglob(PROGRESS_FILE))
-                else ""
-            )
+            partial = sorted(p.rglob(PROGRESS_FILE)) if p.is_dir() else []
+            unfinished = f" ({partial[0].parent} is {_unfinished(partial[0].parent)})" if partial else ""
             raise EvaluationFileError(f"{p} is neither an evaluation directory nor holds any{unfinished}")
         found.update(dict.fromkeys(d.resolve() for d in here))
     return list(found)

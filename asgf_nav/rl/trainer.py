@@ -18,7 +18,8 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -218,14 +219,12 @@ class Trainer:
                     stopping = distributed.any_rank(stop_requested(), self.device)
                     if stopping:
                         break
-                    if self.scenes_changed is not None and self.scenes_changed("train"):
-                        self.reload_train_env()
+                    with self.kept_on_error(saved=self.updates_done == last_saved):  # e.g. the scene pool changed
+                        if self.scenes_changed is not None and self.scenes_changed("train"):
+                            self.reload_train_env()
                     stats = self.update_once()
-                    try:
+                    with self.kept_on_error(saved=False):  # e.g. damaged val data: its validation stays due
                         self.report(stats, progress)
-                    except Exception:  # e.g. damaged val data: the update is kept, its validation still due
-                        self.save()
-                        raise
                     if self.updates_done % self.cfg.train.checkpoint_interval == 0:
                         self.save()
                         last_saved = self.updates_done
@@ -247,6 +246,17 @@ class Trainer:
                 self.writer.close()
                 self.writer = None
         return stats
+
+    @contextmanager
+    def kept_on_error(self, saved: bool) -> Iterator[None]:
+        """Between updates the state is whole: an error there is raised after a checkpoint of the updates done
+        (unless ``saved``, the newest is on disk already), so that no training is lost to it."""
+        try:
+            yield
+        except Exception:
+            if not saved:
+                self.save()
+            raise
 
     def update_once(self) -> dict[str, float]:
         """Collect one rollout and run the PPO update on it; returns the update's statistics."""

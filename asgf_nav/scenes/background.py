@@ -25,9 +25,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asgf_nav.io import lock_held_elsewhere
 from asgf_nav.scenes.build import stage_is_current
 from asgf_nav.scenes.presets import SPLITS, get_preset
-from asgf_nav.scenes.store import SceneStoreError, scene_dir
+from asgf_nav.scenes.store import BAKE_LOCK, SceneStoreError, scene_dir
 from asgf_nav.termination import uninterrupted
 
 logger = logging.getLogger(__name__)
@@ -97,23 +98,45 @@ class ScenePool:
         self.process: subprocess.Popen | None = None
         self.exit_status: int | None = None  # the builder's, once it has ended on its own
         self._known: dict[str, list[str]] = {}
+        self._ready: dict[str, bool] = {}  # per scene, as last seen while no other process baked it
 
     def split_scenes(self, split: str) -> list[str]:
         return self.preset.split_scenes(split, self.cfg.scenes.num_scenes)
 
     def ready(self, split: str) -> list[str]:
-        """Baked scenes of ``split`` in preset order (stable, so env episode lists are reproducible)."""
-        return [s for s in self.split_scenes(split) if scene_ready(self.cfg, self.dataset, s, self.stages)]
+        """Baked scenes of ``split`` in preset order (stable, so env episode lists are reproducible). A scene
+        another process is baking right now keeps the readiness it had when last seen: a ``--force`` re-bake
+        takes its stages out of the manifest while it writes them."""
+        ready = []
+        for scene in self.split_scenes(split):
+            directory = scene_dir(self.cfg.scenes.data_root, self.dataset, scene)
+            if not lock_held_elsewhere(directory / BAKE_LOCK):
+                self._ready[scene] = scene_ready(self.cfg, self.dataset, scene, self.stages)
+            if self._ready.get(scene, False):
+                ready.append(scene)
+        return ready
 
     def changed(self, split: str) -> bool:
-        """True when ``split`` gained scenes since the last call (the first call only records).
+        """True when ``split`` gained scenes since the last call (the first call only records). A scene lost
+        since (baked again by another process with other settings) is only logged: the running env keeps
+        the copy it loaded, and a split never empties under a run.
 
         The trainer polls this between updates, so it is also where a finished or failed build is noticed."""
         self.check_build()
         now = self.ready(split)
         before = self._known.get(split)
         self._known[split] = now
-        return before is not None and now != before
+        if before is None:
+            return False
+        lost = sorted(set(before) - set(now))
+        if lost:
+            logger.warning(
+                "%s scene(s) %s no longer match this run's settings (baked again by another process?); training "
+                "keeps the copy it loaded, and a run of these settings bakes them back",
+                split,
+                lost,
+            )
+        return bool(set(now) - set(before))
 
     def builder_command(self, scenes: Sequence[str]) -> list[str]:
         """The child's command line: the package's builder module with this run's bake settings."""

@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from asgf_nav.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, exclusive_lock, load_npy
+from asgf_nav.io import (
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_text,
+    exclusive_lock,
+    load_npy,
+    lock_held_elsewhere,
+)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -87,10 +94,12 @@ def rebuild_hint(path: Path, stage: str | None = None) -> str:
             f"import it again: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
             f"--dataset {dataset.removeprefix(IMPORTED_PREFIX)} --data-root {root} --scenes {directory.name} --force"
         )
+    if lock_held_elsewhere(directory / BAKE_LOCK):  # not damaged: still being written
+        return f"another process is baking it right now ({directory / BAKE_LOCK} is held): wait for that bake to end"
     stages = f" --stages {stage}" if stage else ""
     return (
         f"bake it again: python scripts/build_scenes.py --dataset {dataset} --data-root {root} "
-        f"--scenes {directory.name}{stages} --force"
+        f"--scenes {directory.name}{stages} --force (with the run's --config and acoustics.* overrides, if any)"
     )
 
 
