@@ -26,6 +26,7 @@ from asgf_nav.config import (
     ExperimentConfig,
     check_values,
     config_to_dict,
+    flatten_dotted,
     import_plugins,
     save_config,
 )
@@ -284,21 +285,38 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     check_values(cfg)  # a config edited in code after load_config, before anything is written
     run_dir = Path(cfg.train.run_dir)
     with ExitStack() as held:
-        held.enter_context(process_group_for_run(resolve_device(cfg.train.device, local_rank())))
+        device = resolve_device(cfg.train.device, local_rank())
+        held.enter_context(process_group_for_run(device))
+        check_ranks_agree(cfg, device)
         is_main = is_main_process()
         held.enter_context(stop_handling())  # SIGTERM and Ctrl-C run the clean-up (background build, run lock)
         held.enter_context(logging_scope())
         setup_logging("INFO" if is_main else "WARNING")  # the console until the run's train.log is claimed
         held.callback(torch.set_num_threads, torch.get_num_threads())
-        import_plugins(
-            cfg.model.plugins
-        )  # before the registry is saved: a plugin's providers stay, as its module stays imported
+        # before the registry is saved: a plugin's providers stay, as its module stays imported
+        import_plugins(cfg.model.plugins)
         held.enter_context(restored_observations())  # the run's DoA head is not left registered
         # a bad DoA checkpoint, policy or sensor name stops the run before its directory is made or a scene baked
         register_auxiliary_observations(cfg)
         check_components(cfg)
         claim_on_rank0(held, run_dir, resume, is_main)
         train_in_claimed_run_dir(cfg, run_dir, resume, is_main)
+
+
+def check_ranks_agree(cfg: ExperimentConfig, device: Any) -> None:
+    """Every DD-PPO rank runs rank 0's config: ranks started by hand (or on several nodes) with other arguments
+    would average gradients of other experiments, or wait for each other forever. Every rank stops together,
+    each naming the keys its own config differs in."""
+    from asgf_nav.rl.distributed import any_rank, rank, rank0_object, world_size
+
+    if world_size() == 1:
+        return
+    mine = flatten_dotted(config_to_dict(cfg))
+    theirs = rank0_object(mine)  # a collective: every rank takes part
+    differ = sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+    if any_rank(bool(differ), device):
+        where = f"rank {rank()} differs from rank 0 in {differ}" if differ else "another rank's message names the keys"
+        raise ConfigError(f"the DD-PPO ranks were started with different configs ({where}); start them alike")
 
 
 def claim_on_rank0(held: ExitStack, run_dir: Path, resume: bool, is_main: bool) -> None:

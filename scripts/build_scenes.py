@@ -1,6 +1,10 @@
 """Bake embedded scenes (layout, RGB-D views, acoustics) into the scene store.
 
 Example: python scripts/build_scenes.py --dataset replica --workers 2 --stages layout vision
+
+The acoustics are baked with the config's acoustics.* settings (the defaults without --config). A run
+whose config asks for others bakes them again, so bake with the run's config: for the tiny world's runs,
+python scripts/build_scenes.py --config tiny_heard.yaml.
 """
 
 from __future__ import annotations

@@ -718,6 +718,17 @@ def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Pa
     )
     assert schedule_change(state, cfg.ppo, 1, 7, frames) == expected
     assert schedule_change(state, cfg.ppo, 1, 4, frames) is None  # the same end: nothing to say
+    # rank 0's episodes on its share of the scenes do not fit an env on all of them: the log says why
+    from types import SimpleNamespace
+
+    def refuse(env_state: dict) -> None:
+        raise ValueError("env state is for 4 envs / 6 episodes, this env has 4 / 12")
+
+    trainer.env = SimpleNamespace(load_state_dict=refuse)
+    assert trainer.try_restore_env_state({**state, "world_size": 2}) == (
+        "it is rank 0's of 2 DD-PPO ranks, on its share of the training scenes"
+    )
+    assert trainer.try_restore_env_state({**state, "world_size": 1}).startswith("env state is for 4 envs")
 
 
 class SignalledEnv(ToySoundSideEnv):
@@ -1337,7 +1348,10 @@ def test_ddppo_normalises_advantages_over_every_ranks_rollout(tmp_path: Path) ->
     assert ranks[1].min() > ranks[0].max()
 
 
-def _refused_run_worker(rank: int, world: int, ports: tuple[int, int], run_dir: str, out_dir: str) -> None:
+def _refused_run_worker(
+    rank: int, world: int, ports: tuple[int, int], run_dir: str, out_dir: str, own: tuple[str, ...] = ()
+) -> None:
+    """``own``: overrides that rank 1 alone is started with."""
     import os
 
     from asgf_nav.config import ConfigError, load_config
@@ -1351,7 +1365,8 @@ def _refused_run_worker(rank: int, world: int, ports: tuple[int, int], run_dir: 
     lines = [f"joined {joined}, left {not is_distributed()}"]
     os.environ["MASTER_PORT"] = str(ports[1])  # a fresh rendezvous for the run's own group
     try:
-        run_training(load_config("tiny_heard", [f"train.run_dir={run_dir}", f"scenes.data_root={out_dir}/data"]))
+        overrides = [f"train.run_dir={run_dir}", f"scenes.data_root={out_dir}/data", *(own if rank == 1 else ())]
+        run_training(load_config("tiny_heard", overrides))
     except ConfigError as exc:
         lines.append(f"ConfigError: {exc}")
     lines.append(f"left {not is_distributed()}")
@@ -1388,3 +1403,25 @@ def test_ddppo_ranks_all_stop_with_rank_0s_message_when_it_refuses_the_run_direc
         "left True",
     ]
     assert not (tmp_path / "data").exists()  # refused before any bake
+
+
+def test_ddppo_ranks_started_with_different_configs_all_stop_naming_the_keys(tmp_path: Path) -> None:
+    """Ranks started by hand with other arguments averaged gradients of other experiments (another lr), or
+    waited for each other forever (another ppo.total_frames); now every rank stops before any work."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        ports = (first.getsockname()[1], second.getsockname()[1])
+    own = ("ppo.lr=0.1", "ppo.total_frames=64")
+    mp.spawn(_refused_run_worker, args=(2, ports, str(tmp_path / "run"), str(tmp_path), own), nprocs=2, join=True)
+    started = "ConfigError: the DD-PPO ranks were started with different configs"
+    rank0 = (tmp_path / "0.txt").read_text().splitlines()
+    assert rank0[1] == f"{started} (another rank's message names the keys); start them alike"
+    assert (tmp_path / "1.txt").read_text().splitlines()[1] == (
+        f"{started} (rank 1 differs from rank 0 in ['ppo.lr', 'ppo.total_frames']); start them alike"
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -116,9 +117,14 @@ def process_group_for_run(device: torch.device | None) -> Iterator[None]:
 def rank0_error(error: BaseException | None) -> str | None:
     """Rank 0's error message (None when it had none), on every rank. A check that only rank 0 makes (it
     alone claims the run directory) then stops every rank with its message, not a peer's gloo error."""
+    return rank0_object(None if error is None else str(error))
+
+
+def rank0_object(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object), on every rank; ``value`` itself in one process."""
     if world_size() == 1:
-        return None if error is None else str(error)
-    message = [None if error is None else str(error)]
+        return value
+    message = [value]
     dist.broadcast_object_list(message, src=0)
     return message[0]
 

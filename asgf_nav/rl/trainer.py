@@ -381,6 +381,7 @@ class Trainer:
             "update": self.updates_done,
             "frames": self.frames,
             "frames_per_update": self.frames_per_update,  # all ranks together: a resume on others can say so
+            "world_size": self.world,  # the env state is rank 0's, on its share of the scenes
             "num_updates": self.num_updates,
             "rng": capture_rng_state(self.device),
             "config": config_to_dict(self.cfg),
@@ -414,6 +415,9 @@ class Trainer:
         try:
             self.env.load_state_dict(state["env"])
         except ValueError as exc:  # e.g. more scenes are baked now than when the checkpoint was written
+            ranks = int(state.get("world_size", 1))
+            if ranks > 1:  # rank 0 trained on its share of the scenes, this run on all of them
+                return f"it is rank 0's of {ranks} DD-PPO ranks, on its share of the training scenes"
             return str(exc)
         return None
 
