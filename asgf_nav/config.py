@@ -272,11 +272,17 @@ def load_config(
             raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({problem})") from None
         _set_dotted(cfg, key.strip(), value, source="command line")
     for key, value in (options or {}).items():
-        if type(value).__module__ == "numpy" and hasattr(value, "item"):  # np.int64(4) from a sweep is 4
-            value = value.item()
-        _set_dotted(cfg, key, list(value) if isinstance(value, tuple) else value, source="command-line options")
+        _set_dotted(cfg, key, _plain(value), source="command-line options")
     check_values(cfg)
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    """A value handed in from Python as the YAML of a config would give it: numpy numbers, strings and arrays
+    (a sweep's ``np.int64(4)``) as Python ones, tuples as lists."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        value = value.tolist()
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def import_plugins(names: Sequence[str]) -> None:

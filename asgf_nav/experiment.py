@@ -303,6 +303,14 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         train_in_claimed_run_dir(cfg, run_dir, resume, is_main)
 
 
+# what may differ between DD-PPO ranks: where each node keeps its files and how it runs (another mount of the
+# same data, the device name that resolves to its own GPU, its own thread counts)
+RANK_LOCAL_KEYS = frozenset({
+    "scenes.data_root", "scenes.soundspaces_root", "scenes.workers", "train.run_dir", "train.device",
+    "train.torch_threads",
+})  # fmt: skip
+
+
 def check_ranks_agree(cfg: ExperimentConfig, device: Any) -> None:
     """Every DD-PPO rank runs rank 0's config: ranks started by hand (or on several nodes) with other arguments
     would average gradients of other experiments, or wait for each other forever. Every rank stops together,
@@ -313,7 +321,8 @@ def check_ranks_agree(cfg: ExperimentConfig, device: Any) -> None:
         return
     mine = flatten_dotted(config_to_dict(cfg))
     theirs = rank0_object(mine)  # a collective: every rank takes part
-    differ = sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+    keys = (mine.keys() | theirs.keys()) - RANK_LOCAL_KEYS
+    differ = sorted(key for key in keys if mine.get(key) != theirs.get(key))
     if any_rank(bool(differ), device):
         where = f"rank {rank()} differs from rank 0 in {differ}" if differ else "another rank's message names the keys"
         raise ConfigError(f"the DD-PPO ranks were started with different configs ({where}); start them alike")

@@ -219,7 +219,7 @@ def test_a_scene_another_process_re_bakes_stays_in_the_pool_and_a_lost_one_does_
     """A --force re-bake takes the stages out of the manifest while it writes them, and a bake with other
     settings leaves a scene this run cannot read: neither may empty the training split under a live run (it
     crashed with "no train scene is baked yet", its updates since the last checkpoint lost)."""
-    from asgf_nav.io import lock_held_elsewhere
+    from asgf_nav.io import lock_held
     from asgf_nav.scenes.store import BAKE_LOCK, bake_lock, remove_stage, scene_dir
 
     cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", "task.sensors=[spectrogram]", *FAST_ACOUSTICS])
@@ -228,11 +228,11 @@ def test_a_scene_another_process_re_bakes_stays_in_the_pool_and_a_lost_one_does_
     directory = scene_dir(tmp_path, "tiny", "tiny_room_val")
     assert pool.changed("val") is False and pool.ready("val") == ["tiny_room_val"]
     with bake_lock(directory):  # another process re-baking it: its stages are out of the manifest meanwhile
-        assert lock_held_elsewhere(directory / BAKE_LOCK)
+        assert lock_held(directory / BAKE_LOCK)
         remove_stage(directory, "acoustics")
         assert scene_ready(cfg, "tiny", "tiny_room_val") is False
         assert pool.ready("val") == ["tiny_room_val"] and pool.changed("val") is False
-    assert not lock_held_elsewhere(directory / BAKE_LOCK)
+    assert not lock_held(directory / BAKE_LOCK)
     with caplog.at_level(logging.WARNING, logger="asgf_nav.scenes.background"):
         assert pool.changed("val") is False  # lost for good (here: not baked back): logged, no rebuild
     assert "val scene(s) ['tiny_room_val'] no longer match this run's settings" in caplog.text

@@ -572,5 +572,11 @@ def test_load_config_from_python_takes_numpy_numbers_and_tuples_and_refuses_a_st
                                              "task.sensors": ("depth", "spectrogram")})  # fmt: skip
     assert cfg.ppo.num_envs == 4 and type(cfg.ppo.num_envs) is int and cfg.ppo.lr == 0.5
     assert cfg.task.sensors == ["depth", "spectrogram"]
+    for sensors in (np.array(["spectrogram", "depth"]), ("spectrogram", np.str_("depth"))):  # saved as plain text
+        cfg = load_config("tiny_heard", options={"task.sensors": sensors})
+        assert cfg.task.sensors == ["spectrogram", "depth"] and all(type(s) is str for s in cfg.task.sensors)
+    for sensors in (np.array(["spectrogram", "depth"]), ("spectrogram", np.str_("depth"))):  # saved as plain text
+        cfg = load_config("tiny_heard", options={"task.sensors": sensors})
+        assert cfg.task.sensors == ["spectrogram", "depth"] and all(type(s) is str for s in cfg.task.sensors)
     with pytest.raises(TypeError, match="overrides must be a list of 'key.sub=value' strings, not the string"):
         load_config("tiny_heard", "ppo.lr=1e-4")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -304,3 +307,34 @@ def test_every_kind_of_array_file_damage_is_a_value_error(tmp_path: Path, damage
         load_npz(tmp_path / "b.npz", ["a", "c"])
     with pytest.raises(FileNotFoundError):
         load_npy(tmp_path / "missing.npy")
+
+
+def test_lock_held_reads_the_lock_table_without_taking_the_lock(tmp_path: Path) -> None:
+    """A probe that took the lock, even for a moment, made a concurrent locker that does not wait (an
+    evaluation resuming while report.py looks at it) fail in about one try of seven."""
+    from asgf_nav.io import exclusive_lock, lock_held
+
+    path = tmp_path / ".out.lock"
+    assert lock_held(path) is False  # no such file
+    with exclusive_lock(path, "an evaluation"):
+        assert lock_held(path) is True
+    assert lock_held(path) is False
+    refused = []
+
+    def busy() -> RuntimeError:
+        refused.append(1)
+        return RuntimeError("busy")
+
+    probe = (  # another process probing as fast as it can
+        "import sys, time\nfrom asgf_nav.io import lock_held\nend = time.time() + 3\n"
+        f"while time.time() < end:\n    lock_held({str(path)!r})\n"
+    )
+    prober = subprocess.Popen([sys.executable, "-c", probe])
+    try:
+        time.sleep(1.0)  # the prober's imports
+        for _ in range(2000):
+            with exclusive_lock(path, "an evaluation", busy=busy):
+                pass
+    finally:
+        prober.wait(timeout=30)
+    assert refused == []

@@ -865,6 +865,31 @@ def test_an_error_between_updates_keeps_the_updates_done(tmp_path: Path) -> None
         trainer.train()
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000003.pt"]
 
+    # a grown pool whose new env fails to reset: the checkpoint is of the run as it was, on its old env
+    calls: list[str] = []
+
+    def damaged_on_reload(c: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+        env = toy_env_factory(c, split, rank)
+        calls.append(split)
+        if len(calls) > 1:
+            env.reset = lambda: (_ for _ in ()).throw(OSError("a new scene's spectrogram store is damaged"))
+        return env
+
+    made.clear()
+    grown = Trainer(
+        cfg,
+        damaged_on_reload,
+        tmp_path / "grown",
+        scenes_changed=lambda split: bool(made) and made[0].updates_done == 2,
+    )
+    made.append(grown)
+    first_env = grown.env
+    with pytest.raises(OSError, match="damaged"):
+        grown.train()
+    assert grown.env is first_env and grown.storage.masks[0].sum() > 0  # still the old env's episodes
+    state = torch.load(list_checkpoints(tmp_path / "grown")[-1], weights_only=False)
+    assert state["update"] == 2 and grown.updates_done == 2
+
 
 def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str) -> None:
     torch.set_num_threads(1)
@@ -1416,7 +1441,7 @@ def test_ddppo_ranks_started_with_different_configs_all_stop_naming_the_keys(tmp
         first.bind(("127.0.0.1", 0))
         second.bind(("127.0.0.1", 0))
         ports = (first.getsockname()[1], second.getsockname()[1])
-    own = ("ppo.lr=0.1", "ppo.total_frames=64")
+    own = ("ppo.lr=0.1", "ppo.total_frames=64", "train.torch_threads=2")  # the threads may differ per node
     mp.spawn(_refused_run_worker, args=(2, ports, str(tmp_path / "run"), str(tmp_path), own), nprocs=2, join=True)
     started = "ConfigError: the DD-PPO ranks were started with different configs"
     rank0 = (tmp_path / "0.txt").read_text().splitlines()

@@ -16,7 +16,7 @@ from typing import Any
 
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, summarize, write_jsonl
 from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
-from asgf_nav.io import atomic_savefig, atomic_write_text, lock_held_elsewhere
+from asgf_nav.io import atomic_savefig, atomic_write_text, lock_held
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def lock_path(out_dir: Path) -> Path:
 def _unfinished(directory: Path) -> str:
     """How an evaluation without its summary stands: still running (another process holds its lock), or
     stopped, which its command resumes."""
-    if lock_held_elsewhere(lock_path(directory)):
+    if lock_held(lock_path(directory)):
         return "still running (its lock is held): wait for it to finish"
     return "unfinished: run its command again to finish it"
 
@@ -168,7 +168,7 @@ def find_summaries(paths: Sequence[str | Path]) -> list[Path]:
             here = []
         if not here:
             partial = sorted(p.rglob(PROGRESS_FILE)) if p.is_dir() else []
-            unfinished = f" ({partial[0].parent} is {_unfinished(partial[0].parent)})" if partial else ""
+            unfinished = f" ({'; '.join(f'{f.parent} is {_unfinished(f.parent)}' for f in partial)})" if partial else ""
             raise EvaluationFileError(f"{p} is neither an evaluation directory nor holds any{unfinished}")
         found.update(dict.fromkeys(d.resolve() for d in here))
     return list(found)

@@ -18,8 +18,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -219,12 +218,13 @@ class Trainer:
                     stopping = distributed.any_rank(stop_requested(), self.device)
                     if stopping:
                         break
-                    with self.kept_on_error(saved=self.updates_done == last_saved):  # e.g. the scene pool changed
-                        if self.scenes_changed is not None and self.scenes_changed("train"):
-                            self.reload_train_env()
+                    self.reload_if_scenes_changed(saved=self.updates_done == last_saved)
                     stats = self.update_once()
-                    with self.kept_on_error(saved=False):  # e.g. damaged val data: its validation stays due
+                    try:
                         self.report(stats, progress)
+                    except Exception:  # e.g. damaged val data: the update is kept, its validation still due
+                        self.save()
+                        raise
                     if self.updates_done % self.cfg.train.checkpoint_interval == 0:
                         self.save()
                         last_saved = self.updates_done
@@ -246,17 +246,6 @@ class Trainer:
                 self.writer.close()
                 self.writer = None
         return stats
-
-    @contextmanager
-    def kept_on_error(self, saved: bool) -> Iterator[None]:
-        """Between updates the state is whole: an error there is raised after a checkpoint of the updates done
-        (unless ``saved``, the newest is on disk already), so that no training is lost to it."""
-        try:
-            yield
-        except Exception:
-            if not saved:
-                self.save()
-            raise
 
     def update_once(self) -> dict[str, float]:
         """Collect one rollout and run the PPO update on it; returns the update's statistics."""
@@ -316,18 +305,35 @@ class Trainer:
         self.log_scalars("val", metrics)
         self.keep_if_best(metrics)
 
-    def start_fresh_episodes(self) -> None:
-        """Reset every env and start the rollout on its first observations: zero hidden states, no reward
-        carried over, every mask 0 (no step before them)."""
+    def start_fresh_episodes(self, first_obs: Any = None) -> None:
+        """Reset every env (unless given its ``first_obs`` after a reset) and start the rollout on its first
+        observations: zero hidden states, no reward carried over, every mask 0 (no step before them)."""
         self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.episode_returns.zero_()
-        obs = to_device(self.env.reset(), self.device)
+        obs = to_device(self.env.reset() if first_obs is None else first_obs, self.device)
         self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
+
+    def reload_if_scenes_changed(self, saved: bool) -> None:
+        """Move training onto a grown scene pool. A failure on any rank (a new scene's data damaged) stops every
+        rank together, after rank 0's checkpoint of the updates done (unless ``saved``); the run is unchanged
+        by it, since the new env replaces the old one only once it has reset."""
+        failure: Exception | None = None
+        try:
+            if self.scenes_changed is not None and self.scenes_changed("train"):
+                self.reload_train_env()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, once every rank knows
+            failure = exc
+        if distributed.any_rank(failure is not None, self.device):
+            if not saved:
+                self.save()
+            raise failure or RuntimeError("another DD-PPO rank failed to load its training scenes (its log says why)")
 
     def reload_train_env(self) -> None:
         """Rebuild the training env on the grown scene pool; episodes in flight are dropped."""
-        self.env = self.env_factory(self.cfg, "train", self.rank)
-        self.start_fresh_episodes()
+        env = self.env_factory(self.cfg, "train", self.rank)
+        obs = env.reset()  # before anything of the run changes: a failure here leaves it as it was
+        self.env = env
+        self.start_fresh_episodes(obs)
         logger.info("training env rebuilt at update %d on the grown scene pool", self.updates_done)
 
     def log_scalars(self, prefix: str, values: dict[str, float]) -> None:

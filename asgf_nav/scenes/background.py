@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.io import lock_held_elsewhere
+from asgf_nav.io import lock_held
 from asgf_nav.scenes.build import stage_is_current
 from asgf_nav.scenes.presets import SPLITS, get_preset
 from asgf_nav.scenes.store import BAKE_LOCK, SceneStoreError, scene_dir
@@ -110,7 +110,7 @@ class ScenePool:
         ready = []
         for scene in self.split_scenes(split):
             directory = scene_dir(self.cfg.scenes.data_root, self.dataset, scene)
-            if not lock_held_elsewhere(directory / BAKE_LOCK):
+            if not lock_held(directory / BAKE_LOCK):
                 self._ready[scene] = scene_ready(self.cfg, self.dataset, scene, self.stages)
             if self._ready.get(scene, False):
                 ready.append(scene)

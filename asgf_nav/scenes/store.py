@@ -27,7 +27,7 @@ from asgf_nav.io import (
     atomic_write_text,
     exclusive_lock,
     load_npy,
-    lock_held_elsewhere,
+    lock_held,
 )
 
 FORMAT_VERSION = 1
@@ -94,7 +94,7 @@ def rebuild_hint(path: Path, stage: str | None = None) -> str:
             f"import it again: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
             f"--dataset {dataset.removeprefix(IMPORTED_PREFIX)} --data-root {root} --scenes {directory.name} --force"
         )
-    if lock_held_elsewhere(directory / BAKE_LOCK):  # not damaged: still being written
+    if lock_held(directory / BAKE_LOCK):  # not damaged: still being written
         return f"another process is baking it right now ({directory / BAKE_LOCK} is held): wait for that bake to end"
     stages = f" --stages {stage}" if stage else ""
     return (
