@@ -277,6 +277,11 @@ def load_config(
     return cfg
 
 
+def is_whole_number(value: Any) -> bool:
+    """An int read from JSON, YAML or a pickle, and not a bool (which Python counts as an int: true is no 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _plain(value: Any) -> Any:
     """A value handed in from Python as the YAML of a config would give it: numpy numbers, strings and arrays
     (a sweep's ``np.int64(4)``) as Python ones, tuples as lists."""

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from asgf_nav.acoustics.rir import RENDER_VERSION
+from asgf_nav.config import is_whole_number
 from asgf_nav.io import atomic_write
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.navigation import pointgoal_polar
@@ -331,7 +332,7 @@ def load_model(
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return is_whole_number(value) and value > 0
 
 
 def _model_of(path: Path, state: dict[str, Any]) -> AudioGoalNet:

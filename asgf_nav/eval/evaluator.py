@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from asgf_nav.config import is_whole_number
 from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
 from asgf_nav.io import atomic_write_text
 from asgf_nav.rl.checkpoint import CheckpointError
@@ -246,12 +247,8 @@ class EpisodeRecord:
         return cls(**data)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no node
-
-
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return (isinstance(value, float) or is_whole_number(value)) and math.isfinite(value)
 
 
 def _field_problem(name: str, value: Any) -> str | None:
@@ -259,24 +256,24 @@ def _field_problem(name: str, value: Any) -> str | None:
     if name in ("episode_id", "scene", "sound"):
         return None if isinstance(value, str) else f"{name} is {value!r}, not a string"
     if name in ("start_node", "goal_node", "num_action"):
-        return None if _is_int(value) and value >= 0 else f"{name} is {value!r}, not a whole number >= 0"
+        return None if is_whole_number(value) and value >= 0 else f"{name} is {value!r}, not a whole number >= 0"
     if name == "start_yaw":
-        return None if _is_int(value) and 0 <= value < 4 else f"start_yaw is {value!r}, not a yaw index 0-3"
+        return None if is_whole_number(value) and 0 <= value < 4 else f"start_yaw is {value!r}, not a yaw index 0-3"
     if name in ("start_position", "goal_position"):
         ok = isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))
         return None if ok else f"{name} is {value!r}, not an [x, y, z] of 3 numbers"
     if name == "geodesic_distance":
         return None if _is_number(value) and value >= 0 else f"geodesic_distance is {value!r}, not a distance"
     if name == "actions":
-        ok = isinstance(value, list) and all(map(_is_int, value))
+        ok = isinstance(value, list) and all(map(is_whole_number, value))
         return None if ok else f"actions is {value!r:.60}, not a list of action numbers"
     if name == "path":
         if not isinstance(value, list):
             return f"path is {value!r:.60}, not a list of [node, yaw] poses"
         for i, pose in enumerate(value):
-            if not (isinstance(pose, list) and len(pose) == 2 and _is_int(pose[0]) and pose[0] >= 0):
+            if not (isinstance(pose, list) and len(pose) == 2 and is_whole_number(pose[0]) and pose[0] >= 0):
                 return f"path[{i}] is {pose!r}, not a [node, yaw] pose"
-            if not (_is_int(pose[1]) and 0 <= pose[1] < 4):
+            if not (is_whole_number(pose[1]) and 0 <= pose[1] < 4):
                 return f"path[{i}] is {pose!r}: its yaw is not a yaw index 0-3"
         return None
     if name == "metrics":

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from asgf_nav.config import is_whole_number
 from asgf_nav.io import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -206,12 +207,12 @@ def _stage_problem(info: Any) -> str | None:
         if not isinstance(entry.get("file"), str) or not entry["file"]:
             return f"records array {name!r} without a 'file'"
         shape = entry.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        if not isinstance(shape, list) or not all(map(is_whole_number, shape)):
             return f"records array {name!r} without a 'shape' list of integers"
         if not isinstance(entry.get("dtype"), str):
             return f"records array {name!r} without a 'dtype'"
     sizes = [e.get("bytes") for e in info["arrays"].values()] + list(info.get("file_bytes", {}).values())
-    if not all(size is None or (isinstance(size, int) and not isinstance(size, bool)) for size in sizes):
+    if not all(size is None or is_whole_number(size) for size in sizes):
         return "records a file size that is not an integer"
     return None
 
