@@ -168,6 +168,15 @@ def test_copyleft_clips_ship_the_licence_texts_they_require(metadata: dict) -> N
         assert set(needed) <= set(curate.license_files([license_id])), license_id
 
 
+def test_mit_clips_carry_the_soundfont_notice(metadata: dict) -> None:
+    """The MIT licence asks that its permission notice go with every copy, not only a link to it."""
+    notes = " ".join((DATA_DIR / "ATTRIBUTION.md").read_text().split("## Licence notes")[1].replace(">", " ").split())
+    mit = [r for r in metadata["clips"] if r["license"] == "MIT"]
+    assert mit and all("Frank Wen" in r["copyright"] for r in mit)
+    assert "Copyright (c) 2000-2002, 2008 Frank Wen" in notes
+    assert "The above copyright notice and this permission notice shall be included in all copies" in notes
+
+
 @pytest.fixture
 def fake_curation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
     """Curation without the Debian tools: noise for every source (a different noise than the committed

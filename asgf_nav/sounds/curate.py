@@ -315,7 +315,25 @@ named above, which are the preferred form for modification; the Debian source pa
 - **LGPL-3.0-or-later** (Oxygen sounds by Nuno Filipe Povoa, KDE): same obligations as above under
   the LGPL; its text, `licenses/LGPL-3.0.txt`, adds permissions to the GPL-3.0 in `licenses/GPL-3.0.txt`,
   so both texts go with the clip.
-- **MIT** (FluidR3_GM soundfont by Frank Wen): renderings of its instruments; keep the copyright notice.
+- **MIT** (FluidR3_GM soundfont by Frank Wen): renderings of its instruments. Its notice, which must
+  go with the clips:
+
+  > Copyright (c) 2000-2002, 2008 Frank Wen
+  >
+  > Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+  > associated documentation files (the "Software"), to deal in the Software without restriction,
+  > including without limitation the rights to use, copy, modify, merge, publish, distribute,
+  > sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is
+  > furnished to do so, subject to the following conditions:
+  >
+  > The above copyright notice and this permission notice shall be included in all copies or
+  > substantial portions of the Software.
+  >
+  > THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT
+  > NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+  > NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES
+  > OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN
+  > CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
 - **CC0-1.0**: clips synthesised by this project (procedural models, espeak-ng speech), dedicated to
   the public domain; the camera click by freesound user jdaniel1999 is also CC0.
 
@@ -401,7 +419,7 @@ def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[s
     records, encoded = _build_clips(versions)
     license_texts = _read_license_texts(records)
     splits = assign_splits([(c.name, c.category) for c in CLIPS], seed)
-    metadata = {"sample_rate": SAMPLE_RATE, "duration_s": 1.0, "heard_sound": HEARD_SOUND, "clips": records}
+    metadata = {"sample_rate": SAMPLE_RATE, "duration_s": 1.0, "clips": records}  # the heard sound: splits.json
 
     clip_dir = output_dir / "clips"
     for name, data in encoded.items():
