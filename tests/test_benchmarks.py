@@ -375,6 +375,18 @@ def test_goal_loudness_finds_no_goal_quieter_than_a_neighbour_as_rendered_now(au
     )
 
 
+def test_source_clearance_measures_the_baked_source_nodes(monkeypatch, capsys):
+    import source_clearance
+
+    sources, nodes = source_clearance.clearances("tiny", 1000)  # more sources than nodes: every node is one
+    assert np.array_equal(np.sort(sources), np.sort(nodes)) and (nodes >= 0.15 - 1e-9).all()
+    two, nodes = source_clearance.clearances("tiny", 2)
+    assert len(two) == 2 * 3 and np.isin(two, nodes).all()
+    run_benchmark(monkeypatch, source_clearance, "--datasets", "tiny", "--sources-per-scene", "2")
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.startswith(f"| tiny | 6 of {len(nodes)} | {np.median(two):.2f} / {np.median(nodes):.2f} m |")
+
+
 def test_ase_attention_weighs_the_pooled_frames_of_the_task_spectrogram(audio_only_root, monkeypatch, capsys):
     import ase_attention
 
