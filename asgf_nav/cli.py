@@ -289,16 +289,22 @@ def refuse_stale_stages(
 ) -> list[str]:
     """A script that draws a scene bakes what is missing, but replaces a stage baked with other settings (the
     views a trained run reads) only when ``--rebake`` says so; returns the stages it will bake."""
-    from asgf_nav.scenes.build import missing_stages, stages_to_build
+    from asgf_nav.scenes.build import missing_stages, setting_changes, stages_to_build
 
     missing = missing_stages(directory, stages)
     todo = stages_to_build(directory, stages, cfg)  # the missing ones too, in build order
     stale = [stage for stage in todo if stage not in missing]
     if stale and not rebake:
+        listed = []
+        for stage in stale:
+            changes = setting_changes(directory, stage, cfg)
+            listed += [f"{stage}: {key} baked {old}, asked {new}" for key, (old, new) in changes.items()]
+            if not changes:  # current itself, but baked from a layout that is baked again
+                listed.append(f"{stage}: baked from the layout, which would be baked again")
         parser.error(
-            f"{directory} is baked with other settings than these ({', '.join(stale)}); drawing it with them would "
-            "bake those stages again, replacing what runs trained on this scene read: give --rebake, another "
-            "--data-root, or the settings it was baked with"
+            f"{directory} is baked with other settings than these ({'; '.join(listed)}); drawing it with them "
+            "would bake those stages again, replacing what runs trained on this scene read: give --rebake, "
+            "another --data-root, or the settings it was baked with"
         )
     return todo
 

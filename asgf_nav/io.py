@@ -89,6 +89,19 @@ def remove_stale_temporaries_of(path: str | Path) -> int:
     return _remove_temporaries(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
 
 
+@contextmanager
+def scratch_file_beside(path: str | Path) -> Iterator[Path]:
+    """An empty temporary file beside ``path`` for a writer's intermediate output (a video before its sound is
+    muxed in), deleted on leaving. It is named as :func:`atomic_write` names its own, so what a write killed
+    outright leaves is hidden and removed by :func:`remove_stale_temporaries_of` ``(path)`` too. Tools that
+    pick a format by the file's suffix must be told the format."""
+    tmp_path = _new_temporary(Path(path))
+    try:
+        yield tmp_path
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 def _remove_temporaries(candidates: Iterable[Path]) -> int:
     freed = 0
     for path in candidates:

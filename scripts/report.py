@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     check_not_an_evaluation_file(parser, "--out", args.out, evaluations)
     summaries = [load_summary(d) for d in evaluations]
     if args.split:
+        found = sorted({str(s["meta"].get("split", "?")) for s in summaries})
         summaries = [s for s in summaries if s["meta"].get("split") == args.split]
+        if not summaries:
+            parser.error(f"--split: no evaluation of split {args.split!r} under {args.runs}; splits found: {found}")
     if args.agents:
         available = list(dict.fromkeys(s["meta"]["agent"] for s in summaries if "agent" in s["meta"]))
         unknown = [a for a in args.agents if a not in available]

@@ -13,6 +13,7 @@ where the agents' SPL differs most is drawn (ties: one the first agent succeeded
 The video shows the first agent's run. The scenes are read where the evaluation read them (its recorded data
 root, where that exists here) unless --data-root or scenes.data_root= says otherwise.
 Only evaluations of generated scenes can be drawn: imported SoundSpaces graphs have no floor plan.
+Outputs are written atomically: a write killed outright leaves only hidden .NAME.*.tmp files beside them.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from asgf_nav.cli import (  # noqa: E402
     positive_int,
     run_script,
 )
-from asgf_nav.eval.report import load_summary  # noqa: E402
+from asgf_nav.eval.report import evaluation_dir_problem, load_summary  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.scenes.presets import PRESETS  # noqa: E402
+from asgf_nav.scenes.presets import PRESETS, UnknownSceneError, get_preset  # noqa: E402
 from asgf_nav.viz.evaluated_episode import (  # noqa: E402
     default_labels,
     episode_mismatch,
@@ -63,6 +64,17 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
     for item in items:
         (overrides if "=" in item and not Path(item).exists() else runs).append(item)
     return runs, overrides
+
+
+def scene_not_in_preset(run_dir: str, meta: dict, scene: str, dataset: str) -> str | None:
+    """Why ``--dataset dataset`` cannot hold the evaluation's scene, naming the dataset it was of, or None."""
+    try:
+        get_preset(dataset).spec(scene)
+    except UnknownSceneError:
+        recorded = meta.get("dataset")
+        of = f"an evaluation of dataset {recorded!r}" if recorded else "an evaluation that does not record its dataset"
+        return f"the evaluation's scene {scene!r} is not in preset {dataset!r}; {run_dir} is {of}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--video: {args.video} must end in {' or '.join(VIDEO_SUFFIXES)}")
     check_output(parser, "--out", args.out, figure=True)
     check_output(parser, "--video", args.video)
+    if args.video and Path(args.video).resolve() == Path(args.out).resolve():
+        parser.error(f"--out and --video both name {args.out}; the video would overwrite the map")
+    for run in args.runs:  # a file, or an evaluation still running or stopped: named before anything is read
+        problem = evaluation_dir_problem(run)
+        if problem:
+            parser.error(f"runs: each RUN must be an evaluation directory: {problem}")
     setup_logging("INFO")
     cfg = config_from_args(args)
     summaries = [load_summary(r, meta_keys=()) for r in args.runs]  # a map needs no table's names
@@ -127,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     mismatch = record_mismatch(args.runs, records) if len(records) == 2 else None
     if mismatch:
         parser.error(f"--episode: {mismatch}")
+    if args.dataset and args.dataset != meta.get("dataset"):  # not a scene to bake: name the evaluation's dataset
+        problem = scene_not_in_preset(args.runs[0], meta, records[0].scene, args.dataset)
+        if problem:
+            parser.error(f"--dataset: {problem}")
     labels = args.labels or default_labels(args.runs, summaries)
     try:
         scene = open_scene_of(args.runs, summaries, records, cfg.scenes.data_root, cfg.scenes.dataset)

@@ -1352,3 +1352,33 @@ def test_a_resumed_evaluation_with_a_damaged_record_runs_no_episode(tiny_root, t
     with pytest.raises(EvaluationProgressError, match=re.escape(f"{out / PROGRESS_FILE} line 3")):
         _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "6")
     assert ran == [] and not (out / "episodes.jsonl").exists()
+
+
+def test_report_split_without_evaluations_names_the_splits_found(tmp_path, capsys) -> None:
+    """--split of no evaluation lists the splits there are (as --agents lists the agents); a summary.json
+    named itself is still read as its evaluation."""
+    import report
+
+    test_run = _write_summary(tmp_path / "runs" / "a_test", _summary("a", "tiny", "heard", _VALUES))
+    train = _summary("a", "tiny", "unheard", _VALUES)
+    train["meta"]["split"] = "train"
+    _write_summary(tmp_path / "runs" / "a_train", train)
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(tmp_path / "runs"), "--split", "val"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "--split: no evaluation of split 'val' under" in err and "splits found: ['test', 'train']" in err
+    assert report.main([str(test_run / "summary.json"), "--split", "test"]) == 0
+
+
+def test_an_unfinished_evaluation_named_as_the_current_directory_is_reported(tmp_path, monkeypatch, capsys) -> None:
+    """'.' has no name to put the lock beside: its lock is looked up by its absolute path, not a ValueError."""
+    import report
+
+    from asgf_nav.cli import run_script
+
+    (tmp_path / "episodes.partial.jsonl").write_text('{"evaluation": {}}\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: report.main(["."]))
+    assert exit_info.value.code == 2 and "is unfinished: run its command again" in capsys.readouterr().err

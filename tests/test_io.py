@@ -338,3 +338,19 @@ def test_lock_held_reads_the_lock_table_without_taking_the_lock(tmp_path: Path) 
     finally:
         prober.wait(timeout=30)
     assert refused == []
+
+
+def test_a_scratch_file_beside_an_output_goes_on_leaving_and_is_a_temporary_the_clean_up_knows(tmp_path) -> None:
+    """A writer's intermediate file (a video before its sound) is deleted on leaving, an error included; one a
+    killed process left is removed by remove_stale_temporaries_of(output) like an atomic_write's own."""
+    from asgf_nav.io import remove_stale_temporaries_of, scratch_file_beside
+
+    out = tmp_path / "ep.mp4"
+    with pytest.raises(RuntimeError), scratch_file_beside(out) as scratch:
+        scratch.write_bytes(b"frames")
+        raise RuntimeError("ffmpeg failed")
+    assert not scratch.exists() and list(tmp_path.iterdir()) == []
+    with scratch_file_beside(out) as scratch:
+        scratch.write_bytes(b"frames")
+        assert scratch.parent == tmp_path and scratch.name.startswith(".ep.mp4.")
+        assert remove_stale_temporaries_of(out) == 6 and not scratch.exists()  # what the next write does after a kill

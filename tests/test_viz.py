@@ -182,6 +182,25 @@ def test_video_gif_and_script(tiny, tmp_path):
     assert len(gif) == min(3, len(oracle[0].path)) and gif[0].ndim == 3
 
 
+def test_visualize_script_names_the_dataset_of_an_evaluation_drawn_with_another(tiny, tmp_path, capsys):
+    """--dataset of a preset without the evaluation's scene: no bake command can help, the evaluation's own
+    dataset does."""
+    import visualize_trajectories
+
+    cfg, _, _, oracle, _ = tiny
+    (run,) = _write_evaluations(tmp_path, oracle=oracle)
+    argv = [run, "--data-root", cfg.scenes.data_root, "--dataset", "replica", "--out", str(tmp_path / "m.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        visualize_trajectories.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "build_scenes.py" not in err
+    assert (
+        f"--dataset: the evaluation's scene 'tiny_room_test' is not in preset 'replica'; {run} is an evaluation of "
+        "dataset 'tiny'" in err
+    )
+    assert not (tmp_path / "m.png").exists()
+
+
 def test_visualize_script_finds_the_scenes_where_the_evaluation_found_them(tiny, tmp_path, monkeypatch):
     """evaluate.py records its data root; a map of an evaluation run with --data-root needs no --data-root."""
     import visualize_trajectories
@@ -372,6 +391,7 @@ def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
     import visualize_trajectories
 
     from asgf_nav.cli import run_script
+    from asgf_nav.eval.progress import evaluation_lock
 
     garbled = tmp_path / "garbled"
     garbled.mkdir()
@@ -379,15 +399,78 @@ def test_visualize_script_names_a_bad_evaluation_directory(tmp_path, capsys):
     summary = {"meta": {}, "metrics": dict.fromkeys(("spl", "success", "sna"), metric), "episodes": 1}
     (garbled / "summary.json").write_text(json.dumps(summary))  # a sound summary: the episodes are garbled
     (garbled / "episodes.jsonl").write_text("not json\n")
+    stopped = tmp_path / "stopped"  # an evaluation stopped before its summary: only its progress file
+    stopped.mkdir()
+    (stopped / "episodes.partial.jsonl").write_text('{"evaluation": {}}\n')
+    running = tmp_path / "running"  # one just started: its lock is held, nothing written yet
+    running.mkdir()
+    must = "each RUN must be an evaluation directory: "
     cases = [
         ([str(tmp_path / "missing")], f"no summary.json at {tmp_path / 'missing'}"),
         ([str(garbled)], f"{garbled / 'episodes.jsonl'}:1: not an episode record"),
+        (
+            [str(garbled / "summary.json")],
+            f"{must}{garbled / 'summary.json'} is a file, not an evaluation directory; it is the summary.json of "
+            f"the evaluation {garbled.resolve()}: give that directory",
+        ),
+        ([str(garbled / "episodes.jsonl")], f"it is the episodes.jsonl of the evaluation {garbled.resolve()}"),
+        ([str(stopped)], f"{must}{stopped} holds no summary.json yet: the evaluation is unfinished: run its command"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             run_script(lambda: visualize_trajectories.main([*argv, "--out", str(tmp_path / "map.png")]))  # noqa: B023
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+    with evaluation_lock(running), pytest.raises(SystemExit):
+        visualize_trajectories.main([str(running), "--out", str(tmp_path / "map.png")])
+    assert f"{running} holds no summary.json yet: the evaluation is still running (its lock is held)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "map.png").exists()
+
+
+def test_visualize_script_refuses_one_file_for_the_map_and_the_video(tmp_path, capsys):
+    """matplotlib writes GIF too: a video over the map would replace it without a word."""
+    import visualize_trajectories
+
+    argv = [str(tmp_path / "run"), "--out", str(tmp_path / "both.gif"), "--video", str(tmp_path / "." / "both.gif")]
+    with pytest.raises(SystemExit) as exit_info:
+        visualize_trajectories.main(argv)
+    assert exit_info.value.code == 2
+    assert f"--out and --video both name {tmp_path / 'both.gif'}; the video would overwrite the map" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_killed_video_write_leaves_only_hidden_temporaries_that_the_clean_up_removes(monkeypatch, tmp_path):
+    """Every file beside the video while it is being written is one io.remove_stale_temporaries_of removes
+    (a write killed outright runs no clean-up of its own); a finished write leaves the video alone."""
+    from asgf_nav.io import remove_stale_temporaries_of
+    from asgf_nav.viz import video
+
+    scene, record = _toy_scene_and_record()
+    scene.has_vision = False
+    world, _ = _toy_world(record)
+    out = tmp_path / "ep.mp4"
+    seen: dict[str, list[str]] = {}
+    real_mux = video.mux_audio
+
+    def killed_while_muxing(silent: Path, wav: Path, finished: Path) -> None:
+        real_mux(silent, wav, finished)
+        seen["writing"] = sorted(p.name for p in tmp_path.iterdir())
+        remove_stale_temporaries_of(out)  # what the next write of ``out`` does after a kill here
+        seen["cleaned"] = sorted(p.name for p in tmp_path.iterdir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video, "mux_audio", killed_while_muxing)
+    with pytest.raises(KeyboardInterrupt):
+        video.write_video(out, scene, world, record, fps=4.0, dpi=10)
+    assert len(seen["writing"]) == 3 and all(n.startswith(".ep.mp4.") and n.endswith(".tmp") for n in seen["writing"])
+    assert seen["cleaned"] == [] and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(video, "mux_audio", real_mux)
+    assert video.write_video(out, scene, world, record, fps=4.0, dpi=10) == out
+    assert [p.name for p in tmp_path.iterdir()] == ["ep.mp4"] and _decoded_frames(out) == len(record.path)
+    assert "Audio:" in _ffprobe(out)
 
 
 def test_show_acoustics_draws_a_baked_scene_and_names_a_bad_source_slot(tiny, tmp_path, capsys):
@@ -404,7 +487,7 @@ def test_show_acoustics_draws_a_baked_scene_and_names_a_bad_source_slot(tiny, tm
     assert "--source-slot: tiny_room_test has 4 sources (slots 0-3)" in capsys.readouterr().err
 
 
-def test_looking_at_a_baked_scene_does_not_bake_it_again_with_the_default_settings(tiny, tmp_path):
+def test_looking_at_a_baked_scene_does_not_bake_it_again_with_the_default_settings(tiny, tmp_path, capsys):
     """The tiny store was baked at 32 px with 4 sources; the default config asks for 128 px and 24 sources.
     Without --config (or --image-size, or overrides) the scripts draw the scene as it is baked."""
     import show_acoustics
@@ -425,6 +508,8 @@ def test_looking_at_a_baked_scene_does_not_bake_it_again_with_the_default_settin
         with pytest.raises(SystemExit) as stop:
             script.main([*where, *other, "--out", str(tmp_path / "other.png")])
         assert stop.value.code == 2 and manifest.read_bytes() == before, script
+        if script is show_scene:  # each setting named with its baked and asked value
+            assert "(vision: image_size baked 32, asked 16)" in capsys.readouterr().err
     assert not (tmp_path / "other.png").exists()
 
 

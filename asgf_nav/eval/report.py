@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,9 +145,24 @@ def lock_path(out_dir: Path) -> Path:
 def _unfinished(directory: Path) -> str:
     """How an evaluation without its summary stands: still running (another process holds its lock), or
     stopped, which its command resumes."""
-    if lock_held(lock_path(directory)):
+    if lock_held(lock_path(Path(os.path.abspath(directory)))):  # "." has no name to put the lock beside
         return "still running (its lock is held): wait for it to finish"
     return "unfinished: run its command again to finish it"
+
+
+def evaluation_dir_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not an evaluation directory to read one evaluation from, or None: a file (an evaluation's
+    own summary.json or episodes.jsonl names the directory holding it), or an evaluation without its summary
+    (:func:`_unfinished`). A path that does not exist is left to :func:`load_summary`, which names it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        owner = owning_evaluation(path)
+        where = f"; it is the {path.name} of the evaluation {owner}: give that directory" if owner else ""
+        return f"{path} is a file, not an evaluation directory{where}"
+    if path.is_dir() and not (path / SUMMARY_FILE).exists():
+        if (path / PROGRESS_FILE).exists() or lock_held(lock_path(Path(os.path.abspath(path)))):
+            return f"{path} holds no {SUMMARY_FILE} yet: the evaluation is {_unfinished(path)}"
+    return None
 
 
 def find_summaries(paths: Sequence[str | Path]) -> list[Path]:

@@ -168,6 +168,24 @@ def acoustics_changes(directory: Path, cfg: Any) -> dict[str, tuple[Any, Any]]:
     return {k: (meta.get(k), v) for k, v in bake_params(directory, cfg).items() if meta.get(k) != v}
 
 
+def setting_changes(directory: Path, stage: str, cfg: Any) -> dict[str, tuple[Any, Any]]:
+    """``{key: (baked, asked)}`` for each setting the complete ``stage`` was baked with that ``cfg`` asks
+    otherwise: what makes it stale in :func:`stage_is_current`, named for a message."""
+    if stage == "acoustics":
+        return acoustics_changes(directory, cfg)
+    store = SceneStore(directory)
+    meta = store.meta(stage)
+    if stage == "layout":
+        asked: dict[str, Any] = {"generator_version": GENERATOR_VERSION}
+    elif stage == "vision":
+        asked = {"image_size": int(getattr(cfg.scenes, "image_size", 128))}
+        if meta.get("layout_digest") is not None and stage_complete(directory, "layout"):
+            asked["layout_digest"] = layout_digest(store)
+    else:
+        return {}
+    return {key: (meta.get(key), value) for key, value in asked.items() if meta.get(key) != value}
+
+
 def _with_dependencies(stages: Iterable[str]) -> list[str]:
     wanted = set()
     for stage in stages:

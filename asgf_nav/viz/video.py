@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import tempfile
 from pathlib import Path
 
 import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
 import soundfile
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from asgf_nav.eval.evaluator import EpisodeRecord
+from asgf_nav.io import atomic_write, scratch_file_beside
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.tasks.navigation import ACTION_NAMES
 from asgf_nav.tasks.spectrogram import binaural_audio_np, spectrogram_np
@@ -130,37 +131,41 @@ def write_video(
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
         raise ValueError(f"video path {path} must end in .mp4 or .gif")
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames, signals = render_frames(scene, world, record, max_frames, dpi)
-    # Everything is written inside a temporary directory beside ``path`` and renamed into place last,
-    # so an interrupted write never leaves a truncated video under the final name.
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        finished = Path(tmp) / f"episode{suffix}"
+
+    # Written atomically, its intermediate files beside it as hidden temporaries of ``path``: an interrupted
+    # write never leaves a truncated video under the final name, and what one killed outright leaves is
+    # removed by io.remove_stale_temporaries_of(path). The temporaries' suffix is .tmp: formats are named.
+    def write(tmp: Path) -> None:
         if suffix == ".gif":
-            imageio.mimsave(finished, frames, duration=1000.0 / fps, loop=0)
-        else:
-            silent = Path(tmp) / "silent.mp4"
-            writer = imageio.get_writer(
-                silent, fps=fps, codec="libx264", quality=7, macro_block_size=16, pixelformat="yuv420p"
+            imageio.mimsave(tmp, frames, format="GIF", duration=1000.0 / fps, loop=0)
+            return
+        with scratch_file_beside(path) as silent, scratch_file_beside(path) as wav:
+            height, width = frames[0].shape[:2]
+            writer = imageio_ffmpeg.write_frames(  # imageio's own writer refuses a path without .mp4
+                str(silent if with_audio else tmp),
+                (width, height),
+                fps=fps,
+                codec="libx264",
+                quality=7,
+                macro_block_size=16,
+                pix_fmt_out="yuv420p",
+                output_params=["-f", "mp4"],
             )
+            writer.send(None)  # the generator starts ffmpeg
             for frame in frames:
-                writer.append_data(frame)
+                writer.send(np.ascontiguousarray(frame))
             writer.close()
             if with_audio:
-                wav = Path(tmp) / "audio.wav"
                 track = audio_track(signals, world.sample_rate, fps)
-                soundfile.write(wav, track, world.sample_rate, subtype="PCM_16")
-                mux_audio(silent, wav, finished)
-            else:
-                silent.replace(finished)
-        finished.replace(path)
-    return path
+                soundfile.write(wav, track, world.sample_rate, subtype="PCM_16", format="WAV")
+                mux_audio(silent, wav, tmp)
+
+    return atomic_write(path, write)
 
 
 def mux_audio(video: Path, wav: Path, out: Path) -> None:
     """Copy the video stream and add the WAV as an AAC track with imageio-ffmpeg's ffmpeg binary."""
-    import imageio_ffmpeg
-
     cmd = [
         imageio_ffmpeg.get_ffmpeg_exe(),
         "-y",
@@ -177,6 +182,8 @@ def mux_audio(video: Path, wav: Path, out: Path) -> None:
         "-b:a",
         "160k",
         "-shortest",
+        "-f",
+        "mp4",  # ``out`` may be a temporary without the .mp4 suffix
         str(out),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
