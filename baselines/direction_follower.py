@@ -6,6 +6,10 @@ along the predicted direction, walks there along the navigation graph (a shortes
 for the PointNav agent of the published baseline) and predicts again when it arrives, when it has
 followed one waypoint for ``replan_steps`` steps, or after a collision. It calls STOP when the model
 says the goal is close.
+
+Deviations: the planner reads the scene's full navigation graph (a privileged map the published
+baseline's learned PointNav agent does not have), and ``waypoint_distance`` is fixed at 2 m rather than
+tuned on the validation split.
 """
 
 from __future__ import annotations

@@ -3,8 +3,11 @@
 The supervised audio model (:mod:`baselines.audio_model`) regresses the source position in the agent's
 frame; the agent turns each prediction into world coordinates and keeps an exponential moving average
 of them over the episode. The goal estimate is the reachable graph node nearest that average; a
-shortest-path planner on the navigation graph (the map Gan et al. plan on) takes the next step towards
-it, and the agent calls STOP when it stands on its current goal estimate.
+shortest-path planner takes the next step towards it, and the agent calls STOP when it stands on its
+current goal estimate, which can happen on the first step, before it has moved.
+
+Deviation: Gan et al. plan on a map the agent builds from what it sees; here the planner reads the
+scene's full navigation graph (a privileged map: unseen rooms are known, and the agent never collides).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Random agent of SoundSpaces' Table I: uniform MOVE_FORWARD / TURN_LEFT / TURN_RIGHT, with a STOP rule.
 
-SoundSpaces evaluates habitat-baselines' ``RandomAgent``: it samples uniformly among the three motion
+SoundSpaces' papers do not spell out their random agent's STOP rule; this one is read as habitat-baselines'
+``RandomAgent``, the published numbers fitting it (below): it samples uniformly among the three motion
 actions and calls STOP as soon as its goal sensor says the goal is within the success distance
 (``stop_rule="goal"``). That sensor (PointGoal) gives the straight-line distance in the floor plane,
 while success needs the geodesic distance (here grid steps x grid size) below 1 m, and this agent keeps

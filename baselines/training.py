@@ -22,8 +22,10 @@ from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.factory import split_sound_names
 from asgf_nav.tasks.world import load_world
 from baselines.audio_model import (
+    PATIENCE,
     AudioSamples,
     build_samples,
+    chance_scores,
     default_model_path,
     render_rirs,
     save_model,
@@ -77,6 +79,7 @@ def train_audio_models(
     epochs: int,
     seed: int,
     out: str | None = None,
+    patience: int | None = PATIENCE,
 ) -> list[Path]:
     """One model per sound split, saved to ``out`` or its default path; the sampled geometry and its RIRs are
     shared, only the sounds differ."""
@@ -97,7 +100,7 @@ def train_audio_models(
         rng = np.random.default_rng(seed + 1 + k)
         with_sounds = [(s, r, src, y, str(sounds[int(rng.integers(len(sounds)))])) for s, r, src, y, _ in geometry]
         train, val = split_samples(build_samples(world, with_sounds, success, rirs=rirs), cut)
-        model, scores = train_model(train, val, epochs=epochs, seed=seed)
+        model, scores = train_model(train, val, epochs=epochs, seed=seed, patience=patience)
         path = Path(out) if out else default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, sound_split)
         meta = {
             "dataset": cfg.scenes.dataset,
@@ -111,7 +114,9 @@ def train_audio_models(
             "seed": seed,
             # baked scenes: whether the responses kept their leading travel time (None on SoundSpaces data)
             "keep_travel_time": cfg.task.keep_travel_time if scene_source(cfg) == "embedded" else None,
-            "val_scores": scores,
+            "val_scores": scores,  # of the epoch with the lowest validation loss (best_epoch of epochs_run)
+            "val_chance": chance_scores(train, val),  # what ignoring the sound scores on the same samples
+            "patience": patience,
             "seconds": round(time.perf_counter() - split_start, 1),  # this split's spectrograms and training
             "rir_seconds": rir_seconds,  # the geometry and RIRs all splits share, before the first
         }

@@ -2,7 +2,7 @@
 """Train the supervised audio model of the Direction Follower and Gan et al. baselines (train split only).
 
     python scripts/train_baselines.py --config replica_heard
-    python scripts/train_baselines.py --config replica_unheard --samples 6000 --epochs 8
+    python scripts/train_baselines.py --config replica_unheard --samples 6000
     python scripts/train_baselines.py --config replica_unheard --sound-split both --scenes office_0 room_0
 
 The sampling, the held-out validation and what the model's meta records: baselines/training.py. The model
@@ -32,6 +32,7 @@ from asgf_nav.cli import (  # noqa: E402
     run_script,
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
+from baselines.audio_model import EPOCHS, PATIENCE  # noqa: E402
 from baselines.training import MIN_SAMPLES, VAL_FRACTION, train_audio_models, train_scene_names  # noqa: E402
 
 
@@ -48,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         default=6000,
         help=f"spectrogram samples to draw (at least {MIN_SAMPLES})",
     )
-    parser.add_argument("--epochs", type=positive_int, default=8)
+    parser.add_argument(
+        "--epochs", type=positive_int, default=EPOCHS, help=f"most passes over the samples (default {EPOCHS})"
+    )
+    parser.add_argument(
+        "--patience", type=positive_int, default=PATIENCE,
+        help=f"stop this many epochs after the lowest validation loss (default {PATIENCE}); the weights of that "
+        "epoch are kept",
+    )  # fmt: skip
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the samples and the training (>= 0)")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--out", help="model path (only with a single sound split)")
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(
                 f"--scenes: {outside} not in the train split of {cfg.scenes.dataset}; its train scenes: {valid}"
             )
-    train_audio_models(cfg, splits, args.scenes, args.samples, args.epochs, args.seed, args.out)
+    train_audio_models(cfg, splits, args.scenes, args.samples, args.epochs, args.seed, args.out, patience=args.patience)
     return 0
 
 

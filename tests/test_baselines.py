@@ -23,6 +23,7 @@ from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 from baselines import BASELINES, make_baseline
 from baselines.audio_model import (
     NO_DIRECTION,
+    PATIENCE,
     AudioGoalNet,
     AudioSamples,
     bin_angle,
@@ -313,6 +314,9 @@ def test_each_sound_split_model_records_its_own_training_time_in_its_own_file(se
     ]
     assert [m["seconds"] for m in seen["meta"]] == [100.0, 100.0]  # not 107 and 207 (cumulative)
     assert [m["rir_seconds"] for m in seen["meta"]] == [7.0, 7.0]  # the shared RIRs, rendered once
+    # what ignoring the sound scores on the same validation samples goes with the model's own scores
+    keys = {"direction_accuracy", "close_accuracy", "position_error_m"}
+    assert all(set(m["val_chance"]) == keys and m["patience"] == PATIENCE for m in seen["meta"])
 
 
 AUDIO_ONLY_ACOUSTICS = cheap_acoustics(sources=4)
@@ -657,6 +661,37 @@ def test_training_reports_the_validation_scores_and_is_seeded(monkeypatch):
     assert scored[0] is val and scored[1] is train
     for name, weights in first.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], weights)
+
+
+def test_training_keeps_the_epoch_of_lowest_validation_loss_and_stops_after_patience():
+    """Validation samples unrelated to the training ones stop improving soon: training stops ``patience``
+    epochs after the lowest validation loss and returns that epoch's weights."""
+    from baselines.audio_model import mean_loss
+
+    train, val = _random_samples(64, 0), _random_samples(32, 1)
+    model, scores = train_model(train, val, epochs=60, batch=16, lr=1e-2, seed=0, progress=False, patience=3)
+    history = scores["val_loss"]
+    assert scores["epochs_run"] == len(history) < 60  # stopped early
+    assert scores["best_epoch"] == int(np.argmin(history)) + 1 == len(history) - 3
+    assert mean_loss(model, val) == pytest.approx(min(history), abs=1e-4)  # the best epoch's weights
+    _, every = train_model(train, val, epochs=6, batch=16, lr=1e-2, seed=0, progress=False, patience=None)
+    assert every["epochs_run"] == 6 and every["val_loss"][:5] == pytest.approx(history, abs=1e-4)  # no early stop
+
+
+def test_chance_scores_are_those_of_predictors_that_ignore_the_sound():
+    from baselines.audio_model import chance_scores
+
+    train = AudioSamples(
+        torch.zeros(5, 1, 1, 2), torch.tensor([3, 3, 1, NO_DIRECTION, 3]), torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]),
+        torch.tensor([[1.0, 0.0], [3.0, 0.0], [2.0, 2.0], [2.0, -2.0], [2.0, 0.0]]),
+    )  # fmt: skip
+    val = AudioSamples(
+        torch.zeros(4, 1, 1, 2), torch.tensor([3, 0, NO_DIRECTION, 3]), torch.tensor([1.0, 0.0, 0.0, 0.0]),
+        torch.tensor([[2.0, 0.0], [2.0, 1.0], [5.0, 4.0], [2.0, 0.0]]),
+    )  # fmt: skip
+    assert chance_scores(train, val) == pytest.approx(
+        {"direction_accuracy": 2 / 3, "close_accuracy": 1 / 4, "position_error_m": (0 + 1 + 5 + 0) / 4}
+    )
 
 
 def test_a_saved_model_keeps_its_number_of_direction_bins(tmp_path):
