@@ -40,6 +40,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     """
     from asgf_nav.eval.evaluator import EvaluationFileError
     from asgf_nav.eval.progress import EvaluationProgressError
+    from asgf_nav.io import raise_open_file_limit
     from asgf_nav.models.doa.checkpoint import DoaCheckpointError
     from asgf_nav.parallel import WorkerDiedError
     from asgf_nav.rl.checkpoint import CheckpointError
@@ -53,6 +54,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     from asgf_nav.termination import install_stop_handlers
 
     install_stop_handlers()
+    raise_open_file_limit()  # one open file per memory-mapped scene array
     user_errors = (
         ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError, EvaluationFileError,
         DoaCheckpointError, CheckpointError, SoundSpacesDataError, EpisodeError, ExportError, SpectrogramStoreError,

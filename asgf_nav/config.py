@@ -36,7 +36,7 @@ class ScenesConfig:
     data_root: str = "data"  # baked scenes live in {data_root}/scenes/{dataset}/{scene}
     source: Literal["auto", "embedded", "soundspaces"] = "auto"  # auto: SoundSpaces data when found, else embedded
     soundspaces_root: str | None = None  # None: {data_root}/soundspaces (layout in docs/data.md)
-    rir_cache_mb: int = 256  # bound on SoundSpaces RIRs cached per process
+    rir_cache_mb: int = 256  # bound on SoundSpaces RIRs cached per loaded split (training: train + val)
     rir_on_missing: Literal["error", "silence"] = "error"  # "silence": warn, count and report instead of failing
     num_scenes: int | None = None  # None: the preset's full count (replica 18, mp3d 85)
     image_size: int = 128  # RGB-D views are image_size x image_size (SoundSpaces: 128)

@@ -4,12 +4,14 @@ that turn every kind of damage into one error."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import hashlib
 import logging
 import os
 import re
+import resource
 import secrets
 import stat
 import sys
@@ -163,6 +165,35 @@ def load_npy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except _DAMAGED_ARRAY_FILE as exc:
         raise ValueError(f"damaged array file ({type(exc).__name__}: {exc})") from exc
+
+
+def limit_reached(exc: BaseException) -> str | None:
+    """What an OSError says when a process limit, not the file, stopped a read (too many open files: each
+    memory-mapped array keeps one; no memory to map it), else None: such a file needs no baking again."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return (
+            f"{exc.strerror}: the process reached its limit of {soft} open files (every memory-mapped scene array "
+            "holds one); the file is fine: raise the limit (ulimit -n) and run again"
+        )
+    if exc.errno == errno.ENOMEM:
+        return f"{exc.strerror}: the process is out of memory or address space to map it; the file is fine"
+    return None
+
+
+def raise_open_file_limit(wanted: int = 65536) -> None:
+    """Raise this process's soft limit of open files towards its hard limit (at most ``wanted``): a run keeps
+    one file open per memory-mapped scene array, over a thousand on the MP3D-like set, above a common soft
+    limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # a container may forbid it: the soft limit stays
+            logger.debug("cannot raise the open-file limit to %d: %s", target, exc)
 
 
 def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:

@@ -238,3 +238,21 @@ def test_a_scene_another_process_re_bakes_stays_in_the_pool_and_a_lost_one_does_
     assert "val scene(s) ['tiny_room_val'] no longer match this run's settings" in caplog.text
     build_scenes(cfg, "tiny", ["tiny_room_val"], stages=pool.stages, workers=1)
     assert pool.changed("val") is True  # baked back: a gain again
+
+
+def test_the_pool_re_reads_a_scene_only_when_its_manifest_changed(tmp_path: Path, monkeypatch) -> None:
+    """The trainer polls the pool at every update: re-reading every scene's stages and re-hashing its layout
+    cost milliseconds per scene each time, for the whole run. A bake rewrites the manifest, which is noticed."""
+    from asgf_nav.scenes import background
+    from asgf_nav.scenes.store import remove_stage, scene_dir
+
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", "task.sensors=[spectrogram]", *FAST_ACOUSTICS])
+    pool = ScenePool(cfg, "tiny")
+    build_scenes(cfg, "tiny", ["tiny_room_val"], stages=pool.stages, workers=1)
+    checked: list[str] = []
+    real = background.scene_ready
+    monkeypatch.setattr(background, "scene_ready", lambda *args, **kw: checked.append(args[2]) or real(*args, **kw))
+    assert pool.ready("val") == ["tiny_room_val"] and checked == ["tiny_room_val"]
+    assert pool.ready("val") == ["tiny_room_val"] and pool.changed("val") is False and len(checked) == 1
+    remove_stage(scene_dir(tmp_path, "tiny", "tiny_room_val"), "acoustics")  # another process's bake
+    assert pool.ready("val") == [] and len(checked) == 2

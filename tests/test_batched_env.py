@@ -692,3 +692,22 @@ def test_spectrograms_read_from_a_store_are_the_ones_computed_live(tmp_path):
     assert stored.cache_stats()["store_reads"] == stored.cache_stats()["misses"] > 0
     for a, b in pairs:
         torch.testing.assert_close(a["spectrogram"], b["spectrogram"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_dropped_env_is_freed_at_once_not_at_the_next_garbage_collection(world, episodes):
+    """A training run drops its env at each scene-pool reload and validation: held in a reference cycle,
+    its spectrogram cache (hundreds of MB) and open scene files lived on until Python's cycle collector ran."""
+    import gc
+    import weakref
+
+    cfg = TaskConfig(max_steps=25, sensors=["depth", "spectrogram"])
+    env = BatchedAudioNavEnv(world, episodes, 3, cfg=cfg, seed=2)
+    env.reset()
+    env.step(np.array([1, 2, 3]))
+    dropped = weakref.ref(env)
+    gc.disable()
+    try:
+        del env
+        assert dropped() is None
+    finally:
+        gc.enable()

@@ -340,6 +340,7 @@ def test_cached_pools_are_rebuilt_when_their_responses_would_differ(tmp_path, mo
 
 def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):
     from asgf_nav.acoustics import rir
+    from asgf_nav.models.doa import pools
     from asgf_nav.models.doa.pools import pool_source
     from asgf_nav.scenes import scene
 
@@ -353,6 +354,7 @@ def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):
     monkeypatch.setattr(
         scene.Scene, "open", staticmethod(lambda root, dataset, name: type("S", (), {"store": FakeStore()}))
     )
+    monkeypatch.setattr(pools, "split_scene_names", lambda cfg, split: ["tiny_apartment"])
     cfg = DoaTrainConfig(rooms="scenes", scenes_root="DATA", scenes_dataset="tiny")
     base = pool_source(cfg, "scenes", "train")
     assert base == pool_source(cfg, "scenes", "train") and base.startswith("scenes:")
@@ -360,6 +362,24 @@ def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):
     rebuilt = pool_source(cfg, "scenes", "train")
     monkeypatch.setattr(rir, "RENDER_VERSION", rir.RENDER_VERSION + 1)
     assert len({base, rebuilt, pool_source(cfg, "scenes", "train")}) == 3
+
+
+def test_scene_pools_of_a_partial_bake_name_every_scene_still_to_bake(tmp_path):
+    """The pools use every scene of the split: one not baked is named with the command that bakes it, not
+    as a damaged scene to bake 'again' with --force."""
+    from asgf_nav.models.doa.pools import pool_source
+    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.store import SceneStoreError, scene_dir
+
+    names = get_preset("replica").split_scenes("test")
+    baked = scene_dir(tmp_path, "replica", names[0])
+    baked.mkdir(parents=True)
+    (baked / "manifest.json").write_text("{}")
+    cfg = DoaTrainConfig(rooms="scenes", scenes_root=str(tmp_path), scenes_dataset="replica")
+    with pytest.raises(SceneStoreError) as error:
+        pool_source(cfg, "scenes", "test")
+    assert f"{names[1:]} are not baked under {tmp_path}" in str(error.value) and "--force" not in str(error.value)
+    assert str(error.value).endswith(f"--stages layout acoustics --data-root {tmp_path} --scenes {' '.join(names[1:])}")
 
 
 def test_seeds_whose_training_pool_repeats_the_test_poses_are_refused():

@@ -604,6 +604,9 @@ def test_each_baked_scene_draws_its_poses_from_its_own_seed(monkeypatch: pytest.
     monkeypatch.setattr(rir, "SceneRirs", lambda store: store)
     monkeypatch.setattr(pools, "scene_pool", lambda scene, rirs, n, k, seed: asked.append((rirs, n, k, seed)))
     monkeypatch.setattr(pools.RirPool, "concat", staticmethod(lambda parts: parts))
+    monkeypatch.setattr(
+        pools, "split_scene_names", lambda cfg, split: get_preset(cfg.scenes_dataset).split_scenes(split)
+    )
     cfg = DoaTrainConfig(rooms="scenes", scenes_root="unused", sources_per_pose=4)
     pools.baked_pool(cfg, "val", 23, seed=100)
     names = get_preset("replica").split_scenes("val")

@@ -354,3 +354,46 @@ def test_a_scratch_file_beside_an_output_goes_on_leaving_and_is_a_temporary_the_
         scratch.write_bytes(b"frames")
         assert scratch.parent == tmp_path and scratch.name.startswith(".ep.mp4.")
         assert remove_stale_temporaries_of(out) == 6 and not scratch.exists()  # what the next write does after a kill
+
+
+def test_a_process_limit_is_named_as_such_not_as_a_damaged_file(tmp_path: Path, monkeypatch) -> None:
+    """Out of open files, a scene array read said 'bake it again ... --force' about a sound file."""
+    import errno
+
+    from asgf_nav.io import limit_reached
+    from asgf_nav.scenes import store
+    from asgf_nav.scenes.store import SceneStore, SceneStoreError, write_stage
+
+    assert limit_reached(OSError(errno.ENOENT, "No such file or directory")) is None
+    assert limit_reached(ValueError("damaged")) is None
+    scene = tmp_path / "scenes" / "tiny" / "tiny_room_test"
+    write_stage(scene, "layout", {"positions": np.zeros((2, 3), np.float32)})
+
+    def out_of_files(path, mmap_mode=None):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(store, "load_npy", out_of_files)
+    with pytest.raises(SceneStoreError, match=r"Too many open files: the process reached its limit of \d+ open files"):
+        SceneStore(scene).array("positions")
+    with pytest.raises(SceneStoreError) as error:
+        SceneStore(scene).array("positions")
+    assert "bake it" not in str(error.value) and "the file is fine" in str(error.value)
+
+
+def test_the_open_file_limit_is_raised_towards_the_hard_limit() -> None:
+    """A soft limit of 1024 is below what a run on the MP3D-like set keeps open; scripts raise it."""
+    import resource
+    import subprocess
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 64:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    code = (
+        "import resource; from asgf_nav.io import raise_open_file_limit; raise_open_file_limit(128); "
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (32, hard)),
+    )  # fmt: skip
+    assert int(result.stdout) == 128

@@ -678,3 +678,22 @@ def test_a_checkpoint_of_other_view_sizes_is_named_with_the_image_size_it_was_tr
     no_audio = spaces.Dict({"depth": spaces.Box(0.0, 1.0, (64, 64, 1), np.float32)})
     with pytest.raises(CheckpointError, match=f"^checkpoint {path}: .*spectrogram"):
         load_policy_agent(cfg, state, no_audio, source=path)
+
+
+def test_a_checkpoint_of_another_sample_rate_is_named_with_the_spectrograms_it_was_trained_on(tmp_path) -> None:
+    """The dataset's sample rate sets the spectrogram's time axis, and with it the audio encoder's and the
+    ASE's shapes: an MP3D checkpoint on Replica observations names both shapes, not the views."""
+    from asgf_nav.eval.evaluator import load_policy_agent
+    from asgf_nav.rl.checkpoint import CheckpointError
+
+    for name in ("av_nav", "asgf"):
+        cfg = make_cfg(name)
+        cfg.task.sensors = ["depth", "spectrogram"]
+        policy = build_policy(cfg, make_space(26, ("depth",), size=64))
+        config = {"scenes": {"image_size": 64, "dataset": "mp3d"}}
+        state = {"model": policy.state_dict(), "policy_name": name, "config": config}
+        with pytest.raises(CheckpointError) as error:
+            load_policy_agent(cfg, state, make_space(69, ("depth",), size=64), source=tmp_path / "ckpt.pt")
+        message = str(error.value)
+        assert "trained on dataset 'mp3d', whose responses give (65, 26, 2) spectrograms (16000 Hz)" in message
+        assert "these observations' are (65, 69, 2)" in message and "px views" not in message

@@ -337,7 +337,8 @@ def test_a_path_that_is_no_scene_directory_gets_no_made_up_bake_command(tmp_path
     """The bake command is built from DATA_ROOT/scenes/DATASET/SCENE: for another path (a typo, or the
     dataset's folder given for a scene's) it named '--dataset scenes' or '--data-root /'."""
     scene = tmp_path / "data" / "scenes" / "tiny" / "tiny_room_test"
-    with pytest.raises(SceneStoreError, match=r"bake it again: python scripts/build_scenes.py --dataset tiny "):
+    never_baked = r"no baked scene at .*; bake it: python scripts/build_scenes.py --dataset tiny .* --scenes \w+ \("
+    with pytest.raises(SceneStoreError, match=never_baked):  # nothing to bake "again", no --force needed
         SceneStore(scene).meta("layout")
     write_stage(scene, "layout", {"positions": np.zeros((2, 3), np.float32)})
     with pytest.raises(SceneStoreError, match=r"tiny is not a scene directory .*; it holds the scenes \['tiny_room_"):
@@ -353,8 +354,8 @@ def test_a_scene_being_baked_by_another_process_is_named_as_such_not_as_damaged(
 
     directory = scene_dir(tmp_path, "tiny", "tiny_room_test")
     directory.mkdir(parents=True)
-    assert rebuild_hint(directory / "manifest.json").endswith("--force (with the run's --config and acoustics.* "
-                                                              "overrides, if any)")  # fmt: skip
+    assert rebuild_hint(directory / "manifest.json").endswith("--scenes tiny_room_test (with the run's --config and "
+                                                              "acoustics.* overrides, if any)")  # fmt: skip
     with bake_lock(directory):
         assert rebuild_hint(directory / "manifest.json") == (
             f"another process is baking it right now ({directory / '.bake.lock'} is held): wait for that bake to end"

@@ -209,15 +209,36 @@ def load_policy_agent(
         policy.load_state_dict(state["model"])
     except RuntimeError as exc:  # the model section is the checkpoint's, so the observations differ
         first = " ".join(str(exc).strip().splitlines()[:3])
-        hint = ""
-        if "visual" in str(exc):  # the views' size sets the visual encoder's shapes
-            size = (state.get("config") or {}).get("scenes", {}).get("image_size")
-            hint = f" (it was trained on {size} px views: are the scenes baked at another scenes.image_size?)"
+        hints = "; ".join(_shape_hints(str(exc), state.get("config") or {}, observation_space))
+        hint = f" ({hints})" if hints else ""
         raise CheckpointError(
             f"checkpoint{where} does not fit the policy built for these observations{hint}: {first}"
         ) from None
     sensors = list(getattr(observation_space, "spaces", observation_space))
     return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy, seed=seed)
+
+
+def _shape_hints(error: str, trained: dict[str, Any], observation_space: Any) -> list[str]:
+    """What a checkpoint's shape mismatch says about the data: the views' size sets the visual encoder's
+    shapes, the dataset's sample rate the spectrogram's and so the audio encoder's and the ASE's."""
+    from asgf_nav.scenes.presets import PRESETS
+    from asgf_nav.tasks.spectrogram import spectrogram_shape
+
+    hints = []
+    scenes = trained.get("scenes", {})
+    if "visual" in error:
+        size = scenes.get("image_size")
+        hints.append(f"it was trained on {size} px views: are the scenes baked at another scenes.image_size?")
+    spaces = getattr(observation_space, "spaces", {})
+    if ("audio" in error or "ase." in error) and "spectrogram" in spaces:
+        dataset = scenes.get("dataset")
+        rate = PRESETS[dataset].sample_rate if dataset in PRESETS else None
+        shape = f"{spectrogram_shape(rate)} spectrograms ({rate} Hz)" if rate else "other spectrograms"
+        hints.append(
+            f"it was trained on dataset {dataset!r}, whose responses give {shape}; these observations' are "
+            f"{tuple(spaces['spectrogram'].shape)}"
+        )
+    return hints
 
 
 # ------------------------------------------------------------------------------------------ records

@@ -27,6 +27,7 @@ from asgf_nav.io import (
     atomic_write_bytes,
     atomic_write_text,
     exclusive_lock,
+    limit_reached,
     load_npy,
     lock_held,
 )
@@ -81,7 +82,7 @@ IMPORTED_PREFIX = "soundspaces_"  # {root}/scenes/soundspaces_{dataset}/: import
 
 def rebuild_hint(path: Path, stage: str | None = None) -> str:
     """The command that bakes (or imports) a damaged scene again: with ``--force``, since a manifest written
-    before file sizes were recorded still calls the stage complete."""
+    before file sizes were recorded still calls the stage complete; a scene never baked, without."""
     directory = path.parent
     dataset, root = directory.parent.name, directory.parent.parent.parent
     if directory.parent.parent.name != "scenes":  # not DATA_ROOT/scenes/DATASET/SCENE: no arguments to make up
@@ -90,17 +91,19 @@ def rebuild_hint(path: Path, stage: str | None = None) -> str:
         inside = sorted(d.name for d in directory.glob("*") if (d / MANIFEST).is_file()) if directory.is_dir() else []
         held = f"; it holds the scenes {inside}" if inside else ""
         return f"{directory} is not a scene directory (DATA_ROOT/scenes/DATASET/SCENE){held}"
+    # a scene never baked (no manifest) needs no "again" nor --force: what is missing is baked anyway
+    again, force = ("", "") if path.name == MANIFEST and not path.exists() else (" again", " --force")
     if dataset.startswith(IMPORTED_PREFIX):
         return (
-            f"import it again: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
-            f"--dataset {dataset.removeprefix(IMPORTED_PREFIX)} --data-root {root} --scenes {directory.name} --force"
+            f"import it{again}: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
+            f"--dataset {dataset.removeprefix(IMPORTED_PREFIX)} --data-root {root} --scenes {directory.name}{force}"
         )
     if lock_held(directory / BAKE_LOCK):  # not damaged: still being written
         return f"another process is baking it right now ({directory / BAKE_LOCK} is held): wait for that bake to end"
     stages = f" --stages {stage}" if stage else ""
     return (
-        f"bake it again: python scripts/build_scenes.py --dataset {dataset} --data-root {root} "
-        f"--scenes {directory.name}{stages} --force (with the run's --config and acoustics.* overrides, if any)"
+        f"bake it{again}: python scripts/build_scenes.py --dataset {dataset} --data-root {root} "
+        f"--scenes {directory.name}{stages}{force} (with the run's --config and acoustics.* overrides, if any)"
     )
 
 
@@ -292,9 +295,8 @@ class SceneStore:
         try:
             arr = load_npy(path, mmap_mode="r")
         except (OSError, ValueError) as exc:
-            raise SceneStoreError(
-                f"cannot read scene array {path}: {exc or type(exc).__name__}; {self.rebuild_hint(path)}"
-            ) from exc
+            why = limit_reached(exc) or f"{exc or type(exc).__name__}; {self.rebuild_hint(path)}"
+            raise SceneStoreError(f"cannot read scene array {path}: {why}") from exc
         if list(arr.shape) != entry["shape"] or str(arr.dtype) != entry["dtype"]:
             raise SceneStoreError(
                 f"scene array {path} is {arr.dtype}{list(arr.shape)} but the manifest says "

@@ -18,6 +18,7 @@ observation of the env's next episode, and ``info`` holds the finished episode's
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,10 @@ class BatchedAudioNavEnv:
         self.cache: SpectrogramCache | None = None
         if self.needs_spectrogram:
             shape = self.spectrogram.shape
-            self.cache = SpectrogramCache(max(cache_size, num_envs), shape, self.device, self._compute_spectrograms)
+            # through a weak reference: the cache holding this env's bound method would keep a dropped env (a
+            # training run drops one at each scene-pool reload) and its cache alive until a garbage collection
+            compute = weakref.WeakMethod(self._compute_spectrograms)
+            self.cache = SpectrogramCache(max(cache_size, num_envs), shape, self.device, lambda keys: compute()(keys))
         self._init_state()
 
     # ------------------------------------------------------------------------------------ tables

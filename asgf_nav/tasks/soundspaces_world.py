@@ -158,8 +158,9 @@ def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = 
     if not names:
         raise UnknownSceneError(f"SoundSpaces {paths.dataset} split {split!r}: no scene to load")
     need_vision = any(s in ("rgb", "depth") for s in getattr(cfg.task, "sensors", ()))
-    # scenes.rir_cache_mb bounds the whole process: each scene gets its share, with no floor that would
-    # let a split of many scenes exceed it (a scene's cache still keeps its latest RIR)
+    # scenes.rir_cache_mb bounds this split's world: each scene gets its share, with no floor that would
+    # let a split of many scenes exceed it (a scene's cache still keeps its latest RIR); a process holding
+    # a train and a val world holds up to twice as much
     cache_bytes = int(cfg.scenes.rir_cache_mb * 2**20) // len(names)
     on_missing = cfg.scenes.rir_on_missing
     task_scenes = {

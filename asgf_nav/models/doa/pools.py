@@ -49,18 +49,34 @@ def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, direct_
     return _cached_pool(cfg, cfg.rooms, split, num_poses, seed, direct_only)
 
 
+def split_scene_names(cfg: DoaTrainConfig, split: str) -> list[str]:
+    """Every scene of ``split`` in the baked scene set: the pools of baked scenes use them all, so a partial
+    bake (``--num-scenes``, ``--scenes``) is refused up front, naming each scene still to bake."""
+    from asgf_nav.scenes.presets import get_preset
+    from asgf_nav.scenes.store import MANIFEST, SceneStoreError, scene_dir
+
+    names = get_preset(cfg.scenes_dataset).split_scenes(split)
+    missing = [n for n in names if not (scene_dir(cfg.scenes_root, cfg.scenes_dataset, n) / MANIFEST).is_file()]
+    if missing:
+        raise SceneStoreError(
+            f"the DoA pools of {cfg.scenes_dataset} scenes use every {split} scene, and {missing} are not baked under "
+            f"{cfg.scenes_root}: python scripts/build_scenes.py --dataset {cfg.scenes_dataset} --stages layout "
+            f"acoustics --data-root {cfg.scenes_root} --scenes {' '.join(missing)}"
+        )
+    return names
+
+
 def pool_source(cfg: DoaTrainConfig, rooms: str, split: str) -> str:
     """What a pool of ``rooms`` and ``split`` is rendered from: the shoebox renderer's version, or a digest
     of the split's baked acoustics (bake settings, layout digest) and of how they are rendered."""
     if rooms in SHOEBOX_RECEIVERS:
         return f"{rooms}:{SHOEBOX_POOL_VERSION}"
     from asgf_nav.acoustics.rir import RENDER_VERSION
-    from asgf_nav.scenes.presets import get_preset
     from asgf_nav.scenes.scene import Scene
 
     metas = {
         name: Scene.open(cfg.scenes_root, cfg.scenes_dataset, name).store.meta("acoustics")
-        for name in get_preset(cfg.scenes_dataset).split_scenes(split)
+        for name in split_scene_names(cfg, split)
     }
     text = json.dumps({"render_version": RENDER_VERSION, "acoustics": metas}, sort_keys=True)
     return f"scenes:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -123,11 +139,10 @@ def baked_pool(
     subclass, called with each scene's store) renders them another way for the same draws, as
     ``DirectPathRirs`` does for the pools of :attr:`DoaTrainConfig.mask_target` ``direct``."""
     from asgf_nav.acoustics.rir import SceneRirs
-    from asgf_nav.scenes.presets import get_preset
     from asgf_nav.scenes.scene import Scene
 
     responses = responses or SceneRirs
-    names = get_preset(cfg.scenes_dataset).split_scenes(split)
+    names = split_scene_names(cfg, split)
     per_scene = max(1, num_poses // len(names))
     pools = []
     for i, name in enumerate(names):
