@@ -17,8 +17,8 @@ class TqdmHandler(logging.StreamHandler):
     """Writes through tqdm so log lines appear above active progress bars instead of tearing them."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
+        try:  # the line and its newline in one write: stderr writes through, and bake workers share it
+            tqdm.write(self.format(record) + "\n", file=sys.stderr, end="")
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 

@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed",
         type=non_negative_int,
-        default=0,
-        help="seed of the random baseline, >= 0 (a checkpoint's sampling: train.seed)",
+        help="seed of the random baseline, >= 0 (default 0; a checkpoint's sampling: train.seed=N)",
     )
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
@@ -91,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.deterministic and args.agent:
         parser.error(f"--deterministic sets how a checkpoint's policy acts; --agent {args.agent} has no policy")
+    if args.seed is not None and args.agent != "random":  # ignored, it would label three identical draws as three
+        what = f"--agent {args.agent} draws nothing" if args.agent else "a checkpoint samples with train.seed=N"
+        parser.error(f"--seed seeds the random baseline; {what}")
     if args.random_stop != "goal" and args.agent != "random":
         parser.error(f"--random-stop is the random agent's STOP rule, not one of {args.agent or 'a checkpoint'}")
     if args.baseline_model and args.agent not in AUDIO_MODEL_BASELINES:
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         split=args.split, checkpoint=args.checkpoint, agent=args.agent, episodes=args.episodes,
         scenes=tuple(args.scenes) if args.scenes else None, deterministic=args.deterministic,
         num_envs=args.num_envs, device=args.device, out=args.out, name=args.name,
-        baseline_model=args.baseline_model, random_stop=args.random_stop, seed=args.seed,
+        baseline_model=args.baseline_model, random_stop=args.random_stop, seed=args.seed or 0,
         command="python " + shlex.join(sys.argv),
     )  # fmt: skip
     run_evaluation(request, cfg, checkpoint, splits)

@@ -255,6 +255,7 @@ def test_a_condition_draws_the_same_clips_whatever_other_snrs_are_asked_for(samp
 
 def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
     from asgf_nav.eval import doa_eval
+    from asgf_nav.io import file_identity
     from asgf_nav.models.doa.features import circular_distance, lateral_fold
     from asgf_nav.models.doa.rooms import shoebox_pool
     from asgf_nav.models.doa.train import angular_metrics
@@ -281,6 +282,9 @@ def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
     drr = pool.direct_to_reverberant_db()[pool.line_of_sight]  # the test rooms' DRR: line-of-sight pairs only
     expected = {"median": np.median(drr), "q10": np.percentile(drr, 10), "q90": np.percentile(drr, 90)}
     assert results["test_rooms_drr_db"] == pytest.approx(expected)
+    # enough to re-run it: every setting and the head's file by content
+    assert results["config"]["examples"] == 12 and results["config"]["selective"] == str(ckpt)
+    assert results["heads"] == {"selective": file_identity(ckpt)} and results["command"].startswith("python ")
 
 
 def test_the_gmm_baseline_is_fitted_on_the_training_rooms(monkeypatch):

@@ -360,7 +360,7 @@ def test_scenes_outside_the_split_are_refused_not_evaluated_under_its_name(tiny_
 
     for split, scene in (("val", "tiny_room_test"), ("test", "no_such_room")):
         with pytest.raises(UnknownSceneError, match=rf"tiny split '{split}' has no scene '{scene}'; its scenes: \["):
-            _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--split", split, "--scenes", scene, "--seed", "0")
+            _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--scenes", scene, "--split", split)
     with pytest.raises(SystemExit):  # an override after --scenes is named, not taken for a scene
         _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--scenes", "tiny_room_test")
     assert "--scenes: 'task.test_episodes=16' looks like a config override" in capsys.readouterr().err
@@ -511,8 +511,8 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
     with open(progress_file, "a") as f:
         f.write('{"episode_id": "tru')  # killed while writing a line: it is dropped, not fatal
 
-    with pytest.raises(EvaluationProgressError, match="seed was 0, now 5"):  # another evaluation's file
-        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10", "--seed", "5")
+    with pytest.raises(EvaluationProgressError, match="task was .*'max_steps': 500.*now .*'max_steps': 400"):
+        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10", "task.max_steps=400")
 
     _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10")
     assert ran == [10, 6]  # the resume ran only the six episodes the first run had not finished
@@ -523,8 +523,8 @@ def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_
     assert load_summary(out)["episodes"] == 10
 
     finished = (out / "summary.json").read_bytes()  # another evaluation into the same directory: refused
-    with pytest.raises(EvaluationProgressError, match=r"holds a finished evaluation of something else: seed was 0"):
-        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10", "--seed", "5")
+    with pytest.raises(EvaluationProgressError, match=r"holds a finished evaluation of something else: task was"):
+        _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10", "task.max_steps=400")
     assert (out / "summary.json").read_bytes() == finished and not progress_file.exists()
     _evaluate(tiny_root, tmp_path / "resumed", "--agent", "oracle", "--episodes", "10")  # the same one: runs again
     assert load_summary(out)["episodes"] == 10 and ran[-1] == 10

@@ -626,3 +626,28 @@ def test_workers_ended_by_this_processs_own_stop_raise_the_stop_not_a_worker_err
     with pytest.raises(SystemExit) as stop:
         _check_workers(pool, {})
     assert stop.value.code == 128 + signal.SIGTERM
+
+
+def test_a_log_line_goes_out_in_one_write_with_its_newline(monkeypatch) -> None:
+    """stderr writes through: a line and its newline written apart interleaved with another bake worker's
+    line ("job 0 baked14:41:38 INFO bake: job 1 baked")."""
+    import logging
+
+    from asgf_nav.logging_utils import TqdmHandler
+
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            if text:
+                writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler.emit(logging.LogRecord("bake", logging.INFO, __file__, 1, "job %d baked", (0,), None))
+    assert writes == ["bake: job 0 baked\n"]

@@ -149,6 +149,16 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
             ["--config", "tiny_heard", "--data-root", empty, "--agent", "random", "--seed", "-1", "--out", str(work)],
             ["--seed", "must be >= 0", "got -1"],
         ),
+        "eval_seed_of_an_oracle": (  # ignored, it labelled identical draws as other seeds
+            "evaluate",
+            ["--config", "tiny_heard", "--data-root", empty, "--agent", "oracle", "--seed", "3", "--out", str(work)],
+            ["--seed seeds the random baseline; --agent oracle draws nothing"],
+        ),
+        "eval_seed_of_a_checkpoint": (
+            "evaluate",
+            ["--config", "tiny_heard", "--data-root", empty, "--checkpoint", str(checkpoint), "--seed", "3"],
+            ["--seed seeds the random baseline; a checkpoint samples with train.seed=N"],
+        ),
         # 4. bake_spectrograms
         "bake_threads": ("bake_spectrograms", [*bake, "--threads", "-1"], ["--threads", "must be >= 0"]),
         "bake_sounds": (

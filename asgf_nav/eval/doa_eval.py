@@ -20,8 +20,11 @@ shape against the separated target and distractor: selection).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asgf_nav.io import atomic_write_text
+from asgf_nav.io import atomic_write_text, file_identity
 from asgf_nav.models.doa.checkpoint import load_model
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
@@ -277,6 +280,14 @@ def evaluate(cfg: EvalConfig) -> dict:
     drr = pool.direct_to_reverberant_db()[pool.line_of_sight]
     results: dict = {
         "methods": {},
+        # what re-runs it: every setting, and the heads' files by content (a path may hold other weights later)
+        "config": dataclasses.asdict(cfg),
+        "heads": {
+            name: file_identity(path)
+            for name, path in (("selective", cfg.selective), ("crnn", cfg.crnn))
+            if path.lower() not in NO_CHECKPOINT and Path(path).is_file()
+        },
+        "command": "python " + shlex.join(sys.argv),
         "examples": cfg.examples,
         "rooms": cfg.rooms,
         "distractor_window": cfg.distractor_window,
