@@ -173,10 +173,11 @@ def limit_reached(exc: BaseException) -> str | None:
     if not isinstance(exc, OSError):
         return None
     if exc.errno in (errno.EMFILE, errno.ENFILE):
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        how = "the hard limit (ulimit -Hn, /etc/security/limits.conf)" if soft == hard else "it (ulimit -n)"
         return (
-            f"{exc.strerror}: the process reached its limit of {soft} open files (every memory-mapped scene array "
-            "holds one); the file is fine: raise the limit (ulimit -n) and run again"
+            f"{exc.strerror}: the process reached its limit of {soft} open files (every memory-mapped array holds "
+            f"one); the file is fine: raise {how} and run again"
         )
     if exc.errno == errno.ENOMEM:
         return f"{exc.strerror}: the process is out of memory or address space to map it; the file is fine"
@@ -189,11 +190,15 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
     limit of 1024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
-    if soft != resource.RLIM_INFINITY and soft < target:
+    # an unlimited hard limit can still sit above what the system grants (macOS: kern.maxfilesperproc)
+    for limit in (target, 10240, 4096):
+        if soft == resource.RLIM_INFINITY or soft >= limit or limit > target:
+            continue
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:  # a container may forbid it: the soft limit stays
-            logger.debug("cannot raise the open-file limit to %d: %s", target, exc)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            return
+        except (ValueError, OSError) as exc:  # a container may forbid it: try lower, else the soft limit stays
+            logger.debug("cannot raise the open-file limit to %d: %s", limit, exc)
 
 
 def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:

@@ -256,3 +256,9 @@ def test_the_pool_re_reads_a_scene_only_when_its_manifest_changed(tmp_path: Path
     assert pool.ready("val") == ["tiny_room_val"] and pool.changed("val") is False and len(checked) == 1
     remove_stage(scene_dir(tmp_path, "tiny", "tiny_room_val"), "acoustics")  # another process's bake
     assert pool.ready("val") == [] and len(checked) == 2
+    assert pool.ready("val") == [] and len(checked) == 3  # not ready: checked again each time
+    build_scenes(cfg, "tiny", ["tiny_room_val"], stages=pool.stages, workers=1)
+    monkeypatch.setattr(background, "scene_ready", lambda *args, **kw: checked.append(args[2]) and False)
+    assert pool.ready("val") == []  # a passing failure to read it (out of open files, say) ...
+    monkeypatch.setattr(background, "scene_ready", lambda *args, **kw: checked.append(args[2]) or real(*args, **kw))
+    assert pool.ready("val") == ["tiny_room_val"]  # ... does not drop it for the rest of the run

@@ -397,3 +397,20 @@ def test_the_open_file_limit_is_raised_towards_the_hard_limit() -> None:
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (32, hard)),
     )  # fmt: skip
     assert int(result.stdout) == 128
+
+
+def test_a_limit_already_at_the_hard_one_says_to_raise_the_hard_one() -> None:
+    import resource
+    import subprocess
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 64 if hard == resource.RLIM_INFINITY else min(hard, 64)
+    code = (
+        "import errno; from asgf_nav.io import limit_reached, raise_open_file_limit; raise_open_file_limit(); "
+        "print(limit_reached(OSError(errno.EMFILE, 'Too many open files')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+    )  # fmt: skip
+    assert f"its limit of {limit} open files" in result.stdout and "raise the hard limit (ulimit -Hn" in result.stdout

@@ -482,3 +482,22 @@ def test_an_evaluation_reads_the_test_splits_baked_spectrograms(audio_only_root,
             f"task.spectrogram_store={tmp_path / 'store'}", *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
     assert evaluate.main(argv) == 0
     assert given == [tmp_path / "store"]
+
+
+def test_a_store_read_out_of_open_files_is_no_reason_to_bake_it_again(tmp_path, monkeypatch) -> None:
+    """A bake deletes and re-bakes a store it cannot read: one that could not be opened for want of file
+    descriptors is fine and must stay."""
+    import errno
+
+    from asgf_nav.tasks import spectrogram_store
+
+    path = tmp_path / "bell.npy"
+    np.save(path, np.zeros((1, 1), np.float32))
+
+    def out_of_files(path, mmap_mode=None):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(spectrogram_store, "load_npy", out_of_files)
+    with pytest.raises(spectrogram_store.SpectrogramStoreError, match="the file is fine"):
+        spectrogram_store.store_problem(path, {})
+    assert path.exists()

@@ -122,10 +122,11 @@ class ScenePool:
         for scene in self.split_scenes(split):
             directory = scene_dir(self.cfg.scenes.data_root, self.dataset, scene)
             if not lock_held(directory / BAKE_LOCK):
-                # every bake rewrites the manifest: an unchanged one spares re-reading the stages and re-hashing
-                # the layout, milliseconds per scene at every update of a run
+                # every bake rewrites the manifest: an unchanged one spares re-reading a ready scene's stages and
+                # re-hashing its layout, milliseconds per scene at every update of a run. A scene found not ready
+                # is checked again each time: a passing failure to read it must not drop it for the whole run
                 stamp = _manifest_stamp(directory)
-                if stamp is None or scene not in self._ready or self._stamps.get(scene) != stamp:
+                if stamp is None or not self._ready.get(scene, False) or self._stamps.get(scene) != stamp:
                     self._ready[scene] = scene_ready(self.cfg, self.dataset, scene, self.stages)
                     self._stamps[scene] = stamp
             if self._ready.get(scene, False):

@@ -41,7 +41,7 @@ import torch
 
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
-from asgf_nav.io import atomic_write_text, exclusive_lock, load_npy
+from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
@@ -159,6 +159,9 @@ def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
     try:
         array = load_npy(path, mmap_mode="r")
     except (ValueError, OSError) as err:
+        limit = limit_reached(err)  # the file is fine: no "bake it again", and a bake must not delete it
+        if limit:
+            raise SpectrogramStoreError(f"cannot read spectrogram store {path}: {limit}") from err
         return f"is not a readable .npy file ({type(err).__name__}: {err})"
     expected = tuple(fingerprint["scene"]["shape"])
     if array.shape != expected or array.dtype != np.float32:

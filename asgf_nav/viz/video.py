@@ -152,10 +152,12 @@ def write_video(
                 pix_fmt_out="yuv420p",
                 output_params=["-f", "mp4"],
             )
-            writer.send(None)  # the generator starts ffmpeg
-            for frame in frames:
-                writer.send(np.ascontiguousarray(frame))
-            writer.close()
+            try:
+                writer.send(None)  # the generator starts ffmpeg
+                for frame in frames:
+                    writer.send(np.ascontiguousarray(frame))
+            finally:  # ends ffmpeg on an error too, not only when the traceback is freed
+                writer.close()
             if with_audio:
                 track = audio_track(signals, world.sample_rate, fps)
                 soundfile.write(wav, track, world.sample_rate, subtype="PCM_16", format="WAV")
