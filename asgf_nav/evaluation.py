@@ -20,7 +20,7 @@ from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, ru
 from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock
 from asgf_nav.eval.report import summary_markdown, write_evaluation
 from asgf_nav.experiment import register_auxiliary_observations
-from asgf_nav.io import file_identity
+from asgf_nav.io import code_version, file_identity
 from asgf_nav.rl.checkpoint import policy_digest
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
@@ -164,7 +164,7 @@ def evaluate_one(
     records = progress.records(episodes)
     meta = {
         **identity, "episodes_requested": request.episodes, "scenes": sorted({r.scene for r in records}),
-        "command": request.command,
+        "command": request.command, "code": code_version(),
     }  # fmt: skip
     if identity["scene_source"] == "soundspaces":  # results heard with silence where RIRs were bad say so
         from asgf_nav.scenes.soundspaces import silence_fallback_summary

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import glob
 import hashlib
 import logging
@@ -14,6 +15,7 @@ import re
 import resource
 import secrets
 import stat
+import subprocess
 import sys
 import tokenize
 import zipfile
@@ -275,6 +277,26 @@ def file_identity(path: str | Path) -> dict[str, str]:
     """Path and a 16-hex-digit SHA-256 of the file's bytes: what a run records of a model file it reads,
     since the file at that path can be rewritten under it."""
     return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The package version and, in a git checkout, its commit and whether files differ from it: what a
+    checkpoint or a result records of the code that made it, since figures change with the code."""
+    import asgf_nav
+
+    version: dict[str, Any] = {"package": asgf_nav.__version__}
+    root = Path(asgf_nav.__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return version
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()  # fmt: skip
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):  # no git here: the version alone
+        return version
+    return {**version, "commit": commit, "modified": bool(changes.strip())}
 
 
 def content_digest(value: Any) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from asgf_nav.config import ExperimentConfig
+from asgf_nav.io import code_version
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.factory import split_sound_names
 from asgf_nav.tasks.world import load_world
@@ -119,6 +120,7 @@ def train_audio_models(
             "patience": patience,
             "seconds": round(time.perf_counter() - split_start, 1),  # this split's spectrograms and training
             "rir_seconds": rir_seconds,  # the geometry and RIRs all splits share, before the first
+            "code": code_version(),
         }
         save_model(path, model, meta)
         logger.info("saved %s: %s", path, json.dumps(meta))

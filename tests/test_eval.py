@@ -412,6 +412,9 @@ def test_evaluate_script_random_gives_a_valid_report(tiny_root, tmp_path):
     out = tmp_path / "random_tiny_unheard_test"
     summary = load_summary(out)
     assert summary["episodes"] == 9
+    from asgf_nav.io import code_version
+
+    assert summary["meta"]["code"] == code_version() and summary["meta"]["code"]["package"]  # what made it
     m = summary["metrics"]
     for metric in ("success", "spl", "sna", "softspl"):
         assert m[metric]["low"] <= m[metric]["mean"] <= m[metric]["high"] and 0.0 <= m[metric]["mean"] <= 1.0

@@ -749,6 +749,7 @@ def test_a_policy_and_observation_of_your_own_train_through_model_plugins(tmp_pa
     assert not (tmp_path / "run").exists()
     run_training(load_config("tiny_heard", [*overrides, f"model.plugins=[{plugin_module}]"]))
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "ckpt_000001.pt", weights_only=False)
+    assert checkpoint["code"]["package"]  # the code that trained it
     weights = checkpoint["model"]
     assert weights["state_encoder.gru.weight_ih_l0"].shape[1] == 33  # audio 32 + the plugin's observation
     assert f"- {plugin_module}" in (tmp_path / "run" / "config.yaml").read_text()

@@ -414,3 +414,21 @@ def test_a_limit_already_at_the_hard_one_says_to_raise_the_hard_one() -> None:
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
     )  # fmt: skip
     assert f"its limit of {limit} open files" in result.stdout and "raise the hard limit (ulimit -Hn" in result.stdout
+
+
+def test_code_version_names_the_commit_of_a_checkout() -> None:
+    """A checkpoint or result records the code that made it: in this checkout, its git commit."""
+    import subprocess
+
+    import asgf_nav
+    from asgf_nav.io import code_version
+
+    version = code_version()
+    assert version["package"] == asgf_nav.__version__
+    root = Path(asgf_nav.__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("git cannot read this checkout")
+    assert version["commit"] == head.stdout.strip() and isinstance(version["modified"], bool)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asgf_nav.io import atomic_write_text, file_identity
+from asgf_nav.io import atomic_write_text, code_version, file_identity
 from asgf_nav.models.doa.checkpoint import load_model
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
@@ -288,6 +288,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             if path.lower() not in NO_CHECKPOINT and Path(path).is_file()
         },
         "command": "python " + shlex.join(sys.argv),
+        "code": code_version(),
         "examples": cfg.examples,
         "rooms": cfg.rooms,
         "distractor_window": cfg.distractor_window,

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
-from asgf_nav.io import remove_stale_temporaries_of
+from asgf_nav.io import code_version, remove_stale_temporaries_of
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
@@ -392,6 +392,7 @@ class Trainer:
             "rng": capture_rng_state(self.device),
             "config": config_to_dict(self.cfg),
             "policy_name": self.cfg.model.policy,
+            "code": code_version(),  # the figures a checkpoint gives change with the code
             "doa_head": self.doa_head,
             "rollout": {
                 "obs": {k: v[0].clone() for k, v in self.storage.obs.items()},
