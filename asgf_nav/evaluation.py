@@ -182,6 +182,7 @@ def run_evaluation(
     """Evaluate each sound split in turn and return their output directories. Every split's directory is
     locked before any task data loads, until all are written; the progress files go only then."""
     configs = [split_config(request, cfg, sound_split, checkpoint) for sound_split in sound_splits]
+    code_version()  # recorded as the code of this process now, not of a checkout changed while it runs
     with ExitStack() as held:
         for split_cfg in configs:
             held.enter_context(evaluation_lock(output_dir(request, split_cfg)))

@@ -174,7 +174,9 @@ def limit_reached(exc: BaseException) -> str | None:
     memory-mapped array keeps one; no memory to map it), else None: such a file needs no baking again."""
     if not isinstance(exc, OSError):
         return None
-    if exc.errno in (errno.EMFILE, errno.ENFILE):
+    if exc.errno == errno.ENFILE:
+        return f"{exc.strerror}: the system's table of open files is full (fs.file-max); the file is fine"
+    if exc.errno == errno.EMFILE:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         how = "the hard limit (ulimit -Hn, /etc/security/limits.conf)" if soft == hard else "it (ulimit -n)"
         return (
@@ -281,22 +283,30 @@ def file_identity(path: str | Path) -> dict[str, str]:
 
 @functools.cache
 def code_version() -> dict[str, Any]:
-    """The package version and, in a git checkout, its commit and whether files differ from it: what a
-    checkpoint or a result records of the code that made it, since figures change with the code."""
+    """The package version and, in a git checkout, its commit and whether tracked files differ from it: what
+    a checkpoint or a result records of the code that made it, since figures change with the code. Cached:
+    a job calls it as it starts, so a checkout changed under a long run does not pass for its code."""
     import asgf_nav
 
     version: dict[str, Any] = {"package": asgf_nav.__version__}
     root = Path(asgf_nav.__file__).resolve().parents[1]
     if not (root / ".git").exists():
         return version
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()  # fmt: skip
-        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):  # no git here: the version alone
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # this checkout, not a hook's
+    git = ["git", "--no-optional-locks", "-C", str(root)]  # reading must not take the index lock
+
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run([*git, *args], capture_output=True, timeout=10, env=env, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):  # no git here, or it hung
+            return None
+        return done.stdout.decode(errors="replace") if done.returncode == 0 else None
+
+    commit = run("rev-parse", "HEAD")
+    if commit is None:
         return version
-    return {**version, "commit": commit, "modified": bool(changes.strip())}
+    status = run("status", "--porcelain", "--untracked-files=no")
+    return {**version, "commit": commit.strip(), "modified": None if status is None else bool(status.strip())}
 
 
 def content_digest(value: Any) -> str:

@@ -84,6 +84,7 @@ def train_audio_models(
 ) -> list[Path]:
     """One model per sound split, saved to ``out`` or its default path; the sampled geometry and its RIRs are
     shared, only the sounds differ."""
+    code = code_version()  # as it starts: the checkout may change while it trains
     world = load_world(cfg, "train", scenes)
     success = float(cfg.task.success_distance)
     start = time.perf_counter()
@@ -120,7 +121,7 @@ def train_audio_models(
             "patience": patience,
             "seconds": round(time.perf_counter() - split_start, 1),  # this split's spectrograms and training
             "rir_seconds": rir_seconds,  # the geometry and RIRs all splits share, before the first
-            "code": code_version(),
+            "code": code,
         }
         save_model(path, model, meta)
         logger.info("saved %s: %s", path, json.dumps(meta))

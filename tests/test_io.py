@@ -432,3 +432,10 @@ def test_code_version_names_the_commit_of_a_checkout() -> None:
     if head.returncode != 0:
         pytest.skip("git cannot read this checkout")
     assert version["commit"] == head.stdout.strip() and isinstance(version["modified"], bool)
+    code_version.cache_clear()
+    try:  # run from a git hook, say: the variables it exports name another repository
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("GIT_DIR", "/nonexistent/.git")
+            assert code_version()["commit"] == head.stdout.strip()
+    finally:
+        code_version.cache_clear()

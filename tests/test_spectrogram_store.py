@@ -501,3 +501,29 @@ def test_a_store_read_out_of_open_files_is_no_reason_to_bake_it_again(tmp_path, 
     with pytest.raises(spectrogram_store.SpectrogramStoreError, match="the file is fine"):
         spectrogram_store.store_problem(path, {})
     assert path.exists()
+
+
+def test_a_fingerprint_or_partial_bake_out_of_open_files_is_kept(tmp_path, monkeypatch) -> None:
+    """The fingerprint file is the next file a store read opens, and a partial bake's state is read the same
+    way: at the open-file limit neither may be taken for damage (a good store deleted, a partial bake restarted)."""
+    import errno
+    import json
+
+    from asgf_nav.tasks import spectrogram_store
+
+    def out_of_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    sidecar = tmp_path / "bell.json"
+    sidecar.write_text("{}")
+    monkeypatch.setattr(Path, "read_text", out_of_files)
+    with pytest.raises(spectrogram_store.SpectrogramStoreError, match="bell.json: Too many open files"):
+        spectrogram_store._read_json(sidecar)
+    monkeypatch.undo()
+    partial, state = tmp_path / "bell.partial.npy", tmp_path / "bell.state.json"
+    np.save(partial, np.zeros((1, 1), np.float32))
+    state.write_text(json.dumps({"fingerprint": {"scene": {"shape": [1, 1]}}, "sources_done": 1}))
+    monkeypatch.setattr(spectrogram_store, "load_npy", out_of_files)
+    with pytest.raises(spectrogram_store.SpectrogramStoreError, match="the file is fine"):
+        spectrogram_store._resumable_sources(partial, state, {"scene": {"shape": [1, 1]}})
+    assert partial.exists()

@@ -229,6 +229,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Run every method on every condition; returns {method: {condition: metrics}} plus timings."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    code = code_version()  # as it starts: the checkout may change while it runs
     sharpening = TemplateSharpening(cfg.sharpen_smooth_bins, cfg.sharpen_weight)  # bad settings stop at once
     bank = SoundBank.load()
     methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}  # the heads first: a bad checkpoint stops at once
@@ -288,7 +289,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             if path.lower() not in NO_CHECKPOINT and Path(path).is_file()
         },
         "command": "python " + shlex.join(sys.argv),
-        "code": code_version(),
+        "code": code,
         "examples": cfg.examples,
         "rooms": cfg.rooms,
         "distractor_window": cfg.distractor_window,

@@ -87,6 +87,7 @@ class Trainer:
         """``scenes_changed(split)`` reports that more scenes of a split became available (they bake in the
         background); the trainer then rebuilds that split's env between updates."""
         self.cfg, self.env_factory, self.scenes_changed = cfg, env_factory, scenes_changed
+        self.code = code_version()  # now: the checkout may change under a long run
         self.run_dir = Path(run_dir if run_dir is not None else cfg.train.run_dir)
         self.device = resolve_device(cfg.train.device, distributed.local_rank())
         self.rank, self.world, _ = distributed.init_distributed(self.device)  # the backend follows the device
@@ -392,7 +393,7 @@ class Trainer:
             "rng": capture_rng_state(self.device),
             "config": config_to_dict(self.cfg),
             "policy_name": self.cfg.model.policy,
-            "code": code_version(),  # the figures a checkpoint gives change with the code
+            "code": self.code,  # the figures a checkpoint gives change with the code
             "doa_head": self.doa_head,
             "rollout": {
                 "obs": {k: v[0].clone() for k, v in self.storage.obs.items()},

@@ -145,7 +145,16 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
     except FileNotFoundError:
         return None, "missing"
     except (OSError, ValueError) as err:
+        _raise_if_limit(path, err)
         return None, f"unreadable ({err})"
+
+
+def _raise_if_limit(path: Path, err: BaseException) -> None:
+    """A process limit (open files) stopped the read: the file is fine, and a bake must not delete it or
+    start its partial bake over."""
+    limit = limit_reached(err)
+    if limit:
+        raise SpectrogramStoreError(f"cannot read spectrogram store file {path}: {limit}") from err
 
 
 def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
@@ -159,9 +168,7 @@ def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
     try:
         array = load_npy(path, mmap_mode="r")
     except (ValueError, OSError) as err:
-        limit = limit_reached(err)  # the file is fine: no "bake it again", and a bake must not delete it
-        if limit:
-            raise SpectrogramStoreError(f"cannot read spectrogram store {path}: {limit}") from err
+        _raise_if_limit(path, err)  # the file is fine: no "bake it again", and a bake must not delete it
         return f"is not a readable .npy file ({type(err).__name__}: {err})"
     expected = tuple(fingerprint["scene"]["shape"])
     if array.shape != expected or array.dtype != np.float32:
@@ -318,6 +325,7 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
         try:
             array = load_npy(partial, mmap_mode="r")
         except (ValueError, OSError) as err:
+            _raise_if_limit(partial, err)
             logger.warning("discarding the partial bake %s: it is not a readable .npy file (%s)", partial, err)
             return 0
         if list(array.shape) == fingerprint["scene"]["shape"] and array.dtype == np.float32:
