@@ -138,14 +138,15 @@ def owning_evaluation(path: str | Path, evaluations: Sequence[str | Path] = ()) 
 
 def lock_path(out_dir: Path) -> Path:
     """The file whose lock an evaluation holds: beside its directory, so that a refused or failed run
-    creates no evaluation directory."""
+    creates no evaluation directory (made absolute first: "." has no name to put the lock beside)."""
+    out_dir = Path(os.path.abspath(out_dir))
     return out_dir.with_name(f".{out_dir.name}.lock")
 
 
 def _unfinished(directory: Path) -> str:
     """How an evaluation without its summary stands: still running (another process holds its lock), or
     stopped, which its command resumes."""
-    if lock_held(lock_path(Path(os.path.abspath(directory)))):  # "." has no name to put the lock beside
+    if lock_held(lock_path(directory)):
         return "still running (its lock is held): wait for it to finish"
     return "unfinished: run its command again to finish it"
 
@@ -160,7 +161,7 @@ def evaluation_dir_problem(path: str | Path) -> str | None:
         where = f"; it is the {path.name} of the evaluation {owner}: give that directory" if owner else ""
         return f"{path} is a file, not an evaluation directory{where}"
     if path.is_dir() and not (path / SUMMARY_FILE).exists():
-        if (path / PROGRESS_FILE).exists() or lock_held(lock_path(Path(os.path.abspath(path)))):
+        if (path / PROGRESS_FILE).exists() or lock_held(lock_path(path)):
             return f"{path} holds no {SUMMARY_FILE} yet: the evaluation is {_unfinished(path)}"
     return None
 
