@@ -135,21 +135,12 @@ STAGES: dict[str, StageFn] = {"layout": bake_layout, "vision": bake_vision, "aco
 
 
 def stage_is_current(directory: Path, stage: str, cfg: Any) -> bool:
-    """Complete, and baked with the settings ``cfg`` asks for (generator version, image size)."""
+    """Complete, and baked with the settings ``cfg`` asks for (:func:`setting_changes`), from a complete layout."""
     if not stage_complete(directory, stage):
         return False
-    meta = SceneStore(directory).meta(stage)
-    if stage == "layout":
-        return meta.get("generator_version") == GENERATOR_VERSION
-    if stage == "vision":  # views baked before they recorded their layout pass on the image size alone
-        digest = meta.get("layout_digest")
-        if not stage_complete(directory, "layout"):
-            return False
-        same_layout = digest is None or digest == layout_digest(SceneStore(directory))
-        return same_layout and meta.get("image_size") == int(getattr(cfg.scenes, "image_size", 128))
-    if stage == "acoustics":  # a damaged layout is rebuilt first (acoustics_changes would refuse it)
-        return stage_complete(directory, "layout") and not acoustics_changes(directory, cfg)
-    return True
+    if stage != "layout" and not stage_complete(directory, "layout"):  # a damaged layout is rebuilt first
+        return False
+    return not setting_changes(directory, stage, cfg)
 
 
 def acoustics_changes(directory: Path, cfg: Any) -> dict[str, tuple[Any, Any]]:
@@ -177,7 +168,7 @@ def setting_changes(directory: Path, stage: str, cfg: Any) -> dict[str, tuple[An
     meta = store.meta(stage)
     if stage == "layout":
         asked: dict[str, Any] = {"generator_version": GENERATOR_VERSION}
-    elif stage == "vision":
+    elif stage == "vision":  # views baked before they recorded their layout pass on the image size alone
         asked = {"image_size": int(getattr(cfg.scenes, "image_size", 128))}
         if meta.get("layout_digest") is not None and stage_complete(directory, "layout"):
             asked["layout_digest"] = layout_digest(store)
