@@ -98,6 +98,15 @@ def test_a_background_child_appends_to_its_log(tmp_path: Path) -> None:
     assert log.read_text() == "earlier bake\nresumed bake\n"
 
 
+def test_a_background_child_draws_no_progress_bars_into_its_log(tmp_path: Path) -> None:
+    """Redrawn bars (carriage returns, cursor codes) made nine tenths of build_scenes.log and buried the
+    lines a failed bake is diagnosed from."""
+    log = tmp_path / "build_scenes.log"
+    code = "from tqdm import tqdm; import sys; [None for _ in tqdm(range(3), file=sys.stderr)]; print('built')"
+    assert start_child([sys.executable, "-c", code], log).wait(timeout=60) == 0
+    assert log.read_text() == "built\n"
+
+
 CHILD_WITH_SIGTERM_HANDLER = textwrap.dedent(
     """
     import sys, time

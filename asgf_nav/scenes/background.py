@@ -250,6 +250,8 @@ def start_child(command: Sequence[str], log_file: Path | None) -> subprocess.Pop
     # folder, site-packages, must not go ahead of the standard library
     first = str(PACKAGE_ROOT) if (PACKAGE_ROOT / "pyproject.toml").is_file() else None
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [first, os.environ.get("PYTHONPATH")]))}
+    if log_file is not None:  # progress bars redrawn into a file bury its log lines under cursor codes
+        env["TQDM_DISABLE"] = "1"
     with contextlib.ExitStack() as stack:  # the child has its own copy of the log's descriptor
         log = stack.enter_context(open(log_file, "a")) if log_file is not None else subprocess.DEVNULL
         return subprocess.Popen(
