@@ -209,6 +209,21 @@ def test_logged_episode_return_sums_over_that_episode_only(tmp_path: Path) -> No
         assert episode["return"] == pytest.approx(episode["spl"] * 5, abs=1e-5)
 
 
+def test_the_episode_window_keeps_only_the_last_stats_window_episodes(tmp_path: Path) -> None:
+    """The logged episode metrics follow the policy: they average the last ``train.stats_window_episodes``
+    finished episodes, not every episode since the run began."""
+    trainers = {}
+    for size in (5, 100):
+        cfg = small_cfg("av_nav", num_envs=4, num_steps=16)
+        cfg.train.stats_window_episodes = size
+        trainers[size] = Trainer(cfg, toy_env_factory, tmp_path / f"run{size}")
+        trainers[size].collect_rollout()  # 12 episodes end, the same ones in both runs
+    every, last = list(trainers[100].window.episodes), list(trainers[5].window.episodes)
+    assert len(every) == 12 and last == every[-5:]
+    assert trainers[5].window.means()["spl"] == pytest.approx(np.mean([e["spl"] for e in every[-5:]]))
+    assert len({e["spl"] for e in every}) > 1  # the two means differ only if the episodes do
+
+
 def test_ppo_learns_sound_side(tmp_path: Path) -> None:
     """From chance (1/4 correct turns) to nearly always turning towards the louder ear within ~3k frames.
 
