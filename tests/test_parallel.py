@@ -212,10 +212,14 @@ def test_ctrl_c_stops_a_pool_without_worker_tracebacks_or_leaked_semaphores(tmp_
 
 IDLE_WORKER_SCRIPT = textwrap.dedent(
     """
+    import faulthandler
     import os
+    import signal
     import sys
     import time
     from pathlib import Path
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # parent and workers (they import this file)
 
     from asgf_nav.cli import run_script
     from asgf_nav.parallel import spawn_imap_unordered
@@ -277,6 +281,62 @@ def wait_until_reading_the_task_pipe(pid: int, within: float = 10.0) -> None:
     assert not named, f"worker {pid} did not go back to the task queue within {within} s (it sleeps in {where!r})"
 
 
+def communicate_or_explain_the_hang(process: subprocess.Popen, timeout: float) -> str:
+    """``process``'s stderr once it ends; if it is still running after ``timeout`` s, fail with what each
+    process of its session is waiting in (every thread's kernel wait channel) and the Python stacks that
+    the script's SIGUSR1 handler (faulthandler) prints, so that a rare hang leaves something to read."""
+    import os
+    import signal
+
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        pass
+    waits = []
+    for entry in sorted(os.listdir("/proc")) if os.path.isdir("/proc") else []:
+        try:
+            if not entry.isdigit() or os.getsid(int(entry)) != process.pid:
+                continue
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            threads = {
+                task: Path(f"/proc/{entry}/task/{task}/wchan").read_text() or "?"
+                for task in sorted(os.listdir(f"/proc/{entry}/task"))
+            }
+        except OSError:  # the process ended meanwhile
+            continue
+        waits.append(f"pid {entry} ({command.strip()}): threads in {threads}")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGUSR1)
+    time.sleep(1.0)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    stderr = process.communicate(timeout=10)[1]
+    pytest.fail(f"still running after {timeout} s;\n" + "\n".join(waits) + f"\nstderr, with the stacks:\n{stderr}")
+
+
+def test_a_hung_script_fails_with_its_waits_and_python_stacks(tmp_path: Path) -> None:
+    """The pool tests' diagnosis of a hang names every process of the session, where it waits, and its stack."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import faulthandler, signal, sys, time\n"
+        "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+        "print('ready', file=sys.stderr, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    with group_killed_if_left_running(process):
+        assert process.stderr.readline() == "ready\n"
+        with pytest.raises(pytest.fail.Exception) as failed:
+            communicate_or_explain_the_hang(process, timeout=0.2)
+    message = str(failed.value)
+    assert f"pid {process.pid} (" in message and "hang.py" in message and "threads in" in message, message
+    assert "(most recent call first)" in message and 'hang.py", line 4' in message, message
+    assert process.returncode is not None  # killed after the diagnosis
+
+
 @contextlib.contextmanager
 def group_killed_if_left_running(process: subprocess.Popen) -> Iterator[None]:
     """Kill ``process``'s whole session group if the block leaves it running (a failed or timed-out test)."""
@@ -299,7 +359,7 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_pool_with_an_idle_worker(t
     process, _ = start_idle_worker_script(tmp_path)
     with group_killed_if_left_running(process):
         os.killpg(process.pid, signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
+        stderr = communicate_or_explain_the_hang(process, timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr, stderr
     assert "kept the task queue's lock" not in stderr, stderr  # the idle worker unwound, releasing it
@@ -517,7 +577,7 @@ def test_a_worker_killed_while_it_held_the_task_queue_lock_does_not_hang_the_poo
     process, idle = start_idle_worker_script(tmp_path, IDLE_WORKER_SCRIPT.replace("import sys\n", short_wait, 1))
     with group_killed_if_left_running(process):
         os.kill(idle, signal.SIGKILL)
-        _, stderr = process.communicate(timeout=30)
+        stderr = communicate_or_explain_the_hang(process, timeout=30)
     assert process.returncode == 2, stderr
     assert f"error: a worker process (pid {idle}) ended, killed by SIGKILL" in stderr, stderr
     assert "kept the task queue's lock" in stderr and "Traceback" not in stderr, stderr
