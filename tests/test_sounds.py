@@ -168,6 +168,23 @@ def test_copyleft_clips_ship_the_licence_texts_they_require(metadata: dict) -> N
         assert set(needed) <= set(curate.license_files([license_id])), license_id
 
 
+def test_copyleft_clips_ship_their_corresponding_source(metadata: dict) -> None:
+    """The GPL/LGPL clips travel with their source: the original file, which the curation's own steps turn
+    into the shipped clip (to within one 16-bit step: decoders of the original may round differently)."""
+    licenses = {r["name"]: r["license"] for r in metadata["clips"]}
+    copies = {spec.name: curate.source_copy(spec) for spec in CLIPS if curate.source_copy(spec)}
+    assert set(copies) == {name for name, license_id in licenses.items() if re.match(r"L?GPL-", license_id)}
+    shipped = {p.relative_to(DATA_DIR).as_posix() for p in (DATA_DIR / curate.SOURCES_DIR).rglob("*") if p.is_file()}
+    assert shipped == set(copies.values())
+    for name, path in copies.items():
+        audio, rate = sf.read(DATA_DIR / path, dtype="float64", always_2d=True)
+        clip = curate.condition(audio.mean(axis=1), rate)
+        packaged, _ = sf.read(DATA_DIR / "clips" / f"{name}.flac", dtype="float64")
+        assert np.abs(packaged - clip).max() <= 1.01 / 32768, name
+    notes = (DATA_DIR / "ATTRIBUTION.md").read_text().split("## Licence notes")[1]
+    assert "`sources/<package>/`" in notes and "asgf_nav/sounds/curate.py" in notes
+
+
 def test_mit_clips_carry_the_soundfont_notice(metadata: dict) -> None:
     """The MIT licence asks that its permission notice go with every copy, not only a link to it."""
     notes = " ".join((DATA_DIR / "ATTRIBUTION.md").read_text().split("## Licence notes")[1].replace(">", " ").split())
@@ -197,6 +214,7 @@ def fake_curation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, 
         return 0.1 * np.random.default_rng(state["calls"]).standard_normal(22050), 22050
 
     monkeypatch.setattr(curate, "load_source", load_source)
+    monkeypatch.setattr(curate, "read_original", lambda spec: f"original of {spec.name}".encode())
     return state
 
 
@@ -217,8 +235,13 @@ def test_curation_writes_a_loadable_bank_with_its_licence_texts(tmp_path: Path, 
     root = tmp_path / "bank"
     (root / "clips").mkdir(parents=True)
     (root / "clips" / "stale.flac").write_bytes(b"left over from an older catalogue")
+    (root / "sources" / "old-package").mkdir(parents=True)
+    (root / "sources" / "old-package" / "stale.oga").write_bytes(b"a clip no longer in the catalogue")
     curate.curate(root)
     assert sorted(p.name for p in (root / "licenses").iterdir()) == ["GPL-2.0.txt", "GPL-3.0.txt", "LGPL-3.0.txt"]
+    telephone = next(spec for spec in CLIPS if spec.name == "telephone")
+    assert (root / curate.source_copy(telephone)).read_bytes() == b"original of telephone"
+    assert not (root / "sources" / "old-package").exists()
     assert (root / "licenses" / "LGPL-3.0.txt").read_text() == "text of LGPL-3\n"
     assert not (root / "clips" / "stale.flac").exists()
     bank = SoundBank.load(root)

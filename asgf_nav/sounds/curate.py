@@ -1,6 +1,7 @@
 """Build the packaged sound bank: read, render and condition every clip of ``catalog.CLIPS``, write the
 FLAC files, the metadata (``sounds.json``), the unheard splits (``splits.json``), ``ATTRIBUTION.md`` and
-the texts of the GPL/LGPL licences that some clips are under (``licenses/``).
+the texts of the GPL/LGPL licences that some clips are under (``licenses/``) and those clips' original
+files, their corresponding source (``sources/``).
 
 Run once by a developer on Debian with the packages in ``REQUIRED_PACKAGES``; the outputs are committed,
 so users never need these tools. Rendering is deterministic (fixed seeds, dry FluidSynth float output).
@@ -9,6 +10,7 @@ so users never need these tools. Rendering is deterministic (fixed seeds, dry Fl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -52,6 +54,9 @@ LICENSE_TEXTS: dict[str, tuple[str, ...]] = {
     "LGPL-3.0-or-later": ("LGPL-3.0.txt", "GPL-3.0.txt"),
 }
 _COMMON_LICENSE_FILES = {"GPL-2.0.txt": "GPL-2", "GPL-3.0.txt": "GPL-3", "LGPL-3.0.txt": "LGPL-3"}
+# The GPL/LGPL ask whoever passes a clip on to pass on its corresponding source too: the bank ships the
+# original file of every such clip here, as its Debian package installs it, beside this curation script.
+SOURCES_DIR = "sources"
 
 # Debian package -> a file or program it installs (used to tell whether it is present).
 REQUIRED_PACKAGES = {
@@ -293,6 +298,24 @@ def _encode_flac(clip: np.ndarray, scratch: Path) -> bytes:
     return scratch.read_bytes()
 
 
+def source_copy(spec: ClipSpec) -> str | None:
+    """Where the bank keeps the original of a copyleft clip (``sources/<package>/<file>``), or None: only
+    the GPL/LGPL clips must travel with their source."""
+    source = spec.source
+    if not isinstance(source, DebianFile) or source.license not in LICENSE_TEXTS:
+        return None
+    return f"{SOURCES_DIR}/{source.package}/{Path(source.path).name}"
+
+
+def read_original(spec: ClipSpec) -> bytes:
+    """The original file of a clip read from a Debian package, byte for byte."""
+    path = Path(spec.source.path)
+    if not path.is_file():
+        package = spec.source.package
+        raise MissingToolsError(f"clip {spec.name!r}: original {path} (Debian package {package}) is missing")
+    return path.read_bytes()
+
+
 def license_files(licenses: list[str] | set[str]) -> list[str]:
     """Names of the licence-text files (in ``licenses/``) that clips under ``licenses`` must be shipped with."""
     return sorted({name for license_id in licenses for name in LICENSE_TEXTS.get(license_id, ())})
@@ -310,11 +333,13 @@ named above, which are the preferred form for modification; the Debian source pa
 - **CC-BY-SA-3.0** (ShareAlike): the adapted clip is distributed under CC-BY-SA-3.0 as well; keep the
   credit and licence when you redistribute it.
 - **GPL-2.0-only / GPL-2.0-or-later**: the clip may be redistributed and modified under the GPL; whoever
-  redistributes it must pass on the licence text, `licenses/GPL-2.0.txt`, with it and offer the
-  corresponding source (the original file from the Debian package and the curation script).
+  redistributes it must pass on the licence text, `licenses/GPL-2.0.txt`, and the corresponding source
+  with it. The source ships with the clip: the original file, byte for byte as its Debian package installs
+  it, in `sources/<package>/`, and the curation script `asgf_nav/sounds/curate.py`, which turns it into
+  the clip.
 - **LGPL-3.0-or-later** (Oxygen sounds by Nuno Filipe Povoa, KDE): same obligations as above under
-  the LGPL; its text, `licenses/LGPL-3.0.txt`, adds permissions to the GPL-3.0 in `licenses/GPL-3.0.txt`,
-  so both texts go with the clip.
+  the LGPL, and the originals ship the same way; its text, `licenses/LGPL-3.0.txt`, adds permissions to
+  the GPL-3.0 in `licenses/GPL-3.0.txt`, so both texts go with the clip.
 - **MIT** (FluidR3_GM soundfont by Frank Wen): renderings of its instruments. Its notice, which must
   go with the clips:
 
@@ -404,7 +429,8 @@ def _read_license_texts(records: list[dict]) -> dict[str, bytes]:
 
 
 def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[str]]:
-    """Build every clip and write clips/*.flac, licenses/*.txt, sounds.json, splits.json and ATTRIBUTION.md.
+    """Build every clip and write clips/*.flac, licenses/*.txt, the copyleft clips' originals (sources/),
+    sounds.json, splits.json and ATTRIBUTION.md.
 
     Everything is made before anything is written, so a failing source leaves the bank in ``output_dir`` as
     it was. The clips and licence texts are then replaced file by file (each atomically) and flushed to disk
@@ -418,6 +444,7 @@ def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[s
     versions = {p: package_version(p) for p in REQUIRED_PACKAGES}
     records, encoded = _build_clips(versions)
     license_texts = _read_license_texts(records)
+    originals = {path: read_original(spec) for spec in CLIPS if (path := source_copy(spec))}
     splits = assign_splits([(c.name, c.category) for c in CLIPS], seed)
     metadata = {"sample_rate": SAMPLE_RATE, "duration_s": 1.0, "clips": records}  # the heard sound: splits.json
 
@@ -426,12 +453,19 @@ def curate(output_dir: Path = DEFAULT_OUTPUT, seed: int = 0) -> dict[str, list[s
         atomic_write_bytes(clip_dir / f"{name}.flac", data, durable=False)
     for name, text in license_texts.items():
         atomic_write_bytes(output_dir / LICENSE_DIR / name, text, durable=False)
+    for path, data in originals.items():
+        atomic_write_bytes(output_dir / path, data, durable=False)
     flush_to_disk()
     atomic_write_text(output_dir / "sounds.json", json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     atomic_write_text(output_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
     atomic_write_text(output_dir / "ATTRIBUTION.md", attribution_markdown(records))
     for stale in set(clip_dir.glob("*.flac")) - {clip_dir / f"{n}.flac" for n in names}:
         stale.unlink()
+    kept = {output_dir / path for path in originals}
+    for stale in {p for p in (output_dir / SOURCES_DIR).rglob("*") if p.is_file()} - kept:
+        stale.unlink()
+        with contextlib.suppress(OSError):  # its package's folder, once empty
+            stale.parent.rmdir()
     total = sum(p.stat().st_size for p in output_dir.rglob("*") if p.is_file())
     logger.info(
         "wrote %d clips in %d categories to %s (%.2f MB); splits %s",
