@@ -185,6 +185,16 @@ def test_copyleft_clips_ship_their_corresponding_source(metadata: dict) -> None:
     assert "`sources/<package>/`" in notes and "asgf_nav/sounds/curate.py" in notes
 
 
+def test_a_missing_original_is_named_with_its_package(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    telephone = next(spec for spec in CLIPS if spec.name == "telephone")
+    moved = replace(telephone, source=replace(telephone.source, path=str(tmp_path / "phone-incoming-call.oga")))
+    named = r"'telephone'.*phone-incoming-call\.oga.*sound-theme-freedesktop"
+    with pytest.raises(curate.MissingToolsError, match=named):
+        curate.read_original(moved)
+
+
 def test_mit_clips_carry_the_soundfont_notice(metadata: dict) -> None:
     """The MIT licence asks that its permission notice go with every copy, not only a link to it."""
     notes = " ".join((DATA_DIR / "ATTRIBUTION.md").read_text().split("## Licence notes")[1].replace(">", " ").split())
