@@ -48,6 +48,9 @@ class AcousticsConfig:
     """Room-acoustics baking (image sources + ray tracing, binaural with a measured HRTF)."""
 
     sources_per_scene: int = 24  # nodes that can hold the sound, spread over the scene; RIRs from each to every node
+    # how they are spread: "farthest" (farthest-point sampling, as the shipped figures were measured; it favours
+    # nodes near walls) or "stratified" (one node drawn from each of sources_per_scene equal-area regions)
+    source_spread: Literal["farthest", "stratified"] = "farthest"
     ism_order: int = 3  # image-source reflection order of the early part (>= 1)
     rays: int = 3000  # rays traced per source for the late reverberation
     max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut)

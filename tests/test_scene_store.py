@@ -333,6 +333,19 @@ def test_source_nodes_start_at_the_centre_and_go_farthest_first(count: int, expe
     assert bake.select_source_nodes(grid, count).tolist() == expected
 
 
+def test_stratified_source_nodes_take_one_node_from_each_equal_area_region() -> None:
+    """On a 10 x 10 grid, four regions are the four quadrants: one distinct node from each, the same every time."""
+    grid = np.array([[x, 0.0, z] for x in range(10) for z in range(10)], dtype=float)
+    chosen = bake.select_source_nodes(grid, 4, "stratified")
+    assert chosen.tolist() == sorted(chosen.tolist()) and len(set(chosen.tolist())) == 4
+    quadrants = {(int(grid[i, 0] >= 5), int(grid[i, 2] >= 5)) for i in chosen}
+    assert quadrants == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert bake.select_source_nodes(grid, 4, "stratified").tolist() == chosen.tolist()
+    assert bake.select_source_nodes(grid, 100, "stratified").tolist() == list(range(100))
+    with pytest.raises(ValueError, match=r"acoustics\.source_spread must be one of \['farthest', 'stratified'\]"):
+        bake.select_source_nodes(grid, 4, "random")
+
+
 def test_a_path_that_is_no_scene_directory_gets_no_made_up_bake_command(tmp_path: Path) -> None:
     """The bake command is built from DATA_ROOT/scenes/DATASET/SCENE: for another path (a typo, or the
     dataset's folder given for a scene's) it named '--dataset scenes' or '--data-root /'."""

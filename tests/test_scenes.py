@@ -825,7 +825,7 @@ def test_views_that_did_not_record_their_layout_pass_on_their_image_size(tmp_pat
 
 ACOUSTIC_CHANGES = [
     ("sources_per_scene", 9), ("ism_order", 1), ("rays", 123), ("max_rir_seconds", 0.7), ("ear_height", 1.1),
-    ("furniture_obstacles", False), ("max_image_sources", 77),
+    ("furniture_obstacles", False), ("max_image_sources", 77), ("source_spread", "stratified"),
 ]  # fmt: skip
 
 
@@ -840,6 +840,27 @@ def test_acoustics_baked_with_another_setting_are_baked_again(tmp_path: Path, se
     assert stages_to_build(directory, ("layout", "acoustics"), cfg) == []
     assert getattr(cfg.acoustics, setting) != value
     setattr(cfg.acoustics, setting, value)
+    assert stages_to_build(directory, ("layout", "acoustics"), cfg) == ["acoustics"]
+
+
+def test_acoustics_baked_before_the_source_spread_was_recorded_stay_current(tmp_path: Path) -> None:
+    """The default spread is the one every earlier bake used, so its settings record no spread at all."""
+    from asgf_nav.acoustics.bake import bake_params
+    from asgf_nav.scenes.build import acoustics_changes
+    from asgf_nav.scenes.store import write_stage
+
+    cfg, directory = _baked(tmp_path)
+    farthest = bake_params(directory, cfg)
+    assert "source_spread" not in farthest
+    write_stage(directory, "acoustics", {"acoustic_source_nodes": np.zeros(1, np.int32)}, farthest)
+    cfg.acoustics.source_spread = "stratified"
+    stratified = bake_params(directory, cfg)
+    assert stratified["source_spread"] == "stratified"
+    assert acoustics_changes(directory, cfg) == {"source_spread": ("farthest", "stratified")}
+    write_stage(directory, "acoustics", {"acoustic_source_nodes": np.zeros(1, np.int32)}, stratified)
+    assert stages_to_build(directory, ("layout", "acoustics"), cfg) == []
+    cfg.acoustics.source_spread = "farthest"  # and back: the spread the settings leave unrecorded
+    assert acoustics_changes(directory, cfg) == {"source_spread": ("stratified", "farthest")}
     assert stages_to_build(directory, ("layout", "acoustics"), cfg) == ["acoustics"]
 
 

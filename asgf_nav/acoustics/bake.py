@@ -37,6 +37,10 @@ PATH_FLOOR_DB = -120.0  # specular paths weaker than this (amplitude re 1 at 1 m
 
 
 # --------------------------------------------------------------------------------------------- settings
+# settings bake_params records only when they differ from these values (what every bake used before they existed)
+UNRECORDED_PARAMS: dict[str, Any] = {"source_spread": "farthest"}
+
+
 def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
     """Everything that determines the baked result (it keys the partial cache and goes into the meta)."""
     store = SceneStore(scene_dir)
@@ -55,6 +59,8 @@ def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
         "preset": layout.get("preset", scene_dir.parent.name),
         "scene": scene_dir.name,
         "sources_per_scene": int(ac.sources_per_scene),
+        # recorded only when not the original spread, so that scenes baked before the choice existed stay current
+        **({"source_spread": ac.source_spread} if ac.source_spread != UNRECORDED_PARAMS["source_spread"] else {}),
         "ism_order": int(ac.ism_order),
         "rays": int(ac.rays),
         "max_rir_seconds": float(ac.max_rir_seconds),
@@ -66,8 +72,21 @@ def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
     }
 
 
-def select_source_nodes(positions: np.ndarray, count: int) -> np.ndarray:
-    """``count`` nodes spread over the scene (farthest-point sampling from the node nearest the centre)."""
+SOURCE_SPREADS = ("farthest", "stratified")
+STRATIFIED_SEED = 0  # the draw inside each region: fixed, so that a scene's source nodes are reproducible
+_LLOYD_ITERATIONS = 100
+
+
+def select_source_nodes(positions: np.ndarray, count: int, spread: str = "farthest") -> np.ndarray:
+    """``count`` nodes spread over the scene, sorted.
+
+    ``farthest``: farthest-point sampling from the node nearest the centre; it favours the edges of a plan, so
+    its nodes stand nearer walls than the average node (docs/task.md). ``stratified``: the nodes split into
+    ``count`` regions of about equal area (k-means from the farthest-point nodes), one node drawn from each,
+    so that a goal is about as likely anywhere as in SoundSpaces, which can put it on any node.
+    """
+    if spread not in SOURCE_SPREADS:
+        raise ValueError(f"acoustics.source_spread must be one of {list(SOURCE_SPREADS)}, got {spread!r}")
     pts = np.asarray(positions, dtype=np.float64)[:, [0, 2]]
     n = len(pts)
     if count >= n:
@@ -78,7 +97,34 @@ def select_source_nodes(positions: np.ndarray, count: int) -> np.ndarray:
         nxt = int(np.argmax(dist))
         chosen.append(nxt)
         dist = np.minimum(dist, np.linalg.norm(pts - pts[nxt], axis=1))
+    if spread == "stratified":
+        chosen = _one_node_per_region(pts, pts[chosen])
     return np.sort(np.asarray(chosen, dtype=np.int32))
+
+
+def _one_node_per_region(pts: np.ndarray, centres: np.ndarray) -> list[int]:
+    """Lloyd's k-means of the nodes from ``centres``, then one node drawn at random from each region."""
+    for _ in range(_LLOYD_ITERATIONS):
+        region = np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
+        moved = np.stack([pts[region == k].mean(axis=0) if np.any(region == k) else c for k, c in enumerate(centres)])
+        if np.allclose(moved, centres):
+            break
+        centres = moved
+    region = np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
+    rng = np.random.default_rng(STRATIFIED_SEED)
+    chosen: list[int] = []
+    for k, centre in enumerate(centres):
+        members = np.setdiff1d(np.flatnonzero(region == k), chosen)
+        if len(members) == 0:  # a region k-means emptied (rare): the free node nearest its centre
+            order = np.argsort(np.linalg.norm(pts - centre, axis=1), kind="stable")
+            members = order[~np.isin(order, chosen)][:1]
+        chosen.append(int(rng.choice(members)))
+    return chosen
+
+
+def _source_nodes(positions: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    spread = params.get("source_spread", UNRECORDED_PARAMS["source_spread"])
+    return select_source_nodes(positions, params["sources_per_scene"], spread)
 
 
 def _ears(positions: np.ndarray, ear_height: float, ceiling: float) -> np.ndarray:
@@ -117,7 +163,7 @@ def bake_source(scene_dir: str | Path, cfg: Any, source_slot: int) -> Path:
     store = SceneStore(scene_dir)
     plan = read_floorplan(scene_dir)
     positions = np.asarray(store.array("positions"))
-    sources = select_source_nodes(positions, params["sources_per_scene"])
+    sources = _source_nodes(positions, params)
     if not 0 <= source_slot < len(sources):
         raise IndexError(f"scene {scene_dir}: source slot {source_slot} out of range (0..{len(sources) - 1})")
     ears = _ears(positions, params["ear_height"], plan.ceiling_height)
@@ -160,7 +206,7 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
     params = bake_params(scene_dir, cfg)
     store = SceneStore(scene_dir)
     positions = np.asarray(store.array("positions"))
-    sources = select_source_nodes(positions, params["sources_per_scene"])
+    sources = _source_nodes(positions, params)
     partial = _partial_dir(scene_dir, params)
     todo = [s for s in range(len(sources)) if not _finished_source(_source_file(partial, s))]
     progress = tqdm(

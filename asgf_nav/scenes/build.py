@@ -146,7 +146,7 @@ def stage_is_current(directory: Path, stage: str, cfg: Any) -> bool:
 def acoustics_changes(directory: Path, cfg: Any) -> dict[str, tuple[Any, Any]]:
     """``{key: (baked, wanted)}`` for each setting the scene's complete acoustics stage was baked with that
     ``cfg`` asks otherwise (the layout's digest included); empty when they agree."""
-    from asgf_nav.acoustics.bake import bake_params
+    from asgf_nav.acoustics.bake import UNRECORDED_PARAMS, bake_params
 
     # the layout's digest hashes its files: a truncated floor plan would read as acoustics of another layout
     damage = stage_damage(directory, "layout")
@@ -155,8 +155,9 @@ def acoustics_changes(directory: Path, cfg: Any) -> dict[str, tuple[Any, Any]]:
             f"{damage}, so the layout its acoustics were baked from cannot be checked; "
             f"{rebuild_hint(directory / MANIFEST, 'layout')}"
         )
-    meta = SceneStore(directory).meta("acoustics")
-    return {k: (meta.get(k), v) for k, v in bake_params(directory, cfg).items() if meta.get(k) != v}
+    baked = {**UNRECORDED_PARAMS, **SceneStore(directory).meta("acoustics")}
+    wanted = {**UNRECORDED_PARAMS, **bake_params(directory, cfg)}
+    return {k: (baked.get(k), v) for k, v in wanted.items() if baked.get(k) != v}
 
 
 def setting_changes(directory: Path, stage: str, cfg: Any) -> dict[str, tuple[Any, Any]]:
