@@ -216,7 +216,13 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
         cfg.scenes.dataset, len(train), len(pool.split_scenes("val")), len(pool.split_scenes("test")),
         cfg.scenes.data_root, cfg.scenes.dataset,
     )  # fmt: skip
-    if is_main:
+    if is_main:  # every layout first (seconds): distance bounds that leave a scene no episode stop the run now
+        from asgf_nav.scenes.store import scene_dir
+        from asgf_nav.tasks.episodes import check_distance_bounds
+
+        every = [name for split in ("train", "val", "test") for name in pool.split_scenes(split)]
+        build_scenes(cfg, cfg.scenes.dataset, every, stages=("layout",), workers=cfg.scenes.workers)
+        check_distance_bounds(cfg, [scene_dir(cfg.scenes.data_root, cfg.scenes.dataset, name) for name in every])
         if not pool.ready("train"):
             logger.info("baking the first training scene (%s) before training starts", train[0])
             build_scenes(cfg, cfg.scenes.dataset, [train[0]], stages=pool.stages, workers=cfg.scenes.workers)

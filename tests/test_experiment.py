@@ -526,6 +526,29 @@ def test_a_run_directory_entry_of_the_wrong_kind_is_refused_before_training(tmp_
     assert not (tmp_path / "data").exists()  # refused before any scene is baked
 
 
+def test_distance_bounds_that_leave_a_scene_no_episode_stop_the_run_before_any_acoustics_bake(tmp_path) -> None:
+    """Bounds no val scene can meet once failed only at the first validation, hours in, and the validation
+    then pending kept the run from resuming with better ones."""
+    from asgf_nav.experiment import run_training
+    from asgf_nav.scenes.store import SceneStore
+    from asgf_nav.tasks.episodes import EpisodeError
+
+    cfg = load_config(
+        "tiny_heard",
+        [
+            f"scenes.data_root={tmp_path / 'data'}",
+            f"train.run_dir={tmp_path / 'run'}",
+            "task.min_geodesic_distance=5.5",
+        ],
+    )
+    with pytest.raises(EpisodeError, match=r"min_geodesic_distance=5.5 .*no episode in scene\(s\) tiny_room_val"):
+        run_training(cfg)
+    scenes = sorted((tmp_path / "data" / "scenes" / "tiny").iterdir())
+    assert [d.name for d in scenes] == ["tiny_apartment", "tiny_room_test", "tiny_room_val"]
+    assert all(SceneStore(d).has_stage("layout") and not SceneStore(d).has_stage("acoustics") for d in scenes)
+    assert not list((tmp_path / "run").rglob("*.pt"))
+
+
 def test_a_config_edited_in_code_is_checked_before_the_run_writes_anything(tmp_path) -> None:
     from asgf_nav.config import ConfigError
     from asgf_nav.experiment import run_training

@@ -260,7 +260,7 @@ def test_corrupt_store_errors_name_the_file(tiny_build: tuple[ExperimentConfig, 
 
 
 def test_image_size_change_and_acoustics_stage(
-    tiny_build: tuple[ExperimentConfig, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_build: tuple[ExperimentConfig, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     cfg = ExperimentConfig()
     cfg.scenes.data_root = str(tmp_path)
@@ -268,8 +268,13 @@ def test_image_size_change_and_acoustics_stage(
     (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision"), workers=1)
     assert Scene(directory).rgb.shape[2:] == (32, 32, 3)
     cfg.scenes.image_size = 16
-    assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("vision",), workers=1) == {"tiny_room_test": ["vision"]}
+    with caplog.at_level("WARNING", logger="asgf_nav.scenes.build"):  # runs sharing a root are told
+        assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("vision",), workers=1) == {"tiny_room_test": ["vision"]}
     assert Scene(directory).depth.shape[2:] == (16, 16)
+    assert [r.getMessage() for r in caplog.records if r.name == "asgf_nav.scenes.build"] == [
+        "tiny/tiny_room_test: re-baking vision baked with other settings (image_size 32 -> 16); runs of those "
+        "settings will re-bake them in turn, so give them a data root of their own"
+    ]
     monkeypatch.setitem(sys.modules, "asgf_nav.acoustics.bake", None)  # make the import fail
     with pytest.raises(StageUnavailableError, match="acoustics"):
         build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout", "vision", "acoustics"), workers=1)

@@ -554,19 +554,23 @@ def test_gymnasium_check_env_and_registry(world, val_episodes):
     assert made.observation_space.contains(obs) and made.action_space.n == 4
 
 
-def test_scenes_whose_views_differ_in_size_are_refused_by_name():
+def test_scenes_whose_views_are_not_of_the_configured_size_are_refused_by_name():
     from asgf_nav.scenes.store import SceneStoreError
     from asgf_nav.tasks.world import check_view_sizes
 
     cfg = ExperimentConfig()
-    cfg.scenes.dataset, cfg.scenes.data_root = "replica", "DATA"
+    cfg.scenes.dataset, cfg.scenes.data_root, cfg.scenes.image_size = "replica", "DATA", 128
     check_view_sizes({"DATA/scenes/replica/a": 128, "DATA/scenes/replica/b": 128}, cfg)
     check_view_sizes({}, cfg)  # blind tasks read no views
     with pytest.raises(
         SceneStoreError,
-        match=r"replica/a: 128 px, DATA/scenes/replica/b: 64 px.*--dataset replica --data-root DATA .*--image-size 128",
+        match=r"scenes.image_size=128 \(DATA/scenes/replica/b: 64 px\).*--dataset replica --data-root DATA "
+        r".*--image-size 128 --scenes b$",
     ):
         check_view_sizes({"DATA/scenes/replica/a": 128, "DATA/scenes/replica/b": 64}, cfg)
+    cfg.scenes.image_size = 64  # every scene at another size than the config's, though all alike
+    with pytest.raises(SceneStoreError, match=r"image_size=64 \(DATA/scenes/replica/a: 128 px, .*/b: 128 px\)"):
+        check_view_sizes({"DATA/scenes/replica/a": 128, "DATA/scenes/replica/b": 128}, cfg)
 
 
 def test_an_unregistered_doa_observation_names_task_use_doa(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -232,13 +232,13 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
             forced = force and stage in stages
             if not forced and stage_is_current(directory, stage, cfg):
                 continue
-            if stage == "acoustics" and not forced and stage_complete(directory, stage):
-                changed = acoustics_changes(directory, cfg)
+            if stage != "layout" and not forced and stage_complete(directory, stage):
+                changed = setting_changes(directory, stage, cfg)
                 if changed and "layout_digest" not in changed:  # a data root shared by runs of other settings
                     logger.warning(
-                        "%s/%s: re-baking acoustics baked with other settings (%s); runs of those settings "
+                        "%s/%s: re-baking %s baked with other settings (%s); runs of those settings "
                         "will re-bake them in turn, so give them a data root of their own",
-                        dataset, scene, ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
+                        dataset, scene, stage, ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
                     )  # fmt: skip
             t0 = time.perf_counter()
             if stage == "acoustics":

@@ -184,6 +184,39 @@ def _holds_episodes(folder: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ generation
+def reachable_goals(
+    dist: np.ndarray, source_nodes: Sequence[int], min_distance: float, max_distance: float
+) -> list[int]:
+    """The source nodes some start node reaches within the geodesic distance bounds (``dist``: (N, N) metres,
+    negative where unreachable): the goals an episode can have."""
+    return [int(g) for g in source_nodes if np.any((dist[:, g] >= min_distance) & (dist[:, g] <= max_distance))]
+
+
+def check_distance_bounds(cfg, directories: Sequence[Path]) -> None:
+    """Refuse (EpisodeError naming the scenes) ``task.min/max_geodesic_distance`` that leave a baked layout with
+    no possible episode: a run finds out in seconds, not when a validation or a later scene needs episodes.
+    The goals are the nodes the acoustics stage puts sources on (``acoustics.*``), found from the layout."""
+    from asgf_nav.acoustics.bake import select_source_nodes
+    from asgf_nav.scenes.scene import Scene
+
+    low, high = float(cfg.task.min_geodesic_distance), float(cfg.task.max_geodesic_distance)
+    empty, farthest = [], 0.0
+    for directory in directories:
+        scene = Scene(directory)
+        hops = np.asarray(scene.geodesic_hops)
+        dist = np.where(hops >= 0, hops * scene.grid_size, -1.0)
+        sources = select_source_nodes(scene.positions, cfg.acoustics.sources_per_scene, cfg.acoustics.source_spread)
+        if not reachable_goals(dist, sources, low, high):
+            empty.append(Path(directory).name)
+            farthest = max(farthest, float(dist[:, sources].max()))
+    if empty:
+        raise EpisodeError(
+            f"task.min_geodesic_distance={low} / task.max_geodesic_distance={high} m leave no episode in scene(s) "
+            f"{', '.join(empty)}: no source node has a start node that far (the farthest start there is "
+            f"{farthest:g} m from a source); widen the bounds"
+        )
+
+
 def generate_scene_episodes(
     scene: TaskScene,
     count: int,
@@ -200,7 +233,7 @@ def generate_scene_episodes(
     rng = np.random.default_rng(seed)
     hops = np.asarray(scene.geodesic_hops)
     dist = np.where(hops >= 0, hops * scene.grid_size, -1.0)
-    goals = [int(g) for g in scene.source_nodes if np.any((dist[:, g] >= min_distance) & (dist[:, g] <= max_distance))]
+    goals = reachable_goals(dist, scene.source_nodes, min_distance, max_distance)
     if not goals:
         raise EpisodeError(
             f"scene {scene.name}: no source node has a start node within geodesic distance "

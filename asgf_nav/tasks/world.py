@@ -217,16 +217,21 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None, acoustics_a
 
 
 def check_view_sizes(view_sizes: dict[str, int], cfg) -> None:
-    """One observation space and one visual CNN serve a world, so its scenes' views must share one size;
-    ``view_sizes`` maps scene directories to their baked image size."""
+    """The scenes' views must be of the size ``cfg.scenes.image_size`` says: the policy's observation space
+    and visual CNN are built for it, and a run or evaluation would otherwise see other views than its config
+    says, without a word. ``view_sizes`` maps scene directories to their baked image size."""
     from asgf_nav.scenes.store import SceneStoreError
 
-    if len(set(view_sizes.values())) > 1:
-        listed = ", ".join(f"{directory}: {size} px" for directory, size in view_sizes.items())
+    asked = int(cfg.scenes.image_size)
+    other = {directory: size for directory, size in view_sizes.items() if size != asked}
+    if other:
+        listed = ", ".join(f"{directory}: {size} px" for directory, size in other.items())
+        names = " ".join(Path(directory).name for directory in other)
         raise SceneStoreError(
-            f"the scenes' views differ in size ({listed}); bake them at one size: python scripts/build_scenes.py "
+            f"views baked at another size than the config's scenes.image_size={asked} ({listed}); use the size "
+            f"they were baked with, or bake them at this one (training does): python scripts/build_scenes.py "
             f"--dataset {cfg.scenes.dataset} --data-root {cfg.scenes.data_root} --stages vision "
-            f"--image-size {cfg.scenes.image_size} --scenes ..."
+            f"--image-size {asked} --scenes {names}"
         )
 
 
