@@ -8,7 +8,9 @@ range fail early with a :class:`ConfigError` that names the key (and, for unknow
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -264,10 +266,14 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         _merge(cfg, data, prefix="", source=str(path))
+    given: dict[str, str] = {}
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
+        if key.strip() in given:  # as a key given twice in a config file: which one was meant?
+            raise ConfigError(f"override {key.strip()!r} is given twice ({given[key.strip()]!r} and {item!r})")
+        given[key.strip()] = item
         try:
             value = _parse_override(raw, _field_hint(key.strip()))
         except yaml.YAMLError as exc:
@@ -276,6 +282,10 @@ def load_config(
         _set_dotted(cfg, key.strip(), value, source="command line")
     for key, value in (options or {}).items():
         _set_dotted(cfg, key, _plain(value), source="command-line options")
+    for section, key in (dotted.split(".") for dotted in PATH_KEYS):  # "~" the shell left, as in train.run_dir=~/x
+        path = getattr(getattr(cfg, section), key)
+        if isinstance(path, str) and path.startswith("~"):
+            setattr(getattr(cfg, section), key, os.path.expanduser(path))
     check_values(cfg)
     return cfg
 
@@ -313,6 +323,14 @@ def import_plugins(names: Sequence[str]) -> None:
 
 
 NULL_SPELLINGS = ("null", "Null", "NULL", "~")  # YAML's: None for an optional text field, refused for another
+# text keys that name files or directories: a leading "~" is the home directory, wherever the value came from
+PATH_KEYS = (
+    "scenes.data_root",
+    "scenes.soundspaces_root",
+    "task.doa_checkpoint",
+    "task.spectrogram_store",
+    "train.run_dir",
+)
 
 
 def _field_hint(dotted: str) -> Any | None:
@@ -471,7 +489,9 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in _field_names(obj):
-            elsewhere = _sections_with(key)
+            elsewhere = _sections_with(key) or [
+                f"{prefix}{near}" for near in difflib.get_close_matches(str(key), _field_names(obj), n=2)
+            ]
             hint = f" (did you mean {' or '.join(elsewhere)}?)" if elsewhere else ""
             raise ConfigError(
                 f"unknown config key {full!r} (in {source}){hint}; valid keys here: {_valid_keys(obj, prefix)}"
@@ -486,6 +506,11 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
             _merge(current, value, prefix=f"{full}.", source=source)
         else:
             hint = get_type_hints(type(obj))[key]
+            if isinstance(value, dict) and get_origin(hint) is not dict:  # ppo.lr.x=1
+                raise ConfigError(
+                    f"config key {full!r} (in {source}) is a setting, not a section: it has no key "
+                    f"{'.'.join(map(str, value))!r}"
+                )
             setattr(obj, key, _coerce(value, hint, full, source))
 
 
@@ -521,7 +546,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         raise ConfigError(f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({kind}){quote}")
 
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or value == "None"):  # Python's spelling of YAML's null too
             return None
         for arg in args:
             if arg is type(None):

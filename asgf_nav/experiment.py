@@ -174,6 +174,12 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
         return make_env(cfg, split, device=cfg.train.device, scenes=scenes, seed=seed)
     world, episodes = load_task_data(cfg, split, scenes)
     chosen = select_episodes(episodes, int(cfg.train.val_episodes))
+    if len(chosen) < int(cfg.train.val_episodes):  # the interval of the validation's figures is wider than asked
+        logger.warning(
+            "validation runs %d episodes, not train.val_episodes=%d: the %d val scene(s) ready hold no more "
+            "(embedded scenes hold task.val_episodes=%d over the whole val split)",
+            len(chosen), cfg.train.val_episodes, len(world.scenes), cfg.task.val_episodes,
+        )  # fmt: skip
     return make_env(cfg, split, device=cfg.train.device, seed=seed, world=world, episodes=chosen)
 
 
@@ -234,14 +240,23 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
     pool.changed("val")
 
 
-def check_resumed_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+def check_resumed_config(cfg: ExperimentConfig, run_dir: Path, is_main: bool = True) -> None:
     """Refuse (CheckpointError naming the keys) to continue the newest checkpoint of ``run_dir`` with a
-    config that changes the experiment; the trainer checks again when it restores the checkpoint."""
-    from asgf_nav.rl.checkpoint import check_resume_config, load_latest
+    config that changes the experiment, and say which settings of how it runs change; the trainer checks
+    again when it restores the checkpoint."""
+    from asgf_nav.rl.checkpoint import check_resume_config, load_latest, resumable_changes
 
     state = load_latest(run_dir, map_location="cpu")
-    if state is not None:
-        check_resume_config(state, config_to_dict(cfg), run_dir)
+    if state is None:
+        return
+    check_resume_config(state, config_to_dict(cfg), run_dir)
+    changed = resumable_changes(state["config"], config_to_dict(cfg))
+    if changed and is_main:
+        logger.warning(
+            "resuming with other settings than the checkpoint was saved with (allowed: they do not change the "
+            "experiment): %s",
+            ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed),
+        )
 
 
 def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
@@ -365,7 +380,7 @@ def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool,
     # between the embedded scenes and SoundSpaces data that appeared (or went missing) since the run began
     cfg.scenes.source = scene_source(cfg)
     if resume:  # a config the checkpoint was not trained with stops the run before any scene is baked
-        check_resumed_config(cfg, run_dir)
+        check_resumed_config(cfg, run_dir, is_main)
     if is_main and not resume:  # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train)
         save_config(cfg, run_dir / "config.yaml")  # the resolved config beside the outputs
     pool = scene_pool(cfg, run_dir)

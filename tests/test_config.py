@@ -550,11 +550,46 @@ def test_list_items_of_text_stay_text_where_yaml_would_read_a_bool_null_or_date(
     assert cfg.task.sensors == ["yes", "null", "2024-06-01"]
 
 
-@pytest.mark.parametrize("spelling", ["null", "Null", "NULL", "~"])
-def test_every_yaml_null_spelling_clears_an_optional_text_field(spelling: str) -> None:
-    """Each of YAML's four null spellings gives None for ``scenes.soundspaces_root`` (its default location)."""
-    cfg = load_config(None, ["scenes.soundspaces_root=x", f"scenes.soundspaces_root={spelling}"])
-    assert cfg.scenes.soundspaces_root is None
+@pytest.mark.parametrize("spelling", ["null", "Null", "NULL", "~", "None"])
+def test_every_null_spelling_clears_an_optional_field(spelling: str, tmp_path: Path) -> None:
+    """Each of YAML's four null spellings, and Python's None, gives None for ``scenes.soundspaces_root`` (its
+    default location) and ``scenes.num_scenes`` (the whole preset), on the command line and in a file."""
+    config = tmp_path / "set.yaml"
+    config.write_text("scenes:\n  soundspaces_root: x\n  num_scenes: 3\n")
+    cfg = load_config(config, [f"scenes.soundspaces_root={spelling}", f"scenes.num_scenes={spelling}"])
+    assert cfg.scenes.soundspaces_root is None and cfg.scenes.num_scenes is None
+    config.write_text(f"scenes:\n  soundspaces_root: {spelling}\n  num_scenes: {spelling}\n")
+    cfg = load_config(config)
+    assert cfg.scenes.soundspaces_root is None and cfg.scenes.num_scenes is None
+
+
+def test_an_override_given_twice_is_refused_as_a_key_given_twice_in_a_file() -> None:
+    with pytest.raises(
+        ConfigError, match=r"override 'ppo.num_envs' is given twice \('ppo.num_envs=4' and 'ppo.num_envs=6'\)"
+    ):
+        load_config(None, ["ppo.num_envs=4", "ppo.num_envs=6"])
+
+
+def test_a_misspelt_key_gets_the_nearest_valid_one_and_a_setting_is_no_section() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'ppo.lrr' .*\(did you mean ppo.lr\?\)"):
+        load_config(None, ["ppo.lrr=1e-4"])
+    with pytest.raises(ConfigError, match=r"'model.polcy' .*\(did you mean model.policy\?\)"):
+        load_config(None, ["model.polcy=av_nav"])
+    with pytest.raises(
+        ConfigError, match=r"config key 'ppo.lr' \(in command line\) is a setting, not a section: it has no key 'x'"
+    ):
+        load_config(None, ["ppo.lr.x=1"])
+
+
+def test_a_home_directory_tilde_in_a_path_key_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shell leaves ``train.run_dir=~/runs`` as typed; a YAML file does too."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = tmp_path / "paths.yaml"
+    config.write_text("scenes:\n  data_root: ~/data\n")
+    cfg = load_config(config, ["train.run_dir=~/runs/a", "task.doa_checkpoint=~/heads/h.pt"])
+    assert cfg.scenes.data_root == str(tmp_path / "data") and cfg.train.run_dir == str(tmp_path / "runs" / "a")
+    assert cfg.task.doa_checkpoint == str(tmp_path / "heads" / "h.pt")
+    assert load_config(None, ["scenes.soundspaces_root=~"]).scenes.soundspaces_root is None  # YAML's null, not home
 
 
 @pytest.mark.parametrize("value", ["2024-06-01", "yes", "off"])

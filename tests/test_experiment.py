@@ -652,6 +652,45 @@ def test_the_val_env_holds_train_val_episodes_spaced_over_the_split(monkeypatch)
     assert chosen == [[0, 25, 50, 74, 99]]
 
 
+def test_a_resume_says_which_settings_of_how_the_run_runs_it_changes(monkeypatch, caplog, tmp_path) -> None:
+    """A resume with the packaged config instead of the run's own may move scenes.data_root unasked."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.experiment import check_resumed_config
+    from asgf_nav.rl import checkpoint
+
+    saved = load_config("tiny_heard", ["scenes.data_root=/big", "train.log_interval=7"])
+    state = {"config": config_to_dict(saved), "policy_name": saved.model.policy}
+    monkeypatch.setattr(checkpoint, "load_latest", lambda run_dir, map_location: state)
+    with caplog.at_level("WARNING", logger="asgf_nav.experiment"):
+        check_resumed_config(saved, tmp_path)  # the run's own config: nothing to say
+        check_resumed_config(load_config("tiny_heard"), tmp_path, is_main=False)  # said once, by rank 0
+        assert not caplog.records
+        check_resumed_config(load_config("tiny_heard"), tmp_path)
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming with other settings than the checkpoint was saved with (allowed: they do not change the "
+        "experiment): scenes.data_root: '/big' -> 'data', train.log_interval: 7 -> 1"
+    ]
+
+
+def test_a_val_env_with_fewer_episodes_than_train_val_episodes_says_so(monkeypatch, caplog) -> None:
+    """The validation's figures then rest on fewer episodes than the config says: not without a word."""
+    import types
+
+    from asgf_nav.experiment import make_rank_env
+    from asgf_nav.tasks import factory
+
+    world = types.SimpleNamespace(scenes={"tiny_room_val": None})
+    monkeypatch.setattr(factory, "load_task_data", lambda cfg, split, scenes: (world, list(range(20))))
+    monkeypatch.setattr(factory, "make_env", lambda cfg, split, device, seed, episodes, **kw: len(episodes))
+    with caplog.at_level("WARNING", logger="asgf_nav.experiment"):
+        assert make_rank_env(load_config("tiny_heard", ["train.val_episodes=100"]), "val", 0) == 20
+        assert make_rank_env(load_config("tiny_heard", ["train.val_episodes=20"]), "val", 0) == 20
+    assert [r.getMessage() for r in caplog.records] == [
+        "validation runs 20 episodes, not train.val_episodes=100: the 1 val scene(s) ready hold no more (embedded "
+        "scenes hold task.val_episodes=20 over the whole val split)"
+    ]
+
+
 def test_torch_threads_are_each_ranks_share_and_ignore_a_zero_omp_num_threads(monkeypatch) -> None:
     """Two DD-PPO ranks on 8 usable cores take 4 threads each (3 beside a background bake); OMP_NUM_THREADS=0
     caps nothing."""

@@ -201,6 +201,14 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple
     ]
 
 
+def resumable_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for each key of :data:`RESUMABLE_KEYS` a resume changes: allowed,
+    but said, since a resume with the packaged config instead of the run's own changes them unasked (another
+    ``scenes.data_root`` bakes every scene again)."""
+    old, new = flatten_dotted(saved), flatten_dotted(current)
+    return [(k, old[k], new[k]) for k in sorted(RESUMABLE_KEYS & old.keys() & new.keys()) if old[k] != new[k]]
+
+
 def check_same_doa_head(saved: dict[str, str] | None, current: dict[str, str] | None, run_dir: str | Path) -> None:
     """Refuse to continue a run whose DoA head file now holds other weights than it was trained with (the
     config names the head by path only); checkpoints that recorded no head are not compared."""
