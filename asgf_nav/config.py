@@ -290,6 +290,23 @@ def load_config(
     return cfg
 
 
+def merge_overrides(*groups: Sequence[str]) -> list[str]:
+    """The overrides of ``groups`` for :func:`load_config`, one per key, a later group's winning: for a script
+    that adds its own (a benchmark's variant) to what its user gave. Within one group a key given twice is
+    still refused, as by :func:`load_config`."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        mine: dict[str, str] = {}
+        for item in group:
+            key = item.partition("=")[0].strip()
+            if key in mine:
+                raise ConfigError(f"override {key!r} is given twice ({mine[key]!r} and {item!r})")
+            mine[key] = item
+            merged.pop(key, None)
+            merged[key] = item
+    return list(merged.values())
+
+
 def is_whole_number(value: Any) -> bool:
     """An int read from JSON, YAML or a pickle, and not a bool (which Python counts as an int: true is no 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
