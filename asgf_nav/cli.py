@@ -190,9 +190,10 @@ def check_config_beside_its_run(args: argparse.Namespace, cfg: ExperimentConfig)
     named = Path(cfg.train.run_dir)
     if named.resolve() != run_dir.resolve():
         why = "the run was copied or moved" if named.is_absolute() else f"relative to this directory, {Path.cwd()}"
+        here = f"./{run_dir}" if str(run_dir).startswith("~") else run_dir  # a folder named "~", not the home
         print(
             f"error: --config {path} belongs to the run in {run_dir}, but its train.run_dir is {named} ({why}); "
-            f"add train.run_dir={run_dir} to continue it there, or name another train.run_dir for a new run with "
+            f"add train.run_dir={here} to continue it there, or name another train.run_dir for a new run with "
             "its settings",
             file=sys.stderr,
         )

@@ -51,7 +51,7 @@ class AcousticsConfig:
 
     sources_per_scene: int = 24  # nodes that can hold the sound, spread over the scene; RIRs from each to every node
     # how they are spread: "farthest" (farthest-point sampling, as the shipped figures were measured; it favours
-    # nodes near walls) or "stratified" (one node drawn from each of sources_per_scene equal-area regions)
+    # nodes near walls) or "stratified" (one node picked from each of sources_per_scene equal-area regions)
     source_spread: Literal["farthest", "stratified"] = "farthest"
     ism_order: int = 3  # image-source reflection order of the early part (>= 1)
     rays: int = 3000  # rays traced per source for the late reverberation
@@ -266,14 +266,10 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         _merge(cfg, data, prefix="", source=str(path))
-    given: dict[str, str] = {}
-    for item in overrides or []:
+    for item in overrides or []:  # applied in turn: of a key given twice, the later value holds
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
-        if key.strip() in given:  # as a key given twice in a config file: which one was meant?
-            raise ConfigError(f"override {key.strip()!r} is given twice ({given[key.strip()]!r} and {item!r})")
-        given[key.strip()] = item
         try:
             value = _parse_override(raw, _field_hint(key.strip()))
         except yaml.YAMLError as exc:
@@ -288,23 +284,6 @@ def load_config(
             setattr(getattr(cfg, section), key, os.path.expanduser(path))
     check_values(cfg)
     return cfg
-
-
-def merge_overrides(*groups: Sequence[str]) -> list[str]:
-    """The overrides of ``groups`` for :func:`load_config`, one per key, a later group's winning: for a script
-    that adds its own (a benchmark's variant) to what its user gave. Within one group a key given twice is
-    still refused, as by :func:`load_config`."""
-    merged: dict[str, str] = {}
-    for group in groups:
-        mine: dict[str, str] = {}
-        for item in group:
-            key = item.partition("=")[0].strip()
-            if key in mine:
-                raise ConfigError(f"override {key!r} is given twice ({mine[key]!r} and {item!r})")
-            mine[key] = item
-            merged.pop(key, None)
-            merged[key] = item
-    return list(merged.values())
 
 
 def is_whole_number(value: Any) -> bool:
@@ -526,7 +505,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
             if isinstance(value, dict) and get_origin(hint) is not dict:  # ppo.lr.x=1
                 raise ConfigError(
                     f"config key {full!r} (in {source}) is a setting, not a section: it has no key "
-                    f"{'.'.join(map(str, value))!r}"
+                    f"{next(iter(value))!r}"
                 )
             setattr(obj, key, _coerce(value, hint, full, source))
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from asgf_nav.cli import check_output, list_item, non_negative_int, positive_int, run_script
-from asgf_nav.config import TaskConfig, load_config, merge_overrides
+from asgf_nav.config import TaskConfig, load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.io import atomic_write_text
 from asgf_nav.logging_utils import setup_logging
@@ -104,7 +104,7 @@ def load_baked_world(
     from asgf_nav.tasks.factory import load_task_data
 
     root = [f"scenes.data_root={data_root}"] if data_root else []
-    cfg = load_config(config, merge_overrides(overrides, root, [f"task.sensors=[{','.join(sensors)}]"]))
+    cfg = load_config(config, [*overrides, *root, f"task.sensors=[{','.join(sensors)}]"])
     return load_task_data(cfg, split)
 
 

@@ -38,7 +38,7 @@ import torch
 from gymnasium import spaces
 
 from asgf_nav.cli import check_output, int_at_least, list_item, non_negative_int, positive_int, run_script
-from asgf_nav.config import load_config, merge_overrides
+from asgf_nav.config import load_config
 from asgf_nav.devices import devices_to_compare
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.io import atomic_write_text
@@ -287,7 +287,7 @@ def main() -> None:
             for name, overrides in variants:
                 chosen = [f"model.policy={policy}", f"ppo.num_steps={args.num_steps}"]
                 chosen += [f"ppo.num_envs={args.num_envs}"] if args.num_envs else []
-                cfg = load_config(args.config, merge_overrides(args.overrides, chosen, overrides))  # the variant's win
+                cfg = load_config(args.config, [*args.overrides, *chosen, *overrides])  # the variant's win
                 if cfg.task.use_doa and args.env == "random":
                     where = f"--variant {name}: " if name else ""
                     parser.error(

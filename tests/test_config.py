@@ -563,21 +563,9 @@ def test_every_null_spelling_clears_an_optional_field(spelling: str, tmp_path: P
     assert cfg.scenes.soundspaces_root is None and cfg.scenes.num_scenes is None
 
 
-def test_an_override_given_twice_is_refused_as_a_key_given_twice_in_a_file() -> None:
-    with pytest.raises(
-        ConfigError, match=r"override 'ppo.num_envs' is given twice \('ppo.num_envs=4' and 'ppo.num_envs=6'\)"
-    ):
-        load_config(None, ["ppo.num_envs=4", "ppo.num_envs=6"])
-
-
-def test_a_scripts_own_overrides_win_over_its_users_without_a_twice_given_key() -> None:
-    from asgf_nav.config import merge_overrides
-
-    merged = merge_overrides(["ppo.num_envs=4", "ppo.lr=1e-4"], ["ppo.num_envs=6"], ["model.policy=av_nav"])
-    assert merged == ["ppo.lr=1e-4", "ppo.num_envs=6", "model.policy=av_nav"]
-    assert load_config(None, merged).ppo.num_envs == 6
-    with pytest.raises(ConfigError, match=r"override 'ppo.lr' is given twice \('ppo.lr=1' and 'ppo.lr =2'\)"):
-        merge_overrides(["ppo.lr=1", "ppo.lr =2"], ["ppo.num_envs=6"])
+def test_of_an_override_given_twice_the_later_holds() -> None:
+    """As with options on a command line: a script's or a Makefile's defaults first, the user's after them."""
+    assert load_config(None, ["ppo.num_envs=4", "ppo.lr=1e-4", "ppo.num_envs=6"]).ppo.num_envs == 6
 
 
 def test_a_misspelt_key_gets_the_nearest_valid_one_and_a_setting_is_no_section() -> None:

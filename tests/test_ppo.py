@@ -643,6 +643,23 @@ def test_a_checkpoint_from_before_keep_travel_time_resumes_only_with_the_travel_
     assert config_changes(saved, config_to_dict(now)) == []  # SoundSpaces' stored responses are heard as they are
 
 
+def test_a_checkpoint_from_before_source_spread_resumes_only_on_the_farthest_point_sources() -> None:
+    """Its scenes put their sources at the farthest-point nodes; another spread would bake other goals under it."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import CheckpointError, check_resume_config, config_changes
+
+    saved = config_to_dict(ExperimentConfig())
+    del saved["acoustics"]["source_spread"]
+    now = ExperimentConfig()
+    assert config_changes(saved, config_to_dict(now)) == []
+    now.acoustics.source_spread = "stratified"
+    state = {"config": saved, "policy_name": now.model.policy}
+    with pytest.raises(
+        CheckpointError, match=r"source_spread: 'farthest' -> 'stratified'.*acoustics\.source_spread=farthest"
+    ):
+        check_resume_config(state, config_to_dict(now), "runs/old")
+
+
 def test_a_resume_refuses_a_doa_head_file_that_changed_under_the_run(tmp_path: Path) -> None:
     """The config names the DoA head by path; pretraining continued at that path (or a new packaged head)
     would change the policy's input under the resumed run, so the checkpoint records the head's digest."""

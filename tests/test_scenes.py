@@ -271,7 +271,9 @@ def test_image_size_change_and_acoustics_stage(
     with caplog.at_level("WARNING", logger="asgf_nav.scenes.build"):  # runs sharing a root are told
         assert build_scenes(cfg, "tiny", ["tiny_room_test"], ("vision",), workers=1) == {"tiny_room_test": ["vision"]}
     assert Scene(directory).depth.shape[2:] == (16, 16)
-    assert [r.getMessage() for r in caplog.records if r.name == "asgf_nav.scenes.build"] == [
+    assert [
+        r.getMessage() for r in caplog.records if r.name == "asgf_nav.scenes.build" and r.levelname == "WARNING"
+    ] == [
         "tiny/tiny_room_test: re-baking vision baked with other settings (image_size 32 -> 16); runs of those "
         "settings will re-bake them in turn, so give them a data root of their own"
     ]
@@ -867,6 +869,21 @@ def test_acoustics_baked_before_the_source_spread_was_recorded_stay_current(tmp_
     cfg.acoustics.source_spread = "farthest"  # and back: the spread the settings leave unrecorded
     assert acoustics_changes(directory, cfg) == {"source_spread": ("stratified", "farthest")}
     assert stages_to_build(directory, ("layout", "acoustics"), cfg) == ["acoustics"]
+
+
+def test_distance_bounds_that_no_node_distance_meets_are_named_with_the_nearest_ones(tmp_path: Path) -> None:
+    """On a 0.5 m grid no start lies 1.1-1.4 m from a source: the message gives the distances that do occur."""
+    from asgf_nav.tasks.episodes import EpisodeError, check_distance_bounds
+
+    cfg, directory = _baked(tmp_path)
+    check_distance_bounds(cfg, [directory])  # the defaults leave episodes
+    cfg.task.min_geodesic_distance, cfg.task.max_geodesic_distance = 1.1, 1.4
+    with pytest.raises(EpisodeError, match=r"1.1 / .*=1.4 m leave no episode in scene\(s\) tiny_room_test "
+                       r"\(nearest: 1 m and 1.5 m\): no start node lies that far"):  # fmt: skip
+        check_distance_bounds(cfg, [directory])
+    cfg.task.min_geodesic_distance, cfg.task.max_geodesic_distance = 900.0, 1000.0
+    with pytest.raises(EpisodeError, match=r"tiny_room_test \(nearest: [\d.]+ m\)"):
+        check_distance_bounds(cfg, [directory])
 
 
 def test_acoustics_of_another_layout_are_baked_again(tmp_path: Path) -> None:

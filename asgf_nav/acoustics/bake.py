@@ -73,8 +73,8 @@ def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
 
 
 SOURCE_SPREADS = ("farthest", "stratified")
-STRATIFIED_SEED = 0  # the draw inside each region: fixed, so that a scene's source nodes are reproducible
 _LLOYD_ITERATIONS = 100
+_KNUTH_HASH = np.uint64(2654435761)  # multiplicative hash: a fixed, platform-free "draw" of one node per region
 
 
 def select_source_nodes(positions: np.ndarray, count: int, spread: str = "farthest") -> np.ndarray:
@@ -82,7 +82,7 @@ def select_source_nodes(positions: np.ndarray, count: int, spread: str = "farthe
 
     ``farthest``: farthest-point sampling from the node nearest the centre; it favours the edges of a plan, so
     its nodes stand nearer walls than the average node (docs/task.md). ``stratified``: the nodes split into
-    ``count`` regions of about equal area (k-means from the farthest-point nodes), one node drawn from each,
+    ``count`` regions of about equal area (k-means from the farthest-point nodes), one node picked from each,
     so that a goal is about as likely anywhere as in SoundSpaces, which can put it on any node.
     """
     if spread not in SOURCE_SPREADS:
@@ -103,7 +103,9 @@ def select_source_nodes(positions: np.ndarray, count: int, spread: str = "farthe
 
 
 def _one_node_per_region(pts: np.ndarray, centres: np.ndarray) -> list[int]:
-    """Lloyd's k-means of the nodes from ``centres``, then one node drawn at random from each region."""
+    """Lloyd's k-means of the nodes from ``centres``, then one node of each region, picked by a hash of the node
+    ids (no random generator, whose draws may differ between NumPy releases: a resumed bake and the checks
+    that recompute the nodes must find the same ones)."""
     for _ in range(_LLOYD_ITERATIONS):
         region = np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
         moved = np.stack([pts[region == k].mean(axis=0) if np.any(region == k) else c for k, c in enumerate(centres)])
@@ -111,14 +113,14 @@ def _one_node_per_region(pts: np.ndarray, centres: np.ndarray) -> list[int]:
             break
         centres = moved
     region = np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
-    rng = np.random.default_rng(STRATIFIED_SEED)
     chosen: list[int] = []
     for k, centre in enumerate(centres):
         members = np.setdiff1d(np.flatnonzero(region == k), chosen)
         if len(members) == 0:  # a region k-means emptied (rare): the free node nearest its centre
             order = np.argsort(np.linalg.norm(pts - centre, axis=1), kind="stable")
             members = order[~np.isin(order, chosen)][:1]
-        chosen.append(int(rng.choice(members)))
+        keys = (members.astype(np.uint64) * _KNUTH_HASH) % np.uint64(2**32)
+        chosen.append(int(members[np.argmin(keys)]))
     return chosen
 
 

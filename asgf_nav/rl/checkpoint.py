@@ -180,7 +180,7 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
 RESOLVED_WHEN_A_RUN_STARTS = {"scenes.source": "auto"}
 # keys added to the schema with a default that changed what a run hears, with the value every checkpoint
 # written before them was trained with: a checkpoint without the key is read as having that value
-FORMER_VALUES_OF_ADDED_KEYS = {"task.keep_travel_time": True}
+FORMER_VALUES_OF_ADDED_KEYS = {"task.keep_travel_time": True, "acoustics.source_spread": "farthest"}
 # keys that change nothing in a run on SoundSpaces data (it hears the stored responses as they are)
 EMBEDDED_SCENES_ONLY_KEYS = frozenset({"task.keep_travel_time"})
 

@@ -200,20 +200,21 @@ def check_distance_bounds(cfg, directories: Sequence[Path]) -> None:
     from asgf_nav.scenes.scene import Scene
 
     low, high = float(cfg.task.min_geodesic_distance), float(cfg.task.max_geodesic_distance)
-    empty, farthest = [], 0.0
+    empty = []
     for directory in directories:
         scene = Scene(directory)
         hops = np.asarray(scene.geodesic_hops)
         dist = np.where(hops >= 0, hops * scene.grid_size, -1.0)
         sources = select_source_nodes(scene.positions, cfg.acoustics.sources_per_scene, cfg.acoustics.source_spread)
         if not reachable_goals(dist, sources, low, high):
-            empty.append(Path(directory).name)
-            farthest = max(farthest, float(dist[:, sources].max()))
+            found = dist[:, sources][dist[:, sources] > 0]
+            below, above = found[found < low], found[found > high]
+            nearest = [f"{below.max():g} m" if below.size else None, f"{above.min():g} m" if above.size else None]
+            empty.append(f"{Path(directory).name} (nearest: {' and '.join(d for d in nearest if d) or 'none'})")
     if empty:
         raise EpisodeError(
             f"task.min_geodesic_distance={low} / task.max_geodesic_distance={high} m leave no episode in scene(s) "
-            f"{', '.join(empty)}: no source node has a start node that far (the farthest start there is "
-            f"{farthest:g} m from a source); widen the bounds"
+            f"{', '.join(empty)}: no start node lies that far from a source node there; widen the bounds"
         )
 
 

@@ -217,9 +217,9 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None, acoustics_a
 
 
 def check_view_sizes(view_sizes: dict[str, int], cfg) -> None:
-    """The scenes' views must be of the size ``cfg.scenes.image_size`` says: the policy's observation space
-    and visual CNN are built for it, and a run or evaluation would otherwise see other views than its config
-    says, without a word. ``view_sizes`` maps scene directories to their baked image size."""
+    """The scenes' views must be of the size ``cfg.scenes.image_size`` says: one observation space and one
+    visual CNN serve a world, and a run or evaluation would otherwise see other views than its config says,
+    without a word. ``view_sizes`` maps scene directories to their baked image size."""
     from asgf_nav.scenes.store import SceneStoreError
 
     asked = int(cfg.scenes.image_size)
