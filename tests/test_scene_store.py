@@ -346,6 +346,22 @@ def test_stratified_source_nodes_take_one_node_from_each_equal_area_region() -> 
         bake.select_source_nodes(grid, 4, "random")
 
 
+def test_the_stratified_pick_hashes_node_ids_as_murmur3s_finaliser_in_plain_integers() -> None:
+    """The key that picks a region's node is integer arithmetic with no generator: the same on every machine
+    and NumPy release (here against the finaliser written in Python's unbounded integers)."""
+
+    def fmix64(k: int) -> int:
+        mask = (1 << 64) - 1
+        k ^= k >> 33
+        k = (k * 0xFF51AFD7ED558CCD) & mask
+        k ^= k >> 33
+        k = (k * 0xC4CEB9FE1A85EC53) & mask
+        return k ^ (k >> 33)
+
+    nodes = np.array([0, 1, 2, 3, 1000, 2**20 + 7])
+    assert [int(v) for v in bake._node_hash(nodes)] == [fmix64(int(n) + 1) for n in nodes]
+
+
 def test_a_path_that_is_no_scene_directory_gets_no_made_up_bake_command(tmp_path: Path) -> None:
     """The bake command is built from DATA_ROOT/scenes/DATASET/SCENE: for another path (a typo, or the
     dataset's folder given for a scene's) it named '--dataset scenes' or '--data-root /'."""

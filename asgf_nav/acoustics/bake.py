@@ -74,7 +74,16 @@ def bake_params(scene_dir: Path, cfg: Any) -> dict[str, Any]:
 
 SOURCE_SPREADS = ("farthest", "stratified")
 _LLOYD_ITERATIONS = 100
-_KNUTH_HASH = np.uint64(2654435761)  # multiplicative hash: a fixed, platform-free "draw" of one node per region
+
+
+def _node_hash(nodes: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser of ``nodes + 1``: a fixed, platform-free pseudo-random key per node id,
+    with no order among neighbouring ids (node 0, a corner of the grid, is no more likely than any other)."""
+    x = nodes.astype(np.uint64) + np.uint64(1)
+    for shift, factor in ((33, 0xFF51AFD7ED558CCD), (33, 0xC4CEB9FE1A85EC53)):
+        x ^= x >> np.uint64(shift)
+        x *= np.uint64(factor)  # wraps modulo 2**64, as the hash intends
+    return x ^ (x >> np.uint64(33))
 
 
 def select_source_nodes(positions: np.ndarray, count: int, spread: str = "farthest") -> np.ndarray:
@@ -119,8 +128,7 @@ def _one_node_per_region(pts: np.ndarray, centres: np.ndarray) -> list[int]:
         if len(members) == 0:  # a region k-means emptied (rare): the free node nearest its centre
             order = np.argsort(np.linalg.norm(pts - centre, axis=1), kind="stable")
             members = order[~np.isin(order, chosen)][:1]
-        keys = (members.astype(np.uint64) * _KNUTH_HASH) % np.uint64(2**32)
-        chosen.append(int(members[np.argmin(keys)]))
+        chosen.append(int(members[np.argmin(_node_hash(members))]))
     return chosen
 
 
