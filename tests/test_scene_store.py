@@ -346,7 +346,7 @@ def test_stratified_source_nodes_take_one_node_from_each_equal_area_region() -> 
         bake.select_source_nodes(grid, 4, "random")
 
 
-def test_the_stratified_pick_hashes_node_ids_as_murmur3s_finaliser_in_plain_integers() -> None:
+def test_the_stratified_pick_hashes_positions_with_murmur3s_finaliser_in_plain_integers() -> None:
     """The key that picks a region's node is integer arithmetic with no generator: the same on every machine
     and NumPy release (here against the finaliser written in Python's unbounded integers)."""
 
@@ -358,8 +358,10 @@ def test_the_stratified_pick_hashes_node_ids_as_murmur3s_finaliser_in_plain_inte
         k = (k * 0xC4CEB9FE1A85EC53) & mask
         return k ^ (k >> 33)
 
-    nodes = np.array([0, 1, 2, 3, 1000, 2**20 + 7])
-    assert [int(v) for v in bake._node_hash(nodes)] == [fmix64(int(n) + 1) for n in nodes]
+    mask = (1 << 64) - 1
+    pts = np.array([[0.0, 0.0], [0.5, -1.0], [-12.25, 3.5], [1e3, -2e3]])
+    packed = [((round(x * 1000) & mask) << 32 & mask) ^ (round(z * 1000) & 0xFFFFFFFF) for x, z in pts]
+    assert [int(v) for v in bake._position_hash(pts)] == [fmix64(k) for k in packed]
 
 
 def test_a_path_that_is_no_scene_directory_gets_no_made_up_bake_command(tmp_path: Path) -> None:

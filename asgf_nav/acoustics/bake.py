@@ -76,12 +76,15 @@ SOURCE_SPREADS = ("farthest", "stratified")
 _LLOYD_ITERATIONS = 100
 
 
-def _node_hash(nodes: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finaliser of ``nodes + 1``: a fixed, platform-free pseudo-random key per node id,
-    with no order among neighbouring ids (node 0, a corner of the grid, is no more likely than any other)."""
-    x = nodes.astype(np.uint64) + np.uint64(1)
-    for shift, factor in ((33, 0xFF51AFD7ED558CCD), (33, 0xC4CEB9FE1A85EC53)):
-        x ^= x >> np.uint64(shift)
+def _position_hash(pts: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random key per (x, z) position: MurmurHash3's 64-bit finaliser of the millimetre grid
+    coordinates packed into one integer. Integer arithmetic only, so the same on every machine and NumPy
+    release; from positions, not node ids, so that no id (the first ones run along a wall) is favoured in
+    every scene."""
+    mm = np.round(np.asarray(pts, dtype=np.float64) * 1000.0).astype(np.int64).astype(np.uint64)
+    x = (mm[:, 0] << np.uint64(32)) ^ (mm[:, 1] & np.uint64(0xFFFFFFFF))
+    for factor in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        x ^= x >> np.uint64(33)
         x *= np.uint64(factor)  # wraps modulo 2**64, as the hash intends
     return x ^ (x >> np.uint64(33))
 
@@ -112,9 +115,9 @@ def select_source_nodes(positions: np.ndarray, count: int, spread: str = "farthe
 
 
 def _one_node_per_region(pts: np.ndarray, centres: np.ndarray) -> list[int]:
-    """Lloyd's k-means of the nodes from ``centres``, then one node of each region, picked by a hash of the node
-    ids (no random generator, whose draws may differ between NumPy releases: a resumed bake and the checks
-    that recompute the nodes must find the same ones)."""
+    """Lloyd's k-means of the nodes from ``centres``, then one node of each region, picked by a hash of its
+    position (no random generator, whose draws may differ between NumPy releases: a resumed bake and the
+    checks that recompute the nodes must find the same ones)."""
     for _ in range(_LLOYD_ITERATIONS):
         region = np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
         moved = np.stack([pts[region == k].mean(axis=0) if np.any(region == k) else c for k, c in enumerate(centres)])
@@ -128,7 +131,7 @@ def _one_node_per_region(pts: np.ndarray, centres: np.ndarray) -> list[int]:
         if len(members) == 0:  # a region k-means emptied (rare): the free node nearest its centre
             order = np.argsort(np.linalg.norm(pts - centre, axis=1), kind="stable")
             members = order[~np.isin(order, chosen)][:1]
-        chosen.append(int(members[np.argmin(_node_hash(members))]))
+        chosen.append(int(members[np.argmin(_position_hash(pts[members]))]))
     return chosen
 
 
