@@ -118,13 +118,18 @@ def _one_node_per_region(pts: np.ndarray, centres: np.ndarray) -> list[int]:
     """Lloyd's k-means of the nodes from ``centres``, then one node of each region, picked by a hash of its
     position (no random generator, whose draws may differ between NumPy releases: a resumed bake and the
     checks that recompute the nodes must find the same ones)."""
+
+    def nearest_centre() -> np.ndarray:
+        return np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
+
     for _ in range(_LLOYD_ITERATIONS):
-        region = np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
+        region = nearest_centre()
         moved = np.stack([pts[region == k].mean(axis=0) if np.any(region == k) else c for k, c in enumerate(centres)])
         if np.allclose(moved, centres):
             break
         centres = moved
-    region = np.argmin(((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1), axis=1)
+    else:  # not settled: the regions of the last centres
+        region = nearest_centre()
     chosen: list[int] = []
     for k, centre in enumerate(centres):
         members = np.setdiff1d(np.flatnonzero(region == k), chosen)
