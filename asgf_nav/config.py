@@ -449,6 +449,14 @@ def check_values(cfg: ExperimentConfig) -> None:
         )
     if cfg.model.ase_dim % 2:
         raise ConfigError(f"config key 'model.ase_dim' must be even (two GRU directions), got {cfg.model.ase_dim}")
+    # ASGF normalises both with a LayerNorm: over one feature it outputs its bias whatever the input, over two
+    # only the sign of their difference
+    for key, least in (("fusion_dim", 2), ("ase_dim", 4)):
+        if getattr(cfg.model, key) < least:
+            raise ConfigError(
+                f"config key 'model.{key}' ({getattr(cfg.model, key)}) must be at least {least}: the ASGF fusion "
+                "layer-normalises it, which leaves nothing of the input in fewer features"
+            )
     if cfg.task.min_geodesic_distance > cfg.task.max_geodesic_distance:
         raise ConfigError(
             f"config key 'task.min_geodesic_distance' ({cfg.task.min_geodesic_distance}) is above "

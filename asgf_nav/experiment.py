@@ -31,7 +31,7 @@ from asgf_nav.config import (
     save_config,
 )
 from asgf_nav.devices import resolve_device, usable_cpus
-from asgf_nav.io import exclusive_lock, writable_dir_problem
+from asgf_nav.io import dir_creation_problem, exclusive_lock, writable_dir_problem
 from asgf_nav.logging_utils import logging_scope, setup_logging
 from asgf_nav.termination import stop_handling
 
@@ -114,9 +114,13 @@ def check_components(cfg: ExperimentConfig) -> None:
             f"task.sensors: policy {cfg.model.policy!r} does not read {unread} (it reads "
             f"{list(policy.reads_sensors)}); remove them, or use a policy that reads them"
         )
+    embedded = scene_source(cfg) == "embedded"
+    problem = embedded and dir_creation_problem(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset)
+    if problem:  # found before the run directory is made and claimed; nothing is created yet
+        raise ConfigError(f"scenes.data_root: {problem}")
     smallest = smallest_visual_size()
     visual = any(name in VISUAL_SENSORS for name in sensors)
-    if visual and cfg.scenes.image_size < smallest and scene_source(cfg) == "embedded":
+    if visual and cfg.scenes.image_size < smallest and embedded:
         raise ConfigError(
             f"scenes.image_size: {cfg.scenes.image_size} px is too small for the policies' visual CNN (>= {smallest})"
         )

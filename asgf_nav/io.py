@@ -169,6 +169,51 @@ def load_npy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
         raise ValueError(f"damaged array file ({type(exc).__name__}: {exc})") from exc
 
 
+class UnsafeTorchFileError(ValueError):
+    """A torch file that holds Python objects beyond tensors, containers and numpy arrays: reading it would run
+    code the file names, which no file this project writes needs."""
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling a numpy array or scalar calls, under the names both numpy 1 and numpy 2 write."""
+    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 renamed numpy.core
+    named = [(getattr(multiarray, name), f"{package}.multiarray.{name}")
+             for name in ("_reconstruct", "scalar") for package in ("numpy.core", "numpy._core")]  # fmt: skip
+    dtype_classes = {type(np.dtype(code)) for code in np.typecodes["All"]}  # numpy.dtypes.UInt32DType, ...
+    return [np.ndarray, np.dtype, *sorted(dtype_classes, key=str), *named]
+
+
+def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` that runs no code from the file (a checkpoint shared by someone else is data, not a
+    program): tensors, Python containers and numbers, and numpy arrays, which checkpoints keep random
+    generator states in. Anything else is an :class:`UnsafeTorchFileError` naming what the file asks for."""
+    import pickle
+
+    import torch
+
+    allowed = _numpy_array_globals()
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            with torch.serialization.safe_globals(allowed):
+                unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # noqa: BLE001 - not a zip checkpoint at all: torch's own reason below
+            unsafe = []
+        if unsafe:
+            raise UnsafeTorchFileError(
+                f"{path} is not one of this project's: reading it would run {', '.join(unsafe)}, and files of this "
+                "project hold only tensors, numbers and numpy arrays"
+            ) from None
+        # torch's message is many lines of advice about trusting the file around the one line of its reason
+        advice = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "Please file an issue")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reasons = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines
+                   if not line.startswith(advice)]  # fmt: skip
+        raise pickle.UnpicklingError(next((r for r in reasons if r), lines[0] if lines else repr(exc))) from None
+
+
 def limit_reached(exc: BaseException) -> str | None:
     """What an OSError says when a process limit, not the file, stopped a read (too many open files: each
     memory-mapped array keeps one; no memory to map it), else None: such a file needs no baking again."""
@@ -353,6 +398,19 @@ def _feed(digest: Any, value: Any) -> None:
         digest.update(f"{value!r};".encode())
     else:  # by its type alone: the repr of another object may hold its address
         digest.update(f"<{type(value).__qualname__}>;".encode())
+
+
+def dir_creation_problem(path: str | Path) -> str | None:
+    """What plainly stops directory ``path`` from being made (a file on its way, a parent not writable), found
+    without creating anything; None where it exists or looks creatable. :func:`writable_dir_problem` makes
+    sure, by creating it."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        return f"cannot create directory {path}: {existing} is not a directory"
+    if existing != path and not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot create directory {path}: {existing} is not writable"
+    return None
 
 
 def writable_dir_problem(path: str | Path) -> str | None:

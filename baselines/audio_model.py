@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import is_whole_number
-from asgf_nav.io import atomic_write
+from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
@@ -340,7 +340,9 @@ def load_model(
             "evaluate.py --baseline-model names another)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch_file(path)  # runs no code from the file: one from elsewhere is safe to read
+    except UnsafeTorchFileError as exc:
+        raise CheckpointError(f"baseline audio model {exc}") from None
     except Exception as exc:  # noqa: BLE001 - unpickling a corrupt or foreign file can raise nearly anything
         raise CheckpointError(f"baseline audio model {path} is corrupt or unreadable: {exc}") from exc
     if not isinstance(state, dict) or state.get("version") != MODEL_VERSION:

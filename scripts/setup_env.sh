@@ -25,10 +25,10 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/nu
 fi
 pip=("$venv/bin/python" -m pip)
 
-# torch >= 2.3 as pyproject asks (older wheels fail with the NumPy 2 pip may pick): an older one the base interpreter offers (Debian 12's python3-torch is 1.13)
+# torch >= 2.6 as pyproject asks (checkpoints are read without running code from them): an older one the base interpreter offers (Debian 12's python3-torch is 1.13)
 # would otherwise leave pip to fetch torch from the default index, which on Linux is the CUDA build
 if ! "$venv/bin/python" -c "import sys, torch; v = torch.__version__.split('+')[0].split('.'); \
-sys.exit(0 if (int(v[0]), int(v[1])) >= (2, 3) else 1)" 2>/dev/null; then
+sys.exit(0 if (int(v[0]), int(v[1])) >= (2, 6) else 1)" 2>/dev/null; then
     # A plain `pip install torch` on Linux pulls the CUDA build. Use a CPU wheel that pip's configured
     # find-links provide (it sorts above the index's build), else PyTorch's CPU wheel index.
     probe=$(mktemp -d)

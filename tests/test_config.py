@@ -116,6 +116,8 @@ def test_wrong_type_names_key(override, key):
         (["ppo.num_envs=4", "ppo.num_mini_batch=5"], "'ppo.num_mini_batch' (5) must be at most ppo.num_envs (4)"),
         (["model.fusion_dim=100", "model.fusion_heads=3"], "'model.fusion_dim' (100) must be a multiple"),
         (["model.ase_dim=63"], "'model.ase_dim' must be even"),
+        (["model.fusion_dim=1", "model.fusion_heads=1"], "'model.fusion_dim' (1) must be at least 2: the ASGF fusion"),
+        (["model.ase_dim=2"], "'model.ase_dim' (2) must be at least 4: the ASGF fusion layer-normalises it"),
         (["task.min_geodesic_distance=5", "task.max_geodesic_distance=2"], "'task.min_geodesic_distance' (5.0)"),
         (["train.seed=-1"], "'train.seed' must be >= 0, got -1"),
         ([f"train.seed={2**64 - 100}"], f"'train.seed' must be below 2**32, got {2**64 - 100}"),

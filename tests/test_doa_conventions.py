@@ -130,6 +130,16 @@ def test_the_grid_refuses_a_laplacian_scale_that_is_not_positive(scale: float) -
         AzimuthGrid(laplace_scale=scale)
 
 
+def test_a_laplacian_scale_far_under_the_bin_width_gives_the_nearest_bins_not_nan() -> None:
+    """exp(-d / 0.02 deg) underflows to 0 in every bin for an azimuth between bin centres: the normalised target
+    was 0 / 0. Now the nearest bin (or both, half each, midway) holds the target."""
+    target = AzimuthGrid(bin_width=5.0, laplace_scale=0.02).encode(np.array([2.5, 0.0, 6.0])).double().numpy()
+    assert np.isfinite(target).all()
+    np.testing.assert_allclose(target.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(target[0, [0, 1]], [0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(target[[1, 2], [0, 1]], [1.0, 1.0], atol=1e-6)
+
+
 def test_decoding_averages_the_two_bins_either_side_of_the_peak() -> None:
     """decode's circular mean reaches two bins past the peak: a second neighbour pulls the answer towards it
     (a window of one bin would leave bin 8 out)."""

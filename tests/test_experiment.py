@@ -353,6 +353,7 @@ def test_main_job_names_a_directory_it_cannot_create(tmp_path):
         result = train(tmp_path / "data", tmp_path / "run", f"{key}={tmp_path / 'file' / 'sub'}")
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert f"error: {key}: cannot create directory {tmp_path / 'file' / 'sub'}" in result.stderr
+        assert not (tmp_path / "run").exists()  # refused before the run directory is made, claimed or written
 
 
 def test_a_run_directory_is_never_taken_over_by_accident(tmp_path):

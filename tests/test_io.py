@@ -439,3 +439,62 @@ def test_code_version_names_the_commit_of_a_checkout() -> None:
             assert code_version()["commit"] == head.stdout.strip()
     finally:
         code_version.cache_clear()
+
+
+class _RunsCodeWhenUnpickled:
+    """What a malicious (or merely foreign) checkpoint holds: unpickling it calls a function of the file's choice."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.marker),)
+
+
+def test_a_torch_file_that_would_run_code_is_refused_before_any_runs(tmp_path: Path) -> None:
+    import torch
+
+    from asgf_nav.io import UnsafeTorchFileError, load_torch_file
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError, read_checkpoint
+    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+    from baselines.audio_model import load_model
+
+    marker = tmp_path / "the-file-ran-code"
+    path = tmp_path / "shared.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}, "update": 1, "frames": 0, "rng": {},
+                "config": {}, "kind": "selective", "state_dict": _RunsCodeWhenUnpickled(marker)}, path)  # fmt: skip
+    readers = [(load_torch_file, UnsafeTorchFileError), (load_checkpoint, CheckpointError),
+               (read_checkpoint, DoaCheckpointError), (load_model, CheckpointError)]  # fmt: skip
+    for read, error in readers:
+        with pytest.raises(error, match=rf"{path} is not one of this project's: reading it would run os.makedirs"):
+            read(path)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the full unpickler: what the readers avoid
+    assert marker.is_dir()
+
+
+def test_numpy_arrays_and_scalars_load_under_the_names_numpy_1_and_2_write(tmp_path: Path) -> None:
+    """Checkpoints keep random generator states as numpy arrays; one written under numpy 1 names
+    numpy.core.multiarray, one written under numpy 2 numpy._core.multiarray, and both must load anywhere."""
+    import zipfile
+
+    import torch
+
+    from asgf_nav.io import load_torch_file
+
+    state = {"mt": np.random.RandomState(3).get_state(), "obs": np.arange(6, dtype=np.float16), "step": np.int64(4)}
+    torch.save(state, tmp_path / "written.pt")
+    with zipfile.ZipFile(tmp_path / "written.pt") as archive:
+        entries = {info: archive.read(info) for info in archive.infolist()}
+    for package in (b"numpy.core.multiarray", b"numpy._core.multiarray"):
+        path = tmp_path / f"{package.decode()}.pt"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+            for info, data in entries.items():
+                if info.filename.endswith("data.pkl"):
+                    data = data.replace(b"numpy._core.multiarray", package).replace(b"numpy.core.multiarray", package)
+                    assert package + b"\n_reconstruct" in data and package + b"\nscalar" in data
+                archive.writestr(info, data)
+        loaded = load_torch_file(path)
+        assert loaded["mt"][0] == "MT19937" and np.array_equal(loaded["mt"][1], state["mt"][1])
+        assert loaded["obs"].dtype == np.float16 and loaded["obs"].tolist() == state["obs"].tolist()
+        assert loaded["step"] == 4 and isinstance(loaded["step"], np.int64)

@@ -65,8 +65,10 @@ def test_array_metrics_equal_the_per_episode_ones_on_random_inputs():
             assert arrays[name][i] == one[name], (name, i)
             assert tensors[name][i].item() == pytest.approx(one[name], abs=1e-6), (name, i)
     assert np.isfinite(np.stack([arrays[k] for k in METRIC_NAMES])).all()
-    on_goal = inputs["start_distance"] == 0
-    assert on_goal.any() and (arrays["spl"][on_goal] == arrays["success"][on_goal]).all()
+    stayed = (inputs["start_distance"] == 0) & (inputs["path_length"] == 0)
+    assert stayed.any() and (arrays["spl"][stayed] == arrays["success"][stayed]).all()
+    wandered = (inputs["start_distance"] == 0) & (inputs["path_length"] > 0)
+    assert wandered.any() and (arrays["spl"][wandered] == 0).all() and (arrays["softspl"][wandered] == 0).all()
 
 
 def test_step_reward_array_equals_scalar_on_random_inputs():
@@ -118,11 +120,13 @@ def test_sna_is_zero_for_every_failed_episode() -> None:
 
 def test_a_successful_start_on_the_goal_scores_one_in_spl_and_softspl() -> None:
     """d0 = 0 (task.min_geodesic_distance = 0): STOP at once is a perfect episode, SoftSPL as SPL, where
-    the SoftSPL formula itself gives 0 * ... / 1e-12 = 0."""
+    the SoftSPL formula itself gives 0 * ... / 1e-12 = 0; a walk before the STOP scores 0, as in habitat."""
     done = episode_metrics(True, 0.0, 0.0, 0.0, 1, 1)
     assert (done["success"], done["spl"], done["softspl"], done["sna"]) == (1.0, 1.0, 1.0, 1.0)
     array = episode_metrics_array(np.array([True, False]), np.zeros(2), np.zeros(2), np.zeros(2), 1, 1)
     np.testing.assert_array_equal(array["softspl"], [1.0, 0.0])
+    wandered = episode_metrics(True, 0.0, 0.0, 12.0, 1, 25)  # 12 m away and back: habitat's d0 / max(d0, L) = 0
+    assert (wandered["success"], wandered["spl"], wandered["softspl"]) == (1.0, 0.0, 0.0)
 
 
 def test_per_episode_metrics_honour_the_success_distance() -> None:

@@ -273,3 +273,16 @@ def test_two_advantages_are_normalised_too() -> None:
     out = normalized_advantages(torch.tensor([1.0, 3.0]))
     std = math.sqrt(2.0)  # unbiased std of 1 and 3
     torch.testing.assert_close(out, torch.tensor([-1.0, 1.0]) / (std + 1e-5))
+
+
+def test_a_non_finite_gradient_stops_the_update_before_it_reaches_the_weights() -> None:
+    """A nan return (a damaged observation upstream) would make every weight nan, and every later checkpoint."""
+    policy = Bandit()
+    storage = _storage(policy, torch.ones(4, 2))
+    storage.returns[2, 1] = float("nan")
+    ppo = PPO(policy, _ppo_config(lr=1e-2, use_normalized_advantage=False))
+    before = [p.detach().clone() for p in policy.parameters()]
+    with pytest.raises(FloatingPointError, match=r"PPO gradient norm is nan .*the weights as they were"):
+        ppo.update(storage)
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert not ppo.optimizer.state  # Adam's moments untouched too

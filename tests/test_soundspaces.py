@@ -823,6 +823,17 @@ def test_normalised_depth_reaching_exactly_1_is_scaled_to_metres(tmp_path: Path)
     assert float(depth[0, 0, 0, 0]) == pytest.approx(10.0) and float(depth[0, 0, 1, 1]) == pytest.approx(2.5)
 
 
+def test_depth_holding_nan_is_refused_naming_the_view(tmp_path: Path) -> None:
+    """The depth clamp lets nan through to the policy, which failed at its first action naming nothing."""
+    frames = {(0, yaw): {"rgb": np.zeros((4, 4, 3), np.uint8), "depth": np.full((4, 4), 2.0, np.float32)}
+              for yaw in (0, 90, 180, 270)}  # fmt: skip
+    frames[(0, 180)]["depth"][1, 2] = np.nan
+    path = tmp_path / "views.pkl"
+    path.write_bytes(pickle.dumps(frames))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"views\.pkl view \(node 0, yaw 180\): depth holds nan in 1 pix"):
+        ss.read_observations(path, np.array([0]))
+
+
 def test_reimported_layout_drops_the_views_of_the_old_node_list(tmp_path: Path) -> None:
     from asgf_nav.scenes import soundspaces_import as ssi
     from asgf_nav.scenes.store import SceneStore

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from asgf_nav.config import flatten_dotted
-from asgf_nav.io import atomic_write, content_digest
+from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +110,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint from :func:`save_checkpoint`; corrupt or incomplete files raise CheckpointError."""
     path = Path(path)
     try:
-        # The file holds RNG states (numpy arrays, Python tuples), so the full unpickler is needed;
-        # only load checkpoints this project wrote.
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = load_torch_file(path, map_location)  # runs no code from the file: one from elsewhere is safe to read
     except FileNotFoundError:
         raise
+    except UnsafeTorchFileError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
     except Exception as exc:  # also a pickle of classes not installed here: another project's or numpy version's
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict):

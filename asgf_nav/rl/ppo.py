@@ -113,6 +113,11 @@ class PPO:
                 if self.gradient_hook is not None:
                     self.gradient_hook(self.policy)
                 grad_norm = nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
+                if not torch.isfinite(grad_norm):  # a step would write nan into the weights and every later checkpoint
+                    raise FloatingPointError(
+                        f"PPO gradient norm is {float(grad_norm)} (loss {float(loss.detach())}): the update stops "
+                        "before its step, the weights as they were; look for nan in the observations, or lower ppo.lr"
+                    )
                 self.optimizer.step()
 
                 with torch.no_grad():

@@ -320,6 +320,10 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
                     "(H, W[, 1]), "
                     f"got rgb {img.dtype}{img.shape} and depth {dep.shape}"
                 )
+            if np.isnan(dep).any():  # past the depth clamp it would reach the policy as nan logits, naming nothing
+                raise SoundSpacesDataError(
+                    f"{path} view (node {int(node)}, yaw {yaw}): depth holds nan in {int(np.isnan(dep).sum())} pixels"
+                )
             if rgb is None:
                 h, w = img.shape[:2]
                 rgb = np.zeros((len(node_ids), 4, h, w, 3), dtype=np.uint8)

@@ -49,7 +49,7 @@ def success(called_stop, distance, success_distance: float = 1.0):
 
 
 def spl(succ, start_distance, path_length):
-    # the 1e-12 floor only keeps d0 = L = 0 from dividing 0 by 0 (episode_metrics scores d0 = 0 apart)
+    # the 1e-12 floor only keeps d0 = L = 0 from dividing 0 by 0 (episode_metrics scores that case apart)
     return succ * start_distance / _maximum(_maximum(start_distance, path_length), 1e-12)
 
 
@@ -74,15 +74,16 @@ def episode_metrics_array(
 ) -> dict[str, Any]:
     """All metrics of finished episodes, elementwise (keys :data:`METRIC_NAMES`, float64 / float values).
 
-    A start on the goal (d0 = 0, possible only with ``task.min_geodesic_distance=0``) scores SPL and
-    SoftSPL as its success, where habitat would divide 0 by 0.
+    A start on the goal (d0 = 0, possible only with ``task.min_geodesic_distance=0``) left without a step scores
+    SPL and SoftSPL as its success, where habitat would divide 0 by 0; a walk away and back scores habitat's
+    d0 / max(d0, L) = 0, as any path longer than needed is charged.
     """
     succ = success(called_stop, distance, success_distance) * 1.0
-    on_goal = start_distance <= 0
+    stayed_on_goal = (start_distance <= 0) & (path_length <= 0)
     return {
         "success": succ,
-        "spl": _where(on_goal, succ, spl(succ, start_distance, path_length)),
-        "softspl": _where(on_goal, succ, softspl(start_distance, distance, path_length)),
+        "spl": _where(stayed_on_goal, succ, spl(succ, start_distance, path_length)),
+        "softspl": _where(stayed_on_goal, succ, softspl(start_distance, distance, path_length)),
         "sna": sna(succ, oracle_actions, num_actions),
         "distance_to_goal": distance * 1.0,
         "num_actions": num_actions * 1.0,

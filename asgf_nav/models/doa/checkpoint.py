@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
-from asgf_nav.io import atomic_write, content_digest
+from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file
 from asgf_nav.models.doa.config import (
     RESUMABLE_TRAIN_KEYS,
     SELECTIVE_ONLY,
@@ -90,7 +90,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """The dict stored by :func:`save_checkpoint` at ``path``."""
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = load_torch_file(path, map_location)  # runs no code from the file: one from elsewhere is safe to read
+    except UnsafeTorchFileError as exc:
+        raise DoaCheckpointError(f"DoA checkpoint {exc}") from None
     except Exception as err:  # noqa: BLE001 - unpickling a corrupt or foreign file can raise nearly anything
         raise DoaCheckpointError(f"DoA checkpoint {path} is not readable as a torch checkpoint: {err}") from err
     if not isinstance(ckpt, dict) or not {"kind", "state_dict"} <= ckpt.keys():

@@ -70,7 +70,7 @@ class AzimuthGrid:
         # bounded first: a width of 0 would divide by zero, and one past 360 (1e9, inf) would round to 0 bins
         if not 0 < self.bin_width <= 360 or abs(360.0 / self.bin_width - round(360.0 / self.bin_width)) > 1e-6:
             raise ValueError(f"azimuth bin width must divide 360 degrees, got {self.bin_width}")
-        if not self.laplace_scale > 0:  # exp(-d / 0) makes every target nan
+        if not self.laplace_scale > 0:  # -d / 0 makes every target nan
             raise ValueError(
                 f"the Laplacian target's scale must be a positive number of degrees, got {self.laplace_scale}"
             )
@@ -84,11 +84,11 @@ class AzimuthGrid:
         return np.arange(self.num_bins, dtype=np.float64) * self.bin_width
 
     def encode(self, azimuth_deg: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B,) azimuths -> (B, K) targets ``exp(-d_circ / sigma)`` normalised to sum 1."""
+        """(B,) azimuths -> (B, K) targets ``exp(-d_circ / sigma)`` normalised to sum 1 (a softmax, so a sigma
+        far under the bin width gives the nearest bin, not exp's underflow to 0 / 0)."""
         az = torch.as_tensor(azimuth_deg, dtype=torch.float32).reshape(-1, 1)
         centers = torch.as_tensor(self.centers, dtype=torch.float32, device=az.device)[None, :]
-        target = torch.exp(-circular_distance(centers, az) / self.laplace_scale)
-        return target / target.sum(dim=1, keepdim=True)
+        return torch.softmax(-circular_distance(centers, az) / self.laplace_scale, dim=1)
 
     def decode(self, posterior: np.ndarray | torch.Tensor, window: int = 2) -> np.ndarray:
         """(B, K) posteriors -> (B,) azimuths: argmax bin refined by the circular mean of its neighbours."""
