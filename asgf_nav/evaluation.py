@@ -3,13 +3,15 @@
 Orchestration, as ``experiment.py`` is for training: it may use every layer and ``baselines``, and no layer
 imports it. ``scripts/evaluate.py`` parses the command line into an :class:`EvaluationRequest` and calls
 :func:`run_evaluation`. Finished episodes are saved as they end, so the same request resumes a killed
-evaluation (not once the checkpoint holds another update, nor with other task limits, data or episodes).
+evaluation (not once the checkpoint holds another update, nor with other task limits, data or episodes, nor
+the random agent with another ``num_envs``, which its draws depend on).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,24 @@ logger = logging.getLogger("evaluate")
 
 # task settings that change an episode's outcome (the step limit, the success radius, what the agent hears)
 OUTCOME_TASK_KEYS: tuple[str, ...] = ("max_steps", "success_distance", "use_doa", "doa_checkpoint", "keep_travel_time")
+# baselines whose draws depend on how many episodes are stepped together: the random agent draws a batch of
+# actions per step from one stream, so another --num-envs gives other episodes. A checkpoint draws each episode
+# from a stream of its own (the same episodes whatever --num-envs) and the other baselines draw nothing.
+BATCH_DRAWN_AGENTS: tuple[str, ...] = ("random",)
+
+
+def name_problem(name: str | None) -> str | None:
+    """Why ``name`` cannot label an evaluation, or None: it names a directory under --out, so a path separator
+    or '..' (``--name ../elsewhere``) would write the outputs outside --out."""
+    if name is None:
+        return None
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if any(sep in name for sep in separators) or ".." in name:
+        return (
+            f"--name {name!r} holds a path separator or '..'; it labels the agent and names a directory under "
+            "--out, so give a plain label (e.g. asgf_compact) and choose the parent directory with --out"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,15 @@ class EvaluationRequest:
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.agent is None):
             raise ValueError("an evaluation names either a checkpoint or a baseline agent, exactly one")
+        problem = name_problem(self.name)
+        if problem:
+            raise ValueError(problem)
+
+
+def checkpoint_path(request: EvaluationRequest) -> str | None:
+    """The checkpoint file as an absolute path without symlinks: a path typed relative to the run directory
+    and the same file's absolute path are one evaluation, and the summary names the file from anywhere."""
+    return str(Path(request.checkpoint).resolve()) if request.checkpoint else None
 
 
 def build_agent(request: EvaluationRequest, cfg: ExperimentConfig, world: Any, checkpoint: dict | None) -> Any:
@@ -125,19 +154,14 @@ def output_dir(request: EvaluationRequest, cfg: ExperimentConfig) -> Path:
     return Path(request.out) / f"{agent_label(request, cfg)}_{dataset}_{sound_split}_{request.split}"
 
 
-def evaluate_one(
-    request: EvaluationRequest, cfg: ExperimentConfig, checkpoint: dict | None
-) -> tuple[Path, EvaluationProgress]:
-    """Evaluate one sound split (``cfg`` from :func:`split_config`) and write its outputs; the caller holds
-    the output directory's lock and removes the progress file (``finish``) once every split is written, so
-    that a stopped evaluation of both sound splits reruns none of a finished one."""
-    world, episodes = load_task_data(cfg, request.split, list(request.scenes) if request.scenes else None)
-    episodes = select_episodes(episodes, request.episodes)
-    agent = build_agent(request, cfg, world, checkpoint)
-    out = output_dir(request, cfg)
+def evaluation_identity(
+    request: EvaluationRequest, cfg: ExperimentConfig, checkpoint: dict | None, episodes: list[Any]
+) -> dict[str, Any]:
+    """What one sound split's evaluation is of (``cfg`` from :func:`split_config`): a resume or a rerun into its
+    directory with anything different is refused (:class:`EvaluationProgress`), the keys that differ named."""
     identity = {
         "agent": agent_label(request, cfg), "dataset": cfg.scenes.dataset, "sound_split": cfg.task.sound_split,
-        "split": request.split, "checkpoint": request.checkpoint, "deterministic": request.deterministic,
+        "split": request.split, "checkpoint": checkpoint_path(request), "deterministic": request.deterministic,
         # best.pt is rewritten while training goes on, and a run directory retrained keeps its file names:
         # a resume must not mix two checkpoints' episodes
         "checkpoint_update": int(checkpoint["update"]) if checkpoint else None,
@@ -156,42 +180,93 @@ def evaluate_one(
         # scene of the same name number their nodes differently (read by visualize_trajectories.py)
         "scene_source": scene_source(cfg),
     }  # fmt: skip
+    if request.agent in BATCH_DRAWN_AGENTS:  # only where the draws depend on it: no other result is refused
+        identity["num_envs"] = request.num_envs
+    return identity
+
+
+@dataclass
+class SplitEvaluation:
+    """One sound split made ready to run: its episodes, what it evaluates (checked against its directory), and
+    the world and agent to run it with until it has run."""
+
+    cfg: ExperimentConfig
+    out: Path
+    episodes: list[Any]
+    identity: dict[str, Any]
+    progress: EvaluationProgress
+    world: Any
+    agent: Any
+
+
+def prepare_split(request: EvaluationRequest, cfg: ExperimentConfig, checkpoint: dict | None) -> SplitEvaluation:
+    """Load one sound split (``cfg`` from :func:`split_config`), build its agent and open its progress file,
+    which refuses a directory holding an evaluation of something else: done for every split before any runs."""
+    world, episodes = load_task_data(cfg, request.split, list(request.scenes) if request.scenes else None)
+    if request.episodes is not None and request.episodes > len(episodes):  # else only the summary's count would tell
+        logger.warning(
+            "--episodes %d asks for more episodes than the %s split holds for %s sounds%s (%d); evaluating all %d",
+            request.episodes, request.split, cfg.task.sound_split,
+            f" in scenes {', '.join(request.scenes)}" if request.scenes else "", len(episodes), len(episodes),
+        )  # fmt: skip
+    episodes = select_episodes(episodes, request.episodes)
+    agent = build_agent(request, cfg, world, checkpoint)
+    out = output_dir(request, cfg)
+    identity = evaluation_identity(request, cfg, checkpoint, episodes)
     progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
-    remaining = progress.remaining(episodes)
+    return SplitEvaluation(cfg, out, episodes, identity, progress, world, agent)
+
+
+def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
+    """Run the episodes a prepared split has not finished and write its outputs; the caller holds the output
+    directory's lock and removes the progress file (``finish``) once every split is written, so that a stopped
+    evaluation of both sound splits reruns none of a finished one."""
+    cfg, progress = split.cfg, split.progress
+    remaining = progress.remaining(split.episodes)
     if remaining:
-        run_episodes(agent, world, remaining, cfg, num_envs=request.num_envs, device=request.device,
+        run_episodes(split.agent, split.world, remaining, cfg, num_envs=request.num_envs, device=request.device,
                      on_record=progress.add, spectrogram_store=spectrogram_store_root(cfg))  # fmt: skip
-    records = progress.records(episodes)
+    split.world = split.agent = None  # not held while the next split runs
+    records = progress.records(split.episodes)
     meta = {
-        **identity, "episodes_requested": request.episodes, "scenes": sorted({r.scene for r in records}),
+        **split.identity, "episodes_requested": request.episodes, "scenes": sorted({r.scene for r in records}),
         "command": request.command, "code": code_version(),
     }  # fmt: skip
-    if identity["scene_source"] == "soundspaces":  # results heard with silence where RIRs were bad say so
+    if split.identity["scene_source"] == "soundspaces":  # results heard with silence where RIRs were bad say so
         from asgf_nav.scenes.soundspaces import silence_fallback_summary
 
         meta["rir_on_missing"] = cfg.scenes.rir_on_missing
         meta["rirs_replaced_by_silence"] = silence_fallback_summary()  # distinct files, this process
-    summary = write_evaluation(out, records, meta)
+    summary = write_evaluation(split.out, records, meta)
     print(summary_markdown(summary))
-    return out, progress
+    return split.out
 
 
 def run_evaluation(
     request: EvaluationRequest, cfg: ExperimentConfig, checkpoint: dict | None, sound_splits: list[str]
 ) -> list[Path]:
     """Evaluate each sound split in turn and return their output directories. Every split's directory is
-    locked before any task data loads, until all are written; the progress files go only then."""
+    locked before any task data loads, until all are written, and checked against what it holds before any
+    episode runs (a conflict in the second split must not cost the hours of the first, nor its earlier
+    results); the progress files go only once all are written."""
     configs = [split_config(request, cfg, sound_split, checkpoint) for sound_split in sound_splits]
     code_version()  # recorded as the code of this process now, not of a checkout changed while it runs
     with ExitStack() as held:
         for split_cfg in configs:
             held.enter_context(evaluation_lock(output_dir(request, split_cfg)))
-        written, finished = [], []
-        for split_cfg in configs:
-            out, progress = evaluate_one(request, split_cfg, checkpoint)
-            written.append(out)
-            finished.append(progress)
-            logger.info("evaluation written to %s", out)
-        for progress in finished:
-            progress.finish()
+        # the worlds are memory-mapped stores, and a split's world and agent are dropped once it has run
+        splits: list[SplitEvaluation] = []
+        try:
+            for split_cfg in configs:
+                splits.append(prepare_split(request, split_cfg, checkpoint))
+        except BaseException:  # refused before any episode ran: no progress file of this run stays behind
+            for split in splits:
+                split.progress.discard()
+            raise
+        written = []
+        for split in splits:
+            written.append(run_split(request, split))
+            logger.info("evaluation written to %s", split.out)
+        for split in splits:
+            split.progress.finish()
     return written

@@ -109,6 +109,11 @@ def check_components(cfg: ExperimentConfig) -> None:
         hint = f" ({unknown} not registered: see register_observation in docs/task.md)" if unknown else ""
         raise ConfigError(f"task.sensors: policy {cfg.model.policy!r} needs {missing}, got {sensors}{hint}")
     unread = [name for name in sensors if name not in policy.reads_sensors]
+    if cfg.task.use_doa and "doa" in unread:  # added by task.use_doa itself, not listed by the user
+        raise ConfigError(
+            f"task.use_doa: policy {cfg.model.policy!r} does not read the DoA head's 'doa' observation (it reads "
+            f"{list(policy.reads_sensors)}); set task.use_doa=false, or use a policy that reads it"
+        )
     if unread:  # computed every step and ignored: the run would be labelled with an input it never used
         raise ConfigError(
             f"task.sensors: policy {cfg.model.policy!r} does not read {unread} (it reads "
@@ -140,14 +145,15 @@ def check_doa_sensor(cfg: ExperimentConfig, registered: list[str]) -> None:
 
     Only ``task.use_doa=true`` registers the DoA head (:func:`register_auxiliary_observations`, which also
     appends "doa" to the sensors), so a "doa" sensor without it would otherwise be reported as an unknown
-    observation, and a DoA flag without the sensor as a policy that silently trains without DoA.
+    observation (or, with the head registered by hand, computed and ignored: the policies build their DoA
+    input only with the flag), and a DoA flag without the sensor as a policy that silently trains without DoA.
     """
     if cfg.task.use_doa and ("doa" not in registered or "doa" not in cfg.task.sensors):
         raise ConfigError(
             "task.use_doa=true but the 'doa' observation is not set up: register_auxiliary_observations(cfg) "
             "registers the DoA head and adds 'doa' to task.sensors, and must run first"
         )
-    if not cfg.task.use_doa and "doa" in cfg.task.sensors and "doa" not in registered:
+    if not cfg.task.use_doa and "doa" in cfg.task.sensors:  # also when a notebook registered the head itself
         raise ConfigError(
             f"task.sensors: {cfg.task.sensors} lists 'doa', the DoA head's observation, which only "
             "task.use_doa=true provides (it registers the head and adds 'doa' to task.sensors itself); "

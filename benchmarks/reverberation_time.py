@@ -140,7 +140,8 @@ def scene_tails(scene_dir: Path, receivers: int = 3) -> None:
     for scattering in (False, True):
         pra.random.seed(source_node)
         walls = build_walls(plan, rate, region=region, scattering=scattering)
-        traced = pra.Room(walls, fs=rate, max_order=order, air_absorption=False)
+        # the tracer logs from max_order bounces on: one past the image sources', as the bake traces
+        traced = pra.Room(walls, fs=rate, max_order=order + 1, air_absorption=False)
         traced.set_ray_tracing(
             n_rays=int(baked["rays"]), receiver_radius=RECEIVER_RADIUS, hist_bin_size=HIST_BIN_SECONDS,
             energy_thres=1e-7, time_thres=float(baked["max_rir_seconds"]),

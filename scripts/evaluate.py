@@ -11,7 +11,10 @@ the summary's meta names the scenes' source (embedded: generated scenes, soundsp
 Finished episodes are saved as they end, so the same command resumes a killed evaluation (not once the
 checkpoint file holds another update: best.pt is rewritten while training goes on, nor with other task
 limits, data or episodes). A checkpoint's sampled actions are seeded by train.seed, each episode with a
-stream of its own: the same command gives the same episodes, resumed or not.
+stream of its own: the same command gives the same episodes, resumed or not, whatever --num-envs. The random
+agent draws from one stream for the episodes stepped together, so its --num-envs is part of what it is
+evaluated with: another one is refused where a finished result (or a stopped one) is. The checkpoint is
+recorded by its resolved path, so a relative and an absolute path to one file are one evaluation.
 
 A baseline loads only the observations it reads (direction_follower and gan: the spectrogram; oracle and
 random: none), whatever task.sensors says, so scenes baked without views (no 'vision' stage) suffice;
@@ -39,7 +42,7 @@ from asgf_nav.cli import (  # noqa: E402
     run_script,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
-from asgf_nav.evaluation import EvaluationRequest, run_evaluation  # noqa: E402
+from asgf_nav.evaluation import EvaluationRequest, name_problem, run_evaluation  # noqa: E402
 from asgf_nav.experiment import set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from baselines import AUDIO_MODEL_BASELINES, BASELINES  # noqa: E402
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
+    if name_problem(args.name):  # --name ../x would write outside --out
+        parser.error(name_problem(args.name))
     if args.baseline_model and args.sound_split == "both":
         parser.error(
             "--baseline-model names one audio model, and --sound-split both evaluates heard and unheard sounds, "

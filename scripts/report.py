@@ -6,6 +6,8 @@
 
 Each RUN is an evaluation directory of scripts/evaluate.py or a folder holding several; rows are agents,
 column groups are (dataset, heard / unheard) with SPL, SR and SNA in % and their 95 % confidence intervals.
+The agents of a column must have run the same episodes under the same task settings (task.max_steps,
+task.success_distance, the scenes' source); a column mixing them is refused, naming what differs.
 """
 
 from __future__ import annotations

@@ -35,10 +35,10 @@ from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.models.policies import POLICY_REGISTRY, policy_class  # noqa: E402
+from asgf_nav.models.policies import policy_class  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
-from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne  # noqa: E402
+from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne, spatial_state_policies  # noqa: E402
 
 logger = logging.getLogger("tsne")
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
     policy = checkpoint.get("policy_name", cfg.model.policy)
     if not policy_class(policy).has_spatial_state:
-        with_state = sorted(name for name, cls in POLICY_REGISTRY.items() if cls.has_spatial_state)
+        with_state = spatial_state_policies()
         parser.error(
             f"--checkpoint: {args.checkpoint} holds policy {policy!r}, which has no ASE module (no audio spatial "
             f"states to embed); give a checkpoint of {' or '.join(with_state)}"

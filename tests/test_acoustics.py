@@ -561,6 +561,33 @@ def test_late_tail_energy_agrees_with_pyroomacoustics_own_tail(single_room):
         assert energy_db(mine[:, ear]) == pytest.approx(energy_db(reference), abs=2.0)
 
 
+def test_the_ray_traced_tail_starts_past_the_image_sources_order(single_room):
+    """The image sources hold every reflection up to their order; the tracer's histogram must hold none of them
+    a second time. Before ACOUSTICS_VERSION 3 it logged from that order on, so the second-order reflections
+    (the first ones at order 1) were in both parts."""
+    from asgf_nav.acoustics.simulate import RECEIVER_RADIUS, _ray_trace
+
+    src, rec = at(3.5, 4.5), at(3.0, 4.0)  # near a wall: second and third orders more than a bin apart
+    shoebox = pra.ShoeBox([6.0, 5.0, 2.6], fs=FS, max_order=3)
+    shoebox.add_source(src[[0, 2, 1]])
+    shoebox.add_microphone(rec[[0, 2, 1]])
+    shoebox.image_source_model()
+    images = shoebox.sources[0]
+    arrival = np.linalg.norm(images.images - rec[[0, 2, 1], None], axis=0) / SPEED_OF_SOUND
+    first_third, first_second = arrival[images.orders == 3].min(), arrival[images.orders == 2].min()
+    bin_end = np.arange(1, 251) * 0.004
+
+    def early_energy(histogram: np.ndarray) -> float:  # bins wholly before any third-order ray can be logged
+        before = bin_end < first_third - RECEIVER_RADIUS / SPEED_OF_SOUND
+        return float(histogram[:, : before.sum()].sum())
+
+    field = simulate_source(single_room, src, rec[None], FS, ism_order=2, rays=3000)
+    assert (first_second // 0.004 + 1) * 0.004 < first_third - RECEIVER_RADIUS / SPEED_OF_SOUND  # a bin between
+    assert early_energy(field.histogram[0]) == 0.0 and field.histogram[0].sum() > 0
+    repeated = _ray_trace(single_room, None, True, FS, 2, 3000, 1.0, src, rec[[0, 2, 1]][None])
+    assert early_energy(np.asarray(repeated[0][0][0])) > 0.0  # the tracer at the image order: what was doubled
+
+
 @pytest.mark.parametrize("band", range(6))
 def test_each_band_of_the_late_tail_sounds_in_its_own_octave(band: int) -> None:
     """Energy in one octave band (centre 125 x 2^band Hz) must come out in that octave, [c/sqrt2, c sqrt2):

@@ -531,3 +531,18 @@ def test_stratified_source_nodes_stand_as_near_walls_as_the_average_node() -> No
     everywhere = float(np.mean(nodes < NEAR_WALL_M))
     assert near["farthest"] > everywhere + 0.10
     assert abs(near["stratified"] - everywhere) < 0.07
+
+
+def test_tail_overlap_finds_the_image_order_repeated_before_version_3_and_not_now(monkeypatch, capsys):
+    import tail_overlap
+
+    run_benchmark(monkeypatch, tail_overlap, "--rays", "1000")
+    lines = capsys.readouterr().out.splitlines()
+    rows = {order: lines[3 * order - 1 : 3 * order + 1] for order in (1, 2, 3)}
+    for before, now in rows.values():
+        assert "(before)" in before and "(now)" in now
+        now_share = [float(v) for v in now.split("whole response")[0].split()[-7:]]
+        assert now_share == [0.0] * 7 and now.rstrip().endswith("+0.00")
+    before_order_2 = [float(v) for v in rows[2][0].split("whole response")[0].split()[-7:]]
+    assert min(before_order_2) > 0.05  # the second-order reflections, in both parts of the response
+    assert all(float(v) > 0 for v in rows[2][0].split("dB re now:")[1].split())

@@ -110,7 +110,7 @@ def test_wrong_type_names_key(override, key):
         (["ppo.lr=-1e-4"], "'ppo.lr' must be positive"),
         (["train.checkpoint_interval=0"], "'train.checkpoint_interval' must be positive"),
         (["scenes.num_scenes=0"], "'scenes.num_scenes' must be positive"),
-        (["acoustics.ism_order=0"], "'acoustics.ism_order' must be at least 1, got 0: the ray tracer"),
+        (["acoustics.ism_order=-1"], "'acoustics.ism_order' must be >= 0, got -1"),
         (["train.val_interval=-5"], "'train.val_interval' must be >= 0"),
         (["ppo.gamma=1.01"], "'ppo.gamma' must be in [0, 1]"),
         (["ppo.num_envs=4", "ppo.num_mini_batch=5"], "'ppo.num_mini_batch' (5) must be at most ppo.num_envs (4)"),

@@ -68,6 +68,26 @@ def test_frozen_head_is_unchanged_by_a_policy_update(bank, tmp_path):
         assert torch.equal(value, frozen[key]), key
 
 
+def test_the_packaged_head_registers_the_reserved_doa_name_again_and_keeps_it(tmp_path):
+    """register_doa_observation takes "doa" (again in a notebook, replacing its previous head); a plugin may
+    not replace it, while the head's own provider can be put back by name (a benchmark switching variants)."""
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.observations import get_observation, register_observation
+
+    ckpt = tmp_path / "head.pt"
+    tiny_head_checkpoint(ckpt)
+    register_doa_observation(ckpt, cache_size=0)
+    first = get_observation("doa")
+    register_doa_observation(ckpt, cache_size=0)
+    second = get_observation("doa")
+    assert second is not first
+    with pytest.raises(ValueError, match="reserved for the packaged DoA head"):
+        register_observation("doa", lambda s: np.zeros(second.space(None).shape, np.float32), second.space, None, True)
+    assert get_observation("doa") is second
+    register_observation("doa", first.compute, first.space, first.compute_batch, overwrite=True)
+    assert get_observation("doa").compute is first.compute
+
+
 def test_registered_doa_observation_on_a_synthetic_world(tmp_path):
     from asgf_nav.models.doa.observation import register_doa_observation
     from asgf_nav.tasks.episodes import ResolvedEpisode

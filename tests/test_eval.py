@@ -440,9 +440,7 @@ def test_evaluate_script_uses_the_configured_torch_threads(tiny_root, tmp_path):
 
 def test_comparison_table_and_chart(tiny_root, tmp_path):
     _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6", "--sound-split", "both")
-    _evaluate(
-        tiny_root, tmp_path, "--agent", "random", "--episodes", "6", "--sound-split", "heard", "task.max_steps=20"
-    )
+    _evaluate(tiny_root, tmp_path, "--agent", "random", "--episodes", "6", "--sound-split", "heard")
     summaries = [load_summary(p) for p in find_summaries([tmp_path])]
     assert len(summaries) == 3
     # one directory reached twice (below a parent and by name, with a trailing slash) counts once
@@ -1389,3 +1387,160 @@ def test_an_unfinished_evaluation_named_as_the_current_directory_is_reported(tmp
     with pytest.raises(SystemExit) as exit_info:
         run_script(lambda: report.main(["."]))
     assert exit_info.value.code == 2 and "is unfinished: run its command again" in capsys.readouterr().err
+
+
+def test_report_refuses_a_column_of_evaluations_under_other_task_settings(tiny_root, tmp_path, capsys) -> None:
+    """A random agent at task.max_steps=20 beside an oracle at 500, or one success distance beside another, is
+    refused naming the setting, its values and the evaluations; what is an agent's own may differ."""
+    import report
+
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "4", "--sound-split", "heard")
+    _evaluate(
+        tiny_root, tmp_path, "--agent", "random", "--episodes", "4", "--sound-split", "heard", "task.max_steps=20"
+    )
+    oracle, random_dir = tmp_path / "oracle_tiny_heard_test", tmp_path / "random_tiny_heard_test"
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: report.main([str(tmp_path)]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert (
+        f"the evaluations on tiny heard ran under different task settings (task.max_steps is 500 for 'oracle' "
+        f"({oracle.resolve()}), 20 for 'random' ({random_dir.resolve()}))" in err
+    )
+    assert "evaluate them with the same task.max_steps" in err
+
+    task = {
+        "max_steps": 500,
+        "success_distance": 1.0,
+        "use_doa": False,
+        "doa_checkpoint": "",
+        "keep_travel_time": False,
+    }
+    a, b, c = (_summary(agent, "tiny", "heard", _VALUES) for agent in ("a", "b", "c"))
+    for summary in (a, b, c):
+        summary["meta"].update(task=dict(task), scene_source="embedded", episode_list="0123456789abcdef")
+    b["meta"]["task"]["success_distance"] = 0.4
+    c["meta"]["task"]["success_distance"] = 0.4
+    c["meta"]["scene_source"] = "soundspaces"
+    with pytest.raises(EvaluationFileError) as refused:
+        comparison_table([a, b, c])
+    assert (
+        "(scene_source is 'embedded' for 'a' and 'b', 'soundspaces' for 'c'; task.success_distance is 1.0 for "
+        "'a', 0.4 for 'b' and 'c')" in str(refused.value)
+    )
+    with pytest.raises(EvaluationFileError, match="different task settings"):
+        comparison_chart([a, b], tmp_path / "mixed.png")
+    assert comparison_table([a, {**b, "meta": {**b["meta"], "sound_split": "unheard"}}])  # other columns: fine
+
+    # the agent's own: its checkpoint, DoA head and flag, travel time (brought by a checkpoint), acting mode,
+    # seed, the random agent's num_envs, the machine's data root; and a summary recorded before meta.task
+    own = copy.deepcopy(a)
+    own["meta"] = {**own["meta"], "agent": "own", "checkpoint": "/runs/x/ckpt.pt", "deterministic": True, "seed": 3,
+                   "doa_head": {"path": "h.pt", "sha256": "0" * 16}, "num_envs": 20, "data_root": "/elsewhere",
+                   "task": {**task, "use_doa": True, "doa_checkpoint": "h.pt", "keep_travel_time": True}}  # fmt: skip
+    older = _summary("older", "tiny", "heard", _VALUES)
+    assert "| own |" in comparison_table([a, own, older])
+
+
+def test_both_sound_splits_are_checked_against_their_directories_before_any_episode_runs(
+    tiny_root, tmp_path, monkeypatch
+) -> None:
+    """--sound-split both whose unheard directory holds a finished evaluation of something else is refused at
+    once: the heard split runs no episode, its finished result is not rewritten, and no progress file stays."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
+
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "4", "--sound-split", "heard")
+    for out in (tmp_path, tmp_path / "new"):  # more episodes than the both-split run below asks for
+        _evaluate(tiny_root, out, "--agent", "oracle", "--episodes", "6", "--sound-split", "unheard")
+    heard, unheard = tmp_path / "oracle_tiny_heard_test", tmp_path / "oracle_tiny_unheard_test"
+    before = {d: (d / "summary.json").read_bytes() for d in (heard, unheard)}
+    ran: list[str] = []
+    monkeypatch.setattr(evaluation, "run_episodes", lambda agent, world, episodes, cfg, **kw: ran.append(cfg))
+    with pytest.raises(EvaluationProgressError, match=f"{re.escape(str(unheard))} holds a finished evaluation of "
+                       "something else: episode_list was"):  # fmt: skip
+        _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "4", "--sound-split", "both")
+    assert ran == []
+    assert {d: (d / "summary.json").read_bytes() for d in (heard, unheard)} == before
+    assert not (heard / PROGRESS_FILE).exists() and not (unheard / PROGRESS_FILE).exists()
+
+    # a heard directory this run would have made new is not left behind as an unfinished evaluation
+    with pytest.raises(EvaluationProgressError, match="holds a finished evaluation of something else"):
+        _evaluate(tiny_root, tmp_path / "new", "--agent", "oracle", "--episodes", "4", "--sound-split", "both")
+    assert not (tmp_path / "new" / "oracle_tiny_heard_test").exists() and ran == []
+
+
+def test_the_random_agents_result_is_not_replaced_by_a_draw_with_another_num_envs(tiny_root, tmp_path) -> None:
+    """The random agent draws a batch of actions per step, so --num-envs is part of what it is evaluated with;
+    agents whose episodes do not depend on it (the oracle, a checkpoint) do not record it."""
+    from asgf_nav.eval.progress import EvaluationProgressError
+
+    args = ("--agent", "random", "--episodes", "6", "task.max_steps=40")
+    _evaluate(tiny_root, tmp_path, *args)  # --num-envs 3
+    out = tmp_path / "random_tiny_unheard_test"
+    finished = (out / "summary.json").read_bytes()
+    assert load_summary(out)["meta"]["num_envs"] == 3
+    with pytest.raises(
+        EvaluationProgressError, match="holds a finished evaluation of something else: num_envs was 3, now 2"
+    ):
+        _evaluate(tiny_root, tmp_path, *args, "--num-envs", "2")
+    assert (out / "summary.json").read_bytes() == finished
+    _evaluate(tiny_root, tmp_path, *args)  # the same draw again: runs
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6")
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6", "--num-envs", "2")  # the same episodes
+    assert "num_envs" not in load_summary(tmp_path / "oracle_tiny_unheard_test")["meta"]
+
+
+def test_more_episodes_than_the_split_holds_are_pointed_out(tiny_root, tmp_path, capsys) -> None:
+    """--episodes 50 of a 16-episode split evaluates the 16 and says so, naming both numbers."""
+    _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "50")
+    summary = load_summary(tmp_path / "oracle_tiny_unheard_test")
+    assert summary["episodes"] == 16 and summary["meta"]["episodes_requested"] == 50
+    err = capsys.readouterr().err
+    assert "WARNING evaluate: --episodes 50 asks for more episodes than the test split holds for unheard sounds " in err
+    assert "(16); evaluating all 16" in err
+    _evaluate(tiny_root, tmp_path / "fewer", "--agent", "oracle", "--episodes", "16")
+    assert "asks for more episodes" not in capsys.readouterr().err
+
+
+def test_a_checkpoint_is_one_evaluation_by_relative_absolute_or_linked_path(tiny_root, tmp_path, monkeypatch) -> None:
+    """The summary records the checkpoint's resolved path; the same file typed relative to the run directory, as
+    an absolute path, or recorded through a symlink by an older evaluate.py is one evaluation, another file not."""
+    import shutil
+
+    from asgf_nav.eval.progress import EvaluationProgressError
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    checkpoint = _tiny_checkpoint(tiny_root, tmp_path / "run" / "checkpoints" / "ckpt_000001.pt")
+    out = tmp_path / "eval" / "asgf_tiny_unheard_test"
+    monkeypatch.chdir(tmp_path / "run")
+    args = ("--episodes", "2", "task.max_steps=5")
+    _evaluate(tiny_root, tmp_path / "eval", "--checkpoint", "checkpoints/ckpt_000001.pt", *args)
+    assert load_summary(out)["meta"]["checkpoint"] == str(checkpoint.resolve())
+    _evaluate(tiny_root, tmp_path / "eval", "--checkpoint", str(checkpoint), *args)  # the same file: runs again
+
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    summary = json.loads((out / "summary.json").read_text())
+    summary["meta"]["checkpoint"] = str(tmp_path / "link" / "checkpoints" / "ckpt_000001.pt")  # as typed then
+    (out / "summary.json").write_text(json.dumps(summary))
+    _evaluate(tiny_root, tmp_path / "eval", "--checkpoint", "checkpoints/ckpt_000001.pt", *args)
+    assert load_summary(out)["meta"]["checkpoint"] == str(checkpoint.resolve())
+
+    other = shutil.copy(checkpoint, tmp_path / "ckpt_copy.pt")  # the same weights in another file
+    with pytest.raises(EvaluationProgressError, match="holds a finished evaluation of something else: checkpoint"):
+        _evaluate(tiny_root, tmp_path / "eval", "--checkpoint", str(other), *args)
+
+
+def test_a_name_with_a_path_separator_or_dots_is_refused(tiny_root, tmp_path, capsys) -> None:
+    """--name labels a directory under --out: '../escaped' would write outside it."""
+    import evaluate
+
+    for name in ("../escaped", "a/b", "..", "a\\b"):
+        argv = ["--dataset", "tiny", "--data-root", str(tiny_root), "--agent", "oracle", "--name", name,
+                "--out", str(tmp_path / "out"), *TINY_ACOUSTICS]  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(argv)
+        assert exit_info.value.code == 2
+        assert f"--name {name!r} holds a path separator or '..'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, inside --out or beside it
+    with pytest.raises(ValueError, match=r"--name '\.\./x' holds a path separator"):
+        evaluation.EvaluationRequest(agent="oracle", name="../x")

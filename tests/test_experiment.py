@@ -740,8 +740,9 @@ def test_task_use_doa_registers_the_head_and_adds_its_sensor_once(monkeypatch) -
     plain = load_config("tiny_heard")
     register_auxiliary_observations(plain)
     assert len(registered) == 2 and "doa" not in plain.task.sensors
-    # a 'doa' observation registered by the caller's own code may be listed without task.use_doa
-    check_doa_sensor(load_config("tiny_heard", ["task.sensors=[depth,spectrogram,doa]"]), ["spectrogram", "doa"])
+    # the head registered by the caller's own code, listed without task.use_doa: the policies would not read it
+    with pytest.raises(ConfigError, match="lists 'doa', the DoA head's observation, which only task.use_doa=true"):
+        check_doa_sensor(load_config("tiny_heard", ["task.sensors=[depth,spectrogram,doa]"]), ["spectrogram", "doa"])
 
 
 PLUGIN = """
@@ -819,6 +820,14 @@ def test_a_policy_and_observation_of_your_own_train_through_model_plugins(tmp_pa
     assert "plugin_steps" in registered_observations()
     with pytest.raises(ConfigError, match=r"policy 'plugin_audio_gru' does not read \['depth'\]"):
         check_components(load_config("tiny_heard", [*overrides, "task.sensors=[depth,spectrogram,plugin_steps]"]))
+    from asgf_nav.experiment import register_auxiliary_observations
+    from asgf_nav.tasks.observations import restored_observations
+
+    with_doa = load_config("tiny_heard", [*overrides, f"model.plugins=[{plugin_module}]", "task.use_doa=true"])
+    with restored_observations():  # task.use_doa added 'doa', which the user never listed: the fix is the flag
+        register_auxiliary_observations(with_doa)
+        with pytest.raises(ConfigError, match=r"^task.use_doa: policy 'plugin_audio_gru' does not read the DoA hea"):
+            check_components(with_doa)
 
 
 def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch) -> None:

@@ -45,6 +45,34 @@ def test_restored_observations_restores_when_the_run_fails(private_registry: Non
     assert observations.registered_observations() == before
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_doa_is_reserved_for_the_packaged_head(private_registry: None, overwrite: bool) -> None:
+    """A provider of one's own named "doa" would be ignored (use_doa=false) or replaced by the head (true):
+    refused, naming task.use_doa and another name to use; the registry is left as it was."""
+    before = observations.registered_observations()
+    with pytest.raises(ValueError, match=r"'doa' is reserved for the packaged DoA head.*task\.use_doa.*'my_doa'"):
+        observations.register_observation("doa", lambda s: np.zeros(1, np.float32), _space, overwrite=overwrite)
+    assert observations.registered_observations() == before
+    assert observations.register_observation("my_doa", lambda s: np.zeros(1, np.float32), _space).name == "my_doa"
+
+
+def test_a_plugin_registering_doa_is_a_config_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """model.plugins importing a module that registers "doa" stops with the plugin and the reason named."""
+    from asgf_nav.config import import_plugins
+
+    (tmp_path / "probe_doa_plugin.py").write_text(
+        "import gymnasium, numpy as np\n"
+        "from asgf_nav.tasks.observations import register_observation\n"
+        "register_observation('doa', lambda s: np.zeros(4, np.float32),\n"
+        "                     lambda w: gymnasium.spaces.Box(0, 1, (4,), np.float32))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    with pytest.raises(ConfigError, match=r"model\.plugins: importing 'probe_doa_plugin' failed: .*reserved"):
+        import_plugins(["probe_doa_plugin"])
+    assert "doa" not in observations.registered_observations()
+
+
 # ------------------------------------------------------------------------------------------ factory
 def test_make_env_keeps_an_explicit_sampler_mode_and_store(tmp_path: Path) -> None:
     """A training env asked for the sequential sampler strides from episode 0; task.spectrogram_store reaches it."""

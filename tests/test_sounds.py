@@ -357,6 +357,18 @@ def test_conditioning_trims_loops_and_normalises() -> None:
         curate.condition(np.zeros(rate), rate)
 
 
+def test_a_clip_shorter_than_one_analysis_frame_is_too_short_not_silent() -> None:
+    """A loud clip under 10 ms has no whole frame to measure: the error names its length and the minimum."""
+    loud = np.full(400, 0.9)  # 9.07 ms at 44.1 kHz, one frame is 441 samples
+    with pytest.raises(ValueError, match=r"too short: 400 samples \(9\.07 ms at 44100 Hz\).* 441 samples"):
+        curate.active_part(loud, 44100)
+    with pytest.raises(ValueError, match="too short"):
+        curate.active_part(np.zeros(0), 44100)
+    assert len(curate.active_part(np.full(441, 0.9), 44100)) == 441  # one whole frame is enough
+    with pytest.raises(ValueError, match="silent"):
+        curate.active_part(np.zeros(441), 44100)
+
+
 def test_procedural_generators_are_deterministic_and_nonsilent() -> None:
     for name, generate in synth.PROCEDURAL.items():
         a, b = generate(np.random.default_rng(7)), generate(np.random.default_rng(7))

@@ -1336,6 +1336,33 @@ def test_tsne_runs_scikit_learn_with_the_callers_seed_iterations_and_a_capped_pe
     assert asked == [(5.0, 3, 400)]
 
 
+def test_a_step_without_an_ase_state_names_the_missing_last_ase_state_or_the_registered_policies(
+    monkeypatch,
+) -> None:
+    """A plugin policy declaring has_spatial_state that never sets last_ase_state is told to set it; a policy
+    without an ASE module is offered the registered ones that have it, plugins' included."""
+    from types import SimpleNamespace
+
+    from asgf_nav.models.policies import POLICY_REGISTRY
+    from asgf_nav.viz.tsne import _StateCollector, spatial_state_policies
+
+    monkeypatch.setitem(POLICY_REGISTRY, "probe_plugin_ase", SimpleNamespace(has_spatial_state=True))
+    assert spatial_state_policies() == ["asgf", "asgf_no_asgf", "probe_plugin_ase"]
+
+    def collector(has_spatial_state: bool) -> _StateCollector:
+        policy = SimpleNamespace(policy_name="mine", has_spatial_state=has_spatial_state)
+        inner = SimpleNamespace(
+            name="policy", sensors=("spectrogram",), policy=policy, last_ase_state=None, act=lambda obs, ctx: None
+        )
+        return _StateCollector(inner, samples=5)
+
+    with pytest.raises(ValueError, match=r"'mine' sets has_spatial_state=True but left last_ase_state None.*"
+                                         r"self\.last_ase_state.*docs/models\.md"):  # fmt: skip
+        collector(True).act({}, None)
+    with pytest.raises(ValueError, match=r"'mine' has no ASE module.*asgf or asgf_no_asgf or probe_plugin_ase$"):
+        collector(False).act({}, None)
+
+
 def test_collecting_resets_the_policy_and_names_an_empty_rollout(monkeypatch) -> None:
     """The collector passes reset(num_envs) on to the policy (its recurrent state); a rollout that records no
     step is a clear error."""

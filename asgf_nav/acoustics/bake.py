@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 STAGE = "acoustics"
 PARTIAL_DIR = "acoustics_partial"
-ACOUSTICS_VERSION = 2  # 2: each room's floor in its own material, a doorway gap in its first room's
+# 2: each room's floor in its own material, a doorway gap in its first room's; 3: the ray-traced tail starts one
+# bounce past the image sources' order (it held that order's reflections a second time)
+ACOUSTICS_VERSION = 3
 LATE_FLOOR_DB = -200.0  # stored late level at or below this means "no energy"
 PATH_FLOOR_DB = -120.0  # specular paths weaker than this (amplitude re 1 at 1 m) are not stored
 

@@ -325,19 +325,21 @@ def effective_ism_order(num_walls: int, ism_order: int, max_images: int) -> int:
     return order
 
 
-def _ray_trace(fp, region, furniture, sample_rate, ism_order, rays, max_seconds, source, mics):
-    """Specular ray tracing (scattering off): late energy histograms per receiver, or None without rays.
+def _ray_trace(fp, region, furniture, sample_rate, first_order, rays, max_seconds, source, mics):
+    """Specular ray tracing (scattering off): late energy histograms per receiver of the reflections from
+    ``first_order`` bounces on, or None without rays.
 
     pyroomacoustics' diffuse-rain scattering costs receivers x walls per bounce (60x slower measured on a
     300-receiver apartment), so the tracer runs specular with 0.5 m receiver spheres, affordable for every
     grid node at once. The price: nothing mixes the rays' directions, so the tails decay 2-4x (with
-    absorbing floors and ceilings far more) slower than with scattering, and the tracer logs reflections
-    from the image-source order on, which the image sources hold too (docs/acoustics.md, Known limits).
+    absorbing floors and ceilings far more) slower than with scattering (docs/acoustics.md, Known limits).
     """
     if rays <= 0:
         return None
     walls = build_walls(fp, sample_rate, region=region, furniture=furniture, scattering=False)
-    room = pra.Room(walls, fs=sample_rate, max_order=ism_order, air_absorption=False)
+    # pyroomacoustics' tracer logs a ray once it has made max_order bounces (its hybrid's image sources hold
+    # the orders below), so max_order is the first order logged
+    room = pra.Room(walls, fs=sample_rate, max_order=first_order, air_absorption=False)
     room.set_ray_tracing(
         n_rays=rays,
         receiver_radius=RECEIVER_RADIUS,
@@ -428,7 +430,9 @@ def simulate_source(
         damping = np.zeros((n_bands, 0))
         visibility = np.zeros((len(mics), 0), dtype=bool)
 
-    rt_histograms = _ray_trace(fp, region, furniture, sample_rate, order, rays, max_seconds, source, mics)
+    # the tracer logs a ray from as many bounces as its room's max_order on: one more than the image sources',
+    # so that the tail starts after the last reflection they hold (before ACOUSTICS_VERSION 3 both held it)
+    rt_histograms = _ray_trace(fp, region, furniture, sample_rate, order + 1, rays, max_seconds, source, mics)
 
     delays, azimuths, elevations, amps = [], [], [], []
     counts = np.zeros(len(receivers), dtype=np.int64)

@@ -6,14 +6,17 @@ writes the usual outputs and removes the file (``--sound-split both``: once both
 that a stop during the second leaves the first one's episodes to its rerun).
 
 The file's first line records what is being evaluated (agent, checkpoint, split, seed, task limits, data
-root, the episode list's fingerprint ...), and a resume with anything different is refused with the
-differing keys named, so two evaluations never mix. While it runs an evaluation holds a lock on its
+root, the episode list's fingerprint, the random agent's number of episodes stepped together ...), and a
+resume with anything different is refused with the differing keys named, so two evaluations never mix. Every
+split of a run opens its file before any episode runs. While it runs an evaluation holds a lock on its
 directory (:func:`evaluation_lock`, on a hidden file beside it), so a second process evaluating into the
 same directory is refused at once instead of appending the same episodes to the same file.
 
 A seeded policy draws each episode's actions from a stream of its own (``evaluator.episode_stream``), so
 a resumed evaluation replays the episodes an uninterrupted one would have run; the random baseline draws
-from one stream per run, so its resumed episodes are other draws (reproducible, as valid, not identical).
+from one stream per run, so its resumed episodes are other draws (reproducible, as valid, not identical), and
+another --num-envs draws otherwise again: it is recorded for that agent, and a finished result is not
+replaced by another draw.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ def episode_key(episode: Any) -> tuple[str, str]:
     """(scene, episode id), unique within a split, of a stored Episode, a resolved one or an EpisodeRecord."""
     scene = episode.scene_name if isinstance(episode, Episode) else episode.scene
     return str(scene), str(episode.episode_id)
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """``value`` of identity ``key`` as compared: a checkpoint path resolved, as evaluate.py records it now, so
+    that one recorded as typed (an absolute path through a symlink, or one relative to the directory run from)
+    still matches its file; its update and weights' digest are compared besides."""
+    if key == "checkpoint" and isinstance(value, str):
+        return str(Path(value).resolve())
+    return value
 
 
 def _check_not_a_file(out_dir: Path) -> None:
@@ -77,10 +89,13 @@ class EvaluationProgress:
         self.identity = json.loads(json.dumps(identity))  # as it reads back from the file
         self.done: dict[tuple[str, str], EpisodeRecord] = {}
         self._check_finished(Path(out_dir) / SUMMARY_FILE)
+        self._made: tuple[Path, Path | None] | None = None  # the file and new directory it wrote (discard)
         if self.path.exists():
             self._read()
         else:
+            new_dir = not Path(out_dir).exists()
             atomic_write_text(self.path, self._header())
+            self._made = (self.path, Path(out_dir) if new_dir else None)
 
     def _difference(self, stored: dict[str, Any], keys: Iterable[str]) -> str | None:
         """Every key of ``keys`` whose stored value differs from this evaluation's, worded; None if none."""
@@ -88,7 +103,7 @@ class EvaluationProgress:
         for key in sorted(keys):
             if key not in stored and key in self.identity:  # written by an evaluate.py that did not record it
                 differences.append(f"{key} is not recorded there (now {self.identity[key]!r})")
-            elif stored.get(key) != self.identity.get(key):
+            elif _comparable(key, stored.get(key)) != _comparable(key, self.identity.get(key)):
                 differences.append(f"{key} was {stored.get(key)!r}, now {self.identity.get(key)!r}")
         return "; ".join(differences) or None
 
@@ -162,3 +177,14 @@ class EvaluationProgress:
     def finish(self) -> None:
         """Remove the progress file once the final outputs are written."""
         self.path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Remove what this object created, while no episode was added to it: an evaluation refused before any
+        episode ran (another split's directory holds something else) leaves no unfinished evaluation behind."""
+        if self._made is None or self.done:
+            return
+        path, new_dir = self._made
+        path.unlink(missing_ok=True)
+        if new_dir is not None and new_dir.is_dir() and not any(new_dir.iterdir()):
+            new_dir.rmdir()
+        self._made = None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, summarize, write_jsonl
+from asgf_nav.eval.evaluator import ARCHITECTURE_KEYS, EpisodeRecord, EvaluationFileError, summarize, write_jsonl
 from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
 from asgf_nav.io import atomic_savefig, atomic_write_text, lock_held
 
@@ -29,6 +29,16 @@ TABLE_META: tuple[str, ...] = ("agent", "dataset", "sound_split", "split")  # na
 # what an evaluation directory holds of its own: no other command may write over them
 EVALUATION_FILES: tuple[str, ...] = (SUMMARY_FILE, "summary.md", EPISODES_FILE, PROGRESS_FILE)
 SOUND_SPLITS: tuple[str, ...] = ("heard", "unheard")
+# A column compares agents on one task: besides the episodes (meta.episode_list) they must share every task
+# setting a summary records (meta.task: the step limit, the success distance, any key recorded later) and the
+# scenes' source. Not compared, being the agent's own: the task keys a checkpoint brings with its weights
+# (evaluator.ARCHITECTURE_KEYS: sensors, the DoA flag and head, the travel time; Table I in docs/results.md
+# sets baselines without the travel time beside a checkpoint trained with it), the checkpoint, its update and
+# weights, doa_head, audio_model, seed, deterministic (how a policy acts; a baseline has no policy) and
+# num_envs (the random agent's draws); nor data_root, a path on the machine that ran it, whose episodes the
+# episode list compares.
+AGENT_TASK_KEYS: frozenset[str] = frozenset(dict(ARCHITECTURE_KEYS)["task"])
+SHARED_META_KEYS: tuple[str, ...] = ("scene_source",)
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -217,6 +227,7 @@ def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[
             )
         cells[(agent, key)] = s
     _check_same_episodes(agents, columns, cells)
+    _check_same_task(agents, columns, cells)
     order = sorted(columns, key=lambda c: (c[0], SOUND_SPLITS.index(c[1]) if c[1] in SOUND_SPLITS else 9, c[1]))
     return agents, order, cells
 
@@ -235,6 +246,45 @@ def _check_same_episodes(agents: Sequence[str], columns: set[tuple[str, str]], c
                 f"the evaluations of {first!r} and {second!r} on {' '.join(column)} ran different episodes "
                 f"(episode lists {first_list} and {second_list}); a column compares agents on the same episodes: "
                 "evaluate them with the same --episodes, --scenes and data"
+            )
+
+
+def _shared_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings of one evaluation that the others of its column must share, as its summary records them
+    (one written before a key was recorded is not compared on it, as with episode lists)."""
+    task = meta.get("task")
+    settings = {f"task.{k}": v for k, v in task.items() if k not in AGENT_TASK_KEYS} if isinstance(task, dict) else {}
+    settings.update({key: meta[key] for key in SHARED_META_KEYS if key in meta})
+    return settings
+
+
+def _check_same_task(agents: Sequence[str], columns: set[tuple[str, str]], cells: dict) -> None:
+    """The agents of one column must have run under the same task settings (:data:`SHARED_META_KEYS`, the
+    task keys but :data:`AGENT_TASK_KEYS`): an SR at 20 steps beside one at 500 compares nothing."""
+    for column in sorted(columns):
+        values: dict[str, list[tuple[Any, list[str]]]] = {}  # setting -> [(value, the evaluations of it)]
+        for agent in agents:
+            cell = cells.get((agent, column))
+            if cell is None:
+                continue
+            where = f"{agent!r} ({cell['directory']})" if "directory" in cell else repr(agent)
+            for key, value in _shared_settings(cell["meta"]).items():
+                groups = values.setdefault(key, [])
+                for known, names in groups:
+                    if known == value:
+                        names.append(where)
+                        break
+                else:
+                    groups.append((value, [where]))
+        differing = {key: groups for key, groups in sorted(values.items()) if len(groups) > 1}
+        if differing:
+            listed = "; ".join(
+                f"{key} is " + ", ".join(f"{value!r} for {' and '.join(names)}" for value, names in groups)
+                for key, groups in differing.items()
+            )
+            raise EvaluationFileError(
+                f"the evaluations on {' '.join(column)} ran under different task settings ({listed}); a column "
+                f"compares agents on the same task: evaluate them with the same {', '.join(differing)}"
             )
 
 

@@ -171,8 +171,13 @@ def _frame_db(audio: np.ndarray, frame: int) -> np.ndarray:
 def active_part(audio: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
     """The clip from just before its onset to the end of its audible decay."""
     frame = rate // 100
+    if len(audio) < frame:  # no whole analysis frame to measure, however loud the samples are
+        raise ValueError(
+            f"audio is too short: {len(audio)} samples ({1000 * len(audio) / rate:.2f} ms at {rate} Hz), the "
+            f"minimum is one 10 ms analysis frame of {frame} samples"
+        )
     levels = _frame_db(audio, frame)
-    if len(levels) == 0 or levels.max() < -100:
+    if levels.max() < -100:
         raise ValueError("audio is silent")
     loud = levels.max()
     onset = int(np.argmax(levels >= loud + ONSET_DB))

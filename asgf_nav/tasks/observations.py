@@ -4,12 +4,14 @@ A provider turns the environment state into an array. The reference env calls ``
 :class:`ObservationState`; the batched env calls ``compute_batch`` on a :class:`BatchObservationState`
 when the provider has one, else ``compute`` per environment. Listing the name in ``cfg.task.sensors``
 (or the env's ``sensors`` argument) adds it to the observation dict. ``pointgoal`` (GPS+compass in
-habitat's polar form) is built in; a direction-of-arrival head registers itself as e.g. ``"doa"``.
+habitat's polar form) is built in. ``"doa"`` is reserved for the packaged DoA head that ``task.use_doa=true``
+registers (:func:`register_packaged_doa`); a provider of your own takes another name.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,9 @@ from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
 BUILTIN_SENSORS = ("rgb", "depth", "spectrogram")
+# names only the packaged DoA head registers: the policies build their "doa" input from task.use_doa, so another
+# provider under it would be computed and ignored (use_doa=false) or silently replaced by the head (true)
+RESERVED_OBSERVATIONS = ("doa",)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class ObservationProvider:
 
 
 _REGISTRY: dict[str, ObservationProvider] = {}
+# compute functions of the packaged DoA head: putting its provider back by name (a benchmark switching variants)
+# is not another provider taking the reserved name
+_PACKAGED: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
 
 def register_observation(
@@ -89,11 +97,31 @@ def register_observation(
     anyway (a sensor, or another provider's input), else None."""
     if name in BUILTIN_SENSORS:
         raise ValueError(f"observation name {name!r} is a built-in sensor")
+    if name in RESERVED_OBSERVATIONS and not any(compute is f for f in _PACKAGED):  # by identity: any callable
+        raise ValueError(
+            f"observation name {name!r} is reserved for the packaged DoA head, which task.use_doa=true registers "
+            f"(the policies read {name!r} only then); register your provider under another name, e.g. "
+            f"'my_{name}', and list it in task.sensors and the policy's reads_sensors"
+        )
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"observation {name!r} is already registered (pass overwrite=True to replace it)")
     provider = ObservationProvider(name, compute, space, compute_batch, needs_spectrogram)
     _REGISTRY[name] = provider
     return provider
+
+
+def register_packaged_doa(
+    name: str,
+    compute: Callable[[ObservationState], np.ndarray],
+    space: Callable[[TaskWorld], gym.spaces.Box],
+    compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None,
+    overwrite: bool = True,
+) -> ObservationProvider:
+    """:func:`register_observation` for the packaged DoA head
+    (:func:`asgf_nav.models.doa.observation.register_doa_observation`), the one provider allowed a name in
+    ``RESERVED_OBSERVATIONS``; not for plugins."""
+    _PACKAGED.add(compute)
+    return register_observation(name, compute, space, compute_batch, overwrite=overwrite)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import torch
 
 from asgf_nav.eval.evaluator import Agent, AgentContext, PolicyAgent, run_episodes
 from asgf_nav.io import atomic_savefig, atomic_savez, load_npz
+from asgf_nav.models.policies import POLICY_REGISTRY
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.world import TaskWorld
 
@@ -67,9 +68,7 @@ class _StateCollector(Agent):
         actions = self.inner.act(obs, ctx)
         state = self.inner.last_ase_state
         if state is None:
-            raise ValueError(
-                f"policy {self.inner.name!r} has no ASE module (last_ase_state is None); use asgf or asgf_no_asgf"
-            )
+            raise ValueError(self._no_state_message())
         state = state.float().cpu().numpy()
         for i, (scene, ep) in enumerate(zip(ctx.scenes, ctx.episodes)):
             if not ctx.active[i]:
@@ -84,6 +83,27 @@ class _StateCollector(Agent):
             if len(self.states) >= self.samples:
                 raise _Collected
         return actions
+
+    def _no_state_message(self) -> str:
+        """Why a step left no ASE state: a policy declaring one that does not set it (a plugin's bug), or a
+        policy without an ASE module."""
+        policy = getattr(self.inner, "policy", None)
+        name = getattr(policy, "policy_name", None) or self.inner.name
+        if getattr(policy, "has_spatial_state", False):
+            return (
+                f"policy {name!r} sets has_spatial_state=True but left last_ase_state None after its step: its "
+                "forward must set self.last_ase_state to that step's ASE state e_t, (N, D) (docs/models.md)"
+            )
+        return (
+            f"policy {name!r} has no ASE module (last_ase_state is None); use a policy with one: "
+            f"{' or '.join(spatial_state_policies())}"
+        )
+
+
+def spatial_state_policies() -> list[str]:
+    """The registered policies with an ASE state to embed (``has_spatial_state``), plugins' ones included once
+    their modules are imported."""
+    return sorted(name for name, cls in POLICY_REGISTRY.items() if cls.has_spatial_state)
 
 
 def collect_spatial_states(

@@ -225,13 +225,15 @@ class PosteriorCache:
 def register_doa_observation(
     checkpoint: str | Path = DEFAULT_WEIGHTS, name: str = "doa", overwrite: bool = True, cache_size: int = 65536
 ) -> DoaObservation:
-    """Register ``name`` in the task's observation registry, backed by a frozen head from ``checkpoint``.
+    """Register ``name`` in the task's observation registry, backed by a frozen head from ``checkpoint``. The
+    default ``"doa"`` is reserved for this head (plugins may not register it); calling this again replaces the
+    previous head unless ``overwrite=False``.
 
     ``cache_size`` posteriors are kept (LRU, keyed by scene, node, goal, yaw and sound; 0 disables it).
     """
     import gymnasium as gym
 
-    from asgf_nav.tasks.observations import register_observation
+    from asgf_nav.tasks.observations import register_packaged_doa
     from asgf_nav.tasks.spectrogram import TorchSpectrogram
     from asgf_nav.tasks.world import binaural_rirs
 
@@ -287,7 +289,7 @@ def register_doa_observation(
     def space(world) -> gym.spaces.Box:
         return gym.spaces.Box(low=0.0, high=1.0, shape=(head.num_bins,), dtype=np.float32)
 
-    register_observation(name, compute, space, compute_batch, overwrite=overwrite)
+    register_packaged_doa(name, compute, space, compute_batch, overwrite=overwrite)  # the reserved "doa" too
     logger.info(
         "registered observation %r from DoA head %s (%d bins, cache of %d)", name, checkpoint, head.num_bins, cache_size
     )
