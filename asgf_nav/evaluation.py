@@ -4,7 +4,8 @@ Orchestration, as ``experiment.py`` is for training: it may use every layer and 
 imports it. ``scripts/evaluate.py`` parses the command line into an :class:`EvaluationRequest` and calls
 :func:`run_evaluation`. Finished episodes are saved as they end, so the same request resumes a killed
 evaluation (not once the checkpoint holds another update, nor with other task limits, data or episodes, nor
-the random agent with another ``num_envs``, which its draws depend on).
+the random agent with another ``num_envs``, which its draws depend on, nor once the embedded scenes' acoustics
+were baked or rendered at another version: :data:`ACOUSTICS_VERSION`, :data:`RENDER_VERSION`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
+from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, run_episodes, select_episodes
 from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock
@@ -41,15 +44,17 @@ BATCH_DRAWN_AGENTS: tuple[str, ...] = ("random",)
 
 
 def name_problem(name: str | None) -> str | None:
-    """Why ``name`` cannot label an evaluation, or None: it names a directory under --out, so a path separator
-    or '..' (``--name ../elsewhere``) would write the outputs outside --out."""
+    """Why ``name`` cannot label an evaluation, or None: it begins the name of a directory under --out
+    (``{name}_{dataset}_{sound_split}_{split}``), so only a path separator (``--name ../elsewhere``) would write
+    the outputs outside --out, and a NUL byte names no file; dots are part of a plain label ("v1..v2")."""
     if name is None:
         return None
     separators = {"/", "\\", os.sep, os.altsep} - {None}
-    if any(sep in name for sep in separators) or ".." in name:
+    if any(sep in name for sep in separators) or "\0" in name:
         return (
-            f"--name {name!r} holds a path separator or '..'; it labels the agent and names a directory under "
-            "--out, so give a plain label (e.g. asgf_compact) and choose the parent directory with --out"
+            f"--name {name!r} holds a path separator or a NUL byte; it labels the agent and begins the name of a "
+            "directory under --out, so give a plain label (e.g. asgf_compact) and choose the parent directory "
+            "with --out"
         )
     return None
 
@@ -180,6 +185,9 @@ def evaluation_identity(
         # scene of the same name number their nodes differently (read by visualize_trajectories.py)
         "scene_source": scene_source(cfg),
     }  # fmt: skip
+    if identity["scene_source"] == "embedded":  # the responses heard (report.ACOUSTICS_META_KEYS): a re-bake or
+        # another renderer changes them; SoundSpaces data brings its own responses
+        identity["acoustics_version"], identity["render_version"] = ACOUSTICS_VERSION, RENDER_VERSION
     if request.agent in BATCH_DRAWN_AGENTS:  # only where the draws depend on it: no other result is refused
         identity["num_envs"] = request.num_envs
     return identity

@@ -108,16 +108,17 @@ def check_components(cfg: ExperimentConfig) -> None:
         unknown = [name for name in missing if name not in (*BUILTIN_SENSORS, *registered_observations())]
         hint = f" ({unknown} not registered: see register_observation in docs/task.md)" if unknown else ""
         raise ConfigError(f"task.sensors: policy {cfg.model.policy!r} needs {missing}, got {sensors}{hint}")
-    unread = [name for name in sensors if name not in policy.reads_sensors]
+    reads = list(dict.fromkeys((*policy.required_sensors, *policy.reads_sensors)))  # what it needs, it reads
+    unread = [name for name in sensors if name not in reads]
     if cfg.task.use_doa and "doa" in unread:  # added by task.use_doa itself, not listed by the user
         raise ConfigError(
             f"task.use_doa: policy {cfg.model.policy!r} does not read the DoA head's 'doa' observation (it reads "
-            f"{list(policy.reads_sensors)}); set task.use_doa=false, or use a policy that reads it"
+            f"{reads}); set task.use_doa=false, or use a policy that reads it"
         )
     if unread:  # computed every step and ignored: the run would be labelled with an input it never used
         raise ConfigError(
-            f"task.sensors: policy {cfg.model.policy!r} does not read {unread} (it reads "
-            f"{list(policy.reads_sensors)}); remove them, or use a policy that reads them"
+            f"task.sensors: policy {cfg.model.policy!r} does not read {unread} (it reads {reads}); remove them, "
+            "or use a policy that reads them"
         )
     embedded = scene_source(cfg) == "embedded"
     problem = embedded and dir_creation_problem(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset)

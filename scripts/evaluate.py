@@ -14,7 +14,10 @@ limits, data or episodes). A checkpoint's sampled actions are seeded by train.se
 stream of its own: the same command gives the same episodes, resumed or not, whatever --num-envs. The random
 agent draws from one stream for the episodes stepped together, so its --num-envs is part of what it is
 evaluated with: another one is refused where a finished result (or a stopped one) is. The checkpoint is
-recorded by its resolved path, so a relative and an absolute path to one file are one evaluation.
+recorded by its resolved path, so a relative and an absolute path to one file are one evaluation. An evaluation
+of the embedded scenes records the acoustics and render versions of their responses: one stopped or finished
+before the scenes were baked (or their responses rendered) at another version is neither resumed nor replaced,
+and one an earlier release wrote, without them, is refused saying so: move it aside, or choose another --out.
 
 A baseline loads only the observations it reads (direction_follower and gan: the spectrogram; oracle and
 random: none), whatever task.sensors says, so scenes baked without views (no 'vision' stage) suffice;

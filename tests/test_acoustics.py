@@ -12,10 +12,10 @@ import pytest
 
 from asgf_nav.acoustics import bake
 from asgf_nav.acoustics.bake import bake_acoustics, bake_source, select_source_nodes, write_acoustics_stage
-from asgf_nav.acoustics.binaural import EarlyPaths, noise_offsets, render_early, render_late
+from asgf_nav.acoustics.binaural import EarlyPaths, diffuse_field, noise_offsets, render_early, render_late
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.rir import AT_SOURCE_DISTANCE, DirectPathRirs, SceneRirs, with_at_source_path
-from asgf_nav.acoustics.simulate import SPEED_OF_SOUND, build_walls, effective_ism_order, simulate_source
+from asgf_nav.acoustics.simulate import SPEED_OF_SOUND, band_centers, build_walls, effective_ism_order, simulate_source
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Material, Room
 from asgf_nav.scenes.store import SceneStore, SceneStoreError, write_stage
@@ -68,7 +68,8 @@ def binaural(field, receiver: int, yaw_deg: float) -> np.ndarray:
     paths = EarlyPaths(field.delay[s], field.azimuth[s], field.elevation[s], field.band_amplitude[s])
     hrtf = load_hrtf(field.sample_rate)
     early = render_early(paths, [yaw_deg], hrtf, field.band_centers, FS)[0]
-    return early + render_late(field.histogram[receiver], 0.004, FS, FS, (100, 20000))
+    head = diffuse_field(hrtf, len(field.band_centers))  # the tail heard through the same head, as SceneRirs
+    return early + render_late(field.histogram[receiver], 0.004, FS, FS, (100, 20000), head=head)
 
 
 def energy_db(x: np.ndarray) -> float:
@@ -363,7 +364,9 @@ def test_stored_rirs_match_the_simulation_within_quantisation(baked_scene, two_r
         for k in range(4):
             expected = render_early(paths, [90.0 * k], hrtf, field.band_centers, FS)[0]
             onset = rirs.direct_sample(rec, node)
-            expected += render_late(field.histogram[col], 0.004, FS, FS, noise_offsets(rec, node, k, span), onset)
+            offsets = noise_offsets(rec, node, k, span)
+            head = diffuse_field(hrtf, len(field.band_centers))
+            expected += render_late(field.histogram[col], 0.004, FS, FS, offsets, onset, head)
             got = rirs.rir(rec, node, k)
             assert got.shape == (FS, 2) and got.dtype == np.float32
             scale = np.abs(expected).max()
@@ -908,3 +911,49 @@ def test_direct_path_responses_keep_the_straight_sound_alone(baked_scene) -> Non
             assert heard.size and heard[0] >= arrival and heard[-1] < arrival + 2 * full.hrtf.num_taps, (receiver, node)
             assert (part.astype(float) ** 2).sum() < (whole.astype(float) ** 2).sum()  # reflections and tail gone
     assert seen > 10 and hidden > 0
+
+
+def test_the_diffuse_field_gain_is_the_early_paths_band_energy_averaged_over_all_directions() -> None:
+    """The tail is heard through the head the early paths are: a flat path rendered from every measured
+    direction, its band energies averaged by solid angle, gives diffuse_field's gain (the KEMAR set's colour:
+    about -11 dB at 125-500 Hz, +8 dB at 2 kHz)."""
+    hrtf = load_hrtf(FS)
+    bands = pra.acoustics.OctaveBandsFactory(fs=FS, base_frequency=125)
+    n_bands, length = 7, 8192
+    paths = EarlyPaths(np.zeros(1), np.zeros(1), np.zeros(1), np.ones((1, n_bands)))
+    impulse = np.zeros(length)
+    impulse[length // 2] = 1.0
+    flat = np.array([np.sum(bands.analysis(impulse, band=b) ** 2) for b in range(n_bands)])
+    energy, total = np.zeros((2, n_bands)), 0.0
+    rings, counts = np.unique(hrtf.elevation, return_counts=True)
+    for d in range(0, len(hrtf.azimuth), 3):  # every third direction: the average converges well before
+        az, el = hrtf.azimuth[d], hrtf.elevation[d]
+        ring = np.searchsorted(rings, el)
+        weight = (np.sin(np.deg2rad(min(el + 5.0, 90.0))) - np.sin(np.deg2rad(el - 5.0))) / counts[ring]
+        one = EarlyPaths(paths.delay + 0.1, np.array([-az]), np.array([el]), paths.band_amplitude)
+        rir = render_early(one, [0.0], hrtf, band_centers(FS), length)[0]
+        for ear in range(2):
+            energy[ear] += weight * np.array([np.sum(bands.analysis(rir[:, ear], band=b) ** 2) for b in range(n_bands)])
+        total += weight
+    measured_db = 10 * np.log10(energy / total / flat)
+    expected_db = 10 * np.log10(diffuse_field(hrtf, n_bands).gain)
+    np.testing.assert_allclose(measured_db[:, 1:], expected_db[:, 1:], atol=1.5)  # 125 Hz: the HRIRs are short
+    assert expected_db[0, 2] < -8 and expected_db[0, 4] > 6
+
+
+def test_the_tail_takes_the_heads_gain_and_interaural_coherence_per_band() -> None:
+    """One band of tail energy at a time: each ear's energy is the head's gain in that band, and the two ears'
+    correlation its coherence (without the head: the same energy and independent ears)."""
+    head = diffuse_field(load_hrtf(FS), 7)
+    for b in range(1, 7):  # 125 Hz: too few independent samples in 1 s for a tight correlation
+        energy = np.zeros((7, 250))
+        energy[b] = 1e-3
+        flat = render_late(energy, 0.004, FS, FS, (100, 20000)).astype(np.float64)
+        heard = render_late(energy, 0.004, FS, FS, (100, 20000), head=head).astype(np.float64)
+        for ear in range(2):
+            gain_db = 10 * np.log10(np.sum(heard[:, ear] ** 2) / np.sum(flat[:, ear] ** 2))
+            assert gain_db == pytest.approx(10 * np.log10(head.gain[ear, b]), abs=0.5), (b, ear)
+        correlation = lambda x: np.sum(x[:, 0] * x[:, 1]) / np.sqrt(np.sum(x[:, 0] ** 2) * np.sum(x[:, 1] ** 2))  # noqa: E731
+        assert correlation(heard) == pytest.approx(head.coherence[b], abs=0.1), b
+        assert abs(correlation(flat)) < 0.1, b  # without the head the ears' noise is independent
+    assert head.coherence[1] > 0.4 and abs(head.coherence[4]) < 0.1  # 250 Hz alike at both ears; 2 kHz not

@@ -661,8 +661,12 @@ def test_a_resume_with_other_task_limits_or_an_older_progress_file_is_refused(ti
     progress_file.write_text(json.dumps({"evaluation": identity}) + "\n" + "".join(lines))
     with pytest.raises(EvaluationProgressError) as refused:
         _evaluate(tiny_root, tmp_path, *args, "task.max_steps=5")
+    assert f"{progress_file} was written by an earlier release that did not record data_root (now " in str(
+        refused.value
+    )
     for key in ("task", "data_root", "scene_source"):
-        assert f"{key} is not recorded there" in str(refused.value)
+        assert f"{key} (now " in str(refused.value)
+    assert "delete it (or move it aside) to start over, or pass another --out / --name" in str(refused.value)
 
 
 def test_the_episode_fingerprint_covers_each_episode_not_only_its_id(synthetic):
@@ -1485,6 +1489,16 @@ def test_the_random_agents_result_is_not_replaced_by_a_draw_with_another_num_env
         _evaluate(tiny_root, tmp_path, *args, "--num-envs", "2")
     assert (out / "summary.json").read_bytes() == finished
     _evaluate(tiny_root, tmp_path, *args)  # the same draw again: runs
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["meta"]["num_envs"]  # as written before num_envs was recorded
+    (out / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(EvaluationProgressError) as refused:
+        _evaluate(tiny_root, tmp_path, *args)  # with the same --num-envs: it cannot tell whether the old one was
+    assert str(refused.value) == (
+        f"{out} holds a finished evaluation written by an earlier release that did not record num_envs (now 3), "
+        "so it cannot be told to be this evaluation: move it aside, or choose another --out (or --name) to keep both"
+    )
+    assert json.loads((out / "summary.json").read_text()) == summary
     _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6")
     _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--episodes", "6", "--num-envs", "2")  # the same episodes
     assert "num_envs" not in load_summary(tmp_path / "oracle_tiny_unheard_test")["meta"]
@@ -1530,17 +1544,191 @@ def test_a_checkpoint_is_one_evaluation_by_relative_absolute_or_linked_path(tiny
         _evaluate(tiny_root, tmp_path / "eval", "--checkpoint", str(other), *args)
 
 
-def test_a_name_with_a_path_separator_or_dots_is_refused(tiny_root, tmp_path, capsys) -> None:
-    """--name labels a directory under --out: '../escaped' would write outside it."""
+def test_a_checkpoint_recorded_by_a_relative_path_is_told_by_its_update_and_weights(
+    tiny_root, tmp_path, monkeypatch
+) -> None:
+    """An earlier release recorded the path as typed, relative to a directory the record does not name: run from
+    elsewhere, the checkpoint is the same one when its update and weights' digest are, another one when not."""
+    import shutil
+
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    checkpoint = _tiny_checkpoint(tiny_root, tmp_path / "run" / "checkpoints" / "ckpt_000001.pt")
+    out = tmp_path / "eval" / "asgf_tiny_unheard_test"
+    args = ("--checkpoint", str(checkpoint), "--episodes", "2", "task.max_steps=5")
+    relative = "checkpoints/ckpt_000001.pt"  # typed in run/, as an earlier release kept it
+    _evaluate(tiny_root, tmp_path / "eval", *args)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["meta"]["checkpoint"] = relative
+    (out / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.chdir(tmp_path)  # where that path names no file
+    _evaluate(tiny_root, tmp_path / "eval", *args)  # the same update and weights: the same evaluation, run again
+    assert load_summary(out)["meta"]["checkpoint"] == str(checkpoint.resolve())
+
+    summary["meta"]["checkpoint_weights"] = "0" * 16  # other weights recorded under that relative path
+    (out / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(
+        EvaluationProgressError, match="something else: checkpoint_weights was '0000000000000000', now '[0-9a-f]{16}'"
+    ):
+        _evaluate(tiny_root, tmp_path / "eval", *args)
+
+    shutil.rmtree(out)  # a stopped run's progress file is compared the same way
+    real_run = evaluation.run_episodes
+    monkeypatch.setattr(evaluation, "run_episodes", killed_after(real_run, 1))
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path / "eval", *args)
+    monkeypatch.setattr(evaluation, "run_episodes", real_run)
+    header, *lines = (out / PROGRESS_FILE).read_text().splitlines(keepends=True)
+    identity = {**json.loads(header)["evaluation"], "checkpoint": relative}
+    (out / PROGRESS_FILE).write_text(json.dumps({"evaluation": identity}) + "\n" + "".join(lines))
+    _evaluate(tiny_root, tmp_path / "eval", *args)
+    assert load_summary(out)["episodes"] == 2 and not (out / PROGRESS_FILE).exists()
+
+
+def test_a_name_with_a_path_separator_is_refused_and_one_with_dots_is_a_label(tiny_root, tmp_path, capsys) -> None:
+    """--name begins the name of a directory under --out: '../escaped' would write outside it, while dots alone
+    ("v1..v2", even "..") stay inside, as the start of "{name}_{dataset}_..."."""
     import evaluate
 
-    for name in ("../escaped", "a/b", "..", "a\\b"):
+    for name in ("../escaped", "a/b", "a\\b", "a\0b"):
         argv = ["--dataset", "tiny", "--data-root", str(tiny_root), "--agent", "oracle", "--name", name,
                 "--out", str(tmp_path / "out"), *TINY_ACOUSTICS]  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             evaluate.main(argv)
         assert exit_info.value.code == 2
-        assert f"--name {name!r} holds a path separator or '..'" in capsys.readouterr().err
+        assert f"--name {name!r} holds a path separator or a NUL byte" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, inside --out or beside it
     with pytest.raises(ValueError, match=r"--name '\.\./x' holds a path separator"):
         evaluation.EvaluationRequest(agent="oracle", name="../x")
+    assert evaluation.name_problem("..") is None and evaluation.EvaluationRequest(agent="oracle", name="..")
+    _evaluate(tiny_root, tmp_path / "out", "--agent", "oracle", "--name", "v1..v2", "--episodes", "1")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert load_summary(tmp_path / "out" / "v1..v2_tiny_unheard_test")["meta"]["agent"] == "v1..v2"
+
+
+def test_an_evaluation_records_its_acoustics_and_is_not_resumed_or_rerun_across_a_rebake(
+    tiny_root, tmp_path, monkeypatch
+) -> None:
+    """An evaluation stopped before the scenes were baked again (ACOUSTICS_VERSION) is not resumed with the new
+    responses, and a finished one is not replaced by an evaluation on other acoustics or another renderer
+    (RENDER_VERSION); one an earlier release wrote without the versions is refused saying so."""
+    from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
+    from asgf_nav.acoustics.rir import RENDER_VERSION
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgressError
+
+    args = ("--agent", "oracle", "--episodes", "4", "task.max_steps=40")
+    out = tmp_path / "oracle_tiny_unheard_test"
+    real_run = evaluation.run_episodes
+    monkeypatch.setattr(evaluation, "ACOUSTICS_VERSION", ACOUSTICS_VERSION - 1)  # stopped before the re-bake
+    monkeypatch.setattr(evaluation, "run_episodes", killed_after(real_run, 2))
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path, *args)
+    monkeypatch.setattr(evaluation, "run_episodes", real_run)
+    monkeypatch.setattr(evaluation, "ACOUSTICS_VERSION", ACOUSTICS_VERSION)  # the scenes were baked again
+    stopped = (out / PROGRESS_FILE).read_bytes()
+    with pytest.raises(EvaluationProgressError) as refused:
+        _evaluate(tiny_root, tmp_path, *args)
+    assert str(refused.value).startswith(
+        f"{out / PROGRESS_FILE} belongs to another evaluation: acoustics_version was {ACOUSTICS_VERSION - 1}, now "
+        f"{ACOUSTICS_VERSION}; the embedded scenes' responses were baked or rendered again since"
+    )
+    assert (out / PROGRESS_FILE).read_bytes() == stopped  # nothing added to it
+
+    (out / PROGRESS_FILE).unlink()
+    _evaluate(tiny_root, tmp_path, *args)
+    finished = (out / "summary.json").read_bytes()
+    meta = load_summary(out)["meta"]
+    versions = (ACOUSTICS_VERSION, RENDER_VERSION)
+    assert meta["scene_source"] == "embedded" and (meta["acoustics_version"], meta["render_version"]) == versions
+    monkeypatch.setattr(evaluation, "RENDER_VERSION", RENDER_VERSION + 1)  # another renderer
+    with pytest.raises(
+        EvaluationProgressError,
+        match=f"holds a finished evaluation of something else: render_version was {RENDER_VERSION}, now "
+        f"{RENDER_VERSION + 1}; the embedded scenes' responses were",
+    ):
+        _evaluate(tiny_root, tmp_path, *args)
+    monkeypatch.setattr(evaluation, "RENDER_VERSION", RENDER_VERSION)
+    assert (out / "summary.json").read_bytes() == finished and not (out / PROGRESS_FILE).exists()
+
+    summary = json.loads(finished)
+    for key in ("acoustics_version", "render_version"):  # as an earlier release wrote it
+        del summary["meta"][key]
+    (out / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(EvaluationProgressError) as refused:
+        _evaluate(tiny_root, tmp_path, *args)
+    assert str(refused.value) == (
+        f"{out} holds a finished evaluation written by an earlier release that did not record acoustics_version "
+        f"(now {ACOUSTICS_VERSION}), render_version (now {RENDER_VERSION}); its responses are not the ones baked "
+        "now: move it aside, or choose another --out (or --name) to keep both"
+    )
+
+
+def test_a_progress_file_of_an_earlier_release_or_another_scene_source_is_refused_saying_why(tmp_path) -> None:
+    """A stopped evaluation's record without the keys this one records was written by an earlier release; one of
+    SoundSpaces scenes (which records no acoustics versions) is named by its scene source alone."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError
+
+    identity = {"agent": "random", "scene_source": "embedded", "acoustics_version": 3, "render_version": 4,
+                "num_envs": 8}  # fmt: skip
+    EvaluationProgress(tmp_path / "old", {"agent": "random", "scene_source": "embedded"}).add(_record("room", "0"))
+    with pytest.raises(EvaluationProgressError) as refused:
+        EvaluationProgress(tmp_path / "old", identity)
+    assert str(refused.value) == (
+        f"{tmp_path / 'old' / PROGRESS_FILE} was written by an earlier release that did not record acoustics_version "
+        "(now 3), num_envs (now 8), render_version (now 4); its responses are not the ones baked now: its episodes "
+        "cannot be resumed by this evaluation; delete it (or move it aside) to start over, or pass another --out / "
+        "--name"
+    )
+    EvaluationProgress(tmp_path / "ss", {"agent": "random", "scene_source": "soundspaces", "num_envs": 8})
+    with pytest.raises(EvaluationProgressError) as refused:
+        EvaluationProgress(tmp_path / "ss", identity)
+    assert str(refused.value).startswith(
+        f"{tmp_path / 'ss' / PROGRESS_FILE} belongs to another evaluation: scene_source was 'soundspaces', now "
+        "'embedded'; delete the file"
+    )
+
+
+def test_the_acoustics_versions_are_recorded_for_embedded_scenes_only(monkeypatch) -> None:
+    """SoundSpaces data brings its own responses: no acoustics or render version of this code applies to them."""
+    from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
+    from asgf_nav.acoustics.rir import RENDER_VERSION
+
+    request = evaluation.EvaluationRequest(agent="oracle")
+    for source, expected in (("embedded", (ACOUSTICS_VERSION, RENDER_VERSION)), ("soundspaces", (None, None))):
+        monkeypatch.setattr(evaluation, "scene_source", lambda cfg, source=source: source)
+        identity = evaluation.evaluation_identity(request, ExperimentConfig(), None, [])
+        assert (identity.get("acoustics_version"), identity.get("render_version")) == expected
+
+
+def test_report_refuses_a_column_of_evaluations_on_other_acoustics_naming_the_versions() -> None:
+    """A column compares agents that heard the same responses: other acoustics or render versions are refused,
+    naming them; summaries of an earlier release (no versions) go only with each other."""
+    a, b, c, d = (_summary(agent, "tiny", "heard", _VALUES) for agent in "abcd")
+    for summary in (a, b):
+        summary["meta"].update(scene_source="embedded", acoustics_version=3, render_version=3)
+    b["meta"]["acoustics_version"] = 2
+    c["meta"]["scene_source"] = "embedded"  # c and d: written by an earlier release
+    with pytest.raises(EvaluationFileError) as refused:
+        comparison_table([a, b])
+    assert str(refused.value) == (
+        "the evaluations on tiny heard ran under different acoustics (acoustics_version is 3 for 'a', 2 for 'b'); "
+        "a column compares agents on the same task: evaluate them again on the responses the scenes are baked and "
+        "rendered with now"
+    )
+    with pytest.raises(EvaluationFileError) as refused:
+        comparison_table([a, c, d])
+    assert (
+        "(acoustics_version is 3 for 'a', not recorded (an earlier release) for 'c' and 'd'; render_version is 3 for "
+        "'a', not recorded (an earlier release) for 'c' and 'd')" in str(refused.value)
+    )
+    assert "(one that does not record them was written by an earlier release, at an older acoustics version)" in str(
+        refused.value
+    )
+    assert "| c |" in comparison_table([c, d])  # all without the versions: comparable with each other
+    soundspaces = copy.deepcopy(c)
+    soundspaces["meta"].update(agent="s", scene_source="soundspaces")
+    with pytest.raises(EvaluationFileError) as refused:  # its responses came with the data: the source says it
+        comparison_table([a, soundspaces])
+    assert "different task settings (scene_source is 'embedded' for 'a', 'soundspaces' for 's')" in str(refused.value)
+    assert comparison_table([a, {**c, "meta": {**c["meta"], "sound_split": "unheard"}}])  # other columns: fine

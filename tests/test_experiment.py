@@ -885,3 +885,22 @@ def test_soundspaces_val_data_is_checked_before_training_starts(monkeypatch) -> 
     prepare_scenes(cfg, None, is_main=False)  # only rank 0 validates
     cfg.train.val_interval = 0
     prepare_scenes(cfg, None, is_main=True)
+
+
+def test_a_sensor_a_policy_requires_counts_as_read(monkeypatch) -> None:
+    """A plugin policy that declares pointgoal in required_sensors only (reads_sensors left as the base class's)
+    was told to add it to task.sensors, then refused for listing a sensor it does not read: a circle."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import check_components
+    from asgf_nav.models.policies import POLICY_REGISTRY, Policy
+
+    class PointGoalGRU(Policy):
+        required_sensors = ("spectrogram", "pointgoal")
+        reads_sensors = ("spectrogram",)  # pointgoal named once, where it is required
+
+    monkeypatch.setitem(POLICY_REGISTRY, "pointgoal_gru", PointGoalGRU)
+    check_components(load_config("tiny_heard", ["model.policy=pointgoal_gru", "task.sensors=[spectrogram,pointgoal]"]))
+    with pytest.raises(ConfigError, match=r"does not read \['depth'\] \(it reads \['spectrogram', 'pointgoal'\]\)"):
+        check_components(
+            load_config("tiny_heard", ["model.policy=pointgoal_gru", "task.sensors=[spectrogram,pointgoal,depth]"])
+        )

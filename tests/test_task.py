@@ -660,3 +660,26 @@ def test_the_episode_list_must_be_non_empty_and_of_one_kind(world, val_episodes)
     mixed = [val_episodes[0], *resolve_episodes(val_episodes[1:2], world)]
     with pytest.raises(TypeError, match="episodes must be all Episode or all ResolvedEpisode"):
         AudioNavEnv(world, mixed, sensors=["depth"])
+
+
+def test_scenes_of_an_earlier_acoustics_version_are_told_to_bake_again_not_to_change_a_setting(monkeypatch, tmp_path):
+    """The version is the code's, not a config key: "use the settings they were baked with" cannot apply to it."""
+    from asgf_nav.scenes import build
+    from asgf_nav.scenes.store import SceneStoreError
+    from asgf_nav.tasks.world import check_acoustics_settings
+
+    scene = tmp_path / "scenes" / "tiny" / "tiny_room"
+    cfg = ExperimentConfig()
+    monkeypatch.setattr(build, "acoustics_changes", lambda directory, cfg: {"version": (2, 3)})
+    with pytest.raises(SceneStoreError) as only_version:
+        check_acoustics_settings(scene, cfg)
+    message = str(only_version.value)
+    assert "baked by an earlier release (acoustics version 2; this one bakes 3). Bake them again for these" in message
+    assert "config asks" not in message and "Use the settings" not in message
+    monkeypatch.setattr(build, "acoustics_changes", lambda directory, cfg: {"version": (2, 3), "rays": (200, 3000)})
+    with pytest.raises(
+        SceneStoreError,
+        match=r"version 2; this one bakes 3\) and with other settings than the "
+        r"config asks \(rays: baked 200, the config asks 3000\)\. Use the settings they were baked",
+    ):
+        check_acoustics_settings(scene, cfg)

@@ -5,8 +5,10 @@ with the measured HRIR nearest to its direction of arrival relative to the liste
 its per-octave-band amplitude (a smooth gain curve through the band values) and delayed by its travel
 time, rounded to the nearest sample (<= 11 us at 44.1 kHz). Late part: per octave band, fixed
 band-limited Gaussian noise shaped by the ray-tracing energy envelope; each ear reads the noise at its
-own offset, so the tail is decorrelated between ears, and the offset also depends on (receiver, source,
-yaw) so no two responses share a tail. Rendering is deterministic.
+own offset, and the offsets depend on (receiver, source, yaw) so no two responses share a tail. The tail
+is heard through the same head as the early part, averaged over all directions (:func:`diffuse_field`):
+each band takes the HRIRs' diffuse-field gain at each ear, and the ears' noise is mixed to the HRIRs'
+diffuse-field interaural coherence (near 1 at 125 Hz, near 0 above 1 kHz). Rendering is deterministic.
 """
 
 from __future__ import annotations
@@ -115,6 +117,51 @@ def noise_bank(sample_rate: int, hist_bin_samples: int, seconds: float = NOISE_S
     return bank
 
 
+@dataclass(frozen=True)
+class DiffuseField:
+    """How a sound arriving from every direction at once (the late tail) reaches the two ears, per octave band."""
+
+    gain: np.ndarray  # (2, B) energy gain of each ear, against a flat response
+    coherence: np.ndarray  # (B,) interaural coherence, the normalised zero-lag correlation of the two ears
+
+
+_DIFFUSE_NFFT = 8192  # frequency resolution of the band averages (2 Hz at 16 kHz)
+
+
+def diffuse_field(hrtf: Hrtf, num_bands: int) -> DiffuseField:
+    """The HRIRs averaged over all directions, each weighted by the solid angle its 10-degree elevation ring
+    covers, per octave band (the noise bank's band filters).
+
+    The early paths go through the HRIRs, which also hold the colour of the measurement chain (KEMAR's set
+    is not equalised: -11 dB at 125-500 Hz, +8 dB at 2 kHz straight ahead); a tail of flat band noise beside
+    them had the wrong balance with them, by band. And a diffuse field is nearly the same at both ears at
+    low frequencies, which independent noise per ear was not."""
+    key = (id(hrtf), num_bands)  # the entry keeps ``hrtf`` alive, so its id is not reused while cached
+    if key not in _DIFFUSE_CACHE:
+        bands = pra.acoustics.OctaveBandsFactory(fs=hrtf.sample_rate, base_frequency=125)
+        impulse = np.zeros(_DIFFUSE_NFFT)
+        impulse[_DIFFUSE_NFFT // 2] = 1.0
+        band_power = np.stack(
+            [np.abs(np.fft.rfft(bands.analysis(impulse, band=b))) ** 2 for b in range(num_bands)]
+        )  # (B, F): each band filter's power response
+        spectra = np.fft.rfft(hrtf.hrir.astype(np.float64), n=_DIFFUSE_NFFT, axis=-1)  # (D, 2, F)
+        elevation = np.asarray(hrtf.elevation, dtype=np.float64)
+        rings, counts = np.unique(elevation, return_counts=True)
+        top, bottom = np.minimum(rings + 5.0, 90.0), rings - 5.0
+        ring_area = np.sin(np.deg2rad(top)) - np.sin(np.deg2rad(bottom))  # / 2 pi: the ring's solid angle
+        weight = (ring_area / counts)[np.searchsorted(rings, elevation)]
+        weight /= weight.sum()
+        power = np.einsum("d,def,bf->eb", weight, np.abs(spectra) ** 2, band_power)  # (2, B)
+        cross = np.einsum("d,df,bf->b", weight, (spectra[:, 0] * np.conj(spectra[:, 1])).real, band_power)
+        gain = power / band_power.sum(axis=1)[None, :]
+        coherence = np.clip(cross / np.sqrt(power[0] * power[1]), -1.0, 1.0)
+        _DIFFUSE_CACHE[key] = (hrtf, DiffuseField(gain.astype(np.float32), coherence.astype(np.float32)))
+    return _DIFFUSE_CACHE[key][1]
+
+
+_DIFFUSE_CACHE: dict[tuple[int, int], tuple[Hrtf, DiffuseField]] = {}
+
+
 def noise_offsets(receiver: int, source_node: int, yaw_index: int, span: int) -> tuple[int, int]:
     """Deterministic, well-spread start offsets of the two ears' noise for one response."""
     key = np.uint64(((receiver * 1_000_003 + source_node) * 7 + yaw_index) * 2654435761 % (2**61 - 1))
@@ -130,9 +177,11 @@ def render_late(
     length: int,
     offsets: tuple[int, int],
     onset: int = 0,
+    head: DiffuseField | None = None,
 ) -> np.ndarray:
     """Late tail (length, 2) from per-band energies ``energy`` (B, bins) per histogram bin, silent before
-    sample ``onset``.
+    sample ``onset``, heard through ``head`` (:func:`diffuse_field`; None: flat and independent at each ear,
+    as pyroomacoustics renders an omnidirectional tail).
 
     Pass the straight-line travel time as ``onset``: the envelope interpolates between bin centres, so
     the energy of the bin that holds the direct sound would otherwise start up to a bin and a half before
@@ -146,9 +195,13 @@ def render_late(
     amp = np.sqrt(np.maximum(_envelope(np.asarray(energy, dtype=np.float32), hbss, length), 0.0))
     amp[:, : max(int(onset), 0)] = 0.0
     out = np.empty((length, 2), dtype=np.float32)
-    for ear in range(2):
-        noise = bank[ear, : energy.shape[0], offsets[ear] : offsets[ear] + length]
-        out[:, ear] = np.einsum("bt,bt->t", noise, amp)
+    left, right = (bank[ear, : energy.shape[0], offsets[ear] : offsets[ear] + length] for ear in range(2))
+    if head is not None:  # the right ear's noise shares the left's to the coherence asked, at the same energy
+        c = head.coherence[: energy.shape[0], None]
+        right = c * left + np.sqrt(1.0 - c * c) * right
+    for ear, noise in enumerate((left, right)):
+        scale = np.ones(energy.shape[0], np.float32) if head is None else np.sqrt(head.gain[ear, : energy.shape[0]])
+        out[:, ear] = np.einsum("b,bt,bt->t", scale, noise, amp)
     return out
 
 

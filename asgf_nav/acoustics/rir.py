@@ -13,7 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from asgf_nav.acoustics.binaural import NOISE_SECONDS, EarlyPaths, noise_offsets, render_early, render_late
+from asgf_nav.acoustics.binaural import (
+    NOISE_SECONDS,
+    EarlyPaths,
+    diffuse_field,
+    noise_offsets,
+    render_early,
+    render_late,
+)
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
 from asgf_nav.scenes.store import SceneStore
@@ -25,7 +32,9 @@ NUM_YAWS = 4
 # Bumped when the same baked data renders to different responses; caches of rendered responses
 # (baked spectrograms, DoA RIR pools) record it. 2: the late tail starts at the direct sound's time.
 # 3: a receiver on the source's own node hears the direct sound from AT_SOURCE_DISTANCE straight above.
-RENDER_VERSION = 3
+# 4: the late tail is heard through the head too: the HRIRs' diffuse-field gain per band and ear, and their
+# interaural coherence (binaural.diffuse_field).
+RENDER_VERSION = 4
 # The simulation gives a receiver on the source's own node no direct path (a zero-length path has neither
 # a level nor a direction), which left the goal node quieter than a neighbour one grid step away. The
 # renderer adds one from this distance (half the finest grid step, 0.5 m on Replica), from straight
@@ -83,6 +92,7 @@ class SceneRirs:
                 "acoustics.max_rir_seconds"
             )
         self.hrtf = load_hrtf(self.sample_rate)
+        self.diffuse = diffuse_field(self.hrtf, len(self.band_centers))  # the tail heard through the same head
 
     def _check_values(self, store: SceneStore) -> None:
         """Values no bake writes: a file damaged without changing its size passes the store's shape checks
@@ -152,7 +162,9 @@ class SceneRirs:
         onset = self.direct_sample(receiver, source_node)
         for y, k in enumerate(yaw_indices):
             offsets = noise_offsets(int(receiver), int(source_node), int(k), span)
-            out[y] += render_late(energy, self.hist_bin_seconds, self.sample_rate, self.length, offsets, onset)
+            out[y] += render_late(
+                energy, self.hist_bin_seconds, self.sample_rate, self.length, offsets, onset, self.diffuse
+            )
         if not self.travel_time:
             shift = min(onset, self.length)
             out[:, : self.length - shift] = out[:, shift:].copy()

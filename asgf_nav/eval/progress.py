@@ -6,8 +6,10 @@ writes the usual outputs and removes the file (``--sound-split both``: once both
 that a stop during the second leaves the first one's episodes to its rerun).
 
 The file's first line records what is being evaluated (agent, checkpoint, split, seed, task limits, data
-root, the episode list's fingerprint, the random agent's number of episodes stepped together ...), and a
-resume with anything different is refused with the differing keys named, so two evaluations never mix. Every
+root, the episode list's fingerprint, the random agent's number of episodes stepped together, for embedded
+scenes the acoustics and render versions their responses were made with ...), and a resume with anything
+different is refused with the differing keys named, so two evaluations never mix; a record that lacks a key
+was written by an earlier release, and is refused saying so. Every
 split of a run opens its file before any episode runs. While it runs an evaluation holds a lock on its
 directory (:func:`evaluation_lock`, on a hidden file beside it), so a second process evaluating into the
 same directory is refused at once instead of appending the same episodes to the same file.
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from asgf_nav.eval.evaluator import EpisodeRecord, record_problem
-from asgf_nav.eval.report import PROGRESS_FILE, SUMMARY_FILE, lock_path
+from asgf_nav.eval.report import ACOUSTICS_META_KEYS, PROGRESS_FILE, SUMMARY_FILE, lock_path
 from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.tasks.episodes import Episode
 
@@ -46,13 +48,15 @@ def episode_key(episode: Any) -> tuple[str, str]:
     return str(scene), str(episode.episode_id)
 
 
-def _comparable(key: str, value: Any) -> Any:
-    """``value`` of identity ``key`` as compared: a checkpoint path resolved, as evaluate.py records it now, so
-    that one recorded as typed (an absolute path through a symlink, or one relative to the directory run from)
-    still matches its file; its update and weights' digest are compared besides."""
-    if key == "checkpoint" and isinstance(value, str):
-        return str(Path(value).resolve())
-    return value
+def _same(key: str, stored: Any, now: Any) -> bool:
+    """Whether identity ``key``'s ``stored`` value is this evaluation's ``now``. A checkpoint path is compared
+    resolved, as evaluate.py records it now, so that one recorded as typed through a symlink still matches its
+    file; one recorded relative (by an earlier release) was relative to a directory not known here, so it is not
+    compared: the checkpoint is then told by its update and weights' digest, the identity's
+    ``checkpoint_update`` and ``checkpoint_weights``, compared besides."""
+    if key == "checkpoint" and isinstance(stored, str) and isinstance(now, str):
+        return not Path(stored).is_absolute() or Path(stored).resolve() == Path(now).resolve()
+    return stored == now
 
 
 def _check_not_a_file(out_dir: Path) -> None:
@@ -97,26 +101,55 @@ class EvaluationProgress:
             atomic_write_text(self.path, self._header())
             self._made = (self.path, Path(out_dir) if new_dir else None)
 
-    def _difference(self, stored: dict[str, Any], keys: Iterable[str]) -> str | None:
-        """Every key of ``keys`` whose stored value differs from this evaluation's, worded; None if none."""
-        differences = []
+    def _difference(self, stored: dict[str, Any], keys: Iterable[str]) -> tuple[str | None, list[str]]:
+        """How ``stored`` differs from this evaluation on ``keys``: the keys whose stored value differs, worded
+        (None if none), and those it does not record (an earlier release wrote it: :meth:`_earlier_release`)."""
+        differences, unrecorded, versions = [], [], False
+        other_source = "scene_source" in stored and stored["scene_source"] != self.identity.get("scene_source")
         for key in sorted(keys):
-            if key not in stored and key in self.identity:  # written by an evaluate.py that did not record it
-                differences.append(f"{key} is not recorded there (now {self.identity[key]!r})")
-            elif _comparable(key, stored.get(key)) != _comparable(key, self.identity.get(key)):
+            if key in ACOUSTICS_META_KEYS and other_source:  # recorded for embedded scenes only: scene_source says it
+                continue
+            if key not in stored and key in self.identity:
+                unrecorded.append(key)
+            elif not _same(key, stored.get(key), self.identity.get(key)):
                 differences.append(f"{key} was {stored.get(key)!r}, now {self.identity.get(key)!r}")
-        return "; ".join(differences) or None
+                versions = versions or key in ACOUSTICS_META_KEYS
+        if versions:
+            differences.append(
+                "the embedded scenes' responses were baked or rendered again since, so its episodes heard other "
+                "responses than this evaluation would"
+            )
+        return "; ".join(differences) or None, unrecorded
+
+    def _earlier_release(self, unrecorded: Sequence[str]) -> str:
+        """Why a record lacking ``unrecorded`` (keys this evaluation records) is refused: an earlier release wrote
+        it, without them."""
+        listed = ", ".join(f"{key} (now {self.identity[key]!r})" for key in unrecorded)
+        text = f"written by an earlier release that did not record {listed}"
+        if set(unrecorded) & set(ACOUSTICS_META_KEYS):
+            text += "; its responses are not the ones baked now"
+        else:
+            text += ", so it cannot be told to be this evaluation"
+        return text
 
     def _check_finished(self, summary: Path) -> None:
-        """A finished evaluation of something else (another checkpoint, seed, episode list) is never
-        overwritten; the same evaluation again is run again."""
+        """A finished evaluation of something else (another checkpoint, seed, episode list), or one an earlier
+        release wrote without a key this one records, is never overwritten; the same evaluation again is run
+        again."""
         if not summary.exists():
             return
         try:
             stored = json.loads(summary.read_text())["meta"]
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise EvaluationProgressError(f"{summary} is not an evaluation summary ({exc}); delete it") from exc
-        difference = self._difference(stored, self.identity)  # the summary's meta holds more than the identity
+        # the summary's meta holds more than the identity
+        difference, unrecorded = self._difference(stored, self.identity)
+        if unrecorded:
+            other = f" of something else ({difference})," if difference else ""
+            raise EvaluationProgressError(
+                f"{summary.parent} holds a finished evaluation{other} {self._earlier_release(unrecorded)}: move it "
+                "aside, or choose another --out (or --name) to keep both"
+            )
         if difference:
             raise EvaluationProgressError(
                 f"{summary.parent} holds a finished evaluation of something else: {difference}; "
@@ -131,7 +164,13 @@ class EvaluationProgress:
             raise EvaluationProgressError(
                 f"{self.path} is not an evaluation progress file ({exc}); delete it to start over"
             ) from exc
-        difference = self._difference(stored, set(stored) | set(self.identity))
+        difference, unrecorded = self._difference(stored, set(stored) | set(self.identity))
+        if unrecorded:
+            other = f" belongs to another evaluation ({difference}) and was" if difference else " was"
+            raise EvaluationProgressError(
+                f"{self.path}{other} {self._earlier_release(unrecorded)}: its episodes cannot be resumed by this "
+                "evaluation; delete it (or move it aside) to start over, or pass another --out / --name"
+            )
         if difference:
             raise EvaluationProgressError(
                 f"{self.path} belongs to another evaluation: {difference}; delete the file, or pass another "

@@ -39,6 +39,21 @@ SOUND_SPLITS: tuple[str, ...] = ("heard", "unheard")
 # episode list compares.
 AGENT_TASK_KEYS: frozenset[str] = frozenset(dict(ARCHITECTURE_KEYS)["task"])
 SHARED_META_KEYS: tuple[str, ...] = ("scene_source",)
+# What made an embedded scene's responses: the baked acoustics (acoustics.bake.ACOUSTICS_VERSION) and their
+# rendering (acoustics.rir.RENDER_VERSION), recorded by evaluations of embedded scenes (not of SoundSpaces data,
+# whose responses come with it). A column shares them too; a summary without them was written by an earlier
+# release, at an older acoustics version, so it is compared only with others without them.
+ACOUSTICS_META_KEYS: tuple[str, ...] = ("acoustics_version", "render_version")
+
+
+class _Unrecorded:
+    """The value of an acoustics key a summary written by an earlier release lacks (one for all of them)."""
+
+    def __repr__(self) -> str:
+        return "not recorded (an earlier release)"
+
+
+UNRECORDED = _Unrecorded()
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -251,16 +266,20 @@ def _check_same_episodes(agents: Sequence[str], columns: set[tuple[str, str]], c
 
 def _shared_settings(meta: dict[str, Any]) -> dict[str, Any]:
     """The settings of one evaluation that the others of its column must share, as its summary records them
-    (one written before a key was recorded is not compared on it, as with episode lists)."""
+    (one written before a key was recorded is not compared on it, as with episode lists; but the acoustics
+    versions of embedded scenes it lacks are :data:`UNRECORDED`, compared with others lacking them alone)."""
     task = meta.get("task")
     settings = {f"task.{k}": v for k, v in task.items() if k not in AGENT_TASK_KEYS} if isinstance(task, dict) else {}
     settings.update({key: meta[key] for key in SHARED_META_KEYS if key in meta})
+    if meta.get("scene_source", "embedded") == "embedded":  # written before scene_source was: embedded scenes
+        settings.update({key: meta.get(key, UNRECORDED) for key in ACOUSTICS_META_KEYS})
     return settings
 
 
 def _check_same_task(agents: Sequence[str], columns: set[tuple[str, str]], cells: dict) -> None:
     """The agents of one column must have run under the same task settings (:data:`SHARED_META_KEYS`, the
-    task keys but :data:`AGENT_TASK_KEYS`): an SR at 20 steps beside one at 500 compares nothing."""
+    task keys but :data:`AGENT_TASK_KEYS`) and heard the same responses (:data:`ACOUSTICS_META_KEYS`): an SR at
+    20 steps beside one at 500 compares nothing."""
     for column in sorted(columns):
         values: dict[str, list[tuple[Any, list[str]]]] = {}  # setting -> [(value, the evaluations of it)]
         for agent in agents:
@@ -282,9 +301,20 @@ def _check_same_task(agents: Sequence[str], columns: set[tuple[str, str]], cells
                 f"{key} is " + ", ".join(f"{value!r} for {' and '.join(names)}" for value, names in groups)
                 for key, groups in differing.items()
             )
+            settings = [key for key in differing if key not in ACOUSTICS_META_KEYS]
+            versions = [key for key in differing if key in ACOUSTICS_META_KEYS]
+            remedies = [f"evaluate them with the same {', '.join(settings)}"] if settings else []
+            if versions:
+                old = any(value is UNRECORDED for key in versions for value, _ in differing[key])
+                remedies.append(
+                    "evaluate them again on the responses the scenes are baked and rendered with now"
+                    + (" (one that does not record them was written by an earlier release, at an older acoustics "
+                       "version)" if old else "")
+                )  # fmt: skip
+            what = " and ".join(["task settings"] * bool(settings) + ["acoustics"] * bool(versions))
             raise EvaluationFileError(
-                f"the evaluations on {' '.join(column)} ran under different task settings ({listed}); a column "
-                f"compares agents on the same task: evaluate them with the same {', '.join(differing)}"
+                f"the evaluations on {' '.join(column)} ran under different {what} ({listed}); a column "
+                f"compares agents on the same task: {'; '.join(remedies)}"
             )
 
 

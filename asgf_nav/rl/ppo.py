@@ -115,8 +115,9 @@ class PPO:
                 grad_norm = nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
                 if not torch.isfinite(grad_norm):  # a step would write nan into the weights and every later checkpoint
                     raise FloatingPointError(
-                        f"PPO gradient norm is {float(grad_norm)} (loss {float(loss.detach())}): the update stops "
-                        "before its step, the weights as they were; look for nan in the observations, or lower ppo.lr"
+                        f"PPO gradient norm is {float(grad_norm)} (loss {float(loss.detach())}): training stops before "
+                        "this step reaches the weights (the last checkpoint holds them from before this update); look "
+                        "for nan in the observations, or lower ppo.lr"
                     )
                 self.optimizer.step()
 

@@ -65,7 +65,8 @@ class TrainingEnv(Protocol):
 
     def reset(self) -> dict[str, torch.Tensor]: ...
 
-    def step(self, actions: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any, Any, list[dict[str, Any]]]: ...
+    # info: finished episodes' metrics by name, each a (num_envs,) tensor (rl.rollout.EpisodeWindow.add reads them)
+    def step(self, actions: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any, Any, dict[str, torch.Tensor]]: ...
 
 
 EnvFactory = Callable[[ExperimentConfig, str, int], TrainingEnv]  # (config, split, rank) -> a batched env

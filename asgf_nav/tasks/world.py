@@ -149,10 +149,15 @@ def check_acoustics_settings(directory: Path, cfg) -> None:
 
     changed = acoustics_changes(directory, cfg)
     if changed:
+        older = changed.pop("version", None)  # the code's, not a setting: only a new bake changes it
         listed = "; ".join(f"{key}: baked {old}, the config asks {new}" for key, (old, new) in changed.items())
+        parts = [f"by an earlier release (acoustics version {older[0]}; this one bakes {older[1]})"] if older else []
+        parts += [f"with other settings than the config asks ({listed})"] if listed else []
+        what = " and ".join(parts)
+        advice = "Bake them again" if not listed else "Use the settings they were baked with, or bake them again"
         raise SceneStoreError(
-            f"scene {directory}: its acoustics were baked with other settings than the config asks ({listed}). "
-            f"Use the settings they were baked with, or bake them again for these (training does; or "
+            f"scene {directory}: its acoustics were baked {what}. "
+            f"{advice} for these (training does; or "
             f"python scripts/build_scenes.py --config CONFIG --dataset {directory.parent.name} --data-root "
             f"{cfg.scenes.data_root} --stages acoustics --scenes {directory.name}, with the run's config, its "
             "acoustics.* overrides given before --scenes)"
