@@ -159,6 +159,11 @@ def output_dir(request: EvaluationRequest, cfg: ExperimentConfig) -> Path:
     return Path(request.out) / f"{agent_label(request, cfg)}_{dataset}_{sound_split}_{request.split}"
 
 
+def hears_audio(request: EvaluationRequest) -> bool:
+    """A checkpoint's policy and the baselines that read the spectrogram; not the random and oracle agents."""
+    return not request.agent or bool(baseline_sensors(request.agent))
+
+
 def evaluation_identity(
     request: EvaluationRequest, cfg: ExperimentConfig, checkpoint: dict | None, episodes: list[Any]
 ) -> dict[str, Any]:
@@ -186,8 +191,10 @@ def evaluation_identity(
         "scene_source": scene_source(cfg),
     }  # fmt: skip
     if identity["scene_source"] == "embedded":  # the responses heard (report.ACOUSTICS_META_KEYS): a re-bake or
-        # another renderer changes them; SoundSpaces data brings its own responses
-        identity["acoustics_version"], identity["render_version"] = ACOUSTICS_VERSION, RENDER_VERSION
+        # another renderer changes them; SoundSpaces data brings its own responses. None for an agent that hears
+        # nothing (random, oracle): its episodes are the same on any responses, and compared on none
+        identity["acoustics_version"] = ACOUSTICS_VERSION if hears_audio(request) else None
+        identity["render_version"] = RENDER_VERSION if hears_audio(request) else None
     if request.agent in BATCH_DRAWN_AGENTS:  # only where the draws depend on it: no other result is refused
         identity["num_envs"] = request.num_envs
     return identity

@@ -31,13 +31,13 @@ def response_energy(rirs: SceneRirs, receiver: int, source: int) -> float:
 
 def energy_without_at_source_path(rirs: SceneRirs, source: int) -> float:
     """The source node's response energy as rendered before ``RENDER_VERSION`` 3: the simulated paths
-    alone, the late tail from time 0."""
+    alone, the late tail from time 0 (heard through the head as now, so that only the at-source path differs)."""
     yaws = np.arange(NUM_YAWS) * YAW_STEP_DEG
     out = render_early(rirs.baked_paths(source, source), yaws, rirs.hrtf, rirs.band_centers, rirs.length)
     energy = rirs.late_energy(source, source)
     for k in range(NUM_YAWS):
         offsets = noise_offsets(source, source, k, rirs._noise_span())
-        out[k] += render_late(energy, rirs.hist_bin_seconds, rirs.sample_rate, rirs.length, offsets, 0)
+        out[k] += render_late(energy, rirs.hist_bin_seconds, rirs.sample_rate, rirs.length, offsets, 0, rirs.diffuse)
     return float((out.astype(np.float64) ** 2).sum() / NUM_YAWS)
 
 

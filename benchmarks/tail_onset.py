@@ -43,7 +43,7 @@ def measure(scene_dir: Path, pairs: int, seed: int) -> dict[str, np.ndarray]:
         offsets = noise_offsets(receiver, source, yaw, rirs._noise_span())
         first = rirs.direct_sample(receiver, source)
         args = (energy, rirs.hist_bin_seconds, rirs.sample_rate, rirs.length, offsets)
-        old = new + render_late(*args) - render_late(*args, first)
+        old = new + render_late(*args, 0, rirs.diffuse) - render_late(*args, first, rirs.diffuse)  # as rendered now
         direct = (new[first : first + int(0.0025 * rirs.sample_rate)] ** 2).sum()
         seen = has_direct_path(rirs, positions, receiver, source)
         lead_db.append(10 * np.log10((old[:first] ** 2).sum() / direct + 1e-30) if seen else np.nan)

@@ -1620,6 +1620,7 @@ def test_an_evaluation_records_its_acoustics_and_is_not_resumed_or_rerun_across_
     args = ("--agent", "oracle", "--episodes", "4", "task.max_steps=40")
     out = tmp_path / "oracle_tiny_unheard_test"
     real_run = evaluation.run_episodes
+    monkeypatch.setattr(evaluation, "hears_audio", lambda request: True)  # as an agent that hears would be
     monkeypatch.setattr(evaluation, "ACOUSTICS_VERSION", ACOUSTICS_VERSION - 1)  # stopped before the re-bake
     monkeypatch.setattr(evaluation, "run_episodes", killed_after(real_run, 2))
     with pytest.raises(KeyboardInterrupt):
@@ -1660,7 +1661,7 @@ def test_an_evaluation_records_its_acoustics_and_is_not_resumed_or_rerun_across_
     assert str(refused.value) == (
         f"{out} holds a finished evaluation written by an earlier release that did not record acoustics_version "
         f"(now {ACOUSTICS_VERSION}), render_version (now {RENDER_VERSION}); its responses are not the ones baked "
-        "now: move it aside, or choose another --out (or --name) to keep both"
+        "and rendered now: move it aside, or choose another --out (or --name) to keep both"
     )
 
 
@@ -1676,7 +1677,8 @@ def test_a_progress_file_of_an_earlier_release_or_another_scene_source_is_refuse
         EvaluationProgress(tmp_path / "old", identity)
     assert str(refused.value) == (
         f"{tmp_path / 'old' / PROGRESS_FILE} was written by an earlier release that did not record acoustics_version "
-        "(now 3), num_envs (now 8), render_version (now 4); its responses are not the ones baked now: its episodes "
+        "(now 3), num_envs (now 8), render_version (now 4); its responses are not the ones baked and rendered now: its "
+        "episodes "
         "cannot be resumed by this evaluation; delete it (or move it aside) to start over, or pass another --out / "
         "--name"
     )
@@ -1695,10 +1697,20 @@ def test_the_acoustics_versions_are_recorded_for_embedded_scenes_only(monkeypatc
     from asgf_nav.acoustics.rir import RENDER_VERSION
 
     request = evaluation.EvaluationRequest(agent="oracle")
-    for source, expected in (("embedded", (ACOUSTICS_VERSION, RENDER_VERSION)), ("soundspaces", (None, None))):
-        monkeypatch.setattr(evaluation, "scene_source", lambda cfg, source=source: source)
-        identity = evaluation.evaluation_identity(request, ExperimentConfig(), None, [])
-        assert (identity.get("acoustics_version"), identity.get("render_version")) == expected
+    with monkeypatch.context() as hearing:
+        hearing.setattr(evaluation, "hears_audio", lambda request: True)  # as a policy or an audio baseline
+        for source, expected in (("embedded", (ACOUSTICS_VERSION, RENDER_VERSION)), ("soundspaces", (None, None))):
+            hearing.setattr(evaluation, "scene_source", lambda cfg, source=source: source)
+            identity = evaluation.evaluation_identity(request, ExperimentConfig(), None, [])
+            assert (identity.get("acoustics_version"), identity.get("render_version")) == expected
+    assert evaluation.hears_audio(evaluation.EvaluationRequest(agent="gan"))
+    assert evaluation.hears_audio(evaluation.EvaluationRequest(checkpoint="run/checkpoints/best.pt"))
+    monkeypatch.setattr(evaluation, "scene_source", lambda cfg: "embedded")
+    for deaf in ("oracle", "random"):  # they hear nothing: the same episodes on any responses
+        identity = evaluation.evaluation_identity(
+            evaluation.EvaluationRequest(agent=deaf), ExperimentConfig(), None, []
+        )
+        assert (identity["acoustics_version"], identity["render_version"]) == (None, None)
 
 
 def test_report_refuses_a_column_of_evaluations_on_other_acoustics_naming_the_versions() -> None:
@@ -1722,10 +1734,14 @@ def test_report_refuses_a_column_of_evaluations_on_other_acoustics_naming_the_ve
         "(acoustics_version is 3 for 'a', not recorded (an earlier release) for 'c' and 'd'; render_version is 3 for "
         "'a', not recorded (an earlier release) for 'c' and 'd')" in str(refused.value)
     )
-    assert "(one that does not record them was written by an earlier release, at an older acoustics version)" in str(
-        refused.value
+    assert (
+        "(one that does not record them was written by an earlier release, at an older acoustics or render version)"
+        in str(refused.value)
     )
     assert "| c |" in comparison_table([c, d])  # all without the versions: comparable with each other
+    deaf = copy.deepcopy(a)
+    deaf["meta"].update(agent="random", acoustics_version=None, render_version=None)  # hears nothing
+    assert "| random |" in comparison_table([a, deaf])
     soundspaces = copy.deepcopy(c)
     soundspaces["meta"].update(agent="s", scene_source="soundspaces")
     with pytest.raises(EvaluationFileError) as refused:  # its responses came with the data: the source says it

@@ -56,18 +56,24 @@ def test_doa_is_reserved_for_the_packaged_head(private_registry: None, overwrite
     assert observations.register_observation("my_doa", lambda s: np.zeros(1, np.float32), _space).name == "my_doa"
 
 
+def importable_plugin(folder: Path, monkeypatch, module: str, registration: str) -> None:
+    """A plugin module ``module`` in ``folder`` whose import calls ``register_observation(registration)``; the
+    registry is restored after the test."""
+    (folder / f"{module}.py").write_text(
+        "import gymnasium, numpy as np\n"
+        "from asgf_nav.tasks.observations import register_observation\n"
+        f"register_observation({registration})\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+
+
 def test_a_plugin_registering_doa_is_a_config_error_naming_it(tmp_path: Path, monkeypatch) -> None:
     """model.plugins importing a module that registers "doa" stops with the plugin and the reason named."""
     from asgf_nav.config import import_plugins
 
-    (tmp_path / "probe_doa_plugin.py").write_text(
-        "import gymnasium, numpy as np\n"
-        "from asgf_nav.tasks.observations import register_observation\n"
-        "register_observation('doa', lambda s: np.zeros(4, np.float32),\n"
-        "                     lambda w: gymnasium.spaces.Box(0, 1, (4,), np.float32))\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    importable_plugin(tmp_path, monkeypatch, "probe_doa_plugin", "'doa', lambda s: np.zeros(4, np.float32), "
+                      "lambda w: gymnasium.spaces.Box(0, 1, (4,), np.float32)")  # fmt: skip
     with pytest.raises(ConfigError, match=r"model\.plugins: importing 'probe_doa_plugin' failed: .*reserved"):
         import_plugins(["probe_doa_plugin"])
     assert "doa" not in observations.registered_observations()
@@ -113,14 +119,8 @@ def test_the_envs_import_the_plugins_a_config_names_and_refuse_no_config(tmp_pat
     reference env made by gymnasium without a config says what it needs."""
     from asgf_nav.tasks.audionav_env import AudioNavEnv
 
-    (tmp_path / "probe_plugin.py").write_text(
-        "import gymnasium, numpy as np\n"
-        "from asgf_nav.tasks.observations import register_observation\n"
-        "register_observation('probe_steps', lambda s: np.full(1, s.step, np.float32),\n"
-        "                     lambda w: gymnasium.spaces.Box(0, np.inf, (1,), np.float32), overwrite=True)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
+    importable_plugin(tmp_path, monkeypatch, "probe_plugin", "'probe_steps', lambda s: np.full(1, s.step, np.float32), "
+                      "lambda w: gymnasium.spaces.Box(0, np.inf, (1,), np.float32), overwrite=True")  # fmt: skip
     world = synthetic_world(sample_rate=16000)
     episodes = generate_split(world, "train", "heard", ["bell"], TaskConfig(train_episodes_per_scene=4))
     cfg = ExperimentConfig()

@@ -680,6 +680,9 @@ def test_scenes_of_an_earlier_acoustics_version_are_told_to_bake_again_not_to_ch
     with pytest.raises(
         SceneStoreError,
         match=r"version 2; this one bakes 3\) and with other settings than the "
-        r"config asks \(rays: baked 200, the config asks 3000\)\. Use the settings they were baked",
+        r"config asks \(rays: baked 200, the config asks 3000\)\. Bake them again for these",
     ):
+        check_acoustics_settings(scene, cfg)
+    monkeypatch.setattr(build, "acoustics_changes", lambda directory, cfg: {"version": (4, 3)})
+    with pytest.raises(SceneStoreError, match=r"baked by a later release \(acoustics version 4; this one bakes 3\)"):
         check_acoustics_settings(scene, cfg)

@@ -4,11 +4,11 @@ Early part: every specular path (direct sound and reflections up to the image-so
 with the measured HRIR nearest to its direction of arrival relative to the listener's yaw, coloured by
 its per-octave-band amplitude (a smooth gain curve through the band values) and delayed by its travel
 time, rounded to the nearest sample (<= 11 us at 44.1 kHz). Late part: per octave band, fixed
-band-limited Gaussian noise shaped by the ray-tracing energy envelope; each ear reads the noise at its
-own offset, and the offsets depend on (receiver, source, yaw) so no two responses share a tail. The tail
-is heard through the same head as the early part, averaged over all directions (:func:`diffuse_field`):
-each band takes the HRIRs' diffuse-field gain at each ear, and the ears' noise is mixed to the HRIRs'
-diffuse-field interaural coherence (near 1 at 125 Hz, near 0 above 1 kHz). Rendering is deterministic.
+band-limited Gaussian noise shaped by the ray-tracing energy envelope, read at offsets that depend on
+(receiver, source, yaw) so no two responses share a tail. The tail is heard through the same head as the
+early part, averaged over all directions (:func:`diffuse_field`): each band takes the HRIRs' diffuse-field
+gain at each ear, and the ears' noise is mixed to the HRIRs' diffuse-field interaural coherence (0.7-0.9
+at 125 Hz, near 0 from 500 Hz up). Rendering is deterministic.
 """
 
 from __future__ import annotations
@@ -180,8 +180,9 @@ def render_late(
     head: DiffuseField | None = None,
 ) -> np.ndarray:
     """Late tail (length, 2) from per-band energies ``energy`` (B, bins) per histogram bin, silent before
-    sample ``onset``, heard through ``head`` (:func:`diffuse_field`; None: flat and independent at each ear,
-    as pyroomacoustics renders an omnidirectional tail).
+    sample ``onset``, heard through ``head`` (:func:`diffuse_field`; both ears then read at ``offsets[0]``)
+    or, with None, flat and independent at each ear (each at its own offset), as pyroomacoustics renders an
+    omnidirectional tail.
 
     Pass the straight-line travel time as ``onset``: the envelope interpolates between bin centres, so
     the energy of the bin that holds the direct sound would otherwise start up to a bin and a half before
@@ -195,14 +196,39 @@ def render_late(
     amp = np.sqrt(np.maximum(_envelope(np.asarray(energy, dtype=np.float32), hbss, length), 0.0))
     amp[:, : max(int(onset), 0)] = 0.0
     out = np.empty((length, 2), dtype=np.float32)
-    left, right = (bank[ear, : energy.shape[0], offsets[ear] : offsets[ear] + length] for ear in range(2))
-    if head is not None:  # the right ear's noise shares the left's to the coherence asked, at the same energy
-        c = head.coherence[: energy.shape[0], None]
-        right = c * left + np.sqrt(1.0 - c * c) * right
-    for ear, noise in enumerate((left, right)):
-        scale = np.ones(energy.shape[0], np.float32) if head is None else np.sqrt(head.gain[ear, : energy.shape[0]])
-        out[:, ear] = np.einsum("b,bt,bt->t", scale, noise, amp)
+    bands = energy.shape[0]
+
+    def window(noise: np.ndarray, ear: int) -> np.ndarray:
+        return noise[:bands, offsets[ear] : offsets[ear] + length]
+
+    if head is None:
+        for ear in range(2):
+            out[:, ear] = np.einsum("bt,bt->t", window(bank[ear], ear), amp)
+        return out
+    # both ears read the head's banks at the left ear's offset: their noise is coherent sample by sample
+    for ear, noise in enumerate(_heard_banks(bank, head)):
+        out[:, ear] = np.einsum("bt,bt->t", window(noise, 0), amp)
     return out
+
+
+_HEARD_BANKS: dict[tuple[int, int], tuple[np.ndarray, DiffuseField, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def _heard_banks(bank: np.ndarray, head: DiffuseField) -> tuple[np.ndarray, np.ndarray]:
+    """The two ears' noise for ``head``, scaled per band by sqrt(gain): the left ear's bank, and for the right
+    ear coherence x the left's + sqrt(1 - coherence^2) x its own, sample by sample (the same energy, since the
+    two banks are independent). Cached: the entry keeps ``bank`` and ``head`` alive, so ids are not reused
+    while it lives."""
+    key = (id(bank), id(head))
+    if key not in _HEARD_BANKS:
+        if len(_HEARD_BANKS) >= 8:  # a few sample rates at most; a bank evicted from its cache is not kept
+            _HEARD_BANKS.clear()
+        bands = bank.shape[1]
+        gain = np.sqrt(head.gain[:, :bands])[:, :, None].astype(np.float32)
+        c = head.coherence[:bands, None].astype(np.float32)
+        parts = (bank[0] * gain[0], gain[1] * (c * bank[0] + np.sqrt(1.0 - c * c) * bank[1]))
+        _HEARD_BANKS[key] = (bank, head, parts)
+    return _HEARD_BANKS[key][2]
 
 
 def _envelope(energy: np.ndarray, hbss: int, length: int) -> np.ndarray:

@@ -107,8 +107,8 @@ class EvaluationProgress:
         differences, unrecorded, versions = [], [], False
         other_source = "scene_source" in stored and stored["scene_source"] != self.identity.get("scene_source")
         for key in sorted(keys):
-            if key in ACOUSTICS_META_KEYS and other_source:  # recorded for embedded scenes only: scene_source says it
-                continue
+            if key in ACOUSTICS_META_KEYS and (other_source or self.identity.get(key) is None):
+                continue  # recorded for embedded scenes only (scene_source says it), None for an agent hearing nothing
             if key not in stored and key in self.identity:
                 unrecorded.append(key)
             elif not _same(key, stored.get(key), self.identity.get(key)):
@@ -127,7 +127,7 @@ class EvaluationProgress:
         listed = ", ".join(f"{key} (now {self.identity[key]!r})" for key in unrecorded)
         text = f"written by an earlier release that did not record {listed}"
         if set(unrecorded) & set(ACOUSTICS_META_KEYS):
-            text += "; its responses are not the ones baked now"
+            text += "; its responses are not the ones baked and rendered now"
         else:
             text += ", so it cannot be told to be this evaluation"
         return text

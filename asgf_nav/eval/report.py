@@ -272,7 +272,10 @@ def _shared_settings(meta: dict[str, Any]) -> dict[str, Any]:
     settings = {f"task.{k}": v for k, v in task.items() if k not in AGENT_TASK_KEYS} if isinstance(task, dict) else {}
     settings.update({key: meta[key] for key in SHARED_META_KEYS if key in meta})
     if meta.get("scene_source", "embedded") == "embedded":  # written before scene_source was: embedded scenes
-        settings.update({key: meta.get(key, UNRECORDED) for key in ACOUSTICS_META_KEYS})
+        for key in ACOUSTICS_META_KEYS:
+            value = meta.get(key, UNRECORDED)
+            if value is not None:  # None: an agent that hears nothing (random, oracle), the same on any responses
+                settings[key] = value
     return settings
 
 
@@ -309,7 +312,7 @@ def _check_same_task(agents: Sequence[str], columns: set[tuple[str, str]], cells
                 remedies.append(
                     "evaluate them again on the responses the scenes are baked and rendered with now"
                     + (" (one that does not record them was written by an earlier release, at an older acoustics "
-                       "version)" if old else "")
+                       "or render version)" if old else "")
                 )  # fmt: skip
             what = " and ".join(["task settings"] * bool(settings) + ["acoustics"] * bool(versions))
             raise EvaluationFileError(

@@ -149,12 +149,19 @@ def check_acoustics_settings(directory: Path, cfg) -> None:
 
     changed = acoustics_changes(directory, cfg)
     if changed:
-        older = changed.pop("version", None)  # the code's, not a setting: only a new bake changes it
+        version = changed.pop("version", None)  # the code's, not a setting: only a new bake changes it
         listed = "; ".join(f"{key}: baked {old}, the config asks {new}" for key, (old, new) in changed.items())
-        parts = [f"by an earlier release (acoustics version {older[0]}; this one bakes {older[1]})"] if older else []
+        parts = []
+        if version is not None:
+            baked, ours = version
+            which = "a later" if isinstance(baked, int) and baked > ours else "an earlier"
+            parts.append(f"by {which} release (acoustics version {baked}; this one bakes {ours})")
         parts += [f"with other settings than the config asks ({listed})"] if listed else []
         what = " and ".join(parts)
-        advice = "Bake them again" if not listed else "Use the settings they were baked with, or bake them again"
+        # the version cannot be asked for: only a bake with this release's code makes them usable
+        advice = (
+            "Bake them again" if version or not listed else "Use the settings they were baked with, or bake them again"
+        )
         raise SceneStoreError(
             f"scene {directory}: its acoustics were baked {what}. "
             f"{advice} for these (training does; or "
