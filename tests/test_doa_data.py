@@ -315,21 +315,22 @@ def test_cached_pools_are_rebuilt_when_their_responses_would_differ(tmp_path, mo
     from asgf_nav.models.doa import pools
 
     cfg = DoaTrainConfig(rooms="shoebox", pool_dir=str(tmp_path), sources_per_pose=2)
+    now, later = f"shoebox:{pools.SHOEBOX_POOL_VERSION}", f"shoebox:{pools.SHOEBOX_POOL_VERSION + 1}"
     first = pools.rir_pool(cfg, "train", 2, 5)
-    assert first.source == "shoebox:1" and RirPool.load(tmp_path / "shoebox_train_2x2_s5.npz").source == "shoebox:1"
+    assert first.source == now and RirPool.load(tmp_path / "shoebox_train_2x2_s5.npz").source == now
     built = []
     monkeypatch.setattr(pools, "shoebox_pool", lambda *a, **k: built.append(a) or shoebox_pool(*a, **k))
     pools.rir_pool(cfg, "train", 2, 5)
     assert built == []  # same renderer: the cache serves
-    monkeypatch.setattr(pools, "SHOEBOX_POOL_VERSION", 2)
-    assert pools.rir_pool(cfg, "train", 2, 5).source == "shoebox:2" and len(built) == 1
+    monkeypatch.setattr(pools, "SHOEBOX_POOL_VERSION", pools.SHOEBOX_POOL_VERSION + 1)
+    assert pools.rir_pool(cfg, "train", 2, 5).source == later and len(built) == 1
     cached = tmp_path / "shoebox_train_2x2_s5.npz"
     overwritten = cached.read_bytes()
     overwritten = overwritten[:200] + b"\xff" * 64 + overwritten[264:]  # a member's bytes: its CRC fails
     for damaged in (b"PK\x03\x04 cut short", b"", overwritten):  # an unreadable cache is rendered again
         cached.write_bytes(damaged)
-        assert pools.rir_pool(cfg, "train", 2, 5).source == "shoebox:2"
-    assert len(built) == 4 and RirPool.load(cached).source == "shoebox:2"
+        assert pools.rir_pool(cfg, "train", 2, 5).source == later
+    assert len(built) == 4 and RirPool.load(cached).source == later
     killed_write = tmp_path / ".shoebox_train_2x2_s5.npz.0a1b2c3d.tmp"  # left by a write killed outright
     other_pool = tmp_path / ".shoebox_train_9x2_s5.npz.0a1b2c3d.tmp"  # another run may be writing it
     killed_write.write_bytes(b"x" * 100)

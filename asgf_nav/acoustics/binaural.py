@@ -211,6 +211,17 @@ def render_late(
     return out
 
 
+def diffuse_noise(sample_rate: int, head: DiffuseField, length: int, offset: int) -> np.ndarray:
+    """(length, 2) noise as the two ears hear a diffuse field through ``head``, read from the fixed noise bank at
+    ``offset``: what :func:`render_late` renders under a flat envelope, for tails drawn from a decay law rather
+    than an energy histogram (the DoA heads' shoebox rooms)."""
+    bank = noise_bank(sample_rate, 1)
+    if bank.shape[-1] < length + offset:
+        raise ValueError(f"noise bank of {bank.shape[-1]} samples too short for {length} + offset {offset}")
+    left, right = _heard_banks(bank, head)
+    return np.stack([ear[:, offset : offset + length].sum(axis=0) for ear in (left, right)], axis=1)
+
+
 _HEARD_BANKS: dict[tuple[int, int], tuple[np.ndarray, DiffuseField, tuple[np.ndarray, np.ndarray]]] = {}
 
 

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")
 SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
-SHOEBOX_POOL_VERSION = 1  # bump when shoebox_pool renders the same poses differently
+SHOEBOX_POOL_VERSION = 2  # bump when shoebox_pool renders the same poses differently
 VAL_POOL_SEED = 2000
 TEST_POOL_SEED = 3000  # the benchmark's (asgf_nav/eval/doa_eval.py)
 

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
+from asgf_nav.acoustics.binaural import NOISE_SECONDS, DiffuseField, diffuse_field, diffuse_noise, noise_bank
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
 from asgf_nav.io import load_npz
@@ -150,8 +151,9 @@ def render_shoebox_rir(
     """(length, 2) binaural RIR of a point source in a shoebox room (habitat axes, Y up).
 
     Specular paths up to ``max_order`` each go through the KEMAR HRIR nearest to their arrival
-    direction in the head frame; the later field is decorrelated noise decaying with ``t60`` whose
-    energy sits ``drr_db`` below the direct path's.
+    direction in the head frame; the later field is noise decaying with ``t60`` whose energy sits ``drr_db``
+    below the direct path's, heard through the head as the scenes' tails are (``binaural.diffuse_field``:
+    the HRIRs' colour per band and their interaural coherence).
     """
     hrtf = load_hrtf(sample_rate)
     images, orders = _image_sources(source, room, max_order)
@@ -171,7 +173,8 @@ def render_shoebox_rir(
     direct = int(np.argmin(dist))
     direct_energy = float(np.sum((gains[direct] * hrtf.hrir[hrir_index[direct]]) ** 2))
     start = int(delays[orders == max_order].min()) if np.any(orders == max_order) else delays[direct]
-    _add_diffuse_tail(rir, start, length, direct_energy * 10 ** (-drr_db / 10), t60, sample_rate, rng)
+    head = diffuse_field(hrtf, noise_bank(sample_rate, 1).shape[1])
+    _add_diffuse_tail(rir, start, length, direct_energy * 10 ** (-drr_db / 10), t60, sample_rate, rng, head)
     return rir[:length].astype(np.float32)
 
 
@@ -183,12 +186,19 @@ def _add_diffuse_tail(
     t60: float,
     sample_rate: int,
     rng: np.random.Generator,
+    head: DiffuseField | None = None,
 ) -> None:
-    """Add to ``rir[start:length]`` (both channels) decorrelated noise decaying with ``t60``, of ``energy``."""
+    """Add to ``rir[start:length]`` (both channels) noise decaying with ``t60``, of ``energy``: heard through
+    ``head``, or with None white and independent at the two channels (free-field microphones)."""
     if start >= length:
         return
     t = np.arange(length - start) / sample_rate
-    tail = rng.standard_normal((t.size, 2)) * np.exp(-6.9 * t / t60)[:, None]
+    if head is None:
+        noise = rng.standard_normal((t.size, 2))
+    else:
+        offset = int(rng.integers(0, int(NOISE_SECONDS * sample_rate) - t.size + 1))
+        noise = diffuse_noise(sample_rate, head, t.size, offset).astype(np.float64)
+    tail = noise * np.exp(-6.9 * t / t60)[:, None]
     tail *= np.sqrt(energy / max(float(np.sum(tail**2)), 1e-12))
     rir[start:length] += tail
 
