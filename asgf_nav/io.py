@@ -3,6 +3,7 @@ that turn every kind of damage into one error."""
 
 from __future__ import annotations
 
+import _compat_pickle
 import contextlib
 import errno
 import fcntl
@@ -11,6 +12,7 @@ import glob
 import hashlib
 import logging
 import os
+import pickle
 import re
 import resource
 import secrets
@@ -183,12 +185,66 @@ def _numpy_array_globals() -> list[Any]:
     return [np.ndarray, np.dtype, *sorted(dtype_classes, key=str), *named]
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A data pickle (a SoundSpaces graph or views file) that names something besides plain data: unpickling it
+    would call what it names."""
+
+
+_DATA_BUILTINS = frozenset(
+    {"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes", "bytearray", "bool"}
+    | {"object"}  # the base class copyreg._reconstructor is given under protocols 0-1
+)
+_DATA_COLLECTIONS = frozenset({"OrderedDict", "defaultdict", "deque"})
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy_pickle_names() -> dict[tuple[str, str], Any]:
+    """(module, name) -> object for every global a numpy array, scalar or dtype pickle names, under numpy 1's and
+    numpy 2's module names (a file written under one is read under the other)."""
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed numpy.core
+    names: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        names[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer  # protocol 5 arrays
+        for name in ("_reconstruct", "scalar"):
+            names[(f"{package}.multiarray", name)] = getattr(core.multiarray, name)
+    for code in np.typecodes["All"]:
+        dtype_class = type(np.dtype(code))
+        names[(dtype_class.__module__, dtype_class.__name__)] = dtype_class  # numpy.dtypes.Float64DType, ...
+    return names
+
+
+class DataUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: builtin containers and numbers, numpy arrays, and networkx graphs and their
+    views. Any other global the file names (a function to call, a class of some other package) is an
+    :class:`UnsafePickleError` naming it, so a pickle from elsewhere cannot run code here. A subclass may map
+    a class that is not installed here to a stand-in first (habitat's Observations)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        # protocols 0-2 name Python 2's modules (copy_reg, __builtin__), which the default find_class renames
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        key = (module, name)
+        if (module == "builtins" and name in _DATA_BUILTINS) or (module == "collections" and name in _DATA_COLLECTIONS):
+            return super().find_class(module, name)
+        if key in (("copyreg", "_reconstructor"), ("_codecs", "encode")):  # protocols 0-2: objects from classes
+            return super().find_class(module, name)  # checked here, bytes from text (as torch's weights_only)
+        if key in _numpy_pickle_names():
+            return _numpy_pickle_names()[key]
+        if module.startswith("networkx.classes.") and "." not in name:  # no attribute paths (Graph.__init__...)
+            found = super().find_class(module, name)
+            if isinstance(found, type):  # Graph, DiGraph, their node and edge views; not networkx's functions
+                return found
+        raise UnsafePickleError(
+            f"it names {module}.{name}, which is not plain data (builtin containers and numbers, numpy arrays, "
+            "networkx graphs); it was not loaded, since unpickling would call it"
+        )
+
+
 def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load`` that runs no code from the file (a checkpoint shared by someone else is data, not a
     program): tensors, Python containers and numbers, and numpy arrays, which checkpoints keep random
     generator states in. Anything else is an :class:`UnsafeTorchFileError` naming what the file asks for."""
-    import pickle
-
     import torch
 
     allowed = _numpy_array_globals()

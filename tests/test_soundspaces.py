@@ -882,6 +882,54 @@ def test_graph_with_a_negative_node_id_is_refused_by_name(tmp_path: Path) -> Non
         ss.read_graph(path)
 
 
+class _RunsACommand:
+    """Unpickles as a call of ``os.system``: what a malicious pickle does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_graphs_are_read_as_data_at_every_pickle_protocol(tmp_path: Path, protocol: int) -> None:
+    """SoundSpaces' graphs (networkx, numpy or tuple points) load whatever protocol wrote them; numpy arrays
+    too, including protocol 5's out-of-band form."""
+    graph = nx.Graph()
+    graph.add_node(0, point=np.array([0.0, 0.1, 0.2]))
+    graph.add_node(1, point=(0.5, 0.0, np.float32(1.5)))
+    graph.add_edge(0, 1, weight=0.5)
+    path = tmp_path / "graph.pkl"
+    path.write_bytes(pickle.dumps(graph, protocol=protocol))
+    read = ss.read_graph(path)
+    assert sorted(read.edges(data=True)) == [(0, 1, {"weight": 0.5})]
+    np.testing.assert_array_equal(read.nodes[0]["point"], [0.0, 0.1, 0.2])
+    assert read.nodes[1]["point"] == (0.5, 0.0, np.float32(1.5))
+
+
+def test_a_graph_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    """A pickle is a program: one naming os.system is refused by name, and the command never runs."""
+    marker = tmp_path / "ran"
+    graph = nx.Graph()
+    graph.add_node(0, point=(0.0, 0.0, 0.0), payload=_RunsACommand(marker))
+    path = tmp_path / "graph.pkl"
+    path.write_bytes(pickle.dumps(graph))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"graph\.pkl is not a networkx graph of numbers: .*system"):
+        ss.read_graph(path)
+    views = tmp_path / "views.pkl"
+    views.write_bytes(pickle.dumps({(0, 0): {"rgb": _RunsACommand(marker)}}))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"views\.pkl hold more than views: .*system"):
+        ss.read_observations(views, np.array([0]))
+    assert not marker.exists()
+    functions = tmp_path / "function.pkl"  # networkx classes are data, its functions are not
+    functions.write_bytes(pickle.dumps(nx.freeze))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"networkx\.classes\.function\.freeze"):
+        ss.read_graph(functions)
+
+
 def test_source_node_list_is_sorted_indices_and_unknown_ids_are_refused(tmp_path: Path) -> None:
     """Ids listed in any order map to sorted project indices; an id the graph lacks names the file."""
     node_ids = np.array([0, 1, 2, 3, 5, 6, 7, 8])

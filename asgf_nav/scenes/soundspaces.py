@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import atexit
 import logging
-import pickle
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -33,6 +33,7 @@ from scipy.io import wavfile
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
+from asgf_nav.io import DataUnpickler, UnsafePickleError
 from asgf_nav.scenes.scene import YAWS
 
 logger = logging.getLogger(__name__)
@@ -161,9 +162,11 @@ def read_graph(path: Path) -> nx.Graph:
     """graph.pkl: a pickled networkx graph with integer nodes (rows of points.txt)."""
     try:
         with open(path, "rb") as f:
-            graph = pickle.load(f)
+            graph = DataUnpickler(f).load()
     except FileNotFoundError:
         raise SoundSpacesDataError(f"SoundSpaces graph file {path} does not exist") from None
+    except UnsafePickleError as exc:
+        raise SoundSpacesDataError(f"SoundSpaces graph file {path} is not a networkx graph of numbers: {exc}") from None
     except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
         raise SoundSpacesDataError(f"SoundSpaces graph file {path} is unreadable: {exc!r}") from exc
     if not isinstance(graph, nx.Graph):
@@ -269,9 +272,11 @@ class SensorSuiteObservations(dict):
     """Stands in for ``habitat.core.simulator.Observations`` (a dict), so its pickles load without habitat."""
 
 
-class _ViewsUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if module.startswith("habitat.") and name == "Observations":
+class _ViewsUnpickler(DataUnpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module.startswith("habitat.") and name == "Observations") or (
+            module == __name__ and name == "SensorSuiteObservations"
+        ):
             return SensorSuiteObservations
         return super().find_class(module, name)
 
@@ -291,6 +296,8 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
             frames = _ViewsUnpickler(f).load()
     except FileNotFoundError:
         raise SoundSpacesDataError(f"SoundSpaces scene observations {path} do not exist") from None
+    except UnsafePickleError as exc:
+        raise SoundSpacesDataError(f"SoundSpaces scene observations {path} hold more than views: {exc}") from None
     except Exception as exc:
         raise SoundSpacesDataError(f"SoundSpaces scene observations {path} are unreadable: {exc!r}") from exc
     if not isinstance(frames, dict):
