@@ -5,7 +5,8 @@ imports it. ``scripts/evaluate.py`` parses the command line into an :class:`Eval
 :func:`run_evaluation`. Finished episodes are saved as they end, so the same request resumes a killed
 evaluation (not once the checkpoint holds another update, nor with other task limits, data or episodes, nor
 the random agent with another ``num_envs``, which its draws depend on, nor once the embedded scenes' acoustics
-were baked or rendered at another version: :data:`ACOUSTICS_VERSION`, :data:`RENDER_VERSION`).
+were baked or rendered at another version: :data:`ACOUSTICS_VERSION`, :data:`RENDER_VERSION`). A checkpoint's
+summary also records the versions it was trained at, and a checkpoint evaluated at others is warned about.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock
 from asgf_nav.eval.report import summary_markdown, write_evaluation
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.io import code_version, file_identity
-from asgf_nav.rl.checkpoint import policy_digest
+from asgf_nav.rl.checkpoint import (
+    RESPONSE_VERSION_KEYS,
+    VERSION_CONSTANTS,
+    describe_versions,
+    policy_digest,
+    response_version_changes,
+)
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
 from asgf_nav.tasks.factory import load_task_data, spectrogram_store_root
@@ -195,9 +202,47 @@ def evaluation_identity(
         # nothing (random, oracle): its episodes are the same on any responses, and compared on none
         identity["acoustics_version"] = ACOUSTICS_VERSION if hears_audio(request) else None
         identity["render_version"] = RENDER_VERSION if hears_audio(request) else None
+    # what the checkpoint was trained on is not part of the identity: its weights' digest already is
     if request.agent in BATCH_DRAWN_AGENTS:  # only where the draws depend on it: no other result is refused
         identity["num_envs"] = request.num_envs
     return identity
+
+
+def trained_versions(checkpoint: dict | None) -> dict[str, Any]:
+    """The acoustics and render versions a checkpoint was trained at, as ``trained_acoustics_version`` and
+    ``trained_render_version`` for its summary beside the versions it is evaluated at (None where it recorded
+    none: an earlier release, or SoundSpaces data); nothing for a baseline."""
+    if checkpoint is None:
+        return {}
+    return {f"trained_{key}": checkpoint.get(key) for key in RESPONSE_VERSION_KEYS}
+
+
+def warn_if_trained_on_other_responses(request: EvaluationRequest, checkpoint: dict | None, identity: dict) -> None:
+    """Say when a checkpoint is evaluated on embedded scenes' responses of other acoustics or render versions
+    than it was trained on (the code was updated since), or when it cannot tell (a checkpoint of an earlier
+    release): its figures are then not those it gave, nor those of a policy trained on these responses."""
+    heard = {key: identity.get(key) for key in RESPONSE_VERSION_KEYS}
+    if checkpoint is None or heard["acoustics_version"] is None:  # a baseline, SoundSpaces data
+        return
+    changes = response_version_changes(checkpoint, heard)
+    if changes is None:
+        logger.warning(
+            "checkpoint %s was written by an earlier release that did not record the acoustics and render versions "
+            "it was trained on; it is evaluated on responses of %s, which may not be those it learnt from",
+            request.checkpoint,
+            describe_versions(heard),
+        )
+        return
+    if changes:
+        logger.warning(
+            "checkpoint %s was trained on responses of %s and is evaluated on responses of %s (%s: the scenes' "
+            "acoustics are baked or rendered otherwise since); its figures may differ from those it gave then, "
+            "and from a policy trained on these responses",
+            request.checkpoint,
+            describe_versions({key: checkpoint.get(key) for key in RESPONSE_VERSION_KEYS}),
+            describe_versions(heard),
+            ", ".join(f"{VERSION_CONSTANTS[key]} {old} -> {new}" for key, old, new in changes),
+        )
 
 
 @dataclass
@@ -212,6 +257,7 @@ class SplitEvaluation:
     progress: EvaluationProgress
     world: Any
     agent: Any
+    checkpoint: dict | None = None  # the evaluated checkpoint (None: a baseline), for what it was trained on
 
 
 def prepare_split(request: EvaluationRequest, cfg: ExperimentConfig, checkpoint: dict | None) -> SplitEvaluation:
@@ -229,7 +275,7 @@ def prepare_split(request: EvaluationRequest, cfg: ExperimentConfig, checkpoint:
     out = output_dir(request, cfg)
     identity = evaluation_identity(request, cfg, checkpoint, episodes)
     progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
-    return SplitEvaluation(cfg, out, episodes, identity, progress, world, agent)
+    return SplitEvaluation(cfg, out, episodes, identity, progress, world, agent, checkpoint)
 
 
 def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
@@ -245,7 +291,7 @@ def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
     records = progress.records(split.episodes)
     meta = {
         **split.identity, "episodes_requested": request.episodes, "scenes": sorted({r.scene for r in records}),
-        "command": request.command, "code": code_version(),
+        "command": request.command, "code": code_version(), **trained_versions(split.checkpoint),
     }  # fmt: skip
     if split.identity["scene_source"] == "soundspaces":  # results heard with silence where RIRs were bad say so
         from asgf_nav.scenes.soundspaces import silence_fallback_summary
@@ -278,6 +324,7 @@ def run_evaluation(
             for split in splits:
                 split.progress.discard()
             raise
+        warn_if_trained_on_other_responses(request, checkpoint, splits[0].identity)  # once, before any episode
         written = []
         for split in splits:
             written.append(run_split(request, split))

@@ -253,14 +253,34 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
 
 def check_resumed_config(cfg: ExperimentConfig, run_dir: Path, is_main: bool = True) -> None:
     """Refuse (CheckpointError naming the keys) to continue the newest checkpoint of ``run_dir`` with a
-    config that changes the experiment, and say which settings of how it runs change; the trainer checks
-    again when it restores the checkpoint."""
-    from asgf_nav.rl.checkpoint import check_resume_config, load_latest, resumable_changes
+    config that changes the experiment or on responses of other acoustics or render versions, and say which
+    settings of how it runs change; the trainer checks again when it restores the checkpoint. Called before
+    any scene is baked: a new acoustics version would bake the run's scenes again in place."""
+    from asgf_nav.rl.checkpoint import (
+        check_resume_config,
+        check_same_responses,
+        describe_versions,
+        load_latest,
+        newest_checkpoint,
+        response_version_changes,
+        response_versions,
+        resumable_changes,
+    )
 
     state = load_latest(run_dir, map_location="cpu")
     if state is None:
         return
     check_resume_config(state, config_to_dict(cfg), run_dir)
+    versions = response_versions(cfg)
+    check_same_responses(state, versions, run_dir)
+    if response_version_changes(state, versions) is None and versions["acoustics_version"] is not None and is_main:
+        logger.warning(
+            "checkpoint %s was written by an earlier release that did not record the acoustics and render versions "
+            "it trained on, so it cannot be told whether the responses this code makes (%s) are those; a run "
+            "trained before an acoustics or render version change goes on with other sound",
+            newest_checkpoint(run_dir),
+            describe_versions(versions),
+        )
     changed = resumable_changes(state["config"], config_to_dict(cfg))
     if changed and is_main:
         logger.warning(

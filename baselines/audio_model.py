@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import is_whole_number
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file
@@ -316,7 +317,9 @@ def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> P
         "bins": model.bins,
         "model": model.state_dict(),
         "meta": meta,
-        "render_version": RENDER_VERSION,  # how the baked scenes' responses it learnt from were rendered
+        # how the baked scenes' responses it learnt from were made: their acoustics, and how they were rendered
+        "acoustics_version": ACOUSTICS_VERSION,
+        "render_version": RENDER_VERSION,
     }
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -354,16 +357,7 @@ def load_model(
             f"environment's are {tuple(int(s) for s in spectrogram_shape)} (another sample rate or dataset); "
             "train one on its data with scripts/train_baselines.py"
         )
-    trained_on = state.get("render_version")
-    if trained_on != RENDER_VERSION:
-        logger.warning(
-            "baseline audio model %s was trained on responses rendered %s, and baked scenes now render version "
-            "%d (acoustics/rir.py RENDER_VERSION); its figures on them may differ from a model trained again "
-            "with scripts/train_baselines.py",
-            path,
-            "before models recorded it" if trained_on is None else f"by version {trained_on}",
-            RENDER_VERSION,
-        )
+    warn_if_trained_on_other_responses(path, state)
     trained_with = (state.get("meta") or {}).get("keep_travel_time", True)  # True: saved before the key
     if keep_travel_time is not None and trained_with is not None and bool(trained_with) != bool(keep_travel_time):
         logger.warning(
@@ -384,6 +378,25 @@ def load_model(
             sound_split,
         )
     return model.eval()
+
+
+def warn_if_trained_on_other_responses(path: Path, state: dict[str, Any]) -> None:
+    """Say when the model learnt from responses of other acoustics or render versions than the baked scenes
+    give now (a version a file predates is unknown, and counts as another)."""
+    now = {"acoustics": ACOUSTICS_VERSION, "render": RENDER_VERSION}
+    trained = {what: state.get(f"{what}_version") for what in now}
+    if trained == now:
+        return
+    logger.warning(
+        "baseline audio model %s was trained on responses of acoustics version %s and render version %s, and baked "
+        "scenes now give acoustics version %d and render version %d (acoustics/bake.py ACOUSTICS_VERSION, "
+        "acoustics/rir.py RENDER_VERSION); its figures on them may differ from a model trained again with "
+        "scripts/train_baselines.py",
+        path,
+        *("unknown (before models recorded it)" if trained[what] is None else trained[what] for what in now),
+        ACOUSTICS_VERSION,
+        RENDER_VERSION,
+    )
 
 
 def _is_count(value: Any) -> bool:

@@ -58,7 +58,8 @@ def readable_size(size: float) -> str:
     return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (a stale store's refusal prints a command for it: tests parse that with this)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print what would be baked and its size, then stop")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.spectrogram_store=/data/spec")
     add_scene_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     setup_logging("INFO")
     cfg = config_from_args(args)

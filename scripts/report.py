@@ -7,7 +7,12 @@
 Each RUN is an evaluation directory of scripts/evaluate.py or a folder holding several; rows are agents,
 column groups are (dataset, heard / unheard) with SPL, SR and SNA in % and their 95 % confidence intervals.
 The agents of a column must have run the same episodes under the same task settings (task.max_steps,
-task.success_distance, the scenes' source); a column mixing them is refused, naming what differs.
+task.success_distance, the scenes' source); a column mixing them is refused, naming what differs. Every
+evaluation of embedded scenes in the table, in all its columns, must have heard responses of the same acoustics
+and render versions (acoustics_version, render_version in its summary: acoustics.bake.ACOUSTICS_VERSION and
+acoustics.rir.RENDER_VERSION when it ran; summaries of an earlier release, which lack them, go only with each
+other); a table mixing them is refused, naming two summaries and their versions, and the table's note names the
+versions. The random and oracle agents hear nothing and go beside any versions.
 """
 
 from __future__ import annotations

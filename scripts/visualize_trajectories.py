@@ -10,8 +10,10 @@ The inputs are evaluation directories written by scripts/evaluate.py (their epis
 any KEY=VALUE config overrides. An episode is named SCENE/EPISODE_ID (episode ids repeat across the scenes
 of a SoundSpaces split), or by its id alone where only one scene has it. Without --episode, the episode
 where the agents' SPL differs most is drawn (ties: one the first agent succeeded in, then the longest).
-The video shows the first agent's run. The scenes are read where the evaluation read them (its recorded data
-root, where that exists here) unless --data-root or scenes.data_root= says otherwise.
+The video shows the first agent's run with the scene's responses as they are baked and rendered now, and
+warns when those are of other acoustics or render versions than the evaluation recorded. The scenes are
+read where the evaluation read them (its recorded data root, where that exists here) unless --data-root
+or scenes.data_root= says otherwise.
 Only evaluations of generated scenes can be drawn: imported SoundSpaces graphs have no floor plan.
 Outputs are written atomically: a write killed outright leaves only hidden .NAME.*.tmp files beside them.
 """
@@ -47,6 +49,7 @@ from asgf_nav.viz.evaluated_episode import (  # noqa: E402
     read_run,
     record_mismatch,
     resolve_episode,
+    responses_mismatch,
 )
 
 logger = logging.getLogger("visualize_trajectories")
@@ -167,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         # without the vision stage has a video too (its view panels say so)
         video_cfg = copy.deepcopy(cfg)
         video_cfg.task.sensors, video_cfg.scenes.source = ["spectrogram"], "embedded"
-        # the responses the agent heard: an evaluation recorded before the key heard the travel time
+        # the travel time as the agent heard it (an evaluation recorded before the key heard it), in the scene's
+        # responses as baked and rendered now: said when those are not the versions the evaluation recorded
         video_cfg.task.keep_travel_time = bool((meta.get("task") or {}).get("keep_travel_time", True))
         world = load_world(video_cfg, meta.get("split", "test"), [records[0].scene], acoustics_as_baked=True)
+        other_responses = responses_mismatch(args.runs[0], meta, scene)
+        if other_responses:
+            logger.warning(other_responses)
         video = write_video(args.video, scene, world, records[0], fps=args.fps, max_frames=args.max_frames)
         logger.info("wrote %s", video)
     return 0

@@ -103,7 +103,7 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path, caplog):
     path = save_model(tmp_path / "m.pt", model, {"note": "test"})
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
         again = load_model(path)
-    assert "was trained on responses rendered" not in caplog.text
+    assert "was trained on responses of" not in caplog.text
     x = samples.spectrogram[:4]
     torch.testing.assert_close(again(x)["position"], model(x)["position"])
     older = torch.load(path, weights_only=False)
@@ -111,7 +111,7 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path, caplog):
     torch.save(older, tmp_path / "older.pt")
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
         load_model(tmp_path / "older.pt")
-    assert "was trained on responses rendered before models recorded it" in caplog.text
+    assert "and render version unknown (before models recorded it)" in caplog.text
     (tmp_path / "notes.yaml").write_text("model: not a torch file\n")
     torch.save({"model": {}, "update": 3}, tmp_path / "ppo.pt")  # a training checkpoint, not this model
     for wrong, message in (
@@ -773,3 +773,34 @@ def test_held_out_sources_are_the_rounded_fraction():
 
     world = synthetic_world([grid_scene("many", num_sources=10)])
     assert len(held_out_sources(world, 0.15, seed=0)["many"]) == 2
+
+
+def test_an_audio_model_of_another_acoustics_version_is_warned_about(tmp_path, caplog, monkeypatch) -> None:
+    """The model records the acoustics version of the responses it learnt from beside their render version; one
+    baked at another (or one saved before models recorded it) is loaded with a warning naming both versions."""
+    from baselines import audio_model
+
+    path = save_model(tmp_path / "m.pt", AudioGoalNet((65, 26, 2)), {"note": "test"})
+    trained_at = audio_model.ACOUSTICS_VERSION
+    assert torch.load(path, weights_only=False)["acoustics_version"] == trained_at
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(path)
+    assert not caplog.records
+    monkeypatch.setattr(audio_model, "ACOUSTICS_VERSION", trained_at + 1)  # the scenes are baked anew since
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(path)
+    render = audio_model.RENDER_VERSION
+    assert [r.getMessage() for r in caplog.records] == [
+        f"baseline audio model {path} was trained on responses of acoustics version {trained_at} and render version "
+        f"{render}, and baked scenes now give acoustics version {trained_at + 1} and render version {render} "
+        "(acoustics/bake.py ACOUSTICS_VERSION, acoustics/rir.py RENDER_VERSION); its figures on them may differ from "
+        "a model trained again with scripts/train_baselines.py"
+    ]
+    monkeypatch.setattr(audio_model, "ACOUSTICS_VERSION", trained_at)
+    older = torch.load(path, weights_only=False)
+    del older["acoustics_version"]  # saved before models recorded it: unknown, so said
+    torch.save(older, tmp_path / "older.pt")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(tmp_path / "older.pt")
+    assert "trained on responses of acoustics version unknown (before models recorded it) and render" in caplog.text

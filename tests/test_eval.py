@@ -1747,4 +1747,58 @@ def test_report_refuses_a_column_of_evaluations_on_other_acoustics_naming_the_ve
     with pytest.raises(EvaluationFileError) as refused:  # its responses came with the data: the source says it
         comparison_table([a, soundspaces])
     assert "different task settings (scene_source is 'embedded' for 'a', 'soundspaces' for 's')" in str(refused.value)
-    assert comparison_table([a, {**c, "meta": {**c["meta"], "sound_split": "unheard"}}])  # other columns: fine
+    with pytest.raises(EvaluationFileError, match="in one table heard responses of different acoustics"):
+        comparison_table([a, {**c, "meta": {**c["meta"], "sound_split": "unheard"}}])  # other columns too
+
+
+def test_a_checkpoint_evaluated_at_other_versions_than_it_trained_at_is_warned_about_and_recorded(
+    tiny_root, tmp_path, monkeypatch
+) -> None:
+    """The summary of a checkpoint's evaluation records the acoustics and render versions it was trained at
+    beside those it is evaluated at (None for one of an earlier release); where they differ, a warning names the
+    file and both versions, once, and the evaluation still resumes as before (its weights' digest identifies it)."""
+    from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
+    from asgf_nav.acoustics.rir import RENDER_VERSION
+    from asgf_nav.rl.checkpoint import save_checkpoint
+
+    said: list[str] = []
+    monkeypatch.setattr(evaluation.logger, "warning", lambda message, *args: said.append(message % args))
+    path = _tiny_checkpoint(tiny_root, tmp_path / "old.pt")  # an earlier release's: no versions recorded
+    args = ("--episodes", "2", "task.max_steps=10")
+
+    def evaluated(checkpoint: Path, out: str) -> dict:
+        said.clear()
+        _evaluate(tiny_root, tmp_path / out, "--checkpoint", str(checkpoint), *args)
+        return load_summary(tmp_path / out / "asgf_tiny_unheard_test")["meta"]
+
+    meta = evaluated(path, "old")
+    assert (meta["trained_acoustics_version"], meta["trained_render_version"]) == (None, None)
+    assert said == [
+        f"checkpoint {path} was written by an earlier release that did not record the acoustics and render versions "
+        f"it was trained on; it is evaluated on responses of acoustics version {ACOUSTICS_VERSION}, render version "
+        f"{RENDER_VERSION}, which may not be those it learnt from"
+    ]
+    state = torch.load(path, weights_only=False)
+    state.update(acoustics_version=ACOUSTICS_VERSION, render_version=RENDER_VERSION)
+    trained = save_checkpoint(tmp_path / "run", state, keep=0)
+    meta = evaluated(trained, "now")
+    assert said == [] and (meta["trained_acoustics_version"], meta["trained_render_version"]) == (
+        meta["acoustics_version"], meta["render_version"]
+    ) == (ACOUSTICS_VERSION, RENDER_VERSION)  # fmt: skip
+
+    monkeypatch.setattr(evaluation, "RENDER_VERSION", RENDER_VERSION + 1)  # the code renders otherwise now
+    real_run = evaluation.run_episodes
+    monkeypatch.setattr(evaluation, "run_episodes", killed_after(real_run, 1))
+    with pytest.raises(KeyboardInterrupt):
+        evaluated(trained, "later")
+    monkeypatch.setattr(evaluation, "run_episodes", real_run)
+    meta = evaluated(trained, "later")  # resumed: the identity is the one it began with
+    assert load_summary(tmp_path / "later" / "asgf_tiny_unheard_test")["episodes"] == 2
+    assert (meta["trained_render_version"], meta["render_version"]) == (RENDER_VERSION, RENDER_VERSION + 1)
+    assert said == [
+        f"checkpoint {trained} was trained on responses of acoustics version {ACOUSTICS_VERSION}, render version "
+        f"{RENDER_VERSION} and is evaluated on responses of acoustics version {ACOUSTICS_VERSION}, render version "
+        f"{RENDER_VERSION + 1} (RENDER_VERSION {RENDER_VERSION} -> {RENDER_VERSION + 1}: the scenes' acoustics are "
+        "baked or rendered otherwise since); its figures may differ from those it gave then, and from a policy "
+        "trained on these responses"
+    ]

@@ -660,7 +660,7 @@ def test_a_resume_says_which_settings_of_how_the_run_runs_it_changes(monkeypatch
     from asgf_nav.rl import checkpoint
 
     saved = load_config("tiny_heard", ["scenes.data_root=/big", "train.log_interval=7"])
-    state = {"config": config_to_dict(saved), "policy_name": saved.model.policy}
+    state = {"config": config_to_dict(saved), "policy_name": saved.model.policy, **checkpoint.response_versions(saved)}
     monkeypatch.setattr(checkpoint, "load_latest", lambda run_dir, map_location: state)
     with caplog.at_level("WARNING", logger="asgf_nav.experiment"):
         check_resumed_config(saved, tmp_path)  # the run's own config: nothing to say
@@ -904,3 +904,44 @@ def test_a_sensor_a_policy_requires_counts_as_read(monkeypatch) -> None:
         check_components(
             load_config("tiny_heard", ["model.policy=pointgoal_gru", "task.sensors=[spectrogram,pointgoal,depth]"])
         )
+
+
+def test_a_resume_after_a_version_change_is_refused_before_any_scene_is_baked(tmp_path, monkeypatch, caplog) -> None:
+    """The main job refuses to continue a run trained at another acoustics or render version before it bakes a
+    scene (a new acoustics version would bake the run's scenes again in place) or touches a checkpoint; a
+    checkpoint of an earlier release, which recorded no versions, is resumed with a warning that it cannot tell."""
+    import torch
+
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.experiment import check_resumed_config, run_training
+    from asgf_nav.rl import checkpoint
+
+    data_root, run_dir = tmp_path / "data", tmp_path / "run"
+    cfg = load_config("tiny_heard", [f"scenes.data_root={data_root}", f"train.run_dir={run_dir}", *SMALL_RUN])
+    cfg.scenes.source = "embedded"  # as the run resolved it
+    versions = {"acoustics_version": checkpoint.ACOUSTICS_VERSION, "render_version": checkpoint.RENDER_VERSION}
+    state = {"model": {"w": torch.zeros(2)}, "optimizer": {}, "update": 2, "frames": 64, "rng": {},
+             "config": config_to_dict(cfg), "policy_name": cfg.model.policy, **versions}  # fmt: skip
+    saved = checkpoint.save_checkpoint(run_dir, state, keep=0)
+    kept = saved.read_bytes()
+    for constant in ("ACOUSTICS_VERSION", "RENDER_VERSION"):
+        with monkeypatch.context() as updated:
+            updated.setattr(checkpoint, constant, getattr(checkpoint, constant) + 1)  # the code was updated
+            with pytest.raises(checkpoint.CheckpointError, match=f"checkpoint {re.escape(str(saved))} was trained "):
+                run_training(cfg, resume=True)
+    assert not data_root.exists()  # nothing baked, not even a layout
+    assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == [saved.name] and saved.read_bytes() == kept
+
+    for key in versions:  # as an earlier release wrote it
+        del state[key]
+    checkpoint.save_checkpoint(run_dir, state, keep=0)
+    with caplog.at_level("WARNING", logger="asgf_nav.experiment"):
+        check_resumed_config(cfg, run_dir, is_main=False)  # said once, by rank 0
+        assert not caplog.records
+        check_resumed_config(cfg, run_dir)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checkpoint {saved} was written by an earlier release that did not record the acoustics and render "
+        "versions it trained on, so it cannot be told whether the responses this code makes (acoustics version "
+        f"{versions['acoustics_version']}, render version {versions['render_version']}) are those; a run trained "
+        "before an acoustics or render version change goes on with other sound"
+    ]

@@ -1482,3 +1482,54 @@ def test_ddppo_ranks_started_with_different_configs_all_stop_naming_the_keys(tmp
         f"{started} (rank 1 differs from rank 0 in ['ppo.lr', 'ppo.total_frames']); start them alike"
     )
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_resume_across_an_acoustics_or_render_version_change_is_refused_before_any_env_is_built(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Checkpoints record the acoustics and render versions of the responses the run trained on; once the code
+    makes others, a resume is refused naming the file and both versions, before the env factory runs (it may
+    bake scenes) and with every checkpoint kept. One of an earlier release, which recorded none, resumes."""
+    from asgf_nav.rl import checkpoint
+
+    cfg = small_cfg("av_nav", updates=4)
+    run = tmp_path / "run"
+    Trainer(cfg, toy_env_factory, run).train(max_updates=2)
+    newest = run / "checkpoints" / "ckpt_000002.pt"
+    state = load_checkpoint(newest)
+    trained = (checkpoint.ACOUSTICS_VERSION, checkpoint.RENDER_VERSION)
+    assert (state["acoustics_version"], state["render_version"]) == trained
+    files = {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()}
+    built: list[str] = []
+
+    def factory(cfg: ExperimentConfig, split: str, rank: int) -> ToySoundSideEnv:
+        built.append(split)
+        return toy_env_factory(cfg, split, rank)
+
+    acoustics, render = trained
+    for constant, now, changed in (
+        ("ACOUSTICS_VERSION", f"acoustics version {acoustics + 1}, render version {render}", "ACOUSTICS_VERSION"),
+        ("RENDER_VERSION", f"acoustics version {acoustics}, render version {render + 1}", "RENDER_VERSION"),
+    ):
+        with monkeypatch.context() as updated:
+            updated.setattr(checkpoint, constant, getattr(checkpoint, constant) + 1)  # the code was updated
+            with pytest.raises(CheckpointError) as refused:
+                Trainer(cfg, factory, run, resume=True)
+        message = str(refused.value)
+        assert message.startswith(
+            f"checkpoint {newest} was trained on responses of acoustics version {acoustics}, render version "
+            f"{render}, and this code makes {now} ({changed} "
+        ), message
+        assert "Start a new run in another train.run_dir" in message
+    assert built == []  # refused before any env (or scene) was made
+    assert {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()} == files
+
+    for key in ("acoustics_version", "render_version"):  # as an earlier release wrote it
+        del state[key]
+    save_checkpoint(run, state, keep=0)
+    monkeypatch.setattr(checkpoint, "RENDER_VERSION", render + 1)
+    assert Trainer(cfg, factory, run, resume=True).updates_done == 2  # it cannot tell: not refused
+    assert checkpoint.response_versions(cfg) == {"acoustics_version": acoustics, "render_version": render + 1}
+    cfg.scenes.source = "soundspaces"
+    monkeypatch.setattr(checkpoint, "scene_source", lambda cfg: cfg.scenes.source)
+    assert checkpoint.response_versions(cfg) == {"acoustics_version": None, "render_version": None}

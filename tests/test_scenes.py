@@ -328,6 +328,41 @@ def test_a_scene_of_another_store_format_is_named_and_baked_again(tmp_path: Path
     assert Scene(directory).num_nodes > 0
 
 
+def test_a_scene_of_a_later_store_format_is_named_so_and_not_baked_over_without_force(tmp_path: Path, capsys) -> None:
+    """A data root shared with a later release: its bake is named as that release's, and a build (scripts or a
+    run's) refuses to overwrite it unless --force, which bakes it in this release's format."""
+    import build_scenes as script
+
+    from asgf_nav.scenes.build import _build_scene
+    from asgf_nav.scenes.store import FORMAT_VERSION
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path)
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
+    manifest = directory / "manifest.json"
+    later = FORMAT_VERSION + 1
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format_version": later}))
+    baked = manifest.read_text()
+    said = (
+        rf"scene manifest {manifest} has format_version {later}: the scene was baked by a later release of asgf-nav "
+        rf"\(this release reads format {FORMAT_VERSION}\); update asgf-nav to read it, or, to overwrite it with this "
+        r"release's format, bake it again: python scripts/build_scenes.py --dataset tiny .* --scenes tiny_room_val "
+        r"--force"
+    )
+    with pytest.raises(SceneStoreError, match=said):
+        Scene(directory)
+    with pytest.raises(SceneStoreError, match=said):
+        build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
+    with pytest.raises(SceneStoreError, match=said):  # a build that finds it once it holds the scene's lock
+        _build_scene((cfg, "tiny", "tiny_room_val", ("layout",), False, 1))
+    argv = ["--dataset", "tiny", "--data-root", str(tmp_path), "--scenes", "tiny_room_val", "--stages", "layout"]
+    with pytest.raises(SceneStoreError, match=said):
+        script.main(argv)
+    assert manifest.read_text() == baked  # untouched
+    assert script.main([*argv, "--force"]) == 0
+    assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION and Scene(directory).num_nodes > 0
+
+
 def test_parallel_build_matches_serial(tiny_build: tuple[ExperimentConfig, float], tmp_path: Path) -> None:
     cfg, _ = tiny_build
     parallel = ExperimentConfig()

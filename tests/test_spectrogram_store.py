@@ -410,8 +410,8 @@ def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(
     message = str(refused.value)
     assert f"spectrogram store {final} was baked from other data" in message
     assert f"rirs.render_version: baked {version}, now {version + 1}" in message
-    assert f"scripts/bake_spectrograms.py --config <config> --split <split> --out {tmp_path}" in message
-    assert "--scenes tiny_room_test --sounds telephone" in message
+    assert f"scripts/bake_spectrograms.py --config <config> --dataset tiny --data-root {audio_only_root}" in message
+    assert f"--split test --scenes tiny_room_test --sounds telephone --out {tmp_path}" in message
 
     class Interrupt(Exception):
         pass
@@ -437,6 +437,48 @@ def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(
     assert "discarding the partial bake" in caplog.text
     assert f"rirs.render_version: baked {version + 1}, now {version + 2}" in caplog.text
     assert resumed[0] < states_per_source  # started over at source 0, not resumed at source 1
+
+
+def test_a_stale_stores_bake_command_runs_as_printed_with_the_data_root_and_split(audio_only_root, tmp_path, capsys):
+    """The command a stale store's refusal prints names the scenes' data root and the split (a bake without
+    them reads data/scenes, or the train split, and fails); only the config, which the store cannot know, is
+    a placeholder, and the command says so. Run as printed, with the config and the run's overrides, it bakes
+    the file again."""
+    import shlex
+
+    import bake_spectrograms
+
+    from asgf_nav.tasks.world import load_world
+
+    cfg = audio_only_cfg(audio_only_root)
+    world = load_world(cfg, "test")
+    scene = world.scenes["tiny_room_test"]
+    spectrogram = TorchSpectrogram(world.sample_rate)
+    path = bake(tmp_path, scene, "telephone", world.sound("telephone"), spectrogram)
+    fingerprint = json.loads(fingerprint_path(path).read_text())
+    fingerprint["sound"]["sha256"] = "0" * 16  # baked from another waveform
+    fingerprint_path(path).write_text(json.dumps(fingerprint))
+    with pytest.raises(SpectrogramStoreError) as refused:
+        SpectrogramStore(tmp_path, world, spectrogram).lookup(
+            scene, "telephone", np.array([0]), scene.source_nodes[:1], np.array([0])
+        )
+    message = str(refused.value)
+    command, _, note = message.partition("bake it again (this replaces it): ")[2].partition(" (")
+    assert "<config>: the run's config" in note and "<split>" not in command + note
+    words = shlex.split(command)
+    assert words[:2] == ["python", "scripts/bake_spectrograms.py"]
+    argv = [word.replace("<config>", "tiny_heard") for word in words[2:]] + AUDIO_ONLY_ACOUSTICS
+    args = bake_spectrograms.build_parser().parse_intermixed_args(argv)
+    assert Path(args.data_root) == audio_only_root and args.split == "test" and args.dataset == "tiny"
+    assert args.scenes == ["tiny_room_test"] and args.sounds == ["telephone"] and Path(args.out) == tmp_path
+    assert args.overrides == AUDIO_ONLY_ACOUSTICS  # the run's overrides appended at the end are overrides
+    assert bake_spectrograms.main([*argv, "--dry-run"]) == 0  # as printed: it finds the scene and the stale file
+    assert f"{path} was baked from other data" in capsys.readouterr().out
+    # a caller that knows the run's split and config fills them in: no placeholder is left
+    store = SpectrogramStore(tmp_path, world, spectrogram, split="test", config="tiny_heard")
+    with pytest.raises(SpectrogramStoreError, match=r"--config tiny_heard --dataset tiny .*--split test") as refused:
+        store.lookup(scene, "telephone", np.array([0]), scene.source_nodes[:1], np.array([0]))
+    assert "<" not in str(refused.value)
 
 
 def test_bake_script_reads_scenes_baked_without_views(audio_only_root, capsys):

@@ -1456,3 +1456,45 @@ def test_visualize_script_names_a_record_it_cannot_draw_and_a_file_without_episo
         assert exit_info.value.code == 2 and message in err, (message, err)
         assert name in err or damaged is None
     assert not (tmp_path / "map.png").exists()
+
+
+def test_a_video_of_responses_baked_or_rendered_since_the_evaluation_says_so(tiny, tmp_path, monkeypatch):
+    """The video plays the scene's responses as baked and rendered now; where those are of other acoustics or
+    render versions than the evaluation recorded (or it recorded none), a warning names both."""
+    import visualize_trajectories
+
+    from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
+    from asgf_nav.acoustics.rir import RENDER_VERSION
+    from asgf_nav.eval.report import write_evaluation
+    from asgf_nav.viz import evaluated_episode, video
+
+    cfg, scene, _, oracle, _ = tiny
+    monkeypatch.setattr(video, "write_video", lambda path, *a, **k: path)
+    meta = {"dataset": "tiny", "sound_split": "unheard", "split": "test", "scene_source": "embedded"}
+    heard = {"acoustics_version": ACOUSTICS_VERSION, "render_version": RENDER_VERSION}
+    for name, versions in (("now", heard), ("older", {}), ("deaf", dict.fromkeys(heard))):
+        write_evaluation(tmp_path / name, oracle, {"agent": name, **meta, **versions})
+
+    said: list[str] = []  # the script's warnings (its own logging set-up is not caplog's)
+    monkeypatch.setattr(visualize_trajectories.logger, "warning", lambda message, *args: said.append(message % args))
+
+    def warnings(name: str) -> list[str]:
+        said.clear()
+        argv = [str(tmp_path / name), "--data-root", cfg.scenes.data_root, "--out", str(tmp_path / f"{name}.png")]
+        assert visualize_trajectories.main([*argv, "--video", str(tmp_path / f"{name}.gif")]) == 0
+        return list(said)
+
+    assert warnings("now") == [] and warnings("deaf") == []
+    played = f"the video plays {scene.directory}'s responses of acoustics version {ACOUSTICS_VERSION}"
+    monkeypatch.setattr(evaluated_episode, "RENDER_VERSION", RENDER_VERSION + 1)  # the code renders otherwise now
+    assert warnings("now") == [
+        f"{tmp_path / 'now'} was evaluated on responses of acoustics version {ACOUSTICS_VERSION}, render version "
+        f"{RENDER_VERSION}; {played}, render version {RENDER_VERSION + 1} (RENDER_VERSION {RENDER_VERSION} -> "
+        f"{RENDER_VERSION + 1}), not the sound its agent heard"
+    ]
+    assert warnings("deaf") == []  # an agent that heard nothing (oracle, random)
+    monkeypatch.setattr(evaluated_episode, "RENDER_VERSION", RENDER_VERSION)
+    assert warnings("older") == [
+        f"{tmp_path / 'older'} was evaluated by an earlier release that did not record the acoustics and render "
+        f"versions its agent heard; {played}, render version {RENDER_VERSION}, which may not be those"
+    ]

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ SHARED_META_KEYS: tuple[str, ...] = ("scene_source",)
 # whose responses come with it). A column shares them too; a summary without them was written by an earlier
 # release, at an older acoustics version, so it is compared only with others without them.
 ACOUSTICS_META_KEYS: tuple[str, ...] = ("acoustics_version", "render_version")
+# The baselines that hear nothing (evaluation.hears_audio is False for them): they record the acoustics versions
+# as None, and play the same episodes on any responses. A summary of one written by an earlier release, without
+# the versions, is told apart by the --agent of its command, else by the random agent's num_envs (the one
+# agent of evaluation.BATCH_DRAWN_AGENTS) or by its label, a baseline's own name (``random_random_stop`` with
+# --random-stop random), when it evaluated no checkpoint and no audio model.
+NON_HEARING_AGENTS: tuple[str, ...] = ("random", "oracle")
 
 
 class _Unrecorded:
@@ -243,6 +250,7 @@ def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[
         cells[(agent, key)] = s
     _check_same_episodes(agents, columns, cells)
     _check_same_task(agents, columns, cells)
+    _check_same_acoustics(list(cells.values()))
     order = sorted(columns, key=lambda c: (c[0], SOUND_SPLITS.index(c[1]) if c[1] in SOUND_SPLITS else 9, c[1]))
     return agents, order, cells
 
@@ -264,6 +272,47 @@ def _check_same_episodes(agents: Sequence[str], columns: set[tuple[str, str]], c
             )
 
 
+def _evaluated_baseline(meta: dict[str, Any]) -> str | None:
+    """The baseline an evaluation ran, as far as its summary tells: the ``--agent`` of its command, else the
+    random agent where it records num_envs (only the random agent's draws depend on it), else its label when
+    that is a baseline's own name; None for a checkpoint (or a summary that tells nothing)."""
+    if meta.get("checkpoint") is not None:
+        return None
+    try:
+        words = shlex.split(str(meta.get("command") or ""))  # evaluate.py records "python " + shlex.join(argv)
+    except ValueError:  # not a command line this code wrote
+        words = []
+    for i, word in enumerate(words):
+        if word == "--agent" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("--agent="):
+            return word.partition("=")[2]
+    if "num_envs" in meta:
+        return "random"
+    label = str(meta.get("agent", ""))
+    return "random" if label in ("random", "random_random_stop") else label or None
+
+
+def hears_nothing(meta: dict[str, Any]) -> bool:
+    """Whether the evaluation is of an agent that hears nothing (:data:`NON_HEARING_AGENTS`): recorded so by
+    the acoustics versions None, or, in a summary of an earlier release that lacks them, told by
+    :func:`_evaluated_baseline` (and no audio model)."""
+    if any(meta.get(key, UNRECORDED) is None for key in ACOUSTICS_META_KEYS):
+        return True
+    return meta.get("audio_model") is None and _evaluated_baseline(meta) in NON_HEARING_AGENTS
+
+
+def acoustics_versions(meta: dict[str, Any]) -> dict[str, Any]:
+    """``{key: version}`` (:data:`ACOUSTICS_META_KEYS`) of the responses an evaluation heard, :data:`UNRECORDED`
+    where an earlier release did not record them; empty for responses this code did not make (SoundSpaces
+    data) and for an agent that hears nothing (random, oracle: the same episodes on any responses)."""
+    if meta.get("scene_source", "embedded") != "embedded":  # written before scene_source was: embedded scenes
+        return {}
+    if hears_nothing(meta):
+        return {}
+    return {key: meta.get(key, UNRECORDED) for key in ACOUSTICS_META_KEYS}
+
+
 def _shared_settings(meta: dict[str, Any]) -> dict[str, Any]:
     """The settings of one evaluation that the others of its column must share, as its summary records them
     (one written before a key was recorded is not compared on it, as with episode lists; but the acoustics
@@ -271,12 +320,55 @@ def _shared_settings(meta: dict[str, Any]) -> dict[str, Any]:
     task = meta.get("task")
     settings = {f"task.{k}": v for k, v in task.items() if k not in AGENT_TASK_KEYS} if isinstance(task, dict) else {}
     settings.update({key: meta[key] for key in SHARED_META_KEYS if key in meta})
-    if meta.get("scene_source", "embedded") == "embedded":  # written before scene_source was: embedded scenes
-        for key in ACOUSTICS_META_KEYS:
-            value = meta.get(key, UNRECORDED)
-            if value is not None:  # None: an agent that hears nothing (random, oracle), the same on any responses
-                settings[key] = value
+    settings.update(acoustics_versions(meta))
     return settings
+
+
+def _describe_versions(versions: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value!r}" for key, value in versions.items())
+
+
+def _check_same_acoustics(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every evaluation of embedded scenes in one table, whatever its column, must have heard responses of the
+    same acoustics and render versions: a row whose heard cells are of one renderer and its unheard cells of
+    another compares nothing. Returns those versions (empty when no evaluation heard embedded scenes)."""
+    first: tuple[dict[str, Any], dict[str, Any]] | None = None
+    for summary in summaries:
+        versions = acoustics_versions(summary["meta"])
+        if not versions:
+            continue
+        if first is None:
+            first = (summary, versions)
+            continue
+        if versions != first[1]:
+            named = [
+                f"{s['meta'].get('agent', '?')!r} on {' '.join(_cell_key(s['meta']))} "
+                f"({s.get('directory', 'no directory')}) at {_describe_versions(v)}"
+                for s, v in (first, (summary, versions))
+            ]
+            old = any(value is UNRECORDED for v in (first[1], versions) for value in v.values())
+            earlier = (
+                " (one that does not record them was written by an earlier release, at an older acoustics or "
+                "render version)"
+                if old
+                else ""
+            )
+            raise EvaluationFileError(
+                f"the evaluations in one table heard responses of different acoustics: {named[0]}, but {named[1]}; "
+                "a table compares agents on the same responses in all its columns: evaluate them again on the "
+                f"responses the scenes are baked and rendered with now{earlier}, or report them in separate tables"
+            )
+    return first[1] if first else {}
+
+
+def acoustics_note(versions: dict[str, Any]) -> str:
+    """What a table's note says of the responses its evaluations of embedded scenes heard (empty: none did)."""
+    if not versions:
+        return ""
+    if all(value is UNRECORDED for value in versions.values()):
+        return "; embedded scenes' responses of acoustics and render versions not recorded (an earlier release)"
+    shown = " and ".join(f"{key.replace('_', ' ')} {value!r}" for key, value in versions.items())
+    return f"; embedded scenes' responses of {shown}"
 
 
 def _check_same_task(agents: Sequence[str], columns: set[tuple[str, str]], cells: dict) -> None:
@@ -340,7 +432,8 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
     counts = sorted({int(s["episodes"]) for s in summaries})
     levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
     shown = f"mean ± half-width of the {levels} confidence interval" if with_ci else "mean"
-    note = f"SPL / SR / SNA in %, {shown}; episodes per evaluation: {', '.join(map(str, counts))}."
+    versions = acoustics_note(_check_same_acoustics(list(cells.values())))
+    note = f"SPL / SR / SNA in %, {shown}{versions}; episodes per evaluation: {', '.join(map(str, counts))}."
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

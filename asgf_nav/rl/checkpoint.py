@@ -12,8 +12,11 @@ from typing import Any
 
 import torch
 
+from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
+from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import flatten_dotted
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file
+from asgf_nav.scenes.soundspaces_import import scene_source
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,12 @@ RESUMABLE_KEYS = frozenset(
     }
 )  # fmt: skip
 
+
+# what made the responses a run hears on the embedded scenes: their baked acoustics (acoustics/bake.py
+# ACOUSTICS_VERSION) and how those are rendered (acoustics/rir.py RENDER_VERSION); the keys evaluations record
+# them under too (eval.report.ACOUSTICS_META_KEYS)
+RESPONSE_VERSION_KEYS: tuple[str, ...] = ("acoustics_version", "render_version")
+VERSION_CONSTANTS = {"acoustics_version": "ACOUSTICS_VERSION", "render_version": "RENDER_VERSION"}
 
 # the temporary io.atomic_write makes beside a checkpoint it writes (".ckpt_000050.pt.1a2b3c4d.tmp")
 STALE_TEMPORARY_PATTERN = re.compile(rf"\.(ckpt_\d+\.pt|{re.escape(BEST_CHECKPOINT)})\.[0-9a-f]{{8}}\.tmp")
@@ -160,6 +169,12 @@ def entry_digests(state: dict[str, Any]) -> dict[str, str]:
     return {key: content_digest(value) for key, value in state.items() if key not in skipped}
 
 
+def newest_checkpoint(run_dir: str | Path) -> Path:
+    """The file :func:`load_latest` reads, to name in a message (the checkpoints directory when there is none)."""
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else checkpoint_dir(run_dir)
+
+
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
     """The newest checkpoint of ``run_dir`` (None when there is none); a corrupt newest file raises."""
     checkpoints = list_checkpoints(run_dir)
@@ -247,3 +262,49 @@ def check_resume_config(state: dict[str, Any], config: dict[str, Any], run_dir: 
             "ppo.total_frames and how it runs (train.device, train.torch_threads, paths, caches, log / validation "
             f"/ checkpoint intervals); {same_run}"
         )
+
+
+def response_versions(cfg: Any) -> dict[str, int | None]:
+    """The acoustics and render versions of the responses a run on ``cfg`` hears, as checkpoints record them:
+    this code's for the embedded scenes, None for SoundSpaces data (its responses come with it, unversioned)."""
+    embedded = scene_source(cfg) == "embedded"
+    return {
+        "acoustics_version": ACOUSTICS_VERSION if embedded else None,
+        "render_version": RENDER_VERSION if embedded else None,
+    }
+
+
+def describe_versions(versions: dict[str, Any]) -> str:
+    """``acoustics version 3, render version 4`` (``not recorded`` for a missing one)."""
+    return ", ".join(
+        f"{key.replace('_', ' ')} {'not recorded' if versions.get(key) is None else versions[key]}"
+        for key in RESPONSE_VERSION_KEYS
+    )
+
+
+def response_version_changes(state: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]] | None:
+    """``(key, trained, now)`` for each response version ``state`` was trained at that differs from
+    ``current`` (:func:`response_versions`); None when the checkpoint predates recording them (it cannot tell)."""
+    if not any(key in state for key in RESPONSE_VERSION_KEYS):
+        return None
+    return [(key, state.get(key), current.get(key)) for key in RESPONSE_VERSION_KEYS if state.get(key) != current[key]]
+
+
+def check_same_responses(state: dict[str, Any], current: dict[str, Any], run_dir: str | Path) -> None:
+    """Refuse to continue a run on responses made at other acoustics or render versions than it trained on
+    (the code was updated since): the rest of the run would learn from other sound than its first part did.
+    Checked before a resumed run bakes anything, as the scenes of a new acoustics version are baked again in
+    place. A checkpoint that recorded no versions is not compared (the caller says it cannot tell)."""
+    changes = response_version_changes(state, current)
+    if not changes:
+        return
+    where = newest_checkpoint(run_dir)
+    trained = {key: state.get(key) for key in RESPONSE_VERSION_KEYS}
+    changed = ", ".join(f"{VERSION_CONSTANTS[key]} {old} -> {new}" for key, old, new in changes)
+    raise CheckpointError(
+        f"checkpoint {where} was trained on responses of {describe_versions(trained)}, and this code makes "
+        f"{describe_versions(current)} ({changed}: the scenes' acoustics are baked or rendered otherwise since); "
+        "continuing would train the rest of the run on other sound than its start, so it is not resumed. Start a "
+        "new run in another train.run_dir (the trainer has no option to start from a checkpoint's weights); "
+        "this run's checkpoints can still be evaluated, with a warning"
+    )

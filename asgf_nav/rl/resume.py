@@ -2,16 +2,17 @@
 
 The resumed run must be the run it continues. A config that differs from the checkpoint's in a key other
 than ``ppo.total_frames`` and how the run executes (``checkpoint.RESUMABLE_KEYS``) is refused, naming the
-keys; a larger ``ppo.total_frames`` extends the run by the frames it adds. A checkpoint holds the model,
-optimiser, schedule, counters, RNG states, the rollout's carried-over state (last observation, mask and GRU
-state) and ``env.state_dict()`` when the env offers it, so a single-process run on CPU resumed from update K
-reaches the same parameters as an uninterrupted run when the env's observations do not depend on what it
-cached before. The batched env's caches are not saved: it recomputes their observations in other batches,
-which changes them in the last float bits, so there the resumed run is the same run up to rounding
-(docs/models.md). Under DD-PPO rank 0 checkpoints, and every rank resumes with fresh episodes (the ranks'
-envs differ, and one file holds one env): an env with ``reseed(seed)`` gets its episode samplers reseeded
-from (train.seed, rank, update), so no resume replays the episodes the run began with; the same holds when
-the saved env state no longer fits (the scene pool grew).
+keys, and so is a checkpoint trained on responses of other acoustics or render versions than this code makes
+(``checkpoint.check_same_responses``); a larger ``ppo.total_frames`` extends the run by the frames it adds.
+A checkpoint holds the model, optimiser, schedule, counters, RNG states, the rollout's carried-over state
+(last observation, mask and GRU state) and ``env.state_dict()`` when the env offers it, so a single-process
+run on CPU resumed from update K reaches the same parameters as an uninterrupted run when the env's
+observations do not depend on what it cached before. The batched env's caches are not saved: it recomputes
+their observations in other batches, which changes them in the last float bits, so there the resumed run is
+the same run up to rounding (docs/models.md). Under DD-PPO rank 0 checkpoints, and every rank resumes with
+fresh episodes (the ranks' envs differ, and one file holds one env): an env with ``reseed(seed)`` gets its
+episode samplers reseeded from (train.seed, rank, update), so no resume replays the episodes the run began
+with; the same holds when the saved env state no longer fits (the scene pool grew).
 """
 
 from __future__ import annotations

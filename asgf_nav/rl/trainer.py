@@ -18,7 +18,8 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,9 +36,11 @@ from asgf_nav.rl.checkpoint import (
     CheckpointError,
     check_resume_config,
     check_same_doa_head,
+    check_same_responses,
     checkpoint_dir,
     load_latest,
     remove_stale_checkpoint_temporaries,
+    response_versions,
     save_best_checkpoint,
     save_checkpoint,
 )
@@ -76,6 +79,21 @@ SUMMARY_KEYS = {  # what the log line of an update or a validation shows (Tensor
 }
 
 
+@contextmanager
+def malformed_entries(run_dir: Path) -> Iterator[None]:
+    """A checkpoint entry the loader does not check, missing or malformed, raised as a CheckpointError naming
+    the run's checkpoints (a ConfigError, which is a ValueError, passes as it is)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CheckpointError(
+            f"the newest checkpoint in {checkpoint_dir(run_dir)} cannot be resumed: an entry is missing or malformed "
+            f"({type(exc).__name__}: {exc}); it was altered, or not written by this trainer"
+        ) from exc
+
+
 class Trainer:
     def __init__(
         self,
@@ -96,6 +114,17 @@ class Trainer:
         if cfg.train.torch_threads > 0:
             torch.set_num_threads(cfg.train.torch_threads)
         seed_everything(cfg.train.seed + self.rank)
+        self.doa_head = head_identity(cfg.task.doa_checkpoint) if cfg.task.use_doa else None
+        self.responses = response_versions(cfg)  # the acoustics and render versions it trains on
+        if self.is_main:  # rank 0 writes the checkpoints; a run holds its directory (experiment.claim_run_dir)
+            remove_stale_checkpoint_temporaries(checkpoint_dir(self.run_dir))
+            remove_stale_temporaries_of(self.run_dir / "config.yaml")
+        # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there;
+        # read and checked before any env is built, so that a run which cannot be continued builds none
+        state = load_latest(self.run_dir, map_location="cpu") if resume else None
+        if state is not None:
+            with malformed_entries(self.run_dir):
+                self.check_continues(state)
 
         if scenes_changed is not None:  # the baseline, taken before the env reads the pool: a scene baked
             scenes_changed("train")  # while the trainer starts up then rebuilds the env at the first update
@@ -125,25 +154,11 @@ class Trainer:
         self.val_env_initial_state: Any = None
         self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
         self.validation_pending = False  # the validation due after the last update was cut short by a stop
-        self.doa_head = head_identity(cfg.task.doa_checkpoint) if cfg.task.use_doa else None
         self.writer: Any = None
 
-        if self.is_main:  # rank 0 writes the checkpoints; a run holds its directory (experiment.claim_run_dir)
-            remove_stale_checkpoint_temporaries(checkpoint_dir(self.run_dir))
-            remove_stale_temporaries_of(self.run_dir / "config.yaml")
-        # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there
-        state = load_latest(self.run_dir, map_location="cpu") if resume else None
         if state is not None:
-            try:
+            with malformed_entries(self.run_dir):
                 self.restore(state)
-            except ConfigError:
-                raise
-            except (KeyError, TypeError, ValueError, IndexError) as exc:  # an entry the loader does not check
-                raise CheckpointError(
-                    f"the newest checkpoint in {checkpoint_dir(self.run_dir)} cannot be resumed: an entry is "
-                    f"missing or malformed ({type(exc).__name__}: {exc}); it was altered, or not written by this "
-                    "trainer"
-                ) from exc
         else:
             if resume:
                 logger.warning("--resume found no checkpoint under %s; starting from scratch", self.run_dir)
@@ -396,6 +411,9 @@ class Trainer:
             "policy_name": self.cfg.model.policy,
             "code": self.code,  # the figures a checkpoint gives change with the code
             "doa_head": self.doa_head,
+            # the responses it trained on (None on SoundSpaces data): a resume after a version change is refused,
+            # and an evaluation at other versions says so
+            **self.responses,
             "rollout": {
                 "obs": {k: v[0].clone() for k, v in self.storage.obs.items()},
                 "masks": self.storage.masks[0].clone(),
@@ -430,11 +448,16 @@ class Trainer:
             return str(exc)
         return None
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue the checkpointed run; a config that would make it another experiment raises CheckpointError
-        before anything is loaded (so ``train`` never overwrites the run's config.yaml with it)."""
+    def check_continues(self, state: dict[str, Any]) -> None:
+        """Raise CheckpointError where continuing ``state`` would make the run another experiment: another
+        config, DoA head, or acoustics or render version of the responses it hears. Run before any env is built
+        or anything loaded (so ``train`` never overwrites the run's config.yaml with it)."""
         check_resume_config(state, config_to_dict(self.cfg), self.run_dir)
         check_same_doa_head(state.get("doa_head"), self.doa_head, self.run_dir)
+        check_same_responses(state, self.responses, self.run_dir)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the checkpointed run (``state`` passed :meth:`check_continues`)."""
         same_run = f"resume with the run's own config: --config {self.run_dir / 'config.yaml'} --resume"
         try:
             self.policy.load_state_dict(state["model"])

@@ -37,6 +37,8 @@ from asgf_nav.scenes.store import (
     SceneStore,
     SceneStoreError,
     bake_lock,
+    later_format,
+    later_format_message,
     rebuild_hint,
     remove_stage,
     scene_dir,
@@ -221,6 +223,7 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
     directory = scene_dir(cfg.scenes.data_root, dataset, scene)
     built: list[str] = []
     with bake_lock(directory) as locked:  # another process may be baking this scene: wait, then bake the rest
+        refuse_later_format(directory, force)  # checked again: a later release may have baked it meanwhile
         # without a lock (a file system with no flock) another bake's temporaries may be in use
         freed = remove_stale_temporaries(directory) if locked else 0
         if freed:
@@ -248,6 +251,14 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
             built.append(stage)
             logger.debug("%s/%s: stage %s in %.1f s", dataset, scene, stage, time.perf_counter() - t0)
     return scene, built, time.perf_counter() - start
+
+
+def refuse_later_format(directory: Path, force: bool) -> None:
+    """A scene baked in a later release's store format (a data root shared with a newer asgf-nav) is not baked
+    over unless ``force``: this release cannot read it, and the later one would have to bake it again."""
+    version = later_format(directory)
+    if version is not None and not force:
+        raise SceneStoreError(later_format_message(directory / MANIFEST, version))
 
 
 def _resolve_workers(workers: int | None, cfg: Any, jobs: int) -> int:
@@ -279,6 +290,8 @@ def build_scenes(
     stages = tuple(stages)
     root = Path(cfg.scenes.data_root)
     pending = [n for n in names if stages_to_build(scene_dir(root, dataset, n), stages, cfg, force)]
+    for name in pending:  # before any work: no scene is baked when one of them would be refused
+        refuse_later_format(scene_dir(root, dataset, name), force)
     result: dict[str, list[str]] = {n: [] for n in names}
     if not pending:
         logger.info("scenes %s: all %d scenes have stages %s", dataset, len(names), list(stages))

@@ -45,9 +45,36 @@ def scene_dir(root: str | Path, dataset: str, scene: str) -> Path:
     return Path(root) / "scenes" / dataset / scene
 
 
+def is_later_format(version: Any) -> bool:
+    """Whether a manifest's ``format_version`` is one a later release of asgf-nav writes."""
+    return isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+
+
+def later_format_message(path: Path, version: Any) -> str:
+    """Why the manifest ``path`` of a later format is neither read nor baked over without ``--force``."""
+    return (
+        f"scene manifest {path} has format_version {version}: the scene was baked by a later release of asgf-nav "
+        f"(this release reads format {FORMAT_VERSION}); update asgf-nav to read it, or, to overwrite it with this "
+        f"release's format, {rebuild_hint(path, any_lock=True)}"
+    )
+
+
+def later_format(directory: str | Path) -> int | None:
+    """The ``format_version`` of the scene's manifest when a later release wrote it (see
+    :func:`is_later_format`), else None (no manifest, this release's or an earlier format, or no manifest at
+    all). A build refuses to bake over it unless forced."""
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    return version if is_later_format(version) else None
+
+
 def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
     """The scene's manifest. One of another format version, or one that is not a manifest or not JSON at
-    all, cannot be read; a write starts a new one, so baking the scene again replaces its stages."""
+    all, cannot be read; a write starts a new one, so baking the scene again replaces its stages (a build
+    refuses to do so over a later release's format unless forced: :func:`later_format`)."""
     path = directory / MANIFEST
     empty = {"format_version": FORMAT_VERSION, "stages": {}}
     if not path.exists():
@@ -70,6 +97,8 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         if writing:
             return empty
+        if is_later_format(version):
+            raise SceneStoreError(later_format_message(path, version))
         raise SceneStoreError(
             f"scene manifest {path} has format_version {version!r}, this code reads {FORMAT_VERSION}; "
             f"{rebuild_hint(path)}"
@@ -80,9 +109,11 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
 IMPORTED_PREFIX = "soundspaces_"  # {root}/scenes/soundspaces_{dataset}/: imported SoundSpaces scenes
 
 
-def rebuild_hint(path: Path, stage: str | None = None) -> str:
+def rebuild_hint(path: Path, stage: str | None = None, any_lock: bool = False) -> str:
     """The command that bakes (or imports) a damaged scene again: with ``--force``, since a manifest written
-    before file sizes were recorded still calls the stage complete; a scene never baked, without."""
+    before file sizes were recorded still calls the stage complete; a scene never baked, without. A scene whose
+    bake lock is held is named as being baked, unless ``any_lock`` (the caller may hold it, or the scene's state
+    is no bake's half-written one)."""
     directory = path.parent
     dataset, root = directory.parent.name, directory.parent.parent.parent
     if directory.parent.parent.name != "scenes":  # not DATA_ROOT/scenes/DATASET/SCENE: no arguments to make up
@@ -98,7 +129,7 @@ def rebuild_hint(path: Path, stage: str | None = None) -> str:
             f"import it{again}: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
             f"--dataset {dataset.removeprefix(IMPORTED_PREFIX)} --data-root {root} --scenes {directory.name}{force}"
         )
-    if lock_held(directory / BAKE_LOCK):  # not damaged: still being written
+    if not any_lock and lock_held(directory / BAKE_LOCK):  # not damaged: still being written
         return f"another process is baking it right now ({directory / BAKE_LOCK} is held): wait for that bake to end"
     stages = f" --stages {stage}" if stage else ""
     return (

@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,12 +188,47 @@ def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
     return None
 
 
-def rebake_command(root: Path, scene: TaskScene, sound: str) -> str:
-    """The command that bakes one store file again (it replaces a stale one)."""
-    return (
-        f"python scripts/bake_spectrograms.py --config <config> --split <split> --out {root} "
-        f"--scenes {scene.name} --sounds {sound}"
-    )
+def scene_split(scene: TaskScene) -> str | None:
+    """The split of ``scene`` in its preset (each preset scene belongs to one split), or None when the
+    preset does not know it (SoundSpaces scenes of other names, synthetic worlds)."""
+    from asgf_nav.scenes.presets import PRESETS
+
+    preset = PRESETS.get(scene.dataset)
+    if preset is None:
+        return None
+    try:
+        return preset.split_of(scene.name)
+    except KeyError:  # UnknownSceneError
+        return None
+
+
+def rebake_command(
+    root: Path, scene: TaskScene, sound: str, split: str | None = None, config: str | None = None
+) -> str:
+    """The command that bakes one store file again (it replaces a stale one), runnable as printed where
+    the scene tells everything it needs.
+
+    It names the scenes' data root (a baked scene's ``DATA_ROOT/scenes/DATASET/SCENE``, or the SoundSpaces
+    root), the dataset, the split (``split``, else the scene's split in its preset) and ``config`` when
+    given. What is unknown stays a placeholder, ``<config>`` or ``<split>``, and the command says what to
+    put there. The options come in an order that lets the run's overrides be appended at the end.
+    """
+    owner = getattr(scene.rir, "__self__", None)
+    split = split or scene_split(scene)
+    words = ["python", "scripts/bake_spectrograms.py", "--config", shlex.quote(config) if config else "<config>"]
+    if isinstance(owner, rendered_rirs.SceneRirs):
+        directory = Path(owner.store.directory)  # DATA_ROOT/scenes/DATASET/SCENE
+        words += ["--dataset", shlex.quote(scene.dataset), "--data-root", shlex.quote(str(directory.parents[2]))]
+        if owner.travel_time:  # the world heard responses with their travel time: so must the bake
+            words.append("task.keep_travel_time=true")
+    elif isinstance(owner, SoundSpacesRirs):
+        words += ["--dataset", shlex.quote(scene.dataset), "scenes.source=soundspaces"]
+        words.append(shlex.quote(f"scenes.soundspaces_root={owner.paths.root}"))
+    words += ["--split", split or "<split>", "--scenes", shlex.quote(scene.name), "--sounds", shlex.quote(sound)]
+    words += ["--out", shlex.quote(str(root))]
+    placeholders = {"<config>: the run's config": config, "<split>: the run's split": split}
+    filled = "".join(f"{name}; " for name, known in placeholders.items() if not known)
+    return " ".join(words) + f" ({filled}the run's config overrides, if any, go at the end)"
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -215,10 +251,21 @@ def verification_probes(scene: TaskScene) -> list[tuple[int, int, int]]:
 
 
 class SpectrogramStore:
-    """Read side: memory-maps baked files on first use, verifies them, serves gathers."""
+    """Read side: memory-maps baked files on first use, verifies them, serves gathers.
 
-    def __init__(self, root: str | Path, world: TaskWorld, spectrogram: TorchSpectrogram) -> None:
+    ``split`` and ``config`` (the run's, when the caller knows them) fill in the bake command a stale file's
+    refusal prints; without them it names the split of the scene's preset, and ``<config>``."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        world: TaskWorld,
+        spectrogram: TorchSpectrogram,
+        split: str | None = None,
+        config: str | None = None,
+    ) -> None:
         self.root = Path(root)
+        self.split, self.config = split, config
         self.world = world
         self.spectrogram = spectrogram
         self._arrays: dict[tuple[str, str], np.ndarray | None] = {}
@@ -231,6 +278,9 @@ class SpectrogramStore:
             table[np.asarray(scene.source_nodes, dtype=np.int64)] = np.arange(len(scene.source_nodes))
             self._slots[scene.name] = table
         return self._slots[scene.name]
+
+    def _rebake(self, scene: TaskScene, sound: str) -> str:
+        return rebake_command(self.root, scene, sound, self.split, self.config)
 
     def _open(self, scene: TaskScene, sound: str) -> np.ndarray | None:
         key = (scene.name, sound)
@@ -245,8 +295,7 @@ class SpectrogramStore:
         problem = store_problem(path, store_fingerprint(scene, sound, wave, self.spectrogram))
         if problem is not None:
             raise SpectrogramStoreError(
-                f"spectrogram store {path} {problem}; bake it again (this replaces it): "
-                f"{rebake_command(self.root, scene, sound)}"
+                f"spectrogram store {path} {problem}; bake it again (this replaces it): {self._rebake(scene, sound)}"
             )
         array = load_npy(path, mmap_mode="r")
         slots, receivers, yaws = (np.array(v) for v in zip(*verification_probes(scene)))
@@ -263,7 +312,7 @@ class SpectrogramStore:
                 f"spectrogram store {path} does not match the spectrograms computed now from scene "
                 f"{scene.name} and sound {sound!r} (max difference {difference:.3g} > {VERIFY_TOLERANCE}) although "
                 f"its fingerprint {fingerprint_path(path).name} does; it was baked from other data or settings: "
-                f"delete it and bake it again: {rebake_command(self.root, scene, sound)}"
+                f"delete it and bake it again: {self._rebake(scene, sound)}"
             )
         logger.info("spectrogram store %s: %.1f GB, verified", path, array.nbytes / 1e9)
         return array

@@ -3,7 +3,9 @@
 ``scripts/visualize_trajectories.py`` draws one episode of one or two evaluation directories. The
 episode is named (SCENE/EPISODE_ID, or an id only one scene has) or chosen where the agents differ most;
 the scene is the generated one whose nodes the records index, refused by name when the evaluation ran on
-an imported SoundSpaces graph (which has no floor plan to draw) or on another scene.
+an imported SoundSpaces graph (which has no floor plan to draw) or on another scene. A video plays the
+scene's responses as they are baked and rendered now: :func:`responses_mismatch` says when those are not the
+ones the evaluated agent heard.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl, record_problem
 from asgf_nav.eval.progress import episode_key
 from asgf_nav.eval.report import EPISODES_FILE
+from asgf_nav.rl.checkpoint import (
+    RESPONSE_VERSION_KEYS,
+    VERSION_CONSTANTS,
+    describe_versions,
+    response_version_changes,
+)
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces_import import imported_scene_dir
 from asgf_nav.scenes.store import SceneStoreError, scene_dir
@@ -198,3 +207,31 @@ def default_labels(run_dirs: list[str], summaries: list[dict]) -> list[str]:
         return labels
     names = [Path(d).resolve().name for d in run_dirs]
     return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+
+
+def played_versions(scene: Scene) -> dict[str, int | None]:
+    """The acoustics and render versions of the responses a video of ``scene`` plays: its acoustics as baked
+    (None where the stage predates the version), rendered by this code."""
+    return {"acoustics_version": scene.store.meta("acoustics").get("version"), "render_version": RENDER_VERSION}
+
+
+def responses_mismatch(run_dir: str, meta: dict, scene: Scene) -> str | None:
+    """Why the responses a video of the evaluation in ``run_dir`` (its summary's ``meta``) plays are not those
+    its agent heard, naming both versions, or None: the scenes were baked or rendered again since, or the
+    summary (of an earlier release) records no versions. An agent that heard nothing (None) is not compared."""
+    played = played_versions(scene)
+    where = f"the video plays {scene.directory}'s responses of {describe_versions(played)}"
+    changes = response_version_changes(meta, played)
+    if changes is None:
+        return (
+            f"{run_dir} was evaluated by an earlier release that did not record the acoustics and render versions "
+            f"its agent heard; {where}, which may not be those"
+        )
+    heard = {key: meta.get(key) for key in RESPONSE_VERSION_KEYS}
+    if not changes or all(value is None for value in heard.values()):  # the same, or an agent that hears nothing
+        return None
+    changed = ", ".join(f"{VERSION_CONSTANTS[key]} {old} -> {new}" for key, old, new in changes)
+    return (
+        f"{run_dir} was evaluated on responses of {describe_versions(heard)}; {where} ({changed}), not the sound "
+        "its agent heard"
+    )
