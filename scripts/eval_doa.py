@@ -7,7 +7,10 @@ Writes a JSON of all metrics and prints one markdown table. For head receivers t
 ``direct_sound_reference``: HRTF template matching on the direct-sound window of each line-of-sight test
 response alone, how well the direct sound tells the azimuth in the test rooms. For every kind of room it
 holds ``prompt_choice_reference``: how often the prompt's spectral shape is closer to the separated
-target's than to the distractor's, how well the prompt tells the two sources apart at all.
+target's than to the distractor's, how well the prompt tells the two sources apart at all. ``test_pools``
+and ``head_training_pools`` record what the test pools and each head's training pools were rendered from
+(sources, and ``render_version`` / ``shoebox_pool_version``); a head trained on pools of another renderer
+version than the test pools' is named in a warning.
 
 --rooms: shoebox (KEMAR head), scenes (baked scenes, needs --scenes-root), both, or shoebox_pair
 (AV-SSAN's protocol: a free-field microphone pair, front-hemisphere labels); the heads must have been

@@ -287,6 +287,45 @@ def test_benchmark_metrics_from_known_predictions(tmp_path, monkeypatch):
     assert results["heads"] == {"selective": file_identity(ckpt)} and results["command"].startswith("python ")
 
 
+def test_benchmark_records_the_pools_renderers_and_warns_when_a_head_learned_another(tmp_path, monkeypatch, caplog):
+    """The JSON records what the test pools and each head's training pools were rendered from; a head whose
+    training pools were rendered by another version of the same renderer is named in a warning, one rendered
+    alike is not (training and test pools hold other rooms by design: their sources always differ)."""
+    import json
+    import logging
+
+    from asgf_nav.eval import doa_eval
+    from asgf_nav.models.doa import pools
+    from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
+    from asgf_nav.models.doa.rooms import shoebox_pool
+
+    version = pools.SHOEBOX_POOL_VERSION
+    old, current = tmp_path / "old.pt", tmp_path / "current.pt"
+    # the shoebox sources name their renderer's version (checkpoints record it apart too: a scenes source does not)
+    save_checkpoint(old, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {},
+                    pool_sources={"shoebox": f"shoebox:{version - 1}"})  # fmt: skip
+    save_checkpoint(current, "crnn", SeldCrnn(CrnnConfig()), None, 0, DoaTrainConfig(), {},
+                    pool_sources={"shoebox": f"shoebox:{version}"})  # fmt: skip
+    monkeypatch.setattr(doa_eval, "test_pool", lambda cfg: shoebox_pool(2, 3, seed=2, progress=False))
+    monkeypatch.setattr(doa_eval, "fit_gmm", lambda bank, cfg: type("G", (), {"predict": lambda self, x: x[:, 0]})())
+    monkeypatch.setattr(doa_eval, "predict", lambda model, b: b.azimuth.numpy())
+    cfg = _small_eval_config(old, tmp_path, crnn=str(current), examples=2)
+    with caplog.at_level(logging.WARNING):
+        doa_eval.evaluate(cfg)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["test_pools"] == {"shoebox": {"source": f"shoebox:{version}", "shoebox_pool_version": version}}
+    assert saved["head_training_pools"] == {
+        "selective": {"shoebox": {"source": f"shoebox:{version - 1}", "shoebox_pool_version": version - 1}},
+        "crnn": {"shoebox": {"source": f"shoebox:{version}", "shoebox_pool_version": version}},
+    }
+    renderer_warnings = [r.getMessage() for r in caplog.records if "pools rendered at" in r.getMessage()]
+    assert renderer_warnings == [
+        f"{old} was trained on shoebox pools rendered at SHOEBOX_POOL_VERSION {version - 1}, but the test pools are "
+        f"rendered at SHOEBOX_POOL_VERSION {version}: it is measured on responses rendered otherwise than those it "
+        f"learned; train it again, or fine-tune it with scripts/pretrain_doa.py --init-from {old}"
+    ]
+
+
 def test_the_gmm_baseline_is_fitted_on_the_training_rooms(monkeypatch):
     from asgf_nav.eval import doa_eval
     from asgf_nav.models.doa.rooms import shoebox_pool

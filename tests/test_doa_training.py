@@ -336,9 +336,87 @@ def test_resumed_pretraining_refuses_changed_settings_and_records_what_it_may_ch
 
     recorded = resumed["pool_sources"]["shoebox"]
     monkeypatch.setattr(training, "pool_source", lambda cfg, rooms, split: "scenes:0123456789abcdef")
-    with pytest.raises(DoaCheckpointError, match=rf"other data \(shoebox: {recorded} -> scenes:0123456789abcdef\)"):
+    with pytest.raises(DoaCheckpointError, match=rf"other data \(shoebox: {recorded} -> scenes:0123456789abcdef, "):
         train(_tiny_crnn_run(tmp_path, max_steps=4, val_every=500), progress=False)
     assert torch.load(out, weights_only=False)["step"] == 3
+
+
+def test_a_resume_on_pools_of_another_renderer_is_refused_before_any_pool_is_rendered(tmp_path, monkeypatch):
+    """A renderer change since the checkpoint (here SHOEBOX_POOL_VERSION) is refused before the cached pools are
+    rendered again and replaced (minutes and ~100 MB on Replica), naming the versions and advice that works:
+    another --out, or --init-from the checkpoint to fine-tune it on the new pools."""
+    from asgf_nav.models.doa import pools
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError
+    from asgf_nav.models.doa.train import train
+
+    train(_tiny_crnn_run(tmp_path), progress=False)
+    out = tmp_path / "crnn.pt"
+    version = pools.SHOEBOX_POOL_VERSION
+    saved = torch.load(out, weights_only=False)
+    assert saved["pool_sources"] == {"shoebox": f"shoebox:{version}"}
+    cached = {path: path.read_bytes() for path in (tmp_path / "pools").glob("*.npz")}
+    assert len(cached) == 2  # the training and the validation pool
+
+    monkeypatch.setattr(pools, "SHOEBOX_POOL_VERSION", version + 1)
+    built = []
+    monkeypatch.setattr(pools, "shoebox_pool", lambda *a, **k: built.append(a) or shoebox_pool(*a, **k))
+    with pytest.raises(DoaCheckpointError) as refused:
+        train(_tiny_crnn_run(tmp_path, max_steps=4), progress=False)
+    assert built == [] and {path: path.read_bytes() for path in cached} == cached  # nothing rendered or replaced
+    message = str(refused.value)
+    assert f"checkpoint {out} was trained on RIR pools rendered from other data" in message, message
+    assert f"the shoebox renderer changed (SHOEBOX_POOL_VERSION {version} -> {version + 1})" in message, message
+    assert f"--init-from {out} and another --out" in message and "--scenes-root" not in message, message
+    assert torch.load(out, weights_only=False)["step"] == 2
+
+    # the advice works: a new --out fine-tuned from the checkpoint on the pools of the new renderer
+    tuned = tmp_path / "tuned.pt"
+    train(_tiny_crnn_run(tmp_path, out=str(tuned), init_from=str(out), max_steps=1), progress=False)
+    after = torch.load(tuned, weights_only=False)
+    assert after["pool_sources"] == {"shoebox": f"shoebox:{version + 1}"}
+    assert after["pool_versions"] == {"shoebox": version + 1} and len(built) == 2
+    assert saved["pool_versions"] == {"shoebox": version}  # recorded: a scenes source does not say it
+
+
+def test_a_scenes_source_says_whether_the_renderer_or_the_bake_changed(monkeypatch, tmp_path):
+    """A scenes pool's source is a digest: matched against the bake at every render version, it tells a
+    renderer change (advice: another --out or --init-from) from other scenes (advice: --scenes-root too)."""
+    from asgf_nav.acoustics import rir
+    from asgf_nav.models.doa import pools
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError, check_same_pool_sources
+    from asgf_nav.scenes import scene
+
+    metas = {"rays": 3000, "layout_digest": "abc"}
+    store = type("FakeStore", (), {"meta": lambda self, stage: dict(metas)})()
+    monkeypatch.setattr(scene.Scene, "open", staticmethod(lambda root, dataset, name: type("S", (), {"store": store})))
+    monkeypatch.setattr(pools, "split_scene_names", lambda cfg, split: ["tiny_apartment"])
+    cfg = DoaTrainConfig(rooms="scenes", scenes_root="DATA", scenes_dataset="tiny")
+    version = rir.RENDER_VERSION
+    old = pools.pool_source(cfg, "scenes", "train")
+    assert pools.source_renderer_version(cfg, "scenes", "train", old) == version
+    out = tmp_path / "selective.pt"
+
+    def refusal(recorded_version=None) -> str:
+        explain = lambda rooms, before: pools.source_change(cfg, rooms, "train", before, recorded_version)  # noqa: E731
+        with pytest.raises(DoaCheckpointError) as refused:
+            now = {"scenes": pools.pool_source(cfg, "scenes", "train")}
+            check_same_pool_sources({"scenes": old}, now, out, explain)
+        return str(refused.value)
+
+    monkeypatch.setattr(rir, "RENDER_VERSION", version + 1)  # the same bake, rendered differently now
+    assert pools.source_renderer_version(cfg, "scenes", "train", old) == version
+    message = refusal()
+    assert f"changed (RENDER_VERSION {version} -> {version + 1})" in message and "--scenes-root" not in message
+    assert f"--init-from {out} and another --out" in message, message
+
+    metas["layout_digest"] = "abd"  # and baked again: the digest matches no render version any more
+    assert pools.source_renderer_version(cfg, "scenes", "train", old) is None
+    message = refusal()
+    assert f"match {old} at no RENDER_VERSION up to {version + 1}" in message and "point --scenes-root" in message
+    message = refusal(recorded_version=version)  # a checkpoint that recorded its render version tells both
+    assert f"changed (RENDER_VERSION {version} -> {version + 1}) and the train scenes' acoustics" in message
+    monkeypatch.setattr(rir, "RENDER_VERSION", version)
+    assert "renderer changed" not in refusal(recorded_version=version)  # the scenes alone differ
 
 
 def test_a_second_pretraining_on_the_same_out_is_refused_at_once(tmp_path):

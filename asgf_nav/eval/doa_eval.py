@@ -50,7 +50,15 @@ from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, DoaBatch, DoaExampleSam
 from asgf_nav.models.doa.features import AzimuthGrid, circular_distance, lateral_fold
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
 from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS as PACKAGED_WEIGHTS
-from asgf_nav.models.doa.pools import ROOM_KINDS, TEST_POOL_SEED, rir_pool, train_pool_seed
+from asgf_nav.models.doa.pools import (
+    ROOM_KINDS,
+    TEST_POOL_SEED,
+    pool_source,
+    renderer_version,
+    rir_pool,
+    source_renderer_version,
+    train_pool_seed,
+)
 from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.models.doa.train import angular_metrics, posteriors, predict
 from asgf_nav.sounds.bank import SoundBank
@@ -112,6 +120,42 @@ def _rooms_config(cfg: EvalConfig) -> DoaTrainConfig:
 
 def test_pool(cfg: EvalConfig) -> RirPool:
     return rir_pool(_rooms_config(cfg), "test", cfg.test_poses, TEST_POOL_SEED)
+
+
+def tested_pool_sources(cfg: EvalConfig) -> dict[str, dict]:
+    """Per kind of test room, what its test pool is rendered from (``pools.pool_source``) and by which renderer:
+    ``{"scenes": {"source": "scenes:...", "render_version": 4}}``, ``{"shoebox": {"source": "shoebox:2",
+    "shoebox_pool_version": 2}}``."""
+    rooms_cfg = _rooms_config(cfg)
+    kinds = ["shoebox", "scenes"] if cfg.rooms == "both" else [cfg.rooms]
+    described = {}
+    for rooms in kinds:
+        name, version = renderer_version(rooms)
+        described[rooms] = {"source": pool_source(rooms_cfg, rooms, "test"), name.lower(): version}
+    return described
+
+
+def head_training_pools(cfg: EvalConfig, path: str, model: torch.nn.Module, tested: dict[str, dict]) -> dict[str, dict]:
+    """What ``model`` (read from ``path``) recorded of its training pools, per kind of room, with the renderer
+    version where it can be told (recorded, or ``pools.source_renderer_version``; None where not). Warns for each
+    kind of room it shares with the test pools (``tested``, :func:`tested_pool_sources`) whose renderer version
+    differs: the training and test pools hold other rooms or scenes by design, but should be rendered alike."""
+    described = {}
+    for rooms, source in getattr(model, "trained_pool_sources", {}).items():
+        name, _ = renderer_version(rooms)
+        version = getattr(model, "trained_pool_versions", {}).get(rooms)
+        if version is None:
+            version = source_renderer_version(_rooms_config(cfg), rooms, "train", source)
+        described[rooms] = {"source": source, name.lower(): version}
+        now = tested.get(rooms, {}).get(name.lower())
+        if version is not None and now is not None and version != now:
+            logger.warning(
+                "%s was trained on %s pools rendered at %s %d, but the test pools are rendered at %s %d: it is "
+                "measured on responses rendered otherwise than those it learned; train it again, or fine-tune it "
+                "with scripts/pretrain_doa.py --init-from %s",
+                path, rooms, name, version, name, now, path,
+            )  # fmt: skip
+    return described
 
 
 def test_sets(
@@ -234,6 +278,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     bank = SoundBank.load()
     methods: dict[str, Callable[[DoaBatch], np.ndarray]] = {}  # the heads first: a bad checkpoint stops at once
     heads: list[tuple[str, torch.nn.Module]] = []  # (row name, model): each also gets a row sharpened by templates
+    tested = tested_pool_sources(cfg)  # cheap: the pools are rendered after the heads are read
+    trained_on: dict[str, dict] = {}
     for name, kind, path in (("selective", "selective", cfg.selective), ("CRNN (audio only)", "crnn", cfg.crnn)):
         if path.lower() in NO_CHECKPOINT:
             continue
@@ -248,6 +294,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                     model.trained_on_rooms,
                     cfg.rooms,
                 )
+            trained_on[kind] = head_training_pools(cfg, path, model, tested)
             if name == "selective":
                 name = f"selective ({model.cfg.prompt} prompt)"
             heads.append((name, model))
@@ -288,6 +335,9 @@ def evaluate(cfg: EvalConfig) -> dict:
             for name, path in (("selective", cfg.selective), ("crnn", cfg.crnn))
             if path.lower() not in NO_CHECKPOINT and Path(path).is_file()
         },
+        # what the test pools and each head's training pools were rendered from, and by which renderer
+        "test_pools": tested,
+        "head_training_pools": trained_on,
         "command": "python " + shlex.join(sys.argv),
         "code": code,
         "examples": cfg.examples,

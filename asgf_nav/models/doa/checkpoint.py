@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,13 @@ def save_checkpoint(
     device: torch.device | str = "cpu",
     history: list[dict[str, Any]] | None = None,
     pool_sources: dict[str, str] | None = None,
+    pool_versions: dict[str, int] | None = None,
 ) -> None:
     """``train_config`` holds the settings of the latest stretch of training; ``train_config_history`` keeps
     what each resume changed (``{"step": s, "changed": {key: [old, new]}}``), so the earlier steps' settings
-    are not lost; ``pool_sources`` what the training poses were rendered from (:func:`pool_source`)."""
+    are not lost; ``pool_sources`` what the training poses were rendered from (``pools.pool_source``) and
+    ``pool_versions`` the renderer version of each kind of room (``pools.renderer_version``: a scenes source
+    is a digest, which does not say it)."""
     payload = {
         "kind": kind,
         "config": model.cfg.to_dict(),
@@ -57,6 +61,7 @@ def save_checkpoint(
         "train_config": asdict(train_cfg),
         "train_config_history": list(history or []),
         "pool_sources": dict(pool_sources or {}),
+        "pool_versions": dict(pool_versions or {}),
         "metrics": metrics,
         "rng": capture_rng(rng, device) if rng is not None else None,
     }
@@ -125,7 +130,10 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", kind:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    model.trained_on_rooms = (ckpt.get("train_config") or {}).get("rooms")  # checked by the benchmark
+    # checked by the benchmark: the receiver, and the renderers of the training pools
+    model.trained_on_rooms = (ckpt.get("train_config") or {}).get("rooms")
+    model.trained_pool_sources = dict(ckpt.get("pool_sources") or {})
+    model.trained_pool_versions = dict(ckpt.get("pool_versions") or {})
     return model
 
 
@@ -192,16 +200,30 @@ def check_resumable(resumed: dict[str, Any], cfg: DoaTrainConfig, out: Path) -> 
     return history
 
 
-def check_same_pool_sources(saved: dict[str, str] | None, sources: dict[str, str], out: Path) -> None:
+def check_same_pool_sources(
+    saved: dict[str, str] | None,
+    sources: dict[str, str],
+    out: Path,
+    explain: Callable[[str, str], tuple[str, bool]] | None = None,
+) -> None:
     """Refuse to continue ``out`` on training poses rendered from other data (``--scenes-root`` may move,
-    not change what the head hears); checkpoints that recorded none are not compared."""
+    not change what the head hears); checkpoints that recorded none are not compared. ``explain(rooms, old)``
+    says what differs and whether the renderer changed (``pools.source_change``)."""
     changed = {rooms: (saved[rooms], now) for rooms, now in sources.items() if saved and saved.get(rooms, now) != now}
-    if changed:
-        listed = ", ".join(f"{rooms}: {old} -> {new}" for rooms, (old, new) in changed.items())
-        raise DoaCheckpointError(
-            f"checkpoint {out} was trained on RIR pools rendered from other data ({listed}); point --scenes-root "
-            "at the scenes it was trained on, or give another --out to start afresh"
-        )
+    if not changed:
+        return
+    reasons = {rooms: explain(rooms, old) if explain else ("", False) for rooms, (old, _) in changed.items()}
+    listed = "; ".join(
+        f"{rooms}: {old} -> {new}" + (f", {reasons[rooms][0]}" if reasons[rooms][0] else "")
+        for rooms, (old, new) in changed.items()
+    )
+    other_scenes = any(rooms not in ("shoebox", "shoebox_pair") and not reasons[rooms][1] for rooms in changed)
+    advice = "point --scenes-root at the scenes it was trained on, " if other_scenes else ""
+    raise DoaCheckpointError(
+        f"checkpoint {out} was trained on RIR pools rendered from other data ({listed}); no pool was rendered. "
+        f"To go on, {advice}give another --out to train a new head, or fine-tune this one on the new pools with "
+        f"--init-from {out} and another --out"
+    )
 
 
 def out_lock(out: Path) -> Path:

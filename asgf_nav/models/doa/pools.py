@@ -3,6 +3,8 @@
 A pool is a set of agent poses with the binaural responses of several sources each (``rooms.RirPool``);
 rendering one takes minutes, so each is cached in ``pool_dir`` under a name that encodes how it was
 drawn, and rendered again when its recorded source (the renderer's version or the bake's digest) differs.
+:func:`source_change` says what differs from a source recorded earlier (a resumed training checks it before
+rendering any pool).
 """
 
 from __future__ import annotations
@@ -37,16 +39,21 @@ def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, direct_
 
     Pools are cached in ``cfg.pool_dir`` under a name that encodes how they were drawn.
     """
-    if cfg.rooms not in ROOM_KINDS:
-        raise ValueError(f"DoA rooms must be one of {ROOM_KINDS}, got {cfg.rooms!r}")
-    if cfg.rooms not in SHOEBOX_RECEIVERS and not cfg.scenes_root:
-        raise ValueError(f"DoA rooms = {cfg.rooms!r} needs scenes_root (the baked scene data root)")
+    check_rooms(cfg)
     if cfg.rooms == "both":
         half = max(1, num_poses // 2)
         return RirPool.concat(
             [_cached_pool(cfg, rooms, split, half, seed, direct_only) for rooms in ("shoebox", "scenes")]
         )
     return _cached_pool(cfg, cfg.rooms, split, num_poses, seed, direct_only)
+
+
+def check_rooms(cfg: DoaTrainConfig) -> None:
+    """Refuse an unknown ``cfg.rooms``, or baked scenes without the data root that holds them."""
+    if cfg.rooms not in ROOM_KINDS:
+        raise ValueError(f"DoA rooms must be one of {ROOM_KINDS}, got {cfg.rooms!r}")
+    if cfg.rooms not in SHOEBOX_RECEIVERS and not cfg.scenes_root:
+        raise ValueError(f"DoA rooms = {cfg.rooms!r} needs scenes_root (the baked scene data root)")
 
 
 def split_scene_names(cfg: DoaTrainConfig, split: str) -> list[str]:
@@ -71,15 +78,75 @@ def pool_source(cfg: DoaTrainConfig, rooms: str, split: str) -> str:
     of the split's baked acoustics (bake settings, layout digest) and of how they are rendered."""
     if rooms in SHOEBOX_RECEIVERS:
         return f"{rooms}:{SHOEBOX_POOL_VERSION}"
-    from asgf_nav.acoustics.rir import RENDER_VERSION
+    return _scenes_source(_acoustics_metas(cfg, split), renderer_version(rooms)[1])
+
+
+def _acoustics_metas(cfg: DoaTrainConfig, split: str) -> dict[str, Any]:
     from asgf_nav.scenes.scene import Scene
 
-    metas = {
+    return {
         name: Scene.open(cfg.scenes_root, cfg.scenes_dataset, name).store.meta("acoustics")
         for name in split_scene_names(cfg, split)
     }
-    text = json.dumps({"render_version": RENDER_VERSION, "acoustics": metas}, sort_keys=True)
+
+
+def _scenes_source(metas: dict[str, Any], render_version: int) -> str:
+    text = json.dumps({"render_version": render_version, "acoustics": metas}, sort_keys=True)
     return f"scenes:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def renderer_version(rooms: str) -> tuple[str, int]:
+    """The constant that fixes how a pool of ``rooms`` is rendered now, by name and value:
+    ``SHOEBOX_POOL_VERSION`` for the shoebox rooms, ``RENDER_VERSION`` (``acoustics.rir``) for the scenes."""
+    if rooms in SHOEBOX_RECEIVERS:
+        return "SHOEBOX_POOL_VERSION", SHOEBOX_POOL_VERSION
+    from asgf_nav.acoustics.rir import RENDER_VERSION
+
+    return "RENDER_VERSION", RENDER_VERSION
+
+
+def source_renderer_version(cfg: DoaTrainConfig, rooms: str, split: str, source: str) -> int | None:
+    """The renderer version (:func:`renderer_version`) a pool of ``rooms`` and ``split`` recorded as ``source``
+    was rendered at, where it can be told: a shoebox source names it; a scenes source is a digest, matched
+    against the digest of the split's acoustics as baked under ``cfg.scenes_root`` now at every render version
+    up to today's. None: another kind's source, or no match (other scenes, or these baked again since)."""
+    kind, _, rest = source.partition(":")
+    if rooms in SHOEBOX_RECEIVERS:
+        return int(rest) if kind == rooms and rest.isdigit() else None
+    if kind != "scenes" or not cfg.scenes_root:
+        return None
+    from asgf_nav.scenes.store import SceneStoreError
+
+    try:
+        metas = _acoustics_metas(cfg, split)
+    except (SceneStoreError, OSError, ValueError):  # not baked there (any more): nothing to match
+        return None
+    newest = renderer_version(rooms)[1]
+    return next((v for v in range(newest, 0, -1) if _scenes_source(metas, v) == source), None)
+
+
+def source_change(
+    cfg: DoaTrainConfig, rooms: str, split: str, old: str, recorded_version: int | None = None
+) -> tuple[str, bool]:
+    """Why a pool of ``rooms`` and ``split`` rendered now is not the one recorded as ``old`` (rendered at
+    ``recorded_version`` where that was recorded), in words, and whether the renderer changed (True) rather than
+    only the data (another ``--scenes-root``'s scenes, or scenes baked again)."""
+    name, now = renderer_version(rooms)
+    then = source_renderer_version(cfg, rooms, split, old)
+    if then is not None and then != now:  # the same data, rendered differently now
+        what = (
+            "the shoebox renderer" if rooms in SHOEBOX_RECEIVERS else "the scenes' renderer (the same baked acoustics)"
+        )
+        return f"{what} changed ({name} {then} -> {now})", True
+    if rooms in SHOEBOX_RECEIVERS:
+        return f"{rooms} pools are rendered from other data now ({name} {now})", False
+    other = (
+        f"the {split} scenes' acoustics baked under {cfg.scenes_root} match {old} at no {name} up to {now}: it was "
+        "trained on other scenes, or on these before they were baked again"
+    )
+    if recorded_version is not None and recorded_version != now:
+        return f"the scenes' renderer changed ({name} {recorded_version} -> {now}) and {other}", True
+    return other, False
 
 
 def train_pool_seed(seed: int) -> int:

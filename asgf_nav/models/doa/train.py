@@ -41,7 +41,15 @@ from asgf_nav.models.doa.config import (
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import binaural_stft, circular_distance, compressed_magnitude
 from asgf_nav.models.doa.network import POSTERIOR_LOSSES, doa_loss, posterior_loss
-from asgf_nav.models.doa.pools import VAL_POOL_SEED, pool_source, rir_pool, train_pool_seed
+from asgf_nav.models.doa.pools import (
+    VAL_POOL_SEED,
+    check_rooms,
+    pool_source,
+    renderer_version,
+    rir_pool,
+    source_change,
+    train_pool_seed,
+)
 from asgf_nav.sounds.bank import SoundBank
 from asgf_nav.sounds.families import MAX_INSTANCES, GeneratedBank
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
@@ -149,6 +157,19 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
 def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, progress: bool) -> dict[str, float]:
     resumed = read_checkpoint(out) if out.exists() else None  # before the pools: a bad file stops at once
     history = check_resumable(resumed, cfg, out) if resumed is not None else []
+    # what the training poses are rendered from, compared before any pool is rendered (or a cached one replaced)
+    check_rooms(cfg)
+    kinds = ["shoebox", "scenes"] if cfg.rooms == "both" else [cfg.rooms]
+    sources = {rooms: pool_source(cfg, rooms, "train") for rooms in kinds}
+    versions = {rooms: renderer_version(rooms)[1] for rooms in kinds}
+    if resumed is not None:
+        recorded = resumed.get("pool_versions") or {}
+        check_same_pool_sources(
+            resumed.get("pool_sources"),
+            sources,
+            out,
+            lambda rooms, old: source_change(cfg, rooms, "train", old, recorded.get(rooms)),
+        )
     torch.manual_seed(cfg.seed)
     bank = bank or SoundBank.load()
     categories = bank.categories()  # the model's: generated categories are never a prompt at evaluation
@@ -183,10 +204,6 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
         distractor_window=cfg.distractor_window,
     )
     val_batch = val_sampler.sample(cfg.val_examples, 0.0, np.random.default_rng(7))
-    kinds = ["shoebox", "scenes"] if cfg.rooms == "both" else [cfg.rooms]
-    sources = {rooms: pool_source(cfg, rooms, "train") for rooms in kinds}
-    if resumed is not None:
-        check_same_pool_sources(resumed.get("pool_sources"), sources, out)
     model = build_model(cfg.model, cfg, categories).to(cfg.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, metrics = 0, {}
@@ -228,10 +245,14 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
                 metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
                 logger.info("step %d loss %.4f %s val(0 dB) %s", step, loss_value, parts, metrics)
             if step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history, sources)
+                save_checkpoint(
+                    out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history, sources, versions
+                )
         bar.close()
         metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
-        save_checkpoint(out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history, sources)
+        save_checkpoint(
+            out, cfg.model, model, optimizer, step, cfg, metrics, rng, cfg.device, history, sources, versions
+        )
         if stop_requested():
             logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
             raise_if_stopped()
