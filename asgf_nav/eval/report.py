@@ -19,6 +19,7 @@ from typing import Any
 from asgf_nav.eval.evaluator import ARCHITECTURE_KEYS, EpisodeRecord, EvaluationFileError, summarize, write_jsonl
 from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
 from asgf_nav.io import atomic_savefig, atomic_write_text, lock_held
+from asgf_nav.rl.checkpoint import RESPONSE_VERSION_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ SHARED_META_KEYS: tuple[str, ...] = ("scene_source",)
 # rendering (acoustics.rir.RENDER_VERSION), recorded by evaluations of embedded scenes (not of SoundSpaces data,
 # whose responses come with it). A column shares them too; a summary without them was written by an earlier
 # release, at an older acoustics version, so it is compared only with others without them.
-ACOUSTICS_META_KEYS: tuple[str, ...] = ("acoustics_version", "render_version")
+ACOUSTICS_META_KEYS: tuple[str, ...] = RESPONSE_VERSION_KEYS  # the keys checkpoints record them under too
 # The baselines that hear nothing (evaluation.hears_audio is False for them): they record the acoustics versions
 # as None, and play the same episodes on any responses. A summary of one written by an earlier release, without
 # the versions, is told apart by the --agent of its command, else by the random agent's num_envs (the one
