@@ -225,6 +225,8 @@ def warn_if_trained_on_other_responses(request: EvaluationRequest, checkpoint: d
     if checkpoint is None or heard["acoustics_version"] is None:  # a baseline, SoundSpaces data
         return
     changes = response_version_changes(checkpoint, heard)
+    if changes and all(checkpoint.get(key, 0) is None for key in RESPONSE_VERSION_KEYS):
+        return  # trained on SoundSpaces data (no versions): the config's dataset difference is warned about
     if changes is None:
         logger.warning(
             "checkpoint %s was written by an earlier release that did not record the acoustics and render versions "

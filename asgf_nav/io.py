@@ -195,6 +195,11 @@ _DATA_BUILTINS = frozenset(
     | {"object"}  # the base class copyreg._reconstructor is given under protocols 0-1
 )
 _DATA_COLLECTIONS = frozenset({"OrderedDict", "defaultdict", "deque"})
+# where networkx defines its graphs and their views (not its tests, not modules of functions)
+_NETWORKX_CLASS_MODULES = frozenset(
+    f"networkx.classes.{name}"
+    for name in ("graph", "digraph", "multigraph", "multidigraph", "coreviews", "reportviews")
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -231,10 +236,10 @@ class DataUnpickler(pickle.Unpickler):
             return super().find_class(module, name)  # checked here, bytes from text (as torch's weights_only)
         if key in _numpy_pickle_names():
             return _numpy_pickle_names()[key]
-        if module.startswith("networkx.classes.") and "." not in name:  # no attribute paths (Graph.__init__...)
+        if module in _NETWORKX_CLASS_MODULES and "." not in name and not name.startswith("_"):  # no attribute paths
             found = super().find_class(module, name)
-            if isinstance(found, type):  # Graph, DiGraph, their node and edge views; not networkx's functions
-                return found
+            if isinstance(found, type) and found.__module__ == module:  # defined there, not imported (Counter)
+                return found  # Graph, DiGraph, their node and edge views; not networkx's functions
         raise UnsafePickleError(
             f"it names {module}.{name}, which is not plain data (builtin containers and numbers, numpy arrays, "
             "networkx graphs); it was not loaded, since unpickling would call it"

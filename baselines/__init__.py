@@ -63,12 +63,15 @@ def make_baseline(
     if name == "random":
         return agent_class(seed=seed, stop_rule=random_stop_rule)
     if name in AUDIO_MODEL_BASELINES:
+        from asgf_nav.rl.checkpoint import response_versions
         from asgf_nav.scenes.soundspaces_import import scene_source
         from baselines.audio_model import load_model
 
-        travel_time = cfg.task.keep_travel_time if scene_source(cfg) == "embedded" else None  # baked scenes only
+        embedded = scene_source(cfg) == "embedded"
+        travel_time = cfg.task.keep_travel_time if embedded else None  # baked scenes only
+        heard = response_versions(cfg) if embedded else None
         path = audio_model_path(cfg, model_path)
-        return agent_class(load_model(path, spectrogram_shape, travel_time, cfg.task.sound_split))
+        return agent_class(load_model(path, spectrogram_shape, travel_time, cfg.task.sound_split, heard))
     return agent_class()
 
 

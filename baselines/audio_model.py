@@ -310,7 +310,9 @@ def chance_scores(train: AudioSamples, val: AudioSamples) -> dict[str, float]:
     }
 
 
-def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> Path:
+def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any], embedded: bool = True) -> Path:
+    """Write the model atomically; ``embedded``: trained on the embedded scenes, whose acoustics and render
+    versions it records (None for SoundSpaces data, whose responses come unversioned)."""
     state = {
         "version": MODEL_VERSION,
         "spectrogram_shape": model.spectrogram_shape,
@@ -318,8 +320,8 @@ def save_model(path: str | Path, model: AudioGoalNet, meta: dict[str, Any]) -> P
         "model": model.state_dict(),
         "meta": meta,
         # how the baked scenes' responses it learnt from were made: their acoustics, and how they were rendered
-        "acoustics_version": ACOUSTICS_VERSION,
-        "render_version": RENDER_VERSION,
+        "acoustics_version": ACOUSTICS_VERSION if embedded else None,
+        "render_version": RENDER_VERSION if embedded else None,
     }
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -329,12 +331,14 @@ def load_model(
     spectrogram_shape: Sequence[int] | None = None,
     keep_travel_time: bool | None = None,
     sound_split: str | None = None,
+    heard_versions: dict[str, int] | None = None,
 ) -> AudioGoalNet:
     """The model :func:`save_model` wrote; a missing, unreadable or foreign file raises CheckpointError, and so
     does one trained on spectrograms of another shape than ``spectrogram_shape`` (the env's, when given): its
     adaptive pooling would accept them and predict nonsense. Given the env's ``task.keep_travel_time`` (baked
     scenes), a model trained with the other setting is loaded with a warning: the leading silence it learnt
-    distances from is there or not."""
+    distances from is there or not. Given ``heard_versions`` (the embedded scenes' acoustics and render versions
+    the env plays), a model trained on responses of others is loaded with a warning."""
     path = Path(path)
     if not path.is_file():
         problem = "is a directory; give the .pt file" if path.is_dir() else "does not exist"
@@ -357,7 +361,8 @@ def load_model(
             f"environment's are {tuple(int(s) for s in spectrogram_shape)} (another sample rate or dataset); "
             "train one on its data with scripts/train_baselines.py"
         )
-    warn_if_trained_on_other_responses(path, state)
+    if heard_versions is not None:
+        warn_if_trained_on_other_responses(path, state, heard_versions)
     trained_with = (state.get("meta") or {}).get("keep_travel_time", True)  # True: saved before the key
     if keep_travel_time is not None and trained_with is not None and bool(trained_with) != bool(keep_travel_time):
         logger.warning(
@@ -380,22 +385,23 @@ def load_model(
     return model.eval()
 
 
-def warn_if_trained_on_other_responses(path: Path, state: dict[str, Any]) -> None:
-    """Say when the model learnt from responses of other acoustics or render versions than the baked scenes
-    give now (a version a file predates is unknown, and counts as another)."""
-    now = {"acoustics": ACOUSTICS_VERSION, "render": RENDER_VERSION}
-    trained = {what: state.get(f"{what}_version") for what in now}
-    if trained == now:
+def warn_if_trained_on_other_responses(path: Path, state: dict[str, Any], heard: dict[str, int]) -> None:
+    """Say when the model learnt from responses of other acoustics or render versions than the embedded scenes
+    give now (``heard``; a version a file predates is unknown, and counts as another). A model trained on
+    SoundSpaces data (versions recorded as None) has none to compare."""
+    keys = ("acoustics_version", "render_version")
+    trained = {key: state.get(key) for key in keys}
+    if all(key in state and state[key] is None for key in keys) or trained == {key: heard[key] for key in keys}:
         return
     logger.warning(
         "baseline audio model %s was trained on responses of acoustics version %s and render version %s, and baked "
-        "scenes now give acoustics version %d and render version %d (acoustics/bake.py ACOUSTICS_VERSION, "
+        "scenes now give acoustics version %s and render version %s (acoustics/bake.py ACOUSTICS_VERSION, "
         "acoustics/rir.py RENDER_VERSION); its figures on them may differ from a model trained again with "
         "scripts/train_baselines.py",
         path,
-        *("unknown (before models recorded it)" if trained[what] is None else trained[what] for what in now),
-        ACOUSTICS_VERSION,
-        RENDER_VERSION,
+        *("unknown (before models recorded it)" if trained[key] is None else trained[key] for key in keys),
+        heard["acoustics_version"],
+        heard["render_version"],
     )
 
 

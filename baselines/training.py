@@ -123,7 +123,7 @@ def train_audio_models(
             "rir_seconds": rir_seconds,  # the geometry and RIRs all splits share, before the first
             "code": code,
         }
-        save_model(path, model, meta)
+        save_model(path, model, meta, embedded=scene_source(cfg) == "embedded")
         logger.info("saved %s: %s", path, json.dumps(meta))
         outputs.append(path)
     return outputs

@@ -14,6 +14,8 @@ import torch
 from scene_helpers import bake_audio_only, cheap_acoustics
 from torch import nn
 
+from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
+from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import Agent, AgentContext, run_episodes, summarize
 from asgf_nav.rl.checkpoint import CheckpointError
@@ -101,8 +103,9 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path, caplog):
     assert scores["position_error_m"] < untrained["position_error_m"] - 0.3
     assert scores["direction_accuracy"] > 0.25  # chance is 1/8
     path = save_model(tmp_path / "m.pt", model, {"note": "test"})
+    now = {"acoustics_version": ACOUSTICS_VERSION, "render_version": RENDER_VERSION}
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
-        again = load_model(path)
+        again = load_model(path, heard_versions=now)
     assert "was trained on responses of" not in caplog.text
     x = samples.spectrogram[:4]
     torch.testing.assert_close(again(x)["position"], model(x)["position"])
@@ -110,7 +113,7 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path, caplog):
     del older["render_version"]  # a model saved before models recorded how their responses were rendered
     torch.save(older, tmp_path / "older.pt")
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
-        load_model(tmp_path / "older.pt")
+        load_model(tmp_path / "older.pt", heard_versions=now)
     assert "and render version unknown (before models recorded it)" in caplog.text
     (tmp_path / "notes.yaml").write_text("model: not a torch file\n")
     torch.save({"model": {}, "update": 3}, tmp_path / "ppo.pt")  # a training checkpoint, not this model
@@ -281,7 +284,7 @@ def _record_train_splits(monkeypatch, tmp_path, world, samples: int, splits: lis
     monkeypatch.setattr(training, "build_samples", build)
     monkeypatch.setattr(training, "train_model", train)
     monkeypatch.setattr(
-        training, "save_model", lambda path, model, meta: seen["meta"].append(meta) or seen["path"].append(path)
+        training, "save_model", lambda path, model, meta, **_: seen["meta"].append(meta) or seen["path"].append(path)
     )
     monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     cfg = ExperimentConfig()
@@ -775,32 +778,37 @@ def test_held_out_sources_are_the_rounded_fraction():
     assert len(held_out_sources(world, 0.15, seed=0)["many"]) == 2
 
 
-def test_an_audio_model_of_another_acoustics_version_is_warned_about(tmp_path, caplog, monkeypatch) -> None:
+def test_an_audio_model_of_another_acoustics_version_is_warned_about(tmp_path, caplog) -> None:
     """The model records the acoustics version of the responses it learnt from beside their render version; one
-    baked at another (or one saved before models recorded it) is loaded with a warning naming both versions."""
-    from baselines import audio_model
-
+    evaluated on scenes baked at another (or one saved before models recorded it) is loaded with a warning naming
+    both versions. One trained on SoundSpaces data records none, and is not compared; nor is any model where the
+    caller plays no embedded scenes (no ``heard_versions``)."""
     path = save_model(tmp_path / "m.pt", AudioGoalNet((65, 26, 2)), {"note": "test"})
-    trained_at = audio_model.ACOUSTICS_VERSION
+    trained_at, render = ACOUSTICS_VERSION, RENDER_VERSION
     assert torch.load(path, weights_only=False)["acoustics_version"] == trained_at
+    now = {"acoustics_version": trained_at, "render_version": render}
+    later = {"acoustics_version": trained_at + 1, "render_version": render}  # the scenes are baked anew since
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
-        load_model(path)
+        load_model(path, heard_versions=now)
+        load_model(path)  # on SoundSpaces data, or only checked as a file to replace
     assert not caplog.records
-    monkeypatch.setattr(audio_model, "ACOUSTICS_VERSION", trained_at + 1)  # the scenes are baked anew since
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
-        load_model(path)
-    render = audio_model.RENDER_VERSION
+        load_model(path, heard_versions=later)
     assert [r.getMessage() for r in caplog.records] == [
         f"baseline audio model {path} was trained on responses of acoustics version {trained_at} and render version "
         f"{render}, and baked scenes now give acoustics version {trained_at + 1} and render version {render} "
         "(acoustics/bake.py ACOUSTICS_VERSION, acoustics/rir.py RENDER_VERSION); its figures on them may differ from "
         "a model trained again with scripts/train_baselines.py"
     ]
-    monkeypatch.setattr(audio_model, "ACOUSTICS_VERSION", trained_at)
+    soundspaces = save_model(tmp_path / "ss.pt", AudioGoalNet((65, 26, 2)), {"note": "test"}, embedded=False)
+    assert torch.load(soundspaces, weights_only=False)["acoustics_version"] is None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(soundspaces, heard_versions=later)
+    assert not caplog.records
     older = torch.load(path, weights_only=False)
     del older["acoustics_version"]  # saved before models recorded it: unknown, so said
     torch.save(older, tmp_path / "older.pt")
-    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
-        load_model(tmp_path / "older.pt")
+        load_model(tmp_path / "older.pt", heard_versions=now)
     assert "trained on responses of acoustics version unknown (before models recorded it) and render" in caplog.text

@@ -324,6 +324,12 @@ def test_benchmark_records_the_pools_renderers_and_warns_when_a_head_learned_ano
         f"rendered at SHOEBOX_POOL_VERSION {version}: it is measured on responses rendered otherwise than those it "
         f"learned; train it again, or fine-tune it with scripts/pretrain_doa.py --init-from {old}"
     ]
+    unrecorded = tmp_path / "unrecorded.pt"  # a head written before heads recorded their pools
+    save_checkpoint(unrecorded, "selective", SelectiveDoaNet(_tiny_config()), None, 0, DoaTrainConfig(), {})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        doa_eval.evaluate(_small_eval_config(unrecorded, tmp_path, crnn=str(current), examples=2))
+    assert any(f"{unrecorded} records no training pools" in r.getMessage() for r in caplog.records)
 
 
 def test_the_gmm_baseline_is_fitted_on_the_training_rooms(monkeypatch):

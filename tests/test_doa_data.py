@@ -132,6 +132,11 @@ def test_pair_pool_is_labelled_with_the_front_hemisphere_angle(tmp_path):
     cached = rir_pool(DoaTrainConfig(rooms="shoebox_pair", pool_dir=str(tmp_path), sources_per_pose=2), "train", 2, 5)
     assert (tmp_path / "shoebox_pair_train_2x2_s5.npz").is_file()
     assert np.all(np.cos(np.deg2rad(cached.azimuth)) >= -1e-9) and cached.line_of_sight.all()
+    from asgf_nav.models.doa import pools
+
+    # each receiver's renderer has its own version: the head's tail changed at version 2, the pair's did not
+    assert cached.source == f"shoebox_pair:{pools.SHOEBOX_PAIR_POOL_VERSION}" == "shoebox_pair:1"
+    assert pools.pool_source(DoaTrainConfig(), "shoebox", "train") == f"shoebox:{pools.SHOEBOX_POOL_VERSION}"
 
 
 def test_scene_pool_labels_from_node_positions():

@@ -1802,3 +1802,9 @@ def test_a_checkpoint_evaluated_at_other_versions_than_it_trained_at_is_warned_a
         "baked or rendered otherwise since); its figures may differ from those it gave then, and from a policy "
         "trained on these responses"
     ]
+    said.clear()  # trained on SoundSpaces data, which has no versions: no version change to speak of
+    soundspaces = {"acoustics_version": None, "render_version": None}
+    evaluation.warn_if_trained_on_other_responses(
+        types.SimpleNamespace(checkpoint="ss.pt"), soundspaces, {"acoustics_version": 3, "render_version": 4}
+    )
+    assert said == []

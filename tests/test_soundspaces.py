@@ -928,6 +928,10 @@ def test_a_graph_pickle_that_would_run_code_is_refused_without_running_it(tmp_pa
     functions.write_bytes(pickle.dumps(nx.freeze))
     with pytest.raises(ss.SoundSpacesDataError, match=r"networkx\.classes\.function\.freeze"):
         ss.read_graph(functions)
+    for module, name in (("networkx.classes.function", "Counter"), ("networkx.classes.graph", "__class__")):
+        functions.write_bytes(b"\x80\x04c" + f"{module}\n{name}\n".encode() + b"q\x00.")  # GLOBAL: a class it imports
+        with pytest.raises(ss.SoundSpacesDataError, match=rf"{module}\.{name}"):
+            ss.read_graph(functions)
 
 
 def test_source_node_list_is_sorted_indices_and_unknown_ids_are_refused(tmp_path: Path) -> None:

@@ -1474,6 +1474,7 @@ def test_a_video_of_responses_baked_or_rendered_since_the_evaluation_says_so(tin
     heard = {"acoustics_version": ACOUSTICS_VERSION, "render_version": RENDER_VERSION}
     for name, versions in (("now", heard), ("older", {}), ("deaf", dict.fromkeys(heard))):
         write_evaluation(tmp_path / name, oracle, {"agent": name, **meta, **versions})
+    write_evaluation(tmp_path / "random", oracle, {"agent": "random", **meta})  # an earlier release's, heard nothing
 
     said: list[str] = []  # the script's warnings (its own logging set-up is not caplog's)
     monkeypatch.setattr(visualize_trajectories.logger, "warning", lambda message, *args: said.append(message % args))
@@ -1484,7 +1485,7 @@ def test_a_video_of_responses_baked_or_rendered_since_the_evaluation_says_so(tin
         assert visualize_trajectories.main([*argv, "--video", str(tmp_path / f"{name}.gif")]) == 0
         return list(said)
 
-    assert warnings("now") == [] and warnings("deaf") == []
+    assert warnings("now") == [] and warnings("deaf") == [] and warnings("random") == []
     played = f"the video plays {scene.directory}'s responses of acoustics version {ACOUSTICS_VERSION}"
     monkeypatch.setattr(evaluated_episode, "RENDER_VERSION", RENDER_VERSION + 1)  # the code renders otherwise now
     assert warnings("now") == [

@@ -141,7 +141,13 @@ def head_training_pools(cfg: EvalConfig, path: str, model: torch.nn.Module, test
     kind of room it shares with the test pools (``tested``, :func:`tested_pool_sources`) whose renderer version
     differs: the training and test pools hold other rooms or scenes by design, but should be rendered alike."""
     described = {}
-    for rooms, source in getattr(model, "trained_pool_sources", {}).items():
+    recorded = getattr(model, "trained_pool_sources", {})
+    if not recorded:
+        logger.warning(
+            "%s records no training pools (it was written before heads recorded them): whether it learned from "
+            "responses rendered as the test pools are cannot be told", path
+        )  # fmt: skip
+    for rooms, source in recorded.items():
         name, _ = renderer_version(rooms)
         version = getattr(model, "trained_pool_versions", {}).get(rooms)
         if version is None:

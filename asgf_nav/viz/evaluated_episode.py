@@ -18,7 +18,7 @@ import numpy as np
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.eval.evaluator import EpisodeRecord, EvaluationFileError, read_jsonl, record_problem
 from asgf_nav.eval.progress import episode_key
-from asgf_nav.eval.report import EPISODES_FILE
+from asgf_nav.eval.report import EPISODES_FILE, hears_nothing
 from asgf_nav.rl.checkpoint import (
     RESPONSE_VERSION_KEYS,
     VERSION_CONSTANTS,
@@ -219,6 +219,8 @@ def responses_mismatch(run_dir: str, meta: dict, scene: Scene) -> str | None:
     """Why the responses a video of the evaluation in ``run_dir`` (its summary's ``meta``) plays are not those
     its agent heard, naming both versions, or None: the scenes were baked or rendered again since, or the
     summary (of an earlier release) records no versions. An agent that heard nothing (None) is not compared."""
+    if hears_nothing(meta):  # random, oracle: the same episode on any responses (also of an earlier release)
+        return None
     played = played_versions(scene)
     where = f"the video plays {scene.directory}'s responses of {describe_versions(played)}"
     changes = response_version_changes(meta, played)

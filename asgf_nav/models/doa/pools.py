@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")
 SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
-SHOEBOX_POOL_VERSION = 2  # bump when shoebox_pool renders the same poses differently
+SHOEBOX_POOL_VERSION = 2  # bump when shoebox_pool renders the same poses differently at the KEMAR head
+SHOEBOX_PAIR_POOL_VERSION = 1  # ... at the microphone pair (its tail did not change with the head's, version 2)
 VAL_POOL_SEED = 2000
 TEST_POOL_SEED = 3000  # the benchmark's (asgf_nav/eval/doa_eval.py)
 
@@ -77,7 +78,7 @@ def pool_source(cfg: DoaTrainConfig, rooms: str, split: str) -> str:
     """What a pool of ``rooms`` and ``split`` is rendered from: the shoebox renderer's version, or a digest
     of the split's baked acoustics (bake settings, layout digest) and of how they are rendered."""
     if rooms in SHOEBOX_RECEIVERS:
-        return f"{rooms}:{SHOEBOX_POOL_VERSION}"
+        return f"{rooms}:{renderer_version(rooms)[1]}"
     return _scenes_source(_acoustics_metas(cfg, split), renderer_version(rooms)[1])
 
 
@@ -97,7 +98,10 @@ def _scenes_source(metas: dict[str, Any], render_version: int) -> str:
 
 def renderer_version(rooms: str) -> tuple[str, int]:
     """The constant that fixes how a pool of ``rooms`` is rendered now, by name and value:
-    ``SHOEBOX_POOL_VERSION`` for the shoebox rooms, ``RENDER_VERSION`` (``acoustics.rir``) for the scenes."""
+    ``SHOEBOX_POOL_VERSION`` for the shoebox rooms at the head, ``SHOEBOX_PAIR_POOL_VERSION`` at the microphone
+    pair, ``RENDER_VERSION`` (``acoustics.rir``) for the scenes."""
+    if rooms == "shoebox_pair":
+        return "SHOEBOX_PAIR_POOL_VERSION", SHOEBOX_PAIR_POOL_VERSION
     if rooms in SHOEBOX_RECEIVERS:
         return "SHOEBOX_POOL_VERSION", SHOEBOX_POOL_VERSION
     from asgf_nav.acoustics.rir import RENDER_VERSION
