@@ -27,8 +27,17 @@ shutdown (which printed "Exception ignored in atexit callback"); that includes a
 handles on entering the callback, before the callback's first line has run, and one it handles on
 entering the join of the threads that interpreter shutdown runs before any callback (``threading._shutdown``).
 
+Python runs a signal's handler in the main thread, and only when that thread next runs bytecode. A
+SIGTERM that lands just before the main thread blocks in a lock (between its last check for signals and
+the wait), or one the kernel hands to another thread, leaves the handler pending while the main thread
+waits, for good if the lock is the task queue's that the parent's ``terminate()`` holds: the parent's
+``join()`` then waits forever too. So a thread of the worker, with SIGTERM blocked, reads the signal
+wakeup pipe (``signal.set_wakeup_fd``: a byte for each signal, whichever thread took it) and after a
+SIGTERM signals the main thread itself every ``STOP_RESEND_S`` until the worker has exited; a signal sent
+to the main thread interrupts its wait, and the handler ignores the repeats while the worker unwinds.
+
 A worker also unwinds when the parent process dies, however it dies (a SIGKILL runs no clean-up in the
-parent): a thread of the worker waits on the parent's sentinel and then signals the worker's main thread.
+parent): the same thread waits on the parent's sentinel and then signals the worker's main thread.
 ``PR_SET_PDEATHSIG`` would not do: it fires when the parent *thread* that started the worker ends, and
 the pool starts replacement workers from its worker-handler thread, which ends inside ``terminate()``;
 those workers then died at random moments, one holding the task queue's lock, and ``terminate()``
@@ -73,6 +82,7 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 QUEUE_LOCK_WAIT_S = 5.0  # terminate()'s wait for the task queue's lock, which a killed worker may hold
 WORKER_EXIT_GRACE_S = 10  # after a SIGTERM, a worker that has not exited by then is ended by SIGALRM
+STOP_RESEND_S = 0.5  # after a SIGTERM, a worker's main thread is signalled again this often until it exits
 _exiting = False  # this worker is unwinding from a SIGTERM
 
 
@@ -121,11 +131,23 @@ _ENDING_CODE = tuple(
 )
 
 
-def exit_on_sigterm() -> None:
-    """Make SIGTERM unwind this process as a bake worker does (see the module's notes)."""
+def exit_on_sigterm(parent_sentinel: int | None = None) -> None:
+    """Make SIGTERM unwind this process as a bake worker does, and so the death of the parent whose
+    ``sentinel`` is given (see the module's notes). Call it from the main thread."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.unraisablehook = _notice_a_dropped_exit
     atexit.register(_ending_anyway)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)  # a byte per signal, whichever thread took it
+    deliverer = threading.Thread(
+        target=_deliver_stops, args=(read_end, parent_sentinel), name="deliver-stops", daemon=True
+    )
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        deliverer.start()  # with SIGTERM blocked, as the new thread keeps it: the kernel hands it to the main thread
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def worker_threads(workers: int) -> int:
@@ -134,11 +156,24 @@ def worker_threads(workers: int) -> int:
     return max(1, usable_cpus() // max(1, int(workers)))
 
 
-def _watch_parent(sentinel: int) -> None:
-    """A worker's thread: SIGTERM to the worker's main thread (where Python runs handlers, and a blocking
-    call then returns) once the parent process has gone."""
-    multiprocessing.connection.wait([sentinel])
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+def _deliver_stops(wakeup: int, parent_sentinel: int | None) -> None:
+    """A worker's thread: once a SIGTERM has come (its byte on the signal wakeup pipe) or the parent has
+    gone, signal the main thread, and again every ``STOP_RESEND_S`` until the process has ended; the
+    handler ignores the repeats while the worker unwinds."""
+    main = threading.main_thread().ident
+    watched = [wakeup] if parent_sentinel is None else [wakeup, parent_sentinel]
+    delay = 0.0
+    while True:
+        ready = multiprocessing.connection.wait(watched)
+        if parent_sentinel in ready:
+            break
+        if int(signal.SIGTERM) in os.read(wakeup, 512):
+            delay = STOP_RESEND_S  # the main thread most likely handles this one itself
+            break
+    while True:
+        time.sleep(delay)
+        signal.pthread_kill(main, signal.SIGTERM)
+        delay = STOP_RESEND_S
 
 
 def _init_worker(threads: int, log_level: int) -> None:
@@ -148,10 +183,8 @@ def _init_worker(threads: int, log_level: int) -> None:
     process starts with no logging set up, where a warning would print bare and an INFO line be lost)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(log_level)
-    exit_on_sigterm()
-    parent = multiprocessing.parent_process()
-    if parent is not None:  # its sentinel is ready already if the parent died before this call
-        threading.Thread(target=_watch_parent, args=(parent.sentinel,), name="watch-parent", daemon=True).start()
+    parent = multiprocessing.parent_process()  # its sentinel is ready already if the parent died before this
+    exit_on_sigterm(parent.sentinel if parent is not None else None)
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())

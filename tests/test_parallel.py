@@ -529,6 +529,54 @@ def test_a_worker_whose_sigterm_exit_was_dropped_exits_cleanly_at_the_next(tmp_p
     assert "cleaned up" in stderr, stderr
 
 
+LOST_SIGTERM_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing
+    import signal
+    import sys
+    import threading
+    import time
+
+    from asgf_nav import parallel
+
+    parallel.exit_on_sigterm()
+
+    def take_the_signal():
+        time.sleep(0.5)  # the main thread waits for the lock by then
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # the kernel handed the SIGTERM to this thread
+
+    lock = multiprocessing.get_context("spawn").Lock()
+    lock.acquire()  # held for good, as the parent's terminate() holds the task queue's lock
+    threading.Thread(target=take_the_signal, daemon=True).start()
+    try:
+        print("ready", file=sys.stderr, flush=True)
+        lock.acquire()  # an idle worker's wait for its next task
+    finally:
+        print("cleaned up", file=sys.stderr, flush=True)
+    """
+)
+
+
+def test_a_sigterm_the_main_thread_did_not_wake_for_still_ends_the_worker(tmp_path: Path) -> None:
+    """Python runs a signal's handler in the main thread only, when it next runs bytecode: a SIGTERM taken
+    by another thread, or one that lands just before the main thread blocks, leaves it waiting for a lock
+    (an idle worker waits for the task queue's lock that the parent's terminate() holds) and the parent's
+    join() waiting for that worker forever. The worker's own thread signals the main thread again."""
+    import signal
+
+    script = tmp_path / "worker.py"
+    script.write_text(LOST_SIGTERM_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    with group_killed_if_left_running(process):
+        stderr = communicate_or_explain_the_hang(process, timeout=8)  # SIGALRM's backstop would take 10 s
+    returncode = process.returncode
+    assert returncode == 128 + signal.SIGTERM, stderr
+    assert "cleaned up" in stderr and "Traceback" not in stderr, stderr
+
+
 def test_a_worker_whose_sigterm_exit_was_swallowed_still_ends(tmp_path: Path) -> None:
     """Swallowed by a bare ``except``, the exit leaves the worker ignoring SIGTERM; it would outlive the
     parent's terminate() and hang its join(). SIGALRM ends it."""

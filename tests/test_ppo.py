@@ -161,13 +161,13 @@ def test_recurrent_minibatches_cover_each_env_once() -> None:
 def test_linear_lr_and_clip_decay() -> None:
     cfg = small_cfg()
     ppo = PPO(torch.nn.Linear(2, 2), cfg.ppo)
-    ppo.set_progress(update=3, num_updates=4)
+    ppo.set_progress(frames=3, total_frames=4)
     assert ppo.lr == pytest.approx(cfg.ppo.lr / 4) and ppo.clip == pytest.approx(cfg.ppo.clip_param / 4)
     assert ppo.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.ppo.lr / 4)
     for lr_decay, clip_decay in [(False, True), (True, False)]:  # each follows its own switch
         cfg.ppo.use_linear_lr_decay, cfg.ppo.use_linear_clip_decay = lr_decay, clip_decay
         ppo = PPO(torch.nn.Linear(2, 2), cfg.ppo)
-        ppo.set_progress(update=3, num_updates=4)
+        ppo.set_progress(frames=3, total_frames=4)
         assert ppo.lr == pytest.approx(cfg.ppo.lr / 4 if lr_decay else cfg.ppo.lr)
         assert ppo.clip == pytest.approx(cfg.ppo.clip_param / 4 if clip_decay else cfg.ppo.clip_param)
 
@@ -717,10 +717,10 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, cap
     with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
         resumed = Trainer(longer, toy_env_factory, run, resume=True)
     assert (resumed.updates_done, resumed.frames, resumed.num_updates) == (2, 2 * frames, 5)
-    # the linear decay is stretched over the new end and says so: at update 2 of 5 instead of 2 of 4
+    # the linear decay is stretched over the new end and says so: at 2 of 5 x frames instead of 2 of 4
     expected = (
-        f"ppo.total_frames {4 * frames} -> {5 * frames}: the linear lr and clip decay now ends at update 5 instead "
-        "of 4, so it continues at 0.600 of the configured value instead of 0.500"
+        f"ppo.total_frames {4 * frames} -> {5 * frames}: the linear lr and clip decay now ends at frame "
+        f"{5 * frames} instead of {4 * frames}, so it continues at 0.600 of the configured value instead of 0.500"
     )
     assert expected in caplog.text
     first_update = resumed.update_once()
@@ -730,10 +730,10 @@ def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, cap
     assert load_config(run / "config.yaml").ppo.total_frames == 5 * frames  # what --resume will continue with
 
 
-def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Path) -> None:
+def test_a_resume_on_another_world_size_continues_the_decay_where_it_was(tmp_path: Path, caplog) -> None:
     """Under DD-PPO the frames per update scale with the ranks, so a resume on fewer ranks has more updates
-    left for the same ppo.total_frames; the decays then end later, and the message the trainer logs says
-    where from (the trainer's logging of it: test_resume_refuses_a_config_that_changes_the_experiment)."""
+    left for the same ppo.total_frames; the decays run over the frames, so they go on from where they were
+    (the trainer's logging of a moved schedule: test_resume_refuses_a_config_that_changes_the_experiment)."""
     cfg = small_cfg("av_nav", updates=4)
     cfg.ppo.use_linear_clip_decay = False
     run, frames = tmp_path / "run", cfg.ppo.num_envs * cfg.ppo.num_steps
@@ -742,14 +742,20 @@ def test_a_resume_on_another_world_size_says_how_the_schedule_moved(tmp_path: Pa
     state = trainer.state_dict()
     # as if a run on two ranks had stopped after its first update of 4: 2 x the frames per update
     state["frames"], state["num_updates"], state["frames_per_update"] = 2 * frames, 4, 2 * frames
+    state["world_size"] = 2
     state["config"]["ppo"]["total_frames"] = cfg.ppo.total_frames = 8 * frames
-    # one rank: the 6 x frames still to go take 6 updates, to update 7
-    expected = (
-        f"frames per update {2 * frames} -> {frames}: the linear lr decay now ends at update 7 instead of 4, so it "
-        "continues at 0.857 of the configured value instead of 0.750"
+    assert schedule_change(state, cfg.ppo) is None  # on one rank the 6 x frames to go take 6 updates, not 3
+    resumed = Trainer(cfg, toy_env_factory, tmp_path / "other")
+    with caplog.at_level(logging.INFO, logger="asgf_nav.rl.trainer"):
+        resumed.restore(state)
+    assert f"frames per update {2 * frames} -> {frames} (DD-PPO ranks: 2 in the checkpoint, 1 now)" in caplog.text
+    assert (resumed.updates_done, resumed.num_updates) == (1, 7)
+    assert resumed.update_once()["lr"] == pytest.approx(cfg.ppo.lr * 0.75)  # where two ranks left it
+    cfg.ppo.total_frames = 10 * frames  # a longer run moves the end, and says where from and to
+    assert schedule_change(state, cfg.ppo) == (
+        f"ppo.total_frames {8 * frames} -> {10 * frames}: the linear lr decay now ends at frame {10 * frames} "
+        "instead of " + f"{8 * frames}, so it continues at 0.800 of the configured value instead of 0.750"
     )
-    assert schedule_change(state, cfg.ppo, 1, 7, frames) == expected
-    assert schedule_change(state, cfg.ppo, 1, 4, frames) is None  # the same end: nothing to say
     # rank 0's episodes on its share of the scenes do not fit an env on all of them: the log says why
     from types import SimpleNamespace
 

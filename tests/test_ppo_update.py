@@ -180,7 +180,7 @@ def test_the_update_clips_with_the_decayed_clip_range() -> None:
     ratio[:2], advantages[:2] = 1.3, 1.0  # inside 0.4 but outside 0.2: ratio 1.3 with A = +1 counts as 1.2
     cfg = _ppo_config(entropy_coef=0.0, clip_param=0.4, lr=1e-6, use_normalized_advantage=False)
     ppo = PPO(policy, cfg)
-    ppo.set_progress(update=1, num_updates=2)
+    ppo.set_progress(frames=1, total_frames=2)
     stats = ppo.update(_storage(policy, ratio, advantages))
     assert stats["clip"] == pytest.approx(0.2)
     assert stats["policy_loss"] == pytest.approx(-(0.5 * 1.2 - 0.5 * 1.0), rel=1e-4)
@@ -247,7 +247,7 @@ def test_the_logged_lr_is_the_decayed_one_adam_steps_with() -> None:
     policy = Bandit()
     cfg = _ppo_config(entropy_coef=0.0, use_clipped_value_loss=False, max_grad_norm=100.0, lr=0.1, eps=1e-8)
     ppo = PPO(policy, cfg)
-    ppo.set_progress(update=1, num_updates=4)
+    ppo.set_progress(frames=1, total_frames=4)
     stats = ppo.update(_storage(policy, torch.ones(4, 2)))  # returns 1 pull the value up from 0
     assert stats["lr"] == pytest.approx(0.075)
     assert policy.value.item() == pytest.approx(0.075, rel=1e-4)

@@ -64,9 +64,11 @@ class PPO:
         self.optimizer = torch.optim.Adam(self.parameters, lr=ppo_cfg.lr, eps=ppo_cfg.eps)
         self.lr, self.clip = float(ppo_cfg.lr), float(ppo_cfg.clip_param)
 
-    def set_progress(self, update: int, num_updates: int) -> None:
-        """Linear decay of lr and clip range from their configured values towards 0 at ``num_updates``."""
-        remaining = 1.0 - update / max(num_updates, 1)
+    def set_progress(self, frames: int, total_frames: int) -> None:
+        """Linear decay of lr and clip range from their configured values towards 0 at ``total_frames``. By
+        frames, not updates (as habitat-lab's DD-PPO), so that a resume on another number of DD-PPO ranks,
+        which changes the frames per update, continues the decay where it was."""
+        remaining = max(0.0, 1.0 - frames / max(total_frames, 1))
         self.lr = self.cfg.lr * (remaining if self.cfg.use_linear_lr_decay else 1.0)
         self.clip = self.cfg.clip_param * (remaining if self.cfg.use_linear_clip_decay else 1.0)
         for group in self.optimizer.param_groups:

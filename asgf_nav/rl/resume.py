@@ -27,35 +27,22 @@ from asgf_nav.rl.checkpoint import BEST_CHECKPOINT, CheckpointError, checkpoint_
 logger = logging.getLogger(__name__)
 
 
-def schedule_change(
-    state: dict[str, Any], ppo: PPOConfig, updates_done: int, num_updates: int, frames_per_update: int
-) -> str | None:
-    """What a resume does to the linear decays, or None when they end where the checkpoint planned; the caller
-    says it only while updates remain (with none left there is no decay to continue).
+def schedule_change(state: dict[str, Any], ppo: PPOConfig) -> str | None:
+    """What a resume does to the linear decays, or None when they go on as the checkpoint's run planned;
+    the caller says it only while frames remain (with none left there is no decay to continue).
 
-    The decays end at the resumed run's last update. Where that moved (a larger ``ppo.total_frames``, or
-    another DD-PPO world size changing the frames per update), they continue from the new schedule's value at
-    this update, a step from where the stopped run left them."""
+    The decays run over the frames (:meth:`asgf_nav.rl.ppo.PPO.set_progress`), so another DD-PPO world size
+    leaves them where they were. A larger ``ppo.total_frames`` moves their end: they continue from the new
+    schedule's value at the frames done, a step up from where the stopped run left them."""
     decays = [name for name, on in (("lr", ppo.use_linear_lr_decay), ("clip", ppo.use_linear_clip_decay)) if on]
-    planned = state.get("num_updates")
-    if not decays or planned is None or int(planned) == num_updates:
+    planned, total = int(state["config"]["ppo"]["total_frames"]), int(ppo.total_frames)
+    if not decays or planned == total:
         return None
-    causes = []
-    planned_frames = int(state["config"]["ppo"]["total_frames"])
-    if planned_frames != int(ppo.total_frames):
-        causes.append(f"ppo.total_frames {planned_frames} -> {ppo.total_frames}")
-    # the checkpoint's own figure; one written before it recorded that, the mean over its updates
-    planned_per_update = state.get("frames_per_update")
-    if planned_per_update is None and updates_done:
-        planned_per_update = int(state["frames"]) // updates_done
-    if planned_per_update is not None and int(planned_per_update) != frames_per_update:
-        causes.append(f"frames per update {int(planned_per_update)} -> {frames_per_update}")
-    before = 1.0 - updates_done / max(int(planned), 1)
-    after = 1.0 - updates_done / max(num_updates, 1)
+    frames = int(state["frames"])
+    before, after = max(0.0, 1.0 - frames / max(planned, 1)), max(0.0, 1.0 - frames / max(total, 1))
     return (
-        f"{', '.join(causes) or 'another schedule'}: the linear {' and '.join(decays)} decay now ends at update "
-        f"{num_updates} instead of {int(planned)}, so it continues at {after:.3f} of the configured value instead "
-        f"of {before:.3f}"
+        f"ppo.total_frames {planned} -> {total}: the linear {' and '.join(decays)} decay now ends at frame {total} "
+        f"instead of {planned}, so it continues at {after:.3f} of the configured value instead of {before:.3f}"
     )
 
 

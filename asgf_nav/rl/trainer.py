@@ -267,7 +267,7 @@ class Trainer:
     def update_once(self) -> dict[str, float]:
         """Collect one rollout and run the PPO update on it; returns the update's statistics."""
         start = time.perf_counter()
-        self.ppo.set_progress(self.updates_done, self.num_updates)
+        self.ppo.set_progress(self.frames, self.cfg.ppo.total_frames)
         diagnostics = self.collect_rollout()
         self.policy.train()
         stats = self.ppo.update(self.storage)
@@ -474,9 +474,20 @@ class Trainer:
         # DD-PPO the frames per update change with the number of ranks
         remaining = max(0, int(self.cfg.ppo.total_frames) - self.frames)
         self.num_updates = self.updates_done + math.ceil(remaining / self.frames_per_update)
-        moved = schedule_change(state, self.cfg.ppo, self.updates_done, self.num_updates, self.frames_per_update)
+        moved = schedule_change(state, self.cfg.ppo)
         if self.is_main and remaining and moved:
             logger.info(moved)
+        planned_per_update = int(state.get("frames_per_update", self.frames_per_update))
+        if self.is_main and remaining and planned_per_update != self.frames_per_update:
+            logger.info(
+                "frames per update %d -> %d (DD-PPO ranks: %d in the checkpoint, %d now): %d updates left; the "
+                "linear decays count frames and go on from where they were",
+                planned_per_update,
+                self.frames_per_update,
+                int(state.get("world_size", 1)),
+                self.world,
+                self.num_updates - self.updates_done,
+            )
         if not remaining:
             logger.warning(
                 "the checkpoint has used %d frames of ppo.total_frames=%d: nothing left to train (raise "
