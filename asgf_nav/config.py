@@ -124,8 +124,8 @@ class PPOConfig:
     max_grad_norm: float = 0.5  # gradient-norm clip
     gamma: float = 0.99  # discount
     gae_lambda: float = 0.95  # GAE lambda
-    use_linear_lr_decay: bool = True  # lr falls linearly towards 0 over the run's updates
-    use_linear_clip_decay: bool = True  # clip_param falls linearly towards 0 over the run's updates
+    use_linear_lr_decay: bool = True  # lr falls linearly towards 0 over ppo.total_frames
+    use_linear_clip_decay: bool = True  # clip_param falls linearly towards 0 over ppo.total_frames
     use_clipped_value_loss: bool = True  # PPO's clipped value loss
     use_normalized_advantage: bool = True  # advantages normalised over the rollout (DD-PPO: every rank's)
     total_frames: int = 30_000_000  # training length in environment steps, all envs and ranks together

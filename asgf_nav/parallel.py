@@ -34,7 +34,9 @@ waits, for good if the lock is the task queue's that the parent's ``terminate()`
 ``join()`` then waits forever too. So a thread of the worker, with SIGTERM blocked, reads the signal
 wakeup pipe (``signal.set_wakeup_fd``: a byte for each signal, whichever thread took it) and after a
 SIGTERM signals the main thread itself every ``STOP_RESEND_S`` until the worker has exited; a signal sent
-to the main thread interrupts its wait, and the handler ignores the repeats while the worker unwinds.
+to the main thread interrupts its wait, and the handler ignores the repeats while the worker unwinds. A
+process forked from a worker drops the pipe, whose reader stayed in the worker (its SIGTERM would otherwise
+stop the worker).
 
 A worker also unwinds when the parent process dies, however it dies (a SIGKILL runs no clean-up in the
 parent): the same thread waits on the parent's sentinel and then signals the worker's main thread.
@@ -60,6 +62,7 @@ acoustics of four Replica scenes in 40.4-42.7 s that way, against 37.2-38.2 s wi
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -84,6 +87,7 @@ QUEUE_LOCK_WAIT_S = 5.0  # terminate()'s wait for the task queue's lock, which a
 WORKER_EXIT_GRACE_S = 10  # after a SIGTERM, a worker that has not exited by then is ended by SIGALRM
 STOP_RESEND_S = 0.5  # after a SIGTERM, a worker's main thread is signalled again this often until it exits
 _exiting = False  # this worker is unwinding from a SIGTERM
+_wakeup_pipe: tuple[int, int] | None = None  # the signal wakeup pipe (read, write) of exit_on_sigterm
 
 
 class WorkerDiedError(RuntimeError):
@@ -133,11 +137,18 @@ _ENDING_CODE = tuple(
 
 def exit_on_sigterm(parent_sentinel: int | None = None) -> None:
     """Make SIGTERM unwind this process as a bake worker does, and so the death of the parent whose
-    ``sentinel`` is given (see the module's notes). Call it from the main thread."""
+    ``sentinel`` is given (see the module's notes). Call it from the main thread; a later call keeps the
+    first one's stop-delivering thread."""
+    global _wakeup_pipe
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.unraisablehook = _notice_a_dropped_exit
+    if _wakeup_pipe is not None:  # set up by an earlier call
+        return
     atexit.register(_ending_anyway)
-    read_end, write_end = os.pipe()
+    if not hasattr(signal, "pthread_kill"):  # not POSIX: no thread can signal the main one
+        return
+    _wakeup_pipe = os.pipe()
+    read_end, write_end = _wakeup_pipe
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)  # a byte per signal, whichever thread took it
     deliverer = threading.Thread(
@@ -148,6 +159,24 @@ def exit_on_sigterm(parent_sentinel: int | None = None) -> None:
         deliverer.start()  # with SIGTERM blocked, as the new thread keeps it: the kernel hands it to the main thread
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _forget_the_wakeup_pipe() -> None:
+    """In a forked child: the pipe and its reader are the parent's (a SIGTERM to the child alone would have
+    the parent's reader stop the parent), and the reader thread did not come along."""
+    global _wakeup_pipe
+    if _wakeup_pipe is None:
+        return
+    with contextlib.suppress(ValueError):  # forked from a thread other than the main one
+        signal.set_wakeup_fd(-1)
+    for fd in _wakeup_pipe:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _wakeup_pipe = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_wakeup_pipe)
 
 
 def worker_threads(workers: int) -> int:

@@ -577,6 +577,45 @@ def test_a_sigterm_the_main_thread_did_not_wake_for_still_ends_the_worker(tmp_pa
     assert "cleaned up" in stderr and "Traceback" not in stderr, stderr
 
 
+FORKED_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from asgf_nav import parallel
+
+    parallel.exit_on_sigterm()
+    parallel.exit_on_sigterm()  # a second call keeps the first one's thread
+    print("stop threads:", sum(t.name == "deliver-stops" for t in threading.enumerate()), file=sys.stderr)
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    time.sleep(0.5)
+    os.kill(child, signal.SIGTERM)  # the child alone
+    _, status = os.waitpid(child, 0)
+    time.sleep(2 * parallel.STOP_RESEND_S)  # time for a stray stop to reach this process
+    print("child ended by", os.waitstatus_to_exitcode(status), "and the parent lives on", file=sys.stderr)
+    """
+)
+
+
+def test_a_sigterm_to_a_forked_child_leaves_the_parent_running(tmp_path: Path) -> None:
+    """A forked child inherits the signal wakeup pipe but not its reader: its SIGTERM's byte must not reach
+    the parent's reader and stop the parent."""
+    import signal
+
+    script = tmp_path / "forks.py"
+    script.write_text(FORKED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "stop threads: 1" in done.stderr, done.stderr
+    assert f"child ended by {128 + signal.SIGTERM} and the parent lives on" in done.stderr, done.stderr
+
+
 def test_a_worker_whose_sigterm_exit_was_swallowed_still_ends(tmp_path: Path) -> None:
     """Swallowed by a bare ``except``, the exit leaves the worker ignoring SIGTERM; it would outlive the
     parent's terminate() and hang its join(). SIGALRM ends it."""

@@ -940,8 +940,9 @@ def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: s
         assert trainer.ppo.mean_over_ranks is distributed.mean_over_ranks  # advantages over both rollouts
         initial = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
         trainer.train()
-        final = trainer.policy.state_dict()
-        torch.save({"initial": initial, "final": final}, os.path.join(out_dir, f"{rank}.pt"))
+        final = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+        stats = trainer.ppo.update(trainer.storage)  # one more pass over the last rollouts, for its figures
+        torch.save({"initial": initial, "final": final, "stats": stats}, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -962,6 +963,8 @@ def test_ddppo_two_ranks_keep_identical_parameters(tmp_path: Path) -> None:
         changed |= not torch.equal(value, states[0]["initial"][key])
     assert changed, "training did not change the parameters"
     assert (tmp_path / "run" / "checkpoints" / "ckpt_000003.pt").is_file()
+    # the logged losses are the update's over both ranks, not each rank's share (which differ, even in sign)
+    assert states[0]["stats"] == pytest.approx(states[1]["stats"], rel=1e-6, abs=1e-9)
 
 
 def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str, signalled: int) -> None:

@@ -14,8 +14,21 @@ from asgf_nav.rl.rollout import RolloutStorage
 GradientHook = Callable[[nn.Module], None]
 
 
-def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
-    """1 - Var(target - prediction) / Var(target); nan when the targets are constant or fewer than two."""
+def explained_variance(
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """1 - Var(target - prediction) / Var(target); nan when the targets are constant or fewer than two.
+    Under DD-PPO (``mean_over_ranks``) over every rank's rollout together (they are of one size)."""
+    if mean_over_ranks is not None:
+        errors = (targets - predictions).double()
+        moments = torch.stack(
+            [targets.double().mean(), targets.double().pow(2).mean(), errors.mean(), errors.pow(2).mean()]
+        )
+        target_mean, target_square, error_mean, error_square = mean_over_ranks(moments).tolist()
+        target_var, error_var = target_square - target_mean**2, error_square - error_mean**2
+        return float("nan") if target_var <= 0 else 1.0 - error_var / target_var
     if targets.numel() < 2:  # the unbiased variance of one sample is undefined (and torch warns)
         return float("nan")
     target_var = targets.var()
@@ -79,7 +92,8 @@ class PPO:
         means over those gradient steps of policy_loss, value_loss (before ``value_loss_coef``), entropy,
         approx_kl (``(r - 1) - log r``), clip_fraction and grad_norm (before clipping, after the DD-PPO
         all-reduce); the explained variance of the rollout's values (before the update) against its
-        returns, on this rank's rollout; and the lr and clip it used.
+        returns; and the lr and clip it used. Under DD-PPO the means and the explained variance are over
+        every rank's minibatches and rollout, so every rank returns the same figures.
 
         The first gradient step of an update sees the rollout's own policy (r = 1), so approx_kl and
         clip_fraction count it as 0: they measure the average drift over the update, not the final
@@ -135,8 +149,11 @@ class PPO:
                 for key, value in step_stats.items():
                     totals[key] = totals.get(key, 0.0) + value
                 gradient_steps += 1
-        stats = {key: float(value) / gradient_steps for key, value in totals.items()}
-        stats["explained_variance"] = explained_variance(storage.values[:-1], storage.returns)
+        means = torch.stack([value / gradient_steps for value in totals.values()])
+        if self.mean_over_ranks is not None:  # every rank's minibatches (grad_norm is already the same on each)
+            means = self.mean_over_ranks(means)
+        stats = dict(zip(totals, means.tolist(), strict=True))
+        stats["explained_variance"] = explained_variance(storage.values[:-1], storage.returns, self.mean_over_ranks)
         stats["lr"], stats["clip"] = self.lr, clip
         return stats
 

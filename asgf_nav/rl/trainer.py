@@ -477,16 +477,18 @@ class Trainer:
         moved = schedule_change(state, self.cfg.ppo)
         if self.is_main and remaining and moved:
             logger.info(moved)
-        planned_per_update = int(state.get("frames_per_update", self.frames_per_update))
-        if self.is_main and remaining and planned_per_update != self.frames_per_update:
+        # the checkpoint's own figure; one written before it recorded that, the mean over its updates
+        planned_per_update = state.get("frames_per_update") or self.frames // max(self.updates_done, 1)
+        if self.is_main and remaining and self.updates_done and int(planned_per_update) != self.frames_per_update:
+            decays_on = self.cfg.ppo.use_linear_lr_decay or self.cfg.ppo.use_linear_clip_decay
             logger.info(
-                "frames per update %d -> %d (DD-PPO ranks: %d in the checkpoint, %d now): %d updates left; the "
-                "linear decays count frames and go on from where they were",
-                planned_per_update,
+                "frames per update %d -> %d (DD-PPO ranks: %s in the checkpoint, %d now): %d updates left%s",
+                int(planned_per_update),
                 self.frames_per_update,
-                int(state.get("world_size", 1)),
+                state.get("world_size", "unrecorded"),
                 self.world,
                 self.num_updates - self.updates_done,
+                "; the linear decays count frames and go on from where they were" if decays_on and not moved else "",
             )
         if not remaining:
             logger.warning(
