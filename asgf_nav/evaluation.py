@@ -27,13 +27,7 @@ from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock
 from asgf_nav.eval.report import summary_markdown, write_evaluation
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.io import code_version, file_identity
-from asgf_nav.rl.checkpoint import (
-    RESPONSE_VERSION_KEYS,
-    VERSION_CONSTANTS,
-    describe_versions,
-    policy_digest,
-    response_version_changes,
-)
+from asgf_nav.rl.checkpoint import RESPONSE_VERSION_KEYS, policy_digest, warn_if_trained_at_other_versions
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
 from asgf_nav.tasks.factory import load_task_data, spectrogram_store_root
@@ -84,6 +78,7 @@ class EvaluationRequest:
     random_stop: str = "goal"  # the random agent's STOP rule
     seed: int = 0  # the random baseline's seed (a checkpoint samples with train.seed)
     command: str = ""  # the command line, recorded in the summary
+    config: str | None = None  # the config file (or packaged config name) loaded: named in a re-bake command
 
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.agent is None):
@@ -221,30 +216,15 @@ def warn_if_trained_on_other_responses(request: EvaluationRequest, checkpoint: d
     """Say when a checkpoint is evaluated on embedded scenes' responses of other acoustics or render versions
     than it was trained on (the code was updated since), or when it cannot tell (a checkpoint of an earlier
     release): its figures are then not those it gave, nor those of a policy trained on these responses."""
-    heard = {key: identity.get(key) for key in RESPONSE_VERSION_KEYS}
-    if checkpoint is None or heard["acoustics_version"] is None:  # a baseline, SoundSpaces data
+    if checkpoint is None:  # a baseline: an audio model's load warns of its own versions
         return
-    changes = response_version_changes(checkpoint, heard)
-    if changes and all(checkpoint.get(key, 0) is None for key in RESPONSE_VERSION_KEYS):
-        return  # trained on SoundSpaces data (no versions): the config's dataset difference is warned about
-    if changes is None:
-        logger.warning(
-            "checkpoint %s was written by an earlier release that did not record the acoustics and render versions "
-            "it was trained on; it is evaluated on responses of %s, which may not be those it learnt from",
-            request.checkpoint,
-            describe_versions(heard),
-        )
-        return
-    if changes:
-        logger.warning(
-            "checkpoint %s was trained on responses of %s and is evaluated on responses of %s (%s: the scenes' "
-            "acoustics are baked or rendered otherwise since); its figures may differ from those it gave then, "
-            "and from a policy trained on these responses",
-            request.checkpoint,
-            describe_versions({key: checkpoint.get(key) for key in RESPONSE_VERSION_KEYS}),
-            describe_versions(heard),
-            ", ".join(f"{VERSION_CONSTANTS[key]} {old} -> {new}" for key, old, new in changes),
-        )
+    warn_if_trained_at_other_versions(
+        f"checkpoint {request.checkpoint}",
+        checkpoint,
+        {key: identity.get(key) for key in RESPONSE_VERSION_KEYS},
+        "its figures may differ from those it gave then, and from a policy trained on these responses",
+        logger,
+    )
 
 
 @dataclass
@@ -288,7 +268,8 @@ def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
     remaining = progress.remaining(split.episodes)
     if remaining:
         run_episodes(split.agent, split.world, remaining, cfg, num_envs=request.num_envs, device=request.device,
-                     on_record=progress.add, spectrogram_store=spectrogram_store_root(cfg))  # fmt: skip
+                     on_record=progress.add, spectrogram_store=spectrogram_store_root(cfg), split=request.split,
+                     config_path=request.config)  # fmt: skip
     split.world = split.agent = None  # not held while the next split runs
     records = progress.records(split.episodes)
     meta = {

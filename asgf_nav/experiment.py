@@ -166,7 +166,8 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
     """Batched env of one DD-PPO rank: its own share of the (baked) training scenes and its own seed. Only
     rank 0 validates, so a val env draws on every baked val scene: it holds ``train.val_episodes`` episodes
     spaced evenly over the val split (evaluation's selection, so each scene counts in proportion and every
-    validation runs the same ones), which its sequential stride runs once."""
+    validation runs the same ones), which its sequential stride runs once. The run's ``config.yaml`` (every
+    override resolved) is the config a stale spectrogram store file's re-bake command names."""
     from asgf_nav.eval.evaluator import select_episodes
     from asgf_nav.rl.distributed import world_size
     from asgf_nav.scenes.background import ScenesNotReadyError
@@ -181,8 +182,9 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
         if split == "train" and len(scenes) >= ranks:
             scenes = scenes[rank::ranks]
     seed = cfg.train.seed + 1000 * rank
+    config_path = Path(cfg.train.run_dir) / "config.yaml"  # written before any env is made (save_config)
     if split != "val":
-        return make_env(cfg, split, device=cfg.train.device, scenes=scenes, seed=seed)
+        return make_env(cfg, split, device=cfg.train.device, scenes=scenes, seed=seed, config_path=config_path)
     world, episodes = load_task_data(cfg, split, scenes)
     chosen = select_episodes(episodes, int(cfg.train.val_episodes))
     if len(chosen) < int(cfg.train.val_episodes):  # the interval of the validation's figures is wider than asked
@@ -191,7 +193,9 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
             "(embedded scenes hold task.val_episodes=%d over the whole val split)",
             len(chosen), cfg.train.val_episodes, len(world.scenes), cfg.task.val_episodes,
         )  # fmt: skip
-    return make_env(cfg, split, device=cfg.train.device, seed=seed, world=world, episodes=chosen)
+    return make_env(
+        cfg, split, device=cfg.train.device, seed=seed, world=world, episodes=chosen, config_path=config_path
+    )
 
 
 def scene_pool(cfg: ExperimentConfig, run_dir: Path) -> Any | None:

@@ -33,7 +33,7 @@ from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import is_whole_number
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file
-from asgf_nav.rl.checkpoint import CheckpointError
+from asgf_nav.rl.checkpoint import CheckpointError, warn_if_trained_at_other_versions
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.world import TaskWorld, binaural_rirs
@@ -362,7 +362,13 @@ def load_model(
             "train one on its data with scripts/train_baselines.py"
         )
     if heard_versions is not None:
-        warn_if_trained_on_other_responses(path, state, heard_versions)
+        warn_if_trained_at_other_versions(
+            f"baseline audio model {path}",
+            state,
+            heard_versions,
+            "its figures on them may differ from a model trained again with scripts/train_baselines.py",
+            logger,
+        )
     trained_with = (state.get("meta") or {}).get("keep_travel_time", True)  # True: saved before the key
     if keep_travel_time is not None and trained_with is not None and bool(trained_with) != bool(keep_travel_time):
         logger.warning(
@@ -383,26 +389,6 @@ def load_model(
             sound_split,
         )
     return model.eval()
-
-
-def warn_if_trained_on_other_responses(path: Path, state: dict[str, Any], heard: dict[str, int]) -> None:
-    """Say when the model learnt from responses of other acoustics or render versions than the embedded scenes
-    give now (``heard``; a version a file predates is unknown, and counts as another). A model trained on
-    SoundSpaces data (versions recorded as None) has none to compare."""
-    keys = ("acoustics_version", "render_version")
-    trained = {key: state.get(key) for key in keys}
-    if all(key in state and state[key] is None for key in keys) or trained == {key: heard[key] for key in keys}:
-        return
-    logger.warning(
-        "baseline audio model %s was trained on responses of acoustics version %s and render version %s, and baked "
-        "scenes now give acoustics version %s and render version %s (acoustics/bake.py ACOUSTICS_VERSION, "
-        "acoustics/rir.py RENDER_VERSION); its figures on them may differ from a model trained again with "
-        "scripts/train_baselines.py",
-        path,
-        *("unknown (before models recorded it)" if trained[key] is None else trained[key] for key in keys),
-        heard["acoustics_version"],
-        heard["render_version"],
-    )
 
 
 def _is_count(value: Any) -> bool:

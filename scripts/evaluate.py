@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         scenes=tuple(args.scenes) if args.scenes else None, deterministic=args.deterministic,
         num_envs=args.num_envs, device=args.device, out=args.out, name=args.name,
         baseline_model=args.baseline_model, random_stop=args.random_stop, seed=args.seed or 0,
-        command="python " + shlex.join(sys.argv),
+        command="python " + shlex.join(sys.argv), config=args.config,
     )  # fmt: skip
     run_evaluation(request, cfg, checkpoint, splits)
     return 0

@@ -56,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--data-root", default="data", help="project data root; the store goes to its scenes/")
     parser.add_argument("--scenes", nargs="+", help="scene names (default: every downloaded scene)")
-    parser.add_argument("--force", action="store_true", help="re-import even when up to date")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="re-import even when up to date, and over a scene a later release of asgf-nav stored in its format "
+        "(refused without --force)",
+    )
     parser.add_argument(
         "--check-rirs",
         type=non_negative_int,

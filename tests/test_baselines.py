@@ -114,7 +114,7 @@ def test_audio_model_learns_from_geometry_labels(setup, tmp_path, caplog):
     torch.save(older, tmp_path / "older.pt")
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
         load_model(tmp_path / "older.pt", heard_versions=now)
-    assert "and render version unknown (before models recorded it)" in caplog.text
+    assert "render version not recorded and is evaluated on responses of" in caplog.text
     (tmp_path / "notes.yaml").write_text("model: not a torch file\n")
     torch.save({"model": {}, "update": 3}, tmp_path / "ppo.pt")  # a training checkpoint, not this model
     for wrong, message in (
@@ -795,10 +795,10 @@ def test_an_audio_model_of_another_acoustics_version_is_warned_about(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
         load_model(path, heard_versions=later)
     assert [r.getMessage() for r in caplog.records] == [
-        f"baseline audio model {path} was trained on responses of acoustics version {trained_at} and render version "
-        f"{render}, and baked scenes now give acoustics version {trained_at + 1} and render version {render} "
-        "(acoustics/bake.py ACOUSTICS_VERSION, acoustics/rir.py RENDER_VERSION); its figures on them may differ from "
-        "a model trained again with scripts/train_baselines.py"
+        f"baseline audio model {path} was trained on responses of acoustics version {trained_at}, render version "
+        f"{render} and is evaluated on responses of acoustics version {trained_at + 1}, render version {render} "
+        f"(ACOUSTICS_VERSION {trained_at} -> {trained_at + 1}: the scenes' acoustics are baked or rendered otherwise "
+        "since); its figures on them may differ from a model trained again with scripts/train_baselines.py"
     ]
     soundspaces = save_model(tmp_path / "ss.pt", AudioGoalNet((65, 26, 2)), {"note": "test"}, embedded=False)
     assert torch.load(soundspaces, weights_only=False)["acoustics_version"] is None
@@ -811,4 +811,10 @@ def test_an_audio_model_of_another_acoustics_version_is_warned_about(tmp_path, c
     torch.save(older, tmp_path / "older.pt")
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
         load_model(tmp_path / "older.pt", heard_versions=now)
-    assert "trained on responses of acoustics version unknown (before models recorded it) and render" in caplog.text
+    assert "trained on responses of acoustics version not recorded, render version" in caplog.text
+    del older["render_version"]  # saved before models recorded either: it cannot tell, so said
+    torch.save(older, tmp_path / "oldest.pt")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
+        load_model(tmp_path / "oldest.pt", heard_versions=now)
+    assert "was written by an earlier release that did not record the acoustics and render versions" in caplog.text

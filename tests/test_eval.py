@@ -762,6 +762,36 @@ def test_an_evaluation_with_another_audio_model_is_another_evaluation(tiny_root,
         assert message in capsys.readouterr().err
 
 
+def test_a_stale_spectrogram_store_met_in_an_evaluation_names_its_config_and_split(tiny_root, tmp_path):
+    """The command a stale store file's refusal prints during scripts/evaluate.py names the config evaluate.py
+    was given and the evaluated split: the env built for evaluation passes them down, so no <config> is left."""
+    import shlex
+
+    import evaluate
+
+    from asgf_nav.tasks.spectrogram import spectrogram_shape
+    from asgf_nav.tasks.spectrogram_store import SpectrogramStoreError
+    from baselines.audio_model import AudioGoalNet, save_model
+
+    model = save_model(tmp_path / "model.pt", AudioGoalNet(spectrogram_shape(44100)), {})
+    config = tmp_path / "eval_config.yaml"
+    config.write_text("scenes:\n  dataset: tiny\n")
+    store = tmp_path / "spectrograms"
+    stale = store / "tiny" / "tiny_room_test" / "telephone.npy"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not a store file")  # what the heard split's one sound is read from
+    argv = ["--config", str(config), "--data-root", str(tiny_root), "--out", str(tmp_path / "eval"),
+            "--agent", "direction_follower", "--baseline-model", str(model), "--sound-split", "heard",
+            "--episodes", "2", "task.max_steps=5", f"task.spectrogram_store={store}", *TINY_ACOUSTICS]  # fmt: skip
+    with pytest.raises(SpectrogramStoreError, match=rf"spectrogram store {re.escape(str(stale))} is not a readable"):
+        evaluate.main(argv)
+    with pytest.raises(SpectrogramStoreError) as refused:
+        evaluate.main(argv)  # the same message from a resumed evaluation
+    command = str(refused.value).partition("bake it again (this replaces it): ")[2]
+    assert command.startswith(f"python scripts/bake_spectrograms.py --config {shlex.quote(str(config))} ")
+    assert "--split test " in command and "<" not in command
+
+
 def test_report_script_names_a_bad_path_or_file(tmp_path, capsys):
     import report
 

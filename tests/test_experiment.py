@@ -117,7 +117,9 @@ def test_ddppo_ranks_share_the_training_scenes_and_rank_0_validates_on_all(monke
     monkeypatch.setattr(
         factory,
         "make_env",
-        lambda cfg, split, device, seed, scenes=None, world=None, episodes=None: built[split].append(scenes or world),
+        lambda cfg, split, device, seed, scenes=None, world=None, episodes=None, config_path=None: built[split].append(
+            scenes or world
+        ),
     )
     pool = types.SimpleNamespace(ready=lambda split: ["a", "b", "c", "d"])
     cfg = load_config("tiny_heard")
@@ -576,6 +578,26 @@ def test_each_ddppo_rank_draws_its_own_episodes(monkeypatch) -> None:
     for rank in (0, 1):
         make_rank_env(cfg, "train", rank, types.SimpleNamespace(ready=lambda split: ["a", "b", "c", "d"]))
     assert seeds == [cfg.train.seed, cfg.train.seed + 1000]
+
+
+def test_a_training_env_names_the_runs_config_in_a_spectrogram_store_rebake(monkeypatch, tmp_path) -> None:
+    """The train and val envs of a run pass its config.yaml down to the spectrogram store, whose re-bake
+    command would otherwise name a <config> placeholder."""
+    import types
+
+    from asgf_nav.config import load_config
+    from asgf_nav.experiment import make_rank_env
+    from asgf_nav.tasks import factory
+
+    built = {}
+    monkeypatch.setattr(
+        factory, "make_env", lambda cfg, split, config_path=None, **kw: built.update({split: config_path})
+    )
+    monkeypatch.setattr(factory, "load_task_data", lambda cfg, split, scenes: (None, list(range(10_000))))
+    cfg = load_config("tiny_heard", [f"train.run_dir={tmp_path / 'run'}"])
+    for split in ("train", "val"):
+        make_rank_env(cfg, split, 0, types.SimpleNamespace(ready=lambda split: ["a"]))
+    assert built == {"train": tmp_path / "run" / "config.yaml", "val": tmp_path / "run" / "config.yaml"}
 
 
 @pytest.mark.parametrize("ends_on_sigterm", [True, False])

@@ -1314,6 +1314,36 @@ def test_import_dataset_imports_only_the_named_scenes_and_forces_when_asked(
     assert written == ["layout", "vision"]
 
 
+def test_a_scene_a_later_release_imported_is_not_imported_over_without_force(tmp_path: Path, ss_dataset: Path) -> None:
+    """A data root shared with a later release: the import script and training's import name its format and
+    leave it alone, as a bake does; the script's --force imports it again in this release's format."""
+    import import_soundspaces
+
+    from asgf_nav.scenes.store import FORMAT_VERSION
+
+    data = tmp_path / "data"
+    argv = ["--root", str(ss_dataset), "--dataset", "replica", "--data-root", str(data), "--scenes", "office_9"]
+    assert import_soundspaces.main(argv) == 0
+    manifest = ssi.imported_scene_dir(data, "replica", "office_9") / "manifest.json"
+    later = FORMAT_VERSION + 1
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format_version": later}))
+    stored = manifest.read_text()
+    said = (
+        rf"scene manifest {re.escape(str(manifest))} has format_version {later}: the scene was baked by a later "
+        rf"release of asgf-nav \(this release reads format {FORMAT_VERSION}\); .*import it again: python "
+        rf"scripts/import_soundspaces.py --root SOUNDSPACES_ROOT --dataset replica --data-root {re.escape(str(data))} "
+        r"--scenes office_9 --force"
+    )
+    with pytest.raises(SceneStoreError, match=said):
+        import_soundspaces.main(argv)
+    with pytest.raises(SceneStoreError, match=said):  # training imports a scene on first use
+        ssi.import_scene(ss.SoundSpacesPaths(ss_dataset, "replica"), data, "office_9")
+    assert manifest.read_text() == stored  # untouched
+    assert import_soundspaces.main([*argv, "--force"]) == 0
+    assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION
+    assert SceneStore(manifest.parent).array("positions").shape == (8, 3)
+
+
 def test_import_dataset_with_no_scene_downloaded_says_what_it_needs(tmp_path: Path) -> None:
     """An import from a wrong or empty root is an error naming the folders it looked in, not 0 scenes imported."""
     paths = ss.SoundSpacesPaths(tmp_path / "empty", "replica")

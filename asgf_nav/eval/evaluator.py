@@ -374,12 +374,16 @@ def run_episodes(
     step_callback: Any = None,
     on_record: Callable[[EpisodeRecord], None] | None = None,
     spectrogram_store: str | Path | None = None,
+    split: str | None = None,
+    config_path: str | Path | None = None,
 ) -> list[EpisodeRecord]:
     """Run every episode once with ``agent``; records come back in episode order.
 
     ``step_callback(obs, ctx, agent)``, when given, is called before each step (t-SNE collection uses it);
     ``on_record(record)`` as each episode ends (a resumable evaluation saves it there); ``spectrogram_store``
     is the root of baked spectrograms the env reads its misses from (``tasks.factory.spectrogram_store_root``).
+    ``split`` (of the episodes) and ``config_path`` (the config file ``cfg`` was loaded from) are named in the
+    command that bakes a stale store file again.
     """
     num_envs = max(1, min(int(num_envs), len(episodes)))
     env = BatchedAudioNavEnv(
@@ -392,6 +396,8 @@ def run_episodes(
         seed=int(getattr(getattr(cfg, "train", None), "seed", 0)),
         sampler_mode="sequential",
         spectrogram_store=spectrogram_store,
+        split=split,
+        config_path=config_path,
     )
     total = len(env.episodes)
     quota = np.array(validation_quota(num_envs, total), dtype=np.int64)  # each episode once, none twice

@@ -290,6 +290,38 @@ def response_version_changes(state: dict[str, Any], current: dict[str, Any]) -> 
     return [(key, state.get(key), current.get(key)) for key in RESPONSE_VERSION_KEYS if state.get(key) != current[key]]
 
 
+def warn_if_trained_at_other_versions(
+    subject: str, state: dict[str, Any], heard: dict[str, Any], consequence: str, log: logging.Logger = logger
+) -> None:
+    """Warn on ``log`` when ``subject`` (a checkpoint or a baseline audio model, named with its file), whose saved
+    ``state`` records the response versions it learnt from, plays embedded scenes whose responses are of other
+    versions (``heard``: the code was updated since), or when it cannot tell (a file of an earlier release):
+    its figures are then not those it gave, which ``consequence`` says in the caller's words. Nothing where
+    ``heard`` has no versions or ``state`` recorded None for each (SoundSpaces data, unversioned)."""
+    if heard.get("acoustics_version") is None:
+        return
+    if all(key in state and state[key] is None for key in RESPONSE_VERSION_KEYS):
+        return  # trained on SoundSpaces data: the caller warns of the other data set, if it does
+    changes = response_version_changes(state, heard)
+    if changes is None:
+        log.warning(
+            "%s was written by an earlier release that did not record the acoustics and render versions it was "
+            "trained on; it is evaluated on responses of %s, which may not be those it learnt from",
+            subject,
+            describe_versions(heard),
+        )
+    elif changes:
+        log.warning(
+            "%s was trained on responses of %s and is evaluated on responses of %s (%s: the scenes' acoustics are "
+            "baked or rendered otherwise since); %s",
+            subject,
+            describe_versions({key: state.get(key) for key in RESPONSE_VERSION_KEYS}),
+            describe_versions(heard),
+            ", ".join(f"{VERSION_CONSTANTS[key]} {old} -> {new}" for key, old, new in changes),
+            consequence,
+        )
+
+
 def check_same_responses(state: dict[str, Any], current: dict[str, Any], run_dir: str | Path) -> None:
     """Refuse to continue a run on responses made at other acoustics or render versions than it trained on
     (the code was updated since): the rest of the run would learn from other sound than its first part did.

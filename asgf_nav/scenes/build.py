@@ -37,9 +37,8 @@ from asgf_nav.scenes.store import (
     SceneStore,
     SceneStoreError,
     bake_lock,
-    later_format,
-    later_format_message,
     rebuild_hint,
+    refuse_later_format,
     remove_stage,
     scene_dir,
     stage_complete,
@@ -251,14 +250,6 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
             built.append(stage)
             logger.debug("%s/%s: stage %s in %.1f s", dataset, scene, stage, time.perf_counter() - t0)
     return scene, built, time.perf_counter() - start
-
-
-def refuse_later_format(directory: Path, force: bool) -> None:
-    """A scene baked in a later release's store format (a data root shared with a newer asgf-nav) is not baked
-    over unless ``force``: this release cannot read it, and the later one would have to bake it again."""
-    version = later_format(directory)
-    if version is not None and not force:
-        raise SceneStoreError(later_format_message(directory / MANIFEST, version))
 
 
 def _resolve_workers(workers: int | None, cfg: Any, jobs: int) -> int:

@@ -32,6 +32,7 @@ from asgf_nav.scenes.store import (
     SceneStore,
     SceneStoreError,
     bake_lock,
+    refuse_later_format,
     remove_stage,
     scene_dir,
     stage_complete,
@@ -74,12 +75,14 @@ def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, for
     """Convert one scene's graph (and views, when rendered) into the scene store; skip what is up to date.
 
     Holds the scene's bake lock, as a bake does: processes sharing a data root (DD-PPO ranks) that open
-    the same scene at once import it once, the others wait and then find it up to date.
+    the same scene at once import it once, the others wait and then find it up to date. A scene a later
+    release stored in its format is not imported over unless ``force`` (:func:`refuse_later_format`).
     """
     directory = imported_scene_dir(data_root, paths.dataset, scene)
     if not force and _up_to_date(paths, directory, scene):  # no lock: a read-only shared store serves as it is
         return directory
     with bake_lock(directory):
+        refuse_later_format(directory, force)  # under the lock: a later release may have imported it meanwhile
         _import_scene(paths, directory, scene, force)  # checks again: a process waited for may have done it
     return directory
 
@@ -164,6 +167,8 @@ def import_dataset(
             f"{{points.txt,graph.pkl}} and {paths.root / 'binaural_rirs' / paths.dataset}/<scene>/"
         )
     check_downloaded(paths, names, available)
+    for name in names:  # before any work: no scene is imported when one of them would be refused
+        refuse_later_format(imported_scene_dir(data_root, paths.dataset, name), force)
     dirs = []
     for name in tqdm(names, desc=f"import soundspaces/{paths.dataset}", unit="scene"):
         dirs.append(import_scene(paths, data_root, name, force=force))

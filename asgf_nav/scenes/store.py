@@ -62,13 +62,22 @@ def later_format_message(path: Path, version: Any) -> str:
 def later_format(directory: str | Path) -> int | None:
     """The ``format_version`` of the scene's manifest when a later release wrote it (see
     :func:`is_later_format`), else None (no manifest, this release's or an earlier format, or no manifest at
-    all). A build refuses to bake over it unless forced."""
+    all). A build or an import refuses to write over it unless forced: :func:`refuse_later_format`."""
     try:
         manifest = json.loads((Path(directory) / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     return version if is_later_format(version) else None
+
+
+def refuse_later_format(directory: str | Path, force: bool) -> None:
+    """A scene baked (or imported) in a later release's store format (a data root shared with a newer
+    asgf-nav) is not baked or imported over unless ``force``: this release cannot read it, and the later one
+    would have to bake it again."""
+    version = later_format(directory)
+    if version is not None and not force:
+        raise SceneStoreError(later_format_message(Path(directory) / MANIFEST, version))
 
 
 def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:

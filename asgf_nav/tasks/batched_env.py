@@ -61,8 +61,12 @@ class BatchedAudioNavEnv:
         cache_size: int | None = None,
         spectrogram_batch: int | None = None,
         spectrogram_store: str | Path | None = None,
+        split: str | None = None,
+        config_path: str | Path | None = None,
     ) -> None:
-        """``spectrogram_store``: root of baked spectrograms (scripts/bake_spectrograms.py), or None."""
+        """``spectrogram_store``: root of baked spectrograms (scripts/bake_spectrograms.py), or None. ``split``
+        (of the episodes) and ``config_path`` (the config file the run was loaded from) fill in the bake command
+        a stale store file's refusal prints, which names them as placeholders when they are not given."""
         if num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
         task_cfg = getattr(cfg, "task", cfg)
@@ -80,7 +84,10 @@ class BatchedAudioNavEnv:
         self.samplers = [EpisodeSampler(len(self.episodes), seed, i, num_envs, sampler_mode) for i in range(num_envs)]
         self._build_tables()
         self.spectrogram = TorchSpectrogram(world.sample_rate, self.device)
-        self.store = SpectrogramStore(spectrogram_store, world, self.spectrogram) if spectrogram_store else None
+        self.store: SpectrogramStore | None = None
+        if spectrogram_store:
+            config = str(config_path) if config_path is not None else None
+            self.store = SpectrogramStore(spectrogram_store, world, self.spectrogram, split=split, config=config)
         if self.store is not None and Path(spectrogram_store).is_dir():  # "auto" points at a store none baked yet
             logger.info("spectrogram misses are read from %s where baked", spectrogram_store)
         self.store_reads = 0

@@ -93,8 +93,11 @@ def make_env(
     sampler_mode: str | None = None,
     world: TaskWorld | None = None,
     episodes: Sequence[Episode] | None = None,
+    config_path: str | Path | None = None,
 ) -> BatchedAudioNavEnv:
-    """Batched env for ``split``: training samples shuffled episodes, val/test stride through them once."""
+    """Batched env for ``split``: training samples shuffled episodes, val/test stride through them once.
+    ``config_path``, the config file ``cfg`` was loaded from, is named in the command that bakes a stale
+    spectrogram store file again (without it: a ``<config>`` placeholder)."""
     if isinstance(cfg, ExperimentConfig):  # load_config checked it, but code may have edited it since
         check_values(cfg)
     if world is None or episodes is None:
@@ -108,4 +111,6 @@ def make_env(
         seed=int(seed if seed is not None else cfg.train.seed),
         sampler_mode=sampler_mode or ("shuffle" if split == "train" else "sequential"),
         spectrogram_store=spectrogram_store_root(cfg),
+        split=split,
+        config_path=config_path,
     )

@@ -27,6 +27,7 @@ from asgf_nav.models.doa.config import (
     build_model,
     learning_rate,
 )
+from asgf_nav.models.doa.pools import SHOEBOX_RECEIVERS
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def check_same_pool_sources(
         f"{rooms}: {old} -> {new}" + (f", {reasons[rooms][0]}" if reasons[rooms][0] else "")
         for rooms, (old, new) in changed.items()
     )
-    other_scenes = any(rooms not in ("shoebox", "shoebox_pair") and not reasons[rooms][1] for rooms in changed)
+    other_scenes = any(rooms not in SHOEBOX_RECEIVERS and not reasons[rooms][1] for rooms in changed)
     advice = "point --scenes-root at the scenes it was trained on, " if other_scenes else ""
     raise DoaCheckpointError(
         f"checkpoint {out} was trained on RIR pools rendered from other data ({listed}); no pool was rendered. "
