@@ -274,7 +274,7 @@ def wait_until_reading_the_task_pipe(pid: int, within: float = 10.0) -> None:
                 where = wchan.read()
         except OSError:
             where = "0"
-        if where.endswith("pipe_read"):
+        if where.endswith(("pipe_read", "pipe_wait")):  # pipe_wait before Linux 5.8
             return
         named = named or where not in ("", "0")
         time.sleep(0.01)
