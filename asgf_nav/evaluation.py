@@ -28,6 +28,7 @@ from asgf_nav.eval.report import summary_markdown, write_evaluation
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.io import code_version, file_identity
 from asgf_nav.rl.checkpoint import RESPONSE_VERSION_KEYS, policy_digest, warn_if_trained_at_other_versions
+from asgf_nav.scenes.soundspaces import silenced_rir_files
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
 from asgf_nav.tasks.factory import load_task_data, spectrogram_store_root
@@ -264,12 +265,20 @@ def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
     """Run the episodes a prepared split has not finished and write its outputs; the caller holds the output
     directory's lock and removes the progress file (``finish``) once every split is written, so that a stopped
     evaluation of both sound splits reruns none of a finished one."""
-    cfg, progress = split.cfg, split.progress
+    cfg, progress, world = split.cfg, split.progress, split.world
+    scenes = list(getattr(world, "scenes", {}).values())
+
+    def save(record: Any) -> None:  # with the RIR files this split's world heard as silence so far
+        progress.add(record, silenced_rir_files(scenes))
+
     remaining = progress.remaining(split.episodes)
     if remaining:
-        run_episodes(split.agent, split.world, remaining, cfg, num_envs=request.num_envs, device=request.device,
-                     on_record=progress.add, spectrogram_store=spectrogram_store_root(cfg), split=request.split,
+        run_episodes(split.agent, world, remaining, cfg, num_envs=request.num_envs, device=request.device,
+                     on_record=save, spectrogram_store=spectrogram_store_root(cfg), split=request.split,
                      config_path=request.config)  # fmt: skip
+    # this split's own, saved by the processes before a resume too: not the process-wide count, which holds
+    # the files an earlier split of this process heard as silence
+    silenced = progress.silenced_files(silenced_rir_files(scenes))
     split.world = split.agent = None  # not held while the next split runs
     records = progress.records(split.episodes)
     meta = {
@@ -277,10 +286,10 @@ def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
         "command": request.command, "code": code_version(), **trained_versions(split.checkpoint),
     }  # fmt: skip
     if split.identity["scene_source"] == "soundspaces":  # results heard with silence where RIRs were bad say so
-        from asgf_nav.scenes.soundspaces import silence_fallback_summary
-
         meta["rir_on_missing"] = cfg.scenes.rir_on_missing
-        meta["rirs_replaced_by_silence"] = silence_fallback_summary()  # distinct files, this process
+        meta["rirs_replaced_by_silence"] = {label: len(files) for label, files in sorted(silenced.items())}
+        if progress.silence_unrecorded and cfg.scenes.rir_on_missing == "silence":  # a lower bound: say so
+            meta["rirs_replaced_by_silence_partial"] = True
     summary = write_evaluation(split.out, records, meta)
     print(summary_markdown(summary))
     return split.out

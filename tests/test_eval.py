@@ -134,7 +134,7 @@ def test_t_interval_on_known_values():
 
 def test_degenerate_and_bad_inputs():
     one = mean_confidence_interval([0.4])
-    assert one.low == one.high == one.mean == pytest.approx(0.4)
+    assert one.mean == pytest.approx(0.4) and one.low is one.high is one.std is one.half_width is None
     constant = mean_confidence_interval([1.0] * 10)
     assert constant.half_width == 0.0
     with pytest.raises(ValueError, match="zero episodes"):
@@ -313,7 +313,10 @@ def test_evaluate_script_oracle_is_perfect_on_tiny_scene(tiny_root, tmp_path):
         for metric in ("success", "spl", "sna", "softspl"):
             assert summary["metrics"][metric]["mean"] == 1.0
         assert summary["metrics"]["distance_to_goal"]["mean"] == 0.0
-        assert "| all | 16 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |" in (out / "summary.md").read_text()
+        low = 100 * wilson_interval(16, 16)[0]  # SR: every episode succeeds, and the interval still says 16 is few
+        assert (
+            f"| all | 16 | 100.0 [{low:.1f}, 100.0] | 100.0 ± 0.0 | 100.0 ± 0.0 |" in (out / "summary.md").read_text()
+        )
         records = read_jsonl(out / "episodes.jsonl")
         assert len(records) == 16 and all(r.actions[-1] == 0 for r in records)
     heard = read_jsonl(tmp_path / "oracle_tiny_heard_test" / "episodes.jsonl")
@@ -923,7 +926,8 @@ def test_comparison_table_puts_each_metric_in_its_column():
 
 
 def test_summary_markdown_rows_per_scene_and_wilson_interval():
-    """Each scene's row shows that scene's metrics; the Wilson interval prints its low and high ends."""
+    """Each scene's row shows that scene's metrics; SR shows its Wilson interval's low and high ends in every
+    row: the overall row's as stored, a scene's computed from its mean and count (10 of 10: [72.2, 100.0])."""
     from asgf_nav.eval.report import summary_markdown
 
     scene_values = {**_VALUES, "success": 1.0, "spl": 0.9}
@@ -932,9 +936,13 @@ def test_summary_markdown_rows_per_scene_and_wilson_interval():
     )
     summary["metrics"]["success"].update(wilson_low=0.2, wilson_high=0.8)
     text = summary_markdown(summary)
-    assert "| all | 10 | 50.0 ± 0.0 | 25.0 ± 0.0 | 12.5 ± 0.0 | 75.0 ± 0.0 | 1.50 ± 0.00 | 30.00 ± 0.00 |" in text
-    assert "| room_0 | 10 | 100.0 ± 0.0 | 90.0 ± 0.0 | 12.5 ± 0.0 | 75.0 ± 0.0 | 1.50 ± 0.00 | 30.00 ± 0.00 |" in text
-    assert "SR Wilson interval: [20.0, 80.0] %." in text
+    assert (
+        "| all | 10 | 50.0 [20.0, 80.0] | 25.0 ± 0.0 | 12.5 ± 0.0 | 75.0 ± 0.0 | 1.50 ± 0.00 | 30.00 ± 0.00 |" in text
+    )
+    low = 100 * wilson_interval(10, 10)[0]
+    assert f"| room_0 | 10 | 100.0 [{low:.1f}, 100.0] | 90.0 ± 0.0 | 12.5 ± 0.0 | 75.0 ± 0.0 |" in text
+    assert "Mean ± half-width of the 95% confidence interval (Student t); SR: mean [95% Wilson interval]; rates" in text
+    assert "(n=1)" not in text and "SR Wilson interval" not in text  # no one-episode row; the cell shows it
 
 
 @pytest.fixture
@@ -985,12 +993,14 @@ def test_summarize_gives_each_scene_the_metrics_of_its_own_episodes():
     a, b = summary["per_scene"]["room_a"], summary["per_scene"]["room_b"]
     assert a["success"]["count"] == 2 and a["success"]["mean"] == 1.0 and a["spl"]["mean"] == pytest.approx(0.75)
     assert b["success"]["count"] == 1 and b["success"]["mean"] == 0.0 and b["spl"]["mean"] == 0.0
-    rows = [line for line in summary_markdown(summary).splitlines() if line.startswith("| ") and "SR" not in line]
-    assert [row.split(" | ")[:3] for row in rows] == [
-        ["| all", "3", "66.7 ± 143.4"],  # SR: t(0.975, 2) * std(1, 1, 0) / sqrt(3) = 4.3027 * 0.5774 / 1.7321
-        ["| room_a", "2", "100.0 ± 0.0"],  # each scene's row counts its own episodes
-        ["| room_b", "1", "0.0 ± 0.0"],
+    text = summary_markdown(summary)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "SR" not in line]
+    assert [row.split(" | ")[:4] for row in rows] == [
+        ["| all", "3", "66.7 [20.8, 93.9]", "50.0 ± 124.2"],  # SR: Wilson, 2 of 3, not t's "66.7 ± 143.4"
+        ["| room_a", "2", "100.0 [34.2, 100.0]", "75.0 ± 317.7"],  # each scene's row counts its own episodes
+        ["| room_b", "1", "0.0 (n=1)", "0.0 (n=1)"],  # one episode: no interval, not "0.0 ± 0.0"
     ]
+    assert "a row of one episode shows its values with (n=1), as no interval exists; rates in %." in text
 
 
 def test_a_summary_says_how_many_rirs_were_heard_as_silence():
@@ -1838,3 +1848,156 @@ def test_a_checkpoint_evaluated_at_other_versions_than_it_trained_at_is_warned_a
         types.SimpleNamespace(checkpoint="ss.pt"), soundspaces, {"acoustics_version": 3, "render_version": 4}
     )
     assert said == []
+
+
+# ------------------------------------------------------------------ intervals over one episode, binary metrics
+def test_a_table_cell_of_one_episode_shows_no_interval_and_its_note_says_so(tmp_path, chart_figures) -> None:
+    """An evaluation of one episode has no interval: its cells read '100.0 (n=1)', not '100.0 ± 0.0', the note
+    says what (n=1) means, its summary.json (null bounds) loads, and its chart bars get no error bar."""
+    from asgf_nav.eval import report
+
+    one = summarize([_record("room", "0", success=1.0, spl=1.0, sna=0.5)])
+    one.update(meta={"agent": "one", "dataset": "replica", "sound_split": "heard", "split": "test"})
+    assert one["metrics"]["spl"]["low"] is None and one["per_scene"]["room"]["sna"]["high"] is None
+    loaded = load_summary(_write_summary(tmp_path / "one", one))
+    table = comparison_table([loaded, _summary("many", "replica", "heard", _VALUES, half=0.01)])
+    assert "| one | 100.0 (n=1) | 100.0 (n=1) | 50.0 (n=1) |" in table
+    assert "| many | 25.0 ± 1.0 | 50.0 ± 1.0 | 12.5 ± 1.0 |" in table
+    assert "confidence interval ((n=1): one episode, no interval);" in table
+    assert "(n=1)" not in comparison_table([_summary("many", "replica", "heard", _VALUES, half=0.01)])
+    report.comparison_chart([loaded], tmp_path / "c.png")
+    (errors,) = chart_figures[0].axes[0].collections
+    assert [len(line) for line in errors.get_segments()] == [0, 0, 0]  # no error line, where a zero-width one was
+
+
+def test_a_null_interval_over_more_episodes_is_a_damaged_summary(tmp_path) -> None:
+    """Null bounds belong to one episode only; a summary holding them over ten is refused naming the metric."""
+    damaged = _summary("a", "tiny", "heard", _VALUES)
+    damaged["metrics"]["sna"].update(low=None, high=None, std=None)
+    directory = _write_summary(tmp_path / "damaged", damaged)
+    with pytest.raises(EvaluationFileError, match=r"metrics\.sna is missing or damaged \(ValueError: low, high"):
+        load_summary(directory)
+
+
+# ------------------------------------------------------------------ RIR files heard as silence, per split
+def test_the_silence_line_says_at_least_where_a_resume_could_not_count_all() -> None:
+    """A resumed progress file of an earlier release saved no silenced files: the count is a lower bound, said."""
+    from asgf_nav.eval.report import summary_markdown
+
+    summary = summarize([_record("office_9", "0", success=1.0)])
+    summary["meta"] = {"rir_on_missing": "silence", "rirs_replaced_by_silence": {"replica/a": 2},
+                       "rirs_replaced_by_silence_partial": True}  # fmt: skip
+    text = summary_markdown(summary)
+    assert "**at least 2 binaural RIR files were missing or unreadable and heard as silence** (scenes." in text
+    assert "did not record the files they heard as silence, so more may have been): replica/a: 2." in text
+    summary["meta"]["rirs_replaced_by_silence"] = {}
+    assert "**at least 0 binaural RIR files" in summary_markdown(summary)  # none since: still not "none"
+
+
+def test_a_progress_file_saves_the_rir_files_heard_as_silence_for_the_resume(tmp_path) -> None:
+    """Each file heard as silence is saved once, before the record of the episode that ended after it; a
+    resume reads them back and adds its own; an earlier release's file (no mark in its header) saved none,
+    which the resume knows once it holds episodes."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress
+
+    identity = {"agent": "random", "scene_source": "soundspaces"}
+    progress = EvaluationProgress(tmp_path / "run", identity)
+    progress.add(_record("a", "0"), {"replica/a": {"x.wav"}})
+    progress.add(_record("a", "1"), {"replica/a": {"x.wav", "y.wav"}, "replica/b": set()})
+    lines = [json.loads(line) for line in (tmp_path / "run" / PROGRESS_FILE).read_text().splitlines()]
+    assert lines[0]["records_rirs_replaced_by_silence"] is True
+    assert [line.get("rirs_replaced_by_silence") for line in lines[1:]] == [
+        {"replica/a": ["x.wav"]}, None, {"replica/a": ["y.wav"]}, None,
+    ]  # fmt: skip
+    resumed = EvaluationProgress(tmp_path / "run", identity)
+    assert len(resumed.done) == 2 and not resumed.silence_unrecorded
+    assert resumed.silenced_files({"replica/b": {"z.wav"}}) == {"replica/a": {"x.wav", "y.wav"}, "replica/b": {"z.wav"}}
+
+    header, *records = (tmp_path / "run" / PROGRESS_FILE).read_text().splitlines()
+    earlier = [line for line in records if "rirs_replaced_by_silence" not in line]
+    (tmp_path / "run" / PROGRESS_FILE).write_text(json.dumps({"evaluation": identity}) + "\n" + "\n".join(earlier))
+    old = EvaluationProgress(tmp_path / "run", identity)
+    assert old.silence_unrecorded and old.silenced_files() == {}
+    assert not EvaluationProgress(tmp_path / "new", identity).silence_unrecorded  # nothing done: nothing lost
+
+
+def test_each_sound_splits_summary_counts_the_rir_files_it_heard_as_silence(tiny_root, tmp_path, monkeypatch):
+    """With --sound-split both, one process runs both splits: each summary counts the files its own episodes
+    heard as silence (not the process's running total), and a resumed evaluation counts those the killed
+    process heard too (a new process starts from nothing), or says "at least" after an earlier release's."""
+    import shutil
+    from types import SimpleNamespace
+
+    from asgf_nav.eval.progress import PROGRESS_FILE
+    from asgf_nav.eval.report import summary_markdown
+    from asgf_nav.scenes import soundspaces as ss
+
+    monkeypatch.setattr(ss, "atexit", SimpleNamespace(register=lambda hook: None))
+    monkeypatch.setattr(evaluation, "scene_source", lambda cfg: "soundspaces")  # meta as on SoundSpaces data
+    real_load, real_run = evaluation.load_task_data, evaluation.run_episodes
+    paths = ss.SoundSpacesPaths(tmp_path / "soundspaces", "replica")  # holds no file: every RIR read is silence
+
+    def load(cfg, split, scenes=None):  # each scene's RIRs read (and miss) SoundSpaces files
+        world, episodes = real_load(cfg, split, scenes)
+        for scene in world.scenes.values():
+            nodes = np.arange(scene.num_nodes)
+            scene.rir = ss.SoundSpacesRirs(paths, scene.name, nodes, scene.source_nodes, on_missing="silence").rir
+        return world, episodes
+
+    heard: list[str] = []  # the sound split of every episode saved, in every process
+
+    def run_hearing(receivers, kill_after=None):
+        """run_episodes whose n-th saved episode (counted over all processes) first hears the RIRs of the
+        receivers(split, n)."""
+
+        def run(agent, world, episodes, cfg, **kwargs):
+            (scene,) = world.scenes.values()
+            save = kwargs["on_record"]
+
+            def on_record(record):
+                for receiver in receivers(cfg.task.sound_split, len(heard)):
+                    scene.rir(receiver, 0, 1)  # the agent hears this file, silenced
+                save(record)
+                heard.append(cfg.task.sound_split)
+                if len(heard) == kill_after:  # killed once kill_after episodes were saved
+                    raise KeyboardInterrupt
+
+            return real_run(agent, world, episodes, cfg, **{**kwargs, "on_record": on_record})
+
+        return run
+
+    def silenced(out: Path) -> dict:
+        return json.loads((out / "summary.json").read_text())["meta"]["rirs_replaced_by_silence"]
+
+    label = "replica/tiny_room_test"
+    monkeypatch.setattr(evaluation, "load_task_data", load)
+    both = ("--agent", "oracle", "--episodes", "4", "scenes.rir_on_missing=silence")
+    monkeypatch.setattr(ss, "_SILENCED", {})
+    monkeypatch.setattr(evaluation, "run_episodes", run_hearing(lambda split, n: [0, 1] if split == "heard" else [0]))
+    _evaluate(tiny_root, tmp_path / "both", *both, "--sound-split", "both")
+    assert silenced(tmp_path / "both" / "oracle_tiny_heard_test") == {label: 2}
+    assert silenced(tmp_path / "both" / "oracle_tiny_unheard_test") == {label: 1}  # its own: not heard's too
+
+    heard.clear()  # one split killed after 2 of its 4 episodes, which heard receiver 0; the last 2 hear receiver 1
+    monkeypatch.setattr(ss, "_SILENCED", {})
+    monkeypatch.setattr(evaluation, "run_episodes", run_hearing(lambda split, n: [0] if n < 2 else [1], 2))
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tiny_root, tmp_path / "resumed", *both, "--sound-split", "heard")
+    killed = tmp_path / "resumed" / "oracle_tiny_heard_test"
+    earlier = tmp_path / "earlier" / "oracle_tiny_heard_test"  # the same, as an earlier release saved it
+    shutil.copytree(killed, earlier)
+    header, *lines = (earlier / PROGRESS_FILE).read_text().splitlines()
+    header = json.dumps({"evaluation": json.loads(header)["evaluation"]})
+    (earlier / PROGRESS_FILE).write_text("\n".join([header, *(l for l in lines if "silence" not in l)]) + "\n")
+    monkeypatch.setattr(ss, "_SILENCED", {})  # a new process
+    _evaluate(tiny_root, tmp_path / "resumed", *both, "--sound-split", "heard")
+    assert heard == ["heard"] * 4 and silenced(killed) == {label: 2}  # receiver 0's file, from the killed run
+    assert "rirs_replaced_by_silence_partial" not in json.loads((killed / "summary.json").read_text())["meta"]
+
+    heard[:] = heard[:2]
+    monkeypatch.setattr(ss, "_SILENCED", {})
+    _evaluate(tiny_root, tmp_path / "earlier", *both, "--sound-split", "heard")
+    summary = json.loads((earlier / "summary.json").read_text())
+    assert summary["meta"]["rirs_replaced_by_silence"] == {label: 1}
+    assert summary["meta"]["rirs_replaced_by_silence_partial"] is True
+    assert "**at least 1 binaural RIR files were missing or unreadable" in summary_markdown(summary)

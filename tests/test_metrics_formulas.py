@@ -1,12 +1,20 @@
 """Reward and metric formulas of tasks/metrics.py: one definition for both envs, scalar and array alike."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from env_helpers import reset_env_pair
 
 from asgf_nav.config import TaskConfig
-from asgf_nav.eval.metrics import MetricSummary, mean_confidence_interval, wilson_interval
+from asgf_nav.eval.metrics import (
+    MetricSummary,
+    format_summary,
+    format_wilson,
+    mean_confidence_interval,
+    wilson_interval,
+)
 from asgf_nav.tasks import metrics
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.metrics import METRIC_NAMES, episode_metrics, episode_metrics_array
@@ -178,8 +186,47 @@ def test_an_infinite_metric_value_is_refused(value: float) -> None:
 
 
 def test_a_single_episode_summary_keeps_the_requested_level() -> None:
-    """One episode (a one-episode scene of a 90 % summary) gives a zero-width interval recorded at 90 %."""
-    assert mean_confidence_interval([0.4], level=0.9) == MetricSummary(0.4, 0.4, 0.4, 0.0, 1, 0.9)
+    """One episode (a one-episode scene of a 90 % summary) gives no interval, recorded at 90 %."""
+    assert mean_confidence_interval([0.4], level=0.9) == MetricSummary(0.4, None, None, None, 1, 0.9)
+
+
+def test_one_episode_has_no_interval_in_json_nor_in_its_cell() -> None:
+    """The t interval of one value is undefined: summary.json stores null, not a zero-width interval that
+    claims certainty, reads it back, and the cell says (n=1) instead of '± 0.0'; so does a cell of an earlier
+    release's summary, which stored the mean as both ends."""
+    one = mean_confidence_interval([1.0])
+    data = json.loads(json.dumps(one.to_dict()))
+    assert data["low"] is None and data["high"] is None and data["std"] is None
+    assert MetricSummary.from_dict(data) == one and one.half_width is None and not one.has_interval
+    assert format_summary(one, "success") == "100.0 (n=1)"
+    assert format_summary(mean_confidence_interval([12.0]), "num_actions") == "12.00 (n=1)"
+    earlier = {"mean": 1.0, "low": 1.0, "high": 1.0, "std": 0.0, "count": 1, "level": 0.95}
+    assert format_summary(MetricSummary.from_dict(earlier), "spl") == "100.0 (n=1)"
+    two = mean_confidence_interval([1.0, 1.0])  # an interval exists, of zero width: shown as computed
+    assert format_summary(two, "spl") == "100.0 ± 0.0"
+
+
+@pytest.mark.parametrize("nulls", [("low",), ("low", "high", "std")])
+def test_a_null_interval_is_read_only_over_one_episode(nulls: tuple[str, ...]) -> None:
+    """Null bounds are one episode's; over more, or one bound null alone, the summary is damaged: refused."""
+    data = {"mean": 0.5, "low": 0.25, "high": 0.75, "std": 0.3, "count": 7} | dict.fromkeys(nulls)
+    with pytest.raises(ValueError, match="null together and only over one episode"):
+        MetricSummary.from_dict(data)
+
+
+def test_a_binary_metric_is_shown_with_its_wilson_interval() -> None:
+    """SR where every episode fails is '0.0 [0.0, 43.4]' (Wilson, 5 episodes), not the t interval's
+    '0.0 ± 0.0'; the bounds are those the overall row stores (wilson_interval), or computed from the mean and
+    count alike; one episode is '(n=1)' like the rest of its row."""
+    none = mean_confidence_interval([0.0] * 5)
+    assert format_summary(none, "success") == "0.0 ± 0.0"  # the t interval: no uncertainty shown
+    low, high = wilson_interval(0, 5)
+    assert format_wilson(none, "success") == f"0.0 [0.0, {100 * high:.1f}]" == "0.0 [0.0, 43.4]"
+    three_of_four = mean_confidence_interval([0.0, 1.0, 1.0, 1.0], level=0.9)
+    low, high = wilson_interval(3, 4, level=0.9)
+    assert format_wilson(three_of_four, "success") == f"75.0 [{100 * low:.1f}, {100 * high:.1f}]"
+    assert format_wilson(three_of_four, "success", (0.2, 0.8)) == "75.0 [20.0, 80.0]"  # as stored
+    assert format_wilson(mean_confidence_interval([1.0]), "success") == "100.0 (n=1)"
 
 
 def test_every_metric_the_envs_compute_is_reported_labelled_and_selectable() -> None:

@@ -380,6 +380,29 @@ def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Pa
     ]
 
 
+def test_each_world_keeps_the_rir_files_it_heard_as_silence(tmp_path: Path, ss_dataset: Path, monkeypatch):
+    """Two worlds of one process (the two sound splits of an evaluation) each know the files they replaced,
+    also one the other replaced first, which the process-wide count holds once."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(ss, "_SILENCED", {})
+    monkeypatch.setattr(ss, "atexit", SimpleNamespace(register=lambda hook: None))
+    rirs = ss_dataset / "binaural_rirs" / "replica" / "office_9" / "270"
+    (rirs / "7_5.wav").unlink()
+    (rirs / "8_5.wav").unlink()
+    cfg = make_cfg(tmp_path, ss_dataset, on_missing="silence")
+    first, second = (load_soundspaces_world(cfg, "train") for _ in range(2))
+    first.scene("office_9").rir(6, 4, 1)
+    first.scene("office_9").rir(7, 4, 1)
+    second.scene("office_9").rir(6, 4, 1)
+    assert ss.silenced_rir_files(first.scenes.values()) == {
+        "replica/office_9": {str(rirs / f) for f in ("7_5.wav", "8_5.wav")}
+    }
+    assert ss.silenced_rir_files(second.scenes.values()) == {"replica/office_9": {str(rirs / "7_5.wav")}}
+    assert ss.silence_fallback_summary() == {"replica/office_9": 2}  # the process's: both worlds' files once
+    assert ss.silenced_rir_files([SimpleNamespace(rir=lambda r, s, y: None)]) == {}  # not SoundSpaces RIRs
+
+
 def test_a_missing_azimuth_folder_is_found_when_the_scene_opens(tmp_path: Path, ss_dataset: Path, caplog):
     """A folder moved away was found file by file deep in training (with silence: one warning per RIR)."""
     import shutil

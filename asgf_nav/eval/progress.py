@@ -19,13 +19,20 @@ a resumed evaluation replays the episodes an uninterrupted one would have run; t
 from one stream per run, so its resumed episodes are other draws (reproducible, as valid, not identical), and
 another --num-envs draws otherwise again: it is recorded for that agent, and a finished result is not
 replaced by another draw.
+
+On SoundSpaces data with ``scenes.rir_on_missing=silence``, the RIR files heard as silence so far are saved
+with the episodes (a ``{"rirs_replaced_by_silence": {dataset/scene: [file, ...]}}`` line before the record
+of the episode that ended after them, naming the files not saved before), so that a resumed evaluation's
+summary counts those of the killed process too. A progress file of an earlier release saved none: its
+header lacks ``records_rirs_replaced_by_silence``, and the count of its resume is then a lower bound
+(:attr:`EvaluationProgress.silence_unrecorded`), which the summary says.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,9 @@ from asgf_nav.io import atomic_write_text, exclusive_lock
 from asgf_nav.tasks.episodes import Episode
 
 logger = logging.getLogger(__name__)
+
+SILENCED_KEY = "rirs_replaced_by_silence"  # a progress line of RIR files heard as silence, not an episode
+SILENCE_MARK = "records_rirs_replaced_by_silence"  # in the header: this file saves them (earlier releases did not)
 
 
 class EvaluationProgressError(ValueError):
@@ -92,6 +102,8 @@ class EvaluationProgress:
         self.path = Path(out_dir) / PROGRESS_FILE
         self.identity = json.loads(json.dumps(identity))  # as it reads back from the file
         self.done: dict[tuple[str, str], EpisodeRecord] = {}
+        self.silenced: dict[str, set[str]] = {}  # dataset/scene -> RIR files heard as silence, saved in the file
+        self.silence_unrecorded = False  # episodes of an earlier release's file may have heard more as silence
         self._check_finished(Path(out_dir) / SUMMARY_FILE)
         self._made: tuple[Path, Path | None] | None = None  # the file and new directory it wrote (discard)
         if self.path.exists():
@@ -159,7 +171,8 @@ class EvaluationProgress:
     def _read(self) -> None:
         lines = self.path.read_text().splitlines()
         try:
-            stored = json.loads(lines[0])["evaluation"]
+            header = json.loads(lines[0])
+            stored = header["evaluation"]
         except (IndexError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise EvaluationProgressError(
                 f"{self.path} is not an evaluation progress file ({exc}); delete it to start over"
@@ -182,9 +195,14 @@ class EvaluationProgress:
             except json.JSONDecodeError as exc:
                 if number == len(lines):  # the run was killed while writing its last line: drop it
                     logger.warning("%s: dropping its unfinished last line", self.path)
-                    atomic_write_text(self.path, self._header() + "".join(l + "\n" for l in lines[1:-1]))
+                    # unmarked if it was: an earlier release's file must not look as if it saved silenced files
+                    lines_kept = "".join(l + "\n" for l in lines[1:-1])
+                    atomic_write_text(self.path, self._header(bool(header.get(SILENCE_MARK))) + lines_kept)
                     break
                 raise EvaluationProgressError(f"{self.path} line {number} is not an episode record: {exc}") from exc
+            if isinstance(data, dict) and set(data) == {SILENCED_KEY}:
+                self._read_silenced(data[SILENCED_KEY], number)
+                continue
             # checked before any episode runs: a damaged record would otherwise end the resumed run, after
             # the rest of the episodes, without a summary (or pass its wrong values into episodes.jsonl)
             problem = record_problem(data)
@@ -195,19 +213,47 @@ class EvaluationProgress:
                 )
             record = EpisodeRecord.from_json(data)
             self.done[episode_key(record)] = record
+        self.silence_unrecorded = bool(self.done) and not header.get(SILENCE_MARK)
         logger.info("resuming the evaluation: %d episodes already done in %s", len(self.done), self.path)
 
-    def _header(self) -> str:
-        return json.dumps({"evaluation": self.identity}) + "\n"
+    def _read_silenced(self, files: Any, number: int) -> None:
+        """Keep the RIR files a ``{SILENCED_KEY: {dataset/scene: [file, ...]}}`` line (``number``) names."""
+        if not isinstance(files, dict) or not all(
+            isinstance(label, str) and isinstance(paths, list) and all(isinstance(p, str) for p in paths)
+            for label, paths in files.items()
+        ):
+            raise EvaluationProgressError(
+                f"{self.path} line {number} is not a list of RIR files heard as silence per dataset/scene; "
+                "delete that line, or the file to start over"
+            )
+        for label, paths in files.items():
+            self.silenced.setdefault(label, set()).update(paths)
+
+    def _header(self, saves_silenced: bool = True) -> str:
+        return json.dumps({"evaluation": self.identity, **({SILENCE_MARK: True} if saves_silenced else {})}) + "\n"
 
     def remaining(self, episodes: Sequence[Any]) -> list[Any]:
         return [ep for ep in episodes if episode_key(ep) not in self.done]
 
-    def add(self, record: EpisodeRecord) -> None:
-        """Keep ``record`` and append it to the file at once (one whole line per episode)."""
+    def add(self, record: EpisodeRecord, silenced: Mapping[str, Collection[str]] | None = None) -> None:
+        """Keep ``record`` and append it to the file at once (one whole line per episode), after a line of the
+        RIR files heard as silence (``silenced``: per dataset/scene, this process's so far) not saved before."""
         self.done[episode_key(record)] = record
+        new = {label: sorted(set(paths) - self.silenced.get(label, set())) for label, paths in (silenced or {}).items()}
+        new = {label: paths for label, paths in new.items() if paths}
+        for label, paths in new.items():
+            self.silenced.setdefault(label, set()).update(paths)
+        lines = ([json.dumps({SILENCED_KEY: new}) + "\n"] if new else []) + [json.dumps(record.to_json()) + "\n"]
         with open(self.path, "a") as f:
-            f.write(json.dumps(record.to_json()) + "\n")
+            f.write("".join(lines))
+
+    def silenced_files(self, current: Mapping[str, Collection[str]] | None = None) -> dict[str, set[str]]:
+        """The RIR files heard as silence while this evaluation's episodes ran, per dataset/scene: those saved in
+        the file (by earlier processes too) and ``current`` (this process's, saved or not)."""
+        files = {label: set(paths) for label, paths in self.silenced.items()}
+        for label, paths in (current or {}).items():
+            files.setdefault(label, set()).update(paths)
+        return {label: paths for label, paths in files.items() if paths}
 
     def records(self, episodes: Sequence[Any]) -> list[EpisodeRecord]:
         """The records of ``episodes``, in their order; every one must be done."""

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from asgf_nav.eval.evaluator import ARCHITECTURE_KEYS, EpisodeRecord, EvaluationFileError, summarize, write_jsonl
-from asgf_nav.eval.metrics import METRIC_LABELS, REPORTED_METRICS, MetricSummary, format_summary
+from asgf_nav.eval.metrics import (
+    BINARY_METRICS,
+    METRIC_LABELS,
+    ONE_EPISODE_NOTE,
+    REPORTED_METRICS,
+    MetricSummary,
+    format_summary,
+    format_wilson,
+)
 from asgf_nav.io import atomic_savefig, atomic_write_text, lock_held
 from asgf_nav.rl.checkpoint import RESPONSE_VERSION_KEYS
 
@@ -64,36 +72,65 @@ class _Unrecorded:
 UNRECORDED = _Unrecorded()
 
 
+def summary_cell(metrics: dict[str, Any], metric: str) -> str:
+    """One metric of a summary row: mean ± Student-t half-width, a binary metric (SR) its mean and Wilson
+    interval (which a scene's row computes from its mean and count as the overall row stores it), and over
+    one episode the value and "(n=1)"."""
+    summary = MetricSummary.from_dict(metrics[metric])
+    if metric in BINARY_METRICS:
+        stored = metrics[metric]
+        bounds = (stored["wilson_low"], stored["wilson_high"]) if "wilson_low" in stored else None
+        return format_wilson(summary, metric, bounds)
+    return format_summary(summary, metric)
+
+
+def silence_note(meta: dict[str, Any]) -> str | None:
+    """The bold line of a SoundSpaces evaluation whose RIR files were heard as silence (None if none were),
+    "at least" where episodes resumed from an earlier release's progress file did not record theirs."""
+    silenced = meta.get("rirs_replaced_by_silence") or {}
+    partial = bool(meta.get("rirs_replaced_by_silence_partial"))
+    if not silenced and not partial:
+        return None
+    detail = ", ".join(f"{scene}: {n}" for scene, n in sorted(silenced.items())) or "none since the resume"
+    unrecorded = (
+        "; the episodes resumed from a progress file of an earlier release did not record the files they heard "
+        "as silence, so more may have been"
+        if partial
+        else ""
+    )
+    count = f"at least {sum(silenced.values())}" if partial else str(sum(silenced.values()))
+    return (
+        f"**{count} binaural RIR files were missing or unreadable and heard as silence** "
+        f"(scenes.rir_on_missing=silence{unrecorded}): {detail}."
+    )
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """One evaluation as Markdown: an overall row and one row per scene, mean ± CI half-width at the
-    summary's confidence level."""
+    summary's confidence level (SR: mean and Wilson interval; one episode: no interval)."""
     meta = summary.get("meta", {})
     title = " / ".join(str(meta[k]) for k in ("agent", "dataset", "sound_split", "split") if k in meta)
     header = "| scope | episodes | " + " | ".join(METRIC_LABELS[m] for m in REPORTED_METRICS) + " |"
+    rows = [("all", summary["metrics"]), *summary.get("per_scene", {}).items()]
+    binary = " / ".join(METRIC_LABELS[m] for m in REPORTED_METRICS if m in BINARY_METRICS)
+    level = f"{_level(summary):.0%}"
+    note = f"Mean ± half-width of the {level} confidence interval (Student t); {binary}: mean [{level} Wilson interval]"
+    if any(int(metrics["success"]["count"]) == 1 for _, metrics in rows):
+        note += f"; a row of one episode shows its values with {ONE_EPISODE_NOTE}, as no interval exists"
     lines = [
         f"## {title or 'evaluation'}",
         "",
-        f"Mean ± half-width of the {_level(summary):.0%} confidence interval (Student t); rates in %.",
+        f"{note}; rates in %.",
         "",
         header,
         "|" + "---|" * (len(REPORTED_METRICS) + 2),
     ]
-
-    def row(scope: str, metrics: dict[str, Any]) -> str:
-        cells = [format_summary(MetricSummary.from_dict(metrics[m]), m) for m in REPORTED_METRICS]
-        return f"| {scope} | {int(metrics['success']['count'])} | " + " | ".join(cells) + " |"
-
-    lines.append(row("all", summary["metrics"]))
-    for scene, metrics in summary.get("per_scene", {}).items():
-        lines.append(row(scene, metrics))
-    sr = summary["metrics"]["success"]
-    if "wilson_low" in sr:
-        lines += ["", f"SR Wilson interval: [{100 * sr['wilson_low']:.1f}, {100 * sr['wilson_high']:.1f}] %."]
-    silenced = meta.get("rirs_replaced_by_silence") or {}
+    for scope, metrics in rows:
+        cells = [summary_cell(metrics, m) for m in REPORTED_METRICS]
+        lines.append(f"| {scope} | {int(metrics['success']['count'])} | " + " | ".join(cells) + " |")
+    silenced = silence_note(meta)
     if silenced:
-        detail = ", ".join(f"{scene}: {n}" for scene, n in sorted(silenced.items()))
-        lines += ["", f"**{sum(silenced.values())} binaural RIR files were missing or unreadable and heard as "
-                      f"silence** (scenes.rir_on_missing=silence): {detail}."]  # fmt: skip
+        lines += ["", silenced]
     if meta.get("command"):
         lines += ["", f"Command: `{meta['command']}`"]
     return "\n".join(lines) + "\n"
@@ -136,7 +173,8 @@ def load_summary(path: str | Path, meta_keys: Sequence[str] = TABLE_META) -> dic
             raise EvaluationFileError(
                 f"{file}: metrics.{metric} is missing or damaged ({type(exc).__name__}: {exc}); evaluate again"
             ) from None
-        if not all(math.isfinite(v) for v in (summary.mean, summary.low, summary.high)):  # would print "nan ± 0.0"
+        values = [v for v in (summary.mean, summary.low, summary.high) if v is not None]  # None: one episode
+        if not all(math.isfinite(v) for v in values):  # would print "nan ± 0.0"
             raise EvaluationFileError(
                 f"{file}: metrics.{metric} is not finite (mean {summary.mean}, interval [{summary.low}, "
                 f"{summary.high}]); evaluate again"
@@ -433,6 +471,8 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
     counts = sorted({int(s["episodes"]) for s in summaries})
     levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
     shown = f"mean ± half-width of the {levels} confidence interval" if with_ci else "mean"
+    if with_ci and any(int(s["metrics"][m]["count"]) == 1 for s in summaries for m in TABLE_METRICS):
+        shown += f" ({ONE_EPISODE_NOTE}: one episode, no interval)"
     versions = acoustics_note(_check_same_acoustics(list(cells.values())))
     note = f"SPL / SR / SNA in %, {shown}{versions}; episodes per evaluation: {', '.join(map(str, counts))}."
     return "\n".join(lines) + "\n\n" + note + "\n"
@@ -459,7 +499,11 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path, with
                 continue
             ms = [MetricSummary.from_dict(s["metrics"][m]) for m in TABLE_METRICS]
             means = np.array([100 * m.mean for m in ms])
-            low, high = (np.clip([100 * getattr(m, end) for m in ms], 0, 100) for end in ("low", "high"))
+            # one episode has no interval: its bar gets no error bar (NaN draws none), not a zero-width one
+            low, high = (
+                np.clip([100 * getattr(m, end) if m.has_interval else np.nan for m in ms], 0, 100)
+                for end in ("low", "high")
+            )
             ax.bar(
                 x + (j - (len(agents) - 1) / 2) * width,
                 means,

@@ -15,6 +15,9 @@ Matterport3D) are never converted: :class:`SoundSpacesRirs` reads each wav file 
 bounded LRU cache. Unlike SoundSpaces, a missing, empty or unreadable RIR
 is an error naming the file; ``on_missing="silence"`` substitutes one second of silence instead, with a
 warning, and the substitutions are counted and summarised at exit (:func:`silence_fallback_summary`).
+Each :class:`SoundSpacesRirs` also keeps the files it replaced (``silenced``, read through
+:func:`silenced_rir_files`), so that an evaluation counts those of its own world: the process-wide count
+of the exit summary mixes the sound splits one process evaluates in turn.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import atexit
 import logging
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -407,8 +411,21 @@ _SILENCED: dict[str, set[str]] = {}  # dataset/scene -> the RIR files replaced b
 
 def silence_fallback_summary() -> dict[str, int]:
     """How many distinct RIR files were replaced by silence so far in this process, per ``dataset/scene``
-    (one read again after the cache dropped it counts once)."""
+    (one read again after the cache dropped it counts once): every world's of the process, for the exit log;
+    an evaluation counts its own world's (:func:`silenced_rir_files`)."""
     return {label: len(paths) for label, paths in _SILENCED.items()}
+
+
+def silenced_rir_files(scenes: Iterable[Any]) -> dict[str, set[str]]:
+    """The RIR files the SoundSpaces RIRs of ``scenes`` (task scenes, whose ``rir`` is a bound
+    :meth:`SoundSpacesRirs.rir`) replaced by silence, per ``dataset/scene``: those of one world only, where
+    the process-wide :func:`silence_fallback_summary` counts a file once whichever world read it."""
+    found: dict[str, set[str]] = {}
+    for scene in scenes:
+        owner = getattr(getattr(scene, "rir", None), "__self__", None)
+        if isinstance(owner, SoundSpacesRirs) and owner.silenced:
+            found.setdefault(owner.label, set()).update(owner.silenced)
+    return found
 
 
 def _log_silence_summary() -> None:
@@ -450,6 +467,12 @@ class SoundSpacesRirs:
         self._cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
         self._cached_bytes = 0
         self.reads = 0
+        self.silenced: set[str] = set()  # the files this object replaced by silence (:func:`silenced_rir_files`)
+
+    @property
+    def label(self) -> str:
+        """``dataset/scene``, as the silenced files are counted under."""
+        return f"{self.paths.dataset}/{self.scene}"
 
     def path(self, receiver: int, source: int, yaw_index: int) -> Path:
         return self.paths.rir_file(self.scene, int(self.node_ids[receiver]), int(self.node_ids[source]), yaw_index)
@@ -466,13 +489,13 @@ class SoundSpacesRirs:
         except SoundSpacesDataError as exc:
             if self.on_missing == "error":
                 raise
-            label = f"{self.paths.dataset}/{self.scene}"
             if not _SILENCED:
                 atexit.register(_log_silence_summary)
-            replaced = _SILENCED.setdefault(label, set())
+            replaced = _SILENCED.setdefault(self.label, set())
             if str(path) not in replaced:  # warned once: a file the cache dropped is read again
                 replaced.add(str(path))
                 logger.warning("%s; using silence instead", exc)
+            self.silenced.add(str(path))
             rir = np.zeros((self.sample_rate, 2), dtype=np.float32)
         self.reads += 1
         rir.setflags(write=False)
