@@ -416,7 +416,9 @@ def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool,
     cfg.scenes.source = scene_source(cfg)
     if resume:  # a config the checkpoint was not trained with stops the run before any scene is baked
         check_resumed_config(cfg, run_dir, is_main)
-    if is_main and not resume:  # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train)
+    # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train); one that has none yet
+    # (--resume of a new run) gets it now, as the command that bakes a stale spectrogram store file names it
+    if is_main and (not resume or not (run_dir / "config.yaml").is_file()):
         save_config(cfg, run_dir / "config.yaml")  # the resolved config beside the outputs
     pool = scene_pool(cfg, run_dir)
     try:  # however the run ends, its background build ends with it

@@ -818,3 +818,4 @@ def test_an_audio_model_of_another_acoustics_version_is_warned_about(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="baselines.audio_model"):
         load_model(tmp_path / "oldest.pt", heard_versions=now)
     assert "was written by an earlier release that did not record the acoustics and render versions" in caplog.text
+    assert caplog.text.rstrip().endswith("may differ from a model trained again with scripts/train_baselines.py")

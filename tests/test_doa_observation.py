@@ -550,3 +550,28 @@ def test_silent_windows_are_left_out_of_the_average_and_faint_ones_are_not(tmp_p
     faint = (posterior(halves[0][1], 1) + posterior(halves[1][1], 1)) / 2
     assert torch.allclose(got[1], faint, atol=1e-6)
     assert float(got.sum(dim=1).sub(1.0).abs().max()) < 1e-5
+
+
+def test_an_env_whose_sounds_the_head_cannot_be_prompted_for_is_refused_as_it_is_built(tmp_path):
+    """The head's prompts are clips of the packaged sound bank; SoundSpaces' unheard sounds are not in it. An
+    env playing one stops as it is built, naming the sound and the switch, not at its first observation."""
+    import dataclasses
+
+    from asgf_nav.config import ConfigError, TaskConfig
+    from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.synthetic import synthetic_world
+
+    ckpt = tmp_path / "head.pt"
+    tiny_head_checkpoint(ckpt)
+    world = synthetic_world(sample_rate=SR)
+    episodes = generate_split(world, "train", "heard", ["telephone"], TaskConfig(train_episodes_per_scene=2))
+    cfg = TaskConfig(max_steps=12, sensors=["doa_sounds"])
+    head = register_doa_observation(ckpt, name="doa_sounds", cache_size=0)
+    BatchedAudioNavEnv(world, episodes, 2, cfg=cfg, seed=0)  # the bank's sounds are served
+    soundspaces = [dataclasses.replace(ep, sound="dog") for ep in episodes]  # a SoundSpaces name
+    with pytest.raises(ConfigError, match=r"task\.use_doa: .* 1 of the episodes' 1 sounds: 'dog' \(unknown sound"):
+        BatchedAudioNavEnv(world, soundspaces, 2, cfg=cfg, seed=0)
+    with pytest.raises(ConfigError, match="set task.use_doa=false"):
+        head.check_sounds(["telephone", "dog"])

@@ -1816,7 +1816,8 @@ def test_a_checkpoint_evaluated_at_other_versions_than_it_trained_at_is_warned_a
     assert said == [
         f"checkpoint {path} was written by an earlier release that did not record the acoustics and render versions "
         f"it was trained on; it is evaluated on responses of acoustics version {ACOUSTICS_VERSION}, render version "
-        f"{RENDER_VERSION}, which may not be those it learnt from"
+        f"{RENDER_VERSION}, which may not be those it learnt from: its figures may differ from those it gave then, "
+        "and from a policy trained on these responses"
     ]
     state = torch.load(path, weights_only=False)
     state.update(acoustics_version=ACOUSTICS_VERSION, render_version=RENDER_VERSION)

@@ -2,6 +2,7 @@
 background scene baking."""
 
 import collections
+import contextlib
 import logging
 import os
 import re
@@ -972,3 +973,31 @@ def test_a_resume_after_a_version_change_is_refused_before_any_scene_is_baked(tm
         f"{versions['acoustics_version']}, render version {versions['render_version']}) are those; a run trained "
         "before an acoustics or render version change goes on with other sound"
     ]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_the_runs_config_is_written_before_its_envs_are_built(monkeypatch, tmp_path, resume) -> None:
+    """The envs' spectrogram store names RUN/config.yaml in its re-bake command, and the trainer resets them
+    as it is built: a --resume of a run with no checkpoint (nor config.yaml) yet must write it first too."""
+    from asgf_nav import experiment
+    from asgf_nav.config import load_config
+    from asgf_nav.rl import trainer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def built(*args, run_dir, **kwargs):
+        seen.append((Path(run_dir) / "config.yaml").is_file())
+        raise Stop
+
+    monkeypatch.setattr(trainer, "Trainer", built)
+    monkeypatch.setattr(experiment, "scene_pool", lambda cfg, run_dir: None)
+    monkeypatch.setattr(experiment, "prepare_scenes", lambda cfg, pool, is_main: None)
+    cfg = load_config("tiny_heard", [f"train.run_dir={run}", f"scenes.data_root={tmp_path / 'data'}"])
+    with contextlib.suppress(Stop), experiment.logging_scope():
+        experiment.train_in_claimed_run_dir(cfg, run, resume=resume, is_main=True)
+    assert seen == [True]

@@ -306,9 +306,10 @@ def warn_if_trained_at_other_versions(
     if changes is None:
         log.warning(
             "%s was written by an earlier release that did not record the acoustics and render versions it was "
-            "trained on; it is evaluated on responses of %s, which may not be those it learnt from",
+            "trained on; it is evaluated on responses of %s, which may not be those it learnt from: %s",
             subject,
             describe_versions(heard),
+            consequence,
         )
     elif changes:
         log.warning(

@@ -36,7 +36,12 @@ from asgf_nav.tasks.audionav_env import (
 )
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, episodes_fingerprint
 from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
-from asgf_nav.tasks.observations import BatchObservationState, check_provided, get_observation
+from asgf_nav.tasks.observations import (
+    BatchObservationState,
+    check_provided,
+    check_sounds_served,
+    get_observation,
+)
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, default_batch
 from asgf_nav.tasks.spectrogram_cache import SpectrogramCache
 from asgf_nav.tasks.spectrogram_store import SpectrogramStore
@@ -127,6 +132,7 @@ class BatchedAudioNavEnv:
                 self.views[name] = torch.from_numpy(flat).to(self.device)
                 logger.info("preloaded %s views: %.1f MB on %s", name, flat.nbytes / 2**20, self.device)
         self.sound_names = sorted({e.sound for e in self.episodes})
+        check_sounds_served(self.sensors, self.sound_names)
         self.sound_index = {n: i for i, n in enumerate(self.sound_names)}
         self.sound_table = torch.from_numpy(np.stack([self.world.sound(n) for n in self.sound_names])).to(self.device)
 

@@ -76,6 +76,9 @@ class ObservationProvider:
     space: Callable[[TaskWorld], gym.spaces.Box]
     compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None
     needs_spectrogram: bool = False  # the envs compute it for the provider even when it is not a sensor
+    # check_sounds(names): raise (naming them) for sounds the provider cannot serve; an env calls it with its
+    # episodes' sounds as it is built, so that a run stops before its first step rather than at it
+    check_sounds: Callable[[Sequence[str]], None] | None = None
 
 
 _REGISTRY: dict[str, ObservationProvider] = {}
@@ -91,10 +94,12 @@ def register_observation(
     compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None,
     overwrite: bool = False,
     needs_spectrogram: bool = False,
+    check_sounds: Callable[[Sequence[str]], None] | None = None,
 ) -> ObservationProvider:
     """Make ``name`` available as an observation; ``space(world)`` gives its per-env Box. With
     ``needs_spectrogram`` the state it is given holds the spectrogram; otherwise only when the env computes it
-    anyway (a sensor, or another provider's input), else None."""
+    anyway (a sensor, or another provider's input), else None. ``check_sounds(names)``, when given, is called
+    as an env is built with its episodes' sounds, and raises for those the provider cannot serve."""
     if name in BUILTIN_SENSORS:
         raise ValueError(f"observation name {name!r} is a built-in sensor")
     if name in RESERVED_OBSERVATIONS and not any(compute is f for f in _PACKAGED):  # by identity: any callable
@@ -105,7 +110,7 @@ def register_observation(
         )
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"observation {name!r} is already registered (pass overwrite=True to replace it)")
-    provider = ObservationProvider(name, compute, space, compute_batch, needs_spectrogram)
+    provider = ObservationProvider(name, compute, space, compute_batch, needs_spectrogram, check_sounds)
     _REGISTRY[name] = provider
     return provider
 
@@ -116,12 +121,13 @@ def register_packaged_doa(
     space: Callable[[TaskWorld], gym.spaces.Box],
     compute_batch: Callable[[BatchObservationState], torch.Tensor] | None = None,
     overwrite: bool = True,
+    check_sounds: Callable[[Sequence[str]], None] | None = None,
 ) -> ObservationProvider:
     """:func:`register_observation` for the packaged DoA head
     (:func:`asgf_nav.models.doa.observation.register_doa_observation`), the one provider allowed a name in
     ``RESERVED_OBSERVATIONS``; not for plugins."""
     _PACKAGED.add(compute)
-    return register_observation(name, compute, space, compute_batch, overwrite=overwrite)
+    return register_observation(name, compute, space, compute_batch, overwrite=overwrite, check_sounds=check_sounds)
 
 
 @contextmanager
@@ -161,6 +167,13 @@ def check_provided(name: str, value: Any, expected: tuple[int, ...]) -> Any:
             f"{tuple(expected)}"
         )
     return value
+
+
+def check_sounds_served(sensors: Sequence[str], sounds: Sequence[str]) -> None:
+    """Ask each registered provider among ``sensors`` whether it can serve these sounds (it raises if not)."""
+    for name in sensors:
+        if name not in BUILTIN_SENSORS and (check := get_observation(name).check_sounds) is not None:
+            check(sounds)
 
 
 def spectrogram_needed(sensors: Sequence[str]) -> bool:

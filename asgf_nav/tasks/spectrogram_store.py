@@ -219,8 +219,9 @@ def rebake_command(
     if isinstance(owner, rendered_rirs.SceneRirs):
         directory = Path(owner.store.directory)  # DATA_ROOT/scenes/DATASET/SCENE
         words += ["--dataset", shlex.quote(scene.dataset), "--data-root", shlex.quote(str(directory.parents[2]))]
-        if owner.travel_time:  # the world heard responses with their travel time: so must the bake
-            words.append("task.keep_travel_time=true")
+        # as the world hears the responses, with their travel time or without: a run's config may say otherwise
+        # (an evaluation takes the checkpoint's), and a bake that differs would be stale again
+        words.append(f"task.keep_travel_time={'true' if owner.travel_time else 'false'}")
     elif isinstance(owner, SoundSpacesRirs):
         words += ["--dataset", shlex.quote(scene.dataset), "scenes.source=soundspaces"]
         words.append(shlex.quote(f"scenes.soundspaces_root={owner.paths.root}"))

@@ -22,7 +22,7 @@ import logging
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,25 @@ class DoaObservation:
         if other is None and sound not in self._bank.names("train"):
             raise ValueError(f"sound {sound!r}: its category has no other instance to prompt the DoA head")
         return other
+
+    def check_sounds(self, sounds: Sequence[str]) -> None:
+        """Raise ConfigError naming the sounds the head cannot be prompted for: it takes its prompts from the
+        packaged sound bank, whose names SoundSpaces' unheard sounds do not share."""
+        from asgf_nav.config import ConfigError
+
+        unserved = []
+        for sound in sounds:
+            try:
+                self.prompt_for(sound)
+            except ValueError as exc:  # SoundBankError too
+                unserved.append(f"{sound!r} ({exc})")
+        if unserved:
+            raise ConfigError(
+                f"task.use_doa: the DoA head cannot be prompted for {len(unserved)} of the episodes' {len(sounds)} "
+                f"sounds: {'; '.join(unserved[:3])}{'; ...' if len(unserved) > 3 else ''}. Its prompts are clips of "
+                "the packaged sound bank, which SoundSpaces' unheard sounds are not part of; set task.use_doa=false, "
+                "or play sounds of the bank (the embedded scenes, or task.sound_split=heard)"
+            )
 
     def prompt_for(self, sound: str) -> torch.Tensor | None:
         """The prompt of sound ``sound``: its reference clip's loudest window (the category index for
@@ -289,7 +308,8 @@ def register_doa_observation(
     def space(world) -> gym.spaces.Box:
         return gym.spaces.Box(low=0.0, high=1.0, shape=(head.num_bins,), dtype=np.float32)
 
-    register_packaged_doa(name, compute, space, compute_batch, overwrite=overwrite)  # the reserved "doa" too
+    # the reserved "doa" too
+    register_packaged_doa(name, compute, space, compute_batch, overwrite=overwrite, check_sounds=head.check_sounds)
     logger.info(
         "registered observation %r from DoA head %s (%d bins, cache of %d)", name, checkpoint, head.num_bins, cache_size
     )
