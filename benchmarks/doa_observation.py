@@ -130,7 +130,7 @@ def env_for(
 def time_observations(env: BatchedAudioNavEnv, head: DoaObservation, rounds: int) -> tuple[float, float]:
     """Median ms per state of an observation whose states are new to both caches, (audio reused, audio
     rendered again by the head), the two timed in turns on the same states."""
-    sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(env.device)) if env.device.type == "cuda" else (lambda: None)
     rng = np.random.default_rng(0)
     env.reset()
     samples: tuple[list[float], list[float]] = ([], [])

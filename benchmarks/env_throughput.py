@@ -139,7 +139,7 @@ def batched_env(
 
 def timed_step(env: BatchedAudioNavEnv, actions: np.ndarray) -> float:
     """Seconds of one ``env.step``, the device synchronised on both sides."""
-    sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(env.device)) if env.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     env.step(actions)

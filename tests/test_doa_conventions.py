@@ -96,6 +96,11 @@ def test_decoding_is_the_symmetric_circular_mean_about_the_peak_in_0_to_360() ->
     lopsided = np.angle(0.3 * np.exp(1j * np.deg2rad(355.0)) + 0.5 + 0.2 * np.exp(1j * np.deg2rad(5.0)), deg=True)
     np.testing.assert_allclose(grid.decode(posterior), [50.0, 355.0, lopsided % 360.0], atol=1e-9)
     assert 359.0 < grid.decode(posterior)[2] < 360.0
+    # a network's output as it comes (a float32 tensor that requires grad, on any device) decodes the same
+    import torch
+
+    output = torch.tensor(posterior, dtype=torch.float32, requires_grad=True)
+    np.testing.assert_allclose(grid.decode(output), grid.decode(posterior), atol=1e-4)
 
 
 def test_a_peak_at_0_degrees_balanced_to_rounding_decodes_to_0_not_360() -> None:

@@ -92,7 +92,7 @@ class AzimuthGrid:
 
     def decode(self, posterior: np.ndarray | torch.Tensor, window: int = 2) -> np.ndarray:
         """(B, K) posteriors -> (B,) azimuths: argmax bin refined by the circular mean of its neighbours."""
-        p = torch.as_tensor(posterior, dtype=torch.float64)
+        p = torch.as_tensor(posterior).detach().cpu().double()  # a GPU posterior too
         if p.ndim != 2 or p.shape[1] != self.num_bins:
             raise ValueError(f"posterior must be (B, {self.num_bins}), got {tuple(p.shape)}")
         peak = p.argmax(dim=1)

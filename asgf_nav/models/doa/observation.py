@@ -58,8 +58,8 @@ class DoaObservation:
         model = load_model(checkpoint, map_location=device)
         if not isinstance(model, SelectiveDoaNet):
             raise ValueError(f"DoA checkpoint {checkpoint} holds a {type(model).__name__}, not a selective head")
-        self.model = model
         self.device = torch.device(device)
+        self.model = model.to(self.device)  # load_model builds it on the CPU whatever the map_location
         self.sample_rate = model.cfg.stft.sample_rate
         self.window = int(window_seconds * self.sample_rate)
         self._prompts: dict[str, torch.Tensor | None] = {}
