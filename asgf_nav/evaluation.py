@@ -198,6 +198,9 @@ def evaluation_identity(
         # nothing (random, oracle): its episodes are the same on any responses, and compared on none
         identity["acoustics_version"] = ACOUSTICS_VERSION if hears_audio(request) else None
         identity["render_version"] = RENDER_VERSION if hears_audio(request) else None
+    if identity["scene_source"] == "soundspaces":  # silence for a missing RIR file changes what the episodes hear:
+        # a resume under the other policy is refused, naming it (a progress file of an earlier release lacks it)
+        identity["rir_on_missing"] = cfg.scenes.rir_on_missing
     # what the checkpoint was trained on is not part of the identity: its weights' digest already is
     if request.agent in BATCH_DRAWN_AGENTS:  # only where the draws depend on it: no other result is refused
         identity["num_envs"] = request.num_envs
@@ -268,7 +271,7 @@ def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
     cfg, progress, world = split.cfg, split.progress, split.world
     scenes = list(getattr(world, "scenes", {}).values())
 
-    def save(record: Any) -> None:  # with the RIR files this split's world heard as silence so far
+    def save(record: Any) -> None:  # with the RIR files this split's world read as silence so far
         progress.add(record, silenced_rir_files(scenes))
 
     remaining = progress.remaining(split.episodes)
@@ -276,8 +279,9 @@ def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
         run_episodes(split.agent, world, remaining, cfg, num_envs=request.num_envs, device=request.device,
                      on_record=save, spectrogram_store=spectrogram_store_root(cfg), split=request.split,
                      config_path=request.config)  # fmt: skip
-    # this split's own, saved by the processes before a resume too: not the process-wide count, which holds
-    # the files an earlier split of this process heard as silence
+    # this split's own world's (every file it read while evaluating, for an env past its share of episodes too,
+    # and those listed by the spectrogram store files it opened), saved by the processes before a resume too:
+    # not the process-wide count, which holds the files an earlier split of this process heard as silence
     silenced = progress.silenced_files(silenced_rir_files(scenes))
     split.world = split.agent = None  # not held while the next split runs
     records = progress.records(split.episodes)
@@ -286,10 +290,10 @@ def run_split(request: EvaluationRequest, split: SplitEvaluation) -> Path:
         "command": request.command, "code": code_version(), **trained_versions(split.checkpoint),
     }  # fmt: skip
     if split.identity["scene_source"] == "soundspaces":  # results heard with silence where RIRs were bad say so
-        meta["rir_on_missing"] = cfg.scenes.rir_on_missing
+        meta["rir_on_missing"] = cfg.scenes.rir_on_missing  # the identity's, which a resume cannot change
         meta["rirs_replaced_by_silence"] = {label: len(files) for label, files in sorted(silenced.items())}
-        if progress.silence_unrecorded and cfg.scenes.rir_on_missing == "silence":  # a lower bound: say so
-            meta["rirs_replaced_by_silence_partial"] = True
+        if progress.silence_unrecorded:  # a lower bound, whatever this process's policy: an earlier release's
+            meta["rirs_replaced_by_silence_partial"] = True  # progress file recorded neither files nor policy
     summary = write_evaluation(split.out, records, meta)
     print(summary_markdown(summary))
     return split.out

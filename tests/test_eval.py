@@ -1743,6 +1743,8 @@ def test_the_acoustics_versions_are_recorded_for_embedded_scenes_only(monkeypatc
             hearing.setattr(evaluation, "scene_source", lambda cfg, source=source: source)
             identity = evaluation.evaluation_identity(request, ExperimentConfig(), None, [])
             assert (identity.get("acoustics_version"), identity.get("render_version")) == expected
+            # what a missing SoundSpaces RIR file is heard as: a resume under the other policy is refused
+            assert identity.get("rir_on_missing") == ("error" if source == "soundspaces" else None)
     assert evaluation.hears_audio(evaluation.EvaluationRequest(agent="gan"))
     assert evaluation.hears_audio(evaluation.EvaluationRequest(checkpoint="run/checkpoints/best.pt"))
     monkeypatch.setattr(evaluation, "scene_source", lambda cfg: "embedded")
@@ -1890,36 +1892,102 @@ def test_the_silence_line_says_at_least_where_a_resume_could_not_count_all() -> 
                        "rirs_replaced_by_silence_partial": True}  # fmt: skip
     text = summary_markdown(summary)
     assert "**at least 2 binaural RIR files were missing or unreadable and heard as silence** (scenes." in text
-    assert "did not record the files they heard as silence, so more may have been): replica/a: 2." in text
+    assert (
+        "did not record the files they heard as silence, nor the policy they ran under, so more may have been)" in text
+    )
     summary["meta"]["rirs_replaced_by_silence"] = {}
     assert "**at least 0 binaural RIR files" in summary_markdown(summary)  # none since: still not "none"
 
 
 def test_a_progress_file_saves_the_rir_files_heard_as_silence_for_the_resume(tmp_path) -> None:
-    """Each file heard as silence is saved once, before the record of the episode that ended after it; a
-    resume reads them back and adds its own; an earlier release's file (no mark in its header) saved none,
-    which the resume knows once it holds episodes."""
+    """Each file heard as silence is saved once, in the record of the episode that ended after it (a key the
+    reader strips); a resume reads them back and adds its own; the identity holds the mark, which an earlier
+    release's file lacks and which resumes all the same, knowing it saved none once it holds episodes."""
     from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress
 
     identity = {"agent": "random", "scene_source": "soundspaces"}
     progress = EvaluationProgress(tmp_path / "run", identity)
     progress.add(_record("a", "0"), {"replica/a": {"x.wav"}})
     progress.add(_record("a", "1"), {"replica/a": {"x.wav", "y.wav"}, "replica/b": set()})
+    progress.add(_record("a", "2"), {"replica/a": {"x.wav", "y.wav"}})
     lines = [json.loads(line) for line in (tmp_path / "run" / PROGRESS_FILE).read_text().splitlines()]
-    assert lines[0]["records_rirs_replaced_by_silence"] is True
+    assert lines[0] == {"evaluation": {**identity, "records_rirs_replaced_by_silence": True}}
     assert [line.get("rirs_replaced_by_silence") for line in lines[1:]] == [
-        {"replica/a": ["x.wav"]}, None, {"replica/a": ["y.wav"]}, None,
+        {"replica/a": ["x.wav"]}, {"replica/a": ["y.wav"]}, None,
     ]  # fmt: skip
     resumed = EvaluationProgress(tmp_path / "run", identity)
-    assert len(resumed.done) == 2 and not resumed.silence_unrecorded
+    assert len(resumed.done) == 3 and not resumed.silence_unrecorded
+    assert resumed.done[("a", "1")] == _record("a", "1")
     assert resumed.silenced_files({"replica/b": {"z.wav"}}) == {"replica/a": {"x.wav", "y.wav"}, "replica/b": {"z.wav"}}
 
     header, *records = (tmp_path / "run" / PROGRESS_FILE).read_text().splitlines()
-    earlier = [line for line in records if "rirs_replaced_by_silence" not in line]
+    earlier = [json.dumps({k: v for k, v in json.loads(line).items() if k != "rirs_replaced_by_silence"})
+               for line in records]  # fmt: skip
     (tmp_path / "run" / PROGRESS_FILE).write_text(json.dumps({"evaluation": identity}) + "\n" + "\n".join(earlier))
     old = EvaluationProgress(tmp_path / "run", identity)
-    assert old.silence_unrecorded and old.silenced_files() == {}
+    assert len(old.done) == 3 and old.silence_unrecorded and old.silenced_files() == {}
     assert not EvaluationProgress(tmp_path / "new", identity).silence_unrecorded  # nothing done: nothing lost
+
+
+def test_a_record_cut_short_by_a_kill_takes_its_silenced_files_with_it(tmp_path) -> None:
+    """The files an episode's record names are in its own line: a kill that cut the line short drops both, so
+    the resume counts no file for an episode it runs again (another draw, which may not hear it)."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress
+
+    identity = {"agent": "random", "scene_source": "soundspaces"}
+    progress = EvaluationProgress(tmp_path, identity)
+    progress.add(_record("a", "0"), {"replica/a": {"x.wav"}})
+    progress.add(_record("a", "1"), {"replica/a": {"x.wav", "y.wav"}})
+    text = (tmp_path / PROGRESS_FILE).read_text()
+    (tmp_path / PROGRESS_FILE).write_text(text[: text.index('"episode_id": "1"')])  # killed while writing it
+    resumed = EvaluationProgress(tmp_path, identity)
+    assert list(resumed.done) == [("a", "0")] and resumed.silenced_files() == {"replica/a": {"x.wav"}}
+    assert EvaluationProgress(tmp_path, identity).silenced_files() == {"replica/a": {"x.wav"}}  # rewritten so
+
+
+def test_an_earlier_release_refuses_this_releases_progress_file_up_front_naming_the_mark(tmp_path) -> None:
+    """An earlier release refuses a progress file whose identity holds a key its own lacks, naming it: the mark
+    in the identity stops it before it meets a record with the files it does not know (its reader compares
+    identities as this one does, for a key this release does not record)."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError
+
+    identity = {"agent": "random", "scene_source": "soundspaces"}
+    EvaluationProgress(tmp_path, identity).add(_record("a", "0"), {"replica/a": {"x.wav"}})
+    stored = json.loads((tmp_path / PROGRESS_FILE).read_text().splitlines()[0])["evaluation"]
+    assert set(stored) - set(identity) == {"records_rirs_replaced_by_silence"}
+    later = {**identity, "a_key_of_a_later_release": True}  # as this release's file reads to an earlier one
+    (tmp_path / PROGRESS_FILE).write_text(json.dumps({"evaluation": later}) + "\n")
+    with pytest.raises(EvaluationProgressError, match="a_key_of_a_later_release was True, now None"):
+        EvaluationProgress(tmp_path, identity)
+
+
+def test_a_resume_under_another_rir_on_missing_policy_is_refused_naming_it(tmp_path) -> None:
+    """What the episodes heard for a missing RIR file depends on scenes.rir_on_missing: a SoundSpaces evaluation
+    records it in its identity, and a resume under the other is refused, naming it; a progress file of an
+    earlier release, which did not record it, resumes (its count is then "at least")."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress, EvaluationProgressError
+
+    identity = {"agent": "random", "scene_source": "soundspaces", "rir_on_missing": "silence"}
+    EvaluationProgress(tmp_path, identity).add(_record("a", "0"))
+    with pytest.raises(EvaluationProgressError, match="rir_on_missing was 'silence', now 'error'"):
+        EvaluationProgress(tmp_path, {**identity, "rir_on_missing": "error"})
+    earlier = {key: value for key, value in identity.items() if key != "rir_on_missing"}
+    text = (tmp_path / PROGRESS_FILE).read_text().splitlines()
+    (tmp_path / PROGRESS_FILE).write_text("\n".join([json.dumps({"evaluation": earlier}), *text[1:]]) + "\n")
+    resumed = EvaluationProgress(tmp_path, {**identity, "rir_on_missing": "error"})
+    assert list(resumed.done) == [("a", "0")] and resumed.silence_unrecorded
+
+
+def test_the_silence_line_names_the_policy_the_evaluation_ran_under() -> None:
+    """The note names the rir_on_missing of the meta, not "silence" whatever it says."""
+    from asgf_nav.eval.report import summary_markdown
+
+    summary = summarize([_record("office_9", "0", success=1.0)])
+    summary["meta"] = {"rir_on_missing": "error", "rirs_replaced_by_silence": {},
+                       "rirs_replaced_by_silence_partial": True}  # fmt: skip
+    assert "heard as silence** (scenes.rir_on_missing=error; the episodes resumed" in summary_markdown(summary)
+    summary["meta"] = {"rirs_replaced_by_silence": {"replica/a": 1}}
+    assert "heard as silence** (scenes.rir_on_missing not recorded): replica/a: 1." in summary_markdown(summary)
 
 
 def test_each_sound_splits_summary_counts_the_rir_files_it_heard_as_silence(tiny_root, tmp_path, monkeypatch):
@@ -1988,17 +2056,22 @@ def test_each_sound_splits_summary_counts_the_rir_files_it_heard_as_silence(tiny
     earlier = tmp_path / "earlier" / "oracle_tiny_heard_test"  # the same, as an earlier release saved it
     shutil.copytree(killed, earlier)
     header, *lines = (earlier / PROGRESS_FILE).read_text().splitlines()
-    header = json.dumps({"evaluation": json.loads(header)["evaluation"]})
-    (earlier / PROGRESS_FILE).write_text("\n".join([header, *(l for l in lines if "silence" not in l)]) + "\n")
+    identity = json.loads(header)["evaluation"]
+    assert identity["rir_on_missing"] == "silence" and identity["records_rirs_replaced_by_silence"] is True
+    unrecorded = ("rir_on_missing", "records_rirs_replaced_by_silence", "rirs_replaced_by_silence")
+    lines = [json.dumps({k: v for k, v in json.loads(line).items() if k not in unrecorded}) for line in lines]
+    header = json.dumps({"evaluation": {k: v for k, v in identity.items() if k not in unrecorded}})
+    (earlier / PROGRESS_FILE).write_text("\n".join([header, *lines]) + "\n")
     monkeypatch.setattr(ss, "_SILENCED", {})  # a new process
     _evaluate(tiny_root, tmp_path / "resumed", *both, "--sound-split", "heard")
     assert heard == ["heard"] * 4 and silenced(killed) == {label: 2}  # receiver 0's file, from the killed run
     assert "rirs_replaced_by_silence_partial" not in json.loads((killed / "summary.json").read_text())["meta"]
 
-    heard[:] = heard[:2]
+    heard[:] = heard[:2]  # resumed under the other policy: the earlier release's file did not record its own
     monkeypatch.setattr(ss, "_SILENCED", {})
-    _evaluate(tiny_root, tmp_path / "earlier", *both, "--sound-split", "heard")
+    _evaluate(tiny_root, tmp_path / "earlier", *both[:-1], "scenes.rir_on_missing=error", "--sound-split", "heard")
     summary = json.loads((earlier / "summary.json").read_text())
-    assert summary["meta"]["rirs_replaced_by_silence"] == {label: 1}
-    assert summary["meta"]["rirs_replaced_by_silence_partial"] is True
+    assert summary["meta"]["rirs_replaced_by_silence"] == {label: 1}  # this test's RIRs are silence under both
+    assert summary["meta"]["rirs_replaced_by_silence_partial"] is True  # whatever this process's policy
     assert "**at least 1 binaural RIR files were missing or unreadable" in summary_markdown(summary)
+    assert "(scenes.rir_on_missing=error; the episodes resumed" in summary_markdown(summary)

@@ -1400,3 +1400,18 @@ def test_a_split_with_none_of_its_scenes_downloaded_is_refused_by_name(tmp_path:
     cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
     with pytest.raises(ss.SoundSpacesDataError, match=r"none of the train scenes \['office_9'\] of .* is downloaded"):
         load_soundspaces_world(cfg, "train")
+
+
+def test_files_a_spectrogram_store_served_as_silence_count_as_the_worlds(tmp_path: Path, ss_dataset: Path, monkeypatch):
+    """A store file baked while RIR files were missing serves their silence without reading them: opening it
+    counts them (count_silenced) as its world's, and the process's, as reading them would."""
+    monkeypatch.setattr(ss, "_SILENCED", {})
+    registered: list = []
+    monkeypatch.setattr(ss, "atexit", SimpleNamespace(register=registered.append))
+    world = load_soundspaces_world(make_cfg(tmp_path, ss_dataset, on_missing="silence"), "train")
+    rirs = ss.soundspaces_rirs(world.scene("office_9"))
+    assert rirs is not None and ss.soundspaces_rirs(SimpleNamespace(rir=lambda r, s, y: None)) is None
+    listed = rirs.paths.rir_dir("office_9") / "270" / "7_5.wav"
+    rirs.count_silenced([listed])
+    assert ss.silenced_rir_files(world.scenes.values()) == {"replica/office_9": {str(listed)}}
+    assert ss.silence_fallback_summary() == {"replica/office_9": 1} and registered == [ss._log_silence_summary]

@@ -327,7 +327,8 @@ def test_a_finished_store_of_another_waveform_is_baked_again(tmp_path, caplog):
 
 def test_soundspaces_rirs_are_identified_by_dataset_and_scene_not_by_path(tmp_path, monkeypatch):
     """The same SoundSpaces data read through a relative or an absolute root, or with another missing-file
-    policy, keeps its store valid."""
+    policy, has the same fingerprint (a store that lists files baked as silence is refused under
+    rir_on_missing=error all the same: see the test of files read as silence)."""
     from dataclasses import replace
 
     from asgf_nav.scenes.soundspaces import SoundSpacesPaths, SoundSpacesRirs
@@ -570,3 +571,68 @@ def test_a_fingerprint_or_partial_bake_out_of_open_files_is_kept(tmp_path, monke
     with pytest.raises(spectrogram_store.SpectrogramStoreError, match="the file is fine"):
         spectrogram_store._resumable_sources(partial, state, {"scene": {"shape": [1, 1]}})
     assert partial.exists()
+
+
+def test_rir_files_a_bake_read_as_silence_are_counted_by_the_world_that_opens_its_store(tmp_path, monkeypatch):
+    """A store baked while SoundSpaces RIR files were missing (scenes.rir_on_missing=silence) serves silence for
+    them without reading an RIR: its fingerprint file lists them (those of an interrupted bake too), and the
+    world that opens it counts them as its own, under its own root; a world with rir_on_missing=error refuses
+    it; a store file of an earlier release, which lists none, still opens."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from asgf_nav.scenes import soundspaces as ss
+
+    monkeypatch.setattr(ss, "_SILENCED", {})
+    monkeypatch.setattr(ss, "atexit", SimpleNamespace(register=lambda hook: None))
+    scene = grid_scene("room", sample_rate=SR, dataset="mp3d")
+    first = int(scene.source_nodes[0])
+    missing = {f"{ss.azimuth_for_yaw(yaw)}/{receiver}_{first}.wav" for receiver, yaw in ((2, 1), (3, 0))}
+
+    def read_rir(path: Path, sample_rate: int) -> np.ndarray:  # node ids are indices: {receiver}_{source}.wav
+        if f"{path.parent.name}/{path.name}" in missing:
+            raise ss.SoundSpacesDataError(f"binaural RIR {path} does not exist")
+        rir = np.zeros((sample_rate // 8, 2), dtype=np.float32)
+        rir[1 + int(path.stem.split("_")[0]), :] = 1.0
+        return rir
+
+    monkeypatch.setattr(ss, "read_rir", read_rir)
+
+    def soundspaces_scene(root: Path, on_missing: str):  # a new world: nothing counted yet
+        paths = ss.SoundSpacesPaths(root, "mp3d")
+        rirs = ss.SoundSpacesRirs(paths, "room", np.arange(scene.num_nodes), scene.source_nodes, on_missing=on_missing)
+        return replace(scene, rir=rirs.rir), paths.rir_dir("room")
+
+    wave = np.random.default_rng(0).standard_normal(SR).astype(np.float32)
+    spectrogram = TorchSpectrogram(SR)
+    done = []
+
+    def stop_in_second_source(n: int) -> None:
+        done.append(n)
+        if sum(done) > scene.num_nodes * 4 + 10:
+            raise KeyboardInterrupt
+
+    baking, _ = soundspaces_scene(tmp_path / "a", "silence")
+    with pytest.raises(KeyboardInterrupt):
+        bake(tmp_path / "store", baking, "bell", wave, spectrogram, batch=8, progress=stop_in_second_source)
+    resumed, _ = soundspaces_scene(tmp_path / "a", "silence")  # another process: the first source is not read
+    final = bake(tmp_path / "store", resumed, "bell", wave, spectrogram, batch=8)
+    assert json.loads(fingerprint_path(final).read_text())["rirs_replaced_by_silence"] == sorted(missing)
+
+    moved, rir_dir = soundspaces_scene(tmp_path / "b", "silence")  # the same data under another root
+    store = SpectrogramStore(tmp_path / "store", SimpleNamespace(sound=lambda name: wave), spectrogram)
+    heard = store.lookup(moved, "bell", np.array([2, 4]), np.array([first, first]), np.array([1, 1]))
+    assert not heard[0].any() and heard[1].any()  # receiver 2's file was silence when baked, receiver 4's not
+    assert ss.silenced_rir_files([moved]) == {"mp3d/room": {str(rir_dir / name) for name in missing}}
+
+    refusing, _ = soundspaces_scene(tmp_path / "b", "error")
+    store = SpectrogramStore(tmp_path / "store", SimpleNamespace(sound=lambda name: wave), spectrogram)
+    with pytest.raises(SpectrogramStoreError, match=r"baked with 2 binaural RIR files replaced by silence .*error"):
+        store.lookup(refusing, "bell", np.array([4]), np.array([first]), np.array([1]))
+
+    earlier = json.loads(fingerprint_path(final).read_text())
+    del earlier["rirs_replaced_by_silence"]
+    fingerprint_path(final).write_text(json.dumps(earlier))
+    opened, _ = soundspaces_scene(tmp_path / "b", "silence")
+    store = SpectrogramStore(tmp_path / "store", SimpleNamespace(sound=lambda name: wave), spectrogram)
+    assert store.lookup(opened, "bell", np.array([4]), np.array([first]), np.array([1])) is not None

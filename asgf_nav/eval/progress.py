@@ -9,7 +9,8 @@ The file's first line records what is being evaluated (agent, checkpoint, split,
 root, the episode list's fingerprint, the random agent's number of episodes stepped together, for embedded
 scenes the acoustics and render versions their responses were made with ...), and a resume with anything
 different is refused with the differing keys named, so two evaluations never mix; a record that lacks a key
-was written by an earlier release, and is refused saying so. Every
+was written by an earlier release, and is refused saying so, but for the keys of ``KEYS_EARLIER_RELEASES_LACK``
+(SoundSpaces' ``rir_on_missing``), whose value it did not record but did not change either. Every
 split of a run opens its file before any episode runs. While it runs an evaluation holds a lock on its
 directory (:func:`evaluation_lock`, on a hidden file beside it), so a second process evaluating into the
 same directory is refused at once instead of appending the same episodes to the same file.
@@ -21,10 +22,13 @@ another --num-envs draws otherwise again: it is recorded for that agent, and a f
 replaced by another draw.
 
 On SoundSpaces data with ``scenes.rir_on_missing=silence``, the RIR files heard as silence so far are saved
-with the episodes (a ``{"rirs_replaced_by_silence": {dataset/scene: [file, ...]}}`` line before the record
-of the episode that ended after them, naming the files not saved before), so that a resumed evaluation's
-summary counts those of the killed process too. A progress file of an earlier release saved none: its
-header lacks ``records_rirs_replaced_by_silence``, and the count of its resume is then a lower bound
+with the episodes: a record's line names, under ``rirs_replaced_by_silence`` (``{dataset/scene: [file, ...]}``,
+stripped before the record is read), the files not saved before that the split's world read by the time its
+episode ended, so that a resumed evaluation's summary counts those of the killed process too, and a record
+cut short by the kill takes its files with it. The header's identity holds ``records_rirs_replaced_by_silence``:
+an earlier release, which knows no such key, refuses the file up front naming it, rather than meeting the
+extra key in a record. A progress file of an earlier release saved none: its identity lacks the key, which is
+resumed all the same, and the count of its resume is then a lower bound
 (:attr:`EvaluationProgress.silence_unrecorded`), which the summary says.
 """
 
@@ -44,8 +48,12 @@ from asgf_nav.tasks.episodes import Episode
 
 logger = logging.getLogger(__name__)
 
-SILENCED_KEY = "rirs_replaced_by_silence"  # a progress line of RIR files heard as silence, not an episode
-SILENCE_MARK = "records_rirs_replaced_by_silence"  # in the header: this file saves them (earlier releases did not)
+SILENCED_KEY = "rirs_replaced_by_silence"  # in a record's line: the RIR files heard as silence it adds
+# in the header's identity: this file saves them (earlier releases did not, and refuse a file whose identity has it)
+SILENCE_MARK = "records_rirs_replaced_by_silence"
+# identity keys an earlier release's progress file or summary may lack and still be resumed or run again:
+# their value is then unknown, not another one (a file that records another value is refused as usual)
+KEYS_EARLIER_RELEASES_LACK = frozenset({"rir_on_missing"})
 
 
 class EvaluationProgressError(ValueError):
@@ -122,7 +130,8 @@ class EvaluationProgress:
             if key in ACOUSTICS_META_KEYS and (other_source or self.identity.get(key) is None):
                 continue  # recorded for embedded scenes only (scene_source says it), None for an agent hearing nothing
             if key not in stored and key in self.identity:
-                unrecorded.append(key)
+                if key not in KEYS_EARLIER_RELEASES_LACK:
+                    unrecorded.append(key)
             elif not _same(key, stored.get(key), self.identity.get(key)):
                 differences.append(f"{key} was {stored.get(key)!r}, now {self.identity.get(key)!r}")
                 versions = versions or key in ACOUSTICS_META_KEYS
@@ -172,11 +181,12 @@ class EvaluationProgress:
         lines = self.path.read_text().splitlines()
         try:
             header = json.loads(lines[0])
-            stored = header["evaluation"]
-        except (IndexError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            stored = dict(header["evaluation"])
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
             raise EvaluationProgressError(
                 f"{self.path} is not an evaluation progress file ({exc}); delete it to start over"
             ) from exc
+        saves_silenced = bool(stored.pop(SILENCE_MARK, False))  # the file's format, not what is evaluated
         difference, unrecorded = self._difference(stored, set(stored) | set(self.identity))
         if unrecorded:
             other = f" belongs to another evaluation ({difference}) and was" if difference else " was"
@@ -197,12 +207,13 @@ class EvaluationProgress:
                     logger.warning("%s: dropping its unfinished last line", self.path)
                     # unmarked if it was: an earlier release's file must not look as if it saved silenced files
                     lines_kept = "".join(l + "\n" for l in lines[1:-1])
-                    atomic_write_text(self.path, self._header(bool(header.get(SILENCE_MARK))) + lines_kept)
+                    atomic_write_text(self.path, self._header(saves_silenced) + lines_kept)
                     break
                 raise EvaluationProgressError(f"{self.path} line {number} is not an episode record: {exc}") from exc
-            if isinstance(data, dict) and set(data) == {SILENCED_KEY}:
-                self._read_silenced(data[SILENCED_KEY], number)
-                continue
+            silenced: dict[str, list[str]] = {}
+            if isinstance(data, dict) and SILENCED_KEY in data:  # not a field of the record: the files it adds
+                data = dict(data)
+                silenced = self._silenced_in_line(data.pop(SILENCED_KEY), number)
             # checked before any episode runs: a damaged record would otherwise end the resumed run, after
             # the rest of the episodes, without a summary (or pass its wrong values into episodes.jsonl)
             problem = record_problem(data)
@@ -213,39 +224,42 @@ class EvaluationProgress:
                 )
             record = EpisodeRecord.from_json(data)
             self.done[episode_key(record)] = record
-        self.silence_unrecorded = bool(self.done) and not header.get(SILENCE_MARK)
+            for label, paths in silenced.items():
+                self.silenced.setdefault(label, set()).update(paths)
+        self.silence_unrecorded = bool(self.done) and not saves_silenced
         logger.info("resuming the evaluation: %d episodes already done in %s", len(self.done), self.path)
 
-    def _read_silenced(self, files: Any, number: int) -> None:
-        """Keep the RIR files a ``{SILENCED_KEY: {dataset/scene: [file, ...]}}`` line (``number``) names."""
+    def _silenced_in_line(self, files: Any, number: int) -> dict[str, list[str]]:
+        """The RIR files ``files`` (``{dataset/scene: [file, ...]}``) of line ``number``, checked."""
         if not isinstance(files, dict) or not all(
             isinstance(label, str) and isinstance(paths, list) and all(isinstance(p, str) for p in paths)
             for label, paths in files.items()
         ):
             raise EvaluationProgressError(
-                f"{self.path} line {number} is not a list of RIR files heard as silence per dataset/scene; "
-                "delete that line, or the file to start over"
+                f"{self.path} line {number} has no list of RIR files heard as silence per dataset/scene under "
+                f"{SILENCED_KEY!r}; delete that line to run its episode again, or the file to start over"
             )
-        for label, paths in files.items():
-            self.silenced.setdefault(label, set()).update(paths)
+        return files
 
     def _header(self, saves_silenced: bool = True) -> str:
-        return json.dumps({"evaluation": self.identity, **({SILENCE_MARK: True} if saves_silenced else {})}) + "\n"
+        identity = {**self.identity, SILENCE_MARK: True} if saves_silenced else self.identity
+        return json.dumps({"evaluation": identity}) + "\n"
 
     def remaining(self, episodes: Sequence[Any]) -> list[Any]:
         return [ep for ep in episodes if episode_key(ep) not in self.done]
 
     def add(self, record: EpisodeRecord, silenced: Mapping[str, Collection[str]] | None = None) -> None:
-        """Keep ``record`` and append it to the file at once (one whole line per episode), after a line of the
-        RIR files heard as silence (``silenced``: per dataset/scene, this process's so far) not saved before."""
+        """Keep ``record`` and append it to the file at once (one whole line per episode), naming in that line
+        the RIR files heard as silence (``silenced``: per dataset/scene, this process's so far) not saved before:
+        in one line, a record cut short by a kill takes them with it."""
         self.done[episode_key(record)] = record
         new = {label: sorted(set(paths) - self.silenced.get(label, set())) for label, paths in (silenced or {}).items()}
         new = {label: paths for label, paths in new.items() if paths}
         for label, paths in new.items():
             self.silenced.setdefault(label, set()).update(paths)
-        lines = ([json.dumps({SILENCED_KEY: new}) + "\n"] if new else []) + [json.dumps(record.to_json()) + "\n"]
+        line = {**record.to_json(), **({SILENCED_KEY: new} if new else {})}
         with open(self.path, "a") as f:
-            f.write("".join(lines))
+            f.write(json.dumps(line) + "\n")
 
     def silenced_files(self, current: Mapping[str, Collection[str]] | None = None) -> dict[str, set[str]]:
         """The RIR files heard as silence while this evaluation's episodes ran, per dataset/scene: those saved in

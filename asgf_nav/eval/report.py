@@ -86,7 +86,8 @@ def summary_cell(metrics: dict[str, Any], metric: str) -> str:
 
 def silence_note(meta: dict[str, Any]) -> str | None:
     """The bold line of a SoundSpaces evaluation whose RIR files were heard as silence (None if none were),
-    "at least" where episodes resumed from an earlier release's progress file did not record theirs."""
+    "at least" where episodes resumed from an earlier release's progress file did not record theirs; it names
+    the ``rir_on_missing`` policy the meta records (the evaluation's), whichever it is."""
     silenced = meta.get("rirs_replaced_by_silence") or {}
     partial = bool(meta.get("rirs_replaced_by_silence_partial"))
     if not silenced and not partial:
@@ -94,14 +95,16 @@ def silence_note(meta: dict[str, Any]) -> str | None:
     detail = ", ".join(f"{scene}: {n}" for scene, n in sorted(silenced.items())) or "none since the resume"
     unrecorded = (
         "; the episodes resumed from a progress file of an earlier release did not record the files they heard "
-        "as silence, so more may have been"
+        "as silence, nor the policy they ran under, so more may have been"
         if partial
         else ""
     )
     count = f"at least {sum(silenced.values())}" if partial else str(sum(silenced.values()))
+    recorded = meta.get("rir_on_missing")
+    policy = f"scenes.rir_on_missing={recorded}" if recorded else "scenes.rir_on_missing not recorded"
     return (
         f"**{count} binaural RIR files were missing or unreadable and heard as silence** "
-        f"(scenes.rir_on_missing=silence{unrecorded}): {detail}."
+        f"({policy}{unrecorded}): {detail}."
     )
 
 

@@ -17,7 +17,9 @@ is an error naming the file; ``on_missing="silence"`` substitutes one second of 
 warning, and the substitutions are counted and summarised at exit (:func:`silence_fallback_summary`).
 Each :class:`SoundSpacesRirs` also keeps the files it replaced (``silenced``, read through
 :func:`silenced_rir_files`), so that an evaluation counts those of its own world: the process-wide count
-of the exit summary mixes the sound splits one process evaluates in turn.
+of the exit summary mixes the sound splits one process evaluates in turn. The files a spectrogram store file
+was baked with as silence are added when it is opened (:meth:`SoundSpacesRirs.count_silenced`): its
+spectrograms of them are silent, though no RIR is read.
 """
 
 from __future__ import annotations
@@ -416,14 +418,21 @@ def silence_fallback_summary() -> dict[str, int]:
     return {label: len(paths) for label, paths in _SILENCED.items()}
 
 
+def soundspaces_rirs(scene: Any) -> SoundSpacesRirs | None:
+    """The :class:`SoundSpacesRirs` a task scene reads its RIRs from (its ``rir`` is their bound
+    :meth:`SoundSpacesRirs.rir`), or None for other RIRs."""
+    owner = getattr(getattr(scene, "rir", None), "__self__", None)
+    return owner if isinstance(owner, SoundSpacesRirs) else None
+
+
 def silenced_rir_files(scenes: Iterable[Any]) -> dict[str, set[str]]:
     """The RIR files the SoundSpaces RIRs of ``scenes`` (task scenes, whose ``rir`` is a bound
     :meth:`SoundSpacesRirs.rir`) replaced by silence, per ``dataset/scene``: those of one world only, where
     the process-wide :func:`silence_fallback_summary` counts a file once whichever world read it."""
     found: dict[str, set[str]] = {}
     for scene in scenes:
-        owner = getattr(getattr(scene, "rir", None), "__self__", None)
-        if isinstance(owner, SoundSpacesRirs) and owner.silenced:
+        owner = soundspaces_rirs(scene)
+        if owner is not None and owner.silenced:
             found.setdefault(owner.label, set()).update(owner.silenced)
     return found
 
@@ -489,13 +498,9 @@ class SoundSpacesRirs:
         except SoundSpacesDataError as exc:
             if self.on_missing == "error":
                 raise
-            if not _SILENCED:
-                atexit.register(_log_silence_summary)
-            replaced = _SILENCED.setdefault(self.label, set())
-            if str(path) not in replaced:  # warned once: a file the cache dropped is read again
-                replaced.add(str(path))
+            if str(path) not in _SILENCED.get(self.label, set()):  # warned once: the cache may drop it
                 logger.warning("%s; using silence instead", exc)
-            self.silenced.add(str(path))
+            self.count_silenced([path])
             rir = np.zeros((self.sample_rate, 2), dtype=np.float32)
         self.reads += 1
         rir.setflags(write=False)
@@ -508,6 +513,17 @@ class SoundSpacesRirs:
 
     def __call__(self, receiver: int, source: int, yaw_index: int) -> np.ndarray:
         return self.rir(receiver, source, yaw_index)
+
+    def count_silenced(self, files: Iterable[str | Path]) -> None:
+        """Count ``files`` (paths of this scene's RIR files) as replaced by silence, here and process-wide: read
+        as silence, or heard through a spectrogram store file that was baked while they were."""
+        names = {str(path) for path in files}
+        if not names:
+            return
+        if not _SILENCED:
+            atexit.register(_log_silence_summary)
+        _SILENCED.setdefault(self.label, set()).update(names)
+        self.silenced.update(names)
 
 
 class SoundSpacesSounds:

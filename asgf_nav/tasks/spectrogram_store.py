@@ -19,10 +19,18 @@ Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, fre
   baked from has changed, and starts over otherwise; readers never see a partial file. A finished
   file whose fingerprint differs is baked again. A process bakes a file only while it holds
   ``{sound}.lock``, so runs may share a root.
+- On SoundSpaces data with ``scenes.rir_on_missing=silence``, the RIR files a bake read as silence are listed
+  in its fingerprint file under ``rirs_replaced_by_silence`` (relative to the scene's RIR folder; not compared:
+  absent, in a file of an earlier release too, means none known). An env that opens the file counts them as its
+  world's (its spectrograms of them are silent, though no RIR is read), and one whose world has
+  ``rir_on_missing=error`` refuses the file, as reading the RIRs would. A file baked while RIRs were silenced is
+  not baked again when they are downloaded later: delete it to bake it from them. The probes below read RIRs
+  through the world, which counts the files they find silenced as its own: not left out, as a probe passes with
+  a silenced file only where the stored state is silent too, which the file then lists anyway (a file of an
+  earlier release lists none, and the probes alone then tell that it serves silence).
 - Opening a file checks its fingerprint, then recomputes four of its states (the first, middle and
   last source, each heard from the node farthest from it, and the first source on its own node) and
-  compares them; a store baked from other
-  RIRs, another sound or other spectrogram settings is refused with a
+  compares them; a store baked from other RIRs, another sound or other spectrogram settings is refused with a
   :class:`SpectrogramStoreError` naming the file, what differs and the command that bakes it again.
 """
 
@@ -43,13 +51,15 @@ import torch
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
 from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy
-from asgf_nav.scenes.soundspaces import SoundSpacesRirs
+from asgf_nav.scenes.soundspaces import SoundSpacesRirs, soundspaces_rirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
 
 logger = logging.getLogger(__name__)
 
 VERIFY_TOLERANCE = 1e-3  # log1p magnitudes are O(1-10); FFT-size rounding differences are ~1e-6
+# in a fingerprint file (and a partial bake's state): the RIR files the bake read as silence, not compared
+SILENCED_KEY = "rirs_replaced_by_silence"
 
 
 class SpectrogramStoreError(ValueError):
@@ -91,9 +101,10 @@ def rir_identity(scene: TaskScene) -> dict[str, Any]:
     Baked scenes (``SceneRirs``): the acoustics stage's meta (bake settings, layout digest),
     ``RENDER_VERSION`` and whether the travel time is cut, which together fix every rendered response.
     SoundSpaces scenes: the dataset and scene only, so that the same data read through another path
-    (relative or absolute root, a moved folder) or another missing-file policy stays valid; RIR files
-    replaced in place are caught by the verification probes alone. Other RIR functions (synthetic and
-    test worlds) are unidentified: only the probes guard them.
+    (relative or absolute root, a moved folder) stays valid; RIR files replaced in place are caught by the
+    verification probes alone. The files a bake read as silence are listed beside the fingerprint
+    (``SILENCED_KEY``), which a world with ``rir_on_missing=error`` refuses (:func:`store_problem`). Other
+    RIR functions (synthetic and test worlds) are unidentified: only the probes guard them.
     """
     owner = getattr(scene.rir, "__self__", None)
     if isinstance(owner, rendered_rirs.SceneRirs):
@@ -139,6 +150,31 @@ def fingerprint_differences(baked: Any, now: dict[str, Any], limit: int = 6) -> 
     return "; ".join(lines[:limit]) + more
 
 
+def silenced_by_source(scene: TaskScene, source_node: int) -> list[str]:
+    """The RIR files of the states of ``source_node`` (every receiver and yaw) that ``scene``'s SoundSpaces RIRs
+    replaced by silence, relative to the scene's RIR folder (the same data under another root names the same
+    files); none for other RIRs."""
+    owner = soundspaces_rirs(scene)
+    if owner is None or not owner.silenced:
+        return []
+    folder = owner.paths.rir_dir(owner.scene)
+    paths = (owner.path(receiver, source_node, yaw) for receiver in range(scene.num_nodes) for yaw in range(4))
+    return sorted(str(path.relative_to(folder)) for path in paths if str(path) in owner.silenced)
+
+
+def refuses_silence(scene: TaskScene) -> bool:
+    """Whether ``scene``'s RIRs refuse a missing file (SoundSpaces' ``rir_on_missing=error``), so a store file
+    baked while some were silence must not serve them either."""
+    owner = soundspaces_rirs(scene)
+    return owner is not None and owner.on_missing == "error"
+
+
+def _silenced_files(baked: Any) -> list[str]:
+    """The RIR files a fingerprint file (or a partial bake's state) lists as read as silence; none if absent."""
+    files = baked.get(SILENCED_KEY, []) if isinstance(baked, dict) else []
+    return [str(f) for f in files] if isinstance(files, list) else []
+
+
 def _read_json(path: Path) -> tuple[Any, str | None]:
     """(content, None), or (None, what is wrong with the file)."""
     try:
@@ -158,8 +194,9 @@ def _raise_if_limit(path: Path, err: BaseException) -> None:
         raise SpectrogramStoreError(f"cannot read spectrogram store file {path}: {limit}") from err
 
 
-def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
-    """Why the finished store file ``path`` cannot serve ``fingerprint``, or None when it can.
+def store_problem(path: Path, fingerprint: dict[str, Any], refuse_silenced: bool = False) -> str | None:
+    """Why the finished store file ``path`` cannot serve ``fingerprint``, or None when it can; with
+    ``refuse_silenced`` (:func:`refuses_silence`), a file baked while RIR files were silence cannot either.
 
     The cheap checks only (the .npy header and the fingerprint file); opening a store also recomputes a
     few states. The text follows ``spectrogram store {path}``.
@@ -183,8 +220,16 @@ def store_problem(path: Path, fingerprint: dict[str, Any]) -> str | None:
         return f"has no fingerprint file {sidecar.name} (it was baked before stores recorded what they come from)"
     if problem:
         return f"has a fingerprint file {sidecar} that is {problem}"
+    silenced = _silenced_files(baked)
+    if isinstance(baked, dict):
+        baked = {key: value for key, value in baked.items() if key != SILENCED_KEY}
     if baked != fingerprint:
         return f"was baked from other data than the run uses ({fingerprint_differences(baked, fingerprint)})"
+    if refuse_silenced and silenced:
+        return (
+            f"was baked with {len(silenced)} binaural RIR files replaced by silence (scenes.rir_on_missing=silence; "
+            f"e.g. {silenced[0]}), which this run's scenes.rir_on_missing=error refuses"
+        )
     return None
 
 
@@ -293,7 +338,7 @@ class SpectrogramStore:
     def _verified(self, path: Path, scene: TaskScene, sound: str) -> np.ndarray:
         """The memory-mapped file, once its header, fingerprint and a few recomputed states match the run."""
         wave = self.world.sound(sound)
-        problem = store_problem(path, store_fingerprint(scene, sound, wave, self.spectrogram))
+        problem = store_problem(path, store_fingerprint(scene, sound, wave, self.spectrogram), refuses_silence(scene))
         if problem is not None:
             raise SpectrogramStoreError(
                 f"spectrogram store {path} {problem}; bake it again (this replaces it): {self._rebake(scene, sound)}"
@@ -316,7 +361,23 @@ class SpectrogramStore:
                 f"delete it and bake it again: {self._rebake(scene, sound)}"
             )
         logger.info("spectrogram store %s: %.1f GB, verified", path, array.nbytes / 1e9)
+        self._count_silenced(path, scene)
         return array
+
+    def _count_silenced(self, path: Path, scene: TaskScene) -> None:
+        """Count the RIR files the store file ``path`` was baked with as silence as the world's own: its
+        spectrograms of them are silent, though no RIR is read (an evaluation's summary says so)."""
+        owner = soundspaces_rirs(scene)
+        silenced = _silenced_files(_read_json(fingerprint_path(path))[0])
+        if owner is None or not silenced:
+            return
+        folder = owner.paths.rir_dir(owner.scene)
+        owner.count_silenced(folder / name for name in silenced)
+        logger.warning(
+            "spectrogram store %s was baked with %d binaural RIR files replaced by silence (e.g. %s): its "
+            "spectrograms of them are silent, and counted as heard as silence",
+            path, len(silenced), folder / silenced[0],
+        )  # fmt: skip
 
     def lookup(
         self, scene: TaskScene, sound: str, receivers: np.ndarray, sources: np.ndarray, yaws: np.ndarray
@@ -354,10 +415,10 @@ def bake(
     """
     final = store_path(root, scene, sound)
     fingerprint = store_fingerprint(scene, sound, wave, spectrogram)
-    if store_problem(final, fingerprint) is None:
+    if store_problem(final, fingerprint, refuses_silence(scene)) is None:
         return final
     with exclusive_lock(final.with_name(f"{sound}.lock"), f"spectrogram store {final}"):
-        problem = store_problem(final, fingerprint)
+        problem = store_problem(final, fingerprint, refuses_silence(scene))
         if problem is None:
             return final
         if final.exists():  # gone first: its fingerprint file is about to describe the new bake
@@ -366,10 +427,11 @@ def bake(
         return _bake_locked(final, scene, wave, spectrogram, fingerprint, batch, progress)
 
 
-def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, Any]) -> int:
-    """Sources an interrupted bake finished for the same fingerprint; 0 (logged) when it must start over."""
+def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, Any]) -> tuple[int, list[str]]:
+    """Sources an interrupted bake finished for the same fingerprint, and the RIR files it read as silence;
+    (0, []) (logged) when it must start over."""
     if not partial.is_file():
-        return 0
+        return 0, []
     state, problem = _read_json(state_file)
     if problem is None and isinstance(state, dict) and state.get("fingerprint") == fingerprint:
         try:
@@ -377,11 +439,11 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
         except (ValueError, OSError) as err:
             _raise_if_limit(partial, err)
             logger.warning("discarding the partial bake %s: it is not a readable .npy file (%s)", partial, err)
-            return 0
+            return 0, []
         if list(array.shape) == fingerprint["scene"]["shape"] and array.dtype == np.float32:
-            return int(state.get("sources_done", 0))
+            return int(state.get("sources_done", 0)), _silenced_files(state)
         logger.warning("discarding the partial bake %s: it holds %s %s", partial, array.dtype, array.shape)
-        return 0
+        return 0, []
     if problem is not None:
         why = f"its state file {state_file.name} is {problem}"
     elif not isinstance(state, dict) or "fingerprint" not in state:
@@ -389,7 +451,7 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
     else:
         why = f"it was baked from other data ({fingerprint_differences(state['fingerprint'], fingerprint)})"
     logger.warning("discarding the partial bake %s: %s", partial, why)
-    return 0
+    return 0, []
 
 
 def _bake_locked(
@@ -405,7 +467,8 @@ def _bake_locked(
     partial = final.with_name(f"{stem}.partial.npy")
     state_file = final.with_name(f"{stem}.partial.json")
     shape = tuple(fingerprint["scene"]["shape"])
-    done = _resumable_sources(partial, state_file, fingerprint)
+    done, silenced_before = _resumable_sources(partial, state_file, fingerprint)
+    silenced = set(silenced_before)  # the RIR files read as silence, by the interrupted bake too
     if done:
         array = load_npy(partial, mmap_mode="r+")
         logger.info("resuming %s at source %d of %d", final, done, shape[0])
@@ -427,10 +490,16 @@ def _bake_locked(
             if progress is not None:
                 progress(len(values))
         array.flush()
-        atomic_write_text(state_file, json.dumps({"fingerprint": fingerprint, "sources_done": slot + 1}))
+        silenced.update(silenced_by_source(scene, int(scene.source_nodes[slot])))
+        listed = {SILENCED_KEY: sorted(silenced)} if silenced else {}
+        atomic_write_text(state_file, json.dumps({"fingerprint": fingerprint, "sources_done": slot + 1, **listed}))
     del array
-    # the fingerprint before the name: a finished file always has the fingerprint of its own bake
-    atomic_write_text(fingerprint_path(final), json.dumps(fingerprint, indent=1))
+    if silenced:
+        logger.warning("spectrogram store %s: %d binaural RIR files were read as silence", final, len(silenced))
+    # the fingerprint before the name: a finished file always has the fingerprint of its own bake; the files
+    # read as silence only where there are some, so that an earlier release still reads the others
+    listed = {SILENCED_KEY: sorted(silenced)} if silenced else {}
+    atomic_write_text(fingerprint_path(final), json.dumps({**fingerprint, **listed}, indent=1))
     os.replace(partial, final)
     state_file.unlink(missing_ok=True)
     return final
@@ -449,7 +518,7 @@ def stores_to_bake(root: str | Path, world: TaskWorld, sounds: Sequence[str]) ->
     for scene in world.scenes.values():
         for sound in sounds:
             fingerprint = store_fingerprint(scene, sound, world.sound(sound), spectrogram)
-            problem = store_problem(store_path(root, scene, sound), fingerprint)
+            problem = store_problem(store_path(root, scene, sound), fingerprint, refuses_silence(scene))
             if problem is not None:
                 todo.append((scene, sound, problem))
     return todo
