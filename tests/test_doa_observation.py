@@ -559,6 +559,7 @@ def test_an_env_whose_sounds_the_head_cannot_be_prompted_for_is_refused_as_it_is
 
     from asgf_nav.config import ConfigError, TaskConfig
     from asgf_nav.models.doa.observation import register_doa_observation
+    from asgf_nav.tasks.audionav_env import AudioNavEnv
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
     from asgf_nav.tasks.episodes import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
@@ -573,5 +574,7 @@ def test_an_env_whose_sounds_the_head_cannot_be_prompted_for_is_refused_as_it_is
     soundspaces = [dataclasses.replace(ep, sound="dog") for ep in episodes]  # a SoundSpaces name
     with pytest.raises(ConfigError, match=r"task\.use_doa: .* 1 of the episodes' 1 sounds: 'dog' \(unknown sound"):
         BatchedAudioNavEnv(world, soundspaces, 2, cfg=cfg, seed=0)
+    with pytest.raises(ConfigError, match=r"task\.use_doa: .* 'dog'"):  # the reference env as well
+        AudioNavEnv(world, soundspaces, cfg=cfg)
     with pytest.raises(ConfigError, match="set task.use_doa=false"):
         head.check_sounds(["telephone", "dog"])

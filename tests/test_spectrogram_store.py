@@ -636,3 +636,19 @@ def test_rir_files_a_bake_read_as_silence_are_counted_by_the_world_that_opens_it
     opened, _ = soundspaces_scene(tmp_path / "b", "silence")
     store = SpectrogramStore(tmp_path / "store", SimpleNamespace(sound=lambda name: wave), spectrogram)
     assert store.lookup(opened, "bell", np.array([4]), np.array([first]), np.array([1])) is not None
+
+    earlier["rirs_replaced_by_silence"] = "270/2_0.wav"  # not a list: read as none, a silent file would pass
+    fingerprint_path(final).write_text(json.dumps(earlier))
+    store = SpectrogramStore(tmp_path / "store", SimpleNamespace(sound=lambda name: wave), spectrogram)
+    with pytest.raises(SpectrogramStoreError, match=r"is damaged \(its rirs_replaced_by_silence is not a list"):
+        store.lookup(opened, "bell", np.array([4]), np.array([first]), np.array([1]))
+
+    # a bake under rir_on_missing=error does not finish a silence bake's partial file (its result would list
+    # files that policy refuses): it starts over, and meets the missing files itself
+    done.clear()
+    baking, _ = soundspaces_scene(tmp_path / "a", "silence")
+    with pytest.raises(KeyboardInterrupt):
+        bake(tmp_path / "other", baking, "bell", wave, spectrogram, batch=8, progress=stop_in_second_source)
+    strict, _ = soundspaces_scene(tmp_path / "a", "error")
+    with pytest.raises(ss.SoundSpacesDataError, match="does not exist"):
+        bake(tmp_path / "other", strict, "bell", wave, spectrogram, batch=8)

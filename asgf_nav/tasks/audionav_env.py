@@ -22,6 +22,7 @@ from asgf_nav.tasks.observations import (
     ObservationState,
     check_provided,
     check_sensors,
+    check_sounds_served,
     get_observation,
     spectrogram_needed,
 )
@@ -114,6 +115,7 @@ class AudioNavEnv(gym.Env):
         self.episodes = resolved_episodes(episodes, world)
         self.start_distances = graph_start_distances(self.episodes, world)
         apply_task_rules(self, cfg, sensors)
+        check_sounds_served(self.sensors, sorted({e.sound for e in self.episodes}))  # as the batched env
         self.observation_space = observation_space_for(world, self.sensors)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
         # as make_env: training shuffles, val and test stride through their episodes once

@@ -170,9 +170,13 @@ def refuses_silence(scene: TaskScene) -> bool:
 
 
 def _silenced_files(baked: Any) -> list[str]:
-    """The RIR files a fingerprint file (or a partial bake's state) lists as read as silence; none if absent."""
+    """The RIR files a fingerprint file (or a partial bake's state) lists as read as silence; none if absent.
+    A list that is not one of file names raises ValueError: read as none, it would pass a silent file off as
+    a clean one."""
     files = baked.get(SILENCED_KEY, []) if isinstance(baked, dict) else []
-    return [str(f) for f in files] if isinstance(files, list) else []
+    if not isinstance(files, list) or not all(isinstance(name, str) and name for name in files):
+        raise ValueError(f"its {SILENCED_KEY} is not a list of RIR file names: {str(files)[:80]}")
+    return files
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
@@ -220,7 +224,10 @@ def store_problem(path: Path, fingerprint: dict[str, Any], refuse_silenced: bool
         return f"has no fingerprint file {sidecar.name} (it was baked before stores recorded what they come from)"
     if problem:
         return f"has a fingerprint file {sidecar} that is {problem}"
-    silenced = _silenced_files(baked)
+    try:
+        silenced = _silenced_files(baked)
+    except ValueError as exc:
+        return f"has a fingerprint file {sidecar} that is damaged ({exc})"
     if isinstance(baked, dict):
         baked = {key: value for key, value in baked.items() if key != SILENCED_KEY}
     if baked != fingerprint:
@@ -440,8 +447,15 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
             _raise_if_limit(partial, err)
             logger.warning("discarding the partial bake %s: it is not a readable .npy file (%s)", partial, err)
             return 0, []
+        try:
+            silenced = _silenced_files(state)
+        except ValueError as exc:
+            logger.warning(
+                "discarding the partial bake %s: its state file %s is damaged (%s)", partial, state_file.name, exc
+            )
+            return 0, []
         if list(array.shape) == fingerprint["scene"]["shape"] and array.dtype == np.float32:
-            return int(state.get("sources_done", 0)), _silenced_files(state)
+            return int(state.get("sources_done", 0)), silenced
         logger.warning("discarding the partial bake %s: it holds %s %s", partial, array.dtype, array.shape)
         return 0, []
     if problem is not None:
@@ -468,6 +482,13 @@ def _bake_locked(
     state_file = final.with_name(f"{stem}.partial.json")
     shape = tuple(fingerprint["scene"]["shape"])
     done, silenced_before = _resumable_sources(partial, state_file, fingerprint)
+    if silenced_before and refuses_silence(scene):  # its result would list them, which this policy refuses
+        logger.warning(
+            "discarding the partial bake %s: it read %d RIR files as silence (scenes.rir_on_missing=silence), "
+            "which this bake's scenes.rir_on_missing=error refuses",
+            partial, len(silenced_before),
+        )  # fmt: skip
+        done, silenced_before = 0, []
     silenced = set(silenced_before)  # the RIR files read as silence, by the interrupted bake too
     if done:
         array = load_npy(partial, mmap_mode="r+")
