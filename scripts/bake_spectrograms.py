@@ -29,7 +29,15 @@ from asgf_nav.cli import (  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.factory import spectrogram_store_root, split_sound_names  # noqa: E402
-from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path, stores_to_bake  # noqa: E402
+from asgf_nav.tasks.spectrogram_store import (  # noqa: E402
+    allocated_bytes,
+    bake_world,
+    partial_path,
+    readable_size,
+    store_bytes,
+    store_path,
+    stores_to_bake,
+)
 from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 
 
@@ -53,9 +61,16 @@ def unknown_sounds_problem(cfg, split: str, sounds: list[str]) -> str | None:
     )
 
 
-def readable_size(size: float) -> str:
-    """``6.1 GB``, or ``42 MB`` for a store that would read ``0.0 GB``."""
-    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+def space_needed(root: Path, missing, sample_rate: int) -> int:
+    """Disk space baking ``missing`` ((scene, sound, why) of :func:`stores_to_bake`) still takes: each file's size
+    less what its partial file already holds on disk (a bake resumes it or writes it again in place) and what the
+    stale file it replaces holds (removed before its bake)."""
+    need = 0
+    for scene, sound, _ in missing:
+        final = store_path(root, scene, sound)
+        held = allocated_bytes(partial_path(final)) + allocated_bytes(final)
+        need += max(0, store_bytes([scene], sample_rate) - held)
+    return need
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run or not missing:
         return 0
     root.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(root).free
-    if need > free:
+    free, still = shutil.disk_usage(root).free, space_needed(root, missing, world.sample_rate)
+    if still > free:
+        held = f" more ({readable_size(need - still)} of the files are on disk already)" if still < need else ""
         print(
-            f"error: baking needs about {readable_size(need)} but {root} has {readable_size(free)} free; "
+            f"error: baking needs about {readable_size(still)}{held} but {root} has {readable_size(free)} free; "
             "bake fewer scenes or sounds (--scenes, --sounds) or choose another --out",
             file=sys.stderr,
         )

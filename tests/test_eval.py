@@ -1945,6 +1945,32 @@ def test_a_record_cut_short_by_a_kill_takes_its_silenced_files_with_it(tmp_path)
     assert EvaluationProgress(tmp_path, identity).silenced_files() == {"replica/a": {"x.wav"}}  # rewritten so
 
 
+def test_a_whole_last_record_without_its_newline_is_kept_and_the_next_one_gets_a_line_of_its_own(tmp_path) -> None:
+    """A kill (or a full disk) right at a record's final newline leaves a whole record on an unended line: the
+    resume keeps it and ends the line before appending, so the record after it is not glued onto it (which the
+    next resume would drop as an unfinished line, losing both)."""
+    from asgf_nav.eval.progress import PROGRESS_FILE, EvaluationProgress
+
+    identity = {"agent": "random", "seed": 0}
+    progress = EvaluationProgress(tmp_path, identity)
+    progress.add(_record("a", "0"))
+    progress.add(_record("a", "1"))
+    path = tmp_path / PROGRESS_FILE
+    path.write_bytes(path.read_bytes()[:-1])  # the last record whole, its newline not written
+    resumed = EvaluationProgress(tmp_path, identity)
+    assert sorted(resumed.done) == [("a", "0"), ("a", "1")]
+    assert path.read_text().endswith("\n")  # ended on resume, before any record is added
+    resumed.add(_record("a", "2"))
+    again = EvaluationProgress(tmp_path, identity)
+    assert sorted(again.done) == [("a", "0"), ("a", "1"), ("a", "2")]
+    assert len(path.read_text().splitlines()) == 4  # the header and one line per record
+    header_only = tmp_path / "new"
+    EvaluationProgress(header_only, identity)
+    (header_only / PROGRESS_FILE).write_text((header_only / PROGRESS_FILE).read_text().rstrip("\n"))
+    EvaluationProgress(header_only, identity).add(_record("a", "0"))  # the header's line ended too
+    assert list(EvaluationProgress(header_only, identity).done) == [("a", "0")]
+
+
 def test_an_earlier_release_refuses_this_releases_progress_file_up_front_naming_the_mark(tmp_path) -> None:
     """An earlier release refuses a progress file whose identity holds a key its own lacks, naming it: the mark
     in the identity stops it before it meets a record with the files it does not know (its reader compares

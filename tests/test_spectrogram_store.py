@@ -1,7 +1,9 @@
 """Baked spectrogram store: same values as live computation, resumable bakes, stale stores refused."""
 
+import errno
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -178,6 +180,122 @@ def test_a_discarded_partial_bake_leaves_no_state_a_later_resume_trusts(tmp_path
     counter = scene.rir = CountingRirs(scene.rir)
     bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, batch=8)
     assert counter.calls == 3 * scene.num_nodes * 4  # all three sources baked: none taken as done
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _bake_stopped_in_second_source(tmp_path: Path, scene, world, spectrogram) -> Path:
+    """Bake ``scene``'s bell into ``tmp_path`` and stop it during its second source; the partial file."""
+    done = []
+
+    def stop(n: int) -> None:
+        done.append(n)
+        if sum(done) > scene.num_nodes * 4 + 10:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, batch=8, progress=stop)
+    return store_path(tmp_path, scene, "bell").with_name("bell.partial.npy")
+
+
+def _no_space(code: int):
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    return fallocate
+
+
+def _reserves_space(directory: Path) -> bool:
+    """Whether this platform and ``directory``'s filesystem reserve a file's space (posix_fallocate)."""
+    from asgf_nav.tasks.spectrogram_store import reserve_space
+
+    probe = directory / "probe"
+    with open(probe, "wb") as f:
+        f.truncate(1 << 20)  # sparse
+    try:
+        return reserve_space(probe) and probe.stat().st_blocks * 512 >= 1 << 20
+    finally:
+        probe.unlink()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_bake_without_room_for_its_file_stops_with_an_error_naming_it_not_a_sigbus(tmp_path, monkeypatch, code):
+    """The partial file's space is reserved when it is created: a full disk or quota is an error naming the file,
+    its size and the free space (writing into a sparse memory-mapped file would die of SIGBUS midway), and the
+    empty partial file is removed; once there is room the bake runs."""
+    world = _world()
+    scene = world.scenes["grid_a"]
+    spectrogram = TorchSpectrogram(SR)
+    final = store_path(tmp_path, scene, "bell")
+    counter = scene.rir = CountingRirs(scene.rir)
+    monkeypatch.setattr(os, "posix_fallocate", _no_space(code), raising=False)
+    with pytest.raises(SpectrogramStoreError) as refused:
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram)
+    message = str(refused.value)
+    size = f"{store_bytes([scene], SR) / 1e6:.0f} MB"
+    assert f"cannot bake spectrogram store file {final.with_name('bell.partial.npy')}: reserving its {size}" in message
+    assert os.strerror(code) in message and " free there" in message and "the partial file was removed" in message
+    assert "free space on that filesystem" in message and "--out DIR" in message
+    assert ("disk quota" in message) == (code == errno.EDQUOT)
+    assert counter.calls == 0 and not list(final.parent.glob("bell.partial*")) and not final.exists()
+    monkeypatch.undo()
+    assert bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram) == final
+    assert counter.calls == 3 * scene.num_nodes * 4
+
+
+def test_a_resumed_bake_without_room_keeps_its_partial_file_to_resume_later(tmp_path, monkeypatch):
+    world = _world()
+    scene = world.scenes["grid_a"]
+    spectrogram = TorchSpectrogram(SR)
+    partial = _bake_stopped_in_second_source(tmp_path, scene, world, spectrogram)
+    monkeypatch.setattr(os, "posix_fallocate", _no_space(errno.ENOSPC), raising=False)
+    with pytest.raises(SpectrogramStoreError, match=f"{partial}: reserving .* kept: baking again resumes at source 2"):
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram)
+    assert partial.exists() and partial.with_name("bell.partial.json").exists()
+    monkeypatch.undo()
+    counter = scene.rir = CountingRirs(scene.rir)
+    bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram)
+    assert counter.calls == 2 * scene.num_nodes * 4  # resumed at the second source
+
+
+def test_a_filesystem_that_cannot_reserve_space_is_baked_into_unreserved(tmp_path, monkeypatch):
+    world = _world()
+    scene = world.scenes["grid_b"]
+    for code in (errno.EOPNOTSUPP, errno.EINVAL):
+        monkeypatch.setattr(os, "posix_fallocate", _no_space(code), raising=False)
+        path = bake(tmp_path / str(code), scene, "drum", world.sound("drum"), TorchSpectrogram(SR))
+        assert np.load(path).shape[:2] == (2, scene.num_nodes)
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)  # a platform without it
+    assert bake(tmp_path / "none", scene, "drum", world.sound("drum"), TorchSpectrogram(SR)).exists()
+
+
+def test_the_partial_files_space_is_reserved_when_created_and_when_resumed(tmp_path):
+    if not _reserves_space(tmp_path):
+        pytest.skip("this filesystem or platform reserves no space (posix_fallocate)")
+    world = _world()
+    scene = world.scenes["grid_a"]
+    spectrogram = TorchSpectrogram(SR)
+    size = store_bytes([scene], SR)
+
+    def stop(n: int) -> None:
+        raise _Interrupt
+
+    with pytest.raises(_Interrupt):  # after the first chunk: a sparse file would hold about 8 states
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, batch=8, progress=stop)
+    partial = store_path(tmp_path, scene, "bell").with_name("bell.partial.npy")
+    assert partial.stat().st_blocks * 512 >= size
+    partial = _bake_stopped_in_second_source(tmp_path / "resumed", scene, world, spectrogram)
+    data = partial.read_bytes()
+    partial.unlink()
+    with open(partial, "wb") as f:  # the file as an unreserved bake left it: sparse after its first source
+        f.truncate(len(data))
+        f.write(data[: len(data) - size + size // 3])  # the header and the first of three sources
+    assert partial.stat().st_blocks * 512 < size / 2
+    with pytest.raises(_Interrupt):  # the bar's first update comes after the reservation
+        bake(tmp_path / "resumed", scene, "bell", world.sound("bell"), spectrogram, batch=8, progress=stop)
+    assert partial.stat().st_blocks * 512 >= size
 
 
 def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp_path):
@@ -505,6 +623,42 @@ def test_bake_script_out_auto_is_the_data_roots_store(audio_only_root, capsys, t
     # overrides on both sides of an option (parse_intermixed_args): the second one is not "unrecognized"
     assert bake_spectrograms.main(["scenes.workers=1", *argv, "task.spectrogram_store=elsewhere"]) == 0
     assert "into elsewhere: 1 files to bake" in capsys.readouterr().out
+
+
+def test_bake_scripts_space_check_counts_what_partial_and_stale_files_hold_already(
+    audio_only_root, tmp_path, monkeypatch, capsys
+):
+    """The free-space check asks for each file's size less the disk space its partial file holds (resumed or
+    written again in place) and the stale file it replaces holds (removed before its bake)."""
+    import shutil
+
+    import bake_spectrograms
+
+    from asgf_nav.tasks.world import load_world
+
+    world = load_world(audio_only_cfg(audio_only_root), "test")
+    scene = world.scenes["tiny_room_test"]
+    final = store_path(tmp_path, scene, "telephone")
+    size = store_bytes([scene], world.sample_rate)
+    baked = []
+    monkeypatch.setattr(bake_spectrograms, "bake_world", lambda *args: baked.append(args))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=size // 4))
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--out", str(tmp_path),
+            *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
+    assert bake_spectrograms.main(argv) == 2 and not baked
+    assert "error: baking needs about" in capsys.readouterr().err
+    final.parent.mkdir(parents=True)
+    final.with_name("telephone.partial.npy").write_bytes(bytes(size // 2))  # half of it on disk already
+    final.write_bytes(bytes(size // 2))  # a stale file (no fingerprint): removed before the bake
+    assert bake_spectrograms.main(argv) == 0 and len(baked) == 1
+    final.unlink()
+    final.with_name("telephone.partial.npy").write_bytes(bytes(size - size // 4))  # a quarter short, a quarter free
+    assert bake_spectrograms.main(argv) == 0 and len(baked) == 2
+    final.with_name("telephone.partial.npy").write_bytes(bytes(size // 4))
+    assert bake_spectrograms.main(argv) == 2 and len(baked) == 2
+    error = capsys.readouterr().err
+    assert f"more ({size // 4 / 1e6:.0f} MB of the files are on disk already) but {tmp_path} has" in error
 
 
 def test_an_evaluation_reads_the_test_splits_baked_spectrograms(audio_only_root, tmp_path, monkeypatch):

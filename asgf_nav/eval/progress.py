@@ -3,7 +3,9 @@
 A long evaluation (a thousand Replica episodes on a CPU takes hours) that is killed keeps every episode
 it finished in ``{out_dir}/episodes.partial.jsonl``; the same command later runs only the rest and then
 writes the usual outputs and removes the file (``--sound-split both``: once both splits are written, so
-that a stop during the second leaves the first one's episodes to its rerun).
+that a stop during the second leaves the first one's episodes to its rerun). A last line cut short by the kill
+(or a full disk) is dropped on resume, its episode run again; a whole last record whose newline was not written
+is kept, and its line ended before the next record is appended.
 
 The file's first line records what is being evaluated (agent, checkpoint, split, seed, task limits, data
 root, the episode list's fingerprint, the random agent's number of episodes stepped together, for embedded
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,7 +181,8 @@ class EvaluationProgress:
             )
 
     def _read(self) -> None:
-        lines = self.path.read_text().splitlines()
+        text = self.path.read_text()
+        lines = text.splitlines()
         try:
             header = json.loads(lines[0])
             stored = dict(header["evaluation"])
@@ -199,6 +203,7 @@ class EvaluationProgress:
                 f"{self.path} belongs to another evaluation: {difference}; delete the file, or pass another "
                 "--out / --name"
             )
+        unterminated = bool(text) and not text.endswith("\n")
         for number, line in enumerate(lines[1:], start=2):
             try:
                 data = json.loads(line)
@@ -208,6 +213,7 @@ class EvaluationProgress:
                     # unmarked if it was: an earlier release's file must not look as if it saved silenced files
                     lines_kept = "".join(l + "\n" for l in lines[1:-1])
                     atomic_write_text(self.path, self._header(saves_silenced) + lines_kept)
+                    unterminated = False
                     break
                 raise EvaluationProgressError(f"{self.path} line {number} is not an episode record: {exc}") from exc
             silenced: dict[str, list[str]] = {}
@@ -226,6 +232,14 @@ class EvaluationProgress:
             self.done[episode_key(record)] = record
             for label, paths in silenced.items():
                 self.silenced.setdefault(label, set()).update(paths)
+        if unterminated:  # a whole record whose newline was not written (killed, or the disk full, right there):
+            try:  # ended before the next record is appended, which would join its line
+                self._append("\n", durable=True)
+            except OSError as exc:
+                raise EvaluationProgressError(
+                    f"cannot end the last line of {self.path} ({exc}); free space on its disk (or make it writable) "
+                    "and run the evaluation again to resume it"
+                ) from exc
         self.silence_unrecorded = bool(self.done) and not saves_silenced
         logger.info("resuming the evaluation: %d episodes already done in %s", len(self.done), self.path)
 
@@ -258,8 +272,14 @@ class EvaluationProgress:
         for label, paths in new.items():
             self.silenced.setdefault(label, set()).update(paths)
         line = {**record.to_json(), **({SILENCED_KEY: new} if new else {})}
+        self._append(json.dumps(line) + "\n")
+
+    def _append(self, text: str, durable: bool = False) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(line) + "\n")
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
 
     def silenced_files(self, current: Mapping[str, Collection[str]] | None = None) -> dict[str, set[str]]:
         """The RIR files heard as silence while this evaluation's episodes ran, per dataset/scene: those saved in

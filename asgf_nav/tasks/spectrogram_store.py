@@ -19,6 +19,11 @@ Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, fre
   baked from has changed, and starts over otherwise; readers never see a partial file. A finished
   file whose fingerprint differs is baked again. A process bakes a file only while it holds
   ``{sound}.lock``, so runs may share a root.
+- The partial file's disk space is reserved (``posix_fallocate``) when it is created or resumed: a disk or
+  quota too full for it stops the bake there with a :class:`SpectrogramStoreError` naming the file, the size
+  and the free space, where writing into a memory-mapped file the filesystem cannot extend would kill the
+  process with SIGBUS midway. A new partial file that cannot be reserved is removed; a resumed one is kept
+  (and resumed once there is room). Filesystems that cannot reserve space are baked into unreserved.
 - On SoundSpaces data with ``scenes.rir_on_missing=silence``, the RIR files a bake read as silence are listed
   in its fingerprint file under ``rirs_replaced_by_silence`` (relative to the scene's RIR folder; not compared:
   absent, in a file of an earlier release too, means none known). An env that opens the file counts them as its
@@ -36,11 +41,13 @@ Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, fre
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shlex
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -468,6 +475,72 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
     return 0, []
 
 
+def partial_path(final: Path) -> Path:
+    """The file a bake of the store file ``final`` writes into until it is complete: ``{sound}.partial.npy``."""
+    return final.with_name(f"{final.name[: -len('.npy')]}.partial.npy")
+
+
+def allocated_bytes(path: Path) -> int:
+    """Disk space ``path`` holds (its allocated blocks; 0 if it is missing): the part of its size a write into
+    it no longer needs."""
+    try:
+        return path.stat().st_blocks * 512
+    except (FileNotFoundError, AttributeError):  # st_blocks: POSIX only
+        return 0
+
+
+def reserve_space(path: Path) -> bool:
+    """Allocate the disk space of all of ``path`` now (``posix_fallocate``; the bytes already written are kept),
+    so that a disk or quota that cannot hold it fails here with an OSError (ENOSPC, EDQUOT), not with a SIGBUS at
+    a write into the memory-mapped file. False where the platform or filesystem cannot reserve space (then the
+    file stays as it is)."""
+    if not hasattr(os, "posix_fallocate"):
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+            raise
+        logger.debug("cannot reserve the space of %s (%s): baking into it unreserved", path, err)
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def readable_size(size: float) -> str:
+    """``6.1 GB``, or ``42 MB`` / ``85 kB`` for a size that would read ``0.0 GB``."""
+    if size >= 1e9:
+        return f"{size / 1e9:.1f} GB"
+    return f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+def _no_room_error(partial: Path, size: int, err: OSError, done: int, sources: int) -> SpectrogramStoreError:
+    """The error of a partial file whose ``size`` bytes could not be reserved: what is free, what to do."""
+    try:
+        free = f"{readable_size(shutil.disk_usage(partial.parent).free)} free there"
+    except OSError:
+        free = "the free space could not be read"
+    if done:
+        held = f", {readable_size(allocated_bytes(partial))} of it already on disk"
+        kept = f"the partial file is kept: baking again resumes at source {done + 1} of {sources}"
+    else:
+        held, kept = "", "the partial file was removed"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        quota = " (or have the disk quota raised)" if err.errno == errno.EDQUOT else ""
+        advice = (
+            f"free space on that filesystem{quota} and bake again, or bake to another root on a disk with room "
+            "(bake_spectrograms.py --out DIR, and task.spectrogram_store=DIR in the runs)"
+        )
+    else:
+        advice = "check the disk and that its directory is writable, or bake to another root (--out DIR)"
+    return SpectrogramStoreError(
+        f"cannot bake spectrogram store file {partial}: reserving its {readable_size(size)}{held} failed: "
+        f"{err.strerror or err} ({free}); {kept}; {advice}"
+    )
+
+
 def _bake_locked(
     final: Path,
     scene: TaskScene,
@@ -477,10 +550,10 @@ def _bake_locked(
     batch: int | None,
     progress: Callable[[int], Any] | None,
 ) -> Path:
-    stem = final.name[: -len(".npy")]
-    partial = final.with_name(f"{stem}.partial.npy")
-    state_file = final.with_name(f"{stem}.partial.json")
+    partial = partial_path(final)
+    state_file = final.with_name(f"{final.name[: -len('.npy')]}.partial.json")
     shape = tuple(fingerprint["scene"]["shape"])
+    size = int(np.prod(shape)) * 4  # the partial file, less its header
     done, silenced_before = _resumable_sources(partial, state_file, fingerprint)
     if silenced_before and refuses_silence(scene):  # its result would list them, which this policy refuses
         logger.warning(
@@ -493,9 +566,20 @@ def _bake_locked(
     if done:
         array = load_npy(partial, mmap_mode="r+")
         logger.info("resuming %s at source %d of %d", final, done, shape[0])
+        try:  # the sources still to bake are holes in the file: reserved now, not met as SIGBUS midway
+            reserve_space(partial)
+        except OSError as err:
+            del array
+            raise _no_room_error(partial, size, err, done, shape[0]) from err
     else:
         state_file.unlink(missing_ok=True)  # describes the old partial file, not the one written now
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+        try:  # numpy makes a sparse file: a write the disk has no room for would be a SIGBUS, no error
+            array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+            reserve_space(partial)
+        except OSError as err:
+            array = None  # unmapped before it is removed
+            partial.unlink(missing_ok=True)  # holds nothing baked: its space back
+            raise _no_room_error(partial, size, err, 0, shape[0]) from err
     batch = int(batch or default_batch(spectrogram.device))
     wave_t = torch.from_numpy(np.asarray(wave, dtype=np.float32))
     receivers = np.repeat(np.arange(scene.num_nodes), 4)
