@@ -32,15 +32,16 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     """Entry point of a script: bad input the user can fix (a config value, an unknown or unbaked scene, missing
     or malformed SoundSpaces data or episode files, an export that cannot be written, an unreadable or stale
     baked spectrogram store, another evaluation's progress file, files that are not an evaluation's, an
-    unreadable or mismatched checkpoint, a missing or corrupt sound-bank file, a bake worker that died) ends with
-    one ``error:`` line and exit status 2 instead of a traceback.
+    unreadable or mismatched checkpoint, a missing or corrupt sound-bank file, a bake worker that died, a file that
+    cannot be written: a full disk, a read-only directory) ends with one ``error:`` line and exit status 2 instead
+    of a traceback.
 
     SIGTERM raises ``SystemExit`` (``asgf_nav.termination``) instead of killing the process outright, so
     ``finally`` blocks run: a bake's process pool terminates its workers rather than leaving them running.
     """
     from asgf_nav.eval.evaluator import EvaluationFileError
     from asgf_nav.eval.progress import EvaluationProgressError
-    from asgf_nav.io import raise_open_file_limit
+    from asgf_nav.io import WriteError, raise_open_file_limit
     from asgf_nav.models.doa.checkpoint import DoaCheckpointError
     from asgf_nav.parallel import WorkerDiedError
     from asgf_nav.rl.checkpoint import CheckpointError
@@ -58,7 +59,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     user_errors = (
         ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError, EvaluationFileError,
         DoaCheckpointError, CheckpointError, SoundSpacesDataError, EpisodeError, ExportError, SpectrogramStoreError,
-        SoundBankError, WorkerDiedError,
+        SoundBankError, WorkerDiedError, WriteError,
     )  # fmt: skip
     try:
         code = main()

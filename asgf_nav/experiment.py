@@ -227,7 +227,7 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
 
     from asgf_nav.rl.distributed import barrier
     from asgf_nav.scenes.background import quick_start_order
-    from asgf_nav.scenes.build import build_scenes
+    from asgf_nav.scenes.build import build_scenes, refuse_unbakeable
 
     if is_main:  # baked scenes may sit on a read-only share; only a bake needs to write there
         make_named_dir(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset, "scenes.data_root", writable=False)
@@ -242,6 +242,8 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
         from asgf_nav.tasks.episodes import check_distance_bounds
 
         every = [name for split in ("train", "val", "test") for name in pool.split_scenes(split)]
+        # a read-only data root lacking a stage of any scene is refused now, not when the background build gets there
+        refuse_unbakeable(cfg, cfg.scenes.dataset, every, pool.stages)
         build_scenes(cfg, cfg.scenes.dataset, every, stages=("layout",), workers=cfg.scenes.workers)
         check_distance_bounds(cfg, [scene_dir(cfg.scenes.data_root, cfg.scenes.dataset, name) for name in every])
         if not pool.ready("train"):

@@ -16,6 +16,7 @@ import pickle
 import re
 import resource
 import secrets
+import shutil
 import stat
 import subprocess
 import sys
@@ -32,6 +33,72 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+class WriteError(OSError):
+    """An :func:`atomic_write` that failed (a full disk, a quota, a read-only or vanished directory); its message
+    names the file, the cause and the free space of its file system, and the file written before is kept.
+    ``errno`` and ``strerror`` are the cause's (``strerror`` says "No space left on device" for a full disk)."""
+
+    def __init__(self, message: str, error_number: int | None = None, strerror: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = error_number
+        self.strerror = strerror
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a bake worker, it reaches the parent whole
+        return (type(self), (self.args[0], self.errno, self.strerror))
+
+
+_NEARLY_FULL = 1 << 20  # free bytes under which a failed write is put down to a full file system
+
+
+def _readable_size(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _write_error(path: Path, exc: BaseException) -> WriteError:
+    """What a failed write of ``path`` says: the cause, in one line, with the free space of its file system
+    (measured while the half-written temporary still holds its share, so a full disk reads as one); a full
+    disk is said to be one even where the writer hid the errno (torch's "unexpected pos 704 vs 598", numpy's
+    "1000000 requested and 262128 written")."""
+    code = getattr(exc, "errno", None)
+    cause = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines() or [type(exc).__name__]
+    cause_text = cause[0] if isinstance(exc, OSError) else f"{type(exc).__name__}: {cause[0]}"
+    try:
+        usage = shutil.disk_usage(next(p for p in path.parents if p.exists()))
+    except OSError:
+        usage = None
+    where = f"{path.parent} has {_readable_size(usage.free)} free of {_readable_size(usage.total)}" if usage else ""
+    if code == errno.EDQUOT:
+        return WriteError(
+            f"cannot write {path}: disk quota exceeded{_aside(where)}; free space within your quota or point the "
+            "output at another file system",
+            code, os.strerror(code),
+        )  # fmt: skip
+    if code == errno.ENOSPC or (code is None and usage is not None and usage.free < _NEARLY_FULL):
+        told = "" if code == errno.ENOSPC else f"the writer said {cause_text}"
+        return WriteError(
+            f"cannot write {path}: no space left on device{_aside(where, told)}; free space there or point the "
+            "output at another file system",
+            errno.ENOSPC, os.strerror(errno.ENOSPC),
+        )  # fmt: skip
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return WriteError(
+            f"cannot write {path}: {cause_text}; point the output at a directory you can write", code, cause[0]
+        )
+    return WriteError(f"cannot write {path}: {cause_text}{_aside(where)}", code, cause[0])
+
+
+def _aside(*parts: str) -> str:
+    said = "; ".join(part for part in parts if part)
+    return f" ({said})" if said else ""
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = True) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -41,19 +108,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool 
     after a power loss ``path`` is the old file or the whole new one, never an empty one, so callers may
     delete what it replaces. Writers of many small files that can be written again (an export) pass
     ``durable=False`` (two syncs cost ~8 ms a file) and call :func:`flush_to_disk` once at the end.
+
+    An OSError or RuntimeError (what torch raises for a full disk) while the file is made, written or
+    renamed is a :class:`WriteError` naming ``path``, the cause and the free space there; the temporary file
+    is removed and a file already at ``path`` is kept as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _new_temporary(path)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _new_temporary(path)
         write(tmp_path)
         if path.exists():
             os.chmod(tmp_path, stat.S_IMODE(path.stat().st_mode))
         if durable:
             _fsync(tmp_path, os.O_RDONLY)
         os.replace(tmp_path, path)
+    except WriteError:  # a nested atomic write (a writer that writes a file of its own) named its file
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        raise
+    except (OSError, RuntimeError) as exc:
+        error = _write_error(path, exc)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        raise error from exc
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise
     if not durable:
         return path

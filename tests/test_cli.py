@@ -10,6 +10,7 @@ from asgf_nav.cli import run_script
 from asgf_nav.config import ConfigError
 from asgf_nav.eval.evaluator import EvaluationFileError
 from asgf_nav.eval.progress import EvaluationProgressError
+from asgf_nav.io import WriteError
 from asgf_nav.models.doa.checkpoint import DoaCheckpointError
 from asgf_nav.parallel import WorkerDiedError
 from asgf_nav.rl.checkpoint import CheckpointError
@@ -33,6 +34,7 @@ USER_ERRORS = [
     ExportError("scene tiny_room_test has 16000 Hz RIRs; SoundSpaces replica uses 44100 Hz"),
     SpectrogramStoreError("spectrograms/tiny/a/telephone.npy was baked from other RIRs"),
     SoundBankError("sound 'telephon_x' is not in the bank"), WorkerDiedError("a bake worker died (SIGKILL)"),
+    WriteError("cannot write runs/a/checkpoints/ckpt_000050.pt: no space left on device", 28),
 ]  # fmt: skip
 
 
@@ -45,6 +47,37 @@ def test_user_errors_become_one_error_line(error, capsys):
         run_script(main)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_script_that_fills_the_disk_ends_with_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """torch.save on a full disk raises a RuntimeError that names neither the file nor the disk: a script
+    ends with one line that names both, not a traceback."""
+    import shutil
+
+    import torch
+
+    from asgf_nav import io
+    from asgf_nav.io import atomic_write
+
+    full = shutil.disk_usage(tmp_path)._replace(free=0)
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda path: full)
+
+    def save(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", save)
+    target = tmp_path / "ckpt_000050.pt"
+
+    def main() -> int:
+        atomic_write(target, lambda p: torch.save({"update": 50}, p))
+        return 0
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(main)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {target}: no space left on device ({tmp_path} has 0 bytes free")
+    assert err.count("\n") == 1 and "unexpected pos 704 vs 598" in err and not target.exists()
 
 
 def test_return_codes_pass_through_and_bugs_keep_their_traceback():

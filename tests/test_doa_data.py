@@ -340,8 +340,45 @@ def test_cached_pools_are_rebuilt_when_their_responses_would_differ(tmp_path, mo
     other_pool = tmp_path / ".shoebox_train_9x2_s5.npz.0a1b2c3d.tmp"  # another run may be writing it
     killed_write.write_bytes(b"x" * 100)
     other_pool.write_bytes(b"x")
+    cached.unlink()  # the killed write left no pool: the run that renders it removes the temporary first
     pools.rir_pool(cfg, "train", 2, 5)
-    assert not killed_write.exists() and other_pool.exists()
+    assert not killed_write.exists() and other_pool.exists() and len(built) == 5
+
+
+def test_a_current_pool_is_read_without_its_lock_and_only_a_render_takes_it(tmp_path, monkeypatch):
+    """A complete pool in a directory nobody here can write (shared read-only, without its hidden lock file)
+    is read as it is; the lock is taken only to render one, and the pool is checked again under it."""
+    from contextlib import contextmanager
+
+    from asgf_nav.models.doa import pools
+
+    cfg = DoaTrainConfig(rooms="shoebox", pool_dir=str(tmp_path), sources_per_pose=2)
+    first = pools.rir_pool(cfg, "train", 2, 5)
+    lock = tmp_path / ".shoebox_train_2x2_s5.npz.lock"
+    lock.unlink()
+
+    def read_only(path, what, busy=None):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(pools, "exclusive_lock", read_only)
+    again = pools.rir_pool(cfg, "train", 2, 5)
+    assert np.array_equal(again.rirs, first.rirs) and again.source == first.source and not lock.exists()
+
+    path = tmp_path / "shoebox_train_2x2_s5.npz"
+    taken = []
+
+    @contextmanager
+    def rendered_meanwhile(lock_path, what, busy=None):  # another run renders it while this one waits
+        taken.append(lock_path)
+        first.save(path)
+        yield True
+
+    path.unlink()
+    built = []
+    monkeypatch.setattr(pools, "exclusive_lock", rendered_meanwhile)
+    monkeypatch.setattr(pools, "shoebox_pool", lambda *a, **k: built.append(a) or shoebox_pool(*a, **k))
+    assert np.array_equal(pools.rir_pool(cfg, "train", 2, 5).rirs, first.rirs)
+    assert taken == [lock] and built == []  # missing: locked, then found rendered under the lock, not rendered twice
 
 
 def test_scene_pool_source_follows_the_bake_and_the_renderer(monkeypatch):

@@ -34,6 +34,97 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.txt"]
 
 
+def _disk_with_free(monkeypatch, free: int) -> None:
+    import shutil
+
+    from asgf_nav import io
+
+    usage = shutil.disk_usage("/")._replace(total=10**9, used=10**9 - free, free=free)
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda path: usage)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),  # a text write
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),  # torch.save
+        OSError("1000000 requested and 262128 written"),  # np.save: numpy drops the errno
+    ],
+    ids=["errno", "torch", "numpy"],
+)
+def test_a_full_disk_is_one_error_naming_the_file_and_the_free_space(tmp_path: Path, monkeypatch, failure) -> None:
+    """However the writer reports a full disk, the error names the file, says the disk is full and how much is
+    free, and the file written before stays as it was, with no temporary left beside it."""
+    import pickle
+
+    from asgf_nav.io import WriteError
+
+    target = tmp_path / "ckpt.pt"
+    atomic_write_text(target, "old")
+    _disk_with_free(monkeypatch, 0)
+
+    def full(p: Path) -> None:
+        p.write_bytes(b"half")
+        raise failure
+
+    with pytest.raises(WriteError) as raised:
+        atomic_write(target, full)
+    message = str(raised.value)
+    assert message.startswith(f"cannot write {target}: no space left on device ({tmp_path} has 0 bytes free of 1.0 GB")
+    assert "free space there or point the output at another file system" in message and "\n" not in message
+    assert raised.value.errno == 28 and raised.value.strerror == "No space left on device"
+    assert isinstance(raised.value, OSError) and raised.value.__cause__ is failure  # callers catching OSError still do
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    assert str(pickle.loads(pickle.dumps(raised.value))) == message  # as a bake worker's error reaches its parent
+
+
+def test_a_failed_rename_or_quota_names_the_file_and_other_failures_keep_their_cause(tmp_path: Path, monkeypatch):
+    import errno
+
+    from asgf_nav.io import WriteError
+
+    _disk_with_free(monkeypatch, 5 * 10**8)
+    target = tmp_path / "out" / "summary.json"
+
+    def refuse(*args: object) -> None:
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(WriteError, match=rf"cannot write {target}: disk quota exceeded \({target.parent} has 500.0 MB"):
+        atomic_write_text(target, "{}")
+    monkeypatch.undo()
+    _disk_with_free(monkeypatch, 5 * 10**8)
+
+    def broken(p: Path) -> None:
+        raise RuntimeError("ffmpeg failed to mux a.wav into b.mp4:\nlong output")
+
+    with pytest.raises(WriteError) as raised:
+        atomic_write(target, broken)  # plenty of space: not said to be full
+    assert str(raised.value) == (
+        f"cannot write {target}: RuntimeError: ffmpeg failed to mux a.wav into b.mp4: ({target.parent} has 500.0 MB "
+        "free of 1.0 GB)"
+    )
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_read_only_directory_is_named_with_the_file(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from asgf_nav import io
+    from asgf_nav.io import WriteError
+
+    def read_only(path: Path) -> Path:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(io, "_new_temporary", read_only)
+    with pytest.raises(WriteError) as raised:
+        atomic_write_text(tmp_path / "rgb.npy", "x")
+    assert str(raised.value) == (
+        f"cannot write {tmp_path / 'rgb.npy'}: Read-only file system; point the output at a directory you can write"
+    )
+    assert raised.value.strerror == "Read-only file system"  # what the episode cache's warning shows
+
+
 @pytest.mark.parametrize("compressed", [False, True])
 def test_atomic_savez_writes_exactly_the_named_file(tmp_path: Path, compressed: bool) -> None:
     target = tmp_path / "deep" / "pool.cache"  # no .npz suffix is appended

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -326,6 +327,39 @@ def test_a_scene_of_another_store_format_is_named_and_baked_again(tmp_path: Path
         Scene(directory)
     assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1) == {"tiny_room_val": ["layout"]}
     assert Scene(directory).num_nodes > 0
+
+
+def test_a_read_only_data_root_is_read_as_it_is_and_a_stage_it_lacks_is_refused_before_any_write(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A lab's dataset shared read-only: what is baked is used, and a stage to bake there is one error naming the
+    data root, the scene and the stage, with advice, instead of a failed write in the middle of the bake."""
+    from asgf_nav.scenes import build
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root, cfg.scenes.image_size = str(tmp_path / "shared"), 16
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
+    baked = sorted(p.name for p in directory.iterdir())
+    real_access = os.access
+    monkeypatch.setattr(build.os, "access", lambda path, mode: "shared" not in str(path) and real_access(path, mode))
+    assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1) == {"tiny_room_val": []}
+    advice = (
+        r"bake it where the data root can be written \(scripts/build_scenes.py --dataset tiny "
+        rf"--data-root {tmp_path}/shared with this run's config\), or point scenes.data_root at a writable copy"
+    )
+    said = (
+        rf"scenes.data_root {tmp_path}/shared: scene tiny/tiny_room_val lacks stage\(s\) \['vision'\], and {directory} "
+        r"is not writable, so it cannot be baked there; " + advice
+    )
+    with pytest.raises(SceneStoreError, match=said):
+        build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout", "vision"), workers=1)
+    assert sorted(p.name for p in directory.iterdir()) == baked  # no lock file, no temporary
+    build.bake_vision(directory, cfg)  # baked by its owner, at 16 px
+    cfg.scenes.image_size = 24  # a run that wants views of another size
+    with pytest.raises(SceneStoreError, match=r"tiny_room_val has stage\(s\) \['vision'\] stale"):
+        build_scenes(cfg, "tiny", ["tiny_room_val"], ("vision",), workers=1)
+    with pytest.raises(SceneStoreError, match=rf"tiny_room_test lacks stage\(s\) \['layout'\], and {tmp_path}/shared/"):
+        build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1)  # a scene not there at all
 
 
 def test_a_scene_of_a_later_store_format_is_named_so_and_not_baked_over_without_force(tmp_path: Path, capsys) -> None:

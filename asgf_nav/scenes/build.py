@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -210,6 +211,47 @@ def stages_to_build(directory: Path, stages: Sequence[str], cfg: Any, force: boo
     return todo
 
 
+def unwritable_problem(directory: Path) -> str | None:
+    """Why a bake could not write ``directory`` (it, or the nearest folder above it that exists, is on a
+    read-only file system or not writable), found without creating anything; None where it can."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists() or p == p.parent)
+    if os.access(existing, os.W_OK | os.X_OK):  # says no on a read-only mount, even to root
+        return None
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"{existing} is on a read-only file system" if read_only else f"{existing} is not writable"
+
+
+def refuse_unbakeable(cfg: Any, dataset: str, names: Iterable[str], stages: Sequence[str], force: bool = False) -> None:
+    """A SceneStoreError naming the data root, the scene and its stages when a scene of ``names`` must be baked
+    (a stage missing or stale) where nothing can be written (a lab's dataset shared read-only): found before
+    any work, rather than as a failed write in the middle of a bake."""
+    root = Path(cfg.scenes.data_root)
+    for name in names:
+        directory = scene_dir(root, dataset, name)
+        problem = unwritable_problem(directory)
+        if problem is None:
+            continue
+        todo = stages_to_build(directory, stages, cfg, force)
+        if not todo:
+            continue
+        missing = [stage for stage in todo if not stage_complete(directory, stage)]
+        stale = [stage for stage in todo if stage not in missing]
+        what = " and ".join(
+            part for part in (f"lacks stage(s) {missing}" if missing else "",
+                              f"has stage(s) {stale} stale (other settings or an older release)" if stale else "")
+            if part
+        )  # fmt: skip
+        raise SceneStoreError(
+            f"scenes.data_root {root}: scene {dataset}/{name} {what}, and {problem}, so it cannot be baked there; "
+            "bake it where the data root can be written (scripts/build_scenes.py "
+            f"--dataset {dataset} --data-root {root} with this run's config), or point scenes.data_root at a writable "
+            "copy"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- driver
 def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple[str, list[str], float]:
     """Build one scene's missing stages (module level so that spawned worker processes can run it).
@@ -283,6 +325,7 @@ def build_scenes(
     pending = [n for n in names if stages_to_build(scene_dir(root, dataset, n), stages, cfg, force)]
     for name in pending:  # before any work: no scene is baked when one of them would be refused
         refuse_later_format(scene_dir(root, dataset, name), force)
+    refuse_unbakeable(cfg, dataset, pending, stages, force)
     result: dict[str, list[str]] = {n: [] for n in names}
     if not pending:
         logger.info("scenes %s: all %d scenes have stages %s", dataset, len(names), list(stages))

@@ -170,6 +170,11 @@ def _cached_pool(
     part = "_direct" if direct_only else ""
     path = Path(cfg.pool_dir) / f"{tag}_{split}_{num_poses}x{cfg.sources_per_pose}_s{seed}{part}.npz"
     source = pool_source(cfg, rooms, split) + part
+    # a current pool is read without the lock (pools are written atomically, so it is whole), which also reads
+    # one in a directory nobody here can write (a shared pool directory without its lock file)
+    pool = _current_pool(path, source, say=False)
+    if pool is not None:
+        return pool
     # one writer per pool (two runs sharing a pool directory render it once), and the temporaries of a
     # killed write removed (a pool is about 100 MB)
     with exclusive_lock(path.with_name(f".{path.name}.lock"), f"RIR pool {path}"):
@@ -177,19 +182,31 @@ def _cached_pool(
         return _load_or_render_pool(cfg, rooms, path, source, split, num_poses, seed, direct_only)
 
 
+def _current_pool(path: Path, source: str, say: bool = True) -> RirPool | None:
+    """The pool at ``path`` when it is whole and rendered from ``source`` by this renderer, else None (with
+    ``say``, logged: it is rendered again)."""
+    if not path.exists():
+        return None
+    try:
+        pool = RirPool.load(path)
+    except ValueError as exc:  # a cache: rendered again rather than stopping the run
+        if say:
+            logger.warning("%s; rebuilding it", exc)
+        return None
+    if pool.source == source and pool.line_of_sight is not None:
+        return pool
+    if say:
+        logger.info("RIR pool %s was rendered from other data or by an older renderer; rebuilding it", path)
+    return None
+
+
 def _load_or_render_pool(
     cfg: DoaTrainConfig, rooms: str, path: Path, source: str, split: str, num_poses: int, seed: int,
     direct_only: bool,
 ) -> RirPool:  # fmt: skip
-    if path.exists():
-        try:
-            pool = RirPool.load(path)
-        except ValueError as exc:  # a cache: rendered again rather than stopping the run
-            logger.warning("%s; rebuilding it", exc)
-        else:
-            if pool.source == source and pool.line_of_sight is not None:
-                return pool
-            logger.info("RIR pool %s was rendered from other data or by an older renderer; rebuilding it", path)
+    pool = _current_pool(path, source)  # checked again under the lock: another run may have rendered it
+    if pool is not None:
+        return pool
     if rooms in SHOEBOX_RECEIVERS:
         receiver = SHOEBOX_RECEIVERS[rooms]
         pool = shoebox_pool(num_poses, cfg.sources_per_pose, seed, receiver=receiver, direct_only=direct_only)
