@@ -426,8 +426,11 @@ def exclusive_lock(path: str | Path, what: str, busy: Callable[[], Exception] | 
     at a time. The OS drops the lock of a killed process, so none is ever left stale.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: another user's lock file serves too
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: another user's lock file serves too
+    except OSError as exc:  # a read-only or full file system: what was to be written cannot be, said in one line
+        raise _write_error(path, exc) from exc
     try:
         held = True
         try:

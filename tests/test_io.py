@@ -589,3 +589,26 @@ def test_numpy_arrays_and_scalars_load_under_the_names_numpy_1_and_2_write(tmp_p
         assert loaded["mt"][0] == "MT19937" and np.array_equal(loaded["mt"][1], state["mt"][1])
         assert loaded["obs"].dtype == np.float16 and loaded["obs"].tolist() == state["obs"].tolist()
         assert loaded["step"] == 4 and isinstance(loaded["step"], np.int64)
+
+
+def test_a_lock_that_cannot_be_made_is_a_write_error_naming_it(tmp_path, monkeypatch) -> None:
+    """A bake's lock file on a read-only data root cannot be created: one WriteError naming it (the scripts'
+    one-line ending), not a traceback of the bare OSError."""
+    import errno as errnos
+    import os
+
+    from asgf_nav import io
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(errnos.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(io.os, "open", read_only)
+    lock = tmp_path / "store" / "bell.lock"
+    with pytest.raises(io.WriteError, match=rf"cannot write {lock}: Read-only file system; point the output") as raised:
+        with io.exclusive_lock(lock, "spectrogram store"):
+            pass
+    assert raised.value.errno == errnos.EROFS
