@@ -53,12 +53,15 @@ class WriteError(OSError):
 _NEARLY_FULL = 1 << 20  # free bytes under which a failed write is put down to a full file system
 
 
-def _readable_size(size: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
+def readable_size(size: float) -> str:
+    """``6.1 GB``; ``42 MB``, ``85 kB`` or ``512 bytes`` for a size that would read ``0.0 GB``."""
+    if size >= 1e12:
+        return f"{size / 1e12:.1f} TB"
+    if size >= 1e9:
+        return f"{size / 1e9:.1f} GB"
+    if size >= 1e6:
+        return f"{size / 1e6:.0f} MB"
+    return f"{size / 1e3:.0f} kB" if size >= 1e3 else f"{size:.0f} bytes"
 
 
 def _write_error(path: Path, exc: BaseException) -> WriteError:
@@ -73,7 +76,7 @@ def _write_error(path: Path, exc: BaseException) -> WriteError:
         usage = shutil.disk_usage(next(p for p in path.parents if p.exists()))
     except OSError:
         usage = None
-    where = f"{path.parent} has {_readable_size(usage.free)} free of {_readable_size(usage.total)}" if usage else ""
+    where = f"{path.parent} has {readable_size(usage.free)} free of {readable_size(usage.total)}" if usage else ""
     if code == errno.EDQUOT:
         return WriteError(
             f"cannot write {path}: disk quota exceeded{_aside(where)}; free space within your quota or point the "

@@ -27,13 +27,13 @@ from asgf_nav.cli import (  # noqa: E402
     run_script,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
+from asgf_nav.io import readable_size  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.tasks.factory import spectrogram_store_root, split_sound_names  # noqa: E402
 from asgf_nav.tasks.spectrogram_store import (  # noqa: E402
     allocated_bytes,
     bake_world,
     partial_path,
-    readable_size,
     store_bytes,
     store_path,
     stores_to_bake,

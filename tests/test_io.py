@@ -90,7 +90,7 @@ def test_a_failed_rename_or_quota_names_the_file_and_other_failures_keep_their_c
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
 
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(WriteError, match=rf"cannot write {target}: disk quota exceeded \({target.parent} has 500.0 MB"):
+    with pytest.raises(WriteError, match=rf"cannot write {target}: disk quota exceeded \({target.parent} has 500 MB"):
         atomic_write_text(target, "{}")
     monkeypatch.undo()
     _disk_with_free(monkeypatch, 5 * 10**8)
@@ -101,7 +101,7 @@ def test_a_failed_rename_or_quota_names_the_file_and_other_failures_keep_their_c
     with pytest.raises(WriteError) as raised:
         atomic_write(target, broken)  # plenty of space: not said to be full
     assert str(raised.value) == (
-        f"cannot write {target}: RuntimeError: ffmpeg failed to mux a.wav into b.mp4: ({target.parent} has 500.0 MB "
+        f"cannot write {target}: RuntimeError: ffmpeg failed to mux a.wav into b.mp4: ({target.parent} has 500 MB "
         "free of 1.0 GB)"
     )
     assert list((tmp_path / "out").iterdir()) == []

@@ -57,7 +57,7 @@ import torch
 
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
-from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy
+from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy, readable_size
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs, soundspaces_rirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
@@ -507,13 +507,6 @@ def reserve_space(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-def readable_size(size: float) -> str:
-    """``6.1 GB``, or ``42 MB`` / ``85 kB`` for a size that would read ``0.0 GB``."""
-    if size >= 1e9:
-        return f"{size / 1e9:.1f} GB"
-    return f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
 def _no_room_error(partial: Path, size: int, err: OSError, done: int, sources: int) -> SpectrogramStoreError:
