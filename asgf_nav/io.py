@@ -549,17 +549,35 @@ def _feed(digest: Any, value: Any) -> None:
         digest.update(f"<{type(value).__qualname__}>;".encode())
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path``, or the nearest folder above it that exists."""
+    return next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+
+
 def dir_creation_problem(path: str | Path) -> str | None:
     """What plainly stops directory ``path`` from being made (a file on its way, a parent not writable), found
     without creating anything; None where it exists or looks creatable. :func:`writable_dir_problem` makes
     sure, by creating it."""
     path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    existing = _nearest_existing(path)
     if not existing.is_dir():
         return f"cannot create directory {path}: {existing} is not a directory"
     if existing != path and not os.access(existing, os.W_OK | os.X_OK):
         return f"cannot create directory {path}: {existing} is not writable"
     return None
+
+
+def unwritable_dir_problem(directory: str | Path) -> str | None:
+    """Why nothing could be written in ``directory`` (it, or the nearest folder above it that exists, is on a
+    read-only file system or not writable), found without creating anything; None where it can."""
+    existing = _nearest_existing(Path(directory))
+    if os.access(existing, os.W_OK | os.X_OK):  # says no on a read-only mount, even to root
+        return None
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"{existing} is on a read-only file system" if read_only else f"{existing} is not writable"
 
 
 def writable_dir_problem(path: str | Path) -> str | None:

@@ -207,13 +207,14 @@ def test_the_runs_torch_threads_take_back_the_builders_core_when_the_build_ends(
 def test_a_read_only_data_root_lacking_a_stage_is_refused_before_any_bake_starts(tmp_path, monkeypatch):
     """Rank 0 finds a scene it would have to bake on a data root nobody here can write before baking the first
     scene or starting the background build, which would otherwise fail at its first write, later."""
+    from asgf_nav import io
     from asgf_nav.experiment import prepare_scenes
     from asgf_nav.scenes import build
     from asgf_nav.scenes.store import SceneStoreError
 
     cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}/shared"])
     (tmp_path / "shared" / "scenes" / "tiny").mkdir(parents=True)  # the lab's (empty) share
-    monkeypatch.setattr(build.os, "access", lambda path, mode: "shared" not in str(path))
+    monkeypatch.setattr(io.os, "access", lambda path, mode: "shared" not in str(path))
     started = []
     monkeypatch.setattr(build, "build_scenes", lambda *args, **kwargs: started.append(args))
     pool = ScenePool(cfg, "tiny")

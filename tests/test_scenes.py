@@ -334,6 +334,7 @@ def test_a_read_only_data_root_is_read_as_it_is_and_a_stage_it_lacks_is_refused_
 ) -> None:
     """A lab's dataset shared read-only: what is baked is used, and a stage to bake there is one error naming the
     data root, the scene and the stage, with advice, instead of a failed write in the middle of the bake."""
+    from asgf_nav import io
     from asgf_nav.scenes import build
 
     cfg = ExperimentConfig()
@@ -341,7 +342,7 @@ def test_a_read_only_data_root_is_read_as_it_is_and_a_stage_it_lacks_is_refused_
     (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
     baked = sorted(p.name for p in directory.iterdir())
     real_access = os.access
-    monkeypatch.setattr(build.os, "access", lambda path, mode: "shared" not in str(path) and real_access(path, mode))
+    monkeypatch.setattr(io.os, "access", lambda path, mode: "shared" not in str(path) and real_access(path, mode))
     assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1) == {"tiny_room_val": []}
     advice = (
         r"bake it where the data root can be written \(scripts/build_scenes.py --dataset tiny "

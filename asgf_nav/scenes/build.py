@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asgf_nav.devices import usable_cpus
-from asgf_nav.io import remove_stale_temporaries
+from asgf_nav.io import remove_stale_temporaries, unwritable_dir_problem
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.generator import GENERATOR_VERSION, footprint_area, generate_floorplan, scene_seed
 from asgf_nav.scenes.mesh import floorplan_mesh
@@ -211,19 +210,6 @@ def stages_to_build(directory: Path, stages: Sequence[str], cfg: Any, force: boo
     return todo
 
 
-def unwritable_problem(directory: Path) -> str | None:
-    """Why a bake could not write ``directory`` (it, or the nearest folder above it that exists, is on a
-    read-only file system or not writable), found without creating anything; None where it can."""
-    existing = next(p for p in (directory, *directory.parents) if p.exists() or p == p.parent)
-    if os.access(existing, os.W_OK | os.X_OK):  # says no on a read-only mount, even to root
-        return None
-    try:
-        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-    except OSError:
-        read_only = False
-    return f"{existing} is on a read-only file system" if read_only else f"{existing} is not writable"
-
-
 def refuse_unbakeable(cfg: Any, dataset: str, names: Iterable[str], stages: Sequence[str], force: bool = False) -> None:
     """A SceneStoreError naming the data root, the scene and its stages when a scene of ``names`` must be baked
     (a stage missing or stale) where nothing can be written (a lab's dataset shared read-only): found before
@@ -231,7 +217,7 @@ def refuse_unbakeable(cfg: Any, dataset: str, names: Iterable[str], stages: Sequ
     root = Path(cfg.scenes.data_root)
     for name in names:
         directory = scene_dir(root, dataset, name)
-        problem = unwritable_problem(directory)
+        problem = unwritable_dir_problem(directory)
         if problem is None:
             continue
         todo = stages_to_build(directory, stages, cfg, force)
