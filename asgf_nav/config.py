@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -404,27 +405,27 @@ def check_values(cfg: ExperimentConfig) -> None:
 
     for key in POSITIVE:
         if value(key) is not None and not value(key) > 0:
-            raise ConfigError(f"config key {key!r} must be positive, got {value(key)!r}")
+            raise ConfigError(f"config key {key!r} must be positive, got {_shown(value(key))}")
     for key in NON_NEGATIVE:
         if not value(key) >= 0:
-            raise ConfigError(f"config key {key!r} must be >= 0, got {value(key)!r}")
+            raise ConfigError(f"config key {key!r} must be >= 0, got {_shown(value(key))}")
     for key in UNIT_INTERVAL:
         if not 0 <= value(key) <= 1:
-            raise ConfigError(f"config key {key!r} must be in [0, 1], got {value(key)!r}")
+            raise ConfigError(f"config key {key!r} must be in [0, 1], got {_shown(value(key))}")
     for key in ("scenes.data_root", "train.run_dir"):  # an empty path is the working directory, never meant
         if not str(value(key)).strip():
-            raise ConfigError(f"config key {key!r} must name a directory, got {value(key)!r}")
+            raise ConfigError(f"config key {key!r} must name a directory, got {_shown(value(key))}")
     if cfg.scenes.num_scenes is not None:
         try:
             get_preset(cfg.scenes.dataset).split_counts(cfg.scenes.num_scenes)
         except ValueError as exc:
             raise ConfigError(f"config key 'scenes.num_scenes': {exc}") from None
     if cfg.train.seed >= 2**32:  # runs seed with offsets (rank, update) that torch's 64-bit seeds must still hold
-        raise ConfigError(f"config key 'train.seed' must be below 2**32, got {cfg.train.seed!r}")
+        raise ConfigError(f"config key 'train.seed' must be below 2**32, got {_shown(cfg.train.seed)}")
     if cfg.acoustics.max_rir_seconds >= LATE_NOISE_SECONDS:
         raise ConfigError(
             f"config key 'acoustics.max_rir_seconds' must be below {LATE_NOISE_SECONDS} s, the noise bank the "
-            f"late tails are cut from, got {cfg.acoustics.max_rir_seconds!r}"
+            f"late tails are cut from, got {_shown(cfg.acoustics.max_rir_seconds)}"
         )
     if cfg.ppo.num_mini_batch > cfg.ppo.num_envs:
         raise ConfigError(
@@ -508,7 +509,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
             if isinstance(value, dict) and get_origin(hint) is not dict:  # ppo.lr.x=1
                 raise ConfigError(
                     f"config key {full!r} (in {source}) is a setting, not a section: it has no key "
-                    f"{next(iter(value))!r}"
+                    f"{_shown(next(iter(value)))}"
                 )
             setattr(obj, key, _coerce(value, hint, full, source))
 
@@ -534,6 +535,19 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxlevel, _VALUE_REPR.maxlist, _VALUE_REPR.maxdict = 3, 6, 6
+_VALUE_REPR.maxstring = _VALUE_REPR.maxother = _VALUE_REPR.maxlong = 160
+SHOWN_VALUE_CHARS = 200  # of a value a ConfigError quotes
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to at most ``SHOWN_VALUE_CHARS``: YAML aliases nest a few hundred bytes of a config into
+    a value whose full repr runs to hundreds of megabytes, and an error message would build all of it."""
+    text = _VALUE_REPR.repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 3] + "..."
+
+
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Check ``value`` against the annotation ``hint``; allow lossless int->float and str->number."""
     origin = get_origin(hint)
@@ -542,7 +556,9 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     def fail() -> typing.NoReturn:
         kind = {_WrittenInt: "int", _WrittenFloat: "float"}.get(type(value), type(value).__name__)
         quote = "; quote it for the text (as 'null')" if value is None and _is_text(hint) else ""
-        raise ConfigError(f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {value!r} ({kind}){quote}")
+        raise ConfigError(
+            f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {_shown(value)} ({kind}){quote}"
+        )
 
     if origin in (Union, types.UnionType):
         if type(None) in args and (value is None or value == "None"):  # Python's spelling of YAML's null too
@@ -558,7 +574,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(f"config key {key!r} (in {source}) must be one of {list(args)}, got {value!r}")
+        raise ConfigError(f"config key {key!r} (in {source}) must be one of {list(args)}, got {_shown(value)}")
     if origin is list:
         if not isinstance(value, list):
             fail()
@@ -577,7 +593,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, str):
             if _has_leading_zero(value):  # 0755: YAML 1.1's octal 493, or 755?
                 raise ConfigError(
-                    f"config key {key!r} (in {source}) expects a decimal int, got {value!r}: a leading zero is "
+                    f"config key {key!r} (in {source}) expects a decimal int, got {_shown(value)}: a leading zero is "
                     "octal in YAML 1.1, so write the number without it"
                 )
             try:
@@ -597,7 +613,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if not isinstance(number, (int, float)):
             fail()
         if not math.isfinite(number):  # nan passes every range check and inf every upper bound
-            raise ConfigError(f"config key {key!r} (in {source}) must be a finite number, got {value!r}")
+            raise ConfigError(f"config key {key!r} (in {source}) must be a finite number, got {_shown(value)}")
         return float(number)
     if hint is str:
         if isinstance(value, str):

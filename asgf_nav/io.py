@@ -4,6 +4,7 @@ that turn every kind of damage into one error."""
 from __future__ import annotations
 
 import _compat_pickle
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -11,6 +12,8 @@ import functools
 import glob
 import hashlib
 import logging
+import math
+import operator
 import os
 import pickle
 import re
@@ -215,12 +218,23 @@ def _new_temporary(path: Path) -> Path:
         return tmp_path
 
 
+def is_plain_file_name(name: str) -> bool:
+    """Whether ``name`` names a file inside a folder and nowhere else: joined to the folder, a name with a
+    separator, an absolute one or ``..`` would read or write outside it (names come from shared data files)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in ("/", "\\", "\0"))
+        and not os.path.isabs(name)
+    )
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data), durable)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text))
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))  # not the locale's: sounds.json
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
@@ -247,13 +261,51 @@ def atomic_savez(path: str | Path, compressed: bool = False, **arrays: np.ndarra
 _DAMAGED_ARRAY_FILE = (EOFError, zipfile.BadZipFile, zlib.error, SyntaxError, tokenize.TokenError)
 
 
+def _claimed_bytes(stream: Any) -> int | None:
+    """The bytes of data the .npy header at the start of ``stream`` claims, leaving ``stream`` at the data; None
+    for a header this does not read (another version, or damaged: numpy then reads it and says what is wrong)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(stream)
+        read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+        if version not in read_header:
+            return None
+        shape, _, dtype = read_header[version](stream)
+    except (ValueError, *_DAMAGED_ARRAY_FILE):
+        return None
+    return math.prod(shape) * dtype.itemsize
+
+
+def _check_claim(path: str | Path, member: str, claimed: int | None, available: int) -> None:
+    """Refuse a header claiming more bytes than follow it: numpy would allocate them all (a MemoryError, or
+    gigabytes) before finding the data missing."""
+    if claimed is not None and claimed > available:
+        where = f"{path} member {member!r}" if member else str(path)
+        raise ValueError(f"damaged array file: {where} claims {claimed} bytes of data and holds {max(available, 0)}")
+
+
+def _memory_error(path: str | Path, exc: MemoryError) -> ValueError:
+    return ValueError(f"damaged array file: {path} claims more memory than can be allocated ({exc})")
+
+
 def load_npy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
     """``np.load`` of one .npy file (never a pickle). Damage is a ValueError, whatever numpy raised; an
-    OSError (missing, not readable) passes through."""
+    OSError (missing, not readable) passes through. A header claiming more data than the file holds is refused
+    before anything is allocated."""
+    if os.stat(path).st_size == 0:  # numpy 1 read an empty file as a pickle it refused: "contains pickled data"
+        raise ValueError("damaged array file (EOFError: No data left in file)")
     try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        if mmap_mode is not None:  # mapping allocates nothing, and refuses a file shorter than its header claims
+            return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        with open(path, "rb") as f:
+            _check_claim(path, "", _claimed_bytes(f), os.fstat(f.fileno()).st_size - f.tell())
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
     except _DAMAGED_ARRAY_FILE as exc:
         raise ValueError(f"damaged array file ({type(exc).__name__}: {exc})") from exc
+    except MemoryError as exc:
+        raise _memory_error(path, exc) from exc
 
 
 class UnsafeTorchFileError(ValueError):
@@ -280,6 +332,7 @@ _DATA_BUILTINS = frozenset(
     | {"object"}  # the base class copyreg._reconstructor is given under protocols 0-1
 )
 _DATA_COLLECTIONS = frozenset({"OrderedDict", "defaultdict", "deque"})
+_SIZED_BUILTINS = frozenset({"bytes", "bytearray"})  # bytes(n), bytearray(n): n zero bytes from a few in the file
 # where networkx defines its graphs and their views (not its tests, not modules of functions)
 _NETWORKX_CLASS_MODULES = frozenset(
     f"networkx.classes.{name}"
@@ -303,6 +356,26 @@ def _numpy_pickle_names() -> dict[tuple[str, str], Any]:
     return names
 
 
+def _unsized(kind: type) -> Callable[..., Any]:
+    """``kind`` (bytes or bytearray) as a pickle may call it, from data (``bytearray(b"..")``, ``bytes()``), but
+    not from an integer size: a 30-byte pickle calling ``bytearray(10**9)`` would zero-fill a gigabyte."""
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        size = args[0] if args else kwargs.get("source")
+        if hasattr(type(size), "__index__"):  # int, bool, numpy integers: a size, not data
+            raise UnsafePickleError(
+                f"it calls {kind.__name__}({operator.index(size)}), which makes that many zero bytes rather than "
+                "reading data from the file; it was not loaded"
+            )
+        return kind(*args, **kwargs)
+
+    build.__name__ = build.__qualname__ = kind.__name__
+    return build
+
+
+_UNSIZED = {name: _unsized(getattr(builtins, name)) for name in _SIZED_BUILTINS}
+
+
 class DataUnpickler(pickle.Unpickler):
     """Unpickles plain data only: builtin containers and numbers, numpy arrays, and networkx graphs and their
     views. Any other global the file names (a function to call, a class of some other package) is an
@@ -315,6 +388,8 @@ class DataUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = (module, name)
+        if module == "builtins" and name in _SIZED_BUILTINS:
+            return _UNSIZED[name]
         if (module == "builtins" and name in _DATA_BUILTINS) or (module == "collections" and name in _DATA_COLLECTIONS):
             return super().find_class(module, name)
         if key in (("copyreg", "_reconstructor"), ("_codecs", "encode")):  # protocols 0-2: objects from classes
@@ -360,6 +435,44 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
         raise pickle.UnpicklingError(next((r for r in reasons if r), lines[0] if lines else repr(exc))) from None
 
 
+def weights_mismatch(expected: Mapping[str, Any], given: Any) -> str | None:
+    """What keeps weights ``given`` (read from a file) from loading into a network whose ``state_dict`` is
+    ``expected`` (built on the meta device, allocating nothing), naming the first tensor; None if they fit.
+
+    A file's settings choose the network's size: checked before it is built for real, a few bytes of settings
+    cannot allocate gigabytes. Weights must hold their own data too: a tensor expanded from a few bytes (stride
+    0), or many sharing one storage, would pass a shape check and still make the network allocate it all."""
+    import torch
+
+    if not isinstance(given, Mapping):
+        return f"the weights are a {type(given).__name__}, not a mapping of tensors"
+    storages: dict[int, int] = {}
+    needed = 0
+    for key, tensor in expected.items():
+        if key not in given:
+            return f"missing tensor {key!r}"
+        value = given[key]
+        if not isinstance(value, torch.Tensor):
+            return f"{key!r} is a {type(value).__name__}, not a tensor"
+        if tuple(value.shape) != tuple(tensor.shape):
+            return (
+                f"size mismatch for {key}: the file holds shape {tuple(value.shape)}, the network's is "
+                f"{tuple(tensor.shape)}"
+            )
+        size = value.numel() * value.element_size()
+        storage = value.untyped_storage()
+        if storage.nbytes() < size:
+            return f"{key!r} holds {storage.nbytes()} bytes for its shape {tuple(value.shape)} of {size} bytes"
+        storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+        needed += size
+    extra = next((key for key in given if key not in expected), None)
+    if extra is not None:
+        return f"unexpected tensor {extra!r}"
+    if sum(storages.values()) < needed:
+        return f"its tensors share {sum(storages.values())} bytes of data for the network's {needed}"
+    return None
+
+
 def limit_reached(exc: BaseException) -> str | None:
     """What an OSError says when a process limit, not the file, stopped a read (too many open files: each
     memory-mapped array keeps one; no memory to map it), else None: such a file needs no baking again."""
@@ -400,10 +513,21 @@ def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.nda
     """Every member of an .npz file, read now (numpy reads members lazily, so damage would surface at the
     first use). Damage or a missing ``required`` member is a ValueError; an OSError passes through."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        with open(path, "rb") as f:
+            with zipfile.ZipFile(f) as archive:  # each member's header, before numpy allocates what it claims
+                for info in archive.infolist():
+                    with archive.open(info) as member:
+                        if member.read(6) != b"\x93NUMPY":  # not an array: numpy returns its bytes
+                            continue
+                        member.seek(0)
+                        _check_claim(path, info.filename, _claimed_bytes(member), info.file_size - member.tell())
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
     except _DAMAGED_ARRAY_FILE as exc:
         raise ValueError(f"damaged array file ({type(exc).__name__}: {exc})") from exc
+    except MemoryError as exc:
+        raise _memory_error(path, exc) from exc
     missing = [name for name in required if name not in arrays]
     if missing:
         raise ValueError(f"no member {missing} (it has {sorted(arrays)})")
@@ -455,18 +579,40 @@ def lock_held(path: str | Path) -> bool:
     """Whether a process holds the ``flock`` of ``path`` right now (a bake or an evaluation in progress).
 
     Read from Linux's ``/proc/locks``, without taking the lock: a probe that took it, even for a moment,
-    could make a real locker that does not wait (an evaluation) fail. False where there is no such file or
-    no ``/proc/locks``."""
+    could make a real locker that does not wait (an evaluation) fail. Where there is no ``/proc/locks``
+    (macOS) such a probe is the only way to tell, a shared lock tried without waiting: a wrong "not held"
+    would call a bake in progress damaged. False where there is no such file."""
     try:
         stat = os.stat(path)
-        table = Path("/proc/locks").read_text()
     except OSError:
         return False
+    try:
+        table = Path("/proc/locks").read_text(encoding="ascii")
+    except OSError:
+        return _flock_probe(path)
     key = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
     # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146477 0 EOF"; a process waiting for it is listed with "->"
     return any(
         "FLOCK" in fields and "->" not in fields and key in fields for fields in map(str.split, table.splitlines())
     )
+
+
+def _flock_probe(path: str | Path) -> bool:
+    """Whether another open file holds an exclusive ``flock`` of ``path``: a shared lock tried without waiting,
+    released at once. False where the file cannot be opened or the file system has no ``flock``."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(handle)  # closing the descriptor releases a lock the probe took
+    return False
 
 
 def file_identity(path: str | Path) -> dict[str, str]:

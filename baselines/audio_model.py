@@ -32,7 +32,7 @@ from tqdm import tqdm
 from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import is_whole_number
-from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file
+from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file, weights_mismatch
 from asgf_nav.rl.checkpoint import CheckpointError, warn_if_trained_at_other_versions
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
@@ -418,6 +418,11 @@ def _model_of(path: Path, state: dict[str, Any]) -> AudioGoalNet:
         raise damaged("meta", f"is a {type(state['meta']).__name__}, not a mapping")
     if not isinstance(weights, Mapping):
         raise damaged("model", f"is a {type(weights).__name__}, not the network's weights")
+    with torch.device("meta"):  # the file's shape and bins size the network: nothing allocated until weights fit
+        shapes = AudioGoalNet(shape, bins).state_dict()
+    mismatch = weights_mismatch(shapes, weights)
+    if mismatch is not None:
+        raise damaged("model", f"does not hold this network's weights ({mismatch})")
     model = AudioGoalNet(shape, bins)
     try:
         model.load_state_dict(weights)

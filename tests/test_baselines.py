@@ -819,3 +819,27 @@ def test_an_audio_model_of_another_acoustics_version_is_warned_about(tmp_path, c
         load_model(tmp_path / "oldest.pt", heard_versions=now)
     assert "was written by an earlier release that did not record the acoustics and render versions" in caplog.text
     assert caplog.text.rstrip().endswith("may differ from a model trained again with scripts/train_baselines.py")
+
+
+def test_a_model_whose_bins_outsize_its_weights_is_refused_before_the_network_is_built(tmp_path, monkeypatch):
+    """The file's bins and spectrogram shape size the network (bins=1e6 built a 1 GB layer before its weights
+    were compared): it is sized on the meta device first, and weights that do not fit are refused naming the
+    first tensor, without building it for real."""
+    import baselines.audio_model as audio_model
+
+    built: list[torch.device] = []
+
+    class Recording(AudioGoalNet):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(next(self.parameters()).device)
+
+    monkeypatch.setattr(audio_model, "AudioGoalNet", Recording)
+    path = save_model(tmp_path / "m.pt", AudioGoalNet((65, 26, 2)), {})
+    state = torch.load(path, weights_only=False)
+    state["bins"] = 1_000_000
+    torch.save(state, path)
+    message = r"size mismatch for direction\.weight: the file holds shape \(8, 128\), the network's is \(1000000, 128\)"
+    with pytest.raises(CheckpointError, match=r"its 'model' entry does not hold this network's weights \(" + message):
+        load_model(path)
+    assert built == [torch.device("meta")]

@@ -615,3 +615,18 @@ def test_load_config_from_python_takes_numpy_numbers_and_tuples_and_refuses_a_st
         assert cfg.task.sensors == ["spectrogram", "depth"] and all(type(s) is str for s in cfg.task.sensors)
     with pytest.raises(TypeError, match="overrides must be a list of 'key.sub=value' strings, not the string"):
         load_config("tiny_heard", "ppo.lr=1e-4")
+
+
+@pytest.mark.parametrize("key", ["scenes.data_root", "task.sound_split", "ppo.lr", "ppo.num_envs"])
+def test_a_yaml_alias_bomb_is_refused_with_a_short_message(tmp_path: Path, key: str) -> None:
+    """Nested aliases make a few hundred bytes of YAML a value whose full repr runs to tens of megabytes (the
+    loader shares the lists, so the value itself is small): the error quotes the value cut short."""
+    lists = ['&a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lists += [f"&a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    section, name = key.split(".")
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"{section}:\n  {name}: [{', '.join(lists)}]\n")
+    assert path.stat().st_size < 600
+    with pytest.raises(ConfigError, match=rf"config key '{key}' .*bomb\.yaml.*got \[\['lol', ") as info:
+        load_config(path)
+    assert len(str(info.value)) < 600

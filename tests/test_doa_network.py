@@ -326,3 +326,58 @@ def test_the_descriptor_prompt_ignores_gain_tells_spectra_apart_and_steers_the_h
     assert out["posterior"].shape == (2, cfg.grid.num_bins)
     out["posterior"][:, 0].sum().backward()
     assert net.prompt_encoder.net[0].weight.grad.abs().sum() > 0
+
+
+def _category_checkpoint(path: Path, num_categories: int, state_dict: dict | None = None) -> Path:
+    """A checkpoint of a 3-category head whose config claims ``num_categories`` (and optionally other weights)."""
+    from dataclasses import replace
+
+    net = SelectiveDoaNet(replace(_tiny_config(), prompt="category", num_categories=3))
+    config = net.cfg.to_dict() | {"num_categories": num_categories}
+    torch.save({"kind": "selective", "config": config, "state_dict": state_dict or net.state_dict()}, path)
+    return path
+
+
+def test_a_checkpoint_whose_config_outsizes_its_weights_is_refused_before_the_network_is_built(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A few bytes of config chose the network's size (num_categories=2e6 built an 800 MB embedding before
+    the weights were compared): the network is sized on the meta device first, and a file whose weights do not
+    fit it is refused naming the first tensor, without building it for real."""
+    from asgf_nav.models.doa import checkpoint
+
+    built: list[torch.device] = []
+    build = checkpoint.build_model
+
+    def recording_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        built.append(next(model.parameters()).device)
+        return model
+
+    monkeypatch.setattr(checkpoint, "build_model", recording_build)
+    path = _category_checkpoint(tmp_path / "big.pt", 2_000_000)
+    message = r"size mismatch for prompt_encoder\.weight: the file holds shape \(3, \d+\), the network's is \(2000000, "
+    with pytest.raises(checkpoint.DoaCheckpointError, match=r"big\.pt is not a valid DoA model: " + message):
+        checkpoint.load_model(path)
+    assert built == [torch.device("meta")]
+    ok = _category_checkpoint(tmp_path / "ok.pt", 3)
+    assert checkpoint.load_model(ok).cfg.num_categories == 3
+    assert built[1:] == [torch.device("meta"), torch.device("cpu")]
+
+
+def test_weights_expanded_from_a_few_bytes_are_refused(tmp_path: Path) -> None:
+    """A tensor saved as a stride-0 view of a few bytes has the network's shape but not its data; loading it
+    would still allocate the whole network, so it is refused by name."""
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError, load_model
+
+    weights = dict(torch.load(_category_checkpoint(tmp_path / "small.pt", 3), weights_only=True)["state_dict"])
+    width = weights["prompt_encoder.weight"].shape[1]
+    weights["prompt_encoder.weight"] = torch.zeros(width).expand(100_000, width)
+    if "category_template.weight" in weights:
+        weights["category_template.weight"] = torch.zeros(1).expand(
+            100_000, weights["category_template.weight"].shape[1]
+        )
+    path = _category_checkpoint(tmp_path / "expanded.pt", 100_000, weights)
+    with pytest.raises(DoaCheckpointError, match=r"expanded\.pt is not a valid DoA model: 'prompt_encoder\.weight' "
+                       r"holds \d+ bytes for its shape"):  # fmt: skip
+        load_model(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -431,6 +432,28 @@ def test_lock_held_reads_the_lock_table_without_taking_the_lock(tmp_path: Path) 
     assert refused == []
 
 
+def test_lock_held_tells_a_held_lock_where_there_is_no_lock_table(tmp_path: Path, monkeypatch) -> None:
+    """macOS has no /proc/locks: read as "not held", a bake in progress was called damaged and a running
+    evaluation stopped. There a probe tells, and leaves the lock free for the next locker."""
+    from asgf_nav.io import exclusive_lock, lock_held
+
+    read_text = Path.read_text
+
+    def no_lock_table(self: Path, *args, **kwargs) -> str:
+        if str(self) == "/proc/locks":
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_lock_table)
+    path = tmp_path / ".out.lock"
+    assert lock_held(path) is False  # no such file
+    with exclusive_lock(path, "a bake") as held:
+        assert held and lock_held(path) is True
+    assert lock_held(path) is False
+    with exclusive_lock(path, "an evaluation", busy=lambda: RuntimeError("the probe kept the lock")):
+        pass
+
+
 def test_a_scratch_file_beside_an_output_goes_on_leaving_and_is_a_temporary_the_clean_up_knows(tmp_path) -> None:
     """A writer's intermediate file (a video before its sound) is deleted on leaving, an error included; one a
     killed process left is removed by remove_stale_temporaries_of(output) like an atomic_write's own."""
@@ -612,3 +635,62 @@ def test_a_lock_that_cannot_be_made_is_a_write_error_naming_it(tmp_path, monkeyp
         with io.exclusive_lock(lock, "spectrogram store"):
             pass
     assert raised.value.errno == errnos.EROFS
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "bytes"])
+def test_a_data_pickle_calling_bytes_or_bytearray_with_a_size_is_refused(kind: str) -> None:
+    """``bytearray(10**9)`` in a 30-byte pickle zero-fills a gigabyte: a call from an integer size is refused,
+    while bytes and bytearrays pickled as data load at every protocol."""
+    import pickle
+
+    from asgf_nav.io import DataUnpickler, UnsafePickleError
+
+    def load(data: bytes):
+        import io
+
+        return DataUnpickler(io.BytesIO(data)).load()
+
+    size = 50_000_000
+    bomb = b"\x80\x02cbuiltins\n" + kind.encode() + b"\nJ" + size.to_bytes(4, "little") + b"\x85R."
+    assert len(bomb) < 40
+    with pytest.raises(UnsafePickleError, match=rf"it calls {kind}\({size}\), which makes that many zero bytes"):
+        load(bomb)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        data = {"b": b"ab", "empty": b"", "array": bytearray(b"xy"), "nested": [bytearray(), np.arange(3)]}
+        loaded = load(pickle.dumps(data, protocol=protocol))
+        assert loaded["b"] == b"ab" and loaded["empty"] == b"" and loaded["array"] == bytearray(b"xy")
+        assert type(loaded["array"]) is bytearray and loaded["nested"][0] == bytearray()
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_an_array_header_claiming_more_than_the_file_holds_is_a_value_error(tmp_path: Path, compressed: bool) -> None:
+    """A header claiming (1e8, 1e8) float32 made numpy raise MemoryError (35 PiB), which callers that catch
+    (OSError, ValueError) for a damaged file let through; the claim is refused by name before numpy allocates."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    from asgf_nav.io import load_npy, load_npz
+
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**8, 10**8)})
+    claiming = header.getvalue() + np.zeros(4, np.float32).tobytes()  # 16 bytes of data
+    npz, npy = tmp_path / "pool.npz", tmp_path / "a.npy"
+    with zipfile.ZipFile(npz, "w", zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as archive:
+        archive.writestr("sample_rate.npy", _npy_bytes(np.array(16000)))
+        archive.writestr("rirs.npy", claiming)
+    npy.write_bytes(claiming)
+    with pytest.raises(ValueError, match=rf"damaged array file: {re.escape(str(npz))} member 'rirs\.npy' claims "
+                       r"40000000000000000 bytes of data and holds 16"):  # fmt: skip
+        load_npz(npz)
+    with pytest.raises(ValueError, match=rf"damaged array file: {re.escape(str(npy))} claims 40000000000000000 bytes"):
+        load_npy(npy)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

@@ -34,3 +34,13 @@ def test_every_tracked_data_file_of_the_packages_matches_a_package_data_pattern(
 def test_named_configs_are_looked_up_inside_the_package() -> None:
     assert CONFIG_DIR == ROOT / "asgf_nav" / "configs"
     assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == NAMED_CONFIGS
+
+
+def test_importing_the_package_on_windows_says_what_it_needs_at_once() -> None:
+    """Without the check, Windows stopped at a missing fcntl deep inside the first import, even for --help."""
+    import sys
+
+    code = "import sys; sys.platform = 'win32'; import asgf_nav"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "ImportError: ASGF-Nav runs on Linux and macOS" in done.stderr and "WSL2" in done.stderr

@@ -914,3 +914,23 @@ def test_the_curation_command_line_seed_chooses_the_splits(
     with logging_scope():
         curate.main(["--output-dir", str(root), "--seed", "1"])
     assert json.loads((root / "splits.json").read_text()) == curate.assign_splits(pairs, seed=1)
+
+
+def test_the_bank_loads_and_its_credits_are_written_whatever_the_locale(tmp_path: Path) -> None:
+    """sounds.json names people with accents: read in an ASCII locale's encoding it did not load at all."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from asgf_nav.sounds.bank import SoundBank; "
+        "from asgf_nav.io import atomic_write_text; bank = SoundBank.load(); "
+        "atomic_write_text(Path(sys.argv[1]), 'cr\\u00e9dits \\u00b1'); print(len(bank.names()))"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "credits.md")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 0
+    assert (tmp_path / "credits.md").read_text(encoding="utf-8") == "crédits ±"

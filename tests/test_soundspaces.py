@@ -1415,3 +1415,36 @@ def test_files_a_spectrogram_store_served_as_silence_count_as_the_worlds(tmp_pat
     rirs.count_silenced([listed])
     assert ss.silenced_rir_files(world.scenes.values()) == {"replica/office_9": {str(listed)}}
     assert ss.silence_fallback_summary() == {"replica/office_9": 1} and registered == [ss._log_silence_summary]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sound names: joined to sounds/1s_all, they must stay inside it
+@pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "sub/telephone", "..\\outside", "", ".", "..", "a\0b"])
+def test_an_episode_naming_a_sound_outside_the_sounds_folder_is_refused(
+    tmp_path: Path, ss_dataset: Path, name: str
+) -> None:
+    """An episode's sound name becomes sounds/1s_all/{name}.wav and a spectrogram store path: a name with a
+    separator, an absolute one or '..' would read files elsewhere, so loading the episodes refuses it by name."""
+    content = ss_dataset / "datasets" / "audionav" / "replica" / "v1" / "train_telephone" / "content"
+    with gzip.open(content / "office_9.json.gz", "rt") as f:
+        records = json.load(f)["episodes"]
+    records[1]["info"]["sound"] = name
+    with gzip.open(content / "office_9.json.gz", "wt") as f:
+        json.dump({"episodes": records}, f)
+    with pytest.raises(EpisodeError, match=r"episode 1 in .*office_9\.json\.gz.*must be a plain file name") as info:
+        load_episodes(episode_dataset_path(ss_dataset, "replica", "train", "heard"))
+    assert repr(name) in str(info.value)
+    with pytest.raises(ss.SoundSpacesDataError, match=r"must be a plain file name"):
+        ss.SoundSpacesSounds(ss_dataset / "sounds" / "1s_all", SR).waveform(name)
+
+
+def test_sound_names_with_dots_or_an_extension_are_plain_file_names(tmp_path: Path) -> None:
+    """Names SoundSpaces data uses ('telephone', 'telephone.wav', 'c.d-e') still load."""
+    record = {"episode_id": "0", "scene_id": "office_9/habitat/mesh_semantic.ply", "start_position": [0, 0, 0],
+              "start_rotation": [0, 0, 0, 1], "goals": [{"position": [1, 0, 0]}],
+              "info": {"sound": "telephone", "geodesic_distance": 1.0}}  # fmt: skip
+    for name in ("telephone", "telephone.wav", "c.d-e", "..hidden"):
+        record["info"]["sound"] = name
+        assert Episode.from_json(record, "x.json.gz").sound == name
+    sf.write(tmp_path / "c.d-e.wav", np.full(SR, 0.1, dtype=np.float32), SR)
+    assert ss.SoundSpacesSounds(tmp_path, SR).waveform("c.d-e").shape == (SR,)

@@ -39,7 +39,7 @@ from scipy.io import wavfile
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
-from asgf_nav.io import DataUnpickler, UnsafePickleError
+from asgf_nav.io import DataUnpickler, UnsafePickleError, is_plain_file_name
 from asgf_nav.scenes.scene import YAWS
 
 logger = logging.getLogger(__name__)
@@ -543,6 +543,11 @@ class SoundSpacesSounds:
     def waveform(self, name: str) -> np.ndarray:
         import librosa
 
+        if not is_plain_file_name(name):  # episodes are checked as they load; this guards every other caller
+            raise SoundSpacesDataError(
+                f"sound {name!r} is not a plain file name; a sound name must be a plain file name (no '/', '\\', "
+                f"NUL, not '', '.' or '..'), read from {self.directory}"
+            )
         path = self.directory / f"{name}.wav"
         if not path.is_file():
             raise SoundSpacesDataError(f"sound {name!r} has no file {path}")

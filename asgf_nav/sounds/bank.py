@@ -47,7 +47,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise SoundBankError(f"sound bank file is missing: {path}")
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))  # not the locale's: the credits name people
     except json.JSONDecodeError as err:
         raise SoundBankError(f"sound bank file {path} is not valid JSON: {err}") from err
     if not isinstance(value, dict):

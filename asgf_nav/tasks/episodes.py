@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from asgf_nav.io import atomic_write_bytes
+from asgf_nav.io import atomic_write_bytes, is_plain_file_name
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.navigation import oracle_num_actions, quaternion_to_yaw_index, yaw_to_quaternion
 from asgf_nav.tasks.world import TaskScene, TaskWorld
@@ -89,7 +89,7 @@ class Episode:
                 if k not in ("episode_id", "scene_id", "start_position", "start_rotation", "goals", "info")
             }
             num_action = info.get("num_action")
-            return cls(
+            episode = cls(
                 episode_id=str(record["episode_id"]),
                 scene_id=str(record["scene_id"]),
                 start_position=[float(v) for v in record["start_position"]],
@@ -104,6 +104,13 @@ class Episode:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             eid = record.get("episode_id", "?") if isinstance(record, dict) else "?"
             raise EpisodeError(f"episode {eid} in {source or 'record'} is malformed: {exc!r}") from exc
+        if not is_plain_file_name(episode.sound):  # joined to sounds/1s_all and to spectrogram store paths
+            raise EpisodeError(
+                f"episode {episode.episode_id} in {source or 'record'} names sound {episode.sound!r}; a sound name "
+                "must be a plain file name (no '/', '\\', NUL, not '', '.' or '..'), since it is joined to the "
+                "sounds folder"
+            )
+        return episode
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
-from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file
+from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file, weights_mismatch
 from asgf_nav.models.doa.config import (
     RESUMABLE_TRAIN_KEYS,
     SELECTIVE_ONLY,
@@ -124,10 +124,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", kind:
     if kind is not None and ckpt["kind"] != kind:
         raise DoaCheckpointError(f"DoA checkpoint {path} holds a {ckpt['kind']!r} model, not a {kind!r} one")
     try:
-        model = build_model(ckpt["kind"], config=ckpt["config"])
-        model.load_state_dict(ckpt["state_dict"])
+        with torch.device("meta"):  # the file's config sizes the network: no allocation until its weights fit it
+            shapes = build_model(ckpt["kind"], config=ckpt["config"]).state_dict()
+        mismatch = weights_mismatch(shapes, ckpt["state_dict"])
+        if mismatch is None:
+            model = build_model(ckpt["kind"], config=ckpt["config"])
+            model.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise DoaCheckpointError(f"DoA checkpoint {path} is not a valid DoA model: {err}") from err
+    if mismatch is not None:
+        raise DoaCheckpointError(f"DoA checkpoint {path} is not a valid DoA model: {mismatch}")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
