@@ -7,7 +7,9 @@ Also where the CUDA generator of the device a run uses is saved and restored for
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from asgf_nav.config import ConfigError
@@ -91,6 +93,21 @@ def usable_cpus() -> int:
         except OSError:
             pass
     return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` (> 0; 0 leaves it) inside the block, and the caller's
+    back after it: a function called from a notebook must not leave the notebook on its count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cuda_rng_state(device: torch.device | str) -> torch.Tensor | None:

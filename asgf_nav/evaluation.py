@@ -32,6 +32,7 @@ from asgf_nav.scenes.soundspaces import silenced_rir_files
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
 from asgf_nav.tasks.factory import load_task_data, spectrogram_store_root
+from asgf_nav.tasks.observations import restored_observations
 from asgf_nav.tasks.spectrogram import spectrogram_shape
 from baselines import AUDIO_MODEL_BASELINES, audio_model_path, baseline_sensors, make_baseline
 
@@ -305,10 +306,12 @@ def run_evaluation(
     """Evaluate each sound split in turn and return their output directories. Every split's directory is
     locked before any task data loads, until all are written, and checked against what it holds before any
     episode runs (a conflict in the second split must not cost the hours of the first, nor its earlier
-    results); the progress files go only once all are written."""
+    results); the progress files go only once all are written. The checkpoint's DoA head is registered only
+    while it runs: a later env in the same process (a notebook) must not find it."""
     configs = [split_config(request, cfg, sound_split, checkpoint) for sound_split in sound_splits]
     code_version()  # recorded as the code of this process now, not of a checkout changed while it runs
     with ExitStack() as held:
+        held.enter_context(restored_observations())
         for split_cfg in configs:
             held.enter_context(evaluation_lock(output_dir(request, split_cfg)))
         # the worlds are memory-mapped stores, and a split's world and agent are dropped once it has run

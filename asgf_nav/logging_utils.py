@@ -23,6 +23,16 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def bar_disabled(show: bool) -> bool | None:
+    """tqdm's ``disable`` for a bar shown only when ``show``. When shown, None rather than False: an explicit
+    False would override tqdm's own switches, drawing the bar into a log file (a background bake's, which
+    sets ``TQDM_DISABLE``) where it buries the log lines under redraws; None draws it on a terminal only."""
+    return None if show else True
+
+
+NOISY_LOGGERS = ("matplotlib", "PIL", "trimesh", "numba")  # quieted to WARNING: their INFO lines bury a run's
+
+
 def setup_logging(level: str | int = "INFO", log_file: str | Path | None = None) -> None:
     root = logging.getLogger()
     root.setLevel(level)
@@ -36,20 +46,24 @@ def setup_logging(level: str | int = "INFO", log_file: str | Path | None = None)
         file_handler = logging.FileHandler(log_file)
         file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(file_handler)
-    for noisy in ("matplotlib", "PIL", "trimesh", "numba"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
 def logging_scope() -> Iterator[None]:
     """Undo, as the block ends, what :func:`setup_logging` did inside it: the root logger's handlers and
-    level from before are back, and the block's own (a run's ``train.log``) are closed. A run called from
-    a notebook must not send the notebook's later lines to its log file."""
+    level from before are back, so are the levels of the libraries it quieted, and the block's own handlers
+    (a run's ``train.log``) are closed. A run called from a notebook must not send the notebook's later
+    lines to its log file."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    noisy_levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
     try:
         yield
     finally:
+        for name, noisy_level in noisy_levels.items():
+            logging.getLogger(name).setLevel(noisy_level)
         for handler in list(root.handlers):
             if handler not in handlers:
                 root.removeHandler(handler)

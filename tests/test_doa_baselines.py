@@ -174,8 +174,12 @@ def test_benchmark_runs_end_to_end_on_tiny_pools(tmp_path, caplog):
     cfg = _small_eval_config(
         ckpt, tmp_path, crnn=str(tmp_path / "missing.pt"), test_poses=3, examples=6, distractor_window="loudest"
     )
+    before, caller_threads = torch.get_num_threads(), 2  # not the run's threads=1
+    torch.set_num_threads(caller_threads)
     with caplog.at_level(logging.WARNING):
         results = evaluate(cfg)
+    assert torch.get_num_threads() == caller_threads  # the benchmark's --threads was its own
+    torch.set_num_threads(before)
     assert "trained on rooms=shoebox_pair but is tested on rooms=shoebox" in caplog.text
     assert "CRNN (audio only) is left out" in caplog.text
     saved = json.loads((tmp_path / "eval.json").read_text())

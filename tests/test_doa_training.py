@@ -247,8 +247,12 @@ def test_a_stopped_and_resumed_pretraining_ends_with_the_weights_of_an_uninterru
         raise KeyboardInterrupt  # stopped right after the step-2 checkpoint
 
     monkeypatch.setattr(doa_train, "save_checkpoint", save_then_stop)  # the name the training loop calls
+    before, caller_threads = torch.get_num_threads(), 2  # not the run's threads=1
+    torch.set_num_threads(caller_threads)  # the run's threads=1 is its own, also when it stops on an error
     with pytest.raises(KeyboardInterrupt):
         doa_train.train(config("parts.pt"), progress=False)
+    assert torch.get_num_threads() == caller_threads
+    torch.set_num_threads(before)
     monkeypatch.setattr(doa_train, "save_checkpoint", save)
     assert torch.load(tmp_path / "parts.pt", weights_only=False)["step"] == 2
     doa_train.train(config("parts.pt"), progress=False)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate_source
 from asgf_nav.io import atomic_savez, atomic_write_text, load_npz
+from asgf_nav.logging_utils import bar_disabled
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.scene import layout_digest, read_floorplan
 from asgf_nav.scenes.store import SceneStore, SceneStoreError, write_stage
@@ -231,7 +232,7 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
     todo = [s for s in range(len(sources)) if not _finished_source(_source_file(partial, s))]
     progress = tqdm(
         total=len(todo), desc=f"acoustics {params['dataset']}/{scene_dir.name}", unit="source",
-        disable=not todo, leave=False,
+        disable=bar_disabled(bool(todo)), leave=False,
     )  # fmt: skip
     jobs = [(scene_dir, cfg, slot) for slot in todo]
     with progress:

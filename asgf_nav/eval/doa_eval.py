@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from asgf_nav.devices import torch_threads
 from asgf_nav.io import atomic_write_text, code_version, file_identity
 from asgf_nav.models.doa.checkpoint import load_model
 from asgf_nav.models.doa.classical import (
@@ -276,9 +277,13 @@ def prompt_choice_reference(batch: DoaBatch, sample_rate: int) -> float:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    """Run every method on every condition; returns {method: {condition: metrics}} plus timings."""
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    """Run every method on every condition; returns {method: {condition: metrics}} plus timings. torch's
+    thread count is ``cfg.threads`` while it runs, the caller's after it."""
+    with torch_threads(cfg.threads):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: EvalConfig) -> dict:
     code = code_version()  # as it starts: the checkout may change while it runs
     sharpening = TemplateSharpening(cfg.sharpen_smooth_bins, cfg.sharpen_weight)  # bad settings stop at once
     bank = SoundBank.load()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.logging_utils import bar_disabled
 from asgf_nav.scenes.mesh import PATTERN_CODES, SceneMesh, load_mesh_file
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class RayRenderer:
         flat_yaw = np.tile(np.asarray(yaws, dtype=np.float64), n)
         total = n * ny
         starts = range(0, total, VIEWS_PER_BATCH)
-        for start in tqdm(starts, desc="render views", unit="batch", disable=not progress, leave=False):
+        for start in tqdm(starts, desc="render views", unit="batch", disable=bar_disabled(progress), leave=False):
             stop = min(start + VIEWS_PER_BATCH, total)
             c, d = self.render(flat_pos[start:stop], flat_yaw[start:stop])
             rgb.reshape(total, s, s, 3)[start:stop] = c

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asgf_nav.devices import resolve_device
+from asgf_nav.devices import resolve_device, torch_threads
 from asgf_nav.io import exclusive_lock
 from asgf_nav.models.doa.checkpoint import (
     DoaCheckpointError,
@@ -119,8 +119,6 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
 
     The run holds a lock on ``out`` throughout: a second run on the same file would branch from it and
     overwrite its steps, so it is refused at once."""
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     if cfg.posterior_loss not in POSTERIOR_LOSSES:
         raise ValueError(f"posterior_loss must be one of {POSTERIOR_LOSSES}, got {cfg.posterior_loss!r}")
     if cfg.mask_target not in MASK_TARGETS:
@@ -148,7 +146,7 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
             "wait for it to finish, or give another --out"
         )
 
-    with exclusive_lock(out_lock(out), f"DoA checkpoint {out}", busy=in_use) as held:
+    with exclusive_lock(out_lock(out), f"DoA checkpoint {out}", busy=in_use) as held, torch_threads(cfg.threads):
         if held:  # without a lock another run's save may be in flight
             remove_stale_out_temporaries(out)
         return _train_holding_out(cfg, out, bank, progress)
