@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import re
 import signal
 import sys
@@ -101,8 +102,20 @@ non_negative_float = _bounded(float, lambda v: v >= 0, ">= 0", "non_negative_flo
 finite_float = _bounded(float, lambda v: True, "unbounded", "finite_float")  # _bounded refuses NaN and inf
 
 
-def number_type(kind: type, name: str, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> Callable:
-    """argparse type of the field ``name`` of a dataclass of script arguments, bounded when it is listed."""
+def user_path(value: str) -> str:
+    """argparse type of an option or positional naming a file or directory: a leading ``~`` (which the shell
+    leaves in ``--out=~/x``) is the home directory, as in the config's path keys (``config.PATH_KEYS``). Other
+    values (a packaged config's name, ``none``, ``auto``) pass unchanged."""
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def number_type(
+    kind: type, name: str, positive: tuple[str, ...], non_negative: tuple[str, ...], paths: tuple[str, ...] = ()
+) -> Callable:
+    """argparse type of the field ``name`` of a dataclass of script arguments, bounded when it is listed; a
+    field listed in ``paths`` names a file or directory (:func:`user_path`)."""
+    if name in paths:
+        return user_path
     if name in positive:
         return positive_int if kind is int else positive_float
     if name in non_negative:
@@ -144,8 +157,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
     parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
     parser.add_argument(
         "--config",
+        type=user_path,
         default=default,
-        help="config name in asgf_nav/configs/ (e.g. replica_unheard.yaml) or a path to a YAML file",
+        help="config name in asgf_nav/configs/ (e.g. replica_unheard.yaml) or a path to a YAML file"
+        + (f" (default: {default})" if default else ""),
     )
     parser.add_argument(
         "overrides",
@@ -160,7 +175,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     from asgf_nav.scenes.presets import PRESETS
 
     parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (overrides scenes.dataset)")
-    parser.add_argument("--data-root", help="data root (overrides scenes.data_root)")
+    parser.add_argument("--data-root", type=user_path, help="data root (overrides scenes.data_root)")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:

@@ -333,10 +333,13 @@ def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
 
 def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
     """Train as ``scripts/train_ppo.py`` does. Called from Python (a notebook), it leaves ``cfg``, the
-    stop handlers, the logging set-up, torch's thread count and the observation registry as they were."""
+    stop handlers, the logging set-up, torch's thread count, the observation registry and the global random
+    generators (which the run seeds: a sweep drawing its settings from them would draw the same ones after
+    every run) as they were."""
     import torch
 
     from asgf_nav.rl.distributed import is_main_process, local_rank, process_group_for_run
+    from asgf_nav.rl.rng import capture_rng_state, restore_rng_state
     from asgf_nav.tasks.observations import restored_observations
 
     cfg = copy.deepcopy(cfg)  # the run resolves and fills in fields (scenes.source, the doa sensor)
@@ -351,6 +354,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False) -> None:
         held.enter_context(logging_scope())
         setup_logging("INFO" if is_main else "WARNING")  # the console until the run's train.log is claimed
         held.callback(torch.set_num_threads, torch.get_num_threads())
+        held.callback(restore_rng_state, capture_rng_state(device), device)
         # before the registry is saved: a plugin's providers stay, as its module stays imported
         import_plugins(cfg.model.plugins)
         held.enter_context(restored_observations())  # the run's DoA head is not left registered
@@ -406,6 +410,21 @@ def claim_on_rank0(held: ExitStack, run_dir: Path, resume: bool, is_main: bool) 
         raise ConfigError(f"{message} (found by rank 0)")
 
 
+DATA_PATH_KEYS = ("scenes.data_root", "scenes.soundspaces_root", "task.spectrogram_store")
+
+
+def resolve_data_paths(cfg: ExperimentConfig) -> None:
+    """The run's data paths made absolute, as its config.yaml and checkpoints record them: a relative one
+    named a folder of the directory training started in, and a resume or an evaluation started from another
+    would read (or bake again) another data root. ``train.run_dir`` stays as typed:
+    ``cli.check_config_beside_its_run`` tells a run started elsewhere."""
+    for dotted in DATA_PATH_KEYS:
+        section, key = dotted.split(".")
+        path = getattr(getattr(cfg, section), key)
+        if path not in (None, "", "auto"):  # the spectrogram store's words: off, and beside the scenes
+            setattr(getattr(cfg, section), key, str(Path(path).absolute()))
+
+
 def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
     """The run proper, once its directory is held: the log file, the scenes (the first baked here, the rest in
     the background, stopped however the run ends), the trainer."""
@@ -416,6 +435,7 @@ def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool,
     # scenes.source=auto resolved once and recorded in config.yaml and the checkpoints: a resume cannot switch
     # between the embedded scenes and SoundSpaces data that appeared (or went missing) since the run began
     cfg.scenes.source = scene_source(cfg)
+    resolve_data_paths(cfg)
     if resume:  # a config the checkpoint was not trained with stops the run before any scene is baked
         check_resumed_config(cfg, run_dir, is_main)
     # a resumed run's config is rewritten once its checkpoint has loaded (Trainer.train); one that has none yet

@@ -25,6 +25,7 @@ from asgf_nav.cli import (  # noqa: E402
     list_item,
     non_negative_int,
     run_script,
+    user_path,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.io import readable_size  # noqa: E402
@@ -76,12 +77,15 @@ def space_needed(root: Path, missing, sample_rate: int) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The script's options (a stale store's refusal prints a command for it: tests parse that with this)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment config (YAML file or name in asgf_nav/configs/)")
+    parser.add_argument(
+        "--config", type=user_path, required=True, help="experiment config (YAML file or name in asgf_nav/configs/)"
+    )
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
     parser.add_argument("--scenes", type=list_item(), nargs="+", help="only these scenes of the split")
     parser.add_argument("--sounds", type=list_item(), nargs="+", help="only these sounds (default: the split's sounds)")
     parser.add_argument(
         "--out",
+        type=user_path,
         help="store root (default: task.spectrogram_store; 'auto' = DATA/spectrograms, or the SoundSpaces root's)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")

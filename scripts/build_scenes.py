@@ -23,6 +23,7 @@ from asgf_nav.cli import (  # noqa: E402
     positive_int,
     run_script,
     scene_options,
+    user_path,
 )
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         help="parallel scene builds, 0: one per CPU core (default: cfg scenes.workers)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild the requested stages even if present")
-    parser.add_argument("--data-root", help="store root (default: cfg scenes.data_root)")
+    parser.add_argument("--data-root", type=user_path, help="store root (default: cfg scenes.data_root)")
     parser.add_argument("--image-size", type=positive_int, help="RGB-D resolution (default: cfg scenes.image_size)")
-    parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
+    parser.add_argument("--config", type=user_path, help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like scenes.image_size=64 (before --scenes)")
     args = parser.parse_args(argv)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asgf_nav.cli import check_output, run_script
+from asgf_nav.cli import check_output, run_script, user_path
 from asgf_nav.io import atomic_savez
 from asgf_nav.logging_utils import setup_logging
 
@@ -75,8 +75,10 @@ def check_channel_order(hrir: np.ndarray, azimuth: np.ndarray, elevation: np.nda
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wheel", type=Path, help="local slab wheel (default: pip download it)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--wheel", type=lambda text: Path(user_path(text)), help="local slab wheel (default: pip download it)"
+    )
+    parser.add_argument("--out", type=lambda text: Path(user_path(text)), default=DEFAULT_OUT)
     args = parser.parse_args()
     if args.wheel is not None and not zipfile.is_zipfile(args.wheel):
         parser.error(f"--wheel: {args.wheel} is not a wheel (no such file, or not a zip archive)")

@@ -50,6 +50,7 @@ from asgf_nav.models.doa.classical import GMM_PCA_DIMS  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
 NON_NEGATIVE = ("threads", "sharpen_smooth_bins", "sharpen_weight")
+PATHS = ("selective", "crnn", "pool_dir", "scenes_root", "out")  # files and directories: "~" is the home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}",
-                type=number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE),
+                type=number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE, PATHS),
                 default=f.default,
                 choices=EVAL_CHOICES.get(f.name),
                 help=helps[f.name],

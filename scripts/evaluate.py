@@ -43,6 +43,7 @@ from asgf_nav.cli import (  # noqa: E402
     non_negative_int,
     positive_int,
     run_script,
+    user_path,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.evaluation import EvaluationRequest, name_problem, run_evaluation  # noqa: E402
@@ -55,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, default="replica_unheard.yaml")
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--checkpoint", help="training checkpoint (.pt); its policy and settings come from the checkpoint")
+    who.add_argument(
+        "--checkpoint",
+        type=user_path,
+        help="training checkpoint (.pt); the policy (the model section) and task.sensors / use_doa / doa_checkpoint "
+        "/ keep_travel_time come from the checkpoint, everything else (scenes, sounds, episodes, task limits, "
+        "train.seed) from --config, default replica_unheard.yaml: pass the config the run trained with",
+    )
     who.add_argument("--agent", choices=BASELINES, help="evaluate a baseline instead of a checkpoint")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument(
@@ -70,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deterministic", action="store_true", help="policy takes its most likely action")
     parser.add_argument("--num-envs", type=positive_int, default=8, help="episodes stepped together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--out", default="runs/eval", help="parent directory of the evaluation outputs")
+    parser.add_argument("--out", type=user_path, default="runs/eval", help="parent directory of the evaluation outputs")
     parser.add_argument(
         "--name",
         help="label of the agent in outputs and tables (--random-stop random appends _random_stop to it)",
     )
-    parser.add_argument("--baseline-model", help="audio model of direction_follower / gan (default under data root)")
+    parser.add_argument(
+        "--baseline-model", type=user_path, help="audio model of direction_follower / gan (default under data root)"
+    )
     parser.add_argument(
         "--random-stop",
         default="goal",

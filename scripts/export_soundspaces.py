@@ -3,7 +3,7 @@
 RIRs are written for every (receiver node, source node, azimuth): about N x S x 4 files per scene, so
 choose scenes with --scenes; --skip-existing resumes an interrupted export.
 
-Example: python scripts/export_soundspaces.py --out exports/soundspaces --dataset tiny --splits val
+Example: python scripts/export_soundspaces.py --config tiny_heard --out exports/soundspaces --dataset tiny --splits val
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, list_item, run_script, scene_options  # noqa: E402
+from asgf_nav.cli import check_output, list_item, run_script, scene_options, user_path  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
@@ -63,11 +63,13 @@ def _specs() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="SoundSpaces data root to write")
+    parser.add_argument("--out", type=user_path, required=True, help="SoundSpaces data root to write")
     parser.add_argument(
         "--dataset", choices=sorted(PRESETS), help="embedded scene preset (default: the config's scenes.dataset)"
     )
-    parser.add_argument("--data-root", help="data root of the baked scenes (default: the config's scenes.data_root)")
+    parser.add_argument(
+        "--data-root", type=user_path, help="data root of the baked scenes (default: the config's scenes.data_root)"
+    )
     parser.add_argument("--as-dataset", choices=sorted(DATASETS), help="SoundSpaces dataset name to write as")
     parser.add_argument(
         "--scenes", type=list_item(), nargs="+", help="only these scenes (default: all scenes of the splits)"
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not write scene_observations pickles (the scenes then need no baked views)",
     )
-    parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
+    parser.add_argument("--config", type=user_path, help="experiment config (YAML file or name in asgf_nav/configs/)")
     parser.add_argument("overrides", nargs="*", help="config overrides like task.train_episodes_per_scene=100")
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     cfg = load_config(args.config, args.overrides, scene_options(args))

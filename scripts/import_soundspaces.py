@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, non_negative_int, run_script  # noqa: E402
+from asgf_nav.cli import check_output, non_negative_int, run_script, user_path  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.scene import Scene  # noqa: E402
 from asgf_nav.scenes.soundspaces import (  # noqa: E402
@@ -52,9 +52,13 @@ def check_rirs(paths: SoundSpacesPaths, scene: Scene, samples: int, seed: int = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", required=True, help="SoundSpaces data root (holds metadata/, binaural_rirs/, ...)")
+    parser.add_argument(
+        "--root", type=user_path, required=True, help="SoundSpaces data root (holds metadata/, binaural_rirs/, ...)"
+    )
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
-    parser.add_argument("--data-root", default="data", help="project data root; the store goes to its scenes/")
+    parser.add_argument(
+        "--data-root", type=user_path, default="data", help="project data root; the store goes to its scenes/"
+    )
     parser.add_argument("--scenes", nargs="+", help="scene names (default: every downloaded scene)")
     parser.add_argument(
         "--force",

@@ -21,7 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_clip_seconds, check_doa_rooms, check_output, field_help, number_type, run_script  # noqa: E402
+from asgf_nav.cli import (  # noqa: E402
+    check_clip_seconds,
+    check_doa_rooms,
+    check_output,
+    field_help,
+    number_type,
+    run_script,
+    user_path,
+)
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.doa.checkpoint import DoaCheckpointError, export_weights, read_checkpoint  # noqa: E402
 from asgf_nav.models.doa.config import (  # noqa: E402
@@ -40,6 +48,7 @@ POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", 
 POSITIVE += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
 POSITIVE += ("stft_hop",)
 NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads", "generated_categories", "doa_weight")
+PATHS = ("init_from", "out", "pool_dir", "scenes_root")  # files and directories: a leading "~" is the home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(f.default, bool):  # --augment / --no-augment
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps[f.name])
         else:
-            kind = number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE)
+            kind = number_type(type(f.default), f.name, POSITIVE, NON_NEGATIVE, PATHS)
             choices = STFT_SIZES if f.name == "stft_nfft" else TRAIN_CHOICES.get(f.name)
             parser.add_argument(flag, type=kind, default=f.default, choices=choices, help=helps[f.name])
-    parser.add_argument("--export", help="also write a weights-only checkpoint (no optimizer) to this path")
+    parser.add_argument(
+        "--export", type=user_path, help="also write a weights-only checkpoint (no optimizer) to this path"
+    )
     args = vars(parser.parse_args(argv))
     export = args.pop("export")
     check_doa_rooms(parser, args)

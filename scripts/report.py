@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, run_script  # noqa: E402
+from asgf_nav.cli import check_output, run_script, user_path  # noqa: E402
 from asgf_nav.eval.report import (  # noqa: E402
     comparison_chart,
     comparison_table,
@@ -56,11 +56,11 @@ def check_not_an_evaluation_file(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="evaluation directories (or folders holding them)")
+    parser.add_argument("runs", type=user_path, nargs="+", help="evaluation directories (or folders holding them)")
     parser.add_argument("--split", default=None, help="only evaluations of this split (train / val / test)")
     parser.add_argument("--agents", nargs="+", help="rows to include, in this order (default: all, as found)")
-    parser.add_argument("--table", help="write the Markdown table here (it is printed either way)")
-    parser.add_argument("--out", help="bar chart PNG")
+    parser.add_argument("--table", type=user_path, help="write the Markdown table here (it is printed either way)")
+    parser.add_argument("--out", type=user_path, help="bar chart PNG")
     parser.add_argument("--no-ci", action="store_true", help="means only, without interval half-widths")
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out, figure=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, non_negative_int, refuse_stale_stages, run_script, scene_options  # noqa: E402
+from asgf_nav.cli import check_output, non_negative_int, refuse_stale_stages, run_script, scene_options, user_path  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.io import atomic_savefig  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -40,12 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         help="scene preset (default: the config's scenes.dataset, replica without --config)",
     )
     parser.add_argument("--scene", required=True, help="scene name, e.g. apartment_0")
-    parser.add_argument("--out", required=True, help="image file to write (PNG, PDF, SVG)")
-    parser.add_argument("--data-root", default=None, help="default: the config's scenes.data_root")
+    parser.add_argument("--out", type=user_path, required=True, help="image file to write (PNG, PDF, SVG)")
+    parser.add_argument("--data-root", type=user_path, default=None, help="default: the config's scenes.data_root")
     parser.add_argument(
         "--rebake", action="store_true", help="bake again the stages baked with other settings than the ones asked for"
     )
-    parser.add_argument("--config", default=None, help="experiment config (YAML file or name in asgf_nav/configs/)")
+    parser.add_argument(
+        "--config", type=user_path, default=None, help="experiment config (YAML file or name in asgf_nav/configs/)"
+    )
     parser.add_argument("--source-slot", type=non_negative_int, default=0, help="which of the scene's sources")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asgf_nav.cli import check_output, positive_int, refuse_stale_stages, run_script, scene_options  # noqa: E402
+from asgf_nav.cli import check_output, positive_int, refuse_stale_stages, run_script, scene_options, user_path  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.build import ensure_scenes, missing_stages  # noqa: E402
@@ -35,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         help="scene preset (default: the config's scenes.dataset, replica without --config)",
     )
     parser.add_argument("--scene", required=True, help="scene name, e.g. apartment_0")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", type=user_path, required=True, help="PNG file to write")
     parser.add_argument("--views", type=positive_int, default=4, help="number of egocentric views to show")
-    parser.add_argument("--data-root", help="store root (default: cfg scenes.data_root)")
+    parser.add_argument("--data-root", type=user_path, help="store root (default: cfg scenes.data_root)")
     parser.add_argument("--image-size", type=positive_int, help="RGB-D resolution (default: cfg scenes.image_size)")
     parser.add_argument(
         "--rebake", action="store_true", help="bake again the stages baked with other settings than the ones asked for"
     )
-    parser.add_argument("--config", help="experiment config (YAML file or name in asgf_nav/configs/)")
+    parser.add_argument("--config", type=user_path, help="experiment config (YAML file or name in asgf_nav/configs/)")
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out, figure=True)
 

@@ -30,6 +30,7 @@ from asgf_nav.cli import (  # noqa: E402
     non_negative_int,
     positive_int,
     run_script,
+    user_path,
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from baselines.audio_model import EPOCHS, PATIENCE  # noqa: E402
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the samples and the training (>= 0)")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
-    parser.add_argument("--out", help="model path (only with a single sound split)")
+    parser.add_argument("--out", type=user_path, help="model path (only with a single sound split)")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out)

@@ -30,6 +30,7 @@ from asgf_nav.cli import (  # noqa: E402
     positive_float,
     positive_int,
     run_script,
+    user_path,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
@@ -48,7 +49,7 @@ MIN_SAMPLES = 5  # viz.tsne.embed needs at least this many states
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, default="replica_unheard.yaml")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint of an ASE policy")
+    parser.add_argument("--checkpoint", type=user_path, required=True, help="training checkpoint of an ASE policy")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument(
         "--sound-split",
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampled actions and of t-SNE")
     parser.add_argument("--title", default="", help="figure title")
-    parser.add_argument("--out", default="tsne.png", help="figure (the states go next to it as .npz)")
+    parser.add_argument("--out", type=user_path, default="tsne.png", help="figure (the states go next to it as .npz)")
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
     check_output(parser, "--out", args.out, figure=True)

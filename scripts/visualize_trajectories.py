@@ -36,6 +36,7 @@ from asgf_nav.cli import (  # noqa: E402
     positive_float,
     positive_int,
     run_script,
+    user_path,
 )
 from asgf_nav.eval.report import evaluation_dir_problem, load_summary  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
@@ -84,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "runs",
+        type=user_path,
         nargs="+",
         metavar="RUN",
         help="one or two evaluation directories, then any KEY=VALUE config overrides (every key: asgf_nav/config.py)",
     )
-    parser.add_argument("--config", help="config name in asgf_nav/configs/ or a path to a YAML file")
+    parser.add_argument("--config", type=user_path, help="config name in asgf_nav/configs/ or a path to a YAML file")
     parser.add_argument("--episode", help="episode to draw: SCENE/EPISODE_ID, or EPISODE_ID where one scene has it")
     parser.add_argument(
         "--labels",
@@ -97,12 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         help="panel labels, one per run (default: the agents' names, or the run directories' names when the "
         "agents share one)",
     )
-    parser.add_argument("--out", default="trajectories.png", help="PNG of the map(s)")
-    parser.add_argument("--video", help="also write the first run's episode as .mp4 (with audio) or .gif")
+    parser.add_argument("--out", type=user_path, default="trajectories.png", help="PNG of the map(s)")
+    parser.add_argument(
+        "--video", type=user_path, help="also write the first run's episode as .mp4 (with audio) or .gif"
+    )
     parser.add_argument("--fps", type=positive_float, default=2.0, help="video frames (agent steps) per second")
     parser.add_argument("--max-frames", type=positive_int, default=200, help="video length cap in steps")
     parser.add_argument("--dataset", choices=sorted(PRESETS), help="scene preset (default: the evaluation's)")
-    parser.add_argument("--data-root", help="data root (default: the evaluation's, else scenes.data_root)")
+    parser.add_argument(
+        "--data-root", type=user_path, help="data root (default: the evaluation's, else scenes.data_root)"
+    )
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     args.runs, args.overrides = split_overrides(args.runs)
     if not args.runs:

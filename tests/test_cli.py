@@ -383,3 +383,22 @@ def test_a_copied_runs_config_does_not_resume_the_run_it_was_copied_from(tmp_pat
     assert f"its train.run_dir is runs/c (relative to this directory, {Path.cwd()})" in capsys.readouterr().err
     (copy / "checkpoints" / "ckpt_000001.pt").unlink()  # no run there: the file is a config like any other
     check("--config", str(copy / "config.yaml"))
+
+
+def test_user_path_expands_a_leading_tilde_only(monkeypatch, tmp_path):
+    import argparse
+
+    from asgf_nav.cli import add_config_arguments, number_type, user_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert user_path("~/runs/x.pt") == f"{tmp_path}/runs/x.pt"
+    assert user_path("~") == str(tmp_path)
+    for unchanged in ("replica_unheard.yaml", "tiny_heard", "none", "auto", "", "runs/~x", "/abs/path"):
+        assert user_path(unchanged) == unchanged
+    assert number_type(str, "out", (), (), ("out",)) is user_path
+    assert number_type(str, "model", (), (), ("out",)) is str
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, default="replica_unheard.yaml")
+    assert parser.parse_args(["--config=~/c.yaml"]).config == f"{tmp_path}/c.yaml"
+    assert parser.parse_args([]).config == "replica_unheard.yaml"
+    assert "(default: replica_unheard.yaml)" in " ".join(parser.format_help().split())

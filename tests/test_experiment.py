@@ -501,17 +501,22 @@ def test_a_run_directory_holding_only_a_best_checkpoint_is_not_overwritten(tmp_p
 
 
 def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
-    """A notebook runs training, then more code: its config, log handlers, stop handlers, torch threads and
-    observation registry must be those it had, or the next run and its own lines behave differently from a
-    fresh process (a later run without task.use_doa must not find the first run's DoA head registered)."""
+    """A notebook runs training, then more code: its config, log handlers and levels, stop handlers, torch
+    threads, observation registry and random generators must be those it had, or the next run and its own
+    lines behave differently from a fresh process (a later run without task.use_doa must not find the first
+    run's DoA head registered; a sweep drawing its settings must not draw the same ones after every run)."""
     import copy
     import logging
+    import random
 
+    import numpy as np
     import torch
 
     from asgf_nav import termination
     from asgf_nav.config import config_to_dict
+    from asgf_nav.evaluation import EvaluationRequest, run_evaluation
     from asgf_nav.experiment import run_training
+    from asgf_nav.rl.checkpoint import load_checkpoint
     from asgf_nav.tasks.observations import registered_observations
 
     cfg = load_config(
@@ -525,7 +530,13 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     handlers, level = list(root.handlers), root.level
     sigint, threads = signal.getsignal(signal.SIGINT), 2 if torch.get_num_threads() == 1 else 1
     torch.set_num_threads(threads)
+    logging.getLogger("matplotlib").setLevel(logging.DEBUG)  # the notebook wants matplotlib's lines
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)  # fmt: skip
+    draws = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)  # fmt: skip
     run_training(cfg)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws
+    assert logging.getLogger("matplotlib").level == logging.DEBUG
     assert (tmp_path / "run" / "checkpoints" / "ckpt_000001.pt").exists()
     assert config_to_dict(cfg) == given  # scenes.source and the like were resolved in the run's own copy
     assert root.handlers == handlers and root.level == level
@@ -534,6 +545,11 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     assert registered_observations() == observations
     logging.getLogger("notebook").warning("a line of the notebook's own")
     assert "a line of the notebook's own" not in (tmp_path / "run" / "train.log").read_text()
+    # an evaluation of the run's checkpoint registers its DoA head only while it runs, as the run did
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "ckpt_000001.pt")
+    request = EvaluationRequest(split="val", checkpoint=checkpoint, episodes=1, num_envs=1, out=str(tmp_path / "eval"))
+    run_evaluation(request, cfg, load_checkpoint(checkpoint), ["heard"])
+    assert registered_observations() == observations
 
 
 @pytest.mark.parametrize("entry", ["checkpoints", "tb", "train.log", "config.yaml"])
@@ -1022,3 +1038,25 @@ def test_the_runs_config_is_written_before_its_envs_are_built(monkeypatch, tmp_p
     with contextlib.suppress(Stop), experiment.logging_scope():
         experiment.train_in_claimed_run_dir(cfg, run, resume=resume, is_main=True)
     assert seen == [True]
+
+
+def test_a_run_records_its_data_root_as_an_absolute_path_and_resumes_on_it_from_anywhere(tmp_path, monkeypatch):
+    """A run started with scenes.data_root=data in one directory and resumed from its config.yaml in another
+    reads the scenes it was trained on, not a fresh bake into the other directory's data/."""
+    from asgf_nav.experiment import run_training
+    from asgf_nav.rl.checkpoint import list_checkpoints, load_checkpoint
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir(), elsewhere.mkdir()  # fmt: skip
+    monkeypatch.chdir(start)
+    short = ["scenes.data_root=data", "train.run_dir=run", *FAST_ACOUSTICS, *SMALL_RUN, "train.val_interval=0"]
+    run_training(load_config("tiny_heard", [*short, "ppo.total_frames=32"]))
+    saved = start / "run" / "config.yaml"
+    assert load_config(str(saved)).scenes.data_root == str(start / "data")
+    assert load_config(str(saved)).task.spectrogram_store == "auto"  # a word, not a path
+    monkeypatch.chdir(elsewhere)
+    run_training(load_config(str(saved), [f"train.run_dir={start / 'run'}", "ppo.total_frames=64"]), resume=True)
+    assert not (elsewhere / "data").exists()
+    newest = list_checkpoints(start / "run")[-1]
+    assert load_checkpoint(newest)["update"] == 2
+    assert load_checkpoint(newest)["config"]["scenes"]["data_root"] == str(start / "data")

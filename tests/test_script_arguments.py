@@ -7,6 +7,7 @@ all cases, which pays the package's import time once instead of once per case.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -311,3 +312,75 @@ def test_show_scene_checks_views_size_data_root_and_defaults_to_the_configs_data
 
 def test_report_names_agents_without_an_evaluation(outcomes):
     _check(outcomes, "report_agents")
+
+
+def test_path_options_expand_a_leading_tilde(evaluations, tmp_path):
+    """``--out=~/x`` reaches a script with its ``~`` (the shell expands it only at a word's start): every path
+    option takes it as the home directory, as the config's path keys do, and no folder named ``~`` appears in
+    the working directory. A packaged config's name and ``none`` pass unchanged."""
+    import shutil
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    for name in ("oracle", "random"):
+        shutil.copytree(evaluations[name], home / "evals" / name)
+    shutil.copy(REPO / "asgf_nav" / "configs" / "tiny_heard.yaml", home / "cfg.yaml")
+    build = ["--dataset", "tiny", "--stages", "layout", "--scenes", "tiny_room_val", "--workers", "0"]
+    show = ["--config", "tiny_heard", "--scene", "tiny_room_val", "--image-size", "16", "--rebake"]
+    cases = {  # case id -> (script, argv, what its last stderr line must hold; empty: it must succeed)
+        "build": ("build_scenes", [*build, "--data-root=~/built"], []),
+        "show": ("show_scene", [*show, "--data-root=~/built", "--out=~/s.png"], []),
+        "report": ("report", ["~/evals/oracle", "~/evals/random", "--out=~/r.png", "--table=~/t.md"], []),
+        "evaluate": (
+            "evaluate",
+            ["--config=~/cfg.yaml", "--data-root=~/none", "--checkpoint=~/best.pt"],
+            [f"error: checkpoint {home}/best.pt does not exist"],
+        ),
+        "eval_doa": ("eval_doa", ["--crnn=~/crnn.pt"], [f"--crnn: checkpoint {home}/crnn.pt does not exist"]),
+        "eval_doa_none": (  # 'none' is no path: it passes, and the run stops at the next check
+            "eval_doa",
+            ["--selective", "none", "--crnn", "none", "--gmm-train-examples", "1"],
+            ["--gmm-train-examples: 1 clips"],
+        ),
+        "pretrain_doa": (
+            "pretrain_doa",
+            ["--init-from=~/x.pt"],
+            [f"--init-from: DoA checkpoint {home}/x.pt does not exist"],
+        ),
+    }
+    payload = json.dumps([[str(SCRIPTS / f"{script}.py"), argv] for script, argv, _ in cases.values()])
+    import matplotlib
+
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env.setdefault("MPLCONFIGDIR", matplotlib.get_configdir())  # no font cache to rebuild in the new home
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER], input=payload, capture_output=True, text=True, timeout=240, cwd=cwd, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    outcomes = {
+        case: (code, err, script, expected)
+        for (case, (script, _, expected)), (code, err) in zip(cases.items(), results)
+    }
+    assert not (cwd / "~").exists(), sorted(p.name for p in cwd.iterdir())
+    for case in ("build", "show", "report"):
+        _check(outcomes, case)
+    for case in ("evaluate", "eval_doa", "eval_doa_none", "pretrain_doa"):
+        code, err, _, expected = outcomes[case]
+        assert code == 2 and "Traceback" not in err, f"{case}: {err[-3000:]}"
+        assert expected[0] in err.strip().splitlines()[-1], f"{case}: {err[-2000:]}"
+    assert (home / "built" / "scenes" / "tiny" / "tiny_room_val" / "manifest.json").is_file()
+    assert (home / "s.png").is_file() and (home / "r.png").is_file() and (home / "t.md").is_file()
+
+
+def test_dataclass_scripts_expand_tilde_in_their_path_fields():
+    """pretrain_doa / eval_doa build their flags from dataclass fields: the ones listed as paths exist."""
+    import eval_doa
+    import pretrain_doa
+
+    from asgf_nav.eval.doa_eval import EvalConfig
+    from asgf_nav.models.doa.config import DoaTrainConfig
+
+    for script, config in ((pretrain_doa, DoaTrainConfig), (eval_doa, EvalConfig)):
+        fields = {f.name for f in dataclasses.fields(config)}
+        assert set(script.PATHS) <= fields, set(script.PATHS) - fields
