@@ -67,8 +67,9 @@ class TaskConfig:
     """AudioGoal task semantics (SoundSpaces 1.0 defaults)."""
 
     sound_split: Literal["heard", "unheard"] = "unheard"  # heard: the telephone; unheard: sounds disjoint per split
-    # any of "rgb", "depth", "spectrogram", "pointgoal"; "doa" needs task.use_doa=true, which registers the DoA
-    # head's observation and appends "doa" here itself (experiment.register_auxiliary_observations)
+    # any of "rgb", "depth", "spectrogram" the policy reads; "pointgoal" too, for a plugin policy that reads it
+    # (no built-in one does); "doa" needs task.use_doa=true, which registers the DoA head's observation and
+    # appends "doa" here itself (experiment.register_auxiliary_observations)
     sensors: list[str] = field(default_factory=lambda: ["rgb", "depth", "spectrogram"])
     max_steps: int = 500  # actions before an episode ends unsuccessfully
     success_distance: float = 1.0  # success: STOP with the geodesic distance to the goal below this (m)

@@ -98,6 +98,7 @@ def check_components(cfg: ExperimentConfig) -> None:
     from asgf_nav.models.policies import policy_class
     from asgf_nav.scenes.soundspaces_import import scene_source
     from asgf_nav.tasks.observations import BUILTIN_SENSORS, check_sensors, registered_observations
+    from asgf_nav.tasks.soundspaces_world import check_no_scene_count
 
     import_plugins(cfg.model.plugins)
     policy = policy_class(cfg.model.policy)
@@ -121,6 +122,8 @@ def check_components(cfg: ExperimentConfig) -> None:
             "or use a policy that reads them"
         )
     embedded = scene_source(cfg) == "embedded"
+    if not embedded:
+        check_no_scene_count(cfg)
     problem = embedded and dir_creation_problem(Path(cfg.scenes.data_root) / "scenes" / cfg.scenes.dataset)
     if problem:  # found before the run directory is made and claimed; nothing is created yet
         raise ConfigError(f"scenes.data_root: {problem}")
@@ -134,7 +137,7 @@ def check_components(cfg: ExperimentConfig) -> None:
     store = str(cfg.task.spectrogram_store or "")
     if store not in ("", "auto") and not Path(store).is_dir():  # a mistyped path: a baked store unused, silently
         logger.warning(
-            "task.spectrogram_store: %s does not exist, so every spectrogram is computed; bake it with "
+            "task.spectrogram_store: %s is no directory, so every spectrogram is computed; bake it with "
             "scripts/bake_spectrograms.py --out %s",
             store,
             store,

@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--baseline-model is the audio model of {' / '.join(AUDIO_MODEL_BASELINES)}, not of --agent {args.agent}"
         )
+    flags = {"train.device": "--device", "ppo.num_envs": "--num-envs"}  # training's keys, read by no evaluation
+    for given in args.overrides:
+        key = given.partition("=")[0].strip()
+        if key in flags:
+            parser.error(f"{key} sets training's; an evaluation takes {flags[key]}")
     setup_logging("INFO")
     cfg = config_from_args(args)
     args.device = resolve_device(args.device, key="--device")  # a device this machine lacks stops here

@@ -355,7 +355,7 @@ def test_a_spectrogram_store_path_that_does_not_exist_is_warned_about(tmp_path, 
             check_components(load_config("tiny_heard", [f"task.spectrogram_store={value}"]))
         assert caplog.text == ""
         check_components(load_config("tiny_heard", [f"task.spectrogram_store={tmp_path / 'typo'}"]))
-    assert f"task.spectrogram_store: {tmp_path / 'typo'} does not exist, so every spectrogram" in caplog.text
+    assert f"task.spectrogram_store: {tmp_path / 'typo'} is no directory, so every spectrogram" in caplog.text
 
 
 def test_a_doa_sensor_and_task_use_doa_are_checked_together(monkeypatch):

@@ -160,6 +160,16 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
             ["--config", "tiny_heard", "--data-root", empty, "--checkpoint", str(checkpoint), "--seed", "3"],
             ["--seed seeds the random baseline; a checkpoint samples with train.seed=N"],
         ),
+        "eval_training_device": (  # parsed and dropped: the evaluation ran on --device's cpu without a word
+            "evaluate",
+            ["--config", "tiny_heard", "--data-root", empty, "--agent", "oracle", "train.device=cuda:5"],
+            ["train.device sets training's; an evaluation takes --device"],
+        ),
+        "eval_training_envs": (
+            "evaluate",
+            ["--config", "tiny_heard", "--data-root", empty, "--agent", "oracle", "ppo.num_envs=7"],
+            ["ppo.num_envs sets training's; an evaluation takes --num-envs"],
+        ),
         # 4. bake_spectrograms
         "bake_threads": ("bake_spectrograms", [*bake, "--threads", "-1"], ["--threads", "must be >= 0"]),
         "bake_sounds": (
@@ -280,6 +290,12 @@ def test_train_baselines_checks_samples_threads_and_train_scenes(outcomes):
 
 def test_seeds_are_checked_before_the_data_loads(outcomes):
     _check(outcomes, "base_seed", "eval_seed", "tsne_seed")
+
+
+def test_evaluate_refuses_settings_it_would_ignore(outcomes):
+    """A --seed no agent draws with, and training's device and env count, were parsed and dropped."""
+    _check(outcomes, "eval_seed_of_an_oracle", "eval_seed_of_a_checkpoint", "eval_training_device")
+    _check(outcomes, "eval_training_envs")
 
 
 def test_train_baselines_minimum_samples_leave_a_validation_split():

@@ -54,6 +54,7 @@ def make_cfg(
     sensors=("rgb", "depth", "spectrogram"),
     source="soundspaces",
     on_missing="error",
+    image_size=6,  # the handwritten dataset's views
 ) -> SimpleNamespace:
     scenes = SimpleNamespace(
         dataset="replica",
@@ -62,6 +63,8 @@ def make_cfg(
         soundspaces_root=str(ss_root),
         rir_cache_mb=4,
         rir_on_missing=on_missing,
+        num_scenes=None,
+        image_size=image_size,
     )
     task = SimpleNamespace(
         sound_split="heard",
@@ -602,7 +605,7 @@ def test_round_trip_export_import_is_identical(tmp_path: Path):
     rate, data = wavfile.read(root / f"binaural_rirs/replica/grid_a/90/0_{scenes[0].source_nodes[0]}.wav")
     assert rate == SR and data.dtype == np.float32 and data.shape[1] == 2
 
-    cfg = make_cfg(tmp_path, root, sensors=["rgb", "depth", "spectrogram", "pointgoal"])
+    cfg = make_cfg(tmp_path, root, sensors=["rgb", "depth", "spectrogram", "pointgoal"], image_size=8)
     imported = load_soundspaces_world(cfg, "train")
     imported_episodes = load_episodes(episode_dataset_path(root, "replica", "train", "heard"))
     for scene in scenes:
@@ -690,6 +693,22 @@ def test_a_resumed_export_keeps_only_rir_files_of_the_same_making(tmp_path: Path
     monkeypatch.setattr(scene, "rir", rir)
     assert export_world(world, tmp_path, "replica", skip_existing=True).skipped == 0
     assert json.loads(record.read_text()) == made_from
+
+
+def test_views_of_another_size_than_the_config_and_a_scene_count_are_refused(tmp_path: Path, ss_dataset: Path):
+    """Both were ignored on SoundSpaces data while the run's config.yaml recorded them: a run saw 6 px views
+    recorded as 128 px ones, or every scene of a split recorded as three."""
+    from asgf_nav.config import ConfigError
+
+    root = ss_dataset
+    size = r"views are 6x6 \(.*office_9.pkl rgb\), not the scenes.image_size=128 .*; set scenes.image_size=6$"
+    with pytest.raises(ss.SoundSpacesDataError, match=size):
+        load_soundspaces_world(make_cfg(tmp_path, root, image_size=128), "train")
+    assert load_soundspaces_world(make_cfg(tmp_path, root, sensors=["spectrogram"], image_size=128), "train")
+    counted = make_cfg(tmp_path, root)
+    counted.scenes.num_scenes = 3
+    with pytest.raises(ConfigError, match=r"^scenes.num_scenes=3 picks among the embedded scene set's scenes"):
+        load_soundspaces_world(counted, "train")
 
 
 def test_views_pickles_of_different_sizes_are_refused_by_name(tmp_path: Path):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.config import ConfigError
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces import (
@@ -125,9 +126,10 @@ def open_task_scene(
     )
 
 
-def check_soundspaces_view_sizes(paths: SoundSpacesPaths, scenes: dict[str, TaskScene]) -> None:
+def check_soundspaces_view_sizes(paths: SoundSpacesPaths, scenes: dict[str, TaskScene], image_size: int) -> None:
     """One observation space and one visual CNN serve a world, so every views pickle must hold images of
-    one size (users render them with habitat-sim, so sizes can differ between scenes or sensors)."""
+    one size (users render them with habitat-sim, so sizes can differ between scenes or sensors), and that
+    size is ``scenes.image_size``: the run's config.yaml and its checkpoints record the size it saw."""
     sizes = {}
     for name, scene in scenes.items():
         for sensor, views in (("rgb", scene.rgb), ("depth", scene.depth)):
@@ -136,12 +138,30 @@ def check_soundspaces_view_sizes(paths: SoundSpacesPaths, scenes: dict[str, Task
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{where}: {h}x{w}" for where, (h, w) in sizes.items())
         raise SoundSpacesDataError(f"the views differ in size ({listed}); render them all at one size")
+    if sizes and set(sizes.values()) != {(image_size, image_size)}:
+        where, (height, width) = next(iter(sizes.items()))
+        fix = f"set scenes.image_size={height}" if height == width else "render them square"
+        raise SoundSpacesDataError(
+            f"the views are {height}x{width} ({where}), not the scenes.image_size={image_size} the config asks for; "
+            f"{fix}"
+        )
+
+
+def check_no_scene_count(cfg: Any) -> None:
+    """``scenes.num_scenes`` on SoundSpaces data would be recorded as the run's and change nothing."""
+    if cfg.scenes.num_scenes is not None:
+        raise ConfigError(
+            f"scenes.num_scenes={cfg.scenes.num_scenes} picks among the embedded scene set's scenes, but the scenes "
+            "are SoundSpaces data here (scenes.source), of which every downloaded scene of a split is loaded; "
+            "remove it (scenes.num_scenes=null)"
+        )
 
 
 def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = None):
     """The split's ``TaskWorld`` from SoundSpaces data, or None when ``cfg`` resolves to embedded scenes."""
     if scene_source(cfg) != "soundspaces":
         return None
+    check_no_scene_count(cfg)
     paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
     if scenes is not None:
         names = list(scenes)
@@ -168,7 +188,7 @@ def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = 
         for name in tqdm(names, desc=f"soundspaces {paths.dataset}/{split}", disable=len(names) < 4)
     }
     if need_vision:
-        check_soundspaces_view_sizes(paths, task_scenes)
+        check_soundspaces_view_sizes(paths, task_scenes, int(cfg.scenes.image_size))
     rate = dataset_spec(paths.dataset).sample_rate
     logger.info(
         "scenes: SoundSpaces %s data from %s (%d %s scenes, RIRs read on demand at %d Hz)",
