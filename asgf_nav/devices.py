@@ -110,6 +110,19 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def preserved_torch_rng(device: torch.device | str = "cpu") -> Iterator[None]:
+    """torch's global generators (the CPU's, and ``device``'s when it is a GPU) back as they were after the
+    block: a function that seeds them for its own reproducibility must not leave a notebook's later draws
+    fixed (a sweep would draw the same settings after every call)."""
+    import torch
+
+    device = torch.device(device)
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        yield
+
+
 def cuda_rng_state(device: torch.device | str) -> torch.Tensor | None:
     """The CUDA generator state of ``device`` when it is a GPU, else None. Only that GPU's: reading every
     GPU's (``get_rng_state_all``) creates a CUDA context on each, in every DD-PPO rank and even in a CPU

@@ -413,18 +413,17 @@ def claim_on_rank0(held: ExitStack, run_dir: Path, resume: bool, is_main: bool) 
         raise ConfigError(f"{message} (found by rank 0)")
 
 
-DATA_PATH_KEYS = ("scenes.data_root", "scenes.soundspaces_root", "task.spectrogram_store")
-
-
 def resolve_data_paths(cfg: ExperimentConfig) -> None:
     """The run's data paths made absolute, as its config.yaml and checkpoints record them: a relative one
     named a folder of the directory training started in, and a resume or an evaluation started from another
-    would read (or bake again) another data root. ``train.run_dir`` stays as typed:
+    would read (or bake again) another data root, or not find the DoA head. ``train.run_dir`` stays as typed:
     ``cli.check_config_beside_its_run`` tells a run started elsewhere."""
-    for dotted in DATA_PATH_KEYS:
+    from asgf_nav.rl.checkpoint import RECORDED_ABSOLUTE_KEYS, is_path_value
+
+    for dotted in RECORDED_ABSOLUTE_KEYS:
         section, key = dotted.split(".")
         path = getattr(getattr(cfg, section), key)
-        if path not in (None, "", "auto"):  # the spectrogram store's words: off, and beside the scenes
+        if is_path_value(path):
             setattr(getattr(cfg, section), key, str(Path(path).absolute()))
 
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import is_whole_number
+from asgf_nav.devices import preserved_torch_rng
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file, weights_mismatch
 from asgf_nav.rl.checkpoint import CheckpointError, warn_if_trained_at_other_versions
 from asgf_nav.tasks.navigation import pointgoal_polar
@@ -241,6 +242,7 @@ def mean_loss(model: AudioGoalNet, samples: AudioSamples, batch: int = 256) -> f
     return total / n
 
 
+@preserved_torch_rng()  # seeded by ``seed`` for the training, the caller's again after it
 def train_model(
     train: AudioSamples,
     val: AudioSamples | None,

@@ -43,8 +43,10 @@ from asgf_nav.cli import (  # noqa: E402
     non_negative_int,
     positive_int,
     run_script,
+    scene_options,
     user_path,
 )
+from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.evaluation import EvaluationRequest, name_problem, run_evaluation  # noqa: E402
 from asgf_nav.experiment import set_torch_threads  # noqa: E402
@@ -116,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--baseline-model is the audio model of {' / '.join(AUDIO_MODEL_BASELINES)}, not of --agent {args.agent}"
         )
-    flags = {"train.device": "--device", "ppo.num_envs": "--num-envs"}  # training's keys, read by no evaluation
-    for given in args.overrides:
-        key = given.partition("=")[0].strip()
-        if key in flags:
-            parser.error(f"{key} sets training's; an evaluation takes {flags[key]}")
     setup_logging("INFO")
     cfg = config_from_args(args)
+    if args.overrides:  # training's keys, which no evaluation reads, however the override spelt them
+        given = load_config(args.config, [], scene_options(args))
+        for key, flag in {"train.device": "--device", "ppo.num_envs": "--num-envs"}.items():
+            section, name = key.split(".")
+            if getattr(getattr(cfg, section), name) != getattr(getattr(given, section), name):
+                parser.error(f"{key} sets training's; an evaluation takes {flag}")
     args.device = resolve_device(args.device, key="--device")  # a device this machine lacks stops here
     set_torch_threads(cfg, background_build=False)  # train.torch_threads holds here too: no oversubscribing
     # loaded once: with --sound-split both, both splits evaluate the same version of a rewritten best.pt

@@ -653,13 +653,17 @@ def _random_samples(n: int, seed: int) -> AudioSamples:
 
 def test_training_reports_the_validation_scores_and_is_seeded(monkeypatch):
     """The scores train_model returns are the held-out samples' (the training ones only without them), and
-    the same seed trains the same weights."""
+    the same seed trains the same weights, without fixing the caller's later draws."""
     import baselines.audio_model as audio_model
 
     train, val = _random_samples(6, 0), _random_samples(3, 1)
     scored: list[AudioSamples] = []
     monkeypatch.setattr(audio_model, "evaluate_model", lambda model, samples: scored.append(samples) or {})
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
     first, _ = train_model(train, val, epochs=1, batch=4, seed=3, progress=False)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream goes on where it was
     again, _ = train_model(train, None, epochs=1, batch=4, seed=3, progress=False)
     assert scored[0] is val and scored[1] is train
     for name, weights in first.state_dict().items():

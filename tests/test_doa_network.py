@@ -365,6 +365,23 @@ def test_a_checkpoint_whose_config_outsizes_its_weights_is_refused_before_the_ne
     assert built[1:] == [torch.device("meta"), torch.device("cpu")]
 
 
+@pytest.mark.parametrize("prompt", ["audio", "category", "descriptor"])
+@pytest.mark.parametrize("mask_head", ["template", "mlp"])
+def test_a_saved_head_of_every_prompt_and_mask_head_loads_back(tmp_path: Path, prompt: str, mask_head: str) -> None:
+    """Sized on the meta device first, every kind of head must still build there: the descriptor prompt's band
+    table, made from a CPU tensor, stopped descriptor heads from loading at all."""
+    from dataclasses import replace
+
+    from asgf_nav.models.doa.checkpoint import load_model
+
+    net = SelectiveDoaNet(replace(_tiny_config(), prompt=prompt, num_categories=3, mask_head=mask_head))
+    torch.save({"kind": "selective", "config": net.cfg.to_dict(), "state_dict": net.state_dict()}, tmp_path / "h.pt")
+    loaded = load_model(tmp_path / "h.pt")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
+    if prompt == "descriptor":
+        assert torch.equal(loaded.prompt_encoder.member, net.prompt_encoder.member)
+
+
 def test_weights_expanded_from_a_few_bytes_are_refused(tmp_path: Path) -> None:
     """A tensor saved as a stride-0 view of a few bytes has the network's shape but not its data; loading it
     would still allocate the whole network, so it is refused by name."""

@@ -249,9 +249,12 @@ def test_a_stopped_and_resumed_pretraining_ends_with_the_weights_of_an_uninterru
     monkeypatch.setattr(doa_train, "save_checkpoint", save_then_stop)  # the name the training loop calls
     before, caller_threads = torch.get_num_threads(), 2  # not the run's threads=1
     torch.set_num_threads(caller_threads)  # the run's threads=1 is its own, also when it stops on an error
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)  # so are its seeded generators: the caller's stream goes on where it was
     with pytest.raises(KeyboardInterrupt):
         doa_train.train(config("parts.pt"), progress=False)
-    assert torch.get_num_threads() == caller_threads
+    assert torch.get_num_threads() == caller_threads and torch.equal(torch.rand(3), expected)
     torch.set_num_threads(before)
     monkeypatch.setattr(doa_train, "save_checkpoint", save)
     assert torch.load(tmp_path / "parts.pt", weights_only=False)["step"] == 2

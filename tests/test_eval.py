@@ -302,6 +302,46 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
         load_policy_agent(cfg, path, space)
 
 
+def test_a_checkpoint_whose_model_section_outsizes_its_weights_is_refused_before_the_policy_is_built(
+    synthetic, tmp_path, monkeypatch
+):
+    """A few bytes of a shared checkpoint's config (hidden_size=6000) built a 1.4 GB policy before its weights
+    were compared: it is sized on the meta device first, and only weights that fit it build it for real."""
+    from asgf_nav.eval import evaluator
+    from asgf_nav.models import policies
+    from asgf_nav.rl.checkpoint import CheckpointError
+
+    world, _, base = synthetic
+    cfg = copy.deepcopy(base)
+    cfg.model.policy, cfg.model.hidden_size, cfg.task.sensors = "av_nav", 16, ["spectrogram"]
+    space = observation_space_for(world, cfg.task.sensors)
+    state = {"model": policies.build_policy(cfg, space).state_dict(), "policy_name": "av_nav"}
+    built = []
+    build = policies.build_policy
+
+    def recording_build(*args, **kwargs):
+        policy = build(*args, **kwargs)
+        built.append(next(policy.parameters()).device.type)
+        return policy
+
+    monkeypatch.setattr(policies, "build_policy", recording_build)
+    huge = copy.deepcopy(cfg)
+    huge.model.hidden_size = 6000
+    with pytest.raises(CheckpointError, match=r"^checkpoint big\.pt does not fit the policy built for these"):
+        evaluator.load_policy_agent(huge, state, space, source="big.pt")
+    assert built == ["meta"]
+    first = next(k for k, v in state["model"].items() if v.dim() == 2)
+    state["model"][first] = torch.zeros(1).expand(*state["model"][first].shape)  # the shape, not the data
+    with pytest.raises(
+        CheckpointError, match=rf"does not fit the policy built for these observations: '{first}' holds"
+    ):
+        evaluator.load_policy_agent(cfg, state, space, source="thin.pt")
+    assert built == ["meta", "meta"]
+    state["model"][first] = torch.zeros(state["model"][first].shape)
+    assert isinstance(evaluator.load_policy_agent(cfg, state, space), evaluator.PolicyAgent)
+    assert built[2:] == ["meta", "cpu"]
+
+
 # ------------------------------------------------------------------------------------------ script + report
 def test_evaluate_script_oracle_is_perfect_on_tiny_scene(tiny_root, tmp_path):
     _evaluate(tiny_root, tmp_path, "--agent", "oracle", "--sound-split", "both")

@@ -643,6 +643,43 @@ def test_a_checkpoint_from_before_keep_travel_time_resumes_only_with_the_travel_
     assert config_changes(saved, config_to_dict(now)) == []  # SoundSpaces' stored responses are heard as they are
 
 
+def test_paths_recorded_relative_by_earlier_runs_are_the_same_paths_made_absolute(tmp_path, monkeypatch) -> None:
+    """Runs now record their data paths and DoA head absolute; a checkpoint of an earlier release, which recorded
+    them as typed, resumes from the same directory without a refusal (the head) or a 'changed' warning (the
+    data root), while a path that really is another is still one."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import config_changes, resumable_changes
+
+    monkeypatch.chdir(tmp_path)
+    saved, now = ExperimentConfig(), ExperimentConfig()
+    saved.scenes.data_root, saved.task.doa_checkpoint = "data", "heads/sel.pt"
+    now.scenes.data_root, now.task.doa_checkpoint = str(tmp_path / "data"), str(tmp_path / "heads" / "sel.pt")
+    assert config_changes(config_to_dict(saved), config_to_dict(now)) == []
+    assert resumable_changes(config_to_dict(saved), config_to_dict(now)) == []
+    now.scenes.data_root, now.task.doa_checkpoint = "/elsewhere/data", "/elsewhere/sel.pt"
+    assert config_changes(config_to_dict(saved), config_to_dict(now)) == [
+        ("task.doa_checkpoint", "heads/sel.pt", "/elsewhere/sel.pt")
+    ]
+    assert resumable_changes(config_to_dict(saved), config_to_dict(now)) == [
+        ("scenes.data_root", "data", "/elsewhere/data")
+    ]
+
+
+def test_image_size_and_num_scenes_recorded_but_unapplied_on_soundspaces_data_may_be_set_right() -> None:
+    """Runs on SoundSpaces data recorded both without applying them; now that they must match the data, the
+    resume that sets them right is not refused as another experiment (on the embedded scenes it still is)."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import config_changes
+
+    saved, now = ExperimentConfig(), ExperimentConfig()
+    saved.scenes.num_scenes, now.scenes.image_size = 6, 64
+    assert [key for key, _, _ in config_changes(config_to_dict(saved), config_to_dict(now))] == [
+        "scenes.image_size", "scenes.num_scenes"
+    ]  # fmt: skip
+    saved.scenes.source = now.scenes.source = "soundspaces"
+    assert config_changes(config_to_dict(saved), config_to_dict(now)) == []
+
+
 def test_a_checkpoint_from_before_source_spread_resumes_only_on_the_farthest_point_sources() -> None:
     """Its scenes put their sources at the farthest-point nodes; another spread would bake other goals under it."""
     from asgf_nav.config import config_to_dict

@@ -170,6 +170,11 @@ def _cases(evals: dict[str, Path], checkpoint: Path, work: Path) -> dict[str, tu
             ["--config", "tiny_heard", "--data-root", empty, "--agent", "oracle", "ppo.num_envs=7"],
             ["ppo.num_envs sets training's; an evaluation takes --num-envs"],
         ),
+        "eval_training_envs_as_a_section": (
+            "evaluate",
+            ["--config", "tiny_heard", "--data-root", empty, "--agent", "oracle", "ppo={num_envs: 7}"],
+            ["ppo.num_envs sets training's; an evaluation takes --num-envs"],
+        ),
         # 4. bake_spectrograms
         "bake_threads": ("bake_spectrograms", [*bake, "--threads", "-1"], ["--threads", "must be >= 0"]),
         "bake_sounds": (
@@ -295,7 +300,7 @@ def test_seeds_are_checked_before_the_data_loads(outcomes):
 def test_evaluate_refuses_settings_it_would_ignore(outcomes):
     """A --seed no agent draws with, and training's device and env count, were parsed and dropped."""
     _check(outcomes, "eval_seed_of_an_oracle", "eval_seed_of_a_checkpoint", "eval_training_device")
-    _check(outcomes, "eval_training_envs")
+    _check(outcomes, "eval_training_envs", "eval_training_envs_as_a_section")
 
 
 def test_train_baselines_minimum_samples_leave_a_validation_split():

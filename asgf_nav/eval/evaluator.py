@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from asgf_nav.config import is_whole_number
 from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
-from asgf_nav.io import atomic_write_text
+from asgf_nav.io import atomic_write_text, weights_mismatch
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.rl.validation import validation_quota
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
@@ -202,11 +203,14 @@ def load_policy_agent(
     if trained != cfg.model.policy:
         raise CheckpointError(f"checkpoint{where} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
     try:
-        policy = build_policy(cfg, observation_space)
+        sized = _sized_policy(cfg, observation_space)  # the model section is the file's: it sizes the network
+        policy = build_policy(cfg, observation_space) if sized is None else sized
     except ValueError as exc:  # the sensors are the checkpoint's: ones its policy cannot run on
         raise CheckpointError(f"checkpoint{where}: {exc}") from None
     try:
-        policy.load_state_dict(state["model"])
+        with warnings.catch_warnings():  # loading into the meta network copies nothing, by design
+            warnings.filterwarnings("ignore", message=".*non-meta parameter in the checkpoint to a meta parameter")
+            policy.load_state_dict(state["model"])
     except RuntimeError as exc:  # the model section is the checkpoint's, so the observations differ
         first = " ".join(str(exc).strip().splitlines()[:3])
         hints = "; ".join(_shape_hints(str(exc), state.get("config") or {}, observation_space))
@@ -214,8 +218,27 @@ def load_policy_agent(
         raise CheckpointError(
             f"checkpoint{where} does not fit the policy built for these observations{hint}: {first}"
         ) from None
+    if sized is not None:  # shapes fit; the weights must hold their data too before the network is built for real
+        mismatch = weights_mismatch(sized.state_dict(), state["model"])
+        if mismatch is not None:
+            raise CheckpointError(f"checkpoint{where} does not fit the policy built for these observations: {mismatch}")
+        policy = build_policy(cfg, observation_space)
+        policy.load_state_dict(state["model"])
     sensors = list(getattr(observation_space, "spaces", observation_space))
     return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy, seed=seed)
+
+
+def _sized_policy(cfg: Any, observation_space: Any) -> torch.nn.Module | None:
+    """The policy built on the meta device, allocating nothing: a few bytes of a checkpoint's model section
+    (``hidden_size=6000``) would otherwise build gigabytes before its weights were compared. None for a
+    (plugin) policy that cannot be built there, which is then built and checked as it is."""
+    from asgf_nav.models.policies import build_policy
+
+    try:
+        with torch.device("meta"):
+            return build_policy(cfg, observation_space)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 def _shape_hints(error: str, trained: dict[str, Any], observation_space: Any) -> list[str]:

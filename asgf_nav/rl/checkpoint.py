@@ -196,8 +196,32 @@ RESOLVED_WHEN_A_RUN_STARTS = {"scenes.source": "auto"}
 # keys added to the schema with a default that changed what a run hears, with the value every checkpoint
 # written before them was trained with: a checkpoint without the key is read as having that value
 FORMER_VALUES_OF_ADDED_KEYS = {"task.keep_travel_time": True, "acoustics.source_spread": "farthest"}
-# keys that change nothing in a run on SoundSpaces data (it hears the stored responses as they are)
-EMBEDDED_SCENES_ONLY_KEYS = frozenset({"task.keep_travel_time"})
+# keys that change nothing in a run on SoundSpaces data: it hears the stored responses as they are, sees the stored
+# views at their size and loads every scene of a split (runs of earlier releases recorded image_size and num_scenes
+# without their being applied there: a resume may now set them right)
+EMBEDDED_SCENES_ONLY_KEYS = frozenset({"task.keep_travel_time", "scenes.image_size", "scenes.num_scenes"})
+
+
+# path keys a run records as absolute paths (experiment.resolve_data_paths); runs of earlier releases recorded
+# them as typed, so a relative value is compared as the same path seen from this directory
+RECORDED_ABSOLUTE_KEYS = (
+    "scenes.data_root",
+    "scenes.soundspaces_root",
+    "task.spectrogram_store",
+    "task.doa_checkpoint",
+)
+
+
+def is_path_value(value: Any) -> bool:
+    """A path, not None (the packaged head, SoundSpaces data under the data root) nor one of the spectrogram
+    store's words, "" (off) and "auto" (beside the scenes)."""
+    return isinstance(value, str) and value not in ("", "auto")
+
+
+def _differs(key: str, old: Any, new: Any) -> bool:
+    if key in RECORDED_ABSOLUTE_KEYS and is_path_value(old) and is_path_value(new):
+        return Path(old).expanduser().absolute() != Path(new).expanduser().absolute()
+    return old != new
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -212,7 +236,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple
     return [
         (k, old[k], new[k])
         for k in sorted(old.keys() & new.keys())
-        if k not in RESUMABLE_KEYS and k not in unresolved and old[k] != new[k]
+        if k not in RESUMABLE_KEYS and k not in unresolved and _differs(k, old[k], new[k])
     ]
 
 
@@ -221,7 +245,9 @@ def resumable_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[tu
     but said, since a resume with the packaged config instead of the run's own changes them unasked (another
     ``scenes.data_root`` bakes every scene again)."""
     old, new = flatten_dotted(saved), flatten_dotted(current)
-    return [(k, old[k], new[k]) for k in sorted(RESUMABLE_KEYS & old.keys() & new.keys()) if old[k] != new[k]]
+    return [
+        (k, old[k], new[k]) for k in sorted(RESUMABLE_KEYS & old.keys() & new.keys()) if _differs(k, old[k], new[k])
+    ]
 
 
 def check_same_doa_head(saved: dict[str, str] | None, current: dict[str, str] | None, run_dir: str | Path) -> None:

@@ -164,11 +164,13 @@ class DescriptorPromptEncoder(nn.Module):
     def __init__(self, stft: StftConfig, out_dim: int, bands: int = 40, freq_range=(60.0, 8000.0)) -> None:
         super().__init__()
         self.stft = stft
-        freqs = torch.arange(stft.num_bins) * (stft.sample_rate / stft.n_fft)
-        edges = torch.from_numpy(np.geomspace(freq_range[0], min(freq_range[1], stft.sample_rate / 2), bands + 1))
+        # in numpy, made a tensor once: a network built on the meta device (a checkpoint's sizes checked before
+        # anything is allocated) must not mix in a CPU tensor
+        freqs = np.arange(stft.num_bins).astype(np.float32) * np.float32(stft.sample_rate / stft.n_fft)
+        edges = np.geomspace(freq_range[0], min(freq_range[1], stft.sample_rate / 2), bands + 1)
         member = (freqs[None, :] >= edges[:-1, None]) & (freqs[None, :] < edges[1:, None])
-        member = member[member.any(dim=1)]  # a band narrower than the bin spacing holds no bin: dropped
-        self.register_buffer("member", member.float(), persistent=False)
+        member = member[member.any(axis=1)]  # a band narrower than the bin spacing holds no bin: dropped
+        self.register_buffer("member", torch.tensor(member, dtype=torch.float32), persistent=False)
         self.descriptor_size = 2 * member.shape[0]
         self.net = nn.Sequential(
             nn.Linear(self.descriptor_size, 2 * out_dim), nn.GELU(), nn.Linear(2 * out_dim, out_dim)

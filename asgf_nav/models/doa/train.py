@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asgf_nav.devices import resolve_device, torch_threads
+from asgf_nav.devices import preserved_torch_rng, resolve_device, torch_threads
 from asgf_nav.io import exclusive_lock
 from asgf_nav.models.doa.checkpoint import (
     DoaCheckpointError,
@@ -146,7 +146,11 @@ def train(cfg: DoaTrainConfig, bank: SoundBank | None = None, progress: bool = T
             "wait for it to finish, or give another --out"
         )
 
-    with exclusive_lock(out_lock(out), f"DoA checkpoint {out}", busy=in_use) as held, torch_threads(cfg.threads):
+    with (
+        exclusive_lock(out_lock(out), f"DoA checkpoint {out}", busy=in_use) as held,
+        torch_threads(cfg.threads),
+        preserved_torch_rng(cfg.device),  # seeded by cfg.seed for the run, the caller's again after it
+    ):
         if held:  # without a lock another run's save may be in flight
             remove_stale_out_temporaries(out)
         return _train_holding_out(cfg, out, bank, progress)
