@@ -242,8 +242,11 @@ def test_cuda_matches_cpu(world, episodes):
         o1, r1, d1, i1 = cpu.step(a)
         o2, r2, d2, i2 = gpu.step(torch.from_numpy(a).cuda())
         assert torch.equal(d1, d2.cpu()) and torch.allclose(r1, r2.cpu())
-        assert torch.equal(o1["rgb"], o2["rgb"].cpu())
+        assert torch.equal(o1["rgb"], o2["rgb"].cpu()) and torch.equal(o1["depth"], o2["depth"].cpu())
         assert torch.allclose(o1["spectrogram"], o2["spectrogram"].cpu(), atol=1e-3)
+        assert i1.keys() == i2.keys()
+        for name in i1:  # the metrics, distances and episode indices the trainer logs
+            assert torch.allclose(i1[name].double(), i2[name].cpu().double(), atol=1e-5), name
 
 
 def test_spectrogram_cache_evicts_the_least_recent_and_clear_forgets_all():
@@ -451,7 +454,7 @@ def test_each_scene_measures_distance_with_its_own_grid_size():
     episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=8))
     b = 4
     env, refs = reset_env_pair(world, episodes, b, TaskConfig(max_steps=12, sensors=["depth"]), seed=3)
-    fine_steps = 0
+    fine_steps = odd_hops = 0
     for actions in np.random.default_rng(1).choice(4, size=(60, b), p=[0.1, 0.5, 0.2, 0.2]):
         fine = [e.scene == "b_fine" for e in env.current_episodes()]
         _, reward, _, info = env.step(torch.from_numpy(actions))
@@ -462,11 +465,12 @@ def test_each_scene_measures_distance_with_its_own_grid_size():
             if fine[i]:
                 fine_steps += 1
                 assert ref_info["distance_to_goal"] % 0.5 == 0.0
+                odd_hops += ref_info["distance_to_goal"] % 1.0 == 0.5  # whole metres would pass at 1 m per hop
             if term or trunc:
                 for name in METRIC_NAMES:
                     assert info[name][i].item() == pytest.approx(ref_info[name], abs=1e-5), name
                 r.reset()
-    assert fine_steps > 20
+    assert fine_steps > 20 and odd_hops > 0
 
 
 def test_running_out_of_steps_on_the_goal_is_no_success_and_stop_at_the_limit_terminates():

@@ -72,6 +72,17 @@ def test_other_instance_exists_for_every_multi_clip_category(bank: SoundBank) ->
             else:
                 assert other is None
 
+    # a category with no other instance in the split drawn from: none (the packaged bank has no such category
+    # over all its sounds, so the split is narrowed to one the name is alone in)
+    def instances(category: str, split: str) -> set[str]:
+        return {bank.instance(m) for m in bank.names(split) if bank.category(m) == category}
+
+    alone = next(
+        (n, split) for split in ("train", "val", "test") for n in bank.names(split)
+        if instances(bank.category(n), split) == {bank.instance(n)}
+    )  # fmt: skip
+    assert bank.other_instance(alone[0], rng, among=alone[1]) is None
+
 
 def test_other_instance_skips_clips_of_the_same_instance(bank: SoundBank) -> None:
     # the two grand-piano renderings share an instance, so neither is a reference for the other
