@@ -194,10 +194,19 @@ def test_the_reference_env_draws_the_episodes_make_env_draws(world, episodes, sp
 
 
 def test_invalid_actions_raise(world, episodes):
+    """Every refusal is the single env's InvalidActionError (a ValueError, and for a wrong type a TypeError too);
+    a bool tensor is refused like a bool array, not read as MOVE_FORWARD / STOP."""
+    from asgf_nav.tasks import InvalidActionError
+
     env = BatchedAudioNavEnv(world, episodes, 2, sensors=["depth"])
     with pytest.raises(RuntimeError, match="before reset"):
         env.step(torch.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match="observe called before reset"):  # node 0 need not hold a source
+        env.observe()
     env.reset()
+    for refused in (torch.tensor([True, False]), np.array([True, False]), torch.tensor([1.0, 0.0]), [1, 9]):
+        with pytest.raises(InvalidActionError):
+            env.step(refused)
     with pytest.raises(ValueError, match=r"invalid action\(s\) \[7\] for env\(s\) \[1\]"):
         env.step(torch.tensor([1, 7]))
     with pytest.raises(ValueError, match="expected 2 actions"):
@@ -457,10 +466,11 @@ def test_each_scene_measures_distance_with_its_own_grid_size():
     fine_steps = odd_hops = 0
     for actions in np.random.default_rng(1).choice(4, size=(60, b), p=[0.1, 0.5, 0.2, 0.2]):
         fine = [e.scene == "b_fine" for e in env.current_episodes()]
-        _, reward, _, info = env.step(torch.from_numpy(actions))
+        _, reward, done, info = env.step(torch.from_numpy(actions))
         for i, r in enumerate(refs):
             _, ref_reward, term, trunc, ref_info = r.step(int(actions[i]))
             assert reward[i].item() == pytest.approx(ref_reward, abs=1e-5)
+            assert (done[i].item(), info["truncated"][i].item()) == (term or trunc, trunc)  # as gymnasium tells them
             assert info["distance_to_goal"][i].item() == pytest.approx(ref_info["distance_to_goal"], abs=1e-5)
             if fine[i]:
                 fine_steps += 1

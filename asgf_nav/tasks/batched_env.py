@@ -35,7 +35,15 @@ from asgf_nav.tasks.audionav_env import (
     task_setting,
 )
 from asgf_nav.tasks.episodes import Episode, EpisodeSampler, ResolvedEpisode, episodes_fingerprint
-from asgf_nav.tasks.navigation import ACTION_NAMES, MOVE_FORWARD, NUM_ACTIONS, STOP, TURN_LEFT, TURN_RIGHT
+from asgf_nav.tasks.navigation import (
+    ACTION_NAMES,
+    MOVE_FORWARD,
+    NUM_ACTIONS,
+    STOP,
+    TURN_LEFT,
+    TURN_RIGHT,
+    InvalidActionError,
+)
 from asgf_nav.tasks.observations import (
     BatchObservationState,
     check_provided,
@@ -209,6 +217,7 @@ class BatchedAudioNavEnv:
         done = stop | (self.steps >= self.max_steps)
         info_np = self._metrics(stop, distance)
         info_np["collided"] = forward & ~moved
+        info_np["truncated"] = done & ~stop  # ended by the step limit: where a bootstrapping learner keeps the value
         info_np["episode_index"] = self.ep_index.copy()
         for i in np.flatnonzero(done):
             self._start_episode(int(i), self.samplers[i].next())
@@ -219,20 +228,20 @@ class BatchedAudioNavEnv:
         return obs, reward_t, done_t, info
 
     def _check_actions(self, actions) -> np.ndarray:
-        if isinstance(actions, torch.Tensor):
-            if actions.is_floating_point() or actions.is_complex():
-                raise TypeError(f"actions must be an integer tensor, got {actions.dtype}")
+        if isinstance(actions, torch.Tensor):  # True would be MOVE_FORWARD, 1.7 too: refused as the single env does
+            if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
+                raise InvalidActionError(f"actions must be an integer tensor, got {actions.dtype}")
             act = actions.detach().cpu().numpy()
         else:
             act = np.asarray(actions)
             if act.dtype.kind not in "iu":
-                raise TypeError(f"actions must be integers, got dtype {act.dtype}")
+                raise InvalidActionError(f"actions must be integers, got dtype {act.dtype}")
         act = act.reshape(-1).astype(np.int64)
         if act.shape != (self.num_envs,):
-            raise ValueError(f"expected {self.num_envs} actions, got shape {tuple(np.shape(actions))}")
+            raise InvalidActionError(f"expected {self.num_envs} actions, got shape {tuple(np.shape(actions))}")
         bad = np.flatnonzero((act < 0) | (act >= NUM_ACTIONS))
         if bad.size:
-            raise ValueError(
+            raise InvalidActionError(
                 f"invalid action(s) {act[bad[:5]].tolist()} for env(s) {bad[:5].tolist()}; valid actions are "
                 f"0..3 = {', '.join(ACTION_NAMES)}"
             )
@@ -254,6 +263,8 @@ class BatchedAudioNavEnv:
     # ------------------------------------------------------------------------------------ observations
     def observe(self) -> dict[str, torch.Tensor]:
         """Observations of the current state (also the way to get them after :meth:`load_state_dict`)."""
+        if not self._started:  # the zeroed state is no episode: node 0 need not even hold a source
+            raise RuntimeError("BatchedAudioNavEnv.observe called before reset() (or a loaded state that had none)")
         view_index = torch.from_numpy(self.node * 4 + self.yaw).to(self.device)
         obs: dict[str, torch.Tensor] = {}
         spec = None

@@ -18,8 +18,9 @@ ACTION_NAMES = ("STOP", "MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT")
 NUM_ACTIONS = 4
 
 
-class InvalidActionError(ValueError):
-    """An action outside {0: STOP, 1: MOVE_FORWARD, 2: TURN_LEFT, 3: TURN_RIGHT}."""
+class InvalidActionError(ValueError, TypeError):
+    """An action outside {0: STOP, 1: MOVE_FORWARD, 2: TURN_LEFT, 3: TURN_RIGHT}, or not an integer (a
+    TypeError too, as a float or bool action is a wrong type)."""
 
 
 def check_action(action: int) -> int:
