@@ -138,8 +138,10 @@ def check_components(cfg: ExperimentConfig) -> None:
     if store not in ("", "auto") and not Path(store).is_dir():  # a mistyped path: a baked store unused, silently
         logger.warning(
             "task.spectrogram_store: %s is no directory, so every spectrogram is computed; bake it with "
-            "scripts/bake_spectrograms.py --out %s",
+            "python scripts/bake_spectrograms.py --config %s --out %s (the run's config.yaml: its data root and "
+            "acoustics are the store's)",
             store,
+            Path(cfg.train.run_dir) / "config.yaml",
             store,
         )
 

@@ -1762,12 +1762,22 @@ def test_a_progress_file_of_an_earlier_release_or_another_scene_source_is_refuse
         "cannot be resumed by this evaluation; delete it (or move it aside) to start over, or pass another --out / "
         "--name"
     )
-    EvaluationProgress(tmp_path / "ss", {"agent": "random", "scene_source": "soundspaces", "num_envs": 8})
+    ss = {"agent": "random", "scene_source": "soundspaces", "num_envs": 8}
+    EvaluationProgress(tmp_path / "ss", ss).add(_record("room", "0"))
     with pytest.raises(EvaluationProgressError) as refused:
         EvaluationProgress(tmp_path / "ss", identity)
     assert str(refused.value).startswith(
         f"{tmp_path / 'ss' / PROGRESS_FILE} belongs to another evaluation: scene_source was 'soundspaces', now "
         "'embedded'; delete the file"
+    )
+    # one that stopped before its first episode was saved (a missing RIR file, whose error names
+    # scenes.rir_on_missing=silence) holds nothing to keep: the evaluation under the hinted setting starts over
+    EvaluationProgress(tmp_path / "empty", {**ss, "rir_on_missing": "error"})
+    started = EvaluationProgress(tmp_path / "empty", {**ss, "rir_on_missing": "silence"})
+    assert started.done == {}
+    assert (
+        json.loads((tmp_path / "empty" / PROGRESS_FILE).read_text().splitlines()[0])["evaluation"]["rir_on_missing"]
+        == "silence"
     )
 
 
@@ -2022,7 +2032,8 @@ def test_an_earlier_release_refuses_this_releases_progress_file_up_front_naming_
     stored = json.loads((tmp_path / PROGRESS_FILE).read_text().splitlines()[0])["evaluation"]
     assert set(stored) - set(identity) == {"records_rirs_replaced_by_silence"}
     later = {**identity, "a_key_of_a_later_release": True}  # as this release's file reads to an earlier one
-    (tmp_path / PROGRESS_FILE).write_text(json.dumps({"evaluation": later}) + "\n")
+    records = (tmp_path / PROGRESS_FILE).read_text().splitlines()[1:]
+    (tmp_path / PROGRESS_FILE).write_text("\n".join([json.dumps({"evaluation": later}), *records]) + "\n")
     with pytest.raises(EvaluationProgressError, match="a_key_of_a_later_release was True, now None"):
         EvaluationProgress(tmp_path, identity)
 

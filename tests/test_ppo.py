@@ -665,6 +665,20 @@ def test_paths_recorded_relative_by_earlier_runs_are_the_same_paths_made_absolut
     ]
 
 
+def test_a_resume_may_hear_missing_rir_files_as_silence_as_the_error_that_stopped_it_says() -> None:
+    """A run stopped by a missing SoundSpaces RIR file is told to set scenes.rir_on_missing=silence; its resume
+    with that setting was refused as another experiment, so the advice could not be followed."""
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.rl.checkpoint import config_changes, resumable_changes
+
+    saved, now = ExperimentConfig(), ExperimentConfig()
+    now.scenes.rir_on_missing = "silence"
+    assert config_changes(config_to_dict(saved), config_to_dict(now)) == []
+    assert resumable_changes(config_to_dict(saved), config_to_dict(now)) == [
+        ("scenes.rir_on_missing", "error", "silence")
+    ]  # said as the run resumes
+
+
 def test_image_size_and_num_scenes_recorded_but_unapplied_on_soundspaces_data_may_be_set_right() -> None:
     """Runs on SoundSpaces data recorded both without applying them; now that they must match the data, the
     resume that sets them right is not refused as another experiment (on the embedded scenes it still is)."""
@@ -1231,9 +1245,10 @@ def test_a_resume_ends_a_budget_that_is_not_a_whole_number_of_updates_where_the_
     assert (resumed.updates_done, resumed.num_updates) == (1, 3)
 
 
-# what a resumed run may change besides ppo.total_frames: where and how it runs, logs and caches
+# what a resumed run may change besides ppo.total_frames: where and how it runs, logs and caches, and whether a
+# missing SoundSpaces RIR file stops it
 RESUMABLE_OUTSIDE_PPO_AND_MODEL = {
-    "scenes.data_root", "scenes.soundspaces_root", "scenes.rir_cache_mb", "scenes.workers",
+    "scenes.data_root", "scenes.soundspaces_root", "scenes.rir_cache_mb", "scenes.rir_on_missing", "scenes.workers",
     "task.doa_cache_size", "task.spectrogram_cache_size", "task.spectrogram_store", "task.test_episodes",
     "train.run_dir", "train.device", "train.torch_threads", "train.log_interval", "train.checkpoint_interval",
     "train.keep_checkpoints", "train.val_interval", "train.stats_window_episodes",

@@ -385,8 +385,9 @@ def test_a_scene_being_baked_by_another_process_is_named_as_such_not_as_damaged(
 
     directory = scene_dir(tmp_path, "tiny", "tiny_room_test")
     directory.mkdir(parents=True)
-    assert rebuild_hint(directory / "manifest.json").endswith("--scenes tiny_room_test (with the run's --config and "
-                                                              "acoustics.* overrides, if any)")  # fmt: skip
+    assert rebuild_hint(directory / "manifest.json").endswith("--scenes tiny_room_test (add the run's --config and "
+                                                              "acoustics.* overrides, if any, right after "
+                                                              "build_scenes.py)")  # fmt: skip
     with bake_lock(directory):
         assert rebuild_hint(directory / "manifest.json") == (
             f"another process is baking it right now ({directory / '.bake.lock'} is held): wait for that bake to end"

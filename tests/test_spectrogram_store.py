@@ -443,6 +443,25 @@ def test_a_finished_store_of_another_waveform_is_baked_again(tmp_path, caplog):
     np.testing.assert_allclose(np.load(path)[1, 3, 2], live[0], atol=1e-5)
 
 
+def test_the_rebake_command_of_a_soundspaces_scene_names_the_data_root_it_was_imported_to(tmp_path):
+    """Without it the printed command imported the scene's graph and views again under ./data."""
+    from dataclasses import replace
+
+    from asgf_nav.scenes.soundspaces import SoundSpacesPaths, SoundSpacesRirs
+    from asgf_nav.tasks.spectrogram_store import rebake_command
+
+    scene = grid_scene("room", sample_rate=SR, dataset="mp3d")
+    rirs = SoundSpacesRirs(
+        SoundSpacesPaths(tmp_path / "ss", "mp3d"), "room", np.arange(scene.num_nodes), scene.source_nodes,
+        data_root=tmp_path / "my data",
+    )  # fmt: skip
+    command = rebake_command(tmp_path / "store", replace(scene, rir=rirs.rir), "bell", "val", "run/config.yaml")
+    assert command.startswith(
+        f"python scripts/bake_spectrograms.py --config run/config.yaml --dataset mp3d --data-root '{tmp_path}/my data' "
+        f"scenes.source=soundspaces scenes.soundspaces_root={tmp_path / 'ss'} --split val --scenes room"
+    )
+
+
 def test_soundspaces_rirs_are_identified_by_dataset_and_scene_not_by_path(tmp_path, monkeypatch):
     """The same SoundSpaces data read through a relative or an absolute root, or with another missing-file
     policy, has the same fingerprint (a store that lists files baked as silence is refused under

@@ -192,6 +192,12 @@ class EvaluationProgress:
             ) from exc
         saves_silenced = bool(stored.pop(SILENCE_MARK, False))  # the file's format, not what is evaluated
         difference, unrecorded = self._difference(stored, set(stored) | set(self.identity))
+        if (difference or unrecorded) and not any(line.strip() for line in lines[1:]):
+            # no episode was saved under the other settings (stopped at its first: a missing RIR file, whose
+            # error names scenes.rir_on_missing=silence): nothing to keep, so the hinted command runs
+            logger.info("%s holds no episode of its evaluation (%s): starting it over", self.path, difference)
+            atomic_write_text(self.path, self._header())
+            return
         if unrecorded:
             other = f" belongs to another evaluation ({difference}) and was" if difference else " was"
             raise EvaluationProgressError(

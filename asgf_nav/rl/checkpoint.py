@@ -28,11 +28,13 @@ STATE_DIGESTS = "state_digests"  # a digest of every other entry (optimizer, rng
 # what this project's trainer writes (another project's checkpoint may hold the same names, e.g. a yacs config)
 _ENTRY_TYPES = {"model": dict, "optimizer": dict, "update": int, "frames": int, "config": dict}
 # config keys a resumed run may change: where and how fast it runs, how often it logs, validates and saves,
-# what it caches, what only evaluation reads (task.test_episodes), and (ppo.total_frames) how long it trains;
-# every other key changes the experiment itself
+# what it caches, what only evaluation reads (task.test_episodes), (ppo.total_frames) how long it trains, and
+# (scenes.rir_on_missing) whether a SoundSpaces RIR file found missing stops it or is heard as silence, counted
+# (the error that stops a run names that setting); every other key changes the experiment itself
 RESUMABLE_KEYS = frozenset(
     {
-        "scenes.data_root", "scenes.soundspaces_root", "scenes.rir_cache_mb", "scenes.workers",
+        "scenes.data_root", "scenes.soundspaces_root", "scenes.rir_cache_mb", "scenes.rir_on_missing",
+        "scenes.workers",
         "task.doa_cache_size", "task.spectrogram_cache_size", "task.spectrogram_store", "task.test_episodes",
         "ppo.total_frames",
         "train.run_dir", "train.device", "train.torch_threads", "train.log_interval", "train.checkpoint_interval",
@@ -286,7 +288,7 @@ def check_resume_config(state: dict[str, Any], config: dict[str, Any], run_dir: 
         raise CheckpointError(
             f"checkpoint in {run_dir} was trained with another config ({listed}); a resumed run may change only "
             "ppo.total_frames and how it runs (train.device, train.torch_threads, paths, caches, log / validation "
-            f"/ checkpoint intervals); {same_run}"
+            f"/ checkpoint intervals, scenes.rir_on_missing); {same_run}"
         )
 
 

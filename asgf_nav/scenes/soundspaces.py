@@ -463,11 +463,13 @@ class SoundSpacesRirs:
         source_nodes: np.ndarray,
         cache_bytes: int = 256 * 2**20,
         on_missing: str = "error",
+        data_root: str | Path | None = None,
     ) -> None:
         if on_missing not in ("error", "silence"):
             raise ValueError(f"on_missing must be 'error' or 'silence', got {on_missing!r}")
         self.paths = paths
         self.scene = scene
+        self.data_root = data_root  # where the scene's graph and views were imported: named in re-bake commands
         self.node_ids = np.asarray(node_ids, dtype=np.int64)
         self.source_nodes = np.asarray(source_nodes, dtype=np.int64)
         self.sample_rate = dataset_spec(paths.dataset).sample_rate

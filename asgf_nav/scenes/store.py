@@ -143,7 +143,8 @@ def rebuild_hint(path: Path, stage: str | None = None, any_lock: bool = False) -
     stages = f" --stages {stage}" if stage else ""
     return (
         f"bake it{again}: python scripts/build_scenes.py --dataset {dataset} --data-root {root} "
-        f"--scenes {directory.name}{stages}{force} (with the run's --config and acoustics.* overrides, if any)"
+        f"--scenes {directory.name}{stages}{force} (add the run's --config and acoustics.* overrides, if any, "
+        "right after build_scenes.py)"
     )
 
 

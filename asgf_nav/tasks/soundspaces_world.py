@@ -109,7 +109,9 @@ def open_task_scene(
         logger.warning("%s (every RIR of those azimuths is heard as silence)", problem)
     node_ids = np.array(store_scene.store.array("soundspaces_node_ids"))
     sources = np.array(store_scene.store.array("source_nodes"))
-    rirs = SoundSpacesRirs(paths, scene, node_ids, sources, cache_bytes=rir_cache_bytes, on_missing=on_missing)
+    rirs = SoundSpacesRirs(
+        paths, scene, node_ids, sources, cache_bytes=rir_cache_bytes, on_missing=on_missing, data_root=data_root
+    )
     return TaskScene(
         name=scene,
         dataset=paths.dataset,

@@ -282,7 +282,10 @@ def rebake_command(
         # (an evaluation takes the checkpoint's), and a bake that differs would be stale again
         words.append(f"task.keep_travel_time={'true' if owner.travel_time else 'false'}")
     elif isinstance(owner, SoundSpacesRirs):
-        words += ["--dataset", shlex.quote(scene.dataset), "scenes.source=soundspaces"]
+        words += ["--dataset", shlex.quote(scene.dataset)]
+        if owner.data_root is not None:  # else the bake would import the scene again under ./data
+            words += ["--data-root", shlex.quote(str(owner.data_root))]
+        words.append("scenes.source=soundspaces")
         words.append(shlex.quote(f"scenes.soundspaces_root={owner.paths.root}"))
     words += ["--split", split or "<split>", "--scenes", shlex.quote(scene.name), "--sounds", shlex.quote(sound)]
     words += ["--out", shlex.quote(str(root))]

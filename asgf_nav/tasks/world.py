@@ -167,7 +167,7 @@ def check_acoustics_settings(directory: Path, cfg) -> None:
             f"{advice} for these (training does; or "
             f"python scripts/build_scenes.py --config CONFIG --dataset {directory.parent.name} --data-root "
             f"{cfg.scenes.data_root} --stages acoustics --scenes {directory.name}, with the run's config, its "
-            "acoustics.* overrides given before --scenes)"
+            "acoustics.* overrides given before --stages)"
         )
 
 

@@ -173,7 +173,8 @@ def other_scene_error(run_dir: str, record: EpisodeRecord, data_root: str, datas
     return (
         f"{run_dir}: episode {episode_name(episode_key(record))} was not run on the generated scene {generated} "
         f"({why}); an evaluation on the imported SoundSpaces scene {imported} numbers its nodes by that graph, "
-        "which has no floor plan to draw; draw evaluations of generated scenes (scenes.source=embedded)"
+        "which has no floor plan to draw; draw an evaluation that ran on generated scenes (evaluate.py with "
+        "scenes.source=embedded)"
     )
 
 
