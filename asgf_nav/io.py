@@ -436,8 +436,10 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
 
 
 def weights_mismatch(expected: Mapping[str, Any], given: Any) -> str | None:
-    """What keeps weights ``given`` (read from a file) from loading into a network whose ``state_dict`` is
-    ``expected`` (built on the meta device, allocating nothing), naming the first tensor; None if they fit.
+    """What keeps weights ``given`` (read from a file) from loading into a network whose
+    ``state_dict(keep_vars=True)`` is ``expected`` (built on the meta device, allocating nothing; its own
+    parameters, so that weights the network ties under two names count once), naming the first tensor; None
+    if they fit.
 
     A file's settings choose the network's size: checked before it is built for real, a few bytes of settings
     cannot allocate gigabytes. Weights must hold their own data too: a tensor expanded from a few bytes (stride
@@ -447,7 +449,7 @@ def weights_mismatch(expected: Mapping[str, Any], given: Any) -> str | None:
     if not isinstance(given, Mapping):
         return f"the weights are a {type(given).__name__}, not a mapping of tensors"
     storages: dict[int, int] = {}
-    needed = 0
+    needed, counted = 0, set()
     for key, tensor in expected.items():
         if key not in given:
             return f"missing tensor {key!r}"
@@ -464,7 +466,9 @@ def weights_mismatch(expected: Mapping[str, Any], given: Any) -> str | None:
         if storage.nbytes() < size:
             return f"{key!r} holds {storage.nbytes()} bytes for its shape {tuple(value.shape)} of {size} bytes"
         storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
-        needed += size
+        if id(tensor) not in counted:  # a parameter the network ties under two names is one block of data
+            counted.add(id(tensor))
+            needed += size
     extra = next((key for key in given if key not in expected), None)
     if extra is not None:
         return f"unexpected tensor {extra!r}"

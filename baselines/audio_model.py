@@ -421,7 +421,7 @@ def _model_of(path: Path, state: dict[str, Any]) -> AudioGoalNet:
     if not isinstance(weights, Mapping):
         raise damaged("model", f"is a {type(weights).__name__}, not the network's weights")
     with torch.device("meta"):  # the file's shape and bins size the network: nothing allocated until weights fit
-        shapes = AudioGoalNet(shape, bins).state_dict()
+        shapes = AudioGoalNet(shape, bins).state_dict(keep_vars=True)
     mismatch = weights_mismatch(shapes, weights)
     if mismatch is not None:
         raise damaged("model", f"does not hold this network's weights ({mismatch})")

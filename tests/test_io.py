@@ -700,3 +700,27 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
+
+
+def test_weights_a_network_ties_under_two_names_fit_it_and_shared_ones_it_does_not_tie_do_not(tmp_path) -> None:
+    """A (plugin) policy reaching one layer under two names saves one block for both, which loads; a file whose
+    two untied tensors share one block would make the network allocate what the file never held."""
+    import torch
+    from torch import nn
+
+    from asgf_nav.io import weights_mismatch
+
+    def network(tied: bool) -> nn.Module:
+        net = nn.Module()
+        net.shared = nn.Linear(8, 8)
+        net.alias = net.shared if tied else nn.Linear(8, 8)
+        return net
+
+    torch.save(network(tied=True).state_dict(), tmp_path / "tied.pt")
+    saved = torch.load(tmp_path / "tied.pt", weights_only=True)
+    with torch.device("meta"):
+        tied, untied = network(tied=True), network(tied=False)
+    assert weights_mismatch(tied.state_dict(keep_vars=True), saved) is None
+    assert weights_mismatch(untied.state_dict(keep_vars=True), saved) == (
+        "its tensors share 288 bytes of data for the network's 576"
+    )

@@ -219,7 +219,7 @@ def load_policy_agent(
             f"checkpoint{where} does not fit the policy built for these observations{hint}: {first}"
         ) from None
     if sized is not None:  # shapes fit; the weights must hold their data too before the network is built for real
-        mismatch = weights_mismatch(sized.state_dict(), state["model"])
+        mismatch = weights_mismatch(sized.state_dict(keep_vars=True), state["model"])
         if mismatch is not None:
             raise CheckpointError(f"checkpoint{where} does not fit the policy built for these observations: {mismatch}")
         policy = build_policy(cfg, observation_space)

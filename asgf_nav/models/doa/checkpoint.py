@@ -125,7 +125,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", kind:
         raise DoaCheckpointError(f"DoA checkpoint {path} holds a {ckpt['kind']!r} model, not a {kind!r} one")
     try:
         with torch.device("meta"):  # the file's config sizes the network: no allocation until its weights fit it
-            shapes = build_model(ckpt["kind"], config=ckpt["config"]).state_dict()
+            shapes = build_model(ckpt["kind"], config=ckpt["config"]).state_dict(keep_vars=True)
         mismatch = weights_mismatch(shapes, ckpt["state_dict"])
         if mismatch is None:
             model = build_model(ckpt["kind"], config=ckpt["config"])
