@@ -156,15 +156,20 @@ def still_running(pids: list[int], within: float) -> list[int]:
     return [pid for pid in pids if running(pid)]
 
 
+def start_script(tmp_path: Path, name: str, source: str, **popen: object) -> subprocess.Popen:
+    """``source`` written to ``tmp_path / name`` and started, its stderr piped for the test to read."""
+    script = tmp_path / name
+    script.write_text(source)
+    return subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, **popen
+    )
+
+
 def start_busy_pool(tmp_path: Path, **popen: object) -> tuple[subprocess.Popen, list[int]]:
     """A script whose two pool workers are busy baking, and their pids once both have started."""
     import re
 
-    script = tmp_path / "busy_pool.py"
-    script.write_text(BUSY_POOL_SCRIPT)
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, **popen
-    )
+    process = start_script(tmp_path, "busy_pool.py", BUSY_POOL_SCRIPT, **popen)
     workers: list[int] = []
     for line in process.stderr:
         workers += [int(pid) for pid in re.findall(r"worker (\d+) busy", line)]
@@ -249,12 +254,7 @@ def start_idle_worker_script(tmp_path: Path, source: str = IDLE_WORKER_SCRIPT) -
     holding its lock), return the process and that worker's pid."""
     import re
 
-    script = tmp_path / "idle_worker.py"
-    script.write_text(source)
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    process = start_script(tmp_path, "idle_worker.py", source, start_new_session=True)
     try:
         idle = int(re.search(r"one result from (\d+)", process.stderr.readline()).group(1))
     except BaseException:
@@ -316,17 +316,13 @@ def communicate_or_explain_the_hang(process: subprocess.Popen, timeout: float) -
 
 def test_a_hung_script_fails_with_its_waits_and_python_stacks(tmp_path: Path) -> None:
     """The pool tests' diagnosis of a hang names every process of the session, where it waits, and its stack."""
-    script = tmp_path / "hang.py"
-    script.write_text(
+    hang = (
         "import faulthandler, signal, sys, time\n"
         "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
         "print('ready', file=sys.stderr, flush=True)\n"
         "time.sleep(600)\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    process = start_script(tmp_path, "hang.py", hang, start_new_session=True)
     with group_killed_if_left_running(process):
         assert process.stderr.readline() == "ready\n"
         with pytest.raises(pytest.fail.Exception) as failed:
@@ -435,11 +431,7 @@ def _run_until_exit(tmp_path: Path, source: str, timeout: float) -> tuple[int, s
     import os
     import signal
 
-    script = tmp_path / "worker.py"
-    script.write_text(source)
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
+    process = start_script(tmp_path, "worker.py", source)
     try:
         lines = []
         for line in process.stderr:
@@ -564,12 +556,7 @@ def test_a_sigterm_the_main_thread_did_not_wake_for_still_ends_the_worker(tmp_pa
     join() waiting for that worker forever. The worker's own thread signals the main thread again."""
     import signal
 
-    script = tmp_path / "worker.py"
-    script.write_text(LOST_SIGTERM_SCRIPT)
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    process = start_script(tmp_path, "worker.py", LOST_SIGTERM_SCRIPT, start_new_session=True)
     with group_killed_if_left_running(process):
         stderr = communicate_or_explain_the_hang(process, timeout=8)  # SIGALRM's backstop would take 10 s
     returncode = process.returncode
