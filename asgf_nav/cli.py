@@ -27,6 +27,7 @@ def _report_interrupt(kind: type[BaseException], value: BaseException, traceback
 sys.excepthook = _report_interrupt
 
 from asgf_nav.config import ConfigError, ExperimentConfig, load_config  # noqa: E402
+from asgf_nav.logging_utils import shell_command  # noqa: E402
 
 
 def run_script(main: Callable[[], int | None]) -> NoReturn:
@@ -209,8 +210,8 @@ def check_config_beside_its_run(args: argparse.Namespace, cfg: ExperimentConfig)
         here = f"./{run_dir}" if str(run_dir).startswith("~") else run_dir  # a folder named "~", not the home
         print(
             f"error: --config {path} belongs to the run in {run_dir}, but its train.run_dir is {named} ({why}); "
-            f"add train.run_dir={here} to continue it there, or name another train.run_dir for a new run with "
-            "its settings",
+            f"add {shell_command(f'train.run_dir={here}')} to continue it there, or name another train.run_dir for a "
+            "new run with its settings",
             file=sys.stderr,
         )
         raise SystemExit(2)

@@ -369,7 +369,13 @@ def _parse_override(raw: str, hint: Any | None) -> Any:
         optional = type(None) in get_args(hint) and all(_is_text(arg) for arg in members)
     if optional or (hint is not None and _is_text(hint)):
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-            return str(yaml.safe_load(text))  # quoted as YAML (make ARGS keeps the quotes): the quoted text
+            try:  # quoted as YAML (make ARGS keeps the quotes): the quoted text
+                quoted = yaml.safe_load(text)
+            except yaml.YAMLError:
+                quoted = None
+            if isinstance(quoted, str):
+                return quoted
+            return raw  # not one quoted scalar, such as '"Final" vs "Draft"': the text as typed
         return None if text in NULL_SPELLINGS else raw  # refused where the field takes no null, as in a file
     if hint is not None and get_origin(hint) is list and all(_is_text(arg) for arg in get_args(hint)):
         return yaml.load(raw, Loader=yaml.BaseLoader)
@@ -556,7 +562,10 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
     def fail() -> typing.NoReturn:
         kind = {_WrittenInt: "int", _WrittenFloat: "float"}.get(type(value), type(value).__name__)
-        quote = "; quote it for the text (as 'null')" if value is None and _is_text(hint) else ""
+        quote = ""
+        if value is None and _is_text(hint):  # typed as null, ~ or None
+            quote = "; quote it for the text (as 'null' for a folder named null)"
+            quote += "; a folder named ~ is ./~ (quoted, ~ is still the home directory)" if key in PATH_KEYS else ""
         raise ConfigError(
             f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {_shown(value)} ({kind}){quote}"
         )

@@ -32,7 +32,7 @@ from asgf_nav.config import (
 )
 from asgf_nav.devices import resolve_device, usable_cpus
 from asgf_nav.io import dir_creation_problem, exclusive_lock, writable_dir_problem
-from asgf_nav.logging_utils import logging_scope, setup_logging
+from asgf_nav.logging_utils import logging_scope, setup_logging, shell_command
 from asgf_nav.termination import stop_handling
 
 logger = logging.getLogger(__name__)
@@ -136,13 +136,12 @@ def check_components(cfg: ExperimentConfig) -> None:
     resolve_device(cfg.train.device)
     store = str(cfg.task.spectrogram_store or "")
     if store not in ("", "auto") and not Path(store).is_dir():  # a mistyped path: a baked store unused, silently
+        config = Path(cfg.train.run_dir) / "config.yaml"
         logger.warning(
-            "task.spectrogram_store: %s is no directory, so every spectrogram is computed; bake it with "
-            "python scripts/bake_spectrograms.py --config %s --out %s (the run's config.yaml: its data root and "
-            "acoustics are the store's)",
+            "task.spectrogram_store: %s is no directory, so every spectrogram is computed; bake it with %s (the "
+            "run's config.yaml: its data root and acoustics are the store's)",
             store,
-            Path(cfg.train.run_dir) / "config.yaml",
-            store,
+            shell_command("python", "scripts/bake_spectrograms.py", "--config", config, "--out", store),
         )
 
 

@@ -1,9 +1,11 @@
-"""Logging set-up shared by every entry point: plain lines on the console that do not break tqdm bars."""
+"""Logging set-up shared by every entry point: plain lines on the console that do not break tqdm bars, and the
+command lines that messages tell the user to run."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,13 @@ class TqdmHandler(logging.StreamHandler):
             tqdm.write(self.format(record) + "\n", file=sys.stderr, end="")
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
+
+
+def shell_command(*words: object) -> str:
+    """A command line to print in a message, runnable when pasted into a shell: a word with a space, a quote
+    or a ``$`` (a data root such as ``~/My Data``) is quoted, where pasted bare it would run another command
+    or bake somewhere else. Placeholders in capitals (``CONFIG``) stay as they are."""
+    return shlex.join(str(word) for word in words)
 
 
 def bar_disabled(show: bool) -> bool | None:

@@ -191,9 +191,9 @@ def test_null_in_a_text_field_that_takes_none_is_refused_as_in_a_file(override: 
         with pytest.raises(ConfigError) as refused:
             load_config(tmp_path / "c.yaml" if overrides == [] else None, overrides)
         message = str(refused.value)
-        assert (
-            message
-            == f"config key {key!r} (in {source}) expects str, got None (NoneType); quote it for the text (as 'null')"
+        assert message == (
+            f"config key {key!r} (in {source}) expects str, got None (NoneType); quote it for the text (as 'null' for "
+            "a folder named null); a folder named ~ is ./~ (quoted, ~ is still the home directory)"
         )
 
 
@@ -512,9 +512,10 @@ def test_spaces_after_an_override_key_do_not_change_how_its_text_is_read(overrid
     assert getattr(getattr(load_config(None, [override]), section), name) == expected
 
 
-@pytest.mark.parametrize("value", ["'runs/a", "'runs/a\"", '"runs'])
+@pytest.mark.parametrize("value", ["'runs/a", "'runs/a\"", '"runs', '"Final" vs "Draft"', "'a' 'b'"])
 def test_a_text_override_that_opens_a_quote_it_does_not_close_is_kept_as_typed(value: str) -> None:
-    """Only a value wrapped in one matching pair of quotes is unquoted; a lone opening quote is part of the text."""
+    """Only a value wrapped in one matching pair of quotes is unquoted; a lone opening quote is part of the text,
+    and so are quotes around parts of it (it was refused as invalid YAML)."""
     assert load_config(None, [f"train.run_dir={value}"]).train.run_dir == value
 
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from asgf_nav.devices import torch_threads
 from asgf_nav.io import atomic_write_text, code_version, file_identity
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.models.doa.checkpoint import load_model
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
@@ -160,7 +161,7 @@ def head_training_pools(cfg: EvalConfig, path: str, model: torch.nn.Module, test
                 "%s was trained on %s pools rendered at %s %d, but the test pools are rendered at %s %d: it is "
                 "measured on responses rendered otherwise than those it learned; train it again, or fine-tune it "
                 "with scripts/pretrain_doa.py --init-from %s",
-                path, rooms, name, version, name, now, path,
+                path, rooms, name, version, name, now, shell_command(path),
             )  # fmt: skip
     return described
 

@@ -16,6 +16,7 @@ from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import flatten_dotted
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.scenes.soundspaces_import import scene_source
 
 logger = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ def check_same_doa_head(saved: dict[str, str] | None, current: dict[str, str] | 
 def check_resume_config(state: dict[str, Any], config: dict[str, Any], run_dir: str | Path) -> None:
     """Raise CheckpointError, naming each key with its old and new value, when ``config`` (the resumed run's,
     as a dict) would continue ``state`` (a checkpoint of ``run_dir``) as another experiment."""
-    same_run = f"resume with the run's own config: --config {Path(run_dir) / 'config.yaml'} --resume"
+    same_run = f"resume with the run's own config: {shell_command('--config', Path(run_dir) / 'config.yaml')} --resume"
     policy = config["model"]["policy"]
     if state.get("policy_name", policy) != policy:
         raise CheckpointError(

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
 from asgf_nav.io import code_version, remove_stale_temporaries_of
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
@@ -458,7 +459,9 @@ class Trainer:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue the checkpointed run (``state`` passed :meth:`check_continues`)."""
-        same_run = f"resume with the run's own config: --config {self.run_dir / 'config.yaml'} --resume"
+        same_run = (
+            f"resume with the run's own config: {shell_command('--config', self.run_dir / 'config.yaml')} --resume"
+        )
         try:
             self.policy.load_state_dict(state["model"])
         except RuntimeError as exc:  # widths or sensors changed since the checkpoint was written

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from asgf_nav.devices import usable_cpus
 from asgf_nav.io import remove_stale_temporaries, unwritable_dir_problem
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.generator import GENERATOR_VERSION, footprint_area, generate_floorplan, scene_seed
 from asgf_nav.scenes.mesh import floorplan_mesh
@@ -232,8 +233,9 @@ def refuse_unbakeable(cfg: Any, dataset: str, names: Iterable[str], stages: Sequ
         )  # fmt: skip
         raise SceneStoreError(
             f"scenes.data_root {root}: scene {dataset}/{name} {what}, and {problem}, so it cannot be baked there; "
-            "bake it where the data root can be written (scripts/build_scenes.py "
-            f"--dataset {dataset} --data-root {root} with this run's config), or point scenes.data_root at a writable "
+            "bake it where the data root can be written ("
+            f"{shell_command('scripts/build_scenes.py', '--dataset', dataset, '--data-root', root)} with this run's "
+            "config), or point scenes.data_root at a writable "
             "copy"
         )
 

@@ -31,6 +31,7 @@ from asgf_nav.io import (
     load_npy,
     lock_held,
 )
+from asgf_nav.logging_utils import shell_command
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -133,17 +134,23 @@ def rebuild_hint(path: Path, stage: str | None = None, any_lock: bool = False) -
         return f"{directory} is not a scene directory (DATA_ROOT/scenes/DATASET/SCENE){held}"
     # a scene never baked (no manifest) needs no "again" nor --force: what is missing is baked anyway
     again, force = ("", "") if path.name == MANIFEST and not path.exists() else (" again", " --force")
+    forced = ["--force"] if force else []
     if dataset.startswith(IMPORTED_PREFIX):
-        return (
-            f"import it{again}: python scripts/import_soundspaces.py --root SOUNDSPACES_ROOT "
-            f"--dataset {dataset.removeprefix(IMPORTED_PREFIX)} --data-root {root} --scenes {directory.name}{force}"
-        )
+        command = shell_command(
+            "python", "scripts/import_soundspaces.py", "--root", "SOUNDSPACES_ROOT",
+            "--dataset", dataset.removeprefix(IMPORTED_PREFIX), "--data-root", root,
+            "--scenes", directory.name, *forced,
+        )  # fmt: skip
+        return f"import it{again}: {command}"
     if not any_lock and lock_held(directory / BAKE_LOCK):  # not damaged: still being written
         return f"another process is baking it right now ({directory / BAKE_LOCK} is held): wait for that bake to end"
-    stages = f" --stages {stage}" if stage else ""
+    stages = ["--stages", stage] if stage else []
+    command = shell_command(
+        "python", "scripts/build_scenes.py", "--dataset", dataset, "--data-root", root,
+        "--scenes", directory.name, *stages, *forced,
+    )  # fmt: skip
     return (
-        f"bake it{again}: python scripts/build_scenes.py --dataset {dataset} --data-root {root} "
-        f"--scenes {directory.name}{stages}{force} (add the run's --config and acoustics.* overrides, if any, "
+        f"bake it{again}: {command} (add the run's --config and acoustics.* overrides, if any, "
         "right after build_scenes.py)"
     )
 

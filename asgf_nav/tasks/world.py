@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.scenes.presets import UnknownSceneError
 
 logger = logging.getLogger(__name__)
@@ -162,12 +163,14 @@ def check_acoustics_settings(directory: Path, cfg) -> None:
         advice = (
             "Bake them again" if version or not listed else "Use the settings they were baked with, or bake them again"
         )
+        command = shell_command(
+            "python", "scripts/build_scenes.py", "--config", "CONFIG", "--dataset", directory.parent.name,
+            "--data-root", cfg.scenes.data_root, "--stages", "acoustics", "--scenes", directory.name,
+        )  # fmt: skip
         raise SceneStoreError(
             f"scene {directory}: its acoustics were baked {what}. "
-            f"{advice} for these (training does; or "
-            f"python scripts/build_scenes.py --config CONFIG --dataset {directory.parent.name} --data-root "
-            f"{cfg.scenes.data_root} --stages acoustics --scenes {directory.name}, with the run's config, its "
-            "acoustics.* overrides given before --stages)"
+            f"{advice} for these (training does; or {command}, with the run's config, its acoustics.* overrides "
+            "given before --stages)"
         )
 
 
@@ -206,10 +209,13 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None, acoustics_a
     for name in names:
         scene = Scene.open(cfg.scenes.data_root, dataset, name)
         if visual and not scene.has_vision:
+            command = shell_command(
+                "python", "scripts/build_scenes.py", "--dataset", dataset, "--data-root", cfg.scenes.data_root,
+                "--stages", "vision", "--scenes", name, "--image-size", cfg.scenes.image_size,
+            )  # fmt: skip
             raise SceneStoreError(
                 f"scene {scene.directory} has no views (stage 'vision'), which task.sensors {visual} need; "
-                f"bake them: python scripts/build_scenes.py --dataset {dataset} --data-root {cfg.scenes.data_root} "
-                f"--stages vision --scenes {name} --image-size {cfg.scenes.image_size}"
+                f"bake them: {command}"
             )
         if visual:
             view_sizes[str(scene.directory)] = scene.image_size
@@ -238,12 +244,13 @@ def check_view_sizes(view_sizes: dict[str, int], cfg) -> None:
     other = {directory: size for directory, size in view_sizes.items() if size != asked}
     if other:
         listed = ", ".join(f"{directory}: {size} px" for directory, size in other.items())
-        names = " ".join(Path(directory).name for directory in other)
+        command = shell_command(
+            "python", "scripts/build_scenes.py", "--dataset", cfg.scenes.dataset, "--data-root", cfg.scenes.data_root,
+            "--stages", "vision", "--image-size", asked, "--scenes", *(Path(directory).name for directory in other),
+        )  # fmt: skip
         raise SceneStoreError(
             f"views baked at another size than the config's scenes.image_size={asked} ({listed}); use the size "
-            f"they were baked with, or bake them at this one (training does): python scripts/build_scenes.py "
-            f"--dataset {cfg.scenes.dataset} --data-root {cfg.scenes.data_root} --stages vision "
-            f"--image-size {asked} --scenes {names}"
+            f"they were baked with, or bake them at this one (training does): {command}"
         )
 
 

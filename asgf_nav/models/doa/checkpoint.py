@@ -20,6 +20,7 @@ import torch
 
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file, weights_mismatch
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.models.doa.config import (
     RESUMABLE_TRAIN_KEYS,
     SELECTIVE_ONLY,
@@ -179,7 +180,7 @@ def check_resumable(resumed: dict[str, Any], cfg: DoaTrainConfig, out: Path) -> 
     if "optimizer" in resumed and resumed["optimizer"] is None:  # export_weights leaves it and the RNG out
         raise DoaCheckpointError(
             f"checkpoint {out} holds exported weights only, without the optimizer and example-stream state a "
-            f"resume continues; start a new run from them with --init-from {out} and another --out"
+            f"resume continues; start a new run from them with --init-from {shell_command(out)} and another --out"
         )
     saved = resumed.get("train_config")
     history = list(resumed.get("train_config_history") or [])
@@ -229,7 +230,7 @@ def check_same_pool_sources(
     raise DoaCheckpointError(
         f"checkpoint {out} was trained on RIR pools rendered from other data ({listed}); no pool was rendered. "
         f"To go on, {advice}give another --out to train a new head, or fine-tune this one on the new pools with "
-        f"--init-from {out} and another --out"
+        f"--init-from {shell_command(out)} and another --out"
     )
 
 

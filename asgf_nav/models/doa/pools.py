@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asgf_nav.io import exclusive_lock, remove_stale_temporaries_of
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
 
 if TYPE_CHECKING:
@@ -66,10 +67,13 @@ def split_scene_names(cfg: DoaTrainConfig, split: str) -> list[str]:
     names = get_preset(cfg.scenes_dataset).split_scenes(split)
     missing = [n for n in names if not (scene_dir(cfg.scenes_root, cfg.scenes_dataset, n) / MANIFEST).is_file()]
     if missing:
+        command = shell_command(
+            "python", "scripts/build_scenes.py", "--dataset", cfg.scenes_dataset, "--stages", "layout", "acoustics",
+            "--data-root", cfg.scenes_root, "--scenes", *missing,
+        )  # fmt: skip
         raise SceneStoreError(
             f"the DoA pools of {cfg.scenes_dataset} scenes use every {split} scene, and {missing} are not baked under "
-            f"{cfg.scenes_root}: python scripts/build_scenes.py --dataset {cfg.scenes_dataset} --stages layout "
-            f"acoustics --data-root {cfg.scenes_root} --scenes {' '.join(missing)}"
+            f"{cfg.scenes_root}: {command}"
         )
     return names
 
