@@ -39,7 +39,12 @@ from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.policies import policy_class  # noqa: E402
 from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
 from asgf_nav.tasks.factory import load_task_data  # noqa: E402
-from asgf_nav.viz.tsne import collect_spatial_states, plot_tsne, spatial_state_policies  # noqa: E402
+from asgf_nav.viz.tsne import (  # noqa: E402
+    TsneInputError,
+    collect_spatial_states,
+    plot_tsne,
+    spatial_state_policies,
+)
 
 logger = logging.getLogger("tsne")
 
@@ -91,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     episodes = select_episodes(episodes, args.episodes)
     space = observation_space_for(world, list(cfg.task.sensors))
     agent = load_policy_agent(cfg, checkpoint, space, device=device, seed=args.seed)  # reproducible rollouts
-    data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
     out = Path(args.out)
+    try:
+        data = collect_spatial_states(agent, world, episodes, cfg, args.samples, args.num_envs, device)
+        title = args.title or (
+            f"t-SNE of ASE audio spatial states: {Path(args.checkpoint).name} on {cfg.scenes.dataset} "
+            f"{cfg.task.sound_split} sounds, {args.split} split ({len(data.states)} states)"
+        )
+        plot_tsne(data, out, title, args.perplexity, args.seed)
+    except TsneInputError as exc:  # nothing is written
+        parser.error(f"{exc} (from {len(episodes)} episode(s) of split {args.split}, --samples {args.samples})")
     data.save(out.with_suffix(".npz"))
-    title = args.title or (
-        f"t-SNE of ASE audio spatial states: {Path(args.checkpoint).name} on {cfg.scenes.dataset} "
-        f"{cfg.task.sound_split} sounds, {args.split} split ({len(data.states)} states)"
-    )
-    plot_tsne(data, out, title, args.perplexity, args.seed)
     logger.info("wrote %s from %d states", out, len(data.states))
     return 0
 

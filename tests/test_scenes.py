@@ -1460,3 +1460,25 @@ def test_free_space_is_the_rooms_joined_through_their_doorways() -> None:
     assert space.geom_type == "Polygon" and space.area == pytest.approx(2 * (3 - 2 * t) * (2.5 - 2 * t) + 2 * t)
     plan.doorways = []
     assert plan.free_space_polygon().geom_type == "MultiPolygon"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenes", "nosuch"], "--scenes: tiny has no scene 'nosuch'"),
+        (["acoustics.nosuch=1", "--scenes", "tiny_room_test"], "unknown config key 'acoustics.nosuch'"),
+        (["acoustics.rays=0", "--scenes", "tiny_room_test"], "config key 'acoustics.rays' must be positive, got 0"),
+    ],
+)
+def test_the_background_bake_module_refuses_bad_arguments_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """``python -m asgf_nav.scenes.build`` is documented for use by hand too: a bad scene, key or value is one
+    ``error:`` line with status 2, as the scripts say it, not a traceback, and nothing is baked."""
+    from asgf_nav.scenes.build import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--dataset", "tiny", "--data-root", str(tmp_path), "--image-size", "32", *args, "--stages", "layout"])
+    assert ended.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "scenes").exists()

@@ -572,6 +572,36 @@ def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monke
     assert tsne.main(argv) == 0 and (tmp_path / "t.png").stat().st_size > 0
 
 
+def test_tsne_script_refuses_too_few_states_in_one_line_and_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
+    """Episodes that run out before 5 states are the user's to fix (more --episodes): one ``error:`` line and
+    status 2, no traceback, and no .npz left beside a figure that was never drawn."""
+    import tsne
+
+    from asgf_nav.config import config_to_dict
+    from asgf_nav.models.policies import build_policy
+    from asgf_nav.tasks.audionav_env import observation_space_for
+    from asgf_nav.viz.tsne import SpatialStates
+
+    cfg, _, world, _, _ = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg.model.hidden_size, cfg.model.ase_dim, cfg.model.fusion_dim, cfg.model.fusion_heads = 32, 32, 16, 2
+    cfg.task.sensors = ["spectrogram"]
+    policy = build_policy(cfg, observation_space_for(world, cfg.task.sensors))
+    state = {"model": policy.state_dict(), "optimizer": {}, "rng": {}, "update": 1, "frames": 1,
+             "config": config_to_dict(cfg), "policy_name": "asgf"}  # fmt: skip
+    torch.save(state, tmp_path / "ckpt.pt")
+    three = SpatialStates(np.ones((3, 32), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32))
+    monkeypatch.setattr(tsne, "collect_spatial_states", lambda *args, **kwargs: three)
+    argv = ["--dataset", "tiny", "--data-root", cfg.scenes.data_root, "--checkpoint", str(tmp_path / "ckpt.pt"),
+            "--samples", "6", "--episodes", "1", "--out", str(tmp_path / "t.png"), *TINY_ACOUSTICS]  # fmt: skip
+    with pytest.raises(SystemExit) as ended:
+        tsne.main(argv)
+    assert ended.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "t-SNE needs at least 5 states, got 3 (from 1 episode(s) of split" in error and "--samples 6" in error
+    assert not list(tmp_path.glob("t.*"))
+
+
 def test_the_plotting_modules_leave_the_callers_matplotlib_backend_alone(tmp_path):
     """A notebook shows figures inline through its own backend: importing and using the package's plots
     must not switch it (they draw on ``Figure`` objects, never through pyplot's global state)."""
@@ -1166,7 +1196,7 @@ def test_tsne_refuses_too_few_or_non_finite_states_and_fits_the_perplexity_to_sm
     from asgf_nav.viz.tsne import embed
 
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="at least 5 samples, got 4"):
+    with pytest.raises(ValueError, match="at least 5 states, got 4"):
         embed(rng.normal(size=(4, 3)))
     states = rng.normal(size=(10, 3))
     states[2, 1] = np.nan

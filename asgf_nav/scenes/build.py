@@ -366,8 +366,9 @@ def ensure_scenes(
 # ---------------------------------------------------------------------------------------------- background build
 def main(argv: list[str] | None = None) -> int:
     """Bake ``--scenes`` with a training run's data root, image size and ``acoustics.*`` overrides; a failed
-    bake exits non-zero (a traceback in the build log), which the run reports."""
-    from asgf_nav.config import load_config
+    bake exits non-zero (a traceback in the build log), which the run reports. Bad arguments (a config key or
+    value, an unknown scene) end in one line with status 2, as every script's do."""
+    from asgf_nav.config import ConfigError, load_config
     from asgf_nav.logging_utils import setup_logging
     from asgf_nav.termination import install_stop_handlers
 
@@ -382,7 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_stop_handlers()  # SIGTERM (the run's stop, or its death) raises SystemExit: a process pool is closed
     setup_logging("INFO")
-    cfg = load_config(None, args.overrides, {"scenes.data_root": args.data_root, "scenes.image_size": args.image_size})
+    try:
+        cfg = load_config(
+            None, args.overrides, {"scenes.data_root": args.data_root, "scenes.image_size": args.image_size}
+        )
+        unknown = sorted(set(args.scenes) - set(get_preset(args.dataset).scene_names()))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if unknown:  # before the bake: build_scenes would refuse it too, with a traceback in this log
+        parser.error(f"--scenes: {args.dataset} has no scene {', '.join(map(repr, unknown))}")
     try:
         build_scenes(cfg, args.dataset, args.scenes, stages=args.stages, workers=args.workers)
     except (KeyboardInterrupt, SystemExit):  # the run stopped it: the build log says so, not just ends

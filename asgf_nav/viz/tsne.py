@@ -26,6 +26,11 @@ from asgf_nav.tasks.world import TaskWorld
 logger = logging.getLogger(__name__)
 
 
+class TsneInputError(ValueError):
+    """States that cannot be embedded (too few, identical, not finite): the user can fix it with more episodes or
+    a trained checkpoint, so the script says so in one line."""
+
+
 @dataclass
 class SpatialStates:
     states: np.ndarray  # (N, D) float32
@@ -122,7 +127,7 @@ def collect_spatial_states(
     except _Collected:
         pass
     if not collector.states:
-        raise ValueError("no ASE states were collected")
+        raise TsneInputError("no ASE states were collected")
     if len(collector.states) < samples:
         logger.warning("collected %d of %d states: the episodes ran out", len(collector.states), samples)
     return SpatialStates(
@@ -138,11 +143,11 @@ def embed(states: np.ndarray, perplexity: float = 30.0, seed: int = 0, max_iter:
 
     n = len(states)
     if n < 5:
-        raise ValueError(f"t-SNE needs at least 5 samples, got {n}")
+        raise TsneInputError(f"t-SNE needs at least 5 states, got {n}")
     if not np.all(np.isfinite(states)):
-        raise ValueError("t-SNE states hold NaN or infinite values")
+        raise TsneInputError("t-SNE states hold NaN or infinite values")
     if np.all(states == states[0]):  # PCA of zero variance gives NaNs, on which scikit-learn's t-SNE crashes
-        raise ValueError(f"all {n} t-SNE states are identical: there is nothing to embed (is the policy trained?)")
+        raise TsneInputError(f"all {n} t-SNE states are identical: there is nothing to embed (is the policy trained?)")
     perplexity = min(perplexity, (n - 1) / 3.0)
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=max_iter).fit_transform(
         states
