@@ -957,3 +957,22 @@ def test_the_tail_takes_the_heads_gain_and_interaural_coherence_per_band() -> No
         assert correlation(heard) == pytest.approx(head.coherence[b], abs=0.1), b
         assert abs(correlation(flat)) < 0.1, b  # without the head the ears' noise is independent
     assert head.coherence[1] > 0.4 and abs(head.coherence[4]) < 0.1  # 250 Hz alike at both ears; 2 kHz not
+
+
+def test_responses_too_short_for_the_farthest_source_are_refused_before_anything_is_baked(tmp_path, two_rooms):
+    """A source farther than ``acoustics.max_rir_seconds`` of travel would render as silence at those nodes (the
+    response is cut before its direct sound arrives): the bake refuses the setting by name instead of baking
+    scenes a run would train on deaf."""
+    from asgf_nav.config import ConfigError
+
+    directory = tmp_path / "scenes" / "tiny" / "hand"
+    nodes = np.asarray([(0.5, 0.0, 0.5), (4.0, 0.0, 2.0), (7.5, 0.0, 3.5)], dtype=np.float32)  # 7.6 m corner to corner
+    meta = {"dataset": "tiny", "preset": "tiny", "sample_rate": FS}
+    write_stage(directory, "layout", {"positions": nodes}, meta=meta, files={"floorplan.json": two_rooms.to_json()})
+    cfg = ExperimentConfig()
+    cfg.acoustics.sources_per_scene, cfg.acoustics.rays, cfg.acoustics.max_rir_seconds = 3, 300, 0.02
+    longest = np.linalg.norm(nodes[0] - nodes[2]) / SPEED_OF_SOUND  # 0.022 s
+    with pytest.raises(ConfigError, match=rf"'acoustics.max_rir_seconds': 0.02 s .* scene hand \({longest:.3f} s over"):
+        bake_acoustics(directory, cfg)
+    assert not (directory / "acoustics_partial").exists()
+    bake.check_response_length("hand", nodes, np.arange(3), longest * 1.01)  # long enough: no refusal

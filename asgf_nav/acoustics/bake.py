@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, band_centers, simulate_source
+from asgf_nav.acoustics.simulate import HIST_BIN_SECONDS, SPEED_OF_SOUND, band_centers, simulate_source
+from asgf_nav.config import ConfigError
 from asgf_nav.io import atomic_savez, atomic_write_text, load_npz
 from asgf_nav.logging_utils import bar_disabled
 from asgf_nav.parallel import spawn_imap_unordered
@@ -228,6 +229,7 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
     store = SceneStore(scene_dir)
     positions = np.asarray(store.array("positions"))
     sources = _source_nodes(positions, params)
+    check_response_length(scene_dir.name, positions, sources, params["max_rir_seconds"])
     partial = _partial_dir(scene_dir, params)
     todo = [s for s in range(len(sources)) if not _finished_source(_source_file(partial, s))]
     progress = tqdm(
@@ -246,6 +248,20 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
                 progress.update(1)
     write_acoustics_stage(scene_dir, params, sources, partial)
     shutil.rmtree(partial, ignore_errors=True)
+
+
+def check_response_length(scene: str, positions: np.ndarray, sources: np.ndarray, seconds: float) -> None:
+    """Refuse responses too short to hold the direct sound of every source at every node: the renderer cuts
+    each response at ``seconds`` from the emission, so a source farther away than that would be heard as
+    silence, and a run would train on it without a word."""
+    distance = np.linalg.norm(positions[:, None, :] - positions[np.asarray(sources)][None, :, :], axis=-1)
+    longest = float(distance.max(initial=0.0)) / SPEED_OF_SOUND
+    if longest >= seconds:
+        raise ConfigError(
+            f"config key 'acoustics.max_rir_seconds': {seconds} s is shorter than sound takes to cross scene {scene} "
+            f"({longest:.3f} s over {longest * SPEED_OF_SOUND:.1f} m from a source to a node): its far sources would "
+            "be silent; give a longer response (the default is 1.0 s)"
+        )
 
 
 PARTIAL_KEYS = ("counts", "delay", "direction", "level_db", "late_db")  # what bake_source writes per source
