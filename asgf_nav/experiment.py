@@ -316,6 +316,14 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
         asked = os.environ.get("OMP_NUM_THREADS", "").strip()
         if asked.isdigit() and int(asked) > 0:  # the user's cap on this process's threads
             threads = min(threads, int(asked))
+    else:
+        share = max(1, usable_cpus() // world_size())
+        if threads > share:  # kept as asked (a benchmark may want it), but rarely what was meant
+            logger.warning(
+                "train.torch_threads=%d is more than the %d usable core(s) of this process: oversubscribed threads "
+                "make small models several times slower; 0 takes the cores' share",
+                threads, share,
+            )  # fmt: skip
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU thread(s) per process", threads)
 

@@ -39,6 +39,7 @@ from asgf_nav.models.doa.config import (  # noqa: E402
     unused_settings,
 )
 from asgf_nav.models.doa.features import AzimuthGrid  # noqa: E402
+from asgf_nav.models.doa.network import SBF_HEADS  # noqa: E402
 from asgf_nav.models.doa.pools import train_pool_seed  # noqa: E402
 from asgf_nav.models.doa.train import train  # noqa: E402
 from asgf_nav.sounds.families import MAX_INSTANCES  # noqa: E402
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed: {err}")
     if args["snr_low"] > args["snr_high"]:
         parser.error(f"--snr-low: {args['snr_low']} dB is above --snr-high {args['snr_high']} dB")
+    if args["model"] == "selective" and args["model_dim"] % SBF_HEADS:
+        parser.error(f"--model-dim: {args['model_dim']} is no multiple of {SBF_HEADS}, the heads attention splits")
+    if args["sources_per_pose"] < 2:
+        parser.error(f"--sources-per-pose: {args['sources_per_pose']}; a pose needs 2 sources (target and distractor)")
     if args["stft_hop"] > args["stft_nfft"]:
         parser.error(f"--stft-hop: {args['stft_hop']} samples is longer than a frame (--stft-nfft {args['stft_nfft']})")
     if not 2 <= args["generated_instances"] <= MAX_INSTANCES:

@@ -123,6 +123,8 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         (eval_doa.main, ["--crnn", "none", "--sharpen-weight", "inf"], "--sharpen-weight: must be a finite number"),
         (pretrain_doa.main, ["--clip-seconds", "0.001"], "--clip-seconds: 0.001 s is outside [0.1, 1]"),
         (pretrain_doa.main, ["--bin-width", "7"], "--bin-width: azimuth bin width must divide 360 degrees, got 7.0"),
+        (pretrain_doa.main, ["--model-dim", "50"], "--model-dim: 50 is no multiple of 4, the heads attention splits"),
+        (pretrain_doa.main, ["--sources-per-pose", "1"], "--sources-per-pose: 1; a pose needs 2 sources"),
         (pretrain_doa.main, ["--snr-low", "nan"], "--snr-low: must be a finite number, got nan"),
         (pretrain_doa.main, ["--doa-weight", "-1"], "--doa-weight: must be >= 0, got -1"),
         (pretrain_doa.main, ["--lr-final-fraction", "-1"], "--lr-final-fraction: -1.0 is not a fraction of --lr"),
@@ -156,6 +158,24 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
         assert not any(workdir.iterdir()), (argv, list(workdir.rglob("*")))
+
+
+def test_eval_doa_names_a_sharpening_spread_too_wide_for_the_head_by_its_flag(tmp_path, capsys):
+    """The spread is checked against the head's bins once it is loaded: a one-line refusal naming the flag and
+    the largest that fits, before any pool is rendered, not a ValueError traceback naming an internal field."""
+    import eval_doa
+
+    from asgf_nav.cli import run_script
+    from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS
+
+    argv = ["--selective", str(DEFAULT_WEIGHTS), "--crnn", "none", "--sharpen-smooth-bins", "40",
+            "--pool-dir", str(tmp_path / "pools"), "--out", str(tmp_path / "t.json")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: eval_doa.main(argv))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: --sharpen-smooth-bins 40 does not fit ") and error.endswith("(at most 35)")
+    assert not (tmp_path / "pools").exists() and not (tmp_path / "t.json").exists()
 
 
 def test_doa_scripts_name_an_unreadable_or_wrong_checkpoint_before_any_work(tmp_path, capsys, monkeypatch):

@@ -307,6 +307,28 @@ def test_torch_threads_follow_the_usable_cores_not_the_machine(monkeypatch):
         torch.set_num_threads(previous)
 
 
+def test_an_explicit_torch_thread_count_above_the_cores_is_kept_with_a_warning(monkeypatch, caplog):
+    """32 threads on 2 cores made a tiny run about 38 times slower without a word: the count is the user's, but
+    the log says what it costs and how to get the cores' share."""
+    import torch
+
+    from asgf_nav import experiment
+
+    monkeypatch.setattr(experiment, "usable_cpus", lambda: 2)
+    previous = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.WARNING, logger="asgf_nav.experiment"):
+            experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=2"]), background_build=False)
+            assert not caplog.records  # within the cores: nothing to say
+            experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=3"]), background_build=False)
+        assert torch.get_num_threads() == 3
+        assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+            "train.torch_threads=3 is more than the 2 usable core(s) of this process"
+        ]
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize(
     "bad",
     [

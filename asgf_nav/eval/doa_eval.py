@@ -37,7 +37,7 @@ from tqdm import tqdm
 from asgf_nav.devices import torch_threads
 from asgf_nav.io import atomic_write_text, code_version, file_identity
 from asgf_nav.logging_utils import shell_command
-from asgf_nav.models.doa.checkpoint import load_model
+from asgf_nav.models.doa.checkpoint import DoaCheckpointError, load_model
 from asgf_nav.models.doa.classical import (
     ArrayDoa,
     GmmRegression,
@@ -297,7 +297,13 @@ def _evaluate(cfg: EvalConfig) -> dict:
             continue
         if Path(path).is_file():
             model = load_model(path, kind=kind)  # a row is labelled by its slot: the wrong kind is refused
-            sharpening.check_bins(model.cfg.grid.num_bins)
+            try:
+                sharpening.check_bins(model.cfg.grid.num_bins)
+            except ValueError as err:  # the option and this head disagree: the user's to fix, in one line
+                raise DoaCheckpointError(
+                    f"--sharpen-smooth-bins {cfg.sharpen_smooth_bins} does not fit {path}: {err} (at most "
+                    f"{(model.cfg.grid.num_bins - 1) // 2})"
+                ) from None
             if _receiver(model.trained_on_rooms) != _receiver(cfg.rooms):
                 logger.warning(
                     "%s was trained on rooms=%s but is tested on rooms=%s: a head trained at one receiver "

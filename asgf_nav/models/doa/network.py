@@ -44,6 +44,8 @@ from asgf_nav.models.doa.features import (
     tri_band_patches,
 )
 
+SBF_HEADS = 4  # attention heads of the SBF Transformer layer: model_dim is split among them
+
 
 @dataclass
 class DoaNetConfig:
@@ -236,6 +238,8 @@ class SelectiveDoaNet(nn.Module):
         f = cfg.stft.num_bins
         self.num_patches = [f // w for w in cfg.band_widths] + [1]
         d, p = cfg.model_dim, cfg.patch_dim
+        if d % SBF_HEADS:
+            raise ValueError(f"model_dim {d} must be a multiple of {SBF_HEADS}, the SBF layer's attention heads")
         widths = [*cfg.band_widths, f]
         self.patch_encoders = nn.ModuleList(PatchEncoder(4, w, p) for w in widths)
         # per-patch projections W^k_{b,i}, W^v_{b,i} and a per-band query projection W^q_{b,i}
@@ -263,7 +267,7 @@ class SelectiveDoaNet(nn.Module):
             raise ValueError(f"unknown DoA mask head {cfg.mask_head!r}; expected 'template' or 'mlp'")
         self.mixture_semantic = nn.Sequential(nn.Linear(f // 4, d), nn.GELU(), nn.Linear(d, d))
         self.sbf_in = nn.Linear(2 * d, d)
-        self.sbf = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=2 * d, dropout=0.0, batch_first=True)
+        self.sbf = nn.TransformerEncoderLayer(d, nhead=SBF_HEADS, dim_feedforward=2 * d, dropout=0.0, batch_first=True)
         self.band_weights = nn.Sequential(nn.Linear(3 * p, p), nn.GELU(), nn.Linear(p, 3))
         self.mask_mlp = nn.Sequential(nn.Linear(p, 2 * p), nn.GELU(), nn.Linear(2 * p, f))
         self.doa_mlp = nn.Sequential(
