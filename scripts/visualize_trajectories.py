@@ -119,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--labels: {len(args.labels)} labels {args.labels} for {len(args.runs)} run(s); give one per run")
     if args.video and Path(args.video).suffix.lower() not in VIDEO_SUFFIXES:
         parser.error(f"--video: {args.video} must end in {' or '.join(VIDEO_SUFFIXES)}")
+    if args.video and Path(args.video).resolve() == Path(args.out).resolve():  # before the format: a GIF may be both
+        parser.error(f"--out and --video both name {args.out}; the video would overwrite the map")
     check_output(parser, "--out", args.out, figure=True)
     check_output(parser, "--video", args.video)
-    if args.video and Path(args.video).resolve() == Path(args.out).resolve():
-        parser.error(f"--out and --video both name {args.out}; the video would overwrite the map")
     for run in args.runs:  # a file, or an evaluation still running or stopped: named before anything is read
         problem = evaluation_dir_problem(run)
         if problem:
