@@ -370,12 +370,12 @@ def _parse_override(raw: str, hint: Any | None) -> Any:
     if optional or (hint is not None and _is_text(hint)):
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
             try:  # quoted as YAML (make ARGS keeps the quotes): the quoted text
-                quoted = yaml.safe_load(text)
+                node = yaml.compose(text, Loader=yaml.SafeLoader)
             except yaml.YAMLError:
-                quoted = None
-            if isinstance(quoted, str):
-                return quoted
-            return raw  # not one quoted scalar, such as '"Final" vs "Draft"': the text as typed
+                node = None
+            whole = isinstance(node, yaml.ScalarNode) and node.style in ("'", '"') and node.end_mark.index == len(text)
+            # else not one quoted scalar ('"Final" vs "Draft"', or '"a" #2' whose rest YAML reads as a comment)
+            return yaml.safe_load(text) if whole else raw
         return None if text in NULL_SPELLINGS else raw  # refused where the field takes no null, as in a file
     if hint is not None and get_origin(hint) is list and all(_is_text(arg) for arg in get_args(hint)):
         return yaml.load(raw, Loader=yaml.BaseLoader)
@@ -564,8 +564,9 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         kind = {_WrittenInt: "int", _WrittenFloat: "float"}.get(type(value), type(value).__name__)
         quote = ""
         if value is None and _is_text(hint):  # typed as null, ~ or None
-            quote = "; quote it for the text (as 'null' for a folder named null)"
-            quote += "; a folder named ~ is ./~ (quoted, ~ is still the home directory)" if key in PATH_KEYS else ""
+            typed = f"{key.split('.')[-1]}: 'null'" if source != "command line" else f"'{key}=\"null\"' in a shell"
+            quote = f"; quote it for the text, as YAML does ({typed})"
+            quote += "; a folder named ~ is ./~ (a quoted ~ is still the home directory)" if key in PATH_KEYS else ""
         raise ConfigError(
             f"config key {key!r} (in {source}) expects {_type_name(hint)}, got {_shown(value)} ({kind}){quote}"
         )

@@ -128,8 +128,8 @@ def doa_head_identity(cfg: ExperimentConfig, checkpoint: dict | None) -> dict[st
     trained = (checkpoint or {}).get("doa_head")
     if trained and trained.get("sha256") != head["sha256"]:
         logger.warning(
-            "the checkpoint was trained with the DoA head %s of digest %s; %s now holds digest %s, which this "
-            "evaluation uses",
+            "the checkpoint was trained with the DoA head %s of digest %s; %s now holds digest %s, which its "
+            "policy now observes through",
             trained.get("path"),
             trained.get("sha256"),
             head["path"],
@@ -202,6 +202,13 @@ def evaluation_identity(
     if identity["scene_source"] == "soundspaces":  # silence for a missing RIR file changes what the episodes hear:
         # a resume under the other policy is refused, naming it (a progress file of an earlier release lacks it)
         identity["rir_on_missing"] = cfg.scenes.rir_on_missing
+    # the task keys the agent reads no part of are recorded at their defaults, so a rerun that sets them otherwise
+    # is no other evaluation: a baseline reads no DoA head, and an agent that hears nothing, or SoundSpaces
+    # responses (read as given), hear no travel time
+    if request.agent:
+        identity["task"].update(use_doa=False, doa_checkpoint="")
+    if not hears_audio(request) or identity["scene_source"] == "soundspaces":
+        identity["task"]["keep_travel_time"] = False
     # what the checkpoint was trained on is not part of the identity: its weights' digest already is
     if request.agent in BATCH_DRAWN_AGENTS:  # only where the draws depend on it: no other result is refused
         identity["num_envs"] = request.num_envs

@@ -159,10 +159,12 @@ def check_doa_sensor(cfg: ExperimentConfig, registered: list[str]) -> None:
             "registers the DoA head and adds 'doa' to task.sensors, and must run first"
         )
     if not cfg.task.use_doa and "doa" in cfg.task.sensors:  # also when a notebook registered the head itself
+        without = ",".join(sensor for sensor in cfg.task.sensors if sensor != "doa")
         raise ConfigError(
             f"task.sensors: {cfg.task.sensors} lists 'doa', the DoA head's observation, which only "
             "task.use_doa=true provides (it registers the head and adds 'doa' to task.sensors itself); "
-            "set task.use_doa=true instead of listing 'doa'"
+            "set task.use_doa=true instead of listing 'doa'. A run trained with the head lists it in its "
+            f"config.yaml: to go without, add {shell_command(f'task.sensors=[{without}]')} to task.use_doa=false"
         )
 
 
@@ -213,7 +215,7 @@ def scene_pool(cfg: ExperimentConfig, run_dir: Path) -> Any | None:
     # the core left to the builder while it bakes comes back to training when it ends
     return ScenePool(
         cfg, cfg.scenes.dataset, log_file=run_dir / "build_scenes.log",
-        on_build_end=partial(set_torch_threads, cfg, background_build=False),
+        on_build_end=partial(set_torch_threads, cfg, background_build=False, warn=False),  # warned at the start
     )  # fmt: skip
 
 
@@ -250,6 +252,11 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
         refuse_unbakeable(cfg, cfg.scenes.dataset, every, pool.stages)
         build_scenes(cfg, cfg.scenes.dataset, every, stages=("layout",), workers=cfg.scenes.workers)
         check_distance_bounds(cfg, [scene_dir(cfg.scenes.data_root, cfg.scenes.dataset, name) for name in every])
+        if "acoustics" in pool.stages:  # a response too short for a scene stops the run now, not its build later
+            from asgf_nav.acoustics.bake import check_scene_response_length
+
+            for name in every:
+                check_scene_response_length(scene_dir(cfg.scenes.data_root, cfg.scenes.dataset, name), cfg)
         if not pool.ready("train"):
             logger.info("baking the first training scene (%s) before training starts", train[0])
             build_scenes(cfg, cfg.scenes.dataset, [train[0]], stages=pool.stages, workers=cfg.scenes.workers)
@@ -300,15 +307,16 @@ def check_resumed_config(cfg: ExperimentConfig, run_dir: Path, is_main: bool = T
         )
 
 
-def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
+def set_torch_threads(cfg: ExperimentConfig, background_build: bool, warn: bool = True) -> None:
     """``train.torch_threads`` or, when 0, this rank's share of the usable cores (the process's affinity:
     taskset, Slurm) less one for background baking, and no more than ``OMP_NUM_THREADS`` when it is set.
 
-    Oversubscribed intra-op threads make small CPU models several times slower, so never exceed the cores.
+    Oversubscribed intra-op threads make small CPU models several times slower, so never exceed the cores;
+    an explicit count above them is kept, with a warning (once: ``warn``, and on rank 0 only).
     """
     import torch
 
-    from asgf_nav.rl.distributed import world_size
+    from asgf_nav.rl.distributed import is_main_process, world_size
 
     threads = cfg.train.torch_threads
     if threads <= 0:
@@ -318,7 +326,7 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool) -> None:
             threads = min(threads, int(asked))
     else:
         share = max(1, usable_cpus() // world_size())
-        if threads > share:  # kept as asked (a benchmark may want it), but rarely what was meant
+        if threads > share and warn and is_main_process():  # kept as asked (a benchmark may want it), rarely meant
             logger.warning(
                 "train.torch_threads=%d is more than the %d usable core(s) of this process: oversubscribed threads "
                 "make small models several times slower; 0 takes the cores' share",

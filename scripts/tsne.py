@@ -34,6 +34,7 @@ from asgf_nav.cli import (  # noqa: E402
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
+from asgf_nav.evaluation import doa_head_identity  # noqa: E402
 from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.models.policies import policy_class  # noqa: E402
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint_or_exit(args.checkpoint)
     cfg = config_for_checkpoint(cfg, checkpoint)
     register_auxiliary_observations(cfg)  # the checkpoint's own DoA head, when it was trained with one
+    doa_head_identity(cfg, checkpoint)  # a head replaced since training is named, as evaluate.py names it
     policy = checkpoint.get("policy_name", cfg.model.policy)
     if not policy_class(policy).has_spatial_state:
         with_state = spatial_state_policies()

@@ -1,5 +1,6 @@
 """Config loading, overrides and the error kinds (unknown key, wrong type, value out of range)."""
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -191,10 +192,14 @@ def test_null_in_a_text_field_that_takes_none_is_refused_as_in_a_file(override: 
         with pytest.raises(ConfigError) as refused:
             load_config(tmp_path / "c.yaml" if overrides == [] else None, overrides)
         message = str(refused.value)
+        typed = f"'{key}=\"null\"' in a shell" if source == "command line" else f"{name}: 'null'"
         assert message == (
-            f"config key {key!r} (in {source}) expects str, got None (NoneType); quote it for the text (as 'null' for "
-            "a folder named null); a folder named ~ is ./~ (quoted, ~ is still the home directory)"
+            f"config key {key!r} (in {source}) expects str, got None (NoneType); quote it for the text, as YAML does "
+            f"({typed}); a folder named ~ is ./~ (a quoted ~ is still the home directory)"
         )
+        if source == "command line":  # the hint, typed in a shell, gives the text
+            quoted = shlex.split(typed.removesuffix(" in a shell"))
+            assert getattr(getattr(load_config(None, quoted), section), name) == "null"
 
 
 def test_script_options_are_checked_with_the_config_they_join() -> None:
@@ -512,7 +517,7 @@ def test_spaces_after_an_override_key_do_not_change_how_its_text_is_read(overrid
     assert getattr(getattr(load_config(None, [override]), section), name) == expected
 
 
-@pytest.mark.parametrize("value", ["'runs/a", "'runs/a\"", '"runs', '"Final" vs "Draft"', "'a' 'b'"])
+@pytest.mark.parametrize("value", ["'runs/a", "'runs/a\"", '"runs', '"Final" vs "Draft"', "'a' 'b'", '"a" #2 "b"'])
 def test_a_text_override_that_opens_a_quote_it_does_not_close_is_kept_as_typed(value: str) -> None:
     """Only a value wrapped in one matching pair of quotes is unquoted; a lone opening quote is part of the text,
     and so are quotes around parts of it (it was refused as invalid YAML)."""

@@ -1805,6 +1805,30 @@ def test_the_acoustics_versions_are_recorded_for_embedded_scenes_only(monkeypatc
         assert (identity["acoustics_version"], identity["render_version"]) == (None, None)
 
 
+def test_task_keys_an_agent_does_not_read_do_not_make_another_evaluation(monkeypatch) -> None:
+    """A finished oracle evaluation was refused a rerun over task.keep_travel_time, and a baseline's over
+    task.use_doa, neither of which changes any of its episodes; a checkpoint's and an audio baseline's are
+    kept, being what they hear."""
+
+    def task_of(agent: str, source: str = "embedded", **task) -> dict:
+        monkeypatch.setattr(evaluation, "scene_source", lambda cfg: source)
+        cfg = ExperimentConfig()
+        for key, value in task.items():
+            setattr(cfg.task, key, value)
+        request = evaluation.EvaluationRequest(agent=agent or None, checkpoint=None if agent else "c.pt")
+        return evaluation.evaluation_identity(request, cfg, None, [])["task"]
+
+    monkeypatch.setattr(evaluation, "audio_model_identity", lambda cfg, path: None)  # gan's model: not trained here
+    read = {"use_doa": True, "doa_checkpoint": "head.pt", "keep_travel_time": True}
+    for agent in ("oracle", "random"):
+        assert task_of(agent, **read) == task_of(agent)
+        assert task_of(agent, max_steps=7) != task_of(agent)  # the step limit ends its episodes all the same
+    assert task_of("gan", **read) == task_of("gan", keep_travel_time=True) != task_of("gan")  # it hears
+    assert task_of("gan", "soundspaces", keep_travel_time=True) == task_of("gan", "soundspaces")
+    monkeypatch.setattr(evaluation, "doa_head_identity", lambda cfg, checkpoint: None)
+    assert task_of("", **read) == {**task_of(""), **read}  # a checkpoint's own: all of it recorded
+
+
 def test_report_refuses_a_column_of_evaluations_on_other_acoustics_naming_the_versions() -> None:
     """A column compares agents that heard the same responses: other acoustics or render versions are refused,
     naming them; summaries of an earlier release (no versions) go only with each other."""

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -225,6 +226,26 @@ def test_a_read_only_data_root_lacking_a_stage_is_refused_before_any_bake_starts
     assert started == []
 
 
+def test_a_response_too_short_for_any_scene_stops_the_run_before_the_first_bake(tmp_path, monkeypatch):
+    """The check runs on every scene's layout up front: baked scene by scene, the smallest scene (baked first)
+    passed and the larger ones failed in the background build, leaving the run to train on the small ones."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import prepare_scenes
+    from asgf_nav.scenes import build
+
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", "acoustics.max_rir_seconds=0.012"])
+    pool = ScenePool(cfg, "tiny")
+    started = []
+    monkeypatch.setattr(pool, "start_background_build", lambda scenes: started.append(scenes))
+    real_build = build.build_scenes
+    monkeypatch.setattr(build, "build_scenes", lambda cfg, dataset, names, stages, **kw: (
+        real_build(cfg, dataset, names, stages=stages, **kw) if tuple(stages) == ("layout",) else started.append(names)
+    ))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"'acoustics.max_rir_seconds': 0.012 s is shorter than .* scene tiny_"):
+        prepare_scenes(cfg, pool, is_main=True)
+    assert started == []  # neither the first scene's bake nor the background build
+
+
 def test_the_background_builder_is_a_module_of_this_package(tmp_path):
     """An installed wheel has no scripts/ folder: the builder must start from the package alone, and from
     this process's copy of it even when the working directory holds another ``asgf_nav``."""
@@ -321,6 +342,8 @@ def test_an_explicit_torch_thread_count_above_the_cores_is_kept_with_a_warning(m
             experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=2"]), background_build=False)
             assert not caplog.records  # within the cores: nothing to say
             experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=3"]), background_build=False)
+            three = load_config("tiny_heard", ["train.torch_threads=3"])
+            experiment.set_torch_threads(three, background_build=False, warn=False)  # the build's end: said once
         assert torch.get_num_threads() == 3
         assert [r.getMessage().split(":")[0] for r in caplog.records] == [
             "train.torch_threads=3 is more than the 2 usable core(s) of this process"
@@ -387,8 +410,12 @@ def test_a_doa_sensor_and_task_use_doa_are_checked_together(monkeypatch):
     from asgf_nav.tasks import observations
 
     monkeypatch.setattr(observations, "_REGISTRY", {k: v for k, v in observations._REGISTRY.items() if k != "doa"})
-    with pytest.raises(ConfigError, match=r"^task.sensors: .* lists 'doa'.* only task.use_doa=true provides"):
+    with pytest.raises(ConfigError, match=r"^task.sensors: .* lists 'doa'.* only task.use_doa=true provides") as info:
         check_components(load_config("tiny_heard", ["task.sensors=[depth,spectrogram,doa]"]))
+    # a run trained with the head lists 'doa' in its config.yaml: the hint drops it for a run without the head
+    hinted = str(info.value).split("to go without, add ")[1].split(" to task.use_doa=false")[0]
+    assert hinted == "'task.sensors=[depth,spectrogram]'"
+    check_components(load_config("tiny_heard", ["task.sensors=[depth,spectrogram,doa]", *shlex.split(hinted)]))
     with pytest.raises(ConfigError, match=r"^task.use_doa=true but the 'doa' observation is not set up"):
         check_components(load_config("tiny_heard", ["task.use_doa=true"]))  # register_auxiliary_observations not run
 

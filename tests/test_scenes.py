@@ -1482,3 +1482,15 @@ def test_the_background_bake_module_refuses_bad_arguments_in_one_line(
     assert ended.value.code == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "scenes").exists()
+
+
+def test_a_scene_build_refuses_a_response_too_short_before_baking_its_views(tmp_path: Path) -> None:
+    """The response length is checked on the layout, before the vision stage: not after minutes of rendering."""
+    from asgf_nav.config import ConfigError, load_config
+
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}", "acoustics.max_rir_seconds=0.004"])
+    with pytest.raises(ConfigError, match=r"'acoustics.max_rir_seconds': 0.004 s .* scene tiny_room_test"):
+        build_scenes(cfg, "tiny", ["tiny_room_test"], stages=("layout", "vision", "acoustics"), workers=1)
+    directory = tmp_path / "scenes" / "tiny" / "tiny_room_test"
+    assert (directory / "manifest.json").is_file() and not list(directory.glob("rgb*"))
+    build_scenes(cfg, "tiny", ["tiny_room_test"], stages=("layout", "vision"), workers=1)  # no responses: no check

@@ -350,6 +350,8 @@ def test_store_root_from_config(tmp_path):
     cfg = ExperimentConfig()
     cfg.scenes.data_root = str(tmp_path)
     assert spectrogram_store_root(cfg) == tmp_path / "spectrograms"
+    cfg.task.keep_travel_time = True  # other responses: a store of its own, so neither bake replaces the other's
+    assert spectrogram_store_root(cfg) == tmp_path / "spectrograms_travel_time"
     cfg.task.spectrogram_store = ""
     assert spectrogram_store_root(cfg) is None
     cfg.task.spectrogram_store = str(tmp_path / "elsewhere")
@@ -522,7 +524,8 @@ def test_the_world_cuts_the_travel_time_unless_kept_and_stores_tell_the_two_apar
     bake(tmp_path, kept, "telephone", world.sound("telephone"), spectrogram)
     cfg.task.keep_travel_time = False
     world = load_world(cfg, "test")
-    with pytest.raises(SpectrogramStoreError, match=r"rirs\.start: baked '\(none\)', now 'straight-line arrival'"):
+    kept_by_name = r"rirs\.start: baked 'emission' \(task\.keep_travel_time=true\), now 'straight-line arrival'"
+    with pytest.raises(SpectrogramStoreError, match=kept_by_name):
         SpectrogramStore(tmp_path, world, spectrogram).lookup(
             world.scenes["tiny_room_test"], "telephone", np.array([0]), cut.source_nodes[:1], np.array([0])
         )

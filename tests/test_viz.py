@@ -538,8 +538,9 @@ def test_acoustics_map_has_the_floor_plan_orientation(tiny):
     fig.clf()
 
 
-def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monkeypatch):
-    """A checkpoint trained with task.use_doa lists 'doa' among its sensors: the script plugs the head in."""
+def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monkeypatch, capsys):
+    """A checkpoint trained with task.use_doa lists 'doa' among its sensors: the script plugs the head in, and
+    names a head whose weights changed since training, as evaluate.py does."""
     import tsne
 
     from asgf_nav.config import config_to_dict
@@ -564,6 +565,7 @@ def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monke
         "frames": 1,
         "config": config_to_dict(cfg),
         "policy_name": "asgf",
+        "doa_head": {"path": "packaged", "sha256": "0123456789abcdef"},  # other weights than the packaged head's
     }
     torch.save(state, tmp_path / "doa.pt")
     observations._REGISTRY.pop("doa")  # a fresh process: only the checkpoint says a DoA head is needed
@@ -571,6 +573,7 @@ def test_tsne_of_a_policy_trained_with_the_doa_observation(tiny, tmp_path, monke
             "--samples", "6", "--episodes", "8", "--perplexity", "2", "--out", str(tmp_path / "t.png"),
             *TINY_ACOUSTICS]  # fmt: skip
     assert tsne.main(argv) == 0 and (tmp_path / "t.png").stat().st_size > 0
+    assert "trained with the DoA head packaged of digest 0123456789abcdef" in capsys.readouterr().err  # the log
 
 
 def test_tsne_script_refuses_too_few_states_in_one_line_and_writes_nothing(tiny, tmp_path, monkeypatch, capsys):

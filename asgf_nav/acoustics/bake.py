@@ -250,6 +250,15 @@ def bake_acoustics(scene_dir: Path, cfg: Any, workers: int = 1) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
+def check_scene_response_length(scene_dir: Path, cfg: Any) -> None:
+    """:func:`check_response_length` for a scene whose layout is baked, with the sources ``cfg`` would bake: a run
+    checks every scene before it bakes any views or responses, not as the background build reaches each."""
+    scene_dir = Path(scene_dir)
+    params = bake_params(scene_dir, cfg)
+    positions = np.asarray(SceneStore(scene_dir).array("positions"))
+    check_response_length(scene_dir.name, positions, _source_nodes(positions, params), params["max_rir_seconds"])
+
+
 def check_response_length(scene: str, positions: np.ndarray, sources: np.ndarray, seconds: float) -> None:
     """Refuse responses too short to hold the direct sound of every source at every node: the renderer cuts
     each response at ``seconds`` from the emission, so a source farther away than that would be heard as

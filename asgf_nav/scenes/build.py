@@ -257,8 +257,14 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
         freed = remove_stale_temporaries(directory) if locked else 0
         if freed:
             logger.info("%s/%s: removed %.1f MB an interrupted bake left half-written", dataset, scene, freed / 1e6)
+        length_checked = "acoustics" not in stages
         for stage in _with_dependencies(stages):
             raise_if_stopped()  # a stop whose exception Python dropped (raised inside a __del__) ends it here
+            if stage != "layout" and not length_checked:  # on the layout, before views or responses are baked
+                from asgf_nav.acoustics.bake import check_scene_response_length
+
+                check_scene_response_length(directory, cfg)
+                length_checked = True
             # judged after its dependencies were rebuilt: a rebuilt layout drops the stages it invalidates
             # (bake_layout) and keeps those that recorded a layout with the same digest
             forced = force and stage in stages
