@@ -123,14 +123,19 @@ def bake_vision(directory: Path, cfg: Any) -> None:
     write_stage(directory, "vision", {"rgb": rgb, "depth": depth.astype(np.float16)}, meta=meta)
 
 
-def bake_acoustics_stage(directory: Path, cfg: Any, workers: int = 1) -> None:
+def _acoustics_bake() -> Any:
+    """``asgf_nav.acoustics.bake``, imported only when asked for (it needs pyroomacoustics)."""
     try:
-        from asgf_nav.acoustics.bake import bake_acoustics
+        from asgf_nav.acoustics import bake
     except ImportError as exc:
         raise StageUnavailableError(
             f"stage 'acoustics' needs asgf_nav.acoustics.bake.bake_acoustics, which cannot be imported: {exc}"
         ) from exc
-    bake_acoustics(directory, cfg, workers=workers)
+    return bake
+
+
+def bake_acoustics_stage(directory: Path, cfg: Any, workers: int = 1) -> None:
+    _acoustics_bake().bake_acoustics(directory, cfg, workers=workers)
 
 
 STAGES: dict[str, StageFn] = {"layout": bake_layout, "vision": bake_vision, "acoustics": bake_acoustics_stage}
@@ -261,9 +266,7 @@ def _build_scene(job: tuple[Any, str, str, tuple[str, ...], bool, int]) -> tuple
         for stage in _with_dependencies(stages):
             raise_if_stopped()  # a stop whose exception Python dropped (raised inside a __del__) ends it here
             if stage != "layout" and not length_checked:  # on the layout, before views or responses are baked
-                from asgf_nav.acoustics.bake import check_scene_response_length
-
-                check_scene_response_length(directory, cfg)
+                _acoustics_bake().check_scene_response_length(directory, cfg)
                 length_checked = True
             # judged after its dependencies were rebuilt: a rebuilt layout drops the stages it invalidates
             # (bake_layout) and keeps those that recorded a layout with the same digest
