@@ -202,17 +202,20 @@ def evaluation_identity(
     if identity["scene_source"] == "soundspaces":  # silence for a missing RIR file changes what the episodes hear:
         # a resume under the other policy is refused, naming it (a progress file of an earlier release lacks it)
         identity["rir_on_missing"] = cfg.scenes.rir_on_missing
-    # the task keys the agent reads no part of are recorded at their defaults, so a rerun that sets them otherwise
-    # is no other evaluation: a baseline reads no DoA head, and an agent that hears nothing, or SoundSpaces
-    # responses (read as given), hear no travel time
-    if request.agent:
-        identity["task"].update(use_doa=False, doa_checkpoint="")
-    if not hears_audio(request) or identity["scene_source"] == "soundspaces":
-        identity["task"]["keep_travel_time"] = False
     # what the checkpoint was trained on is not part of the identity: its weights' digest already is
     if request.agent in BATCH_DRAWN_AGENTS:  # only where the draws depend on it: no other result is refused
         identity["num_envs"] = request.num_envs
     return identity
+
+
+def unread_task_keys(request: EvaluationRequest, cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The recorded task keys (``OUTCOME_TASK_KEYS``) that change none of this agent's episodes, so a rerun or
+    resume that sets them otherwise is the same evaluation: a baseline reads no DoA head, and an agent that
+    hears nothing, or SoundSpaces responses (read as given), hear no travel time."""
+    unread = ("use_doa", "doa_checkpoint") if request.agent else ()
+    if not hears_audio(request) or scene_source(cfg) == "soundspaces":
+        unread += ("keep_travel_time",)
+    return unread
 
 
 def trained_versions(checkpoint: dict | None) -> dict[str, Any]:
@@ -268,7 +271,8 @@ def prepare_split(request: EvaluationRequest, cfg: ExperimentConfig, checkpoint:
     agent = build_agent(request, cfg, world, checkpoint)
     out = output_dir(request, cfg)
     identity = evaluation_identity(request, cfg, checkpoint, episodes)
-    progress = EvaluationProgress(out, identity)  # a killed evaluation resumes with the episodes it finished
+    # a killed evaluation resumes with the episodes it finished
+    progress = EvaluationProgress(out, identity, unread_task_keys=unread_task_keys(request, cfg))
     return SplitEvaluation(cfg, out, episodes, identity, progress, world, agent, checkpoint)
 
 

@@ -1805,28 +1805,43 @@ def test_the_acoustics_versions_are_recorded_for_embedded_scenes_only(monkeypatc
         assert (identity["acoustics_version"], identity["render_version"]) == (None, None)
 
 
-def test_task_keys_an_agent_does_not_read_do_not_make_another_evaluation(monkeypatch) -> None:
+def test_task_keys_an_agent_does_not_read_do_not_make_another_evaluation(tmp_path, monkeypatch) -> None:
     """A finished oracle evaluation was refused a rerun over task.keep_travel_time, and a baseline's over
-    task.use_doa, neither of which changes any of its episodes; a checkpoint's and an audio baseline's are
-    kept, being what they hear."""
+    task.use_doa, neither of which changes any of its episodes: they are recorded as set, but not compared,
+    also against a directory an earlier release wrote; a checkpoint's and an audio baseline's are compared."""
+    from asgf_nav.eval.progress import EvaluationProgress, EvaluationProgressError
 
-    def task_of(agent: str, source: str = "embedded", **task) -> dict:
+    monkeypatch.setattr(evaluation, "audio_model_identity", lambda cfg, path: None)  # gan's model: not trained here
+    monkeypatch.setattr(evaluation, "doa_head_identity", lambda cfg, checkpoint: None)
+
+    def run(agent: str, out: Path, source: str = "embedded", **task) -> None:
+        """Evaluate ``agent`` into ``out`` with these task settings: checked against the evaluation finished there,
+        then finished in its place (its summary's meta is its identity)."""
         monkeypatch.setattr(evaluation, "scene_source", lambda cfg: source)
         cfg = ExperimentConfig()
         for key, value in task.items():
             setattr(cfg.task, key, value)
         request = evaluation.EvaluationRequest(agent=agent or None, checkpoint=None if agent else "c.pt")
-        return evaluation.evaluation_identity(request, cfg, None, [])["task"]
+        identity = evaluation.evaluation_identity(request, cfg, None, [])
+        assert identity["task"] == {key: getattr(cfg.task, key) for key in evaluation.OUTCOME_TASK_KEYS}  # as set
+        EvaluationProgress(out, identity, unread_task_keys=evaluation.unread_task_keys(request, cfg))
+        (out / "summary.json").write_text(json.dumps({"meta": identity}))
 
-    monkeypatch.setattr(evaluation, "audio_model_identity", lambda cfg, path: None)  # gan's model: not trained here
     read = {"use_doa": True, "doa_checkpoint": "head.pt", "keep_travel_time": True}
     for agent in ("oracle", "random"):
-        assert task_of(agent, **read) == task_of(agent)
-        assert task_of(agent, max_steps=7) != task_of(agent)  # the step limit ends its episodes all the same
-    assert task_of("gan", **read) == task_of("gan", keep_travel_time=True) != task_of("gan")  # it hears
-    assert task_of("gan", "soundspaces", keep_travel_time=True) == task_of("gan", "soundspaces")
-    monkeypatch.setattr(evaluation, "doa_head_identity", lambda cfg, checkpoint: None)
-    assert task_of("", **read) == {**task_of(""), **read}  # a checkpoint's own: all of it recorded
+        run(agent, tmp_path / agent)
+        run(agent, tmp_path / agent, **read)  # run again: the same evaluation
+        with pytest.raises(EvaluationProgressError, match="task was"):
+            run(agent, tmp_path / agent, max_steps=7)  # the step limit ends its episodes otherwise
+    run("gan", tmp_path / "gan", keep_travel_time=True)
+    run("gan", tmp_path / "gan", use_doa=True, doa_checkpoint="head.pt", keep_travel_time=True)
+    with pytest.raises(EvaluationProgressError, match="task was"):
+        run("gan", tmp_path / "gan")  # it hears the travel time
+    run("gan", tmp_path / "gan_ss", "soundspaces", keep_travel_time=True)
+    run("gan", tmp_path / "gan_ss", "soundspaces")  # SoundSpaces responses are read as given
+    run("", tmp_path / "policy", **read)
+    with pytest.raises(EvaluationProgressError, match="task was"):
+        run("", tmp_path / "policy", **{**read, "use_doa": False})  # a checkpoint's own
 
 
 def test_report_refuses_a_column_of_evaluations_on_other_acoustics_naming_the_versions() -> None:

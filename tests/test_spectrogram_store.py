@@ -828,3 +828,20 @@ def test_rir_files_a_bake_read_as_silence_are_counted_by_the_world_that_opens_it
     strict, _ = soundspaces_scene(tmp_path / "a", "error")
     with pytest.raises(ss.SoundSpacesDataError, match="does not exist"):
         bake(tmp_path / "other", strict, "bell", wave, spectrogram, batch=8)
+
+
+def test_a_missing_start_reads_as_the_emission_only_for_baked_acoustics() -> None:
+    """Baked responses that keep the travel time record no start: named as the emission. Other sources (a
+    SoundSpaces store in a shared root) have no start at all, and say so."""
+    from asgf_nav.tasks.spectrogram_store import fingerprint_differences
+
+    cut = {"rirs": {"source": "baked acoustics", "start": "straight-line arrival"}}
+    kept = {"rirs": {"source": "baked acoustics"}}
+    soundspaces = {"rirs": {"source": "soundspaces"}}
+    assert fingerprint_differences(kept, cut) == (
+        "rirs.start: baked 'emission' (task.keep_travel_time=true), now 'straight-line arrival'"
+    )
+    assert fingerprint_differences(soundspaces, cut) == (
+        "rirs.source: baked 'soundspaces', now 'baked acoustics'; "
+        "rirs.start: baked '(none)', now 'straight-line arrival'"
+    )

@@ -69,14 +69,19 @@ def episode_key(episode: Any) -> tuple[str, str]:
     return str(scene), str(episode.episode_id)
 
 
-def _same(key: str, stored: Any, now: Any) -> bool:
+def _same(key: str, stored: Any, now: Any, unread_task_keys: frozenset[str] = frozenset()) -> bool:
     """Whether identity ``key``'s ``stored`` value is this evaluation's ``now``. A checkpoint path is compared
     resolved, as evaluate.py records it now, so that one recorded as typed through a symlink still matches its
     file; one recorded relative (by an earlier release) was relative to a directory not known here, so it is not
     compared: the checkpoint is then told by its update and weights' digest, the identity's
-    ``checkpoint_update`` and ``checkpoint_weights``, compared besides."""
+    ``checkpoint_update`` and ``checkpoint_weights``, compared besides. The ``task`` settings are compared but for
+    ``unread_task_keys``, those that change none of the agent's episodes."""
     if key == "checkpoint" and isinstance(stored, str) and isinstance(now, str):
         return not Path(stored).is_absolute() or Path(stored).resolve() == Path(now).resolve()
+    if key == "task" and isinstance(stored, dict) and isinstance(now, dict):  # the agent's unread keys aside
+        return {k: v for k, v in stored.items() if k not in unread_task_keys} == {
+            k: v for k, v in now.items() if k not in unread_task_keys
+        }
     return stored == now
 
 
@@ -108,8 +113,11 @@ class EvaluationProgress:
 
     Its writer holds :func:`evaluation_lock` on the directory throughout."""
 
-    def __init__(self, out_dir: str | Path, identity: dict[str, Any]) -> None:
+    def __init__(self, out_dir: str | Path, identity: dict[str, Any], unread_task_keys: Sequence[str] = ()) -> None:
+        """``unread_task_keys``: keys of the identity's ``task`` that change none of this agent's episodes
+        (``evaluation.unread_task_keys``), recorded but not compared."""
         _check_not_a_file(Path(out_dir))
+        self.unread_task_keys = frozenset(unread_task_keys)
         self.path = Path(out_dir) / PROGRESS_FILE
         self.identity = json.loads(json.dumps(identity))  # as it reads back from the file
         self.done: dict[tuple[str, str], EpisodeRecord] = {}
@@ -135,7 +143,7 @@ class EvaluationProgress:
             if key not in stored and key in self.identity:
                 if key not in KEYS_EARLIER_RELEASES_LACK:
                     unrecorded.append(key)
-            elif not _same(key, stored.get(key), self.identity.get(key)):
+            elif not _same(key, stored.get(key), self.identity.get(key), self.unread_task_keys):
                 differences.append(f"{key} was {stored.get(key)!r}, now {self.identity.get(key)!r}")
                 versions = versions or key in ACOUSTICS_META_KEYS
         if versions:

@@ -14,6 +14,7 @@ share a data root bake each scene once: a scene's bake holds :func:`asgf_nav.sce
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -126,7 +127,7 @@ def bake_vision(directory: Path, cfg: Any) -> None:
 def _acoustics_bake() -> Any:
     """``asgf_nav.acoustics.bake``, imported only when asked for (it needs pyroomacoustics)."""
     try:
-        from asgf_nav.acoustics import bake
+        bake = importlib.import_module("asgf_nav.acoustics.bake")
     except ImportError as exc:
         raise StageUnavailableError(
             f"stage 'acoustics' needs asgf_nav.acoustics.bake.bake_acoustics, which cannot be imported: {exc}"

@@ -144,18 +144,17 @@ def store_fingerprint(scene: TaskScene, sound: str, wave: np.ndarray, spectrogra
     return json.loads(json.dumps(fingerprint))  # tuples as lists: equal to what a file reads back
 
 
-# what a fingerprint entry's absence means, where it means something: responses that keep the travel time
-# record no start (the emission), as stores baked before the entry existed do
-ABSENT_MEANS = {"rirs.start": "'emission' (task.keep_travel_time=true)"}
-
-
 def fingerprint_differences(baked: Any, now: dict[str, Any], limit: int = 6) -> str:
     """``key: baked X, now Y`` for each differing entry (the first ``limit``), e.g. ``rirs.render_version``."""
     old, new = flatten_dotted(baked), flatten_dotted(now)
     missing = "(none)"
 
     def shown(values: dict[str, Any], key: str) -> str:
-        return repr(values[key]) if key in values else ABSENT_MEANS.get(key, repr(missing))
+        if key in values:
+            return repr(values[key])
+        if key == "rirs.start" and values.get("rirs.source") == "baked acoustics":  # responses that keep the
+            return "'emission' (task.keep_travel_time=true)"  # travel time record no start: they begin at emission
+        return repr(missing)
 
     lines = [
         f"{key}: baked {shown(old, key)}, now {shown(new, key)}"
