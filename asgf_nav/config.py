@@ -90,9 +90,8 @@ class TaskConfig:
     # spectrograms kept by the batched env (LRU; ~36 kB each at 44.1 kHz); at least ppo.num_envs (0 = that many)
     spectrogram_cache_size: int = 8192
     # baked spectrograms (scripts/bake_spectrograms.py) the batched env reads its misses from:
-    # "auto" = {data root}/spectrograms ({data root}/spectrograms_travel_time with keep_travel_time, whose
-    # responses differ; {soundspaces root}/spectrograms on SoundSpaces data), used for the (scene, sound) pairs
-    # baked there; "" = never; or a path
+    # "auto" = {data root}/spectrograms ({soundspaces root}/spectrograms on SoundSpaces data), used for the
+    # (scene, sound) pairs baked there; "" = never; or a path
     spectrogram_store: str = "auto"
 
 

@@ -13,7 +13,6 @@ importing this module stays cheap: ``scripts/train_ppo.py`` imports it before it
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -144,35 +143,6 @@ def check_components(cfg: ExperimentConfig) -> None:
             store,
             shell_command("python", "scripts/bake_spectrograms.py", "--config", config, "--out", store),
         )
-    if store == "auto" and cfg.task.keep_travel_time:
-        warn_of_travel_time_stores_in_the_shared_root(cfg)
-
-
-def warn_of_travel_time_stores_in_the_shared_root(cfg: ExperimentConfig) -> None:
-    """Earlier releases baked ``auto`` stores of responses with the travel time into ``spectrograms``, which
-    ``auto`` now keeps for those without it: such files are not read (every spectrogram is computed) until
-    moved to ``spectrograms_travel_time``, which the warning names."""
-    from asgf_nav.tasks.factory import spectrogram_store_root
-
-    root = spectrogram_store_root(cfg)
-    if root is None or root.name != "spectrograms_travel_time" or root.is_dir():
-        return
-    shared = root.parent / "spectrograms"
-    kept = []
-    for fingerprint in sorted(shared.glob("*/*/*.json"))[:1000]:  # {dataset}/{scene}/{sound}.json
-        try:
-            rirs = json.loads(fingerprint.read_text()).get("rirs", {})
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(rirs, dict) and rirs.get("source") == "baked acoustics" and "start" not in rirs:
-            kept.append(fingerprint.relative_to(shared).with_suffix(""))
-    if kept:
-        logger.warning(
-            "task.spectrogram_store=auto reads stores of responses with the travel time from %s, but an earlier "
-            "release baked %d of them into %s (e.g. %s): move each such .npy and .json there (keeping "
-            "DATASET/SCENE) to read them again; until then those spectrograms are computed",
-            root, len(kept), shared, kept[0],
-        )  # fmt: skip
 
 
 def check_doa_sensor(cfg: ExperimentConfig, registered: list[str]) -> None:

@@ -86,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         type=user_path,
-        help="store root (default: task.spectrogram_store; 'auto' = DATA/spectrograms, DATA/spectrograms_travel_time "
-        "with task.keep_travel_time=true, or the SoundSpaces root's spectrograms)",
+        help="store root (default: task.spectrogram_store; 'auto' = DATA/spectrograms, or the SoundSpaces root's)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     setup_logging("INFO")
     cfg = config_from_args(args)
-    if args.out:  # read as task.spectrogram_store is: 'auto' is DATA/spectrograms (or spectrograms_travel_time)
+    if args.out:  # read as task.spectrogram_store is: 'auto' is DATA/spectrograms
         cfg.task.spectrogram_store = args.out
     root = spectrogram_store_root(cfg)
     if root is None:

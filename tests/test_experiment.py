@@ -403,35 +403,6 @@ def test_a_spectrogram_store_path_that_does_not_exist_is_warned_about(tmp_path, 
     assert f"task.spectrogram_store: {tmp_path / 'typo'} is no directory, so every spectrogram" in caplog.text
 
 
-def test_travel_time_stores_an_earlier_release_baked_into_the_shared_root_are_named(tmp_path, caplog):
-    """``auto`` now keeps stores of responses with the travel time in ``spectrograms_travel_time``: ones an
-    earlier release baked into ``spectrograms`` are no longer read, so the run says where to move them."""
-    import json
-
-    from asgf_nav.experiment import check_components
-
-    shared = tmp_path / "spectrograms" / "tiny" / "tiny_apartment"
-    shared.mkdir(parents=True)
-    kept = {"rirs": {"source": "baked acoustics", "render_version": 4}}  # no "start": the travel time kept
-    (shared / "telephone.json").write_text(json.dumps(kept))
-    (shared / "piano.json").write_text(json.dumps({"rirs": {**kept["rirs"], "start": "straight-line arrival"}}))
-    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path}"])
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.experiment"):
-        check_components(cfg)  # without the travel time: the shared root is its own
-        assert "earlier release" not in caplog.text
-        cfg.task.keep_travel_time = True
-        check_components(cfg)
-    assert (
-        f"reads stores of responses with the travel time from {tmp_path / 'spectrograms_travel_time'}, but an "
-        f"earlier release baked 1 of them into {tmp_path / 'spectrograms'} (e.g. tiny/tiny_apartment/telephone)"
-    ) in caplog.text
-    caplog.clear()
-    (tmp_path / "spectrograms_travel_time").mkdir()  # moved (or baked) there: nothing to say
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.experiment"):
-        check_components(cfg)
-    assert "earlier release" not in caplog.text
-
-
 def test_a_doa_sensor_and_task_use_doa_are_checked_together(monkeypatch):
     """'doa' is registered by task.use_doa=true, so listing it without the flag names the flag."""
     from asgf_nav.config import ConfigError

@@ -806,8 +806,6 @@ def test_store_root_on_soundspaces_data_is_under_the_soundspaces_root(tmp_path, 
     cfg = ExperimentConfig()
     cfg.scenes.data_root, cfg.scenes.soundspaces_root = str(tmp_path / "data"), str(tmp_path / "ss")
     assert spectrogram_store_root(cfg) == tmp_path / "ss" / "spectrograms"
-    cfg.task.keep_travel_time = True  # SoundSpaces responses are read as given: the same store
-    assert spectrogram_store_root(cfg) == tmp_path / "ss" / "spectrograms"
 
 
 def test_a_soundspaces_splits_sounds_come_from_its_own_episodes(tmp_path, monkeypatch):

@@ -350,8 +350,6 @@ def test_store_root_from_config(tmp_path):
     cfg = ExperimentConfig()
     cfg.scenes.data_root = str(tmp_path)
     assert spectrogram_store_root(cfg) == tmp_path / "spectrograms"
-    cfg.task.keep_travel_time = True  # other responses: a store of its own, so neither bake replaces the other's
-    assert spectrogram_store_root(cfg) == tmp_path / "spectrograms_travel_time"
     cfg.task.spectrogram_store = ""
     assert spectrogram_store_root(cfg) is None
     cfg.task.spectrogram_store = str(tmp_path / "elsewhere")
@@ -525,10 +523,25 @@ def test_the_world_cuts_the_travel_time_unless_kept_and_stores_tell_the_two_apar
     cfg.task.keep_travel_time = False
     world = load_world(cfg, "test")
     kept_by_name = r"rirs\.start: baked 'emission' \(task\.keep_travel_time=true\), now 'straight-line arrival'"
-    with pytest.raises(SpectrogramStoreError, match=kept_by_name):
+    with pytest.raises(SpectrogramStoreError, match=kept_by_name) as info:
         SpectrogramStore(tmp_path, world, spectrogram).lookup(
             world.scenes["tiny_room_test"], "telephone", np.array([0]), cut.source_nodes[:1], np.array([0])
         )
+    # another run's store: the hint keeps it, naming a root of this run's own and its bake there
+    other = tmp_path.with_name(f"{tmp_path.name}_no_travel_time")
+    message = str(info.value)
+    assert (
+        "it is the store of runs with the other task.keep_travel_time. To keep it, give this run a root of its own, "
+        f"task.spectrogram_store={other}, baked with "
+    ) in message
+    assert f"--out {other} " in message.split("; or bake it again")[0] + " "
+    kept_file = (tmp_path / "tiny" / "tiny_room_test" / "telephone.npy").read_bytes()
+    scene = world.scenes["tiny_room_test"]
+    bake(other, scene, "telephone", world.sound("telephone"), spectrogram)  # as the hinted command bakes it
+    SpectrogramStore(other, world, spectrogram).lookup(
+        scene, "telephone", np.array([0]), cut.source_nodes[:1], np.array([0])
+    )
+    assert (tmp_path / "tiny" / "tiny_room_test" / "telephone.npy").read_bytes() == kept_file  # the other run's, kept
 
 
 def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(

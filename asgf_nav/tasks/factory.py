@@ -39,20 +39,11 @@ def split_episodes(
 
 
 def spectrogram_store_root(cfg: Any) -> Path | None:
-    """Root of baked spectrograms for ``cfg`` (``task.spectrogram_store``), or None when switched off.
-
-    ``auto`` keeps stores of responses with and without the travel time (``task.keep_travel_time``) apart, in
-    ``spectrograms_travel_time`` and ``spectrograms``: in one root, baking one would replace the other's files.
-    SoundSpaces responses are read as given either way, so they share one."""
-    from asgf_nav.scenes.soundspaces_import import scene_source
-
+    """Root of baked spectrograms for ``cfg`` (``task.spectrogram_store``), or None when switched off."""
     value = str(cfg.task.spectrogram_store or "")
     if not value:
         return None
-    if value != "auto":
-        return Path(value)
-    travel_time = bool(getattr(cfg.task, "keep_travel_time", False)) and scene_source(cfg) != "soundspaces"
-    return episodes_root(cfg) / ("spectrograms_travel_time" if travel_time else "spectrograms")
+    return episodes_root(cfg) / "spectrograms" if value == "auto" else Path(value)
 
 
 def split_scene_names(cfg: Any, split: str) -> list[str] | None:

@@ -58,6 +58,7 @@ import torch
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
 from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy, readable_size
+from asgf_nav.logging_utils import shell_command
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs, soundspaces_rirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
@@ -269,6 +270,17 @@ def scene_split(scene: TaskScene) -> str | None:
         return None
 
 
+def differs_in_travel_time_only(sidecar: Path, fingerprint: dict[str, Any]) -> bool:
+    """Whether the fingerprint file ``sidecar`` is ``fingerprint`` but for where the responses start (their
+    travel time kept or cut, ``task.keep_travel_time``): a store of the same scene and sound another run uses."""
+    baked, problem = _read_json(sidecar)
+    if problem or not isinstance(baked, dict):
+        return False
+    baked = {key: value for key, value in baked.items() if key != SILENCED_KEY}
+    old, new = flatten_dotted(baked), flatten_dotted(fingerprint)
+    return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)} == {"rirs.start"}
+
+
 def rebake_command(
     root: Path, scene: TaskScene, sound: str, split: str | None = None, config: str | None = None
 ) -> str:
@@ -363,7 +375,18 @@ class SpectrogramStore:
     def _verified(self, path: Path, scene: TaskScene, sound: str) -> np.ndarray:
         """The memory-mapped file, once its header, fingerprint and a few recomputed states match the run."""
         wave = self.world.sound(sound)
-        problem = store_problem(path, store_fingerprint(scene, sound, wave, self.spectrogram), refuses_silence(scene))
+        fingerprint = store_fingerprint(scene, sound, wave, self.spectrogram)
+        problem = store_problem(path, fingerprint, refuses_silence(scene))
+        if problem is not None and differs_in_travel_time_only(fingerprint_path(path), fingerprint):
+            # another run's store, of the same responses with (or without) their travel time: keep both
+            kept = "start" not in fingerprint["rirs"]  # this run's responses keep their travel time
+            other = self.root.with_name(f"{self.root.name}_{'travel_time' if kept else 'no_travel_time'}")
+            raise SpectrogramStoreError(
+                f"spectrogram store {path} {problem}: it is the store of runs with the other task.keep_travel_time. "
+                f"To keep it, give this run a root of its own, {shell_command(f'task.spectrogram_store={other}')}, "
+                f"baked with {rebake_command(other, scene, sound, self.split, self.config)}; or bake it again here "
+                f"(this replaces it): {self._rebake(scene, sound)}"
+            )
         if problem is not None:
             raise SpectrogramStoreError(
                 f"spectrogram store {path} {problem}; bake it again (this replaces it): {self._rebake(scene, sound)}"
