@@ -375,7 +375,7 @@ def _parse_override(raw: str, hint: Any | None) -> Any:
                 node = None
             whole = isinstance(node, yaml.ScalarNode) and node.style in ("'", '"') and node.end_mark.index == len(text)
             # else not one quoted scalar ('"Final" vs "Draft"', or '"a" #2' whose rest YAML reads as a comment)
-            return yaml.safe_load(text) if whole else raw
+            return node.value if whole else raw  # a quoted scalar's value: its text, escapes read
         return None if text in NULL_SPELLINGS else raw  # refused where the field takes no null, as in a file
     if hint is not None and get_origin(hint) is list and all(_is_text(arg) for arg in get_args(hint)):
         return yaml.load(raw, Loader=yaml.BaseLoader)

@@ -318,20 +318,18 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool, warn: bool 
 
     from asgf_nav.rl.distributed import is_main_process, world_size
 
-    threads = cfg.train.torch_threads
+    threads, share = cfg.train.torch_threads, max(1, usable_cpus() // world_size())  # this rank's cores
     if threads <= 0:
-        threads = max(1, usable_cpus() // world_size() - (1 if background_build else 0))
+        threads = max(1, share - (1 if background_build else 0))
         asked = os.environ.get("OMP_NUM_THREADS", "").strip()
         if asked.isdigit() and int(asked) > 0:  # the user's cap on this process's threads
             threads = min(threads, int(asked))
-    else:
-        share = max(1, usable_cpus() // world_size())
-        if threads > share and warn and is_main_process():  # kept as asked (a benchmark may want it), rarely meant
-            logger.warning(
-                "train.torch_threads=%d is more than the %d usable core(s) of this process: oversubscribed threads "
-                "make small models several times slower; 0 takes the cores' share",
-                threads, share,
-            )  # fmt: skip
+    elif threads > share and warn and is_main_process():  # kept as asked (a benchmark may want it), rarely meant
+        logger.warning(
+            "train.torch_threads=%d is more than the %d usable core(s) of this process: oversubscribed threads "
+            "make small models several times slower; 0 takes the cores' share",
+            threads, share,
+        )  # fmt: skip
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU thread(s) per process", threads)
 

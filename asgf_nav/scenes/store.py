@@ -133,8 +133,7 @@ def rebuild_hint(path: Path, stage: str | None = None, any_lock: bool = False) -
         held = f"; it holds the scenes {inside}" if inside else ""
         return f"{directory} is not a scene directory (DATA_ROOT/scenes/DATASET/SCENE){held}"
     # a scene never baked (no manifest) needs no "again" nor --force: what is missing is baked anyway
-    again, force = ("", "") if path.name == MANIFEST and not path.exists() else (" again", " --force")
-    forced = ["--force"] if force else []
+    again, forced = ("", []) if path.name == MANIFEST and not path.exists() else (" again", ["--force"])
     if dataset.startswith(IMPORTED_PREFIX):
         command = shell_command(
             "python", "scripts/import_soundspaces.py", "--root", "SOUNDSPACES_ROOT",
