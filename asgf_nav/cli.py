@@ -27,7 +27,43 @@ def _report_interrupt(kind: type[BaseException], value: BaseException, traceback
 sys.excepthook = _report_interrupt
 
 from asgf_nav.config import ConfigError, ExperimentConfig, load_config  # noqa: E402
+from asgf_nav.errors import UserInputError  # noqa: E402
 from asgf_nav.logging_utils import shell_command  # noqa: E402
+
+
+class ConsoleStream:
+    """Standard output or error that outlives its reader: once the pipe it writes into is gone (``| head`` that
+    has read enough, a killed ``| tee``), the descriptor is pointed at /dev/null instead of every later write raising
+    BrokenPipeError, so a run nobody watches any more goes on writing its log file and checkpoints."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a stream without a descriptor (a test's capture) stays
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):  # what the failed write left buffered goes there too
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ... are the stream's
+        return getattr(self.stream, name)
 
 
 def run_script(main: Callable[[], int | None]) -> NoReturn:
@@ -41,37 +77,26 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     SIGTERM raises ``SystemExit`` (``asgf_nav.termination``) instead of killing the process outright, so
     ``finally`` blocks run: a bake's process pool terminates its workers rather than leaving them running.
     """
-    from asgf_nav.eval.evaluator import EvaluationFileError
-    from asgf_nav.eval.progress import EvaluationProgressError
-    from asgf_nav.io import WriteError, raise_open_file_limit
-    from asgf_nav.models.doa.checkpoint import DoaCheckpointError
-    from asgf_nav.parallel import WorkerDiedError
-    from asgf_nav.rl.checkpoint import CheckpointError
-    from asgf_nav.scenes.presets import UnknownSceneError
-    from asgf_nav.scenes.soundspaces import SoundSpacesDataError
-    from asgf_nav.scenes.store import SceneStoreError
-    from asgf_nav.sounds.bank import SoundBankError
-    from asgf_nav.tasks.episodes import EpisodeError
-    from asgf_nav.tasks.soundspaces_export import ExportError
-    from asgf_nav.tasks.spectrogram_store import SpectrogramStoreError
+    from asgf_nav.io import raise_open_file_limit
     from asgf_nav.termination import install_stop_handlers
 
     install_stop_handlers()
     raise_open_file_limit()  # one open file per memory-mapped scene array
-    user_errors = (
-        ConfigError, SceneStoreError, UnknownSceneError, EvaluationProgressError, EvaluationFileError,
-        DoaCheckpointError, CheckpointError, SoundSpacesDataError, EpisodeError, ExportError, SpectrogramStoreError,
-        SoundBankError, WorkerDiedError, WriteError,
-    )  # fmt: skip
+    consoles = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ConsoleStream(sys.stdout), ConsoleStream(sys.stderr)
     try:
         code = main()
-    except user_errors as exc:
+    except UserInputError as exc:  # each module's own error class derives from it
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except SystemExit as exc:  # a SIGTERM (asgf_nav.termination) ends in one line too, as a Ctrl-C does
         if exc.code == 128 + signal.SIGTERM:
             print("terminated (SIGTERM)", file=sys.stderr)
         raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = consoles
     raise SystemExit(code or 0)
 
 

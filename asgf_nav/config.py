@@ -21,12 +21,13 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from asgf_nav.errors import UserInputError
 from asgf_nav.scenes.presets import get_preset
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped inside the package, so a wheel has them
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError, ValueError):
     """A configuration file or override is invalid; the message names the offending key."""
 
 

@@ -95,6 +95,12 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def omp_thread_cap() -> int | None:
+    """The user's cap on a process's threads, ``OMP_NUM_THREADS``, or None where it is unset or no count."""
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(asked) if asked.isdigit() and int(asked) > 0 else None
+
+
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """torch's intra-op thread count set to ``threads`` (> 0; 0 leaves it) inside the block, and the caller's

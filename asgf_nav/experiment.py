@@ -30,9 +30,10 @@ from asgf_nav.config import (
     import_plugins,
     save_config,
 )
-from asgf_nav.devices import resolve_device, usable_cpus
+from asgf_nav.devices import omp_thread_cap, resolve_device, usable_cpus
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import dir_creation_problem, exclusive_lock, writable_dir_problem
-from asgf_nav.logging_utils import logging_scope, setup_logging, shell_command
+from asgf_nav.logging_utils import logging_scope, record_in_log_files, setup_logging, shell_command
 from asgf_nav.termination import stop_handling
 
 logger = logging.getLogger(__name__)
@@ -321,9 +322,15 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool, warn: bool 
     threads, share = cfg.train.torch_threads, max(1, usable_cpus() // world_size())  # this rank's cores
     if threads <= 0:
         threads = max(1, share - (1 if background_build else 0))
-        asked = os.environ.get("OMP_NUM_THREADS", "").strip()
-        if asked.isdigit() and int(asked) > 0:  # the user's cap on this process's threads
-            threads = min(threads, int(asked))
+        cap = omp_thread_cap()  # the user's cap on this process's threads
+        if cap is not None and cap < threads and world_size() > 1 and warn and is_main_process():
+            logger.warning(  # torchrun sets OMP_NUM_THREADS=1 itself where it is unset, which cannot be told apart
+                "OMP_NUM_THREADS=%d keeps each rank at %d torch thread(s) though it has %d usable core(s) (torchrun "
+                "sets OMP_NUM_THREADS=1 where it is unset); export OMP_NUM_THREADS=%d before torchrun or set "
+                "train.torch_threads (train.torch_threads=%d keeps this count and silences this warning)",
+                cap, cap, share, threads, cap,
+            )  # fmt: skip
+        threads = min(threads, cap or threads)
     elif threads > share and warn and is_main_process():  # kept as asked (a benchmark may want it), rarely meant
         logger.warning(
             "train.torch_threads=%d is more than the %d usable core(s) of this process: oversubscribed threads "
@@ -443,12 +450,28 @@ def resolve_data_paths(cfg: ExperimentConfig) -> None:
 
 
 def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
-    """The run proper, once its directory is held: the log file, the scenes (the first baked here, the rest in
-    the background, stopped however the run ends), the trainer."""
+    """The run proper, once its directory is held: the log file, then the scenes and the trainer, with an error
+    that ends the run written to train.log too (which would otherwise just stop)."""
+    setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
+    try:
+        bake_scenes_and_train(cfg, run_dir, resume, is_main)
+    except UserInputError as exc:
+        record_in_log_files(f"error: {exc}")
+        raise
+    except Exception as exc:
+        record_in_log_files(f"the run stopped on an error: {type(exc).__name__}: {exc}", exc_info=exc)
+        raise
+    except KeyboardInterrupt:  # the second Ctrl-C (the first ends the run after a checkpoint of its update)
+        record_in_log_files("interrupted (Ctrl-C) during an update; --resume continues from the last checkpoint")
+        raise
+
+
+def bake_scenes_and_train(cfg: ExperimentConfig, run_dir: Path, resume: bool, is_main: bool) -> None:
+    """The scenes (the first baked here, the rest in the background, stopped however the run ends) and the
+    trainer."""
     from asgf_nav.rl.trainer import Trainer
     from asgf_nav.scenes.soundspaces_import import scene_source
 
-    setup_logging("INFO" if is_main else "WARNING", run_dir / "train.log" if is_main else None)
     # scenes.source=auto resolved once and recorded in config.yaml and the checkpoints: a resume cannot switch
     # between the embedded scenes and SoundSpaces data that appeared (or went missing) since the run began
     cfg.scenes.source = scene_source(cfg)

@@ -33,10 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from asgf_nav.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 
-class WriteError(OSError):
+class WriteError(UserInputError, OSError):
     """An :func:`atomic_write` that failed (a full disk, a quota, a read-only or vanished directory); its message
     names the file, the cause and the free space of its file system, and the file written before is kept.
     ``errno`` and ``strerror`` are the cause's (``strerror`` says "No space left on device" for a full disk)."""

@@ -39,6 +39,34 @@ def bar_disabled(show: bool) -> bool | None:
     return None if show else True
 
 
+FILE_BAR_SECONDS = 60.0  # how often a progress bar drawn into a file (not a terminal) is redrawn
+
+
+def bar_pacing(mininterval: float = 0.1) -> dict[str, float]:
+    """tqdm's redraw intervals for a bar on standard error: ``mininterval`` on a terminal; once a minute where
+    standard error is a file or a pipe (Slurm, nohup, ``> log``), in which every redraw stays: ten a second over an
+    hours-long bake grow the log by megabytes of carriage returns."""
+    try:
+        on_terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        on_terminal = False
+    if on_terminal:
+        return {"mininterval": mininterval}
+    return {"mininterval": max(mininterval, FILE_BAR_SECONDS), "maxinterval": max(mininterval, FILE_BAR_SECONDS)}
+
+
+def record_in_log_files(message: str, exc_info: BaseException | None = None) -> None:
+    """An ERROR line (with the traceback of ``exc_info``) written to the log files alone (a run's ``train.log``): a
+    run that ends in an error says so where its lines are kept, while the console gets the error once, from the
+    script's own report."""
+    root = logging.getLogger()
+    info = (type(exc_info), exc_info, exc_info.__traceback__) if exc_info is not None else None
+    record = root.makeRecord(root.name, logging.ERROR, __file__, 0, message, None, info)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 NOISY_LOGGERS = ("matplotlib", "PIL", "trimesh", "numba")  # quieted to WARNING: their INFO lines bury a run's
 
 

@@ -75,7 +75,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from asgf_nav.devices import usable_cpus
+from asgf_nav.devices import omp_thread_cap, usable_cpus
+from asgf_nav.errors import UserInputError
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.termination import raise_if_stopped, uninterrupted
 
@@ -90,7 +91,7 @@ _exiting = False  # this worker is unwinding from a SIGTERM
 _wakeup_pipe: tuple[int, int] | None = None  # the signal wakeup pipe (read, write) of exit_on_sigterm
 
 
-class WorkerDiedError(RuntimeError):
+class WorkerDiedError(UserInputError, RuntimeError):
     """A pool worker ended before the jobs were done; the job it was running is lost."""
 
 
@@ -181,8 +182,9 @@ if hasattr(os, "register_at_fork"):
 
 def worker_threads(workers: int) -> int:
     """BLAS threads per worker: the usable cores (the process's affinity) shared among ``workers`` processes,
-    at least one."""
-    return max(1, usable_cpus() // max(1, int(workers)))
+    at least one, and no more than the parent's ``OMP_NUM_THREADS`` where that is set (the user's cap)."""
+    threads = max(1, usable_cpus() // max(1, int(workers)))
+    return min(threads, omp_thread_cap() or threads)
 
 
 def _deliver_stops(wakeup: int, parent_sentinel: int | None) -> None:

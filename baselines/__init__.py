@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asgf_nav.eval.evaluator import Agent
+if TYPE_CHECKING:  # the evaluator imports torch; the names below serve command-line parsers too
+    from asgf_nav.eval.evaluator import Agent
 
 BASELINES: tuple[str, ...] = ("random", "direction_follower", "gan", "oracle")
 AUDIO_MODEL_BASELINES: tuple[str, ...] = ("direction_follower", "gan")

@@ -34,10 +34,12 @@ from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import is_whole_number
 from asgf_nav.devices import preserved_torch_rng
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file, weights_mismatch
+from asgf_nav.logging_utils import bar_pacing
 from asgf_nav.rl.checkpoint import CheckpointError, warn_if_trained_at_other_versions
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.world import TaskWorld, binaural_rirs
+from baselines.recipe import EPOCHS, PATIENCE
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,6 @@ MODEL_VERSION = 1
 # direction label of a sample heard at the source itself: it has no direction (pointgoal_polar's phi = -pi
 # there is arbitrary), so the direction loss and accuracy skip it
 NO_DIRECTION = -1
-# training budget: at most EPOCHS passes, stopping PATIENCE epochs after the lowest validation loss
-EPOCHS = 100
-PATIENCE = 8
 
 
 def direction_bin(phi: np.ndarray | float, bins: int = NUM_DIRECTION_BINS) -> np.ndarray:
@@ -166,7 +165,7 @@ def render_rirs(
     world: TaskWorld, geometry: Sequence[tuple[str, int, int, int, str]], progress: bool = True
 ) -> list[np.ndarray]:
     """Binaural RIRs of each (scene, receiver, source, yaw, _); the costly part, shared by sound splits."""
-    shown = tqdm(geometry, desc="render RIRs", unit="rir", disable=not progress)
+    shown = tqdm(geometry, desc="render RIRs", unit="rir", disable=not progress, **bar_pacing())
     return binaural_rirs((world.scene(s), r, src, y) for s, r, src, y, _ in shown)
 
 
@@ -185,7 +184,7 @@ def build_samples(
         raise ValueError(f"{len(rirs)} RIRs for {len(geometry)} samples")
     spec = TorchSpectrogram(world.sample_rate, "cpu")
     specs, directions, closes, positions = [], [], [], []
-    for start in tqdm(range(0, len(geometry), batch), desc="spectrograms", disable=not progress):
+    for start in tqdm(range(0, len(geometry), batch), desc="spectrograms", disable=not progress, **bar_pacing()):
         part = geometry[start : start + batch]
         part_rirs = rirs[start : start + batch]
         sounds = torch.from_numpy(np.stack([world.sound(snd) for *_, snd in part]))
@@ -264,7 +263,7 @@ def train_model(
     n = len(train.direction)
     val_losses: list[float] = []
     best_state, best_epoch = None, 0
-    for epoch in tqdm(range(epochs), desc="train audio model", disable=not progress):
+    for epoch in tqdm(range(epochs), desc="train audio model", disable=not progress, **bar_pacing()):
         model.train()
         order = torch.randperm(n)
         total = 0.0

@@ -23,7 +23,6 @@ from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.factory import split_sound_names
 from asgf_nav.tasks.world import load_world
 from baselines.audio_model import (
-    PATIENCE,
     AudioSamples,
     build_samples,
     chance_scores,
@@ -33,19 +32,9 @@ from baselines.audio_model import (
     split_geometry,
     train_model,
 )
+from baselines.recipe import PATIENCE, VAL_FRACTION, train_size
 
 logger = logging.getLogger(__name__)
-
-VAL_FRACTION = 0.1  # of the samples (and of each scene's source nodes), held out to report accuracy
-
-
-def train_size(n: int, val_fraction: float = VAL_FRACTION) -> int:
-    """How many of ``n`` samples split_samples trains on (the rest are validated on)."""
-    return max(1, int(round(n * (1 - val_fraction))))
-
-
-# the fewest samples whose split leaves both the training and the validation part non-empty
-MIN_SAMPLES = next(n for n in range(2, 1000) if train_size(n) < n)
 
 
 def train_scene_names(cfg: ExperimentConfig) -> list[str]:

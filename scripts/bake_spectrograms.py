@@ -30,22 +30,13 @@ from asgf_nav.cli import (  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.io import readable_size  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.tasks.factory import spectrogram_store_root, split_sound_names  # noqa: E402
-from asgf_nav.tasks.spectrogram_store import (  # noqa: E402
-    allocated_bytes,
-    bake_world,
-    partial_path,
-    store_bytes,
-    store_path,
-    stores_to_bake,
-)
-from asgf_nav.tasks.world import load_world, sound_names  # noqa: E402
 
 
 def unknown_sounds_problem(cfg, split: str, sounds: list[str]) -> str | None:
     """What is wrong with the --sounds of an embedded world (names the sound bank lacks), or None."""
     from asgf_nav.scenes.soundspaces_import import scene_source
     from asgf_nav.sounds.bank import SoundBank
+    from asgf_nav.tasks.world import sound_names
 
     if scene_source(cfg) == "soundspaces":  # SoundSpaces sounds are files: checked once the world is open
         return None
@@ -66,6 +57,8 @@ def space_needed(root: Path, missing, sample_rate: int) -> int:
     """Disk space baking ``missing`` ((scene, sound, why) of :func:`stores_to_bake`) still takes: each file's size
     less what its partial file already holds on disk (a bake resumes it or writes it again in place) and what the
     stale file it replaces holds (removed before its bake)."""
+    from asgf_nav.tasks.spectrogram_store import allocated_bytes, partial_path, store_bytes, store_path
+
     need = 0
     for scene, sound, _ in missing:
         final = store_path(root, scene, sound)
@@ -101,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
     setup_logging("INFO")
     cfg = config_from_args(args)
+    # imported once the command line and config parse: --help and a usage or config error answer without torch's
+    # seconds of start-up
+    from asgf_nav.tasks.factory import spectrogram_store_root, split_sound_names
+    from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path, stores_to_bake
+    from asgf_nav.tasks.world import load_world
+
     if args.out:  # read as task.spectrogram_store is: 'auto' is DATA/spectrograms
         cfg.task.spectrogram_store = args.out
     root = spectrogram_store_root(cfg)

@@ -48,8 +48,6 @@ from asgf_nav.cli import (  # noqa: E402
 )
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
-from asgf_nav.evaluation import EvaluationRequest, name_problem, run_evaluation  # noqa: E402
-from asgf_nav.experiment import set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from baselines import AUDIO_MODEL_BASELINES, BASELINES  # noqa: E402
 
@@ -100,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_scene_arguments(parser)
     args = parser.parse_args(argv)
-    if name_problem(args.name):  # --name ../x would write outside --out
-        parser.error(name_problem(args.name))
     if args.baseline_model and args.sound_split == "both":
         parser.error(
             "--baseline-model names one audio model, and --sound-split both evaluates heard and unheard sounds, "
@@ -120,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     setup_logging("INFO")
     cfg = config_from_args(args)
+    # imported once the command line and config parse: --help and a usage or config error answer without torch's
+    # seconds of start-up
+    from asgf_nav.evaluation import EvaluationRequest, name_problem, run_evaluation
+    from asgf_nav.experiment import set_torch_threads
+
+    if name_problem(args.name):  # --name ../x would write outside --out
+        parser.error(name_problem(args.name))
     if args.overrides:  # training's keys, which no evaluation reads, however the override spelt them
         given = load_config(args.config, [], scene_options(args))
         for key, flag in {"train.device": "--device", "ppo.num_envs": "--num-envs"}.items():

@@ -21,7 +21,6 @@ from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, SPLITS, get_preset  # noqa: E402
 from asgf_nav.scenes.soundspaces import DATASETS  # noqa: E402
-from asgf_nav.tasks.soundspaces_export import export_splits  # noqa: E402
 
 logger = logging.getLogger("export_soundspaces")
 
@@ -98,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--scenes: {unknown} are not in splits {args.splits} of preset {args.dataset}; "
                      f"those splits hold {sorted(in_splits)}")  # fmt: skip
     check_output(parser, "--out", args.out, directory=True)
+    from asgf_nav.tasks.soundspaces_export import export_splits  # here: --help answers without torch's start-up
+
     stats = export_splits(cfg, args.out, target, args.splits, args.sound_splits, args.scenes,
                           skip_existing=args.skip_existing, views=not args.no_views)  # fmt: skip
     if stats is None:

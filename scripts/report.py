@@ -26,13 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import check_output, run_script, user_path  # noqa: E402
-from asgf_nav.eval.report import (  # noqa: E402
-    comparison_chart,
-    comparison_table,
-    find_summaries,
-    load_summary,
-    owning_evaluation,
-)
 from asgf_nav.io import atomic_write_text  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 
@@ -44,6 +37,8 @@ def check_not_an_evaluation_file(
 ) -> None:
     """Beside :func:`check_output`: an output is none of the summaries read, nor any other file an evaluation
     directory holds of its own (``--table RUN/summary.json`` would write the table over the summary)."""
+    from asgf_nav.eval.report import owning_evaluation
+
     if path is None:
         return
     owner = owning_evaluation(path, evaluations)
@@ -67,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     check_output(parser, "--table", args.table)
     if args.table and args.out and Path(args.table).resolve() == Path(args.out).resolve():
         parser.error(f"--table and --out both name {args.table}; the chart would overwrite the table")
+    # imported once the command line parses: --help and a usage error answer without torch's seconds of start-up
+    from asgf_nav.eval.report import comparison_chart, comparison_table, find_summaries, load_summary
+
     setup_logging("INFO")
     evaluations = find_summaries(args.runs)
     check_not_an_evaluation_file(parser, "--table", args.table, evaluations)

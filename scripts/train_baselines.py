@@ -33,8 +33,7 @@ from asgf_nav.cli import (  # noqa: E402
     user_path,
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from baselines.audio_model import EPOCHS, PATIENCE  # noqa: E402
-from baselines.training import MIN_SAMPLES, VAL_FRACTION, train_audio_models, train_scene_names  # noqa: E402
+from baselines.recipe import EPOCHS, MIN_SAMPLES, PATIENCE, VAL_FRACTION  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
                 "audio model, delete it first"
             )
     setup_logging("INFO")
-    import torch  # below asgf_nav.cli, whose Ctrl-C hook comes first
+    cfg = config_from_args(args)
+    # imported once the command line and config parse: --help and a usage or config error answer without torch's
+    # seconds of start-up
+    import torch
+
+    from baselines.training import train_audio_models, train_scene_names
 
     torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
     cfg.task.sensors = ["spectrogram"]  # all the model hears: scenes need no baked views
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     if args.out and len(splits) > 1:

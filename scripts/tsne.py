@@ -33,19 +33,7 @@ from asgf_nav.cli import (  # noqa: E402
     user_path,
 )
 from asgf_nav.devices import resolve_device  # noqa: E402
-from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes  # noqa: E402
-from asgf_nav.evaluation import doa_head_identity  # noqa: E402
-from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.models.policies import policy_class  # noqa: E402
-from asgf_nav.tasks.audionav_env import observation_space_for  # noqa: E402
-from asgf_nav.tasks.factory import load_task_data  # noqa: E402
-from asgf_nav.viz.tsne import (  # noqa: E402
-    TsneInputError,
-    collect_spatial_states,
-    plot_tsne,
-    spatial_state_policies,
-)
 
 logger = logging.getLogger("tsne")
 
@@ -80,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     check_output(parser, "--out", args.out, figure=True)
     setup_logging("INFO")
     cfg = config_from_args(args)
+    # imported once the command line and config parse: --help and a usage or config error answer without torch's
+    # seconds of start-up
+    from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, select_episodes
+    from asgf_nav.evaluation import doa_head_identity
+    from asgf_nav.experiment import register_auxiliary_observations, set_torch_threads
+    from asgf_nav.models.policies import policy_class
+    from asgf_nav.tasks.audionav_env import observation_space_for
+    from asgf_nav.tasks.factory import load_task_data
+    from asgf_nav.viz.tsne import TsneInputError, collect_spatial_states, plot_tsne, spatial_state_policies
+
     device = resolve_device(args.device, key="--device")
     set_torch_threads(cfg, background_build=False)
     checkpoint = load_checkpoint_or_exit(args.checkpoint)

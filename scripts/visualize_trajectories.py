@@ -38,20 +38,8 @@ from asgf_nav.cli import (  # noqa: E402
     run_script,
     user_path,
 )
-from asgf_nav.eval.report import evaluation_dir_problem, load_summary  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
 from asgf_nav.scenes.presets import PRESETS, UnknownSceneError, get_preset  # noqa: E402
-from asgf_nav.viz.evaluated_episode import (  # noqa: E402
-    default_labels,
-    episode_mismatch,
-    episode_name,
-    open_scene_of,
-    pick_episode,
-    read_run,
-    record_mismatch,
-    resolve_episode,
-    responses_mismatch,
-)
 
 logger = logging.getLogger("visualize_trajectories")
 
@@ -110,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
         "--data-root", type=user_path, help="data root (default: the evaluation's, else scenes.data_root)"
     )
     args = parser.parse_intermixed_args(argv)  # overrides may stand on both sides of an option
+    # imported once the command line parses: --help and a usage error answer without torch's seconds of start-up
+    from asgf_nav.eval.report import evaluation_dir_problem, load_summary
+    from asgf_nav.viz.evaluated_episode import (
+        default_labels,
+        episode_mismatch,
+        episode_name,
+        open_scene_of,
+        pick_episode,
+        read_run,
+        record_mismatch,
+        resolve_episode,
+        responses_mismatch,
+    )
+
     args.runs, args.overrides = split_overrides(args.runs)
     if not args.runs:
         parser.error(f"runs: give one or two evaluation directories (got only the overrides {args.overrides})")

@@ -25,7 +25,6 @@ from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 from baselines import BASELINES, make_baseline
 from baselines.audio_model import (
     NO_DIRECTION,
-    PATIENCE,
     AudioGoalNet,
     AudioSamples,
     bin_angle,
@@ -42,6 +41,7 @@ from baselines.direction_follower import DirectionFollowerAgent
 from baselines.gan import GanAgent
 from baselines.planning import agent_to_world
 from baselines.random_agent import RandomAgent
+from baselines.recipe import PATIENCE
 
 
 @pytest.fixture(scope="module")

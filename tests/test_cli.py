@@ -402,3 +402,70 @@ def test_user_path_expands_a_leading_tilde_only(monkeypatch, tmp_path):
     assert parser.parse_args(["--config=~/c.yaml"]).config == f"{tmp_path}/c.yaml"
     assert parser.parse_args([]).config == "replica_unheard.yaml"
     assert "(default: replica_unheard.yaml)" in " ".join(parser.format_help().split())
+
+
+def test_each_user_error_keeps_its_builtin_base_for_callers_that_catch_that():
+    """run_script catches them as UserInputError; code that caught ValueError, OSError or KeyError still does."""
+    from asgf_nav.errors import UserInputError
+
+    builtin = {ConfigError: ValueError, WriteError: OSError, UnknownSceneError: KeyError, SceneStoreError: RuntimeError}
+    for error in USER_ERRORS:
+        assert isinstance(error, UserInputError)
+    for kind, base in builtin.items():
+        assert issubclass(kind, base)
+    full = WriteError("cannot write x.pt: no space left on device", 28)
+    assert full.errno == 28 and str(full) == "cannot write x.pt: no space left on device"
+
+
+CLOSED_CONSOLE = r"""
+import logging, pathlib, sys, time
+from tqdm import tqdm
+from asgf_nav.cli import run_script
+from asgf_nav.logging_utils import setup_logging
+
+go, done = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+
+def main():
+    setup_logging("INFO")
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.02)
+    for i in range(200):  # enough to fill what is left of the pipes' buffers
+        logging.getLogger("run").info("update %d", i)
+        print("out", i, flush=True)
+    for _ in tqdm(range(50), mininterval=0):
+        pass
+    done.write_text("the run went on")
+    return 0
+
+run_script(main)
+"""
+
+
+def test_a_script_goes_on_when_the_pipe_its_console_writes_into_closes(tmp_path):
+    """`train_ppo.py ... | tee log` whose tee is killed, or `| head`: the next write raised BrokenPipeError, which
+    ended a days-long run at its next progress-bar redraw."""
+    go, done = tmp_path / "go", tmp_path / "done"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLOSED_CONSOLE, str(go), str(done)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert child.stdout.readline() == b"ready\n"
+    child.stdout.close(), child.stderr.close()  # fmt: skip
+    go.write_text("")
+    assert child.wait(timeout=120) == 0 and done.read_text() == "the run went on"
+
+
+def test_bars_drawn_into_a_file_are_redrawn_once_a_minute(monkeypatch):
+    import io
+
+    from asgf_nav.logging_utils import FILE_BAR_SECONDS, bar_pacing
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert bar_pacing() == {"mininterval": 0.1} and bar_pacing(5) == {"mininterval": 5}
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert bar_pacing() == {"mininterval": FILE_BAR_SECONDS, "maxinterval": FILE_BAR_SECONDS} == bar_pacing(5)

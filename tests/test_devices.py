@@ -57,6 +57,7 @@ def test_the_ddppo_backend_follows_the_training_device_not_the_machine(gpus, mon
         distributed.init_distributed(torch.device("cuda:0"), rank_id=1, world=2)  # NCCL fails on a shared GPU
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("RANK", "1")  # a launcher that sets no LOCAL_RANK: the rank, as init_distributed takes it
+    monkeypatch.setenv("WORLD_SIZE", "2")
     assert distributed.local_rank() == 1
 
 

@@ -53,7 +53,9 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path, monkeypatch, ca
     assert "baking the first training scene (tiny_apartment)" in log
     assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "ckpt_000001.pt").exists()
     assert list((run_dir / "tb").iterdir()), "TensorBoard events written"
-    assert "frame/s" in log  # progress bar with throughput
+    # standard error is a pipe here, as under Slurm or nohup: no bar, whose redraws would bury the log; the update
+    # lines say how far the run is and how fast it goes
+    assert "frame/s" not in log and "train update 1 frames 32 of 32: {" in log and "'fps': " in log
     saved = load_config(str(run_dir / "config.yaml"))
     assert saved.ppo.num_envs == 4 and saved.scenes.source == "embedded"  # auto, as resolved: a resume keeps it
 
@@ -637,6 +639,25 @@ def test_distance_bounds_that_leave_a_scene_no_episode_stop_the_run_before_any_a
     assert [d.name for d in scenes] == ["tiny_apartment", "tiny_room_test", "tiny_room_val"]
     assert all(SceneStore(d).has_stage("layout") and not SceneStore(d).has_stage("acoustics") for d in scenes)
     assert not list((tmp_path / "run").rglob("*.pt"))
+    # the run's log says why it stopped, in one line as the console does (it would otherwise just end)
+    last = (tmp_path / "run" / "train.log").read_text().splitlines()[-1]
+    assert " ERROR root: error: " in last and "min_geodesic_distance=5.5" in last
+
+
+def test_an_error_that_ends_a_run_is_written_to_its_train_log_with_the_traceback(tmp_path, monkeypatch) -> None:
+    """A Slurm job's run directory then says what ended it; the console still gets it once, from the script."""
+    from asgf_nav import experiment
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(experiment, "prepare_scenes", fail)
+    cfg = load_config("tiny_heard", [f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}"])
+    with pytest.raises(RuntimeError, match="simulated"):
+        experiment.run_training(cfg)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "the run stopped on an error: RuntimeError: CUDA out of memory (simulated)" in log
+    assert "Traceback (most recent call last)" in log and ", in fail\n    raise RuntimeError(" in log
 
 
 def test_a_config_edited_in_code_is_checked_before_the_run_writes_anything(tmp_path) -> None:
@@ -821,6 +842,61 @@ def test_torch_threads_are_each_ranks_share_and_ignore_a_zero_omp_num_threads(mo
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(previous)
+
+
+def test_torchruns_own_omp_num_threads_1_is_kept_and_named_with_what_to_set(monkeypatch, caplog) -> None:
+    """torchrun sets OMP_NUM_THREADS=1 where it is unset, which cannot be told from the user's own 1: the cap holds,
+    and rank 0 says once how many cores each rank leaves idle and what to set; an explicit count says nothing."""
+    import torch
+
+    from asgf_nav import experiment
+    from asgf_nav.rl import distributed
+
+    monkeypatch.setattr(experiment, "usable_cpus", lambda: 16)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    previous = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.WARNING, logger="asgf_nav.experiment"):
+            experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=0"]), background_build=False)
+            assert torch.get_num_threads() == 1
+            warned = [r.getMessage() for r in caplog.records]
+            assert len(warned) == 1 and "OMP_NUM_THREADS=1 keeps each rank at 1 torch thread(s)" in warned[0]
+            assert "8 usable core(s)" in warned[0] and "export OMP_NUM_THREADS=8 before torchrun" in warned[0]
+            caplog.clear()
+            experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=1"]), background_build=False)
+            monkeypatch.setattr(distributed, "world_size", lambda: 1)  # one process: the user's own cap, said nothing
+            experiment.set_torch_threads(load_config("tiny_heard", ["train.torch_threads=0"]), background_build=False)
+            assert torch.get_num_threads() == 1 and caplog.records == []
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_bake_workers_threads_stay_under_the_parents_omp_num_threads(monkeypatch) -> None:
+    """A worker's BLAS threads are its share of the cores, capped by the user's OMP_NUM_THREADS as training is."""
+    from asgf_nav import parallel
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert parallel.worker_threads(2) == 8 and parallel.worker_threads(32) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert parallel.worker_threads(2) == 3 and parallel.worker_threads(8) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")  # no count: caps nothing
+    assert parallel.worker_threads(2) == 8
+
+
+def test_a_single_process_run_ignores_a_stray_local_rank(monkeypatch) -> None:
+    """LOCAL_RANK or RANK left in a shell by an earlier torchrun job must not put a plain run on another GPU."""
+    from asgf_nav.rl import distributed
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.local_rank() == 0
+    monkeypatch.setenv("WORLD_SIZE", "8")  # torchrun's variables, before the process group is joined
+    assert distributed.local_rank() == 3
+    monkeypatch.delenv("LOCAL_RANK")
+    assert distributed.local_rank() == 5
 
 
 def test_task_use_doa_registers_the_head_and_adds_its_sensor_once(monkeypatch) -> None:

@@ -97,8 +97,10 @@ BLAS_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("numpy_first", [True, False], ids=["blas-loaded-before-the-pool", "blas-loaded-by-the-job"])
-def test_workers_share_the_cores_for_blas(tmp_path: Path, numpy_first: bool) -> None:
+def test_workers_share_the_cores_for_blas(tmp_path: Path, numpy_first: bool, monkeypatch) -> None:
     from asgf_nav.parallel import worker_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # no user cap on the cores' share
 
     done = run_source(tmp_path / "blas_job.py", BLAS_SCRIPT.format(numpy_first="import numpy" if numpy_first else ""))
     cores, threads = done.stdout.split(" ", 1)
@@ -112,6 +114,7 @@ def test_workers_share_the_usable_cores_not_the_machines(monkeypatch: pytest.Mon
     from asgf_nav.parallel import worker_threads
 
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 6)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # no user cap on the cores' share
     assert [worker_threads(n) for n in (1, 2, 4, 12)] == [6, 3, 1, 1]
 
 

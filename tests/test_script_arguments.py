@@ -305,7 +305,7 @@ def test_evaluate_refuses_settings_it_would_ignore(outcomes):
 
 def test_train_baselines_minimum_samples_leave_a_validation_split():
 
-    from baselines.training import MIN_SAMPLES, train_size
+    from baselines.recipe import MIN_SAMPLES, train_size
 
     n = MIN_SAMPLES
     assert train_size(n) < n and train_size(n - 1) == n - 1

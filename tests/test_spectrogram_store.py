@@ -669,6 +669,7 @@ def test_bake_scripts_space_check_counts_what_partial_and_stale_files_hold_alrea
 
     import bake_spectrograms
 
+    from asgf_nav.tasks import spectrogram_store
     from asgf_nav.tasks.world import load_world
 
     world = load_world(audio_only_cfg(audio_only_root), "test")
@@ -676,7 +677,7 @@ def test_bake_scripts_space_check_counts_what_partial_and_stale_files_hold_alrea
     final = store_path(tmp_path, scene, "telephone")
     size = store_bytes([scene], world.sample_rate)
     baked = []
-    monkeypatch.setattr(bake_spectrograms, "bake_world", lambda *args: baked.append(args))
+    monkeypatch.setattr(spectrogram_store, "bake_world", lambda *args: baked.append(args))  # main imports it late
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=size // 4))
     argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--out", str(tmp_path),

@@ -584,6 +584,7 @@ def test_tsne_script_refuses_too_few_states_in_one_line_and_writes_nothing(tiny,
     from asgf_nav.config import config_to_dict
     from asgf_nav.models.policies import build_policy
     from asgf_nav.tasks.audionav_env import observation_space_for
+    from asgf_nav.viz import tsne as viz_tsne
     from asgf_nav.viz.tsne import SpatialStates
 
     cfg, _, world, _, _ = tiny
@@ -595,7 +596,7 @@ def test_tsne_script_refuses_too_few_states_in_one_line_and_writes_nothing(tiny,
              "config": config_to_dict(cfg), "policy_name": "asgf"}  # fmt: skip
     torch.save(state, tmp_path / "ckpt.pt")
     three = SpatialStates(np.ones((3, 32), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32))
-    monkeypatch.setattr(tsne, "collect_spatial_states", lambda *args, **kwargs: three)
+    monkeypatch.setattr(viz_tsne, "collect_spatial_states", lambda *args, **kwargs: three)  # main imports it late
     argv = ["--dataset", "tiny", "--data-root", cfg.scenes.data_root, "--checkpoint", str(tmp_path / "ckpt.pt"),
             "--samples", "6", "--episodes", "1", "--out", str(tmp_path / "t.png"), *TINY_ACOUSTICS]  # fmt: skip
     with pytest.raises(SystemExit) as ended:

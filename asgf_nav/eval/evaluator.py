@@ -29,8 +29,10 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.config import is_whole_number
+from asgf_nav.errors import UserInputError
 from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
 from asgf_nav.io import atomic_write_text, weights_mismatch
+from asgf_nav.logging_utils import bar_pacing
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.rl.validation import validation_quota
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
@@ -431,7 +433,7 @@ def run_episodes(
     current = [_new_record(env, i) for i in range(num_envs)]
     new_episode = np.ones(num_envs, dtype=bool)
     collided = np.zeros(num_envs, dtype=bool)
-    bar = tqdm(total=total, desc=f"eval {agent.name}", unit="ep", disable=not progress)
+    bar = tqdm(total=total, desc=f"eval {agent.name}", unit="ep", disable=not progress, **bar_pacing())
     start = time.perf_counter()
     while len(records) < total:
         ctx = _context(env, new_episode, collided, finished < quota)
@@ -485,7 +487,7 @@ def write_jsonl(path: str | Path, records: Sequence[EpisodeRecord]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r.to_json()) + "\n" for r in records))
 
 
-class EvaluationFileError(ValueError):
+class EvaluationFileError(UserInputError, ValueError):
     """An evaluation's files are missing or are not what evaluate.py writes; the message names the file."""
 
 

@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from asgf_nav.errors import UserInputError
 from asgf_nav.eval.evaluator import EpisodeRecord, record_problem
 from asgf_nav.eval.report import ACOUSTICS_META_KEYS, PROGRESS_FILE, SUMMARY_FILE, lock_path
 from asgf_nav.io import atomic_write_text, exclusive_lock
@@ -59,7 +60,7 @@ SILENCE_MARK = "records_rirs_replaced_by_silence"
 KEYS_EARLIER_RELEASES_LACK = frozenset({"rir_on_missing"})
 
 
-class EvaluationProgressError(ValueError):
+class EvaluationProgressError(UserInputError, ValueError):
     """A progress file that belongs to another evaluation, or cannot be read."""
 
 

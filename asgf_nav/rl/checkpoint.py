@@ -15,6 +15,7 @@ import torch
 from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import flatten_dotted
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file
 from asgf_nav.logging_utils import shell_command
 from asgf_nav.scenes.soundspaces_import import scene_source
@@ -54,7 +55,7 @@ VERSION_CONSTANTS = {"acoustics_version": "ACOUSTICS_VERSION", "render_version":
 STALE_TEMPORARY_PATTERN = re.compile(rf"\.(ckpt_\d+\.pt|{re.escape(BEST_CHECKPOINT)})\.[0-9a-f]{{8}}\.tmp")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint file cannot be read or lacks required entries; the message names the file."""
 
 
@@ -216,8 +217,8 @@ RECORDED_ABSOLUTE_KEYS = (
 
 
 def is_path_value(value: Any) -> bool:
-    """A path, not None (the packaged head, SoundSpaces data under the data root) nor one of the spectrogram
-    store's words, "" (off) and "auto" (beside the scenes)."""
+    """A path: not None (SoundSpaces data under the data root) nor "" (the packaged DoA head; the spectrogram
+    store off) nor "auto" (the store beside the scenes)."""
     return isinstance(value, str) and value not in ("", "auto")
 
 

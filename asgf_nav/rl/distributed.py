@@ -43,7 +43,10 @@ def rank() -> int:
 
 
 def local_rank() -> int:
-    """This process's index on its machine: LOCAL_RANK (torchrun), else RANK as :func:`init_distributed` assumes."""
+    """This process's index on its machine: LOCAL_RANK (torchrun), else RANK as :func:`init_distributed` assumes;
+    0 in a single-process run (no WORLD_SIZE above 1), whatever a shell left in those variables."""
+    if not is_distributed() and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
     return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
 
 

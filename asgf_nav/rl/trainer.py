@@ -29,7 +29,7 @@ from tqdm import tqdm
 from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
 from asgf_nav.io import code_version, remove_stale_temporaries_of
-from asgf_nav.logging_utils import shell_command
+from asgf_nav.logging_utils import bar_disabled, shell_command
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
@@ -219,7 +219,7 @@ class Trainer:
             total=self.frames + (self.num_updates - self.updates_done) * self.frames_per_update,
             initial=self.frames,
             unit="frame",
-            disable=not self.is_main,
+            disable=bar_disabled(self.is_main),  # none in a log file: the update lines say the progress there
             dynamic_ncols=True,
             desc=f"train {self.cfg.model.policy}",
         )
@@ -288,6 +288,7 @@ class Trainer:
             fps=f"{stats['fps']:.0f}",
             SR=f"{stats.get('episode/success', float('nan')):.2f}",
             SPL=f"{stats.get('episode/spl', float('nan')):.2f}",
+            refresh=False,  # drawn at the bar's own pace
         )
         if self.is_main and self.updates_done % max(self.cfg.train.log_interval, 1) == 0:
             self.log_scalars("train", stats)
@@ -360,7 +361,8 @@ class Trainer:
             if self.writer is not None and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{key}", value, self.frames)
         shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS[prefix]}
-        logger.info("%s update %d frames %d: %s", prefix, self.updates_done, self.frames, shown)
+        total = self.frames + (self.num_updates - self.updates_done) * self.frames_per_update  # the bar's total
+        logger.info("%s update %d frames %d of %d: %s", prefix, self.updates_done, self.frames, total, shown)
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

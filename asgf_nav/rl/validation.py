@@ -4,7 +4,8 @@ Validation samples actions from the policy (as SoundSpaces evaluates AV-Nav) wit
 isolated RNG scope, so numbers are comparable across validations and training randomness is untouched;
 the trainer restores the val env to the same initial state before each one (``Trainer.validate``).
 The val env holds the episodes to validate on (``experiment.make_rank_env``: ``train.val_episodes`` evenly
-spaced over the whole val split, so every val scene counts in proportion); its sequential stride runs each of
+spaced over the val scenes baked so far, the whole split once the background build ends, so every val scene
+counts in proportion; ``val/scenes`` says how many); its sequential stride runs each of
 them once. A pending stop (SIGTERM, Ctrl-C) cuts a validation short and drops its partial numbers, so the
 checkpoint the stop waits for is written at once; the resumed run starts with that validation.
 """

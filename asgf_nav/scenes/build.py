@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from asgf_nav.devices import usable_cpus
 from asgf_nav.io import remove_stale_temporaries, unwritable_dir_problem
-from asgf_nav.logging_utils import shell_command
+from asgf_nav.logging_utils import bar_pacing, shell_command
 from asgf_nav.parallel import spawn_imap_unordered
 from asgf_nav.scenes.generator import GENERATOR_VERSION, footprint_area, generate_floorplan, scene_seed
 from asgf_nav.scenes.mesh import floorplan_mesh
@@ -336,7 +336,7 @@ def build_scenes(
     requested = _resolve_workers(workers, cfg, 1 << 30)
     inner = max(1, requested // len(pending)) if n_workers == 1 else 1
     jobs = [(cfg, dataset, name, stages, force, inner) for name in pending]
-    progress = tqdm(total=len(jobs), desc=f"build {dataset} scenes", unit="scene")
+    progress = tqdm(total=len(jobs), desc=f"build {dataset} scenes", unit="scene", **bar_pacing())
     start = time.perf_counter()
     try:
         if n_workers == 1:

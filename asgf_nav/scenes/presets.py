@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asgf_nav.errors import UserInputError
 
-class UnknownSceneError(KeyError):
+
+class UnknownSceneError(UserInputError, KeyError):
     """A preset, world or episode is asked for a scene it does not contain."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

@@ -39,6 +39,7 @@ from scipy.io import wavfile
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import DataUnpickler, UnsafePickleError, is_plain_file_name
 from asgf_nav.scenes.scene import YAWS
 
@@ -48,7 +49,7 @@ SOURCE_NODES_FILE = "source_nodes.txt"  # optional, written by the exporter; Sou
 SOUNDS_SUBDIR = Path("sounds") / "1s_all"
 
 
-class SoundSpacesDataError(RuntimeError):
+class SoundSpacesDataError(UserInputError, RuntimeError):
     """A SoundSpaces file is missing, unreadable or inconsistent; the message names the file."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from asgf_nav.config import is_whole_number
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -38,7 +39,7 @@ MANIFEST = "manifest.json"
 BAKE_LOCK = ".bake.lock"
 
 
-class SceneStoreError(RuntimeError):
+class SceneStoreError(UserInputError, RuntimeError):
     """A scene directory is missing, incomplete, of another format version, or corrupt."""
 
 

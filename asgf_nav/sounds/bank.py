@@ -19,6 +19,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from asgf_nav.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -27,7 +29,7 @@ _CLIP_KEYS = ("name", "category", "instance", "file", "source", "license", "copy
 SILENT_RMS = 1e-4  # -80 dBFS, a few 16-bit steps: a clip this quiet is empty, not a sound
 
 
-class SoundBankError(ValueError):
+class SoundBankError(UserInputError, ValueError):
     """A bad sound name, split name or sound-bank file."""
 
 

@@ -78,8 +78,9 @@ class BatchedAudioNavEnv:
         config_path: str | Path | None = None,
     ) -> None:
         """``spectrogram_store``: root of baked spectrograms (scripts/bake_spectrograms.py), or None. ``split``
-        (of the episodes) and ``config_path`` (the config file the run was loaded from) fill in the bake command
-        a stale store file's refusal prints, which names them as placeholders when they are not given."""
+        (of the episodes) and ``config_path`` (the config file to name; training's is the run's ``config.yaml``)
+        fill in the bake command a stale store file's refusal prints, which names them as placeholders when they
+        are not given."""
         if num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
         task_cfg = getattr(cfg, "task", cfg)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import atomic_write_bytes, is_plain_file_name
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.navigation import oracle_num_actions, quaternion_to_yaw_index, yaw_to_quaternion
@@ -38,7 +39,7 @@ SPLITS = ("train", "val", "test")
 SOUND_SPLIT_SUFFIX = {"heard": "telephone", "unheard": "multiple"}
 
 
-class EpisodeError(ValueError):
+class EpisodeError(UserInputError, ValueError):
     """An episode file or record is malformed, or names a scene, node or sound the world lacks."""
 
 

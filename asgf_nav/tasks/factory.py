@@ -96,8 +96,9 @@ def make_env(
     config_path: str | Path | None = None,
 ) -> BatchedAudioNavEnv:
     """Batched env for ``split``: training samples shuffled episodes, val/test stride through them once.
-    ``config_path``, the config file ``cfg`` was loaded from, is named in the command that bakes a stale
-    spectrogram store file again (without it: a ``<config>`` placeholder)."""
+    ``config_path``, the config file to name in the command that bakes a stale spectrogram store file again
+    (training passes the run's ``config.yaml``, every override resolved; without it: a ``<config>``
+    placeholder)."""
     if isinstance(cfg, ExperimentConfig):  # load_config checked it, but code may have edited it since
         check_values(cfg)
     if world is None or episodes is None:

@@ -29,6 +29,7 @@ import soundfile as sf
 from scipy.io import wavfile
 from tqdm import tqdm
 
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import atomic_write_bytes, atomic_write_text, flush_to_disk
 from asgf_nav.scenes.presets import get_preset
 from asgf_nav.scenes.scene import YAWS
@@ -48,7 +49,7 @@ PICKLE_PROTOCOL = 4  # readable by every Python SoundSpaces runs on (>= 3.6)
 RIR_RECORD = "rirs_made_from.json"
 
 
-class ExportError(ValueError):
+class ExportError(UserInputError, ValueError):
     """A scene cannot be expressed in the SoundSpaces layout (rate, grid or positions do not fit)."""
 
 

@@ -57,6 +57,7 @@ import torch
 
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy, readable_size
 from asgf_nav.logging_utils import shell_command
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs, soundspaces_rirs
@@ -70,7 +71,7 @@ VERIFY_TOLERANCE = 1e-3  # log1p magnitudes are O(1-10); FFT-size rounding diffe
 SILENCED_KEY = "rirs_replaced_by_silence"
 
 
-class SpectrogramStoreError(ValueError):
+class SpectrogramStoreError(UserInputError, ValueError):
     """A store file that cannot serve the run: unreadable, or baked from other RIRs, sound or settings."""
 
 
@@ -666,11 +667,13 @@ def bake_world(
     """Bake every (scene, sound) of ``world`` not yet baked (or stale), with one progress bar over all states."""
     from tqdm.auto import tqdm
 
+    from asgf_nav.logging_utils import bar_pacing
+
     spectrogram = TorchSpectrogram(world.sample_rate, device)
     todo = stores_to_bake(root, world, sounds)
     total = sum(len(scene.source_nodes) * scene.num_nodes * 4 for scene, _, _ in todo)
     paths = []
-    with tqdm(total=total, unit="state", desc="baking spectrograms", smoothing=0.05) as bar:
+    with tqdm(total=total, unit="state", desc="baking spectrograms", smoothing=0.05, **bar_pacing()) as bar:
         for scene, sound, _ in todo:
             bar.set_postfix_str(f"{scene.name}/{sound}")
             paths.append(bake(root, scene, sound, world.sound(sound), spectrogram, batch, bar.update))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
+from asgf_nav.errors import UserInputError
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file, weights_mismatch
 from asgf_nav.logging_utils import shell_command
 from asgf_nav.models.doa.config import (
@@ -88,7 +89,7 @@ def restore_rng(examples: np.random.Generator, state: dict[str, Any], device: to
         ) from exc
 
 
-class DoaCheckpointError(ValueError):
+class DoaCheckpointError(UserInputError, ValueError):
     """A DoA checkpoint that is not readable, holds no usable DoA model or cannot be continued by this run;
     the message names the file."""
 

@@ -27,6 +27,7 @@ from asgf_nav.acoustics.binaural import NOISE_SECONDS, DiffuseField, diffuse_fie
 from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.acoustics.simulate import SPEED_OF_SOUND
 from asgf_nav.io import load_npz
+from asgf_nav.logging_utils import bar_pacing
 from asgf_nav.models.doa.features import lateral_fold, relative_azimuth
 from asgf_nav.scenes.store import SceneStoreError
 
@@ -275,7 +276,7 @@ def shoebox_pool(
     length = int(rir_seconds * sample_rate)
     rirs = np.zeros((num_poses, sources_per_pose, length, 2), dtype=np.float32)
     azimuth = np.zeros((num_poses, sources_per_pose))
-    for p in tqdm(range(num_poses), desc=f"shoebox RIRs (seed {seed})", disable=not progress, mininterval=2):
+    for p in tqdm(range(num_poses), desc=f"shoebox RIRs (seed {seed})", disable=not progress, **bar_pacing(2)):
         room = np.array([rng.uniform(3, 9), rng.uniform(2.4, 3.2), rng.uniform(3, 9)])
         position = np.array([rng.uniform(0.5, room[0] - 0.5), EAR_HEIGHT, rng.uniform(0.5, room[2] - 0.5)])
         yaw = float(rng.uniform(0, 360))
@@ -331,7 +332,7 @@ def scene_pool(
     rirs = np.zeros((num_poses, sources_per_pose, length, 2), dtype=np.float32)
     azimuth = np.zeros((num_poses, sources_per_pose))
     line_of_sight = np.zeros((num_poses, sources_per_pose), dtype=bool)
-    for p in tqdm(range(num_poses), desc=f"scene RIRs {scene.name}", mininterval=2):
+    for p in tqdm(range(num_poses), desc=f"scene RIRs {scene.name}", **bar_pacing(2)):
         receiver = int(rng.integers(scene.num_nodes))
         yaw_index = int(rng.integers(4))
         chosen = [s for s in rng.permutation(sources) if int(s) != receiver][:sources_per_pose]

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from asgf_nav.devices import preserved_torch_rng, resolve_device, torch_threads
 from asgf_nav.io import exclusive_lock
+from asgf_nav.logging_utils import bar_pacing
 from asgf_nav.models.doa.checkpoint import (
     DoaCheckpointError,
     check_resumable,
@@ -230,7 +231,7 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
         len(sampler.targets),
     )
     start = time.monotonic()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.model} DoA", disable=not progress, mininterval=5)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.model} DoA", disable=not progress, **bar_pacing(5))
     model.train()
     with stop_between_updates():  # a SIGTERM / Ctrl-C (with the handlers installed) ends the step first
         while step < cfg.max_steps and (time.monotonic() - start) < cfg.max_minutes * 60 and not stop_requested():
@@ -242,7 +243,8 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
             step += 1
             bar.update(1)
             loss_value = loss.item()  # float(loss) on a tensor that requires grad warns at every step
-            bar.set_postfix(loss=f"{loss_value:.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
+            # drawn at the bar's own pace (the default refresh=True redraws every step, into log files too)
+            bar.set_postfix(loss=f"{loss_value:.4f}", **{k: f"{v:.4f}" for k, v in parts.items()}, refresh=False)
             if step % cfg.val_every == 0:
                 metrics = angular_metrics(predict(model, val_batch), val_batch.azimuth.numpy())
                 logger.info("step %d loss %.4f %s val(0 dB) %s", step, loss_value, parts, metrics)

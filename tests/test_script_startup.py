@@ -1,0 +1,73 @@
+"""Scripts answer ``--help``, a usage error and a config error without importing torch (seconds of start-up).
+
+Each case runs in a fresh interpreter: what a script imports before it fails or prints its help is what a user
+waits for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p.name for p in (REPO / "scripts").glob("*.py"))
+# their options are generated from the DoA training and benchmark configs, which live beside the torch models
+OPTIONS_FROM_TORCH_MODULES = {"eval_doa.py", "pretrain_doa.py"}
+
+PROBE = r"""
+import contextlib, io, json, runpy, sys
+
+script, argv = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = [script, *argv]
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+print(json.dumps({"code": code, "torch": "torch" in sys.modules, "err": err.getvalue()}))
+"""
+
+
+def run_probe(script: str, *argv: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(REPO / "scripts" / script), json.dumps(argv)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_every_script_is_probed():
+    """A new script joins the checks below (or the named exceptions) by being in scripts/."""
+    assert "train_ppo.py" in SCRIPTS and OPTIONS_FROM_TORCH_MODULES <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if s not in OPTIONS_FROM_TORCH_MODULES])
+def test_help_does_not_import_torch(script):
+    probe = run_probe(script, "--help")
+    assert probe["code"] == 0, probe["err"]
+    assert not probe["torch"], f"{script} --help imported torch"
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "said"),
+    [
+        ("train_ppo.py", ["--config", "tiny_heard", "ppo.num_envs=0"], "ppo.num_envs"),
+        ("evaluate.py", ["--config", "tiny_heard", "--agent", "random", "ppo.lr=x"], "ppo.lr"),
+        ("bake_spectrograms.py", ["--config", "tiny_heard", "task.no_such_key=1"], "task.no_such_key"),
+        ("train_baselines.py", ["--config", "tiny_heard", "task.no_such_key=1"], "task.no_such_key"),
+        ("tsne.py", ["--checkpoint", "none.pt", "task.no_such_key=1"], "task.no_such_key"),
+        ("evaluate.py", ["--config", "tiny_heard", "--agent", "oracle", "--seed", "3"], "--seed"),
+    ],
+)
+def test_a_bad_command_line_is_refused_before_torch_is_imported(script, argv, said):
+    probe = run_probe(script, *argv)
+    assert probe["code"] == 2 and said in probe["err"], probe["err"]
+    assert not probe["torch"], f"{script} imported torch before refusing {argv}"
