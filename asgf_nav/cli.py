@@ -83,7 +83,7 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     install_stop_handlers()
     raise_open_file_limit()  # one open file per memory-mapped scene array
     consoles = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = ConsoleStream(sys.stdout), ConsoleStream(sys.stderr)
+    sys.stdout, sys.stderr = (None if s is None else ConsoleStream(s) for s in consoles)  # None: closed (>&-)
     try:
         code = main()
     except UserInputError as exc:  # each module's own error class derives from it
@@ -94,8 +94,9 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
             print("terminated (SIGTERM)", file=sys.stderr)
         raise
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                stream.flush()
         sys.stdout, sys.stderr = consoles
     raise SystemExit(code or 0)
 

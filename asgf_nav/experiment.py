@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -459,10 +460,20 @@ def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool,
         record_in_log_files(f"error: {exc}")
         raise
     except Exception as exc:
-        record_in_log_files(f"the run stopped on an error: {type(exc).__name__}: {exc}", exc_info=exc)
+        from asgf_nav.rl.distributed import world_size
+
+        # a rank whose peer failed first fails too, on the collective they shared: the cause is on that rank's console
+        peers = " (under DD-PPO another rank may have failed first; its error is on the console)"
+        record_in_log_files(
+            f"the run stopped on an error: {type(exc).__name__}: {exc}{peers if world_size() > 1 else ''}", exc_info=exc
+        )
         raise
-    except KeyboardInterrupt:  # the second Ctrl-C (the first ends the run after a checkpoint of its update)
-        record_in_log_files("interrupted (Ctrl-C) during an update; --resume continues from the last checkpoint")
+    except KeyboardInterrupt:  # before training began, or a second Ctrl-C (the first ends it after an update)
+        record_in_log_files("interrupted (Ctrl-C)")  # as the console says
+        raise
+    except SystemExit as exc:  # a SIGTERM (asgf_nav.termination), while baking as while training
+        if exc.code == 128 + signal.SIGTERM:
+            record_in_log_files("terminated (SIGTERM)")  # as the console says
         raise
 
 

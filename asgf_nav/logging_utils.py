@@ -42,15 +42,21 @@ def bar_disabled(show: bool) -> bool | None:
 FILE_BAR_SECONDS = 60.0  # how often a progress bar drawn into a file (not a terminal) is redrawn
 
 
-def bar_pacing(mininterval: float = 0.1) -> dict[str, float]:
-    """tqdm's redraw intervals for a bar on standard error: ``mininterval`` on a terminal; once a minute where
-    standard error is a file or a pipe (Slurm, nohup, ``> log``), in which every redraw stays: ten a second over an
-    hours-long bake grow the log by megabytes of carriage returns."""
+def live_console() -> bool:
+    """Whether standard error is watched as it is drawn: a terminal, or a notebook's output cell (which redraws a
+    bar in place, though its stream is no terminal); not a file or a pipe (Slurm, nohup, ``> log``)."""
     try:
-        on_terminal = sys.stderr.isatty()
+        on_terminal = bool(sys.stderr.isatty())
     except (AttributeError, ValueError):  # no stream, or a closed one
         on_terminal = False
-    if on_terminal:
+    return on_terminal or "ipykernel" in sys.modules
+
+
+def bar_pacing(mininterval: float = 0.1) -> dict[str, float]:
+    """tqdm's redraw intervals for a bar on standard error: ``mininterval`` on a live console; once a minute where
+    standard error is a file or a pipe, in which every redraw stays: ten a second over an hours-long bake grow the
+    log by megabytes of carriage returns."""
+    if live_console():
         return {"mininterval": mininterval}
     return {"mininterval": max(mininterval, FILE_BAR_SECONDS), "maxinterval": max(mininterval, FILE_BAR_SECONDS)}
 

@@ -469,3 +469,30 @@ def test_bars_drawn_into_a_file_are_redrawn_once_a_minute(monkeypatch):
     assert bar_pacing() == {"mininterval": 0.1} and bar_pacing(5) == {"mininterval": 5}
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert bar_pacing() == {"mininterval": FILE_BAR_SECONDS, "maxinterval": FILE_BAR_SECONDS} == bar_pacing(5)
+
+
+def test_a_script_with_its_standard_output_closed_still_runs(tmp_path):
+    """`python scripts/report.py RUNS >&-` dropped its printed table and exited 0; the console wrapper must leave a
+    closed stream (None) alone, not fail on it."""
+    import os
+
+    code = "from asgf_nav.cli import run_script\nrun_script(lambda: print('a table') or 0)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], stdout=None, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_bars_in_a_notebook_are_drawn_live(monkeypatch):
+    """A notebook's output cell is no terminal, but it redraws a bar in place: the trainer's bar and the usual
+    pace stay there (a run started with run_training from a notebook showed no progress)."""
+    import io
+    import types
+
+    from asgf_nav.logging_utils import bar_pacing, live_console
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not live_console()
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert live_console() and bar_pacing() == {"mininterval": 0.1}

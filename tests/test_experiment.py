@@ -660,6 +660,46 @@ def test_an_error_that_ends_a_run_is_written_to_its_train_log_with_the_traceback
     assert "Traceback (most recent call last)" in log and ", in fail\n    raise RuntimeError(" in log
 
 
+@pytest.mark.parametrize(
+    ("raised", "line"),
+    [
+        (SystemExit(128 + 15), "ERROR root: terminated (SIGTERM)"),  # a Slurm time limit while the first scene bakes
+        (KeyboardInterrupt(), "ERROR root: interrupted (Ctrl-C)"),
+        (SystemExit(0), None),  # no stop to report
+    ],
+)
+def test_a_stop_before_training_is_written_to_train_log_as_the_console_says_it(tmp_path, monkeypatch, raised, line):
+    from asgf_nav import experiment
+    from asgf_nav.logging_utils import logging_scope
+
+    def stop(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(experiment, "bake_scenes_and_train", stop)
+    with logging_scope(), pytest.raises(type(raised)):  # run_training's scope: the log file is closed after
+        experiment.train_in_claimed_run_dir(load_config("tiny_heard"), tmp_path, resume=False, is_main=True)
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert lines[-1].endswith(line) if line else lines == [], lines
+
+
+def test_under_ddppo_train_log_says_another_rank_may_have_failed_first(tmp_path, monkeypatch) -> None:
+    """Rank 0 alone writes train.log; when a peer fails, rank 0 fails on the collective they shared (a gloo
+    'Connection reset by peer'), and its log would otherwise send the reader after a network problem."""
+    from asgf_nav import experiment
+    from asgf_nav.logging_utils import logging_scope
+    from asgf_nav.rl import distributed
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("[gloo] Connection reset by peer")
+
+    monkeypatch.setattr(experiment, "bake_scenes_and_train", fail)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with logging_scope(), pytest.raises(RuntimeError):
+        experiment.train_in_claimed_run_dir(load_config("tiny_heard"), tmp_path, resume=False, is_main=True)
+    log = (tmp_path / "train.log").read_text()
+    assert "reset by peer (under DD-PPO another rank may have failed first; its error is on the console)" in log
+
+
 def test_a_config_edited_in_code_is_checked_before_the_run_writes_anything(tmp_path) -> None:
     from asgf_nav.config import ConfigError
     from asgf_nav.experiment import run_training

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
 from asgf_nav.io import code_version, remove_stale_temporaries_of
-from asgf_nav.logging_utils import bar_disabled, shell_command
+from asgf_nav.logging_utils import live_console, shell_command
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
@@ -219,7 +219,7 @@ class Trainer:
             total=self.frames + (self.num_updates - self.updates_done) * self.frames_per_update,
             initial=self.frames,
             unit="frame",
-            disable=bar_disabled(self.is_main),  # none in a log file: the update lines say the progress there
+            disable=not (self.is_main and live_console()),  # none in a log file: the update lines say the progress
             dynamic_ncols=True,
             desc=f"train {self.cfg.model.policy}",
         )

@@ -355,7 +355,7 @@ def build_scenes(
 def _collect(outcomes: Iterable[tuple[str, list[str], float]], result: dict[str, list[str]], progress: tqdm) -> None:
     for scene, built, seconds in outcomes:
         result[scene] = built
-        progress.set_postfix_str(f"{scene} {seconds:.1f}s")
+        progress.set_postfix_str(f"{scene} {seconds:.1f}s", refresh=False)
         progress.update(1)
 
 

@@ -675,6 +675,6 @@ def bake_world(
     paths = []
     with tqdm(total=total, unit="state", desc="baking spectrograms", smoothing=0.05, **bar_pacing()) as bar:
         for scene, sound, _ in todo:
-            bar.set_postfix_str(f"{scene.name}/{sound}")
+            bar.set_postfix_str(f"{scene.name}/{sound}", refresh=False)
             paths.append(bake(root, scene, sound, world.sound(sound), spectrogram, batch, bar.update))
     return paths
