@@ -281,6 +281,11 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
     assert restored.task.sensors == ["spectrogram"] and restored.task.max_steps == 500  # only architecture keys
     assert restored.task.doa_checkpoint == "heads/mine.pt"  # the DoA head the policy was trained with
     assert restored.task.keep_travel_time  # a checkpoint from before the key heard the travel time
+    assert restored.scenes.image_size == ExperimentConfig().scenes.image_size  # it records none: the config's
+    saved["scenes"] = {"image_size": 48, "data_root": "elsewhere"}  # the views its visual CNN was built for
+    torch.save({**torch.load(path, weights_only=False), "config": saved}, path)
+    restored = config_for_checkpoint(ExperimentConfig(), path)  # not the config's 128: the views are checked (and
+    assert restored.scenes.image_size == 48 and restored.scenes.data_root == "data"  # a bake hinted) at 48 px
     runs = []
     for _ in range(2):
         agent = load_policy_agent(cfg, path, space, deterministic=True)

@@ -345,7 +345,7 @@ def test_a_read_only_data_root_is_read_as_it_is_and_a_stage_it_lacks_is_refused_
     monkeypatch.setattr(io.os, "access", lambda path, mode: "shared" not in str(path) and real_access(path, mode))
     assert build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1) == {"tiny_room_val": []}
     advice = (
-        r"bake it where the data root can be written \(scripts/build_scenes.py --dataset tiny "
+        r"bake it where the data root can be written \(python scripts/build_scenes.py --dataset tiny "
         rf"--data-root {tmp_path}/shared with this run's config\), or point scenes.data_root at a writable copy"
     )
     said = (

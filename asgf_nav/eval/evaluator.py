@@ -144,8 +144,14 @@ class PolicyAgent(Agent):
         return actions
 
 
-# what the weights were trained on, taken from the checkpoint: the model, and what the policy observes
-ARCHITECTURE_KEYS = (("model", None), ("task", ("sensors", "use_doa", "doa_checkpoint", "keep_travel_time")))
+# what the weights were trained on, taken from the checkpoint: the model, what the policy observes, and the size of
+# the views its visual CNN was built for (an evaluation config of another size asked for the checkpoint's views to be
+# baked over at that size, and the checkpoint was then refused)
+ARCHITECTURE_KEYS = (
+    ("model", None),
+    ("task", ("sensors", "use_doa", "doa_checkpoint", "keep_travel_time")),
+    ("scenes", ("image_size",)),
+)
 
 
 def checkpoint_state(checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:

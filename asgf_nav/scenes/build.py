@@ -237,12 +237,11 @@ def refuse_unbakeable(cfg: Any, dataset: str, names: Iterable[str], stages: Sequ
                               f"has stage(s) {stale} stale (other settings or an older release)" if stale else "")
             if part
         )  # fmt: skip
+        command = shell_command("python", "scripts/build_scenes.py", "--dataset", dataset, "--data-root", root)
         raise SceneStoreError(
             f"scenes.data_root {root}: scene {dataset}/{name} {what}, and {problem}, so it cannot be baked there; "
-            "bake it where the data root can be written ("
-            f"{shell_command('scripts/build_scenes.py', '--dataset', dataset, '--data-root', root)} with this run's "
-            "config), or point scenes.data_root at a writable "
-            "copy"
+            f"bake it where the data root can be written ({command} with this run's config), or point "
+            "scenes.data_root at a writable copy"
         )
 
 
