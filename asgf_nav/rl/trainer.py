@@ -216,7 +216,7 @@ class Trainer:
             # fresh run everything a run in this directory logged before it died without a checkpoint
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.frames + 1)
         progress = tqdm(
-            total=self.frames + (self.num_updates - self.updates_done) * self.frames_per_update,
+            total=self.planned_frames(),
             initial=self.frames,
             unit="frame",
             disable=not (self.is_main and live_console()),  # none in a log file: the update lines say the progress
@@ -355,14 +355,20 @@ class Trainer:
         self.start_fresh_episodes(obs)
         logger.info("training env rebuilt at update %d on the grown scene pool", self.updates_done)
 
+    def planned_frames(self) -> int:
+        """The frames the run will have seen at its end: those so far and the remaining updates' (a resume on
+        another number of ranks changes the frames per update)."""
+        return self.frames + (self.num_updates - self.updates_done) * self.frames_per_update
+
     def log_scalars(self, prefix: str, values: dict[str, float]) -> None:
         """Write ``prefix/key`` scalars to TensorBoard and a summary line to the log; the callers decide when."""
         for key, value in values.items():
             if self.writer is not None and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{key}", value, self.frames)
         shown = {k: round(v, 4) for k, v in values.items() if k in SUMMARY_KEYS[prefix]}
-        total = self.frames + (self.num_updates - self.updates_done) * self.frames_per_update  # the bar's total
-        logger.info("%s update %d frames %d of %d: %s", prefix, self.updates_done, self.frames, total, shown)
+        logger.info(
+            "%s update %d frames %d of %d: %s", prefix, self.updates_done, self.frames, self.planned_frames(), shown
+        )
 
     # ------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
