@@ -49,6 +49,7 @@ POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", 
 POSITIVE += ("checkpoint_every", "val_every", "val_examples", "bin_width", "patch_dim", "model_dim", "clip_seconds")
 POSITIVE += ("stft_hop",)
 NON_NEGATIVE = ("weight_decay", "curriculum_db", "curriculum_steps", "threads", "generated_categories", "doa_weight")
+NON_NEGATIVE += ("seed",)  # numpy seeds its generators from integers >= 0 only
 PATHS = ("init_from", "out", "pool_dir", "scenes_root")  # files and directories: a leading "~" is the home
 
 

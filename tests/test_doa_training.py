@@ -99,6 +99,7 @@ def test_doa_scripts_name_bad_arguments(tmp_path, capsys, monkeypatch):
         (pretrain_doa.main, ["--rooms", "both"], "--scenes-root: --rooms both uses baked scenes"),
         (pretrain_doa.main, ["--train-poses", "0"], "--train-poses: must be positive, got 0"),
         (pretrain_doa.main, ["--curriculum-steps", "-1"], "--curriculum-steps: must be >= 0, got -1"),
+        (pretrain_doa.main, ["--seed", "-1"], "--seed: must be >= 0, got -1"),  # numpy seeds are >= 0
         (pretrain_doa.main, ["--snr-low", "5", "--snr-high", "0"], "--snr-low: 5.0 dB is above --snr-high 0.0 dB"),
         (pretrain_doa.main, ["--generated-categories", "-3"], "--generated-categories: must be >= 0, got -3"),
         (pretrain_doa.main, ["--generated-instances", "1"], "--generated-instances: 1; a category needs 2"),

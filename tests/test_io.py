@@ -347,6 +347,27 @@ def test_setup_logging_sends_each_line_once_to_stderr_and_the_log_file(tmp_path:
     assert "checkpoint saved" not in (tmp_path / "first.log").read_text()
 
 
+def test_train_log_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """In an ASCII locale a log line with a "±" or an accented path was lost from train.log ("--- Logging
+    error ---" on stderr): the log file is UTF-8, as every file the project writes."""
+    import os
+    import subprocess
+    import sys
+
+    code = """if True:
+        import logging, sys
+        from asgf_nav.logging_utils import setup_logging
+        setup_logging("INFO", sys.argv[1])
+        logging.getLogger("asgf_nav.t").info("SR 0.5 \\u00b1 0.1 in caf\\u00e9")
+    """
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    log = tmp_path / "train.log"
+    done = subprocess.run([sys.executable, "-c", code, str(log)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Logging error" not in done.stderr
+    assert log.read_text(encoding="utf-8").endswith("asgf_nav.t: SR 0.5 \u00b1 0.1 in caf\u00e9\n")
+
+
 def test_logging_scope_restores_the_callers_handlers_and_level_and_closes_its_own(tmp_path: Path) -> None:
     """A run inside a notebook leaves the notebook's logging as it was, with the run's log file closed."""
     import logging

@@ -914,9 +914,10 @@ def test_licence_texts_are_copied_from_their_own_debian_files(tmp_path: Path, mo
 
 
 def test_the_curation_command_line_seed_chooses_the_splits(
-    tmp_path: Path, fake_curation: dict[str, int], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_curation: dict[str, int], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """``--seed`` reaches the split assignment: the splits written for seed 1 are seed 1's, not seed 0's."""
+    """``--seed`` reaches the split assignment: the splits written for seed 1 are seed 1's, not seed 0's;
+    a negative one is refused up front."""
     clips = CLIPS[:20]
     monkeypatch.setattr(curate, "CLIPS", clips)
     pairs = [(spec.name, spec.category) for spec in clips]
@@ -925,6 +926,10 @@ def test_the_curation_command_line_seed_chooses_the_splits(
     with logging_scope():
         curate.main(["--output-dir", str(root), "--seed", "1"])
     assert json.loads((root / "splits.json").read_text()) == curate.assign_splits(pairs, seed=1)
+    with pytest.raises(SystemExit):  # refused before any clip is rendered: numpy seeds are >= 0
+        curate.main(["--output-dir", str(tmp_path / "refused"), "--seed", "-1"])
+    assert "--seed: must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
 
 
 def test_the_bank_loads_and_its_credits_are_written_whatever_the_locale(tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def _partial_dir(scene_dir: Path, params: dict[str, Any]) -> Path:
     directory = Path(scene_dir) / PARTIAL_DIR
     stamp = directory / "params.json"
     text = json.dumps(params, sort_keys=True)
-    if directory.exists() and (not stamp.exists() or stamp.read_text() != text):
+    if directory.exists() and (not stamp.exists() or stamp.read_text(encoding="utf-8") != text):
         logger.info("%s: bake settings changed, dropping partial acoustics", scene_dir)
         shutil.rmtree(directory)
     if not stamp.exists():

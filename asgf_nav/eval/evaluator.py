@@ -502,7 +502,7 @@ def read_jsonl(path: str | Path) -> list[EpisodeRecord]:
     if not path.is_file():
         raise EvaluationFileError(f"no episode records at {path}; run scripts/evaluate.py first")
     out = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -172,7 +172,7 @@ class EvaluationProgress:
         if not summary.exists():
             return
         try:
-            stored = json.loads(summary.read_text())["meta"]
+            stored = json.loads(summary.read_text(encoding="utf-8"))["meta"]
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise EvaluationProgressError(f"{summary} is not an evaluation summary ({exc}); delete it") from exc
         # the summary's meta holds more than the identity
@@ -190,7 +190,7 @@ class EvaluationProgress:
             )
 
     def _read(self) -> None:
-        text = self.path.read_text()
+        text = self.path.read_text(encoding="utf-8")
         lines = text.splitlines()
         try:
             header = json.loads(lines[0])
@@ -290,7 +290,7 @@ class EvaluationProgress:
         self._append(json.dumps(line) + "\n")
 
     def _append(self, text: str, durable: bool = False) -> None:
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
             if durable:
                 f.flush()

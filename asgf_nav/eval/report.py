@@ -163,7 +163,7 @@ def load_summary(path: str | Path, meta_keys: Sequence[str] = TABLE_META) -> dic
     if not file.exists():
         raise EvaluationFileError(f"no {SUMMARY_FILE} at {path}; run scripts/evaluate.py first")
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise EvaluationFileError(f"{file} is not valid JSON ({exc}); it is not an evaluation summary") from exc
     for key in ("meta", "metrics"):

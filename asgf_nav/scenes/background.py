@@ -253,7 +253,7 @@ def start_child(command: Sequence[str], log_file: Path | None) -> subprocess.Pop
     if log_file is not None:  # progress bars redrawn into a file bury its log lines under cursor codes
         env["TQDM_DISABLE"] = "1"
     with contextlib.ExitStack() as stack:  # the child has its own copy of the log's descriptor
-        log = stack.enter_context(open(log_file, "a")) if log_file is not None else subprocess.DEVNULL
+        log = stack.enter_context(open(log_file, "a", encoding="utf-8")) if log_file is not None else subprocess.DEVNULL
         return subprocess.Popen(
             list(command),
             stdout=log,

@@ -187,7 +187,7 @@ class FloorPlan:
     def load(cls, path: str | Path) -> FloorPlan:
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"cannot read floor plan {path}: {exc}") from exc
 

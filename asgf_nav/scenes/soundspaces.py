@@ -144,7 +144,7 @@ def read_points(path: Path, dataset: str) -> np.ndarray:
     """points.txt (tab separated; column 0 ignored, 1..3 mesh x y z) -> (M, 3) habitat coordinates."""
     remedy = "extract the scene's metadata folder again from the SoundSpaces download"
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise SoundSpacesDataError(f"SoundSpaces points file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

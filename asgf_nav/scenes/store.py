@@ -66,7 +66,7 @@ def later_format(directory: str | Path) -> int | None:
     :func:`is_later_format`), else None (no manifest, this release's or an earlier format, or no manifest at
     all). A build or an import refuses to write over it unless forced: :func:`refuse_later_format`."""
     try:
-        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+        manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
@@ -91,7 +91,7 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
     if not path.exists():
         return empty
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SceneStoreError(f"unreadable scene manifest {path}: {exc}") from exc
     try:

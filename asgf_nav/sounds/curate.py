@@ -485,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="where to write the bank")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
     args = parser.parse_args(argv)
+    if args.seed < 0:  # numpy seeds only from non-negative integers
+        parser.error(f"argument --seed: must be >= 0, got {args.seed}")
     setup_logging("INFO")
     try:
         curate(args.output_dir, args.seed)

@@ -318,7 +318,7 @@ def _cache_json_gz(path: Path, payload: dict[str, Any]) -> bool:
 
 def _read_json_gz(path: Path) -> dict[str, Any]:
     try:
-        with gzip.open(path, "rt") as f:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, json.JSONDecodeError, EOFError) as exc:
         raise EpisodeError(f"cannot read episode file {path}: {exc}") from exc

@@ -181,7 +181,7 @@ def _start_rir_files(scene, paths: SoundSpacesPaths, skip_existing: bool) -> tup
     """
     record = paths.metadata_dir(scene.name) / RIR_RECORD
     made_from = json.dumps(rir_identity(scene), sort_keys=True)
-    before = record.read_text() if record.exists() else None
+    before = record.read_text(encoding="utf-8") if record.exists() else None
     if skip_existing and before == made_from:
         return True, None
     folder = paths.rir_dir(scene.name)

@@ -199,7 +199,7 @@ def _silenced_files(baked: Any) -> list[str]:
 def _read_json(path: Path) -> tuple[Any, str | None]:
     """(content, None), or (None, what is wrong with the file)."""
     try:
-        return json.loads(path.read_text()), None
+        return json.loads(path.read_text(encoding="utf-8")), None
     except FileNotFoundError:
         return None, "missing"
     except (OSError, ValueError) as err:

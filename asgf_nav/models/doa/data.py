@@ -101,6 +101,9 @@ def prompt_clips(dry: torch.Tensor, lengths: torch.Tensor, clip: int) -> torch.T
 
 DISTRACTOR_WINDOWS = ("drawn", "loudest")
 TARGET_KINDS = ("all", "line_of_sight")
+# prompts are always recordings of the training split, so that no held-out recording is ever heard, as prompt
+# or otherwise, before it is tested; an unheard target is prompted by a training instance of its category
+PROMPT_SPLIT = "train"
 
 
 class DoaExampleSampler:
@@ -118,7 +121,6 @@ class DoaExampleSampler:
         pool: RirPool,
         sound_split: str,
         clip_seconds: float = 0.5,
-        prompt_split: str = "train",
         categories: list[str] | None = None,
         targets: str = "all",
         device: str | torch.device = "cpu",
@@ -163,9 +165,8 @@ class DoaExampleSampler:
         self.clip = int(round(clip_seconds * self.sample_rate))
         self.categories = list(categories) if categories is not None else bank.categories()
         self.sounds = bank.names(sound_split)
-        self.prompt_split = prompt_split
         same_category: dict[str, list[str]] = {}
-        for n in bank.names(prompt_split):
+        for n in bank.names(PROMPT_SPLIT):
             same_category.setdefault(bank.category(n), []).append(n)
         # each sound's possible prompts: other instances of its category in the prompt split
         self._prompt_names = {
@@ -187,14 +188,14 @@ class DoaExampleSampler:
             for c in {bank.category(n) for n in self.targets}
         }
         if not self.targets:
-            raise ValueError(f"no sound of split {sound_split!r} has another instance in {prompt_split!r}")
+            raise ValueError(f"no sound of split {sound_split!r} has another instance in {PROMPT_SPLIT!r}")
         skipped = len(self.sounds) - len(self.targets)
         if skipped:
             logger.info(
                 "%d sounds of split %s have no other instance in %s to prompt with; not used as targets",
                 skipped,
                 sound_split,
-                prompt_split,
+                PROMPT_SPLIT,
             )
         self.targets_kind = targets
         self._los = pool.line_of_sight if pool.line_of_sight is not None else np.ones(pool.azimuth.shape, bool)
