@@ -501,9 +501,10 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
     )
     oracle = next(line for line in lines if line.startswith("| oracle"))
     random_row = next(line for line in lines if line.startswith("| random"))
-    assert oracle.count("100.0 ± 0.0") == 6
+    # SR is its Wilson interval, as in each evaluation's summary.md: 6 of 6 is [61.0, 100.0], not "100.0 ± 0.0"
+    assert oracle.count("100.0 ± 0.0") == 4 and oracle.count("100.0 [61.0, 100.0]") == 2
     assert random_row.endswith("| - | - | - |")
-    assert "mean ± half-width of the 95 % confidence interval" in lines[-1]
+    assert "mean ± half-width of the 95 % confidence interval (Student t), SR mean [95 % Wilson interval]" in lines[-1]
     means_only = comparison_table(summaries, with_ci=False).splitlines()
     assert "±" not in "\n".join(means_only) and "SPL / SR / SNA in %, mean; episodes" in means_only[-1]
     png = comparison_chart(summaries, tmp_path / "chart.png")
@@ -960,12 +961,13 @@ _VALUES = {"success": 0.5, "spl": 0.25, "sna": 0.125, "softspl": 0.75, "distance
 
 
 def test_comparison_table_puts_each_metric_in_its_column():
-    """SPL, SR and SNA with distinct means land in their own columns."""
+    """SPL, SR and SNA with distinct means land in their own columns; SR with its Wilson interval (5 of 10)."""
     from asgf_nav.eval.report import comparison_table
 
     lines = comparison_table([_summary("a", "replica", "heard", _VALUES, half=0.01)]).splitlines()
     assert lines[0] == "| method | replica heard SPL | replica heard SR | replica heard SNA |"
-    assert lines[2] == "| a | 25.0 ± 1.0 | 50.0 ± 1.0 | 12.5 ± 1.0 |"
+    low, high = (100 * end for end in wilson_interval(5, 10))
+    assert lines[2] == f"| a | 25.0 ± 1.0 | 50.0 [{low:.1f}, {high:.1f}] | 12.5 ± 1.0 |"
     means = comparison_table([_summary("a", "replica", "heard", _VALUES)], with_ci=False).splitlines()
     assert means[2] == "| a | 25.0 | 50.0 | 12.5 |"
 
@@ -1001,7 +1003,8 @@ def chart_figures(monkeypatch) -> list:
 
 
 def test_comparison_chart_bars_and_error_bars_in_percent(tmp_path, chart_figures):
-    """One agent's bars are 100 x its SPL, SR and SNA means, their error bars 100 x the CI half-widths."""
+    """One agent's bars are 100 x its SPL, SR and SNA means, their error bars 100 x the CI bounds: Student t for
+    SPL and SNA, SR's Wilson interval (as in the table), stored with the summary or computed from mean and count."""
     from asgf_nav.eval import report
 
     figures = chart_figures
@@ -1012,7 +1015,15 @@ def test_comparison_chart_bars_and_error_bars_in_percent(tmp_path, chart_figures
 
     (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
     segments = bars.errorbar.lines[2][0].get_segments()
-    assert [round(float(s[1, 1] - s[0, 1]), 6) for s in segments] == [10.0, 10.0, 10.0]  # 2 * 100 * 0.05
+    low, high = (100 * end for end in wilson_interval(5, 10))
+    assert [tuple(round(float(v), 6) for v in s[:, 1]) for s in segments] == [
+        (20.0, 30.0), (round(low, 6), round(high, 6)), (7.5, 17.5)  # SPL and SNA: 100 x (mean -+ 0.05)
+    ]  # fmt: skip
+    stored = _summary("a", "replica", "heard", _VALUES, half=0.05)
+    stored["metrics"]["success"].update(wilson_low=0.3, wilson_high=0.6)
+    report.comparison_chart([stored], tmp_path / "c.png")
+    (bars,) = [c for c in figures[1].axes[0].containers if isinstance(c, BarContainer)]
+    assert [round(float(v), 6) for v in bars.errorbar.lines[2][0].get_segments()[1][:, 1]] == [30.0, 60.0]
 
 
 def _record(scene: str, episode_id: str, **metrics: float) -> EpisodeRecord:
@@ -1153,7 +1164,7 @@ def test_comparison_chart_places_and_labels_every_agent_in_every_panel(tmp_path,
     report.comparison_chart(summaries, tmp_path / "c.png")
     heard, unheard = figures[0].axes
     assert [heard.get_title(), unheard.get_title()] == ["replica heard (test split)", "replica unheard (test split)"]
-    assert heard.get_ylabel() == "% (bars: 95 % confidence intervals)"
+    assert heard.get_ylabel() == "% (bars: 95 % confidence intervals, SR Wilson)"
     # bar width 0.8 / 2 agents: a's bars left of each metric's tick (0, 1, 2), b's right of it
     assert [round(p.get_x() + p.get_width() / 2, 6) for p in heard.patches] == [-0.2, 0.8, 1.8, 0.2, 1.2, 2.2]
     assert [round(p.get_height(), 6) for p in unheard.patches] == [10.0, 20.0, 5.0]  # b's SPL, SR, SNA
@@ -1165,11 +1176,11 @@ def test_comparison_chart_cuts_interval_bars_at_0_and_100_and_leaves_them_out_wi
     """A Student-t interval of a rate near 0 reaches below it; the bar drawn stops at 0 %."""
     from asgf_nav.eval import report
 
-    summaries = [_summary("a", "replica", "heard", {**_VALUES, "success": 0.02}, half=0.05)]
+    summaries = [_summary("a", "replica", "heard", {**_VALUES, "spl": 0.02}, half=0.05)]
     report.comparison_chart(summaries, tmp_path / "c.png")
     report.comparison_chart(summaries, tmp_path / "d.png", with_ci=False)
     with_bars, without = (figure.axes[0] for figure in chart_figures)
-    (low, high), *_ = with_bars.collections[0].get_segments()[1:2]  # the SR bar's error line
+    (low, high), *_ = with_bars.collections[0].get_segments()[0:1]  # the SPL bar's error line
     assert low[1] == pytest.approx(0.0) and high[1] == pytest.approx(7.0)
     assert not without.collections and without.get_ylabel() == "% (means)"
 

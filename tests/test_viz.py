@@ -691,7 +691,7 @@ def test_the_drawn_path_is_the_path_the_agent_took() -> None:
     scene, record = _toy_scene_and_record()
     fig, ax = plt.subplots()
     draw_episode(ax, scene, record, show_graph=False)
-    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection) and c.get_cmap().name == "magma"]
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection) and c.get_cmap().name == "magma_path"]
     np.testing.assert_allclose(lines.get_segments(), [[[0, 0], [0.5, 0]], [[0.5, 0], [1.0, 0]]])
     agent = next(c for c in ax.collections if c.get_label() == "agent")
     np.testing.assert_allclose(agent.get_offsets(), [[1.0, 0.0]])  # where the agent ended
@@ -873,7 +873,9 @@ def test_floor_plan_draws_each_part_where_it_is_in_its_colour_and_layer() -> Non
     ]
     np.testing.assert_allclose(drawn, expected, atol=1e-9)
     labels = sorted((t.get_text(), *t.get_position()) for t in ax.texts)
-    assert labels == [("kitchen", 5.1, 1.5), ("living room", 2.0, 1.5), ("sofa", 1.0, 0.75)]
+    # room names in each room's upper-left corner (z grows downwards), furniture names at their centres
+    assert labels == [("kitchen", 4.3, 0.1), ("living room", 0.1, 0.1), ("sofa", 1.0, 0.75)]
+    assert all(t.get_zorder() < 5 for t in ax.texts if t.get_text() != "sofa")  # under the graph's nodes
     np.testing.assert_allclose([*ax.get_xlim(), *ax.get_ylim()], [-0.4, 6.4, 3.4, -0.4])
 
 
@@ -953,7 +955,8 @@ def test_scene_views_go_to_the_largest_rooms_centres_looking_the_deepest_way() -
 
 def test_scene_sheet_marks_each_view_on_the_map_and_shows_its_rgb_and_depth(monkeypatch, tmp_path: Path) -> None:
     """View i is numbered i+1 at its node with an arrow 0.8 m along its heading (yaw index 1 -> -X,
-    3 -> +X); its RGB and depth (scaled 0..max_depth) are that node's at that yaw."""
+    3 -> +X), shorter where the view faces a wall; its RGB and depth (scaled 0..max_depth) are that node's
+    at that yaw."""
     from matplotlib.text import Annotation
 
     from asgf_nav.viz import scene_sheet
@@ -970,10 +973,15 @@ def test_scene_sheet_marks_each_view_on_the_map_and_shows_its_rgb_and_depth(monk
     for (node, k), rgb, depth in (((2, 1), rgb1, depth1), ((3, 3), rgb2, depth2)):
         np.testing.assert_array_equal(rgb.images[0].get_array(), scene.rgb[node, k])
         np.testing.assert_array_equal(depth.images[0].get_array(), scene.depth[node, k].astype(np.float32))
-        assert depth.images[0].get_clim() == (0, 10.0) and depth.get_title() == "depth (0-10 m)"
+        # coloured up to the deepest value of the views shown (9 m), rounded up to a metre
+        assert depth.images[0].get_clim() == (0, 9.0) and depth.get_title() == "depth (0-9 m)"
     scene_sheet.make_scene_sheet(scene, tmp_path / "sheet.png", num_views=1, max_depth=5.0)
     depth = figures[1].axes[2]
     assert depth.images[0].get_clim() == (0, 5.0) and depth.get_title() == "depth (0-5 m)"
+    scene.depth[2, 1, 1, 1] = 0.5  # view 1 faces a wall 0.5 m ahead: its arrow is 0.4 m, not 0.8 m
+    scene_sheet.make_scene_sheet(scene, tmp_path / "sheet.png", num_views=1)
+    (arrow,) = [(*a.xyann, *a.xy) for a in figures[2].axes[0].texts if isinstance(a, Annotation)]
+    np.testing.assert_allclose(arrow, (2.0, 1.5, 1.6, 1.5), atol=1e-9)
 
 
 def _turning_scene_and_record():
@@ -1005,55 +1013,60 @@ def _arrows(ax) -> list[tuple[float, ...]]:
 
 
 def test_episode_map_draws_the_route_the_turns_and_the_markers_where_they_are() -> None:
-    """The shortest path runs through the nodes' (x, z); arrows 0.3 m long mark the heading at the start, at
-    each turn and at the end, coloured magma(0.85 * step / steps); moves are coloured by step / (steps - 1)."""
+    """The shortest path runs through the nodes' (x, z); arrows 0.35 grid steps long (0.175 m) mark the heading at
+    the start, at each turn and at the end, coloured by step / steps on the path's map, magma without its palest
+    tenth (the colour bar's); moves are coloured by step / (steps - 1) on the same map. The agent's marker is
+    hollow: on the goal, the goal star shows through it."""
     import matplotlib
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
-    from asgf_nav.viz.trajectories import draw_episode
+    from asgf_nav.viz.trajectories import PATH_CMAP, draw_episode
 
     scene, record = _turning_scene_and_record()
-    magma = matplotlib.colormaps["magma"]
     ax = Figure().add_subplot()
     draw_episode(ax, scene, record, show_graph=False)
     (shortest,) = [line for line in ax.lines if line.get_label() == "shortest path"]
     np.testing.assert_allclose(shortest.get_xydata(), [[0.0, 0.0], [0.5, 0.0], [0.5, -0.5]])
     # poses 0 (start, facing -Z), 1 (turned to +X), 3 (turned to -Z on node 1) and 5 (the end on node 2)
     expected = [
-        (0.0, 0.0, 0.0, -0.3, *magma(0.0)),
-        (0.0, 0.0, 0.3, 0.0, *magma(0.85 * 1 / 5)),
-        (0.5, 0.0, 0.5, -0.3, *magma(0.85 * 3 / 5)),
-        (0.5, -0.5, 0.5, -0.8, *magma(0.85)),
+        (0.0, 0.0, 0.0, -0.175, *PATH_CMAP(0.0)),
+        (0.0, 0.0, 0.175, 0.0, *PATH_CMAP(1 / 5)),
+        (0.5, 0.0, 0.5, -0.175, *PATH_CMAP(3 / 5)),
+        (0.5, -0.5, 0.5, -0.675, *PATH_CMAP(1.0)),
     ]
     np.testing.assert_allclose(sorted(_arrows(ax), key=lambda a: a[4:]), expected, atol=1e-9)
+    magma = matplotlib.colormaps["magma"]
+    np.testing.assert_allclose(PATH_CMAP(1.0), magma(0.85), atol=1e-9)  # the path ends dark enough to be seen
     (moves,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert moves.get_cmap() is PATH_CMAP
     np.testing.assert_allclose(moves.get_array(), [1 / 4, 3 / 4])  # the moves are steps 1 and 3 of 5
     offsets = {c.get_label(): c.get_offsets().tolist() for c in ax.collections if c.get_label() != ""}
     assert offsets["start"] == [[0.0, 0.0]] and offsets["goal (sound)"] == [[0.5, -0.5]]
     assert offsets["agent"] == [[0.5, -0.5]]
+    agent = next(c for c in ax.collections if c.get_label() == "agent")
+    assert agent.get_facecolor().size == 0 or agent.get_facecolor()[0][3] == 0  # hollow
+    assert "heading (start, turns, end)" in ax.get_legend_handles_labels()[1]
 
 
 def test_a_video_frame_draws_the_first_poses_in_the_colours_of_the_whole_episode() -> None:
     """``upto=3`` draws poses 0..2 only: the agent stands on node 1, and the step colours are those of the full
-    map (step / (steps - 1) for moves, 0.85 * step / steps for arrows), so they do not change from frame to frame."""
-    import matplotlib
+    map (step / (steps - 1) for moves, step / steps for arrows), so they do not change from frame to frame."""
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
-    from asgf_nav.viz.trajectories import draw_episode
+    from asgf_nav.viz.trajectories import PATH_CMAP, draw_episode
 
     scene, record = _turning_scene_and_record()
-    magma = matplotlib.colormaps["magma"]
     ax = Figure().add_subplot()
     draw_episode(ax, scene, record, upto=3, show_graph=False)
     (moves,) = [c for c in ax.collections if isinstance(c, LineCollection)]
     np.testing.assert_allclose(moves.get_segments(), [[[0.0, 0.0], [0.5, 0.0]]])
     np.testing.assert_allclose(moves.get_array(), [1 / 4])
     expected = [
-        (0.0, 0.0, 0.0, -0.3, *magma(0.0)),
-        (0.0, 0.0, 0.3, 0.0, *magma(0.85 * 1 / 5)),
-        (0.5, 0.0, 0.8, 0.0, *magma(0.85 * 2 / 5)),  # the last pose drawn: node 1 facing +X
+        (0.0, 0.0, 0.0, -0.175, *PATH_CMAP(0.0)),
+        (0.0, 0.0, 0.175, 0.0, *PATH_CMAP(1 / 5)),
+        (0.5, 0.0, 0.675, 0.0, *PATH_CMAP(2 / 5)),  # the last pose drawn: node 1 facing +X
     ]
     np.testing.assert_allclose(sorted(_arrows(ax), key=lambda a: a[4:]), expected, atol=1e-9)
     agent = next(c for c in ax.collections if c.get_label() == "agent")
@@ -1238,7 +1251,8 @@ def test_received_energy_reads_the_asked_yaw_and_puts_a_silent_node_at_minus_200
 def test_acoustics_figure_maps_the_energy_re_its_maximum_and_plots_each_probes_two_ears() -> None:
     """The heat map sits at the nodes' (x, z) in dB re the loudest node on a -60..0 dB scale, the star on the
     source, probe i numbered i + 1 at its node; probe panels show the first 150 ms (one sample per ms at
-    1 kHz) of the left and right ear of the response from the source, titled with distance and energy."""
+    1 kHz) of the left and right ear of the response from the source, titled with distance and energy, left
+    above and right below (each offset by 1.1 x the larger peak, so neither trace hides the other)."""
     from matplotlib.text import Annotation
 
     from asgf_nav.viz.acoustic_plot import acoustics_figure
@@ -1264,8 +1278,10 @@ def test_acoustics_figure_maps_the_energy_re_its_maximum_and_plots_each_probes_t
             np.testing.assert_allclose(line.get_xdata(), np.arange(150.0))
         expected_left, expected_right = np.zeros(150), np.zeros(150)
         expected_left[10 * (node + 1)], expected_right[5] = amplitude, amplitude / 2
-        np.testing.assert_allclose(left.get_ydata(), expected_left, rtol=1e-6)
-        np.testing.assert_allclose(right.get_ydata(), expected_right, rtol=1e-6)
+        gap = 1.1 * amplitude
+        np.testing.assert_allclose(left.get_ydata(), expected_left + gap, rtol=1e-6)
+        np.testing.assert_allclose(right.get_ydata(), expected_right - gap, rtol=1e-6)
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["L", "R"]
 
 
 def test_probe_nodes_of_a_one_node_scene_are_its_only_node() -> None:
@@ -1431,7 +1447,8 @@ def test_floor_plan_without_labels_has_no_text_and_square_metres() -> None:
 
 
 def test_scene_views_beyond_the_rooms_face_every_yaw() -> None:
-    """A plan with no room gives only random views: over 40 nodes they take all four yaws, each node once."""
+    """A plan with no room gives only random views, each looking the deepest way: over 40 nodes whose four
+    yaws are equally deep they take all four, each node once; where one yaw is deepest, that one."""
     from types import SimpleNamespace
 
     from asgf_nav.viz.scene_sheet import pick_views
@@ -1442,6 +1459,8 @@ def test_scene_views_beyond_the_rooms_face_every_yaw() -> None:
     picks = pick_views(scene, 40)
     assert sorted(node for node, _ in picks) == list(range(40))
     assert {yaw for _, yaw in picks} == {0, 1, 2, 3}
+    scene.depth[:, 2] = 3.0
+    assert {yaw for _, yaw in pick_views(scene, 40)} == {2}
 
 
 def test_an_episode_map_is_titled_with_its_outcome_and_action_count_by_default() -> None:

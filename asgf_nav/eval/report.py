@@ -25,6 +25,7 @@ from asgf_nav.eval.metrics import (
     MetricSummary,
     format_summary,
     format_wilson,
+    summary_wilson,
 )
 from asgf_nav.io import atomic_savefig, atomic_write_text, lock_held
 from asgf_nav.rl.checkpoint import RESPONSE_VERSION_KEYS
@@ -72,15 +73,22 @@ class _Unrecorded:
 UNRECORDED = _Unrecorded()
 
 
+def interval_bounds(metrics: dict[str, Any], metric: str) -> tuple[float, float]:
+    """The interval every table and chart shows for ``metric``: Student t, a binary metric's (SR's) Wilson
+    interval, as stored with the overall row or else computed from its mean and count (a scene's row)."""
+    summary = MetricSummary.from_dict(metrics[metric])
+    if metric not in BINARY_METRICS:
+        return summary.low, summary.high
+    stored = metrics[metric]
+    return (stored["wilson_low"], stored["wilson_high"]) if "wilson_low" in stored else summary_wilson(summary)
+
+
 def summary_cell(metrics: dict[str, Any], metric: str) -> str:
     """One metric of a summary row: mean ± Student-t half-width, a binary metric (SR) its mean and Wilson
-    interval (which a scene's row computes from its mean and count as the overall row stores it), and over
-    one episode the value and "(n=1)"."""
+    interval (:func:`interval_bounds`), and over one episode the value and "(n=1)"."""
     summary = MetricSummary.from_dict(metrics[metric])
     if metric in BINARY_METRICS:
-        stored = metrics[metric]
-        bounds = (stored["wilson_low"], stored["wilson_high"]) if "wilson_low" in stored else None
-        return format_wilson(summary, metric, bounds)
+        return format_wilson(summary, metric, interval_bounds(metrics, metric) if summary.count > 1 else None)
     return format_summary(summary, metric)
 
 
@@ -469,11 +477,16 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
                     row.append("-")
                     continue
                 ms = MetricSummary.from_dict(s["metrics"][m])
-                row.append(format_summary(ms, m) if with_ci else f"{100 * ms.mean:.1f}")
+                row.append(summary_cell(s["metrics"], m) if with_ci else f"{100 * ms.mean:.1f}")
         lines.append(f"| {agent} | " + " | ".join(row) + " |")
     counts = sorted({int(s["episodes"]) for s in summaries})
     levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
-    shown = f"mean ± half-width of the {levels} confidence interval" if with_ci else "mean"
+    binary = " / ".join(METRIC_LABELS[m] for m in TABLE_METRICS if m in BINARY_METRICS)
+    shown = (
+        f"mean ± half-width of the {levels} confidence interval (Student t), {binary} mean [{levels} Wilson interval]"
+        if with_ci
+        else "mean"
+    )
     if with_ci and any(int(s["metrics"][m]["count"]) == 1 for s in summaries for m in TABLE_METRICS):
         shown += f" ({ONE_EPISODE_NOTE}: one episode, no interval)"
     versions = acoustics_note(_check_same_acoustics(list(cells.values())))
@@ -502,11 +515,13 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path, with
                 continue
             ms = [MetricSummary.from_dict(s["metrics"][m]) for m in TABLE_METRICS]
             means = np.array([100 * m.mean for m in ms])
-            # one episode has no interval: its bar gets no error bar (NaN draws none), not a zero-width one
-            low, high = (
-                np.clip([100 * getattr(m, end) if m.has_interval else np.nan for m in ms], 0, 100)
-                for end in ("low", "high")
-            )
+            # one episode has no interval: its bar gets no error bar (NaN draws none), not a zero-width one;
+            # SR's is its Wilson interval, as in the table (a Student-t one shrinks to nothing at 0 or 100 %)
+            bounds = np.array(
+                [interval_bounds(s["metrics"], m) if ms[i].has_interval else (np.nan, np.nan)
+                 for i, m in enumerate(TABLE_METRICS)]
+            )  # fmt: skip
+            low, high = np.clip(100 * bounds[:, 0], 0, 100), np.clip(100 * bounds[:, 1], 0, 100)
             ax.bar(
                 x + (j - (len(agents) - 1) / 2) * width,
                 means,
@@ -521,7 +536,8 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path, with
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
-    axes[0][0].set_ylabel(f"% (bars: {levels} confidence intervals)" if with_ci else "% (means)")
+    binary = " / ".join(METRIC_LABELS[m] for m in TABLE_METRICS if m in BINARY_METRICS)
+    axes[0][0].set_ylabel(f"% (bars: {levels} confidence intervals, {binary} Wilson)" if with_ci else "% (means)")
     handles: dict[str, Any] = {}  # every agent once, also one evaluated only in a later panel
     for ax in axes[0]:
         for handle, name in zip(*ax.get_legend_handles_labels()):

@@ -64,12 +64,16 @@ def acoustics_figure(
         sub = fig.add_subplot(grid[i, 1])
         rir = rirs.rir(node, source_node, 0)
         shown = t_ms < 150
-        sub.plot(t_ms[shown], rir[shown, 0], lw=0.6, color="#d1495b", label="left")
-        sub.plot(t_ms[shown], rir[shown, 1], lw=0.6, color="#00798c", alpha=0.8, label="right")
+        # the ears apart, left above and right below: drawn over each other the later trace hid the other
+        peak = float(np.abs(rir[shown]).max())
+        gap = 1.1 * peak if peak > 0 else 1.0
+        sub.plot(t_ms[shown], rir[shown, 0] + gap, lw=0.6, color="#d1495b", label="left")
+        sub.plot(t_ms[shown], rir[shown, 1] - gap, lw=0.6, color="#00798c", label="right")
+        sub.set_yticks([gap, -gap], ["L", "R"])
         dist = float(np.linalg.norm(positions[node] - positions[source_node]))
         sub.set_title(f"{i + 1}: node {node}, {dist:.1f} m, {energy[node]:.0f} dB, yaw 0", fontsize=9)
         sub.tick_params(labelsize=7)
-        sub.set_ylabel("amplitude", fontsize=7)
+        sub.set_ylabel("amplitude per ear", fontsize=7)
         if i == 0:
             sub.legend(fontsize=7, loc="upper right")
         if i == len(probe_nodes) - 1:

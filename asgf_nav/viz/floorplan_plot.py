@@ -56,10 +56,12 @@ def draw_floorplan(
             ax.add_collection(LineCollection(segments, colors=GRAPH_COLOR, linewidths=0.5, alpha=0.6, zorder=4))
         ax.scatter(pts[:, 0], pts[:, 1], s=4, color=GRAPH_COLOR, zorder=5, linewidths=0)
     if room_labels:
+        # in the room's upper-left corner and under the graph's nodes: at its centre a label hid the very
+        # node a scene sheet marks there and the data an acoustics map draws over the plan
         for room in floorplan.rooms:
             ax.text(
-                (room.x0 + room.x1) / 2, (room.z0 + room.z1) / 2, room.name.replace("_", " "),
-                fontsize=7, ha="center", va="center", zorder=7,
+                room.x0 + 0.1, room.z0 + 0.1, room.name.replace("_", " "),
+                fontsize=7, ha="left", va="top", zorder=4.5,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.75, "linewidth": 0},
             )  # fmt: skip
     x0, z0, x1, z1 = floorplan.bounds

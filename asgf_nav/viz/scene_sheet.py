@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def pick_views(scene: Scene, count: int = 4) -> list[tuple[int, int]]:
     """(node, yaw index) pairs: the node nearest each room's centre, largest rooms first, looking the way
-    with the most depth; where the rooms give fewer than ``count``, random other nodes and yaws (seeded)."""
+    with the most depth; where the rooms give fewer than ``count``, random other nodes (seeded), likewise."""
     pos = np.asarray(scene.positions)[:, [0, 2]]
     rooms = sorted(scene.floorplan.rooms, key=lambda r: -r.area)
     picks: list[tuple[int, int]] = []
@@ -35,14 +35,20 @@ def pick_views(scene: Scene, count: int = 4) -> list[tuple[int, int]]:
     rng = np.random.default_rng(0)
     while len(picks) < min(count, scene.num_nodes):
         node = int(rng.integers(scene.num_nodes))
-        if all(node != p[0] for p in picks):
-            picks.append((node, int(rng.integers(len(YAWS)))))
+        if all(node != p[0] for p in picks):  # looking the deepest way too (a view of a wall shows nothing)
+            means = depth[node].astype(np.float32).mean(axis=(1, 2))
+            picks.append((node, int(rng.choice(np.flatnonzero(means == means.max())))))  # ties: any of them
     return picks
 
 
-def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max_depth: float = 10.0) -> Path:
-    """Write a PNG with the floor plan + graph (views marked) and RGB / depth rows of ``num_views`` views."""
+def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max_depth: float | None = None) -> Path:
+    """Write a PNG with the floor plan + graph (views marked) and RGB / depth rows of ``num_views`` views.
+    Depth is coloured from 0 to ``max_depth``, by default the deepest of the views shown rounded up to a
+    metre: the sensor's 10 m range would leave a room a few metres across in one colour."""
     views = pick_views(scene, num_views)
+    if max_depth is None:
+        deepest = max(float(np.asarray(scene.depth[node, k], dtype=np.float32).max()) for node, k in views)
+        max_depth = float(max(1.0, np.ceil(deepest)))
     plan = scene.floorplan
     x0, z0, x1, z1 = plan.bounds
     row_height = 1.9
@@ -54,13 +60,16 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
     draw_floorplan(ax_map, plan, scene.positions, scene.neighbors)
     area = plan.floor_area
     ax_map.set_title(
-        f"{scene.dataset}/{scene.name}: {plan.kind}, {len(plan.rooms)} rooms, {area:.0f} m$^2$, "
+        f"{scene.dataset}/{scene.name}: {plan.kind}, {len(plan.rooms)} room{'s' if len(plan.rooms) != 1 else ''}, "
+        f"{area:.0f} m$^2$, "
         f"{scene.num_nodes} nodes ({scene.grid_size} m grid)",
         fontsize=9,
     )
     for i, (node, k) in enumerate(views):
         p = scene.positions[node]
-        d = yaw_forward(YAWS[k]) * 0.8
+        # 0.8 m, or less where the view faces a wall: the arrow stays in the room it looks across
+        ahead = np.asarray(scene.depth[node, k], dtype=np.float32)
+        d = yaw_forward(YAWS[k]) * min(0.8, 0.8 * float(ahead[ahead.shape[0] // 2, ahead.shape[1] // 2]))
         ax_map.annotate(
             "", xy=(p[0] + d[0], p[2] + d[1]), xytext=(p[0], p[2]),
             arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 2}, zorder=8,

@@ -23,7 +23,10 @@ from asgf_nav.io import atomic_savefig
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.tasks.navigation import oracle_plan, step_pose
 
-PATH_CMAP = "magma"
+# the path's colour by time: magma without its palest tenth, which vanishes on a light floor; the path, its
+# heading arrows, the agent and the colour bar all read this one map
+PATH_CMAP = matplotlib.colors.ListedColormap(matplotlib.colormaps["magma"](np.linspace(0.0, 0.85, 256)), "magma_path")
+HEADING_ARROW_GRID_SHARE = 0.35  # of the grid step: the arrow stays off the next node and inside the walls
 SHORTEST_COLOR = "#2ca02c"
 GOAL_COLOR = "#d62728"
 
@@ -44,6 +47,15 @@ def shortest_path_nodes(scene: Scene, start: int, yaw: int, goal: int) -> list[i
         if node != nodes[-1]:
             nodes.append(node)
     return nodes
+
+
+def _grid_step(positions: np.ndarray, neighbors: np.ndarray) -> float:
+    """The graph's typical edge length in the map (its grid size; an imported graph has no single one)."""
+    src, k = np.nonzero(neighbors >= 0)
+    if src.size == 0:
+        return 1.0
+    lengths = np.linalg.norm(positions[src][:, [0, 2]] - positions[neighbors[src, k]][:, [0, 2]], axis=1)
+    return float(np.median(lengths))
 
 
 def draw_episode(
@@ -92,13 +104,14 @@ def draw_episode(
             cb = ax.figure.colorbar(lines, ax=ax, fraction=0.035, pad=0.02)
             cb.set_label("share of the episode (start -> end)")
     turns = [0, len(poses) - 1] + [i for i in range(1, len(poses)) if poses[i, 1] != poses[i - 1, 1]]
-    cmap = matplotlib.colormaps[PATH_CMAP]
+    cmap = PATH_CMAP
+    arrow = HEADING_ARROW_GRID_SHARE * _grid_step(positions, np.asarray(scene.neighbors))
     for i in sorted(set(turns)):
         dx, dz = heading_vector(int(poses[i, 1]))
-        color = cmap(0.85 * i / max(1, steps))
+        color = cmap(i / max(1, steps))
         ax.annotate(
             "",
-            xy=(xz[i, 0] + 0.3 * dx, xz[i, 1] + 0.3 * dz),
+            xy=(xz[i, 0] + arrow * dx, xz[i, 1] + arrow * dz),
             xytext=(xz[i, 0], xz[i, 1]),
             zorder=11,
             arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2, "mutation_scale": 9},
@@ -109,10 +122,12 @@ def draw_episode(
     ax.scatter(
         [goal[0]], [goal[2]], s=260, marker="*", color=GOAL_COLOR, edgecolor="white", zorder=13, label="goal (sound)"
     )
-    # above the goal star: an agent that stopped on the goal must still be seen there
+    # above the goal star and hollow: an agent that stopped on the goal is seen there, and so is the goal
     ax.scatter(
-        [xz[-1, 0]], [xz[-1, 1]], s=60, marker="s", color=cmap(0.85), edgecolor="black", zorder=14, label="agent"
-    )
+        [xz[-1, 0]], [xz[-1, 1]], s=90, marker="s", facecolor="none", edgecolor="black", linewidths=1.6, zorder=14,
+        label="agent",
+    )  # fmt: skip
+    ax.plot([], [], marker=">", linestyle="none", color=cmap(0.5), markersize=6, label="heading (start, turns, end)")
     if title is None:
         m = record.metrics
         title = (
@@ -130,7 +145,8 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
     x0, z0, x1, z1 = scene.floorplan.bounds
     aspect = (z1 - z0 + 0.6) / max(x1 - x0 + 0.6, 1e-6)
     width = 5.2
-    fig = Figure(figsize=(width * len(records) + 0.6, width * aspect + 1.2))
+    map_width = width - 1.1  # what the colour bar beside each map leaves to it
+    fig = Figure(figsize=(width * len(records) + 0.6, map_width * aspect + 1.6))
     axes = fig.subplots(1, len(records), squeeze=False)
     for ax, rec, label in zip(axes[0], records, labels):
         m = rec.metrics
@@ -147,8 +163,10 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
         f"sound '{first.sound}', geodesic distance {first.geodesic_distance:.1f} m",
         fontsize=10,
     )
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.93 if one_panel else 0.96))
+    columns = min(len(names), 3) if one_panel else len(names)  # one panel: the legend in rows, inside the figure
+    fig.legend(handles, names, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    rows = -(-len(names) // columns)
+    fig.tight_layout(rect=(0, 0.02 + 0.035 * rows, 1, 0.93 if one_panel else 0.96))
     return fig
 
 

@@ -174,7 +174,10 @@ def plot_tsne(
     )
     for ax, (values, cmap, label, limits) in zip(axes, panels):
         vmin, vmax = limits if limits else (float(values.min()), float(values.max()))
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap=cmap, vmin=vmin, vmax=vmax, s=5, linewidths=0)
+        # a thin grey rim: twilight's ends (a target behind, +-180 deg) are near-white on the white axes
+        sc = ax.scatter(
+            xy[:, 0], xy[:, 1], c=values, cmap=cmap, vmin=vmin, vmax=vmax, s=8, edgecolors="0.45", linewidths=0.25
+        )
         fig.colorbar(sc, ax=ax, label=label)
         ax.set_xticks([])
         ax.set_yticks([])
