@@ -1970,8 +1970,9 @@ def test_a_table_cell_of_one_episode_shows_no_interval_and_its_note_says_so(tmp_
     loaded = load_summary(_write_summary(tmp_path / "one", one))
     table = comparison_table([loaded, _summary("many", "replica", "heard", _VALUES, half=0.01)])
     assert "| one | 100.0 (n=1) | 100.0 (n=1) | 50.0 (n=1) |" in table
-    assert "| many | 25.0 ± 1.0 | 50.0 ± 1.0 | 12.5 ± 1.0 |" in table
-    assert "confidence interval ((n=1): one episode, no interval);" in table
+    low, high = (100 * end for end in wilson_interval(5, 10))
+    assert f"| many | 25.0 ± 1.0 | 50.0 [{low:.1f}, {high:.1f}] | 12.5 ± 1.0 |" in table
+    assert "Wilson interval] ((n=1): one episode, no interval);" in table
     assert "(n=1)" not in comparison_table([_summary("many", "replica", "heard", _VALUES, half=0.01)])
     report.comparison_chart([loaded], tmp_path / "c.png")
     (errors,) = chart_figures[0].axes[0].collections

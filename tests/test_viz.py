@@ -1,6 +1,7 @@
 """Visualisation: trajectory maps, side-by-side comparisons, episode videos (MP4 with audio, GIF), t-SNE."""
 
 import copy
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -982,6 +983,10 @@ def test_scene_sheet_marks_each_view_on_the_map_and_shows_its_rgb_and_depth(monk
     scene_sheet.make_scene_sheet(scene, tmp_path / "sheet.png", num_views=1)
     (arrow,) = [(*a.xyann, *a.xy) for a in figures[2].axes[0].texts if isinstance(a, Annotation)]
     np.testing.assert_allclose(arrow, (2.0, 1.5, 1.6, 1.5), atol=1e-9)
+    scene.depth[2, 1, 1, 1] = 0.0  # a ray that hit nothing: as far as can be, the full 0.8 m
+    scene_sheet.make_scene_sheet(scene, tmp_path / "sheet.png", num_views=1)
+    (arrow,) = [(*a.xyann, *a.xy) for a in figures[3].axes[0].texts if isinstance(a, Annotation)]
+    np.testing.assert_allclose(arrow, (2.0, 1.5, 1.2, 1.5), atol=1e-9)
 
 
 def _turning_scene_and_record():
@@ -1005,6 +1010,31 @@ def _turning_scene_and_record():
                            actions=[3, 1, 2, 1, 0], path=[[0, 0], [0, 3], [1, 3], [1, 0], [2, 0], [2, 0]],
                            metrics={"success": 1.0, "spl": 1.0})  # fmt: skip
     return scene, record
+
+
+@pytest.mark.parametrize("room_width, room_depth", [(14.0, 6.0), (8.0, 5.0), (6.0, 6.0), (4.0, 12.0)])
+@pytest.mark.parametrize("panels", [1, 2])
+def test_the_trajectory_legend_and_title_keep_clear_of_the_maps(room_width, room_depth, panels) -> None:
+    """Whatever the plan's shape, the legend sits below every panel's "x (m)" and the figure's title above
+    every panel's title (bands kept in inches: as shares of the height they were too thin under wide plans)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from asgf_nav.scenes.floorplan import Room
+    from asgf_nav.viz.trajectories import trajectory_figure
+
+    scene, record = _turning_scene_and_record()
+    room = Room("r", "living", -0.2, -0.7, room_width - 0.2, room_depth - 0.7, "m", "m")
+    scene.floorplan = dataclasses.replace(scene.floorplan, rooms=[room], walls=[])
+    fig = trajectory_figure(scene, [record] * panels, [f"agent {i}" for i in range(panels)])
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    title = fig._suptitle.get_window_extent(renderer)
+    maps = [ax for ax in fig.axes if ax.get_title()]
+    assert len(maps) == panels
+    for ax in maps:
+        assert legend.y1 <= ax.xaxis.label.get_window_extent(renderer).y0  # display y grows upwards
+        assert title.y0 >= ax.title.get_window_extent(renderer).y1
+    assert 0 <= legend.x0 and legend.x1 <= fig.bbox.width  # inside the figure, not cut at its edges
 
 
 def _arrows(ax) -> list[tuple[float, ...]]:

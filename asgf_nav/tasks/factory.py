@@ -72,7 +72,7 @@ def load_task_data(cfg: Any, split: str, scenes: Sequence[str] | None = None) ->
     sounds = sound_names(cfg, split)
     episodes = split_episodes(cfg, world, split, sounds, split_scene_names(cfg, split))
     logger.info(
-        "%s %s/%s (%s sounds): %d episodes in %d scenes",
+        "%s %s/%s (%s sounds): %d episodes in %d scene(s)",
         cfg.scenes.dataset,
         split,
         cfg.task.sound_split,

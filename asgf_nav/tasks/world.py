@@ -230,7 +230,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None, acoustics_a
     sample_rate = rates.pop()
     bank = SoundBank.load()
     bank.check_files(sound_names(cfg, split))
-    logger.info("loaded %d %s scenes for split %s at %d Hz", len(task_scenes), dataset, split, sample_rate)
+    logger.info("loaded %d %s scene(s) for split %s at %d Hz", len(task_scenes), dataset, split, sample_rate)
     return TaskWorld(dataset, sample_rate, task_scenes, lambda n: bank.waveform(n, sample_rate))
 
 

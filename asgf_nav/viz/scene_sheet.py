@@ -67,9 +67,11 @@ def make_scene_sheet(scene: Scene, out_path: str | Path, num_views: int = 4, max
     )
     for i, (node, k) in enumerate(views):
         p = scene.positions[node]
-        # 0.8 m, or less where the view faces a wall: the arrow stays in the room it looks across
+        # 0.8 m, or less where the view faces a wall: the arrow stays in the room it looks across (a depth of
+        # 0 is a ray that hit nothing, as far as can be)
         ahead = np.asarray(scene.depth[node, k], dtype=np.float32)
-        d = yaw_forward(YAWS[k]) * min(0.8, 0.8 * float(ahead[ahead.shape[0] // 2, ahead.shape[1] // 2]))
+        centre = float(ahead[ahead.shape[0] // 2, ahead.shape[1] // 2])
+        d = yaw_forward(YAWS[k]) * (min(0.8, 0.8 * centre) if centre > 0 else 0.8)
         ax_map.annotate(
             "", xy=(p[0] + d[0], p[2] + d[1]), xytext=(p[0], p[2]),
             arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 2}, zorder=8,

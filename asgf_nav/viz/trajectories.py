@@ -146,7 +146,7 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
     aspect = (z1 - z0 + 0.6) / max(x1 - x0 + 0.6, 1e-6)
     width = 5.2
     map_width = width - 1.1  # what the colour bar beside each map leaves to it
-    fig = Figure(figsize=(width * len(records) + 0.6, map_width * aspect + 1.6))
+    fig = Figure(figsize=(width * len(records) + 0.6, map_width * aspect + 1.6))  # its height is set below
     axes = fig.subplots(1, len(records), squeeze=False)
     for ax, rec, label in zip(axes[0], records, labels):
         m = rec.metrics
@@ -165,8 +165,13 @@ def trajectory_figure(scene: Scene, records: Sequence[EpisodeRecord], labels: Se
     )
     columns = min(len(names), 3) if one_panel else len(names)  # one panel: the legend in rows, inside the figure
     fig.legend(handles, names, loc="lower center", ncol=columns, fontsize=8, frameon=False)
-    rows = -(-len(names) // columns)
-    fig.tight_layout(rect=(0, 0.02 + 0.035 * rows, 1, 0.93 if one_panel else 0.96))
+    # bands of fixed height in inches for the title (above) and the legend (below), whatever the plan's shape:
+    # as shares of the figure's height they were too thin under a wide plan, and the legend sat on "x (m)"
+    legend_band = 0.08 + 0.22 * -(-len(names) // columns)
+    title_band = 0.5 if one_panel else 0.35
+    height = map_width * aspect + 1.1 + legend_band + title_band  # 1.1: the panel's own title and axis labels
+    fig.set_size_inches(fig.get_figwidth(), height)
+    fig.tight_layout(rect=(0, legend_band / height, 1, 1 - title_band / height))
     return fig
 
 
