@@ -151,26 +151,13 @@ def number_type(
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """``--help`` text for each field of dataclass ``cls``: its trailing ``# comment`` in the class source (so
-    the documentation lives in one place) and its default."""
+    """``--help`` text for each field of dataclass ``cls``: its comment in the class source
+    (:func:`config.field_comments`) and its default."""
     import dataclasses
-    import inspect
-    import io
-    import tokenize
 
-    names = {f.name for f in dataclasses.fields(cls)}
-    comments: dict[str, str] = {}
-    field_line: dict[int, str] = {}  # source line -> the field declared on it
-    first_on_line = set()
-    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
-        line = token.start[0]
-        starts_line = line not in first_on_line and token.type not in (tokenize.INDENT, tokenize.DEDENT)
-        if starts_line:
-            first_on_line.add(line)
-            if token.type == tokenize.NAME and token.string in names:
-                field_line[line] = token.string
-        elif token.type == tokenize.COMMENT and line in field_line:
-            comments[field_line[line]] = token.string.lstrip("# ").strip()
+    from asgf_nav.config import field_comments
+
+    comments = field_comments(cls)
     return {
         f.name: f"{comments[f.name]} (default: %(default)r)" if f.name in comments else "default: %(default)r"
         for f in dataclasses.fields(cls)
@@ -193,7 +180,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="config overrides such as ppo.lr=1e-4 train.run_dir=runs/exp1 (every key: asgf_nav/config.py)",
+        help="config overrides such as ppo.lr=1e-4 train.run_dir=runs/exp1 (every key, what it sets and its "
+        "value: scripts/train_ppo.py --print-config)",
     )
 
 

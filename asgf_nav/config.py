@@ -57,7 +57,7 @@ class AcousticsConfig:
     source_spread: Literal["farthest", "stratified"] = "farthest"
     ism_order: int = 3  # image-source reflection order of the early part (0: the direct sound only)
     rays: int = 3000  # rays traced per source for the late reverberation
-    max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut)
+    max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut); below 4 s
     ear_height: float = 1.5  # listener and source height above the floor (m); lowered to 0.3 m below a lower ceiling
     furniture_obstacles: bool = True  # furniture as absorbing boxes in the acoustic model
     max_image_sources: int = 30000  # walls**order cap: lowers the image-source order on large plans
@@ -470,6 +470,59 @@ def check_values(cfg: ExperimentConfig) -> None:
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """What each field of dataclass ``cls`` is, read from its class source so that the documentation lives in
+    one place: the field's trailing ``# comment``, else the block of comment lines right above it."""
+    import inspect
+    import io
+    import tokenize
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    trailing: dict[str, str] = {}
+    above: dict[str, str] = {}
+    block: list[str] = []  # the comment lines read since the last line of code
+    field_line: dict[int, str] = {}  # source line -> the field declared on it
+    first_on_line: set[int] = set()
+    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
+        line = token.start[0]
+        if token.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.NEWLINE):
+            continue
+        if line not in first_on_line:
+            first_on_line.add(line)
+            if token.type == tokenize.COMMENT:  # a line of its own
+                block.append(token.string.lstrip("# ").strip())
+                continue
+            if token.type == tokenize.NAME and token.string in names:
+                field_line[line] = token.string
+                if block:
+                    above[token.string] = " ".join(block)
+            block = []
+        elif token.type == tokenize.COMMENT and line in field_line:
+            trailing[field_line[line]] = token.string.lstrip("# ").strip()
+    return {name: trailing.get(name) or above[name] for name in sorted(names) if name in trailing or name in above}
+
+
+def describe_config(cfg: ExperimentConfig) -> str:
+    """Every key of ``cfg`` as YAML, each with what it sets and, where ``cfg`` changed it, its default: what
+    ``train_ppo.py --print-config`` shows, and a file ``--config`` reads back."""
+    default = ExperimentConfig()
+    lines = []
+    for section in dataclasses.fields(cfg):
+        values, defaults = getattr(cfg, section.name), getattr(default, section.name)
+        comments, hints = field_comments(type(values)), get_type_hints(type(values))
+        lines.append(f"{section.name}:")
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            text = yaml.safe_dump({f.name: value}, default_flow_style=True, sort_keys=False, width=10**6)
+            note = comments.get(f.name, "")
+            if get_origin(hints[f.name]) is Literal:
+                note = f"{' | '.join(map(str, get_args(hints[f.name])))}; {note}".rstrip("; ")
+            if value != getattr(defaults, f.name):
+                note = f"{note} (default: {getattr(defaults, f.name)!r})".strip()
+            lines.append(f"  {text.strip()[1:-1]}" + (f"  # {note}" if note else ""))
+    return "\n".join(lines) + "\n"
 
 
 def flatten_dotted(value: Any, prefix: str = "") -> dict[str, Any]:

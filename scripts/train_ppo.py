@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asgf_nav.cli import add_config_arguments, check_config_beside_its_run, config_from_args, run_script  # noqa: E402
+from asgf_nav.config import describe_config  # noqa: E402
 from asgf_nav.experiment import run_training  # noqa: E402
 
 
@@ -26,8 +27,17 @@ def main() -> None:
         "all a new run starts (with a warning), so a job script can always pass it (one holding only best.pt "
         "is refused)",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every config key with its value (the overrides applied) and what it sets, as YAML that "
+        "--config reads, and exit without training",
+    )
     args = parser.parse_args()
     cfg = config_from_args(args)
+    if args.print_config:
+        print(describe_config(cfg), end="")
+        return
     check_config_beside_its_run(args, cfg)
     run_training(cfg, resume=args.resume)
 

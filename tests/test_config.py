@@ -636,3 +636,50 @@ def test_a_yaml_alias_bomb_is_refused_with_a_short_message(tmp_path: Path, key: 
     with pytest.raises(ConfigError, match=rf"config key '{key}' .*bomb\.yaml.*got \[\['lol', ") as info:
         load_config(path)
     assert len(str(info.value)) < 600
+
+
+def test_every_key_says_what_it_sets_and_the_listing_reads_back_as_the_same_config(tmp_path):
+    """describe_config (train_ppo.py --print-config): every key of every section with its comment from config.py
+    (none undocumented), the choices of a Literal, the default beside a changed value; as a --config file it
+    gives the same config back."""
+    import dataclasses
+
+    from asgf_nav.config import describe_config, field_comments
+
+    for section in dataclasses.fields(ExperimentConfig):
+        cls = type(getattr(ExperimentConfig(), section.name))
+        assert set(field_comments(cls)) == {f.name for f in dataclasses.fields(cls)}, (
+            f"{section.name}: a key lacks a comment"
+        )
+    cfg = load_config("tiny_heard", ["ppo.lr=1e-4", "task.sensors=[depth,spectrogram]", "scenes.num_scenes=3"])
+    text = describe_config(cfg)
+    assert "  lr: 0.0001  # Adam learning rate (default: 0.00025)\n" in text
+    assert "  rir_on_missing: error  # error | silence; " in text
+    assert "  sensors: [depth, spectrogram]  # any of " in text and "(default: ['rgb', 'depth', 'spectrogram'])" in text
+    keys = sum(len(dataclasses.fields(getattr(cfg, s.name))) for s in dataclasses.fields(cfg))
+    assert text.count("\n") == keys + len(dataclasses.fields(cfg))  # a line per key and per section
+    (tmp_path / "listed.yaml").write_text(text, encoding="utf-8")
+    assert load_config(tmp_path / "listed.yaml") == cfg
+
+
+def test_a_fields_comment_is_its_trailing_one_or_else_the_lines_right_above_it():
+    import dataclasses
+
+    from asgf_nav.config import field_comments
+
+    @dataclasses.dataclass
+    class Settings:
+        # a first line
+        # and a second
+        above: int = 1
+        trailing: int = 2  # trailing wins
+        # above, unused: the trailing one is taken
+        both: int = 3  # mine
+        name: str = "a # not a comment"
+        after_code: int = 4
+
+    assert field_comments(Settings) == {
+        "above": "a first line and a second",
+        "trailing": "trailing wins",
+        "both": "mine",
+    }

@@ -71,3 +71,21 @@ def test_a_bad_command_line_is_refused_before_torch_is_imported(script, argv, sa
     probe = run_probe(script, *argv)
     assert probe["code"] == 2 and said in probe["err"], probe["err"]
     assert not probe["torch"], f"{script} imported torch before refusing {argv}"
+
+
+def test_print_config_lists_every_key_without_importing_torch():
+    """``train_ppo.py --print-config`` is read before anything runs: the keys at once, no torch, no training."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = PROBE.replace("contextlib.redirect_stdout(io.StringIO()), ", "")  # the listing is the output
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "scripts" / "train_ppo.py"),
+         json.dumps(["--config", "tiny_heard", "--print-config", "ppo.lr=1e-4"])],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+    *listing, probe = done.stdout.splitlines()
+    assert json.loads(probe) == {"code": 0, "torch": False, "err": ""}
+    assert "  lr: 0.0001  # Adam learning rate (default: 0.00025)" in listing
+    assert (
+        "  dataset: tiny  # replica | mp3d | tiny; tiny: three small scenes for tests and demos (default: 'replica')"
+        in (listing)
+    )

@@ -132,6 +132,9 @@ def test_slow_video_keeps_every_frame_and_its_audio(tiny, tmp_path):
     rec = max(oracle, key=lambda r: len(r.path))
     path = write_video(tmp_path / "slow.mp4", scene, world, rec, fps=0.5, max_frames=3)
     assert "Audio: aac" in _ffprobe(path) and _decoded_frames(path) == 3
+    # a frame of 44100 / 29.97 = 1471.5 samples: rounded down, the audio ended first and -shortest cut 3 of 4 frames
+    path = write_video(tmp_path / "ntsc.mp4", scene, world, rec, fps=29.97, max_frames=4)
+    assert _decoded_frames(path) == 4
 
 
 def test_frame_size_follows_dpi(tiny):
@@ -1348,12 +1351,15 @@ def test_each_video_frame_names_its_step_and_next_action_on_fixed_depth_colours_
     assert all(clim == (0, 10) and origin == "lower" for _, clim, origin in seen)
 
 
-def test_audio_track_rounds_a_frame_to_the_nearest_sample_and_keeps_silence_silent() -> None:
-    """At 8 Hz and 3 fps a frame is round(2.67) = 3 samples; an all-silent track stays zeros (no 0/0 NaN)."""
+def test_audio_track_rounds_a_frame_up_to_whole_samples_and_keeps_silence_silent() -> None:
+    """At 8 Hz and 3 fps a frame is ceil(2.67) = 3 samples, at 3.5 fps ceil(2.29) = 3 (never fewer than the
+    video lasts, which -shortest would cut to); an all-silent track stays zeros (no 0/0 NaN)."""
     from asgf_nav.viz.video import audio_track
 
     track = audio_track([np.ones((10, 2), np.float32), np.ones((10, 2), np.float32)], 8, 3.0)
     np.testing.assert_allclose(track, np.full((6, 2), 0.9), rtol=1e-6)
+    assert audio_track([np.ones((10, 2), np.float32)] * 2, 8, 3.5).shape == (6, 2)
+    assert audio_track([np.ones((44100, 2), np.float32)] * 2, 44100, 13.0).shape == (2 * 3393, 2)  # 3392.3
     silent = audio_track([np.zeros((10, 2), np.float32)], 8, 2.0)
     np.testing.assert_array_equal(silent, np.zeros((4, 2)))
 

@@ -9,6 +9,7 @@ it), muxed in with the ffmpeg binary that imageio-ffmpeg ships. GIF files have n
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 from pathlib import Path
 
@@ -92,7 +93,10 @@ def render_frames(
             f"{record.scene} ep {record.episode_id} '{record.sound}'  step {k}/{len(record.actions)}  next: {action}",
             fontsize=10,
         )
-        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        if k == 0:  # laid out once, on the first frame, to where it settles: per frame the panels crept for a while
+            for _ in range(3):
+                fig.tight_layout(rect=(0, 0, 1, 0.93))
+                canvas.draw()
         frames.append(_frame(canvas))
     return frames, audio
 
@@ -100,10 +104,12 @@ def render_frames(
 def audio_track(signals: list[np.ndarray], sample_rate: int, fps: float) -> np.ndarray:
     """First 1/fps seconds of each pose's signal, concatenated and normalised to a 0.9 peak.
 
-    Each chunk is exactly one frame long: a signal shorter than a frame (fps < 1 with 1 s sounds) is
-    padded with silence, so the track lasts as long as the video and ffmpeg's ``-shortest`` cuts no frame.
+    Each chunk is one frame long, rounded up to whole samples: a signal shorter than a frame (fps < 1 with
+    1 s sounds) is padded with silence, so the track lasts at least as long as the video and ffmpeg's
+    ``-shortest`` cuts no frame (rounded to the nearest sample, 13 or 29.97 fps made the track shorter and lost
+    the episode's last frames); the drift is under a sample per frame.
     """
-    length = int(round(sample_rate / fps))
+    length = math.ceil(sample_rate / fps - 1e-9)  # the tolerance: 44100 / 4.0 computed as 11025.000000001
     chunks = []
     for signal in signals:
         chunk = np.zeros((length, *np.shape(signal)[1:]), dtype=np.float32)
