@@ -38,9 +38,9 @@ from asgf_nav.acoustics.hrtf import load_hrtf
 from asgf_nav.cli import int_at_least, non_negative_int, positive_int, run_script
 from asgf_nav.eval.doa_eval import EvalConfig, condition_seed
 from asgf_nav.models.doa.classical import hann_stft, level_rise
-from asgf_nav.models.doa.config import DoaTrainConfig
+from asgf_nav.models.doa.config import TEST_POOL_SEED, DoaTrainConfig, train_pool_seed
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler, loudest_window
-from asgf_nav.models.doa.pools import TEST_POOL_SEED, rir_pool, train_pool_seed
+from asgf_nav.models.doa.pools import rir_pool
 from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.models.doa.train import angular_metrics
 from asgf_nav.sounds.bank import SoundBank

@@ -26,10 +26,10 @@ from tqdm import tqdm
 from asgf_nav.cli import positive_int, run_script
 from asgf_nav.eval.doa_eval import EvalConfig, test_sets
 from asgf_nav.models.doa.classical import hann_stft, level_rise
-from asgf_nav.models.doa.config import DoaTrainConfig
+from asgf_nav.models.doa.config import DoaTrainConfig, train_pool_seed
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.features import circular_distance
-from asgf_nav.models.doa.pools import rir_pool, train_pool_seed
+from asgf_nav.models.doa.pools import rir_pool
 from asgf_nav.sounds.bank import SoundBank
 
 EPS = 1e-12

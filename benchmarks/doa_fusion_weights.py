@@ -24,11 +24,11 @@ from asgf_nav.cli import positive_int, run_script
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.models.doa.checkpoint import load_model
 from asgf_nav.models.doa.classical import HrtfTemplateDoa
-from asgf_nav.models.doa.config import DoaTrainConfig
+from asgf_nav.models.doa.config import VAL_POOL_SEED, DoaTrainConfig
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
 from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS
-from asgf_nav.models.doa.pools import VAL_POOL_SEED, rir_pool
+from asgf_nav.models.doa.pools import rir_pool
 from asgf_nav.models.doa.train import angular_metrics, posteriors
 from asgf_nav.sounds.bank import SoundBank
 

@@ -22,7 +22,8 @@ import torch
 
 from asgf_nav.cli import positive_int, run_script
 from asgf_nav.devices import devices_to_compare
-from asgf_nav.models.doa.config import DoaTrainConfig, build_model
+from asgf_nav.models.doa.build import build_model
+from asgf_nav.models.doa.config import DoaTrainConfig
 from asgf_nav.models.doa.data import DoaExampleSampler
 from asgf_nav.models.doa.rooms import shoebox_pool
 from asgf_nav.models.doa.train import optimization_step

@@ -37,16 +37,9 @@ from asgf_nav.cli import (  # noqa: E402
     number_type,
     run_script,
 )
-from asgf_nav.eval.doa_eval import (  # noqa: E402
-    EVAL_CHOICES,
-    NO_CHECKPOINT,
-    EvalConfig,
-    condition_label,
-    evaluate,
-    markdown_table,
-)
+from asgf_nav.eval.doa_config import EVAL_CHOICES, NO_CHECKPOINT, EvalConfig, condition_label  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.models.doa.classical import GMM_PCA_DIMS  # noqa: E402
+from asgf_nav.models.doa.config import GMM_PCA_DIMS  # noqa: E402
 
 POSITIVE = ("test_poses", "examples", "gmm_train_examples", "train_poses")  # counts that must be > 0
 NON_NEGATIVE = ("threads", "sharpen_smooth_bins", "sharpen_weight")
@@ -85,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     check_output(parser, "--out", args["out"])
     setup_logging("INFO")
+    from asgf_nav.eval.doa_eval import evaluate, markdown_table  # the benchmark and torch, once the command line holds
+
     results = evaluate(EvalConfig(**args))
     print(markdown_table(results))
     return 0

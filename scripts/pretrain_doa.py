@@ -31,18 +31,15 @@ from asgf_nav.cli import (  # noqa: E402
     user_path,
 )
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from asgf_nav.models.doa.checkpoint import DoaCheckpointError, export_weights, read_checkpoint  # noqa: E402
 from asgf_nav.models.doa.config import (  # noqa: E402
+    SBF_HEADS,
     STFT_SIZES,
     TRAIN_CHOICES,
     DoaTrainConfig,
+    check_bin_width,
+    train_pool_seed,
     unused_settings,
 )
-from asgf_nav.models.doa.features import AzimuthGrid  # noqa: E402
-from asgf_nav.models.doa.network import SBF_HEADS  # noqa: E402
-from asgf_nav.models.doa.pools import train_pool_seed  # noqa: E402
-from asgf_nav.models.doa.train import train  # noqa: E402
-from asgf_nav.sounds.families import MAX_INSTANCES  # noqa: E402
 
 # numbers that must be > 0 or >= 0; a zero count would otherwise fail deep inside the sampler
 POSITIVE = ("train_poses", "val_poses", "sources_per_pose", "batch_size", "lr", "max_steps", "max_minutes")
@@ -72,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     check_doa_rooms(parser, args)
     check_clip_seconds(parser, args["clip_seconds"])
     try:
-        AzimuthGrid(args["bin_width"])
+        check_bin_width(args["bin_width"])
     except ValueError as err:
         parser.error(f"--bin-width: {err}")
     if not 0 <= args["lr_final_fraction"] <= 1:
@@ -93,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sources-per-pose: {args['sources_per_pose']}; a pose needs 2 sources (target and distractor)")
     if args["stft_hop"] > args["stft_nfft"]:
         parser.error(f"--stft-hop: {args['stft_hop']} samples is longer than a frame (--stft-nfft {args['stft_nfft']})")
+    from asgf_nav.sounds.families import MAX_INSTANCES  # after --help: it reads the sound bank (scipy)
+
     if not 2 <= args["generated_instances"] <= MAX_INSTANCES:
         parser.error(
             f"--generated-instances: {args['generated_instances']}; a category needs 2 (one prompts another) "
@@ -108,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if args["init_from"] and not Path(args["init_from"]).is_file():
         parser.error(f"--init-from: DoA checkpoint {args['init_from']} does not exist")
     if args["init_from"]:  # the kind is known at once; the weights' fit is checked once the model is built
+        from asgf_nav.models.doa.checkpoint import DoaCheckpointError, read_checkpoint
+
         try:
             kind = read_checkpoint(args["init_from"])["kind"]
         except DoaCheckpointError as err:
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     if export and Path(export).resolve() == Path(args["out"]).resolve():
         parser.error(f"--export: {export} is --out; the weights-only copy would replace the checkpoint a resume needs")
     setup_logging("INFO")
+    from asgf_nav.models.doa.checkpoint import export_weights  # the training and torch, once the command line holds
+    from asgf_nav.models.doa.train import train
+
     cfg = DoaTrainConfig(**args)
     metrics = train(cfg)
     if export:

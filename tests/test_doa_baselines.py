@@ -600,7 +600,7 @@ def test_prompt_choice_compares_the_target_with_the_distractor_not_with_the_mixt
 def test_the_benchmark_is_run_in_the_held_out_test_rooms(monkeypatch) -> None:
     """The test pool is drawn from the test split with a seed neither the training nor the validation pool uses."""
     from asgf_nav.eval import doa_eval
-    from asgf_nav.models.doa.pools import VAL_POOL_SEED, train_pool_seed
+    from asgf_nav.models.doa.config import VAL_POOL_SEED, train_pool_seed
 
     calls = []
     monkeypatch.setattr(doa_eval, "rir_pool", lambda cfg, split, n, seed: calls.append((split, n, seed)))

@@ -426,7 +426,7 @@ def test_scene_pools_of_a_partial_bake_name_every_scene_still_to_bake(tmp_path):
 
 
 def test_seeds_whose_training_pool_repeats_the_test_poses_are_refused():
-    from asgf_nav.models.doa.pools import TEST_POOL_SEED, VAL_POOL_SEED, train_pool_seed
+    from asgf_nav.models.doa.config import TEST_POOL_SEED, VAL_POOL_SEED, train_pool_seed
 
     assert train_pool_seed(0) == 1000
     for seed in (VAL_POOL_SEED - 1000, TEST_POOL_SEED - 1000):

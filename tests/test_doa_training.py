@@ -608,7 +608,7 @@ def test_the_snr_lift_ends_at_zero_with_the_curriculum() -> None:
 
 def test_fresh_heads_take_their_architecture_from_the_training_settings() -> None:
     """--bin-width, --prompt, --mask-head and --stft-hop reach the model that build_model makes."""
-    from asgf_nav.models.doa.config import build_model
+    from asgf_nav.models.doa.build import build_model
 
     crnn = build_model("crnn", DoaTrainConfig(model="crnn", bin_width=10.0))
     assert crnn.cfg.grid.num_bins == 36 and crnn.head[-1].out_features == 36
@@ -624,7 +624,7 @@ def test_fresh_heads_take_their_architecture_from_the_training_settings() -> Non
 
 def test_the_selective_heads_frame_length_scales_its_bins_and_bands() -> None:
     """--stft-nfft 256 halves the bins and keeps each band's width in Hz; bad sizes are refused by name."""
-    from asgf_nav.models.doa.config import build_model
+    from asgf_nav.models.doa.build import build_model
 
     cfg = DoaTrainConfig(patch_dim=16, model_dim=16, stft_nfft=256, stft_hop=64)
     short = build_model("selective", cfg, [])

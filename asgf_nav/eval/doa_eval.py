@@ -27,7 +27,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.devices import torch_threads
+from asgf_nav.eval.doa_config import NO_CHECKPOINT, EvalConfig, condition_label
 from asgf_nav.io import atomic_write_text, code_version, file_identity
 from asgf_nav.logging_utils import shell_command
 from asgf_nav.models.doa.checkpoint import DoaCheckpointError, load_model
@@ -47,20 +47,12 @@ from asgf_nav.models.doa.classical import (
     interaural_summary,
     spectral_shape,
 )
-from asgf_nav.models.doa.config import MIN_CLIP_SECONDS, DoaTrainConfig
-from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, DoaBatch, DoaExampleSampler
+from asgf_nav.models.doa.config import MIN_CLIP_SECONDS, TEST_POOL_SEED, DoaTrainConfig, train_pool_seed
+from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import AzimuthGrid, circular_distance, lateral_fold
 from asgf_nav.models.doa.fusion import TemplateSharpening, template_scores
 from asgf_nav.models.doa.observation import DEFAULT_WEIGHTS as PACKAGED_WEIGHTS
-from asgf_nav.models.doa.pools import (
-    ROOM_KINDS,
-    TEST_POOL_SEED,
-    pool_source,
-    renderer_version,
-    rir_pool,
-    source_renderer_version,
-    train_pool_seed,
-)
+from asgf_nav.models.doa.pools import pool_source, renderer_version, rir_pool, source_renderer_version
 from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.models.doa.train import angular_metrics, posteriors, predict
 from asgf_nav.sounds.bank import SoundBank
@@ -72,42 +64,12 @@ TEST_SET_SEED = 11
 _DEFAULT_CONDITIONS = (("unheard", 0.0), ("unheard", -5.0), ("unheard", -10.0), ("heard", 0.0))
 
 
-def condition_label(split: str, snr: float) -> str:
-    """``unheard -5 dB``, ``unheard +0.5 dB``: the name of a condition in the results, one per SNR asked for."""
-    return f"{split} {snr + 0.0:+g} dB"  # + 0.0: -0 dB is 0 dB
-
-
 def condition_seed(split: str, snr: float) -> int | list[int]:
     """Seed of one condition's clips, the same whatever other conditions a run asks for (``--snrs``):
     the default conditions keep the seeds of the published tables, any other SNR gets its own."""
     if (split, float(snr)) in _DEFAULT_CONDITIONS:
         return TEST_SET_SEED + _DEFAULT_CONDITIONS.index((split, float(snr)))
     return [TEST_SET_SEED, ("unheard", "heard").index(split), int(round(float(snr) * 100)) + 10**6]
-
-
-@dataclass
-class EvalConfig:
-    selective: str = "data/doa/selective.pt"  # checkpoint of the selective head; none: leave it out
-    crnn: str = "data/doa/crnn.pt"  # checkpoint of the audio-only CRNN; none: leave it out
-    pool_dir: str = "data/doa/pools"  # cache of the rendered RIR pools (built on the first run)
-    rooms: str = "shoebox"  # test rooms: shoebox | scenes | both (baked test scenes) | shoebox_pair
-    scenes_root: str = ""  # data root of the baked scenes, for rooms = scenes | both
-    scenes_dataset: str = "replica"  # which baked scene set's test scenes
-    test_poses: int = 120  # listener poses of the test pool
-    examples: int = 400  # per (SNR, split) condition
-    snrs: tuple[float, ...] = (0.0, -5.0, -10.0)  # target-to-distractor ratios (dB) of the unheard conditions
-    gmm_train_examples: int = 3000  # training clips of the GMM regression
-    train_poses: int = 600  # listener poses of the training pool the GMM regression is fitted on (as pretrain_doa.py's)
-    distractor_window: str = "drawn"  # drawn (the benchmark's clips) | loudest (no steadiness cue)
-    clip_seconds: float = 0.5  # at most 1 s (the bank's sounds); the heads were trained on 0.5 s clips
-    sharpen_smooth_bins: int = TemplateSharpening.smooth_bins  # sharpened rows: the head's posterior spread
-    sharpen_weight: float = TemplateSharpening.template_weight  # sharpened rows: weight of the template scores
-    out: str = "data/doa/eval.json"  # where the JSON of every metric is written
-    threads: int = 2  # torch threads
-
-
-EVAL_CHOICES: dict[str, tuple[str, ...]] = {"rooms": ROOM_KINDS, "distractor_window": DISTRACTOR_WINDOWS}
-NO_CHECKPOINT = ("", "none")  # --selective / --crnn values that leave the head out
 
 
 def _receiver(rooms: str | None) -> str:

@@ -22,11 +22,11 @@ from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
 from asgf_nav.errors import UserInputError
 from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file, weights_mismatch
 from asgf_nav.logging_utils import shell_command
+from asgf_nav.models.doa.build import build_model
 from asgf_nav.models.doa.config import (
     RESUMABLE_TRAIN_KEYS,
     SELECTIVE_ONLY,
     DoaTrainConfig,
-    build_model,
     learning_rate,
 )
 from asgf_nav.models.doa.pools import SHOEBOX_RECEIVERS

@@ -22,6 +22,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from asgf_nav.acoustics.hrtf import load_hrtf
+from asgf_nav.models.doa.config import GMM_PCA_DIMS
 from asgf_nav.models.doa.features import EPS, lateral_fold, wrap_degrees
 from asgf_nav.models.doa.rooms import PAIR_SPACING, SPEED_OF_SOUND
 
@@ -224,9 +225,6 @@ def interaural_summary(audio: np.ndarray, nfft: int = 512, bands: int = 32) -> n
         den = weight.reshape(bands, -1, weight.shape[1]).sum(axis=(1, 2))
         feats.append(num / den)
     return np.concatenate(feats)
-
-
-GMM_PCA_DIMS = 24  # the GMM regression's PCA size: it needs at least this many training clips
 
 
 class GmmRegression:

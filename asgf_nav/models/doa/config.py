@@ -1,24 +1,46 @@
-"""What a DoA training run is configured with, the values each setting may take, and the model it builds.
+"""What a DoA training run is configured with and the values each setting may take.
 
-Kept apart from the training loop so that the checkpoints (``checkpoint.py``), the benchmark, the scripts and the
-observation can read a run's settings and rebuild its model without importing the loop.
+Free of torch and of the modules that use it (the model a config builds is ``build.py``'s), so that the DoA
+scripts answer ``--help`` and refuse a bad command line at once; the models, the data, the pools and the
+benchmark read their choices and fixed numbers from here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-
-from asgf_nav.models.doa.crnn import CrnnConfig, SeldCrnn
-from asgf_nav.models.doa.data import DISTRACTOR_WINDOWS, TARGET_KINDS, DoaBatch
-from asgf_nav.models.doa.features import StftConfig
-from asgf_nav.models.doa.network import POSTERIOR_LOSSES, DoaNetConfig, SelectiveDoaNet
-from asgf_nav.models.doa.pools import ROOM_KINDS
 
 MODEL_KINDS = ("selective", "crnn")
+ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")  # the RIR pools' rooms (pools.py)
+# the distractor's stretch of its sound: a drawn start, or always its loudest (data.DoaExampleSampler)
+DISTRACTOR_WINDOWS = ("drawn", "loudest")
+TARGET_KINDS = ("all", "line_of_sight")  # which sources may be targets (data.DoaExampleSampler)
+POSTERIOR_LOSSES = ("mse", "cross_entropy")  # network.posterior_loss
+SBF_HEADS = 4  # attention heads of the SBF Transformer layer: model_dim is split among them (network.py)
+GMM_PCA_DIMS = 24  # the GMM regression's PCA size: it needs at least this many training clips (classical.py)
+# the pools' seeds: validation and test poses are fixed, a run's training pool is 1000 + its seed
+VAL_POOL_SEED = 2000
+TEST_POOL_SEED = 3000  # the benchmark's (asgf_nav/eval/doa_eval.py)
+# the head's posterior sharpened by the templates (fusion.TemplateSharpening): chosen on validation clips
+SHARPEN_SMOOTH_BINS = 1  # the head's posterior spread over this many bins on each side
+SHARPEN_WEIGHT = 5.0  # nats of log-posterior per unit of template score
+
+
+def train_pool_seed(seed: int) -> int:
+    """The training pool's seed; refuses a seed whose pool would repeat the validation or test poses."""
+    if 1000 + seed in (VAL_POOL_SEED, TEST_POOL_SEED):
+        raise ValueError(
+            f"DoA seed {seed}: its training pool (seed {1000 + seed}) would hold the validation (seed "
+            f"{VAL_POOL_SEED}) or test (seed {TEST_POOL_SEED}) poses; choose another --seed"
+        )
+    return 1000 + seed
+
+
+def check_bin_width(bin_width: float) -> None:
+    """An azimuth bin width that divides 360 degrees (features.AzimuthGrid), or a ValueError that says so."""
+    # bounded first: a width of 0 would divide by zero, and one past 360 (1e9, inf) would round to 0 bins
+    if not 0 < bin_width <= 360 or abs(360.0 / bin_width - round(360.0 / bin_width)) > 1e-6:
+        raise ValueError(f"azimuth bin width must divide 360 degrees, got {bin_width}")
 
 
 @dataclass
@@ -101,59 +123,6 @@ def unused_settings(cfg: DoaTrainConfig) -> list[str]:
         return []
     default = DoaTrainConfig()
     return [name for name in SELECTIVE_ONLY if getattr(cfg, name) != getattr(default, name)]
-
-
-# --------------------------------------------------------------------------------------------- models
-
-
-def selective_stft(cfg: DoaTrainConfig) -> dict[str, Any]:
-    """The selective head's STFT and band widths for ``cfg.stft_nfft``: the bands keep their width in Hz
-    (32 and 128 bins of a 512-point frame, 1 and 4 kHz at 16 kHz), so a shorter frame has narrower bands."""
-    n_fft, hop = cfg.stft_nfft, cfg.stft_hop
-    if n_fft not in STFT_SIZES:
-        raise ValueError(f"stft_nfft must be one of {STFT_SIZES}, got {n_fft}")
-    if not 0 < hop <= n_fft:
-        raise ValueError(f"stft_hop must be in 1..stft_nfft ({n_fft}) so that no sample is skipped, got {hop}")
-    scale = n_fft // 256  # 1, 2 or 4
-    return {
-        "stft": StftConfig(n_fft=n_fft, hop=hop, num_bins=n_fft // 2),
-        "band_widths": (16 * scale, 64 * scale),
-    }
-
-
-def build_model(
-    kind: str,
-    cfg: DoaTrainConfig | None = None,
-    categories: list[str] | None = None,
-    config: dict | None = None,
-) -> torch.nn.Module:
-    """A fresh model of ``kind``; ``config`` (from a checkpoint) overrides the training config."""
-    if kind == "selective":
-        if config is not None:
-            return SelectiveDoaNet(DoaNetConfig.from_dict(config))
-        cats = list(categories or [])
-        return SelectiveDoaNet(
-            DoaNetConfig(
-                bin_width=cfg.bin_width,
-                prompt=cfg.prompt,
-                patch_dim=cfg.patch_dim,
-                model_dim=cfg.model_dim,
-                num_categories=len(cats),
-                categories=cats,
-                mask_head=cfg.mask_head,
-                **selective_stft(cfg),
-            )
-        )
-    if kind == "crnn":
-        return SeldCrnn(CrnnConfig.from_dict(config) if config is not None else CrnnConfig(bin_width=cfg.bin_width))
-    raise ValueError(f"unknown DoA model kind {kind!r}; expected one of {MODEL_KINDS}")
-
-
-def model_prompt(model: torch.nn.Module, batch: DoaBatch) -> torch.Tensor:
-    """What the model takes as its prompt: the reference clip or the category index."""
-    if isinstance(model, SelectiveDoaNet) and model.cfg.prompt == "category":
-        return batch.category
-    return batch.prompt
 
 
 def learning_rate(cfg: DoaTrainConfig, step: int) -> float:

@@ -22,6 +22,7 @@ from asgf_nav.models.doa.augment import (
     resampled_length,
     spectral_gains,
 )
+from asgf_nav.models.doa.config import DISTRACTOR_WINDOWS, TARGET_KINDS
 from asgf_nav.models.doa.rooms import RirPool
 from asgf_nav.sounds.bank import SoundBank
 
@@ -99,8 +100,6 @@ def prompt_clips(dry: torch.Tensor, lengths: torch.Tensor, clip: int) -> torch.T
     return clips / (clips.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-9)
 
 
-DISTRACTOR_WINDOWS = ("drawn", "loudest")
-TARGET_KINDS = ("all", "line_of_sight")
 # prompts are always recordings of the training split, so that no held-out recording is ever heard, as prompt
 # or otherwise, before it is tested; an unheard target is prompted by a training instance of its category
 PROMPT_SPLIT = "train"

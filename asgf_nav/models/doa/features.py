@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from asgf_nav.models.doa.config import check_bin_width
+
 EPS = 1e-6
 
 
@@ -67,9 +69,7 @@ class AzimuthGrid:
     laplace_scale: float = 5.0  # sigma of the Laplacian-shaped target, degrees
 
     def __post_init__(self) -> None:
-        # bounded first: a width of 0 would divide by zero, and one past 360 (1e9, inf) would round to 0 bins
-        if not 0 < self.bin_width <= 360 or abs(360.0 / self.bin_width - round(360.0 / self.bin_width)) > 1e-6:
-            raise ValueError(f"azimuth bin width must divide 360 degrees, got {self.bin_width}")
+        check_bin_width(self.bin_width)
         if not self.laplace_scale > 0:  # -d / 0 makes every target nan
             raise ValueError(
                 f"the Laplacian target's scale must be a positive number of degrees, got {self.laplace_scale}"

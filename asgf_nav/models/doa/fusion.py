@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asgf_nav.models.doa.classical import HrtfTemplateDoa
+from asgf_nav.models.doa.config import SHARPEN_SMOOTH_BINS, SHARPEN_WEIGHT
 from asgf_nav.models.doa.features import AzimuthGrid
 
 
@@ -31,8 +32,8 @@ from asgf_nav.models.doa.features import AzimuthGrid
 class TemplateSharpening:
     """Settings of the product of the head's posterior and the templates' evidence."""
 
-    smooth_bins: int = 1  # the head's posterior spread over this many bins on each side
-    template_weight: float = 5.0  # nats of log-posterior per unit of template score
+    smooth_bins: int = SHARPEN_SMOOTH_BINS  # the head's posterior spread over this many bins on each side
+    template_weight: float = SHARPEN_WEIGHT  # nats of log-posterior per unit of template score
 
     def __post_init__(self) -> None:
         if isinstance(self.smooth_bins, bool) or not isinstance(self.smooth_bins, int) or self.smooth_bins < 0:

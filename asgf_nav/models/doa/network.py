@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from asgf_nav.models.doa.config import POSTERIOR_LOSSES, SBF_HEADS
 from asgf_nav.models.doa.features import (
     EPS,
     AzimuthGrid,
@@ -43,8 +44,6 @@ from asgf_nav.models.doa.features import (
     interaural_features,
     tri_band_patches,
 )
-
-SBF_HEADS = 4  # attention heads of the SBF Transformer layer: model_dim is split among them
 
 
 @dataclass
@@ -355,9 +354,6 @@ class SelectiveDoaNet(nn.Module):
         level = torch.log(masked.mean(dim=1) + EPS)
         level = level.reshape(b, f // 4, 4).mean(-1)
         return torch.cat([spatial, (level - level.mean(dim=1, keepdim=True)) / 4.0], dim=1)
-
-
-POSTERIOR_LOSSES = ("mse", "cross_entropy")
 
 
 def posterior_loss(

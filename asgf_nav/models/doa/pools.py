@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgf_nav.io import exclusive_lock, remove_stale_temporaries_of
 from asgf_nav.logging_utils import shell_command
+from asgf_nav.models.doa.config import ROOM_KINDS
 from asgf_nav.models.doa.rooms import RirPool, scene_pool, shoebox_pool
 
 if TYPE_CHECKING:
@@ -25,12 +26,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROOM_KINDS = ("shoebox", "scenes", "both", "shoebox_pair")
 SHOEBOX_RECEIVERS = {"shoebox": "kemar", "shoebox_pair": "pair"}
 SHOEBOX_POOL_VERSION = 2  # bump when shoebox_pool renders the same poses differently at the KEMAR head
 SHOEBOX_PAIR_POOL_VERSION = 1  # ... at the microphone pair (its tail did not change with the head's, version 2)
-VAL_POOL_SEED = 2000
-TEST_POOL_SEED = 3000  # the benchmark's (asgf_nav/eval/doa_eval.py)
 
 
 def rir_pool(cfg: DoaTrainConfig, split: str, num_poses: int, seed: int, direct_only: bool = False) -> RirPool:
@@ -155,16 +153,6 @@ def source_change(
     if recorded_version is not None and recorded_version != now:
         return f"the scenes' renderer changed ({name} {recorded_version} -> {now}) and {other}", True
     return other, False
-
-
-def train_pool_seed(seed: int) -> int:
-    """The training pool's seed; refuses a seed whose pool would repeat the validation or test poses."""
-    if 1000 + seed in (VAL_POOL_SEED, TEST_POOL_SEED):
-        raise ValueError(
-            f"DoA seed {seed}: its training pool (seed {1000 + seed}) would hold the validation (seed "
-            f"{VAL_POOL_SEED}) or test (seed {TEST_POOL_SEED}) poses; choose another --seed"
-        )
-    return 1000 + seed
 
 
 def _cached_pool(

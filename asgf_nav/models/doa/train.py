@@ -20,6 +20,7 @@ from tqdm import tqdm
 from asgf_nav.devices import preserved_torch_rng, resolve_device, torch_threads
 from asgf_nav.io import exclusive_lock
 from asgf_nav.logging_utils import bar_pacing
+from asgf_nav.models.doa.build import build_model, model_prompt
 from asgf_nav.models.doa.checkpoint import (
     DoaCheckpointError,
     check_resumable,
@@ -33,24 +34,17 @@ from asgf_nav.models.doa.checkpoint import (
 )
 from asgf_nav.models.doa.config import (
     MASK_TARGETS,
+    POSTERIOR_LOSSES,
+    VAL_POOL_SEED,
     DoaTrainConfig,
-    build_model,
     learning_rate,
-    model_prompt,
+    train_pool_seed,
     unused_settings,
 )
 from asgf_nav.models.doa.data import DoaBatch, DoaExampleSampler
 from asgf_nav.models.doa.features import binaural_stft, circular_distance, compressed_magnitude
-from asgf_nav.models.doa.network import POSTERIOR_LOSSES, doa_loss, posterior_loss
-from asgf_nav.models.doa.pools import (
-    VAL_POOL_SEED,
-    check_rooms,
-    pool_source,
-    renderer_version,
-    rir_pool,
-    source_change,
-    train_pool_seed,
-)
+from asgf_nav.models.doa.network import doa_loss, posterior_loss
+from asgf_nav.models.doa.pools import check_rooms, pool_source, renderer_version, rir_pool, source_change
 from asgf_nav.sounds.bank import SoundBank
 from asgf_nav.sounds.families import MAX_INSTANCES, GeneratedBank
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
