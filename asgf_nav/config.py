@@ -474,34 +474,37 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def field_comments(cls: type) -> dict[str, str]:
     """What each field of dataclass ``cls`` is, read from its class source so that the documentation lives in
-    one place: the field's trailing ``# comment``, else the block of comment lines right above it."""
+    one place: the comment after the field's declaration (on its last line), else the comment lines right above
+    it (no blank line between). Only the class body's own declarations count, not a method's lines."""
+    import ast
     import inspect
     import io
+    import textwrap
     import tokenize
 
+    source = textwrap.dedent(inspect.getsource(cls))
     names = {f.name for f in dataclasses.fields(cls)}
-    trailing: dict[str, str] = {}
-    above: dict[str, str] = {}
-    block: list[str] = []  # the comment lines read since the last line of code
-    field_line: dict[int, str] = {}  # source line -> the field declared on it
-    first_on_line: set[int] = set()
-    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
-        line = token.start[0]
-        if token.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.NEWLINE):
+    comment_on: dict[int, str] = {}  # line -> its comment's text
+    code_lines: set[int] = set()  # lines holding code
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comment_on[token.start[0]] = token.string.lstrip("#").strip()
+        elif token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+            code_lines.update(range(token.start[0], token.end[0] + 1))
+    (class_def,) = ast.parse(source).body
+    comments: dict[str, str] = {}
+    for node in class_def.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in names):
             continue
-        if line not in first_on_line:
-            first_on_line.add(line)
-            if token.type == tokenize.COMMENT:  # a line of its own
-                block.append(token.string.lstrip("# ").strip())
-                continue
-            if token.type == tokenize.NAME and token.string in names:
-                field_line[line] = token.string
-                if block:
-                    above[token.string] = " ".join(block)
-            block = []
-        elif token.type == tokenize.COMMENT and line in field_line:
-            trailing[field_line[line]] = token.string.lstrip("# ").strip()
-    return {name: trailing.get(name) or above[name] for name in sorted(names) if name in trailing or name in above}
+        text = comment_on.get(node.end_lineno or node.lineno, "")
+        line, above = node.lineno - 1, []
+        while not text and line in comment_on and line not in code_lines:  # a block of comment lines
+            above.insert(0, comment_on[line])
+            line -= 1
+        text = text or " ".join(t for t in above if t)
+        if text:
+            comments[node.target.id] = text
+    return comments
 
 
 def describe_config(cfg: ExperimentConfig) -> str:

@@ -669,6 +669,8 @@ def test_a_fields_comment_is_its_trailing_one_or_else_the_lines_right_above_it()
 
     @dataclasses.dataclass
     class Settings:
+        """A docstring is no comment."""
+
         # a first line
         # and a second
         above: int = 1
@@ -677,9 +679,21 @@ def test_a_fields_comment_is_its_trailing_one_or_else_the_lines_right_above_it()
         both: int = 3  # mine
         name: str = "a # not a comment"
         after_code: int = 4
+        bare: int = 5  #
+        # ------------------------------------------------ a section's header, a blank line below
+
+        after_blank: int = 6
+        spread: dict = dataclasses.field(
+            default_factory=lambda: {"q": 1},
+        )  # on the declaration's last line
+
+        def helper(self) -> int:
+            after_code = self.above * 2  # a method's local, not the field
+            return after_code
 
     assert field_comments(Settings) == {
         "above": "a first line and a second",
         "trailing": "trailing wins",
         "both": "mine",
+        "spread": "on the declaration's last line",
     }

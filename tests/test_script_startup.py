@@ -94,3 +94,28 @@ def test_print_config_lists_every_key_without_importing_torch():
         "  dataset: tiny  # replica | mp3d | tiny; tiny: three small scenes for tests and demos (default: 'replica')"
         in (listing)
     )
+
+
+def test_the_model_packages_load_their_names_on_first_use():
+    """asgf_nav.models and asgf_nav.models.doa name their exports (dir, star import) without importing torch;
+    the first use of one loads it, and a misspelt name is an AttributeError."""
+    code = """if True:
+        import json, sys
+        import asgf_nav.models as models, asgf_nav.models.doa as doa
+        import asgf_nav.eval.doa_config, asgf_nav.models.doa.config
+        listed = {"POLICY_REGISTRY" in dir(models), "SelectiveDoaNet" in dir(doa)}
+        before = "torch" in sys.modules
+        registry = sorted(models.POLICY_REGISTRY)
+        try:
+            doa.SelectiveDoaNt
+            misspelt = "no error"
+        except AttributeError as err:
+            misspelt = str(err)
+        print(json.dumps([sorted(listed), before, registry, doa.AzimuthGrid.__module__, misspelt]))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed, before, registry, home, misspelt = json.loads(done.stdout)
+    assert listed == [True] and before is False
+    assert {"asgf", "av_nav"} <= set(registry) and home == "asgf_nav.models.doa.features"
+    assert misspelt == "module 'asgf_nav.models.doa' has no attribute 'SelectiveDoaNt'"

@@ -19,3 +19,7 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         return getattr(importlib.import_module("asgf_nav.models.policies"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # the lazy names too: tab completion and help() list them
+    return sorted(set(globals()) | set(__all__))

@@ -37,3 +37,7 @@ def __getattr__(name: str) -> Any:
     if name in _HOMES:
         return getattr(importlib.import_module(f"asgf_nav.models.doa.{_HOMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # the lazy names too: tab completion and help() list them
+    return sorted(set(globals()) | set(__all__))
