@@ -879,7 +879,8 @@ def test_floor_plan_draws_each_part_where_it_is_in_its_colour_and_layer() -> Non
     labels = sorted((t.get_text(), *t.get_position()) for t in ax.texts)
     # room names in each room's upper-left corner (z grows downwards), furniture names at their centres
     assert labels == [("kitchen", 4.3, 0.1), ("living room", 0.1, 0.1), ("sofa", 1.0, 0.75)]
-    assert all(t.get_zorder() < 5 for t in ax.texts if t.get_text() != "sofa")  # under the graph's nodes
+    # above the plan's data (an acoustics map's dots, zorder 7), below the markers drawn over it (8 and up)
+    assert all(7 < t.get_zorder() < 8 for t in ax.texts if t.get_text() != "sofa")
     np.testing.assert_allclose([*ax.get_xlim(), *ax.get_ylim()], [-0.4, 6.4, 3.4, -0.4])
 
 

@@ -56,12 +56,13 @@ def draw_floorplan(
             ax.add_collection(LineCollection(segments, colors=GRAPH_COLOR, linewidths=0.5, alpha=0.6, zorder=4))
         ax.scatter(pts[:, 0], pts[:, 1], s=4, color=GRAPH_COLOR, zorder=5, linewidths=0)
     if room_labels:
-        # in the room's upper-left corner and under the graph's nodes: at its centre a label hid the very
-        # node a scene sheet marks there and the data an acoustics map draws over the plan
+        # in the room's upper-left corner: at its centre a label hid the very node a scene sheet marks there and
+        # the data an acoustics map draws at the room's heart; above the plan's data (zorder 7) so that it stays
+        # readable, where it covers a corner node or two, and below the markers drawn over it (zorder 8 and up)
         for room in floorplan.rooms:
             ax.text(
                 room.x0 + 0.1, room.z0 + 0.1, room.name.replace("_", " "),
-                fontsize=7, ha="left", va="top", zorder=4.5,
+                fontsize=7, ha="left", va="top", zorder=7.5,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.75, "linewidth": 0},
             )  # fmt: skip
     x0, z0, x1, z1 = floorplan.bounds
