@@ -56,8 +56,8 @@ def acoustics_figure(
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("z (m)")
-    ax.set_title(f"{rirs.scene}: received energy (dB re max) facing yaw 0, source node {source_node}")
-    ax.legend(loc="upper right", fontsize=8)
+    # the source named in the title rather than a legend, which covered a corner of the plan
+    ax.set_title(f"{rirs.scene}: received energy (dB re max) facing yaw 0, source (star) at node {source_node}")
     fig.colorbar(sc, ax=ax, shrink=0.7, label="dB")
     t_ms = np.arange(rirs.length) / rirs.sample_rate * 1000
     for i, node in enumerate(probe_nodes):
