@@ -36,6 +36,7 @@ SUMMARY_FILE = "summary.json"
 PROGRESS_FILE = "episodes.partial.jsonl"  # an evaluation still running, or stopped (eval/progress.py)
 EPISODES_FILE = "episodes.jsonl"
 TABLE_METRICS: tuple[str, ...] = ("spl", "success", "sna")  # the paper's Table I columns
+TABLE_BINARY = " / ".join(METRIC_LABELS[m] for m in TABLE_METRICS if m in BINARY_METRICS)  # shown with Wilson intervals
 TABLE_META: tuple[str, ...] = ("agent", "dataset", "sound_split", "split")  # names of its rows, columns and split
 # what an evaluation directory holds of its own: no other command may write over them
 EVALUATION_FILES: tuple[str, ...] = (SUMMARY_FILE, "summary.md", EPISODES_FILE, PROGRESS_FILE)
@@ -481,9 +482,9 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
         lines.append(f"| {agent} | " + " | ".join(row) + " |")
     counts = sorted({int(s["episodes"]) for s in summaries})
     levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
-    binary = " / ".join(METRIC_LABELS[m] for m in TABLE_METRICS if m in BINARY_METRICS)
     shown = (
-        f"mean ± half-width of the {levels} confidence interval (Student t), {binary} mean [{levels} Wilson interval]"
+        f"mean ± half-width of the {levels} confidence interval (Student t), {TABLE_BINARY} mean "
+        f"[{levels} Wilson interval]"
         if with_ci
         else "mean"
     )
@@ -536,8 +537,7 @@ def comparison_chart(summaries: Sequence[dict[str, Any]], path: str | Path, with
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     levels = " / ".join(f"{100 * level:g} %" for level in sorted({_level(s) for s in summaries}))
-    binary = " / ".join(METRIC_LABELS[m] for m in TABLE_METRICS if m in BINARY_METRICS)
-    axes[0][0].set_ylabel(f"% (bars: {levels} confidence intervals, {binary} Wilson)" if with_ci else "% (means)")
+    axes[0][0].set_ylabel(f"% (bars: {levels} confidence intervals, {TABLE_BINARY} Wilson)" if with_ci else "% (means)")
     handles: dict[str, Any] = {}  # every agent once, also one evaluated only in a later panel
     for ax in axes[0]:
         for handle, name in zip(*ax.get_legend_handles_labels()):
