@@ -598,6 +598,7 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     assert "a line of the notebook's own" not in (tmp_path / "run" / "train.log").read_text()
     # an evaluation of the run's checkpoint registers its DoA head only while it runs, as the run did
     checkpoint = str(tmp_path / "run" / "checkpoints" / "ckpt_000001.pt")
+    build_scenes(cfg, "tiny", ["tiny_room_val"], workers=1)  # the run's end stopped its background bake, maybe early
     request = EvaluationRequest(split="val", checkpoint=checkpoint, episodes=1, num_envs=1, out=str(tmp_path / "eval"))
     run_evaluation(request, cfg, load_checkpoint(checkpoint), ["heard"])
     assert registered_observations() == observations
