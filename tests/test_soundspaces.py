@@ -1110,6 +1110,35 @@ def test_a_same_size_edit_of_the_graph_is_imported_again(tmp_path: Path, ss_data
     assert float(SceneStore(directory).array("positions")[0, 0]) == 1.25
 
 
+def test_a_copy_of_the_download_with_new_times_is_not_imported_again(
+    tmp_path: Path, ss_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cp -r (or rsync without -t) to a node's scratch disk gives every file a new modification time: the
+    same bytes must not be imported again, which a read-only shared store would refuse outright; a store
+    recorded before digests were kept still serves while the times agree."""
+    import json
+    import os
+    import shutil
+
+    directory = ssi.import_scene(ss.SoundSpacesPaths(ss_dataset, "replica"), tmp_path / "data", "office_9")
+    copy = tmp_path / "scratch"
+    shutil.copytree(ss_dataset, copy, copy_function=shutil.copyfile)  # contents only, as cp -r
+    paths = ss.SoundSpacesPaths(copy, "replica")
+    for path in filter(Path.exists, (*ssi._layout_files(paths, "office_9"), paths.observations_file("office_9"))):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    written = _record_stage_writes(monkeypatch)
+    assert ssi.import_scene(paths, tmp_path / "data", "office_9") == directory
+    assert written == []
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for entry in manifest["stages"].values():  # as an earlier release recorded them: [size, time]
+        entry["meta"]["fingerprint"] = {name: fp[:2] for name, fp in entry["meta"]["fingerprint"].items()}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    ssi.import_scene(ss.SoundSpacesPaths(ss_dataset, "replica"), tmp_path / "data", "office_9")
+    assert written == []
+    ssi.import_scene(paths, tmp_path / "data", "office_9")  # other times and no digest to compare: imported
+    assert written == ["layout", "vision"]
+
+
 def test_changed_or_removed_views_pickle_is_followed_by_the_store(tmp_path: Path, ss_dataset: Path) -> None:
     """New views replace the stored ones; views deleted from the download are dropped from the store."""
     paths = ss.SoundSpacesPaths(ss_dataset, "replica")

@@ -1,13 +1,16 @@
 """SoundSpaces scenes into the scene store, and the choice between SoundSpaces and embedded scenes.
 
 :func:`import_scene` converts one scene's navigation graph (and its rendered views, when the download
-has them) into a scene store directory once, and again only when a source file changes (size and
-modification time are kept in the stage's metadata). The RIRs are never converted; they stay where they
-are and :class:`asgf_nav.scenes.soundspaces.SoundSpacesRirs` reads them on demand.
+has them) into a scene store directory once, and again only when a source file changes (the stage's
+metadata keeps each file's size, modification time and SHA-256: a copy with new times, as ``cp -r`` makes
+on a node's scratch disk, is read once to compare its bytes, not imported again). The RIRs are never
+converted; they stay where they are and :class:`asgf_nav.scenes.soundspaces.SoundSpacesRirs` reads them on
+demand.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,17 +53,42 @@ def imported_scene_dir(data_root: str | Path, dataset: str, scene: str) -> Path:
     return scene_dir(data_root, f"{IMPORTED_PREFIX}{dataset}", scene)
 
 
-def _fingerprint(files: Sequence[Path]) -> dict[str, list[int]]:
-    """Size and modification time of each existing file: a changed source triggers a re-import."""
-    out = {}
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fingerprint(files: Sequence[Path]) -> dict[str, list[int | str]]:
+    """Size, modification time and SHA-256 of each existing file, recorded by an import."""
+    out: dict[str, list[int | str]] = {}
     for path in files:
         if path.exists():
             st = path.stat()
-            out[path.name] = [int(st.st_size), int(st.st_mtime_ns)]
+            out[path.name] = [int(st.st_size), int(st.st_mtime_ns), _file_sha256(path)]
     return out
 
 
-def _stage_matches(directory: Path, stage: str, fingerprint: dict[str, list[int]]) -> bool:
+def _same_sources(recorded: Any, files: Sequence[Path]) -> bool:
+    """Whether the existing ``files`` are those an import recorded (:func:`_fingerprint`): the same names and
+    sizes, and the same modification time or else the same bytes (a copy made without keeping times). A
+    record from before digests were kept ([size, time]) matches on the time alone."""
+    present = [path for path in files if path.exists()]
+    if not isinstance(recorded, dict) or set(recorded) != {path.name for path in present}:
+        return False
+    for path in present:
+        entry, st = recorded[path.name], path.stat()
+        if not isinstance(entry, list) or len(entry) not in (2, 3) or entry[0] != st.st_size:
+            return False
+        if entry[1] != st.st_mtime_ns and (len(entry) == 2 or entry[2] != _file_sha256(path)):
+            return False
+    return True
+
+
+def _stage_matches(directory: Path, stage: str, files: Sequence[Path]) -> bool:
+    """Whether ``stage`` of the store holds the current ``files``, imported by this release's importer."""
     if not stage_complete(directory, stage):  # also a file truncated since: imported again
         return False
     try:
@@ -68,7 +96,7 @@ def _stage_matches(directory: Path, stage: str, fingerprint: dict[str, list[int]
     except SceneStoreError:
         return False
     meta = store.meta(stage)
-    return meta.get("import_version") == IMPORT_VERSION and meta.get("fingerprint") == fingerprint
+    return meta.get("import_version") == IMPORT_VERSION and _same_sources(meta.get("fingerprint"), files)
 
 
 def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, force: bool = False) -> Path:
@@ -87,25 +115,25 @@ def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, for
     return directory
 
 
-def _layout_fingerprint(paths: SoundSpacesPaths, scene: str) -> dict[str, list[int]]:
-    return _fingerprint([paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)])
+def _layout_files(paths: SoundSpacesPaths, scene: str) -> list[Path]:
+    return [paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)]
 
 
 def _up_to_date(paths: SoundSpacesPaths, directory: Path, scene: str) -> bool:
     """True when the store holds the scene's current layout and exactly its current views."""
-    if not _stage_matches(directory, "layout", _layout_fingerprint(paths, scene)):
+    if not _stage_matches(directory, "layout", _layout_files(paths, scene)):
         return False
     obs_path = paths.observations_file(scene)
     if obs_path.exists():
-        return _stage_matches(directory, "vision", _fingerprint([obs_path]))
+        return _stage_matches(directory, "vision", [obs_path])
     return not SceneStore(directory).has_stage("vision")
 
 
 def _import_scene(paths: SoundSpacesPaths, directory: Path, scene: str, force: bool) -> None:
     """The body of :func:`import_scene`, run under the scene's lock."""
     spec = dataset_spec(paths.dataset)
-    layout_fp = _layout_fingerprint(paths, scene)
-    if force or not _stage_matches(directory, "layout", layout_fp):
+    if force or not _stage_matches(directory, "layout", _layout_files(paths, scene)):
+        fingerprint = _fingerprint(_layout_files(paths, scene))  # before reading: a later change re-imports
         points = read_points(paths.points_file(scene), paths.dataset)
         graph_path = paths.graph_file(scene)
         layout = graph_layout(read_graph(graph_path), points, graph_path)
@@ -117,7 +145,7 @@ def _import_scene(paths: SoundSpacesPaths, directory: Path, scene: str, force: b
             "num_nodes": int(len(layout.node_ids)),
             "source": "soundspaces",
             "soundspaces_root": str(paths.root),
-            "fingerprint": layout_fp,
+            "fingerprint": fingerprint,
             "import_version": IMPORT_VERSION,
         }
         arrays = {
@@ -139,13 +167,13 @@ def _import_scene(paths: SoundSpacesPaths, directory: Path, scene: str, force: b
         )
     obs_path = paths.observations_file(scene)
     if obs_path.exists():
-        vision_fp = _fingerprint([obs_path])
-        if force or not _stage_matches(directory, "vision", vision_fp):
+        if force or not _stage_matches(directory, "vision", [obs_path]):
+            fingerprint = _fingerprint([obs_path])
             node_ids = np.array(SceneStore(directory).array("soundspaces_node_ids"))
             rgb, depth = read_observations(obs_path, node_ids)
             meta = {
                 "image_size": int(rgb.shape[2]),
-                "fingerprint": vision_fp,
+                "fingerprint": fingerprint,
                 "import_version": IMPORT_VERSION,
             }
             write_stage(directory, "vision", {"rgb": rgb, "depth": depth}, meta=meta)
