@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -947,3 +948,28 @@ def test_the_training_bar_drawn_into_a_log_file_is_not_redrawn_every_step(tmp_pa
     train(_tiny_crnn_run(tmp_path, max_steps=30), progress=True)  # pytest's capture is no terminal
     drawn = capsys.readouterr().err.count("train crnn DoA")
     assert 1 <= drawn <= 3, drawn  # the first draw and the closing one
+
+
+def test_a_pretraining_its_time_budget_cut_short_says_so_and_resumes_to_its_end(tmp_path, monkeypatch, caplog):
+    """A head stopped by --max-minutes before --max-steps is still high on its learning-rate schedule: the run
+    must not end as a finished one does, nor a second stage start from it without a word."""
+    import types
+
+    from asgf_nav.models.doa import train as doa_train
+
+    clock = iter(range(0, 10**6, 60))  # a minute passes at every look at the clock
+    monkeypatch.setattr(doa_train, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    with caplog.at_level(logging.INFO, logger="asgf_nav.models.doa"):
+        doa_train.train(_tiny_crnn_run(tmp_path, max_steps=5, max_minutes=1.5), progress=False)
+    cut = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(cut) == 1 and "time budget (--max-minutes 1.5) ended training at step 1 of --max-steps 5" in cut[0]
+    assert "the same command with a larger --max-minutes resumes" in cut[0] and "finished" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="asgf_nav.models.doa"):
+        doa_train.train(_tiny_crnn_run(tmp_path, out=str(tmp_path / "tuned.pt"), init_from=str(tmp_path / "crnn.pt"),
+                                       max_steps=1), progress=False)  # fmt: skip
+    assert f"--init-from: {tmp_path / 'crnn.pt'} stopped at step 1 of the 5 its run planned" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="asgf_nav.models.doa"):
+        doa_train.train(_tiny_crnn_run(tmp_path, max_steps=5, max_minutes=100), progress=False)  # resumed
+    assert "finished crnn at step 5" in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]

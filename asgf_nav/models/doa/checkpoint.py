@@ -268,3 +268,10 @@ def start_from_weights(model: torch.nn.Module, kind: str, path: Path) -> None:
     except RuntimeError as err:
         raise DoaCheckpointError(f"--init-from: {path} does not fit this configuration: {err}") from err
     logger.info("starting from the weights of %s (trained %s steps)", path, ckpt.get("step", "?"))
+    planned = (ckpt.get("train_config") or {}).get("max_steps")
+    if isinstance(planned, int) and isinstance(ckpt.get("step"), int) and ckpt["step"] < planned:
+        logger.warning(
+            "--init-from: %s stopped at step %d of the %d its run planned (its time budget or a stop ended it); "
+            "resuming that run to its end first gives the weights its schedule meant",
+            path, ckpt["step"], planned,
+        )  # fmt: skip

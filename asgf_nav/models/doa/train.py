@@ -254,11 +254,13 @@ def _train_holding_out(cfg: DoaTrainConfig, out: Path, bank: SoundBank | None, p
         if stop_requested():
             logger.info("stopped at step %d; %s holds it and the same command resumes", step, out)
             raise_if_stopped()
-    logger.info(
-        "stopped %s at step %d after %.1f min; val(0 dB) %s",
-        cfg.model,
-        step,
-        (time.monotonic() - start) / 60,
-        metrics,
-    )
+    minutes = (time.monotonic() - start) / 60
+    if step < cfg.max_steps:  # a head cut short stopped high on its cosine schedule: not to pass for a finished one
+        logger.warning(
+            "%s: the time budget (--max-minutes %g) ended training at step %d of --max-steps %d, its learning rate "
+            "still %.2g of %.2g; val(0 dB) %s. %s holds it: the same command with a larger --max-minutes resumes",
+            cfg.model, cfg.max_minutes, step, cfg.max_steps, learning_rate(cfg, step), cfg.lr, metrics, out,
+        )  # fmt: skip
+    else:
+        logger.info("finished %s at step %d after %.1f min; val(0 dB) %s", cfg.model, step, minutes, metrics)
     return metrics
