@@ -356,8 +356,9 @@ def test_bad_rir_files_raise_naming_the_file(tmp_path: Path, ss_dataset: Path):
 
 
 def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Path, caplog, monkeypatch):
-    """Every replaced RIR is warned about at once and counted, and the count is logged again at exit, where
-    a long run's log ends (this process's own count and exit hook are swapped for the test's)."""
+    """A replaced RIR is warned about at once (a scene's 1st, 10th, 100th, ...: not a line for each file of a
+    missing folder) and counted, and the count is logged again at exit, where a long run's log ends (this
+    process's own count and exit hook are swapped for the test's)."""
     from types import SimpleNamespace
 
     at_exit: list = []
@@ -375,12 +376,25 @@ def test_silence_fallback_is_explicit_and_counted(tmp_path: Path, ss_dataset: Pa
     scene.rir.__self__._cache.clear()  # dropped from the cache and read again: the same file, counted once
     assert not scene.rir(6, 4, 1).any() and ss.silence_fallback_summary() == {"replica/office_9": 1}
     assert at_exit == [ss._log_silence_summary]  # registered once, by the first replacement
+    assert caplog.text.count("using silence instead") == 1 and "rir_on_missing" not in caplog.text  # it is set
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         at_exit[0]()
     assert caplog.messages == [
         f"1 binaural RIRs were missing or unreadable and replaced by silence: replica/office_9: 1 (e.g. {missing})"
     ]
+    caplog.clear()
+    for path in sorted(missing.parent.glob("*.wav"))[:20]:  # a missing folder: warned at the 1st, 10th, ...
+        path.unlink()
+    with caplog.at_level(logging.WARNING):
+        for receiver in range(8):
+            for source in range(8):
+                scene.rir(receiver, source, 1)
+    silenced = ss.silence_fallback_summary()["replica/office_9"]
+    assert silenced == 21 and len(caplog.records) == 1
+    assert caplog.messages[0].endswith(
+        "is missing or unreadable; using silence instead (10 file(s) of replica/office_9 so far)"
+    )
 
 
 def test_each_world_keeps_the_rir_files_it_heard_as_silence(tmp_path: Path, ss_dataset: Path, monkeypatch):

@@ -14,7 +14,8 @@ soundspaces_{dataset}/{scene}``, re-imported when their source files change) by
 Matterport3D) are never converted: :class:`SoundSpacesRirs` reads each wav file on demand through a
 bounded LRU cache. Unlike SoundSpaces, a missing, empty or unreadable RIR
 is an error naming the file; ``on_missing="silence"`` substitutes one second of silence instead, with a
-warning, and the substitutions are counted and summarised at exit (:func:`silence_fallback_summary`).
+warning (for a scene's 1st, 10th, 100th, ... such file; the others at DEBUG), and the substitutions are
+counted and summarised at exit (:func:`silence_fallback_summary`).
 Each :class:`SoundSpacesRirs` also keeps the files it replaced (``silenced``, read through
 :func:`silenced_rir_files`), so that an evaluation counts those of its own world: the process-wide count
 of the exit summary mixes the sound splits one process evaluates in turn. The files a spectrogram store file
@@ -378,9 +379,10 @@ def read_wav(path: Path, mmap: bool = False) -> tuple[int, np.ndarray]:
 
 
 # what to do about any bad RIR file, appended to each error
+SILENCE_REMEDY = ", or set scenes.rir_on_missing=silence to go on with silence for it"  # not said once it is set
 RIR_REMEDY = (
     "extract that scene's binaural_rirs folder again from the SoundSpaces download (scripts/import_soundspaces.py "
-    "--check-rirs N checks a scene's files), or set scenes.rir_on_missing=silence to go on with silence for it"
+    f"--check-rirs N checks a scene's files){SILENCE_REMEDY}"
 )
 
 
@@ -501,8 +503,14 @@ class SoundSpacesRirs:
         except SoundSpacesDataError as exc:
             if self.on_missing == "error":
                 raise
-            if str(path) not in _SILENCED.get(self.label, set()):  # warned once: the cache may drop it
-                logger.warning("%s; using silence instead", exc)
+            known = _SILENCED.get(self.label, set())
+            if str(path) not in known:  # once per file (the cache may drop it), in full for a scene's 1st, 10th, ...
+                count = len(known) + 1
+                if str(count).rstrip("0") == "1":  # 1, 10, 100, ...: a missing folder holds thousands of files
+                    reason = str(exc).removesuffix(SILENCE_REMEDY) if count == 1 else f"{path} is missing or unreadable"
+                    logger.warning("%s; using silence instead (%d file(s) of %s so far)", reason, count, self.label)
+                else:
+                    logger.debug("%s; using silence instead", exc)
             self.count_silenced([path])
             rir = np.zeros((self.sample_rate, 2), dtype=np.float32)
         self.reads += 1
