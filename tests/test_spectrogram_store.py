@@ -83,6 +83,33 @@ def test_baked_values_match_live_and_reference_spectrograms(tmp_path):
     np.testing.assert_allclose(stored[1, 5, 2], reference, atol=1e-4)
 
 
+def test_opening_store_files_logs_the_1st_10th_100th_not_each(tmp_path, caplog, monkeypatch):
+    """A run opens a file per (scene, sound) it draws, again in each env it builds: hundreds of them on an
+    unheard split, which would bury the update lines if each had a line of its own."""
+    world = _world()
+    bake_world(tmp_path, world, SOUNDS)
+    store = SpectrogramStore(tmp_path, world, TorchSpectrogram(SR))
+    with caplog.at_level(logging.INFO, logger="asgf_nav.tasks.spectrogram_store"):
+        for scene in world.scenes.values():
+            for sound in SOUNDS:
+                store.lookup(scene, sound, np.zeros(1), np.asarray(scene.source_nodes[:1]), np.zeros(1))
+    assert len(store.baked()) == 4 and len(caplog.records) == 1
+    assert caplog.messages[0].startswith(f"spectrogram store {tmp_path}: 1 file(s) opened and verified so far")
+    caplog.clear()
+    store._verified_count = 8  # as if eight more had been opened: the next one is the 10th
+    store._arrays.clear()
+    with caplog.at_level(logging.INFO, logger="asgf_nav.tasks.spectrogram_store"):
+        for sound in SOUNDS:
+            store.lookup(
+                world.scenes["grid_a"],
+                sound,
+                np.zeros(1),
+                np.asarray([world.scenes["grid_a"].source_nodes[0]]),
+                np.zeros(1),
+            )
+    assert [m.split(": ")[1].split(" file")[0] for m in caplog.messages] == ["10"]
+
+
 def _rollout(env, actions, counters):
     """Spectrogram observations of a scripted rollout, and how many RIRs the env rendered."""
     before = sum(c.calls for c in counters)

@@ -354,6 +354,7 @@ class SpectrogramStore:
         self.spectrogram = spectrogram
         self._arrays: dict[tuple[str, str], np.ndarray | None] = {}
         self._slots: dict[str, np.ndarray] = {}
+        self._verified_count, self._verified_bytes = 0, 0
 
     def _slot_table(self, scene: TaskScene) -> np.ndarray:
         """node -> source slot, -1 for nodes that hold no source."""
@@ -409,7 +410,13 @@ class SpectrogramStore:
                 f"its fingerprint {fingerprint_path(path).name} does; it was baked from other data or settings: "
                 f"delete it and bake it again: {self._rebake(scene, sound)}"
             )
-        logger.info("spectrogram store %s: %.1f GB, verified", path, array.nbytes / 1e9)
+        self._verified_count, self._verified_bytes = self._verified_count + 1, self._verified_bytes + array.nbytes
+        # opened lazily, one per (scene, sound) drawn, again by each env built: not a line for each file
+        level = logging.INFO if str(self._verified_count).rstrip("0") == "1" else logging.DEBUG  # 1st, 10th, ...
+        logger.log(
+            level, "spectrogram store %s: %d file(s) opened and verified so far, %.2f GB (the latest %s)",
+            self.root, self._verified_count, self._verified_bytes / 1e9, path.relative_to(self.root),
+        )  # fmt: skip
         self._count_silenced(path, scene)
         return array
 
