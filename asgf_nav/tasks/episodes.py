@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from asgf_nav.errors import UserInputError
 from asgf_nav.io import atomic_write_bytes, is_plain_file_name
+from asgf_nav.logging_utils import bar_disabled, bar_pacing
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.navigation import oracle_num_actions, quaternion_to_yaw_index, yaw_to_quaternion
 from asgf_nav.tasks.world import TaskScene, TaskWorld
@@ -286,7 +287,9 @@ def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Seque
     names = sorted(world.scenes)
     counts = episode_counts(split, names, task_cfg)
     episodes: list[Episode] = []
-    for name in tqdm(names, desc=f"episodes {world.dataset}/{split}", disable=len(names) < 4):
+    for name in tqdm(
+        names, desc=f"episodes {world.dataset}/{split}", disable=bar_disabled(len(names) >= 4), **bar_pacing()
+    ):
         seed = zlib.crc32(f"{world.dataset}/{split}/{sound_split}/{name}".encode())
         episodes += generate_scene_episodes(
             world.scene(name),

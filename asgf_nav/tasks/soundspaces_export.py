@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from asgf_nav.errors import UserInputError
 from asgf_nav.io import atomic_write_bytes, atomic_write_text, flush_to_disk
+from asgf_nav.logging_utils import bar_disabled, bar_pacing
 from asgf_nav.scenes.presets import get_preset
 from asgf_nav.scenes.scene import YAWS
 from asgf_nav.scenes.soundspaces import (
@@ -149,7 +150,13 @@ def export_scene(
         source_list.unlink(missing_ok=True)
     skip_existing, record_when_done = _start_rir_files(scene, paths, skip_existing)
     receivers = range(len(positions))
-    for receiver in tqdm(receivers, desc=f"RIRs {dataset}/{name}", unit="node", disable=len(positions) < 50):
+    for receiver in tqdm(
+        receivers,
+        desc=f"RIRs {dataset}/{name}",
+        unit="node",
+        disable=bar_disabled(len(positions) >= 50),
+        **bar_pacing(),
+    ):
         for k in range(len(YAWS)):
             for source in sources:
                 path = paths.rir_file(name, receiver, int(source), k)

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asgf_nav.config import ConfigError
+from asgf_nav.logging_utils import bar_disabled, bar_pacing
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.scenes.soundspaces import (
@@ -187,7 +188,9 @@ def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = 
     on_missing = cfg.scenes.rir_on_missing
     task_scenes = {
         name: open_task_scene(paths, cfg.scenes.data_root, name, need_vision, cache_bytes, on_missing)
-        for name in tqdm(names, desc=f"soundspaces {paths.dataset}/{split}", disable=len(names) < 4)
+        for name in tqdm(
+            names, desc=f"soundspaces {paths.dataset}/{split}", disable=bar_disabled(len(names) >= 4), **bar_pacing()
+        )
     }
     if need_vision:
         check_soundspaces_view_sizes(paths, task_scenes, int(cfg.scenes.image_size))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from asgf_nav.eval.evaluator import EpisodeRecord
 from asgf_nav.io import atomic_write, scratch_file_beside
+from asgf_nav.logging_utils import bar_pacing
 from asgf_nav.scenes.scene import Scene
 from asgf_nav.tasks.navigation import ACTION_NAMES
 from asgf_nav.tasks.spectrogram import binaural_audio_np, spectrogram_np
@@ -59,7 +60,7 @@ def render_frames(
     spectrograms = [spectrogram_np(sound, task_scene.rir(n, record.goal_node, y), world.sample_rate) for n, y in poses]
     loudest = max([float(np.max(spec)) for spec in spectrograms] + [1e-6])  # one scale: loudness is the cue
     frames, audio = [], []
-    for k, (node, yaw) in enumerate(tqdm(poses, desc=f"video ep {record.episode_id}", unit="frame")):
+    for k, (node, yaw) in enumerate(tqdm(poses, desc=f"video ep {record.episode_id}", unit="frame", **bar_pacing())):
         signal = received_audio(world, task_scene, record, node, yaw)
         audio.append(signal)
         for ax in axes:
