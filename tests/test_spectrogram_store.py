@@ -287,15 +287,24 @@ def test_a_resumed_bake_without_room_keeps_its_partial_file_to_resume_later(tmp_
     assert counter.calls == 2 * scene.num_nodes * 4  # resumed at the second source
 
 
-def test_a_filesystem_that_cannot_reserve_space_is_baked_into_unreserved(tmp_path, monkeypatch):
+def test_a_filesystem_that_cannot_reserve_space_is_baked_into_unreserved(tmp_path, monkeypatch, caplog):
+    """... with a warning, once per directory: a full disk then ends the bake with a SIGBUS, not an error."""
     world = _world()
     scene = world.scenes["grid_b"]
     for code in (errno.EOPNOTSUPP, errno.EINVAL):
         monkeypatch.setattr(os, "posix_fallocate", _no_space(code), raising=False)
-        path = bake(tmp_path / str(code), scene, "drum", world.sound("drum"), TorchSpectrogram(SR))
+        with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"):
+            path = bake(tmp_path / str(code), scene, "drum", world.sound("drum"), TorchSpectrogram(SR))
+            bake(tmp_path / str(code), scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
         assert np.load(path).shape[:2] == (2, scene.num_nodes)
+        assert (
+            len(caplog.records) == 1 and "a disk that fills up during the bake ends it with a bus error" in caplog.text
+        )
+        caplog.clear()
     monkeypatch.delattr(os, "posix_fallocate", raising=False)  # a platform without it
-    assert bake(tmp_path / "none", scene, "drum", world.sound("drum"), TorchSpectrogram(SR)).exists()
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"):
+        assert bake(tmp_path / "none", scene, "drum", world.sound("drum"), TorchSpectrogram(SR)).exists()
+    assert "this platform has no posix_fallocate" in caplog.text
 
 
 def test_the_partial_files_space_is_reserved_when_created_and_when_resumed(tmp_path):

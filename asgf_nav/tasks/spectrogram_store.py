@@ -414,8 +414,8 @@ class SpectrogramStore:
         # opened lazily, one per (scene, sound) drawn, again by each env built: not a line for each file
         level = logging.INFO if str(self._verified_count).rstrip("0") == "1" else logging.DEBUG  # 1st, 10th, ...
         logger.log(
-            level, "spectrogram store %s: %d file(s) opened and verified so far, %.2f GB (the latest %s)",
-            self.root, self._verified_count, self._verified_bytes / 1e9, path.relative_to(self.root),
+            level, "spectrogram store %s: %d file(s) opened and verified so far, %s (the latest %s)",
+            self.root, self._verified_count, readable_size(self._verified_bytes), path.relative_to(self.root),
         )  # fmt: skip
         self._count_silenced(path, scene)
         return array
@@ -537,6 +537,7 @@ def reserve_space(path: Path) -> bool:
     a write into the memory-mapped file. False where the platform or filesystem cannot reserve space (then the
     file stays as it is)."""
     if not hasattr(os, "posix_fallocate"):
+        _warn_unreserved(path, "this platform has no posix_fallocate")
         return False
     fd = os.open(path, os.O_RDWR)
     try:
@@ -544,11 +545,24 @@ def reserve_space(path: Path) -> bool:
     except OSError as err:
         if err.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
             raise
-        logger.debug("cannot reserve the space of %s (%s): baking into it unreserved", path, err)
+        _warn_unreserved(path, f"the filesystem cannot: {err}")
         return False
     finally:
         os.close(fd)
     return True
+
+
+_UNRESERVED_DIRECTORIES: set[Path] = set()  # warned of once per directory: a bake writes hundreds of files there
+
+
+def _warn_unreserved(path: Path, why: str) -> None:
+    level = logging.DEBUG if path.parent in _UNRESERVED_DIRECTORIES else logging.WARNING
+    _UNRESERVED_DIRECTORIES.add(path.parent)
+    logger.log(
+        level, "cannot reserve the disk space of %s (%s): baking into it unreserved, so a disk that fills up "
+        "during the bake ends it with a bus error (SIGBUS), not with an error naming the file: keep the space "
+        "the bake needs (bake_spectrograms.py checks it as it starts) free until it ends", path, why,
+    )  # fmt: skip
 
 
 def _no_room_error(partial: Path, size: int, err: OSError, done: int, sources: int) -> SpectrogramStoreError:
