@@ -338,8 +338,10 @@ def set_torch_threads(cfg: ExperimentConfig, background_build: bool, warn: bool 
             "make small models several times slower; 0 takes the cores' share",
             threads, share,
         )  # fmt: skip
+    changed = threads != torch.get_num_threads()
     torch.set_num_threads(threads)
-    logger.info("torch uses %d CPU thread(s) per process", threads)
+    if warn or changed:  # the second call (the background bake ended) says so only where it changes the count
+        logger.info("torch uses %d CPU thread(s) per process", threads)
 
 
 def register_auxiliary_observations(cfg: ExperimentConfig) -> None:
