@@ -7,7 +7,6 @@ import re
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
@@ -444,19 +443,22 @@ def test_lock_held_reads_the_lock_table_without_taking_the_lock(tmp_path: Path, 
         refused.append(1)
         return RuntimeError("busy")
 
-    probe = (  # another process probing as fast as it can
-        "import sys, time\nfrom asgf_nav.io import lock_held\nend = time.time() + 3\n"
-        f"while time.time() < end:\n    lock_held({str(path)!r})\n"
+    probe = (  # another process probing as fast as it can, for a second once its imports are done
+        "import sys, time\nfrom asgf_nav.io import lock_held\nprint('ready', flush=True)\nend = time.monotonic() + 1\n"
+        f"while time.monotonic() < end:\n    lock_held({str(path)!r})\n"
     )
-    prober = subprocess.Popen([sys.executable, "-c", probe])
+    prober = subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True)
+    locked = 0
     try:
-        time.sleep(1.0)  # the prober's imports
-        for _ in range(2000):
+        assert prober.stdout.readline() == "ready\n"  # locking while it probes, however slowly it started
+        while prober.poll() is None or locked < 100:
             with exclusive_lock(path, "an evaluation", busy=busy):
-                pass
+                locked += 1
     finally:
+        if prober.poll() is None:  # the loop failed
+            prober.kill()
         prober.wait(timeout=30)
-    assert refused == []
+    assert refused == [] and locked > 100
 
 
 def test_lock_held_tells_a_held_lock_where_there_is_no_lock_table(tmp_path: Path, monkeypatch) -> None:
