@@ -162,8 +162,9 @@ def _per_clip(fn: Callable[[np.ndarray], float], batch: DoaBatch, desc: str) -> 
 
 class _OnsetTemplateScores:
     """Onset-weighted template scores per test batch and azimuth grid, computed once: the templates' own
-    row and each head's sharpened row read the same ones (so the sharpened rows' ``seconds`` count the
-    head alone)."""
+    row (which runs first, and whose ``seconds`` include building the templates) and each head's sharpened
+    row read the same ones, so a sharpened row's ``seconds`` count the head alone, unless the head's grid is
+    not the templates' 5 degrees: then its row also scores that grid."""
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
