@@ -78,7 +78,8 @@ def test_main_job_bakes_trains_checkpoints_and_resumes(tmp_path, monkeypatch, ca
     resumed = train(data_root, run_dir, "ppo.total_frames=64", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from update 1" in resumed.stderr
-    assert f"spectrogram store {store}" in resumed.stderr and "verified" in resumed.stderr  # read by the env
+    opened = f"spectrogram store {data_root / 'spectrograms'}: 1 file(s) opened and verified so far"
+    assert opened in resumed.stderr and "(the latest tiny/tiny_apartment/telephone.npy)" in resumed.stderr  # by the env
     assert "baking the first training scene" not in resumed.stderr  # already baked
     assert (run_dir / "checkpoints" / "ckpt_000002.pt").exists()
 
