@@ -110,6 +110,38 @@ def test_opening_store_files_logs_the_1st_10th_100th_not_each(tmp_path, caplog, 
     assert [m.split(": ")[1].split(" file")[0] for m in caplog.messages] == ["10"]
 
 
+def test_a_store_file_the_user_may_not_read_is_named_and_kept_not_baked_again(tmp_path, monkeypatch):
+    """A store another user baked with umask 077: the run said the file was damaged and told the user to bake
+    it again over the owner's file, or (a directory it may not enter) ended in a traceback."""
+    import errno
+
+    from asgf_nav.tasks import spectrogram_store as module
+
+    world = _world()
+    scene, spectrogram = world.scenes["grid_a"], TorchSpectrogram(SR)
+    path = bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram)
+    baked = path.read_bytes()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    advice = r"cannot read spectrogram store file .*bell\.npy: Permission denied .*task\.spectrogram_store=''"
+    monkeypatch.setattr(module, "load_npy", denied)
+    store = SpectrogramStore(tmp_path, world, spectrogram)
+    with pytest.raises(SpectrogramStoreError, match=advice):
+        store.lookup(scene, "bell", np.zeros(1), np.asarray(scene.source_nodes[:1]), np.zeros(1))
+    with pytest.raises(SpectrogramStoreError, match=advice):
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram)
+    assert path.read_bytes() == baked  # not deleted to bake it again
+    monkeypatch.undo()
+    is_file = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda self: denied() if self == path else is_file(self))
+    with pytest.raises(SpectrogramStoreError, match=advice):  # its directory may not be entered
+        SpectrogramStore(tmp_path, world, spectrogram).lookup(
+            scene, "bell", np.zeros(1), np.asarray(scene.source_nodes[:1]), np.zeros(1)
+        )
+
+
 def _rollout(env, actions, counters):
     """Spectrogram observations of a scripted rollout, and how many RIRs the env rendered."""
     before = sum(c.calls for c in counters)

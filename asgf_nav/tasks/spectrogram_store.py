@@ -203,16 +203,32 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
     except FileNotFoundError:
         return None, "missing"
     except (OSError, ValueError) as err:
-        _raise_if_limit(path, err)
+        _raise_if_not_damage(path, err)
         return None, f"unreadable ({err})"
 
 
-def _raise_if_limit(path: Path, err: BaseException) -> None:
-    """A process limit (open files) stopped the read: the file is fine, and a bake must not delete it or
-    start its partial bake over."""
+def _raise_if_not_damage(path: Path, err: BaseException) -> None:
+    """A process limit (open files) or a permission stopped the read: the file may be fine, and a bake must
+    not delete it or start its partial bake over (in a shared store, another user's)."""
     limit = limit_reached(err)
     if limit:
         raise SpectrogramStoreError(f"cannot read spectrogram store file {path}: {limit}") from err
+    if isinstance(err, PermissionError):
+        raise SpectrogramStoreError(
+            f"cannot read spectrogram store file {path}: {err.strerror} (another user's store, made without read "
+            "permission for you?); ask its owner to make the store readable (chmod -R a+rX on its directory), or give "
+            "this run a store of its own (task.spectrogram_store=DIR, baked with scripts/bake_spectrograms.py --out "
+            "DIR) or none (task.spectrogram_store='', spectrograms computed as the run goes)"
+        ) from err
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, where a directory the user may not enter is not taken for a missing file."""
+    try:
+        return path.is_file()  # an unreadable file is: reading it says whose it is
+    except PermissionError as err:
+        _raise_if_not_damage(path, err)
+        raise
 
 
 def store_problem(path: Path, fingerprint: dict[str, Any], refuse_silenced: bool = False) -> str | None:
@@ -222,12 +238,12 @@ def store_problem(path: Path, fingerprint: dict[str, Any], refuse_silenced: bool
     The cheap checks only (the .npy header and the fingerprint file); opening a store also recomputes a
     few states. The text follows ``spectrogram store {path}``.
     """
-    if not path.is_file():
+    if not _is_file(path):
         return "does not exist"
     try:
         array = load_npy(path, mmap_mode="r")
     except (ValueError, OSError) as err:
-        _raise_if_limit(path, err)  # the file is fine: no "bake it again", and a bake must not delete it
+        _raise_if_not_damage(path, err)  # the file may be fine: no "bake it again", and a bake must not delete it
         return f"is not a readable .npy file ({type(err).__name__}: {err})"
     expected = tuple(fingerprint["scene"]["shape"])
     if array.shape != expected or array.dtype != np.float32:
@@ -371,7 +387,7 @@ class SpectrogramStore:
         key = (scene.name, sound)
         if key not in self._arrays:
             path = store_path(self.root, scene, sound)
-            self._arrays[key] = self._verified(path, scene, sound) if path.is_file() else None
+            self._arrays[key] = self._verified(path, scene, sound) if _is_file(path) else None
         return self._arrays[key]
 
     def _verified(self, path: Path, scene: TaskScene, sound: str) -> np.ndarray:
@@ -391,7 +407,8 @@ class SpectrogramStore:
             )
         if problem is not None:
             raise SpectrogramStoreError(
-                f"spectrogram store {path} {problem}; bake it again (this replaces it): {self._rebake(scene, sound)}"
+                f"spectrogram store {path} {problem}; run without the store (task.spectrogram_store='': spectrograms "
+                f"computed as the run goes), or bake it again (this replaces it): {self._rebake(scene, sound)}"
             )
         array = load_npy(path, mmap_mode="r")
         slots, receivers, yaws = (np.array(v) for v in zip(*verification_probes(scene)))
@@ -493,7 +510,7 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
         try:
             array = load_npy(partial, mmap_mode="r")
         except (ValueError, OSError) as err:
-            _raise_if_limit(partial, err)
+            _raise_if_not_damage(partial, err)
             logger.warning("discarding the partial bake %s: it is not a readable .npy file (%s)", partial, err)
             return 0, []
         try:
