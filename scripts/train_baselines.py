@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     splits = ["heard", "unheard"] if args.sound_split == "both" else [args.sound_split or cfg.task.sound_split]
     if args.out and len(splits) > 1:
         parser.error("--out: a model path names one file; give a single --sound-split, not both")
+    if not args.out:  # the default paths lie under the data root, which a lab may share read-only
+        from baselines.audio_model import default_model_path
+
+        for sound_split in splits:
+            path = default_model_path(cfg.scenes.data_root, cfg.scenes.dataset, sound_split)
+            check_output(parser, "the default model path (--out with one --sound-split writes elsewhere)", path)
     if args.scenes:  # a val or test scene trained on would leak into the evaluation
         valid = train_scene_names(cfg)
         outside = [n for n in args.scenes if n not in valid]

@@ -356,6 +356,22 @@ def test_baselines_need_no_views_only_what_they_read(audio_only_root, tmp_path):
     assert meta["samples"] == 20 and meta["val_samples"] == 2 and meta["seconds"] >= 0 <= meta["rir_seconds"]
 
 
+def test_the_default_model_path_is_checked_before_training(tmp_path, capsys):
+    """It lies under the data root, which a lab may share read-only: found only after the training, which
+    took minutes, and with --sound-split both (which refuses --out) never to be written at all."""
+    import train_baselines
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "baselines").write_text("a file where the models' folder goes")  # as unwritable as a read-only root
+    argv = ["--config", "tiny_heard", "--data-root", str(data), "--sound-split", "both", *AUDIO_ONLY_ACOUSTICS]
+    with pytest.raises(SystemExit) as exit_info:
+        train_baselines.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "the default model path (--out with one --sound-split" in err
+    assert f"cannot create directory {data / 'baselines'}" in err and not (data / "scenes").exists()
+
+
 def test_a_model_of_another_spectrogram_shape_is_refused(audio_only_root, tmp_path):
     """A model trained at another sample rate runs on any input size (adaptive pooling) and would evaluate
     with meaningless predictions; the 44.1 kHz tiny world hears (65, 69, 2) spectrograms."""

@@ -728,6 +728,22 @@ def test_bake_script_out_auto_is_the_data_roots_store(audio_only_root, capsys, t
     assert "into elsewhere: 1 files to bake" in capsys.readouterr().out
 
 
+def test_bake_script_checks_the_default_store_before_baking(audio_only_root, tmp_path, capsys):
+    """The default store lies under the data root, which a lab may share read-only: a traceback after the
+    world loaded, or a failure at the first file's lock."""
+    import bake_spectrograms
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the store's folder goes")  # as unwritable as a read-only root
+    argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test",
+            f"task.spectrogram_store={blocked / 'store'}", *AUDIO_ONLY_ACOUSTICS]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        bake_spectrograms.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "task.spectrogram_store (or --out DIR): cannot create directory" in err
+    assert bake_spectrograms.main([*argv, "--dry-run"]) == 0  # what is missing can still be asked
+
+
 def test_bake_scripts_space_check_counts_what_partial_and_stale_files_hold_already(
     audio_only_root, tmp_path, monkeypatch, capsys
 ):
