@@ -71,8 +71,8 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     or malformed SoundSpaces data or episode files, an export that cannot be written, an unreadable or stale
     baked spectrogram store, another evaluation's progress file, files that are not an evaluation's, an
     unreadable or mismatched checkpoint, a missing or corrupt sound-bank file, a bake worker that died, a file that
-    cannot be written: a full disk, a read-only directory) ends with one ``error:`` line and exit status 2 instead
-    of a traceback.
+    cannot be written: a full disk, a read-only directory; a file the user may not read) ends with one ``error:``
+    line and exit status 2 instead of a traceback.
 
     SIGTERM raises ``SystemExit`` (``asgf_nav.termination``) instead of killing the process outright, so
     ``finally`` blocks run: a bake's process pool terminates its workers rather than leaving them running.
@@ -88,6 +88,14 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
         code = main()
     except UserInputError as exc:  # each module's own error class derives from it
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except PermissionError as exc:  # another user's files (a shared data root), where no check named them first
+        paths = " and ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None) or "a file"
+        print(
+            f"error: {exc.strerror or 'permission denied'}: {paths}: it belongs to another user or lies where you may "
+            "not read or write; ask its owner for access (chmod -R a+rX lets others read) or use a path of your own",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     except SystemExit as exc:  # a SIGTERM (asgf_nav.termination) ends in one line too, as a Ctrl-C does
         if exc.code == 128 + signal.SIGTERM:

@@ -80,6 +80,20 @@ def test_a_script_that_fills_the_disk_ends_with_one_line_naming_the_file(tmp_pat
     assert err.count("\n") == 1 and "unexpected pos 704 vs 598" in err and not target.exists()
 
 
+def test_a_file_the_user_may_not_read_ends_in_one_line_naming_it(capsys):
+    """Another user's data root baked with umask 077 failed in a traceback wherever no check looked first."""
+    import errno
+
+    def main() -> int:
+        raise PermissionError(errno.EACCES, "Permission denied", "/lab/data/scenes/tiny")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(main)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: Permission denied: /lab/data/scenes/tiny: it belongs to another user")
+
+
 def test_return_codes_pass_through_and_bugs_keep_their_traceback():
     for returned, code in ((None, 0), (0, 0), (3, 3)):
         with pytest.raises(SystemExit) as exit_info:

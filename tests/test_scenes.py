@@ -363,6 +363,43 @@ def test_a_read_only_data_root_is_read_as_it_is_and_a_stage_it_lacks_is_refused_
         build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1)  # a scene not there at all
 
 
+def test_a_scene_the_user_may_not_read_is_named_so_and_never_baked_over(tmp_path: Path, monkeypatch) -> None:
+    """Another user's data root baked with umask 077: an unreadable manifest was read as a scene never baked (a
+    build then baked over the owner's files, or was told to where it could not), an unreadable array as a
+    damaged one to bake again."""
+    import errno
+
+    from asgf_nav.scenes import store
+    from asgf_nav.scenes.store import SceneAccessError, SceneStore
+
+    cfg = ExperimentConfig()
+    cfg.scenes.data_root = str(tmp_path / "shared")
+    (directory,) = ensure_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
+    manifest, array = directory / "manifest.json", directory / "positions.npy"
+    before = {path.name: path.stat().st_mtime_ns for path in directory.iterdir()}
+    denied: set[Path] = set()
+    read_text = Path.read_text
+
+    def guard(method):
+        def guarded(self, *args, **kwargs):
+            if self in denied:
+                raise PermissionError(errno.EACCES, "Permission denied", str(self))
+            return method(self, *args, **kwargs)
+
+        return guarded
+
+    monkeypatch.setattr(Path, "read_text", guard(read_text))
+    load_npy = store.load_npy
+    monkeypatch.setattr(store, "load_npy", lambda path, **kwargs: guard(lambda p: load_npy(p, **kwargs))(Path(path)))
+    denied.add(array)
+    with pytest.raises(SceneAccessError, match=rf"cannot read {array}: Permission denied .*chmod -R a\+rX"):
+        _ = SceneStore(directory).array("positions")
+    denied.add(manifest)
+    with pytest.raises(SceneAccessError, match=rf"cannot read {manifest}: Permission denied"):
+        build_scenes(cfg, "tiny", ["tiny_room_val"], ("layout",), workers=1)
+    assert {path.name: path.stat().st_mtime_ns for path in directory.iterdir()} == before  # nothing baked over
+
+
 def test_a_scene_of_a_later_store_format_is_named_so_and_not_baked_over_without_force(tmp_path: Path, capsys) -> None:
     """A data root shared with a later release: its bake is named as that release's, and a build (scripts or a
     run's) refuses to overwrite it unless --force, which bakes it in this release's format."""

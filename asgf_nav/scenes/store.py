@@ -43,6 +43,19 @@ class SceneStoreError(UserInputError, RuntimeError):
     """A scene directory is missing, incomplete, of another format version, or corrupt."""
 
 
+class SceneAccessError(SceneStoreError):
+    """A scene file the user may not read: no damage, so never a reason to bake the scene again (over the files
+    of another user who baked a shared data root with a umask that leaves them unreadable to others)."""
+
+
+def access_error(path: Path, exc: OSError) -> SceneAccessError:
+    return SceneAccessError(
+        f"cannot read {path}: {exc.strerror or exc} (a data root another user baked without read permission for "
+        "you?); ask its owner to make it readable (chmod -R a+rX on the data root), or point scenes.data_root at "
+        "a copy of your own"
+    )
+
+
 def scene_dir(root: str | Path, dataset: str, scene: str) -> Path:
     return Path(root) / "scenes" / dataset / scene
 
@@ -88,10 +101,12 @@ def _read_manifest(directory: Path, writing: bool = False) -> dict[str, Any]:
     refuses to do so over a later release's format unless forced: :func:`later_format`)."""
     path = directory / MANIFEST
     empty = {"format_version": FORMAT_VERSION, "stages": {}}
-    if not path.exists():
-        return empty
     try:
+        if not path.exists():
+            return empty
         text = path.read_text(encoding="utf-8")
+    except PermissionError as exc:
+        raise access_error(path, exc) from exc
     except OSError as exc:
         raise SceneStoreError(f"unreadable scene manifest {path}: {exc}") from exc
     try:
@@ -224,6 +239,8 @@ def stage_damage(directory: str | Path, stage: str) -> str | None:
     directory = Path(directory)
     try:
         info = _read_manifest(directory)["stages"].get(stage)
+    except SceneAccessError:  # not damage: a build must not bake over it
+        raise
     except SceneStoreError as exc:
         return str(exc)
     if info is None:
@@ -233,10 +250,14 @@ def stage_damage(directory: str | Path, stage: str) -> str | None:
         return f"scene manifest {directory / MANIFEST} is damaged: its stage {stage!r} {problem}"
     for name, size in _stage_file_sizes(info).items():
         path = directory / name
-        if not path.is_file():
-            return f"scene {directory} lacks {path}, a file of its stage {stage!r}"
-        if size is not None and path.stat().st_size != size:
-            return f"scene file {path} is {path.stat().st_size} bytes but was written with {size}: the file is damaged"
+        try:
+            if not path.is_file():
+                return f"scene {directory} lacks {path}, a file of its stage {stage!r}"
+            actual = path.stat().st_size
+        except PermissionError as exc:
+            raise access_error(path, exc) from exc
+        if size is not None and actual != size:
+            return f"scene file {path} is {actual} bytes but was written with {size}: the file is damaged"
     return None
 
 
@@ -342,6 +363,8 @@ class SceneStore:
         path = self.directory / entry["file"]
         try:
             arr = load_npy(path, mmap_mode="r")
+        except PermissionError as exc:
+            raise access_error(path, exc) from exc
         except (OSError, ValueError) as exc:
             why = limit_reached(exc) or f"{exc or type(exc).__name__}; {self.rebuild_hint(path)}"
             raise SceneStoreError(f"cannot read scene array {path}: {why}") from exc
