@@ -3,7 +3,8 @@
 :func:`import_scene` converts one scene's navigation graph (and its rendered views, when the download
 has them) into a scene store directory once, and again only when a source file changes (the stage's
 metadata keeps each file's size, modification time and SHA-256: a copy with new times, as ``cp -r`` makes
-on a node's scratch disk, is read once to compare its bytes, not imported again). The RIRs are never
+on a node's scratch disk, is compared by its bytes, not imported again, and its times are recorded where the
+store can be written; a read-only store compares the bytes at each load). The RIRs are never
 converted; they stay where they are and :class:`asgf_nav.scenes.soundspaces.SoundSpacesRirs` reads them on
 demand.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.io import unwritable_dir_problem
 from asgf_nav.scenes.soundspaces import (
     DATASETS,
     SoundSpacesDataError,
@@ -39,6 +41,7 @@ from asgf_nav.scenes.store import (
     remove_stage,
     scene_dir,
     stage_complete,
+    update_stage_meta,
     write_stage,
 )
 
@@ -108,6 +111,10 @@ def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, for
     """
     directory = imported_scene_dir(data_root, paths.dataset, scene)
     if not force and _up_to_date(paths, directory, scene):  # no lock: a read-only shared store serves as it is
+        if _moved_times(paths, directory, scene) and unwritable_dir_problem(directory) is None:
+            with bake_lock(directory):  # the same bytes at other times: record them, or each load reads them all
+                for stage, fingerprint in _moved_times(paths, directory, scene).items():
+                    update_stage_meta(directory, stage, fingerprint=fingerprint)
         return directory
     with bake_lock(directory):
         refuse_later_format(directory, force)  # under the lock: a later release may have imported it meanwhile
@@ -117,6 +124,25 @@ def import_scene(paths: SoundSpacesPaths, data_root: str | Path, scene: str, for
 
 def _layout_files(paths: SoundSpacesPaths, scene: str) -> list[Path]:
     return [paths.points_file(scene), paths.graph_file(scene), paths.source_nodes_file(scene)]
+
+
+def _moved_times(paths: SoundSpacesPaths, directory: Path, scene: str) -> dict[str, dict[str, list[int | str]]]:
+    """For each stage of an up-to-date scene whose recorded file times differ from the files' (a copy made
+    without keeping times, matched by its bytes), its fingerprint with the current times."""
+    moved = {}
+    store = SceneStore(directory)
+    for stage, files in (("layout", _layout_files(paths, scene)), ("vision", [paths.observations_file(scene)])):
+        recorded = store.meta(stage).get("fingerprint") if store.has_stage(stage) else None
+        if not isinstance(recorded, dict):
+            continue
+        current = {
+            path.name: [recorded[path.name][0], int(path.stat().st_mtime_ns), *recorded[path.name][2:]]
+            for path in files
+            if path.name in recorded and path.exists()
+        }
+        if current != recorded:
+            moved[stage] = current
+    return moved
 
 
 def _up_to_date(paths: SoundSpacesPaths, directory: Path, scene: str) -> bool:

@@ -209,6 +209,14 @@ def write_stage(
     _write_manifest(directory, manifest)
 
 
+def update_stage_meta(directory: str | Path, stage: str, **changes: Any) -> None:
+    """Change entries of a recorded stage's metadata, its files untouched (the manifest replaced atomically)."""
+    directory = Path(directory)
+    manifest = _read_manifest(directory)
+    manifest["stages"][stage]["meta"].update(changes)
+    _write_manifest(directory, manifest)
+
+
 def bake_lock(directory: str | Path) -> AbstractContextManager[bool]:
     """A scene's bake lock, held while deciding what to bake and baking it.
 
