@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import math
 import os
 import re
@@ -90,12 +91,14 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except PermissionError as exc:  # another user's files (a shared data root), where no check named them first
-        paths = " and ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None) or "a file"
-        print(
-            f"error: {exc.strerror or 'permission denied'}: {paths}: it belongs to another user or lies where you may "
-            "not read or write; ask its owner for access (chmod -R a+rX lets others read) or use a path of your own",
-            file=sys.stderr,
-        )
+        paths = " and ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        what = f"{exc.strerror}: {paths}" if exc.strerror and paths else str(exc) or "permission denied"
+        if exc.errno == errno.EACCES:  # EPERM: an immutable file, an operation refused to any user
+            what += (
+                ": it belongs to another user or lies where you may not read or write; ask its owner for access "
+                "(chmod -R a+rX lets others read) or use a path of your own"
+            )
+        print(f"error: {what}", file=sys.stderr)
         raise SystemExit(2) from None
     except SystemExit as exc:  # a SIGTERM (asgf_nav.termination) ends in one line too, as a Ctrl-C does
         if exc.code == 128 + signal.SIGTERM:

@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     root = spectrogram_store_root(cfg)
     if root is None:
         parser.error("task.spectrogram_store is off in this config; pass --out DIR")
-    if args.out or not args.dry_run:  # the default lies under the data root, which a lab may share read-only
-        check_output(parser, "--out" if args.out else "task.spectrogram_store (or --out DIR)", root, directory=True)
+    if args.out:
+        check_output(parser, "--out", root, directory=True)
     problem = unknown_sounds_problem(cfg, args.split, args.sounds) if args.sounds else None
     if problem:
         parser.error(f"--sounds: {problem}")
@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.dry_run or not missing:
         return 0
+    # the default lies under the data root, which a lab may share read-only (one fully baked serves as it is)
+    check_output(parser, "--out" if args.out else "task.spectrogram_store (or --out DIR)", root, directory=True)
     root.mkdir(parents=True, exist_ok=True)
     free, still = shutil.disk_usage(root).free, space_needed(root, missing, world.sample_rate)
     if still > free:

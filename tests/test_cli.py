@@ -92,6 +92,13 @@ def test_a_file_the_user_may_not_read_ends_in_one_line_naming_it(capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert err.startswith("error: Permission denied: /lab/data/scenes/tiny: it belongs to another user")
+    for refused, said in (
+        (PermissionError(errno.EPERM, "Operation not permitted", "/lab/x"), "Operation not permitted: /lab/x\n"),
+        (PermissionError("no access to the device"), "no access to the device\n"),  # no errno, no file
+    ):
+        with pytest.raises(SystemExit):
+            run_script(lambda refused=refused: (_ for _ in ()).throw(refused))
+        assert capsys.readouterr().err == f"error: {said}"  # no advice about another user's files
 
 
 def test_return_codes_pass_through_and_bugs_keep_their_traceback():

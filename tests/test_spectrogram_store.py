@@ -320,14 +320,18 @@ def test_a_resumed_bake_without_room_keeps_its_partial_file_to_resume_later(tmp_
 
 
 def test_a_filesystem_that_cannot_reserve_space_is_baked_into_unreserved(tmp_path, monkeypatch, caplog):
-    """... with a warning, once per directory: a full disk then ends the bake with a SIGBUS, not an error."""
+    """... with a warning, once per reason (not per scene folder): a full disk then ends the bake with a SIGBUS,
+    not an error."""
+    from asgf_nav.tasks import spectrogram_store as module
+
+    monkeypatch.setattr(module, "_UNRESERVED_WARNED", set())  # this process's earlier warnings are not the test's
     world = _world()
     scene = world.scenes["grid_b"]
     for code in (errno.EOPNOTSUPP, errno.EINVAL):
         monkeypatch.setattr(os, "posix_fallocate", _no_space(code), raising=False)
         with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"):
             path = bake(tmp_path / str(code), scene, "drum", world.sound("drum"), TorchSpectrogram(SR))
-            bake(tmp_path / str(code), scene, "bell", world.sound("bell"), TorchSpectrogram(SR))
+            bake(tmp_path / str(code), world.scenes["grid_a"], "bell", world.sound("bell"), TorchSpectrogram(SR))
         assert np.load(path).shape[:2] == (2, scene.num_nodes)
         assert (
             len(caplog.records) == 1 and "a disk that fills up during the bake ends it with a bus error" in caplog.text
@@ -728,10 +732,12 @@ def test_bake_script_out_auto_is_the_data_roots_store(audio_only_root, capsys, t
     assert "into elsewhere: 1 files to bake" in capsys.readouterr().out
 
 
-def test_bake_script_checks_the_default_store_before_baking(audio_only_root, tmp_path, capsys):
+def test_bake_script_checks_the_default_store_before_baking(audio_only_root, tmp_path, capsys, monkeypatch):
     """The default store lies under the data root, which a lab may share read-only: a traceback after the
-    world loaded, or a failure at the first file's lock."""
+    world loaded, or a failure at the first file's lock; one fully baked there serves as it is."""
     import bake_spectrograms
+
+    from asgf_nav import io
 
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the store's folder goes")  # as unwritable as a read-only root
@@ -742,6 +748,16 @@ def test_bake_script_checks_the_default_store_before_baking(audio_only_root, tmp
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "task.spectrogram_store (or --out DIR): cannot create directory" in err
     assert bake_spectrograms.main([*argv, "--dry-run"]) == 0  # what is missing can still be asked
+    baked = [
+        *argv[: -len(AUDIO_ONLY_ACOUSTICS) - 1],
+        f"task.spectrogram_store={tmp_path / 'store'}",
+        *AUDIO_ONLY_ACOUSTICS,
+    ]
+    assert bake_spectrograms.main(baked) == 0
+    monkeypatch.setattr(io, "writable_dir_problem", lambda path: f"{path} is on a read-only file system")
+    capsys.readouterr()
+    assert bake_spectrograms.main(baked) == 0  # nothing to bake: the job script that always runs it goes on
+    assert "0 files to bake" in capsys.readouterr().out
 
 
 def test_bake_scripts_space_check_counts_what_partial_and_stale_files_hold_already(

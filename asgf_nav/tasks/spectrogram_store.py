@@ -562,19 +562,20 @@ def reserve_space(path: Path) -> bool:
     except OSError as err:
         if err.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
             raise
-        _warn_unreserved(path, f"the filesystem cannot: {err}")
+        _warn_unreserved(path, f"the filesystem cannot: {err.strerror or err}")
         return False
     finally:
         os.close(fd)
     return True
 
 
-_UNRESERVED_DIRECTORIES: set[Path] = set()  # warned of once per directory: a bake writes hundreds of files there
+_UNRESERVED_WARNED: set[str] = set()  # why space could not be reserved, warned of once per process
 
 
 def _warn_unreserved(path: Path, why: str) -> None:
-    level = logging.DEBUG if path.parent in _UNRESERVED_DIRECTORIES else logging.WARNING
-    _UNRESERVED_DIRECTORIES.add(path.parent)
+    """Once per reason: a bake writes a file per (scene, sound), each scene in its own folder."""
+    level = logging.DEBUG if why in _UNRESERVED_WARNED else logging.WARNING
+    _UNRESERVED_WARNED.add(why)
     logger.log(
         level, "cannot reserve the disk space of %s (%s): baking into it unreserved, so a disk that fills up "
         "during the bake ends it with a bus error (SIGBUS), not with an error naming the file: keep the space "
