@@ -217,6 +217,24 @@ def test_interrupted_bake_resumes_at_the_next_source(tmp_path):
     np.testing.assert_allclose(np.load(final), np.load(fresh), atol=1e-5)
 
 
+def test_a_bake_stopped_in_its_first_source_starts_over_without_a_warning(tmp_path, caplog):
+    """Its state file is written after each source: none means nothing finished was lost, not damage."""
+    world = _world()
+    scene, spectrogram = world.scenes["grid_a"], TorchSpectrogram(SR)
+
+    def stop(n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, progress=stop)
+    partial = store_path(tmp_path, scene, "bell").with_name("bell.partial.npy")
+    assert partial.exists() and not partial.with_name("bell.partial.json").exists()
+    with caplog.at_level(logging.INFO, logger="asgf_nav.tasks.spectrogram_store"):
+        path = bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram)
+    assert f"starting {partial} over: its bake stopped before its first source was done" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING] and np.load(path).shape[0] == 3
+
+
 def test_a_discarded_partial_bake_leaves_no_state_a_later_resume_trusts(tmp_path: Path) -> None:
     """A partial file baked afresh loses its old state file, so a bake stopped in its first source restarts at 0."""
     world = _world()

@@ -524,6 +524,9 @@ def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, A
             return int(state.get("sources_done", 0)), silenced
         logger.warning("discarding the partial bake %s: it holds %s %s", partial, array.dtype, array.shape)
         return 0, []
+    if problem == "missing":  # written after each source: nothing finished is lost
+        logger.info("starting %s over: its bake stopped before its first source was done", partial)
+        return 0, []
     if problem is not None:
         why = f"its state file {state_file.name} is {problem}"
     elif not isinstance(state, dict) or "fingerprint" not in state:
