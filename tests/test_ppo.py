@@ -993,7 +993,8 @@ def ddppo_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: s
         trainer.train()
         final = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
         stats = trainer.ppo.update(trainer.storage)  # one more pass over the last rollouts, for its figures
-        torch.save({"initial": initial, "final": final, "stats": stats}, os.path.join(out_dir, f"{rank}.pt"))
+        window = {"totals": trainer.window.totals(), "means": trainer.episode_means()}
+        torch.save({"initial": initial, "final": final, "stats": stats, **window}, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -1016,6 +1017,14 @@ def test_ddppo_two_ranks_keep_identical_parameters(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "checkpoints" / "ckpt_000003.pt").is_file()
     # the logged losses are the update's over both ranks, not each rank's share (which differ, even in sign)
     assert states[0]["stats"] == pytest.approx(states[1]["stats"], rel=1e-6, abs=1e-9)
+    # so are the episode figures: both ranks' windows pooled, not rank 0's share of the scenes
+    from asgf_nav.rl.rollout import WINDOW_KEYS
+
+    pooled = states[0]["totals"] + states[1]["totals"]
+    assert states[0]["totals"][0, 1] > 0 and states[1]["totals"][0, 1] > 0  # both ranks finished episodes ...
+    assert not torch.equal(states[0]["totals"], states[1]["totals"])  # ... with other figures
+    expected = {key: total / count for key, (total, count) in zip(WINDOW_KEYS, pooled.tolist()) if count > 0}
+    assert states[0]["means"] == pytest.approx(expected) and states[1]["means"] == pytest.approx(expected)
 
 
 def ddppo_stop_worker(rank: int, world: int, init_file: str, run_dir: str, out_dir: str, signalled: int) -> None:

@@ -3,7 +3,8 @@
 Every helper also works in a plain single process (world size 1): then they do nothing, so the trainer
 has one code path. Each rank steps its own batched env and gathers its own rollout; ranks meet to
 normalise advantages over all rollouts, to average gradients after every backward pass, and before each
-update to agree on a stop (``any_rank``). Rank 0 logs its own episodes' statistics.
+update to agree on a stop (``any_rank``), and to pool the windows of finished episodes that rank 0 logs
+(``sum_over_ranks``).
 """
 
 from __future__ import annotations
@@ -158,14 +159,18 @@ def all_reduce_gradients(module: nn.Module) -> None:
         offset += count
 
 
-def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
-    """The mean of ``value`` (same shape on every rank) over all ranks; ``value`` itself in one process."""
-    world = world_size()
-    if world == 1:
+def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The sum of ``value`` (same shape on every rank) over all ranks; ``value`` itself in one process."""
+    if world_size() == 1:
         return value
     total = value.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / world
+    return total
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` (same shape on every rank) over all ranks; ``value`` itself in one process."""
+    return value if world_size() == 1 else sum_over_ranks(value) / world_size()
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -193,3 +193,11 @@ class EpisodeWindow:
             return {}
         keys = self.episodes[0].keys()
         return {k: float(np.mean([e[k] for e in self.episodes if k in e])) for k in keys}
+
+    def totals(self) -> torch.Tensor:
+        """(len(WINDOW_KEYS), 2) float64: each key's sum and count over the window, which DD-PPO ranks add up."""
+        rows = [[sum(e[k] for e in self.episodes if k in e), sum(k in e for e in self.episodes)] for k in WINDOW_KEYS]
+        return torch.tensor(rows, dtype=torch.float64)
+
+
+WINDOW_KEYS = ("return", *EPISODE_METRICS)  # what EpisodeWindow keeps, in one order on every rank

@@ -48,7 +48,7 @@ from asgf_nav.rl.checkpoint import (
 from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.resume import remembered_best, schedule_change
 from asgf_nav.rl.rng import capture_rng_state, restore_rng_state, seed_everything
-from asgf_nav.rl.rollout import EpisodeWindow, RolloutStorage, to_device
+from asgf_nav.rl.rollout import WINDOW_KEYS, EpisodeWindow, RolloutStorage, to_device
 from asgf_nav.rl.validation import ValidationStopped, run_validation
 from asgf_nav.scenes.background import ScenesNotReadyError
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
@@ -278,8 +278,16 @@ class Trainer:
         stats.update(diagnostics)
         # every rank's frames over this rank's rollout and update time (validation and checkpoints not counted)
         stats["fps"] = self.frames_per_update / (time.perf_counter() - start)
-        stats.update({f"episode/{k}": v for k, v in self.window.means().items()})
+        stats.update({f"episode/{k}": v for k, v in self.episode_means().items()})
         return stats
+
+    def episode_means(self) -> dict[str, float]:
+        """The window's means; under DD-PPO over every rank's window (one all-reduce), since each rank trains on
+        its own share of the scenes and rank 0's alone would make a curve unlike a single process's."""
+        if self.world == 1:
+            return self.window.means()
+        totals = distributed.sum_over_ranks(self.window.totals().to(self.device)).cpu().tolist()
+        return {key: total / count for key, (total, count) in zip(WINDOW_KEYS, totals) if count > 0}
 
     def report(self, stats: dict[str, float], progress: tqdm) -> None:
         """Show the update on the progress bar, log it and validate when due."""
