@@ -39,6 +39,12 @@ def bar_disabled(show: bool) -> bool | None:
     return None if show else True
 
 
+def decade_count(count: int) -> bool:
+    """Whether the ``count``-th of a repeated event gets a line of its own: the 1st, 10th, 100th, ...; a log
+    then grows with the logarithm of the repetitions, and still says how many there were."""
+    return count > 0 and str(count).rstrip("0") == "1"
+
+
 FILE_BAR_SECONDS = 60.0  # how often a progress bar drawn into a file (not a terminal) is redrawn
 
 

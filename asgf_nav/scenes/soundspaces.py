@@ -42,6 +42,7 @@ from scipy.sparse.csgraph import shortest_path
 
 from asgf_nav.errors import UserInputError
 from asgf_nav.io import DataUnpickler, UnsafePickleError, is_plain_file_name
+from asgf_nav.logging_utils import decade_count
 from asgf_nav.scenes.scene import YAWS
 
 logger = logging.getLogger(__name__)
@@ -506,7 +507,7 @@ class SoundSpacesRirs:
             known = _SILENCED.get(self.label, set())
             if str(path) not in known:  # once per file (the cache may drop it), in full for a scene's 1st, 10th, ...
                 count = len(known) + 1
-                if str(count).rstrip("0") == "1":  # 1, 10, 100, ...: a missing folder holds thousands of files
+                if decade_count(count):  # a missing folder holds thousands of files
                     reason = str(exc).removesuffix(SILENCE_REMEDY) if count == 1 else f"{path} is missing or unreadable"
                     logger.warning("%s; using silence instead (%d file(s) of %s so far)", reason, count, self.label)
                 else:

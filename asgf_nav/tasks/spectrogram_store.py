@@ -59,7 +59,7 @@ from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
 from asgf_nav.errors import UserInputError
 from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy, readable_size
-from asgf_nav.logging_utils import shell_command
+from asgf_nav.logging_utils import decade_count, shell_command
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs, soundspaces_rirs
 from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
 from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
@@ -429,7 +429,7 @@ class SpectrogramStore:
             )
         self._verified_count, self._verified_bytes = self._verified_count + 1, self._verified_bytes + array.nbytes
         # opened lazily, one per (scene, sound) drawn, again by each env built: not a line for each file
-        level = logging.INFO if str(self._verified_count).rstrip("0") == "1" else logging.DEBUG  # 1st, 10th, ...
+        level = logging.INFO if decade_count(self._verified_count) else logging.DEBUG
         logger.log(
             level, "spectrogram store %s: %d file(s) opened and verified so far, %s (the latest %s)",
             self.root, self._verified_count, readable_size(self._verified_bytes), path.relative_to(self.root),
