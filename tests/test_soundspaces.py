@@ -1516,3 +1516,19 @@ def test_sound_names_with_dots_or_an_extension_are_plain_file_names(tmp_path: Pa
         assert Episode.from_json(record, "x.json.gz").sound == name
     sf.write(tmp_path / "c.d-e.wav", np.full(SR, 0.1, dtype=np.float32), SR)
     assert ss.SoundSpacesSounds(tmp_path, SR).waveform("c.d-e").shape == (SR,)
+
+
+def test_a_source_file_is_hashed_once_while_it_stays_the_same_file(tmp_path: Path, monkeypatch) -> None:
+    """An import compares a copied source before and under the lock, then records it: one read, not three."""
+    import hashlib
+
+    source = tmp_path / "office_9.pkl"
+    source.write_bytes(b"views" * 1000)
+    opened = []
+    monkeypatch.setattr(
+        ssi, "open", lambda *args, **kwargs: opened.append(args[0]) or open(*args, **kwargs), raising=False
+    )
+    digests = {ssi._file_sha256(source) for _ in range(3)}
+    assert digests == {hashlib.sha256(b"views" * 1000).hexdigest()} and opened == [source]
+    source.write_bytes(b"other" * 999)  # another file now (another size): read again
+    assert ssi._file_sha256(source) == hashlib.sha256(b"other" * 999).hexdigest() and len(opened) == 2

@@ -56,12 +56,21 @@ def imported_scene_dir(data_root: str | Path, dataset: str, scene: str) -> Path:
     return scene_dir(data_root, f"{IMPORTED_PREFIX}{dataset}", scene)
 
 
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, time) -> SHA-256 hex, this process's
+
+
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The file's SHA-256, read once per process while it stays the same file: an import compares a source
+    before and under the lock and then records it, and a views pickle is gigabytes."""
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def _fingerprint(files: Sequence[Path]) -> dict[str, list[int | str]]:
