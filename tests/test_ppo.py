@@ -1475,6 +1475,17 @@ def test_ddppo_normalises_advantages_over_every_ranks_rollout(tmp_path: Path) ->
     assert ranks[1].min() > ranks[0].max()
 
 
+def _two_free_ports() -> tuple[int, int]:
+    """Two ports free a moment ago, held together so that they differ. env:// rendezvous needs the port before
+    rank 0 binds it, so another process could take one in between; on a CI machine that is very unlikely."""
+    import socket
+
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return first.getsockname()[1], second.getsockname()[1]
+
+
 def _refused_run_worker(
     rank: int, world: int, ports: tuple[int, int], run_dir: str, out_dir: str, own: tuple[str, ...] = ()
 ) -> None:
@@ -1503,17 +1514,12 @@ def _refused_run_worker(
 def test_ddppo_ranks_all_stop_with_rank_0s_message_when_it_refuses_the_run_directory(tmp_path: Path) -> None:
     """Only rank 0 claims the run directory: the others used to wait for it at a collective and die with a
     gloo 'connection closed' traceback. Every rank also leaves the process group it joined for the run."""
-    import socket
-
     import torch.multiprocessing as mp
 
     from asgf_nav.experiment import RUN_LOCK
     from asgf_nav.io import exclusive_lock
 
-    with socket.socket() as first, socket.socket() as second:
-        first.bind(("127.0.0.1", 0))
-        second.bind(("127.0.0.1", 0))
-        ports = (first.getsockname()[1], second.getsockname()[1])
+    ports = _two_free_ports()
     run = tmp_path / "run"
     run.mkdir()
     with exclusive_lock(run / RUN_LOCK, "a live run"):  # another training process holds it
@@ -1535,14 +1541,9 @@ def test_ddppo_ranks_all_stop_with_rank_0s_message_when_it_refuses_the_run_direc
 def test_ddppo_ranks_started_with_different_configs_all_stop_naming_the_keys(tmp_path: Path) -> None:
     """Ranks started by hand with other arguments averaged gradients of other experiments (another lr), or
     waited for each other forever (another ppo.total_frames); now every rank stops before any work."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as first, socket.socket() as second:
-        first.bind(("127.0.0.1", 0))
-        second.bind(("127.0.0.1", 0))
-        ports = (first.getsockname()[1], second.getsockname()[1])
+    ports = _two_free_ports()
     own = ("ppo.lr=0.1", "ppo.total_frames=64", "train.torch_threads=2")  # the threads may differ per node
     mp.spawn(_refused_run_worker, args=(2, ports, str(tmp_path / "run"), str(tmp_path), own), nprocs=2, join=True)
     started = "ConfigError: the DD-PPO ranks were started with different configs"

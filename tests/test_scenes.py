@@ -476,8 +476,13 @@ def test_a_bake_removes_what_a_killed_bake_left_half_written(tmp_path: Path, mon
     assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
 
 
-def test_a_scene_being_baked_elsewhere_is_waited_for_not_baked_twice(tmp_path: Path) -> None:
+def test_a_scene_being_baked_elsewhere_is_waited_for_not_baked_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
     import threading
+
+    from stopping import wait_for_log
 
     from asgf_nav.scenes.build import bake_layout
     from asgf_nav.scenes.store import bake_lock, stage_complete
@@ -490,9 +495,10 @@ def test_a_scene_being_baked_elsewhere_is_waited_for_not_baked_twice(tmp_path: P
         second = threading.Thread(
             target=lambda: result.update(build_scenes(cfg, "tiny", ["tiny_room_test"], ("layout",), workers=1))
         )
-        second.start()
-        time.sleep(1.0)
-        assert second.is_alive() and not stage_complete(directory, "layout")  # it waits, it does not bake
+        with caplog.at_level(logging.INFO, logger="asgf_nav.io"):
+            second.start()
+            wait_for_log(caplog, "is being written by another process; waiting for it", second)
+        assert not stage_complete(directory, "layout")  # it waits, it does not bake
         bake_layout(directory, cfg)
     second.join(timeout=60)
     assert result == {"tiny_room_test": []}  # it found the stage current once the lock was free

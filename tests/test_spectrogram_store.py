@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -388,7 +387,9 @@ def test_the_partial_files_space_is_reserved_when_created_and_when_resumed(tmp_p
     assert partial.stat().st_blocks * 512 >= size
 
 
-def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp_path):
+def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp_path, caplog):
+    from stopping import wait_for_log
+
     world = _world()
     scene = world.scenes["grid_b"]
     spectrogram = TorchSpectrogram(SR)
@@ -398,9 +399,10 @@ def test_a_file_being_baked_by_another_process_is_waited_for_not_baked_twice(tmp
         second = threading.Thread(
             target=lambda: finished.append(bake(tmp_path, scene, "drum", world.sound("drum"), spectrogram))
         )
-        second.start()
-        time.sleep(1.0)
-        assert second.is_alive() and not list(final.parent.glob("drum.partial*"))  # waits, writes nothing
+        with caplog.at_level(logging.INFO, logger="asgf_nav.io"):
+            second.start()
+            wait_for_log(caplog, "is being written by another process; waiting for it", second)
+        assert not list(final.parent.glob("drum.partial*"))  # waits, writes nothing
         other = bake(tmp_path / "other", scene, "drum", world.sound("drum"), spectrogram)
         fingerprint_path(other).replace(fingerprint_path(final))  # the other process finishes the file:
         other.replace(final)  # fingerprint first, then the .npy under its name
