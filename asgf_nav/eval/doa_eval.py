@@ -141,17 +141,21 @@ def test_sets(
     pool = pool if pool is not None else test_pool(cfg)
     categories = bank.categories()
     sets: dict[tuple[str, float], DoaBatch] = {}
-    conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
-    for split, snr in conditions:
-        sampler = DoaExampleSampler(
+    samplers = {  # one per split: each SNR's clips come from its own seeded stream, not the sampler's state
+        split: DoaExampleSampler(
             bank,
             pool,
-            "test" if split == "unheard" else "train",
+            sound_split,
             clip_seconds=cfg.clip_seconds,
             categories=categories,
             distractor_window=cfg.distractor_window,
         )
-        sets[(split, snr)] = sampler.sample(cfg.examples, snr, np.random.default_rng(condition_seed(split, snr)))
+        for split, sound_split in (("unheard", "test"), ("heard", "train"))
+    }
+    conditions = [("unheard", snr) for snr in cfg.snrs] + [("heard", 0.0)]
+    for split, snr in conditions:
+        rng = np.random.default_rng(condition_seed(split, snr))
+        sets[(split, snr)] = samplers[split].sample(cfg.examples, snr, rng)
     return sets, pool.sample_rate
 
 
