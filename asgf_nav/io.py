@@ -315,15 +315,6 @@ class UnsafeTorchFileError(ValueError):
     code the file names, which no file this project writes needs."""
 
 
-def _numpy_array_globals() -> list[Any]:
-    """What unpickling a numpy array or scalar calls, under the names both numpy 1 and numpy 2 write."""
-    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 renamed numpy.core
-    named = [(getattr(multiarray, name), f"{package}.multiarray.{name}")
-             for name in ("_reconstruct", "scalar") for package in ("numpy.core", "numpy._core")]  # fmt: skip
-    dtype_classes = {type(np.dtype(code)) for code in np.typecodes["All"]}  # numpy.dtypes.UInt32DType, ...
-    return [np.ndarray, np.dtype, *sorted(dtype_classes, key=str), *named]
-
-
 class UnsafePickleError(pickle.UnpicklingError):
     """A data pickle (a SoundSpaces graph or views file) that names something besides plain data: unpickling it
     would call what it names."""
@@ -342,18 +333,83 @@ _NETWORKX_CLASS_MODULES = frozenset(
 )
 
 
+class _NdarrayName:
+    """What a pickle gets for the name ``numpy.ndarray``. Numpy's own pickles pass it to ``_reconstruct`` (which
+    makes an empty array and fills it from the file's data); called, or its ``__new__``, it is refused: a few bytes
+    calling ``numpy.ndarray((10**9,), object)`` would allocate and fill a billion slots."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafePickleError(
+            "it calls numpy.ndarray, which allocates whatever shape it is given, where numpy's own pickles fill an "
+            "array from the file's data; it was not loaded"
+        )
+
+
+def _data_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` if it holds plain data: an array of Python objects could hold anything, and numpy's unpickling
+    of one trusts the file's shape (a short list for a long shape crashes the interpreter)."""
+    if dtype.hasobject:
+        raise UnsafePickleError(
+            f"it holds numpy data of dtype {dtype} (Python objects), which no data file needs; it was not loaded"
+        )
+    return dtype
+
+
+class _DataDtype:
+    """What a pickle gets for the name ``numpy.dtype``: the dtype it names, unless that holds Python objects."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> np.dtype:  # a class, as torch's NEWOBJ and REDUCE both call it
+        return _data_dtype(np.dtype(*args, **kwargs))
+
+
+def _empty_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` as its own pickles call it: an empty array of the named dtype, to be filled from the
+    file's data (where the array's shape is checked against the bytes the file holds)."""
+    try:
+        size = math.prod(operator.index(n) for n in shape)
+    except TypeError:
+        size = -1
+    if subtype not in (_NdarrayName, np.ndarray) or size != 0:
+        kind = "ndarray" if subtype is _NdarrayName else repr(subtype)
+        raise UnsafePickleError(
+            f"it calls numpy's _reconstruct({kind}, {shape!r}, ...), where numpy's own pickles make an empty array "
+            "and fill it from the file's data; it was not loaded"
+        )
+    return np.ndarray(shape, _DataDtype(dtype))
+
+
+def _plain_dtype_classes() -> list[type]:
+    """numpy 2's dtype classes (numpy.dtypes.Float64DType, ...) but not ObjectDType: a dtype read from a file is
+    an instance of one, and calling ObjectDType would make an object dtype."""
+    classes = {type(np.dtype(code)) for code in np.typecodes["All"] if not np.dtype(code).hasobject}
+    return sorted(classes, key=str)
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling a numpy array or scalar calls, under the names both numpy 1 and numpy 2 write, as torch's
+    ``safe_globals`` takes them: (object, name) where a checked stand-in takes the name."""
+    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 renamed numpy.core
+    named = [(function, f"{package}.multiarray.{name}")
+             for name, function in (("_reconstruct", _empty_reconstruct), ("scalar", multiarray.scalar))
+             for package in ("numpy.core", "numpy._core")]  # fmt: skip
+    # torch builds an array or dtype in place only if its type is allowed: np.ndarray under a name that no file
+    # can give (a pickle's names hold no newline), so that only _empty_reconstruct makes one
+    built = [(np.ndarray, "numpy.ndarray\n(built by _reconstruct)"), *_plain_dtype_classes()]
+    return [(_NdarrayName, "numpy.ndarray"), (_DataDtype, "numpy.dtype"), *built, *named]
+
+
 @functools.lru_cache(maxsize=1)
 def _numpy_pickle_names() -> dict[tuple[str, str], Any]:
     """(module, name) -> object for every global a numpy array, scalar or dtype pickle names, under numpy 1's and
-    numpy 2's module names (a file written under one is read under the other)."""
+    numpy 2's module names (a file written under one is read under the other); checked stand-ins for those that
+    allocate what the file asks for rather than what it holds."""
     core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed numpy.core
-    names: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    names: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _NdarrayName, ("numpy", "dtype"): _DataDtype}
     for package in ("numpy.core", "numpy._core"):
         names[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer  # protocol 5 arrays
-        for name in ("_reconstruct", "scalar"):
-            names[(f"{package}.multiarray", name)] = getattr(core.multiarray, name)
-    for code in np.typecodes["All"]:
-        dtype_class = type(np.dtype(code))
+        names[(f"{package}.multiarray", "_reconstruct")] = _empty_reconstruct
+        names[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
+    for dtype_class in _plain_dtype_classes():
         names[(dtype_class.__module__, dtype_class.__name__)] = dtype_class  # numpy.dtypes.Float64DType, ...
     return names
 
@@ -419,6 +475,8 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if isinstance(exc.__context__, UnsafePickleError):  # a checked numpy stand-in refused (torch re-raises it)
+            raise UnsafeTorchFileError(f"{path} is not one of this project's: {exc.__context__}") from None
         try:
             with torch.serialization.safe_globals(allowed):
                 unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))

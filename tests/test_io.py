@@ -691,6 +691,64 @@ def test_a_data_pickle_calling_bytes_or_bytearray_with_a_size_is_refused(kind: s
         assert type(loaded["array"]) is bytearray and loaded["nested"][0] == bytearray()
 
 
+class _AllocatesThroughNumpy:
+    """Pickles as a call numpy's own pickles never make: a few hundred bytes asking ``numpy.ndarray`` or
+    ``_reconstruct`` for a large array, or an array of Python objects whose shape is longer than its data (numpy's
+    unpickling trusts the shape: the interpreter crashes)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct  # numpy 2's name; the readers accept numpy 1's too
+
+        if self.how == "ndarray":
+            return np.ndarray, ((50_000_000,), np.dtype("f8"))
+        if self.how == "reconstruct":
+            return _reconstruct, (np.ndarray, (50_000_000,), b"b")
+        return _reconstruct, (np.ndarray, (0,), b"b"), (1, (50_000_000,), np.dtype("O"), False, [None])
+
+
+@pytest.mark.parametrize("how", ["ndarray", "reconstruct", "object_state"])
+def test_a_file_asking_numpy_for_memory_it_does_not_hold_is_refused(tmp_path: Path, how: str) -> None:
+    """Checkpoints (read by torch's weights-only unpickler) and SoundSpaces pickles (by DataUnpickler) may hold
+    numpy arrays; those are built only as numpy pickles them, empty and then filled from the file's bytes, and of
+    plain data. Before, such files allocated what they asked for (object arrays fill every slot) or crashed
+    the interpreter."""
+    import io
+    import pickle
+    import resource
+
+    import torch
+
+    from asgf_nav.io import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+
+    reason = {"ndarray": r"it calls numpy.ndarray, which allocates whatever shape",
+              "reconstruct": r"it calls numpy's _reconstruct\(ndarray, \(50000000,\), ...\), where numpy's own",
+              "object_state": r"it holds numpy data of dtype object \(Python objects\)"}[how]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data = pickle.dumps({"x": _AllocatesThroughNumpy(how)}, protocol=2)
+    assert len(data) < 300
+    with pytest.raises(UnsafePickleError, match=reason):
+        DataUnpickler(io.BytesIO(data)).load()
+    path = tmp_path / "shared.pt"
+    torch.save({"model": {}, "optimizer": {}, "update": 1, "frames": 0, "rng": {}, "config": {},
+                "x": _AllocatesThroughNumpy(how)}, path)  # fmt: skip
+    with pytest.raises(UnsafeTorchFileError, match=rf"{path} is not one of this project's: {reason}"):
+        load_torch_file(path)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} is not one of this project's: {reason}"):
+        load_checkpoint(path)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, f"the peak memory grew {grown_mb:.0f} MB"
+    for protocol in (2, 5):  # numpy's own pickles of plain data still load
+        record = np.zeros(2, [("x", "f4"), ("y", "i2")])
+        plain = {"a": np.asfortranarray(np.ones((2, 3))), "record": record, "empty": np.zeros((0, 4)), "s": np.int8(3)}
+        loaded = DataUnpickler(io.BytesIO(pickle.dumps(plain, protocol=protocol))).load()
+        assert loaded["a"].flags.f_contiguous and loaded["record"].dtype == record.dtype
+        assert loaded["empty"].shape == (0, 4) and loaded["s"] == 3 and isinstance(loaded["s"], np.int8)
+
+
 @pytest.mark.parametrize("compressed", [False, True])
 def test_an_array_header_claiming_more_than_the_file_holds_is_a_value_error(tmp_path: Path, compressed: bool) -> None:
     """A header claiming (1e8, 1e8) float32 made numpy raise MemoryError (35 PiB), which callers that catch
