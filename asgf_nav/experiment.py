@@ -171,7 +171,8 @@ def check_doa_sensor(cfg: ExperimentConfig, registered: list[str]) -> None:
 
 
 def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None = None) -> Any:
-    """Batched env of one DD-PPO rank: its own share of the (baked) training scenes and its own seed. Only
+    """Batched env of one DD-PPO rank: its own share of the (baked, or downloaded SoundSpaces) training scenes
+    and its own seed, so that each rank holds only its share's views and RIR caches. Only
     rank 0 validates, so a val env draws on every baked val scene: it holds ``train.val_episodes`` episodes
     spaced evenly over the val split (evaluation's selection, so each scene counts in proportion and every
     validation runs the same ones), which its sequential stride runs once. The run's ``config.yaml`` (every
@@ -180,15 +181,18 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
     from asgf_nav.rl.distributed import world_size
     from asgf_nav.scenes.background import ScenesNotReadyError
     from asgf_nav.tasks.factory import load_task_data, make_env
+    from asgf_nav.tasks.soundspaces_world import soundspaces_split_scenes
 
     scenes = None
+    ranks = world_size()
     if pool is not None:
         scenes = pool.ready(split)
         if not scenes:
             raise ScenesNotReadyError(f"no {split} scene of {cfg.scenes.dataset} is baked yet")
-        ranks = world_size()
-        if split == "train" and len(scenes) >= ranks:
-            scenes = scenes[rank::ranks]
+    elif split == "train" and ranks > 1:  # SoundSpaces data: every downloaded scene is ready
+        scenes = soundspaces_split_scenes(cfg, split)
+    if split == "train" and scenes is not None and len(scenes) >= ranks:
+        scenes = scenes[rank::ranks]
     seed = cfg.train.seed + 1000 * rank
     config_path = Path(cfg.train.run_dir) / "config.yaml"  # written before any env is made (save_config)
     if split != "val":

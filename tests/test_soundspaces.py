@@ -1195,6 +1195,29 @@ def test_a_split_scene_without_its_rir_folder_is_left_out_and_refused_when_named
         load_soundspaces_world(cfg, "train", ["office_7"])
 
 
+def test_ddppo_ranks_on_soundspaces_data_each_load_their_share_of_the_training_scenes(
+    tmp_path: Path, ss_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rank used to load every downloaded training scene (views, episodes, an RIR cache per scene),
+    where the embedded scenes are shared out: eight GPUs held eight copies of an MP3D split."""
+    from asgf_nav.config import load_config
+    from asgf_nav.experiment import make_rank_env
+    from asgf_nav.rl import distributed
+
+    write_soundspaces_dataset(ss_dataset, "office_7")
+    cfg = load_config(
+        "replica_heard",
+        [f"scenes.soundspaces_root={ss_dataset}", f"scenes.data_root={tmp_path / 'data'}", "scenes.image_size=6",
+         f"train.run_dir={tmp_path / 'run'}", "ppo.num_envs=1", "task.spectrogram_store=''", "train.device=cpu"],
+    )  # fmt: skip
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    envs = [make_rank_env(cfg, "train", rank) for rank in (0, 1)]
+    assert [sorted(env.world.scenes) for env in envs] == [["office_7"], ["office_9"]]
+    assert [{e.scene for e in env.episodes} for env in envs] == [{"office_7"}, {"office_9"}]
+    monkeypatch.setattr(distributed, "world_size", lambda: 1)
+    assert sorted(make_rank_env(cfg, "train", 0).world.scenes) == ["office_7", "office_9"]
+
+
 def test_split_scenes_come_from_the_split_file_when_content_is_empty(tmp_path: Path, ss_dataset: Path) -> None:
     """An empty content/ folder next to a split file that holds the episodes itself: the scenes are its episodes'."""
     split_dir = ss_dataset / "datasets" / "audionav" / "replica" / "v1" / "train_telephone"

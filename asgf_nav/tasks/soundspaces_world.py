@@ -81,6 +81,12 @@ def downloaded_split_scenes(paths: SoundSpacesPaths, split: str, sound_split: st
     return chosen
 
 
+def soundspaces_split_scenes(cfg: Any, split: str) -> list[str]:
+    """The downloaded SoundSpaces scenes of ``split`` that a run on ``cfg`` loads (each DD-PPO rank its share)."""
+    paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
+    return downloaded_split_scenes(paths, split, cfg.task.sound_split)
+
+
 def open_task_scene(
     paths: SoundSpacesPaths,
     data_root: str | Path,
