@@ -372,7 +372,7 @@ def resolve_episode(ep: Episode, world: TaskWorld) -> ResolvedEpisode:
         yaw = quaternion_to_yaw_index(ep.start_rotation)
     except ValueError as exc:
         raise EpisodeError(f"{ep.where()}: {exc}") from None
-    if goal not in set(int(s) for s in scene.source_nodes):
+    if goal not in scene.source_node_set:
         raise EpisodeError(
             f"{ep.where()}: goal {scene.describe_node(goal)} is not an acoustic source node of the scene "
             "(SoundSpaces data: listed in its metadata's source_nodes.txt)"

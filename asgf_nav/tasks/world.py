@@ -63,6 +63,12 @@ class TaskScene:
         """SoundSpaces' position -> node lookup key '{:.2f}_{:.2f}_{:.2f}'."""
         return {position_key(p): i for i, p in enumerate(np.asarray(self.positions, dtype=np.float64))}
 
+    @cached_property
+    def source_node_set(self) -> frozenset[int]:
+        """``source_nodes`` for membership tests: resolving an episode asks once per episode, and on SoundSpaces
+        data every node is a source."""
+        return frozenset(int(s) for s in self.source_nodes)
+
     def node_at(self, position: Sequence[float]) -> int:
         key = position_key(position)
         node = self.position_keys.get(key)
