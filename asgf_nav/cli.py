@@ -84,6 +84,9 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     install_stop_handlers()
     raise_open_file_limit()  # one open file per memory-mapped scene array
     consoles = sys.stdout, sys.stderr
+    for console in consoles:  # an ASCII console (a C locale without UTF-8 mode) gets \xb1 for a '±', not a traceback
+        with contextlib.suppress(AttributeError, ValueError):  # a test's capture, or a closed stream
+            console.reconfigure(errors="backslashreplace")
     sys.stdout, sys.stderr = (None if s is None else ConsoleStream(s) for s in consoles)  # None: closed (>&-)
     try:
         code = main()

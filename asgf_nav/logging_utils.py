@@ -92,7 +92,9 @@ def setup_logging(level: str | int = "INFO", log_file: str | Path | None = None)
     root.addHandler(console)
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        # a path undecodable under the file system's encoding reaches a message as surrogates: written escaped,
+        # where strict UTF-8 dropped every line that named it
+        file_handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
         file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(file_handler)
     for noisy in NOISY_LOGGERS:

@@ -505,6 +505,27 @@ def test_a_script_with_its_standard_output_closed_still_runs(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
+def test_a_script_on_an_ascii_console_prints_what_it_cannot_encode_escaped(tmp_path):
+    """Under a C locale without Python's UTF-8 mode the console is ASCII: a printed '±' (evaluation summaries,
+    reports) ended the script in a UnicodeEncodeError traceback, and a resumed evaluation crashed at the same
+    line every time. A path that is not UTF-8 reaches messages as surrogates; the log file dropped their lines."""
+    import os
+
+    code = (
+        "import logging, sys\nfrom asgf_nav.cli import run_script\nfrom asgf_nav.logging_utils import setup_logging\n"
+        "def main():\n    setup_logging('INFO', sys.argv[1])\n"
+        "    logging.getLogger('run').info('data root %s', 'caf\\udce9')\n    print('SPL 0.41 \\u00b1 0.03')\n"
+        "run_script(main)\n"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "train.log")], capture_output=True, env=env, cwd=REPO
+    )
+    assert done.returncode == 0 and done.stdout == b"SPL 0.41 \\xb1 0.03\n", done.stderr.decode(errors="replace")
+    assert "data root caf\\udce9" in (tmp_path / "train.log").read_text(encoding="utf-8")
+
+
 def test_bars_in_a_notebook_are_drawn_live(monkeypatch):
     """A notebook's output cell is no terminal, but it redraws a bar in place: the trainer's bar and the usual
     pace stay there (a run started with run_training from a notebook showed no progress)."""
