@@ -104,11 +104,27 @@ def _drop_first_file(entry: dict) -> dict:
     return entry
 
 
+def _point_first_file_outside(entry: dict) -> dict:
+    """A shared data root's manifest that reads an array from elsewhere (it passed as complete, and was read)."""
+    next(iter(entry["arrays"].values()))["file"] = "/tmp/elsewhere/positions.npy"
+    return entry
+
+
+def _list_a_file_outside(entry: dict) -> dict:
+    entry["files"] = [*entry["files"], "../other_scene/floorplan.json"]
+    return entry
+
+
 # how a stage's manifest entry is malformed: (the edit, what the error says of the layout stage)
 MALFORMED_STAGES = {
     "no meta": (lambda entry: {k: v for k, v in entry.items() if k != "meta"}, "has no 'meta' mapping"),
     "no arrays": (lambda entry: {k: v for k, v in entry.items() if k != "arrays"}, "has no 'arrays' mapping"),
     "no file": (_drop_first_file, "records array 'positions' without a 'file'"),
+    "a file outside": (
+        _point_first_file_outside,
+        "records array 'positions' in '/tmp/elsewhere/positions.npy', not a plain file name in the scene's folder",
+    ),
+    "a listed file outside": (_list_a_file_outside, "lists a file that is not a plain file name in the scene's folder"),
     "a list": (lambda entry: sorted(entry["arrays"]), "is a JSON list, not a mapping"),
 }
 

@@ -28,6 +28,7 @@ from asgf_nav.io import (
     atomic_write_bytes,
     atomic_write_text,
     exclusive_lock,
+    is_plain_file_name,
     limit_reached,
     load_npy,
     lock_held,
@@ -279,13 +280,15 @@ def _stage_problem(info: Any) -> str | None:
             return f"has no {key!r} {'list' if kind is list else 'mapping'}"
     if not isinstance(info.get("file_bytes", {}), dict):
         return "has a 'file_bytes' that is not a mapping"
-    if not all(isinstance(name, str) and name for name in info["files"]):
-        return "lists a file that is not a name"
+    if not all(is_plain_file_name(name) for name in info["files"]):  # a path would read from outside the scene
+        return "lists a file that is not a plain file name in the scene's folder"
     for name, entry in info["arrays"].items():
         if not isinstance(entry, dict):
             return f"records array {name!r} as a JSON {type(entry).__name__}, not a mapping"
         if not isinstance(entry.get("file"), str) or not entry["file"]:
             return f"records array {name!r} without a 'file'"
+        if not is_plain_file_name(entry["file"]):
+            return f"records array {name!r} in {entry['file']!r}, not a plain file name in the scene's folder"
         shape = entry.get("shape")
         if not isinstance(shape, list) or not all(map(is_whole_number, shape)):
             return f"records array {name!r} without a 'shape' list of integers"
