@@ -16,6 +16,7 @@ import copy
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -76,6 +77,14 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
             "choose another"
         )
 
+    try:  # TensorBoard writes its event files under UTF-8 names only
+        str(run_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"train.run_dir: {str(run_dir)!r} is no text under this locale's file-system encoding "
+            f"({sys.getfilesystemencoding()}), and TensorBoard cannot write its logs there: run with PYTHONUTF8=1 "
+            "(or a UTF-8 locale), or choose a run_dir of ASCII characters"
+        ) from None
     with exclusive_lock(run_dir / RUN_LOCK, f"run directory {run_dir}", busy=in_use):
         checkpoints = list_checkpoints(run_dir)
         if checkpoints and not resume:

@@ -797,6 +797,19 @@ def test_a_run_directory_with_checkpoints_is_continued_only_by_resume(tmp_path: 
         pass
 
 
+def test_a_run_directory_tensorboard_cannot_name_is_refused_before_any_work(tmp_path: Path) -> None:
+    """Under an ASCII file-system encoding (a C locale without UTF-8 mode) a non-ASCII path reaches Python as
+    surrogates; TensorBoard's writer then died with a UnicodeEncodeError traceback after the scenes were baked."""
+    from asgf_nav.config import ConfigError
+    from asgf_nav.experiment import claim_run_dir
+
+    run_dir = tmp_path / "donn\udcc3\udca9es"  # 'données' as an ASCII locale decodes its UTF-8 bytes
+    with pytest.raises(ConfigError, match=r"train.run_dir: .* is no text under this locale's file-system encoding"):
+        with claim_run_dir(run_dir, resume=False):
+            pass
+    assert not run_dir.exists()
+
+
 def test_ddppo_ranks_each_train_on_their_own_scene_when_there_are_as_many_as_ranks(monkeypatch) -> None:
     """Two ranks and two baked scenes: one scene each; with fewer scenes than ranks every rank trains on all."""
     from asgf_nav.experiment import make_rank_env
