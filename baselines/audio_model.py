@@ -33,9 +33,10 @@ from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import is_whole_number
 from asgf_nav.devices import preserved_torch_rng
-from asgf_nav.io import UnsafeTorchFileError, atomic_write, load_torch_file, weights_mismatch
+from asgf_nav.io import atomic_write
 from asgf_nav.logging_utils import bar_pacing
 from asgf_nav.rl.checkpoint import CheckpointError, warn_if_trained_at_other_versions
+from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file, weights_mismatch
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
 from asgf_nav.tasks.world import TaskWorld, binaural_rirs

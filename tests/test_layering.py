@@ -29,6 +29,7 @@ UTILITIES = (
     "config",
     "errors",
     "io",
+    "safe_load",
     "devices",
     "termination",
     "logging_utils",

@@ -31,10 +31,11 @@ from tqdm import tqdm
 from asgf_nav.config import is_whole_number
 from asgf_nav.errors import UserInputError
 from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
-from asgf_nav.io import atomic_write_text, weights_mismatch
+from asgf_nav.io import atomic_write_text
 from asgf_nav.logging_utils import bar_pacing
 from asgf_nav.rl.checkpoint import CheckpointError
 from asgf_nav.rl.validation import validation_quota
+from asgf_nav.safe_load import weights_mismatch
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, ResolvedEpisode
 from asgf_nav.tasks.navigation import step_pose

@@ -16,8 +16,9 @@ from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import flatten_dotted
 from asgf_nav.errors import UserInputError
-from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file
+from asgf_nav.io import atomic_write, content_digest
 from asgf_nav.logging_utils import shell_command
+from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
 from asgf_nav.scenes.soundspaces_import import scene_source
 
 logger = logging.getLogger(__name__)

@@ -41,8 +41,9 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
 from asgf_nav.errors import UserInputError
-from asgf_nav.io import DataUnpickler, UnsafePickleError, is_plain_file_name
+from asgf_nav.io import is_plain_file_name
 from asgf_nav.logging_utils import decade_count
+from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
 from asgf_nav.scenes.scene import YAWS
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import torch
 
 from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
 from asgf_nav.errors import UserInputError
-from asgf_nav.io import UnsafeTorchFileError, atomic_write, content_digest, load_torch_file, weights_mismatch
+from asgf_nav.io import atomic_write, content_digest
 from asgf_nav.logging_utils import shell_command
 from asgf_nav.models.doa.build import build_model
 from asgf_nav.models.doa.config import (
@@ -30,6 +30,7 @@ from asgf_nav.models.doa.config import (
     learning_rate,
 )
 from asgf_nav.models.doa.pools import SHOEBOX_RECEIVERS
+from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file, weights_mismatch
 
 logger = logging.getLogger(__name__)
 

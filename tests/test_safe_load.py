@@ -1,0 +1,176 @@
+"""Files made elsewhere are read as data: checkpoints through torch's weights-only unpickler, SoundSpaces pickles
+through DataUnpickler; nothing they name runs, and nothing beyond what they hold is allocated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+class _RunsCodeWhenUnpickled:
+    """What a malicious (or merely foreign) checkpoint holds: unpickling it calls a function of the file's choice."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.marker),)
+
+
+def test_a_torch_file_that_would_run_code_is_refused_before_any_runs(tmp_path: Path) -> None:
+    import torch
+
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError, read_checkpoint
+    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+    from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
+    from baselines.audio_model import load_model
+
+    marker = tmp_path / "the-file-ran-code"
+    path = tmp_path / "shared.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}, "update": 1, "frames": 0, "rng": {},
+                "config": {}, "kind": "selective", "state_dict": _RunsCodeWhenUnpickled(marker)}, path)  # fmt: skip
+    readers = [(load_torch_file, UnsafeTorchFileError), (load_checkpoint, CheckpointError),
+               (read_checkpoint, DoaCheckpointError), (load_model, CheckpointError)]  # fmt: skip
+    for read, error in readers:
+        with pytest.raises(error, match=rf"{path} is not one of this project's: reading it would run os.makedirs"):
+            read(path)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the full unpickler: what the readers avoid
+    assert marker.is_dir()
+
+
+def test_numpy_arrays_and_scalars_load_under_the_names_numpy_1_and_2_write(tmp_path: Path) -> None:
+    """Checkpoints keep random generator states as numpy arrays; one written under numpy 1 names
+    numpy.core.multiarray, one written under numpy 2 numpy._core.multiarray, and both must load anywhere."""
+    import zipfile
+
+    import torch
+
+    from asgf_nav.safe_load import load_torch_file
+
+    state = {"mt": np.random.RandomState(3).get_state(), "obs": np.arange(6, dtype=np.float16), "step": np.int64(4)}
+    torch.save(state, tmp_path / "written.pt")
+    with zipfile.ZipFile(tmp_path / "written.pt") as archive:
+        entries = {info: archive.read(info) for info in archive.infolist()}
+    for package in (b"numpy.core.multiarray", b"numpy._core.multiarray"):
+        path = tmp_path / f"{package.decode()}.pt"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+            for info, data in entries.items():
+                if info.filename.endswith("data.pkl"):
+                    data = data.replace(b"numpy._core.multiarray", package).replace(b"numpy.core.multiarray", package)
+                    assert package + b"\n_reconstruct" in data and package + b"\nscalar" in data
+                archive.writestr(info, data)
+        loaded = load_torch_file(path)
+        assert loaded["mt"][0] == "MT19937" and np.array_equal(loaded["mt"][1], state["mt"][1])
+        assert loaded["obs"].dtype == np.float16 and loaded["obs"].tolist() == state["obs"].tolist()
+        assert loaded["step"] == 4 and isinstance(loaded["step"], np.int64)
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "bytes"])
+def test_a_data_pickle_calling_bytes_or_bytearray_with_a_size_is_refused(kind: str) -> None:
+    """``bytearray(10**9)`` in a 30-byte pickle zero-fills a gigabyte: a call from an integer size is refused,
+    while bytes and bytearrays pickled as data load at every protocol."""
+    import pickle
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    def load(data: bytes):
+        import io
+
+        return DataUnpickler(io.BytesIO(data)).load()
+
+    size = 50_000_000
+    bomb = b"\x80\x02cbuiltins\n" + kind.encode() + b"\nJ" + size.to_bytes(4, "little") + b"\x85R."
+    assert len(bomb) < 40
+    with pytest.raises(UnsafePickleError, match=rf"it calls {kind}\({size}\), which makes that many zero bytes"):
+        load(bomb)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        data = {"b": b"ab", "empty": b"", "array": bytearray(b"xy"), "nested": [bytearray(), np.arange(3)]}
+        loaded = load(pickle.dumps(data, protocol=protocol))
+        assert loaded["b"] == b"ab" and loaded["empty"] == b"" and loaded["array"] == bytearray(b"xy")
+        assert type(loaded["array"]) is bytearray and loaded["nested"][0] == bytearray()
+
+
+class _AllocatesThroughNumpy:
+    """Pickles as a call numpy's own pickles never make: a few hundred bytes asking ``numpy.ndarray`` or
+    ``_reconstruct`` for a large array, or an array of Python objects whose shape is longer than its data (numpy's
+    unpickling trusts the shape: the interpreter crashes)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct  # numpy 2's name; the readers accept numpy 1's too
+
+        if self.how == "ndarray":
+            return np.ndarray, ((50_000_000,), np.dtype("f8"))
+        if self.how == "reconstruct":
+            return _reconstruct, (np.ndarray, (50_000_000,), b"b")
+        return _reconstruct, (np.ndarray, (0,), b"b"), (1, (50_000_000,), np.dtype("O"), False, [None])
+
+
+@pytest.mark.parametrize("how", ["ndarray", "reconstruct", "object_state"])
+def test_a_file_asking_numpy_for_memory_it_does_not_hold_is_refused(tmp_path: Path, how: str) -> None:
+    """Checkpoints (read by torch's weights-only unpickler) and SoundSpaces pickles (by DataUnpickler) may hold
+    numpy arrays; those are built only as numpy pickles them, empty and then filled from the file's bytes, and of
+    plain data. Before, such files allocated what they asked for (object arrays fill every slot) or crashed
+    the interpreter."""
+    import io
+    import pickle
+    import resource
+
+    import torch
+
+    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    reason = {"ndarray": r"it calls numpy.ndarray, which allocates whatever shape",
+              "reconstruct": r"it calls numpy's _reconstruct\(ndarray, \(50000000,\), ...\), where numpy's own",
+              "object_state": r"it holds numpy data of dtype object \(Python objects\)"}[how]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data = pickle.dumps({"x": _AllocatesThroughNumpy(how)}, protocol=2)
+    assert len(data) < 300
+    with pytest.raises(UnsafePickleError, match=reason):
+        DataUnpickler(io.BytesIO(data)).load()
+    path = tmp_path / "shared.pt"
+    torch.save({"model": {}, "optimizer": {}, "update": 1, "frames": 0, "rng": {}, "config": {},
+                "x": _AllocatesThroughNumpy(how)}, path)  # fmt: skip
+    with pytest.raises(UnsafeTorchFileError, match=rf"{path} is not one of this project's: {reason}"):
+        load_torch_file(path)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} is not one of this project's: {reason}"):
+        load_checkpoint(path)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, f"the peak memory grew {grown_mb:.0f} MB"
+    for protocol in (2, 5):  # numpy's own pickles of plain data still load
+        record = np.zeros(2, [("x", "f4"), ("y", "i2")])
+        plain = {"a": np.asfortranarray(np.ones((2, 3))), "record": record, "empty": np.zeros((0, 4)), "s": np.int8(3)}
+        loaded = DataUnpickler(io.BytesIO(pickle.dumps(plain, protocol=protocol))).load()
+        assert loaded["a"].flags.f_contiguous and loaded["record"].dtype == record.dtype
+        assert loaded["empty"].shape == (0, 4) and loaded["s"] == 3 and isinstance(loaded["s"], np.int8)
+
+
+def test_weights_a_network_ties_under_two_names_fit_it_and_shared_ones_it_does_not_tie_do_not(tmp_path) -> None:
+    """A (plugin) policy reaching one layer under two names saves one block for both, which loads; a file whose
+    two untied tensors share one block would make the network allocate what the file never held."""
+    import torch
+    from torch import nn
+
+    from asgf_nav.safe_load import weights_mismatch
+
+    def network(tied: bool) -> nn.Module:
+        net = nn.Module()
+        net.shared = nn.Linear(8, 8)
+        net.alias = net.shared if tied else nn.Linear(8, 8)
+        return net
+
+    torch.save(network(tied=True).state_dict(), tmp_path / "tied.pt")
+    saved = torch.load(tmp_path / "tied.pt", weights_only=True)
+    with torch.device("meta"):
+        tied, untied = network(tied=True), network(tied=False)
+    assert weights_mismatch(tied.state_dict(keep_vars=True), saved) is None
+    assert weights_mismatch(untied.state_dict(keep_vars=True), saved) == (
+        "its tensors share 288 bytes of data for the network's 576"
+    )
