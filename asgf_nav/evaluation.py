@@ -22,12 +22,14 @@ from typing import Any
 from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import ExperimentConfig
+from asgf_nav.devices import resolve_device
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, run_episodes, select_episodes
 from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock
 from asgf_nav.eval.report import summary_markdown, write_evaluation
 from asgf_nav.experiment import register_auxiliary_observations
 from asgf_nav.io import code_version, file_identity
 from asgf_nav.rl.checkpoint import RESPONSE_VERSION_KEYS, policy_digest, warn_if_trained_at_other_versions
+from asgf_nav.rl.rng import capture_rng_state, restore_rng_state
 from asgf_nav.scenes.soundspaces import silenced_rir_files
 from asgf_nav.scenes.soundspaces_import import scene_source
 from asgf_nav.tasks.episodes import episodes_fingerprint
@@ -318,10 +320,13 @@ def run_evaluation(
     locked before any task data loads, until all are written, and checked against what it holds before any
     episode runs (a conflict in the second split must not cost the hours of the first, nor its earlier
     results); the progress files go only once all are written. The checkpoint's DoA head is registered only
-    while it runs: a later env in the same process (a notebook) must not find it."""
+    while it runs: a later env in the same process (a notebook) must not find it. The random generators are given
+    back as they were: building the policy draws its initial weights before the checkpoint's replace them."""
     configs = [split_config(request, cfg, sound_split, checkpoint) for sound_split in sound_splits]
     code_version()  # recorded as the code of this process now, not of a checkout changed while it runs
+    device = resolve_device(request.device, key="device")
     with ExitStack() as held:
+        held.callback(restore_rng_state, capture_rng_state(device), device)
         held.enter_context(restored_observations())
         for split_cfg in configs:
             held.enter_context(evaluation_lock(output_dir(request, split_cfg)))

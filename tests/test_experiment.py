@@ -601,7 +601,9 @@ def test_a_run_called_from_python_leaves_the_callers_state_as_it_was(tmp_path):
     checkpoint = str(tmp_path / "run" / "checkpoints" / "ckpt_000001.pt")
     build_scenes(cfg, "tiny", ["tiny_room_val"], workers=1)  # the run's end stopped its background bake, maybe early
     request = EvaluationRequest(split="val", checkpoint=checkpoint, episodes=1, num_envs=1, out=str(tmp_path / "eval"))
-    run_evaluation(request, cfg, load_checkpoint(checkpoint), ["heard"])
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)  # fmt: skip
+    run_evaluation(request, cfg, load_checkpoint(checkpoint), ["heard"])  # it builds the policy: initial weights
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws
     assert registered_observations() == observations
 
 
