@@ -976,3 +976,20 @@ def test_responses_too_short_for_the_farthest_source_are_refused_before_anything
         bake_acoustics(directory, cfg)
     assert not (directory / "acoustics_partial").exists()
     bake.check_response_length("hand", nodes, np.arange(3), longest * 1.01)  # long enough: no refusal
+
+
+def test_the_diffuse_field_cache_keeps_a_bounded_number_of_head_sets() -> None:
+    """Keyed on the set's identity, and load_hrtf keeps four rates: a process that went through more rates than
+    that (scenes and DoA rooms at several) added an entry for every set loaded again, and kept each set alive."""
+    import dataclasses
+
+    from asgf_nav.acoustics import binaural
+
+    kemar = load_hrtf(FS)
+    first = diffuse_field(kemar, 7)
+    copies = [dataclasses.replace(kemar, _spectra={}) for _ in range(3 * binaural._DIFFUSE_CACHE_SIZE)]
+    for copy in copies:  # what load_hrtf gives for a rate it dropped and loads again: the same data, a new set
+        assert diffuse_field(copy, 7) is not first
+        assert diffuse_field(kemar, 7) is first  # in use all along: kept
+    assert len(binaural._DIFFUSE_CACHE) <= binaural._DIFFUSE_CACHE_SIZE
+    np.testing.assert_array_equal(diffuse_field(copies[-1], 7).gain, first.gain)

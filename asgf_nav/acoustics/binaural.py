@@ -156,10 +156,14 @@ def diffuse_field(hrtf: Hrtf, num_bands: int) -> DiffuseField:
         gain = power / band_power.sum(axis=1)[None, :]
         coherence = np.clip(cross / np.sqrt(power[0] * power[1]), -1.0, 1.0)
         _DIFFUSE_CACHE[key] = (hrtf, DiffuseField(gain.astype(np.float32), coherence.astype(np.float32)))
+        while len(_DIFFUSE_CACHE) > _DIFFUSE_CACHE_SIZE:  # load_hrtf's cache makes a new set for a rate it dropped
+            del _DIFFUSE_CACHE[next(iter(_DIFFUSE_CACHE))]  # the least recently used
+    _DIFFUSE_CACHE[key] = _DIFFUSE_CACHE.pop(key)  # now the most recently used
     return _DIFFUSE_CACHE[key][1]
 
 
-_DIFFUSE_CACHE: dict[tuple[int, int], tuple[Hrtf, DiffuseField]] = {}
+_DIFFUSE_CACHE: dict[tuple[int, int], tuple[Hrtf, DiffuseField]] = {}  # in order of use, the latest last
+_DIFFUSE_CACHE_SIZE = 8
 
 
 def noise_offsets(receiver: int, source_node: int, yaw_index: int, span: int) -> tuple[int, int]:
