@@ -84,11 +84,12 @@ def _empty_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     return np.ndarray(shape, _DataDtype(dtype))
 
 
-def _plain_dtype_classes() -> list[type]:
+def _plain_dtype_classes(void: bool = True) -> list[type]:
     """numpy 2's dtype classes (numpy.dtypes.Float64DType, ...) but not ObjectDType: a dtype read from a file is
-    an instance of one, and calling ObjectDType would make an object dtype."""
-    classes = {type(np.dtype(code)) for code in np.typecodes["All"] if not np.dtype(code).hasobject}
-    return sorted(classes, key=str)
+    an instance of one, and calling ObjectDType would make an object dtype. ``void=False`` leaves out VoidDType,
+    whose instances take their flags from the file (:func:`_check_built_dtype`)."""
+    kinds = [np.dtype(code) for code in np.typecodes["All"]]
+    return sorted({type(d) for d in kinds if not d.hasobject and (void or d.kind != "V")}, key=str)
 
 
 def _numpy_array_globals() -> list[Any]:
@@ -99,8 +100,9 @@ def _numpy_array_globals() -> list[Any]:
              for name, function in (("_reconstruct", _empty_reconstruct), ("scalar", multiarray.scalar))
              for package in ("numpy.core", "numpy._core")]  # fmt: skip
     # torch builds an array or dtype in place only if its type is allowed: np.ndarray under a name that no file
-    # can give (a pickle's names hold no newline), so that only _empty_reconstruct makes one
-    built = [(np.ndarray, "numpy.ndarray\n(built by _reconstruct)"), *_plain_dtype_classes()]
+    # can give (a pickle's names hold no newline), so that only _empty_reconstruct makes one; no void dtype,
+    # whose flags the file would set (torch's BUILD cannot be checked): structured arrays are refused
+    built = [(np.ndarray, "numpy.ndarray\n(built by _reconstruct)"), *_plain_dtype_classes(void=False)]
     return [(_NdarrayName, "numpy.ndarray"), (_DataDtype, "numpy.dtype"), *built, *named]
 
 
@@ -140,11 +142,37 @@ def _unsized(kind: type) -> Callable[..., Any]:
 _UNSIZED = {name: _unsized(getattr(builtins, name)) for name in _SIZED_BUILTINS}
 
 
-class DataUnpickler(pickle.Unpickler):
+def _check_built_dtype(dtype: np.dtype) -> None:
+    """A dtype after the pickle's BUILD state: numpy takes a void dtype's flags from that state as they are, so a
+    file can make a plain 'V8' one whose arrays are unpickled from a list of Python objects (a short list for a
+    long shape crashes the interpreter). Its flags must be those numpy gives the dtype it describes."""
+    _data_dtype(dtype)
+    described = np.dtype(dtype.descr, align=dtype.isalignedstruct) if dtype.names else np.dtype(dtype.str)
+    if dtype.flags != described.flags:
+        raise UnsafePickleError(
+            f"it gives numpy dtype {dtype} the flags {dtype.flags:#x}, where numpy's own are {described.flags:#x}; "
+            "it was not loaded"
+        )
+
+
+class DataUnpickler(pickle._Unpickler):
     """Unpickles plain data only: builtin containers and numbers, numpy arrays, and networkx graphs and their
     views. Any other global the file names (a function to call, a class of some other package) is an
     :class:`UnsafePickleError` naming it, so a pickle from elsewhere cannot run code here. A subclass may map
-    a class that is not installed here to a stand-in first (habitat's Observations)."""
+    a class that is not installed here to a stand-in first (habitat's Observations).
+
+    Python's own unpickler, not the C one: its BUILD step (an object's state) can be checked for numpy dtypes,
+    which take flags from it (:func:`_check_built_dtype`)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        built = self.stack[-2]
+        super().load_build()
+        if isinstance(built, np.dtype):
+            _check_built_dtype(built)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str) -> Any:
         # protocols 0-2 name Python 2's modules (copy_reg, __builtin__), which the default find_class renames
@@ -188,6 +216,11 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
                 unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         except Exception:  # noqa: BLE001 - not a zip checkpoint at all: torch's own reason below
             unsafe = []
+        if "VoidDType" in str(exc):  # torch's BUILD of a dtype type left out of the allowed ones
+            raise UnsafeTorchFileError(
+                f"{path} is not one of this project's: it holds a numpy structured (void) dtype, whose flags the file "
+                "sets itself, and files of this project hold none"
+            ) from None
         if unsafe:
             raise UnsafeTorchFileError(
                 f"{path} is not one of this project's: reading it would run {', '.join(unsafe)}, and files of this "

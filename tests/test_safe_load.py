@@ -174,3 +174,83 @@ def test_weights_a_network_ties_under_two_names_fit_it_and_shared_ones_it_does_n
     assert weights_mismatch(untied.state_dict(keep_vars=True), saved) == (
         "its tensors share 288 bytes of data for the network's 576"
     )
+
+
+class _ForgedDtypeFlags:
+    """numpy.dtype('V8') whose BUILD state gives it flags of its own: 0x02 makes numpy unpickle its arrays from a
+    list of Python objects, and a one-item list for a 50M shape crashed the interpreter."""
+
+    def __reduce__(self):
+        return np.dtype, ("V8", False, True), (3, "|", None, None, None, 8, 1, 0x02)
+
+
+class _ArrayOfForgedDtype:
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return _reconstruct, (np.ndarray, (0,), b"b"), (1, (50_000_000,), _ForgedDtypeFlags(), False, [None])
+
+
+def test_a_dtype_given_flags_of_its_own_by_the_file_is_refused(tmp_path: Path) -> None:
+    """A dtype's flags are numpy's to derive: DataUnpickler checks each dtype after its BUILD state, and the
+    checkpoint reader (whose BUILD cannot be checked) builds no void dtype at all."""
+    import io
+    import pickle
+
+    import torch
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    data = pickle.dumps({"x": _ArrayOfForgedDtype()}, protocol=2)
+    with pytest.raises(UnsafePickleError, match=r"it gives numpy dtype \|V8 the flags 0x2, where numpy's own are 0x0"):
+        DataUnpickler(io.BytesIO(data)).load()
+    path = tmp_path / "shared.pt"
+    torch.save({"x": _ArrayOfForgedDtype()}, path)
+    with pytest.raises(
+        UnsafeTorchFileError, match=rf"{path} is not one of this project's: it holds a numpy structured"
+    ):
+        load_torch_file(path)
+    for dtype in (np.dtype([("x", "f4"), ("y", "i2")], align=True), np.dtype([("a", "f4", (2,))]), np.dtype("U3")):
+        loaded = DataUnpickler(io.BytesIO(pickle.dumps(np.zeros(2, dtype), protocol=2))).load()
+        assert loaded.dtype == dtype and loaded.dtype.flags == dtype.flags  # numpy's own flags load
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("builtins", "getattr"), ("builtins", "eval"), ("builtins", "__import__"), ("builtins", "type"),
+     ("collections", "namedtuple"), ("numpy.dtypes", "ObjectDType"), ("networkx.classes.graph", "cached_property"),
+     ("numpy", "frombuffer"), ("numpy", "empty")],
+)  # fmt: skip
+def test_a_data_pickle_naming_anything_but_plain_data_is_refused(module: str, name: str) -> None:
+    """What a pickle can call it names by module and name; only data types and numpy's own array builders pass
+    (each of these would build something of the file's choice: code, a class, an object array, an allocation)."""
+    import io
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    call = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b")R."  # GLOBAL, then a call without arguments
+    with pytest.raises(UnsafePickleError, match=rf"it names {module}\.{name}, which is not plain data"):
+        DataUnpickler(io.BytesIO(call)).load()
+
+
+def test_sizes_a_pickle_gives_as_numbers_of_any_kind_are_refused() -> None:
+    """A shape given as a bare number, and a numpy integer as bytearray's size, are sizes all the same."""
+    import io
+    import pickle
+
+    from numpy._core.multiarray import _reconstruct
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    class IntShape:
+        def __reduce__(self):
+            return _reconstruct, (np.ndarray, 50_000_000, b"b")
+
+    class NumpySize:
+        def __reduce__(self):
+            return bytearray, (np.int64(200_000_000),)
+
+    with pytest.raises(UnsafePickleError, match=r"_reconstruct\(ndarray, 50000000, ...\)"):
+        DataUnpickler(io.BytesIO(pickle.dumps(IntShape(), protocol=2))).load()
+    with pytest.raises(UnsafePickleError, match=r"it calls bytearray\(200000000\)"):
+        DataUnpickler(io.BytesIO(pickle.dumps(NumpySize(), protocol=2))).load()
