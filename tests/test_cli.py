@@ -514,7 +514,8 @@ def test_a_script_on_an_ascii_console_prints_what_it_cannot_encode_escaped(tmp_p
     code = (
         "import logging, sys\nfrom asgf_nav.cli import run_script\nfrom asgf_nav.logging_utils import setup_logging\n"
         "def main():\n    setup_logging('INFO', sys.argv[1])\n"
-        "    logging.getLogger('run').info('data root %s', 'caf\\udce9')\n    print('SPL 0.41 \\u00b1 0.03')\n"
+        "    logging.getLogger('run').info('data root %s at 90\\u00b0', 'caf\\udce9')\n"
+        "    print('SPL 0.41 \\u00b1 0.03')\n"
         "run_script(main)\n"
     )
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
@@ -523,7 +524,7 @@ def test_a_script_on_an_ascii_console_prints_what_it_cannot_encode_escaped(tmp_p
         [sys.executable, "-c", code, str(tmp_path / "train.log")], capture_output=True, env=env, cwd=REPO
     )
     assert done.returncode == 0 and done.stdout == b"SPL 0.41 \\xb1 0.03\n", done.stderr.decode(errors="replace")
-    assert "data root caf\\udce9" in (tmp_path / "train.log").read_text(encoding="utf-8")
+    assert "data root caf\\udce9 at 90\u00b0" in (tmp_path / "train.log").read_text(encoding="utf-8")
 
 
 def test_bars_in_a_notebook_are_drawn_live(monkeypatch):

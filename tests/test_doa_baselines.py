@@ -239,9 +239,16 @@ def test_benchmark_clips_use_the_test_sounds_for_unheard_and_the_training_sounds
             splits[len(splits)] = sound_split
 
     monkeypatch.setattr(doa_eval, "DoaExampleSampler", Recording)
-    sets, _ = doa_eval.test_sets(doa_eval.EvalConfig(examples=2, snrs=(0.0, -5.0), clip_seconds=0.1), bank, pool)
+    cfg = doa_eval.EvalConfig(examples=2, snrs=(0.0, -5.0), clip_seconds=0.1)
+    sets, _ = doa_eval.test_sets(cfg, bank, pool)
     assert list(sets) == [("unheard", 0.0), ("unheard", -5.0), ("heard", 0.0)]
     assert list(splits.values()) == ["test", "train"]  # one sampler per split (its notes logged once)
+    for (split, snr), batch in sets.items():  # each condition: its split's sounds, its own seeded stream
+        sampler = doa_eval.DoaExampleSampler(bank, pool, {"unheard": "test", "heard": "train"}[split],
+                                             clip_seconds=cfg.clip_seconds, categories=bank.categories(),
+                                             distractor_window=cfg.distractor_window)  # fmt: skip
+        expected = sampler.sample(cfg.examples, snr, np.random.default_rng(doa_eval.condition_seed(split, snr)))
+        assert torch.equal(batch.mixture, expected.mixture), (split, snr)
 
 
 def test_a_condition_draws_the_same_clips_whatever_other_snrs_are_asked_for(sampler_parts):

@@ -110,6 +110,11 @@ def _point_first_file_outside(entry: dict) -> dict:
     return entry
 
 
+def _point_first_file_up(entry: dict) -> dict:
+    next(iter(entry["arrays"].values()))["file"] = "../other_scene/positions.npy"
+    return entry
+
+
 def _list_a_file_outside(entry: dict) -> dict:
     entry["files"] = [*entry["files"], "../other_scene/floorplan.json"]
     return entry
@@ -123,6 +128,10 @@ MALFORMED_STAGES = {
     "a file outside": (
         _point_first_file_outside,
         "records array 'positions' in '/tmp/elsewhere/positions.npy', not a plain file name in the scene's folder",
+    ),
+    "a file up": (
+        _point_first_file_up,
+        "records array 'positions' in '../other_scene/positions.npy', not a plain file name in the scene's folder",
     ),
     "a listed file outside": (_list_a_file_outside, "lists a file that is not a plain file name in the scene's folder"),
     "a list": (lambda entry: sorted(entry["arrays"]), "is a JSON list, not a mapping"),
