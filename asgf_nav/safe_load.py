@@ -9,6 +9,7 @@ import functools
 import math
 import operator
 import pickle
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,25 @@ def _unsized(kind: type) -> Callable[..., Any]:
 _UNSIZED = {name: _unsized(getattr(builtins, name)) for name in _SIZED_BUILTINS}
 
 
+def _described_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype numpy makes from ``dtype``'s description alone (its fields, subarray or type string), flags
+    included: those of ``dtype`` itself may come from a pickle's state."""
+    if dtype.subdtype is not None:
+        return np.dtype(dtype.subdtype)
+    if dtype.names is not None:  # offsets given, so out-of-order and overlapping fields describe themselves too
+        fields = [dtype.fields[name] for name in dtype.names]
+        spec = {"names": list(dtype.names), "formats": [f[0] for f in fields], "offsets": [f[1] for f in fields],
+                "itemsize": dtype.itemsize}  # fmt: skip
+        return np.dtype(spec, align=dtype.isalignedstruct)
+    return np.dtype(dtype.str)
+
+
 def _check_built_dtype(dtype: np.dtype) -> None:
     """A dtype after the pickle's BUILD state: numpy takes a void dtype's flags from that state as they are, so a
     file can make a plain 'V8' one whose arrays are unpickled from a list of Python objects (a short list for a
     long shape crashes the interpreter). Its flags must be those numpy gives the dtype it describes."""
     _data_dtype(dtype)
-    described = np.dtype(dtype.descr, align=dtype.isalignedstruct) if dtype.names else np.dtype(dtype.str)
+    described = _described_dtype(dtype)
     if dtype.flags != described.flags:
         raise UnsafePickleError(
             f"it gives numpy dtype {dtype} the flags {dtype.flags:#x}, where numpy's own are {described.flags:#x}; "
@@ -168,6 +182,9 @@ class DataUnpickler(pickle._Unpickler):
 
     def load_build(self) -> None:
         built = self.stack[-2]
+        if isinstance(built, (type, types.FunctionType)):  # state set on a class would change it for the process
+            name = getattr(built, "__qualname__", type(built).__qualname__)
+            raise UnsafePickleError(f"it sets the state of {name} itself, not of data built from it; it was not loaded")
         super().load_build()
         if isinstance(built, np.dtype):
             _check_built_dtype(built)

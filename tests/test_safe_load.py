@@ -254,3 +254,43 @@ def test_sizes_a_pickle_gives_as_numbers_of_any_kind_are_refused() -> None:
         DataUnpickler(io.BytesIO(pickle.dumps(IntShape(), protocol=2))).load()
     with pytest.raises(UnsafePickleError, match=r"it calls bytearray\(200000000\)"):
         DataUnpickler(io.BytesIO(pickle.dumps(NumpySize(), protocol=2))).load()
+
+
+def test_a_data_pickle_cannot_set_the_state_of_a_class_it_names() -> None:
+    """Python's unpickler sets BUILD's slot state with setattr: on a class it names (networkx's Graph), that
+    rewrote the class for the whole process, and every later graph of every scene with it."""
+    import io
+    import pickle
+
+    import networkx as nx
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    set_on_class = (b"\x80\x02cnetworkx.classes.graph\nGraph\n"  # GLOBAL, then BUILD (None, {...}) on it, POP
+                    b"N}(X\x0f\x00\x00\x00number_of_nodescbuiltins\nint\nu\x86b0")  # fmt: skip
+    graph = nx.Graph()
+    graph.add_edge(0, 1)
+    with pytest.raises(UnsafePickleError, match=r"it sets the state of Graph itself, not of data built from it"):
+        DataUnpickler(io.BytesIO(set_on_class + pickle.dumps(graph, protocol=2)[2:])).load()
+    assert nx.path_graph(5).number_of_nodes() == 5
+    for protocol in (2, 5):  # graphs, whose views are callable instances, and their attributes still load
+        graph.add_node(2, point=np.arange(3.0))
+        loaded = DataUnpickler(io.BytesIO(pickle.dumps(graph, protocol=protocol))).load()
+        assert list(loaded.edges) == [(0, 1)] and loaded.nodes[2]["point"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_structured_dtypes_of_every_layout_keep_numpys_own_flags() -> None:
+    """The flags a dtype is checked against are numpy's for its description: fields out of order or overlapping,
+    an empty structure and subarrays are numpy's own pickles too."""
+    import io
+    import pickle
+
+    from asgf_nav.safe_load import DataUnpickler
+
+    layouts = [np.dtype({"names": ["a", "b"], "formats": ["u1", "f8"], "offsets": [8, 0]}), np.dtype([]),
+               np.dtype([("x", "u1"), ("y", "f8")], align=True), np.dtype([("p", [("x", "f4")]), ("m", "u1", (2, 2))]),
+               np.dtype({"names": ["a", "b"], "formats": ["i4", "i2"], "offsets": [0, 0]})]  # fmt: skip
+    for dtype in layouts:
+        for protocol in (2, 5):
+            loaded = DataUnpickler(io.BytesIO(pickle.dumps({"d": dtype, "a": np.zeros(2, dtype)}, protocol))).load()
+            assert loaded["d"] == dtype and loaded["a"].dtype == dtype and loaded["d"].flags == dtype.flags
