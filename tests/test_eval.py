@@ -287,6 +287,11 @@ def test_policy_agent_loads_a_checkpoint_and_is_deterministic(synthetic, tmp_pat
     restored = config_for_checkpoint(ExperimentConfig(), path)  # not the config's 128: the views are checked (and
     assert restored.scenes.image_size == 48 and restored.scenes.data_root == "data"  # a bake hinted) at 48 px
     runs = []
+    torch.manual_seed(5)
+    draw = torch.rand(1)
+    torch.manual_seed(5)
+    load_policy_agent(cfg, path, space)  # the network's initial weights, replaced: drawn aside from the caller's
+    assert torch.equal(torch.rand(1), draw)
     for _ in range(2):
         agent = load_policy_agent(cfg, path, space, deterministic=True)
         assert isinstance(agent, PolicyAgent) and agent.sensors == ("spectrogram",)

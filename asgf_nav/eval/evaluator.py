@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from asgf_nav.config import is_whole_number
+from asgf_nav.devices import preserved_torch_rng
 from asgf_nav.errors import UserInputError
 from asgf_nav.eval.metrics import REPORTED_METRICS, aggregate, success_wilson
 from asgf_nav.io import atomic_write_text
@@ -213,7 +214,11 @@ def load_policy_agent(
         raise CheckpointError(f"checkpoint{where} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
     try:
         sized = _sized_policy(cfg, observation_space)  # the model section is the file's: it sizes the network
-        policy = build_policy(cfg, observation_space) if sized is None else sized
+        if sized is None:
+            with preserved_torch_rng():  # initial weights, replaced by the checkpoint's: the caller's draws stay
+                policy = build_policy(cfg, observation_space)
+        else:
+            policy = sized
     except ValueError as exc:  # the sensors are the checkpoint's: ones its policy cannot run on
         raise CheckpointError(f"checkpoint{where}: {exc}") from None
     try:
@@ -231,7 +236,8 @@ def load_policy_agent(
         mismatch = weights_mismatch(sized.state_dict(keep_vars=True), state["model"])
         if mismatch is not None:
             raise CheckpointError(f"checkpoint{where} does not fit the policy built for these observations: {mismatch}")
-        policy = build_policy(cfg, observation_space)
+        with preserved_torch_rng():
+            policy = build_policy(cfg, observation_space)
         policy.load_state_dict(state["model"])
     sensors = list(getattr(observation_space, "spaces", observation_space))
     return PolicyAgent(policy, sensors, deterministic, device, name=cfg.model.policy, seed=seed)

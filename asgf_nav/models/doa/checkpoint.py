@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asgf_nav.devices import cuda_rng_state, restore_cuda_rng_state
+from asgf_nav.devices import cuda_rng_state, preserved_torch_rng, restore_cuda_rng_state
 from asgf_nav.errors import UserInputError
 from asgf_nav.io import atomic_write, content_digest
 from asgf_nav.logging_utils import shell_command
@@ -131,7 +131,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", kind:
             shapes = build_model(ckpt["kind"], config=ckpt["config"]).state_dict(keep_vars=True)
         mismatch = weights_mismatch(shapes, ckpt["state_dict"])
         if mismatch is None:
-            model = build_model(ckpt["kind"], config=ckpt["config"])
+            with preserved_torch_rng():  # initial weights, replaced by the file's: the caller's draws stay
+                model = build_model(ckpt["kind"], config=ckpt["config"])
             model.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise DoaCheckpointError(f"DoA checkpoint {path} is not a valid DoA model: {err}") from err
