@@ -189,6 +189,7 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
     from asgf_nav.eval.evaluator import select_episodes
     from asgf_nav.rl.distributed import world_size
     from asgf_nav.scenes.background import ScenesNotReadyError
+    from asgf_nav.scenes.soundspaces_import import scene_source
     from asgf_nav.tasks.factory import load_task_data, make_env
     from asgf_nav.tasks.soundspaces_world import soundspaces_split_scenes
 
@@ -198,7 +199,7 @@ def make_rank_env(cfg: ExperimentConfig, split: str, rank: int, pool: Any | None
         scenes = pool.ready(split)
         if not scenes:
             raise ScenesNotReadyError(f"no {split} scene of {cfg.scenes.dataset} is baked yet")
-    elif split == "train" and ranks > 1:  # SoundSpaces data: every downloaded scene is ready
+    elif split == "train" and ranks > 1 and scene_source(cfg) == "soundspaces":  # every downloaded scene is ready
         scenes = soundspaces_split_scenes(cfg, split)
     if split == "train" and scenes is not None and len(scenes) >= ranks:
         scenes = scenes[rank::ranks]
