@@ -214,11 +214,8 @@ def load_policy_agent(
         raise CheckpointError(f"checkpoint{where} holds policy {trained!r}, config asks for {cfg.model.policy!r}")
     try:
         sized = _sized_policy(cfg, observation_space)  # the model section is the file's: it sizes the network
-        if sized is None:
-            with preserved_torch_rng():  # initial weights, replaced by the checkpoint's: the caller's draws stay
-                policy = build_policy(cfg, observation_space)
-        else:
-            policy = sized
+        with preserved_torch_rng():  # initial weights, replaced by the checkpoint's: the caller's draws stay
+            policy = build_policy(cfg, observation_space) if sized is None else sized
     except ValueError as exc:  # the sensors are the checkpoint's: ones its policy cannot run on
         raise CheckpointError(f"checkpoint{where}: {exc}") from None
     try:
