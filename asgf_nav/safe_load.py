@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import _compat_pickle
 import builtins
-import functools
 import math
 import operator
 import pickle
@@ -55,6 +54,8 @@ class _NdarrayName:
 def _data_dtype(dtype: Any) -> np.dtype:
     """``dtype`` if it holds plain data: an array of Python objects could hold anything, and numpy's unpickling
     of one trusts the file's shape (a short list for a long shape crashes the interpreter)."""
+    if not isinstance(dtype, np.dtype):
+        raise UnsafePickleError(f"it gives a {type(dtype).__name__} where a numpy dtype belongs; it was not loaded")
     if dtype.hasobject:
         raise UnsafePickleError(
             f"it holds numpy data of dtype {dtype} (Python objects), which no data file needs; it was not loaded"
@@ -62,65 +63,203 @@ def _data_dtype(dtype: Any) -> np.dtype:
     return dtype
 
 
+# Numpy's own __setstate__ of a dtype or an array takes the file's state as it is: a dtype's subarray, fields,
+# sizes and flags (a string for a field's dtype, a subarray larger than its item, object flags on a plain type, a
+# datetime without its unit: each crashed the interpreter). So a dtype or array read from a file stands as one of
+# these while the file is read; its state is checked here, and the dtype made by np.dtype from what it describes.
+class _DtypeFromFile:
+    def __init__(self, base: np.dtype) -> None:
+        self.value, self._built = base, False
+
+    def __setstate__(self, state: Any) -> None:
+        if self._built:
+            raise UnsafePickleError(f"it sets the state of numpy dtype {self.value} twice; it was not loaded")
+        self.value, self._built = _dtype_from_state(self.value, state), True
+
+
+class _ArrayFromFile:
+    def __init__(self) -> None:
+        self.value: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if self.value is not None:
+            raise UnsafePickleError("it sets the state of a numpy array twice; it was not loaded")
+        self.value = _array_from_state(state)
+
+
+def _resolved(value: Any) -> Any:
+    """The dtype or array a stand-in holds (once its state is set), anything else as it is."""
+    return value.value if isinstance(value, (_DtypeFromFile, _ArrayFromFile)) else value
+
+
 class _DataDtype:
-    """What a pickle gets for the name ``numpy.dtype``: the dtype it names, unless that holds Python objects."""
+    """What a pickle gets for the name ``numpy.dtype``: the dtype it names (unless that holds Python objects), as
+    a stand-in that takes its state (:class:`_DtypeFromFile`)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> np.dtype:  # a class, as torch's NEWOBJ and REDUCE both call it
-        return _data_dtype(np.dtype(*args, **kwargs))
+    def __new__(cls, *args: Any, **kwargs: Any) -> _DtypeFromFile:  # a class: torch's NEWOBJ and REDUCE call it
+        return _DtypeFromFile(_data_dtype(np.dtype(*args, **kwargs)))
 
 
-def _empty_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    """numpy's ``_reconstruct`` as its own pickles call it: an empty array of the named dtype, to be filled from the
-    file's data (where the array's shape is checked against the bytes the file holds)."""
-    try:
-        size = math.prod(operator.index(n) for n in shape)
-    except TypeError:
-        size = -1
-    if subtype not in (_NdarrayName, np.ndarray) or size != 0:
+def _whole_numbers(values: Any, what: str) -> tuple[int, ...]:
+    if type(values) is not tuple or not all(type(n) is int and n >= 0 for n in values):
+        raise UnsafePickleError(f"it gives numpy {what} {values!r}, not a tuple of sizes; it was not loaded")
+    return values
+
+
+def _dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
+    """The dtype that ``state`` (numpy's version 3 or 4 dtype state, for the dtype ``base`` the pickle named) describes,
+    made by np.dtype; a state numpy would not write for it is refused."""
+
+    def refused(why: str) -> UnsafePickleError:
+        return UnsafePickleError(f"it gives numpy dtype {base} a state numpy does not write ({why}); it was not loaded")
+
+    if type(state) is not tuple or len(state) not in (8, 9) or state[0] != len(state) - 5:
+        raise refused("not a version 3 or 4 state")
+    byteorder, subarray, names, fields, size, alignment, flags = state[1:8]
+    metadata = state[8] if len(state) == 9 else None
+    if byteorder not in ("<", ">", "|", "=") or not all(type(n) is int for n in (size, alignment, flags)):
+        raise refused("its byte order, size, alignment or flags")
+    if base.kind in "Mm":  # the unit travels in the metadata: (user metadata, (unit, count, 1, 1))
+        unit = metadata[1] if type(metadata) is tuple and len(metadata) == 2 else None
+        if type(unit) is not tuple or len(unit) != 4 or type(unit[0]) is not bytes or type(unit[1]) is not int:
+            raise refused("a datetime without its unit")
+        name = unit[0].decode("ascii", errors="replace")
+        try:
+            described = np.dtype(f"{base.kind}8" if name == "generic" else f"{base.kind}8[{unit[1]}{name}]")
+        except (TypeError, ValueError):
+            raise refused(f"a datetime unit {unit[1]}{name}") from None
+        metadata = metadata[0]
+    elif subarray is not None:
+        if type(subarray) is not tuple or len(subarray) != 2:
+            raise refused("its subarray")
+        described = np.dtype((_data_dtype(_resolved(subarray[0])), _whole_numbers(subarray[1], "subarray shape")))
+    elif names is not None:
+        if type(names) is not tuple or not all(type(n) is str for n in names) or type(fields) is not dict:
+            raise refused("its field names")
+        entries = [fields.get(name) for name in names]
+        if not all(type(e) is tuple and len(e) in (2, 3) and type(e[1]) is int and e[1] >= 0 for e in entries):
+            raise refused("its fields")
+        titles = [e[2] if len(e) == 3 else None for e in entries]
+        if not all(t is None or type(t) is str for t in titles) or set(fields) != {*names, *filter(None, titles)}:
+            raise refused("its fields beside its names")
+        spec = {"names": list(names), "formats": [_data_dtype(_resolved(e[0])) for e in entries],
+                "offsets": [e[1] for e in entries], "titles": titles, "itemsize": size}  # fmt: skip
+        try:
+            described = np.dtype(spec, align=bool(flags & 0x80))  # NPY_ALIGNED_STRUCT (numpy 1: a negative byte)
+        except (TypeError, ValueError) as exc:
+            raise refused(str(exc)) from None
+    else:
+        described = base  # a plain type, or a string or void one sized by its name
+    if byteorder in "<>" and described.newbyteorder(byteorder) != described:  # this machine's order stays '='
+        described = described.newbyteorder(byteorder)
+    if metadata is not None:
+        if type(metadata) is not dict:
+            raise refused("its metadata")
+        described = np.dtype(described, metadata=metadata)
+    same_flags = flags & 0xFF == described.flags  # numpy 1 wrote them as a signed byte
+    if size not in (-1, described.itemsize) or alignment not in (-1, described.alignment) or not same_flags:
+        raise refused(f"size {size}, alignment {alignment}, flags {flags & 0xFF:#x}")
+    return _data_dtype(described)
+
+
+def _array_from_state(state: Any) -> np.ndarray:
+    """The array numpy's version 1 array state describes, its shape, dtype and order checked against the bytes the
+    file holds before numpy fills an empty array from them."""
+    if type(state) is not tuple or len(state) != 5 or state[0] != 1 or type(state[3]) is not bool:
+        raise UnsafePickleError("it gives a numpy array a state numpy does not write; it was not loaded")
+    _, shape, dtype, fortran, data = state
+    shape, dtype = _whole_numbers(shape, "array shape"), _data_dtype(_resolved(dtype))
+    if type(data) not in (bytes, bytearray) or len(data) != math.prod(shape) * dtype.itemsize:
+        raise UnsafePickleError(
+            f"it gives a numpy array of shape {shape} and dtype {dtype} other than its bytes; it was not loaded"
+        )
+    array = np.ndarray((0,), np.uint8)
+    array.__setstate__((1, shape, dtype, fortran, data))
+    return array
+
+
+def _empty_reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayFromFile:
+    """numpy's ``_reconstruct`` as its own pickles call it: an empty array (here its stand-in), to be filled from
+    the file's data."""
+    if subtype is not _NdarrayName or shape != (0,) or dtype != b"b":
         kind = "ndarray" if subtype is _NdarrayName else repr(subtype)
         raise UnsafePickleError(
             f"it calls numpy's _reconstruct({kind}, {shape!r}, ...), where numpy's own pickles make an empty array "
             "and fill it from the file's data; it was not loaded"
         )
-    return np.ndarray(shape, _DataDtype(dtype))
+    return _ArrayFromFile()
 
 
-def _plain_dtype_classes(void: bool = True) -> list[type]:
-    """numpy 2's dtype classes (numpy.dtypes.Float64DType, ...) but not ObjectDType: a dtype read from a file is
-    an instance of one, and calling ObjectDType would make an object dtype. ``void=False`` leaves out VoidDType,
-    whose instances take their flags from the file (:func:`_check_built_dtype`)."""
-    kinds = [np.dtype(code) for code in np.typecodes["All"]]
-    return sorted({type(d) for d in kinds if not d.hasobject and (void or d.kind != "V")}, key=str)
+def _checked_scalar(dtype: Any, data: Any = None) -> Any:
+    """numpy's ``scalar``: one item of a plain dtype read from the file's bytes."""
+    dtype = _data_dtype(_resolved(dtype))
+    if type(data) is not bytes or len(data) != dtype.itemsize:
+        raise UnsafePickleError(f"it gives a numpy {dtype} scalar other than its bytes; it was not loaded")
+    return _numpy_core().multiarray.scalar(dtype, data)
+
+
+def _checked_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any, axis_order: Any = None) -> np.ndarray:
+    """numpy's ``_frombuffer`` (protocol 5 arrays): the file's bytes seen as an array of a plain dtype, in C, F or
+    (numpy 2.4) ``axis_order`` memory order."""
+    dtype, shape = _data_dtype(_resolved(dtype)), _whole_numbers(shape, "array shape")
+    sized = type(buffer) in (bytes, bytearray) and len(buffer) == math.prod(shape) * dtype.itemsize
+    ordered = order in ("C", "F", "K") and (
+        axis_order is None or sorted(_whole_numbers(axis_order, "axis order")) == list(range(len(shape)))
+    )
+    if not (sized and ordered):
+        raise UnsafePickleError(
+            f"it gives a numpy array of shape {shape} and dtype {dtype} other than its bytes; it was not loaded"
+        )
+    arguments = (buffer, dtype, shape, order) if axis_order is None else (buffer, dtype, shape, order, axis_order)
+    return _numpy_core().numeric._frombuffer(*arguments)
+
+
+def _numpy_core() -> Any:
+    return np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed numpy.core
+
+
+# (module, name) -> what a pickle gets for it, under numpy 1's and numpy 2's module names (a file written under
+# one is read under the other)
+_NUMPY_NAMES: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): _NdarrayName,
+    ("numpy", "dtype"): _DataDtype,
+    **{(f"{package}.multiarray", "_reconstruct"): _empty_reconstruct for package in ("numpy.core", "numpy._core")},
+    **{(f"{package}.multiarray", "scalar"): _checked_scalar for package in ("numpy.core", "numpy._core")},
+    **{(f"{package}.numeric", "_frombuffer"): _checked_frombuffer for package in ("numpy.core", "numpy._core")},
+}
 
 
 def _numpy_array_globals() -> list[Any]:
-    """What unpickling a numpy array or scalar calls, under the names both numpy 1 and numpy 2 write, as torch's
-    ``safe_globals`` takes them: (object, name) where a checked stand-in takes the name."""
-    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 renamed numpy.core
-    named = [(function, f"{package}.multiarray.{name}")
-             for name, function in (("_reconstruct", _empty_reconstruct), ("scalar", multiarray.scalar))
-             for package in ("numpy.core", "numpy._core")]  # fmt: skip
-    # torch builds an array or dtype in place only if its type is allowed: np.ndarray under a name that no file
-    # can give (a pickle's names hold no newline), so that only _empty_reconstruct makes one; no void dtype,
-    # whose flags the file would set (torch's BUILD cannot be checked): structured arrays are refused
-    built = [(np.ndarray, "numpy.ndarray\n(built by _reconstruct)"), *_plain_dtype_classes(void=False)]
-    return [(_NdarrayName, "numpy.ndarray"), (_DataDtype, "numpy.dtype"), *built, *named]
+    """The numpy names as torch's ``safe_globals`` takes them, (object, name); and the stand-ins' classes, which
+    torch sets state on only when allowed, under names that no file can give (a pickle's names hold no newline)."""
+    names = [(value, f"{module}.{name}") for (module, name), value in _NUMPY_NAMES.items()]
+    empty = (_UNSIZED["bytes"], "builtins.bytes")  # bytes(): an empty array's data (never a size)
+    return [*names, empty, (_DtypeFromFile, "numpy dtype\n(read)"), (_ArrayFromFile, "numpy array\n(read)")]
 
 
-@functools.lru_cache(maxsize=1)
-def _numpy_pickle_names() -> dict[tuple[str, str], Any]:
-    """(module, name) -> object for every global a numpy array, scalar or dtype pickle names, under numpy 1's and
-    numpy 2's module names (a file written under one is read under the other); checked stand-ins for those that
-    allocate what the file asks for rather than what it holds."""
-    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed numpy.core
-    names: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _NdarrayName, ("numpy", "dtype"): _DataDtype}
-    for package in ("numpy.core", "numpy._core"):
-        names[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer  # protocol 5 arrays
-        names[(f"{package}.multiarray", "_reconstruct")] = _empty_reconstruct
-        names[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
-    for dtype_class in _plain_dtype_classes():
-        names[(dtype_class.__module__, dtype_class.__name__)] = dtype_class  # numpy.dtypes.Float64DType, ...
-    return names
+def _without_stand_ins(value: Any, seen: dict[int, Any] | None = None) -> Any:
+    """``value`` (what torch read) with each stand-in replaced by its dtype or array, through the containers a
+    checkpoint holds; shared parts stay shared."""
+    seen = {} if seen is None else seen
+    if id(value) in seen:
+        return seen[id(value)]
+    if isinstance(value, (_DtypeFromFile, _ArrayFromFile)):
+        result = value.value
+    elif isinstance(value, dict):  # OrderedDict and defaultdict too: their items replaced in place
+        seen[id(value)] = value
+        for key in list(value):
+            value[key] = _without_stand_ins(value[key], seen)
+        return value
+    elif isinstance(value, list):
+        seen[id(value)] = value
+        value[:] = [_without_stand_ins(item, seen) for item in value]
+        return value
+    elif type(value) is tuple:
+        result = tuple(_without_stand_ins(item, seen) for item in value)
+    else:
+        return value
+    seen[id(value)] = result
+    return result
 
 
 def _unsized(kind: type) -> Callable[..., Any]:
@@ -143,30 +282,20 @@ def _unsized(kind: type) -> Callable[..., Any]:
 _UNSIZED = {name: _unsized(getattr(builtins, name)) for name in _SIZED_BUILTINS}
 
 
-def _described_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype numpy makes from ``dtype``'s description alone (its fields, subarray or type string), flags
-    included: those of ``dtype`` itself may come from a pickle's state."""
-    if dtype.subdtype is not None:
-        return np.dtype(dtype.subdtype)
-    if dtype.names is not None:  # offsets given, so out-of-order and overlapping fields describe themselves too
-        fields = [dtype.fields[name] for name in dtype.names]
-        spec = {"names": list(dtype.names), "formats": [f[0] for f in fields], "offsets": [f[1] for f in fields],
-                "itemsize": dtype.itemsize}  # fmt: skip
-        return np.dtype(spec, align=dtype.isalignedstruct)
-    return np.dtype(dtype.str)
+class _Memo(dict):
+    """An unpickler's memo that finds the keys an object was stored under (to put a dtype or array in its
+    stand-in's place) without a scan of the whole memo."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: dict[int, list[Any]] = {}
 
-def _check_built_dtype(dtype: np.dtype) -> None:
-    """A dtype after the pickle's BUILD state: numpy takes a void dtype's flags from that state as they are, so a
-    file can make a plain 'V8' one whose arrays are unpickled from a list of Python objects (a short list for a
-    long shape crashes the interpreter). Its flags must be those numpy gives the dtype it describes."""
-    _data_dtype(dtype)
-    described = _described_dtype(dtype)
-    if dtype.flags != described.flags:
-        raise UnsafePickleError(
-            f"it gives numpy dtype {dtype} the flags {dtype.flags:#x}, where numpy's own are {described.flags:#x}; "
-            "it was not loaded"
-        )
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._keys.setdefault(id(value), []).append(key)
+
+    def keys_of(self, value: Any) -> list[Any]:
+        return [key for key in self._keys.get(id(value), ()) if self.get(key) is value]
 
 
 class DataUnpickler(pickle._Unpickler):
@@ -175,19 +304,30 @@ class DataUnpickler(pickle._Unpickler):
     :class:`UnsafePickleError` naming it, so a pickle from elsewhere cannot run code here. A subclass may map
     a class that is not installed here to a stand-in first (habitat's Observations).
 
-    Python's own unpickler, not the C one: its BUILD step (an object's state) can be checked for numpy dtypes,
-    which take flags from it (:func:`_check_built_dtype`)."""
+    Python's own unpickler, not the C one: its BUILD step (an object's state) can be checked. A numpy dtype or
+    array stands as a stand-in until its state is set, then the dtype or array takes its place (on the stack and in
+    the memo, where the rest of the file finds it)."""
 
     dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.memo = _Memo()
 
     def load_build(self) -> None:
         built = self.stack[-2]
         if isinstance(built, (type, types.FunctionType)):  # state set on a class would change it for the process
             name = getattr(built, "__qualname__", type(built).__qualname__)
             raise UnsafePickleError(f"it sets the state of {name} itself, not of data built from it; it was not loaded")
+        if isinstance(built, (np.dtype, np.ndarray, np.generic)):  # made already: numpy would take the state as it is
+            raise UnsafePickleError(
+                f"it sets the state of a numpy {type(built).__name__} made before; it was not loaded"
+            )
         super().load_build()
-        if isinstance(built, np.dtype):
-            _check_built_dtype(built)
+        if isinstance(built, (_DtypeFromFile, _ArrayFromFile)):
+            self.stack[-1] = built.value
+            for key in self.memo.keys_of(built):
+                self.memo[key] = built.value
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -203,8 +343,8 @@ class DataUnpickler(pickle._Unpickler):
             return super().find_class(module, name)
         if key in (("copyreg", "_reconstructor"), ("_codecs", "encode")):  # protocols 0-2: objects from classes
             return super().find_class(module, name)  # checked here, bytes from text (as torch's weights_only)
-        if key in _numpy_pickle_names():
-            return _numpy_pickle_names()[key]
+        if key in _NUMPY_NAMES:
+            return _NUMPY_NAMES[key]
         if module in _NETWORKX_CLASS_MODULES and "." not in name and not name.startswith("_"):  # no attribute paths
             found = super().find_class(module, name)
             if isinstance(found, type) and found.__module__ == module:  # defined there, not imported (Counter)
@@ -224,7 +364,7 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     allowed = _numpy_array_globals()
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return _without_stand_ins(torch.load(path, map_location=map_location, weights_only=True))
     except pickle.UnpicklingError as exc:
         if isinstance(exc.__context__, UnsafePickleError):  # a checked numpy stand-in refused (torch re-raises it)
             raise UnsafeTorchFileError(f"{path} is not one of this project's: {exc.__context__}") from None
@@ -233,11 +373,6 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
                 unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         except Exception:  # noqa: BLE001 - not a zip checkpoint at all: torch's own reason below
             unsafe = []
-        if "VoidDType" in str(exc):  # torch's BUILD of a dtype type left out of the allowed ones
-            raise UnsafeTorchFileError(
-                f"{path} is not one of this project's: it holds a numpy structured (void) dtype, whose flags the file "
-                "sets itself, and files of this project hold none"
-            ) from None
         if unsafe:
             raise UnsafeTorchFileError(
                 f"{path} is not one of this project's: reading it would run {', '.join(unsafe)}, and files of this "

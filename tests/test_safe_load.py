@@ -202,12 +202,15 @@ def test_a_dtype_given_flags_of_its_own_by_the_file_is_refused(tmp_path: Path) -
     from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
 
     data = pickle.dumps({"x": _ArrayOfForgedDtype()}, protocol=2)
-    with pytest.raises(UnsafePickleError, match=r"it gives numpy dtype \|V8 the flags 0x2, where numpy's own are 0x0"):
+    with pytest.raises(
+        UnsafePickleError,
+        match=r"it gives numpy dtype \|V8 a state numpy does not write \(size 8, alignment 1, flags 0x2\)",
+    ):
         DataUnpickler(io.BytesIO(data)).load()
     path = tmp_path / "shared.pt"
     torch.save({"x": _ArrayOfForgedDtype()}, path)
     with pytest.raises(
-        UnsafeTorchFileError, match=rf"{path} is not one of this project's: it holds a numpy structured"
+        UnsafeTorchFileError, match=rf"{path} is not one of this project's: it gives numpy dtype \|V8 a state numpy"
     ):
         load_torch_file(path)
     for dtype in (np.dtype([("x", "f4"), ("y", "i2")], align=True), np.dtype([("a", "f4", (2,))]), np.dtype("U3")):
@@ -294,3 +297,79 @@ def test_structured_dtypes_of_every_layout_keep_numpys_own_flags() -> None:
         for protocol in (2, 5):
             loaded = DataUnpickler(io.BytesIO(pickle.dumps({"d": dtype, "a": np.zeros(2, dtype)}, protocol))).load()
             assert loaded["d"] == dtype and loaded["a"].dtype == dtype and loaded["d"].flags == dtype.flags
+
+
+class _Reduces:
+    """Pickles as the call and state it is given."""
+
+    def __init__(self, *reduced) -> None:
+        self.reduced = reduced
+
+    def __reduce__(self):
+        return self.reduced
+
+
+# numpy's own dtype __setstate__ takes each of these as it is, on any dtype: a field's dtype given as a string, a
+# subarray or field larger than the item, a field beside the names, object flags on a plain type, a datetime
+# without its unit; each then crashed the interpreter or read outside the array's bytes
+_FORGED_DTYPE_STATES = {
+    "a field's dtype as text": ("V8", (3, "|", None, ("a",), {"a": ("<f8", 0)}, 8, 1, 16)),
+    "a subarray larger than its item": ("V8", (3, "|", (np.dtype("f8"), (2_000_000,)), None, None, 8, 8, 0)),
+    "a subarray on a plain type": ("f8", (3, "<", (np.dtype("f8"), (2_000_000,)), None, None, 8, 8, 0)),
+    "a field larger than its item": ("V8", (3, "|", None, ("a",), {"a": (np.dtype("V4000"), 4)}, 8, 1, 16)),
+    "a field beside the names": ("V8", (3, "|", None, ("a",), {"a": (np.dtype("u1"), 0), "x": (np.dtype("V4000"), 4)},
+                                        8, 1, 16)),
+    "object flags on a plain type": ("f8", (3, "<", None, None, None, -1, -1, 0x3F)),
+    "a datetime without its unit": ("M8", (3, "<", None, None, None, -1, -1, 0)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("how", sorted(_FORGED_DTYPE_STATES))
+def test_a_dtype_state_numpy_would_not_write_is_refused_by_both_readers(tmp_path: Path, how: str) -> None:
+    import io
+    import pickle
+
+    import torch
+    from numpy._core.multiarray import _reconstruct
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    code, state = _FORGED_DTYPE_STATES[how]
+    dtype = _Reduces(np.dtype, (code, False, True), state)
+    array = _Reduces(_reconstruct, (np.ndarray, (0,), b"b"), (1, (2,), dtype, False, b"\x01" * 16))
+    reason = r"it gives (numpy dtype .* a state numpy does not write|a str where a numpy dtype belongs)"
+    with pytest.raises(UnsafePickleError, match=reason):
+        DataUnpickler(io.BytesIO(pickle.dumps({"views": array}, protocol=2))).load()
+    torch.save({"rng": array}, tmp_path / "shared.pt")
+    with pytest.raises(UnsafeTorchFileError, match=reason):
+        load_torch_file(tmp_path / "shared.pt")
+
+
+def test_a_dtype_made_already_cannot_be_given_another_state() -> None:
+    """The memo hands a file its own dtypes back: state set on one after a struct was made on it changed the
+    struct's field under it (an 8-byte item read as 4000)."""
+    import io
+    import pickle
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    made = pickle.dumps([np.dtype("V8"), 0], protocol=2)  # the dtype is memo entry 4 (after the class, its args)
+    again = pickle.dumps((3, "|", None, None, None, 4000, 1, 0), protocol=2)[2:-1]
+    rebuilt = made[:-1] + b"0h\x04" + again + b"b."  # POP the list, GET the dtype, BUILD it again
+    with pytest.raises(UnsafePickleError, match=r"it sets the state of a numpy VoidDType made before"):
+        DataUnpickler(io.BytesIO(rebuilt)).load()
+
+
+def test_a_checkpoints_empty_numpy_arrays_load_and_a_bytes_size_is_refused(tmp_path: Path) -> None:
+    """Numpy writes an empty array's data as a call of bytes(), which torch's reader refused: a checkpoint holding
+    one (a plugin's state of length 0) was 'not one of this project's'. bytes(n) stays refused."""
+    import torch
+
+    from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
+
+    torch.save({"empty": np.zeros((0, 3)), "none": np.zeros(0, np.uint32)}, tmp_path / "run.pt")
+    loaded = load_torch_file(tmp_path / "run.pt")
+    assert loaded["empty"].shape == (0, 3) and loaded["none"].dtype == np.uint32
+    torch.save({"b": _Reduces(bytes, (10**9,))}, tmp_path / "shared.pt")
+    with pytest.raises(UnsafeTorchFileError, match=r"it calls bytes\(1000000000\), which makes that many zero bytes"):
+        load_torch_file(tmp_path / "shared.pt")
