@@ -1154,6 +1154,23 @@ def test_a_progress_file_resumes_an_identity_with_tuples_and_keeps_each_scenes_e
     assert [r.metrics["success"] for r in resumed.records(todo[:2])] == [1.0, 0.0]
 
 
+def test_an_evaluation_resumes_from_another_install_of_the_same_model_files(tmp_path):
+    """The packaged DoA head and audio model lie wherever the package is installed: an evaluation stopped in one
+    clone or environment resumes in another with the same weights, and is refused with other weights."""
+    from asgf_nav.eval.progress import EvaluationProgress, EvaluationProgressError
+
+    old = {"agent": "own", "doa_head": {"path": "/old/venv/selective_doa.pt", "sha256": "851c315991b8ae00"},
+           "audio_model": {"path": "/old/venv/audio.pt", "sha256": "0123456789abcdef"}}  # fmt: skip
+    EvaluationProgress(tmp_path, old).add(_record("room", "0", success=1.0))
+    moved = {key: {**value, "path": value["path"].replace("/old", "/new")} if isinstance(value, dict) else value
+             for key, value in old.items()}  # fmt: skip
+    resumed = EvaluationProgress(tmp_path, moved)
+    assert [r.episode_id for r in resumed.remaining([_record("room", "0"), _record("room", "1")])] == ["1"]
+    other = {**moved, "doa_head": {**moved["doa_head"], "sha256": "ffffffffffffffff"}}
+    with pytest.raises(EvaluationProgressError, match=r"belongs to another evaluation: doa_head was"):
+        EvaluationProgress(tmp_path, other)
+
+
 def test_comparison_chart_places_and_labels_every_agent_in_every_panel(tmp_path, chart_figures):
     """Each panel is titled by its column and holds, side by side, the bars of every agent evaluated there (an
     agent missing from a column does not hide the ones after it); the legend names both agents."""

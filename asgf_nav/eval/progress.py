@@ -70,15 +70,22 @@ def episode_key(episode: Any) -> tuple[str, str]:
     return str(scene), str(episode.episode_id)
 
 
+MODEL_FILE_KEYS = ("doa_head", "audio_model")  # identity keys holding io.file_identity records
+
+
 def _same(key: str, stored: Any, now: Any, unread_task_keys: frozenset[str] = frozenset()) -> bool:
     """Whether identity ``key``'s ``stored`` value is this evaluation's ``now``. A checkpoint path is compared
     resolved, as evaluate.py records it now, so that one recorded as typed through a symlink still matches its
     file; one recorded relative (by an earlier release) was relative to a directory not known here, so it is not
     compared: the checkpoint is then told by its update and weights' digest, the identity's
     ``checkpoint_update`` and ``checkpoint_weights``, compared besides. The ``task`` settings are compared but for
-    ``unread_task_keys``, those that change none of the agent's episodes."""
+    ``unread_task_keys``, those that change none of the agent's episodes. A model file (the DoA head, a baseline's
+    audio model) is told by its digest alone: the packaged ones lie wherever the package is installed, and a new
+    clone or environment must resume the evaluation of the same weights."""
     if key == "checkpoint" and isinstance(stored, str) and isinstance(now, str):
         return not Path(stored).is_absolute() or Path(stored).resolve() == Path(now).resolve()
+    if key in MODEL_FILE_KEYS and isinstance(stored, dict) and isinstance(now, dict):
+        return stored.get("sha256") == now.get("sha256")
     if key == "task" and isinstance(stored, dict) and isinstance(now, dict):  # the agent's unread keys aside
         return {k: v for k, v in stored.items() if k not in unread_task_keys} == {
             k: v for k, v in now.items() if k not in unread_task_keys
