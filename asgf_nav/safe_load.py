@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import builtins
+import functools
 import math
 import operator
 import pickle
@@ -65,8 +66,10 @@ def _data_dtype(dtype: Any) -> np.dtype:
 
 # Numpy's own __setstate__ of a dtype or an array takes the file's state as it is: a dtype's subarray, fields,
 # sizes and flags (a string for a field's dtype, a subarray larger than its item, object flags on a plain type, a
-# datetime without its unit: each crashed the interpreter). So a dtype or array read from a file stands as one of
-# these while the file is read; its state is checked here, and the dtype made by np.dtype from what it describes.
+# datetime without its unit: each crashed the interpreter). So a file's state is checked here (_dtype_from_state,
+# _array_from_state), and the dtype made by np.dtype from what it describes. In torch's reader, whose BUILD step
+# calls __setstate__ on objects of allowed types, a dtype or array stands as one of these stand-ins until then;
+# DataUnpickler checks its BUILD step itself.
 class _DtypeFromFile:
     def __init__(self, base: np.dtype) -> None:
         self.value, self._built = base, False
@@ -106,6 +109,10 @@ def _whole_numbers(values: Any, what: str) -> tuple[int, ...]:
     return values
 
 
+_MAX_ITEMSIZE = 2**31  # numpy keeps an item's size and its fields' offsets in a C int
+_MAX_EMPTY_ITEMS = 2**20  # items of size 0 that a file may ask for: a copy of more would still allocate per item
+
+
 def _dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
     """The dtype that ``state`` (numpy's version 3 or 4 dtype state, for the dtype ``base`` the pickle named) describes,
     made by np.dtype; a state numpy would not write for it is refused."""
@@ -123,6 +130,8 @@ def _dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
         unit = metadata[1] if type(metadata) is tuple and len(metadata) == 2 else None
         if type(unit) is not tuple or len(unit) != 4 or type(unit[0]) is not bytes or type(unit[1]) is not int:
             raise refused("a datetime without its unit")
+        if unit[1] < 1:
+            raise refused(f"a datetime unit of count {unit[1]}")
         name = unit[0].decode("ascii", errors="replace")
         try:
             described = np.dtype(f"{base.kind}8" if name == "generic" else f"{base.kind}8[{unit[1]}{name}]")
@@ -132,7 +141,10 @@ def _dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
     elif subarray is not None:
         if type(subarray) is not tuple or len(subarray) != 2:
             raise refused("its subarray")
-        described = np.dtype((_data_dtype(_resolved(subarray[0])), _whole_numbers(subarray[1], "subarray shape")))
+        item, shape = _data_dtype(_resolved(subarray[0])), _whole_numbers(subarray[1], "subarray shape")
+        if item.itemsize * math.prod(shape) >= _MAX_ITEMSIZE:
+            raise refused(f"a subarray of shape {shape}")
+        described = np.dtype((item, shape))
     elif names is not None:
         if type(names) is not tuple or not all(type(n) is str for n in names) or type(fields) is not dict:
             raise refused("its field names")
@@ -142,8 +154,11 @@ def _dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
         titles = [e[2] if len(e) == 3 else None for e in entries]
         if not all(t is None or type(t) is str for t in titles) or set(fields) != {*names, *filter(None, titles)}:
             raise refused("its fields beside its names")
-        spec = {"names": list(names), "formats": [_data_dtype(_resolved(e[0])) for e in entries],
-                "offsets": [e[1] for e in entries], "titles": titles, "itemsize": size}  # fmt: skip
+        formats = [_data_dtype(_resolved(e[0])) for e in entries]
+        if not 0 <= size < _MAX_ITEMSIZE or any(e[1] + f.itemsize > size for e, f in zip(entries, formats)):
+            raise refused("a field beyond its item")  # checked here: numpy sums offsets in a C int, which overflows
+        spec = {"names": list(names), "formats": formats, "offsets": [e[1] for e in entries], "titles": titles,
+                "itemsize": size}  # fmt: skip
         try:
             described = np.dtype(spec, align=bool(flags & 0x80))  # NPY_ALIGNED_STRUCT (numpy 1: a negative byte)
         except (TypeError, ValueError) as exc:
@@ -162,6 +177,13 @@ def _dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
     return _data_dtype(described)
 
 
+def _claimed_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """The bytes an array of ``shape`` and ``dtype`` holds, or -1 (matching no data) for more items of size 0 than a
+    file may ask for."""
+    items = math.prod(shape)
+    return -1 if dtype.itemsize == 0 and items > _MAX_EMPTY_ITEMS else items * dtype.itemsize
+
+
 def _array_from_state(state: Any) -> np.ndarray:
     """The array numpy's version 1 array state describes, its shape, dtype and order checked against the bytes the
     file holds before numpy fills an empty array from them."""
@@ -169,7 +191,7 @@ def _array_from_state(state: Any) -> np.ndarray:
         raise UnsafePickleError("it gives a numpy array a state numpy does not write; it was not loaded")
     _, shape, dtype, fortran, data = state
     shape, dtype = _whole_numbers(shape, "array shape"), _data_dtype(_resolved(dtype))
-    if type(data) not in (bytes, bytearray) or len(data) != math.prod(shape) * dtype.itemsize:
+    if type(data) not in (bytes, bytearray) or len(data) != _claimed_bytes(shape, dtype):
         raise UnsafePickleError(
             f"it gives a numpy array of shape {shape} and dtype {dtype} other than its bytes; it was not loaded"
         )
@@ -178,15 +200,20 @@ def _array_from_state(state: Any) -> np.ndarray:
     return array
 
 
-def _empty_reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayFromFile:
-    """numpy's ``_reconstruct`` as its own pickles call it: an empty array (here its stand-in), to be filled from
-    the file's data."""
+def _check_reconstruct(subtype: Any, shape: Any, dtype: Any) -> None:
+    """numpy's ``_reconstruct`` called as numpy's own pickles call it: for an empty array, to be filled from the
+    file's data."""
     if subtype is not _NdarrayName or shape != (0,) or dtype != b"b":
         kind = "ndarray" if subtype is _NdarrayName else repr(subtype)
         raise UnsafePickleError(
             f"it calls numpy's _reconstruct({kind}, {shape!r}, ...), where numpy's own pickles make an empty array "
             "and fill it from the file's data; it was not loaded"
         )
+
+
+def _empty_reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayFromFile:
+    """numpy's ``_reconstruct`` for torch's reader: an empty array's stand-in, to be filled from the file's data."""
+    _check_reconstruct(subtype, shape, dtype)
     return _ArrayFromFile()
 
 
@@ -202,7 +229,7 @@ def _checked_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any, axis_or
     """numpy's ``_frombuffer`` (protocol 5 arrays): the file's bytes seen as an array of a plain dtype, in C, F or
     (numpy 2.4) ``axis_order`` memory order."""
     dtype, shape = _data_dtype(_resolved(dtype)), _whole_numbers(shape, "array shape")
-    sized = type(buffer) in (bytes, bytearray) and len(buffer) == math.prod(shape) * dtype.itemsize
+    sized = type(buffer) in (bytes, bytearray) and len(buffer) == _claimed_bytes(shape, dtype)
     ordered = order in ("C", "F", "K") and (
         axis_order is None or sorted(_whole_numbers(axis_order, "axis order")) == list(range(len(shape)))
     )
@@ -239,23 +266,29 @@ def _numpy_array_globals() -> list[Any]:
 
 def _without_stand_ins(value: Any, seen: dict[int, Any] | None = None) -> Any:
     """``value`` (what torch read) with each stand-in replaced by its dtype or array, through the containers a
-    checkpoint holds; shared parts stay shared."""
+    checkpoint holds (keys and set members too); shared parts stay shared. An array whose state never came is
+    refused."""
     seen = {} if seen is None else seen
     if id(value) in seen:
         return seen[id(value)]
+    if isinstance(value, _ArrayFromFile) and value.value is None:
+        raise UnsafePickleError("it holds a numpy array without its data; it was not loaded")
     if isinstance(value, (_DtypeFromFile, _ArrayFromFile)):
-        result = value.value
+        result: Any = value.value
     elif isinstance(value, dict):  # OrderedDict and defaultdict too: their items replaced in place
         seen[id(value)] = value
-        for key in list(value):
-            value[key] = _without_stand_ins(value[key], seen)
+        items = [(_without_stand_ins(k, seen), _without_stand_ins(v, seen)) for k, v in value.items()]
+        value.clear()
+        value.update(items)
         return value
-    elif isinstance(value, list):
+    elif isinstance(value, (list, set)):
         seen[id(value)] = value
-        value[:] = [_without_stand_ins(item, seen) for item in value]
+        items = [_without_stand_ins(item, seen) for item in value]
+        value.clear()
+        value.extend(items) if isinstance(value, list) else value.update(items)
         return value
-    elif type(value) is tuple:
-        result = tuple(_without_stand_ins(item, seen) for item in value)
+    elif type(value) in (tuple, frozenset):
+        result = type(value)(_without_stand_ins(item, seen) for item in value)
     else:
         return value
     seen[id(value)] = result
@@ -283,8 +316,8 @@ _UNSIZED = {name: _unsized(getattr(builtins, name)) for name in _SIZED_BUILTINS}
 
 
 class _Memo(dict):
-    """An unpickler's memo that finds the keys an object was stored under (to put a dtype or array in its
-    stand-in's place) without a scan of the whole memo."""
+    """An unpickler's memo that finds the keys an object was stored under (to put a dtype or array made from its
+    state in its place) without a scan of the whole memo."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -294,8 +327,11 @@ class _Memo(dict):
         super().__setitem__(key, value)
         self._keys.setdefault(id(value), []).append(key)
 
-    def keys_of(self, value: Any) -> list[Any]:
-        return [key for key in self._keys.get(id(value), ()) if self.get(key) is value]
+    def replace(self, old: Any, new: Any) -> None:
+        """``new`` under every key ``old`` was stored under (``old``'s id, free once it is gone, is forgotten)."""
+        for key in self._keys.pop(id(old), ()):
+            if self.get(key) is old:
+                self[key] = new
 
 
 class DataUnpickler(pickle._Unpickler):
@@ -304,30 +340,44 @@ class DataUnpickler(pickle._Unpickler):
     :class:`UnsafePickleError` naming it, so a pickle from elsewhere cannot run code here. A subclass may map
     a class that is not installed here to a stand-in first (habitat's Observations).
 
-    Python's own unpickler, not the C one: its BUILD step (an object's state) can be checked. A numpy dtype or
-    array stands as a stand-in until its state is set, then the dtype or array takes its place (on the stack and in
-    the memo, where the rest of the file finds it)."""
+    Python's own unpickler, not the C one: its BUILD step (an object's state) can be checked. A numpy dtype or array
+    is made plain first (the dtype the file names, an empty array); its BUILD makes the real one from the checked
+    state, which takes its place on the stack and in the memo, where the rest of the file finds it."""
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.memo = _Memo()
+        self._unbuilt: dict[int, tuple[Any, Callable[[Any], Any]]] = {}  # id -> (object, its maker from state)
+
+    def _dtype(self, *args: Any, **kwargs: Any) -> np.dtype:
+        dtype = _data_dtype(np.dtype(*args, **kwargs))
+        self._unbuilt[id(dtype)] = (dtype, functools.partial(_dtype_from_state, dtype))
+        return dtype
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        _check_reconstruct(subtype, shape, dtype)
+        array = np.ndarray((0,), np.uint8)
+        self._unbuilt[id(array)] = (array, _array_from_state)
+        return array
 
     def load_build(self) -> None:
         built = self.stack[-2]
         if isinstance(built, (type, types.FunctionType)):  # state set on a class would change it for the process
             name = getattr(built, "__qualname__", type(built).__qualname__)
             raise UnsafePickleError(f"it sets the state of {name} itself, not of data built from it; it was not loaded")
+        unbuilt, make = self._unbuilt.pop(id(built), (None, None))
+        if unbuilt is built:
+            made = make(self.stack.pop())
+            self.stack[-1] = made
+            self.memo.replace(built, made)
+            return
         if isinstance(built, (np.dtype, np.ndarray, np.generic)):  # made already: numpy would take the state as it is
             raise UnsafePickleError(
                 f"it sets the state of a numpy {type(built).__name__} made before; it was not loaded"
             )
         super().load_build()
-        if isinstance(built, (_DtypeFromFile, _ArrayFromFile)):
-            self.stack[-1] = built.value
-            for key in self.memo.keys_of(built):
-                self.memo[key] = built.value
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -344,7 +394,8 @@ class DataUnpickler(pickle._Unpickler):
         if key in (("copyreg", "_reconstructor"), ("_codecs", "encode")):  # protocols 0-2: objects from classes
             return super().find_class(module, name)  # checked here, bytes from text (as torch's weights_only)
         if key in _NUMPY_NAMES:
-            return _NUMPY_NAMES[key]
+            found = _NUMPY_NAMES[key]
+            return {_DataDtype: self._dtype, _empty_reconstruct: self._reconstruct}.get(found, found)
         if module in _NETWORKX_CLASS_MODULES and "." not in name and not name.startswith("_"):  # no attribute paths
             found = super().find_class(module, name)
             if isinstance(found, type) and found.__module__ == module:  # defined there, not imported (Counter)
@@ -366,8 +417,9 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
         with torch.serialization.safe_globals(allowed):
             return _without_stand_ins(torch.load(path, map_location=map_location, weights_only=True))
     except pickle.UnpicklingError as exc:
-        if isinstance(exc.__context__, UnsafePickleError):  # a checked numpy stand-in refused (torch re-raises it)
-            raise UnsafeTorchFileError(f"{path} is not one of this project's: {exc.__context__}") from None
+        refused = exc if isinstance(exc, UnsafePickleError) else exc.__context__  # torch re-raises the stand-ins'
+        if isinstance(refused, UnsafePickleError):
+            raise UnsafeTorchFileError(f"{path} is not one of this project's: {refused}") from None
         try:
             with torch.serialization.safe_globals(allowed):
                 unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))

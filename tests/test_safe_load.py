@@ -321,6 +321,10 @@ _FORGED_DTYPE_STATES = {
                                         8, 1, 16)),
     "object flags on a plain type": ("f8", (3, "<", None, None, None, -1, -1, 0x3F)),
     "a datetime without its unit": ("M8", (3, "<", None, None, None, -1, -1, 0)),
+    "a datetime unit of count 0": ("M8", (4, "<", None, None, None, -1, -1, 0, (None, (b"s", 0, 1, 1)))),
+    # numpy sums a field's offset and size in a C int: past 2**31 its own check passed
+    "a field offset past a C int": ("V8", (3, "|", None, ("x",), {"x": (np.dtype("f8"), 2**31 - 8)}, 8, 1, 16)),
+    "a field size past a C int": ("V8", (3, "|", None, ("x",), {"x": (np.dtype("V2147483640"), 8)}, 8, 1, 16)),
 }  # fmt: skip
 
 
@@ -373,3 +377,46 @@ def test_a_checkpoints_empty_numpy_arrays_load_and_a_bytes_size_is_refused(tmp_p
     torch.save({"b": _Reduces(bytes, (10**9,))}, tmp_path / "shared.pt")
     with pytest.raises(UnsafeTorchFileError, match=r"it calls bytes\(1000000000\), which makes that many zero bytes"):
         load_torch_file(tmp_path / "shared.pt")
+
+
+def test_numpy_objects_read_from_a_file_are_never_left_as_stand_ins(tmp_path: Path) -> None:
+    """Torch's reader holds a dtype or array as a stand-in until its state comes: one used as a dict key or set
+    member stayed one (a lookup by the real dtype found nothing), and an array whose state never came is refused.
+    DataUnpickler makes a plain dtype or an empty array first, so nothing it returns is a stand-in."""
+    import io
+    import pickle
+
+    import torch
+    from numpy._core.multiarray import _reconstruct
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafeTorchFileError, load_torch_file
+
+    torch.save({"by_dtype": {np.dtype("f4"): 1}, "kinds": {np.dtype("i8")}, "pairs": [(np.dtype("f4"), 2)]},
+               tmp_path / "keys.pt")  # fmt: skip
+    loaded = load_torch_file(tmp_path / "keys.pt")
+    assert loaded["by_dtype"][np.dtype("f4")] == 1 and loaded["kinds"] == {np.dtype("i8")}
+    assert loaded["pairs"] == [(np.dtype("f4"), 2)] and type(loaded["pairs"][0][0]) is type(np.dtype("f4"))
+    unbuilt = _Reduces(_reconstruct, (np.ndarray, (0,), b"b"))  # an array that never gets its data
+    torch.save({"x": unbuilt}, tmp_path / "unbuilt.pt")
+    with pytest.raises(UnsafeTorchFileError, match=r"it holds a numpy array without its data"):
+        load_torch_file(tmp_path / "unbuilt.pt")
+    loaded = DataUnpickler(io.BytesIO(pickle.dumps({"point": unbuilt}, protocol=2))).load()
+    assert type(loaded["point"]) is np.ndarray and loaded["point"].size == 0
+
+
+def test_an_array_of_more_empty_items_than_a_file_may_ask_for_is_refused() -> None:
+    """Items of size 0 need no bytes: a few bytes could describe 2**60 of them, which a caller's copy allocates."""
+    import io
+    import pickle
+
+    from numpy._core.multiarray import _reconstruct
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    empty = (3, "|", None, (), {}, 0, 1, 16)
+    huge = _Reduces(_reconstruct, (np.ndarray, (0,), b"b"),
+                    (1, (2**60,), _Reduces(np.dtype, ("V0", False, True), empty), False, b""))  # fmt: skip
+    with pytest.raises(UnsafePickleError, match=r"of shape \(1152921504606846976,\) and dtype \[\] other than its"):
+        DataUnpickler(io.BytesIO(pickle.dumps(huge, protocol=2))).load()
+    few = DataUnpickler(io.BytesIO(pickle.dumps(np.zeros(5, np.dtype([])), protocol=2))).load()
+    assert few.shape == (5,) and few.dtype == np.dtype([])
