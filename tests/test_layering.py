@@ -30,6 +30,7 @@ UTILITIES = (
     "errors",
     "io",
     "safe_load",
+    "safe_numpy",
     "devices",
     "termination",
     "logging_utils",
