@@ -248,11 +248,15 @@ def without_stand_ins(value: Any, seen: dict[int, Any] | None = None) -> Any:
         value.clear()
         value.update(items)
         return value
-    elif isinstance(value, (list, set)):
+    elif isinstance(value, list):
+        seen[id(value)] = value
+        value[:] = [without_stand_ins(item, seen) for item in value]
+        return value
+    elif isinstance(value, set):
         seen[id(value)] = value
         items = [without_stand_ins(item, seen) for item in value]
         value.clear()
-        value.extend(items) if isinstance(value, list) else value.update(items)
+        value.update(items)
         return value
     elif type(value) in (tuple, frozenset):
         result = type(value)(without_stand_ins(item, seen) for item in value)
