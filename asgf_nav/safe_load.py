@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import _compat_pickle
 import builtins
+import contextlib
 import functools
 import operator
 import pickle
+import threading
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,51 @@ def _unsized(kind: type) -> Callable[..., Any]:
 
 
 _UNSIZED = {name: _unsized(getattr(builtins, name)) for name in _SIZED_BUILTINS}
+
+
+def _latin1_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    """``_codecs.encode`` as pickles of protocols 0-2 call it, bytes from their latin-1 text: another codec
+    ('hex' doubles its input) chained a few times makes gigabytes from a few hundred bytes of file."""
+    if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise UnsafePickleError(
+            f"it calls _codecs.encode with {type(text).__name__} and {encoding!r}, where pickles turn text into bytes "
+            "with latin1 only; it was not loaded"
+        )
+    return text.encode("latin1")
+
+
+def _text(*args: Any) -> str:
+    """``str`` as a pickle may call it: never on a container, whose text (its repr) a few memo references make
+    twice as long at each step."""
+    if args and not isinstance(args[0], (str, bytes, int, float, complex)):
+        raise UnsafePickleError(f"it calls str on a {type(args[0]).__name__}; it was not loaded")
+    return str(*args)
+
+
+@contextlib.contextmanager
+def _torch_encodes_latin1_only() -> Iterator[None]:
+    """torch's weights-only reader allows ``_codecs.encode`` with any codec, and its allow-list cannot be narrowed:
+    the function it names is replaced by :func:`_latin1_encode` while a file is read (where torch keeps it)."""
+    import torch._weights_only_unpickler as reader
+
+    global _ENCODE_READERS
+    with _ENCODE_LOCK:
+        if _ENCODE_READERS == 0 and hasattr(reader, "encode"):
+            _ENCODE_SAVED[:] = [reader.encode]
+            reader.encode = _latin1_encode
+        _ENCODE_READERS += 1
+    try:
+        yield
+    finally:
+        with _ENCODE_LOCK:
+            _ENCODE_READERS -= 1
+            if _ENCODE_READERS == 0 and _ENCODE_SAVED:
+                reader.encode = _ENCODE_SAVED.pop()
+
+
+_ENCODE_LOCK = threading.Lock()  # threads reading checkpoints at once share one replacement
+_ENCODE_READERS = 0
+_ENCODE_SAVED: list[Any] = []
 
 
 class _Memo(dict):
@@ -150,10 +197,14 @@ class DataUnpickler(pickle._Unpickler):
         key = (module, name)
         if module == "builtins" and name in _SIZED_BUILTINS:
             return _UNSIZED[name]
+        if key == ("builtins", "str"):
+            return _text
+        if key == ("_codecs", "encode"):  # protocols 0-2: bytes from text
+            return _latin1_encode
         if (module == "builtins" and name in _DATA_BUILTINS) or (module == "collections" and name in _DATA_COLLECTIONS):
             return super().find_class(module, name)
-        if key in (("copyreg", "_reconstructor"), ("_codecs", "encode")):  # protocols 0-2: objects from classes
-            return super().find_class(module, name)  # checked here, bytes from text (as torch's weights_only)
+        if key == ("copyreg", "_reconstructor"):  # protocols 0-1: objects from classes, checked here
+            return super().find_class(module, name)
         if key in NUMPY_NAMES:
             found = NUMPY_NAMES[key]
             return {DataDtype: self._dtype, empty_reconstruct: self._reconstruct}.get(found, found)
@@ -175,7 +226,7 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
 
     allowed = _numpy_array_globals()
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(allowed), _torch_encodes_latin1_only():
             return without_stand_ins(torch.load(path, map_location=map_location, weights_only=True))
     except pickle.UnpicklingError as exc:
         refused = exc if isinstance(exc, UnsafePickleError) else exc.__context__  # torch re-raises the stand-ins'

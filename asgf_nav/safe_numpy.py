@@ -31,15 +31,39 @@ class NdarrayName:
 
 
 def data_dtype(dtype: Any) -> np.dtype:
-    """``dtype`` if it holds plain data: an array of Python objects could hold anything, and numpy's unpickling
-    of one trusts the file's shape (a short list for a long shape crashes the interpreter)."""
+    """``dtype`` if it holds plain data laid out within its item: an array of Python objects could hold anything
+    (numpy's unpickling of one trusts the file's shape: a short list for a long shape crashes the interpreter), and
+    a field or subarray beyond the item is read and written outside the array."""
     if not isinstance(dtype, np.dtype):
         raise UnsafePickleError(f"it gives a {type(dtype).__name__} where a numpy dtype belongs; it was not loaded")
     if dtype.hasobject:
         raise UnsafePickleError(
             f"it holds numpy data of dtype {dtype} (Python objects), which no data file needs; it was not loaded"
         )
+    problem = _layout_problem(dtype)
+    if problem is not None:
+        raise UnsafePickleError(f"it gives a numpy dtype {problem}; it was not loaded")
     return dtype
+
+
+def _layout_problem(dtype: np.dtype) -> str | None:
+    """What lies outside ``dtype``'s item, in Python integers: numpy sums offsets and sizes in a C int, so a layout
+    past 2**31 passes its own checks (np.dtype('V2147483647,V2147483647,V10') is an 8-byte item)."""
+    if not 0 <= dtype.itemsize < MAX_ITEMSIZE:
+        return f"an item of {dtype.itemsize} bytes"
+    if dtype.subdtype is not None:
+        item, shape = dtype.subdtype
+        if item.itemsize * math.prod(shape) != dtype.itemsize:
+            return f"a subarray of {shape} items of {item.itemsize} bytes in an item of {dtype.itemsize}"
+        return _layout_problem(item)
+    for name in dtype.names or ():
+        field, offset = dtype.fields[name][:2]
+        if not 0 <= offset <= dtype.itemsize - field.itemsize:
+            return f"field {name!r} of {field.itemsize} bytes at offset {offset} in an item of {dtype.itemsize}"
+        problem = _layout_problem(field)
+        if problem is not None:
+            return problem
+    return None
 
 
 # Torch's reader calls __setstate__ on objects of allowed types: there a dtype or array stands as one of these
@@ -84,7 +108,7 @@ def _whole_numbers(values: Any, what: str) -> tuple[int, ...]:
     return values
 
 
-_MAX_ITEMSIZE = 2**31  # numpy keeps an item's size and its fields' offsets in a C int
+MAX_ITEMSIZE = 2**31  # numpy keeps an item's size and its fields' offsets in a C int
 _MAX_EMPTY_ITEMS = 2**20  # items of size 0 that a file may ask for: a copy of more would still allocate per item
 
 
@@ -117,7 +141,7 @@ def dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
         if type(subarray) is not tuple or len(subarray) != 2:
             raise refused("its subarray")
         item, shape = data_dtype(resolved(subarray[0])), _whole_numbers(subarray[1], "subarray shape")
-        if item.itemsize * math.prod(shape) >= _MAX_ITEMSIZE:
+        if item.itemsize * math.prod(shape) >= MAX_ITEMSIZE:
             raise refused(f"a subarray of shape {shape}")
         described = np.dtype((item, shape))
     elif names is not None:
@@ -130,7 +154,7 @@ def dtype_from_state(base: np.dtype, state: Any) -> np.dtype:
         if not all(t is None or type(t) is str for t in titles) or set(fields) != {*names, *filter(None, titles)}:
             raise refused("its fields beside its names")
         formats = [data_dtype(resolved(e[0])) for e in entries]
-        if not 0 <= size < _MAX_ITEMSIZE or any(e[1] + f.itemsize > size for e, f in zip(entries, formats)):
+        if not 0 <= size < MAX_ITEMSIZE or any(e[1] + f.itemsize > size for e, f in zip(entries, formats)):
             raise refused("a field beyond its item")  # checked here: numpy sums offsets in a C int, which overflows
         spec = {"names": list(names), "formats": formats, "offsets": [e[1] for e in entries], "titles": titles,
                 "itemsize": size}  # fmt: skip

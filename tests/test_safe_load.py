@@ -420,3 +420,57 @@ def test_an_array_of_more_empty_items_than_a_file_may_ask_for_is_refused() -> No
         DataUnpickler(io.BytesIO(pickle.dumps(huge, protocol=2))).load()
     few = DataUnpickler(io.BytesIO(pickle.dumps(np.zeros(5, np.dtype([])), protocol=2))).load()
     assert few.shape == (5,) and few.dtype == np.dtype([])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["V2147483647,V2147483647,V10", {"names": ["a"], "formats": ["f8"], "offsets": [2**31 - 8], "itemsize": 8}],
+    ids=["comma string", "offsets"],
+)
+def test_a_dtype_whose_fields_lie_beyond_its_item_is_refused_whatever_makes_it(tmp_path: Path, spec) -> None:
+    """np.dtype itself accepts these (offsets summed in a C int): named in a pickle's arguments rather than its
+    state, they made 8-byte items whose fields were read and written gigabytes away."""
+    import io
+    import pickle
+
+    import torch
+    from numpy._core.multiarray import _reconstruct
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    dtype = np.dtype(spec)
+    assert dtype.itemsize in (8, 16)  # what numpy makes of it
+    array = _Reduces(_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), _Reduces(np.dtype, (spec,)), False, b"\0" * 8))
+    with pytest.raises(UnsafePickleError, match=r"it gives a numpy dtype field '\w+' of \d+ bytes at offset \d+"):
+        DataUnpickler(io.BytesIO(pickle.dumps(array, protocol=2))).load()
+    torch.save({"x": array}, tmp_path / "shared.pt")
+    with pytest.raises(UnsafeTorchFileError, match=r"it gives a numpy dtype field"):
+        load_torch_file(tmp_path / "shared.pt")
+
+
+def test_a_few_bytes_cannot_grow_into_gigabytes_through_a_codec_or_a_repr(tmp_path: Path) -> None:
+    """_codecs.encode with 'hex' doubles its input and str() of a list of itself doubles its text: chained through
+    the memo, a few hundred bytes of file made gigabytes. Pickles turn text into bytes with latin1 only and never
+    call str on a container; torch's reader, whose allow-list names _codecs.encode, gets the same check."""
+    import _codecs
+    import io
+    import pickle
+
+    import torch
+    import torch._weights_only_unpickler as reader
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    hexed = _Reduces(_codecs.encode, (_Reduces(_codecs.encode, ("ab", "latin1")), "hex"))
+    with pytest.raises(UnsafePickleError, match=r"it calls _codecs.encode with bytes and 'hex'"):
+        DataUnpickler(io.BytesIO(pickle.dumps(hexed, protocol=2))).load()
+    torch.save({"x": hexed}, tmp_path / "shared.pt")
+    with pytest.raises(UnsafeTorchFileError, match=r"it calls _codecs.encode with bytes and 'hex'"):
+        load_torch_file(tmp_path / "shared.pt")
+    assert reader.encode is _codecs.encode  # torch's own function is back after the read
+    with pytest.raises(UnsafePickleError, match=r"it calls str on a list"):
+        DataUnpickler(io.BytesIO(pickle.dumps(_Reduces(str, ([1, 2],)), protocol=2))).load()
+    for protocol in (0, 1, 2):  # bytes in pickles of these protocols still come from latin1 text
+        assert DataUnpickler(io.BytesIO(pickle.dumps({"b": b"\xff\x00"}, protocol=protocol))).load() == {
+            "b": b"\xff\x00"
+        }
