@@ -90,37 +90,41 @@ def _latin1_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -
 
 
 def _text(*args: Any) -> str:
-    """``str`` as a pickle may call it: never on a container, whose text (its repr) a few memo references make
-    twice as long at each step."""
-    if args and not isinstance(args[0], (str, bytes, int, float, complex)):
+    """``str`` as a pickle may call it, on text only: a container's text (its repr) a few memo references make twice
+    as long at each step, and so does the text of bytes with backslashes."""
+    if len(args) > 1 or (args and type(args[0]) is not str):  # str(bytes) doubles a backslash: encode it again...
         raise UnsafePickleError(f"it calls str on a {type(args[0]).__name__}; it was not loaded")
     return str(*args)
 
 
 @contextlib.contextmanager
-def _torch_encodes_latin1_only() -> Iterator[None]:
-    """torch's weights-only reader allows ``_codecs.encode`` with any codec, and its allow-list cannot be narrowed:
-    the function it names is replaced by :func:`_latin1_encode` while a file is read (where torch keeps it)."""
+def _torch_sizes_from_data_only() -> Iterator[None]:
+    """torch's weights-only reader allows ``_codecs.encode`` with any codec and ``bytearray`` of any size, and its
+    allow-list cannot be narrowed: while a file is read, the entries of that (cached) list are
+    :func:`_latin1_encode` and the checked ``bytearray``, then torch's own again."""
     import torch._weights_only_unpickler as reader
 
     global _ENCODE_READERS
+    allowed = reader._get_allowed_globals()  # cached by torch: the dict its reader looks names up in
+    checked = {"_codecs.encode": _latin1_encode, "builtins.bytearray": _UNSIZED["bytearray"]}
     with _ENCODE_LOCK:
-        if _ENCODE_READERS == 0 and hasattr(reader, "encode"):
-            _ENCODE_SAVED[:] = [reader.encode]
-            reader.encode = _latin1_encode
+        if _ENCODE_READERS == 0:
+            _ENCODE_SAVED.update({name: allowed[name] for name in checked if name in allowed})
+            allowed.update({name: checked[name] for name in _ENCODE_SAVED})
         _ENCODE_READERS += 1
     try:
         yield
     finally:
         with _ENCODE_LOCK:
             _ENCODE_READERS -= 1
-            if _ENCODE_READERS == 0 and _ENCODE_SAVED:
-                reader.encode = _ENCODE_SAVED.pop()
+            if _ENCODE_READERS == 0:
+                allowed.update(_ENCODE_SAVED)
+                _ENCODE_SAVED.clear()
 
 
 _ENCODE_LOCK = threading.Lock()  # threads reading checkpoints at once share one replacement
 _ENCODE_READERS = 0
-_ENCODE_SAVED: list[Any] = []
+_ENCODE_SAVED: dict[str, Any] = {}
 
 
 class _Memo(dict):
@@ -140,6 +144,9 @@ class _Memo(dict):
         for key in self._keys.pop(id(old), ()):
             if self.get(key) is old:
                 self[key] = new
+
+
+_CALLABLES = (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
 
 
 class DataUnpickler(pickle._Unpickler):
@@ -172,7 +179,7 @@ class DataUnpickler(pickle._Unpickler):
 
     def load_build(self) -> None:
         built = self.stack[-2]
-        if isinstance(built, (type, types.FunctionType)):  # state set on a class would change it for the process
+        if isinstance(built, _CALLABLES):  # state set on a class or function would change it for the process
             name = getattr(built, "__qualname__", type(built).__qualname__)
             raise UnsafePickleError(f"it sets the state of {name} itself, not of data built from it; it was not loaded")
         unbuilt, make = self._unbuilt.pop(id(built), (None, None))
@@ -226,8 +233,10 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
 
     allowed = _numpy_array_globals()
     try:
-        with torch.serialization.safe_globals(allowed), _torch_encodes_latin1_only():
-            return without_stand_ins(torch.load(path, map_location=map_location, weights_only=True))
+        with torch.serialization.safe_globals(allowed), _torch_sizes_from_data_only():
+            loaded = without_stand_ins(torch.load(path, map_location=map_location, weights_only=True))
+        _check_tensor_sizes(loaded)
+        return loaded
     except pickle.UnpicklingError as exc:
         refused = exc if isinstance(exc, UnsafePickleError) else exc.__context__  # torch re-raises the stand-ins'
         if isinstance(refused, UnsafePickleError):
@@ -248,6 +257,35 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
         reasons = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines
                    if not line.startswith(advice)]  # fmt: skip
         raise pickle.UnpicklingError(next((r for r in reasons if r), lines[0] if lines else repr(exc))) from None
+
+
+def _check_tensor_sizes(loaded: Any) -> None:
+    """Each tensor holds its own data: one expanded from a few bytes (stride 0), or many sharing one storage,
+    would be materialised in full by the first copy or digest of it (a 4-byte float as gigabytes)."""
+    import torch
+
+    claimed, storages, pending, seen = 0, {}, [loaded], set()
+    while pending:
+        value = pending.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            size, storage = value.numel() * value.element_size(), value.untyped_storage()
+            if storage.nbytes() < size:
+                raise UnsafePickleError(
+                    f"it holds a tensor of shape {tuple(value.shape)} ({size} bytes) in {storage.nbytes()} bytes of "
+                    "data; it was not loaded"
+                )
+            claimed += size
+            storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            pending.extend(value)
+    held = sum(storages.values())
+    if claimed > 4 * held + 2**26:  # views of one storage (tied weights) claim it a few times, not thousands
+        raise UnsafePickleError(f"its tensors claim {claimed} bytes of {held} bytes of data; it was not loaded")
 
 
 def weights_mismatch(expected: Mapping[str, Any], given: Any) -> str | None:

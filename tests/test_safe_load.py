@@ -474,3 +474,47 @@ def test_a_few_bytes_cannot_grow_into_gigabytes_through_a_codec_or_a_repr(tmp_pa
         assert DataUnpickler(io.BytesIO(pickle.dumps({"b": b"\xff\x00"}, protocol=protocol))).load() == {
             "b": b"\xff\x00"
         }
+
+
+def test_torch_reads_no_size_or_codec_from_a_file_even_after_other_loads(tmp_path: Path) -> None:
+    """torch keeps its allow-list cached from the first weights-only load of the process, and its entries for
+    _codecs.encode and bytearray take any codec and any size: they are swapped for checked ones during each read
+    (and back after), whichever load came first. A tensor expanded from a few bytes is refused before anything
+    copies it (a digest made gigabytes of one stored float)."""
+    import _codecs
+
+    import torch
+    import torch._weights_only_unpickler as reader
+
+    from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
+
+    torch.save({"ok": torch.zeros(2)}, tmp_path / "ok.pt")
+    torch.load(tmp_path / "ok.pt", weights_only=True)  # torch's allow-list is cached from here on
+    hexed = _Reduces(_codecs.encode, (_Reduces(_codecs.encode, ("ab", "latin1")), "hex"))
+    crafted = [("hex", hexed, r"_codecs.encode with bytes and 'hex'"),
+               ("sized", _Reduces(bytearray, (10**9,)), r"it calls bytearray\(1000000000\)"),
+               ("expanded", torch.zeros(1).expand(2**20), r"a tensor of shape \(1048576,\)")]  # fmt: skip
+    for name, value, reason in crafted:
+        torch.save({"x": value}, tmp_path / f"{name}.pt")
+        with pytest.raises(UnsafeTorchFileError, match=reason):
+            load_torch_file(tmp_path / f"{name}.pt")
+    allowed = reader._get_allowed_globals()
+    assert allowed["_codecs.encode"] is _codecs.encode and allowed["builtins.bytearray"] is bytearray  # torch's own
+
+
+def test_text_and_methods_of_the_reader_stay_out_of_a_pickles_reach() -> None:
+    """str of bytes doubles its backslashes, which latin1 turns back into bytes: chained, 540 bytes of pickle made
+    270 MB. And BUILD on the reader's own numpy.dtype method set attributes on it for the process."""
+    import _codecs
+    import io
+    import pickle
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    with pytest.raises(UnsafePickleError, match=r"it calls str on a bytes"):
+        DataUnpickler(
+            io.BytesIO(pickle.dumps(_Reduces(str, (_Reduces(_codecs.encode, ("\\\\", "latin1")),)), 2))
+        ).load()
+    on_method = b"\x80\x02cnumpy\ndtype\n}X\x0b\x00\x00\x00__wrapped__X\x03\x00\x00\x00pwnsb."
+    with pytest.raises(UnsafePickleError, match=r"it sets the state of DataUnpickler._dtype itself"):
+        DataUnpickler(io.BytesIO(on_method)).load()
