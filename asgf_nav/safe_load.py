@@ -92,7 +92,7 @@ def _latin1_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -
 def _text(*args: Any) -> str:
     """``str`` as a pickle may call it, on text only: a container's text (its repr) a few memo references make twice
     as long at each step, and so does the text of bytes with backslashes."""
-    if len(args) > 1 or (args and type(args[0]) is not str):  # str(bytes) doubles a backslash: encode it again...
+    if len(args) > 1 or (args and type(args[0]) is not str):
         raise UnsafePickleError(f"it calls str on a {type(args[0]).__name__}; it was not loaded")
     return str(*args)
 
@@ -104,27 +104,27 @@ def _torch_sizes_from_data_only() -> Iterator[None]:
     :func:`_latin1_encode` and the checked ``bytearray``, then torch's own again."""
     import torch._weights_only_unpickler as reader
 
-    global _ENCODE_READERS
+    global _TORCH_SWAP_READERS
     allowed = reader._get_allowed_globals()  # cached by torch: the dict its reader looks names up in
     checked = {"_codecs.encode": _latin1_encode, "builtins.bytearray": _UNSIZED["bytearray"]}
-    with _ENCODE_LOCK:
-        if _ENCODE_READERS == 0:
-            _ENCODE_SAVED.update({name: allowed[name] for name in checked if name in allowed})
-            allowed.update({name: checked[name] for name in _ENCODE_SAVED})
-        _ENCODE_READERS += 1
+    with _TORCH_SWAP_LOCK:
+        if _TORCH_SWAP_READERS == 0:
+            _TORCH_SWAP_SAVED.update({name: allowed[name] for name in checked if name in allowed})
+            allowed.update({name: checked[name] for name in _TORCH_SWAP_SAVED})
+        _TORCH_SWAP_READERS += 1
     try:
         yield
     finally:
-        with _ENCODE_LOCK:
-            _ENCODE_READERS -= 1
-            if _ENCODE_READERS == 0:
-                allowed.update(_ENCODE_SAVED)
-                _ENCODE_SAVED.clear()
+        with _TORCH_SWAP_LOCK:
+            _TORCH_SWAP_READERS -= 1
+            if _TORCH_SWAP_READERS == 0:
+                allowed.update(_TORCH_SWAP_SAVED)
+                _TORCH_SWAP_SAVED.clear()
 
 
-_ENCODE_LOCK = threading.Lock()  # threads reading checkpoints at once share one replacement
-_ENCODE_READERS = 0
-_ENCODE_SAVED: dict[str, Any] = {}
+_TORCH_SWAP_LOCK = threading.Lock()  # threads reading checkpoints at once share one replacement
+_TORCH_SWAP_READERS = 0
+_TORCH_SWAP_SAVED: dict[str, Any] = {}
 
 
 class _Memo(dict):
