@@ -6,6 +6,7 @@ from __future__ import annotations
 import _compat_pickle
 import builtins
 import contextlib
+import copyreg
 import functools
 import operator
 import pickle
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from asgf_nav.pickle_budget import CopyBudgetUnpickler, check_torch_file_copies
 from asgf_nav.safe_numpy import (
     NUMPY_NAMES,
     ArrayFromFile,
@@ -146,10 +148,26 @@ class _Memo(dict):
                 self[key] = new
 
 
+def _refuse_graph_from_data(func: Any, args: Any) -> None:
+    """A networkx graph is pickled empty with its state after; called on data (another graph, a dict of dicts) it
+    copies every edge of it, which a file's few bytes can ask for again and again."""
+    if args and isinstance(func, type) and func.__module__ in _NETWORKX_CLASS_MODULES:
+        raise UnsafePickleError(f"it makes a networkx {func.__name__} from data; it was not loaded")
+
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """``copyreg._reconstructor`` as protocols 0-1 call it: a class made from its builtin base (``object``, or a
+    dict's items); a Python base's ``__init__`` would be called on the state."""
+    if state is not None and getattr(base, "__module__", None) != "builtins":
+        name = getattr(cls, "__name__", type(cls).__name__)
+        raise UnsafePickleError(f"it makes a {name} by calling {base!r} on data; it was not loaded")
+    return copyreg._reconstructor(cls, base, state)
+
+
 _CALLABLES = (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
 
 
-class DataUnpickler(pickle._Unpickler):
+class DataUnpickler(CopyBudgetUnpickler):
     """Unpickles plain data only: builtin containers and numbers, numpy arrays, and networkx graphs and their
     views. Any other global the file names (a function to call, a class of some other package) is an
     :class:`UnsafePickleError` naming it, so a pickle from elsewhere cannot run code here. A subclass may map
@@ -157,9 +175,10 @@ class DataUnpickler(pickle._Unpickler):
 
     Python's own unpickler, not the C one: its BUILD step (an object's state) can be checked. A numpy dtype or array
     is made plain first (the dtype the file names, an empty array); its BUILD makes the real one from the checked
-    state, which takes its place on the stack and in the memo, where the rest of the file finds it."""
+    state, which takes its place on the stack and in the memo, where the rest of the file finds it. What it copies is
+    bounded by the file's size (:class:`~asgf_nav.pickle_budget.CopyBudgetUnpickler`)."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = dict(CopyBudgetUnpickler.dispatch)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -184,6 +203,7 @@ class DataUnpickler(pickle._Unpickler):
             raise UnsafePickleError(f"it sets the state of {name} itself, not of data built from it; it was not loaded")
         unbuilt, make = self._unbuilt.pop(id(built), (None, None))
         if unbuilt is built:
+            self.spend_on_state(self.stack[-1])
             made = make(self.stack.pop())
             self.stack[-1] = made
             self.memo.replace(built, made)
@@ -194,7 +214,16 @@ class DataUnpickler(pickle._Unpickler):
             )
         super().load_build()
 
+    def load_reduce(self) -> None:
+        _refuse_graph_from_data(self.stack[-2], self.stack[-1])
+        super().load_reduce()
+
+    def _instantiate(self, klass: Any, args: Any) -> None:
+        _refuse_graph_from_data(klass, args)
+        super()._instantiate(klass, args)
+
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.REDUCE[0]] = load_reduce
 
     def find_class(self, module: str, name: str) -> Any:
         # protocols 0-2 name Python 2's modules (copy_reg, __builtin__), which the default find_class renames
@@ -211,7 +240,7 @@ class DataUnpickler(pickle._Unpickler):
         if (module == "builtins" and name in _DATA_BUILTINS) or (module == "collections" and name in _DATA_COLLECTIONS):
             return super().find_class(module, name)
         if key == ("copyreg", "_reconstructor"):  # protocols 0-1: objects from classes, checked here
-            return super().find_class(module, name)
+            return _reconstructor
         if key in NUMPY_NAMES:
             found = NUMPY_NAMES[key]
             return {DataDtype: self._dtype, empty_reconstruct: self._reconstruct}.get(found, found)
@@ -233,6 +262,7 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
 
     allowed = _numpy_array_globals()
     try:
+        check_torch_file_copies(path)
         with torch.serialization.safe_globals(allowed), _torch_sizes_from_data_only():
             loaded = without_stand_ins(torch.load(path, map_location=map_location, weights_only=True))
         _check_tensor_sizes(loaded)

@@ -31,6 +31,7 @@ UTILITIES = (
     "io",
     "safe_load",
     "safe_numpy",
+    "pickle_budget",
     "devices",
     "termination",
     "logging_utils",

@@ -518,3 +518,97 @@ def test_text_and_methods_of_the_reader_stay_out_of_a_pickles_reach() -> None:
     on_method = b"\x80\x02cnumpy\ndtype\n}X\x0b\x00\x00\x00__wrapped__X\x03\x00\x00\x00pwnsb."
     with pytest.raises(UnsafePickleError, match=r"it sets the state of DataUnpickler._dtype itself"):
         DataUnpickler(io.BytesIO(on_method)).load()
+
+
+_COPIERS = {kind.__name__: kind for kind in (list, tuple, set, frozenset, dict, bytearray)}
+_COPIERS.update({"OrderedDict": __import__("collections").OrderedDict, "deque": __import__("collections").deque})
+
+
+@pytest.mark.parametrize("copier", sorted(_COPIERS))
+def test_a_container_copied_again_and_again_through_the_memo_is_refused_before_the_copies(copier: str) -> None:
+    """A pickle names a container once and calls a copier on its memo reference for a few bytes a time: 160 kB of
+    file made 3.2 GB. What calls and BUILDs copy is bounded by the bytes read; copied once, the container loads."""
+    import io
+    import pickle
+    import tracemalloc
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    kind = _COPIERS[copier]
+    big = bytes(50_000) if kind is bytearray else list(range(50_000))
+    if copier in ("dict", "OrderedDict"):
+        big = dict.fromkeys(big)
+    args = (big,)  # one tuple: the file holds it once and refers to it from every call
+    data = pickle.dumps([_Reduces(kind, args) for _ in range(2_000)], protocol=2)
+    assert len(data) < 250_000  # what it asks for: 100 million items
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsafePickleError, match=r"it copies \d+ items from \d+ bytes read .* it was not loaded"):
+            DataUnpickler(io.BytesIO(data)).load()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80e6, f"{peak / 1e6:.0f} MB"  # copying 100 million items would take gigabytes
+    once = DataUnpickler(io.BytesIO(pickle.dumps([_Reduces(kind, args), _Reduces(kind, args)], protocol=2))).load()
+    assert once == [kind(big), kind(big)]
+
+
+def test_a_networkx_graph_is_never_made_from_data_a_pickle_can_share() -> None:
+    """Graph(data) copies every edge of a dict of dicts whose inner dicts a pickle refers to for two bytes each (as
+    does copyreg._reconstructor with a Graph as its base); graphs pickled by any protocol load as before."""
+    import copyreg
+    import io
+    import pickle
+
+    import networkx as nx
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError
+
+    inner = dict.fromkeys(range(1_000), {})
+    with pytest.raises(UnsafePickleError, match=r"it makes a networkx Graph from data"):
+        DataUnpickler(io.BytesIO(pickle.dumps(_Reduces(nx.Graph, (dict.fromkeys(range(100), inner),)), 2))).load()
+    via_base = _Reduces(copyreg._reconstructor, (nx.Graph, nx.Graph, {0: inner}))
+    with pytest.raises(UnsafePickleError, match=r"it makes a Graph by calling <class 'networkx.classes.graph.Graph'>"):
+        DataUnpickler(io.BytesIO(pickle.dumps(via_base, 2))).load()
+    graph = nx.path_graph(5, create_using=nx.DiGraph)
+    graph.nodes[2]["point"] = (1.0, 2.0)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        loaded = DataUnpickler(io.BytesIO(pickle.dumps(graph, protocol))).load()
+        assert nx.utils.graphs_equal(loaded, graph) and loaded.nodes[2]["point"] == (1.0, 2.0)
+    as_dict = DataUnpickler(io.BytesIO(pickle.dumps(_Reduces(copyreg._reconstructor, (dict, dict, {1: 2})), 0))).load()
+    assert as_dict == {1: 2}
+
+
+def test_a_torch_file_copying_a_container_again_and_again_is_refused_before_torch_reads_it(tmp_path: Path) -> None:
+    """torch's reader calls set and OrderedDict and BUILDs an OrderedDict's attributes from any state, as often as a
+    file asks: 100 kB made 3.9 GB. A pre-read of the file's pickle counts the copies first; a checkpoint holding large
+    containers once loads."""
+    import collections
+    import tracemalloc
+
+    import torch
+
+    from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
+
+    state = dict.fromkeys(range(30_000))
+    items = (list(range(30_000)),)
+    crafted = {"od_state": [_Reduces(collections.OrderedDict, (), state) for _ in range(2_000)],
+               "set": [_Reduces(set, items) for _ in range(2_000)]}  # fmt: skip
+    for name, value in crafted.items():
+        torch.save(value, tmp_path / f"{name}.pt")
+        torch.save(value, tmp_path / f"{name}_legacy.pt", _use_new_zipfile_serialization=False)
+        assert (tmp_path / f"{name}.pt").stat().st_size < 400_000
+        tracemalloc.start()
+        try:
+            with pytest.raises(UnsafeTorchFileError, match=rf"{name}.pt is not one of this project's: it copies \d+"):
+                load_torch_file(tmp_path / f"{name}.pt")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 60e6, f"{name}: {peak / 1e6:.0f} MB"
+        with pytest.raises(UnsafeTorchFileError, match=rf"{name}_legacy.pt is not one of this project's: it copies"):
+            load_torch_file(tmp_path / f"{name}_legacy.pt")  # torch's format before 1.6: a few pickles in a row
+    large = {"set": set(range(300_000)), "od": collections.OrderedDict.fromkeys(range(300_000)), "w": torch.ones(3)}
+    torch.save(large, tmp_path / "large.pt")
+    loaded = load_torch_file(tmp_path / "large.pt")
+    assert loaded["set"] == large["set"] and loaded["od"] == large["od"] and torch.equal(loaded["w"], large["w"])
