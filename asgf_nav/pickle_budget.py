@@ -138,18 +138,24 @@ class _TorchPickleCopies(CopyBudgetUnpickler):
 def check_torch_file_copies(path: str | Path) -> None:
     """Refuse a torch file whose pickle copies more than its size allows, before torch's reader (which calls
     ``OrderedDict`` and ``set`` and BUILDs an OrderedDict's attributes as often as the file asks) makes the copies.
-    Anything else wrong with the file is left for torch's reader to report."""
+    Every pickle torch could read is counted: each ``data.pkl`` of a zip archive (torch's is the one in the folder
+    of the first entry; a name given twice is read from one entry by torch and another by Python's zipfile), or
+    the legacy format's pickles in a row. Anything else wrong with the file is left for torch's reader to report."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.filename.rsplit("/", 1)[-1] == "data.pkl":
+                    with archive.open(info) as stream:
+                        _pre_read(stream, pickles=1)
+        return
+    with open(path, "rb") as stream:  # the legacy format: magic number, protocol, system info, the data, storage keys
+        _pre_read(stream, pickles=5)
+
+
+def _pre_read(stream: BinaryIO, pickles: int) -> None:
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                name = next((n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
-                if name is not None:
-                    with archive.open(name) as stream:
-                        _TorchPickleCopies(stream).load()
-            return
-        with open(path, "rb") as stream:  # the legacy format: magic number, protocol, system info, the data, keys
-            for _ in range(5):
-                _TorchPickleCopies(stream).load()
+        for _ in range(pickles):
+            _TorchPickleCopies(stream).load()
     except UnsafePickleError:
         raise
     except Exception:  # noqa: BLE001 - not a pickle torch reads, or truncated: torch's reader says what is wrong

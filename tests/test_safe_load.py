@@ -612,3 +612,36 @@ def test_a_torch_file_copying_a_container_again_and_again_is_refused_before_torc
     torch.save(large, tmp_path / "large.pt")
     loaded = load_torch_file(tmp_path / "large.pt")
     assert loaded["set"] == large["set"] and loaded["od"] == large["od"] and torch.equal(loaded["w"], large["w"])
+
+
+def test_every_pickle_torch_could_read_from_an_archive_is_counted(tmp_path: Path) -> None:
+    """Torch reads data.pkl from the folder of the archive's first entry, and of two entries of one name it and
+    Python's zipfile need not pick the same: each data.pkl of the archive is counted, wherever it lies."""
+    import copy
+    import warnings
+    import zipfile
+
+    import torch
+
+    from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
+
+    items = (list(range(30_000)),)
+    torch.save([_Reduces(set, items) for _ in range(2_000)], tmp_path / "copies.pt")
+    torch.save({"w": torch.ones(2)}, tmp_path / "benign.pt")
+    with zipfile.ZipFile(tmp_path / "copies.pt") as archive:
+        copying = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    with zipfile.ZipFile(tmp_path / "benign.pt") as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    pickle_name = next(info.filename for info, _ in entries if info.filename.endswith("/data.pkl"))
+    variants = {"duplicate_before": [copying, None], "duplicate_after": [None, copying], "other_folder": [None]}
+    for variant, pickles in variants.items():  # None: the benign checkpoint's own pickle
+        with warnings.catch_warnings(), zipfile.ZipFile(tmp_path / f"{variant}.pt", "w") as archive:
+            warnings.simplefilter("ignore")  # zipfile warns of a duplicate name
+            for info, data in entries:
+                for each in pickles if info.filename == pickle_name else [data]:
+                    archive.writestr(copy.copy(info), data if each is None else each)  # it sets info's offset
+            if variant == "other_folder":
+                archive.writestr("elsewhere/data.pkl", copying)
+        with pytest.raises(UnsafeTorchFileError, match=rf"{variant}.pt is not one of this project's: it copies"):
+            load_torch_file(tmp_path / f"{variant}.pt")
+    assert torch.equal(load_torch_file(tmp_path / "benign.pt")["w"], torch.ones(2))
