@@ -1358,6 +1358,16 @@ def test_an_empty_sound_file_is_refused_by_name(tmp_path: Path) -> None:
         ss.SoundSpacesSounds(tmp_path / "1s_all", SR)("hush")
 
 
+@pytest.mark.parametrize("seconds", [0.5, 2.0])
+def test_a_sound_that_is_not_one_second_is_refused_by_name(tmp_path: Path, seconds: float) -> None:
+    """SoundSpaces plays the next second of a longer sound at each new pose (and divides by zero on a shorter one):
+    only one-second sounds are heard as SoundSpaces hears them, and the first second of another is not passed off."""
+    (tmp_path / "1s_all").mkdir()
+    sf.write(tmp_path / "1s_all" / "long.wav", np.ones(int(seconds * 22050), dtype=np.float32) * 0.1, 22050)
+    with pytest.raises(ss.SoundSpacesDataError, match=rf"1s_all/long\.wav lasts {seconds:.3f} s .*not one second"):
+        ss.SoundSpacesSounds(tmp_path / "1s_all", SR)("long")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Importer and data source: what is imported, and when
 def test_the_rir_check_reads_distinct_files_and_names_each_bad_one_once(tmp_path: Path, ss_dataset: Path) -> None:

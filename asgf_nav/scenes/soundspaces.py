@@ -573,6 +573,12 @@ class SoundSpacesSounds:
             raise SoundSpacesDataError(f"sound file {path} is unreadable: {exc!r}") from exc
         if audio.size == 0 or not np.isfinite(audio).all():
             raise SoundSpacesDataError(f"sound file {path} is empty or holds non-finite samples")
+        if audio.size != self.sample_rate:  # SoundSpaces plays another second of a longer one at each new pose
+            raise SoundSpacesDataError(
+                f"sound file {path} lasts {audio.size / self.sample_rate:.3f} s ({audio.size} samples at "
+                f"{self.sample_rate} Hz), not one second: SoundSpaces 1.0's AudioNav plays one-second sounds "
+                "(sounds/1s_all), whose convolution with each response is what an agent hears"
+            )
         return audio.astype(np.float32)
 
     def __call__(self, name: str) -> np.ndarray:
