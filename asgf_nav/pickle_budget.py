@@ -2,7 +2,10 @@
 memo for two bytes: a few bytes calling ``list`` (or ``OrderedDict``, ``set``, a BUILD of an object's state) on
 that reference copy the whole container each time, so 160 kB of file made 3.2 GB. Each item a file holds costs
 at least a byte of it, so a file that copies each of its containers once or twice stays within
-:data:`COPIES_PER_BYTE` items per byte read; beyond that it is refused before the copy is made."""
+:data:`COPIES_PER_BYTE` items per byte read; beyond that it is refused before the copy is made. The same bound
+holds the items a tuple's hash visits (tuples of one shared tuple, level on level, hash in exponential time).
+What a file makes is then linear in its size: items are not bytes (a character copied out of text is a new object
+of some 80 bytes), so the bound is a few hundred times the file at worst, not its size."""
 
 from __future__ import annotations
 
@@ -43,9 +46,10 @@ class _Counted:
 
 
 def copied_items(value: Any) -> int:
-    """How many items making a container from ``value`` copies (an array's bytes, a container's items)."""
+    """How many items making a container from ``value`` copies (an array's bytes or its rows, each row a new object
+    in a list of it, even rows of no bytes; a container's items)."""
     if isinstance(value, np.ndarray):
-        return int(value.nbytes)
+        return max(int(value.nbytes), int(value.size), len(value) if value.ndim else 0)
     if isinstance(value, _Counted):
         return value.size
     if hasattr(type(value), "__len__"):
@@ -65,6 +69,7 @@ class CopyBudgetUnpickler(pickle._Unpickler):
     def __init__(self, file: BinaryIO, *args: Any, **kwargs: Any) -> None:
         super().__init__(file, *args, **kwargs)
         self.items_copied = self._bytes_counted = 0
+        self._tuples: dict[int, tuple[tuple, int]] = {}  # id -> (a tuple made, the items its hash visits)
         try:  # a file's position tells what was read: no cost per read (pickles of protocols 0-3 read each opcode)
             start = file.tell()
             self._bytes_read: Callable[[], int] = lambda: file.tell() - start
@@ -91,25 +96,61 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         read = self._bytes_read()
         if self.items_copied > COPIES_PER_BYTE * read + FREE_COPIES:
             raise UnsafePickleError(
-                f"it copies {self.items_copied} items from {read} bytes read (a container copied again and again "
-                f"through its memo), past {COPIES_PER_BYTE * read + FREE_COPIES}; it was not loaded"
+                f"it copies {self.items_copied} items having read {read} bytes, past the "
+                f"{COPIES_PER_BYTE * read + FREE_COPIES} a file of that size may copy; it was not loaded"
             )
+
+    def check_tuple(self, value: Any) -> None:
+        """A tuple's hash (a dict key, a set member) visits every item of every tuple in it, a shared one each time:
+        tuples of a tuple twice over, each two bytes of memo reference, hash in 2**depth steps. Each tuple made is
+        checked against the budget with the items its hash visits (counted once per tuple, children first)."""
+        if isinstance(value, tuple):
+            visited = self._hash_items(value)
+            if visited > COPIES_PER_BYTE * self._bytes_read() + FREE_COPIES:
+                raise UnsafePickleError(
+                    f"it makes a tuple whose hash visits {visited} items (tuples shared through its memo) having "
+                    f"read {self._bytes_read()} bytes; it was not loaded"
+                )
+
+    def _hash_items(self, value: tuple) -> int:
+        known = self._tuples.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        items = len(value) + sum(self._hash_items(item) for item in value if isinstance(item, tuple))
+        self._tuples[id(value)] = (value, items)  # the tuple kept: its id stays its own
+        return items
 
     def load_reduce(self) -> None:
         self.spend(self.stack[-1])
         super().load_reduce()
+        self.check_tuple(self.stack[-1])
 
     def load_newobj(self) -> None:
         self.spend(self.stack[-1])
         super().load_newobj()
+        self.check_tuple(self.stack[-1])
 
     def load_newobj_ex(self) -> None:
         self.spend((*self.stack[-2], *self.stack[-1].values()))
         super().load_newobj_ex()
+        self.check_tuple(self.stack[-1])
 
     def _instantiate(self, klass: Any, args: Any) -> None:
         self.spend(args)
         super()._instantiate(klass, args)
+        self.check_tuple(self.stack[-1])
+
+    def load_tuple(self) -> None:
+        super().load_tuple()
+        self.check_tuple(self.stack[-1])
+
+    def load_tuple2(self) -> None:
+        super().load_tuple2()
+        self.check_tuple(self.stack[-1])
+
+    def load_tuple3(self) -> None:
+        super().load_tuple3()
+        self.check_tuple(self.stack[-1])
 
     def spend_on_state(self, state: Any) -> None:
         """Count what a BUILD copies: an object's attributes, or (attributes, slots), or numpy's (.., data)."""
@@ -120,6 +161,9 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         super().load_build()
 
     dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.TUPLE[0]] = load_tuple
+    dispatch[pickle.TUPLE2[0]] = load_tuple2
+    dispatch[pickle.TUPLE3[0]] = load_tuple3
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.BUILD[0]] = load_build

@@ -543,7 +543,8 @@ def test_a_container_copied_again_and_again_through_the_memo_is_refused_before_t
     assert len(data) < 250_000  # what it asks for: 100 million items
     tracemalloc.start()
     try:
-        with pytest.raises(UnsafePickleError, match=r"it copies \d+ items from \d+ bytes read .* it was not loaded"):
+        refused = r"it copies \d+ items having read \d+ bytes, past the \d+ a file of that size may copy; it was not"
+        with pytest.raises(UnsafePickleError, match=refused):
             DataUnpickler(io.BytesIO(data)).load()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -645,3 +646,41 @@ def test_every_pickle_torch_could_read_from_an_archive_is_counted(tmp_path: Path
         with pytest.raises(UnsafeTorchFileError, match=rf"{variant}.pt is not one of this project's: it copies"):
             load_torch_file(tmp_path / f"{variant}.pt")
     assert torch.equal(load_torch_file(tmp_path / "benign.pt")["w"], torch.ones(2))
+
+
+def test_rows_of_no_bytes_and_tuples_shared_through_the_memo_are_counted_in_both_readers(tmp_path: Path) -> None:
+    """A list of an array of shape (n, 0) makes n row objects from no data (246 bytes made 1.2 GB); a dict key
+    built as (t, t) of (t', t') ..., each level a few bytes of memo references, hashes in 2**depth steps (40
+    levels: hours). Both are refused as they are made, by the data reader and before torch reads a file."""
+    import io
+    import pickle
+    import struct
+    import time
+    import zipfile
+
+    import torch
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    rows = pickle.dumps(_Reduces(list, (np.empty((10**7, 0)),)), protocol=2)
+    with pytest.raises(UnsafePickleError, match=r"it copies 100000\d\d items having read \d+ bytes"):
+        DataUnpickler(io.BytesIO(rows)).load()
+    shared = bytearray(b"\x80\x02)r" + struct.pack("<I", 0))
+    for level in range(1, 41):  # LONG_BINGET the level below twice, TUPLE2, LONG_BINPUT
+        below = b"j" + struct.pack("<I", level - 1)
+        shared += below + below + b"\x86r" + struct.pack("<I", level)
+    shared += b"}j" + struct.pack("<I", 40) + b"Ns."  # {the top tuple: None}
+    torch.save({}, tmp_path / "shared.pt")
+    with zipfile.ZipFile(tmp_path / "shared.pt") as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(tmp_path / "shared.pt", "w") as archive:
+        for info, data in entries:
+            archive.writestr(info, bytes(shared) if info.filename.endswith("/data.pkl") else data)
+    started = time.perf_counter()
+    with pytest.raises(UnsafePickleError, match=r"it makes a tuple whose hash visits \d+ items"):
+        DataUnpickler(io.BytesIO(bytes(shared))).load()
+    with pytest.raises(UnsafeTorchFileError, match=r"shared.pt is not one of this project's: it makes a tuple"):
+        load_torch_file(tmp_path / "shared.pt")
+    assert time.perf_counter() - started < 5
+    keys = {(1, (2, 3)): 4, ((1, 2),) * 3: 5, (): 6}  # tuples as keys and shared, as data holds them
+    assert DataUnpickler(io.BytesIO(pickle.dumps(keys, protocol=2))).load() == keys
