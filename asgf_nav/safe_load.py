@@ -1,5 +1,6 @@
 """Reading files made elsewhere (checkpoints and DoA heads shared by someone else, SoundSpaces pickles) as data:
-nothing the file names is run, and nothing is allocated beyond what the file holds."""
+nothing the file names is run, and what reading it allocates is bounded by the file's size (no size it names is
+allocated from nothing, and what it copies is counted: :mod:`asgf_nav.pickle_budget`)."""
 
 from __future__ import annotations
 

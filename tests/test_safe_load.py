@@ -1,5 +1,5 @@
 """Files made elsewhere are read as data: checkpoints through torch's weights-only unpickler, SoundSpaces pickles
-through DataUnpickler; nothing they name runs, and nothing beyond what they hold is allocated."""
+through DataUnpickler; nothing they name runs, and what they allocate is bounded by their size."""
 
 from __future__ import annotations
 
