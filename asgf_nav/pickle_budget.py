@@ -66,16 +66,19 @@ class CopyBudgetUnpickler(pickle._Unpickler):
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, file: BinaryIO, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, file: BinaryIO, *args: Any, stored_bytes: int | None = None, **kwargs: Any) -> None:
+        """``stored_bytes``: what ``file`` takes where it is stored, when it is unpacked from less (a zip entry
+        deflated a thousand to one); the budget grows with the bytes read up to it."""
         super().__init__(file, *args, **kwargs)
         self.items_copied = self._bytes_counted = 0
         self._tuples: dict[int, tuple[tuple, int]] = {}  # id -> (a tuple made, the items its hash visits)
+        self._stored_bytes = stored_bytes
         try:  # a file's position tells what was read: no cost per read (pickles of protocols 0-3 read each opcode)
             start = file.tell()
-            self._bytes_read: Callable[[], int] = lambda: file.tell() - start
+            self._position: Callable[[], int] = lambda: file.tell() - start
             return
         except (AttributeError, OSError):
-            self._bytes_read = lambda: self._bytes_counted
+            self._position = lambda: self._bytes_counted
         read, readline = self._file_read, self._file_readline
 
         def counted_read(*size: Any) -> bytes:
@@ -89,6 +92,10 @@ class CopyBudgetUnpickler(pickle._Unpickler):
             return line
 
         self._file_read, self._file_readline = counted_read, counted_readline
+
+    def _bytes_read(self) -> int:
+        read = self._position()
+        return read if self._stored_bytes is None else min(read, self._stored_bytes)
 
     def spend(self, values: Any) -> None:
         """Count the items copied from each of ``values`` (a call's arguments, a state's parts) before they are."""
@@ -190,16 +197,16 @@ def check_torch_file_copies(path: str | Path) -> None:
             for info in archive.infolist():
                 if info.filename.rsplit("/", 1)[-1] == "data.pkl":
                     with archive.open(info) as stream:
-                        _pre_read(stream, pickles=1)
+                        _pre_read(stream, pickles=1, stored_bytes=info.compress_size)
         return
     with open(path, "rb") as stream:  # the legacy format: magic number, protocol, system info, the data, storage keys
         _pre_read(stream, pickles=5)
 
 
-def _pre_read(stream: BinaryIO, pickles: int) -> None:
+def _pre_read(stream: BinaryIO, pickles: int, stored_bytes: int | None = None) -> None:
     try:
         for _ in range(pickles):
-            _TorchPickleCopies(stream).load()
+            _TorchPickleCopies(stream, stored_bytes=stored_bytes).load()
     except UnsafePickleError:
         raise
     except Exception:  # noqa: BLE001 - not a pickle torch reads, or truncated: torch's reader says what is wrong

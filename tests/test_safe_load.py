@@ -684,3 +684,27 @@ def test_rows_of_no_bytes_and_tuples_shared_through_the_memo_are_counted_in_both
     assert time.perf_counter() - started < 5
     keys = {(1, (2, 3)): 4, ((1, 2),) * 3: 5, (): 6}  # tuples as keys and shared, as data holds them
     assert DataUnpickler(io.BytesIO(pickle.dumps(keys, protocol=2))).load() == keys
+
+
+def test_a_deflated_pickle_is_allowed_the_copies_of_its_stored_size(tmp_path: Path) -> None:
+    """torch reads deflated archive entries too: a data.pkl unpacked a thousand to one would earn a budget a
+    thousand times its file's. What it may copy grows with the bytes it takes in the archive; stored (as torch
+    writes it) the same pickle loads."""
+    import zipfile
+
+    import torch
+
+    from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
+
+    items = ([0] * 30_000,)  # 60 kB of pickle, a few hundred bytes deflated
+    torch.save([_Reduces(set, items) for _ in range(6)], tmp_path / "stored.pt")  # 180,000 items copied
+    assert load_torch_file(tmp_path / "stored.pt") == [{0}] * 6
+    with zipfile.ZipFile(tmp_path / "stored.pt") as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(tmp_path / "deflated.pt", "w") as archive:
+        for info, data in entries:
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    assert torch.load(tmp_path / "deflated.pt", weights_only=True) == [{0}] * 6  # torch itself reads it
+    with pytest.raises(UnsafeTorchFileError, match=r"deflated.pt is not one of this project.s: it copies \d+ items"):
+        load_torch_file(tmp_path / "deflated.pt")
