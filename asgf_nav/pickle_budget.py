@@ -1,11 +1,12 @@
-"""What a pickle may copy, bounded by its size. A pickle names a container once and refers to it again through its
-memo for two bytes: a few bytes calling ``list`` (or ``OrderedDict``, ``set``, a BUILD of an object's state) on
-that reference copy the whole container each time, so 160 kB of file made 3.2 GB. Each item a file holds costs
-at least a byte of it, so a file that copies each of its containers once or twice stays within
-:data:`COPIES_PER_BYTE` items per byte read; beyond that it is refused before the copy is made. The same bound
-holds the items a tuple's hash visits (tuples of one shared tuple, level on level, hash in exponential time).
-What a file makes is then linear in its size: items are not bytes (a character copied out of text is a new object
-of some 80 bytes), so the bound is a few hundred times the file at worst, not its size."""
+"""What a pickle may copy or hash, bounded by its size. A pickle names a container once and refers to it again
+through its memo for two bytes: a few bytes calling ``list`` (or ``OrderedDict``, ``set``, a BUILD of an object's
+state) on that reference copy the whole container each time, so 160 kB of file made 3.2 GB. Each item a file holds
+costs at least a byte of it, so a file that copies each of its containers once or twice stays within
+:data:`COPIES_PER_BYTE` items per byte read; beyond that it is refused before the copy is made. Hashing is counted
+the same way: a tuple's hash visits every tuple in it, a shared one each time (tuples of one tuple, level on level,
+hash in exponential time), and CPython hashes nested tuples in C without a depth check, so tuples nest at most
+:data:`MAX_TUPLE_DEPTH` deep. What a file makes is then linear in its size: items are not bytes (a character copied
+out of text is a new object of some 80 bytes), so the bound is a few hundred times the file at worst."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from asgf_nav.safe_numpy import UnsafePickleError
 
 COPIES_PER_BYTE = 2  # items copied per byte read: every item of a container costs a byte of the file at least
 FREE_COPIES = 2**16  # items any pickle may copy, however small
+MAX_TUPLE_DEPTH = 100  # CPython hashes a tuple in C, one call per level and no depth check: 200,000 levels crashed it
+MAX_UNPACK_RATIO = 100  # torch stores its archive's entries as they are; a deflated one unpacks a thousand to one
 
 
 class _Counted:
@@ -71,7 +74,7 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         deflated a thousand to one); the budget grows with the bytes read up to it."""
         super().__init__(file, *args, **kwargs)
         self.items_copied = self._bytes_counted = 0
-        self._tuples: dict[int, tuple[tuple, int]] = {}  # id -> (a tuple made, the items its hash visits)
+        self._tuples: dict[int, tuple[tuple, int, int]] = {}  # id -> (a tuple made, items its hash visits, depth)
         self._stored_bytes = stored_bytes
         try:  # a file's position tells what was read: no cost per read (pickles of protocols 0-3 read each opcode)
             start = file.tell()
@@ -98,8 +101,25 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         return read if self._stored_bytes is None else min(read, self._stored_bytes)
 
     def spend(self, values: Any) -> None:
-        """Count the items copied from each of ``values`` (a call's arguments, a state's parts) before they are."""
-        self.items_copied += sum(map(copied_items, values))
+        """Count the items copied from each of ``values`` (a call's arguments, a state's parts) before they are, and
+        the items the hashes of the tuples in them visit (``set`` of a list of tuples hashes each)."""
+        self.items_copied += sum(map(copied_items, values)) + sum(map(self._hashed_in, values))
+        self._check_budget()
+
+    def spend_on_hashes(self, keys: Any) -> None:
+        """Count the items the hashes of ``keys`` (dict keys, set members) visit, before they are hashed: one costly
+        tuple used as the key of many entries is hashed for each."""
+        self.items_copied += sum(self._hash_items(key)[0] for key in keys if isinstance(key, tuple))
+        self._check_budget()
+
+    def _hashed_in(self, value: Any) -> int:
+        if isinstance(value, dict):
+            value = value.keys()
+        elif not isinstance(value, (list, tuple, set, frozenset)):
+            return 0
+        return sum(self._hash_items(item)[0] for item in value if isinstance(item, tuple))
+
+    def _check_budget(self) -> None:
         read = self._bytes_read()
         if self.items_copied > COPIES_PER_BYTE * read + FREE_COPIES:
             raise UnsafePickleError(
@@ -112,20 +132,30 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         tuples of a tuple twice over, each two bytes of memo reference, hash in 2**depth steps. Each tuple made is
         checked against the budget with the items its hash visits (counted once per tuple, children first)."""
         if isinstance(value, tuple):
-            visited = self._hash_items(value)
+            visited, depth = self._hash_items(value)
+            if depth > MAX_TUPLE_DEPTH:
+                raise UnsafePickleError(
+                    f"it nests tuples {depth} deep, past {MAX_TUPLE_DEPTH} (hashing one recurses in C once per "
+                    "level); it was not loaded"
+                )
             if visited > COPIES_PER_BYTE * self._bytes_read() + FREE_COPIES:
                 raise UnsafePickleError(
                     f"it makes a tuple whose hash visits {visited} items (tuples shared through its memo) having "
                     f"read {self._bytes_read()} bytes; it was not loaded"
                 )
 
-    def _hash_items(self, value: tuple) -> int:
+    def _hash_items(self, value: tuple) -> tuple[int, int]:
+        """(items a hash of ``value`` visits, how deep its tuples nest), remembered but for short flat tuples (a
+        node's coordinates), which are quicker to count again."""
+        if len(value) <= 8 and not any(isinstance(item, tuple) for item in value):
+            return len(value), 1
         known = self._tuples.get(id(value))
         if known is not None and known[0] is value:
-            return known[1]
-        items = len(value) + sum(self._hash_items(item) for item in value if isinstance(item, tuple))
-        self._tuples[id(value)] = (value, items)  # the tuple kept: its id stays its own
-        return items
+            return known[1], known[2]
+        inner = [self._hash_items(item) for item in value if isinstance(item, tuple)]
+        items, depth = len(value) + sum(i for i, _ in inner), 1 + max((d for _, d in inner), default=0)
+        self._tuples[id(value)] = (value, items, depth)  # the tuple kept: its id stays its own
+        return items, depth
 
     def load_reduce(self) -> None:
         self.spend(self.stack[-1])
@@ -151,6 +181,10 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         super().load_tuple()
         self.check_tuple(self.stack[-1])
 
+    def load_tuple1(self) -> None:
+        super().load_tuple1()
+        self.check_tuple(self.stack[-1])
+
     def load_tuple2(self) -> None:
         super().load_tuple2()
         self.check_tuple(self.stack[-1])
@@ -158,6 +192,22 @@ class CopyBudgetUnpickler(pickle._Unpickler):
     def load_tuple3(self) -> None:
         super().load_tuple3()
         self.check_tuple(self.stack[-1])
+
+    def load_setitem(self) -> None:
+        self.spend_on_hashes(self.stack[-2:-1])
+        super().load_setitem()
+
+    def load_setitems(self) -> None:  # the items since the mark: key, value, key, value...
+        self.spend_on_hashes(self.stack[0::2])
+        super().load_setitems()
+
+    def load_additems(self) -> None:
+        self.spend_on_hashes(self.stack)
+        super().load_additems()
+
+    def load_frozenset(self) -> None:
+        self.spend_on_hashes(self.stack)
+        super().load_frozenset()
 
     def spend_on_state(self, state: Any) -> None:
         """Count what a BUILD copies: an object's attributes, or (attributes, slots), or numpy's (.., data)."""
@@ -169,11 +219,16 @@ class CopyBudgetUnpickler(pickle._Unpickler):
 
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.TUPLE[0]] = load_tuple
+    dispatch[pickle.TUPLE1[0]] = load_tuple1
     dispatch[pickle.TUPLE2[0]] = load_tuple2
     dispatch[pickle.TUPLE3[0]] = load_tuple3
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
 
 
 class _TorchPickleCopies(CopyBudgetUnpickler):
@@ -195,6 +250,11 @@ def check_torch_file_copies(path: str | Path) -> None:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
+                if info.file_size > MAX_UNPACK_RATIO * info.compress_size + FREE_COPIES:
+                    raise UnsafePickleError(
+                        f"its entry {info.filename} unpacks to {info.file_size} bytes from {info.compress_size} "
+                        "(torch stores its entries as they are); it was not loaded"
+                    )
                 if info.filename.rsplit("/", 1)[-1] == "data.pkl":
                     with archive.open(info) as stream:
                         _pre_read(stream, pickles=1, stored_bytes=info.compress_size)

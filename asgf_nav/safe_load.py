@@ -28,9 +28,9 @@ from asgf_nav.safe_numpy import (
     UnsafePickleError,
     array_from_state,
     check_reconstruct,
-    data_dtype,
     dtype_from_state,
     empty_reconstruct,
+    named_dtype,
     without_stand_ins,
 )
 
@@ -187,7 +187,7 @@ class DataUnpickler(CopyBudgetUnpickler):
         self._unbuilt: dict[int, tuple[Any, Callable[[Any], Any]]] = {}  # id -> (object, its maker from state)
 
     def _dtype(self, *args: Any, **kwargs: Any) -> np.dtype:
-        dtype = data_dtype(np.dtype(*args, **kwargs))
+        dtype = named_dtype(*args, **kwargs)
         self._unbuilt[id(dtype)] = (dtype, functools.partial(dtype_from_state, dtype))
         return dtype
 

@@ -99,13 +99,33 @@ class DataDtype:
     a stand-in that takes its state (:class:`DtypeFromFile`)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> DtypeFromFile:  # a class: torch's NEWOBJ and REDUCE call it
-        return DtypeFromFile(data_dtype(np.dtype(*args, **kwargs)))
+        return DtypeFromFile(named_dtype(*args, **kwargs))
+
+
+def named_dtype(*args: Any, **kwargs: Any) -> np.dtype:
+    """``np.dtype`` as numpy's pickles call it, on a type's name ('f8', 'V12', 'M8': its fields, shape and unit come
+    in its state) and two flags: a spec of fields, each a list shared through the memo, is read again for every
+    reference (24 levels of a few bytes each took seconds and gigabytes)."""
+    name, flags = (args[0] if args else None), args[1:]
+    if type(name) is not str or len(name) > 64 or len(flags) > 2 or any(type(f) is not bool for f in flags) or kwargs:
+        raise UnsafePickleError(
+            f"it calls numpy.dtype on a {type(name).__name__}, where numpy's pickles name a type ('f8') and give its "
+            "fields in its state; it was not loaded"
+        )
+    return data_dtype(np.dtype(*args))
+
+
+MAX_DIMS = 64  # numpy's own limit (32 before numpy 2)
 
 
 def _whole_numbers(values: Any, what: str) -> tuple[int, ...]:
-    if type(values) is not tuple or not all(type(n) is int and n >= 0 for n in values):
-        raise UnsafePickleError(f"it gives numpy {what} {values!r}, not a tuple of sizes; it was not loaded")
-    return values
+    """Sizes numpy can hold (a size of thousands of digits, repeated through the memo, took minutes to multiply)."""
+    few_ints = type(values) is tuple and len(values) <= MAX_DIMS and all(type(n) is int for n in values)
+    if few_ints and all(0 <= n < 2**63 for n in values):
+        return values
+    # not the repr of anything else: a list shared through the memo prints in exponential time
+    shown = repr(values) if few_ints and all(n.bit_length() < 64 for n in values) else f"a {type(values).__name__}"
+    raise UnsafePickleError(f"it gives numpy {what} {shown}, not a tuple of sizes; it was not loaded")
 
 
 MAX_ITEMSIZE = 2**31  # numpy keeps an item's size and its fields' offsets in a C int

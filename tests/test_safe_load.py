@@ -441,10 +441,13 @@ def test_a_dtype_whose_fields_lie_beyond_its_item_is_refused_whatever_makes_it(t
     dtype = np.dtype(spec)
     assert dtype.itemsize in (8, 16)  # what numpy makes of it
     array = _Reduces(_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), _Reduces(np.dtype, (spec,)), False, b"\0" * 8))
-    with pytest.raises(UnsafePickleError, match=r"it gives a numpy dtype field '\w+' of \d+ bytes at offset \d+"):
+    reason = r"it gives a numpy dtype field '\w+' of \d+ bytes at offset \d+"
+    if isinstance(spec, dict):  # numpy's pickles name a type: a spec of fields is refused as such
+        reason = r"it calls numpy.dtype on a dict, where numpy's pickles name a type \('f8'\)"
+    with pytest.raises(UnsafePickleError, match=reason):
         DataUnpickler(io.BytesIO(pickle.dumps(array, protocol=2))).load()
     torch.save({"x": array}, tmp_path / "shared.pt")
-    with pytest.raises(UnsafeTorchFileError, match=r"it gives a numpy dtype field"):
+    with pytest.raises(UnsafeTorchFileError, match=reason):
         load_torch_file(tmp_path / "shared.pt")
 
 
@@ -708,3 +711,66 @@ def test_a_deflated_pickle_is_allowed_the_copies_of_its_stored_size(tmp_path: Pa
     assert torch.load(tmp_path / "deflated.pt", weights_only=True) == [{0}] * 6  # torch itself reads it
     with pytest.raises(UnsafeTorchFileError, match=r"deflated.pt is not one of this project.s: it copies \d+ items"):
         load_torch_file(tmp_path / "deflated.pt")
+    with zipfile.ZipFile(tmp_path / "unpacked.pt", "w") as archive:  # 8 MB of list from 8 kB
+        for info, data in entries:
+            pickled = b"\x80\x02](" + b"N" * 2**23 + b"e." if info.filename.endswith("data.pkl") else data
+            archive.writestr(info, pickled)
+    with pytest.raises(UnsafeTorchFileError, match=r"its entry \w+/data.pkl unpacks to 8388614 bytes from \d+"):
+        load_torch_file(tmp_path / "unpacked.pt")
+
+
+def test_what_a_file_asks_to_hash_or_multiply_is_bounded_in_both_readers(tmp_path: Path) -> None:
+    """A dict key of tuples nested 200,000 deep crashed the interpreter (CPython hashes a tuple in C, a call per
+    level); one costly tuple as the key of thousands of entries was hashed for each; np.dtype read a spec of
+    fields shared through the memo again for each reference (2**depth); sizes of thousands of digits repeated in a
+    shape took minutes to multiply. Each is refused at once, by the data reader and before torch reads a file."""
+    import io
+    import pickle
+    import struct
+    import time
+    import zipfile
+
+    import torch
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    def get(index: int) -> bytes:
+        return b"j" + struct.pack("<I", index)
+
+    def put(index: int) -> bytes:
+        return b"r" + struct.pack("<I", index)
+
+    deep = b"\x80\x02}K\x00" + b"\x85" * 200_000 + b"Ns."  # {((((0,),),)...): None}
+    costly = bytearray(b"\x80\x02)" + put(0))  # a tuple whose hash visits 2**14 items, then 40,000 keys of it
+    for level in range(1, 15):
+        costly += get(level - 1) + get(level - 1) + b"\x86" + put(level)
+    costly += b"}(" + (get(14) + b"N") * 40_000 + b"u."
+    spec = "u1"
+    for _ in range(24):
+        spec = [("a", spec), ("b", spec)]
+    fields = pickle.dumps(_Reduces(np.dtype, (spec,)), protocol=2)
+    huge = 2**2000  # a shape of 2,000 such sizes, each a memo reference
+
+    def latin1(text: bytes) -> bytes:  # bytes as protocol 2 writes them, which torch's reader takes
+        return b"c_codecs\nencode\nX" + struct.pack("<I", len(text)) + text + b"X\x06\x00\x00\x00latin1\x86R"
+
+    sizes = b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + latin1(b"b") + b"\x87R(K\x01"
+    number = huge.to_bytes(255, "little", signed=True)  # LONG1, the longest int torch's reader takes
+    sizes += b"(\x8a\xff" + number + put(1) + get(1) * 1999 + b"t"
+    sizes += b"cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R\x89" + latin1(b"") + b"tb."  # u1, not Fortran, no data
+    cases = {"deep": (deep, "it nests tuples 101 deep, past 100"), "costly": (bytes(costly), "it copies"),
+             "fields": (fields, "it calls numpy.dtype on a list"),
+             "sizes": (sizes, "it gives numpy array shape a tuple, not a tuple of sizes")}  # fmt: skip
+    torch.save({}, tmp_path / "empty.pt")
+    with zipfile.ZipFile(tmp_path / "empty.pt") as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    for name, (data, reason) in cases.items():
+        started = time.perf_counter()
+        with pytest.raises(UnsafePickleError, match=reason):
+            DataUnpickler(io.BytesIO(data)).load()
+        with zipfile.ZipFile(tmp_path / f"{name}.pt", "w") as archive:
+            for info, entry in entries:
+                archive.writestr(info, data if info.filename.endswith("/data.pkl") else entry)
+        with pytest.raises(UnsafeTorchFileError, match=rf"{name}.pt is not one of this project's: {reason}"):
+            load_torch_file(tmp_path / f"{name}.pt")
+        assert time.perf_counter() - started < 5, name

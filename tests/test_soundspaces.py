@@ -879,6 +879,29 @@ def test_normalised_depth_reaching_exactly_1_is_scaled_to_metres(tmp_path: Path)
     assert float(depth[0, 0, 0, 0]) == pytest.approx(10.0) and float(depth[0, 0, 1, 1]) == pytest.approx(2.5)
 
 
+def test_one_view_under_many_keys_is_refused_before_it_fills_them(tmp_path: Path) -> None:
+    """A pickle refers to one view again for a few bytes: under 3,200 keys one 500x500 view (1.25 MB of file) took
+    3 GB, a float32 copy of its depth per key to tell normalised depth, then a copy per node. SoundSpaces renders
+    each view on its own; one given twice is an error naming both keys, and its depth is read once."""
+    import tracemalloc
+
+    view = ss.SensorSuiteObservations(rgb=np.zeros((500, 500, 3), np.uint8), depth=np.zeros((500, 500), np.float16))
+    frames = {(node, yaw): view for node in range(800) for yaw in (0, 90, 180, 270)}
+    path = tmp_path / "views.pkl"
+    path.write_bytes(pickle.dumps(frames, protocol=2))
+    assert path.stat().st_size < 1_400_000
+    tracemalloc.start()
+    with pytest.raises(
+        ss.SoundSpacesDataError, match=r"views\.pkl gives \(node 0, yaw 90\) the very view of \(node 0, yaw 0\)"
+    ):
+        try:
+            ss.read_observations(path, np.arange(800))
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    assert peak < 100e6, f"{peak / 1e6:.0f} MB"  # numpy's arrays are traced too
+
+
 def test_depth_holding_nan_is_refused_naming_the_view(tmp_path: Path) -> None:
     """The depth clamp lets nan through to the policy, which failed at its first action naming nothing."""
     frames = {(0, yaw): {"rgb": np.zeros((4, 4, 3), np.uint8), "depth": np.full((4, 4), 2.0, np.float32)}

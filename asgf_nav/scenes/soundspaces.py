@@ -291,6 +291,14 @@ class _ViewsUnpickler(DataUnpickler):
         return super().find_class(module, name)
 
 
+def _largest(depth: Any) -> float:
+    """The largest value of a view's depth, in its own dtype (a float16 depth is not copied to float32 for it)."""
+    try:
+        return float(np.max(np.asarray(depth), initial=0.0))
+    except (TypeError, ValueError):
+        return 0.0  # not numbers: the view's own check names it
+
+
 def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """scene_observations pickle -> rgb (N, 4, H, W, 3) uint8 and depth (N, 4, H, W) float16 metres.
 
@@ -312,21 +320,30 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
         raise SoundSpacesDataError(f"SoundSpaces scene observations {path} are unreadable: {exc!r}") from exc
     if not isinstance(frames, dict):
         raise SoundSpacesDataError(f"{path} must hold a dict keyed by (node, yaw), got {type(frames).__name__}")
-    suite_depths = [
-        np.asarray(f["depth"], dtype=np.float32)
-        for f in frames.values()
-        if isinstance(f, SensorSuiteObservations) and "depth" in f
-    ]
-    normalised = bool(suite_depths) and max(float(d.max(initial=0.0)) for d in suite_depths) <= 1.0
-    rgb = depth = None
-    for i, node in enumerate(node_ids):
-        for k, yaw in enumerate(YAWS):
+    suite_depths = {  # each array once: one shared by many keys is not copied for each
+        id(f["depth"]): f["depth"] for f in frames.values() if isinstance(f, SensorSuiteObservations) and "depth" in f
+    }
+    normalised = bool(suite_depths) and max(_largest(d) for d in suite_depths.values()) <= 1.0
+    views: dict[int, tuple[int, int]] = {}  # id of an rgb or depth array -> the key it was read at
+    for node in node_ids:  # before anything is allocated for them
+        for yaw in YAWS:
             frame = frames.get((int(node), yaw))
             if not isinstance(frame, dict) or "rgb" not in frame or "depth" not in frame:
                 raise SoundSpacesDataError(
                     f"{path} has no rgb+depth view for key (node {int(node)}, yaw {yaw}); "
                     "render all graph nodes at yaws 0/90/180/270"
                 )
+            for array in (frame["rgb"], frame["depth"]):
+                earlier = views.setdefault(id(array), (int(node), yaw))
+                if earlier != (int(node), yaw):  # a few bytes of memo reference would fill a whole view
+                    raise SoundSpacesDataError(
+                        f"{path} gives (node {int(node)}, yaw {yaw}) the very view of (node {earlier[0]}, yaw "
+                        f"{earlier[1]}), where SoundSpaces renders each view on its own"
+                    )
+    rgb = depth = None
+    for i, node in enumerate(node_ids):
+        for k, yaw in enumerate(YAWS):
+            frame = frames[(int(node), yaw)]
             img = np.asarray(frame["rgb"])
             dep = np.asarray(frame["depth"], dtype=np.float32)
             if dep.ndim == 3 and dep.shape[2] == 1:
