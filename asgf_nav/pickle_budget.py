@@ -10,6 +10,7 @@ out of text is a new object of some 80 bytes), so the bound is a few hundred tim
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from asgf_nav.safe_numpy import UnsafePickleError
 COPIES_PER_BYTE = 2  # items copied per byte read: every item of a container costs a byte of the file at least
 FREE_COPIES = 2**16  # items any pickle may copy, however small
 MAX_TUPLE_DEPTH = 100  # CPython hashes a tuple in C, one call per level and no depth check: 200,000 levels crashed it
+MAX_INT_BITS = 1024  # a generator's state holds 128-bit ints; an int's hash, never kept, takes time with its size
+MAX_SHARED_HASH = 64  # distinct keys of one hash: each new one is compared with all the others (quadratic time)
+_SPREAD_HASHES = frozenset({str, bytes, float, bool, type(None)})  # randomised, or the value: no chosen collisions
 MAX_UNPACK_RATIO = 100  # torch stores its archive's entries as they are; a deflated one unpacks a thousand to one
 
 
@@ -76,6 +80,8 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         self.items_copied = self._bytes_counted = 0
         self._tuples: dict[int, tuple[tuple, int, int]] = {}  # id -> (a tuple made, items its hash visits, depth)
         self._stored_bytes = stored_bytes
+        self._keys_seen: set[Any] = set()  # keys whose hash could be chosen, and how many of each hash
+        self._keys_per_hash: dict[int, int] = {}
         try:  # a file's position tells what was read: no cost per read (pickles of protocols 0-3 read each opcode)
             start = file.tell()
             self._position: Callable[[], int] = lambda: file.tell() - start
@@ -102,22 +108,52 @@ class CopyBudgetUnpickler(pickle._Unpickler):
 
     def spend(self, values: Any) -> None:
         """Count the items copied from each of ``values`` (a call's arguments, a state's parts) before they are, and
-        the items the hashes of the tuples in them visit (``set`` of a list of tuples hashes each)."""
-        self.items_copied += sum(map(copied_items, values)) + sum(map(self._hashed_in, values))
+        the hashes of what they hold (``set`` of a list of tuples hashes each, ``dict`` of pairs their first)."""
+        self.items_copied += sum(map(copied_items, values))
+        for value in values:
+            if isinstance(value, dict):
+                self.spend_on_hashes(value.keys())
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                self.spend_on_hashes(value)
+                self.spend_on_hashes([item[0] for item in value if type(item) is tuple and len(item) == 2])
         self._check_budget()
 
     def spend_on_hashes(self, keys: Any) -> None:
-        """Count the items the hashes of ``keys`` (dict keys, set members) visit, before they are hashed: one costly
-        tuple used as the key of many entries is hashed for each."""
-        self.items_copied += sum(self._hash_items(key)[0] for key in keys if isinstance(key, tuple))
-        self._check_budget()
+        """Count the items the hashes of ``keys`` (dict keys, set members) visit, before they are hashed (one costly
+        tuple used as the key of many entries is hashed for each), and refuse more than :data:`MAX_SHARED_HASH`
+        distinct keys of one hash: an int's hash is its value modulo 2**61 - 1, so every multiple of it hashes to 0,
+        and tuples and complex numbers of chosen ints collide as readily; a dict of 80,000 took 42 s."""
+        for key in keys:
+            kind = type(key)
+            if kind in _SPREAD_HASHES or (kind is int and key.bit_length() < 61):
+                continue  # hashes spread: randomised (text), or the value itself (small ints)
+            if isinstance(key, tuple):  # its hash visits counted before it is hashed
+                self.items_copied += self._hash_items(key)[0]
+                self._check_budget()
+            try:
+                shared = hash(key)
+            except TypeError:  # not hashable: its insert fails
+                continue
+            if key in self._keys_seen:
+                continue
+            count = self._keys_per_hash.get(shared, 0) + 1
+            if count > MAX_SHARED_HASH:
+                raise UnsafePickleError(
+                    f"it gives more than {MAX_SHARED_HASH} distinct keys of one hash ({shared}), each compared with "
+                    "all the others when added; it was not loaded"
+                )
+            self._keys_per_hash[shared] = count
+            self._keys_seen.add(key)
 
-    def _hashed_in(self, value: Any) -> int:
-        if isinstance(value, dict):
-            value = value.keys()
-        elif not isinstance(value, (list, tuple, set, frozenset)):
-            return 0
-        return sum(self._hash_items(item)[0] for item in value if isinstance(item, tuple))
+    def check_made(self, value: Any) -> None:
+        """What an opcode or call made: a tuple is checked for its hash, an int for its size."""
+        if isinstance(value, tuple):
+            self.check_tuple(value)
+        elif type(value) is int and value.bit_length() > MAX_INT_BITS:
+            raise UnsafePickleError(
+                f"it gives an int of {value.bit_length()} bits, past {MAX_INT_BITS} (its hash, never kept, takes time "
+                "with its size at each use); it was not loaded"
+            )
 
     def _check_budget(self) -> None:
         read = self._bytes_read()
@@ -160,38 +196,54 @@ class CopyBudgetUnpickler(pickle._Unpickler):
     def load_reduce(self) -> None:
         self.spend(self.stack[-1])
         super().load_reduce()
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
 
     def load_newobj(self) -> None:
         self.spend(self.stack[-1])
         super().load_newobj()
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
 
     def load_newobj_ex(self) -> None:
         self.spend((*self.stack[-2], *self.stack[-1].values()))
         super().load_newobj_ex()
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
 
     def _instantiate(self, klass: Any, args: Any) -> None:
         self.spend(args)
         super()._instantiate(klass, args)
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
+
+    def load_int(self) -> None:
+        super().load_int()
+        self.check_made(self.stack[-1])
+
+    def load_long(self) -> None:
+        super().load_long()
+        self.check_made(self.stack[-1])
+
+    def load_long1(self) -> None:
+        super().load_long1()
+        self.check_made(self.stack[-1])
+
+    def load_long4(self) -> None:
+        super().load_long4()
+        self.check_made(self.stack[-1])
 
     def load_tuple(self) -> None:
         super().load_tuple()
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
 
     def load_tuple1(self) -> None:
         super().load_tuple1()
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
 
     def load_tuple2(self) -> None:
         super().load_tuple2()
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
 
     def load_tuple3(self) -> None:
         super().load_tuple3()
-        self.check_tuple(self.stack[-1])
+        self.check_made(self.stack[-1])
 
     def load_setitem(self) -> None:
         self.spend_on_hashes(self.stack[-2:-1])
@@ -210,14 +262,20 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         super().load_frozenset()
 
     def spend_on_state(self, state: Any) -> None:
-        """Count what a BUILD copies: an object's attributes, or (attributes, slots), or numpy's (.., data)."""
-        self.spend((state, *state) if isinstance(state, tuple) else (state,))
+        """Count what a BUILD copies: an object's attributes, or (attributes, slots), or numpy's (.., data). Its keys
+        were counted as the state was made: setting them hashes them no more often than making it did."""
+        self.items_copied += sum(map(copied_items, (state, *state) if isinstance(state, tuple) else (state,)))
+        self._check_budget()
 
     def load_build(self) -> None:
         self.spend_on_state(self.stack[-1])
         super().load_build()
 
     dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.INT[0]] = load_int
+    dispatch[pickle.LONG[0]] = load_long
+    dispatch[pickle.LONG1[0]] = load_long1
+    dispatch[pickle.LONG4[0]] = load_long4
     dispatch[pickle.TUPLE[0]] = load_tuple
     dispatch[pickle.TUPLE1[0]] = load_tuple1
     dispatch[pickle.TUPLE2[0]] = load_tuple2
@@ -232,10 +290,14 @@ class CopyBudgetUnpickler(pickle._Unpickler):
 
 
 class _TorchPickleCopies(CopyBudgetUnpickler):
-    """Reads a torch file's pickle with every name and storage as a :class:`_Counted`: only the copies counted."""
+    """Reads a torch file's pickle with every name and storage as a :class:`_Counted`, but for the few that may be
+    keys: only the copies and hashes counted."""
 
     def find_class(self, module: str, name: str) -> Any:
-        return _Counted
+        # keys whose hashes a file could choose are made as torch's reader makes them (torch.Size is a tuple)
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))  # protocol 2: __builtin__
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        return {("builtins", "complex"): complex, ("torch", "Size"): tuple}.get((module, name), _Counted)
 
     def persistent_load(self, pid: Any) -> Any:
         return _Counted()

@@ -302,6 +302,8 @@ def _check_tensor_sizes(loaded: Any) -> None:
             continue
         seen.add(id(value))
         if isinstance(value, torch.Tensor):
+            if value.layout != torch.strided:  # its storage cannot be measured; no file of this project holds one
+                raise UnsafePickleError(f"it holds a tensor of layout {value.layout}; it was not loaded")
             size, storage = value.numel() * value.element_size(), value.untyped_storage()
             if storage.nbytes() < size:
                 raise UnsafePickleError(
@@ -340,6 +342,8 @@ def weights_mismatch(expected: Mapping[str, Any], given: Any) -> str | None:
         value = given[key]
         if not isinstance(value, torch.Tensor):
             return f"{key!r} is a {type(value).__name__}, not a tensor"
+        if value.layout != tensor.layout:
+            return f"{key!r} is a tensor of layout {value.layout}, the network's is {tensor.layout}"
         if tuple(value.shape) != tuple(tensor.shape):
             return (
                 f"size mismatch for {key}: the file holds shape {tuple(value.shape)}, the network's is "

@@ -749,18 +749,20 @@ def test_what_a_file_asks_to_hash_or_multiply_is_bounded_in_both_readers(tmp_pat
     for _ in range(24):
         spec = [("a", spec), ("b", spec)]
     fields = pickle.dumps(_Reduces(np.dtype, (spec,)), protocol=2)
-    huge = 2**2000  # a shape of 2,000 such sizes, each a memo reference
+    huge = 2**1000  # a shape of 2,000 such sizes, each a memo reference
 
     def latin1(text: bytes) -> bytes:  # bytes as protocol 2 writes them, which torch's reader takes
         return b"c_codecs\nencode\nX" + struct.pack("<I", len(text)) + text + b"X\x06\x00\x00\x00latin1\x86R"
 
     sizes = b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + latin1(b"b") + b"\x87R(K\x01"
-    number = huge.to_bytes(255, "little", signed=True)  # LONG1, the longest int torch's reader takes
-    sizes += b"(\x8a\xff" + number + put(1) + get(1) * 1999 + b"t"
+    number = huge.to_bytes(127, "little", signed=True)
+    sizes += b"(\x8a\x7f" + number + put(1) + get(1) * 1999 + b"t"
     sizes += b"cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R\x89" + latin1(b"") + b"tb."  # u1, not Fortran, no data
+    long_int = b"\x80\x02\x8a\xff" + (2**2000).to_bytes(255, "little", signed=True) + b"."  # LONG1, as torch reads
     cases = {"deep": (deep, "it nests tuples 101 deep, past 100"), "costly": (bytes(costly), "it copies"),
              "fields": (fields, "it calls numpy.dtype on a list"),
-             "sizes": (sizes, "it gives numpy array shape a tuple, not a tuple of sizes")}  # fmt: skip
+             "sizes": (sizes, "it gives numpy array shape a tuple, not a tuple of sizes"),
+             "long": (long_int, "it gives an int of 2001 bits, past 1024")}  # fmt: skip
     torch.save({}, tmp_path / "empty.pt")
     with zipfile.ZipFile(tmp_path / "empty.pt") as archive:
         entries = [(info, archive.read(info)) for info in archive.infolist()]
@@ -774,3 +776,44 @@ def test_what_a_file_asks_to_hash_or_multiply_is_bounded_in_both_readers(tmp_pat
         with pytest.raises(UnsafeTorchFileError, match=rf"{name}.pt is not one of this project's: {reason}"):
             load_torch_file(tmp_path / f"{name}.pt")
         assert time.perf_counter() - started < 5, name
+
+
+def test_keys_chosen_to_share_a_hash_and_tensors_of_other_layouts_are_refused(tmp_path: Path) -> None:
+    """An int's hash is its value modulo 2**61 - 1: 80,000 keys k * (2**61 - 1), 13 bytes each, all hash to 0 and
+    took 42 s to add; complex numbers collide as readily. Past 64 distinct keys of one hash a file is refused, in
+    both readers; keys that merely are large load. A sparse tensor (whose storage cannot be measured) is refused
+    by name rather than raising NotImplementedError."""
+    import io
+    import pickle
+    import time
+    import zipfile
+
+    import torch
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    modulus = 2**61 - 1
+    crafted = {"ints": {k * modulus: None for k in range(1, 20_000)},
+               "complex": {complex(10**12 - 1_000_003 * k, k): None for k in range(200)}}  # fmt: skip
+    torch.save({}, tmp_path / "empty.pt")
+    with zipfile.ZipFile(tmp_path / "empty.pt") as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    for name, keys in crafted.items():
+        assert len({hash(k) for k in keys}) == 1  # every key of one hash
+        data = pickle.dumps(keys, protocol=2)
+        started = time.perf_counter()
+        with pytest.raises(UnsafePickleError, match=r"it gives more than 64 distinct keys of one hash"):
+            DataUnpickler(io.BytesIO(data)).load()
+        with zipfile.ZipFile(tmp_path / f"{name}.pt", "w") as archive:
+            for info, entry in entries:
+                archive.writestr(info, data if info.filename.endswith("/data.pkl") else entry)
+        with pytest.raises(UnsafeTorchFileError, match=rf"{name}.pt is not one of this project's: it gives more than"):
+            load_torch_file(tmp_path / f"{name}.pt")
+        assert time.perf_counter() - started < 5, name
+    large = {2**127 + 7 * k: k for k in range(5_000)}  # 128-bit keys, as a generator's state holds
+    assert DataUnpickler(io.BytesIO(pickle.dumps(large, protocol=2))).load() == large
+    torch.save({"s": torch.eye(3).to_sparse()}, tmp_path / "sparse.pt")
+    with pytest.raises(
+        UnsafeTorchFileError, match=r"sparse.pt is not one of this project's: it holds a tensor of layout"
+    ):
+        load_torch_file(tmp_path / "sparse.pt")
