@@ -35,7 +35,7 @@ from asgf_nav.config import (
 from asgf_nav.devices import omp_thread_cap, resolve_device, usable_cpus
 from asgf_nav.errors import UserInputError
 from asgf_nav.io import dir_creation_problem, exclusive_lock, writable_dir_problem
-from asgf_nav.logging_utils import logging_scope, record_in_log_files, setup_logging, shell_command
+from asgf_nav.logging_utils import logging_scope, record_in_log_files, resume_option, setup_logging, shell_command
 from asgf_nav.termination import stop_handling
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def claim_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
         if checkpoints and not resume:
             raise ConfigError(
                 f"train.run_dir: {run_dir} already holds a run (latest checkpoint {checkpoints[-1].name}); "
-                "continue it with --resume, or choose another train.run_dir"
+                f"continue it with {resume_option()}, or choose another train.run_dir"
             )
         best = checkpoint_dir(run_dir) / BEST_CHECKPOINT
         if not checkpoints and best.exists():  # a run killed before its first periodic checkpoint
@@ -485,11 +485,11 @@ def train_in_claimed_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool,
         )
         raise
     except KeyboardInterrupt:  # before training began, or a second Ctrl-C (the first ends it after an update)
-        record_in_log_files("interrupted (Ctrl-C)")  # as the console says
+        record_in_log_files("interrupted (Ctrl-C)", level=logging.WARNING)  # as the console says
         raise
     except SystemExit as exc:  # a SIGTERM (asgf_nav.termination), while baking as while training
         if exc.code == 128 + signal.SIGTERM:
-            record_in_log_files("terminated (SIGTERM)")  # as the console says
+            record_in_log_files("terminated (SIGTERM)", level=logging.WARNING)  # as the console says
         raise
 
 

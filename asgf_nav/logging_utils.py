@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,12 @@ def shell_command(*words: object) -> str:
     or a ``$`` (a data root such as ``~/My Data``) is quoted, where pasted bare it would run another command
     or bake somewhere else. Placeholders in capitals (``CONFIG``) stay as they are."""
     return shlex.join(str(word) for word in words)
+
+
+def resume_option() -> str:
+    """How to pass ``--resume`` where the user typed the command: under ``make`` (which sets MAKELEVEL for its
+    recipes) the flag goes through ARGS, and ``make train --resume`` would hand it to make."""
+    return "make train ARGS=--resume" if os.environ.get("MAKELEVEL") else "--resume"
 
 
 def bar_disabled(show: bool) -> bool | None:
@@ -67,13 +74,13 @@ def bar_pacing(mininterval: float = 0.1) -> dict[str, float]:
     return {"mininterval": max(mininterval, FILE_BAR_SECONDS), "maxinterval": max(mininterval, FILE_BAR_SECONDS)}
 
 
-def record_in_log_files(message: str, exc_info: BaseException | None = None) -> None:
-    """An ERROR line (with the traceback of ``exc_info``) written to the log files alone (a run's ``train.log``): a
+def record_in_log_files(message: str, exc_info: BaseException | None = None, level: int = logging.ERROR) -> None:
+    """A line (ERROR, with the traceback of ``exc_info``) written to the log files alone (a run's ``train.log``): a
     run that ends in an error says so where its lines are kept, while the console gets the error once, from the
-    script's own report."""
+    script's own report. A stop the user or a scheduler asked for is a WARNING: how the run ended, not a fault."""
     root = logging.getLogger()
     info = (type(exc_info), exc_info, exc_info.__traceback__) if exc_info is not None else None
-    record = root.makeRecord(root.name, logging.ERROR, __file__, 0, message, None, info)
+    record = root.makeRecord(root.name, level, __file__, 0, message, None, info)
     for handler in root.handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

@@ -443,6 +443,38 @@ def test_a_scene_baked_with_other_acoustics_is_refused_naming_the_settings(tiny_
     assert "rays: baked 200, the config asks 3000" in capsys.readouterr().err
 
 
+def test_every_unbaked_scene_and_stage_is_named_in_one_error_with_one_command(tiny_root, tmp_path):
+    """An evaluation after an early stop of training met its unbaked test scenes one at a time, a stage at a time
+    (and was told to bake 'again' what was never baked); scenes a training run's background bake is baking are
+    named as such."""
+    import shutil
+
+    from asgf_nav.scenes.store import SceneStoreError, bake_lock, remove_stage
+    from asgf_nav.tasks.world import refuse_unbaked
+
+    baked = tiny_root / "scenes" / "tiny" / "tiny_room_test"
+    for name in ("room_2", "office_4", "office_3"):
+        shutil.copytree(baked, tmp_path / "scenes" / "replica" / name)
+    remove_stage(tmp_path / "scenes" / "replica" / "room_2", "vision")
+    for stage in ("vision", "acoustics"):
+        remove_stage(tmp_path / "scenes" / "replica" / "office_4", stage)
+    cfg = tiny_cfg(tmp_path)
+    cfg.scenes.dataset = "replica"
+    names = ["room_2", "office_4", "hotel_0", "office_3"]  # hotel_0 never baked, office_3 complete
+    expected = (r"3 of the 4 replica test scenes are not baked for this task \(room_2 has no vision; office_4 has no "
+                r"acoustics or vision; hotel_0 has no layout or acoustics or vision\).* bake them all: python "
+                r"scripts/build_scenes.py --dataset replica --data-root \S+ --scenes room_2 office_4 hotel_0 --stages "
+                r"layout acoustics vision --image-size 128 \(add the run's --config")  # fmt: skip
+    with pytest.raises(SceneStoreError, match=expected):
+        refuse_unbaked(cfg, "test", names, vision=True)
+    with pytest.raises(SceneStoreError, match=r"\(office_4 has no acoustics; hotel_0 has no layout or acoustics\); "):
+        refuse_unbaked(cfg, "test", names, vision=False)
+    with bake_lock(tmp_path / "scenes" / "replica" / "office_4"):
+        with pytest.raises(SceneStoreError, match=r"another process is baking office_4 right now .*: wait for that"):
+            refuse_unbaked(cfg, "test", names, vision=True)
+    refuse_unbaked(cfg, "test", ["office_3"], vision=True)  # baked for the task: nothing to say
+
+
 def test_scenes_without_views_are_named_with_the_bake_command(tiny_root, tmp_path):
     import shutil
 
@@ -454,7 +486,11 @@ def test_scenes_without_views_are_named_with_the_bake_command(tiny_root, tmp_pat
     remove_stage(copy_dir, "vision")  # baked for audio only (layout + acoustics)
     cfg = tiny_cfg(tmp_path)
     cfg.task.sensors = ["depth", "spectrogram"]
-    with pytest.raises(SceneStoreError, match=r"has no views \(stage 'vision'\), which task.sensors \['depth'\]"):
+    expected = (r"1 of the 1 tiny test scenes are not baked for this task \(tiny_room_test has no vision\); views are "
+                r"stage 'vision', which task.sensors \['depth', 'spectrogram'\] read; bake them all: python "
+                r"scripts/build_scenes.py --dataset tiny .* --scenes tiny_room_test --stages vision --image-size \d+ "
+                r"\(add the run's --config")  # fmt: skip
+    with pytest.raises(SceneStoreError, match=expected):
         load_world(cfg, "test")
     cfg.task.sensors = ["spectrogram"]
     assert load_world(cfg, "test").scenes["tiny_room_test"].depth is None  # audio-only runs need none

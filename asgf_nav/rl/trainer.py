@@ -29,7 +29,7 @@ from tqdm import tqdm
 from asgf_nav.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from asgf_nav.devices import resolve_device
 from asgf_nav.io import code_version, remove_stale_temporaries_of
-from asgf_nav.logging_utils import live_console, shell_command
+from asgf_nav.logging_utils import live_console, resume_option, shell_command
 from asgf_nav.models.doa.observation import head_identity
 from asgf_nav.models.policies import build_policy, count_parameters
 from asgf_nav.rl import distributed
@@ -254,7 +254,9 @@ class Trainer:
                     # every rank waits for rank 0's checkpoint: torchrun answers a rank's exit by signalling the
                     # others, and that second signal would stop rank 0 in the middle of writing it
                     distributed.barrier()
-                    logger.info("stopped at update %d; --resume continues from its checkpoint", self.updates_done)
+                    logger.info(
+                        "stopped at update %d; %s continues from its checkpoint", self.updates_done, resume_option()
+                    )
                     raise_if_stopped()
                     raise SystemExit(128 + signal.SIGTERM)  # this rank's peer was stopped, not this rank
         finally:

@@ -165,10 +165,10 @@ def rebuild_hint(path: Path, stage: str | None = None, any_lock: bool = False) -
         "python", "scripts/build_scenes.py", "--dataset", dataset, "--data-root", root,
         "--scenes", directory.name, *stages, *forced,
     )  # fmt: skip
-    return (
-        f"bake it{again}: {command} (add the run's --config and acoustics.* overrides, if any, "
-        "right after build_scenes.py)"
-    )
+    return f"bake it{again}: {command} {SAME_SETTINGS}"
+
+
+SAME_SETTINGS = "(add the run's --config and acoustics.* overrides, if any, right after build_scenes.py)"
 
 
 def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

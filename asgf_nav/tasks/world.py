@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,54 @@ class TaskWorld:
         return self._sounds[name]
 
 
+def refuse_unbaked(cfg: Any, split: str, names: Sequence[str], vision: bool) -> None:
+    """One error for every scene of ``names`` that lacks a stage the task reads, with the one command that bakes
+    them all (scenes checked one at a time sent the user back to bake once per scene and stage); scenes another
+    process is baking (a training run's background bake) are named as such. A stage that is recorded but damaged
+    or stale is left to the scene's own checks, which say what is wrong with it."""
+    from asgf_nav.scenes.store import (
+        BAKE_LOCK,
+        MANIFEST,
+        SAME_SETTINGS,
+        SceneStore,
+        SceneStoreError,
+        lock_held,
+        scene_dir,
+    )
+
+    needed = ["layout", "acoustics", *(["vision"] if vision else [])]
+    lacking: dict[str, list[str]] = {}
+    being_baked = []
+    for name in names:
+        directory = scene_dir(cfg.scenes.data_root, cfg.scenes.dataset, name)
+        try:
+            recorded = SceneStore(directory).stages if (directory / MANIFEST).is_file() else []
+        except SceneStoreError:  # a damaged manifest: the scene's own check names what is wrong with it
+            continue
+        if absent := [stage for stage in needed if stage not in recorded]:
+            lacking[name] = absent
+            if lock_held(directory / BAKE_LOCK):
+                being_baked.append(name)
+    if not lacking:
+        return
+    each = "; ".join(f"{name} has no {' or '.join(absent)}" for name, absent in lacking.items())
+    problem = f"{len(lacking)} of the {len(names)} {cfg.scenes.dataset} {split} scenes are not baked for this task"
+    problem += f" ({each})"
+    if vision:
+        problem += f"; views are stage 'vision', which task.sensors {list(cfg.task.sensors)} read"
+    if being_baked:
+        raise SceneStoreError(
+            f"{problem}; another process is baking {', '.join(being_baked)} right now (a training run's background "
+            "bake, say): wait for that bake to end"
+        )
+    stages = [stage for stage in needed if any(stage in absent for absent in lacking.values())]
+    words = ["python", "scripts/build_scenes.py", "--dataset", cfg.scenes.dataset, "--data-root", cfg.scenes.data_root,
+             "--scenes", *lacking, "--stages", *stages]  # fmt: skip
+    if "vision" in stages:
+        words += ["--image-size", cfg.scenes.image_size]
+    raise SceneStoreError(f"{problem}; bake them all: {shell_command(*words)} {SAME_SETTINGS}")
+
+
 def task_scene_from_store(scene, rirs) -> TaskScene:
     """Adapter from ``asgf_nav.scenes.scene.Scene`` and ``asgf_nav.acoustics.rir.SceneRirs``."""
     return TaskScene(
@@ -210,6 +259,7 @@ def load_world(cfg, split: str, scenes: Sequence[str] | None = None, acoustics_a
         raise ValueError(f"dataset {dataset} has no scenes in split {split!r}")
     task_scenes: dict[str, TaskScene] = {}
     visual = [s for s in getattr(cfg.task, "sensors", ()) if s in ("rgb", "depth")]
+    refuse_unbaked(cfg, split, names, vision=bool(visual))
     view_sizes: dict[str, int] = {}
     travel_time = bool(getattr(cfg.task, "keep_travel_time", False))
     for name in names:
