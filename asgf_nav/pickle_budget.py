@@ -13,7 +13,8 @@ from __future__ import annotations
 import _compat_pickle
 import pickle
 import zipfile
-from collections.abc import Callable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,6 +51,15 @@ class _Counted:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.size += 1
+
+
+def _is_pair(item: Any) -> bool:
+    """Whether ``dict`` takes ``item`` as a (key, value) pair: any sized item of two (a tuple, a list, an array's
+    row, a two-character string)."""
+    try:
+        return len(item) == 2
+    except TypeError:
+        return False
 
 
 def copied_items(value: Any) -> int:
@@ -107,16 +117,32 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         return read if self._stored_bytes is None else min(read, self._stored_bytes)
 
     def spend(self, values: Any) -> None:
-        """Count the items copied from each of ``values`` (a call's arguments, a state's parts) before they are, and
-        the hashes of what they hold (``set`` of a list of tuples hashes each, ``dict`` of pairs their first)."""
+        """Count the items copied from each of ``values`` (a call's arguments, a state's parts) before they are."""
         self.items_copied += sum(map(copied_items, values))
-        for value in values:
-            if isinstance(value, dict):
-                self.spend_on_hashes(value.keys())
-            elif isinstance(value, (list, tuple, set, frozenset)):
-                self.spend_on_hashes(value)
-                self.spend_on_hashes([item[0] for item in value if type(item) is tuple and len(item) == 2])
         self._check_budget()
+
+    # What hashes what it is given: each member, or the first of each pair; a mapping's keys were counted as it was
+    # made. A subclass adds its own stand-ins (the torch pre-read's).
+    HASHING: dict[Any, str] = {set: "members", frozenset: "members", dict: "pairs", OrderedDict: "pairs",
+                               defaultdict: "pairs after a factory"}  # fmt: skip
+
+    def spend_on_call(self, func: Any, args: Any) -> None:
+        """Count a call's copies, and the keys it hashes where it builds a set or a dict (of a list of pairs, of
+        a deque or an array, however the file passes them)."""
+        self.spend(args)
+        try:
+            kind = self.HASHING.get(func)
+        except TypeError:  # an unhashable callable: nothing of these
+            return
+        position = 1 if kind == "pairs after a factory" else 0
+        if kind is None or len(args) <= position or isinstance(args[position], (Mapping, _Counted)):
+            return
+        source = args[position]
+        try:
+            keys = list(source) if kind == "members" else [pair[0] for pair in source if _is_pair(pair)]
+        except TypeError:  # not iterable: the call itself fails
+            return
+        self.spend_on_hashes(keys)
 
     def spend_on_hashes(self, keys: Any) -> None:
         """Count the items the hashes of ``keys`` (dict keys, set members) visit, before they are hashed (one costly
@@ -194,22 +220,22 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         return items, depth
 
     def load_reduce(self) -> None:
-        self.spend(self.stack[-1])
+        self.spend_on_call(self.stack[-2], self.stack[-1])
         super().load_reduce()
         self.check_made(self.stack[-1])
 
-    def load_newobj(self) -> None:
-        self.spend(self.stack[-1])
+    def load_newobj(self) -> None:  # frozenset.__new__ fills it
+        self.spend_on_call(self.stack[-2], self.stack[-1])
         super().load_newobj()
         self.check_made(self.stack[-1])
 
     def load_newobj_ex(self) -> None:
-        self.spend((*self.stack[-2], *self.stack[-1].values()))
+        self.spend_on_call(self.stack[-3], (*self.stack[-2], *self.stack[-1].values()))
         super().load_newobj_ex()
         self.check_made(self.stack[-1])
 
     def _instantiate(self, klass: Any, args: Any) -> None:
-        self.spend(args)
+        self.spend_on_call(klass, args)
         super()._instantiate(klass, args)
         self.check_made(self.stack[-1])
 
@@ -289,6 +315,18 @@ class CopyBudgetUnpickler(pickle._Unpickler):
     dispatch[pickle.FROZENSET[0]] = load_frozenset
 
 
+class _CountedSet(_Counted):
+    """torch's ``set``, in the pre-read: what it is given is counted as hashed, nothing is built."""
+
+
+class _CountedOrderedDict(_Counted):
+    """torch's ``OrderedDict``, in the pre-read."""
+
+
+class _CountedCounter(_Counted):
+    """torch's ``collections.Counter``, in the pre-read."""
+
+
 class _TorchPickleCopies(CopyBudgetUnpickler):
     """Reads a torch file's pickle with every name and storage as a :class:`_Counted`, but for the few that may be
     keys: only the copies and hashes counted."""
@@ -297,10 +335,22 @@ class _TorchPickleCopies(CopyBudgetUnpickler):
         # keys whose hashes a file could choose are made as torch's reader makes them (torch.Size is a tuple)
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))  # protocol 2: __builtin__
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        return {("builtins", "complex"): complex, ("torch", "Size"): tuple}.get((module, name), _Counted)
+        return _PRE_READ_NAMES.get((module, name), _Counted)
+
+    HASHING = {_CountedSet: "members", _CountedOrderedDict: "pairs", _CountedCounter: "members"}
 
     def persistent_load(self, pid: Any) -> Any:
         return _Counted()
+
+
+# what torch's reader calls that makes keys of chosen hashes (torch.Size is a tuple), or hashes what it is given
+_PRE_READ_NAMES = {
+    ("builtins", "complex"): complex,
+    ("torch", "Size"): tuple,
+    ("builtins", "set"): _CountedSet,
+    ("collections", "OrderedDict"): _CountedOrderedDict,
+    ("collections", "Counter"): _CountedCounter,
+}
 
 
 def check_torch_file_copies(path: str | Path) -> None:

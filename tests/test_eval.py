@@ -364,9 +364,9 @@ def test_evaluate_script_oracle_is_perfect_on_tiny_scene(tiny_root, tmp_path):
             assert summary["metrics"][metric]["mean"] == 1.0
         assert summary["metrics"]["distance_to_goal"]["mean"] == 0.0
         low = 100 * wilson_interval(16, 16)[0]  # SR: every episode succeeds, and the interval still says 16 is few
-        assert (
-            f"| all | 16 | 100.0 [{low:.1f}, 100.0] | 100.0 ± 0.0 | 100.0 ± 0.0 |" in (out / "summary.md").read_text()
-        )
+        text = (out / "summary.md").read_text()
+        assert f"| all | 16 | 100.0 [{low:.1f}, 100.0] | 100.0 ± 0.0 | 100.0 ± 0.0 |" in text
+        assert "a ± 0 over several episodes: all scored alike, and the t interval then has no width" in text
         records = read_jsonl(out / "episodes.jsonl")
         assert len(records) == 16 and all(r.actions[-1] == 0 for r in records)
     heard = read_jsonl(tmp_path / "oracle_tiny_heard_test" / "episodes.jsonl")
@@ -546,6 +546,7 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
     assert oracle.count("100.0 ± 0.0") == 4 and oracle.count("100.0 [61.0, 100.0]") == 2
     assert random_row.endswith("| - | - | - |")
     assert "mean ± half-width of the 95 % confidence interval (Student t), SR mean [95 % Wilson interval]" in lines[-1]
+    assert "a ± 0 over several episodes: all scored alike" in lines[-1]  # the oracle's SPL and SNA
     means_only = comparison_table(summaries, with_ci=False).splitlines()
     assert "±" not in "\n".join(means_only) and "SPL / SR / SNA in %, mean; episodes" in means_only[-1]
     png = comparison_chart(summaries, tmp_path / "chart.png")
@@ -568,6 +569,11 @@ def test_comparison_table_and_chart(tiny_root, tmp_path):
         comparison_table(mixed)
     with pytest.raises(EvaluationFileError, match="ran different episodes"):
         comparison_chart(mixed, tmp_path / "mixed.png")
+    unlisted = {**fewer, "meta": {k: v for k, v in fewer["meta"].items() if k != "episode_list"}}  # earlier release
+    others = [s for s in summaries if s["meta"]["agent"] != "random"]
+    with pytest.raises(EvaluationFileError, match=r"of 'random' on tiny heard \(.*\) records no episode list"):
+        comparison_table([*others, unlisted])
+    assert "| random |" in comparison_table([unlisted])  # alone it compares with nothing
 
 
 def test_killed_evaluation_resumes_with_the_episodes_it_finished(tiny_root, tmp_path, monkeypatch):
@@ -994,7 +1000,7 @@ def _summary(agent, dataset, sound_split, values, *, per_scene=None, half=0.0, e
         return {"mean": mean, "low": mean - half, "high": mean + half, "std": 0.1, "count": episodes, "level": 0.95}
 
     metrics = {m: entry(v) for m, v in values.items()}
-    meta = {"agent": agent, "dataset": dataset, "sound_split": sound_split, "split": "test"}
+    meta = {"agent": agent, "dataset": dataset, "sound_split": sound_split, "split": "test", "episode_list": "same"}
     return {"meta": meta, "episodes": episodes, "metrics": metrics, "per_scene": per_scene or {}}
 
 
@@ -1097,7 +1103,7 @@ def test_summarize_gives_each_scene_the_metrics_of_its_own_episodes():
         ["| room_a", "2", "100.0 [34.2, 100.0]", "75.0 ± 317.7"],  # each scene's row counts its own episodes
         ["| room_b", "1", "0.0 (n=1)", "0.0 (n=1)"],  # one episode: no interval, not "0.0 ± 0.0"
     ]
-    assert "a row of one episode shows its values with (n=1), as no interval exists; rates in %." in text
+    assert "a row of one episode shows its values with (n=1), as no interval exists; " in text
 
 
 def test_a_summary_says_how_many_rirs_were_heard_as_silence():
@@ -1597,6 +1603,7 @@ def test_report_refuses_a_column_of_evaluations_under_other_task_settings(tiny_r
                    "doa_head": {"path": "h.pt", "sha256": "0" * 16}, "num_envs": 20, "data_root": "/elsewhere",
                    "task": {**task, "use_doa": True, "doa_checkpoint": "h.pt", "keep_travel_time": True}}  # fmt: skip
     older = _summary("older", "tiny", "heard", _VALUES)
+    older["meta"]["episode_list"] = a["meta"]["episode_list"]
     assert "| own |" in comparison_table([a, own, older])
 
 
@@ -2023,7 +2030,9 @@ def test_a_table_cell_of_one_episode_shows_no_interval_and_its_note_says_so(tmp_
     from asgf_nav.eval import report
 
     one = summarize([_record("room", "0", success=1.0, spl=1.0, sna=0.5)])
-    one.update(meta={"agent": "one", "dataset": "replica", "sound_split": "heard", "split": "test"})
+    one.update(
+        meta={"agent": "one", "dataset": "replica", "sound_split": "heard", "split": "test", "episode_list": "same"}
+    )
     assert one["metrics"]["spl"]["low"] is None and one["per_scene"]["room"]["sna"]["high"] is None
     loaded = load_summary(_write_summary(tmp_path / "one", one))
     table = comparison_table([loaded, _summary("many", "replica", "heard", _VALUES, half=0.01)])

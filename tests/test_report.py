@@ -19,7 +19,7 @@ def _summary(agent: str, sound_split: str, versions: tuple | None = (3, 4), **me
     """A summary.json-shaped dict of an evaluation on tiny embedded scenes; ``versions`` (acoustics, render),
     None for a summary of an earlier release that records none."""
     entry = {"mean": 0.5, "low": 0.5, "high": 0.5, "std": 0.1, "count": 10, "level": 0.95}
-    recorded = {"agent": agent, "dataset": "tiny", "sound_split": sound_split, "split": "test"}
+    recorded = {"agent": agent, "dataset": "tiny", "sound_split": sound_split, "split": "test", "episode_list": "same"}
     recorded |= {"scene_source": "embedded", "checkpoint": None, "audio_model": None, **meta}
     if versions is not None:
         recorded["acoustics_version"], recorded["render_version"] = versions

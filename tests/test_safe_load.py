@@ -810,6 +810,23 @@ def test_keys_chosen_to_share_a_hash_and_tensors_of_other_layouts_are_refused(tm
         with pytest.raises(UnsafeTorchFileError, match=rf"{name}.pt is not one of this project's: it gives more than"):
             load_torch_file(tmp_path / f"{name}.pt")
         assert time.perf_counter() - started < 5, name
+    # keys reaching a dict or set however the file passes them: lists of pairs, a deque, an array of them
+    import collections
+
+    chosen = [k * modulus for k in range(1, 5_000)]
+    row = np.arange(5_000, dtype=np.float64)
+    routes = {"pairs as lists": _Reduces(dict, ([[k, None] for k in chosen],)),
+              "ordered pairs": _Reduces(collections.OrderedDict, ([[k, None] for k in chosen],)),
+              "a deque": _Reduces(set, (collections.deque(chosen),)),
+              "an array": _Reduces(set, ((2.0**52 - 1_000_003 * row) + 1j * row,))}  # fmt: skip
+    for route, value in routes.items():
+        data = pickle.dumps(value, protocol=4)
+        with pytest.raises(UnsafePickleError, match=r"more than 64 distinct keys of one hash"):
+            DataUnpickler(io.BytesIO(data)).load()
+            pytest.fail(f"keys passed as {route} were not counted")
+    torch.save({"w": torch.zeros(2), "x": routes["ordered pairs"]}, tmp_path / "ordered.pt")
+    with pytest.raises(UnsafeTorchFileError, match=r"ordered.pt is not one of this project's: it gives more than 64"):
+        load_torch_file(tmp_path / "ordered.pt")
     large = {2**127 + 7 * k: k for k in range(5_000)}  # 128-bit keys, as a generator's state holds
     assert DataUnpickler(io.BytesIO(pickle.dumps(large, protocol=2))).load() == large
     torch.save({"s": torch.eye(3).to_sparse()}, tmp_path / "sparse.pt")

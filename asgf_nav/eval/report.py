@@ -117,6 +117,17 @@ def silence_note(meta: dict[str, Any]) -> str | None:
     )
 
 
+# the t interval of values all alike has no width, which says nothing of what other episodes would score
+ALL_ALIKE_NOTE = (
+    "a ± 0 over several episodes: all scored alike, and the t interval then has no width (SPL and SNA never exceed "
+    "SR, whose Wilson interval still bounds them)"
+)
+
+
+def _all_alike(metric: dict[str, Any]) -> bool:
+    return int(metric["count"]) > 1 and metric.get("std") == 0
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """One evaluation as Markdown: an overall row and one row per scene, mean ± CI half-width at the
     summary's confidence level (SR: mean and Wilson interval; one episode: no interval)."""
@@ -129,6 +140,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     note = f"Mean ± half-width of the {level} confidence interval (Student t); {binary}: mean [{level} Wilson interval]"
     if any(int(metrics["success"]["count"]) == 1 for _, metrics in rows):
         note += f"; a row of one episode shows its values with {ONE_EPISODE_NOTE}, as no interval exists"
+    if any(_all_alike(metrics[m]) for _, metrics in rows for m in REPORTED_METRICS if m not in BINARY_METRICS):
+        note += f"; {ALL_ALIKE_NOTE}"
     lines = [
         f"## {title or 'evaluation'}",
         "",
@@ -307,11 +320,20 @@ def collect(summaries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[
 
 
 def _check_same_episodes(agents: Sequence[str], columns: set[tuple[str, str]], cells: dict) -> None:
-    """The agents of one column must have run the same episodes (their meta's episode_list fingerprint)."""
+    """The agents of one column must have run the same episodes (their meta's episode_list fingerprint); one that
+    records none (an earlier release's) cannot be checked beside others, and is refused rather than trusted."""
     for column in sorted(columns):
         seen: dict[str, str] = {}  # fingerprint -> first agent that ran it
-        for agent in agents:
-            fingerprint = cells[(agent, column)]["meta"].get("episode_list") if (agent, column) in cells else None
+        present = [agent for agent in agents if (agent, column) in cells]
+        for agent in present:
+            fingerprint = cells[(agent, column)]["meta"].get("episode_list")
+            if fingerprint is None and len(present) > 1:
+                where = cells[(agent, column)].get("directory", "its summary")
+                raise EvaluationFileError(
+                    f"the evaluation of {agent!r} on {' '.join(column)} ({where}) records no episode list (an earlier "
+                    "release wrote it), so its episodes cannot be checked against the other agents': evaluate it "
+                    "again, or report it alone"
+                )
             if fingerprint is not None:
                 seen.setdefault(str(fingerprint), agent)
         if len(seen) > 1:
@@ -490,6 +512,10 @@ def comparison_table(summaries: Sequence[dict[str, Any]], with_ci: bool = True) 
     )
     if with_ci and any(int(s["metrics"][m]["count"]) == 1 for s in summaries for m in TABLE_METRICS):
         shown += f" ({ONE_EPISODE_NOTE}: one episode, no interval)"
+    if with_ci and any(
+        _all_alike(s["metrics"][m]) for s in summaries for m in TABLE_METRICS if m not in BINARY_METRICS
+    ):
+        shown += f"; {ALL_ALIKE_NOTE}"
     versions = acoustics_note(_check_same_acoustics(list(cells.values())))
     note = f"SPL / SR / SNA in %, {shown}{versions}; episodes per evaluation: {', '.join(map(str, counts))}."
     return "\n".join(lines) + "\n\n" + note + "\n"
