@@ -22,7 +22,9 @@ import numpy as np
 
 from asgf_nav.safe_numpy import UnsafePickleError
 
-COPIES_PER_BYTE = 2  # items copied per byte read: every item of a container costs a byte of the file at least
+# items copied per byte read: every item of a container costs a byte of the file at least, and a protocol 2 array's
+# data is copied twice (its text into bytes, its bytes into the array): 2 is what such a file needs, 3 leaves room
+COPIES_PER_BYTE = 3
 FREE_COPIES = 2**16  # items any pickle may copy, however small
 MAX_TUPLE_DEPTH = 100  # CPython hashes a tuple in C, one call per level and no depth check: 200,000 levels crashed it
 MAX_INT_BITS = 1024  # a generator's state holds 128-bit ints; an int's hash, never kept, takes time with its size

@@ -834,3 +834,17 @@ def test_keys_chosen_to_share_a_hash_and_tensors_of_other_layouts_are_refused(tm
         UnsafeTorchFileError, match=r"sparse.pt is not one of this project's: it holds a tensor of layout"
     ):
         load_torch_file(tmp_path / "sparse.pt")
+
+
+def test_dark_views_pickled_at_protocol_2_load_with_room_to_spare() -> None:
+    """Protocol 2 stores an array's bytes as text, which becomes bytes and then the array: two copies of each byte,
+    and a byte under 128 takes one of the file: views of a dark room (all zeros) load."""
+    import io
+    import pickle
+
+    from asgf_nav.safe_load import DataUnpickler
+
+    views = {(node, yaw): {"rgb": np.zeros((128, 128, 3), np.uint8), "depth": np.zeros((128, 128), np.float32)}
+             for node in range(20) for yaw in (0, 90, 180, 270)}  # fmt: skip
+    loaded = DataUnpickler(io.BytesIO(pickle.dumps(views, protocol=2))).load()
+    assert loaded.keys() == views.keys() and not loaded[(19, 270)]["rgb"].any()
