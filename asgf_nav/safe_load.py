@@ -158,10 +158,16 @@ def _refuse_graph_from_data(func: Any, args: Any) -> None:
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """``copyreg._reconstructor`` as protocols 0-1 call it: a class made from its builtin base (``object``, or a
-    dict's items); a Python base's ``__init__`` would be called on the state."""
+    dict's items), the state an object of that base, as copyreg writes it (a Python base's ``__init__`` would be
+    called on the state, and a dict's on a list of pairs whose keys no count has seen)."""
+    name = getattr(cls, "__name__", type(cls).__name__)
     if state is not None and getattr(base, "__module__", None) != "builtins":
-        name = getattr(cls, "__name__", type(cls).__name__)
         raise UnsafePickleError(f"it makes a {name} by calling {base!r} on data; it was not loaded")
+    if base is not object and type(state) is not base:
+        raise UnsafePickleError(
+            f"it makes a {name} from a {type(state).__name__} where copyreg gives a {getattr(base, '__name__', base)}; "
+            "it was not loaded"
+        )
     return copyreg._reconstructor(cls, base, state)
 
 

@@ -581,6 +581,9 @@ def test_a_networkx_graph_is_never_made_from_data_a_pickle_can_share() -> None:
         assert nx.utils.graphs_equal(loaded, graph) and loaded.nodes[2]["point"] == (1.0, 2.0)
     as_dict = DataUnpickler(io.BytesIO(pickle.dumps(_Reduces(copyreg._reconstructor, (dict, dict, {1: 2})), 0))).load()
     assert as_dict == {1: 2}
+    pairs = _Reduces(copyreg._reconstructor, (dict, dict, [[1, 2]]))  # dict.__init__ on pairs no count has seen
+    with pytest.raises(UnsafePickleError, match=r"it makes a dict from a list where copyreg gives a dict"):
+        DataUnpickler(io.BytesIO(pickle.dumps(pairs, 0))).load()
 
 
 def test_a_torch_file_copying_a_container_again_and_again_is_refused_before_torch_reads_it(tmp_path: Path) -> None:
