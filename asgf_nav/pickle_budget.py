@@ -123,8 +123,8 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         self.items_copied += sum(map(copied_items, values))
         self._check_budget()
 
-    # What hashes what it is given: each member, or the first of each pair; a mapping's keys were counted as it was
-    # made. A subclass adds its own stand-ins (the torch pre-read's).
+    # What hashes what it is given: each member, or the first of each pair, or a mapping's keys (counted again each
+    # time, but where a plain dict's stored hashes are reused). A subclass adds its own stand-ins (the pre-read's).
     HASHING: dict[Any, str] = {set: "members", frozenset: "members", dict: "pairs", OrderedDict: "pairs",
                                defaultdict: "pairs after a factory"}  # fmt: skip
 
@@ -137,11 +137,16 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         except TypeError:  # an unhashable callable: nothing of these
             return
         position = 1 if kind == "pairs after a factory" else 0
-        if kind is None or len(args) <= position or isinstance(args[position], (Mapping, _Counted)):
+        if kind is None or len(args) <= position or isinstance(args[position], _Counted):
             return
         source = args[position]
+        if type(source) is dict and func in (dict, defaultdict, set, frozenset):
+            return  # these reuse a plain dict's stored hashes; OrderedDict hashes every key again
         try:
-            keys = list(source) if kind == "members" else [pair[0] for pair in source if _is_pair(pair)]
+            if isinstance(source, Mapping):
+                keys = list(source.keys())
+            else:
+                keys = list(source) if kind == "members" else [pair[0] for pair in source if _is_pair(pair)]
         except TypeError:  # not iterable: the call itself fails
             return
         self.spend_on_hashes(keys)

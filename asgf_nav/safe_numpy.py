@@ -107,11 +107,13 @@ def named_dtype(*args: Any, **kwargs: Any) -> np.dtype:
     in its state) and two flags: a spec of fields, each a list shared through the memo, is read again for every
     reference (24 levels of a few bytes each took seconds and gigabytes)."""
     name, flags = (args[0] if args else None), args[1:]
-    if type(name) is not str or len(name) > 64 or len(flags) > 2 or any(type(f) is not bool for f in flags) or kwargs:
+    if type(name) is not str or len(name) > 64:
         raise UnsafePickleError(
             f"it calls numpy.dtype on a {type(name).__name__}, where numpy's pickles name a type ('f8') and give its "
             "fields in its state; it was not loaded"
         )
+    if len(flags) > 2 or any(type(f) not in (bool, int) or f not in (0, 1) for f in flags) or kwargs:  # numpy 1: 0, 1
+        raise UnsafePickleError(f"it calls numpy.dtype({name!r}) with flags other than numpy's; it was not loaded")
     return data_dtype(np.dtype(*args))
 
 

@@ -851,3 +851,34 @@ def test_dark_views_pickled_at_protocol_2_load_with_room_to_spare() -> None:
              for node in range(20) for yaw in (0, 90, 180, 270)}  # fmt: skip
     loaded = DataUnpickler(io.BytesIO(pickle.dumps(views, protocol=2))).load()
     assert loaded.keys() == views.keys() and not loaded[(19, 270)]["rgb"].any()
+
+
+def test_numpy_1s_dtype_flags_load_and_an_ordered_copy_of_costly_keys_is_counted(tmp_path: Path) -> None:
+    """numpy 1 pickled a dtype as np.dtype(name, 0, 1), where numpy 2 writes False, True: both load, in both readers.
+    OrderedDict(d) hashes every key of d again (a plain dict reuses its stored hashes): a key whose hash visits
+    65,534 items, copied by 10 bytes of file 40,000 times, took 9 s."""
+    import collections
+    import io
+    import pickle
+
+    import torch
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, load_torch_file
+
+    written = pickle.dumps({"depth": np.zeros((2, 2), np.float32)}, protocol=2)
+    numpy_1 = written.replace(b"\x89\x88", b"K\x00K\x01")  # NEWFALSE NEWTRUE as BININT1 0, BININT1 1
+    assert numpy_1 != written
+    assert not DataUnpickler(io.BytesIO(numpy_1)).load()["depth"].any()
+    torch.save({"rng": np.random.RandomState(0).get_state()}, tmp_path / "rng.pt", _use_new_zipfile_serialization=False)
+    (tmp_path / "rng.pt").write_bytes((tmp_path / "rng.pt").read_bytes().replace(b"\x89\x88", b"K\x00K\x01"))
+    assert load_torch_file(tmp_path / "rng.pt")["rng"][1].shape == (624,)
+
+    costly = (1, 2)
+    for _ in range(14):
+        costly = (costly, costly)
+    keyed = {costly: 0}
+    copies = pickle.dumps([keyed] + [_Reduces(collections.OrderedDict, (keyed,)) for _ in range(40_000)], protocol=2)
+    with pytest.raises(UnsafePickleError, match=r"it copies \d+ items having read \d+ bytes"):
+        DataUnpickler(io.BytesIO(copies)).load()
+    plain = pickle.dumps([keyed] + [_Reduces(dict, (keyed,)) for _ in range(1_000)], protocol=2)
+    assert len(DataUnpickler(io.BytesIO(plain)).load()) == 1_001  # a plain dict's copy reuses its stored hashes
