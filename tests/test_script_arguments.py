@@ -43,7 +43,7 @@ for script, argv in json.loads(sys.stdin.read()):
 print(json.dumps(results))
 """
 
-META = {"dataset": "tiny", "sound_split": "heard", "split": "test"}
+META = {"dataset": "tiny", "sound_split": "heard", "split": "test", "episode_list": "same"}
 
 
 def _records(spl: float, start_node: int = 0) -> list[EpisodeRecord]:
