@@ -79,6 +79,16 @@ def copied_items(value: Any) -> int:
     return 0
 
 
+def _then_checked(load: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An opcode's handler followed by a check of what it made (:meth:`CopyBudgetUnpickler.check_made`)."""
+
+    def checked(self: CopyBudgetUnpickler) -> None:
+        load(self)
+        self.check_made(self.stack[-1])
+
+    return checked
+
+
 class CopyBudgetUnpickler(pickle._Unpickler):
     """Python's unpickler counting the items each call (REDUCE, NEWOBJ, INST, OBJ) and each BUILD copies from what
     it is given, against the bytes read so far: one past the budget is an :class:`UnsafePickleError`."""
@@ -246,38 +256,6 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         super()._instantiate(klass, args)
         self.check_made(self.stack[-1])
 
-    def load_int(self) -> None:
-        super().load_int()
-        self.check_made(self.stack[-1])
-
-    def load_long(self) -> None:
-        super().load_long()
-        self.check_made(self.stack[-1])
-
-    def load_long1(self) -> None:
-        super().load_long1()
-        self.check_made(self.stack[-1])
-
-    def load_long4(self) -> None:
-        super().load_long4()
-        self.check_made(self.stack[-1])
-
-    def load_tuple(self) -> None:
-        super().load_tuple()
-        self.check_made(self.stack[-1])
-
-    def load_tuple1(self) -> None:
-        super().load_tuple1()
-        self.check_made(self.stack[-1])
-
-    def load_tuple2(self) -> None:
-        super().load_tuple2()
-        self.check_made(self.stack[-1])
-
-    def load_tuple3(self) -> None:
-        super().load_tuple3()
-        self.check_made(self.stack[-1])
-
     def load_setitem(self) -> None:
         self.spend_on_hashes(self.stack[-2:-1])
         super().load_setitem()
@@ -305,14 +283,10 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         super().load_build()
 
     dispatch[pickle.REDUCE[0]] = load_reduce
-    dispatch[pickle.INT[0]] = load_int
-    dispatch[pickle.LONG[0]] = load_long
-    dispatch[pickle.LONG1[0]] = load_long1
-    dispatch[pickle.LONG4[0]] = load_long4
-    dispatch[pickle.TUPLE[0]] = load_tuple
-    dispatch[pickle.TUPLE1[0]] = load_tuple1
-    dispatch[pickle.TUPLE2[0]] = load_tuple2
-    dispatch[pickle.TUPLE3[0]] = load_tuple3
+    for _opcode in (pickle.INT, pickle.LONG, pickle.LONG1, pickle.LONG4, pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2,
+                    pickle.TUPLE3):  # fmt: skip
+        dispatch[_opcode[0]] = _then_checked(dispatch[_opcode[0]])  # ints and tuples, checked as they are made
+    del _opcode
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.BUILD[0]] = load_build

@@ -309,6 +309,21 @@ class _Reduces:
         return self.reduced
 
 
+def _torch_file_holding(path: Path, pickled: bytes) -> Path:
+    """A torch.save archive whose data.pkl is ``pickled``: what a file made elsewhere may hold."""
+    import zipfile
+
+    import torch
+
+    torch.save({}, path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            archive.writestr(info, pickled if info.filename.endswith("/data.pkl") else data)
+    return path
+
+
 # numpy's own dtype __setstate__ takes each of these as it is, on any dtype: a field's dtype given as a string, a
 # subarray or field larger than the item, a field beside the names, object flags on a plain type, a datetime
 # without its unit; each then crashed the interpreter or read outside the array's bytes
@@ -662,9 +677,6 @@ def test_rows_of_no_bytes_and_tuples_shared_through_the_memo_are_counted_in_both
     import pickle
     import struct
     import time
-    import zipfile
-
-    import torch
 
     from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
 
@@ -676,12 +688,7 @@ def test_rows_of_no_bytes_and_tuples_shared_through_the_memo_are_counted_in_both
         below = b"j" + struct.pack("<I", level - 1)
         shared += below + below + b"\x86r" + struct.pack("<I", level)
     shared += b"}j" + struct.pack("<I", 40) + b"Ns."  # {the top tuple: None}
-    torch.save({}, tmp_path / "shared.pt")
-    with zipfile.ZipFile(tmp_path / "shared.pt") as archive:
-        entries = [(info, archive.read(info)) for info in archive.infolist()]
-    with zipfile.ZipFile(tmp_path / "shared.pt", "w") as archive:
-        for info, data in entries:
-            archive.writestr(info, bytes(shared) if info.filename.endswith("/data.pkl") else data)
+    _torch_file_holding(tmp_path / "shared.pt", bytes(shared))
     started = time.perf_counter()
     with pytest.raises(UnsafePickleError, match=r"it makes a tuple whose hash visits \d+ items"):
         DataUnpickler(io.BytesIO(bytes(shared))).load()
@@ -731,9 +738,6 @@ def test_what_a_file_asks_to_hash_or_multiply_is_bounded_in_both_readers(tmp_pat
     import pickle
     import struct
     import time
-    import zipfile
-
-    import torch
 
     from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
 
@@ -766,18 +770,12 @@ def test_what_a_file_asks_to_hash_or_multiply_is_bounded_in_both_readers(tmp_pat
              "fields": (fields, "it calls numpy.dtype on a list"),
              "sizes": (sizes, "it gives numpy array shape a tuple, not a tuple of sizes"),
              "long": (long_int, "it gives an int of 2001 bits, past 1024")}  # fmt: skip
-    torch.save({}, tmp_path / "empty.pt")
-    with zipfile.ZipFile(tmp_path / "empty.pt") as archive:
-        entries = [(info, archive.read(info)) for info in archive.infolist()]
     for name, (data, reason) in cases.items():
         started = time.perf_counter()
         with pytest.raises(UnsafePickleError, match=reason):
             DataUnpickler(io.BytesIO(data)).load()
-        with zipfile.ZipFile(tmp_path / f"{name}.pt", "w") as archive:
-            for info, entry in entries:
-                archive.writestr(info, data if info.filename.endswith("/data.pkl") else entry)
         with pytest.raises(UnsafeTorchFileError, match=rf"{name}.pt is not one of this project's: {reason}"):
-            load_torch_file(tmp_path / f"{name}.pt")
+            load_torch_file(_torch_file_holding(tmp_path / f"{name}.pt", data))
         assert time.perf_counter() - started < 5, name
 
 
@@ -789,7 +787,6 @@ def test_keys_chosen_to_share_a_hash_and_tensors_of_other_layouts_are_refused(tm
     import io
     import pickle
     import time
-    import zipfile
 
     import torch
 
@@ -798,20 +795,14 @@ def test_keys_chosen_to_share_a_hash_and_tensors_of_other_layouts_are_refused(tm
     modulus = 2**61 - 1
     crafted = {"ints": {k * modulus: None for k in range(1, 20_000)},
                "complex": {complex(10**12 - 1_000_003 * k, k): None for k in range(200)}}  # fmt: skip
-    torch.save({}, tmp_path / "empty.pt")
-    with zipfile.ZipFile(tmp_path / "empty.pt") as archive:
-        entries = [(info, archive.read(info)) for info in archive.infolist()]
     for name, keys in crafted.items():
         assert len({hash(k) for k in keys}) == 1  # every key of one hash
         data = pickle.dumps(keys, protocol=2)
         started = time.perf_counter()
         with pytest.raises(UnsafePickleError, match=r"it gives more than 64 distinct keys of one hash"):
             DataUnpickler(io.BytesIO(data)).load()
-        with zipfile.ZipFile(tmp_path / f"{name}.pt", "w") as archive:
-            for info, entry in entries:
-                archive.writestr(info, data if info.filename.endswith("/data.pkl") else entry)
         with pytest.raises(UnsafeTorchFileError, match=rf"{name}.pt is not one of this project's: it gives more than"):
-            load_torch_file(tmp_path / f"{name}.pt")
+            load_torch_file(_torch_file_holding(tmp_path / f"{name}.pt", data))
         assert time.perf_counter() - started < 5, name
     # keys reaching a dict or set however the file passes them: lists of pairs, a deque, an array of them
     import collections
