@@ -273,10 +273,13 @@ class CopyBudgetUnpickler(pickle._Unpickler):
         super().load_frozenset()
 
     def spend_on_state(self, state: Any) -> None:
-        """Count what a BUILD copies: an object's attributes, or (attributes, slots), or numpy's (.., data). Its keys
-        were counted as the state was made: setting them hashes them no more often than making it did."""
+        """Count what a BUILD copies: an object's attributes, or (attributes, slots), or numpy's (.., data), and the
+        hashes of attribute names that are not text (each set hashes its name again; a tuple's is never kept)."""
         self.items_copied += sum(map(copied_items, (state, *state) if isinstance(state, tuple) else (state,)))
         self._check_budget()
+        attributes = state[0] if isinstance(state, tuple) and len(state) == 2 else state
+        if isinstance(attributes, dict):
+            self.spend_on_hashes(attributes.keys())
 
     def load_build(self) -> None:
         self.spend_on_state(self.stack[-1])
@@ -308,6 +311,17 @@ class _CountedCounter(_Counted):
     """torch's ``collections.Counter``, in the pre-read."""
 
 
+class _CountedScalar(_Counted):
+    """A numpy scalar, in the pre-read: its hash is the file's to choose (np.complex128 as complex's), so every one
+    counts as sharing one, and more than :data:`MAX_SHARED_HASH` as keys of one file are refused."""
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
 class _TorchPickleCopies(CopyBudgetUnpickler):
     """Reads a torch file's pickle with every name and storage as a :class:`_Counted`, but for the few that may be
     keys: only the copies and hashes counted."""
@@ -331,6 +345,7 @@ _PRE_READ_NAMES = {
     ("builtins", "set"): _CountedSet,
     ("collections", "OrderedDict"): _CountedOrderedDict,
     ("collections", "Counter"): _CountedCounter,
+    **{(f"{package}.multiarray", "scalar"): _CountedScalar for package in ("numpy.core", "numpy._core")},
 }
 
 

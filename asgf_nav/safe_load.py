@@ -46,11 +46,22 @@ _DATA_BUILTINS = frozenset(
 )
 _DATA_COLLECTIONS = frozenset({"OrderedDict", "defaultdict", "deque"})
 _SIZED_BUILTINS = frozenset({"bytes", "bytearray"})  # bytes(n), bytearray(n): n zero bytes from a few in the file
-# where networkx defines its graphs and their views (not its tests, not modules of functions)
-_NETWORKX_CLASS_MODULES = frozenset(
-    f"networkx.classes.{name}"
-    for name in ("graph", "digraph", "multigraph", "multidigraph", "coreviews", "reportviews")
-)
+# networkx's graphs and the views a graph keeps of itself once asked for (G.nodes, G.edges, G.adj, G.degree, and the
+# directed ones'), each restored by setting attributes; not the data views, whose __setstate__ runs their __init__
+# on what the file gives (nbunch_iter over a graph of the file's making)
+_NETWORKX_CLASSES = {
+    "networkx.classes.graph": {"Graph"},
+    "networkx.classes.digraph": {"DiGraph"},
+    "networkx.classes.multigraph": {"MultiGraph"},
+    "networkx.classes.multidigraph": {"MultiDiGraph"},
+    "networkx.classes.coreviews": {"AtlasView", "AdjacencyView", "MultiAdjacencyView"},
+    "networkx.classes.reportviews": {
+        "NodeView", "DegreeView", "DiDegreeView", "InDegreeView", "OutDegreeView", "MultiDegreeView",
+        "DiMultiDegreeView", "InMultiDegreeView", "OutMultiDegreeView", "EdgeView", "OutEdgeView", "InEdgeView",
+        "MultiEdgeView", "OutMultiEdgeView", "InMultiEdgeView",
+    },
+}  # fmt: skip
+_NETWORKX_CLASS_MODULES = frozenset(_NETWORKX_CLASSES)
 
 
 def _numpy_array_globals() -> list[Any]:
@@ -251,10 +262,8 @@ class DataUnpickler(CopyBudgetUnpickler):
         if key in NUMPY_NAMES:
             found = NUMPY_NAMES[key]
             return {DataDtype: self._dtype, empty_reconstruct: self._reconstruct}.get(found, found)
-        if module in _NETWORKX_CLASS_MODULES and "." not in name and not name.startswith("_"):  # no attribute paths
-            found = super().find_class(module, name)
-            if isinstance(found, type) and found.__module__ == module:  # defined there, not imported (Counter)
-                return found  # Graph, DiGraph, their node and edge views; not networkx's functions
+        if name in _NETWORKX_CLASSES.get(module, ()):
+            return super().find_class(module, name)
         raise UnsafePickleError(
             f"it names {module}.{name}, which is not plain data (builtin containers and numbers, numpy arrays, "
             "networkx graphs); it was not loaded, since unpickling would call it"

@@ -873,3 +873,51 @@ def test_numpy_1s_dtype_flags_load_and_an_ordered_copy_of_costly_keys_is_counted
         DataUnpickler(io.BytesIO(copies)).load()
     plain = pickle.dumps([keyed] + [_Reduces(dict, (keyed,)) for _ in range(1_000)], protocol=2)
     assert len(DataUnpickler(io.BytesIO(plain)).load()) == 1_001  # a plain dict's copy reuses its stored hashes
+
+
+def test_attribute_keys_data_views_and_numpy_scalar_keys_are_counted_or_refused(tmp_path: Path) -> None:
+    """Three routes around the counts: a BUILD sets each attribute name again, so a state whose key is a costly
+    tuple, given to thousands of objects through the memo, hashed it each time (375 kB: 17 s); a networkx data view's
+    __setstate__ runs its __init__ on the file's graph and nodes (a graph whose _adj is a list scanned once per
+    node: 160 kB, 9.5 s); numpy scalars of chosen hashes as keys, which the torch pre-read did not make (1.3 MB:
+    6.6 s). The views a graph keeps of itself still load."""
+    import collections
+    import io
+    import pickle
+
+    import networkx as nx
+    import torch
+    from networkx.classes.reportviews import OutEdgeDataView, OutEdgeView
+
+    from asgf_nav.safe_load import DataUnpickler, UnsafePickleError, UnsafeTorchFileError, load_torch_file
+
+    costly = (1, 2)
+    for _ in range(14):
+        costly = (costly, costly)
+    attributes = {costly: 0}
+    built = pickle.dumps([attributes] + [_Reduces(collections.OrderedDict, (), attributes) for _ in range(3_000)], 4)
+    with pytest.raises(UnsafePickleError, match=r"it copies \d+ items having read \d+ bytes"):
+        DataUnpickler(io.BytesIO(built)).load()
+
+    graph = nx.Graph()
+    graph.__dict__.clear()
+    graph._adj, graph._node = [0] * 100, {}
+    edges = OutEdgeView.__new__(OutEdgeView)
+    edges._graph, edges._adjdict = graph, {}
+    view = OutEdgeDataView.__new__(OutEdgeDataView)
+    view._viewer, view._nbunch, view._data, view._default = edges, [1] * 100, False, None
+    with pytest.raises(UnsafePickleError, match=r"it names networkx.classes.reportviews.OutEdgeDataView"):
+        DataUnpickler(io.BytesIO(pickle.dumps(view, protocol=4))).load()
+    kept = nx.path_graph(4, create_using=nx.MultiDiGraph)
+    for name in ("nodes", "edges", "adj", "degree", "succ", "pred", "in_edges", "out_edges", "in_degree"):
+        getattr(kept, name)  # networkx keeps each view in the graph's __dict__, and pickles it with the graph
+    assert nx.utils.graphs_equal(DataUnpickler(io.BytesIO(pickle.dumps(kept, protocol=4))).load(), kept)
+
+    scalar = np.complex128  # complex(-1000003 * k, k) all hash to 0, as numpy scalars too
+    keys = {scalar(complex(-1_000_003 * k, k)): 0 for k in range(1, 2_000)}
+    assert len({hash(key) for key in keys}) == 1
+    torch.save(keys, tmp_path / "scalars.pt")
+    with pytest.raises(UnsafeTorchFileError, match=r"scalars.pt is not one of this project's: it gives more than 64"):
+        load_torch_file(tmp_path / "scalars.pt")
+    with pytest.raises(UnsafePickleError, match=r"it gives more than 64 distinct keys of one hash"):
+        DataUnpickler(io.BytesIO(pickle.dumps(keys, protocol=2))).load()

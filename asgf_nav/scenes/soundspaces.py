@@ -181,6 +181,14 @@ def read_graph(path: Path) -> nx.Graph:
         raise SoundSpacesDataError(f"SoundSpaces graph file {path} is unreadable: {exc!r}") from exc
     if not isinstance(graph, nx.Graph):
         raise SoundSpacesDataError(f"SoundSpaces graph file {path} holds {type(graph).__name__}, not a networkx graph")
+    names = ("_node", "_adj", "_succ", "_pred") if graph.is_directed() else ("_node", "_adj")
+    tables = {name: getattr(graph, name, None) for name in names}
+    odd = {name: type(table).__name__ for name, table in tables.items() if type(table) is not dict}
+    if odd or not all(type(neighbours) is dict for neighbours in tables["_adj"].values()):
+        raise SoundSpacesDataError(
+            f"SoundSpaces graph file {path} holds a networkx graph whose tables are not dicts ({odd or '_adj rows'}): "
+            "networkx writes them as dicts, and a list would make each lookup a scan"
+        )
     if graph.number_of_nodes() == 0:
         raise SoundSpacesDataError(f"SoundSpaces graph file {path} has no nodes")
     bad = [n for n in graph.nodes if not isinstance(n, (int, np.integer)) or int(n) < 0]
