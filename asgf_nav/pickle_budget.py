@@ -5,8 +5,11 @@ costs at least a byte of it, so a file that copies each of its containers once o
 :data:`COPIES_PER_BYTE` items per byte read; beyond that it is refused before the copy is made. Hashing is counted
 the same way: a tuple's hash visits every tuple in it, a shared one each time (tuples of one tuple, level on level,
 hash in exponential time), and CPython hashes nested tuples in C without a depth check, so tuples nest at most
-:data:`MAX_TUPLE_DEPTH` deep. What a file makes is then linear in its size: items are not bytes (a character copied
-out of text is a new object of some 80 bytes), so the bound is a few hundred times the file at worst."""
+:data:`MAX_TUPLE_DEPTH` deep. Keys are counted where they are hashed (a dict's or set's items, a call that builds
+one, a BUILD's attribute names), and more than :data:`MAX_SHARED_HASH` distinct keys of one hash are refused: ints,
+tuples and complex numbers of chosen values collide at will, and each new one is compared with all the others.
+What a file makes is then linear in its size: items are not bytes (a character copied out of text is a new object
+of some 80 bytes), so the bound is a few hundred times the file at worst."""
 
 from __future__ import annotations
 
