@@ -921,3 +921,27 @@ def test_attribute_keys_data_views_and_numpy_scalar_keys_are_counted_or_refused(
         load_torch_file(tmp_path / "scalars.pt")
     with pytest.raises(UnsafePickleError, match=r"it gives more than 64 distinct keys of one hash"):
         DataUnpickler(io.BytesIO(pickle.dumps(keys, protocol=2))).load()
+
+
+def test_a_checkpoint_of_lists_shared_again_and_again_is_refused_before_its_digest(tmp_path: Path) -> None:
+    """A digest walks a list once for every reference to it: 40 levels of [x, x], 1.7 kB of checkpoint, would have
+    taken years (2**40 visits). It is refused at once, by the training and the DoA checkpoint readers."""
+    import time
+
+    import torch
+
+    from asgf_nav.models.doa.checkpoint import DoaCheckpointError, read_checkpoint
+    from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+
+    shared: list = [0, 0]
+    for _ in range(40):
+        shared = [shared, shared]
+    torch.save({"model": {}, "optimizer": {"state": shared}, "update": 1, "frames": 1, "rng": {}, "config": {},
+                "state_digests": {}}, tmp_path / "ppo.pt")  # fmt: skip
+    torch.save({"kind": shared, "state_dict": {}, "entry_digests": {}}, tmp_path / "doa.pt")
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"ppo.pt is not one of this project's: its \d+ containers are reached"):
+        load_checkpoint(tmp_path / "ppo.pt")
+    with pytest.raises(DoaCheckpointError, match=r"doa.pt is not one of this project's: its \d+ containers are reac"):
+        read_checkpoint(tmp_path / "doa.pt")
+    assert time.perf_counter() - started < 5

@@ -1394,6 +1394,29 @@ def test_a_graph_whose_tables_are_not_dicts_is_refused(tmp_path: Path) -> None:
     assert ss.read_graph(tmp_path / "fine.pkl").number_of_nodes() == 3
 
 
+def test_nested_lists_and_shared_rows_from_a_pickle_are_refused_before_they_grow(tmp_path: Path) -> None:
+    """Lists shared through a pickle's memo cost a few bytes each: a 'point' of [[[0] * 600] * 600] * 600 (3.7 kB)
+    made a 1.7 GB array before its shape was checked, so did views given as nested lists, and one adjacency row
+    given to 2,000 nodes (29 kB) made 2 million edges for the import to walk."""
+    row = [0] * 600
+    graph = nx.Graph()
+    graph.add_node(0, point=[[row] * 600] * 600)
+    (tmp_path / "point.pkl").write_bytes(pickle.dumps(graph, protocol=4))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"node 0 of .*point.pkl has a 'point' of no three coordinates"):
+        ss.graph_layout(ss.read_graph(tmp_path / "point.pkl"), np.zeros((1, 3)), tmp_path / "point.pkl")
+    shared = {j: {} for j in range(2_000)}
+    rows = nx.Graph()
+    rows._node, rows._adj = {i: {"point": [0.0, 0.0, 0.0]} for i in range(2_000)}, {i: shared for i in range(2_000)}
+    (tmp_path / "rows.pkl").write_bytes(pickle.dumps(rows, protocol=4))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"rows.pkl gives several nodes one adjacency row"):
+        ss.read_graph(tmp_path / "rows.pkl")
+    frames = {(0, yaw): {"rgb": [[row] * 600] * 600, "depth": []} for yaw in (0, 90, 180, 270)}
+    (tmp_path / "views.pkl").write_bytes(pickle.dumps(frames, protocol=4))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"views.pkl view \(node 0, yaw 0\) holds rgb list and depth "
+                       r"list, not numpy arrays"):  # fmt: skip
+        ss.read_observations(tmp_path / "views.pkl", np.array([0]))
+
+
 @pytest.mark.parametrize("seconds", [0.5, 2.0])
 def test_a_sound_that_is_not_one_second_is_refused_by_name(tmp_path: Path, seconds: float) -> None:
     """SoundSpaces plays the next second of a longer sound at each new pose (and divides by zero on a shorter one):

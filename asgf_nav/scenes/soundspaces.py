@@ -184,7 +184,12 @@ def read_graph(path: Path) -> nx.Graph:
     names = ("_node", "_adj", "_succ", "_pred") if graph.is_directed() else ("_node", "_adj")
     tables = {name: getattr(graph, name, None) for name in names}
     odd = {name: type(table).__name__ for name, table in tables.items() if type(table) is not dict}
-    if odd or not all(type(neighbours) is dict for neighbours in tables["_adj"].values()):
+    rows = [] if odd else list(tables["_adj"].values())
+    if not odd and len({id(row) for row in rows}) < len(rows):  # one row for many nodes: edges of no bytes
+        raise SoundSpacesDataError(
+            f"SoundSpaces graph file {path} gives several nodes one adjacency row, where networkx keeps a row per node"
+        )
+    if odd or not all(type(neighbours) is dict for neighbours in rows):
         raise SoundSpacesDataError(
             f"SoundSpaces graph file {path} holds a networkx graph whose tables are not dicts ({odd or '_adj rows'}): "
             "networkx writes them as dicts, and a list would make each lookup a scan"
@@ -221,7 +226,7 @@ def graph_layout(graph: nx.Graph, points: np.ndarray, graph_path: Path) -> Graph
         attrs = graph.nodes[int(node)]
         from_points = points[node] if node < len(points) else None
         if "point" in attrs:
-            positions[i] = np.asarray(attrs["point"], dtype=np.float64).reshape(3)
+            positions[i] = _point(attrs["point"], node, graph_path)
             if from_points is not None and np.abs(positions[i] - from_points).max() > 1e-3:
                 mismatched += 1
         elif from_points is not None:
@@ -299,12 +304,22 @@ class _ViewsUnpickler(DataUnpickler):
         return super().find_class(module, name)
 
 
+def _point(point: Any, node: Any, graph_path: Path) -> np.ndarray:
+    """A node's 'point': an array or a list of three numbers (a nested list, shared through the pickle's memo, would
+    make an array far larger than the file before its shape could be checked)."""
+    numbers = isinstance(point, (list, tuple)) and all(isinstance(c, (int, float, np.number)) for c in point)
+    if (isinstance(point, np.ndarray) and point.size == 3 and point.dtype.kind in "biuf") or (
+        numbers and len(point) == 3
+    ):
+        return np.asarray(point, dtype=np.float64).reshape(3)
+    raise SoundSpacesDataError(f"node {node} of {graph_path} has a 'point' of no three coordinates")
+
+
 def _largest(depth: Any) -> float:
     """The largest value of a view's depth, in its own dtype (a float16 depth is not copied to float32 for it)."""
-    try:
-        return float(np.max(np.asarray(depth), initial=0.0))
-    except (TypeError, ValueError):
-        return 0.0  # not numbers: the view's own check names it
+    if not isinstance(depth, np.ndarray) or depth.dtype.kind not in "biuf":
+        return 0.0  # not an array of numbers: the view's own check names it
+    return float(np.max(depth, initial=0.0))
 
 
 def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -352,6 +367,12 @@ def read_observations(path: Path, node_ids: np.ndarray) -> tuple[np.ndarray, np.
     for i, node in enumerate(node_ids):
         for k, yaw in enumerate(YAWS):
             frame = frames[(int(node), yaw)]
+            if not all(isinstance(frame[key], np.ndarray) for key in ("rgb", "depth")):  # as habitat renders them
+                kinds = f"rgb {type(frame['rgb']).__name__} and depth {type(frame['depth']).__name__}"
+                raise SoundSpacesDataError(
+                    f"{path} view (node {int(node)}, yaw {yaw}) holds {kinds}, not numpy arrays (lists nested "
+                    "through the pickle's memo would make an array far larger than the file)"
+                )
             img = np.asarray(frame["rgb"])
             dep = np.asarray(frame["depth"], dtype=np.float32)
             if dep.ndim == 3 and dep.shape[2] == 1:
