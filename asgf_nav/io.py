@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from asgf_nav.errors import UserInputError
+from asgf_nav.pickle_budget import shared_past_walking
 
 logger = logging.getLogger(__name__)
 
@@ -486,34 +487,12 @@ def content_digest(value: Any) -> str:
     """A digest of nested containers (mappings, lists, tuples) of tensors, arrays and plain values that is
     the same before and after a ``torch.save`` / ``torch.load`` round trip: what checkpoints record, so
     that damage which still unpickles (a flipped bit in an optimizer moment) is caught on loading."""
-    reach: dict[int, tuple[Any, int, int]] = {}
-    reached = _reached_items(value, reach)
-    distinct = sum(own for _, _, own in reach.values())
-    if reached > 4 * distinct + 2**16:  # a digest walks a container once for every reference to it
-        raise ValueError(
-            f"its {len(reach)} containers are reached {reached} times (shared again and again, as a pickle's memo "
-            "allows): too many to digest"
-        )
+    problem = shared_past_walking(value)  # a digest walks a container once for every reference to it
+    if problem is not None:
+        raise ValueError(f"{problem}: too many to digest")
     digest = hashlib.sha256()
     _feed(digest, value)
     return digest.hexdigest()[:16]
-
-
-def _reached_items(value: Any, reach: dict[int, tuple[Any, int, int]]) -> int:
-    """Items :func:`_feed` visits in ``value``, each container as often as it is reached, counted once per container
-    (``reach``: id -> (container, items reached through it, its own items))."""
-    if isinstance(value, Mapping):
-        children: Any = [*value.keys(), *value.values()]
-    elif isinstance(value, (list, tuple)):
-        children = value
-    else:
-        return 1
-    known = reach.get(id(value))
-    if known is not None and known[0] is value:
-        return known[1]
-    reached = 1 + sum(_reached_items(child, reach) for child in children)
-    reach[id(value)] = (value, reached, 1 + len(children))
-    return reached
 
 
 def _feed(digest: Any, value: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from asgf_nav.pickle_budget import CopyBudgetUnpickler, check_torch_file_copies
+from asgf_nav.pickle_budget import CopyBudgetUnpickler, check_torch_file_copies, shared_past_walking
 from asgf_nav.safe_numpy import (
     NUMPY_NAMES,
     ArrayFromFile,
@@ -203,6 +203,13 @@ class DataUnpickler(CopyBudgetUnpickler):
         self.memo = _Memo()
         self._unbuilt: dict[int, tuple[Any, Callable[[Any], Any]]] = {}  # id -> (object, its maker from state)
 
+    def load(self) -> Any:
+        loaded = super().load()
+        shared = shared_past_walking(loaded)  # what the caller walks, it walks in time linear in the file
+        if shared is not None:
+            raise UnsafePickleError(f"{shared}; it was not loaded")
+        return loaded
+
     def _dtype(self, *args: Any, **kwargs: Any) -> np.dtype:
         dtype = named_dtype(*args, **kwargs)
         self._unbuilt[id(dtype)] = (dtype, functools.partial(dtype_from_state, dtype))
@@ -282,6 +289,9 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
         with torch.serialization.safe_globals(allowed), _torch_sizes_from_data_only():
             loaded = without_stand_ins(torch.load(path, map_location=map_location, weights_only=True))
         _check_tensor_sizes(loaded)
+        shared = shared_past_walking(loaded)
+        if shared is not None:
+            raise UnsafePickleError(f"{shared}; it was not loaded")
         return loaded
     except pickle.UnpicklingError as exc:
         refused = exc if isinstance(exc, UnsafePickleError) else exc.__context__  # torch re-raises the stand-ins'

@@ -871,8 +871,9 @@ def test_numpy_1s_dtype_flags_load_and_an_ordered_copy_of_costly_keys_is_counted
     copies = pickle.dumps([keyed] + [_Reduces(collections.OrderedDict, (keyed,)) for _ in range(40_000)], protocol=2)
     with pytest.raises(UnsafePickleError, match=r"it copies \d+ items having read \d+ bytes"):
         DataUnpickler(io.BytesIO(copies)).load()
-    plain = pickle.dumps([keyed] + [_Reduces(dict, (keyed,)) for _ in range(1_000)], protocol=2)
-    assert len(DataUnpickler(io.BytesIO(plain)).load()) == 1_001  # a plain dict's copy reuses its stored hashes
+    small = {(1, (2, 3)): 0}
+    plain = pickle.dumps([small] + [_Reduces(dict, (small,)) for _ in range(1_000)], protocol=2)
+    assert len(DataUnpickler(io.BytesIO(plain)).load()) == 1_001  # copies of a plain dict load
 
 
 def test_attribute_keys_data_views_and_numpy_scalar_keys_are_counted_or_refused(tmp_path: Path) -> None:
@@ -932,6 +933,7 @@ def test_a_checkpoint_of_lists_shared_again_and_again_is_refused_before_its_dige
 
     from asgf_nav.models.doa.checkpoint import DoaCheckpointError, read_checkpoint
     from asgf_nav.rl.checkpoint import CheckpointError, load_checkpoint
+    from asgf_nav.safe_load import UnsafeTorchFileError, load_torch_file
 
     shared: list = [0, 0]
     for _ in range(40):
@@ -944,4 +946,7 @@ def test_a_checkpoint_of_lists_shared_again_and_again_is_refused_before_its_dige
         load_checkpoint(tmp_path / "ppo.pt")
     with pytest.raises(DoaCheckpointError, match=r"doa.pt is not one of this project's: its \d+ containers are reac"):
         read_checkpoint(tmp_path / "doa.pt")
+    torch.save({"anything": shared}, tmp_path / "walked.pt")  # whatever walks it next: a config parser, a repr
+    with pytest.raises(UnsafeTorchFileError, match=r"walked.pt is not one of this project.s: its 42 containers"):
+        load_torch_file(tmp_path / "walked.pt")
     assert time.perf_counter() - started < 5

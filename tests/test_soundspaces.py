@@ -1412,9 +1412,14 @@ def test_nested_lists_and_shared_rows_from_a_pickle_are_refused_before_they_grow
         ss.read_graph(tmp_path / "rows.pkl")
     frames = {(0, yaw): {"rgb": [[row] * 600] * 600, "depth": []} for yaw in (0, 90, 180, 270)}
     (tmp_path / "views.pkl").write_bytes(pickle.dumps(frames, protocol=4))
-    with pytest.raises(ss.SoundSpacesDataError, match=r"views.pkl view \(node 0, yaw 0\) holds rgb list and depth "
-                       r"list, not numpy arrays"):  # fmt: skip
+    with pytest.raises(ss.SoundSpacesDataError, match=r"views.pkl hold more than views: its \d+ containers are "
+                       r"reached \d+ times"):  # fmt: skip
         ss.read_observations(tmp_path / "views.pkl", np.array([0]))
+    frames = {(0, yaw): {"rgb": [[[0, 0, 0]]], "depth": [[0.0]]} for yaw in (0, 90, 180, 270)}  # lists, not shared
+    (tmp_path / "lists.pkl").write_bytes(pickle.dumps(frames, protocol=4))
+    with pytest.raises(ss.SoundSpacesDataError, match=r"lists.pkl view \(node 0, yaw 0\) holds rgb list and depth "
+                       r"list, not numpy arrays"):  # fmt: skip
+        ss.read_observations(tmp_path / "lists.pkl", np.array([0]))
 
 
 @pytest.mark.parametrize("seconds", [0.5, 2.0])
