@@ -1,11 +1,16 @@
 """The main job, wired end to end: config -> scenes -> environments -> policy -> PPO trainer.
 
-Only orchestration lives here; each step is one call into the package that owns it. On the embedded
+Orchestration lives here, with the checks that must pass before anything is baked (components, sensors,
+DD-PPO ranks, the run directory and its lock, torch threads); each step of the job is one call into the
+package that owns it. On the embedded
 scene set the smallest training scene is baked first (all cores), training starts on it, and the other
 scenes bake in a background process and join the training pool as they complete.
 
 Read ``run_training`` first: it checks the components, claims the run directory and hands over to
-``train_in_claimed_run_dir``. The package's layers are imported inside the functions that use them, so that
+``train_in_claimed_run_dir``, which resolves the data paths and calls ``bake_scenes_and_train``: the job itself
+in thirty lines (bake, build the ``Trainer`` with ``make_rank_env`` as its env factory, train).
+
+The package's layers are imported inside the functions that use them, so that
 importing this module stays cheap: ``scripts/train_ppo.py`` imports it before it parses its arguments, and
 ``--help`` or a bad flag should not wait for torch.
 """

@@ -194,7 +194,8 @@ def test_update_replays_the_recurrent_rollout_and_the_next_one_continues_it(tmp_
     trainer = Trainer(cfg, toy_env_factory, tmp_path / "run")
     trainer.train(max_updates=1)
     # the second rollout starts from the GRU state and the mask the first one ended with, not from a reset
-    assert trainer.last_hidden.abs().sum() > 0 and torch.equal(trainer.storage.hidden, trainer.last_hidden)
+    carried = trainer.next_rollout_hidden
+    assert carried.abs().sum() > 0 and torch.equal(trainer.storage.hidden, carried)
     assert torch.equal(trainer.storage.masks[0], trainer.storage.masks[-1]) and (trainer.storage.masks[0] == 1).all()
     trainer.collect_rollout()
     assert_minibatches_replay_the_rollout(trainer)
@@ -1082,7 +1083,7 @@ def test_the_bootstrap_value_reads_the_hidden_state_at_the_end_of_the_rollout(tm
     assert (storage.masks[-1] == 1).all()  # mid-episode: the value depends on the hidden state
     with torch.no_grad():
         last_obs = {k: v[-1] for k, v in storage.obs.items()}
-        expected = trainer.policy.get_value(last_obs, trainer.last_hidden, storage.masks[-1])
+        expected = trainer.policy.get_value(last_obs, trainer.next_rollout_hidden, storage.masks[-1])
     torch.testing.assert_close(storage.values[-1], expected)
 
 

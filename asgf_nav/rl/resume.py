@@ -13,6 +13,10 @@ the same run up to rounding (docs/models.md). Under DD-PPO rank 0 checkpoints, a
 fresh episodes (the ranks' envs differ, and one file holds one env): an env with ``reseed(seed)`` gets its
 episode samplers reseeded from (train.seed, rank, update), so no resume replays the episodes the run began
 with; the same holds when the saved env state no longer fits (the scene pool grew).
+
+The checks and the restore themselves are ``Trainer.check_continues`` and ``Trainer.restore``
+(``rl/trainer.py``), and the config comparison ``experiment.check_resumed_config``; this module holds two of
+their helpers: the best validation so far (``remembered_best``) and a moved schedule (``schedule_change``).
 """
 
 from __future__ import annotations

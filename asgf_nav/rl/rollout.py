@@ -133,16 +133,18 @@ class RolloutStorage:
         self.masks[t + 1].copy_(next_masks)
         self.step = t + 1
 
-    def compute_returns(self, next_value: torch.Tensor, gamma: float, gae_lambda: float) -> None:
+    def compute_advantages_and_returns(self, next_value: torch.Tensor, gamma: float, gae_lambda: float) -> None:
+        """GAE over the filled rollout, bootstrapped from ``next_value``: sets ``advantages`` and ``returns``
+        (new tensors), which ``PPO.update`` reads."""
         self.values[-1].copy_(next_value)
         self.advantages, self.returns = compute_gae(self.rewards, self.values, self.masks, gamma, gae_lambda)
 
-    def after_update(self, last_hidden: torch.Tensor) -> None:
-        """The last observation, mask and GRU state become the start of the next rollout."""
+    def after_update(self, next_rollout_hidden: torch.Tensor) -> None:
+        """The last observation and mask, and the GRU state after the last step, start the next rollout."""
         for buffer in self.obs.values():
             buffer[0].copy_(buffer[-1])
         self.masks[0].copy_(self.masks[-1])
-        self.hidden.copy_(last_hidden)
+        self.hidden.copy_(next_rollout_hidden)
         self.step = 0
 
     def recurrent_minibatches(self, advantages: torch.Tensor, num_mini_batch: int) -> Iterator[Minibatch]:

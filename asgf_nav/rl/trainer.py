@@ -4,9 +4,13 @@
 runs the PPO update, logs to TensorBoard and a tqdm bar, validates every ``train.val_interval`` updates
 and checkpoints every ``train.checkpoint_interval`` updates until ``ppo.total_frames`` frames are used.
 
-The loop (``train``) reads: collect a rollout, run the PPO update (``rl/ppo.py``), report it, checkpoint.
-Resuming is ``rl/resume.py``'s subject; validation, which samples actions on the val split, is
-``rl/validation.py``'s. The checkpoint of the best validation so far on ``train.best_metric`` is kept as
+The loop (``train``) reads: collect a rollout (its GAE advantages included), run the PPO update
+(``rl/ppo.py``), report it and validate when due, checkpoint. Resuming is ``check_continues`` and ``restore``
+below (``rl/resume.py`` holds their helpers); validation, which samples actions on the val split, is
+``rl/validation.py``'s. The env comes from ``env_factory``: in a run ``experiment.make_rank_env``, which builds
+``tasks/batched_env.py``'s ``BatchedAudioNavEnv`` through ``tasks.factory.make_env``.
+
+The checkpoint of the best validation so far on ``train.best_metric`` is kept as
 ``checkpoints/best.pt`` (SoundSpaces reports the test figures of the checkpoint with the best val SPL; short
 runs can get worse late in training, and the newest-K pruning would delete the better checkpoint). A pending
 stop (SIGTERM, Ctrl-C) ends the loop between updates, after a checkpoint.
@@ -150,7 +154,7 @@ class Trainer:
         self.updates_done, self.frames = 0, 0
         self.window = EpisodeWindow(int(cfg.train.stats_window_episodes))
         self.episode_returns = torch.zeros(self.num_envs, device=self.device)
-        self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
+        self.next_rollout_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.val_env: TrainingEnv | None = None
         self.val_env_initial_state: Any = None
         self.best_validation: dict[str, float] | None = None  # the metrics behind checkpoints/best.pt
@@ -198,8 +202,8 @@ class Trainer:
                 self.storage.insert(next_obs, action, log_prob, value, reward, (~done).float())
             last_obs, last_masks = self.storage.current()
             next_value = self.policy.get_value(last_obs, hidden, last_masks)
-        self.storage.compute_returns(next_value, self.cfg.ppo.gamma, self.cfg.ppo.gae_lambda)
-        self.last_hidden = hidden
+        self.storage.compute_advantages_and_returns(next_value, self.cfg.ppo.gamma, self.cfg.ppo.gae_lambda)
+        self.next_rollout_hidden = hidden
         return {k: float(v) / self.storage.num_steps for k, v in diagnostics.items()}
 
     # ------------------------------------------------------------------------------------ main loop
@@ -239,7 +243,7 @@ class Trainer:
                     self.reload_if_scenes_changed(saved=self.updates_done == last_saved)
                     stats = self.update_once()
                     try:
-                        self.report(stats, progress)
+                        self.report_and_validate(stats, progress)
                     except Exception:  # e.g. damaged val data: the update is kept, its validation still due
                         self.save()
                         raise
@@ -274,7 +278,8 @@ class Trainer:
         diagnostics = self.collect_rollout()
         self.policy.train()
         stats = self.ppo.update(self.storage)
-        self.storage.after_update(self.last_hidden)
+        # storage.hidden (this rollout's start, read by the minibatches) is replaced only after the update
+        self.storage.after_update(self.next_rollout_hidden)
         self.updates_done += 1
         self.frames += self.frames_per_update
         stats.update(diagnostics)
@@ -291,7 +296,7 @@ class Trainer:
         totals = distributed.sum_over_ranks(self.window.totals().to(self.device)).cpu().tolist()
         return {key: total / count for key, (total, count) in zip(WINDOW_KEYS, totals) if count > 0}
 
-    def report(self, stats: dict[str, float], progress: tqdm) -> None:
+    def report_and_validate(self, stats: dict[str, float], progress: tqdm) -> None:
         """Show the update on the progress bar, log it and validate when due."""
         progress.update(self.frames_per_update)
         progress.set_postfix(
@@ -337,10 +342,10 @@ class Trainer:
     def start_fresh_episodes(self, first_obs: Any = None) -> None:
         """Reset every env (unless given its ``first_obs`` after a reset) and start the rollout on its first
         observations: zero hidden states, no reward carried over, every mask 0 (no step before them)."""
-        self.last_hidden = self.policy.initial_hidden(self.num_envs, self.device)
+        self.next_rollout_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.episode_returns.zero_()
         obs = to_device(self.env.reset() if first_obs is None else first_obs, self.device)
-        self.storage.start(obs, self.last_hidden, torch.zeros(self.num_envs, device=self.device))
+        self.storage.start(obs, self.next_rollout_hidden, torch.zeros(self.num_envs, device=self.device))
 
     def reload_if_scenes_changed(self, saved: bool) -> None:
         """Move training onto a grown scene pool. A failure on any rank (a new scene's data damaged) stops every
@@ -524,11 +529,11 @@ class Trainer:
         rollout = state["rollout"]
         not_restored = self.try_restore_env_state(state)
         if not_restored is None:
-            self.last_hidden = rollout["hidden"].to(self.device)
+            self.next_rollout_hidden = rollout["hidden"].to(self.device)
             self.episode_returns = rollout["episode_returns"].to(self.device)
             restore_rng_state(state["rng"], self.device)
             masks = rollout["masks"].to(self.device)
-            self.storage.start(to_device(rollout["obs"], self.device), self.last_hidden, masks)
+            self.storage.start(to_device(rollout["obs"], self.device), self.next_rollout_hidden, masks)
         else:
             logger.warning("env state not restored (%s); resuming with fresh episodes", not_restored)
             seed_everything(self.cfg.train.seed + self.rank + 1000003 * self.updates_done)
