@@ -29,6 +29,7 @@ from asgf_nav.scenes.soundspaces import (  # noqa: E402
 from asgf_nav.scenes.soundspaces_import import import_dataset  # noqa: E402
 
 logger = logging.getLogger("import_soundspaces")
+NAMED_BAD_FILES = 5  # per scene; a badly damaged download is counted, not listed file by file
 
 
 def check_rirs(paths: SoundSpacesPaths, scene: Scene, samples: int, seed: int = 0) -> tuple[int, list[str]]:
@@ -89,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_rirs:
             checked, errors = check_rirs(paths, scene, args.check_rirs)
             check = f"{checked - len(errors)}/{checked} ok"
-            for message in errors[:5]:
+            for message in errors[:NAMED_BAD_FILES]:
                 logger.error("%s", message)
+            if len(errors) > NAMED_BAD_FILES:
+                logger.error("%s: %d more bad RIR files, not named", scene.name, len(errors) - NAMED_BAD_FILES)
             failed += bool(errors)
         sources = len(scene.store.array("source_nodes"))
         print(f"{scene.name:<24} {scene.num_nodes:>6} {sources:>7} {views:>12} {check:>12}")

@@ -1451,6 +1451,25 @@ def test_the_rir_check_reads_distinct_files_and_names_each_bad_one_once(tmp_path
     assert checked == 5
 
 
+def test_the_rir_check_names_five_bad_files_of_a_scene_and_counts_the_rest(
+    tmp_path: Path, ss_dataset: Path, capsys
+) -> None:
+    """A badly damaged download: the log names the first files and says how many more are bad, so re-extracting
+    the named ones is not mistaken for the whole repair."""
+    import import_soundspaces
+
+    rirs = sorted((ss_dataset / "binaural_rirs" / "replica" / "office_9" / "90").glob("*.wav"))
+    assert len(rirs) > import_soundspaces.NAMED_BAD_FILES + 2
+    for rir in rirs:
+        rir.unlink()
+    argv = ["--root", str(ss_dataset), "--dataset", "replica", "--data-root", str(tmp_path / "data")]
+    assert import_soundspaces.main([*argv, "--scenes", "office_9", "--check-rirs", "100000"]) == 1
+    said = capsys.readouterr().err  # the script's own log handler
+    assert said.count("does not exist") == import_soundspaces.NAMED_BAD_FILES
+    more = len(rirs) - import_soundspaces.NAMED_BAD_FILES
+    assert f"office_9: {more} more bad RIR files, not named" in said
+
+
 def test_a_partial_test_split_is_a_warning_and_hidden_files_are_no_scenes(tmp_path: Path, caplog, monkeypatch) -> None:
     """Test results with scenes missing do not compare with the papers': a warning, not an info line. A macOS
     '._' companion file in content/ is not a scene that is missing."""

@@ -4,8 +4,10 @@ Baking a full preset's acoustics takes far longer than a first PPO update, so th
 first training scene in the foreground, starts this builder for everything else, and grows its training
 pool between updates as scenes complete (:meth:`ScenePool.ready`).
 
-The builder runs as ``python -m asgf_nav.scenes.build`` (a module of the package, so an installed
-wheel has it too). A builder that fails is reported once, as an ERROR naming its log, the next time the
+The builder runs the module ``asgf_nav.scenes.build`` (a module of the package, so an installed wheel
+has it too) through ``runpy`` with this package first on the path (``run_module_command``).
+
+A builder that fails is reported once, as an ERROR naming its log, the next time the
 trainer polls the pool (:meth:`ScenePool.changed`); training goes on with the scenes baked so far, since
 its checkpoints stay valid and ``--resume`` bakes the rest. On Linux the kernel sends the builder SIGTERM
 when the training process dies, even by SIGKILL, so no bake outlives its run.
