@@ -44,23 +44,26 @@ class ScenesConfig:
     rir_on_missing: Literal["error", "silence"] = "error"  # "silence": warn, count and report instead of failing
     num_scenes: int | None = None  # None: the preset's full count (replica 18, mp3d 85)
     image_size: int = 128  # RGB-D views are image_size x image_size (SoundSpaces: 128)
-    workers: int = 0  # parallel scene builds; 0 = the CPU cores this process may use (its affinity mask)
+    # parallel scene builds of build_scenes.py and of a training run's own bake (layouts, first scene; the
+    # background bake of the rest runs on one core); 0 = the CPU cores this process may use (its affinity mask)
+    workers: int = 0
 
 
 @dataclass
 class AcousticsConfig:
-    """Room-acoustics baking (image sources + ray tracing, binaural with a measured HRTF)."""
+    """Room-acoustics baking (image sources + ray tracing, binaural with a measured HRTF) of the embedded scenes;
+    SoundSpaces data brings its own RIRs."""
 
     sources_per_scene: int = 24  # nodes that can hold the sound, spread over the scene; RIRs from each to every node
     # how they are spread: "farthest" (farthest-point sampling, as the shipped figures were measured; it favours
     # nodes near walls) or "stratified" (one node picked from each of sources_per_scene equal-area regions)
     source_spread: Literal["farthest", "stratified"] = "farthest"
     ism_order: int = 3  # image-source reflection order of the early part (0: the direct sound only)
-    rays: int = 3000  # rays traced per source for the late reverberation
+    rays: int = 3000  # rays traced per source for the late reverberation (a baked scene needs its tail: >= 1)
     max_rir_seconds: float = 1.0  # impulse-response length (the reverberation beyond is cut); below 4 s
     ear_height: float = 1.5  # listener and source height above the floor (m); lowered to 0.3 m below a lower ceiling
     furniture_obstacles: bool = True  # furniture as absorbing boxes in the acoustic model
-    max_image_sources: int = 30000  # walls**order cap: lowers the image-source order on large plans
+    max_image_sources: int = 30000  # walls**order cap: lowers the image-source order on large plans, never below 1
 
 
 @dataclass
@@ -80,11 +83,12 @@ class TaskConfig:
     # embedded scenes' responses start at the straight-line arrival, as SoundSpaces' stored ones have no
     # time-of-flight padding (false), or at the emission (true: leading silence that tells the distance)
     keep_travel_time: bool = False
-    train_episodes_per_scene: int = 5000  # episodes generated per training scene
-    val_episodes: int = 500  # episodes the val split holds, over its scenes (train.val_episodes: run per validation)
-    test_episodes: int = 1000  # episodes of the test split, over its scenes
-    min_geodesic_distance: float = 1.0  # start-to-goal geodesic distance of generated episodes (m), from
-    max_geodesic_distance: float = 1000.0  # ... to (1000: no upper bound)
+    # episodes generated per training scene (embedded scenes; SoundSpaces data plays its own episode files)
+    train_episodes_per_scene: int = 5000
+    val_episodes: int = 500  # episodes generated for the val split (train.val_episodes: run per validation)
+    test_episodes: int = 1000  # episodes generated for the test split, over its scenes
+    min_geodesic_distance: float = 1.0  # least start-to-goal geodesic distance of a generated episode (m)
+    max_geodesic_distance: float = 1000.0  # largest start-to-goal geodesic distance (m; 1000: no upper bound)
     use_doa: bool = False  # add the frozen selective DoA head's posterior as a "doa" observation
     doa_checkpoint: str = ""  # empty: the packaged weights (asgf_nav/models/doa/weights/selective_doa.pt)
     doa_cache_size: int = 65536  # DoA posteriors kept per split (LRU by scene, node, goal, yaw, sound); 0 = none
@@ -149,7 +153,7 @@ class TrainConfig:
     # the validation metric that picks checkpoints/best.pt (SoundSpaces tests the checkpoint with the
     # best val SPL); "none": keep no best checkpoint
     best_metric: Literal["spl", "success", "sna", "softspl", "none"] = "spl"
-    stats_window_episodes: int = 50  # finished episodes behind the logged return / SR / SPL / SNA
+    stats_window_episodes: int = 50  # finished episodes behind the logged return / SR / SPL / SNA (per DD-PPO rank)
     # training and evaluation; 0: the cores per rank (less one while scenes bake in the background), at most
     # OMP_NUM_THREADS
     torch_threads: int = 0
