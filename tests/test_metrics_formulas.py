@@ -63,15 +63,33 @@ def test_spl_and_sna_by_hand_count_only_successes_and_cap_at_one():
     np.testing.assert_allclose(array["sna"], [5 / 8, 0.0, 1.0])
 
 
+def _habitat_metrics(called_stop, d0, d_t, walked, oracle_actions, num_actions) -> dict[str, float]:
+    """One episode's metrics written out as habitat-lab and SoundSpaces define them, branch by branch, with no
+    code of tasks/metrics.py: the independent reference the vectorised formulas must agree with."""
+    success = 1.0 if called_stop and d_t < 1.0 else 0.0
+    if d0 == 0 and walked == 0:  # started on the goal and never moved: habitat's 0/0, scored as the success
+        spl = soft = success
+    else:
+        efficiency = d0 / max(d0, walked)
+        spl = success * efficiency
+        soft = max(0.0, 1.0 - d_t / d0) * efficiency if d0 > 0 else 0.0
+    sna = success * oracle_actions / max(oracle_actions, num_actions)
+    return {"success": success, "spl": spl, "softspl": soft, "sna": sna, "distance_to_goal": d_t,
+            "num_actions": float(num_actions)}  # fmt: skip
+
+
 def test_array_metrics_equal_the_per_episode_ones_on_random_inputs():
     inputs = _random_episodes(2000)
     arrays = episode_metrics_array(**inputs, success_distance=1.0)
     tensors = episode_metrics_array(**{k: torch.from_numpy(v) for k, v in inputs.items()}, success_distance=1.0)
     for i in range(2000):
-        one = episode_metrics(**{k: v[i].item() for k, v in inputs.items()}, success_distance=1.0)
+        values = [v[i].item() for v in inputs.values()]
+        expected = _habitat_metrics(*values)
+        one = episode_metrics(*values, success_distance=1.0)
         for name in METRIC_NAMES:
-            assert arrays[name][i] == one[name], (name, i)
-            assert tensors[name][i].item() == pytest.approx(one[name], abs=1e-6), (name, i)
+            assert arrays[name][i] == pytest.approx(expected[name], abs=1e-12), (name, i)
+            assert one[name] == pytest.approx(expected[name], abs=1e-12), (name, i)
+            assert tensors[name][i].item() == pytest.approx(expected[name], abs=1e-6), (name, i)
     assert np.isfinite(np.stack([arrays[k] for k in METRIC_NAMES])).all()
     stayed = (inputs["start_distance"] == 0) & (inputs["path_length"] == 0)
     assert stayed.any() and (arrays["spl"][stayed] == arrays["success"][stayed]).all()
@@ -84,8 +102,10 @@ def test_step_reward_array_equals_scalar_on_random_inputs():
     prev, now = rng.integers(0, 12, (2, 500)) * 0.5
     at_goal = (rng.random(500) < 0.1).astype(np.float64)
     arrays = metrics.step_reward(prev, now, at_goal, -0.01, 1.0, 10.0)
-    for i in range(500):
-        assert arrays[i] == metrics.step_reward(prev[i].item(), now[i].item(), at_goal[i].item(), -0.01, 1.0, 10.0)
+    for i in range(500):  # SoundSpaces' reward: slack, the geodesic progress, the bonus for STOP on the goal node
+        expected = -0.01 + (prev[i] - now[i]) + (10.0 if at_goal[i] else 0.0)
+        assert arrays[i] == pytest.approx(expected, abs=1e-12)
+        assert metrics.step_reward(prev[i].item(), now[i].item(), at_goal[i].item()) == pytest.approx(expected)
 
 
 def test_both_envs_take_reward_and_metrics_from_tasks_metrics(monkeypatch):

@@ -178,8 +178,12 @@ def test_intensity_weights_sum_to_one_and_follow_loudness(frames: int) -> None:
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
     pooled = pool_frames(frame_intensity(spectrogram), ase.time_pool)
     torch.testing.assert_close(weights, torch.softmax(pooled, dim=1))
-    order = torch.argsort(pooled[0])
-    assert (weights[0, order].diff() > 0).all(), "a louder frame must get a larger weight"
+    # the loudness order comes from the levels the clip was made with, not from the encoder's own intensity
+    loudness = pool_frames(levels.view(1, frames), ase.time_pool)[0]
+    louder = loudness[:, None] > loudness[None, :] + 0.05  # well past the 1 % jitter of levels below 2
+    assert louder.sum() > ase.num_frames, "too few pairs of distinct loudness to test the order"
+    heavier = weights[0][:, None] > weights[0][None, :]
+    assert heavier[louder].all(), "a louder frame must get a larger weight"
 
 
 def test_intensity_undoes_log1p() -> None:
@@ -206,8 +210,7 @@ def test_asgf_gate_and_attention() -> None:
     assert fused.shape == (16, 256)
     torch.testing.assert_close(fused.mean(-1), torch.zeros(16), atol=1e-5, rtol=0)  # LN_out
     alpha = torch.sigmoid(fusion.gate(fusion.gate_norm(state)))
-    assert ((alpha > 0) & (alpha < 1)).all()
-    assert 0.0 < float(fusion.last_gate) < 1.0
+    torch.testing.assert_close(fusion.last_gate, alpha.mean())  # the logged gate is this batch's mean alpha
     torch.testing.assert_close(fusion.last_attention.sum(-1), torch.ones(16, 4))
     assert fusion.last_attention.shape == (16, 4, 3)
     assert 0.0 <= float(fusion.last_attention_entropy) <= math.log(3) + 1e-6
