@@ -385,7 +385,7 @@ def test_main_job_rejects_bad_overrides_before_any_work(tmp_path, bad):
 )
 def test_components_the_config_names_are_checked_before_any_bake(overrides, message):
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import check_components
+    from asgf_nav.run_checks import check_components
 
     check_components(load_config("tiny_heard", ["scenes.image_size=36", "task.sensors=[rgb,depth,spectrogram]"]))
     check_components(load_config("tiny_heard", ["scenes.image_size=8", "task.sensors=[spectrogram]"]))  # blind
@@ -396,9 +396,9 @@ def test_components_the_config_names_are_checked_before_any_bake(overrides, mess
 
 def test_a_spectrogram_store_path_that_does_not_exist_is_warned_about(tmp_path, caplog):
     """A mistyped store path would leave a baked store unused and training several times slower, silently."""
-    from asgf_nav.experiment import check_components
+    from asgf_nav.run_checks import check_components
 
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.experiment"):
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.run_checks"):
         for value in ("auto", "", str(tmp_path)):  # the default, switched off, an existing store
             check_components(load_config("tiny_heard", [f"task.spectrogram_store={value}"]))
         assert caplog.text == ""
@@ -409,7 +409,7 @@ def test_a_spectrogram_store_path_that_does_not_exist_is_warned_about(tmp_path, 
 def test_a_doa_sensor_and_task_use_doa_are_checked_together(monkeypatch):
     """'doa' is registered by task.use_doa=true, so listing it without the flag names the flag."""
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import check_components
+    from asgf_nav.run_checks import check_components
     from asgf_nav.tasks import observations
 
     monkeypatch.setattr(observations, "_REGISTRY", {k: v for k, v in observations._REGISTRY.items() if k != "doa"})
@@ -433,8 +433,8 @@ def test_main_job_names_a_directory_it_cannot_create(tmp_path):
 
 
 def test_a_run_directory_is_never_taken_over_by_accident(tmp_path):
-    from asgf_nav.experiment import RUN_LOCK
     from asgf_nav.io import exclusive_lock
+    from asgf_nav.run_checks import RUN_LOCK
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -541,7 +541,7 @@ def test_a_run_directory_holding_only_a_best_checkpoint_is_not_overwritten(tmp_p
     """A run killed before its first periodic checkpoint may leave checkpoints/best.pt: neither a new run nor
     --resume (which would start from scratch and replace it at its first validation) may take it over."""
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import claim_run_dir
+    from asgf_nav.run_checks import claim_run_dir
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -784,7 +784,7 @@ def test_a_run_directory_with_checkpoints_is_continued_only_by_resume(tmp_path: 
     """A new run is refused a directory holding checkpoints; --resume takes it, best.pt beside them included. Under
     make (MAKELEVEL set) the refusal names the make command, since make takes a bare --resume for itself."""
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import claim_run_dir
+    from asgf_nav.run_checks import claim_run_dir
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -810,7 +810,7 @@ def test_a_run_directory_tensorboard_cannot_name_is_refused_before_any_work(tmp_
     """Under an ASCII file-system encoding (a C locale without UTF-8 mode) a non-ASCII path reaches Python as
     surrogates; TensorBoard's writer then died with a UnicodeEncodeError traceback after the scenes were baked."""
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import claim_run_dir
+    from asgf_nav.run_checks import claim_run_dir
 
     run_dir = tmp_path / "donn\udcc3\udca9es"  # 'données' as an ASCII locale decodes its UTF-8 bytes
     with pytest.raises(ConfigError, match=r"train.run_dir: .* is no text under this locale's file-system encoding"):
@@ -850,13 +850,13 @@ def test_the_val_env_holds_train_val_episodes_spaced_over_the_split(monkeypatch)
 def test_a_resume_says_which_settings_of_how_the_run_runs_it_changes(monkeypatch, caplog, tmp_path) -> None:
     """A resume with the packaged config instead of the run's own may move scenes.data_root unasked."""
     from asgf_nav.config import config_to_dict
-    from asgf_nav.experiment import check_resumed_config
     from asgf_nav.rl import checkpoint
+    from asgf_nav.run_checks import check_resumed_config
 
     saved = load_config("tiny_heard", ["scenes.data_root=/big", "train.log_interval=7"])
     state = {"config": config_to_dict(saved), "policy_name": saved.model.policy, **checkpoint.response_versions(saved)}
     monkeypatch.setattr(checkpoint, "load_latest", lambda run_dir, map_location: state)
-    with caplog.at_level("WARNING", logger="asgf_nav.experiment"):
+    with caplog.at_level("WARNING", logger="asgf_nav.run_checks"):
         check_resumed_config(saved, tmp_path)  # the run's own config: nothing to say
         check_resumed_config(load_config("tiny_heard"), tmp_path, is_main=False)  # said once, by rank 0
         assert not caplog.records
@@ -967,8 +967,9 @@ def test_task_use_doa_registers_the_head_and_adds_its_sensor_once(monkeypatch) -
     """The DoA head is registered with the configured checkpoint; 'doa' joins task.sensors once; a checkpoint
     that cannot be read is a ConfigError naming task.doa_checkpoint; without task.use_doa nothing is registered."""
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import check_doa_sensor, register_auxiliary_observations
+    from asgf_nav.experiment import register_auxiliary_observations
     from asgf_nav.models.doa import observation
+    from asgf_nav.run_checks import check_doa_sensor
 
     registered: list[tuple[str, int]] = []
 
@@ -1049,7 +1050,8 @@ def test_a_policy_and_observation_of_your_own_train_through_model_plugins(tmp_pa
     import torch
 
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import check_components, run_training
+    from asgf_nav.experiment import run_training
+    from asgf_nav.run_checks import check_components
     from asgf_nav.tasks.observations import registered_observations
 
     overrides = [
@@ -1081,7 +1083,7 @@ def test_a_policy_and_observation_of_your_own_train_through_model_plugins(tmp_pa
 
 def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch) -> None:
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import check_components
+    from asgf_nav.run_checks import check_components
 
     (tmp_path / "broken_plugin.py").write_text("import not_installed_dependency\n")
     (tmp_path / "raising_plugin.py").write_text("raise RuntimeError('bad weights file')\n")
@@ -1140,8 +1142,8 @@ def test_a_sensor_a_policy_requires_counts_as_read(monkeypatch) -> None:
     """A plugin policy that declares pointgoal in required_sensors only (reads_sensors left as the base class's)
     was told to add it to task.sensors, then refused for listing a sensor it does not read: a circle."""
     from asgf_nav.config import ConfigError
-    from asgf_nav.experiment import check_components
     from asgf_nav.models.policies import POLICY_REGISTRY, Policy
+    from asgf_nav.run_checks import check_components
 
     class PointGoalGRU(Policy):
         required_sensors = ("spectrogram", "pointgoal")
@@ -1162,8 +1164,9 @@ def test_a_resume_after_a_version_change_is_refused_before_any_scene_is_baked(tm
     import torch
 
     from asgf_nav.config import config_to_dict
-    from asgf_nav.experiment import check_resumed_config, run_training
+    from asgf_nav.experiment import run_training
     from asgf_nav.rl import checkpoint
+    from asgf_nav.run_checks import check_resumed_config
 
     data_root, run_dir = tmp_path / "data", tmp_path / "run"
     cfg = load_config("tiny_heard", [f"scenes.data_root={data_root}", f"train.run_dir={run_dir}", *SMALL_RUN])
@@ -1189,7 +1192,7 @@ def test_a_resume_after_a_version_change_is_refused_before_any_scene_is_baked(tm
     def warnings() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
-    with caplog.at_level("WARNING", logger="asgf_nav.experiment"):
+    with caplog.at_level("WARNING", logger="asgf_nav.run_checks"):
         check_resumed_config(cfg, run_dir, is_main=False)  # said once, by rank 0
         assert not warnings()
         check_resumed_config(cfg, run_dir)

@@ -24,7 +24,8 @@ LAYER = {  # subpackage -> position in the flow
     "eval": 4,
     "viz": 4,
 }
-ORCHESTRATION = ("experiment", "evaluation", "cli")  # top-level wiring that no layer or utility may depend on
+# top-level wiring that no layer or utility may depend on
+ORCHESTRATION = ("experiment", "run_checks", "evaluation", "cli")
 UTILITIES = (
     "config",
     "errors",

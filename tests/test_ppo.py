@@ -1517,8 +1517,8 @@ def test_ddppo_ranks_all_stop_with_rank_0s_message_when_it_refuses_the_run_direc
     gloo 'connection closed' traceback. Every rank also leaves the process group it joined for the run."""
     import torch.multiprocessing as mp
 
-    from asgf_nav.experiment import RUN_LOCK
     from asgf_nav.io import exclusive_lock
+    from asgf_nav.run_checks import RUN_LOCK
 
     ports = _two_free_ports()
     run = tmp_path / "run"

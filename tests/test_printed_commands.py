@@ -91,11 +91,11 @@ def test_the_spectrogram_store_warning_names_odd_paths_as_one_word_each(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from asgf_nav.config import load_config
-    from asgf_nav.experiment import check_components
+    from asgf_nav.run_checks import check_components
 
     store, run_dir = tmp_path / ODD / "no store", tmp_path / ODD / "run a"
     cfg = load_config("tiny_heard", [f"task.spectrogram_store={store}", f"train.run_dir={run_dir}"])
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.experiment"):
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.run_checks"):
         check_components(cfg)
     words = words_after(caplog.text, "bake it with ", " (the run's")
     assert words[:2] == ["python", "scripts/bake_spectrograms.py"]

@@ -15,7 +15,7 @@ episode samplers reseeded from (train.seed, rank, update), so no resume replays 
 with; the same holds when the saved env state no longer fits (the scene pool grew).
 
 The checks and the restore themselves are ``Trainer.check_continues`` and ``Trainer.restore``
-(``rl/trainer.py``), and the config comparison ``experiment.check_resumed_config``; this module holds two of
+(``rl/trainer.py``), and the config comparison ``run_checks.check_resumed_config``; this module holds two of
 their helpers: the best validation so far (``remembered_best``) and a moved schedule (``schedule_change``).
 """
 

@@ -121,7 +121,7 @@ class Trainer:
         seed_everything(cfg.train.seed + self.rank)
         self.doa_head = head_identity(cfg.task.doa_checkpoint) if cfg.task.use_doa else None
         self.responses = response_versions(cfg)  # the acoustics and render versions it trains on
-        if self.is_main:  # rank 0 writes the checkpoints; a run holds its directory (experiment.claim_run_dir)
+        if self.is_main:  # rank 0 writes the checkpoints; a run holds its directory (run_checks.claim_run_dir)
             remove_stale_checkpoint_temporaries(checkpoint_dir(self.run_dir))
             remove_stale_temporaries_of(self.run_dir / "config.yaml")
         # on the CPU: the weights are copied into the policy's own tensors, and the RNG states must stay there;
