@@ -288,27 +288,6 @@ def test_views_pickled_as_habitat_observations_load_without_habitat(ss_dataset: 
         np.testing.assert_allclose(got_depth.astype(np.float32), metres.astype(np.float32), rtol=1e-3)
 
 
-def test_keys_that_shape_the_embedded_world_are_named_once_when_soundspaces_data_ignores_them(
-    tmp_path: Path, ss_dataset: Path, caplog
-):
-    """Episode counts, distance bounds and acoustics settings change nothing on SoundSpaces data, which plays its own
-    episode files and RIRs: a run that set one would record it as its own without a word."""
-    from asgf_nav.tasks import soundspaces_world
-
-    cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.soundspaces_world"):
-        load_soundspaces_world(cfg, "train")
-    assert not caplog.records  # nothing set: nothing to say
-    cfg.task.min_geodesic_distance = 3.0
-    cfg.acoustics = SimpleNamespace(rays=500)
-    soundspaces_world._warned_embedded_only.clear()
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.soundspaces_world"):
-        load_soundspaces_world(cfg, "train")
-        load_soundspaces_world(cfg, "train")  # the val world of the same run: said once
-    said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and said[0].startswith("task.min_geodesic_distance=3.0, acoustics.rays=500: no effect")
-
-
 def test_named_scenes_outside_the_split_are_refused(tmp_path: Path, ss_dataset: Path):
     """A downloaded scene of another split, named for this one, would leak test scenes into training."""
     cfg = make_cfg(tmp_path, ss_dataset, sensors=["spectrogram"])

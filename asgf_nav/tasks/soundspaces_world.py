@@ -166,48 +166,11 @@ def check_no_scene_count(cfg: Any) -> None:
         )
 
 
-# keys that shape the embedded world's generated episodes and baked responses; SoundSpaces data brings its own
-EMBEDDED_ONLY_TASK_KEYS = (
-    "train_episodes_per_scene",
-    "val_episodes",
-    "test_episodes",
-    "min_geodesic_distance",
-    "max_geodesic_distance",
-)
-_warned_embedded_only: set[str] = set()
-
-
-def warn_embedded_only_keys(cfg: Any) -> None:
-    """Say once per process which set keys change nothing here: SoundSpaces data plays its own episode files
-    and RIRs, so a changed episode count, distance bound or ``acoustics.*`` value would pass unnoticed."""
-    from dataclasses import fields
-
-    from asgf_nav.config import AcousticsConfig, TaskConfig
-
-    defaults = {f"task.{name}": getattr(TaskConfig, name) for name in EMBEDDED_ONLY_TASK_KEYS}
-    defaults.update({f"acoustics.{f.name}": f.default for f in fields(AcousticsConfig)})
-    changed = []
-    for key, default in defaults.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section, None), name, default)
-        if value != default:
-            changed.append(f"{key}={value}")
-    said = ", ".join(changed)
-    if changed and said not in _warned_embedded_only:
-        _warned_embedded_only.add(said)
-        logger.warning(
-            "%s: no effect on SoundSpaces data (scenes.source resolves to it here), which brings its own episode "
-            "files and RIRs; these keys shape the embedded scenes' generated episodes and baked responses",
-            said,
-        )
-
-
 def load_soundspaces_world(cfg: Any, split: str, scenes: Sequence[str] | None = None):
     """The split's ``TaskWorld`` from SoundSpaces data, or None when ``cfg`` resolves to embedded scenes."""
     if scene_source(cfg) != "soundspaces":
         return None
     check_no_scene_count(cfg)
-    warn_embedded_only_keys(cfg)
     paths = SoundSpacesPaths(soundspaces_root(cfg), cfg.scenes.dataset)
     if scenes is not None:
         names = list(scenes)
