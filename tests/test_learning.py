@@ -3,9 +3,13 @@
 The task is the real one (baked views and binaural RIRs, SoundSpaces rewards and success rule), made small
 enough for a CPU budget: two goal sources, starts two grid steps from the goal, 20-step episodes and a
 compact ASGF (D = 64, GRU 128). A uniformly random agent succeeds in about 11 % of these episodes, so
-reaching 80 % needs the policy to learn to approach the sound and STOP there. On an idle 2-core machine
-this takes 30-50k frames (5-8 minutes).
+reaching 80 % needs the policy to learn to approach the goal and STOP there; that the sound leads it there,
+not the scene's two source places learnt by sight, is checked by playing each episode another's spectrogram
+(the trained policy must then succeed at least 25 points less often). On an idle 2-core machine this takes
+30-50k frames (5-8 minutes).
 """
+
+import dataclasses
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ import torch
 from asgf_nav.config import load_config
 from asgf_nav.experiment import make_rank_env
 from asgf_nav.rl.trainer import Trainer
+from asgf_nav.rl.validation import run_validation
 from asgf_nav.scenes.build import build_scenes
 
 TARGET_SR = 0.8
@@ -48,3 +53,27 @@ def test_asgf_policy_learns_tiny_heard_scene(tmp_path):
     success = history[-1][1]
     assert success >= TARGET_SR, f"training-episode SR by update: {history}"
     assert history[0][1] < 0.5, f"the task should not be solved before learning: {history}"
+
+    # the same policy with each episode hearing another's spectrogram: if it found the goal by sight alone
+    # (the scene's two sources learnt from its views), its success would not depend on what it hears
+    check = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, val_episodes=96))
+    heard = run_validation(trainer.policy, make_rank_env(check, "train", 0), check, trainer.device)
+    swapped = run_validation(trainer.policy, SwappedAudio(make_rank_env(check, "train", 0)), check, trainer.device)
+    assert heard["success"] >= swapped["success"] + 0.25, (heard, swapped)
+
+
+class SwappedAudio:
+    """An env whose episodes each hear the spectrogram of the next env's episode (another pose and goal)."""
+
+    def __init__(self, env) -> None:
+        self.env, self.num_envs = env, env.num_envs
+
+    def swap(self, obs: dict) -> dict:
+        return {**obs, "spectrogram": torch.roll(torch.as_tensor(obs["spectrogram"]), 1, dims=0)}
+
+    def reset(self) -> dict:
+        return self.swap(self.env.reset())
+
+    def step(self, action):
+        obs, reward, done, info = self.env.step(action)
+        return self.swap(obs), reward, done, info
