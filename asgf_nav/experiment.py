@@ -26,13 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from asgf_nav.config import (
-    ConfigError,
-    ExperimentConfig,
-    check_values,
-    import_plugins,
-    save_config,
-)
+from asgf_nav.config import ConfigError, ExperimentConfig, check_values, import_plugins, save_config
 from asgf_nav.devices import omp_thread_cap, resolve_device, usable_cpus
 from asgf_nav.errors import UserInputError
 from asgf_nav.logging_utils import logging_scope, record_in_log_files, setup_logging
