@@ -63,7 +63,8 @@ def test_asgf_policy_learns_tiny_heard_scene(tmp_path):
 
 
 class SwappedAudio:
-    """An env whose episodes each hear the spectrogram of the next env's episode (another pose and goal)."""
+    """An env whose episodes each hear the spectrogram of the next env's episode: another pose, and with two
+    sources often another goal, so the sound no longer says where this episode's goal is."""
 
     def __init__(self, env) -> None:
         self.env, self.num_envs = env, env.num_envs
