@@ -57,7 +57,8 @@ def space_needed(root: Path, missing, sample_rate: int) -> int:
     """Disk space baking ``missing`` ((scene, sound, why) of :func:`stores_to_bake`) still takes: each file's size
     less what its partial file already holds on disk (a bake resumes it or writes it again in place) and what the
     stale file it replaces holds (removed before its bake)."""
-    from asgf_nav.tasks.spectrogram_store import allocated_bytes, partial_path, store_bytes, store_path
+    from asgf_nav.tasks.spectrogram_bake import allocated_bytes, partial_path, store_bytes
+    from asgf_nav.tasks.spectrogram_store import store_path
 
     need = 0
     for scene, sound, _ in missing:
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     # imported once the command line and config parse: --help and a usage or config error answer without torch's
     # seconds of start-up
     from asgf_nav.tasks.factory import spectrogram_store_root, split_sound_names
-    from asgf_nav.tasks.spectrogram_store import bake_world, store_bytes, store_path, stores_to_bake
+    from asgf_nav.tasks.spectrogram_bake import bake_world, store_bytes, stores_to_bake
+    from asgf_nav.tasks.spectrogram_store import store_path
     from asgf_nav.tasks.world import load_world
 
     if args.out:  # read as task.spectrogram_store is: 'auto' is DATA/spectrograms

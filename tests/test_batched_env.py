@@ -588,7 +588,7 @@ def test_providers_hear_the_right_audio_when_some_misses_come_from_a_store(tmp_p
     import gymnasium
 
     from asgf_nav.tasks import observations
-    from asgf_nav.tasks.spectrogram_store import bake_world
+    from asgf_nav.tasks.spectrogram_bake import bake_world
 
     monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))
     scenes = [grid_scene("grid_a", num_sources=2), grid_scene("grid_b", blocked=((2, 1),), num_sources=2)]
@@ -677,7 +677,7 @@ def test_a_state_saved_before_the_first_reset_restores_an_env_that_must_be_reset
 def test_store_reads_count_each_spectrogram_read_from_the_store(tmp_path):
     """``cache_stats()["store_reads"]`` counts spectrograms, not store look-ups: with every sound baked, each
     cache miss is one read."""
-    from asgf_nav.tasks.spectrogram_store import bake_world
+    from asgf_nav.tasks.spectrogram_bake import bake_world
 
     world = synthetic_world([grid_scene("g", num_sources=2)])
     episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=4))
@@ -693,7 +693,7 @@ def test_store_reads_count_each_spectrogram_read_from_the_store(tmp_path):
 def test_spectrograms_read_from_a_store_are_the_ones_computed_live(tmp_path):
     """With every node a source, a store holds the spectrogram of each (receiver, source) pair and of its
     reverse: the env must read the one of the agent's node hearing the goal, exactly what it computes live."""
-    from asgf_nav.tasks.spectrogram_store import bake_world
+    from asgf_nav.tasks.spectrogram_bake import bake_world
 
     world = synthetic_world([grid_scene("g", nx=3, nz=2)])  # all 6 nodes are sources
     episodes = generate_split(world, "train", "unheard", ["bell"], TaskConfig(train_episodes_per_scene=6))

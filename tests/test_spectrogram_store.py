@@ -19,14 +19,12 @@ from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import generate_split
 from asgf_nav.tasks.factory import spectrogram_store_root
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, spectrogram_np
+from asgf_nav.tasks.spectrogram_bake import bake, bake_world, store_bytes
 from asgf_nav.tasks.spectrogram_store import (
     SpectrogramStore,
     SpectrogramStoreError,
-    bake,
-    bake_world,
     fingerprint_path,
     spectrograms_for,
-    store_bytes,
     store_fingerprint,
     store_path,
     verification_probes,
@@ -228,7 +226,7 @@ def test_a_bake_stopped_in_its_first_source_starts_over_without_a_warning(tmp_pa
         bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram, progress=stop)
     partial = store_path(tmp_path, scene, "bell").with_name("bell.partial.npy")
     assert partial.exists() and not partial.with_name("bell.partial.json").exists()
-    with caplog.at_level(logging.INFO, logger="asgf_nav.tasks.spectrogram_store"):
+    with caplog.at_level(logging.INFO, logger="asgf_nav.tasks.spectrogram_bake"):
         path = bake(tmp_path, scene, "bell", world.sound("bell"), spectrogram)
     assert f"starting {partial} over: its bake stopped before its first source was done" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING] and np.load(path).shape[0] == 3
@@ -285,7 +283,7 @@ def _no_space(code: int):
 
 def _reserves_space(directory: Path) -> bool:
     """Whether this platform and ``directory``'s filesystem reserve a file's space (posix_fallocate)."""
-    from asgf_nav.tasks.spectrogram_store import reserve_space
+    from asgf_nav.tasks.spectrogram_bake import reserve_space
 
     probe = directory / "probe"
     with open(probe, "wb") as f:
@@ -339,14 +337,14 @@ def test_a_resumed_bake_without_room_keeps_its_partial_file_to_resume_later(tmp_
 def test_a_filesystem_that_cannot_reserve_space_is_baked_into_unreserved(tmp_path, monkeypatch, caplog):
     """... with a warning, once per reason (not per scene folder): a full disk then ends the bake with a SIGBUS,
     not an error."""
-    from asgf_nav.tasks import spectrogram_store as module
+    from asgf_nav.tasks import spectrogram_bake as module
 
     monkeypatch.setattr(module, "_UNRESERVED_WARNED", set())  # this process's earlier warnings are not the test's
     world = _world()
     scene = world.scenes["grid_b"]
     for code in (errno.EOPNOTSUPP, errno.EINVAL):
         monkeypatch.setattr(os, "posix_fallocate", _no_space(code), raising=False)
-        with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"):
+        with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_bake"):
             path = bake(tmp_path / str(code), scene, "drum", world.sound("drum"), TorchSpectrogram(SR))
             bake(tmp_path / str(code), world.scenes["grid_a"], "bell", world.sound("bell"), TorchSpectrogram(SR))
         assert np.load(path).shape[:2] == (2, scene.num_nodes)
@@ -355,7 +353,7 @@ def test_a_filesystem_that_cannot_reserve_space_is_baked_into_unreserved(tmp_pat
         )
         caplog.clear()
     monkeypatch.delattr(os, "posix_fallocate", raising=False)  # a platform without it
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"):
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_bake"):
         assert bake(tmp_path / "none", scene, "drum", world.sound("drum"), TorchSpectrogram(SR)).exists()
     assert "this platform has no posix_fallocate" in caplog.text
 
@@ -527,7 +525,7 @@ def test_a_finished_store_of_another_waveform_is_baked_again(tmp_path, caplog):
     counter = scene.rir = CountingRirs(scene.rir)
     assert bake(tmp_path, scene, "drum", world.sound("drum"), spectrogram) == path and counter.calls == 0
     louder = 2.0 * world.sound("drum")  # the sound bank's file changed under the same name
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"):
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_bake"):
         bake(tmp_path, scene, "drum", louder, spectrogram)
     assert "sound.sha256" in caplog.text and "baking it again" in caplog.text
     assert counter.calls == len(scene.source_nodes) * scene.num_nodes * 4
@@ -678,7 +676,7 @@ def test_a_renderer_change_refuses_baked_stores_and_restarts_partial_bakes(
     assert final.with_name("telephone.partial.json").exists() and not final.exists()
     monkeypatch.setattr(rendered_rirs, "RENDER_VERSION", version + 2)
     resumed, progress = stop_after(0)
-    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_store"), pytest.raises(Interrupt):
+    with caplog.at_level(logging.WARNING, logger="asgf_nav.tasks.spectrogram_bake"), pytest.raises(Interrupt):
         bake(tmp_path, scene, "telephone", wave, spectrogram, progress=progress)
     assert "discarding the partial bake" in caplog.text
     assert f"rirs.render_version: baked {version + 1}, now {version + 2}" in caplog.text
@@ -789,7 +787,7 @@ def test_bake_scripts_space_check_counts_what_partial_and_stale_files_hold_alrea
 
     import bake_spectrograms
 
-    from asgf_nav.tasks import spectrogram_store
+    from asgf_nav.tasks import spectrogram_bake
     from asgf_nav.tasks.world import load_world
 
     world = load_world(audio_only_cfg(audio_only_root), "test")
@@ -797,7 +795,7 @@ def test_bake_scripts_space_check_counts_what_partial_and_stale_files_hold_alrea
     final = store_path(tmp_path, scene, "telephone")
     size = store_bytes([scene], world.sample_rate)
     baked = []
-    monkeypatch.setattr(spectrogram_store, "bake_world", lambda *args: baked.append(args))  # main imports it late
+    monkeypatch.setattr(spectrogram_bake, "bake_world", lambda *args: baked.append(args))  # main imports it late
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=size // 4))
     argv = ["--config", "tiny_heard", "--data-root", str(audio_only_root), "--split", "test", "--out", str(tmp_path),
@@ -863,7 +861,7 @@ def test_a_fingerprint_or_partial_bake_out_of_open_files_is_kept(tmp_path, monke
     import errno
     import json
 
-    from asgf_nav.tasks import spectrogram_store
+    from asgf_nav.tasks import spectrogram_bake, spectrogram_store
 
     def out_of_files(*args, **kwargs):
         raise OSError(errno.EMFILE, "Too many open files")
@@ -872,14 +870,14 @@ def test_a_fingerprint_or_partial_bake_out_of_open_files_is_kept(tmp_path, monke
     sidecar.write_text("{}")
     monkeypatch.setattr(Path, "read_text", out_of_files)
     with pytest.raises(spectrogram_store.SpectrogramStoreError, match="bell.json: Too many open files"):
-        spectrogram_store._read_json(sidecar)
+        spectrogram_store.read_json_file(sidecar)
     monkeypatch.undo()
     partial, state = tmp_path / "bell.partial.npy", tmp_path / "bell.state.json"
     np.save(partial, np.zeros((1, 1), np.float32))
     state.write_text(json.dumps({"fingerprint": {"scene": {"shape": [1, 1]}}, "sources_done": 1}))
-    monkeypatch.setattr(spectrogram_store, "load_npy", out_of_files)
+    monkeypatch.setattr(spectrogram_bake, "load_npy", out_of_files)
     with pytest.raises(spectrogram_store.SpectrogramStoreError, match="the file is fine"):
-        spectrogram_store._resumable_sources(partial, state, {"scene": {"shape": [1, 1]}})
+        spectrogram_bake._resumable_sources(partial, state, {"scene": {"shape": [1, 1]}})
     assert partial.exists()
 
 

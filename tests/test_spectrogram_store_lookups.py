@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from asgf_nav.tasks.spectrogram import TorchSpectrogram
+from asgf_nav.tasks.spectrogram_bake import bake
 from asgf_nav.tasks.spectrogram_store import (
     SpectrogramStore,
     SpectrogramStoreError,
-    bake,
     store_fingerprint,
     verification_probes,
 )

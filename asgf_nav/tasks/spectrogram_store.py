@@ -14,16 +14,6 @@ Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, fre
   :func:`store_fingerprint`: the scene's RIRs with ``RENDER_VERSION``, a digest of the sound's
   waveform, the spectrogram settings). It is written before the ``.npy`` gets its final name, so a
   finished file always has the fingerprint of its own bake.
-- Baking writes ``{sound}.partial.npy`` plus ``{sound}.partial.json`` (fingerprint, sources done) and
-  renames the file when complete: an interrupted bake resumes at the next source when nothing it was
-  baked from has changed, and starts over otherwise; readers never see a partial file. A finished
-  file whose fingerprint differs is baked again. A process bakes a file only while it holds
-  ``{sound}.lock``, so runs may share a root.
-- The partial file's disk space is reserved (``posix_fallocate``) when it is created or resumed: a disk or
-  quota too full for it stops the bake there with a :class:`SpectrogramStoreError` naming the file, the size
-  and the free space, where writing into a memory-mapped file the filesystem cannot extend would kill the
-  process with SIGBUS midway. A new partial file that cannot be reserved is removed; a resumed one is kept
-  (and resumed once there is room). Filesystems that cannot reserve space are baked into unreserved.
 - On SoundSpaces data with ``scenes.rir_on_missing=silence``, the RIR files a bake read as silence are listed
   in its fingerprint file under ``rirs_replaced_by_silence`` (relative to the scene's RIR folder; not compared:
   absent, in a file of an earlier release too, means none known). An env that opens the file counts them as its
@@ -37,18 +27,17 @@ Layout: ``{root}/{dataset}/{scene}/{sound}.npy``, float32 of shape (S, N, 4, fre
   last source, each heard from the node farthest from it, and the first source on its own node) and
   compares them; a store baked from other RIRs, another sound or other spectrogram settings is refused with a
   :class:`SpectrogramStoreError` naming the file, what differs and the command that bakes it again.
+
+This module reads stores and says whether one fits a run; :mod:`asgf_nav.tasks.spectrogram_bake` writes them.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import os
 import shlex
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +47,10 @@ import torch
 from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import flatten_dotted
 from asgf_nav.errors import UserInputError
-from asgf_nav.io import atomic_write_text, exclusive_lock, limit_reached, load_npy, readable_size
+from asgf_nav.io import limit_reached, load_npy, readable_size
 from asgf_nav.logging_utils import decade_count, shell_command
 from asgf_nav.scenes.soundspaces import SoundSpacesRirs, soundspaces_rirs
-from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram, default_batch
+from asgf_nav.tasks.spectrogram import HOP_LENGTH, N_FFT, POOL, WIN_LENGTH, TorchSpectrogram
 from asgf_nav.tasks.world import TaskScene, TaskWorld, binaural_rirs
 
 logger = logging.getLogger(__name__)
@@ -186,7 +175,7 @@ def refuses_silence(scene: TaskScene) -> bool:
     return owner is not None and owner.on_missing == "error"
 
 
-def _silenced_files(baked: Any) -> list[str]:
+def silenced_files(baked: Any) -> list[str]:
     """The RIR files a fingerprint file (or a partial bake's state) lists as read as silence; none if absent.
     A list that is not one of file names raises ValueError: read as none, it would pass a silent file off as
     a clean one."""
@@ -196,18 +185,18 @@ def _silenced_files(baked: Any) -> list[str]:
     return files
 
 
-def _read_json(path: Path) -> tuple[Any, str | None]:
+def read_json_file(path: Path) -> tuple[Any, str | None]:
     """(content, None), or (None, what is wrong with the file)."""
     try:
         return json.loads(path.read_text(encoding="utf-8")), None
     except FileNotFoundError:
         return None, "missing"
     except (OSError, ValueError) as err:
-        _raise_if_not_damage(path, err)
+        raise_if_not_damage(path, err)
         return None, f"unreadable ({err})"
 
 
-def _raise_if_not_damage(path: Path, err: BaseException) -> None:
+def raise_if_not_damage(path: Path, err: BaseException) -> None:
     """A process limit (open files) or a permission stopped the read: the file may be fine, and a bake must
     not delete it or start its partial bake over (in a shared store, another user's)."""
     limit = limit_reached(err)
@@ -227,7 +216,7 @@ def _is_file(path: Path) -> bool:
     try:
         return path.is_file()  # an unreadable file is: reading it says whose it is
     except PermissionError as err:
-        _raise_if_not_damage(path, err)
+        raise_if_not_damage(path, err)
         raise
 
 
@@ -243,7 +232,7 @@ def store_problem(path: Path, fingerprint: dict[str, Any], refuse_silenced: bool
     try:
         array = load_npy(path, mmap_mode="r")
     except (ValueError, OSError) as err:
-        _raise_if_not_damage(path, err)  # the file may be fine: no "bake it again", and a bake must not delete it
+        raise_if_not_damage(path, err)  # the file may be fine: no "bake it again", and a bake must not delete it
         return f"is not a readable .npy file ({type(err).__name__}: {err})"
     expected = tuple(fingerprint["scene"]["shape"])
     if array.shape != expected or array.dtype != np.float32:
@@ -252,13 +241,13 @@ def store_problem(path: Path, fingerprint: dict[str, Any], refuse_silenced: bool
             f"{fingerprint['spectrogram']['sample_rate']} Hz needs float32 {expected}"
         )
     sidecar = fingerprint_path(path)
-    baked, problem = _read_json(sidecar)
+    baked, problem = read_json_file(sidecar)
     if problem == "missing":
         return f"has no fingerprint file {sidecar.name} (it was baked before stores recorded what they come from)"
     if problem:
         return f"has a fingerprint file {sidecar} that is {problem}"
     try:
-        silenced = _silenced_files(baked)
+        silenced = silenced_files(baked)
     except ValueError as exc:
         return f"has a fingerprint file {sidecar} that is damaged ({exc})"
     if isinstance(baked, dict):
@@ -290,7 +279,7 @@ def scene_split(scene: TaskScene) -> str | None:
 def differs_in_travel_time_only(sidecar: Path, fingerprint: dict[str, Any]) -> bool:
     """Whether the fingerprint file ``sidecar`` is ``fingerprint`` but for where the responses start (their
     travel time kept or cut, ``task.keep_travel_time``): a store of the same scene and sound another run uses."""
-    baked, problem = _read_json(sidecar)
+    baked, problem = read_json_file(sidecar)
     if problem or not isinstance(baked, dict):
         return False
     baked = {key: value for key, value in baked.items() if key != SILENCED_KEY}
@@ -441,7 +430,7 @@ class SpectrogramStore:
         """Count the RIR files the store file ``path`` was baked with as silence as the world's own: its
         spectrograms of them are silent, though no RIR is read (an evaluation's summary says so)."""
         owner = soundspaces_rirs(scene)
-        silenced = _silenced_files(_read_json(fingerprint_path(path))[0])
+        silenced = silenced_files(read_json_file(fingerprint_path(path))[0])
         if owner is None or not silenced:
             return
         folder = owner.paths.rir_dir(owner.scene)
@@ -467,256 +456,3 @@ class SpectrogramStore:
     def baked(self) -> list[tuple[str, str]]:
         """(scene, sound) pairs opened so far that have a store file."""
         return [k for k, v in self._arrays.items() if v is not None]
-
-
-# ------------------------------------------------------------------------------------------ baking
-def bake(
-    root: str | Path,
-    scene: TaskScene,
-    sound: str,
-    wave: np.ndarray,
-    spectrogram: TorchSpectrogram,
-    batch: int | None = None,
-    progress: Callable[[int], Any] | None = None,
-) -> Path:
-    """Bake (or finish baking) the store file of one (scene, sound); returns its path.
-
-    A finished file baked from other data (its fingerprint differs) is baked again. ``progress(n)`` is
-    called with the number of states done after each chunk (a tqdm ``update``). Two processes baking
-    one root take turns on a file (the partial one is resumed in place, so two writers would corrupt
-    it); the second finds it finished.
-    """
-    final = store_path(root, scene, sound)
-    fingerprint = store_fingerprint(scene, sound, wave, spectrogram)
-    if store_problem(final, fingerprint, refuses_silence(scene)) is None:
-        return final
-    with exclusive_lock(final.with_name(f"{sound}.lock"), f"spectrogram store {final}"):
-        problem = store_problem(final, fingerprint, refuses_silence(scene))
-        if problem is None:
-            return final
-        if final.exists():  # gone first: its fingerprint file is about to describe the new bake
-            logger.warning("spectrogram store %s %s: baking it again", final, problem)
-            final.unlink()
-        return _bake_locked(final, scene, wave, spectrogram, fingerprint, batch, progress)
-
-
-def _resumable_sources(partial: Path, state_file: Path, fingerprint: dict[str, Any]) -> tuple[int, list[str]]:
-    """Sources an interrupted bake finished for the same fingerprint, and the RIR files it read as silence;
-    (0, []) (logged) when it must start over."""
-    if not partial.is_file():
-        return 0, []
-    state, problem = _read_json(state_file)
-    if problem is None and isinstance(state, dict) and state.get("fingerprint") == fingerprint:
-        try:
-            array = load_npy(partial, mmap_mode="r")
-        except (ValueError, OSError) as err:
-            _raise_if_not_damage(partial, err)
-            logger.warning("discarding the partial bake %s: it is not a readable .npy file (%s)", partial, err)
-            return 0, []
-        try:
-            silenced = _silenced_files(state)
-        except ValueError as exc:
-            logger.warning(
-                "discarding the partial bake %s: its state file %s is damaged (%s)", partial, state_file.name, exc
-            )
-            return 0, []
-        if list(array.shape) == fingerprint["scene"]["shape"] and array.dtype == np.float32:
-            return int(state.get("sources_done", 0)), silenced
-        logger.warning("discarding the partial bake %s: it holds %s %s", partial, array.dtype, array.shape)
-        return 0, []
-    if problem == "missing":  # written after each source: nothing finished is lost
-        logger.info("starting %s over: its bake stopped before its first source was done", partial)
-        return 0, []
-    if problem is not None:
-        why = f"its state file {state_file.name} is {problem}"
-    elif not isinstance(state, dict) or "fingerprint" not in state:
-        why = f"its state file {state_file.name} records no fingerprint"
-    else:
-        why = f"it was baked from other data ({fingerprint_differences(state['fingerprint'], fingerprint)})"
-    logger.warning("discarding the partial bake %s: %s", partial, why)
-    return 0, []
-
-
-def partial_path(final: Path) -> Path:
-    """The file a bake of the store file ``final`` writes into until it is complete: ``{sound}.partial.npy``."""
-    return final.with_name(f"{final.name[: -len('.npy')]}.partial.npy")
-
-
-def allocated_bytes(path: Path) -> int:
-    """Disk space ``path`` holds (its allocated blocks; 0 if it is missing): the part of its size a write into
-    it no longer needs."""
-    try:
-        return path.stat().st_blocks * 512
-    except (FileNotFoundError, AttributeError):  # st_blocks: POSIX only
-        return 0
-
-
-def reserve_space(path: Path) -> bool:
-    """Allocate the disk space of all of ``path`` now (``posix_fallocate``; the bytes already written are kept),
-    so that a disk or quota that cannot hold it fails here with an OSError (ENOSPC, EDQUOT), not with a SIGBUS at
-    a write into the memory-mapped file. False where the platform or filesystem cannot reserve space (then the
-    file stays as it is)."""
-    if not hasattr(os, "posix_fallocate"):
-        _warn_unreserved(path, "this platform has no posix_fallocate")
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-    except OSError as err:
-        if err.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
-            raise
-        _warn_unreserved(path, f"the filesystem cannot: {err.strerror or err}")
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-_UNRESERVED_WARNED: set[str] = set()  # why space could not be reserved, warned of once per process
-
-
-def _warn_unreserved(path: Path, why: str) -> None:
-    """Once per reason: a bake writes a file per (scene, sound), each scene in its own folder."""
-    level = logging.DEBUG if why in _UNRESERVED_WARNED else logging.WARNING
-    _UNRESERVED_WARNED.add(why)
-    logger.log(
-        level, "cannot reserve the disk space of %s (%s): baking into it unreserved, so a disk that fills up "
-        "during the bake ends it with a bus error (SIGBUS), not with an error naming the file: keep the space "
-        "the bake needs (bake_spectrograms.py checks it as it starts) free until it ends", path, why,
-    )  # fmt: skip
-
-
-def _no_room_error(partial: Path, size: int, err: OSError, done: int, sources: int) -> SpectrogramStoreError:
-    """The error of a partial file whose ``size`` bytes could not be reserved: what is free, what to do."""
-    try:
-        free = f"{readable_size(shutil.disk_usage(partial.parent).free)} free there"
-    except OSError:
-        free = "the free space could not be read"
-    if done:
-        held = f", {readable_size(allocated_bytes(partial))} of it already on disk"
-        kept = f"the partial file is kept: baking again resumes at source {done + 1} of {sources}"
-    else:
-        held, kept = "", "the partial file was removed"
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        quota = " (or have the disk quota raised)" if err.errno == errno.EDQUOT else ""
-        advice = (
-            f"free space on that filesystem{quota} and bake again, or bake to another root on a disk with room "
-            "(bake_spectrograms.py --out DIR, and task.spectrogram_store=DIR in the runs)"
-        )
-    else:
-        advice = "check the disk and that its directory is writable, or bake to another root (--out DIR)"
-    return SpectrogramStoreError(
-        f"cannot bake spectrogram store file {partial}: reserving its {readable_size(size)}{held} failed: "
-        f"{err.strerror or err} ({free}); {kept}; {advice}"
-    )
-
-
-def _bake_locked(
-    final: Path,
-    scene: TaskScene,
-    wave: np.ndarray,
-    spectrogram: TorchSpectrogram,
-    fingerprint: dict[str, Any],
-    batch: int | None,
-    progress: Callable[[int], Any] | None,
-) -> Path:
-    partial = partial_path(final)
-    state_file = final.with_name(f"{final.name[: -len('.npy')]}.partial.json")
-    shape = tuple(fingerprint["scene"]["shape"])
-    size = int(np.prod(shape)) * 4  # the partial file, less its header
-    done, silenced_before = _resumable_sources(partial, state_file, fingerprint)
-    if silenced_before and refuses_silence(scene):  # its result would list them, which this policy refuses
-        logger.warning(
-            "discarding the partial bake %s: it read %d RIR files as silence (scenes.rir_on_missing=silence), "
-            "which this bake's scenes.rir_on_missing=error refuses",
-            partial, len(silenced_before),
-        )  # fmt: skip
-        done, silenced_before = 0, []
-    silenced = set(silenced_before)  # the RIR files read as silence, by the interrupted bake too
-    if done:
-        array = load_npy(partial, mmap_mode="r+")
-        logger.info("resuming %s at source %d of %d", final, done, shape[0])
-        try:  # the sources still to bake are holes in the file: reserved now, not met as SIGBUS midway
-            reserve_space(partial)
-        except OSError as err:
-            del array
-            raise _no_room_error(partial, size, err, done, shape[0]) from err
-    else:
-        state_file.unlink(missing_ok=True)  # describes the old partial file, not the one written now
-        try:  # numpy makes a sparse file: a write the disk has no room for would be a SIGBUS, no error
-            array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
-            reserve_space(partial)
-        except OSError as err:
-            array = None  # unmapped before it is removed
-            partial.unlink(missing_ok=True)  # holds nothing baked: its space back
-            raise _no_room_error(partial, size, err, 0, shape[0]) from err
-    batch = int(batch or default_batch(spectrogram.device))
-    wave_t = torch.from_numpy(np.asarray(wave, dtype=np.float32))
-    receivers = np.repeat(np.arange(scene.num_nodes), 4)
-    yaws = np.tile(np.arange(4), scene.num_nodes)
-    if progress is not None and done:
-        progress(done * len(receivers))
-    for slot in range(done, shape[0]):
-        sources = np.full(len(receivers), int(scene.source_nodes[slot]))
-        for start in range(0, len(receivers), batch):
-            part = slice(start, start + batch)
-            values = spectrograms_for(scene, wave_t, spectrogram, receivers[part], sources[part], yaws[part], batch)
-            array[slot, receivers[part], yaws[part]] = values.cpu().numpy()
-            if progress is not None:
-                progress(len(values))
-        array.flush()
-        silenced.update(silenced_by_source(scene, int(scene.source_nodes[slot])))
-        listed = {SILENCED_KEY: sorted(silenced)} if silenced else {}
-        atomic_write_text(state_file, json.dumps({"fingerprint": fingerprint, "sources_done": slot + 1, **listed}))
-    del array
-    if silenced:
-        logger.warning("spectrogram store %s: %d binaural RIR files were read as silence", final, len(silenced))
-    # the fingerprint before the name: a finished file always has the fingerprint of its own bake; the files
-    # read as silence only where there are some, so that an earlier release still reads the others
-    listed = {SILENCED_KEY: sorted(silenced)} if silenced else {}
-    atomic_write_text(fingerprint_path(final), json.dumps({**fingerprint, **listed}, indent=1))
-    os.replace(partial, final)
-    state_file.unlink(missing_ok=True)
-    return final
-
-
-def store_bytes(scenes: Sequence[TaskScene], sample_rate: int) -> int:
-    """Disk space the store files of one sound over ``scenes`` take."""
-    per_state = int(np.prod(TorchSpectrogram(sample_rate).shape)) * 4
-    return per_state * sum(len(s.source_nodes) * s.num_nodes * 4 for s in scenes)
-
-
-def stores_to_bake(root: str | Path, world: TaskWorld, sounds: Sequence[str]) -> list[tuple[TaskScene, str, str]]:
-    """(scene, sound, why) of every store file of ``world`` that is missing or stale (to be baked)."""
-    spectrogram = TorchSpectrogram(world.sample_rate)
-    todo = []
-    for scene in world.scenes.values():
-        for sound in sounds:
-            fingerprint = store_fingerprint(scene, sound, world.sound(sound), spectrogram)
-            problem = store_problem(store_path(root, scene, sound), fingerprint, refuses_silence(scene))
-            if problem is not None:
-                todo.append((scene, sound, problem))
-    return todo
-
-
-def bake_world(
-    root: str | Path,
-    world: TaskWorld,
-    sounds: Sequence[str],
-    device: str | torch.device = "cpu",
-    batch: int | None = None,
-) -> list[Path]:
-    """Bake every (scene, sound) of ``world`` not yet baked (or stale), with one progress bar over all states."""
-    from tqdm.auto import tqdm
-
-    from asgf_nav.logging_utils import bar_pacing
-
-    spectrogram = TorchSpectrogram(world.sample_rate, device)
-    todo = stores_to_bake(root, world, sounds)
-    total = sum(len(scene.source_nodes) * scene.num_nodes * 4 for scene, _, _ in todo)
-    paths = []
-    with tqdm(total=total, unit="state", desc="baking spectrograms", smoothing=0.05, **bar_pacing()) as bar:
-        for scene, sound, _ in todo:
-            bar.set_postfix_str(f"{scene.name}/{sound}", refresh=False)
-            paths.append(bake(root, scene, sound, world.sound(sound), spectrogram, batch, bar.update))
-    return paths
