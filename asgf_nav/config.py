@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import reprlib
 import types
 import typing
@@ -304,6 +305,23 @@ def _plain(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
         value = value.tolist()
     return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+REGISTERED_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def check_registered_name(kind: str, name: Any, key: str) -> None:
+    """Refuse a registry name a config could not tell apart: ``AV_NAV`` or ``' av_nav'`` beside ``av_nav`` (an
+    override's stray space would pick another class), an empty one, or a non-string (``@register_policy``
+    written without its name). ``key`` is the config key the name is typed in."""
+    if not isinstance(name, str):
+        usage = ": write @register_policy('my_policy') above the class, with its name" if kind == "policy" else ""
+        raise TypeError(f"a {kind} is registered under a name (a string), got {name!r}{usage}")
+    if not REGISTERED_NAME.fullmatch(name):
+        raise ValueError(
+            f"{kind} name {name!r}: use lower-case letters, digits and underscores, starting with a letter (it is "
+            f"what {key} names)"
+        )
 
 
 def import_plugins(names: Sequence[str]) -> None:

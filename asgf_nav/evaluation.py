@@ -21,7 +21,7 @@ from typing import Any
 
 from asgf_nav.acoustics.bake import ACOUSTICS_VERSION
 from asgf_nav.acoustics.rir import RENDER_VERSION
-from asgf_nav.config import ExperimentConfig
+from asgf_nav.config import ExperimentConfig, import_plugins
 from asgf_nav.devices import resolve_device
 from asgf_nav.eval.evaluator import config_for_checkpoint, load_policy_agent, run_episodes, select_episodes
 from asgf_nav.eval.progress import EvaluationProgress, evaluation_lock
@@ -327,6 +327,8 @@ def run_evaluation(
     device = resolve_device(request.device, key="device")
     with ExitStack() as held:
         held.callback(restore_rng_state, capture_rng_state(device), device)
+        for split_cfg in configs:  # before the registry is saved: a plugin's providers stay, as its module stays
+            import_plugins(split_cfg.model.plugins)  # imported (a later run in this process would not find them)
         held.enter_context(restored_observations())
         for split_cfg in configs:
             held.enter_context(evaluation_lock(output_dir(request, split_cfg)))

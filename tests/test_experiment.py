@@ -1081,6 +1081,32 @@ def test_a_policy_and_observation_of_your_own_train_through_model_plugins(tmp_pa
             check_components(with_doa)
 
 
+def test_an_evaluation_that_first_imports_a_plugin_leaves_its_observation_registered(tmp_path, plugin_module) -> None:
+    """As a run does: the module stays imported, so providers dropped on the evaluation's way out could never be
+    registered again, and a second evaluation (or a run) in the same process (a notebook) refused its sensor."""
+    from asgf_nav.evaluation import EvaluationRequest, run_evaluation
+    from asgf_nav.experiment import run_training
+    from asgf_nav.models.policies import POLICY_REGISTRY
+    from asgf_nav.rl.checkpoint import load_checkpoint
+    from asgf_nav.tasks import observations
+
+    overrides = [
+        f"scenes.data_root={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", *FAST_ACOUSTICS, *SMALL_RUN,
+        "ppo.total_frames=32", "train.val_interval=0", "model.policy=plugin_audio_gru",
+        "task.sensors=[spectrogram,plugin_steps]", f"model.plugins=[{plugin_module}]",
+    ]  # fmt: skip
+    cfg = load_config("tiny_heard", overrides)
+    run_training(cfg)
+    POLICY_REGISTRY.pop("plugin_audio_gru"), observations._REGISTRY.pop("plugin_steps")  # fmt: skip
+    sys.modules.pop(plugin_module)  # as a fresh process finds it: not imported yet
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "ckpt_000001.pt")
+    for attempt in ("first", "second"):
+        out = str(tmp_path / f"eval_{attempt}")
+        request = EvaluationRequest(split="train", checkpoint=checkpoint, episodes=1, num_envs=1, out=out)
+        run_evaluation(request, cfg, load_checkpoint(checkpoint), ["heard"])
+        assert "plugin_steps" in observations.registered_observations()
+
+
 def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch) -> None:
     from asgf_nav.config import ConfigError
     from asgf_nav.run_checks import check_components

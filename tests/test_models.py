@@ -376,8 +376,64 @@ def test_a_policy_name_is_registered_once_unless_overwritten() -> None:
         with pytest.raises(ValueError, match="'asgf' is a built-in policy"):
             register_policy("asgf", overwrite=True)(First)
         assert POLICY_REGISTRY["asgf"].__module__ == "asgf_nav.models.policies"
+        with pytest.raises(ValueError, match="Second is already registered as policy 'test_only_policy'"):
+            register_policy("test_only_other")(Second)  # its policy_name, which its errors say, would change
+        assert Second.policy_name == "test_only_policy" and "test_only_other" not in POLICY_REGISTRY
     finally:
         POLICY_REGISTRY.pop("test_only_policy", None)
+
+
+def test_a_policy_of_its_own_gathers_the_encoders_it_built_and_no_audio_encoder_it_did_not() -> None:
+    """models.md's recipe: subclass Policy, build what it needs, gather features with encode_modalities. One that
+    reads the spectrogram its own way (no audio CNN) got an AttributeError for the base's missing attribute."""
+    from asgf_nav.models import Policy
+
+    class LoudnessAndDepth(Policy):
+        policy_name = "loudness_and_depth"
+        reads_sensors = ("depth", "spectrogram")
+
+        def __init__(self, cfg, observation_space):
+            super().__init__(cfg, observation_space)
+            self.build_heads(512 + 2)
+
+        def step_features(self, obs):
+            features = self.encode_modalities(obs)
+            return torch.cat([features["visual"], obs["spectrogram"].mean(dim=(1, 2))], dim=-1)
+
+    cfg = ExperimentConfig()
+    cfg.model.hidden_size = 16
+    space = make_space(20, ("depth",), size=64)
+    policy = LoudnessAndDepth(cfg, space)
+    obs = make_obs(space, 3, torch.Generator().manual_seed(0))
+    assert sorted(policy.encode_modalities(obs)) == ["visual"]
+    value, action, _, hidden = policy.act(obs, policy.initial_hidden(3), torch.ones(3))
+    assert value.shape == (3,) and action.shape == (3,) and hidden.shape == (1, 3, 16)
+    assert not any(name.startswith("audio_encoder") for name in policy.state_dict())
+
+
+@pytest.mark.parametrize("name", ["AV_NAV", " av_nav", "av_nav ", "", "2d", "my-policy"])
+def test_a_policy_or_observation_name_a_config_could_not_tell_apart_is_refused(name: str) -> None:
+    """``model.policy=av_nav`` and ``AV_NAV`` beside each other: an override's case or stray space picks a class."""
+    from asgf_nav.models import register_policy
+    from asgf_nav.tasks.observations import register_observation, registered_observations
+
+    before = (dict(POLICY_REGISTRY), registered_observations())
+    with pytest.raises(ValueError, match="lower-case letters, digits and underscores.*model.policy"):
+        register_policy(name)
+    with pytest.raises(ValueError, match="lower-case letters, digits and underscores.*task.sensors"):
+        register_observation(name, lambda state: np.zeros(1, np.float32), lambda world: None)
+    assert (dict(POLICY_REGISTRY), registered_observations()) == before
+
+
+def test_register_policy_written_without_its_name_says_how_to_write_it() -> None:
+    """``@register_policy`` bare would replace the class by the inner decorator and register nothing."""
+    from asgf_nav.models import Policy, register_policy
+
+    with pytest.raises(TypeError, match=r"got <class .*Bare'>: write @register_policy\('my_policy'\)"):
+
+        @register_policy
+        class Bare(Policy):
+            pass
 
 
 def test_the_bigru_runs_forward_and_backward_over_the_frames_in_order() -> None:
@@ -661,7 +717,7 @@ def test_a_policy_without_its_required_observation_is_a_clear_error() -> None:
     """A missing 'spectrogram' is named at construction, not left to a KeyError inside an encoder."""
     space = spaces.Dict({"depth": spaces.Box(0.0, 1.0, (36, 36, 1), np.float32)})
     for name in sorted(POLICY_REGISTRY):
-        with pytest.raises(ValueError, match=rf"policy '{name}' needs observations \['spectrogram'\]"):
+        with pytest.raises(ConfigError, match=rf"task.sensors: policy '{name}' needs observations \['spectrogram'\]"):
             build_policy(compact_cfg(name), space)
 
 

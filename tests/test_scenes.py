@@ -1366,6 +1366,36 @@ def test_a_limited_set_keeps_a_training_scene_when_rounding_favours_the_small_sp
     assert p.split_counts(3) == {"train": 1, "val": 1, "test": 1}
 
 
+def test_the_configs_dataset_values_are_the_presets() -> None:
+    """scenes.dataset is checked against its Literal while --dataset offers PRESETS: a preset in one and not the
+    other would be offered by --help and refused by the config check (docs/scenes.md: a preset takes both)."""
+    import typing
+
+    from asgf_nav.config import ScenesConfig
+    from asgf_nav.scenes.presets import PRESETS
+
+    hints = typing.get_type_hints(ScenesConfig)
+    assert set(typing.get_args(hints["dataset"])) == set(PRESETS)
+
+
+@pytest.mark.parametrize(
+    ("specs", "error"),
+    [
+        ([("a", "room", "train"), ("b", "room", "tset"), ("c", "room", "test")], "scene 'b': split 'tset' is none of"),
+        ([("a", "rooom", "train"), ("b", "room", "val"), ("c", "room", "test")], "scene 'a': kind 'rooom' is none of"),
+        ([("a", "room", "train"), ("a", "room", "val"), ("c", "room", "test")], r"lists scenes \['a'\] more than once"),
+        ([("a", "room", "train"), ("b", "room", "train"), ("c", "room", "test")], r"no scene in split\(s\) \['val'\]"),
+    ],
+)
+def test_a_preset_of_ones_own_is_checked_as_it_is_made(specs, error) -> None:
+    """Unchecked, a misspelt split left the scene out of every split, a repeated name built two scenes into one
+    folder (a train scene also a val one), and a misspelt kind failed as 20 unlucky layouts."""
+    from asgf_nav.scenes.presets import ScenePreset, SceneSpec
+
+    with pytest.raises(ValueError, match=error):
+        ScenePreset("custom", 0.5, 16000, tuple(SceneSpec(n, k, (20.0, 30.0), s) for n, k, s in specs))
+
+
 def test_apartments_close_loops_too() -> None:
     """Apartments, not only houses, get loop-closing doors: apartment_1 (5 rooms) and frl_apartment_0
     (4 rooms) have as many doorways as rooms, one more than a spanning tree."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from asgf_nav.config import ConfigError, import_plugins
+from asgf_nav.config import ConfigError, check_registered_name, import_plugins
 from asgf_nav.models.ase import AudioSpatialStateEncoder
 from asgf_nav.models.asgf import AudioSpatialGuidedFusion
 from asgf_nav.models.encoders import VISUAL_SENSORS, AudioEncoder, VisualEncoder
@@ -35,9 +35,15 @@ POLICY_REGISTRY: dict[str, type[Policy]] = {}
 
 def register_policy(name: str, overwrite: bool = False) -> Callable[[type[Policy]], type[Policy]]:
     """Class decorator adding a Policy subclass to the registry under ``name``; ``overwrite`` replaces an
-    earlier class of that name (a notebook cell run again)."""
+    earlier class of that name (a notebook cell run again). A class has one name: its errors say it."""
+    check_registered_name("policy", name, "model.policy")
 
     def decorator(cls: type[Policy]) -> type[Policy]:
+        other = next((n for n, c in POLICY_REGISTRY.items() if c is cls and n != name), None)
+        if other is not None:
+            raise ValueError(
+                f"{cls.__name__} is already registered as policy {other!r}; register a subclass under {name!r}"
+            )
         earlier = POLICY_REGISTRY.get(name)
         if earlier is not None and earlier.__module__ == __name__ and cls.__module__ != __name__:
             raise ValueError(f"policy name {name!r} is a built-in policy; register yours under another name")
@@ -143,8 +149,9 @@ class Policy(nn.Module):
         self.shapes = ObservationShapes(self.policy_name, observation_shapes(observation_space))
         missing = [name for name in self.required_sensors if name not in self.shapes]
         if missing:
-            raise ValueError(
-                f"policy {self.policy_name!r} needs observations {missing}, got keys {sorted(self.shapes)}"
+            raise ConfigError(
+                f"task.sensors: policy {self.policy_name!r} needs observations {missing}, got keys "
+                f"{sorted(self.shapes)}"
             )
         self.hidden_size = int(cfg.model.hidden_size)
         self.num_recurrent_layers = 1
@@ -159,6 +166,7 @@ class Policy(nn.Module):
         self.doa_size = int(self.shapes["doa"][0]) if self.use_doa else 0
         visual = {k: self.shapes[k] for k in VISUAL_SENSORS if k in self.shapes and k in self.reads_sensors}
         self.visual_encoder = VisualEncoder(visual, FEATURE_SIZE) if visual else None
+        self.audio_encoder: nn.Module | None = None  # a subclass that reads the spectrogram through a CNN sets it
         self.last_ase_state: torch.Tensor | None = None
 
     def build_heads(self, feature_size: int) -> None:
@@ -221,8 +229,9 @@ class Policy(nn.Module):
         return self.critic(state).squeeze(-1)
 
     def encode_modalities(self, obs: Observations) -> dict[str, torch.Tensor]:
-        """Visual (if any sensor), audio and (if enabled) doa feature vectors, each (N, size)."""
-        features = {"audio": self.audio_encoder(obs["spectrogram"])}
+        """Visual (if any sensor), audio (if the policy built ``audio_encoder``) and (if enabled) doa feature
+        vectors, each (N, size)."""
+        features = {} if self.audio_encoder is None else {"audio": self.audio_encoder(obs["spectrogram"])}
         if self.visual_encoder is not None:
             features["visual"] = self.visual_encoder(obs)
         if self.use_doa:

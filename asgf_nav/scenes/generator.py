@@ -24,7 +24,7 @@ import numpy as np
 
 from asgf_nav.scenes.floorplan import Box, Doorway, FloorPlan, Room
 from asgf_nav.scenes.furnish import FLOORS, MATERIALS, WALLS, furnish, prune_blocking_furniture
-from asgf_nav.scenes.presets import get_preset
+from asgf_nav.scenes.presets import FLOORPLAN_KINDS, get_preset
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _layout_cells(kind: str, rng: np.random.Generator, area_range: tuple[float, 
         return _assign_home_kinds(rng, cells)
     if kind == "house":
         return _house_cells(rng, whole)
-    raise ValueError(f"unknown floor-plan kind {kind!r}; expected room, office, hotel, apartment or house")
+    raise ValueError(f"unknown floor-plan kind {kind!r}; expected one of {list(FLOORPLAN_KINDS)}")
 
 
 def _assign_home_kinds(rng: np.random.Generator, cells: list[Cell]) -> list[Cell]:

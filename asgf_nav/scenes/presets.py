@@ -20,6 +20,7 @@ class UnknownSceneError(UserInputError, KeyError):
 
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+FLOORPLAN_KINDS: tuple[str, ...] = ("room", "office", "hotel", "apartment", "house")  # what the generator builds
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,16 @@ class SceneSpec:
     area_range: tuple[float, float]  # target footprint between the exterior walls' centre lines, m^2
     split: str
 
+    def __post_init__(self) -> None:
+        # a misspelt split would leave the scene out of every split; a misspelt kind fail 20 layouts later
+        if self.split not in SPLITS:
+            raise ValueError(f"scene {self.name!r}: split {self.split!r} is none of {list(SPLITS)}")
+        if self.kind not in FLOORPLAN_KINDS:
+            raise ValueError(f"scene {self.name!r}: kind {self.kind!r} is none of {list(FLOORPLAN_KINDS)}")
+        low, high = self.area_range
+        if not 0 < low <= high:
+            raise ValueError(f"scene {self.name!r}: area_range {self.area_range} is not 0 < low <= high (m^2)")
+
 
 @dataclass(frozen=True)
 class ScenePreset:
@@ -38,6 +49,15 @@ class ScenePreset:
     grid_size: float  # metres between navigation-graph nodes
     sample_rate: int  # Hz of the room impulse responses baked for this preset
     specs: tuple[SceneSpec, ...]
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.specs]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:  # both copies would be built into one folder, a train scene silently also a val one
+            raise ValueError(f"preset {self.name!r} lists scenes {repeated} more than once")
+        empty = [split for split in SPLITS if not any(s.split == split for s in self.specs)]
+        if empty:
+            raise ValueError(f"preset {self.name!r} has no scene in split(s) {empty}: each split needs one")
 
     # ----------------------------------------------------------------- scene lists
     def spec(self, scene: str) -> SceneSpec:

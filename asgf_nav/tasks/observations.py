@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from asgf_nav.config import ConfigError
+from asgf_nav.config import ConfigError, check_registered_name
 from asgf_nav.tasks.episodes import ResolvedEpisode
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.world import TaskScene, TaskWorld
@@ -100,6 +100,7 @@ def register_observation(
     ``needs_spectrogram`` the state it is given holds the spectrogram; otherwise only when the env computes it
     anyway (a sensor, or another provider's input), else None. ``check_sounds(names)``, when given, is called
     as an env is built with its episodes' sounds, and raises for those the provider cannot serve."""
+    check_registered_name("observation", name, "task.sensors")
     if name in BUILTIN_SENSORS:
         raise ValueError(f"observation name {name!r} is a built-in sensor")
     if name in RESERVED_OBSERVATIONS and not any(compute is f for f in _PACKAGED):  # by identity: any callable
