@@ -111,7 +111,10 @@ def synthetic_sound(name: str, sample_rate: int) -> np.ndarray:
 def synthetic_world(
     scenes: list[TaskScene] | None = None, sample_rate: int = 16000, dataset: str = "synthetic"
 ) -> TaskWorld:
-    """A world of the given scenes (default: two 5x4 grids, one with a blocked cell) with synthetic sounds."""
+    """A world of the given scenes (default: two 5x4 grids, one with a blocked cell) with synthetic sounds.
+
+    The default grids' views are 16 px, below the visual CNN's smallest input (36 px): for a policy that reads
+    rgb or depth, pass scenes made with ``grid_scene(..., image_size=64)``."""
     if scenes is None:
         scenes = [
             grid_scene("grid_a", sample_rate=sample_rate, dataset=dataset),
