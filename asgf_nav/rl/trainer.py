@@ -53,6 +53,7 @@ from asgf_nav.rl.ppo import PPO
 from asgf_nav.rl.resume import remembered_best, schedule_change
 from asgf_nav.rl.rng import capture_rng_state, restore_rng_state, seed_everything
 from asgf_nav.rl.rollout import WINDOW_KEYS, EpisodeWindow, RolloutStorage, to_device
+from asgf_nav.rl.throughput import SharedCoreWatch
 from asgf_nav.rl.validation import ValidationStopped, run_validation
 from asgf_nav.scenes.background import ScenesNotReadyError
 from asgf_nav.termination import raise_if_stopped, stop_between_updates, stop_requested
@@ -153,6 +154,7 @@ class Trainer:
         self.num_updates = max(1, math.ceil(cfg.ppo.total_frames / self.frames_per_update))
         self.updates_done, self.frames = 0, 0
         self.window = EpisodeWindow(int(cfg.train.stats_window_episodes))
+        self.shared_core_watch = SharedCoreWatch()  # says why a CPU run's frames/s collapsed, when it can
         self.episode_returns = torch.zeros(self.num_envs, device=self.device)
         self.next_rollout_hidden = self.policy.initial_hidden(self.num_envs, self.device)
         self.val_env: TrainingEnv | None = None
@@ -307,6 +309,10 @@ class Trainer:
         )
         if self.is_main and self.updates_done % max(self.cfg.train.log_interval, 1) == 0:
             self.log_scalars("train", stats)
+        fps, on_cpu = stats["fps"], self.device.type == "cpu"
+        slowed = self.shared_core_watch.observe(fps, self.frames_per_update / fps, torch.get_num_threads(), on_cpu)
+        if slowed:
+            logger.warning(slowed)
         val_interval = self.cfg.train.val_interval
         if self.is_main and val_interval > 0 and self.updates_done % val_interval == 0:
             self.validate_and_keep_best()
