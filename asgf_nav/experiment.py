@@ -124,7 +124,7 @@ def prepare_scenes(cfg: ExperimentConfig, pool: Any | None, is_main: bool) -> No
     )  # fmt: skip
     if is_main:  # every layout first (seconds): distance bounds that leave a scene no episode stop the run now
         from asgf_nav.scenes.store import scene_dir
-        from asgf_nav.tasks.episodes import check_distance_bounds
+        from asgf_nav.tasks.episode_generation import check_distance_bounds
 
         every = [name for split in ("train", "val", "test") for name in pool.split_scenes(split)]
         # a read-only data root lacking a stage of any scene is refused now, not when the background build gets there

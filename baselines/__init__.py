@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # the evaluator imports torch; the names below serve command-
 
 BASELINES: tuple[str, ...] = ("random", "direction_follower", "gan", "oracle")
 AUDIO_MODEL_BASELINES: tuple[str, ...] = ("direction_follower", "gan")
+# baselines that draw their actions from a seeded stream (evaluate.py --seed); the others act deterministically
+SEEDED_BASELINES: tuple[str, ...] = ("random",)
 
 
 def audio_model_path(cfg: Any, model_path: str | Path | None = None) -> Path:
@@ -61,7 +63,7 @@ def make_baseline(
     """The baseline ``name``; the audio-model baselines load ``model_path`` (default under the data root) and,
     given the env's ``spectrogram_shape``, refuse a model trained on another (CheckpointError)."""
     agent_class: Any = baseline_class(name)  # an unknown name raises here; each class takes its own arguments
-    if name == "random":
+    if name in SEEDED_BASELINES:
         return agent_class(seed=seed, stop_rule=random_stop_rule)
     if name in AUDIO_MODEL_BASELINES:
         from asgf_nav.rl.checkpoint import response_versions
@@ -79,6 +81,7 @@ def make_baseline(
 __all__ = [
     "AUDIO_MODEL_BASELINES",
     "BASELINES",
+    "SEEDED_BASELINES",
     "audio_model_path",
     "baseline_class",
     "baseline_sensors",

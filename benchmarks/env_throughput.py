@@ -48,7 +48,8 @@ from asgf_nav.io import atomic_write_text
 from asgf_nav.logging_utils import setup_logging
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import Episode, generate_split, resolve_episodes
+from asgf_nav.tasks.episode_generation import generate_split
+from asgf_nav.tasks.episodes import Episode, resolve_episodes
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 from asgf_nav.tasks.world import TaskWorld
 from baselines.planning import next_action_towards

@@ -89,7 +89,8 @@ class RandomObservationEnv:
 def synthetic_env(cfg: Any, device: torch.device, image_size: int) -> Any:
     from asgf_nav.config import TaskConfig
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split, resolve_episodes
+    from asgf_nav.tasks.episode_generation import generate_split
+    from asgf_nav.tasks.episodes import resolve_episodes
     from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
     sample_rate = 44100 if cfg.scenes.dataset == "replica" else 16000

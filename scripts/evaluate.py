@@ -49,7 +49,7 @@ from asgf_nav.cli import (  # noqa: E402
 from asgf_nav.config import load_config  # noqa: E402
 from asgf_nav.devices import resolve_device  # noqa: E402
 from asgf_nav.logging_utils import setup_logging  # noqa: E402
-from baselines import AUDIO_MODEL_BASELINES, BASELINES  # noqa: E402
+from baselines import AUDIO_MODEL_BASELINES, BASELINES, SEEDED_BASELINES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.deterministic and args.agent:
         parser.error(f"--deterministic sets how a checkpoint's policy acts; --agent {args.agent} has no policy")
-    if args.seed is not None and args.agent != "random":  # ignored, it would label three identical draws as three
+    # an ignored seed would label three identical draws as three
+    if args.seed is not None and args.agent not in SEEDED_BASELINES:
         what = f"--agent {args.agent} draws nothing" if args.agent else "a checkpoint samples with train.seed=N"
-        parser.error(f"--seed seeds the random baseline; {what}")
+        parser.error(f"--seed seeds the {' / '.join(SEEDED_BASELINES)} baseline; {what}")
     if args.random_stop != "goal" and args.agent != "random":
         parser.error(f"--random-stop is the random agent's STOP rule, not one of {args.agent or 'a checkpoint'}")
     if args.baseline_model and args.agent not in AUDIO_MODEL_BASELINES:

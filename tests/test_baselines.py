@@ -19,7 +19,7 @@ from asgf_nav.acoustics.rir import RENDER_VERSION
 from asgf_nav.config import ExperimentConfig
 from asgf_nav.eval.evaluator import Agent, AgentContext, run_episodes, summarize
 from asgf_nav.rl.checkpoint import CheckpointError
-from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.episode_generation import generate_split
 from asgf_nav.tasks.navigation import pointgoal_polar
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 from baselines import BASELINES, make_baseline

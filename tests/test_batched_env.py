@@ -8,7 +8,8 @@ from env_helpers import reset_env_pair
 from asgf_nav.config import ExperimentConfig, TaskConfig
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import ResolvedEpisode, generate_split
+from asgf_nav.tasks.episode_generation import generate_split
+from asgf_nav.tasks.episodes import ResolvedEpisode
 from asgf_nav.tasks.factory import make_env
 from asgf_nav.tasks.metrics import METRIC_NAMES
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
@@ -367,7 +368,7 @@ def test_per_env_and_batch_providers_see_each_envs_own_node_yaw_and_step(monkeyp
     from asgf_nav.tasks import observations
     from asgf_nav.tasks.audionav_env import AudioNavEnv
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.episode_generation import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
 
     world = synthetic_world(sample_rate=16000)
@@ -405,7 +406,7 @@ def test_cache_holds_at_least_one_spectrogram_per_env():
     raise "distinct spectrograms requested at once")."""
     from asgf_nav.config import TaskConfig
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.episode_generation import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
 
     world = synthetic_world(sample_rate=16000)
@@ -424,7 +425,7 @@ def test_rendered_audio_is_released_after_each_observation():
     that rendered it, not for every key ever missed."""
     from asgf_nav.config import TaskConfig
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.episode_generation import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
 
     world = synthetic_world(sample_rate=16000)

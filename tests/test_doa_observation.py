@@ -220,7 +220,7 @@ def test_batched_env_hands_the_audio_of_its_spectrograms_to_the_doa_head(bank, t
     from asgf_nav.config import TaskConfig
     from asgf_nav.models.doa.observation import register_doa_observation
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.episode_generation import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
 
     ckpt = tmp_path / "head.pt"
@@ -310,7 +310,8 @@ def test_frozen_head_is_unchanged_by_ppo_training(tmp_path, monkeypatch):
     from asgf_nav.rl.trainer import Trainer
     from asgf_nav.tasks import observations
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split, resolve_episodes
+    from asgf_nav.tasks.episode_generation import generate_split
+    from asgf_nav.tasks.episodes import resolve_episodes
     from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
     monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here
@@ -561,7 +562,7 @@ def test_an_env_whose_sounds_the_head_cannot_be_prompted_for_is_refused_as_it_is
     from asgf_nav.models.doa.observation import register_doa_observation
     from asgf_nav.tasks.audionav_env import AudioNavEnv
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.episode_generation import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
 
     ckpt = tmp_path / "head.pt"

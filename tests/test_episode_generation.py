@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 
 from asgf_nav.config import TaskConfig
-from asgf_nav.tasks.episodes import (
-    Episode,
-    EpisodeError,
-    EpisodeSampler,
-    generate_scene_episodes,
-    generate_split,
-    load_or_generate,
-    resolve_episode,
-)
+from asgf_nav.tasks.episode_generation import generate_scene_episodes, generate_split, load_or_generate
+from asgf_nav.tasks.episodes import Episode, EpisodeError, EpisodeSampler, resolve_episode
 from asgf_nav.tasks.navigation import quaternion_to_yaw_index, yaw_to_quaternion
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 

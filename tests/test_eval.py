@@ -40,7 +40,7 @@ from asgf_nav.eval.metrics import (
 from asgf_nav.eval.report import comparison_chart, comparison_table, find_summaries, load_summary
 from asgf_nav.scenes.build import build_scenes
 from asgf_nav.tasks.audionav_env import observation_space_for
-from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.episode_generation import generate_split
 from asgf_nav.tasks.navigation import step_pose
 from asgf_nav.tasks.synthetic import synthetic_world
 from baselines.oracle import OracleAgent

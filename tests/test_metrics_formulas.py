@@ -16,7 +16,7 @@ from asgf_nav.eval.metrics import (
     wilson_interval,
 )
 from asgf_nav.tasks import metrics
-from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.episode_generation import generate_split
 from asgf_nav.tasks.metrics import METRIC_NAMES, episode_metrics, episode_metrics_array
 from asgf_nav.tasks.synthetic import synthetic_world
 

@@ -10,7 +10,7 @@ import pytest
 
 from asgf_nav.config import ConfigError, ExperimentConfig, TaskConfig
 from asgf_nav.tasks import factory, observations
-from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.episode_generation import generate_split
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_sound, synthetic_world
 
 

@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 
 from asgf_nav.config import TaskConfig
-from asgf_nav.tasks.episodes import (
-    EpisodeError,
-    EpisodeSampler,
-    _write_json_gz,
-    generate_split,
-    load_episodes,
-    resolve_episodes,
-)
+from asgf_nav.tasks.episode_generation import generate_split
+from asgf_nav.tasks.episodes import EpisodeError, EpisodeSampler, _write_json_gz, load_episodes, resolve_episodes
 from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, oracle_plan, turn_cost
 from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 

@@ -470,7 +470,7 @@ def test_validation_leaves_training_bit_identical_on_the_batched_env(
     from asgf_nav.models.doa.observation import register_doa_observation
     from asgf_nav.tasks import observations
     from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.episode_generation import generate_split
     from asgf_nav.tasks.synthetic import grid_scene, synthetic_world
 
     monkeypatch.setattr(observations, "_REGISTRY", dict(observations._REGISTRY))  # the test's "doa" stays here

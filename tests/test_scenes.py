@@ -986,7 +986,8 @@ def test_acoustics_baked_before_the_source_spread_was_recorded_stay_current(tmp_
 
 def test_distance_bounds_that_no_node_distance_meets_are_named_with_the_nearest_ones(tmp_path: Path) -> None:
     """On a 0.5 m grid no start lies 1.1-1.4 m from a source: the message gives the distances that do occur."""
-    from asgf_nav.tasks.episodes import EpisodeError, check_distance_bounds
+    from asgf_nav.tasks.episode_generation import check_distance_bounds
+    from asgf_nav.tasks.episodes import EpisodeError
 
     cfg, directory = _baked(tmp_path)
     check_distance_bounds(cfg, [directory])  # the defaults leave episodes

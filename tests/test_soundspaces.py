@@ -29,14 +29,8 @@ from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.scenes.store import SceneStore, SceneStoreError, bake_lock
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import (
-    Episode,
-    EpisodeError,
-    episode_dataset_path,
-    generate_scene_episodes,
-    load_episodes,
-    resolve_episode,
-)
+from asgf_nav.tasks.episode_generation import generate_scene_episodes
+from asgf_nav.tasks.episodes import Episode, EpisodeError, episode_dataset_path, load_episodes, resolve_episode
 from asgf_nav.tasks.factory import split_sound_names
 from asgf_nav.tasks.navigation import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, oracle_plan
 from asgf_nav.tasks.soundspaces_export import ExportError, export_world

@@ -16,7 +16,7 @@ from asgf_nav.acoustics import rir as rendered_rirs
 from asgf_nav.config import ExperimentConfig, TaskConfig, load_config
 from asgf_nav.io import exclusive_lock
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import generate_split
+from asgf_nav.tasks.episode_generation import generate_split
 from asgf_nav.tasks.factory import spectrogram_store_root
 from asgf_nav.tasks.spectrogram import TorchSpectrogram, spectrogram_np
 from asgf_nav.tasks.spectrogram_bake import bake, bake_world, store_bytes

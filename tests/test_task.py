@@ -16,14 +16,13 @@ from asgf_nav.config import ConfigError, ExperimentConfig, TaskConfig
 from asgf_nav.scenes.floorplan import yaw_forward
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.audionav_env import AudioNavEnv
+from asgf_nav.tasks.episode_generation import generate_split, load_or_generate
 from asgf_nav.tasks.episodes import (
     Episode,
     EpisodeError,
     ResolvedEpisode,
     episode_dataset_path,
-    generate_split,
     load_episodes,
-    load_or_generate,
     resolve_episode,
     resolve_episodes,
     save_episodes,

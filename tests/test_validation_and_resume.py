@@ -14,7 +14,8 @@ from asgf_nav.rl.trainer import Trainer
 from asgf_nav.scenes.background import ScenePool
 from asgf_nav.tasks import factory
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import Episode, generate_scene_episodes
+from asgf_nav.tasks.episode_generation import generate_scene_episodes
+from asgf_nav.tasks.episodes import Episode
 from asgf_nav.tasks.synthetic import synthetic_world
 from asgf_nav.tasks.world import TaskWorld
 

@@ -327,7 +327,7 @@ def _spectrogram_policy(test_episodes: int, max_steps: int):
     from asgf_nav.eval.evaluator import PolicyAgent
     from asgf_nav.models.policies import build_policy
     from asgf_nav.tasks.audionav_env import observation_space_for
-    from asgf_nav.tasks.episodes import generate_split
+    from asgf_nav.tasks.episode_generation import generate_split
     from asgf_nav.tasks.synthetic import synthetic_world
 
     world = synthetic_world(sample_rate=16000)

@@ -6,13 +6,13 @@ import gymnasium
 
 from asgf_nav.tasks.audionav_env import AudioNavEnv
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
+from asgf_nav.tasks.episode_generation import generate_split
 from asgf_nav.tasks.episodes import (
     Episode,
     EpisodeError,
     EpisodeSampler,
     ResolvedEpisode,
     episode_dataset_path,
-    generate_split,
     load_episodes,
     resolve_episodes,
     save_episodes,

@@ -13,7 +13,8 @@ import torch
 from asgf_nav.config import ExperimentConfig, check_values
 from asgf_nav.devices import resolve_device
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
-from asgf_nav.tasks.episodes import Episode, load_or_generate
+from asgf_nav.tasks.episode_generation import load_or_generate
+from asgf_nav.tasks.episodes import Episode
 from asgf_nav.tasks.world import TaskWorld, load_world, sound_names
 
 logger = logging.getLogger(__name__)
