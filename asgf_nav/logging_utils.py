@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -65,13 +66,34 @@ def live_console() -> bool:
     return on_terminal or "ipykernel" in sys.modules
 
 
-def bar_pacing(mininterval: float = 0.1) -> dict[str, float]:
-    """tqdm's redraw intervals for a bar on standard error: ``mininterval`` on a live console; once a minute where
-    standard error is a file or a pipe, in which every redraw stays: ten a second over an hours-long bake grow the
-    log by megabytes of carriage returns."""
+class BarLines:
+    """Standard error for a bar drawn into a file or a pipe: each redraw a line of its own. tqdm draws in place with
+    carriage returns, so in a file a bar and the log line written after it (by a bake's worker, which does not know
+    the bar) shared one line, and grep or an editor showed every redraw run together."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()  # tqdm's clearing writes (spaces between returns) draw nothing
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding and the like: tqdm picks unicode or ASCII blocks by them
+        return getattr(self.stream, name)
+
+
+def bar_pacing(mininterval: float = 0.1) -> dict[str, Any]:
+    """tqdm's redraw intervals and stream for a bar on standard error: ``mininterval`` on a live console; where
+    standard error is a file or a pipe, in which every redraw stays, once a minute (ten a second over an
+    hours-long bake grow the log by megabytes) and each on a line of its own (``BarLines``)."""
     if live_console():
         return {"mininterval": mininterval}
-    return {"mininterval": max(mininterval, FILE_BAR_SECONDS), "maxinterval": max(mininterval, FILE_BAR_SECONDS)}
+    pace = max(mininterval, FILE_BAR_SECONDS)
+    return {"mininterval": pace, "maxinterval": pace, "file": BarLines(sys.stderr)}
 
 
 def record_in_log_files(message: str, exc_info: BaseException | None = None, level: int = logging.ERROR) -> None:

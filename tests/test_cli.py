@@ -489,7 +489,39 @@ def test_bars_drawn_into_a_file_are_redrawn_once_a_minute(monkeypatch):
     monkeypatch.setattr(sys, "stderr", Terminal())
     assert bar_pacing() == {"mininterval": 0.1} and bar_pacing(5) == {"mininterval": 5}
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    assert bar_pacing() == {"mininterval": FILE_BAR_SECONDS, "maxinterval": FILE_BAR_SECONDS} == bar_pacing(5)
+    for pacing in (bar_pacing(), bar_pacing(5)):
+        assert pacing["mininterval"] == pacing["maxinterval"] == FILE_BAR_SECONDS
+        assert pacing["file"].stream is sys.stderr
+
+
+def test_a_bar_in_a_file_draws_each_redraw_and_each_log_line_on_a_line_of_its_own(monkeypatch):
+    """In a log file the bar's carriage returns ran its redraws and the next log line together on one line."""
+    import io
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from asgf_nav.logging_utils import TqdmHandler, bar_pacing
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("bar_lines_test")
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "propagate", False)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    pacing = {**bar_pacing(), "mininterval": 0, "maxinterval": 0}  # every update drawn
+    with tqdm(total=3, desc="baking", **pacing) as bar:
+        bar.update(1)
+        logger.info("scene one written")
+        bar.update(2)
+    logger.removeHandler(handler)
+    lines = log.getvalue().split("\n")
+    assert "\r" not in log.getvalue() and lines[-1] == ""
+    assert lines.index("scene one written") == 2  # alone on its line, between the bar's redraws
+    drawn = [line.split("|")[0] for line in lines if line.startswith("baking")]
+    assert drawn[:3] == ["baking:   0%", "baking:  33%", "baking: 100%"] and set(drawn[3:]) <= {"baking: 100%"}
 
 
 def test_a_script_with_its_standard_output_closed_still_runs(tmp_path):
