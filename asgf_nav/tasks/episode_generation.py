@@ -129,17 +129,20 @@ def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Seque
     for name in tqdm(
         names, desc=f"episodes {world.dataset}/{split}", disable=bar_disabled(len(names) >= 4), **bar_pacing()
     ):
-        seed = zlib.crc32(f"{world.dataset}/{split}/{sound_split}/{name}".encode())
-        episodes += generate_scene_episodes(
-            world.scene(name),
-            counts[name],
-            sounds,
-            seed,
-            float(task_cfg.min_geodesic_distance),
-            float(task_cfg.max_geodesic_distance),
-            id_prefix=f"{name}:",
-        )
+        episodes += split_scene_episodes(world, name, split, sound_split, sounds, counts[name], task_cfg)
     return episodes
+
+
+def split_scene_episodes(
+    world: TaskWorld, name: str, split: str, sound_split: str, sounds: Sequence[str], count: int, task_cfg
+) -> list[Episode]:
+    """One scene's episodes of a split, seeded by the dataset, split, sound split and scene alone: a scene's
+    episodes do not change when other scenes join the world."""
+    seed = zlib.crc32(f"{world.dataset}/{split}/{sound_split}/{name}".encode())
+    return generate_scene_episodes(
+        world.scene(name), count, sounds, seed,
+        float(task_cfg.min_geodesic_distance), float(task_cfg.max_geodesic_distance), id_prefix=f"{name}:",
+    )  # fmt: skip
 
 
 GENERATION_KEY = "asgf_nav_generation"
@@ -228,11 +231,7 @@ def load_or_generate(
         if data is not None and data[GENERATION_KEY] == wanted:
             episodes += [Episode.from_json(r, str(file)) for r in data["episodes"]]
             continue
-        seed = zlib.crc32(f"{world.dataset}/{split}/{sound_split}/{name}".encode())
-        generated = generate_scene_episodes(
-            world.scene(name), per_scene, sounds, seed,
-            float(task_cfg.min_geodesic_distance), float(task_cfg.max_geodesic_distance), id_prefix=f"{name}:",
-        )  # fmt: skip
+        generated = split_scene_episodes(world, name, split, sound_split, sounds, per_scene, task_cfg)
         if cache_episode_file(file, {"episodes": [e.to_json() for e in generated], GENERATION_KEY: wanted}):
             logger.info("wrote %d %s episodes of %s to %s", len(generated), split, name, file)
         episodes += generated
