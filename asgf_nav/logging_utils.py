@@ -83,6 +83,8 @@ class BarLines:
         self.stream.flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding and the like: tqdm picks unicode or ASCII blocks by them
+        if name == "stream":  # not set yet (a copy being made): no endless lookup
+            raise AttributeError(name)
         return getattr(self.stream, name)
 
 
