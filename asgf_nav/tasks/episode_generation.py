@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from asgf_nav.config import TaskConfig
 from asgf_nav.logging_utils import bar_disabled, bar_pacing
 from asgf_nav.scenes.presets import UnknownSceneError
 from asgf_nav.tasks.episodes import (
@@ -111,7 +112,7 @@ def generate_scene_episodes(
     return episodes
 
 
-def episode_counts(split: str, scenes: Sequence[str], task_cfg) -> dict[str, int]:
+def episode_counts(split: str, scenes: Sequence[str], task_cfg: TaskConfig) -> dict[str, int]:
     """Episodes per scene: train has a per-scene count, val/test a total spread evenly over the scenes."""
     if split == "train":
         return {s: int(task_cfg.train_episodes_per_scene) for s in scenes}
@@ -120,7 +121,9 @@ def episode_counts(split: str, scenes: Sequence[str], task_cfg) -> dict[str, int
     return {s: base + (1 if i < extra else 0) for i, s in enumerate(scenes)}
 
 
-def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Sequence[str], task_cfg) -> list[Episode]:
+def generate_split(
+    world: TaskWorld, split: str, sound_split: str, sounds: Sequence[str], task_cfg: TaskConfig
+) -> list[Episode]:
     """All episodes of one split over the world's scenes (sorted by name), deterministic: the episodes
     ``load_or_generate`` writes for the same world and config, ids included (``scene:i``)."""
     names = sorted(world.scenes)
@@ -134,7 +137,7 @@ def generate_split(world: TaskWorld, split: str, sound_split: str, sounds: Seque
 
 
 def split_scene_episodes(
-    world: TaskWorld, name: str, split: str, sound_split: str, sounds: Sequence[str], count: int, task_cfg
+    world: TaskWorld, name: str, split: str, sound_split: str, sounds: Sequence[str], count: int, task_cfg: TaskConfig
 ) -> list[Episode]:
     """One scene's episodes of a split, seeded by the dataset, split, sound split and scene alone: a scene's
     episodes do not change when other scenes join the world."""
@@ -164,7 +167,7 @@ def graph_digest(scene: TaskScene) -> int:
 
 
 def generation_record(
-    world: TaskWorld, scene: str, split: str, sound_split: str, sounds: Sequence[str], count: int, task_cfg
+    world: TaskWorld, scene: str, split: str, sound_split: str, sounds: Sequence[str], count: int, task_cfg: TaskConfig
 ) -> dict[str, Any]:
     """Everything a generated scene's episodes depend on; a content file whose record differs is regenerated."""
     return {
@@ -184,7 +187,7 @@ def load_or_generate(
     split: str,
     sound_split: str,
     sounds: Sequence[str],
-    task_cfg,
+    task_cfg: TaskConfig,
     split_scenes: Sequence[str] | None = None,
     generate: bool = True,
 ) -> list[Episode]:
