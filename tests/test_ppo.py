@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from gymnasium import spaces
 
 from asgf_nav.config import ExperimentConfig
+from asgf_nav.eval.training_log import read_training_log
 from asgf_nav.rl.checkpoint import (
     BEST_CHECKPOINT,
     CheckpointError,
@@ -403,6 +404,12 @@ def test_tensorboard_keeps_the_history_of_a_resumed_run(tmp_path: Path) -> None:
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/value_loss")] == [frames * k for k in (1, 2, 3, 4)]
+    # scripts/plot_training.py's reader sees the same run, and where it was resumed
+    log = read_training_log(run)
+    steps, values = log.series("value_loss")
+    assert steps.tolist() == [frames * k for k in (1, 2, 3, 4)]
+    assert values.tolist() == [e.value for e in events.Scalars("train/value_loss")]
+    assert log.resumed_at == [2 * frames + 1]
 
 
 def test_tensorboard_hides_a_dead_runs_curves_from_a_fresh_run_in_its_directory(tmp_path: Path) -> None:
@@ -421,6 +428,8 @@ def test_tensorboard_hides_a_dead_runs_curves_from_a_fresh_run_in_its_directory(
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/value_loss")] == [frames, 2 * frames]
+    log = read_training_log(run)  # a fresh start, not a resume
+    assert log.series("train/value_loss")[0].tolist() == [frames, 2 * frames] and log.resumed_at == []
 
 
 def test_a_run_removes_the_temporaries_of_checkpoint_saves_that_were_killed(tmp_path: Path) -> None:
