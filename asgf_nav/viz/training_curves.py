@@ -24,9 +24,12 @@ def plot_training_curves(
     tags: Sequence[str],
     edges: Sequence[np.ndarray],
     out: str | Path,
-    columns: int = 3,
+    columns: int | None = None,
 ) -> Path:
-    """Write the figure to ``out``; ``edges[i]`` are the frame windows of ``logs[i]``."""
+    """Write the figure to ``out``; ``edges[i]`` are the frame windows of ``logs[i]``; by default three panels
+    a row (two for four)."""
+    if columns is None:
+        columns = 2 if len(tags) == 4 else 3
     columns = min(columns, len(tags))
     rows = math.ceil(len(tags) / columns)
     fig = Figure(figsize=(4.2 * columns, 3.0 * rows), layout="constrained")
