@@ -134,3 +134,16 @@ def test_the_script_prints_the_table_and_draws_the_curves_of_two_runs(tmp_path: 
     with pytest.raises(SystemExit):
         script.main([str(tmp_path / "a"), "--tags", "fps"])
     assert "no scalar 'fps' was logged" in capsys.readouterr().err
+
+
+def test_tensor_scalars_are_read_and_text_or_histograms_are_not_scalars(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "tb"), purge_step=1) as writer:
+        writer.add_scalar("train/lr", 0.25, 100, new_style=True)  # a tensor summary, as newer writers log
+        writer.add_scalar("train/lr", 0.5, 200)
+        writer.add_text("notes", "a note", 100)
+        writer.add_histogram("weights", np.arange(10.0), 100)
+    log = read_training_log(tmp_path)
+    assert list(log.scalars) == ["train/lr"]
+    assert log.series("lr")[0].tolist() == [100, 200] and log.series("lr")[1].tolist() == [0.25, 0.5]

@@ -96,8 +96,8 @@ def read_training_log(run: str | Path) -> TrainingLog:
                 for value in event.summary.value:
                     if value.HasField("simple_value"):
                         number = float(value.simple_value)
-                    elif value.HasField("tensor") and make_ndarray(value.tensor).size == 1:
-                        number = float(make_ndarray(value.tensor).reshape(()))
+                    elif value.HasField("tensor") and _is_number(array := make_ndarray(value.tensor)):
+                        number = float(array.reshape(()))
                     else:
                         continue  # images, histograms, text: not scalars
                     points.setdefault(value.tag, {})[int(event.step)] = number
@@ -108,9 +108,15 @@ def read_training_log(run: str | Path) -> TrainingLog:
         )
     scalars = {}
     for tag, values in points.items():
+        if not values:
+            continue  # all it logged was gone back behind by a resume
         steps = np.array(sorted(values), dtype=np.int64)
         scalars[tag] = (steps, np.array([values[s] for s in steps], dtype=np.float64))
     return TrainingLog(directory, scalars, resumed_at)
+
+
+def _is_number(array: np.ndarray) -> bool:
+    return array.size == 1 and array.dtype.kind in "biuf"
 
 
 def window_edges(last_frame: int, windows: int | None = None, window_frames: int | None = None) -> np.ndarray:
