@@ -1106,6 +1106,35 @@ def test_summarize_gives_each_scene_the_metrics_of_its_own_episodes():
     assert "a row of one episode shows its values with (n=1), as no interval exists; " in text
 
 
+def test_a_summary_counts_how_the_episodes_ended():
+    """STOP on success, STOP elsewhere (with the median distance of those stops) and the step limit."""
+    from asgf_nav.eval.report import summary_markdown
+
+    records = [
+        _record("room", "0", success=1.0),
+        _record("room", "1", distance_to_goal=3.0),
+        _record("room", "2", distance_to_goal=5.0),
+        _record("room", "3", distance_to_goal=9.0),
+    ]
+    records[3].actions = [1, 2, 1]  # no STOP: the step limit ended it
+    summary = summarize(records)
+    assert summary["endings"] == {
+        "stopped": 3,
+        "stopped_successfully": 1,
+        "failed_stop_distance_median": 4.0,
+        "step_limit": 1,
+    }
+    assert ("Endings: 3 episode(s) called STOP, 1 of them successfully; the other 2 a median 4.00 m from the "
+            "goal; 1 reached the step limit.") in summary_markdown(summary)  # fmt: skip
+    every_stop_succeeded = summarize(records[:1])
+    assert every_stop_succeeded["endings"]["failed_stop_distance_median"] is None
+    assert "Endings: 1 episode(s) called STOP, 1 of them successfully; 0 reached" in summary_markdown(
+        every_stop_succeeded
+    )
+    del summary["endings"]  # a summary of an earlier release
+    assert "Endings" not in summary_markdown(summary)
+
+
 def test_a_summary_says_how_many_rirs_were_heard_as_silence():
     """Results on SoundSpaces data with scenes.rir_on_missing=silence are marked, not only logged."""
     from asgf_nav.eval.report import summary_markdown

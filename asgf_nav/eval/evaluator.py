@@ -39,7 +39,7 @@ from asgf_nav.rl.validation import validation_quota
 from asgf_nav.safe_load import weights_mismatch
 from asgf_nav.tasks.batched_env import BatchedAudioNavEnv
 from asgf_nav.tasks.episodes import Episode, ResolvedEpisode
-from asgf_nav.tasks.navigation import step_pose
+from asgf_nav.tasks.navigation import STOP, step_pose
 from asgf_nav.tasks.world import TaskScene, TaskWorld
 
 logger = logging.getLogger(__name__)
@@ -490,7 +490,21 @@ def summarize(records: Sequence[EpisodeRecord], level: float = 0.95) -> dict[str
     for scene in sorted({r.scene for r in records}):
         rows = [r.metrics for r in records if r.scene == scene]
         per_scene[scene] = {k: v.to_dict() for k, v in aggregate(rows, level=level).items()}
-    return {"episodes": len(records), "metrics": summary, "per_scene": per_scene}
+    return {"episodes": len(records), "metrics": summary, "per_scene": per_scene, "endings": endings(records)}
+
+
+def endings(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
+    """How the episodes ended: STOP called (and how many of those succeeded, how far from the goal the others
+    stopped) or the step limit reached. An SR far under the SoftSPL reads differently for a policy that stops
+    short than for one that never stops."""
+    stopped = [r for r in records if r.actions and r.actions[-1] == STOP]
+    failed = [float(r.metrics["distance_to_goal"]) for r in stopped if not r.metrics.get("success")]
+    return {
+        "stopped": len(stopped),
+        "stopped_successfully": len(stopped) - len(failed),
+        "failed_stop_distance_median": float(np.median(failed)) if failed else None,
+        "step_limit": len(records) - len(stopped),
+    }
 
 
 def write_jsonl(path: str | Path, records: Sequence[EpisodeRecord]) -> Path:

@@ -153,12 +153,24 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for scope, metrics in rows:
         cells = [summary_cell(metrics, m) for m in REPORTED_METRICS]
         lines.append(f"| {scope} | {int(metrics['success']['count'])} | " + " | ".join(cells) + " |")
+    if summary.get("endings"):  # summaries written before it was recorded have none
+        lines += ["", endings_note(summary["endings"])]
     silenced = silence_note(meta)
     if silenced:
         lines += ["", silenced]
     if meta.get("command"):
         lines += ["", f"Command: `{meta['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def endings_note(endings: dict[str, Any]) -> str:
+    """One sentence of :func:`asgf_nav.eval.evaluator.endings`: how many stopped, how many of those on success."""
+    stopped, succeeded = int(endings["stopped"]), int(endings["stopped_successfully"])
+    text = f"Endings: {stopped} episode(s) called STOP, {succeeded} of them successfully"
+    if stopped > succeeded:
+        median = float(endings["failed_stop_distance_median"])
+        text += f"; the other {stopped - succeeded} a median {median:.2f} m from the goal"
+    return text + f"; {int(endings['step_limit'])} reached the step limit."
 
 
 def _level(summary: dict[str, Any]) -> float:
