@@ -36,9 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tags",
         nargs="+",
-        default=DEFAULT_TAGS,
-        help="scalars to show: full TensorBoard tags (train/episode/spl) or their last part when unique (spl) "
-        f"(default: {' '.join(DEFAULT_TAGS)})",
+        help="scalars to show: full TensorBoard tags (train/episode/spl) or their last part (spl: the training "
+        f"figure; val/spl the validation one) (default: those of {' '.join(DEFAULT_TAGS)} every run logged)",
     )
     windows = parser.add_mutually_exclusive_group()
     windows.add_argument("--windows", type=positive_int, help="this many equal windows per run (default: 8)")
@@ -57,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("INFO")
     try:
         logs = [read_training_log(run) for run in args.runs]
+        if args.tags is None:  # a run that has not yet finished an episode has no episode figures
+            args.tags = [tag for tag in DEFAULT_TAGS if all(log.has(tag) for log in logs)] or ["value_loss"]
         for log in logs:
             for tag in args.tags:
                 log.resolve_tag(tag)
     except TrainingLogError as exc:
         parser.error(str(exc))
-    labels = args.labels or [Path(run).resolve().name for run in args.runs]
+    labels = args.labels or [(log.source.parent if log.source.name == "tb" else log.source).name for log in logs]
     edges = [
         window_edges(log.last_frame, windows=None if args.window_frames else (args.windows or 8),
                      window_frames=args.window_frames)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     tables = []
     for log, label, run_edges in list(zip(logs, labels, edges))[: None if args.all_tables else 1]:
-        resumed = f"; resumed at frame {', '.join(f'{r:,}' for r in log.resumed_at)}" if log.resumed_at else ""
+        resumed = f"; resumed after frame {', '.join(f'{r:,}' for r in log.resumed_at)}" if log.resumed_at else ""
         tables.append(f"{label} ({log.last_frame:,} frames{resumed})\n\n{window_table(log, args.tags, run_edges)}")
     text = "\n".join(tables)
     print(text)

@@ -409,7 +409,7 @@ def test_tensorboard_keeps_the_history_of_a_resumed_run(tmp_path: Path) -> None:
     steps, values = log.series("value_loss")
     assert steps.tolist() == [frames * k for k in (1, 2, 3, 4)]
     assert values.tolist() == [e.value for e in events.Scalars("train/value_loss")]
-    assert log.resumed_at == [2 * frames + 1]
+    assert log.resumed_at == [2 * frames]  # the checkpoint it resumed from
 
 
 def test_tensorboard_hides_a_dead_runs_curves_from_a_fresh_run_in_its_directory(tmp_path: Path) -> None:

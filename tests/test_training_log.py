@@ -43,7 +43,7 @@ def test_a_resume_from_an_older_checkpoint_replaces_what_it_repeats(tmp_path: Pa
     steps, values = log.series("spl")
     assert steps.tolist() == list(range(100, 1201, 100))
     assert values.tolist() == [1.0, 1.0, 1.0] + [3.0] * 9
-    assert log.resumed_at == [301]  # the resume at 501 was itself gone back behind
+    assert log.resumed_at == [300]  # after frame 300; the resume after 500 was itself gone back behind
     assert log.last_frame == 1200
     assert set(log.scalars) == set(SCRIPT_TAGS)
 
@@ -66,6 +66,10 @@ def test_window_means_take_the_values_logged_inside_each_window() -> None:
     assert by_size.tolist() == [0, 25, 50, 60]  # the last window is what is left
     assert window_means(frames, values, by_size).tolist() == [2.0, 7.0, 11.0]
     assert math.isnan(window_means(frames, values, np.array([0.0, 5.0, 60.0]))[0])  # nothing logged there
+    # a log that begins at step 0 (not the trainer's, which logs from frame 1): the first window holds it
+    assert window_means(np.array([0, 1, 2, 3]), np.array([10.0, 1.0, 1.0, 1.0]), window_edges(3, windows=1)) == [3.25]
+    for only_step_zero in (window_edges(0, windows=4), window_edges(0, window_frames=10)):
+        assert window_means(np.array([0]), np.array([2.0]), only_step_zero).tolist() == [2.0]
     with pytest.raises(ValueError, match="exactly one"):
         window_edges(60, windows=3, window_frames=20)
     with pytest.raises(ValueError, match="at least 1"):
@@ -87,9 +91,14 @@ def test_the_table_shows_rates_in_percent_and_names_a_missing_or_ambiguous_tag(t
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(run / "tb"), purge_step=501) as writer:
-        writer.add_scalar("val/spl", 0.5, 600)
-    with pytest.raises(TrainingLogError, match="'spl' is ambiguous: train/episode/spl, val/spl"):
-        read_training_log(run).series("spl")
+        writer.add_scalar("val/spl", 0.5, 600)  # a validation, as the trainer logs it
+        writer.add_scalar("other/spl", 0.5, 600)
+    log = read_training_log(run)
+    assert log.resolve_tag("spl") == "train/episode/spl" and log.resolve_tag("val/spl") == "val/spl"
+    assert log.resumed_at == [400, 500]
+    del log.scalars["train/episode/spl"]
+    with pytest.raises(TrainingLogError, match="'spl' is ambiguous: other/spl, val/spl"):
+        log.series("spl")
 
 
 def test_a_directory_without_events_or_a_damaged_event_file_is_named(tmp_path: Path) -> None:
@@ -126,6 +135,9 @@ def test_the_script_prints_the_table_and_draws_the_curves_of_two_runs(tmp_path: 
     assert script.main([*argv, "--out", str(out), "--table", str(table), "--all-tables"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("| frames | episode/success % | value_loss |") == 2 and "a (800 frames)" in printed
+    # named by their event directories (RUN/tb) the runs are labelled by the run directories still
+    assert script.main([str(tmp_path / "a" / "tb"), str(tmp_path / "b" / "tb"), "--all-tables"]) == 0
+    assert "a (800 frames)" in capsys.readouterr().out
     assert table.read_text() == printed.rstrip("\n") + "\n"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):

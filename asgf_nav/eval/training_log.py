@@ -25,7 +25,8 @@ class TrainingLogError(ValueError):
 
 @dataclass
 class TrainingLog:
-    """Scalars by tag as (frames, values) in frame order, and the first step logged after each resume."""
+    """Scalars by tag as (frames, values) in frame order, and where the run was resumed: the last frame kept
+    before each resume (in the trainer's runs the frames of the checkpoint it resumed from)."""
 
     source: Path
     scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -33,15 +34,24 @@ class TrainingLog:
 
     def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
         """(frames, values) of ``tag``: a full tag (``train/episode/spl``) or the last part of one (``spl``)
-        when exactly one tag ends with it."""
+        when exactly one training tag (``train/...``), or else exactly one tag, ends with it (``val/spl`` names
+        the validation figure)."""
         return self.scalars[self.resolve_tag(tag)]
+
+    def has(self, tag: str) -> bool:
+        try:
+            self.resolve_tag(tag)
+        except TrainingLogError:
+            return False
+        return True
 
     def resolve_tag(self, tag: str) -> str:
         if tag in self.scalars:
             return tag
         matches = sorted(t for t in self.scalars if t.endswith("/" + tag))
-        if len(matches) == 1:
-            return matches[0]
+        training = [t for t in matches if t.startswith("train/")]
+        if len(matches) == 1 or len(training) == 1:
+            return (training or matches)[0]
         if matches:
             raise TrainingLogError(f"{self.source}: tag {tag!r} is ambiguous: {', '.join(matches)}")
         raise TrainingLogError(f"{self.source}: no scalar {tag!r} was logged; it has {', '.join(sorted(self.scalars))}")
@@ -86,9 +96,10 @@ def read_training_log(run: str | Path) -> TrainingLog:
             kind = event.WhichOneof("what")
             if kind == "session_log" and event.session_log.status == event.session_log.START:
                 restart = int(event.step)
-                resumed_at = [step for step in resumed_at if step < restart]  # resumes it goes back behind
-                if any(step < restart for values in points.values() for step in values):
-                    resumed_at.append(restart)  # it continues what is kept; else it starts the run afresh
+                resumed_at = [frame for frame in resumed_at if frame < restart]  # resumes it goes back behind
+                kept = [step for values in points.values() for step in values if step < restart]
+                if kept and max(kept) not in resumed_at:  # it continues what is kept; else it starts afresh
+                    resumed_at.append(max(kept))
                 for values in points.values():
                     for step in [s for s in values if s >= restart]:
                         del values[step]
@@ -127,18 +138,19 @@ def window_edges(last_frame: int, windows: int | None = None, window_frames: int
     if windows is not None:
         if windows < 1:
             raise ValueError(f"windows must be at least 1, got {windows}")
-        return np.linspace(0, last_frame, windows + 1)
+        return np.linspace(0, last_frame, windows + 1) if last_frame > 0 else np.zeros(2)
     if window_frames is None or window_frames < 1:
         raise ValueError(f"window_frames must be at least 1, got {window_frames}")
-    edges = np.arange(0, last_frame, window_frames, dtype=np.float64)
+    edges = np.arange(0, max(last_frame, 1), window_frames, dtype=np.float64)
     return np.append(edges, last_frame)
 
 
 def window_means(frames: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Mean of the values logged in each window (edges[i], edges[i + 1]]; nan for a window without any."""
+    """Mean of the values logged in each window (edges[i], edges[i + 1]], the first one closed on both sides (a
+    log may begin at step 0); nan for a window without any."""
     means = np.full(len(edges) - 1, np.nan)
     for i, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
-        inside = (frames > low) & (frames <= high)
+        inside = ((frames > low) if i else (frames >= low)) & (frames <= high)
         if inside.any():
             means[i] = float(values[inside].mean())
     return means
